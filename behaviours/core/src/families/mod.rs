@@ -1,0 +1,139 @@
+//! The artifact families, typed, plus [`Family`] to pick one by name at run time.
+
+mod capability_advertisement;
+mod node_advertisement;
+mod node_identity;
+mod peer_handshake;
+mod peer_status;
+mod signal_marker;
+mod signal_marker_envelope;
+
+use serde_json::{Map, Value};
+
+pub use capability_advertisement::{CORE_MESSAGING, CapabilityAdvertisement};
+pub use node_advertisement::{Endpoint, MULTIADDR_URL_PREFIX, NodeAdvertisement};
+pub use node_identity::{NodeIdentityRecord, SIGNING_KEY_STORAGE_REF};
+pub use peer_handshake::{HandshakeMode, PeerHandshake};
+pub use peer_status::PeerStatus;
+pub use signal_marker::SignalMarker;
+pub use signal_marker_envelope::SignalMarkerEnvelope;
+
+use crate::artifact::Artifact;
+use crate::error::{MeshError, MeshResult};
+use crate::keypair::NodeKeypair;
+use crate::time::Timestamp;
+
+/// A family chosen by name (for the CLI, HTTP and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `node-identity.v1` (unsigned)
+    NodeIdentity,
+    /// `node-advertisement.v1`
+    NodeAdvertisement,
+    /// `peer-handshake.v1`
+    PeerHandshake,
+    /// `capability-advertisement.v1`
+    CapabilityAdvertisement,
+    /// `signal-marker-envelope.v1`
+    SignalMarkerEnvelope,
+    /// `signal-marker.v1` (unsigned)
+    SignalMarker,
+    /// `peer-status.v1` (unsigned)
+    PeerStatus,
+}
+
+macro_rules! dispatch {
+    ($family:expr, $t:ident => $body:expr) => {
+        match $family {
+            Family::NodeIdentity => {
+                type $t = NodeIdentityRecord;
+                $body
+            }
+            Family::NodeAdvertisement => {
+                type $t = NodeAdvertisement;
+                $body
+            }
+            Family::PeerHandshake => {
+                type $t = PeerHandshake;
+                $body
+            }
+            Family::CapabilityAdvertisement => {
+                type $t = CapabilityAdvertisement;
+                $body
+            }
+            Family::SignalMarkerEnvelope => {
+                type $t = SignalMarkerEnvelope;
+                $body
+            }
+            Family::SignalMarker => {
+                type $t = SignalMarker;
+                $body
+            }
+            Family::PeerStatus => {
+                type $t = PeerStatus;
+                $body
+            }
+        }
+    };
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 7] = [
+        Family::NodeIdentity,
+        Family::NodeAdvertisement,
+        Family::PeerHandshake,
+        Family::CapabilityAdvertisement,
+        Family::SignalMarkerEnvelope,
+        Family::SignalMarker,
+        Family::PeerStatus,
+    ];
+
+    /// The family name, e.g. `node-advertisement.v1`.
+    pub fn name(self) -> &'static str {
+        dispatch!(self, T => T::FAMILY)
+    }
+
+    /// The family of a name; the `.v1` suffix may be left out.
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == name || f.name().strip_suffix(".v1") == Some(name))
+    }
+
+    /// Whether artifacts of this family carry a signature.
+    pub fn is_signed(self) -> bool {
+        dispatch!(self, T => T::UNSIGNED_FIELDS.contains(&"signature"))
+    }
+
+    /// Structural and time validation, without the signature.
+    pub fn validate_json(self, value: Value, now: &Timestamp) -> MeshResult<Map<String, Value>> {
+        dispatch!(self, T => {
+            let a = T::from_json(value)?;
+            a.validate(now)?;
+            Ok(a.into_map())
+        })
+    }
+
+    /// Full receiver-side check: structure, signature (for signed families), time.
+    pub fn verify_json(self, value: Value, now: &Timestamp) -> MeshResult<Map<String, Value>> {
+        if !self.is_signed() {
+            return self.validate_json(value, now);
+        }
+        dispatch!(self, T => Ok(T::verify_json(value, now)?.into_map()))
+    }
+
+    /// Signs `doc` with `key`; unsigned families are `E_PROTO_INVALID`.
+    pub fn sign(self, doc: Map<String, Value>, key: &NodeKeypair) -> MeshResult<Map<String, Value>> {
+        if !self.is_signed() {
+            return Err(MeshError::invalid(format!("{} is not a signed family", self.name())));
+        }
+        dispatch!(self, T => Ok(T::sign(doc, key)?.into_map()))
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

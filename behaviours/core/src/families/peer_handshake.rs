@@ -1,0 +1,158 @@
+//! `peer-handshake.v1`: the signed hello/ack of a session.
+
+use serde_json::{Map, Value};
+
+use crate::artifact::Artifact;
+use crate::artifact::fields::{Fields, OFFERED_CAPABILITY, SESSION_PUB, TRANSPORTS, pattern_check};
+use crate::error::{ErrorCode, MeshError, MeshResult};
+use crate::id::{KeyFingerprint, NodeId};
+use crate::time::Timestamp;
+
+/// `handshake/mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeMode {
+    /// The initiator's hello.
+    Hello,
+    /// The responder's ack, bound to a hello by `ack/of-handshake-id`.
+    Ack,
+}
+
+/// A structurally valid `peer-handshake.v1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerHandshake {
+    doc: Map<String, Value>,
+    mode: HandshakeMode,
+    sender: NodeId,
+    recipient: Option<NodeId>,
+    ts: Timestamp,
+}
+
+impl PeerHandshake {
+    /// Hello or ack.
+    pub fn mode(&self) -> HandshakeMode {
+        self.mode
+    }
+
+    /// `sender/node-id`.
+    pub fn sender(&self) -> NodeId {
+        self.sender
+    }
+
+    /// `recipient/node-id`, when directed.
+    pub fn recipient(&self) -> Option<NodeId> {
+        self.recipient
+    }
+
+    /// `ts`.
+    pub fn ts(&self) -> &Timestamp {
+        &self.ts
+    }
+
+    fn text(&self, key: &str) -> Option<&str> {
+        self.doc.get(key).and_then(Value::as_str)
+    }
+
+    /// `handshake/id`.
+    pub fn handshake_id(&self) -> &str {
+        self.text("handshake/id").unwrap_or_default()
+    }
+
+    /// `ack/of-handshake-id` (present on every ack).
+    pub fn ack_of(&self) -> Option<&str> {
+        self.text("ack/of-handshake-id")
+    }
+
+    /// `nonce`.
+    pub fn nonce(&self) -> &str {
+        self.text("nonce").unwrap_or_default()
+    }
+
+    /// `session/pub` (unpadded base64url of the X25519 key).
+    pub fn session_pub(&self) -> &str {
+        self.text("session/pub").unwrap_or_default()
+    }
+
+    /// `protocol/version`, when given.
+    pub fn protocol_version(&self) -> Option<&str> {
+        self.text("protocol/version")
+    }
+}
+
+impl Artifact for PeerHandshake {
+    const FAMILY: &'static str = "peer-handshake.v1";
+    /// Framing metadata stays outside the signed payload.
+    const UNSIGNED_FIELDS: &'static [&'static str] =
+        &["signature", "protocol/version", "transport/profile"];
+
+    fn from_map(doc: Map<String, Value>) -> MeshResult<Self> {
+        let f = Fields::new(&doc, Self::FAMILY);
+        f.schema_v()?;
+        f.str("handshake/id")?;
+        let mode = match f.one_of("handshake/mode", &["hello", "ack"])? {
+            "ack" => HandshakeMode::Ack,
+            _ => HandshakeMode::Hello,
+        };
+        if mode == HandshakeMode::Ack {
+            f.str("ack/of-handshake-id")?;
+        } else {
+            f.opt_str("ack/of-handshake-id")?;
+        }
+        let ts = f.timestamp("ts")?;
+        let sender = f.node_id("sender/node-id")?;
+        let recipient = f.opt_node_id("recipient/node-id")?;
+        f.key_matches(sender.fingerprint(), "sender/node-id")?;
+        f.matching("session/pub", &SESSION_PUB)?;
+        f.opt_str("protocol/version")?;
+        f.opt_one_of("transport/profile", TRANSPORTS)?;
+        f.opt_one_of("session/intent", &["bootstrap", "peer-connect", "reconnect"])?;
+        let challenge = f.opt_str("probe/challenge")?;
+        let purpose = f.opt_one_of("probe/purpose", &["seed-directory-address-verification"])?;
+        if challenge.is_some() != purpose.is_some() {
+            return Err(f.err(
+                "probe/challenge",
+                "probe/challenge and probe/purpose go together",
+            ));
+        }
+        f.str("nonce")?;
+        f.opt_strings("capabilities/offered", true, pattern_check(&OFFERED_CAPABILITY))?;
+        f.opt_object("terms/negotiated")?;
+        f.signature_shape(true)?;
+        f.opt_object("policy_annotations")?;
+        Ok(PeerHandshake {
+            doc,
+            mode,
+            sender,
+            recipient,
+            ts,
+        })
+    }
+
+    fn as_map(&self) -> &Map<String, Value> {
+        &self.doc
+    }
+
+    fn into_map(self) -> Map<String, Value> {
+        self.doc
+    }
+
+    fn signer(&self) -> Option<KeyFingerprint> {
+        Some(*self.sender.fingerprint())
+    }
+
+    /// `ts` more than 30 s away from `now`, either way, is `E_HS_REPLAY`.
+    fn validate(&self, now: &Timestamp) -> MeshResult<()> {
+        let skew = self.ts.secs_since(now);
+        if skew.abs() > crate::CLOCK_SKEW_SECS {
+            return Err(MeshError::new(
+                ErrorCode::HsReplay,
+                format!(
+                    "{}: ts {} is {skew} s from now ({now}), outside +-{} s",
+                    Self::FAMILY,
+                    self.ts,
+                    crate::CLOCK_SKEW_SECS
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,413 @@
+//! The node identity on disk: load-or-generate, import, export.
+//!
+//! Two files under the data dir:
+//! - `identity/node-identity.v1.json`: the public `node-identity.v1` record;
+//! - `identity/node-signing-key.v1.json`: the secret (mode 0600), referenced by the
+//!   record's `key/storage-ref` and never inline in it.
+//!
+//! Loading never invents a new identity when something is wrong: a damaged, foreign or
+//! mismatched file is an error that names the file, and the file is left as it was.
+
+mod atomic;
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::artifact::Artifact;
+use crate::error::{ErrorCode, MeshError};
+use crate::families::NodeIdentityRecord;
+use crate::id::KeyFingerprint;
+use crate::keypair::NodeKeypair;
+use crate::time::Timestamp;
+
+/// The record's path relative to the data dir.
+pub const RECORD_FILE: &str = "identity/node-identity.v1.json";
+/// The secret's path relative to the data dir.
+pub const SECRET_FILE: &str = "identity/node-signing-key.v1.json";
+/// The `kind` of the secret file.
+pub const SECRET_KIND: &str = "node-signing-key.v1";
+/// Largest identity file read (they are a few hundred bytes).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// Why the identity could not be loaded or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file exists but its content is not a valid identity file.
+    #[error("{}: damaged identity file: {reason}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The record and the secret name different keys.
+    #[error("{} names key {record_key} but the secret in {} is for key {secret_key}", record.display(), secret.display())]
+    Mismatch {
+        /// The record file.
+        record: PathBuf,
+        /// The secret file.
+        secret: PathBuf,
+        /// Key in the record.
+        record_key: String,
+        /// Key of the secret.
+        secret_key: String,
+    },
+    /// The secret file can be read by others.
+    #[error("{}: permissions {mode:o} are too open for a secret key; run `chmod 600` on it", path.display())]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// An identity exists and the operation would replace it.
+    #[error("an identity already exists ({node_id}); pass --force to replace it (the old files are kept as backups)")]
+    Exists {
+        /// The existing node id.
+        node_id: String,
+    },
+    /// Imported material is invalid.
+    #[error("invalid import: {0}")]
+    InvalidImport(String),
+}
+
+impl IdentityError {
+    /// The frozen code for this error, when it is a rejection of content.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            IdentityError::Io { .. } | IdentityError::Permissions { .. } => None,
+            IdentityError::Damaged { .. }
+            | IdentityError::Mismatch { .. }
+            | IdentityError::Exists { .. }
+            | IdentityError::InvalidImport(_) => Some(ErrorCode::ProtoInvalid),
+        }
+    }
+
+    fn damaged(path: &Path, reason: impl Into<String>) -> Self {
+        IdentityError::Damaged {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A loaded identity.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    /// The public record.
+    pub record: NodeIdentityRecord,
+    /// The key.
+    pub keypair: NodeKeypair,
+    /// Whether this call created the identity (trace `identity/generated`) or loaded it
+    /// (`identity/loaded`).
+    pub generated: bool,
+}
+
+/// The identity files of one data dir.
+#[derive(Debug, Clone)]
+pub struct IdentityStore {
+    data_dir: PathBuf,
+}
+
+impl IdentityStore {
+    /// The store under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        IdentityStore {
+            data_dir: data_dir.into(),
+        }
+    }
+
+    /// The record file.
+    pub fn record_path(&self) -> PathBuf {
+        self.data_dir.join(RECORD_FILE)
+    }
+
+    /// The default secret file.
+    pub fn secret_path(&self) -> PathBuf {
+        self.data_dir.join(SECRET_FILE)
+    }
+
+    /// Loads the identity; `Ok(None)` when there is none at all (neither file exists).
+    pub fn load(&self) -> Result<Option<NodeIdentity>, IdentityError> {
+        let record_path = self.record_path();
+        let record = match read_small(&record_path)? {
+            Some(text) => Some(parse_record(&record_path, &text)?),
+            None => None,
+        };
+        let secret_path = match &record {
+            Some(r) => self.resolve_storage_ref(&record_path, r.storage_ref())?,
+            None => self.secret_path(),
+        };
+        let secret = match read_secret_file(&secret_path)? {
+            Some(kp) => kp,
+            None if record.is_some() => {
+                return Err(IdentityError::Io {
+                    path: secret_path,
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "the secret key referenced by {} is missing",
+                            record_path.display()
+                        ),
+                    ),
+                });
+            }
+            None => return Ok(None),
+        };
+        let record = match record {
+            Some(r) => r,
+            None => {
+                // The secret was written but the record was not (a crash between the two
+                // writes of `generate`): the record is public data derived from the key,
+                // so rebuild it. This is the same identity, not a new one.
+                tracing::warn!(path = %record_path.display(), "identity record missing; rebuilding it from the secret key");
+                let r = NodeIdentityRecord::new(secret.node_id(), &Timestamp::now());
+                self.write_record(&r)?;
+                r
+            }
+        };
+        if record.fingerprint() != &secret.fingerprint() {
+            return Err(IdentityError::Mismatch {
+                record: record_path,
+                secret: secret_path,
+                record_key: record.fingerprint().to_string(),
+                secret_key: secret.fingerprint().to_string(),
+            });
+        }
+        Ok(Some(NodeIdentity {
+            record,
+            keypair: secret,
+            generated: false,
+        }))
+    }
+
+    /// Loads the identity, or generates and stores a new one when there is none.
+    pub fn load_or_generate(&self, now: &Timestamp) -> Result<NodeIdentity, IdentityError> {
+        if let Some(id) = self.load()? {
+            return Ok(id);
+        }
+        self.store(NodeKeypair::generate(), now)
+    }
+
+    /// Makes `secret` the node's key. When an identity with the same key exists it is
+    /// returned unchanged; another identity is only replaced with `force`, and then its
+    /// files are kept as `*.replaced-<unix time>` backups.
+    pub fn import(
+        &self,
+        secret: &[u8; 32],
+        now: &Timestamp,
+        force: bool,
+    ) -> Result<NodeIdentity, IdentityError> {
+        let keypair = NodeKeypair::from_secret_bytes(secret);
+        let existing = match self.load() {
+            Ok(existing) => existing,
+            // A broken identity can only be replaced on purpose.
+            Err(e) if !force => return Err(e),
+            Err(_) => None,
+        };
+        if let Some(existing) = existing {
+            if existing.keypair.fingerprint() == keypair.fingerprint() {
+                return Ok(existing);
+            }
+            if !force {
+                return Err(IdentityError::Exists {
+                    node_id: existing.record.node_id().to_string(),
+                });
+            }
+        }
+        if force {
+            self.back_up(now)?;
+        }
+        self.store(keypair, now)
+    }
+
+    /// The public record, validated (what `meshd identity export` prints).
+    pub fn export(&self) -> Result<NodeIdentityRecord, IdentityError> {
+        match self.load()? {
+            Some(id) => Ok(id.record),
+            None => Err(IdentityError::Io {
+                path: self.record_path(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no identity yet; run `meshd identity init`",
+                ),
+            }),
+        }
+    }
+
+    fn store(&self, keypair: NodeKeypair, now: &Timestamp) -> Result<NodeIdentity, IdentityError> {
+        let secret_path = self.secret_path();
+        let secret_doc = Zeroizing::new(
+            serde_json::to_string_pretty(&json!({
+                "schema/v": 1,
+                "kind": SECRET_KIND,
+                "key/alg": "ed25519",
+                "key/public": keypair.fingerprint().to_string(),
+                "key/secret-hex": hex::encode(*keypair.secret_bytes()),
+            }))
+            .unwrap_or_default(),
+        );
+        atomic::write_atomic(&secret_path, secret_doc.as_bytes(), true).map_err(|source| {
+            IdentityError::Io {
+                path: secret_path,
+                source,
+            }
+        })?;
+        let record = NodeIdentityRecord::new(keypair.node_id(), now);
+        self.write_record(&record)?;
+        Ok(NodeIdentity {
+            record,
+            keypair,
+            generated: true,
+        })
+    }
+
+    fn write_record(&self, record: &NodeIdentityRecord) -> Result<(), IdentityError> {
+        let path = self.record_path();
+        let mut text = serde_json::to_string_pretty(&record.to_json()).unwrap_or_default();
+        text.push('\n');
+        atomic::write_atomic(&path, text.as_bytes(), false)
+            .map_err(|source| IdentityError::Io { path, source })
+    }
+
+    fn back_up(&self, now: &Timestamp) -> Result<(), IdentityError> {
+        let stamp = now.instant().timestamp();
+        for path in [self.record_path(), self.secret_path()] {
+            if path.exists() {
+                let backup = path.with_extension(format!("json.replaced-{stamp}"));
+                fs::rename(&path, &backup).map_err(|source| IdentityError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `local-file:<relative path>` resolved under the data dir; absolute paths and `..`
+    /// are refused so a record cannot point the node at an arbitrary file.
+    fn resolve_storage_ref(&self, record_path: &Path, storage_ref: &str) -> Result<PathBuf, IdentityError> {
+        let rel = Path::new(storage_ref.trim_start_matches("local-file:"));
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(IdentityError::damaged(
+                record_path,
+                format!("key/storage-ref `{storage_ref}` must be a relative path inside the data dir"),
+            ));
+        }
+        Ok(self.data_dir.join(rel))
+    }
+}
+
+/// Reads a secret key from a file for import: 64 hex characters (whitespace around them
+/// is ignored) or a `node-signing-key.v1` JSON file.
+pub fn read_secret_for_import(path: &Path) -> Result<Zeroizing<[u8; 32]>, IdentityError> {
+    let text = read_small(path)?.ok_or_else(|| IdentityError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+    })?;
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        let kp = parse_secret(path, trimmed)?;
+        return Ok(kp.secret_bytes());
+    }
+    parse_secret_hex(trimmed).map_err(|reason| IdentityError::damaged(path, reason))
+}
+
+/// Parses 64 hex characters into a 32-byte secret.
+pub fn parse_secret_hex(text: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text, out.as_mut_slice())
+        .map_err(|_| "a secret key is exactly 64 hex characters (32 bytes)".to_owned())?;
+    Ok(out)
+}
+
+fn read_small(path: &Path) -> Result<Option<Zeroizing<String>>, IdentityError> {
+    let io_err = |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    if !meta.is_file() {
+        return Err(IdentityError::damaged(path, "not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(IdentityError::damaged(path, format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    let bytes = fs::read(path).map_err(io_err)?;
+    String::from_utf8(bytes)
+        .map(|s| Some(Zeroizing::new(s)))
+        .map_err(|_| IdentityError::damaged(path, "not UTF-8 text"))
+}
+
+fn parse_record(path: &Path, text: &str) -> Result<NodeIdentityRecord, IdentityError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| IdentityError::damaged(path, format!("not JSON: {e}")))?;
+    NodeIdentityRecord::from_json(value).map_err(|e: MeshError| IdentityError::damaged(path, e.detail))
+}
+
+fn read_secret_file(path: &Path) -> Result<Option<NodeKeypair>, IdentityError> {
+    let Some(text) = read_small(path)? else {
+        return Ok(None);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|source| IdentityError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::Permissions {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    parse_secret(path, &text).map(Some)
+}
+
+fn parse_secret(path: &Path, text: &str) -> Result<NodeKeypair, IdentityError> {
+    // The parse error is not echoed: it could quote secret material.
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| IdentityError::damaged(path, "not JSON"))?;
+    let field = |k: &str| value.get(k).and_then(Value::as_str);
+    if value.get("schema/v").and_then(Value::as_u64) != Some(1) || field("kind") != Some(SECRET_KIND) {
+        return Err(IdentityError::damaged(path, format!("not a {SECRET_KIND} file (schema/v 1)")));
+    }
+    if field("key/alg") != Some("ed25519") {
+        return Err(IdentityError::damaged(path, "key/alg must be ed25519"));
+    }
+    let secret = field("key/secret-hex")
+        .ok_or_else(|| IdentityError::damaged(path, "key/secret-hex is missing"))
+        .and_then(|h| parse_secret_hex(h).map_err(|r| IdentityError::damaged(path, r)))?;
+    let keypair = NodeKeypair::from_secret_bytes(&secret);
+    let stated = field("key/public")
+        .ok_or_else(|| IdentityError::damaged(path, "key/public is missing"))
+        .and_then(|p| KeyFingerprint::parse(p).map_err(|e| IdentityError::damaged(path, e.to_string())))?;
+    if stated != keypair.fingerprint() {
+        return Err(IdentityError::damaged(
+            path,
+            "key/public does not match the secret key (corrupted or edited file)",
+        ));
+    }
+    Ok(keypair)
+}

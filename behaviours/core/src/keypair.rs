@@ -1,0 +1,97 @@
+//! The node's Ed25519 key: one secret that is at once the libp2p identity, the node id
+//! and (in the MVP) the participant id.
+
+use ed25519_dalek::{Signer, SigningKey};
+use zeroize::Zeroizing;
+
+use crate::id::{KeyFingerprint, NodeId, ParticipantId};
+
+/// An Ed25519 signing key with its derived identifiers.
+#[derive(Clone)]
+pub struct NodeKeypair {
+    signing: SigningKey,
+    fingerprint: KeyFingerprint,
+}
+
+impl NodeKeypair {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let signing = SigningKey::generate(&mut rand_core::OsRng);
+        Self::from_signing_key(signing)
+    }
+
+    /// The key of a 32-byte Ed25519 secret (seed).
+    pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+        Self::from_signing_key(SigningKey::from_bytes(secret))
+    }
+
+    fn from_signing_key(signing: SigningKey) -> Self {
+        let fingerprint = KeyFingerprint::from_bytes(signing.verifying_key().to_bytes());
+        NodeKeypair {
+            signing,
+            fingerprint,
+        }
+    }
+
+    /// The 32-byte secret, zeroized when dropped.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
+    /// The public key's fingerprint (`key/public`).
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        self.fingerprint
+    }
+
+    /// The node id.
+    pub fn node_id(&self) -> NodeId {
+        NodeId::from_fingerprint(self.fingerprint)
+    }
+
+    /// The participant id of the same key.
+    pub fn participant_id(&self) -> ParticipantId {
+        ParticipantId::from_fingerprint(self.fingerprint)
+    }
+
+    /// The Ed25519 verifying key.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// Signs `message` (Ed25519, deterministic).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    /// The same key as a libp2p keypair, so the swarm's `PeerId` names this node.
+    pub fn to_libp2p(&self) -> libp2p_identity::Keypair {
+        let secret = libp2p_identity::ed25519::SecretKey::try_from_bytes(*self.secret_bytes())
+            .map(libp2p_identity::ed25519::Keypair::from);
+        match secret {
+            Ok(kp) => libp2p_identity::Keypair::from(kp),
+            // try_from_bytes only fails on a wrong length, and the length is fixed at 32.
+            Err(_) => unreachable!("a 32-byte secret is always a valid ed25519 secret"),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeKeypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        write!(f, "NodeKeypair({})", self.node_id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libp2p_keypair_names_the_same_node() {
+        let kp = NodeKeypair::generate();
+        let peer = kp.to_libp2p().public().to_peer_id();
+        assert_eq!(NodeId::from_peer_id(&peer).unwrap(), kp.node_id());
+        assert_eq!(kp.node_id().to_peer_id().unwrap(), peer);
+        assert!(!format!("{kp:?}").contains(&hex::encode(*kp.secret_bytes())));
+    }
+}

@@ -1,0 +1,64 @@
+//! # mesh-core
+//!
+//! The foundation every libmesh crate stands on, with no dependency on `libp2p-swarm`:
+//!
+//! - [`id`]: `node:did:key:z…`, `participant:did:key:z…` and the bare fingerprint, with
+//!   lossless conversion to and from libp2p `PeerId`/`PublicKey`;
+//! - [`keypair`] and [`identity`]: the node's Ed25519 key and its files in the data dir;
+//! - [`cbor`]: deterministic CBOR (RFC 8949 §4.2.1) with a strict, size-capped decoder;
+//! - [`artifact`] and [`families`]: signed artifacts (`<family>` || 0x00 || CBOR),
+//!   typed and validated per family, verified from JSON or from the CBOR wire form, one
+//!   by one or in batches;
+//! - [`error`]: the eleven frozen error codes;
+//! - [`trace`]: the trace-event vocabulary and a JSON-lines writer.
+//!
+//! ```
+//! use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, Timestamp};
+//! use serde_json::json;
+//!
+//! let key = NodeKeypair::generate();
+//! let now = Timestamp::parse("2026-03-23T18:08:00Z").unwrap();
+//! let doc = json!({
+//!     "schema/v": 1, "advertisement/id": "adv:1", "node/id": key.node_id().to_string(),
+//!     "sequence/no": 1, "advertised-at": now.as_str(), "expires-at": now.plus_secs(600).as_str(),
+//!     "key/alg": "ed25519", "key/public": key.fingerprint().to_string(),
+//!     "endpoints": [{"endpoint/url": "wss://node.example/peer", "endpoint/transport": "wss",
+//!                    "endpoint/role": "listener", "endpoint/priority": 0}],
+//!     "transports/supported": ["wss"],
+//! });
+//! let advert = NodeAdvertisement::sign(doc.as_object().unwrap().clone(), &key).unwrap();
+//! let wire = advert.to_cbor();
+//! let received = NodeAdvertisement::verify_cbor(&wire, &now).unwrap();
+//! assert_eq!(received.sequence_no(), 1);
+//! ```
+
+pub mod artifact;
+pub mod cbor;
+pub mod error;
+pub mod families;
+pub mod id;
+pub mod identity;
+pub mod keypair;
+pub mod time;
+pub mod trace;
+
+pub use artifact::{Artifact, verify_batch};
+pub use error::{ErrorCode, MeshError, MeshResult};
+pub use families::{
+    CapabilityAdvertisement, Endpoint, Family, HandshakeMode, NodeAdvertisement,
+    NodeIdentityRecord, PeerHandshake, PeerStatus, SignalMarker, SignalMarkerEnvelope,
+};
+pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
+pub use identity::{IdentityError, IdentityStore, NodeIdentity};
+pub use keypair::NodeKeypair;
+pub use time::Timestamp;
+pub use trace::{JsonLinesTrace, MemoryTrace, NoTrace, TraceEvent, TraceEventType, TraceSink};
+
+/// Size cap of one artifact, in any encoding.
+pub const MAX_ARTIFACT_BYTES: usize = 64 * 1024;
+
+/// Allowed clock skew between nodes, in seconds.
+pub const CLOCK_SKEW_SECS: i64 = 30;
+
+/// The protocol version libmesh speaks in `protocol/version` fields.
+pub const PROTOCOL_VERSION: &str = "0.1.0-mvp";
