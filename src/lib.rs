@@ -1,8 +1,17 @@
 //! # libmesh
 //!
-//! The composed libmesh node and the pieces of the `meshd` binary. The foundation types
-//! live in [`mesh_core`], re-exported here as [`core`].
+//! The composed libmesh node. Today this crate holds the `meshd` binary (identity,
+//! signing and verification commands); the node itself (swarm, behaviours, routing)
+//! arrives with the composed-node work. The foundation types live in [`mesh_core`],
+//! re-exported here as [`core`].
 
 pub use mesh_core as core;
 
-pub mod cli;
+/// Default directory for node data when `--data-dir` is not given: the platform data
+/// directory (`$XDG_DATA_HOME/libmesh`, `~/.local/share/libmesh` on Linux), or
+/// `./.libmesh` where the platform has none.
+pub fn default_data_dir() -> std::path::PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("libmesh"))
+        .unwrap_or_else(|| std::path::PathBuf::from(".libmesh"))
+}

@@ -1,1 +1,7 @@
-fn main() {}
+//! `meshd`: the libmesh node binary.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
