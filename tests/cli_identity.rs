@@ -1,5 +1,7 @@
 //! `meshd` identity commands, run as a real process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -19,13 +21,21 @@ fn meshd(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
 }
 
 fn json_err(o: &Output) -> Value {
-    serde_json::from_slice(&o.stderr)
-        .unwrap_or_else(|e| panic!("stderr not JSON ({e}): {}", String::from_utf8_lossy(&o.stderr)))
+    serde_json::from_slice(&o.stderr).unwrap_or_else(|e| {
+        panic!(
+            "stderr not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
 }
 
 #[test]
@@ -36,7 +46,10 @@ fn init_show_export_import_round_trip() {
     let record = json_out(&init);
     let node = record["node/id"].as_str().unwrap().to_owned();
     assert!(node.starts_with("node:did:key:z6Mk"));
-    assert_eq!(record["key/storage-ref"], "local-file:identity/node-signing-key.v1.json");
+    assert_eq!(
+        record["key/storage-ref"],
+        "local-file:identity/node-signing-key.v1.json"
+    );
 
     // init again loads, never regenerates.
     let again = json_out(&meshd(a.path(), &["identity", "init"]));
@@ -59,7 +72,12 @@ fn init_show_export_import_round_trip() {
     let secret_file = a.path().join("identity/node-signing-key.v1.json");
     let imported = meshd(
         b.path(),
-        &["identity", "import", "--secret-key-file", secret_file.to_str().unwrap()],
+        &[
+            "identity",
+            "import",
+            "--secret-key-file",
+            secret_file.to_str().unwrap(),
+        ],
     );
     assert!(imported.status.success(), "{imported:?}");
     assert_eq!(json_out(&imported)["node/id"], node.as_str());
@@ -78,23 +96,42 @@ fn init_show_export_import_round_trip() {
 #[test]
 fn import_hex_matches_vector_and_refuses_silent_replacement() {
     let d = tempfile::tempdir().unwrap();
-    let out = meshd(d.path(), &["identity", "import", "--secret-key-hex", VECTOR_SECRET]);
+    let out = meshd(
+        d.path(),
+        &["identity", "import", "--secret-key-hex", VECTOR_SECRET],
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json_out(&out)["node/id"], VECTOR_NODE);
     let show = json_out(&meshd(d.path(), &["identity", "show"]));
-    assert_eq!(show["libp2p/peer-id"], "12D3KooWSfMx5BpXVMrzyfMGHVLQe6UWNWX13ZBPLDmVoAKZ4oun");
+    assert_eq!(
+        show["libp2p/peer-id"],
+        "12D3KooWSfMx5BpXVMrzyfMGHVLQe6UWNWX13ZBPLDmVoAKZ4oun"
+    );
 
     // Importing the same key again is a no-op.
-    assert!(meshd(d.path(), &["identity", "import", "--secret-key-hex", VECTOR_SECRET]).status.success());
+    assert!(
+        meshd(
+            d.path(),
+            &["identity", "import", "--secret-key-hex", VECTOR_SECRET]
+        )
+        .status
+        .success()
+    );
 
     // Another key needs --force, and then the old files are kept as backups.
     let other = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let refused = meshd(d.path(), &["identity", "import", "--secret-key-hex", other]);
     assert!(!refused.status.success());
     assert_eq!(json_err(&refused)["error/code"], "E_PROTO_INVALID");
-    assert_eq!(json_out(&meshd(d.path(), &["identity", "show"]))["node/id"], VECTOR_NODE);
+    assert_eq!(
+        json_out(&meshd(d.path(), &["identity", "show"]))["node/id"],
+        VECTOR_NODE
+    );
 
-    let forced = meshd(d.path(), &["identity", "import", "--secret-key-hex", other, "--force"]);
+    let forced = meshd(
+        d.path(),
+        &["identity", "import", "--secret-key-hex", other, "--force"],
+    );
     assert!(forced.status.success(), "{forced:?}");
     assert_eq!(
         json_out(&forced)["node/id"],
@@ -102,7 +139,13 @@ fn import_hex_matches_vector_and_refuses_silent_replacement() {
     );
     let backups = std::fs::read_dir(d.path().join("identity"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("replaced-"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("replaced-")
+        })
         .count();
     assert_eq!(backups, 2);
 
@@ -120,9 +163,16 @@ fn assert_refused_untouched(dir: &Path, file: &str, content: &[u8], expect_in_de
         assert!(!out.status.success(), "{args:?} accepted a damaged {file}");
         let err = json_err(&out);
         let detail = err["detail"].as_str().unwrap();
-        assert!(detail.contains(file), "error does not name the file: {detail}");
+        assert!(
+            detail.contains(file),
+            "error does not name the file: {detail}"
+        );
         assert!(detail.contains(expect_in_detail), "{detail}");
-        assert_eq!(std::fs::read(&path).unwrap(), content, "{file} was modified");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            content,
+            "{file} was modified"
+        );
     }
 }
 
@@ -133,7 +183,12 @@ fn corrupt_identity_files_are_clear_errors_and_left_untouched() {
     let record = std::fs::read(d.path().join("identity/node-identity.v1.json")).unwrap();
     let secret = std::fs::read(d.path().join("identity/node-signing-key.v1.json")).unwrap();
 
-    assert_refused_untouched(d.path(), "identity/node-identity.v1.json", b"{\"schema/v\": 1, trunc", "damaged");
+    assert_refused_untouched(
+        d.path(),
+        "identity/node-identity.v1.json",
+        b"{\"schema/v\": 1, trunc",
+        "damaged",
+    );
     std::fs::write(d.path().join("identity/node-identity.v1.json"), &record).unwrap();
 
     // A record that is not active is refused.
@@ -151,7 +206,12 @@ fn corrupt_identity_files_are_clear_errors_and_left_untouched() {
     let other = tempfile::tempdir().unwrap();
     assert!(meshd(other.path(), &["identity", "init"]).status.success());
     let foreign = std::fs::read(other.path().join("identity/node-signing-key.v1.json")).unwrap();
-    assert_refused_untouched(d.path(), "identity/node-signing-key.v1.json", &foreign, "node-identity.v1.json");
+    assert_refused_untouched(
+        d.path(),
+        "identity/node-signing-key.v1.json",
+        &foreign,
+        "node-identity.v1.json",
+    );
 
     // A secret whose bytes were edited no longer matches its own public key.
     let mut edited: Value = serde_json::from_slice(&secret).unwrap();
@@ -171,7 +231,12 @@ fn corrupt_identity_files_are_clear_errors_and_left_untouched() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = meshd(d.path(), &["identity", "show"]);
         assert!(!out.status.success());
-        assert!(json_err(&out)["detail"].as_str().unwrap().contains("chmod 600"));
+        assert!(
+            json_err(&out)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("chmod 600")
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     assert!(meshd(d.path(), &["identity", "show"]).status.success());
@@ -184,7 +249,12 @@ fn missing_secret_is_an_error_not_a_new_identity() {
     std::fs::remove_file(d.path().join("identity/node-signing-key.v1.json")).unwrap();
     let out = meshd(d.path(), &["identity", "init"]);
     assert!(!out.status.success());
-    assert!(json_err(&out)["detail"].as_str().unwrap().contains("node-signing-key.v1.json"));
+    assert!(
+        json_err(&out)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("node-signing-key.v1.json")
+    );
     assert!(!d.path().join("identity/node-signing-key.v1.json").exists());
     let kept: Value = serde_json::from_slice(
         &std::fs::read(d.path().join("identity/node-identity.v1.json")).unwrap(),
@@ -200,7 +270,12 @@ fn run_prints_the_identity_on_a_fresh_data_dir() {
     assert!(out.status.success(), "{out:?}");
     let j = json_out(&out);
     assert!(j["node/id"].as_str().unwrap().starts_with("node:did:key:"));
-    assert!(j["libp2p/peer-id"].as_str().unwrap().starts_with("12D3KooW"));
+    assert!(
+        j["libp2p/peer-id"]
+            .as_str()
+            .unwrap()
+            .starts_with("12D3KooW")
+    );
 }
 
 #[test]
@@ -208,13 +283,24 @@ fn trace_file_records_generated_then_loaded() {
     let d = tempfile::tempdir().unwrap();
     let trace = d.path().join("trace.jsonl");
     let t = trace.to_str().unwrap();
-    assert!(meshd(d.path(), &["--trace", t, "identity", "init"]).status.success());
-    assert!(meshd(d.path(), &["--trace", t, "identity", "show"]).status.success());
+    assert!(
+        meshd(d.path(), &["--trace", t, "identity", "init"])
+            .status
+            .success()
+    );
+    assert!(
+        meshd(d.path(), &["--trace", t, "identity", "show"])
+            .status
+            .success()
+    );
     let lines: Vec<Value> = std::fs::read_to_string(&trace)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let types: Vec<&str> = lines.iter().map(|l| l["event/type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event/type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["identity/generated", "identity/loaded"]);
 }

@@ -1,5 +1,7 @@
 //! `meshd sign` and `meshd verify`, run as a real process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -75,7 +77,11 @@ fn sign_then_verify_and_tamper() {
     let d = tempfile::tempdir().unwrap();
     let node = init(d.path());
     let payload = serde_json::to_vec(&advert_payload(&node)).unwrap();
-    let signed = meshd(d.path(), &["sign", "--kind", "node-advertisement.v1", "-"], Some(&payload));
+    let signed = meshd(
+        d.path(),
+        &["sign", "--kind", "node-advertisement.v1", "-"],
+        Some(&payload),
+    );
     assert!(signed.status.success(), "{signed:?}");
     let artifact = stdout_json(&signed);
     assert_eq!(artifact["signature"]["alg"], "ed25519");
@@ -83,7 +89,11 @@ fn sign_then_verify_and_tamper() {
     std::fs::write(&file, serde_json::to_vec_pretty(&artifact).unwrap()).unwrap();
     let f = file.to_str().unwrap();
 
-    let ok = meshd(d.path(), &["verify", "--kind", "node-advertisement", "--now", NOW, f], None);
+    let ok = meshd(
+        d.path(),
+        &["verify", "--kind", "node-advertisement", "--now", NOW, f],
+        None,
+    );
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let verdict = stdout_json(&ok);
     assert_eq!(verdict["valid"], true);
@@ -93,7 +103,11 @@ fn sign_then_verify_and_tamper() {
     let mut tampered = artifact.clone();
     tampered["endpoints"][0]["endpoint/priority"] = 1.into();
     std::fs::write(&file, serde_json::to_vec(&tampered).unwrap()).unwrap();
-    let bad = meshd(d.path(), &["verify", "--kind", "node-advertisement", "--now", NOW, f], None);
+    let bad = meshd(
+        d.path(),
+        &["verify", "--kind", "node-advertisement", "--now", NOW, f],
+        None,
+    );
     assert_eq!(bad.status.code(), Some(1));
     let v = stdout_json(&bad);
     assert_eq!(v["valid"], false);
@@ -104,7 +118,14 @@ fn sign_then_verify_and_tamper() {
     std::fs::write(&file, serde_json::to_vec(&artifact).unwrap()).unwrap();
     let late = meshd(
         d.path(),
-        &["verify", "--kind", "node-advertisement", "--now", "2026-03-23T19:00:00Z", f],
+        &[
+            "verify",
+            "--kind",
+            "node-advertisement",
+            "--now",
+            "2026-03-23T19:00:00Z",
+            f,
+        ],
         None,
     );
     assert_eq!(late.status.code(), Some(1));
@@ -118,7 +139,15 @@ fn sign_reproduces_the_vector_signature() {
         serde_json::from_slice(&std::fs::read(shared_dir().join("vectors/signing.json")).unwrap())
             .unwrap();
     let secret = vectors["identities"][0]["secret_key_hex"].as_str().unwrap();
-    assert!(meshd(d.path(), &["identity", "import", "--secret-key-hex", secret], None).status.success());
+    assert!(
+        meshd(
+            d.path(),
+            &["identity", "import", "--secret-key-hex", secret],
+            None
+        )
+        .status
+        .success()
+    );
     for vector in vectors["artifacts"].as_array().unwrap() {
         let fixture_path = shared_dir().join(vector["fixture"].as_str().unwrap());
         let mut fixture: Value =
@@ -130,15 +159,29 @@ fn sign_reproduces_the_vector_signature() {
             Some(&serde_json::to_vec(&fixture).unwrap()),
         );
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(stdout_json(&out)["signature"]["value"], vector["signature_base64url"]);
+        assert_eq!(
+            stdout_json(&out)["signature"]["value"],
+            vector["signature_base64url"]
+        );
         // And the fixture itself verifies through the CLI.
         let v = meshd(
             d.path(),
-            &["verify", "--kind", vector["domain"].as_str().unwrap(), "--now", "2026-03-23T18:10:05Z",
-              fixture_path.to_str().unwrap()],
+            &[
+                "verify",
+                "--kind",
+                vector["domain"].as_str().unwrap(),
+                "--now",
+                "2026-03-23T18:10:05Z",
+                fixture_path.to_str().unwrap(),
+            ],
             None,
         );
-        assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&v.stdout)
+        );
     }
 }
 
@@ -148,7 +191,11 @@ fn sign_refuses_a_payload_naming_another_signer() {
     init(d.path());
     let other = "node:did:key:z6MkwJFpvJVFe15ygGgYLTYuiPwfhkkDRkMG4eKQFT8g65yE";
     let payload = serde_json::to_vec(&advert_payload(other)).unwrap();
-    let out = meshd(d.path(), &["sign", "--kind", "node-advertisement", "-"], Some(&payload));
+    let out = meshd(
+        d.path(),
+        &["sign", "--kind", "node-advertisement", "-"],
+        Some(&payload),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(err["error/code"], "E_PROTO_INVALID");
@@ -160,8 +207,11 @@ fn sign_refuses_a_payload_naming_another_signer() {
         "sender/participant-id": "participant:did:key:z6MkwJFpvJVFe15ygGgYLTYuiPwfhkkDRkMG4eKQFT8g65yE",
         "created-at": "2026-03-30T14:00:00Z", "marker/ref": "signal-marker:1"
     });
-    let out = meshd(d.path(), &["sign", "--kind", "signal-marker-envelope", "-"],
-        Some(&serde_json::to_vec(&env).unwrap()));
+    let out = meshd(
+        d.path(),
+        &["sign", "--kind", "signal-marker-envelope", "-"],
+        Some(&serde_json::to_vec(&env).unwrap()),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(err["error/code"], "E_PROTO_INVALID");
@@ -171,31 +221,57 @@ fn sign_refuses_a_payload_naming_another_signer() {
 fn verify_bad_input_gets_codes_not_crashes() {
     let d = tempfile::tempdir().unwrap();
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
-        (b"{not json".to_vec(), "node-advertisement", "E_PROTO_INVALID"),
+        (
+            b"{not json".to_vec(),
+            "node-advertisement",
+            "E_PROTO_INVALID",
+        ),
         (b"[1,2]".to_vec(), "node-advertisement", "E_PROTO_INVALID"),
-        (vec![0xff, 0xfe, 0x00], "node-advertisement", "E_PROTO_INVALID"),
+        (
+            vec![0xff, 0xfe, 0x00],
+            "node-advertisement",
+            "E_PROTO_INVALID",
+        ),
         (vec![b' '; 70_000], "node-advertisement", "E_PROTO_INVALID"),
         (
-            std::fs::read(shared_dir().join("orbiplex-schemas/examples/bootstrap.hello.peer-handshake.json")).unwrap(),
+            std::fs::read(
+                shared_dir().join("orbiplex-schemas/examples/bootstrap.hello.peer-handshake.json"),
+            )
+            .unwrap(),
             "peer-handshake",
             "E_PROTO_INVALID", // placeholder signature
         ),
         (
-            std::fs::read(shared_dir().join("orbiplex-schemas/examples/invalid/no-core-caps.capability-advertisement.json")).unwrap(),
+            std::fs::read(shared_dir().join(
+                "orbiplex-schemas/examples/invalid/no-core-caps.capability-advertisement.json",
+            ))
+            .unwrap(),
             "capability-advertisement",
             "E_PROTO_CAP_MISSING",
         ),
     ];
     for (input, kind, code) in cases {
-        let out = meshd(d.path(), &["verify", "--kind", kind, "--now", NOW, "-"], Some(&input));
+        let out = meshd(
+            d.path(),
+            &["verify", "--kind", kind, "--now", NOW, "-"],
+            Some(&input),
+        );
         assert_eq!(out.status.code(), Some(1), "{kind}: {out:?}");
         let v = stdout_json(&out);
         assert_eq!(v["valid"], false);
         assert_eq!(v["error/code"], code, "{kind}: {v}");
     }
     // Unsigned families validate without a signature.
-    let out = meshd(d.path(), &["verify", "--kind", "node-identity", "-"],
-        Some(&std::fs::read(shared_dir().join("orbiplex-schemas/examples/bootstrap.node-identity.json")).unwrap()));
+    let out = meshd(
+        d.path(),
+        &["verify", "--kind", "node-identity", "-"],
+        Some(
+            &std::fs::read(
+                shared_dir().join("orbiplex-schemas/examples/bootstrap.node-identity.json"),
+            )
+            .unwrap(),
+        ),
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout_json(&out)["signed"], false);
     // An unknown family is an error with a code.

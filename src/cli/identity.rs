@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
 use mesh_core::identity::{parse_secret_hex, read_secret_for_import};
-use mesh_core::{
-    Artifact, IdentityStore, NodeIdentity, Timestamp, TraceEvent, TraceEventType,
-};
+use mesh_core::{Artifact, IdentityStore, NodeIdentity, Timestamp, TraceEvent, TraceEventType};
 use serde_json::Value;
 
 use super::{Ctx, print_json};
@@ -110,7 +108,12 @@ fn show_json(id: &NodeIdentity) -> Value {
     if let Value::Object(m) = &mut json {
         m.insert(
             "libp2p/peer-id".into(),
-            id.keypair.to_libp2p().public().to_peer_id().to_string().into(),
+            id.keypair
+                .to_libp2p()
+                .public()
+                .to_peer_id()
+                .to_string()
+                .into(),
         );
     }
     json
@@ -122,6 +125,9 @@ fn trace_loaded(ctx: &Ctx, id: &NodeIdentity) {
     } else {
         TraceEventType::IdentityLoaded
     };
-    ctx.trace
-        .emit(&TraceEvent::new(kind, id.record.node_id(), Timestamp::now()));
+    ctx.trace.emit(&TraceEvent::new(
+        kind,
+        id.record.node_id(),
+        Timestamp::now(),
+    ));
 }

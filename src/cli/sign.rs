@@ -35,7 +35,10 @@ pub(crate) struct VerifyArgs {
 fn family(kind: &str) -> Result<Family, MeshError> {
     Family::from_name(kind).ok_or_else(|| {
         let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-        MeshError::invalid(format!("unknown family `{kind}`; known: {}", known.join(", ")))
+        MeshError::invalid(format!(
+            "unknown family `{kind}`; known: {}",
+            known.join(", ")
+        ))
     })
 }
 
@@ -55,7 +58,10 @@ pub(crate) fn sign(ctx: &Ctx, args: SignArgs) -> anyhow::Result<ExitCode> {
     let mut doc = parse_object(&read_payload(&args.input)?)?;
     let store = IdentityStore::new(&ctx.data_dir);
     let id = store.load()?.ok_or_else(|| {
-        anyhow::anyhow!("no identity in {}; run `meshd identity init`", ctx.data_dir.display())
+        anyhow::anyhow!(
+            "no identity in {}; run `meshd identity init`",
+            ctx.data_dir.display()
+        )
     })?;
     if matches!(family, Family::NodeAdvertisement | Family::PeerHandshake) {
         doc.entry("key/alg").or_insert_with(|| "ed25519".into());

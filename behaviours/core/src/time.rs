@@ -31,7 +31,9 @@ impl Timestamp {
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                 return Err(bad());
             }
-            Ok(part.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
+            Ok(part
+                .iter()
+                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
         };
         if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
             return Err(bad());

@@ -207,10 +207,10 @@ impl<W: Write + Send> TraceSink for JsonLinesTrace<W> {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            if !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(error = %e, "trace sink write failed; further failures are silent");
-            }
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush())
+            && !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "trace sink write failed; further failures are silent");
         }
     }
 }
@@ -227,7 +227,9 @@ impl MemoryTrace {
     /// A sink holding at most `capacity` events.
     pub fn new(capacity: usize) -> Self {
         MemoryTrace {
-            events: Mutex::new(std::collections::VecDeque::with_capacity(capacity.min(1024))),
+            events: Mutex::new(std::collections::VecDeque::with_capacity(
+                capacity.min(1024),
+            )),
             capacity,
         }
     }
@@ -298,7 +300,11 @@ mod tests {
         let node = NodeKeypair::generate().node_id();
         let ts = Timestamp::parse("2026-03-23T18:10:00Z").unwrap();
         let sink = JsonLinesTrace::new(Vec::new());
-        sink.emit(&TraceEvent::new(TraceEventType::IdentityLoaded, node, ts.clone()));
+        sink.emit(&TraceEvent::new(
+            TraceEventType::IdentityLoaded,
+            node,
+            ts.clone(),
+        ));
         let err = MeshError::new(ErrorCode::HsReplay, "seen nonce");
         sink.emit(&TraceEvent::error(&err, node, ts).with_peer("peer-x"));
         let text = String::from_utf8(sink.into_inner()).unwrap();
@@ -313,7 +319,10 @@ mod tests {
         assert_eq!(lines[0]["trace/id"].as_str().unwrap().len(), 32);
         assert_eq!(lines[1]["event/type"], "error/occurred");
         assert_eq!(lines[1]["detail"]["error/code"], "E_HS_REPLAY");
-        assert_eq!(lines[1]["detail"]["error/class"], "handshake/replay-suspected");
+        assert_eq!(
+            lines[1]["detail"]["error/class"],
+            "handshake/replay-suspected"
+        );
         assert_eq!(lines[1]["peer"], "peer-x");
     }
 
@@ -322,7 +331,11 @@ mod tests {
         let node = NodeKeypair::generate().node_id();
         let sink = MemoryTrace::new(3);
         for _ in 0..10 {
-            sink.emit(&TraceEvent::new(TraceEventType::PeerConnected, node, Timestamp::now()));
+            sink.emit(&TraceEvent::new(
+                TraceEventType::PeerConnected,
+                node,
+                Timestamp::now(),
+            ));
         }
         assert_eq!(sink.events().len(), 3);
     }

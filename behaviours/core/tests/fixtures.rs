@@ -1,6 +1,8 @@
 //! Every fixture under `shared/orbiplex-schemas/examples/` parses and validates as its
 //! family; every fixture under `invalid/` is rejected with its code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod common;
 
 use mesh_core::{Artifact, ErrorCode, Family, Timestamp};
@@ -24,7 +26,9 @@ fn fixture_now(family: Family) -> Timestamp {
 }
 
 fn fixtures(sub: &str) -> Vec<(String, Value)> {
-    let dir = common::shared_dir().join("orbiplex-schemas/examples").join(sub);
+    let dir = common::shared_dir()
+        .join("orbiplex-schemas/examples")
+        .join(sub);
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -42,7 +46,11 @@ fn fixtures(sub: &str) -> Vec<(String, Value)> {
 #[test]
 fn every_valid_fixture_validates_as_its_family() {
     let all = fixtures("");
-    assert!(all.len() >= 9, "expected the shared fixtures, found {}", all.len());
+    assert!(
+        all.len() >= 9,
+        "expected the shared fixtures, found {}",
+        all.len()
+    );
     for (name, value) in all {
         let family = family_of(&name);
         let now = fixture_now(family);
@@ -72,16 +80,38 @@ fn every_valid_fixture_validates_as_its_family() {
 #[test]
 fn every_invalid_fixture_is_rejected_with_its_code() {
     let expected = [
-        ("ack-without-reference.peer-handshake.json", ErrorCode::ProtoInvalid),
+        (
+            "ack-without-reference.peer-handshake.json",
+            ErrorCode::ProtoInvalid,
+        ),
         ("inline-secret.node-identity.json", ErrorCode::ProtoInvalid),
-        ("missing-storage-ref.node-identity.json", ErrorCode::ProtoInvalid),
-        ("no-core-caps.capability-advertisement.json", ErrorCode::ProtoCapMissing),
-        ("no-endpoints.node-advertisement.json", ErrorCode::ProtoInvalid),
-        ("raw-with-operations.signal-marker.json", ErrorCode::ProtoInvalid),
-        ("wrong-kind.signal-marker-envelope.json", ErrorCode::ProtoInvalid),
+        (
+            "missing-storage-ref.node-identity.json",
+            ErrorCode::ProtoInvalid,
+        ),
+        (
+            "no-core-caps.capability-advertisement.json",
+            ErrorCode::ProtoCapMissing,
+        ),
+        (
+            "no-endpoints.node-advertisement.json",
+            ErrorCode::ProtoInvalid,
+        ),
+        (
+            "raw-with-operations.signal-marker.json",
+            ErrorCode::ProtoInvalid,
+        ),
+        (
+            "wrong-kind.signal-marker-envelope.json",
+            ErrorCode::ProtoInvalid,
+        ),
     ];
     let all = fixtures("invalid");
-    assert_eq!(all.len(), expected.len(), "a new invalid fixture needs an expected code here");
+    assert_eq!(
+        all.len(),
+        expected.len(),
+        "a new invalid fixture needs an expected code here"
+    );
     for (name, value) in all {
         let code = expected
             .iter()
@@ -111,7 +141,9 @@ fn schema_version_other_than_one_is_a_version_mismatch() {
             continue; // peer-status uses `schema`
         }
         value["schema/v"] = 2.into();
-        let err = family.validate_json(value, &fixture_now(family)).unwrap_err();
+        let err = family
+            .validate_json(value, &fixture_now(family))
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::ProtoVersion, "{name}");
     }
 }
@@ -128,7 +160,10 @@ fn libmesh_transports_are_accepted_and_others_refused() {
     let mut v = base.clone();
     v["transports/supported"] = serde_json::json!(["webrtc"]);
     assert_eq!(
-        Family::NodeAdvertisement.validate_json(v, &now).unwrap_err().code,
+        Family::NodeAdvertisement
+            .validate_json(v, &now)
+            .unwrap_err()
+            .code,
         ErrorCode::ProtoInvalid
     );
 }

@@ -1,13 +1,15 @@
 //! Property tests: codec round trips, no panics on any input, and no bit flip survives
 //! verification.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod common;
 
 use mesh_core::cbor::{self, DecodeLimits};
 use mesh_core::{
     Artifact, CapabilityAdvertisement, Family, KeyFingerprint, NodeAdvertisement, NodeId,
-    NodeIdentityRecord, NodeKeypair, PeerHandshake, PeerStatus, SignalMarker,
-    SignalMarkerEnvelope, Timestamp,
+    NodeIdentityRecord, NodeKeypair, PeerHandshake, PeerStatus, SignalMarker, SignalMarkerEnvelope,
+    Timestamp,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -21,8 +23,14 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| json!(f)),
-        prop_oneof![Just(0.5f64), Just(-0.0), Just(65504.0), Just(1.0e-7), Just(100000.0)]
-            .prop_map(|f| json!(f)),
+        prop_oneof![
+            Just(0.5f64),
+            Just(-0.0),
+            Just(65504.0),
+            Just(1.0e-7),
+            Just(100000.0)
+        ]
+        .prop_map(|f| json!(f)),
         ".{0,40}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
@@ -183,29 +191,42 @@ fn every_bit_flip_of_the_json_form_fails() {
     for bit in 0..text.len() * 8 {
         let mut b = text.clone().into_bytes();
         b[bit / 8] ^= 1 << (bit % 8);
-        let Ok(s) = String::from_utf8(b) else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(&s) else { continue };
+        let Ok(s) = String::from_utf8(b) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&s) else {
+            continue;
+        };
         if NodeAdvertisement::verify_json(v, &now).is_ok() {
             survivors.push(bit);
         }
     }
-    assert!(survivors.is_empty(), "bits {survivors:?} flip without breaking verification");
+    assert!(
+        survivors.is_empty(),
+        "bits {survivors:?} flip without breaking verification"
+    );
 }
 
 #[test]
 fn every_bit_flip_of_other_signed_families_fails() {
     let key = NodeKeypair::generate();
     let now = Timestamp::parse("2026-03-30T14:00:10Z").unwrap();
-    let caps = common::read_json("orbiplex-schemas/examples/base-node.capability-advertisement.json");
+    let caps =
+        common::read_json("orbiplex-schemas/examples/base-node.capability-advertisement.json");
     let mut caps: Map<String, Value> = caps.as_object().unwrap().clone();
     caps.insert("node/id".into(), key.node_id().to_string().into());
     caps.insert("published-at".into(), "2026-03-30T14:00:00Z".into());
     let caps = CapabilityAdvertisement::sign(caps, &key).unwrap();
     assert_no_flip_verifies::<CapabilityAdvertisement>(&caps.to_cbor(), &now);
 
-    let env = common::read_json("orbiplex-schemas/examples/participant-broadcast.signal-marker-envelope.json");
+    let env = common::read_json(
+        "orbiplex-schemas/examples/participant-broadcast.signal-marker-envelope.json",
+    );
     let mut env: Map<String, Value> = env.as_object().unwrap().clone();
-    env.insert("sender/participant-id".into(), key.participant_id().to_string().into());
+    env.insert(
+        "sender/participant-id".into(),
+        key.participant_id().to_string().into(),
+    );
     let env = SignalMarkerEnvelope::sign(env, &key).unwrap();
     assert_no_flip_verifies::<SignalMarkerEnvelope>(&env.to_cbor(), &now);
 }
@@ -241,7 +262,10 @@ fn non_deterministic_re_encoding_of_a_valid_artifact_is_refused() {
     // The same advertisement with `sequence/no` 17 written as a two-byte integer head.
     let wire = vector_advert_wire();
     let needle = [&b"ksequence/no"[..], &[0x11]].concat();
-    let at = wire.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = wire
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     let mut long = wire[..at + needle.len() - 1].to_vec();
     long.extend_from_slice(&[0x18, 0x11]);
     long.extend_from_slice(&wire[at + needle.len()..]);

@@ -1,5 +1,7 @@
 //! Byte-exact conformance with `shared/vectors/signing.json`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod common;
 
 use mesh_core::{
@@ -54,12 +56,14 @@ fn check_artifact_vector<A: Artifact>(vector: &Value) {
 
     // The signing input, byte for byte.
     let input = artifact.signing_input();
-    assert_eq!(hex::encode(&input), vector["signing_input_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(&input),
+        vector["signing_input_hex"].as_str().unwrap()
+    );
 
     // Our signature over it, byte for byte (Ed25519 is deterministic).
-    let kp = NodeKeypair::from_secret_bytes(&secret(
-        vector["signer_secret_key_hex"].as_str().unwrap(),
-    ));
+    let kp =
+        NodeKeypair::from_secret_bytes(&secret(vector["signer_secret_key_hex"].as_str().unwrap()));
     let mut unsigned = fixture.as_object().unwrap().clone();
     unsigned.remove("signature");
     let signed = A::sign(unsigned, &kp).unwrap();
@@ -67,7 +71,11 @@ fn check_artifact_vector<A: Artifact>(vector: &Value) {
         signed.as_map()["signature"]["value"],
         vector["signature_base64url"]
     );
-    assert_eq!(signed.to_json(), fixture, "re-signing reproduces the fixture exactly");
+    assert_eq!(
+        signed.to_json(),
+        fixture,
+        "re-signing reproduces the fixture exactly"
+    );
 
     // The published signature verifies, from JSON and from the CBOR wire form.
     artifact.verify_signature().unwrap();
@@ -81,16 +89,21 @@ fn check_artifact_vector<A: Artifact>(vector: &Value) {
 fn advertisement_vector_byte_exact() {
     let v = common::vectors();
     check_artifact_vector::<NodeAdvertisement>(&v["artifacts"][0]);
-    let fixture = common::read_json("orbiplex-schemas/examples/vector-signed.node-advertisement.json");
+    let fixture =
+        common::read_json("orbiplex-schemas/examples/vector-signed.node-advertisement.json");
     let now = Timestamp::parse("2026-03-23T18:10:00Z").unwrap();
-    let wire = NodeAdvertisement::from_json(fixture.clone()).unwrap().to_cbor();
+    let wire = NodeAdvertisement::from_json(fixture.clone())
+        .unwrap()
+        .to_cbor();
     let ad = NodeAdvertisement::verify_cbor(&wire, &now).unwrap();
     assert_eq!(ad.sequence_no(), 17);
     NodeAdvertisement::verify_json(fixture.clone(), &now).unwrap();
     // After expires-at it is E_ADV_EXPIRED, even though the signature is fine.
     let later = Timestamp::parse("2026-03-23T18:18:01Z").unwrap();
     assert_eq!(
-        NodeAdvertisement::verify_cbor(&wire, &later).unwrap_err().code,
+        NodeAdvertisement::verify_cbor(&wire, &later)
+            .unwrap_err()
+            .code,
         ErrorCode::AdvExpired
     );
 }
@@ -117,7 +130,9 @@ fn handshake_vector_byte_exact_and_framing_fields_unsigned() {
     // Outside the +-30 s window it is a suspected replay.
     let late = Timestamp::parse("2026-03-23T18:10:34Z").unwrap();
     assert_eq!(
-        PeerHandshake::verify_json(fixture.clone(), &late).unwrap_err().code,
+        PeerHandshake::verify_json(fixture.clone(), &late)
+            .unwrap_err()
+            .code,
         ErrorCode::HsReplay
     );
     let wire = PeerHandshake::from_json(fixture).unwrap().to_cbor();

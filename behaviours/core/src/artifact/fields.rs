@@ -24,7 +24,9 @@ fn re(pattern: &str) -> Regex {
 
 /// `capabilities/core`, `wire/name`.
 pub(crate) static WIRE_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^((core|role|plugin)/[a-z0-9-]+(?:/[a-z0-9-]+)*|(sovereign|sovereign-informal)/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*|[A-Za-z0-9_-]+)$")
+    re(
+        r"^((core|role|plugin)/[a-z0-9-]+(?:/[a-z0-9-]+)*|(sovereign|sovereign-informal)/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*|[A-Za-z0-9_-]+)$",
+    )
 });
 /// `capability/id`.
 pub(crate) static CAPABILITY_ID: LazyLock<Regex> = LazyLock::new(|| {
@@ -38,8 +40,7 @@ pub(crate) static SESSION_PUB: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0
 /// `key/storage-ref`.
 pub(crate) static STORAGE_REF: LazyLock<Regex> = LazyLock::new(|| re(r"^local-file:[^\s]+$"));
 /// `passport/hash`.
-pub(crate) static PASSPORT_HASH: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^sha256:[A-Za-z0-9_-]+$"));
+pub(crate) static PASSPORT_HASH: LazyLock<Regex> = LazyLock::new(|| re(r"^sha256:[A-Za-z0-9_-]+$"));
 /// `doc/ref`, `schema/ref`.
 pub(crate) static BLOB_REF: LazyLock<Regex> =
     LazyLock::new(|| re(r"^orbiplex:blob:sha256:[A-Za-z0-9_-]+$"));
@@ -362,9 +363,10 @@ mod tests {
         assert!(!WIRE_NAME.is_match("core/"));
         assert!(!WIRE_NAME.is_match("core/Upper"));
         assert!(CAPABILITY_ID.is_match("core/messaging"));
-        assert!(CAPABILITY_ID.is_match(
-            "~thing@node:did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
-        ));
+        assert!(
+            CAPABILITY_ID
+                .is_match("~thing@node:did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
+        );
         assert!(!CAPABILITY_ID.is_match("Core/messaging"));
         assert!(SESSION_PUB.is_match("TODba7hnJHAS9M5gPnOjv5r8BSUXBfLfuI31nY5NA14"));
         assert!(!SESSION_PUB.is_match("TODba7hnJHAS9M5gPnOjv5r8BSUXBfLfuI31nY5NA1"));

@@ -170,8 +170,11 @@ fn signing_input_from_wire(
             k
         })
         .collect();
-    let is_unsigned =
-        |span: &MapEntrySpan| encoded_unsigned.iter().any(|k| k[..] == bytes[span.key.clone()]);
+    let is_unsigned = |span: &MapEntrySpan| {
+        encoded_unsigned
+            .iter()
+            .any(|k| k[..] == bytes[span.key.clone()])
+    };
     let kept = spans.iter().filter(|s| !is_unsigned(s)).count();
     let mut out = Vec::with_capacity(family.len() + 1 + bytes.len());
     out.extend_from_slice(family.as_bytes());

@@ -335,7 +335,10 @@ mod tests {
 
     #[test]
     fn accepts_canonical_forms() {
-        assert_eq!(d("a26161016162820203").unwrap(), json!({"a": 1, "b": [2, 3]}));
+        assert_eq!(
+            d("a26161016162820203").unwrap(),
+            json!({"a": 1, "b": [2, 3]})
+        );
         assert_eq!(d("3903e7").unwrap(), json!(-1000));
         assert_eq!(d("f93e00").unwrap(), json!(1.5));
         assert_eq!(d("3b7fffffffffffffff").unwrap(), json!(i64::MIN));

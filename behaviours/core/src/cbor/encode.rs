@@ -117,6 +117,9 @@ mod tests {
     #[test]
     fn map_keys_sort_length_first() {
         // "b" (1 byte) before "aa" (2 bytes) although "aa" < "b" as strings.
-        assert_eq!(hex_of(json!({"aa": 1, "b": 2})), "a2616202626161 01".replace(' ', ""));
+        assert_eq!(
+            hex_of(json!({"aa": 1, "b": 2})),
+            "a2616202626161 01".replace(' ', "")
+        );
     }
 }

@@ -14,8 +14,7 @@ mod encode;
 mod float;
 
 pub use decode::{
-    CborError, DEFAULT_MAX_DEPTH, DecodeLimits, MapEntrySpan, decode, decode_top_map,
-    decode_with,
+    CborError, DEFAULT_MAX_DEPTH, DecodeLimits, MapEntrySpan, decode, decode_top_map, decode_with,
 };
 pub use encode::{encode, encode_into, encode_map_into, write_head};
 

@@ -124,9 +124,16 @@ impl Family {
     }
 
     /// Signs `doc` with `key`; unsigned families are `E_PROTO_INVALID`.
-    pub fn sign(self, doc: Map<String, Value>, key: &NodeKeypair) -> MeshResult<Map<String, Value>> {
+    pub fn sign(
+        self,
+        doc: Map<String, Value>,
+        key: &NodeKeypair,
+    ) -> MeshResult<Map<String, Value>> {
         if !self.is_signed() {
-            return Err(MeshError::invalid(format!("{} is not a signed family", self.name())));
+            return Err(MeshError::invalid(format!(
+                "{} is not a signed family",
+                self.name()
+            )));
         }
         dispatch!(self, T => Ok(T::sign(doc, key)?.into_map()))
     }

@@ -95,7 +95,8 @@ fn check_endpoint_url(url: &str, transport: &str, role: &str) -> Result<(), Stri
             "quic" => has(|p| matches!(p, Protocol::QuicV1)),
             "wss" => {
                 has(|p| matches!(p, Protocol::Wss(_)))
-                    || (has(|p| matches!(p, Protocol::Tls)) && has(|p| matches!(p, Protocol::Ws(_))))
+                    || (has(|p| matches!(p, Protocol::Tls))
+                        && has(|p| matches!(p, Protocol::Ws(_))))
             }
             "ws" => has(|p| matches!(p, Protocol::Ws(_))) && !has(|p| matches!(p, Protocol::Tls)),
             _ => {
@@ -119,7 +120,9 @@ fn check_endpoint_url(url: &str, transport: &str, role: &str) -> Result<(), Stri
     };
     match url.strip_prefix(scheme) {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ => Err(format!("a `{transport}` endpoint needs a `{scheme}host…` URL")),
+        _ => Err(format!(
+            "a `{transport}` endpoint needs a `{scheme}host…` URL"
+        )),
     }
 }
 

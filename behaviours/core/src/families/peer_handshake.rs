@@ -104,7 +104,10 @@ impl Artifact for PeerHandshake {
         f.matching("session/pub", &SESSION_PUB)?;
         f.opt_str("protocol/version")?;
         f.opt_one_of("transport/profile", TRANSPORTS)?;
-        f.opt_one_of("session/intent", &["bootstrap", "peer-connect", "reconnect"])?;
+        f.opt_one_of(
+            "session/intent",
+            &["bootstrap", "peer-connect", "reconnect"],
+        )?;
         let challenge = f.opt_str("probe/challenge")?;
         let purpose = f.opt_one_of("probe/purpose", &["seed-directory-address-verification"])?;
         if challenge.is_some() != purpose.is_some() {
@@ -114,7 +117,11 @@ impl Artifact for PeerHandshake {
             ));
         }
         f.str("nonce")?;
-        f.opt_strings("capabilities/offered", true, pattern_check(&OFFERED_CAPABILITY))?;
+        f.opt_strings(
+            "capabilities/offered",
+            true,
+            pattern_check(&OFFERED_CAPABILITY),
+        )?;
         f.opt_object("terms/negotiated")?;
         f.signature_shape(true)?;
         f.opt_object("policy_annotations")?;

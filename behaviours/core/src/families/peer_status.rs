@@ -64,7 +64,10 @@ impl Artifact for PeerStatus {
         f.constant("schema", Self::FAMILY)?;
         let node = f.str("node_id")?;
         if !node.starts_with("node:did:key:z") || node.len() <= 14 || node.chars().count() > 512 {
-            return Err(f.err("node_id", "must match ^node:did:key:z.+$ (at most 512 chars)"));
+            return Err(f.err(
+                "node_id",
+                "must match ^node:did:key:z.+$ (at most 512 chars)",
+            ));
         }
         nullable_str(&f, &doc, "display_name", 256)?;
         nullable_str(&f, &doc, "selected_endpoint_url", 2048)?;
@@ -87,7 +90,8 @@ impl Artifact for PeerStatus {
         if f.u64("score")? > 100 {
             return Err(f.err("score", "must be at most 100"));
         }
-        let caps = |s: &str| (s.is_empty() || s.chars().count() > 256).then(|| "1..=256 chars".to_owned());
+        let caps =
+            |s: &str| (s.is_empty() || s.chars().count() > 256).then(|| "1..=256 chars".to_owned());
         f.strings("supported_capabilities", 0, false, caps)?;
         f.strings("missing_capabilities", 0, false, caps)?;
         f.u64("capability_missing_count")?;

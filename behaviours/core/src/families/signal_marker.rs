@@ -47,8 +47,10 @@ impl Artifact for SignalMarker {
             .one_of("mode", &["raw", "structured", "transformed", "redacted"])?
             .to_owned();
         f.one_of("actor", &["ai", "human", "hybrid"])?;
-        let requested_by =
-            f.opt_one_of("requested_by", &["user", "user_policy", "safety_policy", "exception"])?;
+        let requested_by = f.opt_one_of(
+            "requested_by",
+            &["user", "user_policy", "safety_policy", "exception"],
+        )?;
         let basis_ref = f.opt_str("basis_ref")?;
         let operations = f.opt_strings("operations", true, enum_check(OPERATIONS))?;
         let visible = f.bool("visible_to_user")?;

@@ -73,7 +73,9 @@ pub enum IdentityError {
         mode: u32,
     },
     /// An identity exists and the operation would replace it.
-    #[error("an identity already exists ({node_id}); pass --force to replace it (the old files are kept as backups)")]
+    #[error(
+        "an identity already exists ({node_id}); pass --force to replace it (the old files are kept as backups)"
+    )]
     Exists {
         /// The existing node id.
         node_id: String,
@@ -298,12 +300,18 @@ impl IdentityStore {
 
     /// `local-file:<relative path>` resolved under the data dir; absolute paths and `..`
     /// are refused so a record cannot point the node at an arbitrary file.
-    fn resolve_storage_ref(&self, record_path: &Path, storage_ref: &str) -> Result<PathBuf, IdentityError> {
+    fn resolve_storage_ref(
+        &self,
+        record_path: &Path,
+        storage_ref: &str,
+    ) -> Result<PathBuf, IdentityError> {
         let rel = Path::new(storage_ref.trim_start_matches("local-file:"));
         if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(IdentityError::damaged(
                 record_path,
-                format!("key/storage-ref `{storage_ref}` must be a relative path inside the data dir"),
+                format!(
+                    "key/storage-ref `{storage_ref}` must be a relative path inside the data dir"
+                ),
             ));
         }
         Ok(self.data_dir.join(rel))
@@ -347,7 +355,10 @@ fn read_small(path: &Path) -> Result<Option<Zeroizing<String>>, IdentityError> {
         return Err(IdentityError::damaged(path, "not a regular file"));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(IdentityError::damaged(path, format!("larger than {MAX_FILE_BYTES} bytes")));
+        return Err(IdentityError::damaged(
+            path,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
     }
     let bytes = fs::read(path).map_err(io_err)?;
     String::from_utf8(bytes)
@@ -358,7 +369,8 @@ fn read_small(path: &Path) -> Result<Option<Zeroizing<String>>, IdentityError> {
 fn parse_record(path: &Path, text: &str) -> Result<NodeIdentityRecord, IdentityError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| IdentityError::damaged(path, format!("not JSON: {e}")))?;
-    NodeIdentityRecord::from_json(value).map_err(|e: MeshError| IdentityError::damaged(path, e.detail))
+    NodeIdentityRecord::from_json(value)
+        .map_err(|e: MeshError| IdentityError::damaged(path, e.detail))
 }
 
 fn read_secret_file(path: &Path) -> Result<Option<NodeKeypair>, IdentityError> {
@@ -390,8 +402,13 @@ fn parse_secret(path: &Path, text: &str) -> Result<NodeKeypair, IdentityError> {
     let value: Value =
         serde_json::from_str(text).map_err(|_| IdentityError::damaged(path, "not JSON"))?;
     let field = |k: &str| value.get(k).and_then(Value::as_str);
-    if value.get("schema/v").and_then(Value::as_u64) != Some(1) || field("kind") != Some(SECRET_KIND) {
-        return Err(IdentityError::damaged(path, format!("not a {SECRET_KIND} file (schema/v 1)")));
+    if value.get("schema/v").and_then(Value::as_u64) != Some(1)
+        || field("kind") != Some(SECRET_KIND)
+    {
+        return Err(IdentityError::damaged(
+            path,
+            format!("not a {SECRET_KIND} file (schema/v 1)"),
+        ));
     }
     if field("key/alg") != Some("ed25519") {
         return Err(IdentityError::damaged(path, "key/alg must be ed25519"));
@@ -402,7 +419,9 @@ fn parse_secret(path: &Path, text: &str) -> Result<NodeKeypair, IdentityError> {
     let keypair = NodeKeypair::from_secret_bytes(&secret);
     let stated = field("key/public")
         .ok_or_else(|| IdentityError::damaged(path, "key/public is missing"))
-        .and_then(|p| KeyFingerprint::parse(p).map_err(|e| IdentityError::damaged(path, e.to_string())))?;
+        .and_then(|p| {
+            KeyFingerprint::parse(p).map_err(|e| IdentityError::damaged(path, e.to_string()))
+        })?;
     if stated != keypair.fingerprint() {
         return Err(IdentityError::damaged(
             path,
