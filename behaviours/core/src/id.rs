@@ -76,27 +76,27 @@ impl KeyFingerprint {
         if rest.is_empty() || s.len() > MAX_FINGERPRINT_LEN {
             return Err(IdError::WrongMulticodec);
         }
-        let (base, bytes) = multibase::decode(s).map_err(|_| IdError::BadBase58)?;
-        if base != multibase::Base::Base58Btc {
-            return Err(IdError::WrongMultibase);
+        // Fast path: the exact did:key shape. Base58 spells a byte string with a non-zero
+        // first byte in exactly one way, so this decode is canonical by construction.
+        if let Some(bytes) = crate::base58::decode_34(rest) {
+            if bytes[..2] != ED25519_MULTICODEC {
+                return Err(IdError::WrongMulticodec);
+            }
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes[2..]);
+            return Ok(KeyFingerprint(key));
         }
-        if bytes.len() != 34 || bytes[..2] != ED25519_MULTICODEC {
-            return Err(IdError::WrongMulticodec);
+        // Slow path, only to tell what exactly is wrong.
+        match multibase::decode(s) {
+            Err(_) => Err(IdError::BadBase58),
+            Ok(_) => Err(IdError::WrongMulticodec),
         }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&bytes[2..]);
-        let fp = KeyFingerprint(key);
-        // base58 has exactly one spelling per byte string; anything else is a forgery of
-        // the textual form (e.g. extra leading `1`s are caught by the length check above).
-        if fp.to_string() != s {
-            return Err(IdError::BadBase58);
-        }
-        Ok(fp)
     }
 
-    /// The Ed25519 verifying key; fails when the bytes are not a valid point.
+    /// The Ed25519 verifying key; fails when the bytes are not a valid point. Keys are
+    /// decompressed once and kept in a bounded cache.
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, IdError> {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| IdError::InvalidKey)
+        crate::keycache::verifying_key(&self.0).ok_or(IdError::InvalidKey)
     }
 
     /// The libp2p public key; fails when the bytes are not a valid point.

@@ -33,11 +33,13 @@
 //! ```
 
 pub mod artifact;
+mod base58;
 pub mod cbor;
 pub mod error;
 pub mod families;
 pub mod id;
 pub mod identity;
+mod keycache;
 pub mod keypair;
 pub mod time;
 pub mod trace;

@@ -45,7 +45,6 @@ pub struct NodeAdvertisement {
     sequence_no: u64,
     advertised_at: Timestamp,
     expires_at: Timestamp,
-    endpoints: Vec<Endpoint>,
 }
 
 impl NodeAdvertisement {
@@ -69,9 +68,32 @@ impl NodeAdvertisement {
         &self.expires_at
     }
 
-    /// The endpoints, in document order.
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+    /// The endpoints, in document order (built from the validated document on each call).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let text = |e: &Value, k: &str| {
+            e.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        self.doc
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| Endpoint {
+                        url: text(e, "endpoint/url"),
+                        transport: text(e, "endpoint/transport"),
+                        role: text(e, "endpoint/role"),
+                        priority: e
+                            .get("endpoint/priority")
+                            .and_then(Value::as_u64)
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `advertisement/id`.
@@ -140,7 +162,7 @@ impl Artifact for NodeAdvertisement {
         if expires_at < advertised_at {
             return Err(f.err("expires-at", "is before advertised-at"));
         }
-        f.key_matches(node_id.fingerprint(), "node/id")?;
+        f.key_matches("node/id")?;
         f.opt_str("federation/id")?;
         if let Some(s) = f.opt_object("succession")? {
             s.node_id("successor/node-id")?;
@@ -148,20 +170,13 @@ impl Artifact for NodeAdvertisement {
             s.opt_str("proof/successor")?;
         }
         let items = f.array("endpoints", 1)?;
-        let mut endpoints = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let e = f.item("endpoints", i, item)?;
             let url = e.str("endpoint/url")?;
             let transport = e.one_of("endpoint/transport", TRANSPORTS)?;
             let role = e.one_of("endpoint/role", &["listener", "relay"])?;
-            let priority = e.u64("endpoint/priority")?;
+            e.u64("endpoint/priority")?;
             check_endpoint_url(url, transport, role).map_err(|p| e.err("endpoint/url", &p))?;
-            endpoints.push(Endpoint {
-                url: url.to_owned(),
-                transport: transport.to_owned(),
-                role: role.to_owned(),
-                priority,
-            });
         }
         f.strings("transports/supported", 1, true, enum_check(TRANSPORTS))?;
         f.signature_shape(true)?;
@@ -172,7 +187,6 @@ impl Artifact for NodeAdvertisement {
             sequence_no,
             advertised_at,
             expires_at,
-            endpoints,
         })
     }
 

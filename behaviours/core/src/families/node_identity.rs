@@ -91,7 +91,7 @@ impl Artifact for NodeIdentityRecord {
         let participant_id = f.participant_id("participant/id")?;
         let created_at = f.timestamp("created-at")?;
         f.opt_one_of("identity/status", &["active"])?;
-        f.key_matches(node_id.fingerprint(), "node/id")?;
+        f.key_matches("node/id")?;
         let storage_ref = f.matching("key/storage-ref", &STORAGE_REF)?.to_owned();
         f.opt_object("policy_annotations")?;
         Ok(NodeIdentityRecord {

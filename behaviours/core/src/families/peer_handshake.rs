@@ -100,7 +100,7 @@ impl Artifact for PeerHandshake {
         let ts = f.timestamp("ts")?;
         let sender = f.node_id("sender/node-id")?;
         let recipient = f.opt_node_id("recipient/node-id")?;
-        f.key_matches(sender.fingerprint(), "sender/node-id")?;
+        f.key_matches("sender/node-id")?;
         f.matching("session/pub", &SESSION_PUB)?;
         f.opt_str("protocol/version")?;
         f.opt_one_of("transport/profile", TRANSPORTS)?;
