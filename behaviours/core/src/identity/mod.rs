@@ -430,3 +430,100 @@ fn parse_secret(path: &Path, text: &str) -> Result<NodeKeypair, IdentityError> {
     }
     Ok(keypair)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::parse("2026-03-23T18:05:00Z").unwrap()
+    }
+
+    #[test]
+    fn generate_then_load_is_the_same_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        assert!(store.load().unwrap().is_none());
+        let first = store.load_or_generate(&now()).unwrap();
+        assert!(first.generated);
+        let again = store.load_or_generate(&now()).unwrap();
+        assert!(!again.generated);
+        assert_eq!(again.record, first.record);
+        assert_eq!(again.keypair.fingerprint(), first.keypair.fingerprint());
+        // No temp files left behind.
+        let names: Vec<String> = fs::read_dir(dir.path().join("identity"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn crash_between_secret_and_record_keeps_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        let first = store.load_or_generate(&now()).unwrap();
+        // Simulate a crash after the secret was written and before the record was.
+        fs::remove_file(store.record_path()).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.record.node_id(), first.record.node_id());
+        assert!(store.record_path().exists(), "the record is rebuilt");
+    }
+
+    #[test]
+    fn storage_ref_cannot_escape_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        store.load_or_generate(&now()).unwrap();
+        let path = store.record_path();
+        let mut record: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        for bad in ["local-file:../../etc/passwd", "local-file:/etc/passwd"] {
+            record["key/storage-ref"] = bad.into();
+            fs::write(&path, record.to_string()).unwrap();
+            let err = store.load().unwrap_err();
+            assert!(matches!(err, IdentityError::Damaged { .. }), "{bad}: {err}");
+            assert_eq!(err.code(), Some(ErrorCode::ProtoInvalid));
+        }
+    }
+
+    #[test]
+    fn import_keeps_backups_and_rejects_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        let first = store.load_or_generate(&now()).unwrap();
+        let other = [7u8; 32];
+        assert!(matches!(
+            store.import(&other, &now(), false),
+            Err(IdentityError::Exists { .. })
+        ));
+        let replaced = store.import(&other, &now(), true).unwrap();
+        assert_ne!(replaced.record.node_id(), first.record.node_id());
+        let backup = store
+            .secret_path()
+            .with_extension(format!("json.replaced-{}", now().instant().timestamp()));
+        assert!(backup.exists());
+
+        let hex_file = dir.path().join("secret.hex");
+        fs::write(&hex_file, format!("  {}\n", hex::encode([7u8; 32]))).unwrap();
+        assert_eq!(*read_secret_for_import(&hex_file).unwrap(), [7u8; 32]);
+        fs::write(&hex_file, "not hex").unwrap();
+        assert!(matches!(
+            read_secret_for_import(&hex_file),
+            Err(IdentityError::Damaged { .. })
+        ));
+        // The node's own secret file is importable as is.
+        assert_eq!(
+            *read_secret_for_import(&store.secret_path()).unwrap(),
+            [7u8; 32]
+        );
+    }
+
+    #[test]
+    fn oversized_files_are_refused_without_reading_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        fs::create_dir_all(dir.path().join("identity")).unwrap();
+        fs::write(store.record_path(), vec![b' '; 100_000]).unwrap();
+        assert!(matches!(store.load(), Err(IdentityError::Damaged { .. })));
+    }
+}
