@@ -120,6 +120,24 @@ proptest! {
     }
 
     #[test]
+    fn parsed_ids_print_back_to_their_input(
+        key in any::<[u8; 32]>(),
+        edit in any::<prop::sample::Index>(),
+        ch in prop::sample::select(b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0OIl+/ ".to_vec()),
+    ) {
+        let text = NodeId::from_fingerprint(KeyFingerprint::from_bytes(key)).to_string();
+        prop_assert_eq!(NodeId::parse(&text).unwrap().fingerprint().as_bytes(), &key);
+        // Any one-character edit either fails or yields an id that prints as the edit.
+        let mut edited = text.clone().into_bytes();
+        let at = edit.index(edited.len());
+        edited[at] = ch;
+        let edited = String::from_utf8(edited).unwrap();
+        if let Ok(id) = NodeId::parse(&edited) {
+            prop_assert_eq!(id.to_string(), edited);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         every_decoder(&bytes);
     }
