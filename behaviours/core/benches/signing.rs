@@ -5,6 +5,7 @@
 //! `cargo bench -p mesh-core --bench signing -- --ratios-only` skips criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/ratio.rs"]
 mod ratio;
 
 use std::hint::black_box;

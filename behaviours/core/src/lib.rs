@@ -10,7 +10,8 @@
 //!   typed and validated per family, verified from JSON or from the CBOR wire form, one
 //!   by one or in batches;
 //! - [`error`]: the eleven frozen error codes;
-//! - [`trace`]: the trace-event vocabulary and a JSON-lines writer.
+//! - [`trace`]: the trace-event vocabulary and a JSON-lines writer;
+//! - [`rate`]: a bounded, keyed token-bucket rate limiter.
 //!
 //! ```
 //! use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, Timestamp};
@@ -41,6 +42,7 @@ pub mod id;
 pub mod identity;
 mod keycache;
 pub mod keypair;
+pub mod rate;
 pub mod time;
 pub mod trace;
 
@@ -53,6 +55,7 @@ pub use families::{
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};
 pub use keypair::NodeKeypair;
+pub use rate::{RateLimit, RateLimiter};
 pub use time::Timestamp;
 pub use trace::{JsonLinesTrace, MemoryTrace, NoTrace, TraceEvent, TraceEventType, TraceSink};
 
