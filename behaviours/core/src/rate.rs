@@ -88,15 +88,14 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             let elapsed = (now_ms - b.last_ms).max(0) as f64 / 1000.0;
             b.tokens + elapsed * limit.per_second < f64::from(limit.burst)
         });
-        if self.buckets.len() >= self.max_keys {
-            if let Some(oldest) = self
+        if self.buckets.len() >= self.max_keys
+            && let Some(oldest) = self
                 .buckets
                 .iter()
                 .min_by_key(|(_, b)| b.last_ms)
                 .map(|(k, _)| k.clone())
-            {
-                self.buckets.remove(&oldest);
-            }
+        {
+            self.buckets.remove(&oldest);
         }
     }
 }
