@@ -43,7 +43,7 @@ fn identity_vectors() {
 }
 
 fn check_artifact_vector<A: Artifact>(vector: &Value) {
-    let fixture = common::read_json(&vector["fixture"].as_str().unwrap().to_string());
+    let fixture = common::read_json(vector["fixture"].as_str().unwrap());
     assert_eq!(vector["domain"], A::FAMILY);
     let excluded: Vec<&str> = vector["excluded_fields"]
         .as_array()
