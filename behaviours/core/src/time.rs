@@ -10,11 +10,23 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 
 use crate::error::MeshError;
 
-/// A UTC instant with the text it came from.
+/// Longest text a timestamp can have (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`; chrono's widest
+/// years print shorter than that).
+const MAX_TEXT: usize = 30;
+
+/// A UTC instant with the text it came from (kept inline: no allocation).
 #[derive(Clone)]
 pub struct Timestamp {
     instant: DateTime<Utc>,
-    text: String,
+    text: [u8; MAX_TEXT],
+    len: u8,
+}
+
+fn inline(s: &str) -> ([u8; MAX_TEXT], u8) {
+    let mut text = [0u8; MAX_TEXT];
+    let n = s.len().min(MAX_TEXT);
+    text[..n].copy_from_slice(&s.as_bytes()[..n]);
+    (text, n as u8)
 }
 
 impl Timestamp {
@@ -60,18 +72,20 @@ impl Timestamp {
             return Err(bad());
         }
         let time = NaiveTime::from_hms_nano_opt(hour, min, sec, nanos).ok_or_else(bad)?;
+        let (text, len) = inline(s);
         Ok(Timestamp {
             instant: NaiveDateTime::new(date, time).and_utc(),
-            text: s.to_owned(),
+            text,
+            len,
         })
     }
 
     /// The timestamp of an instant, printed with whole seconds (`…:SSZ`).
     pub fn from_instant(instant: DateTime<Utc>) -> Self {
-        let text = instant.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let (text, len) = inline(&instant.to_rfc3339_opts(SecondsFormat::Secs, true));
         // Whole seconds: drop any sub-second part so instant and text agree.
         let instant = DateTime::from_timestamp(instant.timestamp(), 0).unwrap_or(instant);
-        Timestamp { instant, text }
+        Timestamp { instant, text, len }
     }
 
     /// The current time, whole seconds.
@@ -86,7 +100,8 @@ impl Timestamp {
 
     /// The exact text.
     pub fn as_str(&self) -> &str {
-        &self.text
+        // Parsed or printed ASCII, so always UTF-8.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// This timestamp moved by `secs` seconds (negative goes back).
@@ -119,13 +134,13 @@ impl Ord for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Timestamp({})", self.text)
+        write!(f, "Timestamp({})", self.as_str())
     }
 }
 
@@ -163,6 +178,15 @@ mod tests {
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn extreme_instants_print_and_parse_back() {
+        let far = Timestamp::parse("9999-12-31T23:59:59.999999999Z").unwrap();
+        assert_eq!(far.as_str(), "9999-12-31T23:59:59.999999999Z");
+        let later = far.plus_secs(10);
+        assert!(later.as_str().len() <= MAX_TEXT);
+        assert!(later > far);
     }
 
     #[test]

@@ -52,7 +52,27 @@ pub(crate) static LANG: LazyLock<Regex> =
 pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
     family: &'static str,
-    path: String,
+    path: Path<'a>,
+}
+
+/// Where a nested view sits, kept unformatted until an error needs it (most artifacts
+/// nest one level, so most views never allocate).
+#[derive(Clone)]
+enum Path<'a> {
+    Root,
+    Child(&'a str, Option<usize>),
+    Deep(String),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Child(key, None) => (*key).to_owned(),
+            Path::Child(key, Some(i)) => format!("{key}[{i}]"),
+            Path::Deep(s) => s.clone(),
+        }
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -60,15 +80,34 @@ impl<'a> Fields<'a> {
         Fields {
             map,
             family,
-            path: String::new(),
+            path: Path::Root,
+        }
+    }
+
+    fn child(&self, map: &'a Map<String, Value>, key: &'a str, index: Option<usize>) -> Fields<'a> {
+        let path = match &self.path {
+            Path::Root => Path::Child(key, index),
+            parent => {
+                let mut p = parent.render();
+                p.push('.');
+                p.push_str(key);
+                if let Some(i) = index {
+                    p.push_str(&format!("[{i}]"));
+                }
+                Path::Deep(p)
+            }
+        };
+        Fields {
+            map,
+            family: self.family,
+            path,
         }
     }
 
     fn name(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
+        match &self.path {
+            Path::Root => key.to_owned(),
+            p => format!("{}.{key}", p.render()),
         }
     }
 
@@ -296,19 +335,15 @@ impl<'a> Fields<'a> {
     }
 
     /// A required object, as a nested view.
-    pub(crate) fn object(&self, key: &str) -> MeshResult<Fields<'a>> {
+    pub(crate) fn object(&self, key: &'a str) -> MeshResult<Fields<'a>> {
         match self.get(key)? {
-            Value::Object(m) => Ok(Fields {
-                map: m,
-                family: self.family,
-                path: self.name(key),
-            }),
+            Value::Object(m) => Ok(self.child(m, key, None)),
             _ => Err(self.err(key, "must be an object")),
         }
     }
 
     /// An optional object.
-    pub(crate) fn opt_object(&self, key: &str) -> MeshResult<Option<Fields<'a>>> {
+    pub(crate) fn opt_object(&self, key: &'a str) -> MeshResult<Option<Fields<'a>>> {
         if self.has(key) {
             self.object(key).map(Some)
         } else {
@@ -317,13 +352,14 @@ impl<'a> Fields<'a> {
     }
 
     /// The `index`-th item of `items` (from `key`) as an object view.
-    pub(crate) fn item(&self, key: &str, index: usize, item: &'a Value) -> MeshResult<Fields<'a>> {
+    pub(crate) fn item(
+        &self,
+        key: &'a str,
+        index: usize,
+        item: &'a Value,
+    ) -> MeshResult<Fields<'a>> {
         match item {
-            Value::Object(m) => Ok(Fields {
-                map: m,
-                family: self.family,
-                path: self.name(&format!("{key}[{index}]")),
-            }),
+            Value::Object(m) => Ok(self.child(m, key, Some(index))),
             _ => Err(self.err(&format!("{key}[{index}]"), "must be an object")),
         }
     }

@@ -161,19 +161,18 @@ fn signing_input_from_wire(
     bytes: &[u8],
     spans: &[MapEntrySpan],
 ) -> Vec<u8> {
-    let encoded_unsigned: Vec<Vec<u8>> = unsigned
-        .iter()
-        .map(|f| {
-            let mut k = Vec::with_capacity(f.len() + 3);
-            cbor::write_head(&mut k, 3, f.len() as u64);
-            k.extend_from_slice(f.as_bytes());
-            k
-        })
-        .collect();
+    // A text key's head is 1 byte below 24 bytes of text, 2 below 256, 3 below 65536;
+    // the decoder has checked the head, so comparing length and name bytes suffices.
     let is_unsigned = |span: &MapEntrySpan| {
-        encoded_unsigned
-            .iter()
-            .any(|k| k[..] == bytes[span.key.clone()])
+        let key = &bytes[span.key.clone()];
+        unsigned.iter().any(|f| {
+            let head = match f.len() {
+                0..=23 => 1,
+                24..=255 => 2,
+                _ => 3,
+            };
+            key.len() == head + f.len() && &key[head..] == f.as_bytes()
+        })
     };
     let kept = spans.iter().filter(|s| !is_unsigned(s)).count();
     let mut out = Vec::with_capacity(family.len() + 1 + bytes.len());
