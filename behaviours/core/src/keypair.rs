@@ -1,15 +1,25 @@
 //! The node's Ed25519 key: one secret that is at once the libp2p identity, the node id
 //! and (in the MVP) the participant id.
 
-use ed25519_dalek::{Signer, SigningKey};
+use std::sync::Arc;
+
+use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
+use ed25519_dalek::{Sha512, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::id::{KeyFingerprint, NodeId, ParticipantId};
 
 /// An Ed25519 signing key with its derived identifiers.
+///
+/// The expanded secret (the clamped scalar and nonce prefix that RFC 8032 derives from the
+/// seed with SHA-512) is derived once and kept, zeroized on drop, so a signature costs no
+/// extra hash of the seed. It is only ever used with the verifying key derived from the
+/// same seed, which is what makes `raw_sign` safe here.
 #[derive(Clone)]
 pub struct NodeKeypair {
     signing: SigningKey,
+    expanded: Arc<ExpandedSecretKey>,
+    verifying: VerifyingKey,
     fingerprint: KeyFingerprint,
 }
 
@@ -26,9 +36,13 @@ impl NodeKeypair {
     }
 
     fn from_signing_key(signing: SigningKey) -> Self {
-        let fingerprint = KeyFingerprint::from_bytes(signing.verifying_key().to_bytes());
+        let verifying = signing.verifying_key();
+        let fingerprint = KeyFingerprint::from_bytes(verifying.to_bytes());
+        let expanded = Arc::new(ExpandedSecretKey::from(signing.as_bytes()));
         NodeKeypair {
             signing,
+            expanded,
+            verifying,
             fingerprint,
         }
     }
@@ -54,13 +68,14 @@ impl NodeKeypair {
     }
 
     /// The Ed25519 verifying key.
-    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
-        self.signing.verifying_key()
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.verifying
     }
 
-    /// Signs `message` (Ed25519, deterministic).
+    /// Signs `message` (Ed25519, deterministic; the same bytes as
+    /// `SigningKey::sign`).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        self.signing.sign(message).to_bytes()
+        raw_sign::<Sha512>(&self.expanded, message, &self.verifying).to_bytes()
     }
 
     /// The same key as a libp2p keypair, so the swarm's `PeerId` names this node.
@@ -85,6 +100,20 @@ impl std::fmt::Debug for NodeKeypair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_equal_the_plain_signing_key_ones() {
+        use ed25519_dalek::Signer;
+        for i in 0u8..32 {
+            let kp = NodeKeypair::from_secret_bytes(&[i; 32]);
+            let plain = SigningKey::from_bytes(&[i; 32]);
+            let msg = vec![i; usize::from(i) * 7];
+            assert_eq!(kp.sign(&msg), plain.sign(&msg).to_bytes());
+            kp.verifying_key()
+                .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&kp.sign(&msg)))
+                .unwrap();
+        }
+    }
 
     #[test]
     fn libp2p_keypair_names_the_same_node() {

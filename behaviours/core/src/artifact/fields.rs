@@ -303,7 +303,18 @@ impl<'a> Fields<'a> {
         check: impl Fn(&str) -> Option<String>,
     ) -> MeshResult<Vec<&'a str>> {
         let items = self.array(key, min_items)?;
-        let mut out: Vec<&'a str> = Vec::with_capacity(items.len());
+        self.check_strings(key, items, unique, check)?;
+        Ok(items.iter().filter_map(Value::as_str).collect())
+    }
+
+    /// Checks an array of strings without collecting it.
+    fn check_strings(
+        &self,
+        key: &str,
+        items: &'a [Value],
+        unique: bool,
+        check: impl Fn(&str) -> Option<String>,
+    ) -> MeshResult<()> {
         for (i, item) in items.iter().enumerate() {
             let s = item
                 .as_str()
@@ -312,12 +323,23 @@ impl<'a> Fields<'a> {
                 return Err(self.err(&format!("{key}[{i}]"), &problem));
             }
             // Arrays here are short (a handful of names); a linear scan beats hashing.
-            if unique && out.contains(&s) {
+            if unique && items[..i].iter().any(|earlier| earlier.as_str() == Some(s)) {
                 return Err(self.err(key, &format!("`{s}` appears twice")));
             }
-            out.push(s);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Like [`Fields::strings`] when only the check matters.
+    pub(crate) fn check_string_array(
+        &self,
+        key: &str,
+        min_items: usize,
+        unique: bool,
+        check: impl Fn(&str) -> Option<String>,
+    ) -> MeshResult<()> {
+        let items = self.array(key, min_items)?;
+        self.check_strings(key, items, unique, check)
     }
 
     /// Like [`Fields::strings`] for an optional field (absent gives an empty list).

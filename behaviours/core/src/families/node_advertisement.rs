@@ -178,7 +178,7 @@ impl Artifact for NodeAdvertisement {
             e.u64("endpoint/priority")?;
             check_endpoint_url(url, transport, role).map_err(|p| e.err("endpoint/url", &p))?;
         }
-        f.strings("transports/supported", 1, true, enum_check(TRANSPORTS))?;
+        f.check_string_array("transports/supported", 1, true, enum_check(TRANSPORTS))?;
         f.signature_shape(true)?;
         f.opt_object("policy_annotations")?;
         Ok(NodeAdvertisement {
