@@ -14,10 +14,17 @@ use ed25519_dalek::VerifyingKey;
 
 const GENERATION: usize = 4096;
 
+/// A decompressed key and whether it is weak (of small order), computed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CachedKey {
+    pub(crate) key: VerifyingKey,
+    pub(crate) weak: bool,
+}
+
 #[derive(Default)]
 struct Generations {
-    young: HashMap<[u8; 32], VerifyingKey>,
-    old: HashMap<[u8; 32], VerifyingKey>,
+    young: HashMap<[u8; 32], CachedKey>,
+    old: HashMap<[u8; 32], CachedKey>,
 }
 
 static CACHE: LazyLock<Mutex<Generations>> = LazyLock::new(|| Mutex::new(Generations::default()));
@@ -25,6 +32,11 @@ static CACHE: LazyLock<Mutex<Generations>> = LazyLock::new(|| Mutex::new(Generat
 /// The verifying key of `bytes`, decompressed at most once while it stays cached. `None`
 /// when the bytes are not a valid point (invalid keys are not cached).
 pub(crate) fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    lookup(bytes).map(|c| c.key)
+}
+
+/// The cached key with its weakness flag.
+pub(crate) fn lookup(bytes: &[u8; 32]) -> Option<CachedKey> {
     if let Ok(mut g) = CACHE.lock() {
         if let Some(k) = g.young.get(bytes) {
             return Some(*k);
@@ -35,13 +47,17 @@ pub(crate) fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
         }
     }
     let key = VerifyingKey::from_bytes(bytes).ok()?;
+    let cached = CachedKey {
+        key,
+        weak: key.is_weak(),
+    };
     if let Ok(mut g) = CACHE.lock() {
-        insert(&mut g, *bytes, key);
+        insert(&mut g, *bytes, cached);
     }
-    Some(key)
+    Some(cached)
 }
 
-fn insert(g: &mut Generations, bytes: [u8; 32], key: VerifyingKey) {
+fn insert(g: &mut Generations, bytes: [u8; 32], key: CachedKey) {
     if g.young.len() >= GENERATION {
         g.old = std::mem::take(&mut g.young);
     }

@@ -5,6 +5,7 @@
 mod batch;
 pub(crate) mod fields;
 mod signature;
+mod strict;
 
 use serde_json::{Map, Value};
 
@@ -187,7 +188,7 @@ fn signing_input_from_wire(
 
 fn verify_with_input<A: Artifact>(artifact: &A, input: &[u8]) -> MeshResult<()> {
     let (key, sig) = prepare(artifact)?;
-    key.verify_strict(input, &sig).map_err(|_| {
+    strict::verify_strict_fast(&key.key, key.weak, input, &sig).map_err(|_| {
         MeshError::new(
             ErrorCode::SigInvalid,
             format!("{}: signature does not verify", A::FAMILY),
@@ -199,15 +200,18 @@ fn verify_with_input<A: Artifact>(artifact: &A, input: &[u8]) -> MeshResult<()> 
 /// unverifiable before any curve arithmetic on the message.
 pub(crate) fn prepare<A: Artifact>(
     artifact: &A,
-) -> MeshResult<(ed25519_dalek::VerifyingKey, ed25519_dalek::Signature)> {
+) -> MeshResult<(crate::keycache::CachedKey, ed25519_dalek::Signature)> {
     let signer = artifact
         .signer()
         .ok_or_else(|| MeshError::invalid(format!("{} is not a signed family", A::FAMILY)))?;
     let sig = read_signature(artifact.as_map()).map_err(|e| e.context(A::FAMILY))?;
-    let key = signer.verifying_key().map_err(|e| {
+    let key = crate::keycache::lookup(signer.as_bytes()).ok_or_else(|| {
         MeshError::new(
             ErrorCode::SigUnknownSigner,
-            format!("{}: signer key {signer} is unusable: {e}", A::FAMILY),
+            format!(
+                "{}: signer key {signer} is not a valid Ed25519 point",
+                A::FAMILY
+            ),
         )
     })?;
     Ok((key, sig))
