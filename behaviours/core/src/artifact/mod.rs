@@ -145,6 +145,32 @@ pub trait Artifact: Sized {
     }
 }
 
+/// The clock rule shared by the families: `at` (the artifact's `field`) may be at most
+/// [`crate::CLOCK_SKEW_SECS`] ahead of `now`; later is `E_PROTO_INVALID`.
+pub fn not_in_future(family: &str, field: &str, at: &Timestamp, now: &Timestamp) -> MeshResult<()> {
+    if at.secs_since(now) > crate::CLOCK_SKEW_SECS {
+        return Err(MeshError::invalid(format!(
+            "{family}: {field} {at} is in the future (now {now})"
+        )));
+    }
+    Ok(())
+}
+
+/// Implements [`Artifact::as_map`] and [`Artifact::into_map`] for a family struct whose
+/// document is in a field named `doc`.
+#[macro_export]
+macro_rules! artifact_doc_accessors {
+    () => {
+        fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+            &self.doc
+        }
+
+        fn into_map(self) -> serde_json::Map<String, serde_json::Value> {
+            self.doc
+        }
+    };
+}
+
 /// `<family>` || 0x00 || deterministic CBOR of `doc` without `unsigned` fields.
 pub fn signing_input(family: &str, unsigned: &[&str], doc: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(family.len() + 1 + 512);

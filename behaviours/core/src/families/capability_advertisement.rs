@@ -2,12 +2,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::artifact::Artifact;
 use crate::artifact::fields::{
     BLOB_REF, CAPABILITY_ID, Fields, LANG, PASSPORT_HASH, TRANSPORTS, WIRE_NAME, enum_check,
     non_empty, pattern_check,
 };
-use crate::error::{ErrorCode, MeshError, MeshResult};
+use crate::artifact::{Artifact, not_in_future};
+use crate::error::{ErrorCode, MeshResult};
 use crate::id::{KeyFingerprint, NodeId};
 use crate::time::Timestamp;
 
@@ -136,13 +136,7 @@ impl Artifact for CapabilityAdvertisement {
         })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         Some(*self.node_id.fingerprint())
@@ -150,13 +144,6 @@ impl Artifact for CapabilityAdvertisement {
 
     /// `published-at` more than 30 s ahead of `now` is `E_PROTO_INVALID`.
     fn validate(&self, now: &Timestamp) -> MeshResult<()> {
-        if self.published_at.secs_since(now) > crate::CLOCK_SKEW_SECS {
-            return Err(MeshError::invalid(format!(
-                "{}: published-at {} is in the future (now {now})",
-                Self::FAMILY,
-                self.published_at
-            )));
-        }
-        Ok(())
+        not_in_future(Self::FAMILY, "published-at", &self.published_at, now)
     }
 }

@@ -3,8 +3,8 @@
 use multiaddr::{Multiaddr, Protocol};
 use serde_json::{Map, Value};
 
-use crate::artifact::Artifact;
 use crate::artifact::fields::{Fields, TRANSPORTS, enum_check};
+use crate::artifact::{Artifact, not_in_future};
 use crate::error::{ErrorCode, MeshError, MeshResult};
 use crate::id::{KeyFingerprint, NodeId};
 use crate::time::Timestamp;
@@ -190,13 +190,7 @@ impl Artifact for NodeAdvertisement {
         })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         Some(*self.node_id.fingerprint())
@@ -215,14 +209,7 @@ impl Artifact for NodeAdvertisement {
                 ),
             ));
         }
-        if self.advertised_at.secs_since(now) > crate::CLOCK_SKEW_SECS {
-            return Err(MeshError::invalid(format!(
-                "{}: advertised-at {} is in the future (now {now})",
-                Self::FAMILY,
-                self.advertised_at
-            )));
-        }
-        Ok(())
+        not_in_future(Self::FAMILY, "advertised-at", &self.advertised_at, now)
     }
 }
 

@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::artifact::Artifact;
 use crate::artifact::fields::{Fields, STORAGE_REF};
-use crate::error::{MeshError, MeshResult};
+use crate::artifact::{Artifact, not_in_future};
+use crate::error::MeshResult;
 use crate::id::{KeyFingerprint, NodeId, ParticipantId};
 use crate::time::Timestamp;
 
@@ -103,13 +103,7 @@ impl Artifact for NodeIdentityRecord {
         })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         None
@@ -117,13 +111,6 @@ impl Artifact for NodeIdentityRecord {
 
     /// A record created in the future (beyond 30 s of skew) is refused.
     fn validate(&self, now: &Timestamp) -> MeshResult<()> {
-        if self.created_at.secs_since(now) > crate::CLOCK_SKEW_SECS {
-            return Err(MeshError::invalid(format!(
-                "{}: created-at {} is in the future",
-                Self::FAMILY,
-                self.created_at
-            )));
-        }
-        Ok(())
+        not_in_future(Self::FAMILY, "created-at", &self.created_at, now)
     }
 }

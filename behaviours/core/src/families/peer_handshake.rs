@@ -134,13 +134,7 @@ impl Artifact for PeerHandshake {
         })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         Some(*self.sender.fingerprint())

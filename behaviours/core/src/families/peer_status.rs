@@ -103,13 +103,7 @@ impl Artifact for PeerStatus {
         Ok(PeerStatus { doc })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         None

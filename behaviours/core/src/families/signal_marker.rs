@@ -78,13 +78,7 @@ impl Artifact for SignalMarker {
         Ok(SignalMarker { doc, mode })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         None

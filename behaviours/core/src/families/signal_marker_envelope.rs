@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::artifact::Artifact;
 use crate::artifact::fields::Fields;
-use crate::error::{MeshError, MeshResult};
+use crate::artifact::{Artifact, not_in_future};
+use crate::error::MeshResult;
 use crate::id::{KeyFingerprint, ParticipantId};
 use crate::time::Timestamp;
 
@@ -65,13 +65,7 @@ impl Artifact for SignalMarkerEnvelope {
         })
     }
 
-    fn as_map(&self) -> &Map<String, Value> {
-        &self.doc
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        self.doc
-    }
+    crate::artifact_doc_accessors!();
 
     fn signer(&self) -> Option<KeyFingerprint> {
         Some(*self.sender.fingerprint())
@@ -79,13 +73,6 @@ impl Artifact for SignalMarkerEnvelope {
 
     /// `created-at` more than 30 s ahead of `now` is `E_PROTO_INVALID`.
     fn validate(&self, now: &Timestamp) -> MeshResult<()> {
-        if self.created_at.secs_since(now) > crate::CLOCK_SKEW_SECS {
-            return Err(MeshError::invalid(format!(
-                "{}: created-at {} is in the future (now {now})",
-                Self::FAMILY,
-                self.created_at
-            )));
-        }
-        Ok(())
+        not_in_future(Self::FAMILY, "created-at", &self.created_at, now)
     }
 }
