@@ -1,0 +1,618 @@
+//! The `/mesh/advert/1.0.0` network behaviour.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::request_response::{self, Message, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use mesh_core::artifact::Artifact;
+use mesh_core::{
+    ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
+};
+
+use crate::protocol::{
+    Codec, InboundRequest, InboundResponse, PROTOCOL, Request, Response, Status,
+};
+use crate::store::{AdvertStore, InsertOutcome, StoreError};
+use crate::withdrawal::NodeWithdrawal;
+
+/// The clock the behaviour reads (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// How long to wait for a response.
+    pub request_timeout: Duration,
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: usize,
+    /// Forward newly accepted advertisements and withdrawals to other connected peers.
+    pub forward: bool,
+    /// Most peers a single accepted change is forwarded to.
+    pub max_forward_peers: usize,
+    /// Keep advertisements fetched by our own lookups in the store.
+    pub cache_fetched: bool,
+    /// Inbound requests allowed per peer.
+    pub per_peer: RateLimit,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 32,
+            forward: true,
+            max_forward_peers: 8,
+            cache_fetched: true,
+            per_peer: RateLimit::per_minute(60, 600),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("forward", &self.forward)
+            .field("max_forward_peers", &self.max_forward_peers)
+            .field("cache_fetched", &self.cache_fetched)
+            .field("per_peer", &self.per_peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one of our requests got back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The peer stored our advertisement.
+    Stored,
+    /// The peer replaced an older one with ours.
+    Replaced,
+    /// The peer applied our withdrawal.
+    Withdrawn,
+    /// The advertisement asked for, verified.
+    Found(Box<NodeAdvertisement>),
+    /// Refresh: the peer has nothing newer.
+    Unchanged,
+    /// The peer has no current advertisement of that node.
+    NotFound,
+}
+
+/// Events for the application.
+#[derive(Debug)]
+pub enum Event {
+    /// An advertisement sent by `peer` was verified and stored.
+    Stored {
+        /// Who sent it (not necessarily its node).
+        peer: PeerId,
+        /// The advertised node.
+        node: NodeId,
+        /// Its sequence number.
+        sequence_no: u64,
+        /// The sequence number it replaced.
+        replaced: Option<u64>,
+    },
+    /// A withdrawal sent by `peer` was verified and applied.
+    Withdrawn {
+        /// Who sent it.
+        peer: PeerId,
+        /// The withdrawn node.
+        node: NodeId,
+        /// The withdrawal's sequence number.
+        sequence_no: u64,
+    },
+    /// Something `peer` sent was refused; it was answered with this code.
+    Rejected {
+        /// Who sent it.
+        peer: PeerId,
+        /// Why.
+        error: MeshError,
+    },
+    /// The answer to one of our requests (`Err` when the peer refused it or answered
+    /// with something that does not verify).
+    Response {
+        /// The peer asked.
+        peer: PeerId,
+        /// The request's correlation id.
+        correlation: String,
+        /// The outcome.
+        result: Result<Answer, MeshError>,
+    },
+    /// One of our requests got no answer (dial failure, timeout, closed connection…).
+    OutboundFailure {
+        /// The peer asked.
+        peer: PeerId,
+        /// The request's correlation id.
+        correlation: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    correlation: String,
+    /// For lookups and refreshes: the node asked for (the answer must be about it).
+    node: Option<NodeId>,
+    /// Forwarded on our own initiative: the application is not told.
+    forwarded: bool,
+}
+
+/// The behaviour: answers `/mesh/advert/1.0.0` requests from its store and sends ours.
+pub struct Behaviour<S: AdvertStore> {
+    inner: request_response::Behaviour<Codec>,
+    store: S,
+    config: Config,
+    pending: HashMap<OutboundRequestId, Pending>,
+    connected: HashSet<PeerId>,
+    per_peer: RateLimiter<PeerId>,
+    events: VecDeque<Event>,
+    next_correlation: u64,
+}
+
+impl<S: AdvertStore + Send + 'static> Behaviour<S> {
+    /// A behaviour serving `store`.
+    pub fn new(store: S, config: Config) -> Self {
+        let rr = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(config.max_concurrent_streams);
+        Behaviour {
+            inner: request_response::Behaviour::with_codec(
+                Codec,
+                [(PROTOCOL, ProtocolSupport::Full)],
+                rr,
+            ),
+            store,
+            per_peer: RateLimiter::new(config.per_peer, 4096),
+            config,
+            pending: HashMap::new(),
+            connected: HashSet::new(),
+            events: VecDeque::new(),
+            next_correlation: 0,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (e.g. to insert the node's own advertisement).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Asks `peer` to store `advert`; returns the correlation id.
+    pub fn publish(&mut self, peer: &PeerId, advert: NodeAdvertisement) -> String {
+        self.send(
+            peer,
+            |correlation| Request::Publish {
+                correlation,
+                advert: Box::new(advert),
+            },
+            None,
+            false,
+        )
+    }
+
+    /// Asks `peer` for the advertisement of `node`.
+    pub fn lookup(&mut self, peer: &PeerId, node: NodeId) -> String {
+        self.send(
+            peer,
+            |correlation| Request::Lookup { correlation, node },
+            Some(node),
+            false,
+        )
+    }
+
+    /// Asks `peer` for the advertisement of `node` if it is newer than `known_sequence`.
+    pub fn refresh(&mut self, peer: &PeerId, node: NodeId, known_sequence: u64) -> String {
+        self.send(
+            peer,
+            |correlation| Request::Refresh {
+                correlation,
+                node,
+                known_sequence,
+            },
+            Some(node),
+            false,
+        )
+    }
+
+    /// Asks `peer` to apply `withdrawal`.
+    pub fn withdraw(&mut self, peer: &PeerId, withdrawal: NodeWithdrawal) -> String {
+        self.send(
+            peer,
+            |correlation| Request::Withdraw {
+                correlation,
+                withdrawal: Box::new(withdrawal),
+            },
+            None,
+            false,
+        )
+    }
+
+    /// Peers with an open connection.
+    pub fn connected_peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.connected.iter()
+    }
+
+    fn send(
+        &mut self,
+        peer: &PeerId,
+        make: impl FnOnce(String) -> Request,
+        node: Option<NodeId>,
+        forwarded: bool,
+    ) -> String {
+        self.next_correlation += 1;
+        let correlation = format!("adv-{}", self.next_correlation);
+        let id = self.inner.send_request(peer, Ok(make(correlation.clone())));
+        self.pending.insert(
+            id,
+            Pending {
+                correlation: correlation.clone(),
+                node,
+                forwarded,
+            },
+        );
+        correlation
+    }
+
+    fn forward(&mut self, from: PeerId, about: NodeId, make: impl Fn(String) -> Request) {
+        if !self.config.forward {
+            return;
+        }
+        let about_peer = about.to_peer_id().ok();
+        let targets: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|p| **p != from && Some(**p) != about_peer)
+            .take(self.config.max_forward_peers)
+            .copied()
+            .collect();
+        for peer in targets {
+            self.send(&peer, &make, None, true);
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: InboundRequest) -> Response {
+        let now = (self.config.clock)();
+        if let Err(retry) = self.per_peer.check(&peer, &now) {
+            let e = MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("too many requests; retry after {retry} s"),
+            );
+            let correlation = request
+                .as_ref()
+                .map(|r| r.correlation().to_owned())
+                .unwrap_or_default();
+            return self.reject(peer, &correlation, e);
+        }
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return self.reject(peer, "", e),
+        };
+        match request {
+            Request::Publish {
+                correlation,
+                advert,
+            } => {
+                let advert = *advert;
+                if let Err(e) = advert
+                    .verify_signature()
+                    .and_then(|()| advert.validate(&now))
+                {
+                    return self.reject(peer, &correlation, e);
+                }
+                let node = advert.node_id();
+                let sequence_no = advert.sequence_no();
+                let forward_copy = self.config.forward.then(|| advert.clone());
+                match self.store.insert(advert, &now) {
+                    Ok(outcome) => {
+                        let replaced = match outcome {
+                            InsertOutcome::Replaced { previous } => Some(previous),
+                            InsertOutcome::Stored => None,
+                        };
+                        self.events.push_back(Event::Stored {
+                            peer,
+                            node,
+                            sequence_no,
+                            replaced,
+                        });
+                        if let Some(ad) = forward_copy {
+                            self.forward(peer, node, |correlation| Request::Publish {
+                                correlation,
+                                advert: Box::new(ad.clone()),
+                            });
+                        }
+                        let status = if replaced.is_some() {
+                            Status::Replaced
+                        } else {
+                            Status::Stored
+                        };
+                        Response::status(&correlation, status)
+                    }
+                    Err(e) => self.reject(peer, &correlation, e.to_mesh_error()),
+                }
+            }
+            Request::Lookup { correlation, node } => match self.store.get(&node, &now) {
+                Some(s) => Response::found(&correlation, (*s.advert).clone()),
+                None => Response::status(&correlation, Status::NotFound),
+            },
+            Request::Refresh {
+                correlation,
+                node,
+                known_sequence,
+            } => match self.store.get(&node, &now) {
+                Some(s) if s.advert.sequence_no() > known_sequence => {
+                    Response::found(&correlation, (*s.advert).clone())
+                }
+                Some(_) => Response::status(&correlation, Status::Unchanged),
+                None => Response::status(&correlation, Status::NotFound),
+            },
+            Request::Withdraw {
+                correlation,
+                withdrawal,
+            } => {
+                let w = *withdrawal;
+                if let Err(e) = w.verify_signature().and_then(|()| w.validate(&now)) {
+                    return self.reject(peer, &correlation, e);
+                }
+                match self.store.withdraw(&w, &now) {
+                    Ok(()) => {
+                        let node = w.node_id();
+                        self.events.push_back(Event::Withdrawn {
+                            peer,
+                            node,
+                            sequence_no: w.sequence_no(),
+                        });
+                        self.forward(peer, node, |correlation| Request::Withdraw {
+                            correlation,
+                            withdrawal: Box::new(w.clone()),
+                        });
+                        Response::status(&correlation, Status::Withdrawn)
+                    }
+                    Err(e) => self.reject(peer, &correlation, e.to_mesh_error()),
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, peer: PeerId, correlation: &str, error: MeshError) -> Response {
+        tracing::debug!(%peer, %error, "advert request rejected");
+        self.events.push_back(Event::Rejected {
+            peer,
+            error: error.clone(),
+        });
+        Response::rejected(correlation, error)
+    }
+
+    fn on_response(&mut self, peer: PeerId, pending: Pending, response: InboundResponse) {
+        let now = (self.config.clock)();
+        let result = response.and_then(|r| self.check_answer(&pending, r, &now));
+        if pending.forwarded {
+            if let Err(e) = &result {
+                tracing::debug!(%peer, error = %e, "forwarded advertisement not accepted");
+            }
+            return;
+        }
+        self.events.push_back(Event::Response {
+            peer,
+            correlation: pending.correlation,
+            result,
+        });
+    }
+
+    fn check_answer(
+        &mut self,
+        pending: &Pending,
+        r: Response,
+        now: &Timestamp,
+    ) -> Result<Answer, MeshError> {
+        if r.correlation != pending.correlation {
+            return Err(MeshError::invalid(
+                "response correlation id does not match the request",
+            ));
+        }
+        match r.status {
+            Status::Stored => Ok(Answer::Stored),
+            Status::Replaced => Ok(Answer::Replaced),
+            Status::Withdrawn => Ok(Answer::Withdrawn),
+            Status::Unchanged => Ok(Answer::Unchanged),
+            Status::NotFound => Ok(Answer::NotFound),
+            Status::Rejected => Err(r
+                .error
+                .unwrap_or_else(|| MeshError::invalid("rejected without a code"))),
+            Status::Found => {
+                let advert = r
+                    .advert
+                    .ok_or_else(|| MeshError::invalid("found without an advert"))?;
+                // What a peer hands us is verified like anything else from the network.
+                advert.verify_signature()?;
+                advert.validate(now)?;
+                if pending.node.is_some_and(|n| n != advert.node_id()) {
+                    return Err(MeshError::new(
+                        ErrorCode::SigUnknownSigner,
+                        "the returned advertisement is about another node",
+                    ));
+                }
+                if self.config.cache_fetched {
+                    match self.store.insert((*advert).clone(), now) {
+                        Ok(_) | Err(StoreError::Stale { .. }) => {}
+                        Err(e) => tracing::debug!(error = %e, "fetched advertisement not cached"),
+                    }
+                }
+                Ok(Answer::Found(advert))
+            }
+        }
+    }
+
+    fn handle(&mut self, event: request_response::Event<InboundRequest, InboundResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response = self.on_request(peer, request);
+                if self.inner.send_response(channel, Ok(response)).is_err() {
+                    tracing::debug!(%peer, "advert response channel closed");
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(p) = self.pending.remove(&request_id) {
+                    self.on_response(peer, p, response);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(p) = self.pending.remove(&request_id)
+                    && !p.forwarded
+                {
+                    self.events.push_back(Event::OutboundFailure {
+                        peer,
+                        correlation: p.correlation,
+                        error: error.to_string(),
+                    });
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "advert inbound failure");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+impl<S: AdvertStore + Send + 'static> NetworkBehaviour for Behaviour<S> {
+    type ConnectionHandler =
+        <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connected.insert(e.peer_id);
+            }
+            FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
+                self.connected.remove(&e.peer_id);
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(e));
+            }
+            match self.inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ToSwarm::GenerateEvent(e)) => self.handle(e),
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent handled above")),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! # mesh-advert
+//!
+//! Signed node advertisements for libmesh, usable in any rust-libp2p application:
+//!
+//! - [`Behaviour`]: the `/mesh/advert/1.0.0` protocol (publish, lookup, refresh,
+//!   withdraw, each answered with a response that carries a frozen error code when
+//!   refused), serving an [`AdvertStore`] and forwarding newly accepted changes to the
+//!   other connected peers;
+//! - [`MemoryStore`]: the reference store (one current advertisement per node id, stale
+//!   and expired ones refused, withdrawals with tombstones, limits, per-publisher rate
+//!   limits, cursor walks);
+//! - [`NodeWithdrawal`]: the signed `node-withdrawal.v1` artifact;
+//! - [`own`]: building and refreshing the node's own advertisement;
+//! - [`kad`]: validating `/mesh/adv/<node-id>` records for a Kademlia DHT that runs with
+//!   `StoreInserts::FilterBoth`.
+//!
+//! Every advertisement that enters a store has been verified (signature against the
+//! advertised node's key, schema, expiry), whichever way it came.
+
+mod behaviour;
+pub mod kad;
+pub mod own;
+pub mod protocol;
+mod store;
+mod withdrawal;
+
+pub use behaviour::{Answer, Behaviour, Clock, Config, Event};
+pub use store::{
+    AdvertStore, InsertOutcome, MemoryStore, Page, StoreError, StoreLimits, StoredAdvert,
+};
+pub use withdrawal::NodeWithdrawal;
