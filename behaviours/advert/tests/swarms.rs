@@ -1,0 +1,434 @@
+//! `/mesh/advert/1.0.0` between real libp2p swarms (libp2p-swarm-test).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p_swarm_test::SwarmExt;
+use mesh_advert::own::advert_for;
+use mesh_advert::protocol::{self, PROTOCOL};
+use mesh_advert::{
+    AdvertStore, Answer, Behaviour, Config, Event, MemoryStore, NodeWithdrawal, StoreLimits,
+};
+use mesh_core::artifact::Artifact;
+use mesh_core::{ErrorCode, NodeAdvertisement, NodeId, NodeKeypair, Timestamp};
+
+type Node = Swarm<Behaviour<MemoryStore>>;
+
+/// A swarm whose libp2p identity is `key` (so its peer id names the same node), with the
+/// memory and TCP transports that libp2p-swarm-test's `listen()` expects.
+fn node(key: &NodeKeypair) -> Node {
+    swarm_with(
+        key,
+        Behaviour::new(MemoryStore::new(StoreLimits::default()), Config::default()),
+    )
+}
+
+fn swarm_with<B: libp2p::swarm::NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_other_transport(|k| {
+            use libp2p::Transport;
+            use libp2p::core::upgrade::Version;
+            libp2p::core::transport::MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(libp2p::noise::Config::new(k).unwrap())
+                .multiplex(libp2p::yamux::Config::default())
+                .timeout(Duration::from_secs(20))
+                .boxed()
+        })
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
+fn advert(key: &NodeKeypair, seq: u64) -> NodeAdvertisement {
+    advert_for(
+        key,
+        &["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        seq,
+        &Timestamp::now(),
+        600,
+    )
+    .unwrap()
+}
+
+/// Polls every swarm until one yields a behaviour event; panics after 10 s.
+async fn next_event(swarms: &mut [&mut Node]) -> (usize, Event) {
+    let fut = futures::future::poll_fn(|cx| {
+        for (i, s) in swarms.iter_mut().enumerate() {
+            while let Poll::Ready(Some(ev)) = s.poll_next_unpin(cx) {
+                if let SwarmEvent::Behaviour(e) = ev {
+                    return Poll::Ready((i, e));
+                }
+            }
+        }
+        Poll::Pending
+    });
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("no event within 10 s")
+}
+
+/// Waits for the response to `correlation` at swarm `at`, collecting other events.
+async fn response(
+    swarms: &mut [&mut Node],
+    at: usize,
+    correlation: &str,
+    others: &mut Vec<(usize, Event)>,
+) -> Result<Answer, mesh_core::MeshError> {
+    loop {
+        match next_event(swarms).await {
+            (
+                i,
+                Event::Response {
+                    correlation: c,
+                    result,
+                    ..
+                },
+            ) if i == at && c == correlation => return result,
+            (
+                i,
+                Event::OutboundFailure {
+                    correlation: c,
+                    error,
+                    ..
+                },
+            ) if i == at && c == correlation => {
+                panic!("request failed: {error}")
+            }
+            other => others.push(other),
+        }
+    }
+}
+
+async fn connect(a: &mut Node, b: &mut Node) {
+    b.listen().with_memory_addr_external().await;
+    a.connect(b).await;
+}
+
+#[tokio::test]
+async fn publish_lookup_refresh_withdraw() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let (mut a, mut b) = (node(&ka), node(&kb));
+    connect(&mut a, &mut b).await;
+    let pb = *b.local_peer_id();
+    let mut others = Vec::new();
+
+    let c = a.behaviour_mut().publish(&pb, advert(&ka, 5));
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Stored
+    );
+    assert!(others.iter().any(|(i, e)| *i == 1
+        && matches!(e, Event::Stored { node, sequence_no: 5, replaced: None, .. } if *node == ka.node_id())));
+
+    let c = a.behaviour_mut().lookup(&pb, ka.node_id());
+    match response(&mut [&mut a, &mut b], 0, &c, &mut others)
+        .await
+        .unwrap()
+    {
+        Answer::Found(ad) => assert_eq!(ad.sequence_no(), 5),
+        other => panic!("{other:?}"),
+    }
+    let c = a.behaviour_mut().refresh(&pb, ka.node_id(), 5);
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Unchanged
+    );
+    let c = a.behaviour_mut().refresh(&pb, ka.node_id(), 4);
+    assert!(matches!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Found(_)
+    ));
+
+    // Stale and newer.
+    let c = a.behaviour_mut().publish(&pb, advert(&ka, 5));
+    let err = response(&mut [&mut a, &mut b], 0, &c, &mut others)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::AdvStaleSeq);
+    let c = a.behaviour_mut().publish(&pb, advert(&ka, 6));
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Replaced
+    );
+
+    // Withdraw, then the lookup finds nothing and a replay is refused.
+    let w = NodeWithdrawal::create(&ka, 7, &Timestamp::now()).unwrap();
+    let c = a.behaviour_mut().withdraw(&pb, w);
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Withdrawn
+    );
+    let c = a.behaviour_mut().lookup(&pb, ka.node_id());
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::NotFound
+    );
+    let c = a.behaviour_mut().publish(&pb, advert(&ka, 6));
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::AdvStaleSeq
+    );
+    assert!(b.behaviour().store().is_empty());
+}
+
+/// A peer-id-keyed forgery: the advertisement names `victim` but is signed by `forger`.
+fn forged(victim: &NodeKeypair, forger: &NodeKeypair, seq: u64) -> NodeAdvertisement {
+    let honest = advert(victim, seq);
+    let mut doc = honest.as_map().clone();
+    // Re-sign with the forger's key while keeping the victim's ids.
+    let input = honest.signing_input();
+    doc.insert(
+        "signature".into(),
+        mesh_core::artifact::signature_value(&forger.sign(&input)),
+    );
+    NodeAdvertisement::from_map(doc).unwrap()
+}
+
+#[tokio::test]
+async fn forged_adverts_are_rejected_and_not_forwarded_valid_ones_are() {
+    let (ka, kb, kc, kx) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a, mut b, mut c) = (node(&ka), node(&kb), node(&kc));
+    connect(&mut a, &mut b).await;
+    connect(&mut c, &mut b).await;
+    let pb = *b.local_peer_id();
+    let mut others = Vec::new();
+
+    // 1. Signed by another key than the advertised node: E_SIG_INVALID.
+    let corr = a.behaviour_mut().publish(&pb, forged(&kx, &ka, 1));
+    let err = response(&mut [&mut a, &mut b, &mut c], 0, &corr, &mut others)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::SigInvalid);
+
+    // 2. A field changed after signing: E_SIG_INVALID.
+    let mut doc = advert(&ka, 2).into_map();
+    doc.insert("sequence/no".into(), 3.into());
+    let tampered = NodeAdvertisement::from_map(doc).unwrap();
+    let corr = a.behaviour_mut().publish(&pb, tampered);
+    let err = response(&mut [&mut a, &mut b, &mut c], 0, &corr, &mut others)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::SigInvalid);
+
+    // 3. Another node's advertisement, validly signed by that node: accepted (A relays X).
+    let corr = a.behaviour_mut().publish(&pb, advert(&kx, 4));
+    assert_eq!(
+        response(&mut [&mut a, &mut b, &mut c], 0, &corr, &mut others)
+            .await
+            .unwrap(),
+        Answer::Stored
+    );
+
+    // C must now receive exactly the valid one, forwarded by B.
+    let (from, node_x) = loop {
+        if let Some((_, Event::Stored { peer, node, .. })) = others.iter().find(|(i, _)| *i == 2) {
+            break (*peer, *node);
+        }
+        let ev = next_event(&mut [&mut a, &mut b, &mut c]).await;
+        others.push(ev);
+    };
+    assert_eq!(from, pb);
+    assert_eq!(node_x, kx.node_id());
+    assert_eq!(
+        c.behaviour().store().len(),
+        1,
+        "only the valid advertisement reached C"
+    );
+    let held = c
+        .behaviour()
+        .store()
+        .get(&kx.node_id(), &Timestamp::now())
+        .unwrap();
+    assert_eq!(held.advert.sequence_no(), 4);
+    assert!(
+        c.behaviour()
+            .store()
+            .get(&kx.node_id(), &Timestamp::now())
+            .is_some()
+    );
+    assert_eq!(b.behaviour().store().len(), 1);
+    // B reported both rejections, with their codes; C saw nothing but the valid one.
+    let codes: Vec<ErrorCode> = others
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Rejected { error, .. } if *i == 1 => Some(error.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [ErrorCode::SigInvalid, ErrorCode::SigInvalid]);
+    assert_eq!(others.iter().filter(|(i, _)| *i == 2).count(), 1);
+}
+
+/// Raw bytes on the advert protocol, to send what no well-behaved peer would.
+mod raw {
+    use std::io;
+
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use libp2p::StreamProtocol;
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct RawCodec;
+
+    impl libp2p::request_response::Codec for RawCodec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+        async fn read_request<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut b = Vec::new();
+            io.read_to_end(&mut b).await?;
+            Ok(b)
+        }
+        async fn read_response<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut b = Vec::new();
+            io.take(1 << 20).read_to_end(&mut b).await?;
+            Ok(b)
+        }
+        async fn write_request<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+        async fn write_response<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_coded_rejections() {
+    use libp2p::request_response::{self, Message, ProtocolSupport};
+    let kb = NodeKeypair::generate();
+    let mut b = node(&kb);
+    let mut raw = swarm_with(
+        &NodeKeypair::generate(),
+        request_response::Behaviour::with_codec(
+            raw::RawCodec,
+            [(PROTOCOL, ProtocolSupport::Outbound)],
+            request_response::Config::default(),
+        ),
+    );
+    b.listen().with_memory_addr_external().await;
+    raw.connect(&mut b).await;
+    tokio::spawn(b.loop_on_next());
+    let pb = kb.to_libp2p().public().to_peer_id();
+    let junk: Vec<Vec<u8>> = vec![
+        b"\xff\xfe not cbor".to_vec(),
+        vec![0xa1, 0x61, b'k', 0x01, 0x02],
+        mesh_core::cbor::encode(
+            &serde_json::json!({"kind": "publish", "correlation/id": "x", "advert": {"schema/v": 1}}),
+        ),
+        vec![0x60; protocol::MAX_MESSAGE_BYTES + 10],
+    ];
+    for bytes in junk {
+        raw.behaviour_mut().send_request(&pb, bytes);
+        let resp = loop {
+            match tokio::time::timeout(Duration::from_secs(10), raw.select_next_some())
+                .await
+                .unwrap()
+            {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: Message::Response { response, .. },
+                    ..
+                }) => break response,
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => panic!("{error}"),
+                _ => {}
+            }
+        };
+        let r = protocol::decode_response(&resp).unwrap();
+        assert_eq!(r.status, protocol::Status::Rejected);
+        assert_eq!(r.error.unwrap().code, ErrorCode::ProtoInvalid);
+    }
+}
+
+#[tokio::test]
+async fn lookup_answers_are_verified_and_cached() {
+    let (ka, kb, kx) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a, mut b) = (node(&ka), node(&kb));
+    connect(&mut a, &mut b).await;
+    let now = Timestamp::now();
+    b.behaviour_mut()
+        .store_mut()
+        .insert(advert(&kx, 9), &now)
+        .unwrap();
+    let pb = *b.local_peer_id();
+    let mut others = Vec::new();
+    let c = a.behaviour_mut().lookup(&pb, kx.node_id());
+    assert!(matches!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::Found(_)
+    ));
+    assert_eq!(
+        a.behaviour()
+            .store()
+            .get(&kx.node_id(), &now)
+            .unwrap()
+            .advert
+            .sequence_no(),
+        9
+    );
+    let unknown: NodeId = NodeKeypair::generate().node_id();
+    let c = a.behaviour_mut().lookup(&pb, unknown);
+    assert_eq!(
+        response(&mut [&mut a, &mut b], 0, &c, &mut others)
+            .await
+            .unwrap(),
+        Answer::NotFound
+    );
+}
