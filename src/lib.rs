@@ -7,6 +7,8 @@
 
 pub use mesh_core as core;
 
+pub mod advert_store;
+
 /// Default directory for node data when `--data-dir` is not given: the platform data
 /// directory (`$XDG_DATA_HOME/libmesh`, `~/.local/share/libmesh` on Linux), or
 /// `./.libmesh` where the platform has none.

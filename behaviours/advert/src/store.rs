@@ -327,6 +327,40 @@ impl MemoryStore {
         expired.len() + before - self.tombstones.len()
     }
 
+    /// The entry held for `node`, expired or not.
+    pub fn entry(&self, node: &NodeId) -> Option<&StoredAdvert> {
+        self.entries.get(node)
+    }
+
+    /// Removes the entry of `node` (used to undo a change a durable backend could not
+    /// persist).
+    pub fn remove(&mut self, node: &NodeId) -> Option<StoredAdvert> {
+        self.remove_entry(node)
+    }
+
+    /// Removes the tombstone of `node` (undo, as [`MemoryStore::remove`]).
+    pub fn remove_tombstone(&mut self, node: &NodeId) {
+        self.tombstones.remove(node);
+    }
+
+    /// Nodes whose advertisement expired at `now`.
+    pub fn expired(&self, now: &Timestamp) -> Vec<NodeId> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| now > e.advert.expires_at())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Nodes whose tombstone lapsed at `now`.
+    pub fn lapsed_tombstones(&self, now: &Timestamp) -> Vec<NodeId> {
+        self.tombstones
+            .iter()
+            .filter(|(_, t)| &t.until < now)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// Restores an entry read back from durable storage, keeping its revision (no
     /// checks: it was checked when first stored).
     pub fn restore(&mut self, stored: StoredAdvert) {

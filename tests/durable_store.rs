@@ -1,0 +1,191 @@
+//! The durable advertisement store: restarts and a process killed while writing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libmesh::advert_store::DurableStore;
+use mesh_advert::own::advert_for;
+use mesh_advert::{AdvertStore, NodeWithdrawal, StoreLimits};
+use mesh_core::{ErrorCode, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        per_publisher: RateLimit::per_minute(1000, 60_000),
+        ..StoreLimits::default()
+    }
+}
+
+fn ad(key: &NodeKeypair, seq: u64, now: &Timestamp, ttl: i64) -> NodeAdvertisement {
+    advert_for(
+        key,
+        &["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        seq,
+        now,
+        ttl,
+    )
+    .unwrap()
+}
+
+#[test]
+fn survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let keys: Vec<NodeKeypair> = (0..40).map(|_| NodeKeypair::generate()).collect();
+    {
+        let (mut s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
+        assert_eq!(report.loaded, 0);
+        let results = s.insert_batch(keys.iter().map(|k| ad(k, 3, &now, 600)).collect(), &now);
+        assert!(results.iter().all(Result::is_ok));
+        s.insert(ad(&keys[0], 4, &now, 600), &now).unwrap();
+        s.withdraw(&NodeWithdrawal::create(&keys[1], 9, &now).unwrap(), &now)
+            .unwrap();
+        s.set_own_sequence(77).unwrap();
+    }
+    let (mut s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
+    assert_eq!(report.loaded, 39);
+    assert_eq!(report.unreadable, 0);
+    assert_eq!(
+        s.get(&keys[0].node_id(), &now)
+            .unwrap()
+            .advert
+            .sequence_no(),
+        4
+    );
+    assert!(s.get(&keys[1].node_id(), &now).is_none());
+    // The withdrawal's tombstone survived: a replay is still refused.
+    let err = s.insert(ad(&keys[1], 5, &now, 600), &now).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AdvStaleSeq));
+    // Stale against the reloaded entry too.
+    assert_eq!(
+        s.insert(ad(&keys[2], 3, &now, 600), &now)
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::AdvStaleSeq)
+    );
+    assert_eq!(s.own_sequence().unwrap(), Some(77));
+    // A cursor walk after the restart sees each of them once.
+    let mut seen = HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let page = s.since(cursor, 7);
+        if page.items.is_empty() {
+            break;
+        }
+        for i in page.items {
+            assert!(seen.insert(i.advert.node_id()));
+        }
+        cursor = page.next;
+    }
+    assert_eq!(seen.len(), 39);
+    // New revisions continue after the reloaded ones.
+    s.insert(ad(&keys[3], 8, &now, 600), &now).unwrap();
+    assert_eq!(s.since(cursor, 10).items.len(), 1);
+}
+
+#[test]
+fn expired_entries_are_dropped_on_reload_and_swept_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp::now();
+    let later = t0.plus_secs(120);
+    let (short, long) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let open = |at: &Timestamp| DurableStore::open(dir.path(), limits(), at).unwrap();
+
+    let (mut s, _) = open(&t0);
+    s.insert(ad(&short, 1, &t0, 60), &t0).unwrap();
+    s.insert(ad(&long, 1, &t0, 600), &t0).unwrap();
+    drop(s);
+
+    // Reloaded after the short one expired: it is not served.
+    let (s, report) = open(&later);
+    assert_eq!((report.loaded, report.expired), (1, 1));
+    drop(s);
+
+    // Loading does not delete; a sweep does, on disk too.
+    let (mut s, report) = open(&t0);
+    assert_eq!(report.loaded, 2);
+    assert_eq!(s.sweep(&later).unwrap(), 1);
+    drop(s);
+    let (s, report) = open(&t0);
+    assert_eq!(report.loaded, 1);
+    assert!(s.get(&long.node_id(), &t0).is_some());
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let (_s, _) = DurableStore::open(dir.path(), limits(), &now).unwrap();
+    assert!(DurableStore::open(dir.path(), limits(), &now).is_err());
+}
+
+const BATCH: usize = 25;
+
+/// The child side of `kill_during_writes_loses_at_most_the_open_batch`: writes batches
+/// forever (until killed), printing each commit. Does nothing when run normally.
+#[test]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var("MESH_CRASH_DIR") else {
+        return;
+    };
+    let now = Timestamp::now();
+    let (mut s, _) = DurableStore::open(std::path::Path::new(&dir), limits(), &now).unwrap();
+    let mut out = std::io::stdout();
+    for i in 0..10_000 {
+        let batch: Vec<NodeAdvertisement> = (0..BATCH)
+            .map(|_| ad(&NodeKeypair::generate(), 1, &now, 600))
+            .collect();
+        assert!(s.insert_batch(batch, &now).iter().all(Result::is_ok));
+        writeln!(out, "committed {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn kill_during_writes_loses_at_most_the_open_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child_writer",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MESH_CRASH_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut committed = 0;
+    while committed < 8 {
+        assert!(Instant::now() < deadline, "child did not commit in time");
+        let line = lines.next().expect("child exited early").unwrap();
+        if line.starts_with("committed ") {
+            committed += 1;
+        }
+    }
+    // SIGKILL while it is in the middle of building or committing the next batches.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (s, report) = DurableStore::open(dir.path(), limits(), &Timestamp::now()).unwrap();
+    assert_eq!(report.unreadable, 0, "a torn entry became visible");
+    assert_eq!(
+        report.loaded % BATCH,
+        0,
+        "a batch was half-committed: {}",
+        report.loaded
+    );
+    assert!(
+        report.loaded >= committed * BATCH,
+        "committed batches lost: {} < {}",
+        report.loaded,
+        committed * BATCH
+    );
+    assert_eq!(s.len(), report.loaded);
+}
