@@ -1,0 +1,287 @@
+//! The seed directory over HTTP: open reads, signed writes, bounded batch walks.
+//!
+//! - `PUT /adv/{node-id}` with a `node-advertisement.v1` JSON body: `201` with
+//!   `{"status": "stored"|"replaced", "node/id", "sequence/no"}`; `409` for a stale
+//!   sequence with `current/sequence-no` and `submitted/sequence-no`; `400` for a body
+//!   that is not a JSON object (or a path that is not a node id, or a path that names
+//!   another node than the body); `413` for a body over the cap; `422` for an artifact
+//!   that fails the schema, the signature or the clock; `429` with `Retry-After` when
+//!   the client or the publisher is over its rate limit.
+//! - `GET /adv/{node-id}`: `200` with the raw artifact, `404` when there is none.
+//! - `GET /adv?since={cursor}[&limit=n]`: `{"items", "next", "max-items"}` — at most
+//!   `max-items` advertisements changed after `cursor`, oldest change first; start with
+//!   `since=0` and pass `next` back until `items` is empty. There is no listing without
+//!   a cursor and no delete (withdrawals travel as signed artifacts on the mesh).
+//!
+//! Every error body is `{"error/code", "error/class", "detail"}` with a frozen code
+//! (`404` is not a rejection and has `{"error": "not-found"}`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use mesh_advert::{AdvertStore, InsertOutcome, StoreError};
+use mesh_core::artifact::Artifact;
+use mesh_core::{
+    ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
+};
+use serde_json::{Value, json};
+
+/// Directory settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectoryConfig {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Largest batch of a cursor walk.
+    pub max_items: usize,
+    /// Requests per client address.
+    pub per_client: RateLimit,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            max_body_bytes: mesh_core::MAX_ARTIFACT_BYTES,
+            max_items: 100,
+            per_client: RateLimit::per_minute(120, 600),
+        }
+    }
+}
+
+/// The store shared between the directory and the rest of the node.
+pub type SharedStore = Arc<Mutex<dyn AdvertStore + Send>>;
+
+#[derive(Clone)]
+struct AppState {
+    store: SharedStore,
+    config: DirectoryConfig,
+    clients: Arc<Mutex<RateLimiter<IpAddr>>>,
+    clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+/// The directory's router (serve it with `into_make_service_with_connect_info::<SocketAddr>()`).
+pub fn router(
+    store: SharedStore,
+    config: DirectoryConfig,
+    clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+) -> Router {
+    let state = AppState {
+        store,
+        config,
+        clients: Arc::new(Mutex::new(RateLimiter::new(config.per_client, 65_536))),
+        clock,
+    };
+    Router::new()
+        .route("/adv/{node_id}", get(get_adv).put(put_adv))
+        .route("/adv", get(list_adv))
+        .with_state(state)
+}
+
+/// Serves the directory on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: SharedStore,
+    config: DirectoryConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(store, config, Arc::new(Timestamp::now));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn error(status: StatusCode, e: &MeshError) -> Response {
+    (status, axum::Json(e.to_json())).into_response()
+}
+
+fn too_many(retry_after_secs: u64, e: &MeshError) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, e);
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Applies the per-client limit; `Some(response)` when over it.
+fn limited(st: &AppState, client: IpAddr, now: &Timestamp) -> Option<Response> {
+    match lock(&st.clients).check(&client, now) {
+        Ok(()) => None,
+        Err(retry) => Some(too_many(
+            retry,
+            &MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("client {client} is over its rate limit"),
+            ),
+        )),
+    }
+}
+
+fn parse_node(text: &str) -> Result<NodeId, MeshError> {
+    NodeId::parse(text).map_err(|e| MeshError::from(e).context("path node id"))
+}
+
+async fn put_adv(
+    State(st): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(node_text): Path<String>,
+    body: Body,
+) -> Response {
+    let now = (st.clock)();
+    if let Some(r) = limited(&st, client.ip(), &now) {
+        return r;
+    }
+    let node = match parse_node(&node_text) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, st.config.max_body_bytes).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &MeshError::invalid(format!("body over {} bytes", st.config.max_body_bytes)),
+        );
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &MeshError::invalid("the body must be a JSON object"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &MeshError::invalid(format!("malformed JSON: {e}")),
+            );
+        }
+    };
+    let advert = match NodeAdvertisement::verify_json(value, &now) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    };
+    if advert.node_id() != node {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &MeshError::invalid(format!(
+                "the path names {node} but the advertisement is of {}",
+                advert.node_id()
+            )),
+        );
+    }
+    let sequence_no = advert.sequence_no();
+    let outcome = lock(&st.store).insert(advert, &now);
+    match outcome {
+        Ok(o) => {
+            let status = if matches!(o, InsertOutcome::Replaced { .. }) {
+                "replaced"
+            } else {
+                "stored"
+            };
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"status": status, "node/id": node.to_string(), "sequence/no": sequence_no})),
+            )
+                .into_response()
+        }
+        Err(StoreError::Stale { current, submitted }) => {
+            let e = MeshError::new(
+                ErrorCode::AdvStaleSeq,
+                format!("sequence {submitted} is not above {current}"),
+            );
+            let mut body = e.to_json();
+            body["current/sequence-no"] = current.into();
+            body["submitted/sequence-no"] = submitted.into();
+            (StatusCode::CONFLICT, axum::Json(body)).into_response()
+        }
+        Err(StoreError::RateLimited { retry_after_secs }) => too_many(
+            retry_after_secs,
+            &MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("publisher {node} is over its rate limit"),
+            ),
+        ),
+        Err(StoreError::Rejected(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e @ StoreError::Storage(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_mesh_error())
+        }
+    }
+}
+
+async fn get_adv(
+    State(st): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(node_text): Path<String>,
+) -> Response {
+    let now = (st.clock)();
+    if let Some(r) = limited(&st, client.ip(), &now) {
+        return r;
+    }
+    let node = match parse_node(&node_text) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let found = lock(&st.store).get(&node, &now);
+    match found {
+        Some(s) => axum::Json(s.advert.to_json()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "not-found", "node/id": node.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Cursors are opaque to clients: `c` + the revision in hex. `0` starts a walk.
+fn parse_cursor(text: &str) -> Option<u64> {
+    if text == "0" {
+        return Some(0);
+    }
+    u64::from_str_radix(text.strip_prefix('c')?, 16).ok()
+}
+
+async fn list_adv(
+    State(st): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let now = (st.clock)();
+    if let Some(r) = limited(&st, client.ip(), &now) {
+        return r;
+    }
+    let Some(cursor) = q.since.as_deref().and_then(parse_cursor) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &MeshError::invalid(
+                "`since` is required: 0 to start, then the `next` of the previous batch",
+            ),
+        );
+    };
+    let max = st.config.max_items;
+    let limit = q.limit.unwrap_or(max).clamp(1, max);
+    let page = lock(&st.store).since(cursor, limit);
+    let items: Vec<Value> = page.items.iter().map(|s| s.advert.to_json()).collect();
+    axum::Json(json!({
+        "items": items,
+        "next": format!("c{:x}", page.next),
+        "max-items": max,
+    }))
+    .into_response()
+}

@@ -1,0 +1,88 @@
+//! A minimal HTTP/1.1 client for the seed directory (plain `http://`; put TLS in front of
+//! a public directory with a reverse proxy).
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+
+/// Largest response read.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL is not `http://host:port/...`.
+    #[error("bad URL `{0}` (expected http://host:port/path)")]
+    BadUrl(String),
+    /// Connecting or talking failed.
+    #[error("HTTP: {0}")]
+    Io(String),
+}
+
+/// A response: status, `Retry-After` if any, body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// `Retry-After` in seconds.
+    pub retry_after: Option<u64>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// Sends one request and reads the whole response (capped).
+pub async fn send(
+    method: Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Result<HttpResponse, HttpError> {
+    let uri: Uri = url.parse().map_err(|_| HttpError::BadUrl(url.into()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(HttpError::BadUrl(url.into()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| HttpError::BadUrl(url.into()))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| HttpError::Io(format!("connect {host}:{port}: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| HttpError::Io(e.to_string()))?;
+    let conn_task = tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"));
+    if body.is_some() {
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| HttpError::Io(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| HttpError::Io(e.to_string()))?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| HttpError::Io(e.to_string()))?
+        .to_bytes();
+    conn_task.abort();
+    Ok(HttpResponse {
+        status,
+        retry_after,
+        body,
+    })
+}

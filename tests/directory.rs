@@ -1,0 +1,306 @@
+//! The seed directory over a real loopback socket: every status it promises.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use hyper::{Method, StatusCode};
+use libmesh::directory::{DirectoryConfig, SharedStore, serve};
+use libmesh::http_client::{HttpResponse, send};
+use mesh_advert::own::advert_for;
+use mesh_advert::{MemoryStore, StoreLimits};
+use mesh_core::artifact::Artifact;
+use mesh_core::{NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
+use serde_json::Value;
+
+struct Server {
+    base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(config: DirectoryConfig, limits: StoreLimits) -> Server {
+    let store: SharedStore = Arc::new(Mutex::new(MemoryStore::new(limits)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(serve(listener, store, config, async {
+        let _ = rx.await;
+    }));
+    Server {
+        base: format!("http://{addr}"),
+        _stop: tx,
+    }
+}
+
+fn open_limits() -> (DirectoryConfig, StoreLimits) {
+    (
+        DirectoryConfig {
+            per_client: RateLimit::per_minute(10_000, 60_000),
+            ..DirectoryConfig::default()
+        },
+        StoreLimits {
+            per_publisher: RateLimit::per_minute(10_000, 60_000),
+            ..StoreLimits::default()
+        },
+    )
+}
+
+fn ad(key: &NodeKeypair, seq: u64) -> NodeAdvertisement {
+    advert_for(
+        key,
+        &["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        seq,
+        &Timestamp::now(),
+        600,
+    )
+    .unwrap()
+}
+
+async fn put(s: &Server, node: &str, body: Vec<u8>) -> HttpResponse {
+    send(Method::PUT, &format!("{}/adv/{node}", s.base), Some(body))
+        .await
+        .unwrap()
+}
+
+async fn put_ad(s: &Server, a: &NodeAdvertisement) -> HttpResponse {
+    put(
+        s,
+        &a.node_id().to_string(),
+        serde_json::to_vec(&a.to_json()).unwrap(),
+    )
+    .await
+}
+
+fn json(r: &HttpResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {:?}", r.body))
+}
+
+#[tokio::test]
+async fn put_and_get_statuses() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    let k = NodeKeypair::generate();
+    let node = k.node_id().to_string();
+
+    let r = put_ad(&s, &ad(&k, 5)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(json(&r)["status"], "stored");
+    let r = put_ad(&s, &ad(&k, 6)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(json(&r)["status"], "replaced");
+    for seq in [6, 2] {
+        let r = put_ad(&s, &ad(&k, seq)).await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        let b = json(&r);
+        assert_eq!(b["error/code"], "E_ADV_STALE_SEQ");
+        assert_eq!(b["current/sequence-no"], 6);
+        assert_eq!(b["submitted/sequence-no"], seq);
+    }
+
+    // GET returns the raw artifact as stored.
+    let current = ad(&k, 7);
+    assert_eq!(put_ad(&s, &current).await.status, StatusCode::CREATED);
+    let r = send(Method::GET, &format!("{}/adv/{node}", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(json(&r), current.to_json());
+    let other = NodeKeypair::generate().node_id();
+    let r = send(Method::GET, &format!("{}/adv/{other}", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = send(Method::GET, &format!("{}/adv/not-a-node", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&r)["error/code"], "E_PROTO_INVALID");
+}
+
+#[tokio::test]
+async fn bad_bodies_get_codes() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    let k = NodeKeypair::generate();
+    let node = k.node_id().to_string();
+    let good = ad(&k, 3).to_json();
+
+    let mut tampered = good.clone();
+    tampered["sequence/no"] = 4.into();
+    let mut no_endpoints = good.clone();
+    no_endpoints["endpoints"] = serde_json::json!([]);
+    let expired = advert_for(
+        &k,
+        &["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        9,
+        &Timestamp::now().plus_secs(-700),
+        600,
+    )
+    .unwrap();
+    let cases: Vec<(String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            node.clone(),
+            serde_json::to_vec(&tampered).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_SIG_INVALID",
+        ),
+        (
+            node.clone(),
+            serde_json::to_vec(&no_endpoints).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_PROTO_INVALID",
+        ),
+        (
+            node.clone(),
+            serde_json::to_vec(&expired.to_json()).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_ADV_EXPIRED",
+        ),
+        (
+            node.clone(),
+            b"{\"schema/v\": 1, trunc".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "E_PROTO_INVALID",
+        ),
+        (
+            node.clone(),
+            b"[1, 2, 3]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "E_PROTO_INVALID",
+        ),
+        (
+            node.clone(),
+            vec![0xff, 0xfe],
+            StatusCode::BAD_REQUEST,
+            "E_PROTO_INVALID",
+        ),
+        (
+            node.clone(),
+            vec![b' '; 70_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "E_PROTO_INVALID",
+        ),
+        (
+            NodeKeypair::generate().node_id().to_string(),
+            serde_json::to_vec(&good).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "E_PROTO_INVALID",
+        ),
+        (
+            "node:did:key:zNOPE".into(),
+            serde_json::to_vec(&good).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "E_PROTO_INVALID",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let r = put(&s, &path, body).await;
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(json(&r)["error/code"], code);
+    }
+    // Nothing bad was stored; the good one still goes in.
+    assert_eq!(
+        put(&s, &node, serde_json::to_vec(&good).unwrap())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn cursor_walk_returns_each_advertisement_once() {
+    let (c, l) = open_limits();
+    let s = start(DirectoryConfig { max_items: 10, ..c }, l).await;
+    let keys: Vec<NodeKeypair> = (0..30).map(|_| NodeKeypair::generate()).collect();
+    for k in &keys {
+        assert_eq!(put_ad(&s, &ad(k, 1)).await.status, StatusCode::CREATED);
+    }
+    for k in &keys[..4] {
+        assert_eq!(put_ad(&s, &ad(k, 2)).await.status, StatusCode::CREATED);
+    }
+    let r = send(Method::GET, &format!("{}/adv", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "no listing without a cursor"
+    );
+
+    let mut seen = HashSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..20 {
+        let r = send(
+            Method::GET,
+            &format!("{}/adv?since={cursor}&limit=7", s.base),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let b = json(&r);
+        assert_eq!(b["max-items"], 10);
+        let items = b["items"].as_array().unwrap();
+        assert!(items.len() <= 7);
+        if items.is_empty() {
+            break;
+        }
+        for item in items {
+            let a = NodeAdvertisement::verify_json(item.clone(), &Timestamp::now()).unwrap();
+            assert!(seen.insert(a.node_id()), "{} seen twice", a.node_id());
+        }
+        cursor = b["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen.len(), 30);
+    let r = send(Method::GET, &format!("{}/adv?since=zzz", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let (_, l) = open_limits();
+    let s = start(
+        DirectoryConfig {
+            per_client: RateLimit::per_minute(5, 1),
+            ..DirectoryConfig::default()
+        },
+        l,
+    )
+    .await;
+    let other = NodeKeypair::generate().node_id();
+    for _ in 0..5 {
+        let r = send(Method::GET, &format!("{}/adv/{other}", s.base), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+    let r = send(Method::GET, &format!("{}/adv/{other}", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.retry_after.unwrap() >= 1);
+    assert_eq!(json(&r)["error/code"], "E_TRANSPORT_REJECTED");
+
+    // Per publisher: two changes, then 429, whatever the client.
+    let (c, _) = open_limits();
+    let s = start(
+        c,
+        StoreLimits {
+            per_publisher: RateLimit::per_minute(2, 1),
+            ..StoreLimits::default()
+        },
+    )
+    .await;
+    let k = NodeKeypair::generate();
+    assert_eq!(put_ad(&s, &ad(&k, 1)).await.status, StatusCode::CREATED);
+    assert_eq!(put_ad(&s, &ad(&k, 2)).await.status, StatusCode::CREATED);
+    let r = put_ad(&s, &ad(&k, 3)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.retry_after.unwrap() >= 1);
+    assert_eq!(
+        put_ad(&s, &ad(&NodeKeypair::generate(), 1)).await.status,
+        StatusCode::CREATED
+    );
+}
