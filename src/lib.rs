@@ -10,6 +10,7 @@ pub use mesh_core as core;
 pub mod advert_store;
 pub mod directory;
 pub mod http_client;
+pub mod mesh_client;
 
 /// Default directory for node data when `--data-dir` is not given: the platform data
 /// directory (`$XDG_DATA_HOME/libmesh`, `~/.local/share/libmesh` on Linux), or

@@ -2,6 +2,7 @@
 //! print a JSON error object (with a frozen code where the failure is a rejection) on
 //! stderr and exit 1. `verify` prints its verdict on stdout either way.
 
+mod advert;
 mod identity;
 mod input;
 mod sign;
@@ -39,6 +40,11 @@ pub(crate) enum Command {
     Verify(sign::VerifyArgs),
     /// Start the node. For now: load or create the identity and print it.
     Run,
+    /// Serve the seed directory over HTTP from the data dir's advertisement store.
+    Directory(advert::DirectoryArgs),
+    /// Publish or look up signed advertisements.
+    #[command(subcommand)]
+    Advert(advert::AdvertCommand),
 }
 
 /// Context every command gets.
@@ -63,6 +69,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(&ctx, args),
         Command::Verify(args) => sign::verify(&args),
         Command::Run => identity::run_placeholder(&ctx),
+        Command::Directory(args) => advert::directory(&ctx, args),
+        Command::Advert(cmd) => advert::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,319 @@
+//! In-memory advertisement store: verified insert against raw Ed25519 verification, and
+//! lookup rate at 100,000 entries (issue: advertisement store).
+//!
+//! `cargo bench -p mesh-advert --bench store` runs criterion for each case, then prints
+//! the ratio tables measured in the same run with an interleaved timer (see
+//! `mesh-core/benches/support/ratio.rs`).
+//! `cargo bench -p mesh-advert --bench store -- --ratios-only` skips criterion.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+// Shared with mesh-core's benches; this one does not use every helper.
+#[allow(dead_code)]
+#[path = "../../core/benches/support/ratio.rs"]
+mod ratio;
+
+use std::cell::{Cell, RefCell};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use libp2p::Multiaddr;
+use mesh_advert::own::advert_for;
+use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
+use mesh_core::artifact::read_signature;
+use mesh_core::{Artifact, NodeAdvertisement, NodeId, NodeKeypair, RateLimit, Timestamp};
+use ratio::{Ratio, compare_with_setup, print_table};
+
+/// Entries of the lookup store; the insert cases use a prefix of the same artifacts.
+const ENTRIES: usize = 100_000;
+/// Distinct signers of the cold insert case: more than the key cache holds (2 x 4096),
+/// so every verification decompresses its key.
+const COLD: usize = 20_000;
+/// Distinct signers of the warm insert case: all cached after the first pass.
+const WARM: usize = 2_000;
+/// Artifacts per timed iteration of the insert cases.
+const CHUNK: usize = 100;
+/// The lookup target: 1,000,000 lookups per second.
+const LOOKUP_BUDGET_NS: f64 = 1_000.0;
+
+struct Fixture {
+    now: Timestamp,
+    keys: Vec<NodeKeypair>,
+    adverts: Vec<NodeAdvertisement>,
+    wires: Vec<Vec<u8>>,
+}
+
+/// `ENTRIES` signed advertisements, each from its own key, built on every core.
+fn fixture() -> Fixture {
+    let now = Timestamp::parse("2026-03-23T18:10:00Z").unwrap();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = ENTRIES.div_ceil(threads);
+    let parts: Vec<Vec<(NodeKeypair, NodeAdvertisement)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let now = &now;
+                s.spawn(move || {
+                    (t * per..((t + 1) * per).min(ENTRIES))
+                        .map(|i| {
+                            let key = NodeKeypair::generate();
+                            let addr: Multiaddr =
+                                format!("/ip4/10.{}.{}.1/tcp/{}", i >> 16, (i >> 8) & 0xff, 4001)
+                                    .parse()
+                                    .unwrap();
+                            let ad = advert_for(&key, &[addr], 1 + i as u64, now, 600).unwrap();
+                            (key, ad)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (keys, adverts): (Vec<_>, Vec<_>) = parts.into_iter().flatten().unzip();
+    let wires = adverts.iter().map(Artifact::to_cbor).collect();
+    Fixture {
+        now,
+        keys,
+        adverts,
+        wires,
+    }
+}
+
+/// A store that only the rules under test can refuse: room for everything, and a
+/// publisher rate limit that never bites.
+fn fresh_store(entries: usize) -> MemoryStore {
+    MemoryStore::new(StoreLimits {
+        max_entries: entries.max(1024) * 2,
+        per_publisher: RateLimit::per_minute(1_000_000, 1_000_000),
+        ..StoreLimits::default()
+    })
+}
+
+/// What a receiver does with advertisements off the wire: verify, then store with the
+/// received bytes (copied into the shared buffer the store keeps).
+fn verify_and_insert(store: &mut MemoryStore, wires: &[Vec<u8>], now: &Timestamp) {
+    for wire in wires {
+        let ad = NodeAdvertisement::verify_cbor(black_box(wire), now).unwrap();
+        black_box(
+            store
+                .insert_with_wire(ad, Arc::from(wire.as_slice()), now)
+                .unwrap(),
+        );
+    }
+}
+
+/// Median ns per artifact of raw verification and of verify + insert, interleaved, over
+/// the first `n` artifacts in chunks of `CHUNK`. Both sides walk the artifacts in the
+/// same order; the candidate starts a fresh store (made and dropped untimed) at the
+/// start of every pass, since the same advertisement cannot be stored twice.
+fn insert_ratio(f: &Fixture, raw_verify: &dyn Fn(usize), n: usize) -> (f64, f64) {
+    let wires = &f.wires[..n];
+    let mut base_at = 0usize;
+    let cand_at = Cell::new(0usize);
+    let store = RefCell::new(fresh_store(n));
+    let (b, c) = compare_with_setup(
+        15,
+        Duration::from_millis(150),
+        &mut || {
+            for i in base_at..base_at + CHUNK {
+                raw_verify(black_box(i));
+            }
+            base_at = (base_at + CHUNK) % n;
+        },
+        &mut || {
+            let at = cand_at.get();
+            if at == 0 {
+                drop(store.replace(fresh_store(n)));
+            }
+            cand_at.set((at + CHUNK) % n);
+            at
+        },
+        &mut |at| verify_and_insert(&mut store.borrow_mut(), &wires[at..at + CHUNK], &f.now),
+    );
+    (b / CHUNK as f64, c / CHUNK as f64)
+}
+
+/// Deterministic Fisher-Yates shuffle driven by a 64-bit LCG.
+fn shuffle<T>(items: &mut [T]) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..items.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = ((state >> 33) % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Median ns per lookup over passes through `ids` (a warm-up pass, then 9 timed).
+fn lookup_ns(store: &MemoryStore, ids: &[NodeId], now: &Timestamp) -> f64 {
+    let mut passes = Vec::new();
+    for pass in 0..10 {
+        let mut hits = 0usize;
+        let start = Instant::now();
+        for id in ids {
+            hits += usize::from(black_box(store.get(black_box(id), now)).is_some());
+        }
+        let ns = start.elapsed().as_nanos() as f64 / ids.len() as f64;
+        assert_eq!(hits, ids.len());
+        if pass > 0 {
+            passes.push(ns);
+        }
+    }
+    passes.sort_by(f64::total_cmp);
+    passes[passes.len() / 2]
+}
+
+fn criterion_benches(
+    c: &mut Criterion,
+    f: &Fixture,
+    raw_verify: &dyn Fn(usize),
+    lookup: &MemoryStore,
+    ids: &[NodeId],
+) {
+    let mut g = c.benchmark_group("insert");
+    g.throughput(Throughput::Elements(CHUNK as u64));
+    g.sample_size(10);
+    let mut at = 0usize;
+    g.bench_function("raw verify_strict (100 per iter)", |b| {
+        b.iter(|| {
+            for i in at..at + CHUNK {
+                raw_verify(black_box(i));
+            }
+            at = (at + CHUNK) % COLD;
+        })
+    });
+    for (name, n) in [
+        (
+            "verify + insert (100 per iter), 20000 signers, cold keys",
+            COLD,
+        ),
+        (
+            "verify + insert (100 per iter), 2000 signers, warm keys",
+            WARM,
+        ),
+    ] {
+        let mut store = fresh_store(n);
+        let mut at = 0usize;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if at == 0 {
+                        store = fresh_store(n);
+                    }
+                    let start = Instant::now();
+                    verify_and_insert(&mut store, &f.wires[at..at + CHUNK], &f.now);
+                    total += start.elapsed();
+                    at = (at + CHUNK) % n;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("lookup");
+    g.throughput(Throughput::Elements(1));
+    let mut at = 0usize;
+    g.bench_function("get, 100000 entries, shuffled ids", |b| {
+        b.iter(|| {
+            let r = lookup.get(black_box(&ids[at]), &f.now);
+            at = (at + 1) % ids.len();
+            r
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    let ratios_only = std::env::args().any(|a| a == "--ratios-only");
+    let started = Instant::now();
+    let f = fixture();
+    eprintln!(
+        "built {ENTRIES} signed advertisements in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The baseline's inputs, prepared beforehand: decompressed key, decoded signature
+    // and signing input of the same artifacts.
+    let raw: Vec<_> = f.keys[..COLD]
+        .iter()
+        .zip(&f.adverts)
+        .map(|(key, ad)| {
+            (
+                key.verifying_key(),
+                read_signature(ad.as_map()).unwrap(),
+                ad.signing_input(),
+            )
+        })
+        .collect();
+    let raw_verify = |i: usize| {
+        let (vk, sig, input) = &raw[i];
+        vk.verify_strict(input, sig).unwrap();
+    };
+
+    let mut lookup = fresh_store(ENTRIES);
+    for (ad, wire) in f.adverts.iter().zip(&f.wires) {
+        lookup
+            .insert_with_wire(ad.clone(), Arc::from(wire.as_slice()), &f.now)
+            .unwrap();
+    }
+    let mut ids: Vec<NodeId> = f.adverts.iter().map(NodeAdvertisement::node_id).collect();
+    shuffle(&mut ids);
+
+    if !ratios_only {
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .configure_from_args();
+        criterion_benches(&mut c, &f, &raw_verify, &lookup, &ids);
+        c.final_summary();
+    }
+
+    // Throughput ratio = raw verify time / verify + insert time: the Ratio struct
+    // divides candidate by baseline, so the two times go in swapped.
+    let (raw_cold, insert_cold) = insert_ratio(&f, &raw_verify, COLD);
+    let (raw_warm, insert_warm) = insert_ratio(&f, &raw_verify, WARM);
+    print_table(
+        "insert ratios (same run, interleaved, median of 15 rounds; ns per artifact)",
+        &[
+            Ratio {
+                name: "verified insert thrpt / raw verify_strict, 20000 cold keys",
+                baseline_ns: insert_cold,
+                candidate_ns: raw_cold,
+                target: 0.85,
+                at_least: true,
+            },
+            Ratio {
+                name: "  same, 2000 signers, key cache warm (info)",
+                baseline_ns: insert_warm,
+                candidate_ns: raw_warm,
+                target: f64::INFINITY,
+                at_least: true,
+            },
+        ],
+    );
+    println!(
+        "(throughput rows: 'baseline' = verify_cbor + insert_with_wire, \
+         'candidate' = raw verify_strict, ratio = raw time / insert time)"
+    );
+
+    let per_lookup = lookup_ns(&lookup, &ids, &f.now);
+    print_table(
+        "lookup (median of 9 passes over 100000 shuffled ids)",
+        &[Ratio {
+            name: "get, 100000 entries / 1 us budget (1,000,000/s)",
+            baseline_ns: LOOKUP_BUDGET_NS,
+            candidate_ns: per_lookup,
+            target: 1.0,
+            at_least: false,
+        }],
+    );
+    let rate = 1e9 / per_lookup;
+    println!(
+        "lookups/s: {rate:.0} (target >= 1000000/s: {})",
+        if rate >= 1e6 { "ok" } else { "MISSED" }
+    );
+}

@@ -1,0 +1,196 @@
+//! `meshd directory` and `meshd advert publish|lookup`.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use hyper::{Method, StatusCode};
+use libmesh::advert_store::DurableStore;
+use libmesh::directory::{DirectoryConfig, SharedStore, serve};
+use libmesh::http_client;
+use libmesh::mesh_client::{Ask, request};
+use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence};
+use mesh_advert::{Answer, StoreLimits};
+use mesh_core::artifact::Artifact;
+use mesh_core::{IdentityStore, MeshError, NodeAdvertisement, NodeId, Timestamp};
+use serde_json::{Value, json};
+
+use super::{Ctx, print_json};
+
+#[derive(Debug, Args)]
+pub(crate) struct DirectoryArgs {
+    /// Address to serve HTTP on, e.g. 127.0.0.1:8080 (port 0 picks one; the bound
+    /// address is printed first).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdvertCommand {
+    /// Sign this node's advertisement for the given addresses and publish it.
+    Publish {
+        /// A seed directory (`http://host:port`) or a node (`/ip4/…/p2p/<peer id>`).
+        #[arg(long, value_name = "URL|MULTIADDR")]
+        to: String,
+        /// An address to advertise (repeatable), e.g. /ip4/203.0.113.5/udp/4001/quic-v1.
+        #[arg(long = "addr", value_name = "MULTIADDR", required = true)]
+        addrs: Vec<libp2p::Multiaddr>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = DEFAULT_TTL_SECS)]
+        ttl: i64,
+    },
+    /// Fetch and verify a node's advertisement.
+    Lookup {
+        /// The node.
+        node_id: String,
+        /// A seed directory (`http://host:port`) or a node (`/ip4/…/p2p/<peer id>`).
+        #[arg(long, value_name = "URL|MULTIADDR")]
+        from: String,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn open_store(ctx: &Ctx) -> anyhow::Result<DurableStore> {
+    let (store, report) =
+        DurableStore::open(&ctx.data_dir, StoreLimits::default(), &Timestamp::now()).map_err(
+            |e| anyhow::anyhow!("advertisement store in {}: {e}", ctx.data_dir.display()),
+        )?;
+    tracing::info!(?report, "advertisement store loaded");
+    Ok(store)
+}
+
+pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("{}", json!({"directory": format!("http://{addr}"), "store": store.path().display().to_string()}));
+        let shared: SharedStore = Arc::new(Mutex::new(store));
+        serve(listener, shared, DirectoryConfig::default(), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        AdvertCommand::Publish { to, addrs, ttl } => {
+            let id = IdentityStore::new(&ctx.data_dir).load_or_generate(&Timestamp::now())?;
+            let store = open_store(ctx)?;
+            let now = Timestamp::now();
+            let seq = next_sequence(store.own_sequence()?, &now);
+            let advert = advert_for(&id.keypair, &addrs, seq, &now, ttl)?;
+            store.set_own_sequence(seq)?;
+            drop(store);
+            let outcome = rt.block_on(publish(&id.keypair, &to, &advert))?;
+            print_json(&json!({"published": advert.to_json(), "to": to, "result": outcome}));
+            Ok(ExitCode::SUCCESS)
+        }
+        AdvertCommand::Lookup { node_id, from } => {
+            let node = NodeId::parse(&node_id).map_err(MeshError::from)?;
+            let advert = rt.block_on(lookup(ctx, node, &from))?;
+            print_json(&advert.to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn publish(
+    key: &mesh_core::NodeKeypair,
+    to: &str,
+    advert: &NodeAdvertisement,
+) -> anyhow::Result<Value> {
+    if to.starts_with("http://") {
+        let url = format!("{}/adv/{}", to.trim_end_matches('/'), advert.node_id());
+        let r = http_client::send(
+            Method::PUT,
+            &url,
+            Some(serde_json::to_vec(&advert.to_json())?),
+        )
+        .await?;
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status != StatusCode::CREATED {
+            return Err(refusal(r.status, &body));
+        }
+        return Ok(body);
+    }
+    let target: libp2p::Multiaddr = to
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`{to}` is neither http:// nor a multiaddr: {e}"))?;
+    match request(
+        key,
+        &target,
+        Ask::Publish(Box::new(advert.clone())),
+        Duration::from_secs(15),
+    )
+    .await?
+    {
+        Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn lookup(ctx: &Ctx, node: NodeId, from: &str) -> anyhow::Result<NodeAdvertisement> {
+    let now = Timestamp::now();
+    if from.starts_with("http://") {
+        let url = format!("{}/adv/{node}", from.trim_end_matches('/'));
+        let r = http_client::send(Method::GET, &url, None).await?;
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status == StatusCode::NOT_FOUND {
+            anyhow::bail!("{node} has no advertisement at {from}");
+        }
+        if r.status != StatusCode::OK {
+            return Err(refusal(r.status, &body));
+        }
+        let advert = NodeAdvertisement::verify_json(body, &now)?;
+        if advert.node_id() != node {
+            return Err(MeshError::invalid(
+                "the directory answered with another node's advertisement",
+            )
+            .into());
+        }
+        return Ok(advert);
+    }
+    let target: libp2p::Multiaddr = from
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`{from}` is neither http:// nor a multiaddr: {e}"))?;
+    let key = IdentityStore::new(&ctx.data_dir)
+        .load_or_generate(&now)?
+        .keypair;
+    match request(&key, &target, Ask::Lookup(node), Duration::from_secs(15)).await? {
+        // The behaviour has verified it and checked it is about `node`.
+        Ok(Answer::Found(advert)) => Ok(*advert),
+        Ok(Answer::NotFound) => anyhow::bail!("{node} has no advertisement at {from}"),
+        Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A refusal from the directory, with its frozen code when the body carries one.
+fn refusal(status: StatusCode, body: &Value) -> anyhow::Error {
+    let code = body
+        .get("error/code")
+        .and_then(Value::as_str)
+        .and_then(mesh_core::ErrorCode::from_code_str);
+    let detail = body
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match code {
+        Some(code) => MeshError::new(code, format!("HTTP {status}: {detail}")).into(),
+        None => anyhow::anyhow!("HTTP {status}: {body}"),
+    }
+}
