@@ -128,6 +128,20 @@ fn limited(st: &AppState, client: IpAddr, now: &Timestamp) -> Option<Response> {
     }
 }
 
+/// The prelude of the per-node routes: the client's rate limit, then the path's node id.
+fn admit(
+    st: &AppState,
+    client: SocketAddr,
+    node_text: &str,
+) -> Result<(Timestamp, NodeId), Box<Response>> {
+    let now = (st.clock)();
+    if let Some(r) = limited(st, client.ip(), &now) {
+        return Err(Box::new(r));
+    }
+    let node = parse_node(node_text).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e)))?;
+    Ok((now, node))
+}
+
 fn parse_node(text: &str) -> Result<NodeId, MeshError> {
     NodeId::parse(text).map_err(|e| MeshError::from(e).context("path node id"))
 }
@@ -138,13 +152,9 @@ async fn put_adv(
     Path(node_text): Path<String>,
     body: Body,
 ) -> Response {
-    let now = (st.clock)();
-    if let Some(r) = limited(&st, client.ip(), &now) {
-        return r;
-    }
-    let node = match parse_node(&node_text) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    let (now, node) = match admit(&st, client, &node_text) {
+        Ok(ok) => ok,
+        Err(r) => return *r,
     };
     let Ok(bytes) = axum::body::to_bytes(body, st.config.max_body_bytes).await else {
         return error(
@@ -224,13 +234,9 @@ async fn get_adv(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(node_text): Path<String>,
 ) -> Response {
-    let now = (st.clock)();
-    if let Some(r) = limited(&st, client.ip(), &now) {
-        return r;
-    }
-    let node = match parse_node(&node_text) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    let (now, node) = match admit(&st, client, &node_text) {
+        Ok(ok) => ok,
+        Err(r) => return *r,
     };
     let found = lock(&st.store).get(&node, &now);
     match found {

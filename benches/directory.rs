@@ -1,0 +1,412 @@
+//! The seed directory over loopback HTTP/1.1, with a concurrent keep-alive client in the
+//! same process: PUT and GET requests per second, and PUT throughput against raw
+//! Ed25519 verification of the same artifacts on 2 cores (issue: seed directory).
+//!
+//! `cargo bench --bench directory` runs criterion for each case, then prints the ratio
+//! table measured in the same run with an interleaved timer (see
+//! `behaviours/core/benches/support/ratio.rs` for the table).
+//! `cargo bench --bench directory -- --ratios-only` skips criterion.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+// Shared with mesh-core's benches; this one only prints with it.
+#[allow(dead_code)]
+#[path = "../behaviours/core/benches/support/ratio.rs"]
+mod ratio;
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use libmesh::directory::{DirectoryConfig, SharedStore, serve};
+use libp2p::Multiaddr;
+use mesh_advert::own::advert_for;
+use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
+use mesh_core::artifact::read_signature;
+use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
+use ratio::{Ratio, print_table};
+use tokio::runtime::Runtime;
+
+/// Distinct publishers, each published once per PUT pass (more than the key cache
+/// holds, 2 x 4096, so every PUT decompresses its key).
+const N: usize = 20_000;
+/// Concurrent keep-alive connections of the client.
+const CONNECTIONS: usize = 8;
+/// Worker threads of the runtime shared by the directory and the client (= cores).
+const WORKERS: usize = 2;
+/// Threads of the raw-verify baseline (= cores).
+const VERIFY_THREADS: usize = 2;
+/// Timed rounds of the interleaved comparison (after one warm-up round).
+const ROUNDS: usize = 7;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// One prepared request.
+struct Req {
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+}
+
+struct Fixture {
+    adverts: Vec<NodeAdvertisement>,
+    keys: Vec<NodeKeypair>,
+}
+
+/// `N` advertisements, each from its own key, signed now (the directory checks them
+/// against the wall clock) and valid for an hour, built on every core.
+fn fixture() -> Fixture {
+    let now = Timestamp::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = N.div_ceil(threads);
+    let parts: Vec<Vec<(NodeKeypair, NodeAdvertisement)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let now = &now;
+                s.spawn(move || {
+                    (t * per..((t + 1) * per).min(N))
+                        .map(|i| {
+                            let key = NodeKeypair::generate();
+                            let addr: Multiaddr =
+                                format!("/ip4/10.{}.{}.1/tcp/{}", i >> 16, (i >> 8) & 0xff, 4001)
+                                    .parse()
+                                    .unwrap();
+                            let ad = advert_for(&key, &[addr], 1 + i as u64, now, 3600).unwrap();
+                            (key, ad)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (keys, adverts) = parts.into_iter().flatten().unzip();
+    Fixture { adverts, keys }
+}
+
+/// A store that only the rules under test can refuse.
+fn fresh_store() -> MemoryStore {
+    MemoryStore::new(StoreLimits {
+        max_entries: N * 2,
+        max_bytes: usize::MAX / 2,
+        per_publisher: RateLimit::per_minute(u32::MAX / 2, u32::MAX / 2),
+        ..StoreLimits::default()
+    })
+}
+
+/// Deterministic Fisher-Yates shuffle driven by a 64-bit LCG.
+fn shuffle<T>(items: &mut [T]) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..items.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = ((state >> 33) % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection to the directory (its driver runs as a task).
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// One connection's share of the work: takes the next request index until `end`, sends
+/// it, reads the whole response and checks its status.
+async fn worker(
+    mut sender: Sender,
+    reqs: Arc<Vec<Req>>,
+    next: Arc<AtomicUsize>,
+    end: usize,
+    host: HeaderValue,
+    expect: StatusCode,
+) -> Sender {
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= end {
+            return sender;
+        }
+        let r = &reqs[i];
+        let mut req = Request::builder()
+            .method(r.method.clone())
+            .uri(r.uri.clone())
+            .header(HOST, host.clone());
+        if !r.body.is_empty() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(r.body.clone())).unwrap();
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, expect, "{}", String::from_utf8_lossy(&body));
+        black_box(body);
+    }
+}
+
+/// The client: `senders.len()` connections working through `reqs[range]` concurrently;
+/// returns the wall time from the first request to the last response.
+struct Client {
+    senders: Vec<Sender>,
+    host: HeaderValue,
+}
+
+impl Client {
+    fn run(
+        &mut self,
+        rt: &Runtime,
+        reqs: &Arc<Vec<Req>>,
+        range: Range<usize>,
+        expect: StatusCode,
+    ) -> Duration {
+        rt.block_on(async {
+            let next = Arc::new(AtomicUsize::new(range.start));
+            let start = Instant::now();
+            let handles: Vec<_> = self
+                .senders
+                .drain(..)
+                .map(|s| {
+                    tokio::spawn(worker(
+                        s,
+                        reqs.clone(),
+                        next.clone(),
+                        range.end,
+                        self.host.clone(),
+                        expect,
+                    ))
+                })
+                .collect();
+            for h in handles {
+                self.senders.push(h.await.unwrap());
+            }
+            start.elapsed()
+        })
+    }
+}
+
+/// Wall time of `verify` over `0..n` split into `VERIFY_THREADS` contiguous parts, one
+/// OS thread each.
+fn parallel_verify(n: usize, verify: &(dyn Fn(usize) + Sync)) -> Duration {
+    let per = n.div_ceil(VERIFY_THREADS);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..VERIFY_THREADS {
+            s.spawn(move || {
+                for i in t * per..((t + 1) * per).min(n) {
+                    verify(black_box(i));
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let ratios_only = std::env::args().any(|a| a == "--ratios-only");
+    let started = Instant::now();
+    let f = fixture();
+    eprintln!(
+        "built {N} signed advertisements in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The baseline: raw Ed25519 `verify_strict` of the same N artifacts, with everything
+    // but the curve arithmetic prepared beforehand and untimed (the decompressed
+    // `VerifyingKey` of each signer, the signature decoded by `read_signature`, the
+    // signing input built by `Artifact::signing_input`), timed as the wall time of all N
+    // verifications split over 2 OS threads (2 cores, nothing else running: the
+    // directory's runtime is idle meanwhile). It is the ceiling of a PUT path that did
+    // nothing but check the signature on both cores; the PUT path additionally does
+    // HTTP parsing, JSON parsing and schema checks, key decompression (N exceeds the key
+    // cache), the store insert under its mutex, the response, and it shares the two
+    // cores with the client.
+    let raw: Vec<_> = f
+        .keys
+        .iter()
+        .zip(&f.adverts)
+        .map(|(key, ad)| {
+            (
+                key.verifying_key(),
+                read_signature(ad.as_map()).unwrap(),
+                ad.signing_input(),
+            )
+        })
+        .collect();
+    let raw_verify = |i: usize| {
+        let (vk, sig, input) = &raw[i];
+        vk.verify_strict(input, sig).unwrap();
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem = Arc::new(Mutex::new(fresh_store()));
+    let shared: SharedStore = mem.clone();
+    let config = DirectoryConfig {
+        per_client: RateLimit::per_minute(u32::MAX / 2, u32::MAX / 2),
+        ..DirectoryConfig::default()
+    };
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(listener, shared, config, async move {
+        let _ = stopped.await;
+    }));
+    let mut client = Client {
+        senders: rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..CONNECTIONS {
+                v.push(connect(addr).await);
+            }
+            v
+        }),
+        host: HeaderValue::from_str(&addr.to_string()).unwrap(),
+    };
+
+    let puts: Arc<Vec<Req>> = Arc::new(
+        f.adverts
+            .iter()
+            .map(|ad| Req {
+                method: Method::PUT,
+                uri: format!("/adv/{}", ad.node_id()).parse().unwrap(),
+                body: serde_json::to_vec(&ad.to_json()).unwrap().into(),
+            })
+            .collect(),
+    );
+    let mut ids: Vec<String> = f.adverts.iter().map(|a| a.node_id().to_string()).collect();
+    shuffle(&mut ids);
+    let gets: Arc<Vec<Req>> = Arc::new(
+        ids.iter()
+            .map(|id| Req {
+                method: Method::GET,
+                uri: format!("/adv/{id}").parse().unwrap(),
+                body: Bytes::new(),
+            })
+            .collect(),
+    );
+    let reset = || *mem.lock().unwrap() = fresh_store();
+
+    if !ratios_only {
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .configure_from_args();
+        let mut g = c.benchmark_group("directory");
+        g.throughput(Throughput::Elements(1));
+        g.sample_size(10);
+        let mut at = 0usize;
+        reset();
+        g.bench_function("PUT /adv/{id}, keep-alive, 8 connections", |b| {
+            b.iter_custom(|iters| {
+                let mut left = iters as usize;
+                let mut total = Duration::ZERO;
+                while left > 0 {
+                    if at == N {
+                        reset();
+                        at = 0;
+                    }
+                    let take = left.min(N - at);
+                    total += client.run(&rt, &puts, at..at + take, StatusCode::CREATED);
+                    at += take;
+                    left -= take;
+                }
+                total
+            })
+        });
+        reset();
+        {
+            let mut store = mem.lock().unwrap();
+            let now = Timestamp::now();
+            for ad in &f.adverts {
+                store.insert(ad.clone(), &now).unwrap();
+            }
+        }
+        let mut at = 0usize;
+        g.bench_function("GET /adv/{id}, keep-alive, 8 connections", |b| {
+            b.iter_custom(|iters| {
+                let mut left = iters as usize;
+                let mut total = Duration::ZERO;
+                while left > 0 {
+                    let take = left.min(N - at);
+                    total += client.run(&rt, &gets, at..at + take, StatusCode::OK);
+                    at = (at + take) % N;
+                    left -= take;
+                }
+                total
+            })
+        });
+        g.finish();
+        c.final_summary();
+    }
+
+    // Interleaved rounds: raw verify on 2 threads, then (fresh store, untimed) N PUTs,
+    // then N GETs of the stored ids in shuffled order. Round 0 is the warm-up.
+    let per = |d: Duration| d.as_nanos() as f64 / N as f64;
+    let (mut verify_ns, mut put_ns, mut get_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        let v = per(parallel_verify(N, &raw_verify));
+        reset();
+        let p = per(client.run(&rt, &puts, 0..N, StatusCode::CREATED));
+        assert_eq!(mem.lock().unwrap().len(), N);
+        let g = per(client.run(&rt, &gets, 0..N, StatusCode::OK));
+        if round > 0 {
+            verify_ns.push(v);
+            put_ns.push(p);
+            get_ns.push(g);
+        }
+    }
+    let (verify_ns, put_ns, get_ns) = (median(verify_ns), median(put_ns), median(get_ns));
+
+    // Throughput ratio = raw verify time / PUT time: the Ratio struct divides candidate
+    // by baseline, so the two times go in swapped.
+    print_table(
+        "directory on loopback (same run, interleaved, median of 7 rounds of 20000 \
+         requests; wall ns per request, 8 keep-alive connections, 2 workers)",
+        &[Ratio {
+            name: "PUT/s / raw verify_strict/s on 2 threads",
+            baseline_ns: put_ns,
+            candidate_ns: verify_ns,
+            target: 0.6,
+            at_least: true,
+        }],
+    );
+    println!(
+        "(row: 'baseline' = PUT /adv/{{id}} with a signed JSON body, 'candidate' = raw \
+         verify_strict of the same artifacts over 2 threads, ratio = verify time / PUT time)"
+    );
+    println!("  PUT requests/s:             {:>9.0}", 1e9 / put_ns);
+    println!("  GET requests/s:             {:>9.0}", 1e9 / get_ns);
+    println!("  raw verify_strict/s (2 thr): {:>8.0}", 1e9 / verify_ns);
+
+    let _ = stop.send(());
+    drop(client);
+    rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    });
+}
