@@ -1,4 +1,5 @@
-//! The seed directory over loopback HTTP/1.1, with a concurrent keep-alive client in the
+//! The seed directory over loopback HTTP/1.1, with a concurrent pipelining keep-alive
+//! load generator (pre-rendered requests, like wrk) in the
 //! same process: PUT and GET requests per second, and PUT throughput against raw
 //! Ed25519 verification of the same artifacts on 2 cores (issue: seed directory).
 //!
@@ -16,17 +17,10 @@ mod ratio;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
 use libp2p::Multiaddr;
 use mesh_advert::own::advert_for;
@@ -34,6 +28,8 @@ use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
 use ratio::{Ratio, print_table};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 /// Distinct publishers, each published once per PUT pass (more than the key cache
@@ -48,13 +44,25 @@ const VERIFY_THREADS: usize = 2;
 /// Timed rounds of the interleaved comparison (after one warm-up round).
 const ROUNDS: usize = 7;
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One prepared request: its complete HTTP/1.1 bytes.
+type Req = Vec<u8>;
 
-/// One prepared request.
-struct Req {
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+/// The HTTP/1.1 bytes of a request (pre-rendered, so the load generator spends almost
+/// nothing per request, like wrk: the bench measures the directory, not a client).
+fn render(method: &str, path: &str, host: &str, body: &[u8]) -> Req {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n").into_bytes();
+    if !body.is_empty() {
+        r.extend_from_slice(
+            format!(
+                "content-type: application/json\r\ncontent-length: {}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
+    r
 }
 
 struct Fixture {
@@ -115,57 +123,68 @@ fn shuffle<T>(items: &mut [T]) {
     }
 }
 
-/// A keep-alive HTTP/1.1 connection to the directory (its driver runs as a task).
-async fn connect(addr: SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// A keep-alive connection to the directory.
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
+    stream
 }
 
-/// One connection's share of the work: takes the next request index until `end`, sends
-/// it, reads the whole response and checks its status.
-async fn worker(
-    mut sender: Sender,
-    reqs: Arc<Vec<Req>>,
-    next: Arc<AtomicUsize>,
-    end: usize,
-    host: HeaderValue,
-    expect: StatusCode,
-) -> Sender {
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= end {
-            return sender;
+/// Reads `count` pipelined responses from `rd`, checking each status is `expect`.
+async fn read_responses(rd: &mut tokio::net::tcp::OwnedReadHalf, count: usize, expect: u16) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut pos = 0;
+    let mut seen = 0;
+    while seen < count {
+        // One complete response at `pos`?
+        let complete = buf[pos..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .and_then(|h| {
+                let head = std::str::from_utf8(&buf[pos..pos + h]).ok()?;
+                let status: u16 = head.get(9..12)?.parse().ok()?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().ok())
+                    })
+                    .flatten()
+                    .unwrap_or(0);
+                let end = pos + h + 4 + len;
+                (buf.len() >= end).then_some((status, end))
+            });
+        match complete {
+            Some((status, end)) => {
+                assert_eq!(
+                    status,
+                    expect,
+                    "{}",
+                    String::from_utf8_lossy(&buf[pos..end])
+                );
+                pos = end;
+                seen += 1;
+                if pos > 32 * 1024 {
+                    buf.drain(..pos);
+                    pos = 0;
+                }
+            }
+            None => {
+                let n = rd.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "server closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+            }
         }
-        let r = &reqs[i];
-        let mut req = Request::builder()
-            .method(r.method.clone())
-            .uri(r.uri.clone())
-            .header(HOST, host.clone());
-        if !r.body.is_empty() {
-            req = req.header(CONTENT_TYPE, "application/json");
-        }
-        let req = req.body(Full::new(r.body.clone())).unwrap();
-        sender.ready().await.unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(status, expect, "{}", String::from_utf8_lossy(&body));
-        black_box(body);
     }
 }
 
-/// The client: `senders.len()` connections working through `reqs[range]` concurrently;
-/// returns the wall time from the first request to the last response.
+/// The client: `conns.len()` connections, each pipelining its share of `reqs[range]`
+/// (strided) and reading the responses concurrently; returns the wall time from the
+/// first byte written to the last response read.
 struct Client {
-    senders: Vec<Sender>,
-    host: HeaderValue,
+    conns: Vec<TcpStream>,
 }
 
 impl Client {
@@ -174,27 +193,41 @@ impl Client {
         rt: &Runtime,
         reqs: &Arc<Vec<Req>>,
         range: Range<usize>,
-        expect: StatusCode,
+        expect: u16,
     ) -> Duration {
+        let n = self.conns.len();
+        // Each connection's requests, concatenated before the clock starts.
+        let shares: Vec<(Vec<u8>, usize)> = (0..n)
+            .map(|c| {
+                let mut bytes = Vec::new();
+                let mut count = 0;
+                for i in range.clone().skip(c).step_by(n) {
+                    bytes.extend_from_slice(&reqs[i]);
+                    count += 1;
+                }
+                (bytes, count)
+            })
+            .collect();
         rt.block_on(async {
-            let next = Arc::new(AtomicUsize::new(range.start));
             let start = Instant::now();
             let handles: Vec<_> = self
-                .senders
+                .conns
                 .drain(..)
-                .map(|s| {
-                    tokio::spawn(worker(
-                        s,
-                        reqs.clone(),
-                        next.clone(),
-                        range.end,
-                        self.host.clone(),
-                        expect,
-                    ))
+                .zip(shares)
+                .map(|(conn, (bytes, count))| {
+                    tokio::spawn(async move {
+                        let (mut rd, mut wr) = conn.into_split();
+                        let write = async {
+                            wr.write_all(&bytes).await.unwrap();
+                            wr
+                        };
+                        let (wr, ()) = tokio::join!(write, read_responses(&mut rd, count, expect));
+                        rd.reunite(wr).unwrap()
+                    })
                 })
                 .collect();
             for h in handles {
-                self.senders.push(h.await.unwrap());
+                self.conns.push(h.await.unwrap());
             }
             start.elapsed()
         })
@@ -279,23 +312,26 @@ fn main() {
         let _ = stopped.await;
     }));
     let mut client = Client {
-        senders: rt.block_on(async {
+        conns: rt.block_on(async {
             let mut v = Vec::new();
             for _ in 0..CONNECTIONS {
                 v.push(connect(addr).await);
             }
             v
         }),
-        host: HeaderValue::from_str(&addr.to_string()).unwrap(),
     };
+    let host = addr.to_string();
 
     let puts: Arc<Vec<Req>> = Arc::new(
         f.adverts
             .iter()
-            .map(|ad| Req {
-                method: Method::PUT,
-                uri: format!("/adv/{}", ad.node_id()).parse().unwrap(),
-                body: serde_json::to_vec(&ad.to_json()).unwrap().into(),
+            .map(|ad| {
+                render(
+                    "PUT",
+                    &format!("/adv/{}", ad.node_id()),
+                    &host,
+                    &serde_json::to_vec(&ad.to_json()).unwrap(),
+                )
             })
             .collect(),
     );
@@ -303,11 +339,7 @@ fn main() {
     shuffle(&mut ids);
     let gets: Arc<Vec<Req>> = Arc::new(
         ids.iter()
-            .map(|id| Req {
-                method: Method::GET,
-                uri: format!("/adv/{id}").parse().unwrap(),
-                body: Bytes::new(),
-            })
+            .map(|id| render("GET", &format!("/adv/{id}"), &host, b""))
             .collect(),
     );
     let reset = || *mem.lock().unwrap() = fresh_store();
@@ -332,7 +364,7 @@ fn main() {
                         at = 0;
                     }
                     let take = left.min(N - at);
-                    total += client.run(&rt, &puts, at..at + take, StatusCode::CREATED);
+                    total += client.run(&rt, &puts, at..at + take, 201);
                     at += take;
                     left -= take;
                 }
@@ -354,7 +386,7 @@ fn main() {
                 let mut total = Duration::ZERO;
                 while left > 0 {
                     let take = left.min(N - at);
-                    total += client.run(&rt, &gets, at..at + take, StatusCode::OK);
+                    total += client.run(&rt, &gets, at..at + take, 200);
                     at = (at + take) % N;
                     left -= take;
                 }
@@ -372,9 +404,9 @@ fn main() {
     for round in 0..=ROUNDS {
         let v = per(parallel_verify(N, &raw_verify));
         reset();
-        let p = per(client.run(&rt, &puts, 0..N, StatusCode::CREATED));
+        let p = per(client.run(&rt, &puts, 0..N, 201));
         assert_eq!(mem.lock().unwrap().len(), N);
-        let g = per(client.run(&rt, &gets, 0..N, StatusCode::OK));
+        let g = per(client.run(&rt, &gets, 0..N, 200));
         if round > 0 {
             verify_ns.push(v);
             put_ns.push(p);
