@@ -40,23 +40,35 @@ impl Drop for Directory {
 
 /// Starts `meshd directory` on a free loopback port; returns it and its URL.
 fn directory(dir: &Path) -> (Directory, String) {
+    directory_with(dir, &["directory", "--listen", "127.0.0.1:0"])
+}
+
+fn directory_with(dir: &Path, args: &[&str]) -> (Directory, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["directory", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // `meshd run` prints the identity (pretty JSON) first; the directory line follows.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    // The guard kills and reaps the process on every path, panics included.
+    let guard = Directory(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    (
-        Directory(child),
-        v["directory"].as_str().unwrap().to_owned(),
-    )
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "meshd exited before serving"
+        );
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && let Some(url) = v["directory"].as_str()
+        {
+            return (guard, url.to_owned());
+        }
+    }
 }
 
 fn node_id(dir: &Path) -> String {
@@ -155,6 +167,34 @@ fn publish_and_lookup_through_the_http_directory_across_a_restart() {
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(err["error/code"], "E_PROTO_INVALID");
+}
+
+#[test]
+fn run_serves_the_directory_when_asked() {
+    let (data, publisher) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_run, url) = directory_with(data.path(), &["run", "--directory", "127.0.0.1:0"]);
+    let node = node_id(publisher.path());
+    let out = meshd(
+        publisher.path(),
+        &[
+            "advert",
+            "publish",
+            "--to",
+            &url,
+            "--addr",
+            "/ip4/127.0.0.1/tcp/4001",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = meshd(
+        publisher.path(),
+        &["advert", "lookup", &node, "--from", &url],
+    );
+    assert_eq!(stdout_json(&out)["node/id"], node.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

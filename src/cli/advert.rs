@@ -26,6 +26,21 @@ pub(crate) struct DirectoryArgs {
     listen: String,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Also serve the seed directory on this address (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    directory: Option<String>,
+}
+
+/// The services `meshd run` starts besides printing the identity (today: the directory).
+pub(crate) fn run_services(ctx: &Ctx, args: RunArgs, code: ExitCode) -> anyhow::Result<ExitCode> {
+    match args.directory {
+        Some(listen) => directory(ctx, DirectoryArgs { listen }),
+        None => Ok(code),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdvertCommand {
     /// Sign this node's advertisement for the given addresses and publish it.

@@ -38,8 +38,9 @@ pub(crate) enum Command {
     Sign(sign::SignArgs),
     /// Verify a signed artifact: prints {"valid": …}, exit 0 when valid, 1 when not.
     Verify(sign::VerifyArgs),
-    /// Start the node. For now: load or create the identity and print it.
-    Run,
+    /// Start the node. For now: load or create the identity, print it, and serve the
+    /// seed directory when `--directory` is given (until Ctrl-C).
+    Run(advert::RunArgs),
     /// Serve the seed directory over HTTP from the data dir's advertisement store.
     Directory(advert::DirectoryArgs),
     /// Publish or look up signed advertisements.
@@ -68,7 +69,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(cmd) => identity::run(&ctx, cmd),
         Command::Sign(args) => sign::sign(&ctx, args),
         Command::Verify(args) => sign::verify(&args),
-        Command::Run => identity::run_placeholder(&ctx),
+        Command::Run(args) => {
+            identity::run_placeholder(&ctx).and_then(|code| advert::run_services(&ctx, args, code))
+        }
         Command::Directory(args) => advert::directory(&ctx, args),
         Command::Advert(cmd) => advert::run(&ctx, cmd),
     };
