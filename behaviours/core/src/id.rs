@@ -99,6 +99,12 @@ impl KeyFingerprint {
         crate::keycache::verifying_key(&self.0).ok_or(IdError::InvalidKey)
     }
 
+    /// The X25519 (Montgomery) form of this key, for Diffie-Hellman with the node's
+    /// identity; fails when the bytes are not a valid point.
+    pub fn x25519_public(&self) -> Result<[u8; 32], IdError> {
+        Ok(self.verifying_key()?.to_montgomery().to_bytes())
+    }
+
     /// The libp2p public key; fails when the bytes are not a valid point.
     pub fn to_public_key(&self) -> Result<PublicKey, IdError> {
         let k = libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0)

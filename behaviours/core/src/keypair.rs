@@ -72,6 +72,12 @@ impl NodeKeypair {
         self.verifying
     }
 
+    /// The X25519 secret of the same key (the clamped Ed25519 secret scalar), for
+    /// Diffie-Hellman terms bound to the node identity.
+    pub fn x25519_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_scalar_bytes())
+    }
+
     /// Signs `message` (Ed25519, deterministic; the same bytes as
     /// `SigningKey::sign`).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {

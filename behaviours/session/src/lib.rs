@@ -1,0 +1,13 @@
+//! # mesh-session
+//!
+//! libmesh sessions. Present so far (pure logic, no I/O):
+//!
+//! - [`secret`]: the session secret both ends derive from three X25519 terms with HKDF;
+//! - [`replay`]: the replay guard of the hello/ack handshake (clock skew, nonce memory,
+//!   pending hellos).
+//!
+//! The `/mesh/session/1.0.0` behaviour, capability exchange, keepalive and the governor
+//! build on these.
+
+pub mod replay;
+pub mod secret;

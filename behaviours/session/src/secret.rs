@@ -1,0 +1,250 @@
+//! The session secret both ends of a handshake derive.
+//!
+//! Each side sends a fresh X25519 key in `session/pub`. The secret mixes three
+//! Diffie-Hellman terms, so it is fresh per handshake and bound to both node identities
+//! (the Ed25519 node keys in their X25519 form):
+//!
+//! - `ee` = initiator ephemeral × responder ephemeral,
+//! - `es` = initiator ephemeral × responder identity,
+//! - `se` = initiator identity × responder ephemeral,
+//!
+//! then `HKDF-SHA256(salt = "libmesh/session/v1", ikm = ee || es || se,
+//! info = hello id || 0x00 || ack id || 0x00 || initiator node id || 0x00 || responder node id)`.
+//! A term that comes out all zero (a small-order public key) is refused.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use hkdf::Hkdf;
+use mesh_core::{MeshError, MeshResult, NodeId, NodeKeypair};
+use rand_core::RngCore;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+const SALT: &[u8] = b"libmesh/session/v1";
+
+/// A per-handshake X25519 key.
+pub struct EphemeralKey {
+    secret: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl EphemeralKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.fill_bytes(secret.as_mut_slice());
+        let public = MontgomeryPoint::mul_base_clamped(*secret).to_bytes();
+        EphemeralKey { secret, public }
+    }
+
+    /// The public key as `session/pub` (raw unpadded base64url, 43 characters).
+    pub fn session_pub(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.public)
+    }
+}
+
+impl std::fmt::Debug for EphemeralKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EphemeralKey({})", self.session_pub())
+    }
+}
+
+/// Decodes a `session/pub` value.
+pub fn parse_session_pub(text: &str) -> MeshResult<[u8; 32]> {
+    let mut out = [0u8; 32];
+    match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
+        Ok(32) if text.len() == 43 => Ok(out),
+        _ => Err(MeshError::invalid(
+            "session/pub is not unpadded base64url of 32 bytes",
+        )),
+    }
+}
+
+/// Which side of the handshake this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sent the hello.
+    Initiator,
+    /// Answered with the ack.
+    Responder,
+}
+
+/// The secret a session is bound to.
+pub struct SessionSecret(Zeroizing<[u8; 32]>);
+
+impl SessionSecret {
+    /// The 32 secret bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl PartialEq for SessionSecret {
+    fn eq(&self, other: &Self) -> bool {
+        // Not secret-dependent timing in practice (tests and diagnostics only).
+        self.0.as_slice() == other.0.as_slice()
+    }
+}
+
+impl std::fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSecret(..)")
+    }
+}
+
+fn dh(secret: &[u8; 32], public: &[u8; 32]) -> MeshResult<[u8; 32]> {
+    let shared = MontgomeryPoint(*public).mul_clamped(*secret).to_bytes();
+    if shared == [0u8; 32] {
+        return Err(MeshError::invalid(
+            "session key agreement with a small-order key",
+        ));
+    }
+    Ok(shared)
+}
+
+/// Everything one side knows when deriving.
+#[derive(Debug)]
+pub struct Transcript<'a> {
+    /// The hello's `handshake/id`.
+    pub hello_id: &'a str,
+    /// The ack's `handshake/id`.
+    pub ack_id: &'a str,
+    /// The initiator's node id.
+    pub initiator: NodeId,
+    /// The responder's node id.
+    pub responder: NodeId,
+}
+
+/// Derives the session secret. `me` and `mine` are this node's identity and
+/// ephemeral key; `peer_session_pub` is the other side's `session/pub` bytes.
+pub fn derive(
+    role: Role,
+    me: &NodeKeypair,
+    mine: &EphemeralKey,
+    peer_session_pub: &[u8; 32],
+    t: &Transcript<'_>,
+) -> MeshResult<SessionSecret> {
+    let peer = match role {
+        Role::Initiator => t.responder,
+        Role::Responder => t.initiator,
+    };
+    let peer_identity = peer
+        .fingerprint()
+        .x25519_public()
+        .map_err(|e| MeshError::from(e).context("peer identity"))?;
+    let my_identity = me.x25519_secret();
+    let ee = dh(&mine.secret, peer_session_pub)?;
+    let (es, se) = match role {
+        Role::Initiator => (
+            dh(&mine.secret, &peer_identity)?,
+            dh(&my_identity, peer_session_pub)?,
+        ),
+        Role::Responder => (
+            dh(&my_identity, peer_session_pub)?,
+            dh(&mine.secret, &peer_identity)?,
+        ),
+    };
+    let mut ikm = Zeroizing::new([0u8; 96]);
+    ikm[..32].copy_from_slice(&ee);
+    ikm[32..64].copy_from_slice(&es);
+    ikm[64..].copy_from_slice(&se);
+    let info = [
+        t.hello_id.as_bytes(),
+        &[0],
+        t.ack_id.as_bytes(),
+        &[0],
+        t.initiator.to_string().as_bytes(),
+        &[0],
+        t.responder.to_string().as_bytes(),
+    ]
+    .concat();
+    let mut okm = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(SALT), ikm.as_slice())
+        .expand(&info, okm.as_mut_slice())
+        .map_err(|_| MeshError::invalid("HKDF output length"))?;
+    Ok(SessionSecret(okm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (NodeKeypair, NodeKeypair) {
+        (NodeKeypair::generate(), NodeKeypair::generate())
+    }
+
+    fn both(
+        a: &NodeKeypair,
+        b: &NodeKeypair,
+        ea: &EphemeralKey,
+        eb: &EphemeralKey,
+        hello: &str,
+    ) -> (SessionSecret, SessionSecret) {
+        let t = Transcript {
+            hello_id: hello,
+            ack_id: "hs:ack",
+            initiator: a.node_id(),
+            responder: b.node_id(),
+        };
+        let pa = parse_session_pub(&ea.session_pub()).unwrap();
+        let pb = parse_session_pub(&eb.session_pub()).unwrap();
+        (
+            derive(Role::Initiator, a, ea, &pb, &t).unwrap(),
+            derive(Role::Responder, b, eb, &pa, &t).unwrap(),
+        )
+    }
+
+    #[test]
+    fn both_sides_agree_and_each_handshake_differs() {
+        let (a, b) = pair();
+        let (ea, eb) = (EphemeralKey::generate(), EphemeralKey::generate());
+        let (sa, sb) = both(&a, &b, &ea, &eb, "hs:1");
+        assert_eq!(sa, sb);
+        let (ea2, eb2) = (EphemeralKey::generate(), EphemeralKey::generate());
+        let (sa2, sb2) = both(&a, &b, &ea2, &eb2, "hs:2");
+        assert_eq!(sa2, sb2);
+        assert_ne!(sa, sa2, "fresh ephemerals give a fresh secret");
+        // Same ephemerals, other transcript: other secret.
+        let (sa3, _) = both(&a, &b, &ea, &eb, "hs:3");
+        assert_ne!(sa, sa3);
+    }
+
+    #[test]
+    fn an_impostor_without_the_identity_key_derives_something_else() {
+        let (a, b) = pair();
+        let mallory = NodeKeypair::generate();
+        let (ea, eb) = (EphemeralKey::generate(), EphemeralKey::generate());
+        let t = Transcript {
+            hello_id: "h",
+            ack_id: "a",
+            initiator: a.node_id(),
+            responder: b.node_id(),
+        };
+        let pb = parse_session_pub(&eb.session_pub()).unwrap();
+        let pa = parse_session_pub(&ea.session_pub()).unwrap();
+        let real = derive(Role::Initiator, &a, &ea, &pb, &t).unwrap();
+        // Mallory answers as `b` with its own identity key.
+        let fake = derive(Role::Responder, &mallory, &eb, &pa, &t).unwrap();
+        assert_ne!(real, fake);
+    }
+
+    #[test]
+    fn small_order_and_malformed_keys_are_refused() {
+        let (a, b) = pair();
+        let ea = EphemeralKey::generate();
+        let t = Transcript {
+            hello_id: "h",
+            ack_id: "a",
+            initiator: a.node_id(),
+            responder: b.node_id(),
+        };
+        assert!(derive(Role::Initiator, &a, &ea, &[0u8; 32], &t).is_err());
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert!(derive(Role::Initiator, &a, &ea, &one, &t).is_err());
+        assert!(parse_session_pub("short").is_err());
+        assert!(parse_session_pub(&format!("{}=", ea.session_pub())).is_err());
+        assert_eq!(ea.session_pub().len(), 43);
+    }
+}
