@@ -4,10 +4,13 @@
 //!
 //! - [`secret`]: the session secret both ends derive from three X25519 terms with HKDF;
 //! - [`replay`]: the replay guard of the hello/ack handshake (clock skew, nonce memory,
-//!   pending hellos).
+//!   pending hellos);
+//! - [`governor`]: cold/warm/hot/blocked peers, backoff, blocking, rate limits, and the
+//!   `peer-status.v1` read model.
 //!
 //! The `/mesh/session/1.0.0` behaviour, capability exchange, keepalive and the governor
 //! build on these.
 
+pub mod governor;
 pub mod replay;
 pub mod secret;
