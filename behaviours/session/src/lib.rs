@@ -2,6 +2,8 @@
 //!
 //! libmesh sessions. Present so far (pure logic, no I/O):
 //!
+//! - [`artifacts`]: building hello, ack and capability advertisements (with signed
+//!   self-issued passports) and accepting a peer's capabilities;
 //! - [`secret`]: the session secret both ends derive from three X25519 terms with HKDF;
 //! - [`replay`]: the replay guard of the hello/ack handshake (clock skew, nonce memory,
 //!   pending hellos);
@@ -11,6 +13,7 @@
 //! The `/mesh/session/1.0.0` behaviour, capability exchange, keepalive and the governor
 //! build on these.
 
+pub mod artifacts;
 pub mod governor;
 pub mod replay;
 pub mod secret;
