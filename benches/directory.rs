@@ -11,6 +11,9 @@
 
 // Shared with mesh-core's benches; this one only prints with it.
 #[allow(dead_code)]
+#[path = "../behaviours/advert/benches/support/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
 #[path = "../behaviours/core/benches/support/ratio.rs"]
 mod ratio;
 
@@ -21,9 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use fixtures::{median, shuffle};
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
-use libp2p::Multiaddr;
-use mesh_advert::own::advert_for;
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
@@ -74,30 +76,7 @@ struct Fixture {
 /// against the wall clock) and valid for an hour, built on every core.
 fn fixture() -> Fixture {
     let now = Timestamp::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = N.div_ceil(threads);
-    let parts: Vec<Vec<(NodeKeypair, NodeAdvertisement)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let now = &now;
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(N))
-                        .map(|i| {
-                            let key = NodeKeypair::generate();
-                            let addr: Multiaddr =
-                                format!("/ip4/10.{}.{}.1/tcp/{}", i >> 16, (i >> 8) & 0xff, 4001)
-                                    .parse()
-                                    .unwrap();
-                            let ad = advert_for(&key, &[addr], 1 + i as u64, now, 3600).unwrap();
-                            (key, ad)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let (keys, adverts) = parts.into_iter().flatten().unzip();
+    let (keys, adverts) = fixtures::signed_adverts(N, &now, 3600).into_iter().unzip();
     Fixture { adverts, keys }
 }
 
@@ -109,18 +88,6 @@ fn fresh_store() -> MemoryStore {
         per_publisher: RateLimit::per_minute(u32::MAX / 2, u32::MAX / 2),
         ..StoreLimits::default()
     })
-}
-
-/// Deterministic Fisher-Yates shuffle driven by a 64-bit LCG.
-fn shuffle<T>(items: &mut [T]) {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in (1..items.len()).rev() {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let j = ((state >> 33) % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
 }
 
 /// A keep-alive connection to the directory.
@@ -249,11 +216,6 @@ fn parallel_verify(n: usize, verify: &(dyn Fn(usize) + Sync)) -> Duration {
         }
     });
     start.elapsed()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -10,20 +10,21 @@
 
 // Shared with mesh-core's benches; this one does not use every helper.
 #[allow(dead_code)]
+#[path = "../behaviours/advert/benches/support/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
 #[path = "../behaviours/core/benches/support/ratio.rs"]
 mod ratio;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
+use fixtures::{median, verify_and_insert};
 use libmesh::advert_store::{DurableStore, FILE_NAME};
-use libp2p::Multiaddr;
-use mesh_advert::own::advert_for;
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
-use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
+use mesh_core::{Artifact, NodeAdvertisement, RateLimit, Timestamp};
 use ratio::{Ratio, print_table};
 
 /// Entries of the reload case; the insert cases use a prefix of the same artifacts.
@@ -50,29 +51,10 @@ struct Fixture {
 /// `ENTRIES` signed advertisements, each from its own key, built on every core.
 fn fixture() -> Fixture {
     let now = Timestamp::parse("2026-03-23T18:10:00Z").unwrap();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = ENTRIES.div_ceil(threads);
-    let parts: Vec<Vec<NodeAdvertisement>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let now = &now;
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(ENTRIES))
-                        .map(|i| {
-                            let key = NodeKeypair::generate();
-                            let addr: Multiaddr =
-                                format!("/ip4/10.{}.{}.1/tcp/{}", i >> 16, (i >> 8) & 0xff, 4001)
-                                    .parse()
-                                    .unwrap();
-                            advert_for(&key, &[addr], 1 + i as u64, now, 600).unwrap()
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let adverts: Vec<NodeAdvertisement> = parts.into_iter().flatten().collect();
+    let adverts: Vec<NodeAdvertisement> = fixtures::signed_adverts(ENTRIES, &now, 600)
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
     let wires = adverts.iter().map(Artifact::to_cbor).collect();
     Fixture {
         now,
@@ -89,19 +71,6 @@ fn limits() -> StoreLimits {
         max_bytes: usize::MAX / 2,
         per_publisher: RateLimit::per_minute(u32::MAX / 2, u32::MAX / 2),
         ..StoreLimits::default()
-    }
-}
-
-/// What a receiver does with advertisements off the wire, in memory: verify, then store
-/// with the received bytes.
-fn verify_and_insert(store: &mut MemoryStore, wires: &[Vec<u8>], now: &Timestamp) {
-    for wire in wires {
-        let ad = NodeAdvertisement::verify_cbor(black_box(wire), now).unwrap();
-        black_box(
-            store
-                .insert_with_wire(ad, Arc::from(wire.as_slice()), now)
-                .unwrap(),
-        );
     }
 }
 
@@ -154,11 +123,6 @@ fn durable_pass(wires: &[Vec<u8>], batch: usize, now: &Timestamp) -> Duration {
     drop(store);
     drop(dir);
     took
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Median ns per artifact of the in-memory pass and of the durable passes (one per

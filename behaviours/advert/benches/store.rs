@@ -9,6 +9,9 @@
 
 // Shared with mesh-core's benches; this one does not use every helper.
 #[allow(dead_code)]
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
 #[path = "../../core/benches/support/ratio.rs"]
 mod ratio;
 
@@ -18,8 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use libp2p::Multiaddr;
-use mesh_advert::own::advert_for;
+use fixtures::{shuffle, verify_and_insert};
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeId, NodeKeypair, RateLimit, Timestamp};
@@ -47,30 +49,9 @@ struct Fixture {
 /// `ENTRIES` signed advertisements, each from its own key, built on every core.
 fn fixture() -> Fixture {
     let now = Timestamp::parse("2026-03-23T18:10:00Z").unwrap();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = ENTRIES.div_ceil(threads);
-    let parts: Vec<Vec<(NodeKeypair, NodeAdvertisement)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let now = &now;
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(ENTRIES))
-                        .map(|i| {
-                            let key = NodeKeypair::generate();
-                            let addr: Multiaddr =
-                                format!("/ip4/10.{}.{}.1/tcp/{}", i >> 16, (i >> 8) & 0xff, 4001)
-                                    .parse()
-                                    .unwrap();
-                            let ad = advert_for(&key, &[addr], 1 + i as u64, now, 600).unwrap();
-                            (key, ad)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let (keys, adverts): (Vec<_>, Vec<_>) = parts.into_iter().flatten().unzip();
+    let (keys, adverts): (Vec<_>, Vec<_>) = fixtures::signed_adverts(ENTRIES, &now, 600)
+        .into_iter()
+        .unzip();
     let wires = adverts.iter().map(Artifact::to_cbor).collect();
     Fixture {
         now,
@@ -88,19 +69,6 @@ fn fresh_store(entries: usize) -> MemoryStore {
         per_publisher: RateLimit::per_minute(1_000_000, 1_000_000),
         ..StoreLimits::default()
     })
-}
-
-/// What a receiver does with advertisements off the wire: verify, then store with the
-/// received bytes (copied into the shared buffer the store keeps).
-fn verify_and_insert(store: &mut MemoryStore, wires: &[Vec<u8>], now: &Timestamp) {
-    for wire in wires {
-        let ad = NodeAdvertisement::verify_cbor(black_box(wire), now).unwrap();
-        black_box(
-            store
-                .insert_with_wire(ad, Arc::from(wire.as_slice()), now)
-                .unwrap(),
-        );
-    }
 }
 
 /// Median ns per artifact of raw verification and of verify + insert, interleaved, over
@@ -132,18 +100,6 @@ fn insert_ratio(f: &Fixture, raw_verify: &dyn Fn(usize), n: usize) -> (f64, f64)
         &mut |at| verify_and_insert(&mut store.borrow_mut(), &wires[at..at + CHUNK], &f.now),
     );
     (b / CHUNK as f64, c / CHUNK as f64)
-}
-
-/// Deterministic Fisher-Yates shuffle driven by a 64-bit LCG.
-fn shuffle<T>(items: &mut [T]) {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in (1..items.len()).rev() {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let j = ((state >> 33) % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
 }
 
 /// Median ns per lookup over passes through `ids` (a warm-up pass, then 9 timed).
