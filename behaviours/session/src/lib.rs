@@ -14,6 +14,10 @@
 //! build on these.
 
 pub mod artifacts;
+mod behaviour;
 pub mod governor;
+pub mod protocol;
 pub mod replay;
 pub mod secret;
+
+pub use behaviour::{Behaviour, Clock, Config, Event, Session};

@@ -1,0 +1,169 @@
+//! `/mesh/session/1.0.0` messages: one request and one response per stream, each a
+//! deterministic-CBOR map capped at [`MAX_MESSAGE_BYTES`]:
+//!
+//! - `{"kind": "hello", "handshake": <peer-handshake.v1>}` → `{"kind": "ack", "handshake": …}`
+//! - `{"kind": "capabilities", "advertisement": <capability-advertisement.v1>}` →
+//!   `{"kind": "capabilities", "advertisement": …}`
+//! - any refusal: `{"kind": "rejected", "error/code", "error/class", "detail"}`.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use mesh_core::artifact::Artifact;
+use mesh_core::cbor::{self, DecodeLimits};
+use mesh_core::{CapabilityAdvertisement, ErrorCode, MeshError, MeshResult, PeerHandshake};
+use serde_json::{Map, Value};
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/session/1.0.0");
+
+/// Largest message.
+pub const MAX_MESSAGE_BYTES: usize = mesh_core::MAX_ARTIFACT_BYTES + 1024;
+
+/// A session message (requests and responses share the shape).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A hello (request).
+    Hello(Box<PeerHandshake>),
+    /// An ack (response to a hello).
+    Ack(Box<PeerHandshake>),
+    /// A capability advertisement (request, and response to one).
+    Capabilities(Box<CapabilityAdvertisement>),
+    /// A refusal (response).
+    Rejected(MeshError),
+}
+
+/// Encodes a message.
+pub fn encode(m: &Message) -> Vec<u8> {
+    let mut map = Map::new();
+    let (kind, key, value) = match m {
+        Message::Hello(h) => ("hello", "handshake", h.to_json()),
+        Message::Ack(h) => ("ack", "handshake", h.to_json()),
+        Message::Capabilities(c) => ("capabilities", "advertisement", c.to_json()),
+        Message::Rejected(e) => {
+            if let Value::Object(err) = e.to_json() {
+                map.extend(err);
+            }
+            ("rejected", "", Value::Null)
+        }
+    };
+    map.insert("kind".into(), kind.into());
+    if !key.is_empty() {
+        map.insert(key.into(), value);
+    }
+    cbor::encode(&Value::Object(map))
+}
+
+/// Decodes a message (artifacts parsed and schema-checked, not yet verified).
+pub fn decode(bytes: &[u8]) -> MeshResult<Message> {
+    let limits = DecodeLimits {
+        max_bytes: MAX_MESSAGE_BYTES,
+        ..DecodeLimits::default()
+    };
+    let Value::Object(mut m) = cbor::decode_with(bytes, limits).map_err(MeshError::from)? else {
+        return Err(MeshError::invalid("/mesh/session: a message is a CBOR map"));
+    };
+    let kind = m
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let take = |m: &mut Map<String, Value>, k: &str| {
+        m.remove(k)
+            .ok_or_else(|| MeshError::invalid(format!("/mesh/session: `{k}` missing")))
+    };
+    match kind.as_str() {
+        "hello" => Ok(Message::Hello(Box::new(PeerHandshake::from_json(take(
+            &mut m,
+            "handshake",
+        )?)?))),
+        "ack" => Ok(Message::Ack(Box::new(PeerHandshake::from_json(take(
+            &mut m,
+            "handshake",
+        )?)?))),
+        "capabilities" => Ok(Message::Capabilities(Box::new(
+            CapabilityAdvertisement::from_json(take(&mut m, "advertisement")?)?,
+        ))),
+        "rejected" => {
+            let code = m
+                .get("error/code")
+                .and_then(Value::as_str)
+                .and_then(ErrorCode::from_code_str)
+                .ok_or_else(|| {
+                    MeshError::invalid("/mesh/session: rejected without a known code")
+                })?;
+            let detail = m.get("detail").and_then(Value::as_str).unwrap_or_default();
+            Ok(Message::Rejected(MeshError::new(code, detail)))
+        }
+        other => Err(MeshError::invalid(format!(
+            "/mesh/session: unknown kind `{other}`"
+        ))),
+    }
+}
+
+/// What the codec yields: a decoded message, or why it did not decode (so the receiver
+/// can answer with the code instead of failing the stream).
+pub type Inbound = Result<Message, MeshError>;
+
+/// The request-response codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codec;
+
+async fn read<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Inbound> {
+    let mut buf = Vec::new();
+    io.take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() > MAX_MESSAGE_BYTES {
+        return Ok(Err(MeshError::invalid(
+            "/mesh/session: message over the size cap",
+        )));
+    }
+    Ok(decode(&buf))
+}
+
+async fn write<T: AsyncWrite + Unpin + Send>(io: &mut T, m: Inbound) -> io::Result<()> {
+    let m = m.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    io.write_all(&encode(&m)).await
+}
+
+impl libp2p::request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Inbound;
+    type Response = Inbound;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Inbound> {
+        read(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Inbound> {
+        read(io).await
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Inbound,
+    ) -> io::Result<()> {
+        write(io, r).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Inbound,
+    ) -> io::Result<()> {
+        write(io, r).await
+    }
+}

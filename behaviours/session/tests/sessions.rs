@@ -1,0 +1,354 @@
+//! `/mesh/session/1.0.0` between real swarms, and against a raw peer that misbehaves.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
+use libp2p_swarm_test::SwarmExt;
+use mesh_core::artifact::Artifact;
+use mesh_core::{ErrorCode, MemoryTrace, NodeKeypair, PeerHandshake, Timestamp};
+use mesh_session::artifacts::{HandshakeParams, build_hello};
+use mesh_session::protocol::{self, Message, PROTOCOL};
+use mesh_session::secret::EphemeralKey;
+use mesh_session::{Behaviour, Config, Event};
+
+fn swarm_with<B: NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_other_transport(|k| {
+            use libp2p::Transport;
+            use libp2p::core::upgrade::Version;
+            libp2p::core::transport::MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(libp2p::noise::Config::new(k).unwrap())
+                .multiplex(libp2p::yamux::Config::default())
+                .timeout(Duration::from_secs(20))
+                .boxed()
+        })
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
+fn node(key: &NodeKeypair, trace: Arc<MemoryTrace>) -> Swarm<Behaviour> {
+    swarm_with(
+        key,
+        Behaviour::new(
+            key.clone(),
+            Config {
+                trace,
+                ..Config::default()
+            },
+        ),
+    )
+}
+
+/// Polls both swarms until `done` returns a value (10 s at most).
+async fn until<A: NetworkBehaviour, B: NetworkBehaviour, T>(
+    a: &mut Swarm<A>,
+    b: &mut Swarm<B>,
+    mut done: impl FnMut(Option<SwarmEvent<A::ToSwarm>>, Option<SwarmEvent<B::ToSwarm>>) -> Option<T>,
+) -> T {
+    let fut = futures::future::poll_fn(|cx| {
+        loop {
+            let ea = match a.poll_next_unpin(cx) {
+                Poll::Ready(Some(e)) => Some(e),
+                _ => None,
+            };
+            let eb = match b.poll_next_unpin(cx) {
+                Poll::Ready(Some(e)) => Some(e),
+                _ => None,
+            };
+            if ea.is_none() && eb.is_none() {
+                return Poll::Pending;
+            }
+            if let Some(v) = done(ea, eb) {
+                return Poll::Ready(v);
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("timed out")
+}
+
+#[tokio::test]
+async fn full_session_with_shared_secret_and_capabilities() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let (ta, tb) = (
+        Arc::new(MemoryTrace::new(100)),
+        Arc::new(MemoryTrace::new(100)),
+    );
+    let (mut a, mut b) = (node(&ka, ta.clone()), node(&kb, tb.clone()));
+    b.listen().with_memory_addr_external().await;
+    a.connect(&mut b).await;
+    let (pa, pb) = (*a.local_peer_id(), *b.local_peer_id());
+    let mut established = (false, false);
+    until(&mut a, &mut b, |ea, eb| {
+        if let Some(SwarmEvent::Behaviour(Event::SessionEstablished { node, .. })) = ea {
+            assert_eq!(node, kb.node_id());
+            established.0 = true;
+        }
+        if let Some(SwarmEvent::Behaviour(Event::SessionEstablished { node, .. })) = eb {
+            assert_eq!(node, ka.node_id());
+            established.1 = true;
+        }
+        (established.0 && established.1).then_some(())
+    })
+    .await;
+    let (sa, sb) = (
+        a.behaviour().session(&pb).unwrap(),
+        b.behaviour().session(&pa).unwrap(),
+    );
+    assert_eq!(
+        sa.secret.as_bytes(),
+        sb.secret.as_bytes(),
+        "both ends derive the same secret"
+    );
+    assert_eq!(
+        sa.capabilities,
+        ["core/messaging", "core/discovery", "core/keepalive"]
+    );
+    assert_eq!(
+        b.behaviour().capabilities_of(&ka.node_id()).unwrap()[0],
+        "core/messaging"
+    );
+    let kinds: Vec<&str> = ta.events().iter().map(|e| e.event_type.as_str()).collect();
+    for k in [
+        "handshake/started",
+        "handshake/accepted",
+        "capability/exchanged",
+        "session/established",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert!(
+        tb.events()
+            .iter()
+            .any(|e| e.event_type.as_str() == "session/established")
+    );
+}
+
+mod raw {
+    use std::io;
+
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use libp2p::StreamProtocol;
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct RawCodec;
+
+    impl libp2p::request_response::Codec for RawCodec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+        async fn read_request<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut b = Vec::new();
+            io.take(1 << 20).read_to_end(&mut b).await?;
+            Ok(b)
+        }
+        async fn read_response<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut b = Vec::new();
+            io.take(1 << 20).read_to_end(&mut b).await?;
+            Ok(b)
+        }
+        async fn write_request<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+        async fn write_response<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+    }
+}
+
+type Raw = Swarm<request_response::Behaviour<raw::RawCodec>>;
+
+fn raw_peer(key: &NodeKeypair) -> Raw {
+    swarm_with(
+        key,
+        request_response::Behaviour::with_codec(
+            raw::RawCodec,
+            [(PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    )
+}
+
+/// Sends `bytes` from the raw peer to `b` and returns the decoded answer, plus whether
+/// the connection was closed by `b` while waiting.
+async fn ask(r: &mut Raw, b: &mut Swarm<Behaviour>, bytes: Vec<u8>) -> (Message, bool) {
+    let pb = *b.local_peer_id();
+    r.behaviour_mut().send_request(&pb, bytes);
+    let mut answer = None;
+    let mut closed = false;
+    until(r, b, |er, _| {
+        match er {
+            Some(SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) => answer = Some(protocol::decode(&response).unwrap()),
+            Some(SwarmEvent::ConnectionClosed { .. }) => closed = true,
+            Some(SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                error, ..
+            })) => panic!("{error}"),
+            _ => {}
+        }
+        answer.clone().map(|a| (a, closed))
+    })
+    .await
+}
+
+fn hello_bytes(from: &NodeKeypair, to: &NodeKeypair, version: Option<&str>) -> Vec<u8> {
+    let p = HandshakeParams {
+        offered: &["core/messaging"],
+        transport: "tcp",
+        intent: "peer-connect",
+    };
+    let hello = build_hello(
+        from,
+        &EphemeralKey::generate(),
+        to.node_id(),
+        &p,
+        &Timestamp::now(),
+    )
+    .unwrap();
+    let hello = match version {
+        Some(v) => {
+            let mut doc = hello.into_map();
+            doc.insert("protocol/version".into(), v.into()); // unsigned framing field
+            PeerHandshake::from_map(doc).unwrap()
+        }
+        None => hello,
+    };
+    protocol::encode(&Message::Hello(Box::new(hello)))
+}
+
+fn code_of(m: &Message) -> ErrorCode {
+    match m {
+        Message::Rejected(e) => e.code,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rejection_paths_answer_with_codes_and_only_hard_ones_close() {
+    let (kb, kr, kx) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut b = node(&kb, Arc::new(MemoryTrace::new(100)));
+    b.listen().with_memory_addr_external().await;
+
+    // Soft: malformed bytes, another protocol version, capabilities before a handshake.
+    let mut r = raw_peer(&kr);
+    r.connect(&mut b).await;
+    let (m, closed) = ask(&mut r, &mut b, b"\xff not cbor".to_vec()).await;
+    assert_eq!((code_of(&m), closed), (ErrorCode::ProtoInvalid, false));
+    let (m, closed) = ask(&mut r, &mut b, hello_bytes(&kr, &kb, Some("9.9.9"))).await;
+    assert_eq!((code_of(&m), closed), (ErrorCode::ProtoVersion, false));
+    let caps =
+        mesh_session::artifacts::build_capabilities(&kr, &[], &["tcp"], &Timestamp::now(), 60)
+            .unwrap();
+    let (m, closed) = ask(
+        &mut r,
+        &mut b,
+        protocol::encode(&Message::Capabilities(Box::new(caps))),
+    )
+    .await;
+    assert_eq!((code_of(&m), closed), (ErrorCode::HsUnknownRef, false));
+
+    // A good hello gets an ack; the same hello again is a replay, which closes.
+    let hello = hello_bytes(&kr, &kb, None);
+    let (m, _) = ask(&mut r, &mut b, hello.clone()).await;
+    assert!(matches!(m, Message::Ack(_)), "{m:?}");
+    let (m, closed) = ask(&mut r, &mut b, hello).await;
+    assert_eq!(code_of(&m), ErrorCode::HsReplay);
+    if !closed {
+        // The close may arrive just after the answer.
+        until(&mut r, &mut b, |er, _| {
+            matches!(er, Some(SwarmEvent::ConnectionClosed { .. })).then_some(())
+        })
+        .await;
+    }
+
+    // A hello signed by another node than the connection's peer: unknown signer.
+    let mut r2 = raw_peer(&NodeKeypair::generate());
+    r2.connect(&mut b).await;
+    let (m, _) = ask(&mut r2, &mut b, hello_bytes(&kx, &kb, None)).await;
+    assert_eq!(code_of(&m), ErrorCode::SigUnknownSigner);
+}
+
+#[tokio::test]
+async fn an_ack_for_an_unknown_hello_is_refused() {
+    let (ka, kr) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut a = node(&ka, Arc::new(MemoryTrace::new(100)));
+    let mut r = raw_peer(&kr);
+    r.listen().with_memory_addr_external().await;
+    a.connect(&mut r).await; // `a` dials, so `a` sends the hello
+    let run = async {
+        loop {
+            tokio::select! {
+                ev = r.select_next_some() => {
+                    if let SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Request { request, channel, .. },
+                        ..
+                    }) = ev
+                    {
+                        let Message::Hello(hello) = protocol::decode(&request).unwrap() else {
+                            panic!("expected a hello")
+                        };
+                        // A validly signed ack that refers to another hello.
+                        let p = HandshakeParams { offered: &[], transport: "tcp", intent: "peer-connect" };
+                        let mut doc = mesh_session::artifacts::build_ack(&kr, &EphemeralKey::generate(), &hello, &p, &Timestamp::now())
+                            .unwrap()
+                            .into_map();
+                        doc.insert("ack/of-handshake-id".into(), "hs:someone-else".into());
+                        let ack = PeerHandshake::sign(doc, &kr).unwrap();
+                        r.behaviour_mut().send_response(channel, protocol::encode(&Message::Ack(Box::new(ack)))).unwrap();
+                    }
+                }
+                ev = a.select_next_some() => {
+                    if let SwarmEvent::Behaviour(Event::Rejected { error, by_peer: false, .. }) = ev {
+                        break error;
+                    }
+                }
+            }
+        }
+    };
+    let err = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("timed out");
+    assert_eq!(err.code, ErrorCode::HsUnknownRef);
+    assert!(a.behaviour().session(r.local_peer_id()).is_none());
+}
