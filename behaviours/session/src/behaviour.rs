@@ -30,6 +30,7 @@ use crate::artifacts::{
     HandshakeParams, accept_capabilities, build_ack, build_capabilities, build_hello,
 };
 use crate::governor::{Governor, GovernorConfig};
+use crate::keepalive::{Change, Keepalive};
 use crate::protocol::{Codec, Inbound, Message, PROTOCOL};
 use crate::replay::{ReplayConfig, ReplayGuard};
 use crate::secret::{EphemeralKey, Role, SessionSecret, Transcript, derive, parse_session_pub};
@@ -52,6 +53,8 @@ pub struct Config {
     pub governor: GovernorConfig,
     /// How long each request waits for its response.
     pub request_timeout: Duration,
+    /// Consecutive ping failures that make a peer lost.
+    pub keepalive_failures: u32,
     /// Where trace events go.
     pub trace: Arc<dyn TraceSink>,
     /// The clock.
@@ -67,6 +70,7 @@ impl Default for Config {
             replay: ReplayConfig::default(),
             governor: GovernorConfig::default(),
             request_timeout: Duration::from_secs(30),
+            keepalive_failures: 3,
             trace: Arc::new(mesh_core::NoTrace),
             clock: Arc::new(Timestamp::now),
         }
@@ -126,6 +130,16 @@ pub enum Event {
         /// The peer refused us.
         by_peer: bool,
     },
+    /// Pings to a peer with a session failed `keepalive_failures` times in a row.
+    KeepaliveLost {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Pings to that peer succeed again.
+    KeepaliveRestored {
+        /// The peer.
+        peer: PeerId,
+    },
     /// The last connection to a peer with a session closed.
     SessionClosed {
         /// The peer.
@@ -159,6 +173,7 @@ pub struct Behaviour {
     governor: Governor,
     states: HashMap<PeerId, State>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    keepalive: Keepalive<PeerId>,
     /// Connections to close once the coded refusal to this request has been sent.
     close_after: HashMap<request_response::InboundRequestId, PeerId>,
 }
@@ -181,6 +196,7 @@ impl Behaviour {
                 rr,
             ),
             replay: ReplayGuard::new(config.replay, mesh_core::PROTOCOL_VERSION),
+            keepalive: Keepalive::new(config.keepalive_failures),
             governor: Governor::new(config.governor),
             key,
             config,
@@ -204,6 +220,35 @@ impl Behaviour {
             State::Established(s) if s.node == *node => Some(s.capabilities.as_slice()),
             _ => None,
         })
+    }
+
+    /// Feeds one result of libp2p ping (compose `libp2p::ping::Behaviour` beside this
+    /// one and hand it every `ping::Event`). Emits `KeepaliveLost`/`KeepaliveRestored`
+    /// with their traces and tells the governor.
+    pub fn on_ping(&mut self, event: &libp2p::ping::Event) {
+        let peer = event.peer;
+        let Some(change) = self.keepalive.record(peer, event.result.is_ok()) else {
+            return;
+        };
+        let node = NodeId::from_peer_id(&peer).ok();
+        match change {
+            Change::Lost => {
+                if let Some(n) = node {
+                    self.governor.keepalive_lost(&n);
+                }
+                self.trace(TraceEventType::KeepaliveLost, &peer, None);
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::KeepaliveLost { peer }));
+            }
+            Change::Restored => {
+                if let Some(n) = node {
+                    self.governor.keepalive_restored(&n);
+                }
+                self.trace(TraceEventType::KeepaliveRestored, &peer, None);
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::KeepaliveRestored { peer }));
+            }
+        }
     }
 
     /// The governor.
@@ -600,6 +645,7 @@ impl NetworkBehaviour for Behaviour {
                 self.start(e.peer_id);
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
+                self.keepalive.remove(&e.peer_id);
                 if let Some(State::Established(s)) = self.states.remove(&e.peer_id) {
                     self.governor.session_closed(&s.node, &self.now());
                     self.events

@@ -16,6 +16,7 @@
 pub mod artifacts;
 mod behaviour;
 pub mod governor;
+pub mod keepalive;
 pub mod protocol;
 pub mod replay;
 pub mod secret;

@@ -1,0 +1,87 @@
+//! Keepalive from libp2p ping results: `failures` consecutive failures mark a peer lost,
+//! the next success marks it restored. Pure logic.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// A change worth telling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The peer stopped answering.
+    Lost,
+    /// The peer answers again.
+    Restored,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    failures: u32,
+    lost: bool,
+}
+
+/// Per-peer keepalive state.
+#[derive(Debug)]
+pub struct Keepalive<K> {
+    threshold: u32,
+    peers: HashMap<K, State>,
+}
+
+impl<K: Hash + Eq> Keepalive<K> {
+    /// Lost after `threshold` consecutive failures (at least 1).
+    pub fn new(threshold: u32) -> Self {
+        Keepalive {
+            threshold: threshold.max(1),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Records one ping result.
+    pub fn record(&mut self, peer: K, ok: bool) -> Option<Change> {
+        let s = self.peers.entry(peer).or_default();
+        if ok {
+            s.failures = 0;
+            if s.lost {
+                s.lost = false;
+                return Some(Change::Restored);
+            }
+            return None;
+        }
+        s.failures = s.failures.saturating_add(1);
+        if !s.lost && s.failures >= self.threshold {
+            s.lost = true;
+            return Some(Change::Lost);
+        }
+        None
+    }
+
+    /// Forgets a peer (its connection is gone).
+    pub fn remove(&mut self, peer: &K) {
+        self.peers.remove(peer);
+    }
+
+    /// Whether `peer` is currently lost.
+    pub fn is_lost(&self, peer: &K) -> bool {
+        self.peers.get(peer).is_some_and(|s| s.lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_after_threshold_restored_on_success() {
+        let mut k = Keepalive::new(3);
+        assert_eq!(k.record("a", false), None);
+        assert_eq!(k.record("a", false), None);
+        assert_eq!(k.record("a", true), None, "a success resets the count");
+        assert_eq!(k.record("a", false), None);
+        assert_eq!(k.record("a", false), None);
+        assert_eq!(k.record("a", false), Some(Change::Lost));
+        assert_eq!(k.record("a", false), None, "told once");
+        assert!(k.is_lost(&"a"));
+        assert_eq!(k.record("a", true), Some(Change::Restored));
+        assert_eq!(k.record("a", true), None);
+        assert!(!k.is_lost(&"a"));
+    }
+}
