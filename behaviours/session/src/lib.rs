@@ -17,6 +17,7 @@ pub mod artifacts;
 mod behaviour;
 pub mod governor;
 pub mod keepalive;
+pub mod marker;
 pub mod protocol;
 pub mod replay;
 pub mod secret;

@@ -1,0 +1,416 @@
+//! `/mesh/marker/1.0.0`: participant-signed `signal-marker-envelope.v1` messages, one per
+//! stream, answered `{"kind": "accepted"}` or `{"kind": "rejected", "error/code", …}`.
+//! The receiver verifies the envelope (signature by `sender/participant-id`, schema,
+//! clock) and rate-limits each peer before accepting it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{PeerId, StreamProtocol};
+use mesh_core::artifact::Artifact;
+use mesh_core::cbor::{self, DecodeLimits};
+use mesh_core::{
+    ErrorCode, MeshError, MeshResult, NodeKeypair, RateLimit, RateLimiter, SignalMarkerEnvelope,
+    Timestamp, TraceEvent, TraceEventType, TraceSink,
+};
+use serde_json::{Map, Value, json};
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/marker/1.0.0");
+
+/// Builds and signs an envelope for `marker_ref` from the participant of `key`.
+pub fn envelope(
+    key: &NodeKeypair,
+    message_id: &str,
+    marker_ref: &str,
+    now: &Timestamp,
+) -> MeshResult<SignalMarkerEnvelope> {
+    let doc = json!({
+        "schema/v": 1,
+        "message/id": message_id,
+        "protocol/version": mesh_core::PROTOCOL_VERSION,
+        "message/kind": "signal-marker-envelope.v1",
+        "sender/participant-id": key.participant_id().to_string(),
+        "created-at": now.as_str(),
+        "marker/ref": marker_ref,
+    });
+    let Value::Object(map) = doc else {
+        return Err(MeshError::invalid("envelope is not an object"));
+    };
+    SignalMarkerEnvelope::sign(map, key)
+}
+
+/// Configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Envelopes accepted per peer.
+    pub per_peer: RateLimit,
+    /// Response timeout.
+    pub request_timeout: Duration,
+    /// Where trace events go (`signal-marker/sent`, `signal-marker/received`).
+    pub trace: Arc<dyn TraceSink>,
+    /// The node emitting traces.
+    pub node: mesh_core::NodeId,
+    /// The clock.
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl Config {
+    /// Defaults for `node`.
+    pub fn new(node: mesh_core::NodeId) -> Self {
+        Config {
+            per_peer: RateLimit::per_minute(100, 600),
+            request_timeout: Duration::from_secs(10),
+            trace: Arc::new(mesh_core::NoTrace),
+            node,
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+}
+
+/// Events.
+#[derive(Debug)]
+pub enum Event {
+    /// A verified envelope from `peer`.
+    Received {
+        /// The peer that delivered it.
+        peer: PeerId,
+        /// The envelope.
+        envelope: Box<SignalMarkerEnvelope>,
+    },
+    /// `peer` accepted our envelope.
+    Sent {
+        /// The peer.
+        peer: PeerId,
+        /// Its `message/id`.
+        message_id: String,
+    },
+    /// `peer` refused our envelope, or we refused theirs (`by_peer` false).
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        error: MeshError,
+        /// The peer refused ours.
+        by_peer: bool,
+    },
+}
+
+/// Codec: envelope bytes one way, a small answer map the other (strict CBOR, capped).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codec;
+
+const MAX: usize = mesh_core::MAX_ARTIFACT_BYTES;
+
+async fn read_capped<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<Result<Vec<u8>, MeshError>> {
+    let mut b = Vec::new();
+    io.take(MAX as u64 + 1).read_to_end(&mut b).await?;
+    Ok(if b.len() > MAX {
+        Err(MeshError::invalid("envelope over the size cap"))
+    } else {
+        Ok(b)
+    })
+}
+
+fn answer_bytes(a: &Result<(), MeshError>) -> Vec<u8> {
+    let v = match a {
+        Ok(()) => json!({"kind": "accepted"}),
+        Err(e) => {
+            let mut m = Map::new();
+            m.insert("kind".into(), "rejected".into());
+            if let Value::Object(err) = e.to_json() {
+                m.extend(err);
+            }
+            Value::Object(m)
+        }
+    };
+    cbor::encode(&v)
+}
+
+fn parse_answer(b: &[u8]) -> Result<(), MeshError> {
+    let limits = DecodeLimits {
+        max_bytes: 4096,
+        ..DecodeLimits::default()
+    };
+    let v = cbor::decode_with(b, limits).map_err(MeshError::from)?;
+    match v.get("kind").and_then(Value::as_str) {
+        Some("accepted") => Ok(()),
+        Some("rejected") => {
+            let code = v
+                .get("error/code")
+                .and_then(Value::as_str)
+                .and_then(ErrorCode::from_code_str)
+                .unwrap_or(ErrorCode::ProtoInvalid);
+            Err(MeshError::new(
+                code,
+                v.get("detail").and_then(Value::as_str).unwrap_or_default(),
+            ))
+        }
+        _ => Err(MeshError::invalid("/mesh/marker: unknown answer")),
+    }
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Result<Vec<u8>, MeshError>;
+    type Response = Result<(), MeshError>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Request> {
+        read_capped(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response> {
+        Ok(read_capped(io).await?.and_then(|b| parse_answer(&b)))
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Self::Request,
+    ) -> io::Result<()> {
+        let bytes = r.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        io.write_all(&bytes).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Self::Response,
+    ) -> io::Result<()> {
+        io.write_all(&answer_bytes(&r)).await
+    }
+}
+
+/// The behaviour.
+pub struct Behaviour {
+    inner: request_response::Behaviour<Codec>,
+    config: Config,
+    limiter: RateLimiter<PeerId>,
+    pending: HashMap<OutboundRequestId, String>,
+    events: VecDeque<Event>,
+}
+
+impl Behaviour {
+    /// A marker behaviour.
+    pub fn new(config: Config) -> Self {
+        Behaviour {
+            inner: request_response::Behaviour::with_codec(
+                Codec,
+                [(PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(config.request_timeout),
+            ),
+            limiter: RateLimiter::new(config.per_peer, 4096),
+            config,
+            pending: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Sends `envelope` to `peer`.
+    pub fn send(&mut self, peer: &PeerId, envelope: &SignalMarkerEnvelope) {
+        let id = self.inner.send_request(peer, Ok(envelope.to_cbor()));
+        self.pending.insert(id, envelope.message_id().to_owned());
+    }
+
+    fn trace(&self, kind: TraceEventType, peer: &PeerId, detail: Value) {
+        let e = TraceEvent::new(kind, self.config.node, (self.config.clock)())
+            .with_peer(peer)
+            .with_detail(detail);
+        self.config.trace.emit(&e);
+    }
+
+    fn receive(
+        &mut self,
+        peer: PeerId,
+        bytes: Result<Vec<u8>, MeshError>,
+    ) -> Result<(), MeshError> {
+        let now = (self.config.clock)();
+        self.limiter.check(&peer, &now).map_err(|s| {
+            MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("too many envelopes; retry after {s} s"),
+            )
+        })?;
+        let envelope = SignalMarkerEnvelope::verify_cbor(&bytes?, &now)?;
+        self.trace(
+            TraceEventType::SignalMarkerReceived,
+            &peer,
+            json!({"message/id": envelope.message_id()}),
+        );
+        self.events.push_back(Event::Received {
+            peer,
+            envelope: Box::new(envelope),
+        });
+        Ok(())
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler =
+        <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        l: &Multiaddr,
+        r: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner.handle_pending_inbound_connection(id, l, r)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        p: PeerId,
+        l: &Multiaddr,
+        r: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_inbound_connection(id, p, l, r)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        p: Option<PeerId>,
+        a: &[Multiaddr],
+        e: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(id, p, a, e)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        p: PeerId,
+        a: &Multiaddr,
+        e: Endpoint,
+        u: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_outbound_connection(id, p, a, e, u)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        p: PeerId,
+        id: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
+        self.inner.on_connection_handler_event(p, id, e);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(e));
+            }
+            let event = match self.inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ToSwarm::GenerateEvent(e)) => e,
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent handled above")),
+                    );
+                }
+            };
+            match event {
+                request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    let answer = self.receive(peer, request);
+                    if let Err(e) = &answer {
+                        self.events.push_back(Event::Refused {
+                            peer,
+                            error: e.clone(),
+                            by_peer: false,
+                        });
+                    }
+                    let _ = self.inner.send_response(channel, answer);
+                }
+                request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => {
+                    let Some(message_id) = self.pending.remove(&request_id) else {
+                        continue;
+                    };
+                    match response {
+                        Ok(()) => {
+                            self.trace(
+                                TraceEventType::SignalMarkerSent,
+                                &peer,
+                                json!({"message/id": message_id}),
+                            );
+                            self.events.push_back(Event::Sent { peer, message_id });
+                        }
+                        Err(error) => self.events.push_back(Event::Refused {
+                            peer,
+                            error,
+                            by_peer: true,
+                        }),
+                    }
+                }
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                } => {
+                    if self.pending.remove(&request_id).is_some() {
+                        let error =
+                            MeshError::new(ErrorCode::TransportUnavailable, error.to_string());
+                        self.events.push_back(Event::Refused {
+                            peer,
+                            error,
+                            by_peer: true,
+                        });
+                    }
+                }
+                request_response::Event::InboundFailure { .. }
+                | request_response::Event::ResponseSent { .. } => {}
+            }
+        }
+    }
+}
