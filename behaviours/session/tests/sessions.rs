@@ -267,8 +267,28 @@ async fn rejection_paths_answer_with_codes_and_only_hard_ones_close() {
         NodeKeypair::generate(),
         NodeKeypair::generate(),
     );
-    let mut b = node(&kb, Arc::new(MemoryTrace::new(100)));
+    let tb = Arc::new(MemoryTrace::new(200));
+    let mut b = node(&kb, tb.clone());
     b.listen().with_memory_addr_external().await;
+
+    // A healthy session A-B first: nothing below may disturb it.
+    let ka = NodeKeypair::generate();
+    let mut a = node(&ka, Arc::new(MemoryTrace::new(100)));
+    a.connect(&mut b).await;
+    let mut done = (false, false);
+    until(&mut a, &mut b, |ea, eb| {
+        done.0 |= matches!(
+            ea,
+            Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
+        );
+        done.1 |= matches!(
+            eb,
+            Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
+        );
+        (done.0 && done.1).then_some(())
+    })
+    .await;
+    let pa = *a.local_peer_id();
 
     // Soft: malformed bytes, another protocol version, capabilities before a handshake.
     let mut r = raw_peer(&kr);
@@ -307,6 +327,35 @@ async fn rejection_paths_answer_with_codes_and_only_hard_ones_close() {
     r2.connect(&mut b).await;
     let (m, _) = ask(&mut r2, &mut b, hello_bytes(&kx, &kb, None)).await;
     assert_eq!(code_of(&m), ErrorCode::SigUnknownSigner);
+
+    // Every refusal was traced with its code, and the A-B session is intact on both ends.
+    let codes: Vec<String> = tb
+        .events()
+        .iter()
+        .filter(|e| e.event_type.as_str() == "error/occurred")
+        .filter_map(|e| {
+            e.detail
+                .as_ref()?
+                .get("error/code")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    for code in [
+        "E_PROTO_INVALID",
+        "E_PROTO_VERSION",
+        "E_HS_UNKNOWN_REF",
+        "E_HS_REPLAY",
+        "E_SIG_UNKNOWN_SIGNER",
+    ] {
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{code} not traced: {codes:?}"
+        );
+    }
+    assert!(b.behaviour().session(&pa).is_some());
+    assert!(b.is_connected(&pa));
+    assert!(a.behaviour().session(b.local_peer_id()).is_some());
 }
 
 #[tokio::test]
