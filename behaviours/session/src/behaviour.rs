@@ -7,6 +7,7 @@
 //! answered with its code and leaves the connection (and any session on it) alone.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct Config {
     pub governor: GovernorConfig,
     /// How long each request waits for its response.
     pub request_timeout: Duration,
+    /// How often the governor runs (dials, unblocks, promotions).
+    pub tick_interval: Duration,
     /// Consecutive ping failures that make a peer lost.
     pub keepalive_failures: u32,
     /// Where trace events go.
@@ -71,6 +74,7 @@ impl Default for Config {
             governor: GovernorConfig::default(),
             request_timeout: Duration::from_secs(30),
             keepalive_failures: 3,
+            tick_interval: Duration::from_secs(1),
             trace: Arc::new(mesh_core::NoTrace),
             clock: Arc::new(Timestamp::now),
         }
@@ -174,6 +178,8 @@ pub struct Behaviour {
     states: HashMap<PeerId, State>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     keepalive: Keepalive<PeerId>,
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    tick: futures_timer::Delay,
     /// Connections to close once the coded refusal to this request has been sent.
     close_after: HashMap<request_response::InboundRequestId, PeerId>,
 }
@@ -197,6 +203,8 @@ impl Behaviour {
             ),
             replay: ReplayGuard::new(config.replay, mesh_core::PROTOCOL_VERSION),
             keepalive: Keepalive::new(config.keepalive_failures),
+            addresses: HashMap::new(),
+            tick: futures_timer::Delay::new(Duration::ZERO),
             governor: Governor::new(config.governor),
             key,
             config,
@@ -220,6 +228,38 @@ impl Behaviour {
             State::Established(s) if s.node == *node => Some(s.capabilities.as_slice()),
             _ => None,
         })
+    }
+
+    /// Makes `node` a peer the governor keeps connected (dialed at `addrs`, redialed with
+    /// backoff after a disconnect).
+    pub fn add_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
+        if let Ok(peer) = node.to_peer_id() {
+            self.addresses.entry(peer).or_default().extend(addrs);
+            self.governor.add_known(node);
+        }
+    }
+
+    fn run_governor(&mut self) {
+        let now = self.now();
+        for action in self.governor.tick(&now) {
+            match action {
+                crate::governor::Action::Dial(node) => {
+                    if let Ok(peer) = node.to_peer_id() {
+                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                            .condition(
+                                libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
+                            )
+                            .build();
+                        self.events.push_back(ToSwarm::Dial { opts });
+                    }
+                }
+                crate::governor::Action::Disconnect(node) => {
+                    if let Ok(peer) = node.to_peer_id() {
+                        self.close(peer);
+                    }
+                }
+            }
+        }
     }
 
     /// Feeds one result of libp2p ping (compose `libp2p::ping::Behaviour` beside this
@@ -621,8 +661,13 @@ impl NetworkBehaviour for Behaviour {
         addrs: &[Multiaddr],
         role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner
-            .handle_pending_outbound_connection(id, peer, addrs, role)
+        let mut extra = self
+            .inner
+            .handle_pending_outbound_connection(id, peer, addrs, role)?;
+        if let Some(known) = peer.and_then(|p| self.addresses.get(&p)) {
+            extra.extend(known.iter().cloned());
+        }
+        Ok(extra)
     }
 
     fn handle_established_outbound_connection(
@@ -644,8 +689,21 @@ impl NetworkBehaviour for Behaviour {
             {
                 self.start(e.peer_id);
             }
+            FromSwarm::DialFailure(e) => {
+                if let Some(node) = e.peer_id.and_then(|p| NodeId::from_peer_id(&p).ok()) {
+                    self.governor
+                        .dial_failed(&node, &e.error.to_string(), &self.now());
+                }
+            }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.keepalive.remove(&e.peer_id);
+                if !matches!(self.states.get(&e.peer_id), Some(State::Established(_)))
+                    && let Ok(node) = NodeId::from_peer_id(&e.peer_id)
+                {
+                    // Closed before a session came up: a failed attempt.
+                    self.states.remove(&e.peer_id);
+                    self.governor.session_closed(&node, &self.now());
+                }
                 if let Some(State::Established(s)) = self.states.remove(&e.peer_id) {
                     self.governor.session_closed(&s.node, &self.now());
                     self.events
@@ -673,6 +731,12 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if std::pin::Pin::new(&mut self.tick).poll(cx).is_ready() {
+            self.tick.reset(self.config.tick_interval);
+            // Poll again so the new deadline is registered with the waker.
+            let _ = std::pin::Pin::new(&mut self.tick).poll(cx);
+            self.run_governor();
+        }
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Poll::Ready(e);
