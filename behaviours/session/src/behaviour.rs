@@ -1,6 +1,8 @@
 //! The `/mesh/session/1.0.0` behaviour: on every connection the dialer sends a signed
-//! hello, the listener answers a signed ack, both derive the session secret, then the
-//! dialer sends its capability advertisement and the listener answers with its own.
+//! hello with its capability advertisement, the listener answers a signed ack with its
+//! own, and both derive the session secret: one request round after the connection.
+//! The node's own advertisement (with its signed passports) is built once and reused
+//! until half its passports' lifetime has passed.
 //!
 //! Hard rejections (a bad signature, a signer other than the connection's peer, a
 //! replay) close the connection and count towards blocking the peer; other bad input is
@@ -159,11 +161,6 @@ enum State {
         hello: Box<PeerHandshake>,
         eph: EphemeralKey,
     },
-    /// Hello/ack done; capabilities pending.
-    AwaitingCapabilities {
-        secret: Arc<SessionSecret>,
-        role: Role,
-    },
     /// Done.
     Established(Session),
 }
@@ -182,6 +179,9 @@ pub struct Behaviour {
     tick: futures_timer::Delay,
     /// Connections to close once the coded refusal to this request has been sent.
     close_after: HashMap<request_response::InboundRequestId, PeerId>,
+    /// The node's own capability advertisement (its CBOR, compact) and when it was
+    /// built; reused until half its passports' lifetime has passed.
+    own_caps: Option<(Vec<u8>, Timestamp)>,
 }
 
 fn is_hard(code: ErrorCode) -> bool {
@@ -211,6 +211,7 @@ impl Behaviour {
             states: HashMap::new(),
             events: VecDeque::new(),
             close_after: HashMap::new(),
+            own_caps: None,
         }
     }
 
@@ -316,7 +317,14 @@ impl Behaviour {
         }
     }
 
-    fn own_capabilities(&self, now: &Timestamp) -> Result<CapabilityAdvertisement, MeshError> {
+    /// The node's capability advertisement, built once and reused while its passports
+    /// have more than half their lifetime left.
+    fn own_capabilities(&mut self, now: &Timestamp) -> Result<CapabilityAdvertisement, MeshError> {
+        if let Some((cbor, built)) = &self.own_caps
+            && now.secs_since(built) < self.config.passport_ttl_secs / 2
+        {
+            return CapabilityAdvertisement::from_cbor(cbor);
+        }
         let caps: Vec<&str> = self
             .config
             .capabilities
@@ -324,13 +332,15 @@ impl Behaviour {
             .map(String::as_str)
             .collect();
         let transports: Vec<&str> = self.config.transports.iter().map(String::as_str).collect();
-        build_capabilities(
+        let ad = build_capabilities(
             &self.key,
             &caps,
             &transports,
             now,
             self.config.passport_ttl_secs,
-        )
+        )?;
+        self.own_caps = Some((ad.to_cbor(), now.clone()));
+        Ok(ad)
     }
 
     fn start(&mut self, peer: PeerId) {
@@ -342,15 +352,19 @@ impl Behaviour {
             return;
         }
         let eph = EphemeralKey::generate();
-        let hello = match build_hello(&self.key, &eph, node, &self.params(), &now) {
-            Ok(h) => h,
+        let built = build_hello(&self.key, &eph, node, &self.params(), &now)
+            .and_then(|h| Ok((h, self.own_capabilities(&now)?)));
+        let (hello, caps) = match built {
+            Ok(x) => x,
             Err(e) => return tracing::warn!(%e, "cannot build hello"),
         };
         if let Err(e) = self.replay.hello_sent(hello.handshake_id(), node, &now) {
             return tracing::warn!(%e, "hello not sent");
         }
-        self.inner
-            .send_request(&peer, Ok(Message::Hello(Box::new(hello.clone()))));
+        self.inner.send_request(
+            &peer,
+            Ok(Message::Hello(Box::new(hello.clone()), Box::new(caps))),
+        );
         self.states.insert(
             peer,
             State::AwaitingAck {
@@ -386,7 +400,47 @@ impl Behaviour {
         Ok(node)
     }
 
-    fn on_hello(&mut self, peer: PeerId, hello: &PeerHandshake) -> Result<Message, MeshError> {
+    /// Verifies the peer's capability advertisement and returns what it proved.
+    fn check_capabilities(
+        &self,
+        node: &NodeId,
+        ad: &CapabilityAdvertisement,
+        now: &Timestamp,
+    ) -> Result<Vec<String>, MeshError> {
+        ad.verify_signature()?;
+        ad.validate(now)?;
+        accept_capabilities(ad, node, now)
+    }
+
+    fn establish(&mut self, peer: PeerId, session: Session) {
+        let now = self.now();
+        let (node, capabilities) = (session.node, session.capabilities.clone());
+        self.trace(
+            TraceEventType::CapabilityExchanged,
+            &peer,
+            Some(json!({"capabilities": capabilities})),
+        );
+        self.states.insert(peer, State::Established(session));
+        for action in self.governor.session_established(node, &now) {
+            if let crate::governor::Action::Disconnect(_) = action {
+                self.close(peer);
+            }
+        }
+        self.trace(TraceEventType::SessionEstablished, &peer, None);
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::SessionEstablished {
+                peer,
+                node,
+                capabilities,
+            }));
+    }
+
+    fn on_hello(
+        &mut self,
+        peer: PeerId,
+        hello: &PeerHandshake,
+        caps: &CapabilityAdvertisement,
+    ) -> Result<Message, MeshError> {
         let now = self.now();
         if hello.mode() != HandshakeMode::Hello {
             return Err(MeshError::invalid("expected a hello"));
@@ -396,6 +450,7 @@ impl Behaviour {
             .allow_handshake(&node, &now)
             .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
         self.replay.check_incoming(hello, &now)?;
+        let capabilities = self.check_capabilities(&node, caps, &now)?;
         let eph = EphemeralKey::generate();
         let ack = build_ack(&self.key, &eph, hello, &self.params(), &now)?;
         let t = Transcript {
@@ -411,18 +466,25 @@ impl Behaviour {
             &parse_session_pub(hello.session_pub())?,
             &t,
         )?;
-        self.states.insert(
-            peer,
-            State::AwaitingCapabilities {
-                secret: Arc::new(secret),
-                role: Role::Responder,
-            },
-        );
+        let own = self.own_capabilities(&now)?;
         self.trace(TraceEventType::HandshakeAccepted, &peer, None);
-        Ok(Message::Ack(Box::new(ack)))
+        let session = Session {
+            node,
+            capabilities,
+            secret: Arc::new(secret),
+            role: Role::Responder,
+            established_at: now,
+        };
+        self.establish(peer, session);
+        Ok(Message::Ack(Box::new(ack), Box::new(own)))
     }
 
-    fn on_ack(&mut self, peer: PeerId, ack: &PeerHandshake) -> Result<(), MeshError> {
+    fn on_ack(
+        &mut self,
+        peer: PeerId,
+        ack: &PeerHandshake,
+        caps: &CapabilityAdvertisement,
+    ) -> Result<(), MeshError> {
         let now = self.now();
         if ack.mode() != HandshakeMode::Ack {
             return Err(MeshError::invalid("expected an ack"));
@@ -448,74 +510,16 @@ impl Behaviour {
             &parse_session_pub(ack.session_pub())?,
             &t,
         )?;
-        self.states.insert(
-            peer,
-            State::AwaitingCapabilities {
-                secret: Arc::new(secret),
-                role: Role::Initiator,
-            },
-        );
         self.trace(TraceEventType::HandshakeAccepted, &peer, None);
-        let caps = self.own_capabilities(&now)?;
-        self.inner
-            .send_request(&peer, Ok(Message::Capabilities(Box::new(caps))));
-        Ok(())
-    }
-
-    fn on_capabilities(
-        &mut self,
-        peer: PeerId,
-        ad: &CapabilityAdvertisement,
-    ) -> Result<(), MeshError> {
-        let now = self.now();
-        let (secret, role) = match self.states.get(&peer) {
-            Some(State::AwaitingCapabilities { secret, role }) => (secret.clone(), *role),
-            Some(State::Established(s)) => (s.secret.clone(), s.role),
-            _ => {
-                return Err(MeshError::new(
-                    ErrorCode::HsUnknownRef,
-                    "capabilities before the handshake",
-                ));
-            }
+        let capabilities = self.check_capabilities(&node, caps, &now)?;
+        let session = Session {
+            node,
+            capabilities,
+            secret: Arc::new(secret),
+            role: Role::Initiator,
+            established_at: now,
         };
-        ad.verify_signature()?;
-        ad.validate(&now)?;
-        let node = NodeId::from_peer_id(&peer)
-            .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
-        let capabilities = accept_capabilities(ad, &node, &now)?;
-        self.trace(
-            TraceEventType::CapabilityExchanged,
-            &peer,
-            Some(json!({"capabilities": capabilities})),
-        );
-        let fresh = !matches!(self.states.get(&peer), Some(State::Established(_)));
-        self.states.insert(
-            peer,
-            State::Established(Session {
-                node,
-                capabilities: capabilities.clone(),
-                secret,
-                role,
-                established_at: now.clone(),
-            }),
-        );
-        if fresh {
-            for action in self.governor.session_established(node, &now) {
-                if let crate::governor::Action::Disconnect(_) = action {
-                    self.events.push_back(ToSwarm::CloseConnection {
-                        peer_id: peer,
-                        connection: CloseConnection::All,
-                    });
-                }
-            }
-            self.trace(TraceEventType::SessionEstablished, &peer, None);
-            self.events
-                .push_back(ToSwarm::GenerateEvent(Event::SessionEstablished {
-                    peer,
-                    node,
-                    capabilities,
-                }));
-        }
+        self.establish(peer, session);
         Ok(())
     }
 
@@ -579,13 +583,7 @@ impl Behaviour {
                 ..
             } => {
                 let reply = match request {
-                    Ok(Message::Hello(h)) => self.on_hello(peer, &h),
-                    Ok(Message::Capabilities(c)) => match self.on_capabilities(peer, &c) {
-                        Ok(()) => self
-                            .own_capabilities(&self.now())
-                            .map(|c| Message::Capabilities(Box::new(c))),
-                        Err(e) => Err(e),
-                    },
+                    Ok(Message::Hello(h, c)) => self.on_hello(peer, &h, &c),
                     Ok(_) => Err(MeshError::invalid("not a request message")),
                     Err(e) => Err(e),
                 };
@@ -604,10 +602,9 @@ impl Behaviour {
                 ..
             } => {
                 let result = match response {
-                    Ok(Message::Ack(a)) => self.on_ack(peer, &a),
-                    Ok(Message::Capabilities(c)) => self.on_capabilities(peer, &c),
+                    Ok(Message::Ack(a, c)) => self.on_ack(peer, &a, &c),
                     Ok(Message::Rejected(e)) => return self.reject(peer, e, true, None),
-                    Ok(Message::Hello(_)) => Err(MeshError::invalid("a hello is not a response")),
+                    Ok(Message::Hello(..)) => Err(MeshError::invalid("a hello is not a response")),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = result {

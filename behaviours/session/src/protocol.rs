@@ -1,10 +1,12 @@
 //! `/mesh/session/1.0.0` messages: one request and one response per stream, each a
 //! deterministic-CBOR map capped at [`MAX_MESSAGE_BYTES`]:
 //!
-//! - `{"kind": "hello", "handshake": <peer-handshake.v1>}` → `{"kind": "ack", "handshake": …}`
-//! - `{"kind": "capabilities", "advertisement": <capability-advertisement.v1>}` →
-//!   `{"kind": "capabilities", "advertisement": …}`
-//! - any refusal: `{"kind": "rejected", "error/code", "error/class", "detail"}`.
+//! - `{"kind": "hello", "handshake": <peer-handshake.v1>, "advertisement":
+//!   <capability-advertisement.v1>}` → `{"kind": "ack", "handshake": …, "advertisement": …}`:
+//!   each side's capability advertisement travels with its handshake artifact, so a
+//!   session costs one request round after the connection;
+//! - any refusal: `{"kind": "rejected", "error/code", "error/class", "detail"}`. A hello or
+//!   ack without an advertisement is `E_PROTO_CAP_MISSING`.
 
 use std::io;
 
@@ -24,12 +26,10 @@ pub const MAX_MESSAGE_BYTES: usize = mesh_core::MAX_ARTIFACT_BYTES + 1024;
 /// A session message (requests and responses share the shape).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    /// A hello (request).
-    Hello(Box<PeerHandshake>),
-    /// An ack (response to a hello).
-    Ack(Box<PeerHandshake>),
-    /// A capability advertisement (request, and response to one).
-    Capabilities(Box<CapabilityAdvertisement>),
+    /// A hello with the sender's capabilities (request).
+    Hello(Box<PeerHandshake>, Box<CapabilityAdvertisement>),
+    /// An ack with the sender's capabilities (response to a hello).
+    Ack(Box<PeerHandshake>, Box<CapabilityAdvertisement>),
     /// A refusal (response).
     Rejected(MeshError),
 }
@@ -37,21 +37,24 @@ pub enum Message {
 /// Encodes a message.
 pub fn encode(m: &Message) -> Vec<u8> {
     let mut map = Map::new();
-    let (kind, key, value) = match m {
-        Message::Hello(h) => ("hello", "handshake", h.to_json()),
-        Message::Ack(h) => ("ack", "handshake", h.to_json()),
-        Message::Capabilities(c) => ("capabilities", "advertisement", c.to_json()),
+    let kind = match m {
+        Message::Hello(h, c) | Message::Ack(h, c) => {
+            map.insert("handshake".into(), h.to_json());
+            map.insert("advertisement".into(), c.to_json());
+            if matches!(m, Message::Hello(..)) {
+                "hello"
+            } else {
+                "ack"
+            }
+        }
         Message::Rejected(e) => {
             if let Value::Object(err) = e.to_json() {
                 map.extend(err);
             }
-            ("rejected", "", Value::Null)
+            "rejected"
         }
     };
     map.insert("kind".into(), kind.into());
-    if !key.is_empty() {
-        map.insert(key.into(), value);
-    }
     cbor::encode(&Value::Object(map))
 }
 
@@ -69,22 +72,24 @@ pub fn decode(bytes: &[u8]) -> MeshResult<Message> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let take = |m: &mut Map<String, Value>, k: &str| {
-        m.remove(k)
-            .ok_or_else(|| MeshError::invalid(format!("/mesh/session: `{k}` missing")))
+    let handshake = |m: &mut Map<String, Value>| -> MeshResult<Box<PeerHandshake>> {
+        let v = m
+            .remove("handshake")
+            .ok_or_else(|| MeshError::invalid("/mesh/session: `handshake` missing"))?;
+        Ok(Box::new(PeerHandshake::from_json(v)?))
+    };
+    let caps = |m: &mut Map<String, Value>| -> MeshResult<Box<CapabilityAdvertisement>> {
+        let v = m.remove("advertisement").ok_or_else(|| {
+            MeshError::new(
+                ErrorCode::ProtoCapMissing,
+                "/mesh/session: no capability advertisement",
+            )
+        })?;
+        Ok(Box::new(CapabilityAdvertisement::from_json(v)?))
     };
     match kind.as_str() {
-        "hello" => Ok(Message::Hello(Box::new(PeerHandshake::from_json(take(
-            &mut m,
-            "handshake",
-        )?)?))),
-        "ack" => Ok(Message::Ack(Box::new(PeerHandshake::from_json(take(
-            &mut m,
-            "handshake",
-        )?)?))),
-        "capabilities" => Ok(Message::Capabilities(Box::new(
-            CapabilityAdvertisement::from_json(take(&mut m, "advertisement")?)?,
-        ))),
+        "hello" => Ok(Message::Hello(handshake(&mut m)?, caps(&mut m)?)),
+        "ack" => Ok(Message::Ack(handshake(&mut m)?, caps(&mut m)?)),
         "rejected" => {
             let code = m
                 .get("error/code")

@@ -250,7 +250,17 @@ fn hello_bytes(from: &NodeKeypair, to: &NodeKeypair, version: Option<&str>) -> V
         }
         None => hello,
     };
-    protocol::encode(&Message::Hello(Box::new(hello)))
+    let caps =
+        mesh_session::artifacts::build_capabilities(from, &[], &["tcp"], &Timestamp::now(), 60)
+            .unwrap();
+    protocol::encode(&Message::Hello(Box::new(hello), Box::new(caps)))
+}
+
+/// A hello whose message carries no capability advertisement.
+fn hello_without_caps(from: &NodeKeypair, to: &NodeKeypair) -> Vec<u8> {
+    let mut v = mesh_core::cbor::decode(&hello_bytes(from, to, None)).unwrap();
+    v.as_object_mut().unwrap().remove("advertisement");
+    mesh_core::cbor::encode(&v)
 }
 
 fn code_of(m: &Message) -> ErrorCode {
@@ -297,21 +307,13 @@ async fn rejection_paths_answer_with_codes_and_only_hard_ones_close() {
     assert_eq!((code_of(&m), closed), (ErrorCode::ProtoInvalid, false));
     let (m, closed) = ask(&mut r, &mut b, hello_bytes(&kr, &kb, Some("9.9.9"))).await;
     assert_eq!((code_of(&m), closed), (ErrorCode::ProtoVersion, false));
-    let caps =
-        mesh_session::artifacts::build_capabilities(&kr, &[], &["tcp"], &Timestamp::now(), 60)
-            .unwrap();
-    let (m, closed) = ask(
-        &mut r,
-        &mut b,
-        protocol::encode(&Message::Capabilities(Box::new(caps))),
-    )
-    .await;
-    assert_eq!((code_of(&m), closed), (ErrorCode::HsUnknownRef, false));
+    let (m, closed) = ask(&mut r, &mut b, hello_without_caps(&kr, &kb)).await;
+    assert_eq!((code_of(&m), closed), (ErrorCode::ProtoCapMissing, false));
 
     // A good hello gets an ack; the same hello again is a replay, which closes.
     let hello = hello_bytes(&kr, &kb, None);
     let (m, _) = ask(&mut r, &mut b, hello.clone()).await;
-    assert!(matches!(m, Message::Ack(_)), "{m:?}");
+    assert!(matches!(m, Message::Ack(..)), "{m:?}");
     let (m, closed) = ask(&mut r, &mut b, hello).await;
     assert_eq!(code_of(&m), ErrorCode::HsReplay);
     if !closed {
@@ -344,7 +346,7 @@ async fn rejection_paths_answer_with_codes_and_only_hard_ones_close() {
     for code in [
         "E_PROTO_INVALID",
         "E_PROTO_VERSION",
-        "E_HS_UNKNOWN_REF",
+        "E_PROTO_CAP_MISSING",
         "E_HS_REPLAY",
         "E_SIG_UNKNOWN_SIGNER",
     ] {
@@ -374,7 +376,7 @@ async fn an_ack_for_an_unknown_hello_is_refused() {
                         ..
                     }) = ev
                     {
-                        let Message::Hello(hello) = protocol::decode(&request).unwrap() else {
+                        let Message::Hello(hello, _) = protocol::decode(&request).unwrap() else {
                             panic!("expected a hello")
                         };
                         // A validly signed ack that refers to another hello.
@@ -384,7 +386,8 @@ async fn an_ack_for_an_unknown_hello_is_refused() {
                             .into_map();
                         doc.insert("ack/of-handshake-id".into(), "hs:someone-else".into());
                         let ack = PeerHandshake::sign(doc, &kr).unwrap();
-                        r.behaviour_mut().send_response(channel, protocol::encode(&Message::Ack(Box::new(ack)))).unwrap();
+                        let caps = mesh_session::artifacts::build_capabilities(&kr, &[], &["tcp"], &Timestamp::now(), 60).unwrap();
+                        r.behaviour_mut().send_response(channel, protocol::encode(&Message::Ack(Box::new(ack), Box::new(caps)))).unwrap();
                     }
                 }
                 ev = a.select_next_some() => {
