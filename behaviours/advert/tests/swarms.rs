@@ -1,6 +1,8 @@
 //! `/mesh/advert/1.0.0` between real libp2p swarms (libp2p-swarm-test).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::raw;
+use mesh_testkit::swarm_with;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -24,32 +26,6 @@ fn node(key: &NodeKeypair) -> Node {
         key,
         Behaviour::new(MemoryStore::new(StoreLimits::default()), Config::default()),
     )
-}
-
-fn swarm_with<B: libp2p::swarm::NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_other_transport(|k| {
-            use libp2p::Transport;
-            use libp2p::core::upgrade::Version;
-            libp2p::core::transport::MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(libp2p::noise::Config::new(k).unwrap())
-                .multiplex(libp2p::yamux::Config::default())
-                .timeout(Duration::from_secs(20))
-                .boxed()
-        })
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
 }
 
 fn advert(key: &NodeKeypair, seq: u64) -> NodeAdvertisement {
@@ -290,57 +266,6 @@ async fn forged_adverts_are_rejected_and_not_forwarded_valid_ones_are() {
         .collect();
     assert_eq!(codes, [ErrorCode::SigInvalid, ErrorCode::SigInvalid]);
     assert_eq!(others.iter().filter(|(i, _)| *i == 2).count(), 1);
-}
-
-/// Raw bytes on the advert protocol, to send what no well-behaved peer would.
-mod raw {
-    use std::io;
-
-    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use libp2p::StreamProtocol;
-
-    #[derive(Debug, Clone, Default)]
-    pub(crate) struct RawCodec;
-
-    impl libp2p::request_response::Codec for RawCodec {
-        type Protocol = StreamProtocol;
-        type Request = Vec<u8>;
-        type Response = Vec<u8>;
-        async fn read_request<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut b = Vec::new();
-            io.read_to_end(&mut b).await?;
-            Ok(b)
-        }
-        async fn read_response<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut b = Vec::new();
-            io.take(1 << 20).read_to_end(&mut b).await?;
-            Ok(b)
-        }
-        async fn write_request<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            r: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&r).await
-        }
-        async fn write_response<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            r: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&r).await
-        }
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Keepalive lost and restored with a peer that stops answering pings and comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::swarm_with;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,32 +151,6 @@ struct Pinger {
 struct Ponger {
     session: Behaviour,
     pong: Responder,
-}
-
-fn swarm_with<B: NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_other_transport(|k| {
-            use libp2p::Transport;
-            use libp2p::core::upgrade::Version;
-            libp2p::core::transport::MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(libp2p::noise::Config::new(k).unwrap())
-                .multiplex(libp2p::yamux::Config::default())
-                .timeout(Duration::from_secs(20))
-                .boxed()
-        })
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
 }
 
 /// Drives both swarms, feeding A's ping results to its session behaviour, until A's

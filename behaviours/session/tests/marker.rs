@@ -1,41 +1,16 @@
 //! `/mesh/marker/1.0.0` between real swarms.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::swarm_with;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
+use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p_swarm_test::SwarmExt;
 use mesh_core::artifact::Artifact;
 use mesh_core::{ErrorCode, MemoryTrace, NodeKeypair, RateLimit, SignalMarkerEnvelope, Timestamp};
 use mesh_session::marker::{Behaviour, Config, Event, envelope};
-
-fn swarm_with<B: NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_other_transport(|k| {
-            use libp2p::Transport;
-            use libp2p::core::upgrade::Version;
-            libp2p::core::transport::MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(libp2p::noise::Config::new(k).unwrap())
-                .multiplex(libp2p::yamux::Config::default())
-                .timeout(Duration::from_secs(20))
-                .boxed()
-        })
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
 
 fn marker_node(
     key: &NodeKeypair,

@@ -1,6 +1,8 @@
 //! `/mesh/session/1.0.0` between real swarms, and against a raw peer that misbehaves.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::raw;
+use mesh_testkit::swarm_with;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -15,32 +17,6 @@ use mesh_session::artifacts::{HandshakeParams, build_hello};
 use mesh_session::protocol::{self, Message, PROTOCOL};
 use mesh_session::secret::EphemeralKey;
 use mesh_session::{Behaviour, Config, Event};
-
-fn swarm_with<B: NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_other_transport(|k| {
-            use libp2p::Transport;
-            use libp2p::core::upgrade::Version;
-            libp2p::core::transport::MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(libp2p::noise::Config::new(k).unwrap())
-                .multiplex(libp2p::yamux::Config::default())
-                .timeout(Duration::from_secs(20))
-                .boxed()
-        })
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
 
 fn node(key: &NodeKeypair, trace: Arc<MemoryTrace>) -> Swarm<Behaviour> {
     swarm_with(
@@ -139,56 +115,6 @@ async fn full_session_with_shared_secret_and_capabilities() {
             .iter()
             .any(|e| e.event_type.as_str() == "session/established")
     );
-}
-
-mod raw {
-    use std::io;
-
-    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use libp2p::StreamProtocol;
-
-    #[derive(Debug, Clone, Default)]
-    pub(crate) struct RawCodec;
-
-    impl libp2p::request_response::Codec for RawCodec {
-        type Protocol = StreamProtocol;
-        type Request = Vec<u8>;
-        type Response = Vec<u8>;
-        async fn read_request<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut b = Vec::new();
-            io.take(1 << 20).read_to_end(&mut b).await?;
-            Ok(b)
-        }
-        async fn read_response<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut b = Vec::new();
-            io.take(1 << 20).read_to_end(&mut b).await?;
-            Ok(b)
-        }
-        async fn write_request<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            r: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&r).await
-        }
-        async fn write_response<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            r: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&r).await
-        }
-    }
 }
 
 type Raw = Swarm<request_response::Behaviour<raw::RawCodec>>;

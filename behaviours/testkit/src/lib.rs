@@ -1,0 +1,100 @@
+//! Test support for libmesh's behaviour crates: a swarm builder with the transports
+//! libp2p-swarm-test's `listen()` expects, and a raw request-response codec for sending
+//! what no well-behaved peer would.
+
+use std::time::Duration;
+
+use libp2p::Swarm;
+use libp2p::swarm::NetworkBehaviour;
+use mesh_core::NodeKeypair;
+
+/// A swarm whose identity is `key` (so its peer id names the same node), over TCP and the
+/// memory transport, both with noise and yamux (libp2p-swarm-test's `listen()` listens on
+/// both), idle connections kept for 60 s.
+///
+/// # Panics
+/// When the transports cannot be built (a test setup error).
+#[allow(clippy::expect_used)]
+pub fn swarm_with<B: NetworkBehaviour>(key: &NodeKeypair, behaviour: B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp transport")
+        .with_other_transport(|k| {
+            use libp2p::Transport;
+            use libp2p::core::upgrade::Version;
+            libp2p::core::transport::MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(libp2p::noise::Config::new(k).expect("noise keys"))
+                .multiplex(libp2p::yamux::Config::default())
+                .timeout(Duration::from_secs(20))
+                .boxed()
+        })
+        .expect("memory transport")
+        .with_behaviour(|_| behaviour)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// A request-response codec of raw bytes (read to the end, at most 1 MiB).
+pub mod raw {
+    use std::io;
+
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use libp2p::StreamProtocol;
+
+    /// Raw bytes both ways.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct RawCodec;
+
+    async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+        let mut b = Vec::new();
+        io.take(1 << 20).read_to_end(&mut b).await?;
+        Ok(b)
+    }
+
+    impl libp2p::request_response::Codec for RawCodec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+
+        async fn read_request<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            read_all(io).await
+        }
+
+        async fn read_response<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            read_all(io).await
+        }
+
+        async fn write_request<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+
+        async fn write_response<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            r: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&r).await
+        }
+    }
+}
