@@ -1,17 +1,21 @@
 //! # mesh-session
 //!
-//! libmesh sessions. Present so far (pure logic, no I/O):
+//! libmesh sessions, usable in any rust-libp2p application:
 //!
-//! - [`artifacts`]: building hello, ack and capability advertisements (with signed
-//!   self-issued passports) and accepting a peer's capabilities;
-//! - [`secret`]: the session secret both ends derive from three X25519 terms with HKDF;
-//! - [`replay`]: the replay guard of the hello/ack handshake (clock skew, nonce memory,
-//!   pending hellos);
-//! - [`governor`]: cold/warm/hot/blocked peers, backoff, blocking, rate limits, and the
-//!   `peer-status.v1` read model.
-//!
-//! The `/mesh/session/1.0.0` behaviour, capability exchange, keepalive and the governor
-//! build on these.
+//! - [`Behaviour`]: `/mesh/session/1.0.0` — on each new connection the dialer sends a
+//!   signed `peer-handshake.v1` hello with its `capability-advertisement.v1`, the listener
+//!   answers a signed ack with its own, and both derive the session secret; refusals carry
+//!   frozen codes, hard ones close the connection. It also takes libp2p ping events for
+//!   keepalive ([`Behaviour::on_ping`]) and runs the peer governor
+//!   ([`Behaviour::add_peer`]);
+//! - [`marker::Behaviour`]: `/mesh/marker/1.0.0` for participant-signed
+//!   `signal-marker-envelope.v1` messages;
+//! - the pure parts, each tested on its own: [`artifacts`] (hello, ack, capability
+//!   advertisements with signed self-issued passports, capability acceptance),
+//!   [`secret`] (three X25519 terms and HKDF), [`replay`] (the handshake replay guard),
+//!   [`governor`] (cold/warm/hot/blocked peers, backoff, blocking, rate limits,
+//!   `peer-status.v1`), [`keepalive`] (lost/restored from ping results), [`protocol`]
+//!   (the wire messages).
 
 pub mod artifacts;
 mod behaviour;
