@@ -36,6 +36,7 @@
 pub mod artifact;
 mod base58;
 pub mod cbor;
+mod delegate;
 pub mod error;
 pub mod families;
 pub mod id;

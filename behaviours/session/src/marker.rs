@@ -10,12 +10,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
 };
 use libp2p::{PeerId, StreamProtocol};
 use mesh_core::artifact::Artifact;
@@ -273,25 +271,7 @@ impl NetworkBehaviour for Behaviour {
         <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
     type ToSwarm = Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        l: &Multiaddr,
-        r: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner.handle_pending_inbound_connection(id, l, r)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        p: PeerId,
-        l: &Multiaddr,
-        r: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_inbound_connection(id, p, l, r)
-    }
+    mesh_core::delegate_to_inner!(inner);
 
     fn handle_pending_outbound_connection(
         &mut self,
@@ -303,29 +283,8 @@ impl NetworkBehaviour for Behaviour {
         self.inner.handle_pending_outbound_connection(id, p, a, e)
     }
 
-    fn handle_established_outbound_connection(
-        &mut self,
-        id: ConnectionId,
-        p: PeerId,
-        a: &Multiaddr,
-        e: Endpoint,
-        u: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_outbound_connection(id, p, a, e, u)
-    }
-
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        p: PeerId,
-        id: ConnectionId,
-        e: THandlerOutEvent<Self>,
-    ) {
-        self.inner.on_connection_handler_event(p, id, e);
     }
 
     fn poll(
