@@ -45,6 +45,16 @@ pub struct DurableStore {
     db: Database,
     mem: MemoryStore,
     path: PathBuf,
+    /// Test seam: make every commit fail.
+    #[cfg(test)]
+    fail_commits: bool,
+}
+
+/// What an accepted insert replaced in memory, to put back if its commit fails.
+struct Undo {
+    node: NodeId,
+    previous: Option<StoredAdvert>,
+    tombstone: Option<(u64, Timestamp)>,
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -85,6 +95,8 @@ impl DurableStore {
             db,
             mem: MemoryStore::new(limits),
             path,
+            #[cfg(test)]
+            fail_commits: false,
         };
         let report = store.load(now)?;
         Ok((store, report))
@@ -176,14 +188,20 @@ impl DurableStore {
         now: &Timestamp,
     ) -> Vec<Result<InsertOutcome, StoreError>> {
         let mut results = Vec::with_capacity(adverts.len());
-        let mut accepted: Vec<(NodeId, Option<StoredAdvert>)> = Vec::new();
+        let mut accepted: Vec<Undo> = Vec::new();
         for advert in adverts {
             let node = advert.node_id();
+            // What the insert replaces in memory: the entry and a withdrawal's tombstone.
             let previous = self.mem.entry(&node).cloned();
+            let tombstone = self.mem.tombstone_of(&node);
             let wire: Arc<[u8]> = advert.to_cbor().into();
             let r = self.mem.insert_with_wire(advert, wire, now);
             if r.is_ok() {
-                accepted.push((node, previous));
+                accepted.push(Undo {
+                    node,
+                    previous,
+                    tombstone,
+                });
             }
             results.push(r);
         }
@@ -192,10 +210,13 @@ impl DurableStore {
         }
         if let Err(e) = self.persist(&accepted) {
             tracing::error!(error = %e, "advertisement batch not persisted; undone");
-            for (node, previous) in accepted.into_iter().rev() {
-                self.mem.remove(&node);
-                if let Some(p) = previous {
+            for undo in accepted.into_iter().rev() {
+                self.mem.remove(&undo.node);
+                if let Some(p) = undo.previous {
                     self.mem.restore(p);
+                }
+                if let Some((seq, until)) = undo.tombstone {
+                    self.mem.restore_tombstone(undo.node, seq, until);
                 }
             }
             for r in &mut results {
@@ -207,12 +228,16 @@ impl DurableStore {
         results
     }
 
-    fn persist(&self, accepted: &[(NodeId, Option<StoredAdvert>)]) -> Result<(), StoreError> {
+    fn persist(&self, accepted: &[Undo]) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_commits {
+            return Err(StoreError::Storage("injected commit failure".into()));
+        }
         let tx = self.db.begin_write().map_err(storage)?;
         {
             let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
             let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
-            for (node, _) in accepted {
+            for Undo { node, .. } in accepted {
                 let Some(e) = self.mem.entry(node) else {
                     continue;
                 };
@@ -323,5 +348,58 @@ impl AdvertStore for DurableStore {
 
     fn len(&self) -> usize {
         self.mem.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_advert::NodeWithdrawal;
+    use mesh_advert::own::advert_for;
+    use mesh_core::{ErrorCode, NodeKeypair, RateLimit};
+
+    fn ad(key: &NodeKeypair, seq: u64, now: &Timestamp) -> NodeAdvertisement {
+        let addr = "/ip4/127.0.0.1/tcp/4001"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        advert_for(key, &[addr], seq, now, 600).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_failed_commit_undoes_memory_completely() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let now = Timestamp::now();
+        let limits = StoreLimits {
+            per_publisher: RateLimit::per_minute(1000, 1000),
+            ..StoreLimits::default()
+        };
+        let (mut s, _) =
+            DurableStore::open(dir.path(), limits, &now).unwrap_or_else(|e| panic!("{e}"));
+        let (k, fresh) = (NodeKeypair::generate(), NodeKeypair::generate());
+        s.insert(ad(&k, 5, &now), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.withdraw(
+            &NodeWithdrawal::create(&k, 6, &now).unwrap_or_else(|e| panic!("{e}")),
+            &now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+
+        s.fail_commits = true;
+        let results = s.insert_batch(vec![ad(&k, 7, &now), ad(&fresh, 1, &now)], &now);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::Storage(_))))
+        );
+        s.fail_commits = false;
+
+        // Memory is as before the batch: no entries, and the tombstone still refuses
+        // replays of sequences at or below the withdrawal.
+        assert!(s.get(&fresh.node_id(), &now).is_none());
+        assert!(s.get(&k.node_id(), &now).is_none());
+        let replay = s.insert(ad(&k, 6, &now), &now).unwrap_err();
+        assert_eq!(replay.code(), Some(ErrorCode::AdvStaleSeq));
+        s.insert(ad(&k, 7, &now), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
