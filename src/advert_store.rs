@@ -287,9 +287,14 @@ impl AdvertStore for DurableStore {
     fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
         let node = withdrawal.node_id();
         let previous = self.mem.entry(&node).cloned();
+        let previous_tombstone = self.mem.tombstone_of(&node);
         self.mem.withdraw(withdrawal, now)?;
         let key = node.to_string();
         let result = (|| {
+            #[cfg(test)]
+            if self.fail_commits {
+                return Err(StoreError::Storage("injected commit failure".into()));
+            }
             let (seq, until) = self
                 .mem
                 .tombstone_of(&node)
@@ -311,6 +316,9 @@ impl AdvertStore for DurableStore {
             self.mem.remove_tombstone(&node);
             if let Some(p) = previous {
                 self.mem.restore(p);
+            }
+            if let Some((seq, until)) = previous_tombstone {
+                self.mem.restore_tombstone(node, seq, until);
             }
             return Err(e);
         }
@@ -401,5 +409,32 @@ mod tests {
         assert_eq!(replay.code(), Some(ErrorCode::AdvStaleSeq));
         s.insert(ad(&k, 7, &now), &now)
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_failed_withdrawal_commit_keeps_the_earlier_tombstone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let now = Timestamp::now();
+        let limits = StoreLimits {
+            per_publisher: RateLimit::per_minute(1000, 1000),
+            ..StoreLimits::default()
+        };
+        let (mut s, _) =
+            DurableStore::open(dir.path(), limits, &now).unwrap_or_else(|e| panic!("{e}"));
+        let k = NodeKeypair::generate();
+        let w = |seq| NodeWithdrawal::create(&k, seq, &now).unwrap_or_else(|e| panic!("{e}"));
+        s.withdraw(&w(6), &now).unwrap_or_else(|e| panic!("{e}"));
+        s.fail_commits = true;
+        assert!(matches!(
+            s.withdraw(&w(8), &now),
+            Err(StoreError::Storage(_))
+        ));
+        s.fail_commits = false;
+        let replay = s.insert(ad(&k, 5, &now), &now).unwrap_err();
+        assert_eq!(
+            replay.code(),
+            Some(ErrorCode::AdvStaleSeq),
+            "the seq-6 tombstone still holds"
+        );
     }
 }
