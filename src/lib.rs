@@ -1,16 +1,19 @@
 //! # libmesh
 //!
-//! The composed libmesh node. Today this crate holds the `meshd` binary (identity,
-//! signing and verification commands); the node itself (swarm, behaviours, routing)
-//! arrives with the composed-node work. The foundation types live in [`mesh_core`],
-//! re-exported here as [`core`].
+//! The composed libmesh node ([`node::Node`]: one swarm with libp2p's components and
+//! libmesh's behaviours, a command handle and one event stream), its durable
+//! advertisement store, the seed directory, the control and metrics HTTP API, and the
+//! `meshd` binary. The foundation types live in [`mesh_core`], re-exported here as
+//! [`core`].
 
 pub use mesh_core as core;
 
 pub mod advert_store;
+pub mod control;
 pub mod directory;
 pub mod http_client;
 pub mod mesh_client;
+pub mod node;
 
 /// Default directory for node data when `--data-dir` is not given: the platform data
 /// directory (`$XDG_DATA_HOME/libmesh`, `~/.local/share/libmesh` on Linux), or

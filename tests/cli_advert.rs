@@ -172,7 +172,18 @@ fn publish_and_lookup_through_the_http_directory_across_a_restart() {
 #[test]
 fn run_serves_the_directory_when_asked() {
     let (data, publisher) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_run, url) = directory_with(data.path(), &["run", "--directory", "127.0.0.1:0"]);
+    let (_run, url) = directory_with(
+        data.path(),
+        &[
+            "run",
+            "--directory",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            "none",
+        ],
+    );
     let node = node_id(publisher.path());
     let out = meshd(
         publisher.path(),

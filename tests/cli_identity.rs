@@ -264,21 +264,6 @@ fn missing_secret_is_an_error_not_a_new_identity() {
 }
 
 #[test]
-fn run_prints_the_identity_on_a_fresh_data_dir() {
-    let d = tempfile::tempdir().unwrap();
-    let out = meshd(d.path(), &["run"]);
-    assert!(out.status.success(), "{out:?}");
-    let j = json_out(&out);
-    assert!(j["node/id"].as_str().unwrap().starts_with("node:did:key:"));
-    assert!(
-        j["libp2p/peer-id"]
-            .as_str()
-            .unwrap()
-            .starts_with("12D3KooW")
-    );
-}
-
-#[test]
 fn trace_file_records_generated_then_loaded() {
     let d = tempfile::tempdir().unwrap();
     let trace = d.path().join("trace.jsonl");

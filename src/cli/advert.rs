@@ -26,21 +26,6 @@ pub(crate) struct DirectoryArgs {
     listen: String,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    /// Also serve the seed directory on this address (e.g. 127.0.0.1:8080).
-    #[arg(long, value_name = "ADDR")]
-    directory: Option<String>,
-}
-
-/// The services `meshd run` starts besides printing the identity (today: the directory).
-pub(crate) fn run_services(ctx: &Ctx, args: RunArgs, code: ExitCode) -> anyhow::Result<ExitCode> {
-    match args.directory {
-        Some(listen) => directory(ctx, DirectoryArgs { listen }),
-        None => Ok(code),
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdvertCommand {
     /// Sign this node's advertisement for the given addresses and publish it.
@@ -65,7 +50,7 @@ pub(crate) enum AdvertCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

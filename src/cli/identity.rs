@@ -81,19 +81,6 @@ pub(crate) fn run(ctx: &Ctx, cmd: IdentityCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `meshd run` until the node exists: load or create the identity and print it.
-pub(crate) fn run_placeholder(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let store = IdentityStore::new(&ctx.data_dir);
-    let id = store.load_or_generate(&Timestamp::now())?;
-    trace_loaded(ctx, &id);
-    let mut out = show_json(&id);
-    if let Value::Object(m) = &mut out {
-        m.insert("data-dir".into(), ctx.data_dir.display().to_string().into());
-    }
-    print_json(&out);
-    Ok(ExitCode::SUCCESS)
-}
-
 fn load_existing(store: &IdentityStore) -> anyhow::Result<NodeIdentity> {
     store.load()?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -119,7 +106,7 @@ fn show_json(id: &NodeIdentity) -> Value {
     json
 }
 
-fn trace_loaded(ctx: &Ctx, id: &NodeIdentity) {
+pub(crate) fn trace_loaded(ctx: &Ctx, id: &NodeIdentity) {
     let kind = if id.generated {
         TraceEventType::IdentityGenerated
     } else {

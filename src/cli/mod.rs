@@ -5,6 +5,7 @@
 mod advert;
 mod identity;
 mod input;
+mod node;
 mod sign;
 
 use std::path::PathBuf;
@@ -12,10 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use hyper::Method;
 use mesh_core::{IdentityError, JsonLinesTrace, MeshError, NoTrace, TraceSink};
 use serde_json::{Value, json};
 
-/// meshd — libmesh node: identity, signed artifacts, and (soon) the mesh itself.
+/// meshd — the libmesh node: run it, talk to it, manage its identity and artifacts.
 #[derive(Debug, Parser)]
 #[command(name = "meshd", version, about)]
 pub(crate) struct Cli {
@@ -38,9 +40,44 @@ pub(crate) enum Command {
     Sign(sign::SignArgs),
     /// Verify a signed artifact: prints {"valid": …}, exit 0 when valid, 1 when not.
     Verify(sign::VerifyArgs),
-    /// Start the node. For now: load or create the identity, print it, and serve the
-    /// seed directory when `--directory` is given (until Ctrl-C).
-    Run(advert::RunArgs),
+    /// Run the node (until Ctrl-C): prints one JSON line with its ids, listen addresses
+    /// and control API once it listens.
+    Run(Box<node::RunArgs>),
+    /// Status of the running node.
+    Status(node::ClientArgs),
+    /// Peers connected to the running node.
+    Peers(node::ClientArgs),
+    /// Find a node by id through the running node (store, mesh DHT, Amino).
+    Lookup {
+        /// The node id.
+        node_id: String,
+        /// Skip the node's store: ask the mesh DHT (then Amino).
+        #[arg(long)]
+        fresh: bool,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Connect the running node to a node id, peer id or multiaddr.
+    Dial {
+        /// The target.
+        target: String,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Signal markers through the running node.
+    Marker {
+        #[command(subcommand)]
+        command: node::MarkerCommand,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Gossipsub topics on the running node.
+    Gossip {
+        #[command(subcommand)]
+        command: node::GossipCommand,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
     /// Serve the seed directory over HTTP from the data dir's advertisement store.
     Directory(advert::DirectoryArgs),
     /// Publish or look up signed advertisements.
@@ -52,6 +89,8 @@ pub(crate) enum Command {
 pub(crate) struct Ctx {
     pub(crate) data_dir: PathBuf,
     pub(crate) trace: Arc<dyn TraceSink>,
+    /// The `--trace` argument (the node opens its own sink from the config).
+    pub(crate) trace_spec: Option<String>,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -64,14 +103,59 @@ pub(crate) fn main() -> ExitCode {
     let ctx = Ctx {
         data_dir: cli.data_dir.unwrap_or_else(libmesh::default_data_dir),
         trace,
+        trace_spec: cli.trace.clone(),
     };
     let result = match cli.command {
         Command::Identity(cmd) => identity::run(&ctx, cmd),
         Command::Sign(args) => sign::sign(&ctx, args),
         Command::Verify(args) => sign::verify(&args),
-        Command::Run(args) => {
-            identity::run_placeholder(&ctx).and_then(|code| advert::run_services(&ctx, args, code))
-        }
+        Command::Run(args) => node::run(&ctx, *args),
+        Command::Status(c) => node::call(&ctx, &c, Method::GET, "/status", None),
+        Command::Peers(c) => node::call(&ctx, &c, Method::GET, "/peers", None),
+        Command::Lookup {
+            node_id,
+            fresh,
+            client,
+        } => node::call(
+            &ctx,
+            &client,
+            Method::POST,
+            "/lookup",
+            Some(json!({"node_id": node_id, "fresh": fresh})),
+        ),
+        Command::Dial { target, client } => node::call(
+            &ctx,
+            &client,
+            Method::POST,
+            "/dial",
+            Some(json!({"target": target})),
+        ),
+        Command::Marker {
+            command: node::MarkerCommand::Send { target, text },
+            client,
+        } => node::call(
+            &ctx,
+            &client,
+            Method::POST,
+            "/marker",
+            Some(json!({"target": target, "text": text})),
+        ),
+        Command::Gossip { command, client } => match command {
+            node::GossipCommand::Subscribe { topic } => node::call(
+                &ctx,
+                &client,
+                Method::POST,
+                "/subscribe",
+                Some(json!({"topic": topic})),
+            ),
+            node::GossipCommand::Publish { topic, text } => node::call(
+                &ctx,
+                &client,
+                Method::POST,
+                "/gossip",
+                Some(json!({"topic": topic, "data": text})),
+            ),
+        },
         Command::Directory(args) => advert::directory(&ctx, args),
         Command::Advert(cmd) => advert::run(&ctx, cmd),
     };

@@ -159,6 +159,15 @@ impl OwnAdvert {
         }
     }
 
+    /// Signs a fresh advertisement for the current addresses now (an explicit
+    /// publish), with the next sequence number.
+    pub fn renew(&mut self, now: &Timestamp) -> MeshResult<&NodeAdvertisement> {
+        if self.addrs.is_empty() {
+            return Err(MeshError::invalid("no address to advertise yet"));
+        }
+        self.rebuild(now)
+    }
+
     fn rebuild(&mut self, now: &Timestamp) -> MeshResult<&NodeAdvertisement> {
         let seq = next_sequence(self.last_sequence, now);
         let ad = advert_for(&self.key, &self.addrs, seq, now, self.ttl_secs)?;

@@ -1,0 +1,382 @@
+//! `meshd run` (the node) and the commands that talk to a running node through its
+//! control API: `status`, `peers`, `lookup`, `dial`, `marker send`, `gossip`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use libmesh::control::{control_file, control_router, metrics_router};
+use libmesh::directory::{DirectoryConfig, router as directory_router};
+use libmesh::http_client;
+use libmesh::node::config::{Bootstrap, BootstrapName, KadMode, WssConfig};
+use libmesh::node::{Node, NodeConfig, NodeEvent, SeedPeer};
+use mesh_core::{IdentityStore, MeshError, NodeId, Timestamp};
+use serde_json::{Value, json};
+
+use super::{Ctx, print_json};
+
+/// `meshd run` flags; each overrides the same key of the `--config` file.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// TOML configuration file (see the README's configuration reference).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address (repeatable). Default: QUIC and TCP on 4001, WS on 4002, all
+    /// interfaces.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// An address known to be reachable from outside (repeatable).
+    #[arg(long = "external", value_name = "MULTIADDR")]
+    external: Vec<libp2p::Multiaddr>,
+    /// A static seed peer, `[LABEL=]NODE_ID@MULTIADDR` (repeatable).
+    #[arg(long = "seed", value_name = "[LABEL=]NODE_ID@MULTIADDR")]
+    seeds: Vec<String>,
+    /// `public` (the libp2p bootstrap nodes), `none`, or bootstrap multiaddrs.
+    #[arg(long, value_name = "public|none|MULTIADDR", num_args = 1..)]
+    bootstrap: Vec<String>,
+    /// Kademlia mode: auto (follow AutoNAT), server or client.
+    #[arg(long, value_name = "auto|server|client")]
+    kad_mode: Option<String>,
+    /// Run a circuit relay v2 server.
+    #[arg(long)]
+    relay_server: bool,
+    /// Serve the seed directory (HTTP) on this address.
+    #[arg(long, value_name = "ADDR")]
+    directory: Option<SocketAddr>,
+    /// Serve Prometheus metrics and /status on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// The control API address (loopback; default 127.0.0.1:0).
+    #[arg(long, value_name = "ADDR")]
+    control: Option<SocketAddr>,
+    /// WSS certificate chain (PEM); needs --wss-key.
+    #[arg(long, value_name = "FILE", requires = "wss_key")]
+    wss_cert: Option<PathBuf>,
+    /// WSS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "wss_cert")]
+    wss_key: Option<PathBuf>,
+    /// An extra PEM root trusted when dialing WSS (repeatable).
+    #[arg(long = "tls-root", value_name = "FILE")]
+    tls_roots: Vec<PathBuf>,
+    /// Print every node event as a JSON line on stdout.
+    #[arg(long)]
+    events: bool,
+}
+
+fn parse_seed(s: &str) -> anyhow::Result<SeedPeer> {
+    let (label, rest) = match s.split_once('=') {
+        Some((l, r)) if !l.starts_with('/') => (Some(l.to_owned()), r),
+        _ => (None, s),
+    };
+    let (node, addr) = rest
+        .split_once('@')
+        .with_context(|| format!("seed {s}: expected [LABEL=]NODE_ID@MULTIADDR"))?;
+    Ok(SeedPeer {
+        node_id: NodeId::parse(node).map_err(|e| anyhow::anyhow!("seed {s}: node id: {e}"))?,
+        addr: addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("seed {s}: multiaddr: {e}"))?,
+        label,
+    })
+}
+
+fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
+    let mut c = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if !args.listen.is_empty() {
+        c.listen = args.listen.clone();
+    }
+    c.external.extend(args.external.iter().cloned());
+    for s in &args.seeds {
+        c.seeds.push(parse_seed(s)?);
+    }
+    match args.bootstrap.as_slice() {
+        [] => {}
+        [one] if one == "public" => c.bootstrap = Bootstrap::Named(BootstrapName::Public),
+        [one] if one == "none" => c.bootstrap = Bootstrap::Named(BootstrapName::None),
+        many => {
+            let addrs = many
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|e| anyhow::anyhow!("--bootstrap {a}: {e} (or public|none)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            c.bootstrap = Bootstrap::Addrs(addrs);
+        }
+    }
+    if let Some(m) = &args.kad_mode {
+        c.kad_mode = match m.as_str() {
+            "auto" => KadMode::Auto,
+            "server" => KadMode::Server,
+            "client" => KadMode::Client,
+            other => anyhow::bail!("--kad-mode {other}: expected auto, server or client"),
+        };
+    }
+    c.relay_server |= args.relay_server;
+    if args.directory.is_some() {
+        c.directory = args.directory;
+    }
+    if args.metrics.is_some() {
+        c.metrics = args.metrics;
+    }
+    if let Some(control) = args.control {
+        c.control = control;
+    }
+    if let (Some(cert), Some(key)) = (&args.wss_cert, &args.wss_key) {
+        c.wss = Some(WssConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            listen: Vec::new(),
+        });
+    }
+    c.tls_roots.extend(args.tls_roots.iter().cloned());
+    if c.trace.is_none() {
+        c.trace = ctx.trace_spec.clone();
+    }
+    c.check()?;
+    Ok(c)
+}
+
+/// `meshd run`.
+pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = config_from(ctx, &args)?;
+    let data_dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| ctx.data_dir.clone());
+    let identity = IdentityStore::new(&data_dir).load_or_generate(&Timestamp::now())?;
+    super::identity::trace_loaded(ctx, &identity);
+    let rt = super::advert::runtime()?;
+    rt.block_on(serve(ctx, config, &data_dir, identity.keypair, args.events))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve {what} on {addr}: {e}"))
+}
+
+async fn serve(
+    ctx: &Ctx,
+    config: NodeConfig,
+    data_dir: &Path,
+    key: mesh_core::NodeKeypair,
+    print_events: bool,
+) -> anyhow::Result<ExitCode> {
+    let (mut node, handle, mut events) =
+        Node::new(key, config.clone(), data_dir, ctx.trace.clone())?;
+    node.listen()?;
+    let (node_id, peer_id) = (node.node_id(), node.peer_id());
+    let registry = node.registry();
+    let store = node.store();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let control = bind(config.control, "the control API").await?;
+    let control_addr = control.local_addr()?;
+    let control_app = control_router(handle.clone());
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(
+        axum::serve(control, control_app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    ));
+    let control_path = control_file(data_dir);
+    std::fs::write(&control_path, format!("http://{control_addr}\n"))
+        .with_context(|| format!("cannot write {}", control_path.display()))?;
+
+    let mut ready = json!({
+        "node/id": node_id.to_string(),
+        "libp2p/peer-id": peer_id.to_string(),
+        "control": format!("http://{control_addr}"),
+        "data-dir": data_dir.display().to_string(),
+    });
+    if let Some(addr) = config.metrics {
+        let l = bind(addr, "metrics").await?;
+        ready["metrics"] = format!("http://{}", l.local_addr()?).into();
+        let app = metrics_router(handle.clone(), registry);
+        servers.push(tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped())
+                .into_future(),
+        ));
+    }
+    if let Some(addr) = config.directory {
+        let l = bind(addr, "the seed directory").await?;
+        ready["directory"] = format!("http://{}", l.local_addr()?).into();
+        let app = directory_router(
+            store.as_directory_store(),
+            DirectoryConfig::default(),
+            Arc::new(Timestamp::now),
+        );
+        servers.push(tokio::spawn(
+            axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stopped())
+                .into_future(),
+        ));
+    }
+
+    let node_task = tokio::spawn(node.run());
+
+    // The ready line waits (briefly) for the listen addresses.
+    let mut listen = Vec::new();
+    let expected = config.listen_addrs()?.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while listen.len() < expected {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(NodeEvent::Listening { addr })) => listen.push(addr.to_string()),
+            Ok(Some(other)) => {
+                if print_events {
+                    println!("{}", other.to_json());
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    ready["listen"] = json!(listen);
+    println!("{ready}");
+
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            event = events.recv() => match event {
+                Some(e) => {
+                    if print_events {
+                        println!("{}", e.to_json());
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), node_task).await;
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+    }
+    let _ = std::fs::remove_file(&control_path);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Commands that talk to a running node.
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// The running node's control API, e.g. http://127.0.0.1:7000 (default: read from
+    /// `<data-dir>/control.addr`, which `meshd run` writes).
+    #[arg(long = "node", value_name = "URL")]
+    node: Option<String>,
+}
+
+/// `meshd marker …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MarkerCommand {
+    /// Send a signed signal-marker envelope (`marker/ref` = TEXT) to TARGET.
+    Send {
+        /// Node id, peer id or multiaddr.
+        target: String,
+        /// The marker reference.
+        text: String,
+    },
+}
+
+/// `meshd gossip …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum GossipCommand {
+    /// Subscribe the node to TOPIC.
+    Subscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// Publish TEXT on TOPIC.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The message.
+        text: String,
+    },
+}
+
+fn control_url(ctx: &Ctx, args: &ClientArgs) -> anyhow::Result<String> {
+    if let Some(u) = &args.node {
+        return Ok(u.trim_end_matches('/').to_owned());
+    }
+    let path = control_file(&ctx.data_dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "no running node for {} ({}: {e}); start `meshd run` or pass --control",
+            ctx.data_dir.display(),
+            path.display()
+        )
+    })?;
+    Ok(text.trim().trim_end_matches('/').to_owned())
+}
+
+/// Calls the control API and prints the answer; coded failures exit 1.
+pub(crate) fn call(
+    ctx: &Ctx,
+    args: &ClientArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", control_url(ctx, args)?);
+    let rt = super::advert::runtime()?;
+    let resp = rt.block_on(async {
+        let body = body.map(|b| b.to_string().into_bytes());
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            http_client::send(method, &url, body),
+        )
+        .await
+    });
+    let resp = resp
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within 60 s"))?
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let value: Value = serde_json::from_slice(&resp.body).map_err(|_| {
+        anyhow::anyhow!(
+            "{url}: {} {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        )
+    })?;
+    if resp.status.is_success() {
+        print_json(&value);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match serde_json::from_value::<MeshErrorJson>(value.clone()) {
+        Ok(e) => Err(e.into_mesh().into()),
+        Err(_) => Err(anyhow::anyhow!("{url}: {} {value}", resp.status)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MeshErrorJson {
+    #[serde(rename = "error/code")]
+    code: String,
+    #[serde(default)]
+    detail: String,
+}
+
+impl MeshErrorJson {
+    fn into_mesh(self) -> MeshError {
+        match mesh_core::ErrorCode::from_code_str(&self.code) {
+            Some(code) => MeshError::new(code, self.detail),
+            None => MeshError::invalid(format!("{}: {}", self.code, self.detail)),
+        }
+    }
+}

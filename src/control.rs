@@ -1,0 +1,196 @@
+//! HTTP for a running node: the control API (loopback only; `meshd status`, `peers`,
+//! `lookup`, `dial`, `marker send` use it) and the metrics endpoint (Prometheus text at
+//! `/metrics`, `/status` JSON).
+//!
+//! Control API (JSON in and out; errors are `{"error/code", "error/class", "detail"}`
+//! with a frozen code):
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /status` | | the node's status |
+//! | `GET /peers` | | connected peers |
+//! | `POST /dial` | `{"target": NODE_ID or PEER_ID or MULTIADDR}` | `{"peer_id"}` |
+//! | `POST /lookup` | `{"node_id", "fresh": skip the store}` | addresses, advertisement, source |
+//! | `POST /publish` | | `{"sequence_no"}` |
+//! | `POST /marker` | `{"target", "text"}` | `{"message_id"}` once accepted |
+//! | `POST /subscribe` | `{"topic"}` | `{"subscribed"}` |
+//! | `POST /gossip` | `{"topic", "data"}` | `{"message_id"}` |
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use libp2p::metrics::Registry;
+use mesh_core::{ErrorCode, MeshError, NodeId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::node::{NodeHandle, Target};
+
+/// The file in the data directory that holds the control API's address while a node
+/// runs.
+pub const CONTROL_FILE: &str = "control.addr";
+
+/// Request bodies larger than this are refused.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A coded failure as an HTTP response.
+struct ApiError(MeshError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            ErrorCode::ProtoInvalid | ErrorCode::ProtoVersion => StatusCode::BAD_REQUEST,
+            ErrorCode::TransportUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TransportRejected => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        (status, Json(self.0.to_json())).into_response()
+    }
+}
+
+impl From<MeshError> for ApiError {
+    fn from(e: MeshError) -> Self {
+        ApiError(e)
+    }
+}
+
+type ApiResult = Result<Json<serde_json::Value>, ApiError>;
+
+fn to_value<T: serde::Serialize>(v: &T) -> ApiResult {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError(MeshError::invalid(format!("encode: {e}"))))
+}
+
+#[derive(Deserialize)]
+struct DialBody {
+    target: String,
+}
+
+#[derive(Deserialize)]
+struct LookupBody {
+    node_id: String,
+    #[serde(default)]
+    fresh: bool,
+}
+
+#[derive(Deserialize)]
+struct MarkerBody {
+    target: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct TopicBody {
+    topic: String,
+    #[serde(default)]
+    data: String,
+}
+
+async fn status(State(h): State<NodeHandle>) -> ApiResult {
+    to_value(&h.status().await?)
+}
+
+async fn peers(State(h): State<NodeHandle>) -> ApiResult {
+    to_value(&h.peers().await?)
+}
+
+async fn dial(State(h): State<NodeHandle>, Json(b): Json<DialBody>) -> ApiResult {
+    let target: Target = b.target.parse()?;
+    let peer = h.dial(target).await?;
+    Ok(Json(json!({"peer_id": peer.to_string()})))
+}
+
+async fn lookup(State(h): State<NodeHandle>, Json(b): Json<LookupBody>) -> ApiResult {
+    let node = NodeId::parse(&b.node_id)
+        .map_err(|e| MeshError::invalid(format!("node id {}: {e}", b.node_id)))?;
+    let found = if b.fresh {
+        h.lookup_fresh(node).await?
+    } else {
+        h.lookup(node).await?
+    };
+    to_value(&found)
+}
+
+async fn publish(State(h): State<NodeHandle>) -> ApiResult {
+    let seq = h.publish().await?;
+    Ok(Json(json!({"sequence_no": seq})))
+}
+
+async fn marker(State(h): State<NodeHandle>, Json(b): Json<MarkerBody>) -> ApiResult {
+    let target: Target = b.target.parse()?;
+    let id = h.send_marker(target, b.text).await?;
+    Ok(Json(json!({"message_id": id})))
+}
+
+async fn subscribe(State(h): State<NodeHandle>, Json(b): Json<TopicBody>) -> ApiResult {
+    let new = h.subscribe(b.topic).await?;
+    Ok(Json(json!({"subscribed": new})))
+}
+
+async fn gossip(State(h): State<NodeHandle>, Json(b): Json<TopicBody>) -> ApiResult {
+    let id = h.publish_topic(b.topic, b.data.into_bytes()).await?;
+    Ok(Json(json!({"message_id": id})))
+}
+
+/// The control API's router.
+pub fn control_router(handle: NodeHandle) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/peers", get(peers))
+        .route("/dial", post(dial))
+        .route("/lookup", post(lookup))
+        .route("/publish", post(publish))
+        .route("/marker", post(marker))
+        .route("/subscribe", post(subscribe))
+        .route("/gossip", post(gossip))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(handle)
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    handle: NodeHandle,
+    registry: Arc<Mutex<Registry>>,
+}
+
+async fn metrics(State(s): State<MetricsState>) -> Response {
+    let mut text = String::new();
+    let encoded = {
+        let registry = s.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+    };
+    match encoded {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics_status(State(s): State<MetricsState>) -> ApiResult {
+    to_value(&s.handle.status().await?)
+}
+
+/// The metrics router: `/metrics` and `/status`.
+pub fn metrics_router(handle: NodeHandle, registry: Arc<Mutex<Registry>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(metrics_status))
+        .with_state(MetricsState { handle, registry })
+}
+
+/// Where a node with data directory `dir` publishes its control address.
+pub fn control_file(dir: &Path) -> PathBuf {
+    dir.join(CONTROL_FILE)
+}

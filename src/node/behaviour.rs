@@ -1,0 +1,157 @@
+//! The one behaviour of the node: the gates first (connection and memory limits), then
+//! libp2p's own protocols, then libmesh's. Each field's events reach the node loop as
+//! one variant of [`MeshBehaviourEvent`].
+
+// The derive generates `MeshBehaviourEvent` with one undocumented variant per field;
+// each variant carries the event type of the field documented below.
+#![allow(missing_docs)]
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    memory_connection_limits, ping, relay,
+};
+use mesh_core::NodeKeypair;
+
+use super::config::{KadMode, NodeConfig};
+use super::store::SharedAdverts;
+
+/// The identify protocol version libmesh nodes announce.
+pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
+/// The agent version prefix.
+pub const AGENT: &str = concat!("libmesh/", env!("CARGO_PKG_VERSION"));
+
+/// All components of the node, in the order the swarm consults them.
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct MeshBehaviour {
+    /// Established/pending connection caps (first, so it refuses before anyone works).
+    pub limits: connection_limits::Behaviour,
+    /// Refuses new connections under memory pressure.
+    pub memory: memory_connection_limits::Behaviour,
+    /// identify (`/ipfs/id/1.0.0`, push included).
+    pub identify: identify::Behaviour,
+    /// ping, which also drives session keepalive.
+    pub ping: ping::Behaviour,
+    /// The public Amino DHT (`/ipfs/kad/1.0.0`): peer routing and provider records.
+    pub amino: kad::Behaviour<kad::store::MemoryStore>,
+    /// The mesh DHT (`/mesh/kad/1.0.0`): signed advertisements, validated on put.
+    pub mesh_kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// gossipsub: signed, strict, validated by the node before forwarding.
+    pub gossipsub: gossipsub::Behaviour,
+    /// AutoNAT v2 client (tests our addresses).
+    pub autonat_client: autonat::v2::client::Behaviour,
+    /// AutoNAT v2 server (tests others').
+    pub autonat_server: autonat::v2::server::Behaviour,
+    /// Circuit relay v2 server (off unless configured).
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Circuit relay v2 client.
+    pub relay_client: relay::client::Behaviour,
+    /// Direct connection upgrade through relay.
+    pub dcutr: dcutr::Behaviour,
+    /// `/mesh/advert/1.0.0`.
+    pub advert: mesh_advert::Behaviour<SharedAdverts>,
+    /// `/mesh/session/1.0.0`.
+    pub session: mesh_session::Behaviour,
+    /// `/mesh/marker/1.0.0`.
+    pub marker: mesh_session::marker::Behaviour,
+}
+
+/// What the behaviour constructor needs besides the key.
+pub struct Parts {
+    /// The advertisement store shared with the directory.
+    pub store: SharedAdverts,
+    /// Session settings (trace sink, governor limits).
+    pub session: mesh_session::Config,
+    /// Marker settings.
+    pub marker: mesh_session::marker::Config,
+}
+
+/// Builds the behaviour.
+pub fn build(
+    key: &NodeKeypair,
+    relay_client: relay::client::Behaviour,
+    config: &NodeConfig,
+    parts: Parts,
+) -> Result<MeshBehaviour, String> {
+    let lp_key = key.to_libp2p();
+    let peer_id = lp_key.public().to_peer_id();
+    let l = &config.limits;
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(l.max_established))
+            .with_max_established_per_peer(Some(l.max_per_peer))
+            .with_max_pending_incoming(Some(l.max_pending_incoming)),
+    );
+    let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.into(), lp_key.public())
+            .with_agent_version(AGENT.into())
+            .with_push_listen_addr_updates(true),
+    );
+    let ping = ping::Behaviour::new(ping::Config::new());
+
+    let mut amino = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(kad::PROTOCOL_NAME),
+    );
+    let mut mesh_kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        mesh_advert::kad::config(),
+    );
+    let mode = match config.kad_mode {
+        KadMode::Auto => None,
+        KadMode::Server => Some(kad::Mode::Server),
+        KadMode::Client => Some(kad::Mode::Client),
+    };
+    amino.set_mode(mode);
+    mesh_kad.set_mode(mode);
+
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(l.max_gossip_bytes)
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(lp_key),
+        gossip_config,
+    )
+    .map_err(|e| format!("gossipsub: {e}"))?;
+    gossipsub
+        .with_peer_score(
+            gossipsub::PeerScoreParams::default(),
+            gossipsub::PeerScoreThresholds::default(),
+        )
+        .map_err(|e| format!("gossipsub peer scoring: {e}"))?;
+
+    let relay_server = config
+        .relay_server
+        .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+
+    Ok(MeshBehaviour {
+        limits,
+        memory,
+        identify,
+        ping,
+        amino,
+        mesh_kad,
+        gossipsub,
+        autonat_client: autonat::v2::client::Behaviour::default(),
+        autonat_server: autonat::v2::server::Behaviour::default(),
+        relay_server: relay_server.into(),
+        relay_client,
+        dcutr: dcutr::Behaviour::new(peer_id),
+        advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
+        session: mesh_session::Behaviour::new(key.clone(), parts.session),
+        marker: mesh_session::marker::Behaviour::new(parts.marker),
+    })
+}
+
+/// Whether a peer's identify protocols include `protocol`.
+pub fn speaks(protocols: &[StreamProtocol], protocol: &StreamProtocol) -> bool {
+    protocols.iter().any(|p| p == protocol)
+}

@@ -1,0 +1,415 @@
+//! Node configuration: a TOML file (`meshd run --config FILE`) whose every key also
+//! has a command-line flag; flags win. Every field has a default, so an empty file (or
+//! none) runs a node on the embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use mesh_core::NodeId;
+use serde::Deserialize;
+
+/// The public libp2p bootstrap nodes (the Amino DHT), as rust-libp2p's `ipfs-kad`
+/// example and kubo list them. Used by `bootstrap = "public"` (the default of a real
+/// run); tests always pass `none` or their own addresses.
+pub const PUBLIC_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/dnsaddr/va1.bootstrap.libp2p.io/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+];
+
+/// The default listen addresses: QUIC and TCP on 4001, WebSocket on 4002, on every
+/// IPv4 and IPv6 interface. (WSS is added when a certificate is configured.)
+pub const DEFAULT_LISTEN: &[&str] = &[
+    "/ip4/0.0.0.0/udp/4001/quic-v1",
+    "/ip4/0.0.0.0/tcp/4001",
+    "/ip4/0.0.0.0/tcp/4002/ws",
+    "/ip6/::/udp/4001/quic-v1",
+    "/ip6/::/tcp/4001",
+    "/ip6/::/tcp/4002/ws",
+];
+
+/// The default WSS listen address (when `[wss]` is configured).
+pub const DEFAULT_WSS_LISTEN: &str = "/ip4/0.0.0.0/tcp/4003/wss";
+
+/// Where the node bootstraps into the public network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Bootstrap {
+    /// `"public"` or `"none"`.
+    Named(BootstrapName),
+    /// Explicit Amino bootstrap addresses (each with `/p2p/<peer id>`).
+    Addrs(Vec<Multiaddr>),
+}
+
+/// The named bootstrap choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootstrapName {
+    /// [`PUBLIC_BOOTSTRAP`].
+    Public,
+    /// No Amino bootstrap.
+    None,
+}
+
+impl Bootstrap {
+    /// The addresses to bootstrap from.
+    pub fn addrs(&self) -> Result<Vec<Multiaddr>, ConfigError> {
+        match self {
+            Bootstrap::Named(BootstrapName::None) => Ok(Vec::new()),
+            Bootstrap::Named(BootstrapName::Public) => PUBLIC_BOOTSTRAP
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|e| ConfigError::Invalid(format!("bootstrap {a}: {e}")))
+                })
+                .collect(),
+            Bootstrap::Addrs(a) => Ok(a.clone()),
+        }
+    }
+}
+
+/// A static seed peer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPeer {
+    /// Its node id (`node:did:key:z6Mk…`).
+    pub node_id: NodeId,
+    /// Where to dial it.
+    pub addr: Multiaddr,
+    /// A label for logs and status.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Kademlia server/client mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KadMode {
+    /// Follow reachability: server once AutoNAT (or `external`) confirms an address.
+    #[default]
+    Auto,
+    /// Always answer DHT queries (nodes known to be reachable, test meshes).
+    Server,
+    /// Never answer.
+    Client,
+}
+
+/// WSS listening.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WssConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where to listen (default `/ip4/0.0.0.0/tcp/4003/wss`).
+    #[serde(default)]
+    pub listen: Vec<Multiaddr>,
+}
+
+/// Limits.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Established connections in all.
+    pub max_established: u32,
+    /// Established connections per peer.
+    pub max_per_peer: u32,
+    /// Pending incoming connections.
+    pub max_pending_incoming: u32,
+    /// New connections are refused above this fraction of system memory in use.
+    pub max_memory_fraction: f64,
+    /// Mesh sessions kept at once (the governor's `max_live`).
+    pub max_sessions: usize,
+    /// Sessions the governor keeps hot.
+    pub hot_sessions: usize,
+    /// Gossipsub message size cap, bytes.
+    pub max_gossip_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_established: 512,
+            max_per_peer: 4,
+            max_pending_incoming: 128,
+            max_memory_fraction: 0.9,
+            max_sessions: 32,
+            hot_sessions: 2,
+            max_gossip_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Identity, stores and the control-address file.
+    pub data_dir: Option<PathBuf>,
+    /// Listen addresses (default [`DEFAULT_LISTEN`]).
+    pub listen: Vec<Multiaddr>,
+    /// Addresses known to be reachable from outside (added as confirmed external
+    /// addresses, so Kademlia serves and the relay server accepts reservations).
+    pub external: Vec<Multiaddr>,
+    /// Static seed peers.
+    pub seeds: Vec<SeedPeer>,
+    /// Amino bootstrap (`"public"`, `"none"` or a list of addresses).
+    pub bootstrap: Bootstrap,
+    /// Kademlia mode of both DHTs.
+    pub kad_mode: KadMode,
+    /// Run a circuit relay v2 server.
+    pub relay_server: bool,
+    /// Serve the seed directory (HTTP) on this address.
+    pub directory: Option<SocketAddr>,
+    /// Serve Prometheus metrics (`/metrics`) and `/status` on this address.
+    pub metrics: Option<SocketAddr>,
+    /// The control API (loopback only; `meshd status`, `peers`, `dial`, … use it).
+    pub control: SocketAddr,
+    /// Trace events as JSON lines to this file, or `-` for stderr.
+    pub trace: Option<String>,
+    /// Serve the libp2p perf protocol (`/perf/1.0.0`).
+    pub perf: bool,
+    /// WSS listening from certificate files.
+    pub wss: Option<WssConfig>,
+    /// Extra PEM roots trusted when dialing WSS (besides the web PKI).
+    pub tls_roots: Vec<PathBuf>,
+    /// Lifetime of the node's own advertisement, seconds.
+    pub advert_ttl_secs: i64,
+    /// How long an idle connection stays open, seconds.
+    pub idle_timeout_secs: u64,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: None,
+            listen: Vec::new(),
+            external: Vec::new(),
+            seeds: Vec::new(),
+            bootstrap: Bootstrap::Named(BootstrapName::Public),
+            kad_mode: KadMode::Auto,
+            relay_server: false,
+            directory: None,
+            metrics: None,
+            control: SocketAddr::from(([127, 0, 0, 1], 0)),
+            trace: None,
+            perf: false,
+            wss: None,
+            tls_roots: Vec::new(),
+            advert_ttl_secs: 3600,
+            idle_timeout_secs: 60,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_sessions == 0 || l.hot_sessions > l.max_sessions {
+            return Err(ConfigError::Invalid(format!(
+                "limits: need 0 < hot_sessions ({}) <= max_sessions ({})",
+                l.hot_sessions, l.max_sessions
+            )));
+        }
+        if !(0.05..=1.0).contains(&l.max_memory_fraction) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_memory_fraction must be within 0.05..=1.0, not {}",
+                l.max_memory_fraction
+            )));
+        }
+        if l.max_established == 0 || l.max_per_peer == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: max_established and max_per_peer must be positive".into(),
+            ));
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.advert_ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "advert_ttl_secs must be within 60..=604800, not {}",
+                self.advert_ttl_secs
+            )));
+        }
+        if !self.control.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "control must be a loopback address (it can dial and send), not {}",
+                self.control
+            )));
+        }
+        for a in self.bootstrap.addrs()? {
+            if !a
+                .iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "bootstrap address {a} has no /p2p/<peer id>"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen addresses in effect.
+    pub fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ConfigError> {
+        let mut out = if self.listen.is_empty() {
+            DEFAULT_LISTEN
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|e| ConfigError::Invalid(format!("listen {a}: {e}")))
+                })
+                .collect::<Result<Vec<Multiaddr>, _>>()?
+        } else {
+            self.listen.clone()
+        };
+        if let Some(wss) = &self.wss {
+            if wss.listen.is_empty() {
+                out.push(
+                    DEFAULT_WSS_LISTEN
+                        .parse()
+                        .map_err(|e| ConfigError::Invalid(format!("wss listen: {e}")))?,
+                );
+            } else {
+                out.extend(wss.listen.iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the listen addresses are the built-in defaults (IPv6 failures are then
+    /// warnings: not every host has IPv6).
+    pub fn uses_default_listen(&self) -> bool {
+        self.listen.is_empty()
+    }
+
+    /// The idle connection timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = NodeConfig::from_toml("").unwrap();
+        assert_eq!(c, NodeConfig::default());
+        assert_eq!(c.listen_addrs().unwrap().len(), DEFAULT_LISTEN.len());
+        assert_eq!(c.bootstrap.addrs().unwrap().len(), PUBLIC_BOOTSTRAP.len());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = NodeConfig::from_toml(
+            r#"
+            listen = ["/ip4/127.0.0.1/tcp/0"]
+            bootstrap = "none"
+            kad_mode = "server"
+            relay_server = true
+            metrics = "127.0.0.1:9100"
+            [[seeds]]
+            node_id = "node:did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+            addr = "/ip4/127.0.0.1/tcp/4001"
+            label = "seed-a"
+            [limits]
+            max_sessions = 8
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.bootstrap.addrs().unwrap(), Vec::<Multiaddr>::new());
+        assert_eq!(c.kad_mode, KadMode::Server);
+        assert_eq!(c.seeds[0].label.as_deref(), Some("seed-a"));
+        assert_eq!(c.limits.max_sessions, 8);
+        assert_eq!(c.limits.hot_sessions, 2);
+    }
+
+    #[test]
+    fn explicit_bootstrap_list() {
+        let c = NodeConfig::from_toml(
+            r#"bootstrap = ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8"]"#,
+        )
+        .unwrap();
+        assert_eq!(c.bootstrap.addrs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = NodeConfig::from_toml("listen = [\"not an address\"]").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = NodeConfig::from_toml("colour = 3").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = NodeConfig::from_toml("[limits]\nmax_sessions = 0").unwrap_err();
+        assert!(e.to_string().contains("max_sessions"), "{e}");
+        let e = NodeConfig::from_toml("control = \"0.0.0.0:1\"").unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        let e = NodeConfig::from_toml("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").unwrap_err();
+        assert!(e.to_string().contains("/p2p"), "{e}");
+        let e = NodeConfig::from_toml(
+            "[[seeds]]\nnode_id = \"node:did:key:nope\"\naddr = \"/ip4/1.2.3.4/tcp/1\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("node_id") || e.to_string().contains("did:key"),
+            "{e}"
+        );
+    }
+}

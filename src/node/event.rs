@@ -1,0 +1,176 @@
+//! The one event type the application sees.
+
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::NodeId;
+use serde_json::{Value, json};
+
+/// Something the node did or saw.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// Listening on a new address.
+    Listening {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A connection to `peer` came up (the first one).
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The remote address.
+        addr: Multiaddr,
+    },
+    /// The last connection to `peer` closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A mesh session is up (handshake and capabilities verified).
+    SessionEstablished {
+        /// The peer.
+        peer: PeerId,
+        /// Its node id.
+        node: NodeId,
+        /// Its proven capabilities.
+        capabilities: Vec<String>,
+    },
+    /// A mesh session ended.
+    SessionClosed {
+        /// The peer.
+        peer: PeerId,
+        /// Its node id.
+        node: NodeId,
+    },
+    /// A handshake was refused (by us or by the peer).
+    SessionRejected {
+        /// The peer.
+        peer: PeerId,
+        /// The frozen code.
+        code: String,
+        /// Why.
+        message: String,
+        /// The peer refused us.
+        by_peer: bool,
+    },
+    /// Keepalive to a session peer failed repeatedly.
+    KeepaliveLost {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Keepalive recovered.
+    KeepaliveRestored {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A verified advertisement was stored.
+    AdvertStored {
+        /// The advertised node.
+        node: NodeId,
+        /// Its sequence number.
+        sequence_no: u64,
+    },
+    /// The node published a new advertisement of itself.
+    OwnAdvertPublished {
+        /// Its sequence number.
+        sequence_no: u64,
+        /// The advertised addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A verified signal-marker envelope arrived.
+    MarkerReceived {
+        /// The peer that delivered it.
+        peer: PeerId,
+        /// The signing participant.
+        participant: String,
+        /// Its `message/id`.
+        message_id: String,
+        /// Its `marker/ref`.
+        marker_ref: String,
+    },
+    /// A gossipsub message passed validation.
+    GossipMessage {
+        /// The topic.
+        topic: String,
+        /// The signed author.
+        source: Option<PeerId>,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// AutoNAT tested one of our addresses.
+    Reachability {
+        /// The address tested.
+        addr: Multiaddr,
+        /// Whether a server could reach it.
+        reachable: bool,
+    },
+}
+
+impl NodeEvent {
+    /// A JSON object (`{"event": "...", ...}`) for logs and the control API.
+    pub fn to_json(&self) -> Value {
+        match self {
+            NodeEvent::Listening { addr } => {
+                json!({"event": "listening", "addr": addr.to_string()})
+            }
+            NodeEvent::PeerConnected { peer, addr } => {
+                json!({"event": "peer-connected", "peer": peer.to_string(), "addr": addr.to_string()})
+            }
+            NodeEvent::PeerDisconnected { peer } => {
+                json!({"event": "peer-disconnected", "peer": peer.to_string()})
+            }
+            NodeEvent::SessionEstablished {
+                peer,
+                node,
+                capabilities,
+            } => json!({
+                "event": "session-established", "peer": peer.to_string(),
+                "node": node.to_string(), "capabilities": capabilities,
+            }),
+            NodeEvent::SessionClosed { peer, node } => json!({
+                "event": "session-closed", "peer": peer.to_string(), "node": node.to_string(),
+            }),
+            NodeEvent::SessionRejected {
+                peer,
+                code,
+                message,
+                by_peer,
+            } => json!({
+                "event": "session-rejected", "peer": peer.to_string(), "code": code,
+                "message": message, "by_peer": by_peer,
+            }),
+            NodeEvent::KeepaliveLost { peer } => {
+                json!({"event": "keepalive-lost", "peer": peer.to_string()})
+            }
+            NodeEvent::KeepaliveRestored { peer } => {
+                json!({"event": "keepalive-restored", "peer": peer.to_string()})
+            }
+            NodeEvent::AdvertStored { node, sequence_no } => json!({
+                "event": "advert-stored", "node": node.to_string(), "sequence_no": sequence_no,
+            }),
+            NodeEvent::OwnAdvertPublished { sequence_no, addrs } => json!({
+                "event": "own-advert-published", "sequence_no": sequence_no,
+                "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+            NodeEvent::MarkerReceived {
+                peer,
+                participant,
+                message_id,
+                marker_ref,
+            } => json!({
+                "event": "marker-received", "peer": peer.to_string(), "participant": participant,
+                "message_id": message_id, "marker_ref": marker_ref,
+            }),
+            NodeEvent::GossipMessage {
+                topic,
+                source,
+                data,
+            } => json!({
+                "event": "gossip-message", "topic": topic,
+                "source": source.map(|s| s.to_string()),
+                "data": String::from_utf8_lossy(data),
+            }),
+            NodeEvent::Reachability { addr, reachable } => json!({
+                "event": "reachability", "addr": addr.to_string(), "reachable": reachable,
+            }),
+        }
+    }
+}

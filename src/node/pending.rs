@@ -1,0 +1,352 @@
+//! Work the node loop waits on: dials, lookups and markers, each with a deadline.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use libp2p::kad::QueryId;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::{ErrorCode, MeshError, NodeId};
+use tokio::sync::oneshot;
+
+use super::handle::Found;
+
+/// How long anything waits before it is answered with a timeout.
+pub(crate) const WAIT: Duration = Duration::from_secs(35);
+
+type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
+
+/// What to do once a connection (or a lookup) succeeds.
+#[derive(Debug)]
+pub(crate) enum After {
+    Dial(Reply<PeerId>),
+    Lookup(Reply<Found>),
+    Marker { text: String, reply: Reply<String> },
+}
+
+impl After {
+    pub(crate) fn fail(self, error: MeshError) {
+        match self {
+            After::Dial(r) => {
+                let _ = r.send(Err(error));
+            }
+            After::Lookup(r) => {
+                let _ = r.send(Err(error));
+            }
+            After::Marker { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Anything that can be failed.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    After(After),
+    Marker(Reply<String>),
+}
+
+impl Waiter {
+    pub(crate) fn fail(self, error: MeshError) {
+        match self {
+            Waiter::After(a) => a.fail(error),
+            Waiter::Marker(r) => {
+                let _ = r.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Which DHT a lookup query runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    MeshDht,
+    Amino,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    waiters: Vec<After>,
+    since: Instant,
+}
+
+/// The waiting room.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    by_connection: HashMap<ConnectionId, Vec<(After, Instant)>>,
+    by_peer: HashMap<PeerId, Vec<(After, Instant)>>,
+    lookups: HashMap<NodeId, Lookup>,
+    queries: HashMap<QueryId, (NodeId, Stage)>,
+    markers: HashMap<PeerId, VecDeque<(String, Reply<String>, Instant)>>,
+    remote: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+}
+
+fn timeout(what: &str) -> MeshError {
+    MeshError::new(
+        ErrorCode::TransportUnavailable,
+        format!("{what}: no answer within {} s", WAIT.as_secs()),
+    )
+}
+
+impl Pending {
+    pub(crate) fn wait_connection(&mut self, id: ConnectionId, after: After) {
+        self.by_connection
+            .entry(id)
+            .or_default()
+            .push((after, Instant::now()));
+    }
+
+    pub(crate) fn wait_peer(&mut self, peer: PeerId, after: After) {
+        self.by_peer
+            .entry(peer)
+            .or_default()
+            .push((after, Instant::now()));
+    }
+
+    /// A connection came up: everything waiting for it or its peer.
+    pub(crate) fn connection_up(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> Vec<After> {
+        self.remote.entry(peer).or_default().push((id, addr));
+        let mut out: Vec<After> = self
+            .by_connection
+            .remove(&id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        out.extend(
+            self.by_peer
+                .remove(&peer)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(a, _)| a),
+        );
+        out
+    }
+
+    /// A connection closed.
+    pub(crate) fn connection_down(&mut self, id: ConnectionId, peer: PeerId) {
+        if let Some(list) = self.remote.get_mut(&peer) {
+            list.retain(|(c, _)| *c != id);
+            if list.is_empty() {
+                self.remote.remove(&peer);
+            }
+        }
+    }
+
+    /// An outgoing connection failed: what waited for exactly that attempt.
+    pub(crate) fn connection_failed(&mut self, id: ConnectionId) -> Vec<After> {
+        self.by_connection
+            .remove(&id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect()
+    }
+
+    pub(crate) fn remote_addrs(&self, peer: &PeerId) -> Vec<String> {
+        self.remote
+            .get(peer)
+            .map(|l| l.iter().map(|(_, a)| a.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a waiter to a running lookup of `node`; false when none runs.
+    pub(crate) fn add_lookup_waiter(&mut self, node: NodeId, after: After) -> bool {
+        match self.lookups.get_mut(&node) {
+            Some(l) => {
+                l.waiters.push(after);
+                true
+            }
+            None => {
+                self.lookups.insert(
+                    node,
+                    Lookup {
+                        waiters: vec![after],
+                        since: Instant::now(),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Records the mesh-DHT query of a new lookup.
+    pub(crate) fn start_lookup(&mut self, node: NodeId, query: QueryId) {
+        self.queries.insert(query, (node, Stage::MeshDht));
+    }
+
+    /// Moves a lookup to its next query.
+    pub(crate) fn next_stage(&mut self, node: NodeId, query: QueryId, stage: Stage) {
+        self.queries.insert(query, (node, stage));
+    }
+
+    /// The lookup a query belongs to.
+    pub(crate) fn query(&self, query: &QueryId) -> Option<(NodeId, Stage)> {
+        self.queries.get(query).copied()
+    }
+
+    /// Ends a query (its lookup goes on or ends separately).
+    pub(crate) fn end_query(&mut self, query: &QueryId) {
+        self.queries.remove(query);
+    }
+
+    /// Ends a lookup: its waiters.
+    pub(crate) fn finish_lookup(&mut self, node: &NodeId) -> Vec<After> {
+        self.queries.retain(|_, (n, _)| n != node);
+        self.lookups
+            .remove(node)
+            .map(|l| l.waiters)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn wait_marker(&mut self, peer: PeerId, id: String, reply: Reply<String>) {
+        self.markers
+            .entry(peer)
+            .or_default()
+            .push_back((id, reply, Instant::now()));
+    }
+
+    /// The peer accepted envelope `id`.
+    pub(crate) fn marker_sent(&mut self, peer: &PeerId, id: &str) -> Option<Reply<String>> {
+        let q = self.markers.get_mut(peer)?;
+        let pos = q.iter().position(|(m, _, _)| m == id)?;
+        q.remove(pos).map(|(_, r, _)| r)
+    }
+
+    /// The peer refused our oldest envelope.
+    pub(crate) fn marker_refused(&mut self, peer: &PeerId) -> Option<Reply<String>> {
+        self.markers.get_mut(peer)?.pop_front().map(|(_, r, _)| r)
+    }
+
+    /// Everything older than [`WAIT`], with its timeout error.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Waiter, MeshError)> {
+        let old = |since: &Instant| now.duration_since(*since) > WAIT;
+        let mut out = Vec::new();
+        for list in self
+            .by_connection
+            .values_mut()
+            .chain(self.by_peer.values_mut())
+        {
+            let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, s)| old(s));
+            *list = keep;
+            out.extend(
+                gone.into_iter()
+                    .map(|(a, _)| (Waiter::After(a), timeout("connect"))),
+            );
+        }
+        self.by_connection.retain(|_, l| !l.is_empty());
+        self.by_peer.retain(|_, l| !l.is_empty());
+        let stale: Vec<NodeId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| old(&l.since))
+            .map(|(n, _)| *n)
+            .collect();
+        for node in stale {
+            for a in self.finish_lookup(&node) {
+                out.push((Waiter::After(a), timeout("lookup")));
+            }
+        }
+        for q in self.markers.values_mut() {
+            while q.front().is_some_and(|(_, _, s)| old(s)) {
+                if let Some((_, r, _)) = q.pop_front() {
+                    out.push((Waiter::Marker(r), timeout("signal-marker")));
+                }
+            }
+        }
+        self.markers.retain(|_, q| !q.is_empty());
+        out
+    }
+
+    /// Everything, for shutdown.
+    pub(crate) fn drain(&mut self) -> Vec<(Waiter, MeshError)> {
+        let stopped = || MeshError::new(ErrorCode::TransportUnavailable, "the node is stopping");
+        let mut out = Vec::new();
+        for (_, l) in self.by_connection.drain() {
+            out.extend(l.into_iter().map(|(a, _)| (Waiter::After(a), stopped())));
+        }
+        for (_, l) in self.by_peer.drain() {
+            out.extend(l.into_iter().map(|(a, _)| (Waiter::After(a), stopped())));
+        }
+        for (_, l) in self.lookups.drain() {
+            out.extend(l.waiters.into_iter().map(|a| (Waiter::After(a), stopped())));
+        }
+        for (_, q) in self.markers.drain() {
+            out.extend(
+                q.into_iter()
+                    .map(|(_, r, _)| (Waiter::Marker(r), stopped())),
+            );
+        }
+        self.queries.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_expire_with_a_timeout_code() {
+        let mut p = Pending::default();
+        let (tx, mut rx) = oneshot::channel();
+        p.wait_peer(PeerId::random(), After::Dial(tx));
+        assert!(p.expire(Instant::now()).is_empty());
+        let later = Instant::now() + WAIT + Duration::from_secs(1);
+        let gone = p.expire(later);
+        assert_eq!(gone.len(), 1);
+        for (w, e) in gone {
+            w.fail(e);
+        }
+        let err = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(err.code, ErrorCode::TransportUnavailable);
+        assert!(p.by_peer.is_empty());
+    }
+
+    #[test]
+    fn connection_up_serves_both_kinds_of_waiter() {
+        let mut p = Pending::default();
+        let peer = PeerId::random();
+        let id = ConnectionId::new_unchecked(7);
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        p.wait_connection(id, After::Dial(a));
+        p.wait_peer(peer, After::Dial(b));
+        let up = p.connection_up(id, peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap());
+        assert_eq!(up.len(), 2);
+        assert_eq!(p.remote_addrs(&peer).len(), 1);
+        p.connection_down(id, peer);
+        assert!(p.remote_addrs(&peer).is_empty());
+    }
+
+    #[test]
+    fn markers_match_by_id_and_refusals_take_the_oldest() {
+        let mut p = Pending::default();
+        let peer = PeerId::random();
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        p.wait_marker(peer, "m1".into(), a);
+        p.wait_marker(peer, "m2".into(), b);
+        assert!(p.marker_sent(&peer, "m2").is_some());
+        assert!(p.marker_sent(&peer, "m2").is_none());
+        assert!(p.marker_refused(&peer).is_some());
+        assert!(p.marker_refused(&peer).is_none());
+    }
+
+    #[test]
+    fn a_second_lookup_joins_the_first() {
+        let mut p = Pending::default();
+        let node = mesh_core::NodeKeypair::generate().node_id();
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        assert!(!p.add_lookup_waiter(node, After::Lookup(a)));
+        assert!(p.add_lookup_waiter(node, After::Lookup(b)));
+        assert_eq!(p.finish_lookup(&node).len(), 2);
+    }
+}

@@ -1,0 +1,444 @@
+//! The node's reaction to every swarm event: the glue between the components.
+
+use libp2p::kad::{self, GetRecordOk, QueryResult};
+use libp2p::metrics::Recorder;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, gossipsub, identify};
+use mesh_advert::AdvertStore;
+use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType};
+
+use super::behaviour::{MeshBehaviourEvent, speaks};
+use super::handle::Found;
+use super::pending::Stage;
+use super::{Node, NodeEvent, routing};
+
+impl Node {
+    pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.addrs_dirty = true;
+                self.emit(NodeEvent::Listening { addr: address });
+            }
+            SwarmEvent::ExpiredListenAddr { .. }
+            | SwarmEvent::ExternalAddrConfirmed { .. }
+            | SwarmEvent::ExternalAddrExpired { .. } => self.addrs_dirty = true,
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                if num_established.get() == 1 {
+                    self.emit_trace(
+                        TraceEvent::new(
+                            TraceEventType::PeerConnected,
+                            self.node_id,
+                            Timestamp::now(),
+                        )
+                        .with_peer(peer_id)
+                        .with_detail(serde_json::json!({"addr": addr.to_string()})),
+                    );
+                    self.emit(NodeEvent::PeerConnected {
+                        peer: peer_id,
+                        addr: addr.clone(),
+                    });
+                }
+                for after in self.pending.connection_up(connection_id, peer_id, addr) {
+                    self.connected(peer_id, after);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.pending.connection_down(connection_id, peer_id);
+                if num_established == 0 {
+                    self.emit_trace(
+                        TraceEvent::new(
+                            TraceEventType::PeerDisconnected,
+                            self.node_id,
+                            Timestamp::now(),
+                        )
+                        .with_peer(peer_id),
+                    );
+                    self.emit(NodeEvent::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                let text = error.to_string();
+                tracing::debug!(?peer_id, error = %text, "dial failed");
+                for after in self.pending.connection_failed(connection_id) {
+                    after.fail(MeshError::new(
+                        mesh_core::ErrorCode::TransportUnavailable,
+                        format!("dial failed: {text}"),
+                    ));
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "listener error");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: MeshBehaviourEvent) {
+        match event {
+            MeshBehaviourEvent::Identify(e) => {
+                self.metrics.record(&e);
+                if let identify::Event::Received { peer_id, info, .. } = e {
+                    self.on_identify(peer_id, &info);
+                }
+            }
+            MeshBehaviourEvent::Ping(e) => {
+                self.metrics.record(&e);
+                self.swarm.behaviour_mut().session.on_ping(&e);
+            }
+            MeshBehaviourEvent::Amino(e) => {
+                self.metrics.record(&e);
+                self.on_amino(e);
+            }
+            MeshBehaviourEvent::MeshKad(e) => {
+                self.metrics.record(&e);
+                self.on_mesh_kad(e);
+            }
+            MeshBehaviourEvent::Gossipsub(e) => {
+                self.metrics.record(&e);
+                self.on_gossip(e);
+            }
+            MeshBehaviourEvent::AutonatClient(e) => {
+                let reachable = e.result.is_ok();
+                tracing::debug!(addr = %e.tested_addr, reachable, "autonat test");
+                self.nat.insert(e.tested_addr.clone(), reachable);
+                self.emit(NodeEvent::Reachability {
+                    addr: e.tested_addr,
+                    reachable,
+                });
+            }
+            MeshBehaviourEvent::RelayServer(e) => {
+                self.metrics.record(&e);
+                tracing::debug!(?e, "relay server");
+            }
+            MeshBehaviourEvent::Dcutr(e) => {
+                self.metrics.record(&e);
+                tracing::debug!(?e, "dcutr");
+            }
+            MeshBehaviourEvent::Advert(e) => self.on_advert(e),
+            MeshBehaviourEvent::Session(e) => self.on_session(e),
+            MeshBehaviourEvent::Marker(e) => self.on_marker(e),
+            MeshBehaviourEvent::AutonatServer(_)
+            | MeshBehaviourEvent::RelayClient(_)
+            | MeshBehaviourEvent::Limits(_)
+            | MeshBehaviourEvent::Memory(_) => {}
+        }
+    }
+
+    /// identify told us a peer's protocols and listen addresses: feed both DHTs.
+    fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
+        let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
+        let b = self.swarm.behaviour_mut();
+        for addr in info.listen_addrs.iter().map(routing::without_peer) {
+            if amino {
+                b.amino.add_address(&peer, addr.clone());
+            }
+            if mesh {
+                b.mesh_kad.add_address(&peer, addr);
+            }
+        }
+        if mesh && self.own_put_pending {
+            let now = Timestamp::now();
+            if let Some(ad) = self.own.current().cloned() {
+                self.put_own_record(&ad, &now);
+            }
+        }
+    }
+
+    fn on_amino(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
+            return;
+        };
+        let Some((node, Stage::Amino)) = self.pending.query(&id) else {
+            return;
+        };
+        if let QueryResult::GetClosestPeers(r) = result {
+            let target = node.to_peer_id().ok();
+            let peers = match r {
+                Ok(ok) => ok.peers,
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+            };
+            let hit = peers
+                .into_iter()
+                .find(|p| Some(p.peer_id) == target && !p.addrs.is_empty());
+            if let Some(p) = hit {
+                let found = Found {
+                    node: node.to_string(),
+                    addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                    advert: None,
+                    source: "amino",
+                };
+                let waiters = self.pending.finish_lookup(&node);
+                self.found(node, found, waiters);
+            } else if step.last {
+                self.lookup_failed(&node);
+            }
+        }
+        if step.last {
+            self.pending.end_query(&id);
+        }
+    }
+
+    fn on_mesh_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                let now = Timestamp::now();
+                let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
+                match mesh_advert::kad::accept_put(store, record, &now) {
+                    Ok(ad) => {
+                        let node = ad.node_id();
+                        let seq = ad.sequence_no();
+                        if let Err(e) = self.store.insert(ad, &now) {
+                            tracing::debug!(error = %e, "dht advert not stored");
+                        }
+                        self.emit(NodeEvent::AdvertStored {
+                            node,
+                            sequence_no: seq,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
+                        self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(source));
+                    }
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_mesh_query(id, result, step.last),
+            kad::Event::ModeChanged { new_mode } => {
+                tracing::info!(mode = %new_mode, "mesh DHT mode");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_mesh_query(&mut self, id: kad::QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::GetRecord(r) => {
+                let Some((node, Stage::MeshDht)) = self.pending.query(&id) else {
+                    return;
+                };
+                let now = Timestamp::now();
+                let valid = match r {
+                    Ok(GetRecordOk::FoundRecord(found)) => {
+                        match mesh_advert::kad::validate_record(&found.record, &now) {
+                            Ok(ad) if ad.node_id() == node => Some(ad),
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "invalid DHT record ignored");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(ad) = valid {
+                    if let Some(mut q) = self.swarm.behaviour_mut().mesh_kad.query_mut(&id) {
+                        q.finish();
+                    }
+                    self.pending.end_query(&id);
+                    if let Err(e) = self.store.insert(ad.clone(), &now) {
+                        tracing::debug!(error = %e, "looked-up advert not stored");
+                    }
+                    let waiters = self.pending.finish_lookup(&node);
+                    self.found(node, Found::from_advert(&ad, "mesh-dht"), waiters);
+                } else if last {
+                    self.pending.end_query(&id);
+                    self.lookup_on_amino(node);
+                }
+            }
+            QueryResult::PutRecord(Err(e)) => {
+                tracing::debug!(error = %e, "own record put failed");
+                self.own_put_pending = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The mesh DHT had nothing: ask Amino's peer routing for the peer's addresses.
+    fn lookup_on_amino(&mut self, node: NodeId) {
+        let Ok(peer) = node.to_peer_id() else {
+            return self.lookup_failed(&node);
+        };
+        if self.swarm.behaviour_mut().amino.kbuckets().next().is_none() {
+            return self.lookup_failed(&node);
+        }
+        let q = self.swarm.behaviour_mut().amino.get_closest_peers(peer);
+        self.pending.next_stage(node, q, Stage::Amino);
+    }
+
+    fn lookup_failed(&mut self, node: &NodeId) {
+        for after in self.pending.finish_lookup(node) {
+            after.fail(MeshError::new(
+                mesh_core::ErrorCode::TransportUnavailable,
+                format!("{node}: not in the store, the mesh DHT or Amino"),
+            ));
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let topic = message.topic.to_string();
+        let acceptance = if message.data.is_empty() || !self.topics.contains(&topic) {
+            gossipsub::MessageAcceptance::Reject
+        } else {
+            gossipsub::MessageAcceptance::Accept
+        };
+        let accepted = matches!(acceptance, gossipsub::MessageAcceptance::Accept);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        if accepted {
+            self.emit(NodeEvent::GossipMessage {
+                topic,
+                source: message.source,
+                data: message.data,
+            });
+        }
+    }
+
+    fn on_advert(&mut self, event: mesh_advert::Event) {
+        match event {
+            mesh_advert::Event::Stored {
+                node, sequence_no, ..
+            } => {
+                self.learn_addresses(&node);
+                self.emit(NodeEvent::AdvertStored { node, sequence_no });
+            }
+            mesh_advert::Event::Response {
+                result: Ok(mesh_advert::Answer::Found(ad)),
+                ..
+            } => {
+                let node = ad.node_id();
+                self.learn_addresses(&node);
+                self.emit(NodeEvent::AdvertStored {
+                    node,
+                    sequence_no: ad.sequence_no(),
+                });
+            }
+            mesh_advert::Event::Rejected { peer, error } => {
+                tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
+            }
+            _ => {}
+        }
+    }
+
+    /// A node's verified advertisement is in the store: its addresses go to the mesh
+    /// DHT's routing table.
+    fn learn_addresses(&mut self, node: &NodeId) {
+        let now = Timestamp::now();
+        let (Some(held), Ok(peer)) = (self.store.get(node, &now), node.to_peer_id()) else {
+            return;
+        };
+        for addr in routing::advert_addrs(&held.advert) {
+            self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
+        }
+    }
+
+    fn on_session(&mut self, event: mesh_session::Event) {
+        match event {
+            mesh_session::Event::SessionEstablished {
+                peer,
+                node,
+                capabilities,
+            } => {
+                // The advertisement exchange: ours to the peer, theirs from the peer.
+                if let Some(ad) = self.own.current().cloned() {
+                    self.swarm.behaviour_mut().advert.publish(&peer, ad);
+                }
+                self.swarm.behaviour_mut().advert.lookup(&peer, node);
+                self.emit(NodeEvent::SessionEstablished {
+                    peer,
+                    node,
+                    capabilities,
+                });
+            }
+            mesh_session::Event::SessionClosed { peer, node } => {
+                self.emit(NodeEvent::SessionClosed { peer, node });
+            }
+            mesh_session::Event::Rejected {
+                peer,
+                error,
+                by_peer,
+                ..
+            } => self.emit(NodeEvent::SessionRejected {
+                peer,
+                code: error.code.as_str().into(),
+                message: error.detail.clone(),
+                by_peer,
+            }),
+            mesh_session::Event::KeepaliveLost { peer } => {
+                self.emit(NodeEvent::KeepaliveLost { peer });
+            }
+            mesh_session::Event::KeepaliveRestored { peer } => {
+                self.emit(NodeEvent::KeepaliveRestored { peer });
+            }
+            mesh_session::Event::HandshakeStarted { .. } => {}
+        }
+    }
+
+    fn on_marker(&mut self, event: mesh_session::marker::Event) {
+        match event {
+            mesh_session::marker::Event::Received { peer, envelope } => {
+                self.emit(NodeEvent::MarkerReceived {
+                    peer,
+                    participant: envelope.sender().to_string(),
+                    message_id: envelope.message_id().to_owned(),
+                    marker_ref: envelope.marker_ref().to_owned(),
+                });
+            }
+            mesh_session::marker::Event::Sent { peer, message_id } => {
+                if let Some(reply) = self.pending.marker_sent(&peer, &message_id) {
+                    let _ = reply.send(Ok(message_id));
+                }
+            }
+            mesh_session::marker::Event::Refused {
+                peer,
+                error,
+                by_peer: true,
+            } => {
+                if let Some(reply) = self.pending.marker_refused(&peer) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            mesh_session::marker::Event::Refused { .. } => {}
+        }
+    }
+}

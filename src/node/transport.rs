@@ -1,0 +1,125 @@
+//! The swarm: QUIC v1, TCP + Noise + Yamux, WebSocket (WS and WSS, listening on WSS
+//! from certificate files), DNS and the relay client, built with `SwarmBuilder`.
+//!
+//! The builder's own WebSocket transport dials only (its TLS has no server side and
+//! trusts only the web PKI), so the node adds its own `websocket::Config` with
+//! `with_other_transport`: it listens on `/ws` and, with a certificate, on `/wss`, and it
+//! dials `/wss` trusting the web PKI plus the configured extra roots.
+
+use std::path::Path;
+
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Transport as _;
+use libp2p::core::upgrade;
+use libp2p::metrics::Registry;
+use libp2p::{Swarm, SwarmBuilder, dns, noise, tcp, websocket, yamux};
+use mesh_core::NodeKeypair;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::behaviour::{self, MeshBehaviour, Parts};
+use super::config::NodeConfig;
+
+/// Why the swarm could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A certificate or key file is missing or not PEM.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A transport or behaviour failed to initialise.
+    #[error("{0}")]
+    Build(String),
+}
+
+/// Builds the swarm for `key` with every transport and the node's behaviour.
+pub fn build_swarm(
+    key: &NodeKeypair,
+    config: &NodeConfig,
+    parts: Parts,
+    registry: &mut Registry,
+) -> Result<Swarm<MeshBehaviour>, TransportError> {
+    let tls = tls_config(config)?;
+    let build = |e: &dyn std::fmt::Display| TransportError::Build(e.to_string());
+    let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| build(&e))?
+        .with_quic()
+        .with_other_transport(|key| {
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let dns = dns::tokio::Transport::system(tcp)?;
+            let mut ws = websocket::Config::new(dns);
+            ws.set_tls_config(tls);
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                ws.upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
+            )
+        })
+        .map_err(|e| build(&e))?
+        .with_dns()
+        .map_err(|e| build(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| build(&e))?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|_, relay_client| {
+            behaviour::build(key, relay_client, config, parts)
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        })
+        .map_err(|e| build(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout()))
+        .build();
+    Ok(swarm)
+}
+
+/// The WebSocket TLS settings: a server side when `[wss]` is configured, and a client
+/// side trusting the web PKI plus `tls_roots`.
+fn tls_config(config: &NodeConfig) -> Result<websocket::tls::Config, TransportError> {
+    let mut builder = websocket::tls::Config::builder();
+    for root in &config.tls_roots {
+        for cert in read_certs(root)? {
+            builder
+                .add_trust(&cert)
+                .map_err(|e| TransportError::Tls(format!("{}: {e}", root.display())))?;
+        }
+    }
+    if let Some(wss) = &config.wss {
+        let certs = read_certs(&wss.cert)?;
+        let key = read_key(&wss.key)?;
+        builder
+            .server(key, certs)
+            .map_err(|e| TransportError::Tls(format!("{}: {e}", wss.cert.display())))?;
+    }
+    Ok(builder.finish())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<websocket::tls::Certificate>, TransportError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?
+        .map(|c| c.map(|c| websocket::tls::Certificate::new(c.to_vec())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TransportError::Tls(format!(
+            "{}: no PEM certificate in the file",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<websocket::tls::PrivateKey, TransportError> {
+    let key = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+    let der = key.secret_der().to_vec();
+    // `PrivateKey::new` panics on a format it cannot detect; check first.
+    PrivateKeyDer::try_from(der.clone())
+        .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+    Ok(websocket::tls::PrivateKey::new(der))
+}
