@@ -174,7 +174,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn open_trace(spec: Option<&str>) -> anyhow::Result<Arc<dyn TraceSink>> {
+pub(crate) fn open_trace(spec: Option<&str>) -> anyhow::Result<Arc<dyn TraceSink>> {
     Ok(match spec {
         None => Arc::new(NoTrace),
         Some("-") => Arc::new(JsonLinesTrace::new(std::io::stderr())),

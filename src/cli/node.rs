@@ -138,7 +138,7 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         });
     }
     c.tls_roots.extend(args.tls_roots.iter().cloned());
-    if c.trace.is_none() {
+    if ctx.trace_spec.is_some() {
         c.trace = ctx.trace_spec.clone();
     }
     c.check()?;
@@ -154,8 +154,13 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| ctx.data_dir.clone());
     let identity = IdentityStore::new(&data_dir).load_or_generate(&Timestamp::now())?;
     super::identity::trace_loaded(ctx, &identity);
+    // `--trace` was opened already; a `trace` key in the config file is opened here.
+    let trace = match (&ctx.trace_spec, &config.trace) {
+        (None, Some(spec)) => super::open_trace(Some(spec.as_str()))?,
+        _ => ctx.trace.clone(),
+    };
     let rt = super::advert::runtime()?;
-    rt.block_on(serve(ctx, config, &data_dir, identity.keypair, args.events))
+    rt.block_on(serve(trace, config, &data_dir, identity.keypair, args.events))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -165,14 +170,14 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 }
 
 async fn serve(
-    ctx: &Ctx,
+    trace: Arc<dyn mesh_core::TraceSink>,
     config: NodeConfig,
     data_dir: &Path,
     key: mesh_core::NodeKeypair,
     print_events: bool,
 ) -> anyhow::Result<ExitCode> {
     let (mut node, handle, mut events) =
-        Node::new(key, config.clone(), data_dir, ctx.trace.clone())?;
+        Node::new(key, config.clone(), data_dir, trace)?;
     node.listen()?;
     let (node_id, peer_id) = (node.node_id(), node.peer_id());
     let registry = node.registry();

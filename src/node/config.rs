@@ -211,6 +211,12 @@ impl Default for NodeConfig {
     }
 }
 
+/// Whether `addr` is a WSS listen address (`/wss` or `/tls/ws`).
+pub fn is_wss(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,6 +293,11 @@ impl NodeConfig {
                 self.advert_ttl_secs
             )));
         }
+        if self.wss.is_none() && self.listen.iter().any(is_wss) {
+            return Err(ConfigError::Invalid(
+                "a /wss listen address needs a certificate ([wss] cert and key)".into(),
+            ));
+        }
         if !self.control.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "control must be a loopback address (it can dial and send), not {}",
@@ -319,8 +330,9 @@ impl NodeConfig {
         } else {
             self.listen.clone()
         };
+        let has_wss = out.iter().any(is_wss);
         if let Some(wss) = &self.wss {
-            if wss.listen.is_empty() {
+            if wss.listen.is_empty() && !has_wss {
                 out.push(
                     DEFAULT_WSS_LISTEN
                         .parse()
