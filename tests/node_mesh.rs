@@ -67,6 +67,35 @@ fn five_nodes_from_one_seed() {
     assert_eq!(got["marker_ref"], "marker:hello-4");
     assert_eq!(got["participant"], participant.as_str());
 
+    // Gossipsub: a message published on node 2 reaches the subscribers 0, 1 and 4
+    // (signed, validated by each node before it is forwarded).
+    for i in [0, 1, 2, 4] {
+        assert_eq!(
+            nodes[i].cli_ok(&["gossip", "subscribe", "chat"])["subscribed"],
+            true
+        );
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        // Publishing fails until gossipsub knows subscribed peers (heartbeat, 1 s).
+        let out = nodes[2].cli(&["gossip", "publish", "chat", "hello from 2"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "publish kept failing");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let author = nodes[2].peer_id();
+    for i in [0, 1, 4] {
+        let got = nodes[i]
+            .wait_line(WAIT, |v| {
+                v["event"] == "gossip-message" && v["topic"] == "chat"
+            })
+            .unwrap_or_else(|| panic!("node {i} got no gossip"));
+        assert_eq!(got["data"], "hello from 2");
+        assert_eq!(got["source"], author.as_str());
+    }
+
     // Node 3 stops cleanly and comes back without any seed: it reconnects from its
     // durable store (the adverts it learned) and gets sessions again.
     let three = nodes.remove(3);

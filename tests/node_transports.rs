@@ -158,7 +158,13 @@ fn wss_needs_certificate_files_that_exist() {
     let out = std::process::Command::new(meshd::bin())
         .arg("--data-dir")
         .arg(d.path())
-        .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0/wss", "--bootstrap", "none"])
+        .args([
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0/wss",
+            "--bootstrap",
+            "none",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -63,6 +63,9 @@ pub(crate) struct RunArgs {
     /// An extra PEM root trusted when dialing WSS (repeatable).
     #[arg(long = "tls-root", value_name = "FILE")]
     tls_roots: Vec<PathBuf>,
+    /// Serve the libp2p perf protocol (`/perf/1.0.0`).
+    #[arg(long)]
+    perf: bool,
     /// Print every node event as a JSON line on stdout.
     #[arg(long)]
     events: bool,
@@ -121,6 +124,7 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    c.perf |= args.perf;
     if args.directory.is_some() {
         c.directory = args.directory;
     }
@@ -160,7 +164,13 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => ctx.trace.clone(),
     };
     let rt = super::advert::runtime()?;
-    rt.block_on(serve(trace, config, &data_dir, identity.keypair, args.events))
+    rt.block_on(serve(
+        trace,
+        config,
+        &data_dir,
+        identity.keypair,
+        args.events,
+    ))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -176,8 +186,7 @@ async fn serve(
     key: mesh_core::NodeKeypair,
     print_events: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (mut node, handle, mut events) =
-        Node::new(key, config.clone(), data_dir, trace)?;
+    let (mut node, handle, mut events) = Node::new(key, config.clone(), data_dir, trace)?;
     node.listen()?;
     let (node_id, peer_id) = (node.node_id(), node.peer_id());
     let registry = node.registry();

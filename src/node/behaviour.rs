@@ -56,6 +56,8 @@ pub struct MeshBehaviour {
     pub session: mesh_session::Behaviour,
     /// `/mesh/marker/1.0.0`.
     pub marker: mesh_session::marker::Behaviour,
+    /// `/perf/1.0.0` streams (off unless configured).
+    pub perf: Toggle<crate::perf::Behaviour>,
 }
 
 /// What the behaviour constructor needs besides the key.
@@ -148,6 +150,7 @@ pub fn build(
         advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
         session: mesh_session::Behaviour::new(key.clone(), parts.session),
         marker: mesh_session::marker::Behaviour::new(parts.marker),
+        perf: config.perf.then(crate::perf::Behaviour::new).into(),
     })
 }
 

@@ -214,7 +214,8 @@ impl Default for NodeConfig {
 /// Whether `addr` is a WSS listen address (`/wss` or `/tls/ws`).
 pub fn is_wss(addr: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
-    addr.iter().any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
+    addr.iter()
+        .any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
 }
 
 /// A configuration that cannot be used.

@@ -65,6 +65,8 @@ pub const COMMAND_QUEUE: usize = 64;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
+/// Perf streams served at once.
+pub const PERF_STREAMS: usize = 4;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ pub struct Node {
     nat: HashMap<Multiaddr, bool>,
     topics: HashSet<String>,
     started: Instant,
+    perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
 }
 
 impl Node {
@@ -159,6 +162,15 @@ impl Node {
         let mut registry = Registry::with_prefix("libp2p");
         let swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
         let metrics = Metrics::new(&mut registry);
+        let perf = match swarm.behaviour().perf.as_ref() {
+            Some(b) => {
+                let control = b.new_control();
+                let server = crate::perf::spawn_server(control.clone(), PERF_STREAMS)
+                    .map_err(|e| transport::TransportError::Build(format!("perf: {e}")))?;
+                Some((control, server))
+            }
+            None => None,
+        };
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
@@ -182,6 +194,7 @@ impl Node {
             nat: HashMap::new(),
             topics: HashSet::new(),
             started: Instant::now(),
+            perf,
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -198,6 +211,12 @@ impl Node {
     /// The libp2p peer id.
     pub fn peer_id(&self) -> PeerId {
         *self.swarm.local_peer_id()
+    }
+
+    /// The stream control of the perf protocol (when `perf` is configured), for
+    /// [`crate::perf::run`] against another node.
+    pub fn perf_control(&self) -> Option<libp2p_stream::Control> {
+        self.perf.as_ref().map(|(c, _)| c.clone())
     }
 
     /// The advertisement store (shared with the seed directory).
@@ -742,6 +761,9 @@ impl Node {
         }
         for (reply, error) in self.pending.drain() {
             reply.fail(error);
+        }
+        if let Some((_, server)) = self.perf.take() {
+            server.abort();
         }
         tracing::info!(peers = peers.len(), "node stopped");
     }

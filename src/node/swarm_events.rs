@@ -139,7 +139,8 @@ impl Node {
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
             | MeshBehaviourEvent::Limits(_)
-            | MeshBehaviourEvent::Memory(_) => {}
+            | MeshBehaviourEvent::Memory(_)
+            | MeshBehaviourEvent::Perf(_) => {}
         }
     }
 

@@ -1,0 +1,471 @@
+//! Single-stream throughput of the perf protocol (`/perf/1.0.0`) on loopback, both
+//! ways: upload 64 MiB (nothing back) and download 64 MiB (nothing up), for
+//!
+//! - a plain tokio TCP socket doing the same exchange (the ceiling),
+//! - two bare rust-libp2p swarms with only the perf behaviour, over TCP (noise + yamux)
+//!   and over QUIC,
+//! - two libmesh nodes (`perf = true`, loopback TCP and QUIC; [`libmesh_case`]).
+//!
+//! The cases alternate within every round, so background load hits all of them alike;
+//! the table shows the median MiB/s per case and direction, and the ratios.
+//!
+//! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libmesh::perf::{self, Behaviour, RunParams};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p_stream::Control;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+const MIB: u64 = 1024 * 1024;
+/// Bytes per run and direction.
+const SIZE: u64 = 64 * MIB;
+const DEFAULT_ROUNDS: usize = 15;
+/// Rounds stop early (after at least 3) once this much time has gone.
+const BUDGET: Duration = Duration::from_secs(150);
+/// The bound on one run.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+const BUF: usize = perf::BUFFER_SIZE;
+
+#[derive(Debug, Clone, Copy)]
+enum Dir {
+    Up,
+    Down,
+}
+
+impl Dir {
+    fn params(self) -> RunParams {
+        match self {
+            Dir::Up => RunParams {
+                upload_bytes: SIZE,
+                download_bytes: 0,
+            },
+            Dir::Down => RunParams {
+                upload_bytes: 0,
+                download_bytes: SIZE,
+            },
+        }
+    }
+}
+
+/// Something to measure: a plain TCP server, or a perf client with its peer.
+enum Target {
+    Tcp(SocketAddr),
+    Libp2p {
+        control: Control,
+        peer: PeerId,
+        /// Tasks driving the swarms (aborted at the end).
+        tasks: Vec<JoinHandle<()>>,
+    },
+}
+
+struct Case {
+    name: &'static str,
+    target: Target,
+    up: Vec<f64>,
+    down: Vec<f64>,
+}
+
+impl Case {
+    fn new(name: &'static str, target: Target) -> Self {
+        Case {
+            name,
+            target,
+            up: Vec::new(),
+            down: Vec::new(),
+        }
+    }
+
+    /// One run; MiB/s in the direction measured.
+    async fn measure(&mut self, dir: Dir) -> f64 {
+        let params = dir.params();
+        let (bytes, time) = match &mut self.target {
+            Target::Tcp(addr) => tcp_client(*addr, params).await,
+            Target::Libp2p { control, peer, .. } => {
+                let stats = tokio::time::timeout(RUN_LIMIT, perf::run(control, *peer, params))
+                    .await
+                    .expect("perf run timed out")
+                    .expect("perf run failed");
+                match dir {
+                    Dir::Up => (stats.uploaded, stats.upload),
+                    Dir::Down => (stats.downloaded, stats.download),
+                }
+            }
+        };
+        assert_eq!(bytes, SIZE, "{}: {dir:?} moved {bytes} bytes", self.name);
+        bytes as f64 / MIB as f64 / time.as_secs_f64()
+    }
+
+    fn stop(self) {
+        if let Target::Libp2p { tasks, .. } = self.target {
+            for task in tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the ceiling: tokio TCP
+
+/// The perf exchange on a plain socket: request size, upload, half-close; answer, close.
+async fn tcp_server(listener: TcpListener) {
+    // Runs until the runtime shuts down.
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        socket.set_nodelay(true).unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; BUF];
+            let mut header = [0u8; 8];
+            socket.read_exact(&mut header).await.unwrap();
+            while socket.read(&mut buf).await.unwrap() > 0 {}
+            let zeros = vec![0u8; BUF];
+            let mut left = u64::from_be_bytes(header);
+            while left > 0 {
+                let n = left.min(BUF as u64) as usize;
+                socket.write_all(&zeros[..n]).await.unwrap();
+                left -= n as u64;
+            }
+            socket.shutdown().await.unwrap();
+        });
+    }
+}
+
+/// Timed like `perf::client`: upload until the answer begins, download from there on.
+async fn tcp_client(addr: SocketAddr, params: RunParams) -> (u64, Duration) {
+    let run = async {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket.set_nodelay(true).unwrap();
+        let zeros = vec![0u8; BUF];
+        let mut buf = vec![0u8; BUF];
+        let start = Instant::now();
+        socket
+            .write_all(&params.download_bytes.to_be_bytes())
+            .await
+            .unwrap();
+        let mut left = params.upload_bytes;
+        while left > 0 {
+            let n = left.min(BUF as u64) as usize;
+            socket.write_all(&zeros[..n]).await.unwrap();
+            left -= n as u64;
+        }
+        socket.shutdown().await.unwrap();
+        let mut n = socket.read(&mut buf).await.unwrap();
+        let upload = start.elapsed();
+        let download_start = Instant::now();
+        let mut received = 0u64;
+        while n > 0 {
+            received += n as u64;
+            n = socket.read(&mut buf).await.unwrap();
+        }
+        if params.upload_bytes > 0 {
+            (params.upload_bytes, upload)
+        } else {
+            (received, download_start.elapsed())
+        }
+    };
+    tokio::time::timeout(RUN_LIMIT, run)
+        .await
+        .expect("tcp run timed out")
+}
+
+async fn tcp_case() -> Case {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tcp_server(listener));
+    Case::new("tokio TCP socket (ceiling)", Target::Tcp(addr))
+}
+
+// ------------------------------------------------------------ bare rust-libp2p swarms
+
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    Tcp,
+    Quic,
+}
+
+fn swarm(net: Net) -> Swarm<Behaviour> {
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let config =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(600));
+    match net {
+        Net::Tcp => builder
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| Behaviour::new())
+            .unwrap()
+            .with_swarm_config(config)
+            .build(),
+        Net::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| Behaviour::new())
+            .unwrap()
+            .with_swarm_config(config)
+            .build(),
+    }
+}
+
+fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Runs until aborted.
+        loop {
+            swarm.select_next_some().await;
+        }
+    })
+}
+
+async fn libp2p_case(name: &'static str, net: Net) -> Case {
+    let mut server = swarm(net);
+    let listen: Multiaddr = match net {
+        Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+    };
+    server.listen_on(listen).unwrap();
+    let setup = async {
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+                break address;
+            }
+        };
+        let peer = *server.local_peer_id();
+        let mut client = swarm(net);
+        client.dial(addr.with(Protocol::P2p(peer))).unwrap();
+        let (mut at_server, mut at_client) = (false, false);
+        while !(at_server && at_client) {
+            tokio::select! {
+                e = server.select_next_some() => {
+                    at_server |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
+                }
+                e = client.select_next_some() => {
+                    if let SwarmEvent::OutgoingConnectionError { error, .. } = &e {
+                        panic!("{name}: dial failed: {error}");
+                    }
+                    at_client |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
+                }
+            }
+        }
+        (peer, client)
+    };
+    let (peer, client) = tokio::time::timeout(RUN_LIMIT, setup)
+        .await
+        .expect("connecting timed out");
+    let serving = perf::spawn_server(server.behaviour().new_control(), 4).unwrap();
+    let control = client.behaviour().new_control();
+    Case::new(
+        name,
+        Target::Libp2p {
+            control,
+            peer,
+            tasks: vec![serving, drive(server), drive(client)],
+        },
+    )
+}
+
+// --------------------------------------------------------------------- libmesh nodes
+
+/// Two libmesh nodes (config `perf = true`) connected over loopback TCP, measured with
+/// `perf::run` from one node's stream control.
+async fn libmesh_case(name: &'static str, net: Net) -> Case {
+    use libmesh::node::{Bootstrap, BootstrapName, Node, NodeConfig, NodeEvent, Target as Dial};
+    let start = |dir: &std::path::Path| {
+        let config = NodeConfig {
+            listen: vec![match net {
+                Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+                Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+            }],
+            bootstrap: Bootstrap::Named(BootstrapName::None),
+            perf: true,
+            ..NodeConfig::default()
+        };
+        let key = mesh_core::NodeKeypair::generate();
+        let (mut node, handle, events) =
+            Node::new(key, config, dir, std::sync::Arc::new(mesh_core::NoTrace)).unwrap();
+        node.listen().unwrap();
+        let (peer, control) = (node.peer_id(), node.perf_control().unwrap());
+        let task = tokio::spawn(node.run());
+        (peer, control, handle, events, task)
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (server_peer, _, _server_handle, mut server_events, server_task) = start(a_dir.path());
+    let (_, control, client_handle, _client_events, client_task) = start(b_dir.path());
+    let setup = async {
+        let addr = loop {
+            if let Some(NodeEvent::Listening { addr }) = server_events.recv().await {
+                break addr;
+            }
+        };
+        client_handle
+            .dial(Dial::Addr(addr.with(Protocol::P2p(server_peer))))
+            .await
+            .unwrap();
+    };
+    tokio::time::timeout(RUN_LIMIT, setup)
+        .await
+        .expect("connecting the libmesh nodes timed out");
+    // The nodes own their data dirs for the rest of the run.
+    std::mem::forget((a_dir, b_dir));
+    // Keep the handles alive (a node stops when its last handle is dropped).
+    let keep = tokio::spawn(async move {
+        let _h = (_server_handle, client_handle, _client_events);
+        std::future::pending::<()>().await;
+    });
+    Case::new(
+        name,
+        Target::Libp2p {
+            control,
+            peer: server_peer,
+            tasks: vec![server_task, client_task, keep],
+        },
+    )
+}
+
+// --------------------------------------------------------------------------- report
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn cell(x: Option<f64>) -> String {
+    x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.0}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "n/a".to_owned(),
+    }
+}
+
+fn rounds_arg() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_ROUNDS)
+        .clamp(1, 50)
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a test run (`cargo test --benches`) does not.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rounds = rounds_arg();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut cases = vec![
+            tcp_case().await,
+            libp2p_case("rust-libp2p TCP+noise+yamux", Net::Tcp).await,
+            libp2p_case("rust-libp2p QUIC", Net::Quic).await,
+        ];
+        cases.push(libmesh_case("libmesh nodes, TCP+noise+yamux", Net::Tcp).await);
+        cases.push(libmesh_case("libmesh nodes, QUIC", Net::Quic).await);
+
+        // Warm-up: one run each way per case, not counted.
+        for case in &mut cases {
+            case.measure(Dir::Up).await;
+            case.measure(Dir::Down).await;
+        }
+        let start = Instant::now();
+        let mut done = 0;
+        for round in 0..rounds {
+            if round >= 3 && start.elapsed() > BUDGET {
+                eprintln!("time budget spent after {round} rounds");
+                break;
+            }
+            // Alternate the direction first, and rotate the case order every round.
+            let dirs = if round % 2 == 0 {
+                [Dir::Up, Dir::Down]
+            } else {
+                [Dir::Down, Dir::Up]
+            };
+            let n = cases.len();
+            for i in 0..n {
+                let case = &mut cases[(i + round) % n];
+                for dir in dirs {
+                    let mibs = case.measure(dir).await;
+                    match dir {
+                        Dir::Up => case.up.push(mibs),
+                        Dir::Down => case.down.push(mibs),
+                    }
+                }
+            }
+            done = round + 1;
+        }
+
+        println!(
+            "\nperf protocol, one stream on loopback, {} MiB per run, median of {done} rounds \
+             ({:.0} s)\n",
+            SIZE / MIB,
+            start.elapsed().as_secs_f64()
+        );
+        println!("| case | upload MiB/s | download MiB/s |");
+        println!("|---|---|---|");
+        let med: Vec<(Option<f64>, Option<f64>)> = cases
+            .iter()
+            .map(|c| (median(&c.up), median(&c.down)))
+            .collect();
+        for (case, (up, down)) in cases.iter().zip(&med) {
+            println!("| {} | {} | {} |", case.name, cell(*up), cell(*down));
+        }
+        println!("\n| ratio | upload | download |");
+        println!("|---|---|---|");
+        let (ceiling, tcp, quic, mesh_tcp, mesh_quic) = (med[0], med[1], med[2], med[3], med[4]);
+        println!(
+            "| rust-libp2p TCP / ceiling | {} | {} |",
+            ratio(tcp.0, ceiling.0),
+            ratio(tcp.1, ceiling.1)
+        );
+        println!(
+            "| rust-libp2p QUIC / ceiling | {} | {} |",
+            ratio(quic.0, ceiling.0),
+            ratio(quic.1, ceiling.1)
+        );
+        println!(
+            "| libmesh TCP / rust-libp2p TCP | {} | {} |",
+            ratio(mesh_tcp.0, tcp.0),
+            ratio(mesh_tcp.1, tcp.1)
+        );
+        println!(
+            "| libmesh QUIC / rust-libp2p QUIC | {} | {} |",
+            ratio(mesh_quic.0, quic.0),
+            ratio(mesh_quic.1, quic.1)
+        );
+        println!(
+            "| libmesh TCP / ceiling | {} | {} |",
+            ratio(mesh_tcp.0, ceiling.0),
+            ratio(mesh_tcp.1, ceiling.1)
+        );
+        for case in cases {
+            case.stop();
+        }
+    });
+}

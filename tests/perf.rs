@@ -1,0 +1,333 @@
+//! The perf protocol between two real libp2p swarms on loopback, over TCP (noise +
+//! yamux) and over QUIC. Every wait is bounded by a timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libmesh::perf::{self, Behaviour, MAX_DOWNLOAD_BYTES, PROTOCOL, PerfError, RunParams};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p_stream::Control;
+use tokio::task::JoinHandle;
+
+/// The bound on any single wait in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    Tcp,
+    Quic,
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {LIMIT:?}"))
+}
+
+fn swarm(net: Net) -> Swarm<Behaviour> {
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    match net {
+        Net::Tcp => builder
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| Behaviour::new())
+            .unwrap()
+            .with_swarm_config(config)
+            .build(),
+        Net::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| Behaviour::new())
+            .unwrap()
+            .with_swarm_config(config)
+            .build(),
+    }
+}
+
+/// A swarm driven by a task, aborted on drop.
+struct Node {
+    peer: PeerId,
+    control: Control,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn drive(mut swarm: Swarm<Behaviour>) -> Node {
+    let peer = *swarm.local_peer_id();
+    let control = swarm.behaviour().new_control();
+    let task = tokio::spawn(async move {
+        // Runs until the test drops the node (abort).
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    Node {
+        peer,
+        control,
+        task,
+    }
+}
+
+/// A server and a client swarm, connected over loopback.
+async fn connected(net: Net) -> (Node, Node) {
+    let mut server = swarm(net);
+    let listen: Multiaddr = match net {
+        Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+    };
+    server.listen_on(listen).unwrap();
+    let addr = within("listen", async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+                break address;
+            }
+        }
+    })
+    .await;
+    let server_peer = *server.local_peer_id();
+    let mut client = swarm(net);
+    client.dial(addr.with(Protocol::P2p(server_peer))).unwrap();
+    within("connect", async {
+        let (mut at_server, mut at_client) = (false, false);
+        while !(at_server && at_client) {
+            tokio::select! {
+                e = server.select_next_some() => {
+                    at_server |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
+                }
+                e = client.select_next_some() => {
+                    if let SwarmEvent::OutgoingConnectionError { error, .. } = &e {
+                        panic!("dial failed: {error}");
+                    }
+                    at_client |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
+                }
+            }
+        }
+    })
+    .await;
+    (drive(server), drive(client))
+}
+
+async fn upload_and_download(net: Net) {
+    let (server, mut client) = connected(net).await;
+    let _serving = perf::spawn_server(server.control.clone(), 4).unwrap();
+    for (up, down) in [
+        (3 * 1024 * 1024 + 7, 5 * 1024 * 1024 + 3),
+        (0, 0),
+        (1, 0),
+        (0, 1),
+    ] {
+        let params = RunParams {
+            upload_bytes: up,
+            download_bytes: down,
+        };
+        let stats = within("run", perf::run(&mut client.control, server.peer, params))
+            .await
+            .unwrap();
+        assert_eq!((stats.uploaded, stats.downloaded), (up, down), "{net:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_and_download_over_tcp() {
+    upload_and_download(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_and_download_over_quic() {
+    upload_and_download(Net::Quic).await;
+}
+
+async fn oversized_request_is_refused(net: Net) {
+    let (server, mut client) = connected(net).await;
+    let _serving = perf::spawn_server(server.control.clone(), 4).unwrap();
+    let too_much = RunParams {
+        upload_bytes: 0,
+        download_bytes: MAX_DOWNLOAD_BYTES + 1,
+    };
+
+    // Our client does not even ask.
+    let err = within("run", perf::run(&mut client.control, server.peer, too_much))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PerfError::DownloadTooLarge { requested, max }
+            if requested == MAX_DOWNLOAD_BYTES + 1 && max == MAX_DOWNLOAD_BYTES),
+        "{err}"
+    );
+
+    // A client that does ask gets nothing back: the stream ends or is reset.
+    let mut stream = within("open", client.control.open_stream(server.peer, PROTOCOL))
+        .await
+        .unwrap();
+    within("header", async {
+        stream.write_all(&u64::MAX.to_be_bytes()).await?;
+        stream.close().await
+    })
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = within("answer", stream.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty(),
+        "{net:?}: the server sent {} bytes",
+        answer.len()
+    );
+    eprintln!("{net:?}: refused request reads as {read:?}");
+
+    // The server still serves ordinary requests.
+    let ok = RunParams {
+        upload_bytes: 10,
+        download_bytes: 20,
+    };
+    let stats = within("run", perf::run(&mut client.control, server.peer, ok))
+        .await
+        .unwrap();
+    assert_eq!((stats.uploaded, stats.downloaded), (10, 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_is_refused_over_tcp() {
+    oversized_request_is_refused(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_is_refused_over_quic() {
+    oversized_request_is_refused(Net::Quic).await;
+}
+
+async fn early_close_is_an_error(net: Net) {
+    let (mut server, mut client) = connected(net).await;
+    let mut incoming = server.control.accept(PROTOCOL).unwrap();
+
+    // A server that reads the request and drops the stream without answering.
+    let params = RunParams {
+        upload_bytes: 1000,
+        download_bytes: 1_000_000,
+    };
+    let (result, ()) = within("run against a dropping server", async {
+        futures::join!(perf::run(&mut client.control, server.peer, params), async {
+            let (_, mut stream) = incoming.next().await.unwrap();
+            let mut header = [0u8; 8];
+            stream.read_exact(&mut header).await.unwrap();
+            drop(stream);
+        })
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PerfError::ShortDownload {
+                expected: 1_000_000,
+                received: 0
+            } | PerfError::Io(_)
+        ),
+        "{net:?}: {err}"
+    );
+
+    // A client that closes after half the request: the server reports an error.
+    let (served, ()) = within("serve a truncated request", async {
+        futures::join!(
+            async {
+                let (_, stream) = incoming.next().await.unwrap();
+                perf::serve(stream).await
+            },
+            async {
+                let mut stream = client
+                    .control
+                    .open_stream(server.peer, PROTOCOL)
+                    .await
+                    .unwrap();
+                stream.write_all(&[0, 0, 0]).await.unwrap();
+                stream.close().await.unwrap();
+                // Keep the stream until the server has seen its end.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            }
+        )
+    })
+    .await;
+    let err = served.unwrap_err();
+    assert!(matches!(err, PerfError::Io(_)), "{net:?}: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_close_is_an_error_over_tcp() {
+    early_close_is_an_error(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_close_is_an_error_over_quic() {
+    early_close_is_an_error(Net::Quic).await;
+}
+
+/// With one stream allowed at a time, a second stream while the first is open is
+/// dropped; the first still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_limit_are_dropped() {
+    let (server, mut client) = connected(Net::Tcp).await;
+    let _serving = perf::spawn_server(server.control.clone(), 1).unwrap();
+
+    // The first stream asks for 4 bytes and keeps its upload open.
+    let mut first = within("open", client.control.open_stream(server.peer, PROTOCOL))
+        .await
+        .unwrap();
+    within("header", async {
+        first.write_all(&4u64.to_be_bytes()).await?;
+        first.flush().await
+    })
+    .await
+    .unwrap();
+    // Let the server take it (and its permit) before the second arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let params = RunParams {
+        upload_bytes: 0,
+        download_bytes: 8,
+    };
+    let err = within(
+        "second run",
+        perf::run(&mut client.control, server.peer, params),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PerfError::ShortDownload { received: 0, .. } | PerfError::Io(_)
+        ),
+        "{err}"
+    );
+
+    // The first finishes normally.
+    let answer = within("first", async {
+        first.write_all(&[1, 2, 3]).await?;
+        first.close().await?;
+        let mut answer = Vec::new();
+        first.read_to_end(&mut answer).await.map(|_| answer)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, vec![0; 4]);
+
+    // And with the permit back, the next run succeeds.
+    let stats = within(
+        "third run",
+        perf::run(&mut client.control, server.peer, params),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.downloaded, 8);
+}
