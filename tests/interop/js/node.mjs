@@ -11,7 +11,7 @@
 // then every stdin line is a JSON command {"id":..,"cmd":"..",...} answered by one line
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}
 // Other stdout lines are events: {"event":"message",...}, {"event":"identify",...}.
-// Commands: dial, ping, identify, peers, kad-put, kad-get, kad-find-peer, kad-add-peer,
+// Commands: dial, hangup, ping, identify, peers, kad-put, kad-get, kad-find-peer, kad-add-peer,
 // subscribe, publish (see `handlers` below). Every command is bounded by `timeoutMs`
 // (default 20 s). The node exits when stdin closes.
 
@@ -106,6 +106,37 @@ function dht (protocol, name) {
   })
 }
 
+// Each kad-dht pings a new contact before adding it to its routing table, so with two
+// DHTs (and test pings) several pings to one peer run at once. js-libp2p allows only one
+// outbound ping stream per connection by default (raised above), and rust-libp2p's ping
+// serves only one inbound ping stream per connection: a second one replaces the first,
+// which then fails, and that DHT leaves the peer out of its routing table. So pings to
+// one peer are run one after another.
+function serializedPing (init) {
+  return (components) => {
+    const service = ping(init)(components)
+    const inner = service.ping.bind(service)
+    const tails = new Map()
+    service.ping = (target, options) => {
+      const key = peerKey(target)
+      const run = (tails.get(key) ?? Promise.resolve()).then(() => inner(target, options))
+      const tail = run.then(() => {}, () => {})
+      tails.set(key, tail)
+      void tail.then(() => { if (tails.get(key) === tail) tails.delete(key) })
+      return run
+    }
+    return service
+  }
+}
+
+function peerKey (target) {
+  if (Array.isArray(target)) target = target[0]
+  if (typeof target?.getComponents === 'function') {
+    return target.getComponents().find((c) => c.name === 'p2p')?.value ?? target.toString()
+  }
+  return String(target)
+}
+
 const node = await createLibp2p({
   addresses: {
     listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
@@ -115,9 +146,7 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: {
     identify: identify({ agentVersion: 'libmesh-js-interop/0.0.0' }),
-    // Both DHTs ping every new contact at once, besides test pings: the default of
-    // one outbound ping stream per connection makes one of them fail.
-    ping: ping({ maxInboundStreams: 8, maxOutboundStreams: 8 }),
+    ping: serializedPing({ maxInboundStreams: 8, maxOutboundStreams: 8 }),
     ipfs: dht('/ipfs/kad/1.0.0', 'ipfs'),
     mesh: dht('/mesh/kad/1.0.0', 'mesh'),
     pubsub: gossipsub({
@@ -168,15 +197,30 @@ function target (cmd) {
 
 const utf8 = (s) => new TextEncoder().encode(s)
 
+// The remote addresses of the open connections to `peer` (a string), so a test can
+// tell which transport a ping or identify used.
+function connectionsTo (peer) {
+  return node.getConnections(peerIdFromString(peer))
+    .filter((c) => c.status === 'open')
+    .map((c) => c.remoteAddr.toString())
+}
+
 const handlers = {
   async dial (cmd, signal) {
     const conn = await node.dial(target(cmd), { signal })
     return { peer: conn.remotePeer.toString(), remoteAddr: conn.remoteAddr.toString() }
   },
 
+  async hangup (cmd, signal) {
+    await node.hangUp(peerIdFromString(cmd.peer), { signal })
+    return { connections: connectionsTo(cmd.peer) }
+  },
+
   async ping (cmd, signal) {
-    const rtt = await node.services.ping.ping(target(cmd), { signal })
-    return { rtt }
+    const to = target(cmd)
+    const rtt = await node.services.ping.ping(to, { signal })
+    const peer = cmd.peer ?? to.getComponents?.().find((c) => c.name === 'p2p')?.value
+    return { rtt, connections: peer == null ? [] : connectionsTo(peer) }
   },
 
   async identify (cmd, signal) {
@@ -190,7 +234,8 @@ const handlers = {
       agentVersion: r.agentVersion ?? null,
       protocolVersion: r.protocolVersion ?? null,
       listenAddrs: r.listenAddrs.map(String),
-      observedAddr: r.observedAddr?.toString() ?? null
+      observedAddr: r.observedAddr?.toString() ?? null,
+      connections: connectionsTo(cmd.peer)
     }
   },
 
@@ -246,6 +291,10 @@ const handlers = {
     const peer = peerIdFromString(cmd.peer)
     await node.peerStore.merge(peer, { multiaddrs: (cmd.addrs ?? []).map((a) => multiaddr(a)) }, { signal })
     await d.routingTable.add(peer, { signal })
+    // `add` pings the peer first and quietly leaves it out if that fails.
+    if (await d.routingTable.find(peer, { signal }) == null) {
+      throw new Error('peer not added to the routing table (ping failed?)')
+    }
     return { routingTableSize: d.routingTable.size }
   },
 
