@@ -19,6 +19,26 @@ pub enum NodeEvent {
         /// The remote address.
         addr: Multiaddr,
     },
+    /// identify told us what `peer` is.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its agent version.
+        agent: String,
+        /// Its identify protocol version.
+        protocol_version: String,
+        /// The protocols it speaks.
+        protocols: Vec<String>,
+        /// The addresses it listens on.
+        listen_addrs: Vec<Multiaddr>,
+    },
+    /// A ping to `peer` succeeded.
+    Pinged {
+        /// The peer.
+        peer: PeerId,
+        /// The round trip.
+        rtt: std::time::Duration,
+    },
     /// The last connection to `peer` closed.
     PeerDisconnected {
         /// The peer.
@@ -114,6 +134,21 @@ impl NodeEvent {
             NodeEvent::PeerConnected { peer, addr } => {
                 json!({"event": "peer-connected", "peer": peer.to_string(), "addr": addr.to_string()})
             }
+            NodeEvent::Identified {
+                peer,
+                agent,
+                protocol_version,
+                protocols,
+                listen_addrs,
+            } => json!({
+                "event": "identified", "peer": peer.to_string(), "agent": agent,
+                "protocol_version": protocol_version, "protocols": protocols,
+                "listen_addrs": listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+            NodeEvent::Pinged { peer, rtt } => json!({
+                "event": "pinged", "peer": peer.to_string(),
+                "rtt_ms": rtt.as_secs_f64() * 1000.0,
+            }),
             NodeEvent::PeerDisconnected { peer } => {
                 json!({"event": "peer-disconnected", "peer": peer.to_string()})
             }

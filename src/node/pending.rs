@@ -59,7 +59,7 @@ impl Waiter {
 }
 
 /// Which DHT a lookup query runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Stage {
     MeshDht,
     Amino,
@@ -77,7 +77,8 @@ pub(crate) struct Pending {
     by_connection: HashMap<ConnectionId, Vec<(After, Instant)>>,
     by_peer: HashMap<PeerId, Vec<(After, Instant)>>,
     lookups: HashMap<NodeId, Lookup>,
-    queries: HashMap<QueryId, (NodeId, Stage)>,
+    /// Query ids count per Kademlia instance, so they are keyed with the DHT.
+    queries: HashMap<(Stage, QueryId), NodeId>,
     markers: HashMap<PeerId, VecDeque<(String, Reply<String>, Instant)>>,
     remote: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
 }
@@ -178,27 +179,27 @@ impl Pending {
 
     /// Records the mesh-DHT query of a new lookup.
     pub(crate) fn start_lookup(&mut self, node: NodeId, query: QueryId) {
-        self.queries.insert(query, (node, Stage::MeshDht));
+        self.queries.insert((Stage::MeshDht, query), node);
     }
 
     /// Moves a lookup to its next query.
     pub(crate) fn next_stage(&mut self, node: NodeId, query: QueryId, stage: Stage) {
-        self.queries.insert(query, (node, stage));
+        self.queries.insert((stage, query), node);
     }
 
-    /// The lookup a query belongs to.
-    pub(crate) fn query(&self, query: &QueryId) -> Option<(NodeId, Stage)> {
-        self.queries.get(query).copied()
+    /// The lookup a query of `stage`'s DHT belongs to.
+    pub(crate) fn query(&self, stage: Stage, query: QueryId) -> Option<NodeId> {
+        self.queries.get(&(stage, query)).copied()
     }
 
     /// Ends a query (its lookup goes on or ends separately).
-    pub(crate) fn end_query(&mut self, query: &QueryId) {
-        self.queries.remove(query);
+    pub(crate) fn end_query(&mut self, stage: Stage, query: QueryId) {
+        self.queries.remove(&(stage, query));
     }
 
     /// Ends a lookup: its waiters.
     pub(crate) fn finish_lookup(&mut self, node: &NodeId) -> Vec<After> {
-        self.queries.retain(|_, (n, _)| n != node);
+        self.queries.retain(|_, n| n != node);
         self.lookups
             .remove(node)
             .map(|l| l.waiters)

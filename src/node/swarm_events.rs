@@ -98,11 +98,21 @@ impl Node {
                 self.metrics.record(&e);
                 if let identify::Event::Received { peer_id, info, .. } = e {
                     self.on_identify(peer_id, &info);
+                    self.emit(NodeEvent::Identified {
+                        peer: peer_id,
+                        agent: info.agent_version,
+                        protocol_version: info.protocol_version,
+                        protocols: info.protocols.iter().map(ToString::to_string).collect(),
+                        listen_addrs: info.listen_addrs,
+                    });
                 }
             }
             MeshBehaviourEvent::Ping(e) => {
                 self.metrics.record(&e);
                 self.swarm.behaviour_mut().session.on_ping(&e);
+                if let Ok(rtt) = e.result {
+                    self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
+                }
             }
             MeshBehaviourEvent::Amino(e) => {
                 self.metrics.record(&e);
@@ -172,7 +182,7 @@ impl Node {
         else {
             return;
         };
-        let Some((node, Stage::Amino)) = self.pending.query(&id) else {
+        let Some(node) = self.pending.query(Stage::Amino, id) else {
             return;
         };
         if let QueryResult::GetClosestPeers(r) = result {
@@ -198,7 +208,7 @@ impl Node {
             }
         }
         if step.last {
-            self.pending.end_query(&id);
+            self.pending.end_query(Stage::Amino, id);
         }
     }
 
@@ -245,7 +255,7 @@ impl Node {
     fn on_mesh_query(&mut self, id: kad::QueryId, result: QueryResult, last: bool) {
         match result {
             QueryResult::GetRecord(r) => {
-                let Some((node, Stage::MeshDht)) = self.pending.query(&id) else {
+                let Some(node) = self.pending.query(Stage::MeshDht, id) else {
                     return;
                 };
                 let now = Timestamp::now();
@@ -266,14 +276,14 @@ impl Node {
                     if let Some(mut q) = self.swarm.behaviour_mut().mesh_kad.query_mut(&id) {
                         q.finish();
                     }
-                    self.pending.end_query(&id);
+                    self.pending.end_query(Stage::MeshDht, id);
                     if let Err(e) = self.store.insert(ad.clone(), &now) {
                         tracing::debug!(error = %e, "looked-up advert not stored");
                     }
                     let waiters = self.pending.finish_lookup(&node);
                     self.found(node, Found::from_advert(&ad, "mesh-dht"), waiters);
                 } else if last {
-                    self.pending.end_query(&id);
+                    self.pending.end_query(Stage::MeshDht, id);
                     self.lookup_on_amino(node);
                 }
             }
