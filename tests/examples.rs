@@ -241,14 +241,27 @@ fn short(peer_id: &str) -> &str {
 fn two_chats_exchange_lines() {
     let base = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", "none"];
     let topic = format!("examples-test-{}", std::process::id());
-    let mut a = Proc::start("chat", &[&base[..], &["--topic", &topic]].concat());
+    // The test owns the data dirs: a chat killed at the end cannot clean up its own.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (
+        dir_a.path().to_str().unwrap(),
+        dir_b.path().to_str().unwrap(),
+    );
+    let mut a = Proc::start(
+        "chat",
+        &[&base[..], &["--topic", &topic, "--data-dir", da]].concat(),
+    );
     let ra = ready(&mut a);
     let seed = ra["seed"].as_str().unwrap().to_owned();
     assert!(seed.contains("/ip4/127.0.0.1/tcp/"), "{ra}");
 
     let mut b = Proc::start(
         "chat",
-        &[&base[..], &["--topic", &topic, "--peer", &seed]].concat(),
+        &[
+            &base[..],
+            &["--topic", &topic, "--data-dir", db, "--peer", &seed],
+        ]
+        .concat(),
     );
     let rb = ready(&mut b);
 
