@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 const MIB: u64 = 1024 * 1024;
 /// Bytes per run and direction.
 const SIZE: u64 = 64 * MIB;
-const DEFAULT_ROUNDS: usize = 15;
+const DEFAULT_ROUNDS: usize = 31;
 /// Rounds stop early (after at least 3) once this much time has gone.
 const BUDGET: Duration = Duration::from_secs(150);
 /// The bound on one run.
