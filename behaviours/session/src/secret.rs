@@ -116,6 +116,44 @@ pub struct Transcript<'a> {
     pub responder: NodeId,
 }
 
+/// The term of a handshake that needs only this side's ephemeral key and the peer's
+/// identity (known from the connection's `PeerId` before any message): `es` on the
+/// initiator, `se` on the responder. Computing it ahead (while the network round trip is
+/// in flight) takes one of the three X25519 operations off the critical path.
+pub struct IdentityTerm {
+    peer: NodeId,
+    /// Outer error: the peer's key has no X25519 form; inner: the term is all zero.
+    term: MeshResult<MeshResult<Zeroizing<[u8; 32]>>>,
+}
+
+impl IdentityTerm {
+    /// Computes `mine` × the X25519 form of `peer`'s identity key.
+    pub fn compute(mine: &EphemeralKey, peer: NodeId) -> Self {
+        let term = peer
+            .fingerprint()
+            .x25519_public()
+            .map_err(|e| MeshError::from(e).context("peer identity"))
+            .map(|p| dh(&mine.secret, &p).map(Zeroizing::new));
+        IdentityTerm { peer, term }
+    }
+
+    /// Whether the term came out usable (a valid, not small-order peer key).
+    pub fn is_ok(&self) -> bool {
+        matches!(self.term, Ok(Ok(_)))
+    }
+
+    /// Whether the term was computed for `peer`.
+    pub fn is_for(&self, peer: &NodeId) -> bool {
+        self.peer == *peer
+    }
+}
+
+impl std::fmt::Debug for IdentityTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityTerm({})", self.peer)
+    }
+}
+
 /// Derives the session secret. `me` and `mine` are this node's identity and
 /// ephemeral key; `peer_session_pub` is the other side's `session/pub` bytes.
 pub fn derive(
@@ -129,26 +167,53 @@ pub fn derive(
         Role::Initiator => t.responder,
         Role::Responder => t.initiator,
     };
-    let peer_identity = peer
-        .fingerprint()
-        .x25519_public()
-        .map_err(|e| MeshError::from(e).context("peer identity"))?;
+    derive_with(
+        role,
+        me,
+        mine,
+        &IdentityTerm::compute(mine, peer),
+        peer_session_pub,
+        t,
+    )
+}
+
+/// [`derive`] with the identity term computed ahead; `term` must come from `mine` and
+/// the transcript's peer (otherwise `E_PROTO_INVALID`). Same result and same errors.
+pub fn derive_with(
+    role: Role,
+    me: &NodeKeypair,
+    mine: &EphemeralKey,
+    term: &IdentityTerm,
+    peer_session_pub: &[u8; 32],
+    t: &Transcript<'_>,
+) -> MeshResult<SessionSecret> {
+    let peer = match role {
+        Role::Initiator => t.responder,
+        Role::Responder => t.initiator,
+    };
+    if !term.is_for(&peer) {
+        return Err(MeshError::invalid(
+            "session key agreement: identity term of another peer",
+        ));
+    }
+    // The same checks in the same order as computing every term here.
+    let identity_term = term.term.as_ref().map_err(Clone::clone)?;
     let my_identity = me.x25519_secret();
     let ee = dh(&mine.secret, peer_session_pub)?;
     let (es, se) = match role {
-        Role::Initiator => (
-            dh(&mine.secret, &peer_identity)?,
-            dh(&my_identity, peer_session_pub)?,
-        ),
-        Role::Responder => (
-            dh(&my_identity, peer_session_pub)?,
-            dh(&mine.secret, &peer_identity)?,
-        ),
+        Role::Initiator => {
+            let es = identity_term.clone()?;
+            (es, Zeroizing::new(dh(&my_identity, peer_session_pub)?))
+        }
+        Role::Responder => {
+            let es = Zeroizing::new(dh(&my_identity, peer_session_pub)?);
+            (es, identity_term.clone()?)
+        }
     };
     let mut ikm = Zeroizing::new([0u8; 96]);
     ikm[..32].copy_from_slice(&ee);
-    ikm[32..64].copy_from_slice(&es);
-    ikm[64..].copy_from_slice(&se);
+    ikm[32..64].copy_from_slice(es.as_slice());
+    ikm[64..].copy_from_slice(se.as_slice());
     let info = [
         t.hello_id.as_bytes(),
         &[0],
@@ -165,6 +230,34 @@ pub fn derive(
         .map_err(|_| MeshError::invalid("HKDF output length"))?;
     Ok(SessionSecret(okm))
 }
+
+/// Whether an X25519 public key (its u-coordinate, high bit ignored as X25519 does) is
+/// of small order on the curve or its twist, i.e. whether every Diffie-Hellman term with
+/// it comes out all zero. Lets a side know before sending its ack that the terms it
+/// computes afterwards cannot fail.
+pub fn is_small_order(public: &[u8; 32]) -> bool {
+    let mut u = *public;
+    u[31] &= 0x7f;
+    SMALL_ORDER_U.contains(&u)
+}
+
+/// The u-coordinates of the small-order points of Curve25519 and its twist (0, 1, -1 and
+/// the two of order 8) and the non-canonical encodings p and p + 1 of 0 and 1.
+static SMALL_ORDER_U: std::sync::LazyLock<Vec<[u8; 32]>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+        .iter()
+        .map(|p| p.to_montgomery().to_bytes())
+        .collect();
+    let mut p = [0xffu8; 32];
+    p[31] = 0x7f;
+    for low in [0xec, 0xed, 0xee] {
+        p[0] = low; // p - 1, p, p + 1
+        v.push(p);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+});
 
 #[cfg(test)]
 mod tests {
