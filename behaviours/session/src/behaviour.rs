@@ -435,7 +435,13 @@ impl Behaviour {
             }
             return true;
         }
-        if self.spare.is_none() {
+        // The next handshake's key, once no handshake is under way.
+        let idle = self.deriving.is_empty()
+            && self
+                .states
+                .values()
+                .all(|s| matches!(s, State::Established(_)));
+        if self.spare.is_none() && idle {
             self.spare = Some(EphemeralKey::generate());
             return true;
         }
