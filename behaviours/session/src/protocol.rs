@@ -205,3 +205,35 @@ impl libp2p::request_response::Codec for Codec {
         write(io, r).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::{HandshakeParams, build_ack, build_capabilities, build_hello};
+    use crate::secret::EphemeralKey;
+    use mesh_core::{NodeKeypair, Timestamp};
+
+    #[test]
+    fn encoding_with_the_advertisement_wire_form_gives_the_same_bytes() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let now = Timestamp::now();
+        let p = HandshakeParams {
+            offered: &[],
+            transport: "tcp",
+            intent: "peer-connect",
+        };
+        let hello = build_hello(&a, &EphemeralKey::generate(), b.node_id(), &p, &now).unwrap();
+        let ack = build_ack(&b, &EphemeralKey::generate(), &hello, &p, &now).unwrap();
+        let caps = build_capabilities(&a, &["core/discovery"], &["tcp"], &now, 60).unwrap();
+        for (is_ack, hs) in [(false, &hello), (true, &ack)] {
+            let fast = encode_with_caps(is_ack, hs, &caps.to_cbor());
+            let m = if is_ack {
+                Message::Ack(Box::new(hs.clone()), Box::new(caps.clone()))
+            } else {
+                Message::Hello(Box::new(hs.clone()), Box::new(caps.clone()))
+            };
+            assert_eq!(fast, encode(&m));
+            assert_eq!(decode(&fast).unwrap(), m);
+        }
+    }
+}
