@@ -589,17 +589,16 @@ impl Behaviour {
         };
         // Derive after the ack is sent, unless the derivation could fail: then now, so
         // that the failure is answered instead of the ack.
-        let deferred = if is_small_order(&hello_pub) || !deriving.term.is_ok() {
-            let secret = self.derive_responder(&deriving)?;
-            Err((deriving, secret))
+        let secret_now = if is_small_order(&hello_pub) || !deriving.term.is_ok() {
+            Some(self.derive_responder(&deriving)?)
         } else {
-            Ok(deriving)
+            None
         };
         let bytes = encode_with_caps(true, &ack, self.own_capabilities(&now)?);
         self.trace(TraceEventType::HandshakeAccepted, &peer, None);
-        match deferred {
-            Ok(d) => self.deriving.push_back(d),
-            Err((d, secret)) => self.establish_responder(d, secret),
+        match secret_now {
+            Some(secret) => self.establish_responder(deriving, secret),
+            None => self.deriving.push_back(deriving),
         }
         Ok(Frame::Out(bytes))
     }
