@@ -7,7 +7,9 @@
 //! advertising node as subject and issuer, names the same capability, is unexpired and
 //! verifies; `core/messaging` must be among the accepted ones.
 
-use mesh_core::artifact::{Artifact, read_signature, signature_value, signing_input};
+use mesh_core::artifact::{
+    Artifact, SignedBytes, read_signature, signature_value, signing_input, verify_all_strict,
+};
 use mesh_core::families::CORE_MESSAGING;
 use mesh_core::{
     CapabilityAdvertisement, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, PeerHandshake,
@@ -180,6 +182,31 @@ pub fn accept_capabilities(
     peer: &NodeId,
     now: &Timestamp,
 ) -> MeshResult<Vec<String>> {
+    accept(ad, peer, now, false)
+}
+
+/// The passport an advertisement presents for `cap`: the first `capabilities/presented`
+/// entry with that wire name and a self-issued passport object.
+fn presented_passport<'a>(presented: &'a [Value], cap: &str) -> Option<&'a Map<String, Value>> {
+    presented
+        .iter()
+        .find(|p| {
+            p.get("wire/name").and_then(Value::as_str) == Some(cap)
+                && p.get("assertion/kind").and_then(Value::as_str) == Some("self-issued-passport")
+        })
+        .and_then(|e| e.get("passport"))
+        .and_then(Value::as_object)
+}
+
+/// [`accept_capabilities`]; with `passports_verified` the passport signatures are known
+/// to verify against the advertisement's node key (see [`verify_set`]) and are not
+/// checked again.
+pub(crate) fn accept(
+    ad: &CapabilityAdvertisement,
+    peer: &NodeId,
+    now: &Timestamp,
+    passports_verified: bool,
+) -> MeshResult<Vec<String>> {
     if ad.node_id() != *peer {
         return Err(MeshError::new(
             ErrorCode::SigUnknownSigner,
@@ -195,18 +222,11 @@ pub fn accept_capabilities(
         .as_map()
         .get("capabilities/presented")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
     let mut accepted = Vec::new();
     for cap in ad.capabilities() {
-        let entry = presented.iter().find(|p| {
-            p.get("wire/name").and_then(Value::as_str) == Some(cap.as_str())
-                && p.get("assertion/kind").and_then(Value::as_str) == Some("self-issued-passport")
-        });
-        let Some(passport) = entry
-            .and_then(|e| e.get("passport"))
-            .and_then(Value::as_object)
-        else {
+        let Some(passport) = presented_passport(presented, cap) else {
             continue;
         };
         let text = |k: &str| passport.get(k).and_then(Value::as_str);
@@ -224,15 +244,17 @@ pub fn accept_capabilities(
         if !unexpired {
             continue;
         }
-        let sig =
-            read_signature(passport).map_err(|e| e.context(format!("passport for `{cap}`")))?;
-        let input = signing_input(PASSPORT_FAMILY, &["signature"], passport);
-        key.verify_strict(&input, &sig).map_err(|_| {
-            MeshError::new(
-                ErrorCode::SigInvalid,
-                format!("passport for `{cap}` does not verify"),
-            )
-        })?;
+        if !passports_verified {
+            let sig =
+                read_signature(passport).map_err(|e| e.context(format!("passport for `{cap}`")))?;
+            let input = signing_input(PASSPORT_FAMILY, &["signature"], passport);
+            key.verify_strict(&input, &sig).map_err(|_| {
+                MeshError::new(
+                    ErrorCode::SigInvalid,
+                    format!("passport for `{cap}` does not verify"),
+                )
+            })?;
+        }
         accepted.push(cap.clone());
     }
     if !accepted.iter().any(|c| c == CORE_MESSAGING) {
@@ -242,6 +264,63 @@ pub fn accept_capabilities(
         ));
     }
     Ok(accepted)
+}
+
+/// Checks with one batch verification every signature a peer's artifact set carries: its
+/// handshake artifact (by its `sender/node-id`), its capability advertisement (by its
+/// `node/id`) and every passport that capability acceptance could check (by the
+/// advertisement's node). `true` means all of them verify with `verify_strict`'s accept
+/// set; `false` means something did not verify or could not be read, and the caller
+/// checks one by one, which names the culprit with its code.
+pub fn verify_set(hs: &PeerHandshake, ad: &CapabilityAdvertisement) -> bool {
+    let node = ad.node_id();
+    let presented = ad
+        .as_map()
+        .get("capabilities/presented")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let passports: Vec<&Map<String, Value>> = ad
+        .capabilities()
+        .iter()
+        .filter_map(|cap| presented_passport(presented, cap))
+        .collect();
+    let mut inputs = Vec::with_capacity(2 + passports.len());
+    let mut signers = Vec::with_capacity(2 + passports.len());
+    let mut sigs = Vec::with_capacity(2 + passports.len());
+    let (Some(hs_signer), Some(ad_signer)) = (hs.signer(), ad.signer()) else {
+        return false;
+    };
+    for (signer, doc, input) in [
+        (hs_signer, hs.as_map(), hs.signing_input()),
+        (ad_signer, ad.as_map(), ad.signing_input()),
+    ] {
+        let Ok(sig) = read_signature(doc) else {
+            return false;
+        };
+        inputs.push(input);
+        signers.push(signer);
+        sigs.push(sig);
+    }
+    for passport in passports {
+        let Ok(sig) = read_signature(passport) else {
+            return false;
+        };
+        inputs.push(signing_input(PASSPORT_FAMILY, &["signature"], passport));
+        signers.push(*node.fingerprint());
+        sigs.push(sig);
+    }
+    let items: Vec<SignedBytes<'_>> = inputs
+        .iter()
+        .zip(signers)
+        .zip(sigs)
+        .map(|((input, signer), signature)| SignedBytes {
+            signer,
+            message: input,
+            signature,
+        })
+        .collect();
+    verify_all_strict(&items)
 }
 
 #[cfg(test)]

@@ -1,8 +1,22 @@
 //! The `/mesh/session/1.0.0` behaviour: on every connection the dialer sends a signed
 //! hello with its capability advertisement, the listener answers a signed ack with its
 //! own, and both derive the session secret: one request round after the connection.
-//! The node's own advertisement (with its signed passports) is built once and reused
-//! until half its passports' lifetime has passed.
+//! The node's own advertisement (with its signed passports) is built when the behaviour
+//! is created and reused, in its wire form, until half its passports' lifetime has passed.
+//!
+//! The critical path of a handshake is kept short:
+//!
+//! - each received artifact set (hello or ack, the capability advertisement and its
+//!   passports) is verified with one batch verification; only when the batch fails are
+//!   the signatures checked one by one, which names the culprit with its code;
+//! - a spare ephemeral key is kept ready, and the Diffie-Hellman term that needs only
+//!   this side's ephemeral key and the peer's identity is computed ahead, while the
+//!   network is busy: by the dialer once its hello is on its way, by the listener as soon
+//!   as the connection is up;
+//! - the responder sends its ack first and derives the secret while the ack travels;
+//!   it checks before sending that the hello's `session/pub` is not of small order, so
+//!   the derivation afterwards cannot fail. Its `SessionEstablished` still comes only
+//!   with the secret.
 //!
 //! Hard rejections (a bad signature, a signer other than the connection's peer, a
 //! replay) close the connection and count towards blocking the peer; other bad input is
@@ -29,13 +43,16 @@ use mesh_core::{
 use serde_json::json;
 
 use crate::artifacts::{
-    HandshakeParams, accept_capabilities, build_ack, build_capabilities, build_hello,
+    HandshakeParams, accept, build_ack, build_capabilities, build_hello, verify_set,
 };
 use crate::governor::{Governor, GovernorConfig};
 use crate::keepalive::{Change, Keepalive};
-use crate::protocol::{Codec, Inbound, Message, PROTOCOL};
+use crate::protocol::{Codec, Frame, Message, PROTOCOL, encode, encode_with_caps};
 use crate::replay::{ReplayConfig, ReplayGuard};
-use crate::secret::{EphemeralKey, Role, SessionSecret, Transcript, derive, parse_session_pub};
+use crate::secret::{
+    EphemeralKey, IdentityTerm, Role, SessionSecret, Transcript, derive_with, is_small_order,
+    parse_session_pub,
+};
 
 /// The clock (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -159,9 +176,32 @@ enum State {
     AwaitingAck {
         hello: Box<PeerHandshake>,
         eph: EphemeralKey,
+        /// `eph` × the responder's identity, once computed.
+        term: Option<IdentityTerm>,
     },
     /// Done.
     Established(Session),
+}
+
+/// A responder's session whose ack has been sent; the secret is derived next.
+struct Deriving {
+    peer: PeerId,
+    node: NodeId,
+    capabilities: Vec<String>,
+    eph: EphemeralKey,
+    term: IdentityTerm,
+    hello_pub: [u8; 32],
+    hello_id: String,
+    ack_id: String,
+    at: Timestamp,
+}
+
+/// Work done when nothing else is ready.
+enum Ahead {
+    /// The dialer's identity term for the hello it sent to this peer.
+    InitiatorTerm(PeerId),
+    /// The listener's ephemeral key and identity term for a new inbound connection.
+    ResponderTerm(PeerId),
 }
 
 /// The behaviour.
@@ -181,6 +221,14 @@ pub struct Behaviour {
     /// The node's own capability advertisement (its CBOR, compact) and when it was
     /// built; reused until half its passports' lifetime has passed.
     own_caps: Option<(Vec<u8>, Timestamp)>,
+    /// An ephemeral key generated ahead for the next handshake.
+    spare: Option<EphemeralKey>,
+    /// Listener side: the ephemeral key and identity term ready for a peer's hello.
+    prepared: HashMap<PeerId, (EphemeralKey, IdentityTerm)>,
+    /// Responders whose ack is on its way and whose secret is derived next.
+    deriving: VecDeque<Deriving>,
+    /// Terms to compute when idle.
+    ahead: VecDeque<Ahead>,
 }
 
 fn is_hard(code: ErrorCode) -> bool {
@@ -194,7 +242,7 @@ impl Behaviour {
     /// A behaviour for the node `key` (the swarm must use the same key).
     pub fn new(key: NodeKeypair, config: Config) -> Self {
         let rr = request_response::Config::default().with_request_timeout(config.request_timeout);
-        Behaviour {
+        let mut b = Behaviour {
             inner: request_response::Behaviour::with_codec(
                 Codec,
                 [(PROTOCOL, ProtocolSupport::Full)],
@@ -211,7 +259,17 @@ impl Behaviour {
             events: VecDeque::new(),
             close_after: HashMap::new(),
             own_caps: None,
+            spare: Some(EphemeralKey::generate()),
+            prepared: HashMap::new(),
+            deriving: VecDeque::new(),
+            ahead: VecDeque::new(),
+        };
+        // Built now, not on the first connection's critical path.
+        let now = b.now();
+        if let Err(e) = b.own_capabilities(&now) {
+            tracing::warn!(%e, "cannot build the capability advertisement");
         }
+        b
     }
 
     /// The established session with `peer`.
@@ -316,13 +374,15 @@ impl Behaviour {
         }
     }
 
-    /// The node's capability advertisement, built once and reused while its passports
-    /// have more than half their lifetime left.
-    fn own_capabilities(&mut self, now: &Timestamp) -> Result<CapabilityAdvertisement, MeshError> {
-        if let Some((cbor, built)) = &self.own_caps
-            && now.secs_since(built) < self.config.passport_ttl_secs / 2
-        {
-            return CapabilityAdvertisement::from_cbor(cbor);
+    /// The wire form of the node's capability advertisement, built once and reused while
+    /// its passports have more than half their lifetime left.
+    fn own_capabilities(&mut self, now: &Timestamp) -> Result<&[u8], MeshError> {
+        let fresh = self
+            .own_caps
+            .as_ref()
+            .is_some_and(|(_, built)| now.secs_since(built) < self.config.passport_ttl_secs / 2);
+        if fresh {
+            return Ok(self.own_caps.as_ref().map_or(&[], |(c, _)| c.as_slice()));
         }
         let caps: Vec<&str> = self
             .config
@@ -338,8 +398,54 @@ impl Behaviour {
             now,
             self.config.passport_ttl_secs,
         )?;
-        self.own_caps = Some((ad.to_cbor(), now.clone()));
-        Ok(ad)
+        Ok(&self.own_caps.insert((ad.to_cbor(), now.clone())).0)
+    }
+
+    /// A fresh ephemeral key: the one generated ahead, or a new one.
+    fn ephemeral(&mut self) -> EphemeralKey {
+        self.spare.take().unwrap_or_else(EphemeralKey::generate)
+    }
+
+    /// Runs one piece of work that was put off so as not to delay a message: a responder's
+    /// derivation, then terms computed ahead, then the spare key. `false` when none is left.
+    fn work_ahead(&mut self) -> bool {
+        if let Some(d) = self.deriving.pop_front() {
+            self.finish_responder(d);
+            return true;
+        }
+        if let Some(job) = self.ahead.pop_front() {
+            match job {
+                Ahead::InitiatorTerm(peer) => {
+                    if let Some(State::AwaitingAck { eph, term, .. }) = self.states.get_mut(&peer)
+                        && term.is_none()
+                        && let Ok(node) = NodeId::from_peer_id(&peer)
+                    {
+                        *term = Some(IdentityTerm::compute(eph, node));
+                    }
+                }
+                Ahead::ResponderTerm(peer) => {
+                    if !self.prepared.contains_key(&peer)
+                        && let Ok(node) = NodeId::from_peer_id(&peer)
+                    {
+                        let eph = self.ephemeral();
+                        let term = IdentityTerm::compute(&eph, node);
+                        self.prepared.insert(peer, (eph, term));
+                    }
+                }
+            }
+            return true;
+        }
+        // The next handshake's key, once no handshake is under way.
+        let idle = self.deriving.is_empty()
+            && self
+                .states
+                .values()
+                .all(|s| matches!(s, State::Established(_)));
+        if self.spare.is_none() && idle {
+            self.spare = Some(EphemeralKey::generate());
+            return true;
+        }
+        false
     }
 
     fn start(&mut self, peer: PeerId) {
@@ -350,40 +456,45 @@ impl Behaviour {
         if self.governor.allow_handshake(&node, &now).is_err() {
             return;
         }
-        let eph = EphemeralKey::generate();
-        let built = build_hello(&self.key, &eph, node, &self.params(), &now)
-            .and_then(|h| Ok((h, self.own_capabilities(&now)?)));
-        let (hello, caps) = match built {
+        let eph = self.ephemeral();
+        let built = build_hello(&self.key, &eph, node, &self.params(), &now).and_then(|h| {
+            let bytes = encode_with_caps(false, &h, self.own_capabilities(&now)?);
+            Ok((h, bytes))
+        });
+        let (hello, bytes) = match built {
             Ok(x) => x,
             Err(e) => return tracing::warn!(%e, "cannot build hello"),
         };
         if let Err(e) = self.replay.hello_sent(hello.handshake_id(), node, &now) {
             return tracing::warn!(%e, "hello not sent");
         }
-        self.inner.send_request(
-            &peer,
-            Ok(Message::Hello(Box::new(hello.clone()), Box::new(caps))),
-        );
+        self.inner.send_request(&peer, Frame::Out(bytes));
         self.states.insert(
             peer,
             State::AwaitingAck {
                 hello: Box::new(hello),
                 eph,
+                term: None,
             },
         );
+        self.ahead.push_back(Ahead::InitiatorTerm(peer));
         self.trace(TraceEventType::HandshakeStarted, &peer, None);
         self.events
             .push_back(ToSwarm::GenerateEvent(Event::HandshakeStarted { peer }));
     }
 
-    /// Verifies a handshake artifact from `peer`: signature, clock, signer = peer.
+    /// Verifies a handshake artifact from `peer`: signature (unless `verified` by the
+    /// batch), clock, signer = peer.
     fn check_handshake(
         &mut self,
         peer: &PeerId,
         hs: &PeerHandshake,
         now: &Timestamp,
+        verified: bool,
     ) -> Result<NodeId, MeshError> {
-        hs.verify_signature()?;
+        if !verified {
+            hs.verify_signature()?;
+        }
         hs.validate(now)?;
         let node = NodeId::from_peer_id(peer)
             .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
@@ -399,16 +510,20 @@ impl Behaviour {
         Ok(node)
     }
 
-    /// Verifies the peer's capability advertisement and returns what it proved.
+    /// Verifies the peer's capability advertisement and returns what it proved; with
+    /// `verified`, its signatures (advertisement and passports) passed the batch.
     fn check_capabilities(
         &self,
         node: &NodeId,
         ad: &CapabilityAdvertisement,
         now: &Timestamp,
+        verified: bool,
     ) -> Result<Vec<String>, MeshError> {
-        ad.verify_signature()?;
+        if !verified {
+            ad.verify_signature()?;
+        }
         ad.validate(now)?;
-        accept_capabilities(ad, node, now)
+        accept(ad, node, now, verified)
     }
 
     fn establish(&mut self, peer: PeerId, session: Session) {
@@ -439,43 +554,90 @@ impl Behaviour {
         peer: PeerId,
         hello: &PeerHandshake,
         caps: &CapabilityAdvertisement,
-    ) -> Result<Message, MeshError> {
+    ) -> Result<Frame, MeshError> {
         let now = self.now();
         if hello.mode() != HandshakeMode::Hello {
             return Err(MeshError::invalid("expected a hello"));
         }
-        let node = self.check_handshake(&peer, hello, &now)?;
+        let verified = verify_set(hello, caps);
+        let node = self.check_handshake(&peer, hello, &now, verified)?;
         self.governor
             .allow_handshake(&node, &now)
             .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
         self.replay.check_incoming(hello, &now)?;
-        let capabilities = self.check_capabilities(&node, caps, &now)?;
-        let eph = EphemeralKey::generate();
-        let ack = build_ack(&self.key, &eph, hello, &self.params(), &now)?;
-        let t = Transcript {
-            hello_id: hello.handshake_id(),
-            ack_id: ack.handshake_id(),
-            initiator: node,
-            responder: self.key.node_id(),
+        let capabilities = self.check_capabilities(&node, caps, &now, verified)?;
+        let (eph, term) = match self.prepared.remove(&peer) {
+            Some((eph, term)) if term.is_for(&node) => (eph, term),
+            _ => {
+                let eph = self.ephemeral();
+                let term = IdentityTerm::compute(&eph, node);
+                (eph, term)
+            }
         };
-        let secret = derive(
-            Role::Responder,
-            &self.key,
-            &eph,
-            &parse_session_pub(hello.session_pub())?,
-            &t,
-        )?;
-        let own = self.own_capabilities(&now)?;
-        self.trace(TraceEventType::HandshakeAccepted, &peer, None);
-        let session = Session {
+        let ack = build_ack(&self.key, &eph, hello, &self.params(), &now)?;
+        let hello_pub = parse_session_pub(hello.session_pub())?;
+        let deriving = Deriving {
+            peer,
             node,
             capabilities,
+            eph,
+            term,
+            hello_pub,
+            hello_id: hello.handshake_id().to_owned(),
+            ack_id: ack.handshake_id().to_owned(),
+            at: now.clone(),
+        };
+        // Derive after the ack is sent, unless the derivation could fail: then now, so
+        // that the failure is answered instead of the ack.
+        let secret_now = if is_small_order(&hello_pub) || !deriving.term.is_ok() {
+            Some(self.derive_responder(&deriving)?)
+        } else {
+            None
+        };
+        let bytes = encode_with_caps(true, &ack, self.own_capabilities(&now)?);
+        self.trace(TraceEventType::HandshakeAccepted, &peer, None);
+        match secret_now {
+            Some(secret) => self.establish_responder(deriving, secret),
+            None => self.deriving.push_back(deriving),
+        }
+        Ok(Frame::Out(bytes))
+    }
+
+    fn derive_responder(&self, d: &Deriving) -> Result<SessionSecret, MeshError> {
+        let t = Transcript {
+            hello_id: &d.hello_id,
+            ack_id: &d.ack_id,
+            initiator: d.node,
+            responder: self.key.node_id(),
+        };
+        derive_with(
+            Role::Responder,
+            &self.key,
+            &d.eph,
+            &d.term,
+            &d.hello_pub,
+            &t,
+        )
+    }
+
+    fn establish_responder(&mut self, d: Deriving, secret: SessionSecret) {
+        let session = Session {
+            node: d.node,
+            capabilities: d.capabilities,
             secret: Arc::new(secret),
             role: Role::Responder,
-            established_at: now,
+            established_at: d.at,
         };
-        self.establish(peer, session);
-        Ok(Message::Ack(Box::new(ack), Box::new(own)))
+        self.establish(d.peer, session);
+    }
+
+    /// Derives the secret of a responder whose ack has been sent, and establishes.
+    fn finish_responder(&mut self, d: Deriving) {
+        match self.derive_responder(&d) {
+            Ok(secret) => self.establish_responder(d, secret),
+            // Not expected: the hello's key was checked before the ack went out.
+            Err(e) => self.reject(d.peer, e, false, None),
+        }
     }
 
     fn on_ack(
@@ -488,9 +650,10 @@ impl Behaviour {
         if ack.mode() != HandshakeMode::Ack {
             return Err(MeshError::invalid("expected an ack"));
         }
-        let node = self.check_handshake(&peer, ack, &now)?;
+        let verified = verify_set(ack, caps);
+        let node = self.check_handshake(&peer, ack, &now, verified)?;
         self.replay.check_incoming(ack, &now)?;
-        let Some(State::AwaitingAck { hello, eph }) = self.states.remove(&peer) else {
+        let Some(State::AwaitingAck { hello, eph, term }) = self.states.remove(&peer) else {
             return Err(MeshError::new(
                 ErrorCode::HsUnknownRef,
                 "no hello pending for this peer",
@@ -502,15 +665,19 @@ impl Behaviour {
             initiator: self.key.node_id(),
             responder: node,
         };
-        let secret = derive(
+        let term = term
+            .filter(|t| t.is_for(&node))
+            .unwrap_or_else(|| IdentityTerm::compute(&eph, node));
+        let secret = derive_with(
             Role::Initiator,
             &self.key,
             &eph,
+            &term,
             &parse_session_pub(ack.session_pub())?,
             &t,
         )?;
         self.trace(TraceEventType::HandshakeAccepted, &peer, None);
-        let capabilities = self.check_capabilities(&node, caps, &now)?;
+        let capabilities = self.check_capabilities(&node, caps, &now, verified)?;
         let session = Session {
             node,
             capabilities,
@@ -569,7 +736,7 @@ impl Behaviour {
         });
     }
 
-    fn handle(&mut self, event: request_response::Event<Inbound, Inbound>) {
+    fn handle(&mut self, event: request_response::Event<Frame, Frame>) {
         match event {
             request_response::Event::Message {
                 peer,
@@ -582,18 +749,20 @@ impl Behaviour {
                 ..
             } => {
                 let reply = match request {
-                    Ok(Message::Hello(h, c)) => self.on_hello(peer, &h, &c),
-                    Ok(_) => Err(MeshError::invalid("not a request message")),
-                    Err(e) => Err(e),
+                    Frame::In(Ok(Message::Hello(h, c))) => self.on_hello(peer, &h, &c),
+                    Frame::In(Ok(_)) | Frame::Out(_) => {
+                        Err(MeshError::invalid("not a request message"))
+                    }
+                    Frame::In(Err(e)) => Err(e),
                 };
                 let response = match reply {
                     Ok(m) => m,
                     Err(e) => {
                         self.reject(peer, e.clone(), false, Some(request_id));
-                        Message::Rejected(e)
+                        Frame::Out(encode(&Message::Rejected(e)))
                     }
                 };
-                let _ = self.inner.send_response(channel, Ok(response));
+                let _ = self.inner.send_response(channel, response);
             }
             request_response::Event::Message {
                 peer,
@@ -601,10 +770,12 @@ impl Behaviour {
                 ..
             } => {
                 let result = match response {
-                    Ok(Message::Ack(a, c)) => self.on_ack(peer, &a, &c),
-                    Ok(Message::Rejected(e)) => return self.reject(peer, e, true, None),
-                    Ok(Message::Hello(..)) => Err(MeshError::invalid("a hello is not a response")),
-                    Err(e) => Err(e),
+                    Frame::In(Ok(Message::Ack(a, c))) => self.on_ack(peer, &a, &c),
+                    Frame::In(Ok(Message::Rejected(e))) => return self.reject(peer, e, true, None),
+                    Frame::In(Ok(Message::Hello(..))) | Frame::Out(_) => {
+                        Err(MeshError::invalid("a hello is not a response"))
+                    }
+                    Frame::In(Err(e)) => Err(e),
                 };
                 if let Err(e) = result {
                     self.reject(peer, e, false, None);
@@ -654,6 +825,9 @@ impl NetworkBehaviour for Behaviour {
             {
                 self.start(e.peer_id);
             }
+            FromSwarm::ConnectionEstablished(e) if e.other_established == 0 => {
+                self.ahead.push_back(Ahead::ResponderTerm(e.peer_id));
+            }
             FromSwarm::DialFailure(e) => {
                 if let Some(node) = e.peer_id.and_then(|p| NodeId::from_peer_id(&p).ok()) {
                     self.governor
@@ -662,6 +836,12 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.keepalive.remove(&e.peer_id);
+                self.prepared.remove(&e.peer_id);
+                self.ahead.retain(|a| match a {
+                    Ahead::InitiatorTerm(p) | Ahead::ResponderTerm(p) => *p != e.peer_id,
+                });
+                // A session whose connection is gone is not established.
+                self.deriving.retain(|d| d.peer != e.peer_id);
                 if !matches!(self.states.get(&e.peer_id), Some(State::Established(_)))
                     && let Ok(node) = NodeId::from_peer_id(&e.peer_id)
                 {
@@ -698,7 +878,14 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(e);
             }
             match self.inner.poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Everything due has been handed to the swarm (an ack goes out before
+                    // its sender derives): now the work that was put off.
+                    if self.work_ahead() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(ToSwarm::GenerateEvent(e)) => self.handle(e),
                 Poll::Ready(other) => {
                     return Poll::Ready(

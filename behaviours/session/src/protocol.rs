@@ -58,6 +58,27 @@ pub fn encode(m: &Message) -> Vec<u8> {
     cbor::encode(&Value::Object(map))
 }
 
+/// Encodes a hello (`ack` false) or an ack from its handshake artifact and the CBOR wire
+/// form of the sender's capability advertisement (`Artifact::to_cbor`), which a node keeps
+/// ready: the same bytes as [`encode`] without turning the advertisement back into JSON.
+pub fn encode_with_caps(ack: bool, hs: &PeerHandshake, caps_cbor: &[u8]) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, t: &str) {
+        cbor::write_head(out, 3, t.len() as u64);
+        out.extend_from_slice(t.as_bytes());
+    }
+    let hs = hs.to_cbor();
+    let mut out = Vec::with_capacity(48 + hs.len() + caps_cbor.len());
+    // Keys in deterministic order (by their encoded bytes): the shorter head first.
+    cbor::write_head(&mut out, 5, 3);
+    text(&mut out, "kind");
+    text(&mut out, if ack { "ack" } else { "hello" });
+    text(&mut out, "handshake");
+    out.extend_from_slice(&hs);
+    text(&mut out, "advertisement");
+    out.extend_from_slice(caps_cbor);
+    out
+}
+
 /// Decodes a message (artifacts parsed and schema-checked, not yet verified).
 pub fn decode(bytes: &[u8]) -> MeshResult<Message> {
     let limits = DecodeLimits {
@@ -111,38 +132,50 @@ pub fn decode(bytes: &[u8]) -> MeshResult<Message> {
 /// can answer with the code instead of failing the stream).
 pub type Inbound = Result<Message, MeshError>;
 
+/// What the codec carries: an encoded message to send, or a received one.
+#[derive(Debug)]
+pub enum Frame {
+    /// Bytes to write as they are (from [`encode`] or [`encode_with_caps`]).
+    Out(Vec<u8>),
+    /// A received message, or why it did not decode.
+    In(Inbound),
+}
+
 /// The request-response codec.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Codec;
 
-async fn read<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Inbound> {
+async fn read<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame> {
     let mut buf = Vec::new();
     io.take(MAX_MESSAGE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
         .await?;
     if buf.len() > MAX_MESSAGE_BYTES {
-        return Ok(Err(MeshError::invalid(
+        return Ok(Frame::In(Err(MeshError::invalid(
             "/mesh/session: message over the size cap",
-        )));
+        ))));
     }
-    Ok(decode(&buf))
+    Ok(Frame::In(decode(&buf)))
 }
 
-async fn write<T: AsyncWrite + Unpin + Send>(io: &mut T, m: Inbound) -> io::Result<()> {
-    let m = m.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    io.write_all(&encode(&m)).await
+async fn write<T: AsyncWrite + Unpin + Send>(io: &mut T, f: Frame) -> io::Result<()> {
+    match f {
+        Frame::Out(bytes) => io.write_all(&bytes).await,
+        Frame::In(Ok(m)) => io.write_all(&encode(&m)).await,
+        Frame::In(Err(e)) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+    }
 }
 
 impl libp2p::request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Inbound;
-    type Response = Inbound;
+    type Request = Frame;
+    type Response = Frame;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Inbound> {
+    ) -> io::Result<Frame> {
         read(io).await
     }
 
@@ -150,7 +183,7 @@ impl libp2p::request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Inbound> {
+    ) -> io::Result<Frame> {
         read(io).await
     }
 
@@ -158,7 +191,7 @@ impl libp2p::request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        r: Inbound,
+        r: Frame,
     ) -> io::Result<()> {
         write(io, r).await
     }
@@ -167,8 +200,40 @@ impl libp2p::request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        r: Inbound,
+        r: Frame,
     ) -> io::Result<()> {
         write(io, r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::{HandshakeParams, build_ack, build_capabilities, build_hello};
+    use crate::secret::EphemeralKey;
+    use mesh_core::{NodeKeypair, Timestamp};
+
+    #[test]
+    fn encoding_with_the_advertisement_wire_form_gives_the_same_bytes() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let now = Timestamp::now();
+        let p = HandshakeParams {
+            offered: &[],
+            transport: "tcp",
+            intent: "peer-connect",
+        };
+        let hello = build_hello(&a, &EphemeralKey::generate(), b.node_id(), &p, &now).unwrap();
+        let ack = build_ack(&b, &EphemeralKey::generate(), &hello, &p, &now).unwrap();
+        let caps = build_capabilities(&a, &["core/discovery"], &["tcp"], &now, 60).unwrap();
+        for (is_ack, hs) in [(false, &hello), (true, &ack)] {
+            let fast = encode_with_caps(is_ack, hs, &caps.to_cbor());
+            let m = if is_ack {
+                Message::Ack(Box::new(hs.clone()), Box::new(caps.clone()))
+            } else {
+                Message::Hello(Box::new(hs.clone()), Box::new(caps.clone()))
+            };
+            assert_eq!(fast, encode(&m));
+            assert_eq!(decode(&fast).unwrap(), m);
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use hkdf::Hkdf;
 use mesh_core::{MeshError, MeshResult, NodeId, NodeKeypair};
@@ -94,7 +95,40 @@ impl std::fmt::Debug for SessionSecret {
 }
 
 fn dh(secret: &[u8; 32], public: &[u8; 32]) -> MeshResult<[u8; 32]> {
-    let shared = MontgomeryPoint(*public).mul_clamped(*secret).to_bytes();
+    checked(MontgomeryPoint(*public).mul_clamped(*secret).to_bytes())
+}
+
+/// X25519 with a peer key already in Edwards form: the u-coordinate of
+/// `[clamp(secret)] P` is what the Montgomery ladder computes for `P`'s u-coordinate
+/// (`-P` has the same one), with the faster constant-time Edwards scalar multiplication.
+fn dh_edwards(secret: &[u8; 32], point: &EdwardsPoint) -> MeshResult<[u8; 32]> {
+    checked(point.mul_clamped(*secret).to_montgomery().to_bytes())
+}
+
+/// A peer's X25519 key (`session/pub`) with its Edwards form when it has one (a point
+/// of the curve, not of its twist), so that the two terms with it share the conversion.
+struct PeerPub<'a> {
+    bytes: &'a [u8; 32],
+    edwards: Option<EdwardsPoint>,
+}
+
+impl<'a> PeerPub<'a> {
+    fn new(bytes: &'a [u8; 32]) -> Self {
+        PeerPub {
+            bytes,
+            edwards: MontgomeryPoint(*bytes).to_edwards(0),
+        }
+    }
+
+    fn dh(&self, secret: &[u8; 32]) -> MeshResult<[u8; 32]> {
+        match &self.edwards {
+            Some(p) => dh_edwards(secret, p),
+            None => dh(secret, self.bytes),
+        }
+    }
+}
+
+fn checked(shared: [u8; 32]) -> MeshResult<[u8; 32]> {
     if shared == [0u8; 32] {
         return Err(MeshError::invalid(
             "session key agreement with a small-order key",
@@ -116,6 +150,44 @@ pub struct Transcript<'a> {
     pub responder: NodeId,
 }
 
+/// The term of a handshake that needs only this side's ephemeral key and the peer's
+/// identity (known from the connection's `PeerId` before any message): `es` on the
+/// initiator, `se` on the responder. Computing it ahead (while the network round trip is
+/// in flight) takes one of the three X25519 operations off the critical path.
+pub struct IdentityTerm {
+    peer: NodeId,
+    /// Outer error: the peer's key has no X25519 form; inner: the term is all zero.
+    term: MeshResult<MeshResult<Zeroizing<[u8; 32]>>>,
+}
+
+impl IdentityTerm {
+    /// Computes `mine` × the X25519 form of `peer`'s identity key.
+    pub fn compute(mine: &EphemeralKey, peer: NodeId) -> Self {
+        let term = peer
+            .fingerprint()
+            .verifying_key()
+            .map_err(|e| MeshError::from(e).context("peer identity"))
+            .map(|k| dh_edwards(&mine.secret, &k.to_edwards()).map(Zeroizing::new));
+        IdentityTerm { peer, term }
+    }
+
+    /// Whether the term came out usable (a valid, not small-order peer key).
+    pub fn is_ok(&self) -> bool {
+        matches!(self.term, Ok(Ok(_)))
+    }
+
+    /// Whether the term was computed for `peer`.
+    pub fn is_for(&self, peer: &NodeId) -> bool {
+        self.peer == *peer
+    }
+}
+
+impl std::fmt::Debug for IdentityTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityTerm({})", self.peer)
+    }
+}
+
 /// Derives the session secret. `me` and `mine` are this node's identity and
 /// ephemeral key; `peer_session_pub` is the other side's `session/pub` bytes.
 pub fn derive(
@@ -129,26 +201,54 @@ pub fn derive(
         Role::Initiator => t.responder,
         Role::Responder => t.initiator,
     };
-    let peer_identity = peer
-        .fingerprint()
-        .x25519_public()
-        .map_err(|e| MeshError::from(e).context("peer identity"))?;
+    derive_with(
+        role,
+        me,
+        mine,
+        &IdentityTerm::compute(mine, peer),
+        peer_session_pub,
+        t,
+    )
+}
+
+/// [`derive`] with the identity term computed ahead; `term` must come from `mine` and
+/// the transcript's peer (otherwise `E_PROTO_INVALID`). Same result and same errors.
+pub fn derive_with(
+    role: Role,
+    me: &NodeKeypair,
+    mine: &EphemeralKey,
+    term: &IdentityTerm,
+    peer_session_pub: &[u8; 32],
+    t: &Transcript<'_>,
+) -> MeshResult<SessionSecret> {
+    let peer = match role {
+        Role::Initiator => t.responder,
+        Role::Responder => t.initiator,
+    };
+    if !term.is_for(&peer) {
+        return Err(MeshError::invalid(
+            "session key agreement: identity term of another peer",
+        ));
+    }
+    // The same checks in the same order as computing every term here.
+    let identity_term = term.term.as_ref().map_err(Clone::clone)?;
     let my_identity = me.x25519_secret();
-    let ee = dh(&mine.secret, peer_session_pub)?;
+    let peer_pub = PeerPub::new(peer_session_pub);
+    let ee = Zeroizing::new(peer_pub.dh(&mine.secret)?);
     let (es, se) = match role {
-        Role::Initiator => (
-            dh(&mine.secret, &peer_identity)?,
-            dh(&my_identity, peer_session_pub)?,
-        ),
-        Role::Responder => (
-            dh(&my_identity, peer_session_pub)?,
-            dh(&mine.secret, &peer_identity)?,
-        ),
+        Role::Initiator => {
+            let es = identity_term.clone()?;
+            (es, Zeroizing::new(peer_pub.dh(&my_identity)?))
+        }
+        Role::Responder => {
+            let es = Zeroizing::new(peer_pub.dh(&my_identity)?);
+            (es, identity_term.clone()?)
+        }
     };
     let mut ikm = Zeroizing::new([0u8; 96]);
-    ikm[..32].copy_from_slice(&ee);
-    ikm[32..64].copy_from_slice(&es);
-    ikm[64..].copy_from_slice(&se);
+    ikm[..32].copy_from_slice(ee.as_slice());
+    ikm[32..64].copy_from_slice(es.as_slice());
+    ikm[64..].copy_from_slice(se.as_slice());
     let info = [
         t.hello_id.as_bytes(),
         &[0],
@@ -165,6 +265,34 @@ pub fn derive(
         .map_err(|_| MeshError::invalid("HKDF output length"))?;
     Ok(SessionSecret(okm))
 }
+
+/// Whether an X25519 public key (its u-coordinate, high bit ignored as X25519 does) is
+/// of small order on the curve or its twist, i.e. whether every Diffie-Hellman term with
+/// it comes out all zero. Lets a side know before sending its ack that the terms it
+/// computes afterwards cannot fail.
+pub fn is_small_order(public: &[u8; 32]) -> bool {
+    let mut u = *public;
+    u[31] &= 0x7f;
+    SMALL_ORDER_U.contains(&u)
+}
+
+/// The u-coordinates of the small-order points of Curve25519 and its twist (0, 1, -1 and
+/// the two of order 8) and the non-canonical encodings p and p + 1 of 0 and 1.
+static SMALL_ORDER_U: std::sync::LazyLock<Vec<[u8; 32]>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+        .iter()
+        .map(|p| p.to_montgomery().to_bytes())
+        .collect();
+    let mut p = [0xffu8; 32];
+    p[31] = 0x7f;
+    for low in [0xec, 0xed, 0xee] {
+        p[0] = low; // p - 1, p, p + 1
+        v.push(p);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+});
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +355,62 @@ mod tests {
         // Mallory answers as `b` with its own identity key.
         let fake = derive(Role::Responder, &mallory, &eb, &pa, &t).unwrap();
         assert_ne!(real, fake);
+    }
+
+    #[test]
+    fn edwards_terms_equal_the_montgomery_ladder() {
+        for i in 0u8..32 {
+            let secret = [i.wrapping_mul(37).wrapping_add(5); 32];
+            let e = EphemeralKey::generate();
+            let p = e.public;
+            let edwards = PeerPub::new(&p);
+            assert!(edwards.edwards.is_some());
+            assert_eq!(edwards.dh(&secret).unwrap(), dh(&secret, &p).unwrap());
+            // An identity key in its Ed25519 form.
+            let k = NodeKeypair::generate();
+            let x = k.fingerprint().x25519_public().unwrap();
+            let ed = k.fingerprint().verifying_key().unwrap().to_edwards();
+            assert_eq!(dh_edwards(&secret, &ed).unwrap(), dh(&secret, &x).unwrap());
+        }
+        // Twist points have no Edwards form and take the ladder.
+        let mut twist = [0u8; 32];
+        twist[0] = 2;
+        let pp = PeerPub::new(&twist);
+        if pp.edwards.is_none() {
+            assert_eq!(pp.dh(&[9u8; 32]).ok(), dh(&[9u8; 32], &twist).ok());
+        }
+        // Small-order keys give the all-zero term both ways, and are refused.
+        for u in SMALL_ORDER_U.iter() {
+            assert!(is_small_order(u));
+            assert!(dh(&[9u8; 32], u).is_err(), "{u:?}");
+            assert!(PeerPub::new(u).dh(&[9u8; 32]).is_err(), "{u:?}");
+            let mut high = *u;
+            high[31] |= 0x80;
+            assert!(is_small_order(&high));
+        }
+        assert!(!is_small_order(&EphemeralKey::generate().public));
+    }
+
+    #[test]
+    fn terms_computed_ahead_give_the_same_secret() {
+        let (a, b) = pair();
+        let (ea, eb) = (EphemeralKey::generate(), EphemeralKey::generate());
+        let t = Transcript {
+            hello_id: "h",
+            ack_id: "a",
+            initiator: a.node_id(),
+            responder: b.node_id(),
+        };
+        let (pa, pb) = (ea.public, eb.public);
+        let ta = IdentityTerm::compute(&ea, b.node_id());
+        let tb = IdentityTerm::compute(&eb, a.node_id());
+        assert!(ta.is_ok() && ta.is_for(&b.node_id()));
+        let sa = derive_with(Role::Initiator, &a, &ea, &ta, &pb, &t).unwrap();
+        let sb = derive_with(Role::Responder, &b, &eb, &tb, &pa, &t).unwrap();
+        assert_eq!(sa, sb);
+        assert_eq!(sa, derive(Role::Initiator, &a, &ea, &pb, &t).unwrap());
+        // A term for another peer is refused.
+        assert!(derive_with(Role::Initiator, &a, &ea, &tb, &pb, &t).is_err());
     }
 
     #[test]

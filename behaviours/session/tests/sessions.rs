@@ -330,3 +330,60 @@ async fn an_ack_for_an_unknown_hello_is_refused() {
     assert_eq!(err.code, ErrorCode::HsUnknownRef);
     assert!(a.behaviour().session(r.local_peer_id()).is_none());
 }
+
+/// The hello of `hello_bytes` with `session/pub` replaced (re-signed) and, optionally, a
+/// passport signed by `forger` in its advertisement (which `from` re-signs).
+fn tampered_hello(
+    from: &NodeKeypair,
+    to: &NodeKeypair,
+    session_pub: Option<&str>,
+    forger: Option<&NodeKeypair>,
+) -> Vec<u8> {
+    let Message::Hello(hello, caps) = protocol::decode(&hello_bytes(from, to, None)).unwrap()
+    else {
+        unreachable!()
+    };
+    let mut doc = hello.into_map();
+    if let Some(p) = session_pub {
+        doc.insert("session/pub".into(), p.into());
+    }
+    let hello = PeerHandshake::sign(doc, from).unwrap();
+    let mut ad = caps.as_map().clone();
+    if let Some(f) = forger {
+        let mut passport = ad["capabilities/presented"][0]["passport"]
+            .as_object()
+            .unwrap()
+            .clone();
+        passport.remove("signature");
+        let input = mesh_core::artifact::signing_input(
+            mesh_session::artifacts::PASSPORT_FAMILY,
+            &["signature"],
+            &passport,
+        );
+        ad["capabilities/presented"][0]["passport"]["signature"] =
+            mesh_core::artifact::signature_value(&f.sign(&input));
+    }
+    let caps = mesh_core::CapabilityAdvertisement::sign(ad, from).unwrap();
+    protocol::encode(&Message::Hello(Box::new(hello), Box::new(caps)))
+}
+
+#[tokio::test]
+async fn a_hello_that_fails_late_checks_gets_its_code_not_an_ack() {
+    let (kb, kr) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut b = node(&kb, Arc::new(MemoryTrace::new(100)));
+    b.listen().with_memory_addr_external().await;
+    let mut r = raw_peer(&kr);
+    r.connect(&mut b).await;
+    // A small-order session key: refused before any ack is sent (the responder derives
+    // after sending its ack only when the derivation cannot fail).
+    let zero = "A".repeat(43);
+    let (m, closed) = ask(&mut r, &mut b, tampered_hello(&kr, &kb, Some(&zero), None)).await;
+    assert_eq!((code_of(&m), closed), (ErrorCode::ProtoInvalid, false));
+    // The untampered form of the same kind of hello is acked.
+    let (m, _) = ask(&mut r, &mut b, tampered_hello(&kr, &kb, None, None)).await;
+    assert!(matches!(m, Message::Ack(..)), "{m:?}");
+    // A passport signed by another key: the batch fails, one-by-one names it.
+    let other = NodeKeypair::generate();
+    let (m, _) = ask(&mut r, &mut b, tampered_hello(&kr, &kb, None, Some(&other))).await;
+    assert_eq!(code_of(&m), ErrorCode::SigInvalid);
+}

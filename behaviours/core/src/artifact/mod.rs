@@ -9,7 +9,7 @@ mod strict;
 
 use serde_json::{Map, Value};
 
-pub use batch::verify_batch;
+pub use batch::{SignedBytes, verify_all_strict, verify_batch};
 pub use fields::TRANSPORTS;
 pub use signature::{decode_signature, read_signature, signature_value};
 
