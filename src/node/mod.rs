@@ -447,7 +447,9 @@ impl Node {
     }
 
     fn emit_trace(&self, event: TraceEvent) {
-        self.trace.emit(&event);
+        if self.trace.enabled() {
+            self.trace.emit(&event);
+        }
     }
 
     fn on_command(&mut self, command: Command) {

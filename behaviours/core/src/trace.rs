@@ -163,6 +163,12 @@ impl TraceEvent {
 pub trait TraceSink: Send + Sync {
     /// Records one event.
     fn emit(&self, event: &TraceEvent);
+
+    /// Whether events are recorded at all; producers skip building events (random
+    /// trace id, timestamps, peer ids) when this is false.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Drops every event.
@@ -171,6 +177,10 @@ pub struct NoTrace;
 
 impl TraceSink for NoTrace {
     fn emit(&self, _event: &TraceEvent) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Writes one JSON line per event to a writer (a file, stdout) and flushes it, so a

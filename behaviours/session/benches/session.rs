@@ -194,6 +194,95 @@ async fn session_sample(net: Net) -> (Duration, Duration) {
         .expect("session sample timed out")
 }
 
+/// Drives the listener in its own task (on a runtime worker, so the two sides run on
+/// two cores as two processes would); reports the first `hit` event's time.
+fn drive_listener<B, F>(
+    mut l: Swarm<B>,
+    hit: F,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<Instant>,
+)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send,
+    F: Fn(&SwarmEvent<B::ToSwarm>) -> bool + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        loop {
+            let ev = l.select_next_some().await;
+            if hit(&ev)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    (task, rx)
+}
+
+/// Baseline, two tasks: as [`ping_sample`], with the listener polled by its own task.
+async fn ping_sample_split(net: Net) -> (Duration, Duration) {
+    let cfg = || ping::Behaviour::new(ping::Config::new());
+    let mut l = net_swarm(&NodeKeypair::generate(), net, cfg());
+    let mut d = net_swarm(&NodeKeypair::generate(), net, cfg());
+    let addr = listening(&mut l, net.listen_addr()).await;
+    let (task, _rx) = drive_listener(l, |_| false);
+    let run = async {
+        let start = Instant::now();
+        d.dial(addr).unwrap();
+        let mut conn = Duration::ZERO;
+        loop {
+            match d.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => conn = start.elapsed(),
+                SwarmEvent::Behaviour(ping::Event { result: Ok(_), .. }) => {
+                    return (conn, start.elapsed());
+                }
+                _ => {}
+            }
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("ping sample timed out");
+    task.abort();
+    r
+}
+
+/// Candidate, two tasks: dial until both sides have emitted `SessionEstablished`, the
+/// listener polled by its own task.
+async fn session_sample_split(net: Net) -> (Duration, Duration) {
+    let (kl, kd) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut l = net_swarm(&kl, net, session(&kl, 4));
+    let mut d = net_swarm(&kd, net, session(&kd, 4));
+    let addr = listening(&mut l, net.listen_addr()).await;
+    let (task, rx) = drive_listener(l, |ev| {
+        matches!(ev, SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
+    });
+    let run = async {
+        let start = Instant::now();
+        d.dial(addr).unwrap();
+        let mut conn = Duration::ZERO;
+        loop {
+            match d.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => conn = start.elapsed(),
+                SwarmEvent::Behaviour(Event::SessionEstablished { .. }) => break,
+                _ => {}
+            }
+        }
+        let dialer = Instant::now();
+        let listener = rx.await.expect("listener task ended");
+        (conn, dialer.max(listener) - start)
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("session sample timed out");
+    task.abort();
+    r
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -209,7 +298,21 @@ struct Dial {
     conn: f64,
 }
 
-fn dial_ratio(rt: &Runtime, net: Net) -> Dial {
+fn dial_ratio(rt: &Runtime, net: Net, split: bool) -> Dial {
+    let ping_sample = |net| async move {
+        if split {
+            ping_sample_split(net).await
+        } else {
+            ping_sample(net).await
+        }
+    };
+    let session_sample = |net| async move {
+        if split {
+            session_sample_split(net).await
+        } else {
+            session_sample(net).await
+        }
+    };
     for _ in 0..WARMUP {
         rt.block_on(ping_sample(net));
         rt.block_on(session_sample(net));
@@ -461,12 +564,15 @@ fn main() {
     }
 
     let started = Instant::now();
-    let tcp = dial_ratio(&rt, Net::Tcp);
-    let quic = dial_ratio(&rt, Net::Quic);
+    let tcp = dial_ratio(&rt, Net::Tcp, true);
+    let quic = dial_ratio(&rt, Net::Quic, true);
+    let tcp1 = dial_ratio(&rt, Net::Tcp, false);
+    let quic1 = dial_ratio(&rt, Net::Quic, false);
     drop(rt);
     print_table(
         &format!(
-            "dial latency (same run, {SAMPLES} interleaved samples each, fresh swarms, medians)"
+            "dial latency (same run, {SAMPLES} interleaved samples each, fresh swarms, medians; \
+             each side polled by its own task, as two processes)"
         ),
         &[
             Ratio {
@@ -485,7 +591,31 @@ fn main() {
             },
         ],
     );
-    for (net, d) in [("TCP", &tcp), ("QUIC", &quic)] {
+    print_table(
+        "the same with both swarms polled by one task (one core for both sides)",
+        &[
+            Ratio {
+                name: "TCP, one task: dial to session est. / dial + ping",
+                baseline_ns: tcp1.ping,
+                candidate_ns: tcp1.session,
+                target: f64::INFINITY,
+                at_least: false,
+            },
+            Ratio {
+                name: "QUIC, one task: dial to session est. / dial + ping",
+                baseline_ns: quic1.ping,
+                candidate_ns: quic1.session,
+                target: f64::INFINITY,
+                at_least: false,
+            },
+        ],
+    );
+    for (net, d) in [
+        ("TCP", &tcp),
+        ("QUIC", &quic),
+        ("TCP, one task", &tcp1),
+        ("QUIC, one task", &quic1),
+    ] {
         println!(
             "({net}: dial to ConnectionEstablished {:.0} us; then first ping +{:.0} us, \
              session +{:.0} us)",

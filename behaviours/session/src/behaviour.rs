@@ -359,6 +359,9 @@ impl Behaviour {
     }
 
     fn trace(&self, kind: TraceEventType, peer: &PeerId, detail: Option<serde_json::Value>) {
+        if !self.config.trace.enabled() {
+            return;
+        }
         let mut e = TraceEvent::new(kind, self.key.node_id(), self.now()).with_peer(peer);
         if let Some(d) = detail {
             e = e.with_detail(d);

@@ -234,6 +234,9 @@ impl Behaviour {
     }
 
     fn trace(&self, kind: TraceEventType, peer: &PeerId, detail: Value) {
+        if !self.config.trace.enabled() {
+            return;
+        }
         let e = TraceEvent::new(kind, self.config.node, (self.config.clock)())
             .with_peer(peer)
             .with_detail(detail);
