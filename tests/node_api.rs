@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libmesh::node::{
-    Bootstrap, BootstrapName, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, Target,
+    Bootstrap, BootstrapName, Dht, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, Target,
 };
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -144,6 +144,21 @@ async fn two_nodes_through_the_api() {
     let peers = a.handle.peers().await.unwrap();
     assert_eq!(peers.len(), 1);
     assert!(peers[0].session);
+
+    // Provider records (rendezvous: who has X) on both DHTs.
+    let peer_a = NodeId::to_peer_id(&a.node).unwrap();
+    for dht in [Dht::Mesh, Dht::Amino] {
+        let key = format!("/swarm/test-{dht:?}").into_bytes();
+        a.handle.provide(dht, key.clone()).await.unwrap();
+        let found = b.handle.find_providers(dht, key).await.unwrap();
+        assert_eq!(found, vec![peer_a], "{dht:?}");
+        let none = b
+            .handle
+            .find_providers(dht, b"/swarm/nobody".to_vec())
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
 
     // Errors carry frozen codes: an unknown node cannot be found or dialed.
     let stranger = NodeKeypair::generate().node_id();

@@ -58,6 +58,15 @@ impl Target {
     }
 }
 
+/// Which of the node's two Kademlia DHTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dht {
+    /// The public Amino DHT (`/ipfs/kad/1.0.0`).
+    Amino,
+    /// The mesh DHT (`/mesh/kad/1.0.0`).
+    Mesh,
+}
+
 /// The answer to a lookup.
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
@@ -116,6 +125,16 @@ pub(crate) enum Command {
         topic: String,
         data: Vec<u8>,
         reply: Reply<String>,
+    },
+    Provide {
+        dht: Dht,
+        key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    FindProviders {
+        dht: Dht,
+        key: Vec<u8>,
+        reply: Reply<Vec<PeerId>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -200,6 +219,18 @@ impl NodeHandle {
     /// Publishes on a gossipsub topic; answers with the message id.
     pub async fn publish_topic(&self, topic: String, data: Vec<u8>) -> Result<String, MeshError> {
         self.ask(|reply| Command::PublishTopic { topic, data, reply })
+            .await
+    }
+
+    /// Announces this node as a provider of `key` on `dht` (a rendezvous record: who
+    /// has X); answers once the closest peers stored it. Kademlia republishes it.
+    pub async fn provide(&self, dht: Dht, key: Vec<u8>) -> Result<(), MeshError> {
+        self.ask(|reply| Command::Provide { dht, key, reply }).await
+    }
+
+    /// The providers of `key` on `dht` that the query found (possibly none).
+    pub async fn find_providers(&self, dht: Dht, key: Vec<u8>) -> Result<Vec<PeerId>, MeshError> {
+        self.ask(|reply| Command::FindProviders { dht, key, reply })
             .await
     }
 

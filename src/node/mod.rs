@@ -48,13 +48,13 @@ use tokio::sync::mpsc;
 pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer};
 pub use event::NodeEvent;
-pub use handle::{Found, NodeHandle, Target};
+pub use handle::{Dht, Found, NodeHandle, Target};
 pub use status::{PeerInfo, Status};
 pub use store::SharedAdverts;
 
 use crate::advert_store::DurableStore;
 use handle::Command;
-use pending::{After, Pending};
+use pending::{After, Pending, ProviderWait, Stage};
 
 /// Capacity of the application's event queue (events beyond it are counted and
 /// dropped, never allowed to stall the swarm).
@@ -512,6 +512,37 @@ impl Node {
                         )
                     });
                 let _ = reply.send(r);
+            }
+            Command::Provide { dht, key, reply } => {
+                let b = self.swarm.behaviour_mut();
+                let (kad, stage) = match dht {
+                    Dht::Amino => (&mut b.amino, Stage::Amino),
+                    Dht::Mesh => (&mut b.mesh_kad, Stage::MeshDht),
+                };
+                match kad.start_providing(kad::RecordKey::new(&key)) {
+                    Ok(q) => self
+                        .pending
+                        .wait_providers(stage, q, ProviderWait::Provide(reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(MeshError::new(
+                            ErrorCode::TransportRejected,
+                            format!("provider record not stored: {e}"),
+                        )));
+                    }
+                }
+            }
+            Command::FindProviders { dht, key, reply } => {
+                let b = self.swarm.behaviour_mut();
+                let (kad, stage) = match dht {
+                    Dht::Amino => (&mut b.amino, Stage::Amino),
+                    Dht::Mesh => (&mut b.mesh_kad, Stage::MeshDht),
+                };
+                let q = kad.get_providers(kad::RecordKey::new(&key));
+                self.pending.wait_providers(
+                    stage,
+                    q,
+                    ProviderWait::Find(reply, Default::default()),
+                );
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());

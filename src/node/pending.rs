@@ -45,6 +45,7 @@ impl After {
 pub(crate) enum Waiter {
     After(After),
     Marker(Reply<String>),
+    Providers(ProviderWait),
 }
 
 impl Waiter {
@@ -52,6 +53,12 @@ impl Waiter {
         match self {
             Waiter::After(a) => a.fail(error),
             Waiter::Marker(r) => {
+                let _ = r.send(Err(error));
+            }
+            Waiter::Providers(ProviderWait::Provide(r)) => {
+                let _ = r.send(Err(error));
+            }
+            Waiter::Providers(ProviderWait::Find(r, _)) => {
                 let _ = r.send(Err(error));
             }
         }
@@ -63,6 +70,13 @@ impl Waiter {
 pub(crate) enum Stage {
     MeshDht,
     Amino,
+}
+
+/// A provider query's waiter.
+#[derive(Debug)]
+pub(crate) enum ProviderWait {
+    Provide(Reply<()>),
+    Find(Reply<Vec<PeerId>>, std::collections::BTreeSet<PeerId>),
 }
 
 #[derive(Debug)]
@@ -81,6 +95,7 @@ pub(crate) struct Pending {
     queries: HashMap<(Stage, QueryId), NodeId>,
     markers: HashMap<PeerId, VecDeque<(String, Reply<String>, Instant)>>,
     remote: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    providers: HashMap<(Stage, QueryId), (ProviderWait, Instant)>,
 }
 
 fn timeout(what: &str) -> MeshError {
@@ -206,6 +221,28 @@ impl Pending {
             .unwrap_or_default()
     }
 
+    pub(crate) fn wait_providers(&mut self, stage: Stage, query: QueryId, wait: ProviderWait) {
+        self.providers
+            .insert((stage, query), (wait, Instant::now()));
+    }
+
+    /// Providers found by a running find query.
+    pub(crate) fn providers_found(
+        &mut self,
+        stage: Stage,
+        query: QueryId,
+        found: impl IntoIterator<Item = PeerId>,
+    ) {
+        if let Some((ProviderWait::Find(_, set), _)) = self.providers.get_mut(&(stage, query)) {
+            set.extend(found);
+        }
+    }
+
+    /// A provider query ended.
+    pub(crate) fn providers_done(&mut self, stage: Stage, query: QueryId) -> Option<ProviderWait> {
+        self.providers.remove(&(stage, query)).map(|(w, _)| w)
+    }
+
     pub(crate) fn wait_marker(&mut self, peer: PeerId, id: String, reply: Reply<String>) {
         self.markers
             .entry(peer)
@@ -262,6 +299,17 @@ impl Pending {
             }
         }
         self.markers.retain(|_, q| !q.is_empty());
+        let stale: Vec<(Stage, QueryId)> = self
+            .providers
+            .iter()
+            .filter(|(_, (_, s))| old(s))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some((w, _)) = self.providers.remove(&k) {
+                out.push((Waiter::Providers(w), timeout("providers")));
+            }
+        }
         out
     }
 
@@ -283,6 +331,9 @@ impl Pending {
                 q.into_iter()
                     .map(|(_, r, _)| (Waiter::Marker(r), stopped())),
             );
+        }
+        for (_, (w, _)) in self.providers.drain() {
+            out.push((Waiter::Providers(w), stopped()));
         }
         self.queries.clear();
         out

@@ -9,7 +9,7 @@ use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType};
 
 use super::behaviour::{MeshBehaviourEvent, speaks};
 use super::handle::Found;
-use super::pending::Stage;
+use super::pending::{ProviderWait, Stage};
 use super::{Node, NodeEvent, routing};
 
 impl Node {
@@ -182,6 +182,10 @@ impl Node {
         else {
             return;
         };
+        let result = match self.on_provider_query(Stage::Amino, id, result, step.last) {
+            Some(r) => r,
+            None => return,
+        };
         let Some(node) = self.pending.query(Stage::Amino, id) else {
             return;
         };
@@ -252,7 +256,46 @@ impl Node {
         }
     }
 
+    /// Provider queries of either DHT; gives back every other result.
+    fn on_provider_query(
+        &mut self,
+        stage: Stage,
+        id: kad::QueryId,
+        result: QueryResult,
+        last: bool,
+    ) -> Option<QueryResult> {
+        match result {
+            QueryResult::StartProviding(r) => {
+                if let Some(ProviderWait::Provide(reply)) = self.pending.providers_done(stage, id) {
+                    let _ = reply.send(r.map(|_| ()).map_err(|e| {
+                        MeshError::new(
+                            mesh_core::ErrorCode::TransportUnavailable,
+                            format!("provider record: {e}"),
+                        )
+                    }));
+                }
+                None
+            }
+            QueryResult::GetProviders(r) => {
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
+                    self.pending.providers_found(stage, id, providers);
+                }
+                if last
+                    && let Some(ProviderWait::Find(reply, set)) =
+                        self.pending.providers_done(stage, id)
+                {
+                    let _ = reply.send(Ok(set.into_iter().collect()));
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     fn on_mesh_query(&mut self, id: kad::QueryId, result: QueryResult, last: bool) {
+        let Some(result) = self.on_provider_query(Stage::MeshDht, id, result, last) else {
+            return;
+        };
         match result {
             QueryResult::GetRecord(r) => {
                 let Some(node) = self.pending.query(Stage::MeshDht, id) else {
