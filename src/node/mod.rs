@@ -65,6 +65,8 @@ pub const COMMAND_QUEUE: usize = 64;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
+/// Advertisements remembered for event de-duplication (cleared when full).
+pub(crate) const ADVERTS_SEEN: usize = 4096;
 /// Perf streams served at once.
 pub const PERF_STREAMS: usize = 4;
 
@@ -117,6 +119,7 @@ pub struct Node {
     topics: HashSet<String>,
     started: Instant,
     perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
+    adverts_seen: HashMap<NodeId, u64>,
 }
 
 impl Node {
@@ -195,6 +198,7 @@ impl Node {
             topics: HashSet::new(),
             started: Instant::now(),
             perf,
+            adverts_seen: HashMap::new(),
         };
         let handle = NodeHandle {
             tx: cmd_tx,

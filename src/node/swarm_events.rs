@@ -10,7 +10,7 @@ use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType};
 use super::behaviour::{MeshBehaviourEvent, speaks};
 use super::handle::Found;
 use super::pending::{ProviderWait, Stage};
-use super::{Node, NodeEvent, routing};
+use super::{ADVERTS_SEEN, Node, NodeEvent, routing};
 
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -235,10 +235,7 @@ impl Node {
                         if let Err(e) = self.store.insert(ad, &now) {
                             tracing::debug!(error = %e, "dht advert not stored");
                         }
-                        self.emit(NodeEvent::AdvertStored {
-                            node,
-                            sequence_no: seq,
-                        });
+                        self.advert_stored(node, seq);
                     }
                     Err(e) => {
                         tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
@@ -394,7 +391,7 @@ impl Node {
                 node, sequence_no, ..
             } => {
                 self.learn_addresses(&node);
-                self.emit(NodeEvent::AdvertStored { node, sequence_no });
+                self.advert_stored(node, sequence_no);
             }
             mesh_advert::Event::Response {
                 result: Ok(mesh_advert::Answer::Found(ad)),
@@ -402,16 +399,26 @@ impl Node {
             } => {
                 let node = ad.node_id();
                 self.learn_addresses(&node);
-                self.emit(NodeEvent::AdvertStored {
-                    node,
-                    sequence_no: ad.sequence_no(),
-                });
+                self.advert_stored(node, ad.sequence_no());
             }
             mesh_advert::Event::Rejected { peer, error } => {
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
             }
             _ => {}
         }
+    }
+
+    /// One `AdvertStored` per node and sequence number, however the advertisement came
+    /// (pushed by a peer, fetched by our lookup, put through the DHT).
+    fn advert_stored(&mut self, node: NodeId, sequence_no: u64) {
+        if self.adverts_seen.get(&node) == Some(&sequence_no) {
+            return;
+        }
+        if self.adverts_seen.len() >= ADVERTS_SEEN {
+            self.adverts_seen.clear();
+        }
+        self.adverts_seen.insert(node, sequence_no);
+        self.emit(NodeEvent::AdvertStored { node, sequence_no });
     }
 
     /// A node's verified advertisement is in the store: its addresses go to the mesh
