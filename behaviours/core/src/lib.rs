@@ -51,7 +51,7 @@ pub use artifact::{Artifact, verify_batch};
 pub use error::{ErrorCode, MeshError, MeshResult};
 pub use families::{
     CapabilityAdvertisement, Endpoint, Family, HandshakeMode, NodeAdvertisement,
-    NodeIdentityRecord, PeerHandshake, PeerStatus, SignalMarker, SignalMarkerEnvelope,
+    NodeIdentityRecord, PeerHandshake, PeerStatus, SignalFrame, SignalMarker, SignalMarkerEnvelope,
 };
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};

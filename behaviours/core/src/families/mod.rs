@@ -5,6 +5,7 @@ mod node_advertisement;
 mod node_identity;
 mod peer_handshake;
 mod peer_status;
+mod signal_frame;
 mod signal_marker;
 mod signal_marker_envelope;
 
@@ -15,6 +16,10 @@ pub use node_advertisement::{Endpoint, MULTIADDR_URL_PREFIX, NodeAdvertisement};
 pub use node_identity::{NodeIdentityRecord, SIGNING_KEY_STORAGE_REF};
 pub use peer_handshake::{HandshakeMode, PeerHandshake};
 pub use peer_status::PeerStatus;
+pub use signal_frame::{
+    FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_TTL_SECS, MAX_HOPS, MAX_SETUP_B64,
+    SignalFrame,
+};
 pub use signal_marker::SignalMarker;
 pub use signal_marker_envelope::SignalMarkerEnvelope;
 

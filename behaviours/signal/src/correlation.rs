@@ -1,0 +1,457 @@
+//! One state machine per signaling correlation: requested, then accepted or rejected,
+//! then done, or expired when a step takes too long. Pure logic: every call takes `now`.
+//!
+//! The initiator sends `connect_request`; the responder answers `connect_accept` or
+//! `connect_reject`. Candidates and setup payloads may flow both ways while the
+//! correlation is requested or accepted (trickled before the answer, as ICE does).
+//! `done` ends an accepted correlation once a connection is up.
+
+use std::collections::HashMap;
+
+use mesh_core::{ErrorCode, MeshError, MeshResult, NodeId, SignalFrame, Timestamp};
+
+/// Which side of the correlation this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It sent the `connect_request`.
+    Initiator,
+    /// It received the `connect_request`.
+    Responder,
+}
+
+/// Where a correlation stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// `connect_request` sent or received, no answer yet.
+    Requested,
+    /// Accepted: candidates and payloads are being exchanged.
+    Accepted,
+    /// Refused, with the code the responder gave.
+    Rejected(ErrorCode),
+    /// A connection came up.
+    Done,
+    /// A step took too long.
+    Expired,
+}
+
+impl State {
+    /// Whether nothing more can happen.
+    pub fn is_final(&self) -> bool {
+        matches!(self, State::Rejected(_) | State::Done | State::Expired)
+    }
+}
+
+/// Time and size limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a request may wait for its answer, seconds.
+    pub answer_secs: i64,
+    /// How long an accepted correlation may take to end in a connection, seconds.
+    pub accepted_secs: i64,
+    /// How long a finished correlation is remembered (late or replayed frames are
+    /// refused meanwhile), seconds.
+    pub linger_secs: i64,
+    /// Most correlations held at once.
+    pub max_open: usize,
+    /// Most frames one correlation may carry.
+    pub max_frames: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            answer_secs: 30,
+            accepted_secs: 120,
+            linger_secs: 120,
+            max_open: 1024,
+            max_frames: 64,
+        }
+    }
+}
+
+/// What a frame did to its correlation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// A new correlation (a request).
+    Opened,
+    /// The state changed to this one.
+    Now(State),
+    /// The state stays; the frame is one more candidate or payload.
+    Carried,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    role: Role,
+    state: State,
+    since: Timestamp,
+    frames: u32,
+}
+
+/// The correlations of one node, keyed by (peer, correlation id).
+#[derive(Debug, Default)]
+pub struct Correlations {
+    limits: Limits,
+    open: HashMap<(NodeId, String), Entry>,
+}
+
+fn unknown(corr: &str) -> MeshError {
+    MeshError::new(
+        ErrorCode::HsUnknownRef,
+        format!("signal-frame.v1: no open correlation {corr}"),
+    )
+}
+
+impl Correlations {
+    /// An empty table with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Correlations {
+            limits,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The state of a correlation with `peer`.
+    pub fn state(&self, peer: &NodeId, corr: &str) -> Option<&State> {
+        self.open.get(&(*peer, corr.to_owned())).map(|e| &e.state)
+    }
+
+    /// Number of correlations held (final ones linger for a while).
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Records a frame this node sends (`outgoing`) or received from its signer. `me`
+    /// is this node: the peer is whichever of `from`/`to` is not. A frame that does
+    /// not concern `me` is `E_PROTO_INVALID`.
+    pub fn on_frame(
+        &mut self,
+        me: &NodeId,
+        frame: &SignalFrame,
+        now: &Timestamp,
+    ) -> MeshResult<Transition> {
+        let outgoing = frame.from() == *me;
+        if !outgoing && frame.to() != *me {
+            return Err(MeshError::invalid(
+                "signal-frame.v1: not addressed to this node",
+            ));
+        }
+        let peer = if outgoing { frame.to() } else { frame.from() };
+        let key = (peer, frame.correlation().to_owned());
+        let kind = frame.kind();
+        let limits = self.limits;
+        let Some(entry) = self.open.get_mut(&key) else {
+            if kind != "connect_request" {
+                return Err(unknown(frame.correlation()));
+            }
+            if self.open.len() >= limits.max_open {
+                return Err(MeshError::new(
+                    ErrorCode::TransportRejected,
+                    format!("too many open correlations ({})", limits.max_open),
+                ));
+            }
+            let role = if outgoing {
+                Role::Initiator
+            } else {
+                Role::Responder
+            };
+            self.open.insert(
+                key,
+                Entry {
+                    role,
+                    state: State::Requested,
+                    since: now.clone(),
+                    frames: 1,
+                },
+            );
+            return Ok(Transition::Opened);
+        };
+        // A step that took too long ends the correlation here too (`sweep` reports
+        // expiries to whoever drives the timers).
+        let step_limit = match entry.state {
+            State::Requested => limits.answer_secs,
+            State::Accepted => limits.accepted_secs,
+            _ => i64::MAX,
+        };
+        if now.secs_since(&entry.since) > step_limit {
+            entry.state = State::Expired;
+            entry.since = now.clone();
+        }
+        if entry.state.is_final() {
+            return Err(MeshError::new(
+                ErrorCode::HsUnknownRef,
+                format!(
+                    "signal-frame.v1: correlation {} already ended ({:?})",
+                    frame.correlation(),
+                    entry.state
+                ),
+            ));
+        }
+        entry.frames += 1;
+        if entry.frames > self.limits.max_frames {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "more than {} frames in one correlation",
+                    self.limits.max_frames
+                ),
+            ));
+        }
+        // Who may answer: the responder sends accept/reject, the initiator gets them.
+        let answering = match entry.role {
+            Role::Responder => outgoing,
+            Role::Initiator => !outgoing,
+        };
+        match (kind, &entry.state) {
+            ("connect_request", _) => Err(MeshError::new(
+                ErrorCode::HsReplay,
+                format!(
+                    "signal-frame.v1: correlation {} already requested",
+                    frame.correlation()
+                ),
+            )),
+            ("connect_accept", State::Requested) if answering => {
+                entry.state = State::Accepted;
+                entry.since = now.clone();
+                Ok(Transition::Now(State::Accepted))
+            }
+            ("connect_reject", State::Requested) if answering => {
+                let code = frame
+                    .payload()
+                    .get("reason/code")
+                    .and_then(|v| v.as_str())
+                    .and_then(ErrorCode::from_code_str)
+                    .unwrap_or(ErrorCode::TransportRejected);
+                entry.state = State::Rejected(code);
+                entry.since = now.clone();
+                Ok(Transition::Now(State::Rejected(code)))
+            }
+            ("connect_accept" | "connect_reject", _) => Err(MeshError::invalid(format!(
+                "signal-frame.v1: {kind} out of turn in correlation {}",
+                frame.correlation()
+            ))),
+            ("candidate" | "setup_payload", State::Requested | State::Accepted) => {
+                Ok(Transition::Carried)
+            }
+            _ => Err(MeshError::invalid(format!(
+                "signal-frame.v1: unexpected {kind}"
+            ))),
+        }
+    }
+
+    /// The connection for an accepted correlation came up.
+    pub fn done(&mut self, peer: &NodeId, corr: &str, now: &Timestamp) -> MeshResult<()> {
+        let e = self
+            .open
+            .get_mut(&(*peer, corr.to_owned()))
+            .ok_or_else(|| unknown(corr))?;
+        if e.state != State::Accepted {
+            return Err(MeshError::invalid(format!(
+                "correlation {corr} is {:?}, not accepted",
+                e.state
+            )));
+        }
+        e.state = State::Done;
+        e.since = now.clone();
+        Ok(())
+    }
+
+    /// Marks correlations whose step took too long as expired and forgets final ones
+    /// after their linger time; returns the newly expired (peer, correlation id).
+    pub fn sweep(&mut self, now: &Timestamp) -> Vec<(NodeId, String)> {
+        let l = self.limits;
+        let mut expired = Vec::new();
+        for (key, e) in self.open.iter_mut() {
+            let age = now.secs_since(&e.since);
+            let limit = match e.state {
+                State::Requested => l.answer_secs,
+                State::Accepted => l.accepted_secs,
+                _ => continue,
+            };
+            if age > limit {
+                e.state = State::Expired;
+                e.since = now.clone();
+                expired.push(key.clone());
+            }
+        }
+        self.open
+            .retain(|_, e| !(e.state.is_final() && now.secs_since(&e.since) > l.linger_secs));
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mesh_core::{Artifact, NodeKeypair};
+    use serde_json::{Value, json};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::parse("2026-11-21T12:00:00Z")
+            .unwrap()
+            .plus_secs(s)
+    }
+
+    fn frame(from: &NodeKeypair, to: &NodeKeypair, kind: &str, corr: &str, at: i64) -> SignalFrame {
+        let payload = match kind {
+            "connect_reject" => json!({"reason/code": "E_TRANSPORT_REJECTED"}),
+            "candidate" => json!({"addrs": ["/ip4/192.0.2.1/udp/1/quic-v1"]}),
+            "setup_payload" => json!({"data/b64": "AA=="}),
+            _ => json!({}),
+        };
+        let Value::Object(doc) = json!({
+            "schema/v": 1, "message/kind": "signal-frame.v1", "frame/id": format!("{kind}-{at}"),
+            "kind": kind, "from": from.node_id().to_string(), "to": to.node_id().to_string(),
+            "correlation/id": corr, "created-at": t(at).as_str(),
+            "expires-at": t(at + 60).as_str(), "payload": payload,
+        }) else {
+            unreachable!()
+        };
+        SignalFrame::sign(doc, from).unwrap()
+    }
+
+    #[test]
+    fn request_accept_candidates_done() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let (mut at_a, mut at_b) = (Correlations::default(), Correlations::default());
+        let (me_a, me_b) = (a.node_id(), b.node_id());
+        let req = frame(&a, &b, "connect_request", "c1", 0);
+        assert_eq!(
+            at_a.on_frame(&me_a, &req, &t(0)).unwrap(),
+            Transition::Opened
+        );
+        assert_eq!(
+            at_b.on_frame(&me_b, &req, &t(0)).unwrap(),
+            Transition::Opened
+        );
+        // Candidates may trickle before the answer.
+        let cand = frame(&a, &b, "candidate", "c1", 1);
+        assert_eq!(
+            at_b.on_frame(&me_b, &cand, &t(1)).unwrap(),
+            Transition::Carried
+        );
+        let acc = frame(&b, &a, "connect_accept", "c1", 2);
+        assert_eq!(
+            at_b.on_frame(&me_b, &acc, &t(2)).unwrap(),
+            Transition::Now(State::Accepted)
+        );
+        assert_eq!(
+            at_a.on_frame(&me_a, &acc, &t(2)).unwrap(),
+            Transition::Now(State::Accepted)
+        );
+        let back = frame(&b, &a, "setup_payload", "c1", 3);
+        assert_eq!(
+            at_a.on_frame(&me_a, &back, &t(3)).unwrap(),
+            Transition::Carried
+        );
+        at_a.done(&me_b, "c1", &t(4)).unwrap();
+        assert_eq!(at_a.state(&me_b, "c1"), Some(&State::Done));
+        // After the end, late frames are refused as unknown references.
+        let late = frame(&b, &a, "candidate", "c1", 5);
+        assert_eq!(
+            at_a.on_frame(&me_a, &late, &t(5)).unwrap_err().code,
+            ErrorCode::HsUnknownRef
+        );
+    }
+
+    #[test]
+    fn reject_out_of_turn_replay_and_unknown() {
+        let (a, b, c) = (
+            NodeKeypair::generate(),
+            NodeKeypair::generate(),
+            NodeKeypair::generate(),
+        );
+        let mut at_a = Correlations::default();
+        let me = a.node_id();
+        let req = frame(&a, &b, "connect_request", "c2", 0);
+        at_a.on_frame(&me, &req, &t(0)).unwrap();
+        // The initiator cannot accept its own request.
+        let own_accept = frame(&a, &b, "connect_accept", "c2", 1);
+        assert_eq!(
+            at_a.on_frame(&me, &own_accept, &t(1)).unwrap_err().code,
+            ErrorCode::ProtoInvalid
+        );
+        // A second request under the same id is a replay.
+        assert_eq!(
+            at_a.on_frame(&me, &req, &t(1)).unwrap_err().code,
+            ErrorCode::HsReplay
+        );
+        // An accept for a correlation never opened.
+        let stray = frame(&b, &a, "connect_accept", "nope", 1);
+        assert_eq!(
+            at_a.on_frame(&me, &stray, &t(1)).unwrap_err().code,
+            ErrorCode::HsUnknownRef
+        );
+        // A frame between two other nodes.
+        let other = frame(&b, &c, "connect_request", "x", 1);
+        assert_eq!(
+            at_a.on_frame(&me, &other, &t(1)).unwrap_err().code,
+            ErrorCode::ProtoInvalid
+        );
+        // The reject carries its code.
+        let rej = frame(&b, &a, "connect_reject", "c2", 2);
+        assert_eq!(
+            at_a.on_frame(&me, &rej, &t(2)).unwrap(),
+            Transition::Now(State::Rejected(ErrorCode::TransportRejected))
+        );
+        assert!(at_a.done(&b.node_id(), "c2", &t(3)).is_err());
+    }
+
+    #[test]
+    fn expiry_linger_and_bounds() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let me = a.node_id();
+        let limits = Limits {
+            max_open: 2,
+            max_frames: 3,
+            ..Limits::default()
+        };
+        let mut at_a = Correlations::new(limits);
+        at_a.on_frame(&me, &frame(&a, &b, "connect_request", "c3", 0), &t(0))
+            .unwrap();
+        assert!(at_a.sweep(&t(30)).is_empty());
+        assert_eq!(at_a.sweep(&t(31)), vec![(b.node_id(), "c3".to_owned())]);
+        assert_eq!(at_a.state(&b.node_id(), "c3"), Some(&State::Expired));
+        let acc = frame(&b, &a, "connect_accept", "c3", 32);
+        assert_eq!(
+            at_a.on_frame(&me, &acc, &t(32)).unwrap_err().code,
+            ErrorCode::HsUnknownRef
+        );
+        // Forgotten after the linger time.
+        at_a.sweep(&t(31 + 121));
+        assert!(at_a.is_empty());
+        // A late answer to a request nobody swept yet is refused all the same.
+        at_a.on_frame(&me, &frame(&a, &b, "connect_request", "e1", 160), &t(160))
+            .unwrap();
+        let late = frame(&b, &a, "connect_accept", "e1", 195);
+        assert_eq!(
+            at_a.on_frame(&me, &late, &t(195)).unwrap_err().code,
+            ErrorCode::HsUnknownRef
+        );
+        at_a.sweep(&t(195 + 121));
+
+        // At most `max_open` correlations, at most `max_frames` frames in one.
+        at_a.on_frame(&me, &frame(&a, &b, "connect_request", "d1", 200), &t(200))
+            .unwrap();
+        at_a.on_frame(&me, &frame(&a, &b, "connect_request", "d2", 200), &t(200))
+            .unwrap();
+        let third = frame(&a, &b, "connect_request", "d3", 200);
+        assert_eq!(
+            at_a.on_frame(&me, &third, &t(200)).unwrap_err().code,
+            ErrorCode::TransportRejected
+        );
+        let c = frame(&a, &b, "candidate", "d1", 201);
+        at_a.on_frame(&me, &c, &t(201)).unwrap();
+        at_a.on_frame(&me, &c, &t(201)).unwrap();
+        assert_eq!(
+            at_a.on_frame(&me, &c, &t(201)).unwrap_err().code,
+            ErrorCode::TransportRejected
+        );
+    }
+}
