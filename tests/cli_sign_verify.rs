@@ -278,3 +278,61 @@ fn verify_bad_input_gets_codes_not_crashes() {
     let out = meshd(d.path(), &["verify", "--kind", "nope", "-"], Some(b"{}"));
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn signal_frames_sign_and_verify_and_hosts_may_only_count_hops() {
+    let d = tempfile::tempdir().unwrap();
+    let me = init(d.path());
+    let other = mesh_core::NodeKeypair::generate().node_id().to_string();
+    let now = mesh_core::Timestamp::now();
+    let payload = json!({
+        "schema/v": 1,
+        "message/kind": "signal-frame.v1",
+        "frame/id": "sf:cli",
+        "kind": "candidate",
+        "from": me,
+        "to": other,
+        "correlation/id": "c-cli",
+        "created-at": now.as_str(),
+        "expires-at": now.plus_secs(60).as_str(),
+        "payload": {"addrs": ["/ip4/192.0.2.7/udp/4001/quic-v1"]},
+    });
+    let out = meshd(
+        d.path(),
+        &["sign", "--kind", "signal-frame", "-"],
+        Some(payload.to_string().as_bytes()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut signed = stdout_json(&out);
+    signed["hops"] = json!(1);
+    let out = meshd(
+        d.path(),
+        &["verify", "--kind", "signal-frame.v1", "-"],
+        Some(signed.to_string().as_bytes()),
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["signer"], me.as_str());
+    signed["payload"]["addrs"] = json!(["/ip4/203.0.113.9/udp/4001/quic-v1"]);
+    let out = meshd(
+        d.path(),
+        &["verify", "--kind", "signal-frame.v1", "-"],
+        Some(signed.to_string().as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_json(&out)["error/code"], "E_SIG_INVALID");
+    // Naming another node as `from` is refused at signing.
+    let mut foreign = payload.clone();
+    foreign["from"] = json!(other);
+    foreign["to"] = json!(me);
+    let out = meshd(
+        d.path(),
+        &["sign", "--kind", "signal-frame", "-"],
+        Some(foreign.to_string().as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -89,7 +89,7 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .and_then(|doc| family.verify_json(Value::Object(doc), &now));
     match verdict {
         Ok(doc) => {
-            let signer = ["node/id", "sender/node-id", "sender/participant-id"]
+            let signer = ["node/id", "sender/node-id", "sender/participant-id", "from"]
                 .iter()
                 .find_map(|k| doc.get(*k).cloned());
             print_json(&json!({

@@ -45,6 +45,8 @@ pub enum Family {
     SignalMarker,
     /// `peer-status.v1` (unsigned)
     PeerStatus,
+    /// `signal-frame.v1` (libmesh signaling)
+    SignalFrame,
 }
 
 macro_rules! dispatch {
@@ -78,13 +80,17 @@ macro_rules! dispatch {
                 type $t = PeerStatus;
                 $body
             }
+            Family::SignalFrame => {
+                type $t = SignalFrame;
+                $body
+            }
         }
     };
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::NodeIdentity,
         Family::NodeAdvertisement,
         Family::PeerHandshake,
@@ -92,6 +98,7 @@ impl Family {
         Family::SignalMarkerEnvelope,
         Family::SignalMarker,
         Family::PeerStatus,
+        Family::SignalFrame,
     ];
 
     /// The family name, e.g. `node-advertisement.v1`.
