@@ -5,10 +5,16 @@
 //! accepts and rejects, candidate addresses and opaque setup payloads, possibly through
 //! signaling hosts.
 //!
-//! This crate holds the pure logic so far: [`correlation`], the per-correlation state
-//! machine with its timeouts (it takes `now`, no I/O). The `/mesh/signal/1.0.0`
-//! behaviour, host forwarding and discovery-key swarms build on it.
+//! - [`correlation`]: the per-correlation state machine with its timeouts (pure logic,
+//!   it takes `now`);
+//! - [`Behaviour`]: `/mesh/signal/1.0.0`, frames sent directly or through a signaling
+//!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
+//!   the receiver verifies `from`'s signature.
+//!
+//! Discovery-key swarms and the routing policy build on it.
 
+mod behaviour;
 pub mod correlation;
 
+pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};

@@ -1,0 +1,243 @@
+//! `/mesh/signal/1.0.0` between real swarms: direct, through one and two signaling
+//! hosts, and the refusals (forged or altered frames, hop limit, rate limit, duplicates).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p_swarm_test::SwarmExt;
+use mesh_core::{Artifact, ErrorCode, NodeKeypair, RateLimit, SignalFrame, Timestamp};
+use mesh_signal::{Behaviour, Config, Event, Transition};
+use mesh_testkit::swarm_with;
+use serde_json::{Value, json};
+
+fn node(key: &NodeKeypair, host: bool, per_sender: RateLimit) -> Swarm<Behaviour> {
+    swarm_with(
+        key,
+        Behaviour::new(Config {
+            host,
+            per_sender,
+            ..Config::new(key.node_id())
+        }),
+    )
+}
+
+fn frame(from: &NodeKeypair, to: &NodeKeypair, kind: &str, corr: &str, id: &str) -> SignalFrame {
+    let now = Timestamp::now();
+    let payload = match kind {
+        "candidate" => json!({"addrs": ["/ip4/192.0.2.1/udp/4001/quic-v1"]}),
+        _ => json!({}),
+    };
+    let Value::Object(doc) = json!({
+        "schema/v": 1, "message/kind": "signal-frame.v1", "frame/id": id, "kind": kind,
+        "from": from.node_id().to_string(), "to": to.node_id().to_string(),
+        "correlation/id": corr, "created-at": now.as_str(),
+        "expires-at": now.plus_secs(60).as_str(), "payload": payload,
+    }) else {
+        unreachable!()
+    };
+    SignalFrame::sign(doc, from).unwrap()
+}
+
+/// Polls every swarm until `done` says so (bounded), collecting (index, event).
+async fn run(
+    swarms: &mut [&mut Swarm<Behaviour>],
+    mut done: impl FnMut(&[(usize, Event)]) -> bool,
+) -> Vec<(usize, Event)> {
+    let mut seen = Vec::new();
+    let work = async {
+        while !done(&seen) {
+            let next = futures::future::select_all(
+                swarms.iter_mut().map(|s| Box::pin(s.select_next_some())),
+            );
+            let (ev, i, _) = next.await;
+            if let SwarmEvent::Behaviour(e) = ev {
+                seen.push((i, e));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), work)
+        .await
+        .expect("timed out");
+    seen
+}
+
+fn received(seen: &[(usize, Event)], at: usize) -> Option<&SignalFrame> {
+    seen.iter().find_map(|(i, e)| match e {
+        Event::Received { frame, .. } if *i == at => Some(&**frame),
+        _ => None,
+    })
+}
+
+fn refused(seen: &[(usize, Event)], at: usize) -> Option<ErrorCode> {
+    seen.iter().find_map(|(i, e)| match e {
+        Event::Refused {
+            error,
+            by_peer: false,
+            ..
+        } if *i == at => Some(error.code),
+        _ => None,
+    })
+}
+
+async fn connect(a: &mut Swarm<Behaviour>, b: &mut Swarm<Behaviour>) {
+    b.listen().with_memory_addr_external().await;
+    a.connect(b).await;
+}
+
+#[tokio::test]
+async fn through_one_and_two_hosts() {
+    let lots = RateLimit::per_minute(1000, 1000);
+    let (ka, kh1, kh2, kb) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = node(&ka, false, lots);
+    let mut h1 = node(&kh1, true, lots);
+    let mut h2 = node(&kh2, true, lots);
+    let mut b = node(&kb, false, lots);
+    connect(&mut a, &mut h1).await;
+    connect(&mut h1, &mut h2).await;
+    connect(&mut h2, &mut b).await;
+    connect(&mut h1, &mut b).await;
+
+    // One host: A -> H1 -> B.
+    let req = frame(&ka, &kb, "connect_request", "c1", "f1");
+    a.behaviour_mut()
+        .send(&req, Some(*h1.local_peer_id()))
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut h1, &mut h2, &mut b], |s| {
+        received(s, 3).is_some()
+    })
+    .await;
+    let got = received(&seen, 3).unwrap();
+    assert_eq!(got.hops(), 1);
+    assert_eq!(got.from(), ka.node_id());
+    assert!(
+        seen.iter()
+            .any(|(i, e)| *i == 1 && matches!(e, Event::Forwarded { .. }))
+    );
+    assert!(seen.iter().any(|(i, e)| *i == 3
+        && matches!(
+            e,
+            Event::Received {
+                transition: Transition::Opened,
+                ..
+            }
+        )));
+
+    // The answer comes back directly? B is not connected to A: through H1 as well.
+    let acc = frame(&kb, &ka, "connect_accept", "c1", "f2");
+    b.behaviour_mut()
+        .send(&acc, Some(*h1.local_peer_id()))
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut h1, &mut h2, &mut b], |s| {
+        received(s, 0).is_some()
+    })
+    .await;
+    assert_eq!(received(&seen, 0).unwrap().kind(), "connect_accept");
+
+    // Two hosts: H1 loses its direct link to B and routes through H2: A -> H1 -> H2 -> B.
+    let pb = *b.local_peer_id();
+    h1.disconnect_peer_id(pb).unwrap();
+    let _ = run(&mut [&mut a, &mut h1, &mut h2, &mut b], |_| true).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ph2 = *h2.local_peer_id();
+    h1.behaviour_mut().add_route(kb.node_id(), ph2);
+    let cand = frame(&ka, &kb, "candidate", "c1", "f3");
+    a.behaviour_mut()
+        .send(&cand, Some(*h1.local_peer_id()))
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut h1, &mut h2, &mut b], |s| {
+        received(s, 3).is_some()
+    })
+    .await;
+    assert_eq!(received(&seen, 3).unwrap().hops(), 2);
+}
+
+#[tokio::test]
+async fn forged_altered_duplicate_and_limited_frames_are_refused() {
+    let (ka, kh, kb) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = node(&ka, false, RateLimit::per_minute(1000, 1000));
+    let mut h = node(&kh, true, RateLimit::per_minute(2, 2));
+    let mut b = node(&kb, false, RateLimit::per_minute(1000, 1000));
+    connect(&mut a, &mut h).await;
+    connect(&mut h, &mut b).await;
+    let via = Some(*h.local_peer_id());
+
+    // A host that rewrites a frame's candidates: the recipient refuses it (E_SIG_INVALID).
+    // The rogue runs with A's node id in its config, so it may "send" A's frames.
+    let kr = NodeKeypair::generate();
+    let mut rogue = swarm_with(&kr, Behaviour::new(Config::new(ka.node_id())));
+    connect(&mut rogue, &mut b).await;
+    let honest = frame(&ka, &kb, "candidate", "c9", "f9");
+    let mut doc = honest.to_json();
+    doc["payload"]["addrs"] = json!(["/ip4/203.0.113.66/udp/1/quic-v1"]);
+    let altered = SignalFrame::from_json(doc).unwrap();
+    rogue.behaviour_mut().send(&altered, None).unwrap_err(); // no open correlation
+    rogue
+        .behaviour_mut()
+        .correlations_mut()
+        .on_frame(
+            &ka.node_id(),
+            &frame(&ka, &kb, "connect_request", "c9", "f8"),
+            &Timestamp::now(),
+        )
+        .unwrap();
+    rogue.behaviour_mut().send(&altered, None).unwrap();
+    let seen = run(&mut [&mut rogue, &mut b], |s| refused(s, 1).is_some()).await;
+    assert_eq!(refused(&seen, 1), Some(ErrorCode::SigInvalid));
+
+    // Valid frames through the host; the same frame again is a duplicate.
+    let req = frame(&ka, &kb, "connect_request", "c1", "g1");
+    a.behaviour_mut().send(&req, via).unwrap();
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| received(s, 2).is_some()).await;
+    assert!(received(&seen, 2).is_some());
+    // The same frame replayed (here by the rogue, straight to B) is a duplicate.
+    rogue.behaviour_mut().send(&req, None).unwrap();
+    let seen = run(&mut [&mut rogue, &mut b], |s| {
+        s.iter()
+            .filter(|(i, e)| *i == 1 && matches!(e, Event::Refused { .. }))
+            .count()
+            >= 1
+    })
+    .await;
+    assert_eq!(refused(&seen, 1), Some(ErrorCode::HsReplay));
+
+    let cand = frame(&ka, &kb, "candidate", "c1", "g2");
+    a.behaviour_mut().send(&cand, via).unwrap();
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| received(s, 2).is_some()).await;
+    assert!(received(&seen, 2).is_some());
+
+    // The host's per-sender limit (2 per minute) refuses the third.
+    let cand = frame(&ka, &kb, "candidate", "c1", "g3");
+    a.behaviour_mut().send(&cand, via).unwrap();
+    let by_host = |s: &[(usize, Event)]| {
+        s.iter().any(|(i, e)| {
+            *i == 0
+                && matches!(e, Event::Refused { by_peer: true, error, .. }
+                    if error.code == ErrorCode::TransportRejected)
+        })
+    };
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| {
+        refused(s, 1).is_some() && by_host(s)
+    })
+    .await;
+    assert_eq!(refused(&seen, 1), Some(ErrorCode::TransportRejected));
+    assert!(received(&seen, 2).is_none(), "the limited frame reached B");
+
+    // A frame claiming more hops than allowed is refused before anything else.
+    let mut doc = frame(&ka, &kb, "candidate", "c1", "g4").to_json();
+    doc["hops"] = json!(3);
+    assert_eq!(
+        SignalFrame::from_json(doc).unwrap_err().code,
+        ErrorCode::TransportRejected
+    );
+}
