@@ -12,6 +12,7 @@
 //! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use mesh_testkit::{Net, net_swarm};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use futures::StreamExt;
 use libmesh::perf::{self, Behaviour, RunParams};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p::{PeerId, Swarm};
 use libp2p_stream::Control;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -188,35 +189,9 @@ async fn tcp_case() -> Case {
 
 // ------------------------------------------------------------ bare rust-libp2p swarms
 
-#[derive(Debug, Clone, Copy)]
-enum Net {
-    Tcp,
-    Quic,
-}
-
 fn swarm(net: Net) -> Swarm<Behaviour> {
-    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
-    let config =
-        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(600));
-    match net {
-        Net::Tcp => builder
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| Behaviour::new())
-            .unwrap()
-            .with_swarm_config(config)
-            .build(),
-        Net::Quic => builder
-            .with_quic()
-            .with_behaviour(|_| Behaviour::new())
-            .unwrap()
-            .with_swarm_config(config)
-            .build(),
-    }
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    net_swarm(&key, net, Duration::from_secs(600), Behaviour::new())
 }
 
 fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
@@ -230,11 +205,7 @@ fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
 
 async fn libp2p_case(name: &'static str, net: Net) -> Case {
     let mut server = swarm(net);
-    let listen: Multiaddr = match net {
-        Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-    };
-    server.listen_on(listen).unwrap();
+    server.listen_on(net.listen_addr()).unwrap();
     let setup = async {
         let addr = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
@@ -283,10 +254,7 @@ async fn libmesh_case(name: &'static str, net: Net) -> Case {
     use libmesh::node::{Bootstrap, BootstrapName, Node, NodeConfig, NodeEvent, Target as Dial};
     let start = |dir: &std::path::Path| {
         let config = NodeConfig {
-            listen: vec![match net {
-                Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-                Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-            }],
+            listen: vec![net.listen_addr()],
             bootstrap: Bootstrap::Named(BootstrapName::None),
             perf: true,
             ..NodeConfig::default()

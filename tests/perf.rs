@@ -2,24 +2,19 @@
 //! yamux) and over QUIC. Every wait is bounded by a timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::{Net, net_swarm};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libmesh::perf::{self, Behaviour, MAX_DOWNLOAD_BYTES, PROTOCOL, PerfError, RunParams};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p::{PeerId, Swarm};
 use libp2p_stream::Control;
 use tokio::task::JoinHandle;
 
 /// The bound on any single wait in these tests.
 const LIMIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy)]
-enum Net {
-    Tcp,
-    Quic,
-}
 
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, f)
@@ -28,27 +23,8 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 fn swarm(net: Net) -> Swarm<Behaviour> {
-    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
-    let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
-    match net {
-        Net::Tcp => builder
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| Behaviour::new())
-            .unwrap()
-            .with_swarm_config(config)
-            .build(),
-        Net::Quic => builder
-            .with_quic()
-            .with_behaviour(|_| Behaviour::new())
-            .unwrap()
-            .with_swarm_config(config)
-            .build(),
-    }
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    net_swarm(&key, net, Duration::from_secs(60), Behaviour::new())
 }
 
 /// A swarm driven by a task, aborted on drop.
@@ -83,11 +59,7 @@ fn drive(mut swarm: Swarm<Behaviour>) -> Node {
 /// A server and a client swarm, connected over loopback.
 async fn connected(net: Net) -> (Node, Node) {
     let mut server = swarm(net);
-    let listen: Multiaddr = match net {
-        Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-    };
-    server.listen_on(listen).unwrap();
+    server.listen_on(net.listen_addr()).unwrap();
     let addr = within("listen", async {
         loop {
             if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {

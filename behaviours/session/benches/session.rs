@@ -20,6 +20,7 @@
 #[path = "../../core/benches/support/ratio.rs"]
 mod ratio;
 
+use mesh_testkit::Net;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,21 +42,6 @@ const SESSIONS: usize = 1000;
 /// Child processes per memory case (the median is reported).
 const MEM_ROUNDS: usize = 3;
 
-#[derive(Clone, Copy, Debug)]
-enum Net {
-    Tcp,
-    Quic,
-}
-
-impl Net {
-    fn listen_addr(self) -> Multiaddr {
-        match self {
-            Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-            Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-        }
-    }
-}
-
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,24 +52,7 @@ fn runtime() -> Runtime {
 
 /// A swarm on loopback TCP (noise + yamux) or QUIC.
 fn net_swarm<B: NetworkBehaviour>(key: &NodeKeypair, net: Net, behaviour: B) -> Swarm<B> {
-    let builder = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p()).with_tokio();
-    match net {
-        Net::Tcp => builder
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| behaviour)
-            .unwrap()
-            .build(),
-        Net::Quic => builder
-            .with_quic()
-            .with_behaviour(|_| behaviour)
-            .unwrap()
-            .build(),
-    }
+    mesh_testkit::net_swarm(&key.to_libp2p(), net, Duration::from_secs(10), behaviour)
 }
 
 /// A swarm on the in-process memory transport (noise + yamux), connections kept open.

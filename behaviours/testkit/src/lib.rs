@@ -98,3 +98,63 @@ pub mod raw {
         }
     }
 }
+
+/// A loopback transport for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// TCP with noise and yamux (Nagle off).
+    Tcp,
+    /// QUIC v1.
+    Quic,
+}
+
+impl Net {
+    /// A loopback listen address with a free port.
+    ///
+    /// # Panics
+    /// Never: the addresses are constants.
+    #[allow(clippy::expect_used)]
+    pub fn listen_addr(self) -> libp2p::Multiaddr {
+        match self {
+            Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().expect("constant address"),
+            Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1"
+                .parse()
+                .expect("constant address"),
+        }
+    }
+}
+
+/// A swarm with identity `key` over one real transport (`net`), idle connections kept
+/// for `idle`.
+///
+/// # Panics
+/// When the transport cannot be built (a test setup error).
+#[allow(clippy::expect_used)]
+pub fn net_swarm<B: NetworkBehaviour>(
+    key: &libp2p::identity::Keypair,
+    net: Net,
+    idle: Duration,
+    behaviour: B,
+) -> Swarm<B> {
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key.clone()).with_tokio();
+    let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(idle);
+    match net {
+        Net::Tcp => builder
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .expect("tcp transport")
+            .with_behaviour(|_| behaviour)
+            .expect("behaviour")
+            .with_swarm_config(config)
+            .build(),
+        Net::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| behaviour)
+            .expect("behaviour")
+            .with_swarm_config(config)
+            .build(),
+    }
+}
