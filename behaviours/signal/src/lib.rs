@@ -11,10 +11,12 @@
 //!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
 //!   the receiver verifies `from`'s signature.
 //!
-//! Discovery-key swarms and the routing policy build on it.
+//! - [`swarm`]: discovery-key swarms: keys, `swarm-presence.v1` member tables with
+//!   expiry (pure logic; the node carries presences on gossipsub).
 
 mod behaviour;
 pub mod correlation;
+pub mod swarm;
 
 pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};

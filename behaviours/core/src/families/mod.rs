@@ -8,6 +8,7 @@ mod peer_status;
 mod signal_frame;
 mod signal_marker;
 mod signal_marker_envelope;
+mod swarm_presence;
 
 use serde_json::{Map, Value};
 
@@ -22,6 +23,9 @@ pub use signal_frame::{
 };
 pub use signal_marker::SignalMarker;
 pub use signal_marker_envelope::SignalMarkerEnvelope;
+pub use swarm_presence::{
+    MAX_PRESENCE_ADDRS, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, PRESENCE_KINDS, SwarmPresence,
+};
 
 use crate::artifact::Artifact;
 use crate::error::{MeshError, MeshResult};
@@ -47,6 +51,8 @@ pub enum Family {
     PeerStatus,
     /// `signal-frame.v1` (libmesh signaling)
     SignalFrame,
+    /// `swarm-presence.v1` (libmesh discovery-key swarms)
+    SwarmPresence,
 }
 
 macro_rules! dispatch {
@@ -84,13 +90,17 @@ macro_rules! dispatch {
                 type $t = SignalFrame;
                 $body
             }
+            Family::SwarmPresence => {
+                type $t = SwarmPresence;
+                $body
+            }
         }
     };
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::NodeIdentity,
         Family::NodeAdvertisement,
         Family::PeerHandshake,
@@ -99,6 +109,7 @@ impl Family {
         Family::SignalMarker,
         Family::PeerStatus,
         Family::SignalFrame,
+        Family::SwarmPresence,
     ];
 
     /// The family name, e.g. `node-advertisement.v1`.

@@ -1,0 +1,10 @@
+//! Discovery-key swarms (DESIGN.md, "Signaling and swarms"): a swarm is named by a
+//! 32-byte discovery key; members announce signed `swarm-presence.v1` on the swarm's
+//! gossipsub topic and keep a member table with expiry. This module is the pure part;
+//! the node wires it to gossipsub and the DHTs' provider records.
+
+mod key;
+mod table;
+
+pub use key::{DiscoveryKey, TOPIC_PREFIX};
+pub use table::{Change, Due, LeftReason, Member, SwarmConfig, Swarms};

@@ -1,0 +1,496 @@
+//! The swarms this node is in and their member tables, as pure logic: every call takes
+//! `now`. The node feeds it verified presences and ticks it; it answers what changed
+//! and which presence of our own is due.
+
+use std::collections::HashMap;
+
+use mesh_core::{
+    ErrorCode, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, MeshError, MeshResult, NodeId,
+    SwarmPresence, Timestamp,
+};
+use serde_json::{Map, Value, json};
+
+use super::key::DiscoveryKey;
+
+/// Limits and timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmConfig {
+    /// How long our presence is valid, seconds; we re-announce at half of it.
+    pub ttl_secs: i64,
+    /// Most swarms joined at once.
+    pub max_swarms: usize,
+    /// Most members remembered per swarm.
+    pub max_members: usize,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            ttl_secs: 120,
+            max_swarms: 64,
+            max_members: 1024,
+        }
+    }
+}
+
+/// Why a member left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftReason {
+    /// It said so (`leave`).
+    Leave,
+    /// Its presence expired without a re-announcement.
+    Expired,
+}
+
+impl LeftReason {
+    /// `leave` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeftReason::Leave => "leave",
+            LeftReason::Expired => "expired",
+        }
+    }
+}
+
+/// A member as the table knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Its node id.
+    pub node: NodeId,
+    /// The addresses it announced.
+    pub addrs: Vec<String>,
+    /// When it counts as gone unless it re-announces.
+    pub expires_at: Timestamp,
+    /// Its latest sequence number.
+    pub sequence_no: u64,
+}
+
+/// What a presence or a tick changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A member arrived.
+    Joined {
+        /// The swarm.
+        swarm: DiscoveryKey,
+        /// The member.
+        member: Member,
+    },
+    /// A member left.
+    Left {
+        /// The swarm.
+        swarm: DiscoveryKey,
+        /// The member.
+        node: NodeId,
+        /// How.
+        reason: LeftReason,
+    },
+}
+
+/// One of our own presences that is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The swarm.
+    pub swarm: DiscoveryKey,
+    /// `join` or `announce`.
+    pub presence: &'static str,
+}
+
+#[derive(Debug)]
+struct Joined {
+    members: HashMap<NodeId, Member>,
+    /// Our `join` went out (someone was there to receive it).
+    join_sent: bool,
+    last_sent: Option<Timestamp>,
+    /// A newcomer asked us to announce.
+    answer_due: bool,
+}
+
+/// Every swarm this node is in.
+#[derive(Debug)]
+pub struct Swarms {
+    me: NodeId,
+    config: SwarmConfig,
+    swarms: HashMap<DiscoveryKey, Joined>,
+    sequence: u64,
+}
+
+impl Swarms {
+    /// An empty set for node `me`.
+    pub fn new(me: NodeId, config: SwarmConfig) -> Self {
+        Swarms {
+            me,
+            config,
+            swarms: HashMap::new(),
+            sequence: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SwarmConfig {
+        &self.config
+    }
+
+    /// Joins `swarm`: `Ok(false)` when already in it; `E_TRANSPORT_REJECTED` past
+    /// `max_swarms`.
+    pub fn join(&mut self, swarm: DiscoveryKey) -> MeshResult<bool> {
+        if self.swarms.contains_key(&swarm) {
+            return Ok(false);
+        }
+        if self.swarms.len() >= self.config.max_swarms {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("already in {} swarms", self.config.max_swarms),
+            ));
+        }
+        self.swarms.insert(
+            swarm,
+            Joined {
+                members: HashMap::new(),
+                join_sent: false,
+                last_sent: None,
+                answer_due: false,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Leaves `swarm`; `false` when not in it. The caller publishes the `leave`
+    /// presence ([`Swarms::presence_doc`]) before it unsubscribes.
+    pub fn leave(&mut self, swarm: &DiscoveryKey) -> bool {
+        self.swarms.remove(swarm).is_some()
+    }
+
+    /// Whether this node is in `swarm`.
+    pub fn is_joined(&self, swarm: &DiscoveryKey) -> bool {
+        self.swarms.contains_key(swarm)
+    }
+
+    /// The swarms this node is in.
+    pub fn joined(&self) -> Vec<DiscoveryKey> {
+        let mut v: Vec<DiscoveryKey> = self.swarms.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// The members of `swarm` (not this node), by node id; `None` when not joined.
+    pub fn members(&self, swarm: &DiscoveryKey) -> Option<Vec<Member>> {
+        let s = self.swarms.get(swarm)?;
+        let mut v: Vec<Member> = s.members.values().cloned().collect();
+        v.sort_by_key(|m| m.node.to_string());
+        Some(v)
+    }
+
+    /// A verified presence arrived. Our own, duplicates and older sequence numbers
+    /// change nothing; presences for swarms we are not in are `E_PROTO_INVALID`.
+    pub fn on_presence(&mut self, p: &SwarmPresence, now: &Timestamp) -> MeshResult<Vec<Change>> {
+        let swarm = DiscoveryKey::new(*p.swarm_key());
+        let max = self.config.max_members;
+        let Some(s) = self.swarms.get_mut(&swarm) else {
+            return Err(MeshError::invalid(format!(
+                "swarm-presence.v1: not in swarm {swarm}"
+            )));
+        };
+        let node = p.node_id();
+        if node == self.me || p.expires_at() <= now {
+            return Ok(Vec::new());
+        }
+        if let Some(m) = s.members.get(&node)
+            && m.sequence_no >= p.sequence_no()
+        {
+            return Ok(Vec::new());
+        }
+        if p.presence() == "join" {
+            s.answer_due = true;
+        }
+        if p.presence() == "leave" {
+            return Ok(match s.members.remove(&node) {
+                Some(_) => vec![Change::Left {
+                    swarm,
+                    node,
+                    reason: LeftReason::Leave,
+                }],
+                None => Vec::new(),
+            });
+        }
+        let member = Member {
+            node,
+            addrs: p.addrs(),
+            expires_at: p.expires_at().clone(),
+            sequence_no: p.sequence_no(),
+        };
+        if let Some(m) = s.members.get_mut(&node) {
+            *m = member;
+            return Ok(Vec::new());
+        }
+        if s.members.len() >= max {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("swarm {swarm}: member table full ({max})"),
+            ));
+        }
+        s.members.insert(node, member.clone());
+        Ok(vec![Change::Joined { swarm, member }])
+    }
+
+    /// Expires silent members and says which of our presences are due: the `join`
+    /// until it went out, an `announce` when a newcomer asked or half the TTL passed.
+    pub fn tick(&mut self, now: &Timestamp) -> (Vec<Change>, Vec<Due>) {
+        let mut changes = Vec::new();
+        let mut due = Vec::new();
+        let half = (self.config.ttl_secs / 2).max(1);
+        let mut keys: Vec<DiscoveryKey> = self.swarms.keys().copied().collect();
+        keys.sort();
+        for swarm in keys {
+            let Some(s) = self.swarms.get_mut(&swarm) else {
+                continue;
+            };
+            let mut gone: Vec<NodeId> = s
+                .members
+                .values()
+                .filter(|m| &m.expires_at <= now)
+                .map(|m| m.node)
+                .collect();
+            gone.sort_by_key(ToString::to_string);
+            for node in gone {
+                s.members.remove(&node);
+                changes.push(Change::Left {
+                    swarm,
+                    node,
+                    reason: LeftReason::Expired,
+                });
+            }
+            let stale = s
+                .last_sent
+                .as_ref()
+                .is_none_or(|t| now.secs_since(t) >= half);
+            if !s.join_sent {
+                due.push(Due {
+                    swarm,
+                    presence: "join",
+                });
+            } else if s.answer_due || stale {
+                due.push(Due {
+                    swarm,
+                    presence: "announce",
+                });
+            }
+        }
+        (changes, due)
+    }
+
+    /// Our presence of kind `presence` in `swarm` went out.
+    pub fn sent(&mut self, swarm: &DiscoveryKey, presence: &str, now: &Timestamp) {
+        if let Some(s) = self.swarms.get_mut(swarm) {
+            if presence == "join" {
+                s.join_sent = true;
+            }
+            s.answer_due = false;
+            s.last_sent = Some(now.clone());
+        }
+    }
+
+    /// The unsigned document of our next presence (`join`, `announce` or `leave`) in
+    /// `swarm`, with a fresh sequence number; the caller signs it.
+    pub fn presence_doc(
+        &mut self,
+        swarm: &DiscoveryKey,
+        presence: &str,
+        addrs: &[String],
+        now: &Timestamp,
+    ) -> Map<String, Value> {
+        let millis = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
+        self.sequence = (self.sequence + 1).max(millis);
+        let ttl = self
+            .config
+            .ttl_secs
+            .clamp(MIN_PRESENCE_TTL_SECS, MAX_PRESENCE_TTL_SECS);
+        let addrs: Vec<&String> = addrs.iter().take(mesh_core::MAX_PRESENCE_ADDRS).collect();
+        let doc = json!({
+            "schema/v": 1,
+            "message/kind": "swarm-presence.v1",
+            "swarm/key": swarm.to_hex(),
+            "node/id": self.me.to_string(),
+            "presence": presence,
+            "sequence/no": self.sequence,
+            "addrs": addrs,
+            "created-at": now.as_str(),
+            "expires-at": now.plus_secs(ttl).as_str(),
+        });
+        match doc {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::{Artifact, NodeKeypair};
+
+    fn t0() -> Timestamp {
+        Timestamp::parse("2026-11-21T12:00:00Z").unwrap()
+    }
+
+    struct Peer {
+        key: NodeKeypair,
+        swarms: Swarms,
+    }
+
+    impl Peer {
+        fn new(ttl: i64) -> Peer {
+            let key = NodeKeypair::generate();
+            let swarms = Swarms::new(
+                key.node_id(),
+                SwarmConfig {
+                    ttl_secs: ttl,
+                    ..SwarmConfig::default()
+                },
+            );
+            Peer { key, swarms }
+        }
+
+        fn say(&mut self, swarm: &DiscoveryKey, presence: &str, now: &Timestamp) -> SwarmPresence {
+            let doc =
+                self.swarms
+                    .presence_doc(swarm, presence, &["/ip4/192.0.2.1/tcp/1".into()], now);
+            let p = SwarmPresence::sign(doc, &self.key).unwrap();
+            self.swarms.sent(swarm, presence, now);
+            p
+        }
+    }
+
+    #[test]
+    fn join_announce_back_leave_and_expiry() {
+        let k = DiscoveryKey::from_name("t");
+        let (mut a, mut b) = (Peer::new(10), Peer::new(10));
+        let now = t0();
+        assert!(a.swarms.join(k).unwrap());
+        assert!(!a.swarms.join(k).unwrap());
+        b.swarms.join(k).unwrap();
+        // The join is due until it went out.
+        let (_, due) = a.swarms.tick(&now);
+        assert_eq!(
+            due,
+            vec![Due {
+                swarm: k,
+                presence: "join"
+            }]
+        );
+        let (_, due) = a.swarms.tick(&now);
+        assert_eq!(due.len(), 1);
+        let join = a.say(&k, "join", &now);
+        b.swarms.sent(&k, "join", &now);
+        // B learns A and owes an announcement.
+        let ch = b.swarms.on_presence(&join, &now).unwrap();
+        assert!(
+            matches!(&ch[..], [Change::Joined { member, .. }] if member.node == a.key.node_id())
+        );
+        assert_eq!(
+            b.swarms.on_presence(&join, &now).unwrap(),
+            vec![],
+            "duplicate"
+        );
+        let (_, due) = b.swarms.tick(&now);
+        assert_eq!(
+            due,
+            vec![Due {
+                swarm: k,
+                presence: "announce"
+            }]
+        );
+        let ann = b.say(&k, "announce", &now);
+        assert_eq!(b.swarms.tick(&now).1, vec![], "answered");
+        let ch = a.swarms.on_presence(&ann, &now).unwrap();
+        assert_eq!(ch.len(), 1);
+        // An announcement does not ask for answers.
+        assert_eq!(a.swarms.tick(&now).1, vec![]);
+        assert_eq!(a.swarms.members(&k).unwrap().len(), 1);
+        // Re-announce at half the TTL; members kept while they re-announce.
+        let later = now.plus_secs(5);
+        assert_eq!(
+            a.swarms.tick(&later).1,
+            vec![Due {
+                swarm: k,
+                presence: "announce"
+            }]
+        );
+        let ann2 = b.say(&k, "announce", &later);
+        assert_eq!(a.swarms.on_presence(&ann2, &later).unwrap(), vec![]);
+        assert_eq!(a.swarms.on_presence(&ann, &later).unwrap(), vec![], "older");
+        let (ch, _) = a.swarms.tick(&now.plus_secs(12));
+        assert!(ch.is_empty(), "refreshed until 15 s");
+        // Silence: expired after its TTL.
+        let (ch, _) = a.swarms.tick(&now.plus_secs(15));
+        assert_eq!(
+            ch,
+            vec![Change::Left {
+                swarm: k,
+                node: b.key.node_id(),
+                reason: LeftReason::Expired
+            }]
+        );
+        assert!(a.swarms.members(&k).unwrap().is_empty());
+        // Explicit leave.
+        let back = b.say(&k, "announce", &now.plus_secs(16));
+        a.swarms.on_presence(&back, &now.plus_secs(16)).unwrap();
+        let bye = b.say(&k, "leave", &now.plus_secs(17));
+        let ch = a.swarms.on_presence(&bye, &now.plus_secs(17)).unwrap();
+        assert_eq!(
+            ch,
+            vec![Change::Left {
+                swarm: k,
+                node: b.key.node_id(),
+                reason: LeftReason::Leave
+            }]
+        );
+        // Own presences and other swarms.
+        let mine = a.say(&k, "announce", &now.plus_secs(18));
+        assert_eq!(
+            a.swarms.on_presence(&mine, &now.plus_secs(18)).unwrap(),
+            vec![]
+        );
+        assert!(a.swarms.leave(&k));
+        assert!(!a.swarms.leave(&k));
+        assert_eq!(
+            a.swarms
+                .on_presence(&back, &now.plus_secs(18))
+                .unwrap_err()
+                .code,
+            ErrorCode::ProtoInvalid
+        );
+    }
+
+    #[test]
+    fn limits_hold() {
+        let mut a = Peer::new(60);
+        a.swarms.config.max_swarms = 2;
+        a.swarms.config.max_members = 1;
+        let (k1, k2, k3) = (
+            DiscoveryKey::from_name("1"),
+            DiscoveryKey::from_name("2"),
+            DiscoveryKey::from_name("3"),
+        );
+        a.swarms.join(k1).unwrap();
+        a.swarms.join(k2).unwrap();
+        assert_eq!(
+            a.swarms.join(k3).unwrap_err().code,
+            ErrorCode::TransportRejected
+        );
+        let now = t0();
+        let (mut b, mut c) = (Peer::new(60), Peer::new(60));
+        b.swarms.join(k1).unwrap();
+        c.swarms.join(k1).unwrap();
+        let pb = b.say(&k1, "join", &now);
+        let pc = c.say(&k1, "join", &now);
+        a.swarms.on_presence(&pb, &now).unwrap();
+        assert_eq!(
+            a.swarms.on_presence(&pc, &now).unwrap_err().code,
+            ErrorCode::TransportRejected
+        );
+        // Sequence numbers grow even within one millisecond.
+        let d1 = a.swarms.presence_doc(&k1, "announce", &[], &now);
+        let d2 = a.swarms.presence_doc(&k1, "announce", &[], &now);
+        assert!(d2["sequence/no"].as_u64() > d1["sequence/no"].as_u64());
+    }
+}
