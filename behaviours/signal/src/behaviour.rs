@@ -37,6 +37,9 @@ pub struct Config {
     pub limits: Limits,
     /// Response timeout.
     pub request_timeout: Duration,
+    /// Forward only to peers marked with [`Behaviour::set_forwardable`] (a node
+    /// forwards to its session peers, not to any connection).
+    pub forward_marked_only: bool,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
@@ -51,6 +54,7 @@ impl Config {
             dedup: 4096,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
+            forward_marked_only: false,
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -88,6 +92,8 @@ pub enum Event {
     Refused {
         /// The peer.
         peer: PeerId,
+        /// Our frame's id, when the peer refused one of ours.
+        frame_id: Option<String>,
         /// Why.
         error: MeshError,
         /// The peer refused ours.
@@ -104,6 +110,7 @@ pub struct Behaviour {
     seen: HashSet<(NodeId, String)>,
     seen_order: VecDeque<(NodeId, String)>,
     connected: HashSet<PeerId>,
+    marked: HashSet<PeerId>,
     routes: HashMap<NodeId, PeerId>,
     pending: HashMap<OutboundRequestId, String>,
     events: VecDeque<Event>,
@@ -124,6 +131,7 @@ impl Behaviour {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             connected: HashSet::new(),
+            marked: HashSet::new(),
             routes: HashMap::new(),
             pending: HashMap::new(),
             events: VecDeque::new(),
@@ -134,6 +142,26 @@ impl Behaviour {
     /// The correlation table (its `done` and `sweep` are the application's to call).
     pub fn correlations_mut(&mut self) -> &mut Correlations {
         &mut self.correlations
+    }
+
+    /// Marks `peer` as one this host forwards to (with `forward_marked_only`), or
+    /// unmarks it.
+    pub fn set_forwardable(&mut self, peer: PeerId, yes: bool) {
+        if yes {
+            self.marked.insert(peer);
+        } else {
+            self.marked.remove(&peer);
+        }
+    }
+
+    /// Whether this node is connected to `peer` (frames to it go directly).
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.contains(peer)
+    }
+
+    fn forwardable(&self, peer: &PeerId) -> bool {
+        self.connected.contains(peer)
+            && (!self.config.forward_marked_only || self.marked.contains(peer))
     }
 
     /// Tells a host that frames for `to` go on through the host `via` when this node
@@ -222,11 +250,11 @@ impl Behaviour {
             .to()
             .to_peer_id()
             .map_err(|e| MeshError::invalid(e.to_string()))?;
-        let hop = if self.connected.contains(&to) {
+        let hop = if self.forwardable(&to) {
             to
         } else {
             match self.routes.get(&frame.to()) {
-                Some(via) if self.connected.contains(via) && *via != peer => *via,
+                Some(via) if self.forwardable(via) && *via != peer => *via,
                 _ => {
                     return Err(MeshError::new(
                         ErrorCode::TransportUnavailable,
@@ -262,6 +290,7 @@ impl Behaviour {
                 if let Err(e) = &r {
                     self.events.push_back(Event::Refused {
                         peer,
+                        frame_id: None,
                         error: e.clone(),
                         by_peer: false,
                     });
@@ -282,6 +311,7 @@ impl Behaviour {
                     Ok(()) => Event::Delivered { peer, frame_id },
                     Err(error) => Event::Refused {
                         peer,
+                        frame_id: Some(frame_id),
                         error,
                         by_peer: true,
                     },
@@ -293,9 +323,10 @@ impl Behaviour {
                 error,
                 ..
             } => {
-                self.pending.remove(&request_id);
+                let frame_id = self.pending.remove(&request_id);
                 self.events.push_back(Event::Refused {
                     peer,
+                    frame_id,
                     error: MeshError::new(ErrorCode::TransportUnavailable, error.to_string()),
                     by_peer: true,
                 });
@@ -320,6 +351,7 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
+                self.marked.remove(&e.peer_id);
             }
             _ => {}
         }
