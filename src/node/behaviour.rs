@@ -56,6 +56,9 @@ pub struct MeshBehaviour {
     pub session: mesh_session::Behaviour,
     /// `/mesh/marker/1.0.0`.
     pub marker: mesh_session::marker::Behaviour,
+    /// `/mesh/signal/1.0.0` (signaling frames; a host forwards between session
+    /// peers).
+    pub signal: mesh_signal::Behaviour,
     /// `/perf/1.0.0` streams (off unless configured).
     pub perf: Toggle<crate::perf::Behaviour>,
 }
@@ -68,6 +71,8 @@ pub struct Parts {
     pub session: mesh_session::Config,
     /// Marker settings.
     pub marker: mesh_session::marker::Config,
+    /// Signaling settings.
+    pub signal: mesh_signal::Config,
 }
 
 /// Builds the behaviour.
@@ -150,6 +155,7 @@ pub fn build(
         advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
         session: mesh_session::Behaviour::new(key.clone(), parts.session),
         marker: mesh_session::marker::Behaviour::new(parts.marker),
+        signal: mesh_signal::Behaviour::new(parts.signal),
         perf: config.perf.then(crate::perf::Behaviour::new).into(),
     })
 }

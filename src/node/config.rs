@@ -146,6 +146,51 @@ impl Default for Limits {
     }
 }
 
+/// Discovery-key swarms (`[swarm]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSettings {
+    /// Lifetime of our `swarm-presence.v1`, seconds (2..=3600); re-announced at half.
+    pub ttl_secs: i64,
+    /// Swarms joined at once.
+    pub max_swarms: usize,
+    /// Members remembered per swarm.
+    pub max_members: usize,
+}
+
+impl Default for SwarmSettings {
+    fn default() -> Self {
+        let d = mesh_signal::swarm::SwarmConfig::default();
+        SwarmSettings {
+            ttl_secs: d.ttl_secs,
+            max_swarms: d.max_swarms,
+            max_members: d.max_members,
+        }
+    }
+}
+
+/// Stage timeouts of the routing policy (`[route]`), seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSettings {
+    /// Direct dials to the advertised and DHT addresses.
+    pub direct_secs: u64,
+    /// Signaling through a host, then both sides dialing at once.
+    pub signaling_secs: u64,
+    /// A circuit through a relay.
+    pub relay_secs: u64,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        RouteSettings {
+            direct_secs: 5,
+            signaling_secs: 10,
+            relay_secs: 10,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -165,6 +210,15 @@ pub struct NodeConfig {
     pub kad_mode: KadMode,
     /// Run a circuit relay v2 server.
     pub relay_server: bool,
+    /// Relays to hold a reservation on (each `…/p2p/<relay peer id>`): the node
+    /// listens on `…/p2p-circuit` through them and advertises those addresses.
+    pub relays: Vec<Multiaddr>,
+    /// Forward signaling frames between session peers (offers `core/signaling`).
+    pub signaling_host: bool,
+    /// Discovery-key swarms.
+    pub swarm: SwarmSettings,
+    /// The routing policy's stage timeouts.
+    pub route: RouteSettings,
     /// Serve the seed directory (HTTP) on this address.
     pub directory: Option<SocketAddr>,
     /// Serve Prometheus metrics (`/metrics`) and `/status` on this address.
@@ -197,6 +251,10 @@ impl Default for NodeConfig {
             bootstrap: Bootstrap::Named(BootstrapName::Public),
             kad_mode: KadMode::Auto,
             relay_server: false,
+            relays: Vec::new(),
+            signaling_host: true,
+            swarm: SwarmSettings::default(),
+            route: RouteSettings::default(),
             directory: None,
             metrics: None,
             control: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -293,6 +351,40 @@ impl NodeConfig {
                 "advert_ttl_secs must be within 60..=604800, not {}",
                 self.advert_ttl_secs
             )));
+        }
+        let sw = &self.swarm;
+        if !(mesh_core::MIN_PRESENCE_TTL_SECS..=mesh_core::MAX_PRESENCE_TTL_SECS)
+            .contains(&sw.ttl_secs)
+            || sw.max_swarms == 0
+            || sw.max_members == 0
+        {
+            return Err(ConfigError::Invalid(format!(
+                "swarm: ttl_secs must be within {}..={} and max_swarms, max_members positive",
+                mesh_core::MIN_PRESENCE_TTL_SECS,
+                mesh_core::MAX_PRESENCE_TTL_SECS
+            )));
+        }
+        let r = &self.route;
+        for (name, v) in [
+            ("direct_secs", r.direct_secs),
+            ("signaling_secs", r.signaling_secs),
+            ("relay_secs", r.relay_secs),
+        ] {
+            if !(1..=120).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "route.{name} must be within 1..=120, not {v}"
+                )));
+            }
+        }
+        for a in &self.relays {
+            if !a
+                .iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "relay address {a} has no /p2p/<peer id>"
+                )));
+            }
         }
         if self.wss.is_none() && self.listen.iter().any(is_wss) {
             return Err(ConfigError::Invalid(

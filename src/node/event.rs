@@ -122,6 +122,43 @@ pub enum NodeEvent {
         /// Whether a server could reach it.
         reachable: bool,
     },
+    /// `connect` (or a dial or marker to a node id) found its path (also traced as
+    /// route/selected).
+    RouteSelected {
+        /// The path and timings.
+        route: super::route::Route,
+    },
+    /// A verified signaling frame for this node.
+    SignalReceived {
+        /// The signer.
+        from: NodeId,
+        /// The peer that delivered it (`from` itself or a signaling host).
+        via: PeerId,
+        /// The frame kind.
+        kind: String,
+        /// The correlation.
+        correlation: String,
+        /// The payload (candidates, a setup payload's `data/b64`, a reject's code).
+        payload: Value,
+    },
+    /// A member arrived in one of our swarms.
+    SwarmMemberJoined {
+        /// The swarm.
+        swarm: mesh_signal::swarm::DiscoveryKey,
+        /// The member.
+        node: NodeId,
+        /// The addresses it announced.
+        addrs: Vec<String>,
+    },
+    /// A member left one of our swarms: `leave` (it said so) or `expired`.
+    SwarmMemberLeft {
+        /// The swarm.
+        swarm: mesh_signal::swarm::DiscoveryKey,
+        /// The member.
+        node: NodeId,
+        /// `leave` or `expired`.
+        reason: &'static str,
+    },
 }
 
 impl NodeEvent {
@@ -205,6 +242,31 @@ impl NodeEvent {
             }),
             NodeEvent::Reachability { addr, reachable } => json!({
                 "event": "reachability", "addr": addr.to_string(), "reachable": reachable,
+            }),
+            NodeEvent::RouteSelected { route } => {
+                json!({"event": "route-selected", "route": route})
+            }
+            NodeEvent::SignalReceived {
+                from,
+                via,
+                kind,
+                correlation,
+                payload,
+            } => json!({
+                "event": "signal-received", "from": from.to_string(), "via": via.to_string(),
+                "kind": kind, "correlation": correlation, "payload": payload,
+            }),
+            NodeEvent::SwarmMemberJoined { swarm, node, addrs } => json!({
+                "event": "swarm-member-joined", "swarm": swarm.to_hex(),
+                "node": node.to_string(), "addrs": addrs,
+            }),
+            NodeEvent::SwarmMemberLeft {
+                swarm,
+                node,
+                reason,
+            } => json!({
+                "event": "swarm-member-left", "swarm": swarm.to_hex(),
+                "node": node.to_string(), "reason": reason,
             }),
         }
     }

@@ -94,7 +94,7 @@ impl Found {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
 
 /// What the node is asked to do.
 #[derive(Debug)]
@@ -136,6 +136,8 @@ pub(crate) enum Command {
         key: Vec<u8>,
         reply: Reply<Vec<PeerId>>,
     },
+    Swarm(super::swarms::SwarmCommand),
+    Route(super::connect::RouteCommand),
     Status {
         reply: oneshot::Sender<Status>,
     },
@@ -157,7 +159,10 @@ fn stopped() -> MeshError {
 }
 
 impl NodeHandle {
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MeshError> {
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| stopped())?;
         match tokio::time::timeout(self.timeout, rx).await {

@@ -18,13 +18,16 @@
 
 pub mod behaviour;
 pub mod config;
+pub mod connect;
 pub mod event;
 pub mod handle;
 mod pending;
+pub mod route;
 pub mod routing;
 pub mod status;
 pub mod store;
 mod swarm_events;
+pub mod swarms;
 pub mod transport;
 
 use std::collections::{HashMap, HashSet};
@@ -120,6 +123,9 @@ pub struct Node {
     started: Instant,
     perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
     adverts_seen: HashMap<NodeId, u64>,
+    swarms: mesh_signal::swarm::Swarms,
+    routes: connect::Routes,
+    swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
 }
 
 impl Node {
@@ -155,12 +161,19 @@ impl Node {
         if config.relay_server {
             session.capabilities.push("core/relay".into());
         }
+        if config.signaling_host {
+            session.capabilities.push("core/signaling".into());
+        }
+        let mut signal = mesh_signal::Config::new(node_id);
+        signal.host = config.signaling_host;
+        signal.forward_marked_only = true;
         let mut marker = mesh_session::marker::Config::new(node_id);
         marker.trace = trace.clone();
         let parts = behaviour::Parts {
             store: store.clone(),
             session,
             marker,
+            signal,
         };
         let mut registry = Registry::with_prefix("libp2p");
         let swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
@@ -177,6 +190,11 @@ impl Node {
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let swarm_config = mesh_signal::swarm::SwarmConfig {
+            ttl_secs: config.swarm.ttl_secs,
+            max_swarms: config.swarm.max_swarms,
+            max_members: config.swarm.max_members,
+        };
         let own = OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence);
         let node = Node {
             swarm,
@@ -199,6 +217,9 @@ impl Node {
             started: Instant::now(),
             perf,
             adverts_seen: HashMap::new(),
+            swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
+            swarm_queries: HashMap::new(),
+            routes: connect::Routes::default(),
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -300,6 +321,12 @@ impl Node {
                 tracing::warn!(seed = ?seed.label, error = %e, "cannot dial seed");
             }
         }
+        for relay in self.config.relays.clone() {
+            let addr = relay.with(Protocol::P2pCircuit);
+            if let Err(e) = self.swarm.listen_on(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot reserve on relay");
+            }
+        }
         match self.config.bootstrap.addrs() {
             Ok(addrs) => {
                 for addr in addrs {
@@ -385,9 +412,14 @@ impl Node {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "own advertisement refresh"),
         }
-        for (reply, error) in self.pending.expire(Instant::now()) {
-            reply.fail(error);
+        for (waiter, error) in self.pending.expire(Instant::now()) {
+            match waiter {
+                pending::Waiter::After(a) => self.fail_after(a, error),
+                w => w.fail(error),
+            }
         }
+        self.swarms_tick(&now);
+        self.routes_tick();
     }
 
     /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and
@@ -548,6 +580,8 @@ impl Node {
                     ProviderWait::Find(reply, Default::default()),
                 );
             }
+            Command::Swarm(c) => self.on_swarm_command(c),
+            Command::Route(c) => self.on_route_command(c),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -576,7 +610,7 @@ impl Node {
                 };
                 self.dial(opts, peer, after);
             }
-            Target::Node(node) => self.lookup(node, after, false),
+            Target::Node(node) => self.route_to(node, connect::RouteWaiter::Then(after)),
             Target::Peer(p) => {
                 let opts = DialOpts::peer_id(p)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -624,6 +658,15 @@ impl Node {
             After::Lookup(reply) => {
                 let _ = reply.send(Err(MeshError::invalid("internal: lookup after connect")));
             }
+            After::Route(_) => {}
+        }
+    }
+
+    /// Fails `after`; a route attempt's lookup goes on to its next stage instead.
+    fn fail_after(&mut self, after: After, error: MeshError) {
+        match after {
+            After::Route(id) => self.route_lookup_failed(id, error),
+            other => other.fail(error),
         }
     }
 
@@ -660,6 +703,7 @@ impl Node {
                 After::Lookup(reply) => {
                     let _ = reply.send(Ok(found.clone()));
                 }
+                After::Route(id) => self.route_found(id, addrs.clone()),
                 other => match peer {
                     Some(p) if self.swarm.is_connected(&p) => self.connected(p, other),
                     Some(p) => {
@@ -783,6 +827,15 @@ impl Node {
             && let Err(e) = self.store.lock().set_own_sequence(seq)
         {
             tracing::warn!(error = %e, "cannot persist own sequence number");
+        }
+        if self.leave_all_swarms() > 0 {
+            // Let the `leave` presences go out before the connections close (bounded).
+            let deadline = tokio::time::Instant::now() + swarms::LEAVE_FLUSH;
+            while let Ok(event) =
+                tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await
+            {
+                self.on_swarm_event(event);
+            }
         }
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for p in &peers {

@@ -21,7 +21,13 @@ type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
 pub(crate) enum After {
     Dial(Reply<PeerId>),
     Lookup(Reply<Found>),
-    Marker { text: String, reply: Reply<String> },
+    Marker {
+        text: String,
+        reply: Reply<String>,
+    },
+    /// The lookup stage of a route attempt (failed through the node, see
+    /// `Node::fail_after`).
+    Route(u64),
 }
 
 impl After {
@@ -36,6 +42,7 @@ impl After {
             After::Marker { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
+            After::Route(_) => {}
         }
     }
 }
@@ -61,6 +68,7 @@ impl Waiter {
             Waiter::Providers(ProviderWait::Find(r, _)) => {
                 let _ = r.send(Err(error));
             }
+            Waiter::Providers(ProviderWait::Swarm(_)) => {}
         }
     }
 }
@@ -77,6 +85,8 @@ pub(crate) enum Stage {
 pub(crate) enum ProviderWait {
     Provide(Reply<()>),
     Find(Reply<Vec<PeerId>>, std::collections::BTreeSet<PeerId>),
+    /// The node looks for members of one of its swarms (nobody waits on it).
+    Swarm(mesh_signal::swarm::DiscoveryKey),
 }
 
 #[derive(Debug)]
@@ -235,6 +245,18 @@ impl Pending {
     ) {
         if let Some((ProviderWait::Find(_, set), _)) = self.providers.get_mut(&(stage, query)) {
             set.extend(found);
+        }
+    }
+
+    /// The swarm a provider query looks for, if it is one.
+    pub(crate) fn swarm_query(
+        &self,
+        stage: Stage,
+        query: QueryId,
+    ) -> Option<mesh_signal::swarm::DiscoveryKey> {
+        match self.providers.get(&(stage, query)) {
+            Some((ProviderWait::Swarm(k), _)) => Some(*k),
+            _ => None,
         }
     }
 

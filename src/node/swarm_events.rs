@@ -48,9 +48,13 @@ impl Node {
                         addr: addr.clone(),
                     });
                 }
-                for after in self.pending.connection_up(connection_id, peer_id, addr) {
+                for after in self
+                    .pending
+                    .connection_up(connection_id, peer_id, addr.clone())
+                {
                     self.connected(peer_id, after);
                 }
+                self.route_connection(peer_id, &addr);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -84,6 +88,10 @@ impl Node {
                         format!("dial failed: {text}"),
                     ));
                 }
+                self.route_dial_failed(connection_id, &text);
+            }
+            SwarmEvent::NewExternalAddrCandidate { address } => {
+                self.routes.observed(address);
             }
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
@@ -146,6 +154,7 @@ impl Node {
             MeshBehaviourEvent::Advert(e) => self.on_advert(e),
             MeshBehaviourEvent::Session(e) => self.on_session(e),
             MeshBehaviourEvent::Marker(e) => self.on_marker(e),
+            MeshBehaviourEvent::Signal(e) => self.on_signal(e),
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
             | MeshBehaviourEvent::Limits(_)
@@ -275,7 +284,10 @@ impl Node {
             }
             QueryResult::GetProviders(r) => {
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
-                    self.pending.providers_found(stage, id, providers);
+                    match self.pending.swarm_query(stage, id) {
+                        Some(key) => self.swarm_providers_found(key, providers),
+                        None => self.pending.providers_found(stage, id, providers),
+                    }
                 }
                 if last
                     && let Some(ProviderWait::Find(reply, set)) =
@@ -349,23 +361,39 @@ impl Node {
 
     fn lookup_failed(&mut self, node: &NodeId) {
         for after in self.pending.finish_lookup(node) {
-            after.fail(MeshError::new(
-                mesh_core::ErrorCode::TransportUnavailable,
-                format!("{node}: not in the store, the mesh DHT or Amino"),
-            ));
+            self.fail_after(
+                after,
+                MeshError::new(
+                    mesh_core::ErrorCode::TransportUnavailable,
+                    format!("{node}: not in the store, the mesh DHT or Amino"),
+                ),
+            );
         }
     }
 
     fn on_gossip(&mut self, event: gossipsub::Event) {
-        let gossipsub::Event::Message {
-            propagation_source,
-            message_id,
-            message,
-        } = event
-        else {
-            return;
+        let (propagation_source, message_id, message) = match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => (propagation_source, message_id, message),
+            gossipsub::Event::Subscribed { topic, .. } => {
+                return self.on_swarm_subscribed(topic.as_str());
+            }
+            _ => return,
         };
         let topic = message.topic.to_string();
+        if let Some(key) = mesh_signal::swarm::DiscoveryKey::from_topic(&topic)
+            && self.swarms.is_joined(&key)
+        {
+            let acceptance = self.on_swarm_gossip(key, message.source, &message.data);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            return;
+        }
         let acceptance = if message.data.is_empty() || !self.topics.contains(&topic) {
             gossipsub::MessageAcceptance::Reject
         } else {
@@ -440,6 +468,10 @@ impl Node {
                 node,
                 capabilities,
             } => {
+                self.swarm
+                    .behaviour_mut()
+                    .signal
+                    .set_forwardable(peer, true);
                 // The advertisement exchange: ours to the peer, theirs from the peer.
                 if let Some(ad) = self.own.current().cloned() {
                     self.swarm.behaviour_mut().advert.publish(&peer, ad);
@@ -452,6 +484,10 @@ impl Node {
                 });
             }
             mesh_session::Event::SessionClosed { peer, node } => {
+                self.swarm
+                    .behaviour_mut()
+                    .signal
+                    .set_forwardable(peer, false);
                 self.emit(NodeEvent::SessionClosed { peer, node });
             }
             mesh_session::Event::Rejected {

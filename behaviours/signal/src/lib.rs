@@ -16,7 +16,9 @@
 
 mod behaviour;
 pub mod correlation;
+pub mod frames;
 pub mod swarm;
 
 pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};
+pub use frames::{FRAME_TTL_SECS, frame, random_id};

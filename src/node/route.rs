@@ -1,0 +1,385 @@
+//! The routing policy of `connect(node-id)` as pure logic (DESIGN.md, "Signaling and
+//! swarms"): direct (advertised endpoints, then DHT addresses), then signaling then
+//! direct (candidates exchanged through a signaling host, both sides dialing at once),
+//! then a relay circuit. Which addresses and hosts each stage uses, when a stage has
+//! run out of time, and the report of the chosen path. Every call takes `now`.
+
+use std::time::{Duration, Instant};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use super::config::RouteSettings;
+
+/// The stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Finding the node's advertisement (store, mesh DHT, Amino).
+    Lookup,
+    /// Dialing its direct addresses.
+    Direct,
+    /// Signaling through a host, then dialing each other's candidates.
+    Signaling,
+    /// A `/p2p-circuit` through a relay.
+    Relay,
+}
+
+impl Stage {
+    /// The path name used in reports and traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Lookup => "lookup",
+            Stage::Direct => "direct",
+            Stage::Signaling => "signaling",
+            Stage::Relay => "relay",
+        }
+    }
+
+    /// The stage after this one (`None` after the relay).
+    pub fn next(self) -> Option<Stage> {
+        match self {
+            Stage::Lookup => Some(Stage::Direct),
+            Stage::Direct => Some(Stage::Signaling),
+            Stage::Signaling => Some(Stage::Relay),
+            Stage::Relay => None,
+        }
+    }
+}
+
+/// One stage's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageReport {
+    /// The stage.
+    pub stage: &'static str,
+    /// Whether it ended in the connection.
+    pub ok: bool,
+    /// How long it ran, milliseconds.
+    pub ms: u64,
+    /// Why it did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `connect`: the chosen path and the timings (also traced as
+/// route/selected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The node.
+    pub node: String,
+    /// Its peer id.
+    pub peer: String,
+    /// `existing` (already connected), `direct`, `signaling` or `relay`.
+    pub path: &'static str,
+    /// The remote address of the connection.
+    pub addr: String,
+    /// Time from the request to the connection, milliseconds.
+    pub ms: u64,
+    /// Every stage that ran.
+    pub stages: Vec<StageReport>,
+}
+
+/// Whether `addr` goes through a relay.
+pub fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// Splits a node's addresses into direct ones and relay circuits.
+pub fn split_addrs(addrs: &[Multiaddr]) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
+    addrs.iter().cloned().partition(|a| !is_circuit(a))
+}
+
+/// The relays named by circuit addresses (`…/p2p/<relay>/p2p-circuit…`).
+pub fn relays_of(circuits: &[Multiaddr]) -> Vec<PeerId> {
+    let mut out = Vec::new();
+    for a in circuits {
+        let mut last = None;
+        for p in a.iter() {
+            match p {
+                Protocol::P2p(id) => last = Some(id),
+                Protocol::P2pCircuit => {
+                    if let Some(r) = last
+                        && !out.contains(&r)
+                    {
+                        out.push(r);
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Signaling hosts in the order to try: the target's relays first (they hold its
+/// reservation, so they are connected to it), then the other candidates as given.
+pub fn order_hosts(hosts: Vec<PeerId>, target_relays: &[PeerId]) -> Vec<PeerId> {
+    let (mut first, rest): (Vec<PeerId>, Vec<PeerId>) =
+        hosts.into_iter().partition(|h| target_relays.contains(h));
+    first.extend(rest);
+    first
+}
+
+/// Our dial candidates for the other side: confirmed external addresses, then
+/// addresses peers observed, then listen addresses; no circuits, no unspecified
+/// addresses, no duplicates, at most `max`. Loopback addresses only when nothing else
+/// is left.
+pub fn candidates(
+    external: &[Multiaddr],
+    observed: &[Multiaddr],
+    listen: &[Multiaddr],
+    max: usize,
+) -> Vec<Multiaddr> {
+    let mut out: Vec<Multiaddr> = Vec::new();
+    let mut loopback: Vec<Multiaddr> = Vec::new();
+    for a in external.iter().chain(observed).chain(listen) {
+        let a = super::routing::without_peer(a);
+        if is_circuit(&a) || out.contains(&a) || loopback.contains(&a) {
+            continue;
+        }
+        match a.iter().next() {
+            Some(Protocol::Ip4(ip)) if ip.is_unspecified() => continue,
+            Some(Protocol::Ip6(ip)) if ip.is_unspecified() => continue,
+            Some(Protocol::Ip4(ip)) if ip.is_loopback() => loopback.push(a),
+            Some(Protocol::Ip6(ip)) if ip.is_loopback() => loopback.push(a),
+            _ => out.push(a),
+        }
+    }
+    if out.is_empty() {
+        out = loopback;
+    }
+    out.truncate(max);
+    out
+}
+
+/// The clock of one attempt: when it started, which stage runs, since when, and the
+/// reports of the stages that ended.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    settings: RouteSettings,
+    started: Instant,
+    stage: Stage,
+    stage_started: Instant,
+    reports: Vec<StageReport>,
+}
+
+impl Plan {
+    /// A plan that starts with the lookup at `now`.
+    pub fn new(settings: RouteSettings, now: Instant) -> Self {
+        Plan {
+            settings,
+            started: now,
+            stage: Stage::Lookup,
+            stage_started: now,
+            reports: Vec::new(),
+        }
+    }
+
+    /// The running stage.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// How long the running stage may take (the lookup counts into the direct
+    /// stage's time).
+    fn budget(&self) -> Duration {
+        Duration::from_secs(match self.stage {
+            Stage::Lookup | Stage::Direct => self.settings.direct_secs,
+            Stage::Signaling => self.settings.signaling_secs,
+            Stage::Relay => self.settings.relay_secs,
+        })
+    }
+
+    /// Whether the running stage has run out of time.
+    pub fn timed_out(&self, now: Instant) -> bool {
+        now.duration_since(self.stage_started) >= self.budget()
+    }
+
+    /// Ends the running stage with `error` and moves to the next one; `None` when the
+    /// relay stage was the last hope. The lookup moves into the direct stage without
+    /// a report of its own (its time counts there).
+    pub fn fail_stage(&mut self, error: impl Into<String>, now: Instant) -> Option<Stage> {
+        let next = self.stage.next()?;
+        if self.stage == Stage::Lookup {
+            self.stage = next;
+            return Some(next);
+        }
+        self.report(false, Some(error.into()), now);
+        self.stage = next;
+        self.stage_started = now;
+        Some(next)
+    }
+
+    /// Skips from the lookup to the direct stage (the lookup answered).
+    pub fn looked_up(&mut self) {
+        if self.stage == Stage::Lookup {
+            self.stage = Stage::Direct;
+        }
+    }
+
+    fn report(&mut self, ok: bool, error: Option<String>, now: Instant) {
+        let stage = match self.stage {
+            Stage::Lookup => Stage::Direct,
+            s => s,
+        };
+        self.reports.push(StageReport {
+            stage: stage.as_str(),
+            ok,
+            ms: millis(now.duration_since(self.stage_started)),
+            error,
+        });
+    }
+
+    /// Ends the last stage with `error`: the whole attempt failed.
+    pub fn fail_all(&mut self, error: impl Into<String>, now: Instant) -> Vec<StageReport> {
+        self.report(false, Some(error.into()), now);
+        self.reports.clone()
+    }
+
+    /// A connection came up: the route, its path named after the connection (a
+    /// circuit is `relay`) or the running stage.
+    pub fn succeed(
+        &mut self,
+        node: String,
+        peer: &PeerId,
+        addr: &Multiaddr,
+        now: Instant,
+    ) -> Route {
+        let path = if is_circuit(addr) {
+            Stage::Relay
+        } else {
+            match self.stage {
+                Stage::Lookup | Stage::Direct | Stage::Relay => Stage::Direct,
+                Stage::Signaling => Stage::Signaling,
+            }
+        };
+        self.report(true, None, now);
+        Route {
+            node,
+            peer: peer.to_string(),
+            path: path.as_str(),
+            addr: addr.to_string(),
+            ms: millis(now.duration_since(self.started)),
+            stages: self.reports.clone(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_split_and_relays_found() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let circuit = a(&format!(
+            "/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}"
+        ));
+        let direct = a("/ip4/192.168.1.2/udp/4001/quic-v1");
+        let (d, c) = split_addrs(&[direct.clone(), circuit.clone()]);
+        assert_eq!(d, vec![direct]);
+        assert_eq!(c, vec![circuit.clone()]);
+        assert_eq!(relays_of(&c), vec![relay]);
+        let other = PeerId::random();
+        assert_eq!(
+            order_hosts(vec![other, relay], &[relay]),
+            vec![relay, other]
+        );
+    }
+
+    #[test]
+    fn candidates_prefer_routable_addresses() {
+        let ext = [a("/ip4/203.0.113.5/udp/4001/quic-v1")];
+        let obs = [
+            a("/ip4/203.0.113.5/udp/4001/quic-v1"),
+            a("/ip4/198.51.100.7/tcp/4001"),
+        ];
+        let listen = [
+            a("/ip4/0.0.0.0/tcp/4001"),
+            a("/ip4/127.0.0.1/tcp/4001"),
+            a("/ip4/192.168.1.2/tcp/4001"),
+        ];
+        let c = candidates(&ext, &obs, &listen, 16);
+        assert_eq!(
+            c,
+            vec![
+                a("/ip4/203.0.113.5/udp/4001/quic-v1"),
+                a("/ip4/198.51.100.7/tcp/4001"),
+                a("/ip4/192.168.1.2/tcp/4001"),
+            ]
+        );
+        assert_eq!(candidates(&ext, &obs, &listen, 1).len(), 1);
+        // Only loopback: loopback it is (tests on one machine).
+        let lo = [a("/ip4/127.0.0.1/tcp/4001")];
+        assert_eq!(candidates(&[], &[], &lo, 16), lo.to_vec());
+    }
+
+    #[test]
+    fn stages_advance_on_failure_and_time() {
+        let s = RouteSettings {
+            direct_secs: 2,
+            signaling_secs: 3,
+            relay_secs: 4,
+        };
+        let t = Instant::now();
+        let mut p = Plan::new(s, t);
+        assert_eq!(p.stage(), Stage::Lookup);
+        assert!(!p.timed_out(t + Duration::from_secs(1)));
+        assert!(p.timed_out(t + Duration::from_secs(2)));
+        p.looked_up();
+        assert_eq!(p.stage(), Stage::Direct);
+        assert_eq!(
+            p.fail_stage("unreachable", t + Duration::from_secs(1)),
+            Some(Stage::Signaling)
+        );
+        assert!(!p.timed_out(t + Duration::from_secs(3)));
+        assert!(p.timed_out(t + Duration::from_secs(4)));
+        assert_eq!(
+            p.fail_stage("no answer", t + Duration::from_secs(4)),
+            Some(Stage::Relay)
+        );
+        let peer = PeerId::random();
+        let route = p.succeed(
+            "n".into(),
+            &peer,
+            &a(&format!("/ip4/10.0.0.1/tcp/1/p2p/{peer}/p2p-circuit")),
+            t + Duration::from_secs(5),
+        );
+        assert_eq!(route.path, "relay");
+        assert_eq!(route.ms, 5000);
+        let stages: Vec<(&str, bool)> = route.stages.iter().map(|r| (r.stage, r.ok)).collect();
+        assert_eq!(
+            stages,
+            vec![("direct", false), ("signaling", false), ("relay", true)]
+        );
+        assert_eq!(route.stages[0].ms, 1000);
+        // The relay was the last stage.
+        let mut q = Plan::new(s, t);
+        q.fail_stage("x", t);
+        q.fail_stage("x", t);
+        q.fail_stage("x", t);
+        assert_eq!(q.fail_stage("x", t), None);
+        assert_eq!(q.fail_all("no relay", t).len(), 3);
+    }
+
+    #[test]
+    fn a_signaled_connection_is_named_signaling() {
+        let t = Instant::now();
+        let mut p = Plan::new(RouteSettings::default(), t);
+        p.looked_up();
+        p.fail_stage("unreachable", t);
+        let peer = PeerId::random();
+        let r = p.succeed("n".into(), &peer, &a("/ip4/10.0.0.2/udp/4001/quic-v1"), t);
+        assert_eq!(r.path, "signaling");
+    }
+}

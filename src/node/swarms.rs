@@ -1,0 +1,360 @@
+//! Discovery-key swarms in the node: the member tables of `mesh_signal::swarm` carried
+//! on gossipsub (one topic per swarm, signed `swarm-presence.v1` in CBOR), provider
+//! records on the mesh DHT (and Amino when it has peers) so that a newcomer without a
+//! common peer finds members, and the join/leave commands.
+
+use std::time::{Duration, Instant};
+
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{PeerId, gossipsub, kad};
+use mesh_advert::AdvertStore;
+use mesh_core::{
+    Artifact, ErrorCode, MeshError, MeshResult, NodeId, SwarmPresence, Timestamp, TraceEvent,
+    TraceEventType,
+};
+use mesh_signal::swarm::{Change, DiscoveryKey};
+use serde::Serialize;
+
+use super::handle::{Command, NodeHandle, Reply};
+use super::pending::{ProviderWait, Stage};
+use super::{Node, NodeEvent, routing};
+
+/// How often a swarm without known members asks the DHT for providers again.
+const PROVIDER_RETRY: Duration = Duration::from_secs(10);
+/// Most providers dialed per provider answer.
+const PROVIDERS_DIALED: usize = 8;
+/// How long a stopping node lets its `leave` presences go out.
+pub(super) const LEAVE_FLUSH: Duration = Duration::from_millis(500);
+
+/// Swarm commands.
+#[derive(Debug)]
+pub(crate) enum SwarmCommand {
+    Join {
+        key: DiscoveryKey,
+        reply: Reply<bool>,
+    },
+    Leave {
+        key: DiscoveryKey,
+        reply: Reply<bool>,
+    },
+    Members {
+        key: DiscoveryKey,
+        reply: Reply<Vec<SwarmMember>>,
+    },
+}
+
+/// A swarm member as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwarmMember {
+    /// Its node id.
+    pub node: String,
+    /// The addresses it announced.
+    pub addrs: Vec<String>,
+    /// When it counts as gone unless it re-announces.
+    pub expires_at: String,
+}
+
+impl NodeHandle {
+    /// Joins the swarm `key`: subscribes to its topic, announces this node, registers
+    /// as a provider and looks for members. `false` when already in it.
+    pub async fn join_swarm(&self, key: DiscoveryKey) -> Result<bool, MeshError> {
+        self.ask(|reply| Command::Swarm(SwarmCommand::Join { key, reply }))
+            .await
+    }
+
+    /// Leaves the swarm `key`, announcing the departure. `false` when not in it.
+    pub async fn leave_swarm(&self, key: DiscoveryKey) -> Result<bool, MeshError> {
+        self.ask(|reply| Command::Swarm(SwarmCommand::Leave { key, reply }))
+            .await
+    }
+
+    /// The members of the swarm `key` this node knows (not itself); `E_PROTO_INVALID`
+    /// when not in it.
+    pub async fn swarm_members(&self, key: DiscoveryKey) -> Result<Vec<SwarmMember>, MeshError> {
+        self.ask(|reply| Command::Swarm(SwarmCommand::Members { key, reply }))
+            .await
+    }
+}
+
+impl Node {
+    pub(super) fn on_swarm_command(&mut self, command: SwarmCommand) {
+        match command {
+            SwarmCommand::Join { key, reply } => {
+                let _ = reply.send(self.join_swarm(key));
+            }
+            SwarmCommand::Leave { key, reply } => {
+                let _ = reply.send(Ok(self.leave_swarm(key)));
+            }
+            SwarmCommand::Members { key, reply } => {
+                let r = self
+                    .swarms
+                    .members(&key)
+                    .map(|ms| {
+                        ms.into_iter()
+                            .map(|m| SwarmMember {
+                                node: m.node.to_string(),
+                                addrs: m.addrs,
+                                expires_at: m.expires_at.as_str().to_owned(),
+                            })
+                            .collect()
+                    })
+                    .ok_or_else(|| MeshError::invalid(format!("not in swarm {key}")));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn join_swarm(&mut self, key: DiscoveryKey) -> MeshResult<bool> {
+        if !self.swarms.join(key)? {
+            return Ok(false);
+        }
+        let topic = gossipsub::IdentTopic::new(key.topic());
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+            self.swarms.leave(&key);
+            return Err(MeshError::invalid(format!("swarm {key}: subscribe: {e}")));
+        }
+        let b = self.swarm.behaviour_mut();
+        if let Err(e) = b
+            .mesh_kad
+            .start_providing(kad::RecordKey::new(&key.provider_key()))
+        {
+            tracing::warn!(swarm = %key, error = %e, "mesh provider record not stored");
+        }
+        if b.amino.kbuckets().next().is_some()
+            && let Err(e) = b
+                .amino
+                .start_providing(kad::RecordKey::new(&key.amino_multihash()))
+        {
+            tracing::debug!(swarm = %key, error = %e, "Amino provider record not stored");
+        }
+        self.find_swarm_providers(key);
+        let now = Timestamp::now();
+        self.emit_trace(
+            TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, now.clone()).with_detail(
+                serde_json::json!({"swarm": key.to_hex(), "cid": key.amino_cid_text()}),
+            ),
+        );
+        self.swarms_tick(&now);
+        Ok(true)
+    }
+
+    fn find_swarm_providers(&mut self, key: DiscoveryKey) {
+        let q = self
+            .swarm
+            .behaviour_mut()
+            .mesh_kad
+            .get_providers(kad::RecordKey::new(&key.provider_key()));
+        self.pending
+            .wait_providers(Stage::MeshDht, q, ProviderWait::Swarm(key));
+        self.swarm_queries.insert(key, Instant::now());
+    }
+
+    /// Leaves `key`: the `leave` presence first, then the topic and the provider
+    /// records.
+    pub(super) fn leave_swarm(&mut self, key: DiscoveryKey) -> bool {
+        if !self.swarms.is_joined(&key) {
+            return false;
+        }
+        let now = Timestamp::now();
+        self.publish_presence(key, "leave", &now);
+        self.swarms.leave(&key);
+        self.swarm_queries.remove(&key);
+        let b = self.swarm.behaviour_mut();
+        let _ = b
+            .gossipsub
+            .unsubscribe(&gossipsub::IdentTopic::new(key.topic()));
+        b.mesh_kad
+            .stop_providing(&kad::RecordKey::new(&key.provider_key()));
+        b.amino
+            .stop_providing(&kad::RecordKey::new(&key.amino_multihash()));
+        self.emit_trace(
+            TraceEvent::new(TraceEventType::SwarmLeft, self.node_id, now)
+                .with_detail(serde_json::json!({"swarm": key.to_hex()})),
+        );
+        true
+    }
+
+    /// Expiry, due presences, and provider queries for swarms that know no member.
+    pub(super) fn swarms_tick(&mut self, now: &Timestamp) {
+        let (changes, due) = self.swarms.tick(now);
+        self.swarm_changes(changes);
+        for d in due {
+            self.publish_presence(d.swarm, d.presence, now);
+        }
+        let lonely: Vec<DiscoveryKey> = self
+            .swarms
+            .joined()
+            .into_iter()
+            .filter(|k| self.swarms.members(k).is_some_and(|m| m.is_empty()))
+            .filter(|k| {
+                self.swarm_queries
+                    .get(k)
+                    .is_none_or(|t| t.elapsed() >= PROVIDER_RETRY)
+            })
+            .collect();
+        for key in lonely {
+            self.find_swarm_providers(key);
+        }
+    }
+
+    /// Signs and publishes our presence; `true` when gossipsub took it.
+    fn publish_presence(&mut self, key: DiscoveryKey, presence: &str, now: &Timestamp) -> bool {
+        let addrs: Vec<String> =
+            routing::own_addrs(self.swarm.external_addresses(), self.swarm.listeners())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        let doc = self.swarms.presence_doc(&key, presence, &addrs, now);
+        let signed = match SwarmPresence::sign(doc, &self.key) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(swarm = %key, error = %e, "presence not signed");
+                return false;
+            }
+        };
+        let topic = gossipsub::IdentTopic::new(key.topic());
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, signed.to_cbor())
+        {
+            Ok(_) => {
+                self.swarms.sent(&key, presence, now);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(swarm = %key, presence, error = %e, "presence not published yet");
+                false
+            }
+        }
+    }
+
+    fn swarm_changes(&mut self, changes: Vec<Change>) {
+        let now = Timestamp::now();
+        for c in changes {
+            match c {
+                Change::Joined { swarm, member } => {
+                    self.emit_trace(
+                        TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, now.clone())
+                            .with_detail(serde_json::json!({
+                                "swarm": swarm.to_hex(), "member": member.node.to_string(),
+                            })),
+                    );
+                    self.emit(NodeEvent::SwarmMemberJoined {
+                        swarm,
+                        node: member.node,
+                        addrs: member.addrs,
+                    });
+                }
+                Change::Left {
+                    swarm,
+                    node,
+                    reason,
+                } => {
+                    self.emit_trace(
+                        TraceEvent::new(TraceEventType::SwarmLeft, self.node_id, now.clone())
+                            .with_detail(serde_json::json!({
+                                "swarm": swarm.to_hex(), "member": node.to_string(),
+                                "reason": reason.as_str(),
+                            })),
+                    );
+                    self.emit(NodeEvent::SwarmMemberLeft {
+                        swarm,
+                        node,
+                        reason: reason.as_str(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A gossip message on the topic of swarm `key`: a presence signed by the
+    /// message's author, or it is rejected (and its propagator penalised).
+    pub(super) fn on_swarm_gossip(
+        &mut self,
+        key: DiscoveryKey,
+        source: Option<PeerId>,
+        data: &[u8],
+    ) -> gossipsub::MessageAcceptance {
+        let now = Timestamp::now();
+        let checked = SwarmPresence::verify_cbor(data, &now).and_then(|p| {
+            if p.swarm_key() != key.as_bytes() {
+                return Err(MeshError::invalid(
+                    "swarm-presence.v1: swarm/key differs from the topic's",
+                ));
+            }
+            let author = p.node_id().to_peer_id().ok();
+            if author.is_none() || author != source {
+                return Err(MeshError::new(
+                    ErrorCode::SigUnknownSigner,
+                    "swarm-presence.v1: node/id is not the message's author",
+                ));
+            }
+            Ok(p)
+        });
+        match checked.and_then(|p| self.swarms.on_presence(&p, &now)) {
+            Ok(changes) => {
+                self.swarm_changes(changes);
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(e) => {
+                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "presence refused");
+                self.emit_trace(TraceEvent::error(&e, self.node_id, now));
+                gossipsub::MessageAcceptance::Reject
+            }
+        }
+    }
+
+    /// A peer subscribed to a topic: if it is one of our swarms whose `join` has not
+    /// gone out yet, now someone can receive it.
+    pub(super) fn on_swarm_subscribed(&mut self, topic: &str) {
+        if let Some(key) = DiscoveryKey::from_topic(topic)
+            && self.swarms.is_joined(&key)
+        {
+            self.swarms_tick(&Timestamp::now());
+        }
+    }
+
+    /// Providers of a swarm we are in: connect to them, so gossipsub meshes us in.
+    pub(super) fn swarm_providers_found(
+        &mut self,
+        key: DiscoveryKey,
+        providers: impl IntoIterator<Item = PeerId>,
+    ) {
+        if !self.swarms.is_joined(&key) {
+            return;
+        }
+        let me = *self.swarm.local_peer_id();
+        let now = Timestamp::now();
+        let fresh: Vec<PeerId> = providers
+            .into_iter()
+            .filter(|p| *p != me && !self.swarm.is_connected(p))
+            .take(PROVIDERS_DIALED)
+            .collect();
+        for p in fresh {
+            let addrs = NodeId::from_peer_id(&p)
+                .ok()
+                .and_then(|n| self.store.get(&n, &now))
+                .map(|held| routing::advert_addrs(&held.advert))
+                .unwrap_or_default();
+            let opts = DialOpts::peer_id(p)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(swarm = %key, peer = %p, error = %e, "provider not dialed");
+            }
+        }
+    }
+
+    /// Clean stop: a `leave` for every swarm.
+    pub(super) fn leave_all_swarms(&mut self) -> usize {
+        let all = self.swarms.joined();
+        for key in &all {
+            self.leave_swarm(*key);
+        }
+        all.len()
+    }
+}
