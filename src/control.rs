@@ -15,6 +15,11 @@
 //! | `POST /marker` | `{"target", "text"}` | `{"message_id"}` once accepted |
 //! | `POST /subscribe` | `{"topic"}` | `{"subscribed"}` |
 //! | `POST /gossip` | `{"topic", "data"}` | `{"message_id"}` |
+//! | `POST /connect` | `{"node_id"}` | the route: path (`existing`, `direct`, `signaling`, `relay`), timings per stage |
+//! | `POST /swarm/join` | `{"key": 64 hex digits or a name}` | `{"swarm", "joined", "cid"}` |
+//! | `POST /swarm/leave` | `{"key"}` | `{"swarm", "left"}` |
+//! | `POST /swarm/members` | `{"key"}` | `{"swarm", "members": [{"node", "addrs", "expires_at"}]}` |
+//! | `POST /signal` | `{"node_id", "data_b64", "content_type"?}` | `{"correlation"}` once the setup payload went out |
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::node::{NodeHandle, Target};
+use mesh_signal::swarm::DiscoveryKey;
 
 /// The file in the data directory that holds the control API's address while a node
 /// runs.
@@ -138,6 +144,64 @@ async fn gossip(State(h): State<NodeHandle>, Json(b): Json<TopicBody>) -> ApiRes
     Ok(Json(json!({"message_id": id})))
 }
 
+#[derive(Deserialize)]
+struct NodeBody {
+    node_id: String,
+}
+
+#[derive(Deserialize)]
+struct SwarmBody {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct SignalBody {
+    node_id: String,
+    /// The payload, base64.
+    data_b64: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+fn node_id(s: &str) -> Result<NodeId, ApiError> {
+    NodeId::parse(s).map_err(|e| ApiError(MeshError::invalid(format!("node id {s}: {e}"))))
+}
+
+async fn connect(State(h): State<NodeHandle>, Json(b): Json<NodeBody>) -> ApiResult {
+    to_value(&h.connect(node_id(&b.node_id)?).await?)
+}
+
+async fn swarm_join(State(h): State<NodeHandle>, Json(b): Json<SwarmBody>) -> ApiResult {
+    let key = DiscoveryKey::parse(&b.key);
+    let new = h.join_swarm(key).await?;
+    Ok(Json(
+        json!({"swarm": key.to_hex(), "joined": new, "cid": key.amino_cid_text()}),
+    ))
+}
+
+async fn swarm_leave(State(h): State<NodeHandle>, Json(b): Json<SwarmBody>) -> ApiResult {
+    let key = DiscoveryKey::parse(&b.key);
+    let left = h.leave_swarm(key).await?;
+    Ok(Json(json!({"swarm": key.to_hex(), "left": left})))
+}
+
+async fn swarm_members(State(h): State<NodeHandle>, Json(b): Json<SwarmBody>) -> ApiResult {
+    let key = DiscoveryKey::parse(&b.key);
+    let members = h.swarm_members(key).await?;
+    Ok(Json(json!({"swarm": key.to_hex(), "members": members})))
+}
+
+async fn signal(State(h): State<NodeHandle>, Json(b): Json<SignalBody>) -> ApiResult {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(&b.data_b64)
+        .map_err(|e| ApiError(MeshError::invalid(format!("data_b64: {e}"))))?;
+    let corr = h
+        .send_signal(node_id(&b.node_id)?, data, b.content_type)
+        .await?;
+    Ok(Json(json!({"correlation": corr})))
+}
+
 /// The control API's router.
 pub fn control_router(handle: NodeHandle) -> Router {
     Router::new()
@@ -149,6 +213,11 @@ pub fn control_router(handle: NodeHandle) -> Router {
         .route("/marker", post(marker))
         .route("/subscribe", post(subscribe))
         .route("/gossip", post(gossip))
+        .route("/connect", post(connect))
+        .route("/swarm/join", post(swarm_join))
+        .route("/swarm/leave", post(swarm_leave))
+        .route("/swarm/members", post(swarm_members))
+        .route("/signal", post(signal))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(handle)
 }

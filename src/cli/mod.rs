@@ -7,6 +7,7 @@ mod identity;
 mod input;
 mod node;
 mod sign;
+mod swarm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,28 @@ pub(crate) enum Command {
     Gossip {
         #[command(subcommand)]
         command: node::GossipCommand,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Connect the running node to NODE_ID by the routing policy (direct, signaling
+    /// then direct, relay); prints the chosen path and timings.
+    Connect {
+        /// The node id.
+        node_id: String,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Discovery-key swarms on the running node.
+    Swarm {
+        #[command(subcommand)]
+        command: swarm::SwarmCommand,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Signaling frames through the running node.
+    Signal {
+        #[command(subcommand)]
+        command: swarm::SignalCommand,
         #[command(flatten)]
         client: node::ClientArgs,
     },
@@ -156,6 +179,15 @@ pub(crate) fn main() -> ExitCode {
                 Some(json!({"topic": topic, "data": text})),
             ),
         },
+        Command::Connect { node_id, client } => node::call(
+            &ctx,
+            &client,
+            Method::POST,
+            "/connect",
+            Some(json!({"node_id": node_id})),
+        ),
+        Command::Swarm { command, client } => swarm::swarm(&ctx, command, &client),
+        Command::Signal { command, client } => swarm::signal(&ctx, command, &client),
         Command::Directory(args) => advert::directory(&ctx, args),
         Command::Advert(cmd) => advert::run(&ctx, cmd),
     };

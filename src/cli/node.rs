@@ -45,6 +45,18 @@ pub(crate) struct RunArgs {
     /// Run a circuit relay v2 server.
     #[arg(long)]
     relay_server: bool,
+    /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    relays: Vec<libp2p::Multiaddr>,
+    /// Do not forward signaling frames for others (no `core/signaling`).
+    #[arg(long)]
+    no_signaling_host: bool,
+    /// Lifetime of this node's swarm presences, seconds (re-announced at half).
+    #[arg(long, value_name = "SECS")]
+    swarm_ttl: Option<i64>,
+    /// Stage timeouts of the routing policy, seconds: DIRECT,SIGNALING,RELAY.
+    #[arg(long, value_name = "D,S,R")]
+    route_timeouts: Option<String>,
     /// Serve the seed directory (HTTP) on this address.
     #[arg(long, value_name = "ADDR")]
     directory: Option<SocketAddr>,
@@ -124,6 +136,26 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    c.relays.extend(args.relays.iter().cloned());
+    if args.no_signaling_host {
+        c.signaling_host = false;
+    }
+    if let Some(t) = args.swarm_ttl {
+        c.swarm.ttl_secs = t;
+    }
+    if let Some(t) = &args.route_timeouts {
+        let v: Vec<u64> = t
+            .split(',')
+            .map(|x| x.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--route-timeouts {t}: {e} (expected D,S,R)"))?;
+        let [d, s, r] = v[..] else {
+            anyhow::bail!("--route-timeouts {t}: expected three numbers D,S,R");
+        };
+        c.route.direct_secs = d;
+        c.route.signaling_secs = s;
+        c.route.relay_secs = r;
+    }
     c.perf |= args.perf;
     if args.directory.is_some() {
         c.directory = args.directory;
