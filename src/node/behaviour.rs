@@ -130,12 +130,14 @@ pub fn build(
     .map_err(|e| format!("gossipsub: {e}"))?;
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
-    let mut score = gossipsub::PeerScoreParams::default();
-    score.ip_colocation_factor_whitelist = [
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::Ipv6Addr::LOCALHOST.into(),
-    ]
-    .into();
+    let score = gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ]
+        .into(),
+        ..Default::default()
+    };
     gossipsub
         .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
         .map_err(|e| format!("gossipsub peer scoring: {e}"))?;

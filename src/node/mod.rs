@@ -22,6 +22,7 @@ pub mod connect;
 pub mod event;
 pub mod handle;
 mod pending;
+mod relays;
 pub mod route;
 pub mod routing;
 pub mod status;
@@ -125,6 +126,7 @@ pub struct Node {
     adverts_seen: HashMap<NodeId, u64>,
     swarms: mesh_signal::swarm::Swarms,
     routes: connect::Routes,
+    relays: relays::Relays,
     swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
 }
 
@@ -220,6 +222,7 @@ impl Node {
             swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
             swarm_queries: HashMap::new(),
             routes: connect::Routes::default(),
+            relays: relays::Relays::default(),
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -322,10 +325,7 @@ impl Node {
             }
         }
         for relay in self.config.relays.clone() {
-            let addr = relay.with(Protocol::P2pCircuit);
-            if let Err(e) = self.swarm.listen_on(addr.clone()) {
-                tracing::warn!(%addr, error = %e, "cannot reserve on relay");
-            }
+            self.reserve(relay);
         }
         match self.config.bootstrap.addrs() {
             Ok(addrs) => {
@@ -420,6 +420,7 @@ impl Node {
         }
         self.swarms_tick(&now);
         self.routes_tick();
+        self.relays_tick();
     }
 
     /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and

@@ -123,8 +123,8 @@ pub fn order_hosts(hosts: Vec<PeerId>, target_relays: &[PeerId]) -> Vec<PeerId> 
 
 /// Our dial candidates for the other side: confirmed external addresses, then
 /// addresses peers observed, then listen addresses; no circuits, no unspecified
-/// addresses, no duplicates, at most `max`. Loopback addresses only when nothing else
-/// is left.
+/// addresses, no duplicates, at most `max`. Loopback addresses come last (they only
+/// help a node on the same host, which fails fast on a wrong peer id otherwise).
 pub fn candidates(
     external: &[Multiaddr],
     observed: &[Multiaddr],
@@ -146,9 +146,7 @@ pub fn candidates(
             _ => out.push(a),
         }
     }
-    if out.is_empty() {
-        out = loopback;
-    }
+    out.extend(loopback);
     out.truncate(max);
     out
 }
@@ -298,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn candidates_prefer_routable_addresses() {
+    fn candidates_put_loopback_last() {
         let ext = [a("/ip4/203.0.113.5/udp/4001/quic-v1")];
         let obs = [
             a("/ip4/203.0.113.5/udp/4001/quic-v1"),
@@ -316,12 +314,13 @@ mod tests {
                 a("/ip4/203.0.113.5/udp/4001/quic-v1"),
                 a("/ip4/198.51.100.7/tcp/4001"),
                 a("/ip4/192.168.1.2/tcp/4001"),
+                a("/ip4/127.0.0.1/tcp/4001"),
             ]
         );
-        assert_eq!(candidates(&ext, &obs, &listen, 1).len(), 1);
-        // Only loopback: loopback it is (tests on one machine).
-        let lo = [a("/ip4/127.0.0.1/tcp/4001")];
-        assert_eq!(candidates(&[], &[], &lo, 16), lo.to_vec());
+        assert_eq!(
+            candidates(&ext, &obs, &listen, 1),
+            vec![a("/ip4/203.0.113.5/udp/4001/quic-v1")]
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub fn without_peer(addr: &Multiaddr) -> Multiaddr {
 /// The addresses the node advertises: confirmed external addresses first, then its
 /// listen addresses. Loopback addresses are left out once the node has any other
 /// address (they only help nodes on the same host, and mislead everyone else);
-/// unspecified and duplicate addresses never appear.
+/// unspecified and duplicate addresses never appear. Relay circuits stay whatever the
+/// relay's address: the node holds a reservation there, which a configured relay on
+/// this host (a test, a local setup) makes meaningful.
 pub fn own_addrs<'a>(
     external: impl IntoIterator<Item = &'a Multiaddr>,
     listen: impl IntoIterator<Item = &'a Multiaddr>,
@@ -46,8 +48,9 @@ pub fn own_addrs<'a>(
             out.push(a);
         }
     }
-    if out.iter().any(|a| !is_loopback(a)) {
-        out.retain(|a| !is_loopback(a));
+    let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    if out.iter().any(|a| !is_loopback(a) && !circuit(a)) {
+        out.retain(|a| !is_loopback(a) || circuit(a));
     }
     out
 }
@@ -91,6 +94,18 @@ mod tests {
                 ma("/ip4/203.0.113.5/tcp/4001"),
                 ma("/ip4/192.168.1.4/tcp/4001")
             ]
+        );
+    }
+
+    #[test]
+    fn circuits_stay_even_through_a_loopback_relay() {
+        let relay = libp2p::PeerId::random();
+        let circuit = ma(&format!("/ip4/127.0.0.1/tcp/9/p2p/{relay}/p2p-circuit"));
+        let ext = [ma("/ip4/203.0.113.5/tcp/4001")];
+        let listen = [ma("/ip4/127.0.0.1/tcp/4001"), circuit.clone()];
+        assert_eq!(
+            own_addrs(&ext, &listen),
+            vec![ma("/ip4/203.0.113.5/tcp/4001"), circuit]
         );
     }
 

@@ -93,6 +93,17 @@ impl Node {
             SwarmEvent::NewExternalAddrCandidate { address } => {
                 self.routes.observed(address);
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match &reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.relay_listener_closed(listener_id, &reason);
+            }
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
             }
@@ -168,7 +179,11 @@ impl Node {
         let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
         let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
         let b = self.swarm.behaviour_mut();
-        for addr in info.listen_addrs.iter().map(routing::without_peer) {
+        let direct = info
+            .listen_addrs
+            .iter()
+            .filter(|a| !super::route::is_circuit(a));
+        for addr in direct.map(routing::without_peer) {
             if amino {
                 b.amino.add_address(&peer, addr.clone());
             }
@@ -456,8 +471,11 @@ impl Node {
         let (Some(held), Ok(peer)) = (self.store.get(node, &now), node.to_peer_id()) else {
             return;
         };
+        // Relay circuits stay out: a DHT query should not open circuits.
         for addr in routing::advert_addrs(&held.advert) {
-            self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
+            if !super::route::is_circuit(&addr) {
+                self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
+            }
         }
     }
 
