@@ -75,7 +75,9 @@ fn observed(from: &UdpSocket, to: &UdpSocket) -> SocketAddr {
 
 #[test]
 fn private_hosts_reach_the_public_host_from_their_routers_wan_address() {
-    if !netns::available_or_skip("private_hosts_reach_the_public_host") {
+    if !netns::available_or_skip(
+        "private_hosts_reach_the_public_host_from_their_routers_wan_address",
+    ) {
         return;
     }
     let topo = lab(NatKind::PortPreserving);
@@ -83,7 +85,7 @@ fn private_hosts_reach_the_public_host_from_their_routers_wan_address() {
 
     // The namespaces hold what they should (and `cmd` runs inside them).
     let out = topo
-        .cmd(Host::A, "ip")
+        .cmd(Host::A, netns::tool("ip"))
         .args(["-4", "-o", "addr"])
         .output()
         .unwrap();
@@ -135,7 +137,7 @@ fn private_hosts_reach_the_public_host_from_their_routers_wan_address() {
 /// address (added here). Returns their sockets.
 fn three_destinations(topo: &Topology) -> [UdpSocket; 3] {
     let out = topo
-        .cmd(Host::Pub, "ip")
+        .cmd(Host::Pub, netns::tool("ip"))
         .args(["addr", "add", "10.77.0.4/24", "dev", "eth0"])
         .output()
         .unwrap();
@@ -154,7 +156,7 @@ fn three_destinations(topo: &Topology) -> [UdpSocket; 3] {
 
 #[test]
 fn port_preserving_nat_keeps_the_port_for_every_destination() {
-    if !netns::available_or_skip("port_preserving_nat_keeps_the_port") {
+    if !netns::available_or_skip("port_preserving_nat_keeps_the_port_for_every_destination") {
         return;
     }
     let topo = lab(NatKind::PortPreserving);
@@ -187,6 +189,7 @@ fn random_fully_nat_picks_a_port_per_flow() {
     // Linux draws each new flow's port at random from 1024-65535, so three flows all
     // keeping A's port, or all sharing one port, would be a 1 in ~4·10⁹ coincidence:
     // the mapping is per flow, not per socket.
+    eprintln!("random-fully: A's port {A_PORT} seen as {ports:?}");
     assert!(ports.iter().any(|&p| p != A_PORT), "{ports:?}");
     assert!(ports.iter().any(|&p| p != ports[0]), "{ports:?}");
 }
@@ -229,7 +232,7 @@ fn outsiders_cannot_reach_private_hosts() {
     // Even with a route to 192.168.0.0/16 via router A, the router forwards nothing
     // inbound that A did not start.
     let out = topo
-        .cmd(Host::Pub, "ip")
+        .cmd(Host::Pub, netns::tool("ip"))
         .args(["route", "add", "192.168.0.0/16", "via"])
         .arg(wan_a.to_string())
         .output()
@@ -345,7 +348,7 @@ fn udp_hole_punch_fails_through_random_fully_nats() {
 
 #[test]
 fn drop_deletes_the_namespaces_and_new_removes_leftovers() {
-    if !netns::available_or_skip("drop_deletes_the_namespaces") {
+    if !netns::available_or_skip("drop_deletes_the_namespaces_and_new_removes_leftovers") {
         return;
     }
     let exists = |name: &str| Path::new("/run/netns").join(name).exists();
@@ -353,7 +356,7 @@ fn drop_deletes_the_namespaces_and_new_removes_leftovers() {
     // pid_max).
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
     let leftover = format!("nhleft-{}-0-net", pid_max.trim());
-    let out = std::process::Command::new("ip")
+    let out = std::process::Command::new(netns::tool("ip"))
         .args(["netns", "add", &leftover])
         .output()
         .unwrap();

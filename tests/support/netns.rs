@@ -346,8 +346,8 @@ pub(crate) fn available_or_skip(test: &str) -> bool {
                 "MESH_REQUIRE_NETNS is set but network namespaces are unavailable: {reason}"
             );
             eprintln!(
-                "skipping: {test}: network namespace NAT lab unavailable: {reason} \
-                 (needs root, iproute2 and iptables; set MESH_REQUIRE_NETNS=1 to fail instead)"
+                "skipping: {test}: no network-namespace NAT lab here: {reason} \
+                 (it needs root, iproute2 and iptables; set MESH_REQUIRE_NETNS=1 to fail instead)"
             );
             false
         }
