@@ -22,6 +22,20 @@ pub(crate) struct Meshd {
     pub(crate) ready: Value,
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
+    /// Runs `meshd` through this launcher (e.g. `ip netns exec NS`), else directly.
+    launcher: Option<Vec<String>>,
+}
+
+/// `program` run through `launcher` (e.g. `["ip", "netns", "exec", "ns1"]`) or directly.
+fn command(launcher: Option<&[String]>, program: &str) -> Command {
+    match launcher {
+        Some([first, rest @ ..]) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        _ => Command::new(program),
+    }
 }
 
 /// Flags every test node gets: loopback TCP, no Amino bootstrap, DHT server mode.
@@ -38,7 +52,17 @@ pub(crate) const LOCAL: &[&str] = &[
 impl Meshd {
     /// Starts `meshd --data-dir DIR run ARGS…` and waits for its ready line.
     pub(crate) fn start(data_dir: &Path, args: &[&str]) -> Meshd {
-        let mut child = Command::new(bin())
+        Self::start_with(None, data_dir, args)
+    }
+
+    /// [`Meshd::start`] through `launcher` (e.g. `ip netns exec NS`); client commands
+    /// go through it too.
+    pub(crate) fn start_with(
+        launcher: Option<Vec<String>>,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> Meshd {
+        let mut child = command(launcher.as_deref(), bin())
             .arg("--data-dir")
             .arg(data_dir)
             .arg("run")
@@ -65,6 +89,7 @@ impl Meshd {
             ready: Value::Null,
             lines: rx,
             seen: Vec::new(),
+            launcher,
         };
         let ready = m
             .wait_line(Duration::from_secs(30), |v| v.get("node/id").is_some())
@@ -117,7 +142,7 @@ impl Meshd {
 
     /// Runs a client command against this node (`meshd --data-dir DIR ARGS…`).
     pub(crate) fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
+        command(self.launcher.as_deref(), bin())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(args)
