@@ -7,6 +7,7 @@
 //!
 //! - [`correlation`]: the per-correlation state machine with its timeouts (pure logic,
 //!   it takes `now`);
+//! - [`codec`]: the wire form (one frame or a batch per request, per-frame answers);
 //! - [`Behaviour`]: `/mesh/signal/1.0.0`, frames sent directly or through a signaling
 //!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
 //!   the receiver verifies `from`'s signature.
@@ -14,6 +15,7 @@
 //! Discovery-key swarms and the routing policy build on it.
 
 mod behaviour;
+pub mod codec;
 pub mod correlation;
 
 pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
