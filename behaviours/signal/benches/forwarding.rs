@@ -55,9 +55,9 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        frames: 4000,
+        frames: 8000,
         rounds: 7,
-        window: 64,
+        window: 512,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -416,7 +416,7 @@ fn main() {
         );
         let per_frame = p.host_cpu_per_frame.map_or(f64::NAN, |d| d.as_secs_f64());
         println!(
-            "round {round}{}: verify_strict {b:.0}/s; shared runtime {:.0}/s ({:.2}x); split {:.0}/s ({:.2}x), host CPU {:.1} µs/frame ({:.0}/s, {:.2}x); counts {:?} {:?}",
+            "round {round}{}: verify_strict {b:.0}/s; shared runtime {:.0}/s ({:.2}x); split {:.0}/s ({:.2}x), host CPU {:.1} µs/frame ({:.0}/s, {:.2}x); refused {}",
             if round == 0 { " (warm-up)" } else { "" },
             s.rate,
             s.rate / b,
@@ -425,8 +425,11 @@ fn main() {
             per_frame * 1e6,
             1.0 / per_frame,
             1.0 / per_frame / b,
-            s.counts,
-            p.counts,
+            s.counts
+                .iter()
+                .chain(&p.counts)
+                .map(|c| c.refused)
+                .sum::<usize>(),
         );
         if round > 0 {
             base.push(b);

@@ -507,3 +507,46 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mesh_core::NodeKeypair;
+    use serde_json::{Value, json};
+
+    fn frame(from: &NodeKeypair, to: &NodeKeypair, i: usize) -> SignalFrame {
+        let now = Timestamp::now();
+        let Value::Object(doc) = json!({
+            "schema/v": 1, "message/kind": "signal-frame.v1", "frame/id": format!("f{i}"),
+            "kind": "connect_request", "from": from.node_id().to_string(),
+            "to": to.node_id().to_string(), "correlation/id": format!("c{i}"),
+            "created-at": now.as_str(), "expires-at": now.plus_secs(60).as_str(),
+            "payload": {},
+        }) else {
+            unreachable!()
+        };
+        SignalFrame::sign(doc, from).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_verified_frame_by_frame() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let mut wires: Vec<Vec<u8>> = (0..5).map(|i| frame(&a, &b, i).to_cbor()).collect();
+        // An altered frame (signature no longer matches), a malformed one, an expired one.
+        let mut doc = frame(&a, &b, 10).to_json();
+        doc["to"] = json!(NodeKeypair::generate().node_id().to_string());
+        wires[1] = SignalFrame::from_json(doc).unwrap().to_cbor();
+        wires[3] = vec![0xa1, 0x61];
+        let body = codec::join(&wires.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let items = codec::split(&body).unwrap();
+        let now = Timestamp::now();
+        let got = Behaviour::verify(&items, &now);
+        assert!(got[0].is_ok() && got[2].is_ok() && got[4].is_ok());
+        assert_eq!(got[1].as_ref().unwrap_err().code, ErrorCode::SigInvalid);
+        assert!(got[3].is_err());
+        assert_eq!(got[2].as_ref().unwrap().frame_id(), "f2");
+        let late = now.plus_secs(120);
+        assert!(Behaviour::verify(&items, &late).iter().all(Result::is_err));
+    }
+}
