@@ -393,6 +393,13 @@ fn main() {
     let (mut base, mut wall_shared, mut wall_split, mut cpu) = (vec![], vec![], vec![], vec![]);
     for round in 0..=a.rounds {
         let fs = frames(&keys.0, &keys.2, a.frames, round);
+        if round == 0 {
+            println!(
+                "frame wire form {} bytes, signing input {} bytes",
+                fs[0].to_cbor().len(),
+                fs[0].signing_input().len()
+            );
+        }
         let raw: Vec<_> = fs
             .iter()
             .map(|f| (read_signature(f.as_map()).unwrap(), f.signing_input()))
