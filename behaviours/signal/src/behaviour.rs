@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
 use libp2p::{PeerId, StreamProtocol};
 use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, RateLimit, RateLimiter, SignalFrame,
     Timestamp,
 };
-use mesh_session::marker::Codec;
 
+use crate::codec::{self, Answer, Codec, MAX_BATCH, MAX_REQUEST};
 use crate::correlation::{Correlations, Limits, Transition};
 
 /// The protocol name.
@@ -40,6 +40,12 @@ pub struct Config {
     /// Forward only to peers marked with [`Behaviour::set_forwardable`] (a node
     /// forwards to its session peers, not to any connection).
     pub forward_marked_only: bool,
+    /// Requests in flight to one peer at a time; frames sent or forwarded meanwhile wait
+    /// and leave together as one batch (up to 64 frames) when an answer comes back.
+    pub max_in_flight: usize,
+    /// Frames waiting for one peer; beyond, `send` fails and a host refuses the frames
+    /// it would forward there (`E_TRANSPORT_REJECTED`).
+    pub max_queued: usize,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
@@ -55,6 +61,8 @@ impl Config {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             forward_marked_only: false,
+            max_in_flight: 4,
+            max_queued: 1024,
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -112,8 +120,16 @@ pub struct Behaviour {
     connected: HashSet<PeerId>,
     marked: HashSet<PeerId>,
     routes: HashMap<NodeId, PeerId>,
-    pending: HashMap<OutboundRequestId, String>,
+    out: HashMap<PeerId, Outgoing>,
+    pending: HashMap<OutboundRequestId, (PeerId, Vec<String>)>,
     events: VecDeque<Event>,
+}
+
+/// Frames waiting for one peer (wire bytes, frame id) and the requests in flight to it.
+#[derive(Default)]
+struct Outgoing {
+    queue: VecDeque<(Vec<u8>, String)>,
+    in_flight: usize,
 }
 
 impl Behaviour {
@@ -133,6 +149,7 @@ impl Behaviour {
             connected: HashSet::new(),
             marked: HashSet::new(),
             routes: HashMap::new(),
+            out: HashMap::new(),
             pending: HashMap::new(),
             events: VecDeque::new(),
             config,
@@ -192,11 +209,72 @@ impl Behaviour {
                 )
             })?
         };
+        self.check_room(&target)?;
         let now = (self.config.clock)();
         self.correlations.on_frame(&self.config.node, frame, &now)?;
-        let id = self.inner.send_request(&target, Ok(frame.to_cbor()));
-        self.pending.insert(id, frame.frame_id().to_owned());
+        self.enqueue(target, frame.to_cbor(), frame.frame_id().to_owned());
         Ok(())
+    }
+
+    /// `E_TRANSPORT_REJECTED` when `max_queued` frames already wait for `peer`.
+    fn check_room(&self, peer: &PeerId) -> MeshResult<()> {
+        match self.out.get(peer) {
+            Some(o) if o.queue.len() >= self.config.max_queued => Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "{} frames already wait for the next hop",
+                    self.config.max_queued
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn enqueue(&mut self, peer: PeerId, bytes: Vec<u8>, frame_id: String) {
+        self.out
+            .entry(peer)
+            .or_default()
+            .queue
+            .push_back((bytes, frame_id));
+        self.flush(peer);
+    }
+
+    /// Sends what waits for `peer` while fewer than `max_in_flight` requests are out:
+    /// one frame as is, more as one batch.
+    fn flush(&mut self, peer: PeerId) {
+        let Some(o) = self.out.get_mut(&peer) else {
+            return;
+        };
+        while o.in_flight < self.config.max_in_flight.max(1) && !o.queue.is_empty() {
+            let mut size = 0;
+            let mut take = 0;
+            for (bytes, _) in o.queue.iter().take(MAX_BATCH) {
+                if take > 0 && size + bytes.len() + 8 > MAX_REQUEST {
+                    break;
+                }
+                size += bytes.len() + 8;
+                take += 1;
+            }
+            let batch: Vec<(Vec<u8>, String)> = o.queue.drain(..take).collect();
+            let parts: Vec<&[u8]> = batch.iter().map(|(b, _)| b.as_slice()).collect();
+            let id = self.inner.send_request(&peer, Ok(codec::join(&parts)));
+            o.in_flight += 1;
+            self.pending
+                .insert(id, (peer, batch.into_iter().map(|(_, id)| id).collect()));
+        }
+        if o.queue.is_empty() && o.in_flight == 0 {
+            self.out.remove(&peer);
+        }
+    }
+
+    /// An answer (or a failure) came back for one of our requests.
+    fn answered(&mut self, request_id: OutboundRequestId) -> Option<(PeerId, Vec<String>)> {
+        let (peer, ids) = self.pending.remove(&request_id)?;
+        if let Some(o) = self.out.get_mut(&peer) {
+            o.in_flight = o.in_flight.saturating_sub(1);
+        }
+        self.flush(peer);
+        Some((peer, ids))
     }
 
     fn remember(&mut self, key: (NodeId, String)) -> bool {
@@ -213,19 +291,62 @@ impl Behaviour {
         true
     }
 
-    fn receive(&mut self, peer: PeerId, bytes: Result<Vec<u8>, MeshError>) -> MeshResult<()> {
-        let now = (self.config.clock)();
-        let frame = SignalFrame::verify_cbor(&bytes?, &now)?;
-        if !self.remember((frame.from(), frame.frame_id().to_owned())) {
-            return Err(MeshError::new(
-                ErrorCode::HsReplay,
-                format!("signal-frame.v1: frame {} seen before", frame.frame_id()),
-            ));
+    /// Verifies the frames of one request: one with [`Artifact::verify_cbor`], a batch
+    /// parsed frame by frame and its signatures checked with one batch equation
+    /// (`mesh_core::verify_batch`, the accept set of `verify_strict`), then the clock
+    /// rules. Every frame is verified before anything else is done with it.
+    fn verify(items: &[&[u8]], now: &Timestamp) -> Vec<MeshResult<SignalFrame>> {
+        if let [one] = items {
+            return vec![SignalFrame::verify_cbor(one, now)];
         }
+        let mut out: Vec<Option<MeshResult<SignalFrame>>> = Vec::with_capacity(items.len());
+        let (mut ok, mut idx) = (Vec::new(), Vec::new());
+        for (i, b) in items.iter().enumerate() {
+            match SignalFrame::from_cbor(b) {
+                Ok(f) => {
+                    ok.push(f);
+                    idx.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let sigs = mesh_core::verify_batch(&ok);
+        for ((frame, i), sig) in ok.into_iter().zip(idx).zip(sigs) {
+            out[i] = Some(sig.and_then(|()| frame.validate(now)).map(|()| frame));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(MeshError::invalid("signal-frame.v1: not verified"))))
+            .collect()
+    }
+
+    fn receive(&mut self, peer: PeerId, bytes: Result<Vec<u8>, MeshError>) -> Answer {
+        let now = (self.config.clock)();
+        let items = match bytes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| codec::split(b))
+        {
+            Ok(items) => items,
+            Err(e) => return Answer::One(Err(e)),
+        };
+        let batch = items.len() > 1;
+        let results: Vec<MeshResult<()>> = Self::verify(&items, &now)
+            .into_iter()
+            .map(|f| f.and_then(|f| self.accept(peer, f, &now)))
+            .collect();
+        if batch {
+            Answer::Batch(results)
+        } else {
+            Answer::One(results.into_iter().next().unwrap_or(Ok(())))
+        }
+    }
+
+    /// What happens to a verified frame: delivered here, or forwarded.
+    fn accept(&mut self, peer: PeerId, frame: SignalFrame, now: &Timestamp) -> MeshResult<()> {
         if frame.to() == self.config.node {
-            let transition = self
-                .correlations
-                .on_frame(&self.config.node, &frame, &now)?;
+            self.not_seen(&frame)?;
+            let transition = self.correlations.on_frame(&self.config.node, &frame, now)?;
             self.events.push_back(Event::Received {
                 via: peer,
                 frame: Box::new(frame),
@@ -239,13 +360,6 @@ impl Behaviour {
                 "this node is not a signaling host",
             ));
         }
-        self.limiter.check(&frame.from(), &now).map_err(|s| {
-            MeshError::new(
-                ErrorCode::TransportRejected,
-                format!("too many frames from this sender; retry after {s} s"),
-            )
-        })?;
-        let next = frame.forwarded()?;
         let to = frame
             .to()
             .to_peer_id()
@@ -263,20 +377,58 @@ impl Behaviour {
                 }
             }
         };
-        let id = self.inner.send_request(&hop, Ok(next.to_cbor()));
-        self.pending.insert(id, frame.frame_id().to_owned());
+        // A full queue refuses the frame before it is remembered, so it may come again.
+        self.check_room(&hop)?;
+        self.not_seen(&frame)?;
+        self.limiter.check(&frame.from(), now).map_err(|s| {
+            MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("too many frames from this sender; retry after {s} s"),
+            )
+        })?;
+        let next = frame.forwarded()?;
+        let frame_id = frame.frame_id().to_owned();
+        self.enqueue(hop, next.to_cbor(), frame_id.clone());
         self.events.push_back(Event::Forwarded {
             from: frame.from(),
             to: frame.to(),
-            frame_id: frame.frame_id().to_owned(),
+            frame_id,
         });
         Ok(())
     }
 
-    fn handle(
-        &mut self,
-        event: request_response::Event<Result<Vec<u8>, MeshError>, Result<(), MeshError>>,
-    ) {
+    /// `E_HS_REPLAY` for a frame seen before; remembers it otherwise.
+    fn not_seen(&mut self, frame: &SignalFrame) -> MeshResult<()> {
+        if self.remember((frame.from(), frame.frame_id().to_owned())) {
+            Ok(())
+        } else {
+            Err(MeshError::new(
+                ErrorCode::HsReplay,
+                format!("signal-frame.v1: frame {} seen before", frame.frame_id()),
+            ))
+        }
+    }
+
+    fn refusals(&mut self, peer: PeerId, answer: &Answer) {
+        let errors: Vec<&MeshError> = match answer {
+            Answer::One(r) => r.as_ref().err().into_iter().collect(),
+            Answer::Batch(rs) => rs.iter().filter_map(|r| r.as_ref().err()).collect(),
+        };
+        for e in errors {
+            self.events.push_back(Event::Refused {
+                peer,
+                frame_id: None,
+                error: e.clone(),
+                by_peer: false,
+            });
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Answer>, answer: Answer) {
+        let _ = self.inner.send_response(channel, answer);
+    }
+
+    fn handle(&mut self, event: request_response::Event<Result<Vec<u8>, MeshError>, Answer>) {
         match event {
             request_response::Event::Message {
                 peer,
@@ -286,16 +438,9 @@ impl Behaviour {
                     },
                 ..
             } => {
-                let r = self.receive(peer, request);
-                if let Err(e) = &r {
-                    self.events.push_back(Event::Refused {
-                        peer,
-                        frame_id: None,
-                        error: e.clone(),
-                        by_peer: false,
-                    });
-                }
-                let _ = self.inner.send_response(channel, r);
+                let answer = self.receive(peer, request);
+                self.refusals(peer, &answer);
+                self.respond(channel, answer);
             }
             request_response::Event::Message {
                 peer,
@@ -306,16 +451,32 @@ impl Behaviour {
                     },
                 ..
             } => {
-                let frame_id = self.pending.remove(&request_id).unwrap_or_default();
-                self.events.push_back(match response {
-                    Ok(()) => Event::Delivered { peer, frame_id },
-                    Err(error) => Event::Refused {
-                        peer,
-                        frame_id: Some(frame_id),
-                        error,
-                        by_peer: true,
-                    },
-                });
+                let ids = self
+                    .answered(request_id)
+                    .map(|(_, ids)| ids)
+                    .unwrap_or_default();
+                let results = match response {
+                    Answer::Batch(rs) if rs.len() == ids.len() => rs,
+                    Answer::Batch(_) => vec![
+                        Err(MeshError::invalid(
+                            "/mesh/signal: answer does not match the batch"
+                        ));
+                        ids.len()
+                    ],
+                    Answer::One(r) => vec![r; ids.len().max(1)],
+                };
+                let ids = ids.into_iter().chain(std::iter::repeat(String::new()));
+                for (r, frame_id) in results.into_iter().zip(ids) {
+                    self.events.push_back(match r {
+                        Ok(()) => Event::Delivered { peer, frame_id },
+                        Err(error) => Event::Refused {
+                            peer,
+                            frame_id: (!frame_id.is_empty()).then_some(frame_id),
+                            error,
+                            by_peer: true,
+                        },
+                    });
+                }
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -323,13 +484,24 @@ impl Behaviour {
                 error,
                 ..
             } => {
-                let frame_id = self.pending.remove(&request_id);
-                self.events.push_back(Event::Refused {
-                    peer,
-                    frame_id,
-                    error: MeshError::new(ErrorCode::TransportUnavailable, error.to_string()),
-                    by_peer: true,
-                });
+                let ids = self
+                    .answered(request_id)
+                    .map(|(_, ids)| ids)
+                    .unwrap_or_default();
+                let error = MeshError::new(ErrorCode::TransportUnavailable, error.to_string());
+                let ids: Vec<Option<String>> = if ids.is_empty() {
+                    vec![None]
+                } else {
+                    ids.into_iter().map(Some).collect()
+                };
+                for frame_id in ids {
+                    self.events.push_back(Event::Refused {
+                        peer,
+                        frame_id,
+                        error: error.clone(),
+                        by_peer: true,
+                    });
+                }
             }
             request_response::Event::InboundFailure { .. }
             | request_response::Event::ResponseSent { .. } => {}
@@ -373,5 +545,48 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mesh_core::NodeKeypair;
+    use serde_json::{Value, json};
+
+    fn frame(from: &NodeKeypair, to: &NodeKeypair, i: usize) -> SignalFrame {
+        let now = Timestamp::now();
+        let Value::Object(doc) = json!({
+            "schema/v": 1, "message/kind": "signal-frame.v1", "frame/id": format!("f{i}"),
+            "kind": "connect_request", "from": from.node_id().to_string(),
+            "to": to.node_id().to_string(), "correlation/id": format!("c{i}"),
+            "created-at": now.as_str(), "expires-at": now.plus_secs(60).as_str(),
+            "payload": {},
+        }) else {
+            unreachable!()
+        };
+        SignalFrame::sign(doc, from).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_verified_frame_by_frame() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let mut wires: Vec<Vec<u8>> = (0..5).map(|i| frame(&a, &b, i).to_cbor()).collect();
+        // An altered frame (signature no longer matches), a malformed one, an expired one.
+        let mut doc = frame(&a, &b, 10).to_json();
+        doc["to"] = json!(NodeKeypair::generate().node_id().to_string());
+        wires[1] = SignalFrame::from_json(doc).unwrap().to_cbor();
+        wires[3] = vec![0xa1, 0x61];
+        let body = codec::join(&wires.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let items = codec::split(&body).unwrap();
+        let now = Timestamp::now();
+        let got = Behaviour::verify(&items, &now);
+        assert!(got[0].is_ok() && got[2].is_ok() && got[4].is_ok());
+        assert_eq!(got[1].as_ref().unwrap_err().code, ErrorCode::SigInvalid);
+        assert!(got[3].is_err());
+        assert_eq!(got[2].as_ref().unwrap().frame_id(), "f2");
+        let late = now.plus_secs(120);
+        assert!(Behaviour::verify(&items, &late).iter().all(Result::is_err));
     }
 }

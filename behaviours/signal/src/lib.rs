@@ -7,6 +7,7 @@
 //!
 //! - [`correlation`]: the per-correlation state machine with its timeouts (pure logic,
 //!   it takes `now`);
+//! - [`codec`]: the wire form (one frame or a batch per request, per-frame answers);
 //! - [`Behaviour`]: `/mesh/signal/1.0.0`, frames sent directly or through a signaling
 //!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
 //!   the receiver verifies `from`'s signature.
@@ -15,6 +16,7 @@
 //!   expiry (pure logic; the node carries presences on gossipsub).
 
 mod behaviour;
+pub mod codec;
 pub mod correlation;
 pub mod frames;
 pub mod swarm;

@@ -241,3 +241,79 @@ async fn forged_altered_duplicate_and_limited_frames_are_refused() {
         ErrorCode::TransportRejected
     );
 }
+
+#[tokio::test]
+async fn many_frames_at_once_travel_in_batches() {
+    let lots = RateLimit::per_minute(10_000, 10_000);
+    let (ka, kh, kb) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = node(&ka, false, lots);
+    let mut h = node(&kh, true, lots);
+    let mut b = node(&kb, false, lots);
+    connect(&mut a, &mut h).await;
+    connect(&mut h, &mut b).await;
+    let via = Some(*h.local_peer_id());
+    // More than `max_in_flight` requests' worth: the rest waits and leaves in batches.
+    let n = 300;
+    for i in 0..n {
+        let f = frame(
+            &ka,
+            &kb,
+            "connect_request",
+            &format!("c{i}"),
+            &format!("m{i}"),
+        );
+        a.behaviour_mut().send(&f, via).unwrap();
+    }
+    let count = |s: &[(usize, Event)], at: usize, what: fn(&Event) -> bool| {
+        s.iter().filter(|(i, e)| *i == at && what(e)).count()
+    };
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| {
+        count(s, 2, |e| matches!(e, Event::Received { .. })) == n
+            && count(s, 0, |e| matches!(e, Event::Delivered { .. })) == n
+    })
+    .await;
+    assert_eq!(count(&seen, 1, |e| matches!(e, Event::Forwarded { .. })), n);
+    assert_eq!(count(&seen, 0, |e| matches!(e, Event::Refused { .. })), 0);
+    // Every frame id came back as delivered exactly once.
+    let mut ids: Vec<&str> = seen
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Delivered { frame_id, .. } if *i == 0 => Some(frame_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+
+    // The queue towards one peer is bounded.
+    let mut small = swarm_with(
+        &ka,
+        Behaviour::new(Config {
+            max_queued: 2,
+            max_in_flight: 1,
+            ..Config::new(ka.node_id())
+        }),
+    );
+    connect(&mut small, &mut h).await;
+    let sent: Vec<_> = (0..4)
+        .map(|i| {
+            let f = frame(
+                &ka,
+                &kb,
+                "connect_request",
+                &format!("q{i}"),
+                &format!("q{i}"),
+            );
+            small.behaviour_mut().send(&f, via).map_err(|e| e.code)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![Ok(()), Ok(()), Ok(()), Err(ErrorCode::TransportRejected)]
+    );
+}
