@@ -76,11 +76,12 @@ pub(crate) fn signal(
     let meta = std::fs::metadata(&payload_file)
         .with_context(|| format!("payload file {}", payload_file.display()))?;
     if meta.len() > max as u64 {
-        anyhow::bail!(
-            "E_PROTO_INVALID: payload file {} has {} bytes; at most {max}",
+        return Err(mesh_core::MeshError::invalid(format!(
+            "payload file {} has {} bytes; at most {max}",
             payload_file.display(),
             meta.len()
-        );
+        ))
+        .into());
     }
     let data = std::fs::read(&payload_file)
         .with_context(|| format!("payload file {}", payload_file.display()))?;

@@ -317,3 +317,60 @@ async fn many_frames_at_once_travel_in_batches() {
         vec![Ok(()), Ok(()), Ok(()), Err(ErrorCode::TransportRejected)]
     );
 }
+
+#[tokio::test]
+async fn an_answer_after_the_correlation_expired_is_refused() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    // A's clock can be moved forward; frames are stamped with the real time.
+    let skew = Arc::new(AtomicI64::new(0));
+    let s = skew.clone();
+    let mut a = swarm_with(
+        &ka,
+        Behaviour::new(Config {
+            clock: Arc::new(move || Timestamp::now().plus_secs(s.load(Ordering::SeqCst))),
+            ..Config::new(ka.node_id())
+        }),
+    );
+    let mut b = node(&kb, false, RateLimit::per_minute(100, 100));
+    connect(&mut a, &mut b).await;
+    a.behaviour_mut()
+        .send(&frame(&ka, &kb, "connect_request", "late", "f1"), None)
+        .unwrap();
+    run(&mut [&mut a, &mut b], |seen| received(seen, 1).is_some()).await;
+    // 31 s later on A's clock: the request went unanswered for longer than the 30 s
+    // the state machine allows, so A refuses B's accept. (The frame itself is still
+    // valid: it expires 60 s after it was made.)
+    skew.store(31, Ordering::SeqCst);
+    let sweep_at = Timestamp::now().plus_secs(31);
+    a.behaviour_mut().correlations_mut().sweep(&sweep_at);
+    b.behaviour_mut()
+        .send(&frame(&kb, &ka, "connect_accept", "late", "f2"), None)
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut b], |seen| refused(seen, 0).is_some()).await;
+    assert_eq!(refused(&seen, 0), Some(ErrorCode::HsUnknownRef));
+    assert!(received(&seen, 0).is_none());
+    // B hears the refusal with its code.
+    let seen = if seen
+        .iter()
+        .any(|(i, e)| *i == 1 && matches!(e, Event::Refused { by_peer: true, .. }))
+    {
+        seen
+    } else {
+        run(&mut [&mut a, &mut b], |seen| {
+            seen.iter()
+                .any(|(i, e)| *i == 1 && matches!(e, Event::Refused { by_peer: true, .. }))
+        })
+        .await
+    };
+    let code = seen.iter().find_map(|(i, e)| match e {
+        Event::Refused {
+            error,
+            by_peer: true,
+            ..
+        } if *i == 1 => Some(error.code),
+        _ => None,
+    });
+    assert_eq!(code, Some(ErrorCode::HsUnknownRef));
+}
