@@ -52,6 +52,9 @@ fn base(seeds: Vec<SeedPeer>) -> NodeConfig {
         bootstrap: Bootstrap::Named(BootstrapName::None),
         kad_mode: KadMode::Server,
         seeds,
+        // No AutoNAT: its dial-back connections would let the DHT learn the hidden
+        // nodes' real addresses, and connect them before the test asks.
+        autonat: false,
         route: RouteSettings {
             direct_secs: 2,
             signaling_secs: 4,

@@ -291,3 +291,93 @@ async fn two_members_see_each_other_and_the_leave() {
     let seen = wait_left(&mut events, &[0].into(), b.node, Duration::from_secs(3)).await;
     assert_eq!(seen[&0].1, "leave");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_presences_are_refused_with_codes() {
+    use mesh_core::{Artifact, MemoryTrace, SwarmPresence, Timestamp, TraceEventType};
+    let dir = tempfile::tempdir().unwrap();
+    let trace = Arc::new(MemoryTrace::new(4096));
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        ..NodeConfig::default()
+    };
+    let (mut node, a, mut events) =
+        Node::new(NodeKeypair::generate(), config, dir.path(), trace.clone()).unwrap();
+    node.listen().unwrap();
+    let (a_id, a_peer) = (node.node_id(), node.peer_id());
+    tokio::spawn(node.run());
+    let a_addr = loop {
+        if let Some(NodeEvent::Listening { addr }) = events.recv().await {
+            break addr;
+        }
+    };
+    let (tx, _rx) = mpsc::channel(100);
+    let mallory = start(1, vec![], tx).await;
+    mallory
+        .handle
+        .dial(libmesh::node::Target::Addr(
+            a_addr.with(libp2p::multiaddr::Protocol::P2p(a_peer)),
+        ))
+        .await
+        .unwrap();
+    let key = DiscoveryKey::from_name("guarded");
+    a.join_swarm(key).await.unwrap();
+    // Mallory only subscribes to the topic (no presence of its own) and publishes:
+    // a presence signed by someone else (not the message's author), and garbage.
+    mallory.handle.subscribe(key.topic()).await.unwrap();
+    let other = NodeKeypair::generate();
+    let now = Timestamp::now();
+    let serde_json::Value::Object(doc) = serde_json::json!({
+        "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": key.to_hex(),
+        "node/id": other.node_id().to_string(), "presence": "join", "sequence/no": 1,
+        "addrs": [], "created-at": now.as_str(), "expires-at": now.plus_secs(60).as_str(),
+    }) else {
+        unreachable!()
+    };
+    let forged = SwarmPresence::sign(doc, &other).unwrap().to_cbor();
+    let published = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if mallory
+                .handle
+                .publish_topic(key.topic(), forged.clone())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(published.is_ok(), "A never subscribed as seen by mallory");
+    mallory
+        .handle
+        .publish_topic(key.topic(), b"not cbor".to_vec())
+        .await
+        .unwrap();
+    let codes = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let codes: Vec<String> = trace
+                .events()
+                .into_iter()
+                .filter(|e| e.event_type == TraceEventType::ErrorOccurred)
+                .filter_map(|e| e.detail?["error/code"].as_str().map(str::to_owned))
+                .collect();
+            if codes.len() >= 2 {
+                return codes;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both refusals traced");
+    assert!(
+        codes.contains(&"E_SIG_UNKNOWN_SIGNER".to_owned()),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&"E_PROTO_INVALID".to_owned()), "{codes:?}");
+    assert!(a.swarm_members(key).await.unwrap().is_empty());
+    let _ = a_id;
+}

@@ -51,6 +51,9 @@ pub(crate) struct RunArgs {
     /// Do not forward signaling frames for others (no `core/signaling`).
     #[arg(long)]
     no_signaling_host: bool,
+    /// Do not run AutoNAT v2 (client and server).
+    #[arg(long)]
+    no_autonat: bool,
     /// Lifetime of this node's swarm presences, seconds (re-announced at half).
     #[arg(long, value_name = "SECS")]
     swarm_ttl: Option<i64>,
@@ -139,6 +142,9 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
     c.relays.extend(args.relays.iter().cloned());
     if args.no_signaling_host {
         c.signaling_host = false;
+    }
+    if args.no_autonat {
+        c.autonat = false;
     }
     if let Some(t) = args.swarm_ttl {
         c.swarm.ttl_secs = t;

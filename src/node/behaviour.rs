@@ -40,10 +40,10 @@ pub struct MeshBehaviour {
     pub mesh_kad: kad::Behaviour<kad::store::MemoryStore>,
     /// gossipsub: signed, strict, validated by the node before forwarding.
     pub gossipsub: gossipsub::Behaviour,
-    /// AutoNAT v2 client (tests our addresses).
-    pub autonat_client: autonat::v2::client::Behaviour,
-    /// AutoNAT v2 server (tests others').
-    pub autonat_server: autonat::v2::server::Behaviour,
+    /// AutoNAT v2 client (tests our addresses; off with `autonat = false`).
+    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    /// AutoNAT v2 server (tests others'; off with `autonat = false`).
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
     /// Circuit relay v2 server (off unless configured).
     pub relay_server: Toggle<relay::Behaviour>,
     /// Circuit relay v2 client.
@@ -154,8 +154,14 @@ pub fn build(
         amino,
         mesh_kad,
         gossipsub,
-        autonat_client: autonat::v2::client::Behaviour::default(),
-        autonat_server: autonat::v2::server::Behaviour::default(),
+        autonat_client: config
+            .autonat
+            .then(autonat::v2::client::Behaviour::default)
+            .into(),
+        autonat_server: config
+            .autonat
+            .then(autonat::v2::server::Behaviour::default)
+            .into(),
         relay_server: relay_server.into(),
         relay_client,
         dcutr: dcutr::Behaviour::new(peer_id),

@@ -215,6 +215,9 @@ pub struct NodeConfig {
     pub relays: Vec<Multiaddr>,
     /// Forward signaling frames between session peers (offers `core/signaling`).
     pub signaling_host: bool,
+    /// Run AutoNAT v2 (client and server). Off for nodes whose reachability is known
+    /// from `external`, and in tests where dial-backs would open extra connections.
+    pub autonat: bool,
     /// Discovery-key swarms.
     pub swarm: SwarmSettings,
     /// The routing policy's stage timeouts.
@@ -253,6 +256,7 @@ impl Default for NodeConfig {
             relay_server: false,
             relays: Vec::new(),
             signaling_host: true,
+            autonat: true,
             swarm: SwarmSettings::default(),
             route: RouteSettings::default(),
             directory: None,

@@ -307,6 +307,7 @@ impl Node {
                 }
             }
             Err(e) => {
+                tracing::debug!(%peer, error = %e, "route dial not started");
                 let stage = self.routes.attempts.get(&id).map(|a| a.plan.stage());
                 if stage != Some(Stage::Signaling) {
                     self.route_next(id, format!("dial: {e}"));
@@ -859,6 +860,7 @@ impl Node {
         let Ok(peer) = frame.from().to_peer_id() else {
             return;
         };
+        tracing::debug!(%peer, ?addrs, connected = self.swarm.is_connected(&peer), "candidates");
         if addrs.is_empty() || self.swarm.is_connected(&peer) {
             return;
         }
@@ -876,9 +878,19 @@ impl Node {
             .answering
             .get(&(frame.from(), corr))
             .is_some_and(|a| a.connect);
-        if connect {
+        // Only QUIC candidates: a QUIC "listener role" dial sends packets and waits for
+        // the initiator's connection, which is what opens our NAT. A TCP dial in the
+        // listener role needs a timed simultaneous open (DCUtR measures the RTT for
+        // that); untimed, it lands on the initiator's listening socket, where both
+        // sides then wait as responders, and it takes the 4-tuple the initiator's own
+        // dial needs.
+        let quic: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+            .collect();
+        if connect && !quic.is_empty() {
             let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
+                .addresses(quic)
                 .condition(PeerCondition::Always)
                 .override_role()
                 .build();

@@ -293,15 +293,24 @@ impl Node {
             }
             Ok(p)
         });
-        match checked.and_then(|p| self.swarms.on_presence(&p, &now)) {
+        let presence = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "presence refused");
+                self.emit_trace(TraceEvent::error(&e, self.node_id, now));
+                return gossipsub::MessageAcceptance::Reject;
+            }
+        };
+        // A valid presence we cannot take (our table is full) is not the sender's
+        // fault: ignored, not rejected, so nobody is penalised for it.
+        match self.swarms.on_presence(&presence, &now) {
             Ok(changes) => {
                 self.swarm_changes(changes);
                 gossipsub::MessageAcceptance::Accept
             }
             Err(e) => {
-                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "presence refused");
-                self.emit_trace(TraceEvent::error(&e, self.node_id, now));
-                gossipsub::MessageAcceptance::Reject
+                tracing::debug!(swarm = %key, error = %e, "presence not taken");
+                gossipsub::MessageAcceptance::Ignore
             }
         }
     }
