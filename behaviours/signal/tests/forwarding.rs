@@ -374,3 +374,39 @@ async fn an_answer_after_the_correlation_expired_is_refused() {
     });
     assert_eq!(code, Some(ErrorCode::HsUnknownRef));
 }
+
+#[tokio::test]
+async fn a_third_host_is_refused_by_the_hop_limit() {
+    let lots = RateLimit::per_minute(1000, 1000);
+    let keys: Vec<NodeKeypair> = (0..5).map(|_| NodeKeypair::generate()).collect();
+    let (ka, kb) = (&keys[0], &keys[4]);
+    let mut a = node(ka, false, lots);
+    let mut h1 = node(&keys[1], true, lots);
+    let mut h2 = node(&keys[2], true, lots);
+    let mut h3 = node(&keys[3], true, lots);
+    let mut b = node(kb, false, lots);
+    // A - H1 - H2 - H3 - B: only the third host knows B.
+    connect(&mut a, &mut h1).await;
+    connect(&mut h1, &mut h2).await;
+    connect(&mut h2, &mut h3).await;
+    connect(&mut h3, &mut b).await;
+    let (p2, p3) = (*h2.local_peer_id(), *h3.local_peer_id());
+    h1.behaviour_mut().add_route(kb.node_id(), p2);
+    h2.behaviour_mut().add_route(kb.node_id(), p3);
+    let req = frame(ka, kb, "connect_request", "far", "h1");
+    a.behaviour_mut()
+        .send(&req, Some(*h1.local_peer_id()))
+        .unwrap();
+    // H3 receives it with 2 hops already and refuses a third.
+    let seen = run(&mut [&mut a, &mut h1, &mut h2, &mut h3, &mut b], |s| {
+        refused(s, 3).is_some()
+    })
+    .await;
+    assert_eq!(refused(&seen, 3), Some(ErrorCode::TransportRejected));
+    assert!(received(&seen, 4).is_none(), "the frame reached B");
+    let forwarded = |at: usize| {
+        seen.iter()
+            .any(|(i, e)| *i == at && matches!(e, Event::Forwarded { .. }))
+    };
+    assert!(forwarded(1) && forwarded(2) && !forwarded(3));
+}
