@@ -25,6 +25,7 @@ mod pending;
 mod relays;
 pub mod route;
 pub mod routing;
+pub mod signaling;
 pub mod status;
 pub mod store;
 mod swarm_events;
