@@ -57,7 +57,7 @@ fn base(seeds: Vec<SeedPeer>) -> NodeConfig {
         autonat: false,
         route: RouteSettings {
             direct_secs: 2,
-            signaling_secs: 4,
+            signaling_secs: 10,
             relay_secs: 6,
         },
         ..NodeConfig::default()

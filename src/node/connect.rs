@@ -255,25 +255,49 @@ impl Node {
     }
 
     pub(super) fn route_dial(&mut self, id: u64, peer: PeerId, addrs: Vec<Multiaddr>, punch: bool) {
-        let mut b = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .condition(PeerCondition::Always);
-        if punch {
-            b = b.override_role();
-        }
-        let opts = b.build();
-        let cid = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                if let Some(a) = self.routes.attempts.get_mut(&id) {
-                    a.dials.insert(cid);
-                }
+        let signaling = self
+            .routes
+            .attempts
+            .get(&id)
+            .is_some_and(|a| a.plan.stage() == Stage::Signaling);
+        // Candidates over TCP are dialed from a fresh port: nobody punches TCP toward
+        // us (see `on_candidates`), and a reused listen port could collide with a
+        // connection the other side opened to us at the same moment. QUIC keeps
+        // dialing from its listening socket, which is what a hole punch needs.
+        let groups: Vec<(Vec<Multiaddr>, bool)> = if signaling {
+            let (quic, tcp): (Vec<Multiaddr>, Vec<Multiaddr>) = addrs
+                .into_iter()
+                .partition(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+            vec![(quic, false), (tcp, true)]
+        } else {
+            vec![(addrs, false)]
+        };
+        for (addrs, new_port) in groups {
+            if addrs.is_empty() {
+                continue;
             }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "route dial not started");
-                let stage = self.routes.attempts.get(&id).map(|a| a.plan.stage());
-                if stage != Some(Stage::Signaling) {
-                    self.route_next(id, format!("dial: {e}"));
+            let mut b = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::Always);
+            if punch {
+                b = b.override_role();
+            }
+            if new_port {
+                b = b.allocate_new_port();
+            }
+            let opts = b.build();
+            let cid = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    if let Some(a) = self.routes.attempts.get_mut(&id) {
+                        a.dials.insert(cid);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "route dial not started");
+                    if !signaling {
+                        return self.route_next(id, format!("dial: {e}"));
+                    }
                 }
             }
         }
