@@ -44,6 +44,7 @@ struct Args {
     rounds: usize,
     max_sessions: usize,
     limit: Duration,
+    all_servers: bool,
 }
 
 fn args() -> Args {
@@ -62,8 +63,9 @@ fn args() -> Args {
         nodes,
         seeds: flag("--seeds").unwrap_or(8).clamp(1, nodes as u64 - 1) as usize,
         rounds: flag("--rounds").unwrap_or(5).clamp(1, 50) as usize,
-        max_sessions: flag("--max-sessions").unwrap_or(256).clamp(2, 4096) as usize,
+        max_sessions: flag("--max-sessions").unwrap_or(32).clamp(2, 4096) as usize,
         limit: Duration::from_secs(flag("--limit").unwrap_or(60).clamp(5, 600)),
+        all_servers: argv.iter().any(|a| a == "--all-servers"),
     }
 }
 
@@ -85,26 +87,41 @@ struct Member {
     _dir: tempfile::TempDir,
 }
 
-fn config(seeds: Vec<SeedPeer>, max_sessions: usize) -> NodeConfig {
+fn config(seeds: Vec<SeedPeer>, server: bool, a: &Args) -> NodeConfig {
     NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
-        kad_mode: KadMode::Server,
+        kad_mode: if server {
+            KadMode::Server
+        } else {
+            KadMode::Client
+        },
         seeds,
         swarm: SwarmSettings::default(),
-        limits: Limits {
-            max_sessions,
-            ..Limits::default()
+        // Seeds hold a session with every member (the node default of 32 sessions
+        // would make a seed close the connection of every newcomer beyond 32).
+        limits: if server && !a.all_servers {
+            let all = u32::try_from(2 * a.nodes + 64).unwrap_or(u32::MAX);
+            Limits {
+                max_sessions: all as usize,
+                max_established: all.max(Limits::default().max_established),
+                ..Limits::default()
+            }
+        } else {
+            Limits {
+                max_sessions: a.max_sessions,
+                ..Limits::default()
+            }
         },
         ..NodeConfig::default()
     }
 }
 
-async fn start(i: usize, seeds: Vec<SeedPeer>, max_sessions: usize, tx: Tx) -> Member {
+async fn start(i: usize, seeds: Vec<SeedPeer>, server: bool, a: &Args, tx: Tx) -> Member {
     let dir = tempfile::tempdir().unwrap();
     let (mut node, handle, mut events) = Node::new(
         NodeKeypair::generate(),
-        config(seeds, max_sessions),
+        config(seeds, server, a),
         dir.path(),
         Arc::new(NoTrace),
     )
@@ -203,6 +220,41 @@ fn raise_nofile(nodes: usize) -> u64 {
             soft
         }
     }
+}
+
+/// Connected peers and sessions per node: `median / max` of each.
+async fn census(nodes: &[Member]) -> String {
+    let (mut peers, mut sessions, mut dht) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first = String::new();
+    let mut failed = 0;
+    for (i, m) in nodes.iter().enumerate() {
+        let st = m.handle.status().await;
+        if i < 10 || i % 50 == 0 {
+            match &st {
+                Ok(s) => first.push_str(&format!(
+                    " {i}:{}/{}/b{}",
+                    s.connected_peers, s.mesh.sessions, s.mesh.blocked
+                )),
+                Err(e) => first.push_str(&format!(" {i}:ERR {e}")),
+            }
+        }
+        failed += usize::from(st.is_err());
+        if let Ok(s) = st {
+            peers.push(s.connected_peers as f64);
+            sessions.push(s.mesh.sessions as f64);
+            dht.push(s.dht.mesh_peers as f64);
+        }
+    }
+    let mm = |v: &mut Vec<f64>| {
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.0}/{max:.0}", median(v).unwrap_or(0.0))
+    };
+    format!(
+        "peers {} sessions {} mesh-dht {} (median/max), {failed} status failed;{first}",
+        mm(&mut peers),
+        mm(&mut sessions),
+        mm(&mut dht)
+    )
 }
 
 fn load() -> String {
@@ -371,9 +423,32 @@ async fn run(a: Args, nofile: u64) {
             i if i < a.seeds => vec![seed(&nodes[i - 1])],
             i => vec![seed(&nodes[i % a.seeds])],
         };
-        nodes.push(start(i, seeds, a.max_sessions, tx.clone()).await);
+        let server = i < a.seeds || a.all_servers;
+        nodes.push(start(i, seeds, server, &a, tx.clone()).await);
+        if (i + 1) % 25 == 0 {
+            eprintln!(
+                "{} nodes: {} fds, RSS {:.0} MiB, {}",
+                i + 1,
+                open_fds(),
+                vm_rss_mib(),
+                census(&nodes).await
+            );
+        }
     }
     let started = t.elapsed();
+    if std::env::args().any(|a| a == "--census") {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!(
+                "{:.0?}: {} fds, RSS {:.0} MiB, {}",
+                t.elapsed(),
+                open_fds(),
+                vm_rss_mib(),
+                census(&nodes).await
+            );
+        }
+        return;
+    }
     // Every node connected to its seed (bounded), then a moment for identify and Kademlia.
     let t_conn = Instant::now();
     for m in &nodes[1..] {
@@ -439,10 +514,10 @@ async fn run(a: Args, nofile: u64) {
     // ---- newcomers: join, seen by all; announce-back; leave, seen by all.
     let mut rounds = Vec::new();
     for r in 0..a.rounds {
-        // Seeded to a non-seed member, a different one every round.
-        let via = (a.seeds + (r * 37) % (n - a.seeds).max(1)).min(n - 1);
+        // Seeded to one seed (an existing member), a different one every round.
+        let via = r % a.seeds;
         let idx = n + r;
-        let newcomer = start(idx, vec![seed(&nodes[via])], a.max_sessions, tx.clone()).await;
+        let newcomer = start(idx, vec![seed(&nodes[via])], a.all_servers, &a, tx.clone()).await;
         let t_conn = Instant::now();
         while newcomer
             .handle
@@ -530,9 +605,12 @@ async fn run(a: Args, nofile: u64) {
 
     // ---- report.
     println!(
-        "\nswarm of {n} in-process members on loopback TCP ({} seeds in a chain, the others \
-         round robin over them), max_sessions {}, presence TTL {} s, load {}\n",
+        "\nswarm of {n} in-process members on loopback TCP: {} seeds in a chain (Kademlia \
+         server, max_sessions {}), the others round robin over them (Kademlia {}, \
+         max_sessions {}); presence TTL {} s; load {}\n",
         a.seeds,
+        config(vec![], true, &a).limits.max_sessions,
+        if a.all_servers { "server" } else { "client" },
         a.max_sessions,
         SwarmSettings::default().ttl_secs,
         load()
