@@ -15,10 +15,19 @@
 //!
 //! Reported with the process RSS (`VmRSS`), open file descriptors and CPU time.
 //!
-//! `cargo bench --bench swarm_join` (about two minutes at N = 200 after the build).
-//! Flags after `--`: `--nodes N` (or `MESH_SWBENCH_NODES`), `--seeds S` (8),
-//! `--rounds R` (5), `--max-sessions M` (256; the node default 32 makes nodes close
-//! sessions beyond 32), `--limit SECS` (bound on every wait, 60).
+//! Limits: the seeds run as Kademlia servers with `max_sessions` and `max_established`
+//! of 2N + 64 (a seed at the default 32 sessions closes the connection of every later
+//! member, its only one); the members run as Kademlia clients with `max_sessions` 256
+//! (at the default 32 a member closes every session beyond 32 and Kademlia dials it
+//! again: a handshake churn that costs twice the CPU). RLIMIT_NOFILE is raised to
+//! 64 per node when the hard limit allows.
+//!
+//! `cargo bench --bench swarm_join -- --nodes 50` (about two minutes after the build).
+//! Flags after `--`: `--nodes N` (or `MESH_SWBENCH_NODES`; default 200, which this
+//! 2-core machine cannot carry: see BENCHMARKS.md), `--seeds S` (8), `--rounds R` (5),
+//! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
+//! with the default limits), `--limit SECS` (bound on every wait, 60), `--census`
+//! (start the nodes, print connections and sessions every 5 s for a minute, stop).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};
@@ -63,7 +72,7 @@ fn args() -> Args {
         nodes,
         seeds: flag("--seeds").unwrap_or(8).clamp(1, nodes as u64 - 1) as usize,
         rounds: flag("--rounds").unwrap_or(5).clamp(1, 50) as usize,
-        max_sessions: flag("--max-sessions").unwrap_or(32).clamp(2, 4096) as usize,
+        max_sessions: flag("--max-sessions").unwrap_or(256).clamp(2, 4096) as usize,
         limit: Duration::from_secs(flag("--limit").unwrap_or(60).clamp(5, 600)),
         all_servers: argv.iter().any(|a| a == "--all-servers"),
     }
@@ -452,13 +461,7 @@ async fn run(a: Args, nofile: u64) {
     // Every node connected to its seed (bounded), then a moment for identify and Kademlia.
     let t_conn = Instant::now();
     for m in &nodes[1..] {
-        while m
-            .handle
-            .status()
-            .await
-            .map_or(0, |s| s.connected_peers)
-            == 0
-        {
+        while m.handle.status().await.map_or(0, |s| s.connected_peers) == 0 {
             assert!(
                 t_conn.elapsed() < a.limit,
                 "a node not connected after {:?}",
@@ -499,7 +502,10 @@ async fn run(a: Args, nofile: u64) {
             "converged {d:.1?} after the first join ({joined_events} Joined events, {:.1} s CPU)",
             cpu_join.as_secs_f64()
         ),
-        Err(k) => eprintln!("NOT converged: {k}/{n} tables complete after {:?}", a.limit * 3),
+        Err(k) => eprintln!(
+            "NOT converged: {k}/{n} tables complete after {:?}",
+            a.limit * 3
+        ),
     }
     // Steady state: CPU over 5 s with nothing happening but timers and keepalives.
     let (c, t) = (cpu_time(), Instant::now());
@@ -591,9 +597,12 @@ async fn run(a: Args, nofile: u64) {
     let who = nodes[leaver].node;
     assert!(nodes[leaver].handle.leave_swarm(key).await.unwrap());
     let t0 = Instant::now();
-    let left = collect(&mut rx, n - 1, a.limit, |i, e| {
-        matches!(e, Seen::Left(node, "leave") if i < leaver && *node == who)
-    })
+    let left = collect(
+        &mut rx,
+        n - 1,
+        a.limit,
+        |i, e| matches!(e, Seen::Left(node, "leave") if i < leaver && *node == who),
+    )
     .await;
     let veteran_leave = Spread::new(t0, left.values(), n - 1);
 
@@ -617,7 +626,10 @@ async fn run(a: Args, nofile: u64) {
     );
     println!("| what | figure |");
     println!("|---|---|");
-    println!("| start {n} nodes (sequential, each until listening) | {} |", ms(started.as_secs_f64()));
+    println!(
+        "| start {n} nodes (sequential, each until listening) | {} |",
+        ms(started.as_secs_f64())
+    );
     println!(
         "| all {n} join: every table holds the {} others | {} ({} `join_swarm` calls took {}; {:.1} s CPU) |",
         n - 1,
@@ -641,12 +653,17 @@ async fn run(a: Args, nofile: u64) {
         idle_cpu * 100.0
     );
     println!("| events dropped by the nodes' queues | {dropped} |");
-    println!("| total CPU of the run | {:.0} s |", cpu_total.as_secs_f64());
+    println!(
+        "| total CPU of the run | {:.0} s |",
+        cpu_total.as_secs_f64()
+    );
     println!(
         "\nnewcomer seeded to one member, from `join_swarm` returning; median / p90 / max \
          across the {n} members (max = the last one)\n"
     );
-    println!("| round | join seen by members | newcomer sees all {n} (announce-back) | leave seen by members |");
+    println!(
+        "| round | join seen by members | newcomer sees all {n} (announce-back) | leave seen by members |"
+    );
     println!("|---|---|---|---|");
     for (r, x) in rounds.iter().enumerate() {
         println!(
