@@ -1,0 +1,698 @@
+//! Discovery-key swarm of N in-process members (default 200) on loopback TCP: how long
+//! until a join is seen by every member.
+//!
+//! 1. N `libmesh::node` nodes on one tokio runtime (2 worker threads): a few seeds
+//!    connected in a chain, every other node seeded to one of them (round robin).
+//! 2. All N join one swarm; convergence = every member table holds the N-1 others
+//!    (polled every 250 ms).
+//! 3. Rounds: a newcomer seeded to one existing member starts, connects, and joins;
+//!    from `join_swarm` returning, the time until each of the N members emitted
+//!    `SwarmMemberJoined` for it (median / p90 / max across members; max = the last
+//!    one), and until the newcomer itself saw all N (the announce-back). Then the
+//!    newcomer leaves: the time until each member emitted `SwarmMemberLeft` with
+//!    reason `leave`. The newcomer stops afterwards, so every round has N members.
+//! 4. One original member leaves (a well-connected departure, for comparison).
+//!
+//! Reported with the process RSS (`VmRSS`), open file descriptors and CPU time.
+//!
+//! Limits: the seeds run as Kademlia servers with `max_sessions` and `max_established`
+//! of 2N + 64 (a seed at the default 32 sessions closes the connection of every later
+//! member, its only one); the members run as Kademlia clients with `max_sessions` 256
+//! (at the default 32 a member closes every session beyond 32 and Kademlia dials it
+//! again: a handshake churn that costs twice the CPU). RLIMIT_NOFILE is raised to
+//! 64 per node when the hard limit allows.
+//!
+//! `cargo bench --bench swarm_join -- --nodes 50` (about two minutes after the build).
+//! Flags after `--`: `--nodes N` (or `MESH_SWBENCH_NODES`; default 200, which this
+//! 2-core machine cannot carry: see BENCHMARKS.md), `--seeds S` (8), `--rounds R` (5),
+//! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
+//! with the default limits), `--limit SECS` (bound on every wait, 60), `--census`
+//! (start the nodes, print connections and sessions every 5 s for a minute, stop).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libmesh::node::config::{Limits, SwarmSettings};
+use libmesh::node::{
+    Bootstrap, BootstrapName, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, SeedPeer,
+};
+use libp2p::Multiaddr;
+use mesh_core::{NoTrace, NodeId, NodeKeypair};
+use mesh_signal::swarm::DiscoveryKey;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// File descriptors per node we budget for (listener, store, connections).
+const FDS_PER_NODE: u64 = 64;
+
+struct Args {
+    nodes: usize,
+    seeds: usize,
+    rounds: usize,
+    max_sessions: usize,
+    limit: Duration,
+    all_servers: bool,
+}
+
+fn args() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| -> Option<u64> {
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1))
+            .and_then(|n| n.parse().ok())
+    };
+    let env_nodes = std::env::var("MESH_SWBENCH_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let nodes = flag("--nodes").or(env_nodes).unwrap_or(200).clamp(3, 2000) as usize;
+    Args {
+        nodes,
+        seeds: flag("--seeds").unwrap_or(8).clamp(1, nodes as u64 - 1) as usize,
+        rounds: flag("--rounds").unwrap_or(5).clamp(1, 50) as usize,
+        max_sessions: flag("--max-sessions").unwrap_or(256).clamp(2, 4096) as usize,
+        limit: Duration::from_secs(flag("--limit").unwrap_or(60).clamp(5, 600)),
+        all_servers: argv.iter().any(|a| a == "--all-servers"),
+    }
+}
+
+/// A swarm event of node `i`, stamped when the node's event stream delivered it.
+#[derive(Debug)]
+enum Seen {
+    Joined(NodeId),
+    Left(NodeId, &'static str),
+}
+
+type Tx = mpsc::UnboundedSender<(usize, Instant, Seen)>;
+type Rx = mpsc::UnboundedReceiver<(usize, Instant, Seen)>;
+
+struct Member {
+    handle: NodeHandle,
+    node: NodeId,
+    addr: Multiaddr,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn config(seeds: Vec<SeedPeer>, server: bool, a: &Args) -> NodeConfig {
+    NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: if server {
+            KadMode::Server
+        } else {
+            KadMode::Client
+        },
+        seeds,
+        swarm: SwarmSettings::default(),
+        // Seeds hold a session with every member (the node default of 32 sessions
+        // would make a seed close the connection of every newcomer beyond 32).
+        limits: if server && !a.all_servers {
+            let all = u32::try_from(2 * a.nodes + 64).unwrap_or(u32::MAX);
+            Limits {
+                max_sessions: all as usize,
+                max_established: all.max(Limits::default().max_established),
+                ..Limits::default()
+            }
+        } else {
+            Limits {
+                max_sessions: a.max_sessions,
+                ..Limits::default()
+            }
+        },
+        ..NodeConfig::default()
+    }
+}
+
+async fn start(i: usize, seeds: Vec<SeedPeer>, server: bool, a: &Args, tx: Tx) -> Member {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, handle, mut events) = Node::new(
+        NodeKeypair::generate(),
+        config(seeds, server, a),
+        dir.path(),
+        Arc::new(NoTrace),
+    )
+    .unwrap();
+    node.listen().unwrap();
+    let id = node.node_id();
+    let task = tokio::spawn(node.run());
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(NodeEvent::Listening { addr }) = events.recv().await {
+                return addr;
+            }
+        }
+    })
+    .await
+    .expect("listening");
+    // Drain every event (the node drops events beyond its queue), forward the swarm's.
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let at = Instant::now();
+            let seen = match e {
+                NodeEvent::SwarmMemberJoined { node, .. } => Seen::Joined(node),
+                NodeEvent::SwarmMemberLeft { node, reason, .. } => Seen::Left(node, reason),
+                _ => continue,
+            };
+            if tx.send((i, at, seen)).is_err() {
+                break;
+            }
+        }
+    });
+    Member {
+        handle,
+        node: id,
+        addr,
+        task,
+        _dir: dir,
+    }
+}
+
+fn seed(m: &Member) -> SeedPeer {
+    SeedPeer {
+        node_id: m.node,
+        addr: m.addr.clone(),
+        label: None,
+    }
+}
+
+// ------------------------------------------------------------------- process figures
+
+fn vm_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+/// User + system CPU time of the process.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return Duration::ZERO;
+    };
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+/// Raises the soft RLIMIT_NOFILE to what `nodes` need (up to the hard limit); returns
+/// the soft limit in effect.
+fn raise_nofile(nodes: usize) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = 256 + nodes as u64 * FDS_PER_NODE;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let new = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        Ok(()) => new,
+        Err(e) => {
+            eprintln!("cannot raise RLIMIT_NOFILE to {new}: {e}");
+            soft
+        }
+    }
+}
+
+/// Connected peers and sessions per node: `median / max` of each.
+async fn census(nodes: &[Member]) -> String {
+    let (mut peers, mut sessions, mut dht) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first = String::new();
+    let mut failed = 0;
+    for (i, m) in nodes.iter().enumerate() {
+        let st = m.handle.status().await;
+        if i < 10 || i % 50 == 0 {
+            match &st {
+                Ok(s) => first.push_str(&format!(
+                    " {i}:{}/{}/b{}",
+                    s.connected_peers, s.mesh.sessions, s.mesh.blocked
+                )),
+                Err(e) => first.push_str(&format!(" {i}:ERR {e}")),
+            }
+        }
+        failed += usize::from(st.is_err());
+        if let Ok(s) = st {
+            peers.push(s.connected_peers as f64);
+            sessions.push(s.mesh.sessions as f64);
+            dht.push(s.dht.mesh_peers as f64);
+        }
+    }
+    let mm = |v: &mut Vec<f64>| {
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.0}/{max:.0}", median(v).unwrap_or(0.0))
+    };
+    format!(
+        "peers {} sessions {} mesh-dht {} (median/max), {failed} status failed;{first}",
+        mm(&mut peers),
+        mm(&mut sessions),
+        mm(&mut dht)
+    )
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+// ------------------------------------------------------------------------- measuring
+
+/// Waits until every member table holds exactly the others of `want` (polled every
+/// 250 ms, bounded); the time it took, or `None` with the number of complete tables.
+async fn converge(
+    members: &[&Member],
+    key: DiscoveryKey,
+    want: &HashSet<NodeId>,
+    limit: Duration,
+) -> Result<Duration, usize> {
+    let start = Instant::now();
+    loop {
+        let mut complete = 0;
+        for m in members {
+            let got = m.handle.swarm_members(key).await.unwrap_or_default();
+            let got: HashSet<NodeId> = got
+                .iter()
+                .filter_map(|x| NodeId::parse(&x.node).ok())
+                .collect();
+            if got.len() == want.len() - 1 && !got.contains(&m.node) && got.is_subset(want) {
+                complete += 1;
+            }
+        }
+        if complete == members.len() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return Err(complete);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Collects events until `done` says every watcher saw what it waits for (bounded);
+/// returns, per watcher, when it first saw it.
+async fn collect(
+    rx: &mut Rx,
+    watchers: usize,
+    limit: Duration,
+    mut hit: impl FnMut(usize, &Seen) -> bool,
+) -> HashMap<usize, Instant> {
+    let mut seen = HashMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while seen.len() < watchers {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((i, at, e))) => {
+                if hit(i, &e) {
+                    seen.entry(i).or_insert(at);
+                }
+            }
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// Latencies of one event across the members, from `t0`.
+struct Spread {
+    /// Seconds, one per member that saw it.
+    times: Vec<f64>,
+    /// How many should have.
+    of: usize,
+}
+
+impl Spread {
+    fn new<'a>(t0: Instant, seen: impl Iterator<Item = &'a Instant>, of: usize) -> Self {
+        let mut times: Vec<f64> = seen
+            .map(|at| at.saturating_duration_since(t0).as_secs_f64())
+            .collect();
+        times.sort_by(f64::total_cmp);
+        Spread { times, of }
+    }
+
+    fn pct(&self, p: f64) -> Option<f64> {
+        if self.times.is_empty() {
+            return None;
+        }
+        let i = ((self.times.len() as f64 - 1.0) * p).round() as usize;
+        Some(self.times[i])
+    }
+
+    fn complete(&self) -> bool {
+        self.times.len() == self.of
+    }
+
+    /// `median / p90 / max`, with `(k/of)` when not everyone saw it.
+    fn cell(&self) -> String {
+        let f = |x: Option<f64>| x.map_or_else(|| "–".into(), ms);
+        let mut s = format!(
+            "{} / {} / {}",
+            f(self.pct(0.5)),
+            f(self.pct(0.9)),
+            f(self.pct(1.0))
+        );
+        if !self.complete() {
+            s.push_str(&format!(" ({}/{} saw it)", self.times.len(), self.of));
+        }
+        s
+    }
+}
+
+fn ms(secs: f64) -> String {
+    if secs < 10.0 {
+        format!("{:.0} ms", secs * 1000.0)
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+struct Round {
+    join: Spread,
+    back: Spread,
+    leave: Spread,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a test run (`cargo test --benches`) does not.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let a = args();
+    let nofile = raise_nofile(a.nodes + a.rounds);
+    let rt = runtime();
+    rt.block_on(run(a, nofile));
+    // Nodes and their tasks are dropped with the runtime.
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+async fn run(a: Args, nofile: u64) {
+    let n = a.nodes;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rss0 = vm_rss_mib();
+    let cpu0 = cpu_time();
+
+    // ---- start: seeds in a chain, the others spread over them.
+    let t = Instant::now();
+    let mut nodes: Vec<Member> = Vec::with_capacity(n);
+    for i in 0..n {
+        let seeds = match i {
+            0 => vec![],
+            i if i < a.seeds => vec![seed(&nodes[i - 1])],
+            i => vec![seed(&nodes[i % a.seeds])],
+        };
+        let server = i < a.seeds || a.all_servers;
+        nodes.push(start(i, seeds, server, &a, tx.clone()).await);
+        if (i + 1) % 25 == 0 {
+            eprintln!(
+                "{} nodes: {} fds, RSS {:.0} MiB, {}",
+                i + 1,
+                open_fds(),
+                vm_rss_mib(),
+                census(&nodes).await
+            );
+        }
+    }
+    let started = t.elapsed();
+    if std::env::args().any(|a| a == "--census") {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!(
+                "{:.0?}: {} fds, RSS {:.0} MiB, {}",
+                t.elapsed(),
+                open_fds(),
+                vm_rss_mib(),
+                census(&nodes).await
+            );
+        }
+        return;
+    }
+    // Every node connected to its seed (bounded), then a moment for identify and Kademlia.
+    let t_conn = Instant::now();
+    for m in &nodes[1..] {
+        while m.handle.status().await.map_or(0, |s| s.connected_peers) == 0 {
+            assert!(
+                t_conn.elapsed() < a.limit,
+                "a node not connected after {:?}",
+                a.limit
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = vm_rss_mib();
+    eprintln!(
+        "{n} nodes up in {started:.1?}, connected after {:.1?}; RSS {rss_idle:.0} MiB, {} fds, \
+         {} threads, load {}",
+        t_conn.elapsed(),
+        open_fds(),
+        threads(),
+        load()
+    );
+
+    // ---- everyone joins.
+    let key = DiscoveryKey::from_name("libmesh swarm_join bench");
+    let cpu_join0 = cpu_time();
+    let t = Instant::now();
+    for m in &nodes {
+        assert!(m.handle.join_swarm(key).await.unwrap());
+    }
+    let issued = t.elapsed();
+    let all: HashSet<NodeId> = nodes.iter().map(|m| m.node).collect();
+    let refs: Vec<&Member> = nodes.iter().collect();
+    let convergence = converge(&refs, key, &all, a.limit * 3).await;
+    let cpu_join = cpu_time() - cpu_join0;
+    let mut joined_events = 0usize;
+    while let Ok((_, _, e)) = rx.try_recv() {
+        joined_events += usize::from(matches!(e, Seen::Joined(_)));
+    }
+    match convergence {
+        Ok(d) => eprintln!(
+            "converged {d:.1?} after the first join ({joined_events} Joined events, {:.1} s CPU)",
+            cpu_join.as_secs_f64()
+        ),
+        Err(k) => eprintln!(
+            "NOT converged: {k}/{n} tables complete after {:?}",
+            a.limit * 3
+        ),
+    }
+    // Steady state: CPU over 5 s with nothing happening but timers and keepalives.
+    let (c, t) = (cpu_time(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_cpu = (cpu_time() - c).as_secs_f64() / t.elapsed().as_secs_f64();
+    let (rss_n, fds_n, threads_n) = (vm_rss_mib(), open_fds(), threads());
+    eprintln!(
+        "steady: {:.0}% of one core, RSS {rss_n:.0} MiB, {fds_n} fds",
+        idle_cpu * 100.0
+    );
+
+    // ---- newcomers: join, seen by all; announce-back; leave, seen by all.
+    let mut rounds = Vec::new();
+    for r in 0..a.rounds {
+        // Seeded to one seed (an existing member), a different one every round.
+        let via = r % a.seeds;
+        let idx = n + r;
+        let newcomer = start(idx, vec![seed(&nodes[via])], a.all_servers, &a, tx.clone()).await;
+        let t_conn = Instant::now();
+        while newcomer
+            .handle
+            .status()
+            .await
+            .map_or(0, |s| s.connected_peers)
+            == 0
+        {
+            assert!(t_conn.elapsed() < a.limit, "newcomer not connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while rx.try_recv().is_ok() {}
+        let who = newcomer.node;
+
+        assert!(newcomer.handle.join_swarm(key).await.unwrap());
+        let t0 = Instant::now();
+        let mut join_at: HashMap<usize, Instant> = HashMap::new();
+        let mut back_at: HashMap<NodeId, Instant> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + a.limit;
+        while join_at.len() < n || back_at.len() < n {
+            let Ok(Some((i, at, e))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                break;
+            };
+            match e {
+                Seen::Joined(node) if i < n && node == who => {
+                    join_at.entry(i).or_insert(at);
+                }
+                Seen::Joined(node) if i == idx && all.contains(&node) => {
+                    back_at.entry(node).or_insert(at);
+                }
+                _ => {}
+            }
+        }
+        let join = Spread::new(t0, join_at.values(), n);
+        let back = Spread::new(t0, back_at.values(), n);
+
+        // Give the newcomer's mesh a moment (its re-announce is due only after TTL/2).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        while rx.try_recv().is_ok() {}
+        assert!(newcomer.handle.leave_swarm(key).await.unwrap());
+        let t0 = Instant::now();
+        let mut other_reason = 0;
+        let left = collect(&mut rx, n, a.limit, |i, e| match e {
+            Seen::Left(node, reason) if i < n && *node == who => {
+                other_reason += usize::from(*reason != "leave");
+                *reason == "leave"
+            }
+            _ => false,
+        })
+        .await;
+        if other_reason > 0 {
+            eprintln!("round {r}: {other_reason} members saw the newcomer expire, not leave");
+        }
+        let leave = Spread::new(t0, left.values(), n);
+        eprintln!(
+            "round {r} (via node {via}): join seen by all {} | announce-back {} | leave {}",
+            join.cell(),
+            back.cell(),
+            leave.cell()
+        );
+        rounds.push(Round { join, back, leave });
+        newcomer.handle.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), newcomer.task).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // ---- one original member leaves (well meshed, unlike a newcomer).
+    while rx.try_recv().is_ok() {}
+    let leaver = n - 1;
+    let who = nodes[leaver].node;
+    assert!(nodes[leaver].handle.leave_swarm(key).await.unwrap());
+    let t0 = Instant::now();
+    let left = collect(
+        &mut rx,
+        n - 1,
+        a.limit,
+        |i, e| matches!(e, Seen::Left(node, "leave") if i < leaver && *node == who),
+    )
+    .await;
+    let veteran_leave = Spread::new(t0, left.values(), n - 1);
+
+    let mut dropped = 0;
+    for m in &nodes {
+        dropped += m.handle.status().await.map_or(0, |s| s.events_dropped);
+    }
+    let cpu_total = cpu_time() - cpu0;
+
+    // ---- report.
+    println!(
+        "\nswarm of {n} in-process members on loopback TCP: {} seeds in a chain (Kademlia \
+         server, max_sessions {}), the others round robin over them (Kademlia {}, \
+         max_sessions {}); presence TTL {} s; load {}\n",
+        a.seeds,
+        config(vec![], true, &a).limits.max_sessions,
+        if a.all_servers { "server" } else { "client" },
+        a.max_sessions,
+        SwarmSettings::default().ttl_secs,
+        load()
+    );
+    println!("| what | figure |");
+    println!("|---|---|");
+    println!(
+        "| start {n} nodes (sequential, each until listening) | {} |",
+        ms(started.as_secs_f64())
+    );
+    println!(
+        "| all {n} join: every table holds the {} others | {} ({} `join_swarm` calls took {}; {:.1} s CPU) |",
+        n - 1,
+        match convergence {
+            Ok(d) => ms(d.as_secs_f64()),
+            Err(k) => format!("not within {:?} ({k}/{n} complete)", a.limit * 3),
+        },
+        n,
+        ms(issued.as_secs_f64()),
+        cpu_join.as_secs_f64()
+    );
+    println!(
+        "| RSS: empty process / {n} nodes idle / in the swarm | {rss0:.0} / {rss_idle:.0} / {rss_n:.0} MiB ({:.2} MiB per node) |",
+        (rss_n - rss0) / n as f64
+    );
+    println!(
+        "| open fds / threads at {n} nodes (RLIMIT_NOFILE {nofile}) | {fds_n} / {threads_n} |"
+    );
+    println!(
+        "| CPU in steady state (timers, keepalives, heartbeats) | {:.0}% of one core |",
+        idle_cpu * 100.0
+    );
+    println!("| events dropped by the nodes' queues | {dropped} |");
+    println!(
+        "| total CPU of the run | {:.0} s |",
+        cpu_total.as_secs_f64()
+    );
+    println!(
+        "\nnewcomer seeded to one member, from `join_swarm` returning; median / p90 / max \
+         across the {n} members (max = the last one)\n"
+    );
+    println!(
+        "| round | join seen by members | newcomer sees all {n} (announce-back) | leave seen by members |"
+    );
+    println!("|---|---|---|---|");
+    for (r, x) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {} | {} | {} |",
+            r + 1,
+            x.join.cell(),
+            x.back.cell(),
+            x.leave.cell()
+        );
+    }
+    let med = |f: &dyn Fn(&Round) -> &Spread, p: f64| {
+        let mut v: Vec<f64> = rounds.iter().filter_map(|x| f(x).pct(p)).collect();
+        median(&mut v).map_or_else(|| "–".into(), ms)
+    };
+    println!(
+        "| median of rounds | {} / {} / {} | {} / {} / {} | {} / {} / {} |",
+        med(&|x| &x.join, 0.5),
+        med(&|x| &x.join, 0.9),
+        med(&|x| &x.join, 1.0),
+        med(&|x| &x.back, 0.5),
+        med(&|x| &x.back, 0.9),
+        med(&|x| &x.back, 1.0),
+        med(&|x| &x.leave, 0.5),
+        med(&|x| &x.leave, 0.9),
+        med(&|x| &x.leave, 1.0),
+    );
+    println!(
+        "\nan original member leaves: seen by the {} others {}",
+        n - 1,
+        veteran_leave.cell()
+    );
+}
