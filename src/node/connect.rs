@@ -88,6 +88,9 @@ pub(crate) struct Attempt {
     circuits: Vec<Multiaddr>,
     dials: HashSet<ConnectionId>,
     pub(super) outbound: Option<String>,
+    /// The other side's candidates, and whether they were dialed a second time.
+    candidates: Vec<Multiaddr>,
+    redialed: bool,
 }
 
 /// The routing and signaling state of the node.
@@ -175,6 +178,8 @@ impl Node {
                 circuits: Vec::new(),
                 dials: HashSet::new(),
                 outbound: None,
+                candidates: Vec::new(),
+                redialed: false,
             },
         );
         self.lookup(node, After::Route(id), false);
@@ -260,6 +265,9 @@ impl Node {
             .attempts
             .get(&id)
             .is_some_and(|a| a.plan.stage() == Stage::Signaling);
+        if signaling && let Some(a) = self.routes.attempts.get_mut(&id) {
+            a.candidates = addrs.clone();
+        }
         // Candidates over TCP are dialed from a fresh port: nobody punches TCP toward
         // us (see `on_candidates`), and a reused listen port could collide with a
         // connection the other side opened to us at the same moment. QUIC keeps
@@ -416,6 +424,27 @@ impl Node {
             .collect();
         for (id, stage) in late {
             self.route_next(id, format!("{}: no connection in time", stage.as_str()));
+        }
+        // Candidates are dialed once more halfway through the signaling stage (hole
+        // punches often need a second try; DCUtR retries too).
+        let retry: Vec<(u64, PeerId, Vec<Multiaddr>)> = self
+            .routes
+            .attempts
+            .iter_mut()
+            .filter(|(_, a)| {
+                a.plan.stage() == Stage::Signaling
+                    && !a.redialed
+                    && !a.candidates.is_empty()
+                    && a.plan.stage_elapsed(now) * 2 >= a.plan.budget()
+            })
+            .map(|(id, a)| {
+                a.redialed = true;
+                (*id, a.peer, a.candidates.clone())
+            })
+            .collect();
+        for (id, peer, addrs) in retry {
+            tracing::debug!(%peer, "dialing the candidates again");
+            self.route_dial(id, peer, addrs, false);
         }
         self.routes
             .answering

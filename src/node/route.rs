@@ -179,9 +179,14 @@ impl Plan {
         self.stage
     }
 
+    /// How long the running stage has run.
+    pub fn stage_elapsed(&self, now: Instant) -> Duration {
+        now.duration_since(self.stage_started)
+    }
+
     /// How long the running stage may take (the lookup counts into the direct
     /// stage's time).
-    fn budget(&self) -> Duration {
+    pub fn budget(&self) -> Duration {
         Duration::from_secs(match self.stage {
             Stage::Lookup | Stage::Direct => self.settings.direct_secs,
             Stage::Signaling => self.settings.signaling_secs,
