@@ -77,6 +77,17 @@ pub(crate) enum RouteWaiter {
     Then(After),
 }
 
+impl RouteWaiter {
+    fn fail(self, e: MeshError) {
+        match self {
+            RouteWaiter::Route(r) => {
+                let _ = r.send(Err(e));
+            }
+            RouteWaiter::Then(a) => a.fail(e),
+        }
+    }
+}
+
 /// One `connect` in progress.
 #[derive(Debug)]
 pub(crate) struct Attempt {
@@ -134,12 +145,7 @@ impl Node {
 
     /// Starts (or joins) a route attempt to `node`.
     pub(super) fn route_to(&mut self, node: NodeId, waiter: RouteWaiter) {
-        let fail = |w: RouteWaiter, e: MeshError| match w {
-            RouteWaiter::Route(r) => {
-                let _ = r.send(Err(e));
-            }
-            RouteWaiter::Then(a) => a.fail(e),
-        };
+        let fail = RouteWaiter::fail;
         let Ok(peer) = node.to_peer_id() else {
             return fail(waiter, MeshError::invalid("node id has no peer id"));
         };
@@ -233,7 +239,7 @@ impl Node {
                     return self.route_next(id, "no direct addresses".into());
                 }
                 let addrs = a.direct.clone();
-                self.route_dial(id, peer, addrs, false);
+                self.route_dial(id, peer, addrs);
             }
             Stage::Signaling => {
                 let hosts = self.signaling_hosts(peer, &a.circuits);
@@ -254,12 +260,12 @@ impl Node {
                 if circuits.is_empty() {
                     return self.route_next(id, "no relay".into());
                 }
-                self.route_dial(id, peer, circuits, false);
+                self.route_dial(id, peer, circuits);
             }
         }
     }
 
-    pub(super) fn route_dial(&mut self, id: u64, peer: PeerId, addrs: Vec<Multiaddr>, punch: bool) {
+    pub(super) fn route_dial(&mut self, id: u64, peer: PeerId, addrs: Vec<Multiaddr>) {
         let signaling = self
             .routes
             .attempts
@@ -287,9 +293,6 @@ impl Node {
             let mut b = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::Always);
-            if punch {
-                b = b.override_role();
-            }
             if new_port {
                 b = b.allocate_new_port();
             }
@@ -338,12 +341,7 @@ impl Node {
                 );
                 self.emit_trace(TraceEvent::error(&e, self.node_id, Timestamp::now()));
                 for w in a.waiters {
-                    match w {
-                        RouteWaiter::Route(r) => {
-                            let _ = r.send(Err(e.clone()));
-                        }
-                        RouteWaiter::Then(after) => after.fail(e.clone()),
-                    }
+                    w.fail(e.clone());
                 }
             }
         }
@@ -444,7 +442,7 @@ impl Node {
             .collect();
         for (id, peer, addrs) in retry {
             tracing::debug!(%peer, "dialing the candidates again");
-            self.route_dial(id, peer, addrs, false);
+            self.route_dial(id, peer, addrs);
         }
         self.routes
             .answering

@@ -403,7 +403,7 @@ impl Node {
         let Some(out) = self.routes.outbound.get(&corr) else {
             return;
         };
-        let (node, via) = (out.node, out.via);
+        let (node, via, request) = (out.node, out.via, out.request_frame.clone());
         let (kind, payload) = match &out.purpose {
             Purpose::Route(_) => {
                 let addrs: Vec<String> = self
@@ -429,7 +429,7 @@ impl Node {
                     out.payload_frame = Some(fid);
                 }
             }
-            Err(e) => self.on_frame_refused(&self.routes.outbound[&corr].request_frame.clone(), e),
+            Err(e) => self.on_frame_refused(&request, e),
         }
     }
 
@@ -458,7 +458,7 @@ impl Node {
         }) = self.routes.outbound.get(&corr)
         {
             let id = *id;
-            return self.route_dial(id, peer, addrs, false);
+            return self.route_dial(id, peer, addrs);
         }
         let connect = self
             .routes
