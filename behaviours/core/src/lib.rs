@@ -52,7 +52,8 @@ pub use error::{ErrorCode, MeshError, MeshResult};
 pub use families::{
     CapabilityAdvertisement, Endpoint, Family, HandshakeMode, MAX_PRESENCE_ADDRS,
     MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, NodeAdvertisement, NodeIdentityRecord,
-    PeerHandshake, PeerStatus, SignalFrame, SignalMarker, SignalMarkerEnvelope, SwarmPresence,
+    PeerHandshake, PeerStatus, RelayAdmissionGrant, RelayAdmissionRequest, SignalFrame, SignalMarker,
+    SignalMarkerEnvelope, SwarmPresence,
 };
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};

@@ -5,6 +5,8 @@ mod node_advertisement;
 mod node_identity;
 mod peer_handshake;
 mod peer_status;
+mod relay_admission_grant;
+mod relay_admission_request;
 mod signal_frame;
 mod signal_marker;
 mod signal_marker_envelope;
@@ -17,6 +19,10 @@ pub use node_advertisement::{Endpoint, MULTIADDR_URL_PREFIX, NodeAdvertisement};
 pub use node_identity::{NodeIdentityRecord, SIGNING_KEY_STORAGE_REF};
 pub use peer_handshake::{HandshakeMode, PeerHandshake};
 pub use peer_status::PeerStatus;
+pub use relay_admission_grant::{GrantLimits, MAX_GRANT_TTL_SECS, RelayAdmissionGrant};
+pub use relay_admission_request::{
+    ADMISSION_PURPOSES, MAX_NONCE_LEN, MIN_NONCE_LEN, RelayAdmissionRequest,
+};
 pub use signal_frame::{
     FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_TTL_SECS, MAX_HOPS, MAX_SETUP_B64,
     SignalFrame,
@@ -53,6 +59,10 @@ pub enum Family {
     SignalFrame,
     /// `swarm-presence.v1` (libmesh discovery-key swarms)
     SwarmPresence,
+    /// `relay-admission-request.v1` (libmesh relay admission)
+    RelayAdmissionRequest,
+    /// `relay-admission-grant.v1` (libmesh relay admission)
+    RelayAdmissionGrant,
 }
 
 macro_rules! dispatch {
@@ -94,13 +104,21 @@ macro_rules! dispatch {
                 type $t = SwarmPresence;
                 $body
             }
+            Family::RelayAdmissionRequest => {
+                type $t = RelayAdmissionRequest;
+                $body
+            }
+            Family::RelayAdmissionGrant => {
+                type $t = RelayAdmissionGrant;
+                $body
+            }
         }
     };
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 11] = [
         Family::NodeIdentity,
         Family::NodeAdvertisement,
         Family::PeerHandshake,
@@ -110,6 +128,8 @@ impl Family {
         Family::PeerStatus,
         Family::SignalFrame,
         Family::SwarmPresence,
+        Family::RelayAdmissionRequest,
+        Family::RelayAdmissionGrant,
     ];
 
     /// The family name, e.g. `node-advertisement.v1`.
