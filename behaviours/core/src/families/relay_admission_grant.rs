@@ -93,7 +93,10 @@ impl RelayAdmissionGrant {
     }
 
     fn str_field(&self, key: &str) -> &str {
-        self.doc.get(key).and_then(Value::as_str).unwrap_or_default()
+        self.doc
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -163,11 +166,7 @@ impl Artifact for RelayAdmissionGrant {
         if &self.expires_at <= now {
             return Err(MeshError::new(
                 ErrorCode::AdvExpired,
-                format!(
-                    "{}: expired at {}",
-                    Self::FAMILY,
-                    self.expires_at.as_str()
-                ),
+                format!("{}: expired at {}", Self::FAMILY, self.expires_at.as_str()),
             ));
         }
         Ok(())

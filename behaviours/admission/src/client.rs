@@ -1,0 +1,347 @@
+//! The client's side: ask a relay for admission before reserving or opening circuits,
+//! keep the grant renewed before it lapses, and report denials.
+//!
+//! `keep(relay, purpose)` asks now and again when two thirds of the grant's lifetime
+//! have passed; a failed or denied renewal is retried every [`Config::retry`] while the
+//! grant is kept. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
+//! libp2p relay) is reported as [`Event::Unsupported`]: the application then reserves
+//! without a grant, as on any relay.
+
+use std::collections::{HashMap, VecDeque};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::{
+    Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, NodeKeypair, RelayAdmissionGrant,
+    Timestamp,
+};
+
+use crate::codec::{Codec, PROTOCOL};
+use crate::policy::Purpose;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+    /// Pause before asking again after a failure or denial of a kept grant.
+    pub retry: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeout: Duration::from_secs(10),
+            retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the client side tells the application.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The relay admitted us (verified grant).
+    Granted {
+        /// The relay.
+        relay: PeerId,
+        /// The grant.
+        grant: Box<RelayAdmissionGrant>,
+        /// Whether it renews an earlier grant.
+        renewed: bool,
+    },
+    /// The relay refused, or answered with a grant that does not hold.
+    Denied {
+        /// The relay.
+        relay: PeerId,
+        /// Why, with its code.
+        error: MeshError,
+    },
+    /// The relay does not speak the admission protocol.
+    Unsupported {
+        /// The relay.
+        relay: PeerId,
+    },
+    /// No answer (dial failure, timeout, closed connection).
+    Failed {
+        /// The relay.
+        relay: PeerId,
+        /// Why (`E_TRANSPORT_UNAVAILABLE`).
+        error: MeshError,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    relay: PeerId,
+    purpose: Purpose,
+    nonce: String,
+    renewal: bool,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    grant: Option<RelayAdmissionGrant>,
+    /// When to ask again (`None` while a request is in flight).
+    next: Option<Instant>,
+}
+
+/// The behaviour.
+pub struct Behaviour {
+    inner: request_response::Behaviour<Codec>,
+    key: NodeKeypair,
+    config: Config,
+    advertisement: Option<NodeAdvertisement>,
+    pending: HashMap<OutboundRequestId, Pending>,
+    kept: HashMap<(PeerId, Purpose), Kept>,
+    events: VecDeque<Event>,
+    tick: futures_timer::Delay,
+}
+
+const TICK: Duration = Duration::from_millis(500);
+
+impl Behaviour {
+    /// The client side for the node whose identity is `key`.
+    pub fn new(key: NodeKeypair, config: Config) -> Self {
+        Behaviour {
+            inner: request_response::Behaviour::with_codec(
+                Codec,
+                [(PROTOCOL, request_response::ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(config.timeout),
+            ),
+            key,
+            config,
+            advertisement: None,
+            pending: HashMap::new(),
+            kept: HashMap::new(),
+            events: VecDeque::new(),
+            tick: futures_timer::Delay::new(TICK),
+        }
+    }
+
+    /// Our own advertisement, carried in requests (for advertisement-based policies).
+    pub fn set_advertisement(&mut self, advertisement: Option<NodeAdvertisement>) {
+        self.advertisement = advertisement;
+    }
+
+    /// Asks `relay` once (dialing `addrs` if not connected).
+    pub fn request(
+        &mut self,
+        relay: PeerId,
+        purpose: Purpose,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<OutboundRequestId, MeshError> {
+        self.send(relay, purpose, addrs, false)
+    }
+
+    /// Asks `relay` now and keeps the grant renewed until [`Behaviour::forget`].
+    pub fn keep(
+        &mut self,
+        relay: PeerId,
+        purpose: Purpose,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(), MeshError> {
+        let renewal = self
+            .kept
+            .get(&(relay, purpose))
+            .is_some_and(|k| k.grant.is_some());
+        self.kept.entry((relay, purpose)).or_default().next = None;
+        self.send(relay, purpose, addrs, renewal).map(|_| ())
+    }
+
+    /// Stops renewing grants at `relay`.
+    pub fn forget(&mut self, relay: &PeerId) {
+        self.kept.retain(|(r, _), _| r != relay);
+    }
+
+    /// The live grant from `relay` for `purpose`, if any.
+    pub fn grant(&self, relay: &PeerId, purpose: Purpose) -> Option<&RelayAdmissionGrant> {
+        let now = Timestamp::now();
+        self.kept
+            .get(&(*relay, purpose))
+            .and_then(|k| k.grant.as_ref())
+            .filter(|g| g.expires_at() > &now)
+    }
+
+    fn send(
+        &mut self,
+        relay: PeerId,
+        purpose: Purpose,
+        addrs: Vec<Multiaddr>,
+        renewal: bool,
+    ) -> Result<OutboundRequestId, MeshError> {
+        let relay_id = NodeId::from_peer_id(&relay).map_err(MeshError::from)?;
+        let request = crate::request::request(
+            &self.key,
+            relay_id,
+            purpose,
+            self.advertisement.as_ref(),
+            &Timestamp::now(),
+        )?;
+        let nonce = request.nonce().to_owned();
+        let id = self
+            .inner
+            .send_request_with_addresses(&relay, Ok(request.to_cbor()), addrs);
+        self.pending.insert(
+            id,
+            Pending {
+                relay,
+                purpose,
+                nonce,
+                renewal,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Verifies a grant answer against what we asked.
+    fn accept(&self, p: &Pending, bytes: &[u8]) -> Result<RelayAdmissionGrant, MeshError> {
+        let grant = RelayAdmissionGrant::verify_cbor(bytes, &Timestamp::now())?;
+        let relay = NodeId::from_peer_id(&p.relay).map_err(MeshError::from)?;
+        if grant.relay_id() != relay {
+            return Err(MeshError::new(
+                ErrorCode::SigUnknownSigner,
+                format!("grant signed by {}, not by the relay", grant.relay_id()),
+            ));
+        }
+        if grant.node_id() != self.key.node_id() || grant.request_nonce() != p.nonce {
+            return Err(MeshError::new(
+                ErrorCode::HsUnknownRef,
+                "grant does not answer our request",
+            ));
+        }
+        if grant.purpose() != p.purpose.as_str() {
+            return Err(MeshError::invalid("grant is for another purpose"));
+        }
+        Ok(grant)
+    }
+
+    fn on_answer(&mut self, id: OutboundRequestId, answer: crate::codec::Answer) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        let result = answer.and_then(|b| self.accept(&p, &b));
+        let retry = Instant::now() + self.config.retry;
+        let kept = self.kept.get_mut(&(p.relay, p.purpose));
+        match result {
+            Ok(grant) => {
+                if let Some(k) = kept {
+                    let life = grant.expires_at().secs_since(grant.issued_at()).max(1);
+                    let renew_in = Duration::from_secs(u64::try_from(life * 2 / 3).unwrap_or(1));
+                    k.next = Some(Instant::now() + renew_in.max(Duration::from_secs(1)));
+                    k.grant = Some(grant.clone());
+                }
+                self.events.push_back(Event::Granted {
+                    relay: p.relay,
+                    grant: Box::new(grant),
+                    renewed: p.renewal,
+                });
+            }
+            Err(error) => {
+                if let Some(k) = kept {
+                    k.next = Some(retry);
+                }
+                self.events.push_back(Event::Denied {
+                    relay: p.relay,
+                    error,
+                });
+            }
+        }
+    }
+
+    fn on_failure(&mut self, id: OutboundRequestId, error: OutboundFailure) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        if let Some(k) = self.kept.get_mut(&(p.relay, p.purpose)) {
+            k.next = Some(Instant::now() + self.config.retry);
+        }
+        self.events.push_back(match error {
+            OutboundFailure::UnsupportedProtocols => Event::Unsupported { relay: p.relay },
+            e => Event::Failed {
+                relay: p.relay,
+                error: MeshError::new(ErrorCode::TransportUnavailable, e.to_string()),
+            },
+        });
+    }
+
+    fn renew_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(PeerId, Purpose)> = self
+            .kept
+            .iter()
+            .filter(|(_, k)| k.next.is_some_and(|t| t <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for (relay, purpose) in due {
+            if let Err(error) = self.keep(relay, purpose, Vec::new()) {
+                self.events.push_back(Event::Failed { relay, error });
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler =
+        <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Event;
+
+    mesh_core::delegate_to_inner!(inner);
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: libp2p::swarm::ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: libp2p::core::Endpoint,
+    ) -> Result<Vec<Multiaddr>, libp2p::swarm::ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(e));
+            }
+            if self.tick.poll_unpin(cx).is_ready() {
+                self.tick.reset(TICK);
+                self.renew_due();
+                continue;
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(e)) => match e {
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    } => self.on_answer(request_id, response),
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    } => self.on_failure(request_id, error),
+                    _ => {}
+                },
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent handled above")),
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The relay's table of live grants, per node id: pure logic, `now` passed in.
+//!
+//! - A node holds at most one reservation grant and one circuit grant (a newer grant
+//!   replaces the older one of the same kind). A reservation grant also lets the node
+//!   open circuits; a circuit grant may be limited to some targets.
+//! - Circuits are counted per node id, across all of the node's connections, against
+//!   the grant's `circuits` limit.
+//! - A revoked node loses its grants and is blocked for a while: no new grant, no
+//!   connection.
+//! - Memory is bounded: at most `max_nodes` nodes hold grants.
+
+use std::collections::{HashMap, HashSet};
+
+use mesh_core::{ErrorCode, GrantLimits, MeshError, NodeId, Timestamp};
+
+use crate::policy::Purpose;
+
+/// One grant as the relay keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `ticket/id`.
+    pub ticket: String,
+    /// The node admitted.
+    pub node: NodeId,
+    /// What for.
+    pub purpose: Purpose,
+    /// Its limits.
+    pub limits: GrantLimits,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it lapses.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    reservation: Option<Grant>,
+    circuit: Option<Grant>,
+    /// Targets of the circuit grants merged so far (`None`: any target).
+    targets: Option<HashSet<NodeId>>,
+    /// Open circuits from this node: (destination, opened at).
+    open: Vec<(NodeId, Timestamp)>,
+}
+
+impl Entry {
+    fn live<'a>(g: &'a Option<Grant>, now: &Timestamp) -> Option<&'a Grant> {
+        g.as_ref().filter(|g| &g.expires_at > now)
+    }
+
+    /// The grant that admits circuits, preferring the reservation grant.
+    fn circuit_grant(&self, now: &Timestamp) -> Option<&Grant> {
+        Self::live(&self.reservation, now).or_else(|| Self::live(&self.circuit, now))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reservation.is_none() && self.circuit.is_none() && self.open.is_empty()
+    }
+}
+
+/// What the relay's circuit accounting says about a circuit that just opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Within the grant.
+    Ok,
+    /// Outside any live grant (e.g. to a target the grant does not cover): close it.
+    Violation(MeshError),
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct Grants {
+    entries: HashMap<NodeId, Entry>,
+    blocked: HashMap<NodeId, Timestamp>,
+    max_nodes: usize,
+}
+
+fn rejected(detail: impl Into<String>) -> MeshError {
+    MeshError::new(ErrorCode::TransportRejected, detail)
+}
+
+impl Grants {
+    /// An empty table for at most `max_nodes` admitted nodes.
+    pub fn new(max_nodes: usize) -> Self {
+        Grants {
+            entries: HashMap::new(),
+            blocked: HashMap::new(),
+            max_nodes,
+        }
+    }
+
+    /// Until when `node` is blocked, if it is.
+    pub fn blocked_until(&self, node: &NodeId, now: &Timestamp) -> Option<&Timestamp> {
+        self.blocked.get(node).filter(|until| *until > now)
+    }
+
+    /// Records a grant. Refused for a blocked node, and when the table is full of
+    /// other nodes' live grants.
+    pub fn admit(&mut self, grant: Grant, now: &Timestamp) -> Result<(), MeshError> {
+        if let Some(until) = self.blocked_until(&grant.node, now) {
+            return Err(rejected(format!("revoked until {}", until.as_str())));
+        }
+        if !self.entries.contains_key(&grant.node) && self.entries.len() >= self.max_nodes {
+            self.sweep(now);
+            if self.entries.len() >= self.max_nodes {
+                return Err(rejected("relay admission table is full"));
+            }
+        }
+        let entry = self.entries.entry(grant.node).or_default();
+        match grant.purpose {
+            Purpose::Reservation => entry.reservation = Some(grant),
+            Purpose::Circuit { target } => {
+                let live = Entry::live(&entry.circuit, now).is_some();
+                entry.targets = match (target, live, entry.targets.take()) {
+                    (None, _, _) => None,
+                    (Some(t), true, Some(mut set)) => {
+                        set.insert(t);
+                        Some(set)
+                    }
+                    (Some(_), true, None) => None,
+                    (Some(t), false, _) => Some([t].into()),
+                };
+                entry.circuit = Some(grant);
+            }
+        }
+        Ok(())
+    }
+
+    /// May `node` make (or renew) a reservation now?
+    pub fn check_reservation(&self, node: &NodeId, now: &Timestamp) -> Result<(), MeshError> {
+        if let Some(until) = self.blocked_until(node, now) {
+            return Err(rejected(format!("revoked until {}", until.as_str())));
+        }
+        match self.entries.get(node) {
+            Some(e) if Entry::live(&e.reservation, now).is_some() => Ok(()),
+            Some(e) if e.reservation.is_some() => Err(rejected("reservation grant expired")),
+            _ => Err(rejected("no reservation grant")),
+        }
+    }
+
+    /// May `src` open one more circuit now?
+    pub fn check_circuit(&self, src: &NodeId, now: &Timestamp) -> Result<(), MeshError> {
+        if let Some(until) = self.blocked_until(src, now) {
+            return Err(rejected(format!("revoked until {}", until.as_str())));
+        }
+        let Some(e) = self.entries.get(src) else {
+            return Err(rejected("no grant"));
+        };
+        let Some(g) = e.circuit_grant(now) else {
+            return Err(rejected("grant expired"));
+        };
+        if e.open.len() >= g.limits.circuits as usize {
+            return Err(rejected(format!(
+                "circuit quota of {} per node reached",
+                g.limits.circuits
+            )));
+        }
+        Ok(())
+    }
+
+    /// The relay opened a circuit from `src` to `dst`.
+    pub fn circuit_opened(&mut self, src: NodeId, dst: NodeId, now: &Timestamp) -> Opened {
+        let entry = self.entries.entry(src).or_default();
+        entry.open.push((dst, now.clone()));
+        let by_reservation = Entry::live(&entry.reservation, now).is_some();
+        let by_circuit = Entry::live(&entry.circuit, now).is_some()
+            && entry.targets.as_ref().is_none_or(|t| t.contains(&dst));
+        if by_reservation || by_circuit {
+            Opened::Ok
+        } else {
+            Opened::Violation(rejected(format!("no grant covers a circuit to {dst}")))
+        }
+    }
+
+    /// The relay closed a circuit from `src` to `dst`.
+    pub fn circuit_closed(&mut self, src: &NodeId, dst: &NodeId) {
+        if let Some(e) = self.entries.get_mut(src) {
+            if let Some(i) = e.open.iter().position(|(d, _)| d == dst) {
+                e.open.swap_remove(i);
+            }
+            if e.is_empty() {
+                self.entries.remove(src);
+            }
+        }
+    }
+
+    /// Circuits open longer than their grant allows: (source, destination).
+    pub fn overdue(&self, now: &Timestamp) -> Vec<(NodeId, NodeId)> {
+        let mut out = Vec::new();
+        for (src, e) in &self.entries {
+            let secs = e.circuit_grant(now).map_or(0, |g| {
+                i64::try_from(g.limits.circuit_secs).unwrap_or(i64::MAX)
+            });
+            for (dst, at) in &e.open {
+                if now.secs_since(at) > secs {
+                    out.push((*src, *dst));
+                }
+            }
+        }
+        out
+    }
+
+    /// Open circuits from `src`.
+    pub fn open_circuits(&self, src: &NodeId) -> usize {
+        self.entries.get(src).map_or(0, |e| e.open.len())
+    }
+
+    /// Revokes every grant of `node` and blocks it until `until`. Whether it held any.
+    pub fn revoke(&mut self, node: &NodeId, until: Timestamp) -> bool {
+        self.blocked.insert(*node, until);
+        self.entries
+            .get_mut(node)
+            .map(|e| {
+                let had = e.reservation.take().is_some() | e.circuit.take().is_some();
+                e.targets = None;
+                had
+            })
+            .unwrap_or(false)
+    }
+
+    /// Lifts a block.
+    pub fn unblock(&mut self, node: &NodeId) -> bool {
+        self.blocked.remove(node).is_some()
+    }
+
+    /// Forgets lapsed grants and blocks; returns the nodes whose last grant lapsed.
+    pub fn sweep(&mut self, now: &Timestamp) -> Vec<NodeId> {
+        self.blocked.retain(|_, until| &*until > now);
+        let mut lapsed = Vec::new();
+        for (node, e) in self.entries.iter_mut() {
+            let had = e.reservation.is_some() || e.circuit.is_some();
+            if Entry::live(&e.reservation, now).is_none() {
+                e.reservation = None;
+            }
+            if Entry::live(&e.circuit, now).is_none() {
+                e.circuit = None;
+                e.targets = None;
+            }
+            if had && e.reservation.is_none() && e.circuit.is_none() {
+                lapsed.push(*node);
+            }
+        }
+        self.entries.retain(|_, e| !e.is_empty());
+        lapsed
+    }
+
+    /// The live grants, newest first.
+    pub fn live(&self, now: &Timestamp) -> Vec<Grant> {
+        let mut out: Vec<Grant> = self
+            .entries
+            .values()
+            .flat_map(|e| [&e.reservation, &e.circuit])
+            .filter_map(|g| Entry::live(g, now).cloned())
+            .collect();
+        out.sort_by(|a, b| b.issued_at.cmp(&a.issued_at));
+        out
+    }
+
+    /// Nodes that hold a live grant.
+    pub fn admitted(&self, now: &Timestamp) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.circuit_grant(now).is_some())
+            .count()
+    }
+
+    /// Nodes blocked now.
+    pub fn blocked(&self, now: &Timestamp) -> Vec<(NodeId, Timestamp)> {
+        self.blocked
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(n, u)| (*n, u.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::NodeKeypair;
+
+    const L: GrantLimits = GrantLimits {
+        circuits: 2,
+        circuit_bytes: 1 << 20,
+        circuit_secs: 60,
+    };
+
+    fn t0() -> Timestamp {
+        Timestamp::parse("2026-11-22T12:00:00Z").unwrap()
+    }
+
+    fn grant(node: NodeId, purpose: Purpose, ttl: i64) -> Grant {
+        Grant {
+            ticket: "rg:t".into(),
+            node,
+            purpose,
+            limits: L,
+            issued_at: t0(),
+            expires_at: t0().plus_secs(ttl),
+        }
+    }
+
+    fn node() -> NodeId {
+        NodeKeypair::generate().node_id()
+    }
+
+    #[test]
+    fn reservation_lives_until_expiry() {
+        let mut g = Grants::new(8);
+        let n = node();
+        assert!(g.check_reservation(&n, &t0()).is_err());
+        g.admit(grant(n, Purpose::Reservation, 10), &t0()).unwrap();
+        g.check_reservation(&n, &t0().plus_secs(9)).unwrap();
+        g.check_circuit(&n, &t0().plus_secs(9)).unwrap();
+        let e = g.check_reservation(&n, &t0().plus_secs(10)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        assert!(g.check_circuit(&n, &t0().plus_secs(10)).is_err());
+        assert_eq!(g.sweep(&t0().plus_secs(10)), vec![n]);
+        assert_eq!(g.admitted(&t0()), 0);
+    }
+
+    #[test]
+    fn circuits_are_counted_per_node() {
+        let mut g = Grants::new(8);
+        let (n, d) = (node(), node());
+        g.admit(grant(n, Purpose::Reservation, 60), &t0()).unwrap();
+        for _ in 0..2 {
+            g.check_circuit(&n, &t0()).unwrap();
+            assert_eq!(g.circuit_opened(n, d, &t0()), Opened::Ok);
+        }
+        assert!(g.check_circuit(&n, &t0()).is_err());
+        g.circuit_closed(&n, &d);
+        g.check_circuit(&n, &t0()).unwrap();
+        assert_eq!(g.open_circuits(&n), 1);
+    }
+
+    #[test]
+    fn circuit_grants_cover_their_targets() {
+        let mut g = Grants::new(8);
+        let (n, a, b) = (node(), node(), node());
+        g.admit(grant(n, Purpose::Circuit { target: Some(a) }, 60), &t0())
+            .unwrap();
+        assert!(g.check_reservation(&n, &t0()).is_err());
+        g.check_circuit(&n, &t0()).unwrap();
+        assert_eq!(g.circuit_opened(n, a, &t0()), Opened::Ok);
+        assert!(matches!(
+            g.circuit_opened(n, b, &t0()),
+            Opened::Violation(_)
+        ));
+        g.admit(grant(n, Purpose::Circuit { target: Some(b) }, 60), &t0())
+            .unwrap();
+        g.circuit_closed(&n, &b);
+        assert_eq!(g.circuit_opened(n, b, &t0()), Opened::Ok);
+    }
+
+    #[test]
+    fn revoke_blocks_then_lapses() {
+        let mut g = Grants::new(8);
+        let n = node();
+        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
+        assert!(g.revoke(&n, t0().plus_secs(30)));
+        assert!(g.check_reservation(&n, &t0()).is_err());
+        assert!(g.admit(grant(n, Purpose::Reservation, 600), &t0()).is_err());
+        assert!(g.blocked_until(&n, &t0().plus_secs(29)).is_some());
+        g.sweep(&t0().plus_secs(30));
+        g.admit(grant(n, Purpose::Reservation, 600), &t0().plus_secs(30))
+            .unwrap();
+        assert!(g.revoke(&n, t0().plus_secs(60)));
+        assert!(g.unblock(&n));
+    }
+
+    #[test]
+    fn overdue_circuits_and_bounded_table() {
+        let mut g = Grants::new(1);
+        let (n, d, other) = (node(), node(), node());
+        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
+        g.circuit_opened(n, d, &t0());
+        assert!(g.overdue(&t0().plus_secs(60)).is_empty());
+        assert_eq!(g.overdue(&t0().plus_secs(61)), vec![(n, d)]);
+        let e = g
+            .admit(grant(other, Purpose::Reservation, 600), &t0())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        assert_eq!(g.live(&t0()).len(), 1);
+    }
+}

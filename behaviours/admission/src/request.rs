@@ -1,0 +1,40 @@
+//! Building a signed `relay-admission-request.v1` (the client's side).
+
+use mesh_core::{
+    Artifact, MeshError, NodeAdvertisement, NodeId, NodeKeypair, RelayAdmissionRequest, Timestamp,
+};
+use serde_json::{Value, json};
+
+use crate::policy::Purpose;
+
+/// Signs a request from `key`'s node to `relay` for `purpose`, with a fresh nonce and
+/// `ts = now`; `advertisement` (the node's own) is carried along when given.
+pub fn request(
+    key: &NodeKeypair,
+    relay: NodeId,
+    purpose: Purpose,
+    advertisement: Option<&NodeAdvertisement>,
+    now: &Timestamp,
+) -> Result<RelayAdmissionRequest, MeshError> {
+    let mut doc = json!({
+        "schema/v": 1,
+        "message/kind": "relay-admission-request.v1",
+        "node/id": key.node_id().to_string(),
+        "relay/node-id": relay.to_string(),
+        "purpose": purpose.as_str(),
+        "nonce": crate::random_nonce(),
+        "ts": now.as_str(),
+    });
+    if let Value::Object(m) = &mut doc {
+        if let Purpose::Circuit { target: Some(t) } = purpose {
+            m.insert("target/node-id".into(), Value::from(t.to_string()));
+        }
+        if let Some(a) = advertisement {
+            m.insert("advertisement".into(), a.to_json());
+        }
+    }
+    let Value::Object(doc) = doc else {
+        return Err(MeshError::invalid("internal: request is not an object"));
+    };
+    RelayAdmissionRequest::sign(doc, key)
+}

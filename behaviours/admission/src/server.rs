@@ -1,0 +1,543 @@
+//! The relay's side: answers `/mesh/relay-admission/1.0.0` requests and enforces the
+//! grants on a circuit relay v2 server in the same swarm.
+//!
+//! Enforcement has three hooks:
+//! 1. [`Behaviour::relay_config`] puts the admission check first among the relay's
+//!    reservation and circuit rate limiters, so a peer without a live grant is refused
+//!    (`RESOURCE_LIMIT_EXCEEDED` on the wire) before any other limiter counts it; it also
+//!    sets the relay's per-circuit byte and duration caps to [`Config::caps`];
+//! 2. connections of revoked (blocked) peers are denied by this behaviour, and a
+//!    revocation closes the peer's connections, which closes its circuits;
+//! 3. [`Behaviour::on_relay_event`] counts circuits per node id (across all of the
+//!    node's connections) and closes circuits that no grant covers or that outlive a
+//!    grant shorter than the relay's cap.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures::FutureExt;
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, relay, request_response};
+use mesh_core::{
+    Artifact, ErrorCode, GrantLimits, MeshError, NodeId, NodeKeypair, RelayAdmissionGrant,
+    Timestamp, TraceEvent, TraceEventType, TraceSink,
+};
+
+use crate::codec::{Codec, PROTOCOL};
+use crate::gate::{AdvertSource, Gate, NoAdverts, issue};
+use crate::grants::{Grant, Grants, Opened};
+use crate::policy::{AdmissionPolicy, Open};
+
+/// Server settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Who is admitted.
+    pub policy: Arc<dyn AdmissionPolicy>,
+    /// Where advertisement-based policies look a requester up (besides the
+    /// advertisement a request may carry).
+    pub adverts: Arc<dyn AdvertSource>,
+    /// The most any grant gets; also the relay's own per-circuit caps.
+    pub caps: GrantLimits,
+    /// How long a grant lives.
+    pub grant_ttl: Duration,
+    /// How long a revoked node stays blocked.
+    pub block: Duration,
+    /// Most nodes holding grants at once.
+    pub max_nodes: usize,
+    /// Reservations the relay holds at most (for the load figure in grants).
+    pub max_reservations: usize,
+    /// Where trace events go (relay/admitted, relay/denied).
+    pub trace: Arc<dyn TraceSink>,
+}
+
+/// The caps when none are configured: 16 circuits per node, 16 MiB and 30 minutes per
+/// circuit (relay v2's own defaults are 128 KiB and 2 minutes).
+pub const DEFAULT_CAPS: GrantLimits = GrantLimits {
+    circuits: 16,
+    circuit_bytes: 16 * 1024 * 1024,
+    circuit_secs: 30 * 60,
+};
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: Arc::new(Open {
+                limits: DEFAULT_CAPS,
+            }),
+            adverts: Arc::new(NoAdverts),
+            caps: DEFAULT_CAPS,
+            grant_ttl: Duration::from_secs(3600),
+            block: Duration::from_secs(600),
+            max_nodes: 16_384,
+            max_reservations: 1024,
+            trace: Arc::new(mesh_core::NoTrace),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("policy", &self.policy)
+            .field("caps", &self.caps)
+            .field("grant_ttl", &self.grant_ttl)
+            .field("block", &self.block)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the relay's admission side tells the application.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A node was admitted.
+    Granted {
+        /// The connection's peer.
+        peer: PeerId,
+        /// The signed grant it received.
+        grant: Box<RelayAdmissionGrant>,
+    },
+    /// A request was refused (policy, bad signature, replay, revoked node, ...).
+    Denied {
+        /// The connection's peer.
+        peer: PeerId,
+        /// Why, with its code.
+        error: MeshError,
+    },
+    /// The relay refused a reservation or circuit because no live grant covers it.
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// `reservation` or `circuit`.
+        what: &'static str,
+        /// Why.
+        error: MeshError,
+    },
+    /// A node's grants were revoked; its connections are being closed.
+    Revoked {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+#[derive(Debug)]
+struct Shared {
+    grants: Grants,
+    refused: VecDeque<(PeerId, &'static str, MeshError)>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug, Clone)]
+struct Handle(Arc<Mutex<Shared>>);
+
+impl Handle {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The limiter body: is `peer` allowed `what` now? Refusals are queued for events.
+    fn allows(&self, peer: PeerId, what: &'static str) -> bool {
+        let now = Timestamp::now();
+        let mut s = self.lock();
+        let verdict = match NodeId::from_peer_id(&peer) {
+            Ok(node) if what == "reservation" => s.grants.check_reservation(&node, &now),
+            Ok(node) => s.grants.check_circuit(&node, &now),
+            Err(e) => Err(MeshError::from(e)),
+        };
+        match verdict {
+            Ok(()) => true,
+            Err(e) => {
+                if s.refused.len() < 1024 {
+                    s.refused.push_back((peer, what, e));
+                }
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The behaviour.
+pub struct Behaviour {
+    inner: request_response::Behaviour<Codec>,
+    key: NodeKeypair,
+    config: Config,
+    gate: Gate,
+    shared: Handle,
+    reservations: usize,
+    events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    tick: futures_timer::Delay,
+}
+
+const TICK: Duration = Duration::from_secs(1);
+
+impl Behaviour {
+    /// The admission side of the relay whose identity is `key`.
+    pub fn new(key: NodeKeypair, config: Config) -> Self {
+        let gate = Gate::new(
+            key.node_id(),
+            config.policy.clone(),
+            config.adverts.clone(),
+            config.caps,
+        );
+        Behaviour {
+            inner: request_response::Behaviour::with_codec(
+                Codec,
+                [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            ),
+            shared: Handle(Arc::new(Mutex::new(Shared {
+                grants: Grants::new(config.max_nodes),
+                refused: VecDeque::new(),
+                waker: None,
+            }))),
+            key,
+            gate,
+            config,
+            reservations: 0,
+            events: VecDeque::new(),
+            tick: futures_timer::Delay::new(TICK),
+        }
+    }
+
+    /// `base` with the admission checks first among its rate limiters and its circuit
+    /// caps set to [`Config::caps`]. Build the relay with the result.
+    pub fn relay_config(&self, mut base: relay::Config) -> relay::Config {
+        let r = self.shared.clone();
+        let c = self.shared.clone();
+        base.reservation_rate_limiters.insert(
+            0,
+            Box::new(move |peer: PeerId, _: &Multiaddr, _| r.allows(peer, "reservation")),
+        );
+        base.circuit_src_rate_limiters.insert(
+            0,
+            Box::new(move |peer: PeerId, _: &Multiaddr, _| c.allows(peer, "circuit")),
+        );
+        base.max_circuit_bytes = self.config.caps.circuit_bytes;
+        base.max_circuit_duration = Duration::from_secs(self.config.caps.circuit_secs);
+        base
+    }
+
+    /// Feed every event of the relay behaviour here (circuit accounting).
+    pub fn on_relay_event(&mut self, event: &relay::Event) {
+        let now = Timestamp::now();
+        match event {
+            relay::Event::ReservationReqAccepted { renewed: false, .. } => {
+                self.reservations += 1;
+            }
+            relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
+                self.reservations = self.reservations.saturating_sub(1);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                let (Ok(src), Ok(dst)) = (
+                    NodeId::from_peer_id(src_peer_id),
+                    NodeId::from_peer_id(dst_peer_id),
+                ) else {
+                    return;
+                };
+                let opened = self.shared.lock().grants.circuit_opened(src, dst, &now);
+                if let Opened::Violation(error) = opened {
+                    tracing::info!(%src, %dst, %error, "circuit outside its grant; closing");
+                    self.refuse(*src_peer_id, "circuit", error);
+                    self.close(*src_peer_id);
+                }
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                if let (Ok(src), Ok(dst)) = (
+                    NodeId::from_peer_id(src_peer_id),
+                    NodeId::from_peer_id(dst_peer_id),
+                ) {
+                    self.shared.lock().grants.circuit_closed(&src, &dst);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Revokes every grant of `node`, blocks it for [`Config::block`] and closes its
+    /// connections (and so its circuits and reservation). Whether it held a grant.
+    pub fn revoke(&mut self, node: NodeId) -> bool {
+        let until = Timestamp::now().plus_secs(secs(self.config.block));
+        let had = self.shared.lock().grants.revoke(&node, until);
+        if let Ok(peer) = node.to_peer_id() {
+            self.close(peer);
+        }
+        self.trace(
+            TraceEventType::RelayDenied,
+            &node,
+            serde_json::json!({"revoked": true, "had-grant": had}),
+        );
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Revoked { node }));
+        had
+    }
+
+    /// The live grants, newest first.
+    pub fn grants(&self) -> Vec<Grant> {
+        self.shared.lock().grants.live(&Timestamp::now())
+    }
+
+    /// Blocked nodes and until when.
+    pub fn blocked(&self) -> Vec<(NodeId, Timestamp)> {
+        self.shared.lock().grants.blocked(&Timestamp::now())
+    }
+
+    /// Open circuits whose source is `node`.
+    pub fn open_circuits(&self, node: &NodeId) -> usize {
+        self.shared.lock().grants.open_circuits(node)
+    }
+
+    /// Reservations held (as counted from the relay's events) over the configured
+    /// maximum, in permille.
+    pub fn load_permille(&self) -> u64 {
+        let max = self.config.max_reservations.max(1) as u64;
+        (self.reservations as u64 * 1000 / max).min(1000)
+    }
+
+    fn close(&mut self, peer: PeerId) {
+        self.events.push_back(ToSwarm::CloseConnection {
+            peer_id: peer,
+            connection: CloseConnection::All,
+        });
+    }
+
+    fn refuse(&mut self, peer: PeerId, what: &'static str, error: MeshError) {
+        if let Ok(node) = NodeId::from_peer_id(&peer) {
+            self.trace(
+                TraceEventType::RelayDenied,
+                &node,
+                serde_json::json!({"what": what, "code": error.code.as_str(), "detail": error.detail}),
+            );
+        }
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Refused { peer, what, error }));
+    }
+
+    fn trace(&self, kind: TraceEventType, node: &NodeId, detail: serde_json::Value) {
+        if self.config.trace.enabled() {
+            let e = TraceEvent::new(kind, self.key.node_id(), Timestamp::now())
+                .with_peer(node)
+                .with_detail(detail);
+            self.config.trace.emit(&e);
+        }
+    }
+
+    /// Answers one request.
+    fn answer(&mut self, peer: PeerId, request: crate::codec::Request) -> crate::codec::Answer {
+        let now = Timestamp::now();
+        let result = request.and_then(|bytes| {
+            let node = NodeId::from_peer_id(&peer).map_err(MeshError::from)?;
+            let admitted = {
+                let s = self.shared.lock();
+                self.gate.check(&bytes, &node, &s.grants, &now)?
+            };
+            let (grant, entry) = issue(
+                &self.key,
+                &admitted,
+                secs(self.config.grant_ttl),
+                self.load_permille(),
+                &now,
+            )?;
+            self.shared.lock().grants.admit(entry, &now)?;
+            Ok(grant)
+        });
+        match result {
+            Ok(grant) => {
+                self.trace(
+                    TraceEventType::RelayAdmitted,
+                    &grant.node_id(),
+                    serde_json::json!({
+                        "ticket/id": grant.ticket_id(),
+                        "purpose": grant.purpose(),
+                        "expires-at": grant.expires_at().as_str(),
+                    }),
+                );
+                let bytes = grant.to_cbor();
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Granted {
+                        peer,
+                        grant: Box::new(grant),
+                    }));
+                Ok(bytes)
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "relay admission denied");
+                if let Ok(node) = NodeId::from_peer_id(&peer) {
+                    self.trace(
+                        TraceEventType::RelayDenied,
+                        &node,
+                        serde_json::json!({"code": error.code.as_str(), "detail": error.detail}),
+                    );
+                }
+                self.events.push_back(ToSwarm::GenerateEvent(Event::Denied {
+                    peer,
+                    error: error.clone(),
+                }));
+                Err(error)
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Timestamp::now();
+        let overdue = {
+            let mut s = self.shared.lock();
+            s.grants.sweep(&now);
+            s.grants.overdue(&now)
+        };
+        for (src, dst) in overdue {
+            let error = MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("circuit to {dst} outlived its grant"),
+            );
+            if let Ok(peer) = src.to_peer_id() {
+                self.refuse(peer, "circuit", error);
+                self.close(peer);
+            }
+            self.shared.lock().grants.circuit_closed(&src, &dst);
+        }
+    }
+
+    fn denied_if_blocked(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        let Ok(node) = NodeId::from_peer_id(peer) else {
+            return Ok(());
+        };
+        let s = self.shared.lock();
+        match s.grants.blocked_until(&node, &Timestamp::now()) {
+            Some(until) => Err(ConnectionDenied::new(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("{node} is revoked at this relay until {}", until.as_str()),
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler =
+        <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.denied_if_blocked(&peer)?;
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.denied_if_blocked(&peer)?;
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        loop {
+            {
+                let mut s = self.shared.lock();
+                s.waker = Some(cx.waker().clone());
+                let refused: Vec<_> = s.refused.drain(..).collect();
+                drop(s);
+                for (peer, what, error) in refused {
+                    self.refuse(peer, what, error);
+                }
+            }
+            if let Some(e) = self.events.pop_front() {
+                return Poll::Ready(e);
+            }
+            if self.tick.poll_unpin(cx).is_ready() {
+                self.tick.reset(TICK);
+                self.on_tick();
+                continue;
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(e)) => {
+                    if let request_response::Event::Message {
+                        peer,
+                        message:
+                            request_response::Message::Request {
+                                request, channel, ..
+                            },
+                        ..
+                    } = e
+                    {
+                        let answer = self.answer(peer, request);
+                        if self.inner.send_response(channel, answer).is_err() {
+                            tracing::debug!(%peer, "admission answer not sent: stream gone");
+                        }
+                    }
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent handled above")),
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
