@@ -202,6 +202,17 @@ async fn signal(State(h): State<NodeHandle>, Json(b): Json<SignalBody>) -> ApiRe
     Ok(Json(json!({"correlation": corr})))
 }
 
+async fn relay_grants(State(h): State<NodeHandle>) -> ApiResult {
+    let grants = h.relay_grants().await?;
+    Ok(Json(json!({"grants": grants})))
+}
+
+async fn relay_revoke(State(h): State<NodeHandle>, Json(b): Json<NodeBody>) -> ApiResult {
+    let node = node_id(&b.node_id)?;
+    let revoked = h.relay_revoke(node).await?;
+    Ok(Json(json!({"node": node.to_string(), "revoked": revoked})))
+}
+
 /// The control API's router.
 pub fn control_router(handle: NodeHandle) -> Router {
     Router::new()
@@ -218,6 +229,8 @@ pub fn control_router(handle: NodeHandle) -> Router {
         .route("/swarm/leave", post(swarm_leave))
         .route("/swarm/members", post(swarm_members))
         .route("/signal", post(signal))
+        .route("/relay/grants", get(relay_grants))
+        .route("/relay/revoke", post(relay_revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(handle)
 }

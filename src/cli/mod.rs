@@ -6,6 +6,7 @@ mod advert;
 mod identity;
 mod input;
 mod node;
+mod relay;
 mod sign;
 mod swarm;
 
@@ -91,6 +92,13 @@ pub(crate) enum Command {
     Swarm {
         #[command(subcommand)]
         command: swarm::SwarmCommand,
+        #[command(flatten)]
+        client: node::ClientArgs,
+    },
+    /// Relay admission grants of the running relay server.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
         #[command(flatten)]
         client: node::ClientArgs,
     },
@@ -188,6 +196,7 @@ pub(crate) fn main() -> ExitCode {
         ),
         Command::Swarm { command, client } => swarm::swarm(&ctx, command, &client),
         Command::Signal { command, client } => swarm::signal(&ctx, command, &client),
+        Command::Relay { command, client } => relay::relay(&ctx, command, &client),
         Command::Directory(args) => advert::directory(&ctx, args),
         Command::Advert(cmd) => advert::run(&ctx, cmd),
     };

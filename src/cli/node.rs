@@ -42,9 +42,13 @@ pub(crate) struct RunArgs {
     /// Kademlia mode: auto (follow AutoNAT), server or client.
     #[arg(long, value_name = "auto|server|client")]
     kad_mode: Option<String>,
-    /// Run a circuit relay v2 server.
+    /// Run a circuit relay v2 server (with relay admission).
     #[arg(long)]
     relay_server: bool,
+    /// The relay server's admission policy: open, advert, allowlist:ID,...,
+    /// federation:FED,...; `a+b` needs both, `a|b` either (default advert).
+    #[arg(long, value_name = "POLICY")]
+    admission: Option<String>,
     /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).
     #[arg(long = "relay", value_name = "MULTIADDR")]
     relays: Vec<libp2p::Multiaddr>,
@@ -139,6 +143,9 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    if let Some(p) = &args.admission {
+        c.admission.policy = p.clone();
+    }
     c.relays.extend(args.relays.iter().cloned());
     if args.no_signaling_host {
         c.signaling_host = false;

@@ -44,8 +44,14 @@ pub struct MeshBehaviour {
     pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
     /// AutoNAT v2 server (tests others'; off with `autonat = false`).
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// Relay admission, server side (with the relay server): answers
+    /// `/mesh/relay-admission/1.0.0` and enforces grants on `relay_server`.
+    pub admission: Toggle<mesh_admission::server::Behaviour>,
     /// Circuit relay v2 server (off unless configured).
     pub relay_server: Toggle<relay::Behaviour>,
+    /// Relay admission, client side: asks relays before reserving or opening
+    /// circuits, renews grants.
+    pub admission_client: mesh_admission::client::Behaviour,
     /// Circuit relay v2 client.
     pub relay_client: relay::client::Behaviour,
     /// Direct connection upgrade through relay.
@@ -73,6 +79,8 @@ pub struct Parts {
     pub marker: mesh_session::marker::Config,
     /// Signaling settings.
     pub signal: mesh_signal::Config,
+    /// Relay admission settings (used with the relay server).
+    pub admission: Option<mesh_admission::server::Config>,
 }
 
 /// Builds the behaviour.
@@ -142,9 +150,18 @@ pub fn build(
         .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
         .map_err(|e| format!("gossipsub peer scoring: {e}"))?;
 
-    let relay_server = config
-        .relay_server
-        .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+    let admission = parts
+        .admission
+        .map(|c| mesh_admission::server::Behaviour::new(key.clone(), c));
+    let relay_server = admission.as_ref().map(|a| {
+        let base = relay::Config {
+            max_reservations: config.admission.max_reservations,
+            max_circuits: config.admission.max_circuits,
+            max_circuits_per_peer: config.admission.circuits as usize,
+            ..relay::Config::default()
+        };
+        relay::Behaviour::new(peer_id, a.relay_config(base))
+    });
 
     Ok(MeshBehaviour {
         limits,
@@ -162,7 +179,12 @@ pub fn build(
             .autonat
             .then(autonat::v2::server::Behaviour::default)
             .into(),
+        admission: admission.into(),
         relay_server: relay_server.into(),
+        admission_client: mesh_admission::client::Behaviour::new(
+            key.clone(),
+            mesh_admission::client::Config::default(),
+        ),
         relay_client,
         dcutr: dcutr::Behaviour::new(peer_id),
         advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),

@@ -210,9 +210,16 @@ pub struct NodeConfig {
     pub kad_mode: KadMode,
     /// Run a circuit relay v2 server.
     pub relay_server: bool,
-    /// Relays to hold a reservation on (each `…/p2p/<relay peer id>`): the node
+    /// Relay candidates (each `…/p2p/<relay peer id>`): the node asks them for
+    /// admission, holds reservations on the best [`NodeConfig::max_relays`] of them,
     /// listens on `…/p2p-circuit` through them and advertises those addresses.
     pub relays: Vec<Multiaddr>,
+    /// Tier of a relay by peer id (0 is best; each tier adds 20 to the score).
+    pub relay_tiers: std::collections::BTreeMap<String, u32>,
+    /// Reservations held at once (the best-scoring relays).
+    pub max_relays: usize,
+    /// The relay server's admission (with `relay_server`).
+    pub admission: super::admission::AdmissionSettings,
     /// Forward signaling frames between session peers (offers `core/signaling`).
     pub signaling_host: bool,
     /// Run AutoNAT v2 (client and server). Off for nodes whose reachability is known
@@ -255,6 +262,9 @@ impl Default for NodeConfig {
             kad_mode: KadMode::Auto,
             relay_server: false,
             relays: Vec::new(),
+            relay_tiers: std::collections::BTreeMap::new(),
+            max_relays: 2,
+            admission: super::admission::AdmissionSettings::default(),
             signaling_host: true,
             autonat: true,
             swarm: SwarmSettings::default(),
@@ -390,6 +400,17 @@ impl NodeConfig {
                 )));
             }
         }
+        for peer in self.relay_tiers.keys() {
+            if peer.parse::<libp2p::PeerId>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "relay_tiers: {peer} is not a peer id"
+                )));
+            }
+        }
+        if self.max_relays == 0 {
+            return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
+        }
+        self.admission.check().map_err(ConfigError::Invalid)?;
         if self.wss.is_none() && self.listen.iter().any(is_wss) {
             return Err(ConfigError::Invalid(
                 "a /wss listen address needs a certificate ([wss] cert and key)".into(),

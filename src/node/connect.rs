@@ -102,6 +102,8 @@ pub(crate) struct Attempt {
     /// The other side's candidates, and whether they were dialed a second time.
     candidates: Vec<Multiaddr>,
     redialed: bool,
+    /// Relays asked for a circuit grant before the relay stage dials.
+    awaiting_grants: HashSet<PeerId>,
 }
 
 /// The routing and signaling state of the node.
@@ -186,6 +188,7 @@ impl Node {
                 outbound: None,
                 candidates: Vec::new(),
                 redialed: false,
+                awaiting_grants: HashSet::new(),
             },
         );
         self.lookup(node, After::Route(id), false);
@@ -260,8 +263,60 @@ impl Node {
                 if circuits.is_empty() {
                     return self.route_next(id, "no relay".into());
                 }
-                self.route_dial(id, peer, circuits);
+                self.route_relay_stage(id, node, peer, circuits);
             }
+        }
+    }
+
+    /// Asks each relay of `circuits` that has not admitted us for a circuit grant to
+    /// `node`, then dials (at once when every relay already has).
+    fn route_relay_stage(&mut self, id: u64, node: NodeId, peer: PeerId, circuits: Vec<Multiaddr>) {
+        let mut awaiting = HashSet::new();
+        for relay in route::relays_of(&circuits) {
+            if self.relays.may_open_circuit(&relay, node) {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = circuits
+                .iter()
+                .filter_map(|c| route::relay_addr_of(c, &relay))
+                .collect();
+            let asked = self.swarm.behaviour_mut().admission_client.request(
+                relay,
+                mesh_admission::Purpose::Circuit { target: Some(node) },
+                addrs,
+            );
+            match asked {
+                Ok(_) => {
+                    awaiting.insert(relay);
+                }
+                Err(e) => tracing::debug!(%relay, error = %e, "no circuit admission request"),
+            }
+        }
+        let Some(a) = self.routes.attempts.get_mut(&id) else {
+            return;
+        };
+        a.circuits = circuits.clone();
+        if awaiting.is_empty() {
+            self.route_dial(id, peer, circuits);
+        } else {
+            a.awaiting_grants = awaiting;
+        }
+    }
+
+    /// A relay answered a circuit admission request (grant, denial or failure): the
+    /// relay stages waiting for it dial once every relay they asked has answered.
+    pub(super) fn route_grant_answered(&mut self, relay: PeerId) {
+        let mut ready: Vec<(u64, PeerId, Vec<Multiaddr>)> = Vec::new();
+        for (id, a) in self.routes.attempts.iter_mut() {
+            if a.plan.stage() == Stage::Relay
+                && a.awaiting_grants.remove(&relay)
+                && a.awaiting_grants.is_empty()
+            {
+                ready.push((*id, a.peer, a.circuits.clone()));
+            }
+        }
+        for (id, peer, circuits) in ready {
+            self.route_dial(id, peer, circuits);
         }
     }
 

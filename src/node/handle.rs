@@ -138,6 +138,7 @@ pub(crate) enum Command {
     },
     Swarm(super::swarms::SwarmCommand),
     Route(super::connect::RouteCommand),
+    Relay(super::relays::RelayCommand),
     Status {
         reply: oneshot::Sender<Status>,
     },

@@ -16,12 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod behaviour;
 pub mod config;
 pub mod connect;
 pub mod event;
 pub mod handle;
 mod pending;
+pub mod relay_select;
 mod relays;
 pub mod route;
 pub mod routing;
@@ -54,6 +56,7 @@ pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer};
 pub use event::NodeEvent;
 pub use handle::{Dht, Found, NodeHandle, Target};
+pub use relays::GrantInfo;
 pub use status::{PeerInfo, Status};
 pub use store::SharedAdverts;
 
@@ -172,11 +175,22 @@ impl Node {
         signal.forward_marked_only = true;
         let mut marker = mesh_session::marker::Config::new(node_id);
         marker.trace = trace.clone();
+        let admission = if config.relay_server {
+            Some(
+                config
+                    .admission
+                    .server_config(store.clone(), trace.clone())
+                    .map_err(|e| NodeError::Config(config::ConfigError::Invalid(e)))?,
+            )
+        } else {
+            None
+        };
         let parts = behaviour::Parts {
             store: store.clone(),
             session,
             marker,
             signal,
+            admission,
         };
         let mut registry = Registry::with_prefix("libp2p");
         let swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
@@ -199,6 +213,7 @@ impl Node {
             max_members: config.swarm.max_members,
         };
         let own = OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence);
+        let max_relays = config.max_relays;
         let node = Node {
             swarm,
             node_id,
@@ -223,7 +238,7 @@ impl Node {
             swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
             swarm_queries: HashMap::new(),
             routes: connect::Routes::default(),
-            relays: relays::Relays::default(),
+            relays: relays::Relays::new(max_relays, Instant::now()),
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -325,9 +340,7 @@ impl Node {
                 tracing::warn!(seed = ?seed.label, error = %e, "cannot dial seed");
             }
         }
-        for relay in self.config.relays.clone() {
-            self.reserve(relay);
-        }
+        self.relays_start();
         match self.config.bootstrap.addrs() {
             Ok(addrs) => {
                 for addr in addrs {
@@ -428,6 +441,10 @@ impl Node {
     /// every session peer.
     fn publish_own(&mut self, ad: NodeAdvertisement, now: &Timestamp) {
         let seq = ad.sequence_no();
+        self.swarm
+            .behaviour_mut()
+            .admission_client
+            .set_advertisement(Some(ad.clone()));
         {
             let mut store = self.store.lock();
             if let Err(e) = store.set_own_sequence(seq) {
@@ -584,6 +601,7 @@ impl Node {
             }
             Command::Swarm(c) => self.on_swarm_command(c),
             Command::Route(c) => self.on_route_command(c),
+            Command::Relay(c) => self.on_relay_command(c),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }

@@ -112,6 +112,20 @@ pub fn relays_of(circuits: &[Multiaddr]) -> Vec<PeerId> {
     out
 }
 
+/// The address of `relay` in the circuit address `circuit` (the part before
+/// `/p2p/<relay>/p2p-circuit`), if `circuit` goes through it.
+pub fn relay_addr_of(circuit: &Multiaddr, relay: &PeerId) -> Option<Multiaddr> {
+    let mut out = Multiaddr::empty();
+    for p in circuit.iter() {
+        match p {
+            Protocol::P2p(id) if id == *relay => return Some(out),
+            Protocol::P2p(_) | Protocol::P2pCircuit => return None,
+            other => out.push(other),
+        }
+    }
+    None
+}
+
 /// Signaling hosts in the order to try: the target's relays first (they hold its
 /// reservation, so they are connected to it), then the other candidates as given.
 pub fn order_hosts(hosts: Vec<PeerId>, target_relays: &[PeerId]) -> Vec<PeerId> {
@@ -279,6 +293,21 @@ mod tests {
 
     fn a(s: &str) -> Multiaddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_relay_part_of_a_circuit_address() {
+        let r = PeerId::random();
+        let t = PeerId::random();
+        let c: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{r}/p2p-circuit/p2p/{t}")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            relay_addr_of(&c, &r),
+            Some("/ip4/10.0.0.1/tcp/4001".parse().unwrap())
+        );
+        assert_eq!(relay_addr_of(&c, &t), None);
+        assert_eq!(relay_addr_of(&c, &PeerId::random()), None);
     }
 
     #[test]

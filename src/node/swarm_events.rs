@@ -130,6 +130,7 @@ impl Node {
                 self.metrics.record(&e);
                 self.swarm.behaviour_mut().session.on_ping(&e);
                 if let Ok(rtt) = e.result {
+                    self.relay_rtt(&e.peer, rtt);
                     self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
                 }
             }
@@ -156,8 +157,12 @@ impl Node {
             }
             MeshBehaviourEvent::RelayServer(e) => {
                 self.metrics.record(&e);
-                tracing::debug!(?e, "relay server");
+                self.on_relay_server(&e);
             }
+            MeshBehaviourEvent::Admission(e) => {
+                tracing::debug!(?e, "relay admission");
+            }
+            MeshBehaviourEvent::AdmissionClient(e) => self.on_admission_client(e),
             MeshBehaviourEvent::Dcutr(e) => {
                 self.metrics.record(&e);
                 tracing::debug!(?e, "dcutr");
