@@ -52,6 +52,9 @@ pub(crate) struct RunArgs {
     /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).
     #[arg(long = "relay", value_name = "MULTIADDR")]
     relays: Vec<libp2p::Multiaddr>,
+    /// Reservations held at once, on the best-scoring relays (default 2).
+    #[arg(long, value_name = "N")]
+    max_relays: Option<usize>,
     /// Do not forward signaling frames for others (no `core/signaling`).
     #[arg(long)]
     no_signaling_host: bool,
@@ -143,6 +146,9 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    if let Some(n) = args.max_relays {
+        c.max_relays = n;
+    }
     if let Some(p) = &args.admission {
         c.admission.policy = p.clone();
     }
