@@ -1,6 +1,6 @@
-//! The examples work: `embed_behaviours --demo` exits 0, and two `chat` processes on
-//! loopback (no public bootstrap) see each other's lines. Every wait is bounded and every
-//! child is killed when its guard drops.
+//! The examples work: `embed_behaviours --demo` and `relay_admission --demo` exit 0, and
+//! two `chat` processes on loopback (no public bootstrap) see each other's lines. Every
+//! wait is bounded and every child is killed when its guard drops.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -225,6 +225,25 @@ fn embed_behaviours_demo_succeeds() {
 }
 
 /// The `{"ready": …}` line of a chat.
+#[test]
+fn relay_admission_demo_succeeds() {
+    let mut p = Proc::start("relay_admission", &["--demo"]);
+    let status = wait_bounded(&mut p.child, Duration::from_secs(120));
+    while let Ok(l) = p.lines.recv_timeout(Duration::from_millis(200)) {
+        p.seen.push(l);
+    }
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!("relay_admission --demo: {s}\n{}", p.transcript()),
+        None => panic!("relay_admission --demo ran over 120 s\n{}", p.transcript()),
+    }
+    let seen = p.transcript();
+    assert!(seen.contains("B pinged A through the relay"), "{seen}");
+    assert!(seen.contains("C denied: E_TRANSPORT_REJECTED"), "{seen}");
+    assert!(seen.contains("relay: refused a reservation"), "{seen}");
+    assert!(seen.contains("demo ok"), "{seen}");
+}
+
 fn ready(p: &mut Proc) -> Value {
     let line = p
         .wait_line(Duration::from_secs(60), |l| l.starts_with("{\"ready\""))
