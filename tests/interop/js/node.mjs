@@ -27,7 +27,7 @@
 // `relay-admission-grant.v1` whose signature it verifies (node:crypto) against the key
 // inside the grant's `relay/node-id`, which must be the relay's peer id.
 
-import { createPublicKey, verify as cryptoVerify, randomBytes } from 'node:crypto'
+import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { decode as cborDecode, encode as cborEncode, rfc8949EncodeOptions } from 'cborg'
 
@@ -174,8 +174,9 @@ const GRANT_FAMILY = 'relay-admission-grant.v1'
 const MAX_ARTIFACT_BYTES = 64 * 1024
 const NODE_ID_PREFIX = 'node:did:key:z'
 const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
-// SubjectPublicKeyInfo DER prefix of a raw Ed25519 public key (RFC 8410).
+// DER prefixes of raw Ed25519 keys (RFC 8410): SubjectPublicKeyInfo, PKCS #8.
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
 
 function base58Encode (bytes) {
   let n = 0n
@@ -244,10 +245,11 @@ function detCbor (value) {
   return cborEncode(value, rfc8949EncodeOptions)
 }
 
-// `<family>` || 0x00 || deterministic CBOR of the artifact without `signature`.
-function signingInput (family, artifact) {
+// `<family>` || 0x00 || deterministic CBOR of the artifact without `signature` (and
+// whatever else the family leaves out).
+function signingInput (family, artifact, excluded = ['signature']) {
   const unsigned = new Map(artifact instanceof Map ? artifact : Object.entries(artifact))
-  unsigned.delete('signature')
+  for (const field of excluded) unsigned.delete(field)
   return Buffer.concat([Buffer.from(family, 'utf8'), Buffer.from([0]), detCbor(unsigned)])
 }
 
@@ -426,6 +428,43 @@ function connectionsTo (peer) {
     .map((c) => c.remoteAddr.toString())
 }
 
+// An open connection whose remote address is exactly `ma` (with its `/p2p/`), or a
+// new one dialed with `force` (a circuit even when a direct connection exists). A
+// forced dial still joins a dial to the same peer already in progress (a DHT's, say),
+// which may end in another address: then it dials again, a few times at most.
+async function connectionOver (ma, signal) {
+  const peer = peerIdFromString(lastPeer(ma))
+  const open = () => node.getConnections(peer).find((c) => c.status === 'open' && c.remoteAddr.equals(ma))
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const existing = open()
+    if (existing != null) return existing
+    const conn = await node.dial(ma, { signal, force: true })
+    if (conn.remoteAddr.equals(ma)) return conn
+  }
+  const existing = open()
+  if (existing != null) return existing
+  throw new Error(`no connection over ${ma}`)
+}
+
+// One `/ipfs/ping/1.0.0` round trip over `conn` (also a limited one, such as a relay
+// circuit): 32 random bytes out, the same 32 back. Milliseconds.
+async function pingOver (conn, signal) {
+  const stream = await conn.newStream('/ipfs/ping/1.0.0', { signal, runOnLimitedConnection: true })
+  const onAbort = () => stream.abort(new Error('ping timed out'))
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    const data = randomBytes(32)
+    const start = Date.now()
+    stream.send(data)
+    await stream.close({ signal })
+    const back = await readToEnd(stream, 32)
+    if (!back.equals(data)) throw new Error('ping answered with other bytes')
+    return Date.now() - start
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
 const handlers = {
   async dial (cmd, signal) {
     const conn = await node.dial(target(cmd), { signal })
@@ -437,17 +476,33 @@ const handlers = {
     return { connections: connectionsTo(cmd.peer) }
   },
 
+  // {addr | peer}: pings over the connection libp2p picks (an open one if any).
+  // {addr, force: true}: over a connection to exactly `addr` (a circuit even when a
+  // direct connection exists; see `connectionOver`); `via` is its remote address.
   async ping (cmd, signal) {
     const to = target(cmd)
-    const rtt = await node.services.ping.ping(to, { signal })
     const peer = cmd.peer ?? (typeof to.getComponents === 'function' ? lastPeer(to) : undefined)
+    if (cmd.force === true) {
+      const conn = await connectionOver(to, signal)
+      const rtt = await pingOver(conn, signal)
+      return { rtt, via: conn.remoteAddr.toString(), limited: conn.limits != null, connections: connectionsTo(conn.remotePeer.toString()) }
+    }
+    const rtt = await node.services.ping.ping(to, { signal })
     return { rtt, connections: peer == null ? [] : connectionsTo(peer) }
   },
 
+  // {peer}: identifies over an open connection (dialing one if none). {addr, force:
+  // true}: over a connection to exactly `addr` (`connectionOver`); `via` is its remote
+  // address.
   async identify (cmd, signal) {
-    const peer = peerIdFromString(cmd.peer)
-    let conn = node.getConnections(peer).find((c) => c.status === 'open')
-    if (conn == null) conn = await node.dial(peer, { signal })
+    let conn
+    if (cmd.force === true) {
+      conn = await connectionOver(multiaddr(cmd.addr), signal)
+    } else {
+      const peer = peerIdFromString(cmd.peer)
+      conn = node.getConnections(peer).find((c) => c.status === 'open')
+      if (conn == null) conn = await node.dial(peer, { signal })
+    }
     const r = await node.services.identify.identify(conn, { signal })
     return {
       peer: r.peerId.toString(),
@@ -456,7 +511,8 @@ const handlers = {
       protocolVersion: r.protocolVersion ?? null,
       listenAddrs: r.listenAddrs.map(String),
       observedAddr: r.observedAddr?.toString() ?? null,
-      connections: connectionsTo(cmd.peer)
+      via: conn.remoteAddr.toString(),
+      connections: connectionsTo(r.peerId.toString())
     }
   },
 
@@ -541,6 +597,24 @@ const handlers = {
     })
     await Promise.race([listening, aborted])
     return { addrs: node.getMultiaddrs().map(String) }
+  },
+
+  // Signs `doc` (a JSON artifact) as `family` with the Ed25519 secret `secretKeyHex`,
+  // leaving out `excluded`: {signingInputHex, signature (base64url), nodeId}. For the
+  // byte-exact vectors of shared/vectors/signing.json.
+  async 'sign-artifact' (cmd) {
+    const secret = Buffer.from(cmd.secretKeyHex, 'hex')
+    if (secret.length !== 32) throw new Error('secretKeyHex must be 32 bytes')
+    const key = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, secret]), format: 'der', type: 'pkcs8' })
+    const raw = createPublicKey(key).export({ format: 'der', type: 'spki' }).subarray(ED25519_SPKI_PREFIX.length)
+    const input = signingInput(cmd.family, cmd.doc, cmd.excluded ?? ['signature'])
+    const signature = cryptoSign(null, input, key)
+    if (!ed25519Verify(raw, input, signature)) throw new Error('own signature does not verify')
+    return {
+      signingInputHex: input.toString('hex'),
+      signature: signature.toString('base64url'),
+      nodeId: nodeIdOf(raw)
+    }
   },
 
   // The reservations a `--relay-server` node holds: [{peer, addr, expiry}].
