@@ -16,6 +16,9 @@
 //!    identifies us through it and a second node of ours sends us a signal marker
 //!    through it.
 //!
+//! And the js side's artifact signing reproduces the byte-exact vectors of
+//! `shared/vectors/signing.json`.
+//!
 //! Loopback only; no public bootstrap on any side. Skipped (with a message) when the
 //! npm packages are not installed, unless `MESH_REQUIRE_JS_INTEROP` is set (CI sets it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -205,10 +208,10 @@ fn circuits_via(addrs: &[String], relay: PeerId, target: PeerId) -> Vec<Multiadd
         .collect()
 }
 
-/// `js` pings and identifies `target` over new connections through exactly `circuit`
-/// (without `force` js would reuse a direct connection, such as one its DHT opened
-/// after learning the target's addresses from the relay's routing table). The
-/// identify answer.
+/// `js` pings and identifies `target` over a connection through exactly `circuit`
+/// (without `force` js would use a direct connection if it had one, such as one its
+/// DHT opened after learning the target's addresses from the relay's routing table).
+/// The identify answer.
 async fn ping_identify_via(js: &mut JsNode, circuit: &Multiaddr, target: PeerId) -> Value {
     let through = |v: &Value| {
         let via: Multiaddr = v["via"].as_str().unwrap().parse().unwrap();

@@ -12,7 +12,7 @@
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}
 // Other stdout lines are events: {"event":"message",...}, {"event":"identify",...}.
 // Commands: dial, hangup, ping, identify, peers, kad-put, kad-get, kad-find-peer, kad-add-peer,
-// subscribe, publish, addrs, listen, admission, relay-reservations (see `handlers`
+// subscribe, publish, addrs, listen, admission, sign-artifact, relay-reservations (see `handlers`
 // below). Every command is bounded by `timeoutMs` (default 20 s). The node exits when
 // stdin closes.
 //
