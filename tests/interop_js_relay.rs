@@ -117,6 +117,35 @@ impl Ours {
         .expect("expected node event did not come")
     }
 
+    /// Waits (bounded) until the trace holds an event of `kind` about `about` whose
+    /// detail satisfies `pred` (the relay traces refusals from its own task, so they
+    /// may land just after the refused peer got its answer).
+    async fn wait_traced(
+        &self,
+        kind: TraceEventType,
+        about: &NodeId,
+        pred: impl Fn(&Value) -> bool,
+    ) {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let hit = self
+                    .traced(kind, about)
+                    .iter()
+                    .any(|e| e.detail.as_ref().is_some_and(&pred));
+                if hit {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no matching {kind:?} about {about}: {:?}",
+            self.traced(kind, about)
+        );
+    }
+
     fn traced(&self, kind: TraceEventType, about: &NodeId) -> Vec<TraceEvent> {
         let about = about.to_string();
         self.trace
@@ -390,13 +419,11 @@ async fn js_node_reserves_on_our_relay_when_admitted() {
         .await
         .expect_err("a circuit without a grant must be refused");
     assert!(refused.contains("RESOURCE_LIMIT_EXCEEDED"), "{refused}");
-    let denied = relay.traced(TraceEventType::RelayDenied, &js2.node_id());
-    assert!(
-        denied
-            .iter()
-            .any(|e| e.detail.as_ref().is_some_and(|d| d["what"] == "circuit")),
-        "{denied:?}"
-    );
+    relay
+        .wait_traced(TraceEventType::RelayDenied, &js2.node_id(), |d| {
+            d["what"] == "circuit"
+        })
+        .await;
 
     // Admitted for circuits to the first js node, it reaches it through our relay.
     let answer = ask_admission(&mut js2, &relay, "circuit", Some(js.peer_id)).await;
@@ -481,18 +508,17 @@ async fn js_node_without_admission_is_refused() {
     );
 
     assert!(relay.handle.relay_grants().await.unwrap().is_empty());
-    let denied = relay.traced(TraceEventType::RelayDenied, &js.node_id());
-    let details: Vec<&Value> = denied.iter().filter_map(|e| e.detail.as_ref()).collect();
-    assert!(
-        details
-            .iter()
-            .any(|d| d["code"] == "E_TRANSPORT_REJECTED" && d.get("what").is_none()),
-        "admission denial not traced: {details:?}"
-    );
-    assert!(
-        details.iter().any(|d| d["what"] == "reservation"),
-        "refused reservation not traced: {details:?}"
-    );
+    // Traced: the admission denial, then the refused reservation.
+    relay
+        .wait_traced(TraceEventType::RelayDenied, &js.node_id(), |d| {
+            d["code"] == "E_TRANSPORT_REJECTED" && d.get("what").is_none()
+        })
+        .await;
+    relay
+        .wait_traced(TraceEventType::RelayDenied, &js.node_id(), |d| {
+            d["what"] == "reservation"
+        })
+        .await;
     assert!(
         relay
             .traced(TraceEventType::RelayAdmitted, &js.node_id())
