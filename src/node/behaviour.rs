@@ -30,8 +30,9 @@ pub struct MeshBehaviour {
     pub limits: connection_limits::Behaviour,
     /// Refuses new connections under memory pressure.
     pub memory: memory_connection_limits::Behaviour,
-    /// identify (`/ipfs/id/1.0.0`, push included).
-    pub identify: identify::Behaviour,
+    /// identify (`/ipfs/id/1.0.0`, push included; observed addresses only when they
+    /// are network addresses, see [`super::identify_observed`]).
+    pub identify: super::identify_observed::Identify,
     /// ping, which also drives session keepalive.
     pub ping: ping::Behaviour,
     /// The public Amino DHT (`/ipfs/kad/1.0.0`): peer routing and provider records.
@@ -100,11 +101,11 @@ pub fn build(
             .with_max_pending_incoming(Some(l.max_pending_incoming)),
     );
     let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
-    let identify = identify::Behaviour::new(
+    let identify = super::identify_observed::Identify::new(identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.into(), lp_key.public())
             .with_agent_version(AGENT.into())
             .with_push_listen_addr_updates(true),
-    );
+    ));
     let ping = ping::Behaviour::new(ping::Config::new());
 
     let mut amino = kad::Behaviour::with_config(

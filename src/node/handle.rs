@@ -45,14 +45,17 @@ impl FromStr for Target {
 }
 
 impl Target {
-    /// The peer this target names, when it names one.
+    /// The peer this target names, when it names one. For an address that is the
+    /// `/p2p/` after its last `/p2p-circuit` (the relay's `/p2p/` before it names the
+    /// relay, not the target).
     pub fn peer(&self) -> Option<PeerId> {
         match self {
             Target::Node(n) => n.to_peer_id().ok(),
             Target::Peer(p) => Some(*p),
-            Target::Addr(a) => a.iter().find_map(|p| match p {
+            Target::Addr(a) => a.iter().fold(None, |peer, p| match p {
                 Protocol::P2p(p) => Some(p),
-                _ => None,
+                Protocol::P2pCircuit => None,
+                _ => peer,
             }),
         }
     }
@@ -287,6 +290,16 @@ mod tests {
         let t: Target = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
         assert_eq!(t.peer(), Some(peer));
         let t: Target = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        assert_eq!(t.peer(), None);
+        // Through a relay: the target behind it, not the relay.
+        let relay = PeerId::random();
+        let t: Target = format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            .parse()
+            .unwrap();
+        assert_eq!(t.peer(), Some(peer));
+        let t: Target = format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit")
+            .parse()
+            .unwrap();
         assert_eq!(t.peer(), None);
         assert!("nonsense".parse::<Target>().is_err());
         assert!("node:did:key:z6Mkbad".parse::<Target>().is_err());

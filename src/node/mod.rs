@@ -22,6 +22,7 @@ pub mod config;
 pub mod connect;
 pub mod event;
 pub mod handle;
+pub mod identify_observed;
 mod pending;
 pub mod relay_select;
 mod relays;

@@ -66,11 +66,26 @@ impl JsNode {
     /// Starts the node and waits for its `ready` line. `Ok(None)`: the npm packages
     /// are not installed and not required; the caller should return (skip).
     pub(crate) async fn spawn() -> Result<Option<JsNode>, String> {
+        Self::spawn_with(&[]).await
+    }
+
+    /// [`JsNode::spawn`] with arguments for `node.mjs`: `--relay-client` (circuit relay
+    /// v2 transport), `--relay-server` (circuit relay v2 server). Those need
+    /// `@libp2p/circuit-relay-v2`; an install without it counts as not installed.
+    pub(crate) async fn spawn_with(args: &[&str]) -> Result<Option<JsNode>, String> {
         let dir = js_dir();
-        if !dir.join("node_modules").is_dir() {
+        let relay = args
+            .iter()
+            .any(|a| *a == "--relay-client" || *a == "--relay-server");
+        let installed = dir.join("node_modules").is_dir()
+            && (!relay
+                || dir
+                    .join("node_modules/@libp2p/circuit-relay-v2/package.json")
+                    .is_file());
+        if !installed {
             if std::env::var_os("MESH_REQUIRE_JS_INTEROP").is_some() {
                 return Err(format!(
-                    "MESH_REQUIRE_JS_INTEROP is set but {} has no node_modules: run `npm ci --prefix {}`",
+                    "MESH_REQUIRE_JS_INTEROP is set but {} lacks its npm packages: run `npm ci --prefix {}`",
                     dir.display(),
                     dir.display()
                 ));
@@ -84,6 +99,7 @@ impl JsNode {
         let node_bin = std::env::var("MESH_NODE_BIN").unwrap_or_else(|_| "node".into());
         let mut child = Command::new(&node_bin)
             .arg(dir.join("node.mjs"))
+            .args(args)
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -183,6 +199,11 @@ impl JsNode {
         self.addrs.iter().find(|a| is_ws(a)).cloned()
     }
 
+    /// Its libp2p Ed25519 key as a libmesh node id.
+    pub(crate) fn node_id(&self) -> mesh_core::NodeId {
+        mesh_core::NodeId::from_peer_id(&self.peer_id).expect("js-libp2p peer ids are Ed25519")
+    }
+
     /// The last lines the node wrote to stderr.
     pub(crate) fn stderr_tail(&self) -> String {
         lock(&self.stderr)
@@ -277,6 +298,12 @@ impl JsNode {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Whether `addr` goes through a relay (`/p2p-circuit`).
+pub(crate) fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
 }
 
 /// Whether `addr` is a WebSocket address.

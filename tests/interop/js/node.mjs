@@ -12,11 +12,33 @@
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}
 // Other stdout lines are events: {"event":"message",...}, {"event":"identify",...}.
 // Commands: dial, hangup, ping, identify, peers, kad-put, kad-get, kad-find-peer, kad-add-peer,
-// subscribe, publish (see `handlers` below). Every command is bounded by `timeoutMs`
-// (default 20 s). The node exits when stdin closes.
+// subscribe, publish, addrs, listen, admission, sign-artifact, relay-reservations (see `handlers`
+// below). Every command is bounded by `timeoutMs` (default 20 s). The node exits when
+// stdin closes.
+//
+// Arguments: `--relay-client` adds the circuit relay v2 transport (dial `/p2p-circuit`
+// addresses, `listen` on `<relay>/p2p-circuit`); `--relay-server` adds a circuit relay
+// v2 server (`circuitRelayServer`, js-libp2p's default limits).
+//
+// `admission` speaks libmesh's `/mesh/relay-admission/1.0.0` as an independent client:
+// it builds a `relay-admission-request.v1`, signs it with this node's libp2p Ed25519 key
+// (signing input = family name, 0x00, deterministic CBOR of the artifact without
+// `signature`), sends its deterministic CBOR, and checks the answer: a denial map, or a
+// `relay-admission-grant.v1` whose signature it verifies (node:crypto) against the key
+// inside the grant's `relay/node-id`, which must be the relay's peer id.
 
+import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto'
 import { createInterface } from 'node:readline'
-import { decode as cborDecode } from 'cborg'
+import { decode as cborDecode, encode as cborEncode, rfc8949EncodeOptions } from 'cborg'
+
+const ARGS = new Set(process.argv.slice(2))
+for (const a of ARGS) {
+  if (a !== '--relay-client' && a !== '--relay-server') {
+    throw new Error(`unknown argument ${a} (--relay-client, --relay-server)`)
+  }
+}
+const RELAY_CLIENT = ARGS.has('--relay-client')
+const RELAY_SERVER = ARGS.has('--relay-server')
 
 // js-libp2p 3 wants Node 22. On Node 20 two things are missing.
 if (typeof Promise.withResolvers !== 'function') {
@@ -43,6 +65,7 @@ const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
 const { gossipsub } = await import('@libp2p/gossipsub')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
+const relayV2 = (RELAY_CLIENT || RELAY_SERVER) ? await import('@libp2p/circuit-relay-v2') : null
 
 const DEFAULT_TIMEOUT_MS = 20_000
 const ADVERT_PREFIX = '/mesh/adv/'
@@ -132,16 +155,214 @@ function serializedPing (init) {
 function peerKey (target) {
   if (Array.isArray(target)) target = target[0]
   if (typeof target?.getComponents === 'function') {
-    return target.getComponents().find((c) => c.name === 'p2p')?.value ?? target.toString()
+    return lastPeer(target) ?? target.toString()
   }
   return String(target)
 }
+
+// The peer a multiaddr leads to: its last `/p2p/` (for `<relay>/p2p-circuit/p2p/<peer>`,
+// the peer behind the relay).
+function lastPeer (ma) {
+  return ma.getComponents().findLast((c) => c.name === 'p2p')?.value
+}
+
+// --- libmesh artifacts: did:key node ids, deterministic CBOR, Ed25519 -----------------
+
+const ADMISSION_PROTOCOL = '/mesh/relay-admission/1.0.0'
+const REQUEST_FAMILY = 'relay-admission-request.v1'
+const GRANT_FAMILY = 'relay-admission-grant.v1'
+const MAX_ARTIFACT_BYTES = 64 * 1024
+const NODE_ID_PREFIX = 'node:did:key:z'
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+// DER prefixes of raw Ed25519 keys (RFC 8410): SubjectPublicKeyInfo, PKCS #8.
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+
+function base58Encode (bytes) {
+  let n = 0n
+  for (const b of bytes) n = n * 256n + BigInt(b)
+  let out = ''
+  while (n > 0n) {
+    out = B58[Number(n % 58n)] + out
+    n /= 58n
+  }
+  for (const b of bytes) {
+    if (b !== 0) break
+    out = '1' + out
+  }
+  return out
+}
+
+function base58Decode (text) {
+  let n = 0n
+  for (const ch of text) {
+    const i = B58.indexOf(ch)
+    if (i < 0) throw new Error(`not base58btc: ${JSON.stringify(ch)}`)
+    n = n * 58n + BigInt(i)
+  }
+  const bytes = []
+  while (n > 0n) {
+    bytes.unshift(Number(n % 256n))
+    n /= 256n
+  }
+  for (const ch of text) {
+    if (ch !== '1') break
+    bytes.unshift(0)
+  }
+  return Uint8Array.from(bytes)
+}
+
+// `node:did:key:z` + base58btc(0xed 0x01 || key).
+function nodeIdOf (rawPublicKey) {
+  return NODE_ID_PREFIX + base58Encode(Uint8Array.from([0xed, 0x01, ...rawPublicKey]))
+}
+
+// The raw Ed25519 key a node id names; strict (prefix, multicodec, length, one spelling).
+function keyOfNodeId (id) {
+  if (typeof id !== 'string' || !id.startsWith(NODE_ID_PREFIX)) {
+    throw new Error(`not a node id: ${id}`)
+  }
+  const bytes = base58Decode(id.slice(NODE_ID_PREFIX.length))
+  if (bytes.length !== 34 || bytes[0] !== 0xed || bytes[1] !== 0x01) {
+    throw new Error(`not an Ed25519 did:key: ${id}`)
+  }
+  const key = bytes.subarray(2)
+  if (nodeIdOf(key) !== id) throw new Error(`not the canonical spelling: ${id}`)
+  return key
+}
+
+function nodeIdOfPeer (peerId) {
+  const raw = peerId.publicKey?.raw
+  if (peerId.type !== 'Ed25519' || raw == null) {
+    throw new Error(`${peerId} is not an Ed25519 peer id`)
+  }
+  return nodeIdOf(raw)
+}
+
+// Deterministic CBOR (RFC 8949 section 4.2.1: shortest heads and floats, definite
+// lengths, map keys sorted by their encoded bytes).
+function detCbor (value) {
+  return cborEncode(value, rfc8949EncodeOptions)
+}
+
+// `<family>` || 0x00 || deterministic CBOR of the artifact without `signature` (and
+// whatever else the family leaves out).
+function signingInput (family, artifact, excluded = ['signature']) {
+  const unsigned = new Map(artifact instanceof Map ? artifact : Object.entries(artifact))
+  for (const field of excluded) unsigned.delete(field)
+  return Buffer.concat([Buffer.from(family, 'utf8'), Buffer.from([0]), detCbor(unsigned)])
+}
+
+function ed25519Verify (rawPublicKey, data, signature) {
+  const key = createPublicKey({
+    key: Buffer.concat([ED25519_SPKI_PREFIX, rawPublicKey]),
+    format: 'der',
+    type: 'spki'
+  })
+  return cryptoVerify(null, data, key, signature)
+}
+
+// The signature of a decoded artifact (a Map) as 64 bytes; canonical base64url only.
+function signatureOf (artifact) {
+  const sig = artifact.get('signature')
+  if (!(sig instanceof Map) || sig.get('alg') !== 'ed25519' || typeof sig.get('value') !== 'string') {
+    throw new Error('artifact has no ed25519 signature')
+  }
+  const value = sig.get('value')
+  const bytes = Buffer.from(value, 'base64url')
+  if (bytes.length !== 64 || bytes.toString('base64url') !== value) {
+    throw new Error('signature value is not canonical base64url of 64 bytes')
+  }
+  return bytes
+}
+
+function toJson (value) {
+  if (value instanceof Map) {
+    return Object.fromEntries([...value].map(([k, v]) => [k, toJson(v)]))
+  }
+  if (Array.isArray(value)) return value.map(toJson)
+  if (typeof value === 'bigint') return value.toString()
+  return value
+}
+
+// RFC 3339 UTC with `Z`, whole seconds.
+function nowRfc3339 () {
+  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+async function readToEnd (stream, cap) {
+  const chunks = []
+  let n = 0
+  for await (const chunk of stream) {
+    const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+    n += bytes.length
+    if (n > cap) {
+      stream.abort(new Error('answer over the size cap'))
+      throw new Error(`answer over ${cap} bytes`)
+    }
+    chunks.push(bytes)
+  }
+  return Buffer.concat(chunks)
+}
+
+// Checks a grant answer: deterministic encoding, family, signer = the relay, the
+// signature, and that it answers our request. Returns the decoded grant.
+function verifyGrant (bytes, relayPeer, request) {
+  const grant = cborDecode(bytes, { useMaps: true })
+  if (!(grant instanceof Map)) throw new Error('grant is not a CBOR map')
+  if (!Buffer.from(detCbor(grant)).equals(bytes)) {
+    throw new Error('grant is not deterministic CBOR')
+  }
+  if (grant.get('schema/v') !== 1 || grant.get('message/kind') !== GRANT_FAMILY) {
+    throw new Error(`not a ${GRANT_FAMILY}`)
+  }
+  const relayKey = keyOfNodeId(grant.get('relay/node-id'))
+  const peerKey = relayPeer.publicKey?.raw
+  if (peerKey == null || !Buffer.from(peerKey).equals(Buffer.from(relayKey))) {
+    throw new Error(`grant signed for ${grant.get('relay/node-id')}, not by the relay ${relayPeer}`)
+  }
+  const signature = signatureOf(grant)
+  if (!ed25519Verify(relayKey, signingInput(GRANT_FAMILY, grant), signature)) {
+    throw new Error('grant signature does not verify')
+  }
+  // The same check must refuse a grant altered after signing, or a flipped signature.
+  const altered = new Map(grant)
+  altered.set('purpose', grant.get('purpose') === 'circuit' ? 'reservation' : 'circuit')
+  const flipped = Buffer.from(signature)
+  flipped[0] ^= 1
+  if (ed25519Verify(relayKey, signingInput(GRANT_FAMILY, altered), signature) ||
+      ed25519Verify(relayKey, signingInput(GRANT_FAMILY, grant), flipped)) {
+    throw new Error('verification accepts altered grants')
+  }
+  if (grant.get('node/id') !== request['node/id'] ||
+      grant.get('request/nonce') !== request.nonce ||
+      grant.get('purpose') !== request.purpose) {
+    throw new Error('grant does not answer our request')
+  }
+  if (!(Date.parse(grant.get('expires-at')) > Date.now())) {
+    throw new Error('grant already expired')
+  }
+  return grant
+}
+
+// Hands out libp2p's components (the node key, the transport manager) to the commands.
+let components = null
+function grabComponents () {
+  return (c) => {
+    components = c
+    return {}
+  }
+}
+
+const transports = [tcp(), webSockets()]
+if (RELAY_CLIENT) transports.push(relayV2.circuitRelayTransport())
+const extraServices = RELAY_SERVER ? { relay: relayV2.circuitRelayServer() } : {}
 
 const node = await createLibp2p({
   addresses: {
     listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
   },
-  transports: [tcp(), webSockets()],
+  transports,
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   services: {
@@ -153,7 +374,9 @@ const node = await createLibp2p({
       globalSignaturePolicy: 'StrictSign',
       emitSelf: false,
       allowPublishToZeroTopicPeers: false
-    })
+    }),
+    components: grabComponents(),
+    ...extraServices
   }
 })
 
@@ -205,6 +428,43 @@ function connectionsTo (peer) {
     .map((c) => c.remoteAddr.toString())
 }
 
+// An open connection whose remote address is exactly `ma` (with its `/p2p/`), or a
+// new one dialed with `force` (a circuit even when a direct connection exists). A
+// forced dial still joins a dial to the same peer already in progress (a DHT's, say),
+// which may end in another address: then it dials again, a few times at most.
+async function connectionOver (ma, signal) {
+  const peer = peerIdFromString(lastPeer(ma))
+  const open = () => node.getConnections(peer).find((c) => c.status === 'open' && c.remoteAddr.equals(ma))
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const existing = open()
+    if (existing != null) return existing
+    const conn = await node.dial(ma, { signal, force: true })
+    if (conn.remoteAddr.equals(ma)) return conn
+  }
+  const existing = open()
+  if (existing != null) return existing
+  throw new Error(`no connection over ${ma}`)
+}
+
+// One `/ipfs/ping/1.0.0` round trip over `conn` (also a limited one, such as a relay
+// circuit): 32 random bytes out, the same 32 back. Milliseconds.
+async function pingOver (conn, signal) {
+  const stream = await conn.newStream('/ipfs/ping/1.0.0', { signal, runOnLimitedConnection: true })
+  const onAbort = () => stream.abort(new Error('ping timed out'))
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    const data = randomBytes(32)
+    const start = Date.now()
+    stream.send(data)
+    await stream.close({ signal })
+    const back = await readToEnd(stream, 32)
+    if (!back.equals(data)) throw new Error('ping answered with other bytes')
+    return Date.now() - start
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
 const handlers = {
   async dial (cmd, signal) {
     const conn = await node.dial(target(cmd), { signal })
@@ -216,17 +476,33 @@ const handlers = {
     return { connections: connectionsTo(cmd.peer) }
   },
 
+  // {addr | peer}: pings over the connection libp2p picks (an open one if any).
+  // {addr, force: true}: over a connection to exactly `addr` (a circuit even when a
+  // direct connection exists; see `connectionOver`); `via` is its remote address.
   async ping (cmd, signal) {
     const to = target(cmd)
+    const peer = cmd.peer ?? (typeof to.getComponents === 'function' ? lastPeer(to) : undefined)
+    if (cmd.force === true) {
+      const conn = await connectionOver(to, signal)
+      const rtt = await pingOver(conn, signal)
+      return { rtt, via: conn.remoteAddr.toString(), limited: conn.limits != null, connections: connectionsTo(conn.remotePeer.toString()) }
+    }
     const rtt = await node.services.ping.ping(to, { signal })
-    const peer = cmd.peer ?? to.getComponents?.().find((c) => c.name === 'p2p')?.value
     return { rtt, connections: peer == null ? [] : connectionsTo(peer) }
   },
 
+  // {peer}: identifies over an open connection (dialing one if none). {addr, force:
+  // true}: over a connection to exactly `addr` (`connectionOver`); `via` is its remote
+  // address.
   async identify (cmd, signal) {
-    const peer = peerIdFromString(cmd.peer)
-    let conn = node.getConnections(peer).find((c) => c.status === 'open')
-    if (conn == null) conn = await node.dial(peer, { signal })
+    let conn
+    if (cmd.force === true) {
+      conn = await connectionOver(multiaddr(cmd.addr), signal)
+    } else {
+      const peer = peerIdFromString(cmd.peer)
+      conn = node.getConnections(peer).find((c) => c.status === 'open')
+      if (conn == null) conn = await node.dial(peer, { signal })
+    }
     const r = await node.services.identify.identify(conn, { signal })
     return {
       peer: r.peerId.toString(),
@@ -235,7 +511,8 @@ const handlers = {
       protocolVersion: r.protocolVersion ?? null,
       listenAddrs: r.listenAddrs.map(String),
       observedAddr: r.observedAddr?.toString() ?? null,
-      connections: connectionsTo(cmd.peer)
+      via: conn.remoteAddr.toString(),
+      connections: connectionsTo(r.peerId.toString())
     }
   },
 
@@ -306,6 +583,89 @@ const handlers = {
   async publish (cmd) {
     const r = await node.services.pubsub.publish(cmd.topic, Buffer.from(cmd.dataB64 ?? '', 'base64'))
     return { recipients: r.recipients.map(String) }
+  },
+
+  async addrs () {
+    return { addrs: node.getMultiaddrs().map(String) }
+  },
+
+  // Listens on `addr` at runtime (`<relay>/p2p-circuit`: a reservation on that relay).
+  async listen (cmd, signal) {
+    const listening = components.transportManager.listen([multiaddr(cmd.addr)])
+    const aborted = new Promise((_resolve, reject) => {
+      signal.addEventListener('abort', () => reject(new Error(`listen on ${cmd.addr} timed out`)), { once: true })
+    })
+    await Promise.race([listening, aborted])
+    return { addrs: node.getMultiaddrs().map(String) }
+  },
+
+  // Signs `doc` (a JSON artifact) as `family` with the Ed25519 secret `secretKeyHex`,
+  // leaving out `excluded`: {signingInputHex, signature (base64url), nodeId}. For the
+  // byte-exact vectors of shared/vectors/signing.json.
+  async 'sign-artifact' (cmd) {
+    const secret = Buffer.from(cmd.secretKeyHex, 'hex')
+    if (secret.length !== 32) throw new Error('secretKeyHex must be 32 bytes')
+    const key = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, secret]), format: 'der', type: 'pkcs8' })
+    const raw = createPublicKey(key).export({ format: 'der', type: 'spki' }).subarray(ED25519_SPKI_PREFIX.length)
+    const input = signingInput(cmd.family, cmd.doc, cmd.excluded ?? ['signature'])
+    const signature = cryptoSign(null, input, key)
+    if (!ed25519Verify(raw, input, signature)) throw new Error('own signature does not verify')
+    return {
+      signingInputHex: input.toString('hex'),
+      signature: signature.toString('base64url'),
+      nodeId: nodeIdOf(raw)
+    }
+  },
+
+  // The reservations a `--relay-server` node holds: [{peer, addr, expiry}].
+  async 'relay-reservations' () {
+    if (node.services.relay == null) throw new Error('not a relay server (--relay-server)')
+    const held = []
+    for (const [peer, r] of node.services.relay.reservations.entries()) {
+      held.push({ peer: peer.toString(), addr: r.addr?.toString() ?? null, expire: r.expire?.toISOString?.() ?? null })
+    }
+    return { reservations: held }
+  },
+
+  // One `/mesh/relay-admission/1.0.0` round: {relay (peer id), addr?, purpose
+  // ("reservation" | "circuit"), target? (peer id, circuits)}. Answers
+  // {granted: true, grant, grantB64, requestB64} after verifying the grant, or
+  // {granted: false, denied: {error/code, error/class, detail}, requestB64}.
+  async admission (cmd, signal) {
+    const relay = peerIdFromString(cmd.relay)
+    const purpose = cmd.purpose ?? 'reservation'
+    const request = {
+      'schema/v': 1,
+      'message/kind': REQUEST_FAMILY,
+      'node/id': nodeIdOfPeer(node.peerId),
+      'relay/node-id': nodeIdOfPeer(relay),
+      purpose,
+      nonce: randomBytes(16).toString('base64url'),
+      ts: nowRfc3339()
+    }
+    if (cmd.target != null) request['target/node-id'] = nodeIdOfPeer(peerIdFromString(cmd.target))
+    const signature = await components.privateKey.sign(signingInput(REQUEST_FAMILY, request))
+    request.signature = { alg: 'ed25519', value: Buffer.from(signature).toString('base64url') }
+    const requestBytes = detCbor(request)
+
+    const stream = await node.dialProtocol(cmd.addr != null ? multiaddr(cmd.addr) : relay, ADMISSION_PROTOCOL, { signal })
+    const onAbort = () => stream.abort(new Error('admission timed out'))
+    signal.addEventListener('abort', onAbort, { once: true })
+    let answer
+    try {
+      if (!stream.send(requestBytes)) await stream.onDrain({ signal })
+      await stream.close({ signal })
+      answer = await readToEnd(stream, MAX_ARTIFACT_BYTES)
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+    const requestB64 = Buffer.from(requestBytes).toString('base64')
+    const decoded = cborDecode(answer, { useMaps: true })
+    if (decoded instanceof Map && decoded.get('kind') === 'denied') {
+      return { granted: false, denied: toJson(decoded), requestB64 }
+    }
+    const grant = verifyGrant(answer, relay, request)
+    return { granted: true, grant: toJson(grant), grantB64: answer.toString('base64'), requestB64 }
   }
 }
 

@@ -1,0 +1,166 @@
+//! libp2p identify that tells a peer its observed address only when that address is a
+//! network address (IP or DNS first), as js-libp2p's identify does.
+//!
+//! rust-libp2p's relay client gives an inbound circuit the remote address
+//! `/p2p/<source peer>`, and identify sends a peer its connection's remote address as
+//! `observedAddr`. js-libp2p (3.x) passes every observed address that is not private to
+//! its address manager, which throws on one that does not start with an IP or DNS
+//! component, so its identify of us over such a circuit fails and it never learns our
+//! protocols or addresses. An observation over a relay only describes the relay anyway
+//! (go-libp2p ignores them), so for those connections this sends an empty observed
+//! address, which js-libp2p, go-libp2p and rust-libp2p all skip.
+
+use std::ops::{Deref, DerefMut};
+use std::task::{Context, Poll};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, identify};
+
+/// [`identify::Behaviour`] with network-address-only observed addresses.
+pub struct Identify(identify::Behaviour);
+
+impl Identify {
+    /// Wraps `inner`.
+    pub fn new(inner: identify::Behaviour) -> Self {
+        Identify(inner)
+    }
+}
+
+impl Deref for Identify {
+    type Target = identify::Behaviour;
+
+    fn deref(&self) -> &identify::Behaviour {
+        &self.0
+    }
+}
+
+impl DerefMut for Identify {
+    fn deref_mut(&mut self) -> &mut identify::Behaviour {
+        &mut self.0
+    }
+}
+
+/// `addr` when it starts with an IP or DNS component, else the empty address.
+pub fn observable(addr: &Multiaddr) -> Multiaddr {
+    match addr.iter().next() {
+        Some(
+            Protocol::Ip4(_)
+            | Protocol::Ip6(_)
+            | Protocol::Dns(_)
+            | Protocol::Dns4(_)
+            | Protocol::Dns6(_)
+            | Protocol::Dnsaddr(_),
+        ) => addr.clone(),
+        _ => Multiaddr::empty(),
+    }
+}
+
+impl NetworkBehaviour for Identify {
+    type ConnectionHandler = <identify::Behaviour as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = identify::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.0
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            &observable(remote_addr),
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.0.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.0.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.0
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<identify::Event, THandlerInEvent<Self>>> {
+        self.0.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_addresses_are_observable() {
+        for a in [
+            "/ip4/192.0.2.7/tcp/4001",
+            "/ip6/::1/udp/4001/quic-v1",
+            "/dns4/example.org/tcp/443/wss",
+        ] {
+            let a: Multiaddr = a.parse().unwrap();
+            assert_eq!(observable(&a), a);
+        }
+        // What rust-libp2p's relay client reports for an inbound circuit.
+        let circuit: Multiaddr = Multiaddr::empty().with(Protocol::P2p(PeerId::random()));
+        assert_eq!(observable(&circuit), Multiaddr::empty());
+        assert_eq!(observable(&Multiaddr::empty()), Multiaddr::empty());
+    }
+}
