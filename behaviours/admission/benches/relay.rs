@@ -15,8 +15,9 @@
 //!    counts and echoes the count back. Reported: whether every circuit opened and
 //!    moved all of its data, the total throughput, the relay's CPU time.
 //! 3. Single-stream throughput through the relay against a direct connection, both
-//!    between two fresh client swarms: `--rounds` (5) alternating rounds of
-//!    `--stream-bytes` (64 MiB); medians and their ratio (target >= 0.5x).
+//!    between two fresh client swarms: `--rounds` (15) alternating rounds of
+//!    `--stream-bytes` (64 MiB); the median of the per-round ratios (target >= 0.5x),
+//!    and the CPU time per MiB of each path (this process: both ends; the relay process).
 //!
 //! `cargo bench -p mesh-admission --bench relay [-- --clients N --circuits N
 //! --circuit-bytes B --stream-bytes B --rounds N]`
@@ -59,7 +60,7 @@ fn args() -> Args {
         circuits: 200,
         circuit_bytes: 1 << 20,
         stream_bytes: 64 << 20,
-        rounds: 5,
+        rounds: 15,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -510,6 +511,14 @@ async fn client_node(
     })
 }
 
+/// CPU time (ms) spent during the single-stream rounds.
+#[derive(Default)]
+struct CpuSplit {
+    relayed_ends: u64,
+    relayed_relay: u64,
+    direct_ends: u64,
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -660,8 +669,10 @@ fn main() {
         (cpu1 - cpu0) as f64 / 1000.0,
     );
 
-    // 3. One stream: relayed against direct.
-    let (relayed, direct) = rt.block_on(async {
+    // 3. One stream: relayed against direct. CPU time per round: this process (both
+    // ends) and the relay process.
+    let mut cpu = CpuSplit::default();
+    let (relayed, direct, ratio) = rt.block_on(async {
         let p = Arc::new(Semaphore::new(4));
         let rs = client_node(relay.clone(), relay_peer, false, false, p.clone())
             .await
@@ -685,20 +696,44 @@ fn main() {
         ds.push(dd.peer, 4 << 20).await.unwrap();
         let (mut r, mut d) = (Vec::new(), Vec::new());
         for _ in 0..a.rounds {
+            let (p0, c0) = (cpu_ms(), child.stats().cpu_ms);
             let t = rs.push(rd.peer, a.stream_bytes).await.unwrap();
+            let (p1, c1) = (cpu_ms(), child.stats().cpu_ms);
+            cpu.relayed_ends += p1 - p0;
+            cpu.relayed_relay += c1 - c0;
             r.push(a.stream_bytes as f64 / t.as_secs_f64());
             let t = ds.push(dd.peer, a.stream_bytes).await.unwrap();
+            cpu.direct_ends += cpu_ms() - p1;
             d.push(a.stream_bytes as f64 / t.as_secs_f64());
         }
-        (median(r), median(d))
+        let ratios: Vec<f64> = r.iter().zip(&d).map(|(r, d)| r / d).collect();
+        println!(
+            "single-stream rounds (relayed/direct): {}",
+            ratios
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        (median(r), median(d), median(ratios))
     });
+    let mib_moved = mib((a.stream_bytes * a.rounds) as u64);
+    let per_mib = |ms: u64| ms as f64 / mib_moved;
+    let relayed_cpu = per_mib(cpu.relayed_ends + cpu.relayed_relay);
+    let direct_cpu = per_mib(cpu.direct_ends);
     let end = child.stats();
-    let ratio = relayed / direct;
     println!(
-        "single stream: relayed {:.1} MiB/s, direct {:.1} MiB/s (median of {}), ratio {ratio:.2}x",
+        "single stream: relayed {:.1} MiB/s, direct {:.1} MiB/s (medians of {}), ratio {ratio:.2}x (median of the rounds' ratios)",
         relayed / 1048576.0,
         direct / 1048576.0,
         a.rounds
+    );
+    println!(
+        "CPU per MiB: direct {direct_cpu:.2} ms (both ends); relayed {relayed_cpu:.2} ms ({:.2} ms both ends + {:.2} ms the relay), {:.2}x the direct path's; the relay alone forwards {:.0} MiB per CPU second",
+        per_mib(cpu.relayed_ends),
+        per_mib(cpu.relayed_relay),
+        relayed_cpu / direct_cpu,
+        1000.0 / per_mib(cpu.relayed_relay).max(1e-9),
     );
     println!(
         "relay process at the end: RSS {:.1} MiB, CPU {:.1} s, {} circuits accepted in all\n",
@@ -730,6 +765,11 @@ fn main() {
         relayed / 1048576.0,
         direct / 1048576.0,
         if ratio >= TARGET { "met" } else { "MISSED" }
+    );
+    println!(
+        "| CPU per MiB, relayed path / direct path (info) | {relayed_cpu:.2} / {direct_cpu:.2} ms = {:.2}x; relay alone {:.2} ms | — |",
+        relayed_cpu / direct_cpu,
+        per_mib(cpu.relayed_relay),
     );
     drop(clients);
     drop(pairs);

@@ -731,3 +731,97 @@ async fn a_circuit_under_relay_v2_default_caps_is_cut_after_128_kib() {
     assert!(r.is_err(), "1 MiB written through a 128 KiB circuit");
     assert_eq!(open_circuits(&relay, b.key.node_id()).await, 0);
 }
+
+#[tokio::test]
+async fn a_grant_below_the_relay_caps_is_held_to_its_duration_but_not_its_bytes() {
+    // The policy grants 64 KiB and 3 s per circuit; the relay's caps are 8 MiB / 10 min.
+    let grant_limits = GrantLimits {
+        circuits: 4,
+        circuit_bytes: 64 * 1024,
+        circuit_secs: 3,
+    };
+    let caps = GrantLimits {
+        circuits: 4,
+        circuit_bytes: 8 << 20,
+        circuit_secs: 600,
+    };
+    let config = server::Config {
+        policy: Arc::new(Open {
+            limits: grant_limits,
+        }),
+        caps,
+        ..server::Config::default()
+    };
+    let mut relay = Relay::start("relay", config, base_relay_config()).await;
+    let (mut a, mut b) = (client("a"), client("b"));
+    a.ask(&relay, Purpose::Reservation).await.unwrap();
+    a.reserve(&relay).await.unwrap();
+    let grant = b
+        .ask(&relay, Purpose::Circuit { target: None })
+        .await
+        .unwrap();
+    assert_eq!(grant.limits(), grant_limits);
+    let mut sink = a.sink().await;
+    b.dial_via(&relay, a.peer).await.unwrap();
+    let opened = Instant::now();
+    // Relay v2 announces its own cap, not the grant's.
+    let limit = b
+        .wait("OutboundCircuitEstablished", |e| match e {
+            SwarmEvent::Behaviour(ClientNodeEvent::Relay(
+                relay::client::Event::OutboundCircuitEstablished { limit, .. },
+            )) => Some(limit.as_ref().and_then(|l| l.data_in_bytes())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(limit, Some(caps.circuit_bytes));
+
+    // Bytes: 256 KiB pass a grant of 64 KiB (per-circuit bytes are the relay's cap).
+    let mut stream = b.open(a.peer).await;
+    send(&mut stream, &payload(256 * 1024)).await.unwrap();
+    sink.until("256 KiB", WAIT, |p| p.bytes == 256 * 1024).await;
+
+    // Duration: the circuit is closed once it is older than the grant's 3 s, with all of
+    // the source's connections.
+    let p = sink
+        .until("the circuit closed at the grant's duration", WAIT, |p| {
+            !p.ended.is_empty()
+        })
+        .await;
+    // (Grant times are whole seconds and the relay checks once a second: the circuit
+    // goes between 3 and about 5 s after it opened.)
+    let lived = opened.elapsed();
+    assert!(lived > Duration::from_secs(2), "closed after {lived:?}");
+    assert_eq!((p.bytes, p.ended.len()), (256 * 1024, 1), "{p:?}");
+    let bp = b.peer;
+    let error = relay
+        .node
+        .wait(
+            "server Event::Refused circuit",
+            |e| match relay_admission(e)? {
+                server::Event::Refused {
+                    peer,
+                    what: "circuit",
+                    error,
+                } if *peer == bp => Some(error.clone()),
+                _ => None,
+            },
+        )
+        .await;
+    assert_eq!(error.code, ErrorCode::TransportRejected);
+    assert!(error.detail.contains("outlived its grant"), "{error}");
+    let rp = relay.node.peer;
+    b.wait("B's connection to the relay closed", |e| match e {
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } if *peer_id == rp => Some(()),
+        _ => None,
+    })
+    .await;
+    eventually("the circuit uncounted", WAIT, || {
+        let n = open_circuits(&relay, b.key.node_id());
+        async move { n.await == 0 }
+    })
+    .await;
+}
