@@ -76,6 +76,13 @@ async fn relay_granted(relay: &mut Relay, peer: libp2p::PeerId) -> RelayAdmissio
         .await
 }
 
+async fn load(relay: &Relay) -> u64 {
+    relay
+        .node
+        .run(|s| s.behaviour().admission.load_permille())
+        .await
+}
+
 async fn open_circuits(relay: &Relay, node: NodeId) -> usize {
     relay
         .node
@@ -149,12 +156,11 @@ async fn an_unknown_peer_is_denied_and_cannot_reserve() {
 #[tokio::test]
 async fn an_allowlisted_peer_is_admitted_and_carries_data() {
     let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
-    let mut relay = Relay::start(
-        "relay",
-        allowlist(&[ka.node_id(), kb.node_id()], server::DEFAULT_CAPS),
-        base_relay_config(),
-    )
-    .await;
+    let config = server::Config {
+        max_reservations: 10,
+        ..allowlist(&[ka.node_id(), kb.node_id()], server::DEFAULT_CAPS)
+    };
+    let mut relay = Relay::start("relay", config, base_relay_config()).await;
     let mut a = client_with("a", ka.clone(), client::Config::default());
     let mut b = client_with("b", kb.clone(), client::Config::default());
     let relay_id = relay.node.key.node_id();
@@ -225,6 +231,28 @@ async fn an_allowlisted_peer_is_admitted_and_carries_data() {
             _ => None,
         })
         .await;
+
+    // The relay's load counts A's reservation (1 of 10), not B's connection: B leaving
+    // (relay v2 reports `ReservationClosed` for it too) leaves the load as it is.
+    assert_eq!(load(&relay).await, 100);
+    drop(b);
+    relay
+        .node
+        .wait("B's connection closed at the relay", |e| match e {
+            SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == src => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(load(&relay).await, 100);
+    drop(a);
+    relay
+        .node
+        .wait("A's connection closed at the relay", |e| match e {
+            SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == dst => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(load(&relay).await, 0);
 }
 
 #[tokio::test]
