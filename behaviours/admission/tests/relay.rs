@@ -853,3 +853,89 @@ async fn a_grant_below_the_relay_caps_is_held_to_its_duration_but_not_its_bytes(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_circuit_grant_reaches_only_its_target() {
+    let mut relay = Relay::start("relay", open(server::DEFAULT_CAPS), base_relay_config()).await;
+    let (mut a, mut b, mut c) = (client("a"), client("b"), client("c"));
+    for n in [&mut a, &mut c] {
+        n.ask(&relay, Purpose::Reservation).await.unwrap();
+        n.reserve(&relay).await.unwrap();
+    }
+    let target = Purpose::Circuit {
+        target: Some(a.key.node_id()),
+    };
+    b.ask(&relay, target).await.unwrap();
+
+    // To C, which the grant does not name: the relay closes the circuit once it sees where
+    // it goes, with B's connections.
+    let (bp, cp, rp) = (b.peer, c.peer, relay.node.peer);
+    let _ = b.dial_via(&relay, cp).await;
+    let error = relay
+        .node
+        .wait(
+            "server Event::Refused circuit",
+            |e| match relay_admission(e)? {
+                server::Event::Refused {
+                    peer,
+                    what: "circuit",
+                    error,
+                } if *peer == bp => Some(error.clone()),
+                _ => None,
+            },
+        )
+        .await;
+    assert_eq!(error.code, ErrorCode::TransportRejected);
+    assert!(error.detail.contains("no grant covers"), "{error}");
+    b.wait("B's connection to the relay closed", |e| match e {
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } if *peer_id == rp => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(!b.run(move |s| s.is_connected(&cp)).await);
+    eventually("the circuit to C uncounted", WAIT, || {
+        let n = open_circuits(&relay, b.key.node_id());
+        async move { n.await == 0 }
+    })
+    .await;
+
+    // To A, which it names: fine (B is not blocked, only disconnected).
+    b.dial_via(&relay, a.peer).await.unwrap();
+    assert_eq!(open_circuits(&relay, b.key.node_id()).await, 1);
+}
+
+#[tokio::test]
+async fn an_advertisement_policy_admits_nodes_with_a_current_advertisement() {
+    use mesh_admission::RequireAdvertisement;
+    let config = server::Config {
+        policy: Arc::new(RequireAdvertisement {
+            limits: server::DEFAULT_CAPS,
+        }),
+        ..server::Config::default()
+    };
+    let mut relay = Relay::start("relay", config, base_relay_config()).await;
+    let (mut with, mut without) = (client("with advert"), client("without advert"));
+    let addr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    let advert =
+        mesh_advert::own::advert_for(&with.key, &[addr], 1, &Timestamp::now(), 600).unwrap();
+    with.run(move |s| s.behaviour_mut().admission.set_advertisement(Some(advert)))
+        .await;
+    let grant = with.ask(&relay, Purpose::Reservation).await.unwrap();
+    assert_eq!(grant.node_id(), with.key.node_id());
+    with.reserve(&relay).await.unwrap();
+    match without.ask(&relay, Purpose::Reservation).await {
+        Err(client::Event::Denied { error, .. }) => {
+            assert_eq!(error.code, ErrorCode::TransportRejected, "{error}")
+        }
+        other => panic!("admitted without an advertisement: {other:?}"),
+    }
+    assert_eq!(
+        relay_denied(&mut relay, without.peer).await,
+        ErrorCode::TransportRejected
+    );
+    assert!(without.reserve(&relay).await.is_err());
+}
