@@ -47,8 +47,10 @@
 //! - **Grant expiry**: a lapsed grant admits no new reservation (including the relay
 //!   client's periodic reservation renewal) and no new circuit. Circuits the node opened
 //!   are closed like overdue ones (all of its connections) unless the grant was renewed
-//!   in time ([`client::Behaviour::keep`] does). An existing reservation is not ended:
-//!   it lasts until its relay v2 renewal, which is then refused.
+//!   in time ([`client::Behaviour::keep`] does). An existing reservation is not ended
+//!   by the expiry: the relay client's next renewal of it (at three quarters of relay
+//!   v2's `reservation_duration`, one hour by default) is refused, which closes the
+//!   client's listener; the relay's own entry lapses at the end of that duration.
 //! - **Circuit grants naming a target** are checked when the circuit has opened (the relay
 //!   only learns the destination then): a circuit to another destination is closed with
 //!   all of the source's connections.
