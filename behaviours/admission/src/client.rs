@@ -1,15 +1,17 @@
 //! The client's side: ask a relay for admission before reserving or opening circuits,
 //! keep the grant renewed before it lapses, and report denials.
 //!
-//! `keep(relay, purpose)` asks now and again when two thirds of the grant's lifetime
-//! have passed; a failed or denied renewal is retried every [`Config::retry`] while the
+//! `keep(relay, purpose)` asks now and again when two thirds of the time the grant has
+//! left have passed (measured on the local clock to the millisecond: grant times are
+//! whole seconds, so a grant of `ttl` seconds may arrive with little more than `ttl - 1`
+//! left); a failed or denied renewal is retried every [`Config::retry`] while the
 //! grant is kept. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
 //! libp2p relay) is reported as [`Event::Unsupported`]: the application then reserves
 //! without a grant, as on any relay.
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
@@ -102,6 +104,22 @@ pub struct Behaviour {
 }
 
 const TICK: Duration = Duration::from_millis(500);
+/// The soonest a kept grant is renewed after it arrives.
+const MIN_RENEW: Duration = Duration::from_millis(200);
+
+/// When to renew `grant`, which arrived just now: after two thirds of the time it has
+/// left by the local clock.
+fn renew_after(grant: &RelayAdmissionGrant) -> Duration {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let left_ms = grant
+        .expires_at()
+        .instant()
+        .timestamp_millis()
+        .saturating_sub(now_ms);
+    Duration::from_millis(u64::try_from(left_ms.max(0) / 3 * 2).unwrap_or(0)).max(MIN_RENEW)
+}
 
 impl Behaviour {
     /// The client side for the node whose identity is `key`.
@@ -229,9 +247,7 @@ impl Behaviour {
         match result {
             Ok(grant) => {
                 if let Some(k) = kept {
-                    let life = grant.expires_at().secs_since(grant.issued_at()).max(1);
-                    let renew_in = Duration::from_secs(u64::try_from(life * 2 / 3).unwrap_or(1));
-                    k.next = Some(Instant::now() + renew_in.max(Duration::from_secs(1)));
+                    k.next = Some(Instant::now() + renew_after(&grant));
                     k.grant = Some(grant.clone());
                 }
                 self.events.push_back(Event::Granted {
@@ -266,6 +282,17 @@ impl Behaviour {
                 error: MeshError::new(ErrorCode::TransportUnavailable, e.to_string()),
             },
         });
+    }
+
+    /// Until the next renewal falls due, at most [`TICK`].
+    fn next_wake(&self) -> Duration {
+        let now = Instant::now();
+        self.kept
+            .values()
+            .filter_map(|k| k.next)
+            .map(|t| t.saturating_duration_since(now))
+            .min()
+            .map_or(TICK, |d| d.clamp(Duration::from_millis(10), TICK))
     }
 
     fn renew_due(&mut self) {
@@ -316,8 +343,8 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(ToSwarm::GenerateEvent(e));
             }
             if self.tick.poll_unpin(cx).is_ready() {
-                self.tick.reset(TICK);
                 self.renew_due();
+                self.tick.reset(self.next_wake());
                 continue;
             }
             match self.inner.poll(cx) {
@@ -329,7 +356,10 @@ impl NetworkBehaviour for Behaviour {
                                 response,
                             },
                         ..
-                    } => self.on_answer(request_id, response),
+                    } => {
+                        self.on_answer(request_id, response);
+                        self.tick.reset(self.next_wake());
+                    }
                     request_response::Event::OutboundFailure {
                         request_id, error, ..
                     } => self.on_failure(request_id, error),

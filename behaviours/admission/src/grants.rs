@@ -4,7 +4,11 @@
 //!   replaces the older one of the same kind). A reservation grant also lets the node
 //!   open circuits; a circuit grant may be limited to some targets.
 //! - Circuits are counted per node id, across all of the node's connections, against
-//!   the grant's `circuits` limit.
+//!   the grant's `circuits` limit. A circuit counts from the moment the relay allows its
+//!   request ([`Grants::circuit_allowed`]), not only once it is open, so that requests
+//!   arriving together cannot overshoot the limit; an allowed request that never opens
+//!   stops counting when the relay reports its failure ([`Grants::circuit_abandoned`]) or
+//!   after [`PENDING_SECS`].
 //! - A revoked node loses its grants and is blocked for a while: no new grant, no
 //!   connection.
 //! - Memory is bounded: at most `max_nodes` nodes hold grants.
@@ -40,6 +44,8 @@ struct Entry {
     targets: Option<HashSet<NodeId>>,
     /// Open circuits from this node: (destination, opened at).
     open: Vec<(NodeId, Timestamp)>,
+    /// Circuit requests allowed but not opened yet: when each was allowed.
+    pending: Vec<Timestamp>,
 }
 
 impl Entry {
@@ -53,9 +59,16 @@ impl Entry {
     }
 
     fn is_empty(&self) -> bool {
-        self.reservation.is_none() && self.circuit.is_none() && self.open.is_empty()
+        self.reservation.is_none()
+            && self.circuit.is_none()
+            && self.open.is_empty()
+            && self.pending.is_empty()
     }
 }
+
+/// How long an allowed circuit request counts against the quota without opening (the
+/// relay gives up on the destination after 60 s).
+pub const PENDING_SECS: i64 = 90;
 
 /// What the relay's circuit accounting says about a circuit that just opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +161,7 @@ impl Grants {
         let Some(g) = e.circuit_grant(now) else {
             return Err(rejected("grant expired"));
         };
-        if e.open.len() >= g.limits.circuits as usize {
+        if e.open.len() + e.pending.len() >= g.limits.circuits as usize {
             return Err(rejected(format!(
                 "circuit quota of {} per node reached",
                 g.limits.circuits
@@ -157,9 +170,34 @@ impl Grants {
         Ok(())
     }
 
+    /// The relay allowed a circuit request from `src` (after [`Grants::check_circuit`]):
+    /// it counts against the quota until it opens or is abandoned.
+    pub fn circuit_allowed(&mut self, src: NodeId, now: &Timestamp) {
+        self.entries
+            .entry(src)
+            .or_default()
+            .pending
+            .push(now.clone());
+    }
+
+    /// An allowed circuit request from `src` failed before opening.
+    pub fn circuit_abandoned(&mut self, src: &NodeId) {
+        if let Some(e) = self.entries.get_mut(src) {
+            if !e.pending.is_empty() {
+                e.pending.remove(0);
+            }
+            if e.is_empty() {
+                self.entries.remove(src);
+            }
+        }
+    }
+
     /// The relay opened a circuit from `src` to `dst`.
     pub fn circuit_opened(&mut self, src: NodeId, dst: NodeId, now: &Timestamp) -> Opened {
         let entry = self.entries.entry(src).or_default();
+        if !entry.pending.is_empty() {
+            entry.pending.remove(0);
+        }
         entry.open.push((dst, now.clone()));
         let by_reservation = Entry::live(&entry.reservation, now).is_some();
         let by_circuit = Entry::live(&entry.circuit, now).is_some()
@@ -238,6 +276,7 @@ impl Grants {
             if had && e.reservation.is_none() && e.circuit.is_none() {
                 lapsed.push(*node);
             }
+            e.pending.retain(|at| now.secs_since(at) <= PENDING_SECS);
         }
         self.entries.retain(|_, e| !e.is_empty());
         lapsed
@@ -331,6 +370,31 @@ mod tests {
         g.circuit_closed(&n, &d);
         g.check_circuit(&n, &t0()).unwrap();
         assert_eq!(g.open_circuits(&n), 1);
+    }
+
+    #[test]
+    fn allowed_requests_count_until_they_open_or_fail() {
+        let mut g = Grants::new(8);
+        let (n, d) = (node(), node());
+        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
+        // Two requests allowed at once fill the quota of 2 before either opens.
+        for _ in 0..2 {
+            g.check_circuit(&n, &t0()).unwrap();
+            g.circuit_allowed(n, &t0());
+        }
+        assert!(g.check_circuit(&n, &t0()).is_err());
+        assert_eq!(g.circuit_opened(n, d, &t0()), Opened::Ok);
+        assert!(g.check_circuit(&n, &t0()).is_err());
+        // The other fails: its slot is free again.
+        g.circuit_abandoned(&n);
+        g.check_circuit(&n, &t0()).unwrap();
+        assert_eq!(g.open_circuits(&n), 1);
+        // One that never resolves stops counting after PENDING_SECS.
+        g.circuit_allowed(n, &t0());
+        assert!(g.check_circuit(&n, &t0()).is_err());
+        g.sweep(&t0().plus_secs(PENDING_SECS + 1));
+        g.check_circuit(&n, &t0().plus_secs(PENDING_SECS + 1))
+            .unwrap();
     }
 
     #[test]

@@ -19,6 +19,49 @@
 //! - [`client::Behaviour`]: asks before reserving, renews before expiry, reports
 //!   denials.
 //!
+//! ## What enforcement covers, and what it does not
+//!
+//! Enforcement rides on rust-libp2p's circuit relay v2 server (libp2p-relay 0.22), which
+//! offers rate-limiter hooks, one per-circuit byte cap and one per-circuit duration cap
+//! for the whole relay, and no way to close a single circuit. Hence:
+//!
+//! - **Reservations and circuits need a live grant** of the requesting node (the circuit's
+//!   source), checked when the request arrives; refused ones get
+//!   `RESOURCE_LIMIT_EXCEEDED` on the wire and [`server::Event::Refused`] locally. A
+//!   reservation grant also admits circuits from the node; a circuit grant admits only
+//!   circuits.
+//! - **Circuit quotas are per node id**, across all of the node's connections to the
+//!   relay (several devices or transports with one identity share one quota). A request
+//!   counts from the moment the relay allows it, so simultaneous requests cannot
+//!   overshoot the quota.
+//! - **Byte and duration caps are the relay's**: [`server::Behaviour::relay_config`] sets
+//!   relay v2's `max_circuit_bytes` and `max_circuit_duration` to [`server::Config::caps`],
+//!   for every circuit alike (relay v2 cuts a circuit after slightly more than its byte
+//!   cap, counting the relayed connection's own framing and encryption). A grant whose
+//!   `circuit-secs` is smaller than the cap is enforced by this crate, by closing **all**
+//!   of the source node's connections to the relay (its other circuits and its
+//!   reservation go too) within about two seconds of the limit. A grant whose
+//!   `circuit-bytes` is smaller than the cap is **not** enforced: the relay does not
+//!   report bytes per circuit, so such a circuit may carry up to the relay's cap. The
+//!   limit relay v2 announces to both ends of a circuit is the cap, not the grant's.
+//! - **Grant expiry**: a lapsed grant admits no new reservation (including the relay
+//!   client's periodic reservation renewal) and no new circuit. Circuits the node opened
+//!   are closed like overdue ones (all of its connections) unless the grant was renewed
+//!   in time ([`client::Behaviour::keep`] does). An existing reservation is not ended
+//!   by the expiry: the relay client's next renewal of it (at three quarters of relay
+//!   v2's `reservation_duration`, one hour by default) is refused, which closes the
+//!   client's listener; the relay's own entry lapses at the end of that duration.
+//! - **Circuit grants naming a target** are checked when the circuit has opened (the relay
+//!   only learns the destination then): a circuit to another destination is closed with
+//!   all of the source's connections.
+//! - **Revocation** ([`server::Behaviour::revoke`]) drops the node's grants, closes its
+//!   connections (so its reservation and every circuit it is the source of end at once)
+//!   and refuses its connections for [`server::Config::block`]. When the revoked node is a
+//!   circuit's destination, relay v2 keeps the source's half of the circuit until the
+//!   source writes again (the write then fails).
+//! - Circuits *to* a node are not counted against the destination's grant, and the
+//!   destination needs no live grant of its own once it holds a reservation.
+//!
 //! ```no_run
 //! # use mesh_admission::{server, policy::Open};
 //! # use std::sync::Arc;

@@ -12,7 +12,7 @@
 //!    node's connections) and closes circuits that no grant covers or that outlive a
 //!    grant shorter than the relay's cap.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -142,17 +142,26 @@ impl Handle {
     }
 
     /// The limiter body: is `peer` allowed `what` now? Refusals are queued for events.
-    fn allows(&self, peer: PeerId, what: &'static str) -> bool {
+    /// `rest` runs the relay's other limiters once admission allows; a circuit request
+    /// that all of them allow counts against the node's quota from then on.
+    fn allows(&self, peer: PeerId, what: &'static str, rest: impl FnOnce() -> bool) -> bool {
         let now = Timestamp::now();
         let mut s = self.lock();
-        let verdict = match NodeId::from_peer_id(&peer) {
-            Ok(node) if what == "reservation" => s.grants.check_reservation(&node, &now),
-            Ok(node) => s.grants.check_circuit(&node, &now),
-            Err(e) => Err(MeshError::from(e)),
+        let node = NodeId::from_peer_id(&peer).map_err(MeshError::from);
+        let verdict = match &node {
+            Ok(node) if what == "reservation" => s.grants.check_reservation(node, &now),
+            Ok(node) => s.grants.check_circuit(node, &now),
+            Err(e) => Err(e.clone()),
         };
-        match verdict {
-            Ok(()) => true,
-            Err(e) => {
+        match (verdict, node) {
+            (Ok(()), Ok(node)) => {
+                let allowed = rest();
+                if allowed && what == "circuit" {
+                    s.grants.circuit_allowed(node, &now);
+                }
+                allowed
+            }
+            (Err(e), _) | (_, Err(e)) => {
                 if s.refused.len() < 1024 {
                     s.refused.push_back((peer, what, e));
                 }
@@ -172,7 +181,8 @@ pub struct Behaviour {
     config: Config,
     gate: Gate,
     shared: Handle,
-    reservations: usize,
+    /// Reservations per peer, as counted from the relay's events.
+    reservations: HashMap<PeerId, usize>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     tick: futures_timer::Delay,
 }
@@ -202,7 +212,7 @@ impl Behaviour {
             key,
             gate,
             config,
-            reservations: 0,
+            reservations: HashMap::new(),
             events: VecDeque::new(),
             tick: futures_timer::Delay::new(TICK),
         }
@@ -210,17 +220,24 @@ impl Behaviour {
 
     /// `base` with the admission checks first among its rate limiters and its circuit
     /// caps set to [`Config::caps`]. Build the relay with the result.
+    ///
+    /// `base`'s circuit limiters run inside the admission limiter (after it, only for
+    /// admitted peers), so that a request counts against the node's circuit quota exactly
+    /// when the relay's whole limiter chain allows it.
     pub fn relay_config(&self, mut base: relay::Config) -> relay::Config {
         let r = self.shared.clone();
         let c = self.shared.clone();
         base.reservation_rate_limiters.insert(
             0,
-            Box::new(move |peer: PeerId, _: &Multiaddr, _| r.allows(peer, "reservation")),
+            Box::new(move |peer: PeerId, _: &Multiaddr, _| r.allows(peer, "reservation", || true)),
         );
-        base.circuit_src_rate_limiters.insert(
-            0,
-            Box::new(move |peer: PeerId, _: &Multiaddr, _| c.allows(peer, "circuit")),
-        );
+        let mut rest = std::mem::take(&mut base.circuit_src_rate_limiters);
+        base.circuit_src_rate_limiters =
+            vec![Box::new(move |peer: PeerId, addr: &Multiaddr, now| {
+                c.allows(peer, "circuit", || {
+                    rest.iter_mut().all(|l| l.try_next(peer, addr, now))
+                })
+            })];
         base.max_circuit_bytes = self.config.caps.circuit_bytes;
         base.max_circuit_duration = Duration::from_secs(self.config.caps.circuit_secs);
         base
@@ -230,11 +247,41 @@ impl Behaviour {
     pub fn on_relay_event(&mut self, event: &relay::Event) {
         let now = Timestamp::now();
         match event {
-            relay::Event::ReservationReqAccepted { renewed: false, .. } => {
-                self.reservations += 1;
+            relay::Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed: false,
+            } => {
+                *self.reservations.entry(*src_peer_id).or_default() += 1;
             }
-            relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
-                self.reservations = self.reservations.saturating_sub(1);
+            // The relay reports `ReservationClosed` for every closed connection of a peer,
+            // with a reservation or not: only peers counted here are affected.
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                if let Some(n) = self.reservations.get_mut(src_peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.reservations.remove(src_peer_id);
+                    }
+                }
+            }
+            // An allowed circuit request that will not open. A `ResourceLimitExceeded`
+            // denial comes from the relay's limits and limiters, before anything was
+            // counted (or, rarely, from the destination: then the count lapses after
+            // `grants::PENDING_SECS`).
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                status,
+                ..
+            } if !matches!(status, relay::StatusCode::ResourceLimitExceeded) => {
+                if let Ok(src) = NodeId::from_peer_id(src_peer_id) {
+                    self.shared.lock().grants.circuit_abandoned(&src);
+                }
+            }
+            #[allow(deprecated)]
+            relay::Event::CircuitReqAcceptFailed { src_peer_id, .. } => {
+                if let Ok(src) = NodeId::from_peer_id(src_peer_id) {
+                    self.shared.lock().grants.circuit_abandoned(&src);
+                }
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
@@ -306,7 +353,8 @@ impl Behaviour {
     /// maximum, in permille.
     pub fn load_permille(&self) -> u64 {
         let max = self.config.max_reservations.max(1) as u64;
-        (self.reservations as u64 * 1000 / max).min(1000)
+        let held: usize = self.reservations.values().sum();
+        (held as u64 * 1000 / max).min(1000)
     }
 
     fn close(&mut self, peer: PeerId) {
@@ -492,6 +540,11 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ConnectionClosed(c) = &event
+            && c.remaining_established == 0
+        {
+            self.reservations.remove(&c.peer_id);
+        }
         self.inner.on_swarm_event(event);
     }
 

@@ -1,0 +1,122 @@
+//! The admission client against real relays: renewal before expiry, and a plain relay
+//! without admission.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_admission::{Open, Purpose, client, server};
+use support::*;
+
+fn unix_millis() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_grant_is_renewed_before_it_expires() {
+    let config = server::Config {
+        policy: Arc::new(Open {
+            limits: server::DEFAULT_CAPS,
+        }),
+        grant_ttl: Duration::from_secs(3),
+        ..server::Config::default()
+    };
+    let relay = Relay::start("relay", config, base_relay_config()).await;
+    let mut c = client("c");
+    let (rp, addr) = (relay.node.peer, relay.addr());
+    c.run(move |s| {
+        s.behaviour_mut()
+            .admission
+            .keep(rp, Purpose::Reservation, vec![addr])
+            .unwrap()
+    })
+    .await;
+    let mut grant = c
+        .wait("the first grant", |e| match admission(e)? {
+            client::Event::Granted {
+                grant,
+                renewed: false,
+                ..
+            } => Some((**grant).clone()),
+            _ => None,
+        })
+        .await;
+    c.reserve(&relay).await.unwrap();
+    let first_expiry = grant.expires_at().clone();
+
+    // Three renewals, each arriving while the previous grant still holds.
+    for round in 0..3 {
+        let (next, at) = c
+            .wait_within(
+                "a renewed grant",
+                Duration::from_secs(10),
+                |e| match admission(e)? {
+                    client::Event::Granted {
+                        grant,
+                        renewed: true,
+                        ..
+                    } => Some(((**grant).clone(), unix_millis())),
+                    client::Event::Denied { error, .. } | client::Event::Failed { error, .. } => {
+                        panic!("renewal {round} failed: {error}")
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+        let expires = grant.expires_at().instant().timestamp_millis();
+        assert!(
+            at < expires,
+            "renewal {round} arrived {} ms after the grant it renews expired",
+            at - expires
+        );
+        assert!(next.expires_at() >= grant.expires_at());
+        assert_ne!(next.ticket_id(), grant.ticket_id());
+        grant = next;
+    }
+    assert!(grant.expires_at() > &first_expiry);
+    // The relay holds the latest grant only, and admits a reservation past the first
+    // grant's expiry.
+    let grants = relay.node.run(|s| s.behaviour().admission.grants()).await;
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].ticket, grant.ticket_id());
+    c.reserve(&relay).await.unwrap();
+    assert!(
+        c.run(move |s| s
+            .behaviour()
+            .admission
+            .grant(&rp, Purpose::Reservation)
+            .is_some())
+            .await
+    );
+}
+
+#[tokio::test]
+async fn a_plain_relay_is_reported_unsupported() {
+    let (plain, addr) = plain_relay("plain relay").await;
+    let mut c = client("c");
+    let rp = plain.peer;
+    let a = addr.clone();
+    c.run(move |s| {
+        s.behaviour_mut()
+            .admission
+            .request(rp, Purpose::Reservation, vec![a])
+            .unwrap()
+    })
+    .await;
+    match c.answer(rp).await {
+        Err(client::Event::Unsupported { relay }) => assert_eq!(relay, rp),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // Such a relay is used as any libp2p relay: reserving needs no grant.
+    reserve_at(&mut c, addr.with(libp2p::multiaddr::Protocol::P2pCircuit))
+        .await
+        .unwrap();
+}
