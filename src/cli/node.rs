@@ -52,6 +52,10 @@ pub(crate) struct RunArgs {
     /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).
     #[arg(long = "relay", value_name = "MULTIADDR")]
     relays: Vec<libp2p::Multiaddr>,
+    /// Reservations held at once, on the best-scoring relays (config `max_relays`,
+    /// default 2).
+    #[arg(long, value_name = "N")]
+    max_relays: Option<usize>,
     /// Do not forward signaling frames for others (no `core/signaling`).
     #[arg(long)]
     no_signaling_host: bool,
@@ -147,6 +151,9 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         c.admission.policy = p.clone();
     }
     c.relays.extend(args.relays.iter().cloned());
+    if let Some(n) = args.max_relays {
+        c.max_relays = n;
+    }
     if args.no_signaling_host {
         c.signaling_host = false;
     }

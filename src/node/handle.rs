@@ -50,9 +50,12 @@ impl Target {
         match self {
             Target::Node(n) => n.to_peer_id().ok(),
             Target::Peer(p) => Some(*p),
-            Target::Addr(a) => a.iter().find_map(|p| match p {
+            // The last `/p2p`: in a circuit address (`…/p2p/<relay>/p2p-circuit/p2p/<peer>`)
+            // the relay's comes first and is not the target.
+            Target::Addr(a) => a.iter().fold(None, |peer, p| match p {
                 Protocol::P2p(p) => Some(p),
-                _ => None,
+                Protocol::P2pCircuit => None,
+                _ => peer,
             }),
         }
     }
@@ -287,6 +290,13 @@ mod tests {
         let t: Target = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
         assert_eq!(t.peer(), Some(peer));
         let t: Target = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        assert_eq!(t.peer(), None);
+        // A circuit names the peer behind the relay, not the relay.
+        let relay = PeerId::random();
+        let circuit = format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit");
+        let t: Target = format!("{circuit}/p2p/{peer}").parse().unwrap();
+        assert_eq!(t.peer(), Some(peer));
+        let t: Target = circuit.parse().unwrap();
         assert_eq!(t.peer(), None);
         assert!("nonsense".parse::<Target>().is_err());
         assert!("node:did:key:z6Mkbad".parse::<Target>().is_err());
