@@ -279,12 +279,15 @@ fn metrics_text(topo: &Topology, host: Host, node: &Meshd) -> String {
     out
 }
 
-/// The value of the DCUtR counter for successful upgrades (0 when absent).
+/// The value of the DCUtR counter for successful upgrades (0 when absent; the family
+/// appears with its first event). Its name carries the registry's prefix
+/// (`libp2p_libp2p_dcutr_events_total` today).
 fn dcutr_successes(metrics: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| {
-            l.starts_with("libp2p_dcutr_events_total")
+            !l.starts_with('#')
+                && l.contains("dcutr_events_total{")
                 && l.contains("DirectConnectionUpgradeSucceeded")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
