@@ -7,7 +7,7 @@
 //!    and a node behind another NAT connects to it by node id (the routing policy ends
 //!    on the relay) and exchanges signal-markers over the circuit.
 //! 2. Behind port-preserving NATs, DCUtR upgrades a relayed connection to a direct one
-//!    (a hole punch coordinated over the circuit).
+//!    (a hole punch coordinated over the circuit), over TCP and over QUIC.
 //! 3. With `--max-relays 1` and two relays, a node holds its reservation on the
 //!    preferred one; when that relay is killed, the node reserves on the other,
 //!    republishes its advertisement (higher sequence number) with the new circuit, and
@@ -123,18 +123,30 @@ fn start(
     m
 }
 
-/// The relay's TCP address `…/tcp/PORT/p2p/ID` (for `--relay`), and `NODE@that` (for
-/// `--seed`).
-fn relay_addr(topo: &Topology, relay: &Meshd, port: u16) -> String {
-    format!(
-        "/ip4/{}/tcp/{port}/p2p/{}",
-        topo.ip(Host::Pub),
-        relay.peer_id()
-    )
+/// How the private nodes reach the public ones (seed and relay addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Tcp,
+    Quic,
 }
 
-fn seed_of(topo: &Topology, node: &Meshd, port: u16) -> String {
-    format!("{}@/ip4/{}/tcp/{port}", node.node_id(), topo.ip(Host::Pub))
+/// A public node's address on `via`, without `/p2p`.
+fn pub_addr(topo: &Topology, port: u16, via: Via) -> String {
+    let ip = topo.ip(Host::Pub);
+    match via {
+        Via::Tcp => format!("/ip4/{ip}/tcp/{port}"),
+        Via::Quic => format!("/ip4/{ip}/udp/{port}/quic-v1"),
+    }
+}
+
+/// The relay's address `…/p2p/ID` (for `--relay`).
+fn relay_addr(topo: &Topology, relay: &Meshd, port: u16, via: Via) -> String {
+    format!("{}/p2p/{}", pub_addr(topo, port, via), relay.peer_id())
+}
+
+/// `NODE_ID@ADDR` (for `--seed`).
+fn seed_of(topo: &Topology, node: &Meshd, port: u16, via: Via) -> String {
+    format!("{}@{}", node.node_id(), pub_addr(topo, port, via))
 }
 
 /// Polls `f` every 300 ms until it gives a value; panics after `within`.
@@ -313,7 +325,10 @@ fn nat_node_is_reachable_through_its_relay() {
         dirs[0].path(),
         &relay_args(&topo, PORT),
     );
-    let (seed, relay) = (seed_of(&topo, &r, PORT), relay_addr(&topo, &r, PORT));
+    let (seed, relay) = (
+        seed_of(&topo, &r, PORT, Via::Tcp),
+        relay_addr(&topo, &r, PORT, Via::Tcp),
+    );
     let mut a = start(
         &topo,
         &mut logs,
@@ -404,11 +419,27 @@ fn nat_node_is_reachable_through_its_relay() {
 }
 
 #[test]
-fn port_preserving_nat_dcutr_upgrades_the_relayed_connection() {
-    if !available_or_skip("port_preserving_nat_dcutr_upgrades_the_relayed_connection") {
+fn port_preserving_nat_dcutr_upgrades_the_relayed_connection_tcp() {
+    if !available_or_skip("port_preserving_nat_dcutr_upgrades_the_relayed_connection_tcp") {
         return;
     }
-    let topo = Topology::new("nrdcutr", NatKind::PortPreserving).expect("NAT lab");
+    dcutr_upgrade("nrdctcp", Via::Tcp);
+}
+
+#[test]
+fn port_preserving_nat_dcutr_upgrades_the_relayed_connection_quic() {
+    if !available_or_skip("port_preserving_nat_dcutr_upgrades_the_relayed_connection_quic") {
+        return;
+    }
+    dcutr_upgrade("nrdcquic", Via::Quic);
+}
+
+/// A and B behind port-preserving NATs reach the relay (seed and reservation) over
+/// `via` only, so what the relay observes of them, and so the DCUtR candidates, are
+/// addresses on `via`: the hole punch is a TCP simultaneous open, or a QUIC punch (the
+/// relayed listener sends the punch packets while the other side dials).
+fn dcutr_upgrade(prefix: &str, via: Via) {
+    let topo = Topology::new(prefix, NatKind::PortPreserving).expect("NAT lab");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut logs = LogsOnPanic(Vec::new());
     let r = start(
@@ -419,7 +450,10 @@ fn port_preserving_nat_dcutr_upgrades_the_relayed_connection() {
         dirs[0].path(),
         &relay_args(&topo, PORT),
     );
-    let (seed, relay) = (seed_of(&topo, &r, PORT), relay_addr(&topo, &r, PORT));
+    let (seed, relay) = (
+        seed_of(&topo, &r, PORT, via),
+        relay_addr(&topo, &r, PORT, via),
+    );
     let private = |logs: &mut LogsOnPanic, name: &str, host: Host, dir: &Path| {
         start(
             &topo,
@@ -462,10 +496,14 @@ fn port_preserving_nat_dcutr_upgrades_the_relayed_connection() {
     // B dials A's advertised circuit itself (the routing policy would take the
     // signaling path first and punch the hole on its own): the connection starts
     // relayed.
+    let on_via = |a: &str| match via {
+        Via::Tcp => a.contains("/tcp/"),
+        Via::Quic => a.contains("/quic-v1"),
+    };
     let circuit = relay_endpoints(&advert)
         .into_iter()
-        .find(|e| through(e, &r_peer) && e.contains("/tcp/"))
-        .expect("a TCP circuit through R");
+        .find(|e| through(e, &r_peer) && on_via(e))
+        .expect("a circuit through R on the transport");
     let dialed = b.cli_ok(&["dial", &format!("{circuit}/p2p/{a_peer}")]);
     // The peer behind the relay, not the relay (the first `/p2p` of the address).
     assert_eq!(dialed["peer_id"], a_peer.as_str(), "{dialed}");
@@ -485,10 +523,10 @@ fn port_preserving_nat_dcutr_upgrades_the_relayed_connection() {
         let conns = connections_to(&b, &a_peer);
         conns.into_iter().find(|c| !c.contains("/p2p-circuit"))
     });
-    eprintln!("direct connection B -> A: {direct}");
+    eprintln!("{via:?}: direct connection B -> A: {direct}");
     assert!(
-        direct.contains(&topo.wan_ip(netns::Router::A).to_string()),
-        "the direct connection goes to A's router: {direct}"
+        direct.contains(&format!("/ip4/{}/", topo.wan_ip(netns::Router::A))) && on_via(&direct),
+        "the direct connection goes to A's router on {via:?}: {direct}"
     );
     // And it was DCUtR that made it (counted on at least one side).
     let upgrades = poll(Duration::from_secs(10), "a DCUtR success counted", || {
@@ -537,8 +575,8 @@ fn relay_killed_mid_session_moves_the_reservation_to_the_next_relay() {
         &config,
         format!(
             "relays = [\"{}\", \"{}\"]\n\n[relay_tiers]\n\"{r2_peer}\" = 100\n",
-            relay_addr(&topo, &r1, PORT),
-            relay_addr(&topo, &r2, PORT + 1),
+            relay_addr(&topo, &r1, PORT, Via::Tcp),
+            relay_addr(&topo, &r2, PORT + 1, Via::Tcp),
         ),
     )
     .unwrap();
@@ -556,9 +594,9 @@ fn relay_killed_mid_session_moves_the_reservation_to_the_next_relay() {
                 "--max-relays".into(),
                 "1".into(),
                 "--seed".into(),
-                seed_of(&topo, &r1, PORT),
+                seed_of(&topo, &r1, PORT, Via::Tcp),
                 "--seed".into(),
-                seed_of(&topo, &r2, PORT + 1),
+                seed_of(&topo, &r2, PORT + 1, Via::Tcp),
                 "--kad-mode".into(),
                 "client".into(),
             ],
@@ -575,7 +613,7 @@ fn relay_killed_mid_session_moves_the_reservation_to_the_next_relay() {
             PORT,
             &[
                 "--seed".into(),
-                seed_of(&topo, &r2, PORT + 1),
+                seed_of(&topo, &r2, PORT + 1, Via::Tcp),
                 "--kad-mode".into(),
                 "client".into(),
             ],
