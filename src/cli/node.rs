@@ -52,7 +52,8 @@ pub(crate) struct RunArgs {
     /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).
     #[arg(long = "relay", value_name = "MULTIADDR")]
     relays: Vec<libp2p::Multiaddr>,
-    /// Reservations held at once, on the best-scoring relays (default 2).
+    /// Reservations held at once, on the best-scoring relays (config `max_relays`,
+    /// default 2).
     #[arg(long, value_name = "N")]
     max_relays: Option<usize>,
     /// Do not forward signaling frames for others (no `core/signaling`).

@@ -623,9 +623,13 @@ impl Node {
         }
         match target {
             Target::Addr(addr) => {
+                // The given address is dialed even while another dial to the peer
+                // runs (say a DHT query trying its unroutable private addresses):
+                // waiting for that one could outlast the command.
                 let opts = match peer {
                     Some(p) => DialOpts::peer_id(p)
                         .addresses(vec![routing::without_peer(&addr)])
+                        .condition(PeerCondition::Disconnected)
                         .build(),
                     None => DialOpts::unknown_peer_id().address(addr).build(),
                 };

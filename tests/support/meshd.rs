@@ -62,15 +62,43 @@ impl Meshd {
         data_dir: &Path,
         args: &[&str],
     ) -> Meshd {
-        let mut child = command(launcher.as_deref(), bin())
-            .arg("--data-dir")
+        Self::spawn(launcher, data_dir, args, None)
+    }
+
+    /// [`Meshd::start_with`] with `RUST_LOG=rust_log` and the logs (stderr) in
+    /// [`Meshd::log_file`] (to show when a test fails).
+    pub(crate) fn start_logged(
+        launcher: Option<Vec<String>>,
+        data_dir: &Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Meshd {
+        Self::spawn(launcher, data_dir, args, Some(rust_log))
+    }
+
+    fn spawn(
+        launcher: Option<Vec<String>>,
+        data_dir: &Path,
+        args: &[&str],
+        rust_log: Option<&str>,
+    ) -> Meshd {
+        let mut cmd = command(launcher.as_deref(), bin());
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .arg("run")
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn meshd");
+            .stdout(Stdio::piped());
+        match rust_log {
+            Some(filter) => {
+                std::fs::create_dir_all(data_dir).expect("create the data dir");
+                let log = std::fs::File::create(Self::log_path(data_dir)).expect("log file");
+                cmd.env("RUST_LOG", filter).stderr(log);
+            }
+            None => {
+                cmd.stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn meshd");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::sync_channel(4096);
         std::thread::spawn(move || {
@@ -96,6 +124,23 @@ impl Meshd {
             .expect("meshd printed no ready line");
         m.ready = ready;
         m
+    }
+
+    fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("meshd.log")
+    }
+
+    /// Where [`Meshd::start_logged`] writes the logs.
+    pub(crate) fn log_file(&self) -> PathBuf {
+        Self::log_path(&self.data_dir)
+    }
+
+    /// SIGKILL (a crash: no departure, no clean close) and reap.
+    pub(crate) fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub(crate) fn node_id(&self) -> String {
