@@ -21,6 +21,7 @@ pub mod config;
 pub mod connect;
 pub mod event;
 pub mod handle;
+mod idle;
 mod pending;
 mod relays;
 pub mod route;
@@ -129,6 +130,7 @@ pub struct Node {
     routes: connect::Routes,
     relays: relays::Relays,
     swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
+    idle: idle::Idle,
 }
 
 impl Node {
@@ -199,6 +201,7 @@ impl Node {
             max_members: config.swarm.max_members,
         };
         let own = OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence);
+        let idle = idle::Idle::new(&config);
         let node = Node {
             swarm,
             node_id,
@@ -224,6 +227,7 @@ impl Node {
             swarm_queries: HashMap::new(),
             routes: connect::Routes::default(),
             relays: relays::Relays::default(),
+            idle,
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -422,6 +426,7 @@ impl Node {
         self.swarms_tick(&now);
         self.routes_tick();
         self.relays_tick();
+        self.idle_tick();
     }
 
     /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and

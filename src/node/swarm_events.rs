@@ -1,5 +1,7 @@
 //! The node's reaction to every swarm event: the glue between the components.
 
+use std::time::Instant;
+
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::metrics::Recorder;
 use libp2p::swarm::SwarmEvent;
@@ -33,6 +35,13 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                self.idle.conns.established(
+                    connection_id,
+                    peer_id,
+                    endpoint.is_dialer(),
+                    super::route::is_circuit(&addr),
+                    Instant::now(),
+                );
                 if num_established.get() == 1 {
                     self.emit_trace(
                         TraceEvent::new(
@@ -62,6 +71,7 @@ impl Node {
                 num_established,
                 ..
             } => {
+                self.idle.conns.closed(connection_id, peer_id);
                 self.pending.connection_down(connection_id, peer_id);
                 if num_established == 0 {
                     self.emit_trace(
@@ -156,16 +166,33 @@ impl Node {
             }
             MeshBehaviourEvent::RelayServer(e) => {
                 self.metrics.record(&e);
+                self.idle_relay_event(&e);
                 tracing::debug!(?e, "relay server");
             }
             MeshBehaviourEvent::Dcutr(e) => {
                 self.metrics.record(&e);
                 tracing::debug!(?e, "dcutr");
             }
-            MeshBehaviourEvent::Advert(e) => self.on_advert(e),
-            MeshBehaviourEvent::Session(e) => self.on_session(e),
-            MeshBehaviourEvent::Marker(e) => self.on_marker(e),
-            MeshBehaviourEvent::Signal(e) => self.on_signal(e),
+            MeshBehaviourEvent::Advert(e) => {
+                if let Some(peer) = advert_peer(&e) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
+                self.on_advert(e)
+            }
+            MeshBehaviourEvent::Session(e) => {
+                self.idle.conns.touch(&session_peer(&e), Instant::now());
+                self.on_session(e)
+            }
+            MeshBehaviourEvent::Marker(e) => {
+                self.idle.conns.touch(&marker_peer(&e), Instant::now());
+                self.on_marker(e)
+            }
+            MeshBehaviourEvent::Signal(e) => {
+                if let Some(peer) = signal_peer(&e) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
+                self.on_signal(e)
+            }
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
             | MeshBehaviourEvent::Limits(_)
@@ -250,6 +277,7 @@ impl Node {
                         ..
                     },
             } => {
+                self.idle.conns.touch(&source, Instant::now());
                 let now = Timestamp::now();
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
                 match mesh_advert::kad::accept_put(store, record, &now) {
@@ -555,5 +583,46 @@ impl Node {
             }
             mesh_session::marker::Event::Refused { .. } => {}
         }
+    }
+}
+
+/// The peer an advertisement event is about, if any.
+fn advert_peer(e: &mesh_advert::Event) -> Option<PeerId> {
+    match e {
+        mesh_advert::Event::Stored { peer, .. }
+        | mesh_advert::Event::Withdrawn { peer, .. }
+        | mesh_advert::Event::Rejected { peer, .. }
+        | mesh_advert::Event::Response { peer, .. } => Some(*peer),
+        _ => None,
+    }
+}
+
+fn session_peer(e: &mesh_session::Event) -> PeerId {
+    match e {
+        mesh_session::Event::HandshakeStarted { peer }
+        | mesh_session::Event::SessionEstablished { peer, .. }
+        | mesh_session::Event::Rejected { peer, .. }
+        | mesh_session::Event::KeepaliveLost { peer }
+        | mesh_session::Event::KeepaliveRestored { peer }
+        | mesh_session::Event::SessionClosed { peer, .. } => *peer,
+    }
+}
+
+fn marker_peer(e: &mesh_session::marker::Event) -> PeerId {
+    match e {
+        mesh_session::marker::Event::Received { peer, .. }
+        | mesh_session::marker::Event::Sent { peer, .. }
+        | mesh_session::marker::Event::Refused { peer, .. } => *peer,
+    }
+}
+
+/// The peer that carried a signaling frame, if the event names one.
+fn signal_peer(e: &mesh_signal::Event) -> Option<PeerId> {
+    match e {
+        mesh_signal::Event::Received { via, .. } => Some(*via),
+        mesh_signal::Event::Delivered { peer, .. } | mesh_signal::Event::Refused { peer, .. } => {
+            Some(*peer)
+        }
+        mesh_signal::Event::Forwarded { to, .. } => to.to_peer_id().ok(),
     }
 }
