@@ -201,11 +201,20 @@ impl Node {
         }
     }
 
-    /// identify told us a peer's protocols and listen addresses: feed both DHTs.
+    /// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
+    /// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
+    /// queries would dial it for nothing, and it would be handed to others as a peer to
+    /// ask.
     fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
         let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
         let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
         let b = self.swarm.behaviour_mut();
+        if !amino {
+            b.amino.remove_peer(&peer);
+        }
+        if !mesh {
+            b.mesh_kad.remove_peer(&peer);
+        }
         let direct = info
             .listen_addrs
             .iter()
@@ -493,18 +502,31 @@ impl Node {
     }
 
     /// A node's verified advertisement is in the store: its addresses go to the mesh
-    /// DHT's routing table.
+    /// DHT's routing table, if the node is in it already (Kademlia put it there after
+    /// the node answered on `/mesh/kad`, or identify said it serves the DHT). An
+    /// advertisement does not say whether its node serves the DHT, and a client in the
+    /// routing table is dialed by every query and handed to every asker.
     fn learn_addresses(&mut self, node: &NodeId) {
         let now = Timestamp::now();
         let (Some(held), Ok(peer)) = (self.store.get(node, &now), node.to_peer_id()) else {
             return;
         };
+        if !self.in_mesh_dht(&peer) {
+            return;
+        }
         // Relay circuits stay out: a DHT query should not open circuits.
         for addr in routing::advert_addrs(&held.advert) {
             if !super::route::is_circuit(&addr) {
                 self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
             }
         }
+    }
+
+    /// Whether `peer` is in the mesh DHT's routing table.
+    fn in_mesh_dht(&mut self, peer: &PeerId) -> bool {
+        let kad = &mut self.swarm.behaviour_mut().mesh_kad;
+        kad.kbucket(*peer)
+            .is_some_and(|b| b.iter().any(|e| e.node.key.preimage() == peer))
     }
 
     fn on_session(&mut self, event: mesh_session::Event) {
