@@ -130,6 +130,7 @@ pub struct Node {
     routes: connect::Routes,
     relays: relays::Relays,
     swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
+    swarm_dials: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
     idle: idle::Idle,
 }
 
@@ -225,6 +226,7 @@ impl Node {
             adverts_seen: HashMap::new(),
             swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
             swarm_queries: HashMap::new(),
+            swarm_dials: HashMap::new(),
             routes: connect::Routes::default(),
             relays: relays::Relays::default(),
             idle,
@@ -772,6 +774,7 @@ impl Node {
             b.mesh_kad.store_mut().records().count()
         };
         let mode = b.mesh_kad.mode().to_string();
+        let gossip_mesh_peers = b.gossipsub.all_mesh_peers().count();
         Status {
             node_id: self.node_id.to_string(),
             peer_id: self.swarm.local_peer_id().to_string(),
@@ -799,6 +802,7 @@ impl Node {
                 t.sort();
                 t
             },
+            gossip_mesh_peers,
             events_dropped: self.events_dropped,
         }
     }
