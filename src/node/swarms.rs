@@ -25,10 +25,12 @@ const PROVIDER_RETRY: Duration = Duration::from_secs(10);
 const PROVIDERS_DIALED: usize = 8;
 /// How long a stopping node lets its `leave` presences go out.
 pub(super) const LEAVE_FLUSH: Duration = Duration::from_millis(500);
-/// gossipsub's `mesh_n_low` and `mesh_n` (the node keeps the defaults): a swarm whose
-/// topic mesh has fewer peers than the first dials known members up to the second.
+/// gossipsub's `mesh_n_low`, `mesh_n` and `mesh_n_high` (the node keeps the defaults):
+/// a swarm whose topic mesh has fewer peers than the first dials known members up to
+/// the second, as long as fewer than the third of its connected peers are subscribed.
 const MESH_N_LOW: usize = 5;
 const MESH_N: usize = 6;
+const MESH_N_HIGH: usize = 12;
 /// How often a swarm with a thin mesh dials members again.
 const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
 
@@ -192,7 +194,7 @@ impl Node {
             .swarms
             .joined()
             .into_iter()
-            .filter(|k| self.swarms.members(k).is_some_and(|m| m.is_empty()))
+            .filter(|k| self.swarms.member_count(k) == Some(0))
             .filter(|k| {
                 self.swarm_queries
                     .get(k)
@@ -224,8 +226,19 @@ impl Node {
                 continue;
             }
             let topic = gossipsub::IdentTopic::new(key.topic()).hash();
-            let meshed = self.swarm.behaviour().gossipsub.mesh_peers(&topic).count();
+            let gossip = &self.swarm.behaviour().gossipsub;
+            let meshed = gossip.mesh_peers(&topic).count();
             if meshed >= MESH_N_LOW {
+                continue;
+            }
+            // Subscribed peers are the candidates gossipsub grafts from; with enough of
+            // them a thin mesh is gossipsub's to fill (or they are full), not ours.
+            let subscribed = gossip
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&topic))
+                .count();
+            let wanted = (MESH_N - meshed).min(MESH_N_HIGH.saturating_sub(subscribed));
+            if wanted == 0 {
                 continue;
             }
             let Some(members) = self.swarms.members(&key) else {
@@ -244,7 +257,7 @@ impl Node {
                 continue;
             }
             self.swarm_dials.insert(key, Instant::now());
-            let picked = pick(candidates, MESH_N - meshed, |n| {
+            let picked = pick(candidates, wanted, |n| {
                 (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as usize) % n
             });
             for (peer, addrs) in picked {
