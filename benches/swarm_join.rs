@@ -53,6 +53,7 @@ struct Args {
     rounds: usize,
     max_sessions: usize,
     limit: Duration,
+    settle: Duration,
     all_servers: bool,
 }
 
@@ -74,6 +75,7 @@ fn args() -> Args {
         rounds: flag("--rounds").unwrap_or(5).clamp(1, 50) as usize,
         max_sessions: flag("--max-sessions").unwrap_or(256).clamp(2, 4096) as usize,
         limit: Duration::from_secs(flag("--limit").unwrap_or(60).clamp(5, 600)),
+        settle: Duration::from_secs(flag("--settle").unwrap_or(75).min(3600)),
         all_servers: argv.iter().any(|a| a == "--all-servers"),
     }
 }
@@ -234,6 +236,7 @@ fn raise_nofile(nodes: usize) -> u64 {
 /// Connected peers and sessions per node: `median / max` of each.
 async fn census(nodes: &[Member]) -> String {
     let (mut peers, mut sessions, mut dht) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gossip = Vec::new();
     let mut first = String::new();
     let mut failed = 0;
     for (i, m) in nodes.iter().enumerate() {
@@ -252,17 +255,21 @@ async fn census(nodes: &[Member]) -> String {
             peers.push(s.connected_peers as f64);
             sessions.push(s.mesh.sessions as f64);
             dht.push(s.dht.mesh_peers as f64);
+            gossip.push(s.gossip_mesh_peers as f64);
         }
     }
     let mm = |v: &mut Vec<f64>| {
         let max = v.iter().copied().fold(0.0, f64::max);
         format!("{:.0}/{max:.0}", median(v).unwrap_or(0.0))
     };
+    let gossip_min = gossip.iter().copied().fold(f64::INFINITY, f64::min);
     format!(
-        "peers {} sessions {} mesh-dht {} (median/max), {failed} status failed;{first}",
+        "peers {} sessions {} mesh-dht {} gossip-mesh {} min {gossip_min:.0} (median/max), \
+         {failed} status failed;{first}",
         mm(&mut peers),
         mm(&mut sessions),
-        mm(&mut dht)
+        mm(&mut dht),
+        mm(&mut gossip)
     )
 }
 
@@ -276,7 +283,9 @@ fn load() -> String {
 // ------------------------------------------------------------------------- measuring
 
 /// Waits until every member table holds exactly the others of `want` (polled every
-/// 250 ms, bounded); the time it took, or `None` with the number of complete tables.
+/// 250 ms per 50 members, so that the polling, N tables of N members each, stays a small
+/// part of the work; bounded); the time it took, or `None` with the number of complete
+/// tables.
 async fn converge(
     members: &[&Member],
     key: DiscoveryKey,
@@ -302,7 +311,8 @@ async fn converge(
         if start.elapsed() > limit {
             return Err(complete);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let every = 250 * (members.len() as u64 / 50).max(1);
+        tokio::time::sleep(Duration::from_millis(every)).await;
     }
 }
 
@@ -409,6 +419,12 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    if let Ok(f) = std::env::var("MESH_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let a = args();
     let nofile = raise_nofile(a.nodes + a.rounds);
     let rt = runtime();
@@ -508,14 +524,30 @@ async fn run(a: Args, nofile: u64) {
         ),
     }
     // Steady state: CPU over 5 s with nothing happening but timers and keepalives.
-    let (c, t) = (cpu_time(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_cpu = (cpu_time() - c).as_secs_f64() / t.elapsed().as_secs_f64();
-    let (rss_n, fds_n, threads_n) = (vm_rss_mib(), open_fds(), threads());
-    eprintln!(
-        "steady: {:.0}% of one core, RSS {rss_n:.0} MiB, {fds_n} fds",
-        idle_cpu * 100.0
-    );
+    let steady = |label: String| {
+        let nodes = &nodes;
+        async move {
+            let (c, t) = (cpu_time(), Instant::now());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let cpu = (cpu_time() - c).as_secs_f64() / t.elapsed().as_secs_f64();
+            let (rss, fds, threads) = (vm_rss_mib(), open_fds(), threads());
+            eprintln!(
+                "{label}: {:.0}% of one core, RSS {rss:.0} MiB, {fds} fds, load {}; {}",
+                cpu * 100.0,
+                load(),
+                census(nodes).await
+            );
+            (cpu, rss, fds, threads)
+        }
+    };
+    let (mut idle_cpu, mut rss_n, mut fds_n, mut threads_n) =
+        steady("steady after the joins".into()).await;
+    // Let the idle rule close what the start and the joins opened (its grace is the
+    // nodes' `idle_timeout_secs`, 60 s), so that the rounds run on the settled mesh.
+    if !a.settle.is_zero() {
+        tokio::time::sleep(a.settle).await;
+        (idle_cpu, rss_n, fds_n, threads_n) = steady(format!("settled {:?}", a.settle)).await;
+    }
 
     // ---- newcomers: join, seen by all; announce-back; leave, seen by all.
     let mut rounds = Vec::new();
@@ -642,14 +674,14 @@ async fn run(a: Args, nofile: u64) {
         cpu_join.as_secs_f64()
     );
     println!(
-        "| RSS: empty process / {n} nodes idle / in the swarm | {rss0:.0} / {rss_idle:.0} / {rss_n:.0} MiB ({:.2} MiB per node) |",
+        "| RSS: empty process / {n} nodes idle / in the swarm, settled | {rss0:.0} / {rss_idle:.0} / {rss_n:.0} MiB ({:.2} MiB per node) |",
         (rss_n - rss0) / n as f64
     );
     println!(
         "| open fds / threads at {n} nodes (RLIMIT_NOFILE {nofile}) | {fds_n} / {threads_n} |"
     );
     println!(
-        "| CPU in steady state (timers, keepalives, heartbeats) | {:.0}% of one core |",
+        "| CPU in steady state (timers, keepalives, heartbeats; after settling) | {:.0}% of one core |",
         idle_cpu * 100.0
     );
     println!("| events dropped by the nodes' queues | {dropped} |");

@@ -118,6 +118,11 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// The peers that route attempts in progress are reaching for.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.attempts.values().map(|a| a.peer)
+    }
+
     /// Remembers an address a peer observed for us.
     pub(crate) fn observed(&mut self, addr: Multiaddr) {
         if self.observed.contains(&addr) {

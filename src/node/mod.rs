@@ -23,6 +23,7 @@ pub mod connect;
 pub mod event;
 pub mod handle;
 pub mod identify_observed;
+mod idle;
 mod pending;
 pub mod relay_select;
 mod relays;
@@ -133,6 +134,8 @@ pub struct Node {
     routes: connect::Routes,
     relays: relays::Relays,
     swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
+    swarm_dials: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
+    idle: idle::Idle,
 }
 
 impl Node {
@@ -215,6 +218,7 @@ impl Node {
         };
         let own = OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence);
         let max_relays = config.max_relays;
+        let idle = idle::Idle::new(&config);
         let node = Node {
             swarm,
             node_id,
@@ -238,8 +242,10 @@ impl Node {
             adverts_seen: HashMap::new(),
             swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
             swarm_queries: HashMap::new(),
+            swarm_dials: HashMap::new(),
             routes: connect::Routes::default(),
             relays: relays::Relays::new(max_relays, Instant::now()),
+            idle,
         };
         let handle = NodeHandle {
             tx: cmd_tx,
@@ -436,6 +442,7 @@ impl Node {
         self.swarms_tick(&now);
         self.routes_tick();
         self.relays_tick();
+        self.idle_tick();
     }
 
     /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and
@@ -790,6 +797,7 @@ impl Node {
             b.mesh_kad.store_mut().records().count()
         };
         let mode = b.mesh_kad.mode().to_string();
+        let gossip_mesh_peers = b.gossipsub.all_mesh_peers().count();
         Status {
             node_id: self.node_id.to_string(),
             peer_id: self.swarm.local_peer_id().to_string(),
@@ -817,6 +825,7 @@ impl Node {
                 t.sort();
                 t
             },
+            gossip_mesh_peers,
             events_dropped: self.events_dropped,
         }
     }

@@ -175,6 +175,11 @@ impl Pending {
             .collect()
     }
 
+    /// The peers that commands wait on (a connection, a marker's answer).
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.by_peer.keys().chain(self.markers.keys())
+    }
+
     pub(crate) fn remote_addrs(&self, peer: &PeerId) -> Vec<String> {
         self.remote
             .get(peer)

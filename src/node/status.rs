@@ -31,6 +31,8 @@ pub struct Status {
     pub own_advert_sequence: Option<u64>,
     /// Gossipsub topics subscribed.
     pub topics: Vec<String>,
+    /// Distinct peers in the gossipsub meshes of those topics.
+    pub gossip_mesh_peers: usize,
     /// Events the application did not take in time (the event queue is bounded).
     pub events_dropped: u64,
 }

@@ -1,5 +1,7 @@
 //! The node's reaction to every swarm event: the glue between the components.
 
+use std::time::Instant;
+
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::metrics::Recorder;
 use libp2p::swarm::SwarmEvent;
@@ -33,6 +35,13 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                self.idle.conns.established(
+                    connection_id,
+                    peer_id,
+                    endpoint.is_dialer(),
+                    super::route::is_circuit(&addr),
+                    Instant::now(),
+                );
                 if num_established.get() == 1 {
                     self.emit_trace(
                         TraceEvent::new(
@@ -62,6 +71,7 @@ impl Node {
                 num_established,
                 ..
             } => {
+                self.idle.conns.closed(connection_id, peer_id);
                 self.pending.connection_down(connection_id, peer_id);
                 if num_established == 0 {
                     self.emit_trace(
@@ -157,6 +167,7 @@ impl Node {
             }
             MeshBehaviourEvent::RelayServer(e) => {
                 self.metrics.record(&e);
+                self.idle_relay_event(&e);
                 self.on_relay_server(&e);
             }
             MeshBehaviourEvent::Admission(e) => {
@@ -167,10 +178,26 @@ impl Node {
                 self.metrics.record(&e);
                 tracing::debug!(?e, "dcutr");
             }
-            MeshBehaviourEvent::Advert(e) => self.on_advert(e),
-            MeshBehaviourEvent::Session(e) => self.on_session(e),
-            MeshBehaviourEvent::Marker(e) => self.on_marker(e),
-            MeshBehaviourEvent::Signal(e) => self.on_signal(e),
+            MeshBehaviourEvent::Advert(e) => {
+                if let Some(peer) = advert_peer(&e) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
+                self.on_advert(e)
+            }
+            MeshBehaviourEvent::Session(e) => {
+                self.idle.conns.touch(&session_peer(&e), Instant::now());
+                self.on_session(e)
+            }
+            MeshBehaviourEvent::Marker(e) => {
+                self.idle.conns.touch(&marker_peer(&e), Instant::now());
+                self.on_marker(e)
+            }
+            MeshBehaviourEvent::Signal(e) => {
+                if let Some(peer) = signal_peer(&e) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
+                self.on_signal(e)
+            }
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
             | MeshBehaviourEvent::Limits(_)
@@ -179,11 +206,20 @@ impl Node {
         }
     }
 
-    /// identify told us a peer's protocols and listen addresses: feed both DHTs.
+    /// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
+    /// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
+    /// queries would dial it for nothing, and it would be handed to others as a peer to
+    /// ask.
     fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
         let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
         let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
         let b = self.swarm.behaviour_mut();
+        if !amino {
+            b.amino.remove_peer(&peer);
+        }
+        if !mesh {
+            b.mesh_kad.remove_peer(&peer);
+        }
         let direct = info
             .listen_addrs
             .iter()
@@ -255,6 +291,7 @@ impl Node {
                         ..
                     },
             } => {
+                self.idle.conns.touch(&source, Instant::now());
                 let now = Timestamp::now();
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
                 match mesh_advert::kad::accept_put(store, record, &now) {
@@ -470,18 +507,31 @@ impl Node {
     }
 
     /// A node's verified advertisement is in the store: its addresses go to the mesh
-    /// DHT's routing table.
+    /// DHT's routing table, if the node is in it already (Kademlia put it there after
+    /// the node answered on `/mesh/kad`, or identify said it serves the DHT). An
+    /// advertisement does not say whether its node serves the DHT, and a client in the
+    /// routing table is dialed by every query and handed to every asker.
     fn learn_addresses(&mut self, node: &NodeId) {
         let now = Timestamp::now();
         let (Some(held), Ok(peer)) = (self.store.get(node, &now), node.to_peer_id()) else {
             return;
         };
+        if !self.in_mesh_dht(&peer) {
+            return;
+        }
         // Relay circuits stay out: a DHT query should not open circuits.
         for addr in routing::advert_addrs(&held.advert) {
             if !super::route::is_circuit(&addr) {
                 self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
             }
         }
+    }
+
+    /// Whether `peer` is in the mesh DHT's routing table.
+    fn in_mesh_dht(&mut self, peer: &PeerId) -> bool {
+        let kad = &mut self.swarm.behaviour_mut().mesh_kad;
+        kad.kbucket(*peer)
+            .is_some_and(|b| b.iter().any(|e| e.node.key.preimage() == peer))
     }
 
     fn on_session(&mut self, event: mesh_session::Event) {
@@ -560,5 +610,46 @@ impl Node {
             }
             mesh_session::marker::Event::Refused { .. } => {}
         }
+    }
+}
+
+/// The peer an advertisement event is about, if any.
+fn advert_peer(e: &mesh_advert::Event) -> Option<PeerId> {
+    match e {
+        mesh_advert::Event::Stored { peer, .. }
+        | mesh_advert::Event::Withdrawn { peer, .. }
+        | mesh_advert::Event::Rejected { peer, .. }
+        | mesh_advert::Event::Response { peer, .. } => Some(*peer),
+        _ => None,
+    }
+}
+
+fn session_peer(e: &mesh_session::Event) -> PeerId {
+    match e {
+        mesh_session::Event::HandshakeStarted { peer }
+        | mesh_session::Event::SessionEstablished { peer, .. }
+        | mesh_session::Event::Rejected { peer, .. }
+        | mesh_session::Event::KeepaliveLost { peer }
+        | mesh_session::Event::KeepaliveRestored { peer }
+        | mesh_session::Event::SessionClosed { peer, .. } => *peer,
+    }
+}
+
+fn marker_peer(e: &mesh_session::marker::Event) -> PeerId {
+    match e {
+        mesh_session::marker::Event::Received { peer, .. }
+        | mesh_session::marker::Event::Sent { peer, .. }
+        | mesh_session::marker::Event::Refused { peer, .. } => *peer,
+    }
+}
+
+/// The peer that carried a signaling frame, if the event names one.
+fn signal_peer(e: &mesh_signal::Event) -> Option<PeerId> {
+    match e {
+        mesh_signal::Event::Received { via, .. } => Some(*via),
+        mesh_signal::Event::Delivered { peer, .. } | mesh_signal::Event::Refused { peer, .. } => {
+            Some(*peer)
+        }
+        mesh_signal::Event::Forwarded { to, .. } => to.to_peer_id().ok(),
     }
 }

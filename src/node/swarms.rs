@@ -25,6 +25,14 @@ const PROVIDER_RETRY: Duration = Duration::from_secs(10);
 const PROVIDERS_DIALED: usize = 8;
 /// How long a stopping node lets its `leave` presences go out.
 pub(super) const LEAVE_FLUSH: Duration = Duration::from_millis(500);
+/// gossipsub's `mesh_n_low`, `mesh_n` and `mesh_n_high` (the node keeps the defaults):
+/// a swarm whose topic mesh has fewer peers than the first dials known members up to
+/// the second, as long as fewer than the third of its connected peers are subscribed.
+const MESH_N_LOW: usize = 5;
+const MESH_N: usize = 6;
+const MESH_N_HIGH: usize = 12;
+/// How often a swarm with a thin mesh dials members again.
+const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
 
 /// Swarm commands.
 #[derive(Debug)]
@@ -159,6 +167,7 @@ impl Node {
         self.publish_presence(key, "leave", &now);
         self.swarms.leave(&key);
         self.swarm_queries.remove(&key);
+        self.swarm_dials.remove(&key);
         let b = self.swarm.behaviour_mut();
         let _ = b
             .gossipsub
@@ -185,7 +194,7 @@ impl Node {
             .swarms
             .joined()
             .into_iter()
-            .filter(|k| self.swarms.members(k).is_some_and(|m| m.is_empty()))
+            .filter(|k| self.swarms.member_count(k) == Some(0))
             .filter(|k| {
                 self.swarm_queries
                     .get(k)
@@ -194,6 +203,80 @@ impl Node {
             .collect();
         for key in lonely {
             self.find_swarm_providers(key);
+        }
+        self.feed_thin_meshes();
+    }
+
+    /// A swarm whose gossipsub mesh is thin (fewer than `mesh_n_low` peers) dials a few
+    /// members it knows and is not connected to, chosen at random, so gossipsub has
+    /// peers to graft. Provider records name only the first members of a swarm (every
+    /// DHT node keeps 20 per key) and Kademlia connects a client only to servers, so
+    /// without this most members would mesh with the same few peers, which refuse
+    /// grafts beyond `mesh_n_high`, and hear the rest only through gossip, a heartbeat
+    /// later. Random members spread the mesh evenly (the same idea as gossipsub's peer
+    /// exchange, with the addresses the signed presences carry).
+    fn feed_thin_meshes(&mut self) {
+        let now = Timestamp::now();
+        for key in self.swarms.joined() {
+            if self
+                .swarm_dials
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < MEMBER_DIAL_EVERY)
+            {
+                continue;
+            }
+            let topic = gossipsub::IdentTopic::new(key.topic()).hash();
+            let gossip = &self.swarm.behaviour().gossipsub;
+            let meshed = gossip.mesh_peers(&topic).count();
+            if meshed >= MESH_N_LOW {
+                continue;
+            }
+            // Subscribed peers are the candidates gossipsub grafts from; with enough of
+            // them a thin mesh is gossipsub's to fill (or they are full), not ours.
+            let subscribed = gossip
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&topic))
+                .count();
+            let wanted = (MESH_N - meshed).min(MESH_N_HIGH.saturating_sub(subscribed));
+            if wanted == 0 {
+                continue;
+            }
+            let Some(members) = self.swarms.members(&key) else {
+                continue;
+            };
+            let candidates: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = members
+                .into_iter()
+                .filter_map(|m| {
+                    let peer = m.node.to_peer_id().ok()?;
+                    let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    Some((peer, addrs))
+                })
+                .filter(|(p, _)| !self.swarm.is_connected(p))
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            self.swarm_dials.insert(key, Instant::now());
+            let picked = pick(candidates, wanted, |n| {
+                (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as usize) % n
+            });
+            for (peer, addrs) in picked {
+                // Fresher addresses than the presence's, when the store has them.
+                let addrs = NodeId::from_peer_id(&peer)
+                    .ok()
+                    .and_then(|n| self.store.get(&n, &now))
+                    .map(|held| routing::advert_addrs(&held.advert))
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or(addrs);
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(swarm = %key, %peer, error = %e, "member not dialed");
+                }
+            }
         }
     }
 
@@ -365,5 +448,37 @@ impl Node {
             self.leave_swarm(*key);
         }
         all.len()
+    }
+}
+
+/// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
+fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(k.min(items.len()));
+    while out.len() < k && !items.is_empty() {
+        let i = rnd(items.len()).min(items.len() - 1);
+        out.push(items.swap_remove(i));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn pick_takes_k_distinct_items_or_all() {
+        let mut calls = 0;
+        let got = pick((0..10).collect(), 3, |n| {
+            calls += 1;
+            n - 1
+        });
+        assert_eq!(got, vec![9, 8, 7]);
+        assert_eq!(calls, 3);
+        let mut all = pick((0..4).collect::<Vec<u32>>(), 9, |_| 0);
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3]);
+        assert!(pick(Vec::<u8>::new(), 2, |_| 0).is_empty());
+        // An out-of-range draw is clamped, never a panic.
+        assert_eq!(pick(vec![1, 2], 1, |n| n + 5), vec![2]);
     }
 }

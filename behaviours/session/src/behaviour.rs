@@ -229,6 +229,8 @@ pub struct Behaviour {
     deriving: VecDeque<Deriving>,
     /// Terms to compute when idle.
     ahead: VecDeque<Ahead>,
+    /// Peers with at least one connection.
+    connected: std::collections::HashSet<PeerId>,
 }
 
 fn is_hard(code: ErrorCode) -> bool {
@@ -263,6 +265,7 @@ impl Behaviour {
             prepared: HashMap::new(),
             deriving: VecDeque::new(),
             ahead: VecDeque::new(),
+            connected: Default::default(),
         };
         // Built now, not on the first connection's critical path.
         let now = b.now();
@@ -302,7 +305,16 @@ impl Behaviour {
         for action in self.governor.tick(&now) {
             match action {
                 crate::governor::Action::Dial(node) => {
-                    if let Ok(peer) = node.to_peer_id() {
+                    let Ok(peer) = node.to_peer_id() else {
+                        continue;
+                    };
+                    if self.connected.contains(&peer) {
+                        // Connected without a session (one was refused or had no room):
+                        // the redial is a new hello on the connection there is.
+                        if !self.states.contains_key(&peer) && !self.start(peer) {
+                            self.governor.dial_failed(&node, "no handshake", &now);
+                        }
+                    } else {
                         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                             .condition(
                                 libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
@@ -451,13 +463,30 @@ impl Behaviour {
         false
     }
 
-    fn start(&mut self, peer: PeerId) {
+    /// Handshakes under way: hellos sent and not answered, acks sent and not derived.
+    /// Each may end in a session, so each holds a slot.
+    fn pending_sessions(&self) -> usize {
+        let awaiting = self
+            .states
+            .values()
+            .filter(|s| matches!(s, State::AwaitingAck { .. }))
+            .count();
+        awaiting + self.deriving.len()
+    }
+
+    /// Sends the hello to `peer`; `false` when none was sent (blocked, over the
+    /// handshake rate, no room for another session, or it could not be built).
+    fn start(&mut self, peer: PeerId) -> bool {
         let now = self.now();
         let Ok(node) = NodeId::from_peer_id(&peer) else {
-            return; // not an Ed25519 peer: not a libmesh node
+            return false; // not an Ed25519 peer: not a libmesh node
         };
         if self.governor.allow_handshake(&node, &now).is_err() {
-            return;
+            return false;
+        }
+        if !self.governor.has_room(self.pending_sessions()) {
+            tracing::debug!(%peer, "no room for another session; the connection stays without one");
+            return false;
         }
         let eph = self.ephemeral();
         let built = build_hello(&self.key, &eph, node, &self.params(), &now).and_then(|h| {
@@ -466,10 +495,14 @@ impl Behaviour {
         });
         let (hello, bytes) = match built {
             Ok(x) => x,
-            Err(e) => return tracing::warn!(%e, "cannot build hello"),
+            Err(e) => {
+                tracing::warn!(%e, "cannot build hello");
+                return false;
+            }
         };
         if let Err(e) = self.replay.hello_sent(hello.handshake_id(), node, &now) {
-            return tracing::warn!(%e, "hello not sent");
+            tracing::warn!(%e, "hello not sent");
+            return false;
         }
         self.inner.send_request(&peer, Frame::Out(bytes));
         self.states.insert(
@@ -484,6 +517,7 @@ impl Behaviour {
         self.trace(TraceEventType::HandshakeStarted, &peer, None);
         self.events
             .push_back(ToSwarm::GenerateEvent(Event::HandshakeStarted { peer }));
+        true
     }
 
     /// Verifies a handshake artifact from `peer`: signature (unless `verified` by the
@@ -567,6 +601,14 @@ impl Behaviour {
         self.governor
             .allow_handshake(&node, &now)
             .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
+        let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
+        if !renewing && !self.governor.has_room(self.pending_sessions()) {
+            // A soft refusal: the connection stays, without a session.
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                "handshake refused: no room for another session",
+            ));
+        }
         self.replay.check_incoming(hello, &now)?;
         let capabilities = self.check_capabilities(&node, caps, &now, verified)?;
         let (eph, term) = match self.prepared.remove(&peer) {
@@ -711,6 +753,14 @@ impl Behaviour {
         self.config
             .trace
             .emit(&TraceEvent::error(&error, self.key.node_id(), now.clone()).with_peer(peer));
+        if by_peer && matches!(self.states.get(&peer), Some(State::AwaitingAck { .. })) {
+            // Our hello was refused: no session on this connection; the governor retries
+            // (a new hello on it, or a dial) after its backoff.
+            self.states.remove(&peer);
+            if let Ok(node) = NodeId::from_peer_id(&peer) {
+                self.governor.dial_failed(&node, error.code.as_str(), &now);
+            }
+        }
         if hard {
             if let Ok(node) = NodeId::from_peer_id(&peer) {
                 self.governor.hard_failure(node, error.code, &now);
@@ -826,9 +876,18 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(e)
                 if e.other_established == 0 && e.endpoint.is_dialer() =>
             {
-                self.start(e.peer_id);
+                self.connected.insert(e.peer_id);
+                if !self.start(e.peer_id)
+                    && let Ok(node) = NodeId::from_peer_id(&e.peer_id)
+                {
+                    // A dial of the governor's (or anyone's) without a handshake: the
+                    // governor tries again after its backoff.
+                    self.governor
+                        .dial_failed(&node, "no handshake", &self.now());
+                }
             }
             FromSwarm::ConnectionEstablished(e) if e.other_established == 0 => {
+                self.connected.insert(e.peer_id);
                 self.ahead.push_back(Ahead::ResponderTerm(e.peer_id));
             }
             FromSwarm::DialFailure(e) => {
@@ -838,6 +897,7 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
+                self.connected.remove(&e.peer_id);
                 self.keepalive.remove(&e.peer_id);
                 self.prepared.remove(&e.peer_id);
                 self.ahead.retain(|a| match a {

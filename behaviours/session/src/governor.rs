@@ -4,8 +4,10 @@
 //!
 //! - Temperatures: **cold** (known, no session), **warm** (live session), **hot** (live
 //!   session the node prefers, at most `target_hot`), **blocked** (refused until a
-//!   cooldown ends). At most `max_live` sessions are live (warm + hot); a session beyond
-//!   that is closed at once.
+//!   cooldown ends). At most `max_live` sessions are live (warm + hot): without room
+//!   ([`Governor::has_room`]) no handshake is started or accepted, so the connection
+//!   stays without a session instead of being closed; a session beyond the limit (not
+//!   expected) is closed at once.
 //! - A closed session or a failed dial schedules a redial after a jittered exponential
 //!   backoff (`base * 2^attempt`, capped, times a factor in [0.5, 1.0] derived from the
 //!   node id and the attempt, so it is deterministic and spread out).
@@ -160,6 +162,15 @@ impl Governor {
         self.peers.values().filter(|p| p.live()).count()
     }
 
+    /// Whether one more session fits under `max_live` beside `pending` handshakes that
+    /// are under way (each may still end in a session). A node without room neither
+    /// starts nor accepts a handshake: the connection stays, without a session, and the
+    /// application decides whether it is worth keeping (closing it would cut off a peer
+    /// for which it may be the only connection).
+    pub fn has_room(&self, pending: usize) -> bool {
+        self.live().saturating_add(pending) < self.config.max_live
+    }
+
     /// Learns of a peer (a seed, a discovered node); it starts cold and may be dialed.
     pub fn add_known(&mut self, node: NodeId) {
         self.peers.entry(node).or_insert_with(Peer::new);
@@ -194,7 +205,8 @@ impl Governor {
     }
 
     /// A session is established. Returns `Disconnect` when the peer is blocked or the
-    /// node already has `max_live` sessions.
+    /// node already has `max_live` sessions (which [`Governor::has_room`], checked
+    /// before every handshake, keeps from happening).
     pub fn session_established(&mut self, node: NodeId, now: &Timestamp) -> Vec<Action> {
         if self.is_blocked(&node, now) {
             return vec![Action::Disconnect(node)];
@@ -472,6 +484,32 @@ mod tests {
         g.session_closed(&hot[1], &t(2));
         assert_eq!(g.count(Temperature::Hot), 2);
         assert_eq!(g.temperature(&hot[1]), Some(Temperature::Cold));
+    }
+
+    #[test]
+    fn room_counts_live_sessions_and_pending_handshakes() {
+        let mut g = Governor::new(GovernorConfig {
+            max_live: 3,
+            ..GovernorConfig::default()
+        });
+        let n = nodes(4);
+        assert!(g.has_room(0));
+        assert!(g.has_room(2));
+        assert!(
+            !g.has_room(3),
+            "three handshakes under way fill three slots"
+        );
+        g.session_established(n[0], &t(0));
+        g.session_established(n[1], &t(0));
+        assert!(g.has_room(0));
+        assert!(!g.has_room(1));
+        g.session_established(n[2], &t(0));
+        assert!(!g.has_room(0));
+        // Cold and blocked peers take no slot.
+        g.session_closed(&n[0], &t(1));
+        assert!(g.has_room(0));
+        g.add_known(n[3]);
+        assert!(g.has_room(0));
     }
 
     #[test]

@@ -173,11 +173,19 @@ impl Swarms {
     }
 
     /// The members of `swarm` (not this node), by node id; `None` when not joined.
+    /// (Node ids compare like their text: the base58 of the fixed prefix and key always
+    /// has 47 digits, whose alphabet is in ASCII order. Sorting by text would encode
+    /// every id O(log n) times.)
     pub fn members(&self, swarm: &DiscoveryKey) -> Option<Vec<Member>> {
         let s = self.swarms.get(swarm)?;
         let mut v: Vec<Member> = s.members.values().cloned().collect();
-        v.sort_by_key(|m| m.node.to_string());
+        v.sort_unstable_by_key(|m| m.node);
         Some(v)
+    }
+
+    /// How many members `swarm` has (not this node); `None` when not joined.
+    pub fn member_count(&self, swarm: &DiscoveryKey) -> Option<usize> {
+        self.swarms.get(swarm).map(|s| s.members.len())
     }
 
     /// A verified presence arrived. Our own, duplicates and older sequence numbers
@@ -250,7 +258,7 @@ impl Swarms {
                 .filter(|m| &m.expires_at <= now)
                 .map(|m| m.node)
                 .collect();
-            gone.sort_by_key(ToString::to_string);
+            gone.sort_unstable();
             for node in gone {
                 s.members.remove(&node);
                 changes.push(Change::Left {
@@ -358,6 +366,34 @@ mod tests {
             self.swarms.sent(swarm, presence, now);
             p
         }
+    }
+
+    #[test]
+    fn members_come_in_node_id_text_order_and_are_counted() {
+        let k = DiscoveryKey::from_name("order");
+        let mut a = Peer::new(60);
+        let now = t0();
+        assert_eq!(a.swarms.member_count(&k), None);
+        a.swarms.join(k).unwrap();
+        assert_eq!(a.swarms.member_count(&k), Some(0));
+        for _ in 0..40 {
+            let mut other = Peer::new(60);
+            other.swarms.join(k).unwrap();
+            let p = other.say(&k, "join", &now);
+            a.swarms.on_presence(&p, &now).unwrap();
+        }
+        assert_eq!(a.swarms.member_count(&k), Some(40));
+        let text: Vec<String> = a
+            .swarms
+            .members(&k)
+            .unwrap()
+            .iter()
+            .map(|m| m.node.to_string())
+            .collect();
+        let mut sorted = text.clone();
+        sorted.sort();
+        assert_eq!(text, sorted);
+        assert!(text.iter().all(|t| t.len() == text[0].len()));
     }
 
     #[test]

@@ -1,0 +1,557 @@
+//! Which connections the node closes, and when.
+//!
+//! libp2p-swarm closes a connection once no handler wants it and no stream is open on
+//! it, but gossipsub keeps a long-lived stream on every connection to a peer that
+//! speaks it (rust-libp2p issue #5190), so without help every connection the node ever
+//! opened would stay: a mesh drifts towards all-to-all. [`Connections`] is the node's
+//! own idle rule, pure logic over `now`:
+//!
+//! - a peer is *idle* once nothing happened with it for `grace` (the node's
+//!   `idle_timeout_secs`): no new connection, no session, signaling, marker, advert or
+//!   Kademlia traffic that the node saw (pings, identify and gossip do not count);
+//! - the node's needs are never closed ([`Need::Keep`]: gossipsub mesh peers of its
+//!   topics, hot sessions, seeds and configured relays, route attempts, Kademlia
+//!   servers while a query runs, relay reservations), nor relayed connections (the
+//!   relay's limits end them);
+//! - an idle peer the node dialed is closed: the dialer opened it for its own purpose,
+//!   which is over;
+//! - an idle peer that dialed us is the other side's to close (it may be how a newcomer
+//!   reaches the mesh), unless the node holds more than `inbound_high` peers: then the
+//!   idle ones without a session go first, then the ones with a session, oldest first;
+//! - the node never closes its last connected peer.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use libp2p::{PeerId, gossipsub, relay};
+use mesh_core::NodeId;
+use mesh_session::governor::Temperature;
+
+use super::Node;
+use super::config::NodeConfig;
+
+/// gossipsub's `mesh_n_low` (the node uses the default): a topic whose mesh has fewer
+/// peers keeps its other subscribed peers too, as they are what gossipsub grafts from.
+const MESH_N_LOW: usize = 5;
+
+/// What the node needs a peer for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Need {
+    /// Nothing: no session, no use.
+    Nothing,
+    /// A session, but nothing that needs it now.
+    Session,
+    /// Needed (mesh peer, hot session, seed, relay, route attempt, running query…).
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    id: ConnectionId,
+    outbound: bool,
+    relayed: bool,
+}
+
+#[derive(Debug)]
+struct PeerConns {
+    conns: Vec<Conn>,
+    /// When the first of the current connections came up.
+    since: Instant,
+    /// The last activity: a connection coming up or traffic the node saw.
+    active: Instant,
+}
+
+/// The node's connections by peer, with their last activity.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    grace: Duration,
+    inbound_high: usize,
+    peers: HashMap<PeerId, PeerConns>,
+}
+
+impl Connections {
+    /// Closes idle peers after `grace`; keeps at most `inbound_high` idle peers that
+    /// dialed us.
+    pub(crate) fn new(grace: Duration, inbound_high: usize) -> Self {
+        Connections {
+            grace,
+            inbound_high,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// A connection came up (`outbound`: we dialed it; `relayed`: a circuit).
+    pub(crate) fn established(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        outbound: bool,
+        relayed: bool,
+        now: Instant,
+    ) {
+        let p = self.peers.entry(peer).or_insert(PeerConns {
+            conns: Vec::new(),
+            since: now,
+            active: now,
+        });
+        p.active = p.active.max(now);
+        p.conns.push(Conn {
+            id,
+            outbound,
+            relayed,
+        });
+    }
+
+    /// A connection closed.
+    pub(crate) fn closed(&mut self, id: ConnectionId, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.conns.retain(|c| c.id != id);
+            if p.conns.is_empty() {
+                self.peers.remove(&peer);
+            }
+        }
+    }
+
+    /// Something happened with `peer`.
+    pub(crate) fn touch(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.active = p.active.max(now);
+        }
+    }
+
+    /// Whether some peer has been idle for the grace period (the only case in which
+    /// [`Connections::to_close`] can close anything).
+    pub(crate) fn any_idle(&self, now: Instant) -> bool {
+        self.peers.values().any(|p| self.idle(p, now))
+    }
+
+    fn idle(&self, p: &PeerConns, now: Instant) -> bool {
+        now.saturating_duration_since(p.active) >= self.grace
+    }
+
+    /// The connections to close now; `need` is asked only about idle peers.
+    pub(crate) fn to_close(
+        &self,
+        now: Instant,
+        mut need: impl FnMut(&PeerId) -> Need,
+    ) -> Vec<ConnectionId> {
+        let mut close: Vec<(PeerId, Vec<ConnectionId>)> = Vec::new();
+        // Peers still connected once the plan is carried out.
+        let mut remaining = self.peers.len();
+        let mut inbound: Vec<(Need, Instant, PeerId)> = Vec::new();
+        for (peer, p) in &self.peers {
+            if !self.idle(p, now) {
+                continue;
+            }
+            let direct: Vec<ConnectionId> = p
+                .conns
+                .iter()
+                .filter(|c| !c.relayed)
+                .map(|c| c.id)
+                .collect();
+            if direct.is_empty() {
+                continue;
+            }
+            let n = need(peer);
+            if n == Need::Keep {
+                continue;
+            }
+            if p.conns.iter().any(|c| c.outbound && !c.relayed) {
+                if direct.len() == p.conns.len() {
+                    remaining -= 1;
+                }
+                close.push((*peer, direct));
+            } else {
+                inbound.push((n, p.since, *peer));
+            }
+        }
+        // Over the watermark: the idle peers that dialed us, sessionless and oldest first.
+        inbound.sort();
+        for (_, _, peer) in inbound {
+            if remaining <= self.inbound_high {
+                break;
+            }
+            let Some(p) = self.peers.get(&peer) else {
+                continue;
+            };
+            let direct: Vec<ConnectionId> = p
+                .conns
+                .iter()
+                .filter(|c| !c.relayed)
+                .map(|c| c.id)
+                .collect();
+            if direct.len() == p.conns.len() {
+                remaining -= 1;
+            }
+            close.push((peer, direct));
+        }
+        // Never the last peer: keep the most recently active one.
+        if remaining == 0
+            && let Some(i) = close
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, (peer, _))| (self.peers.get(peer).map(|p| p.active), *peer))
+                .map(|(i, _)| i)
+        {
+            close.swap_remove(i);
+        }
+        close.into_iter().flat_map(|(_, ids)| ids).collect()
+    }
+
+    /// Connected peers.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+/// The node's state for the idle rule.
+#[derive(Debug)]
+pub(crate) struct Idle {
+    pub(crate) conns: Connections,
+    /// Seeds and configured relays.
+    pinned: HashSet<PeerId>,
+    /// Peers holding a reservation on our relay server.
+    reserved: HashSet<PeerId>,
+    /// Circuits through our relay server, per end.
+    circuits: HashMap<PeerId, usize>,
+}
+
+impl Idle {
+    pub(crate) fn new(config: &NodeConfig) -> Self {
+        let seeds = config
+            .seeds
+            .iter()
+            .filter_map(|s| s.node_id.to_peer_id().ok());
+        let relays = config.relays.iter().filter_map(|a| match a.iter().last() {
+            Some(Protocol::P2p(p)) => Some(p),
+            _ => None,
+        });
+        let sessions = config.limits.max_sessions;
+        Idle {
+            conns: Connections::new(config.idle_timeout(), sessions),
+            pinned: seeds.chain(relays).collect(),
+            reserved: HashSet::new(),
+            circuits: HashMap::new(),
+        }
+    }
+}
+
+impl Node {
+    /// Closes the connections the idle rule gives up (checked every tick).
+    pub(super) fn idle_tick(&mut self) {
+        let now = Instant::now();
+        if !self.idle.conns.any_idle(now) {
+            return;
+        }
+        let keep = self.needed_peers();
+        let b = self.swarm.behaviour();
+        let close = self.idle.conns.to_close(now, |peer| {
+            if keep.contains(peer) {
+                return Need::Keep;
+            }
+            let node = NodeId::from_peer_id(peer).ok();
+            let gov = b.session.governor();
+            if node.and_then(|n| gov.temperature(&n)) == Some(Temperature::Hot) {
+                Need::Keep
+            } else if b.session.session(peer).is_some() {
+                Need::Session
+            } else {
+                Need::Nothing
+            }
+        });
+        if !close.is_empty() {
+            tracing::debug!(connections = close.len(), "closing idle connections");
+        }
+        for id in close {
+            self.swarm.close_connection(id);
+        }
+    }
+
+    /// Peers the node needs now, besides its hot sessions.
+    fn needed_peers(&mut self) -> HashSet<PeerId> {
+        let mut keep: HashSet<PeerId> = self.idle.pinned.clone();
+        keep.extend(self.idle.reserved.iter().copied());
+        keep.extend(self.idle.circuits.keys().copied());
+        keep.extend(self.routes.targets());
+        keep.extend(self.pending.peers().copied());
+        let b = self.swarm.behaviour_mut();
+        // gossipsub: mesh peers, and every subscribed peer of a topic with a thin mesh.
+        keep.extend(b.gossipsub.all_mesh_peers().copied());
+        let thin: Vec<gossipsub::TopicHash> = b
+            .gossipsub
+            .topics()
+            .filter(|t| b.gossipsub.mesh_peers(t).count() < MESH_N_LOW)
+            .cloned()
+            .collect();
+        if !thin.is_empty() {
+            keep.extend(
+                b.gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.iter().any(|t| thin.contains(t)))
+                    .map(|(p, _)| *p),
+            );
+        }
+        // Kademlia: the routing table's servers while a query may be talking to them.
+        for kad in [&mut b.amino, &mut b.mesh_kad] {
+            if kad.iter_queries().next().is_some() {
+                for bucket in kad.kbuckets() {
+                    keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
+                }
+            }
+        }
+        keep
+    }
+
+    /// Relay server events: reservations and circuits keep their peers.
+    pub(super) fn idle_relay_event(&mut self, event: &relay::Event) {
+        let now = Instant::now();
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                self.idle.reserved.insert(*src_peer_id);
+                self.idle.conns.touch(src_peer_id, now);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                self.idle.reserved.remove(src_peer_id);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    *self.idle.circuits.entry(*p).or_default() += 1;
+                    self.idle.conns.touch(p, now);
+                }
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    if let Some(n) = self.idle.circuits.get_mut(p) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.idle.circuits.remove(p);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    struct World {
+        conns: Connections,
+        t0: Instant,
+        next: usize,
+    }
+
+    impl World {
+        fn new(inbound_high: usize) -> Self {
+            World {
+                conns: Connections::new(GRACE, inbound_high),
+                t0: Instant::now(),
+                next: 0,
+            }
+        }
+
+        fn at(&self, secs: u64) -> Instant {
+            self.t0 + Duration::from_secs(secs)
+        }
+
+        fn connect(&mut self, peer: PeerId, outbound: bool, at: u64) -> ConnectionId {
+            self.connect_via(peer, outbound, false, at)
+        }
+
+        fn connect_via(
+            &mut self,
+            peer: PeerId,
+            outbound: bool,
+            relayed: bool,
+            at: u64,
+        ) -> ConnectionId {
+            self.next += 1;
+            let id = ConnectionId::new_unchecked(self.next);
+            let now = self.at(at);
+            self.conns.established(id, peer, outbound, relayed, now);
+            id
+        }
+
+        fn plan(&self, at: u64, need: impl FnMut(&PeerId) -> Need) -> HashSet<ConnectionId> {
+            self.conns.to_close(self.at(at), need).into_iter().collect()
+        }
+    }
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn an_outbound_connection_closes_once_idle_for_the_grace_period() {
+        let mut w = World::new(100);
+        let p = peers(2);
+        let keep_one = w.connect(p[0], true, 0);
+        let c = w.connect(p[1], true, 0);
+        assert!(!w.conns.any_idle(w.at(59)));
+        assert!(w.plan(59, |_| Need::Nothing).is_empty(), "within the grace");
+        assert!(w.conns.any_idle(w.at(60)));
+        // Both idle: one goes, the other is the node's last peer.
+        let plan = w.plan(60, |_| Need::Nothing);
+        assert_eq!(plan.len(), 1);
+        assert!(plan.contains(&c) || plan.contains(&keep_one));
+        // Activity restarts the clock.
+        w.conns.touch(&p[1], w.at(50));
+        w.conns.touch(&p[0], w.at(30));
+        assert_eq!(w.plan(100, |_| Need::Nothing), HashSet::from([keep_one]));
+        assert_eq!(w.plan(110, |_| Need::Nothing).len(), 1);
+    }
+
+    #[test]
+    fn a_session_alone_does_not_keep_an_outbound_connection() {
+        let mut w = World::new(100);
+        let p = peers(3);
+        let ids: Vec<ConnectionId> = p.iter().map(|x| w.connect(*x, true, 0)).collect();
+        let plan = w.plan(61, |x| {
+            if *x == p[0] {
+                Need::Keep
+            } else {
+                Need::Session
+            }
+        });
+        assert_eq!(plan, HashSet::from([ids[1], ids[2]]));
+    }
+
+    #[test]
+    fn needed_and_relayed_connections_stay() {
+        let mut w = World::new(0);
+        let p = peers(4);
+        w.connect(p[0], true, 0);
+        w.connect_via(p[1], true, true, 0);
+        let direct = w.connect(p[2], true, 0);
+        w.connect_via(p[2], true, true, 0);
+        let other = w.connect(p[3], false, 0);
+        let plan = w.plan(120, |x| {
+            if *x == p[0] {
+                Need::Keep
+            } else {
+                Need::Nothing
+            }
+        });
+        // The circuit to p[2] stays, its direct connection goes; inbound p[3] goes too
+        // (watermark 0), p[0] is kept, p[1] has only a circuit.
+        assert_eq!(plan, HashSet::from([direct, other]));
+        // `need` is not asked about busy peers.
+        w.conns.touch(&p[0], w.at(100));
+        let mut asked = Vec::new();
+        w.plan(120, |x| {
+            asked.push(*x);
+            Need::Nothing
+        });
+        assert!(!asked.contains(&p[0]));
+    }
+
+    #[test]
+    fn inbound_peers_close_only_over_the_watermark_sessionless_then_oldest_first() {
+        let mut w = World::new(3);
+        let p = peers(6);
+        for (i, x) in p.iter().enumerate() {
+            w.connect(*x, false, i as u64);
+        }
+        assert_eq!(w.conns.len(), 6);
+        // p[4] has no session; p[0] is the oldest of the rest; p[5] is needed.
+        let need = |x: &PeerId| {
+            if *x == p[4] {
+                Need::Nothing
+            } else if *x == p[5] {
+                Need::Keep
+            } else {
+                Need::Session
+            }
+        };
+        let plan = w.plan(200, need);
+        assert_eq!(plan.len(), 3, "6 peers down to the watermark of 3");
+        let closed: HashSet<ConnectionId> = plan;
+        let id = |i: usize| ConnectionId::new_unchecked(i + 1);
+        assert_eq!(closed, HashSet::from([id(4), id(0), id(1)]));
+        // Under the watermark nothing that dialed us closes.
+        let mut w = World::new(10);
+        for x in &p {
+            w.connect(*x, false, 0);
+        }
+        assert!(w.plan(200, |_| Need::Nothing).is_empty());
+    }
+
+    #[test]
+    fn outbound_closes_count_towards_the_watermark() {
+        let mut w = World::new(2);
+        let p = peers(4);
+        w.connect(p[0], true, 0);
+        w.connect(p[1], true, 0);
+        let a = w.connect(p[2], false, 0);
+        let b = w.connect(p[3], false, 10);
+        let need = |x: &PeerId| {
+            if *x == p[0] {
+                Need::Keep
+            } else {
+                Need::Session
+            }
+        };
+        // p[1] goes (outbound, idle), leaving 3 > 2: the older inbound one, p[2], goes.
+        let plan = w.plan(100, need);
+        assert_eq!(plan.len(), 2);
+        assert!(plan.contains(&a) && !plan.contains(&b));
+    }
+
+    #[test]
+    fn a_peer_with_an_outbound_connection_closes_all_its_direct_ones() {
+        let mut w = World::new(100);
+        let p = peers(2);
+        w.connect(p[0], true, 0);
+        let a = w.connect(p[1], false, 0);
+        let b = w.connect(p[1], true, 0);
+        assert_eq!(
+            w.plan(60, |x| if *x == p[0] {
+                Need::Keep
+            } else {
+                Need::Nothing
+            }),
+            HashSet::from([a, b])
+        );
+    }
+
+    #[test]
+    fn the_last_peer_stays() {
+        let mut w = World::new(0);
+        let p = peers(3);
+        w.connect(p[0], true, 0);
+        w.connect(p[1], false, 0);
+        let last = w.connect(p[2], true, 0);
+        w.conns.touch(&p[2], w.at(5));
+        let plan = w.plan(100, |_| Need::Nothing);
+        assert_eq!(plan.len(), 2);
+        assert!(!plan.contains(&last), "the most recently active peer stays");
+        // Closed connections leave the table.
+        for id in [1, 2] {
+            let peer = p[id - 1];
+            w.conns.closed(ConnectionId::new_unchecked(id), peer);
+        }
+        assert_eq!(w.conns.len(), 1);
+        assert!(w.plan(200, |_| Need::Nothing).is_empty());
+        w.conns.closed(last, p[2]);
+        assert_eq!(w.conns.len(), 0);
+        assert!(!w.conns.any_idle(w.at(500)));
+    }
+}
