@@ -168,12 +168,9 @@ fn through(addr: &str, relay: &str) -> bool {
 
 /// The node's current listen addresses (status).
 fn listen_addrs(node: &Meshd) -> Vec<String> {
-    let out = node.cli(&["status"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    strings(&v["listen_addrs"])
+    let status = node.cli_ok(&["status"]);
+    assert!(status["listen_addrs"].is_array(), "{status}");
+    strings(&status["listen_addrs"])
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -232,17 +229,10 @@ fn grants_of(relay: &Meshd, node: &str) -> Vec<String> {
 
 /// The addresses of `from`'s connections to `peer` (`meshd peers`).
 fn connections_to(from: &Meshd, peer: &str) -> Vec<String> {
-    let out = from.cli(&["peers"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let list = v
+    from.cli_ok(&["peers"])
         .as_array()
-        .or_else(|| v["peers"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    list.iter()
+        .expect("meshd peers prints an array")
+        .iter()
         .filter(|p| p["peer_id"] == peer)
         .flat_map(|p| strings(&p["addrs"]))
         .collect()
@@ -270,7 +260,8 @@ fn markers_both_ways(a: &mut Meshd, b: &mut Meshd, tag: &str) {
     );
 }
 
-/// `GET path` from the node's metrics server (loopback inside its namespace).
+/// `GET /metrics` from the node's metrics server (loopback inside its namespace): the
+/// whole HTTP answer.
 fn metrics_text(topo: &Topology, host: Host, node: &Meshd) -> String {
     let base = node.ready["metrics"].as_str().expect("metrics address");
     let hostport = base.strip_prefix("http://").unwrap().trim_end_matches('/');
