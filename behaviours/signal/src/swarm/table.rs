@@ -12,6 +12,12 @@ use serde_json::{Map, Value, json};
 
 use super::key::DiscoveryKey;
 
+/// Least time between two of our answers to `join`s, seconds. Every member answers a
+/// join with an `announce` that goes to every member, so answers cost the swarm
+/// members² message deliveries; when joins keep coming (a swarm forming), one answer
+/// per interval serves all the newcomers of the interval.
+pub const ANSWER_GAP_SECS: i64 = 2;
+
 /// Limits and timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SwarmConfig {
@@ -103,6 +109,8 @@ struct Joined {
     last_sent: Option<Timestamp>,
     /// A newcomer asked us to announce.
     answer_due: bool,
+    /// When our last `announce` went out.
+    last_announce: Option<Timestamp>,
 }
 
 /// Every swarm this node is in.
@@ -149,6 +157,7 @@ impl Swarms {
                 join_sent: false,
                 last_sent: None,
                 answer_due: false,
+                last_announce: None,
             },
         );
         Ok(true)
@@ -241,7 +250,8 @@ impl Swarms {
     }
 
     /// Expires silent members and says which of our presences are due: the `join`
-    /// until it went out, an `announce` when a newcomer asked or half the TTL passed.
+    /// until it went out, an `announce` when a newcomer asked (at most one answer per
+    /// [`ANSWER_GAP_SECS`]) or half the TTL passed.
     pub fn tick(&mut self, now: &Timestamp) -> (Vec<Change>, Vec<Due>) {
         let mut changes = Vec::new();
         let mut due = Vec::new();
@@ -276,7 +286,12 @@ impl Swarms {
                     swarm,
                     presence: "join",
                 });
-            } else if s.answer_due || stale {
+            } else if stale
+                || (s.answer_due
+                    && s.last_announce
+                        .as_ref()
+                        .is_none_or(|t| now.secs_since(t) >= ANSWER_GAP_SECS))
+            {
                 due.push(Due {
                     swarm,
                     presence: "announce",
@@ -291,6 +306,9 @@ impl Swarms {
         if let Some(s) = self.swarms.get_mut(swarm) {
             if presence == "join" {
                 s.join_sent = true;
+            }
+            if presence == "announce" {
+                s.last_announce = Some(now.clone());
             }
             s.answer_due = false;
             s.last_sent = Some(now.clone());
@@ -394,6 +412,37 @@ mod tests {
         sorted.sort();
         assert_eq!(text, sorted);
         assert!(text.iter().all(|t| t.len() == text[0].len()));
+    }
+
+    #[test]
+    fn answers_to_joins_are_spaced() {
+        let k = DiscoveryKey::from_name("gap");
+        let mut b = Peer::new(120);
+        let now = t0();
+        b.swarms.join(k).unwrap();
+        b.say(&k, "join", &now);
+        let newcomer = |at: &Timestamp| {
+            let mut n = Peer::new(120);
+            n.swarms.join(k).unwrap();
+            n.say(&k, "join", at)
+        };
+        let announce = vec![Due {
+            swarm: k,
+            presence: "announce",
+        }];
+        // The first join is answered at once.
+        b.swarms.on_presence(&newcomer(&now), &now).unwrap();
+        assert_eq!(b.swarms.tick(&now).1, announce);
+        b.say(&k, "announce", &now);
+        // The next ones wait for the gap, then share one answer.
+        let t1 = now.plus_secs(1);
+        b.swarms.on_presence(&newcomer(&t1), &t1).unwrap();
+        b.swarms.on_presence(&newcomer(&t1), &t1).unwrap();
+        assert_eq!(b.swarms.tick(&t1).1, vec![]);
+        let t2 = now.plus_secs(ANSWER_GAP_SECS);
+        assert_eq!(b.swarms.tick(&t2).1, announce);
+        b.say(&k, "announce", &t2);
+        assert_eq!(b.swarms.tick(&t2.plus_secs(5)).1, vec![], "answered");
     }
 
     #[test]
