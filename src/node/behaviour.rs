@@ -120,6 +120,10 @@ pub fn build(
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
+        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
+        // signature of every copy before the duplicate check, so a copy not sent saves a
+        // verification (swarm presences are small and go to every member).
+        .idontwant_message_size_threshold(0)
         .max_transmit_size(l.max_gossip_bytes)
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;
