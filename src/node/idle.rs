@@ -10,9 +10,10 @@
 //!   `idle_timeout_secs`): no new connection, no session, signaling, marker, advert or
 //!   Kademlia traffic that the node saw (pings, identify and gossip do not count);
 //! - the node's needs are never closed ([`Need::Keep`]: gossipsub mesh peers of its
-//!   topics and other subscribed peers up to `mesh_n_high` per topic, hot sessions, seeds and configured relays, route attempts, Kademlia
-//!   servers while a query runs, relay reservations), nor relayed connections (the
-//!   relay's limits end them);
+//!   topics and other subscribed peers up to `mesh_n_high` per topic, hot sessions,
+//!   seeds and configured relays, route attempts, Kademlia servers while a query that
+//!   someone waits for runs, relay reservations), nor relayed connections (the relay's
+//!   limits end them);
 //! - an idle peer the node dialed is closed: the dialer opened it for its own purpose,
 //!   which is over;
 //! - an idle peer that dialed us is the other side's to close (it may be how a newcomer
@@ -31,6 +32,7 @@ use mesh_session::governor::Temperature;
 
 use super::Node;
 use super::config::NodeConfig;
+use super::pending::Stage;
 
 /// gossipsub's `mesh_n_high` (the node uses the default): per subscribed topic the node
 /// keeps its mesh peers and other subscribed peers up to this many in all, as they are
@@ -303,9 +305,18 @@ impl Node {
                 .collect();
             keep.extend(topic_pool(&mesh, subscribed, TOPIC_POOL));
         }
-        // Kademlia: the routing table's servers while a query may be talking to them.
-        for kad in [&mut b.amino, &mut b.mesh_kad] {
-            if kad.iter_queries().next().is_some() {
+        // Kademlia: the routing table's servers while a query that someone waits for may
+        // be talking to them. (Background queries, bootstrap and republishing, do not
+        // count: with them a client would keep every server it knows. A request on a
+        // connection idle for the whole grace period can meet the close; Kademlia then
+        // counts that peer as failed for the query and goes on.)
+        let busy = [
+            self.pending.waits_on(Stage::Amino),
+            self.pending.waits_on(Stage::MeshDht),
+        ];
+        let b = self.swarm.behaviour_mut();
+        for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
+            if busy {
                 for bucket in kad.kbuckets() {
                     keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
                 }
