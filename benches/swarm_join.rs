@@ -239,6 +239,7 @@ async fn census(nodes: &[Member]) -> String {
     let mut gossip = Vec::new();
     let mut first = String::new();
     let mut failed = 0;
+    let mut send_failed = 0;
     for (i, m) in nodes.iter().enumerate() {
         let st = m.handle.status().await;
         if i < 10 || i % 50 == 0 {
@@ -256,6 +257,7 @@ async fn census(nodes: &[Member]) -> String {
             sessions.push(s.mesh.sessions as f64);
             dht.push(s.dht.mesh_peers as f64);
             gossip.push(s.gossip_mesh_peers as f64);
+            send_failed += s.gossip_send_failed;
         }
     }
     let mm = |v: &mut Vec<f64>| {
@@ -265,7 +267,7 @@ async fn census(nodes: &[Member]) -> String {
     let gossip_min = gossip.iter().copied().fold(f64::INFINITY, f64::min);
     format!(
         "peers {} sessions {} mesh-dht {} gossip-mesh {} min {gossip_min:.0} (median/max), \
-         {failed} status failed;{first}",
+         {send_failed} gossip sends failed, {failed} status failed;{first}",
         mm(&mut peers),
         mm(&mut sessions),
         mm(&mut dht),
@@ -309,6 +311,31 @@ async fn converge(
             return Ok(start.elapsed());
         }
         if start.elapsed() > limit {
+            // Who is missing from the most tables, with its peers and gossip mesh.
+            let mut absent: HashMap<NodeId, usize> = HashMap::new();
+            for m in members {
+                let got = m.handle.swarm_members(key).await.unwrap_or_default();
+                let got: HashSet<NodeId> = got
+                    .iter()
+                    .filter_map(|x| NodeId::parse(&x.node).ok())
+                    .collect();
+                for w in want.iter().filter(|w| **w != m.node && !got.contains(w)) {
+                    *absent.entry(*w).or_default() += 1;
+                }
+            }
+            let mut worst: Vec<(usize, NodeId)> = absent.into_iter().map(|(n, c)| (c, n)).collect();
+            worst.sort_by(|a, b| b.cmp(a));
+            let mut line = format!("{} members missing somewhere;", worst.len());
+            for (c, node) in worst.iter().take(8) {
+                if let Some((i, m)) = members.iter().enumerate().find(|(_, m)| m.node == *node) {
+                    let st = m.handle.status().await;
+                    let (p, g) = st.map_or((0, 0), |s| (s.connected_peers, s.gossip_mesh_peers));
+                    line.push_str(&format!(
+                        " node {i} ({node}) absent from {c} tables ({p} peers, mesh {g});"
+                    ));
+                }
+            }
+            eprintln!("{line}");
             return Err(complete);
         }
         let every = 250 * (members.len() as u64 / 50).max(1);
@@ -591,6 +618,22 @@ async fn run(a: Args, nofile: u64) {
             }
         }
         let join = Spread::new(t0, join_at.values(), n);
+        if join_at.len() < n {
+            let mut missing = String::new();
+            for (i, m) in nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !join_at.contains_key(i))
+            {
+                if let Ok(st) = m.handle.status().await {
+                    missing.push_str(&format!(
+                        " {i}:{}/{}",
+                        st.connected_peers, st.gossip_mesh_peers
+                    ));
+                }
+            }
+            eprintln!("round {r}: did not see the join (node:peers/gossip mesh):{missing}");
+        }
         let back = Spread::new(t0, back_at.values(), n);
 
         // Give the newcomer's mesh a moment (its re-announce is due only after TTL/2).
@@ -638,9 +681,12 @@ async fn run(a: Args, nofile: u64) {
     .await;
     let veteran_leave = Spread::new(t0, left.values(), n - 1);
 
-    let mut dropped = 0;
+    let (mut dropped, mut send_failed) = (0, 0);
     for m in &nodes {
-        dropped += m.handle.status().await.map_or(0, |s| s.events_dropped);
+        if let Ok(s) = m.handle.status().await {
+            dropped += s.events_dropped;
+            send_failed += s.gossip_send_failed;
+        }
     }
     let cpu_total = cpu_time() - cpu0;
 
@@ -685,6 +731,9 @@ async fn run(a: Args, nofile: u64) {
         idle_cpu * 100.0
     );
     println!("| events dropped by the nodes' queues | {dropped} |");
+    println!(
+        "| gossipsub messages not sent to slow peers (queue full or timed out) | {send_failed} |"
+    );
     println!(
         "| total CPU of the run | {:.0} s |",
         cpu_total.as_secs_f64()

@@ -129,6 +129,15 @@ pub fn build(
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
+        // A forwarded message may wait 5 s in a connection's queue (gossipsub's default
+        // for publishing; 1 s for forwarding): under a burst the queue of a busy node
+        // lags, and a presence dropped there is lost to that peer until the next
+        // re-announce, while the drop also counts against the peer's score.
+        .forward_queue_duration(std::time::Duration::from_secs(5))
+        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
+        // signature of every copy before the duplicate check, so a copy not sent saves a
+        // verification (swarm presences are small and go to every member).
+        .idontwant_message_size_threshold(0)
         .max_transmit_size(l.max_gossip_bytes)
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;

@@ -10,9 +10,10 @@
 //!   `idle_timeout_secs`): no new connection, no session, signaling, marker, advert or
 //!   Kademlia traffic that the node saw (pings, identify and gossip do not count);
 //! - the node's needs are never closed ([`Need::Keep`]: gossipsub mesh peers of its
-//!   topics, hot sessions, seeds and configured relays, route attempts, Kademlia
-//!   servers while a query runs, relay reservations), nor relayed connections (the
-//!   relay's limits end them);
+//!   topics and other subscribed peers up to `mesh_n_high` per topic, hot sessions,
+//!   seeds and configured relays, route attempts, Kademlia servers while a query that
+//!   someone waits for runs, relay reservations), nor relayed connections (the relay's
+//!   limits end them);
 //! - an idle peer the node dialed is closed: the dialer opened it for its own purpose,
 //!   which is over;
 //! - an idle peer that dialed us is the other side's to close (it may be how a newcomer
@@ -31,10 +32,12 @@ use mesh_session::governor::Temperature;
 
 use super::Node;
 use super::config::NodeConfig;
+use super::pending::Stage;
 
-/// gossipsub's `mesh_n_low` (the node uses the default): a topic whose mesh has fewer
-/// peers keeps its other subscribed peers too, as they are what gossipsub grafts from.
-const MESH_N_LOW: usize = 5;
+/// gossipsub's `mesh_n_high` (the node uses the default): per subscribed topic the node
+/// keeps its mesh peers and other subscribed peers up to this many in all, as they are
+/// what gossipsub grafts from when a mesh peer leaves or prunes (and backs off).
+const TOPIC_POOL: usize = 12;
 
 /// What the node needs a peer for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,6 +210,18 @@ impl Connections {
     }
 }
 
+/// The peers kept for one gossipsub topic: its mesh, then other subscribed peers (in
+/// peer id order, so the choice is stable from tick to tick) up to `size` in all.
+fn topic_pool(mesh: &HashSet<PeerId>, mut subscribed: Vec<PeerId>, size: usize) -> Vec<PeerId> {
+    subscribed.retain(|p| !mesh.contains(p));
+    subscribed.sort_unstable();
+    let room = size.saturating_sub(mesh.len());
+    mesh.iter()
+        .copied()
+        .chain(subscribed.into_iter().take(room))
+        .collect()
+}
+
 /// The node's state for the idle rule.
 #[derive(Debug)]
 pub(crate) struct Idle {
@@ -278,25 +293,30 @@ impl Node {
         keep.extend(self.routes.targets());
         keep.extend(self.pending.peers().copied());
         let b = self.swarm.behaviour_mut();
-        // gossipsub: mesh peers, and every subscribed peer of a topic with a thin mesh.
-        keep.extend(b.gossipsub.all_mesh_peers().copied());
-        let thin: Vec<gossipsub::TopicHash> = b
-            .gossipsub
-            .topics()
-            .filter(|t| b.gossipsub.mesh_peers(t).count() < MESH_N_LOW)
-            .cloned()
-            .collect();
-        if !thin.is_empty() {
-            keep.extend(
-                b.gossipsub
-                    .all_peers()
-                    .filter(|(_, topics)| topics.iter().any(|t| thin.contains(t)))
-                    .map(|(p, _)| *p),
-            );
+        // gossipsub: per topic, the mesh and a pool of other subscribed peers.
+        let topics: Vec<gossipsub::TopicHash> = b.gossipsub.topics().cloned().collect();
+        for topic in &topics {
+            let mesh: HashSet<PeerId> = b.gossipsub.mesh_peers(topic).copied().collect();
+            let subscribed: Vec<PeerId> = b
+                .gossipsub
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&topic))
+                .map(|(p, _)| *p)
+                .collect();
+            keep.extend(topic_pool(&mesh, subscribed, TOPIC_POOL));
         }
-        // Kademlia: the routing table's servers while a query may be talking to them.
-        for kad in [&mut b.amino, &mut b.mesh_kad] {
-            if kad.iter_queries().next().is_some() {
+        // Kademlia: the routing table's servers while a query that someone waits for may
+        // be talking to them. (Background queries, bootstrap and republishing, do not
+        // count: with them a client would keep every server it knows. A request on a
+        // connection idle for the whole grace period can meet the close; Kademlia then
+        // counts that peer as failed for the query and goes on.)
+        let busy = [
+            self.pending.waits_on(Stage::Amino),
+            self.pending.waits_on(Stage::MeshDht),
+        ];
+        let b = self.swarm.behaviour_mut();
+        for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
+            if busy {
                 for bucket in kad.kbuckets() {
                     keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
                 }
@@ -530,6 +550,20 @@ mod tests {
             }),
             HashSet::from([a, b])
         );
+    }
+
+    #[test]
+    fn a_topic_keeps_its_mesh_and_a_pool_of_other_subscribers() {
+        let mut p = peers(20);
+        p.sort();
+        let mesh: HashSet<PeerId> = p[15..].iter().copied().collect();
+        let pool: HashSet<PeerId> = topic_pool(&mesh, p.clone(), 12).into_iter().collect();
+        let want: HashSet<PeerId> = p[..7].iter().chain(&p[15..]).copied().collect();
+        assert_eq!(pool, want, "the mesh (5) and the first 7 others");
+        // A mesh beyond the pool size is kept whole; no others.
+        let big: HashSet<PeerId> = p[..14].iter().copied().collect();
+        assert_eq!(topic_pool(&big, p.clone(), 12).len(), 14);
+        assert!(topic_pool(&HashSet::new(), Vec::new(), 12).is_empty());
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct Node {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
     events_dropped: u64,
+    /// Sum of gossipsub's `SlowPeer` reports.
+    gossip_send_failed: u64,
     metrics: Metrics,
     registry: Arc<Mutex<Registry>>,
     pending: Pending,
@@ -230,6 +232,7 @@ impl Node {
             commands: cmd_rx,
             events: ev_tx,
             events_dropped: 0,
+            gossip_send_failed: 0,
             metrics,
             registry: Arc::new(Mutex::new(registry)),
             pending: Pending::default(),
@@ -827,6 +830,7 @@ impl Node {
             },
             gossip_mesh_peers,
             events_dropped: self.events_dropped,
+            gossip_send_failed: self.gossip_send_failed,
         }
     }
 

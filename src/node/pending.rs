@@ -175,6 +175,13 @@ impl Pending {
             .collect()
     }
 
+    /// Whether a query on `stage`'s DHT runs for someone (a lookup, a provider query of
+    /// a command or of a swarm).
+    pub(crate) fn waits_on(&self, stage: Stage) -> bool {
+        self.queries.keys().any(|(s, _)| *s == stage)
+            || self.providers.keys().any(|(s, _)| *s == stage)
+    }
+
     /// The peers that commands wait on (a connection, a marker's answer).
     pub(crate) fn peers(&self) -> impl Iterator<Item = &PeerId> {
         self.by_peer.keys().chain(self.markers.keys())

@@ -35,6 +35,9 @@ pub struct Status {
     pub gossip_mesh_peers: usize,
     /// Events the application did not take in time (the event queue is bounded).
     pub events_dropped: u64,
+    /// Gossipsub messages that never went out to a peer because its send queue was full
+    /// or they waited there too long (gossipsub's `SlowPeer` reports), since start.
+    pub gossip_send_failed: u64,
 }
 
 /// Reachability.

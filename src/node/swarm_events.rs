@@ -438,6 +438,15 @@ impl Node {
             gossipsub::Event::Subscribed { topic, .. } => {
                 return self.on_swarm_subscribed(topic.as_str());
             }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let n = failed_messages.priority + failed_messages.non_priority;
+                self.gossip_send_failed = self.gossip_send_failed.saturating_add(n as u64);
+                tracing::debug!(peer = %peer_id, ?failed_messages, "gossipsub: slow peer");
+                return;
+            }
             _ => return,
         };
         let topic = message.topic.to_string();

@@ -303,11 +303,12 @@ impl Node {
             .publish(topic, signed.to_cbor())
         {
             Ok(_) => {
+                tracing::debug!(node = %self.node_id, swarm = %key, presence, "presence published");
                 self.swarms.sent(&key, presence, now);
                 true
             }
             Err(e) => {
-                tracing::debug!(swarm = %key, presence, error = %e, "presence not published yet");
+                tracing::debug!(node = %self.node_id, swarm = %key, presence, error = %e, "presence not published yet");
                 false
             }
         }

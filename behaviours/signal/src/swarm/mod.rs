@@ -7,4 +7,7 @@ mod key;
 mod table;
 
 pub use key::{DiscoveryKey, TOPIC_PREFIX};
-pub use table::{Change, Due, LeftReason, Member, SwarmConfig, Swarms};
+pub use table::{
+    ANSWER_GAP_MAX_SECS, ANSWER_GAP_SECS, Change, Due, LeftReason, Member, SwarmConfig, Swarms,
+    answer_gap_secs,
+};
