@@ -284,6 +284,14 @@ fn load() -> String {
 
 // ------------------------------------------------------------------------- measuring
 
+/// The node ids in `m`'s member table of `key` (empty when the node does not answer).
+async fn table_of(m: &Member, key: DiscoveryKey) -> HashSet<NodeId> {
+    let got = m.handle.swarm_members(key).await.unwrap_or_default();
+    got.iter()
+        .filter_map(|x| NodeId::parse(&x.node).ok())
+        .collect()
+}
+
 /// Waits until every member table holds exactly the others of `want` (polled every
 /// 250 ms per 50 members, so that the polling, N tables of N members each, stays a small
 /// part of the work; bounded); the time it took, or `None` with the number of complete
@@ -298,11 +306,7 @@ async fn converge(
     loop {
         let mut complete = 0;
         for m in members {
-            let got = m.handle.swarm_members(key).await.unwrap_or_default();
-            let got: HashSet<NodeId> = got
-                .iter()
-                .filter_map(|x| NodeId::parse(&x.node).ok())
-                .collect();
+            let got = table_of(m, key).await;
             if got.len() == want.len() - 1 && !got.contains(&m.node) && got.is_subset(want) {
                 complete += 1;
             }
@@ -314,11 +318,7 @@ async fn converge(
             // Who is missing from the most tables, with its peers and gossip mesh.
             let mut absent: HashMap<NodeId, usize> = HashMap::new();
             for m in members {
-                let got = m.handle.swarm_members(key).await.unwrap_or_default();
-                let got: HashSet<NodeId> = got
-                    .iter()
-                    .filter_map(|x| NodeId::parse(&x.node).ok())
-                    .collect();
+                let got = table_of(m, key).await;
                 for w in want.iter().filter(|w| **w != m.node && !got.contains(w)) {
                     *absent.entry(*w).or_default() += 1;
                 }
