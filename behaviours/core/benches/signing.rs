@@ -207,6 +207,39 @@ fn ratios(f: &Fixture) -> Vec<Ratio> {
         at_least: false,
     });
 
+    // A session handshake's set: five signatures by one node, about 300-1000 bytes each.
+    let five: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| vec![i; 300 + 150 * usize::from(i)])
+        .collect();
+    let five_sigs: Vec<ed25519_dalek::Signature> = five.iter().map(|m| f.sk.sign(m)).collect();
+    let five_refs: Vec<&[u8]> = five.iter().map(Vec::as_slice).collect();
+    let five_keys = vec![f.vk; 5];
+    let items: Vec<mesh_core::artifact::SignedBytes<'_>> = five_refs
+        .iter()
+        .zip(&five_sigs)
+        .map(|(m, s)| mesh_core::artifact::SignedBytes {
+            signer: f.key.fingerprint(),
+            message: m,
+            signature: *s,
+        })
+        .collect();
+    let (b, c) = compare(
+        rounds,
+        round,
+        &mut || {
+            let r = ed25519_dalek::verify_batch(black_box(&five_refs), &five_sigs, &five_keys);
+            assert!(r.is_ok());
+        },
+        &mut || assert!(mesh_core::artifact::verify_all_strict(black_box(&items))),
+    );
+    rows.push(Ratio {
+        name: "5 sigs, one signer: verify_all_strict / dalek verify_batch",
+        baseline_ns: b,
+        candidate_ns: c,
+        target: f64::INFINITY,
+        at_least: false,
+    });
+
     let (one, batch) = compare(
         rounds,
         round,

@@ -12,7 +12,8 @@
 //! `cargo bench -p mesh-session --bench session` runs criterion for the dial cases, then
 //! prints the ratio tables measured in the same run (see
 //! `mesh-core/benches/support/ratio.rs`).
-//! `cargo bench -p mesh-session --bench session -- --ratios-only` skips criterion.
+//! `cargo bench -p mesh-session --bench session -- --ratios-only` skips criterion;
+//! `--dial-only` stops after the dial tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 // Shared with mesh-core's benches; this one only uses the table helpers.
@@ -50,9 +51,38 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-/// A swarm on loopback TCP (noise + yamux) or QUIC.
+/// A swarm on loopback TCP (noise + yamux) or QUIC, libp2p's default substream
+/// negotiation (multistream-select `V1`).
 fn net_swarm<B: NetworkBehaviour>(key: &NodeKeypair, net: Net, behaviour: B) -> Swarm<B> {
     mesh_testkit::net_swarm(&key.to_libp2p(), net, Duration::from_secs(10), behaviour)
+}
+
+/// How the dialer of a substream negotiates its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Neg {
+    /// libp2p's default: wait for the listener's confirmation before sending data.
+    V1,
+    /// meshd's setting: send the first message with the (single) proposal.
+    Lazy,
+}
+
+/// As [`net_swarm`] with the substream negotiation `neg`.
+fn neg_swarm<B: NetworkBehaviour>(key: &NodeKeypair, net: Net, neg: Neg, b: B) -> Swarm<B> {
+    let idle = Duration::from_secs(10);
+    mesh_testkit::net_swarm_with(
+        &key.to_libp2p(),
+        net,
+        |c| {
+            let c = c.with_idle_connection_timeout(idle);
+            match neg {
+                Neg::V1 => c,
+                Neg::Lazy => c.with_substream_upgrade_protocol_override(
+                    libp2p::core::upgrade::Version::V1Lazy,
+                ),
+            }
+        },
+        b,
+    )
 }
 
 /// A swarm on the in-process memory transport (noise + yamux), connections kept open.
@@ -133,10 +163,10 @@ async fn ping_sample(net: Net) -> (Duration, Duration) {
 
 /// Candidate: dial until both sides have emitted `SessionEstablished`. Returns (to the
 /// dialer's `ConnectionEstablished`, to both sessions).
-async fn session_sample(net: Net) -> (Duration, Duration) {
+async fn session_sample(net: Net, neg: Neg) -> (Duration, Duration) {
     let (kl, kd) = (NodeKeypair::generate(), NodeKeypair::generate());
-    let mut l = net_swarm(&kl, net, session(&kl, 4));
-    let mut d = net_swarm(&kd, net, session(&kd, 4));
+    let mut l = neg_swarm(&kl, net, neg, session(&kl, 4));
+    let mut d = neg_swarm(&kd, net, neg, session(&kd, 4));
     let addr = listening(&mut l, net.listen_addr()).await;
     let run = async {
         let start = Instant::now();
@@ -222,10 +252,10 @@ async fn ping_sample_split(net: Net) -> (Duration, Duration) {
 
 /// Candidate, two tasks: dial until both sides have emitted `SessionEstablished`, the
 /// listener polled by its own task.
-async fn session_sample_split(net: Net) -> (Duration, Duration) {
+async fn session_sample_split(net: Net, neg: Neg) -> (Duration, Duration) {
     let (kl, kd) = (NodeKeypair::generate(), NodeKeypair::generate());
-    let mut l = net_swarm(&kl, net, session(&kl, 4));
-    let mut d = net_swarm(&kd, net, session(&kd, 4));
+    let mut l = neg_swarm(&kl, net, neg, session(&kl, 4));
+    let mut d = neg_swarm(&kd, net, neg, session(&kd, 4));
     let addr = listening(&mut l, net.listen_addr()).await;
     let (task, rx) = drive_listener(l, |ev| {
         matches!(ev, SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
@@ -261,8 +291,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Dial {
     /// Baseline, dial to first ping.
     ping: f64,
-    /// Candidate, dial to both sessions established.
+    /// Candidate, dial to both sessions established (libp2p's default negotiation).
     session: f64,
+    /// The same with meshd's lazy negotiation (`V1Lazy`).
+    lazy: f64,
     /// Dial to the dialer's `ConnectionEstablished`, over both sides' samples.
     conn: f64,
 }
@@ -275,34 +307,40 @@ fn dial_ratio(rt: &Runtime, net: Net, split: bool) -> Dial {
             ping_sample(net).await
         }
     };
-    let session_sample = |net| async move {
+    let session_sample = |net, neg| async move {
         if split {
-            session_sample_split(net).await
+            session_sample_split(net, neg).await
         } else {
-            session_sample(net).await
+            session_sample(net, neg).await
         }
     };
     for _ in 0..WARMUP {
         rt.block_on(ping_sample(net));
-        rt.block_on(session_sample(net));
+        rt.block_on(session_sample(net, Neg::V1));
+        rt.block_on(session_sample(net, Neg::Lazy));
     }
     let ns = |d: Duration| d.as_nanos() as f64;
-    let (mut b, mut c, mut conn) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut b, mut c, mut z, mut conn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..SAMPLES {
-        let (pb, pc) = if i % 2 == 0 {
-            let pb = rt.block_on(ping_sample(net));
-            (pb, rt.block_on(session_sample(net)))
-        } else {
-            let pc = rt.block_on(session_sample(net));
-            (rt.block_on(ping_sample(net)), pc)
-        };
+        // The three cases in a rotating order.
+        let (mut pb, mut pc, mut pz) = (None, None, None);
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => pb = Some(rt.block_on(ping_sample(net))),
+                1 => pc = Some(rt.block_on(session_sample(net, Neg::V1))),
+                _ => pz = Some(rt.block_on(session_sample(net, Neg::Lazy))),
+            }
+        }
+        let (pb, pc, pz) = (pb.unwrap(), pc.unwrap(), pz.unwrap());
         b.push(ns(pb.1));
         c.push(ns(pc.1));
-        conn.extend([ns(pb.0), ns(pc.0)]);
+        z.push(ns(pz.1));
+        conn.extend([ns(pb.0), ns(pc.0), ns(pz.0)]);
     }
     Dial {
         ping: median(b),
         session: median(c),
+        lazy: median(z),
         conn: median(conn),
     }
 }
@@ -314,9 +352,16 @@ fn criterion_benches(c: &mut Criterion, rt: &Runtime) {
         g.bench_function(format!("{net:?}: dial + first ping (bare libp2p)"), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(ping_sample(net)).1).sum())
         });
-        g.bench_function(format!("{net:?}: dial to session established"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(session_sample(net)).1).sum())
-        });
+        g.bench_function(
+            format!("{net:?}: dial to session established (V1Lazy)"),
+            |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| rt.block_on(session_sample(net, Neg::Lazy)).1)
+                        .sum()
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -540,46 +585,51 @@ fn main() {
     let tcp1 = dial_ratio(&rt, Net::Tcp, true);
     let quic1 = dial_ratio(&rt, Net::Quic, true);
     drop(rt);
+    let rows = |tcp: &Dial, quic: &Dial, target: f64| {
+        let row = |name, d: &Dial, candidate_ns, target| Ratio {
+            name,
+            baseline_ns: d.ping,
+            candidate_ns,
+            target,
+            at_least: false,
+        };
+        [
+            row(
+                "TCP, meshd (V1Lazy): session est. / dial + ping",
+                tcp,
+                tcp.lazy,
+                target,
+            ),
+            row(
+                "QUIC, meshd (V1Lazy): session est. / dial + ping",
+                quic,
+                quic.lazy,
+                target,
+            ),
+            row(
+                "TCP, libp2p default (V1), info",
+                tcp,
+                tcp.session,
+                f64::INFINITY,
+            ),
+            row(
+                "QUIC, libp2p default (V1), info",
+                quic,
+                quic.session,
+                f64::INFINITY,
+            ),
+        ]
+    };
     print_table(
         &format!(
             "dial latency (same run, {SAMPLES} interleaved samples each, fresh swarms, medians; \
-             both swarms polled by one task)"
+             both swarms polled by one task; baseline: bare libp2p, default config)"
         ),
-        &[
-            Ratio {
-                name: "TCP: dial to session est. / dial + first ping",
-                baseline_ns: tcp.ping,
-                candidate_ns: tcp.session,
-                target: 1.5,
-                at_least: false,
-            },
-            Ratio {
-                name: "QUIC: dial to session est. / dial + first ping",
-                baseline_ns: quic.ping,
-                candidate_ns: quic.session,
-                target: 1.5,
-                at_least: false,
-            },
-        ],
+        &rows(&tcp, &quic, 1.5),
     );
     print_table(
         "the same with each side polled by its own task (as two processes would be)",
-        &[
-            Ratio {
-                name: "TCP, two tasks: dial to session est. / dial + ping",
-                baseline_ns: tcp1.ping,
-                candidate_ns: tcp1.session,
-                target: f64::INFINITY,
-                at_least: false,
-            },
-            Ratio {
-                name: "QUIC, two tasks: dial to session est. / dial + ping",
-                baseline_ns: quic1.ping,
-                candidate_ns: quic1.session,
-                target: f64::INFINITY,
-                at_least: false,
-            },
-        ],
+        &rows(&tcp1, &quic1, f64::INFINITY),
     );
     for (net, d) in [
         ("TCP", &tcp),
@@ -589,13 +639,17 @@ fn main() {
     ] {
         println!(
             "({net}: dial to ConnectionEstablished {:.0} us; then first ping +{:.0} us, \
-             session +{:.0} us)",
+             session +{:.0} us (V1), +{:.0} us (V1Lazy))",
             d.conn / 1e3,
             (d.ping - d.conn) / 1e3,
-            (d.session - d.conn) / 1e3
+            (d.session - d.conn) / 1e3,
+            (d.lazy - d.conn) / 1e3
         );
     }
     eprintln!("dial samples took {:.1} s", started.elapsed().as_secs_f64());
+    if args.iter().any(|a| a == "--dial-only") {
+        return;
+    }
 
     // Interleaved child processes: bare, session+ping, session, bare, ...
     let started = Instant::now();

@@ -136,8 +136,27 @@ pub fn net_swarm<B: NetworkBehaviour>(
     idle: Duration,
     behaviour: B,
 ) -> Swarm<B> {
+    net_swarm_with(
+        key,
+        net,
+        |c| c.with_idle_connection_timeout(idle),
+        behaviour,
+    )
+}
+
+/// As [`net_swarm`], with the swarm configuration made by `config` from libp2p's
+/// default (for instance to choose the substream negotiation).
+///
+/// # Panics
+/// When the transport cannot be built (a test setup error).
+#[allow(clippy::expect_used)]
+pub fn net_swarm_with<B: NetworkBehaviour>(
+    key: &libp2p::identity::Keypair,
+    net: Net,
+    config: impl FnOnce(libp2p::swarm::Config) -> libp2p::swarm::Config,
+    behaviour: B,
+) -> Swarm<B> {
     let builder = libp2p::SwarmBuilder::with_existing_identity(key.clone()).with_tokio();
-    let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(idle);
     match net {
         Net::Tcp => builder
             .with_tcp(

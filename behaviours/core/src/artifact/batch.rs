@@ -8,8 +8,9 @@ use crate::id::KeyFingerprint;
 /// Verifies the signatures of many artifacts at once and returns one result per input,
 /// in order.
 ///
-/// The fast path runs `ed25519_dalek::verify_batch` over every artifact whose signature
-/// and key parse; when the batch fails, each of those is verified on its own with
+/// The fast path runs the batch equation (`ed25519_dalek::verify_batch`'s, with one term
+/// per distinct signer: see `equation.rs`) over every artifact whose signature and key
+/// parse; when the batch fails, each of those is verified on its own with
 /// `verify_strict`, so the per-item results (and error codes) are exactly those of
 /// [`Artifact::verify_signature`]. Signatures on which the batch equation and
 /// `verify_strict` could disagree (a weak key, an `R` that is of small order or not
@@ -38,7 +39,7 @@ pub fn verify_batch<A: Artifact>(artifacts: &[A]) -> Vec<MeshResult<()>> {
         return results;
     }
     let messages: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
+    if super::equation::verify_batch_merged(&messages, &sigs, &keys) {
         return results;
     }
     for (j, &i) in index.iter().enumerate() {
@@ -65,8 +66,8 @@ pub struct SignedBytes<'a> {
 }
 
 /// Whether every item's signature verifies, with the accept set of
-/// [`Artifact::verify_signature`] (`verify_strict`), checked with one
-/// `ed25519_dalek::verify_batch` for items of any families and signers.
+/// [`Artifact::verify_signature`] (`verify_strict`), checked with one batch equation for
+/// items of any families and signers (one term per distinct signer).
 ///
 /// `false` says only that at least one item does not verify (or names a signer that is
 /// not a valid key); callers then verify one by one to report which and why. As in
@@ -92,7 +93,7 @@ pub fn verify_all_strict(items: &[SignedBytes<'_>]) -> bool {
     match items.len() {
         0 => true,
         1 => super::strict::verify_strict_fast(&keys[0], false, messages[0], &sigs[0]).is_ok(),
-        _ => ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok(),
+        _ => super::equation::verify_batch_merged(&messages, &sigs, &keys),
     }
 }
 
