@@ -276,7 +276,7 @@ impl Behaviour {
             k.next = Some(Instant::now() + self.config.retry);
         }
         self.events.push_back(match error {
-            OutboundFailure::UnsupportedProtocols => Event::Unsupported { relay: p.relay },
+            e if is_unsupported(&e) => Event::Unsupported { relay: p.relay },
             e => Event::Failed {
                 relay: p.relay,
                 error: MeshError::new(ErrorCode::TransportUnavailable, e.to_string()),
@@ -373,5 +373,19 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// Whether the relay does not speak the admission protocol: the negotiation failed, either
+/// before the request was sent (multistream-select `V1`, libp2p's default) or after it was
+/// sent optimistically (`V1Lazy`, where the refusal arrives as the first bytes read).
+fn is_unsupported(e: &OutboundFailure) -> bool {
+    match e {
+        OutboundFailure::UnsupportedProtocols => true,
+        OutboundFailure::Io(e) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<libp2p::core::upgrade::NegotiationError>())
+            .is_some_and(|n| matches!(n, libp2p::core::upgrade::NegotiationError::Failed)),
+        _ => false,
     }
 }

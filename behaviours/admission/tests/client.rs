@@ -7,7 +7,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use libp2p::core::upgrade::Version;
 use mesh_admission::{Open, Purpose, client, server};
+use mesh_core::NodeKeypair;
 use support::*;
 
 fn unix_millis() -> i64 {
@@ -100,8 +102,24 @@ async fn a_kept_grant_is_renewed_before_it_expires() {
 
 #[tokio::test]
 async fn a_plain_relay_is_reported_unsupported() {
+    plain_relay_unsupported(Version::V1).await;
+}
+
+/// With lazy negotiation the request is sent before the relay refuses the protocol; the
+/// refusal comes back as the first bytes read and must still read as "unsupported".
+#[tokio::test]
+async fn a_plain_relay_is_reported_unsupported_with_lazy_negotiation() {
+    plain_relay_unsupported(Version::V1Lazy).await;
+}
+
+async fn plain_relay_unsupported(version: Version) {
     let (plain, addr) = plain_relay("plain relay").await;
-    let mut c = client("c");
+    let mut c = client_negotiating(
+        "c",
+        NodeKeypair::generate(),
+        client::Config::default(),
+        version,
+    );
     let rp = plain.peer;
     let a = addr.clone();
     c.run(move |s| {

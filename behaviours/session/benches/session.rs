@@ -131,6 +131,14 @@ async fn listening<B: NetworkBehaviour>(s: &mut Swarm<B>, addr: Multiaddr) -> Mu
 // ---------------------------------------------------------------------------------------
 // 1. Dial latency.
 
+/// A dial of `peer` at `addr` (nodes dial node ids; the peer is known before the
+/// connection is up).
+fn to(peer: libp2p::PeerId, addr: Multiaddr) -> libp2p::swarm::dial_opts::DialOpts {
+    libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+        .addresses(vec![addr])
+        .build()
+}
+
 /// Baseline: dial until the dialer's first successful ping (the ping handler pings as
 /// soon as the connection is up). Returns (to the dialer's `ConnectionEstablished`, to
 /// the ping).
@@ -139,9 +147,10 @@ async fn ping_sample(net: Net) -> (Duration, Duration) {
     let mut l = net_swarm(&NodeKeypair::generate(), net, cfg());
     let mut d = net_swarm(&NodeKeypair::generate(), net, cfg());
     let addr = listening(&mut l, net.listen_addr()).await;
+    let peer = *l.local_peer_id();
     let run = async {
         let start = Instant::now();
-        d.dial(addr).unwrap();
+        d.dial(to(peer, addr)).unwrap();
         let mut conn = Duration::ZERO;
         loop {
             tokio::select! {
@@ -168,9 +177,10 @@ async fn session_sample(net: Net, neg: Neg) -> (Duration, Duration) {
     let mut l = neg_swarm(&kl, net, neg, session(&kl, 4));
     let mut d = neg_swarm(&kd, net, neg, session(&kd, 4));
     let addr = listening(&mut l, net.listen_addr()).await;
+    let peer = *l.local_peer_id();
     let run = async {
         let start = Instant::now();
-        d.dial(addr).unwrap();
+        d.dial(to(peer, addr)).unwrap();
         let (mut dialer, mut listener) = (false, false);
         let mut conn = Duration::ZERO;
         while !(dialer && listener) {
@@ -228,10 +238,11 @@ async fn ping_sample_split(net: Net) -> (Duration, Duration) {
     let mut l = net_swarm(&NodeKeypair::generate(), net, cfg());
     let mut d = net_swarm(&NodeKeypair::generate(), net, cfg());
     let addr = listening(&mut l, net.listen_addr()).await;
+    let peer = *l.local_peer_id();
     let (task, _rx) = drive_listener(l, |_| false);
     let run = async {
         let start = Instant::now();
-        d.dial(addr).unwrap();
+        d.dial(to(peer, addr)).unwrap();
         let mut conn = Duration::ZERO;
         loop {
             match d.select_next_some().await {
@@ -257,12 +268,13 @@ async fn session_sample_split(net: Net, neg: Neg) -> (Duration, Duration) {
     let mut l = neg_swarm(&kl, net, neg, session(&kl, 4));
     let mut d = neg_swarm(&kd, net, neg, session(&kd, 4));
     let addr = listening(&mut l, net.listen_addr()).await;
+    let peer = *l.local_peer_id();
     let (task, rx) = drive_listener(l, |ev| {
         matches!(ev, SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
     });
     let run = async {
         let start = Instant::now();
-        d.dial(addr).unwrap();
+        d.dial(to(peer, addr)).unwrap();
         let mut conn = Duration::ZERO;
         loop {
             match d.select_next_some().await {

@@ -196,8 +196,27 @@ struct Deriving {
     at: Timestamp,
 }
 
+/// A hello built for a peer while the connection to it is being set up.
+struct Prebuilt {
+    hello: Box<PeerHandshake>,
+    /// Its wire form, with the capability advertisement.
+    bytes: Vec<u8>,
+    eph: EphemeralKey,
+    /// `eph` × the peer's identity.
+    term: IdentityTerm,
+    built: Timestamp,
+}
+
+/// Hellos built ahead are used only this fresh (their `ts` must be within the
+/// receiver's ±30 s).
+const PREBUILT_FRESH_SECS: i64 = 5;
+/// At most this many hellos wait for their connections.
+const PREBUILT_MAX: usize = 64;
+
 /// Work done when nothing else is ready.
 enum Ahead {
+    /// A hello for a peer being dialed, built while the connection is set up.
+    Hello(PeerId),
     /// The dialer's identity term for the hello it sent to this peer.
     InitiatorTerm(PeerId),
     /// The listener's ephemeral key and identity term for a new inbound connection.
@@ -231,6 +250,8 @@ pub struct Behaviour {
     ahead: VecDeque<Ahead>,
     /// Peers with at least one connection.
     connected: std::collections::HashSet<PeerId>,
+    /// Hellos built for peers being dialed.
+    prebuilt: HashMap<PeerId, Prebuilt>,
 }
 
 fn is_hard(code: ErrorCode) -> bool {
@@ -266,6 +287,7 @@ impl Behaviour {
             deriving: VecDeque::new(),
             ahead: VecDeque::new(),
             connected: Default::default(),
+            prebuilt: HashMap::new(),
         };
         // Built now, not on the first connection's critical path.
         let now = b.now();
@@ -302,6 +324,8 @@ impl Behaviour {
 
     fn run_governor(&mut self) {
         let now = self.now();
+        self.prebuilt
+            .retain(|_, p| now.secs_since(&p.built) < PREBUILT_FRESH_SECS);
         for action in self.governor.tick(&now) {
             match action {
                 crate::governor::Action::Dial(node) => {
@@ -430,6 +454,7 @@ impl Behaviour {
         }
         if let Some(job) = self.ahead.pop_front() {
             match job {
+                Ahead::Hello(peer) => self.prebuild(peer),
                 Ahead::InitiatorTerm(peer) => {
                     if let Some(State::AwaitingAck { eph, term, .. }) = self.states.get_mut(&peer)
                         && term.is_none()
@@ -488,16 +513,21 @@ impl Behaviour {
             tracing::debug!(%peer, "no room for another session; the connection stays without one");
             return false;
         }
-        let eph = self.ephemeral();
-        let built = build_hello(&self.key, &eph, node, &self.params(), &now).and_then(|h| {
-            let bytes = encode_with_caps(false, &h, self.own_capabilities(&now)?);
-            Ok((h, bytes))
-        });
-        let (hello, bytes) = match built {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(%e, "cannot build hello");
-                return false;
+        let ready = self
+            .prebuilt
+            .remove(&peer)
+            .filter(|p| now.secs_since(&p.built) < PREBUILT_FRESH_SECS);
+        let (hello, bytes, eph, term) = match ready {
+            Some(p) => (p.hello, p.bytes, p.eph, Some(p.term)),
+            None => {
+                let eph = self.ephemeral();
+                match self.build_hello_bytes(&eph, node, &now) {
+                    Ok((h, bytes)) => (Box::new(h), bytes, eph, None),
+                    Err(e) => {
+                        tracing::warn!(%e, "cannot build hello");
+                        return false;
+                    }
+                }
             }
         };
         if let Err(e) = self.replay.hello_sent(hello.handshake_id(), node, &now) {
@@ -505,19 +535,61 @@ impl Behaviour {
             return false;
         }
         self.inner.send_request(&peer, Frame::Out(bytes));
-        self.states.insert(
-            peer,
-            State::AwaitingAck {
-                hello: Box::new(hello),
-                eph,
-                term: None,
-            },
-        );
-        self.ahead.push_back(Ahead::InitiatorTerm(peer));
+        if term.is_none() {
+            self.ahead.push_back(Ahead::InitiatorTerm(peer));
+        }
+        self.states
+            .insert(peer, State::AwaitingAck { hello, eph, term });
         self.trace(TraceEventType::HandshakeStarted, &peer, None);
         self.events
             .push_back(ToSwarm::GenerateEvent(Event::HandshakeStarted { peer }));
         true
+    }
+
+    /// A signed hello to `node` and its wire form (with the capability advertisement).
+    fn build_hello_bytes(
+        &mut self,
+        eph: &EphemeralKey,
+        node: NodeId,
+        now: &Timestamp,
+    ) -> Result<(PeerHandshake, Vec<u8>), MeshError> {
+        let hello = build_hello(&self.key, eph, node, &self.params(), now)?;
+        let bytes = encode_with_caps(false, &hello, self.own_capabilities(now)?);
+        Ok((hello, bytes))
+    }
+
+    /// Builds the hello (and its identity term) for `peer`, which is being dialed, so
+    /// that it goes out as soon as the connection is up. Nothing is sent or recorded
+    /// yet: [`Self::start`] does that, with all its checks.
+    fn prebuild(&mut self, peer: PeerId) {
+        if self.connected.contains(&peer)
+            || self.states.contains_key(&peer)
+            || self.prebuilt.contains_key(&peer)
+            || self.prebuilt.len() >= PREBUILT_MAX
+        {
+            return;
+        }
+        let Ok(node) = NodeId::from_peer_id(&peer) else {
+            return;
+        };
+        let now = self.now();
+        let eph = self.ephemeral();
+        match self.build_hello_bytes(&eph, node, &now) {
+            Ok((hello, bytes)) => {
+                let term = IdentityTerm::compute(&eph, node);
+                self.prebuilt.insert(
+                    peer,
+                    Prebuilt {
+                        hello: Box::new(hello),
+                        bytes,
+                        eph,
+                        term,
+                        built: now,
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(%e, "cannot build hello"),
+        }
     }
 
     /// Verifies a handshake artifact from `peer`: signature (unless `verified` by the
@@ -868,6 +940,15 @@ impl NetworkBehaviour for Behaviour {
         if let Some(known) = peer.and_then(|p| self.addresses.get(&p)) {
             extra.extend(known.iter().cloned());
         }
+        // The hello to a peer we dial by id is built while the connection is set up.
+        if let Some(p) = peer
+            && role == Endpoint::Dialer
+            && !self.connected.contains(&p)
+            && !self.prebuilt.contains_key(&p)
+            && self.prebuilt.len() < PREBUILT_MAX
+        {
+            self.ahead.push_back(Ahead::Hello(p));
+        }
         Ok(extra)
     }
 
@@ -891,6 +972,9 @@ impl NetworkBehaviour for Behaviour {
                 self.ahead.push_back(Ahead::ResponderTerm(e.peer_id));
             }
             FromSwarm::DialFailure(e) => {
+                if let Some(p) = e.peer_id {
+                    self.prebuilt.remove(&p);
+                }
                 if let Some(node) = e.peer_id.and_then(|p| NodeId::from_peer_id(&p).ok()) {
                     self.governor
                         .dial_failed(&node, &e.error.to_string(), &self.now());
@@ -902,6 +986,8 @@ impl NetworkBehaviour for Behaviour {
                 self.prepared.remove(&e.peer_id);
                 self.ahead.retain(|a| match a {
                     Ahead::InitiatorTerm(p) | Ahead::ResponderTerm(p) => *p != e.peer_id,
+                    // A redial may build it again.
+                    Ahead::Hello(_) => true,
                 });
                 // A session whose connection is gone is not established.
                 self.deriving.retain(|d| d.peer != e.peer_id);

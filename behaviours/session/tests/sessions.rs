@@ -387,3 +387,63 @@ async fn a_hello_that_fails_late_checks_gets_its_code_not_an_ack() {
     let (m, _) = ask(&mut r, &mut b, tampered_hello(&kr, &kb, None, Some(&other))).await;
     assert_eq!(code_of(&m), ErrorCode::SigInvalid);
 }
+
+/// A clock `offset` seconds ahead of the real one.
+fn shifted_clock(offset: Arc<std::sync::atomic::AtomicI64>) -> mesh_session::Clock {
+    Arc::new(move || Timestamp::now().plus_secs(offset.load(std::sync::atomic::Ordering::SeqCst)))
+}
+
+/// The dialer builds its hello while the connection is set up. When the connection takes
+/// longer than a hello stays fresh (here: both clocks jump 60 s between the dial and the
+/// connection, twice the allowed skew), a new hello is built: the old one would be
+/// refused as a replay.
+#[tokio::test]
+async fn a_hello_built_while_dialing_is_not_sent_stale() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let with_clock = |key: &NodeKeypair| {
+        swarm_with(
+            key,
+            Behaviour::new(
+                key.clone(),
+                Config {
+                    clock: shifted_clock(offset.clone()),
+                    ..Config::default()
+                },
+            ),
+        )
+    };
+    let (mut a, mut b) = (with_clock(&ka), with_clock(&kb));
+    let (addr, _) = b.listen().with_memory_addr_external().await;
+    let pb = *b.local_peer_id();
+    a.dial(
+        libp2p::swarm::dial_opts::DialOpts::peer_id(pb)
+            .addresses(vec![addr])
+            .build(),
+    )
+    .unwrap();
+    // Poll the dialer alone: it builds the hello; the listener has not accepted yet.
+    let mut polls = 0;
+    futures::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(_)) = a.poll_next_unpin(cx) {}
+        polls += 1;
+        Poll::Ready(())
+    })
+    .await;
+    assert_eq!(polls, 1);
+    offset.store(60, std::sync::atomic::Ordering::SeqCst);
+    let mut established = (false, false);
+    until(&mut a, &mut b, |ea, eb| {
+        if let Some(SwarmEvent::Behaviour(Event::Rejected { error, .. })) = &eb {
+            panic!("the listener refused the hello: {error}");
+        }
+        if let Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. })) = ea {
+            established.0 = true;
+        }
+        if let Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. })) = eb {
+            established.1 = true;
+        }
+        (established.0 && established.1).then_some(())
+    })
+    .await;
+}

@@ -308,6 +308,17 @@ pub type Client = Node<ClientNode>;
 
 /// A client swarm whose identity is `key`.
 pub fn client_with(name: &str, key: NodeKeypair, config: client::Config) -> Client {
+    client_negotiating(name, key, config, libp2p::core::upgrade::Version::V1)
+}
+
+/// A client with a fresh identity whose swarm negotiates substreams with `version`
+/// (meshd uses `V1Lazy`).
+pub fn client_negotiating(
+    name: &str,
+    key: NodeKeypair,
+    config: client::Config,
+    version: libp2p::core::upgrade::Version,
+) -> Client {
     let admission = client::Behaviour::new(key.clone(), config);
     let swarm = transports!(key)
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -318,7 +329,7 @@ pub fn client_with(name: &str, key: NodeKeypair, config: client::Config) -> Clie
             stream: libp2p_stream::Behaviour::new(),
         })
         .unwrap()
-        .with_swarm_config(swarm_config)
+        .with_swarm_config(|c| swarm_config(c).with_substream_upgrade_protocol_override(version))
         .build();
     Node::spawn(name, key, swarm, |_, _| {})
 }
