@@ -1,6 +1,5 @@
 //! The swarm: QUIC v1, TCP + Noise + Yamux, WebSocket (WS and WSS, listening on WSS
-//! from certificate files), DNS and the relay client, built with `SwarmBuilder`;
-//! substreams negotiated with multistream-select `V1Lazy`.
+//! from certificate files), DNS and the relay client, built with `SwarmBuilder`.
 //!
 //! The builder's own WebSocket transport dials only (its TLS has no server side and
 //! trusts only the web PKI), so the node adds its own `websocket::Config` with
@@ -74,13 +73,9 @@ pub fn build_swarm(
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| build(&e))?
-        .with_swarm_config(|c| {
-            // Lazy substream negotiation: a stream's first message goes out with its
-            // (single) protocol proposal instead of one round trip later. See the README,
-            // "Substream negotiation".
-            c.with_idle_connection_timeout(config.idle_timeout())
-                .with_substream_upgrade_protocol_override(upgrade::Version::V1Lazy)
-        })
+        // Substreams keep libp2p's default negotiation (multistream-select `V1`); see
+        // the README, "Substream negotiation", for why not `V1Lazy`.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout()))
         .build();
     Ok(swarm)
 }

@@ -9,6 +9,9 @@
 //! - each received artifact set (hello or ack, the capability advertisement and its
 //!   passports) is verified with one batch verification; only when the batch fails are
 //!   the signatures checked one by one, which names the culprit with its code;
+//! - the hello to a peer dialed by id is built (and its identity term computed) while
+//!   the connection is set up, and sent as soon as it is up if it is at most
+//!   `PREBUILT_FRESH_SECS` old;
 //! - a spare ephemeral key is kept ready, and the Diffie-Hellman term that needs only
 //!   this side's ephemeral key and the peer's identity is computed ahead, while the
 //!   network is busy: by the dialer once its hello is on its way, by the listener as soon

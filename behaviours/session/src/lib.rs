@@ -16,6 +16,11 @@
 //!   [`governor`] (cold/warm/hot/blocked peers, backoff, blocking, rate limits,
 //!   `peer-status.v1`), [`keepalive`] (lost/restored from ping results), [`protocol`]
 //!   (the wire messages).
+//!
+//! A handshake is one request round after the connection (plus multistream-select's
+//! negotiation round, which `V1Lazy` on the swarm would save; `meshd` keeps `V1`, see
+//! its README). When the swarm dials a peer by id, the hello is built while the
+//! connection is set up.
 
 pub mod artifacts;
 mod behaviour;
