@@ -989,7 +989,7 @@ impl NetworkBehaviour for Behaviour {
                 self.prepared.remove(&e.peer_id);
                 self.ahead.retain(|a| match a {
                     Ahead::InitiatorTerm(p) | Ahead::ResponderTerm(p) => *p != e.peer_id,
-                    // A redial may build it again.
+                    // A hello for a dial under way is still wanted.
                     Ahead::Hello(_) => true,
                 });
                 // A session whose connection is gone is not established.
