@@ -354,7 +354,7 @@ impl Node {
     }
 
     /// A gossip message on the topic of swarm `key`: a presence signed by the
-    /// message's author, or it is rejected (and its propagator penalised).
+    /// message's author, or it is refused (see [`refusal`] for how).
     pub(super) fn on_swarm_gossip(
         &mut self,
         key: DiscoveryKey,
@@ -382,7 +382,7 @@ impl Node {
             Err(e) => {
                 tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "presence refused");
                 self.emit_trace(TraceEvent::error(&e, self.node_id, now));
-                return gossipsub::MessageAcceptance::Reject;
+                return refusal(&e);
             }
         };
         // A valid presence we cannot take (our table is full) is not the sender's
@@ -452,6 +452,19 @@ impl Node {
     }
 }
 
+/// How gossipsub hears of a presence we refuse. A presence that is authentic but has
+/// expired (`E_ADV_EXPIRED`: the clock is checked after the signature) is ignored: it is
+/// not forwarded, and nobody is penalised, since it usually expired in a queue on its
+/// way (a loaded node, a slow link), not by anyone's fault. Anything else (bad CBOR or
+/// schema, a wrong or foreign signature, another swarm's key) is rejected, which
+/// penalises the peer that propagated it.
+fn refusal(e: &MeshError) -> gossipsub::MessageAcceptance {
+    match e.code {
+        ErrorCode::AdvExpired => gossipsub::MessageAcceptance::Ignore,
+        _ => gossipsub::MessageAcceptance::Reject,
+    }
+}
+
 /// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
 fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> Vec<T> {
     let mut out = Vec::with_capacity(k.min(items.len()));
@@ -464,7 +477,55 @@ fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::pick;
+    use super::{pick, refusal};
+    use libp2p::gossipsub::MessageAcceptance;
+    use mesh_core::{Artifact, ErrorCode, MeshError, NodeKeypair, SwarmPresence, Timestamp};
+
+    /// An expired presence is ignored; forged, foreign or malformed ones are rejected.
+    #[test]
+    fn only_expired_presences_are_ignored() {
+        let key = NodeKeypair::generate();
+        let now = Timestamp::now();
+        let doc = serde_json::json!({
+            "schema/v": 1,
+            "message/kind": "swarm-presence.v1",
+            "swarm/key": "ab".repeat(32),
+            "node/id": key.node_id().to_string(),
+            "presence": "announce",
+            "sequence/no": 1,
+            "addrs": [],
+            "created-at": now.as_str(),
+            "expires-at": now.plus_secs(10).as_str(),
+        });
+        let serde_json::Value::Object(doc) = doc else {
+            unreachable!("a JSON object")
+        };
+        let wire = SwarmPresence::sign(doc, &key).unwrap().to_cbor();
+        let verdict = |at: &Timestamp, bytes: &[u8]| match SwarmPresence::verify_cbor(bytes, at) {
+            Ok(_) => None,
+            Err(e) => Some((e.code, refusal(&e))),
+        };
+        assert_eq!(verdict(&now, &wire), None);
+        assert_eq!(
+            verdict(&now.plus_secs(11), &wire),
+            Some((ErrorCode::AdvExpired, MessageAcceptance::Ignore))
+        );
+        let mut altered = wire.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(matches!(
+            verdict(&now, &altered),
+            Some((_, MessageAcceptance::Reject))
+        ));
+        assert!(matches!(
+            verdict(&now, b"not cbor"),
+            Some((ErrorCode::ProtoInvalid, MessageAcceptance::Reject))
+        ));
+        assert_eq!(
+            refusal(&MeshError::new(ErrorCode::SigUnknownSigner, "foreign")),
+            MessageAcceptance::Reject
+        );
+    }
 
     #[test]
     fn pick_takes_k_distinct_items_or_all() {

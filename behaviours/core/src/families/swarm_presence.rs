@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::artifact::fields::Fields;
 use crate::artifact::{Artifact, not_in_future};
-use crate::error::{MeshError, MeshResult};
+use crate::error::{ErrorCode, MeshError, MeshResult};
 use crate::id::{KeyFingerprint, NodeId};
 use crate::time::Timestamp;
 
@@ -139,14 +139,15 @@ impl Artifact for SwarmPresence {
     }
 
     /// `created-at` at most 30 s ahead of `now`; an expired presence is
-    /// `E_PROTO_INVALID`.
+    /// `E_ADV_EXPIRED` (an authentic announcement that is out of date, as for node
+    /// advertisements: checks run after the signature).
     fn validate(&self, now: &Timestamp) -> MeshResult<()> {
         not_in_future(Self::FAMILY, "created-at", &self.created_at, now)?;
         if &self.expires_at <= now {
-            return Err(MeshError::invalid(format!(
-                "swarm-presence.v1: expired at {}",
-                self.expires_at.as_str()
-            )));
+            return Err(MeshError::new(
+                ErrorCode::AdvExpired,
+                format!("swarm-presence.v1: expired at {}", self.expires_at.as_str()),
+            ));
         }
         Ok(())
     }
@@ -155,7 +156,6 @@ impl Artifact for SwarmPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
     use crate::keypair::NodeKeypair;
     use serde_json::json;
 
@@ -238,7 +238,7 @@ mod tests {
             SwarmPresence::verify_cbor(&p.to_cbor(), &now().plus_secs(60))
                 .unwrap_err()
                 .code,
-            ErrorCode::ProtoInvalid
+            ErrorCode::AdvExpired
         );
     }
 }
