@@ -3,7 +3,8 @@
 //! 1. Dial to session established (connection + hello/ack + capabilities) on loopback,
 //!    TCP and QUIC, against a bare libp2p dial plus one ping round trip: fresh swarms
 //!    (new keys) per sample, built outside the timing, baseline and candidate samples
-//!    interleaved, medians compared (target <= 1.5).
+//!    interleaved, medians compared (target <= 1.5). A third case, for information,
+//!    runs the candidate with multistream-select `V1Lazy` on both swarms.
 //! 2. 1,000 concurrent sessions to one node over the in-process memory transport
 //!    (noise + yamux, no fds): resident memory per session against a bare libp2p
 //!    connection with identify and ping (target <= 1.3). Each case runs in a child

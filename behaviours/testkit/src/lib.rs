@@ -144,8 +144,8 @@ pub fn net_swarm<B: NetworkBehaviour>(
     )
 }
 
-/// As [`net_swarm`], with the swarm configuration made by `config` from libp2p's
-/// default (for instance to choose the substream negotiation).
+/// As [`net_swarm`], with the swarm configuration made by `config` from the builder's
+/// (for instance to choose the substream negotiation).
 ///
 /// # Panics
 /// When the transport cannot be built (a test setup error).

@@ -311,8 +311,8 @@ pub fn client_with(name: &str, key: NodeKeypair, config: client::Config) -> Clie
     client_negotiating(name, key, config, libp2p::core::upgrade::Version::V1)
 }
 
-/// A client with a fresh identity whose swarm negotiates substreams with `version`
-/// (meshd uses `V1Lazy`).
+/// A client whose identity is `key` and whose swarm negotiates substreams with
+/// `version` (libp2p's default is `V1`; an application may choose `V1Lazy`).
 pub fn client_negotiating(
     name: &str,
     key: NodeKeypair,

@@ -29,6 +29,7 @@ pub(crate) fn verify_batch_merged(
         return false;
     }
     let mut random = vec![0u8; 16 * n];
+    // Without randomness no batch: `false` sends the callers to one-by-one checks.
     if OsRng.try_fill_bytes(&mut random).is_err() {
         return false;
     }
