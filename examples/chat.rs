@@ -111,9 +111,9 @@ async fn publish(handle: &NodeHandle, topic: &str, line: String) -> anyhow::Resu
             Ok(_) => return Ok(()),
             Err(e)
                 if attempt < PUBLISH_ATTEMPTS
-                    && (e.detail.contains("NoPeersSubscribedToTopic")
-                        || e.detail.contains("InsufficientPeers")
-                        || e.detail.contains("AllQueuesFull")) =>
+                    && (e.to_string().contains("NoPeersSubscribedToTopic")
+                        || e.to_string().contains("InsufficientPeers")
+                        || e.to_string().contains("AllQueuesFull")) =>
             {
                 attempt += 1;
                 tokio::time::sleep(PUBLISH_RETRY).await;

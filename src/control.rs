@@ -65,6 +65,12 @@ impl From<MeshError> for ApiError {
     }
 }
 
+impl From<crate::node::HandleError> for ApiError {
+    fn from(e: crate::node::HandleError) -> Self {
+        ApiError(e.into())
+    }
+}
+
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 fn to_value<T: serde::Serialize>(v: &T) -> ApiResult {

@@ -163,7 +163,7 @@ async fn two_nodes_through_the_api() {
     // Errors carry frozen codes: an unknown node cannot be found or dialed.
     let stranger = NodeKeypair::generate().node_id();
     let err = a.handle.dial(Target::Node(stranger)).await.unwrap_err();
-    assert_eq!(err.code.as_str(), "E_TRANSPORT_UNAVAILABLE");
+    assert_eq!(err.code().as_str(), "E_TRANSPORT_UNAVAILABLE");
 
     // Shutdown: B's side sees the session end.
     a.handle.shutdown().await;

@@ -324,14 +324,14 @@ async fn setup_payload_through_a_host() {
     );
 
     // Too large, and to a node nobody here can reach.
-    let big = vec![0u8; libmesh::node::connect::MAX_SETUP_BYTES + 1];
+    let big = vec![0u8; libmesh::node::MAX_SETUP_BYTES + 1];
     let e = a.handle.send_signal(b.node, big, None).await.unwrap_err();
-    assert_eq!(e.code, ErrorCode::ProtoInvalid);
+    assert_eq!(e.code(), ErrorCode::ProtoInvalid);
     let stranger = NodeKeypair::generate().node_id();
     let e = a
         .handle
         .send_signal(stranger, b"x".to_vec(), None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::TransportUnavailable, "{e}");
+    assert_eq!(e.code(), ErrorCode::TransportUnavailable, "{e}");
 }

@@ -72,7 +72,7 @@ pub(crate) fn signal(
         payload_file,
         content_type,
     } = command;
-    let max = libmesh::node::connect::MAX_SETUP_BYTES;
+    let max = libmesh::node::MAX_SETUP_BYTES;
     let meta = std::fs::metadata(&payload_file)
         .with_context(|| format!("payload file {}", payload_file.display()))?;
     if meta.len() > max as u64 {

@@ -126,7 +126,7 @@ pub enum NodeEvent {
     /// route/selected).
     RouteSelected {
         /// The path and timings.
-        route: super::route::Route,
+        route: super::api::Route,
     },
     /// A verified signaling frame for this node.
     SignalReceived {

@@ -24,15 +24,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::action::Action;
+use super::config::NodeConfig;
+use super::view::View;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use libp2p::{PeerId, gossipsub, relay};
-use mesh_core::NodeId;
-use mesh_session::governor::Temperature;
-
-use super::Node;
-use super::config::NodeConfig;
-use super::pending::Stage;
+use libp2p::{PeerId, relay};
 
 /// gossipsub's `mesh_n_high` (the node uses the default): per subscribed topic the node
 /// keeps its mesh peers and other subscribed peers up to this many in all, as they are
@@ -254,24 +251,36 @@ impl Idle {
     }
 }
 
-impl Node {
-    /// Closes the connections the idle rule gives up (checked every tick).
-    pub(super) fn idle_tick(&mut self) {
-        let now = Instant::now();
-        if !self.idle.conns.any_idle(now) {
-            return;
+impl Idle {
+    /// The connections the idle rule gives up now (checked every tick). `also_keep`:
+    /// peers other components need (route targets, waited-on peers, DHT servers of a
+    /// running query).
+    pub(crate) fn tick(
+        &self,
+        view: &dyn View,
+        also_keep: HashSet<PeerId>,
+        now: Instant,
+    ) -> Vec<Action> {
+        if !self.conns.any_idle(now) {
+            return Vec::new();
         }
-        let keep = self.needed_peers();
-        let b = self.swarm.behaviour();
-        let close = self.idle.conns.to_close(now, |peer| {
-            if keep.contains(peer) {
-                return Need::Keep;
-            }
-            let node = NodeId::from_peer_id(peer).ok();
-            let gov = b.session.governor();
-            if node.and_then(|n| gov.temperature(&n)) == Some(Temperature::Hot) {
+        let mut keep = also_keep;
+        keep.extend(self.pinned.iter().copied());
+        keep.extend(self.reserved.iter().copied());
+        keep.extend(self.circuits.keys().copied());
+        // gossipsub: per topic, the mesh and a pool of other subscribed peers.
+        for topic in view.topics() {
+            let mesh: HashSet<PeerId> = view.topic_mesh(&topic).into_iter().collect();
+            keep.extend(topic_pool(
+                &mesh,
+                view.topic_subscribers(&topic),
+                TOPIC_POOL,
+            ));
+        }
+        let close = self.conns.to_close(now, |peer| {
+            if keep.contains(peer) || view.is_hot(peer) {
                 Need::Keep
-            } else if b.session.session(peer).is_some() {
+            } else if view.capabilities(peer).is_some() {
                 Need::Session
             } else {
                 Need::Nothing
@@ -280,70 +289,27 @@ impl Node {
         if !close.is_empty() {
             tracing::debug!(connections = close.len(), "closing idle connections");
         }
-        for id in close {
-            self.swarm.close_connection(id);
-        }
-    }
-
-    /// Peers the node needs now, besides its hot sessions.
-    fn needed_peers(&mut self) -> HashSet<PeerId> {
-        let mut keep: HashSet<PeerId> = self.idle.pinned.clone();
-        keep.extend(self.idle.reserved.iter().copied());
-        keep.extend(self.idle.circuits.keys().copied());
-        keep.extend(self.routes.targets());
-        keep.extend(self.pending.peers().copied());
-        let b = self.swarm.behaviour_mut();
-        // gossipsub: per topic, the mesh and a pool of other subscribed peers.
-        let topics: Vec<gossipsub::TopicHash> = b.gossipsub.topics().cloned().collect();
-        for topic in &topics {
-            let mesh: HashSet<PeerId> = b.gossipsub.mesh_peers(topic).copied().collect();
-            let subscribed: Vec<PeerId> = b
-                .gossipsub
-                .all_peers()
-                .filter(|(_, ts)| ts.contains(&topic))
-                .map(|(p, _)| *p)
-                .collect();
-            keep.extend(topic_pool(&mesh, subscribed, TOPIC_POOL));
-        }
-        // Kademlia: the routing table's servers while a query that someone waits for may
-        // be talking to them. (Background queries, bootstrap and republishing, do not
-        // count: with them a client would keep every server it knows. A request on a
-        // connection idle for the whole grace period can meet the close; Kademlia then
-        // counts that peer as failed for the query and goes on.)
-        let busy = [
-            self.pending.waits_on(Stage::Amino),
-            self.pending.waits_on(Stage::MeshDht),
-        ];
-        let b = self.swarm.behaviour_mut();
-        for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
-            if busy {
-                for bucket in kad.kbuckets() {
-                    keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
-                }
-            }
-        }
-        keep
+        close.into_iter().map(Action::Close).collect()
     }
 
     /// Relay server events: reservations and circuits keep their peers.
-    pub(super) fn idle_relay_event(&mut self, event: &relay::Event) {
-        let now = Instant::now();
+    pub(crate) fn relay_event(&mut self, event: &relay::Event, now: Instant) {
         match event {
             relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                self.idle.reserved.insert(*src_peer_id);
-                self.idle.conns.touch(src_peer_id, now);
+                self.reserved.insert(*src_peer_id);
+                self.conns.touch(src_peer_id, now);
             }
             relay::Event::ReservationClosed { src_peer_id }
             | relay::Event::ReservationTimedOut { src_peer_id } => {
-                self.idle.reserved.remove(src_peer_id);
+                self.reserved.remove(src_peer_id);
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
                 dst_peer_id,
             } => {
                 for p in [src_peer_id, dst_peer_id] {
-                    *self.idle.circuits.entry(*p).or_default() += 1;
-                    self.idle.conns.touch(p, now);
+                    *self.circuits.entry(*p).or_default() += 1;
+                    self.conns.touch(p, now);
                 }
             }
             relay::Event::CircuitClosed {
@@ -352,10 +318,10 @@ impl Node {
                 ..
             } => {
                 for p in [src_peer_id, dst_peer_id] {
-                    if let Some(n) = self.idle.circuits.get_mut(p) {
+                    if let Some(n) = self.circuits.get_mut(p) {
                         *n = n.saturating_sub(1);
                         if *n == 0 {
-                            self.idle.circuits.remove(p);
+                            self.circuits.remove(p);
                         }
                     }
                 }

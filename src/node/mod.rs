@@ -16,25 +16,42 @@
 //! # Ok(()) }
 //! ```
 
+/// The read-only view of a node's state that its components get.
+macro_rules! view {
+    ($node:expr) => {
+        $crate::node::apply::NodeView {
+            swarm: &$node.swarm,
+            waiting: &$node.waiting,
+            relays: &$node.relays,
+            store: &$node.store,
+        }
+    };
+}
+
+mod action;
+pub mod addrs;
 pub mod admission;
+pub mod api;
+mod apply;
 pub mod behaviour;
+mod commands;
 pub mod config;
-pub mod connect;
+mod dht;
 pub mod event;
+mod events;
+mod groups;
 pub mod handle;
 pub mod identify_observed;
 mod idle;
-mod pending;
+mod lookups;
 pub mod relay_select;
 mod relays;
-pub mod route;
-pub mod routing;
-pub mod signaling;
+pub mod router;
 pub mod status;
 pub mod store;
-mod swarm_events;
-pub mod swarms;
 pub mod transport;
+mod view;
+mod waiting;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -45,26 +62,30 @@ use futures::StreamExt;
 use libp2p::metrics::{Metrics, Registry};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, kad};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use mesh_advert::own::OwnAdvert;
 use mesh_advert::{AdvertStore, StoreLimits};
-use mesh_core::{
-    ErrorCode, MeshError, NodeAdvertisement, NodeId, NodeKeypair, Timestamp, TraceEvent,
-    TraceEventType, TraceSink,
-};
+use mesh_core::{NodeId, NodeKeypair, Timestamp, TraceSink};
 use tokio::sync::mpsc;
 
+pub use api::{
+    Dht, Found, GrantInfo, GroupMember, HandleError, MAX_SETUP_BYTES, Route, StageReport, Target,
+};
 pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer};
 pub use event::NodeEvent;
-pub use handle::{Dht, Found, NodeHandle, Target};
-pub use relays::GrantInfo;
+pub use handle::NodeHandle;
 pub use status::{PeerInfo, Status};
 pub use store::SharedAdverts;
 
 use crate::advert_store::DurableStore;
-use handle::Command;
-use pending::{After, Pending, ProviderWait, Stage};
+use api::Command;
+use groups::Groups;
+use idle::Idle;
+use relays::Relays;
+use router::Router;
+use view::Now;
+use waiting::Waiting;
 
 /// Capacity of the application's event queue (events beyond it are counted and
 /// dropped, never allowed to stall the swarm).
@@ -75,8 +96,6 @@ pub const COMMAND_QUEUE: usize = 64;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
-/// Advertisements remembered for event de-duplication (cleared when full).
-pub(crate) const ADVERTS_SEEN: usize = 4096;
 /// Perf streams served at once.
 pub const PERF_STREAMS: usize = 4;
 
@@ -109,13 +128,17 @@ pub enum NodeError {
 
 /// The running node. Build it with [`Node::new`], call [`Node::listen`], then drive it
 /// with [`Node::run`] (usually in its own task).
+///
+/// The node keeps the swarm, the channels and the dispatch; each feature is a
+/// component that owns its state and returns actions (see `action.rs`): the router
+/// (routes and signaling), the discovery-key groups, the relays, the idle rule, the
+/// waiting room and the node's own advertisement.
 pub struct Node {
     swarm: Swarm<MeshBehaviour>,
     key: NodeKeypair,
     node_id: NodeId,
     config: NodeConfig,
     store: SharedAdverts,
-    own: OwnAdvert,
     trace: Arc<dyn TraceSink>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
@@ -124,20 +147,19 @@ pub struct Node {
     gossip_send_failed: u64,
     metrics: Metrics,
     registry: Arc<Mutex<Registry>>,
-    pending: Pending,
-    addrs_dirty: bool,
-    own_put_pending: bool,
+    /// AutoNAT's verdict per tested address.
     nat: HashMap<Multiaddr, bool>,
+    /// Plain gossipsub topics the application subscribed to.
     topics: HashSet<String>,
     started: Instant,
     perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
-    adverts_seen: HashMap<NodeId, u64>,
-    swarms: mesh_signal::swarm::Swarms,
-    routes: connect::Routes,
-    relays: relays::Relays,
-    swarm_queries: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
-    swarm_dials: HashMap<mesh_signal::swarm::DiscoveryKey, Instant>,
-    idle: idle::Idle,
+    own: lookups::OwnRecord,
+    seen: lookups::AdvertsSeen,
+    waiting: Waiting,
+    router: Router,
+    groups: Groups,
+    relays: Relays,
+    idle: Idle,
 }
 
 impl Node {
@@ -213,19 +235,35 @@ impl Node {
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-        let swarm_config = mesh_signal::swarm::SwarmConfig {
+        let group_config = mesh_signal::swarm::SwarmConfig {
             ttl_secs: config.swarm.ttl_secs,
             max_swarms: config.swarm.max_swarms,
             max_members: config.swarm.max_members,
         };
-        let own = OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence);
-        let max_relays = config.max_relays;
-        let idle = idle::Idle::new(&config);
+        let now = Instant::now();
+        let relays = config.relays.iter().map(|addr| {
+            let tier = match addr.iter().last() {
+                Some(Protocol::P2p(p)) => config.relay_tiers.get(&p.to_string()).copied(),
+                _ => None,
+            };
+            (addr.clone(), tier.unwrap_or(0))
+        });
+        let relays = Relays::new(node_id, config.max_relays, relays, now);
         let node = Node {
             swarm,
             node_id,
-            own,
+            own: lookups::OwnRecord::new(OwnAdvert::new(
+                key.clone(),
+                config.advert_ttl_secs,
+                last_sequence,
+            )),
+            seen: lookups::AdvertsSeen::default(),
+            waiting: Waiting::default(),
+            router: Router::new(key.clone(), config.route),
+            groups: Groups::new(key.clone(), group_config),
             key,
+            relays,
+            idle: Idle::new(&config),
             config,
             store,
             trace,
@@ -235,26 +273,12 @@ impl Node {
             gossip_send_failed: 0,
             metrics,
             registry: Arc::new(Mutex::new(registry)),
-            pending: Pending::default(),
-            addrs_dirty: false,
-            own_put_pending: false,
             nat: HashMap::new(),
             topics: HashSet::new(),
-            started: Instant::now(),
+            started: now,
             perf,
-            adverts_seen: HashMap::new(),
-            swarms: mesh_signal::swarm::Swarms::new(node_id, swarm_config),
-            swarm_queries: HashMap::new(),
-            swarm_dials: HashMap::new(),
-            routes: connect::Routes::default(),
-            relays: relays::Relays::new(max_relays, Instant::now()),
-            idle,
         };
-        let handle = NodeHandle {
-            tx: cmd_tx,
-            timeout: COMMAND_TIMEOUT,
-        };
-        Ok((node, handle, ev_rx))
+        Ok((node, NodeHandle::new(cmd_tx, COMMAND_TIMEOUT), ev_rx))
     }
 
     /// The node id.
@@ -333,7 +357,7 @@ impl Node {
             let Ok(peer) = seed.node_id.to_peer_id() else {
                 continue;
             };
-            let addr = routing::without_peer(&seed.addr);
+            let addr = addrs::without_peer(&seed.addr);
             self.swarm
                 .behaviour_mut()
                 .mesh_kad
@@ -350,7 +374,8 @@ impl Node {
                 tracing::warn!(seed = ?seed.label, error = %e, "cannot dial seed");
             }
         }
-        self.relays_start();
+        let actions = self.relays.tick(false, false, Instant::now());
+        self.apply(actions);
         match self.config.bootstrap.addrs() {
             Ok(addrs) => {
                 for addr in addrs {
@@ -360,7 +385,7 @@ impl Node {
                     self.swarm
                         .behaviour_mut()
                         .amino
-                        .add_address(&peer, routing::without_peer(&addr));
+                        .add_address(&peer, addrs::without_peer(&addr));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "bootstrap list"),
@@ -385,7 +410,7 @@ impl Node {
                 if item.advert.expires_at() <= &now {
                     continue;
                 }
-                let addrs = routing::advert_addrs(&item.advert);
+                let addrs = addrs::advert_addrs(&item.advert);
                 if let Ok(peer) = node.to_peer_id() {
                     for a in &addrs {
                         self.swarm
@@ -413,449 +438,69 @@ impl Node {
     }
 
     fn on_tick(&mut self) {
-        let now = Timestamp::now();
-        if self.addrs_dirty {
-            self.addrs_dirty = false;
-            let addrs = routing::own_addrs(self.swarm.external_addresses(), self.swarm.listeners());
-            if !addrs.is_empty() {
-                match self.own.set_addresses(addrs, &now) {
-                    Ok(Some(ad)) => {
-                        let ad = ad.clone();
-                        self.publish_own(ad, &now);
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "own advertisement"),
-                }
-            }
-        }
-        match self.own.tick(&now) {
-            Ok(Some(ad)) => {
-                let ad = ad.clone();
-                self.publish_own(ad, &now);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "own advertisement refresh"),
-        }
-        for (waiter, error) in self.pending.expire(Instant::now()) {
+        let now = Now::current();
+        self.refresh_own(&now.ts);
+        for (waiter, error) in self.waiting.expire(now.at) {
             match waiter {
-                pending::Waiter::After(a) => self.fail_after(a, error),
+                waiting::Waiter::After(a) => self.fail_after(a, error),
                 w => w.fail(error),
             }
         }
-        self.swarms_tick(&now);
-        self.routes_tick();
-        self.relays_tick();
-        self.idle_tick();
-    }
-
-    /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and
-    /// every session peer.
-    fn publish_own(&mut self, ad: NodeAdvertisement, now: &Timestamp) {
-        let seq = ad.sequence_no();
+        let actions = self.groups.tick(&view!(self), &now);
+        self.apply(actions);
+        let actions = self.router.tick(&view!(self), now.at);
+        self.apply(actions);
         self.swarm
             .behaviour_mut()
-            .admission_client
-            .set_advertisement(Some(ad.clone()));
-        {
-            let mut store = self.store.lock();
-            if let Err(e) = store.set_own_sequence(seq) {
-                tracing::warn!(error = %e, "cannot persist own sequence number");
-            }
-            if let Err(e) = store.insert(ad.clone(), now) {
-                tracing::debug!(error = %e, "own advertisement not stored");
-            }
-        }
-        self.put_own_record(&ad, now);
-        let peers: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| self.swarm.behaviour().session.session(p).is_some())
-            .copied()
-            .collect();
-        for peer in peers {
-            self.swarm.behaviour_mut().advert.publish(&peer, ad.clone());
-        }
-        let addrs = routing::advert_addrs(&ad);
-        self.emit_trace(
-            TraceEvent::new(
-                TraceEventType::AdvertisementPublished,
-                self.node_id,
-                now.clone(),
-            )
-            .with_detail(serde_json::json!({"sequence/no": seq})),
-        );
-        self.emit(NodeEvent::OwnAdvertPublished {
-            sequence_no: seq,
-            addrs,
-        });
+            .signal
+            .correlations_mut()
+            .sweep(&now.ts);
+        let reachable = self.publicly_reachable();
+        let advertised = self.own.current().is_some();
+        let actions = self.relays.tick(reachable, advertised, now.at);
+        self.apply(actions);
+        let keep = self.needed_peers();
+        let actions = self.idle.tick(&view!(self), keep, now.at);
+        self.apply(actions);
     }
 
-    fn put_own_record(&mut self, ad: &NodeAdvertisement, now: &Timestamp) {
-        let record = mesh_advert::kad::record_for(ad, now);
-        match self
-            .swarm
-            .behaviour_mut()
-            .mesh_kad
-            .put_record(record, kad::Quorum::One)
-        {
-            Ok(_) => self.own_put_pending = false,
-            Err(e) => {
-                tracing::debug!(error = ?e, "own record not put");
-                self.own_put_pending = true;
+    /// Whether AutoNAT confirmed one of our own (non-circuit) addresses.
+    fn publicly_reachable(&self) -> bool {
+        self.config.autonat
+            && self
+                .nat
+                .iter()
+                .any(|(a, ok)| *ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+    }
+
+    /// Peers other components need kept besides what the idle rule knows: route
+    /// targets, peers commands wait on, and the DHT servers while a query that
+    /// someone waits for may be talking to them. (Background queries, bootstrap and
+    /// republishing, do not count: with them a client would keep every server it
+    /// knows. A request on a connection idle for the whole grace period can meet the
+    /// close; Kademlia then counts that peer as failed for the query and goes on.)
+    fn needed_peers(&mut self) -> HashSet<PeerId> {
+        let mut keep: HashSet<PeerId> = self.router.targets().collect();
+        keep.extend(self.waiting.peers().copied());
+        let busy = [
+            self.waiting.waits_on(Dht::Amino),
+            self.waiting.waits_on(Dht::Mesh),
+        ];
+        let b = self.swarm.behaviour_mut();
+        for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
+            if busy {
+                for bucket in kad.kbuckets() {
+                    keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
+                }
             }
         }
+        keep
     }
 
     fn emit(&mut self, event: NodeEvent) {
         if self.events.try_send(event).is_err() {
             self.events_dropped += 1;
         }
-    }
-
-    fn emit_trace(&self, event: TraceEvent) {
-        if self.trace.enabled() {
-            self.trace.emit(&event);
-        }
-    }
-
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Dial { target, reply } => self.connect(target, After::Dial(reply)),
-            Command::Lookup { node, fresh, reply } => {
-                self.lookup(node, After::Lookup(reply), fresh)
-            }
-            Command::Publish { reply } => {
-                let now = Timestamp::now();
-                self.addrs_dirty = false;
-                let addrs =
-                    routing::own_addrs(self.swarm.external_addresses(), self.swarm.listeners());
-                let result = match self.own.set_addresses(addrs, &now) {
-                    Ok(Some(ad)) => Ok(ad.clone()),
-                    Ok(None) => self.own.renew(&now).cloned(),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(ad) => {
-                        let seq = ad.sequence_no();
-                        self.publish_own(ad, &now);
-                        let _ = reply.send(Ok(seq));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Command::SendMarker {
-                target,
-                text,
-                reply,
-            } => self.connect(target, After::Marker { text, reply }),
-            Command::Subscribe { topic, reply } => {
-                let t = gossipsub::IdentTopic::new(topic.clone());
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .subscribe(&t)
-                    .map_err(|e| MeshError::invalid(format!("subscribe {topic}: {e}")));
-                if r.is_ok() {
-                    self.topics.insert(topic);
-                }
-                let _ = reply.send(r);
-            }
-            Command::PublishTopic { topic, data, reply } => {
-                let t = gossipsub::IdentTopic::new(topic.clone());
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(t, data)
-                    .map(|id| id.to_string())
-                    .map_err(|e| {
-                        MeshError::new(
-                            ErrorCode::TransportUnavailable,
-                            format!("publish on {topic}: {e}"),
-                        )
-                    });
-                let _ = reply.send(r);
-            }
-            Command::Provide { dht, key, reply } => {
-                let b = self.swarm.behaviour_mut();
-                let (kad, stage) = match dht {
-                    Dht::Amino => (&mut b.amino, Stage::Amino),
-                    Dht::Mesh => (&mut b.mesh_kad, Stage::MeshDht),
-                };
-                match kad.start_providing(kad::RecordKey::new(&key)) {
-                    Ok(q) => self
-                        .pending
-                        .wait_providers(stage, q, ProviderWait::Provide(reply)),
-                    Err(e) => {
-                        let _ = reply.send(Err(MeshError::new(
-                            ErrorCode::TransportRejected,
-                            format!("provider record not stored: {e}"),
-                        )));
-                    }
-                }
-            }
-            Command::FindProviders { dht, key, reply } => {
-                let b = self.swarm.behaviour_mut();
-                let (kad, stage) = match dht {
-                    Dht::Amino => (&mut b.amino, Stage::Amino),
-                    Dht::Mesh => (&mut b.mesh_kad, Stage::MeshDht),
-                };
-                let q = kad.get_providers(kad::RecordKey::new(&key));
-                self.pending.wait_providers(
-                    stage,
-                    q,
-                    ProviderWait::Find(reply, Default::default()),
-                );
-            }
-            Command::Swarm(c) => self.on_swarm_command(c),
-            Command::Route(c) => self.on_route_command(c),
-            Command::Relay(c) => self.on_relay_command(c),
-            Command::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            Command::Peers { reply } => {
-                let _ = reply.send(self.peers());
-            }
-            Command::Shutdown => {}
-        }
-    }
-
-    /// Connects to `target`, then continues with `after`.
-    fn connect(&mut self, target: Target, after: After) {
-        let peer = target.peer();
-        if let Some(p) = peer
-            && self.swarm.is_connected(&p)
-        {
-            return self.connected(p, after);
-        }
-        match target {
-            Target::Addr(addr) => {
-                // The given address is dialed even while another dial to the peer
-                // runs (say a DHT query trying its unroutable private addresses):
-                // waiting for that one could outlast the command.
-                let opts = match peer {
-                    Some(p) => DialOpts::peer_id(p)
-                        .addresses(vec![routing::without_peer(&addr)])
-                        .condition(PeerCondition::Disconnected)
-                        .build(),
-                    None => DialOpts::unknown_peer_id().address(addr).build(),
-                };
-                self.dial(opts, peer, after);
-            }
-            Target::Node(node) => self.route_to(node, connect::RouteWaiter::Then(after)),
-            Target::Peer(p) => {
-                let opts = DialOpts::peer_id(p)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                self.dial(opts, Some(p), after);
-            }
-        }
-    }
-
-    fn dial(&mut self, opts: DialOpts, peer: Option<PeerId>, after: After) {
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => self.pending.wait_connection(id, after),
-            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) if peer.is_some() => {
-                if let Some(p) = peer {
-                    self.pending.wait_peer(p, after);
-                }
-            }
-            Err(e) => after.fail(MeshError::new(
-                ErrorCode::TransportUnavailable,
-                format!("dial: {e}"),
-            )),
-        }
-    }
-
-    /// A connection to `peer` is up: finish what waited for it.
-    fn connected(&mut self, peer: PeerId, after: After) {
-        match after {
-            After::Dial(reply) => {
-                let _ = reply.send(Ok(peer));
-            }
-            After::Marker { text, reply } => {
-                let now = Timestamp::now();
-                let id = format!("msg:{}", hex::encode(rand_id()));
-                match mesh_session::marker::envelope(&self.key, &id, &text, &now) {
-                    Ok(env) => {
-                        self.swarm.behaviour_mut().marker.send(&peer, &env);
-                        self.pending.wait_marker(peer, id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            After::Lookup(reply) => {
-                let _ = reply.send(Err(MeshError::invalid("internal: lookup after connect")));
-            }
-            After::Route(_) => {}
-        }
-    }
-
-    /// Fails `after`; a route attempt's lookup goes on to its next stage instead.
-    fn fail_after(&mut self, after: After, error: MeshError) {
-        match after {
-            After::Route(id) => self.route_lookup_failed(id, error),
-            other => other.fail(error),
-        }
-    }
-
-    /// Finds `node`: store (unless `fresh`), then mesh DHT, then Amino peer routing.
-    fn lookup(&mut self, node: NodeId, after: After, fresh: bool) {
-        let now = Timestamp::now();
-        let held = if fresh {
-            None
-        } else if node == self.node_id {
-            self.own.current().cloned()
-        } else {
-            self.store.get(&node, &now).map(|s| (*s.advert).clone())
-        };
-        if let Some(ad) = held {
-            return self.found(node, Found::from_advert(&ad, "store"), vec![after]);
-        }
-        if self.pending.add_lookup_waiter(node, after) {
-            return;
-        }
-        let q = self
-            .swarm
-            .behaviour_mut()
-            .mesh_kad
-            .get_record(mesh_advert::kad::record_key(&node));
-        self.pending.start_lookup(node, q);
-    }
-
-    /// A lookup ended well: answer or continue every waiter.
-    fn found(&mut self, node: NodeId, found: Found, waiters: Vec<After>) {
-        let addrs: Vec<Multiaddr> = found.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        let peer = node.to_peer_id().ok();
-        for after in waiters {
-            match after {
-                After::Lookup(reply) => {
-                    let _ = reply.send(Ok(found.clone()));
-                }
-                After::Route(id) => self.route_found(id, addrs.clone()),
-                other => match peer {
-                    Some(p) if self.swarm.is_connected(&p) => self.connected(p, other),
-                    Some(p) => {
-                        let opts = DialOpts::peer_id(p)
-                            .addresses(addrs.clone())
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
-                            .build();
-                        self.dial(opts, Some(p), other);
-                    }
-                    None => other.fail(MeshError::invalid("node id has no peer id")),
-                },
-            }
-        }
-    }
-
-    fn status(&mut self) -> Status {
-        let listen_addrs = self.swarm.listeners().map(ToString::to_string).collect();
-        let external_addrs = self
-            .swarm
-            .external_addresses()
-            .map(ToString::to_string)
-            .collect();
-        let reachable: Vec<String> = self
-            .nat
-            .iter()
-            .filter(|(_, ok)| **ok)
-            .map(|(a, _)| a.to_string())
-            .collect();
-        let unreachable: Vec<String> = self
-            .nat
-            .iter()
-            .filter(|(_, ok)| !**ok)
-            .map(|(a, _)| a.to_string())
-            .collect();
-        let nat_status = if !reachable.is_empty() {
-            "public"
-        } else if !unreachable.is_empty() {
-            "private"
-        } else {
-            "unknown"
-        };
-        let b = self.swarm.behaviour_mut();
-        use mesh_session::governor::Temperature;
-        let gov = b.session.governor();
-        let mesh = status::MeshStatus {
-            sessions: gov.count(Temperature::Hot) + gov.count(Temperature::Warm),
-            hot: gov.count(Temperature::Hot),
-            warm: gov.count(Temperature::Warm),
-            cold: gov.count(Temperature::Cold),
-            blocked: gov.count(Temperature::Blocked),
-        };
-        let count_peers = |k: &mut kad::Behaviour<kad::store::MemoryStore>| {
-            k.kbuckets().map(|b| b.num_entries()).sum::<usize>()
-        };
-        let amino_peers = count_peers(&mut b.amino);
-        let mesh_peers = count_peers(&mut b.mesh_kad);
-        let mesh_records = {
-            use libp2p::kad::store::RecordStore;
-            b.mesh_kad.store_mut().records().count()
-        };
-        let mode = b.mesh_kad.mode().to_string();
-        let gossip_mesh_peers = b.gossipsub.all_mesh_peers().count();
-        Status {
-            node_id: self.node_id.to_string(),
-            peer_id: self.swarm.local_peer_id().to_string(),
-            agent: behaviour::AGENT.into(),
-            uptime_secs: self.started.elapsed().as_secs(),
-            listen_addrs,
-            external_addrs,
-            nat: status::NatStatus {
-                status: nat_status,
-                reachable,
-                unreachable,
-            },
-            connected_peers: self.swarm.connected_peers().count(),
-            mesh,
-            dht: status::DhtStatus {
-                amino_peers,
-                mesh_peers,
-                mesh_records,
-                mode,
-            },
-            adverts_stored: self.store.len(),
-            own_advert_sequence: self.own.last_sequence(),
-            topics: {
-                let mut t: Vec<String> = self.topics.iter().cloned().collect();
-                t.sort();
-                t
-            },
-            gossip_mesh_peers,
-            events_dropped: self.events_dropped,
-            gossip_send_failed: self.gossip_send_failed,
-        }
-    }
-
-    fn peers(&self) -> Vec<PeerInfo> {
-        let b = self.swarm.behaviour();
-        let mut out: Vec<PeerInfo> = self
-            .swarm
-            .connected_peers()
-            .map(|p| {
-                let node = NodeId::from_peer_id(p).ok();
-                let session = b.session.session(p);
-                PeerInfo {
-                    peer_id: p.to_string(),
-                    node_id: node.map(|n| n.to_string()),
-                    addrs: self.pending.remote_addrs(p),
-                    state: node
-                        .and_then(|n| b.session.governor().temperature(&n))
-                        .map(|t| t.as_str()),
-                    session: session.is_some(),
-                    capabilities: session.map(|s| s.capabilities.clone()).unwrap_or_default(),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        out
     }
 
     /// Clean shutdown: persist the sequence number, close every connection (which ends
@@ -866,9 +511,9 @@ impl Node {
         {
             tracing::warn!(error = %e, "cannot persist own sequence number");
         }
-        if self.leave_all_swarms() > 0 {
+        if self.leave_all_groups() > 0 {
             // Let the `leave` presences go out before the connections close (bounded).
-            let deadline = tokio::time::Instant::now() + swarms::LEAVE_FLUSH;
+            let deadline = tokio::time::Instant::now() + groups::LEAVE_FLUSH;
             while let Ok(event) =
                 tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await
             {
@@ -887,7 +532,7 @@ impl Node {
                 Err(_) => break,
             }
         }
-        for (reply, error) in self.pending.drain() {
+        for (reply, error) in self.waiting.drain() {
             reply.fail(error);
         }
         if let Some((_, server)) = self.perf.take() {
@@ -895,12 +540,6 @@ impl Node {
         }
         tracing::info!(peers = peers.len(), "node stopped");
     }
-}
-
-fn rand_id() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    b
 }
 
 fn transport_error_text<E: std::error::Error + 'static>(e: &libp2p::TransportError<E>) -> String {

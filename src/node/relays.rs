@@ -1,33 +1,37 @@
-//! Relays in the node, both sides.
+//! Relays, the client side, as a component.
 //!
-//! Client: every configured relay is a candidate ([`super::relay_select`]). The node
-//! asks each for admission (`/mesh/relay-admission/1.0.0`, renewed before expiry),
-//! measures its RTT by ping, and holds reservations on the best `max_relays`: it
-//! listens on `…/p2p-circuit` through them, and those addresses go into its
-//! advertisement as `relay` endpoints. A relay that denies us, fails, or whose
-//! reservation ends rests for a while and another takes its slot. A relay without the
-//! admission protocol (a plain libp2p relay) is used without a grant. While AutoNAT
-//! has confirmed one of our own addresses as reachable, no reservations are held.
+//! Every configured relay is a candidate ([`super::relay_select`]). The node asks each
+//! for admission (`/mesh/relay-admission/1.0.0`, renewed before expiry), measures its
+//! RTT by ping, and holds reservations on the best `max_relays`: it listens on
+//! `…/p2p-circuit` through them, and those addresses go into its advertisement as
+//! `relay` endpoints. A relay that denies us, fails, or whose reservation ends rests
+//! for a while and another takes its slot. A relay without the admission protocol (a
+//! plain libp2p relay) is used without a grant. While AutoNAT has confirmed one of our
+//! own addresses as reachable, no reservations are held.
 //!
-//! Server: `relay grants` and `relay revoke` over the control API, and relay events
-//! fed to the admission behaviour.
+//! | state | events in | actions out |
+//! |---|---|---|
+//! | candidates and their scores, reservations (listeners), grants we hold | admission answers, pings, listeners started/closed, ticks | `AskRelay`, `ForgetRelay`, `ListenVia`, `StopListening`, `Trace` |
+//!
+//! The server side (grants, revocation) is `mesh_admission::server::Behaviour`'s own;
+//! [`grant_infos`] only formats its grants for `meshd relay grants`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, relay};
+use libp2p::{Multiaddr, PeerId};
 use mesh_admission::{Purpose, client};
-use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType};
-use serde::Serialize;
+use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
-use super::Node;
-use super::handle::{Command, NodeHandle, Reply};
+use super::action::Action;
+use super::addrs::without_peer;
+use super::api::GrantInfo;
 use super::relay_select::RelaySelect;
 
 /// Rest of a relay whose reservation ended.
-pub(super) const RETRY: Duration = Duration::from_secs(3);
+const RETRY: Duration = Duration::from_secs(3);
 /// Rest of a relay that denied us or could not be reached.
 const DENIED_REST: Duration = Duration::from_secs(30);
 /// How long relay admission waits for our first advertisement.
@@ -35,9 +39,13 @@ const ADVERT_WAIT: Duration = Duration::from_secs(5);
 /// How long the first choice waits for every relay's admission answer.
 const PROBE: Duration = Duration::from_secs(3);
 
-/// Relay state of the node.
+type Actions = Vec<Action>;
+
+/// The relays this node uses.
 #[derive(Debug)]
 pub(crate) struct Relays {
+    node_id: NodeId,
+    started: Instant,
     select: RelaySelect,
     listening: HashMap<ListenerId, PeerId>,
     /// Live grants we hold: (relay, purpose) → expiry.
@@ -45,17 +53,30 @@ pub(crate) struct Relays {
 }
 
 impl Relays {
-    pub(super) fn new(keep: usize, now: Instant) -> Self {
+    /// `keep` reservations at most, among `relays` (address with `/p2p/`, tier).
+    pub(crate) fn new(
+        node_id: NodeId,
+        keep: usize,
+        relays: impl IntoIterator<Item = (Multiaddr, u32)>,
+        now: Instant,
+    ) -> Self {
+        let mut select = RelaySelect::new(keep, PROBE, now);
+        for (addr, tier) in relays {
+            if let Some(peer) = relay_peer(&addr) {
+                select.add(peer, addr, tier);
+            }
+        }
         Relays {
-            select: RelaySelect::new(keep, PROBE, now),
+            node_id,
+            started: now,
+            select,
             listening: HashMap::new(),
             grants: HashMap::new(),
         }
     }
 
     /// Whether we hold a grant at `relay` that covers circuits to `target`.
-    pub(super) fn may_open_circuit(&self, relay: &PeerId, target: NodeId) -> bool {
-        let now = Timestamp::now();
+    pub(crate) fn may_open_circuit(&self, relay: &PeerId, target: NodeId, now: &Timestamp) -> bool {
         [
             Purpose::Reservation,
             Purpose::Circuit { target: None },
@@ -64,218 +85,104 @@ impl Relays {
             },
         ]
         .iter()
-        .any(|p| self.grants.get(&(*relay, *p)).is_some_and(|t| t > &now))
-    }
-}
-
-/// Relay-server commands.
-#[derive(Debug)]
-pub(crate) enum RelayCommand {
-    Grants { reply: Reply<Vec<GrantInfo>> },
-    Revoke { node: NodeId, reply: Reply<bool> },
-}
-
-/// A live grant as `meshd relay grants` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GrantInfo {
-    /// The admitted node.
-    pub node: String,
-    /// `ticket/id`.
-    pub ticket: String,
-    /// `reservation` or `circuit`.
-    pub purpose: String,
-    /// When it lapses.
-    pub expires_at: String,
-    /// Circuits open now from this node.
-    pub open_circuits: usize,
-    /// Circuits allowed at once.
-    pub circuits: u32,
-    /// Bytes per circuit.
-    pub circuit_bytes: u64,
-    /// Seconds per circuit.
-    pub circuit_secs: u64,
-}
-
-impl NodeHandle {
-    /// The relay's live admission grants (`E_PROTO_INVALID` when not a relay).
-    pub async fn relay_grants(&self) -> Result<Vec<GrantInfo>, MeshError> {
-        self.ask(|reply| Command::Relay(RelayCommand::Grants { reply }))
-            .await
+        .any(|p| self.grants.get(&(*relay, *p)).is_some_and(|t| t > now))
     }
 
-    /// Revokes `node`'s grants at this relay, blocks it for a while and closes its
-    /// connections. Whether it held a grant.
-    pub async fn relay_revoke(&self, node: NodeId) -> Result<bool, MeshError> {
-        self.ask(|reply| Command::Relay(RelayCommand::Revoke { node, reply }))
-            .await
-    }
-}
-
-fn not_a_relay() -> MeshError {
-    MeshError::invalid("this node is not a relay server (run with --relay-server)")
-}
-
-fn relay_peer(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
-
-impl Node {
-    pub(super) fn on_relay_command(&mut self, command: RelayCommand) {
-        match command {
-            RelayCommand::Grants { reply } => {
-                let r = match self.swarm.behaviour().admission.as_ref() {
-                    Some(a) => Ok(a
-                        .grants()
-                        .into_iter()
-                        .map(|g| GrantInfo {
-                            node: g.node.to_string(),
-                            open_circuits: a.open_circuits(&g.node),
-                            ticket: g.ticket,
-                            purpose: g.purpose.as_str().to_owned(),
-                            expires_at: g.expires_at.as_str().to_owned(),
-                            circuits: g.limits.circuits,
-                            circuit_bytes: g.limits.circuit_bytes,
-                            circuit_secs: g.limits.circuit_secs,
-                        })
-                        .collect()),
-                    None => Err(not_a_relay()),
-                };
-                let _ = reply.send(r);
-            }
-            RelayCommand::Revoke { node, reply } => {
-                let r = match self.swarm.behaviour_mut().admission.as_mut() {
-                    Some(a) => Ok(a.revoke(node)),
-                    None => Err(not_a_relay()),
-                };
-                let _ = reply.send(r);
-            }
-        }
-    }
-
-    /// Adds the configured relays as candidates.
-    pub(super) fn relays_start(&mut self) {
-        for addr in self.config.relays.clone() {
-            let Some(peer) = relay_peer(&addr) else {
-                continue;
-            };
-            let tier = self
-                .config
-                .relay_tiers
-                .get(&peer.to_string())
-                .copied()
-                .unwrap_or(0);
-            self.relays.select.add(peer, addr, tier);
-        }
-        self.relays_tick();
-    }
-
-    /// Whether AutoNAT confirmed one of our own (non-circuit) addresses.
-    fn publicly_reachable(&self) -> bool {
-        self.config.autonat
-            && self
-                .nat
-                .iter()
-                .any(|(a, ok)| *ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
-    }
-
-    /// Asks new and rested candidates, fills free reservation slots.
-    pub(super) fn relays_tick(&mut self) {
-        let now = Instant::now();
-        if self.publicly_reachable() {
-            let held: Vec<PeerId> = self.relays.select.held().to_vec();
+    /// Asks new and rested candidates, fills free reservation slots; releases every
+    /// reservation while the node is `reachable` directly. `advertised`: the node has
+    /// its first advertisement (requests carry it, for advertisement-based policies).
+    pub(crate) fn tick(&mut self, reachable: bool, advertised: bool, now: Instant) -> Actions {
+        let mut out = Vec::new();
+        if reachable {
+            let held: Vec<PeerId> = self.select.held().to_vec();
             for peer in held {
                 tracing::info!(relay = %peer, "reachable directly; releasing the reservation");
-                self.release(&peer);
-                self.relays.select.failed(&peer, now, DENIED_REST);
+                out.extend(self.release(&peer));
+                self.select.failed(&peer, now, DENIED_REST);
             }
-            return;
+            return out;
         }
-        // Requests carry our advertisement (for advertisement-based policies): wait
-        // a little for the first one.
-        if self.own.current().is_none() && now < self.started + ADVERT_WAIT {
-            return;
+        // Wait a little for the first advertisement.
+        if !advertised && now < self.started + ADVERT_WAIT {
+            return out;
         }
-        for (peer, addr) in self.relays.select.to_ask(now) {
-            let dial = vec![super::routing::without_peer(&addr)];
-            let r =
-                self.swarm
-                    .behaviour_mut()
-                    .admission_client
-                    .keep(peer, Purpose::Reservation, dial);
-            if let Err(e) = r {
-                tracing::warn!(relay = %peer, error = %e, "cannot ask relay for admission");
-                self.relays.select.failed(&peer, now, DENIED_REST);
-            }
+        for (relay, addr) in self.select.to_ask(now) {
+            out.push(Action::AskRelay {
+                relay,
+                purpose: Purpose::Reservation,
+                addrs: vec![without_peer(&addr)],
+                keep: true,
+            });
         }
-        for peer in self.relays.select.choose(now) {
-            self.reserve(peer);
+        for peer in self.select.choose(now) {
+            let Some(c) = self.select.get(&peer) else {
+                continue;
+            };
+            tracing::info!(relay = %peer, score = c.score(), "reserving on relay");
+            out.push(Action::ListenVia {
+                relay: peer,
+                addr: c.addr.clone().with(Protocol::P2pCircuit),
+            });
         }
+        out
     }
 
-    /// Listens through `relay`.
-    fn reserve(&mut self, peer: PeerId) {
-        let Some(c) = self.relays.select.get(&peer) else {
-            return;
-        };
-        let addr = c.addr.clone().with(Protocol::P2pCircuit);
-        tracing::info!(relay = %peer, score = c.score(), "reserving on relay");
-        match self.swarm.listen_on(addr.clone()) {
-            Ok(id) => {
-                self.relays.listening.insert(id, peer);
-            }
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "cannot reserve on relay");
-                self.relays.select.failed(&peer, Instant::now(), RETRY);
-            }
-        }
+    /// An admission request (reservation) to `relay` could not be sent.
+    pub(crate) fn ask_failed(&mut self, relay: &PeerId, now: Instant) {
+        self.select.failed(relay, now, DENIED_REST);
+    }
+
+    /// The reservation listener through `relay` started.
+    pub(crate) fn listening(&mut self, id: ListenerId, relay: PeerId) {
+        self.listening.insert(id, relay);
+    }
+
+    /// The reservation listener through `relay` could not start.
+    pub(crate) fn listen_failed(&mut self, relay: &PeerId, now: Instant) {
+        self.select.failed(relay, now, RETRY);
     }
 
     /// Stops listening through `peer` and renewing its grant.
-    fn release(&mut self, peer: &PeerId) {
+    fn release(&mut self, peer: &PeerId) -> Actions {
         let ids: Vec<ListenerId> = self
-            .relays
             .listening
             .iter()
             .filter(|(_, p)| *p == peer)
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
-            self.relays.listening.remove(&id);
-            self.swarm.remove_listener(id);
-        }
-        self.swarm.behaviour_mut().admission_client.forget(peer);
-        self.relays.grants.retain(|(r, _), _| r != peer);
+        let mut out: Actions = ids
+            .into_iter()
+            .map(|id| {
+                self.listening.remove(&id);
+                Action::StopListening(id)
+            })
+            .collect();
+        out.push(Action::ForgetRelay(*peer));
+        self.grants.retain(|(r, _), _| r != peer);
+        out
     }
 
     /// A listener closed: if it was a reservation, the relay rests and another may
-    /// take its slot.
-    pub(super) fn relay_listener_closed(&mut self, id: ListenerId, reason: &str) {
-        if let Some(peer) = self.relays.listening.remove(&id) {
-            tracing::info!(relay = %peer, reason, "relay reservation ended");
-            self.relays.select.failed(&peer, Instant::now(), RETRY);
-            self.addrs_dirty = true;
+    /// take its slot. `true` when it was one (our addresses changed).
+    pub(crate) fn listener_closed(&mut self, id: ListenerId, reason: &str, now: Instant) -> bool {
+        match self.listening.remove(&id) {
+            Some(peer) => {
+                tracing::info!(relay = %peer, reason, "relay reservation ended");
+                self.select.failed(&peer, now, RETRY);
+                true
+            }
+            None => false,
         }
     }
 
     /// A ping answered: a relay candidate's RTT.
-    pub(super) fn relay_rtt(&mut self, peer: &PeerId, rtt: Duration) {
-        self.relays.select.rtt(peer, rtt);
-    }
-
-    /// Feeds the relay server's events to the admission side.
-    pub(super) fn on_relay_server(&mut self, e: &relay::Event) {
-        tracing::debug!(?e, "relay server");
-        if let Some(a) = self.swarm.behaviour_mut().admission.as_mut() {
-            a.on_relay_event(e);
-        }
+    pub(crate) fn rtt(&mut self, peer: &PeerId, rtt: Duration) {
+        self.select.rtt(peer, rtt);
     }
 
     /// The admission client's answers.
-    pub(super) fn on_admission_client(&mut self, e: client::Event) {
-        let now = Instant::now();
+    pub(crate) fn on_admission(&mut self, e: client::Event, now: Instant) -> Actions {
+        let mut out = Vec::new();
         match e {
             client::Event::Granted {
                 relay,
@@ -287,44 +194,73 @@ impl Node {
                     ("circuit", target) => Purpose::Circuit { target },
                     _ => Purpose::Reservation,
                 };
-                self.relays
-                    .grants
+                self.grants
                     .insert((relay, purpose), grant.expires_at().clone());
                 if purpose == Purpose::Reservation {
-                    self.relays.select.admitted(&relay, grant.load_permille());
+                    self.select.admitted(&relay, grant.load_permille());
                 }
-                self.route_grant_answered(relay);
             }
             client::Event::Unsupported { relay } => {
                 tracing::debug!(%relay, "relay has no admission protocol; using it without");
-                self.relays.select.admitted(&relay, 0);
-                self.route_grant_answered(relay);
+                self.select.admitted(&relay, 0);
             }
             client::Event::Denied { relay, error } => {
                 tracing::warn!(%relay, %error, "relay denied admission");
-                self.emit_trace(
+                out.push(Action::trace(
                     TraceEvent::new(TraceEventType::RelayDenied, self.node_id, Timestamp::now())
                         .with_peer(relay)
                         .with_detail(serde_json::json!({
                             "code": error.code.as_str(),
                             "detail": error.detail,
                         })),
-                );
-                if self.relays.select.is_candidate(&relay) {
-                    self.release(&relay);
-                    self.relays.select.failed(&relay, now, DENIED_REST);
+                ));
+                if self.select.is_candidate(&relay) {
+                    out.extend(self.release(&relay));
+                    self.select.failed(&relay, now, DENIED_REST);
                 }
-                self.route_grant_answered(relay);
             }
             client::Event::Failed { relay, error } => {
                 tracing::info!(%relay, %error, "relay admission request failed");
-                if self.relays.select.is_candidate(&relay)
-                    && !self.relays.select.held().contains(&relay)
-                {
-                    self.relays.select.failed(&relay, now, DENIED_REST);
+                if self.select.is_candidate(&relay) && !self.select.held().contains(&relay) {
+                    self.select.failed(&relay, now, DENIED_REST);
                 }
-                self.route_grant_answered(relay);
             }
         }
+        out
     }
+}
+
+/// The relay an admission client event is about.
+pub(crate) fn event_relay(e: &client::Event) -> PeerId {
+    match e {
+        client::Event::Granted { relay, .. }
+        | client::Event::Unsupported { relay }
+        | client::Event::Denied { relay, .. }
+        | client::Event::Failed { relay, .. } => *relay,
+    }
+}
+
+/// The relay server's live grants, as `meshd relay grants` shows them.
+pub(crate) fn grant_infos(server: &mesh_admission::server::Behaviour) -> Vec<GrantInfo> {
+    server
+        .grants()
+        .into_iter()
+        .map(|g| GrantInfo {
+            node: g.node.to_string(),
+            open_circuits: server.open_circuits(&g.node),
+            ticket: g.ticket,
+            purpose: g.purpose.as_str().to_owned(),
+            expires_at: g.expires_at.as_str().to_owned(),
+            circuits: g.limits.circuits,
+            circuit_bytes: g.limits.circuit_bytes,
+            circuit_secs: g.limits.circuit_secs,
+        })
+        .collect()
+}
+
+fn relay_peer(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
 }

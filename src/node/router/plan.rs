@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::node::addrs::without_peer;
+use crate::node::api::{Route, StageReport};
+use crate::node::config::RouteSettings;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use serde::Serialize;
-
-use super::config::RouteSettings;
 
 /// The stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,38 +45,6 @@ impl Stage {
             Stage::Relay => None,
         }
     }
-}
-
-/// One stage's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StageReport {
-    /// The stage.
-    pub stage: &'static str,
-    /// Whether it ended in the connection.
-    pub ok: bool,
-    /// How long it ran, milliseconds.
-    pub ms: u64,
-    /// Why it did not succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The answer to `connect`: the chosen path and the timings (also traced as
-/// route/selected).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Route {
-    /// The node.
-    pub node: String,
-    /// Its peer id.
-    pub peer: String,
-    /// `existing` (already connected), `direct`, `signaling` or `relay`.
-    pub path: &'static str,
-    /// The remote address of the connection.
-    pub addr: String,
-    /// Time from the request to the connection, milliseconds.
-    pub ms: u64,
-    /// Every stage that ran.
-    pub stages: Vec<StageReport>,
 }
 
 /// Whether `addr` goes through a relay.
@@ -148,7 +116,7 @@ pub fn candidates(
     let mut out: Vec<Multiaddr> = Vec::new();
     let mut loopback: Vec<Multiaddr> = Vec::new();
     for a in external.iter().chain(observed).chain(listen) {
-        let a = super::routing::without_peer(a);
+        let a = without_peer(a);
         if is_circuit(&a) || out.contains(&a) || loopback.contains(&a) {
             continue;
         }

@@ -6,15 +6,12 @@ use std::time::{Duration, Instant};
 use libp2p::kad::QueryId;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{ErrorCode, MeshError, NodeId};
-use tokio::sync::oneshot;
+use mesh_core::NodeId;
 
-use super::handle::Found;
+use super::api::{Dht, Found, HandleError, Reply};
 
 /// How long anything waits before it is answered with a timeout.
 pub(crate) const WAIT: Duration = Duration::from_secs(35);
-
-type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
 
 /// What to do once a connection (or a lookup) succeeds.
 #[derive(Debug)]
@@ -31,7 +28,7 @@ pub(crate) enum After {
 }
 
 impl After {
-    pub(crate) fn fail(self, error: MeshError) {
+    pub(crate) fn fail(self, error: HandleError) {
         match self {
             After::Dial(r) => {
                 let _ = r.send(Err(error));
@@ -56,7 +53,7 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    pub(crate) fn fail(self, error: MeshError) {
+    pub(crate) fn fail(self, error: HandleError) {
         match self {
             Waiter::After(a) => a.fail(error),
             Waiter::Marker(r) => {
@@ -68,16 +65,9 @@ impl Waiter {
             Waiter::Providers(ProviderWait::Find(r, _)) => {
                 let _ = r.send(Err(error));
             }
-            Waiter::Providers(ProviderWait::Swarm(_)) => {}
+            Waiter::Providers(ProviderWait::Group(_)) => {}
         }
     }
-}
-
-/// Which DHT a lookup query runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Stage {
-    MeshDht,
-    Amino,
 }
 
 /// A provider query's waiter.
@@ -85,8 +75,8 @@ pub(crate) enum Stage {
 pub(crate) enum ProviderWait {
     Provide(Reply<()>),
     Find(Reply<Vec<PeerId>>, std::collections::BTreeSet<PeerId>),
-    /// The node looks for members of one of its swarms (nobody waits on it).
-    Swarm(mesh_signal::swarm::DiscoveryKey),
+    /// The node looks for members of one of its groups (nobody waits on it).
+    Group(mesh_signal::swarm::DiscoveryKey),
 }
 
 #[derive(Debug)]
@@ -97,25 +87,22 @@ struct Lookup {
 
 /// The waiting room.
 #[derive(Debug, Default)]
-pub(crate) struct Pending {
+pub(crate) struct Waiting {
     by_connection: HashMap<ConnectionId, Vec<(After, Instant)>>,
     by_peer: HashMap<PeerId, Vec<(After, Instant)>>,
     lookups: HashMap<NodeId, Lookup>,
     /// Query ids count per Kademlia instance, so they are keyed with the DHT.
-    queries: HashMap<(Stage, QueryId), NodeId>,
+    queries: HashMap<(Dht, QueryId), NodeId>,
     markers: HashMap<PeerId, VecDeque<(String, Reply<String>, Instant)>>,
     remote: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
-    providers: HashMap<(Stage, QueryId), (ProviderWait, Instant)>,
+    providers: HashMap<(Dht, QueryId), (ProviderWait, Instant)>,
 }
 
-fn timeout(what: &str) -> MeshError {
-    MeshError::new(
-        ErrorCode::TransportUnavailable,
-        format!("{what}: no answer within {} s", WAIT.as_secs()),
-    )
+fn timeout(what: &'static str) -> HandleError {
+    HandleError::timed_out(what, WAIT)
 }
 
-impl Pending {
+impl Waiting {
     pub(crate) fn wait_connection(&mut self, id: ConnectionId, after: After) {
         self.by_connection
             .entry(id)
@@ -175,11 +162,10 @@ impl Pending {
             .collect()
     }
 
-    /// Whether a query on `stage`'s DHT runs for someone (a lookup, a provider query of
+    /// Whether a query on `dht`'s DHT runs for someone (a lookup, a provider query of
     /// a command or of a swarm).
-    pub(crate) fn waits_on(&self, stage: Stage) -> bool {
-        self.queries.keys().any(|(s, _)| *s == stage)
-            || self.providers.keys().any(|(s, _)| *s == stage)
+    pub(crate) fn waits_on(&self, dht: Dht) -> bool {
+        self.queries.keys().any(|(s, _)| *s == dht) || self.providers.keys().any(|(s, _)| *s == dht)
     }
 
     /// The peers that commands wait on (a connection, a marker's answer).
@@ -187,10 +173,10 @@ impl Pending {
         self.by_peer.keys().chain(self.markers.keys())
     }
 
-    pub(crate) fn remote_addrs(&self, peer: &PeerId) -> Vec<String> {
+    pub(crate) fn remote_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.remote
             .get(peer)
-            .map(|l| l.iter().map(|(_, a)| a.to_string()).collect())
+            .map(|l| l.iter().map(|(_, a)| a.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -216,22 +202,22 @@ impl Pending {
 
     /// Records the mesh-DHT query of a new lookup.
     pub(crate) fn start_lookup(&mut self, node: NodeId, query: QueryId) {
-        self.queries.insert((Stage::MeshDht, query), node);
+        self.queries.insert((Dht::Mesh, query), node);
     }
 
     /// Moves a lookup to its next query.
-    pub(crate) fn next_stage(&mut self, node: NodeId, query: QueryId, stage: Stage) {
-        self.queries.insert((stage, query), node);
+    pub(crate) fn next_dht(&mut self, node: NodeId, query: QueryId, dht: Dht) {
+        self.queries.insert((dht, query), node);
     }
 
-    /// The lookup a query of `stage`'s DHT belongs to.
-    pub(crate) fn query(&self, stage: Stage, query: QueryId) -> Option<NodeId> {
-        self.queries.get(&(stage, query)).copied()
+    /// The lookup a query of `dht`'s DHT belongs to.
+    pub(crate) fn query(&self, dht: Dht, query: QueryId) -> Option<NodeId> {
+        self.queries.get(&(dht, query)).copied()
     }
 
     /// Ends a query (its lookup goes on or ends separately).
-    pub(crate) fn end_query(&mut self, stage: Stage, query: QueryId) {
-        self.queries.remove(&(stage, query));
+    pub(crate) fn end_query(&mut self, dht: Dht, query: QueryId) {
+        self.queries.remove(&(dht, query));
     }
 
     /// Ends a lookup: its waiters.
@@ -243,38 +229,37 @@ impl Pending {
             .unwrap_or_default()
     }
 
-    pub(crate) fn wait_providers(&mut self, stage: Stage, query: QueryId, wait: ProviderWait) {
-        self.providers
-            .insert((stage, query), (wait, Instant::now()));
+    pub(crate) fn wait_providers(&mut self, dht: Dht, query: QueryId, wait: ProviderWait) {
+        self.providers.insert((dht, query), (wait, Instant::now()));
     }
 
     /// Providers found by a running find query.
     pub(crate) fn providers_found(
         &mut self,
-        stage: Stage,
+        dht: Dht,
         query: QueryId,
         found: impl IntoIterator<Item = PeerId>,
     ) {
-        if let Some((ProviderWait::Find(_, set), _)) = self.providers.get_mut(&(stage, query)) {
+        if let Some((ProviderWait::Find(_, set), _)) = self.providers.get_mut(&(dht, query)) {
             set.extend(found);
         }
     }
 
     /// The swarm a provider query looks for, if it is one.
-    pub(crate) fn swarm_query(
+    pub(crate) fn group_query(
         &self,
-        stage: Stage,
+        dht: Dht,
         query: QueryId,
     ) -> Option<mesh_signal::swarm::DiscoveryKey> {
-        match self.providers.get(&(stage, query)) {
-            Some((ProviderWait::Swarm(k), _)) => Some(*k),
+        match self.providers.get(&(dht, query)) {
+            Some((ProviderWait::Group(k), _)) => Some(*k),
             _ => None,
         }
     }
 
     /// A provider query ended.
-    pub(crate) fn providers_done(&mut self, stage: Stage, query: QueryId) -> Option<ProviderWait> {
-        self.providers.remove(&(stage, query)).map(|(w, _)| w)
+    pub(crate) fn providers_done(&mut self, dht: Dht, query: QueryId) -> Option<ProviderWait> {
+        self.providers.remove(&(dht, query)).map(|(w, _)| w)
     }
 
     pub(crate) fn wait_marker(&mut self, peer: PeerId, id: String, reply: Reply<String>) {
@@ -297,7 +282,7 @@ impl Pending {
     }
 
     /// Everything older than [`WAIT`], with its timeout error.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Waiter, MeshError)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Waiter, HandleError)> {
         let old = |since: &Instant| now.duration_since(*since) > WAIT;
         let mut out = Vec::new();
         for list in self
@@ -333,7 +318,7 @@ impl Pending {
             }
         }
         self.markers.retain(|_, q| !q.is_empty());
-        let stale: Vec<(Stage, QueryId)> = self
+        let stale: Vec<(Dht, QueryId)> = self
             .providers
             .iter()
             .filter(|(_, (_, s))| old(s))
@@ -348,8 +333,8 @@ impl Pending {
     }
 
     /// Everything, for shutdown.
-    pub(crate) fn drain(&mut self) -> Vec<(Waiter, MeshError)> {
-        let stopped = || MeshError::new(ErrorCode::TransportUnavailable, "the node is stopping");
+    pub(crate) fn drain(&mut self) -> Vec<(Waiter, HandleError)> {
+        let stopped = || HandleError::Stopped;
         let mut out = Vec::new();
         for (_, l) in self.by_connection.drain() {
             out.extend(l.into_iter().map(|(a, _)| (Waiter::After(a), stopped())));
@@ -377,10 +362,11 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     #[test]
     fn waiters_expire_with_a_timeout_code() {
-        let mut p = Pending::default();
+        let mut p = Waiting::default();
         let (tx, mut rx) = oneshot::channel();
         p.wait_peer(PeerId::random(), After::Dial(tx));
         assert!(p.expire(Instant::now()).is_empty());
@@ -391,13 +377,13 @@ mod tests {
             w.fail(e);
         }
         let err = rx.try_recv().unwrap().unwrap_err();
-        assert_eq!(err.code, ErrorCode::TransportUnavailable);
+        assert_eq!(err.code(), mesh_core::ErrorCode::TransportUnavailable);
         assert!(p.by_peer.is_empty());
     }
 
     #[test]
     fn connection_up_serves_both_kinds_of_waiter() {
-        let mut p = Pending::default();
+        let mut p = Waiting::default();
         let peer = PeerId::random();
         let id = ConnectionId::new_unchecked(7);
         let (a, _ra) = oneshot::channel();
@@ -413,7 +399,7 @@ mod tests {
 
     #[test]
     fn markers_match_by_id_and_refusals_take_the_oldest() {
-        let mut p = Pending::default();
+        let mut p = Waiting::default();
         let peer = PeerId::random();
         let (a, _ra) = oneshot::channel();
         let (b, _rb) = oneshot::channel();
@@ -427,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_second_lookup_joins_the_first() {
-        let mut p = Pending::default();
+        let mut p = Waiting::default();
         let node = mesh_core::NodeKeypair::generate().node_id();
         let (a, _ra) = oneshot::channel();
         let (b, _rb) = oneshot::channel();

@@ -1,4 +1,4 @@
-//! Signaling in the node: outgoing correlations (a route's `connect_request` or a
+//! Signaling in the router: outgoing correlations (a route's `connect_request` or a
 //! setup payload) through signaling hosts with fallback to the next host, and the
 //! answers to incoming requests (accept, our candidates, a QUIC hole punch toward the
 //! requester's). Frames are built and verified by `mesh_signal`.
@@ -12,10 +12,11 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId, SignalFrame, Timestamp, TraceEvent, TraceEventType};
 use serde_json::{Map, Value, json};
 
-use super::connect::MAX_SETUP_BYTES;
-use super::handle::Reply;
-use super::route;
-use super::{Node, NodeEvent};
+use super::{Actions, Router, plan};
+use crate::node::action::Action;
+use crate::node::api::{MAX_SETUP_BYTES, Reply, answer};
+use crate::node::event::NodeEvent;
+use crate::node::view::View;
 
 /// Incoming correlations remembered (to dial back on their candidates).
 const MAX_ANSWERING: usize = 256;
@@ -23,12 +24,12 @@ const MAX_ANSWERING: usize = 256;
 pub(super) const ANSWERING_FOR: Duration = Duration::from_secs(120);
 /// The `purpose` of the requests the routing policy sends.
 pub const PURPOSE_CONNECT: &str = "connect";
-/// The `purpose` of [`super::NodeHandle::send_signal`]'s requests.
+/// The `purpose` of [`crate::node::NodeHandle::send_signal`]'s requests.
 pub const PURPOSE_SETUP: &str = "setup";
 
 /// Why we opened an outgoing correlation.
 #[derive(Debug)]
-pub(super) enum Purpose {
+pub(super) enum Intent {
     Route(u64),
     Setup {
         data: Map<String, Value>,
@@ -38,49 +39,45 @@ pub(super) enum Purpose {
 
 /// An outgoing correlation: the request, and the hosts still to try.
 #[derive(Debug)]
-pub(crate) struct Outbound {
+pub(super) struct Outbound {
     node: NodeId,
     correlation: String,
     request_frame: String,
     payload_frame: Option<String>,
     via: Option<PeerId>,
     hosts: VecDeque<PeerId>,
-    pub(super) purpose: Purpose,
+    intent: Intent,
 }
 
 /// An incoming correlation we answered.
 #[derive(Debug)]
-pub(crate) struct Answering {
+pub(super) struct Answering {
     connect: bool,
     pub(super) since: Instant,
 }
-impl Node {
-    /// Session peers that offer `core/signaling`, the target's relays first.
-    pub(super) fn signaling_hosts(&self, target: PeerId, circuits: &[Multiaddr]) -> Vec<PeerId> {
-        let b = self.swarm.behaviour();
-        let mut hosts: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| **p != target)
-            .filter(|p| {
-                b.session
-                    .session(p)
-                    .is_some_and(|s| s.capabilities.iter().any(|c| c == "core/signaling"))
-            })
-            .copied()
-            .collect();
-        hosts.sort();
-        route::order_hosts(hosts, &route::relays_of(circuits))
-    }
 
-    fn our_candidates(&self) -> Vec<Multiaddr> {
-        let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
-        let listen: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
-        let observed: Vec<Multiaddr> = self.routes.observed.iter().cloned().collect();
-        route::candidates(
-            &external,
+/// Session peers that offer `core/signaling`, the target's relays first.
+pub(super) fn hosts(view: &dyn View, target: PeerId, circuits: &[Multiaddr]) -> Vec<PeerId> {
+    let mut hosts: Vec<PeerId> = view
+        .connected_peers()
+        .into_iter()
+        .filter(|p| *p != target)
+        .filter(|p| {
+            view.capabilities(p)
+                .is_some_and(|caps| caps.iter().any(|c| c == "core/signaling"))
+        })
+        .collect();
+    hosts.sort();
+    plan::order_hosts(hosts, &plan::relays_of(circuits))
+}
+
+impl Router {
+    fn our_candidates(&self, view: &dyn View) -> Vec<Multiaddr> {
+        let observed: Vec<Multiaddr> = self.observed.iter().cloned().collect();
+        plan::candidates(
+            &view.external_addrs(),
             &observed,
-            &listen,
+            &view.listen_addrs(),
             mesh_core::families::MAX_CANDIDATES,
         )
     }
@@ -95,76 +92,80 @@ impl Node {
         mesh_signal::frame(&self.key, to, kind, correlation, payload, &Timestamp::now())
     }
 
-    /// Sends our frame to `to`: directly when connected, else through `via`.
-    fn send_frame(&mut self, frame: &SignalFrame, via: Option<PeerId>) -> Result<(), MeshError> {
-        self.swarm.behaviour_mut().signal.send(frame, via)
-    }
-
     /// Opens a correlation with `node` through the first of `hosts` (or directly).
     pub(super) fn open_outbound(
         &mut self,
         node: NodeId,
         hosts: Vec<PeerId>,
-        purpose: Purpose,
+        intent: Intent,
+        view: &dyn View,
+        out: &mut Actions,
     ) -> Result<(), MeshError> {
-        let mut out = Outbound {
+        let mut o = Outbound {
             node,
             correlation: String::new(),
             request_frame: String::new(),
             payload_frame: None,
             via: None,
             hosts: hosts.into(),
-            purpose,
+            intent,
         };
-        self.send_request(&mut out)?;
-        if let Purpose::Route(id) = out.purpose
-            && let Some(a) = self.routes.attempts.get_mut(&id)
+        out.push(self.request(&mut o, view)?);
+        if let Intent::Route(id) = o.intent
+            && let Some(a) = self.attempts.get_mut(&id)
         {
-            a.outbound = Some(out.correlation.clone());
+            a.outbound = Some(o.correlation.clone());
         }
-        self.routes.outbound.insert(out.correlation.clone(), out);
+        self.outbound.insert(o.correlation.clone(), o);
         Ok(())
     }
 
     /// A fresh correlation and request, through the next host.
-    fn send_request(&mut self, out: &mut Outbound) -> Result<(), MeshError> {
-        let peer = out
+    fn request(&self, o: &mut Outbound, view: &dyn View) -> Result<Action, MeshError> {
+        let peer = o
             .node
             .to_peer_id()
             .map_err(|e| MeshError::invalid(e.to_string()))?;
-        let direct = self.swarm.behaviour().signal.is_connected(&peer);
-        out.via = if direct { None } else { out.hosts.pop_front() };
-        if !direct && out.via.is_none() {
+        let direct = view.signal_reaches(&peer);
+        o.via = if direct { None } else { o.hosts.pop_front() };
+        if !direct && o.via.is_none() {
             return Err(MeshError::new(
                 ErrorCode::TransportUnavailable,
                 "no signaling host could reach the node",
             ));
         }
-        out.correlation = mesh_signal::random_id("corr:");
-        let purpose = match out.purpose {
-            Purpose::Route(_) => PURPOSE_CONNECT,
-            Purpose::Setup { .. } => PURPOSE_SETUP,
+        o.correlation = mesh_signal::random_id("corr:");
+        let purpose = match o.intent {
+            Intent::Route(_) => PURPOSE_CONNECT,
+            Intent::Setup { .. } => PURPOSE_SETUP,
         };
         let mut p = Map::new();
         p.insert("purpose".into(), json!(purpose));
-        let frame = self.signed_frame(out.node, "connect_request", &out.correlation, p)?;
-        out.request_frame = frame.frame_id().to_owned();
-        self.send_frame(&frame, out.via)
+        let frame = self.signed_frame(o.node, "connect_request", &o.correlation, p)?;
+        o.request_frame = frame.frame_id().to_owned();
+        Ok(Action::SendFrame {
+            frame: Box::new(frame),
+            via: o.via,
+        })
     }
 
-    pub(super) fn send_setup(
+    /// `send_signal`: a setup payload in a new correlation.
+    pub(crate) fn send_setup(
         &mut self,
         node: NodeId,
         data: Vec<u8>,
         content_type: Option<String>,
         reply: Reply<String>,
-    ) {
+        view: &dyn View,
+    ) -> Actions {
+        let mut out = Vec::new();
         if data.len() > MAX_SETUP_BYTES {
-            let _ = reply.send(Err(MeshError::invalid(format!(
+            let e = MeshError::invalid(format!(
                 "setup payload of {} bytes exceeds {MAX_SETUP_BYTES}",
                 data.len()
-            ))));
-            return;
+            ));
+            answer(reply, Err(e));
+            return out;
         }
         use base64::Engine as _;
         let mut p = Map::new();
@@ -176,44 +177,57 @@ impl Node {
             p.insert("content-type".into(), json!(ct));
         }
         let hosts = match node.to_peer_id() {
-            Ok(peer) => self.signaling_hosts(peer, &[]),
+            Ok(peer) => hosts(view, peer, &[]),
             Err(e) => {
-                let _ = reply.send(Err(MeshError::invalid(e.to_string())));
-                return;
+                answer(reply, Err(MeshError::invalid(e.to_string())));
+                return out;
             }
         };
-        let purpose = Purpose::Setup {
+        let intent = Intent::Setup {
             data: p,
             reply: Some(reply),
         };
-        let mut out = Outbound {
+        let mut o = Outbound {
             node,
             correlation: String::new(),
             request_frame: String::new(),
             payload_frame: None,
             via: None,
             hosts: hosts.into(),
-            purpose,
+            intent,
         };
-        match self.send_request(&mut out) {
-            Ok(()) => {
-                self.routes.outbound.insert(out.correlation.clone(), out);
+        match self.request(&mut o, view) {
+            Ok(send) => {
+                out.push(send);
+                self.outbound.insert(o.correlation.clone(), o);
             }
             Err(e) => {
-                if let Purpose::Setup {
+                if let Intent::Setup {
                     reply: Some(reply), ..
-                } = out.purpose
+                } = o.intent
                 {
-                    let _ = reply.send(Err(e));
+                    answer(reply, Err(e));
                 }
             }
         }
+        out
     }
 
-    pub(super) fn on_signal(&mut self, event: mesh_signal::Event) {
+    /// An event of the signal behaviour.
+    pub(crate) fn on_signal(
+        &mut self,
+        event: mesh_signal::Event,
+        view: &dyn View,
+        now: Instant,
+    ) -> Actions {
         match event {
-            mesh_signal::Event::Received { via, frame, .. } => self.on_frame(via, *frame),
-            mesh_signal::Event::Delivered { frame_id, .. } => self.on_delivered(&frame_id),
+            mesh_signal::Event::Received { via, frame, .. } => {
+                self.on_frame(via, *frame, view, now)
+            }
+            mesh_signal::Event::Delivered { frame_id, .. } => {
+                self.on_delivered(&frame_id);
+                Vec::new()
+            }
             mesh_signal::Event::Refused {
                 peer,
                 frame_id,
@@ -222,25 +236,33 @@ impl Node {
             } => {
                 if !by_peer {
                     tracing::debug!(%peer, code = error.code.as_str(), %error, "signal frame refused");
-                    self.emit_trace(
+                    return vec![Action::trace(
                         TraceEvent::error(&error, self.node_id, Timestamp::now()).with_peer(peer),
-                    );
-                    return;
+                    )];
                 }
-                if let Some(fid) = frame_id {
-                    self.on_frame_refused(&fid, error);
+                match frame_id {
+                    Some(fid) => self.frame_refused(&fid, error, view, now),
+                    None => Vec::new(),
                 }
             }
             mesh_signal::Event::Forwarded { from, to, frame_id } => {
                 tracing::debug!(%from, %to, frame_id, "signal frame forwarded");
+                Vec::new()
             }
         }
     }
 
-    /// Our request was refused by a host (or the node): the next host, or give up.
-    fn on_frame_refused(&mut self, frame_id: &str, error: MeshError) {
+    /// Our frame was refused by a host or the node, or could not be sent: the next
+    /// host, or give up.
+    pub(crate) fn frame_refused(
+        &mut self,
+        frame_id: &str,
+        error: MeshError,
+        view: &dyn View,
+        now: Instant,
+    ) -> Actions {
+        let mut out = Vec::new();
         let Some(corr) = self
-            .routes
             .outbound
             .iter()
             .find(|(_, o)| {
@@ -248,40 +270,46 @@ impl Node {
             })
             .map(|(c, _)| c.clone())
         else {
-            return;
+            return out;
         };
-        let Some(mut out) = self.routes.outbound.remove(&corr) else {
-            return;
+        let Some(mut o) = self.outbound.remove(&corr) else {
+            return out;
         };
-        let retry = out.request_frame == frame_id && !out.hosts.is_empty();
+        let retry = o.request_frame == frame_id && !o.hosts.is_empty();
         let result = if retry {
-            self.send_request(&mut out)
+            self.request(&mut o, view)
         } else {
             Err(error)
         };
         match result {
-            Ok(()) => {
-                if let Purpose::Route(id) = out.purpose
-                    && let Some(a) = self.routes.attempts.get_mut(&id)
+            Ok(send) => {
+                out.push(send);
+                if let Intent::Route(id) = o.intent
+                    && let Some(a) = self.attempts.get_mut(&id)
                 {
-                    a.outbound = Some(out.correlation.clone());
+                    a.outbound = Some(o.correlation.clone());
                 }
-                self.routes.outbound.insert(out.correlation.clone(), out);
+                self.outbound.insert(o.correlation.clone(), o);
             }
-            Err(e) => match out.purpose {
-                Purpose::Route(id) => self.route_next(id, format!("signaling: {e}")),
-                Purpose::Setup { reply, .. } => {
+            Err(e) => match o.intent {
+                Intent::Route(id) => {
+                    if let Some(a) = self.attempts.get_mut(&id) {
+                        a.outbound = None;
+                    }
+                    self.next_stage(id, format!("signaling: {e}"), view, now, &mut out)
+                }
+                Intent::Setup { reply, .. } => {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(e));
+                        answer(r, Err(e));
                     }
                 }
             },
         }
+        out
     }
 
     fn on_delivered(&mut self, frame_id: &str) {
-        let Some((corr, out)) = self
-            .routes
+        let Some((corr, o)) = self
             .outbound
             .iter_mut()
             .find(|(_, o)| o.payload_frame.as_deref() == Some(frame_id))
@@ -289,85 +317,101 @@ impl Node {
             return;
         };
         let corr = corr.clone();
-        if let Purpose::Setup { reply, .. } = &mut out.purpose
+        if let Intent::Setup { reply, .. } = &mut o.intent
             && let Some(r) = reply.take()
         {
             let _ = r.send(Ok(corr.clone()));
         }
-        self.routes.outbound.remove(&corr);
+        self.outbound.remove(&corr);
     }
 
     /// A verified frame for us.
-    fn on_frame(&mut self, via: PeerId, frame: SignalFrame) {
+    fn on_frame(
+        &mut self,
+        via: PeerId,
+        frame: SignalFrame,
+        view: &dyn View,
+        now: Instant,
+    ) -> Actions {
         let from = frame.from();
         let corr = frame.correlation().to_owned();
         let kind = frame.kind().to_owned();
-        self.emit_trace(
-            TraceEvent::new(
-                TraceEventType::SignalReceived,
-                self.node_id,
-                Timestamp::now(),
-            )
-            .with_peer(via)
-            .with_detail(json!({
-                "from": from.to_string(), "kind": kind, "correlation/id": corr,
-                "hops": frame.hops(),
-            })),
-        );
-        self.emit(NodeEvent::SignalReceived {
-            from,
-            via,
-            kind: kind.clone(),
-            correlation: corr.clone(),
-            payload: Value::Object(frame.payload().clone()),
-        });
+        let mut out = vec![
+            Action::trace(
+                TraceEvent::new(
+                    TraceEventType::SignalReceived,
+                    self.node_id,
+                    Timestamp::now(),
+                )
+                .with_peer(via)
+                .with_detail(json!({
+                    "from": from.to_string(), "kind": kind, "correlation/id": corr,
+                    "hops": frame.hops(),
+                })),
+            ),
+            Action::Emit(NodeEvent::SignalReceived {
+                from,
+                via,
+                kind: kind.clone(),
+                correlation: corr.clone(),
+                payload: Value::Object(frame.payload().clone()),
+            }),
+        ];
         let from_peer = from.to_peer_id().ok();
         let relayed_via = (Some(via) != from_peer).then_some(via);
         match kind.as_str() {
-            "connect_request" => self.answer_request(&frame, relayed_via),
-            "candidate" => self.on_candidates(&frame),
-            "connect_accept" => self.on_accept(&frame),
+            "connect_request" => self.answer_request(&frame, relayed_via, view, now, &mut out),
+            "candidate" => self.on_candidates(&frame, view, &mut out),
+            "connect_accept" => self.on_accept(&frame, view, now, &mut out),
             "connect_reject" => {
                 if let Some(Outbound {
-                    purpose: Purpose::Route(id),
+                    intent: Intent::Route(id),
                     ..
-                }) = self.routes.outbound.get(&corr)
+                }) = self.outbound.get(&corr)
                 {
                     let id = *id;
                     let code = frame.payload()["reason/code"]
                         .as_str()
                         .unwrap_or("")
                         .to_owned();
-                    self.route_next(id, format!("signaling: rejected ({code})"));
+                    let error = format!("signaling: rejected ({code})");
+                    self.next_stage(id, error, view, now, &mut out);
                 }
             }
             _ => {}
         }
+        out
     }
 
     /// Every request is accepted (the application sees the frames); a `connect`
     /// request also gets our candidates, and we dial the requester's once they come.
-    fn answer_request(&mut self, frame: &SignalFrame, via: Option<PeerId>) {
+    fn answer_request(
+        &mut self,
+        frame: &SignalFrame,
+        via: Option<PeerId>,
+        view: &dyn View,
+        now: Instant,
+        out: &mut Actions,
+    ) {
         let from = frame.from();
         let corr = frame.correlation().to_owned();
         let connect =
             frame.payload().get("purpose").and_then(Value::as_str) == Some(PURPOSE_CONNECT);
-        if self.routes.answering.len() >= MAX_ANSWERING {
+        if self.answering.len() >= MAX_ANSWERING {
             let oldest = self
-                .routes
                 .answering
                 .iter()
                 .min_by_key(|(_, a)| a.since)
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
-                self.routes.answering.remove(&k);
+                self.answering.remove(&k);
             }
         }
-        self.routes.answering.insert(
+        self.answering.insert(
             (from, corr.clone()),
             Answering {
                 connect,
-                since: Instant::now(),
+                since: now,
             },
         );
         let mut frames = Vec::new();
@@ -377,7 +421,7 @@ impl Node {
         }
         if connect {
             let addrs: Vec<String> = self
-                .our_candidates()
+                .our_candidates(view)
                 .iter()
                 .map(ToString::to_string)
                 .collect();
@@ -391,23 +435,24 @@ impl Node {
             }
         }
         for f in frames {
-            if let Err(e) = self.send_frame(&f, via) {
-                tracing::debug!(error = %e, "signal answer not sent");
-            }
+            out.push(Action::SendFrame {
+                frame: Box::new(f),
+                via,
+            });
         }
     }
 
     /// The other side accepted: a route sends its candidates, a setup its payload.
-    fn on_accept(&mut self, frame: &SignalFrame) {
+    fn on_accept(&mut self, frame: &SignalFrame, view: &dyn View, now: Instant, out: &mut Actions) {
         let corr = frame.correlation().to_owned();
-        let Some(out) = self.routes.outbound.get(&corr) else {
+        let Some(o) = self.outbound.get(&corr) else {
             return;
         };
-        let (node, via, request) = (out.node, out.via, out.request_frame.clone());
-        let (kind, payload) = match &out.purpose {
-            Purpose::Route(_) => {
+        let (node, via, request) = (o.node, o.via, o.request_frame.clone());
+        let (kind, payload) = match &o.intent {
+            Intent::Route(_) => {
                 let addrs: Vec<String> = self
-                    .our_candidates()
+                    .our_candidates(view)
                     .iter()
                     .map(ToString::to_string)
                     .collect();
@@ -418,24 +463,25 @@ impl Node {
                 p.insert("addrs".into(), json!(addrs));
                 ("candidate", p)
             }
-            Purpose::Setup { data, .. } => ("setup_payload", data.clone()),
+            Intent::Setup { data, .. } => ("setup_payload", data.clone()),
         };
-        let sent = self
-            .signed_frame(node, kind, &corr, payload)
-            .and_then(|f| self.send_frame(&f, via).map(|()| f.frame_id().to_owned()));
-        match sent {
-            Ok(fid) => {
-                if let Some(out) = self.routes.outbound.get_mut(&corr) {
-                    out.payload_frame = Some(fid);
+        match self.signed_frame(node, kind, &corr, payload) {
+            Ok(f) => {
+                if let Some(o) = self.outbound.get_mut(&corr) {
+                    o.payload_frame = Some(f.frame_id().to_owned());
                 }
+                out.push(Action::SendFrame {
+                    frame: Box::new(f),
+                    via,
+                });
             }
-            Err(e) => self.on_frame_refused(&request, e),
+            Err(e) => out.extend(self.frame_refused(&request, e, view, now)),
         }
     }
 
     /// Candidates from the other side: the initiator dials them, the responder dials
     /// them in the listener role (a QUIC hole punch), so both dial at once.
-    fn on_candidates(&mut self, frame: &SignalFrame) {
+    fn on_candidates(&mut self, frame: &SignalFrame, view: &dyn View, out: &mut Actions) {
         let addrs: Vec<Multiaddr> = frame.payload()["addrs"]
             .as_array()
             .map(|a| {
@@ -447,21 +493,21 @@ impl Node {
         let Ok(peer) = frame.from().to_peer_id() else {
             return;
         };
-        tracing::debug!(%peer, ?addrs, connected = self.swarm.is_connected(&peer), "candidates");
-        if addrs.is_empty() || self.swarm.is_connected(&peer) {
+        let connected = view.is_connected(&peer);
+        tracing::debug!(%peer, ?addrs, connected, "candidates");
+        if addrs.is_empty() || connected {
             return;
         }
         let corr = frame.correlation().to_owned();
         if let Some(Outbound {
-            purpose: Purpose::Route(id),
+            intent: Intent::Route(id),
             ..
-        }) = self.routes.outbound.get(&corr)
+        }) = self.outbound.get(&corr)
         {
             let id = *id;
-            return self.route_dial(id, peer, addrs);
+            return self.dial(id, peer, addrs, out);
         }
         let connect = self
-            .routes
             .answering
             .get(&(frame.from(), corr))
             .is_some_and(|a| a.connect);
@@ -481,9 +527,7 @@ impl Node {
                 .condition(PeerCondition::Always)
                 .override_role()
                 .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%peer, error = %e, "hole punch dial not started");
-            }
+            out.push(Action::Dial(opts));
         }
     }
 }

@@ -1,18 +1,18 @@
-//! The node's reaction to every swarm event: the glue between the components.
+//! The node's dispatch of every swarm event: each goes to the component that owns
+//! what it is about, and the actions that component returns are carried out.
 
 use std::time::Instant;
 
-use libp2p::kad::{self, GetRecordOk, QueryResult};
+use libp2p::kad;
 use libp2p::metrics::Recorder;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, gossipsub, identify};
 use mesh_advert::AdvertStore;
-use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType};
+use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
-use super::behaviour::{MeshBehaviourEvent, speaks};
-use super::handle::Found;
-use super::pending::{ProviderWait, Stage};
-use super::{ADVERTS_SEEN, Node, NodeEvent, routing};
+use super::behaviour::MeshBehaviourEvent;
+use super::view::Now;
+use super::{Node, NodeEvent, dht, router};
 
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -21,12 +21,12 @@ impl Node {
             SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
-                self.addrs_dirty = true;
+                self.own.addrs_changed();
                 self.emit(NodeEvent::Listening { addr: address });
             }
             SwarmEvent::ExpiredListenAddr { .. }
             | SwarmEvent::ExternalAddrConfirmed { .. }
-            | SwarmEvent::ExternalAddrExpired { .. } => self.addrs_dirty = true,
+            | SwarmEvent::ExternalAddrExpired { .. } => self.own.addrs_changed(),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -39,7 +39,7 @@ impl Node {
                     connection_id,
                     peer_id,
                     endpoint.is_dialer(),
-                    super::route::is_circuit(&addr),
+                    router::plan::is_circuit(&addr),
                     Instant::now(),
                 );
                 if num_established.get() == 1 {
@@ -58,12 +58,13 @@ impl Node {
                     });
                 }
                 for after in self
-                    .pending
+                    .waiting
                     .connection_up(connection_id, peer_id, addr.clone())
                 {
                     self.connected(peer_id, after);
                 }
-                self.route_connection(peer_id, &addr);
+                let actions = self.router.connection_up(peer_id, &addr, Instant::now());
+                self.apply(actions);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -72,7 +73,7 @@ impl Node {
                 ..
             } => {
                 self.idle.conns.closed(connection_id, peer_id);
-                self.pending.connection_down(connection_id, peer_id);
+                self.waiting.connection_down(connection_id, peer_id);
                 if num_established == 0 {
                     self.emit_trace(
                         TraceEvent::new(
@@ -92,16 +93,10 @@ impl Node {
             } => {
                 let text = error.to_string();
                 tracing::debug!(?peer_id, error = %text, "dial failed");
-                for after in self.pending.connection_failed(connection_id) {
-                    after.fail(MeshError::new(
-                        mesh_core::ErrorCode::TransportUnavailable,
-                        format!("dial failed: {text}"),
-                    ));
-                }
-                self.route_dial_failed(connection_id, &text);
+                self.dial_failed(connection_id, &text);
             }
             SwarmEvent::NewExternalAddrCandidate { address } => {
-                self.routes.observed(address);
+                self.router.observed(address);
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -112,7 +107,12 @@ impl Node {
                     Ok(()) => "closed".to_owned(),
                     Err(e) => e.to_string(),
                 };
-                self.relay_listener_closed(listener_id, &reason);
+                if self
+                    .relays
+                    .listener_closed(listener_id, &reason, Instant::now())
+                {
+                    self.own.addrs_changed();
+                }
             }
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
@@ -140,7 +140,7 @@ impl Node {
                 self.metrics.record(&e);
                 self.swarm.behaviour_mut().session.on_ping(&e);
                 if let Ok(rtt) = e.result {
-                    self.relay_rtt(&e.peer, rtt);
+                    self.relays.rtt(&e.peer, rtt);
                     self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
                 }
             }
@@ -167,13 +167,21 @@ impl Node {
             }
             MeshBehaviourEvent::RelayServer(e) => {
                 self.metrics.record(&e);
-                self.idle_relay_event(&e);
-                self.on_relay_server(&e);
+                tracing::debug!(?e, "relay server");
+                self.idle.relay_event(&e, Instant::now());
+                if let Some(a) = self.swarm.behaviour_mut().admission.as_mut() {
+                    a.on_relay_event(&e);
+                }
             }
             MeshBehaviourEvent::Admission(e) => {
                 tracing::debug!(?e, "relay admission");
             }
-            MeshBehaviourEvent::AdmissionClient(e) => self.on_admission_client(e),
+            MeshBehaviourEvent::AdmissionClient(e) => {
+                let relay = super::relays::event_relay(&e);
+                let mut actions = self.relays.on_admission(e, Instant::now());
+                actions.extend(self.router.grant_answered(relay));
+                self.apply(actions);
+            }
             MeshBehaviourEvent::Dcutr(e) => {
                 self.metrics.record(&e);
                 tracing::debug!(?e, "dcutr");
@@ -196,7 +204,9 @@ impl Node {
                 if let Some(peer) = signal_peer(&e) {
                     self.idle.conns.touch(&peer, Instant::now());
                 }
-                self.on_signal(e)
+                let now = Instant::now();
+                let actions = self.router.on_signal(e, &view!(self), now);
+                self.apply(actions);
             }
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
@@ -206,78 +216,15 @@ impl Node {
         }
     }
 
-    /// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
-    /// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
-    /// queries would dial it for nothing, and it would be handed to others as a peer to
-    /// ask.
+    /// identify told us a peer's protocols and listen addresses: feed both DHTs, and
+    /// put our record again if a mesh-DHT peer appeared after a failed put.
     fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
-        let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
-        let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
-        let b = self.swarm.behaviour_mut();
-        if !amino {
-            b.amino.remove_peer(&peer);
-        }
-        if !mesh {
-            b.mesh_kad.remove_peer(&peer);
-        }
-        let direct = info
-            .listen_addrs
-            .iter()
-            .filter(|a| !super::route::is_circuit(a));
-        for addr in direct.map(routing::without_peer) {
-            if amino {
-                b.amino.add_address(&peer, addr.clone());
-            }
-            if mesh {
-                b.mesh_kad.add_address(&peer, addr);
-            }
-        }
-        if mesh && self.own_put_pending {
+        let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info);
+        if mesh && self.own.put_pending() {
             let now = Timestamp::now();
             if let Some(ad) = self.own.current().cloned() {
                 self.put_own_record(&ad, &now);
             }
-        }
-    }
-
-    fn on_amino(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
-        } = event
-        else {
-            return;
-        };
-        let result = match self.on_provider_query(Stage::Amino, id, result, step.last) {
-            Some(r) => r,
-            None => return,
-        };
-        let Some(node) = self.pending.query(Stage::Amino, id) else {
-            return;
-        };
-        if let QueryResult::GetClosestPeers(r) = result {
-            let target = node.to_peer_id().ok();
-            let peers = match r {
-                Ok(ok) => ok.peers,
-                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-            };
-            let hit = peers
-                .into_iter()
-                .find(|p| Some(p.peer_id) == target && !p.addrs.is_empty());
-            if let Some(p) = hit {
-                let found = Found {
-                    node: node.to_string(),
-                    addrs: p.addrs.iter().map(ToString::to_string).collect(),
-                    advert: None,
-                    source: "amino",
-                };
-                let waiters = self.pending.finish_lookup(&node);
-                self.found(node, found, waiters);
-            } else if step.last {
-                self.lookup_failed(&node);
-            }
-        }
-        if step.last {
-            self.pending.end_query(Stage::Amino, id);
         }
     }
 
@@ -319,115 +266,6 @@ impl Node {
         }
     }
 
-    /// Provider queries of either DHT; gives back every other result.
-    fn on_provider_query(
-        &mut self,
-        stage: Stage,
-        id: kad::QueryId,
-        result: QueryResult,
-        last: bool,
-    ) -> Option<QueryResult> {
-        match result {
-            QueryResult::StartProviding(r) => {
-                if let Some(ProviderWait::Provide(reply)) = self.pending.providers_done(stage, id) {
-                    let _ = reply.send(r.map(|_| ()).map_err(|e| {
-                        MeshError::new(
-                            mesh_core::ErrorCode::TransportUnavailable,
-                            format!("provider record: {e}"),
-                        )
-                    }));
-                }
-                None
-            }
-            QueryResult::GetProviders(r) => {
-                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
-                    match self.pending.swarm_query(stage, id) {
-                        Some(key) => self.swarm_providers_found(key, providers),
-                        None => self.pending.providers_found(stage, id, providers),
-                    }
-                }
-                if last
-                    && let Some(ProviderWait::Find(reply, set)) =
-                        self.pending.providers_done(stage, id)
-                {
-                    let _ = reply.send(Ok(set.into_iter().collect()));
-                }
-                None
-            }
-            other => Some(other),
-        }
-    }
-
-    fn on_mesh_query(&mut self, id: kad::QueryId, result: QueryResult, last: bool) {
-        let Some(result) = self.on_provider_query(Stage::MeshDht, id, result, last) else {
-            return;
-        };
-        match result {
-            QueryResult::GetRecord(r) => {
-                let Some(node) = self.pending.query(Stage::MeshDht, id) else {
-                    return;
-                };
-                let now = Timestamp::now();
-                let valid = match r {
-                    Ok(GetRecordOk::FoundRecord(found)) => {
-                        match mesh_advert::kad::validate_record(&found.record, &now) {
-                            Ok(ad) if ad.node_id() == node => Some(ad),
-                            Ok(_) => None,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "invalid DHT record ignored");
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                if let Some(ad) = valid {
-                    if let Some(mut q) = self.swarm.behaviour_mut().mesh_kad.query_mut(&id) {
-                        q.finish();
-                    }
-                    self.pending.end_query(Stage::MeshDht, id);
-                    if let Err(e) = self.store.insert(ad.clone(), &now) {
-                        tracing::debug!(error = %e, "looked-up advert not stored");
-                    }
-                    let waiters = self.pending.finish_lookup(&node);
-                    self.found(node, Found::from_advert(&ad, "mesh-dht"), waiters);
-                } else if last {
-                    self.pending.end_query(Stage::MeshDht, id);
-                    self.lookup_on_amino(node);
-                }
-            }
-            QueryResult::PutRecord(Err(e)) => {
-                tracing::debug!(error = %e, "own record put failed");
-                self.own_put_pending = true;
-            }
-            _ => {}
-        }
-    }
-
-    /// The mesh DHT had nothing: ask Amino's peer routing for the peer's addresses.
-    fn lookup_on_amino(&mut self, node: NodeId) {
-        let Ok(peer) = node.to_peer_id() else {
-            return self.lookup_failed(&node);
-        };
-        if self.swarm.behaviour_mut().amino.kbuckets().next().is_none() {
-            return self.lookup_failed(&node);
-        }
-        let q = self.swarm.behaviour_mut().amino.get_closest_peers(peer);
-        self.pending.next_stage(node, q, Stage::Amino);
-    }
-
-    fn lookup_failed(&mut self, node: &NodeId) {
-        for after in self.pending.finish_lookup(node) {
-            self.fail_after(
-                after,
-                MeshError::new(
-                    mesh_core::ErrorCode::TransportUnavailable,
-                    format!("{node}: not in the store, the mesh DHT or Amino"),
-                ),
-            );
-        }
-    }
-
     fn on_gossip(&mut self, event: gossipsub::Event) {
         let (propagation_source, message_id, message) = match event {
             gossipsub::Event::Message {
@@ -436,7 +274,10 @@ impl Node {
                 message,
             } => (propagation_source, message_id, message),
             gossipsub::Event::Subscribed { topic, .. } => {
-                return self.on_swarm_subscribed(topic.as_str());
+                let actions = self
+                    .groups
+                    .subscribed(topic.as_str(), &view!(self), &Now::current());
+                return self.apply(actions);
             }
             gossipsub::Event::SlowPeer {
                 peer_id,
@@ -451,9 +292,12 @@ impl Node {
         };
         let topic = message.topic.to_string();
         if let Some(key) = mesh_signal::swarm::DiscoveryKey::from_topic(&topic)
-            && self.swarms.is_joined(&key)
+            && self.groups.is_joined(&key)
         {
-            let acceptance = self.on_swarm_gossip(key, message.source, &message.data);
+            let (acceptance, actions) =
+                self.groups
+                    .on_gossip(key, message.source, &message.data, &Timestamp::now());
+            self.apply(actions);
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -505,42 +349,18 @@ impl Node {
     /// One `AdvertStored` per node and sequence number, however the advertisement came
     /// (pushed by a peer, fetched by our lookup, put through the DHT).
     fn advert_stored(&mut self, node: NodeId, sequence_no: u64) {
-        if self.adverts_seen.get(&node) == Some(&sequence_no) {
-            return;
+        if self.seen.is_new(node, sequence_no) {
+            self.emit(NodeEvent::AdvertStored { node, sequence_no });
         }
-        if self.adverts_seen.len() >= ADVERTS_SEEN {
-            self.adverts_seen.clear();
-        }
-        self.adverts_seen.insert(node, sequence_no);
-        self.emit(NodeEvent::AdvertStored { node, sequence_no });
     }
 
     /// A node's verified advertisement is in the store: its addresses go to the mesh
-    /// DHT's routing table, if the node is in it already (Kademlia put it there after
-    /// the node answered on `/mesh/kad`, or identify said it serves the DHT). An
-    /// advertisement does not say whether its node serves the DHT, and a client in the
-    /// routing table is dialed by every query and handed to every asker.
+    /// DHT's routing table (see [`dht::learn_advert`]).
     fn learn_addresses(&mut self, node: &NodeId) {
         let now = Timestamp::now();
-        let (Some(held), Ok(peer)) = (self.store.get(node, &now), node.to_peer_id()) else {
-            return;
-        };
-        if !self.in_mesh_dht(&peer) {
-            return;
+        if let Some(held) = self.store.get(node, &now) {
+            dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
         }
-        // Relay circuits stay out: a DHT query should not open circuits.
-        for addr in routing::advert_addrs(&held.advert) {
-            if !super::route::is_circuit(&addr) {
-                self.swarm.behaviour_mut().mesh_kad.add_address(&peer, addr);
-            }
-        }
-    }
-
-    /// Whether `peer` is in the mesh DHT's routing table.
-    fn in_mesh_dht(&mut self, peer: &PeerId) -> bool {
-        let kad = &mut self.swarm.behaviour_mut().mesh_kad;
-        kad.kbucket(*peer)
-            .is_some_and(|b| b.iter().any(|e| e.node.key.preimage() == peer))
     }
 
     fn on_session(&mut self, event: mesh_session::Event) {
@@ -604,7 +424,7 @@ impl Node {
                 });
             }
             mesh_session::marker::Event::Sent { peer, message_id } => {
-                if let Some(reply) = self.pending.marker_sent(&peer, &message_id) {
+                if let Some(reply) = self.waiting.marker_sent(&peer, &message_id) {
                     let _ = reply.send(Ok(message_id));
                 }
             }
@@ -613,8 +433,8 @@ impl Node {
                 error,
                 by_peer: true,
             } => {
-                if let Some(reply) = self.pending.marker_refused(&peer) {
-                    let _ = reply.send(Err(error));
+                if let Some(reply) = self.waiting.marker_refused(&peer) {
+                    super::api::answer(reply, Err(error));
                 }
             }
             mesh_session::marker::Event::Refused { .. } => {}

@@ -1,0 +1,106 @@
+//! What a component asks the node loop to do.
+//!
+//! Every component of the node (routes and signaling, discovery-key groups, relays,
+//! connection hygiene, the node's own advertisement) is pure logic over its own state:
+//! it reads the swarm through [`super::view::View`], takes `now`, and returns
+//! [`Action`]s, which [`super::Node`] carries out on the swarm. Where carrying one out
+//! can fail at once (a dial refused by the swarm, a frame no peer can take, a
+//! listener that cannot start), the loop tells the component that asked, through the
+//! method named on the variant. This is the only pattern: no component touches the
+//! swarm, so each is unit-tested by feeding events and reading actions.
+
+use libp2p::swarm::ConnectionId;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::{NodeId, SignalFrame, TraceEvent};
+use mesh_signal::swarm::DiscoveryKey;
+
+use super::event::NodeEvent;
+use super::waiting::After;
+
+/// One thing for the loop to do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Dial. A dial the swarm refuses is reported to the router
+    /// (`Router::dial_failed`) and to the waiting room, like a failed connection.
+    Dial(DialOpts),
+    /// Close one connection.
+    Close(ConnectionId),
+    /// Send a signaling frame (through `via` when the target is not a session peer); a
+    /// frame that cannot go out is reported to `Router::frame_refused`.
+    SendFrame {
+        /// The signed frame.
+        frame: Box<SignalFrame>,
+        /// The signaling host, if not direct.
+        via: Option<PeerId>,
+    },
+    /// Mark a signaling correlation done in the signal behaviour.
+    CorrelationDone {
+        /// The other node.
+        node: NodeId,
+        /// The correlation id.
+        correlation: String,
+    },
+    /// Look `node` up, then continue with `after`.
+    Lookup {
+        /// Who.
+        node: NodeId,
+        /// What then.
+        after: After,
+    },
+    /// A connection to `peer` is up: finish `after` (send a marker, answer a dial).
+    Continue {
+        /// The peer.
+        peer: PeerId,
+        /// What waited.
+        after: After,
+    },
+    /// Ask `relay` for an admission grant (`keep`: renew it until released); a request
+    /// that cannot be sent is reported to `Relays::ask_failed` or
+    /// `Router::grant_answered`.
+    AskRelay {
+        /// The relay.
+        relay: PeerId,
+        /// Reservation, or a circuit to a target.
+        purpose: mesh_admission::Purpose,
+        /// Where to reach it.
+        addrs: Vec<Multiaddr>,
+        /// Renew the grant until released.
+        keep: bool,
+    },
+    /// Stop renewing grants at `relay`.
+    ForgetRelay(PeerId),
+    /// Listen through `relay` at `addr` (a reservation); reported back to
+    /// `Relays::listening` / `Relays::listen_failed`.
+    ListenVia {
+        /// The relay.
+        relay: PeerId,
+        /// `…/p2p/<relay>/p2p-circuit`.
+        addr: Multiaddr,
+    },
+    /// Stop a listener.
+    StopListening(libp2p::core::transport::ListenerId),
+    /// Publish a signed presence on group `key`'s topic; reported back to
+    /// `Groups::presence_sent` when gossipsub took it.
+    PublishPresence {
+        /// The group.
+        key: DiscoveryKey,
+        /// `announce`, `join`, `leave`…
+        presence: &'static str,
+        /// The CBOR of the signed presence.
+        data: Vec<u8>,
+    },
+    /// Ask the mesh DHT for the providers of group `key` (its members).
+    FindGroupProviders(DiscoveryKey),
+    /// Hand an event to the application.
+    Emit(NodeEvent),
+    /// Write a trace event.
+    Trace(Box<TraceEvent>),
+}
+
+impl Action {
+    /// A trace event.
+    pub(crate) fn trace(event: TraceEvent) -> Self {
+        Action::Trace(Box::new(event))
+    }
+}

@@ -1,0 +1,235 @@
+//! Where components' actions meet the swarm: the [`View`] the node gives its
+//! components, and the loop that carries out their [`Action`]s (reporting what failed
+//! at once back to the component that asked).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use libp2p::gossipsub::TopicHash;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use mesh_advert::AdvertStore;
+use mesh_core::{ErrorCode, MeshError, NodeId, Timestamp, TraceEvent};
+use mesh_session::governor::Temperature;
+
+use super::action::Action;
+use super::api::{Dht, HandleError};
+use super::behaviour::MeshBehaviour;
+use super::relays::Relays;
+use super::store::SharedAdverts;
+use super::view::View;
+use super::waiting::{ProviderWait, Waiting};
+use super::{Node, addrs};
+
+/// The node's state as its components may read it.
+pub(crate) struct NodeView<'a> {
+    pub(crate) swarm: &'a Swarm<MeshBehaviour>,
+    pub(crate) waiting: &'a Waiting,
+    pub(crate) relays: &'a Relays,
+    pub(crate) store: &'a SharedAdverts,
+}
+
+impl View for NodeView<'_> {
+    fn local_peer(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn is_connected(&self, peer: &PeerId) -> bool {
+        self.swarm.is_connected(peer)
+    }
+
+    fn connected_peers(&self) -> Vec<PeerId> {
+        self.swarm.connected_peers().copied().collect()
+    }
+
+    fn remote_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.waiting.remote_addrs(peer)
+    }
+
+    fn capabilities(&self, peer: &PeerId) -> Option<Vec<String>> {
+        self.swarm
+            .behaviour()
+            .session
+            .session(peer)
+            .map(|s| s.capabilities.clone())
+    }
+
+    fn signal_reaches(&self, peer: &PeerId) -> bool {
+        self.swarm.behaviour().signal.is_connected(peer)
+    }
+
+    fn external_addrs(&self) -> Vec<Multiaddr> {
+        self.swarm.external_addresses().cloned().collect()
+    }
+
+    fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.swarm.listeners().cloned().collect()
+    }
+
+    fn stored_addrs(&self, node: &NodeId) -> Vec<Multiaddr> {
+        self.store
+            .get(node, &Timestamp::now())
+            .map(|held| addrs::advert_addrs(&held.advert))
+            .unwrap_or_default()
+    }
+
+    fn may_open_circuit(&self, relay: &PeerId, target: NodeId) -> bool {
+        self.relays
+            .may_open_circuit(relay, target, &Timestamp::now())
+    }
+
+    fn is_hot(&self, peer: &PeerId) -> bool {
+        let gov = self.swarm.behaviour().session.governor();
+        NodeId::from_peer_id(peer)
+            .ok()
+            .and_then(|n| gov.temperature(&n))
+            == Some(Temperature::Hot)
+    }
+
+    fn topics(&self) -> Vec<TopicHash> {
+        self.swarm.behaviour().gossipsub.topics().cloned().collect()
+    }
+
+    fn topic_mesh(&self, topic: &TopicHash) -> Vec<PeerId> {
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .mesh_peers(topic)
+            .copied()
+            .collect()
+    }
+
+    fn topic_subscribers(&self, topic: &TopicHash) -> Vec<PeerId> {
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, ts)| ts.contains(&topic))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+}
+
+impl Node {
+    /// Carries out `actions` in order, and whatever the reports of immediate failures
+    /// lead to.
+    pub(super) fn apply(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let now = Instant::now();
+            match action {
+                Action::Dial(opts) => {
+                    let cid = opts.connection_id();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(error = %e, "dial not started");
+                        queue.extend(self.router.dial_failed(
+                            cid,
+                            &e.to_string(),
+                            &view!(self),
+                            now,
+                        ));
+                    }
+                }
+                Action::Close(id) => {
+                    self.swarm.close_connection(id);
+                }
+                Action::SendFrame { frame, via } => {
+                    if let Err(e) = self.swarm.behaviour_mut().signal.send(&frame, via) {
+                        tracing::debug!(error = %e, "signal frame not sent");
+                        let fid = frame.frame_id().to_owned();
+                        queue.extend(self.router.frame_refused(&fid, e, &view!(self), now));
+                    }
+                }
+                Action::CorrelationDone { node, correlation } => {
+                    let _ = self.swarm.behaviour_mut().signal.correlations_mut().done(
+                        &node,
+                        &correlation,
+                        &Timestamp::now(),
+                    );
+                }
+                Action::Lookup { node, after } => self.lookup(node, after, false),
+                Action::Continue { peer, after } => self.connected(peer, after),
+                Action::AskRelay {
+                    relay,
+                    purpose,
+                    addrs,
+                    keep,
+                } => {
+                    let client = &mut self.swarm.behaviour_mut().admission_client;
+                    let asked = if keep {
+                        client.keep(relay, purpose, addrs)
+                    } else {
+                        client.request(relay, purpose, addrs).map(|_| ())
+                    };
+                    if let Err(e) = asked {
+                        if keep {
+                            tracing::warn!(%relay, error = %e, "cannot ask relay for admission");
+                            self.relays.ask_failed(&relay, now);
+                        } else {
+                            tracing::debug!(%relay, error = %e, "no circuit admission request");
+                            queue.extend(self.router.grant_answered(relay));
+                        }
+                    }
+                }
+                Action::ForgetRelay(relay) => {
+                    self.swarm.behaviour_mut().admission_client.forget(&relay);
+                }
+                Action::ListenVia { relay, addr } => match self.swarm.listen_on(addr.clone()) {
+                    Ok(id) => self.relays.listening(id, relay),
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "cannot reserve on relay");
+                        self.relays.listen_failed(&relay, now);
+                    }
+                },
+                Action::StopListening(id) => {
+                    self.swarm.remove_listener(id);
+                }
+                Action::PublishPresence {
+                    key,
+                    presence,
+                    data,
+                } => {
+                    let topic = gossipsub::IdentTopic::new(key.topic());
+                    match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                        Ok(_) => self.groups.presence_sent(&key, presence, &Timestamp::now()),
+                        Err(e) => {
+                            tracing::debug!(node = %self.node_id, swarm = %key, presence, error = %e, "presence not published yet");
+                        }
+                    }
+                }
+                Action::FindGroupProviders(key) => {
+                    let q = self
+                        .swarm
+                        .behaviour_mut()
+                        .mesh_kad
+                        .get_providers(libp2p::kad::RecordKey::new(&key.provider_key()));
+                    self.waiting
+                        .wait_providers(Dht::Mesh, q, ProviderWait::Group(key));
+                }
+                Action::Emit(event) => self.emit(event),
+                Action::Trace(event) => self.emit_trace(*event),
+            }
+        }
+    }
+
+    /// An outgoing connection failed, or the swarm refused to start a dial: what
+    /// waited for it.
+    pub(super) fn dial_failed(&mut self, cid: ConnectionId, text: &str) {
+        for after in self.waiting.connection_failed(cid) {
+            after.fail(HandleError::Refused(MeshError::new(
+                ErrorCode::TransportUnavailable,
+                format!("dial failed: {text}"),
+            )));
+        }
+        let actions = self
+            .router
+            .dial_failed(cid, text, &view!(self), Instant::now());
+        self.apply(actions);
+    }
+
+    pub(super) fn emit_trace(&self, event: TraceEvent) {
+        if self.trace.enabled() {
+            self.trace.emit(&event);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The node's answers to the application's commands: each goes to the component
+//! that owns what it asks about, or to the swarm.
+
+use std::time::Instant;
+
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{PeerId, gossipsub, kad};
+use mesh_core::{ErrorCode, MeshError, MeshResult, Timestamp};
+use mesh_signal::swarm::DiscoveryKey;
+
+use super::api::{Command, Dht, HandleError, Target, answer};
+use super::router::RouteWaiter;
+use super::view::Now;
+use super::waiting::{After, ProviderWait};
+use super::{Node, addrs, relays, status};
+
+fn not_a_relay() -> MeshError {
+    MeshError::invalid("this node is not a relay server (run with --relay-server)")
+}
+
+impl Node {
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { target, reply } => self.connect(target, After::Dial(reply)),
+            Command::Lookup { node, fresh, reply } => {
+                self.lookup(node, After::Lookup(reply), fresh)
+            }
+            Command::Publish { reply } => {
+                let now = Timestamp::now();
+                let addrs =
+                    addrs::own_addrs(self.swarm.external_addresses(), self.swarm.listeners());
+                let r = self.own.publish_now(addrs, &now).map(|ad| {
+                    let seq = ad.sequence_no();
+                    self.publish_own(ad, &now);
+                    seq
+                });
+                answer(reply, r);
+            }
+            Command::SendMarker {
+                target,
+                text,
+                reply,
+            } => self.connect(target, After::Marker { text, reply }),
+            Command::Subscribe { topic, reply } => {
+                let t = gossipsub::IdentTopic::new(topic.clone());
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&t)
+                    .map_err(|e| MeshError::invalid(format!("subscribe {topic}: {e}")));
+                if r.is_ok() {
+                    self.topics.insert(topic);
+                }
+                answer(reply, r);
+            }
+            Command::PublishTopic { topic, data, reply } => {
+                let t = gossipsub::IdentTopic::new(topic.clone());
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(t, data)
+                    .map(|id| id.to_string())
+                    .map_err(|e| {
+                        MeshError::new(
+                            ErrorCode::TransportUnavailable,
+                            format!("publish on {topic}: {e}"),
+                        )
+                    });
+                answer(reply, r);
+            }
+            Command::Provide { dht, key, reply } => {
+                let b = self.swarm.behaviour_mut();
+                let kad = match dht {
+                    Dht::Amino => &mut b.amino,
+                    Dht::Mesh => &mut b.mesh_kad,
+                };
+                match kad.start_providing(kad::RecordKey::new(&key)) {
+                    Ok(q) => self
+                        .waiting
+                        .wait_providers(dht, q, ProviderWait::Provide(reply)),
+                    Err(e) => answer(
+                        reply,
+                        Err(MeshError::new(
+                            ErrorCode::TransportRejected,
+                            format!("provider record not stored: {e}"),
+                        )),
+                    ),
+                }
+            }
+            Command::FindProviders { dht, key, reply } => {
+                let b = self.swarm.behaviour_mut();
+                let kad = match dht {
+                    Dht::Amino => &mut b.amino,
+                    Dht::Mesh => &mut b.mesh_kad,
+                };
+                let q = kad.get_providers(kad::RecordKey::new(&key));
+                self.waiting
+                    .wait_providers(dht, q, ProviderWait::Find(reply, Default::default()));
+            }
+            Command::Connect { node, reply } => {
+                let now = Instant::now();
+                let actions =
+                    self.router
+                        .connect(node, RouteWaiter::Route(reply), &view!(self), now);
+                self.apply(actions);
+            }
+            Command::SendSignal {
+                node,
+                data,
+                content_type,
+                reply,
+            } => {
+                let actions = self
+                    .router
+                    .send_setup(node, data, content_type, reply, &view!(self));
+                self.apply(actions);
+            }
+            Command::JoinGroup { key, reply } => {
+                let r = self.join_group(key);
+                answer(reply, r);
+            }
+            Command::LeaveGroup { key, reply } => {
+                let _ = reply.send(Ok(self.leave_group(key)));
+            }
+            Command::GroupMembers { key, reply } => {
+                let r = self
+                    .groups
+                    .members(&key)
+                    .ok_or_else(|| MeshError::invalid(format!("not in swarm {key}")));
+                answer(reply, r);
+            }
+            Command::RelayGrants { reply } => {
+                let r = match self.swarm.behaviour().admission.as_ref() {
+                    Some(a) => Ok(relays::grant_infos(a)),
+                    None => Err(not_a_relay()),
+                };
+                answer(reply, r);
+            }
+            Command::RelayRevoke { node, reply } => {
+                let r = match self.swarm.behaviour_mut().admission.as_mut() {
+                    Some(a) => Ok(a.revoke(node)),
+                    None => Err(not_a_relay()),
+                };
+                answer(reply, r);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Ok(status::of(self)));
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(Ok(status::peers(&self.swarm, &self.waiting)));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Connects to `target`, then continues with `after`.
+    fn connect(&mut self, target: Target, after: After) {
+        let peer = target.peer();
+        if let Some(p) = peer
+            && self.swarm.is_connected(&p)
+        {
+            return self.connected(p, after);
+        }
+        match target {
+            Target::Addr(addr) => {
+                // The given address is dialed even while another dial to the peer
+                // runs (say a DHT query trying its unroutable private addresses):
+                // waiting for that one could outlast the command.
+                let opts = match peer {
+                    Some(p) => DialOpts::peer_id(p)
+                        .addresses(vec![addrs::without_peer(&addr)])
+                        .condition(PeerCondition::Disconnected)
+                        .build(),
+                    None => DialOpts::unknown_peer_id().address(addr).build(),
+                };
+                self.dial(opts, peer, after);
+            }
+            Target::Node(node) => {
+                let now = Instant::now();
+                let actions =
+                    self.router
+                        .connect(node, RouteWaiter::Then(after), &view!(self), now);
+                self.apply(actions);
+            }
+            Target::Peer(p) => {
+                let opts = DialOpts::peer_id(p)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                self.dial(opts, Some(p), after);
+            }
+        }
+    }
+
+    /// Dials for a command; `after` waits for the connection.
+    pub(super) fn dial(&mut self, opts: DialOpts, peer: Option<PeerId>, after: After) {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.waiting.wait_connection(id, after),
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) if peer.is_some() => {
+                if let Some(p) = peer {
+                    self.waiting.wait_peer(p, after);
+                }
+            }
+            Err(e) => after.fail(HandleError::Refused(MeshError::new(
+                ErrorCode::TransportUnavailable,
+                format!("dial: {e}"),
+            ))),
+        }
+    }
+
+    /// A connection to `peer` is up: finish what waited for it.
+    pub(super) fn connected(&mut self, peer: PeerId, after: After) {
+        match after {
+            After::Dial(reply) => {
+                let _ = reply.send(Ok(peer));
+            }
+            After::Marker { text, reply } => {
+                let now = Timestamp::now();
+                let id = format!("msg:{}", hex::encode(rand_id()));
+                match mesh_session::marker::envelope(&self.key, &id, &text, &now) {
+                    Ok(env) => {
+                        self.swarm.behaviour_mut().marker.send(&peer, &env);
+                        self.waiting.wait_marker(peer, id, reply);
+                    }
+                    Err(e) => answer(reply, Err(e)),
+                }
+            }
+            After::Lookup(reply) => answer(
+                reply,
+                Err(MeshError::invalid("internal: lookup after connect")),
+            ),
+            After::Route(_) => {}
+        }
+    }
+
+    /// Joins group `key`: the table, the topic, the provider records, the first
+    /// presence.
+    fn join_group(&mut self, key: DiscoveryKey) -> MeshResult<bool> {
+        if !self.groups.join(key)? {
+            return Ok(false);
+        }
+        let topic = gossipsub::IdentTopic::new(key.topic());
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+            let _ = self.groups.leave(key, &view!(self), &Now::current());
+            return Err(MeshError::invalid(format!("swarm {key}: subscribe: {e}")));
+        }
+        let b = self.swarm.behaviour_mut();
+        if let Err(e) = b
+            .mesh_kad
+            .start_providing(kad::RecordKey::new(&key.provider_key()))
+        {
+            tracing::warn!(swarm = %key, error = %e, "mesh provider record not stored");
+        }
+        if b.amino.kbuckets().next().is_some()
+            && let Err(e) = b
+                .amino
+                .start_providing(kad::RecordKey::new(&key.amino_multihash()))
+        {
+            tracing::debug!(swarm = %key, error = %e, "Amino provider record not stored");
+        }
+        let actions = self.groups.joined_topic(key, &view!(self), &Now::current());
+        self.apply(actions);
+        Ok(true)
+    }
+
+    /// Leaves group `key`: the `leave` presence first, then the topic and the provider
+    /// records.
+    fn leave_group(&mut self, key: DiscoveryKey) -> bool {
+        let (left, actions) = self.groups.leave(key, &view!(self), &Now::current());
+        self.apply(actions);
+        if left {
+            let b = self.swarm.behaviour_mut();
+            let _ = b
+                .gossipsub
+                .unsubscribe(&gossipsub::IdentTopic::new(key.topic()));
+            b.mesh_kad
+                .stop_providing(&kad::RecordKey::new(&key.provider_key()));
+            b.amino
+                .stop_providing(&kad::RecordKey::new(&key.amino_multihash()));
+        }
+        left
+    }
+
+    /// Clean stop: a `leave` for every group; how many.
+    pub(super) fn leave_all_groups(&mut self) -> usize {
+        let all = self.groups.joined();
+        for key in &all {
+            self.leave_group(*key);
+        }
+        all.len()
+    }
+}
+
+fn rand_id() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b
+}

@@ -1,0 +1,63 @@
+//! What the node feeds its two Kademlia routing tables, as functions over the
+//! behaviour: peers that serve a DHT (identify says so) with their direct addresses,
+//! and the addresses of verified advertisements for peers already in the mesh DHT.
+
+use libp2p::{PeerId, identify, kad};
+use mesh_core::NodeAdvertisement;
+
+use super::addrs;
+use super::behaviour::{MeshBehaviour, speaks};
+use super::router::plan::is_circuit;
+
+/// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
+/// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
+/// queries would dial it for nothing, and it would be handed to others as a peer to
+/// ask. Whether the peer serves the mesh DHT.
+pub(crate) fn learn_from_identify(
+    b: &mut MeshBehaviour,
+    peer: PeerId,
+    info: &identify::Info,
+) -> bool {
+    let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
+    let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
+    if !amino {
+        b.amino.remove_peer(&peer);
+    }
+    if !mesh {
+        b.mesh_kad.remove_peer(&peer);
+    }
+    let direct = info.listen_addrs.iter().filter(|a| !is_circuit(a));
+    for addr in direct.map(addrs::without_peer) {
+        if amino {
+            b.amino.add_address(&peer, addr.clone());
+        }
+        if mesh {
+            b.mesh_kad.add_address(&peer, addr);
+        }
+    }
+    mesh
+}
+
+/// A node's verified advertisement: its addresses go to the mesh DHT's routing table,
+/// if the node is in it already (Kademlia put it there after the node answered on
+/// `/mesh/kad`, or identify said it serves the DHT). An advertisement does not say
+/// whether its node serves the DHT, and a client in the routing table is dialed by
+/// every query and handed to every asker. Relay circuits stay out: a DHT query should
+/// not open circuits.
+pub(crate) fn learn_advert(b: &mut MeshBehaviour, ad: &NodeAdvertisement) {
+    let Ok(peer) = ad.node_id().to_peer_id() else {
+        return;
+    };
+    let known = b
+        .mesh_kad
+        .kbucket(peer)
+        .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == &peer));
+    if !known {
+        return;
+    }
+    for addr in addrs::advert_addrs(ad) {
+        if !is_circuit(&addr) {
+            b.mesh_kad.add_address(&peer, addr);
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Discovery-key groups (the "swarms" of the specifications and the CLI) as a
+//! component: the member tables of `mesh_signal::swarm` carried on gossipsub (one
+//! topic per group, signed `swarm-presence.v1` in CBOR), the provider-record queries
+//! that let a newcomer without a common peer find members, and the dials that feed a
+//! thin gossipsub mesh.
+//!
+//! | state | events in | actions out |
+//! |---|---|---|
+//! | member tables, our presence schedule, provider-query and member-dial timers | join/leave, presences from gossipsub, topic subscriptions, providers found, ticks | `PublishPresence`, `FindGroupProviders`, `Dial`, `Emit`, `Trace` |
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{PeerId, gossipsub};
+use mesh_core::{
+    Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
+    TraceEvent, TraceEventType,
+};
+use mesh_signal::swarm::{Change, DiscoveryKey, SwarmConfig as TableConfig, Swarms as Tables};
+
+use super::action::Action;
+use super::addrs;
+use super::api::GroupMember;
+use super::event::NodeEvent;
+use super::view::{Now, View};
+
+/// How often a group without known members asks the DHT for providers again.
+const PROVIDER_RETRY: Duration = Duration::from_secs(10);
+/// Most providers dialed per provider answer.
+const PROVIDERS_DIALED: usize = 8;
+/// How long a stopping node lets its `leave` presences go out.
+pub(crate) const LEAVE_FLUSH: Duration = Duration::from_millis(500);
+/// gossipsub's `mesh_n_low`, `mesh_n` and `mesh_n_high` (the node keeps the defaults):
+/// a group whose topic mesh has fewer peers than the first dials known members up to
+/// the second, as long as fewer than the third of its connected peers are subscribed.
+const MESH_N_LOW: usize = 5;
+const MESH_N: usize = 6;
+const MESH_N_HIGH: usize = 12;
+/// How often a group with a thin mesh dials members again.
+const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
+
+type Actions = Vec<Action>;
+
+/// The groups this node is in.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    key: NodeKeypair,
+    node_id: NodeId,
+    tables: Tables,
+    /// When each group last asked the DHT for providers.
+    queried: HashMap<DiscoveryKey, Instant>,
+    /// When each group last dialed members for its mesh.
+    dialed: HashMap<DiscoveryKey, Instant>,
+}
+
+impl Groups {
+    pub(crate) fn new(key: NodeKeypair, config: TableConfig) -> Self {
+        let node_id = key.node_id();
+        Groups {
+            key,
+            node_id,
+            tables: Tables::new(node_id, config),
+            queried: HashMap::new(),
+            dialed: HashMap::new(),
+        }
+    }
+
+    /// Whether this node is in group `key`.
+    pub(crate) fn is_joined(&self, key: &DiscoveryKey) -> bool {
+        self.tables.is_joined(key)
+    }
+
+    /// The groups this node is in.
+    pub(crate) fn joined(&self) -> Vec<DiscoveryKey> {
+        self.tables.joined()
+    }
+
+    /// The members of `key` this node knows (`None`: not in it).
+    pub(crate) fn members(&self, key: &DiscoveryKey) -> Option<Vec<GroupMember>> {
+        self.tables.members(key).map(|ms| {
+            ms.into_iter()
+                .map(|m| GroupMember {
+                    node: m.node.to_string(),
+                    addrs: m.addrs,
+                    expires_at: m.expires_at.as_str().to_owned(),
+                })
+                .collect()
+        })
+    }
+
+    /// Enters group `key` (`false`: already in it). The node subscribes to the topic
+    /// and registers the provider records; [`Groups::joined_topic`] finishes the join.
+    pub(crate) fn join(&mut self, key: DiscoveryKey) -> MeshResult<bool> {
+        self.tables.join(key)
+    }
+
+    /// The topic of a new group is subscribed: trace, look for members, announce.
+    pub(crate) fn joined_topic(
+        &mut self,
+        key: DiscoveryKey,
+        view: &dyn View,
+        now: &Now,
+    ) -> Actions {
+        let mut out = vec![
+            Action::trace(
+                TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, now.ts.clone())
+                    .with_detail(serde_json::json!({
+                        "swarm": key.to_hex(), "cid": key.amino_cid_text(),
+                    })),
+            ),
+            Action::FindGroupProviders(key),
+        ];
+        self.queried.insert(key, now.at);
+        out.extend(self.tick(view, now));
+        out
+    }
+
+    /// Leaves `key` (`false`: not in it): the `leave` presence, to go out before the
+    /// node unsubscribes.
+    pub(crate) fn leave(
+        &mut self,
+        key: DiscoveryKey,
+        view: &dyn View,
+        now: &Now,
+    ) -> (bool, Actions) {
+        if !self.tables.is_joined(&key) {
+            return (false, Vec::new());
+        }
+        let mut out = Vec::new();
+        out.extend(self.presence(key, "leave", view, &now.ts));
+        self.tables.leave(&key);
+        self.queried.remove(&key);
+        self.dialed.remove(&key);
+        out.push(Action::trace(
+            TraceEvent::new(TraceEventType::SwarmLeft, self.node_id, now.ts.clone())
+                .with_detail(serde_json::json!({"swarm": key.to_hex()})),
+        ));
+        (true, out)
+    }
+
+    /// Gossipsub took our presence.
+    pub(crate) fn presence_sent(&mut self, key: &DiscoveryKey, presence: &str, ts: &Timestamp) {
+        tracing::debug!(node = %self.node_id, swarm = %key, presence, "presence published");
+        self.tables.sent(key, presence, ts);
+    }
+
+    /// Expiry, due presences, provider queries for groups that know no member, and
+    /// dials for thin meshes.
+    pub(crate) fn tick(&mut self, view: &dyn View, now: &Now) -> Actions {
+        let (changes, due) = self.tables.tick(&now.ts);
+        let mut out = self.changes(changes, &now.ts);
+        for d in due {
+            out.extend(self.presence(d.swarm, d.presence, view, &now.ts));
+        }
+        let lonely: Vec<DiscoveryKey> = self
+            .tables
+            .joined()
+            .into_iter()
+            .filter(|k| self.tables.member_count(k) == Some(0))
+            .filter(|k| {
+                self.queried
+                    .get(k)
+                    .is_none_or(|t| now.at.saturating_duration_since(*t) >= PROVIDER_RETRY)
+            })
+            .collect();
+        for key in lonely {
+            self.queried.insert(key, now.at);
+            out.push(Action::FindGroupProviders(key));
+        }
+        self.feed_thin_meshes(view, now, &mut out);
+        out
+    }
+
+    /// A group whose gossipsub mesh is thin (fewer than `mesh_n_low` peers) dials a few
+    /// members it knows and is not connected to, chosen at random, so gossipsub has
+    /// peers to graft. Provider records name only the first members of a group (every
+    /// DHT node keeps 20 per key) and Kademlia connects a client only to servers, so
+    /// without this most members would mesh with the same few peers, which refuse
+    /// grafts beyond `mesh_n_high`, and hear the rest only through gossip, a heartbeat
+    /// later. Random members spread the mesh evenly (the same idea as gossipsub's peer
+    /// exchange, with the addresses the signed presences carry).
+    fn feed_thin_meshes(&mut self, view: &dyn View, now: &Now, out: &mut Actions) {
+        for key in self.tables.joined() {
+            if self
+                .dialed
+                .get(&key)
+                .is_some_and(|t| now.at.saturating_duration_since(*t) < MEMBER_DIAL_EVERY)
+            {
+                continue;
+            }
+            let topic = gossipsub::IdentTopic::new(key.topic()).hash();
+            let meshed = view.topic_mesh(&topic).len();
+            if meshed >= MESH_N_LOW {
+                continue;
+            }
+            // Subscribed peers are the candidates gossipsub grafts from; with enough of
+            // them a thin mesh is gossipsub's to fill (or they are full), not ours.
+            let subscribed = view.topic_subscribers(&topic).len();
+            let wanted = (MESH_N - meshed).min(MESH_N_HIGH.saturating_sub(subscribed));
+            if wanted == 0 {
+                continue;
+            }
+            let Some(members) = self.tables.members(&key) else {
+                continue;
+            };
+            let candidates: Vec<(PeerId, NodeId, Vec<libp2p::Multiaddr>)> = members
+                .into_iter()
+                .filter_map(|m| {
+                    let peer = m.node.to_peer_id().ok()?;
+                    let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    Some((peer, m.node, addrs))
+                })
+                .filter(|(p, _, _)| !view.is_connected(p))
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            self.dialed.insert(key, now.at);
+            let picked = pick(candidates, wanted, |n| {
+                (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as usize) % n
+            });
+            for (peer, node, addrs) in picked {
+                // Fresher addresses than the presence's, when the store has them.
+                let stored = view.stored_addrs(&node);
+                let addrs = if stored.is_empty() { addrs } else { stored };
+                out.push(Action::Dial(
+                    DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .extend_addresses_through_behaviour()
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build(),
+                ));
+            }
+        }
+    }
+
+    /// Our presence, signed, for gossipsub.
+    fn presence(
+        &mut self,
+        key: DiscoveryKey,
+        presence: &'static str,
+        view: &dyn View,
+        ts: &Timestamp,
+    ) -> Option<Action> {
+        let addrs: Vec<String> = addrs::own_addrs(&view.external_addrs(), &view.listen_addrs())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let doc = self.tables.presence_doc(&key, presence, &addrs, ts);
+        match SwarmPresence::sign(doc, &self.key) {
+            Ok(p) => Some(Action::PublishPresence {
+                key,
+                presence,
+                data: p.to_cbor(),
+            }),
+            Err(e) => {
+                tracing::warn!(swarm = %key, error = %e, "presence not signed");
+                None
+            }
+        }
+    }
+
+    fn changes(&self, changes: Vec<Change>, ts: &Timestamp) -> Actions {
+        let mut out = Vec::new();
+        for c in changes {
+            match c {
+                Change::Joined { swarm, member } => {
+                    out.push(Action::trace(
+                        TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, ts.clone())
+                            .with_detail(serde_json::json!({
+                                "swarm": swarm.to_hex(), "member": member.node.to_string(),
+                            })),
+                    ));
+                    out.push(Action::Emit(NodeEvent::SwarmMemberJoined {
+                        swarm,
+                        node: member.node,
+                        addrs: member.addrs,
+                    }));
+                }
+                Change::Left {
+                    swarm,
+                    node,
+                    reason,
+                } => {
+                    out.push(Action::trace(
+                        TraceEvent::new(TraceEventType::SwarmLeft, self.node_id, ts.clone())
+                            .with_detail(serde_json::json!({
+                                "swarm": swarm.to_hex(), "member": node.to_string(),
+                                "reason": reason.as_str(),
+                            })),
+                    ));
+                    out.push(Action::Emit(NodeEvent::SwarmMemberLeft {
+                        swarm,
+                        node,
+                        reason: reason.as_str(),
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    /// A gossip message on the topic of group `key`: a presence signed by the
+    /// message's author, or it is refused (see [`refusal`] for how).
+    pub(crate) fn on_gossip(
+        &mut self,
+        key: DiscoveryKey,
+        source: Option<PeerId>,
+        data: &[u8],
+        ts: &Timestamp,
+    ) -> (gossipsub::MessageAcceptance, Actions) {
+        let checked = SwarmPresence::verify_cbor(data, ts).and_then(|p| {
+            if p.swarm_key() != key.as_bytes() {
+                return Err(MeshError::invalid(
+                    "swarm-presence.v1: swarm/key differs from the topic's",
+                ));
+            }
+            let author = p.node_id().to_peer_id().ok();
+            if author.is_none() || author != source {
+                return Err(MeshError::new(
+                    ErrorCode::SigUnknownSigner,
+                    "swarm-presence.v1: node/id is not the message's author",
+                ));
+            }
+            Ok(p)
+        });
+        let presence = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "presence refused");
+                let trace = Action::trace(TraceEvent::error(&e, self.node_id, ts.clone()));
+                return (refusal(&e), vec![trace]);
+            }
+        };
+        // A valid presence we cannot take (our table is full) is not the sender's
+        // fault: ignored, not rejected, so nobody is penalised for it.
+        match self.tables.on_presence(&presence, ts) {
+            Ok(changes) => (
+                gossipsub::MessageAcceptance::Accept,
+                self.changes(changes, ts),
+            ),
+            Err(e) => {
+                tracing::debug!(swarm = %key, error = %e, "presence not taken");
+                (gossipsub::MessageAcceptance::Ignore, Vec::new())
+            }
+        }
+    }
+
+    /// A peer subscribed to a topic: if it is one of our groups whose `join` has not
+    /// gone out yet, now someone can receive it.
+    pub(crate) fn subscribed(&mut self, topic: &str, view: &dyn View, now: &Now) -> Actions {
+        match DiscoveryKey::from_topic(topic) {
+            Some(key) if self.tables.is_joined(&key) => self.tick(view, now),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Providers of a group we are in: connect to them, so gossipsub meshes us in.
+    pub(crate) fn providers_found(
+        &mut self,
+        key: DiscoveryKey,
+        providers: impl IntoIterator<Item = PeerId>,
+        view: &dyn View,
+    ) -> Actions {
+        if !self.tables.is_joined(&key) {
+            return Vec::new();
+        }
+        let me = view.local_peer();
+        providers
+            .into_iter()
+            .filter(|p| *p != me && !view.is_connected(p))
+            .take(PROVIDERS_DIALED)
+            .map(|p| {
+                let addrs = NodeId::from_peer_id(&p)
+                    .map(|n| view.stored_addrs(&n))
+                    .unwrap_or_default();
+                Action::Dial(
+                    DialOpts::peer_id(p)
+                        .addresses(addrs)
+                        .extend_addresses_through_behaviour()
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// How gossipsub hears of a presence we refuse. A presence that is authentic but has
+/// expired (`E_ADV_EXPIRED`: the clock is checked after the signature) is ignored: it is
+/// not forwarded, and nobody is penalised, since it usually expired in a queue on its
+/// way (a loaded node, a slow link), not by anyone's fault. Anything else (bad CBOR or
+/// schema, a wrong or foreign signature, another swarm's key) is rejected, which
+/// penalises the peer that propagated it.
+fn refusal(e: &MeshError) -> gossipsub::MessageAcceptance {
+    match e.code {
+        ErrorCode::AdvExpired => gossipsub::MessageAcceptance::Ignore,
+        _ => gossipsub::MessageAcceptance::Reject,
+    }
+}
+
+/// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
+fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(k.min(items.len()));
+    while out.len() < k && !items.is_empty() {
+        let i = rnd(items.len()).min(items.len() - 1);
+        out.push(items.swap_remove(i));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pick, refusal};
+    use libp2p::gossipsub::MessageAcceptance;
+    use mesh_core::{Artifact, ErrorCode, MeshError, NodeKeypair, SwarmPresence, Timestamp};
+
+    /// An expired presence is ignored; forged, foreign or malformed ones are rejected.
+    #[test]
+    fn only_expired_presences_are_ignored() {
+        let key = NodeKeypair::generate();
+        let now = Timestamp::now();
+        let doc = serde_json::json!({
+            "schema/v": 1,
+            "message/kind": "swarm-presence.v1",
+            "swarm/key": "ab".repeat(32),
+            "node/id": key.node_id().to_string(),
+            "presence": "announce",
+            "sequence/no": 1,
+            "addrs": [],
+            "created-at": now.as_str(),
+            "expires-at": now.plus_secs(10).as_str(),
+        });
+        let serde_json::Value::Object(doc) = doc else {
+            unreachable!("a JSON object")
+        };
+        let wire = SwarmPresence::sign(doc, &key).unwrap().to_cbor();
+        let verdict = |at: &Timestamp, bytes: &[u8]| match SwarmPresence::verify_cbor(bytes, at) {
+            Ok(_) => None,
+            Err(e) => Some((e.code, refusal(&e))),
+        };
+        assert_eq!(verdict(&now, &wire), None);
+        assert_eq!(
+            verdict(&now.plus_secs(11), &wire),
+            Some((ErrorCode::AdvExpired, MessageAcceptance::Ignore))
+        );
+        let mut altered = wire.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(matches!(
+            verdict(&now, &altered),
+            Some((_, MessageAcceptance::Reject))
+        ));
+        assert!(matches!(
+            verdict(&now, b"not cbor"),
+            Some((ErrorCode::ProtoInvalid, MessageAcceptance::Reject))
+        ));
+        assert_eq!(
+            refusal(&MeshError::new(ErrorCode::SigUnknownSigner, "foreign")),
+            MessageAcceptance::Reject
+        );
+    }
+
+    #[test]
+    fn pick_takes_k_distinct_items_or_all() {
+        let mut calls = 0;
+        let got = pick((0..10).collect(), 3, |n| {
+            calls += 1;
+            n - 1
+        });
+        assert_eq!(got, vec![9, 8, 7]);
+        assert_eq!(calls, 3);
+        let mut all = pick((0..4).collect::<Vec<u32>>(), 9, |_| 0);
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3]);
+        assert!(pick(Vec::<u8>::new(), 2, |_| 0).is_empty());
+        // An out-of-range draw is clamped, never a panic.
+        assert_eq!(pick(vec![1, 2], 1, |n| n + 5), vec![2]);
+    }
+}
