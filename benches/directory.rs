@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench directory` runs criterion for each case, then prints the ratio
 //! table measured in the same run with an interleaved timer (see
-//! `behaviours/core/benches/support/ratio.rs` for the table).
+//! `mesh_testkit::ratio` for the table).
 //! `cargo bench --bench directory -- --ratios-only` skips criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -14,9 +14,6 @@
 #[path = "../behaviours/advert/benches/support/fixtures.rs"]
 mod fixtures;
 #[allow(dead_code)]
-#[path = "../behaviours/core/benches/support/ratio.rs"]
-mod ratio;
-
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -24,12 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use fixtures::{median, shuffle};
+use fixtures::shuffle;
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
-use ratio::{Ratio, print_table};
+use mesh_testkit::median;
+use mesh_testkit::ratio::{Ratio, print_table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -375,7 +373,7 @@ fn main() {
             get_ns.push(g);
         }
     }
-    let (verify_ns, put_ns, get_ns) = (median(verify_ns), median(put_ns), median(get_ns));
+    let (verify_ns, put_ns, get_ns) = (median(&verify_ns), median(&put_ns), median(&get_ns));
 
     // Throughput ratio = raw verify time / PUT time: the Ratio struct divides candidate
     // by baseline, so the two times go in swapped.

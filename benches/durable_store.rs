@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench durable_store` runs criterion for each case, then prints the
 //! ratio table and the reload figures measured in the same run with an interleaved
-//! timer (see `behaviours/core/benches/support/ratio.rs`).
+//! timer (see `mesh_testkit::ratio`).
 //! `cargo bench --bench durable_store -- --ratios-only` skips criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -13,19 +13,17 @@
 #[path = "../behaviours/advert/benches/support/fixtures.rs"]
 mod fixtures;
 #[allow(dead_code)]
-#[path = "../behaviours/core/benches/support/ratio.rs"]
-mod ratio;
-
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use fixtures::{median, verify_and_insert};
+use fixtures::verify_and_insert;
 use libmesh::advert_store::{DurableStore, FILE_NAME};
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::{Artifact, NodeAdvertisement, RateLimit, Timestamp};
-use ratio::{Ratio, print_table};
+use mesh_testkit::median;
+use mesh_testkit::ratio::{Ratio, print_table};
 
 /// Entries of the reload case; the insert cases use a prefix of the same artifacts.
 const ENTRIES: usize = 100_000;
@@ -146,7 +144,7 @@ fn insert_rounds(f: &Fixture, batches: &[usize]) -> (f64, Vec<f64>) {
             }
         }
     }
-    (median(mem), durable.into_iter().map(median).collect())
+    (median(&mem), durable.iter().map(|d| median(d)).collect())
 }
 
 /// A durable store in `dir` holding every advertisement of the fixture.

@@ -12,7 +12,7 @@
 //! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use mesh_testkit::{Net, net_swarm};
+use mesh_testkit::{Net, net_swarm, try_median};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -251,8 +251,9 @@ async fn libp2p_case(name: &'static str, net: Net) -> Case {
 /// Two libmesh nodes (config `perf = true`) connected over loopback TCP, measured with
 /// `perf::run` from one node's stream control.
 async fn libmesh_case(name: &'static str, net: Net) -> Case {
-    use libmesh::node::{Bootstrap, BootstrapName, Node, NodeConfig, NodeEvent, Target as Dial};
-    let start = |dir: &std::path::Path| {
+    use libmesh::node::{Bootstrap, BootstrapName, NodeConfig, Target as Dial};
+    use mesh_testkit::node::start_node_with;
+    let start = || {
         let config = NodeConfig {
             listen: vec![net.listen_addr()],
             bootstrap: Bootstrap::Named(BootstrapName::None),
@@ -260,35 +261,32 @@ async fn libmesh_case(name: &'static str, net: Net) -> Case {
             ..NodeConfig::default()
         };
         let key = mesh_core::NodeKeypair::generate();
-        let (mut node, handle, events) =
-            Node::new(key, config, dir, std::sync::Arc::new(mesh_core::NoTrace)).unwrap();
-        node.listen().unwrap();
-        let (peer, control) = (node.peer_id(), node.perf_control().unwrap());
-        let task = tokio::spawn(node.run());
-        (peer, control, handle, events, task)
+        let trace = std::sync::Arc::new(mesh_core::NoTrace);
+        start_node_with(key, config, trace, RUN_LIMIT, |node| {
+            node.perf_control().unwrap()
+        })
     };
-    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (server_peer, _, _server_handle, mut server_events, server_task) = start(a_dir.path());
-    let (_, control, client_handle, _client_events, client_task) = start(b_dir.path());
     let setup = async {
-        let addr = loop {
-            if let Some(NodeEvent::Listening { addr }) = server_events.recv().await {
-                break addr;
-            }
-        };
-        client_handle
-            .dial(Dial::Addr(addr.with(Protocol::P2p(server_peer))))
+        let (server, _) = start().await;
+        let (client, control) = start().await;
+        client
+            .handle
+            .dial(Dial::Addr(server.p2p_addr()))
             .await
             .unwrap();
+        (server, client, control)
     };
-    tokio::time::timeout(RUN_LIMIT, setup)
+    let (server, client, control) = tokio::time::timeout(RUN_LIMIT, setup)
         .await
         .expect("connecting the libmesh nodes timed out");
+    let server_peer = server.peer;
     // The nodes own their data dirs for the rest of the run.
-    std::mem::forget((a_dir, b_dir));
+    std::mem::forget((server.dir, client.dir));
     // Keep the handles alive (a node stops when its last handle is dropped).
+    let (server_handle, client_handle, client_events) =
+        (server.handle, client.handle, client.events);
     let keep = tokio::spawn(async move {
-        let _h = (_server_handle, client_handle, _client_events);
+        let _h = (server_handle, client_handle, client_events);
         std::future::pending::<()>().await;
     });
     Case::new(
@@ -296,21 +294,12 @@ async fn libmesh_case(name: &'static str, net: Net) -> Case {
         Target::Libp2p {
             control,
             peer: server_peer,
-            tasks: vec![server_task, client_task, keep],
+            tasks: vec![server.task, client.task, keep],
         },
     )
 }
 
 // --------------------------------------------------------------------------- report
-
-fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
 
 fn cell(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.0}"))
@@ -399,7 +388,7 @@ fn main() {
         println!("|---|---|---|");
         let med: Vec<(Option<f64>, Option<f64>)> = cases
             .iter()
-            .map(|c| (median(&c.up), median(&c.down)))
+            .map(|c| (try_median(&c.up), try_median(&c.down)))
             .collect();
         for (case, (up, down)) in cases.iter().zip(&med) {
             println!("| {} | {} | {} |", case.name, cell(*up), cell(*down));

@@ -36,11 +36,13 @@ use std::time::{Duration, Instant};
 
 use libmesh::node::config::{Limits, SwarmSettings};
 use libmesh::node::{
-    Bootstrap, BootstrapName, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, SeedPeer,
+    Bootstrap, BootstrapName, KadMode, NodeConfig, NodeEvent, NodeHandle, SeedPeer,
 };
 use libp2p::Multiaddr;
 use mesh_core::{NoTrace, NodeId, NodeKeypair};
 use mesh_signal::swarm::DiscoveryKey;
+use mesh_testkit::node::{TestNode, start_node};
+use mesh_testkit::try_median;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -129,26 +131,21 @@ fn config(seeds: Vec<SeedPeer>, server: bool, a: &Args) -> NodeConfig {
 }
 
 async fn start(i: usize, seeds: Vec<SeedPeer>, server: bool, a: &Args, tx: Tx) -> Member {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut node, handle, mut events) = Node::new(
+    let TestNode {
+        handle,
+        mut events,
+        node,
+        addr,
+        task,
+        dir,
+        ..
+    } = start_node(
         NodeKeypair::generate(),
         config(seeds, server, a),
-        dir.path(),
         Arc::new(NoTrace),
+        Duration::from_secs(30),
     )
-    .unwrap();
-    node.listen().unwrap();
-    let id = node.node_id();
-    let task = tokio::spawn(node.run());
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Some(NodeEvent::Listening { addr }) = events.recv().await {
-                return addr;
-            }
-        }
-    })
-    .await
-    .expect("listening");
+    .await;
     // Drain every event (the node drops events beyond its queue), forward the swarm's.
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -165,7 +162,7 @@ async fn start(i: usize, seeds: Vec<SeedPeer>, server: bool, a: &Args, tx: Tx) -
     });
     Member {
         handle,
-        node: id,
+        node,
         addr,
         task,
         _dir: dir,
@@ -262,7 +259,7 @@ async fn census(nodes: &[Member]) -> String {
     }
     let mm = |v: &mut Vec<f64>| {
         let max = v.iter().copied().fold(0.0, f64::max);
-        format!("{:.0}/{max:.0}", median(v).unwrap_or(0.0))
+        format!("{:.0}/{max:.0}", try_median(v).unwrap_or(0.0))
     };
     let gossip_min = gossip.iter().copied().fold(f64::INFINITY, f64::min);
     format!(
@@ -417,14 +414,6 @@ fn ms(secs: f64) -> String {
     } else {
         format!("{secs:.1} s")
     }
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 struct Round {
@@ -756,8 +745,8 @@ async fn run(a: Args, nofile: u64) {
         );
     }
     let med = |f: &dyn Fn(&Round) -> &Spread, p: f64| {
-        let mut v: Vec<f64> = rounds.iter().filter_map(|x| f(x).pct(p)).collect();
-        median(&mut v).map_or_else(|| "–".into(), ms)
+        let v: Vec<f64> = rounds.iter().filter_map(|x| f(x).pct(p)).collect();
+        try_median(&v).map_or_else(|| "–".into(), ms)
     };
     println!(
         "| median of rounds | {} / {} / {} | {} / {} / {} | {} / {} / {} |",

@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use mesh_testkit::shared_dir;
 use serde_json::{Value, json};
 
 fn meshd(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -26,19 +27,6 @@ fn meshd(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     }
     drop(input);
     child.wait_with_output().unwrap()
-}
-
-fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("MESH_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        if dir.join("shared/vectors/signing.json").is_file() {
-            return dir.join("shared");
-        }
-        assert!(dir.pop(), "shared/ not found; set MESH_SHARED_DIR");
-    }
 }
 
 fn stdout_json(o: &Output) -> Value {

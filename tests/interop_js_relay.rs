@@ -41,6 +41,7 @@ use mesh_core::{
     Artifact, MemoryTrace, NodeId, NodeKeypair, RelayAdmissionGrant, RelayAdmissionRequest,
     Timestamp, TraceEvent, TraceEventType,
 };
+use mesh_testkit::shared_dir;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::Receiver;
 
@@ -310,20 +311,6 @@ fn check_granted(answer: &Value, js: &JsNode, relay: &Ours, purpose: &str) -> Re
     assert_eq!(answer["grant"]["ticket/id"], grant.ticket_id());
     assert_eq!(answer["grant"]["node/id"], js.node_id().to_string());
     grant
-}
-
-/// `shared/` (`MESH_SHARED_DIR`, or found above the crate).
-fn shared_dir() -> std::path::PathBuf {
-    if let Ok(dir) = std::env::var("MESH_SHARED_DIR") {
-        return dir.into();
-    }
-    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        if dir.join("shared/vectors/signing.json").is_file() {
-            return dir.join("shared");
-        }
-        assert!(dir.pop(), "shared/ not found; set MESH_SHARED_DIR");
-    }
 }
 
 /// The js side's signing (the one its admission requests use) reproduces the

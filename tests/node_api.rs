@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libmesh::node::{
-    Bootstrap, BootstrapName, Dht, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, Target,
+    Bootstrap, BootstrapName, Dht, KadMode, NodeConfig, NodeEvent, NodeHandle, Target,
 };
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use mesh_core::{MemoryTrace, NodeId, NodeKeypair, TraceEventType};
+use mesh_testkit::node::start_node;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,7 +25,6 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
@@ -34,21 +33,14 @@ async fn start() -> Running {
     };
     let key = NodeKeypair::generate();
     let trace = Arc::new(MemoryTrace::new(4096));
-    let (mut node, handle, mut events) = Node::new(key, config, dir.path(), trace.clone()).unwrap();
-    node.listen().unwrap();
-    let (id, peer) = (node.node_id(), node.peer_id());
-    tokio::spawn(node.run());
-    let addr = next(&mut events, |e| matches!(e, NodeEvent::Listening { .. })).await;
-    let NodeEvent::Listening { addr } = addr else {
-        unreachable!()
-    };
+    let n = start_node(key, config, trace.clone(), WAIT).await;
     Running {
-        handle,
-        events,
-        node: id,
-        addr: addr.with(Protocol::P2p(peer)),
+        addr: n.p2p_addr(),
+        handle: n.handle,
+        events: n.events,
+        node: n.node,
         trace,
-        _dir: dir,
+        _dir: n.dir,
     }
 }
 

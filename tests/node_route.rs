@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use libmesh::node::config::RouteSettings;
 use libmesh::node::{
-    Bootstrap, BootstrapName, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, SeedPeer, Target,
+    Bootstrap, BootstrapName, KadMode, NodeConfig, NodeEvent, NodeHandle, SeedPeer, Target,
 };
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use mesh_core::{ErrorCode, MemoryTrace, NodeId, NodeKeypair, TraceEventType};
+use mesh_testkit::node::start_node;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -66,25 +66,15 @@ fn base(seeds: Vec<SeedPeer>) -> NodeConfig {
 
 async fn start(config: NodeConfig) -> Running {
     logs();
-    let dir = tempfile::tempdir().unwrap();
     let trace = Arc::new(MemoryTrace::new(8192));
-    let (mut node, handle, mut events) =
-        Node::new(NodeKeypair::generate(), config, dir.path(), trace.clone()).unwrap();
-    node.listen().unwrap();
-    let (id, peer) = (node.node_id(), node.peer_id());
-    tokio::spawn(node.run());
-    let NodeEvent::Listening { addr } =
-        next(&mut events, |e| matches!(e, NodeEvent::Listening { .. })).await
-    else {
-        unreachable!()
-    };
+    let n = start_node(NodeKeypair::generate(), config, trace.clone(), WAIT).await;
     Running {
-        handle,
-        events,
-        node: id,
-        addr: addr.with(Protocol::P2p(peer)),
+        addr: n.p2p_addr(),
+        handle: n.handle,
+        events: n.events,
+        node: n.node,
         trace,
-        _dir: dir,
+        _dir: n.dir,
     }
 }
 

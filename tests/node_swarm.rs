@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use libmesh::node::config::SwarmSettings;
 use libmesh::node::{
-    Bootstrap, BootstrapName, KadMode, Node, NodeConfig, NodeEvent, NodeHandle, SeedPeer,
+    Bootstrap, BootstrapName, KadMode, NodeConfig, NodeEvent, NodeHandle, SeedPeer,
 };
 use libp2p::Multiaddr;
 use mesh_core::{NoTrace, NodeId, NodeKeypair};
 use mesh_signal::swarm::DiscoveryKey;
+use mesh_testkit::node::{TestNode, start_node};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -32,7 +33,6 @@ struct Member {
 type Events = mpsc::Receiver<(usize, NodeEvent)>;
 
 async fn start(i: usize, seeds: Vec<SeedPeer>, tx: mpsc::Sender<(usize, NodeEvent)>) -> Member {
-    let dir = tempfile::tempdir().unwrap();
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
@@ -44,25 +44,21 @@ async fn start(i: usize, seeds: Vec<SeedPeer>, tx: mpsc::Sender<(usize, NodeEven
         },
         ..NodeConfig::default()
     };
-    let (mut node, handle, mut events) = Node::new(
+    let TestNode {
+        handle,
+        mut events,
+        node,
+        addr,
+        task,
+        dir,
+        ..
+    } = start_node(
         NodeKeypair::generate(),
         config,
-        dir.path(),
         Arc::new(NoTrace),
+        Duration::from_secs(10),
     )
-    .unwrap();
-    node.listen().unwrap();
-    let id = node.node_id();
-    let task = tokio::spawn(node.run());
-    let addr = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(NodeEvent::Listening { addr }) = events.recv().await {
-                return addr;
-            }
-        }
-    })
-    .await
-    .expect("listening");
+    .await;
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             let swarm_event = matches!(
@@ -76,7 +72,7 @@ async fn start(i: usize, seeds: Vec<SeedPeer>, tx: mpsc::Sender<(usize, NodeEven
     });
     Member {
         handle,
-        node: id,
+        node,
         addr,
         task,
         _dir: dir,
@@ -295,7 +291,6 @@ async fn two_members_see_each_other_and_the_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_malformed_presences_are_refused_with_codes() {
     use mesh_core::{Artifact, MemoryTrace, SwarmPresence, Timestamp, TraceEventType};
-    let dir = tempfile::tempdir().unwrap();
     let trace = Arc::new(MemoryTrace::new(4096));
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -303,16 +298,21 @@ async fn forged_and_malformed_presences_are_refused_with_codes() {
         kad_mode: KadMode::Server,
         ..NodeConfig::default()
     };
-    let (mut node, a, mut events) =
-        Node::new(NodeKeypair::generate(), config, dir.path(), trace.clone()).unwrap();
-    node.listen().unwrap();
-    let (a_id, a_peer) = (node.node_id(), node.peer_id());
-    tokio::spawn(node.run());
-    let a_addr = loop {
-        if let Some(NodeEvent::Listening { addr }) = events.recv().await {
-            break addr;
-        }
-    };
+    let TestNode {
+        handle: a,
+        node: a_id,
+        peer: a_peer,
+        addr: a_addr,
+        events: _events,
+        dir: _dir,
+        ..
+    } = start_node(
+        NodeKeypair::generate(),
+        config,
+        trace.clone(),
+        Duration::from_secs(30),
+    )
+    .await;
     let (tx, _rx) = mpsc::channel(100);
     let mallory = start(1, vec![], tx).await;
     mallory

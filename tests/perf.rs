@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libmesh::perf::{self, Behaviour, MAX_DOWNLOAD_BYTES, PROTOCOL, PerfError, RunParams};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm};
 use libp2p_stream::Control;
+use libp2p_swarm_test::SwarmExt;
 use tokio::task::JoinHandle;
 
 /// The bound on any single wait in these tests.
@@ -68,26 +68,11 @@ async fn connected(net: Net) -> (Node, Node) {
         }
     })
     .await;
-    let server_peer = *server.local_peer_id();
+    // libp2p-swarm-test's `connect` dials the server's external addresses and drives
+    // both swarms until each has the connection (it panics when they fall silent).
+    server.add_external_address(addr);
     let mut client = swarm(net);
-    client.dial(addr.with(Protocol::P2p(server_peer))).unwrap();
-    within("connect", async {
-        let (mut at_server, mut at_client) = (false, false);
-        while !(at_server && at_client) {
-            tokio::select! {
-                e = server.select_next_some() => {
-                    at_server |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
-                }
-                e = client.select_next_some() => {
-                    if let SwarmEvent::OutgoingConnectionError { error, .. } = &e {
-                        panic!("dial failed: {error}");
-                    }
-                    at_client |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
-                }
-            }
-        }
-    })
-    .await;
+    within("connect", client.connect(&mut server)).await;
     (drive(server), drive(client))
 }
 

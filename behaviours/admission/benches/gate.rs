@@ -28,6 +28,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use mesh_admission::{Allowlist, Gate, Grants, NoAdverts, Purpose, server};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeId, NodeKeypair, Timestamp};
+use mesh_testkit::median;
 
 const TARGET: f64 = 1.2;
 const NODES: usize = 16;
@@ -94,11 +95,6 @@ fn raw(requests: &[(Vec<u8>, NodeId)]) -> Vec<(VerifyingKey, Signature, Vec<u8>)
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn ratios(rounds: usize) {
     let s = Setup::new();
     let mut gate = s.gate();
@@ -129,7 +125,7 @@ fn ratios(rounds: usize) {
             cand.push(c.as_nanos() as f64 / PER_ROUND as f64);
         }
     }
-    let (b, c) = (median(base), median(cand));
+    let (b, c) = (median(&base), median(&cand));
     println!(
         "\n| what | verify_strict | Gate::check | ratio | target |\n|---|---|---|---|---|\n| admission check per request (fresh nonce, allowlist of {NODES}) | {:.1} µs | {:.1} µs | **{:.2}x** | <= {TARGET}x{} |",
         b / 1000.0,

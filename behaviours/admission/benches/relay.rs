@@ -36,6 +36,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, relay, tcp, yamux};
 use mesh_admission::{GrantLimits, Open, Purpose, client, server};
 use mesh_core::NodeKeypair;
+use mesh_testkit::median;
 use tokio::sync::Semaphore;
 
 const DATA: StreamProtocol = StreamProtocol::new("/mesh-admission-bench/data/1.0.0");
@@ -519,11 +520,6 @@ struct CpuSplit {
     direct_ends: u64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -715,7 +711,7 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        (median(r), median(d), median(ratios))
+        (median(&r), median(&d), median(&ratios))
     });
     let mib_moved = mib((a.stream_bytes * a.rounds) as u64);
     let per_mib = |ms: u64| ms as f64 / mib_moved;

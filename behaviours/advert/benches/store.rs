@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p mesh-advert --bench store` runs criterion for each case, then prints
 //! the ratio tables measured in the same run with an interleaved timer (see
-//! `mesh-core/benches/support/ratio.rs`).
+//! `mesh_testkit::ratio`).
 //! `cargo bench -p mesh-advert --bench store -- --ratios-only` skips criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -11,9 +11,6 @@
 #[allow(dead_code)]
 #[path = "support/fixtures.rs"]
 mod fixtures;
-#[allow(dead_code)]
-#[path = "../../core/benches/support/ratio.rs"]
-mod ratio;
 
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
@@ -25,7 +22,7 @@ use fixtures::{shuffle, verify_and_insert};
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeId, NodeKeypair, RateLimit, Timestamp};
-use ratio::{Ratio, compare_with_setup, print_table};
+use mesh_testkit::ratio::{Ratio, compare_with_setup, print_table};
 
 /// Entries of the lookup store; the insert cases use a prefix of the same artifacts.
 const ENTRIES: usize = 100_000;

@@ -10,6 +10,7 @@ use libp2p::kad::store::{MemoryStore, RecordStore};
 use libp2p::kad::{self, GetRecordOk, InboundRequest, PeerRecord, QueryResult, Quorum, Record};
 use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p::{Multiaddr, PeerId};
+use libp2p_swarm_test::SwarmExt;
 use mesh_advert::kad::{accept_put, config, record_for, record_key, validate_record};
 use mesh_advert::own::advert_for;
 use mesh_core::artifact::Artifact;
@@ -54,11 +55,12 @@ impl Net {
         for s in &mut swarms {
             s.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
                 .unwrap();
-            let addr = loop {
-                if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
-                    break address;
-                }
-            };
+            let addr = s
+                .wait(|e| match e {
+                    SwarmEvent::NewListenAddr { address, .. } => Some(address),
+                    _ => None,
+                })
+                .await;
             addrs.push(addr);
         }
         // Everyone knows node 0 (the seed), and the seed knows everyone (in the composed

@@ -3,10 +3,8 @@
 
 use mesh_testkit::raw;
 use mesh_testkit::swarm_with;
-use std::task::Poll;
 use std::time::Duration;
 
-use futures::StreamExt;
 use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p_swarm_test::SwarmExt;
 use mesh_advert::own::advert_for;
@@ -41,17 +39,7 @@ fn advert(key: &NodeKeypair, seq: u64) -> NodeAdvertisement {
 
 /// Polls every swarm until one yields a behaviour event; panics after 10 s.
 async fn next_event(swarms: &mut [&mut Node]) -> (usize, Event) {
-    let fut = futures::future::poll_fn(|cx| {
-        for (i, s) in swarms.iter_mut().enumerate() {
-            while let Poll::Ready(Some(ev)) = s.poll_next_unpin(cx) {
-                if let SwarmEvent::Behaviour(e) = ev {
-                    return Poll::Ready((i, e));
-                }
-            }
-        }
-        Poll::Pending
-    });
-    tokio::time::timeout(Duration::from_secs(10), fut)
+    tokio::time::timeout(Duration::from_secs(10), mesh_testkit::next_event(swarms))
         .await
         .expect("no event within 10 s")
 }
@@ -295,21 +283,19 @@ async fn malformed_and_oversized_requests_get_coded_rejections() {
     ];
     for bytes in junk {
         raw.behaviour_mut().send_request(&pb, bytes);
-        let resp = loop {
-            match tokio::time::timeout(Duration::from_secs(10), raw.select_next_some())
-                .await
-                .unwrap()
-            {
+        // `wait` panics when the swarm is silent for 10 s.
+        let resp = raw
+            .wait(|e| match e {
                 SwarmEvent::Behaviour(request_response::Event::Message {
                     message: Message::Response { response, .. },
                     ..
-                }) => break response,
+                }) => Some(response),
                 SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
                     error, ..
                 }) => panic!("{error}"),
-                _ => {}
-            }
-        };
+                _ => None,
+            })
+            .await;
         let r = protocol::decode_response(&resp).unwrap();
         assert_eq!(r.status, protocol::Status::Rejected);
         assert_eq!(r.error.unwrap().code, ErrorCode::ProtoInvalid);

@@ -1,37 +1,22 @@
 //! Signing and verification cost against raw Ed25519 (issue: foundation).
 //!
 //! `cargo bench -p mesh-core --bench signing` runs criterion for each case, then prints
-//! a ratio table measured in the same run with an interleaved timer (see `ratio.rs`).
+//! a ratio table measured in the same run with an interleaved timer (see
+//! `mesh_testkit::ratio`).
 //! `cargo bench -p mesh-core --bench signing -- --ratios-only` skips criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/ratio.rs"]
-mod ratio;
-
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, Timestamp, verify_batch};
-use ratio::{Ratio, compare, compare_with_setup, print_table};
+use mesh_testkit::ratio::{Ratio, compare, compare_with_setup, print_table};
+use mesh_testkit::shared_dir;
 use serde_json::{Map, Value};
 
 const BATCH: usize = 64;
-
-fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("MESH_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        if dir.join("shared/vectors/signing.json").is_file() {
-            return dir.join("shared");
-        }
-        assert!(dir.pop(), "shared/ not found; set MESH_SHARED_DIR");
-    }
-}
 
 struct Fixture {
     json_text: String,

@@ -12,17 +12,13 @@
 //!
 //! `cargo bench -p mesh-session --bench session` runs criterion for the dial cases, then
 //! prints the ratio tables measured in the same run (see
-//! `mesh-core/benches/support/ratio.rs`).
+//! `mesh_testkit::ratio`).
 //! `cargo bench -p mesh-session --bench session -- --ratios-only` skips criterion;
 //! `--dial-only` stops after the dial tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-// Shared with mesh-core's benches; this one only uses the table helpers.
-#[allow(dead_code)]
-#[path = "../../core/benches/support/ratio.rs"]
-mod ratio;
-
-use mesh_testkit::Net;
+use mesh_testkit::ratio::{Ratio, print_table};
+use mesh_testkit::{Net, median};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,7 +29,6 @@ use libp2p::{Multiaddr, identify, ping};
 use mesh_core::NodeKeypair;
 use mesh_session::governor::GovernorConfig;
 use mesh_session::{Behaviour, Config, Event};
-use ratio::{Ratio, print_table};
 use tokio::runtime::Runtime;
 
 /// Timed dial samples per side and transport (after `WARMUP` untimed ones).
@@ -296,11 +291,6 @@ async fn session_sample_split(net: Net, neg: Neg) -> (Duration, Duration) {
     r
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Medians (ns) of interleaved samples (alternating which side goes first).
 struct Dial {
     /// Baseline, dial to first ping.
@@ -352,10 +342,10 @@ fn dial_ratio(rt: &Runtime, net: Net, split: bool) -> Dial {
         conn.extend([ns(pb.0), ns(pc.0), ns(pz.0)]);
     }
     Dial {
-        ping: median(b),
-        session: median(c),
-        lazy: median(z),
-        conn: median(conn),
+        ping: median(&b),
+        session: median(&c),
+        lazy: median(&z),
+        conn: median(&conn),
     }
 }
 
@@ -674,8 +664,8 @@ fn main() {
             secs[i].push(s);
         }
     }
-    let [bare_b, sp_b, s_b] = per.map(median);
-    let [bare_s, sp_s, s_s] = secs.map(median);
+    let [bare_b, sp_b, s_b] = per.map(|v| median(&v));
+    let [bare_s, sp_s, s_s] = secs.map(|v| median(&v));
     print_bytes_table(
         &format!(
             "memory per connection ({SESSIONS} to one node, memory transport, RSS delta / \

@@ -1,6 +1,7 @@
 //! `/mesh/session/1.0.0` between real swarms, and against a raw peer that misbehaves.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::TestClock;
 use mesh_testkit::raw;
 use mesh_testkit::swarm_with;
 use std::sync::Arc;
@@ -388,11 +389,6 @@ async fn a_hello_that_fails_late_checks_gets_its_code_not_an_ack() {
     assert_eq!(code_of(&m), ErrorCode::SigInvalid);
 }
 
-/// A clock `offset` seconds ahead of the real one.
-fn shifted_clock(offset: Arc<std::sync::atomic::AtomicI64>) -> mesh_session::Clock {
-    Arc::new(move || Timestamp::now().plus_secs(offset.load(std::sync::atomic::Ordering::SeqCst)))
-}
-
 /// The dialer builds its hello while the connection is set up. When the connection takes
 /// longer than a hello stays fresh (here: both clocks jump 60 s between the dial and the
 /// connection, twice the allowed skew), a new hello is built: the old one would be
@@ -400,14 +396,14 @@ fn shifted_clock(offset: Arc<std::sync::atomic::AtomicI64>) -> mesh_session::Clo
 #[tokio::test]
 async fn a_hello_built_while_dialing_is_not_sent_stale() {
     let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
-    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock = TestClock::new();
     let with_clock = |key: &NodeKeypair| {
         swarm_with(
             key,
             Behaviour::new(
                 key.clone(),
                 Config {
-                    clock: shifted_clock(offset.clone()),
+                    clock: clock.clock(),
                     ..Config::default()
                 },
             ),
@@ -431,7 +427,7 @@ async fn a_hello_built_while_dialing_is_not_sent_stale() {
     })
     .await;
     assert_eq!(polls, 1);
-    offset.store(60, std::sync::atomic::Ordering::SeqCst);
+    clock.set_offset(60);
     let mut established = (false, false);
     until(&mut a, &mut b, |ea, eb| {
         if let Some(SwarmEvent::Behaviour(Event::Rejected { error, .. })) = &eb {

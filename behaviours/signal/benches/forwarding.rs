@@ -40,7 +40,7 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeKeypair, RateLimit, SignalFrame, Timestamp};
 use mesh_signal::{Behaviour, Config, Event, Limits};
-use mesh_testkit::Net;
+use mesh_testkit::{Net, median};
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot, watch};
@@ -365,11 +365,6 @@ fn runtime_thread(name: &str) -> (Handle, Option<String>, std_mpsc::Sender<()>) 
     (h, tid, quit_tx)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let a = args();
     let keys = (
@@ -445,16 +440,16 @@ fn main() {
             cpu.push(1.0 / per_frame);
         }
     }
-    let b = median(base);
+    let b = median(&base);
     let rows = [
         (
             "shared 2-worker runtime, wall clock (all three swarms)",
-            median(wall_shared),
+            median(&wall_shared),
         ),
-        ("host on its own thread, wall clock", median(wall_split)),
+        ("host on its own thread, wall clock", median(&wall_split)),
         (
             "host on its own thread, frames per host-CPU second",
-            median(cpu),
+            median(&cpu),
         ),
     ];
     println!(

@@ -1,13 +1,17 @@
 //! `/mesh/signal/1.0.0`: signed frames between nodes, directly or through a signaling
 //! host. Every receiver verifies `from`'s signature (a host cannot forge or alter a
 //! frame), suppresses duplicates, and a host forwards a frame to `to` only when it is
-//! connected to it, counting the hop (at most 2) and rate-limiting each sender.
+//! connected to it, counting the hop (at most 2) and rate-limiting each sender. It
+//! sweeps its correlation table itself, every [`Config::sweep_interval`] on its
+//! [`Config::clock`]: requests and accepted correlations that took too long expire, and
+//! finished ones are forgotten after their linger time.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
 use libp2p::{PeerId, StreamProtocol};
@@ -48,7 +52,13 @@ pub struct Config {
     pub max_queued: usize,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// How often the correlation table is swept (expired steps, finished correlations
+    /// past their linger time); at least [`MIN_SWEEP_INTERVAL`].
+    pub sweep_interval: Duration,
 }
+
+/// The shortest [`Config::sweep_interval`] (a shorter one is taken as this).
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Config {
     /// Defaults for `node` (not a host).
@@ -64,7 +74,12 @@ impl Config {
             max_in_flight: 4,
             max_queued: 1024,
             clock: Arc::new(Timestamp::now),
+            sweep_interval: Duration::from_secs(1),
         }
+    }
+
+    fn sweep_every(&self) -> Duration {
+        self.sweep_interval.max(MIN_SWEEP_INTERVAL)
     }
 }
 
@@ -123,6 +138,7 @@ pub struct Behaviour {
     out: HashMap<PeerId, Outgoing>,
     pending: HashMap<OutboundRequestId, (PeerId, Vec<String>)>,
     events: VecDeque<Event>,
+    sweep: futures_timer::Delay,
 }
 
 /// Frames waiting for one peer (wire bytes, frame id) and the requests in flight to it.
@@ -152,11 +168,19 @@ impl Behaviour {
             out: HashMap::new(),
             pending: HashMap::new(),
             events: VecDeque::new(),
+            sweep: futures_timer::Delay::new(config.sweep_every()),
             config,
         }
     }
 
-    /// The correlation table (its `done` and `sweep` are the application's to call).
+    /// The correlation table.
+    pub fn correlations(&self) -> &Correlations {
+        &self.correlations
+    }
+
+    /// The correlation table, for the application's `done` when a correlation's
+    /// connection is up. Sweeping is not the application's: the behaviour sweeps the
+    /// table itself every [`Config::sweep_interval`].
     pub fn correlations_mut(&mut self) -> &mut Correlations {
         &mut self.correlations
     }
@@ -534,6 +558,13 @@ impl NetworkBehaviour for Behaviour {
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Poll::Ready(ToSwarm::GenerateEvent(e));
+            }
+            if self.sweep.poll_unpin(cx).is_ready() {
+                // Polled again on the next turn, which registers the reset timer.
+                self.sweep.reset(self.config.sweep_every());
+                let now = (self.config.clock)();
+                self.correlations.sweep(&now);
+                continue;
             }
             match self.inner.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(e)) => self.handle(e),

@@ -171,8 +171,8 @@ impl Correlations {
             );
             return Ok(Transition::Opened);
         };
-        // A step that took too long ends the correlation here too (`sweep` reports
-        // expiries to whoever drives the timers).
+        // A step that took too long ends the correlation here too, between two sweeps
+        // (`sweep`, which the behaviour runs on a timer, reports the expiries).
         let step_limit = match entry.state {
             State::Requested => limits.answer_secs,
             State::Accepted => limits.accepted_secs,

@@ -10,7 +10,8 @@
 //! - [`codec`]: the wire form (one frame or a batch per request, per-frame answers);
 //! - [`Behaviour`]: `/mesh/signal/1.0.0`, frames sent directly or through a signaling
 //!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
-//!   the receiver verifies `from`'s signature.
+//!   the receiver verifies `from`'s signature; it sweeps its correlation table itself,
+//!   on a timer.
 //!
 //! - [`swarm`]: discovery-key swarms: keys, `swarm-presence.v1` member tables with
 //!   expiry (pure logic; the node carries presences on gossipsub).
@@ -21,6 +22,6 @@ pub mod correlation;
 pub mod frames;
 pub mod swarm;
 
-pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
+pub use behaviour::{Behaviour, Config, Event, MIN_SWEEP_INTERVAL, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};
 pub use frames::{FRAME_TTL_SECS, frame, random_id};

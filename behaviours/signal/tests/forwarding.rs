@@ -1,15 +1,17 @@
 //! `/mesh/signal/1.0.0` between real swarms: direct, through one and two signaling
-//! hosts, and the refusals (forged or altered frames, hop limit, rate limit, duplicates).
+//! hosts, and the refusals (forged or altered frames, hop limit, rate limit, duplicates);
+//! the behaviour sweeps its correlation table itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p::swarm::Swarm;
 use libp2p_swarm_test::SwarmExt;
 use mesh_core::{Artifact, ErrorCode, NodeKeypair, RateLimit, SignalFrame, Timestamp};
-use mesh_signal::{Behaviour, Config, Event, Transition};
-use mesh_testkit::swarm_with;
+use mesh_signal::{Behaviour, Config, Event, Limits, State, Transition};
+use mesh_testkit::{TestClock, next_event, swarm_with};
 use serde_json::{Value, json};
 
 fn node(key: &NodeKeypair, host: bool, per_sender: RateLimit) -> Swarm<Behaviour> {
@@ -48,13 +50,7 @@ async fn run(
     let mut seen = Vec::new();
     let work = async {
         while !done(&seen) {
-            let next = futures::future::select_all(
-                swarms.iter_mut().map(|s| Box::pin(s.select_next_some())),
-            );
-            let (ev, i, _) = next.await;
-            if let SwarmEvent::Behaviour(e) = ev {
-                seen.push((i, e));
-            }
+            seen.push(next_event(swarms).await);
         }
     };
     tokio::time::timeout(Duration::from_secs(15), work)
@@ -320,16 +316,13 @@ async fn many_frames_at_once_travel_in_batches() {
 
 #[tokio::test]
 async fn an_answer_after_the_correlation_expired_is_refused() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
     let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
     // A's clock can be moved forward; frames are stamped with the real time.
-    let skew = Arc::new(AtomicI64::new(0));
-    let s = skew.clone();
+    let clock = TestClock::new();
     let mut a = swarm_with(
         &ka,
         Behaviour::new(Config {
-            clock: Arc::new(move || Timestamp::now().plus_secs(s.load(Ordering::SeqCst))),
+            clock: clock.clock(),
             ..Config::new(ka.node_id())
         }),
     );
@@ -341,10 +334,9 @@ async fn an_answer_after_the_correlation_expired_is_refused() {
     run(&mut [&mut a, &mut b], |seen| received(seen, 1).is_some()).await;
     // 31 s later on A's clock: the request went unanswered for longer than the 30 s
     // the state machine allows, so A refuses B's accept. (The frame itself is still
-    // valid: it expires 60 s after it was made.)
-    skew.store(31, Ordering::SeqCst);
-    let sweep_at = Timestamp::now().plus_secs(31);
-    a.behaviour_mut().correlations_mut().sweep(&sweep_at);
+    // valid: it expires 60 s after it was made.) Nobody sweeps A's table here: the
+    // behaviour does on its own, and the accept is refused either way.
+    clock.set_offset(31);
     b.behaviour_mut()
         .send(&frame(&kb, &ka, "connect_accept", "late", "f2"), None)
         .unwrap();
@@ -373,6 +365,80 @@ async fn an_answer_after_the_correlation_expired_is_refused() {
         _ => None,
     });
     assert_eq!(code, Some(ErrorCode::HsUnknownRef));
+}
+
+/// Drives `swarm` until `cond` holds for its behaviour (10 s at most). It is checked after
+/// every poll, so a change the behaviour makes in its own `poll`, with no event, is seen.
+async fn drive_until(swarm: &mut Swarm<Behaviour>, what: &str, cond: impl Fn(&Behaviour) -> bool) {
+    let fut = futures::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(_)) = swarm.poll_next_unpin(cx) {}
+        if cond(swarm.behaviour()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+}
+
+/// Nobody calls `sweep` here: the behaviour sweeps its correlation table itself, on a
+/// timer and on its configured clock. A request left unanswered expires once the clock
+/// is past its answer time, and is forgotten once it is past the linger time.
+#[tokio::test]
+async fn the_behaviour_sweeps_its_correlations_itself() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let clock = TestClock::new();
+    let limits = Limits::default();
+    let mut a = swarm_with(
+        &ka,
+        Behaviour::new(Config {
+            clock: clock.clock(),
+            sweep_interval: Duration::from_millis(50),
+            ..Config::new(ka.node_id())
+        }),
+    );
+    let mut b = node(&kb, false, RateLimit::per_minute(100, 100));
+    connect(&mut a, &mut b).await;
+    a.behaviour_mut()
+        .send(&frame(&ka, &kb, "connect_request", "swept", "s1"), None)
+        .unwrap();
+    let ([delivered], [received]): ([Event; 1], [Event; 1]) =
+        libp2p_swarm_test::drive(&mut a, &mut b).await;
+    assert!(
+        matches!(delivered, Event::Delivered { .. }),
+        "{delivered:?}"
+    );
+    assert!(
+        matches!(
+            received,
+            Event::Received {
+                transition: Transition::Opened,
+                ..
+            }
+        ),
+        "{received:?}"
+    );
+    // B never answers.
+    tokio::spawn(b.loop_on_next());
+    let peer = kb.node_id();
+    let state = |a: &Behaviour| a.correlations().state(&peer, "swept").cloned();
+    assert_eq!(state(a.behaviour()), Some(State::Requested));
+
+    clock.advance(limits.answer_secs + 1);
+    drive_until(&mut a, "the unanswered request expired", |a| {
+        state(a) == Some(State::Expired)
+    })
+    .await;
+    assert_eq!(a.behaviour().correlations().len(), 1);
+
+    clock.advance(limits.linger_secs + 1);
+    drive_until(&mut a, "the expired request forgotten", |a| {
+        a.correlations().is_empty()
+    })
+    .await;
+    assert_eq!(state(a.behaviour()), None);
 }
 
 #[tokio::test]

@@ -1,11 +1,28 @@
-//! Test support for libmesh's behaviour crates: a swarm builder with the transports
-//! libp2p-swarm-test's `listen()` expects, and a raw request-response codec for sending
-//! what no well-behaved peer would.
+//! Test support for libmesh's crates, in one place: swarm builders with the transports
+//! libp2p-swarm-test's `listen()` expects or one real loopback transport, a driver for
+//! several swarms at once, a raw request-response codec for sending what no well-behaved
+//! peer would, a clock tests can move, the shared vectors' directory, the median and the
+//! interleaved ratio timer of the benchmarks, and (feature `node`) in-process libmesh
+//! nodes.
 
+pub mod clock;
+#[cfg(feature = "node")]
+pub mod node;
+pub mod ratio;
+pub mod shared;
+pub mod stats;
+
+pub use clock::{Clock, TestClock};
+pub use shared::shared_dir;
+pub use stats::{median, try_median};
+
+use std::task::Poll;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use libp2p::Swarm;
-use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use mesh_core::NodeKeypair;
 
 /// A swarm whose identity is `key` (so its peer id names the same node), over TCP and the
@@ -176,4 +193,21 @@ pub fn net_swarm_with<B: NetworkBehaviour>(
             .with_swarm_config(config)
             .build(),
     }
+}
+
+/// Polls every swarm in turn until one yields a behaviour event, and returns the swarm's
+/// index and the event (the swarms' other events are dropped). Never times out: bound it
+/// with a timeout.
+pub async fn next_event<B: NetworkBehaviour>(swarms: &mut [&mut Swarm<B>]) -> (usize, B::ToSwarm) {
+    futures::future::poll_fn(|cx| {
+        for (i, s) in swarms.iter_mut().enumerate() {
+            while let Poll::Ready(Some(ev)) = s.poll_next_unpin(cx) {
+                if let SwarmEvent::Behaviour(e) = ev {
+                    return Poll::Ready((i, e));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }

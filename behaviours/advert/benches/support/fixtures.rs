@@ -68,9 +68,3 @@ pub(crate) fn shuffle<T>(items: &mut [T]) {
         items.swap(i, j);
     }
 }
-
-/// The median.
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}

@@ -4,21 +4,31 @@
 
 use std::time::{Duration, Instant};
 
-pub(crate) struct Ratio {
-    pub(crate) name: &'static str,
-    pub(crate) baseline_ns: f64,
-    pub(crate) candidate_ns: f64,
+use crate::stats::median;
+
+/// One row of a ratio table.
+#[derive(Debug, Clone)]
+pub struct Ratio {
+    /// What is measured.
+    pub name: &'static str,
+    /// Median ns per iteration of the baseline.
+    pub baseline_ns: f64,
+    /// Median ns per iteration of the candidate.
+    pub candidate_ns: f64,
     /// The target, as "candidate/baseline must be <= target" (or >= when `at_least`).
-    pub(crate) target: f64,
-    pub(crate) at_least: bool,
+    pub target: f64,
+    /// The target is a lower bound.
+    pub at_least: bool,
 }
 
 impl Ratio {
-    pub(crate) fn ratio(&self) -> f64 {
+    /// Candidate over baseline.
+    pub fn ratio(&self) -> f64 {
         self.candidate_ns / self.baseline_ns
     }
 
-    pub(crate) fn met(&self) -> bool {
+    /// Whether the ratio meets the target.
+    pub fn met(&self) -> bool {
         if self.at_least {
             self.ratio() >= self.target
         } else {
@@ -35,14 +45,9 @@ fn time_per_iter(iters: u32, f: &mut dyn FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(iters)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Median ns/iter of `baseline` and `candidate`, measured in `rounds` alternating rounds
 /// of about `round_time` each.
-pub(crate) fn compare(
+pub fn compare(
     rounds: usize,
     round_time: Duration,
     baseline: &mut dyn FnMut(),
@@ -58,14 +63,14 @@ pub(crate) fn compare(
         b.push(time_per_iter(iters, baseline));
         c.push(time_per_iter(iters, candidate));
     }
-    (median(b), median(c))
+    (median(&b), median(&c))
 }
 
 /// Like [`compare`], but each candidate iteration consumes an input made by `setup`
 /// just before it (so the input is as warm in cache as in real use), and only the call
 /// itself is timed. The baseline is timed the same way, call by call, so the cost of
 /// reading the clock cancels out in the ratio.
-pub(crate) fn compare_with_setup<S>(
+pub fn compare_with_setup<S>(
     rounds: usize,
     round_time: Duration,
     baseline: &mut dyn FnMut(),
@@ -94,10 +99,12 @@ pub(crate) fn compare_with_setup<S>(
             c.push(cand.as_nanos() as f64 / f64::from(iters));
         }
     }
-    (median(b), median(c))
+    (median(&b), median(&c))
 }
 
-pub(crate) fn print_table(title: &str, rows: &[Ratio]) {
+/// Prints `rows` as a table under `title` (a row with an infinite target is
+/// informational).
+pub fn print_table(title: &str, rows: &[Ratio]) {
     println!("\n{title}");
     println!(
         "{:<58} {:>12} {:>12} {:>8} {:>10}",
