@@ -450,11 +450,6 @@ impl Node {
         self.apply(actions);
         let actions = self.router.tick(&view!(self), now.at);
         self.apply(actions);
-        self.swarm
-            .behaviour_mut()
-            .signal
-            .correlations_mut()
-            .sweep(&now.ts);
         let reachable = self.publicly_reachable();
         let advertised = self.own.current().is_some();
         let actions = self.relays.tick(reachable, advertised, now.at);
