@@ -228,10 +228,6 @@ pub(crate) struct Idle {
     pub(crate) conns: Connections,
     /// Seeds and configured relays.
     pinned: HashSet<PeerId>,
-    /// Peers holding a reservation on our relay server.
-    reserved: HashSet<PeerId>,
-    /// Circuits through our relay server, per end.
-    circuits: HashMap<PeerId, usize>,
 }
 
 impl Idle {
@@ -248,8 +244,6 @@ impl Idle {
         Idle {
             conns: Connections::new(config.idle_timeout(), sessions),
             pinned: seeds.chain(relays).collect(),
-            reserved: HashSet::new(),
-            circuits: HashMap::new(),
         }
     }
 }
@@ -288,8 +282,11 @@ impl Node {
     /// Peers the node needs now, besides its hot sessions.
     fn needed_peers(&mut self) -> HashSet<PeerId> {
         let mut keep: HashSet<PeerId> = self.idle.pinned.clone();
-        keep.extend(self.idle.reserved.iter().copied());
-        keep.extend(self.idle.circuits.keys().copied());
+        // Our relay server's reservations and both ends of its circuits, as its
+        // admission side counts them.
+        if let Some(relay) = self.swarm.behaviour().admission.as_ref() {
+            keep.extend(relay.served_peers());
+        }
         keep.extend(self.routes.targets());
         keep.extend(self.pending.peers().copied());
         let b = self.swarm.behaviour_mut();
@@ -325,39 +322,20 @@ impl Node {
         keep
     }
 
-    /// Relay server events: reservations and circuits keep their peers.
+    /// Relay server events: a reservation or circuit is activity of its peers (the
+    /// relay's admission side keeps the peers it serves, see `needed_peers`).
     pub(super) fn idle_relay_event(&mut self, event: &relay::Event) {
         let now = Instant::now();
         match event {
             relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                self.idle.reserved.insert(*src_peer_id);
                 self.idle.conns.touch(src_peer_id, now);
-            }
-            relay::Event::ReservationClosed { src_peer_id }
-            | relay::Event::ReservationTimedOut { src_peer_id } => {
-                self.idle.reserved.remove(src_peer_id);
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
                 dst_peer_id,
             } => {
                 for p in [src_peer_id, dst_peer_id] {
-                    *self.idle.circuits.entry(*p).or_default() += 1;
                     self.idle.conns.touch(p, now);
-                }
-            }
-            relay::Event::CircuitClosed {
-                src_peer_id,
-                dst_peer_id,
-                ..
-            } => {
-                for p in [src_peer_id, dst_peer_id] {
-                    if let Some(n) = self.idle.circuits.get_mut(p) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            self.idle.circuits.remove(p);
-                        }
-                    }
                 }
             }
             _ => {}

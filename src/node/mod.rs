@@ -186,7 +186,7 @@ impl Node {
                 config
                     .admission
                     .server_config(store.clone(), trace.clone())
-                    .map_err(|e| NodeError::Config(config::ConfigError::Invalid(e)))?,
+                    .map_err(|e| NodeError::Config(e.into()))?,
             )
         } else {
             None

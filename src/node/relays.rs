@@ -265,12 +265,9 @@ impl Node {
         self.relays.select.rtt(peer, rtt);
     }
 
-    /// Feeds the relay server's events to the admission side.
-    pub(super) fn on_relay_server(&mut self, e: &relay::Event) {
+    /// Logs the relay server's events (its admission side counted them already).
+    pub(super) fn on_relay_server(&self, e: &relay::Event) {
         tracing::debug!(?e, "relay server");
-        if let Some(a) = self.swarm.behaviour_mut().admission.as_mut() {
-            a.on_relay_event(e);
-        }
     }
 
     /// The admission client's answers.

@@ -165,7 +165,7 @@ impl Node {
                     reachable,
                 });
             }
-            MeshBehaviourEvent::RelayServer(e) => {
+            MeshBehaviourEvent::Admission(mesh_admission::server::Event::Relay(e)) => {
                 self.metrics.record(&e);
                 self.idle_relay_event(&e);
                 self.on_relay_server(&e);
