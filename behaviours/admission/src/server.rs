@@ -170,13 +170,14 @@ pub enum Event {
     Relay(relay::Event),
 }
 
-/// The two protocols of the relay: circuit relay v2 (hop and stop) and the admission
-/// requests. Private: the relay is reachable only through [`Behaviour`].
+/// The two protocols of the relay: the admission requests and circuit relay v2 (hop and
+/// stop), in the order a swarm with both side by side consulted them. Private: the relay
+/// is reachable only through [`Behaviour`].
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Inner {
-    relay: relay::Behaviour,
     admission: request_response::Behaviour<Codec>,
+    relay: relay::Behaviour,
 }
 
 /// The relay: circuit relay v2 with admission. Put it in your swarm's behaviour as is;
@@ -225,13 +226,13 @@ impl Behaviour {
         let relay = relay::Behaviour::new(peer_id, shared.enforcing(config.caps, relay));
         Behaviour {
             inner: Inner {
-                relay,
                 admission: request_response::Behaviour::with_codec(
                     Codec,
                     [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10)),
                 ),
+                relay,
             },
             shared,
             key,
@@ -506,8 +507,8 @@ fn secs(d: Duration) -> i64 {
 impl NetworkBehaviour for Behaviour {
     // `Inner`'s handler, spelled out (`Inner` is private).
     type ConnectionHandler = ConnectionHandlerSelect<
-        THandler<relay::Behaviour>,
         THandler<request_response::Behaviour<Codec>>,
+        THandler<relay::Behaviour>,
     >;
     type ToSwarm = Event;
 

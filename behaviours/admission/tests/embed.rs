@@ -180,3 +180,73 @@ async fn a_relay_from_mesh_admission_alone_refuses_the_unadmitted_and_admits_the
         100
     );
 }
+
+/// The relay reads time only through `Config::clock`: moving that clock past a grant's
+/// expiry makes the relay refuse the next reservation, with no waiting.
+#[tokio::test]
+async fn grant_expiry_follows_the_injected_clock() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let (rk, ck) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let ahead = Arc::new(AtomicI64::new(0));
+    let offset = ahead.clone();
+    let config = server::Config {
+        grant_ttl: std::time::Duration::from_secs(60),
+        clock: Arc::new(move || {
+            mesh_core::Timestamp::now().plus_secs(offset.load(Ordering::Relaxed))
+        }),
+        ..server::Config::default()
+    };
+    let mut relay = Node::spawn("relay", rk.clone(), relay_swarm(&rk, config), |_, _| {});
+    relay
+        .run(|s| {
+            s.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+                .unwrap()
+        })
+        .await;
+    let addr = relay
+        .wait("listen address", |e| match e {
+            SwarmEvent::NewListenAddr { address, .. } => Some(address.clone()),
+            _ => None,
+        })
+        .await;
+    let ext = addr.clone();
+    relay.run(move |s| s.add_external_address(ext)).await;
+    let relay_peer = relay.peer;
+    let circuit = addr
+        .clone()
+        .with(Protocol::P2p(relay_peer))
+        .with(Protocol::P2pCircuit);
+
+    let mut c = client_with("c", ck, client::Config::default());
+    let a = addr.clone();
+    c.run(move |s| {
+        s.behaviour_mut()
+            .admission
+            .request(relay_peer, Purpose::Reservation, vec![a])
+            .unwrap()
+    })
+    .await;
+    c.answer(relay_peer).await.unwrap();
+    reserve_at(&mut c, circuit.clone()).await.unwrap();
+
+    // 61 s later by the relay's clock: the grant has lapsed.
+    ahead.store(61, Ordering::Relaxed);
+    assert!(relay.run(|s| s.behaviour().relay.grants()).await.is_empty());
+    let reason = reserve_at(&mut c, circuit).await.unwrap_err();
+    assert!(reason.contains("resource limit exceeded"), "{reason}");
+    let cp = c.peer;
+    let error = relay
+        .wait("Event::Refused reservation", |e| match relay_event(e)? {
+            server::Event::Refused {
+                peer,
+                what: server::Requested::Reservation,
+                error,
+            } if *peer == cp => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    // ("reservation grant expired", or "no reservation grant" once the relay's
+    // once-a-second sweep has dropped the lapsed grant.)
+    assert_eq!(error.code, ErrorCode::TransportRejected, "{error}");
+}
