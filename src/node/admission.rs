@@ -271,6 +271,34 @@ mod tests {
     }
 
     #[test]
+    fn errors_read_as_the_config_error_texts() {
+        let l = AdmissionSettings::default().limits();
+        let text = |spec: &str| parse_policy(spec, l).err().map(|e| e.to_string());
+        assert_eq!(
+            text("nobody").as_deref(),
+            Some(
+                "unknown admission policy term \"nobody\" (open, advert, allowlist:IDS, \
+                 federation:IDS; join with + for all, | for any)"
+            )
+        );
+        assert_eq!(
+            text("federation:").as_deref(),
+            Some("admission policy federation: needs federation ids after ':'")
+        );
+        let e = text("allowlist:nope").unwrap_or_default();
+        assert!(e.starts_with("admission allowlist: nope: "), "{e}");
+        let s = AdmissionSettings {
+            grant_ttl_secs: 1,
+            ..AdmissionSettings::default()
+        };
+        let max = mesh_core::families::MAX_GRANT_TTL_SECS;
+        assert_eq!(
+            crate::node::config::ConfigError::from(s.check().unwrap_err()).to_string(),
+            format!("invalid configuration: admission: grant_ttl_secs must be within 2..={max}")
+        );
+    }
+
+    #[test]
     fn settings_are_checked() {
         let mut s = AdmissionSettings::default();
         s.check().unwrap();
