@@ -2,9 +2,8 @@
 //!
 //! Three roles in one process, each an ordinary rust-libp2p app over TCP:
 //!
-//! - the relay: `libp2p::relay::Behaviour` built from
-//!   `mesh_admission::server::Behaviour::relay_config`, next to that admission behaviour
-//!   (an allowlist policy), fed every relay event;
+//! - the relay: `mesh_admission::server::Behaviour` (an allowlist policy), which is the
+//!   circuit relay v2 server with admission: no glue, nothing to feed it;
 //! - A: asks the relay for a reservation grant (`mesh_admission::client::Behaviour`),
 //!   then reserves (listens on `<relay>/p2p-circuit`);
 //! - B: asks for a circuit grant to A, then dials A through the relay and pings it;
@@ -28,11 +27,10 @@ use libp2p::{Multiaddr, PeerId, Swarm, noise, ping, relay, tcp, yamux};
 use mesh_admission::{Allowlist, Purpose, client, server};
 use mesh_core::NodeKeypair;
 
-/// The relay's behaviour: admission first, then relay v2.
+/// The relay's behaviour: relay v2 with admission, and ping.
 #[derive(NetworkBehaviour)]
 struct RelayApp {
     admission: server::Behaviour,
-    relay: relay::Behaviour,
     ping: ping::Behaviour,
 }
 
@@ -65,20 +63,14 @@ fn relay_swarm(
         }),
         ..server::Config::default()
     };
-    let admission = server::Behaviour::new(key.clone(), config);
     // Everything runs on 127.0.0.1: leave out relay v2's per-IP rate limiters.
     let base = relay::Config {
         reservation_rate_limiters: Vec::new(),
         circuit_src_rate_limiters: Vec::new(),
         ..relay::Config::default()
     };
-    let relay = relay::Behaviour::new(
-        key.to_libp2p().public().to_peer_id(),
-        admission.relay_config(base),
-    );
     let app = RelayApp {
-        admission,
-        relay,
+        admission: server::Behaviour::with_relay_config(key.clone(), config, base),
         ping: ping::Behaviour::default(),
     };
     Ok(
@@ -122,7 +114,7 @@ fn spawn_relay(mut swarm: Swarm<RelayApp>) {
         loop {
             if let SwarmEvent::Behaviour(ev) = swarm.select_next_some().await {
                 match ev {
-                    RelayAppEvent::Relay(e) => swarm.behaviour_mut().admission.on_relay_event(&e),
+                    RelayAppEvent::Admission(server::Event::Relay(_)) => {}
                     RelayAppEvent::Admission(server::Event::Granted { grant, .. }) => {
                         println!("relay: admitted {} ({})", grant.node_id(), grant.purpose());
                     }

@@ -16,10 +16,49 @@ use mesh_admission::{
     RequireAdvertisement,
 };
 use mesh_advert::AdvertStore;
-use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
+use mesh_core::{IdError, NodeAdvertisement, NodeId, Timestamp};
 use serde::Deserialize;
 
 use super::store::SharedAdverts;
+
+/// Why `[admission]` or a policy spec cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// A limit of one circuit is zero.
+    #[error("admission: circuits, circuit_bytes and circuit_secs must be positive")]
+    ZeroLimit,
+    /// `grant_ttl_secs` is out of range.
+    #[error("admission: grant_ttl_secs must be within 2..={max}")]
+    GrantTtl {
+        /// The longest grant lifetime allowed, seconds.
+        max: u64,
+    },
+    /// A relay-wide maximum is zero.
+    #[error("admission: max_reservations and max_circuits must be positive")]
+    ZeroMaximum,
+    /// A policy term that takes a list has none.
+    #[error("admission policy {term}: needs {what} after ':'")]
+    EmptyList {
+        /// The term's name (`allowlist`, `federation`).
+        term: String,
+        /// What the list holds.
+        what: &'static str,
+    },
+    /// An allowlist entry is not a node id.
+    #[error("admission allowlist: {entry}: {error}")]
+    NodeId {
+        /// The entry as written.
+        entry: String,
+        /// Why it is not a node id.
+        error: IdError,
+    },
+    /// A policy term that does not exist (or has an argument it does not take).
+    #[error(
+        "unknown admission policy term {0:?} (open, advert, allowlist:IDS, federation:IDS; \
+         join with + for all, | for any)"
+    )]
+    UnknownTerm(String),
+}
 
 /// `[admission]`: the relay server's admission (used with `relay_server = true`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -70,21 +109,17 @@ impl AdmissionSettings {
     }
 
     /// Checks the numbers and the policy spec.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), AdmissionError> {
         parse_policy(&self.policy, self.limits())?;
         if self.circuits == 0 || self.circuit_bytes == 0 || self.circuit_secs == 0 {
-            return Err(
-                "admission: circuits, circuit_bytes and circuit_secs must be positive".into(),
-            );
+            return Err(AdmissionError::ZeroLimit);
         }
         let max_ttl = u64::try_from(mesh_core::families::MAX_GRANT_TTL_SECS).unwrap_or(u64::MAX);
         if !(2..=max_ttl).contains(&self.grant_ttl_secs) {
-            return Err(format!(
-                "admission: grant_ttl_secs must be within 2..={max_ttl}"
-            ));
+            return Err(AdmissionError::GrantTtl { max: max_ttl });
         }
         if self.max_reservations == 0 || self.max_circuits == 0 {
-            return Err("admission: max_reservations and max_circuits must be positive".into());
+            return Err(AdmissionError::ZeroMaximum);
         }
         Ok(())
     }
@@ -94,7 +129,7 @@ impl AdmissionSettings {
         &self,
         store: SharedAdverts,
         trace: Arc<dyn mesh_core::TraceSink>,
-    ) -> Result<mesh_admission::server::Config, String> {
+    ) -> Result<mesh_admission::server::Config, AdmissionError> {
         Ok(mesh_admission::server::Config {
             policy: parse_policy(&self.policy, self.limits())?,
             adverts: Arc::new(StoreAdverts(store)),
@@ -104,12 +139,16 @@ impl AdmissionSettings {
             max_nodes: 16_384,
             max_reservations: self.max_reservations,
             trace,
+            clock: mesh_admission::system_clock(),
         })
     }
 }
 
 /// Parses a policy spec; every term grants `limits`.
-pub fn parse_policy(spec: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy>, String> {
+pub fn parse_policy(
+    spec: &str,
+    limits: GrantLimits,
+) -> Result<Arc<dyn AdmissionPolicy>, AdmissionError> {
     let mut any: Vec<Arc<dyn AdmissionPolicy>> = Vec::new();
     for alt in spec.split('|') {
         let mut all: Vec<Arc<dyn AdmissionPolicy>> = Vec::new();
@@ -129,12 +168,12 @@ pub fn parse_policy(spec: &str, limits: GrantLimits) -> Result<Arc<dyn Admission
     })
 }
 
-fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy>, String> {
+fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy>, AdmissionError> {
     let (name, arg) = match term.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (term, None),
     };
-    let list = |what: &str| -> Result<Vec<&str>, String> {
+    let list = |what: &'static str| -> Result<Vec<&str>, AdmissionError> {
         let items: Vec<&str> = arg
             .unwrap_or_default()
             .split(',')
@@ -142,7 +181,10 @@ fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy
             .filter(|s| !s.is_empty())
             .collect();
         if items.is_empty() {
-            Err(format!("admission policy {name}: needs {what} after ':'"))
+            Err(AdmissionError::EmptyList {
+                term: name.to_owned(),
+                what,
+            })
         } else {
             Ok(items)
         }
@@ -153,9 +195,10 @@ fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy
         ("allowlist", _) => {
             let mut nodes = HashSet::new();
             for s in list("node ids")? {
-                nodes.insert(
-                    NodeId::parse(s).map_err(|e| format!("admission allowlist: {s}: {e}"))?,
-                );
+                nodes.insert(NodeId::parse(s).map_err(|error| AdmissionError::NodeId {
+                    entry: s.to_owned(),
+                    error,
+                })?);
             }
             Ok(Arc::new(Allowlist { nodes, limits }))
         }
@@ -166,10 +209,7 @@ fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy
                 .collect(),
             limits,
         })),
-        _ => Err(format!(
-            "unknown admission policy term {term:?} (open, advert, allowlist:IDS, federation:IDS; \
-             join with + for all, | for any)"
-        )),
+        _ => Err(AdmissionError::UnknownTerm(term.to_owned())),
     }
 }
 
@@ -228,6 +268,34 @@ mod tests {
         ] {
             assert!(parse_policy(bad, l).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_read_as_the_config_error_texts() {
+        let l = AdmissionSettings::default().limits();
+        let text = |spec: &str| parse_policy(spec, l).err().map(|e| e.to_string());
+        assert_eq!(
+            text("nobody").as_deref(),
+            Some(
+                "unknown admission policy term \"nobody\" (open, advert, allowlist:IDS, \
+                 federation:IDS; join with + for all, | for any)"
+            )
+        );
+        assert_eq!(
+            text("federation:").as_deref(),
+            Some("admission policy federation: needs federation ids after ':'")
+        );
+        let e = text("allowlist:nope").unwrap_or_default();
+        assert!(e.starts_with("admission allowlist: nope: "), "{e}");
+        let s = AdmissionSettings {
+            grant_ttl_secs: 1,
+            ..AdmissionSettings::default()
+        };
+        let max = mesh_core::families::MAX_GRANT_TTL_SECS;
+        assert_eq!(
+            crate::node::config::ConfigError::from(s.check().unwrap_err()).to_string(),
+            format!("invalid configuration: admission: grant_ttl_secs must be within 2..={max}")
+        );
     }
 
     #[test]

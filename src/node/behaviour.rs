@@ -45,11 +45,9 @@ pub struct MeshBehaviour {
     pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
     /// AutoNAT v2 server (tests others'; off with `autonat = false`).
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
-    /// Relay admission, server side (with the relay server): answers
-    /// `/mesh/relay-admission/1.0.0` and enforces grants on `relay_server`.
+    /// Circuit relay v2 server with relay admission (off unless configured): answers
+    /// `/mesh/relay-admission/1.0.0` and enforces grants on the relay it owns.
     pub admission: Toggle<mesh_admission::server::Behaviour>,
-    /// Circuit relay v2 server (off unless configured).
-    pub relay_server: Toggle<relay::Behaviour>,
     /// Relay admission, client side: asks relays before reserving or opening
     /// circuits, renews grants.
     pub admission_client: mesh_admission::client::Behaviour,
@@ -84,13 +82,27 @@ pub struct Parts {
     pub admission: Option<mesh_admission::server::Config>,
 }
 
+/// Why the behaviour could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The gossipsub settings are inconsistent.
+    #[error("gossipsub config: {0}")]
+    GossipsubConfig(gossipsub::ConfigBuilderError),
+    /// gossipsub refused its settings.
+    #[error("gossipsub: {0}")]
+    Gossipsub(&'static str),
+    /// gossipsub refused the peer-score parameters.
+    #[error("gossipsub peer scoring: {0}")]
+    PeerScore(String),
+}
+
 /// Builds the behaviour.
 pub fn build(
     key: &NodeKeypair,
     relay_client: relay::client::Behaviour,
     config: &NodeConfig,
     parts: Parts,
-) -> Result<MeshBehaviour, String> {
+) -> Result<MeshBehaviour, BuildError> {
     let lp_key = key.to_libp2p();
     let peer_id = lp_key.public().to_peer_id();
     let l = &config.limits;
@@ -140,12 +152,12 @@ pub fn build(
         .idontwant_message_size_threshold(0)
         .max_transmit_size(l.max_gossip_bytes)
         .build()
-        .map_err(|e| format!("gossipsub config: {e}"))?;
+        .map_err(BuildError::GossipsubConfig)?;
     let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(lp_key),
         gossip_config,
     )
-    .map_err(|e| format!("gossipsub: {e}"))?;
+    .map_err(BuildError::Gossipsub)?;
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
     let score = gossipsub::PeerScoreParams {
@@ -158,19 +170,16 @@ pub fn build(
     };
     gossipsub
         .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
-        .map_err(|e| format!("gossipsub peer scoring: {e}"))?;
+        .map_err(BuildError::PeerScore)?;
 
-    let admission = parts
-        .admission
-        .map(|c| mesh_admission::server::Behaviour::new(key.clone(), c));
-    let relay_server = admission.as_ref().map(|a| {
+    let admission = parts.admission.map(|c| {
         let base = relay::Config {
             max_reservations: config.admission.max_reservations,
             max_circuits: config.admission.max_circuits,
             max_circuits_per_peer: config.admission.circuits as usize,
             ..relay::Config::default()
         };
-        relay::Behaviour::new(peer_id, a.relay_config(base))
+        mesh_admission::server::Behaviour::with_relay_config(key.clone(), c, base)
     });
 
     Ok(MeshBehaviour {
@@ -190,7 +199,6 @@ pub fn build(
             .then(autonat::v2::server::Behaviour::default)
             .into(),
         admission: admission.into(),
-        relay_server: relay_server.into(),
         admission_client: mesh_admission::client::Behaviour::new(
             key.clone(),
             mesh_admission::client::Config::default(),

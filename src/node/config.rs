@@ -312,6 +312,16 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// `[admission]` (or `--admission`) cannot be used. (Not the error's `source`: the
+    /// text already includes it, and error chains would print it twice.)
+    #[error("invalid configuration: {0}")]
+    Admission(super::admission::AdmissionError),
+}
+
+impl From<super::admission::AdmissionError> for ConfigError {
+    fn from(e: super::admission::AdmissionError) -> Self {
+        ConfigError::Admission(e)
+    }
 }
 
 impl NodeConfig {
@@ -410,7 +420,7 @@ impl NodeConfig {
         if self.max_relays == 0 {
             return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
         }
-        self.admission.check().map_err(ConfigError::Invalid)?;
+        self.admission.check()?;
         if self.wss.is_none() && self.listen.iter().any(is_wss) {
             return Err(ConfigError::Invalid(
                 "a /wss listen address needs a certificate ([wss] cert and key)".into(),

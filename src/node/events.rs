@@ -165,13 +165,10 @@ impl Node {
                     reachable,
                 });
             }
-            MeshBehaviourEvent::RelayServer(e) => {
+            MeshBehaviourEvent::Admission(mesh_admission::server::Event::Relay(e)) => {
                 self.metrics.record(&e);
                 tracing::debug!(?e, "relay server");
                 self.idle.relay_event(&e, Instant::now());
-                if let Some(a) = self.swarm.behaviour_mut().admission.as_mut() {
-                    a.on_relay_event(&e);
-                }
             }
             MeshBehaviourEvent::Admission(e) => {
                 tracing::debug!(?e, "relay admission");

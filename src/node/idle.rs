@@ -225,10 +225,6 @@ pub(crate) struct Idle {
     pub(crate) conns: Connections,
     /// Seeds and configured relays.
     pinned: HashSet<PeerId>,
-    /// Peers holding a reservation on our relay server.
-    reserved: HashSet<PeerId>,
-    /// Circuits through our relay server, per end.
-    circuits: HashMap<PeerId, usize>,
 }
 
 impl Idle {
@@ -245,8 +241,6 @@ impl Idle {
         Idle {
             conns: Connections::new(config.idle_timeout(), sessions),
             pinned: seeds.chain(relays).collect(),
-            reserved: HashSet::new(),
-            circuits: HashMap::new(),
         }
     }
 }
@@ -266,8 +260,6 @@ impl Idle {
         }
         let mut keep = also_keep;
         keep.extend(self.pinned.iter().copied());
-        keep.extend(self.reserved.iter().copied());
-        keep.extend(self.circuits.keys().copied());
         // gossipsub: per topic, the mesh and a pool of other subscribed peers.
         for topic in view.topics() {
             let mesh: HashSet<PeerId> = view.topic_mesh(&topic).into_iter().collect();
@@ -292,38 +284,20 @@ impl Idle {
         close.into_iter().map(Action::Close).collect()
     }
 
-    /// Relay server events: reservations and circuits keep their peers.
+    /// Relay server events: a reservation or circuit is activity of its peers (the
+    /// relay's admission side keeps the peers it serves: the node adds them to
+    /// `also_keep`).
     pub(crate) fn relay_event(&mut self, event: &relay::Event, now: Instant) {
         match event {
             relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                self.reserved.insert(*src_peer_id);
                 self.conns.touch(src_peer_id, now);
-            }
-            relay::Event::ReservationClosed { src_peer_id }
-            | relay::Event::ReservationTimedOut { src_peer_id } => {
-                self.reserved.remove(src_peer_id);
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
                 dst_peer_id,
             } => {
                 for p in [src_peer_id, dst_peer_id] {
-                    *self.circuits.entry(*p).or_default() += 1;
                     self.conns.touch(p, now);
-                }
-            }
-            relay::Event::CircuitClosed {
-                src_peer_id,
-                dst_peer_id,
-                ..
-            } => {
-                for p in [src_peer_id, dst_peer_id] {
-                    if let Some(n) = self.circuits.get_mut(p) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            self.circuits.remove(p);
-                        }
-                    }
                 }
             }
             _ => {}

@@ -208,7 +208,7 @@ impl Node {
                 config
                     .admission
                     .server_config(store.clone(), trace.clone())
-                    .map_err(|e| NodeError::Config(config::ConfigError::Invalid(e)))?,
+                    .map_err(|e| NodeError::Config(e.into()))?,
             )
         } else {
             None
@@ -469,7 +469,7 @@ impl Node {
     }
 
     /// Peers other components need kept besides what the idle rule knows: route
-    /// targets, peers commands wait on, and the DHT servers while a query that
+    /// targets, peers commands wait on, the relay server's clients, and the DHT servers while a query that
     /// someone waits for may be talking to them. (Background queries, bootstrap and
     /// republishing, do not count: with them a client would keep every server it
     /// knows. A request on a connection idle for the whole grace period can meet the
@@ -477,6 +477,11 @@ impl Node {
     fn needed_peers(&mut self) -> HashSet<PeerId> {
         let mut keep: HashSet<PeerId> = self.router.targets().collect();
         keep.extend(self.waiting.peers().copied());
+        // Our relay server's reservations and both ends of its circuits, as its
+        // admission side counts them.
+        if let Some(relay) = self.swarm.behaviour().admission.as_ref() {
+            keep.extend(relay.served_peers());
+        }
         let busy = [
             self.waiting.waits_on(Dht::Amino),
             self.waiting.waits_on(Dht::Mesh),

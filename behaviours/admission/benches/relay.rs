@@ -89,7 +89,6 @@ fn args() -> Args {
 
 #[derive(NetworkBehaviour)]
 struct RelayNode {
-    relay: relay::Behaviour,
     admission: server::Behaviour,
 }
 
@@ -142,7 +141,6 @@ fn relay_child() {
             max_reservations: 2048,
             ..server::Config::default()
         };
-        let admission = server::Behaviour::new(key.clone(), config);
         let base = relay::Config {
             reservation_rate_limiters: Vec::new(),
             circuit_src_rate_limiters: Vec::new(),
@@ -152,7 +150,7 @@ fn relay_child() {
             max_circuits_per_peer: 64,
             ..relay::Config::default()
         };
-        let relay_config = admission.relay_config(base);
+        let admission = server::Behaviour::with_relay_config(key.clone(), config, base);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
             .with_tokio()
             .with_tcp(
@@ -161,10 +159,7 @@ fn relay_child() {
                 yamux::Config::default,
             )
             .unwrap()
-            .with_behaviour(|k| RelayNode {
-                relay: relay::Behaviour::new(k.public().to_peer_id(), relay_config),
-                admission,
-            })
+            .with_behaviour(|_| RelayNode { admission })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
             .build();
@@ -194,7 +189,7 @@ fn relay_child() {
                         println!("LISTEN {}", address.with(Protocol::P2p(*swarm.local_peer_id())));
                         std::io::stdout().flush().unwrap();
                     }
-                    SwarmEvent::Behaviour(RelayNodeEvent::Relay(e)) => {
+                    SwarmEvent::Behaviour(RelayNodeEvent::Admission(server::Event::Relay(e))) => {
                         match &e {
                             relay::Event::ReservationReqAccepted { renewed: false, .. } => {
                                 reservations += 1
@@ -207,7 +202,6 @@ fn relay_child() {
                             relay::Event::CircuitClosed { .. } => live -= 1,
                             _ => {}
                         }
-                        swarm.behaviour_mut().admission.on_relay_event(&e);
                     }
                     _ => {}
                 },

@@ -19,19 +19,21 @@ use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{
     Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, NodeKeypair, RelayAdmissionGrant,
-    Timestamp,
 };
 
+use crate::Clock;
 use crate::codec::{Codec, PROTOCOL};
 use crate::policy::Purpose;
 
 /// Client settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// How long to wait for an answer.
     pub timeout: Duration,
     /// Pause before asking again after a failure or denial of a kept grant.
     pub retry: Duration,
+    /// The wall clock requests are dated and grants checked by.
+    pub clock: Clock,
 }
 
 impl Default for Config {
@@ -39,7 +41,17 @@ impl Default for Config {
         Config {
             timeout: Duration::from_secs(10),
             retry: Duration::from_secs(10),
+            clock: crate::system_clock(),
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,7 +189,7 @@ impl Behaviour {
 
     /// The live grant from `relay` for `purpose`, if any.
     pub fn grant(&self, relay: &PeerId, purpose: Purpose) -> Option<&RelayAdmissionGrant> {
-        let now = Timestamp::now();
+        let now = (self.config.clock)();
         self.kept
             .get(&(*relay, purpose))
             .and_then(|k| k.grant.as_ref())
@@ -197,7 +209,7 @@ impl Behaviour {
             relay_id,
             purpose,
             self.advertisement.as_ref(),
-            &Timestamp::now(),
+            &(self.config.clock)(),
         )?;
         let nonce = request.nonce().to_owned();
         let id = self
@@ -217,7 +229,7 @@ impl Behaviour {
 
     /// Verifies a grant answer against what we asked.
     fn accept(&self, p: &Pending, bytes: &[u8]) -> Result<RelayAdmissionGrant, MeshError> {
-        let grant = RelayAdmissionGrant::verify_cbor(bytes, &Timestamp::now())?;
+        let grant = RelayAdmissionGrant::verify_cbor(bytes, &(self.config.clock)())?;
         let relay = NodeId::from_peer_id(&p.relay).map_err(MeshError::from)?;
         if grant.relay_id() != relay {
             return Err(MeshError::new(

@@ -237,6 +237,13 @@ impl Grants {
         out
     }
 
+    /// Every open circuit: (source, destination).
+    pub fn circuits(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
+        self.entries
+            .iter()
+            .flat_map(|(src, e)| e.open.iter().map(|(dst, _)| (*src, *dst)))
+    }
+
     /// Open circuits from `src`.
     pub fn open_circuits(&self, src: &NodeId) -> usize {
         self.entries.get(src).map_or(0, |e| e.open.len())

@@ -12,12 +12,16 @@
 //!   signer = connection peer, addressed to this relay, fresh `ts`, unused nonce, not
 //!   revoked, policy) and issuing the signed `relay-admission-grant.v1`;
 //! - [`codec`]: `/mesh/relay-admission/1.0.0` on the wire;
-//! - [`server::Behaviour`]: answers requests and enforces grants on a
-//!   [`libp2p::relay::Behaviour`] in the same swarm (admission check first among the
-//!   relay's rate limiters, blocked peers' connections denied, revocation closes
-//!   circuits);
+//! - [`server::Behaviour`]: the relay itself: owns a [`libp2p::relay::Behaviour`],
+//!   answers requests and enforces grants on it (admission check first among the
+//!   relay's rate limiters, every relay event counted before it is handed on as
+//!   [`server::Event::Relay`], blocked peers' connections denied, revocation closes
+//!   circuits); nothing to wire up, nothing to forget;
 //! - [`client::Behaviour`]: asks before reserving, renews before expiry, reports
 //!   denials.
+//!
+//! Both behaviours read the wall clock through a [`Clock`] in their config
+//! ([`server::Config::clock`], [`client::Config::clock`]; [`system_clock`] by default).
 //!
 //! ## What enforcement covers, and what it does not
 //!
@@ -34,8 +38,8 @@
 //!   relay (several devices or transports with one identity share one quota). A request
 //!   counts from the moment the relay allows it, so simultaneous requests cannot
 //!   overshoot the quota.
-//! - **Byte and duration caps are the relay's**: [`server::Behaviour::relay_config`] sets
-//!   relay v2's `max_circuit_bytes` and `max_circuit_duration` to [`server::Config::caps`],
+//! - **Byte and duration caps are the relay's**: [`server::Behaviour`] builds its relay
+//!   with `max_circuit_bytes` and `max_circuit_duration` set to [`server::Config::caps`],
 //!   for every circuit alike (relay v2 cuts a circuit after slightly more than its byte
 //!   cap, counting the relayed connection's own framing and encryption). A grant whose
 //!   `circuit-secs` is smaller than the cap is enforced by this crate, by closing **all**
@@ -63,15 +67,24 @@
 //!   destination needs no live grant of its own once it holds a reservation.
 //!
 //! ```no_run
-//! # use mesh_admission::{server, policy::Open};
-//! # use std::sync::Arc;
+//! # use mesh_admission::server;
+//! use libp2p::swarm::NetworkBehaviour;
+//!
+//! // The relay's whole behaviour: circuit relay v2 with admission (add your own
+//! // protocols as further fields).
+//! #[derive(NetworkBehaviour)]
+//! struct Relay {
+//!     relay: server::Behaviour,
+//! }
+//!
 //! let key = mesh_core::NodeKeypair::generate();
-//! let admission = server::Behaviour::new(key.clone(), server::Config::default());
-//! let relay_config = admission.relay_config(libp2p::relay::Config::default());
-//! let relay = libp2p::relay::Behaviour::new(key.to_libp2p().public().to_peer_id(), relay_config);
-//! // Put both in your behaviour and feed every `relay::Event` to
-//! // `admission.on_relay_event(&event)`.
-//! # let _ = (relay, Open { limits: server::DEFAULT_CAPS }, Arc::new(()));
+//! let relay = Relay {
+//!     // Or `with_relay_config(key, config, base)` to start from your own relay v2
+//!     // settings (limits, rate limiters).
+//!     relay: server::Behaviour::new(key.clone(), server::Config::default()),
+//! };
+//! // Relay events arrive as `server::Event::Relay`, already counted.
+//! # let _ = relay;
 //! ```
 
 pub mod client;
@@ -92,6 +105,16 @@ pub use policy::{
     RequireAdvertisement,
 };
 pub use replay::Nonces;
+
+/// The wall clock the behaviours read (grant issue and expiry, request freshness,
+/// blocks, circuit durations). [`system_clock`] by default; tests and simulations
+/// inject their own.
+pub type Clock = std::sync::Arc<dyn Fn() -> mesh_core::Timestamp + Send + Sync>;
+
+/// The system clock ([`mesh_core::Timestamp::now`]).
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(mesh_core::Timestamp::now)
+}
 
 /// `n` random bytes as lowercase hex.
 pub(crate) fn random_hex(n: usize) -> String {

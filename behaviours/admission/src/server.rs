@@ -1,28 +1,36 @@
-//! The relay's side: answers `/mesh/relay-admission/1.0.0` requests and enforces the
-//! grants on a circuit relay v2 server in the same swarm.
+//! The relay's side: a circuit relay v2 server with admission, in one behaviour. It
+//! answers `/mesh/relay-admission/1.0.0` requests and enforces the grants on the
+//! [`libp2p::relay::Behaviour`] it owns, so that no embedder can run the relay without
+//! the enforcement (or forget half of it).
 //!
-//! Enforcement has three hooks:
-//! 1. [`Behaviour::relay_config`] puts the admission check first among the relay's
-//!    reservation and circuit rate limiters, so a peer without a live grant is refused
-//!    (`RESOURCE_LIMIT_EXCEEDED` on the wire) before any other limiter counts it; it also
-//!    sets the relay's per-circuit byte and duration caps to [`Config::caps`];
-//! 2. connections of revoked (blocked) peers are denied by this behaviour, and a
-//!    revocation closes the peer's connections, which closes its circuits;
-//! 3. [`Behaviour::on_relay_event`] counts circuits per node id (across all of the
-//!    node's connections) and closes circuits that no grant covers or that outlive a
-//!    grant shorter than the relay's cap.
+//! Enforcement has three hooks, all inside [`Behaviour`]:
+//! 1. the relay is built (in [`Behaviour::new`] and [`Behaviour::with_relay_config`])
+//!    with the admission check first among its reservation and circuit rate limiters, so
+//!    a peer without a live grant is refused (`RESOURCE_LIMIT_EXCEEDED` on the wire)
+//!    before any other limiter counts it, and with its per-circuit byte and duration caps
+//!    set to [`Config::caps`];
+//! 2. connections of revoked (blocked) peers are denied, and a revocation closes the
+//!    peer's connections, which closes its circuits;
+//! 3. every event of the relay passes through this behaviour's `poll`, which counts
+//!    reservations and circuits per node id (across all of the node's connections) and
+//!    closes circuits that no grant covers or that outlive a grant shorter than the
+//!    relay's cap, before handing the event on as [`Event::Relay`]. There is no path
+//!    from the relay to the swarm around that accounting.
+//!
+//! The clock is [`Config::clock`] (the system clock by default).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::swarm::{
-    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    CloseConnection, ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm,
+    NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, relay, request_response};
 use mesh_core::{
@@ -30,10 +38,15 @@ use mesh_core::{
     Timestamp, TraceEvent, TraceEventType, TraceSink,
 };
 
+use crate::Clock;
 use crate::codec::{Codec, PROTOCOL};
 use crate::gate::{AdvertSource, Gate, NoAdverts, issue};
 use crate::grants::{Grant, Grants, Opened};
 use crate::policy::{AdmissionPolicy, Open};
+
+mod limiter;
+
+use limiter::{Handle, Shared};
 
 /// Server settings.
 #[derive(Clone)]
@@ -55,6 +68,8 @@ pub struct Config {
     pub max_reservations: usize,
     /// Where trace events go (relay/admitted, relay/denied).
     pub trace: Arc<dyn TraceSink>,
+    /// The wall clock: grant times, request freshness, blocks, circuit durations.
+    pub clock: Clock,
 }
 
 /// The caps when none are configured: 16 circuits per node, 16 MiB and 30 minutes per
@@ -78,12 +93,13 @@ impl Default for Config {
             max_nodes: 16_384,
             max_reservations: 1024,
             trace: Arc::new(mesh_core::NoTrace),
+            clock: crate::system_clock(),
         }
     }
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("policy", &self.policy)
             .field("caps", &self.caps)
@@ -93,8 +109,33 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// What the relay's admission side tells the application.
-#[derive(Debug, Clone)]
+/// What the relay refused: a reservation or a circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Requested {
+    /// A reservation (or its renewal).
+    Reservation,
+    /// A circuit (the peer is its source).
+    Circuit,
+}
+
+impl Requested {
+    /// `reservation` or `circuit` (as in traces).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requested::Reservation => "reservation",
+            Requested::Circuit => "circuit",
+        }
+    }
+}
+
+impl fmt::Display for Requested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the relay tells the application.
+#[derive(Debug)]
 pub enum Event {
     /// A node was admitted.
     Granted {
@@ -114,8 +155,8 @@ pub enum Event {
     Refused {
         /// The peer.
         peer: PeerId,
-        /// `reservation` or `circuit`.
-        what: &'static str,
+        /// A reservation or a circuit.
+        what: Requested,
         /// Why.
         error: MeshError,
     },
@@ -124,59 +165,25 @@ pub enum Event {
         /// The node.
         node: NodeId,
     },
+    /// An event of the circuit relay v2 server itself, already counted by the admission
+    /// side (reservations for the load figure, circuits per node id).
+    Relay(relay::Event),
 }
 
-#[derive(Debug)]
-struct Shared {
-    grants: Grants,
-    refused: VecDeque<(PeerId, &'static str, MeshError)>,
-    waker: Option<Waker>,
+/// The two protocols of the relay: the admission requests and circuit relay v2 (hop and
+/// stop), in the order a swarm with both side by side consulted them. Private: the relay
+/// is reachable only through [`Behaviour`].
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Inner {
+    admission: request_response::Behaviour<Codec>,
+    relay: relay::Behaviour,
 }
 
-#[derive(Debug, Clone)]
-struct Handle(Arc<Mutex<Shared>>);
-
-impl Handle {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The limiter body: is `peer` allowed `what` now? Refusals are queued for events.
-    /// `rest` runs the relay's other limiters once admission allows; a circuit request
-    /// that all of them allow counts against the node's quota from then on.
-    fn allows(&self, peer: PeerId, what: &'static str, rest: impl FnOnce() -> bool) -> bool {
-        let now = Timestamp::now();
-        let mut s = self.lock();
-        let node = NodeId::from_peer_id(&peer).map_err(MeshError::from);
-        let verdict = match &node {
-            Ok(node) if what == "reservation" => s.grants.check_reservation(node, &now),
-            Ok(node) => s.grants.check_circuit(node, &now),
-            Err(e) => Err(e.clone()),
-        };
-        match (verdict, node) {
-            (Ok(()), Ok(node)) => {
-                let allowed = rest();
-                if allowed && what == "circuit" {
-                    s.grants.circuit_allowed(node, &now);
-                }
-                allowed
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                if s.refused.len() < 1024 {
-                    s.refused.push_back((peer, what, e));
-                }
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
-                false
-            }
-        }
-    }
-}
-
-/// The behaviour.
+/// The relay: circuit relay v2 with admission. Put it in your swarm's behaviour as is;
+/// it needs no other behaviour and no calls to enforce the grants.
 pub struct Behaviour {
-    inner: request_response::Behaviour<Codec>,
+    inner: Inner,
     key: NodeKeypair,
     config: Config,
     gate: Gate,
@@ -190,25 +197,44 @@ pub struct Behaviour {
 const TICK: Duration = Duration::from_secs(1);
 
 impl Behaviour {
-    /// The admission side of the relay whose identity is `key`.
+    /// The relay whose identity is `key`, with relay v2's default settings (rate
+    /// limiters included) besides the admission check and [`Config::caps`].
     pub fn new(key: NodeKeypair, config: Config) -> Self {
+        Self::with_relay_config(key, config, relay::Config::default())
+    }
+
+    /// The relay whose identity is `key`, built from `relay`: its limits (reservations,
+    /// circuits, per peer), durations and rate limiters, with the admission check
+    /// installed first among the rate limiters and the per-circuit caps
+    /// (`max_circuit_bytes`, `max_circuit_duration`) replaced by [`Config::caps`].
+    pub fn with_relay_config(key: NodeKeypair, config: Config, relay: relay::Config) -> Self {
         let gate = Gate::new(
             key.node_id(),
             config.policy.clone(),
             config.adverts.clone(),
             config.caps,
         );
-        Behaviour {
-            inner: request_response::Behaviour::with_codec(
-                Codec,
-                [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
-            ),
-            shared: Handle(Arc::new(Mutex::new(Shared {
+        let shared = Handle {
+            shared: Arc::new(Mutex::new(Shared {
                 grants: Grants::new(config.max_nodes),
                 refused: VecDeque::new(),
                 waker: None,
-            }))),
+            })),
+            clock: config.clock.clone(),
+        };
+        let peer_id = key.to_libp2p().public().to_peer_id();
+        let relay = relay::Behaviour::new(peer_id, shared.enforcing(config.caps, relay));
+        Behaviour {
+            inner: Inner {
+                admission: request_response::Behaviour::with_codec(
+                    Codec,
+                    [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                ),
+                relay,
+            },
+            shared,
             key,
             gate,
             config,
@@ -218,40 +244,24 @@ impl Behaviour {
         }
     }
 
-    /// `base` with the admission checks first among its rate limiters and its circuit
-    /// caps set to [`Config::caps`]. Build the relay with the result.
-    ///
-    /// `base`'s circuit limiters run inside the admission limiter (after it, only for
-    /// admitted peers), so that a request counts against the node's circuit quota exactly
-    /// when the relay's whole limiter chain allows it.
-    pub fn relay_config(&self, mut base: relay::Config) -> relay::Config {
-        let r = self.shared.clone();
-        let c = self.shared.clone();
-        base.reservation_rate_limiters.insert(
-            0,
-            Box::new(move |peer: PeerId, _: &Multiaddr, _| r.allows(peer, "reservation", || true)),
-        );
-        let mut rest = std::mem::take(&mut base.circuit_src_rate_limiters);
-        base.circuit_src_rate_limiters =
-            vec![Box::new(move |peer: PeerId, addr: &Multiaddr, now| {
-                c.allows(peer, "circuit", || {
-                    rest.iter_mut().all(|l| l.try_next(peer, addr, now))
-                })
-            })];
-        base.max_circuit_bytes = self.config.caps.circuit_bytes;
-        base.max_circuit_duration = Duration::from_secs(self.config.caps.circuit_secs);
-        base
+    fn now(&self) -> Timestamp {
+        (self.config.clock)()
     }
 
-    /// Feed every event of the relay behaviour here (circuit accounting).
-    pub fn on_relay_event(&mut self, event: &relay::Event) {
-        let now = Timestamp::now();
+    /// Counts one event of the relay (reservations, circuits per node id) and closes
+    /// circuits outside their grant. Every relay event goes through here, in `poll`,
+    /// before the application sees it.
+    fn account(&mut self, event: &relay::Event) {
+        let now = self.now();
         match event {
             relay::Event::ReservationReqAccepted {
                 src_peer_id,
-                renewed: false,
+                renewed,
             } => {
-                *self.reservations.entry(*src_peer_id).or_default() += 1;
+                let n = self.reservations.entry(*src_peer_id).or_default();
+                // A renewal proves a reservation even if a close of another connection
+                // of the peer was counted against it.
+                *n = if *renewed { (*n).max(1) } else { *n + 1 };
             }
             // The relay reports `ReservationClosed` for every closed connection of a peer,
             // with a reservation or not: only peers counted here are affected.
@@ -296,7 +306,7 @@ impl Behaviour {
                 let opened = self.shared.lock().grants.circuit_opened(src, dst, &now);
                 if let Opened::Violation(error) = opened {
                     tracing::info!(%src, %dst, %error, "circuit outside its grant; closing");
-                    self.refuse(*src_peer_id, "circuit", error);
+                    self.refuse(*src_peer_id, Requested::Circuit, error);
                     self.close(*src_peer_id);
                 }
             }
@@ -319,7 +329,7 @@ impl Behaviour {
     /// Revokes every grant of `node`, blocks it for [`Config::block`] and closes its
     /// connections (and so its circuits and reservation). Whether it held a grant.
     pub fn revoke(&mut self, node: NodeId) -> bool {
-        let until = Timestamp::now().plus_secs(secs(self.config.block));
+        let until = self.now().plus_secs(secs(self.config.block));
         let had = self.shared.lock().grants.revoke(&node, until);
         if let Ok(peer) = node.to_peer_id() {
             self.close(peer);
@@ -336,17 +346,30 @@ impl Behaviour {
 
     /// The live grants, newest first.
     pub fn grants(&self) -> Vec<Grant> {
-        self.shared.lock().grants.live(&Timestamp::now())
+        let now = self.now();
+        self.shared.lock().grants.live(&now)
     }
 
     /// Blocked nodes and until when.
     pub fn blocked(&self) -> Vec<(NodeId, Timestamp)> {
-        self.shared.lock().grants.blocked(&Timestamp::now())
+        let now = self.now();
+        self.shared.lock().grants.blocked(&now)
     }
 
     /// Open circuits whose source is `node`.
     pub fn open_circuits(&self, node: &NodeId) -> usize {
         self.shared.lock().grants.open_circuits(node)
+    }
+
+    /// Peers the relay serves now: those holding a reservation and both ends of every
+    /// open circuit (as counted from the relay's events).
+    pub fn served_peers(&self) -> HashSet<PeerId> {
+        let mut peers: HashSet<PeerId> = self.reservations.keys().copied().collect();
+        let s = self.shared.lock();
+        for (src, dst) in s.grants.circuits() {
+            peers.extend([src, dst].into_iter().filter_map(|n| n.to_peer_id().ok()));
+        }
+        peers
     }
 
     /// Reservations held (as counted from the relay's events) over the configured
@@ -364,12 +387,12 @@ impl Behaviour {
         });
     }
 
-    fn refuse(&mut self, peer: PeerId, what: &'static str, error: MeshError) {
+    fn refuse(&mut self, peer: PeerId, what: Requested, error: MeshError) {
         if let Ok(node) = NodeId::from_peer_id(&peer) {
             self.trace(
                 TraceEventType::RelayDenied,
                 &node,
-                serde_json::json!({"what": what, "code": error.code.as_str(), "detail": error.detail}),
+                serde_json::json!({"what": what.as_str(), "code": error.code.as_str(), "detail": error.detail}),
             );
         }
         self.events
@@ -378,7 +401,7 @@ impl Behaviour {
 
     fn trace(&self, kind: TraceEventType, node: &NodeId, detail: serde_json::Value) {
         if self.config.trace.enabled() {
-            let e = TraceEvent::new(kind, self.key.node_id(), Timestamp::now())
+            let e = TraceEvent::new(kind, self.key.node_id(), self.now())
                 .with_peer(node)
                 .with_detail(detail);
             self.config.trace.emit(&e);
@@ -387,7 +410,7 @@ impl Behaviour {
 
     /// Answers one request.
     fn answer(&mut self, peer: PeerId, request: crate::codec::Request) -> crate::codec::Answer {
-        let now = Timestamp::now();
+        let now = self.now();
         let result = request.and_then(|bytes| {
             let node = NodeId::from_peer_id(&peer).map_err(MeshError::from)?;
             let admitted = {
@@ -442,7 +465,7 @@ impl Behaviour {
     }
 
     fn on_tick(&mut self) {
-        let now = Timestamp::now();
+        let now = self.now();
         let overdue = {
             let mut s = self.shared.lock();
             s.grants.sweep(&now);
@@ -454,7 +477,7 @@ impl Behaviour {
                 format!("circuit to {dst} outlived its grant"),
             );
             if let Ok(peer) = src.to_peer_id() {
-                self.refuse(peer, "circuit", error);
+                self.refuse(peer, Requested::Circuit, error);
                 self.close(peer);
             }
             self.shared.lock().grants.circuit_closed(&src, &dst);
@@ -465,8 +488,9 @@ impl Behaviour {
         let Ok(node) = NodeId::from_peer_id(peer) else {
             return Ok(());
         };
+        let now = self.now();
         let s = self.shared.lock();
-        match s.grants.blocked_until(&node, &Timestamp::now()) {
+        match s.grants.blocked_until(&node, &now) {
             Some(until) => Err(ConnectionDenied::new(MeshError::new(
                 ErrorCode::TransportRejected,
                 format!("{node} is revoked at this relay until {}", until.as_str()),
@@ -481,8 +505,11 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler =
-        <request_response::Behaviour<Codec> as NetworkBehaviour>::ConnectionHandler;
+    // `Inner`'s handler, spelled out (`Inner` is private).
+    type ConnectionHandler = ConnectionHandlerSelect<
+        THandler<request_response::Behaviour<Codec>>,
+        THandler<relay::Behaviour>,
+    >;
     type ToSwarm = Event;
 
     fn handle_pending_inbound_connection(
@@ -508,6 +535,21 @@ impl NetworkBehaviour for Behaviour {
             peer,
             local_addr,
             remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
         )
     }
 
@@ -568,7 +610,11 @@ impl NetworkBehaviour for Behaviour {
                 continue;
             }
             match self.inner.poll(cx) {
-                Poll::Ready(ToSwarm::GenerateEvent(e)) => {
+                Poll::Ready(ToSwarm::GenerateEvent(InnerEvent::Relay(e))) => {
+                    self.account(&e);
+                    return Poll::Ready(ToSwarm::GenerateEvent(Event::Relay(e)));
+                }
+                Poll::Ready(ToSwarm::GenerateEvent(InnerEvent::Admission(e))) => {
                     if let request_response::Event::Message {
                         peer,
                         message:
@@ -579,7 +625,7 @@ impl NetworkBehaviour for Behaviour {
                     } = e
                     {
                         let answer = self.answer(peer, request);
-                        if self.inner.send_response(channel, answer).is_err() {
+                        if self.inner.admission.send_response(channel, answer).is_err() {
                             tracing::debug!(%peer, "admission answer not sent: stream gone");
                         }
                     }

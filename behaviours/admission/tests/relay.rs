@@ -59,7 +59,7 @@ async fn relay_refused(relay: &mut Relay, peer: libp2p::PeerId, what: &str) -> E
                     peer: p,
                     what: w,
                     error,
-                } if *p == peer && *w == what => Some(error.code),
+                } if *p == peer && w.as_str() == what => Some(error.code),
                 _ => None,
             },
         )
@@ -828,7 +828,7 @@ async fn a_grant_below_the_relay_caps_is_held_to_its_duration_but_not_its_bytes(
             |e| match relay_admission(e)? {
                 server::Event::Refused {
                     peer,
-                    what: "circuit",
+                    what: server::Requested::Circuit,
                     error,
                 } if *peer == bp => Some(error.clone()),
                 _ => None,
@@ -878,7 +878,7 @@ async fn a_circuit_grant_reaches_only_its_target() {
             |e| match relay_admission(e)? {
                 server::Event::Refused {
                     peer,
-                    what: "circuit",
+                    what: server::Requested::Circuit,
                     error,
                 } if *peer == bp => Some(error.clone()),
                 _ => None,

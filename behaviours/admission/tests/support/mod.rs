@@ -24,9 +24,9 @@ pub const DATA: StreamProtocol = StreamProtocol::new("/mesh-admission-test/data/
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The relay: `server::Behaviour` alone (it owns the relay v2 server).
 #[derive(NetworkBehaviour)]
 pub struct RelayNode {
-    pub relay: relay::Behaviour,
     pub admission: server::Behaviour,
 }
 
@@ -229,21 +229,13 @@ pub struct Relay {
 impl Relay {
     pub async fn start(name: &str, config: server::Config, base: relay::Config) -> Relay {
         let key = NodeKeypair::generate();
-        let admission = server::Behaviour::new(key.clone(), config);
-        let relay_config = admission.relay_config(base);
+        let admission = server::Behaviour::with_relay_config(key.clone(), config, base);
         let swarm = transports!(key)
-            .with_behaviour(|k| RelayNode {
-                relay: relay::Behaviour::new(k.public().to_peer_id(), relay_config),
-                admission,
-            })
+            .with_behaviour(|_| RelayNode { admission })
             .unwrap()
             .with_swarm_config(swarm_config)
             .build();
-        let mut node = Node::spawn(name, key, swarm, |s, ev| {
-            if let SwarmEvent::Behaviour(RelayNodeEvent::Relay(e)) = ev {
-                s.behaviour_mut().admission.on_relay_event(e);
-            }
-        });
+        let mut node = Node::spawn(name, key, swarm, |_, _| {});
         let (tcp, quic) = listen_both(&mut node).await;
         Relay { node, tcp, quic }
     }
@@ -377,10 +369,10 @@ pub fn relay_admission(e: &SwarmEvent<RelayNodeEvent>) -> Option<&server::Event>
     }
 }
 
-/// The relay behaviour's own event, if `e` is one.
+/// The relay v2 server's own event, if `e` is one.
 pub fn relay_event(e: &SwarmEvent<RelayNodeEvent>) -> Option<&relay::Event> {
     match e {
-        SwarmEvent::Behaviour(RelayNodeEvent::Relay(r)) => Some(r),
+        SwarmEvent::Behaviour(RelayNodeEvent::Admission(server::Event::Relay(r))) => Some(r),
         _ => None,
     }
 }
