@@ -15,6 +15,7 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_core::{NodeId, SignalFrame, TraceEvent};
 use mesh_signal::swarm::DiscoveryKey;
 
+use super::api::{HandleError, Reply, Route};
 use super::event::NodeEvent;
 use super::waiting::After;
 
@@ -54,6 +55,20 @@ pub(crate) enum Action {
         peer: PeerId,
         /// What waited.
         after: After,
+    },
+    /// Answer a `connect` (after the trace and event that go with it).
+    AnswerRoute {
+        /// Who asked.
+        reply: Reply<Route>,
+        /// The route, or why there is none.
+        result: Result<Route, HandleError>,
+    },
+    /// Fail what waited for a connection.
+    Fail {
+        /// What waited.
+        after: After,
+        /// Why.
+        error: HandleError,
     },
     /// Ask `relay` for an admission grant (`keep`: renew it until released); a request
     /// that cannot be sent is reported to `Relays::ask_failed` or

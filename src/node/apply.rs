@@ -149,6 +149,10 @@ impl Node {
                 }
                 Action::Lookup { node, after } => self.lookup(node, after, false),
                 Action::Continue { peer, after } => self.connected(peer, after),
+                Action::AnswerRoute { reply, result } => {
+                    let _ = reply.send(result);
+                }
+                Action::Fail { after, error } => after.fail(error),
                 Action::AskRelay {
                     relay,
                     purpose,

@@ -12,7 +12,7 @@ use super::api::{Command, Dht, HandleError, Target, answer};
 use super::router::RouteWaiter;
 use super::view::Now;
 use super::waiting::{After, ProviderWait};
-use super::{Node, addrs, relays, status};
+use super::{Node, addrs, relays, report};
 
 fn not_a_relay() -> MeshError {
     MeshError::invalid("this node is not a relay server (run with --relay-server)")
@@ -146,10 +146,10 @@ impl Node {
                 answer(reply, r);
             }
             Command::Status { reply } => {
-                let _ = reply.send(Ok(status::of(self)));
+                let _ = reply.send(Ok(report::of(self)));
             }
             Command::Peers { reply } => {
-                let _ = reply.send(Ok(status::peers(&self.swarm, &self.waiting)));
+                let _ = reply.send(Ok(report::peers(&self.swarm, &self.waiting)));
             }
             Command::Shutdown => {}
         }
@@ -267,7 +267,7 @@ impl Node {
 
     /// Leaves group `key`: the `leave` presence first, then the topic and the provider
     /// records.
-    fn leave_group(&mut self, key: DiscoveryKey) -> bool {
+    pub(super) fn leave_group(&mut self, key: DiscoveryKey) -> bool {
         let (left, actions) = self.groups.leave(key, &view!(self), &Now::current());
         self.apply(actions);
         if left {
@@ -281,15 +281,6 @@ impl Node {
                 .stop_providing(&kad::RecordKey::new(&key.amino_multihash()));
         }
         left
-    }
-
-    /// Clean stop: a `leave` for every group; how many.
-    pub(super) fn leave_all_groups(&mut self) -> usize {
-        let all = self.groups.joined();
-        for key in &all {
-            self.leave_group(*key);
-        }
-        all.len()
     }
 }
 

@@ -3,11 +3,13 @@
 //! and the addresses of verified advertisements for peers already in the mesh DHT.
 
 use libp2p::{PeerId, identify, kad};
-use mesh_core::NodeAdvertisement;
+use mesh_advert::AdvertStore;
+use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
 use super::addrs;
 use super::behaviour::{MeshBehaviour, speaks};
 use super::router::plan::is_circuit;
+use super::store::SharedAdverts;
 
 /// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
 /// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
@@ -60,4 +62,46 @@ pub(crate) fn learn_advert(b: &mut MeshBehaviour, ad: &NodeAdvertisement) {
             b.mesh_kad.add_address(&peer, addr);
         }
     }
+}
+
+/// Starts a bootstrap of both DHTs (each fails harmlessly while its routing table is
+/// empty).
+pub(crate) fn bootstrap(b: &mut MeshBehaviour) {
+    let _ = b.amino.bootstrap();
+    let _ = b.mesh_kad.bootstrap();
+}
+
+/// Hands up to `max` peers whose live advertisements the store holds to the governor
+/// and the mesh DHT, so a restarted node reconnects without its seeds. How many.
+pub(crate) fn remember_stored(
+    b: &mut MeshBehaviour,
+    store: &SharedAdverts,
+    me: NodeId,
+    max: usize,
+) -> usize {
+    let now = Timestamp::now();
+    let mut cursor = 0;
+    let mut taken = 0;
+    loop {
+        let page = store.since(cursor, 256);
+        for item in &page.items {
+            let node = item.advert.node_id();
+            if node == me || taken >= max || item.advert.expires_at() <= &now {
+                continue;
+            }
+            let addrs = addrs::advert_addrs(&item.advert);
+            if let Ok(peer) = node.to_peer_id() {
+                for a in &addrs {
+                    b.mesh_kad.add_address(&peer, a.clone());
+                }
+                b.session.add_peer(node, addrs);
+                taken += 1;
+            }
+        }
+        if page.next == cursor || page.items.is_empty() || taken >= max {
+            break;
+        }
+        cursor = page.next;
+    }
+    taken
 }

@@ -195,7 +195,9 @@ impl Node {
             }
             MeshBehaviourEvent::Marker(e) => {
                 self.idle.conns.touch(&marker_peer(&e), Instant::now());
-                self.on_marker(e)
+                if let Some(event) = self.waiting.on_marker(e) {
+                    self.emit(event);
+                }
             }
             MeshBehaviourEvent::Signal(e) => {
                 if let Some(peer) = signal_peer(&e) {
@@ -325,7 +327,9 @@ impl Node {
             mesh_advert::Event::Stored {
                 node, sequence_no, ..
             } => {
-                self.learn_addresses(&node);
+                if let Some(held) = self.store.get(&node, &Timestamp::now()) {
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
+                }
                 self.advert_stored(node, sequence_no);
             }
             mesh_advert::Event::Response {
@@ -333,7 +337,9 @@ impl Node {
                 ..
             } => {
                 let node = ad.node_id();
-                self.learn_addresses(&node);
+                if let Some(held) = self.store.get(&node, &Timestamp::now()) {
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
+                }
                 self.advert_stored(node, ad.sequence_no());
             }
             mesh_advert::Event::Rejected { peer, error } => {
@@ -348,15 +354,6 @@ impl Node {
     fn advert_stored(&mut self, node: NodeId, sequence_no: u64) {
         if self.seen.is_new(node, sequence_no) {
             self.emit(NodeEvent::AdvertStored { node, sequence_no });
-        }
-    }
-
-    /// A node's verified advertisement is in the store: its addresses go to the mesh
-    /// DHT's routing table (see [`dht::learn_advert`]).
-    fn learn_addresses(&mut self, node: &NodeId) {
-        let now = Timestamp::now();
-        if let Some(held) = self.store.get(node, &now) {
-            dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
         }
     }
 
@@ -407,34 +404,6 @@ impl Node {
                 self.emit(NodeEvent::KeepaliveRestored { peer });
             }
             mesh_session::Event::HandshakeStarted { .. } => {}
-        }
-    }
-
-    fn on_marker(&mut self, event: mesh_session::marker::Event) {
-        match event {
-            mesh_session::marker::Event::Received { peer, envelope } => {
-                self.emit(NodeEvent::MarkerReceived {
-                    peer,
-                    participant: envelope.sender().to_string(),
-                    message_id: envelope.message_id().to_owned(),
-                    marker_ref: envelope.marker_ref().to_owned(),
-                });
-            }
-            mesh_session::marker::Event::Sent { peer, message_id } => {
-                if let Some(reply) = self.waiting.marker_sent(&peer, &message_id) {
-                    let _ = reply.send(Ok(message_id));
-                }
-            }
-            mesh_session::marker::Event::Refused {
-                peer,
-                error,
-                by_peer: true,
-            } => {
-                if let Some(reply) = self.waiting.marker_refused(&peer) {
-                    super::api::answer(reply, Err(error));
-                }
-            }
-            mesh_session::marker::Event::Refused { .. } => {}
         }
     }
 }

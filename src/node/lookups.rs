@@ -336,7 +336,15 @@ impl Node {
                     self.found(node, found_from(&ad, "mesh-dht"), waiters);
                 } else if last {
                     self.waiting.end_query(Dht::Mesh, id);
-                    self.lookup_on_amino(node);
+                    // The mesh DHT had nothing: Amino's peer routing, if it has peers.
+                    let amino = &mut self.swarm.behaviour_mut().amino;
+                    match node.to_peer_id() {
+                        Ok(peer) if amino.kbuckets().next().is_some() => {
+                            let q = amino.get_closest_peers(peer);
+                            self.waiting.next_dht(node, q, Dht::Amino);
+                        }
+                        _ => self.lookup_failed(&node),
+                    }
                 }
             }
             QueryResult::PutRecord(Err(e)) => {
@@ -344,30 +352,6 @@ impl Node {
                 self.own.put_result(false);
             }
             _ => {}
-        }
-    }
-
-    /// The mesh DHT had nothing: ask Amino's peer routing for the peer's addresses.
-    fn lookup_on_amino(&mut self, node: NodeId) {
-        let Ok(peer) = node.to_peer_id() else {
-            return self.lookup_failed(&node);
-        };
-        if self.swarm.behaviour_mut().amino.kbuckets().next().is_none() {
-            return self.lookup_failed(&node);
-        }
-        let q = self.swarm.behaviour_mut().amino.get_closest_peers(peer);
-        self.waiting.next_dht(node, q, Dht::Amino);
-    }
-
-    /// A new advertisement of ours, if due, goes out.
-    pub(super) fn refresh_own(&mut self, now: &Timestamp) {
-        let swarm = &self.swarm;
-        let ad = self.own.tick(
-            || addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
-            now,
-        );
-        if let Some(ad) = ad {
-            self.publish_own(ad, now);
         }
     }
 

@@ -46,6 +46,7 @@ mod idle;
 mod lookups;
 pub mod relay_select;
 mod relays;
+mod report;
 pub mod router;
 pub mod status;
 pub mod store;
@@ -63,8 +64,8 @@ use libp2p::metrics::{Metrics, Registry};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm};
+use mesh_advert::StoreLimits;
 use mesh_advert::own::OwnAdvert;
-use mesh_advert::{AdvertStore, StoreLimits};
 use mesh_core::{NodeId, NodeKeypair, Timestamp, TraceSink};
 use tokio::sync::mpsc;
 
@@ -345,7 +346,7 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 _ = tick.tick() => self.on_tick(),
-                _ = bootstrap.tick() => self.bootstrap_dhts(),
+                _ = bootstrap.tick() => dht::bootstrap(self.swarm.behaviour_mut()),
             }
         }
         self.shutdown().await;
@@ -390,56 +391,26 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e, "bootstrap list"),
         }
-        self.remember_stored_peers();
-        self.bootstrap_dhts();
-    }
-
-    /// Hands the peers whose advertisements the store holds to the governor and the
-    /// mesh DHT, so a restarted node reconnects without its seeds.
-    fn remember_stored_peers(&mut self) {
-        let now = Timestamp::now();
-        let mut cursor = 0;
-        let mut taken = 0;
-        loop {
-            let page = self.store.since(cursor, 256);
-            for item in &page.items {
-                let node = item.advert.node_id();
-                if node == self.node_id || taken >= STORED_PEERS {
-                    continue;
-                }
-                if item.advert.expires_at() <= &now {
-                    continue;
-                }
-                let addrs = addrs::advert_addrs(&item.advert);
-                if let Ok(peer) = node.to_peer_id() {
-                    for a in &addrs {
-                        self.swarm
-                            .behaviour_mut()
-                            .mesh_kad
-                            .add_address(&peer, a.clone());
-                    }
-                    self.swarm.behaviour_mut().session.add_peer(node, addrs);
-                    taken += 1;
-                }
-            }
-            if page.next == cursor || page.items.is_empty() || taken >= STORED_PEERS {
-                break;
-            }
-            cursor = page.next;
-        }
+        let taken = dht::remember_stored(
+            self.swarm.behaviour_mut(),
+            &self.store,
+            self.node_id,
+            STORED_PEERS,
+        );
         tracing::info!(peers = taken, "stored peers handed to the governor");
-    }
-
-    fn bootstrap_dhts(&mut self) {
-        let b = self.swarm.behaviour_mut();
-        // Both fail harmlessly when the routing table is still empty.
-        let _ = b.amino.bootstrap();
-        let _ = b.mesh_kad.bootstrap();
+        dht::bootstrap(self.swarm.behaviour_mut());
     }
 
     fn on_tick(&mut self) {
         let now = Now::current();
-        self.refresh_own(&now.ts);
+        let swarm = &self.swarm;
+        let own = self.own.tick(
+            || addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
+            &now.ts,
+        );
+        if let Some(ad) = own {
+            self.publish_own(ad, &now.ts);
+        }
         for (waiter, error) in self.waiting.expire(now.at) {
             match waiter {
                 waiting::Waiter::After(a) => self.fail_after(a, error),
@@ -450,31 +421,17 @@ impl Node {
         self.apply(actions);
         let actions = self.router.tick(&view!(self), now.at);
         self.apply(actions);
-        let reachable = self.publicly_reachable();
+        let reachable = self.config.autonat && relays::publicly_reachable(&self.nat);
         let advertised = self.own.current().is_some();
         let actions = self.relays.tick(reachable, advertised, now.at);
         self.apply(actions);
-        let keep = self.needed_peers();
-        let actions = self.idle.tick(&view!(self), keep, now.at);
-        self.apply(actions);
-    }
-
-    /// Whether AutoNAT confirmed one of our own (non-circuit) addresses.
-    fn publicly_reachable(&self) -> bool {
-        self.config.autonat
-            && self
-                .nat
-                .iter()
-                .any(|(a, ok)| *ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
-    }
-
-    /// Peers other components need kept besides what the idle rule knows: route
-    /// targets, peers commands wait on, the relay server's clients, and the DHT servers while a query that
-    /// someone waits for may be talking to them. (Background queries, bootstrap and
-    /// republishing, do not count: with them a client would keep every server it
-    /// knows. A request on a connection idle for the whole grace period can meet the
-    /// close; Kademlia then counts that peer as failed for the query and goes on.)
-    fn needed_peers(&mut self) -> HashSet<PeerId> {
+        // Peers other components need kept besides what the idle rule knows: route
+        // targets, peers commands wait on, the relay server's clients, and the DHT
+        // servers while a query that someone waits for may be talking to them.
+        // (Background queries, bootstrap and republishing, do not count: with them a
+        // client would keep every server it knows. A request on a connection idle for
+        // the whole grace period can meet the close; Kademlia then counts that peer as
+        // failed for the query and goes on.)
         let mut keep: HashSet<PeerId> = self.router.targets().collect();
         keep.extend(self.waiting.peers().copied());
         // Our relay server's reservations and both ends of its circuits, as its
@@ -494,7 +451,9 @@ impl Node {
                 }
             }
         }
-        keep
+
+        let actions = self.idle.tick(&view!(self), keep, now.at);
+        self.apply(actions);
     }
 
     fn emit(&mut self, event: NodeEvent) {
@@ -511,7 +470,11 @@ impl Node {
         {
             tracing::warn!(error = %e, "cannot persist own sequence number");
         }
-        if self.leave_all_groups() > 0 {
+        let groups = self.groups.joined();
+        for key in &groups {
+            self.leave_group(*key);
+        }
+        if !groups.is_empty() {
             // Let the `leave` presences go out before the connections close (bounded).
             let deadline = tokio::time::Instant::now() + groups::LEAVE_FLUSH;
             while let Ok(event) =

@@ -230,6 +230,12 @@ impl Relays {
     }
 }
 
+/// Whether AutoNAT confirmed one of our own (non-circuit) addresses.
+pub(crate) fn publicly_reachable(nat: &HashMap<Multiaddr, bool>) -> bool {
+    nat.iter()
+        .any(|(a, ok)| *ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+}
+
 /// The relay an admission client event is about.
 pub(crate) fn event_relay(e: &client::Event) -> PeerId {
     match e {

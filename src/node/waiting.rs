@@ -8,7 +8,8 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::NodeId;
 
-use super::api::{Dht, Found, HandleError, Reply};
+use super::api::{Dht, Found, HandleError, Reply, answer};
+use super::event::NodeEvent;
 
 /// How long anything waits before it is answered with a timeout.
 pub(crate) const WAIT: Duration = Duration::from_secs(35);
@@ -279,6 +280,38 @@ impl Waiting {
     /// The peer refused our oldest envelope.
     pub(crate) fn marker_refused(&mut self, peer: &PeerId) -> Option<Reply<String>> {
         self.markers.get_mut(peer)?.pop_front().map(|(_, r, _)| r)
+    }
+
+    /// An event of the marker behaviour: answers the command that sent the envelope,
+    /// or gives the event for the application (a received envelope).
+    pub(crate) fn on_marker(&mut self, event: mesh_session::marker::Event) -> Option<NodeEvent> {
+        match event {
+            mesh_session::marker::Event::Received { peer, envelope } => {
+                Some(NodeEvent::MarkerReceived {
+                    peer,
+                    participant: envelope.sender().to_string(),
+                    message_id: envelope.message_id().to_owned(),
+                    marker_ref: envelope.marker_ref().to_owned(),
+                })
+            }
+            mesh_session::marker::Event::Sent { peer, message_id } => {
+                if let Some(reply) = self.marker_sent(&peer, &message_id) {
+                    let _ = reply.send(Ok(message_id));
+                }
+                None
+            }
+            mesh_session::marker::Event::Refused {
+                peer,
+                error,
+                by_peer: true,
+            } => {
+                if let Some(reply) = self.marker_refused(&peer) {
+                    answer(reply, Err(error));
+                }
+                None
+            }
+            mesh_session::marker::Event::Refused { .. } => None,
+        }
     }
 
     /// Everything older than [`WAIT`], with its timeout error.

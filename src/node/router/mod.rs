@@ -54,6 +54,17 @@ impl RouteWaiter {
             RouteWaiter::Then(a) => a.fail(e),
         }
     }
+
+    /// The action that fails this waiter (carried out after the actions before it).
+    fn failed(self, error: HandleError) -> Action {
+        match self {
+            RouteWaiter::Route(reply) => Action::AnswerRoute {
+                reply,
+                result: Err(error),
+            },
+            RouteWaiter::Then(after) => Action::Fail { after, error },
+        }
+    }
 }
 
 /// One `connect` in progress.
@@ -397,7 +408,7 @@ impl Router {
             Timestamp::now(),
         )));
         for w in a.waiters {
-            w.fail(e.clone().into());
+            out.push(w.failed(e.clone().into()));
         }
     }
 
@@ -440,12 +451,13 @@ impl Router {
                 route: route.clone(),
             }));
             for w in a.waiters {
-                match w {
-                    RouteWaiter::Route(r) => {
-                        let _ = r.send(Ok(route.clone()));
-                    }
-                    RouteWaiter::Then(after) => out.push(Action::Continue { peer, after }),
-                }
+                out.push(match w {
+                    RouteWaiter::Route(reply) => Action::AnswerRoute {
+                        reply,
+                        result: Ok(route.clone()),
+                    },
+                    RouteWaiter::Then(after) => Action::Continue { peer, after },
+                });
             }
         }
         out

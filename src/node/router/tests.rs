@@ -90,6 +90,24 @@ impl Bench {
     }
 }
 
+/// Carries out the answers among `actions` (as the node loop does), returns the rest.
+fn settle(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::AnswerRoute { reply, result } => {
+                let _ = reply.send(result);
+                None
+            }
+            Action::Fail { after, error } => {
+                after.fail(error);
+                None
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
 fn dials(actions: &[Action]) -> Vec<&DialOpts> {
     actions
         .iter()
@@ -124,6 +142,18 @@ fn a_direct_route_dials_the_looked_up_addresses_and_reports_the_path() {
     assert_eq!(b.router.targets().collect::<Vec<_>>(), vec![peer]);
 
     let actions = b.router.connection_up(peer, &addr, b.at(2));
+    // Traced and told before the answer (whoever waits reads the trace next).
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Trace(_) => "trace",
+            Action::Emit(_) => "emit",
+            Action::AnswerRoute { .. } => "answer",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["trace", "emit", "answer"]);
+    let actions = settle(actions);
     assert!(actions.iter().any(|a| matches!(
         a,
         Action::Emit(crate::node::NodeEvent::RouteSelected { .. })
@@ -141,10 +171,15 @@ fn without_any_path_the_route_fails_with_every_stage_named() {
     let target = NodeKeypair::generate().node_id();
     let (id, mut rx) = b.connect(target);
     let actions = b.router.found(id, Vec::new(), &b.view, b.at(0));
+    // The error is traced before the answer goes out.
     assert!(
-        matches!(actions.as_slice(), [Action::Trace(_)]),
+        matches!(
+            actions.as_slice(),
+            [Action::Trace(_), Action::AnswerRoute { .. }]
+        ),
         "{actions:?}"
     );
+    settle(actions);
     let e = rx.try_recv().unwrap().unwrap_err();
     assert_eq!(e.code(), ErrorCode::TransportUnavailable);
     let text = e.to_string();
@@ -160,9 +195,10 @@ fn a_connected_node_is_an_existing_route_and_this_node_is_refused() {
     let peer = target.to_peer_id().unwrap();
     b.view.session(peer, "/ip4/192.0.2.9/udp/1/quic-v1", &[]);
     let (tx, mut rx) = oneshot::channel();
-    let actions = b
-        .router
-        .connect(target, RouteWaiter::Route(tx), &b.view, b.at(0));
+    let actions = settle(
+        b.router
+            .connect(target, RouteWaiter::Route(tx), &b.view, b.at(0)),
+    );
     assert!(actions.is_empty());
     assert_eq!(rx.try_recv().unwrap().unwrap().path, "existing");
 
@@ -219,9 +255,11 @@ fn a_failed_dial_moves_to_signaling_through_a_host_and_candidates_are_dialed() {
     assert_eq!(dials(&b.router.tick(&b.view, b.at(7))).len(), 2);
     assert!(dials(&b.router.tick(&b.view, b.at(8))).is_empty());
     // The connection comes up: a signaled route.
-    let actions = b
-        .router
-        .connection_up(peer, &ma("/ip4/198.51.100.3/udp/4001/quic-v1"), b.at(9));
+    let actions = settle(b.router.connection_up(
+        peer,
+        &ma("/ip4/198.51.100.3/udp/4001/quic-v1"),
+        b.at(9),
+    ));
     assert!(
         actions
             .iter()
@@ -256,7 +294,7 @@ fn a_refused_request_goes_to_the_next_host_then_to_the_next_stage() {
     assert_ne!(first, *second, "the other host");
     let fid = frame.frame_id().to_owned();
     // The second host refuses too: no relay either, so the route fails.
-    b.router.frame_refused(&fid, refusal, &b.view, b.at(2));
+    settle(b.router.frame_refused(&fid, refusal, &b.view, b.at(2)));
     let text = rx.try_recv().unwrap().unwrap_err().to_string();
     assert!(text.contains("signaling: "), "{text}");
 }
@@ -303,7 +341,7 @@ fn a_stage_that_runs_out_of_time_gives_way_to_the_next() {
         .found(id, vec![ma("/ip4/192.0.2.7/tcp/4001")], &b.view, b.at(0));
     assert!(b.router.tick(&b.view, b.at(4)).is_empty());
     // Past the direct budget (5 s): no host, no relay: the end.
-    b.router.tick(&b.view, b.at(5));
+    settle(b.router.tick(&b.view, b.at(5)));
     let text = rx.try_recv().unwrap().unwrap_err().to_string();
     assert!(text.contains("direct: no connection in time"), "{text}");
 }
