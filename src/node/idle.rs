@@ -528,4 +528,56 @@ mod tests {
         assert_eq!(w.conns.len(), 0);
         assert!(!w.conns.any_idle(w.at(500)));
     }
+
+    #[test]
+    fn the_tick_keeps_what_the_node_and_its_components_need() {
+        use crate::node::action::Action;
+        use crate::node::view::fake::FakeView;
+        let config = NodeConfig::default();
+        let grace = config.idle_timeout();
+        let mut idle = Idle::new(&config);
+        let t0 = Instant::now();
+        let ps = peers(5);
+        let ids: Vec<ConnectionId> = (0..5)
+            .map(|i| ConnectionId::new_unchecked(100 + i))
+            .collect();
+        for (p, id) in ps.iter().zip(&ids) {
+            idle.conns.established(*id, *p, true, false, t0);
+        }
+        let mut view = FakeView::default();
+        let topic = libp2p::gossipsub::IdentTopic::new("t").hash();
+        view.mesh.insert(topic, vec![ps[0]]);
+        view.hot.insert(ps[1]);
+        let also_keep: HashSet<PeerId> = [ps[2]].into();
+        // Nothing is idle before the grace period.
+        assert!(idle.tick(&view, also_keep.clone(), t0).is_empty());
+        // Touched later: not idle at the end of the grace period.
+        idle.conns.touch(&ps[3], t0 + grace / 2);
+        let closed: HashSet<ConnectionId> = idle
+            .tick(&view, also_keep, t0 + grace)
+            .into_iter()
+            .map(|a| match a {
+                Action::Close(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The mesh peer, the hot session, the component's peer and the active one stay.
+        assert_eq!(closed, [ids[4]].into());
+        // A relay server event is activity too.
+        idle.relay_event(
+            &relay::Event::ReservationReqAccepted {
+                src_peer_id: ps[4],
+                renewed: false,
+            },
+            t0 + grace,
+        );
+        assert!(
+            idle.tick(
+                &view,
+                HashSet::from([ps[0], ps[1], ps[2], ps[3]]),
+                t0 + grace + grace / 2
+            )
+            .is_empty()
+        );
+    }
 }

@@ -270,3 +270,130 @@ fn relay_peer(addr: &Multiaddr) -> Option<PeerId> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use libp2p::core::transport::ListenerId;
+    use libp2p::{Multiaddr, PeerId};
+    use mesh_admission::client;
+    use mesh_core::{ErrorCode, MeshError, NodeKeypair, Timestamp};
+
+    use super::{ADVERT_WAIT, PROBE, Relays};
+    use crate::node::action::Action;
+
+    fn relay() -> (PeerId, Multiaddr) {
+        let p = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+        let a = format!("/ip4/192.0.2.1/tcp/4001/p2p/{p}").parse().unwrap();
+        (p, a)
+    }
+
+    fn listens(actions: &[Action]) -> Vec<PeerId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ListenVia { relay, .. } => Some(*relay),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relays_are_asked_once_the_advert_exists_and_the_best_is_reserved() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let (r2, a2) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], t0);
+        // No advertisement yet, and still within the wait for it: nothing.
+        assert!(relays.tick(false, false, t0).is_empty());
+        let actions = relays.tick(false, true, t0);
+        let asked: Vec<(PeerId, bool)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::AskRelay { relay, keep, .. } => Some((*relay, *keep)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked.len(), 2);
+        assert!(asked.iter().all(|(_, keep)| *keep), "reservations are kept");
+        // Without an advertisement the wait ends too.
+        let mut late = Relays::new(me, 1, [(relay().1, 0)], t0);
+        assert_eq!(late.tick(false, false, t0 + ADVERT_WAIT).len(), 1);
+        // Both answer (plain relays); the faster one is reserved on.
+        relays.rtt(&r1, Duration::from_millis(80));
+        relays.rtt(&r2, Duration::from_millis(20));
+        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+        relays.on_admission(client::Event::Unsupported { relay: r2 }, t0);
+        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r2]);
+        // Its reservation ends: it rests, the other takes the slot.
+        let id = ListenerId::next();
+        relays.listening(id, r2);
+        assert!(!relays.listener_closed(ListenerId::next(), "closed", t0 + PROBE));
+        assert!(relays.listener_closed(id, "closed", t0 + PROBE));
+        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
+    }
+
+    #[test]
+    fn a_denial_releases_the_relay_and_is_traced() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 2, [(a1, 0)], t0);
+        relays.tick(false, true, t0);
+        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
+        let id = ListenerId::next();
+        relays.listening(id, r1);
+        let error = MeshError::new(ErrorCode::TransportRejected, "revoked");
+        let actions = relays.on_admission(client::Event::Denied { relay: r1, error }, t0 + PROBE);
+        assert!(actions.iter().any(|a| matches!(a, Action::Trace(_))));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::StopListening(x) if *x == id))
+        );
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::ForgetRelay(x) if *x == r1))
+        );
+        // It rests: not reserved on again at once.
+        assert!(listens(&relays.tick(false, true, t0 + PROBE)).is_empty());
+    }
+
+    #[test]
+    fn a_directly_reachable_node_holds_no_reservation() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let mut relays = Relays::new(NodeKeypair::generate().node_id(), 2, [(a1, 0)], t0);
+        relays.tick(false, true, t0);
+        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+        relays.tick(false, true, t0 + PROBE);
+        let actions = relays.tick(true, true, t0 + PROBE);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::ForgetRelay(x) if *x == r1))
+        );
+        assert!(relays.tick(true, true, t0 + PROBE).is_empty());
+        // No grant is held, so no circuit may be opened through it.
+        let target = NodeKeypair::generate().node_id();
+        assert!(!relays.may_open_circuit(&r1, target, &Timestamp::now()));
+    }
+
+    #[test]
+    fn only_own_non_circuit_addresses_count_as_reachable() {
+        let mut nat = std::collections::HashMap::new();
+        let (r, _) = relay();
+        let circuit: Multiaddr = format!("/ip4/192.0.2.1/tcp/1/p2p/{r}/p2p-circuit")
+            .parse()
+            .unwrap();
+        nat.insert(circuit, true);
+        nat.insert("/ip4/192.0.2.9/tcp/1".parse().unwrap(), false);
+        assert!(!super::publicly_reachable(&nat));
+        nat.insert("/ip4/192.0.2.9/udp/1/quic-v1".parse().unwrap(), true);
+        assert!(super::publicly_reachable(&nat));
+    }
+}
