@@ -40,7 +40,7 @@ use libmesh::node::{
 };
 use libp2p::Multiaddr;
 use mesh_core::{NoTrace, NodeId, NodeKeypair};
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 use mesh_testkit::node::{TestNode, start_node};
 use mesh_testkit::try_median;
 use tokio::sync::mpsc;

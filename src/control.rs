@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::node::{NodeHandle, Target};
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 
 /// The file in the data directory that holds the control API's address while a node
 /// runs.

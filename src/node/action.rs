@@ -13,7 +13,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{NodeId, SignalFrame, TraceEvent};
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 
 use super::api::{HandleError, Reply, Route};
 use super::event::NodeEvent;

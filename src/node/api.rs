@@ -11,7 +11,7 @@ use std::time::Duration;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId};
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 use serde::Serialize;
 use tokio::sync::oneshot;
 

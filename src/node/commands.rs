@@ -6,7 +6,7 @@ use std::time::Instant;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub, kad};
 use mesh_core::{ErrorCode, MeshError, MeshResult, Timestamp};
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 
 use super::api::{Command, Dht, HandleError, Target, answer};
 use super::router::RouteWaiter;

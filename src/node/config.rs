@@ -152,7 +152,7 @@ impl Default for Limits {
 pub struct SwarmSettings {
     /// Lifetime of our `swarm-presence.v1`, seconds (2..=3600); re-announced at half.
     pub ttl_secs: i64,
-    /// Swarms joined at once.
+    /// Groups joined at once.
     pub max_swarms: usize,
     /// Members remembered per swarm.
     pub max_members: usize,
@@ -160,7 +160,7 @@ pub struct SwarmSettings {
 
 impl Default for SwarmSettings {
     fn default() -> Self {
-        let d = mesh_signal::swarm::SwarmConfig::default();
+        let d = mesh_signal::group::GroupConfig::default();
         SwarmSettings {
             ttl_secs: d.ttl_secs,
             max_swarms: d.max_swarms,

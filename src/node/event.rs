@@ -144,7 +144,7 @@ pub enum NodeEvent {
     /// A member arrived in one of our swarms.
     SwarmMemberJoined {
         /// The swarm.
-        swarm: mesh_signal::swarm::DiscoveryKey,
+        swarm: mesh_signal::group::DiscoveryKey,
         /// The member.
         node: NodeId,
         /// The addresses it announced.
@@ -153,7 +153,7 @@ pub enum NodeEvent {
     /// A member left one of our swarms: `leave` (it said so) or `expired`.
     SwarmMemberLeft {
         /// The swarm.
-        swarm: mesh_signal::swarm::DiscoveryKey,
+        swarm: mesh_signal::group::DiscoveryKey,
         /// The member.
         node: NodeId,
         /// `leave` or `expired`.

@@ -290,7 +290,7 @@ impl Node {
             _ => return,
         };
         let topic = message.topic.to_string();
-        if let Some(key) = mesh_signal::swarm::DiscoveryKey::from_topic(&topic)
+        if let Some(key) = mesh_signal::group::DiscoveryKey::from_topic(&topic)
             && self.groups.is_joined(&key)
         {
             let (acceptance, actions) =

@@ -1,5 +1,5 @@
 //! Discovery-key groups (the "swarms" of the specifications and the CLI) as a
-//! component: the member tables of `mesh_signal::swarm` carried on gossipsub (one
+//! component: the member tables of `mesh_signal::group` carried on gossipsub (one
 //! topic per group, signed `swarm-presence.v1` in CBOR), the provider-record queries
 //! that let a newcomer without a common peer find members, and the dials that feed a
 //! thin gossipsub mesh.
@@ -17,7 +17,7 @@ use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
     TraceEvent, TraceEventType,
 };
-use mesh_signal::swarm::{Change, DiscoveryKey, SwarmConfig as TableConfig, Swarms as Tables};
+use mesh_signal::group::{Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables};
 
 use super::action::Action;
 use super::addrs;
@@ -416,7 +416,7 @@ mod component_tests {
 
     use libp2p::gossipsub::MessageAcceptance;
     use mesh_core::{Artifact, NodeKeypair, SwarmPresence, Timestamp};
-    use mesh_signal::swarm::{DiscoveryKey, SwarmConfig};
+    use mesh_signal::group::{DiscoveryKey, GroupConfig};
 
     use super::{Groups, MESH_N, PROVIDER_RETRY, PROVIDERS_DIALED};
     use crate::node::action::Action;
@@ -426,7 +426,7 @@ mod component_tests {
 
     fn groups() -> (NodeKeypair, Groups) {
         let key = NodeKeypair::generate();
-        (key.clone(), Groups::new(key, SwarmConfig::default()))
+        (key.clone(), Groups::new(key, GroupConfig::default()))
     }
 
     fn at(now: &Now, secs: u64) -> Now {

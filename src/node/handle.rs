@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use mesh_core::NodeId;
-use mesh_signal::swarm::DiscoveryKey;
+use mesh_signal::group::DiscoveryKey;
 use tokio::sync::{mpsc, oneshot};
 
 use super::api::{Command, Dht, Found, GrantInfo, GroupMember, HandleError, Reply, Route, Target};

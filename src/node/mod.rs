@@ -236,7 +236,7 @@ impl Node {
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-        let group_config = mesh_signal::swarm::SwarmConfig {
+        let group_config = mesh_signal::group::GroupConfig {
             ttl_secs: config.swarm.ttl_secs,
             max_swarms: config.swarm.max_swarms,
             max_members: config.swarm.max_members,

@@ -77,7 +77,7 @@ pub(crate) enum ProviderWait {
     Provide(Reply<()>),
     Find(Reply<Vec<PeerId>>, std::collections::BTreeSet<PeerId>),
     /// The node looks for members of one of its groups (nobody waits on it).
-    Group(mesh_signal::swarm::DiscoveryKey),
+    Group(mesh_signal::group::DiscoveryKey),
 }
 
 #[derive(Debug)]
@@ -251,7 +251,7 @@ impl Waiting {
         &self,
         dht: Dht,
         query: QueryId,
-    ) -> Option<mesh_signal::swarm::DiscoveryKey> {
+    ) -> Option<mesh_signal::group::DiscoveryKey> {
         match self.providers.get(&(dht, query)) {
             Some((ProviderWait::Group(k), _)) => Some(*k),
             _ => None,

@@ -13,14 +13,15 @@
 //!   the receiver verifies `from`'s signature; it sweeps its correlation table itself,
 //!   on a timer.
 //!
-//! - [`swarm`]: discovery-key swarms: keys, `swarm-presence.v1` member tables with
+//! - [`group`]: discovery-key groups (the "swarms" of the specifications, named apart
+//!   from libp2p's `Swarm`): keys, `swarm-presence.v1` member tables with
 //!   expiry (pure logic; the node carries presences on gossipsub).
 
 mod behaviour;
 pub mod codec;
 pub mod correlation;
 pub mod frames;
-pub mod swarm;
+pub mod group;
 
 pub use behaviour::{Behaviour, Config, Event, MIN_SWEEP_INTERVAL, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};

@@ -8,6 +8,6 @@ mod table;
 
 pub use key::{DiscoveryKey, TOPIC_PREFIX};
 pub use table::{
-    ANSWER_GAP_MAX_SECS, ANSWER_GAP_SECS, Change, Due, LeftReason, Member, SwarmConfig, Swarms,
+    ANSWER_GAP_MAX_SECS, ANSWER_GAP_SECS, Change, Due, GroupConfig, Groups, LeftReason, Member,
     answer_gap_secs,
 };

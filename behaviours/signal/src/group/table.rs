@@ -36,7 +36,7 @@ pub fn answer_gap_secs(members: usize) -> i64 {
 
 /// Limits and timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwarmConfig {
+pub struct GroupConfig {
     /// How long our presence is valid, seconds; we re-announce at half of it.
     pub ttl_secs: i64,
     /// Most swarms joined at once.
@@ -45,9 +45,9 @@ pub struct SwarmConfig {
     pub max_members: usize,
 }
 
-impl Default for SwarmConfig {
+impl Default for GroupConfig {
     fn default() -> Self {
-        SwarmConfig {
+        GroupConfig {
             ttl_secs: 120,
             max_swarms: 64,
             max_members: 1024,
@@ -131,17 +131,17 @@ struct Joined {
 
 /// Every swarm this node is in.
 #[derive(Debug)]
-pub struct Swarms {
+pub struct Groups {
     me: NodeId,
-    config: SwarmConfig,
+    config: GroupConfig,
     swarms: HashMap<DiscoveryKey, Joined>,
     sequence: u64,
 }
 
-impl Swarms {
+impl Groups {
     /// An empty set for node `me`.
-    pub fn new(me: NodeId, config: SwarmConfig) -> Self {
-        Swarms {
+    pub fn new(me: NodeId, config: GroupConfig) -> Self {
+        Groups {
             me,
             config,
             swarms: HashMap::new(),
@@ -150,7 +150,7 @@ impl Swarms {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &SwarmConfig {
+    pub fn config(&self) -> &GroupConfig {
         &self.config
     }
 
@@ -180,7 +180,7 @@ impl Swarms {
     }
 
     /// Leaves `swarm`; `false` when not in it. The caller publishes the `leave`
-    /// presence ([`Swarms::presence_doc`]) before it unsubscribes.
+    /// presence ([`Groups::presence_doc`]) before it unsubscribes.
     pub fn leave(&mut self, swarm: &DiscoveryKey) -> bool {
         self.swarms.remove(swarm).is_some()
     }
@@ -376,17 +376,17 @@ mod tests {
 
     struct Peer {
         key: NodeKeypair,
-        swarms: Swarms,
+        swarms: Groups,
     }
 
     impl Peer {
         fn new(ttl: i64) -> Peer {
             let key = NodeKeypair::generate();
-            let swarms = Swarms::new(
+            let swarms = Groups::new(
                 key.node_id(),
-                SwarmConfig {
+                GroupConfig {
                     ttl_secs: ttl,
-                    ..SwarmConfig::default()
+                    ..GroupConfig::default()
                 },
             );
             Peer { key, swarms }
