@@ -49,6 +49,22 @@ pub(super) struct Outbound {
     intent: Intent,
 }
 
+impl Outbound {
+    /// A correlation with `node` to open through the first of `hosts` (or directly);
+    /// [`Router::request`] fills in its id and request.
+    fn new(node: NodeId, hosts: Vec<PeerId>, intent: Intent) -> Self {
+        Outbound {
+            node,
+            correlation: String::new(),
+            request_frame: String::new(),
+            payload_frame: None,
+            via: None,
+            hosts: hosts.into(),
+            intent,
+        }
+    }
+}
+
 /// An incoming correlation we answered.
 #[derive(Debug)]
 pub(super) struct Answering {
@@ -101,15 +117,7 @@ impl Router {
         view: &dyn View,
         out: &mut Actions,
     ) -> Result<(), MeshError> {
-        let mut o = Outbound {
-            node,
-            correlation: String::new(),
-            request_frame: String::new(),
-            payload_frame: None,
-            via: None,
-            hosts: hosts.into(),
-            intent,
-        };
+        let mut o = Outbound::new(node, hosts, intent);
         out.push(self.request(&mut o, view)?);
         if let Intent::Route(id) = o.intent
             && let Some(a) = self.attempts.get_mut(&id)
@@ -187,15 +195,7 @@ impl Router {
             data: p,
             reply: Some(reply),
         };
-        let mut o = Outbound {
-            node,
-            correlation: String::new(),
-            request_frame: String::new(),
-            payload_frame: None,
-            via: None,
-            hosts: hosts.into(),
-            intent,
-        };
+        let mut o = Outbound::new(node, hosts, intent);
         match self.request(&mut o, view) {
             Ok(send) => {
                 out.push(send);
