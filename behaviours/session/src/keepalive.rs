@@ -1,8 +1,15 @@
 //! Keepalive from libp2p ping results: `failures` consecutive failures mark a peer lost,
-//! the next success marks it restored. Pure logic.
+//! the next success marks it restored. Pure logic. The behaviour runs its own libp2p
+//! ping (`/ipfs/ping/1.0.0`) and feeds every result here, then tells the governor
+//! (a lost peer is demoted from hot).
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+use libp2p::PeerId;
+use mesh_core::NodeId;
+
+use crate::governor::Governor;
 
 /// A change worth telling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +70,24 @@ impl<K: Hash + Eq> Keepalive<K> {
     pub fn is_lost(&self, peer: &K) -> bool {
         self.peers.get(peer).is_some_and(|s| s.lost)
     }
+}
+
+/// Records one ping result of `peer` and tells the governor of a change, which is
+/// returned for the behaviour to trace and report.
+pub(crate) fn on_ping(
+    keepalive: &mut Keepalive<PeerId>,
+    governor: &mut Governor,
+    peer: PeerId,
+    ok: bool,
+) -> Option<Change> {
+    let change = keepalive.record(peer, ok)?;
+    if let Ok(node) = NodeId::from_peer_id(&peer) {
+        match change {
+            Change::Lost => governor.keepalive_lost(&node),
+            Change::Restored => governor.keepalive_restored(&node),
+        }
+    }
+    Some(change)
 }
 
 #[cfg(test)]
