@@ -20,7 +20,7 @@ use libp2p::swarm::{
     NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{ping, swarm::dial_opts};
-use mesh_core::{MeshError, NodeId, NodeKeypair, Timestamp, TraceEvent, TraceEventType, TraceSink};
+use mesh_core::{MeshError, NodeId, NodeKeypair, Timestamp, TraceEventType, TraceSink};
 
 use crate::config::{Clock, Config};
 use crate::driver::{Driver, Step};
@@ -175,10 +175,8 @@ impl Behaviour {
                 Event::KeepaliveRestored { peer },
             ),
         };
-        if self.trace.enabled() {
-            let e = TraceEvent::new(kind, self.node, self.now()).with_peer(peer);
-            self.trace.emit(&e);
-        }
+        let now = self.now();
+        crate::event::trace(&*self.trace, kind, self.node, &peer, None, &now);
         self.events.push_back(ToSwarm::GenerateEvent(event));
     }
 

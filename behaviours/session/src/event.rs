@@ -6,7 +6,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use libp2p::ping;
 use libp2p::swarm::ConnectionId;
-use mesh_core::{MeshError, NodeId, Timestamp};
+use mesh_core::{MeshError, NodeId, Timestamp, TraceEvent, TraceEventType, TraceSink};
 
 use crate::secret::{Role, SessionSecret};
 use crate::transport::TransportProfile;
@@ -105,4 +105,23 @@ impl Event {
             | Event::Pinged { peer, .. } => *peer,
         }
     }
+}
+
+/// Emits a trace event about `peer` (when the sink takes events).
+pub(crate) fn trace(
+    sink: &dyn TraceSink,
+    kind: TraceEventType,
+    node: NodeId,
+    peer: &PeerId,
+    detail: Option<serde_json::Value>,
+    now: &Timestamp,
+) {
+    if !sink.enabled() {
+        return;
+    }
+    let mut e = TraceEvent::new(kind, node, now.clone()).with_peer(peer);
+    if let Some(d) = detail {
+        e = e.with_detail(d);
+    }
+    sink.emit(&e);
 }

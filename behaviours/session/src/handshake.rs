@@ -39,7 +39,7 @@ use mesh_core::{
     CapabilityAdvertisement, ErrorCode, HandshakeMode, MeshError, NodeId, NodeKeypair,
     PeerHandshake, Timestamp, TraceEvent, TraceEventType, TraceSink,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::ahead::{Ahead, Job};
 use crate::artifacts::verify_set;
@@ -426,21 +426,8 @@ impl Handshakes {
         awaiting + self.deriving.len()
     }
 
-    fn trace(
-        &self,
-        kind: TraceEventType,
-        peer: &PeerId,
-        detail: Option<serde_json::Value>,
-        now: &Timestamp,
-    ) {
-        if !self.trace.enabled() {
-            return;
-        }
-        let mut e = TraceEvent::new(kind, self.own.node_id(), now.clone()).with_peer(peer);
-        if let Some(d) = detail {
-            e = e.with_detail(d);
-        }
-        self.trace.emit(&e);
+    fn trace(&self, kind: TraceEventType, peer: &PeerId, detail: Option<Value>, now: &Timestamp) {
+        crate::event::trace(&*self.trace, kind, self.own.node_id(), peer, detail, now);
     }
 
     /// Builds the hello (and its identity term) for `peer`, which is being dialed, so
