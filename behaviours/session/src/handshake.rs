@@ -359,7 +359,8 @@ impl Handshakes {
     }
 
     /// Runs one piece of work that was put off so as not to delay a message: a
-    /// responder's derivation, then a job of [`crate::ahead`], then the spare key.
+    /// responder's derivation, then a job done ahead (a hello for a peer being dialed, an
+    /// identity term), then the spare key.
     /// `false` when none is left.
     pub fn work(&mut self, gov: &mut Governor, now: &Timestamp) -> bool {
         if let Some(d) = self.deriving.pop_front() {
