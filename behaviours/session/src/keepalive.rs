@@ -109,4 +109,24 @@ mod tests {
         assert_eq!(k.record("a", true), None);
         assert!(!k.is_lost(&"a"));
     }
+
+    #[test]
+    fn a_lost_peer_is_demoted_and_promoted_again_when_restored() {
+        use crate::governor::{GovernorConfig, Temperature};
+        let now = mesh_core::Timestamp::now();
+        let node = mesh_core::NodeKeypair::generate().node_id();
+        let peer = node.to_peer_id().unwrap();
+        let mut gov = Governor::new(GovernorConfig::default());
+        let _ = gov.session_established(node, &now);
+        assert_eq!(gov.temperature(&node), Some(Temperature::Hot));
+        let mut k = Keepalive::new(2);
+        assert_eq!(on_ping(&mut k, &mut gov, peer, false), None);
+        assert_eq!(on_ping(&mut k, &mut gov, peer, false), Some(Change::Lost));
+        assert_eq!(gov.temperature(&node), Some(Temperature::Warm));
+        assert_eq!(
+            on_ping(&mut k, &mut gov, peer, true),
+            Some(Change::Restored)
+        );
+        assert_eq!(gov.temperature(&node), Some(Temperature::Hot));
+    }
 }
