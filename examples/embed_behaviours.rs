@@ -2,13 +2,14 @@
 //!
 //! This program knows nothing of the composed libmesh node (`libmesh::node`). It is an
 //! ordinary rust-libp2p 0.57 app — its own `#[derive(NetworkBehaviour)]`, a swarm built
-//! with `SwarmBuilder` over TCP + noise + yamux — that adds two libmesh behaviours beside
-//! libp2p's `ping`:
+//! with `SwarmBuilder` over TCP + noise + yamux — made of two libmesh behaviours:
 //!
 //! - `mesh_session::Behaviour` (`/mesh/session/1.0.0`): on every new connection the
 //!   dialer sends a signed hello, the listener a signed ack, both verify each other's
 //!   node identity and capabilities and derive a session secret. The application sees
-//!   `SessionEstablished { node, capabilities }` once the peer is authenticated.
+//!   `SessionEstablished { node, capabilities }` once the peer is authenticated. It runs
+//!   its own libp2p ping (`/ipfs/ping/1.0.0`) for keepalive and reports every result as
+//!   `mesh_session::Event::Pinged`: nothing to compose beside it, nothing to feed it.
 //! - `mesh_advert::Behaviour<MemoryStore>` (`/mesh/advert/1.0.0`): signed node
 //!   advertisements ("node X can be reached at these addresses, until then"). Peers
 //!   publish theirs to each other and look each other's up; every advertisement that
@@ -32,7 +33,7 @@ use clap::Parser;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, Swarm, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
 use mesh_advert::own::{advert_for, next_sequence};
 use mesh_advert::{AdvertStore, Answer, MemoryStore, StoreLimits};
 use mesh_core::{NodeAdvertisement, NodeId, NodeKeypair, Timestamp};
@@ -41,18 +42,17 @@ use tokio::sync::mpsc;
 /// How long the dialer may take from dial to both answers.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The application's behaviour: libp2p ping plus the two libmesh behaviours. The derive
-/// generates `AppEvent { Ping(..), Advert(..), Session(..) }`, one variant per field.
+/// The application's behaviour: the two libmesh behaviours. The derive generates
+/// `AppEvent { Advert(..), Session(..) }`, one variant per field.
 #[derive(NetworkBehaviour)]
 struct App {
-    /// libp2p ping. `mesh-session` has no pinger of its own: it derives keepalive
-    /// (`KeepaliveLost` / `KeepaliveRestored`) from the ping results the app hands it.
-    ping: ping::Behaviour,
     /// Signed advertisements, served from (and stored into) an in-memory store. Any type
     /// implementing `mesh_advert::AdvertStore` works (libmesh's node uses a durable one).
     advert: mesh_advert::Behaviour<MemoryStore>,
-    /// The authenticated session handshake. It must be built with the same key as the
-    /// swarm: the libp2p peer id and the libmesh node id name the same Ed25519 key.
+    /// The authenticated session handshake, with its own libp2p ping for keepalive
+    /// (`KeepaliveLost` / `KeepaliveRestored`, each ping result as `Pinged`). It must be
+    /// built with the same key as the swarm: the libp2p peer id and the libmesh node id
+    /// name the same Ed25519 key.
     session: mesh_session::Behaviour,
 }
 
@@ -76,7 +76,6 @@ struct Args {
 /// libp2p identity, so `PeerId` and `NodeId` convert into each other.
 fn build_swarm(key: &NodeKeypair) -> anyhow::Result<Swarm<App>> {
     let app = App {
-        ping: ping::Behaviour::new(ping::Config::new()),
         advert: mesh_advert::Behaviour::new(
             MemoryStore::new(StoreLimits::default()),
             mesh_advert::Config::default(),
@@ -143,8 +142,8 @@ async fn start(
 async fn serve(mut swarm: Swarm<App>, tag: &str, stored: Option<mpsc::UnboundedSender<NodeId>>) {
     loop {
         match swarm.select_next_some().await {
-            // What the app must feed: every ping result goes to the session behaviour.
-            SwarmEvent::Behaviour(AppEvent::Ping(e)) => swarm.behaviour_mut().session.on_ping(&e),
+            // Ping round trips are there for the app that wants them.
+            SwarmEvent::Behaviour(AppEvent::Session(mesh_session::Event::Pinged { .. })) => {}
             SwarmEvent::Behaviour(AppEvent::Session(e)) => {
                 if let mesh_session::Event::SessionEstablished {
                     node, capabilities, ..
@@ -212,7 +211,6 @@ async fn exchange(
     let mut found: Option<NodeAdvertisement> = None;
     while published.is_none() || found.is_none() {
         match swarm.select_next_some().await {
-            SwarmEvent::Behaviour(AppEvent::Ping(e)) => swarm.behaviour_mut().session.on_ping(&e),
             // The session is up: the peer proved it holds the key of `node`. Only now
             // talk to it.
             SwarmEvent::Behaviour(AppEvent::Session(mesh_session::Event::SessionEstablished {

@@ -10,7 +10,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
-    memory_connection_limits, ping, relay,
+    memory_connection_limits, relay,
 };
 use mesh_core::NodeKeypair;
 
@@ -33,8 +33,6 @@ pub struct MeshBehaviour {
     /// identify (`/ipfs/id/1.0.0`, push included; observed addresses only when they
     /// are network addresses, see [`super::identify_observed`]).
     pub identify: super::identify_observed::Identify,
-    /// ping, which also drives session keepalive.
-    pub ping: ping::Behaviour,
     /// The public Amino DHT (`/ipfs/kad/1.0.0`): peer routing and provider records.
     pub amino: kad::Behaviour<kad::store::MemoryStore>,
     /// The mesh DHT (`/mesh/kad/1.0.0`): signed advertisements, validated on put.
@@ -57,7 +55,8 @@ pub struct MeshBehaviour {
     pub dcutr: dcutr::Behaviour,
     /// `/mesh/advert/1.0.0`.
     pub advert: mesh_advert::Behaviour<SharedAdverts>,
-    /// `/mesh/session/1.0.0`.
+    /// `/mesh/session/1.0.0`, with libp2p ping (`/ipfs/ping/1.0.0`) inside: it drives
+    /// session keepalive and each result comes out as `mesh_session::Event::Pinged`.
     pub session: mesh_session::Behaviour,
     /// `/mesh/marker/1.0.0`.
     pub marker: mesh_session::marker::Behaviour,
@@ -118,7 +117,6 @@ pub fn build(
             .with_agent_version(AGENT.into())
             .with_push_listen_addr_updates(true),
     ));
-    let ping = ping::Behaviour::new(ping::Config::new());
 
     let mut amino = kad::Behaviour::with_config(
         peer_id,
@@ -186,7 +184,6 @@ pub fn build(
         limits,
         memory,
         identify,
-        ping,
         amino,
         mesh_kad,
         gossipsub,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use libp2p::kad;
 use libp2p::metrics::Recorder;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, gossipsub, identify};
+use libp2p::{PeerId, gossipsub, identify, ping};
 use mesh_advert::AdvertStore;
 use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
@@ -136,14 +136,6 @@ impl Node {
                     });
                 }
             }
-            MeshBehaviourEvent::Ping(e) => {
-                self.metrics.record(&e);
-                self.swarm.behaviour_mut().session.on_ping(&e);
-                if let Ok(rtt) = e.result {
-                    self.relays.rtt(&e.peer, rtt);
-                    self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
-                }
-            }
             MeshBehaviourEvent::Amino(e) => {
                 self.metrics.record(&e);
                 self.on_amino(e);
@@ -188,6 +180,24 @@ impl Node {
                     self.idle.conns.touch(&peer, Instant::now());
                 }
                 self.on_advert(e)
+            }
+            // The session behaviour's own ping (keepalive already counted it); not
+            // activity for the idle rule.
+            MeshBehaviourEvent::Session(mesh_session::Event::Pinged {
+                peer,
+                connection,
+                result,
+            }) => {
+                let e = ping::Event {
+                    peer,
+                    connection,
+                    result,
+                };
+                self.metrics.record(&e);
+                if let Ok(rtt) = e.result {
+                    self.relays.rtt(&e.peer, rtt);
+                    self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
+                }
             }
             MeshBehaviourEvent::Session(e) => {
                 self.idle.conns.touch(&session_peer(&e), Instant::now());
@@ -403,7 +413,7 @@ impl Node {
             mesh_session::Event::KeepaliveRestored { peer } => {
                 self.emit(NodeEvent::KeepaliveRestored { peer });
             }
-            mesh_session::Event::HandshakeStarted { .. } => {}
+            mesh_session::Event::HandshakeStarted { .. } | mesh_session::Event::Pinged { .. } => {}
         }
     }
 }
@@ -426,7 +436,8 @@ fn session_peer(e: &mesh_session::Event) -> PeerId {
         | mesh_session::Event::Rejected { peer, .. }
         | mesh_session::Event::KeepaliveLost { peer }
         | mesh_session::Event::KeepaliveRestored { peer }
-        | mesh_session::Event::SessionClosed { peer, .. } => *peer,
+        | mesh_session::Event::SessionClosed { peer, .. }
+        | mesh_session::Event::Pinged { peer, .. } => *peer,
     }
 }
 

@@ -6,9 +6,10 @@
 //!    interleaved, medians compared (target <= 1.5). A third case, for information,
 //!    runs the candidate with multistream-select `V1Lazy` on both swarms.
 //! 2. 1,000 concurrent sessions to one node over the in-process memory transport
-//!    (noise + yamux, no fds): resident memory per session against a bare libp2p
-//!    connection with identify and ping (target <= 1.3). Each case runs in a child
-//!    process of this binary (`--mem-child KIND N`) so its RSS starts clean.
+//!    (noise + yamux, no fds): resident memory per session (the session behaviour runs
+//!    its own ping) against a bare libp2p connection with identify and ping (target
+//!    <= 1.3). Each case runs in a child process of this binary (`--mem-child KIND N`)
+//!    so its RSS starts clean.
 //!
 //! `cargo bench -p mesh-session --bench session` runs criterion for the dial cases, then
 //! prints the ratio tables measured in the same run (see
@@ -376,25 +377,12 @@ struct Bare {
     ping: ping::Behaviour,
 }
 
-#[derive(NetworkBehaviour)]
-struct SessionPing {
-    session: Behaviour,
-    ping: ping::Behaviour,
-}
-
 fn bare(key: &NodeKeypair) -> Bare {
     Bare {
         identify: identify::Behaviour::new(identify::Config::new(
             "/bench/1.0.0".into(),
             key.to_libp2p().public(),
         )),
-        ping: ping::Behaviour::new(ping::Config::new()),
-    }
-}
-
-fn session_ping(key: &NodeKeypair, max_live: usize) -> SessionPing {
-    SessionPing {
-        session: session(key, max_live),
         ping: ping::Behaviour::new(ping::Config::new()),
     }
 }
@@ -489,18 +477,6 @@ fn mem_child(kind: &str, n: usize) {
                 matches!(
                     ev,
                     SwarmEvent::Behaviour(BareEvent::Identify(identify::Event::Received { .. }))
-                )
-            },
-        )),
-        "session+ping" => rt.block_on(mem_run(
-            n,
-            |k, server| session_ping(k, if server { 2 * n } else { 4 }),
-            |ev| {
-                matches!(
-                    ev,
-                    SwarmEvent::Behaviour(SessionPingEvent::Session(
-                        Event::SessionEstablished { .. }
-                    ))
                 )
             },
         )),
@@ -652,11 +628,11 @@ fn main() {
         return;
     }
 
-    // Interleaved child processes: bare, session+ping, session, bare, ...
+    // Interleaved child processes: bare, session, bare, ...
     let started = Instant::now();
-    let kinds = ["bare", "session+ping", "session"];
-    let mut per = [Vec::new(), Vec::new(), Vec::new()];
-    let mut secs = [Vec::new(), Vec::new(), Vec::new()];
+    let kinds = ["bare", "session"];
+    let mut per = [Vec::new(), Vec::new()];
+    let mut secs = [Vec::new(), Vec::new()];
     for _ in 0..MEM_ROUNDS {
         for (i, kind) in kinds.iter().enumerate() {
             let (bytes, s) = mem_case(kind, SESSIONS);
@@ -664,34 +640,24 @@ fn main() {
             secs[i].push(s);
         }
     }
-    let [bare_b, sp_b, s_b] = per.map(|v| median(&v));
-    let [bare_s, sp_s, s_s] = secs.map(|v| median(&v));
+    let [bare_b, s_b] = per.map(|v| median(&v));
+    let [bare_s, s_s] = secs.map(|v| median(&v));
     print_bytes_table(
         &format!(
             "memory per connection ({SESSIONS} to one node, memory transport, RSS delta / \
              {SESSIONS}, median of {MEM_ROUNDS} child processes)"
         ),
-        &[
-            Ratio {
-                name: "session + ping / identify + ping",
-                baseline_ns: bare_b,
-                candidate_ns: sp_b,
-                target: 1.3,
-                at_least: false,
-            },
-            Ratio {
-                name: "  session only / identify + ping (info)",
-                baseline_ns: bare_b,
-                candidate_ns: s_b,
-                target: f64::INFINITY,
-                at_least: false,
-            },
-        ],
+        &[Ratio {
+            name: "session (with its ping) / identify + ping",
+            baseline_ns: bare_b,
+            candidate_ns: s_b,
+            target: 1.3,
+            at_least: false,
+        }],
     );
     println!(
-        "(time to establish all {SESSIONS}: identify + ping {bare_s:.1} s, session + ping \
-         {sp_s:.1} s, session {s_s:.1} s; RSS delta covers the client swarms and both ends \
-         of each connection)"
+        "(time to establish all {SESSIONS}: identify + ping {bare_s:.1} s, session \
+         {s_s:.1} s; RSS delta covers the client swarms and both ends of each connection)"
     );
     eprintln!("memory cases took {:.1} s", started.elapsed().as_secs_f64());
 }

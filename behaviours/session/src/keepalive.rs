@@ -1,8 +1,15 @@
 //! Keepalive from libp2p ping results: `failures` consecutive failures mark a peer lost,
-//! the next success marks it restored. Pure logic.
+//! the next success marks it restored. Pure logic. The behaviour runs its own libp2p
+//! ping (`/ipfs/ping/1.0.0`) and feeds every result here, then tells the governor
+//! (a lost peer is demoted from hot).
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+use libp2p::PeerId;
+use mesh_core::NodeId;
+
+use crate::governor::Governor;
 
 /// A change worth telling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +72,24 @@ impl<K: Hash + Eq> Keepalive<K> {
     }
 }
 
+/// Records one ping result of `peer` and tells the governor of a change, which is
+/// returned for the behaviour to trace and report.
+pub(crate) fn on_ping(
+    keepalive: &mut Keepalive<PeerId>,
+    governor: &mut Governor,
+    peer: PeerId,
+    ok: bool,
+) -> Option<Change> {
+    let change = keepalive.record(peer, ok)?;
+    if let Ok(node) = NodeId::from_peer_id(&peer) {
+        match change {
+            Change::Lost => governor.keepalive_lost(&node),
+            Change::Restored => governor.keepalive_restored(&node),
+        }
+    }
+    Some(change)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +108,25 @@ mod tests {
         assert_eq!(k.record("a", true), Some(Change::Restored));
         assert_eq!(k.record("a", true), None);
         assert!(!k.is_lost(&"a"));
+    }
+
+    #[test]
+    fn a_lost_peer_is_demoted_and_promoted_again_when_restored() {
+        use crate::governor::{GovernorConfig, Temperature};
+        let now = mesh_core::Timestamp::now();
+        let node = mesh_core::NodeKeypair::generate().node_id();
+        let peer = node.to_peer_id().unwrap();
+        let mut gov = Governor::new(GovernorConfig::default());
+        let _ = gov.session_established(node, &now);
+        assert_eq!(gov.temperature(&node), Some(Temperature::Hot));
+        let mut k = Keepalive::new(2);
+        assert_eq!(on_ping(&mut k, &mut gov, peer, false), None);
+        assert_eq!(on_ping(&mut k, &mut gov, peer, false), Some(Change::Lost));
+        assert_eq!(gov.temperature(&node), Some(Temperature::Warm));
+        assert_eq!(
+            on_ping(&mut k, &mut gov, peer, true),
+            Some(Change::Restored)
+        );
+        assert_eq!(gov.temperature(&node), Some(Temperature::Hot));
     }
 }

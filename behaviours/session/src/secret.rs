@@ -211,7 +211,7 @@ pub fn derive(
     )
 }
 
-/// [`derive`] with the identity term computed ahead; `term` must come from `mine` and
+/// [`derive()`] with the identity term computed ahead; `term` must come from `mine` and
 /// the transcript's peer (otherwise `E_PROTO_INVALID`). Same result and same errors.
 pub fn derive_with(
     role: Role,

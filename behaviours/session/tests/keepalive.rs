@@ -1,4 +1,5 @@
 //! Keepalive lost and restored with a peer that stops answering pings and comes back.
+//! The session behaviour pings on its own: nothing is fed to it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use mesh_testkit::swarm_with;
@@ -141,27 +142,29 @@ impl NetworkBehaviour for Responder {
     }
 }
 
-#[derive(NetworkBehaviour)]
-struct Pinger {
-    session: Behaviour,
-    ping: ping::Behaviour,
-}
-
+/// B: a session behaviour beside a ping responder that can be paused. The responder
+/// comes first, so it is the one that answers A's pings (an inbound protocol goes to the
+/// first handler that offers it; B's session behaviour offers ping too).
 #[derive(NetworkBehaviour)]
 struct Ponger {
-    session: Behaviour,
     pong: Responder,
+    session: Behaviour,
 }
 
-/// Drives both swarms, feeding A's ping results to its session behaviour, until A's
-/// session behaviour emits an event accepted by `want`.
-async fn until_a(a: &mut Swarm<Pinger>, b: &mut Swarm<Ponger>, want: impl Fn(&Event) -> bool) {
+/// Drives both swarms until A's session behaviour emits an event accepted by `want`;
+/// returns the ping results it reported on the way.
+async fn until_a(
+    a: &mut Swarm<Behaviour>,
+    b: &mut Swarm<Ponger>,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<bool> {
     let run = async {
+        let mut pings = Vec::new();
         loop {
             tokio::select! {
                 ev = a.select_next_some() => match ev {
-                    SwarmEvent::Behaviour(PingerEvent::Ping(p)) => a.behaviour_mut().session.on_ping(&p),
-                    SwarmEvent::Behaviour(PingerEvent::Session(e)) if want(&e) => return,
+                    SwarmEvent::Behaviour(Event::Pinged { result, .. }) => pings.push(result.is_ok()),
+                    SwarmEvent::Behaviour(e) if want(&e) => return pings,
                     _ => {}
                 },
                 _ = b.select_next_some() => {}
@@ -170,7 +173,7 @@ async fn until_a(a: &mut Swarm<Pinger>, b: &mut Swarm<Ponger>, want: impl Fn(&Ev
     };
     tokio::time::timeout(Duration::from_secs(15), run)
         .await
-        .expect("timed out");
+        .expect("timed out")
 }
 
 #[tokio::test]
@@ -180,29 +183,25 @@ async fn keepalive_lost_and_restored() {
     let paused = Arc::new(AtomicBool::new(false));
     let mut a = swarm_with(
         &ka,
-        Pinger {
-            session: Behaviour::new(
-                ka.clone(),
-                Config {
-                    trace: trace.clone(),
-                    keepalive_failures: 2,
-                    ..Config::default()
-                },
-            ),
-            ping: ping::Behaviour::new(
-                ping::Config::new()
+        Behaviour::new(
+            ka.clone(),
+            Config {
+                trace: trace.clone(),
+                keepalive_failures: 2,
+                ping: ping::Config::new()
                     .with_interval(Duration::from_millis(100))
                     .with_timeout(Duration::from_millis(200)),
-            ),
-        },
+                ..Config::default()
+            },
+        ),
     );
     let mut b = swarm_with(
         &kb,
         Ponger {
-            session: Behaviour::new(kb.clone(), Config::default()),
             pong: Responder {
                 paused: paused.clone(),
             },
+            session: Behaviour::new(kb.clone(), Config::default()),
         },
     );
     b.listen().with_memory_addr_external().await;
@@ -212,25 +211,34 @@ async fn keepalive_lost_and_restored() {
     })
     .await;
     assert_eq!(
-        a.behaviour().session.governor().temperature(&kb.node_id()),
+        a.behaviour().governor().temperature(&kb.node_id()),
         Some(Temperature::Hot)
     );
 
     paused.store(true, Ordering::SeqCst);
-    until_a(&mut a, &mut b, |e| matches!(e, Event::KeepaliveLost { .. })).await;
+    let pings = until_a(&mut a, &mut b, |e| matches!(e, Event::KeepaliveLost { .. })).await;
+    assert!(
+        pings.ends_with(&[false, false]),
+        "lost after 2 failed pings, each reported: {pings:?}"
+    );
     assert_eq!(
-        a.behaviour().session.governor().temperature(&kb.node_id()),
+        a.behaviour().governor().temperature(&kb.node_id()),
         Some(Temperature::Warm),
         "a lost peer is demoted"
     );
 
     paused.store(false, Ordering::SeqCst);
-    until_a(&mut a, &mut b, |e| {
+    let pings = until_a(&mut a, &mut b, |e| {
         matches!(e, Event::KeepaliveRestored { .. })
     })
     .await;
     assert_eq!(
-        a.behaviour().session.governor().temperature(&kb.node_id()),
+        pings.last(),
+        Some(&true),
+        "restored by a ping answered: {pings:?}"
+    );
+    assert_eq!(
+        a.behaviour().governor().temperature(&kb.node_id()),
         Some(Temperature::Hot)
     );
     let kinds: Vec<&str> = trace
@@ -243,7 +251,7 @@ async fn keepalive_lost_and_restored() {
         "{kinds:?}"
     );
     assert!(
-        a.behaviour().session.session(b.local_peer_id()).is_some(),
+        a.behaviour().session(b.local_peer_id()).is_some(),
         "the session survives"
     );
 }

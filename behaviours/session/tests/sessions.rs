@@ -443,3 +443,64 @@ async fn a_hello_built_while_dialing_is_not_sent_stale() {
     })
     .await;
 }
+
+/// Each side's hello or ack reports the transport the connection really uses: over QUIC
+/// the hello B receives says `quic` (and so does A's ack), over TCP `tcp`.
+#[tokio::test]
+async fn the_handshake_reports_the_transport_really_used() {
+    use mesh_session::TransportProfile;
+    use mesh_testkit::Net;
+    for (net, want) in [
+        (Net::Quic, TransportProfile::Quic),
+        (Net::Tcp, TransportProfile::Tcp),
+    ] {
+        let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let make = |k: &NodeKeypair| {
+            mesh_testkit::net_swarm(
+                &k.to_libp2p(),
+                net,
+                Duration::from_secs(10),
+                Behaviour::new(k.clone(), Config::default()),
+            )
+        };
+        let (mut a, mut b) = (make(&ka), make(&kb));
+        b.listen_on(net.listen_addr()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                break address;
+            }
+        };
+        let (pa, pb) = (*a.local_peer_id(), *b.local_peer_id());
+        // By peer id, as nodes dial: the hello is built while the connection is set up.
+        a.dial(
+            libp2p::swarm::dial_opts::DialOpts::peer_id(pb)
+                .addresses(vec![addr])
+                .build(),
+        )
+        .unwrap();
+        let mut established = (false, false);
+        until(&mut a, &mut b, |ea, eb| {
+            established.0 |= matches!(
+                ea,
+                Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
+            );
+            established.1 |= matches!(
+                eb,
+                Some(SwarmEvent::Behaviour(Event::SessionEstablished { .. }))
+            );
+            (established.0 && established.1).then_some(())
+        })
+        .await;
+        let (sa, sb) = (
+            a.behaviour().session(&pb).unwrap(),
+            b.behaviour().session(&pa).unwrap(),
+        );
+        assert_eq!(
+            sb.peer_transport,
+            Some(want),
+            "{net:?}: the hello B received"
+        );
+        assert_eq!(sa.peer_transport, Some(want), "{net:?}: the ack A received");
+        assert_eq!((sa.transport, sb.transport), (want, want), "{net:?}");
+    }
+}

@@ -1,0 +1,415 @@
+//! The handshake machine driven by hand, with real signed artifacts and a fake clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::artifacts::{HandshakeParams, build_capabilities, build_hello};
+use crate::governor::{GovernorConfig, Temperature};
+use crate::protocol::decode;
+use mesh_core::artifact::Artifact;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::parse("2026-03-23T18:10:00Z")
+        .unwrap()
+        .plus_secs(s)
+}
+
+/// One node: its key, its machine and its governor.
+struct Node {
+    key: NodeKeypair,
+    hs: Handshakes,
+    gov: Governor,
+    peer: PeerId,
+}
+
+fn node_with(governor: GovernorConfig) -> Node {
+    let key = NodeKeypair::generate();
+    let trace: Arc<dyn TraceSink> = Arc::new(mesh_core::MemoryTrace::new(100));
+    let config = Config {
+        trace,
+        ..Config::default()
+    };
+    Node {
+        hs: Handshakes::new(key.clone(), &config, &t(0)),
+        gov: Governor::new(governor),
+        peer: key.node_id().to_peer_id().unwrap(),
+        key,
+    }
+}
+
+fn node() -> Node {
+    node_with(GovernorConfig::default())
+}
+
+fn outputs(n: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| n.hs.next_output()).collect()
+}
+
+/// The request `a` sent to `to`, from its outputs.
+fn sent(outs: &[Output], to: PeerId) -> Vec<u8> {
+    outs.iter()
+        .find_map(|o| match o {
+            Output::Send { peer, bytes } if *peer == to => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("a hello sent")
+}
+
+fn established(outs: &[Output]) -> Option<NodeId> {
+    outs.iter().find_map(|o| match o {
+        Output::Event(Event::SessionEstablished { node, .. }) => Some(*node),
+        _ => None,
+    })
+}
+
+/// The refusal event among `outs`: (code, hard, by_peer).
+fn rejected(outs: &[Output]) -> Option<(ErrorCode, bool, bool)> {
+    outs.iter().find_map(|o| match o {
+        Output::Event(Event::Rejected {
+            error,
+            hard,
+            by_peer,
+            ..
+        }) => Some((error.code, *hard, *by_peer)),
+        _ => None,
+    })
+}
+
+fn closes(outs: &[Output]) -> bool {
+    outs.iter().any(|o| matches!(o, Output::Close(_)))
+}
+
+fn code_of(reply: &Reply) -> ErrorCode {
+    match decode(&reply.bytes).unwrap() {
+        Message::Rejected(e) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A hello from `from` to `to` signed by `signer`, as a raw peer would send it.
+fn hello_from(signer: &NodeKeypair, to: NodeId, at: &Timestamp) -> Vec<u8> {
+    let p = HandshakeParams {
+        offered: &["core/messaging"],
+        transport: "tcp",
+        intent: "peer-connect",
+    };
+    let hello = build_hello(signer, &EphemeralKey::generate(), to, &p, at).unwrap();
+    let caps = build_capabilities(signer, &[], &["tcp"], at, 600).unwrap();
+    encode(&Message::Hello(Box::new(hello), Box::new(caps)))
+}
+
+/// `a` dials `b` over QUIC: the hello goes out at `t(0)`. Returns its bytes.
+fn dial(a: &mut Node, b: &Node) -> Vec<u8> {
+    a.hs.connected(b.peer, true, TransportProfile::Quic, &mut a.gov, &t(0));
+    let outs = outputs(a);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Event(Event::HandshakeStarted { .. })))
+    );
+    sent(&outs, b.peer)
+}
+
+#[test]
+fn a_hello_is_acked_and_both_ends_derive_the_same_secret() {
+    let (mut a, mut b) = (node(), node());
+    let hello = dial(&mut a, &b);
+    let Message::Hello(h, _) = decode(&hello).unwrap() else {
+        panic!("not a hello")
+    };
+    assert_eq!(h.recipient(), Some(b.key.node_id()));
+    assert_eq!(
+        TransportProfile::of_handshake(&h),
+        Some(TransportProfile::Quic)
+    );
+
+    // The listener computes its key and term ahead, then answers.
+    b.hs.connected(a.peer, false, TransportProfile::Quic, &mut b.gov, &t(0));
+    assert!(b.hs.work(&mut b.gov, &t(0)));
+    let reply = b.hs.on_request(
+        a.peer,
+        TransportProfile::Quic,
+        decode(&hello),
+        &mut b.gov,
+        &t(1),
+    );
+    assert!(!reply.close_after);
+    let Message::Ack(ack, _) = decode(&reply.bytes).unwrap() else {
+        panic!("not an ack")
+    };
+    assert_eq!(ack.ack_of(), Some(h.handshake_id()));
+    assert_eq!(ack.sender(), b.key.node_id());
+    // The responder derives after its ack is out: no session until its next work.
+    assert_eq!(established(&outputs(&mut b)), None);
+    assert!(b.hs.session(&a.peer).is_none());
+    assert!(b.hs.work(&mut b.gov, &t(1)));
+    assert_eq!(established(&outputs(&mut b)), Some(a.key.node_id()));
+
+    a.hs.on_response(b.peer, decode(&reply.bytes), &mut a.gov, &t(1));
+    assert_eq!(established(&outputs(&mut a)), Some(b.key.node_id()));
+
+    let (sa, sb) = (
+        a.hs.session(&b.peer).unwrap(),
+        b.hs.session(&a.peer).unwrap(),
+    );
+    assert_eq!(sa.secret.as_bytes(), sb.secret.as_bytes());
+    assert_eq!((sa.role, sb.role), (Role::Initiator, Role::Responder));
+    assert_eq!(sa.capabilities[0], "core/messaging");
+    for s in [sa, sb] {
+        assert_eq!(s.transport, TransportProfile::Quic);
+        assert_eq!(s.peer_transport, Some(TransportProfile::Quic));
+    }
+    assert_eq!(
+        b.hs.capabilities_of(&a.key.node_id()).unwrap(),
+        sa.capabilities.as_slice()
+    );
+    assert!(a.gov.temperature(&b.key.node_id()).is_some());
+}
+
+#[test]
+fn a_replayed_hello_is_a_hard_refusal_closed_after_its_answer() {
+    let (mut b, r) = (node(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    let hello = hello_from(&r, b.key.node_id(), &t(0));
+    let first =
+        b.hs.on_request(pr, TransportProfile::Tcp, decode(&hello), &mut b.gov, &t(0));
+    assert!(matches!(decode(&first.bytes).unwrap(), Message::Ack(..)));
+    let _ = outputs(&mut b);
+
+    let again =
+        b.hs.on_request(pr, TransportProfile::Tcp, decode(&hello), &mut b.gov, &t(1));
+    assert_eq!(code_of(&again), ErrorCode::HsReplay);
+    assert!(
+        again.close_after,
+        "the caller closes once the answer is sent"
+    );
+    let outs = outputs(&mut b);
+    assert_eq!(rejected(&outs), Some((ErrorCode::HsReplay, true, false)));
+    assert!(!closes(&outs), "not before the coded answer");
+    assert!(
+        b.hs.session(&pr).is_none(),
+        "the first one's session is gone"
+    );
+}
+
+#[test]
+fn a_hello_signed_by_another_node_than_the_peer_is_refused() {
+    let (mut b, r, x) = (node(), NodeKeypair::generate(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    let reply = b.hs.on_request(
+        pr,
+        TransportProfile::Tcp,
+        decode(&hello_from(&x, b.key.node_id(), &t(0))),
+        &mut b.gov,
+        &t(0),
+    );
+    assert_eq!(code_of(&reply), ErrorCode::SigUnknownSigner);
+    assert!(reply.close_after);
+    assert_eq!(
+        rejected(&outputs(&mut b)),
+        Some((ErrorCode::SigUnknownSigner, true, false))
+    );
+    // A hello to another node is refused too, softly.
+    let reply = b.hs.on_request(
+        pr,
+        TransportProfile::Tcp,
+        decode(&hello_from(&r, x.node_id(), &t(0))),
+        &mut b.gov,
+        &t(0),
+    );
+    assert_eq!(code_of(&reply), ErrorCode::ProtoInvalid);
+    assert!(!reply.close_after);
+}
+
+#[test]
+fn three_hard_refusals_block_the_peer() {
+    let (mut b, r, x) = (node(), NodeKeypair::generate(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    for i in 0..3 {
+        let forged = decode(&hello_from(&x, b.key.node_id(), &t(i)));
+        let reply =
+            b.hs.on_request(pr, TransportProfile::Tcp, forged, &mut b.gov, &t(i));
+        assert_eq!(code_of(&reply), ErrorCode::SigUnknownSigner);
+    }
+    assert_eq!(b.gov.temperature(&r.node_id()), Some(Temperature::Blocked));
+    let good = decode(&hello_from(&r, b.key.node_id(), &t(3)));
+    let reply =
+        b.hs.on_request(pr, TransportProfile::Tcp, good, &mut b.gov, &t(3));
+    assert_eq!(code_of(&reply), ErrorCode::TransportRejected);
+}
+
+#[test]
+fn an_ack_after_the_pending_hello_timed_out_is_refused() {
+    for (arrives, ok) in [(29, true), (31, false)] {
+        let (mut a, mut b) = (node(), node());
+        let hello = dial(&mut a, &b);
+        let reply = b.hs.on_request(
+            a.peer,
+            TransportProfile::Quic,
+            decode(&hello),
+            &mut b.gov,
+            &t(1),
+        );
+        a.hs.on_response(b.peer, decode(&reply.bytes), &mut a.gov, &t(arrives));
+        let outs = outputs(&mut a);
+        if ok {
+            assert_eq!(established(&outs), Some(b.key.node_id()));
+        } else {
+            assert_eq!(
+                rejected(&outs),
+                Some((ErrorCode::HsUnknownRef, false, false))
+            );
+            assert!(!closes(&outs), "a soft refusal leaves the connection");
+            assert!(a.hs.session(&b.peer).is_none());
+        }
+    }
+}
+
+#[test]
+fn an_ack_without_a_hello_is_refused() {
+    let (a, mut b) = (node(), node());
+    // A validly signed ack from A to B, of a hello B never sent.
+    let p = HandshakeParams {
+        offered: &[],
+        transport: "tcp",
+        intent: "peer-connect",
+    };
+    let eph = EphemeralKey::generate();
+    let hello = build_hello(&b.key, &eph, a.key.node_id(), &p, &t(0)).unwrap();
+    let ack = crate::artifacts::build_ack(&a.key, &eph, &hello, &p, &t(0)).unwrap();
+    let caps = build_capabilities(&a.key, &[], &["tcp"], &t(0), 600).unwrap();
+    let bytes = encode(&Message::Ack(Box::new(ack), Box::new(caps)));
+    b.hs.on_response(a.peer, decode(&bytes), &mut b.gov, &t(0));
+    let outs = outputs(&mut b);
+    assert_eq!(
+        rejected(&outs),
+        Some((ErrorCode::HsUnknownRef, false, false))
+    );
+    assert!(!closes(&outs));
+    assert!(b.hs.session(&a.peer).is_none());
+}
+
+#[test]
+fn a_refusal_by_the_peer_ends_our_attempt_and_leaves_the_connection() {
+    let (mut a, b) = (node(), node());
+    a.gov.add_known(b.key.node_id());
+    let _ = dial(&mut a, &b);
+    assert!(a.hs.is_engaged(&b.peer));
+    let refusal = encode(&Message::Rejected(MeshError::new(
+        ErrorCode::TransportRejected,
+        "no room",
+    )));
+    a.hs.on_response(b.peer, decode(&refusal), &mut a.gov, &t(1));
+    let outs = outputs(&mut a);
+    assert_eq!(
+        rejected(&outs),
+        Some((ErrorCode::TransportRejected, false, true))
+    );
+    assert!(!closes(&outs));
+    assert!(!a.hs.is_engaged(&b.peer), "a new hello may be sent later");
+    assert_eq!(a.gov.temperature(&b.key.node_id()), Some(Temperature::Cold));
+}
+
+#[test]
+fn without_room_a_hello_is_refused_softly() {
+    let mut b = node_with(GovernorConfig {
+        max_live: 0,
+        ..GovernorConfig::default()
+    });
+    let r = NodeKeypair::generate();
+    let pr = r.node_id().to_peer_id().unwrap();
+    let hello = decode(&hello_from(&r, b.key.node_id(), &t(0)));
+    let reply =
+        b.hs.on_request(pr, TransportProfile::Tcp, hello, &mut b.gov, &t(0));
+    assert_eq!(code_of(&reply), ErrorCode::TransportRejected);
+    assert!(!reply.close_after);
+    // Nor does the node start one.
+    assert!(!b.hs.start(pr, &mut b.gov, &t(0)));
+    assert!(
+        outputs(&mut b)
+            .iter()
+            .all(|o| !matches!(o, Output::Send { .. }))
+    );
+}
+
+#[test]
+fn undecodable_requests_are_answered_with_their_code() {
+    let (mut b, r) = (node(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    let reply = b.hs.on_request(
+        pr,
+        TransportProfile::Tcp,
+        decode(b"\xff not cbor"),
+        &mut b.gov,
+        &t(0),
+    );
+    assert_eq!(code_of(&reply), ErrorCode::ProtoInvalid);
+    assert!(!reply.close_after);
+}
+
+#[test]
+fn a_hello_built_while_dialing_is_reframed_for_the_transport_used() {
+    let (mut a, mut b) = (node(), node());
+    a.hs.dialing(b.peer, TransportProfile::Tcp);
+    assert!(a.hs.work(&mut a.gov, &t(0)));
+    assert_eq!(a.hs.ahead().prebuilt(), 1);
+    // The connection came up over QUIC, not the TCP guessed from the addresses.
+    let hello = dial(&mut a, &b);
+    assert_eq!(a.hs.ahead().prebuilt(), 0, "the hello built ahead was used");
+    assert_eq!(a.hs.ahead().queued(), 0, "its identity term came with it");
+    let Message::Hello(h, _) = decode(&hello).unwrap() else {
+        panic!("not a hello")
+    };
+    assert_eq!(
+        TransportProfile::of_handshake(&h),
+        Some(TransportProfile::Quic)
+    );
+    h.verify_signature().unwrap();
+    let reply = b.hs.on_request(
+        a.peer,
+        TransportProfile::Quic,
+        decode(&hello),
+        &mut b.gov,
+        &t(1),
+    );
+    a.hs.on_response(b.peer, decode(&reply.bytes), &mut a.gov, &t(1));
+    assert_eq!(established(&outputs(&mut a)), Some(b.key.node_id()));
+}
+
+#[test]
+fn a_stale_hello_built_ahead_is_not_sent() {
+    let (mut a, b) = (node(), node());
+    a.hs.dialing(b.peer, TransportProfile::Quic);
+    assert!(a.hs.work(&mut a.gov, &t(0)));
+    a.hs.connected(b.peer, true, TransportProfile::Quic, &mut a.gov, &t(60));
+    let Message::Hello(h, _) = decode(&sent(&outputs(&mut a), b.peer)).unwrap() else {
+        panic!("not a hello")
+    };
+    assert_eq!(h.ts(), &t(60), "a new hello, not the one of t(0)");
+}
+
+#[test]
+fn the_last_connection_closing_ends_the_session() {
+    let (mut a, mut b) = (node(), node());
+    let hello = dial(&mut a, &b);
+    let reply = b.hs.on_request(
+        a.peer,
+        TransportProfile::Quic,
+        decode(&hello),
+        &mut b.gov,
+        &t(0),
+    );
+    a.hs.on_response(b.peer, decode(&reply.bytes), &mut a.gov, &t(0));
+    let _ = outputs(&mut a);
+    a.hs.disconnected(&b.peer, &mut a.gov, &t(5));
+    let outs = outputs(&mut a);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::SessionClosed { node, .. }) if *node == b.key.node_id()
+    )));
+    assert!(a.hs.session(&b.peer).is_none());
+    assert!(!a.hs.is_connected(&b.peer));
+    assert_eq!(a.gov.temperature(&b.key.node_id()), Some(Temperature::Cold));
+    // B's ack was out but its derivation not done: gone with the connection.
+    b.hs.disconnected(&a.peer, &mut b.gov, &t(5));
+    assert!(!b.hs.work(&mut b.gov, &t(5)) || b.hs.session(&a.peer).is_none());
+    assert!(b.hs.session(&a.peer).is_none());
+}
