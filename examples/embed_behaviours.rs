@@ -2,7 +2,8 @@
 //!
 //! This program knows nothing of the composed libmesh node (`libmesh::node`). It is an
 //! ordinary rust-libp2p 0.57 app — its own `#[derive(NetworkBehaviour)]`, a swarm built
-//! with `SwarmBuilder` over TCP + noise + yamux — made of two libmesh behaviours:
+//! with `SwarmBuilder` over TCP + noise + yamux — made of libmesh behaviours, each a
+//! plain field of the derived struct, none needing a call to make it work:
 //!
 //! - `mesh_session::Behaviour` (`/mesh/session/1.0.0`): on every new connection the
 //!   dialer sends a signed hello, the listener a signed ack, both verify each other's
@@ -14,13 +15,22 @@
 //!   advertisements ("node X can be reached at these addresses, until then"). Peers
 //!   publish theirs to each other and look each other's up; every advertisement that
 //!   enters a store has been verified.
+//! - `mesh_signal::Behaviour` (`/mesh/signal/1.0.0`): signed signaling frames (connect
+//!   requests, candidates, opaque setup payloads such as an SDP offer), directly or
+//!   through a signaling host; it expires and sweeps its correlations on its own.
+//! - `mesh_admission::server::Behaviour` and `client::Behaviour`
+//!   (`/mesh/relay-admission/1.0.0`): this app is also a circuit relay v2 that admits by
+//!   identity. The server owns the relay itself, so a peer without a grant cannot
+//!   reserve or open a circuit, and every relay event is counted before the app sees it;
+//!   the client asks a relay for a grant and renews it.
 //!
 //! Usage:
 //!
 //! ```sh
 //! # one terminal: a listener, prints its address
 //! cargo run --example embed_behaviours
-//! # another: dial it, wait for the session, publish our advertisement, look its up
+//! # another: dial it, wait for the session, publish our advertisement, look its up,
+//! # send it a signaling request and ask it (as a relay) for a reservation grant
 //! cargo run --example embed_behaviours -- /ip4/127.0.0.1/tcp/PORT/p2p/PEER
 //! # both ends in one process (exits 0 on success; the test suite runs this)
 //! cargo run --example embed_behaviours -- --demo
@@ -37,13 +47,15 @@ use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
 use mesh_advert::own::{advert_for, next_sequence};
 use mesh_advert::{AdvertStore, Answer, MemoryStore, StoreLimits};
 use mesh_core::{NodeAdvertisement, NodeId, NodeKeypair, Timestamp};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 /// How long the dialer may take from dial to both answers.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The application's behaviour: the two libmesh behaviours. The derive generates
-/// `AppEvent { Advert(..), Session(..) }`, one variant per field.
+/// The application's behaviour: libmesh behaviours as plain fields. The derive
+/// generates `AppEvent { Advert(..), Session(..), Signal(..), Relay(..), Admission(..) }`,
+/// one variant per field.
 #[derive(NetworkBehaviour)]
 struct App {
     /// Signed advertisements, served from (and stored into) an in-memory store. Any type
@@ -54,11 +66,21 @@ struct App {
     /// built with the same key as the swarm: the libp2p peer id and the libmesh node id
     /// name the same Ed25519 key.
     session: mesh_session::Behaviour,
+    /// Signed signaling frames between nodes (and through this node, for session peers
+    /// that offer it as a host).
+    signal: mesh_signal::Behaviour,
+    /// A circuit relay v2 that admits by identity (here: anyone with a signed request,
+    /// the `Open` policy of `server::Config::default()`).
+    relay: mesh_admission::server::Behaviour,
+    /// Asks relays for admission grants before reserving or opening circuits.
+    admission: mesh_admission::client::Behaviour,
 }
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(about = "A plain rust-libp2p app with mesh-advert and mesh-session inside")]
+#[command(
+    about = "A plain rust-libp2p app with mesh-advert, mesh-session, mesh-signal and mesh-admission inside"
+)]
 struct Args {
     /// Run a listener and a dialer in this process, check the exchange, exit 0 on
     /// success.
@@ -81,6 +103,15 @@ fn build_swarm(key: &NodeKeypair) -> anyhow::Result<Swarm<App>> {
             mesh_advert::Config::default(),
         ),
         session: mesh_session::Behaviour::new(key.clone(), mesh_session::Config::default()),
+        signal: mesh_signal::Behaviour::new(mesh_signal::Config::new(key.node_id())),
+        relay: mesh_admission::server::Behaviour::new(
+            key.clone(),
+            mesh_admission::server::Config::default(),
+        ),
+        admission: mesh_admission::client::Behaviour::new(
+            key.clone(),
+            mesh_admission::client::Config::default(),
+        ),
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
@@ -137,11 +168,44 @@ async fn start(
     Ok((dialable, advert))
 }
 
-/// The listener: drives the swarm forever, printing what happens. With `stored`, every
-/// advertisement a peer publishes to us is also reported there (the demo checks it).
-async fn serve(mut swarm: Swarm<App>, tag: &str, stored: Option<mpsc::UnboundedSender<NodeId>>) {
+/// What the listener saw that the demo checks.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// It stored this node's advertisement.
+    Stored(NodeId),
+    /// A signaling frame of this kind came from this node.
+    Frame(NodeId, String),
+}
+
+/// The listener: drives the swarm forever, printing what happens. With `seen`, every
+/// advertisement a peer publishes to us and every frame for us is also reported there
+/// (the demo checks them).
+async fn serve(mut swarm: Swarm<App>, tag: &str, seen: Option<mpsc::UnboundedSender<Seen>>) {
     loop {
         match swarm.select_next_some().await {
+            SwarmEvent::Behaviour(AppEvent::Signal(mesh_signal::Event::Received {
+                frame, ..
+            })) => {
+                // Verified by the behaviour: signed by `from`, addressed to us, fresh.
+                println!(
+                    "[{tag}] {} frame from {}: {}",
+                    frame.kind(),
+                    frame.from(),
+                    serde_json::Value::Object(frame.payload().clone())
+                );
+                if let Some(tx) = &seen {
+                    let _ = tx.send(Seen::Frame(frame.from(), frame.kind().to_owned()));
+                }
+            }
+            SwarmEvent::Behaviour(AppEvent::Relay(mesh_admission::server::Event::Granted {
+                peer,
+                grant,
+            })) => println!(
+                "[{tag}] admitted {peer} as a relay: {} ticket {}",
+                grant.purpose(),
+                grant.ticket_id()
+            ),
+            SwarmEvent::Behaviour(AppEvent::Relay(e)) => println!("[{tag}] relay: {e:?}"),
             // Ping round trips are there for the app that wants them.
             SwarmEvent::Behaviour(AppEvent::Session(mesh_session::Event::Pinged { .. })) => {}
             SwarmEvent::Behaviour(AppEvent::Session(e)) => {
@@ -161,8 +225,8 @@ async fn serve(mut swarm: Swarm<App>, tag: &str, stored: Option<mpsc::UnboundedS
                 ..
             })) => {
                 println!("[{tag}] stored the advertisement of {node} (#{sequence_no}) from {peer}");
-                if let Some(tx) = &stored {
-                    let _ = tx.send(node);
+                if let Some(tx) = &seen {
+                    let _ = tx.send(Seen::Stored(node));
                 }
             }
             SwarmEvent::Behaviour(AppEvent::Advert(e)) => println!("[{tag}] advert: {e:?}"),
@@ -187,12 +251,16 @@ struct Exchange {
     published: Answer,
     /// The peer's advertisement, verified.
     found: NodeAdvertisement,
+    /// The peer's admission grant (it is a relay), verified.
+    grant: mesh_core::RelayAdmissionGrant,
 }
 
 /// The dialer: dials `target`, waits for the mesh session, then publishes `own` to the
-/// peer and looks the peer's advertisement up from it.
+/// peer, looks the peer's advertisement up from it, sends it a connect request and asks
+/// it for a reservation grant.
 async fn exchange(
     swarm: &mut Swarm<App>,
+    own_key: &NodeKeypair,
     own: NodeAdvertisement,
     target: Multiaddr,
     tag: &str,
@@ -209,7 +277,9 @@ async fn exchange(
     let mut lookup_req: Option<String> = None;
     let mut published: Option<Answer> = None;
     let mut found: Option<NodeAdvertisement> = None;
-    while published.is_none() || found.is_none() {
+    let mut grant: Option<mesh_core::RelayAdmissionGrant> = None;
+    let mut delivered = false;
+    while published.is_none() || found.is_none() || grant.is_none() || !delivered {
         match swarm.select_next_some().await {
             // The session is up: the peer proved it holds the key of `node`. Only now
             // talk to it.
@@ -224,7 +294,44 @@ async fn exchange(
                 // `mesh_advert::Event::Response` carrying it.
                 publish_req = Some(advert.publish(&peer, own.clone()));
                 lookup_req = Some(advert.lookup(&peer, node));
+                // A signed connect request that opens a correlation (the setup
+                // payloads, candidates and answers of a WebRTC-style orchestrator follow
+                // in it), addressed to the peer.
+                let mut payload = serde_json::Map::new();
+                payload.insert("purpose".into(), json!("setup"));
+                let frame = mesh_signal::frame(
+                    own_key,
+                    node,
+                    "connect_request",
+                    &mesh_signal::random_id("corr:"),
+                    payload,
+                    &Timestamp::now(),
+                )?;
+                swarm
+                    .behaviour_mut()
+                    .signal
+                    .send(&frame, None)
+                    .map_err(|e| anyhow::anyhow!("connect request: {e}"))?;
+                // The peer is a relay: ask it to admit a reservation.
+                swarm
+                    .behaviour_mut()
+                    .admission
+                    .request(peer, mesh_admission::Purpose::Reservation, Vec::new())
+                    .map_err(|e| anyhow::anyhow!("admission request: {e}"))?;
             }
+            SwarmEvent::Behaviour(AppEvent::Signal(mesh_signal::Event::Delivered {
+                peer: p,
+                ..
+            })) if p == peer => delivered = true,
+            SwarmEvent::Behaviour(AppEvent::Signal(mesh_signal::Event::Refused {
+                error, ..
+            })) => bail!("connect request refused: {error}"),
+            SwarmEvent::Behaviour(AppEvent::Admission(e)) => match e {
+                mesh_admission::client::Event::Granted {
+                    relay, grant: g, ..
+                } if relay == peer => grant = Some(*g),
+                other => bail!("admission: {other:?}"),
+            },
             SwarmEvent::Behaviour(AppEvent::Session(mesh_session::Event::Rejected {
                 peer: p,
                 error,
@@ -266,13 +373,14 @@ async fn exchange(
             _ => {}
         }
     }
-    match (published, found) {
-        (Some(published), Some(found)) => Ok(Exchange {
+    match (published, found, grant) {
+        (Some(published), Some(found), Some(grant)) => Ok(Exchange {
             node,
             published,
             found,
+            grant,
         }),
-        _ => bail!("exchange ended without both answers"),
+        _ => bail!("exchange ended without every answer"),
     }
 }
 
@@ -286,6 +394,12 @@ fn report(tag: &str, x: &Exchange) {
         x.found.sequence_no(),
         x.found.expires_at().as_str(),
     );
+    println!(
+        "[{tag}] admitted by relay {}: ticket {}, until {}",
+        x.node,
+        x.grant.ticket_id(),
+        x.grant.expires_at().as_str()
+    );
 }
 
 /// Runs the dialer against `target` with a fresh identity.
@@ -296,7 +410,7 @@ async fn dial(listen: Multiaddr, target: Multiaddr) -> anyhow::Result<()> {
     println!("dialer {}", key.node_id());
     let x = tokio::time::timeout(
         EXCHANGE_TIMEOUT,
-        exchange(&mut swarm, own, target, "dialer"),
+        exchange(&mut swarm, &key, own, target, "dialer"),
     )
     .await
     .context("no session and answers within 30 s")??;
@@ -321,8 +435,8 @@ async fn demo(listen: Multiaddr) -> anyhow::Result<()> {
     let mut listener = build_swarm(&lkey)?;
     let (addr, _) = start(&mut listener, &lkey, listen).await?;
     println!("listener {} at {addr}", lkey.node_id());
-    let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
-    let server = tokio::spawn(async move { serve(listener, "listener", Some(stored_tx)).await });
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(async move { serve(listener, "listener", Some(seen_tx)).await });
 
     let mut dialer = build_swarm(&dkey)?;
     // Port 0 for the dialer: `--listen` may name a fixed port, which the listener holds.
@@ -330,14 +444,14 @@ async fn demo(listen: Multiaddr) -> anyhow::Result<()> {
     println!("dialer {}", dkey.node_id());
     let result = tokio::time::timeout(
         EXCHANGE_TIMEOUT,
-        exchange(&mut dialer, own.clone(), addr, "dialer"),
+        exchange(&mut dialer, &dkey, own.clone(), addr, "dialer"),
     )
     .await;
-    let checked = check_demo(result, &lkey, &dkey, &mut stored_rx).await;
+    let checked = check_demo(result, &lkey, &dkey, &mut seen_rx).await;
     server.abort();
     checked?;
     println!(
-        "demo ok: session up, {} stored the advertisement of {} (#{}) and answered with its own",
+        "demo ok: session up, {} stored the advertisement of {} (#{}) and answered with its own, took its connect request and admitted it",
         lkey.node_id(),
         dkey.node_id(),
         own.sequence_no()
@@ -345,13 +459,14 @@ async fn demo(listen: Multiaddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's checks: the dialer got the listener's advertisement and its publish was
-/// stored, and the listener reported storing the dialer's advertisement.
+/// The demo's checks: the dialer got the listener's advertisement, its publish was
+/// stored and it holds a grant signed by the listener; the listener reported storing the
+/// dialer's advertisement and receiving its connect request.
 async fn check_demo(
     result: Result<anyhow::Result<Exchange>, tokio::time::error::Elapsed>,
     lkey: &NodeKeypair,
     dkey: &NodeKeypair,
-    stored_rx: &mut mpsc::UnboundedReceiver<NodeId>,
+    seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
 ) -> anyhow::Result<()> {
     let x = result.context("no session and answers within 30 s")??;
     report("dialer", &x);
@@ -361,17 +476,24 @@ async fn check_demo(
     if !matches!(x.published, Answer::Stored | Answer::Replaced) {
         bail!("publish answered {:?}", x.published);
     }
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(node) = stored_rx.recv().await {
-            if node == dkey.node_id() {
-                return true;
+    if x.grant.relay_id() != lkey.node_id() || x.grant.node_id() != dkey.node_id() {
+        bail!("the grant names the wrong relay or node");
+    }
+    let mut wanted = vec![
+        Seen::Stored(dkey.node_id()),
+        Seen::Frame(dkey.node_id(), "connect_request".into()),
+    ];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(s) = seen_rx.recv().await {
+            wanted.retain(|w| *w != s);
+            if wanted.is_empty() {
+                break;
             }
         }
-        false
     })
     .await;
-    if seen != Ok(true) {
-        bail!("the listener did not report storing the dialer's advertisement");
+    if !wanted.is_empty() {
+        bail!("the listener did not report {wanted:?}");
     }
     Ok(())
 }
