@@ -1,6 +1,7 @@
 //! The one behaviour of the node: the gates first (connection and memory limits), then
 //! libp2p's own protocols, then libmesh's. Each field's events reach the node loop as
-//! one variant of [`MeshBehaviourEvent`].
+//! one variant of [`MeshBehaviourEvent`]. This file holds only the derived struct; it
+//! is built in `build.rs`.
 
 // The derive generates `MeshBehaviourEvent` with one undocumented variant per field;
 // each variant carries the event type of the field documented below.
@@ -8,19 +9,9 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{
-    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
-    memory_connection_limits, relay,
-};
-use mesh_core::NodeKeypair;
+use libp2p::{autonat, connection_limits, dcutr, gossipsub, kad, memory_connection_limits, relay};
 
-use super::config::{KadMode, NodeConfig};
 use super::store::SharedAdverts;
-
-/// The identify protocol version libmesh nodes announce.
-pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
-/// The agent version prefix.
-pub const AGENT: &str = concat!("libmesh/", env!("CARGO_PKG_VERSION"));
 
 /// All components of the node, in the order the swarm consults them.
 #[derive(NetworkBehaviour)]
@@ -65,152 +56,4 @@ pub struct MeshBehaviour {
     pub signal: mesh_signal::Behaviour,
     /// `/perf/1.0.0` streams (off unless configured).
     pub perf: Toggle<crate::perf::Behaviour>,
-}
-
-/// What the behaviour constructor needs besides the key.
-pub struct Parts {
-    /// The advertisement store shared with the directory.
-    pub store: SharedAdverts,
-    /// Session settings (trace sink, governor limits).
-    pub session: mesh_session::Config,
-    /// Marker settings.
-    pub marker: mesh_session::marker::Config,
-    /// Signaling settings.
-    pub signal: mesh_signal::Config,
-    /// Relay admission settings (used with the relay server).
-    pub admission: Option<mesh_admission::server::Config>,
-}
-
-/// Why the behaviour could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The gossipsub settings are inconsistent.
-    #[error("gossipsub config: {0}")]
-    GossipsubConfig(gossipsub::ConfigBuilderError),
-    /// gossipsub refused its settings.
-    #[error("gossipsub: {0}")]
-    Gossipsub(&'static str),
-    /// gossipsub refused the peer-score parameters.
-    #[error("gossipsub peer scoring: {0}")]
-    PeerScore(String),
-}
-
-/// Builds the behaviour.
-pub fn build(
-    key: &NodeKeypair,
-    relay_client: relay::client::Behaviour,
-    config: &NodeConfig,
-    parts: Parts,
-) -> Result<MeshBehaviour, BuildError> {
-    let lp_key = key.to_libp2p();
-    let peer_id = lp_key.public().to_peer_id();
-    let l = &config.limits;
-    let limits = connection_limits::Behaviour::new(
-        connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(l.max_established))
-            .with_max_established_per_peer(Some(l.max_per_peer))
-            .with_max_pending_incoming(Some(l.max_pending_incoming)),
-    );
-    let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
-    let identify = super::identify_observed::Identify::new(identify::Behaviour::new(
-        identify::Config::new(IDENTIFY_PROTOCOL.into(), lp_key.public())
-            .with_agent_version(AGENT.into())
-            .with_push_listen_addr_updates(true),
-    ));
-
-    let mut amino = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(kad::PROTOCOL_NAME),
-    );
-    let mut mesh_kad = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        mesh_advert::kad::config(),
-    );
-    let mode = match config.kad_mode {
-        KadMode::Auto => None,
-        KadMode::Server => Some(kad::Mode::Server),
-        KadMode::Client => Some(kad::Mode::Client),
-    };
-    amino.set_mode(mode);
-    mesh_kad.set_mode(mode);
-
-    let gossip_config = gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
-        .validate_messages()
-        // A forwarded message may wait 5 s in a connection's queue (gossipsub's default
-        // for publishing; 1 s for forwarding): under a burst the queue of a busy node
-        // lags, and a presence dropped there is lost to that peer until the next
-        // re-announce, while the drop also counts against the peer's score.
-        .forward_queue_duration(std::time::Duration::from_secs(5))
-        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
-        // signature of every copy before the duplicate check, so a copy not sent saves a
-        // verification (swarm presences are small and go to every member).
-        .idontwant_message_size_threshold(0)
-        .max_transmit_size(l.max_gossip_bytes)
-        .build()
-        .map_err(BuildError::GossipsubConfig)?;
-    let mut gossipsub = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(lp_key),
-        gossip_config,
-    )
-    .map_err(BuildError::Gossipsub)?;
-    // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
-    // of one host); the co-location penalty would graylist them all beyond ten.
-    let score = gossipsub::PeerScoreParams {
-        ip_colocation_factor_whitelist: [
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::Ipv6Addr::LOCALHOST.into(),
-        ]
-        .into(),
-        ..Default::default()
-    };
-    gossipsub
-        .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
-        .map_err(BuildError::PeerScore)?;
-
-    let admission = parts.admission.map(|c| {
-        let base = relay::Config {
-            max_reservations: config.admission.max_reservations,
-            max_circuits: config.admission.max_circuits,
-            max_circuits_per_peer: config.admission.circuits as usize,
-            ..relay::Config::default()
-        };
-        mesh_admission::server::Behaviour::with_relay_config(key.clone(), c, base)
-    });
-
-    Ok(MeshBehaviour {
-        limits,
-        memory,
-        identify,
-        amino,
-        mesh_kad,
-        gossipsub,
-        autonat_client: config
-            .autonat
-            .then(autonat::v2::client::Behaviour::default)
-            .into(),
-        autonat_server: config
-            .autonat
-            .then(autonat::v2::server::Behaviour::default)
-            .into(),
-        admission: admission.into(),
-        admission_client: mesh_admission::client::Behaviour::new(
-            key.clone(),
-            mesh_admission::client::Config::default(),
-        ),
-        relay_client,
-        dcutr: dcutr::Behaviour::new(peer_id),
-        advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
-        session: mesh_session::Behaviour::new(key.clone(), parts.session),
-        marker: mesh_session::marker::Behaviour::new(parts.marker),
-        signal: mesh_signal::Behaviour::new(parts.signal),
-        perf: config.perf.then(crate::perf::Behaviour::new).into(),
-    })
-}
-
-/// Whether a peer's identify protocols include `protocol`.
-pub fn speaks(protocols: &[StreamProtocol], protocol: &StreamProtocol) -> bool {
-    protocols.iter().any(|p| p == protocol)
 }

@@ -7,7 +7,8 @@ use mesh_advert::AdvertStore;
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
 use super::addrs;
-use super::behaviour::{MeshBehaviour, speaks};
+use super::behaviour::MeshBehaviour;
+use super::build::speaks;
 use super::router::plan::is_circuit;
 use super::store::SharedAdverts;
 

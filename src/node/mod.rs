@@ -34,6 +34,7 @@ pub mod admission;
 pub mod api;
 mod apply;
 pub mod behaviour;
+pub mod build;
 mod commands;
 pub mod config;
 mod dht;
@@ -214,7 +215,7 @@ impl Node {
         } else {
             None
         };
-        let parts = behaviour::Parts {
+        let parts = build::Parts {
             store: store.clone(),
             session,
             marker,

@@ -17,7 +17,8 @@ use mesh_core::NodeKeypair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::behaviour::{self, MeshBehaviour, Parts};
+use super::behaviour::MeshBehaviour;
+use super::build::{self, Parts};
 use super::config::NodeConfig;
 
 /// Why the swarm could not be built.
@@ -69,7 +70,7 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {
-            behaviour::build(key, relay_client, config, parts)
+            build::build(key, relay_client, config, parts)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| build(&e))?
