@@ -46,12 +46,16 @@ impl View for NodeView<'_> {
         self.waiting.remote_addrs(peer)
     }
 
-    fn capabilities(&self, peer: &PeerId) -> Option<Vec<String>> {
+    fn has_session(&self, peer: &PeerId) -> bool {
+        self.swarm.behaviour().session.session(peer).is_some()
+    }
+
+    fn offers(&self, peer: &PeerId, capability: &str) -> bool {
         self.swarm
             .behaviour()
             .session
             .session(peer)
-            .map(|s| s.capabilities.clone())
+            .is_some_and(|s| s.capabilities.iter().any(|c| c == capability))
     }
 
     fn signal_reaches(&self, peer: &PeerId) -> bool {

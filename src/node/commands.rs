@@ -112,9 +112,14 @@ impl Node {
                 content_type,
                 reply,
             } => {
-                let actions = self
-                    .router
-                    .send_setup(node, data, content_type, reply, &view!(self));
+                let actions = self.router.send_setup(
+                    node,
+                    data,
+                    content_type,
+                    reply,
+                    &view!(self),
+                    Instant::now(),
+                );
                 self.apply(actions);
             }
             Command::JoinGroup { key, reply } => {

@@ -272,7 +272,7 @@ impl Idle {
         let close = self.conns.to_close(now, |peer| {
             if keep.contains(peer) || view.is_hot(peer) {
                 Need::Keep
-            } else if view.capabilities(peer).is_some() {
+            } else if view.has_session(peer) {
                 Need::Session
             } else {
                 Need::Nothing

@@ -426,35 +426,37 @@ impl Node {
         let advertised = self.own.current().is_some();
         let actions = self.relays.tick(reachable, advertised, now.at);
         self.apply(actions);
-        // Peers other components need kept besides what the idle rule knows: route
-        // targets, peers commands wait on, the relay server's clients, and the DHT
-        // servers while a query that someone waits for may be talking to them.
-        // (Background queries, bootstrap and republishing, do not count: with them a
-        // client would keep every server it knows. A request on a connection idle for
-        // the whole grace period can meet the close; Kademlia then counts that peer as
-        // failed for the query and goes on.)
-        let mut keep: HashSet<PeerId> = self.router.targets().collect();
-        keep.extend(self.waiting.peers().copied());
-        // Our relay server's reservations and both ends of its circuits, as its
-        // admission side counts them.
-        if let Some(relay) = self.swarm.behaviour().admission.as_ref() {
-            keep.extend(relay.served_peers());
-        }
-        let busy = [
-            self.waiting.waits_on(Dht::Amino),
-            self.waiting.waits_on(Dht::Mesh),
-        ];
-        let b = self.swarm.behaviour_mut();
-        for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
-            if busy {
-                for bucket in kad.kbuckets() {
-                    keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
+        // The idle rule runs only while some peer is idle (the usual case: none).
+        if self.idle.conns.any_idle(now.at) {
+            // Peers other components need kept besides what the idle rule knows: route
+            // targets, peers commands wait on, the relay server's clients, and the DHT
+            // servers while a query that someone waits for may be talking to them.
+            // (Background queries, bootstrap and republishing, do not count: with them a
+            // client would keep every server it knows. A request on a connection idle for
+            // the whole grace period can meet the close; Kademlia then counts that peer as
+            // failed for the query and goes on.)
+            let mut keep: HashSet<PeerId> = self.router.targets().collect();
+            keep.extend(self.waiting.peers().copied());
+            // Our relay server's reservations and both ends of its circuits, as its
+            // admission side counts them.
+            if let Some(relay) = self.swarm.behaviour().admission.as_ref() {
+                keep.extend(relay.served_peers());
+            }
+            let busy = [
+                self.waiting.waits_on(Dht::Amino),
+                self.waiting.waits_on(Dht::Mesh),
+            ];
+            let b = self.swarm.behaviour_mut();
+            for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
+                if busy {
+                    for bucket in kad.kbuckets() {
+                        keep.extend(bucket.iter().map(|e| *e.node.key.preimage()));
+                    }
                 }
             }
+            let actions = self.idle.tick(&view!(self), keep, now.at);
+            self.apply(actions);
         }
-
-        let actions = self.idle.tick(&view!(self), keep, now.at);
-        self.apply(actions);
     }
 
     fn emit(&mut self, event: NodeEvent) {

@@ -16,8 +16,10 @@ pub(crate) trait View {
     fn connected_peers(&self) -> Vec<PeerId>;
     /// The remote addresses of `peer`'s connections.
     fn remote_addrs(&self, peer: &PeerId) -> Vec<Multiaddr>;
-    /// The capabilities of `peer`'s session (`None`: no session).
-    fn capabilities(&self, peer: &PeerId) -> Option<Vec<String>>;
+    /// Whether `peer` has a session with this node.
+    fn has_session(&self, peer: &PeerId) -> bool;
+    /// Whether `peer`'s session offers `capability` (`core/relay`, `core/signaling`…).
+    fn offers(&self, peer: &PeerId, capability: &str) -> bool;
     /// Whether a signaling frame can go to `peer` directly (a session peer).
     fn signal_reaches(&self, peer: &PeerId) -> bool;
     /// Confirmed external addresses.
@@ -107,8 +109,13 @@ pub(crate) mod fake {
         fn remote_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
             self.connected.get(peer).cloned().unwrap_or_default()
         }
-        fn capabilities(&self, peer: &PeerId) -> Option<Vec<String>> {
-            self.sessions.get(peer).cloned()
+        fn has_session(&self, peer: &PeerId) -> bool {
+            self.sessions.contains_key(peer)
+        }
+        fn offers(&self, peer: &PeerId, capability: &str) -> bool {
+            self.sessions
+                .get(peer)
+                .is_some_and(|caps| caps.iter().any(|c| c == capability))
         }
         fn signal_reaches(&self, peer: &PeerId) -> bool {
             self.sessions.contains_key(peer)

@@ -259,7 +259,7 @@ impl Router {
                 if hosts.is_empty() && !view.signal_reaches(&peer) {
                     return self.next_stage(id, "no signaling host".into(), view, now, out);
                 }
-                if let Err(e) = self.open_outbound(node, hosts, Intent::Route(id), view, out) {
+                if let Err(e) = self.open_outbound(node, hosts, Intent::Route(id), view, now, out) {
                     self.next_stage(id, e.to_string(), view, now, out);
                 }
             }
@@ -523,6 +523,7 @@ impl Router {
         }
         self.answering
             .retain(|_, a| now.duration_since(a.since) < signaling::ANSWERING_FOR);
+        self.expire_setups(now);
         out
     }
 }
@@ -531,10 +532,7 @@ impl Router {
 fn relay_circuits(view: &dyn View, target: PeerId) -> Vec<Multiaddr> {
     let mut out = Vec::new();
     for p in view.connected_peers() {
-        let relay = view
-            .capabilities(&p)
-            .is_some_and(|caps| caps.iter().any(|c| c == "core/relay"));
-        if !relay || p == target {
+        if p == target || !view.offers(&p, "core/relay") {
             continue;
         }
         for a in view.remote_addrs(&p) {

@@ -14,12 +14,16 @@ use serde_json::{Map, Value, json};
 
 use super::{Actions, Router, plan};
 use crate::node::action::Action;
-use crate::node::api::{MAX_SETUP_BYTES, Reply, answer};
+use crate::node::api::{HandleError, MAX_SETUP_BYTES, Reply, answer};
 use crate::node::event::NodeEvent;
 use crate::node::view::View;
 
 /// Incoming correlations remembered (to dial back on their candidates).
 const MAX_ANSWERING: usize = 256;
+/// Setup payloads (`send_signal`) waiting for their delivery at once.
+pub(super) const MAX_SETUPS: usize = 64;
+/// How long a setup payload may wait for the other side's accept and the delivery.
+pub(super) const SETUP_FOR: Duration = Duration::from_secs(35);
 /// How long an incoming correlation is remembered.
 pub(super) const ANSWERING_FOR: Duration = Duration::from_secs(120);
 /// The `purpose` of the requests the routing policy sends.
@@ -47,12 +51,13 @@ pub(super) struct Outbound {
     via: Option<PeerId>,
     hosts: VecDeque<PeerId>,
     intent: Intent,
+    since: Instant,
 }
 
 impl Outbound {
     /// A correlation with `node` to open through the first of `hosts` (or directly);
     /// [`Router::request`] fills in its id and request.
-    fn new(node: NodeId, hosts: Vec<PeerId>, intent: Intent) -> Self {
+    fn new(node: NodeId, hosts: Vec<PeerId>, intent: Intent, now: Instant) -> Self {
         Outbound {
             node,
             correlation: String::new(),
@@ -61,6 +66,7 @@ impl Outbound {
             via: None,
             hosts: hosts.into(),
             intent,
+            since: now,
         }
     }
 }
@@ -78,16 +84,38 @@ pub(super) fn hosts(view: &dyn View, target: PeerId, circuits: &[Multiaddr]) -> 
         .connected_peers()
         .into_iter()
         .filter(|p| *p != target)
-        .filter(|p| {
-            view.capabilities(p)
-                .is_some_and(|caps| caps.iter().any(|c| c == "core/signaling"))
-        })
+        .filter(|p| view.offers(p, "core/signaling"))
         .collect();
     hosts.sort();
     plan::order_hosts(hosts, &plan::relays_of(circuits))
 }
 
 impl Router {
+    /// Setup payloads that waited longer than [`SETUP_FOR`] (no accept, or no
+    /// delivery): answered with a timeout and forgotten.
+    pub(super) fn expire_setups(&mut self, now: Instant) {
+        let late: Vec<String> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| {
+                matches!(o.intent, Intent::Setup { .. })
+                    && now.saturating_duration_since(o.since) >= SETUP_FOR
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for corr in late {
+            if let Some(Outbound {
+                intent: Intent::Setup {
+                    reply: Some(reply), ..
+                },
+                ..
+            }) = self.outbound.remove(&corr)
+            {
+                let _ = reply.send(Err(HandleError::timed_out("setup payload", SETUP_FOR)));
+            }
+        }
+    }
+
     fn our_candidates(&self, view: &dyn View) -> Vec<Multiaddr> {
         let observed: Vec<Multiaddr> = self.observed.iter().cloned().collect();
         plan::candidates(
@@ -115,9 +143,10 @@ impl Router {
         hosts: Vec<PeerId>,
         intent: Intent,
         view: &dyn View,
+        now: Instant,
         out: &mut Actions,
     ) -> Result<(), MeshError> {
-        let mut o = Outbound::new(node, hosts, intent);
+        let mut o = Outbound::new(node, hosts, intent, now);
         out.push(self.request(&mut o, view)?);
         if let Intent::Route(id) = o.intent
             && let Some(a) = self.attempts.get_mut(&id)
@@ -165,8 +194,22 @@ impl Router {
         content_type: Option<String>,
         reply: Reply<String>,
         view: &dyn View,
+        now: Instant,
     ) -> Actions {
         let mut out = Vec::new();
+        let setups = self
+            .outbound
+            .values()
+            .filter(|o| matches!(o.intent, Intent::Setup { .. }))
+            .count();
+        if setups >= MAX_SETUPS {
+            let e = MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("{setups} setup payloads are waiting already"),
+            );
+            answer(reply, Err(e));
+            return out;
+        }
         if data.len() > MAX_SETUP_BYTES {
             let e = MeshError::invalid(format!(
                 "setup payload of {} bytes exceeds {MAX_SETUP_BYTES}",
@@ -195,7 +238,7 @@ impl Router {
             data: p,
             reply: Some(reply),
         };
-        let mut o = Outbound::new(node, hosts, intent);
+        let mut o = Outbound::new(node, hosts, intent, now);
         match self.request(&mut o, view) {
             Ok(send) => {
                 out.push(send);

@@ -404,9 +404,14 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
     let mut b = Bench::new();
     let target = NodeKeypair::generate().node_id();
     let (tx, mut rx) = oneshot::channel();
-    let actions = b
-        .router
-        .send_setup(target, vec![0; MAX_SETUP_BYTES + 1], None, tx, &b.view);
+    let actions = b.router.send_setup(
+        target,
+        vec![0; MAX_SETUP_BYTES + 1],
+        None,
+        tx,
+        &b.view,
+        b.at(0),
+    );
     assert!(actions.is_empty());
     assert_eq!(
         rx.try_recv().unwrap().unwrap_err().code(),
@@ -414,7 +419,7 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
     );
     let (tx, mut rx) = oneshot::channel();
     b.router
-        .send_setup(target, b"x".to_vec(), None, tx, &b.view);
+        .send_setup(target, b"x".to_vec(), None, tx, &b.view, b.at(0));
     assert_eq!(
         rx.try_recv().unwrap().unwrap_err().code(),
         ErrorCode::TransportUnavailable
@@ -432,6 +437,7 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
         Some("application/sdp".into()),
         tx,
         &b.view,
+        b.at(0),
     );
     let (_, corr, via) = frames(&actions)[0];
     assert_eq!(via, None, "direct to a session peer");
@@ -463,4 +469,54 @@ fn observed_addresses_are_bounded() {
         b.router.observed(ma(&format!("/ip4/192.0.2.{i}/tcp/1")));
     }
     assert_eq!(b.router.observed.len(), super::MAX_OBSERVED);
+}
+
+#[test]
+fn waiting_setup_payloads_are_capped_and_expire() {
+    use super::signaling::{MAX_SETUPS, SETUP_FOR};
+    let mut b = Bench::new();
+    // A session peer that accepts nothing: every payload waits for its accept.
+    let target = NodeKeypair::generate().node_id();
+    let peer = target.to_peer_id().unwrap();
+    b.view.session(peer, "/ip4/192.0.2.3/tcp/1", &[]);
+    let mut waiting = Vec::new();
+    for _ in 0..MAX_SETUPS {
+        let (tx, rx) = oneshot::channel();
+        let actions = b
+            .router
+            .send_setup(target, b"x".to_vec(), None, tx, &b.view, b.at(0));
+        assert_eq!(frames(&actions).len(), 1);
+        waiting.push(rx);
+    }
+    // One more is refused at once, with a code, and sends nothing.
+    let (tx, mut rx) = oneshot::channel();
+    let actions = b
+        .router
+        .send_setup(target, b"x".to_vec(), None, tx, &b.view, b.at(0));
+    assert!(actions.is_empty());
+    assert_eq!(
+        rx.try_recv().unwrap().unwrap_err().code(),
+        ErrorCode::TransportRejected
+    );
+    // Before their time they wait; after it they are answered with a timeout and
+    // forgotten, which makes room again.
+    b.router.tick(&b.view, b.at(SETUP_FOR.as_secs() - 1));
+    assert!(waiting[0].try_recv().is_err());
+    b.router.tick(&b.view, b.at(SETUP_FOR.as_secs()));
+    for mut rx in waiting {
+        assert!(matches!(
+            rx.try_recv().unwrap().unwrap_err(),
+            HandleError::TimedOut { .. }
+        ));
+    }
+    let (tx, _rx) = oneshot::channel();
+    let actions = b.router.send_setup(
+        target,
+        b"x".to_vec(),
+        None,
+        tx,
+        &b.view,
+        b.at(SETUP_FOR.as_secs()),
+    );
+    assert_eq!(frames(&actions).len(), 1);
 }
