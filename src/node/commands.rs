@@ -248,7 +248,7 @@ impl Node {
         }
         let topic = gossipsub::IdentTopic::new(key.topic());
         if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
-            let _ = self.groups.leave(key, &view!(self), &Now::current());
+            self.groups.abandon(&key);
             return Err(MeshError::invalid(format!("swarm {key}: subscribe: {e}")));
         }
         let b = self.swarm.behaviour_mut();

@@ -116,6 +116,14 @@ impl Groups {
         out
     }
 
+    /// Takes back a [`Groups::join`] whose topic could not be subscribed (nothing was
+    /// announced, so nothing is said).
+    pub(crate) fn abandon(&mut self, key: &DiscoveryKey) {
+        self.tables.leave(key);
+        self.queried.remove(key);
+        self.dialed.remove(key);
+    }
+
     /// Leaves `key` (`false`: not in it): the `leave` presence, to go out before the
     /// node unsubscribes.
     pub(crate) fn leave(
@@ -605,6 +613,12 @@ mod component_tests {
         assert!(!g.is_joined(&k));
         let (left, actions) = g.leave(k, &view, &now);
         assert!(!left && actions.is_empty());
+        // A join taken back (the topic could not be subscribed) says nothing and can be
+        // tried again.
+        assert!(g.join(k).unwrap());
+        g.abandon(&k);
+        assert!(!g.is_joined(&k));
+        assert!(g.join(k).unwrap());
     }
 }
 
