@@ -2,6 +2,11 @@
 //! `lookup`, `dial`, `marker send` use it) and the metrics endpoint (Prometheus text at
 //! `/metrics`, `/status` JSON).
 //!
+//! Every control request needs `Authorization: Bearer <token>` (the token is in
+//! `<data-dir>/control.token`, mode 0600), the served address as `Host` and no foreign
+//! `Origin`: see [`crate::control_auth`]. Both servers run on [`crate::http_serve`]
+//! (header and request timeouts, connection caps).
+//!
 //! Control API (JSON in and out; errors are `{"error/code", "error/class", "detail"}`
 //! with a frozen code):
 //!
@@ -34,12 +39,30 @@ use mesh_core::{ErrorCode, MeshError, NodeId};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::control_auth::ControlAuth;
+use crate::http_serve::{HttpLimits, HttpSettings};
 use crate::node::{NodeHandle, Target};
 use mesh_signal::group::DiscoveryKey;
 
 /// The file in the data directory that holds the control API's address while a node
-/// runs.
+/// runs (mode 0600, like the token beside it).
 pub const CONTROL_FILE: &str = "control.addr";
+
+/// The control API's request timeout: longer than a node command's own
+/// ([`crate::node::COMMAND_TIMEOUT`], 30 s), so a slow command ends with the node's coded
+/// answer rather than a cut connection, and shorter than the CLI's 60 s wait.
+pub const CONTROL_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// The control API's bounds: `[http]`'s header timeout, lifetime and connection cap,
+/// [`CONTROL_REQUEST_TIMEOUT`], and no per-client cap below the total (every client is
+/// on loopback, so all share one key).
+pub fn control_limits(http: &HttpSettings) -> HttpLimits {
+    HttpLimits {
+        request_timeout: CONTROL_REQUEST_TIMEOUT,
+        max_connections_per_client: http.max_connections,
+        ..http.limits()
+    }
+}
 
 /// Request bodies larger than this are refused.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -219,8 +242,8 @@ async fn relay_revoke(State(h): State<NodeHandle>, Json(b): Json<NodeBody>) -> A
     Ok(Json(json!({"node": node.to_string(), "revoked": revoked})))
 }
 
-/// The control API's router.
-pub fn control_router(handle: NodeHandle) -> Router {
+/// The control API's router; every request must pass `auth` (token, `Host`, `Origin`).
+pub fn control_router(handle: NodeHandle, auth: ControlAuth) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/peers", get(peers))
@@ -238,6 +261,10 @@ pub fn control_router(handle: NodeHandle) -> Router {
         .route("/relay/grants", get(relay_grants))
         .route("/relay/revoke", post(relay_revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::control_auth::require,
+        ))
         .with_state(handle)
 }
 

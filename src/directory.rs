@@ -32,6 +32,8 @@ use mesh_core::{
 };
 use serde_json::{Value, json};
 
+use crate::http_serve::{HttpLimits, client_key};
+
 /// Directory settings.
 #[derive(Debug, Clone, Copy)]
 pub struct DirectoryConfig {
@@ -39,8 +41,11 @@ pub struct DirectoryConfig {
     pub max_body_bytes: usize,
     /// Largest batch of a cursor walk.
     pub max_items: usize,
-    /// Requests per client address.
+    /// Requests per client (an IPv4 address or an IPv6 /64, see
+    /// [`crate::http_serve::client_key`]).
     pub per_client: RateLimit,
+    /// Timeouts and connection caps of the server.
+    pub http: HttpLimits,
 }
 
 impl Default for DirectoryConfig {
@@ -49,6 +54,7 @@ impl Default for DirectoryConfig {
             max_body_bytes: mesh_core::MAX_ARTIFACT_BYTES,
             max_items: 100,
             per_client: RateLimit::per_minute(120, 600),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -64,7 +70,8 @@ struct AppState {
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
-/// The directory's router (serve it with `into_make_service_with_connect_info::<SocketAddr>()`).
+/// The directory's router (its handlers need `ConnectInfo<SocketAddr>`, which
+/// [`crate::http_serve::serve`] provides).
 pub fn router(
     store: SharedStore,
     config: DirectoryConfig,
@@ -82,7 +89,7 @@ pub fn router(
         .with_state(state)
 }
 
-/// Serves the directory on `listener` until `shutdown` resolves.
+/// Serves the directory on `listener` within `config.http` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: SharedStore,
@@ -90,12 +97,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(store, config, Arc::new(Timestamp::now));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::http_serve::serve(listener, app, config.http, shutdown).await
 }
 
 fn error(status: StatusCode, e: &MeshError) -> Response {
@@ -114,9 +116,9 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Applies the per-client limit; `Some(response)` when over it.
+/// Applies the per-client limit (IPv6 clients by /64); `Some(response)` when over it.
 fn limited(st: &AppState, client: IpAddr, now: &Timestamp) -> Option<Response> {
-    match lock(&st.clients).check(&client, now) {
+    match lock(&st.clients).check(&client_key(client), now) {
         Ok(()) => None,
         Err(retry) => Some(too_many(
             retry,
@@ -290,4 +292,39 @@ async fn list_adv(
         "max-items": max,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use mesh_advert::{MemoryStore, StoreLimits};
+
+    fn state(per_client: RateLimit) -> AppState {
+        let store: SharedStore = Arc::new(Mutex::new(MemoryStore::new(StoreLimits::default())));
+        AppState {
+            store,
+            config: DirectoryConfig::default(),
+            clients: Arc::new(Mutex::new(RateLimiter::new(per_client, 1024))),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_64_share_a_rate_limit_bucket() {
+        let st = state(RateLimit::per_minute(3, 1));
+        let now = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        let a: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:5:6:dead:beef:0:2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:5:7::1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limited(&st, a, &now).is_none());
+        }
+        // Another address of the same /64 is the same client: over the limit.
+        let r = limited(&st, b, &now).expect("b shares a's bucket");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        // The next /64 has its own.
+        assert!(limited(&st, elsewhere, &now).is_none());
+    }
 }

@@ -37,6 +37,17 @@ pub async fn send(
     url: &str,
     body: Option<Vec<u8>>,
 ) -> Result<HttpResponse, HttpError> {
+    send_authorized(method, url, body, None).await
+}
+
+/// [`send`] with `Authorization: Bearer <bearer>` when `bearer` is given (the control
+/// API's token).
+pub async fn send_authorized(
+    method: Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Result<HttpResponse, HttpError> {
     let uri: Uri = url.parse().map_err(|_| HttpError::BadUrl(url.into()))?;
     if uri.scheme_str() != Some("http") {
         return Err(HttpError::BadUrl(url.into()));
@@ -60,6 +71,9 @@ pub async fn send(
         .header(hyper::header::HOST, format!("{host}:{port}"));
     if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(token) = bearer {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))

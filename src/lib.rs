@@ -10,8 +10,10 @@ pub use mesh_core as core;
 
 pub mod advert_store;
 pub mod control;
+pub mod control_auth;
 pub mod directory;
 pub mod http_client;
+pub mod http_serve;
 pub mod mesh_client;
 pub mod node;
 pub mod perf;

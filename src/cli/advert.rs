@@ -76,8 +76,10 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
         let addr = listener.local_addr()?;
         println!("{}", json!({"directory": format!("http://{addr}"), "store": store.path().display().to_string()}));
         let shared: SharedStore = Arc::new(Mutex::new(store));
+        let stop = super::signals::stop_signal()?;
         serve(listener, shared, DirectoryConfig::default(), async {
-            let _ = tokio::signal::ctrl_c().await;
+            let signal = stop.await;
+            tracing::info!(signal, "stopping");
         })
         .await?;
         Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ mod input;
 mod node;
 mod relay;
 mod sign;
+mod signals;
 mod swarm;
 
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub(crate) enum Command {
     Sign(sign::SignArgs),
     /// Verify a signed artifact: prints {"valid": …}, exit 0 when valid, 1 when not.
     Verify(sign::VerifyArgs),
-    /// Run the node (until Ctrl-C): prints one JSON line with its ids, listen addresses
+    /// Run the node (until Ctrl-C or SIGTERM): prints one JSON line with its ids, listen addresses
     /// and control API once it listens.
     Run(Box<node::RunArgs>),
     /// Status of the running node.

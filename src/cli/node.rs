@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use hyper::Method;
-use libmesh::control::{control_file, control_router, metrics_router};
+use libmesh::control::{control_file, control_limits, control_router, metrics_router};
+use libmesh::control_auth::{ControlAuth, generate_token, read_token, token_file, write_private};
 use libmesh::directory::{DirectoryConfig, router as directory_router};
-use libmesh::http_client;
+use libmesh::{http_client, http_serve};
 use libmesh::node::config::{Bootstrap, BootstrapName, KadMode, WssConfig};
 use libmesh::node::{Node, NodeConfig, NodeEvent, SeedPeer};
 use mesh_core::{IdentityStore, MeshError, NodeId, Timestamp};
@@ -251,18 +252,27 @@ async fn serve(
         }
     };
 
+    // Registered before the ready line: a stop signal that follows it is never lost.
+    let stop_signal = super::signals::stop_signal()?;
+    tokio::pin!(stop_signal);
+
     let control = bind(config.control, "the control API").await?;
     let control_addr = control.local_addr()?;
-    let control_app = control_router(handle.clone());
+    // The token first, then the address: a client that finds the address finds the
+    // token. Both 0600, both removed when this function returns.
+    let token = generate_token();
+    let mut files = RunFiles(Vec::new());
+    let token_path = token_file(data_dir);
+    files.write(&token_path, &format!("{token}\n"))?;
+    let control_app = control_router(handle.clone(), ControlAuth::new(token, control_addr));
     let mut servers = Vec::new();
-    servers.push(tokio::spawn(
-        axum::serve(control, control_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    ));
-    let control_path = control_file(data_dir);
-    std::fs::write(&control_path, format!("http://{control_addr}\n"))
-        .with_context(|| format!("cannot write {}", control_path.display()))?;
+    servers.push(tokio::spawn(http_serve::serve(
+        control,
+        control_app,
+        control_limits(&config.http),
+        stopped(),
+    )));
+    files.write(&control_file(data_dir), &format!("http://{control_addr}\n"))?;
 
     let mut ready = json!({
         "node/id": node_id.to_string(),
@@ -274,25 +284,31 @@ async fn serve(
         let l = bind(addr, "metrics").await?;
         ready["metrics"] = format!("http://{}", l.local_addr()?).into();
         let app = metrics_router(handle.clone(), registry);
-        servers.push(tokio::spawn(
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped())
-                .into_future(),
-        ));
+        servers.push(tokio::spawn(http_serve::serve(
+            l,
+            app,
+            config.http.limits(),
+            stopped(),
+        )));
     }
     if let Some(addr) = config.directory {
         let l = bind(addr, "the seed directory").await?;
         ready["directory"] = format!("http://{}", l.local_addr()?).into();
+        let directory = DirectoryConfig {
+            http: config.http.limits(),
+            ..DirectoryConfig::default()
+        };
         let app = directory_router(
             store.as_directory_store(),
-            DirectoryConfig::default(),
+            directory,
             Arc::new(Timestamp::now),
         );
-        servers.push(tokio::spawn(
-            axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stopped())
-                .into_future(),
-        ));
+        servers.push(tokio::spawn(http_serve::serve(
+            l,
+            app,
+            directory.http,
+            stopped(),
+        )));
     }
 
     let node_task = tokio::spawn(node.run());
@@ -317,7 +333,10 @@ async fn serve(
 
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            signal = &mut stop_signal => {
+                tracing::info!(signal, "stop signal");
+                break;
+            }
             event = events.recv() => match event {
                 Some(e) => {
                     if print_events {
@@ -335,15 +354,37 @@ async fn serve(
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
     }
-    let _ = std::fs::remove_file(&control_path);
+    drop(files);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The files a running node publishes in its data directory (`control.token`,
+/// `control.addr`): written owner-only, removed when dropped (a clean stop, or a start
+/// that fails after writing them).
+struct RunFiles(Vec<PathBuf>);
+
+impl RunFiles {
+    fn write(&mut self, path: &Path, text: &str) -> anyhow::Result<()> {
+        write_private(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        self.0.push(path.to_owned());
+        Ok(())
+    }
+}
+
+impl Drop for RunFiles {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Commands that talk to a running node.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
     /// The running node's control API, e.g. http://127.0.0.1:7000 (default: read from
-    /// `<data-dir>/control.addr`, which `meshd run` writes).
+    /// `<data-dir>/control.addr`, which `meshd run` writes). The token is always read
+    /// from `<data-dir>/control.token`.
     #[arg(long = "node", value_name = "URL")]
     node: Option<String>,
 }
@@ -377,6 +418,12 @@ pub(crate) enum GossipCommand {
     },
 }
 
+/// The control token of the node whose data directory is the client's (none when the
+/// file is missing: the node then answers 401 with `E_TRANSPORT_REJECTED`).
+fn control_token(ctx: &Ctx) -> Option<String> {
+    read_token(&ctx.data_dir).ok().filter(|t| !t.is_empty())
+}
+
 fn control_url(ctx: &Ctx, args: &ClientArgs) -> anyhow::Result<String> {
     if let Some(u) = &args.node {
         return Ok(u.trim_end_matches('/').to_owned());
@@ -401,12 +448,13 @@ pub(crate) fn call(
     body: Option<Value>,
 ) -> anyhow::Result<ExitCode> {
     let url = format!("{}{path}", control_url(ctx, args)?);
+    let token = control_token(ctx);
     let rt = super::advert::runtime()?;
     let resp = rt.block_on(async {
         let body = body.map(|b| b.to_string().into_bytes());
         tokio::time::timeout(
             Duration::from_secs(60),
-            http_client::send(method, &url, body),
+            http_client::send_authorized(method, &url, body, token.as_deref()),
         )
         .await
     });

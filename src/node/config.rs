@@ -249,6 +249,8 @@ pub struct NodeConfig {
     pub idle_timeout_secs: u64,
     /// Limits.
     pub limits: Limits,
+    /// Timeouts and connection caps of the HTTP servers (`[http]`).
+    pub http: crate::http_serve::HttpSettings,
 }
 
 impl Default for NodeConfig {
@@ -279,6 +281,7 @@ impl Default for NodeConfig {
             advert_ttl_secs: 3600,
             idle_timeout_secs: 60,
             limits: Limits::default(),
+            http: crate::http_serve::HttpSettings::default(),
         }
     }
 }
@@ -426,6 +429,9 @@ impl NodeConfig {
                 "a /wss listen address needs a certificate ([wss] cert and key)".into(),
             ));
         }
+        if let Some(problem) = self.http.problem() {
+            return Err(ConfigError::Invalid(problem));
+        }
         if !self.control.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "control must be a loopback address (it can dial and send), not {}",
@@ -512,6 +518,9 @@ mod tests {
             label = "seed-a"
             [limits]
             max_sessions = 8
+            [http]
+            header_timeout_secs = 5
+            max_connections = 64
             "#,
         )
         .unwrap();
@@ -520,6 +529,10 @@ mod tests {
         assert_eq!(c.seeds[0].label.as_deref(), Some("seed-a"));
         assert_eq!(c.limits.max_sessions, 8);
         assert_eq!(c.limits.hot_sessions, 2);
+        let http = c.http.limits();
+        assert_eq!(http.header_timeout, Duration::from_secs(5));
+        assert_eq!(http.request_timeout, Duration::from_secs(30));
+        assert_eq!((http.max_connections, http.max_connections_per_client), (64, 32));
     }
 
     #[test]
@@ -539,6 +552,11 @@ mod tests {
         assert!(e.to_string().contains("colour"), "{e}");
         let e = NodeConfig::from_toml("[limits]\nmax_sessions = 0").unwrap_err();
         assert!(e.to_string().contains("max_sessions"), "{e}");
+        let e = NodeConfig::from_toml("[http]\nheader_timeout_secs = 0").unwrap_err();
+        assert!(e.to_string().contains("header_timeout_secs"), "{e}");
+        let e = NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")
+            .unwrap_err();
+        assert!(e.to_string().contains("max_connections_per_client"), "{e}");
         let e = NodeConfig::from_toml("control = \"0.0.0.0:1\"").unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
         let e = NodeConfig::from_toml("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").unwrap_err();

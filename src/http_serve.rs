@@ -1,0 +1,398 @@
+//! Serving HTTP/1.1 with bounds: what the seed directory, the metrics endpoint and the
+//! control API run on instead of a plain `axum::serve`.
+//!
+//! - **Header timeout**: a connection must deliver a complete request head within
+//!   [`HttpLimits::header_timeout`] of being accepted, or of the previous response (an
+//!   idle keep-alive connection is closed by the same timer). A client that trickles a
+//!   header (slowloris) is disconnected.
+//! - **Request timeout**: a request (reading its body and running its handler) gets
+//!   [`HttpLimits::request_timeout`]; past it the answer is `503` with
+//!   `E_TRANSPORT_UNAVAILABLE` and the connection closes.
+//! - **Connection lifetime**: after [`HttpLimits::connection_lifetime`] a connection is
+//!   asked to close after its current request (graceful), and dropped
+//!   [`HttpLimits::request_timeout`] later if it has not (a client that stops reading its
+//!   response).
+//! - **Connection caps**: at most [`HttpLimits::max_connections`] connections at once,
+//!   and at most [`HttpLimits::max_connections_per_client`] from one client (an IPv4
+//!   address or an IPv6 /64, see [`client_key`]). A connection over a cap is closed at
+//!   once, before anything is read, so it costs one accept.
+//!
+//! Handlers that want the client address use `ConnectInfo<SocketAddr>` as with axum's
+//! `into_make_service_with_connect_info`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use mesh_core::{ErrorCode, MeshError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// The bounds of one HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time allowed for a complete request head (also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Time allowed for a request: reading its body and producing the response.
+    pub request_timeout: Duration,
+    /// Age at which a connection is asked to close (then dropped after another
+    /// `request_timeout`).
+    pub connection_lifetime: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client (IPv4 address or IPv6 /64).
+    pub max_connections_per_client: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            connection_lifetime: Duration::from_secs(300),
+            max_connections: 256,
+            max_connections_per_client: 32,
+        }
+    }
+}
+
+/// `[http]` in the node configuration: the bounds of the node's HTTP servers (the seed
+/// directory, metrics and, except for its request timeout, the control API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// [`HttpLimits::header_timeout`], seconds.
+    pub header_timeout_secs: u64,
+    /// [`HttpLimits::request_timeout`], seconds.
+    pub request_timeout_secs: u64,
+    /// [`HttpLimits::connection_lifetime`], seconds.
+    pub connection_secs: u64,
+    /// [`HttpLimits::max_connections`], per server.
+    pub max_connections: usize,
+    /// [`HttpLimits::max_connections_per_client`].
+    pub max_connections_per_client: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = HttpLimits::default();
+        HttpSettings {
+            header_timeout_secs: d.header_timeout.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+            connection_secs: d.connection_lifetime.as_secs(),
+            max_connections: d.max_connections,
+            max_connections_per_client: d.max_connections_per_client,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Why these settings cannot be used, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if !(1..=300).contains(&self.header_timeout_secs)
+            || !(1..=3600).contains(&self.request_timeout_secs)
+            || !(1..=86_400).contains(&self.connection_secs)
+        {
+            return Some(format!(
+                "http: header_timeout_secs ({}) must be within 1..=300, request_timeout_secs ({}) within 1..=3600, connection_secs ({}) within 1..=86400",
+                self.header_timeout_secs, self.request_timeout_secs, self.connection_secs
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_connections)
+            || self.max_connections_per_client == 0
+            || self.max_connections_per_client > self.max_connections
+        {
+            return Some(format!(
+                "http: need 0 < max_connections_per_client ({}) <= max_connections ({}) <= 65536",
+                self.max_connections_per_client, self.max_connections
+            ));
+        }
+        None
+    }
+
+    /// The limits of a server open to any client (directory, metrics).
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            connection_lifetime: Duration::from_secs(self.connection_secs),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+        }
+    }
+}
+
+/// The key a client is counted and rate-limited under: an IPv4 address as is (an
+/// IPv4-mapped IPv6 address as its IPv4 address), an IPv6 address by its /64 (the
+/// prefix one subscriber gets; the low 64 bits are the host's to choose freely).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// Open connections, in total and per client key (pure bookkeeping).
+#[derive(Debug)]
+pub struct ConnTable {
+    max_total: usize,
+    max_per_client: usize,
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl ConnTable {
+    /// An empty table with these caps.
+    pub fn new(max_total: usize, max_per_client: usize) -> Self {
+        ConnTable {
+            max_total,
+            max_per_client,
+            total: 0,
+            per_client: HashMap::new(),
+        }
+    }
+
+    /// Counts a new connection of `key`; `false` (and nothing counted) when a cap is
+    /// reached.
+    pub fn admit(&mut self, key: IpAddr) -> bool {
+        if self.total >= self.max_total {
+            return false;
+        }
+        let n = self.per_client.entry(key).or_insert(0);
+        if *n >= self.max_per_client {
+            return false;
+        }
+        *n += 1;
+        self.total += 1;
+        true
+    }
+
+    /// Forgets a connection of `key` that [`ConnTable::admit`] counted.
+    pub fn release(&mut self, key: IpAddr) {
+        if let Some(n) = self.per_client.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&key);
+            }
+            self.total -= 1;
+        }
+    }
+
+    /// Connections open.
+    pub fn open(&self) -> usize {
+        self.total
+    }
+
+    /// Clients with a connection open (the table never holds more than `max_total`).
+    pub fn clients(&self) -> usize {
+        self.per_client.len()
+    }
+}
+
+/// A counted connection; released when dropped.
+struct Slot {
+    table: Arc<Mutex<ConnTable>>,
+    key: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.table).release(self.key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
+/// accepting, lets open connections finish their current request (at most
+/// `request_timeout`) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let table = Arc::new(Mutex::new(ConnTable::new(
+        limits.max_connections,
+        limits.max_connections_per_client,
+    )));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept: keep serving,
+                // but do not spin while the process is out of descriptors.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let key = client_key(peer.ip());
+        if !lock(&table).admit(key) {
+            tracing::debug!(%peer, "connection over the cap closed");
+            drop(stream);
+            continue;
+        }
+        let slot = Slot {
+            table: table.clone(),
+            key,
+        };
+        conns.spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            limits,
+            stop_rx.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(limits.request_timeout, drain).await;
+    conns.abort_all();
+    Ok(())
+}
+
+/// The answer to a request that overran `request_timeout`.
+fn timed_out(after: Duration) -> Response {
+    let e = MeshError::new(
+        ErrorCode::TransportUnavailable,
+        format!("the request did not complete within {} s", after.as_secs()),
+    );
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(e.to_json())).into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: HttpLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    _slot: Slot,
+) {
+    let _ = stream.set_nodelay(true);
+    let inner = TowerToHyperService::new(app);
+    let request_timeout = limits.request_timeout;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let answer = hyper::service::Service::call(&inner, req);
+        async move {
+            match tokio::time::timeout(request_timeout, answer).await {
+                Ok(Ok(r)) => Ok::<_, Infallible>(r),
+                Ok(Err(never)) => match never {},
+                Err(_) => Ok(timed_out(request_timeout)),
+            }
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(limits.connection_lifetime);
+    tokio::pin!(deadline);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                deadline.as_mut().reset(tokio::time::Instant::now() + request_timeout);
+            }
+            () = &mut deadline => {
+                if closing {
+                    tracing::debug!(%peer, "HTTP connection dropped after its lifetime");
+                    return;
+                }
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                deadline.as_mut().reset(tokio::time::Instant::now() + request_timeout);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a = client_key(ip("2001:db8:1:2:aaaa::1"));
+        let b = client_key(ip("2001:db8:1:2:ffff:eeee:dddd:cccc"));
+        let other = client_key(ip("2001:db8:1:3::1"));
+        assert_eq!(a, b);
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn ipv4_clients_are_keyed_by_their_address() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(client_key(ip("192.0.2.7")), client_key(ip("192.0.2.8")));
+        // An IPv4 client on a dual-stack socket is the same client.
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_table_caps_total_and_per_client_connections() {
+        let mut t = ConnTable::new(3, 2);
+        let one = client_key(ip("2001:db8::1"));
+        let same_64 = client_key(ip("2001:db8::2"));
+        let other = client_key(ip("192.0.2.1"));
+        assert!(t.admit(one));
+        assert!(t.admit(same_64));
+        assert!(!t.admit(one), "a third connection from the same /64");
+        assert!(t.admit(other));
+        assert!(!t.admit(client_key(ip("192.0.2.2"))), "over the total cap");
+        assert_eq!(t.open(), 3);
+        t.release(one);
+        assert!(t.admit(client_key(ip("192.0.2.2"))));
+        t.release(same_64);
+        t.release(other);
+        t.release(client_key(ip("192.0.2.2")));
+        assert_eq!((t.open(), t.clients()), (0, 0));
+        // Releasing what was never admitted changes nothing.
+        t.release(other);
+        assert_eq!(t.open(), 0);
+    }
+}
