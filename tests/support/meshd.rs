@@ -224,10 +224,19 @@ impl Meshd {
     }
 
     /// Ctrl-C (SIGINT) and wait for a clean exit.
-    pub(crate) fn interrupt(mut self) -> std::process::ExitStatus {
+    pub(crate) fn interrupt(self) -> std::process::ExitStatus {
+        self.stop_with("INT")
+    }
+
+    /// SIGTERM (what systemd, Docker and Kubernetes send) and wait for the exit.
+    pub(crate) fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -236,7 +245,7 @@ impl Meshd {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("meshd did not exit after SIGINT");
+                panic!("meshd did not exit after SIG{signal}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
