@@ -48,10 +48,9 @@ pub fn generate_token() -> String {
 /// replaced, and a reader never sees half a file).
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(
-        || "control".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "control".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     // A temporary file left by a crashed process with the same pid.
     let _ = std::fs::remove_file(&tmp);

@@ -127,7 +127,10 @@ async fn connections_over_the_cap_are_closed_and_service_resumes() {
         let mut over = connect(addr);
         let _ = over.write_all(b"GET /adv?since=0 HTTP/1.1\r\nHost: x\r\n\r\n");
         let got = read_until_closed(&mut over);
-        assert!(got.is_empty(), "a connection over the cap was served: {got}");
+        assert!(
+            got.is_empty(),
+            "a connection over the cap was served: {got}"
+        );
         assert!(
             started.elapsed() < header,
             "closed only after {:?}: by the header timeout, not the cap",

@@ -173,7 +173,11 @@ fn sigterm_stops_the_node_like_ctrl_c() {
     let seq = s["own_advert_sequence"].as_u64().unwrap();
 
     let status = n.terminate();
-    assert_eq!(status.code(), Some(0), "meshd exited with {status} on SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "meshd exited with {status} on SIGTERM"
+    );
     assert!(
         !d.path().join("control.addr").exists(),
         "control.addr left behind"

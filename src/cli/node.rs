@@ -13,9 +13,9 @@ use hyper::Method;
 use libmesh::control::{control_file, control_limits, control_router, metrics_router};
 use libmesh::control_auth::{ControlAuth, generate_token, read_token, token_file, write_private};
 use libmesh::directory::{DirectoryConfig, router as directory_router};
-use libmesh::{http_client, http_serve};
 use libmesh::node::config::{Bootstrap, BootstrapName, KadMode, WssConfig};
 use libmesh::node::{Node, NodeConfig, NodeEvent, SeedPeer};
+use libmesh::{http_client, http_serve};
 use mesh_core::{IdentityStore, MeshError, NodeId, Timestamp};
 use serde_json::{Value, json};
 

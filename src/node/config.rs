@@ -532,7 +532,10 @@ mod tests {
         let http = c.http.limits();
         assert_eq!(http.header_timeout, Duration::from_secs(5));
         assert_eq!(http.request_timeout, Duration::from_secs(30));
-        assert_eq!((http.max_connections, http.max_connections_per_client), (64, 32));
+        assert_eq!(
+            (http.max_connections, http.max_connections_per_client),
+            (64, 32)
+        );
     }
 
     #[test]
@@ -554,8 +557,9 @@ mod tests {
         assert!(e.to_string().contains("max_sessions"), "{e}");
         let e = NodeConfig::from_toml("[http]\nheader_timeout_secs = 0").unwrap_err();
         assert!(e.to_string().contains("header_timeout_secs"), "{e}");
-        let e = NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")
-            .unwrap_err();
+        let e =
+            NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")
+                .unwrap_err();
         assert!(e.to_string().contains("max_connections_per_client"), "{e}");
         let e = NodeConfig::from_toml("control = \"0.0.0.0:1\"").unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
