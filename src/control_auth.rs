@@ -7,8 +7,8 @@
 //!   <token>`; the comparison takes the same time wherever the first difference is. A
 //!   request without it, or with another, gets `401` and `E_TRANSPORT_REJECTED`.
 //! - **Host.** The `Host` header must be the address served (`127.0.0.1:PORT`, or
-//!   `[::1]:PORT`): a page whose DNS name was rebound to loopback sends its own name and
-//!   gets `403`.
+//!   `[::1]:PORT`) or `localhost:PORT`: a page whose DNS name was rebound to loopback
+//!   sends its own name and gets `403`.
 //! - **Origin.** A request with an `Origin` other than the control API's own (every
 //!   browser request from a page of another site) gets `403`, so a cross-origin "simple"
 //!   `POST` from a web page does nothing. Command-line clients send no `Origin`.
@@ -84,6 +84,7 @@ pub fn read_token(dir: &Path) -> std::io::Result<String> {
 pub struct ControlAuth {
     token: String,
     host: String,
+    localhost: String,
     origin: String,
 }
 
@@ -132,6 +133,7 @@ impl ControlAuth {
         ControlAuth {
             token,
             host: served.to_string(),
+            localhost: format!("localhost:{}", served.port()),
             origin: format!("http://{served}"),
         }
     }
@@ -139,7 +141,9 @@ impl ControlAuth {
     /// Whether a request with these headers may use the API (pure: no I/O).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if !host.is_some_and(|h| h.eq_ignore_ascii_case(&self.host)) {
+        let served =
+            |h: &str| h.eq_ignore_ascii_case(&self.host) || h.eq_ignore_ascii_case(&self.localhost);
+        if !host.is_some_and(served) {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -231,6 +235,10 @@ mod tests {
             status(&[("host", "127.0.0.1:7000"), ("authorization", &bearer)]),
             None
         );
+        assert_eq!(
+            status(&[("host", "localhost:7000"), ("authorization", &bearer)]),
+            None
+        );
         // The API's own origin is not foreign.
         assert_eq!(
             status(&[
@@ -274,6 +282,10 @@ mod tests {
         );
         assert_eq!(
             status(&[("host", "127.0.0.1:7001"), auth]),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(&[("host", "localhost.evil.example:7000"), auth]),
             Some(StatusCode::FORBIDDEN)
         );
         assert_eq!(status(&[auth]), Some(StatusCode::FORBIDDEN));
