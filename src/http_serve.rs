@@ -12,6 +12,7 @@
 //!   asked to close after its current request (graceful), and dropped
 //!   [`HttpLimits::request_timeout`] later if it has not (a client that stops reading its
 //!   response).
+//! - **Head size**: a request head over [`MAX_BUF_BYTES`] (64 KiB) gets `431`.
 //! - **Connection caps**: at most [`HttpLimits::max_connections`] connections at once,
 //!   and at most [`HttpLimits::max_connections_per_client`] from one client (an IPv4
 //!   address or an IPv6 /64, see [`client_key`]). A connection over a cap is closed at
@@ -37,6 +38,11 @@ use hyper_util::service::TowerToHyperService;
 use mesh_core::{ErrorCode, MeshError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+
+/// A connection's read and write buffer: also the largest request head (a larger one
+/// gets `431`). Bounds the memory a server's connections can pin to
+/// `max_connections` × 64 KiB, against hyper's default of about 400 KiB each.
+pub const MAX_BUF_BYTES: usize = 64 * 1024;
 
 /// The bounds of one HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +320,8 @@ async fn connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_BUF_BYTES);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.connection_lifetime);

@@ -169,3 +169,30 @@ async fn a_body_that_never_arrives_is_cut_off_with_a_coded_503() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    let s = start(limits(5, 16)).await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        let filler = "a".repeat(100 * 1024);
+        // The server may close while the head is still being written.
+        let _ = write!(
+            c,
+            "GET /adv?since=0 HTTP/1.1\r\nHost: {addr}\r\nX-Big: {filler}\r\n\r\n"
+        );
+        let text = read_until_closed(&mut c);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 431"),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(!text.contains("200 OK"));
+        // The server is still there for others.
+        let (status, _) = get(addr, "/adv?since=0");
+        assert_eq!(status, 200);
+    })
+    .await
+    .unwrap();
+}
