@@ -230,7 +230,13 @@ impl Node {
     /// identify told us a peer's protocols and listen addresses: feed both DHTs, and
     /// put our record again if a mesh-DHT peer appeared after a failed put.
     fn on_identify(&mut self, peer: PeerId, connection: ConnectionId, info: &identify::Info) {
-        if let Some(remote) = self.swarm.behaviour().identify.remote_addr(connection).cloned() {
+        if let Some(remote) = self
+            .swarm
+            .behaviour()
+            .identify
+            .remote_addr(connection)
+            .cloned()
+        {
             self.router
                 .observed(&remote, &info.observed_addr, &view!(self), Instant::now());
         }

@@ -57,9 +57,7 @@ enum Scope {
 fn scope(ip: IpAddr) -> Scope {
     match ip {
         IpAddr::V4(ip) if ip.is_loopback() => Scope::Loopback,
-        IpAddr::V4(ip) if ip.is_private() || ip.is_link_local() || is_shared_v4(ip) => {
-            Scope::Local
-        }
+        IpAddr::V4(ip) if ip.is_private() || ip.is_link_local() || is_shared_v4(ip) => Scope::Local,
         IpAddr::V6(ip) if ip.is_loopback() => Scope::Loopback,
         IpAddr::V6(ip) if is_local_v6(ip) => Scope::Local,
         IpAddr::V4(_) | IpAddr::V6(_) => Scope::Global,
@@ -287,7 +285,9 @@ mod tests {
         let cases = [
             // Over a relay circuit: says nothing about us.
             (
-                ma("/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit"),
+                ma(
+                    "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit",
+                ),
                 ma("/ip4/203.0.113.9/tcp/4001"),
             ),
             // An Internet observer claiming it sees us on a LAN or loopback address.
@@ -306,7 +306,10 @@ mod tests {
             (ma("/memory/5"), ma("/ip4/203.0.113.9/tcp/4001")),
         ];
         for (remote, claim) in cases {
-            assert!(!t.observe(&remote, &claim, &listen(), now), "{remote} → {claim}");
+            assert!(
+                !t.observe(&remote, &claim, &listen(), now),
+                "{remote} → {claim}"
+            );
         }
         assert!(t.is_empty());
         // A LAN observer seeing a LAN address, a loopback one a loopback address: fine.

@@ -24,8 +24,8 @@ use super::action::Action;
 use super::addrs::without_peer;
 use super::api::{HandleError, Reply, Route};
 use super::config::RouteSettings;
-use super::observed::ObservedAddrs;
 use super::event::NodeEvent;
+use super::observed::ObservedAddrs;
 use super::view::View;
 use super::waiting::After;
 use plan::{Plan, Stage};
@@ -129,7 +129,10 @@ impl Router {
         view: &dyn View,
         now: Instant,
     ) {
-        if !self.observed.observe(remote, addr, &view.listen_addrs(), now) {
+        if !self
+            .observed
+            .observe(remote, addr, &view.listen_addrs(), now)
+        {
             tracing::debug!(%remote, %addr, "observed address not plausible, ignored");
         }
     }
