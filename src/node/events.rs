@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use libp2p::kad;
 use libp2p::metrics::Recorder;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{PeerId, gossipsub, identify, ping};
 use mesh_advert::AdvertStore;
 use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
@@ -95,9 +95,6 @@ impl Node {
                 tracing::debug!(?peer_id, error = %text, "dial failed");
                 self.dial_failed(connection_id, &text);
             }
-            SwarmEvent::NewExternalAddrCandidate { address } => {
-                self.router.observed(address);
-            }
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,
@@ -125,8 +122,13 @@ impl Node {
         match event {
             MeshBehaviourEvent::Identify(e) => {
                 self.metrics.record(&e);
-                if let identify::Event::Received { peer_id, info, .. } = e {
-                    self.on_identify(peer_id, &info);
+                if let identify::Event::Received {
+                    peer_id,
+                    info,
+                    connection_id,
+                } = e
+                {
+                    self.on_identify(peer_id, connection_id, &info);
                     self.emit(NodeEvent::Identified {
                         peer: peer_id,
                         agent: info.agent_version,
@@ -227,7 +229,17 @@ impl Node {
 
     /// identify told us a peer's protocols and listen addresses: feed both DHTs, and
     /// put our record again if a mesh-DHT peer appeared after a failed put.
-    fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+    fn on_identify(&mut self, peer: PeerId, connection: ConnectionId, info: &identify::Info) {
+        if let Some(remote) = self
+            .swarm
+            .behaviour()
+            .identify
+            .remote_addr(connection)
+            .cloned()
+        {
+            self.router
+                .observed(&remote, &info.observed_addr, &view!(self), Instant::now());
+        }
         let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info);
         if mesh && self.own.put_pending() {
             let now = Timestamp::now();

@@ -10,6 +10,7 @@
 //! (go-libp2p ignores them), so for those connections this sends an empty observed
 //! address, which js-libp2p, go-libp2p and rust-libp2p all skip.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 
@@ -22,13 +23,26 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, identify};
 
-/// [`identify::Behaviour`] with network-address-only observed addresses.
-pub struct Identify(identify::Behaviour);
+/// [`identify::Behaviour`] with network-address-only observed addresses, which also
+/// remembers each open connection's remote address, so that an observation a peer sends
+/// can be weighed by where it comes from ([`Identify::remote_addr`]).
+pub struct Identify {
+    inner: identify::Behaviour,
+    remotes: HashMap<ConnectionId, Multiaddr>,
+}
 
 impl Identify {
     /// Wraps `inner`.
     pub fn new(inner: identify::Behaviour) -> Self {
-        Identify(inner)
+        Identify {
+            inner,
+            remotes: HashMap::new(),
+        }
+    }
+
+    /// The remote address of open connection `id`.
+    pub fn remote_addr(&self, id: ConnectionId) -> Option<&Multiaddr> {
+        self.remotes.get(&id)
     }
 }
 
@@ -36,13 +50,13 @@ impl Deref for Identify {
     type Target = identify::Behaviour;
 
     fn deref(&self) -> &identify::Behaviour {
-        &self.0
+        &self.inner
     }
 }
 
 impl DerefMut for Identify {
     fn deref_mut(&mut self) -> &mut identify::Behaviour {
-        &mut self.0
+        &mut self.inner
     }
 }
 
@@ -71,7 +85,7 @@ impl NetworkBehaviour for Identify {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        self.0
+        self.inner
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
     }
 
@@ -82,7 +96,7 @@ impl NetworkBehaviour for Identify {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0.handle_established_inbound_connection(
+        self.inner.handle_established_inbound_connection(
             connection_id,
             peer,
             local_addr,
@@ -97,7 +111,7 @@ impl NetworkBehaviour for Identify {
         addresses: &[Multiaddr],
         effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.0.handle_pending_outbound_connection(
+        self.inner.handle_pending_outbound_connection(
             connection_id,
             maybe_peer,
             addresses,
@@ -113,7 +127,7 @@ impl NetworkBehaviour for Identify {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0.handle_established_outbound_connection(
+        self.inner.handle_established_outbound_connection(
             connection_id,
             peer,
             addr,
@@ -123,7 +137,17 @@ impl NetworkBehaviour for Identify {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.0.on_swarm_event(event);
+        match &event {
+            FromSwarm::ConnectionEstablished(c) => {
+                self.remotes
+                    .insert(c.connection_id, c.endpoint.get_remote_address().clone());
+            }
+            FromSwarm::ConnectionClosed(c) => {
+                self.remotes.remove(&c.connection_id);
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
     }
 
     fn on_connection_handler_event(
@@ -132,7 +156,7 @@ impl NetworkBehaviour for Identify {
         connection_id: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        self.0
+        self.inner
             .on_connection_handler_event(peer_id, connection_id, event);
     }
 
@@ -140,7 +164,7 @@ impl NetworkBehaviour for Identify {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<identify::Event, THandlerInEvent<Self>>> {
-        self.0.poll(cx)
+        self.inner.poll(cx)
     }
 }
 

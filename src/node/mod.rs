@@ -45,6 +45,7 @@ pub mod handle;
 pub mod identify_observed;
 mod idle;
 mod lookups;
+pub mod observed;
 pub mod relay_select;
 mod relays;
 mod report;

@@ -2,10 +2,11 @@
 //! libp2p-swarm-test's `listen()` expects or one real loopback transport, a driver for
 //! several swarms at once, a raw request-response codec for sending what no well-behaved
 //! peer would, a clock tests can move, the shared vectors' directory, the median and the
-//! interleaved ratio timer of the benchmarks, and (feature `node`) in-process libmesh
-//! nodes.
+//! interleaved ratio timer of the benchmarks, a hostile peer that sends any bytes on any
+//! protocol ([`hostile::HostilePeer`]), and (feature `node`) in-process libmesh nodes.
 
 pub mod clock;
+pub mod hostile;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod ratio;

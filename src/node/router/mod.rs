@@ -10,7 +10,7 @@
 pub mod plan;
 mod signaling;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::multiaddr::Protocol;
@@ -25,6 +25,7 @@ use super::addrs::without_peer;
 use super::api::{HandleError, Reply, Route};
 use super::config::RouteSettings;
 use super::event::NodeEvent;
+use super::observed::ObservedAddrs;
 use super::view::View;
 use super::waiting::After;
 use plan::{Plan, Stage};
@@ -34,7 +35,6 @@ pub use signaling::{PURPOSE_CONNECT, PURPOSE_SETUP};
 /// Most route attempts at once.
 const MAX_ROUTES: usize = 64;
 /// Observed addresses kept as candidates.
-const MAX_OBSERVED: usize = 8;
 
 /// Who waits for a route.
 #[derive(Debug)]
@@ -96,7 +96,7 @@ pub(crate) struct Router {
     /// Outgoing correlations by id (routes and setup payloads).
     outbound: HashMap<String, Outbound>,
     answering: HashMap<(NodeId, String), Answering>,
-    observed: VecDeque<Multiaddr>,
+    observed: ObservedAddrs,
 }
 
 type Actions = Vec<Action>;
@@ -111,7 +111,7 @@ impl Router {
             next: 0,
             outbound: HashMap::new(),
             answering: HashMap::new(),
-            observed: VecDeque::new(),
+            observed: ObservedAddrs::default(),
         }
     }
 
@@ -120,15 +120,21 @@ impl Router {
         self.attempts.values().map(|a| a.peer)
     }
 
-    /// Remembers an address a peer observed for us.
-    pub(crate) fn observed(&mut self, addr: Multiaddr) {
-        if self.observed.contains(&addr) {
-            return;
+    /// Remembers that a peer connected from `remote` observed us at `addr` (identify),
+    /// if that is plausible (see [`super::observed`]).
+    pub(crate) fn observed(
+        &mut self,
+        remote: &Multiaddr,
+        addr: &Multiaddr,
+        view: &dyn View,
+        now: Instant,
+    ) {
+        if !self
+            .observed
+            .observe(remote, addr, &view.listen_addrs(), now)
+        {
+            tracing::debug!(%remote, %addr, "observed address not plausible, ignored");
         }
-        if self.observed.len() >= MAX_OBSERVED {
-            self.observed.pop_front();
-        }
-        self.observed.push_back(addr);
     }
 
     /// Starts (or joins) a route attempt to `node`.

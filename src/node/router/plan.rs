@@ -104,18 +104,26 @@ pub fn order_hosts(hosts: Vec<PeerId>, target_relays: &[PeerId]) -> Vec<PeerId> 
 }
 
 /// Our dial candidates for the other side: confirmed external addresses, then
-/// addresses peers observed, then listen addresses; no circuits, no unspecified
-/// addresses, no duplicates, at most `max`. Loopback addresses come last (they only
-/// help a node on the same host, which fails fast on a wrong peer id otherwise).
+/// addresses that several unrelated peers observed (`confirmed`), then listen
+/// addresses, then addresses only one observer group claimed (`unconfirmed`, see
+/// [`super::super::observed`]); no circuits, no unspecified addresses, no duplicates,
+/// at most `max`. Loopback addresses come last (they only help a node on the same host,
+/// which fails fast on a wrong peer id otherwise).
 pub fn candidates(
     external: &[Multiaddr],
-    observed: &[Multiaddr],
+    confirmed: &[Multiaddr],
     listen: &[Multiaddr],
+    unconfirmed: &[Multiaddr],
     max: usize,
 ) -> Vec<Multiaddr> {
     let mut out: Vec<Multiaddr> = Vec::new();
     let mut loopback: Vec<Multiaddr> = Vec::new();
-    for a in external.iter().chain(observed).chain(listen) {
+    for a in external
+        .iter()
+        .chain(confirmed)
+        .chain(listen)
+        .chain(unconfirmed)
+    {
         let a = without_peer(a);
         if is_circuit(&a) || out.contains(&a) || loopback.contains(&a) {
             continue;
@@ -309,18 +317,20 @@ mod tests {
             a("/ip4/127.0.0.1/tcp/4001"),
             a("/ip4/192.168.1.2/tcp/4001"),
         ];
-        let c = candidates(&ext, &obs, &listen, 16);
+        let single = [a("/ip4/198.51.100.99/tcp/4001")];
+        let c = candidates(&ext, &obs, &listen, &single, 16);
         assert_eq!(
             c,
             vec![
                 a("/ip4/203.0.113.5/udp/4001/quic-v1"),
                 a("/ip4/198.51.100.7/tcp/4001"),
                 a("/ip4/192.168.1.2/tcp/4001"),
+                a("/ip4/198.51.100.99/tcp/4001"),
                 a("/ip4/127.0.0.1/tcp/4001"),
             ]
         );
         assert_eq!(
-            candidates(&ext, &obs, &listen, 1),
+            candidates(&ext, &obs, &listen, &single, 1),
             vec![a("/ip4/203.0.113.5/udp/4001/quic-v1")]
         );
     }

@@ -116,12 +116,13 @@ impl Router {
         }
     }
 
-    fn our_candidates(&self, view: &dyn View) -> Vec<Multiaddr> {
-        let observed: Vec<Multiaddr> = self.observed.iter().cloned().collect();
+    fn our_candidates(&self, view: &dyn View, now: Instant) -> Vec<Multiaddr> {
+        let observed = self.observed.ranked(now);
         plan::candidates(
             &view.external_addrs(),
-            &observed,
+            &observed.confirmed,
             &view.listen_addrs(),
+            &observed.unconfirmed,
             mesh_core::families::MAX_CANDIDATES,
         )
     }
@@ -464,7 +465,7 @@ impl Router {
         }
         if connect {
             let addrs: Vec<String> = self
-                .our_candidates(view)
+                .our_candidates(view, now)
                 .iter()
                 .map(ToString::to_string)
                 .collect();
@@ -495,7 +496,7 @@ impl Router {
         let (kind, payload) = match &o.intent {
             Intent::Route(_) => {
                 let addrs: Vec<String> = self
-                    .our_candidates(view)
+                    .our_candidates(view, now)
                     .iter()
                     .map(ToString::to_string)
                     .collect();

@@ -461,14 +461,83 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
     let _ = Map::<String, serde_json::Value>::new();
 }
 
+/// The candidates we send in a route's signaling, in order.
+fn our_candidates_sent(b: &mut Bench) -> Vec<String> {
+    let target_key = NodeKeypair::generate();
+    let target = target_key.node_id();
+    let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    b.view
+        .session(host, "/ip4/192.0.2.1/tcp/1", &["core/signaling"]);
+    let (id, _rx) = b.connect(target);
+    let actions = b
+        .router
+        .found(id, vec![ma("/ip4/192.0.2.7/tcp/4001")], &b.view, b.at(0));
+    let cid = dials(&actions)[0].connection_id();
+    let actions = b.router.dial_failed(cid, "refused", &b.view, b.at(1));
+    let corr = frames(&actions)[0].1.to_owned();
+    let accept = b.frame_from(&target_key, host, "connect_accept", &corr, json!({}));
+    let actions = b.router.on_signal(accept, &b.view, b.at(2));
+    let frame = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SendFrame { frame, .. } if frame.kind() == "candidate" => Some(frame),
+            _ => None,
+        })
+        .expect("a candidate frame");
+    frame.payload()["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
-fn observed_addresses_are_bounded() {
+fn one_observer_cannot_rank_its_claim_above_our_listen_addresses() {
     let mut b = Bench::new();
-    for i in 0..20 {
-        b.router.observed(ma(&format!("/ip4/192.0.2.{i}/tcp/1")));
-        b.router.observed(ma(&format!("/ip4/192.0.2.{i}/tcp/1")));
+    b.view.listen = vec![ma("/ip4/192.0.2.50/udp/4001/quic-v1")];
+    let claim = ma("/ip4/198.51.100.66/udp/4001/quic-v1");
+    // One host, many keys and connections, all claiming the same address.
+    for port in 0..20 {
+        let remote = ma(&format!("/ip4/203.0.113.9/udp/{}/quic-v1", 1000 + port));
+        b.router.observed(&remote, &claim, &b.view, b.at(0));
     }
-    assert_eq!(b.router.observed.len(), super::MAX_OBSERVED);
+    // Implausible claims (a LAN address from an Internet observer, a transport we do
+    // not listen on, a relayed observer) are not offered at all.
+    b.router.observed(
+        &ma("/ip4/203.0.113.10/tcp/5"),
+        &ma("/ip4/10.0.0.5/udp/4001/quic-v1"),
+        &b.view,
+        b.at(0),
+    );
+    b.router.observed(
+        &ma("/ip4/203.0.113.11/tcp/5"),
+        &ma("/ip4/198.51.100.67/udp/53/quic"),
+        &b.view,
+        b.at(0),
+    );
+    assert_eq!(
+        our_candidates_sent(&mut b),
+        vec![
+            "/ip4/192.0.2.50/udp/4001/quic-v1".to_owned(),
+            claim.to_string()
+        ],
+        "the listen address first, the lone claim after it"
+    );
+    // A second, unrelated observer agrees: the address is confirmed and ranks first.
+    b.router.observed(
+        &ma("/ip4/192.0.2.200/udp/9/quic-v1"),
+        &claim,
+        &b.view,
+        b.at(1),
+    );
+    assert_eq!(
+        our_candidates_sent(&mut b),
+        vec![
+            claim.to_string(),
+            "/ip4/192.0.2.50/udp/4001/quic-v1".to_owned()
+        ]
+    );
 }
 
 #[test]

@@ -1,0 +1,353 @@
+//! Addresses peers observed for this node (identify's `observedAddr`), as a pure table.
+//!
+//! Any peer can claim any address as the one it sees us at. Left as it was, one hostile
+//! peer could rank an address of its choosing above our listen addresses in every
+//! candidate list we send, and so steer the hole punches of the peers we signal with.
+//! So an observation counts only when it is plausible, and it ranks above listen
+//! addresses only once several unrelated observers agree:
+//!
+//! - **one vote per observer group.** Observers are grouped by the IP of their
+//!   connection to us (IPv4: the address, IPv6: its /56, as go-libp2p groups them); a
+//!   group's latest observation replaces its earlier one, so a host with many keys
+//!   counts once and cannot fill the table with addresses;
+//! - **plausible.** The observer's connection is direct (not a relay circuit), the
+//!   address starts with an IP that is not unspecified, its scope is the observer's
+//!   (a loopback observer sees a loopback address, a LAN observer a private one, an
+//!   Internet observer a global one), and its transport (`tcp`, `udp/quic-v1`, …) is one
+//!   this node listens on;
+//! - **confirmed** when [`CONFIRMING_GROUPS`] groups observed it; unconfirmed ones are
+//!   offered after listen addresses (they still help a peer behind the same NAT
+//!   whose observer was alone);
+//! - bounded: at most [`MAX_GROUPS`] groups (the stalest observation makes room), and an
+//!   observation lapses after [`OBSERVATION_TTL`] (identify repeats every 5 minutes).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+use super::addrs::without_peer;
+
+/// Observer groups kept (one observation each).
+pub const MAX_GROUPS: usize = 64;
+/// How long an observation counts without being repeated.
+pub const OBSERVATION_TTL: Duration = Duration::from_secs(30 * 60);
+/// Distinct observer groups that make an address confirmed.
+pub const CONFIRMING_GROUPS: usize = 2;
+
+/// Observers that count as one: an IPv4 address or an IPv6 /56.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObserverGroup {
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// The first 56 bits of an IPv6 address.
+    V6([u8; 7]),
+}
+
+/// How far an address reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Loopback,
+    Local,
+    Global,
+}
+
+fn scope(ip: IpAddr) -> Scope {
+    match ip {
+        IpAddr::V4(ip) if ip.is_loopback() => Scope::Loopback,
+        IpAddr::V4(ip) if ip.is_private() || ip.is_link_local() || is_shared_v4(ip) => Scope::Local,
+        IpAddr::V6(ip) if ip.is_loopback() => Scope::Loopback,
+        IpAddr::V6(ip) if is_local_v6(ip) => Scope::Local,
+        IpAddr::V4(_) | IpAddr::V6(_) => Scope::Global,
+    }
+}
+
+/// 100.64.0.0/10, the carrier-grade NAT space.
+fn is_shared_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    a == 100 && (b & 0xc0) == 64
+}
+
+/// Unique local (fc00::/7) or link-local (fe80::/10).
+fn is_local_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments()[0];
+    (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+}
+
+fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => Some(IpAddr::V4(ip)),
+        Some(Protocol::Ip6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
+/// The group of an observer whose connection to us has remote address `remote`; `None`
+/// for a relayed or non-IP connection (its observation says nothing about us).
+pub fn observer_group(remote: &Multiaddr) -> Option<ObserverGroup> {
+    if remote.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return None;
+    }
+    match first_ip(remote)? {
+        IpAddr::V4(ip) => Some(ObserverGroup::V4(ip)),
+        IpAddr::V6(ip) => {
+            let o = ip.octets();
+            let mut g = [0u8; 7];
+            g.copy_from_slice(&o[..7]);
+            Some(ObserverGroup::V6(g))
+        }
+    }
+}
+
+/// The transport of an address: its protocol names after the IP, ports and peer ids
+/// left out (`tcp`, `udp/quic-v1`, `tcp/ws`).
+fn transport(addr: &Multiaddr) -> Vec<&'static str> {
+    addr.iter()
+        .skip(1)
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .map(|p| p.tag())
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct Observation {
+    addr: Multiaddr,
+    at: Instant,
+}
+
+/// What [`ObservedAddrs::ranked`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranked {
+    /// Observed by at least [`CONFIRMING_GROUPS`] groups, most observers first.
+    pub confirmed: Vec<Multiaddr>,
+    /// Observed by fewer groups, most recent first.
+    pub unconfirmed: Vec<Multiaddr>,
+}
+
+/// The observed-address table.
+#[derive(Debug, Default)]
+pub struct ObservedAddrs {
+    by_group: HashMap<ObserverGroup, Observation>,
+}
+
+impl ObservedAddrs {
+    /// Records that an observer, connected to us from `remote`, sees us at `addr`, given
+    /// our listen addresses `listen`. Returns whether the observation counts.
+    pub fn observe(
+        &mut self,
+        remote: &Multiaddr,
+        addr: &Multiaddr,
+        listen: &[Multiaddr],
+        now: Instant,
+    ) -> bool {
+        let Some(group) = observer_group(remote) else {
+            return false;
+        };
+        let addr = without_peer(addr);
+        let (Some(ip), Some(observer_ip)) = (first_ip(&addr), first_ip(remote)) else {
+            return false;
+        };
+        if ip.is_unspecified() || ip.is_multicast() || scope(ip) != scope(observer_ip) {
+            return false;
+        }
+        let kind = transport(&addr);
+        if kind.is_empty() || !listen.iter().any(|l| transport(l) == kind) {
+            return false;
+        }
+        if !self.by_group.contains_key(&group) && self.by_group.len() >= MAX_GROUPS {
+            self.expire(now);
+            if self.by_group.len() >= MAX_GROUPS
+                && let Some(stalest) = self
+                    .by_group
+                    .iter()
+                    .min_by_key(|(_, o)| o.at)
+                    .map(|(g, _)| *g)
+            {
+                self.by_group.remove(&stalest);
+            }
+        }
+        self.by_group.insert(group, Observation { addr, at: now });
+        true
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.by_group
+            .retain(|_, o| now.saturating_duration_since(o.at) < OBSERVATION_TTL);
+    }
+
+    /// The live observations, confirmed first.
+    pub fn ranked(&self, now: Instant) -> Ranked {
+        // (address, groups, latest observation)
+        let mut tally: Vec<(Multiaddr, usize, Instant)> = Vec::new();
+        for o in self
+            .by_group
+            .values()
+            .filter(|o| now.saturating_duration_since(o.at) < OBSERVATION_TTL)
+        {
+            match tally.iter_mut().find(|(a, ..)| *a == o.addr) {
+                Some((_, n, at)) => {
+                    *n += 1;
+                    *at = (*at).max(o.at);
+                }
+                None => tally.push((o.addr.clone(), 1, o.at)),
+            }
+        }
+        tally.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)));
+        let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = tally
+            .into_iter()
+            .partition(|(_, n, _)| *n >= CONFIRMING_GROUPS);
+        Ranked {
+            confirmed: confirmed.into_iter().map(|(a, ..)| a).collect(),
+            unconfirmed: unconfirmed.into_iter().map(|(a, ..)| a).collect(),
+        }
+    }
+
+    /// Observer groups held.
+    pub fn len(&self) -> usize {
+        self.by_group.len()
+    }
+
+    /// Whether no observation is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_group.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    fn listen() -> Vec<Multiaddr> {
+        vec![
+            ma("/ip4/0.0.0.0/tcp/4001"),
+            ma("/ip4/0.0.0.0/udp/4001/quic-v1"),
+        ]
+    }
+
+    #[test]
+    fn one_host_with_many_keys_is_one_vote() {
+        let mut t = ObservedAddrs::default();
+        let now = Instant::now();
+        // Many connections from one IP (one host, many keys) all claim the same address.
+        for port in 0..10 {
+            let remote = ma(&format!("/ip4/198.51.100.7/tcp/{}", 5000 + port));
+            assert!(t.observe(&remote, &ma("/ip4/203.0.113.9/tcp/4001"), &listen(), now));
+        }
+        let r = t.ranked(now);
+        assert!(r.confirmed.is_empty());
+        assert_eq!(r.unconfirmed, vec![ma("/ip4/203.0.113.9/tcp/4001")]);
+        // A second, unrelated observer confirms it.
+        t.observe(
+            &ma("/ip4/192.0.2.20/tcp/1"),
+            &ma("/ip4/203.0.113.9/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"),
+            &listen(),
+            now,
+        );
+        let r = t.ranked(now);
+        assert_eq!(r.confirmed, vec![ma("/ip4/203.0.113.9/tcp/4001")]);
+        assert!(r.unconfirmed.is_empty());
+    }
+
+    #[test]
+    fn a_group_keeps_only_its_latest_claim() {
+        let mut t = ObservedAddrs::default();
+        let now = Instant::now();
+        let remote = ma("/ip6/2001:db8:1:2::5/udp/9/quic-v1");
+        for i in 0..50 {
+            let claim = ma(&format!("/ip6/2001:db8:ff::{i:x}/udp/4001/quic-v1"));
+            assert!(t.observe(&remote, &claim, &listen(), now));
+        }
+        // Another address of the same /56 is the same observer.
+        t.observe(
+            &ma("/ip6/2001:db8:1:2a::9/udp/9/quic-v1"),
+            &ma("/ip6/2001:db8:ff::1/udp/4001/quic-v1"),
+            &listen(),
+            now,
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.ranked(now).unconfirmed,
+            vec![ma("/ip6/2001:db8:ff::1/udp/4001/quic-v1")]
+        );
+    }
+
+    #[test]
+    fn implausible_claims_do_not_count() {
+        let mut t = ObservedAddrs::default();
+        let now = Instant::now();
+        let global = ma("/ip4/198.51.100.7/tcp/5000");
+        let cases = [
+            // Over a relay circuit: says nothing about us.
+            (
+                ma(
+                    "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit",
+                ),
+                ma("/ip4/203.0.113.9/tcp/4001"),
+            ),
+            // An Internet observer claiming it sees us on a LAN or loopback address.
+            (global.clone(), ma("/ip4/10.0.0.5/tcp/4001")),
+            (global.clone(), ma("/ip4/127.0.0.1/tcp/4001")),
+            (global.clone(), ma("/ip6/fe80::1/tcp/4001")),
+            // A transport we do not listen on.
+            (global.clone(), ma("/ip4/203.0.113.9/udp/53/quic")),
+            (global.clone(), ma("/ip4/203.0.113.9/tcp/4001/ws")),
+            // Not an IP address, unspecified, multicast.
+            (global.clone(), ma("/dns4/example.org/tcp/4001")),
+            (global.clone(), ma("/ip4/0.0.0.0/tcp/4001")),
+            (global.clone(), ma("/ip4/224.0.0.1/tcp/4001")),
+            (global.clone(), ma("/ip4/203.0.113.9")),
+            // A non-IP connection.
+            (ma("/memory/5"), ma("/ip4/203.0.113.9/tcp/4001")),
+        ];
+        for (remote, claim) in cases {
+            assert!(
+                !t.observe(&remote, &claim, &listen(), now),
+                "{remote} → {claim}"
+            );
+        }
+        assert!(t.is_empty());
+        // A LAN observer seeing a LAN address, a loopback one a loopback address: fine.
+        assert!(t.observe(
+            &ma("/ip4/10.0.0.2/tcp/1"),
+            &ma("/ip4/10.0.0.5/tcp/4001"),
+            &listen(),
+            now
+        ));
+        assert!(t.observe(
+            &ma("/ip4/127.0.0.1/tcp/1"),
+            &ma("/ip4/127.0.0.1/udp/4001/quic-v1"),
+            &listen(),
+            now
+        ));
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_observations_lapse() {
+        let mut t = ObservedAddrs::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_GROUPS as u32 + 40) {
+            let ip = Ipv4Addr::from(0xc633_6400_u32 + i); // 198.51.100.0 onwards
+            let at = t0 + Duration::from_secs(u64::from(i));
+            t.observe(
+                &ma(&format!("/ip4/{ip}/tcp/1")),
+                &ma(&format!("/ip4/203.0.113.{}/tcp/4001", i % 200)),
+                &listen(),
+                at,
+            );
+        }
+        assert_eq!(t.len(), MAX_GROUPS);
+        let late = t0 + Duration::from_secs(200);
+        assert_eq!(t.ranked(late).unconfirmed.len(), MAX_GROUPS);
+        assert_eq!(
+            t.ranked(late + OBSERVATION_TTL),
+            Ranked::default(),
+            "every observation lapsed"
+        );
+    }
+}

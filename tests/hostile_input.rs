@@ -1,0 +1,123 @@
+//! A running node against a hostile peer that sends malformed, oversized and
+//! nonsensical bodies on every libmesh protocol: each gets an answer carrying one of the
+//! frozen error codes, never a panic; a request that never ends is given up; and the
+//! node goes on serving well-behaved peers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, NodeEvent};
+use mesh_core::{ErrorCode, NoTrace, NodeKeypair};
+use mesh_testkit::Net;
+use mesh_testkit::hostile::{HostileError, HostilePeer};
+use mesh_testkit::node::{TestNode, start_node};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn node() -> TestNode {
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        ..NodeConfig::default()
+    };
+    start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await
+}
+
+/// The frozen code in an answer (a CBOR map with `error/code`, possibly nested in a
+/// batch's results), if any.
+fn code_in(answer: &[u8]) -> Option<String> {
+    let v = mesh_core::cbor::decode(answer).ok()?;
+    fn find(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .get("error/code")
+                .and_then(|c| c.as_str().map(str::to_owned))
+                .or_else(|| m.values().find_map(find)),
+            serde_json::Value::Array(a) => a.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&v)
+}
+
+fn bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("empty", Vec::new()),
+        ("garbage", (0..1000u32).map(|i| (i * 7 + 3) as u8).collect()),
+        ("truncated map", vec![0xa2, 0x61, b'k']),
+        ("deep nesting", vec![0x81; 4096]),
+        ("indefinite map", vec![0xbf, 0x61, b'a', 0x01, 0xff]),
+        (
+            "huge length head",
+            vec![0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+        (
+            "well-formed nonsense",
+            mesh_core::cbor::encode(&serde_json::json!({"kind": "nonsense", "x": [1, 2]})),
+        ),
+        ("oversized", vec![0xa0; 3 << 20]),
+    ]
+}
+
+const PROTOCOLS: [&str; 4] = [
+    "/mesh/session/1.0.0",
+    "/mesh/marker/1.0.0",
+    "/mesh/signal/1.0.0",
+    "/mesh/advert/1.0.0",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_on_every_protocol_get_coded_errors_and_the_node_serves_on() {
+    let mut n = node().await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
+    assert_eq!(peer, n.peer);
+    let frozen: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    for protocol in PROTOCOLS {
+        for (what, body) in bodies() {
+            let r = hostile.send(peer, protocol, &body, WAIT).await;
+            match r {
+                Ok(answer) => {
+                    let code = code_in(&answer)
+                        .unwrap_or_else(|| panic!("{protocol} {what}: no error code"));
+                    assert!(frozen.contains(&code.as_str()), "{protocol} {what}: {code}");
+                }
+                Err(e) => panic!("{protocol} {what}: {e}"),
+            }
+        }
+    }
+    // A request that never ends is given up by the node (request timeouts of 10 s, 30 s
+    // for a handshake), not held forever.
+    let patience = Duration::from_secs(45);
+    let held = futures::future::join_all(
+        PROTOCOLS.map(|p| hostile.trickle(peer, p, &[0xa2, 0x61], patience)),
+    )
+    .await;
+    for (protocol, held) in PROTOCOLS.iter().zip(held) {
+        let held = held.unwrap();
+        assert!(
+            held < patience,
+            "{protocol}: a half-sent request held {held:?}"
+        );
+    }
+    // The node is alive and serves a well-behaved peer.
+    let status = n.handle.status().await.unwrap();
+    assert_eq!(status.peer_id, n.peer.to_string());
+    let friend = node().await;
+    friend
+        .handle
+        .dial(libmesh::node::Target::Addr(n.p2p_addr()))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let NodeEvent::SessionEstablished { .. } = n.events.recv().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a session with a well-behaved peer after the hostile bodies");
+}
