@@ -1,8 +1,10 @@
-//! Command-line interface of `meshd`. Every command prints JSON on stdout; failures
+//! Command-line interface of `meshd`. Every command prints JSON on stdout (but
+//! `completions` and `man`, which print a script and a roff page); failures
 //! print a JSON error object (with a frozen code where the failure is a rejection) on
 //! stderr and exit 1. `verify` prints its verdict on stdout either way.
 
 mod advert;
+mod docs;
 mod identity;
 mod input;
 mod node;
@@ -10,6 +12,8 @@ mod relay;
 mod sign;
 mod signals;
 mod swarm;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +26,7 @@ use serde_json::{Value, json};
 
 /// meshd — the libmesh node: run it, talk to it, manage its identity and artifacts.
 #[derive(Debug, Parser)]
-#[command(name = "meshd", version, about)]
+#[command(name = "meshd", version = libmesh::node::build::VERSION, about)]
 pub(crate) struct Cli {
     /// Directory for the node's identity and stores.
     #[arg(long, global = true, env = "MESHD_DATA_DIR")]
@@ -115,6 +119,11 @@ pub(crate) enum Command {
     /// Publish or look up signed advertisements.
     #[command(subcommand)]
     Advert(advert::AdvertCommand),
+    /// Print the shell completion script for SHELL (e.g. `meshd completions bash >
+    /// /etc/bash_completion.d/meshd`).
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page meshd(1) (roff), or write every page with --out-dir.
+    Man(docs::ManArgs),
 }
 
 /// Context every command gets.
@@ -200,6 +209,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Relay { command, client } => relay::relay(&ctx, command, &client),
         Command::Directory(args) => advert::directory(&ctx, args),
         Command::Advert(cmd) => advert::run(&ctx, cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,9 @@ use super::store::SharedAdverts;
 pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
 /// The agent version prefix.
 pub const AGENT: &str = concat!("libmesh/", env!("CARGO_PKG_VERSION"));
+/// The version with the build's git revision when it was built from a checkout
+/// (`0.1.0 (git 1a2b3c4d5e6f)`), see `build.rs`.
+pub const VERSION: &str = env!("MESHD_VERSION");
 
 /// What the behaviour constructor needs besides the key.
 pub struct Parts {

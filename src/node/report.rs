@@ -62,6 +62,7 @@ pub(super) fn of(node: &mut Node) -> Status {
         node_id: node.node_id.to_string(),
         peer_id: node.swarm.local_peer_id().to_string(),
         agent: super::build::AGENT.into(),
+        version: super::build::VERSION.into(),
         uptime_secs: node.started.elapsed().as_secs(),
         listen_addrs,
         external_addrs,

@@ -11,6 +11,8 @@ pub struct Status {
     pub peer_id: String,
     /// The agent version.
     pub agent: String,
+    /// The version of this build, with its git revision when built from a checkout.
+    pub version: String,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// Listen addresses.
