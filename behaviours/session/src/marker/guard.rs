@@ -5,6 +5,8 @@
 //! - **Recipient.** The signed `recipient/node-id` must name this node, so a marker
 //!   cannot be handed on to another node; an envelope without one is refused unless
 //!   [`GuardConfig::require_recipient`] is off. Both refusals are `E_PROTO_INVALID`.
+//! - **Length.** A `message/id` over [`MAX_MESSAGE_ID`] bytes is `E_PROTO_INVALID` (the
+//!   schema sets no maximum; the node's own are 36 bytes).
 //! - **Age.** `created-at` more than [`GuardConfig::max_age_secs`] in the past is
 //!   `E_HS_REPLAY` (the family's own rule already refuses more than 30 s ahead).
 //! - **Duplicates.** A `message/id` taken from the same sender within the window is
@@ -21,6 +23,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use mesh_core::{ErrorCode, MeshError, NodeId, ParticipantId, SignalMarkerEnvelope, Timestamp};
 use sha2::{Digest, Sha256};
+
+/// The longest `message/id` taken, in bytes.
+pub const MAX_MESSAGE_ID: usize = 128;
 
 /// The guard's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +110,12 @@ impl Guard {
                 ));
             }
             None => {}
+        }
+        if env.message_id().len() > MAX_MESSAGE_ID {
+            return Err(MeshError::invalid(format!(
+                "signal-marker-envelope.v1: message/id of {} bytes, more than {MAX_MESSAGE_ID}",
+                env.message_id().len()
+            )));
         }
         let age = now.secs_since(env.created_at());
         if age > self.config.max_age_secs {
@@ -268,6 +279,15 @@ mod tests {
         );
         // Refusals record nothing.
         assert_eq!(g.len(), 2);
+        // An overlong message/id.
+        let long = "m".repeat(MAX_MESSAGE_ID + 1);
+        assert_eq!(
+            code(g.admit(&me, &env(&s, Some(me), &long, &t(0)), &t(5))),
+            ErrorCode::ProtoInvalid
+        );
+        g.admit(&me, &env(&s, Some(me), &long[1..], &t(0)), &t(5))
+            .unwrap();
+        assert_eq!(g.len(), 3);
         // Too old: 301 s.
         assert_eq!(
             code(g.admit(&me, &env(&s, Some(me), "m4", &t(0)), &t(301))),
