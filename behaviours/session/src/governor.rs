@@ -449,7 +449,7 @@ impl Governor {
             .config
             .target_hot
             .saturating_sub(self.live() + in_flight);
-        let mut due: Vec<(NodeId, Option<Timestamp>)> = self
+        let mut due: Vec<(bool, Option<Timestamp>, NodeId)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
@@ -458,13 +458,14 @@ impl Governor {
                     && !p.dialing
                     && p.next_dial.as_ref().is_none_or(|t| t <= now)
             })
-            .map(|(n, p)| (*n, p.next_dial.clone()))
+            .map(|(n, p)| (!p.named, p.next_dial.clone(), *n))
             .collect();
-        // Never-tried peers first, then the longest-waiting.
-        due.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        // Named peers before past ones (any node can become a past peer by holding a
+        // session once); within each, never-tried peers first, then the longest-waiting.
+        due.sort();
         due.into_iter()
             .take(wanted)
-            .map(|(n, _)| {
+            .map(|(_, _, n)| {
                 if let Some(p) = self.peers.get_mut(&n) {
                     p.dialing = true;
                 }

@@ -363,3 +363,24 @@ fn past_peers_are_forgotten_after_vain_redials_named_ones_never() {
     g.tick(&t(5));
     assert!(g.is_kept(&past));
 }
+
+#[test]
+fn named_peers_are_dialed_before_past_ones() {
+    let mut g = Governor::new(GovernorConfig {
+        target_hot: 1,
+        ..GovernorConfig::default()
+    });
+    let n = nodes(4);
+    // Three past peers, due long before the named one is even known.
+    for x in &n[..3] {
+        g.session_established(*x, &t(0));
+        g.session_closed(x, &t(0));
+    }
+    g.add_known(n[3]);
+    assert_eq!(g.tick(&t(100)), vec![Action::Dial(n[3])]);
+    g.dial_failed(&n[3], "unreachable", &t(100));
+    // While the named one backs off, a past peer is tried.
+    let next = g.tick(&t(100));
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0], Action::Dial(n[3]));
+}
