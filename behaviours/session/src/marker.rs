@@ -27,9 +27,9 @@ use mesh_core::{
     ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
     SignalMarkerEnvelope, Timestamp, TraceEvent, TraceEventType, TraceSink,
 };
+use serde_json::{Map, Value, json};
 
 use guard::{Guard, GuardConfig};
-use serde_json::{Map, Value, json};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/marker/1.0.0");
