@@ -224,7 +224,11 @@ impl Node {
             After::Marker { text, reply } => {
                 let now = Timestamp::now();
                 let id = format!("msg:{}", hex::encode(rand_id()));
-                match mesh_session::marker::envelope(&self.key, &id, &text, &now) {
+                // Addressed to the peer it goes to (signed): no other node takes it.
+                let envelope = mesh_core::NodeId::from_peer_id(&peer)
+                    .map_err(MeshError::from)
+                    .and_then(|to| mesh_session::marker::envelope(&self.key, to, &id, &text, &now));
+                match envelope {
                     Ok(env) => {
                         self.swarm.behaviour_mut().marker.send(&peer, &env);
                         self.waiting.wait_marker(peer, id, reply);

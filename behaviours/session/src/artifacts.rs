@@ -266,7 +266,7 @@ pub(crate) fn accept(
     Ok(accepted)
 }
 
-/// Checks with one batch verification every signature a peer's artifact set carries: its
+/// Checks in one pass (`verify_all_strict`) every signature a peer's artifact set carries: its
 /// handshake artifact (by its `sender/node-id`), its capability advertisement (by its
 /// `node/id`) and every passport that capability acceptance could check (by the
 /// advertisement's node). `true` means all of them verify with `verify_strict`'s accept

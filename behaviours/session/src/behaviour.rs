@@ -102,8 +102,10 @@ impl Behaviour {
         self.handshakes.capabilities_of(node)
     }
 
-    /// Makes `node` a peer the governor keeps connected (dialed at `addrs`, redialed with
-    /// backoff after a disconnect).
+    /// Makes `node` a peer the governor keeps connected (dialed at `addrs`, at most 16
+    /// kept, redialed with backoff after every disconnect, never evicted from the
+    /// governor's table). Besides these, the governor redials only peers that held a
+    /// session, and forgets those after `GovernorConfig::forget_after` vain redials.
     pub fn add_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
         self.driver.add_peer(node, addrs);
     }

@@ -15,6 +15,9 @@ use mesh_core::{NodeId, Timestamp};
 use crate::governor::{Action, Governor, GovernorConfig};
 use crate::handshake::Handshakes;
 
+/// Addresses kept per named peer.
+pub(crate) const MAX_ADDRS: usize = 16;
+
 /// What the swarm must do for the governor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -43,10 +46,17 @@ impl Driver {
         }
     }
 
-    /// Makes `node` a peer the governor keeps connected, dialed at `addrs`.
+    /// Makes `node` a peer the governor keeps connected, dialed at `addrs` (at most
+    /// [`MAX_ADDRS`] per peer, the latest given kept; repeats are not added twice).
     pub(crate) fn add_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
         if let Ok(peer) = node.to_peer_id() {
-            self.addresses.entry(peer).or_default().extend(addrs);
+            let known = self.addresses.entry(peer).or_default();
+            for a in addrs {
+                known.retain(|k| *k != a);
+                known.push(a);
+            }
+            let excess = known.len().saturating_sub(MAX_ADDRS);
+            known.drain(..excess);
             self.governor.add_known(node);
         }
     }

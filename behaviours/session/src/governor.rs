@@ -16,6 +16,17 @@
 //! - Keepalive lost demotes a hot peer to warm; `tick` promotes warm peers into free hot
 //!   slots and asks for dials while the node has fewer live sessions than `target_hot`.
 //! - Handshakes and messages per node id are rate-limited.
+//! - The table is bounded. Only peers the embedder named ([`Governor::add_known`]) and
+//!   peers that once held a session are *kept*: dialed and redialed. Any other entry
+//!   (a hard failure of a node that connected to us) only remembers failures: it is
+//!   never dialed, it is dropped once its failures are out of the window and it is not
+//!   blocked, and it is the first to go when the table is full. A past peer (not named)
+//!   is forgotten after `forget_after` redials in a row without a session. At most
+//!   `max_peers` entries are held; when one more is needed, the entry evicted is, in
+//!   this order, the least recently touched unknown peer, blocked unknown peer, past
+//!   peer. Named peers, live sessions and dials under way are never evicted (the first
+//!   are bounded by the embedder, the others by `max_live` and `target_hot`); a hard
+//!   failure that finds no room is not recorded.
 
 use std::collections::HashMap;
 
@@ -43,6 +54,12 @@ pub struct GovernorConfig {
     pub handshakes: RateLimit,
     /// Messages per node id.
     pub messages: RateLimit,
+    /// Most peers the table holds (named peers and live sessions may go beyond it;
+    /// see the module docs). At least 1.
+    pub max_peers: usize,
+    /// Redials in a row without a session after which a past peer that was not named
+    /// with [`Governor::add_known`] is forgotten.
+    pub forget_after: u32,
 }
 
 impl Default for GovernorConfig {
@@ -57,6 +74,8 @@ impl Default for GovernorConfig {
             block_cooldown_secs: 600,
             handshakes: RateLimit::per_minute(5, 10),
             messages: RateLimit::per_minute(100, 600),
+            max_peers: 1024,
+            forget_after: 12,
         }
     }
 }
@@ -106,11 +125,20 @@ struct Peer {
     last_failure: Option<String>,
     keepalive_ok: bool,
     dialing: bool,
+    /// Named by the embedder: kept and redialed for good.
+    named: bool,
+    /// Held a session once: redialed until `forget_after` attempts fail.
+    had_session: bool,
+    /// When the entry was last touched (a counter, for eviction order).
+    touched: u64,
 }
 
 impl Peer {
     fn new() -> Self {
         Peer {
+            named: false,
+            had_session: false,
+            touched: 0,
             temperature: Temperature::Cold,
             attempts: 0,
             next_dial: None,
@@ -126,6 +154,25 @@ impl Peer {
     fn live(&self) -> bool {
         matches!(self.temperature, Temperature::Warm | Temperature::Hot)
     }
+
+    /// Whether the governor dials this peer: named, or once in a session.
+    fn kept(&self) -> bool {
+        self.named || self.had_session
+    }
+
+    /// Eviction rank, lowest first; `None` for entries never evicted (named peers, live
+    /// sessions, dials under way).
+    fn eviction_rank(&self) -> Option<u8> {
+        if self.named || self.live() || self.dialing {
+            None
+        } else if self.temperature == Temperature::Blocked {
+            Some(if self.had_session { 2 } else { 1 })
+        } else if self.had_session {
+            Some(2)
+        } else {
+            Some(0)
+        }
+    }
 }
 
 /// The governor.
@@ -135,6 +182,8 @@ pub struct Governor {
     peers: HashMap<NodeId, Peer>,
     handshakes: RateLimiter<NodeId>,
     messages: RateLimiter<NodeId>,
+    /// The touch counter.
+    clock: u64,
 }
 
 impl Governor {
@@ -145,6 +194,58 @@ impl Governor {
             peers: HashMap::new(),
             handshakes: RateLimiter::new(config.handshakes, 4096),
             messages: RateLimiter::new(config.messages, 4096),
+            clock: 0,
+        }
+    }
+
+    /// How many peers the table holds.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether the governor dials and redials `node` (named with [`Self::add_known`] or
+    /// once in a session, and not forgotten since).
+    pub fn is_kept(&self, node: &NodeId) -> bool {
+        self.peers.get(node).is_some_and(Peer::kept)
+    }
+
+    /// The entry of `node`, created if there is room (evicting the coldest entry when
+    /// the table is full); `force` creates it even without room.
+    fn entry(&mut self, node: NodeId, force: bool) -> Option<&mut Peer> {
+        self.clock += 1;
+        let touched = self.clock;
+        if !self.peers.contains_key(&node)
+            && self.peers.len() >= self.config.max_peers.max(1)
+            && !self.evict_one()
+            && !force
+        {
+            return None;
+        }
+        let peer = self.peers.entry(node).or_insert_with(Peer::new);
+        peer.touched = touched;
+        Some(peer)
+    }
+
+    /// Drops the entry with the lowest eviction rank, least recently touched first;
+    /// `false` when no entry may be evicted.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .peers
+            .iter()
+            .filter_map(|(n, p)| p.eviction_rank().map(|r| ((r, p.touched), *n)))
+            .min()
+            .map(|(_, n)| n);
+        match victim {
+            Some(n) => {
+                self.peers.remove(&n);
+                true
+            }
+            None => false,
         }
     }
 
@@ -171,9 +272,13 @@ impl Governor {
         self.live().saturating_add(pending) < self.config.max_live
     }
 
-    /// Learns of a peer (a seed, a discovered node); it starts cold and may be dialed.
+    /// Names a peer (a seed, a discovered node) the governor keeps connected: it starts
+    /// cold, is dialed, redialed after every drop, and never evicted. Named peers may
+    /// take the table beyond `max_peers` (the embedder bounds how many it names).
     pub fn add_known(&mut self, node: NodeId) {
-        self.peers.entry(node).or_insert_with(Peer::new);
+        if let Some(p) = self.entry(node, true) {
+            p.named = true;
+        }
     }
 
     /// Whether a handshake from or to `node` may proceed now (blocked peers and peers
@@ -212,11 +317,17 @@ impl Governor {
             return vec![Action::Disconnect(node)];
         }
         let live = self.live();
-        let peer = self.peers.entry(node).or_insert_with(Peer::new);
-        if !peer.live() && live >= self.config.max_live {
-            peer.dialing = false;
+        if live >= self.config.max_live && !self.peers.get(&node).is_some_and(Peer::live) {
+            if let Some(p) = self.peers.get_mut(&node) {
+                p.dialing = false;
+            }
             return vec![Action::Disconnect(node)];
         }
+        // A live session always has its entry (live entries are bounded by `max_live`).
+        let Some(peer) = self.entry(node, true) else {
+            return vec![Action::Disconnect(node)];
+        };
+        peer.had_session = true;
         peer.dialing = false;
         peer.attempts = 0;
         peer.next_dial = None;
@@ -258,9 +369,16 @@ impl Governor {
 
     /// A hard failure with `code` (bad signature, replay, wrong signer). Returns
     /// `Disconnect` when it blocks the peer.
+    ///
+    /// Any node that connects can cause one, so the entry it creates is an unknown one:
+    /// never dialed, dropped when its failures leave the window, and the first evicted
+    /// when the table is full. With no entry to evict the failure is not recorded.
     pub fn hard_failure(&mut self, node: NodeId, code: ErrorCode, now: &Timestamp) -> Vec<Action> {
         let config = self.config;
-        let peer = self.peers.entry(node).or_insert_with(Peer::new);
+        let Some(peer) = self.entry(node, false) else {
+            tracing::debug!(%node, "peer table full: hard failure not recorded");
+            return Vec::new();
+        };
         peer.failures
             .retain(|t| now.secs_since(t) <= config.failure_window_secs);
         peer.failures.push(now.clone());
@@ -298,9 +416,12 @@ impl Governor {
         self.promote();
     }
 
-    /// Periodic work: ends lapsed blocks, promotes, and asks for dials while fewer than
-    /// `target_hot` sessions are live.
+    /// Periodic work: ends lapsed blocks, forgets entries that carry nothing any more
+    /// (unknown peers without failures in the window, past peers redialed
+    /// `forget_after` times in vain), promotes, and asks for dials of kept peers while
+    /// fewer than `target_hot` sessions are live.
     pub fn tick(&mut self, now: &Timestamp) -> Vec<Action> {
+        let config = self.config;
         for p in self.peers.values_mut() {
             if p.temperature == Temperature::Blocked
                 && p.blocked_until.as_ref().is_some_and(|u| u <= now)
@@ -311,27 +432,40 @@ impl Governor {
                 p.next_dial = None;
             }
         }
+        self.peers.retain(|_, p| {
+            if p.named || p.live() || p.dialing || p.temperature == Temperature::Blocked {
+                return true;
+            }
+            if p.had_session {
+                return p.attempts < config.forget_after;
+            }
+            p.failures
+                .iter()
+                .any(|t| now.secs_since(t) <= config.failure_window_secs)
+        });
         self.promote();
         let in_flight = self.peers.values().filter(|p| p.dialing).count();
         let wanted = self
             .config
             .target_hot
             .saturating_sub(self.live() + in_flight);
-        let mut due: Vec<(NodeId, Option<Timestamp>)> = self
+        let mut due: Vec<(bool, Option<Timestamp>, NodeId)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 p.temperature == Temperature::Cold
+                    && p.kept()
                     && !p.dialing
                     && p.next_dial.as_ref().is_none_or(|t| t <= now)
             })
-            .map(|(n, p)| (*n, p.next_dial.clone()))
+            .map(|(n, p)| (!p.named, p.next_dial.clone(), *n))
             .collect();
-        // Never-tried peers first, then the longest-waiting.
-        due.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        // Named peers before past ones (any node can become a past peer by holding a
+        // session once); within each, never-tried peers first, then the longest-waiting.
+        due.sort();
         due.into_iter()
             .take(wanted)
-            .map(|(n, _)| {
+            .map(|(_, _, n)| {
                 if let Some(p) = self.peers.get_mut(&n) {
                     p.dialing = true;
                 }
@@ -428,210 +562,6 @@ pub fn backoff(config: &GovernorConfig, node: &NodeId, attempt: u32) -> i64 {
     ((exp as f64) * jitter).ceil().max(1.0) as i64
 }
 
+// The unit tests are in `governor/tests.rs`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mesh_core::artifact::Artifact;
-    use mesh_core::{NodeKeypair, PeerStatus};
-
-    fn t(s: i64) -> Timestamp {
-        Timestamp::parse("2026-03-23T18:00:00Z")
-            .unwrap()
-            .plus_secs(s)
-    }
-
-    fn nodes(n: usize) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = (0..n).map(|_| NodeKeypair::generate().node_id()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn promotion_demotion_and_live_limit() {
-        let mut g = Governor::new(GovernorConfig::default());
-        let n = nodes(6);
-        for x in &n {
-            g.add_known(*x);
-        }
-        // Two dials wanted (target 2 hot), no more while they are in flight.
-        let dials = g.tick(&t(0));
-        assert_eq!(dials.len(), 2);
-        assert!(g.tick(&t(0)).is_empty());
-        for x in &n[..4] {
-            assert!(g.session_established(*x, &t(1)).is_empty());
-        }
-        assert_eq!(
-            (g.count(Temperature::Hot), g.count(Temperature::Warm)),
-            (2, 2)
-        );
-        // A fifth live session is refused.
-        assert_eq!(
-            g.session_established(n[4], &t(1)),
-            vec![Action::Disconnect(n[4])]
-        );
-        assert_eq!(g.temperature(&n[4]), Some(Temperature::Cold));
-        // Keepalive lost demotes a hot peer; a healthy warm one takes its place.
-        let hot: Vec<NodeId> = n[..4]
-            .iter()
-            .copied()
-            .filter(|x| g.temperature(x) == Some(Temperature::Hot))
-            .collect();
-        g.keepalive_lost(&hot[0]);
-        assert_eq!(g.temperature(&hot[0]), Some(Temperature::Warm));
-        assert_eq!(g.count(Temperature::Hot), 2);
-        g.keepalive_restored(&hot[0]);
-        // Closing a hot session promotes a warm one.
-        g.session_closed(&hot[1], &t(2));
-        assert_eq!(g.count(Temperature::Hot), 2);
-        assert_eq!(g.temperature(&hot[1]), Some(Temperature::Cold));
-    }
-
-    #[test]
-    fn room_counts_live_sessions_and_pending_handshakes() {
-        let mut g = Governor::new(GovernorConfig {
-            max_live: 3,
-            ..GovernorConfig::default()
-        });
-        let n = nodes(4);
-        assert!(g.has_room(0));
-        assert!(g.has_room(2));
-        assert!(
-            !g.has_room(3),
-            "three handshakes under way fill three slots"
-        );
-        g.session_established(n[0], &t(0));
-        g.session_established(n[1], &t(0));
-        assert!(g.has_room(0));
-        assert!(!g.has_room(1));
-        g.session_established(n[2], &t(0));
-        assert!(!g.has_room(0));
-        // Cold and blocked peers take no slot.
-        g.session_closed(&n[0], &t(1));
-        assert!(g.has_room(0));
-        g.add_known(n[3]);
-        assert!(g.has_room(0));
-    }
-
-    #[test]
-    fn redials_back_off_exponentially_with_jitter() {
-        let c = GovernorConfig::default();
-        let n = nodes(2);
-        let mut last = 0;
-        for attempt in 0..12 {
-            let d = backoff(&c, &n[0], attempt);
-            let exp = (1i64 << attempt).min(300);
-            assert!(
-                d >= exp / 2 && d <= exp,
-                "attempt {attempt}: {d} not in [{}, {exp}]",
-                exp / 2
-            );
-            if attempt < 8 {
-                assert!(d >= last / 2);
-            }
-            last = d;
-        }
-        // Jitter differs between nodes for the same attempt (most of the time).
-        let differs = (3..10).any(|a| backoff(&c, &n[0], a) != backoff(&c, &n[1], a));
-        assert!(differs);
-
-        let mut g = Governor::new(c);
-        g.add_known(n[0]);
-        assert_eq!(g.tick(&t(0)), vec![Action::Dial(n[0])]);
-        g.dial_failed(&n[0], "connection refused", &t(0));
-        let first = backoff(&c, &n[0], 0);
-        assert!(g.tick(&t(first - 1)).is_empty(), "not before the backoff");
-        assert_eq!(g.tick(&t(first)), vec![Action::Dial(n[0])]);
-        g.dial_failed(&n[0], "connection refused", &t(first));
-        let second = backoff(&c, &n[0], 1);
-        assert!(g.tick(&t(first + second - 1)).is_empty());
-        assert_eq!(g.tick(&t(first + second)), vec![Action::Dial(n[0])]);
-        // Success resets the backoff.
-        g.session_established(n[0], &t(first + second));
-        g.session_closed(&n[0], &t(100));
-        assert_eq!(
-            g.tick(&t(100 + backoff(&c, &n[0], 0))),
-            vec![Action::Dial(n[0])]
-        );
-    }
-
-    #[test]
-    fn repeated_hard_failures_block_then_unblock() {
-        let mut g = Governor::new(GovernorConfig::default());
-        let n = nodes(1)[0];
-        g.add_known(n);
-        g.session_established(n, &t(0));
-        assert!(g.hard_failure(n, ErrorCode::SigInvalid, &t(1)).is_empty());
-        assert!(g.hard_failure(n, ErrorCode::HsReplay, &t(2)).is_empty());
-        assert_eq!(
-            g.hard_failure(n, ErrorCode::HsReplay, &t(3)),
-            vec![Action::Disconnect(n)]
-        );
-        assert_eq!(g.temperature(&n), Some(Temperature::Blocked));
-        assert_eq!(
-            g.allow_handshake(&n, &t(4)),
-            Err(ErrorCode::TransportRejected)
-        );
-        assert_eq!(g.session_established(n, &t(5)), vec![Action::Disconnect(n)]);
-        assert!(g.tick(&t(500)).is_empty(), "blocked peers are not dialed");
-        let status = g.peer_status(&n, &t(500)).unwrap();
-        assert_eq!(status["temperature"], "blocked");
-        assert_eq!(status["replay_incidents"], 2);
-        assert_eq!(status["blocked_remaining_ms"], 103_000);
-        PeerStatus::from_json(status).unwrap();
-        // Cooldown over: cold again and dialed.
-        assert_eq!(g.tick(&t(603)), vec![Action::Dial(n)]);
-        assert_eq!(g.temperature(&n), Some(Temperature::Cold));
-        g.allow_handshake(&n, &t(604)).unwrap();
-        // Failures outside the window do not add up.
-        let mut g = Governor::new(GovernorConfig::default());
-        for i in 0..5 {
-            assert!(
-                g.hard_failure(n, ErrorCode::SigInvalid, &t(i * 700))
-                    .is_empty()
-            );
-        }
-    }
-
-    #[test]
-    fn rate_limits_per_node_id() {
-        let mut g = Governor::new(GovernorConfig {
-            handshakes: RateLimit::per_minute(2, 1),
-            messages: RateLimit::per_minute(3, 1),
-            ..GovernorConfig::default()
-        });
-        let n = nodes(2);
-        g.allow_handshake(&n[0], &t(0)).unwrap();
-        g.allow_handshake(&n[0], &t(0)).unwrap();
-        assert!(g.allow_handshake(&n[0], &t(0)).is_err());
-        g.allow_handshake(&n[1], &t(0)).unwrap();
-        for _ in 0..3 {
-            g.allow_message(&n[0], &t(0)).unwrap();
-        }
-        assert!(g.allow_message(&n[0], &t(0)).is_err());
-        g.allow_message(&n[0], &t(60)).unwrap();
-    }
-
-    #[test]
-    fn peer_status_records_are_schema_valid() {
-        let mut g = Governor::new(GovernorConfig::default());
-        let n = nodes(3);
-        for x in &n {
-            g.add_known(*x);
-        }
-        g.session_established(n[0], &t(0));
-        g.dial_failed(&n[1], "timeout", &t(0));
-        for x in &n {
-            let s = g.peer_status(x, &t(0)).unwrap();
-            PeerStatus::from_json(s.clone()).unwrap_or_else(|e| panic!("{e}: {s}"));
-        }
-        assert_eq!(
-            g.peer_status(&n[0], &t(0)).unwrap()["lifecycle"],
-            "connected"
-        );
-        assert_eq!(
-            g.peer_status(&n[1], &t(0)).unwrap()["lifecycle"],
-            "cooldown"
-        );
-        assert_eq!(g.peer_status(&n[2], &t(0)).unwrap()["lifecycle"], "idle");
-    }
-}
+mod tests;

@@ -13,8 +13,9 @@
 //! passports' lifetime has passed.
 //!
 //! The critical path of a handshake is kept short: each received artifact set (hello
-//! or ack, the capability advertisement and its passports) is verified with one batch
-//! verification (one by one only when it fails, to name the culprit with its code); the
+//! or ack, the capability advertisement and its passports) is verified in one pass
+//! (`verify_all_strict`; item by item with codes only when it fails, to name the
+//! culprit); the
 //! hello to a peer dialed by id, the spare ephemeral key and the Diffie-Hellman term
 //! that needs only this side's ephemeral key and the peer's identity are computed
 //! ahead, in [`Handshakes::work`], while the network is busy; the responder answers its

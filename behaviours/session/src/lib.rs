@@ -16,7 +16,7 @@
 //!   ack, capability advertisements with signed self-issued passports, capability
 //!   acceptance), [`secret`] (three X25519 terms and HKDF), [`replay`] (the handshake
 //!   replay guard), [`governor`] (cold/warm/hot/blocked peers, backoff, blocking, rate
-//!   limits, `peer-status.v1`), [`keepalive`] (lost/restored from ping results),
+//!   limits, the bounded peer table, `peer-status.v1`), [`keepalive`] (lost/restored from ping results),
 //!   [`transport`] (the `transport/profile` of a connection), [`protocol`] (the wire
 //!   messages).
 //!

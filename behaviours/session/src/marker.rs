@@ -1,7 +1,12 @@
 //! `/mesh/marker/1.0.0`: participant-signed `signal-marker-envelope.v1` messages, one per
 //! stream, answered `{"kind": "accepted"}` or `{"kind": "rejected", "error/code", …}`.
-//! The receiver verifies the envelope (signature by `sender/participant-id`, schema,
-//! clock) and rate-limits each peer before accepting it.
+//! The receiver rate-limits each peer, verifies the envelope (signature by
+//! `sender/participant-id`, schema, not from the future), then checks with its
+//! [`guard::Guard`] that it is addressed to this node (`recipient/node-id`, signed),
+//! recent (`created-at` at most `max_age_secs` old) and not taken before (the same
+//! `message/id` from the same sender within that window), before accepting it.
+
+pub mod guard;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -19,22 +24,40 @@ use libp2p::{PeerId, StreamProtocol};
 use mesh_core::artifact::Artifact;
 use mesh_core::cbor::{self, DecodeLimits};
 use mesh_core::{
-    ErrorCode, MeshError, MeshResult, NodeKeypair, RateLimit, RateLimiter, SignalMarkerEnvelope,
-    Timestamp, TraceEvent, TraceEventType, TraceSink,
+    ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
+    SignalMarkerEnvelope, Timestamp, TraceEvent, TraceEventType, TraceSink,
 };
 use serde_json::{Map, Value, json};
+
+use guard::{Guard, GuardConfig};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/marker/1.0.0");
 
-/// Builds and signs an envelope for `marker_ref` from the participant of `key`.
+/// Builds and signs an envelope for `marker_ref` from the participant of `key`,
+/// addressed to node `recipient` (its signed `recipient/node-id`: no other node takes
+/// it).
 pub fn envelope(
     key: &NodeKeypair,
+    recipient: NodeId,
     message_id: &str,
     marker_ref: &str,
     now: &Timestamp,
 ) -> MeshResult<SignalMarkerEnvelope> {
-    let doc = json!({
+    envelope_for(key, Some(recipient), message_id, marker_ref, now)
+}
+
+/// As [`envelope`], with the recipient optional: an envelope without one is a valid
+/// artifact, but receivers with [`GuardConfig::require_recipient`] (the default)
+/// refuse it.
+pub fn envelope_for(
+    key: &NodeKeypair,
+    recipient: Option<NodeId>,
+    message_id: &str,
+    marker_ref: &str,
+    now: &Timestamp,
+) -> MeshResult<SignalMarkerEnvelope> {
+    let mut doc = json!({
         "schema/v": 1,
         "message/id": message_id,
         "protocol/version": mesh_core::PROTOCOL_VERSION,
@@ -43,6 +66,9 @@ pub fn envelope(
         "created-at": now.as_str(),
         "marker/ref": marker_ref,
     });
+    if let Some(r) = recipient {
+        doc["recipient/node-id"] = r.to_string().into();
+    }
     let Value::Object(map) = doc else {
         return Err(MeshError::invalid("envelope is not an object"));
     };
@@ -56,9 +82,11 @@ pub struct Config {
     pub per_peer: RateLimit,
     /// Response timeout.
     pub request_timeout: Duration,
+    /// Recipient, age and duplicate checks of received envelopes.
+    pub guard: GuardConfig,
     /// Where trace events go (`signal-marker/sent`, `signal-marker/received`).
     pub trace: Arc<dyn TraceSink>,
-    /// The node emitting traces.
+    /// This node: it emits the traces, and received envelopes must be addressed to it.
     pub node: mesh_core::NodeId,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
@@ -70,6 +98,7 @@ impl Config {
         Config {
             per_peer: RateLimit::per_minute(100, 600),
             request_timeout: Duration::from_secs(10),
+            guard: GuardConfig::default(),
             trace: Arc::new(mesh_core::NoTrace),
             node,
             clock: Arc::new(Timestamp::now),
@@ -207,6 +236,7 @@ pub struct Behaviour {
     inner: request_response::Behaviour<Codec>,
     config: Config,
     limiter: RateLimiter<PeerId>,
+    guard: Guard,
     pending: HashMap<OutboundRequestId, String>,
     events: VecDeque<Event>,
 }
@@ -221,6 +251,7 @@ impl Behaviour {
                 request_response::Config::default().with_request_timeout(config.request_timeout),
             ),
             limiter: RateLimiter::new(config.per_peer, 4096),
+            guard: Guard::new(config.guard),
             config,
             pending: HashMap::new(),
             events: VecDeque::new(),
@@ -256,6 +287,7 @@ impl Behaviour {
             )
         })?;
         let envelope = SignalMarkerEnvelope::verify_cbor(&bytes?, &now)?;
+        self.guard.admit(&self.config.node, &envelope, &now)?;
         self.trace(
             TraceEventType::SignalMarkerReceived,
             &peer,

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p_swarm_test::SwarmExt;
-use mesh_core::{MemoryTrace, NodeKeypair};
-use mesh_session::governor::Temperature;
+use mesh_core::{ErrorCode, MemoryTrace, NodeKeypair, Timestamp};
+use mesh_session::artifacts::{HandshakeParams, build_capabilities, build_hello};
+use mesh_session::governor::{GovernorConfig, Temperature};
+use mesh_session::protocol::{self, Message, PROTOCOL};
+use mesh_session::secret::EphemeralKey;
 use mesh_session::{Behaviour, Config, Event};
+use mesh_testkit::raw;
 
 async fn until_a(
     a: &mut Swarm<Behaviour>,
@@ -71,4 +76,183 @@ async fn known_peer_is_dialed_and_redialed_after_a_drop() {
         Some(Temperature::Hot)
     );
     assert!(a.behaviour().session(b.local_peer_id()).is_some());
+}
+
+type Raw = Swarm<request_response::Behaviour<raw::RawCodec>>;
+
+/// A hello signed by `signer` and addressed to `to`, sent by a peer with another key:
+/// `E_SIG_UNKNOWN_SIGNER`, a hard failure charged to the connecting peer's node id.
+fn forged_hello(signer: &NodeKeypair, to: &NodeKeypair) -> Vec<u8> {
+    let p = HandshakeParams {
+        offered: &["core/messaging"],
+        transport: "tcp",
+        intent: "peer-connect",
+    };
+    let now = Timestamp::now();
+    let hello = build_hello(signer, &EphemeralKey::generate(), to.node_id(), &p, &now).unwrap();
+    let caps = build_capabilities(signer, &[], &["tcp"], &now, 60).unwrap();
+    protocol::encode(&Message::Hello(Box::new(hello), Box::new(caps)))
+}
+
+/// What one step of [`drive`] saw.
+enum Seen {
+    B(Event),
+    Raw(request_response::Event<Vec<u8>, Vec<u8>>),
+    RawClosed,
+    Other,
+}
+
+/// Polls `a`, `b`, `c` and the raw peer until `done` returns a value (10 s at most).
+async fn drive<T>(
+    a: &mut Swarm<Behaviour>,
+    b: &mut Swarm<Behaviour>,
+    c: &mut Swarm<Behaviour>,
+    mut r: Option<&mut Raw>,
+    mut done: impl FnMut(Seen, &Swarm<Behaviour>) -> Option<T>,
+) -> T {
+    let run = async {
+        loop {
+            let seen = tokio::select! {
+                _ = a.select_next_some() => Seen::Other,
+                _ = c.select_next_some() => Seen::Other,
+                e = b.select_next_some() => match e {
+                    SwarmEvent::Behaviour(e) => Seen::B(e),
+                    _ => Seen::Other,
+                },
+                e = async {
+                    match r.as_mut() {
+                        Some(r) => r.select_next_some().await,
+                        None => futures::future::pending().await,
+                    }
+                } => match e {
+                    SwarmEvent::Behaviour(e) => Seen::Raw(e),
+                    SwarmEvent::ConnectionClosed { .. } => Seen::RawClosed,
+                    _ => Seen::Other,
+                },
+            };
+            if let Some(v) = done(seen, b) {
+                return v;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("timed out")
+}
+
+/// Throwaway keys that connect and fail the handshake hard each leave an entry in the
+/// governor's table; the table stays at its cap, the peers that matter (one named with
+/// `add_peer`, one that held a session) keep theirs, and the named one is redialed.
+#[tokio::test]
+async fn throwaway_keys_failing_the_handshake_keep_the_table_at_its_cap() {
+    const CAP: usize = 16;
+    const THROWAWAY: usize = 40;
+    let config = |max_peers| Config {
+        tick_interval: Duration::from_millis(50),
+        governor: GovernorConfig {
+            max_peers,
+            ..GovernorConfig::default()
+        },
+        ..Config::default()
+    };
+    let (ka, kb, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = swarm_with(&ka, Behaviour::new(ka.clone(), config(1024)));
+    let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config(CAP)));
+    let mut c = swarm_with(&kc, Behaviour::new(kc.clone(), config(1024)));
+    let (a_addr, _) = a.listen().await;
+    b.listen().with_memory_addr_external().await;
+    let (pa, pb, pc) = (*a.local_peer_id(), *b.local_peer_id(), *c.local_peer_id());
+
+    // A is named to B (B's governor dials it); C dials B and holds a session.
+    b.behaviour_mut().add_peer(ka.node_id(), vec![a_addr]);
+    let session_with = |p| {
+        move |s: Seen, _: &Swarm<Behaviour>| match s {
+            Seen::B(Event::SessionEstablished { peer, .. }) if peer == p => Some(()),
+            _ => None,
+        }
+    };
+    drive(&mut a, &mut b, &mut c, None, session_with(pa)).await;
+    c.connect(&mut b).await;
+    if b.behaviour().session(&pc).is_none() {
+        drive(&mut a, &mut b, &mut c, None, session_with(pc)).await;
+    }
+    let gov = b.behaviour().governor();
+    assert!(gov.is_kept(&ka.node_id()) && gov.is_kept(&kc.node_id()));
+
+    // Both leave; C is now a past peer, cold (B has no address to redial it at).
+    assert!(b.disconnect_peer_id(pa).is_ok());
+    assert!(b.disconnect_peer_id(pc).is_ok());
+    let mut closed = 0;
+    drive(&mut a, &mut b, &mut c, None, |s, _| {
+        if let Seen::B(Event::SessionClosed { .. }) = s {
+            closed += 1;
+        }
+        (closed == 2).then_some(())
+    })
+    .await;
+
+    // The flood: each throwaway key connects, sends a hello signed by another key and
+    // is refused with E_SIG_UNKNOWN_SIGNER, a hard failure.
+    let forger = NodeKeypair::generate();
+    let mut most = 0;
+    for _ in 0..THROWAWAY {
+        let mut r: Raw = swarm_with(
+            &NodeKeypair::generate(),
+            request_response::Behaviour::with_codec(
+                raw::RawCodec,
+                [(PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        );
+        r.connect(&mut b).await;
+        r.behaviour_mut()
+            .send_request(&pb, forged_hello(&forger, &kb));
+        let mut answered = None;
+        let mut gone = false;
+        drive(&mut a, &mut b, &mut c, Some(&mut r), |s, b| {
+            most = most.max(b.behaviour().governor().len());
+            match s {
+                Seen::Raw(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => answered = Some(protocol::decode(&response).unwrap()),
+                Seen::Raw(request_response::Event::OutboundFailure { .. }) | Seen::RawClosed => {
+                    gone = true
+                }
+                _ => {}
+            }
+            (answered.is_some() && gone).then_some(())
+        })
+        .await;
+        match answered {
+            Some(Message::Rejected(e)) => assert_eq!(e.code, ErrorCode::SigUnknownSigner),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let gov = b.behaviour().governor();
+    assert!(
+        most <= CAP && gov.len() <= CAP,
+        "the table held {most} entries (cap {CAP}), {} at the end",
+        gov.len()
+    );
+    assert_eq!(
+        gov.len(),
+        CAP,
+        "the cap is reached: junk is recorded, just bounded"
+    );
+    assert!(gov.is_kept(&ka.node_id()), "the named peer lost its entry");
+    assert!(gov.is_kept(&kc.node_id()), "the past peer lost its entry");
+
+    // The named peer is still redialed: a session with A again (it may be back already).
+    if b.behaviour().session(&pa).is_none() {
+        drive(&mut a, &mut b, &mut c, None, session_with(pa)).await;
+    }
+    assert_eq!(
+        b.behaviour().governor().temperature(&ka.node_id()),
+        Some(Temperature::Hot)
+    );
 }

@@ -9,8 +9,12 @@ use futures::StreamExt;
 use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p_swarm_test::SwarmExt;
 use mesh_core::artifact::Artifact;
-use mesh_core::{ErrorCode, MemoryTrace, NodeKeypair, RateLimit, SignalMarkerEnvelope, Timestamp};
+use mesh_core::{
+    ErrorCode, MemoryTrace, NodeId, NodeKeypair, RateLimit, SignalMarkerEnvelope, Timestamp,
+};
+use mesh_session::marker::guard::GuardConfig;
 use mesh_session::marker::{Behaviour, Config, Event, envelope};
+use serde_json::{Value, json};
 
 fn marker_node(
     key: &NodeKeypair,
@@ -62,7 +66,14 @@ async fn envelopes_are_delivered_verified_and_limited() {
     b.listen().with_memory_addr_external().await;
     a.connect(&mut b).await;
 
-    let env = envelope(&ka, "msg:1", "signal-marker:1", &Timestamp::now()).unwrap();
+    let env = envelope(
+        &ka,
+        kb.node_id(),
+        "msg:1",
+        "signal-marker:1",
+        &Timestamp::now(),
+    )
+    .unwrap();
     match exchange(&mut a, &mut b, &env).await {
         (Event::Sent { message_id, .. }, Event::Received { envelope, peer }) => {
             assert_eq!(message_id, "msg:1");
@@ -84,9 +95,15 @@ async fn envelopes_are_delivered_verified_and_limited() {
     );
 
     // Changed after signing: refused by the receiver with E_SIG_INVALID.
-    let mut doc = envelope(&ka, "msg:2", "signal-marker:2", &Timestamp::now())
-        .unwrap()
-        .into_map();
+    let mut doc = envelope(
+        &ka,
+        kb.node_id(),
+        "msg:2",
+        "signal-marker:2",
+        &Timestamp::now(),
+    )
+    .unwrap()
+    .into_map();
     doc.insert("marker/ref".into(), "signal-marker:other".into());
     let tampered = SignalMarkerEnvelope::from_map(doc).unwrap();
     match exchange(&mut a, &mut b, &tampered).await {
@@ -104,7 +121,14 @@ async fn envelopes_are_delivered_verified_and_limited() {
     }
 
     // The receiver's per-peer limit (2, and the tampered one counted): E_TRANSPORT_REJECTED.
-    let env3 = envelope(&ka, "msg:3", "signal-marker:3", &Timestamp::now()).unwrap();
+    let env3 = envelope(
+        &ka,
+        kb.node_id(),
+        "msg:3",
+        "signal-marker:3",
+        &Timestamp::now(),
+    )
+    .unwrap();
     match exchange(&mut a, &mut b, &env3).await {
         (
             Event::Refused {
@@ -116,4 +140,194 @@ async fn envelopes_are_delivered_verified_and_limited() {
         ) => assert_eq!(error.code, ErrorCode::TransportRejected),
         other => panic!("{other:?}"),
     }
+}
+
+/// An envelope signed by `key`, addressed to `to` (or to nobody), created at `at`. Built
+/// from the document, as any signer could.
+fn signed(key: &NodeKeypair, to: Option<NodeId>, id: &str, at: &Timestamp) -> SignalMarkerEnvelope {
+    let mut doc = json!({
+        "schema/v": 1,
+        "message/id": id,
+        "protocol/version": mesh_core::PROTOCOL_VERSION,
+        "message/kind": "signal-marker-envelope.v1",
+        "sender/participant-id": key.participant_id().to_string(),
+        "created-at": at.as_str(),
+        "marker/ref": "signal-marker:replay",
+    });
+    if let Some(to) = to {
+        doc["recipient/node-id"] = to.to_string().into();
+    }
+    let Value::Object(map) = doc else {
+        unreachable!()
+    };
+    SignalMarkerEnvelope::sign(map, key).unwrap()
+}
+
+fn default_node(key: &NodeKeypair) -> Swarm<Behaviour> {
+    marker_node(
+        key,
+        Arc::new(MemoryTrace::new(50)),
+        RateLimit::per_minute(100, 600),
+    )
+}
+
+/// `from` sends `env` to `to`; the code `to` refused it with, or `None` if accepted.
+async fn refusal(
+    from: &mut Swarm<Behaviour>,
+    to: &mut Swarm<Behaviour>,
+    env: &SignalMarkerEnvelope,
+) -> Option<ErrorCode> {
+    match exchange(from, to, env).await {
+        (Event::Sent { .. }, Event::Received { .. }) => None,
+        (
+            Event::Refused {
+                error,
+                by_peer: true,
+                ..
+            },
+            Event::Refused {
+                error: theirs,
+                by_peer: false,
+                ..
+            },
+        ) => {
+            assert_eq!(error.code, theirs.code);
+            Some(error.code)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A marker taken once is refused when it comes again, from its sender or from a third
+/// party that saw it: E_HS_REPLAY.
+#[tokio::test]
+async fn a_replayed_marker_is_refused() {
+    let (ka, kb, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a, mut b, mut c) = (default_node(&ka), default_node(&kb), default_node(&kc));
+    b.listen().with_memory_addr_external().await;
+    a.connect(&mut b).await;
+    c.connect(&mut b).await;
+    let env = signed(&ka, Some(kb.node_id()), "msg:once", &Timestamp::now());
+    assert_eq!(refusal(&mut a, &mut b, &env).await, None);
+    assert_eq!(
+        refusal(&mut a, &mut b, &env).await,
+        Some(ErrorCode::HsReplay)
+    );
+    assert_eq!(
+        refusal(&mut c, &mut b, &env).await,
+        Some(ErrorCode::HsReplay)
+    );
+    // Re-signed with a new created-at, the same message/id is still a replay.
+    let again = signed(
+        &ka,
+        Some(kb.node_id()),
+        "msg:once",
+        &Timestamp::now().plus_secs(1),
+    );
+    assert_eq!(
+        refusal(&mut a, &mut b, &again).await,
+        Some(ErrorCode::HsReplay)
+    );
+    // A new message/id is taken.
+    let next = signed(&ka, Some(kb.node_id()), "msg:twice", &Timestamp::now());
+    assert_eq!(refusal(&mut a, &mut b, &next).await, None);
+}
+
+/// A marker older than the maximum age (default 300 s) is refused: E_HS_REPLAY.
+#[tokio::test]
+async fn an_old_marker_is_refused() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let (mut a, mut b) = (default_node(&ka), default_node(&kb));
+    b.listen().with_memory_addr_external().await;
+    a.connect(&mut b).await;
+    let old = signed(
+        &ka,
+        Some(kb.node_id()),
+        "msg:old",
+        &Timestamp::now().plus_secs(-301),
+    );
+    assert_eq!(
+        refusal(&mut a, &mut b, &old).await,
+        Some(ErrorCode::HsReplay)
+    );
+    let recent = signed(
+        &ka,
+        Some(kb.node_id()),
+        "msg:recent",
+        &Timestamp::now().plus_secs(-200),
+    );
+    assert_eq!(refusal(&mut a, &mut b, &recent).await, None);
+}
+
+/// A marker addressed to node A, delivered by a third party to node B, is refused by B
+/// (E_PROTO_INVALID) and taken by A; one addressed to nobody is refused too.
+#[tokio::test]
+async fn a_marker_for_another_node_is_refused() {
+    let (ks, ka, kb, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a, mut b, mut c) = (default_node(&ka), default_node(&kb), default_node(&kc));
+    a.listen().with_memory_addr_external().await;
+    b.listen().with_memory_addr_external().await;
+    c.connect(&mut a).await;
+    c.connect(&mut b).await;
+    // S's marker for A, in C's hands.
+    let for_a = signed(&ks, Some(ka.node_id()), "msg:for-a", &Timestamp::now());
+    assert_eq!(
+        refusal(&mut c, &mut b, &for_a).await,
+        Some(ErrorCode::ProtoInvalid)
+    );
+    assert_eq!(refusal(&mut c, &mut a, &for_a).await, None);
+    let for_nobody = signed(&ks, None, "msg:for-nobody", &Timestamp::now());
+    assert_eq!(
+        refusal(&mut c, &mut b, &for_nobody).await,
+        Some(ErrorCode::ProtoInvalid)
+    );
+}
+
+/// The maximum age and the recipient requirement are the receiver's settings.
+#[tokio::test]
+async fn age_and_recipient_policy_are_configurable() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut a = default_node(&ka);
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(Config {
+            guard: GuardConfig {
+                max_age_secs: 60,
+                require_recipient: false,
+                ..GuardConfig::default()
+            },
+            ..Config::new(kb.node_id())
+        }),
+    );
+    b.listen().with_memory_addr_external().await;
+    a.connect(&mut b).await;
+    let at = |s| Timestamp::now().plus_secs(s);
+    let to_b = Some(kb.node_id());
+    assert_eq!(
+        refusal(&mut a, &mut b, &signed(&ka, to_b, "m1", &at(-61))).await,
+        Some(ErrorCode::HsReplay)
+    );
+    assert_eq!(
+        refusal(&mut a, &mut b, &signed(&ka, to_b, "m2", &at(-50))).await,
+        None
+    );
+    assert_eq!(
+        refusal(&mut a, &mut b, &signed(&ka, None, "m3", &at(0))).await,
+        None
+    );
+    // Addressed to another node is refused whatever the policy.
+    let other = Some(NodeKeypair::generate().node_id());
+    assert_eq!(
+        refusal(&mut a, &mut b, &signed(&ka, other, "m4", &at(0))).await,
+        Some(ErrorCode::ProtoInvalid)
+    );
 }

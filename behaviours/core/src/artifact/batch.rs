@@ -1,57 +1,32 @@
-//! Batch verification: many artifacts checked with one multi-scalar multiplication.
+//! Verifying many signatures: one verdict per artifact, or one for a set, with exactly
+//! the accept set of `VerifyingKey::verify_strict`.
+//!
+//! Each signature is checked on its own (`strict::verify_strict_fast`: cached key, `R`
+//! screened by bytes, the cofactorless equation). A random-weight batch equation
+//! (`ed25519_dalek::verify_batch`'s, which libmesh used before) does not have that accept
+//! set: for `R = R₀ + T` or a key `A = A₀ + T` with `T` in the torsion subgroup, the
+//! batch sees `Σ zᵢ·Dᵢ` where the defect `Dᵢ = Rᵢ - [sᵢ]B + [hᵢ]Aᵢ` has a torsion part,
+//! and that part vanishes whenever the weights (reduced mod ℓ) happen to kill it —
+//! half the time for order 2 — while `verify_strict` refuses the signature every time
+//! (or, with torsion in the key, accepts some that the batch then refuses at random).
+//! No choice of random weights fixes this: the torsion subgroup has exponent 8, so any
+//! random linear test misses a torsion defect with probability at least 1/2. Knowing
+//! that each `Rᵢ` and `Aᵢ` is torsion-free would fix it, but that costs a scalar
+//! multiplication per `R` (`[ℓ]R`, about 0.8 of a verification's curve arithmetic) on
+//! top of the batch, which then costs more than verifying one by one (a batch of 64
+//! took 0.44 of the one-by-one time in BENCHMARKS.md). See the README's "Batch
+//! verification" decision.
 
-use super::strict::r_is_batchable;
-use super::{Artifact, prepare};
-use crate::error::{ErrorCode, MeshError, MeshResult};
+use super::Artifact;
+use super::strict::verify_strict_fast;
+use crate::error::MeshResult;
 use crate::id::KeyFingerprint;
 
-/// Verifies the signatures of many artifacts at once and returns one result per input,
-/// in order.
-///
-/// The fast path runs the batch equation (`ed25519_dalek::verify_batch`'s, with one term
-/// per distinct signer: see `equation.rs`) over every artifact whose signature and key
-/// parse; when the batch fails, each of those is verified on its own with
-/// `verify_strict`, so the per-item results (and error codes) are exactly those of
-/// [`Artifact::verify_signature`]. Signatures on which the batch equation and
-/// `verify_strict` could disagree (a weak key, an `R` that is of small order or not
-/// canonically encoded) never enter the batch: they take the one-by-one path, so the set
-/// of accepted artifacts is exactly the one `verify_strict` accepts.
+/// Verifies the signatures of many artifacts and returns one result per input, in
+/// order: exactly [`Artifact::verify_signature`]'s result for each (the accept set of
+/// `verify_strict`, and the same error codes).
 pub fn verify_batch<A: Artifact>(artifacts: &[A]) -> Vec<MeshResult<()>> {
-    let mut results: Vec<MeshResult<()>> = Vec::with_capacity(artifacts.len());
-    let mut inputs = Vec::with_capacity(artifacts.len());
-    let mut sigs = Vec::with_capacity(artifacts.len());
-    let mut keys = Vec::with_capacity(artifacts.len());
-    let mut index = Vec::with_capacity(artifacts.len());
-    for (i, artifact) in artifacts.iter().enumerate() {
-        match prepare(artifact) {
-            Ok((key, sig)) if !key.weak && r_is_batchable(&sig) => {
-                inputs.push(artifact.signing_input());
-                sigs.push(sig);
-                keys.push(key.key);
-                index.push(i);
-                results.push(Ok(()));
-            }
-            Ok(_) => results.push(artifact.verify_signature()),
-            Err(e) => results.push(Err(e)),
-        }
-    }
-    if index.is_empty() {
-        return results;
-    }
-    let messages: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    if super::equation::verify_batch_merged(&messages, &sigs, &keys) {
-        return results;
-    }
-    for (j, &i) in index.iter().enumerate() {
-        results[i] = super::strict::verify_strict_fast(&keys[j], false, messages[j], &sigs[j])
-            .map_err(|_| {
-                MeshError::new(
-                    ErrorCode::SigInvalid,
-                    format!("{}: signature does not verify", A::FAMILY),
-                )
-            });
-    }
-    results
+    artifacts.iter().map(Artifact::verify_signature).collect()
 }
 
 /// One signature of a mixed batch: who must have signed, the signed bytes, the signature.
@@ -66,35 +41,17 @@ pub struct SignedBytes<'a> {
 }
 
 /// Whether every item's signature verifies, with the accept set of
-/// [`Artifact::verify_signature`] (`verify_strict`), checked with one batch equation for
-/// items of any families and signers (one term per distinct signer).
+/// [`Artifact::verify_signature`] (`verify_strict`), for items of any families and
+/// signers; it stops at the first that does not.
 ///
 /// `false` says only that at least one item does not verify (or names a signer that is
-/// not a valid key); callers then verify one by one to report which and why. As in
-/// [`verify_batch`], signatures whose `R` is of small order or not canonically encoded,
-/// and weak (small-order) keys, never enter the batch equation: they are checked on their
-/// own, and rejected.
+/// not a valid key); callers then verify one by one to report which and why.
 pub fn verify_all_strict(items: &[SignedBytes<'_>]) -> bool {
-    let mut messages = Vec::with_capacity(items.len());
-    let mut sigs = Vec::with_capacity(items.len());
-    let mut keys = Vec::with_capacity(items.len());
-    for item in items {
-        let Some(key) = crate::keycache::lookup(item.signer.as_bytes()) else {
-            return false;
-        };
-        if key.weak || !r_is_batchable(&item.signature) {
-            // verify_strict rejects these; no curve arithmetic needed.
-            return false;
-        }
-        messages.push(item.message);
-        sigs.push(item.signature);
-        keys.push(key.key);
-    }
-    match items.len() {
-        0 => true,
-        1 => super::strict::verify_strict_fast(&keys[0], false, messages[0], &sigs[0]).is_ok(),
-        _ => super::equation::verify_batch_merged(&messages, &sigs, &keys),
-    }
+    items.iter().all(|item| {
+        crate::keycache::lookup(item.signer.as_bytes()).is_some_and(|key| {
+            verify_strict_fast(&key.key, key.weak, item.message, &item.signature).is_ok()
+        })
+    })
 }
 
 #[cfg(test)]

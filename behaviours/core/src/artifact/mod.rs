@@ -3,7 +3,6 @@
 //! verification from JSON and from the CBOR wire form, and batch verification.
 
 mod batch;
-mod equation;
 pub(crate) mod fields;
 mod signature;
 mod strict;

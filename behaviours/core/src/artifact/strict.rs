@@ -64,17 +64,6 @@ const SMALL_ORDER_R: [[u8; 32]; 10] = {
     ]
 };
 
-/// `R` is canonically encoded (y < p) and not one of the small-order points. These are
-/// byte comparisons: no curve arithmetic is spent on the fast path.
-pub(crate) fn r_is_batchable(sig: &ed25519_dalek::Signature) -> bool {
-    let r = sig.r_bytes();
-    let mut y = *r;
-    y[31] &= 0x7f;
-    // p = 2^255 - 19: y >= p iff y[31] == 0x7f, y[1..31] all 0xff and y[0] >= 0xed.
-    let non_canonical = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed;
-    !non_canonical && !SMALL_ORDER_R.contains(r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,20 +134,5 @@ mod tests {
         for p in t {
             assert!(SMALL_ORDER_R.contains(&p.compress().0));
         }
-    }
-
-    #[test]
-    fn non_canonical_and_small_order_r_are_not_batched() {
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(&SMALL_ORDER_R[6]);
-        assert!(!r_is_batchable(&ed25519_dalek::Signature::from_bytes(&sig)));
-        let mut p_plus_3 = [0xffu8; 32];
-        p_plus_3[0] = 0xf0;
-        p_plus_3[31] = 0x7f;
-        sig[..32].copy_from_slice(&p_plus_3);
-        assert!(!r_is_batchable(&ed25519_dalek::Signature::from_bytes(&sig)));
-        use ed25519_dalek::Signer;
-        let honest = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]).sign(b"m");
-        assert!(r_is_batchable(&honest));
     }
 }
