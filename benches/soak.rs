@@ -226,8 +226,8 @@ fn signal_flood(to: NodeId, victim: u16, round: u64) -> Vec<u8> {
     batch(&frames)
 }
 
-fn marker(key: &NodeKeypair, id: &str) -> Vec<u8> {
-    mesh_session::marker::envelope(key, id, "marker:soak", &Timestamp::now())
+fn marker(key: &NodeKeypair, to: NodeId, id: &str) -> Vec<u8> {
+    mesh_session::marker::envelope(key, to, id, "marker:soak", &Timestamp::now())
         .unwrap()
         .to_cbor()
 }
@@ -265,7 +265,7 @@ async fn hostile(
     counts: Arc<Counts>,
 ) {
     let mut round = 0u64;
-    let replay_marker = marker(&NodeKeypair::generate(), "soak-replayed");
+    let replay_marker = marker(&NodeKeypair::generate(), target, "soak-replayed");
     while Instant::now() < until {
         let h = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
         if h.connect(addr.clone(), WAIT).await.is_err() {
@@ -290,7 +290,7 @@ async fn hostile(
                 1 => (SIGNAL, flood.clone()),
                 2 => (
                     MARKER,
-                    marker(&NodeKeypair::generate(), &format!("soak-{round}")),
+                    marker(&NodeKeypair::generate(), target, &format!("soak-{round}")),
                 ),
                 3 => (MARKER, replay_marker.clone()),
                 4 => (ADVERT, publish(round)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, NodeEvent};
 use mesh_core::{ErrorCode, NoTrace, NodeKeypair};
 use mesh_testkit::Net;
-use mesh_testkit::hostile::{HostileError, HostilePeer};
+use mesh_testkit::hostile::HostilePeer;
 use mesh_testkit::node::{TestNode, start_node};
 
 const WAIT: Duration = Duration::from_secs(30);
