@@ -237,3 +237,31 @@ async fn oversized_free_form_fields_are_refused() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
+
+/// Item 1, per-publisher quota: a signed record padded past the per-publisher byte cap
+/// (through an unknown field, which the schema allows) is refused, and the store is
+/// unchanged; the same publisher's normal record is then accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_per_publisher_byte_cap_is_refused() {
+    let now = Timestamp::now();
+    let (store, _dir) = open(StoreLimits::default(), &now);
+    let d = serve(store.clone(), now.clone()).await;
+    let key = NodeKeypair::generate();
+    let mut doc = ad(&key, 1, &now, 600).into_map();
+    doc.remove("signature");
+    doc.insert(
+        "x-padding".into(),
+        "x".repeat(mesh_advert::DEFAULT_MAX_RECORD_BYTES).into(),
+    );
+    let input = signing_input(NodeAdvertisement::FAMILY, &["signature"], &doc);
+    doc.insert("signature".into(), signature_value(&key.sign(&input)));
+    let node = key.node_id().to_string();
+    let r = d.put_json(&node, &Value::Object(doc)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code_of(&r), "E_TRANSPORT_REJECTED");
+    assert!(store.is_empty());
+    assert_eq!(
+        d.put(&ad(&key, 2, &now, 600)).await.status,
+        StatusCode::CREATED
+    );
+}

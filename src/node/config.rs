@@ -612,4 +612,27 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_store_section_sets_the_limits_and_is_checked() {
+        let c = NodeConfig::from_toml(
+            "[store]\nmax_entries = 500\nmax_record_bytes = 4096\nsweep_secs = 30\n",
+        )
+        .unwrap();
+        let limits = c.store.limits();
+        assert_eq!((limits.max_entries, limits.max_record_bytes), (500, 4096));
+        assert_eq!(
+            limits.max_bytes,
+            mesh_advert::StoreLimits::default().max_bytes
+        );
+        assert_eq!(c.store.sweep_every(), Duration::from_secs(30));
+        for bad in [
+            "[store]\nsweep_secs = 0\n",
+            "[store]\nmax_entries = 0\n",
+            "[store]\nmax_bytes = 1000\nmax_record_bytes = 2000\n",
+            "[store]\nunknown = 1\n",
+        ] {
+            assert!(NodeConfig::from_toml(bad).is_err(), "{bad}");
+        }
+    }
 }
