@@ -149,7 +149,7 @@ fn insert_rounds(f: &Fixture, batches: &[usize]) -> (f64, Vec<f64>) {
 
 /// A durable store in `dir` holding every advertisement of the fixture.
 fn fill(dir: &Path, f: &Fixture) {
-    let (mut store, _) = DurableStore::open(dir, limits(), &f.now).unwrap();
+    let (store, _) = DurableStore::open(dir, limits(), &f.now).unwrap();
     for chunk in f.adverts.chunks(5_000) {
         for r in store.insert_batch(chunk.to_vec(), &f.now) {
             r.unwrap();

@@ -3,21 +3,33 @@
 //!
 //! Every change is checked by the in-memory rules first, then committed in one redb
 //! transaction (durable when `commit` returns), and undone in memory if the commit
-//! fails, so memory and disk never disagree. redb commits are atomic and checksummed: a
-//! process killed during a write loses at most the batch being committed, never an
-//! earlier entry. After a restart the index is rebuilt from disk (expired entries are
-//! dropped), and that is what dialing and reconnect read first.
+//! fails, so memory and disk never disagree once a change has returned. redb commits
+//! are atomic and checksummed: a process killed during a write loses at most the batch
+//! being committed, never an earlier entry. After a restart the index is rebuilt from
+//! disk, and expired advertisements and lapsed tombstones are deleted from the file;
+//! that is what dialing and reconnect read first.
+//!
+//! The store is shared by reference (`&self`): the index sits behind its own mutex,
+//! held only while memory changes, never during a commit, so readers (the node loop's
+//! lookups, the directory's GETs) do not wait for a writer's fsync. Writers take turns
+//! in arrival order (a FIFO turnstile), each holding its turn from the memory change
+//! through the commit (and the undo, if the commit fails): no other change can slip in
+//! between, so an undo puts back exactly what was there. A reader may see a change
+//! whose commit is still in flight; if that commit fails, the change is taken back.
+//!
+//! Sweeps ([`DurableStore::sweep`], and the ones a change does when it would pass a
+//! cap) delete the same rows from the file in the same way.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use mesh_advert::{
     AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Page, StoreError, StoreLimits,
-    StoredAdvert,
+    StoredAdvert, Swept,
 };
 use mesh_core::artifact::Artifact;
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// node id -> revision (8 bytes BE) || expires-at unix seconds (8 bytes BE) || CBOR.
 const ADVERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("adverts");
@@ -34,20 +46,31 @@ pub const FILE_NAME: &str = "adverts.redb";
 pub struct LoadReport {
     /// Advertisements loaded.
     pub loaded: usize,
-    /// Expired ones dropped.
+    /// Expired ones dropped (and deleted from the file).
     pub expired: usize,
+    /// Lapsed tombstones dropped (and deleted from the file).
+    pub lapsed: usize,
     /// Entries that did not parse (left on disk untouched, not served).
     pub unreadable: usize,
 }
 
-/// A durable [`AdvertStore`].
+/// How many rows the file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskCounts {
+    /// Advertisement rows.
+    pub adverts: u64,
+    /// Tombstone rows.
+    pub tombstones: u64,
+}
+
+/// A durable [`AdvertStore`], shareable by reference (see the module docs).
 pub struct DurableStore {
     db: Database,
-    mem: MemoryStore,
+    mem: Mutex<MemoryStore>,
+    turns: Turnstile,
     path: PathBuf,
-    /// Test seam: make every commit fail.
     #[cfg(test)]
-    fail_commits: bool,
+    seams: seams::Seams,
 }
 
 /// What an accepted insert replaced in memory, to put back if its commit fails.
@@ -55,6 +78,88 @@ struct Undo {
     node: NodeId,
     previous: Option<StoredAdvert>,
     tombstone: Option<(u64, Timestamp)>,
+}
+
+/// The rows one commit changes: deletions first, then insertions.
+#[derive(Default)]
+struct Writes {
+    delete_adverts: Vec<String>,
+    delete_tombstones: Vec<String>,
+    put_adverts: Vec<(String, Vec<u8>)>,
+    put_tombstones: Vec<(String, Vec<u8>)>,
+}
+
+impl Writes {
+    fn sweeping(swept: &Swept) -> Self {
+        Writes {
+            delete_adverts: swept
+                .adverts
+                .iter()
+                .map(|s| s.advert.node_id().to_string())
+                .collect(),
+            delete_tombstones: swept
+                .tombstones
+                .iter()
+                .map(|(n, ..)| n.to_string())
+                .collect(),
+            ..Writes::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.delete_adverts.is_empty()
+            && self.delete_tombstones.is_empty()
+            && self.put_adverts.is_empty()
+            && self.put_tombstones.is_empty()
+    }
+}
+
+/// Writers served in arrival order: a writer waits at most for those that came first.
+#[derive(Default)]
+struct Turnstile {
+    /// (next ticket to hand out, ticket being served).
+    tickets: Mutex<(u64, u64)>,
+    served: Condvar,
+}
+
+struct Turn<'a>(&'a Turnstile);
+
+impl Turnstile {
+    fn enter(&self) -> Turn<'_> {
+        self.wait_for(self.ticket())
+    }
+
+    /// Takes a place in the queue.
+    fn ticket(&self) -> u64 {
+        let mut t = lock(&self.tickets);
+        let mine = t.0;
+        t.0 = t.0.wrapping_add(1);
+        mine
+    }
+
+    /// Waits until `mine` is served.
+    fn wait_for(&self, mine: u64) -> Turn<'_> {
+        let mut t = lock(&self.tickets);
+        while t.1 != mine {
+            t = self.served.wait(t).unwrap_or_else(PoisonError::into_inner);
+        }
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut t = lock(&self.0.tickets);
+        t.1 = t.1.wrapping_add(1);
+        drop(t);
+        self.0.served.notify_all();
+    }
+}
+
+/// Locks `m`; a poisoned lock is recovered (the store's undo keeps memory consistent,
+/// and a panicking writer's turn ends when it unwinds).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -73,6 +178,12 @@ fn encode_entry(revision: u64, expires: &Timestamp, wire: &[u8]) -> Vec<u8> {
     v
 }
 
+fn encode_tombstone(sequence_no: u64, until: &Timestamp) -> Vec<u8> {
+    let mut v = sequence_no.to_be_bytes().to_vec();
+    v.extend_from_slice(&unix(until).to_be_bytes());
+    v
+}
+
 fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let (head, rest) = bytes.split_at_checked(8)?;
     let mut a = [0u8; 8];
@@ -81,7 +192,8 @@ fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 impl DurableStore {
-    /// Opens (or creates) `dir/adverts.redb` and rebuilds the index.
+    /// Opens (or creates) `dir/adverts.redb`, rebuilds the index and deletes the rows
+    /// that expired or lapsed while the store was closed.
     pub fn open(
         dir: &Path,
         limits: StoreLimits,
@@ -91,14 +203,19 @@ impl DurableStore {
         let path = dir.join(FILE_NAME);
         let db =
             Database::create(&path).map_err(|e| storage(format!("{}: {e}", path.display())))?;
-        let mut store = DurableStore {
+        let mut mem = MemoryStore::new(limits);
+        let (report, stale) = load(&db, &mut mem, now)?;
+        let store = DurableStore {
             db,
-            mem: MemoryStore::new(limits),
+            mem: Mutex::new(mem),
+            turns: Turnstile::default(),
             path,
             #[cfg(test)]
-            fail_commits: false,
+            seams: seams::Seams::default(),
         };
-        let report = store.load(now)?;
+        if !stale.is_empty() {
+            store.commit(&stale)?;
+        }
         Ok((store, report))
     }
 
@@ -107,118 +224,90 @@ impl DurableStore {
         &self.path
     }
 
-    /// The in-memory index.
-    pub fn index(&self) -> &MemoryStore {
-        &self.mem
+    /// The in-memory index (locked: hold it briefly).
+    pub fn index(&self) -> MutexGuard<'_, MemoryStore> {
+        lock(&self.mem)
     }
 
-    fn load(&mut self, now: &Timestamp) -> Result<LoadReport, StoreError> {
-        let mut report = LoadReport::default();
+    /// How many rows the file holds.
+    pub fn disk_counts(&self) -> Result<DiskCounts, StoreError> {
         let tx = self.db.begin_read().map_err(storage)?;
-        match tx.open_table(ADVERTS) {
-            Ok(table) => {
-                for item in table.iter().map_err(storage)? {
-                    let (key, value) = item.map_err(storage)?;
-                    let parsed = split_u64(value.value())
-                        .and_then(|(rev, rest)| split_u64(rest).map(|(_, wire)| (rev, wire)))
-                        .and_then(|(rev, wire)| {
-                            NodeAdvertisement::from_cbor(wire)
-                                .ok()
-                                .filter(|a| a.node_id().to_string() == key.value())
-                                .map(|a| (rev, a, wire.to_vec()))
-                        });
-                    match parsed {
-                        Some((_, advert, _)) if now > advert.expires_at() => report.expired += 1,
-                        Some((revision, advert, wire)) => {
-                            self.mem.restore(StoredAdvert {
-                                advert: Arc::new(advert),
-                                wire: wire.into(),
-                                revision,
-                            });
-                            report.loaded += 1;
-                        }
-                        None => {
-                            tracing::warn!(
-                                node = key.value(),
-                                "unreadable advertisement entry skipped"
-                            );
-                            report.unreadable += 1;
-                        }
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(storage(e)),
-        }
-        match tx.open_table(TOMBSTONES) {
-            Ok(table) => {
-                for item in table.iter().map_err(storage)? {
-                    let (key, value) = item.map_err(storage)?;
-                    let Ok(node) = NodeId::parse(key.value()) else {
-                        continue;
-                    };
-                    let Some((seq, rest)) = split_u64(value.value()) else {
-                        continue;
-                    };
-                    let Some((until, _)) = split_u64(rest) else {
-                        continue;
-                    };
-                    let until = chrono::DateTime::from_timestamp(
-                        i64::try_from(until).unwrap_or(i64::MAX),
-                        0,
-                    )
-                    .map(Timestamp::from_instant);
-                    if let Some(until) = until.filter(|u| u >= now) {
-                        self.mem.restore_tombstone(node, seq, until);
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(storage(e)),
-        }
-        Ok(report)
+        let count = |def| match tx.open_table(def) {
+            Ok(t) => t.len().map_err(storage),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(storage(e)),
+        };
+        Ok(DiskCounts {
+            adverts: count(ADVERTS)?,
+            tombstones: count(TOMBSTONES)?,
+        })
     }
 
     /// Inserts many advertisements with one commit. Results are per advertisement; when
     /// the commit fails, every one accepted in this batch is undone and reported as a
-    /// storage failure.
+    /// storage failure (and whatever was swept to make room is put back).
     pub fn insert_batch(
-        &mut self,
+        &self,
         adverts: Vec<NodeAdvertisement>,
         now: &Timestamp,
     ) -> Vec<Result<InsertOutcome, StoreError>> {
+        // Encoding (up to 64 KiB each) happens before any lock is taken.
+        let adverts: Vec<(NodeAdvertisement, Arc<[u8]>)> = adverts
+            .into_iter()
+            .map(|a| {
+                let wire = a.to_cbor().into();
+                (a, wire)
+            })
+            .collect();
+        let _turn = self.turns.enter();
         let mut results = Vec::with_capacity(adverts.len());
         let mut accepted: Vec<Undo> = Vec::new();
-        for advert in adverts {
-            let node = advert.node_id();
-            // What the insert replaces in memory: the entry and a withdrawal's tombstone.
-            let previous = self.mem.entry(&node).cloned();
-            let tombstone = self.mem.tombstone_of(&node);
-            let wire: Arc<[u8]> = advert.to_cbor().into();
-            let r = self.mem.insert_with_wire(advert, wire, now);
-            if r.is_ok() {
-                accepted.push(Undo {
-                    node,
-                    previous,
-                    tombstone,
-                });
+        let mut swept = Swept::default();
+        let writes = {
+            let mut mem = self.index();
+            for (advert, wire) in adverts {
+                let node = advert.node_id();
+                // What the insert replaces in memory: the entry and a withdrawal's tombstone.
+                let previous = mem.entry(&node).cloned();
+                let tombstone = mem.tombstone_of(&node);
+                let (r, s) = mem.insert_sweeping(advert, wire, now);
+                swept.extend(s);
+                if r.is_ok() {
+                    accepted.push(Undo {
+                        node,
+                        previous,
+                        tombstone,
+                    });
+                }
+                results.push(r);
             }
-            results.push(r);
-        }
-        if accepted.is_empty() {
+            let mut writes = Writes::sweeping(&swept);
+            for Undo { node, .. } in &accepted {
+                let key = node.to_string();
+                if let Some(e) = mem.entry(node) {
+                    let value = encode_entry(e.revision, e.advert.expires_at(), &e.wire);
+                    writes.put_adverts.push((key.clone(), value));
+                }
+                writes.delete_tombstones.push(key);
+            }
+            writes
+        };
+        if writes.is_empty() {
             return results;
         }
-        if let Err(e) = self.persist(&accepted) {
+        if let Err(e) = self.commit(&writes) {
             tracing::error!(error = %e, "advertisement batch not persisted; undone");
+            let mut mem = self.index();
             for undo in accepted.into_iter().rev() {
-                self.mem.remove(&undo.node);
+                mem.remove(&undo.node);
                 if let Some(p) = undo.previous {
-                    self.mem.restore(p);
+                    mem.restore(p);
                 }
                 if let Some((seq, until)) = undo.tombstone {
-                    self.mem.restore_tombstone(undo.node, seq, until);
+                    mem.restore_tombstone(undo.node, seq, until);
                 }
             }
+            mem.restore_swept(swept);
             for r in &mut results {
                 if r.is_ok() {
                     *r = Err(e.clone());
@@ -228,25 +317,116 @@ impl DurableStore {
         results
     }
 
-    fn persist(&self, accepted: &[Undo]) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self.fail_commits {
-            return Err(StoreError::Storage("injected commit failure".into()));
+    /// Stores one advertisement (one commit).
+    pub fn insert(
+        &self,
+        advert: NodeAdvertisement,
+        now: &Timestamp,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.insert_batch(vec![advert], now)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Storage("empty batch".into())))
+    }
+
+    /// Applies a verified withdrawal (one commit).
+    pub fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+        let node = withdrawal.node_id();
+        let key = node.to_string();
+        let _turn = self.turns.enter();
+        let (result, swept, previous, previous_tombstone, writes) = {
+            let mut mem = self.index();
+            let previous = mem.entry(&node).cloned();
+            let previous_tombstone = mem.tombstone_of(&node);
+            let (result, swept) = mem.withdraw_sweeping(withdrawal, now);
+            let mut writes = Writes::sweeping(&swept);
+            if result.is_ok()
+                && let Some((seq, until)) = mem.tombstone_of(&node)
+            {
+                writes.delete_adverts.push(key.clone());
+                writes
+                    .put_tombstones
+                    .push((key, encode_tombstone(seq, &until)));
+            }
+            (result, swept, previous, previous_tombstone, writes)
+        };
+        if writes.is_empty() {
+            return result;
         }
+        if let Err(e) = self.commit(&writes) {
+            let mut mem = self.index();
+            if result.is_ok() {
+                mem.remove_tombstone(&node);
+                if let Some(p) = previous {
+                    mem.restore(p);
+                }
+                if let Some((seq, until)) = previous_tombstone {
+                    mem.restore_tombstone(node, seq, until);
+                }
+            }
+            mem.restore_swept(swept);
+            return Err(e);
+        }
+        result
+    }
+
+    /// Drops expired advertisements and lapsed tombstones from memory and from the file
+    /// (one commit; nothing is written when nothing expired). Returns how many went.
+    pub fn sweep(&self, now: &Timestamp) -> Result<usize, StoreError> {
+        let _turn = self.turns.enter();
+        let swept = self.index().take_expired(now);
+        if swept.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.commit(&Writes::sweeping(&swept)) {
+            self.index().restore_swept(swept);
+            return Err(e);
+        }
+        Ok(swept.len())
+    }
+
+    /// The current, unexpired advertisement of `node`.
+    pub fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
+        self.index().get(node, now)
+    }
+
+    /// Up to `max` advertisements changed after `cursor`.
+    pub fn since(&self, cursor: u64, max: usize) -> Page {
+        self.index().since(cursor, max)
+    }
+
+    /// Number of advertisements held in memory.
+    pub fn len(&self) -> usize {
+        self.index().len()
+    }
+
+    /// Whether the store holds no advertisement.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits `writes` in one transaction. Called with a turn held and no memory lock.
+    fn commit(&self, writes: &Writes) -> Result<(), StoreError> {
+        #[cfg(test)]
+        self.seams.before_commit()?;
         let tx = self.db.begin_write().map_err(storage)?;
         {
             let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
             let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
-            for Undo { node, .. } in accepted {
-                let Some(e) = self.mem.entry(node) else {
-                    continue;
-                };
-                let key = node.to_string();
-                let value = encode_entry(e.revision, e.advert.expires_at(), &e.wire);
+            for key in &writes.delete_adverts {
+                adverts.remove(key.as_str()).map_err(storage)?;
+            }
+            for key in &writes.delete_tombstones {
+                tombs.remove(key.as_str()).map_err(storage)?;
+            }
+            for (key, value) in &writes.put_adverts {
                 adverts
                     .insert(key.as_str(), value.as_slice())
                     .map_err(storage)?;
-                tombs.remove(key.as_str()).map_err(storage)?;
+            }
+            for (key, value) in &writes.put_tombstones {
+                tombs
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(storage)?;
             }
         }
         tx.commit().map_err(storage)
@@ -273,168 +453,157 @@ impl DurableStore {
     }
 }
 
+/// Rebuilds `mem` from the file; returns the report and the rows to delete (expired
+/// advertisements, lapsed tombstones).
+fn load(
+    db: &Database,
+    mem: &mut MemoryStore,
+    now: &Timestamp,
+) -> Result<(LoadReport, Writes), StoreError> {
+    let mut report = LoadReport::default();
+    let mut stale = Writes::default();
+    let tx = db.begin_read().map_err(storage)?;
+    match tx.open_table(ADVERTS) {
+        Ok(table) => {
+            for item in table.iter().map_err(storage)? {
+                let (key, value) = item.map_err(storage)?;
+                let parsed = split_u64(value.value())
+                    .and_then(|(rev, rest)| split_u64(rest).map(|(_, wire)| (rev, wire)))
+                    .and_then(|(rev, wire)| {
+                        NodeAdvertisement::from_cbor(wire)
+                            .ok()
+                            .filter(|a| a.node_id().to_string() == key.value())
+                            .map(|a| (rev, a, wire.to_vec()))
+                    });
+                match parsed {
+                    Some((_, advert, _)) if now > advert.expires_at() => {
+                        report.expired += 1;
+                        stale.delete_adverts.push(key.value().to_owned());
+                    }
+                    Some((revision, advert, wire)) => {
+                        mem.restore(StoredAdvert {
+                            advert: Arc::new(advert),
+                            wire: wire.into(),
+                            revision,
+                        });
+                        report.loaded += 1;
+                    }
+                    None => {
+                        tracing::warn!(
+                            node = key.value(),
+                            "unreadable advertisement entry skipped"
+                        );
+                        report.unreadable += 1;
+                    }
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    match tx.open_table(TOMBSTONES) {
+        Ok(table) => {
+            for item in table.iter().map_err(storage)? {
+                let (key, value) = item.map_err(storage)?;
+                let Ok(node) = NodeId::parse(key.value()) else {
+                    continue;
+                };
+                let Some((seq, rest)) = split_u64(value.value()) else {
+                    continue;
+                };
+                let Some((until, _)) = split_u64(rest) else {
+                    continue;
+                };
+                let until =
+                    chrono::DateTime::from_timestamp(i64::try_from(until).unwrap_or(i64::MAX), 0)
+                        .map(Timestamp::from_instant);
+                match until {
+                    Some(until) if &until >= now => mem.restore_tombstone(node, seq, until),
+                    Some(_) => {
+                        report.lapsed += 1;
+                        stale.delete_tombstones.push(key.value().to_owned());
+                    }
+                    None => {}
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    Ok((report, stale))
+}
+
 impl AdvertStore for DurableStore {
     fn insert(
         &mut self,
         advert: NodeAdvertisement,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.insert_batch(vec![advert], now)
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::Storage("empty batch".into())))
+        DurableStore::insert(self, advert, now)
     }
 
     fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        let node = withdrawal.node_id();
-        let previous = self.mem.entry(&node).cloned();
-        let previous_tombstone = self.mem.tombstone_of(&node);
-        self.mem.withdraw(withdrawal, now)?;
-        let key = node.to_string();
-        let result = (|| {
-            #[cfg(test)]
-            if self.fail_commits {
-                return Err(StoreError::Storage("injected commit failure".into()));
-            }
-            let (seq, until) = self
-                .mem
-                .tombstone_of(&node)
-                .ok_or_else(|| StoreError::Storage("tombstone missing".into()))?;
-            let mut value = seq.to_be_bytes().to_vec();
-            value.extend_from_slice(&unix(&until).to_be_bytes());
-            let tx = self.db.begin_write().map_err(storage)?;
-            {
-                let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
-                adverts.remove(key.as_str()).map_err(storage)?;
-                let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
-                tombs
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(storage)?;
-            }
-            tx.commit().map_err(storage)
-        })();
-        if let Err(e) = result {
-            self.mem.remove_tombstone(&node);
-            if let Some(p) = previous {
-                self.mem.restore(p);
-            }
-            if let Some((seq, until)) = previous_tombstone {
-                self.mem.restore_tombstone(node, seq, until);
-            }
-            return Err(e);
-        }
-        Ok(())
+        DurableStore::withdraw(self, withdrawal, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
-        self.mem.get(node, now)
+        DurableStore::get(self, node, now)
     }
 
     fn since(&self, cursor: u64, max: usize) -> Page {
-        self.mem.since(cursor, max)
+        DurableStore::since(self, cursor, max)
     }
 
     fn sweep(&mut self, now: &Timestamp) -> Result<usize, StoreError> {
-        let expired = self.mem.expired(now);
-        let lapsed = self.mem.lapsed_tombstones(now);
-        if expired.is_empty() && lapsed.is_empty() {
-            return Ok(0);
-        }
-        let tx = self.db.begin_write().map_err(storage)?;
-        {
-            let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
-            for node in &expired {
-                adverts.remove(node.to_string().as_str()).map_err(storage)?;
-            }
-            let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
-            for node in &lapsed {
-                tombs.remove(node.to_string().as_str()).map_err(storage)?;
-            }
-        }
-        tx.commit().map_err(storage)?;
-        self.mem.sweep(now)
+        DurableStore::sweep(self, now)
     }
 
     fn len(&self) -> usize {
-        self.mem.len()
+        DurableStore::len(self)
+    }
+}
+
+/// Test seams: make commits fail, or run a hook (which may block) before each commit.
+#[cfg(test)]
+pub(crate) mod seams {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mesh_advert::StoreError;
+
+    type Hook = Box<dyn Fn() + Send + Sync>;
+
+    #[derive(Default)]
+    pub(crate) struct Seams {
+        fail: AtomicBool,
+        hook: Mutex<Option<Hook>>,
+    }
+
+    impl Seams {
+        pub(crate) fn before_commit(&self) -> Result<(), StoreError> {
+            if let Some(hook) = super::lock(&self.hook).as_ref() {
+                hook();
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Storage("injected commit failure".into()));
+            }
+            Ok(())
+        }
+    }
+
+    impl super::DurableStore {
+        /// Makes every commit fail (or not).
+        pub(crate) fn fail_commits(&self, fail: bool) {
+            self.seams.fail.store(fail, Ordering::SeqCst);
+        }
+
+        /// Runs `hook` before every commit, with the writer's turn held and no memory lock.
+        pub(crate) fn before_commit(&self, hook: impl Fn() + Send + Sync + 'static) {
+            *super::lock(&self.seams.hook) = Some(Box::new(hook));
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mesh_advert::NodeWithdrawal;
-    use mesh_advert::own::advert_for;
-    use mesh_core::{ErrorCode, NodeKeypair, RateLimit};
-
-    fn ad(key: &NodeKeypair, seq: u64, now: &Timestamp) -> NodeAdvertisement {
-        let addr = "/ip4/127.0.0.1/tcp/4001"
-            .parse()
-            .unwrap_or_else(|_| unreachable!());
-        advert_for(key, &[addr], seq, now, 600).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn a_failed_commit_undoes_memory_completely() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let now = Timestamp::now();
-        let limits = StoreLimits {
-            per_publisher: RateLimit::per_minute(1000, 1000),
-            ..StoreLimits::default()
-        };
-        let (mut s, _) =
-            DurableStore::open(dir.path(), limits, &now).unwrap_or_else(|e| panic!("{e}"));
-        let (k, fresh) = (NodeKeypair::generate(), NodeKeypair::generate());
-        s.insert(ad(&k, 5, &now), &now)
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.withdraw(
-            &NodeWithdrawal::create(&k, 6, &now).unwrap_or_else(|e| panic!("{e}")),
-            &now,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-
-        s.fail_commits = true;
-        let results = s.insert_batch(vec![ad(&k, 7, &now), ad(&fresh, 1, &now)], &now);
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, Err(StoreError::Storage(_))))
-        );
-        s.fail_commits = false;
-
-        // Memory is as before the batch: no entries, and the tombstone still refuses
-        // replays of sequences at or below the withdrawal.
-        assert!(s.get(&fresh.node_id(), &now).is_none());
-        assert!(s.get(&k.node_id(), &now).is_none());
-        let replay = s.insert(ad(&k, 6, &now), &now).unwrap_err();
-        assert_eq!(replay.code(), Some(ErrorCode::AdvStaleSeq));
-        s.insert(ad(&k, 7, &now), &now)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    #[test]
-    fn a_failed_withdrawal_commit_keeps_the_earlier_tombstone() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let now = Timestamp::now();
-        let limits = StoreLimits {
-            per_publisher: RateLimit::per_minute(1000, 1000),
-            ..StoreLimits::default()
-        };
-        let (mut s, _) =
-            DurableStore::open(dir.path(), limits, &now).unwrap_or_else(|e| panic!("{e}"));
-        let k = NodeKeypair::generate();
-        let w = |seq| NodeWithdrawal::create(&k, seq, &now).unwrap_or_else(|e| panic!("{e}"));
-        s.withdraw(&w(6), &now).unwrap_or_else(|e| panic!("{e}"));
-        s.fail_commits = true;
-        assert!(matches!(
-            s.withdraw(&w(8), &now),
-            Err(StoreError::Storage(_))
-        ));
-        s.fail_commits = false;
-        let replay = s.insert(ad(&k, 5, &now), &now).unwrap_err();
-        assert_eq!(
-            replay.code(),
-            Some(ErrorCode::AdvStaleSeq),
-            "the seq-6 tombstone still holds"
-        );
-    }
-}
+#[path = "advert_store_tests.rs"]
+mod tests;

@@ -15,6 +15,11 @@
 //!
 //! Every error body is `{"error/code", "error/class", "detail"}` with a frozen code
 //! (`404` is not a rejection and has `{"error": "not-found"}`).
+//!
+//! A PUT's insert runs on tokio's blocking pool, one PUT at a time: its commit (an
+//! fsync) blocks no async worker, holds no lock readers need (see
+//! [`ConcurrentStore`]), and the node loop's own writes wait for at most one directory
+//! commit.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +30,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mesh_advert::{AdvertStore, InsertOutcome, StoreError};
+use mesh_advert::{InsertOutcome, StoreError};
 use mesh_core::artifact::Artifact;
 use mesh_core::{
     ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
@@ -59,12 +64,17 @@ impl Default for DirectoryConfig {
     }
 }
 
-/// The store shared between the directory and the rest of the node.
-pub type SharedStore = Arc<Mutex<dyn AdvertStore + Send>>;
+pub use crate::shared_store::ConcurrentStore;
+
+/// The store shared between the directory and the rest of the node (an
+/// `Arc<Mutex<MemoryStore>>` or an `Arc<DurableStore>` coerces to it).
+pub type SharedStore = Arc<dyn ConcurrentStore>;
 
 #[derive(Clone)]
 struct AppState {
     store: SharedStore,
+    /// One PUT writes at a time.
+    writes: Arc<tokio::sync::Semaphore>,
     config: DirectoryConfig,
     clients: Arc<Mutex<RateLimiter<IpAddr>>>,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
@@ -79,6 +89,7 @@ pub fn router(
 ) -> Router {
     let state = AppState {
         store,
+        writes: Arc::new(tokio::sync::Semaphore::new(1)),
         config,
         clients: Arc::new(Mutex::new(RateLimiter::new(config.per_client, 65_536))),
         clock,
@@ -193,7 +204,7 @@ async fn put_adv(
         );
     }
     let sequence_no = advert.sequence_no();
-    let outcome = lock(&st.store).insert(advert, &now);
+    let outcome = store_put(&st, advert, now).await;
     match outcome {
         Ok(o) => {
             let status = if matches!(o, InsertOutcome::Replaced { .. }) {
@@ -231,6 +242,21 @@ async fn put_adv(
     }
 }
 
+/// Inserts on the blocking pool, one PUT at a time (see the module docs).
+async fn store_put(
+    st: &AppState,
+    advert: NodeAdvertisement,
+    now: Timestamp,
+) -> Result<InsertOutcome, StoreError> {
+    let Ok(_permit) = st.writes.acquire().await else {
+        return Err(StoreError::Storage("the directory is stopping".into()));
+    };
+    let store = st.store.clone();
+    tokio::task::spawn_blocking(move || store.insert(advert, &now))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Storage(format!("store task failed: {e}"))))
+}
+
 async fn get_adv(
     State(st): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -240,7 +266,7 @@ async fn get_adv(
         Ok(ok) => ok,
         Err(r) => return *r,
     };
-    let found = lock(&st.store).get(&node, &now);
+    let found = st.store.get(&node, &now);
     match found {
         Some(s) => axum::Json(s.advert.to_json()).into_response(),
         None => (
@@ -284,7 +310,7 @@ async fn list_adv(
     };
     let max = st.config.max_items;
     let limit = q.limit.unwrap_or(max).clamp(1, max);
-    let page = lock(&st.store).since(cursor, limit);
+    let page = st.store.since(cursor, limit);
     let items: Vec<Value> = page.items.iter().map(|s| s.advert.to_json()).collect();
     axum::Json(json!({
         "items": items,

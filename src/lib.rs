@@ -17,6 +17,7 @@ pub mod http_serve;
 pub mod mesh_client;
 pub mod node;
 pub mod perf;
+pub mod shared_store;
 
 /// Default directory for node data when `--data-dir` is not given: the platform data
 /// directory (`$XDG_DATA_HOME/libmesh`, `~/.local/share/libmesh` on Linux), or

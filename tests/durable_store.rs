@@ -35,7 +35,7 @@ fn survives_a_restart() {
     let now = Timestamp::now();
     let keys: Vec<NodeKeypair> = (0..40).map(|_| NodeKeypair::generate()).collect();
     {
-        let (mut s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
+        let (s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
         assert_eq!(report.loaded, 0);
         let results = s.insert_batch(keys.iter().map(|k| ad(k, 3, &now, 600)).collect(), &now);
         assert!(results.iter().all(Result::is_ok));
@@ -44,7 +44,7 @@ fn survives_a_restart() {
             .unwrap();
         s.set_own_sequence(77).unwrap();
     }
-    let (mut s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
+    let (s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
     assert_eq!(report.loaded, 39);
     assert_eq!(report.unreadable, 0);
     assert_eq!(
@@ -93,24 +93,144 @@ fn expired_entries_are_dropped_on_reload_and_swept_from_disk() {
     let (short, long) = (NodeKeypair::generate(), NodeKeypair::generate());
     let open = |at: &Timestamp| DurableStore::open(dir.path(), limits(), at).unwrap();
 
-    let (mut s, _) = open(&t0);
+    let (s, _) = open(&t0);
     s.insert(ad(&short, 1, &t0, 60), &t0).unwrap();
     s.insert(ad(&long, 1, &t0, 600), &t0).unwrap();
     drop(s);
 
-    // Reloaded after the short one expired: it is not served.
-    let (s, report) = open(&later);
-    assert_eq!((report.loaded, report.expired), (1, 1));
-    drop(s);
-
-    // Loading does not delete; a sweep does, on disk too.
-    let (mut s, report) = open(&t0);
+    // A sweep deletes the expired one from memory and from the file.
+    let (s, report) = open(&t0);
     assert_eq!(report.loaded, 2);
     assert_eq!(s.sweep(&later).unwrap(), 1);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.disk_counts().unwrap().adverts, 1);
     drop(s);
     let (s, report) = open(&t0);
-    assert_eq!(report.loaded, 1);
+    assert_eq!((report.loaded, report.expired), (1, 0));
     assert!(s.get(&long.node_id(), &t0).is_some());
+}
+
+/// Item 1: rows that expired while the node was down are deleted at start-up, so the
+/// file does not grow with every restart.
+#[test]
+fn expired_rows_are_deleted_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp::now();
+    let long = NodeKeypair::generate();
+    {
+        let (s, _) = DurableStore::open(dir.path(), limits(), &t0).unwrap();
+        s.insert(ad(&long, 1, &t0, 6 * 3600), &t0).unwrap();
+    }
+    for round in 1..=4i64 {
+        // Each run stores ten adverts with a minute of life, then stops.
+        let start = t0.plus_secs(round * 600);
+        let (s, report) = DurableStore::open(dir.path(), limits(), &start).unwrap();
+        let expected_expired = if round == 1 { 0 } else { 10 };
+        assert_eq!(
+            (report.loaded, report.expired),
+            (1, expected_expired),
+            "round {round}: only the last run's adverts were left to delete"
+        );
+        let batch = (0..10)
+            .map(|_| ad(&NodeKeypair::generate(), 1, &start, 60))
+            .collect();
+        assert!(s.insert_batch(batch, &start).iter().all(Result::is_ok));
+    }
+    // Opened once more while they are still live (the clock of the last run): only the
+    // long-lived row and the last run's ten are in the file.
+    let last = t0.plus_secs(4 * 600);
+    let (s, report) = DurableStore::open(dir.path(), limits(), &last).unwrap();
+    assert_eq!((report.loaded, report.expired), (11, 0));
+    let c = s.disk_counts().unwrap();
+    assert_eq!((c.adverts, c.tombstones), (11, 0));
+}
+
+#[test]
+fn lapsed_tombstones_are_deleted_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp::now();
+    let short = StoreLimits {
+        max_lifetime_secs: 600,
+        ..limits()
+    };
+    {
+        let (s, _) = DurableStore::open(dir.path(), short, &t0).unwrap();
+        for _ in 0..5 {
+            let k = NodeKeypair::generate();
+            s.withdraw(&NodeWithdrawal::create(&k, 1, &t0).unwrap(), &t0)
+                .unwrap();
+        }
+        assert_eq!(s.disk_counts().unwrap().tombstones, 5);
+    }
+    let (s, report) = DurableStore::open(dir.path(), short, &t0.plus_secs(700)).unwrap();
+    assert_eq!(report.lapsed, 5);
+    assert_eq!(s.disk_counts().unwrap().tombstones, 0);
+}
+
+/// Item 1: the running node sweeps its store on a timer: an advert that expired leaves
+/// memory (the walk no longer returns it) and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_node_sweeps_expired_adverts_from_memory_and_disk() {
+    use libmesh::node::{Bootstrap, BootstrapName, NodeConfig};
+    use mesh_core::NoTrace;
+    use std::sync::Arc;
+
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        autonat: false,
+        ..NodeConfig::default()
+    };
+    let wait = Duration::from_secs(30);
+    let (n, mut store) = mesh_testkit::node::start_node_with(
+        NodeKeypair::generate(),
+        config,
+        Arc::new(NoTrace),
+        wait,
+        |node| node.store(),
+    )
+    .await;
+    // An advert that expires two seconds from now.
+    let now = Timestamp::now();
+    let short = NodeKeypair::generate();
+    store
+        .insert(ad(&short, 1, &now.plus_secs(-58), 60), &now)
+        .unwrap();
+    let in_walk = |store: &libmesh::node::SharedAdverts| {
+        store
+            .since(0, 10_000)
+            .items
+            .iter()
+            .any(|i| i.advert.node_id() == short.node_id())
+    };
+    assert!(in_walk(&store));
+    // The default sweep period is 10 s: give it three periods (a bound, not a speed).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while in_walk(&store) {
+        assert!(
+            Instant::now() < deadline,
+            "the expired advert was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    n.handle.shutdown().await;
+    let _ = tokio::time::timeout(wait, n.task).await;
+    let dir = n.dir;
+    drop(store);
+    // The row is gone from the file: reopened with a clock at which it would still be
+    // live, it is not loaded.
+    let deadline = Instant::now() + wait;
+    let reopened = loop {
+        match DurableStore::open(dir.path(), limits(), &now) {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "store still open: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (s, _) = reopened;
+    assert!(s.get(&short.node_id(), &now).is_none());
 }
 
 #[test]
@@ -131,7 +251,7 @@ fn crash_child_writer() {
         return;
     };
     let now = Timestamp::now();
-    let (mut s, _) = DurableStore::open(std::path::Path::new(&dir), limits(), &now).unwrap();
+    let (s, _) = DurableStore::open(std::path::Path::new(&dir), limits(), &now).unwrap();
     let mut out = std::io::stdout();
     for i in 0..10_000 {
         let batch: Vec<NodeAdvertisement> = (0..BATCH)

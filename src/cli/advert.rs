@@ -1,7 +1,7 @@
 //! `meshd directory` and `meshd advert publish|lookup`.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -75,13 +75,30 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("{}", json!({"directory": format!("http://{addr}"), "store": store.path().display().to_string()}));
-        let shared: SharedStore = Arc::new(Mutex::new(store));
+        let store = Arc::new(store);
+        let shared: SharedStore = store.clone();
+        // Expired advertisements leave memory and the file on a timer (as in the node).
+        let sweeper = tokio::spawn(async move {
+            let every = libmesh::node::StoreSettings::default().sweep_every();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.sweep(&Timestamp::now())).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+                    Ok(Ok(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "advertisement store sweep task"),
+                }
+            }
+        });
         let stop = super::signals::stop_signal()?;
-        serve(listener, shared, DirectoryConfig::default(), async {
+        let served = serve(listener, shared, DirectoryConfig::default(), async {
             let signal = stop.await;
             tracing::info!(signal, "stopping");
         })
-        .await?;
+        .await;
+        sweeper.abort();
+        served?;
         Ok(ExitCode::SUCCESS)
     })
 }

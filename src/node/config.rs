@@ -112,6 +112,51 @@ pub struct WssConfig {
     pub listen: Vec<Multiaddr>,
 }
 
+/// The advertisement store (`[store]`): its caps and how often it is swept.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Most advertisements and withdrawal tombstones held (live ones: expired ones are
+    /// swept before anything is refused).
+    pub max_entries: usize,
+    /// Most bytes of advertisements held.
+    pub max_bytes: usize,
+    /// Largest advertisement one publisher (node id) may have stored, bytes of CBOR.
+    pub max_record_bytes: usize,
+    /// How often expired advertisements and lapsed tombstones are deleted from memory
+    /// and from `adverts.redb`, seconds.
+    pub sweep_secs: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let d = mesh_advert::StoreLimits::default();
+        StoreSettings {
+            max_entries: d.max_entries,
+            max_bytes: d.max_bytes,
+            max_record_bytes: d.max_record_bytes,
+            sweep_secs: 10,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The store's limits (the rest at their defaults).
+    pub fn limits(&self) -> mesh_advert::StoreLimits {
+        mesh_advert::StoreLimits {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            max_record_bytes: self.max_record_bytes,
+            ..mesh_advert::StoreLimits::default()
+        }
+    }
+
+    /// The sweep period.
+    pub fn sweep_every(&self) -> Duration {
+        Duration::from_secs(self.sweep_secs)
+    }
+}
+
 /// Limits.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -251,6 +296,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Timeouts and connection caps of the HTTP servers (`[http]`).
     pub http: crate::http_serve::HttpSettings,
+    /// The advertisement store.
+    pub store: StoreSettings,
 }
 
 impl Default for NodeConfig {
@@ -282,6 +329,7 @@ impl Default for NodeConfig {
             idle_timeout_secs: 60,
             limits: Limits::default(),
             http: crate::http_serve::HttpSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -355,6 +403,18 @@ impl NodeConfig {
 
     /// Checks ranges and consistency.
     pub fn check(&self) -> Result<(), ConfigError> {
+        let st = &self.store;
+        if st.max_entries == 0
+            || st.max_record_bytes == 0
+            || st.max_record_bytes > st.max_bytes
+            || !(1..=3600).contains(&st.sweep_secs)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "store: need max_entries > 0, 0 < max_record_bytes ({}) <= max_bytes ({}) \
+                 and sweep_secs within 1..=3600 (not {})",
+                st.max_record_bytes, st.max_bytes, st.sweep_secs
+            )));
+        }
         let l = &self.limits;
         if l.max_sessions == 0 || l.hot_sessions > l.max_sessions {
             return Err(ConfigError::Invalid(format!(
@@ -573,5 +633,28 @@ mod tests {
             e.to_string().contains("node_id") || e.to_string().contains("did:key"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_store_section_sets_the_limits_and_is_checked() {
+        let c = NodeConfig::from_toml(
+            "[store]\nmax_entries = 500\nmax_record_bytes = 4096\nsweep_secs = 30\n",
+        )
+        .unwrap();
+        let limits = c.store.limits();
+        assert_eq!((limits.max_entries, limits.max_record_bytes), (500, 4096));
+        assert_eq!(
+            limits.max_bytes,
+            mesh_advert::StoreLimits::default().max_bytes
+        );
+        assert_eq!(c.store.sweep_every(), Duration::from_secs(30));
+        for bad in [
+            "[store]\nsweep_secs = 0\n",
+            "[store]\nmax_entries = 0\n",
+            "[store]\nmax_bytes = 1000\nmax_record_bytes = 2000\n",
+            "[store]\nunknown = 1\n",
+        ] {
+            assert!(NodeConfig::from_toml(bad).is_err(), "{bad}");
+        }
     }
 }

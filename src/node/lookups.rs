@@ -363,14 +363,12 @@ impl Node {
             .behaviour_mut()
             .admission_client
             .set_advertisement(Some(ad.clone()));
-        {
-            let mut store = self.store.lock();
-            if let Err(e) = store.set_own_sequence(seq) {
-                tracing::warn!(error = %e, "cannot persist own sequence number");
-            }
-            if let Err(e) = store.insert(ad.clone(), now) {
-                tracing::debug!(error = %e, "own advertisement not stored");
-            }
+        let store = self.store.durable();
+        if let Err(e) = store.set_own_sequence(seq) {
+            tracing::warn!(error = %e, "cannot persist own sequence number");
+        }
+        if let Err(e) = store.insert(ad.clone(), now) {
+            tracing::debug!(error = %e, "own advertisement not stored");
         }
         self.put_own_record(&ad, now);
         let peers: Vec<PeerId> = self

@@ -66,7 +66,6 @@ use libp2p::metrics::{Metrics, Registry};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm};
-use mesh_advert::StoreLimits;
 use mesh_advert::own::OwnAdvert;
 use mesh_core::{NodeId, NodeKeypair, Timestamp, TraceSink};
 use tokio::sync::mpsc;
@@ -75,7 +74,7 @@ pub use api::{
     Dht, Found, GrantInfo, GroupMember, HandleError, MAX_SETUP_BYTES, Route, StageReport, Target,
 };
 pub use behaviour::MeshBehaviour;
-pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer};
+pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
 pub use status::{PeerInfo, Status};
@@ -163,6 +162,7 @@ pub struct Node {
     groups: Groups,
     relays: Relays,
     idle: Idle,
+    sweeper: store::Sweeper,
 }
 
 impl Node {
@@ -176,10 +176,12 @@ impl Node {
     ) -> Result<(Node, NodeHandle, mpsc::Receiver<NodeEvent>), NodeError> {
         config.check()?;
         let now = Timestamp::now();
-        let (durable, report) = DurableStore::open(data_dir, StoreLimits::default(), &now)
-            .map_err(|e| NodeError::Store {
-                dir: data_dir.display().to_string(),
-                reason: e.to_string(),
+        let (durable, report) =
+            DurableStore::open(data_dir, config.store.limits(), &now).map_err(|e| {
+                NodeError::Store {
+                    dir: data_dir.display().to_string(),
+                    reason: e.to_string(),
+                }
             })?;
         tracing::info!(?report, "advertisement store loaded");
         let last_sequence = durable.own_sequence().map_err(|e| NodeError::Store {
@@ -267,6 +269,7 @@ impl Node {
             key,
             relays,
             idle: Idle::new(&config),
+            sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             config,
             store,
             trace,
@@ -427,6 +430,9 @@ impl Node {
         let advertised = self.own.current().is_some();
         let actions = self.relays.tick(reachable, advertised, now.at);
         self.apply(actions);
+        if self.sweeper.due(now.at) {
+            self.sweeper.start(self.store.clone(), now.ts.clone());
+        }
         // The idle rule runs only while some peer is idle (the usual case: none).
         if self.idle.conns.any_idle(now.at) {
             // Peers other components need kept besides what the idle rule knows: route
@@ -470,7 +476,7 @@ impl Node {
     /// the peers' sessions: that is the departure they see), and stop.
     async fn shutdown(&mut self) {
         if let Some(seq) = self.own.last_sequence()
-            && let Err(e) = self.store.lock().set_own_sequence(seq)
+            && let Err(e) = self.store.durable().set_own_sequence(seq)
         {
             tracing::warn!(error = %e, "cannot persist own sequence number");
         }

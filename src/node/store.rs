@@ -1,7 +1,10 @@
 //! The advertisement store shared by the advert behaviour, the node loop and the seed
-//! directory: one durable store behind a mutex.
+//! directory: one durable store, shared by reference (it locks its index only briefly
+//! and never during a commit), and the timer that sweeps it.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use mesh_advert::{AdvertStore, InsertOutcome, NodeWithdrawal, Page, StoreError, StoredAdvert};
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
@@ -11,18 +14,17 @@ use crate::directory::SharedStore;
 
 /// A cloneable handle to the node's durable advertisement store.
 #[derive(Clone)]
-pub struct SharedAdverts(Arc<Mutex<DurableStore>>);
+pub struct SharedAdverts(Arc<DurableStore>);
 
 impl SharedAdverts {
     /// Wraps an opened store.
     pub fn new(store: DurableStore) -> Self {
-        SharedAdverts(Arc::new(Mutex::new(store)))
+        SharedAdverts(Arc::new(store))
     }
 
-    /// Locks the store (a poisoned lock is recovered: the store's own undo keeps it
-    /// consistent after a panic in another holder).
-    pub fn lock(&self) -> MutexGuard<'_, DurableStore> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The durable store.
+    pub fn durable(&self) -> &DurableStore {
+        &self.0
     }
 
     /// The same store as the directory's handle type.
@@ -43,26 +45,90 @@ impl AdvertStore for SharedAdverts {
         advert: NodeAdvertisement,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.lock().insert(advert, now)
+        self.0.insert(advert, now)
     }
 
     fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        self.lock().withdraw(withdrawal, now)
+        self.0.withdraw(withdrawal, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
-        self.lock().get(node, now)
+        self.0.get(node, now)
     }
 
     fn since(&self, cursor: u64, max: usize) -> Page {
-        self.lock().since(cursor, max)
+        self.0.since(cursor, max)
     }
 
     fn sweep(&mut self, now: &Timestamp) -> Result<usize, StoreError> {
-        self.lock().sweep(now)
+        self.0.sweep(now)
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.0.len()
+    }
+}
+
+/// Sweeps the store every `every` on a blocking thread, off the node loop (a sweep that
+/// found something commits, which fsyncs). At most one sweep runs at a time.
+#[derive(Debug)]
+pub(crate) struct Sweeper {
+    every: Duration,
+    next: Instant,
+    running: Arc<AtomicBool>,
+}
+
+impl Sweeper {
+    /// A sweeper whose first sweep is `every` after `at`.
+    pub(crate) fn new(every: Duration, at: Instant) -> Self {
+        Sweeper {
+            every,
+            next: at + every,
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether a sweep is due at `at` (and none is running); if so, the next one is
+    /// scheduled `every` later.
+    pub(crate) fn due(&mut self, at: Instant) -> bool {
+        if at < self.next || self.running.load(Ordering::Acquire) {
+            return false;
+        }
+        self.next = at + self.every;
+        true
+    }
+
+    /// Sweeps `store` as of `now` on tokio's blocking pool.
+    pub(crate) fn start(&self, store: SharedAdverts, now: Timestamp) {
+        self.running.store(true, Ordering::Release);
+        let running = self.running.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.durable().sweep(&now) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(swept = n, "advertisement store swept"),
+                Err(e) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_is_due_every_period_and_never_twice_at_once() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        let mut s = Sweeper::new(every, t0);
+        assert!(!s.due(t0));
+        assert!(!s.due(t0 + Duration::from_secs(9)));
+        assert!(s.due(t0 + every));
+        assert!(!s.due(t0 + every), "scheduled again a period later");
+        s.running.store(true, Ordering::Release);
+        assert!(!s.due(t0 + every * 3), "one at a time");
+        s.running.store(false, Ordering::Release);
+        assert!(s.due(t0 + every * 3));
     }
 }

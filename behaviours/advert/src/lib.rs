@@ -26,6 +26,7 @@ mod withdrawal;
 
 pub use behaviour::{Answer, Behaviour, Clock, Config, Event};
 pub use store::{
-    AdvertStore, InsertOutcome, MemoryStore, Page, StoreError, StoreLimits, StoredAdvert,
+    AdvertStore, DEFAULT_MAX_RECORD_BYTES, InsertOutcome, MemoryStore, Page, StoreError,
+    StoreLimits, StoredAdvert, Swept,
 };
 pub use withdrawal::NodeWithdrawal;

@@ -4,14 +4,17 @@
 //! one is `E_ADV_STALE_SEQ`, an expired one `E_ADV_EXPIRED`; a withdrawal removes the
 //! entry and leaves a tombstone that refuses every advertisement at or below its
 //! sequence number until any such advertisement must have expired; expired entries and
-//! tombstones are swept; the number of entries and their total encoded size are capped;
-//! each publisher (node id) has a token-bucket rate limit. Artifacts reach the store
+//! tombstones are swept; the number of entries and tombstones and the total encoded size
+//! of the entries are capped, and only live ones count: a change that would pass a cap
+//! first sweeps what has expired. Each publisher (node id) holds at most one record, of
+//! at most [`StoreLimits::max_record_bytes`], and has a token-bucket rate limit. Nothing a
+//! publisher sends removes another publisher's live record. Artifacts reach the store
 //! already verified: the store trusts signatures and checks only the rules above.
 //!
 //! Every accepted change gets a revision number, so a reader can walk the store in
 //! batches with an opaque cursor and see every current advertisement exactly once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use mesh_core::artifact::Artifact;
@@ -21,13 +24,20 @@ use mesh_core::{
 
 use crate::withdrawal::NodeWithdrawal;
 
+/// Default [`StoreLimits::max_record_bytes`]: 16 KiB, about 60 endpoints (the node's own
+/// advertisement is usually under 2 KiB).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * 1024;
+
 /// Limits of a store.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoreLimits {
-    /// Most advertisements held.
+    /// Most advertisements and withdrawal tombstones held, together.
     pub max_entries: usize,
     /// Most bytes of advertisements (their CBOR size) held.
     pub max_bytes: usize,
+    /// Largest advertisement (CBOR size) one publisher may have stored: each node id
+    /// holds one record, so this is also what one publisher key may hold.
+    pub max_record_bytes: usize,
     /// Longest accepted lifetime (`expires-at` − `advertised-at`), in seconds. It also
     /// bounds how long a withdrawal's tombstone must live.
     pub max_lifetime_secs: i64,
@@ -40,6 +50,7 @@ impl Default for StoreLimits {
         StoreLimits {
             max_entries: 100_000,
             max_bytes: 256 * 1024 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_lifetime_secs: 24 * 3600,
             per_publisher: RateLimit::per_minute(10, 30),
         }
@@ -117,6 +128,34 @@ pub struct StoredAdvert {
     pub revision: u64,
 }
 
+/// What a sweep removed, so that a durable backend can delete the same rows (and put
+/// them back with [`MemoryStore::restore_swept`] when it cannot).
+#[derive(Debug, Clone, Default)]
+pub struct Swept {
+    /// Expired advertisements.
+    pub adverts: Vec<StoredAdvert>,
+    /// Lapsed tombstones: node, withdrawn sequence number, end.
+    pub tombstones: Vec<(NodeId, u64, Timestamp)>,
+}
+
+impl Swept {
+    /// How many advertisements and tombstones went.
+    pub fn len(&self) -> usize {
+        self.adverts.len() + self.tombstones.len()
+    }
+
+    /// Whether nothing went.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds what `other` removed.
+    pub fn extend(&mut self, other: Swept) {
+        self.adverts.extend(other.adverts);
+        self.tombstones.extend(other.tombstones);
+    }
+}
+
 /// A batch of a cursor walk.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -164,6 +203,10 @@ pub struct MemoryStore {
     entries: HashMap<NodeId, StoredAdvert>,
     tombstones: HashMap<NodeId, Tombstone>,
     by_revision: BTreeMap<u64, NodeId>,
+    /// Entries by `expires-at`, so sweeping costs what it removes.
+    by_expiry: BTreeSet<(Timestamp, NodeId)>,
+    /// Tombstones by end.
+    tombstones_by_end: BTreeSet<(Timestamp, NodeId)>,
     revision: u64,
     bytes: usize,
     rate: RateLimiter<NodeId>,
@@ -177,6 +220,8 @@ impl MemoryStore {
             entries: HashMap::new(),
             tombstones: HashMap::new(),
             by_revision: BTreeMap::new(),
+            by_expiry: BTreeSet::new(),
+            tombstones_by_end: BTreeSet::new(),
             revision: 0,
             bytes: 0,
             rate: RateLimiter::new(limits.per_publisher, limits.max_entries.max(1024)),
@@ -250,8 +295,94 @@ impl MemoryStore {
     fn remove_entry(&mut self, node: &NodeId) -> Option<StoredAdvert> {
         let old = self.entries.remove(node)?;
         self.by_revision.remove(&old.revision);
+        self.by_expiry
+            .remove(&(old.advert.expires_at().clone(), *node));
         self.bytes -= old.wire.len();
         Some(old)
+    }
+
+    fn put_entry(&mut self, node: NodeId, stored: StoredAdvert) {
+        self.bytes += stored.wire.len();
+        self.by_revision.insert(stored.revision, node);
+        self.by_expiry
+            .insert((stored.advert.expires_at().clone(), node));
+        self.entries.insert(node, stored);
+    }
+
+    fn put_tombstone(&mut self, node: NodeId, tombstone: Tombstone) {
+        self.drop_tombstone(&node);
+        self.tombstones_by_end
+            .insert((tombstone.until.clone(), node));
+        self.tombstones.insert(node, tombstone);
+    }
+
+    fn drop_tombstone(&mut self, node: &NodeId) -> Option<Tombstone> {
+        let old = self.tombstones.remove(node)?;
+        self.tombstones_by_end.remove(&(old.until.clone(), *node));
+        Some(old)
+    }
+
+    /// Advertisements and tombstones held (what [`StoreLimits::max_entries`] caps).
+    pub fn held(&self) -> usize {
+        self.entries.len() + self.tombstones.len()
+    }
+
+    /// Whether a change for `node` takes a new slot (it has neither an entry nor a
+    /// tombstone to replace).
+    fn takes_slot(&self, node: &NodeId) -> bool {
+        !self.entries.contains_key(node) && !self.tombstones.contains_key(node)
+    }
+
+    /// Makes room for a change of `node` to a record of `wire_len` bytes (0 for a
+    /// withdrawal): when it would pass a cap, sweeps whatever has expired at `now`, so the
+    /// caps count only live entries. Returns what went.
+    pub fn make_room(&mut self, node: &NodeId, wire_len: usize, now: &Timestamp) -> Swept {
+        let freed = self.entries.get(node).map_or(0, |e| e.wire.len());
+        let over_count = self.takes_slot(node) && self.held() >= self.limits.max_entries;
+        let over_bytes = self.bytes - freed + wire_len > self.limits.max_bytes;
+        if over_count || over_bytes {
+            self.take_expired(now)
+        } else {
+            Swept::default()
+        }
+    }
+
+    /// Removes every advertisement expired at `now` and every tombstone lapsed at `now`,
+    /// and returns them.
+    pub fn take_expired(&mut self, now: &Timestamp) -> Swept {
+        let expired = self.expired(now);
+        let lapsed = self.lapsed_tombstones(now);
+        Swept {
+            adverts: expired
+                .iter()
+                .filter_map(|n| self.remove_entry(n))
+                .collect(),
+            tombstones: lapsed
+                .into_iter()
+                .filter_map(|n| self.drop_tombstone(&n).map(|t| (n, t.sequence_no, t.until)))
+                .collect(),
+        }
+    }
+
+    /// Puts back what a sweep removed (a durable backend that could not delete it).
+    pub fn restore_swept(&mut self, swept: Swept) {
+        for stored in swept.adverts {
+            self.restore(stored);
+        }
+        for (node, sequence_no, until) in swept.tombstones {
+            self.restore_tombstone(node, sequence_no, until);
+        }
+    }
+
+    fn store_full(&self) -> StoreError {
+        MeshError::new(
+            ErrorCode::TransportRejected,
+            format!(
+                "store full ({} advertisements and tombstones)",
+                self.limits.max_entries
+            ),
+        )
+        .into()
     }
 
     /// Stores an advertisement whose wire form is already known (saves an encode).
@@ -261,18 +392,50 @@ impl MemoryStore {
         wire: Arc<[u8]>,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        let previous = self.check_insert(&advert, now)?;
+        self.insert_sweeping(advert, wire, now).0
+    }
+
+    /// As [`MemoryStore::insert_with_wire`], also returning what was swept to make room
+    /// (whether or not the advertisement was then accepted).
+    pub fn insert_sweeping(
+        &mut self,
+        advert: NodeAdvertisement,
+        wire: Arc<[u8]>,
+        now: &Timestamp,
+    ) -> (Result<InsertOutcome, StoreError>, Swept) {
+        let previous = match self.check_insert(&advert, now) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), Swept::default()),
+        };
+        if wire.len() > self.limits.max_record_bytes {
+            let e = MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "advertisement of {} bytes is over the {}-byte limit per publisher",
+                    wire.len(),
+                    self.limits.max_record_bytes
+                ),
+            );
+            return (Err(e.into()), Swept::default());
+        }
+        let node = advert.node_id();
+        let swept = self.make_room(&node, wire.len(), now);
+        // An entry of this node that the sweep removed was expired, so not above this one.
+        let previous = previous.filter(|_| self.entries.contains_key(&node));
+        (self.insert_checked(advert, wire, previous, now), swept)
+    }
+
+    fn insert_checked(
+        &mut self,
+        advert: NodeAdvertisement,
+        wire: Arc<[u8]>,
+        previous: Option<u64>,
+        now: &Timestamp,
+    ) -> Result<InsertOutcome, StoreError> {
         let node = advert.node_id();
         let freed = self.entries.get(&node).map_or(0, |e| e.wire.len());
-        if previous.is_none() && self.entries.len() >= self.limits.max_entries {
-            self.sweep_expired(now);
-        }
-        if previous.is_none() && self.entries.len() >= self.limits.max_entries {
-            return Err(MeshError::new(
-                ErrorCode::TransportRejected,
-                format!("store full ({} advertisements)", self.limits.max_entries),
-            )
-            .into());
+        if self.takes_slot(&node) && self.held() >= self.limits.max_entries {
+            return Err(self.store_full());
         }
         if self.bytes - freed + wire.len() > self.limits.max_bytes {
             return Err(MeshError::new(
@@ -285,18 +448,14 @@ impl MemoryStore {
             .check(&node, now)
             .map_err(|retry_after_secs| StoreError::RateLimited { retry_after_secs })?;
         self.remove_entry(&node);
-        self.tombstones.remove(&node);
+        self.drop_tombstone(&node);
         self.revision += 1;
-        self.bytes += wire.len();
-        self.by_revision.insert(self.revision, node);
-        self.entries.insert(
-            node,
-            StoredAdvert {
-                advert: Arc::new(advert),
-                wire,
-                revision: self.revision,
-            },
-        );
+        let stored = StoredAdvert {
+            advert: Arc::new(advert),
+            wire,
+            revision: self.revision,
+        };
+        self.put_entry(node, stored);
         Ok(match previous {
             Some(previous) => InsertOutcome::Replaced { previous },
             None => InsertOutcome::Stored,
@@ -312,19 +471,49 @@ impl MemoryStore {
         }
     }
 
-    fn sweep_expired(&mut self, now: &Timestamp) -> usize {
-        let expired: Vec<NodeId> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| now > e.advert.expires_at())
-            .map(|(n, _)| *n)
-            .collect();
-        for node in &expired {
-            self.remove_entry(node);
+    /// Applies a verified withdrawal, also returning what was swept to make room for
+    /// its tombstone.
+    pub fn withdraw_sweeping(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        now: &Timestamp,
+    ) -> (Result<(), StoreError>, Swept) {
+        if let Err(e) = self.check_withdraw(withdrawal) {
+            return (Err(e), Swept::default());
         }
-        let before = self.tombstones.len();
-        self.tombstones.retain(|_, t| &t.until >= now);
-        expired.len() + before - self.tombstones.len()
+        let node = withdrawal.node_id();
+        let swept = self.make_room(&node, 0, now);
+        (self.withdraw_checked(withdrawal, now), swept)
+    }
+
+    fn withdraw_checked(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        let node = withdrawal.node_id();
+        if self.takes_slot(&node) && self.held() >= self.limits.max_entries {
+            return Err(self.store_full());
+        }
+        self.rate
+            .check(&node, now)
+            .map_err(|retry_after_secs| StoreError::RateLimited { retry_after_secs })?;
+        self.remove_entry(&node);
+        // Every advertisement at or below this sequence number was issued before the
+        // withdrawal, so it expires at most `max_lifetime` after it.
+        let until = withdrawal
+            .withdrawn_at()
+            .max(now)
+            .plus_secs(self.limits.max_lifetime_secs);
+        self.put_tombstone(
+            node,
+            Tombstone {
+                sequence_no: withdrawal.sequence_no(),
+                until,
+            },
+        );
+        self.revision += 1;
+        Ok(())
     }
 
     /// The entry held for `node`, expired or not.
@@ -340,24 +529,24 @@ impl MemoryStore {
 
     /// Removes the tombstone of `node` (undo, as [`MemoryStore::remove`]).
     pub fn remove_tombstone(&mut self, node: &NodeId) {
-        self.tombstones.remove(node);
+        self.drop_tombstone(node);
     }
 
-    /// Nodes whose advertisement expired at `now`.
+    /// Nodes whose advertisement expired at `now` (cost: what it returns).
     pub fn expired(&self, now: &Timestamp) -> Vec<NodeId> {
-        self.entries
+        self.by_expiry
             .iter()
-            .filter(|(_, e)| now > e.advert.expires_at())
-            .map(|(n, _)| *n)
+            .take_while(|(at, _)| now > at)
+            .map(|(_, n)| *n)
             .collect()
     }
 
-    /// Nodes whose tombstone lapsed at `now`.
+    /// Nodes whose tombstone lapsed at `now` (cost: what it returns).
     pub fn lapsed_tombstones(&self, now: &Timestamp) -> Vec<NodeId> {
-        self.tombstones
+        self.tombstones_by_end
             .iter()
-            .filter(|(_, t)| &t.until < now)
-            .map(|(n, _)| *n)
+            .take_while(|(until, _)| until < now)
+            .map(|(_, n)| *n)
             .collect()
     }
 
@@ -367,15 +556,12 @@ impl MemoryStore {
         let node = stored.advert.node_id();
         self.remove_entry(&node);
         self.revision = self.revision.max(stored.revision);
-        self.bytes += stored.wire.len();
-        self.by_revision.insert(stored.revision, node);
-        self.entries.insert(node, stored);
+        self.put_entry(node, stored);
     }
 
     /// Restores a tombstone read back from durable storage.
     pub fn restore_tombstone(&mut self, node: NodeId, sequence_no: u64, until: Timestamp) {
-        self.tombstones
-            .insert(node, Tombstone { sequence_no, until });
+        self.put_tombstone(node, Tombstone { sequence_no, until });
     }
 
     /// The tombstones, for persisting: `(node, sequence, until)`.
@@ -397,27 +583,7 @@ impl AdvertStore for MemoryStore {
     }
 
     fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        self.check_withdraw(withdrawal)?;
-        let node = withdrawal.node_id();
-        self.rate
-            .check(&node, now)
-            .map_err(|retry_after_secs| StoreError::RateLimited { retry_after_secs })?;
-        self.remove_entry(&node);
-        // Every advertisement at or below this sequence number was issued before the
-        // withdrawal, so it expires at most `max_lifetime` after it.
-        let until = withdrawal
-            .withdrawn_at()
-            .max(now)
-            .plus_secs(self.limits.max_lifetime_secs);
-        self.tombstones.insert(
-            node,
-            Tombstone {
-                sequence_no: withdrawal.sequence_no(),
-                until,
-            },
-        );
-        self.revision += 1;
-        Ok(())
+        self.withdraw_sweeping(withdrawal, now).0
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
@@ -439,7 +605,7 @@ impl AdvertStore for MemoryStore {
     }
 
     fn sweep(&mut self, now: &Timestamp) -> Result<usize, StoreError> {
-        Ok(self.sweep_expired(now))
+        Ok(self.take_expired(now).len())
     }
 
     fn len(&self) -> usize {

@@ -200,3 +200,149 @@ fn cursor_walk_sees_every_current_advertisement_once() {
     // Nothing new: the cursor stays.
     assert_eq!(s.since(cursor, 4).next, cursor);
 }
+
+fn size_of(advert: &NodeAdvertisement) -> usize {
+    mesh_core::Artifact::to_cbor(advert).len()
+}
+
+#[test]
+fn the_byte_cap_counts_only_live_entries() {
+    // Room for three advertisements; three short-lived ones fill it.
+    let keys: Vec<NodeKeypair> = (0..5).map(|_| NodeKeypair::generate()).collect();
+    let size = size_of(&ad(&keys[0], 1, 0, 60));
+    let mut s = MemoryStore::new(StoreLimits {
+        max_bytes: 3 * size + size / 2,
+        ..generous()
+    });
+    for k in &keys[..3] {
+        s.insert(ad(k, 1, 0, 60), &t(1)).unwrap();
+    }
+    // While they live, a new node is refused.
+    let err = s.insert(ad(&keys[3], 1, 0, 600), &t(30)).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TransportRejected));
+    assert!(err.to_string().contains("store full"), "{err}");
+    // Once they expired they no longer count: the new node is accepted, and what was
+    // swept to make room is gone from the byte count.
+    s.insert(ad(&keys[3], 1, 61, 600), &t(61)).unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.bytes(), size_of(&ad(&keys[3], 1, 61, 600)));
+    s.insert(ad(&keys[4], 1, 61, 600), &t(61)).unwrap();
+}
+
+#[test]
+fn tombstones_count_toward_the_entry_cap_until_they_lapse() {
+    let mut s = MemoryStore::new(StoreLimits {
+        max_entries: 3,
+        max_lifetime_secs: 600,
+        ..generous()
+    });
+    let keys: Vec<NodeKeypair> = (0..5).map(|_| NodeKeypair::generate()).collect();
+    for k in &keys[..3] {
+        s.withdraw(&NodeWithdrawal::create(k, 1, &t(0)).unwrap(), &t(0))
+            .unwrap();
+    }
+    // Throwaway keys cannot pile up tombstones past the cap.
+    let w = NodeWithdrawal::create(&keys[3], 1, &t(0)).unwrap();
+    assert_eq!(
+        s.withdraw(&w, &t(1)).unwrap_err().code(),
+        Some(ErrorCode::TransportRejected)
+    );
+    assert_eq!(
+        s.insert(ad(&keys[3], 1, 0, 60), &t(1)).unwrap_err().code(),
+        Some(ErrorCode::TransportRejected)
+    );
+    // A withdrawn node coming back takes its tombstone's slot.
+    s.insert(ad(&keys[0], 2, 0, 60), &t(1)).unwrap();
+    // Lapsed tombstones make room.
+    s.insert(ad(&keys[4], 1, 700, 60), &t(700)).unwrap();
+    assert_eq!(s.held(), 1);
+}
+
+#[test]
+fn one_record_per_publisher_of_bounded_size() {
+    let k = NodeKeypair::generate();
+    let one = ad(&k, 1, 0, 600);
+    let mut s = MemoryStore::new(StoreLimits {
+        max_record_bytes: size_of(&one) - 1,
+        ..generous()
+    });
+    let err = s.insert(one.clone(), &t(1)).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TransportRejected));
+    assert!(err.to_string().contains("per publisher"), "{err}");
+    assert!(s.is_empty());
+    let mut s = MemoryStore::new(StoreLimits {
+        max_record_bytes: size_of(&one),
+        ..generous()
+    });
+    // Re-publishing replaces: a publisher never holds two records.
+    for seq in 1..=5 {
+        s.insert(ad(&k, seq, 0, 600), &t(1)).unwrap();
+    }
+    assert_eq!((s.len(), s.held()), (1, 1));
+}
+
+#[test]
+fn nothing_a_publisher_sends_removes_another_publishers_live_record() {
+    let others: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
+    let (me, stranger) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let size = size_of(&ad(&me, 1, 0, 600));
+    let mut s = MemoryStore::new(StoreLimits {
+        max_entries: 4,
+        max_bytes: 4 * size + 8,
+        ..generous()
+    });
+    for k in others.iter().chain([&me]) {
+        s.insert(ad(k, 1, 0, 600), &t(1)).unwrap();
+    }
+    let intact = |s: &MemoryStore| {
+        for k in &others {
+            assert_eq!(s.get(&k.node_id(), &t(2)).unwrap().advert.sequence_no(), 1);
+        }
+    };
+    // A stranger at the cap: refused, whatever it sends.
+    assert!(s.insert(ad(&stranger, 1, 0, 600), &t(2)).is_err());
+    assert!(
+        s.withdraw(&NodeWithdrawal::create(&stranger, 1, &t(2)).unwrap(), &t(2))
+            .is_err()
+    );
+    intact(&s);
+    // A holder replaces, withdraws and comes back within its own slot.
+    s.insert(ad(&me, 2, 0, 600), &t(2)).unwrap();
+    s.withdraw(&NodeWithdrawal::create(&me, 3, &t(2)).unwrap(), &t(2))
+        .unwrap();
+    s.insert(ad(&me, 4, 0, 600), &t(2)).unwrap();
+    intact(&s);
+    assert_eq!(s.held(), 4);
+    // Sweeps take only what expired.
+    assert_eq!(s.sweep(&t(300)).unwrap(), 0);
+    intact(&s);
+}
+
+#[test]
+fn a_sweep_returns_what_it_removed_and_can_be_undone() {
+    let mut s = MemoryStore::new(StoreLimits {
+        max_lifetime_secs: 600,
+        ..generous()
+    });
+    let (short, long, gone) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    s.insert(ad(&short, 1, 0, 60), &t(1)).unwrap();
+    s.insert(ad(&long, 1, 0, 6000), &t(1)).unwrap_err(); // over the lifetime cap
+    s.insert(ad(&long, 1, 50, 600), &t(51)).unwrap();
+    s.withdraw(&NodeWithdrawal::create(&gone, 1, &t(0)).unwrap(), &t(0))
+        .unwrap();
+    let bytes = s.bytes();
+    let swept = s.take_expired(&t(100));
+    assert_eq!(swept.adverts.len(), 1);
+    assert_eq!(swept.adverts[0].advert.node_id(), short.node_id());
+    assert!(swept.tombstones.is_empty());
+    s.restore_swept(swept);
+    assert_eq!((s.len(), s.bytes()), (2, bytes));
+    let swept = s.take_expired(&t(620));
+    assert_eq!(swept.len(), 2, "the short advert and the lapsed tombstone");
+    assert_eq!(s.len(), 1);
+    assert!(s.get(&long.node_id(), &t(500)).is_some());
+}

@@ -50,10 +50,10 @@ pub mod trace;
 pub use artifact::{Artifact, verify_batch};
 pub use error::{ErrorCode, MeshError, MeshResult};
 pub use families::{
-    CapabilityAdvertisement, Endpoint, Family, GrantLimits, HandshakeMode, MAX_PRESENCE_ADDRS,
-    MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, NodeAdvertisement, NodeIdentityRecord,
-    PeerHandshake, PeerStatus, RelayAdmissionGrant, RelayAdmissionRequest, SignalFrame,
-    SignalMarker, SignalMarkerEnvelope, SwarmPresence,
+    CapabilityAdvertisement, Endpoint, Family, GrantLimits, HandshakeMode, MAX_ADVERTISEMENT_ID,
+    MAX_POLICY_ANNOTATIONS_BYTES, MAX_PRESENCE_ADDRS, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS,
+    NodeAdvertisement, NodeIdentityRecord, PeerHandshake, PeerStatus, RelayAdmissionGrant,
+    RelayAdmissionRequest, SignalFrame, SignalMarker, SignalMarkerEnvelope, SwarmPresence,
 };
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};

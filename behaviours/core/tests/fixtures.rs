@@ -167,3 +167,29 @@ fn libmesh_transports_are_accepted_and_others_refused() {
         ErrorCode::ProtoInvalid
     );
 }
+
+#[test]
+fn free_form_advertisement_fields_are_capped() {
+    use mesh_core::{MAX_ADVERTISEMENT_ID, MAX_POLICY_ANNOTATIONS_BYTES};
+    let base = common::read_json("orbiplex-schemas/examples/seed-wss.node-advertisement.json");
+    let now = fixture_now(Family::NodeAdvertisement);
+    let refused = |v: Value, field: &str| {
+        let err = Family::NodeAdvertisement
+            .validate_json(v, &now)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ProtoInvalid, "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    };
+    let mut v = base.clone();
+    v["advertisement/id"] = "a".repeat(MAX_ADVERTISEMENT_ID).into();
+    Family::NodeAdvertisement.validate_json(v, &now).unwrap();
+    let mut v = base.clone();
+    v["advertisement/id"] = "a".repeat(MAX_ADVERTISEMENT_ID + 1).into();
+    refused(v, "advertisement/id");
+    let mut v = base.clone();
+    v["policy_annotations"] = serde_json::json!({"note": "x".repeat(MAX_POLICY_ANNOTATIONS_BYTES)});
+    refused(v, "policy_annotations");
+    let mut v = base.clone();
+    v["policy_annotations"] = serde_json::json!({"tier": "gold"});
+    Family::NodeAdvertisement.validate_json(v, &now).unwrap();
+}

@@ -15,7 +15,10 @@ mod swarm_presence;
 use serde_json::{Map, Value};
 
 pub use capability_advertisement::{CORE_MESSAGING, CapabilityAdvertisement};
-pub use node_advertisement::{Endpoint, MULTIADDR_URL_PREFIX, NodeAdvertisement};
+pub use node_advertisement::{
+    Endpoint, MAX_ADVERTISEMENT_ID, MAX_POLICY_ANNOTATIONS_BYTES, MULTIADDR_URL_PREFIX,
+    NodeAdvertisement,
+};
 pub use node_identity::{NodeIdentityRecord, SIGNING_KEY_STORAGE_REF};
 pub use peer_handshake::{HandshakeMode, PeerHandshake};
 pub use peer_status::PeerStatus;

@@ -12,6 +12,12 @@ use crate::time::Timestamp;
 /// Prefix of an endpoint URL that carries a multiaddr.
 pub const MULTIADDR_URL_PREFIX: &str = "multiaddr:";
 
+/// Longest `advertisement/id`, bytes of UTF-8 (the node's own ids are about 80).
+pub const MAX_ADVERTISEMENT_ID: usize = 256;
+
+/// Largest `policy_annotations` object, bytes of its deterministic CBOR encoding.
+pub const MAX_POLICY_ANNOTATIONS_BYTES: usize = 4096;
+
 /// One advertised endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -154,7 +160,16 @@ impl Artifact for NodeAdvertisement {
     fn from_map(doc: Map<String, Value>) -> MeshResult<Self> {
         let f = Fields::new(&doc, Self::FAMILY);
         f.schema_v()?;
-        f.str("advertisement/id")?;
+        let id = f.str("advertisement/id")?;
+        if id.len() > MAX_ADVERTISEMENT_ID {
+            return Err(f.err(
+                "advertisement/id",
+                &format!(
+                    "is {} bytes, over the {MAX_ADVERTISEMENT_ID}-byte maximum",
+                    id.len()
+                ),
+            ));
+        }
         let node_id = f.node_id("node/id")?;
         let sequence_no = f.u64("sequence/no")?;
         let advertised_at = f.timestamp("advertised-at")?;
@@ -180,7 +195,19 @@ impl Artifact for NodeAdvertisement {
         }
         f.check_string_array("transports/supported", 1, true, enum_check(TRANSPORTS))?;
         f.signature_shape(true)?;
-        f.opt_object("policy_annotations")?;
+        if f.opt_object("policy_annotations")?.is_some()
+            && let Some(annotations) = doc.get("policy_annotations")
+        {
+            let size = crate::cbor::encode(annotations).len();
+            if size > MAX_POLICY_ANNOTATIONS_BYTES {
+                return Err(f.err(
+                    "policy_annotations",
+                    &format!(
+                        "encodes to {size} bytes, over the {MAX_POLICY_ANNOTATIONS_BYTES}-byte maximum"
+                    ),
+                ));
+            }
+        }
         Ok(NodeAdvertisement {
             doc,
             node_id,

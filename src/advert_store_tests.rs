@@ -1,0 +1,231 @@
+//! Unit tests of the durable store: undo after failed commits, readers during a commit,
+//! sweeps on disk.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::*;
+use mesh_advert::NodeWithdrawal;
+use mesh_advert::own::advert_for;
+use mesh_core::{ErrorCode, NodeKeypair, RateLimit};
+
+/// Bound on waits that only a deadlock would reach (not a speed assertion).
+const STUCK: Duration = Duration::from_secs(30);
+
+fn ad_at(key: &NodeKeypair, seq: u64, at: &Timestamp, ttl: i64) -> NodeAdvertisement {
+    let addr = "/ip4/127.0.0.1/tcp/4001"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    advert_for(key, &[addr], seq, at, ttl).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ad(key: &NodeKeypair, seq: u64, now: &Timestamp) -> NodeAdvertisement {
+    ad_at(key, seq, now, 600)
+}
+
+fn generous() -> StoreLimits {
+    StoreLimits {
+        per_publisher: RateLimit::per_minute(1000, 1000),
+        ..StoreLimits::default()
+    }
+}
+
+fn open(dir: &Path, limits: StoreLimits, now: &Timestamp) -> DurableStore {
+    DurableStore::open(dir, limits, now)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
+}
+
+fn counts(s: &DurableStore) -> (u64, u64) {
+    let c = s.disk_counts().unwrap_or_else(|e| panic!("{e}"));
+    (c.adverts, c.tombstones)
+}
+
+#[test]
+fn a_failed_commit_undoes_memory_completely() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let s = open(dir.path(), generous(), &now);
+    let (k, fresh) = (NodeKeypair::generate(), NodeKeypair::generate());
+    s.insert(ad(&k, 5, &now), &now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.withdraw(
+        &NodeWithdrawal::create(&k, 6, &now).unwrap_or_else(|e| panic!("{e}")),
+        &now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    s.fail_commits(true);
+    let results = s.insert_batch(vec![ad(&k, 7, &now), ad(&fresh, 1, &now)], &now);
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::Storage(_))))
+    );
+    s.fail_commits(false);
+
+    // Memory is as before the batch: no entries, and the tombstone still refuses
+    // replays of sequences at or below the withdrawal.
+    assert!(s.get(&fresh.node_id(), &now).is_none());
+    assert!(s.get(&k.node_id(), &now).is_none());
+    let replay = s.insert(ad(&k, 6, &now), &now).unwrap_err();
+    assert_eq!(replay.code(), Some(ErrorCode::AdvStaleSeq));
+    s.insert(ad(&k, 7, &now), &now)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_failed_withdrawal_commit_keeps_the_earlier_tombstone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let s = open(dir.path(), generous(), &now);
+    let k = NodeKeypair::generate();
+    let w = |seq| NodeWithdrawal::create(&k, seq, &now).unwrap_or_else(|e| panic!("{e}"));
+    s.withdraw(&w(6), &now).unwrap_or_else(|e| panic!("{e}"));
+    s.fail_commits(true);
+    assert!(matches!(
+        s.withdraw(&w(8), &now),
+        Err(StoreError::Storage(_))
+    ));
+    s.fail_commits(false);
+    let replay = s.insert(ad(&k, 5, &now), &now).unwrap_err();
+    assert_eq!(
+        replay.code(),
+        Some(ErrorCode::AdvStaleSeq),
+        "the seq-6 tombstone still holds"
+    );
+}
+
+/// Item 8: a writer's commit (its fsync) holds no lock a reader needs.
+#[test]
+fn readers_are_not_blocked_behind_a_commit() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let s = Arc::new(open(dir.path(), generous(), &now));
+    let (held, writer) = (NodeKeypair::generate(), NodeKeypair::generate());
+    s.insert(ad(&held, 1, &now), &now)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The next commit stops inside the hook until released.
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    s.before_commit(move || {
+        let _ = entered_tx.send(());
+        let _ = lock(&release_rx).recv_timeout(STUCK);
+    });
+    let w = s.clone();
+    let advert = ad(&writer, 1, &now);
+    let at = now.clone();
+    let write = std::thread::spawn(move || w.insert(advert, &at));
+    entered.recv_timeout(STUCK).expect("the commit started");
+
+    // While that commit is in flight, every read answers (run on another thread so a
+    // blocked read fails the test instead of hanging it).
+    let r = s.clone();
+    let (held_id, at) = (held.node_id(), now.clone());
+    let (answer_tx, answer) = mpsc::channel();
+    std::thread::spawn(move || {
+        let got = r.get(&held_id, &at).is_some();
+        let walked = r.since(0, 10).items.len();
+        let _ = answer_tx.send((got, walked, r.len()));
+    });
+    let (got, walked, len) = answer
+        .recv_timeout(STUCK)
+        .expect("a read waited for the commit");
+    assert!(got);
+    assert!(walked >= 1 && len >= 1);
+
+    release.send(()).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = write.join().unwrap_or_else(|_| panic!("writer panicked"));
+    assert_eq!(outcome, Ok(InsertOutcome::Stored));
+    assert!(s.get(&writer.node_id(), &now).is_some());
+    assert_eq!(counts(&s), (2, 0));
+}
+
+#[test]
+fn a_sweep_under_cap_pressure_deletes_the_rows_too() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let t0 = Timestamp::now();
+    let later = t0.plus_secs(120);
+    let limits = StoreLimits {
+        max_entries: 3,
+        ..generous()
+    };
+    let s = open(dir.path(), limits, &t0);
+    for _ in 0..3 {
+        s.insert(ad_at(&NodeKeypair::generate(), 1, &t0, 60), &t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let fresh = NodeKeypair::generate();
+    assert_eq!(
+        s.insert(ad_at(&fresh, 1, &t0, 600), &t0)
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::TransportRejected)
+    );
+    // After they expired, the same store takes a new node and the file drops them.
+    s.insert(ad_at(&fresh, 1, &later, 600), &later)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.len(), 1);
+    assert_eq!(counts(&s), (1, 0));
+}
+
+#[test]
+fn a_failed_commit_puts_back_what_was_swept() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let t0 = Timestamp::now();
+    let later = t0.plus_secs(120);
+    let limits = StoreLimits {
+        max_entries: 2,
+        ..generous()
+    };
+    let s = open(dir.path(), limits, &t0);
+    let short = NodeKeypair::generate();
+    s.insert(ad_at(&short, 1, &t0, 60), &t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.insert(ad_at(&NodeKeypair::generate(), 1, &t0, 600), &t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.fail_commits(true);
+    let fresh = NodeKeypair::generate();
+    assert!(matches!(
+        s.insert(ad_at(&fresh, 1, &later, 600), &later),
+        Err(StoreError::Storage(_))
+    ));
+    assert!(matches!(s.sweep(&later), Err(StoreError::Storage(_))));
+    s.fail_commits(false);
+    // Memory agrees with the file: both still hold the expired advertisement.
+    assert_eq!(s.len(), 2);
+    assert!(s.index().entry(&short.node_id()).is_some());
+    assert_eq!(counts(&s), (2, 0));
+    assert_eq!(s.sweep(&later), Ok(1));
+    assert_eq!((s.len(), counts(&s)), (1, (1, 0)));
+}
+
+#[test]
+fn writers_take_turns_in_arrival_order() {
+    let t = Arc::new(Turnstile::default());
+    let first = t.enter();
+    let tickets: Vec<u64> = (0..3).map(|_| t.ticket()).collect();
+    let (order_tx, order) = mpsc::channel();
+    // Started last-ticket first: the turns still come in ticket order.
+    let threads: Vec<_> = tickets
+        .into_iter()
+        .rev()
+        .map(|ticket| {
+            let (t, tx) = (t.clone(), order_tx.clone());
+            std::thread::spawn(move || {
+                let _turn = t.wait_for(ticket);
+                let _ = tx.send(ticket);
+            })
+        })
+        .collect();
+    drop(first);
+    let got: Vec<u64> = (0..3)
+        .map(|_| order.recv_timeout(STUCK).expect("turn came"))
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    for th in threads {
+        th.join().unwrap_or_else(|_| panic!("panicked"));
+    }
+}
