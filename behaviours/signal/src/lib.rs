@@ -20,6 +20,7 @@
 mod behaviour;
 pub mod codec;
 pub mod correlation;
+pub mod dedup;
 pub mod frames;
 pub mod group;
 
