@@ -304,8 +304,13 @@ impl Node {
             && self.groups.is_joined(&key)
         {
             let (acceptance, actions) =
-                self.groups
-                    .on_gossip(key, message.source, &message.data, &Timestamp::now());
+                self.groups.on_gossip(
+                    key,
+                    message.source,
+                    &message.data,
+                    &view!(self),
+                    &Timestamp::now(),
+                );
             self.apply(actions);
             self.swarm
                 .behaviour_mut()
