@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use mesh_core::NodeId;
+
+pub use super::router::policy::{PunchFor, SignalSettings};
 use serde::Deserialize;
 
 /// The public libp2p bootstrap nodes (the Amino DHT), as rust-libp2p's `ipfs-kad`
@@ -229,6 +231,10 @@ pub struct NodeConfig {
     pub swarm: SwarmSettings,
     /// The routing policy's stage timeouts.
     pub route: RouteSettings,
+    /// Signaling policy (`[signal]`): whose requests the node punches back for, and
+    /// whether loopback and private candidates are dialed whatever the node's own
+    /// addresses (see [`crate::node::router::policy`]).
+    pub signal: SignalSettings,
     /// Serve the seed directory (HTTP) on this address.
     pub directory: Option<SocketAddr>,
     /// Serve Prometheus metrics (`/metrics`) and `/status` on this address.
@@ -269,6 +275,7 @@ impl Default for NodeConfig {
             autonat: true,
             swarm: SwarmSettings::default(),
             route: RouteSettings::default(),
+            signal: SignalSettings::default(),
             directory: None,
             metrics: None,
             control: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -521,10 +521,22 @@ mod component_tests {
         let (verdict, _) = g.on_gossip(k, stranger, &data, &FakeView::default(), &now.ts);
         assert_eq!(verdict, MessageAcceptance::Reject);
         // On another group's topic: rejected.
-        let (verdict, _) = g.on_gossip(DiscoveryKey::from_name("other"), author, &data, &FakeView::default(), &now.ts);
+        let (verdict, _) = g.on_gossip(
+            DiscoveryKey::from_name("other"),
+            author,
+            &data,
+            &FakeView::default(),
+            &now.ts,
+        );
         assert_eq!(verdict, MessageAcceptance::Reject);
         // Expired on its way: ignored, nobody penalised.
-        let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts.plus_secs(61));
+        let (verdict, _) = g.on_gossip(
+            k,
+            author,
+            &data,
+            &FakeView::default(),
+            &now.ts.plus_secs(61),
+        );
         assert_eq!(verdict, MessageAcceptance::Ignore);
         // Its own: accepted, and the application hears of the new member.
         let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
@@ -594,7 +606,13 @@ mod component_tests {
         for _ in 0..10 {
             let m = NodeKeypair::generate();
             let author = m.node_id().to_peer_id().ok();
-            let (v, _) = g.on_gossip(k, author, &presence(&m, &k, "announce", &now.ts), &FakeView::default(), &now.ts);
+            let (v, _) = g.on_gossip(
+                k,
+                author,
+                &presence(&m, &k, "announce", &now.ts),
+                &FakeView::default(),
+                &now.ts,
+            );
             assert_eq!(v, MessageAcceptance::Accept);
         }
         let dials = |actions: &[Action]| {
