@@ -370,7 +370,8 @@ async fn a_strangers_candidates_make_no_dial() {
     let corr = "corr:stranger";
     let mut p = Map::new();
     p.insert("purpose".into(), json!("connect"));
-    let mut frames = vec![mesh_signal::frame(&kx, b.node, "connect_request", corr, p, &now).unwrap()];
+    let mut frames =
+        vec![mesh_signal::frame(&kx, b.node, "connect_request", corr, p, &now).unwrap()];
     let addrs: Vec<String> = (0..16)
         .map(|_| format!("/ip4/127.0.0.1/udp/{port}/quic-v1"))
         .collect();
@@ -388,7 +389,11 @@ async fn a_strangers_candidates_make_no_dial() {
         while delivered < frames.len() {
             match y.select_next_some().await {
                 SwarmEvent::Behaviour(Event::Delivered { .. }) => delivered += 1,
-                SwarmEvent::Behaviour(Event::Refused { error, by_peer: true, .. }) => {
+                SwarmEvent::Behaviour(Event::Refused {
+                    error,
+                    by_peer: true,
+                    ..
+                }) => {
                     panic!("B refused a frame: {error}")
                 }
                 _ => {}

@@ -530,6 +530,21 @@ mod tests {
     }
 
     #[test]
+    fn signal_policy_parses_and_defaults_to_known_peers() {
+        let d = NodeConfig::default().signal;
+        assert_eq!(d.punch_for, PunchFor::Known);
+        assert!(!d.private_candidates);
+        let c =
+            NodeConfig::from_toml("[signal]\npunch_for = \"anyone\"\nprivate_candidates = true\n")
+                .unwrap();
+        assert_eq!(c.signal.punch_for, PunchFor::Anyone);
+        assert!(c.signal.private_candidates);
+        let c = NodeConfig::from_toml("[signal]\npunch_for = \"nobody\"\n").unwrap();
+        assert_eq!(c.signal.punch_for, PunchFor::Nobody);
+        assert!(NodeConfig::from_toml("[signal]\npunch_for = \"all\"\n").is_err());
+    }
+
+    #[test]
     fn explicit_bootstrap_list() {
         let c = NodeConfig::from_toml(
             r#"bootstrap = ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8"]"#,

@@ -623,3 +623,47 @@ async fn a_rate_limited_frame_is_taken_when_retried_after_the_time_given() {
     assert_eq!(refusals(&seen, 1), vec![], "refused again");
     assert_eq!(received(&seen, 2).unwrap().frame_id(), "r3");
 }
+
+/// One connected peer may hand over only so many frames (here a burst of 3, then 1 a
+/// minute), whoever signed them: the rest are refused with `E_TRANSPORT_REJECTED` and
+/// the time to wait, before their signatures are checked.
+#[tokio::test]
+async fn one_peer_hands_over_a_bounded_number_of_frames() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let lots = RateLimit::per_minute(1000, 1000);
+    let mut a = node(&ka, false, lots);
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(Config {
+            per_peer: RateLimit::per_minute(3, 1),
+            ..Config::new(kb.node_id())
+        }),
+    );
+    connect(&mut a, &mut b).await;
+    for i in 0..5 {
+        let f = frame(
+            &ka,
+            &kb,
+            "connect_request",
+            &format!("p{i}"),
+            &format!("p{i}"),
+        );
+        a.behaviour_mut().send(&f, None).unwrap();
+    }
+    let count = |s: &[(usize, Event)], at: usize, what: fn(&Event) -> bool| {
+        s.iter().filter(|(i, e)| *i == at && what(e)).count()
+    };
+    let seen = run(&mut [&mut a, &mut b], |s| {
+        count(s, 0, |e| {
+            matches!(e, Event::Delivered { .. } | Event::Refused { .. })
+        }) == 5
+    })
+    .await;
+    assert_eq!(count(&seen, 1, |e| matches!(e, Event::Received { .. })), 3);
+    let refused_b = refusals(&seen, 1);
+    assert_eq!(refused_b.len(), 2, "{refused_b:?}");
+    for (code, detail) in refused_b {
+        assert_eq!(code, ErrorCode::TransportRejected);
+        assert!(detail.contains("retry after"), "{detail}");
+    }
+}
