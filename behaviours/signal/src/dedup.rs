@@ -54,8 +54,8 @@ impl Seen {
     /// Records `d` until `until` (the frame's `expires-at`). The oldest entry makes room
     /// when the filter is full; expired ones are dropped first.
     pub fn insert(&mut self, d: FrameDigest, until: Timestamp, now: &Timestamp) {
-        if self.until.contains_key(&d) {
-            self.until.insert(d, until);
+        if let Some(t) = self.until.get_mut(&d) {
+            *t = until;
             return;
         }
         if self.order.len() >= self.capacity {
