@@ -836,4 +836,29 @@ mod tests {
         // 0 and 1 expired at 60 and 61 s; 4 (until 64 s) stays beside the newcomer.
         assert_eq!(a.swarms.member_count(&k), Some(2));
     }
+
+    #[test]
+    fn a_full_table_takes_a_newcomer_in_place_of_a_member_not_seen_alive() {
+        let k = DiscoveryKey::from_name("flood");
+        let mut a = Peer::new(60);
+        a.swarms.config.max_members = 2;
+        a.swarms.join(k).unwrap();
+        let now = t0();
+        // Two members nobody can see alive (say, presences of throwaway keys)…
+        for _ in 0..2 {
+            let mut junk = Peer::new(60);
+            junk.swarms.join(k).unwrap();
+            let p = junk.say(&k, "join", &now);
+            a.swarms.on_presence(&p, &now).unwrap();
+        }
+        // …do not lock the next member out.
+        let mut real = Peer::new(60);
+        real.swarms.join(k).unwrap();
+        let p = real.say(&k, "join", &now.plus_secs(1));
+        let changes = a.swarms.on_presence(&p, &now.plus_secs(1)).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        let members = a.swarms.members(&k).unwrap();
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().any(|m| m.node == real.key.node_id()));
+    }
 }
