@@ -333,6 +333,7 @@ mod tests {
             config: DirectoryConfig::default(),
             clients: Arc::new(Mutex::new(RateLimiter::new(per_client, 1024))),
             clock: Arc::new(Timestamp::now),
+            writes: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

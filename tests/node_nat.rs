@@ -84,12 +84,18 @@ fn connect_across(prefix: &str, nat: NatKind) -> Value {
     );
     let seed = format!("{}@/ip4/{pub_ip}/udp/{PORT}/quic-v1", p.node_id());
     let relay = format!("/ip4/{pub_ip}/tcp/{PORT}/p2p/{}", p.peer_id());
+    // A and B share no swarm: each must punch for the other, which the default
+    // policy (session peers and swarm members) does not do for strangers.
     let private = |host: Host, dir: &std::path::Path| {
+        let config = dir.join("signal.toml");
+        std::fs::write(&config, "[signal]\npunch_for = \"anyone\"\n").unwrap();
         start(
             &topo,
             host,
             dir,
             &common(&[
+                "--config".into(),
+                config.display().to_string(),
                 "--seed".into(),
                 seed.clone(),
                 "--relay".into(),

@@ -1,7 +1,8 @@
 //! The routing policy and signaling between in-process nodes on loopback: a node whose
 //! advertised address is dead is reached by signaling through a host and both sides
 //! dialing; without a signaling host the relay circuit wins; a setup payload travels
-//! through a host; markers go both ways over the chosen path.
+//! through a host; markers go both ways over the chosen path. A stranger's signaled
+//! candidates make the node send nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -324,4 +325,97 @@ async fn setup_payload_through_a_host() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::TransportUnavailable, "{e}");
+}
+
+/// A stranger (no session, no swarm in common) connects to B and sends, as a key of
+/// its choosing, a `connect` request and QUIC candidates that all point at a UDP socket
+/// on loopback. B takes the frames (they are delivered), but sends not one datagram
+/// there: it dials candidates only for requesters its policy knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_candidates_make_no_dial() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use mesh_signal::{Behaviour, Config, Event};
+    use serde_json::{Map, json};
+
+    let b = start(NodeConfig {
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ],
+        ..base(vec![])
+    })
+    .await;
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = victim.local_addr().unwrap().port();
+
+    // The frames are signed by X; the connection is Y's.
+    let (kx, ky) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut y = mesh_testkit::swarm_with(&ky, Behaviour::new(Config::new(kx.node_id())));
+    y.dial(b.addr.clone()).unwrap();
+    let b_peer = b.node.to_peer_id().unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } = y.select_next_some().await
+                && peer_id == b_peer
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("connected to B");
+
+    let now = mesh_core::Timestamp::now();
+    let corr = "corr:stranger";
+    let mut p = Map::new();
+    p.insert("purpose".into(), json!("connect"));
+    let mut frames =
+        vec![mesh_signal::frame(&kx, b.node, "connect_request", corr, p, &now).unwrap()];
+    let addrs: Vec<String> = (0..16)
+        .map(|_| format!("/ip4/127.0.0.1/udp/{port}/quic-v1"))
+        .collect();
+    for _ in 0..4 {
+        let mut p = Map::new();
+        p.insert("addrs".into(), json!(addrs));
+        frames.push(mesh_signal::frame(&kx, b.node, "candidate", corr, p, &now).unwrap());
+    }
+    for f in &frames {
+        y.behaviour_mut().send(f, None).unwrap();
+    }
+    // Every frame is taken by B.
+    let mut delivered = 0;
+    tokio::time::timeout(WAIT, async {
+        while delivered < frames.len() {
+            match y.select_next_some().await {
+                SwarmEvent::Behaviour(Event::Delivered { .. }) => delivered += 1,
+                SwarmEvent::Behaviour(Event::Refused {
+                    error,
+                    by_peer: true,
+                    ..
+                }) => {
+                    panic!("B refused a frame: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("frames delivered");
+    // Nothing reaches the socket (bounded wait, the swarm kept polled meanwhile).
+    let mut buf = [0u8; 2048];
+    let mut datagrams = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        tokio::select! {
+            r = victim.recv_from(&mut buf) => {
+                if r.is_ok() {
+                    datagrams += 1;
+                }
+            }
+            _ = y.select_next_some() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    assert_eq!(datagrams, 0, "B sent datagrams to a stranger's candidate");
 }

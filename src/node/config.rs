@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use mesh_core::NodeId;
+
+pub use super::router::policy::{PunchFor, SignalSettings};
 use serde::Deserialize;
 
 /// The public libp2p bootstrap nodes (the Amino DHT), as rust-libp2p's `ipfs-kad`
@@ -274,6 +276,10 @@ pub struct NodeConfig {
     pub swarm: SwarmSettings,
     /// The routing policy's stage timeouts.
     pub route: RouteSettings,
+    /// Signaling policy (`[signal]`): whose requests the node punches back for, and
+    /// whether loopback and private candidates are dialed whatever the node's own
+    /// addresses (see [`crate::node::router::policy`]).
+    pub signal: SignalSettings,
     /// Serve the seed directory (HTTP) on this address.
     pub directory: Option<SocketAddr>,
     /// Serve Prometheus metrics (`/metrics`) and `/status` on this address.
@@ -318,6 +324,7 @@ impl Default for NodeConfig {
             autonat: true,
             swarm: SwarmSettings::default(),
             route: RouteSettings::default(),
+            signal: SignalSettings::default(),
             directory: None,
             metrics: None,
             control: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -596,6 +603,21 @@ mod tests {
             (http.max_connections, http.max_connections_per_client),
             (64, 32)
         );
+    }
+
+    #[test]
+    fn signal_policy_parses_and_defaults_to_known_peers() {
+        let d = NodeConfig::default().signal;
+        assert_eq!(d.punch_for, PunchFor::Known);
+        assert!(!d.private_candidates);
+        let c =
+            NodeConfig::from_toml("[signal]\npunch_for = \"anyone\"\nprivate_candidates = true\n")
+                .unwrap();
+        assert_eq!(c.signal.punch_for, PunchFor::Anyone);
+        assert!(c.signal.private_candidates);
+        let c = NodeConfig::from_toml("[signal]\npunch_for = \"nobody\"\n").unwrap();
+        assert_eq!(c.signal.punch_for, PunchFor::Nobody);
+        assert!(NodeConfig::from_toml("[signal]\npunch_for = \"all\"\n").is_err());
     }
 
     #[test]

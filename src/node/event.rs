@@ -150,13 +150,14 @@ pub enum NodeEvent {
         /// The addresses it announced.
         addrs: Vec<String>,
     },
-    /// A member left one of our swarms: `leave` (it said so) or `expired`.
+    /// A member left one of our swarms: `leave` (it said so), `expired`, or `evicted`
+    /// (the member table was full and it was not seen alive).
     SwarmMemberLeft {
         /// The swarm.
         swarm: mesh_signal::group::DiscoveryKey,
         /// The member.
         node: NodeId,
-        /// `leave` or `expired`.
+        /// `leave`, `expired` or `evicted`.
         reason: &'static str,
     },
 }

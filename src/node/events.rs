@@ -216,7 +216,9 @@ impl Node {
                     self.idle.conns.touch(&peer, Instant::now());
                 }
                 let now = Instant::now();
-                let actions = self.router.on_signal(e, &view!(self), now);
+                let groups = &self.groups;
+                let member = |n: &mesh_core::NodeId| groups.is_member(n);
+                let actions = self.router.on_signal(e, &view!(self), &member, now);
                 self.apply(actions);
             }
             MeshBehaviourEvent::AutonatServer(_)
@@ -315,9 +317,13 @@ impl Node {
         if let Some(key) = mesh_signal::group::DiscoveryKey::from_topic(&topic)
             && self.groups.is_joined(&key)
         {
-            let (acceptance, actions) =
-                self.groups
-                    .on_gossip(key, message.source, &message.data, &Timestamp::now());
+            let (acceptance, actions) = self.groups.on_gossip(
+                key,
+                message.source,
+                &message.data,
+                &view!(self),
+                &Timestamp::now(),
+            );
             self.apply(actions);
             self.swarm
                 .behaviour_mut()

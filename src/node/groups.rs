@@ -76,6 +76,11 @@ impl Groups {
         self.tables.joined()
     }
 
+    /// Whether `node` is a member of a group this node is in.
+    pub(crate) fn is_member(&self, node: &NodeId) -> bool {
+        self.tables.is_member(node)
+    }
+
     /// The members of `key` this node knows (`None`: not in it).
     pub(crate) fn members(&self, key: &DiscoveryKey) -> Option<Vec<GroupMember>> {
         self.tables.members(key).map(|ms| {
@@ -310,12 +315,14 @@ impl Groups {
     }
 
     /// A gossip message on the topic of group `key`: a presence signed by the
-    /// message's author, or it is refused (see [`refusal`] for how).
+    /// message's author, or it is refused (see [`refusal`] for how). A full member
+    /// table evicts members this node is not connected to before it refuses one.
     pub(crate) fn on_gossip(
         &mut self,
         key: DiscoveryKey,
         source: Option<PeerId>,
         data: &[u8],
+        view: &dyn View,
         ts: &Timestamp,
     ) -> (gossipsub::MessageAcceptance, Actions) {
         let checked = SwarmPresence::verify_cbor(data, ts).and_then(|p| {
@@ -343,7 +350,8 @@ impl Groups {
         };
         // A valid presence we cannot take (our table is full) is not the sender's
         // fault: ignored, not rejected, so nobody is penalised for it.
-        match self.tables.on_presence(&presence, ts) {
+        let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));
+        match self.tables.on_presence_alive(&presence, ts, alive) {
             Ok(changes) => (
                 gossipsub::MessageAcceptance::Accept,
                 self.changes(changes, ts),
@@ -510,16 +518,28 @@ mod component_tests {
         let data = presence(&other, &k, "announce", &now.ts);
         // Forwarded under another author's name: rejected.
         let stranger = NodeKeypair::generate().node_id().to_peer_id().ok();
-        let (verdict, _) = g.on_gossip(k, stranger, &data, &now.ts);
+        let (verdict, _) = g.on_gossip(k, stranger, &data, &FakeView::default(), &now.ts);
         assert_eq!(verdict, MessageAcceptance::Reject);
         // On another group's topic: rejected.
-        let (verdict, _) = g.on_gossip(DiscoveryKey::from_name("other"), author, &data, &now.ts);
+        let (verdict, _) = g.on_gossip(
+            DiscoveryKey::from_name("other"),
+            author,
+            &data,
+            &FakeView::default(),
+            &now.ts,
+        );
         assert_eq!(verdict, MessageAcceptance::Reject);
         // Expired on its way: ignored, nobody penalised.
-        let (verdict, _) = g.on_gossip(k, author, &data, &now.ts.plus_secs(61));
+        let (verdict, _) = g.on_gossip(
+            k,
+            author,
+            &data,
+            &FakeView::default(),
+            &now.ts.plus_secs(61),
+        );
         assert_eq!(verdict, MessageAcceptance::Ignore);
         // Its own: accepted, and the application hears of the new member.
-        let (verdict, actions) = g.on_gossip(k, author, &data, &now.ts);
+        let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
         assert_eq!(verdict, MessageAcceptance::Accept);
         assert!(actions.iter().any(|a| matches!(
             a,
@@ -586,7 +606,13 @@ mod component_tests {
         for _ in 0..10 {
             let m = NodeKeypair::generate();
             let author = m.node_id().to_peer_id().ok();
-            let (v, _) = g.on_gossip(k, author, &presence(&m, &k, "announce", &now.ts), &now.ts);
+            let (v, _) = g.on_gossip(
+                k,
+                author,
+                &presence(&m, &k, "announce", &now.ts),
+                &FakeView::default(),
+                &now.ts,
+            );
             assert_eq!(v, MessageAcceptance::Accept);
         }
         let dials = |actions: &[Action]| {

@@ -264,7 +264,7 @@ impl Node {
             )),
             seen: lookups::AdvertsSeen::default(),
             waiting: Waiting::default(),
-            router: Router::new(key.clone(), config.route),
+            router: Router::new(key.clone(), config.route, config.signal),
             groups: Groups::new(key.clone(), group_config),
             key,
             relays,

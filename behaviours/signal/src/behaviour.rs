@@ -1,6 +1,8 @@
 //! `/mesh/signal/1.0.0`: signed frames between nodes, directly or through a signaling
-//! host. Every receiver verifies `from`'s signature (a host cannot forge or alter a
-//! frame), suppresses duplicates, and a host forwards a frame to `to` only when it is
+//! host. Every receiver limits the frames each peer hands it ([`Config::per_peer`]),
+//! verifies `from`'s signature (a host cannot forge or alter a frame), suppresses
+//! duplicates (digests, until the frame expires, recorded only once a frame was taken),
+//! and a host forwards a frame to `to` only when it is
 //! connected to it, counting the hop (at most 2) and rate-limiting each sender. It
 //! sweeps its correlation table itself, every [`Config::sweep_interval`] on its
 //! [`Config::clock`]: requests and accepted correlations that took too long expire, and
@@ -22,6 +24,7 @@ use mesh_core::{
 
 use crate::codec::{self, Answer, Codec, MAX_BATCH, MAX_REQUEST};
 use crate::correlation::{Correlations, Limits, Transition};
+use crate::dedup::{self, Seen};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/signal/1.0.0");
@@ -35,7 +38,12 @@ pub struct Config {
     pub host: bool,
     /// Frames a host forwards per sender (`from`).
     pub per_sender: RateLimit,
-    /// Frame ids remembered for duplicate suppression.
+    /// Frames taken from one connected peer (the signer or a host handing frames
+    /// over), whoever signed them: beyond, `E_TRANSPORT_REJECTED` with the seconds to
+    /// wait, before any signature is checked.
+    pub per_peer: RateLimit,
+    /// Frames remembered for duplicate suppression (a 16-byte digest each, kept until
+    /// the frame expires).
     pub dedup: usize,
     /// Correlation limits.
     pub limits: Limits,
@@ -67,7 +75,8 @@ impl Config {
             node,
             host: false,
             per_sender: RateLimit::per_minute(120, 240),
-            dedup: 4096,
+            per_peer: RateLimit::per_minute(256, 600),
+            dedup: 8192,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             forward_marked_only: false,
@@ -130,8 +139,8 @@ pub struct Behaviour {
     config: Config,
     correlations: Correlations,
     limiter: RateLimiter<NodeId>,
-    seen: HashSet<(NodeId, String)>,
-    seen_order: VecDeque<(NodeId, String)>,
+    per_peer: RateLimiter<PeerId>,
+    seen: Seen,
     connected: HashSet<PeerId>,
     marked: HashSet<PeerId>,
     routes: HashMap<NodeId, PeerId>,
@@ -160,8 +169,8 @@ impl Behaviour {
             ),
             correlations: Correlations::new(config.limits),
             limiter: RateLimiter::new(config.per_sender, 65_536),
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            per_peer: RateLimiter::new(config.per_peer, 4096),
+            seen: Seen::new(config.dedup),
             connected: HashSet::new(),
             marked: HashSet::new(),
             routes: HashMap::new(),
@@ -301,20 +310,6 @@ impl Behaviour {
         Some((peer, ids))
     }
 
-    fn remember(&mut self, key: (NodeId, String)) -> bool {
-        if self.seen.contains(&key) {
-            return false;
-        }
-        if self.seen_order.len() >= self.config.dedup
-            && let Some(old) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        self.seen.insert(key.clone());
-        self.seen_order.push_back(key);
-        true
-    }
-
     /// Verifies the frames of one request: one with [`Artifact::verify_cbor`], a batch
     /// parsed frame by frame and its signatures checked with one batch equation
     /// (`mesh_core::verify_batch`, the accept set of `verify_strict`), then the clock
@@ -355,9 +350,31 @@ impl Behaviour {
             Err(e) => return Answer::One(Err(e)),
         };
         let batch = items.len() > 1;
-        let results: Vec<MeshResult<()>> = Self::verify(&items, &now)
+        // The peer's allowance first: frames beyond it are refused unread.
+        let mut allowed: Vec<&[u8]> = Vec::with_capacity(items.len());
+        let mut limited: Vec<Option<MeshError>> = Vec::with_capacity(items.len());
+        for item in &items {
+            match self.per_peer.check(&peer, &now) {
+                Ok(()) => {
+                    allowed.push(item);
+                    limited.push(None);
+                }
+                Err(secs) => limited.push(Some(MeshError::new(
+                    ErrorCode::TransportRejected,
+                    format!("too many frames from this peer; retry after {secs} s"),
+                ))),
+            }
+        }
+        let mut verified = Self::verify(&allowed, &now).into_iter();
+        let results: Vec<MeshResult<()>> = limited
             .into_iter()
-            .map(|f| f.and_then(|f| self.accept(peer, f, &now)))
+            .map(|refused| match refused {
+                Some(e) => Err(e),
+                None => verified
+                    .next()
+                    .unwrap_or_else(|| Err(MeshError::invalid("signal-frame.v1: not verified")))
+                    .and_then(|f| self.accept(peer, f, &now)),
+            })
             .collect();
         if batch {
             Answer::Batch(results)
@@ -369,8 +386,11 @@ impl Behaviour {
     /// What happens to a verified frame: delivered here, or forwarded.
     fn accept(&mut self, peer: PeerId, frame: SignalFrame, now: &Timestamp) -> MeshResult<()> {
         if frame.to() == self.config.node {
-            self.not_seen(&frame)?;
-            let transition = self.correlations.on_frame(&self.config.node, &frame, now)?;
+            let digest = self.not_seen(&frame, now)?;
+            let transition =
+                self.correlations
+                    .on_frame_via(&self.config.node, &frame, Some(peer), now)?;
+            self.seen.insert(digest, frame.expires_at().clone(), now);
             self.events.push_back(Event::Received {
                 via: peer,
                 frame: Box::new(frame),
@@ -401,9 +421,10 @@ impl Behaviour {
                 }
             }
         };
-        // A full queue refuses the frame before it is remembered, so it may come again.
+        // A frame is remembered only once it is forwarded: refused for a full queue or
+        // the sender's rate, it may come again (and "retry after" means it).
         self.check_room(&hop)?;
-        self.not_seen(&frame)?;
+        let digest = self.not_seen(&frame, now)?;
         self.limiter.check(&frame.from(), now).map_err(|s| {
             MeshError::new(
                 ErrorCode::TransportRejected,
@@ -411,6 +432,7 @@ impl Behaviour {
             )
         })?;
         let next = frame.forwarded()?;
+        self.seen.insert(digest, frame.expires_at().clone(), now);
         let frame_id = frame.frame_id().to_owned();
         self.enqueue(hop, next.to_cbor(), frame_id.clone());
         self.events.push_back(Event::Forwarded {
@@ -421,10 +443,12 @@ impl Behaviour {
         Ok(())
     }
 
-    /// `E_HS_REPLAY` for a frame seen before; remembers it otherwise.
-    fn not_seen(&mut self, frame: &SignalFrame) -> MeshResult<()> {
-        if self.remember((frame.from(), frame.frame_id().to_owned())) {
-            Ok(())
+    /// `E_HS_REPLAY` for a frame taken before; its digest otherwise (recorded by the
+    /// caller once the frame is taken).
+    fn not_seen(&self, frame: &SignalFrame, now: &Timestamp) -> MeshResult<dedup::FrameDigest> {
+        let digest = dedup::digest(&frame.from(), frame.frame_id());
+        if !self.seen.contains(&digest, now) {
+            Ok(digest)
         } else {
             Err(MeshError::new(
                 ErrorCode::HsReplay,
@@ -564,6 +588,7 @@ impl NetworkBehaviour for Behaviour {
                 self.sweep.reset(self.config.sweep_every());
                 let now = (self.config.clock)();
                 self.correlations.sweep(&now);
+                self.seen.purge(&now);
                 continue;
             }
             match self.inner.poll(cx) {

@@ -5,9 +5,17 @@
 //! `connect_reject`. Candidates and setup payloads may flow both ways while the
 //! correlation is requested or accepted (trickled before the answer, as ICE does).
 //! `done` ends an accepted correlation once a connection is up.
+//!
+//! The table is shared fairly: other nodes' requests may fill at most
+//! `max_open - reserved_own` entries (the rest is kept for this node's own requests, so
+//! a flood never blocks the node's own routes and setups), one signer at most
+//! `max_per_peer` and one delivering link (the peer that handed the frames over, the
+//! signer itself or a signaling host) at most `max_per_link`. Entries that ended and
+//! only linger are evicted, oldest first, before a request is refused.
 
 use std::collections::HashMap;
 
+use libp2p::PeerId;
 use mesh_core::{ErrorCode, MeshError, MeshResult, NodeId, SignalFrame, Timestamp};
 
 /// Which side of the correlation this node is.
@@ -55,6 +63,12 @@ pub struct Limits {
     pub max_open: usize,
     /// Most frames one correlation may carry.
     pub max_frames: u32,
+    /// Room in `max_open` that only this node's own requests may take.
+    pub reserved_own: usize,
+    /// Most correlations one other node (the signer) may hold with this one.
+    pub max_per_peer: usize,
+    /// Most incoming correlations one delivering peer may have handed over.
+    pub max_per_link: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +79,9 @@ impl Default for Limits {
             linger_secs: 120,
             max_open: 1024,
             max_frames: 64,
+            reserved_own: 256,
+            max_per_peer: 16,
+            max_per_link: 128,
         }
     }
 }
@@ -86,6 +103,8 @@ struct Entry {
     state: State,
     since: Timestamp,
     frames: u32,
+    /// Who handed the request over (incoming correlations).
+    link: Option<PeerId>,
 }
 
 /// The correlations of one node, keyed by (peer, correlation id).
@@ -135,6 +154,20 @@ impl Correlations {
         frame: &SignalFrame,
         now: &Timestamp,
     ) -> MeshResult<Transition> {
+        self.on_frame_via(me, frame, None, now)
+    }
+
+    /// [`Correlations::on_frame`] for a frame that `link` handed over (the signer
+    /// itself, or a signaling host): a new incoming correlation counts against the
+    /// link's quota as well as the signer's. Past a quota, or past the room other nodes
+    /// may take, the request is `E_TRANSPORT_REJECTED`.
+    pub fn on_frame_via(
+        &mut self,
+        me: &NodeId,
+        frame: &SignalFrame,
+        link: Option<PeerId>,
+        now: &Timestamp,
+    ) -> MeshResult<Transition> {
         let outgoing = frame.from() == *me;
         if !outgoing && frame.to() != *me {
             return Err(MeshError::invalid(
@@ -149,11 +182,10 @@ impl Correlations {
             if kind != "connect_request" {
                 return Err(unknown(frame.correlation()));
             }
-            if self.open.len() >= limits.max_open {
-                return Err(MeshError::new(
-                    ErrorCode::TransportRejected,
-                    format!("too many open correlations ({})", limits.max_open),
-                ));
+            if outgoing {
+                self.make_room(|_, _| true, limits.max_open, "open correlations")?;
+            } else {
+                self.admit(&peer, link)?;
             }
             let role = if outgoing {
                 Role::Initiator
@@ -167,6 +199,7 @@ impl Correlations {
                     state: State::Requested,
                     since: now.clone(),
                     frames: 1,
+                    link: if outgoing { None } else { link },
                 },
             );
             return Ok(Transition::Opened);
@@ -241,6 +274,65 @@ impl Correlations {
             _ => Err(MeshError::invalid(format!(
                 "signal-frame.v1: unexpected {kind}"
             ))),
+        }
+    }
+
+    /// Whether another node's new request fits: within the signer's and the link's
+    /// quotas and the room left to others; lingering entries make room first.
+    fn admit(&mut self, peer: &NodeId, link: Option<PeerId>) -> MeshResult<()> {
+        let l = self.limits;
+        let others = l.max_open.saturating_sub(l.reserved_own);
+        let incoming = |_: &NodeId, e: &Entry| e.role == Role::Responder;
+        self.make_room(incoming, others, "correlations opened by other nodes")?;
+        let from_peer = |p: &NodeId, e: &Entry| e.role == Role::Responder && p == peer;
+        self.make_room(
+            from_peer,
+            l.max_per_peer,
+            "correlations opened by this node",
+        )?;
+        if let Some(link) = link {
+            let by_link = |_: &NodeId, e: &Entry| e.role == Role::Responder && e.link == Some(link);
+            self.make_room(
+                by_link,
+                l.max_per_link,
+                "correlations handed over by this peer",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Makes room for one more entry among those `counted`, at most `max`: the oldest
+    /// of them that ended (and only lingers) is forgotten; `E_TRANSPORT_REJECTED` when
+    /// they are all still running.
+    fn make_room(
+        &mut self,
+        counted: impl Fn(&NodeId, &Entry) -> bool,
+        max: usize,
+        what: &str,
+    ) -> MeshResult<()> {
+        let mut n = 0;
+        let mut oldest_final: Option<(&(NodeId, String), &Timestamp)> = None;
+        for (k, e) in &self.open {
+            if !counted(&k.0, e) {
+                continue;
+            }
+            n += 1;
+            if e.state.is_final() && oldest_final.is_none_or(|(_, t)| e.since < *t) {
+                oldest_final = Some((k, &e.since));
+            }
+        }
+        if n < max {
+            return Ok(());
+        }
+        match oldest_final.map(|(k, _)| k.clone()) {
+            Some(k) if n == max => {
+                self.open.remove(&k);
+                Ok(())
+            }
+            _ => Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("too many {what} ({max}); retry later"),
+            )),
         }
     }
 
@@ -453,5 +545,76 @@ mod tests {
             at_a.on_frame(&me, &c, &t(201)).unwrap_err().code,
             ErrorCode::TransportRejected
         );
+    }
+
+    #[test]
+    fn quotas_per_peer_and_link_and_room_kept_for_our_own() {
+        let me_key = NodeKeypair::generate();
+        let me = me_key.node_id();
+        let limits = Limits {
+            max_open: 8,
+            reserved_own: 3,
+            max_per_peer: 2,
+            max_per_link: 3,
+            ..Limits::default()
+        };
+        let mut table = Correlations::new(limits);
+        let (a, c, d) = (
+            NodeKeypair::generate(),
+            NodeKeypair::generate(),
+            NodeKeypair::generate(),
+        );
+        let (link_a, host) = (PeerId::random(), PeerId::random());
+        let req = |k: &NodeKeypair, corr: &str| frame(k, &me_key, "connect_request", corr, 0);
+        // One signer: two correlations, the third refused with a code.
+        for corr in ["a1", "a2"] {
+            table
+                .on_frame_via(&me, &req(&a, corr), Some(link_a), &t(0))
+                .unwrap();
+        }
+        let e = table
+            .on_frame_via(&me, &req(&a, "a3"), Some(link_a), &t(0))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        // Other signers through one host: the host's link quota (3) applies.
+        table
+            .on_frame_via(&me, &req(&c, "c1"), Some(host), &t(0))
+            .unwrap();
+        table
+            .on_frame_via(&me, &req(&c, "c2"), Some(host), &t(0))
+            .unwrap();
+        table
+            .on_frame_via(&me, &req(&d, "d1"), Some(host), &t(0))
+            .unwrap();
+        let e = table
+            .on_frame_via(&me, &req(&d, "d2"), Some(host), &t(0))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        // Others may take 8 - 3 = 5 entries: full now (a1 a2 c1 c2 d1).
+        let e = table
+            .on_frame_via(&me, &req(&d, "d3"), Some(PeerId::random()), &t(0))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        // Our own requests still find room: the three reserved ones.
+        for corr in ["m1", "m2", "m3"] {
+            let ours = frame(&me_key, &a, "connect_request", corr, 0);
+            assert_eq!(
+                table.on_frame(&me, &ours, &t(0)).unwrap(),
+                Transition::Opened
+            );
+        }
+        let ours = frame(&me_key, &a, "connect_request", "m4", 0);
+        assert_eq!(
+            table.on_frame(&me, &ours, &t(0)).unwrap_err().code,
+            ErrorCode::TransportRejected
+        );
+        // A correlation that ended (and only lingers) gives its place up before a
+        // request is refused.
+        table.sweep(&t(31));
+        assert_eq!(table.len(), 8, "expired ones linger");
+        table
+            .on_frame_via(&me, &req(&d, "d4"), Some(PeerId::random()), &t(32))
+            .unwrap();
+        assert_eq!(table.len(), 8);
     }
 }

@@ -8,8 +8,10 @@
 //! - [`correlation`]: the per-correlation state machine with its timeouts (pure logic,
 //!   it takes `now`);
 //! - [`codec`]: the wire form (one frame or a batch per request, per-frame answers);
+//! - [`dedup`]: the duplicate filter (digests of taken frames, until they expire);
 //! - [`Behaviour`]: `/mesh/signal/1.0.0`, frames sent directly or through a signaling
-//!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression);
+//!   host that forwards them (hop limit, per-sender rate limit, duplicate suppression),
+//!   with a frame allowance per connected peer and per-peer correlation quotas;
 //!   the receiver verifies `from`'s signature; it sweeps its correlation table itself,
 //!   on a timer.
 //!
@@ -20,6 +22,7 @@
 mod behaviour;
 pub mod codec;
 pub mod correlation;
+pub mod dedup;
 pub mod frames;
 pub mod group;
 

@@ -1,6 +1,7 @@
 //! `/mesh/signal/1.0.0` between real swarms: direct, through one and two signaling
 //! hosts, and the refusals (forged or altered frames, hop limit, rate limit, duplicates);
-//! the behaviour sweeps its correlation table itself.
+//! the behaviour sweeps its correlation table itself; the quotas that keep one peer from
+//! filling the correlation table, and a rate-limited frame that comes again in time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::task::Poll;
@@ -15,14 +16,17 @@ use mesh_testkit::{TestClock, next_event, swarm_with};
 use serde_json::{Value, json};
 
 fn node(key: &NodeKeypair, host: bool, per_sender: RateLimit) -> Swarm<Behaviour> {
-    swarm_with(
-        key,
-        Behaviour::new(Config {
-            host,
-            per_sender,
-            ..Config::new(key.node_id())
-        }),
-    )
+    let mut config = Config {
+        host,
+        per_sender,
+        ..Config::new(key.node_id())
+    };
+    // The per-peer allowance is not what these tests are about (when they ask for a
+    // generous per-sender limit).
+    if per_sender.burst >= 1000 {
+        config.per_peer = per_sender;
+    }
+    swarm_with(key, Behaviour::new(config))
 }
 
 fn frame(from: &NodeKeypair, to: &NodeKeypair, kind: &str, corr: &str, id: &str) -> SignalFrame {
@@ -248,7 +252,20 @@ async fn many_frames_at_once_travel_in_batches() {
     );
     let mut a = node(&ka, false, lots);
     let mut h = node(&kh, true, lots);
-    let mut b = node(&kb, false, lots);
+    // B takes 300 correlations from A here (the per-peer quotas are tested elsewhere).
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(Config {
+            per_sender: lots,
+            per_peer: lots,
+            limits: Limits {
+                max_per_peer: 1000,
+                max_per_link: 1000,
+                ..Limits::default()
+            },
+            ..Config::new(kb.node_id())
+        }),
+    );
     connect(&mut a, &mut h).await;
     connect(&mut h, &mut b).await;
     let via = Some(*h.local_peer_id());
@@ -475,4 +492,178 @@ async fn a_third_host_is_refused_by_the_hop_limit() {
             .any(|(i, e)| *i == at && matches!(e, Event::Forwarded { .. }))
     };
     assert!(forwarded(1) && forwarded(2) && !forwarded(3));
+}
+
+/// The code and text of every refusal `at` made itself.
+fn refusals(seen: &[(usize, Event)], at: usize) -> Vec<(ErrorCode, String)> {
+    seen.iter()
+        .filter_map(|(i, e)| match e {
+            Event::Refused {
+                error,
+                by_peer: false,
+                ..
+            } if *i == at => Some((error.code, error.detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A floods B with requests of its own correlations: B holds at most its per-peer
+/// quota (16 by default) for A and refuses the rest with `E_TRANSPORT_REJECTED`, while
+/// C's requests, and B's own, still go through.
+#[tokio::test]
+async fn one_peer_cannot_fill_the_correlation_table() {
+    let lots = RateLimit::per_minute(1000, 1000);
+    let (ka, kb, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = node(&ka, false, lots);
+    let mut b = node(&kb, false, lots);
+    let mut c = node(&kc, false, lots);
+    connect(&mut a, &mut b).await;
+    connect(&mut c, &mut b).await;
+    let quota = Limits::default().max_per_peer;
+    let flood = quota + 8;
+    for i in 0..flood {
+        let f = frame(
+            &ka,
+            &kb,
+            "connect_request",
+            &format!("x{i}"),
+            &format!("x{i}"),
+        );
+        a.behaviour_mut().send(&f, None).unwrap();
+    }
+    let count = |s: &[(usize, Event)], at: usize, what: fn(&Event) -> bool| {
+        s.iter().filter(|(i, e)| *i == at && what(e)).count()
+    };
+    let seen = run(&mut [&mut a, &mut b, &mut c], |s| {
+        count(s, 0, |e| {
+            matches!(e, Event::Delivered { .. } | Event::Refused { .. })
+        }) == flood
+    })
+    .await;
+    assert_eq!(
+        count(&seen, 1, |e| matches!(e, Event::Received { .. })),
+        quota
+    );
+    let refused_b = refusals(&seen, 1);
+    assert_eq!(refused_b.len(), flood - quota, "{refused_b:?}");
+    assert!(
+        refused_b
+            .iter()
+            .all(|(code, _)| *code == ErrorCode::TransportRejected),
+        "{refused_b:?}"
+    );
+    // C is another peer: its request is taken.
+    c.behaviour_mut()
+        .send(&frame(&kc, &kb, "connect_request", "y1", "y1"), None)
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut b, &mut c], |s| received(s, 1).is_some()).await;
+    assert_eq!(received(&seen, 1).unwrap().from(), kc.node_id());
+    // B's own request to A goes out and is taken.
+    b.behaviour_mut()
+        .send(&frame(&kb, &ka, "connect_request", "z1", "z1"), None)
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut b, &mut c], |s| received(s, 0).is_some()).await;
+    assert_eq!(received(&seen, 0).unwrap().correlation(), "z1");
+}
+
+/// The host's per-sender limit refuses a frame with "retry after N s"; the same frame,
+/// sent again N s later, is forwarded (it was not remembered as seen when refused).
+#[tokio::test]
+async fn a_rate_limited_frame_is_taken_when_retried_after_the_time_given() {
+    let (ka, kh, kb) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let clock = TestClock::new();
+    let mut a = node(&ka, false, RateLimit::per_minute(1000, 1000));
+    let mut h = swarm_with(
+        &kh,
+        Behaviour::new(Config {
+            host: true,
+            per_sender: RateLimit::per_minute(2, 4),
+            clock: clock.clock(),
+            ..Config::new(kh.node_id())
+        }),
+    );
+    let mut b = node(&kb, false, RateLimit::per_minute(1000, 1000));
+    connect(&mut a, &mut h).await;
+    connect(&mut h, &mut b).await;
+    let via = Some(*h.local_peer_id());
+    for (kind, id) in [("connect_request", "r1"), ("candidate", "r2")] {
+        a.behaviour_mut()
+            .send(&frame(&ka, &kb, kind, "c1", id), via)
+            .unwrap();
+        run(&mut [&mut a, &mut h, &mut b], |s| received(s, 2).is_some()).await;
+    }
+    let third = frame(&ka, &kb, "candidate", "c1", "r3");
+    a.behaviour_mut().send(&third, via).unwrap();
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| refused(s, 1).is_some()).await;
+    let (code, detail) = refusals(&seen, 1).remove(0);
+    assert_eq!(code, ErrorCode::TransportRejected);
+    let secs: i64 = detail
+        .split("retry after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time in {detail:?}"));
+    assert!(received(&seen, 2).is_none());
+    // The time given, later on the host's clock: the same frame goes through.
+    clock.advance(secs);
+    a.behaviour_mut().send(&third, via).unwrap();
+    let seen = run(&mut [&mut a, &mut h, &mut b], |s| {
+        received(s, 2).is_some() || refused(s, 1).is_some()
+    })
+    .await;
+    assert_eq!(refusals(&seen, 1), vec![], "refused again");
+    assert_eq!(received(&seen, 2).unwrap().frame_id(), "r3");
+}
+
+/// One connected peer may hand over only so many frames (here a burst of 3, then 1 a
+/// minute), whoever signed them: the rest are refused with `E_TRANSPORT_REJECTED` and
+/// the time to wait, before their signatures are checked.
+#[tokio::test]
+async fn one_peer_hands_over_a_bounded_number_of_frames() {
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let lots = RateLimit::per_minute(1000, 1000);
+    let mut a = node(&ka, false, lots);
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(Config {
+            per_peer: RateLimit::per_minute(3, 1),
+            ..Config::new(kb.node_id())
+        }),
+    );
+    connect(&mut a, &mut b).await;
+    for i in 0..5 {
+        let f = frame(
+            &ka,
+            &kb,
+            "connect_request",
+            &format!("p{i}"),
+            &format!("p{i}"),
+        );
+        a.behaviour_mut().send(&f, None).unwrap();
+    }
+    let count = |s: &[(usize, Event)], at: usize, what: fn(&Event) -> bool| {
+        s.iter().filter(|(i, e)| *i == at && what(e)).count()
+    };
+    let seen = run(&mut [&mut a, &mut b], |s| {
+        count(s, 0, |e| {
+            matches!(e, Event::Delivered { .. } | Event::Refused { .. })
+        }) == 5
+    })
+    .await;
+    assert_eq!(count(&seen, 1, |e| matches!(e, Event::Received { .. })), 3);
+    let refused_b = refusals(&seen, 1);
+    assert_eq!(refused_b.len(), 2, "{refused_b:?}");
+    for (code, detail) in refused_b {
+        assert_eq!(code, ErrorCode::TransportRejected);
+        assert!(detail.contains("retry after"), "{detail}");
+    }
 }

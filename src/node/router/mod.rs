@@ -8,6 +8,7 @@
 //! | attempts, outgoing and answered correlations, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace` |
 
 pub mod plan;
+pub mod policy;
 mod signaling;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use super::observed::ObservedAddrs;
 use super::view::View;
 use super::waiting::After;
 use plan::{Plan, Stage};
+use policy::{CandidatePolicy, SignalSettings};
 use signaling::{Answering, Intent, Outbound};
 pub use signaling::{PURPOSE_CONNECT, PURPOSE_SETUP};
 
@@ -97,12 +99,13 @@ pub(crate) struct Router {
     outbound: HashMap<String, Outbound>,
     answering: HashMap<(NodeId, String), Answering>,
     observed: ObservedAddrs,
+    policy: CandidatePolicy,
 }
 
 type Actions = Vec<Action>;
 
 impl Router {
-    pub(crate) fn new(key: NodeKeypair, settings: RouteSettings) -> Self {
+    pub(crate) fn new(key: NodeKeypair, settings: RouteSettings, signal: SignalSettings) -> Self {
         Router {
             node_id: key.node_id(),
             key,
@@ -112,6 +115,7 @@ impl Router {
             outbound: HashMap::new(),
             answering: HashMap::new(),
             observed: ObservedAddrs::default(),
+            policy: CandidatePolicy::new(signal),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Signaling in the router: outgoing correlations (a route's `connect_request` or a
 //! setup payload) through signaling hosts with fallback to the next host, and the
 //! answers to incoming requests (accept, our candidates, a QUIC hole punch toward the
-//! requester's). Frames are built and verified by `mesh_signal`.
+//! requester's, for the requesters [`super::policy`] accepts). Frames are built and
+//! verified by `mesh_signal`; which candidates are dialed is [`super::policy`]'s.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId, SignalFrame, Timestamp, TraceEvent, TraceEventType};
 use serde_json::{Map, Value, json};
 
+use super::policy::{MAX_CANDIDATE_FRAMES, Requester};
 use super::{Actions, Router, plan};
 use crate::node::action::Action;
 use crate::node::api::{HandleError, MAX_SETUP_BYTES, Reply, answer};
@@ -52,6 +54,8 @@ pub(super) struct Outbound {
     hosts: VecDeque<PeerId>,
     intent: Intent,
     since: Instant,
+    /// Candidate frames from the other side dialed so far.
+    candidate_frames: u32,
 }
 
 impl Outbound {
@@ -67,6 +71,7 @@ impl Outbound {
             hosts: hosts.into(),
             intent,
             since: now,
+            candidate_frames: 0,
         }
     }
 }
@@ -74,8 +79,11 @@ impl Outbound {
 /// An incoming correlation we answered.
 #[derive(Debug)]
 pub(super) struct Answering {
-    connect: bool,
+    /// A `connect` request from a requester the policy punches back for.
+    punch: bool,
     pub(super) since: Instant,
+    /// Candidate frames dialed so far.
+    candidate_frames: u32,
 }
 
 /// Session peers that offer `core/signaling`, the target's relays first.
@@ -257,16 +265,18 @@ impl Router {
         out
     }
 
-    /// An event of the signal behaviour.
+    /// An event of the signal behaviour; `member` says whether a node is a member of
+    /// a swarm this node is in (the default [`super::policy::PunchFor`] trusts those).
     pub(crate) fn on_signal(
         &mut self,
         event: mesh_signal::Event,
         view: &dyn View,
+        member: &dyn Fn(&NodeId) -> bool,
         now: Instant,
     ) -> Actions {
         match event {
             mesh_signal::Event::Received { via, frame, .. } => {
-                self.on_frame(via, *frame, view, now)
+                self.on_frame(via, *frame, view, member, now)
             }
             mesh_signal::Event::Delivered { frame_id, .. } => {
                 self.on_delivered(&frame_id);
@@ -375,6 +385,7 @@ impl Router {
         via: PeerId,
         frame: SignalFrame,
         view: &dyn View,
+        member: &dyn Fn(&NodeId) -> bool,
         now: Instant,
     ) -> Actions {
         let from = frame.from();
@@ -404,8 +415,14 @@ impl Router {
         let from_peer = from.to_peer_id().ok();
         let relayed_via = (Some(via) != from_peer).then_some(via);
         match kind.as_str() {
-            "connect_request" => self.answer_request(&frame, relayed_via, view, now, &mut out),
-            "candidate" => self.on_candidates(&frame, view, &mut out),
+            "connect_request" => {
+                let requester = Requester {
+                    session: from_peer.is_some_and(|p| view.has_session(&p)),
+                    member: member(&from),
+                };
+                self.answer_request(&frame, relayed_via, requester, view, now, &mut out)
+            }
+            "candidate" => self.on_candidates(&frame, via, view, &mut out),
             "connect_accept" => self.on_accept(&frame, view, now, &mut out),
             "connect_reject" => {
                 if let Some(Outbound {
@@ -428,11 +445,13 @@ impl Router {
     }
 
     /// Every request is accepted (the application sees the frames); a `connect`
-    /// request also gets our candidates, and we dial the requester's once they come.
+    /// request also gets our candidates, and we dial the requester's once they come
+    /// when the policy punches for `requester`.
     fn answer_request(
         &mut self,
         frame: &SignalFrame,
         via: Option<PeerId>,
+        requester: Requester,
         view: &dyn View,
         now: Instant,
         out: &mut Actions,
@@ -451,11 +470,16 @@ impl Router {
                 self.answering.remove(&k);
             }
         }
+        let punch = connect && self.policy.punches_for(requester);
+        if connect && !punch {
+            tracing::debug!(%from, "connect request from a node we do not punch for");
+        }
         self.answering.insert(
             (from, corr.clone()),
             Answering {
-                connect,
+                punch,
                 since: now,
+                candidate_frames: 0,
             },
         );
         let mut frames = Vec::new();
@@ -524,8 +548,44 @@ impl Router {
     }
 
     /// Candidates from the other side: the initiator dials them, the responder dials
-    /// them in the listener role (a QUIC hole punch), so both dial at once.
-    fn on_candidates(&mut self, frame: &SignalFrame, view: &dyn View, out: &mut Actions) {
+    /// them in the listener role (a QUIC hole punch), so both dial at once. Only in
+    /// correlations we started, or answered for a requester the policy punches for; at
+    /// most [`MAX_CANDIDATE_FRAMES`] frames each; only addresses in the other side's
+    /// plausible scope (`via` is the peer that handed the frame over).
+    fn on_candidates(
+        &mut self,
+        frame: &SignalFrame,
+        via: PeerId,
+        view: &dyn View,
+        out: &mut Actions,
+    ) {
+        let Ok(peer) = frame.from().to_peer_id() else {
+            return;
+        };
+        let connected = view.is_connected(&peer);
+        if connected {
+            return;
+        }
+        let corr = frame.correlation().to_owned();
+        // Which correlation, and whether it may dial one more frame's candidates.
+        let route = match self.outbound.get_mut(&corr) {
+            Some(o) if o.node == frame.from() => match o.intent {
+                Intent::Route(id) if o.candidate_frames < MAX_CANDIDATE_FRAMES => {
+                    o.candidate_frames += 1;
+                    Some(id)
+                }
+                _ => return,
+            },
+            _ => None,
+        };
+        if route.is_none() {
+            match self.answering.get_mut(&(frame.from(), corr)) {
+                Some(a) if a.punch && a.candidate_frames < MAX_CANDIDATE_FRAMES => {
+                    a.candidate_frames += 1;
+                }
+                _ => return,
+            }
+        }
         let addrs: Vec<Multiaddr> = frame.payload()["addrs"]
             .as_array()
             .map(|a| {
@@ -534,27 +594,19 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default();
-        let Ok(peer) = frame.from().to_peer_id() else {
-            return;
-        };
-        let connected = view.is_connected(&peer);
-        tracing::debug!(%peer, ?addrs, connected, "candidates");
-        if addrs.is_empty() || connected {
+        let mut path = view.remote_addrs(&via);
+        path.extend(view.remote_addrs(&peer));
+        let mut own = view.listen_addrs();
+        own.extend(view.external_addrs());
+        let max = mesh_core::families::MAX_CANDIDATES;
+        let addrs = self.policy.filter(addrs, &path, &own, max);
+        tracing::debug!(%peer, ?addrs, "candidates in scope");
+        if addrs.is_empty() {
             return;
         }
-        let corr = frame.correlation().to_owned();
-        if let Some(Outbound {
-            intent: Intent::Route(id),
-            ..
-        }) = self.outbound.get(&corr)
-        {
-            let id = *id;
+        if let Some(id) = route {
             return self.dial(id, peer, addrs, out);
         }
-        let connect = self
-            .answering
-            .get(&(frame.from(), corr))
-            .is_some_and(|a| a.connect);
         // Only QUIC candidates: a QUIC "listener role" dial sends packets and waits for
         // the initiator's connection, which is what opens our NAT. A TCP dial in the
         // listener role needs a timed simultaneous open (DCUtR measures the RTT for
@@ -565,7 +617,7 @@ impl Router {
             .into_iter()
             .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
             .collect();
-        if connect && !quic.is_empty() {
+        if !quic.is_empty() {
             let opts = DialOpts::peer_id(peer)
                 .addresses(quic)
                 .condition(PeerCondition::Always)

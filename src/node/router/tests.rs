@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::{RouteWaiter, Router};
 use crate::node::action::Action;
 use crate::node::api::{HandleError, MAX_SETUP_BYTES, Route};
-use crate::node::config::RouteSettings;
+use crate::node::config::{RouteSettings, SignalSettings};
 use crate::node::view::fake::FakeView;
 use crate::node::waiting::After;
 
@@ -30,7 +30,11 @@ impl Bench {
     fn new() -> Self {
         let me = NodeKeypair::generate();
         Bench {
-            router: Router::new(me.clone(), RouteSettings::default()),
+            router: Router::new(
+                me.clone(),
+                RouteSettings::default(),
+                SignalSettings::default(),
+            ),
             me,
             view: FakeView::default(),
             t0: Instant::now(),
@@ -235,7 +239,7 @@ fn a_failed_dial_moves_to_signaling_through_a_host_and_candidates_are_dialed() {
 
     // Accepted: we send our candidates.
     let accept = b.frame_from(&target_key, host, "connect_accept", &corr, json!({}));
-    let actions = b.router.on_signal(accept, &b.view, b.at(2));
+    let actions = b.router.on_signal(accept, &b.view, &|_| false, b.at(2));
     assert!(
         frames(&actions)
             .iter()
@@ -249,7 +253,7 @@ fn a_failed_dial_moves_to_signaling_through_a_host_and_candidates_are_dialed() {
         &corr,
         json!({"addrs": ["/ip4/198.51.100.3/udp/4001/quic-v1", "/ip4/198.51.100.3/tcp/4001"]}),
     );
-    let actions = b.router.on_signal(cands, &b.view, b.at(3));
+    let actions = b.router.on_signal(cands, &b.view, &|_| false, b.at(3));
     assert_eq!(dials(&actions).len(), 2, "{actions:?}");
     // Halfway through the stage they are dialed once more, then no more.
     assert_eq!(dials(&b.router.tick(&b.view, b.at(7))).len(), 2);
@@ -360,7 +364,10 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
         "corr:1",
         json!({"purpose": "connect"}),
     );
-    let actions = b.router.on_signal(req, &b.view, b.at(0));
+    // The requester is a member of a swarm we are in: we punch for it.
+    let known = requester.node_id();
+    let member = move |n: &NodeId| *n == known;
+    let actions = b.router.on_signal(req, &b.view, &member, b.at(0));
     let kinds: Vec<_> = frames(&actions)
         .iter()
         .map(|(k, _, v)| (k.to_string(), *v))
@@ -384,7 +391,7 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
         "corr:1",
         json!({"addrs": ["/ip4/198.51.100.3/tcp/4001", "/ip4/198.51.100.3/udp/4001/quic-v1"]}),
     );
-    let actions = b.router.on_signal(cands, &b.view, b.at(1));
+    let actions = b.router.on_signal(cands, &b.view, &member, b.at(1));
     let d = dials(&actions);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].get_peer_id(), Some(rpeer));
@@ -396,7 +403,7 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
         "corr:other",
         json!({"addrs": ["/ip4/198.51.100.3/udp/4001/quic-v1"]}),
     );
-    assert!(dials(&b.router.on_signal(stray, &b.view, b.at(2))).is_empty());
+    assert!(dials(&b.router.on_signal(stray, &b.view, &member, b.at(2))).is_empty());
 }
 
 #[test]
@@ -443,7 +450,7 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
     assert_eq!(via, None, "direct to a session peer");
     let corr = corr.to_owned();
     let accept = b.frame_from(&target_key, peer, "connect_accept", &corr, json!({}));
-    let actions = b.router.on_signal(accept, &b.view, b.at(1));
+    let actions = b.router.on_signal(accept, &b.view, &|_| false, b.at(1));
     let Some(Action::SendFrame { frame, .. }) = actions
         .iter()
         .find(|a| matches!(a, Action::SendFrame { .. }))
@@ -456,7 +463,7 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
         peer,
         frame_id: fid,
     };
-    b.router.on_signal(delivered, &b.view, b.at(2));
+    b.router.on_signal(delivered, &b.view, &|_| false, b.at(2));
     assert_eq!(rx.try_recv().unwrap().unwrap(), corr);
     let _ = Map::<String, serde_json::Value>::new();
 }
@@ -476,7 +483,7 @@ fn our_candidates_sent(b: &mut Bench) -> Vec<String> {
     let actions = b.router.dial_failed(cid, "refused", &b.view, b.at(1));
     let corr = frames(&actions)[0].1.to_owned();
     let accept = b.frame_from(&target_key, host, "connect_accept", &corr, json!({}));
-    let actions = b.router.on_signal(accept, &b.view, b.at(2));
+    let actions = b.router.on_signal(accept, &b.view, &|_| false, b.at(2));
     let frame = actions
         .iter()
         .find_map(|a| match a {
@@ -588,4 +595,148 @@ fn waiting_setup_payloads_are_capped_and_expire() {
         b.at(SETUP_FOR.as_secs()),
     );
     assert_eq!(frames(&actions).len(), 1);
+}
+
+/// The candidates a stranger sends with its `connect_request` (any key can sign one)
+/// make no dial, however many frames it sends; the request is still answered.
+#[test]
+fn a_strangers_candidates_are_never_dialed() {
+    let mut b = Bench::new();
+    let stranger = NodeKeypair::generate();
+    let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    b.view.listen = vec![ma("/ip4/192.0.2.50/udp/4001/quic-v1")];
+    let req = b.frame_from(
+        &stranger,
+        host,
+        "connect_request",
+        "corr:s",
+        json!({"purpose": "connect"}),
+    );
+    let actions = b.router.on_signal(req, &b.view, &|_| false, b.at(0));
+    assert_eq!(frames(&actions)[0].0, "connect_accept");
+    for i in 0..60 {
+        let cands = b.frame_from(
+            &stranger,
+            host,
+            "candidate",
+            "corr:s",
+            json!({"addrs": [format!("/ip4/198.51.100.{i}/udp/53/quic-v1")]}),
+        );
+        let actions = b.router.on_signal(cands, &b.view, &|_| false, b.at(1));
+        assert!(dials(&actions).is_empty(), "frame {i}: {actions:?}");
+    }
+}
+
+/// Even for a known requester, and in our own routes: at most two candidate frames
+/// per correlation are dialed, and addresses outside the other side's plausible scope
+/// (another LAN, loopback) are dropped.
+#[test]
+fn candidates_are_bounded_per_correlation_and_kept_in_scope() {
+    use super::policy::MAX_CANDIDATE_FRAMES;
+    let mut b = Bench::new();
+    let requester = NodeKeypair::generate();
+    let known = requester.node_id();
+    let member = move |n: &NodeId| *n == known;
+    let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    b.view
+        .session(host, "/ip4/203.0.113.1/tcp/4001", &["core/signaling"]);
+    b.view.listen = vec![
+        ma("/ip4/192.168.1.4/udp/4001/quic-v1"),
+        ma("/ip4/127.0.0.1/udp/4001/quic-v1"),
+    ];
+    let req = b.frame_from(
+        &requester,
+        host,
+        "connect_request",
+        "corr:k",
+        json!({"purpose": "connect"}),
+    );
+    b.router.on_signal(req, &b.view, &member, b.at(0));
+    // Whether one frame of `addr` in a fresh correlation is dialed.
+    let mut n = 0;
+    let mut dials_to = |b: &mut Bench, addr: &str| {
+        n += 1;
+        let corr = format!("corr:scope{n}");
+        let req = b.frame_from(
+            &requester,
+            host,
+            "connect_request",
+            &corr,
+            json!({"purpose": "connect"}),
+        );
+        b.router.on_signal(req, &b.view, &member, b.at(0));
+        let f = b.frame_from(
+            &requester,
+            host,
+            "candidate",
+            &corr,
+            json!({"addrs": [addr]}),
+        );
+        !dials(&b.router.on_signal(f, &b.view, &member, b.at(1))).is_empty()
+    };
+    // Out of scope: another private network, loopback (the host is not on loopback).
+    assert!(!dials_to(&mut b, "/ip4/10.0.0.5/udp/53/quic-v1"));
+    assert!(!dials_to(&mut b, "/ip4/127.0.0.1/udp/53/quic-v1"));
+    // Our own LAN, and public addresses.
+    assert!(dials_to(&mut b, "/ip4/192.168.1.77/udp/4001/quic-v1"));
+    assert!(dials_to(&mut b, "/ip4/198.51.100.3/udp/4001/quic-v1"));
+    // One correlation: at most two frames dialed.
+    let first = b.frame_from(
+        &requester,
+        host,
+        "candidate",
+        "corr:k",
+        json!({"addrs": ["/ip4/198.51.100.9/udp/4001/quic-v1"]}),
+    );
+    assert_eq!(
+        dials(&b.router.on_signal(first, &b.view, &member, b.at(1))).len(),
+        1
+    );
+    let mut dialed = 1;
+    for i in 0..10 {
+        let f = b.frame_from(
+            &requester,
+            host,
+            "candidate",
+            "corr:k",
+            json!({"addrs": [format!("/ip4/198.51.100.{}/udp/4001/quic-v1", 10 + i)]}),
+        );
+        if !dials(&b.router.on_signal(f, &b.view, &member, b.at(2))).is_empty() {
+            dialed += 1;
+        }
+    }
+    assert_eq!(dialed, MAX_CANDIDATE_FRAMES);
+
+    // Our own route: the target's out-of-scope candidates are dropped too, and its
+    // frames beyond the bound are not dialed.
+    let target_key = NodeKeypair::generate();
+    let target = target_key.node_id();
+    let (id, _rx) = b.connect(target);
+    let actions = b.router.found(id, Vec::new(), &b.view, b.at(0));
+    let corr = frames(&actions)[0].1.to_owned();
+    let accept = b.frame_from(&target_key, host, "connect_accept", &corr, json!({}));
+    b.router.on_signal(accept, &b.view, &|_| false, b.at(1));
+    let bad = b.frame_from(
+        &target_key,
+        host,
+        "candidate",
+        &corr,
+        json!({"addrs": ["/ip4/10.0.0.5/udp/53/quic-v1", "/ip4/127.0.0.1/tcp/22"]}),
+    );
+    assert!(dials(&b.router.on_signal(bad, &b.view, &|_| false, b.at(2))).is_empty());
+    let mut dialed = 0;
+    for i in 0..10 {
+        let f = b.frame_from(
+            &target_key,
+            host,
+            "candidate",
+            &corr,
+            json!({"addrs": [format!("/ip4/198.51.100.{}/udp/4001/quic-v1", 50 + i)]}),
+        );
+        if !dials(&b.router.on_signal(f, &b.view, &|_| false, b.at(3))).is_empty() {
+            dialed += 1;
+        }
+    }
+    // The out-of-scope frame counted as one of the two.
+    assert_eq!(dialed, MAX_CANDIDATE_FRAMES - 1);
 }

@@ -20,15 +20,15 @@ pub use node_advertisement::{
     NodeAdvertisement,
 };
 pub use node_identity::{NodeIdentityRecord, SIGNING_KEY_STORAGE_REF};
-pub use peer_handshake::{HandshakeMode, PeerHandshake};
+pub use peer_handshake::{HandshakeMode, MAX_HANDSHAKE_ID, MAX_HANDSHAKE_NONCE, PeerHandshake};
 pub use peer_status::PeerStatus;
 pub use relay_admission_grant::{GrantLimits, MAX_GRANT_TTL_SECS, RelayAdmissionGrant};
 pub use relay_admission_request::{
     ADMISSION_PURPOSES, MAX_NONCE_LEN, MIN_NONCE_LEN, RelayAdmissionRequest,
 };
 pub use signal_frame::{
-    FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_TTL_SECS, MAX_HOPS, MAX_SETUP_B64,
-    SignalFrame,
+    FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_ID, MAX_FRAME_TTL_SECS, MAX_HOPS,
+    MAX_SETUP_B64, SignalFrame,
 };
 pub use signal_marker::SignalMarker;
 pub use signal_marker_envelope::SignalMarkerEnvelope;

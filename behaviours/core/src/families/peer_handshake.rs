@@ -8,6 +8,21 @@ use crate::error::{ErrorCode, MeshError, MeshResult};
 use crate::id::{KeyFingerprint, NodeId};
 use crate::time::Timestamp;
 
+/// Longest `handshake/id` and `ack/of-handshake-id`, bytes (both are kept in replay
+/// memories, so a peer must not choose their size).
+pub const MAX_HANDSHAKE_ID: usize = 128;
+/// Longest `nonce`, bytes (kept in the per-peer nonce memory).
+pub const MAX_HANDSHAKE_NONCE: usize = 128;
+
+/// A required string of at most `max` bytes (`E_PROTO_INVALID` beyond).
+fn capped<'a>(f: &Fields<'a>, key: &str, max: usize) -> MeshResult<&'a str> {
+    let s = f.str(key)?;
+    if s.len() > max {
+        return Err(f.err(key, &format!("longer than {max} bytes")));
+    }
+    Ok(s)
+}
+
 /// `handshake/mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeMode {
@@ -87,15 +102,13 @@ impl Artifact for PeerHandshake {
     fn from_map(doc: Map<String, Value>) -> MeshResult<Self> {
         let f = Fields::new(&doc, Self::FAMILY);
         f.schema_v()?;
-        f.str("handshake/id")?;
+        capped(&f, "handshake/id", MAX_HANDSHAKE_ID)?;
         let mode = match f.one_of("handshake/mode", &["hello", "ack"])? {
             "ack" => HandshakeMode::Ack,
             _ => HandshakeMode::Hello,
         };
-        if mode == HandshakeMode::Ack {
-            f.str("ack/of-handshake-id")?;
-        } else {
-            f.opt_str("ack/of-handshake-id")?;
+        if mode == HandshakeMode::Ack || f.has("ack/of-handshake-id") {
+            capped(&f, "ack/of-handshake-id", MAX_HANDSHAKE_ID)?;
         }
         let ts = f.timestamp("ts")?;
         let sender = f.node_id("sender/node-id")?;
@@ -116,7 +129,7 @@ impl Artifact for PeerHandshake {
                 "probe/challenge and probe/purpose go together",
             ));
         }
-        f.str("nonce")?;
+        capped(&f, "nonce", MAX_HANDSHAKE_NONCE)?;
         f.opt_strings(
             "capabilities/offered",
             true,
@@ -155,5 +168,59 @@ impl Artifact for PeerHandshake {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keypair::NodeKeypair;
+    use serde_json::json;
+
+    fn hello(
+        key: &NodeKeypair,
+        id: &str,
+        nonce: &str,
+        ack_of: Option<&str>,
+    ) -> MeshResult<PeerHandshake> {
+        let now = Timestamp::now();
+        let mut doc = json!({
+            "schema/v": 1,
+            "handshake/id": id,
+            "handshake/mode": if ack_of.is_some() { "ack" } else { "hello" },
+            "ts": now.as_str(),
+            "sender/node-id": key.node_id().to_string(),
+            "key/alg": "ed25519",
+            "key/public": key.fingerprint().to_string(),
+            "session/pub": "A".repeat(43),
+            "nonce": nonce,
+        });
+        if let Some(a) = ack_of {
+            doc["ack/of-handshake-id"] = json!(a);
+        }
+        let Value::Object(m) = doc else {
+            unreachable!()
+        };
+        PeerHandshake::sign(m, key)
+    }
+
+    #[test]
+    fn ids_and_nonces_longer_than_their_caps_are_refused() {
+        let key = NodeKeypair::generate();
+        let ok_id = "h".repeat(MAX_HANDSHAKE_ID);
+        let ok_nonce = "n".repeat(MAX_HANDSHAKE_NONCE);
+        hello(&key, &ok_id, &ok_nonce, None).unwrap();
+        hello(&key, &ok_id, &ok_nonce, Some(&ok_id)).unwrap();
+        let long_id = "h".repeat(MAX_HANDSHAKE_ID + 1);
+        let long_nonce = "n".repeat(MAX_HANDSHAKE_NONCE + 1);
+        for (e, field) in [
+            (hello(&key, &long_id, "n", None), "handshake/id"),
+            (hello(&key, "h", &long_nonce, None), "nonce"),
+            (hello(&key, "h", "n", Some(&long_id)), "ack/of-handshake-id"),
+        ] {
+            let e = e.unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
     }
 }

@@ -28,6 +28,8 @@ pub const MAX_CANDIDATES: usize = 16;
 pub const MAX_SETUP_B64: usize = 22 * 1024;
 /// Longest `correlation/id`.
 pub const MAX_CORRELATION: usize = 128;
+/// Longest `frame/id`, bytes (receivers remember frame ids to refuse duplicates).
+pub const MAX_FRAME_ID: usize = 128;
 
 /// A structurally valid `signal-frame.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +176,9 @@ impl Artifact for SignalFrame {
         let f = Fields::new(&doc, Self::FAMILY);
         f.schema_v()?;
         f.constant("message/kind", Self::FAMILY)?;
-        f.str("frame/id")?;
+        if f.str("frame/id")?.len() > MAX_FRAME_ID {
+            return Err(f.err("frame/id", &format!("longer than {MAX_FRAME_ID} bytes")));
+        }
         let kind = f.one_of("kind", FRAME_KINDS)?;
         let from = f.node_id("from")?;
         let to = f.node_id("to")?;
@@ -372,5 +376,26 @@ mod tests {
         );
         let early = now().plus_secs(-31);
         assert!(SignalFrame::verify_cbor(&f.to_cbor(), &early).is_err());
+    }
+
+    #[test]
+    fn a_frame_id_longer_than_the_cap_is_refused() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let with_id = |id: String| {
+            let mut doc = frame(&a, b.node_id(), "connect_accept", json!({}))
+                .unwrap()
+                .to_json();
+            doc["frame/id"] = json!(id);
+            let Value::Object(m) = doc else {
+                unreachable!()
+            };
+            let mut m = m;
+            m.remove("signature");
+            SignalFrame::sign(m, &a)
+        };
+        assert!(with_id("f".repeat(MAX_FRAME_ID)).is_ok());
+        let e = with_id("f".repeat(MAX_FRAME_ID + 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        assert!(e.to_string().contains("frame/id"), "{e}");
     }
 }

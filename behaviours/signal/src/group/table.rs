@@ -1,12 +1,19 @@
 //! The swarms this node is in and their member tables, as pure logic: every call takes
 //! `now`. The node feeds it verified presences and ticks it; it answers what changed
 //! and which presence of our own is due.
+//!
+//! A `leave` is remembered (its sequence number) until every presence the member could
+//! have signed before it has expired, so an older `join` or `announce` replayed after
+//! the leave brings nobody back. A full member table makes room before it refuses a
+//! newcomer: expired members go first, then the member with the nearest expiry among
+//! those the node cannot see alive (the caller says which are: connected peers); a
+//! table full of live members refuses with `E_TRANSPORT_REJECTED`.
 
 use std::collections::HashMap;
 
 use mesh_core::{
-    ErrorCode, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, MeshError, MeshResult, NodeId,
-    SwarmPresence, Timestamp,
+    CLOCK_SKEW_SECS, ErrorCode, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, MeshError,
+    MeshResult, NodeId, SwarmPresence, Timestamp,
 };
 use serde_json::{Map, Value, json};
 
@@ -62,6 +69,8 @@ pub enum LeftReason {
     Leave,
     /// Its presence expired without a re-announcement.
     Expired,
+    /// The table was full: it made room for a newcomer (it was not seen alive).
+    Evicted,
 }
 
 impl LeftReason {
@@ -70,6 +79,7 @@ impl LeftReason {
         match self {
             LeftReason::Leave => "leave",
             LeftReason::Expired => "expired",
+            LeftReason::Evicted => "evicted",
         }
     }
 }
@@ -120,6 +130,8 @@ pub struct Due {
 #[derive(Debug)]
 struct Joined {
     members: HashMap<NodeId, Member>,
+    /// Members that left: the sequence number of their `leave`, kept until then.
+    left: HashMap<NodeId, (u64, Timestamp)>,
     /// Our `join` went out (someone was there to receive it).
     join_sent: bool,
     last_sent: Option<Timestamp>,
@@ -170,6 +182,7 @@ impl Groups {
             swarm,
             Joined {
                 members: HashMap::new(),
+                left: HashMap::new(),
                 join_sent: false,
                 last_sent: None,
                 answer_due: false,
@@ -208,6 +221,11 @@ impl Groups {
         Some(v)
     }
 
+    /// Whether `node` is a member of any swarm this node is in.
+    pub fn is_member(&self, node: &NodeId) -> bool {
+        self.swarms.values().any(|s| s.members.contains_key(node))
+    }
+
     /// How many members `swarm` has (not this node); `None` when not joined.
     pub fn member_count(&self, swarm: &DiscoveryKey) -> Option<usize> {
         self.swarms.get(swarm).map(|s| s.members.len())
@@ -215,7 +233,20 @@ impl Groups {
 
     /// A verified presence arrived. Our own, duplicates and older sequence numbers
     /// change nothing; presences for swarms we are not in are `E_PROTO_INVALID`.
+    /// No member is taken to be seen alive (see [`Groups::on_presence_alive`]).
     pub fn on_presence(&mut self, p: &SwarmPresence, now: &Timestamp) -> MeshResult<Vec<Change>> {
+        self.on_presence_alive(p, now, |_| false)
+    }
+
+    /// [`Groups::on_presence`], where `alive` says which members this node sees alive
+    /// (a full table evicts others first, and refuses a newcomer rather than evict
+    /// those). A presence older than a member's `leave` changes nothing.
+    pub fn on_presence_alive(
+        &mut self,
+        p: &SwarmPresence,
+        now: &Timestamp,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> MeshResult<Vec<Change>> {
         let swarm = DiscoveryKey::new(*p.swarm_key());
         let max = self.config.max_members;
         let Some(s) = self.swarms.get_mut(&swarm) else {
@@ -232,10 +263,20 @@ impl Groups {
         {
             return Ok(Vec::new());
         }
+        if let Some((seq, until)) = s.left.get(&node) {
+            if *seq >= p.sequence_no() && until > now {
+                return Ok(Vec::new());
+            }
+            s.left.remove(&node);
+        }
         if p.presence() == "join" {
             s.answer_due = true;
         }
         if p.presence() == "leave" {
+            // Every presence signed before the leave expires within the longest TTL
+            // (and the clock skew) from now.
+            let until = now.plus_secs(MAX_PRESENCE_TTL_SECS + CLOCK_SKEW_SECS);
+            remember_leave(&mut s.left, node, p.sequence_no(), until, max, now);
             return Ok(match s.members.remove(&node) {
                 Some(_) => vec![Change::Left {
                     swarm,
@@ -255,14 +296,19 @@ impl Groups {
             *m = member;
             return Ok(Vec::new());
         }
+        let mut changes = Vec::new();
+        if s.members.len() >= max {
+            changes = make_room(&mut s.members, swarm, max, now, &alive);
+        }
         if s.members.len() >= max {
             return Err(MeshError::new(
                 ErrorCode::TransportRejected,
-                format!("swarm {swarm}: member table full ({max})"),
+                format!("swarm {swarm}: member table full ({max}) of members seen alive"),
             ));
         }
         s.members.insert(node, member.clone());
-        Ok(vec![Change::Joined { swarm, member }])
+        changes.push(Change::Joined { swarm, member });
+        Ok(changes)
     }
 
     /// Expires silent members and says which of our presences are due: the `join`
@@ -285,6 +331,7 @@ impl Groups {
                 .map(|m| m.node)
                 .collect();
             gone.sort_unstable();
+            s.left.retain(|_, (_, until)| &*until > now);
             for node in gone {
                 s.members.remove(&node);
                 changes.push(Change::Left {
@@ -363,6 +410,71 @@ impl Groups {
             _ => Map::new(),
         }
     }
+}
+
+/// Remembers `node`'s leave (sequence `seq`) until `until`; at most `max` are kept,
+/// expired ones go first, then the one that would expire soonest.
+fn remember_leave(
+    left: &mut HashMap<NodeId, (u64, Timestamp)>,
+    node: NodeId,
+    seq: u64,
+    until: Timestamp,
+    max: usize,
+    now: &Timestamp,
+) {
+    if !left.contains_key(&node) && left.len() >= max {
+        left.retain(|_, (_, t)| &*t > now);
+        if left.len() >= max
+            && let Some(first) = left
+                .iter()
+                .min_by(|a, b| (&a.1.1, a.0).cmp(&(&b.1.1, b.0)))
+                .map(|(n, _)| *n)
+        {
+            left.remove(&first);
+        }
+    }
+    left.insert(node, (seq, until));
+}
+
+/// Frees places in a full member table: expired members, else the member not seen
+/// alive whose presence expires first. Returns what left.
+fn make_room(
+    members: &mut HashMap<NodeId, Member>,
+    swarm: DiscoveryKey,
+    max: usize,
+    now: &Timestamp,
+    alive: &impl Fn(&NodeId) -> bool,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut gone: Vec<NodeId> = members
+        .values()
+        .filter(|m| &m.expires_at <= now)
+        .map(|m| m.node)
+        .collect();
+    gone.sort_unstable();
+    for node in gone {
+        members.remove(&node);
+        changes.push(Change::Left {
+            swarm,
+            node,
+            reason: LeftReason::Expired,
+        });
+    }
+    if members.len() >= max
+        && let Some(victim) = members
+            .values()
+            .filter(|m| !alive(&m.node))
+            .min_by(|a, b| (&a.expires_at, a.node).cmp(&(&b.expires_at, b.node)))
+            .map(|m| m.node)
+    {
+        members.remove(&victim);
+        changes.push(Change::Left {
+            swarm,
+            node: victim,
+            reason: LeftReason::Evicted,
+        });
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -594,13 +706,159 @@ mod tests {
         let pb = b.say(&k1, "join", &now);
         let pc = c.say(&k1, "join", &now);
         a.swarms.on_presence(&pb, &now).unwrap();
+        // B is seen alive: the full table refuses C rather than evict B.
+        let b_id = b.key.node_id();
         assert_eq!(
-            a.swarms.on_presence(&pc, &now).unwrap_err().code,
+            a.swarms
+                .on_presence_alive(&pc, &now, |n| *n == b_id)
+                .unwrap_err()
+                .code,
             ErrorCode::TransportRejected
         );
         // Sequence numbers grow even within one millisecond.
         let d1 = a.swarms.presence_doc(&k1, "announce", &[], &now);
         let d2 = a.swarms.presence_doc(&k1, "announce", &[], &now);
         assert!(d2["sequence/no"].as_u64() > d1["sequence/no"].as_u64());
+    }
+
+    #[test]
+    fn a_presence_replayed_after_a_leave_is_refused_until_it_expires() {
+        let k = DiscoveryKey::from_name("replay");
+        let (mut a, mut b) = (Peer::new(60), Peer::new(60));
+        let now = t0();
+        a.swarms.join(k).unwrap();
+        b.swarms.join(k).unwrap();
+        let join = b.say(&k, "join", &now);
+        assert_eq!(a.swarms.on_presence(&join, &now).unwrap().len(), 1);
+        let bye = b.say(&k, "leave", &now.plus_secs(5));
+        assert_eq!(
+            a.swarms.on_presence(&bye, &now.plus_secs(5)).unwrap().len(),
+            1
+        );
+        // Anyone may replay B's join (it is signed and not yet expired): it changes
+        // nothing, now or at any time before it expires, ticks or not.
+        for at in [6, 30, 59] {
+            let t = now.plus_secs(at);
+            a.swarms.tick(&t);
+            assert_eq!(
+                a.swarms.on_presence(&join, &t).unwrap(),
+                vec![],
+                "at {at} s"
+            );
+            assert_eq!(a.swarms.member_count(&k), Some(0));
+        }
+        // B's own later announcement brings it back.
+        let back = b.say(&k, "announce", &now.plus_secs(40));
+        assert_eq!(
+            a.swarms
+                .on_presence(&back, &now.plus_secs(40))
+                .unwrap()
+                .len(),
+            1
+        );
+        // A leave before any presence was seen is remembered too.
+        let mut c = Peer::new(60);
+        c.swarms.join(k).unwrap();
+        let cjoin = c.say(&k, "join", &now);
+        let cbye = c.say(&k, "leave", &now.plus_secs(1));
+        assert_eq!(
+            a.swarms.on_presence(&cbye, &now.plus_secs(1)).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            a.swarms.on_presence(&cjoin, &now.plus_secs(2)).unwrap(),
+            vec![]
+        );
+        assert_eq!(a.swarms.member_count(&k), Some(1));
+    }
+
+    #[test]
+    fn a_full_table_evicts_members_not_seen_alive_before_refusing() {
+        let k = DiscoveryKey::from_name("full");
+        let mut a = Peer::new(60);
+        a.swarms.config.max_members = 3;
+        a.swarms.join(k).unwrap();
+        let now = t0();
+        let mut others: Vec<Peer> = (0..5).map(|_| Peer::new(60)).collect();
+        let mut say = |i: usize, at: i64| {
+            others[i].swarms.join(k).unwrap_or(false);
+            others[i].say(&k, "join", &now.plus_secs(at))
+        };
+        let p: Vec<SwarmPresence> = (0..5).map(|i| say(i, i as i64)).collect();
+        let ids: Vec<NodeId> = others.iter().map(|o| o.key.node_id()).collect();
+        // Members 0 and 1 are connected (seen alive); 2 is not.
+        let alive = |n: &NodeId| *n == ids[0] || *n == ids[1];
+        for (i, pi) in p.iter().enumerate().take(3) {
+            a.swarms
+                .on_presence_alive(pi, &now.plus_secs(i as i64), alive)
+                .unwrap();
+        }
+        // Full: the newcomer takes the place of 2, the one not seen alive.
+        let ch = a
+            .swarms
+            .on_presence_alive(&p[3], &now.plus_secs(3), alive)
+            .unwrap();
+        assert_eq!(
+            ch[0],
+            Change::Left {
+                swarm: k,
+                node: ids[2],
+                reason: LeftReason::Evicted
+            }
+        );
+        assert!(matches!(&ch[1], Change::Joined { member, .. } if member.node == ids[3]));
+        // Now 3 is the only one not seen alive: the next newcomer evicts it…
+        let ch = a
+            .swarms
+            .on_presence_alive(&p[4], &now.plus_secs(4), alive)
+            .unwrap();
+        assert!(matches!(&ch[0], Change::Left { node, .. } if *node == ids[3]));
+        // …and with every member alive, a newcomer is refused.
+        let all = |_: &NodeId| true;
+        let e = a
+            .swarms
+            .on_presence_alive(&p[2], &now.plus_secs(5), all)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        // Expired members go first, alive or not.
+        let late = now.plus_secs(61);
+        let mut fresh = Peer::new(60);
+        fresh.swarms.join(k).unwrap();
+        let fp = fresh.say(&k, "join", &late);
+        let ch = a.swarms.on_presence_alive(&fp, &late, all).unwrap();
+        assert!(ch.iter().any(|c| matches!(
+            c,
+            Change::Left {
+                reason: LeftReason::Expired,
+                ..
+            }
+        )));
+        // 0 and 1 expired at 60 and 61 s; 4 (until 64 s) stays beside the newcomer.
+        assert_eq!(a.swarms.member_count(&k), Some(2));
+    }
+
+    #[test]
+    fn a_full_table_takes_a_newcomer_in_place_of_a_member_not_seen_alive() {
+        let k = DiscoveryKey::from_name("flood");
+        let mut a = Peer::new(60);
+        a.swarms.config.max_members = 2;
+        a.swarms.join(k).unwrap();
+        let now = t0();
+        // Two members nobody can see alive (say, presences of throwaway keys)…
+        for _ in 0..2 {
+            let mut junk = Peer::new(60);
+            junk.swarms.join(k).unwrap();
+            let p = junk.say(&k, "join", &now);
+            a.swarms.on_presence(&p, &now).unwrap();
+        }
+        // …do not lock the next member out.
+        let mut real = Peer::new(60);
+        real.swarms.join(k).unwrap();
+        let p = real.say(&k, "join", &now.plus_secs(1));
+        let changes = a.swarms.on_presence(&p, &now.plus_secs(1)).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        let members = a.swarms.members(&k).unwrap();
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().any(|m| m.node == real.key.node_id()));
     }
 }

@@ -1,0 +1,336 @@
+//! Which signaled candidates the node dials, as pure logic: whose correlations, how
+//! many addresses, which addresses.
+//!
+//! Dialing a candidate sends packets (a QUIC Initial, a TCP SYN) to an address another
+//! node chose, so a node that dialed every candidate would be a reflector: any peer
+//! could make it send handshakes to any host, its own LAN and loopback included. The
+//! node therefore dials candidates only
+//!
+//! - in correlations it started itself (its own routes), or, as the responder, for
+//!   requesters its [`PunchFor`] setting accepts (by default: session peers and members
+//!   of a swarm it is in);
+//! - for at most [`MAX_CANDIDATE_FRAMES`] candidate frames per correlation, each at
+//!   most [`mesh_core::families::MAX_CANDIDATES`] addresses (one dial per frame and
+//!   transport);
+//! - to addresses in the other node's plausible scope ([`CandidatePolicy::in_scope`]):
+//!   public IP addresses; a loopback address only when the node reaches the other side
+//!   (or the signaling host that carried the frame) over loopback, so both are on this
+//!   host; a private or link-local address only when one of the node's own addresses,
+//!   or the address it reaches that peer or host at, is on the same network (the same
+//!   /24, or /64 for IPv6); never unspecified, multicast or broadcast addresses, nor
+//!   names (`/dns…`, which could resolve anywhere). [`SignalSettings::private_candidates`]
+//!   lifts the loopback and private rule for operators whose nodes share a network they
+//!   do not listen on.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use serde::Deserialize;
+
+/// Candidate frames dialed per correlation (the first, and one update).
+pub const MAX_CANDIDATE_FRAMES: u32 = 2;
+
+/// Whose incoming `connect` requests the node dials back (a QUIC hole punch toward
+/// the requester's candidates). Every request is still answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PunchFor {
+    /// Session peers and members of a swarm this node is in (the default).
+    #[default]
+    Known,
+    /// Any requester (the node's candidates scope rule still applies).
+    Anyone,
+    /// Nobody: only the node's own routes dial candidates.
+    Nobody,
+}
+
+/// The signaling policy (`[signal]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalSettings {
+    /// Whose requests the node punches back for.
+    pub punch_for: PunchFor,
+    /// Dial loopback and private candidates whatever the node's own addresses.
+    pub private_candidates: bool,
+}
+
+impl Default for SignalSettings {
+    fn default() -> Self {
+        SignalSettings {
+            punch_for: PunchFor::Known,
+            private_candidates: false,
+        }
+    }
+}
+
+/// What the node knows of a requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requester {
+    /// It holds a session with this node.
+    pub session: bool,
+    /// It is a member of a swarm this node is in.
+    pub member: bool,
+}
+
+/// Where an IP address lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Never dialed: unspecified, multicast, broadcast, "this network".
+    Unroutable,
+    Loopback,
+    /// A private or link-local network, named by its prefix.
+    Private,
+    Public,
+}
+
+fn scope(ip: IpAddr) -> Scope {
+    match ip {
+        IpAddr::V4(v4) => scope4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => scope4(v4),
+            None => scope6(v6),
+        },
+    }
+}
+
+fn scope4(ip: Ipv4Addr) -> Scope {
+    let o = ip.octets();
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || o[0] == 0 {
+        Scope::Unroutable
+    } else if ip.is_loopback() {
+        Scope::Loopback
+    } else if ip.is_private() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+        // RFC 1918, 169.254/16 and the carrier-grade NAT range 100.64/10.
+        Scope::Private
+    } else {
+        Scope::Public
+    }
+}
+
+fn scope6(ip: Ipv6Addr) -> Scope {
+    let s = ip.segments();
+    if ip.is_unspecified() || ip.is_multicast() {
+        Scope::Unroutable
+    } else if ip.is_loopback() {
+        Scope::Loopback
+    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 {
+        // Unique local fc00::/7 and link-local fe80::/10.
+        Scope::Private
+    } else {
+        Scope::Public
+    }
+}
+
+/// The same network: /24 for IPv4, /64 for IPv6.
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    let norm = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (norm(a), norm(b)) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
+    }
+}
+
+/// The IP address an address starts with (`None` for names and others).
+fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
+/// The policy with its settings; every call is pure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CandidatePolicy {
+    settings: SignalSettings,
+}
+
+impl CandidatePolicy {
+    /// A policy with `settings`.
+    pub fn new(settings: SignalSettings) -> Self {
+        CandidatePolicy { settings }
+    }
+
+    /// Whether the node dials back the candidates of `requester`'s `connect` request.
+    pub fn punches_for(&self, requester: Requester) -> bool {
+        match self.settings.punch_for {
+            PunchFor::Known => requester.session || requester.member,
+            PunchFor::Anyone => true,
+            PunchFor::Nobody => false,
+        }
+    }
+
+    /// Whether `candidate` is in the other node's plausible scope. `path` holds the
+    /// remote addresses of the connections that carried the frame (to the other node
+    /// itself or to the signaling host); `own` the node's own listen and external
+    /// addresses.
+    pub fn in_scope(&self, candidate: &Multiaddr, path: &[Multiaddr], own: &[Multiaddr]) -> bool {
+        let Some(ip) = ip_of(candidate) else {
+            return false;
+        };
+        let on_net = |addrs: &[Multiaddr]| {
+            addrs
+                .iter()
+                .filter_map(ip_of)
+                .any(|a| scope(a) == Scope::Private && same_network(a, ip))
+        };
+        match scope(ip) {
+            Scope::Unroutable => false,
+            Scope::Public => true,
+            Scope::Loopback => {
+                self.settings.private_candidates
+                    || path
+                        .iter()
+                        .filter_map(ip_of)
+                        .any(|a| scope(a) == Scope::Loopback)
+            }
+            Scope::Private => self.settings.private_candidates || on_net(own) || on_net(path),
+        }
+    }
+
+    /// The candidates of one frame the node may dial: in scope, without duplicates,
+    /// at most `max`.
+    pub fn filter(
+        &self,
+        candidates: Vec<Multiaddr>,
+        path: &[Multiaddr],
+        own: &[Multiaddr],
+        max: usize,
+    ) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for c in candidates {
+            if out.len() >= max {
+                break;
+            }
+            if !out.contains(&c) && self.in_scope(&c, path, own) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_known_requesters_get_a_punch_by_default() {
+        let p = CandidatePolicy::default();
+        let stranger = Requester::default();
+        assert!(!p.punches_for(stranger));
+        assert!(p.punches_for(Requester {
+            session: true,
+            member: false
+        }));
+        assert!(p.punches_for(Requester {
+            session: false,
+            member: true
+        }));
+        let anyone = CandidatePolicy::new(SignalSettings {
+            punch_for: PunchFor::Anyone,
+            ..SignalSettings::default()
+        });
+        assert!(anyone.punches_for(stranger));
+        let nobody = CandidatePolicy::new(SignalSettings {
+            punch_for: PunchFor::Nobody,
+            ..SignalSettings::default()
+        });
+        assert!(!nobody.punches_for(Requester {
+            session: true,
+            member: true
+        }));
+    }
+
+    #[test]
+    fn candidates_stay_within_the_other_sides_plausible_scope() {
+        let p = CandidatePolicy::default();
+        let public_path = [ma("/ip4/203.0.113.9/tcp/4001")];
+        let own = [
+            ma("/ip4/192.168.1.4/udp/4001/quic-v1"),
+            ma("/ip4/127.0.0.1/udp/4001/quic-v1"),
+        ];
+        let ok = |c: &str, path: &[Multiaddr], own: &[Multiaddr]| p.in_scope(&ma(c), path, own);
+        // Public addresses: yes.
+        assert!(ok("/ip4/198.51.100.3/udp/4001/quic-v1", &public_path, &own));
+        assert!(ok("/ip6/2001:db8::1/udp/4001/quic-v1", &public_path, &own));
+        // The victim's LAN (another network than ours) and its loopback: no, even
+        // though the node listens on loopback itself.
+        assert!(!ok("/ip4/10.0.0.5/udp/53/quic-v1", &public_path, &own));
+        assert!(!ok("/ip4/127.0.0.1/udp/53/quic-v1", &public_path, &own));
+        assert!(!ok("/ip6/::1/udp/53/quic-v1", &public_path, &own));
+        assert!(!ok("/ip4/169.254.1.1/udp/53/quic-v1", &public_path, &own));
+        assert!(!ok("/ip4/100.64.0.1/udp/53/quic-v1", &public_path, &own));
+        assert!(!ok("/ip6/fd00::5/udp/53/quic-v1", &public_path, &own));
+        // Our own LAN: yes (both nodes behind one router).
+        assert!(ok("/ip4/192.168.1.77/udp/4001/quic-v1", &public_path, &own));
+        // A private address on the network we reach the host by: yes.
+        let lan_path = [ma("/ip4/10.0.0.1/tcp/4001")];
+        assert!(ok("/ip4/10.0.0.5/udp/4001/quic-v1", &lan_path, &[]));
+        // Loopback when the host (or the peer) is reached over loopback: same machine.
+        let lo_path = [ma("/ip4/127.0.0.1/tcp/4001")];
+        assert!(ok("/ip4/127.0.0.1/udp/4001/quic-v1", &lo_path, &[]));
+        // Never: unspecified, multicast, broadcast, names.
+        for c in [
+            "/ip4/0.0.0.0/udp/1/quic-v1",
+            "/ip4/224.0.0.1/udp/1/quic-v1",
+            "/ip4/255.255.255.255/udp/1/quic-v1",
+            "/ip4/0.1.2.3/udp/1/quic-v1",
+            "/ip6/ff02::1/udp/1/quic-v1",
+            "/dns4/localhost/udp/1/quic-v1",
+        ] {
+            assert!(!ok(c, &lo_path, &own), "{c}");
+        }
+        // IPv4 written as IPv6 is judged as IPv4.
+        assert!(!ok(
+            "/ip6/::ffff:127.0.0.1/udp/1/quic-v1",
+            &public_path,
+            &own
+        ));
+        assert!(!ok(
+            "/ip6/::ffff:10.0.0.5/udp/1/quic-v1",
+            &public_path,
+            &own
+        ));
+        // The operator's flag lifts the loopback and private rule, not the rest.
+        let open = CandidatePolicy::new(SignalSettings {
+            private_candidates: true,
+            ..SignalSettings::default()
+        });
+        assert!(open.in_scope(&ma("/ip4/10.0.0.5/udp/53/quic-v1"), &public_path, &[]));
+        assert!(open.in_scope(&ma("/ip4/127.0.0.1/udp/53/quic-v1"), &public_path, &[]));
+        assert!(!open.in_scope(&ma("/ip4/0.0.0.0/udp/53/quic-v1"), &public_path, &[]));
+    }
+
+    #[test]
+    fn a_frame_is_filtered_deduplicated_and_capped() {
+        let p = CandidatePolicy::default();
+        let path = [ma("/ip4/203.0.113.9/tcp/4001")];
+        let cands: Vec<Multiaddr> = [
+            "/ip4/10.0.0.5/udp/53/quic-v1",
+            "/ip4/198.51.100.3/udp/4001/quic-v1",
+            "/ip4/198.51.100.3/udp/4001/quic-v1",
+            "/ip4/198.51.100.4/udp/4001/quic-v1",
+            "/ip4/198.51.100.5/udp/4001/quic-v1",
+        ]
+        .iter()
+        .map(|s| ma(s))
+        .collect();
+        assert_eq!(
+            p.filter(cands, &path, &[], 2),
+            vec![
+                ma("/ip4/198.51.100.3/udp/4001/quic-v1"),
+                ma("/ip4/198.51.100.4/udp/4001/quic-v1")
+            ]
+        );
+    }
+}
