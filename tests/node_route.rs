@@ -327,6 +327,31 @@ async fn setup_payload_through_a_host() {
     assert_eq!(e.code(), ErrorCode::TransportUnavailable, "{e}");
 }
 
+/// A node sends setup payloads to another one after the other, many more than the
+/// per-signer quota of open correlations (16): each correlation ends when its payload
+/// arrives, so none is refused and every payload is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_payloads_in_a_row_are_all_delivered() {
+    let h = start(base(vec![])).await;
+    let a = start(hidden(vec![seed(&h)])).await;
+    let mut b = start(hidden(vec![seed(&h)])).await;
+    sessions(&h, &[a.node, b.node]).await;
+    const N: usize = 40;
+    for i in 0..N {
+        a.handle
+            .send_signal(b.node, format!("payload {i}").into_bytes(), None)
+            .await
+            .unwrap_or_else(|e| panic!("payload {i}: {e}"));
+    }
+    for _ in 0..N {
+        next(
+            &mut b.events,
+            |e| matches!(e, NodeEvent::SignalReceived { kind, .. } if kind == "setup_payload"),
+        )
+        .await;
+    }
+}
+
 /// A stranger (no session, no swarm in common) connects to B and sends, as a key of
 /// its choosing, a `connect` request and QUIC candidates that all point at a UDP socket
 /// on loopback. B takes the frames (they are delivered), but sends not one datagram

@@ -81,6 +81,8 @@ impl Outbound {
 pub(super) struct Answering {
     /// A `connect` request from a requester the policy punches back for.
     punch: bool,
+    /// A `setup` request: it ends when its payload arrives.
+    setup: bool,
     pub(super) since: Instant,
     /// Candidate frames dialed so far.
     candidate_frames: u32,
@@ -439,6 +441,22 @@ impl Router {
                     self.next_stage(id, error, view, now, &mut out);
                 }
             }
+            // A setup correlation has done its work once its payload is here: it ends
+            // now rather than lingering until it expires (a node sending payloads in a
+            // row would otherwise run into the per-signer quota of open correlations).
+            "setup_payload" => {
+                if self
+                    .answering
+                    .get(&(from, corr.clone()))
+                    .is_some_and(|a| a.setup)
+                {
+                    self.answering.remove(&(from, corr.clone()));
+                    out.push(Action::CorrelationDone {
+                        node: from,
+                        correlation: corr,
+                    });
+                }
+            }
             _ => {}
         }
         out
@@ -478,6 +496,7 @@ impl Router {
             (from, corr.clone()),
             Answering {
                 punch,
+                setup: !connect,
                 since: now,
                 candidate_frames: 0,
             },
