@@ -109,6 +109,7 @@ pub struct Behaviour {
     key: NodeKeypair,
     config: Config,
     advertisement: Option<NodeAdvertisement>,
+    endorsements: Vec<crate::FederationEndorsement>,
     pending: HashMap<OutboundRequestId, Pending>,
     kept: HashMap<(PeerId, Purpose), Kept>,
     events: VecDeque<Event>,
@@ -145,6 +146,7 @@ impl Behaviour {
             key,
             config,
             advertisement: None,
+            endorsements: Vec::new(),
             pending: HashMap::new(),
             kept: HashMap::new(),
             events: VecDeque::new(),
@@ -155,6 +157,12 @@ impl Behaviour {
     /// Our own advertisement, carried in requests (for advertisement-based policies).
     pub fn set_advertisement(&mut self, advertisement: Option<NodeAdvertisement>) {
         self.advertisement = advertisement;
+    }
+
+    /// Our federation endorsements, carried in requests (for the `federation` policy;
+    /// at most [`crate::endorsement::MAX_ENDORSEMENTS`]).
+    pub fn set_endorsements(&mut self, endorsements: Vec<crate::FederationEndorsement>) {
+        self.endorsements = endorsements;
     }
 
     /// Asks `relay` once (dialing `addrs` if not connected).
@@ -204,11 +212,12 @@ impl Behaviour {
         renewal: bool,
     ) -> Result<OutboundRequestId, MeshError> {
         let relay_id = NodeId::from_peer_id(&relay).map_err(MeshError::from)?;
-        let request = crate::request::request(
+        let request = crate::request::request_with(
             &self.key,
             relay_id,
             purpose,
             self.advertisement.as_ref(),
+            &self.endorsements,
             &(self.config.clock)(),
         )?;
         let nonce = request.nonce().to_owned();

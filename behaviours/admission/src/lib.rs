@@ -90,7 +90,9 @@
 pub mod client;
 pub mod codec;
 pub mod gate;
+pub mod endorsement;
 pub mod grants;
+pub mod ipkey;
 pub mod policy;
 mod replay;
 pub mod request;
@@ -98,7 +100,9 @@ pub mod server;
 
 pub use codec::PROTOCOL;
 pub use gate::{AdvertSource, Gate, NoAdverts};
-pub use grants::{Grant, Grants};
+pub use endorsement::FederationEndorsement;
+pub use grants::{Grant, Grants, Rules};
+pub use ipkey::IpKey;
 pub use mesh_core::GrantLimits;
 pub use policy::{
     AdmissionPolicy, AllOf, Allowlist, AnyOf, Decision, Federation, Open, Purpose, Query,
