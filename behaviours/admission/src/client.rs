@@ -4,8 +4,10 @@
 //! `keep(relay, purpose)` asks now and again when two thirds of the time the grant has
 //! left have passed (measured on the local clock to the millisecond: grant times are
 //! whole seconds, so a grant of `ttl` seconds may arrive with little more than `ttl - 1`
-//! left); a failed or denied renewal is retried every [`Config::retry`] while the
-//! grant is kept. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
+//! left); a failed or denied request for a kept grant is retried with exponential
+//! back-off and jitter ([`crate::Backoff`]: [`Config::retry`] after the first failure,
+//! doubling up to [`Config::retry_max`], each wait scaled by a random factor in
+//! `[0.5, 1.0)`), so a dead relay is not asked every few seconds forever. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
 //! libp2p relay) is reported as [`Event::Unsupported`]: the application then reserves
 //! without a grant, as on any relay.
 
@@ -30,8 +32,11 @@ use crate::policy::Purpose;
 pub struct Config {
     /// How long to wait for an answer.
     pub timeout: Duration,
-    /// Pause before asking again after a failure or denial of a kept grant.
+    /// Pause before asking again after the first failure or denial of a kept grant (it
+    /// doubles with each further failure in a row, up to [`Config::retry_max`]).
     pub retry: Duration,
+    /// The longest pause between attempts.
+    pub retry_max: Duration,
     /// The wall clock requests are dated and grants checked by.
     pub clock: Clock,
 }
@@ -41,6 +46,7 @@ impl Default for Config {
         Config {
             timeout: Duration::from_secs(10),
             retry: Duration::from_secs(10),
+            retry_max: Duration::from_secs(600),
             clock: crate::system_clock(),
         }
     }
@@ -51,6 +57,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("retry_max", &self.retry_max)
             .finish_non_exhaustive()
     }
 }
@@ -96,11 +103,13 @@ struct Pending {
     renewal: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kept {
     grant: Option<RelayAdmissionGrant>,
     /// When to ask again (`None` while a request is in flight).
     next: Option<Instant>,
+    /// Failures in a row and the pause they call for.
+    backoff: crate::Backoff,
 }
 
 /// The behaviour.
@@ -186,7 +195,15 @@ impl Behaviour {
             .kept
             .get(&(relay, purpose))
             .is_some_and(|k| k.grant.is_some());
-        self.kept.entry((relay, purpose)).or_default().next = None;
+        let (retry, retry_max) = (self.config.retry, self.config.retry_max);
+        self.kept
+            .entry((relay, purpose))
+            .or_insert_with(|| Kept {
+                grant: None,
+                next: None,
+                backoff: crate::Backoff::new(retry, retry_max),
+            })
+            .next = None;
         self.send(relay, purpose, addrs, renewal).map(|_| ())
     }
 
@@ -263,13 +280,13 @@ impl Behaviour {
             return;
         };
         let result = answer.and_then(|b| self.accept(&p, &b));
-        let retry = Instant::now() + self.config.retry;
         let kept = self.kept.get_mut(&(p.relay, p.purpose));
         match result {
             Ok(grant) => {
                 if let Some(k) = kept {
                     k.next = Some(Instant::now() + renew_after(&grant));
                     k.grant = Some(grant.clone());
+                    k.backoff.succeeded();
                 }
                 self.events.push_back(Event::Granted {
                     relay: p.relay,
@@ -279,7 +296,7 @@ impl Behaviour {
             }
             Err(error) => {
                 if let Some(k) = kept {
-                    k.next = Some(retry);
+                    k.next = Some(k.backoff.failed(Instant::now(), &mut rand_core::OsRng));
                 }
                 self.events.push_back(Event::Denied {
                     relay: p.relay,
@@ -294,7 +311,7 @@ impl Behaviour {
             return;
         };
         if let Some(k) = self.kept.get_mut(&(p.relay, p.purpose)) {
-            k.next = Some(Instant::now() + self.config.retry);
+            k.next = Some(k.backoff.failed(Instant::now(), &mut rand_core::OsRng));
         }
         self.events.push_back(match error {
             e if is_unsupported(&e) => Event::Unsupported { relay: p.relay },

@@ -87,12 +87,14 @@
 //! # let _ = relay;
 //! ```
 
+pub mod backoff;
 pub mod client;
 pub mod codec;
 pub mod gate;
 pub mod endorsement;
 pub mod grants;
 pub mod ipkey;
+pub mod liveness;
 pub mod policy;
 mod replay;
 pub mod request;
@@ -100,9 +102,11 @@ pub mod server;
 
 pub use codec::PROTOCOL;
 pub use gate::{AdvertSource, Gate, NoAdverts};
+pub use backoff::Backoff;
 pub use endorsement::FederationEndorsement;
 pub use grants::{Grant, Grants, Rules};
 pub use ipkey::IpKey;
+pub use liveness::Liveness;
 pub use mesh_core::GrantLimits;
 pub use policy::{
     AdmissionPolicy, AllOf, Allowlist, AnyOf, Decision, Federation, Open, Purpose, Query,
