@@ -218,8 +218,14 @@ pub struct NodeConfig {
     pub relay_tiers: std::collections::BTreeMap<String, u32>,
     /// Reservations held at once (the best-scoring relays).
     pub max_relays: usize,
+    /// A held relay that answers no ping (every 15 s) for this many seconds is lost:
+    /// its connections close and another relay takes its slot.
+    pub relay_liveness_secs: u64,
     /// The relay server's admission (with `relay_server`).
     pub admission: super::admission::AdmissionSettings,
+    /// Files holding this node's own `federation-endorsement.v1`s, presented to relays
+    /// in admission requests (for relays with the `federation` policy).
+    pub relay_endorsements: Vec<PathBuf>,
     /// Forward signaling frames between session peers (offers `core/signaling`).
     pub signaling_host: bool,
     /// Run AutoNAT v2 (client and server). Off for nodes whose reachability is known
@@ -264,7 +270,9 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             relay_tiers: std::collections::BTreeMap::new(),
             max_relays: 2,
+            relay_liveness_secs: super::relays::DEFAULT_LIVENESS.as_secs(),
             admission: super::admission::AdmissionSettings::default(),
+            relay_endorsements: Vec::new(),
             signaling_host: true,
             autonat: true,
             swarm: SwarmSettings::default(),
@@ -419,6 +427,11 @@ impl NodeConfig {
         }
         if self.max_relays == 0 {
             return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
+        }
+        if !(16..=3600).contains(&self.relay_liveness_secs) {
+            return Err(ConfigError::Invalid(
+                "relay_liveness_secs must be within 16..=3600 (pings go every 15 s)".into(),
+            ));
         }
         self.admission.check()?;
         if self.wss.is_none() && self.listen.iter().any(is_wss) {

@@ -195,7 +195,7 @@ impl Node {
                 };
                 self.metrics.record(&e);
                 if let Ok(rtt) = e.result {
-                    self.relays.rtt(&e.peer, rtt);
+                    self.relays.rtt(&e.peer, rtt, Instant::now());
                     self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
                 }
             }

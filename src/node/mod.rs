@@ -222,8 +222,18 @@ impl Node {
             signal,
             admission,
         };
+        let endorsements = admission::load_endorsements(
+            &config.relay_endorsements,
+            &node_id,
+            &Timestamp::now(),
+        )
+        .map_err(|e| NodeError::Config(e.into()))?;
         let mut registry = Registry::with_prefix("libp2p");
-        let swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        swarm
+            .behaviour_mut()
+            .admission_client
+            .set_endorsements(endorsements);
         let metrics = Metrics::new(&mut registry);
         let perf = match swarm.behaviour().perf.as_ref() {
             Some(b) => {
@@ -250,7 +260,13 @@ impl Node {
             };
             (addr.clone(), tier.unwrap_or(0))
         });
-        let relays = Relays::new(node_id, config.max_relays, relays, now);
+        let relays = Relays::new(
+            node_id,
+            config.max_relays,
+            relays,
+            Duration::from_secs(config.relay_liveness_secs),
+            now,
+        );
         let node = Node {
             swarm,
             node_id,

@@ -5,13 +5,25 @@
 //! RTT by ping, and holds reservations on the best `max_relays`: it listens on
 //! `…/p2p-circuit` through them, and those addresses go into its advertisement as
 //! `relay` endpoints. A relay that denies us, fails, or whose reservation ends rests
-//! for a while and another takes its slot. A relay without the admission protocol (a
-//! plain libp2p relay) is used without a grant. While AutoNAT has confirmed one of our
-//! own addresses as reachable, no reservations are held.
+//! for a while and another takes its slot: 3 s after a reservation ended, and after a
+//! denial, a failed request or a loss an exponential back-off with jitter
+//! ([`mesh_admission::Backoff`]: 10 s doubling to 10 min, scaled by `[0.5, 1.0)`). A
+//! relay without the admission protocol (a plain libp2p relay) is used without a grant.
+//! While AutoNAT has confirmed one of our own addresses as reachable, no reservations
+//! are held.
+//!
+//! Liveness: a held relay must show a sign of life (an answered ping, which the session
+//! behaviour sends every 15 s, or a grant) at least every `relay_liveness_secs`
+//! (default 25); otherwise it is lost ([`mesh_admission::Liveness`]): its connections
+//! are closed (a hung relay's TCP connection would otherwise linger for ~15 minutes),
+//! its reservation ends and another relay takes the slot.
+//!
+//! The relay drops a grant nobody used within 2 minutes, so a relay chosen long after
+//! its grant arrived is asked again before the reservation ([`FRESH_GRANT`]).
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | candidates and their scores, reservations (listeners), grants we hold | admission answers, pings, listeners started/closed, ticks | `AskRelay`, `ForgetRelay`, `ListenVia`, `StopListening`, `Trace` |
+//! | candidates and their scores, reservations (listeners), grants we hold, liveness and back-off of held relays | admission answers, pings, listeners started/closed, ticks | `AskRelay`, `ForgetRelay`, `ListenVia`, `StopListening`, `Disconnect`, `Trace` |
 //!
 //! The server side (grants, revocation) is `mesh_admission::server::Behaviour`'s own;
 //! [`grant_infos`] only formats its grants for `meshd relay grants`.
@@ -22,7 +34,7 @@ use std::time::{Duration, Instant};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mesh_admission::{Purpose, client};
+use mesh_admission::{Backoff, Liveness, Purpose, client};
 use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
 use super::action::Action;
@@ -32,8 +44,16 @@ use super::relay_select::RelaySelect;
 
 /// Rest of a relay whose reservation ended.
 const RETRY: Duration = Duration::from_secs(3);
-/// Rest of a relay that denied us or could not be reached.
-const DENIED_REST: Duration = Duration::from_secs(30);
+/// Rest of a relay after its first denial, failure or loss (doubling with each
+/// further one in a row, up to [`MAX_REST`]).
+const DENIED_REST: Duration = Duration::from_secs(10);
+/// The longest rest.
+const MAX_REST: Duration = Duration::from_secs(600);
+/// A reservation grant older than this is renewed before reserving with it (the relay
+/// drops grants unused for 2 minutes).
+pub(crate) const FRESH_GRANT: Duration = Duration::from_secs(60);
+/// Silence after which a held relay is lost, by default.
+pub(crate) const DEFAULT_LIVENESS: Duration = Duration::from_secs(25);
 /// How long relay admission waits for our first advertisement.
 const ADVERT_WAIT: Duration = Duration::from_secs(5);
 /// How long the first choice waits for every relay's admission answer.
@@ -50,14 +70,22 @@ pub(crate) struct Relays {
     listening: HashMap<ListenerId, PeerId>,
     /// Live grants we hold: (relay, purpose) → expiry.
     grants: HashMap<(PeerId, Purpose), Timestamp>,
+    /// When each relay's reservation grant last arrived.
+    granted_at: HashMap<PeerId, Instant>,
+    /// Signs of life of the relays we listen through.
+    liveness: Liveness<PeerId>,
+    /// Failures in a row per relay.
+    backoffs: HashMap<PeerId, Backoff>,
 }
 
 impl Relays {
-    /// `keep` reservations at most, among `relays` (address with `/p2p/`, tier).
+    /// `keep` reservations at most, among `relays` (address with `/p2p/`, tier); a held
+    /// relay silent for longer than `liveness` is lost.
     pub(crate) fn new(
         node_id: NodeId,
         keep: usize,
         relays: impl IntoIterator<Item = (Multiaddr, u32)>,
+        liveness: Duration,
         now: Instant,
     ) -> Self {
         let mut select = RelaySelect::new(keep, PROBE, now);
@@ -72,6 +100,40 @@ impl Relays {
             select,
             listening: HashMap::new(),
             grants: HashMap::new(),
+            granted_at: HashMap::new(),
+            liveness: Liveness::new(liveness),
+            backoffs: HashMap::new(),
+        }
+    }
+
+    /// `relay` failed (denied, unreachable, lost): it rests for its back-off.
+    fn rest(&mut self, relay: &PeerId, now: Instant) {
+        let b = self
+            .backoffs
+            .entry(*relay)
+            .or_insert_with(|| Backoff::new(DENIED_REST, MAX_REST));
+        let until = b.failed(now, &mut rand_core::OsRng);
+        self.select.failed(relay, now, until.saturating_duration_since(now));
+    }
+
+    /// Held relays silent for too long: released, disconnected, resting.
+    fn drop_lost(&mut self, now: Instant, out: &mut Actions) {
+        for peer in self.liveness.lost(now) {
+            if !self.select.held().contains(&peer) {
+                continue;
+            }
+            tracing::warn!(relay = %peer, silence = ?self.liveness.silence(), "relay lost: no sign of life; taking another");
+            out.push(Action::trace(
+                TraceEvent::new(TraceEventType::RelayDenied, self.node_id, Timestamp::now())
+                    .with_peer(peer)
+                    .with_detail(serde_json::json!({
+                        "lost": true,
+                        "silence-secs": self.liveness.silence().as_secs(),
+                    })),
+            ));
+            out.extend(self.release(&peer));
+            out.push(Action::Disconnect(peer));
+            self.rest(&peer, now);
         }
     }
 
@@ -102,6 +164,7 @@ impl Relays {
             }
             return out;
         }
+        self.drop_lost(now, &mut out);
         // Wait a little for the first advertisement.
         if !advertised && now < self.started + ADVERT_WAIT {
             return out;
@@ -115,9 +178,21 @@ impl Relays {
             });
         }
         for peer in self.select.choose(now) {
+            // A grant that may have lapsed unused at the relay is renewed first; the
+            // relay is chosen again when the fresh one arrives.
+            let stale = self
+                .granted_at
+                .get(&peer)
+                .is_some_and(|at| now.saturating_duration_since(*at) > FRESH_GRANT);
+            if stale {
+                self.granted_at.remove(&peer);
+                self.select.refresh(&peer);
+                continue;
+            }
             let Some(c) = self.select.get(&peer) else {
                 continue;
             };
+            self.liveness.watch(peer, now);
             tracing::info!(relay = %peer, score = c.score(), "reserving on relay");
             out.push(Action::ListenVia {
                 relay: peer,
@@ -129,7 +204,7 @@ impl Relays {
 
     /// An admission request (reservation) to `relay` could not be sent.
     pub(crate) fn ask_failed(&mut self, relay: &PeerId, now: Instant) {
-        self.select.failed(relay, now, DENIED_REST);
+        self.rest(relay, now);
     }
 
     /// The reservation listener through `relay` started.
@@ -159,6 +234,8 @@ impl Relays {
             .collect();
         out.push(Action::ForgetRelay(*peer));
         self.grants.retain(|(r, _), _| r != peer);
+        self.granted_at.remove(peer);
+        self.liveness.unwatch(peer);
         out
     }
 
@@ -169,15 +246,17 @@ impl Relays {
             Some(peer) => {
                 tracing::info!(relay = %peer, reason, "relay reservation ended");
                 self.select.failed(&peer, now, RETRY);
+                self.liveness.unwatch(&peer);
                 true
             }
             None => false,
         }
     }
 
-    /// A ping answered: a relay candidate's RTT.
-    pub(crate) fn rtt(&mut self, peer: &PeerId, rtt: Duration) {
+    /// A ping answered at `now`: a relay candidate's RTT, and a sign of life.
+    pub(crate) fn rtt(&mut self, peer: &PeerId, rtt: Duration, now: Instant) {
         self.select.rtt(peer, rtt);
+        self.liveness.alive(peer, now);
     }
 
     /// The admission client's answers.
@@ -196,7 +275,12 @@ impl Relays {
                 };
                 self.grants
                     .insert((relay, purpose), grant.expires_at().clone());
+                self.liveness.alive(&relay, now);
+                if let Some(b) = self.backoffs.get_mut(&relay) {
+                    b.succeeded();
+                }
                 if purpose == Purpose::Reservation {
+                    self.granted_at.insert(relay, now);
                     self.select.admitted(&relay, grant.load_permille());
                 }
             }
@@ -216,13 +300,13 @@ impl Relays {
                 ));
                 if self.select.is_candidate(&relay) {
                     out.extend(self.release(&relay));
-                    self.select.failed(&relay, now, DENIED_REST);
+                    self.rest(&relay, now);
                 }
             }
             client::Event::Failed { relay, error } => {
                 tracing::info!(%relay, %error, "relay admission request failed");
                 if self.select.is_candidate(&relay) && !self.select.held().contains(&relay) {
-                    self.select.failed(&relay, now, DENIED_REST);
+                    self.rest(&relay, now);
                 }
             }
         }
@@ -280,8 +364,51 @@ mod tests {
     use mesh_admission::client;
     use mesh_core::{ErrorCode, MeshError, NodeKeypair, Timestamp};
 
-    use super::{ADVERT_WAIT, PROBE, Relays};
+    use super::{ADVERT_WAIT, FRESH_GRANT, PROBE, Relays};
     use crate::node::action::Action;
+
+    /// The liveness silence in these tests (the default).
+    const L: Duration = super::DEFAULT_LIVENESS;
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    fn asked(actions: &[Action]) -> Vec<PeerId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::AskRelay { relay, .. } => Some(*relay),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A reservation grant signed by `relay_key` for `me`, issued now.
+    fn grant(
+        relay_key: &NodeKeypair,
+        me: mesh_core::NodeId,
+    ) -> Box<mesh_core::RelayAdmissionGrant> {
+        use mesh_core::Artifact;
+        let now = Timestamp::now();
+        let doc = serde_json::json!({
+            "schema/v": 1,
+            "message/kind": "relay-admission-grant.v1",
+            "relay/node-id": relay_key.node_id().to_string(),
+            "node/id": me.to_string(),
+            "ticket/id": "rg:0123456789abcdef01234567",
+            "request/nonce": "AAAAAAAAAAAAAAAAAAAAAA",
+            "purpose": "reservation",
+            "limits": {"circuits": 4, "circuit-bytes": 1024, "circuit-secs": 60},
+            "relay/load-permille": 0,
+            "issued-at": now.as_str(),
+            "expires-at": now.plus_secs(3600).as_str(),
+        });
+        let serde_json::Value::Object(doc) = doc else {
+            unreachable!()
+        };
+        Box::new(mesh_core::RelayAdmissionGrant::sign(doc, relay_key).unwrap())
+    }
 
     fn relay() -> (PeerId, Multiaddr) {
         let p = NodeKeypair::generate().node_id().to_peer_id().unwrap();
@@ -305,7 +432,7 @@ mod tests {
         let (r1, a1) = relay();
         let (r2, a2) = relay();
         let me = NodeKeypair::generate().node_id();
-        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], t0);
+        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], L, t0);
         // No advertisement yet, and still within the wait for it: nothing.
         assert!(relays.tick(false, false, t0).is_empty());
         let actions = relays.tick(false, true, t0);
@@ -319,11 +446,11 @@ mod tests {
         assert_eq!(asked.len(), 2);
         assert!(asked.iter().all(|(_, keep)| *keep), "reservations are kept");
         // Without an advertisement the wait ends too.
-        let mut late = Relays::new(me, 1, [(relay().1, 0)], t0);
+        let mut late = Relays::new(me, 1, [(relay().1, 0)], L, t0);
         assert_eq!(late.tick(false, false, t0 + ADVERT_WAIT).len(), 1);
         // Both answer (plain relays); the faster one is reserved on.
-        relays.rtt(&r1, Duration::from_millis(80));
-        relays.rtt(&r2, Duration::from_millis(20));
+        relays.rtt(&r1, Duration::from_millis(80), t0);
+        relays.rtt(&r2, Duration::from_millis(20), t0);
         relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
         relays.on_admission(client::Event::Unsupported { relay: r2 }, t0);
         assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r2]);
@@ -340,7 +467,7 @@ mod tests {
         let t0 = Instant::now();
         let (r1, a1) = relay();
         let me = NodeKeypair::generate().node_id();
-        let mut relays = Relays::new(me, 2, [(a1, 0)], t0);
+        let mut relays = Relays::new(me, 2, [(a1, 0)], L, t0);
         relays.tick(false, true, t0);
         relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
         assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
@@ -367,7 +494,7 @@ mod tests {
     fn a_directly_reachable_node_holds_no_reservation() {
         let t0 = Instant::now();
         let (r1, a1) = relay();
-        let mut relays = Relays::new(NodeKeypair::generate().node_id(), 2, [(a1, 0)], t0);
+        let mut relays = Relays::new(NodeKeypair::generate().node_id(), 2, [(a1, 0)], L, t0);
         relays.tick(false, true, t0);
         relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
         relays.tick(false, true, t0 + PROBE);
@@ -395,5 +522,132 @@ mod tests {
         assert!(!super::publicly_reachable(&nat));
         nat.insert("/ip4/192.0.2.9/udp/1/quic-v1".parse().unwrap(), true);
         assert!(super::publicly_reachable(&nat));
+    }
+
+    #[test]
+    fn a_silent_relay_is_lost_disconnected_and_replaced_within_30_s() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let (r2, a2) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], L, t0);
+        relays.tick(false, true, t0);
+        relays.rtt(&r1, Duration::from_millis(10), t0);
+        relays.rtt(&r2, Duration::from_millis(50), t0);
+        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+        relays.on_admission(client::Event::Unsupported { relay: r2 }, t0);
+        let start = t0 + PROBE;
+        assert_eq!(listens(&relays.tick(false, true, start)), vec![r1]);
+        let id = ListenerId::next();
+        relays.listening(id, r1);
+        // Pings every 15 s for a minute: held, nothing happens.
+        for s in (15..=60).step_by(15) {
+            relays.rtt(&r1, Duration::from_millis(10), start + Duration::from_secs(s));
+            for tick in s - 14..=s {
+                let a = relays.tick(false, true, start + Duration::from_secs(tick));
+                assert!(a.is_empty(), "at {tick} s: {a:?}");
+            }
+        }
+        // The relay hangs after its ping at 60 s: ticks every second until it is lost.
+        let last = start + Duration::from_secs(60);
+        let mut lost = None;
+        for tick in 61..=120 {
+            let now = start + Duration::from_secs(tick);
+            let a = relays.tick(false, true, now);
+            if a.iter().any(|x| matches!(x, Action::Disconnect(p) if *p == r1)) {
+                assert!(a.iter().any(|x| matches!(x, Action::StopListening(i) if *i == id)));
+                assert!(a.iter().any(|x| matches!(x, Action::ForgetRelay(p) if *p == r1)));
+                assert!(a.iter().any(|x| matches!(x, Action::Trace(_))));
+                // The other relay takes the slot in the same step.
+                assert_eq!(listens(&a), vec![r2]);
+                lost = Some(now);
+                break;
+            }
+        }
+        let lost = lost.expect("the silent relay was never lost");
+        assert!(lost - last <= Duration::from_secs(30), "lost {:?} after its last ping", lost - last);
+        assert!(lost - last > L);
+        // A late answer from the lost relay changes nothing.
+        relays.rtt(&r1, Duration::from_millis(10), lost);
+        assert!(relays.tick(false, true, lost).is_empty());
+    }
+
+    #[test]
+    fn a_failing_relay_rests_longer_each_time_with_jitter() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 1, [(a1, 0)], L, t0);
+        assert_eq!(asked(&relays.tick(false, true, t0)), vec![r1]);
+        let mut now = t0;
+        let mut rests = Vec::new();
+        for _ in 0..5 {
+            let error = MeshError::new(ErrorCode::TransportUnavailable, "dial failed");
+            relays.on_admission(client::Event::Failed { relay: r1, error }, now);
+            let failed = now;
+            // Tick every second until it is asked again.
+            loop {
+                now += Duration::from_secs(1);
+                assert!(now - failed < Duration::from_secs(3600), "never asked again");
+                if asked(&relays.tick(false, true, now)) == vec![r1] {
+                    break;
+                }
+            }
+            rests.push((now - failed).as_secs());
+        }
+        // 10 s doubling, each scaled by [0.5, 1.0) (plus the tick's second).
+        for (i, rest) in rests.iter().enumerate() {
+            let ceiling = 10u64 << i;
+            assert!(
+                *rest >= ceiling / 2 && *rest <= ceiling + 1,
+                "rest {i}: {rest} s ({rests:?})"
+            );
+        }
+        assert!(rests[4] > rests[1], "{rests:?}");
+        // A grant resets the back-off.
+        relays.on_admission(
+            client::Event::Granted {
+                relay: r1,
+                grant: grant(&NodeKeypair::generate(), me),
+                renewed: false,
+            },
+            now,
+        );
+        let error = MeshError::new(ErrorCode::TransportRejected, "no");
+        relays.on_admission(client::Event::Denied { relay: r1, error }, now);
+        assert!(asked(&relays.tick(false, true, secs(now, 4))).is_empty());
+        assert_eq!(asked(&relays.tick(false, true, secs(now, 10))), vec![r1]);
+    }
+
+    #[test]
+    fn an_old_grant_is_renewed_before_reserving_with_it() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let (r2, a2) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], L, t0);
+        relays.tick(false, true, t0);
+        relays.rtt(&r1, Duration::from_millis(10), t0);
+        relays.rtt(&r2, Duration::from_millis(50), t0);
+        let key = NodeKeypair::generate();
+        for r in [r1, r2] {
+            let grant = grant(&key, me);
+            relays.on_admission(client::Event::Granted { relay: r, grant, renewed: false }, t0);
+        }
+        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
+        let id = ListenerId::next();
+        relays.listening(id, r1);
+        // Long after: r1's reservation ends; r2's grant is older than FRESH_GRANT.
+        let later = t0 + FRESH_GRANT + Duration::from_secs(40);
+        relays.rtt(&r1, Duration::from_millis(10), later);
+        assert!(relays.listener_closed(id, "closed", later));
+        let a = relays.tick(false, true, later);
+        assert!(listens(&a).is_empty(), "reserved with an old grant: {a:?}");
+        // Asked again, and reserved on once the fresh grant is in.
+        let a = relays.tick(false, true, later + Duration::from_secs(1));
+        assert_eq!(asked(&a), vec![r2]);
+        let grant = grant(&key, me);
+        relays.on_admission(client::Event::Granted { relay: r2, grant, renewed: true }, later);
+        assert_eq!(listens(&relays.tick(false, true, later + Duration::from_secs(2))), vec![r2]);
     }
 }
