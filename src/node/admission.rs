@@ -66,7 +66,9 @@ pub enum AdmissionError {
         error: IdError,
     },
     /// A `federation` term without any endorser key to check endorsements against.
-    #[error("admission policy federation: needs [admission] endorsers (node ids whose endorsements count)")]
+    #[error(
+        "admission policy federation: needs [admission] endorsers (node ids whose endorsements count)"
+    )]
     NoEndorsers,
     /// A per-IP limit is zero.
     #[error(
@@ -315,12 +317,18 @@ pub fn load_endorsements(
     paths.iter().map(|p| load_one(p, node, now)).collect()
 }
 
-fn load_one(path: &Path, node: &NodeId, now: &Timestamp) -> Result<FederationEndorsement, AdmissionError> {
+fn load_one(
+    path: &Path,
+    node: &NodeId,
+    now: &Timestamp,
+) -> Result<FederationEndorsement, AdmissionError> {
     let err = |reason: String| AdmissionError::Endorsement {
         path: path.to_owned(),
         reason,
     };
-    let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
     if len > mesh_core::MAX_ARTIFACT_BYTES as u64 {
         return Err(err(format!("{len} bytes is over the 64 KiB cap")));
     }
@@ -447,16 +455,26 @@ mod tests {
         };
         let mine = FederationEndorsement::issue(&op, "fed:a", me, &now, 600).unwrap();
         let good = write("good.json", mine.to_json().to_string());
-        assert_eq!(load_endorsements(&[good.clone()], &me, &now).unwrap(), vec![mine]);
+        assert_eq!(
+            load_endorsements(std::slice::from_ref(&good), &me, &now).unwrap(),
+            vec![mine]
+        );
         let theirs = FederationEndorsement::issue(&op, "fed:a", other, &now, 600).unwrap();
         let foreign = write("foreign.json", theirs.to_json().to_string());
         let bad = write("bad.json", "{".into());
         for p in [foreign, bad, dir.join("missing.json")] {
-            let e = load_endorsements(&[p.clone()], &me, &now).unwrap_err();
-            assert!(matches!(e, AdmissionError::Endorsement { ref path, .. } if *path == p), "{e}");
+            let e = load_endorsements(std::slice::from_ref(&p), &me, &now).unwrap_err();
+            assert!(
+                matches!(e, AdmissionError::Endorsement { ref path, .. } if *path == p),
+                "{e}"
+            );
         }
         let expired = load_endorsements(&[good], &me, &now.plus_secs(600)).unwrap_err();
-        assert!(expired.to_string().contains("E_ADV_EXPIRED") || expired.to_string().contains("expired"), "{expired}");
+        assert!(
+            expired.to_string().contains("E_ADV_EXPIRED")
+                || expired.to_string().contains("expired"),
+            "{expired}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -222,12 +222,9 @@ impl Node {
             signal,
             admission,
         };
-        let endorsements = admission::load_endorsements(
-            &config.relay_endorsements,
-            &node_id,
-            &Timestamp::now(),
-        )
-        .map_err(|e| NodeError::Config(e.into()))?;
+        let endorsements =
+            admission::load_endorsements(&config.relay_endorsements, &node_id, &Timestamp::now())
+                .map_err(|e| NodeError::Config(e.into()))?;
         let mut registry = Registry::with_prefix("libp2p");
         let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
         swarm

@@ -113,7 +113,8 @@ impl Relays {
             .entry(*relay)
             .or_insert_with(|| Backoff::new(DENIED_REST, MAX_REST));
         let until = b.failed(now, &mut rand_core::OsRng);
-        self.select.failed(relay, now, until.saturating_duration_since(now));
+        self.select
+            .failed(relay, now, until.saturating_duration_since(now));
     }
 
     /// Held relays silent for too long: released, disconnected, resting.
@@ -542,7 +543,11 @@ mod tests {
         relays.listening(id, r1);
         // Pings every 15 s for a minute: held, nothing happens.
         for s in (15..=60).step_by(15) {
-            relays.rtt(&r1, Duration::from_millis(10), start + Duration::from_secs(s));
+            relays.rtt(
+                &r1,
+                Duration::from_millis(10),
+                start + Duration::from_secs(s),
+            );
             for tick in s - 14..=s {
                 let a = relays.tick(false, true, start + Duration::from_secs(tick));
                 assert!(a.is_empty(), "at {tick} s: {a:?}");
@@ -554,9 +559,17 @@ mod tests {
         for tick in 61..=120 {
             let now = start + Duration::from_secs(tick);
             let a = relays.tick(false, true, now);
-            if a.iter().any(|x| matches!(x, Action::Disconnect(p) if *p == r1)) {
-                assert!(a.iter().any(|x| matches!(x, Action::StopListening(i) if *i == id)));
-                assert!(a.iter().any(|x| matches!(x, Action::ForgetRelay(p) if *p == r1)));
+            if a.iter()
+                .any(|x| matches!(x, Action::Disconnect(p) if *p == r1))
+            {
+                assert!(
+                    a.iter()
+                        .any(|x| matches!(x, Action::StopListening(i) if *i == id))
+                );
+                assert!(
+                    a.iter()
+                        .any(|x| matches!(x, Action::ForgetRelay(p) if *p == r1))
+                );
                 assert!(a.iter().any(|x| matches!(x, Action::Trace(_))));
                 // The other relay takes the slot in the same step.
                 assert_eq!(listens(&a), vec![r2]);
@@ -565,7 +578,11 @@ mod tests {
             }
         }
         let lost = lost.expect("the silent relay was never lost");
-        assert!(lost - last <= Duration::from_secs(30), "lost {:?} after its last ping", lost - last);
+        assert!(
+            lost - last <= Duration::from_secs(30),
+            "lost {:?} after its last ping",
+            lost - last
+        );
         assert!(lost - last > L);
         // A late answer from the lost relay changes nothing.
         relays.rtt(&r1, Duration::from_millis(10), lost);
@@ -588,7 +605,10 @@ mod tests {
             // Tick every second until it is asked again.
             loop {
                 now += Duration::from_secs(1);
-                assert!(now - failed < Duration::from_secs(3600), "never asked again");
+                assert!(
+                    now - failed < Duration::from_secs(3600),
+                    "never asked again"
+                );
                 if asked(&relays.tick(false, true, now)) == vec![r1] {
                     break;
                 }
@@ -632,7 +652,14 @@ mod tests {
         let key = NodeKeypair::generate();
         for r in [r1, r2] {
             let grant = grant(&key, me);
-            relays.on_admission(client::Event::Granted { relay: r, grant, renewed: false }, t0);
+            relays.on_admission(
+                client::Event::Granted {
+                    relay: r,
+                    grant,
+                    renewed: false,
+                },
+                t0,
+            );
         }
         assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
         let id = ListenerId::next();
@@ -647,7 +674,17 @@ mod tests {
         let a = relays.tick(false, true, later + Duration::from_secs(1));
         assert_eq!(asked(&a), vec![r2]);
         let grant = grant(&key, me);
-        relays.on_admission(client::Event::Granted { relay: r2, grant, renewed: true }, later);
-        assert_eq!(listens(&relays.tick(false, true, later + Duration::from_secs(2))), vec![r2]);
+        relays.on_admission(
+            client::Event::Granted {
+                relay: r2,
+                grant,
+                renewed: true,
+            },
+            later,
+        );
+        assert_eq!(
+            listens(&relays.tick(false, true, later + Duration::from_secs(2))),
+            vec![r2]
+        );
     }
 }

@@ -97,7 +97,10 @@ mod tests {
             let wait = b.failed(t0, &mut rng) - t0;
             let ceiling = Duration::from_secs((10u64 << (n - 1)).min(600));
             assert_eq!(b.ceiling(n), ceiling);
-            assert!(wait >= ceiling / 2 && wait < ceiling, "failure {n}: {wait:?} vs {ceiling:?}");
+            assert!(
+                wait >= ceiling / 2 && wait < ceiling,
+                "failure {n}: {wait:?} vs {ceiling:?}"
+            );
             waits.push(wait);
         }
         assert_eq!(b.failures(), 10);
@@ -121,7 +124,10 @@ mod tests {
         waits.sort();
         waits.dedup();
         assert!(waits.len() > 16, "{waits:?}");
-        assert!(waits[waits.len() - 1] - waits[0] > Duration::from_secs(2), "{waits:?}");
+        assert!(
+            waits[waits.len() - 1] - waits[0] > Duration::from_secs(2),
+            "{waits:?}"
+        );
         // The same seed gives the same wait.
         let mut a = Backoff::new(Duration::from_secs(10), Duration::from_secs(600));
         let mut b = a.clone();

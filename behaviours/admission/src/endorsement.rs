@@ -133,7 +133,10 @@ impl Artifact for FederationEndorsement {
             None => return Err(invalid("schema/v", "must be 1")),
         }
         if text(&doc, "message/kind")? != Self::FAMILY {
-            return Err(invalid("message/kind", &format!("must be {}", Self::FAMILY)));
+            return Err(invalid(
+                "message/kind",
+                &format!("must be {}", Self::FAMILY),
+            ));
         }
         let federation = text(&doc, "federation/id")?.to_owned();
         if federation.is_empty() || federation.len() > MAX_FEDERATION_ID_BYTES {
@@ -175,11 +178,7 @@ impl Artifact for FederationEndorsement {
         if now >= &self.expires_at {
             return Err(MeshError::new(
                 ErrorCode::AdvExpired,
-                format!(
-                    "{}: expired at {}",
-                    Self::FAMILY,
-                    self.expires_at.as_str()
-                ),
+                format!("{}: expired at {}", Self::FAMILY, self.expires_at.as_str()),
             ));
         }
         Ok(())
@@ -198,7 +197,9 @@ pub fn carried(
         return Ok(Vec::new());
     };
     let list = v.as_array().ok_or_else(|| {
-        MeshError::invalid(format!("relay-admission-request.v1: `{REQUEST_FIELD}` must be an array"))
+        MeshError::invalid(format!(
+            "relay-admission-request.v1: `{REQUEST_FIELD}` must be an array"
+        ))
     })?;
     if list.len() > MAX_ENDORSEMENTS {
         return Err(MeshError::invalid(format!(
@@ -244,7 +245,8 @@ mod tests {
         // Signed by another key while naming the operator as endorser: forged.
         let mut doc = e.clone().into_map();
         doc.remove("signature");
-        let input = mesh_core::artifact::signing_input(FederationEndorsement::FAMILY, &["signature"], &doc);
+        let input =
+            mesh_core::artifact::signing_input(FederationEndorsement::FAMILY, &["signature"], &doc);
         doc.insert(
             "signature".into(),
             mesh_core::artifact::signature_value(&other.sign(&input)),
@@ -257,9 +259,11 @@ mod tests {
         let err = FederationEndorsement::verify_json(Value::Object(doc), &t0()).unwrap_err();
         assert_eq!(err.code, ErrorCode::SigInvalid, "{err}");
         // Expiry and the clock.
-        let err = FederationEndorsement::verify_json(e.to_json(), &t0().plus_secs(600)).unwrap_err();
+        let err =
+            FederationEndorsement::verify_json(e.to_json(), &t0().plus_secs(600)).unwrap_err();
         assert_eq!(err.code, ErrorCode::AdvExpired);
-        let err = FederationEndorsement::verify_json(e.to_json(), &t0().plus_secs(-31)).unwrap_err();
+        let err =
+            FederationEndorsement::verify_json(e.to_json(), &t0().plus_secs(-31)).unwrap_err();
         assert_eq!(err.code, ErrorCode::ProtoInvalid);
     }
 
@@ -268,7 +272,12 @@ mod tests {
         let op = NodeKeypair::generate();
         let n = NodeKeypair::generate().node_id();
         let long = "f".repeat(MAX_FEDERATION_ID_BYTES + 1);
-        for (fed, ttl) in [("", 60), (long.as_str(), 60), ("fed:a", 0), ("fed:a", MAX_ENDORSEMENT_SECS + 1)] {
+        for (fed, ttl) in [
+            ("", 60),
+            (long.as_str(), 60),
+            ("fed:a", 0),
+            ("fed:a", MAX_ENDORSEMENT_SECS + 1),
+        ] {
             let e = FederationEndorsement::issue(&op, fed, n, &t0(), ttl).unwrap_err();
             assert_eq!(e.code, ErrorCode::ProtoInvalid, "{fed} {ttl}: {e}");
         }
@@ -282,7 +291,10 @@ mod tests {
     #[test]
     fn a_request_carries_only_its_own_valid_endorsements() {
         let op = NodeKeypair::generate();
-        let (me, other) = (NodeKeypair::generate().node_id(), NodeKeypair::generate().node_id());
+        let (me, other) = (
+            NodeKeypair::generate().node_id(),
+            NodeKeypair::generate().node_id(),
+        );
         let mine = FederationEndorsement::issue(&op, "fed:a", me, &t0(), 60).unwrap();
         let theirs = FederationEndorsement::issue(&op, "fed:a", other, &t0(), 60).unwrap();
         let req = |list: Vec<Value>| {
@@ -291,7 +303,10 @@ mod tests {
             m
         };
         assert!(carried(&Map::new(), &me, &t0()).unwrap().is_empty());
-        assert_eq!(carried(&req(vec![mine.to_json()]), &me, &t0()).unwrap(), vec![mine.clone()]);
+        assert_eq!(
+            carried(&req(vec![mine.to_json()]), &me, &t0()).unwrap(),
+            vec![mine.clone()]
+        );
         let e = carried(&req(vec![theirs.to_json()]), &me, &t0()).unwrap_err();
         assert_eq!(e.code, ErrorCode::SigUnknownSigner);
         let e = carried(&req(vec![mine.to_json(); MAX_ENDORSEMENTS + 1]), &me, &t0()).unwrap_err();

@@ -418,7 +418,8 @@ impl Grants {
             let had = e.reservation.is_some() || e.circuit.is_some();
             let unused = !e.used
                 && e.is_idle()
-                && e.issued_at().is_some_and(|at| now.secs_since(at) >= unused_secs);
+                && e.issued_at()
+                    .is_some_and(|at| now.secs_since(at) >= unused_secs);
             if unused {
                 tracing::debug!(%node, "relay admission: grant never used; lapsed");
                 e.reservation = None;
@@ -506,7 +507,8 @@ mod tests {
         let mut g = Grants::new(8);
         let n = node();
         assert!(g.check_reservation(&n, &t0()).is_err());
-        g.admit(grant(n, Purpose::Reservation, 10), None, &t0()).unwrap();
+        g.admit(grant(n, Purpose::Reservation, 10), None, &t0())
+            .unwrap();
         g.check_reservation(&n, &t0().plus_secs(9)).unwrap();
         g.check_circuit(&n, &t0().plus_secs(9)).unwrap();
         let e = g.check_reservation(&n, &t0().plus_secs(10)).unwrap_err();
@@ -520,7 +522,8 @@ mod tests {
     fn circuits_are_counted_per_node() {
         let mut g = Grants::new(8);
         let (n, d) = (node(), node());
-        g.admit(grant(n, Purpose::Reservation, 60), None, &t0()).unwrap();
+        g.admit(grant(n, Purpose::Reservation, 60), None, &t0())
+            .unwrap();
         for _ in 0..2 {
             g.check_circuit(&n, &t0()).unwrap();
             assert_eq!(g.circuit_opened(n, d, &t0()), Opened::Ok);
@@ -535,7 +538,8 @@ mod tests {
     fn allowed_requests_count_until_they_open_or_fail() {
         let mut g = Grants::new(8);
         let (n, d) = (node(), node());
-        g.admit(grant(n, Purpose::Reservation, 600), None, &t0()).unwrap();
+        g.admit(grant(n, Purpose::Reservation, 600), None, &t0())
+            .unwrap();
         // Two requests allowed at once fill the quota of 2 before either opens.
         for _ in 0..2 {
             g.check_circuit(&n, &t0()).unwrap();
@@ -560,8 +564,12 @@ mod tests {
     fn circuit_grants_cover_their_targets() {
         let mut g = Grants::new(8);
         let (n, a, b) = (node(), node(), node());
-        g.admit(grant(n, Purpose::Circuit { target: Some(a) }, 60), None, &t0())
-            .unwrap();
+        g.admit(
+            grant(n, Purpose::Circuit { target: Some(a) }, 60),
+            None,
+            &t0(),
+        )
+        .unwrap();
         assert!(g.check_reservation(&n, &t0()).is_err());
         g.check_circuit(&n, &t0()).unwrap();
         assert_eq!(g.circuit_opened(n, a, &t0()), Opened::Ok);
@@ -569,8 +577,12 @@ mod tests {
             g.circuit_opened(n, b, &t0()),
             Opened::Violation(_)
         ));
-        g.admit(grant(n, Purpose::Circuit { target: Some(b) }, 60), None, &t0())
-            .unwrap();
+        g.admit(
+            grant(n, Purpose::Circuit { target: Some(b) }, 60),
+            None,
+            &t0(),
+        )
+        .unwrap();
         g.circuit_closed(&n, &b);
         assert_eq!(g.circuit_opened(n, b, &t0()), Opened::Ok);
     }
@@ -579,14 +591,22 @@ mod tests {
     fn revoke_blocks_then_lapses() {
         let mut g = Grants::new(8);
         let n = node();
-        g.admit(grant(n, Purpose::Reservation, 600), None, &t0()).unwrap();
+        g.admit(grant(n, Purpose::Reservation, 600), None, &t0())
+            .unwrap();
         assert!(g.revoke(&n, t0().plus_secs(30)));
         assert!(g.check_reservation(&n, &t0()).is_err());
-        assert!(g.admit(grant(n, Purpose::Reservation, 600), None, &t0()).is_err());
+        assert!(
+            g.admit(grant(n, Purpose::Reservation, 600), None, &t0())
+                .is_err()
+        );
         assert!(g.blocked_until(&n, &t0().plus_secs(29)).is_some());
         g.sweep(&t0().plus_secs(30));
-        g.admit(grant(n, Purpose::Reservation, 600), None, &t0().plus_secs(30))
-            .unwrap();
+        g.admit(
+            grant(n, Purpose::Reservation, 600),
+            None,
+            &t0().plus_secs(30),
+        )
+        .unwrap();
         assert!(g.revoke(&n, t0().plus_secs(60)));
         assert!(g.unblock(&n));
     }
@@ -595,7 +615,8 @@ mod tests {
     fn overdue_circuits_and_bounded_table() {
         let mut g = Grants::new(1);
         let (n, d, other) = (node(), node(), node());
-        g.admit(grant(n, Purpose::Reservation, 600), None, &t0()).unwrap();
+        g.admit(grant(n, Purpose::Reservation, 600), None, &t0())
+            .unwrap();
         g.circuit_opened(n, d, &t0());
         assert!(g.overdue(&t0().plus_secs(60)).is_empty());
         assert_eq!(g.overdue(&t0().plus_secs(61)), vec![(n, d)]);
@@ -614,8 +635,10 @@ mod tests {
     fn an_unused_grant_lapses_and_a_used_one_lives_on() {
         let mut g = Grants::new(8);
         let (idle, user) = (node(), node());
-        g.admit(grant(idle, Purpose::Reservation, 3600), None, &t0()).unwrap();
-        g.admit(grant(user, Purpose::Reservation, 3600), None, &t0()).unwrap();
+        g.admit(grant(idle, Purpose::Reservation, 3600), None, &t0())
+            .unwrap();
+        g.admit(grant(user, Purpose::Reservation, 3600), None, &t0())
+            .unwrap();
         g.check_reservation(&user, &t0()).unwrap();
         g.reservation_allowed(&user, &t0());
         g.set_reserved(&user, true);
@@ -625,8 +648,12 @@ mod tests {
         g.check_reservation(&user, &t0().plus_secs(120)).unwrap();
         // A used grant stays used across renewals (a renewal is a new grant).
         g.set_reserved(&user, false);
-        g.admit(grant(user, Purpose::Reservation, 3600), None, &t0().plus_secs(200))
-            .unwrap();
+        g.admit(
+            grant(user, Purpose::Reservation, 3600),
+            None,
+            &t0().plus_secs(200),
+        )
+        .unwrap();
         assert!(g.sweep(&t0().plus_secs(600)).is_empty());
         assert_eq!(g.admitted(&t0().plus_secs(600)), 1);
     }
@@ -635,26 +662,43 @@ mod tests {
     fn a_full_table_evicts_idle_nodes_before_refusing() {
         let mut g = Grants::new(2);
         let (a, b, c, d) = (node(), node(), node(), node());
-        g.admit(grant(a, Purpose::Reservation, 600), None, &t0()).unwrap();
-        g.admit(grant(b, Purpose::Reservation, 600), None, &t0().plus_secs(1))
+        g.admit(grant(a, Purpose::Reservation, 600), None, &t0())
             .unwrap();
+        g.admit(
+            grant(b, Purpose::Reservation, 600),
+            None,
+            &t0().plus_secs(1),
+        )
+        .unwrap();
         // Both idle: the least recently active (a) makes room for c.
-        g.admit(grant(c, Purpose::Reservation, 600), None, &t0().plus_secs(2))
-            .unwrap();
+        g.admit(
+            grant(c, Purpose::Reservation, 600),
+            None,
+            &t0().plus_secs(2),
+        )
+        .unwrap();
         assert!(g.check_reservation(&a, &t0().plus_secs(2)).is_err());
         g.check_reservation(&b, &t0().plus_secs(2)).unwrap();
         // b and c hold reservations: nobody is idle, d is refused.
         g.set_reserved(&b, true);
         g.set_reserved(&c, true);
         let e = g
-            .admit(grant(d, Purpose::Reservation, 600), None, &t0().plus_secs(3))
+            .admit(
+                grant(d, Purpose::Reservation, 600),
+                None,
+                &t0().plus_secs(3),
+            )
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TransportRejected);
         assert!(e.detail.contains("full"), "{e}");
         // c's reservation ends: it is idle again and goes for d.
         g.set_reserved(&c, false);
-        g.admit(grant(d, Purpose::Reservation, 600), None, &t0().plus_secs(4))
-            .unwrap();
+        g.admit(
+            grant(d, Purpose::Reservation, 600),
+            None,
+            &t0().plus_secs(4),
+        )
+        .unwrap();
         g.check_reservation(&b, &t0().plus_secs(4)).unwrap();
         assert!(g.check_reservation(&c, &t0().plus_secs(4)).is_err());
     }
@@ -670,8 +714,10 @@ mod tests {
         let neighbour = ip("2001:db8:1:2::99");
         let elsewhere = ip("2001:db8:1:3::1");
         let (a, b, c, d) = (node(), node(), node(), node());
-        g.admit(grant(a, Purpose::Reservation, 600), home, &t0()).unwrap();
-        g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0()).unwrap();
+        g.admit(grant(a, Purpose::Reservation, 600), home, &t0())
+            .unwrap();
+        g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0())
+            .unwrap();
         for n in [a, b] {
             g.set_reserved(&n, true);
         }
@@ -681,12 +727,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TransportRejected);
         assert!(e.detail.contains("2001:db8:1:2::/64"), "{e}");
-        g.admit(grant(d, Purpose::Reservation, 600), elsewhere, &t0()).unwrap();
+        g.admit(grant(d, Purpose::Reservation, 600), elsewhere, &t0())
+            .unwrap();
         // A node of the /64 that went idle makes room for c.
         g.set_reserved(&a, false);
-        g.admit(grant(c, Purpose::Reservation, 600), home, &t0()).unwrap();
+        g.admit(grant(c, Purpose::Reservation, 600), home, &t0())
+            .unwrap();
         assert!(g.check_reservation(&a, &t0()).is_err());
         // Renewals of a node already admitted are not counted again.
-        g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0()).unwrap();
+        g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0())
+            .unwrap();
     }
 }

@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn ipv6_is_keyed_by_its_64_and_ipv4_by_address() {
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));

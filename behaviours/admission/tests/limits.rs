@@ -71,10 +71,7 @@ where
 async fn requests_from_one_ip_are_limited() {
     let clock = TestClock::new();
     let config = server::Config {
-        requests_per_ip: mesh_core::RateLimit::per_minute(
-            server::DEFAULT_REQUESTS_PER_IP.burst,
-            1,
-        ),
+        requests_per_ip: mesh_core::RateLimit::per_minute(server::DEFAULT_REQUESTS_PER_IP.burst, 1),
         ..open_with(&clock)
     };
     let relay = Relay::start("relay", config, base_relay_config()).await;
@@ -89,7 +86,9 @@ async fn requests_from_one_ip_are_limited() {
     let error = denied(outcomes.pop().unwrap());
     assert_eq!(error.code, ErrorCode::TransportRejected, "{error}");
     assert!(
-        error.detail.contains("too many admission requests from 127.0.0.1"),
+        error
+            .detail
+            .contains("too many admission requests from 127.0.0.1"),
         "{error}"
     );
     // The limit refills with time.
@@ -104,7 +103,10 @@ async fn requests_from_one_ip_are_limited() {
 async fn an_unused_grant_lapses() {
     let clock = TestClock::new();
     let relay = Relay::start("relay", open_with(&clock), base_relay_config()).await;
-    let (mut user, mut idler) = (clocked_client("user", &clock), clocked_client("idler", &clock));
+    let (mut user, mut idler) = (
+        clocked_client("user", &clock),
+        clocked_client("idler", &clock),
+    );
     let g = user.ask(&relay, Purpose::Reservation).await.unwrap();
     user.reserve(&relay).await.unwrap();
     let gi = idler.ask(&relay, Purpose::Reservation).await.unwrap();
@@ -201,8 +203,8 @@ async fn federation_membership_needs_an_endorsement_by_the_configured_key() {
 
     // Endorsed by the operator's key.
     let mut member = clocked_client("member", &clock);
-    let e = FederationEndorsement::issue(&operator, "fed:a", member.key.node_id(), &now, 3600)
-        .unwrap();
+    let e =
+        FederationEndorsement::issue(&operator, "fed:a", member.key.node_id(), &now, 3600).unwrap();
     member
         .run(move |s| s.behaviour_mut().admission.set_endorsements(vec![e]))
         .await;
@@ -222,12 +224,13 @@ async fn federation_membership_needs_an_endorsement_by_the_configured_key() {
 
     // Forged: names the operator as endorser, signed by another key.
     let mut forger = clocked_client("forger", &clock);
-    let real = FederationEndorsement::issue(&operator, "fed:a", member.key.node_id(), &now, 3600)
-        .unwrap();
+    let real =
+        FederationEndorsement::issue(&operator, "fed:a", member.key.node_id(), &now, 3600).unwrap();
     let mut doc = real.into_map();
     doc.insert("node/id".into(), forger.key.node_id().to_string().into());
     doc.remove("signature");
-    let input = mesh_core::artifact::signing_input(FederationEndorsement::FAMILY, &["signature"], &doc);
+    let input =
+        mesh_core::artifact::signing_input(FederationEndorsement::FAMILY, &["signature"], &doc);
     doc.insert(
         "signature".into(),
         mesh_core::artifact::signature_value(&stranger.sign(&input)),
@@ -241,12 +244,13 @@ async fn federation_membership_needs_an_endorsement_by_the_configured_key() {
     let fp = forger.peer;
     relay
         .node
-        .wait("server Event::Denied for the forger", |e| {
-            match relay_admission(e)? {
+        .wait(
+            "server Event::Denied for the forger",
+            |e| match relay_admission(e)? {
                 server::Event::Denied { peer, error } if *peer == fp => Some(error.code),
                 _ => None,
-            }
-        })
+            },
+        )
         .await;
     assert_eq!(granted_nodes(&relay).await, vec![member.key.node_id()]);
 }
@@ -264,9 +268,7 @@ async fn a_reservation_ends_when_its_grant_lapses() {
     let rp = relay.node.peer;
     let ended = a
         .wait("the reservation's listener closed", |e| match e {
-            SwarmEvent::ListenerClosed { addresses, .. } if addresses.contains(&listen) => {
-                Some(())
-            }
+            SwarmEvent::ListenerClosed { addresses, .. } if addresses.contains(&listen) => Some(()),
             SwarmEvent::ExpiredListenAddr { address, .. } if *address == listen => Some(()),
             _ => None,
         })

@@ -56,7 +56,12 @@ async fn a_frozen_relay_is_lost_and_its_reservation_ends() {
         ..server::Config::default()
     };
     let mut relay = Relay::start_isolated("relay", config, base_relay_config()).await;
-    let mut w = watcher("watcher", NodeKeypair::generate(), PING, Duration::from_secs(20));
+    let mut w = watcher(
+        "watcher",
+        NodeKeypair::generate(),
+        PING,
+        Duration::from_secs(20),
+    );
     let (rp, addr) = (relay.node.peer, relay.addr());
     w.run(move |s| {
         s.behaviour_mut()
@@ -89,7 +94,11 @@ async fn a_frozen_relay_is_lost_and_its_reservation_ends() {
     let lost = watch(&mut w, &mut liveness, Duration::from_secs(20))
         .await
         .expect("the frozen relay was never declared lost");
-    assert!(lost - frozen >= SILENCE / 2, "lost {:?} after the freeze", lost - frozen);
+    assert!(
+        lost - frozen >= SILENCE / 2,
+        "lost {:?} after the freeze",
+        lost - frozen
+    );
 
     // Lost: its connections close, and with them the reservation.
     w.clear();
@@ -98,9 +107,7 @@ async fn a_frozen_relay_is_lost_and_its_reservation_ends() {
         "the reservation's listener closed",
         Duration::from_secs(10),
         |e| match e {
-            SwarmEvent::ListenerClosed { addresses, .. } if addresses.contains(&listen) => {
-                Some(())
-            }
+            SwarmEvent::ListenerClosed { addresses, .. } if addresses.contains(&listen) => Some(()),
             SwarmEvent::ExpiredListenAddr { address, .. } if *address == listen => Some(()),
             _ => None,
         },

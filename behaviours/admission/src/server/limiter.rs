@@ -49,9 +49,7 @@ impl Handle {
                 let allowed = rest();
                 match what {
                     Requested::Circuit if allowed => s.grants.circuit_allowed(node, &now),
-                    Requested::Reservation if allowed => {
-                        s.grants.reservation_allowed(&node, &now)
-                    }
+                    Requested::Reservation if allowed => s.grants.reservation_allowed(&node, &now),
                     _ => {}
                 }
                 allowed

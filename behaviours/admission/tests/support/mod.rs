@@ -113,11 +113,7 @@ where
     /// Drives the swarm `build` makes on a runtime of its own, on its own thread, so that
     /// [`Node::freeze`] can stop everything the node runs (its connection tasks too)
     /// while its sockets stay open: a hung process.
-    pub fn spawn_isolated(
-        name: &str,
-        key: NodeKeypair,
-        build: impl FnOnce() -> Swarm<B>,
-    ) -> Self {
+    pub fn spawn_isolated(name: &str, key: NodeKeypair, build: impl FnOnce() -> Swarm<B>) -> Self {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (freeze_tx, freeze_rx) = oneshot::channel::<()>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -186,7 +182,10 @@ where
     /// the kernel, but nothing answers (not even pings, which its connection tasks
     /// would answer without the swarm).
     pub fn freeze(&mut self) {
-        let tx = self.freeze.take().expect("only an isolated node can be frozen");
+        let tx = self
+            .freeze
+            .take()
+            .expect("only an isolated node can be frozen");
         let _ = tx.send(());
     }
 
