@@ -28,7 +28,7 @@
 //! The server side (grants, revocation) is `mesh_admission::server::Behaviour`'s own;
 //! [`grant_infos`] only formats its grants for `meshd relay grants`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
@@ -76,6 +76,8 @@ pub(crate) struct Relays {
     liveness: Liveness<PeerId>,
     /// Failures in a row per relay.
     backoffs: HashMap<PeerId, Backoff>,
+    /// Relays that do not answer libp2p ping: their liveness cannot be watched.
+    unpingable: HashSet<PeerId>,
 }
 
 impl Relays {
@@ -103,6 +105,16 @@ impl Relays {
             granted_at: HashMap::new(),
             liveness: Liveness::new(liveness),
             backoffs: HashMap::new(),
+            unpingable: HashSet::new(),
+        }
+    }
+
+    /// `peer` does not speak libp2p ping: if it is a relay, its liveness is not watched
+    /// (it would look silent forever), and its reservation lasts until it ends.
+    pub(crate) fn unpingable(&mut self, peer: &PeerId) {
+        if self.select.is_candidate(peer) && self.unpingable.insert(*peer) {
+            tracing::info!(relay = %peer, "relay does not answer ping; its liveness is not watched");
+            self.liveness.unwatch(peer);
         }
     }
 
@@ -193,7 +205,9 @@ impl Relays {
             let Some(c) = self.select.get(&peer) else {
                 continue;
             };
-            self.liveness.watch(peer, now);
+            if !self.unpingable.contains(&peer) {
+                self.liveness.watch(peer, now);
+            }
             tracing::info!(relay = %peer, score = c.score(), "reserving on relay");
             out.push(Action::ListenVia {
                 relay: peer,
@@ -686,5 +700,22 @@ mod tests {
             listens(&relays.tick(false, true, later + Duration::from_secs(2))),
             vec![r2]
         );
+    }
+
+    #[test]
+    fn a_relay_without_ping_is_not_watched() {
+        let t0 = Instant::now();
+        let (r1, a1) = relay();
+        let me = NodeKeypair::generate().node_id();
+        let mut relays = Relays::new(me, 1, [(a1, 0)], L, t0);
+        relays.tick(false, true, t0);
+        relays.unpingable(&r1);
+        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
+        relays.listening(ListenerId::next(), r1);
+        for s in 1..=120 {
+            let a = relays.tick(false, true, t0 + PROBE + Duration::from_secs(s));
+            assert!(a.is_empty(), "at {s} s: {a:?}");
+        }
     }
 }
