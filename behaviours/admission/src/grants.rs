@@ -139,6 +139,9 @@ pub struct Grants {
     entries: HashMap<NodeId, Entry>,
     blocked: HashMap<NodeId, Timestamp>,
     rules: Rules,
+    /// Nodes whose last grant lapsed in a sweep made to find room, reported by the next
+    /// [`Grants::sweep`].
+    lapsed: Vec<NodeId>,
 }
 
 fn rejected(detail: impl Into<String>) -> MeshError {
@@ -160,6 +163,7 @@ impl Grants {
         Grants {
             entries: HashMap::new(),
             blocked: HashMap::new(),
+            lapsed: Vec::new(),
             rules: Rules {
                 max_nodes: rules.max_nodes.max(1),
                 max_per_ip: rules.max_per_ip.max(1),
@@ -199,7 +203,8 @@ impl Grants {
             }
         }
         if self.entries.len() >= self.rules.max_nodes {
-            self.sweep(now);
+            let lapsed = self.sweep(now);
+            self.lapsed.extend(lapsed);
             if self.entries.len() >= self.rules.max_nodes && !self.evict_idle(None) {
                 return Err(rejected("relay admission table is full"));
             }
@@ -409,10 +414,10 @@ impl Grants {
     }
 
     /// Forgets lapsed grants (expired, or unused for [`Rules::unused_secs`]) and blocks;
-    /// returns the nodes whose last grant lapsed.
+    /// returns the nodes whose last grant lapsed (since the last call).
     pub fn sweep(&mut self, now: &Timestamp) -> Vec<NodeId> {
         self.blocked.retain(|_, until| &*until > now);
-        let mut lapsed = Vec::new();
+        let mut lapsed = std::mem::take(&mut self.lapsed);
         let unused_secs = self.rules.unused_secs;
         for (node, e) in self.entries.iter_mut() {
             let had = e.reservation.is_some() || e.circuit.is_some();

@@ -446,7 +446,9 @@ impl Behaviour {
         let now = self.now();
         let (lapsed, overdue) = {
             let mut s = self.shared.lock();
-            let lapsed = s.grants.sweep(&now);
+            let mut lapsed = s.grants.sweep(&now);
+            // Renewed since (a lapse found while making room is reported late).
+            lapsed.retain(|n| s.grants.check_reservation(n, &now).is_err());
             (lapsed, s.grants.overdue(&now))
         };
         // A reservation whose grant lapsed without renewal ends now (relay v2 would keep

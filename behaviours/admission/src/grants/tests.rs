@@ -263,3 +263,24 @@ fn nodes_per_ip_key_are_bounded() {
     g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0())
         .unwrap();
 }
+
+#[test]
+fn a_lapse_found_while_making_room_is_reported_by_the_next_sweep() {
+    let mut g = Grants::new(1);
+    let (a, b) = (node(), node());
+    g.admit(grant(a, Purpose::Reservation, 10), None, &t0())
+        .unwrap();
+    g.reservation_allowed(&a, &t0());
+    g.set_reserved(&a, true);
+    // a's grant expires while it holds its reservation; b's request sweeps it.
+    let e = g
+        .admit(
+            grant(b, Purpose::Reservation, 600),
+            None,
+            &t0().plus_secs(11),
+        )
+        .unwrap_err();
+    assert!(e.detail.contains("full"), "{e}");
+    assert_eq!(g.sweep(&t0().plus_secs(12)), vec![a]);
+    assert!(g.sweep(&t0().plus_secs(13)).is_empty());
+}
