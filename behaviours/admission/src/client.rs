@@ -7,7 +7,8 @@
 //! left); a failed or denied request for a kept grant is retried with exponential
 //! back-off and jitter ([`crate::Backoff`]: [`Config::retry`] after the first failure,
 //! doubling up to [`Config::retry_max`], each wait scaled by a random factor in
-//! `[0.5, 1.0)`), so a dead relay is not asked every few seconds forever. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
+//! `[0.5, 1.0)`), so a dead relay is not asked every few seconds forever. A relay
+//! that does not speak `/mesh/relay-admission/1.0.0` (a plain
 //! libp2p relay) is reported as [`Event::Unsupported`]: the application then reserves
 //! without a grant, as on any relay.
 
