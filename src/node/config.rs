@@ -218,9 +218,12 @@ pub struct NodeConfig {
     pub relay_tiers: std::collections::BTreeMap<String, u32>,
     /// Reservations held at once (the best-scoring relays).
     pub max_relays: usize,
-    /// A held relay that answers no ping (every 15 s) for this many seconds is lost:
-    /// its connections close and another relay takes its slot.
+    /// A held relay that answers no ping for this many seconds is lost: its
+    /// connections close and another relay takes its slot. More than
+    /// [`NodeConfig::ping_interval_secs`].
     pub relay_liveness_secs: u64,
+    /// How often the node pings every connection (keepalive, RTTs, relay liveness).
+    pub ping_interval_secs: u64,
     /// The relay server's admission (with `relay_server`).
     pub admission: super::admission::AdmissionSettings,
     /// Files holding this node's own `federation-endorsement.v1`s, presented to relays
@@ -271,6 +274,7 @@ impl Default for NodeConfig {
             relay_tiers: std::collections::BTreeMap::new(),
             max_relays: 2,
             relay_liveness_secs: super::relays::DEFAULT_LIVENESS.as_secs(),
+            ping_interval_secs: 15,
             admission: super::admission::AdmissionSettings::default(),
             relay_endorsements: Vec::new(),
             signaling_host: true,
@@ -428,10 +432,16 @@ impl NodeConfig {
         if self.max_relays == 0 {
             return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
         }
-        if !(16..=3600).contains(&self.relay_liveness_secs) {
+        if !(1..=300).contains(&self.ping_interval_secs) {
             return Err(ConfigError::Invalid(
-                "relay_liveness_secs must be within 16..=3600 (pings go every 15 s)".into(),
+                "ping_interval_secs must be within 1..=300".into(),
             ));
+        }
+        if self.relay_liveness_secs <= self.ping_interval_secs || self.relay_liveness_secs > 3600 {
+            return Err(ConfigError::Invalid(format!(
+                "relay_liveness_secs must be more than ping_interval_secs ({}) and at most 3600",
+                self.ping_interval_secs
+            )));
         }
         self.admission.check()?;
         if self.wss.is_none() && self.listen.iter().any(is_wss) {

@@ -192,6 +192,8 @@ impl Node {
             trace: trace.clone(),
             ..mesh_session::Config::default()
         };
+        session.ping = libp2p::ping::Config::new()
+            .with_interval(Duration::from_secs(config.ping_interval_secs));
         session.governor.max_live = config.limits.max_sessions;
         session.governor.target_hot = config.limits.hot_sessions;
         if config.relay_server {
