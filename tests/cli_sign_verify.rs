@@ -324,3 +324,59 @@ fn signal_frames_sign_and_verify_and_hosts_may_only_count_hops() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `federation-endorsement.v1` (relay admission's federation membership): the node signs
+/// as endorser of another node; a changed field or an expired one does not verify.
+#[test]
+fn federation_endorsements_sign_and_verify() {
+    let op = tempfile::tempdir().unwrap();
+    let member = tempfile::tempdir().unwrap();
+    let op_id = init(op.path());
+    let member_id = init(member.path());
+    let payload = json!({
+        "schema/v": 1,
+        "message/kind": "federation-endorsement.v1",
+        "federation/id": "fed:cli",
+        "node/id": member_id,
+        "issued-at": "2026-03-23T18:08:00Z",
+        "expires-at": "2026-04-23T18:08:00Z",
+    });
+    let bytes = payload.to_string().into_bytes();
+    let out = meshd(
+        op.path(),
+        &["sign", "--kind", "federation-endorsement", "-"],
+        Some(&bytes),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed = stdout_json(&out);
+    assert_eq!(signed["endorser/node-id"], json!(op_id));
+    let text = signed.to_string().into_bytes();
+    let verify = |now: &str, doc: &[u8]| {
+        meshd(
+            op.path(),
+            &[
+                "verify",
+                "--kind",
+                "federation-endorsement.v1",
+                "--now",
+                now,
+                "-",
+            ],
+            Some(doc),
+        )
+    };
+    let ok = verify("2026-03-24T00:00:00Z", &text);
+    assert!(ok.status.success());
+    assert_eq!(stdout_json(&ok)["signer"], json!(op_id));
+    let mut forged = signed.clone();
+    forged["federation/id"] = json!("fed:other");
+    let bad = verify("2026-03-24T00:00:00Z", forged.to_string().as_bytes());
+    assert!(!bad.status.success());
+    assert_eq!(stdout_json(&bad)["error/code"], json!("E_SIG_INVALID"));
+    let late = verify("2026-05-01T00:00:00Z", &text);
+    assert_eq!(stdout_json(&late)["error/code"], json!("E_ADV_EXPIRED"));
+}

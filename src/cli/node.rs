@@ -47,7 +47,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     relay_server: bool,
     /// The relay server's admission policy: open, advert, allowlist:ID,...,
-    /// federation:FED,...; `a+b` needs both, `a|b` either (default advert).
+    /// federation:FED,... (needs `[admission] endorsers` in the config file); `a+b`
+    /// needs both, `a|b` either (default advert).
     #[arg(long, value_name = "POLICY")]
     admission: Option<String>,
     /// Hold a reservation on this relay, `MULTIADDR/p2p/<relay peer id>` (repeatable).

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use mesh_core::{Family, IdentityStore, MeshError, Timestamp};
+use mesh_admission::FederationEndorsement;
+use mesh_core::{Artifact, Family, IdentityStore, MeshError, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::input::read_payload;
@@ -32,9 +33,30 @@ pub(crate) struct VerifyArgs {
     input: String,
 }
 
-fn family(kind: &str) -> Result<Family, MeshError> {
-    Family::from_name(kind).ok_or_else(|| {
-        let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+/// A family `sign` and `verify` handle: mesh-core's, or relay admission's
+/// `federation-endorsement.v1` (which lives in mesh-admission).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Core(Family),
+    Endorsement,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Core(f) => f.name(),
+            Kind::Endorsement => FederationEndorsement::FAMILY,
+        }
+    }
+}
+
+fn family(kind: &str) -> Result<Kind, MeshError> {
+    if kind == FederationEndorsement::FAMILY || kind == "federation-endorsement" {
+        return Ok(Kind::Endorsement);
+    }
+    Family::from_name(kind).map(Kind::Core).ok_or_else(|| {
+        let mut known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+        known.push(FederationEndorsement::FAMILY);
         MeshError::invalid(format!(
             "unknown family `{kind}`; known: {}",
             known.join(", ")
@@ -63,12 +85,22 @@ pub(crate) fn sign(ctx: &Ctx, args: SignArgs) -> anyhow::Result<ExitCode> {
             ctx.data_dir.display()
         )
     })?;
-    if matches!(family, Family::NodeAdvertisement | Family::PeerHandshake) {
-        doc.entry("key/alg").or_insert_with(|| "ed25519".into());
-        doc.entry("key/public")
-            .or_insert_with(|| id.keypair.fingerprint().to_string().into());
-    }
-    let signed = family.sign(doc, &id.keypair)?;
+    let signed = match family {
+        // An endorsement is signed by its endorser (this node), about another node.
+        Kind::Endorsement => {
+            doc.entry("endorser/node-id")
+                .or_insert_with(|| id.keypair.node_id().to_string().into());
+            FederationEndorsement::sign(doc, &id.keypair)?.into_map()
+        }
+        Kind::Core(family) => {
+            if matches!(family, Family::NodeAdvertisement | Family::PeerHandshake) {
+                doc.entry("key/alg").or_insert_with(|| "ed25519".into());
+                doc.entry("key/public")
+                    .or_insert_with(|| id.keypair.fingerprint().to_string().into());
+            }
+            family.sign(doc, &id.keypair)?
+        }
+    };
     print_json(&Value::Object(signed));
     Ok(ExitCode::SUCCESS)
 }
@@ -86,16 +118,27 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             Err(other) => MeshError::invalid(format!("{other:#}")),
         })
         .and_then(|text| parse_object(&text))
-        .and_then(|doc| family.verify_json(Value::Object(doc), &now));
+        .and_then(|doc| match family {
+            Kind::Core(f) => f.verify_json(Value::Object(doc), &now),
+            Kind::Endorsement => {
+                FederationEndorsement::verify_json(Value::Object(doc), &now).map(|e| e.into_map())
+            }
+        });
     match verdict {
         Ok(doc) => {
-            let signer = ["node/id", "sender/node-id", "sender/participant-id", "from"]
-                .iter()
-                .find_map(|k| doc.get(*k).cloned());
+            let signers: &[&str] = match family {
+                Kind::Endorsement => &["endorser/node-id"],
+                Kind::Core(_) => &["node/id", "sender/node-id", "sender/participant-id", "from"],
+            };
+            let signer = signers.iter().find_map(|k| doc.get(*k).cloned());
+            let signed = match family {
+                Kind::Core(f) => f.is_signed(),
+                Kind::Endorsement => true,
+            };
             print_json(&json!({
                 "valid": true,
                 "family": family.name(),
-                "signed": family.is_signed(),
+                "signed": signed,
                 "signer": signer,
                 "checked-at": now.as_str(),
             }));

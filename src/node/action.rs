@@ -27,6 +27,8 @@ pub(crate) enum Action {
     Dial(DialOpts),
     /// Close one connection.
     Close(ConnectionId),
+    /// Close every connection to a peer (a relay that stopped answering).
+    Disconnect(PeerId),
     /// Send a signaling frame (through `via` when the target is not a session peer); a
     /// frame that cannot go out is reported to `Router::frame_refused`.
     SendFrame {

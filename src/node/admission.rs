@@ -3,20 +3,25 @@
 //! advertisement source.
 //!
 //! Policy spec: terms `open`, `advert` (a valid current advertisement), `allowlist:ID,…`
-//! (node ids), `federation:FED,…` (`federation/id` of the current advertisement);
+//! (node ids), `federation:FED,…` (a `federation-endorsement.v1` of one of the
+//! federations, signed by one of `[admission] endorsers`, carried in the request);
 //! `a+b` needs both, `a|b` either (`+` binds tighter). Every term grants the
 //! configured limits.
+//!
+//! A node presents its own endorsements to relays from the files listed in
+//! `relay_endorsements` ([`load_endorsements`]).
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_admission::{
-    AdmissionPolicy, AdvertSource, AllOf, Allowlist, AnyOf, Federation, GrantLimits, Open,
-    RequireAdvertisement,
+    AdmissionPolicy, AdvertSource, AllOf, Allowlist, AnyOf, Federation, FederationEndorsement,
+    GrantLimits, Open, RequireAdvertisement,
 };
 use mesh_advert::AdvertStore;
-use mesh_core::{IdError, NodeAdvertisement, NodeId, Timestamp};
+use mesh_core::{Artifact, IdError, NodeAdvertisement, NodeId, RateLimit, Timestamp};
 use serde::Deserialize;
 
 use super::store::SharedAdverts;
@@ -52,6 +57,33 @@ pub enum AdmissionError {
         /// Why it is not a node id.
         error: IdError,
     },
+    /// An `endorsers` entry is not a node id.
+    #[error("admission endorsers: {entry}: {error}")]
+    Endorser {
+        /// The entry as written.
+        entry: String,
+        /// Why it is not a node id.
+        error: IdError,
+    },
+    /// A `federation` term without any endorser key to check endorsements against.
+    #[error(
+        "admission policy federation: needs [admission] endorsers (node ids whose endorsements count)"
+    )]
+    NoEndorsers,
+    /// A per-IP limit is zero.
+    #[error(
+        "admission: max_nodes_per_ip, unused_grant_secs, requests_burst and \
+         requests_per_minute must be positive"
+    )]
+    ZeroPerIp,
+    /// A `relay_endorsements` file cannot be used.
+    #[error("relay endorsement {path}: {reason}")]
+    Endorsement {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A policy term that does not exist (or has an argument it does not take).
     #[error(
         "unknown admission policy term {0:?} (open, advert, allowlist:IDS, federation:IDS; \
@@ -80,6 +112,17 @@ pub struct AdmissionSettings {
     pub max_reservations: usize,
     /// Circuits the relay carries at most.
     pub max_circuits: usize,
+    /// Node ids whose `federation-endorsement.v1` signatures the `federation` policy
+    /// accepts.
+    pub endorsers: Vec<String>,
+    /// Nodes holding grants that asked from one IPv4 address or IPv6 /64.
+    pub max_nodes_per_ip: usize,
+    /// A grant never used for a reservation or circuit lapses after this many seconds.
+    pub unused_grant_secs: u64,
+    /// Admission requests per IPv4 address or IPv6 /64: at once…
+    pub requests_burst: u32,
+    /// …then per minute.
+    pub requests_per_minute: u32,
 }
 
 impl Default for AdmissionSettings {
@@ -94,6 +137,11 @@ impl Default for AdmissionSettings {
             block_secs: 600,
             max_reservations: 1024,
             max_circuits: 256,
+            endorsers: Vec::new(),
+            max_nodes_per_ip: 32,
+            unused_grant_secs: 120,
+            requests_burst: 32,
+            requests_per_minute: 60,
         }
     }
 }
@@ -108,9 +156,29 @@ impl AdmissionSettings {
         }
     }
 
+    /// The endorser keys, parsed.
+    pub fn endorser_ids(&self) -> Result<HashSet<NodeId>, AdmissionError> {
+        self.endorsers
+            .iter()
+            .map(|s| {
+                NodeId::parse(s.trim()).map_err(|error| AdmissionError::Endorser {
+                    entry: s.clone(),
+                    error,
+                })
+            })
+            .collect()
+    }
+
     /// Checks the numbers and the policy spec.
     pub fn check(&self) -> Result<(), AdmissionError> {
-        parse_policy(&self.policy, self.limits())?;
+        parse_policy(&self.policy, self.limits(), &self.endorser_ids()?)?;
+        if self.max_nodes_per_ip == 0
+            || self.unused_grant_secs == 0
+            || self.requests_burst == 0
+            || self.requests_per_minute == 0
+        {
+            return Err(AdmissionError::ZeroPerIp);
+        }
         if self.circuits == 0 || self.circuit_bytes == 0 || self.circuit_secs == 0 {
             return Err(AdmissionError::ZeroLimit);
         }
@@ -131,12 +199,15 @@ impl AdmissionSettings {
         trace: Arc<dyn mesh_core::TraceSink>,
     ) -> Result<mesh_admission::server::Config, AdmissionError> {
         Ok(mesh_admission::server::Config {
-            policy: parse_policy(&self.policy, self.limits())?,
+            policy: parse_policy(&self.policy, self.limits(), &self.endorser_ids()?)?,
             adverts: Arc::new(StoreAdverts(store)),
             caps: self.limits(),
             grant_ttl: Duration::from_secs(self.grant_ttl_secs),
             block: Duration::from_secs(self.block_secs),
             max_nodes: 16_384,
+            max_nodes_per_ip: self.max_nodes_per_ip,
+            unused_grant: Duration::from_secs(self.unused_grant_secs),
+            requests_per_ip: RateLimit::per_minute(self.requests_burst, self.requests_per_minute),
             max_reservations: self.max_reservations,
             trace,
             clock: mesh_admission::system_clock(),
@@ -144,16 +215,18 @@ impl AdmissionSettings {
     }
 }
 
-/// Parses a policy spec; every term grants `limits`.
+/// Parses a policy spec; every term grants `limits`; `federation` terms accept
+/// endorsements signed by `endorsers`.
 pub fn parse_policy(
     spec: &str,
     limits: GrantLimits,
+    endorsers: &HashSet<NodeId>,
 ) -> Result<Arc<dyn AdmissionPolicy>, AdmissionError> {
     let mut any: Vec<Arc<dyn AdmissionPolicy>> = Vec::new();
     for alt in spec.split('|') {
         let mut all: Vec<Arc<dyn AdmissionPolicy>> = Vec::new();
         for term in alt.split('+') {
-            all.push(parse_term(term.trim(), limits)?);
+            all.push(parse_term(term.trim(), limits, endorsers)?);
         }
         any.push(if all.len() == 1 {
             all.remove(0)
@@ -168,7 +241,11 @@ pub fn parse_policy(
     })
 }
 
-fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy>, AdmissionError> {
+fn parse_term(
+    term: &str,
+    limits: GrantLimits,
+    endorsers: &HashSet<NodeId>,
+) -> Result<Arc<dyn AdmissionPolicy>, AdmissionError> {
     let (name, arg) = match term.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (term, None),
@@ -202,15 +279,67 @@ fn parse_term(term: &str, limits: GrantLimits) -> Result<Arc<dyn AdmissionPolicy
             }
             Ok(Arc::new(Allowlist { nodes, limits }))
         }
-        ("federation", _) => Ok(Arc::new(Federation {
-            ids: list("federation ids")?
+        ("federation", _) => {
+            let ids = list("federation ids")?
                 .into_iter()
                 .map(str::to_owned)
-                .collect(),
-            limits,
-        })),
+                .collect();
+            if endorsers.is_empty() {
+                return Err(AdmissionError::NoEndorsers);
+            }
+            Ok(Arc::new(Federation {
+                ids,
+                endorsers: endorsers.clone(),
+                limits,
+            }))
+        }
         _ => Err(AdmissionError::UnknownTerm(term.to_owned())),
     }
+}
+
+/// Reads the node's own federation endorsements (`relay_endorsements`): each file holds
+/// one `federation-endorsement.v1` (JSON, at most 64 KiB) about `node`, verified
+/// against `now`.
+pub fn load_endorsements(
+    paths: &[PathBuf],
+    node: &NodeId,
+    now: &Timestamp,
+) -> Result<Vec<FederationEndorsement>, AdmissionError> {
+    if paths.len() > mesh_admission::endorsement::MAX_ENDORSEMENTS {
+        return Err(AdmissionError::Endorsement {
+            path: paths[mesh_admission::endorsement::MAX_ENDORSEMENTS].clone(),
+            reason: format!(
+                "at most {} endorsements",
+                mesh_admission::endorsement::MAX_ENDORSEMENTS
+            ),
+        });
+    }
+    paths.iter().map(|p| load_one(p, node, now)).collect()
+}
+
+fn load_one(
+    path: &Path,
+    node: &NodeId,
+    now: &Timestamp,
+) -> Result<FederationEndorsement, AdmissionError> {
+    let err = |reason: String| AdmissionError::Endorsement {
+        path: path.to_owned(),
+        reason,
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
+    if len > mesh_core::MAX_ARTIFACT_BYTES as u64 {
+        return Err(err(format!("{len} bytes is over the 64 KiB cap")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| err(format!("malformed JSON: {e}")))?;
+    let e = FederationEndorsement::verify_json(value, now).map_err(|e| err(e.to_string()))?;
+    if &e.node_id() != node {
+        return Err(err(format!("it endorses {}, not this node", e.node_id())));
+    }
+    Ok(e)
 }
 
 /// The node's advertisement store as the policies' source (it only holds verified,
@@ -233,11 +362,16 @@ mod tests {
     use mesh_admission::{Decision, Purpose, Query};
     use mesh_core::NodeKeypair;
 
+    fn none() -> HashSet<NodeId> {
+        HashSet::new()
+    }
+
     fn decide(p: &Arc<dyn AdmissionPolicy>, node: NodeId) -> bool {
         let q = Query {
             node,
             purpose: Purpose::Reservation,
             advertisement: None,
+            endorsements: &[],
         };
         matches!(p.decide(&q, &Timestamp::now()), Decision::Allow { .. })
     }
@@ -249,15 +383,21 @@ mod tests {
             NodeKeypair::generate().node_id(),
             NodeKeypair::generate().node_id(),
         );
-        assert!(decide(&parse_policy("open", l).unwrap(), a));
-        assert!(!decide(&parse_policy("advert", l).unwrap(), a));
-        let allow = parse_policy(&format!("allowlist:{a}"), l).unwrap();
+        assert!(decide(&parse_policy("open", l, &none()).unwrap(), a));
+        assert!(!decide(&parse_policy("advert", l, &none()).unwrap(), a));
+        let allow = parse_policy(&format!("allowlist:{a}"), l, &none()).unwrap();
         assert!(decide(&allow, a) && !decide(&allow, b));
-        let both = parse_policy(&format!("allowlist:{a},{b}+open"), l).unwrap();
+        let both = parse_policy(&format!("allowlist:{a},{b}+open"), l, &none()).unwrap();
         assert!(decide(&both, a) && decide(&both, b));
-        let either = parse_policy(&format!("advert|allowlist:{b}"), l).unwrap();
+        let either = parse_policy(&format!("advert|allowlist:{b}"), l, &none()).unwrap();
         assert!(!decide(&either, a) && decide(&either, b));
-        assert!(!decide(&parse_policy("federation:fed:x", l).unwrap(), a));
+        assert_eq!(
+            parse_policy("federation:fed:x", l, &none()).err(),
+            Some(AdmissionError::NoEndorsers)
+        );
+        let fed = parse_policy("federation:fed:x", l, &[b].into()).unwrap();
+        // Without an endorsement carried in the request, nobody.
+        assert!(!decide(&fed, a) && !decide(&fed, b));
         for bad in [
             "",
             "nobody",
@@ -266,14 +406,14 @@ mod tests {
             "federation:",
             "open:x",
         ] {
-            assert!(parse_policy(bad, l).is_err(), "{bad}");
+            assert!(parse_policy(bad, l, &none()).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn errors_read_as_the_config_error_texts() {
         let l = AdmissionSettings::default().limits();
-        let text = |spec: &str| parse_policy(spec, l).err().map(|e| e.to_string());
+        let text = |spec: &str| parse_policy(spec, l, &none()).err().map(|e| e.to_string());
         assert_eq!(
             text("nobody").as_deref(),
             Some(
@@ -296,6 +436,46 @@ mod tests {
             crate::node::config::ConfigError::from(s.check().unwrap_err()).to_string(),
             format!("invalid configuration: admission: grant_ttl_secs must be within 2..={max}")
         );
+    }
+
+    #[test]
+    fn endorsement_files_are_verified_and_must_be_about_this_node() {
+        let dir = std::env::temp_dir().join(format!("relay-endorsements-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (op, me, other) = (
+            NodeKeypair::generate(),
+            NodeKeypair::generate().node_id(),
+            NodeKeypair::generate().node_id(),
+        );
+        let now = Timestamp::now();
+        let write = |name: &str, text: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let mine = FederationEndorsement::issue(&op, "fed:a", me, &now, 600).unwrap();
+        let good = write("good.json", mine.to_json().to_string());
+        assert_eq!(
+            load_endorsements(std::slice::from_ref(&good), &me, &now).unwrap(),
+            vec![mine]
+        );
+        let theirs = FederationEndorsement::issue(&op, "fed:a", other, &now, 600).unwrap();
+        let foreign = write("foreign.json", theirs.to_json().to_string());
+        let bad = write("bad.json", "{".into());
+        for p in [foreign, bad, dir.join("missing.json")] {
+            let e = load_endorsements(std::slice::from_ref(&p), &me, &now).unwrap_err();
+            assert!(
+                matches!(e, AdmissionError::Endorsement { ref path, .. } if *path == p),
+                "{e}"
+            );
+        }
+        let expired = load_endorsements(&[good], &me, &now.plus_secs(600)).unwrap_err();
+        assert!(
+            expired.to_string().contains("E_ADV_EXPIRED")
+                || expired.to_string().contains("expired"),
+            "{expired}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -137,6 +137,9 @@ impl Node {
                 Action::Close(id) => {
                     self.swarm.close_connection(id);
                 }
+                Action::Disconnect(peer) => {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
                 Action::SendFrame { frame, via } => {
                     if let Err(e) = self.swarm.behaviour_mut().signal.send(&frame, via) {
                         tracing::debug!(error = %e, "signal frame not sent");

@@ -265,8 +265,17 @@ pub struct NodeConfig {
     pub relay_tiers: std::collections::BTreeMap<String, u32>,
     /// Reservations held at once (the best-scoring relays).
     pub max_relays: usize,
+    /// A held relay that answers no ping for this many seconds is lost: its
+    /// connections close and another relay takes its slot. More than
+    /// [`NodeConfig::ping_interval_secs`].
+    pub relay_liveness_secs: u64,
+    /// How often the node pings every connection (keepalive, RTTs, relay liveness).
+    pub ping_interval_secs: u64,
     /// The relay server's admission (with `relay_server`).
     pub admission: super::admission::AdmissionSettings,
+    /// Files holding this node's own `federation-endorsement.v1`s, presented to relays
+    /// in admission requests (for relays with the `federation` policy).
+    pub relay_endorsements: Vec<PathBuf>,
     /// Forward signaling frames between session peers (offers `core/signaling`).
     pub signaling_host: bool,
     /// Run AutoNAT v2 (client and server). Off for nodes whose reachability is known
@@ -319,7 +328,10 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             relay_tiers: std::collections::BTreeMap::new(),
             max_relays: 2,
+            relay_liveness_secs: super::relays::DEFAULT_LIVENESS.as_secs(),
+            ping_interval_secs: 15,
             admission: super::admission::AdmissionSettings::default(),
+            relay_endorsements: Vec::new(),
             signaling_host: true,
             autonat: true,
             swarm: SwarmSettings::default(),
@@ -489,6 +501,17 @@ impl NodeConfig {
         }
         if self.max_relays == 0 {
             return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
+        }
+        if !(1..=300).contains(&self.ping_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "ping_interval_secs must be within 1..=300".into(),
+            ));
+        }
+        if self.relay_liveness_secs <= self.ping_interval_secs || self.relay_liveness_secs > 3600 {
+            return Err(ConfigError::Invalid(format!(
+                "relay_liveness_secs must be more than ping_interval_secs ({}) and at most 3600",
+                self.ping_interval_secs
+            )));
         }
         self.admission.check()?;
         if self.wss.is_none() && self.listen.iter().any(is_wss) {

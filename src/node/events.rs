@@ -196,8 +196,11 @@ impl Node {
                     result,
                 };
                 self.metrics.record(&e);
+                if matches!(e.result, Err(ping::Failure::Unsupported)) {
+                    self.relays.unpingable(&e.peer);
+                }
                 if let Ok(rtt) = e.result {
-                    self.relays.rtt(&e.peer, rtt);
+                    self.relays.rtt(&e.peer, rtt, Instant::now());
                     self.emit(NodeEvent::Pinged { peer: e.peer, rtt });
                 }
             }

@@ -195,6 +195,8 @@ impl Node {
             trace: trace.clone(),
             ..mesh_session::Config::default()
         };
+        session.ping = libp2p::ping::Config::new()
+            .with_interval(Duration::from_secs(config.ping_interval_secs));
         session.governor.max_live = config.limits.max_sessions;
         session.governor.target_hot = config.limits.hot_sessions;
         if config.relay_server {
@@ -225,8 +227,15 @@ impl Node {
             signal,
             admission,
         };
+        let endorsements =
+            admission::load_endorsements(&config.relay_endorsements, &node_id, &Timestamp::now())
+                .map_err(|e| NodeError::Config(e.into()))?;
         let mut registry = Registry::with_prefix("libp2p");
-        let swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        swarm
+            .behaviour_mut()
+            .admission_client
+            .set_endorsements(endorsements);
         let metrics = Metrics::new(&mut registry);
         let perf = match swarm.behaviour().perf.as_ref() {
             Some(b) => {
@@ -253,7 +262,13 @@ impl Node {
             };
             (addr.clone(), tier.unwrap_or(0))
         });
-        let relays = Relays::new(node_id, config.max_relays, relays, now);
+        let relays = Relays::new(
+            node_id,
+            config.max_relays,
+            relays,
+            Duration::from_secs(config.relay_liveness_secs),
+            now,
+        );
         let node = Node {
             swarm,
             node_id,

@@ -145,6 +145,15 @@ impl RelaySelect {
         self.held.retain(|p| p != peer);
     }
 
+    /// Asks `peer` again (its grant may have lapsed) before it is reserved on: back to
+    /// new, out of the held slots.
+    pub fn refresh(&mut self, peer: &PeerId) {
+        if let Some(c) = self.candidates.get_mut(peer) {
+            c.standing = Standing::New;
+        }
+        self.held.retain(|p| p != peer);
+    }
+
     /// The relays held now.
     pub fn held(&self) -> &[PeerId] {
         &self.held

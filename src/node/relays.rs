@@ -5,24 +5,36 @@
 //! RTT by ping, and holds reservations on the best `max_relays`: it listens on
 //! `…/p2p-circuit` through them, and those addresses go into its advertisement as
 //! `relay` endpoints. A relay that denies us, fails, or whose reservation ends rests
-//! for a while and another takes its slot. A relay without the admission protocol (a
-//! plain libp2p relay) is used without a grant. While AutoNAT has confirmed one of our
-//! own addresses as reachable, no reservations are held.
+//! for a while and another takes its slot: 3 s after a reservation ended, and after a
+//! denial, a failed request or a loss an exponential back-off with jitter
+//! ([`mesh_admission::Backoff`]: 10 s doubling to 10 min, scaled by `[0.5, 1.0)`). A
+//! relay without the admission protocol (a plain libp2p relay) is used without a grant.
+//! While AutoNAT has confirmed one of our own addresses as reachable, no reservations
+//! are held.
+//!
+//! Liveness: a held relay must show a sign of life (an answered ping, which the session
+//! behaviour sends every 15 s, or a grant) at least every `relay_liveness_secs`
+//! (default 25); otherwise it is lost ([`mesh_admission::Liveness`]): its connections
+//! are closed (a hung relay's TCP connection would otherwise linger for ~15 minutes),
+//! its reservation ends and another relay takes the slot.
+//!
+//! The relay drops a grant nobody used within 2 minutes, so a relay chosen long after
+//! its grant arrived is asked again before the reservation ([`FRESH_GRANT`]).
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | candidates and their scores, reservations (listeners), grants we hold | admission answers, pings, listeners started/closed, ticks | `AskRelay`, `ForgetRelay`, `ListenVia`, `StopListening`, `Trace` |
+//! | candidates and their scores, reservations (listeners), grants we hold, liveness and back-off of held relays | admission answers, pings, listeners started/closed, ticks | `AskRelay`, `ForgetRelay`, `ListenVia`, `StopListening`, `Disconnect`, `Trace` |
 //!
 //! The server side (grants, revocation) is `mesh_admission::server::Behaviour`'s own;
 //! [`grant_infos`] only formats its grants for `meshd relay grants`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mesh_admission::{Purpose, client};
+use mesh_admission::{Backoff, Liveness, Purpose, client};
 use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
 use super::action::Action;
@@ -32,8 +44,16 @@ use super::relay_select::RelaySelect;
 
 /// Rest of a relay whose reservation ended.
 const RETRY: Duration = Duration::from_secs(3);
-/// Rest of a relay that denied us or could not be reached.
-const DENIED_REST: Duration = Duration::from_secs(30);
+/// Rest of a relay after its first denial, failure or loss (doubling with each
+/// further one in a row, up to [`MAX_REST`]).
+const DENIED_REST: Duration = Duration::from_secs(10);
+/// The longest rest.
+const MAX_REST: Duration = Duration::from_secs(600);
+/// A reservation grant older than this is renewed before reserving with it (the relay
+/// drops grants unused for 2 minutes).
+pub(crate) const FRESH_GRANT: Duration = Duration::from_secs(60);
+/// Silence after which a held relay is lost, by default.
+pub(crate) const DEFAULT_LIVENESS: Duration = Duration::from_secs(25);
 /// How long relay admission waits for our first advertisement.
 const ADVERT_WAIT: Duration = Duration::from_secs(5);
 /// How long the first choice waits for every relay's admission answer.
@@ -50,14 +70,24 @@ pub(crate) struct Relays {
     listening: HashMap<ListenerId, PeerId>,
     /// Live grants we hold: (relay, purpose) → expiry.
     grants: HashMap<(PeerId, Purpose), Timestamp>,
+    /// When each relay's reservation grant last arrived.
+    granted_at: HashMap<PeerId, Instant>,
+    /// Signs of life of the relays we listen through.
+    liveness: Liveness<PeerId>,
+    /// Failures in a row per relay.
+    backoffs: HashMap<PeerId, Backoff>,
+    /// Relays that do not answer libp2p ping: their liveness cannot be watched.
+    unpingable: HashSet<PeerId>,
 }
 
 impl Relays {
-    /// `keep` reservations at most, among `relays` (address with `/p2p/`, tier).
+    /// `keep` reservations at most, among `relays` (address with `/p2p/`, tier); a held
+    /// relay silent for longer than `liveness` is lost.
     pub(crate) fn new(
         node_id: NodeId,
         keep: usize,
         relays: impl IntoIterator<Item = (Multiaddr, u32)>,
+        liveness: Duration,
         now: Instant,
     ) -> Self {
         let mut select = RelaySelect::new(keep, PROBE, now);
@@ -72,6 +102,51 @@ impl Relays {
             select,
             listening: HashMap::new(),
             grants: HashMap::new(),
+            granted_at: HashMap::new(),
+            liveness: Liveness::new(liveness),
+            backoffs: HashMap::new(),
+            unpingable: HashSet::new(),
+        }
+    }
+
+    /// `peer` does not speak libp2p ping: if it is a relay, its liveness is not watched
+    /// (it would look silent forever), and its reservation lasts until it ends.
+    pub(crate) fn unpingable(&mut self, peer: &PeerId) {
+        if self.select.is_candidate(peer) && self.unpingable.insert(*peer) {
+            tracing::info!(relay = %peer, "relay does not answer ping; its liveness is not watched");
+            self.liveness.unwatch(peer);
+        }
+    }
+
+    /// `relay` failed (denied, unreachable, lost): it rests for its back-off.
+    fn rest(&mut self, relay: &PeerId, now: Instant) {
+        let b = self
+            .backoffs
+            .entry(*relay)
+            .or_insert_with(|| Backoff::new(DENIED_REST, MAX_REST));
+        let until = b.failed(now, &mut rand_core::OsRng);
+        self.select
+            .failed(relay, now, until.saturating_duration_since(now));
+    }
+
+    /// Held relays silent for too long: released, disconnected, resting.
+    fn drop_lost(&mut self, now: Instant, out: &mut Actions) {
+        for peer in self.liveness.lost(now) {
+            if !self.select.held().contains(&peer) {
+                continue;
+            }
+            tracing::warn!(relay = %peer, silence = ?self.liveness.silence(), "relay lost: no sign of life; taking another");
+            out.push(Action::trace(
+                TraceEvent::new(TraceEventType::RelayDenied, self.node_id, Timestamp::now())
+                    .with_peer(peer)
+                    .with_detail(serde_json::json!({
+                        "lost": true,
+                        "silence-secs": self.liveness.silence().as_secs(),
+                    })),
+            ));
+            out.extend(self.release(&peer));
+            out.push(Action::Disconnect(peer));
+            self.rest(&peer, now);
         }
     }
 
@@ -102,6 +177,7 @@ impl Relays {
             }
             return out;
         }
+        self.drop_lost(now, &mut out);
         // Wait a little for the first advertisement.
         if !advertised && now < self.started + ADVERT_WAIT {
             return out;
@@ -115,9 +191,23 @@ impl Relays {
             });
         }
         for peer in self.select.choose(now) {
+            // A grant that may have lapsed unused at the relay is renewed first; the
+            // relay is chosen again when the fresh one arrives.
+            let stale = self
+                .granted_at
+                .get(&peer)
+                .is_some_and(|at| now.saturating_duration_since(*at) > FRESH_GRANT);
+            if stale {
+                self.granted_at.remove(&peer);
+                self.select.refresh(&peer);
+                continue;
+            }
             let Some(c) = self.select.get(&peer) else {
                 continue;
             };
+            if !self.unpingable.contains(&peer) {
+                self.liveness.watch(peer, now);
+            }
             tracing::info!(relay = %peer, score = c.score(), "reserving on relay");
             out.push(Action::ListenVia {
                 relay: peer,
@@ -129,7 +219,7 @@ impl Relays {
 
     /// An admission request (reservation) to `relay` could not be sent.
     pub(crate) fn ask_failed(&mut self, relay: &PeerId, now: Instant) {
-        self.select.failed(relay, now, DENIED_REST);
+        self.rest(relay, now);
     }
 
     /// The reservation listener through `relay` started.
@@ -159,6 +249,8 @@ impl Relays {
             .collect();
         out.push(Action::ForgetRelay(*peer));
         self.grants.retain(|(r, _), _| r != peer);
+        self.granted_at.remove(peer);
+        self.liveness.unwatch(peer);
         out
     }
 
@@ -169,15 +261,17 @@ impl Relays {
             Some(peer) => {
                 tracing::info!(relay = %peer, reason, "relay reservation ended");
                 self.select.failed(&peer, now, RETRY);
+                self.liveness.unwatch(&peer);
                 true
             }
             None => false,
         }
     }
 
-    /// A ping answered: a relay candidate's RTT.
-    pub(crate) fn rtt(&mut self, peer: &PeerId, rtt: Duration) {
+    /// A ping answered at `now`: a relay candidate's RTT, and a sign of life.
+    pub(crate) fn rtt(&mut self, peer: &PeerId, rtt: Duration, now: Instant) {
         self.select.rtt(peer, rtt);
+        self.liveness.alive(peer, now);
     }
 
     /// The admission client's answers.
@@ -196,7 +290,12 @@ impl Relays {
                 };
                 self.grants
                     .insert((relay, purpose), grant.expires_at().clone());
+                self.liveness.alive(&relay, now);
+                if let Some(b) = self.backoffs.get_mut(&relay) {
+                    b.succeeded();
+                }
                 if purpose == Purpose::Reservation {
+                    self.granted_at.insert(relay, now);
                     self.select.admitted(&relay, grant.load_permille());
                 }
             }
@@ -216,13 +315,13 @@ impl Relays {
                 ));
                 if self.select.is_candidate(&relay) {
                     out.extend(self.release(&relay));
-                    self.select.failed(&relay, now, DENIED_REST);
+                    self.rest(&relay, now);
                 }
             }
             client::Event::Failed { relay, error } => {
                 tracing::info!(%relay, %error, "relay admission request failed");
                 if self.select.is_candidate(&relay) && !self.select.held().contains(&relay) {
-                    self.select.failed(&relay, now, DENIED_REST);
+                    self.rest(&relay, now);
                 }
             }
         }
@@ -272,128 +371,4 @@ fn relay_peer(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use libp2p::core::transport::ListenerId;
-    use libp2p::{Multiaddr, PeerId};
-    use mesh_admission::client;
-    use mesh_core::{ErrorCode, MeshError, NodeKeypair, Timestamp};
-
-    use super::{ADVERT_WAIT, PROBE, Relays};
-    use crate::node::action::Action;
-
-    fn relay() -> (PeerId, Multiaddr) {
-        let p = NodeKeypair::generate().node_id().to_peer_id().unwrap();
-        let a = format!("/ip4/192.0.2.1/tcp/4001/p2p/{p}").parse().unwrap();
-        (p, a)
-    }
-
-    fn listens(actions: &[Action]) -> Vec<PeerId> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::ListenVia { relay, .. } => Some(*relay),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn relays_are_asked_once_the_advert_exists_and_the_best_is_reserved() {
-        let t0 = Instant::now();
-        let (r1, a1) = relay();
-        let (r2, a2) = relay();
-        let me = NodeKeypair::generate().node_id();
-        let mut relays = Relays::new(me, 1, [(a1, 0), (a2, 0)], t0);
-        // No advertisement yet, and still within the wait for it: nothing.
-        assert!(relays.tick(false, false, t0).is_empty());
-        let actions = relays.tick(false, true, t0);
-        let asked: Vec<(PeerId, bool)> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::AskRelay { relay, keep, .. } => Some((*relay, *keep)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(asked.len(), 2);
-        assert!(asked.iter().all(|(_, keep)| *keep), "reservations are kept");
-        // Without an advertisement the wait ends too.
-        let mut late = Relays::new(me, 1, [(relay().1, 0)], t0);
-        assert_eq!(late.tick(false, false, t0 + ADVERT_WAIT).len(), 1);
-        // Both answer (plain relays); the faster one is reserved on.
-        relays.rtt(&r1, Duration::from_millis(80));
-        relays.rtt(&r2, Duration::from_millis(20));
-        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
-        relays.on_admission(client::Event::Unsupported { relay: r2 }, t0);
-        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r2]);
-        // Its reservation ends: it rests, the other takes the slot.
-        let id = ListenerId::next();
-        relays.listening(id, r2);
-        assert!(!relays.listener_closed(ListenerId::next(), "closed", t0 + PROBE));
-        assert!(relays.listener_closed(id, "closed", t0 + PROBE));
-        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
-    }
-
-    #[test]
-    fn a_denial_releases_the_relay_and_is_traced() {
-        let t0 = Instant::now();
-        let (r1, a1) = relay();
-        let me = NodeKeypair::generate().node_id();
-        let mut relays = Relays::new(me, 2, [(a1, 0)], t0);
-        relays.tick(false, true, t0);
-        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
-        assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
-        let id = ListenerId::next();
-        relays.listening(id, r1);
-        let error = MeshError::new(ErrorCode::TransportRejected, "revoked");
-        let actions = relays.on_admission(client::Event::Denied { relay: r1, error }, t0 + PROBE);
-        assert!(actions.iter().any(|a| matches!(a, Action::Trace(_))));
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::StopListening(x) if *x == id))
-        );
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::ForgetRelay(x) if *x == r1))
-        );
-        // It rests: not reserved on again at once.
-        assert!(listens(&relays.tick(false, true, t0 + PROBE)).is_empty());
-    }
-
-    #[test]
-    fn a_directly_reachable_node_holds_no_reservation() {
-        let t0 = Instant::now();
-        let (r1, a1) = relay();
-        let mut relays = Relays::new(NodeKeypair::generate().node_id(), 2, [(a1, 0)], t0);
-        relays.tick(false, true, t0);
-        relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
-        relays.tick(false, true, t0 + PROBE);
-        let actions = relays.tick(true, true, t0 + PROBE);
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::ForgetRelay(x) if *x == r1))
-        );
-        assert!(relays.tick(true, true, t0 + PROBE).is_empty());
-        // No grant is held, so no circuit may be opened through it.
-        let target = NodeKeypair::generate().node_id();
-        assert!(!relays.may_open_circuit(&r1, target, &Timestamp::now()));
-    }
-
-    #[test]
-    fn only_own_non_circuit_addresses_count_as_reachable() {
-        let mut nat = std::collections::HashMap::new();
-        let (r, _) = relay();
-        let circuit: Multiaddr = format!("/ip4/192.0.2.1/tcp/1/p2p/{r}/p2p-circuit")
-            .parse()
-            .unwrap();
-        nat.insert(circuit, true);
-        nat.insert("/ip4/192.0.2.9/tcp/1".parse().unwrap(), false);
-        assert!(!super::publicly_reachable(&nat));
-        nat.insert("/ip4/192.0.2.9/udp/1/quic-v1".parse().unwrap(), true);
-        assert!(super::publicly_reachable(&nat));
-    }
-}
+mod tests;

@@ -4,8 +4,11 @@
 //! `keep(relay, purpose)` asks now and again when two thirds of the time the grant has
 //! left have passed (measured on the local clock to the millisecond: grant times are
 //! whole seconds, so a grant of `ttl` seconds may arrive with little more than `ttl - 1`
-//! left); a failed or denied renewal is retried every [`Config::retry`] while the
-//! grant is kept. A relay that does not speak `/mesh/relay-admission/1.0.0` (a plain
+//! left); a failed or denied request for a kept grant is retried with exponential
+//! back-off and jitter ([`crate::Backoff`]: [`Config::retry`] after the first failure,
+//! doubling up to [`Config::retry_max`], each wait scaled by a random factor in
+//! `[0.5, 1.0)`), so a dead relay is not asked every few seconds forever. A relay
+//! that does not speak `/mesh/relay-admission/1.0.0` (a plain
 //! libp2p relay) is reported as [`Event::Unsupported`]: the application then reserves
 //! without a grant, as on any relay.
 
@@ -30,8 +33,11 @@ use crate::policy::Purpose;
 pub struct Config {
     /// How long to wait for an answer.
     pub timeout: Duration,
-    /// Pause before asking again after a failure or denial of a kept grant.
+    /// Pause before asking again after the first failure or denial of a kept grant (it
+    /// doubles with each further failure in a row, up to [`Config::retry_max`]).
     pub retry: Duration,
+    /// The longest pause between attempts.
+    pub retry_max: Duration,
     /// The wall clock requests are dated and grants checked by.
     pub clock: Clock,
 }
@@ -41,6 +47,7 @@ impl Default for Config {
         Config {
             timeout: Duration::from_secs(10),
             retry: Duration::from_secs(10),
+            retry_max: Duration::from_secs(600),
             clock: crate::system_clock(),
         }
     }
@@ -51,6 +58,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("retry_max", &self.retry_max)
             .finish_non_exhaustive()
     }
 }
@@ -96,11 +104,13 @@ struct Pending {
     renewal: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kept {
     grant: Option<RelayAdmissionGrant>,
     /// When to ask again (`None` while a request is in flight).
     next: Option<Instant>,
+    /// Failures in a row and the pause they call for.
+    backoff: crate::Backoff,
 }
 
 /// The behaviour.
@@ -109,6 +119,7 @@ pub struct Behaviour {
     key: NodeKeypair,
     config: Config,
     advertisement: Option<NodeAdvertisement>,
+    endorsements: Vec<crate::FederationEndorsement>,
     pending: HashMap<OutboundRequestId, Pending>,
     kept: HashMap<(PeerId, Purpose), Kept>,
     events: VecDeque<Event>,
@@ -145,6 +156,7 @@ impl Behaviour {
             key,
             config,
             advertisement: None,
+            endorsements: Vec::new(),
             pending: HashMap::new(),
             kept: HashMap::new(),
             events: VecDeque::new(),
@@ -155,6 +167,12 @@ impl Behaviour {
     /// Our own advertisement, carried in requests (for advertisement-based policies).
     pub fn set_advertisement(&mut self, advertisement: Option<NodeAdvertisement>) {
         self.advertisement = advertisement;
+    }
+
+    /// Our federation endorsements, carried in requests (for the `federation` policy;
+    /// at most [`crate::endorsement::MAX_ENDORSEMENTS`]).
+    pub fn set_endorsements(&mut self, endorsements: Vec<crate::FederationEndorsement>) {
+        self.endorsements = endorsements;
     }
 
     /// Asks `relay` once (dialing `addrs` if not connected).
@@ -178,7 +196,15 @@ impl Behaviour {
             .kept
             .get(&(relay, purpose))
             .is_some_and(|k| k.grant.is_some());
-        self.kept.entry((relay, purpose)).or_default().next = None;
+        let (retry, retry_max) = (self.config.retry, self.config.retry_max);
+        self.kept
+            .entry((relay, purpose))
+            .or_insert_with(|| Kept {
+                grant: None,
+                next: None,
+                backoff: crate::Backoff::new(retry, retry_max),
+            })
+            .next = None;
         self.send(relay, purpose, addrs, renewal).map(|_| ())
     }
 
@@ -204,11 +230,12 @@ impl Behaviour {
         renewal: bool,
     ) -> Result<OutboundRequestId, MeshError> {
         let relay_id = NodeId::from_peer_id(&relay).map_err(MeshError::from)?;
-        let request = crate::request::request(
+        let request = crate::request::request_with(
             &self.key,
             relay_id,
             purpose,
             self.advertisement.as_ref(),
+            &self.endorsements,
             &(self.config.clock)(),
         )?;
         let nonce = request.nonce().to_owned();
@@ -254,13 +281,13 @@ impl Behaviour {
             return;
         };
         let result = answer.and_then(|b| self.accept(&p, &b));
-        let retry = Instant::now() + self.config.retry;
         let kept = self.kept.get_mut(&(p.relay, p.purpose));
         match result {
             Ok(grant) => {
                 if let Some(k) = kept {
                     k.next = Some(Instant::now() + renew_after(&grant));
                     k.grant = Some(grant.clone());
+                    k.backoff.succeeded();
                 }
                 self.events.push_back(Event::Granted {
                     relay: p.relay,
@@ -270,7 +297,7 @@ impl Behaviour {
             }
             Err(error) => {
                 if let Some(k) = kept {
-                    k.next = Some(retry);
+                    k.next = Some(k.backoff.failed(Instant::now(), &mut rand_core::OsRng));
                 }
                 self.events.push_back(Event::Denied {
                     relay: p.relay,
@@ -285,7 +312,7 @@ impl Behaviour {
             return;
         };
         if let Some(k) = self.kept.get_mut(&(p.relay, p.purpose)) {
-            k.next = Some(Instant::now() + self.config.retry);
+            k.next = Some(k.backoff.failed(Instant::now(), &mut rand_core::OsRng));
         }
         self.events.push_back(match error {
             e if is_unsupported(&e) => Event::Unsupported { relay: p.relay },

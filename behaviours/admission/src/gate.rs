@@ -119,10 +119,12 @@ impl Gate {
             None => None,
         };
         let advertisement = inline.or_else(|| self.adverts.current(&node, now));
+        let endorsements = crate::endorsement::carried(request.as_map(), &node, now)?;
         let query = Query {
             node,
             purpose,
             advertisement: advertisement.as_ref(),
+            endorsements: &endorsements,
         };
         match self.policy.decide(&query, now) {
             Decision::Allow { limits } => Ok(Admitted {

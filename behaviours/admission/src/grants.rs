@@ -11,12 +11,22 @@
 //!   after [`PENDING_SECS`].
 //! - A revoked node loses its grants and is blocked for a while: no new grant, no
 //!   connection.
-//! - Memory is bounded: at most `max_nodes` nodes hold grants.
+//! - Memory is bounded: at most [`Rules::max_nodes`] nodes hold grants, and at most
+//!   [`Rules::max_per_ip`] of them asked from one IP key ([`IpKey`]: an IPv4 address or
+//!   an IPv6 /64).
+//! - A grant that is never used (no reservation, no circuit) lapses after
+//!   [`Rules::unused_secs`], however long it was issued for: throwaway identities cannot
+//!   hold the table with grants they do not use.
+//! - Before a new node is refused for room (the whole table, or its IP key's share), an
+//!   idle node is evicted: one without a reservation, an open circuit or a pending
+//!   circuit request, least recently active first. Only when every entry is active is
+//!   the request refused.
 
 use std::collections::{HashMap, HashSet};
 
 use mesh_core::{ErrorCode, GrantLimits, MeshError, NodeId, Timestamp};
 
+use crate::ipkey::IpKey;
 use crate::policy::Purpose;
 
 /// One grant as the relay keeps it.
@@ -46,6 +56,14 @@ struct Entry {
     open: Vec<(NodeId, Timestamp)>,
     /// Circuit requests allowed but not opened yet: when each was allowed.
     pending: Vec<Timestamp>,
+    /// Where the node last asked from.
+    ip: Option<IpKey>,
+    /// Whether a reservation or circuit was allowed under its grants.
+    used: bool,
+    /// Whether it holds a reservation now (from the relay's events).
+    reserved: bool,
+    /// When it last got a grant or used one.
+    active_at: Option<Timestamp>,
 }
 
 impl Entry {
@@ -63,6 +81,42 @@ impl Entry {
             && self.circuit.is_none()
             && self.open.is_empty()
             && self.pending.is_empty()
+            && !self.reserved
+    }
+
+    /// Holds nothing at the relay: no reservation, no circuit open or pending.
+    fn is_idle(&self) -> bool {
+        !self.reserved && self.open.is_empty() && self.pending.is_empty()
+    }
+
+    /// When its current grants were first issued (the older of the two).
+    fn issued_at(&self) -> Option<&Timestamp> {
+        [&self.reservation, &self.circuit]
+            .into_iter()
+            .filter_map(|g| g.as_ref().map(|g| &g.issued_at))
+            .min()
+    }
+}
+
+/// The table's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Nodes holding grants at once.
+    pub max_nodes: usize,
+    /// Nodes holding grants that asked from one IP key (IPv4 address or IPv6 /64).
+    pub max_per_ip: usize,
+    /// A grant never used for a reservation or a circuit lapses after this many seconds.
+    pub unused_secs: i64,
+}
+
+impl Default for Rules {
+    /// 16,384 nodes, 32 per IP key, unused grants lapse after 120 s.
+    fn default() -> Self {
+        Rules {
+            max_nodes: 16_384,
+            max_per_ip: 32,
+            unused_secs: 120,
+        }
     }
 }
 
@@ -84,7 +138,10 @@ pub enum Opened {
 pub struct Grants {
     entries: HashMap<NodeId, Entry>,
     blocked: HashMap<NodeId, Timestamp>,
-    max_nodes: usize,
+    rules: Rules,
+    /// Nodes whose last grant lapsed in a sweep made to find room, reported by the next
+    /// [`Grants::sweep`].
+    lapsed: Vec<NodeId>,
 }
 
 fn rejected(detail: impl Into<String>) -> MeshError {
@@ -92,13 +149,67 @@ fn rejected(detail: impl Into<String>) -> MeshError {
 }
 
 impl Grants {
-    /// An empty table for at most `max_nodes` admitted nodes.
+    /// An empty table for at most `max_nodes` admitted nodes, with the other rules at
+    /// their defaults.
     pub fn new(max_nodes: usize) -> Self {
+        Self::with_rules(Rules {
+            max_nodes,
+            ..Rules::default()
+        })
+    }
+
+    /// An empty table with `rules`.
+    pub fn with_rules(rules: Rules) -> Self {
         Grants {
             entries: HashMap::new(),
             blocked: HashMap::new(),
-            max_nodes,
+            lapsed: Vec::new(),
+            rules: Rules {
+                max_nodes: rules.max_nodes.max(1),
+                max_per_ip: rules.max_per_ip.max(1),
+                unused_secs: rules.unused_secs.max(1),
+            },
         }
+    }
+
+    /// Evicts the least recently active idle node (among those from `ip` when given).
+    /// Whether one was evicted.
+    fn evict_idle(&mut self, ip: Option<IpKey>) -> bool {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_idle() && (ip.is_none() || e.ip == ip))
+            .min_by(|a, b| a.1.active_at.cmp(&b.1.active_at))
+            .map(|(n, _)| *n);
+        match victim {
+            Some(n) => {
+                tracing::debug!(node = %n, "relay admission: idle grant evicted for room");
+                self.entries.remove(&n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes room for one more node asking from `ip`, evicting idle nodes if needed.
+    fn make_room(&mut self, ip: Option<IpKey>, now: &Timestamp) -> Result<(), MeshError> {
+        if let Some(key) = ip {
+            let from_ip = self.entries.values().filter(|e| e.ip == ip).count();
+            if from_ip >= self.rules.max_per_ip && !self.evict_idle(ip) {
+                return Err(rejected(format!(
+                    "{} nodes from {key} already hold grants at this relay",
+                    self.rules.max_per_ip
+                )));
+            }
+        }
+        if self.entries.len() >= self.rules.max_nodes {
+            let lapsed = self.sweep(now);
+            self.lapsed.extend(lapsed);
+            if self.entries.len() >= self.rules.max_nodes && !self.evict_idle(None) {
+                return Err(rejected("relay admission table is full"));
+            }
+        }
+        Ok(())
     }
 
     /// Until when `node` is blocked, if it is.
@@ -106,19 +217,25 @@ impl Grants {
         self.blocked.get(node).filter(|until| *until > now)
     }
 
-    /// Records a grant. Refused for a blocked node, and when the table is full of
-    /// other nodes' live grants.
-    pub fn admit(&mut self, grant: Grant, now: &Timestamp) -> Result<(), MeshError> {
+    /// Records a grant, asked from `ip`. Refused for a blocked node, and when the table
+    /// (or `ip`'s share of it) is full of other nodes that are not idle.
+    pub fn admit(
+        &mut self,
+        grant: Grant,
+        ip: Option<IpKey>,
+        now: &Timestamp,
+    ) -> Result<(), MeshError> {
         if let Some(until) = self.blocked_until(&grant.node, now) {
             return Err(rejected(format!("revoked until {}", until.as_str())));
         }
-        if !self.entries.contains_key(&grant.node) && self.entries.len() >= self.max_nodes {
-            self.sweep(now);
-            if self.entries.len() >= self.max_nodes {
-                return Err(rejected("relay admission table is full"));
-            }
+        if !self.entries.contains_key(&grant.node) {
+            self.make_room(ip, now)?;
         }
         let entry = self.entries.entry(grant.node).or_default();
+        if ip.is_some() {
+            entry.ip = ip;
+        }
+        entry.active_at = Some(now.clone());
         match grant.purpose {
             Purpose::Reservation => entry.reservation = Some(grant),
             Purpose::Circuit { target } => {
@@ -170,14 +287,43 @@ impl Grants {
         Ok(())
     }
 
+    /// The relay allowed a reservation (or its renewal) of `node` (after
+    /// [`Grants::check_reservation`]): its grant is in use.
+    pub fn reservation_allowed(&mut self, node: &NodeId, now: &Timestamp) {
+        if let Some(e) = self.entries.get_mut(node) {
+            e.used = true;
+            e.active_at = Some(now.clone());
+        }
+    }
+
+    /// Whether `node` holds a reservation now (the relay's events say so).
+    pub fn set_reserved(&mut self, node: &NodeId, reserved: bool) {
+        match self.entries.get_mut(node) {
+            Some(e) => {
+                e.reserved = reserved;
+                if e.is_empty() {
+                    self.entries.remove(node);
+                }
+            }
+            None if reserved => {
+                self.entries.entry(*node).or_default().reserved = true;
+            }
+            None => {}
+        }
+    }
+
+    /// Whether `node` holds a reservation (as [`Grants::set_reserved`] last said).
+    pub fn is_reserved(&self, node: &NodeId) -> bool {
+        self.entries.get(node).is_some_and(|e| e.reserved)
+    }
+
     /// The relay allowed a circuit request from `src` (after [`Grants::check_circuit`]):
     /// it counts against the quota until it opens or is abandoned.
     pub fn circuit_allowed(&mut self, src: NodeId, now: &Timestamp) {
-        self.entries
-            .entry(src)
-            .or_default()
-            .pending
-            .push(now.clone());
+        let e = self.entries.entry(src).or_default();
+        e.used = true;
+        e.active_at = Some(now.clone());
+        e.pending.push(now.clone());
     }
 
     /// An allowed circuit request from `src` failed before opening.
@@ -267,12 +413,24 @@ impl Grants {
         self.blocked.remove(node).is_some()
     }
 
-    /// Forgets lapsed grants and blocks; returns the nodes whose last grant lapsed.
+    /// Forgets lapsed grants (expired, or unused for [`Rules::unused_secs`]) and blocks;
+    /// returns the nodes whose last grant lapsed (since the last call).
     pub fn sweep(&mut self, now: &Timestamp) -> Vec<NodeId> {
         self.blocked.retain(|_, until| &*until > now);
-        let mut lapsed = Vec::new();
+        let mut lapsed = std::mem::take(&mut self.lapsed);
+        let unused_secs = self.rules.unused_secs;
         for (node, e) in self.entries.iter_mut() {
             let had = e.reservation.is_some() || e.circuit.is_some();
+            let unused = !e.used
+                && e.is_idle()
+                && e.issued_at()
+                    .is_some_and(|at| now.secs_since(at) >= unused_secs);
+            if unused {
+                tracing::debug!(%node, "relay admission: grant never used; lapsed");
+                e.reservation = None;
+                e.circuit = None;
+                e.targets = None;
+            }
             if Entry::live(&e.reservation, now).is_none() {
                 e.reservation = None;
             }
@@ -320,137 +478,4 @@ impl Grants {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mesh_core::NodeKeypair;
-
-    const L: GrantLimits = GrantLimits {
-        circuits: 2,
-        circuit_bytes: 1 << 20,
-        circuit_secs: 60,
-    };
-
-    fn t0() -> Timestamp {
-        Timestamp::parse("2026-11-22T12:00:00Z").unwrap()
-    }
-
-    fn grant(node: NodeId, purpose: Purpose, ttl: i64) -> Grant {
-        Grant {
-            ticket: "rg:t".into(),
-            node,
-            purpose,
-            limits: L,
-            issued_at: t0(),
-            expires_at: t0().plus_secs(ttl),
-        }
-    }
-
-    fn node() -> NodeId {
-        NodeKeypair::generate().node_id()
-    }
-
-    #[test]
-    fn reservation_lives_until_expiry() {
-        let mut g = Grants::new(8);
-        let n = node();
-        assert!(g.check_reservation(&n, &t0()).is_err());
-        g.admit(grant(n, Purpose::Reservation, 10), &t0()).unwrap();
-        g.check_reservation(&n, &t0().plus_secs(9)).unwrap();
-        g.check_circuit(&n, &t0().plus_secs(9)).unwrap();
-        let e = g.check_reservation(&n, &t0().plus_secs(10)).unwrap_err();
-        assert_eq!(e.code, ErrorCode::TransportRejected);
-        assert!(g.check_circuit(&n, &t0().plus_secs(10)).is_err());
-        assert_eq!(g.sweep(&t0().plus_secs(10)), vec![n]);
-        assert_eq!(g.admitted(&t0()), 0);
-    }
-
-    #[test]
-    fn circuits_are_counted_per_node() {
-        let mut g = Grants::new(8);
-        let (n, d) = (node(), node());
-        g.admit(grant(n, Purpose::Reservation, 60), &t0()).unwrap();
-        for _ in 0..2 {
-            g.check_circuit(&n, &t0()).unwrap();
-            assert_eq!(g.circuit_opened(n, d, &t0()), Opened::Ok);
-        }
-        assert!(g.check_circuit(&n, &t0()).is_err());
-        g.circuit_closed(&n, &d);
-        g.check_circuit(&n, &t0()).unwrap();
-        assert_eq!(g.open_circuits(&n), 1);
-    }
-
-    #[test]
-    fn allowed_requests_count_until_they_open_or_fail() {
-        let mut g = Grants::new(8);
-        let (n, d) = (node(), node());
-        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
-        // Two requests allowed at once fill the quota of 2 before either opens.
-        for _ in 0..2 {
-            g.check_circuit(&n, &t0()).unwrap();
-            g.circuit_allowed(n, &t0());
-        }
-        assert!(g.check_circuit(&n, &t0()).is_err());
-        assert_eq!(g.circuit_opened(n, d, &t0()), Opened::Ok);
-        assert!(g.check_circuit(&n, &t0()).is_err());
-        // The other fails: its slot is free again.
-        g.circuit_abandoned(&n);
-        g.check_circuit(&n, &t0()).unwrap();
-        assert_eq!(g.open_circuits(&n), 1);
-        // One that never resolves stops counting after PENDING_SECS.
-        g.circuit_allowed(n, &t0());
-        assert!(g.check_circuit(&n, &t0()).is_err());
-        g.sweep(&t0().plus_secs(PENDING_SECS + 1));
-        g.check_circuit(&n, &t0().plus_secs(PENDING_SECS + 1))
-            .unwrap();
-    }
-
-    #[test]
-    fn circuit_grants_cover_their_targets() {
-        let mut g = Grants::new(8);
-        let (n, a, b) = (node(), node(), node());
-        g.admit(grant(n, Purpose::Circuit { target: Some(a) }, 60), &t0())
-            .unwrap();
-        assert!(g.check_reservation(&n, &t0()).is_err());
-        g.check_circuit(&n, &t0()).unwrap();
-        assert_eq!(g.circuit_opened(n, a, &t0()), Opened::Ok);
-        assert!(matches!(
-            g.circuit_opened(n, b, &t0()),
-            Opened::Violation(_)
-        ));
-        g.admit(grant(n, Purpose::Circuit { target: Some(b) }, 60), &t0())
-            .unwrap();
-        g.circuit_closed(&n, &b);
-        assert_eq!(g.circuit_opened(n, b, &t0()), Opened::Ok);
-    }
-
-    #[test]
-    fn revoke_blocks_then_lapses() {
-        let mut g = Grants::new(8);
-        let n = node();
-        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
-        assert!(g.revoke(&n, t0().plus_secs(30)));
-        assert!(g.check_reservation(&n, &t0()).is_err());
-        assert!(g.admit(grant(n, Purpose::Reservation, 600), &t0()).is_err());
-        assert!(g.blocked_until(&n, &t0().plus_secs(29)).is_some());
-        g.sweep(&t0().plus_secs(30));
-        g.admit(grant(n, Purpose::Reservation, 600), &t0().plus_secs(30))
-            .unwrap();
-        assert!(g.revoke(&n, t0().plus_secs(60)));
-        assert!(g.unblock(&n));
-    }
-
-    #[test]
-    fn overdue_circuits_and_bounded_table() {
-        let mut g = Grants::new(1);
-        let (n, d, other) = (node(), node(), node());
-        g.admit(grant(n, Purpose::Reservation, 600), &t0()).unwrap();
-        g.circuit_opened(n, d, &t0());
-        assert!(g.overdue(&t0().plus_secs(60)).is_empty());
-        assert_eq!(g.overdue(&t0().plus_secs(61)), vec![(n, d)]);
-        let e = g
-            .admit(grant(other, Purpose::Reservation, 600), &t0())
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::TransportRejected);
-        assert_eq!(g.live(&t0()).len(), 1);
-    }
-}
+mod tests;

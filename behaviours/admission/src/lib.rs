@@ -17,8 +17,10 @@
 //!   relay's rate limiters, every relay event counted before it is handed on as
 //!   [`server::Event::Relay`], blocked peers' connections denied, revocation closes
 //!   circuits); nothing to wire up, nothing to forget;
-//! - [`client::Behaviour`]: asks before reserving, renews before expiry, reports
-//!   denials.
+//! - [`client::Behaviour`]: asks before reserving, renews before expiry, retries with
+//!   exponential back-off and jitter ([`Backoff`]), reports denials;
+//! - [`endorsement`]: `federation-endorsement.v1`, signed federation membership;
+//! - [`liveness`]: when a held relay that stopped answering counts as lost (pure).
 //!
 //! Both behaviours read the wall clock through a [`Clock`] in their config
 //! ([`server::Config::clock`], [`client::Config::clock`]; [`system_clock`] by default).
@@ -51,10 +53,20 @@
 //! - **Grant expiry**: a lapsed grant admits no new reservation (including the relay
 //!   client's periodic reservation renewal) and no new circuit. Circuits the node opened
 //!   are closed like overdue ones (all of its connections) unless the grant was renewed
-//!   in time ([`client::Behaviour::keep`] does). An existing reservation is not ended
-//!   by the expiry: the relay client's next renewal of it (at three quarters of relay
-//!   v2's `reservation_duration`, one hour by default) is refused, which closes the
-//!   client's listener; the relay's own entry lapses at the end of that duration.
+//!   in time ([`client::Behaviour::keep`] does). A reservation whose grant lapses
+//!   without renewal ends at once: the node's connections to the relay are closed (relay
+//!   v2 has no way to drop one reservation), so its listener closes.
+//! - **Unused grants and room**: a grant never used for a reservation or a circuit
+//!   lapses after [`server::Config::unused_grant`] (2 min), whatever its `expires-at`.
+//!   The table holds [`server::Config::max_nodes`] nodes, at most
+//!   [`server::Config::max_nodes_per_ip`] asking from one IPv4 address or IPv6 /64
+//!   ([`IpKey`]); when either is full, an idle node (no reservation, no circuit) is
+//!   evicted, least recently active first, before anyone is refused. Requests are
+//!   rate-limited per IP key ([`server::Config::requests_per_ip`]) before their
+//!   signature is checked.
+//! - **Federations** are proven by a [`FederationEndorsement`] signed by a key the
+//!   operator configures ([`Federation::endorsers`]) and carried in the request; a
+//!   node's own advertisement claiming a `federation/id` admits nothing.
 //! - **Circuit grants naming a target** are checked when the circuit has opened (the relay
 //!   only learns the destination then): a circuit to another destination is closed with
 //!   all of the source's connections.
@@ -87,18 +99,26 @@
 //! # let _ = relay;
 //! ```
 
+pub mod backoff;
 pub mod client;
 pub mod codec;
+pub mod endorsement;
 pub mod gate;
 pub mod grants;
+pub mod ipkey;
+pub mod liveness;
 pub mod policy;
 mod replay;
 pub mod request;
 pub mod server;
 
+pub use backoff::Backoff;
 pub use codec::PROTOCOL;
+pub use endorsement::FederationEndorsement;
 pub use gate::{AdvertSource, Gate, NoAdverts};
-pub use grants::{Grant, Grants};
+pub use grants::{Grant, Grants, Rules};
+pub use ipkey::IpKey;
+pub use liveness::Liveness;
 pub use mesh_core::GrantLimits;
 pub use policy::{
     AdmissionPolicy, AllOf, Allowlist, AnyOf, Decision, Federation, Open, Purpose, Query,

@@ -1,7 +1,8 @@
 //! Admission policies: who a relay admits, with which limits.
 //!
-//! A policy sees the requester's node id, what it asks for, and its current signed
-//! advertisement when one is known (already verified). It answers
+//! A policy sees the requester's node id, what it asks for, its current signed
+//! advertisement when one is known and the federation endorsements its request carries
+//! (all already verified). It answers
 //! [`Decision::Allow`] with the limits of the grant or [`Decision::Deny`] with a frozen
 //! error code. Policies are pure: no I/O, no clock beyond the `now` they are given.
 
@@ -9,7 +10,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use mesh_core::{Artifact, ErrorCode, GrantLimits, NodeAdvertisement, NodeId, Timestamp};
+use mesh_core::{ErrorCode, GrantLimits, NodeAdvertisement, NodeId, Timestamp};
+
+use crate::endorsement::FederationEndorsement;
 
 /// What is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +45,10 @@ pub struct Query<'a> {
     pub purpose: Purpose,
     /// The requester's current advertisement, verified and unexpired, if known.
     pub advertisement: Option<&'a NodeAdvertisement>,
+    /// The federation endorsements the request carries: verified (signature by their
+    /// `endorser/node-id`, clock) and about [`Query::node`]. Who the endorser is, is for
+    /// the policy to judge.
+    pub endorsements: &'a [FederationEndorsement],
 }
 
 /// A policy's answer.
@@ -148,32 +155,37 @@ impl AdmissionPolicy for Allowlist {
     }
 }
 
-/// Admits nodes whose current advertisement names one of the federations
-/// (`federation/id`).
+/// Admits members of the federations: nodes whose request carries a
+/// `federation-endorsement.v1` of one of `ids`, signed by one of `endorsers` (keys the
+/// relay operator trusts). The `federation/id` a node's own advertisement claims counts
+/// for nothing: anyone can sign that about themselves.
 #[derive(Debug, Clone)]
 pub struct Federation {
     /// Accepted federation ids.
     pub ids: HashSet<String>,
+    /// Whose endorsements count (none: nobody is admitted).
+    pub endorsers: HashSet<NodeId>,
     /// Limits of every grant.
     pub limits: GrantLimits,
 }
 
 impl AdmissionPolicy for Federation {
     fn decide(&self, q: &Query<'_>, now: &Timestamp) -> Decision {
-        let Some(advert) = q.advertisement.filter(|a| a.expires_at() > now) else {
-            return Decision::deny("federation policy: no current advertisement");
-        };
-        match advert
-            .as_map()
-            .get("federation/id")
-            .and_then(serde_json::Value::as_str)
-        {
-            Some(id) if self.ids.contains(id) => Decision::Allow {
-                limits: self.limits,
-            },
-            Some(id) => Decision::deny(format!("federation {id} is not admitted here")),
-            None => Decision::deny("advertisement names no federation"),
+        let mut last = "federation policy: the request carries no federation endorsement";
+        for e in q.endorsements {
+            if e.node_id() != q.node || e.expires_at() <= now {
+                last = "federation policy: endorsement not about this node or expired";
+            } else if !self.ids.contains(e.federation_id()) {
+                last = "federation policy: endorsed for a federation not admitted here";
+            } else if !self.endorsers.contains(&e.endorser()) {
+                last = "federation policy: endorsed by a key this relay does not trust";
+            } else {
+                return Decision::Allow {
+                    limits: self.limits,
+                };
+            }
         }
+        Decision::deny(last)
     }
 }
 
@@ -260,6 +272,7 @@ mod tests {
             node,
             purpose: Purpose::Reservation,
             advertisement,
+            endorsements: &[],
         }
     }
 
@@ -297,15 +310,33 @@ mod tests {
             code(allow.decide(&q(other.node_id(), None), &now())),
             Some(ErrorCode::TransportRejected)
         );
+        let op = NodeKeypair::generate();
         let fed = Federation {
             ids: ["fed:a".to_owned()].into(),
+            endorsers: [op.node_id()].into(),
             limits: L,
         };
-        assert_eq!(code(fed.decide(&q(k.node_id(), Some(&a)), &now())), None);
+        // An advertisement's own claim admits nobody.
+        assert!(code(fed.decide(&q(k.node_id(), Some(&a)), &now())).is_some());
         assert!(code(fed.decide(&q(k.node_id(), Some(&plain)), &now())).is_some());
         assert!(code(fed.decide(&q(k.node_id(), None), &now())).is_some());
-        let b = advert(&k, Some("fed:b"), 60);
-        assert!(code(fed.decide(&q(k.node_id(), Some(&b)), &now())).is_some());
+        let endorsed = |by: &NodeKeypair, fed_id: &str| {
+            crate::FederationEndorsement::issue(by, fed_id, k.node_id(), &now(), 60).unwrap()
+        };
+        let with = |e: &[crate::FederationEndorsement]| {
+            let q = Query {
+                endorsements: e,
+                ..q(k.node_id(), None)
+            };
+            fed.decide(&q, &now())
+        };
+        assert_eq!(code(with(&[endorsed(&op, "fed:a")])), None);
+        assert!(code(with(&[endorsed(&op, "fed:b")])).is_some());
+        assert!(code(with(&[endorsed(&other, "fed:a")])).is_some());
+        assert_eq!(
+            code(with(&[endorsed(&other, "fed:a"), endorsed(&op, "fed:a")])),
+            None
+        );
     }
 
     #[test]

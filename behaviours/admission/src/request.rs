@@ -5,6 +5,7 @@ use mesh_core::{
 };
 use serde_json::{Value, json};
 
+use crate::endorsement::{FederationEndorsement, REQUEST_FIELD};
 use crate::policy::Purpose;
 
 /// Signs a request from `key`'s node to `relay` for `purpose`, with a fresh nonce and
@@ -14,6 +15,20 @@ pub fn request(
     relay: NodeId,
     purpose: Purpose,
     advertisement: Option<&NodeAdvertisement>,
+    now: &Timestamp,
+) -> Result<RelayAdmissionRequest, MeshError> {
+    request_with(key, relay, purpose, advertisement, &[], now)
+}
+
+/// [`request`], also carrying the node's federation `endorsements` (in the signed
+/// `federation/endorsements` field; at most
+/// [`crate::endorsement::MAX_ENDORSEMENTS`] are sent).
+pub fn request_with(
+    key: &NodeKeypair,
+    relay: NodeId,
+    purpose: Purpose,
+    advertisement: Option<&NodeAdvertisement>,
+    endorsements: &[FederationEndorsement],
     now: &Timestamp,
 ) -> Result<RelayAdmissionRequest, MeshError> {
     let mut doc = json!({
@@ -31,6 +46,14 @@ pub fn request(
         }
         if let Some(a) = advertisement {
             m.insert("advertisement".into(), a.to_json());
+        }
+        if !endorsements.is_empty() {
+            let list = endorsements
+                .iter()
+                .take(crate::endorsement::MAX_ENDORSEMENTS)
+                .map(Artifact::to_json)
+                .collect();
+            m.insert(REQUEST_FIELD.into(), Value::Array(list));
         }
     }
     let Value::Object(doc) = doc else {

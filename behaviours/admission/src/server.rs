@@ -34,80 +34,22 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, relay, request_response};
 use mesh_core::{
-    Artifact, ErrorCode, GrantLimits, MeshError, NodeId, NodeKeypair, RelayAdmissionGrant,
-    Timestamp, TraceEvent, TraceEventType, TraceSink,
+    Artifact, ErrorCode, MeshError, NodeId, NodeKeypair, RateLimiter, RelayAdmissionGrant,
+    Timestamp, TraceEvent, TraceEventType,
 };
 
-use crate::Clock;
 use crate::codec::{Codec, PROTOCOL};
-use crate::gate::{AdvertSource, Gate, NoAdverts, issue};
-use crate::grants::{Grant, Grants, Opened};
-use crate::policy::{AdmissionPolicy, Open};
+use crate::gate::{Gate, issue};
+use crate::grants::{Grant, Grants, Opened, Rules};
+use crate::ipkey::IpKey;
 
+mod config;
 mod limiter;
 
+use config::MAX_TRACKED_IPS;
+pub use config::{Config, DEFAULT_CAPS, DEFAULT_REQUESTS_PER_IP};
+
 use limiter::{Handle, Shared};
-
-/// Server settings.
-#[derive(Clone)]
-pub struct Config {
-    /// Who is admitted.
-    pub policy: Arc<dyn AdmissionPolicy>,
-    /// Where advertisement-based policies look a requester up (besides the
-    /// advertisement a request may carry).
-    pub adverts: Arc<dyn AdvertSource>,
-    /// The most any grant gets; also the relay's own per-circuit caps.
-    pub caps: GrantLimits,
-    /// How long a grant lives.
-    pub grant_ttl: Duration,
-    /// How long a revoked node stays blocked.
-    pub block: Duration,
-    /// Most nodes holding grants at once.
-    pub max_nodes: usize,
-    /// Reservations the relay holds at most (for the load figure in grants).
-    pub max_reservations: usize,
-    /// Where trace events go (relay/admitted, relay/denied).
-    pub trace: Arc<dyn TraceSink>,
-    /// The wall clock: grant times, request freshness, blocks, circuit durations.
-    pub clock: Clock,
-}
-
-/// The caps when none are configured: 16 circuits per node, 16 MiB and 30 minutes per
-/// circuit (relay v2's own defaults are 128 KiB and 2 minutes).
-pub const DEFAULT_CAPS: GrantLimits = GrantLimits {
-    circuits: 16,
-    circuit_bytes: 16 * 1024 * 1024,
-    circuit_secs: 30 * 60,
-};
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            policy: Arc::new(Open {
-                limits: DEFAULT_CAPS,
-            }),
-            adverts: Arc::new(NoAdverts),
-            caps: DEFAULT_CAPS,
-            grant_ttl: Duration::from_secs(3600),
-            block: Duration::from_secs(600),
-            max_nodes: 16_384,
-            max_reservations: 1024,
-            trace: Arc::new(mesh_core::NoTrace),
-            clock: crate::system_clock(),
-        }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("policy", &self.policy)
-            .field("caps", &self.caps)
-            .field("grant_ttl", &self.grant_ttl)
-            .field("block", &self.block)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What the relay refused: a reservation or a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,6 +132,10 @@ pub struct Behaviour {
     shared: Handle,
     /// Reservations per peer, as counted from the relay's events.
     reservations: HashMap<PeerId, usize>,
+    /// The remote IP key of every connection (`None`: no IP in its address).
+    remote_ips: HashMap<ConnectionId, Option<IpKey>>,
+    /// Admission requests per IP key.
+    requests: RateLimiter<IpKey>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     tick: futures_timer::Delay,
 }
@@ -216,12 +162,17 @@ impl Behaviour {
         );
         let shared = Handle {
             shared: Arc::new(Mutex::new(Shared {
-                grants: Grants::new(config.max_nodes),
+                grants: Grants::with_rules(Rules {
+                    max_nodes: config.max_nodes,
+                    max_per_ip: config.max_nodes_per_ip,
+                    unused_secs: secs(config.unused_grant),
+                }),
                 refused: VecDeque::new(),
                 waker: None,
             })),
             clock: config.clock.clone(),
         };
+        let requests = RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS);
         let peer_id = key.to_libp2p().public().to_peer_id();
         let relay = relay::Behaviour::new(peer_id, shared.enforcing(config.caps, relay));
         Behaviour {
@@ -239,6 +190,8 @@ impl Behaviour {
             gate,
             config,
             reservations: HashMap::new(),
+            remote_ips: HashMap::new(),
+            requests,
             events: VecDeque::new(),
             tick: futures_timer::Delay::new(TICK),
         }
@@ -262,6 +215,7 @@ impl Behaviour {
                 // A renewal proves a reservation even if a close of another connection
                 // of the peer was counted against it.
                 *n = if *renewed { (*n).max(1) } else { *n + 1 };
+                self.set_reserved(src_peer_id, true);
             }
             // The relay reports `ReservationClosed` for every closed connection of a peer,
             // with a reservation or not: only peers counted here are affected.
@@ -271,6 +225,7 @@ impl Behaviour {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
                         self.reservations.remove(src_peer_id);
+                        self.set_reserved(src_peer_id, false);
                     }
                 }
             }
@@ -323,6 +278,14 @@ impl Behaviour {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Tells the grant table whether `peer` holds a reservation (idle nodes are evicted
+    /// first when the table is full).
+    fn set_reserved(&self, peer: &PeerId, reserved: bool) {
+        if let Ok(node) = NodeId::from_peer_id(peer) {
+            self.shared.lock().grants.set_reserved(&node, reserved);
         }
     }
 
@@ -408,10 +371,25 @@ impl Behaviour {
         }
     }
 
-    /// Answers one request.
-    fn answer(&mut self, peer: PeerId, request: crate::codec::Request) -> crate::codec::Answer {
+    /// Answers one request, which came on `connection`.
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: crate::codec::Request,
+    ) -> crate::codec::Answer {
         let now = self.now();
-        let result = request.and_then(|bytes| {
+        let ip = self.remote_ips.get(&connection).copied().flatten();
+        let limited = match ip {
+            Some(key) => self.requests.check(&key, &now).map_err(|retry| {
+                MeshError::new(
+                    ErrorCode::TransportRejected,
+                    format!("too many admission requests from {key}; retry after {retry} s"),
+                )
+            }),
+            None => Ok(()),
+        };
+        let result = limited.and(request).and_then(|bytes| {
             let node = NodeId::from_peer_id(&peer).map_err(MeshError::from)?;
             let admitted = {
                 let s = self.shared.lock();
@@ -424,7 +402,7 @@ impl Behaviour {
                 self.load_permille(),
                 &now,
             )?;
-            self.shared.lock().grants.admit(entry, &now)?;
+            self.shared.lock().grants.admit(entry, ip, &now)?;
             Ok(grant)
         });
         match result {
@@ -466,11 +444,29 @@ impl Behaviour {
 
     fn on_tick(&mut self) {
         let now = self.now();
-        let overdue = {
+        let (lapsed, overdue) = {
             let mut s = self.shared.lock();
-            s.grants.sweep(&now);
-            s.grants.overdue(&now)
+            let mut lapsed = s.grants.sweep(&now);
+            // Renewed since (a lapse found while making room is reported late).
+            lapsed.retain(|n| s.grants.check_reservation(n, &now).is_err());
+            (lapsed, s.grants.overdue(&now))
         };
+        // A reservation whose grant lapsed without renewal ends now (relay v2 would keep
+        // it until its own renewal, up to an hour): the node's connections close.
+        for node in lapsed {
+            let Ok(peer) = node.to_peer_id() else {
+                continue;
+            };
+            if self.reservations.contains_key(&peer) {
+                let error = MeshError::new(
+                    ErrorCode::TransportRejected,
+                    "reservation grant lapsed without renewal",
+                );
+                tracing::info!(%node, "reservation grant lapsed; ending the reservation");
+                self.refuse(peer, Requested::Reservation, error);
+                self.close(peer);
+            }
+        }
         for (src, dst) in overdue {
             let error = MeshError::new(
                 ErrorCode::TransportRejected,
@@ -582,10 +578,20 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(c) = &event
-            && c.remaining_established == 0
-        {
-            self.reservations.remove(&c.peer_id);
+        match &event {
+            FromSwarm::ConnectionEstablished(c) => {
+                let addr = c.endpoint.get_remote_address();
+                self.remote_ips
+                    .insert(c.connection_id, IpKey::of_multiaddr(addr));
+            }
+            FromSwarm::ConnectionClosed(c) => {
+                self.remote_ips.remove(&c.connection_id);
+                if c.remaining_established == 0 {
+                    self.reservations.remove(&c.peer_id);
+                    self.set_reserved(&c.peer_id, false);
+                }
+            }
+            _ => {}
         }
         self.inner.on_swarm_event(event);
     }
@@ -617,14 +623,14 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Ready(ToSwarm::GenerateEvent(InnerEvent::Admission(e))) => {
                     if let request_response::Event::Message {
                         peer,
+                        connection_id,
                         message:
                             request_response::Message::Request {
                                 request, channel, ..
                             },
-                        ..
                     } = e
                     {
-                        let answer = self.answer(peer, request);
+                        let answer = self.answer(peer, connection_id, request);
                         if self.inner.admission.send_response(channel, answer).is_err() {
                             tracing::debug!(%peer, "admission answer not sent: stream gone");
                         }

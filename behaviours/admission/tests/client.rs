@@ -138,3 +138,49 @@ async fn plain_relay_unsupported(version: Version) {
         .await
         .unwrap();
 }
+
+/// A kept grant at a relay that cannot be reached: each attempt waits longer than the
+/// one before (exponential back-off, at least half of each doubling ceiling: the jitter
+/// never halves it further), instead of one fixed retry.
+#[tokio::test]
+async fn a_dead_relay_is_retried_with_growing_pauses() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let relay = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    let base = Duration::from_millis(100);
+    let config = client::Config {
+        retry: base,
+        retry_max: Duration::from_secs(10),
+        ..client::Config::default()
+    };
+    let mut c = client_with("c", NodeKeypair::generate(), config);
+    c.run(move |s| {
+        s.behaviour_mut()
+            .admission
+            .keep(relay, Purpose::Reservation, vec![dead])
+            .unwrap()
+    })
+    .await;
+    let mut at = Vec::new();
+    while at.len() < 6 {
+        c.wait("a failed attempt", |e| match admission(e)? {
+            client::Event::Failed { relay: r, .. } if *r == relay => Some(()),
+            _ => None,
+        })
+        .await;
+        at.push(std::time::Instant::now());
+    }
+    for (i, pair) in at.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        // After failure i+1 the ceiling is base × 2^i; the wait is at least half of it.
+        let floor = base * (1 << i) / 2;
+        assert!(gap >= floor, "pause {i}: {gap:?} < {floor:?} ({at:?})");
+    }
+    // The fifth pause alone (ceiling 1.6 s) is longer than four fixed retries.
+    assert!(at[5] - at[4] >= Duration::from_millis(800));
+}

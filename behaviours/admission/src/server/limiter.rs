@@ -47,8 +47,10 @@ impl Handle {
         match (verdict, node) {
             (Ok(()), Ok(node)) => {
                 let allowed = rest();
-                if allowed && what == Requested::Circuit {
-                    s.grants.circuit_allowed(node, &now);
+                match what {
+                    Requested::Circuit if allowed => s.grants.circuit_allowed(node, &now),
+                    Requested::Reservation if allowed => s.grants.reservation_allowed(&node, &now),
+                    _ => {}
                 }
                 allowed
             }

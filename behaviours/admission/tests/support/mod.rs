@@ -24,10 +24,21 @@ pub const DATA: StreamProtocol = StreamProtocol::new("/mesh-admission-test/data/
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The relay: `server::Behaviour` alone (it owns the relay v2 server).
+/// The relay: `server::Behaviour` (it owns the relay v2 server) and libp2p ping, which
+/// every libp2p relay answers.
 #[derive(NetworkBehaviour)]
 pub struct RelayNode {
     pub admission: server::Behaviour,
+    pub ping: libp2p::ping::Behaviour,
+}
+
+/// A client that watches its relay's liveness: relay client, admission client and
+/// libp2p ping (with the test's interval).
+#[derive(NetworkBehaviour)]
+pub struct WatcherNode {
+    pub relay: relay::client::Behaviour,
+    pub admission: client::Behaviour,
+    pub ping: libp2p::ping::Behaviour,
 }
 
 #[derive(NetworkBehaviour)]
@@ -68,6 +79,10 @@ pub struct Node<B: NetworkBehaviour> {
     pub key: NodeKeypair,
     pub peer: PeerId,
     cmds: mpsc::UnboundedSender<Cmd<B>>,
+    /// For a node on its own runtime: stops that runtime without dropping anything.
+    freeze: Option<oneshot::Sender<()>>,
+    /// Dropped with the node: ends the own runtime's thread (and closes its sockets).
+    _runtime: Option<std::sync::mpsc::Sender<()>>,
     events: mpsc::UnboundedReceiver<SwarmEvent<B::ToSwarm>>,
     backlog: VecDeque<SwarmEvent<B::ToSwarm>>,
     log: Vec<String>,
@@ -89,13 +104,51 @@ where
     pub fn spawn(
         name: &str,
         key: NodeKeypair,
+        swarm: Swarm<B>,
+        hook: impl FnMut(&mut Swarm<B>, &SwarmEvent<B::ToSwarm>) + Send + 'static,
+    ) -> Self {
+        Self::spawn_on(&tokio::runtime::Handle::current(), name, key, swarm, hook)
+    }
+
+    /// Drives the swarm `build` makes on a runtime of its own, on its own thread, so that
+    /// [`Node::freeze`] can stop everything the node runs (its connection tasks too)
+    /// while its sockets stay open: a hung process.
+    pub fn spawn_isolated(name: &str, key: NodeKeypair, build: impl FnOnce() -> Swarm<B>) -> Self {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (freeze_tx, freeze_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = handle_tx.send(rt.handle().clone());
+            // Runs until frozen (or the node is dropped); then nothing on it runs again.
+            let _ = rt.block_on(freeze_rx);
+            let _ = stop_rx.recv();
+        });
+        let handle: tokio::runtime::Handle = handle_rx.recv().unwrap();
+        let swarm = {
+            let _enter = handle.enter();
+            build()
+        };
+        let mut node = Self::spawn_on(&handle, name, key, swarm, |_, _| {});
+        node.freeze = Some(freeze_tx);
+        node._runtime = Some(stop_tx);
+        node
+    }
+
+    fn spawn_on(
+        rt: &tokio::runtime::Handle,
+        name: &str,
+        key: NodeKeypair,
         mut swarm: Swarm<B>,
         mut hook: impl FnMut(&mut Swarm<B>, &SwarmEvent<B::ToSwarm>) + Send + 'static,
     ) -> Self {
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded::<Cmd<B>>();
         let (ev_tx, ev_rx) = mpsc::unbounded();
         let peer = *swarm.local_peer_id();
-        let task = tokio::spawn(async move {
+        let task = rt.spawn(async move {
             loop {
                 tokio::select! {
                     cmd = cmd_rx.next() => match cmd {
@@ -115,11 +168,25 @@ where
             key,
             peer,
             cmds: cmd_tx,
+            freeze: None,
+            _runtime: None,
             events: ev_rx,
             backlog: VecDeque::new(),
             log: Vec::new(),
             task,
         }
+    }
+
+    /// Stops the runtime of a node made by [`Node::spawn_isolated`] without closing
+    /// anything: its connections stay open and the peers' packets are acknowledged by
+    /// the kernel, but nothing answers (not even pings, which its connection tasks
+    /// would answer without the swarm).
+    pub fn freeze(&mut self) {
+        let tx = self
+            .freeze
+            .take()
+            .expect("only an isolated node can be frozen");
+        let _ = tx.send(());
     }
 
     /// Runs `f` on the swarm and returns its result.
@@ -229,13 +296,18 @@ pub struct Relay {
 impl Relay {
     pub async fn start(name: &str, config: server::Config, base: relay::Config) -> Relay {
         let key = NodeKeypair::generate();
-        let admission = server::Behaviour::with_relay_config(key.clone(), config, base);
-        let swarm = transports!(key)
-            .with_behaviour(|_| RelayNode { admission })
-            .unwrap()
-            .with_swarm_config(swarm_config)
-            .build();
+        let swarm = relay_swarm(&key, config, base);
         let mut node = Node::spawn(name, key, swarm, |_, _| {});
+        let (tcp, quic) = listen_both(&mut node).await;
+        Relay { node, tcp, quic }
+    }
+
+    /// A relay on a runtime of its own ([`Node::spawn_isolated`]), which the test can
+    /// freeze.
+    pub async fn start_isolated(name: &str, config: server::Config, base: relay::Config) -> Relay {
+        let key = NodeKeypair::generate();
+        let k = key.clone();
+        let mut node = Node::spawn_isolated(name, key, move || relay_swarm(&k, config, base));
         let (tcp, quic) = listen_both(&mut node).await;
         Relay { node, tcp, quic }
     }
@@ -259,6 +331,18 @@ impl Relay {
     pub fn circuit_to(&self, dst: PeerId) -> Multiaddr {
         self.circuit_listen_addr().with(Protocol::P2p(dst))
     }
+}
+
+fn relay_swarm(key: &NodeKeypair, config: server::Config, base: relay::Config) -> Swarm<RelayNode> {
+    let admission = server::Behaviour::with_relay_config(key.clone(), config, base);
+    transports!(key)
+        .with_behaviour(|_| RelayNode {
+            admission,
+            ping: libp2p::ping::Behaviour::default(),
+        })
+        .unwrap()
+        .with_swarm_config(swarm_config)
+        .build()
 }
 
 /// Listens on loopback TCP and QUIC, confirms both as external addresses.
@@ -322,6 +406,33 @@ pub fn client_negotiating(
         })
         .unwrap()
         .with_swarm_config(|c| swarm_config(c).with_substream_upgrade_protocol_override(version))
+        .build();
+    Node::spawn(name, key, swarm, |_, _| {})
+}
+
+/// A watcher whose identity is `key`, pinging every `interval` (timeout `timeout`).
+pub fn watcher(
+    name: &str,
+    key: NodeKeypair,
+    interval: Duration,
+    timeout: Duration,
+) -> Node<WatcherNode> {
+    let admission = client::Behaviour::new(key.clone(), client::Config::default());
+    let ping = libp2p::ping::Behaviour::new(
+        libp2p::ping::Config::new()
+            .with_interval(interval)
+            .with_timeout(timeout),
+    );
+    let swarm = transports!(key)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_, relay| WatcherNode {
+            relay,
+            admission,
+            ping,
+        })
+        .unwrap()
+        .with_swarm_config(swarm_config)
         .build();
     Node::spawn(name, key, swarm, |_, _| {})
 }

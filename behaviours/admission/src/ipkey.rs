@@ -1,0 +1,89 @@
+//! The key the relay limits requests by: the remote IP of the connection a request came
+//! on, an IPv4 address as is and an IPv6 address by its /64 (one subscriber usually
+//! holds a whole /64, so counting single IPv6 addresses would limit nothing). Pure.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+/// An IPv4 address, or the /64 an IPv6 address is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpKey {
+    /// One IPv4 address (IPv4-mapped IPv6 addresses count as IPv4).
+    V4(Ipv4Addr),
+    /// The first 64 bits of an IPv6 address.
+    V6Prefix(u64),
+}
+
+impl IpKey {
+    /// The key of `ip`.
+    pub fn of(ip: IpAddr) -> IpKey {
+        match ip {
+            IpAddr::V4(v4) => IpKey::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey::V4(v4),
+                None => IpKey::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+
+    /// The key of the first IP address in `addr` (for a relayed connection, the relay's
+    /// hop: the IP the connection's packets come from); `None` without one (memory
+    /// transport, DNS names).
+    pub fn of_multiaddr(addr: &Multiaddr) -> Option<IpKey> {
+        addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpKey::of(IpAddr::V4(ip))),
+            Protocol::Ip6(ip) => Some(IpKey::of(IpAddr::V6(ip))),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for IpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpKey::V4(ip) => write!(f, "{ip}"),
+            IpKey::V6Prefix(p) => {
+                let net = Ipv6Addr::from(u128::from(*p) << 64);
+                write!(f, "{net}/64")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> IpKey {
+        IpKey::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_and_ipv4_by_address() {
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_eq!(key("192.0.2.1").to_string(), "192.0.2.1");
+    }
+
+    #[test]
+    fn the_first_ip_of_a_multiaddr_is_the_key() {
+        let a: Multiaddr = "/ip6/2001:db8::5/udp/4001/quic-v1".parse().unwrap();
+        assert_eq!(IpKey::of_multiaddr(&a), Some(key("2001:db8::9")));
+        let relayed: Multiaddr =
+            "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+                .parse()
+                .unwrap();
+        assert_eq!(IpKey::of_multiaddr(&relayed), Some(key("198.51.100.7")));
+        let dns: Multiaddr = "/dns4/example.org/tcp/1".parse().unwrap();
+        assert_eq!(IpKey::of_multiaddr(&dns), None);
+    }
+}
