@@ -21,7 +21,9 @@ fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn cli(dir: &Path, args: &[&str]) -> Option<Value> {
@@ -67,14 +69,17 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let mut script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/example-mesh.sh"))
-        .arg(dir.path())
-        .env("MESHD", bin())
-        .env("PORTS", &ports_env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut script = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/example-mesh.sh"
+    ))
+    .arg(dir.path())
+    .env("MESHD", bin())
+    .env("PORTS", &ports_env)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let stdout = script.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -123,7 +128,8 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
         })
     });
     eventually("alice's circuit address", || {
-        cli(&alice, &["status"]).is_some_and(|s| s["listen_addrs"].to_string().contains("p2p-circuit"))
+        cli(&alice, &["status"])
+            .is_some_and(|s| s["listen_addrs"].to_string().contains("p2p-circuit"))
     });
     // The seed directory answers.
     let listing = http_get(ports[4], "/adv?since=0");
@@ -132,7 +138,13 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
     // Ctrl-C: every node stops cleanly (each removes its control.addr) and so does the
     // script, with status 0.
     let pid = script.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(s) = script.try_wait().unwrap() {
@@ -142,7 +154,12 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut err = String::new();
-    script.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    script
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{status}: {err}");
     assert!(err.contains("example mesh stopped"), "{err}");
     for name in ["seed", "relay", "alice", "bob"] {
