@@ -349,6 +349,7 @@ fn metrics_show_libmesh_traffic_and_the_dashboard_names_only_exported_metrics() 
             ),
             ("libp2p_swarm_connections_incoming_total", &[]),
             ("libp2p_bandwidth_bytes_total", &[]),
+            ("libmesh_relay_answers_total", &[("outcome", "granted")]),
         ],
     );
     let b_text = wait_metrics(
@@ -360,6 +361,11 @@ fn metrics_show_libmesh_traffic_and_the_dashboard_names_only_exported_metrics() 
                 &[("direction", "received"), ("kind", "setup_payload")],
             ),
             ("libmesh_swarm_members", &[]),
+            // B was denied by the relay, and sees why.
+            (
+                "libmesh_relay_answers_total",
+                &[("outcome", "denied"), ("code", "E_TRANSPORT_REJECTED")],
+            ),
         ],
     );
     drop(hostile);
@@ -638,6 +644,11 @@ fn check_dashboard(exported: &BTreeSet<String>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/meshd.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let dashboard: Value = serde_json::from_str(&text).unwrap();
+    check_queries(&dashboard, exported);
+}
+
+/// The checks of [`check_dashboard`] on a parsed dashboard.
+fn check_queries(dashboard: &Value, exported: &BTreeSet<String>) {
     let mut panels = Vec::new();
     fn collect<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
         for p in v["panels"].as_array().into_iter().flatten() {
@@ -645,7 +656,7 @@ fn check_dashboard(exported: &BTreeSet<String>) {
             collect(p, out);
         }
     }
-    collect(&dashboard, &mut panels);
+    collect(dashboard, &mut panels);
     let mut exprs = 0;
     let mut named = BTreeSet::new();
     for p in &panels {
@@ -697,4 +708,33 @@ fn check_dashboard(exported: &BTreeSet<String>) {
     ] {
         assert!(named.contains(area), "the dashboard has no panel on {area}");
     }
+}
+
+/// The check refuses a query on a metric the node does not export (a counter without
+/// its `_total`, here), in a panel nested in a row too.
+#[test]
+#[should_panic(expected = "libmesh_relay_grants is not exported")]
+fn a_dashboard_query_on_an_unexported_metric_is_refused() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/meshd.json");
+    let mut dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Everything the real dashboard names counts as exported…
+    let mut exported = BTreeSet::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exported.extend(promql_metrics(t["expr"].as_str().unwrap()));
+        }
+    }
+    exported.insert("libmesh_events_dropped_total".to_owned());
+    // …but not a name without its counter suffix.
+    dashboard["panels"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "type": "row", "title": "collapsed", "panels": [{
+                "type": "timeseries", "title": "bad",
+                "targets": [{"expr": "sum(rate(libmesh_relay_grants[5m]))"}],
+            }],
+        }));
+    check_queries(&dashboard, &exported);
 }

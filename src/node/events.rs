@@ -169,6 +169,7 @@ impl Node {
                 tracing::debug!(?e, "relay admission");
             }
             MeshBehaviourEvent::AdmissionClient(e) => {
+                self.stats.relay_answer(&e);
                 let relay = super::relays::event_relay(&e);
                 let mut actions = self.relays.on_admission(e, Instant::now());
                 actions.extend(self.router.grant_answered(relay));

@@ -82,6 +82,7 @@ pub struct Stats {
     relay_grants: Family<L1, Counter>,
     relay_denials: Family<L2, Counter>,
     relay_revocations: Counter,
+    relay_answers: Family<L2, Counter>,
     swarms: Gauge,
     swarm_members: Gauge,
     events_dropped: Counter,
@@ -110,6 +111,7 @@ impl Stats {
             relay_grants: Family::default(),
             relay_denials: Family::default(),
             relay_revocations: Counter::default(),
+            relay_answers: Family::default(),
             swarms: Gauge::default(),
             swarm_members: Gauge::default(),
             events_dropped: Counter::default(),
@@ -210,6 +212,11 @@ impl Stats {
             "relay_revocations",
             "Nodes whose relay grants were revoked",
             s.relay_revocations.clone(),
+        );
+        r.register(
+            "relay_answers",
+            "Answers of relays to this node's admission requests (outcome: granted, denied, unsupported, failed; code: the error code, none when granted or unsupported)",
+            s.relay_answers.clone(),
         );
         r.register(
             "swarms",
@@ -376,6 +383,20 @@ impl Stats {
             }
             E::Relay(_) => {}
         }
+    }
+
+    /// A relay's answer to this node's admission request.
+    pub fn relay_answer(&self, e: &mesh_admission::client::Event) {
+        use mesh_admission::client::Event as E;
+        let (outcome, code) = match e {
+            E::Granted { .. } => ("granted", "none"),
+            E::Denied { error, .. } => ("denied", code(error)),
+            E::Unsupported { .. } => ("unsupported", "none"),
+            E::Failed { error, .. } => ("failed", code(error)),
+        };
+        self.relay_answers
+            .get_or_create(&[("outcome", outcome), ("code", code)])
+            .inc();
     }
 
     /// An event for the application was dropped (queue full).
