@@ -275,13 +275,12 @@ struct MetricsState {
 }
 
 async fn metrics(State(s): State<MetricsState>) -> Response {
-    let mut text = String::new();
     let encoded = {
         let registry = s.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        prometheus_client::encoding::text::encode(&mut text, &registry)
+        crate::node::stats::encode(&registry)
     };
     match encoded {
-        Ok(()) => (
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

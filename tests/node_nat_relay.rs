@@ -283,8 +283,7 @@ fn metrics_text(topo: &Topology, host: Host, node: &Meshd) -> String {
 }
 
 /// The value of the DCUtR counter for successful upgrades (0 when absent; the family
-/// appears with its first event). Its name carries the registry's prefix
-/// (`libp2p_libp2p_dcutr_events_total` today).
+/// appears with its first event): `libp2p_dcutr_events_total`.
 fn dcutr_successes(metrics: &str) -> u64 {
     metrics
         .lines()

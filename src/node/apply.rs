@@ -141,6 +141,7 @@ impl Node {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
                 Action::SendFrame { frame, via } => {
+                    self.stats.signal_sent(frame.kind());
                     if let Err(e) = self.swarm.behaviour_mut().signal.send(&frame, via) {
                         tracing::debug!(error = %e, "signal frame not sent");
                         let fid = frame.frame_id().to_owned();

@@ -139,11 +139,11 @@ impl Node {
                 }
             }
             MeshBehaviourEvent::Amino(e) => {
-                self.metrics.record(&e);
+                self.stats.kad(super::Dht::Amino, &e);
                 self.on_amino(e);
             }
             MeshBehaviourEvent::MeshKad(e) => {
-                self.metrics.record(&e);
+                self.stats.kad(super::Dht::Mesh, &e);
                 self.on_mesh_kad(e);
             }
             MeshBehaviourEvent::Gossipsub(e) => {
@@ -165,9 +165,11 @@ impl Node {
                 self.idle.relay_event(&e, Instant::now());
             }
             MeshBehaviourEvent::Admission(e) => {
+                self.stats.relay(&e);
                 tracing::debug!(?e, "relay admission");
             }
             MeshBehaviourEvent::AdmissionClient(e) => {
+                self.stats.relay_answer(&e);
                 let relay = super::relays::event_relay(&e);
                 let mut actions = self.relays.on_admission(e, Instant::now());
                 actions.extend(self.router.grant_answered(relay));
@@ -205,6 +207,7 @@ impl Node {
                 }
             }
             MeshBehaviourEvent::Session(e) => {
+                self.stats.session(&e);
                 self.idle.conns.touch(&session_peer(&e), Instant::now());
                 self.on_session(e)
             }
@@ -215,6 +218,7 @@ impl Node {
                 }
             }
             MeshBehaviourEvent::Signal(e) => {
+                self.stats.signal(&e);
                 if let Some(peer) = signal_peer(&e) {
                     self.idle.conns.touch(&peer, Instant::now());
                 }
@@ -274,9 +278,11 @@ impl Node {
                         if let Err(e) = self.store.insert(ad, &now) {
                             tracing::debug!(error = %e, "dht advert not stored");
                         }
+                        self.stats.advert_stored("dht");
                         self.advert_stored(node, seq);
                     }
                     Err(e) => {
+                        self.stats.dht_record_refused(super::Dht::Mesh, &e);
                         tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
                         self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(source));
                     }
@@ -361,6 +367,7 @@ impl Node {
                 if let Some(held) = self.store.get(&node, &Timestamp::now()) {
                     dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
                 }
+                self.stats.advert_stored("push");
                 self.advert_stored(node, sequence_no);
             }
             mesh_advert::Event::Response {
@@ -371,9 +378,11 @@ impl Node {
                 if let Some(held) = self.store.get(&node, &Timestamp::now()) {
                     dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
                 }
+                self.stats.advert_stored("lookup");
                 self.advert_stored(node, ad.sequence_no());
             }
             mesh_advert::Event::Rejected { peer, error } => {
+                self.stats.advert_refused(&error);
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
             }
             _ => {}

@@ -81,6 +81,14 @@ impl Groups {
         self.tables.is_member(node)
     }
 
+    /// How many members this node knows in all its groups (itself not counted).
+    pub(crate) fn member_total(&self) -> usize {
+        self.joined()
+            .iter()
+            .filter_map(|k| self.tables.member_count(k))
+            .sum()
+    }
+
     /// The members of `key` this node knows (`None`: not in it).
     pub(crate) fn members(&self, key: &DiscoveryKey) -> Option<Vec<GroupMember>> {
         self.tables.members(key).map(|ms| {

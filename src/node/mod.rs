@@ -50,6 +50,7 @@ pub mod relay_select;
 mod relays;
 mod report;
 pub mod router;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod transport;
@@ -147,7 +148,10 @@ pub struct Node {
     events_dropped: u64,
     /// Sum of gossipsub's `SlowPeer` reports.
     gossip_send_failed: u64,
+    /// libp2p's metrics (swarm, identify, gossipsub, ping, relay, dcutr).
     metrics: Metrics,
+    /// libmesh's own metrics, each DHT's included.
+    stats: stats::Stats,
     registry: Arc<Mutex<Registry>>,
     /// AutoNAT's verdict per tested address.
     nat: HashMap<Multiaddr, bool>,
@@ -230,13 +234,16 @@ impl Node {
         let endorsements =
             admission::load_endorsements(&config.relay_endorsements, &node_id, &Timestamp::now())
                 .map_err(|e| NodeError::Config(e.into()))?;
-        let mut registry = Registry::with_prefix("libp2p");
+        // No prefix here: libp2p-metrics names its families `libp2p_…` itself, libmesh's
+        // are `libmesh_…`.
+        let mut registry = Registry::default();
         let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
         swarm
             .behaviour_mut()
             .admission_client
             .set_endorsements(endorsements);
         let metrics = Metrics::new(&mut registry);
+        let stats = stats::Stats::new(&mut registry);
         let perf = match swarm.behaviour().perf.as_ref() {
             Some(b) => {
                 let control = b.new_control();
@@ -293,6 +300,7 @@ impl Node {
             events_dropped: 0,
             gossip_send_failed: 0,
             metrics,
+            stats,
             registry: Arc::new(Mutex::new(registry)),
             nat: HashMap::new(),
             topics: HashSet::new(),
@@ -323,7 +331,8 @@ impl Node {
         self.store.clone()
     }
 
-    /// The Prometheus registry (libp2p metrics and bandwidth).
+    /// The Prometheus registry: libp2p's families (`libp2p_…`, bandwidth included) and
+    /// libmesh's (`libmesh_…`, see [`stats`]). Serve it with [`stats::encode`].
     pub fn registry(&self) -> Arc<Mutex<Registry>> {
         self.registry.clone()
     }
@@ -439,6 +448,7 @@ impl Node {
         }
         let actions = self.groups.tick(&view!(self), &now);
         self.apply(actions);
+        report::sample_stats(self);
         let actions = self.router.tick(&view!(self), now.at);
         self.apply(actions);
         let reachable = self.config.autonat && relays::publicly_reachable(&self.nat);
@@ -484,6 +494,7 @@ impl Node {
     fn emit(&mut self, event: NodeEvent) {
         if self.events.try_send(event).is_err() {
             self.events_dropped += 1;
+            self.stats.event_dropped();
         }
     }
 

@@ -92,6 +92,41 @@ pub(super) fn of(node: &mut Node) -> Status {
     }
 }
 
+/// Sets the sampled gauges of libmesh's metrics (sessions by state, DHT tables and
+/// stores, adverts held, swarms): called on the node's tick.
+pub(super) fn sample_stats(node: &mut Node) {
+    use libp2p::kad::store::RecordStore;
+    use mesh_session::governor::Temperature;
+    let swarms = node.groups.joined().len();
+    let swarm_members = node.groups.member_total();
+    let adverts = node.store.len();
+    let b = node.swarm.behaviour_mut();
+    let gov = b.session.governor();
+    let (hot, warm, cold, blocked) = (
+        gov.count(Temperature::Hot),
+        gov.count(Temperature::Warm),
+        gov.count(Temperature::Cold),
+        gov.count(Temperature::Blocked),
+    );
+    let table = |k: &mut kad::Behaviour<kad::store::MemoryStore>| {
+        k.kbuckets().map(|b| b.num_entries()).sum::<usize>()
+    };
+    let sample = super::stats::Sample {
+        hot,
+        warm,
+        cold,
+        blocked,
+        amino_peers: table(&mut b.amino),
+        amino_records: b.amino.store_mut().records().count(),
+        mesh_peers: table(&mut b.mesh_kad),
+        mesh_records: b.mesh_kad.store_mut().records().count(),
+        adverts,
+        swarms,
+        swarm_members,
+    };
+    node.stats.sample(&sample);
+}
+
 /// The connected peers.
 pub(super) fn peers(swarm: &Swarm<MeshBehaviour>, waiting: &Waiting) -> Vec<PeerInfo> {
     let b = swarm.behaviour();

@@ -36,7 +36,6 @@ pub use signaling::{PURPOSE_CONNECT, PURPOSE_SETUP};
 
 /// Most route attempts at once.
 const MAX_ROUTES: usize = 64;
-/// Observed addresses kept as candidates.
 
 /// Who waits for a route.
 #[derive(Debug)]
