@@ -75,11 +75,16 @@ pub fn build(
         kad::store::MemoryStore::new(peer_id),
         kad::Config::new(kad::PROTOCOL_NAME),
     );
-    let mut mesh_kad = kad::Behaviour::with_config(
+    // Other peers' provider records are bounded by the book (`ProviderLimits`); the
+    // store leaves this node's own keys room beyond them.
+    let mesh_store = kad::store::MemoryStore::with_config(
         peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        mesh_advert::kad::config(),
+        kad::store::MemoryStoreConfig {
+            max_provided_keys: mesh_advert::providers::ProviderLimits::default().max_records + 1024,
+            ..kad::store::MemoryStoreConfig::default()
+        },
     );
+    let mut mesh_kad = kad::Behaviour::with_config(peer_id, mesh_store, mesh_advert::kad::config());
     let mode = match config.kad_mode {
         KadMode::Auto => None,
         KadMode::Server => Some(kad::Mode::Server),

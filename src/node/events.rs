@@ -288,6 +288,28 @@ impl Node {
                     }
                 }
             }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                // libp2p-kad checked that the provider is the peer that sent it.
+                let provider = record.provider;
+                self.idle.conns.touch(&provider, Instant::now());
+                let remote = super::view::View::remote_addrs(&view!(self), &provider);
+                let b = self.swarm.behaviour_mut();
+                let listen = b.identify.listen_addrs(&provider).to_vec();
+                let store = b.mesh_kad.store_mut();
+                let r = self
+                    .providers
+                    .accept(store, record, &remote, &listen, Instant::now());
+                if let Err(e) = r {
+                    tracing::debug!(%provider, code = e.code.as_str(), error = %e, "provider record refused");
+                    let now = Timestamp::now();
+                    self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(provider));
+                }
+            }
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => self.on_mesh_query(id, result, step.last),

@@ -29,7 +29,13 @@ use libp2p::{Multiaddr, PeerId, identify};
 pub struct Identify {
     inner: identify::Behaviour,
     remotes: HashMap<ConnectionId, Multiaddr>,
+    /// The listen addresses each connected peer last reported (at most
+    /// [`MAX_LISTEN_ADDRS`]), until its last connection closes.
+    listen: HashMap<PeerId, Vec<Multiaddr>>,
 }
+
+/// Listen addresses kept per peer.
+pub const MAX_LISTEN_ADDRS: usize = 16;
 
 impl Identify {
     /// Wraps `inner`.
@@ -37,7 +43,13 @@ impl Identify {
         Identify {
             inner,
             remotes: HashMap::new(),
+            listen: HashMap::new(),
         }
+    }
+
+    /// The listen addresses connected peer `peer` reported in its last identify.
+    pub fn listen_addrs(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.listen.get(peer).map_or(&[], Vec::as_slice)
     }
 
     /// The remote address of open connection `id`.
@@ -144,6 +156,9 @@ impl NetworkBehaviour for Identify {
             }
             FromSwarm::ConnectionClosed(c) => {
                 self.remotes.remove(&c.connection_id);
+                if c.remaining_established == 0 {
+                    self.listen.remove(&c.peer_id);
+                }
             }
             _ => {}
         }
@@ -164,7 +179,18 @@ impl NetworkBehaviour for Identify {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<identify::Event, THandlerInEvent<Self>>> {
-        self.inner.poll(cx)
+        let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::GenerateEvent(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) = &polled
+        {
+            let mut addrs = info.listen_addrs.clone();
+            addrs.truncate(MAX_LISTEN_ADDRS);
+            self.listen.insert(*peer_id, addrs);
+        }
+        polled
     }
 }
 

@@ -166,6 +166,8 @@ pub struct Node {
     groups: Groups,
     relays: Relays,
     idle: Idle,
+    /// Other peers' provider records held in the mesh DHT.
+    providers: mesh_advert::providers::ProviderBook,
     sweeper: store::Sweeper,
 }
 
@@ -291,6 +293,7 @@ impl Node {
             key,
             relays,
             idle: Idle::new(&config),
+            providers: mesh_advert::providers::ProviderBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             config,
             store,

@@ -21,6 +21,7 @@ mod behaviour;
 pub mod kad;
 pub mod own;
 pub mod protocol;
+pub mod providers;
 mod store;
 mod withdrawal;
 

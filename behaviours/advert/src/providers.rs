@@ -1,0 +1,426 @@
+//! Provider records in the mesh DHT, taken in by hand.
+//!
+//! The mesh DHT runs with `StoreInserts::FilterBoth` (so that advertisement records are
+//! validated, see [`crate::kad`]), which filters provider records too: an inbound
+//! `ADD_PROVIDER` arrives as `InboundRequest::AddProvider { record: Some(..) }` and is
+//! stored only if the application does it. [`ProviderBook::accept`] does, within bounds
+//! a peer cannot push past:
+//!
+//! - libp2p-kad already drops a record whose provider is not the peer that sent it;
+//! - the key is at most [`ProviderLimits::max_key_bytes`];
+//! - the record keeps at most [`ProviderLimits::max_addrs`] addresses, and only those
+//!   the provider is plausibly at: the IP it is connected from, or a relay circuit
+//!   (other addresses would send the peers that ask to hosts of the provider's choosing);
+//!   a record without addresses (libp2p-kad sends only confirmed external addresses, so
+//!   a node that has none sends none) takes them from the listen addresses the provider
+//!   reported in identify, under the same rule — Kademlia hands out a provider without
+//!   addresses only if it is in the routing table, which a DHT client never is;
+//! - at most [`ProviderLimits::per_provider`] keys per provider and
+//!   [`ProviderLimits::per_network`] records per network (IPv4 address or IPv6 /64 it
+//!   is connected from) — beyond them `E_TRANSPORT_REJECTED`;
+//! - at most [`ProviderLimits::max_records`] records from other peers in all: when
+//!   full, the record of the network holding the most that expires first makes room.
+//!
+//! Pure bookkeeping beside the store; `now` is passed in.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{ProviderRecord, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::{ErrorCode, MeshError, MeshResult};
+
+/// Bounds of the provider records kept for other peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLimits {
+    /// Longest key, bytes.
+    pub max_key_bytes: usize,
+    /// Addresses kept per record.
+    pub max_addrs: usize,
+    /// Keys one provider may hold.
+    pub per_provider: usize,
+    /// Records the providers of one network (IPv4 address, IPv6 /64) may hold.
+    pub per_network: usize,
+    /// Records of other peers in all.
+    pub max_records: usize,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        ProviderLimits {
+            max_key_bytes: 128,
+            max_addrs: 8,
+            per_provider: 32,
+            per_network: 256,
+            max_records: 4096,
+        }
+    }
+}
+
+/// Where a provider connects from: an IPv4 address or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Network {
+    V4([u8; 4]),
+    V6([u8; 8]),
+    /// Not an IP connection (memory transport, a relay circuit).
+    Other,
+}
+
+fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn network(remote: Option<&Multiaddr>) -> Network {
+    match remote.filter(|a| !is_circuit(a)).and_then(first_ip) {
+        Some(IpAddr::V4(ip)) => Network::V4(ip.octets()),
+        Some(IpAddr::V6(ip)) => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&ip.octets()[..8]);
+            Network::V6(n)
+        }
+        None => Network::Other,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    network: Network,
+    expires: Option<Instant>,
+}
+
+/// The provider records this node keeps for other peers.
+#[derive(Debug, Default)]
+pub struct ProviderBook {
+    limits: ProviderLimits,
+    held: HashMap<(RecordKey, PeerId), Held>,
+}
+
+impl ProviderBook {
+    /// An empty book with `limits`.
+    pub fn new(limits: ProviderLimits) -> Self {
+        ProviderBook {
+            limits,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Records held for other peers.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Takes in `record` (from `InboundRequest::AddProvider`), whose provider is
+    /// connected from `remote` (its connections' remote addresses) and reported
+    /// `listen` in identify, into `store`.
+    pub fn accept<S: RecordStore>(
+        &mut self,
+        store: &mut S,
+        mut record: ProviderRecord,
+        remote: &[Multiaddr],
+        listen: &[Multiaddr],
+        now: Instant,
+    ) -> MeshResult<()> {
+        let l = self.limits;
+        if record.key.as_ref().len() > l.max_key_bytes {
+            return Err(MeshError::invalid(format!(
+                "provider record key over {} bytes",
+                l.max_key_bytes
+            )));
+        }
+        let ips: Vec<IpAddr> = remote
+            .iter()
+            .filter(|a| !is_circuit(a))
+            .filter_map(first_ip)
+            .collect();
+        if record.addresses.is_empty() {
+            record.addresses = listen.to_vec();
+        }
+        record
+            .addresses
+            .retain(|a| is_circuit(a) || first_ip(a).is_some_and(|ip| ips.contains(&ip)));
+        record.addresses.truncate(l.max_addrs);
+        self.expire(store, now);
+        let net = network(remote.first());
+        let key = (record.key.clone(), record.provider);
+        if !self.held.contains_key(&key) {
+            let of_provider = self
+                .held
+                .keys()
+                .filter(|(_, p)| *p == record.provider)
+                .count();
+            if of_provider >= l.per_provider {
+                return Err(refused(format!(
+                    "this provider holds {} keys here already",
+                    l.per_provider
+                )));
+            }
+            let of_network = self.held.values().filter(|h| h.network == net).count();
+            if of_network >= l.per_network {
+                return Err(refused(format!(
+                    "providers of this network hold {} records here already",
+                    l.per_network
+                )));
+            }
+            if self.held.len() >= l.max_records {
+                self.evict(store);
+            }
+        }
+        let held = Held {
+            network: net,
+            expires: record.expires,
+        };
+        match store.add_provider(record) {
+            Ok(()) => {
+                self.held.insert(key, held);
+                Ok(())
+            }
+            Err(e) => Err(refused(format!("provider record not stored: {e}"))),
+        }
+    }
+
+    /// Forgets records that expired (the store drops them on its own when it meets them).
+    fn expire<S: RecordStore>(&mut self, store: &mut S, now: Instant) {
+        let gone: Vec<(RecordKey, PeerId)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.expires.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, provider) in gone {
+            store.remove_provider(&key, &provider);
+            self.held.remove(&(key, provider));
+        }
+    }
+
+    /// Makes room: the record that expires first among those of the network holding the
+    /// most.
+    fn evict<S: RecordStore>(&mut self, store: &mut S) {
+        let mut per: HashMap<Network, usize> = HashMap::new();
+        for h in self.held.values() {
+            *per.entry(h.network).or_default() += 1;
+        }
+        let Some(busiest) = per.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k) else {
+            return;
+        };
+        let victim = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.network == busiest)
+            .min_by_key(|(_, h)| h.expires)
+            .map(|(k, _)| k.clone());
+        if let Some((key, provider)) = victim {
+            store.remove_provider(&key, &provider);
+            self.held.remove(&(key, provider));
+        }
+    }
+}
+
+fn refused(detail: String) -> MeshError {
+    MeshError::new(ErrorCode::TransportRejected, detail)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    fn store() -> MemoryStore {
+        MemoryStore::with_config(
+            PeerId::random(),
+            MemoryStoreConfig {
+                max_provided_keys: 100_000,
+                ..MemoryStoreConfig::default()
+            },
+        )
+    }
+
+    fn record(key: &str, provider: PeerId, addrs: &[&str], now: Instant) -> ProviderRecord {
+        ProviderRecord {
+            key: RecordKey::new(&key),
+            provider,
+            expires: Some(now + Duration::from_secs(3600)),
+            addresses: addrs.iter().map(|a| ma(a)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_record_keeps_only_the_addresses_its_provider_is_at() {
+        let (mut s, mut book, now) = (store(), ProviderBook::default(), Instant::now());
+        let p = PeerId::random();
+        let remote = [ma("/ip4/198.51.100.7/tcp/5555")];
+        let r = record(
+            "k",
+            p,
+            &[
+                "/ip4/198.51.100.7/tcp/4001",
+                "/ip4/198.51.100.7/udp/4001/quic-v1",
+                "/ip4/192.0.2.99/tcp/53",
+                "/ip4/127.0.0.1/tcp/4001",
+                "/ip4/203.0.113.1/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit",
+            ],
+            now,
+        );
+        book.accept(&mut s, r, &remote, &[], now).unwrap();
+        let held = s.providers(&RecordKey::new(&"k"));
+        assert_eq!(held.len(), 1);
+        assert_eq!(
+            held[0].addresses,
+            vec![
+                ma("/ip4/198.51.100.7/tcp/4001"),
+                ma("/ip4/198.51.100.7/udp/4001/quic-v1"),
+                ma(
+                    "/ip4/203.0.113.1/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit"
+                ),
+            ]
+        );
+        // A record without addresses takes the provider's identify listen addresses,
+        // under the same rule.
+        let bare = record("k2", p, &[], now);
+        let listen = [
+            ma("/ip4/198.51.100.7/tcp/4001"),
+            ma("/ip4/10.0.0.7/tcp/4001"),
+        ];
+        book.accept(&mut s, bare, &remote, &listen, now).unwrap();
+        assert_eq!(
+            s.providers(&RecordKey::new(&"k2"))[0].addresses,
+            vec![ma("/ip4/198.51.100.7/tcp/4001")]
+        );
+        // A long key is refused.
+        let long = record(&"x".repeat(129), p, &[], now);
+        let e = book.accept(&mut s, long, &remote, &[], now).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid);
+    }
+
+    #[test]
+    fn quotas_per_provider_and_per_network_and_a_global_cap_with_eviction() {
+        let limits = ProviderLimits {
+            per_provider: 3,
+            per_network: 5,
+            max_records: 8,
+            ..ProviderLimits::default()
+        };
+        let (mut s, mut book, now) = (store(), ProviderBook::new(limits), Instant::now());
+        let remote = |i: u8| [ma(&format!("/ip4/198.51.100.{i}/tcp/1"))];
+        // One provider: three keys, the fourth refused; its refresh of a key it holds is
+        // taken.
+        let p = PeerId::random();
+        for k in 0..3 {
+            book.accept(
+                &mut s,
+                record(&format!("a{k}"), p, &[], now),
+                &remote(1),
+                &[],
+                now,
+            )
+            .unwrap();
+        }
+        let e = book
+            .accept(&mut s, record("a3", p, &[], now), &remote(1), &[], now)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        book.accept(&mut s, record("a0", p, &[], now), &remote(1), &[], now)
+            .unwrap();
+        // Many keys from one network (fresh peer ids each): five, then refused.
+        for k in 0..2 {
+            book.accept(
+                &mut s,
+                record(&format!("b{k}"), PeerId::random(), &[], now),
+                &remote(1),
+                &[],
+                now,
+            )
+            .unwrap();
+        }
+        let e = book
+            .accept(
+                &mut s,
+                record("b9", PeerId::random(), &[], now),
+                &remote(1),
+                &[],
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        assert_eq!(book.len(), 5);
+        // Other networks fill the book to its cap; then the busiest network (198.51.100.1)
+        // gives up a record for each newcomer.
+        for i in 2..=4 {
+            book.accept(
+                &mut s,
+                record(&format!("c{i}"), PeerId::random(), &[], now),
+                &remote(i),
+                &[],
+                now,
+            )
+            .unwrap();
+        }
+        assert_eq!(book.len(), 8);
+        book.accept(
+            &mut s,
+            record("d", PeerId::random(), &[], now),
+            &remote(9),
+            &[],
+            now,
+        )
+        .unwrap();
+        assert_eq!(book.len(), 8);
+        let of_first: usize = ["a0", "a1", "a2", "b0", "b1"]
+            .iter()
+            .map(|k| s.providers(&RecordKey::new(k)).len())
+            .sum();
+        assert_eq!(
+            of_first, 4,
+            "one of the busiest network's records made room"
+        );
+        assert_eq!(s.providers(&RecordKey::new(&"d")).len(), 1);
+    }
+
+    #[test]
+    fn expired_records_leave_the_book_and_the_store() {
+        let (mut s, mut book, now) = (store(), ProviderBook::default(), Instant::now());
+        let remote = [ma("/ip4/198.51.100.1/tcp/1")];
+        book.accept(
+            &mut s,
+            record("old", PeerId::random(), &[], now),
+            &remote,
+            &[],
+            now,
+        )
+        .unwrap();
+        let later = now + Duration::from_secs(7200);
+        book.accept(
+            &mut s,
+            record("new", PeerId::random(), &[], later),
+            &remote,
+            &[],
+            later,
+        )
+        .unwrap();
+        assert_eq!(book.len(), 1);
+        assert!(s.providers(&RecordKey::new(&"old")).is_empty());
+    }
+}
