@@ -444,18 +444,17 @@ impl Router {
             // A setup correlation has done its work once its payload is here: it ends
             // now rather than lingering until it expires (a node sending payloads in a
             // row would otherwise run into the per-signer quota of open correlations).
-            "setup_payload" => {
+            "setup_payload"
                 if self
                     .answering
                     .get(&(from, corr.clone()))
-                    .is_some_and(|a| a.setup)
-                {
-                    self.answering.remove(&(from, corr.clone()));
-                    out.push(Action::CorrelationDone {
-                        node: from,
-                        correlation: corr,
-                    });
-                }
+                    .is_some_and(|a| a.setup) =>
+            {
+                self.answering.remove(&(from, corr.clone()));
+                out.push(Action::CorrelationDone {
+                    node: from,
+                    correlation: corr,
+                });
             }
             _ => {}
         }
