@@ -321,6 +321,9 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // The buffer bound alone is checked only while a head is incomplete, so a head
+        // that arrives in one large read could pass it: the head size is bounded too.
+        .max_header_size(MAX_BUF_BYTES)
         .max_buf_size(MAX_BUF_BYTES);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
