@@ -2,7 +2,8 @@
 //! loopback, A and C both bootstrapped from B, A never told of C; `A.dial(Peer(C))`
 //! finds C through B (mesh DHT record or Amino peer routing) and connects. A peer id
 //! nobody knows fails with a coded error, in bounded time. The same with three `meshd`
-//! processes and `meshd dial <peer id>`.
+//! processes and `meshd dial <peer id>`, and for a plain rust-libp2p peer with an RSA key
+//! (not a node id), found through Amino peer routing alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/meshd.rs"]
@@ -152,4 +153,93 @@ fn meshd_dial_peer_id_looks_the_peer_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("E_TRANSPORT_UNAVAILABLE"), "{err}");
     assert!(err.contains("Amino"), "{err}");
+}
+
+/// A plain rust-libp2p peer of the Amino DHT: Kademlia (server) and identify.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct AminoPeer {
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+    identify: libp2p::identify::Behaviour,
+}
+
+/// The test RSA key (PKCS#8, made once with `openssl genpkey`; test use only).
+fn rsa_key() -> libp2p::identity::Keypair {
+    use base64::Engine as _;
+    let pem = include_str!("support/rsa-peer-key.pem");
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    libp2p::identity::Keypair::rsa_from_pkcs8(&mut der).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_of_a_non_node_peer_id_uses_amino_peer_routing() {
+    use futures::StreamExt as _;
+    use libp2p::{identify, kad, noise, tcp, yamux};
+
+    let b = start(None, KadMode::Server).await;
+    let a = start(Some(b.p2p_addr()), KadMode::Client).await;
+    connected(&a.handle, b.peer).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut c = libp2p::SwarmBuilder::with_existing_identity(rsa_key())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer));
+            kad.set_mode(Some(kad::Mode::Server));
+            AminoPeer {
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/ipfs/id/1.0.0".into(),
+                    key.public(),
+                )),
+            }
+        })
+        .unwrap()
+        .build();
+    let c_peer = *c.local_peer_id();
+    assert!(
+        mesh_core::NodeId::from_peer_id(&c_peer).is_err(),
+        "an RSA peer id is not a node id"
+    );
+    c.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    c.behaviour_mut().kad.add_address(&b.peer, b.addr.clone());
+    c.behaviour_mut().kad.bootstrap().unwrap();
+    // C runs on its own task until the test ends.
+    let driver = tokio::spawn(async move {
+        loop {
+            c.select_next_some().await;
+        }
+    });
+    connected(&b.handle, c_peer).await;
+    let known = a.handle.peers().await.unwrap();
+    assert!(
+        !known.iter().any(|i| i.peer_id == c_peer.to_string()),
+        "A must not know C yet: {known:?}"
+    );
+
+    let peer = tokio::time::timeout(WAIT, a.handle.dial(Target::Peer(c_peer)))
+        .await
+        .expect("dial answered in time")
+        .expect("A finds C through B's Amino table and connects");
+    assert_eq!(peer, c_peer);
+
+    // An RSA-style peer id nobody knows (a random one: not an Ed25519 key).
+    let nobody = PeerId::random();
+    let err = tokio::time::timeout(Duration::from_secs(40), a.handle.dial(Target::Peer(nobody)))
+        .await
+        .expect("answered within the wait")
+        .expect_err("nobody knows it");
+    assert_eq!(err.code(), ErrorCode::TransportUnavailable, "{err}");
+    assert!(err.to_string().contains("Amino peer routing"), "{err}");
+    driver.abort();
 }
