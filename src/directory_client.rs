@@ -152,6 +152,11 @@ impl DirectoryClient {
     /// A client trusting the web PKI roots and the certificates in `extra_roots` (PEM
     /// files, each one or more certificates).
     pub fn new(extra_roots: &[PathBuf]) -> Result<Self, DirectoryClientError> {
+        Self::build(extra_roots, true)
+    }
+
+    /// [`DirectoryClient::new`]; `env_proxies` false ignores the proxy variables (tests).
+    fn build(extra_roots: &[PathBuf], env_proxies: bool) -> Result<Self, DirectoryClientError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(true)
@@ -159,6 +164,9 @@ impl DirectoryClient {
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("meshd/", env!("CARGO_PKG_VERSION")));
+        if !env_proxies {
+            builder = builder.no_proxy();
+        }
         for path in extra_roots {
             for cert in read_roots(path)? {
                 builder = builder.add_root_certificate(cert);
@@ -235,9 +243,69 @@ mod tests {
         assert!(matches!(e, DirectoryClientError::Roots { .. }), "{e}");
     }
 
+    /// A loopback server answering every connection with `head` then `body_len` bytes
+    /// (at most `conns` connections); its URL.
+    async fn serve_once(head: String, body_len: usize, conns: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/adv/x", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for _ in 0..conns {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(head.as_bytes()).await;
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_cap_are_refused() {
+        let c = DirectoryClient::build(&[], false).unwrap();
+        // Announced too large: refused before reading.
+        let big = MAX_RESPONSE_BYTES + 1;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n");
+        let url = serve_once(head, 0, 1).await;
+        let e = c.send(Method::GET, &url, None).await.unwrap_err();
+        assert!(matches!(e, DirectoryClientError::TooLarge { .. }), "{e}");
+        assert_eq!(MeshError::from(e).code, ErrorCode::ProtoInvalid);
+        // Unannounced (read to the end of the connection): cut at the cap.
+        let head = "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned();
+        let url = serve_once(head, big, 1).await;
+        let e = c.send(Method::GET, &url, None).await.unwrap_err();
+        assert!(matches!(e, DirectoryClientError::TooLarge { .. }), "{e}");
+        // At the cap: read whole.
+        let head = "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned();
+        let url = serve_once(head, MAX_RESPONSE_BYTES, 1).await;
+        let r = c.send(Method::GET, &url, None).await.unwrap();
+        assert_eq!(r.body.len(), MAX_RESPONSE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transport_unavailable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/adv/x", listener.local_addr().unwrap());
+        drop(listener);
+        let c = DirectoryClient::build(&[], false).unwrap();
+        let e = c.send(Method::GET, &url, None).await.unwrap_err();
+        assert_eq!(MeshError::from(e).code, ErrorCode::TransportUnavailable);
+    }
+
     #[tokio::test]
     async fn other_schemes_are_refused() {
-        let c = DirectoryClient::new(&[]).unwrap();
+        let c = DirectoryClient::build(&[], false).unwrap();
         let e = c.send(Method::GET, "ftp://example.org/adv/x", None).await;
         assert!(matches!(e, Err(DirectoryClientError::BadUrl(_))));
     }
