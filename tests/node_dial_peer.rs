@@ -3,7 +3,8 @@
 //! finds C through B (mesh DHT record or Amino peer routing) and connects. A peer id
 //! nobody knows fails with a coded error, in bounded time. The same with three `meshd`
 //! processes and `meshd dial <peer id>`, and for a plain rust-libp2p peer with an RSA key
-//! (not a node id), found through Amino peer routing alone.
+//! (not a node id), found through Amino peer routing alone; a peer that moved (stopped,
+//! back on another port) is found at its new address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/meshd.rs"]
@@ -32,6 +33,15 @@ fn logs() {
 /// A node on loopback whose only Amino bootstrap peer is `bootstrap` (none: no
 /// bootstrap at all); no seeds, no AutoNAT (its dial-backs would introduce nodes).
 async fn start(bootstrap: Option<Multiaddr>, kad_mode: KadMode) -> TestNode {
+    start_keyed(NodeKeypair::generate(), bootstrap, kad_mode).await
+}
+
+/// [`start`] with a given key.
+async fn start_keyed(
+    key: NodeKeypair,
+    bootstrap: Option<Multiaddr>,
+    kad_mode: KadMode,
+) -> TestNode {
     logs();
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -44,7 +54,7 @@ async fn start(bootstrap: Option<Multiaddr>, kad_mode: KadMode) -> TestNode {
         ..NodeConfig::default()
     };
     let trace = Arc::new(MemoryTrace::new(4096));
-    start_node(NodeKeypair::generate(), config, trace, WAIT).await
+    start_node(key, config, trace, WAIT).await
 }
 
 /// Waits (bounded) until `h` is connected to `peer`.
@@ -242,4 +252,68 @@ async fn dial_of_a_non_node_peer_id_uses_amino_peer_routing() {
     assert_eq!(err.code(), ErrorCode::TransportUnavailable, "{err}");
     assert!(err.to_string().contains("Amino peer routing"), "{err}");
     driver.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_by_peer_id_finds_a_peer_that_moved() {
+    let b = start(None, KadMode::Server).await;
+    let a = start(Some(b.p2p_addr()), KadMode::Client).await;
+    connected(&a.handle, b.peer).await;
+    let key = NodeKeypair::generate();
+    let c1 = start_keyed(key.clone(), Some(b.p2p_addr()), KadMode::Server).await;
+    let (c_node, c_peer, old_addr) = (c1.node, c1.peer, c1.addr.clone());
+    // A meets C at its first address.
+    a.handle.dial(Target::Addr(c1.p2p_addr())).await.unwrap();
+    connected(&a.handle, c_peer).await;
+    // C moves: it stops and comes back, same key, on another port.
+    c1.handle.shutdown().await;
+    tokio::time::timeout(WAIT, c1.task)
+        .await
+        .expect("C stopped")
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while a
+            .handle
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.peer_id == c_peer.to_string())
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("A saw C go");
+    let c2 = start_keyed(key, Some(b.p2p_addr()), KadMode::Server).await;
+    assert_ne!(c2.addr, old_addr);
+    // B holds C's new record before A asks (else A could find the old one).
+    let new_addr = c2.addr.to_string();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(f) = b.handle.lookup_fresh(c_node).await
+                && f.addrs.iter().any(|x| x.starts_with(&new_addr))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("B has C's new record");
+
+    let peer = tokio::time::timeout(WAIT, a.handle.dial(Target::Peer(c_peer)))
+        .await
+        .expect("dial answered in time")
+        .expect("the lookup finds C's new address");
+    assert_eq!(peer, c_peer);
+    let info = a.handle.peers().await.unwrap();
+    let c_info = info
+        .iter()
+        .find(|i| i.peer_id == c_peer.to_string())
+        .expect("connected");
+    assert!(
+        c_info.addrs.iter().any(|x| x.starts_with(&new_addr)),
+        "{c_info:?} vs {new_addr}"
+    );
 }
