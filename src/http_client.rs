@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client for the seed directory (plain `http://`; put TLS in front of
-//! a public directory with a reverse proxy).
+//! A minimal HTTP/1.1 client for the node's control API on loopback (plain `http://`).
+//! Seed directories, which sit behind TLS, are reached with
+//! [`crate::directory_client`].
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;

@@ -12,6 +12,7 @@ pub mod advert_store;
 pub mod control;
 pub mod control_auth;
 pub mod directory;
+pub mod directory_client;
 pub mod http_client;
 pub mod http_serve;
 pub mod mesh_client;

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use hyper::{Method, StatusCode};
 use libmesh::advert_store::DurableStore;
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
-use libmesh::http_client;
+use libmesh::directory_client::{DirectoryClient, is_url};
 use libmesh::mesh_client::{Ask, request};
 use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence};
 use mesh_advert::{Answer, StoreLimits};
@@ -30,9 +30,12 @@ pub(crate) struct DirectoryArgs {
 pub(crate) enum AdvertCommand {
     /// Sign this node's advertisement for the given addresses and publish it.
     Publish {
-        /// A seed directory (`http://host:port`) or a node (`/ip4/…/p2p/<peer id>`).
+        /// A seed directory (`https://host[:port]`, or `http://` on a trusted network)
+        /// or a node (`/ip4/…/p2p/<peer id>`).
         #[arg(long, value_name = "URL|MULTIADDR")]
         to: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// An address to advertise (repeatable), e.g. /ip4/203.0.113.5/udp/4001/quic-v1.
         #[arg(long = "addr", value_name = "MULTIADDR", required = true)]
         addrs: Vec<libp2p::Multiaddr>,
@@ -44,10 +47,22 @@ pub(crate) enum AdvertCommand {
     Lookup {
         /// The node.
         node_id: String,
-        /// A seed directory (`http://host:port`) or a node (`/ip4/…/p2p/<peer id>`).
+        /// A seed directory (`https://host[:port]`, or `http://` on a trusted network)
+        /// or a node (`/ip4/…/p2p/<peer id>`).
         #[arg(long, value_name = "URL|MULTIADDR")]
         from: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// How an `https://` directory is checked.
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// A PEM file of extra trusted root certificates (repeatable), for a directory whose
+    /// certificate comes from a private CA; the web PKI roots are always trusted.
+    #[arg(long = "tls-root", value_name = "FILE")]
+    roots: Vec<std::path::PathBuf>,
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -106,7 +121,12 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
 pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
-        AdvertCommand::Publish { to, addrs, ttl } => {
+        AdvertCommand::Publish {
+            to,
+            addrs,
+            ttl,
+            tls,
+        } => {
             let id = IdentityStore::new(&ctx.data_dir).load_or_generate(&Timestamp::now())?;
             let store = open_store(ctx)?;
             let now = Timestamp::now();
@@ -114,13 +134,13 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
             let advert = advert_for(&id.keypair, &addrs, seq, &now, ttl)?;
             store.set_own_sequence(seq)?;
             drop(store);
-            let outcome = rt.block_on(publish(&id.keypair, &to, &advert))?;
+            let outcome = rt.block_on(publish(&id.keypair, &to, &tls, &advert))?;
             print_json(&json!({"published": advert.to_json(), "to": to, "result": outcome}));
             Ok(ExitCode::SUCCESS)
         }
-        AdvertCommand::Lookup { node_id, from } => {
+        AdvertCommand::Lookup { node_id, from, tls } => {
             let node = NodeId::parse(&node_id).map_err(MeshError::from)?;
-            let advert = rt.block_on(lookup(ctx, node, &from))?;
+            let advert = rt.block_on(lookup(ctx, node, &from, &tls))?;
             print_json(&advert.to_json());
             Ok(ExitCode::SUCCESS)
         }
@@ -130,16 +150,20 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
 async fn publish(
     key: &mesh_core::NodeKeypair,
     to: &str,
+    tls: &TlsArgs,
     advert: &NodeAdvertisement,
 ) -> anyhow::Result<Value> {
-    if to.starts_with("http://") {
+    if is_url(to) {
         let url = format!("{}/adv/{}", to.trim_end_matches('/'), advert.node_id());
-        let r = http_client::send(
-            Method::PUT,
-            &url,
-            Some(serde_json::to_vec(&advert.to_json())?),
-        )
-        .await?;
+        let r = DirectoryClient::new(&tls.roots)
+            .map_err(MeshError::from)?
+            .send(
+                Method::PUT,
+                &url,
+                Some(serde_json::to_vec(&advert.to_json())?),
+            )
+            .await
+            .map_err(MeshError::from)?;
         let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         if r.status != StatusCode::CREATED {
             return Err(refusal(r.status, &body));
@@ -148,7 +172,7 @@ async fn publish(
     }
     let target: libp2p::Multiaddr = to
         .parse()
-        .map_err(|e| anyhow::anyhow!("`{to}` is neither http:// nor a multiaddr: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("`{to}` is neither a URL nor a multiaddr: {e}"))?;
     match request(
         key,
         &target,
@@ -162,11 +186,20 @@ async fn publish(
     }
 }
 
-async fn lookup(ctx: &Ctx, node: NodeId, from: &str) -> anyhow::Result<NodeAdvertisement> {
+async fn lookup(
+    ctx: &Ctx,
+    node: NodeId,
+    from: &str,
+    tls: &TlsArgs,
+) -> anyhow::Result<NodeAdvertisement> {
     let now = Timestamp::now();
-    if from.starts_with("http://") {
+    if is_url(from) {
         let url = format!("{}/adv/{node}", from.trim_end_matches('/'));
-        let r = http_client::send(Method::GET, &url, None).await?;
+        let r = DirectoryClient::new(&tls.roots)
+            .map_err(MeshError::from)?
+            .send(Method::GET, &url, None)
+            .await
+            .map_err(MeshError::from)?;
         let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         if r.status == StatusCode::NOT_FOUND {
             anyhow::bail!("{node} has no advertisement at {from}");
@@ -185,7 +218,7 @@ async fn lookup(ctx: &Ctx, node: NodeId, from: &str) -> anyhow::Result<NodeAdver
     }
     let target: libp2p::Multiaddr = from
         .parse()
-        .map_err(|e| anyhow::anyhow!("`{from}` is neither http:// nor a multiaddr: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("`{from}` is neither a URL nor a multiaddr: {e}"))?;
     let key = IdentityStore::new(&ctx.data_dir)
         .load_or_generate(&now)?
         .keypair;

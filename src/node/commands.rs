@@ -189,12 +189,8 @@ impl Node {
                         .connect(node, RouteWaiter::Then(after), &view!(self), now);
                 self.apply(actions);
             }
-            Target::Peer(p) => {
-                let opts = DialOpts::peer_id(p)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                self.dial(opts, Some(p), after);
-            }
+            // No address known: looked up first (see `find_peer`).
+            Target::Peer(p) => self.dial_peer(p, after),
         }
     }
 

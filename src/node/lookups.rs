@@ -215,8 +215,8 @@ impl Node {
         }
     }
 
-    /// A query of the Amino DHT progressed: providers, or the peer routing stage of a
-    /// lookup.
+    /// A query of the Amino DHT progressed: providers, a peer lookup of a dial (see
+    /// `find_peer`), or the peer routing stage of a lookup.
     pub(super) fn on_amino(&mut self, event: kad::Event) {
         let kad::Event::OutboundQueryProgressed {
             id, result, step, ..
@@ -227,6 +227,9 @@ impl Node {
         let Some(result) = self.on_provider_query(Dht::Amino, id, result, step.last) else {
             return;
         };
+        if self.on_peer_lookup(id, &result, step.last) {
+            return;
+        }
         let Some(node) = self.waiting.query(Dht::Amino, id) else {
             return;
         };

@@ -40,6 +40,7 @@ pub mod config;
 mod dht;
 pub mod event;
 mod events;
+mod find_peer;
 mod groups;
 pub mod handle;
 pub mod identify_observed;

@@ -10,6 +10,7 @@ use mesh_core::NodeId;
 
 use super::api::{Dht, Found, HandleError, Reply, answer};
 use super::event::NodeEvent;
+use super::find_peer::PeerLookups;
 
 /// How long anything waits before it is answered with a timeout.
 pub(crate) const WAIT: Duration = Duration::from_secs(35);
@@ -97,6 +98,8 @@ pub(crate) struct Waiting {
     markers: HashMap<PeerId, VecDeque<(String, Reply<String>, Instant)>>,
     remote: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     providers: HashMap<(Dht, QueryId), (ProviderWait, Instant)>,
+    /// Amino lookups of peers (not node ids) that commands dial.
+    pub(crate) sought: PeerLookups,
 }
 
 fn timeout(what: &'static str) -> HandleError {
@@ -343,6 +346,9 @@ impl Waiting {
                 out.push((Waiter::After(a), timeout("lookup")));
             }
         }
+        for a in self.sought.expire(now, WAIT) {
+            out.push((Waiter::After(a), timeout("peer lookup")));
+        }
         for q in self.markers.values_mut() {
             while q.front().is_some_and(|(_, _, s)| old(s)) {
                 if let Some((_, r, _)) = q.pop_front() {
@@ -377,6 +383,9 @@ impl Waiting {
         }
         for (_, l) in self.lookups.drain() {
             out.extend(l.waiters.into_iter().map(|a| (Waiter::After(a), stopped())));
+        }
+        for a in self.sought.drain() {
+            out.push((Waiter::After(a), stopped()));
         }
         for (_, q) in self.markers.drain() {
             out.extend(
