@@ -7,8 +7,9 @@
 //! 1. the relay is built (in [`Behaviour::new`] and [`Behaviour::with_relay_config`])
 //!    with the admission check first among its reservation and circuit rate limiters, so
 //!    a peer without a live grant is refused (`RESOURCE_LIMIT_EXCEEDED` on the wire)
-//!    before any other limiter counts it, and with its per-circuit byte and duration caps
-//!    set to [`Config::caps`];
+//!    before any other limiter counts it, unless the policy admits it implicitly
+//!    ([`crate::implicit`], [`Config::implicit_grants`]), and with its per-circuit byte
+//!    and duration caps set to [`Config::caps`];
 //! 2. connections of revoked (blocked) peers are denied, and a revocation closes the
 //!    peer's connections, which closes its circuits;
 //! 3. every event of the relay passes through this behaviour's `poll`, which counts
