@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libp2p::multiaddr::Protocol;
@@ -379,4 +380,86 @@ async fn implicit_grants_can_be_turned_off() {
     assert!(reason.contains("resource limit exceeded"), "{reason}");
     let error = refused(&mut relay, client.peer, server::Requested::Reservation).await;
     assert!(error.detail.contains("no reservation grant"), "{error}");
+}
+
+/// The relay's clock, `ahead` seconds past the system clock.
+fn clock_ahead(ahead: &Arc<AtomicI64>) -> mesh_admission::Clock {
+    let offset = ahead.clone();
+    Arc::new(move || Timestamp::now().plus_secs(offset.load(Ordering::Relaxed)))
+}
+
+#[tokio::test]
+async fn an_implicit_grant_is_renewed_while_the_policy_still_admits_the_client() {
+    let trace = Arc::new(MemoryTrace::new(1024));
+    let ahead = Arc::new(AtomicI64::new(0));
+    let config = server::Config {
+        grant_ttl: std::time::Duration::from_secs(60),
+        clock: clock_ahead(&ahead),
+        ..with_policy(
+            Arc::new(Open {
+                limits: server::DEFAULT_CAPS,
+            }),
+            &trace,
+        )
+    };
+    let mut relay = Relay::start("relay", config, base_relay_config()).await;
+    let mut a = plain("a");
+    reserve_at(&mut a, relay.circuit_listen_addr())
+        .await
+        .unwrap();
+    let first = admitted(&mut relay, a.peer).await;
+    // Past the grant's lifetime by the relay's clock: renewed, the reservation kept.
+    ahead.store(61, Ordering::Relaxed);
+    let renewed = admitted(&mut relay, a.peer).await;
+    assert!(renewed.expires_at > first.expires_at, "{renewed:?}");
+    assert_ne!(renewed.ticket, first.ticket);
+    let ap = a.peer;
+    assert!(
+        relay
+            .node
+            .run(|s| s.behaviour().admission.served_peers())
+            .await
+            .contains(&ap)
+    );
+    assert!(!a.seen(|e| matches!(e, SwarmEvent::ConnectionClosed { .. })));
+}
+
+#[tokio::test]
+async fn an_implicit_grant_ends_with_the_advertisement_that_admitted_it() {
+    let trace = Arc::new(MemoryTrace::new(1024));
+    let ahead = Arc::new(AtomicI64::new(0));
+    let store = Arc::new(Store::default());
+    let mut a = plain("a");
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    let advert = mesh_advert::own::advert_for(&a.key, &[addr], 1, &Timestamp::now(), 60).unwrap();
+    store.0.lock().unwrap().insert(node_of(&a), advert);
+    let config = server::Config {
+        adverts: store,
+        clock: clock_ahead(&ahead),
+        ..with_policy(
+            Arc::new(RequireAdvertisement {
+                limits: server::DEFAULT_CAPS,
+            }),
+            &trace,
+        )
+    };
+    let mut relay = Relay::start("relay", config, base_relay_config()).await;
+    reserve_at(&mut a, relay.circuit_listen_addr())
+        .await
+        .unwrap();
+    admitted(&mut relay, a.peer).await;
+    // The advertisement expired: no renewal, the reservation ends (connections closed).
+    ahead.store(61, Ordering::Relaxed);
+    let error = refused(&mut relay, a.peer, server::Requested::Reservation).await;
+    assert!(error.detail.contains("lapsed"), "{error}");
+    let rp = relay.node.peer;
+    a.wait("A's connection to the relay closed", |e| match e {
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } if *peer_id == rp => Some(()),
+        _ => None,
+    })
+    .await;
 }
