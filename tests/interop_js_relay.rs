@@ -716,10 +716,18 @@ async fn a_plain_js_node_reserves_on_an_open_meshd_relay_and_is_reached_through_
             .unwrap_or_else(|| panic!("no grant for {node}: {grants}"))
     };
     let g = grant_of(js.node_id());
-    assert_eq!((&g["purpose"], &g["implicit"]), (&json!("reservation"), &json!(true)), "{g}");
+    assert_eq!(
+        (&g["purpose"], &g["implicit"]),
+        (&json!("reservation"), &json!(true)),
+        "{g}"
+    );
     assert!(g["ticket"].as_str().unwrap().starts_with("ig:"), "{g}");
     let g2 = grant_of(js2.node_id());
-    assert_eq!((&g2["purpose"], &g2["implicit"]), (&json!("circuit"), &json!(true)), "{g2}");
+    assert_eq!(
+        (&g2["purpose"], &g2["implicit"]),
+        (&json!("circuit"), &json!(true)),
+        "{g2}"
+    );
     let admitted = |node: NodeId, purpose: &str| {
         let traced = std::fs::read_to_string(&trace).unwrap_or_default();
         traced.lines().any(|l| {

@@ -102,7 +102,7 @@ impl Implicit {
 mod tests {
     use super::*;
     use crate::gate::NoAdverts;
-    use crate::policy::{AnyOf, Allowlist, Federation, Open, RequireAdvertisement};
+    use crate::policy::{Allowlist, AnyOf, Federation, Open, RequireAdvertisement};
     use mesh_core::{ErrorCode, NodeAdvertisement, NodeKeypair};
     use std::collections::HashMap;
 
@@ -129,10 +129,7 @@ mod tests {
         }
     }
 
-    fn implicit(
-        policy: impl AdmissionPolicy,
-        adverts: impl AdvertSource,
-    ) -> Implicit {
+    fn implicit(policy: impl AdmissionPolicy, adverts: impl AdvertSource) -> Implicit {
         Implicit {
             policy: Arc::new(policy),
             adverts: Arc::new(adverts),
@@ -152,7 +149,10 @@ mod tests {
         let i = implicit(Open { limits: BIG }, NoAdverts);
         let g = i.decide(node, Purpose::Reservation, &now()).unwrap();
         assert!(g.implicit && g.ticket.starts_with("ig:"));
-        assert_eq!((g.node, g.purpose, g.limits), (node, Purpose::Reservation, CAPS));
+        assert_eq!(
+            (g.node, g.purpose, g.limits),
+            (node, Purpose::Reservation, CAPS)
+        );
         assert_eq!(g.expires_at, now().plus_secs(3600));
         let c = i
             .decide(node, Purpose::Circuit { target: None }, &now())

@@ -395,7 +395,11 @@ impl Behaviour {
             }),
         );
         self.events
-            .push_back(ToSwarm::GenerateEvent(Event::Admitted { peer, what, grant }));
+            .push_back(ToSwarm::GenerateEvent(Event::Admitted {
+                peer,
+                what,
+                grant,
+            }));
     }
 
     fn trace(&self, kind: TraceEventType, node: &NodeId, detail: serde_json::Value) {
@@ -417,12 +421,17 @@ impl Behaviour {
         let now = self.now();
         let ip = self.remote_ips.get(&connection).copied().flatten();
         let limited = match ip {
-            Some(key) => self.shared.lock().requests.check(&key, &now).map_err(|retry| {
-                MeshError::new(
-                    ErrorCode::TransportRejected,
-                    format!("too many admission requests from {key}; retry after {retry} s"),
-                )
-            }),
+            Some(key) => self
+                .shared
+                .lock()
+                .requests
+                .check(&key, &now)
+                .map_err(|retry| {
+                    MeshError::new(
+                        ErrorCode::TransportRejected,
+                        format!("too many admission requests from {key}; retry after {retry} s"),
+                    )
+                }),
             None => Ok(()),
         };
         let result = limited.and(request).and_then(|bytes| {

@@ -18,9 +18,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, noise, ping, relay, tcp, yamux};
-use mesh_admission::{
-    AdvertSource, Allowlist, Federation, Open, RequireAdvertisement, server,
-};
+use mesh_admission::{AdvertSource, Allowlist, Federation, Open, RequireAdvertisement, server};
 use mesh_core::{
     ErrorCode, MemoryTrace, MeshError, NodeAdvertisement, NodeId, NodeKeypair, Timestamp,
     TraceEventType,
@@ -56,9 +54,7 @@ fn plain(name: &str) -> Node<Plain> {
             ping: ping::Behaviour::default(),
         })
         .unwrap()
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(std::time::Duration::from_secs(60))
-        })
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
         .build();
     Node::spawn(name, key, swarm, |_, _| {})
 }
@@ -146,9 +142,9 @@ fn implicit_admissions(trace: &MemoryTrace, node: &NodeId, purpose: &str) -> usi
         .filter(|e| {
             e.event_type == TraceEventType::RelayAdmitted
                 && e.peer.as_deref() == Some(about.as_str())
-                && e.detail.as_ref().is_some_and(|d| {
-                    d["reason"] == "implicit" && d["purpose"] == purpose
-                })
+                && e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["reason"] == "implicit" && d["purpose"] == purpose)
         })
         .count()
 }
@@ -166,7 +162,9 @@ async fn an_open_relay_serves_plain_clients_reservation_circuit_and_ping() {
     let (mut a, mut b) = (plain("a"), plain("b"));
 
     // A reserves without asking for a grant: the relay admits it implicitly.
-    let listen = reserve_at(&mut a, relay.circuit_listen_addr()).await.unwrap();
+    let listen = reserve_at(&mut a, relay.circuit_listen_addr())
+        .await
+        .unwrap();
     assert!(is_circuit(&listen), "{listen}");
     let grant = admitted(&mut relay, a.peer).await;
     assert_eq!(grant.node, node_of(&a));
