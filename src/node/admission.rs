@@ -484,6 +484,16 @@ mod tests {
     }
 
     #[test]
+    fn implicit_grants_are_on_by_default_and_can_be_turned_off() {
+        assert!(AdmissionSettings::default().implicit);
+        let s: AdmissionSettings = toml::from_str("policy = \"open\"").unwrap();
+        assert!(s.implicit);
+        let s: AdmissionSettings = toml::from_str("policy = \"open\"\nimplicit = false").unwrap();
+        assert!(!s.implicit);
+        s.check().unwrap();
+    }
+
+    #[test]
     fn settings_are_checked() {
         let mut s = AdmissionSettings::default();
         s.check().unwrap();
