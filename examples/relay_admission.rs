@@ -118,11 +118,17 @@ fn spawn_relay(mut swarm: Swarm<RelayApp>) {
                     RelayAppEvent::Admission(server::Event::Granted { grant, .. }) => {
                         println!("relay: admitted {} ({})", grant.node_id(), grant.purpose());
                     }
+                    RelayAppEvent::Admission(server::Event::Admitted { grant, what, .. }) => {
+                        println!(
+                            "relay: admitted {} for a {what} without a request",
+                            grant.node
+                        );
+                    }
                     RelayAppEvent::Admission(server::Event::Denied { peer, error }) => {
                         println!("relay: denied {peer}: {}", error.code.as_str());
                     }
                     RelayAppEvent::Admission(server::Event::Refused { peer, what, .. }) => {
-                        println!("relay: refused a {what} of {peer} (no grant)");
+                        println!("relay: refused a {what} of {peer}");
                     }
                     RelayAppEvent::Admission(server::Event::Revoked { node }) => {
                         println!("relay: revoked {node}");

@@ -10,7 +10,10 @@
 //! 2. Not admitted (allowlist without the js node): the js node gets the denial
 //!    (`E_TRANSPORT_REJECTED`) and the relay refuses its reservation
 //!    (`RESOURCE_LIMIT_EXCEEDED`).
-//! 3. A js-libp2p relay (`circuitRelayServer`, no admission protocol) for our node: our
+//! 3. A plain js node (no admission protocol) at `meshd run --relay-server --admission
+//!    open`: admitted under an implicit grant, it reserves, and a second plain js node
+//!    pings and identifies it through the circuit.
+//! 4. A js-libp2p relay (`circuitRelayServer`, no admission protocol) for our node: our
 //!    client finds no admission protocol there and reserves anyway; our listen
 //!    addresses and advertisement gain the circuit address, a js node pings and
 //!    identifies us through it and a second node of ours sends us a signal marker
@@ -25,6 +28,8 @@
 
 #[path = "support/js_node.rs"]
 mod js_node;
+#[path = "support/meshd.rs"]
+mod meshd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -368,12 +373,12 @@ async fn js_node_reserves_on_our_relay_when_admitted() {
     let Some(mut js2) = JsNode::spawn_with(&["--relay-client"]).await.unwrap() else {
         return;
     };
-    let relay = Ours::start(relay_config(format!(
-        "allowlist:{},{}",
-        js.node_id(),
-        js2.node_id()
-    )))
-    .await;
+    // Implicit grants off: this relay admits only nodes that ask (with them on, the
+    // allowlisted js2 would be admitted for its circuit without asking; see
+    // `a_plain_js_node_reserves_on_an_open_meshd_relay_and_is_reached_through_it`).
+    let mut config = relay_config(format!("allowlist:{},{}", js.node_id(), js2.node_id()));
+    config.admission.implicit = false;
+    let relay = Ours::start(config).await;
 
     // js asks, signing the request itself, and checks the grant's signature.
     let answer = ask_admission(&mut js, &relay, "reservation", None).await;
@@ -629,4 +634,124 @@ async fn our_node_reserves_on_a_js_relay() {
     js.shutdown().await;
     js_relay.shutdown().await;
     ours.handle.shutdown().await;
+}
+
+/// A standard js-libp2p client (it never speaks `/mesh/relay-admission/1.0.0`) at a
+/// `meshd run --relay-server --admission open`: the relay admits it under an implicit
+/// grant, it reserves and gets a circuit address, and a second plain js node (also
+/// admitted implicitly, for its circuit) pings and identifies it through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_js_node_reserves_on_an_open_meshd_relay_and_is_reached_through_it() {
+    let Some(mut js) = JsNode::spawn_with(&["--relay-client"]).await.unwrap() else {
+        return;
+    };
+    let Some(mut js2) = JsNode::spawn_with(&["--relay-client"]).await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let trace = dir.path().join("trace.jsonl");
+    let (data, l, t) = (dir.path().to_owned(), listen.clone(), trace.clone());
+    let relay = tokio::task::spawn_blocking(move || {
+        meshd::Meshd::start(
+            &data,
+            &[
+                "--listen",
+                &l,
+                "--external",
+                &l,
+                "--bootstrap",
+                "none",
+                "--kad-mode",
+                "server",
+                "--no-autonat",
+                "--relay-server",
+                "--admission",
+                "open",
+                "--trace",
+                t.to_str().unwrap(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let relay_peer: PeerId = relay.peer_id().parse().unwrap();
+    let relay_addr: Multiaddr = format!("{listen}/p2p/{relay_peer}").parse().unwrap();
+
+    // js reserves through js-libp2p's circuit relay transport, without asking first.
+    let listened = call(
+        &mut js,
+        json!({"cmd": "listen", "addr": relay_addr.clone().with(Protocol::P2pCircuit).to_string()}),
+    )
+    .await;
+    assert!(
+        !circuits_via(&strings(&listened["addrs"]), relay_peer, js.peer_id).is_empty(),
+        "no circuit address: {listened}"
+    );
+
+    // js2 reaches it through the relay: ping and identify over the circuit.
+    let circuit = circuit_through(&relay_addr, js.peer_id);
+    let id = ping_identify_via(&mut js2, &circuit, js.peer_id).await;
+    assert!(
+        id["agentVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("js-libp2p/"),
+        "{id}"
+    );
+
+    // The relay holds implicit grants for both, traced with the reason.
+    let grants = relay.cli_ok(&["relay", "grants"]);
+    let grant_of = |node: NodeId| {
+        grants["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["node"] == node.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("no grant for {node}: {grants}"))
+    };
+    let g = grant_of(js.node_id());
+    assert_eq!(
+        (&g["purpose"], &g["implicit"]),
+        (&json!("reservation"), &json!(true)),
+        "{g}"
+    );
+    assert!(g["ticket"].as_str().unwrap().starts_with("ig:"), "{g}");
+    let g2 = grant_of(js2.node_id());
+    assert_eq!(
+        (&g2["purpose"], &g2["implicit"]),
+        (&json!("circuit"), &json!(true)),
+        "{g2}"
+    );
+    let admitted = |node: NodeId, purpose: &str| {
+        let traced = std::fs::read_to_string(&trace).unwrap_or_default();
+        traced.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            v["event/type"] == "relay/admitted"
+                && v["peer"] == node.to_string()
+                && v["detail"]["reason"] == "implicit"
+                && v["detail"]["purpose"] == purpose
+        })
+    };
+    tokio::time::timeout(WAIT, async {
+        while !(admitted(js.node_id(), "reservation") && admitted(js2.node_id(), "circuit")) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no implicit relay/admitted for both: {}",
+            std::fs::read_to_string(&trace).unwrap_or_default()
+        )
+    });
+
+    js2.shutdown().await;
+    js.shutdown().await;
+    drop(relay);
 }

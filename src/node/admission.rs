@@ -98,6 +98,9 @@ pub enum AdmissionError {
 pub struct AdmissionSettings {
     /// The policy spec (see the module docs). Default `advert`.
     pub policy: String,
+    /// Admit standard libp2p relay clients (no admission request) when the policy
+    /// allows them from their peer id and the advertisement store alone. Default on.
+    pub implicit: bool,
     /// Lifetime of a grant, seconds.
     pub grant_ttl_secs: u64,
     /// Circuits one node may have open at once.
@@ -130,6 +133,7 @@ impl Default for AdmissionSettings {
         let caps = mesh_admission::server::DEFAULT_CAPS;
         AdmissionSettings {
             policy: "advert".into(),
+            implicit: true,
             grant_ttl_secs: 3600,
             circuits: caps.circuits,
             circuit_bytes: caps.circuit_bytes,
@@ -201,6 +205,7 @@ impl AdmissionSettings {
         Ok(mesh_admission::server::Config {
             policy: parse_policy(&self.policy, self.limits(), &self.endorser_ids()?)?,
             adverts: Arc::new(StoreAdverts(store)),
+            implicit_grants: self.implicit,
             caps: self.limits(),
             grant_ttl: Duration::from_secs(self.grant_ttl_secs),
             block: Duration::from_secs(self.block_secs),
@@ -476,6 +481,16 @@ mod tests {
             "{expired}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn implicit_grants_are_on_by_default_and_can_be_turned_off() {
+        assert!(AdmissionSettings::default().implicit);
+        let s: AdmissionSettings = toml::from_str("policy = \"open\"").unwrap();
+        assert!(s.implicit);
+        let s: AdmissionSettings = toml::from_str("policy = \"open\"\nimplicit = false").unwrap();
+        assert!(!s.implicit);
+        s.check().unwrap();
     }
 
     #[test]

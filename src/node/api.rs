@@ -145,6 +145,9 @@ pub struct GrantInfo {
     pub ticket: String,
     /// `reservation` or `circuit`.
     pub purpose: String,
+    /// Granted without a request: a standard libp2p client the policy admitted from
+    /// its peer id (ticket `ig:…`; requested grants are `rg:…`).
+    pub implicit: bool,
     /// When it lapses.
     pub expires_at: String,
     /// Circuits open now from this node.

@@ -355,6 +355,7 @@ pub(crate) fn grant_infos(server: &mesh_admission::server::Behaviour) -> Vec<Gra
             open_circuits: server.open_circuits(&g.node),
             ticket: g.ticket,
             purpose: g.purpose.as_str().to_owned(),
+            implicit: g.implicit,
             expires_at: g.expires_at.as_str().to_owned(),
             circuits: g.limits.circuits,
             circuit_bytes: g.limits.circuit_bytes,

@@ -368,6 +368,11 @@ impl Stats {
                     .get_or_create(&[("purpose", purpose)])
                     .inc();
             }
+            E::Admitted { what, .. } => {
+                self.relay_grants
+                    .get_or_create(&[("purpose", what.as_str())])
+                    .inc();
+            }
             E::Denied { error, .. } => {
                 self.relay_denials
                     .get_or_create(&[("code", code(error)), ("stage", "admission")])

@@ -195,6 +195,7 @@ pub fn issue(
         limits: l,
         issued_at: now.clone(),
         expires_at,
+        implicit: false,
     };
     Ok((grant, entry))
 }

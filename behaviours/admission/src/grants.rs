@@ -44,6 +44,9 @@ pub struct Grant {
     pub issued_at: Timestamp,
     /// When it lapses.
     pub expires_at: Timestamp,
+    /// Granted without a request ([`crate::implicit`]): a standard libp2p client
+    /// admitted by the policy from its peer id (and the relay's advertisements).
+    pub implicit: bool,
 }
 
 #[derive(Debug, Default)]
@@ -253,6 +256,22 @@ impl Grants {
             }
         }
         Ok(())
+    }
+
+    /// Whether `node` holds a live grant of the kind `what` needs: a reservation grant
+    /// for a reservation, a grant admitting circuits (reservation or circuit) for a
+    /// circuit. Quotas and blocks aside.
+    pub fn holds(&self, node: &NodeId, what: Purpose, now: &Timestamp) -> bool {
+        self.entries.get(node).is_some_and(|e| match what {
+            Purpose::Reservation => Entry::live(&e.reservation, now).is_some(),
+            Purpose::Circuit { .. } => e.circuit_grant(now).is_some(),
+        })
+    }
+
+    /// Whether `node` holds anything at the relay (a reservation, an open or pending
+    /// circuit).
+    pub fn is_active(&self, node: &NodeId) -> bool {
+        self.entries.get(node).is_some_and(|e| !e.is_idle())
     }
 
     /// May `node` make (or renew) a reservation now?

@@ -6,6 +6,7 @@
 //! - [`policy`]: the [`AdmissionPolicy`] trait and the policies open,
 //!   require-valid-advertisement, allowlist of node ids, federation ids, and their
 //!   compositions ([`AllOf`], [`AnyOf`]); pure logic;
+//! - [`implicit`]: grants for standard libp2p relay clients, which never ask (pure);
 //! - [`grants`]: the relay's table of live grants, circuits counted per node id,
 //!   revocation with a block (pure logic, `now` passed in);
 //! - [`gate`]: the relay's checks of a signed `relay-admission-request.v1` (signature,
@@ -36,6 +37,18 @@
 //!   `RESOURCE_LIMIT_EXCEEDED` on the wire and [`server::Event::Refused`] locally. A
 //!   reservation grant also admits circuits from the node; a circuit grant admits only
 //!   circuits.
+//! - **Standard libp2p clients get implicit grants** ([`implicit`]): a peer without a
+//!   live grant of the kind it needs (and not revoked) is admitted when the policy
+//!   allows it from what the relay knows without a request: its node id (the peer id
+//!   of its Ed25519 key) and its advertisement in [`server::Config::adverts`]. So `Open`
+//!   and `Allowlist` serve any libp2p relay client they would admit,
+//!   `RequireAdvertisement` those whose advertisement the relay has, and `Federation`
+//!   (endorsements travel only in signed requests) none: those get the policy's coded
+//!   denial. Implicit grants are table entries like requested ones (per-IP share,
+//!   table cap, idle eviction, unused lapse, quotas, revocation), are counted against
+//!   [`server::Config::requests_per_ip`] like requests, and are renewed implicitly
+//!   while the node holds a reservation or circuit and the policy still allows it.
+//!   [`server::Config::implicit_grants`] turns them off.
 //! - **Circuit quotas are per node id**, across all of the node's connections to the
 //!   relay (several devices or transports with one identity share one quota). A request
 //!   counts from the moment the relay allows it, so simultaneous requests cannot
@@ -105,6 +118,7 @@ pub mod codec;
 pub mod endorsement;
 pub mod gate;
 pub mod grants;
+pub mod implicit;
 pub mod ipkey;
 pub mod liveness;
 pub mod policy;
@@ -117,6 +131,7 @@ pub use codec::PROTOCOL;
 pub use endorsement::FederationEndorsement;
 pub use gate::{AdvertSource, Gate, NoAdverts};
 pub use grants::{Grant, Grants, Rules};
+pub use implicit::Implicit;
 pub use ipkey::IpKey;
 pub use liveness::Liveness;
 pub use mesh_core::GrantLimits;

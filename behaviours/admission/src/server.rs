@@ -7,8 +7,9 @@
 //! 1. the relay is built (in [`Behaviour::new`] and [`Behaviour::with_relay_config`])
 //!    with the admission check first among its reservation and circuit rate limiters, so
 //!    a peer without a live grant is refused (`RESOURCE_LIMIT_EXCEEDED` on the wire)
-//!    before any other limiter counts it, and with its per-circuit byte and duration caps
-//!    set to [`Config::caps`];
+//!    before any other limiter counts it, unless the policy admits it implicitly
+//!    ([`crate::implicit`], [`Config::implicit_grants`]), and with its per-circuit byte
+//!    and duration caps set to [`Config::caps`];
 //! 2. connections of revoked (blocked) peers are denied, and a revocation closes the
 //!    peer's connections, which closes its circuits;
 //! 3. every event of the relay passes through this behaviour's `poll`, which counts
@@ -41,6 +42,7 @@ use mesh_core::{
 use crate::codec::{Codec, PROTOCOL};
 use crate::gate::{Gate, issue};
 use crate::grants::{Grant, Grants, Opened, Rules};
+use crate::implicit::Implicit;
 use crate::ipkey::IpKey;
 
 mod config;
@@ -85,6 +87,18 @@ pub enum Event {
         peer: PeerId,
         /// The signed grant it received.
         grant: Box<RelayAdmissionGrant>,
+    },
+    /// A peer without a grant (a standard libp2p relay client, or a libmesh node that
+    /// did not ask) was admitted for a reservation or circuit under an implicit grant:
+    /// the policy allowed it from its peer id and the relay's advertisements
+    /// ([`crate::implicit`]). Also when an implicit grant is renewed.
+    Admitted {
+        /// The peer.
+        peer: PeerId,
+        /// What it asked the relay for.
+        what: Requested,
+        /// The grant, as the table holds it ([`Grant::implicit`] set).
+        grant: Grant,
     },
     /// A request was refused (policy, bad signature, replay, revoked node, ...).
     Denied {
@@ -134,8 +148,6 @@ pub struct Behaviour {
     reservations: HashMap<PeerId, usize>,
     /// The remote IP key of every connection (`None`: no IP in its address).
     remote_ips: HashMap<ConnectionId, Option<IpKey>>,
-    /// Admission requests per IP key.
-    requests: RateLimiter<IpKey>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     tick: futures_timer::Delay,
 }
@@ -167,12 +179,21 @@ impl Behaviour {
                     max_per_ip: config.max_nodes_per_ip,
                     unused_secs: secs(config.unused_grant),
                 }),
+                requests: RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS),
                 refused: VecDeque::new(),
+                admitted: VecDeque::new(),
                 waker: None,
             })),
             clock: config.clock.clone(),
+            implicit: config.implicit_grants.then(|| {
+                Arc::new(Implicit {
+                    policy: config.policy.clone(),
+                    adverts: config.adverts.clone(),
+                    caps: config.caps,
+                    ttl_secs: secs(config.grant_ttl),
+                })
+            }),
         };
-        let requests = RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS);
         let peer_id = key.to_libp2p().public().to_peer_id();
         let relay = relay::Behaviour::new(peer_id, shared.enforcing(config.caps, relay));
         Behaviour {
@@ -191,7 +212,6 @@ impl Behaviour {
             config,
             reservations: HashMap::new(),
             remote_ips: HashMap::new(),
-            requests,
             events: VecDeque::new(),
             tick: futures_timer::Delay::new(TICK),
         }
@@ -362,6 +382,26 @@ impl Behaviour {
             .push_back(ToSwarm::GenerateEvent(Event::Refused { peer, what, error }));
     }
 
+    fn admitted(&mut self, peer: PeerId, what: Requested, grant: Grant) {
+        tracing::debug!(%peer, %what, ticket = %grant.ticket, "relay admission: implicit grant");
+        self.trace(
+            TraceEventType::RelayAdmitted,
+            &grant.node,
+            serde_json::json!({
+                "ticket/id": grant.ticket,
+                "purpose": grant.purpose.as_str(),
+                "expires-at": grant.expires_at.as_str(),
+                "reason": "implicit",
+            }),
+        );
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Admitted {
+                peer,
+                what,
+                grant,
+            }));
+    }
+
     fn trace(&self, kind: TraceEventType, node: &NodeId, detail: serde_json::Value) {
         if self.config.trace.enabled() {
             let e = TraceEvent::new(kind, self.key.node_id(), self.now())
@@ -381,12 +421,17 @@ impl Behaviour {
         let now = self.now();
         let ip = self.remote_ips.get(&connection).copied().flatten();
         let limited = match ip {
-            Some(key) => self.requests.check(&key, &now).map_err(|retry| {
-                MeshError::new(
-                    ErrorCode::TransportRejected,
-                    format!("too many admission requests from {key}; retry after {retry} s"),
-                )
-            }),
+            Some(key) => self
+                .shared
+                .lock()
+                .requests
+                .check(&key, &now)
+                .map_err(|retry| {
+                    MeshError::new(
+                        ErrorCode::TransportRejected,
+                        format!("too many admission requests from {key}; retry after {retry} s"),
+                    )
+                }),
             None => Ok(()),
         };
         let result = limited.and(request).and_then(|bytes| {
@@ -414,6 +459,7 @@ impl Behaviour {
                         "ticket/id": grant.ticket_id(),
                         "purpose": grant.purpose(),
                         "expires-at": grant.expires_at().as_str(),
+                        "reason": "request",
                     }),
                 );
                 let bytes = grant.to_cbor();
@@ -447,6 +493,27 @@ impl Behaviour {
         let (lapsed, overdue) = {
             let mut s = self.shared.lock();
             let mut lapsed = s.grants.sweep(&now);
+            // A node still holding something at the relay whose grant lapsed is admitted
+            // again implicitly if the policy still allows it (a standard client cannot
+            // renew otherwise); else its reservation and circuits end below.
+            if let Some(implicit) = self.shared.implicit.clone() {
+                for node in &lapsed {
+                    let Ok(peer) = node.to_peer_id() else {
+                        continue;
+                    };
+                    let what = if s.grants.is_reserved(node) {
+                        Requested::Reservation
+                    } else if s.grants.is_active(node) {
+                        Requested::Circuit
+                    } else {
+                        continue;
+                    };
+                    if let Err(error) = s.admit_implicitly(&implicit, peer, *node, what, None, &now)
+                    {
+                        tracing::debug!(%node, %error, "implicit grant not renewed");
+                    }
+                }
+            }
             // Renewed since (a lapse found while making room is reported late).
             lapsed.retain(|n| s.grants.check_reservation(n, &now).is_err());
             (lapsed, s.grants.overdue(&now))
@@ -602,7 +669,11 @@ impl NetworkBehaviour for Behaviour {
                 let mut s = self.shared.lock();
                 s.waker = Some(cx.waker().clone());
                 let refused: Vec<_> = s.refused.drain(..).collect();
+                let admitted: Vec<_> = s.admitted.drain(..).collect();
                 drop(s);
+                for (peer, what, grant) in admitted {
+                    self.admitted(peer, what, grant);
+                }
                 for (peer, what, error) in refused {
                     self.refuse(peer, what, error);
                 }

@@ -1,7 +1,8 @@
 //! An embedder's relay: a plain derived behaviour with `mesh_admission::server::Behaviour`
 //! as its only field, built from mesh-admission alone (no relay built by hand, no events
 //! fed back, no other calls). It refuses the reservation of a plain relay v2 client that
-//! holds no grant, and admits a client that asked for a grant first. Real swarms on
+//! holds no grant and is not on its allowlist, and admits a client that asked for a
+//! grant first. Real swarms on
 //! loopback TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -192,6 +193,9 @@ async fn grant_expiry_follows_the_injected_clock() {
     let offset = ahead.clone();
     let config = server::Config {
         grant_ttl: std::time::Duration::from_secs(60),
+        // Requested grants only: under the default open policy an implicit grant would
+        // readmit the client after its grant lapsed.
+        implicit_grants: false,
         clock: Arc::new(move || {
             mesh_core::Timestamp::now().plus_secs(offset.load(Ordering::Relaxed))
         }),

@@ -20,6 +20,10 @@ fn open_with(clock: &TestClock) -> server::Config {
             limits: server::DEFAULT_CAPS,
         }),
         clock: clock.clock(),
+        // Requested grants only: these tests are about the table's rules for them (an
+        // open policy would admit a client without one implicitly; `tests/implicit.rs`
+        // covers implicit grants under the same rules).
+        implicit_grants: false,
         ..server::Config::default()
     }
 }

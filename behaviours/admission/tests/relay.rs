@@ -259,6 +259,8 @@ async fn an_allowlisted_peer_is_admitted_and_carries_data() {
 async fn an_expired_grant_cannot_reserve_or_open_circuits() {
     let mut config = open(server::DEFAULT_CAPS);
     config.grant_ttl = Duration::from_secs(3);
+    // Requested grants only (an open policy would renew them implicitly).
+    config.implicit_grants = false;
     let mut relay = Relay::start("relay", config, base_relay_config()).await;
     let (mut a, mut b) = (client("a"), client("b"));
 

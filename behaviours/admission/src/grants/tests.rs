@@ -20,6 +20,7 @@ fn grant(node: NodeId, purpose: Purpose, ttl: i64) -> Grant {
         limits: L,
         issued_at: t0(),
         expires_at: t0().plus_secs(ttl),
+        implicit: false,
     }
 }
 

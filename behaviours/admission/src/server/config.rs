@@ -18,6 +18,11 @@ pub struct Config {
     /// Where advertisement-based policies look a requester up (besides the
     /// advertisement a request may carry).
     pub adverts: Arc<dyn AdvertSource>,
+    /// Whether peers without a grant (standard libp2p relay clients) are admitted under
+    /// an implicit grant when the policy allows them from their peer id and
+    /// [`Config::adverts`] alone ([`crate::implicit`]). Default on; off, only holders of
+    /// a requested grant may reserve or open circuits.
+    pub implicit_grants: bool,
     /// The most any grant gets; also the relay's own per-circuit caps.
     pub caps: GrantLimits,
     /// How long a grant lives.
@@ -67,6 +72,7 @@ impl Default for Config {
                 limits: DEFAULT_CAPS,
             }),
             adverts: Arc::new(NoAdverts),
+            implicit_grants: true,
             caps: DEFAULT_CAPS,
             grant_ttl: Duration::from_secs(3600),
             block: Duration::from_secs(600),
@@ -85,6 +91,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("policy", &self.policy)
+            .field("implicit_grants", &self.implicit_grants)
             .field("caps", &self.caps)
             .field("grant_ttl", &self.grant_ttl)
             .field("block", &self.block)

@@ -7,17 +7,64 @@ use std::task::Waker;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId, relay};
-use mesh_core::{GrantLimits, MeshError, NodeId};
+use mesh_core::{ErrorCode, GrantLimits, MeshError, NodeId, RateLimiter, Timestamp};
 
 use super::Requested;
 use crate::Clock;
-use crate::grants::Grants;
+use crate::grants::{Grant, Grants};
+use crate::implicit::Implicit;
+use crate::ipkey::IpKey;
+use crate::policy::Purpose;
+
+/// Refusals and implicit admissions queued for events, at most.
+const QUEUED: usize = 1024;
 
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) grants: Grants,
+    /// Admission requests and implicit admissions per IP key.
+    pub(super) requests: RateLimiter<IpKey>,
     pub(super) refused: VecDeque<(PeerId, Requested, MeshError)>,
+    /// Implicit grants made, for events and traces.
+    pub(super) admitted: VecDeque<(PeerId, Requested, Grant)>,
     pub(super) waker: Option<Waker>,
+}
+
+impl Shared {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Makes an implicit grant for `node` (peer `peer`) for `what` and records it, asked
+    /// from `ip` (`None`: a renewal, no new table entry). The policy's denial, the IP
+    /// key's request limit or the table's room may refuse.
+    pub(super) fn admit_implicitly(
+        &mut self,
+        implicit: &Implicit,
+        peer: PeerId,
+        node: NodeId,
+        what: Requested,
+        ip: Option<IpKey>,
+        now: &Timestamp,
+    ) -> Result<(), MeshError> {
+        if let Some(key) = ip {
+            self.requests.check(&key, now).map_err(|retry| {
+                MeshError::new(
+                    ErrorCode::TransportRejected,
+                    format!("too many admissions from {key}; retry after {retry} s"),
+                )
+            })?;
+        }
+        let grant = implicit.decide(node, purpose_of(what), now)?;
+        self.grants.admit(grant.clone(), ip, now)?;
+        if self.admitted.len() < QUEUED {
+            self.admitted.push_back((peer, what, grant));
+        }
+        self.wake();
+        Ok(())
+    }
 }
 
 /// The grant table as the relay's rate limiters and the behaviour share it.
@@ -25,6 +72,8 @@ pub(super) struct Shared {
 pub(super) struct Handle {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) clock: Clock,
+    /// Implicit grants for peers without one (`None`: turned off).
+    pub(super) implicit: Option<Arc<Implicit>>,
 }
 
 impl Handle {
@@ -35,14 +84,37 @@ impl Handle {
     /// The limiter body: is `peer` allowed `what` now? Refusals are queued for events.
     /// `rest` runs the relay's other limiters once admission allows; a circuit request
     /// that all of them allow counts against the node's quota from then on.
-    fn allows(&self, peer: PeerId, what: Requested, rest: impl FnOnce() -> bool) -> bool {
+    ///
+    /// A peer without a live grant of the kind needed (and not blocked) is admitted
+    /// implicitly when [`Handle::implicit`] is set and the policy allows
+    /// ([`crate::implicit`]); the policy's denial is the refusal otherwise.
+    fn allows(
+        &self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        what: Requested,
+        rest: impl FnOnce() -> bool,
+    ) -> bool {
         let now = (self.clock)();
         let mut s = self.lock();
         let node = NodeId::from_peer_id(&peer).map_err(MeshError::from);
-        let verdict = match (&node, what) {
-            (Ok(node), Requested::Reservation) => s.grants.check_reservation(node, &now),
-            (Ok(node), Requested::Circuit) => s.grants.check_circuit(node, &now),
-            (Err(e), _) => Err(e.clone()),
+        let check = |s: &Shared, node: &NodeId| match what {
+            Requested::Reservation => s.grants.check_reservation(node, &now),
+            Requested::Circuit => s.grants.check_circuit(node, &now),
+        };
+        let verdict = match &node {
+            Ok(node) => match (check(&s, node), &self.implicit) {
+                (Err(_), Some(implicit))
+                    if s.grants.blocked_until(node, &now).is_none()
+                        && !s.grants.holds(node, purpose_of(what), &now) =>
+                {
+                    let ip = IpKey::of_multiaddr(addr);
+                    s.admit_implicitly(implicit, peer, *node, what, ip, &now)
+                        .and_then(|()| check(&s, node))
+                }
+                (verdict, _) => verdict,
+            },
+            Err(e) => Err(e.clone()),
         };
         match (verdict, node) {
             (Ok(()), Ok(node)) => {
@@ -55,12 +127,10 @@ impl Handle {
                 allowed
             }
             (Err(e), _) | (_, Err(e)) => {
-                if s.refused.len() < 1024 {
+                if s.refused.len() < QUEUED {
                     s.refused.push_back((peer, what, e));
                 }
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
+                s.wake();
                 false
             }
         }
@@ -77,19 +147,27 @@ impl Handle {
         let c = self.clone();
         base.reservation_rate_limiters.insert(
             0,
-            Box::new(move |peer: PeerId, _: &Multiaddr, _| {
-                r.allows(peer, Requested::Reservation, || true)
+            Box::new(move |peer: PeerId, addr: &Multiaddr, _| {
+                r.allows(peer, addr, Requested::Reservation, || true)
             }),
         );
         let mut rest = std::mem::take(&mut base.circuit_src_rate_limiters);
         base.circuit_src_rate_limiters =
             vec![Box::new(move |peer: PeerId, addr: &Multiaddr, now| {
-                c.allows(peer, Requested::Circuit, || {
+                c.allows(peer, addr, Requested::Circuit, || {
                     rest.iter_mut().all(|l| l.try_next(peer, addr, now))
                 })
             })];
         base.max_circuit_bytes = caps.circuit_bytes;
         base.max_circuit_duration = Duration::from_secs(caps.circuit_secs);
         base
+    }
+}
+
+/// The purpose an implicit grant for `what` has.
+pub(super) fn purpose_of(what: Requested) -> Purpose {
+    match what {
+        Requested::Reservation => Purpose::Reservation,
+        Requested::Circuit => Purpose::Circuit { target: None },
     }
 }
