@@ -248,7 +248,10 @@ async fn put_withdrawal(st: &AppState, node: NodeId, value: Value, now: Timestam
     }
     let sequence_no = w.sequence_no();
     let Ok(_permit) = st.writes.acquire().await else {
-        return store_refusal(node, StoreError::Storage("the directory is stopping".into()));
+        return store_refusal(
+            node,
+            StoreError::Storage("the directory is stopping".into()),
+        );
     };
     let store = st.store.clone();
     let r = tokio::task::spawn_blocking(move || store.withdraw(&w, &now))

@@ -99,7 +99,10 @@ fn withdraw_reaches_peers_the_dht_and_a_directory() {
     let seq = out["withdrawn"]["sequence_no"].as_u64().unwrap();
     assert!(seq > old.sequence_no(), "{out}");
     assert_eq!(out["withdrawn"]["withdrawal"]["node/id"], a_id.as_str());
-    assert!(out["withdrawn"]["sent_to_peers"].as_u64() >= Some(1), "{out}");
+    assert!(
+        out["withdrawn"]["sent_to_peers"].as_u64() >= Some(1),
+        "{out}"
+    );
     assert_eq!(out["result"]["status"], "withdrawn", "{out}");
 
     // The directory answers 404 for A.
@@ -118,9 +121,7 @@ fn withdraw_reaches_peers_the_dht_and_a_directory() {
 
     // A replay of A's older advertisement is refused by B and by the directory.
     let key = NodeKeypair::generate();
-    let target: libp2p::Multiaddr = format!("{}/p2p/{}", b.addr(), b.peer_id())
-        .parse()
-        .unwrap();
+    let target: libp2p::Multiaddr = format!("{}/p2p/{}", b.addr(), b.peer_id()).parse().unwrap();
     let got = rt
         .block_on(request(
             &key,

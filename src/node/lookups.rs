@@ -485,7 +485,11 @@ impl Node {
         for peer in &peers {
             self.swarm.behaviour_mut().advert.withdraw(peer, w.clone());
         }
-        tracing::info!(sequence = seq, peers = peers.len(), "own advertisement withdrawn");
+        tracing::info!(
+            sequence = seq,
+            peers = peers.len(),
+            "own advertisement withdrawn"
+        );
         Ok(Withdrawn {
             sequence_no: seq,
             withdrawal: w.to_json(),

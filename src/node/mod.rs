@@ -520,7 +520,8 @@ impl Node {
         // At least a moment for the `/mesh/advert` withdraw requests to go out.
         let floor = tokio::time::Instant::now() + Duration::from_millis(300);
         loop {
-            let put_done = put.is_none_or(|id| self.swarm.behaviour_mut().mesh_kad.query(&id).is_none());
+            let put_done =
+                put.is_none_or(|id| self.swarm.behaviour_mut().mesh_kad.query(&id).is_none());
             if put_done && tokio::time::Instant::now() >= floor {
                 break;
             }

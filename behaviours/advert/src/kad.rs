@@ -281,7 +281,8 @@ mod tests {
 
         // Another node's withdrawal under this key, and a tampered one.
         let other = NodeKeypair::generate();
-        let mut wrong = record_for_withdrawal(&NodeWithdrawal::create(&other, 99, &now()).unwrap(), &now());
+        let mut wrong =
+            record_for_withdrawal(&NodeWithdrawal::create(&other, 99, &now()).unwrap(), &now());
         wrong.key = record_key(&key.node_id());
         assert_eq!(
             accept_put(&mut store, wrong, &now()).unwrap_err().code,
