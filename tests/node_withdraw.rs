@@ -140,6 +140,35 @@ fn withdraw_reaches_peers_the_dht_and_a_directory() {
     // A does not come back on its own (its timer, its address events).
     std::thread::sleep(Duration::from_secs(2));
     assert!(is_withdrawn(&c.cli_ok(&["lookup", "--fresh", &a_id])));
+
+    // `--to MULTIADDR`: a node outside the mesh (D, no seed) gets it over
+    // `/mesh/advert/1.0.0` and applies it: it then refuses the older advertisement.
+    let d_dir = tempfile::tempdir().unwrap();
+    let d = Meshd::start(d_dir.path(), LOCAL);
+    let d_addr = format!("{}/p2p/{}", d.addr(), d.peer_id());
+    let out = a.cli_ok(&["advert", "withdraw", "--to", &d_addr]);
+    assert_eq!(out["result"]["status"], "withdrawn", "{out}");
+    assert!(
+        out["withdrawn"]["sequence_no"].as_u64() > Some(seq),
+        "{out}"
+    );
+    let target: libp2p::Multiaddr = d_addr.parse().unwrap();
+    let got = rt
+        .block_on(request(
+            &key,
+            &target,
+            Ask::Publish(Box::new(old.clone())),
+            Duration::from_secs(15),
+        ))
+        .unwrap();
+    assert_eq!(got.unwrap_err().code, ErrorCode::AdvStaleSeq);
+    // Sent again where it is already held, it is not an error.
+    let c_addr = format!("{}/p2p/{}", c.addr(), c.peer_id());
+    let out = a.cli_ok(&["advert", "withdraw", "--to", &c_addr]);
+    assert!(
+        ["withdrawn", "already-current"].contains(&out["result"]["status"].as_str().unwrap()),
+        "{out}"
+    );
 }
 
 #[test]

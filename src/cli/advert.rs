@@ -203,6 +203,9 @@ async fn send_withdrawal(
         let r =
             http_client::send(Method::PUT, &url, Some(serde_json::to_vec(&w.to_json())?)).await?;
         let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status == StatusCode::CONFLICT {
+            return Ok(already_current(&refusal(r.status, &body).to_string()));
+        }
         if r.status != StatusCode::OK {
             return Err(refusal(r.status, &body));
         }
@@ -220,8 +223,19 @@ async fn send_withdrawal(
     .await?
     {
         Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
+        Err(e) if e.code == mesh_core::ErrorCode::AdvStaleSeq => {
+            Ok(already_current(&e.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The target refused the withdrawal as stale: it holds this withdrawal already (a
+/// session peer forwarded it) or a later one. The withdrawal was just signed with the
+/// node's highest sequence number, so nothing newer of the node can be there: the
+/// target is up to date, which is what was asked.
+fn already_current(detail: &str) -> Value {
+    json!({"status": "already-current", "detail": detail})
 }
 
 async fn lookup(ctx: &Ctx, node: NodeId, from: &str) -> anyhow::Result<NodeAdvertisement> {
