@@ -115,6 +115,15 @@ fn withdraw_reaches_peers_the_dht_and_a_directory() {
         assert_eq!(v["withdrawn"].as_u64(), Some(seq), "{v}");
         assert_eq!(v["addrs"].as_array().map(Vec::len), Some(0), "{v}");
     }
+    // A node that joins afterwards (it never had A's advertisement nor a session when
+    // A withdrew) learns it from the mesh DHT.
+    let e_dir = tempfile::tempdir().unwrap();
+    let e = Meshd::start(e_dir.path(), &args);
+    e.wait_status(WAIT, |s| s["mesh"]["sessions"].as_u64() >= Some(1));
+    let v = wait_lookup(&e, &a_id, SPREAD, is_withdrawn);
+    assert_eq!(v["source"], "mesh-dht", "{v}");
+    assert_eq!(v["withdrawn"].as_u64(), Some(seq), "{v}");
+
     // So does a lookup through B's store.
     let v = b.cli_ok(&["lookup", &a_id]);
     assert!(v["advert"].is_null(), "{v}");
