@@ -17,6 +17,7 @@
 //! | `POST /dial` | `{"target": NODE_ID or PEER_ID or MULTIADDR}` | `{"peer_id"}` |
 //! | `POST /lookup` | `{"node_id", "fresh": skip the store}` | addresses, advertisement, source |
 //! | `POST /publish` | | `{"sequence_no"}` |
+//! | `POST /withdraw` | | `{"sequence_no", "withdrawal", "sent_to_peers", "dht_put"}` |
 //! | `POST /marker` | `{"target", "text"}` | `{"message_id"}` once accepted |
 //! | `POST /subscribe` | `{"topic"}` | `{"subscribed"}` |
 //! | `POST /gossip` | `{"topic", "data"}` | `{"message_id"}` |
@@ -157,6 +158,10 @@ async fn publish(State(h): State<NodeHandle>) -> ApiResult {
     Ok(Json(json!({"sequence_no": seq})))
 }
 
+async fn withdraw(State(h): State<NodeHandle>) -> ApiResult {
+    to_value(&h.withdraw().await?)
+}
+
 async fn marker(State(h): State<NodeHandle>, Json(b): Json<MarkerBody>) -> ApiResult {
     let target: Target = b.target.parse()?;
     let id = h.send_marker(target, b.text).await?;
@@ -250,6 +255,7 @@ pub fn control_router(handle: NodeHandle, auth: ControlAuth) -> Router {
         .route("/dial", post(dial))
         .route("/lookup", post(lookup))
         .route("/publish", post(publish))
+        .route("/withdraw", post(withdraw))
         .route("/marker", post(marker))
         .route("/subscribe", post(subscribe))
         .route("/gossip", post(gossip))

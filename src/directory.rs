@@ -7,6 +7,12 @@
 //!   another node than the body); `413` for a body over the cap; `422` for an artifact
 //!   that fails the schema, the signature or the clock; `429` with `Retry-After` when
 //!   the client or the publisher is over its rate limit.
+//! - `PUT /adv/{node-id}` with a `node-withdrawal.v1` JSON body (told apart by its
+//!   `withdrawal/id` field): `200` with `{"status": "withdrawn", "node/id",
+//!   "sequence/no"}`; the advertisement goes and a tombstone refuses every advertisement
+//!   at or below the withdrawal's sequence number (for 24 h, the longest advertisement
+//!   lifetime); then `GET` answers `404`. The other answers are those of an
+//!   advertisement (`409` when the sequence number is not above the one held…).
 //! - `GET /adv/{node-id}`: `200` with the raw artifact, `404` when there is none.
 //! - `GET /adv?since={cursor}[&limit=n]`: `{"items", "next", "max-items"}` — at most
 //!   `max-items` advertisements changed after `cursor`, oldest change first; start with
@@ -30,7 +36,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mesh_advert::{InsertOutcome, StoreError};
+use mesh_advert::{InsertOutcome, NodeWithdrawal, StoreError};
 use mesh_core::artifact::Artifact;
 use mesh_core::{
     ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
@@ -190,6 +196,9 @@ async fn put_adv(
             );
         }
     };
+    if value.get("withdrawal/id").is_some() {
+        return put_withdrawal(&st, node, value, now).await;
+    }
     let advert = match NodeAdvertisement::verify_json(value, &now) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
@@ -218,7 +227,50 @@ async fn put_adv(
             )
                 .into_response()
         }
-        Err(StoreError::Stale { current, submitted }) => {
+        Err(e) => store_refusal(node, e),
+    }
+}
+
+/// `PUT /adv/{node-id}` with a withdrawal: verified, then applied on the blocking pool.
+async fn put_withdrawal(st: &AppState, node: NodeId, value: Value, now: Timestamp) -> Response {
+    let w = match NodeWithdrawal::verify_json(value, &now) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    };
+    if w.node_id() != node {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &MeshError::invalid(format!(
+                "the path names {node} but the withdrawal is of {}",
+                w.node_id()
+            )),
+        );
+    }
+    let sequence_no = w.sequence_no();
+    let Ok(_permit) = st.writes.acquire().await else {
+        return store_refusal(
+            node,
+            StoreError::Storage("the directory is stopping".into()),
+        );
+    };
+    let store = st.store.clone();
+    let r = tokio::task::spawn_blocking(move || store.withdraw(&w, &now))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Storage(format!("store task failed: {e}"))));
+    match r {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "withdrawn", "node/id": node.to_string(), "sequence/no": sequence_no})),
+        )
+            .into_response(),
+        Err(e) => store_refusal(node, e),
+    }
+}
+
+/// The answer for a change the store refused.
+fn store_refusal(node: NodeId, e: StoreError) -> Response {
+    match e {
+        StoreError::Stale { current, submitted } => {
             let e = MeshError::new(
                 ErrorCode::AdvStaleSeq,
                 format!("sequence {submitted} is not above {current}"),
@@ -228,17 +280,15 @@ async fn put_adv(
             body["submitted/sequence-no"] = submitted.into();
             (StatusCode::CONFLICT, axum::Json(body)).into_response()
         }
-        Err(StoreError::RateLimited { retry_after_secs }) => too_many(
+        StoreError::RateLimited { retry_after_secs } => too_many(
             retry_after_secs,
             &MeshError::new(
                 ErrorCode::TransportRejected,
                 format!("publisher {node} is over its rate limit"),
             ),
         ),
-        Err(StoreError::Rejected(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
-        Err(e @ StoreError::Storage(_)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_mesh_error())
-        }
+        StoreError::Rejected(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        e @ StoreError::Storage(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_mesh_error()),
     }
 }
 

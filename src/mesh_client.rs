@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use mesh_advert::{Answer, Behaviour, Config, Event, MemoryStore, StoreLimits};
+use mesh_advert::{Answer, Behaviour, Config, Event, MemoryStore, NodeWithdrawal, StoreLimits};
 use mesh_core::{MeshError, NodeAdvertisement, NodeId, NodeKeypair};
 
 /// Why a mesh request failed before any answer.
@@ -33,6 +33,8 @@ pub enum Ask {
     Publish(Box<NodeAdvertisement>),
     /// Look this node up.
     Lookup(NodeId),
+    /// Apply this withdrawal.
+    Withdraw(Box<NodeWithdrawal>),
 }
 
 fn swarm(key: &NodeKeypair) -> Result<Swarm<Behaviour<MemoryStore>>, ClientError> {
@@ -82,6 +84,7 @@ pub async fn request(
     let correlation = match ask {
         Ask::Publish(ad) => swarm.behaviour_mut().publish(&peer, *ad),
         Ask::Lookup(node) => swarm.behaviour_mut().lookup(&peer, node),
+        Ask::Withdraw(w) => swarm.behaviour_mut().withdraw(&peer, *w),
     };
     let run = async {
         loop {

@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use mesh_advert::{AdvertStore, InsertOutcome, Page, StoreError, StoredAdvert};
+use mesh_advert::{AdvertStore, InsertOutcome, NodeWithdrawal, Page, StoreError, StoredAdvert};
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
 use crate::advert_store::DurableStore;
@@ -18,6 +18,9 @@ pub trait ConcurrentStore: Send + Sync {
         advert: NodeAdvertisement,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError>;
+    /// Applies a verified withdrawal (the entry goes, a tombstone stays). May block on
+    /// I/O, as `insert`.
+    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError>;
     /// The current, unexpired advertisement of `node`.
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert>;
     /// Up to `max` advertisements changed after `cursor`.
@@ -33,6 +36,12 @@ impl<S: AdvertStore + Send> ConcurrentStore for Mutex<S> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(advert, now)
+    }
+
+    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+        self.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .withdraw(withdrawal, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
@@ -55,6 +64,10 @@ impl ConcurrentStore for DurableStore {
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         DurableStore::insert(self, advert, now)
+    }
+
+    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+        DurableStore::withdraw(self, withdrawal, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {

@@ -8,7 +8,7 @@ use hyper::{Method, StatusCode};
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
 use libmesh::http_client::{HttpResponse, send};
 use mesh_advert::own::advert_for;
-use mesh_advert::{MemoryStore, StoreLimits};
+use mesh_advert::{MemoryStore, NodeWithdrawal, StoreLimits};
 use mesh_core::artifact::Artifact;
 use mesh_core::{NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
 use serde_json::Value;
@@ -302,5 +302,59 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(
         put_ad(&s, &ad(&NodeKeypair::generate(), 1)).await.status,
         StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn a_signed_withdrawal_removes_the_advertisement() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    let k = NodeKeypair::generate();
+    let node = k.node_id().to_string();
+    let url = format!("{}/adv/{node}", s.base);
+    assert_eq!(put_ad(&s, &ad(&k, 5)).await.status, StatusCode::CREATED);
+    let now = Timestamp::now();
+    let body = |w: &NodeWithdrawal| serde_json::to_vec(&w.to_json()).unwrap();
+
+    // Not above the held advertisement: 409.
+    let stale = NodeWithdrawal::create(&k, 5, &now).unwrap();
+    let r = put(&s, &node, body(&stale)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(json(&r)["error/code"], "E_ADV_STALE_SEQ");
+    // Another node's withdrawal under this path: 400; a tampered one: 422.
+    let other = NodeWithdrawal::create(&NodeKeypair::generate(), 9, &now).unwrap();
+    assert_eq!(
+        put(&s, &node, body(&other)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let mut tampered = NodeWithdrawal::create(&k, 9, &now).unwrap().to_json();
+    tampered["sequence/no"] = 10.into();
+    let r = put(&s, &node, serde_json::to_vec(&tampered).unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(&r)["error/code"], "E_SIG_INVALID");
+    assert_eq!(
+        send(Method::GET, &url, None).await.unwrap().status,
+        StatusCode::OK
+    );
+
+    // The node's own, above: 200, then 404 and replays refused.
+    let w = NodeWithdrawal::create(&k, 6, &now).unwrap();
+    let r = put(&s, &node, body(&w)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let b = json(&r);
+    assert_eq!(b["status"], "withdrawn");
+    assert_eq!(b["sequence/no"], 6);
+    assert_eq!(
+        send(Method::GET, &url, None).await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    for seq in [5, 6] {
+        assert_eq!(put_ad(&s, &ad(&k, seq)).await.status, StatusCode::CONFLICT);
+    }
+    // A newer advertisement brings the node back.
+    assert_eq!(put_ad(&s, &ad(&k, 7)).await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(Method::GET, &url, None).await.unwrap().status,
+        StatusCode::OK
     );
 }

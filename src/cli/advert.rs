@@ -1,4 +1,4 @@
-//! `meshd directory` and `meshd advert publish|lookup`.
+//! `meshd directory` and `meshd advert publish|lookup|withdraw`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use libmesh::directory::{DirectoryConfig, SharedStore, serve};
 use libmesh::directory_client::{DirectoryClient, is_url};
 use libmesh::mesh_client::{Ask, request};
 use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence};
-use mesh_advert::{Answer, StoreLimits};
+use mesh_advert::{Answer, NodeWithdrawal, StoreLimits};
 use mesh_core::artifact::Artifact;
 use mesh_core::{IdentityStore, MeshError, NodeAdvertisement, NodeId, Timestamp};
 use serde_json::{Value, json};
@@ -42,6 +42,21 @@ pub(crate) enum AdvertCommand {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = DEFAULT_TTL_SECS)]
         ttl: i64,
+    },
+    /// Withdraw the running node's advertisement: it signs a `node-withdrawal.v1`,
+    /// keeps the tombstone, sends it to its session peers and replaces its mesh-DHT
+    /// record; it then stops refreshing its advertisement until `meshd advert publish`
+    /// through the node (POST /publish) or a restart. With --to, the withdrawal also
+    /// goes to a seed directory or a node.
+    Withdraw {
+        /// Also send the withdrawal to a seed directory (`https://host[:port]`, or
+        /// `http://` on a trusted network) or a node (`/ip4/…/p2p/<peer id>`).
+        #[arg(long, value_name = "URL|MULTIADDR")]
+        to: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
+        client: super::node::ClientArgs,
     },
     /// Fetch and verify a node's advertisement.
     Lookup {
@@ -138,6 +153,22 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
             print_json(&json!({"published": advert.to_json(), "to": to, "result": outcome}));
             Ok(ExitCode::SUCCESS)
         }
+        AdvertCommand::Withdraw { to, tls, client } => {
+            let done = super::node::call_value(ctx, &client, Method::POST, "/withdraw", None)?;
+            let Some(to) = to else {
+                print_json(&json!({"withdrawn": done}));
+                return Ok(ExitCode::SUCCESS);
+            };
+            let now = Timestamp::now();
+            let w = NodeWithdrawal::verify_json(done["withdrawal"].clone(), &now)
+                .map_err(|e| e.context("the node's withdrawal"))?;
+            let key = IdentityStore::new(&ctx.data_dir)
+                .load_or_generate(&now)?
+                .keypair;
+            let outcome = rt.block_on(send_withdrawal(&key, &to, &tls, &w))?;
+            print_json(&json!({"withdrawn": done, "to": to, "result": outcome}));
+            Ok(ExitCode::SUCCESS)
+        }
         AdvertCommand::Lookup { node_id, from, tls } => {
             let node = NodeId::parse(&node_id).map_err(MeshError::from)?;
             let advert = rt.block_on(lookup(ctx, node, &from, &tls))?;
@@ -184,6 +215,57 @@ async fn publish(
         Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Sends a withdrawal to a directory (`PUT /adv/{node-id}` with the withdrawal as the
+/// body; `200` with `{"status": "withdrawn"}`) or to a node over `/mesh/advert/1.0.0`.
+async fn send_withdrawal(
+    key: &mesh_core::NodeKeypair,
+    to: &str,
+    tls: &TlsArgs,
+    w: &NodeWithdrawal,
+) -> anyhow::Result<Value> {
+    if is_url(to) {
+        let url = format!("{}/adv/{}", to.trim_end_matches('/'), w.node_id());
+        let r = DirectoryClient::new(&tls.roots)
+            .map_err(MeshError::from)?
+            .send(Method::PUT, &url, Some(serde_json::to_vec(&w.to_json())?))
+            .await
+            .map_err(MeshError::from)?;
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status == StatusCode::CONFLICT {
+            return Ok(already_current(&refusal(r.status, &body).to_string()));
+        }
+        if r.status != StatusCode::OK {
+            return Err(refusal(r.status, &body));
+        }
+        return Ok(body);
+    }
+    let target: libp2p::Multiaddr = to
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`{to}` is neither a URL nor a multiaddr: {e}"))?;
+    match request(
+        key,
+        &target,
+        Ask::Withdraw(Box::new(w.clone())),
+        Duration::from_secs(15),
+    )
+    .await?
+    {
+        Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
+        Err(e) if e.code == mesh_core::ErrorCode::AdvStaleSeq => {
+            Ok(already_current(&e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The target refused the withdrawal as stale: it holds this withdrawal already (a
+/// session peer forwarded it) or a later one. The withdrawal was just signed with the
+/// node's highest sequence number, so nothing newer of the node can be there: the
+/// target is up to date, which is what was asked.
+fn already_current(detail: &str) -> Value {
+    json!({"status": "already-current", "detail": detail})
 }
 
 async fn lookup(

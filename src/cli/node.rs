@@ -448,6 +448,18 @@ pub(crate) fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<ExitCode> {
+    print_json(&call_value(ctx, args, method, path, body)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// As [`call`], giving back the answer instead of printing it.
+pub(crate) fn call_value(
+    ctx: &Ctx,
+    args: &ClientArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", control_url(ctx, args)?);
     let token = control_token(ctx);
     let rt = super::advert::runtime()?;
@@ -470,8 +482,7 @@ pub(crate) fn call(
         )
     })?;
     if resp.status.is_success() {
-        print_json(&value);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(value);
     }
     match serde_json::from_value::<MeshErrorJson>(value.clone()) {
         Ok(e) => Err(e.into_mesh().into()),

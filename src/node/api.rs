@@ -90,6 +90,27 @@ pub struct Found {
     pub advert: Option<serde_json::Value>,
     /// Where the answer came from: `store`, `mesh-dht` or `amino`.
     pub source: &'static str,
+    /// The node withdrew its advertisement: the withdrawal's sequence number (then
+    /// `advert` is `None` and `addrs` empty). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<u64>,
+}
+
+/// What `NodeHandle::withdraw` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Withdrawn {
+    /// The withdrawal's sequence number (above every advertisement issued so far).
+    pub sequence_no: u64,
+    /// The signed `node-withdrawal.v1` (JSON form).
+    pub withdrawal: serde_json::Value,
+    /// Session peers it was sent to over `/mesh/advert/1.0.0`.
+    pub sent_to_peers: usize,
+    /// Whether the withdrawal record went out to the mesh DHT (it is retried when a
+    /// mesh-DHT peer appears).
+    pub dht_put: bool,
+    /// The put's query (the node's shutdown waits for it).
+    #[serde(skip)]
+    pub(crate) put_query: Option<libp2p::kad::QueryId>,
 }
 
 /// One stage's outcome in a [`Route`].
@@ -230,6 +251,9 @@ pub(crate) enum Command {
     },
     Publish {
         reply: Reply<u64>,
+    },
+    Withdraw {
+        reply: Reply<Withdrawn>,
     },
     SendMarker {
         target: Target,

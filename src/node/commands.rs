@@ -36,6 +36,10 @@ impl Node {
                 });
                 answer(reply, r);
             }
+            Command::Withdraw { reply } => {
+                let r = self.withdraw_own(&Timestamp::now());
+                answer(reply, r);
+            }
             Command::SendMarker {
                 target,
                 text,

@@ -305,6 +305,9 @@ pub struct NodeConfig {
     pub tls_roots: Vec<PathBuf>,
     /// Lifetime of the node's own advertisement, seconds.
     pub advert_ttl_secs: i64,
+    /// Withdraw the node's advertisement on a clean stop (Ctrl-C, SIGTERM, a shutdown
+    /// command), as `meshd advert withdraw` would, before the connections close.
+    pub withdraw_on_stop: bool,
     /// How long an idle connection stays open, seconds.
     pub idle_timeout_secs: u64,
     /// Limits.
@@ -345,6 +348,7 @@ impl Default for NodeConfig {
             wss: None,
             tls_roots: Vec::new(),
             advert_ttl_secs: 3600,
+            withdraw_on_stop: false,
             idle_timeout_secs: 60,
             limits: Limits::default(),
             http: crate::http_serve::HttpSettings::default(),

@@ -8,6 +8,7 @@ use libp2p::metrics::Recorder;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{PeerId, gossipsub, identify, ping};
 use mesh_advert::AdvertStore;
+use mesh_advert::kad::DhtEntry;
 use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
 use super::behaviour::MeshBehaviourEvent;
@@ -251,10 +252,7 @@ impl Node {
         }
         let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info);
         if mesh && self.own.put_pending() {
-            let now = Timestamp::now();
-            if let Some(ad) = self.own.current().cloned() {
-                self.put_own_record(&ad, &now);
-            }
+            self.retry_own_put(&Timestamp::now());
         }
     }
 
@@ -272,7 +270,7 @@ impl Node {
                 let now = Timestamp::now();
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
                 match mesh_advert::kad::accept_put(store, record, &now) {
-                    Ok(ad) => {
+                    Ok(DhtEntry::Advert(ad)) => {
                         let node = ad.node_id();
                         let seq = ad.sequence_no();
                         if let Err(e) = self.store.insert(ad, &now) {
@@ -280,6 +278,12 @@ impl Node {
                         }
                         self.stats.advert_stored("dht");
                         self.advert_stored(node, seq);
+                    }
+                    Ok(DhtEntry::Withdrawn(w)) => {
+                        // The tombstone refuses replays of older advertisements.
+                        if let Err(e) = self.store.durable().withdraw(&w, &now) {
+                            tracing::debug!(error = %e, "dht withdrawal not applied");
+                        }
                     }
                     Err(e) => {
                         self.stats.dht_record_refused(super::Dht::Mesh, &e);
@@ -402,6 +406,9 @@ impl Node {
                 }
                 self.stats.advert_stored("lookup");
                 self.advert_stored(node, ad.sequence_no());
+            }
+            mesh_advert::Event::Withdrawn { withdrawal, .. } => {
+                self.withdrawal_received(&withdrawal, &Timestamp::now());
             }
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);

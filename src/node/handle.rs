@@ -7,7 +7,9 @@ use mesh_core::NodeId;
 use mesh_signal::group::DiscoveryKey;
 use tokio::sync::{mpsc, oneshot};
 
-use super::api::{Command, Dht, Found, GrantInfo, GroupMember, HandleError, Reply, Route, Target};
+use super::api::{
+    Command, Dht, Found, GrantInfo, GroupMember, HandleError, Reply, Route, Target, Withdrawn,
+};
 use super::status::{PeerInfo, Status};
 
 /// A cloneable handle to a running [`Node`](super::Node).
@@ -64,8 +66,17 @@ impl NodeHandle {
     }
 
     /// Signs and publishes a fresh advertisement now; answers with its sequence number.
+    /// This also ends a withdrawal.
     pub async fn publish(&self) -> Result<u64, HandleError> {
         self.ask(|reply| Command::Publish { reply }).await
+    }
+
+    /// Withdraws this node's advertisement: signs a `node-withdrawal.v1` above every
+    /// advertisement issued so far, keeps its tombstone in the store, sends it to every
+    /// session peer and replaces the mesh-DHT record with it. The node then stops
+    /// refreshing its advertisement until [`NodeHandle::publish`] (or a restart).
+    pub async fn withdraw(&self) -> Result<Withdrawn, HandleError> {
+        self.ask(|reply| Command::Withdraw { reply }).await
     }
 
     /// Sends a signal-marker envelope with `marker/ref` = `text`; answers with its

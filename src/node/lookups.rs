@@ -9,14 +9,15 @@ use std::collections::HashMap;
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
-use mesh_advert::AdvertStore;
+use mesh_advert::kad::DhtEntry;
 use mesh_advert::own::OwnAdvert;
+use mesh_advert::{AdvertStore, NodeWithdrawal};
 use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, Timestamp, TraceEvent,
     TraceEventType,
 };
 
-use super::api::{Dht, Found, HandleError};
+use super::api::{Dht, Found, HandleError, Withdrawn};
 use super::waiting::{After, ProviderWait};
 use super::{Node, NodeEvent, addrs};
 
@@ -25,12 +26,14 @@ pub(crate) const ADVERTS_SEEN: usize = 4096;
 
 /// The node's own advertisement: rebuilt when its addresses change or it nears
 /// expiry, and put into the mesh DHT (again, once a DHT peer appears, when a put
-/// failed).
+/// failed). After a withdrawal it holds the withdrawal instead, and nothing is rebuilt
+/// until an explicit publish.
 #[derive(Debug)]
 pub(crate) struct OwnRecord {
     advert: OwnAdvert,
     addrs_dirty: bool,
     put_pending: bool,
+    withdrawal: Option<NodeWithdrawal>,
 }
 
 impl OwnRecord {
@@ -39,7 +42,21 @@ impl OwnRecord {
             advert,
             addrs_dirty: false,
             put_pending: false,
+            withdrawal: None,
         }
+    }
+
+    /// Withdraws: a signed withdrawal above every advertisement issued so far; no
+    /// advertisement until [`OwnRecord::publish_now`].
+    pub(crate) fn withdraw(&mut self, now: &Timestamp) -> MeshResult<NodeWithdrawal> {
+        let w = self.advert.withdraw(now)?;
+        self.withdrawal = Some(w.clone());
+        Ok(w)
+    }
+
+    /// The withdrawal in force, if the node withdrew.
+    pub(crate) fn withdrawal(&self) -> Option<&NodeWithdrawal> {
+        self.withdrawal.as_ref()
     }
 
     /// The current advertisement.
@@ -90,6 +107,11 @@ impl OwnRecord {
         now: &Timestamp,
     ) -> MeshResult<NodeAdvertisement> {
         self.addrs_dirty = false;
+        if self.withdrawal.take().is_some() {
+            // Ends the withdrawal with the current addresses.
+            let _ = self.advert.set_addresses(addrs, now);
+            return self.advert.renew(now).cloned();
+        }
         match self.advert.set_addresses(addrs, now) {
             Ok(Some(ad)) => Ok(ad.clone()),
             Ok(None) => self.advert.renew(now).cloned(),
@@ -136,6 +158,7 @@ pub(crate) fn found_from(ad: &NodeAdvertisement, source: &'static str) -> Found 
             .collect(),
         advert: Some(ad.to_json()),
         source,
+        withdrawn: None,
     }
 }
 
@@ -248,6 +271,7 @@ impl Node {
                     addrs: p.addrs.iter().map(ToString::to_string).collect(),
                     advert: None,
                     source: "amino",
+                    withdrawn: None,
                 };
                 let waiters = self.waiting.finish_lookup(&node);
                 self.found(node, found, waiters);
@@ -317,7 +341,7 @@ impl Node {
                 let valid = match r {
                     Ok(GetRecordOk::FoundRecord(found)) => {
                         match mesh_advert::kad::validate_record(&found.record, &now) {
-                            Ok(ad) if ad.node_id() == node => Some(ad),
+                            Ok(entry) if entry.node_id() == node => Some(entry),
                             Ok(_) => None,
                             Err(e) => {
                                 tracing::debug!(error = %e, "invalid DHT record ignored");
@@ -327,16 +351,21 @@ impl Node {
                     }
                     _ => None,
                 };
-                if let Some(ad) = valid {
+                if let Some(entry) = valid {
                     if let Some(mut q) = self.swarm.behaviour_mut().mesh_kad.query_mut(&id) {
                         q.finish();
                     }
                     self.waiting.end_query(Dht::Mesh, id);
-                    if let Err(e) = self.store.insert(ad.clone(), &now) {
-                        tracing::debug!(error = %e, "looked-up advert not stored");
+                    match entry {
+                        DhtEntry::Advert(ad) => {
+                            if let Err(e) = self.store.insert(ad.clone(), &now) {
+                                tracing::debug!(error = %e, "looked-up advert not stored");
+                            }
+                            let waiters = self.waiting.finish_lookup(&node);
+                            self.found(node, found_from(&ad, "mesh-dht"), waiters);
+                        }
+                        DhtEntry::Withdrawn(w) => self.found_withdrawn(&w, &now),
                     }
-                    let waiters = self.waiting.finish_lookup(&node);
-                    self.found(node, found_from(&ad, "mesh-dht"), waiters);
                 } else if last {
                     self.waiting.end_query(Dht::Mesh, id);
                     // The mesh DHT had nothing: Amino's peer routing, if it has peers.
@@ -396,6 +425,117 @@ impl Node {
             sequence_no: seq,
             addrs,
         });
+    }
+
+    /// A lookup met `w` in the mesh DHT: the node withdrew. The tombstone goes into the
+    /// store; lookups answer with no advertisement (`withdrawn`), and whatever wanted to
+    /// reach the node fails.
+    fn found_withdrawn(&mut self, w: &NodeWithdrawal, now: &Timestamp) {
+        let node = w.node_id();
+        if let Err(e) = self.store.durable().withdraw(w, now) {
+            tracing::debug!(error = %e, "looked-up withdrawal not applied");
+        }
+        let found = Found {
+            node: node.to_string(),
+            addrs: Vec::new(),
+            advert: None,
+            source: "mesh-dht",
+            withdrawn: Some(w.sequence_no()),
+        };
+        for after in self.waiting.finish_lookup(&node) {
+            match after {
+                After::Lookup(reply) => {
+                    let _ = reply.send(Ok(found.clone()));
+                }
+                other => {
+                    let e = MeshError::new(
+                        ErrorCode::TransportUnavailable,
+                        format!(
+                            "{node} withdrew its advertisement (sequence {})",
+                            w.sequence_no()
+                        ),
+                    );
+                    self.fail_after(other, e.into());
+                }
+            }
+        }
+    }
+
+    /// Withdraws this node's advertisement (see `NodeHandle::withdraw`): signs the
+    /// withdrawal, persists its sequence number, keeps the tombstone, replaces the
+    /// mesh-DHT record and sends it to every session peer.
+    pub(super) fn withdraw_own(&mut self, now: &Timestamp) -> MeshResult<Withdrawn> {
+        let w = self.own.withdraw(now)?;
+        let seq = w.sequence_no();
+        self.swarm
+            .behaviour_mut()
+            .admission_client
+            .set_advertisement(None);
+        let store = self.store.durable();
+        if let Err(e) = store.set_own_sequence(seq) {
+            tracing::warn!(error = %e, "cannot persist own sequence number");
+        }
+        if let Err(e) = store.withdraw(&w, now) {
+            tracing::debug!(error = %e, "own withdrawal not stored");
+        }
+        let put = self.put_own_withdrawal(&w, now);
+        let peers: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| self.swarm.behaviour().session.session(p).is_some())
+            .copied()
+            .collect();
+        for peer in &peers {
+            self.swarm.behaviour_mut().advert.withdraw(peer, w.clone());
+        }
+        tracing::info!(
+            sequence = seq,
+            peers = peers.len(),
+            "own advertisement withdrawn"
+        );
+        Ok(Withdrawn {
+            sequence_no: seq,
+            withdrawal: w.to_json(),
+            sent_to_peers: peers.len(),
+            dht_put: put.is_some(),
+            put_query: put,
+        })
+    }
+
+    /// Puts our withdrawal into the mesh DHT in place of our advertisement (locally
+    /// first: `put_record` stores it in our own record store too).
+    fn put_own_withdrawal(&mut self, w: &NodeWithdrawal, now: &Timestamp) -> Option<kad::QueryId> {
+        let record = mesh_advert::kad::record_for_withdrawal(w, now);
+        let put = self
+            .swarm
+            .behaviour_mut()
+            .mesh_kad
+            .put_record(record, kad::Quorum::One);
+        if let Err(e) = &put {
+            tracing::debug!(error = ?e, "own withdrawal record not put");
+        }
+        self.own.put_result(put.is_ok());
+        put.ok()
+    }
+
+    /// Retries a failed put of our record (advertisement or withdrawal).
+    pub(super) fn retry_own_put(&mut self, now: &Timestamp) {
+        if let Some(w) = self.own.withdrawal().cloned() {
+            let _ = self.put_own_withdrawal(&w, now);
+        } else if let Some(ad) = self.own.current().cloned() {
+            self.put_own_record(&ad, now);
+        }
+    }
+
+    /// A peer sent us a verified withdrawal over `/mesh/advert`: our mesh-DHT record
+    /// store takes it in place of an older advertisement, so that our DHT answers no
+    /// longer serve what was withdrawn.
+    pub(super) fn withdrawal_received(&mut self, w: &NodeWithdrawal, now: &Timestamp) {
+        let record = mesh_advert::kad::record_for_withdrawal(w, now);
+        let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
+        if let Err(e) = mesh_advert::kad::accept_put(store, record, now) {
+            tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
+        }
     }
 
     /// Puts our record into the mesh DHT.

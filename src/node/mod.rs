@@ -74,6 +74,7 @@ use tokio::sync::mpsc;
 
 pub use api::{
     Dht, Found, GrantInfo, GroupMember, HandleError, MAX_SETUP_BYTES, Route, StageReport, Target,
+    Withdrawn,
 };
 pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
@@ -98,6 +99,8 @@ pub const EVENT_QUEUE: usize = 1024;
 pub const COMMAND_QUEUE: usize = 64;
 /// How long a command waits for its answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// With `withdraw_on_stop`, the longest a stop waits for the withdrawal's DHT put.
+pub const WITHDRAW_FLUSH: Duration = Duration::from_secs(5);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
 /// Perf streams served at once.
@@ -502,9 +505,42 @@ impl Node {
         }
     }
 
+    /// `withdraw_on_stop`: withdraws, then lets the withdrawal reach the session peers
+    /// and the mesh DHT before the connections close (until the DHT put ends, at most
+    /// [`WITHDRAW_FLUSH`]).
+    async fn withdraw_on_stop(&mut self) {
+        let now = Timestamp::now();
+        let put = match self.withdraw_own(&now) {
+            Ok(done) => done.put_query,
+            Err(e) => {
+                tracing::warn!(error = %e, "withdrawal on stop failed");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + WITHDRAW_FLUSH;
+        // At least a moment for the `/mesh/advert` withdraw requests to go out.
+        let floor = tokio::time::Instant::now() + Duration::from_millis(300);
+        loop {
+            let put_done =
+                put.is_none_or(|id| self.swarm.behaviour_mut().mesh_kad.query(&id).is_none());
+            if put_done && tokio::time::Instant::now() >= floor {
+                break;
+            }
+            let until = if put_done { floor } else { deadline };
+            match tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+                Ok(event) => self.on_swarm_event(event),
+                Err(_) if until == deadline => break,
+                Err(_) => {}
+            }
+        }
+    }
+
     /// Clean shutdown: persist the sequence number, close every connection (which ends
     /// the peers' sessions: that is the departure they see), and stop.
     async fn shutdown(&mut self) {
+        if self.config.withdraw_on_stop && self.own.withdrawal().is_none() {
+            self.withdraw_on_stop().await;
+        }
         if let Some(seq) = self.own.last_sequence()
             && let Err(e) = self.store.durable().set_own_sequence(seq)
         {

@@ -110,6 +110,8 @@ pub enum Event {
         node: NodeId,
         /// The withdrawal's sequence number.
         sequence_no: u64,
+        /// The verified withdrawal (to pass on, e.g. into a DHT).
+        withdrawal: Box<NodeWithdrawal>,
     },
     /// Something `peer` sent was refused; it was answered with this code.
     Rejected {
@@ -375,6 +377,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                             peer,
                             node,
                             sequence_no: w.sequence_no(),
+                            withdrawal: Box::new(w.clone()),
                         });
                         self.forward(peer, node, |correlation| Request::Withdraw {
                             correlation,

@@ -1,10 +1,17 @@
 //! Advertisements in a Kademlia DHT (`/mesh/kad/1.0.0`), under `/mesh/adv/<node-id>`.
 //!
+//! The record of a node is either its current `node-advertisement.v1` or, once it has
+//! withdrawn, its `node-withdrawal.v1` (both deterministic CBOR, told apart by their id
+//! field). A withdrawal replaces the advertisement like a newer advertisement would:
+//! its sequence number must be above the held one, and it then refuses every
+//! advertisement at or below its own sequence number. A lookup that meets a withdrawal
+//! answers "withdrawn" (no advertisement).
+//!
 //! libp2p's Kademlia acknowledges a PUT before anyone validates it and returns GET
 //! results unvalidated. So the DHT must run with `StoreInserts::FilterBoth` (see
 //! [`config`]), every inbound PUT must go through [`accept_put`] (which stores only a
-//! verified advertisement that is newer than the one held), and every GET result
-//! through [`validate_record`]. A bad record is then never stored and never served.
+//! verified record that is newer than the one held), and every GET result through
+//! [`validate_record`]. A bad record is then never stored and never served.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +19,59 @@ use libp2p::StreamProtocol;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{Record, RecordKey, StoreInserts};
 use mesh_core::artifact::Artifact;
+use mesh_core::cbor::{self, DecodeLimits};
 use mesh_core::{ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, Timestamp};
+
+use crate::withdrawal::NodeWithdrawal;
+
+/// How long a withdrawal record lives in the DHT after `withdrawn-at`: as long as the
+/// store's tombstone (the default [`crate::StoreLimits::max_lifetime_secs`], 24 h), so it
+/// outlives every advertisement it supersedes.
+pub const WITHDRAWAL_RECORD_SECS: i64 = 24 * 3600;
+
+/// A verified mesh-DHT record: an advertisement or a withdrawal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DhtEntry {
+    /// The node's current advertisement.
+    Advert(NodeAdvertisement),
+    /// The node withdrew: there is no advertisement.
+    Withdrawn(NodeWithdrawal),
+}
+
+impl DhtEntry {
+    /// The node the record is about.
+    pub fn node_id(&self) -> NodeId {
+        match self {
+            DhtEntry::Advert(a) => a.node_id(),
+            DhtEntry::Withdrawn(w) => w.node_id(),
+        }
+    }
+
+    /// Its sequence number.
+    pub fn sequence_no(&self) -> u64 {
+        match self {
+            DhtEntry::Advert(a) => a.sequence_no(),
+            DhtEntry::Withdrawn(w) => w.sequence_no(),
+        }
+    }
+
+    /// The advertisement, unless this is a withdrawal.
+    pub fn advert(&self) -> Option<&NodeAdvertisement> {
+        match self {
+            DhtEntry::Advert(a) => Some(a),
+            DhtEntry::Withdrawn(_) => None,
+        }
+    }
+
+    fn expiry(&self, now: &Timestamp) -> Instant {
+        let until = match self {
+            DhtEntry::Advert(a) => a.expires_at().clone(),
+            DhtEntry::Withdrawn(w) => w.withdrawn_at().plus_secs(WITHDRAWAL_RECORD_SECS),
+        };
+        let secs = until.secs_since(now).max(0);
+        Instant::now() + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+}
 
 /// The mesh DHT's protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/kad/1.0.0");
@@ -52,44 +111,68 @@ fn expiry_instant(advert: &NodeAdvertisement, now: &Timestamp) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
-/// Checks a record from the DHT: the key names the advertised node, the value is a
-/// verified, unexpired advertisement in deterministic CBOR.
-pub fn validate_record(record: &Record, now: &Timestamp) -> MeshResult<NodeAdvertisement> {
+/// The record for `withdrawal`: its CBOR wire form under the node's key, living
+/// [`WITHDRAWAL_RECORD_SECS`] after `withdrawn-at`.
+pub fn record_for_withdrawal(withdrawal: &NodeWithdrawal, now: &Timestamp) -> Record {
+    let entry = DhtEntry::Withdrawn(withdrawal.clone());
+    let mut r = Record::new(record_key(&withdrawal.node_id()), withdrawal.to_cbor());
+    r.expires = Some(entry.expiry(now));
+    r
+}
+
+/// Whether a CBOR value is a withdrawal (it has `withdrawal/id`) rather than an
+/// advertisement. Values that do not decode count as advertisements, whose verification
+/// then reports the decoding error.
+fn is_withdrawal(value: &[u8]) -> bool {
+    cbor::decode_top_map(value, DecodeLimits::default())
+        .is_ok_and(|(map, _)| map.contains_key("withdrawal/id"))
+}
+
+/// Checks a record from the DHT: the key names the node, the value is a verified,
+/// unexpired advertisement or a verified withdrawal of that node, in deterministic CBOR.
+pub fn validate_record(record: &Record, now: &Timestamp) -> MeshResult<DhtEntry> {
     let node = node_of_key(&record.key)
         .ok_or_else(|| MeshError::invalid("record key is not /mesh/adv/<node-id>"))?;
-    let advert = NodeAdvertisement::verify_cbor(&record.value, now)?;
-    if advert.node_id() != node {
+    let entry = if is_withdrawal(&record.value) {
+        DhtEntry::Withdrawn(NodeWithdrawal::verify_cbor(&record.value, now)?)
+    } else {
+        DhtEntry::Advert(NodeAdvertisement::verify_cbor(&record.value, now)?)
+    };
+    if entry.node_id() != node {
         return Err(MeshError::new(
             ErrorCode::SigUnknownSigner,
-            "record key names another node than the advertisement",
+            "record key names another node than the record's signer",
         ));
     }
-    Ok(advert)
+    Ok(entry)
 }
 
 /// Applies an inbound PUT (from `InboundRequest::PutRecord { record: Some(..) }`): stores
-/// the record only if it validates and is newer than the advertisement held for that
-/// node; its expiry is capped at the advertisement's.
+/// the record only if it validates and its sequence number is above that of the record
+/// held for that node (advertisement or withdrawal: a withdrawal replaces an older
+/// advertisement, and refuses every advertisement at or below its own sequence number);
+/// its expiry is capped at the advertisement's, or the withdrawal's
+/// [`WITHDRAWAL_RECORD_SECS`].
 pub fn accept_put<S: RecordStore>(
     store: &mut S,
     record: Record,
     now: &Timestamp,
-) -> MeshResult<NodeAdvertisement> {
-    let advert = validate_record(&record, now)?;
+) -> MeshResult<DhtEntry> {
+    let entry = validate_record(&record, now)?;
     if let Some(held) = store.get(&record.key)
         && let Ok(held) = validate_record(&held, now)
-        && held.sequence_no() >= advert.sequence_no()
+        && held.sequence_no() >= entry.sequence_no()
     {
         return Err(MeshError::new(
             ErrorCode::AdvStaleSeq,
             format!(
                 "sequence {} is not above the held {}",
-                advert.sequence_no(),
+                entry.sequence_no(),
                 held.sequence_no()
             ),
         ));
     }
-    let cap = expiry_instant(&advert, now);
+    let cap = entry.expiry(now);
     let mut record = record;
     record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
     store.put(record).map_err(|e| {
@@ -98,7 +181,7 @@ pub fn accept_put<S: RecordStore>(
             format!("DHT store refused: {e}"),
         )
     })?;
-    Ok(advert)
+    Ok(entry)
 }
 
 #[cfg(test)]
@@ -158,5 +241,59 @@ mod tests {
         let held = store.get(&record_key(&key.node_id())).unwrap();
         assert_eq!(validate_record(&held, &now()).unwrap().sequence_no(), 6);
         assert!(node_of_key(&RecordKey::new(&"/mesh/adv/nope")).is_none());
+    }
+
+    #[test]
+    fn a_withdrawal_replaces_the_advertisement_and_refuses_older_ones() {
+        let key = NodeKeypair::generate();
+        let peer = key.to_libp2p().public().to_peer_id();
+        let mut store = MemoryStore::new(peer);
+        accept_put(&mut store, record_for(&advert(&key, 5), &now()), &now()).unwrap();
+
+        // A withdrawal at or below the held advertisement is stale.
+        let old = NodeWithdrawal::create(&key, 5, &now()).unwrap();
+        assert_eq!(
+            accept_put(&mut store, record_for_withdrawal(&old, &now()), &now())
+                .unwrap_err()
+                .code,
+            ErrorCode::AdvStaleSeq
+        );
+        let w = NodeWithdrawal::create(&key, 7, &now()).unwrap();
+        let got = accept_put(&mut store, record_for_withdrawal(&w, &now()), &now()).unwrap();
+        assert_eq!(got, DhtEntry::Withdrawn(w.clone()));
+        assert!(got.advert().is_none());
+        let held = store.get(&record_key(&key.node_id())).unwrap();
+        assert_eq!(
+            validate_record(&held, &now()).unwrap(),
+            DhtEntry::Withdrawn(w)
+        );
+
+        // Replays of older advertisements are refused; a newer one replaces it.
+        for seq in [5, 6, 7] {
+            assert_eq!(
+                accept_put(&mut store, record_for(&advert(&key, seq), &now()), &now())
+                    .unwrap_err()
+                    .code,
+                ErrorCode::AdvStaleSeq
+            );
+        }
+        accept_put(&mut store, record_for(&advert(&key, 8), &now()), &now()).unwrap();
+
+        // Another node's withdrawal under this key, and a tampered one.
+        let other = NodeKeypair::generate();
+        let mut wrong =
+            record_for_withdrawal(&NodeWithdrawal::create(&other, 99, &now()).unwrap(), &now());
+        wrong.key = record_key(&key.node_id());
+        assert_eq!(
+            accept_put(&mut store, wrong, &now()).unwrap_err().code,
+            ErrorCode::SigUnknownSigner
+        );
+        let mut tampered =
+            record_for_withdrawal(&NodeWithdrawal::create(&key, 50, &now()).unwrap(), &now());
+        let last = tampered.value.len() - 1;
+        tampered.value[last - 10] ^= 1;
+        assert!(accept_put(&mut store, tampered, &now()).is_err());
+        let held = store.get(&record_key(&key.node_id())).unwrap();
+        assert_eq!(validate_record(&held, &now()).unwrap().sequence_no(), 8);
     }
 }

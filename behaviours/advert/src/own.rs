@@ -106,6 +106,7 @@ pub struct OwnAdvert {
     addrs: Vec<Multiaddr>,
     current: Option<NodeAdvertisement>,
     last_sequence: Option<u64>,
+    withdrawn: bool,
 }
 
 impl OwnAdvert {
@@ -117,6 +118,7 @@ impl OwnAdvert {
             addrs: Vec::new(),
             current: None,
             last_sequence,
+            withdrawn: false,
         }
     }
 
@@ -130,7 +132,26 @@ impl OwnAdvert {
         self.last_sequence
     }
 
-    /// Sets the addresses; returns a new advertisement when they changed.
+    /// Whether the advertisement is withdrawn (see [`OwnAdvert::withdraw`]).
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn
+    }
+
+    /// Withdraws the advertisement: signs a `node-withdrawal.v1` with the next sequence
+    /// number (so it supersedes every advertisement issued so far) and drops the current
+    /// advertisement. Until [`OwnAdvert::renew`], neither [`OwnAdvert::tick`] nor
+    /// [`OwnAdvert::set_addresses`] makes a new one (the addresses are still kept).
+    pub fn withdraw(&mut self, now: &Timestamp) -> MeshResult<crate::NodeWithdrawal> {
+        let seq = next_sequence(self.last_sequence, now);
+        let w = crate::NodeWithdrawal::create(&self.key, seq, now)?;
+        self.last_sequence = Some(seq);
+        self.current = None;
+        self.withdrawn = true;
+        Ok(w)
+    }
+
+    /// Sets the addresses; returns a new advertisement when they changed (never while
+    /// withdrawn).
     pub fn set_addresses(
         &mut self,
         mut addrs: Vec<Multiaddr>,
@@ -138,6 +159,10 @@ impl OwnAdvert {
     ) -> MeshResult<Option<&NodeAdvertisement>> {
         addrs.sort();
         addrs.dedup();
+        if self.withdrawn {
+            self.addrs = addrs;
+            return Ok(None);
+        }
         if addrs == self.addrs && self.current.is_some() {
             return Ok(None);
         }
@@ -146,8 +171,11 @@ impl OwnAdvert {
     }
 
     /// Returns a fresh advertisement when the current one is in the last quarter of its
-    /// life (or gone).
+    /// life (or gone); never while withdrawn.
     pub fn tick(&mut self, now: &Timestamp) -> MeshResult<Option<&NodeAdvertisement>> {
+        if self.withdrawn {
+            return Ok(None);
+        }
         let due = match &self.current {
             None => !self.addrs.is_empty(),
             Some(ad) => ad.expires_at().secs_since(now) <= self.ttl_secs / 4,
@@ -160,11 +188,12 @@ impl OwnAdvert {
     }
 
     /// Signs a fresh advertisement for the current addresses now (an explicit
-    /// publish), with the next sequence number.
+    /// publish), with the next sequence number; this also ends a withdrawal.
     pub fn renew(&mut self, now: &Timestamp) -> MeshResult<&NodeAdvertisement> {
         if self.addrs.is_empty() {
             return Err(MeshError::invalid("no address to advertise yet"));
         }
+        self.withdrawn = false;
         self.rebuild(now)
     }
 
@@ -248,5 +277,34 @@ mod tests {
             .unwrap()
             .sequence_no();
         assert!(a4 > a3);
+    }
+
+    #[test]
+    fn a_withdrawal_supersedes_and_stops_refreshes_until_renewed() {
+        let key = NodeKeypair::generate();
+        let mut own = OwnAdvert::new(key.clone(), 400, None);
+        let a1 = own
+            .set_addresses(vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], &at(0))
+            .unwrap()
+            .unwrap()
+            .sequence_no();
+        let w = own.withdraw(&at(10)).unwrap();
+        assert!(w.sequence_no() > a1);
+        assert_eq!(w.node_id(), key.node_id());
+        assert!(own.is_withdrawn() && own.current().is_none());
+        assert_eq!(own.last_sequence(), Some(w.sequence_no()));
+        // Neither the timer nor new addresses bring it back.
+        assert!(own.tick(&at(390)).unwrap().is_none());
+        assert!(
+            own.set_addresses(vec!["/ip4/127.0.0.1/tcp/2".parse().unwrap()], &at(20))
+                .unwrap()
+                .is_none()
+        );
+        // An explicit publish does, above the withdrawal, with the new addresses.
+        let back = own.renew(&at(30)).unwrap();
+        assert!(back.sequence_no() > w.sequence_no());
+        assert!(back.endpoints()[0].url.contains("/tcp/2"));
+        assert!(!own.is_withdrawn());
+        assert!(own.tick(&at(40)).unwrap().is_none());
     }
 }

@@ -11,7 +11,7 @@ use libp2p::kad::{self, GetRecordOk, InboundRequest, PeerRecord, QueryResult, Qu
 use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p::{Multiaddr, PeerId};
 use libp2p_swarm_test::SwarmExt;
-use mesh_advert::kad::{accept_put, config, record_for, record_key, validate_record};
+use mesh_advert::kad::{DhtEntry, accept_put, config, record_for, record_key, validate_record};
 use mesh_advert::own::advert_for;
 use mesh_core::artifact::Artifact;
 use mesh_core::{NodeAdvertisement, NodeKeypair, Timestamp};
@@ -157,7 +157,7 @@ impl Net {
 
     /// GET from `at`; returns the validated advertisements found and how many answers
     /// failed validation.
-    async fn get(&mut self, at: usize, node: &NodeKeypair) -> (Vec<NodeAdvertisement>, usize) {
+    async fn get(&mut self, at: usize, node: &NodeKeypair) -> (Vec<DhtEntry>, usize) {
         let id = self.swarms[at]
             .behaviour_mut()
             .get_record(record_key(&node.node_id()));
