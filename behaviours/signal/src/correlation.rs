@@ -283,7 +283,14 @@ impl Correlations {
         let l = self.limits;
         let others = l.max_open.saturating_sub(l.reserved_own);
         let incoming = |_: &NodeId, e: &Entry| e.role == Role::Responder;
-        self.make_room(incoming, others, "correlations opened by other nodes")?;
+        if let Err(e) = self.make_room(incoming, others, "correlations opened by other nodes") {
+            // Fair share: a link holding fewer than the busiest one takes the place of
+            // the busiest link's oldest correlation, so a few flooding peers (each
+            // within its own quota) cannot lock everyone else out.
+            if !self.evict_from_busiest_link(link) {
+                return Err(e);
+            }
+        }
         let from_peer = |p: &NodeId, e: &Entry| e.role == Role::Responder && p == peer;
         self.make_room(
             from_peer,
@@ -299,6 +306,35 @@ impl Correlations {
             )?;
         }
         Ok(())
+    }
+
+    /// Drops the oldest incoming correlation of the link holding the most, if `link`
+    /// holds at least two fewer (so two links never take turns evicting each other).
+    fn evict_from_busiest_link(&mut self, link: Option<PeerId>) -> bool {
+        let mut per: HashMap<Option<PeerId>, usize> = HashMap::new();
+        for e in self.open.values().filter(|e| e.role == Role::Responder) {
+            *per.entry(e.link).or_default() += 1;
+        }
+        let mine = per.get(&link).copied().unwrap_or(0);
+        let Some((busiest, most)) = per.into_iter().max_by_key(|(_, n)| *n) else {
+            return false;
+        };
+        if most < mine + 2 {
+            return false;
+        }
+        let victim = self
+            .open
+            .iter()
+            .filter(|(_, e)| e.role == Role::Responder && e.link == busiest)
+            .min_by(|(_, a), (_, b)| a.since.cmp(&b.since))
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                self.open.remove(&k);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Makes room for one more entry among those `counted`, at most `max`: the oldest
@@ -590,11 +626,27 @@ mod tests {
             .on_frame_via(&me, &req(&d, "d2"), Some(host), &t(0))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TransportRejected);
-        // Others may take 8 - 3 = 5 entries: full now (a1 a2 c1 c2 d1).
+        // Others may take 8 - 3 = 5 entries: full now (a1 a2 c1 c2 d1). The busiest link
+        // (the host, 3) cannot take more; a request through a link that holds none takes
+        // the place of the host's oldest (fair share), and the host stays refused.
         let e = table
-            .on_frame_via(&me, &req(&d, "d3"), Some(PeerId::random()), &t(0))
+            .on_frame_via(&me, &req(&a, "a9"), Some(host), &t(0))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TransportRejected);
+        let fresh = PeerId::random();
+        table
+            .on_frame_via(&me, &req(&d, "d3"), Some(fresh), &t(1))
+            .unwrap();
+        assert_eq!(table.len(), 5);
+        let f = NodeKeypair::generate();
+        let e = table
+            .on_frame_via(&me, &req(&f, "f1"), Some(link_a), &t(1))
+            .unwrap_err();
+        assert_eq!(
+            e.code,
+            ErrorCode::TransportRejected,
+            "link_a (2) is not two below the busiest (2 now)"
+        );
         // Our own requests still find room: the three reserved ones.
         for corr in ["m1", "m2", "m3"] {
             let ours = frame(&me_key, &a, "connect_request", corr, 0);
