@@ -178,42 +178,53 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where a signed artifact goes: a directory (`PUT /adv/{node-id}`, through the
+/// HTTPS-capable client) or a node over `/mesh/advert/1.0.0`.
+enum Sent {
+    /// The directory's answer: its status and JSON body.
+    Directory(StatusCode, Value),
+    /// The node's answer.
+    Node(Result<Value, MeshError>),
+}
+
+async fn send_to(
+    key: &mesh_core::NodeKeypair,
+    to: &str,
+    tls: &TlsArgs,
+    node: NodeId,
+    json_body: Value,
+    ask: Ask,
+) -> anyhow::Result<Sent> {
+    if is_url(to) {
+        let url = format!("{}/adv/{node}", to.trim_end_matches('/'));
+        let r = DirectoryClient::new(&tls.roots)
+            .map_err(MeshError::from)?
+            .send(Method::PUT, &url, Some(serde_json::to_vec(&json_body)?))
+            .await
+            .map_err(MeshError::from)?;
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        return Ok(Sent::Directory(r.status, body));
+    }
+    let target: libp2p::Multiaddr = to
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`{to}` is neither a URL nor a multiaddr: {e}"))?;
+    let answer = request(key, &target, ask, Duration::from_secs(15)).await?;
+    Ok(Sent::Node(answer.map(
+        |a| json!({"status": format!("{a:?}").to_lowercase()}),
+    )))
+}
+
 async fn publish(
     key: &mesh_core::NodeKeypair,
     to: &str,
     tls: &TlsArgs,
     advert: &NodeAdvertisement,
 ) -> anyhow::Result<Value> {
-    if is_url(to) {
-        let url = format!("{}/adv/{}", to.trim_end_matches('/'), advert.node_id());
-        let r = DirectoryClient::new(&tls.roots)
-            .map_err(MeshError::from)?
-            .send(
-                Method::PUT,
-                &url,
-                Some(serde_json::to_vec(&advert.to_json())?),
-            )
-            .await
-            .map_err(MeshError::from)?;
-        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        if r.status != StatusCode::CREATED {
-            return Err(refusal(r.status, &body));
-        }
-        return Ok(body);
-    }
-    let target: libp2p::Multiaddr = to
-        .parse()
-        .map_err(|e| anyhow::anyhow!("`{to}` is neither a URL nor a multiaddr: {e}"))?;
-    match request(
-        key,
-        &target,
-        Ask::Publish(Box::new(advert.clone())),
-        Duration::from_secs(15),
-    )
-    .await?
-    {
-        Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
-        Err(e) => Err(e.into()),
+    let ask = Ask::Publish(Box::new(advert.clone()));
+    match send_to(key, to, tls, advert.node_id(), advert.to_json(), ask).await? {
+        Sent::Directory(StatusCode::CREATED, body) => Ok(body),
+        Sent::Directory(status, body) => Err(refusal(status, &body)),
+        Sent::Node(answer) => Ok(answer?),
     }
 }
 
@@ -225,38 +236,17 @@ async fn send_withdrawal(
     tls: &TlsArgs,
     w: &NodeWithdrawal,
 ) -> anyhow::Result<Value> {
-    if is_url(to) {
-        let url = format!("{}/adv/{}", to.trim_end_matches('/'), w.node_id());
-        let r = DirectoryClient::new(&tls.roots)
-            .map_err(MeshError::from)?
-            .send(Method::PUT, &url, Some(serde_json::to_vec(&w.to_json())?))
-            .await
-            .map_err(MeshError::from)?;
-        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        if r.status == StatusCode::CONFLICT {
-            return Ok(already_current(&refusal(r.status, &body).to_string()));
-        }
-        if r.status != StatusCode::OK {
-            return Err(refusal(r.status, &body));
-        }
-        return Ok(body);
-    }
-    let target: libp2p::Multiaddr = to
-        .parse()
-        .map_err(|e| anyhow::anyhow!("`{to}` is neither a URL nor a multiaddr: {e}"))?;
-    match request(
-        key,
-        &target,
-        Ask::Withdraw(Box::new(w.clone())),
-        Duration::from_secs(15),
-    )
-    .await?
-    {
-        Ok(a) => Ok(json!({"status": format!("{a:?}").to_lowercase()})),
-        Err(e) if e.code == mesh_core::ErrorCode::AdvStaleSeq => {
+    let ask = Ask::Withdraw(Box::new(w.clone()));
+    match send_to(key, to, tls, w.node_id(), w.to_json(), ask).await? {
+        Sent::Directory(StatusCode::OK, body) => Ok(body),
+        Sent::Directory(StatusCode::CONFLICT, body) => Ok(already_current(
+            &refusal(StatusCode::CONFLICT, &body).to_string(),
+        )),
+        Sent::Directory(status, body) => Err(refusal(status, &body)),
+        Sent::Node(Err(e)) if e.code == mesh_core::ErrorCode::AdvStaleSeq => {
             Ok(already_current(&e.to_string()))
         }
-        Err(e) => Err(e.into()),
+        Sent::Node(answer) => Ok(answer?),
     }
 }
 

@@ -505,14 +505,18 @@ impl Node {
     /// Puts our withdrawal into the mesh DHT in place of our advertisement (locally
     /// first: `put_record` stores it in our own record store too).
     fn put_own_withdrawal(&mut self, w: &NodeWithdrawal, now: &Timestamp) -> Option<kad::QueryId> {
-        let record = mesh_advert::kad::record_for_withdrawal(w, now);
+        self.put_own(mesh_advert::kad::record_for_withdrawal(w, now))
+    }
+
+    /// Puts our record (advertisement or withdrawal) into the mesh DHT.
+    fn put_own(&mut self, record: kad::Record) -> Option<kad::QueryId> {
         let put = self
             .swarm
             .behaviour_mut()
             .mesh_kad
             .put_record(record, kad::Quorum::One);
         if let Err(e) = &put {
-            tracing::debug!(error = ?e, "own withdrawal record not put");
+            tracing::debug!(error = ?e, "own record not put");
         }
         self.own.put_result(put.is_ok());
         put.ok()
@@ -540,16 +544,7 @@ impl Node {
 
     /// Puts our record into the mesh DHT.
     pub(super) fn put_own_record(&mut self, ad: &NodeAdvertisement, now: &Timestamp) {
-        let record = mesh_advert::kad::record_for(ad, now);
-        let put = self
-            .swarm
-            .behaviour_mut()
-            .mesh_kad
-            .put_record(record, kad::Quorum::One);
-        if let Err(e) = &put {
-            tracing::debug!(error = ?e, "own record not put");
-        }
-        self.own.put_result(put.is_ok());
+        let _ = self.put_own(mesh_advert::kad::record_for(ad, now));
     }
 }
 
