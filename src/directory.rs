@@ -1,8 +1,13 @@
 //! The seed directory over HTTP: open reads, signed writes, bounded batch walks.
 //!
+//! Answers have the Orbiplex seed-directory memo's shapes
+//! (`shared/orbiplex-schemas/seed-directory-http/`), with libmesh's keys beside them:
+//!
 //! - `PUT /adv/{node-id}` with a `node-advertisement.v1` JSON body: `201` with
-//!   `{"status": "stored"|"replaced", "node/id", "sequence/no"}`; `409` for a stale
-//!   sequence with `current/sequence-no` and `submitted/sequence-no`; `400` for a body
+//!   `{"status": "stored", "node/id", "advertisement/id", "sequence/no", "stored-at",
+//!   "expires-at", "replaced"}`; `409` for a stale sequence with `{"status":
+//!   "conflict", "reason": "stale-sequence", "node/id", "current/sequence-no",
+//!   "submitted/sequence-no"}` and the frozen code; `400` for a body
 //!   that is not a JSON object (or a path that is not a node id, or a path that names
 //!   another node than the body); `413` for a body over the cap; `422` for an artifact
 //!   that fails the schema, the signature or the clock; `429` with `Retry-After` when
@@ -19,8 +24,10 @@
 //!   `since=0` and pass `next` back until `items` is empty. There is no listing without
 //!   a cursor and no delete (withdrawals travel as signed artifacts on the mesh).
 //!
-//! Every error body is `{"error/code", "error/class", "detail"}` with a frozen code
-//! (`404` is not a rejection and has `{"error": "not-found"}`).
+//! Every error body is `{"error/code", "error/class", "detail"}` with a frozen code and
+//! a `status` word (`invalid` 400, `conflict` 409, `too-large` 413, `rejected` 422,
+//! `rate-limited` 429, `unavailable` 503); `404` is not a rejection and is
+//! `{"status": "not-found", "node/id"}` (with `"error": "not-found"` for older clients).
 //!
 //! A PUT's insert runs on tokio's blocking pool, one PUT at a time: its commit (an
 //! fsync) blocks no async worker, holds no lock readers need (see
@@ -117,8 +124,29 @@ pub async fn serve(
     crate::http_serve::serve(listener, app, config.http, shutdown).await
 }
 
+/// A refusal: the frozen-code error body (`error/code`, `error/class`, `detail`) with a
+/// `status` word beside it in the manner of the Orbiplex memo's answers.
 fn error(status: StatusCode, e: &MeshError) -> Response {
-    (status, axum::Json(e.to_json())).into_response()
+    let mut body = e.to_json();
+    if let Some(word) = status_word(status) {
+        body["status"] = word.into();
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// The `status` word of a refusal (the memo names `conflict` and `not-found`; these
+/// follow them for the answers it leaves open).
+fn status_word(status: StatusCode) -> Option<&'static str> {
+    Some(match status {
+        StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNPROCESSABLE_ENTITY => "rejected",
+        StatusCode::TOO_MANY_REQUESTS => "rate-limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => return None,
+    })
 }
 
 fn too_many(retry_after_secs: u64, e: &MeshError) -> Response {
@@ -213,20 +241,24 @@ async fn put_adv(
         );
     }
     let sequence_no = advert.sequence_no();
+    let advertisement_id = advert.advertisement_id().to_owned();
+    let expires_at = advert.expires_at().as_str().to_owned();
+    let stored_at = now.as_str().to_owned();
     let outcome = store_put(&st, advert, now).await;
     match outcome {
-        Ok(o) => {
-            let status = if matches!(o, InsertOutcome::Replaced { .. }) {
-                "replaced"
-            } else {
-                "stored"
-            };
-            (
-                StatusCode::CREATED,
-                axum::Json(json!({"status": status, "node/id": node.to_string(), "sequence/no": sequence_no})),
-            )
-                .into_response()
-        }
+        Ok(o) => (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "status": "stored",
+                "replaced": matches!(o, InsertOutcome::Replaced { .. }),
+                "node/id": node.to_string(),
+                "advertisement/id": advertisement_id,
+                "sequence/no": sequence_no,
+                "stored-at": stored_at,
+                "expires-at": expires_at,
+            })),
+        )
+            .into_response(),
         Err(e) => store_refusal(node, e),
     }
 }
@@ -276,6 +308,9 @@ fn store_refusal(node: NodeId, e: StoreError) -> Response {
                 format!("sequence {submitted} is not above {current}"),
             );
             let mut body = e.to_json();
+            body["status"] = "conflict".into();
+            body["reason"] = "stale-sequence".into();
+            body["node/id"] = node.to_string().into();
             body["current/sequence-no"] = current.into();
             body["submitted/sequence-no"] = submitted.into();
             (StatusCode::CONFLICT, axum::Json(body)).into_response()
@@ -321,7 +356,9 @@ async fn get_adv(
         Some(s) => axum::Json(s.advert.to_json()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "not-found", "node/id": node.to_string()})),
+            axum::Json(
+                json!({"status": "not-found", "error": "not-found", "node/id": node.to_string()}),
+            ),
         )
             .into_response(),
     }

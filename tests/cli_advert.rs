@@ -121,7 +121,8 @@ fn publish_and_lookup_through_the_http_directory_across_a_restart() {
             "/ip4/127.0.0.1/tcp/4002",
         ],
     );
-    assert_eq!(stdout_json(&out)["result"]["status"], "replaced");
+    assert_eq!(stdout_json(&out)["result"]["status"], "stored");
+    assert_eq!(stdout_json(&out)["result"]["replaced"], true);
     assert!(
         stdout_json(&out)["published"]["sequence/no"]
             .as_u64()

@@ -85,9 +85,11 @@ async fn put_and_get_statuses() {
     let r = put_ad(&s, &ad(&k, 5)).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(json(&r)["status"], "stored");
+    assert_eq!(json(&r)["replaced"], false);
     let r = put_ad(&s, &ad(&k, 6)).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(json(&r)["status"], "replaced");
+    assert_eq!(json(&r)["status"], "stored");
+    assert_eq!(json(&r)["replaced"], true);
     for seq in [6, 2] {
         let r = put_ad(&s, &ad(&k, seq)).await;
         assert_eq!(r.status, StatusCode::CONFLICT);
@@ -114,6 +116,74 @@ async fn put_and_get_statuses() {
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&r)["error/code"], "E_PROTO_INVALID");
+}
+
+/// Every key of the Orbiplex memo's example, with a value of the same JSON type (and the
+/// same value for the fixed words), is in `ours`.
+fn has_memo_shape(ours: &Value, example: &str) {
+    let path = mesh_testkit::shared_dir()
+        .join("orbiplex-schemas/seed-directory-http")
+        .join(example);
+    let memo: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    for (key, want) in memo.as_object().unwrap() {
+        let got = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{example}: no `{key}` in {ours}"));
+        assert_eq!(kind(got), kind(want), "{example}: `{key}` in {ours}");
+        if matches!(key.as_str(), "status" | "reason") {
+            assert_eq!(got, want, "{example}: `{key}`");
+        }
+    }
+}
+
+#[tokio::test]
+async fn answers_have_the_orbiplex_memo_shapes() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    let k = NodeKeypair::generate();
+    let node = k.node_id().to_string();
+    let first = ad(&k, 17);
+    let r = put_ad(&s, &first).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    has_memo_shape(&json(&r), "put-201.json");
+    assert_eq!(json(&r)["advertisement/id"], first.advertisement_id());
+    assert_eq!(json(&r)["expires-at"], first.expires_at().as_str());
+    assert_eq!(json(&r)["node/id"], node.as_str());
+    let r = put_ad(&s, &ad(&k, 16)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    has_memo_shape(&json(&r), "put-409.json");
+    assert_eq!(
+        json(&r)["error/code"],
+        "E_ADV_STALE_SEQ",
+        "the frozen code stays"
+    );
+    assert_eq!(json(&r)["current/sequence-no"], 17);
+    assert_eq!(json(&r)["submitted/sequence-no"], 16);
+    let other = NodeKeypair::generate().node_id();
+    let r = send(Method::GET, &format!("{}/adv/{other}", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    has_memo_shape(&json(&r), "get-404.json");
+    assert_eq!(json(&r)["node/id"], other.to_string().as_str());
+    let r = send(Method::GET, &format!("{}/adv?since=0", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    has_memo_shape(&json(&r), "since-200.json");
+    // The refusals the memo leaves open carry a status word beside the frozen code.
+    let r = put(&s, &node, b"[1, 2]".to_vec()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&r)["status"], "invalid");
     assert_eq!(json(&r)["error/code"], "E_PROTO_INVALID");
 }
 

@@ -304,15 +304,24 @@ async fn lookup(
 }
 
 /// A refusal from the directory, with its frozen code when the body carries one.
-fn refusal(status: StatusCode, body: &Value) -> anyhow::Error {
-    let code = body
-        .get("error/code")
-        .and_then(Value::as_str)
-        .and_then(mesh_core::ErrorCode::from_code_str);
-    let detail = body
-        .get("detail")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+/// A directory's refusal as an error: its frozen code when the body carries one (a
+/// libmesh directory), else what the Orbiplex memo's keys say (`"reason":
+/// "stale-sequence"` is `E_ADV_STALE_SEQ`), else the status and body.
+pub(super) fn refusal(status: StatusCode, body: &Value) -> anyhow::Error {
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let code = text("error/code")
+        .and_then(mesh_core::ErrorCode::from_code_str)
+        .or_else(|| {
+            (text("reason") == Some("stale-sequence")).then_some(mesh_core::ErrorCode::AdvStaleSeq)
+        });
+    let detail = match (text("detail"), body.get("current/sequence-no")) {
+        (Some(d), _) => d.to_owned(),
+        (None, Some(current)) => format!(
+            "sequence {} is not above {current}",
+            body.get("submitted/sequence-no").unwrap_or(&Value::Null)
+        ),
+        (None, None) => String::new(),
+    };
     match code {
         Some(code) => MeshError::new(code, format!("HTTP {status}: {detail}")).into(),
         None => anyhow::anyhow!("HTTP {status}: {body}"),
