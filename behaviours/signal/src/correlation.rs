@@ -326,7 +326,7 @@ impl Correlations {
             .open
             .iter()
             .filter(|(_, e)| e.role == Role::Responder && e.link == busiest)
-            .min_by(|(_, a), (_, b)| a.since.cmp(&b.since))
+            .min_by(|(ka, a), (kb, b)| a.since.cmp(&b.since).then_with(|| ka.cmp(kb)))
             .map(|(k, _)| k.clone());
         match victim {
             Some(k) => {
@@ -633,9 +633,9 @@ mod tests {
             .on_frame_via(&me, &req(&a, "a9"), Some(host), &t(0))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TransportRejected);
-        let fresh = PeerId::random();
+        let (fresh, g) = (PeerId::random(), NodeKeypair::generate());
         table
-            .on_frame_via(&me, &req(&d, "d3"), Some(fresh), &t(1))
+            .on_frame_via(&me, &req(&g, "g1"), Some(fresh), &t(1))
             .unwrap();
         assert_eq!(table.len(), 5);
         let f = NodeKeypair::generate();
