@@ -1,4 +1,4 @@
-//! The node's API types: what the application asks ([`Command`], built by
+//! The node's API types: what the application asks (`Command`, built by
 //! [`super::NodeHandle`]), what it gets back ([`Found`], [`Route`], [`GroupMember`],
 //! [`GrantInfo`]) and how a call fails ([`HandleError`]).
 //!

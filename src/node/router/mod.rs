@@ -1,6 +1,6 @@
 //! The routing policy of `connect(node-id)` as a component: it runs the stages of
 //! [`plan`] (direct, signaling then direct, relay) and the signaling correlations of
-//! [`signaling`], owns every attempt and correlation, and returns [`Action`]s (dials,
+//! `signaling`, owns every attempt and correlation, and returns `Action`s (dials,
 //! frames, lookups, admission requests) for the node loop to carry out.
 //!
 //! | state | events in | actions out |
