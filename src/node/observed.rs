@@ -22,13 +22,14 @@
 //!   observation lapses after [`OBSERVATION_TTL`] (identify repeats every 5 minutes).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 use super::addrs::without_peer;
+use super::router::policy::{Scope, ip_of, scope};
 
 /// Observer groups kept (one observation each).
 pub const MAX_GROUPS: usize = 64;
@@ -46,51 +47,13 @@ pub enum ObserverGroup {
     V6([u8; 7]),
 }
 
-/// How far an address reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    Loopback,
-    Local,
-    Global,
-}
-
-fn scope(ip: IpAddr) -> Scope {
-    match ip {
-        IpAddr::V4(ip) if ip.is_loopback() => Scope::Loopback,
-        IpAddr::V4(ip) if ip.is_private() || ip.is_link_local() || is_shared_v4(ip) => Scope::Local,
-        IpAddr::V6(ip) if ip.is_loopback() => Scope::Loopback,
-        IpAddr::V6(ip) if is_local_v6(ip) => Scope::Local,
-        IpAddr::V4(_) | IpAddr::V6(_) => Scope::Global,
-    }
-}
-
-/// 100.64.0.0/10, the carrier-grade NAT space.
-fn is_shared_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    a == 100 && (b & 0xc0) == 64
-}
-
-/// Unique local (fc00::/7) or link-local (fe80::/10).
-fn is_local_v6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments()[0];
-    (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
-}
-
-fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => Some(IpAddr::V4(ip)),
-        Some(Protocol::Ip6(ip)) => Some(IpAddr::V6(ip)),
-        _ => None,
-    }
-}
-
 /// The group of an observer whose connection to us has remote address `remote`; `None`
 /// for a relayed or non-IP connection (its observation says nothing about us).
 pub fn observer_group(remote: &Multiaddr) -> Option<ObserverGroup> {
     if remote.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
         return None;
     }
-    match first_ip(remote)? {
+    match ip_of(remote)? {
         IpAddr::V4(ip) => Some(ObserverGroup::V4(ip)),
         IpAddr::V6(ip) => {
             let o = ip.octets();
@@ -146,10 +109,10 @@ impl ObservedAddrs {
             return false;
         };
         let addr = without_peer(addr);
-        let (Some(ip), Some(observer_ip)) = (first_ip(&addr), first_ip(remote)) else {
+        let (Some(ip), Some(observer_ip)) = (ip_of(&addr), ip_of(remote)) else {
             return false;
         };
-        if ip.is_unspecified() || ip.is_multicast() || scope(ip) != scope(observer_ip) {
+        if scope(ip) == Scope::Unroutable || scope(ip) != scope(observer_ip) {
             return false;
         }
         let kind = transport(&addr);

@@ -75,7 +75,7 @@ pub struct Requester {
 
 /// Where an IP address lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+pub(crate) enum Scope {
     /// Never dialed: unspecified, multicast, broadcast, "this network".
     Unroutable,
     Loopback,
@@ -84,7 +84,7 @@ enum Scope {
     Public,
 }
 
-fn scope(ip: IpAddr) -> Scope {
+pub(crate) fn scope(ip: IpAddr) -> Scope {
     match ip {
         IpAddr::V4(v4) => scope4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -136,7 +136,7 @@ fn same_network(a: IpAddr, b: IpAddr) -> bool {
 }
 
 /// The IP address an address starts with (`None` for names and others).
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
