@@ -44,6 +44,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mesh_advert::{InsertOutcome, NodeWithdrawal, StoreError};
+use mesh_core::IpKey;
 use mesh_core::artifact::Artifact;
 use mesh_core::{
     ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
@@ -89,7 +90,7 @@ struct AppState {
     /// One PUT writes at a time.
     writes: Arc<tokio::sync::Semaphore>,
     config: DirectoryConfig,
-    clients: Arc<Mutex<RateLimiter<IpAddr>>>,
+    clients: Arc<Mutex<RateLimiter<IpKey>>>,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
 

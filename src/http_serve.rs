@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use mesh_core::{ErrorCode, MeshError};
+use mesh_core::{ErrorCode, IpKey, MeshError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -140,15 +140,10 @@ impl HttpSettings {
 
 /// The key a client is counted and rate-limited under: an IPv4 address as is (an
 /// IPv4-mapped IPv6 address as its IPv4 address), an IPv6 address by its /64 (the
-/// prefix one subscriber gets; the low 64 bits are the host's to choose freely).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
+/// prefix one subscriber gets; the low 64 bits are the host's to choose freely). The
+/// same key as the relay's and the mesh DHT's per-network limits ([`IpKey`]).
+pub fn client_key(ip: IpAddr) -> IpKey {
+    IpKey::of(ip)
 }
 
 /// Open connections, in total and per client key (pure bookkeeping).
@@ -157,7 +152,7 @@ pub struct ConnTable {
     max_total: usize,
     max_per_client: usize,
     total: usize,
-    per_client: HashMap<IpAddr, usize>,
+    per_client: HashMap<IpKey, usize>,
 }
 
 impl ConnTable {
@@ -173,7 +168,7 @@ impl ConnTable {
 
     /// Counts a new connection of `key`; `false` (and nothing counted) when a cap is
     /// reached.
-    pub fn admit(&mut self, key: IpAddr) -> bool {
+    pub fn admit(&mut self, key: IpKey) -> bool {
         if self.total >= self.max_total {
             return false;
         }
@@ -187,7 +182,7 @@ impl ConnTable {
     }
 
     /// Forgets a connection of `key` that [`ConnTable::admit`] counted.
-    pub fn release(&mut self, key: IpAddr) {
+    pub fn release(&mut self, key: IpKey) {
         if let Some(n) = self.per_client.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
@@ -211,7 +206,7 @@ impl ConnTable {
 /// A counted connection; released when dropped.
 struct Slot {
     table: Arc<Mutex<ConnTable>>,
-    key: IpAddr,
+    key: IpKey,
 }
 
 impl Drop for Slot {
@@ -371,16 +366,19 @@ mod tests {
         let b = client_key(ip("2001:db8:1:2:ffff:eeee:dddd:cccc"));
         let other = client_key(ip("2001:db8:1:3::1"));
         assert_eq!(a, b);
-        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
         assert_ne!(a, other);
     }
 
     #[test]
     fn ipv4_clients_are_keyed_by_their_address() {
-        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("192.0.2.7")).to_string(), "192.0.2.7");
         assert_ne!(client_key(ip("192.0.2.7")), client_key(ip("192.0.2.8")));
         // An IPv4 client on a dual-stack socket is the same client.
-        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_key(ip("::ffff:192.0.2.7")),
+            client_key(ip("192.0.2.7"))
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 
 use mesh_core::{ErrorCode, GrantLimits, MeshError, NodeId, Timestamp};
 
-use crate::ipkey::IpKey;
 use crate::policy::Purpose;
+use mesh_core::IpKey;
 
 /// One grant as the relay keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,7 +119,7 @@ pub mod endorsement;
 pub mod gate;
 pub mod grants;
 pub mod implicit;
-pub mod ipkey;
+pub use mesh_core::ipkey;
 pub mod liveness;
 pub mod policy;
 mod replay;
@@ -132,9 +132,9 @@ pub use endorsement::FederationEndorsement;
 pub use gate::{AdvertSource, Gate, NoAdverts};
 pub use grants::{Grant, Grants, Rules};
 pub use implicit::Implicit;
-pub use ipkey::IpKey;
 pub use liveness::Liveness;
 pub use mesh_core::GrantLimits;
+pub use mesh_core::IpKey;
 pub use policy::{
     AdmissionPolicy, AllOf, Allowlist, AnyOf, Decision, Federation, Open, Purpose, Query,
     RequireAdvertisement,

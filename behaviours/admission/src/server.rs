@@ -43,7 +43,7 @@ use crate::codec::{Codec, PROTOCOL};
 use crate::gate::{Gate, issue};
 use crate::grants::{Grant, Grants, Opened, Rules};
 use crate::implicit::Implicit;
-use crate::ipkey::IpKey;
+use mesh_core::IpKey;
 
 mod config;
 mod limiter;

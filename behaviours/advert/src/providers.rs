@@ -31,7 +31,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{ErrorCode, MeshError, MeshResult};
+use mesh_core::{ErrorCode, IpKey, MeshError, MeshResult};
 
 /// Bounds of the provider records kept for other peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +60,10 @@ impl Default for ProviderLimits {
     }
 }
 
-/// Where a provider connects from: an IPv4 address or an IPv6 /64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Network {
-    V4([u8; 4]),
-    V6([u8; 8]),
-    /// Not an IP connection (memory transport, a relay circuit).
-    Other,
-}
+/// Where a provider connects from: an IPv4 address or an IPv6 /64 ([`IpKey`]); `None`
+/// for a connection that is not over IP (memory transport) or comes through a relay
+/// circuit (all of those count as one network).
+type Network = Option<IpKey>;
 
 fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
@@ -82,15 +78,9 @@ fn is_circuit(addr: &Multiaddr) -> bool {
 }
 
 fn network(remote: Option<&Multiaddr>) -> Network {
-    match remote.filter(|a| !is_circuit(a)).and_then(first_ip) {
-        Some(IpAddr::V4(ip)) => Network::V4(ip.octets()),
-        Some(IpAddr::V6(ip)) => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&ip.octets()[..8]);
-            Network::V6(n)
-        }
-        None => Network::Other,
-    }
+    remote
+        .filter(|a| !is_circuit(a))
+        .and_then(IpKey::of_multiaddr)
 }
 
 #[derive(Debug, Clone)]

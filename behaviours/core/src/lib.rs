@@ -11,7 +11,8 @@
 //!   by one or in batches;
 //! - [`error`]: the eleven frozen error codes;
 //! - [`trace`]: the trace-event vocabulary and a JSON-lines writer;
-//! - [`rate`]: a bounded, keyed token-bucket rate limiter.
+//! - [`rate`]: a bounded, keyed token-bucket rate limiter;
+//! - [`ipkey`]: the per-network key (IPv4 address, IPv6 /64) limits are counted under.
 //!
 //! ```
 //! use mesh_core::{Artifact, NodeAdvertisement, NodeKeypair, Timestamp};
@@ -41,6 +42,7 @@ pub mod error;
 pub mod families;
 pub mod id;
 pub mod identity;
+pub mod ipkey;
 mod keycache;
 pub mod keypair;
 pub mod rate;
@@ -57,6 +59,7 @@ pub use families::{
 };
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};
+pub use ipkey::IpKey;
 pub use keypair::NodeKeypair;
 pub use rate::{RateLimit, RateLimiter};
 pub use time::Timestamp;

@@ -13,8 +13,8 @@ use super::Requested;
 use crate::Clock;
 use crate::grants::{Grant, Grants};
 use crate::implicit::Implicit;
-use crate::ipkey::IpKey;
 use crate::policy::Purpose;
+use mesh_core::IpKey;
 
 /// Refusals and implicit admissions queued for events, at most.
 const QUEUED: usize = 1024;

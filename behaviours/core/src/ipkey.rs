@@ -1,12 +1,15 @@
-//! The key the relay limits requests by: the remote IP of the connection a request came
-//! on, an IPv4 address as is and an IPv6 address by its /64 (one subscriber usually
-//! holds a whole /64, so counting single IPv6 addresses would limit nothing). Pure.
+//! The per-network key that limits are counted under: the remote IP of a connection, an
+//! IPv4 address as is and an IPv6 address by its /64 (one subscriber usually holds a
+//! whole /64, so counting single IPv6 addresses would limit nothing). Pure.
+//!
+//! One definition for every limit keyed by a client's network: the relay's admission
+//! limits (`mesh-admission`), the HTTP servers' per-client caps (`libmesh::http_serve`)
+//! and the mesh DHT's per-network provider quota (`mesh-advert`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
+use multiaddr::{Multiaddr, Protocol};
 
 /// An IPv4 address, or the /64 an IPv6 address is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
