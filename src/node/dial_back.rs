@@ -372,7 +372,7 @@ mod tests {
             role_override: Endpoint::Dialer,
             port_use: PortUse::Reuse,
         };
-        let mut establish = |limits: &mut Limits, id: ConnectionId| {
+        let establish = |limits: &mut Limits, id: ConnectionId| {
             limits.handle_pending_outbound_connection(
                 id,
                 Some(peer),
