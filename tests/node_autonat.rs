@@ -170,6 +170,29 @@ fn public_node_turns_server_and_natted_node_stays_client() {
     assert_eq!(st["nat"]["status"], "private", "{st}");
     assert_eq!(st["dht"]["mode"], "client", "{st}");
 
+    // Dial-backs are closed once their test is over: between the public node and the
+    // server only the connection the public node opened stays.
+    let connections = |node: &Meshd, peer: &str| -> usize {
+        node.cli_ok(&["peers"])
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["peer_id"] == peer))
+            .map_or(0, |x| strings(&x["addrs"]).len())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (to_p, to_s) = (connections(&s, &p.peer_id()), connections(&p, &s.peer_id()));
+        if to_p == 1 && to_s == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections between the public node and the server: {to_p} (server's view), \
+             {to_s} (public node's view); peers: {}",
+            s.cli_ok(&["peers"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The processes go before the namespaces.
     drop((a, p, s));
     drop(pub2);
