@@ -9,7 +9,7 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{autonat, connection_limits, dcutr, gossipsub, kad, memory_connection_limits, relay};
+use libp2p::{autonat, dcutr, gossipsub, kad, memory_connection_limits, relay};
 
 use super::store::SharedAdverts;
 
@@ -17,8 +17,9 @@ use super::store::SharedAdverts;
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub struct MeshBehaviour {
-    /// Established/pending connection caps (first, so it refuses before anyone works).
-    pub limits: connection_limits::Behaviour,
+    /// Established/pending connection caps (first, so it refuses before anyone works);
+    /// AutoNAT dial-backs are exempt from the per-peer cap (see [`super::dial_back`]).
+    pub limits: super::dial_back::Limits,
     /// Refuses new connections under memory pressure.
     pub memory: memory_connection_limits::Behaviour,
     /// identify (`/ipfs/id/1.0.0`, push included; observed addresses only when they
@@ -32,8 +33,9 @@ pub struct MeshBehaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// AutoNAT v2 client (tests our addresses; off with `autonat = false`).
     pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
-    /// AutoNAT v2 server (tests others'; off with `autonat = false`).
-    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// AutoNAT v2 server (tests others'; off with `autonat = false`), closing each
+    /// dial-back connection once its test is over (see [`super::dial_back`]).
+    pub autonat_server: Toggle<super::dial_back::AutonatServer>,
     /// Circuit relay v2 server with relay admission (off unless configured): answers
     /// `/mesh/relay-admission/1.0.0` and enforces grants on the relay it owns.
     pub admission: Toggle<mesh_admission::server::Behaviour>,

@@ -57,11 +57,13 @@ pub fn build(
     let lp_key = key.to_libp2p();
     let peer_id = lp_key.public().to_peer_id();
     let l = &config.limits;
-    let limits = connection_limits::Behaviour::new(
+    let dial_backs = super::dial_back::DialBacks::default();
+    let limits = super::dial_back::Limits::new(
         connection_limits::ConnectionLimits::default()
             .with_max_established(Some(l.max_established))
-            .with_max_established_per_peer(Some(l.max_per_peer))
             .with_max_pending_incoming(Some(l.max_pending_incoming)),
+        l.max_per_peer,
+        dial_backs.clone(),
     );
     let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
     let identify = super::identify_observed::Identify::new(identify::Behaviour::new(
@@ -150,7 +152,7 @@ pub fn build(
             .into(),
         autonat_server: config
             .autonat
-            .then(autonat::v2::server::Behaviour::default)
+            .then(|| super::dial_back::AutonatServer::new(dial_backs))
             .into(),
         admission: admission.into(),
         admission_client: mesh_admission::client::Behaviour::new(

@@ -38,6 +38,7 @@ pub mod build;
 mod commands;
 pub mod config;
 mod dht;
+pub mod dial_back;
 pub mod event;
 mod events;
 mod find_peer;

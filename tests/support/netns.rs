@@ -301,6 +301,54 @@ impl Topology {
     }
 }
 
+/// A second public host on the internet bridge, made by [`Topology::add_public_host`]:
+/// `10.77.0.4`, no NAT, no firewall, like the public host. Dropping it deletes its
+/// namespace (stop the processes inside first); a crashed run's leftover goes with the
+/// topology's (same name prefix).
+pub(crate) struct PublicHost {
+    ns: String,
+}
+
+impl PublicHost {
+    /// Its namespace.
+    pub(crate) fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// Its address.
+    pub(crate) fn ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 0, 4)
+    }
+}
+
+impl Drop for PublicHost {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+impl Topology {
+    /// Adds a second public host (see [`PublicHost`]), e.g. for a peer that a node on
+    /// the public host dials (AutoNAT v2 asks only servers it dialed). One per topology.
+    pub(crate) fn add_public_host(&self) -> Result<PublicHost, String> {
+        let id = self.names[INTERNET]
+            .strip_suffix("-net")
+            .ok_or("unexpected namespace name")?;
+        let host = PublicHost {
+            ns: format!("{id}-pub2"),
+        };
+        ip(&["netns", "add", &host.ns])?;
+        ip(&["-n", &host.ns, "link", "set", "lo", "up"])?;
+        let net = &self.names[INTERNET];
+        veth(net, "p-pub2", &host.ns, "eth0")?;
+        ip(&["-n", net, "link", "set", "p-pub2", "master", "br0"])?;
+        ip(&["-n", net, "link", "set", "p-pub2", "up"])?;
+        ip(&["-n", &host.ns, "addr", "add", "10.77.0.4/24", "dev", "eth0"])?;
+        ip(&["-n", &host.ns, "link", "set", "eth0", "up"])?;
+        Ok(host)
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for name in &self.names {

@@ -1,0 +1,417 @@
+//! AutoNAT v2 dial-backs: the connection our AutoNAT server opens to test a client's
+//! address is closed as soon as the test on it is over, and it does not count towards
+//! the per-peer connection cap.
+//!
+//! The server tests an address by dialing it on a new connection (a new port, so that
+//! the client's NAT cannot take it for a reply). libp2p leaves that connection open,
+//! and every other component keeps it alive, so each test used to leave one more
+//! connection to the client behind. With the per-peer cap (`limits.max_per_peer`, 4)
+//! two nodes testing each other soon reached it, and then the next dial-back was
+//! refused by our own cap: the client was told its address is unreachable, a verdict
+//! AutoNAT v2 never revisits (a public node got a `private` address). So:
+//!
+//! - [`AutonatServer`] remembers the connections it dials for a test ([`DialBacks`],
+//!   bounded) and closes each once its dial-back handler reported;
+//! - [`Limits`] applies libp2p's connection caps, and the per-peer cap to every
+//!   connection but those dial-backs (the global caps apply to them as to any other).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId, autonat, connection_limits};
+
+/// Dial-backs in flight remembered at most; beyond that a dial-back is an ordinary
+/// connection (per-peer cap, closed by the idle rule).
+pub const MAX_DIAL_BACKS: usize = 64;
+
+/// The connections our AutoNAT server opened for a test and not yet closed, shared by
+/// [`AutonatServer`] (which records and closes them) and [`Limits`] (which exempts them
+/// from the per-peer cap).
+#[derive(Debug, Clone, Default)]
+pub struct DialBacks(Arc<Mutex<DialBackSet>>);
+
+impl DialBacks {
+    fn lock(&self) -> MutexGuard<'_, DialBackSet> {
+        // The set holds no invariant a panic elsewhere could break.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, id: ConnectionId) -> bool {
+        self.lock().contains(id)
+    }
+}
+
+/// The table behind [`DialBacks`]: connection → the client dialed.
+#[derive(Debug, Default)]
+pub struct DialBackSet {
+    by_connection: HashMap<ConnectionId, PeerId>,
+}
+
+impl DialBackSet {
+    /// Remembers dial-back `id` to `client`; `false` (not remembered) when
+    /// [`MAX_DIAL_BACKS`] are in flight.
+    pub fn insert(&mut self, id: ConnectionId, client: PeerId) -> bool {
+        if self.by_connection.len() >= MAX_DIAL_BACKS && !self.by_connection.contains_key(&id) {
+            return false;
+        }
+        self.by_connection.insert(id, client);
+        true
+    }
+
+    /// Whether `id` is a dial-back in flight.
+    pub fn contains(&self, id: ConnectionId) -> bool {
+        self.by_connection.contains_key(&id)
+    }
+
+    /// Forgets `id` (closed or failed); the client it was for.
+    pub fn remove(&mut self, id: ConnectionId) -> Option<PeerId> {
+        self.by_connection.remove(&id)
+    }
+
+    /// Dial-backs in flight.
+    pub fn len(&self) -> usize {
+        self.by_connection.len()
+    }
+
+    /// Whether none is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.by_connection.is_empty()
+    }
+}
+
+type ServerInner = autonat::v2::server::Behaviour;
+
+/// [`autonat::v2::server::Behaviour`] that closes each dial-back connection once the
+/// test on it is over.
+pub struct AutonatServer {
+    inner: ServerInner,
+    dial_backs: DialBacks,
+    closing: VecDeque<(PeerId, ConnectionId)>,
+}
+
+impl AutonatServer {
+    /// The server, recording its dial-backs in `dial_backs`.
+    pub fn new(dial_backs: DialBacks) -> Self {
+        AutonatServer {
+            inner: ServerInner::default(),
+            dial_backs,
+            closing: VecDeque::new(),
+        }
+    }
+}
+
+impl NetworkBehaviour for AutonatServer {
+    type ConnectionHandler = <ServerInner as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = <ServerInner as NetworkBehaviour>::ToSwarm;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionClosed(c) => {
+                self.dial_backs.lock().remove(c.connection_id);
+            }
+            FromSwarm::DialFailure(f) => {
+                self.dial_backs.lock().remove(f.connection_id);
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        // On a dial-back connection our handler is the dial-back one, whose only event
+        // is the outcome of the test: the connection has done its job.
+        if self.dial_backs.contains(connection_id) {
+            self.closing.push_back((peer_id, connection_id));
+        }
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some((peer_id, id)) = self.closing.pop_front() {
+            tracing::debug!(%peer_id, ?id, "AutoNAT dial-back done, closing it");
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(id),
+            });
+        }
+        let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::Dial { opts }) = &polled
+            && let Some(client) = opts.get_peer_id()
+            && !self.dial_backs.lock().insert(opts.connection_id(), client)
+        {
+            tracing::debug!(%client, "too many AutoNAT dial-backs in flight to track this one");
+        }
+        polled
+    }
+}
+
+/// libp2p's connection caps: the global ones on every connection, the per-peer one on
+/// every connection but our AutoNAT dial-backs.
+pub struct Limits {
+    global: connection_limits::Behaviour,
+    per_peer: connection_limits::Behaviour,
+    dial_backs: DialBacks,
+}
+
+impl Limits {
+    /// `limits` (its per-peer cap taken out and applied as `max_per_peer`), exempting
+    /// `dial_backs` from the per-peer cap.
+    pub fn new(
+        limits: connection_limits::ConnectionLimits,
+        max_per_peer: u32,
+        dial_backs: DialBacks,
+    ) -> Self {
+        Limits {
+            global: connection_limits::Behaviour::new(limits.with_max_established_per_peer(None)),
+            per_peer: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established_per_peer(Some(max_per_peer)),
+            ),
+            dial_backs,
+        }
+    }
+}
+
+impl NetworkBehaviour for Limits {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.global
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
+        self.per_peer
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.global.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )?;
+        self.per_peer.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.global.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )?;
+        if self.dial_backs.contains(connection_id) {
+            return Ok(vec![]);
+        }
+        self.per_peer.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.global.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?;
+        if self.dial_backs.contains(connection_id) {
+            return Ok(dummy::ConnectionHandler);
+        }
+        self.per_peer.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.global.on_swarm_event(event);
+        self.per_peer.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        libp2p::core::util::unreachable(event)
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dial_back_table_is_bounded_and_forgets_closed_connections() {
+        let mut t = DialBackSet::default();
+        let client = PeerId::random();
+        let ids: Vec<ConnectionId> = (0..MAX_DIAL_BACKS + 5)
+            .map(|_| ConnectionId::new_unchecked(rand_id()))
+            .collect();
+        for id in &ids[..MAX_DIAL_BACKS] {
+            assert!(t.insert(*id, client));
+        }
+        // Full: a new one is not remembered (it stays an ordinary connection), a
+        // remembered one may be recorded again.
+        assert!(!t.insert(ids[MAX_DIAL_BACKS], client));
+        assert!(!t.contains(ids[MAX_DIAL_BACKS]));
+        assert!(t.insert(ids[0], client));
+        assert_eq!(t.len(), MAX_DIAL_BACKS);
+        // A closed one makes room.
+        assert_eq!(t.remove(ids[3]), Some(client));
+        assert!(!t.contains(ids[3]));
+        assert!(t.insert(ids[MAX_DIAL_BACKS], client));
+        assert_eq!(t.remove(ids[3]), None);
+    }
+
+    #[test]
+    fn dial_backs_pass_the_per_peer_cap_other_connections_do_not() {
+        use libp2p::core::ConnectedPoint;
+        use libp2p::swarm::behaviour::ConnectionEstablished;
+
+        let dial_backs = DialBacks::default();
+        let mut limits = Limits::new(
+            connection_limits::ConnectionLimits::default().with_max_established(Some(3)),
+            1,
+            dial_backs.clone(),
+        );
+        let peer = PeerId::random();
+        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
+        let endpoint = ConnectedPoint::Dialer {
+            address: addr.clone(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let establish = |limits: &mut Limits, id: ConnectionId| {
+            limits.handle_pending_outbound_connection(
+                id,
+                Some(peer),
+                std::slice::from_ref(&addr),
+                Endpoint::Dialer,
+            )?;
+            limits.handle_established_outbound_connection(
+                id,
+                peer,
+                &addr,
+                Endpoint::Dialer,
+                PortUse::New,
+            )?;
+            limits.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id: peer,
+                connection_id: id,
+                endpoint: &endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            }));
+            Ok::<_, ConnectionDenied>(())
+        };
+        let id = |n| ConnectionId::new_unchecked(n);
+        assert!(establish(&mut limits, id(1)).is_ok());
+        // The peer is at its cap of one: another connection is refused...
+        assert!(establish(&mut limits, id(2)).is_err());
+        // ...but a dial-back of our AutoNAT server is not.
+        dial_backs.lock().insert(id(3), peer);
+        assert!(establish(&mut limits, id(3)).is_ok());
+        // The global cap (3 established) still applies to dial-backs.
+        dial_backs.lock().insert(id(4), peer);
+        assert!(establish(&mut limits, id(4)).is_ok());
+        dial_backs.lock().insert(id(5), peer);
+        assert!(establish(&mut limits, id(5)).is_err());
+    }
+
+    fn rand_id() -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(1 << 40);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+}
