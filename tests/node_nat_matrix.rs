@@ -66,6 +66,9 @@ fn check(name: &str) {
             r.ended_direct,
             started.elapsed().as_secs()
         );
+        if std::env::var_os("MESH_NAT_LOG").is_some() {
+            eprintln!("{}", nodes.log_tails(200));
+        }
         match cell.expect(transport) {
             Expect::Direct => assert!(
                 r.ended_direct.is_some(),

@@ -240,9 +240,30 @@ fn on(ip: &str, t: Transport) -> String {
     }
 }
 
+/// `MESH_NAT_LOG=FILTER` runs the nodes with `RUST_LOG=FILTER`, their logs in their data
+/// dirs ([`Nodes::log_tails`]).
 fn start(topo: &Topology, host: Host, dir: &Path, args: &[String]) -> Meshd {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Meshd::start_with(launcher(topo, host), dir, &refs)
+    match std::env::var("MESH_NAT_LOG") {
+        Ok(filter) if !filter.is_empty() => {
+            Meshd::start_logged(launcher(topo, host), dir, &refs, &filter)
+        }
+        _ => Meshd::start_with(launcher(topo, host), dir, &refs),
+    }
+}
+
+impl Nodes {
+    /// The last `lines` log lines of A and B (empty without `MESH_NAT_LOG`).
+    pub(crate) fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (name, n) in [("A", &self.a), ("B", &self.b)] {
+            let text = std::fs::read_to_string(n.log_file()).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = all[all.len().saturating_sub(lines)..].join("\n");
+            out.push_str(&format!("----- {name} -----\n{tail}\n"));
+        }
+        out
+    }
 }
 
 fn has_circuit(status: &Value) -> bool {

@@ -313,6 +313,13 @@ impl Topology {
             self.setup_router(&n[router], kind, &addr[..addr.len() - 3], block_udp)?;
         }
         if same {
+            // The LAN switch forwards between its ports (where `br_netfilter` sends
+            // bridged frames through FORWARD, whose policy is DROP). No hairpinning: a
+            // host reaching the router's WAN address gets the router itself (a reset).
+            iptables(
+                &n[ROUTER_A],
+                &["-I", "FORWARD", "-i", "lan", "-o", "lan", "-j", "ACCEPT"],
+            )?;
             // Router B stays, without a LAN, so that the names are the same in every
             // layout; it has a WAN address but no host.
             self.setup_router(&n[ROUTER_B], self.lab.b, "192.168.2.2", false)?;
@@ -760,7 +767,7 @@ pub(crate) fn full_cone_available() -> Result<(), String> {
             ip(&["netns", "add", &name])?;
             let result = nft(
                 &name,
-                "table ip t { set s { type inet_proto . inet_service; flags dynamic,timeout; timeout 1s; } }\n",
+                "table ip t {\n set s { type inet_proto . inet_service; flags dynamic,timeout; timeout 1s; }\n}\n",
             );
             let _ = ip(&["netns", "del", &name]);
             result
