@@ -245,6 +245,7 @@ fn main() {
         let must = match cell.expect(t) {
             Expect::Direct => "direct",
             Expect::Relay => "relay",
+            Expect::Either => "either (a race)",
         };
         println!(
             "| {} (`{}`) | {} | {must} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",

@@ -522,15 +522,19 @@ impl Topology {
                     "ACCEPT",
                 ],
             )?;
-            let ruleset = format!(
-                "table ip fullcone {{\n\
-                 set mapped {{ type inet_proto . inet_service; flags dynamic,timeout; timeout 120s; }}\n\
-                 chain track {{ type filter hook forward priority -10; policy accept;\n\
-                 iifname \"lan\" oifname \"wan\" update @mapped {{ meta l4proto . th sport }} }}\n\
-                 chain open {{ type nat hook prerouting priority -110; policy accept;\n\
-                 iifname \"wan\" meta l4proto . th dport @mapped dnat to {host} }}\n\
-                 }}\n"
-            );
+            let ruleset = [
+                "table ip fullcone {",
+                "  set mapped { type inet_proto . inet_service; flags dynamic,timeout; timeout 120s; }",
+                "  chain track { type filter hook forward priority -10; policy accept;",
+                "    iifname \"lan\" oifname \"wan\" update @mapped { meta l4proto . th sport }",
+                "  }",
+                "  chain open { type nat hook prerouting priority -110; policy accept;",
+                &format!("    iifname \"wan\" meta l4proto . th dport @mapped dnat to {host}"),
+                "  }",
+                "}",
+                "",
+            ]
+            .join("\n");
             nft(ns, &ruleset)?;
         }
         Ok(())
