@@ -86,7 +86,7 @@ fn sep(a: NatKind, b: NatKind) -> Lab {
 
 /// Every cell of the matrix, in table order.
 pub(crate) fn cells() -> Vec<Cell> {
-    use Expect::{Direct, Relay};
+    use Expect::{Direct, Either, Relay};
     use NatKind::{FullCone as Fc, PortPreserving as Pp, RandomFully as Sym};
     let cell = |name, title, lab, tcp, quic| Cell {
         name,
