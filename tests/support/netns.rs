@@ -23,6 +23,15 @@
 //! WAN → LAN needs an established flow. The public host has no route to 192.168.x.
 //! IPv4 only. Every namespace has `lo` up.
 //!
+//! [`Topology::with`] builds variants of it from a [`Lab`] (the NAT traversal matrix):
+//! each router independently port-preserving, symmetric or full cone ([`NatKind`]);
+//! both hosts behind router A ([`Layout::SameRouter`], host B at 192.168.1.3 on A's LAN
+//! bridge); router A behind a carrier-grade NAT ([`Layout::DoubleNat`]: A's home router
+//! gets 100.64.0.2/10 from a carrier router whose WAN is 10.77.0.2); UDP dropped by
+//! router A ([`Lab::block_udp_a`]); and IPv6 without NAT ([`Layout::Ipv6Firewall`]:
+//! global-scope 2001:db8:… addresses everywhere, no IPv4, each router a stateful
+//! firewall that forwards WAN → LAN only what conntrack matches to an outgoing flow).
+//!
 //! Run programs inside with [`Topology::cmd`] (`ip netns exec NS program`), open sockets
 //! inside with [`Topology::within`] (a thread that joins the namespace: sockets it creates
 //! stay in that namespace wherever they are used afterwards).
@@ -48,7 +57,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{CloneFlags, setns};
 
 /// How the routers translate source ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum NatKind {
     /// Plain `MASQUERADE`: keeps the source port when it is free, one mapping per
     /// socket whatever the destination (endpoint-independent), like most home routers.
@@ -56,6 +65,56 @@ pub(crate) enum NatKind {
     /// `MASQUERADE --random-fully`: a random external port for every new flow
     /// (address-and-port-dependent mapping, "symmetric").
     RandomFully,
+    /// Plain `MASQUERADE` plus endpoint-independent filtering ("full cone"): once the
+    /// host sent a packet out of port P, the router forwards whatever reaches its WAN
+    /// address on P (same protocol) to the host, from any source. Emulated with an
+    /// nftables dynamic set: every LAN → WAN packet adds (protocol, source port) with a
+    /// 120 s timeout (refreshed by traffic, like a NAT mapping), and a `dnat` in
+    /// prerouting sends WAN packets whose (protocol, destination port) is in the set to
+    /// the host. The external port equals the internal one because the host is the
+    /// router's only one and `MASQUERADE` keeps free ports. Needs `nft`.
+    FullCone,
+}
+
+/// Where the hosts sit (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Layout {
+    /// Host A behind router A, host B behind router B (what [`Topology::new`] builds).
+    Separate,
+    /// Hosts A (192.168.1.2) and B (192.168.1.3) both behind router A, on one LAN
+    /// (router B exists but has no host).
+    SameRouter,
+    /// Router A is a home router behind a carrier router (CGNAT) of this kind: host A
+    /// 192.168.1.2 → router A 100.64.0.2 → carrier 10.77.0.2.
+    DoubleNat(NatKind),
+    /// IPv6 only, no NAT: `a`/`b` of the [`Lab`] are ignored, the routers are stateful
+    /// firewalls.
+    Ipv6Firewall,
+}
+
+/// What [`Topology::with`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Lab {
+    /// Router A's NAT.
+    pub(crate) a: NatKind,
+    /// Router B's NAT.
+    pub(crate) b: NatKind,
+    pub(crate) layout: Layout,
+    /// Router A drops every UDP packet its LAN sends out (QUIC impossible from A).
+    pub(crate) block_udp_a: bool,
+}
+
+impl Lab {
+    /// Both routers of `kind`, separate LANs, nothing blocked (what [`Topology::new`]
+    /// builds).
+    pub(crate) fn both(kind: NatKind) -> Lab {
+        Lab {
+            a: kind,
+            b: kind,
+            layout: Layout::Separate,
+            block_udp_a: false,
+        }
+    }
 }
 
 /// An end host.
@@ -89,9 +148,10 @@ impl Host {
 
 /// The namespaces of one lab.
 pub(crate) struct Topology {
-    nat: NatKind,
-    /// internet, pub, router A, router B, host A, host B.
-    names: [String; 6],
+    lab: Lab,
+    /// internet, pub, router A, router B, host A, host B, and the carrier router with
+    /// [`Layout::DoubleNat`].
+    names: Vec<String>,
 }
 
 const INTERNET: usize = 0;
@@ -100,7 +160,8 @@ const ROUTER_A: usize = 2;
 const ROUTER_B: usize = 3;
 const HOST_A: usize = 4;
 const HOST_B: usize = 5;
-const ROLES: [&str; 6] = ["net", "pub", "ra", "rb", "a", "b"];
+const CARRIER: usize = 6;
+const ROLES: [&str; 7] = ["net", "pub", "ra", "rb", "a", "b", "ca"];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -118,6 +179,11 @@ impl Topology {
     /// name, followed by the process id and a counter. Leftover namespaces with the same
     /// prefix from processes that are gone are deleted first.
     pub(crate) fn new(prefix: &str, nat: NatKind) -> Result<Topology, String> {
+        Self::with(prefix, Lab::both(nat))
+    }
+
+    /// Builds a variant of the lab (see [`Lab`]); `prefix` as for [`Topology::new`].
+    pub(crate) fn with(prefix: &str, lab: Lab) -> Result<Topology, String> {
         assert!(
             !prefix.is_empty()
                 && prefix.len() <= 8
@@ -130,9 +196,14 @@ impl Topology {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let roles = if matches!(lab.layout, Layout::DoubleNat(_)) {
+            &ROLES[..]
+        } else {
+            &ROLES[..CARRIER]
+        };
         let topo = Topology {
-            nat,
-            names: ROLES.map(|role| format!("{id}-{role}")),
+            lab,
+            names: roles.iter().map(|role| format!("{id}-{role}")).collect(),
         };
         // On error `topo` is dropped here, which deletes what was created.
         topo.build()?;
@@ -145,12 +216,20 @@ impl Topology {
             ip(&["netns", "add", name])?;
             ip(&["-n", name, "link", "set", "lo", "up"])?;
         }
-        // The internet: a bridge with the public host and both routers' WANs.
+        if self.lab.layout == Layout::Ipv6Firewall {
+            return self.build_v6();
+        }
+        // The internet: a bridge with the public host and both routers' WANs (router
+        // A's is the carrier's with double NAT).
         ip(&["-n", &n[INTERNET], "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &n[INTERNET], "link", "set", "br0", "up"])?;
+        let a_edge = match self.lab.layout {
+            Layout::DoubleNat(_) => CARRIER,
+            _ => ROUTER_A,
+        };
         for (port, ns, dev, addr) in [
             ("p-pub", PUB, "eth0", "10.77.0.1/24"),
-            ("p-ra", ROUTER_A, "wan", "10.77.0.2/24"),
+            ("p-ra", a_edge, "wan", "10.77.0.2/24"),
             ("p-rb", ROUTER_B, "wan", "10.77.0.3/24"),
         ] {
             veth(&n[INTERNET], port, &n[ns], dev)?;
@@ -159,24 +238,207 @@ impl Topology {
             ip(&["-n", &n[ns], "addr", "add", addr, "dev", dev])?;
             ip(&["-n", &n[ns], "link", "set", dev, "up"])?;
         }
+        if let Layout::DoubleNat(carrier) = self.lab.layout {
+            // Carrier LAN 100.64.0.0/10 ↔ router A's WAN.
+            veth(&n[CARRIER], "lan", &n[ROUTER_A], "wan")?;
+            ip(&[
+                "-n",
+                &n[CARRIER],
+                "addr",
+                "add",
+                "100.64.0.1/10",
+                "dev",
+                "lan",
+            ])?;
+            ip(&["-n", &n[CARRIER], "link", "set", "lan", "up"])?;
+            ip(&[
+                "-n",
+                &n[ROUTER_A],
+                "addr",
+                "add",
+                "100.64.0.2/10",
+                "dev",
+                "wan",
+            ])?;
+            ip(&["-n", &n[ROUTER_A], "link", "set", "wan", "up"])?;
+            ip(&[
+                "-n",
+                &n[ROUTER_A],
+                "route",
+                "add",
+                "default",
+                "via",
+                "100.64.0.1",
+            ])?;
+            self.setup_router(&n[CARRIER], carrier, "100.64.0.2", false)?;
+        }
         // The private networks: router LAN ↔ host, default route via the router.
+        let same = self.lab.layout == Layout::SameRouter;
         for (router, host, lan, addr) in [
             (ROUTER_A, HOST_A, "192.168.1.1/24", "192.168.1.2/24"),
             (ROUTER_B, HOST_B, "192.168.2.1/24", "192.168.2.2/24"),
         ] {
-            veth(&n[router], "lan", &n[host], "eth0")?;
+            if same && router == ROUTER_B {
+                break;
+            }
+            let gw = &lan[..lan.len() - 3];
+            if same {
+                // One LAN bridge `lan` on router A with both hosts.
+                ip(&["-n", &n[router], "link", "add", "lan", "type", "bridge"])?;
+                for (i, (h, a)) in [(HOST_A, addr), (HOST_B, "192.168.1.3/24")]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let port = format!("lan{i}");
+                    veth(&n[router], &port, &n[h], "eth0")?;
+                    ip(&["-n", &n[router], "link", "set", &port, "master", "lan"])?;
+                    ip(&["-n", &n[router], "link", "set", &port, "up"])?;
+                    ip(&["-n", &n[h], "addr", "add", a, "dev", "eth0"])?;
+                    ip(&["-n", &n[h], "link", "set", "eth0", "up"])?;
+                    ip(&["-n", &n[h], "route", "add", "default", "via", gw])?;
+                }
+            } else {
+                veth(&n[router], "lan", &n[host], "eth0")?;
+                ip(&["-n", &n[host], "addr", "add", addr, "dev", "eth0"])?;
+                ip(&["-n", &n[host], "link", "set", "eth0", "up"])?;
+                ip(&["-n", &n[host], "route", "add", "default", "via", gw])?;
+            }
             ip(&["-n", &n[router], "addr", "add", lan, "dev", "lan"])?;
             ip(&["-n", &n[router], "link", "set", "lan", "up"])?;
-            ip(&["-n", &n[host], "addr", "add", addr, "dev", "eth0"])?;
-            ip(&["-n", &n[host], "link", "set", "eth0", "up"])?;
-            let gw = &lan[..lan.len() - 3];
-            ip(&["-n", &n[host], "route", "add", "default", "via", gw])?;
-            self.setup_router(&n[router])?;
+            let (kind, block_udp) = if router == ROUTER_A {
+                (self.lab.a, self.lab.block_udp_a)
+            } else {
+                (self.lab.b, false)
+            };
+            self.setup_router(&n[router], kind, &addr[..addr.len() - 3], block_udp)?;
+        }
+        if same {
+            // The LAN switch forwards between its ports (where `br_netfilter` sends
+            // bridged frames through FORWARD, whose policy is DROP). No hairpinning: a
+            // host reaching the router's WAN address gets the router itself (a reset).
+            iptables(
+                &n[ROUTER_A],
+                &["-I", "FORWARD", "-i", "lan", "-o", "lan", "-j", "ACCEPT"],
+            )?;
+            // Router B stays, without a LAN, so that the names are the same in every
+            // layout; it has a WAN address but no host.
+            self.setup_router(&n[ROUTER_B], self.lab.b, "192.168.2.2", false)?;
         }
         Ok(())
     }
 
-    fn setup_router(&self, ns: &str) -> Result<(), String> {
+    /// IPv6, no NAT: the internet 2001:db8:77::/64, LAN A 2001:db8:1::/64, LAN B
+    /// 2001:db8:2::/64 (global scope: nodes treat them as public), routes between
+    /// them through the routers, stateful firewalls on the routers.
+    fn build_v6(&self) -> Result<(), String> {
+        let n = &self.names;
+        ip(&["-n", &n[INTERNET], "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &n[INTERNET], "link", "set", "br0", "up"])?;
+        for (port, ns, dev, addr) in [
+            ("p-pub", PUB, "eth0", "2001:db8:77::1/64"),
+            ("p-ra", ROUTER_A, "wan", "2001:db8:77::2/64"),
+            ("p-rb", ROUTER_B, "wan", "2001:db8:77::3/64"),
+        ] {
+            veth(&n[INTERNET], port, &n[ns], dev)?;
+            ip(&["-n", &n[INTERNET], "link", "set", port, "master", "br0"])?;
+            ip(&["-n", &n[INTERNET], "link", "set", port, "up"])?;
+            // `nodad`: usable at once (no duplicate address detection delay).
+            ip(&["-n", &n[ns], "addr", "add", addr, "dev", dev, "nodad"])?;
+            ip(&["-n", &n[ns], "link", "set", dev, "up"])?;
+        }
+        let lan_a = "2001:db8:1::/64";
+        let lan_b = "2001:db8:2::/64";
+        ip(&[
+            "-n",
+            &n[PUB],
+            "-6",
+            "route",
+            "add",
+            lan_a,
+            "via",
+            "2001:db8:77::2",
+        ])?;
+        ip(&[
+            "-n",
+            &n[PUB],
+            "-6",
+            "route",
+            "add",
+            lan_b,
+            "via",
+            "2001:db8:77::3",
+        ])?;
+        ip(&[
+            "-n",
+            &n[ROUTER_A],
+            "-6",
+            "route",
+            "add",
+            lan_b,
+            "via",
+            "2001:db8:77::3",
+        ])?;
+        ip(&[
+            "-n",
+            &n[ROUTER_B],
+            "-6",
+            "route",
+            "add",
+            lan_a,
+            "via",
+            "2001:db8:77::2",
+        ])?;
+        for (router, host, lan, addr) in [
+            (ROUTER_A, HOST_A, "2001:db8:1::1/64", "2001:db8:1::2/64"),
+            (ROUTER_B, HOST_B, "2001:db8:2::1/64", "2001:db8:2::2/64"),
+        ] {
+            veth(&n[router], "lan", &n[host], "eth0")?;
+            ip(&["-n", &n[router], "addr", "add", lan, "dev", "lan", "nodad"])?;
+            ip(&["-n", &n[router], "link", "set", "lan", "up"])?;
+            ip(&["-n", &n[host], "addr", "add", addr, "dev", "eth0", "nodad"])?;
+            ip(&["-n", &n[host], "link", "set", "eth0", "up"])?;
+            let gw = &lan[..lan.len() - 3];
+            ip(&["-n", &n[host], "-6", "route", "add", "default", "via", gw])?;
+            let ns = &n[router];
+            within_ns(ns, || {
+                std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+                    .map_err(|e| format!("ipv6 forwarding in {ns}: {e}"))
+            })??;
+            let est = "ESTABLISHED,RELATED";
+            let rules: [&[&str]; 3] = [
+                &["-P", "FORWARD", "DROP"],
+                &["-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT"],
+                &[
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    "wan",
+                    "-o",
+                    "lan",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    est,
+                    "-j",
+                    "ACCEPT",
+                ],
+            ];
+            for rule in rules {
+                run(ns_cmd(ns, tool("ip6tables")).args(["-w", "5"]).args(rule))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// NAT and filtering on a router with interfaces `lan` and `wan`; `host` is the
+    /// (only) LAN address a full-cone router forwards to.
+    fn setup_router(
+        &self,
+        ns: &str,
+        kind: NatKind,
+        host: &str,
+        block_udp: bool,
+    ) -> Result<(), String> {
         within_ns(ns, || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| format!("ip_forward in {ns}: {e}"))
@@ -191,7 +453,7 @@ impl Topology {
             "-j",
             "MASQUERADE",
         ];
-        if self.nat == NatKind::RandomFully {
+        if kind == NatKind::RandomFully {
             masquerade.push("--random-fully");
         }
         let est = "ESTABLISHED,RELATED";
@@ -233,12 +495,81 @@ impl Topology {
         for rule in rules {
             iptables(ns, rule)?;
         }
+        if block_udp {
+            iptables(
+                ns,
+                &[
+                    "-I", "FORWARD", "-i", "lan", "-o", "wan", "-p", "udp", "-j", "DROP",
+                ],
+            )?;
+        }
+        if kind == NatKind::FullCone {
+            // What the full-cone set let in (DNAT to the host) is forwarded too.
+            iptables(
+                ns,
+                &[
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    "wan",
+                    "-o",
+                    "lan",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "DNAT",
+                    "-j",
+                    "ACCEPT",
+                ],
+            )?;
+            let ruleset = [
+                "table ip fullcone {",
+                "  set mapped { type inet_proto . inet_service; flags dynamic,timeout; timeout 120s; }",
+                "  chain track { type filter hook forward priority -10; policy accept;",
+                "    iifname \"lan\" oifname \"wan\" update @mapped { meta l4proto . th sport }",
+                "  }",
+                "  chain open { type nat hook prerouting priority -110; policy accept;",
+                &format!("    iifname \"wan\" meta l4proto . th dport @mapped dnat to {host}"),
+                "  }",
+                "}",
+                "",
+            ]
+            .join("\n");
+            nft(ns, &ruleset)?;
+        }
         Ok(())
     }
 
-    /// The NAT kind the routers use.
+    /// The NAT kind router A uses (both, for [`Topology::new`]).
     pub(crate) fn nat(&self) -> NatKind {
-        self.nat
+        self.lab.a
+    }
+
+    /// What this lab was built from.
+    pub(crate) fn lab(&self) -> Lab {
+        self.lab
+    }
+
+    /// The router a host is behind (`None` for the public host): with
+    /// [`Layout::SameRouter`] both are behind router A.
+    pub(crate) fn router_of(&self, host: Host) -> Option<Router> {
+        match (host, self.lab.layout) {
+            (Host::B, Layout::SameRouter) => Some(Router::A),
+            _ => host.router(),
+        }
+    }
+
+    /// A host's own address, IPv6 in [`Layout::Ipv6Firewall`] (else as [`Topology::ip`]).
+    pub(crate) fn host_ip(&self, host: Host) -> std::net::IpAddr {
+        if self.lab.layout == Layout::Ipv6Firewall {
+            let last = match host {
+                Host::Pub => return "2001:db8:77::1".parse().unwrap(),
+                Host::A => 1,
+                Host::B => 2,
+            };
+            return std::net::Ipv6Addr::new(0x2001, 0xdb8, last, 0, 0, 0, 0, 2).into();
+        }
+        self.ip(host).into()
     }
 
     /// The namespace of a host.
@@ -263,17 +594,19 @@ impl Topology {
         &self.names[INTERNET]
     }
 
-    /// A host's own address (private for A and B).
+    /// A host's IPv4 address (private for A and B; none in [`Layout::Ipv6Firewall`],
+    /// see [`Topology::host_ip`]).
     pub(crate) fn ip(&self, host: Host) -> Ipv4Addr {
         match host {
             Host::Pub => Ipv4Addr::new(10, 77, 0, 1),
             Host::A => Ipv4Addr::new(192, 168, 1, 2),
+            Host::B if self.lab.layout == Layout::SameRouter => Ipv4Addr::new(192, 168, 1, 3),
             Host::B => Ipv4Addr::new(192, 168, 2, 2),
         }
     }
 
     /// A router's public (WAN) address: what the internet sees as the source of its
-    /// host's packets.
+    /// host's packets (router A's carrier's with [`Layout::DoubleNat`]).
     pub(crate) fn wan_ip(&self, router: Router) -> Ipv4Addr {
         match router {
             Router::A => Ipv4Addr::new(10, 77, 0, 2),
@@ -440,6 +773,58 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 fn iptables(ns: &str, args: &[&str]) -> Result<(), String> {
     run(ns_cmd(ns, tool("iptables")).args(["-w", "5"]).args(args))
+}
+
+/// Loads an nftables ruleset (`nft -f -`) in namespace `ns`.
+fn nft(ns: &str, ruleset: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = ns_cmd(ns, tool("nft"))
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| format!("nft stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft in {ns} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether this machine can build the full-cone router (`nft` present and a dynamic
+/// set loads in a throwaway namespace); checked once per process.
+pub(crate) fn full_cone_available() -> Result<(), String> {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            Topology::available()?;
+            let name = format!(
+                "meshprobe-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            ip(&["netns", "add", &name])?;
+            let result = nft(
+                &name,
+                "table ip t {\n set s { type inet_proto . inet_service; flags dynamic,timeout; timeout 1s; }\n}\n",
+            );
+            let _ = ip(&["netns", "del", &name]);
+            result
+        })
+        .clone()
 }
 
 /// A veth pair with one end in each namespace (never in the machine's own).
