@@ -38,6 +38,7 @@ pub mod build;
 mod commands;
 pub mod config;
 mod dht;
+pub mod discovery_trace;
 pub mod event;
 mod events;
 mod find_peer;
@@ -54,6 +55,7 @@ pub mod router;
 pub mod stats;
 pub mod status;
 pub mod store;
+mod swarm_marker;
 pub mod transport;
 mod view;
 mod waiting;
@@ -80,7 +82,7 @@ pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
-pub use status::{PeerInfo, Status};
+pub use status::{PeerInfo, RoutingEntry, Status};
 pub use store::SharedAdverts;
 
 use crate::advert_store::DurableStore;
@@ -168,6 +170,8 @@ pub struct Node {
     waiting: Waiting,
     router: Router,
     groups: Groups,
+    /// The duplicate, age and rate checks of markers to swarms.
+    swarm_markers: swarm_marker::SwarmMarkers,
     relays: Relays,
     idle: Idle,
     /// Other peers' provider records held in the mesh DHT.
@@ -294,6 +298,7 @@ impl Node {
             waiting: Waiting::default(),
             router: Router::new(key.clone(), config.route, config.signal),
             groups: Groups::new(key.clone(), group_config),
+            swarm_markers: swarm_marker::SwarmMarkers::new(),
             key,
             relays,
             idle: Idle::new(&config),
