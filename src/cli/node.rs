@@ -43,6 +43,10 @@ pub(crate) struct RunArgs {
     /// Kademlia mode: auto (follow AutoNAT), server or client.
     #[arg(long, value_name = "auto|server|client")]
     kad_mode: Option<String>,
+    /// Keep loopback and private addresses of peers in the Amino routing table (config
+    /// `amino_private_addrs`; by default only public addresses enter it).
+    #[arg(long)]
+    amino_private_addrs: bool,
     /// Run a circuit relay v2 server (with relay admission).
     #[arg(long)]
     relay_server: bool,
@@ -149,6 +153,7 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    c.amino_private_addrs |= args.amino_private_addrs;
     if let Some(n) = args.max_relays {
         c.max_relays = n;
     }

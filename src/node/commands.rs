@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub, kad};
-use mesh_core::{Artifact, ErrorCode, MeshError, MeshResult, Timestamp, TraceEvent, TraceEventType};
+use mesh_core::{
+    Artifact, ErrorCode, MeshError, MeshResult, Timestamp, TraceEvent, TraceEventType,
+};
 use mesh_signal::group::DiscoveryKey;
 
 use super::api::{Command, Dht, HandleError, Target, answer};
@@ -272,9 +274,8 @@ impl Node {
                 )
             })?;
         self.emit_trace(
-            TraceEvent::new(TraceEventType::SignalMarkerSent, self.node_id, now).with_detail(
-                serde_json::json!({"swarm": key.to_hex(), "message/id": id}),
-            ),
+            TraceEvent::new(TraceEventType::SignalMarkerSent, self.node_id, now)
+                .with_detail(serde_json::json!({"swarm": key.to_hex(), "message/id": id})),
         );
         Ok(id)
     }

@@ -81,7 +81,9 @@ pub(crate) fn scope_amino_entry(
         .collect();
     let mut dropped = 0;
     for a in unworthy {
-        if !configured.contains(a) {
+        // Kademlia keeps addresses with `/p2p/<peer>`.
+        if !configured.contains(&addrs::without_peer(a)) {
+            tracing::debug!(%peer, addr = %a, "not for the Amino routing table");
             b.amino.remove_address(peer, a);
             dropped += 1;
         }

@@ -74,8 +74,8 @@ pub fn rejected(
 ) -> TraceEvent {
     let mut detail = error.to_json();
     detail["source"] = source.as_str().into();
-    let e = TraceEvent::new(TraceEventType::AdvertisementRejected, me, now.clone())
-        .with_detail(detail);
+    let e =
+        TraceEvent::new(TraceEventType::AdvertisementRejected, me, now.clone()).with_detail(detail);
     match peer {
         Some(p) => e.with_peer(p),
         None => e,
@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(f.peer, Some(peer.to_string()));
         let e = MeshError::new(ErrorCode::AdvStaleSeq, "old");
         assert!(is_about_advert(&e));
-        assert!(!is_about_advert(&MeshError::new(ErrorCode::TransportRejected, "slow down")));
+        assert!(!is_about_advert(&MeshError::new(
+            ErrorCode::TransportRejected,
+            "slow down"
+        )));
         let r = rejected(me, None, &e, Source::Peer, &now);
         let d = r.detail.unwrap();
         assert_eq!(d["error/code"], "E_ADV_STALE_SEQ");

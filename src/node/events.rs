@@ -486,7 +486,14 @@ impl Node {
                 }
                 self.stats.advert_stored("push");
                 let me = self.node_id;
-                self.emit_trace(fetched(me, Some(peer), &node, sequence_no, Source::Peer, &now));
+                self.emit_trace(fetched(
+                    me,
+                    Some(peer),
+                    &node,
+                    sequence_no,
+                    Source::Peer,
+                    &now,
+                ));
                 self.advert_stored(node, sequence_no);
             }
             mesh_advert::Event::Response {
@@ -537,7 +544,9 @@ impl Node {
                 .iter()
                 .filter(|a| {
                     dht::amino_worthy(a, keep)
-                        || configured.iter().any(|c| addrs::without_peer(c) == **a)
+                        || configured
+                            .iter()
+                            .any(|c| addrs::without_peer(c) == addrs::without_peer(a))
                 })
                 .cloned()
                 .collect()

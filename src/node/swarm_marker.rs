@@ -170,22 +170,32 @@ mod tests {
         let mut m = SwarmMarkers::new();
         let other = DiscoveryKey::from_name("another party");
         let env = envelope(&key, &other, "msg:2", "x", &now).unwrap();
-        let e = m.receive(&me, &swarm, author, &env.to_cbor(), &now).unwrap_err();
+        let e = m
+            .receive(&me, &swarm, author, &env.to_cbor(), &now)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         assert_eq!(acceptance(&e), gossipsub::MessageAcceptance::Reject);
         let env = envelope(&key, &swarm, "msg:3", "x", &now).unwrap();
         let stranger = Some(PeerId::random());
-        let e = m.receive(&me, &swarm, stranger, &env.to_cbor(), &now).unwrap_err();
+        let e = m
+            .receive(&me, &swarm, stranger, &env.to_cbor(), &now)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::SigUnknownSigner);
         let old = envelope(&key, &swarm, "msg:4", "x", &now.plus_secs(-3600)).unwrap();
-        let e = m.receive(&me, &swarm, author, &old.to_cbor(), &now).unwrap_err();
+        let e = m
+            .receive(&me, &swarm, author, &old.to_cbor(), &now)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::HsReplay);
         // A point-to-point envelope (with a recipient, no swarm) is not a swarm marker.
         let p2p = mesh_session::marker::envelope(&key, me, "msg:5", "x", &now).unwrap();
-        let e = m.receive(&me, &swarm, author, &p2p.to_cbor(), &now).unwrap_err();
+        let e = m
+            .receive(&me, &swarm, author, &p2p.to_cbor(), &now)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         // Tampered bytes do not verify.
-        let mut bytes = envelope(&key, &swarm, "msg:6", "x", &now).unwrap().to_cbor();
+        let mut bytes = envelope(&key, &swarm, "msg:6", "x", &now)
+            .unwrap()
+            .to_cbor();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         assert!(m.receive(&me, &swarm, author, &bytes, &now).is_err());

@@ -44,7 +44,6 @@ use serde_json::{Value, json};
 
 use crate::ahead::{Ahead, Job};
 use crate::artifacts::verify_set;
-use mesh_core::families::CORE_MESSAGING;
 use crate::config::Config;
 use crate::event::{Event, Session};
 use crate::governor::{Action, Governor};
@@ -56,6 +55,7 @@ use crate::secret::{
     parse_session_pub,
 };
 use crate::transport::TransportProfile;
+use mesh_core::families::CORE_MESSAGING;
 
 /// What the caller carries out, in order.
 #[derive(Debug)]
