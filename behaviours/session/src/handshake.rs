@@ -43,7 +43,7 @@ use mesh_core::{
 use serde_json::{Value, json};
 
 use crate::ahead::{Ahead, Job};
-use crate::artifacts::verify_set;
+use crate::artifacts::{unproven, verify_set};
 use crate::config::Config;
 use crate::event::{Event, Session};
 use crate::governor::{Action, Governor};
@@ -110,17 +110,6 @@ struct Deriving {
     at: Timestamp,
     transport: TransportProfile,
     peer_transport: Option<TransportProfile>,
-}
-
-/// The capabilities `ad` lists that were not accepted (no matching, unexpired,
-/// verifying passport), at most 32 of at most 256 bytes each.
-fn unproven(ad: &CapabilityAdvertisement, accepted: &[String]) -> Vec<String> {
-    ad.capabilities()
-        .iter()
-        .filter(|c| !accepted.contains(c) && !c.is_empty() && c.len() <= 256)
-        .take(32)
-        .cloned()
-        .collect()
 }
 
 fn is_hard(code: ErrorCode) -> bool {

@@ -396,7 +396,11 @@ fn peer_status_carries_what_the_session_learned() {
     let facts = PeerFacts {
         display_name: Some("seed-alpha".into()),
         endpoint_url: Some("multiaddr:/ip4/192.0.2.1/tcp/4001/p2p/12D3KooW".into()),
-        supported: vec!["core/messaging".into(), "core/discovery".into(), String::new()],
+        supported: vec![
+            "core/messaging".into(),
+            "core/discovery".into(),
+            String::new(),
+        ],
         missing: vec!["core/relay".into()],
     };
     let s = g.peer_status_with(&n[0], &facts, &t(0)).unwrap();
