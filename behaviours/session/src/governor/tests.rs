@@ -418,7 +418,12 @@ fn peer_status_carries_what_the_session_learned() {
     assert_eq!(s["missing_capabilities"], json!(["core/relay"]));
     assert_eq!(s["capability_missing_count"], 1);
     assert_eq!(s["quality_status"], "capability_limited");
-    assert!(s["score"].as_u64().unwrap() < 70);
+    let plain = g.peer_status(&n[0], &t(0)).unwrap();
+    assert_eq!(plain["quality_status"], "healthy");
+    assert_eq!(
+        s["score"].as_u64().unwrap() + 10,
+        plain["score"].as_u64().unwrap()
+    );
     // A handshake refused for want of core/messaging: shown until a session.
     g.capabilities_missing(&n[1], &["core/messaging".into()]);
     let s = g.peer_status(&n[1], &t(0)).unwrap();
