@@ -25,6 +25,7 @@
 //! | `POST /swarm/join` | `{"key": 64 hex digits or a name}` | `{"swarm", "joined", "cid"}` |
 //! | `POST /swarm/leave` | `{"key"}` | `{"swarm", "left"}` |
 //! | `POST /swarm/members` | `{"key"}` | `{"swarm", "members": [{"node", "addrs", "expires_at"}]}` |
+//! | `POST /swarm/marker` | `{"key", "text"}` | `{"swarm", "message_id"}` once published on the swarm's topic |
 //! | `POST /signal` | `{"node_id", "data_b64", "content_type"?}` | `{"correlation"}` once the setup payload went out |
 
 use std::path::{Path, PathBuf};
@@ -168,6 +169,18 @@ async fn marker(State(h): State<NodeHandle>, Json(b): Json<MarkerBody>) -> ApiRe
     Ok(Json(json!({"message_id": id})))
 }
 
+#[derive(Deserialize)]
+struct SwarmMarkerBody {
+    key: String,
+    text: String,
+}
+
+async fn swarm_marker(State(h): State<NodeHandle>, Json(b): Json<SwarmMarkerBody>) -> ApiResult {
+    let key = DiscoveryKey::parse(&b.key);
+    let id = h.send_swarm_marker(key, b.text).await?;
+    Ok(Json(json!({"swarm": key.to_hex(), "message_id": id})))
+}
+
 async fn subscribe(State(h): State<NodeHandle>, Json(b): Json<TopicBody>) -> ApiResult {
     let new = h.subscribe(b.topic).await?;
     Ok(Json(json!({"subscribed": new})))
@@ -263,6 +276,7 @@ pub fn control_router(handle: NodeHandle, auth: ControlAuth) -> Router {
         .route("/swarm/join", post(swarm_join))
         .route("/swarm/leave", post(swarm_leave))
         .route("/swarm/members", post(swarm_members))
+        .route("/swarm/marker", post(swarm_marker))
         .route("/signal", post(signal))
         .route("/relay/grants", get(relay_grants))
         .route("/relay/revoke", post(relay_revoke))

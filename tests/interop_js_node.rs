@@ -51,6 +51,8 @@ impl Ours {
             ],
             bootstrap: Bootstrap::Named(BootstrapName::None),
             kad_mode: KadMode::Server,
+            // Amino peer routing among loopback peers needs their loopback addresses.
+            amino_private_addrs: true,
             ..NodeConfig::default()
         };
         let (mut node, handle, events) = Node::new(

@@ -29,6 +29,8 @@ async fn start() -> Running {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
         kad_mode: KadMode::Server,
+        // Amino provider records between loopback nodes need their loopback addresses.
+        amino_private_addrs: true,
         ..NodeConfig::default()
     };
     let key = NodeKeypair::generate();

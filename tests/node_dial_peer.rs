@@ -51,6 +51,8 @@ async fn start_keyed(
         },
         kad_mode,
         autonat: false,
+        // Every address here is a loopback one: Amino must keep them.
+        amino_private_addrs: true,
         ..NodeConfig::default()
     };
     let trace = Arc::new(MemoryTrace::new(4096));
@@ -119,6 +121,7 @@ fn cli_args<'a>(bootstrap: &'a str, kad_mode: &'a str) -> Vec<&'a str> {
         "--kad-mode",
         kad_mode,
         "--no-autonat",
+        "--amino-private-addrs",
         "--events",
     ]
 }

@@ -231,6 +231,7 @@ fn metrics_show_libmesh_traffic_and_the_dashboard_names_only_exported_metrics() 
             "none",
             "--kad-mode",
             "server",
+            "--amino-private-addrs",
             "--events",
             "--relay-server",
             "--admission",

@@ -172,10 +172,40 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
         AdvertCommand::Lookup { node_id, from, tls } => {
             let node = NodeId::parse(&node_id).map_err(MeshError::from)?;
             let advert = rt.block_on(lookup(ctx, node, &from, &tls))?;
+            trace_lookup(ctx, &from, Ok(&advert));
             print_json(&advert.to_json());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Traces what a lookup brought (with `--trace`): `advertisement/fetched` for a
+/// verified advertisement, `advertisement/rejected` with its code for a directory's
+/// answer that failed verification (`Err`).
+fn trace_lookup(ctx: &Ctx, from: &str, result: Result<&NodeAdvertisement, &MeshError>) {
+    use libmesh::node::discovery_trace::{Source, fetched, rejected};
+    if !ctx.trace.enabled() {
+        return;
+    }
+    let now = Timestamp::now();
+    let Ok(me) = IdentityStore::new(&ctx.data_dir).load_or_generate(&now) else {
+        return;
+    };
+    let me = me.keypair.node_id();
+    let source = if is_url(from) {
+        Source::Directory
+    } else {
+        Source::Peer
+    };
+    let peer = from
+        .parse::<libp2p::Multiaddr>()
+        .ok()
+        .and_then(|a| libmesh::node::Target::Addr(a).peer());
+    let event = match result {
+        Ok(ad) => fetched(me, peer, &ad.node_id(), ad.sequence_no(), source, &now),
+        Err(e) => rejected(me, peer, e, source, &now),
+    };
+    ctx.trace.emit(&event);
 }
 
 /// Where a signed artifact goes: a directory (`PUT /adv/{node-id}`, through the
@@ -279,14 +309,19 @@ async fn lookup(
         if r.status != StatusCode::OK {
             return Err(refusal(r.status, &body));
         }
-        let advert = NodeAdvertisement::verify_json(body, &now)?;
-        if advert.node_id() != node {
-            return Err(MeshError::invalid(
-                "the directory answered with another node's advertisement",
-            )
-            .into());
+        let advert = NodeAdvertisement::verify_json(body, &now).and_then(|a| {
+            if a.node_id() == node {
+                Ok(a)
+            } else {
+                Err(MeshError::invalid(
+                    "the directory answered with another node's advertisement",
+                ))
+            }
+        });
+        if let Err(e) = &advert {
+            trace_lookup(ctx, from, Err(e));
         }
-        return Ok(advert);
+        return Ok(advert?);
     }
     let target: libp2p::Multiaddr = from
         .parse()

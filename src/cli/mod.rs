@@ -171,16 +171,10 @@ pub(crate) fn main() -> ExitCode {
             "/dial",
             Some(json!({"target": target})),
         ),
-        Command::Marker {
-            command: node::MarkerCommand::Send { target, text },
-            client,
-        } => node::call(
-            &ctx,
-            &client,
-            Method::POST,
-            "/marker",
-            Some(json!({"target": target, "text": text})),
-        ),
+        Command::Marker { command, client } => match command.request() {
+            Ok((path, body)) => node::call(&ctx, &client, Method::POST, path, Some(body)),
+            Err(e) => Err(e.into()),
+        },
         Command::Gossip { command, client } => match command {
             node::GossipCommand::Subscribe { topic } => node::call(
                 &ctx,

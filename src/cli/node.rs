@@ -43,6 +43,10 @@ pub(crate) struct RunArgs {
     /// Kademlia mode: auto (follow AutoNAT), server or client.
     #[arg(long, value_name = "auto|server|client")]
     kad_mode: Option<String>,
+    /// Keep loopback and private addresses of peers in the Amino routing table (config
+    /// `amino_private_addrs`; by default only public addresses enter it).
+    #[arg(long)]
+    amino_private_addrs: bool,
     /// Run a circuit relay v2 server (with relay admission).
     #[arg(long)]
     relay_server: bool,
@@ -149,6 +153,7 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
         };
     }
     c.relay_server |= args.relay_server;
+    c.amino_private_addrs |= args.amino_private_addrs;
     if let Some(n) = args.max_relays {
         c.max_relays = n;
     }
@@ -393,13 +398,43 @@ pub(crate) struct ClientArgs {
 /// `meshd marker …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum MarkerCommand {
-    /// Send a signed signal-marker envelope (`marker/ref` = TEXT) to TARGET.
+    /// Send a signed signal-marker envelope (`marker/ref` = TEXT) to TARGET, or with
+    /// `--swarm KEY TEXT` to every member of a swarm the node is in.
     Send {
-        /// Node id, peer id or multiaddr.
-        target: String,
-        /// The marker reference.
-        text: String,
+        /// TARGET (node id, peer id or multiaddr) and TEXT (the marker reference); with
+        /// --swarm, TEXT alone.
+        #[arg(required = true, num_args = 1..=2, value_names = ["TARGET", "TEXT"])]
+        args: Vec<String>,
+        /// Send to the discovery-key swarm KEY (64 hex digits, or a name that is hashed
+        /// into a key) on its gossipsub topic instead of one target.
+        #[arg(long, value_name = "KEY")]
+        swarm: Option<String>,
     },
+}
+
+impl MarkerCommand {
+    /// The control call of `marker send`: its path and body (`E_PROTO_INVALID` when
+    /// the arguments do not fit: TARGET TEXT, or TEXT with --swarm).
+    pub(crate) fn request(self) -> Result<(&'static str, serde_json::Value), MeshError> {
+        let MarkerCommand::Send { mut args, swarm } = self;
+        match (swarm, args.len()) {
+            (Some(key), 1) => Ok((
+                "/swarm/marker",
+                serde_json::json!({"key": key, "text": args.remove(0)}),
+            )),
+            (None, 2) => {
+                let text = args.remove(1);
+                Ok((
+                    "/marker",
+                    serde_json::json!({"target": args.remove(0), "text": text}),
+                ))
+            }
+            (Some(_), _) => Err(MeshError::invalid(
+                "marker send --swarm KEY takes TEXT alone",
+            )),
+            (None, _) => Err(MeshError::invalid("marker send takes TARGET TEXT")),
+        }
+    }
 }
 
 /// `meshd gossip …`.

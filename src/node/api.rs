@@ -15,7 +15,7 @@ use mesh_signal::group::DiscoveryKey;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::status::{PeerInfo, Status};
+use super::status::{PeerInfo, RoutingEntry, Status};
 
 /// Largest setup payload [`super::NodeHandle::send_signal`] takes, bytes (before base64).
 pub const MAX_SETUP_BYTES: usize = mesh_core::families::MAX_SETUP_B64 / 4 * 3;
@@ -313,6 +313,15 @@ pub(crate) enum Command {
     },
     Peers {
         reply: Reply<Vec<PeerInfo>>,
+    },
+    RoutingTable {
+        dht: Dht,
+        reply: Reply<Vec<RoutingEntry>>,
+    },
+    SendSwarmMarker {
+        key: DiscoveryKey,
+        text: String,
+        reply: Reply<String>,
     },
     Shutdown,
 }

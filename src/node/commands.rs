@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub, kad};
-use mesh_core::{ErrorCode, MeshError, MeshResult, Timestamp};
+use mesh_core::{
+    Artifact, ErrorCode, MeshError, MeshResult, Timestamp, TraceEvent, TraceEventType,
+};
 use mesh_signal::group::DiscoveryKey;
 
 use super::api::{Command, Dht, HandleError, Target, answer};
@@ -158,7 +160,13 @@ impl Node {
                 let _ = reply.send(Ok(report::of(self)));
             }
             Command::Peers { reply } => {
-                let _ = reply.send(Ok(report::peers(&self.swarm, &self.waiting)));
+                let _ = reply.send(Ok(report::peers(self)));
+            }
+            Command::RoutingTable { dht, reply } => {
+                let _ = reply.send(Ok(report::routing_table(self, dht)));
+            }
+            Command::SendSwarmMarker { key, text, reply } => {
+                answer(reply, self.send_swarm_marker(key, &text));
             }
             Command::Shutdown => {}
         }
@@ -242,6 +250,34 @@ impl Node {
             ),
             After::Route(_) => {}
         }
+    }
+
+    /// Sends a marker to swarm `key` on its topic (see `swarm_marker`); its `message/id`.
+    fn send_swarm_marker(&mut self, key: DiscoveryKey, text: &str) -> MeshResult<String> {
+        if !self.groups.is_joined(&key) {
+            return Err(MeshError::invalid(format!(
+                "not in swarm {key}: join it first (`meshd swarm join`)"
+            )));
+        }
+        let now = Timestamp::now();
+        let id = format!("msg:{}", hex::encode(rand_id()));
+        let env = super::swarm_marker::envelope(&self.key, &key, &id, text, &now)?;
+        let topic = gossipsub::IdentTopic::new(key.topic());
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, env.to_cbor())
+            .map_err(|e| {
+                MeshError::new(
+                    ErrorCode::TransportUnavailable,
+                    format!("marker to swarm {key}: {e}"),
+                )
+            })?;
+        self.emit_trace(
+            TraceEvent::new(TraceEventType::SignalMarkerSent, self.node_id, now)
+                .with_detail(serde_json::json!({"swarm": key.to_hex(), "message/id": id})),
+        );
+        Ok(id)
     }
 
     /// Joins group `key`: the table, the topic, the provider records, the first

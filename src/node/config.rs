@@ -255,6 +255,9 @@ pub struct NodeConfig {
     pub bootstrap: Bootstrap,
     /// Kademlia mode of both DHTs.
     pub kad_mode: KadMode,
+    /// Keep loopback and private addresses of peers in the Amino (public) routing
+    /// table; by default only public addresses and names enter it.
+    pub amino_private_addrs: bool,
     /// Run a circuit relay v2 server.
     pub relay_server: bool,
     /// Relay candidates (each `…/p2p/<relay peer id>`): the node asks them for
@@ -327,6 +330,7 @@ impl Default for NodeConfig {
             seeds: Vec::new(),
             bootstrap: Bootstrap::Named(BootstrapName::Public),
             kad_mode: KadMode::Auto,
+            amino_private_addrs: false,
             relay_server: false,
             relays: Vec::new(),
             relay_tiers: std::collections::BTreeMap::new(),

@@ -2,7 +2,7 @@
 //! behaviour: peers that serve a DHT (identify says so) with their direct addresses,
 //! and the addresses of verified advertisements for peers already in the mesh DHT.
 
-use libp2p::{PeerId, identify, kad};
+use libp2p::{Multiaddr, PeerId, identify, kad};
 use mesh_advert::AdvertStore;
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
@@ -10,16 +10,32 @@ use super::addrs;
 use super::behaviour::MeshBehaviour;
 use super::build::speaks;
 use super::router::plan::is_circuit;
+use super::router::policy::{Scope, ip_of, scope};
 use super::store::SharedAdverts;
 
-/// identify told us a peer's protocols and listen addresses: feed both DHTs. A peer
-/// that does not serve a DHT (a Kademlia client) leaves that DHT's routing table:
-/// queries would dial it for nothing, and it would be handed to others as a peer to
-/// ask. Whether the peer serves the mesh DHT.
+/// Whether `addr` may enter the Amino (public) routing table: a public address or a
+/// name (DNS); loopback and private or link-local ones only with `keep_private`
+/// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands
+/// its table to strangers, to whom our LAN and loopback addresses are useless at best
+/// and a map of our network at worst.
+pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
+    match ip_of(addr).map(scope) {
+        None | Some(Scope::Public) => true,
+        Some(Scope::Loopback | Scope::Private) => keep_private,
+        Some(Scope::Unroutable) => false,
+    }
+}
+
+/// identify told us a peer's protocols and listen addresses: feed both DHTs (Amino
+/// only with the addresses [`amino_worthy`] passes). A peer that does not serve a DHT
+/// (a Kademlia client) leaves that DHT's routing table: queries would dial it for
+/// nothing, and it would be handed to others as a peer to ask. Whether the peer serves
+/// the mesh DHT.
 pub(crate) fn learn_from_identify(
     b: &mut MeshBehaviour,
     peer: PeerId,
     info: &identify::Info,
+    amino_private: bool,
 ) -> bool {
     let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
     let mesh = speaks(&info.protocols, &mesh_advert::kad::KAD_PROTOCOL);
@@ -31,7 +47,7 @@ pub(crate) fn learn_from_identify(
     }
     let direct = info.listen_addrs.iter().filter(|a| !is_circuit(a));
     for addr in direct.map(addrs::without_peer) {
-        if amino {
+        if amino && amino_worthy(&addr, amino_private) {
             b.amino.add_address(&peer, addr.clone());
         }
         if mesh {
@@ -39,6 +55,40 @@ pub(crate) fn learn_from_identify(
         }
     }
     mesh
+}
+
+/// Amino's routing table took `addrs` for `peer` (Kademlia adds the address it dialed
+/// a peer at by itself): drops those [`amino_worthy`] refuses, except addresses the
+/// operator configured (`configured`, the bootstrap list). How many it dropped.
+pub(crate) fn scope_amino_entry(
+    b: &mut MeshBehaviour,
+    peer: &PeerId,
+    addrs: &[Multiaddr],
+    configured: impl Fn() -> Vec<Multiaddr>,
+    amino_private: bool,
+) -> usize {
+    let unworthy: Vec<&Multiaddr> = addrs
+        .iter()
+        .filter(|a| !amino_worthy(a, amino_private))
+        .collect();
+    if unworthy.is_empty() {
+        return 0;
+    }
+    let configured: Vec<Multiaddr> = configured()
+        .iter()
+        .filter(|a| a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(*peer)))
+        .map(addrs::without_peer)
+        .collect();
+    let mut dropped = 0;
+    for a in unworthy {
+        // Kademlia keeps addresses with `/p2p/<peer>`.
+        if !configured.contains(&addrs::without_peer(a)) {
+            tracing::debug!(%peer, addr = %a, "not for the Amino routing table");
+            b.amino.remove_address(peer, a);
+            dropped += 1;
+        }
+    }
+    dropped
 }
 
 /// A node's verified advertisement: its addresses go to the mesh DHT's routing table,
@@ -105,4 +155,29 @@ pub(crate) fn remember_stored(
         cursor = page.next;
     }
     taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amino_worthy;
+
+    #[test]
+    fn amino_takes_public_addresses_and_names_only() {
+        let ok = |s: &str, keep| amino_worthy(&s.parse().unwrap(), keep);
+        assert!(ok("/ip4/203.0.113.7/tcp/4001", false));
+        assert!(ok("/ip6/2001:db8::1/udp/4001/quic-v1", false));
+        assert!(ok("/dns4/example.org/tcp/443/wss", false));
+        for private in [
+            "/ip4/127.0.0.1/tcp/4001",
+            "/ip4/10.1.2.3/tcp/4001",
+            "/ip4/192.168.1.5/udp/4001/quic-v1",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip6/::1/tcp/4001",
+            "/ip6/fe80::1/tcp/4001",
+        ] {
+            assert!(!ok(private, false), "{private} filtered by default");
+            assert!(ok(private, true), "{private} kept with the switch");
+        }
+        assert!(!ok("/ip4/0.0.0.0/tcp/4001", true));
+    }
 }

@@ -106,6 +106,20 @@ pub enum NodeEvent {
         /// Its `marker/ref`.
         marker_ref: String,
     },
+    /// A verified signal-marker envelope to a swarm this node is in arrived on the
+    /// swarm's topic.
+    SwarmMarkerReceived {
+        /// The swarm.
+        swarm: mesh_signal::group::DiscoveryKey,
+        /// The author (the gossipsub message's signed source; the signer's peer id).
+        peer: PeerId,
+        /// The signing participant.
+        participant: String,
+        /// Its `message/id`.
+        message_id: String,
+        /// Its `marker/ref`.
+        marker_ref: String,
+    },
     /// A gossipsub message passed validation.
     GossipMessage {
         /// The topic.
@@ -231,6 +245,16 @@ impl NodeEvent {
             } => json!({
                 "event": "marker-received", "peer": peer.to_string(), "participant": participant,
                 "message_id": message_id, "marker_ref": marker_ref,
+            }),
+            NodeEvent::SwarmMarkerReceived {
+                swarm,
+                peer,
+                participant,
+                message_id,
+                marker_ref,
+            } => json!({
+                "event": "marker-received", "swarm": swarm.to_hex(), "peer": peer.to_string(),
+                "participant": participant, "message_id": message_id, "marker_ref": marker_ref,
             }),
             NodeEvent::GossipMessage {
                 topic,

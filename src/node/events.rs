@@ -13,7 +13,7 @@ use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
 
 use super::behaviour::MeshBehaviourEvent;
 use super::view::Now;
-use super::{Node, NodeEvent, dht, router};
+use super::{Node, NodeEvent, addrs, dht, router};
 
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -141,10 +141,26 @@ impl Node {
             }
             MeshBehaviourEvent::Amino(e) => {
                 self.stats.kad(super::Dht::Amino, &e);
+                if let kad::Event::RoutingUpdated {
+                    peer, addresses, ..
+                } = &e
+                {
+                    let bootstrap = &self.config.bootstrap;
+                    let addrs: Vec<libp2p::Multiaddr> = addresses.iter().cloned().collect();
+                    dht::scope_amino_entry(
+                        self.swarm.behaviour_mut(),
+                        peer,
+                        &addrs,
+                        || bootstrap.addrs().unwrap_or_default(),
+                        self.config.amino_private_addrs,
+                    );
+                }
+                self.trace_discovered("amino", &e);
                 self.on_amino(e);
             }
             MeshBehaviourEvent::MeshKad(e) => {
                 self.stats.kad(super::Dht::Mesh, &e);
+                self.trace_discovered("mesh-dht", &e);
                 self.on_mesh_kad(e);
             }
             MeshBehaviourEvent::Gossipsub(e) => {
@@ -250,7 +266,8 @@ impl Node {
             self.router
                 .observed(&remote, &info.observed_addr, &view!(self), Instant::now());
         }
-        let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info);
+        let keep = self.config.amino_private_addrs;
+        let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info, keep);
         if mesh && self.own.put_pending() {
             self.retry_own_put(&Timestamp::now());
         }
@@ -277,6 +294,14 @@ impl Node {
                             tracing::debug!(error = %e, "dht advert not stored");
                         }
                         self.stats.advert_stored("dht");
+                        self.emit_trace(super::discovery_trace::fetched(
+                            self.node_id,
+                            Some(source),
+                            &node,
+                            seq,
+                            super::discovery_trace::Source::DhtPut,
+                            &now,
+                        ));
                         self.advert_stored(node, seq);
                     }
                     Ok(DhtEntry::Withdrawn(w)) => {
@@ -288,6 +313,15 @@ impl Node {
                     Err(e) => {
                         self.stats.dht_record_refused(super::Dht::Mesh, &e);
                         tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
+                        if super::discovery_trace::is_about_advert(&e) {
+                            self.emit_trace(super::discovery_trace::rejected(
+                                self.node_id,
+                                Some(source),
+                                &e,
+                                super::discovery_trace::Source::DhtPut,
+                                &now,
+                            ));
+                        }
                         self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(source));
                     }
                 }
@@ -351,6 +385,17 @@ impl Node {
         let topic = message.topic.to_string();
         if let Some(key) = mesh_signal::group::DiscoveryKey::from_topic(&topic)
             && self.groups.is_joined(&key)
+            && super::swarm_marker::is_marker(&message.data)
+        {
+            let acceptance = self.on_swarm_marker(key, message.source, &message.data);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            return;
+        }
+        if let Some(key) = mesh_signal::group::DiscoveryKey::from_topic(&topic)
+            && self.groups.is_joined(&key)
         {
             let (acceptance, actions) = self.groups.on_gossip(
                 key,
@@ -385,37 +430,135 @@ impl Node {
         }
     }
 
+    /// A marker on the topic of swarm `key`: checked, traced, handed to the
+    /// application; how gossipsub should treat it.
+    fn on_swarm_marker(
+        &mut self,
+        key: mesh_signal::group::DiscoveryKey,
+        author: Option<PeerId>,
+        data: &[u8],
+    ) -> gossipsub::MessageAcceptance {
+        let now = Timestamp::now();
+        let me = self.node_id;
+        match self.swarm_markers.receive(&me, &key, author, data, &now) {
+            Ok(env) => {
+                let peer = author.unwrap_or(*self.swarm.local_peer_id());
+                self.emit_trace(
+                    TraceEvent::new(TraceEventType::SignalMarkerReceived, me, now)
+                        .with_peer(peer)
+                        .with_detail(serde_json::json!({
+                            "swarm": key.to_hex(), "message/id": env.message_id(),
+                        })),
+                );
+                self.emit(NodeEvent::SwarmMarkerReceived {
+                    swarm: key,
+                    peer,
+                    participant: env.sender().to_string(),
+                    message_id: env.message_id().to_owned(),
+                    marker_ref: env.marker_ref().to_owned(),
+                });
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(e) => {
+                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "swarm marker refused");
+                let mut t = TraceEvent::error(&e, me, now);
+                if let Some(p) = author {
+                    t = t.with_peer(p);
+                }
+                self.emit_trace(t);
+                super::swarm_marker::acceptance(&e)
+            }
+        }
+    }
+
     fn on_advert(&mut self, event: mesh_advert::Event) {
+        use super::discovery_trace::{Source, fetched, is_about_advert, rejected};
+        let now = Timestamp::now();
         match event {
             mesh_advert::Event::Stored {
-                node, sequence_no, ..
+                peer,
+                node,
+                sequence_no,
+                ..
             } => {
-                if let Some(held) = self.store.get(&node, &Timestamp::now()) {
+                if let Some(held) = self.store.get(&node, &now) {
                     dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
                 }
                 self.stats.advert_stored("push");
+                let me = self.node_id;
+                self.emit_trace(fetched(
+                    me,
+                    Some(peer),
+                    &node,
+                    sequence_no,
+                    Source::Peer,
+                    &now,
+                ));
                 self.advert_stored(node, sequence_no);
             }
             mesh_advert::Event::Response {
+                peer,
                 result: Ok(mesh_advert::Answer::Found(ad)),
                 ..
             } => {
                 let node = ad.node_id();
-                if let Some(held) = self.store.get(&node, &Timestamp::now()) {
+                if let Some(held) = self.store.get(&node, &now) {
                     dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
                 }
                 self.stats.advert_stored("lookup");
-                self.advert_stored(node, ad.sequence_no());
+                let (me, seq) = (self.node_id, ad.sequence_no());
+                self.emit_trace(fetched(me, Some(peer), &node, seq, Source::Peer, &now));
+                self.advert_stored(node, seq);
             }
             mesh_advert::Event::Withdrawn { withdrawal, .. } => {
-                self.withdrawal_received(&withdrawal, &Timestamp::now());
+                self.withdrawal_received(&withdrawal, &now);
             }
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
+                if is_about_advert(&error) {
+                    let me = self.node_id;
+                    self.emit_trace(rejected(me, Some(peer), &error, Source::Peer, &now));
+                }
             }
             _ => {}
         }
+    }
+
+    /// `peer/discovered` for a peer new in the routing table of `via` (after the scope
+    /// filter: a peer whose only addresses Amino refused was not discovered).
+    fn trace_discovered(&mut self, via: &'static str, e: &kad::Event) {
+        let kad::Event::RoutingUpdated {
+            peer,
+            is_new_peer: true,
+            addresses,
+            ..
+        } = e
+        else {
+            return;
+        };
+        let kept: Vec<libp2p::Multiaddr> = if via == "amino" {
+            let keep = self.config.amino_private_addrs;
+            let configured = self.config.bootstrap.addrs().unwrap_or_default();
+            addresses
+                .iter()
+                .filter(|a| {
+                    dht::amino_worthy(a, keep)
+                        || configured
+                            .iter()
+                            .any(|c| addrs::without_peer(c) == addrs::without_peer(a))
+                })
+                .cloned()
+                .collect()
+        } else {
+            addresses.iter().cloned().collect()
+        };
+        if kept.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let event = super::discovery_trace::discovered(self.node_id, *peer, via, &kept, &now);
+        self.emit_trace(event);
     }
 
     /// One `AdvertStored` per node and sequence number, however the advertisement came

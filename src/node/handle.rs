@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::api::{
     Command, Dht, Found, GrantInfo, GroupMember, HandleError, Reply, Route, Target, Withdrawn,
 };
-use super::status::{PeerInfo, Status};
+use super::status::{PeerInfo, RoutingEntry, Status};
 
 /// A cloneable handle to a running [`Node`](super::Node).
 #[derive(Debug, Clone)]
@@ -173,6 +173,26 @@ impl NodeHandle {
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, HandleError> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// The routing table of one of the node's DHTs: each peer with the addresses the
+    /// table holds for it (what the DHT hands to others who ask).
+    pub async fn routing_table(&self, dht: Dht) -> Result<Vec<RoutingEntry>, HandleError> {
+        self.ask(|reply| Command::RoutingTable { dht, reply }).await
+    }
+
+    /// Sends a participant-signed signal-marker envelope (`marker/ref` = `text`, signed
+    /// `swarm/key` = `key`) to every member of the swarm `key`, on the swarm's gossipsub
+    /// topic; answers its `message/id` once it went out to at least one peer. The node
+    /// must be in the swarm (`E_PROTO_INVALID` otherwise); no subscribed peer is
+    /// `E_TRANSPORT_UNAVAILABLE`.
+    pub async fn send_swarm_marker(
+        &self,
+        key: DiscoveryKey,
+        text: String,
+    ) -> Result<String, HandleError> {
+        self.ask(|reply| Command::SendSwarmMarker { key, text, reply })
+            .await
     }
 
     /// Asks the node to shut down (announce departure, flush, stop).

@@ -309,6 +309,20 @@ impl Node {
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
                     match self.waiting.group_query(dht, id) {
                         Some(key) => {
+                            let me = *self.swarm.local_peer_id();
+                            let now = Timestamp::now();
+                            for p in providers.iter().filter(|p| **p != me).take(20) {
+                                if !self.swarm.is_connected(p) {
+                                    let e = super::discovery_trace::discovered(
+                                        self.node_id,
+                                        *p,
+                                        "provider",
+                                        &[],
+                                        &now,
+                                    );
+                                    self.emit_trace(e);
+                                }
+                            }
                             let actions = self.groups.providers_found(key, providers, &view!(self));
                             self.apply(actions);
                         }
@@ -338,13 +352,32 @@ impl Node {
                     return;
                 };
                 let now = Timestamp::now();
+                let mut from = None;
                 let valid = match r {
                     Ok(GetRecordOk::FoundRecord(found)) => {
-                        match mesh_advert::kad::validate_record(&found.record, &now) {
-                            Ok(entry) if entry.node_id() == node => Some(entry),
-                            Ok(_) => None,
+                        from = found.peer;
+                        let checked = mesh_advert::kad::validate_record(&found.record, &now)
+                            .and_then(|entry| {
+                                if entry.node_id() == node {
+                                    Ok(entry)
+                                } else {
+                                    Err(MeshError::new(
+                                        ErrorCode::SigUnknownSigner,
+                                        format!("the record of {node} is signed by another node"),
+                                    ))
+                                }
+                            });
+                        match checked {
+                            Ok(entry) => Some(entry),
                             Err(e) => {
                                 tracing::debug!(error = %e, "invalid DHT record ignored");
+                                self.emit_trace(super::discovery_trace::rejected(
+                                    self.node_id,
+                                    found.peer,
+                                    &e,
+                                    super::discovery_trace::Source::MeshDht,
+                                    &now,
+                                ));
                                 None
                             }
                         }
@@ -361,6 +394,14 @@ impl Node {
                             if let Err(e) = self.store.insert(ad.clone(), &now) {
                                 tracing::debug!(error = %e, "looked-up advert not stored");
                             }
+                            self.emit_trace(super::discovery_trace::fetched(
+                                self.node_id,
+                                from,
+                                &node,
+                                ad.sequence_no(),
+                                super::discovery_trace::Source::MeshDht,
+                                &now,
+                            ));
                             let waiters = self.waiting.finish_lookup(&node);
                             self.found(node, found_from(&ad, "mesh-dht"), waiters);
                         }

@@ -39,6 +39,7 @@ mod commands;
 pub mod config;
 mod dht;
 pub mod dial_back;
+pub mod discovery_trace;
 pub mod event;
 mod events;
 mod find_peer;
@@ -55,6 +56,7 @@ pub mod router;
 pub mod stats;
 pub mod status;
 pub mod store;
+mod swarm_marker;
 pub mod transport;
 mod view;
 mod waiting;
@@ -81,7 +83,7 @@ pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
-pub use status::{PeerInfo, Status};
+pub use status::{PeerInfo, RoutingEntry, Status};
 pub use store::SharedAdverts;
 
 use crate::advert_store::DurableStore;
@@ -169,6 +171,8 @@ pub struct Node {
     waiting: Waiting,
     router: Router,
     groups: Groups,
+    /// The duplicate, age and rate checks of markers to swarms.
+    swarm_markers: swarm_marker::SwarmMarkers,
     relays: Relays,
     idle: Idle,
     /// Other peers' provider records held in the mesh DHT.
@@ -295,6 +299,7 @@ impl Node {
             waiting: Waiting::default(),
             router: Router::new(key.clone(), config.route, config.signal),
             groups: Groups::new(key.clone(), group_config),
+            swarm_markers: swarm_marker::SwarmMarkers::new(),
             key,
             relays,
             idle: Idle::new(&config),

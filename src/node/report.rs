@@ -1,14 +1,12 @@
 //! The status and peer reports (`/status`, `meshd status`, `meshd peers`), read off
 //! the swarm and the node's components.
 
-use libp2p::{Swarm, kad};
+use libp2p::kad;
 use mesh_advert::AdvertStore;
 use mesh_core::NodeId;
 
 use super::Node;
-use super::behaviour::MeshBehaviour;
-use super::status::{DhtStatus, MeshStatus, NatStatus, PeerInfo, Status};
-use super::waiting::Waiting;
+use super::status::{DhtStatus, MeshStatus, NatStatus, PeerInfo, RoutingEntry, Status};
 
 /// The status of `node`.
 pub(super) fn of(node: &mut Node) -> Status {
@@ -127,28 +125,87 @@ pub(super) fn sample_stats(node: &mut Node) {
     node.stats.sample(&sample);
 }
 
-/// The connected peers.
-pub(super) fn peers(swarm: &Swarm<MeshBehaviour>, waiting: &Waiting) -> Vec<PeerInfo> {
+/// The connected peers, each with its `peer-status.v1` record when the governor
+/// knows it (a libmesh node that held or tried a session).
+pub(super) fn peers(node: &Node) -> Vec<PeerInfo> {
+    let swarm = &node.swarm;
     let b = swarm.behaviour();
+    let now = mesh_core::Timestamp::now();
     let mut out: Vec<PeerInfo> = swarm
         .connected_peers()
         .map(|p| {
-            let node = NodeId::from_peer_id(p).ok();
+            let id = NodeId::from_peer_id(p).ok();
             let session = b.session.session(p);
+            let addrs = node.waiting.remote_addrs(p);
+            let status = id.and_then(|n| {
+                let facts = facts(node, &n, p, &addrs);
+                b.session.governor().peer_status_with(&n, &facts, &now)
+            });
             PeerInfo {
                 peer_id: p.to_string(),
-                node_id: node.map(|n| n.to_string()),
-                addrs: waiting
-                    .remote_addrs(p)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                state: node
+                node_id: id.map(|n| n.to_string()),
+                addrs: addrs.iter().map(ToString::to_string).collect(),
+                state: id
                     .and_then(|n| b.session.governor().temperature(&n))
                     .map(|t| t.as_str()),
                 session: session.is_some(),
                 capabilities: session.map(|s| s.capabilities.clone()).unwrap_or_default(),
+                status,
             }
+        })
+        .collect();
+    out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+    out
+}
+
+/// What the node knows of `node` (connected as `peer` at `addrs`) for its peer-status
+/// record: the seed label as display name, the endpoint of its connection (a direct
+/// one before a relay circuit) in the `multiaddr:` form of `endpoint/url`, and the
+/// capabilities its session proved and those it listed without a valid passport.
+fn facts(
+    node: &Node,
+    id: &NodeId,
+    peer: &libp2p::PeerId,
+    addrs: &[libp2p::Multiaddr],
+) -> mesh_session::governor::PeerFacts {
+    let session = node.swarm.behaviour().session.session(peer);
+    let endpoint = addrs
+        .iter()
+        .find(|a| !super::router::plan::is_circuit(a))
+        .or_else(|| addrs.first())
+        .map(|a| format!("multiaddr:{}/p2p/{peer}", super::addrs::without_peer(a)));
+    mesh_session::governor::PeerFacts {
+        display_name: node
+            .config
+            .seeds
+            .iter()
+            .find(|s| s.node_id == *id)
+            .and_then(|s| s.label.clone()),
+        endpoint_url: endpoint,
+        supported: session.map(|s| s.capabilities.clone()).unwrap_or_default(),
+        missing: session
+            .map(|s| s.unproven_capabilities.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The routing table of `dht`: peers and the addresses it holds for them.
+pub(super) fn routing_table(node: &mut Node, dht: super::Dht) -> Vec<RoutingEntry> {
+    let b = node.swarm.behaviour_mut();
+    let kad = match dht {
+        super::Dht::Amino => &mut b.amino,
+        super::Dht::Mesh => &mut b.mesh_kad,
+    };
+    let mut out: Vec<RoutingEntry> = kad
+        .kbuckets()
+        .flat_map(|bucket| {
+            bucket
+                .iter()
+                .map(|e| RoutingEntry {
+                    peer_id: e.node.key.preimage().to_string(),
+                    addrs: e.node.value.iter().map(ToString::to_string).collect(),
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));

@@ -97,4 +97,17 @@ pub struct PeerInfo {
     pub session: bool,
     /// The capabilities it proved.
     pub capabilities: Vec<String>,
+    /// Its `peer-status.v1` record (governor state with what its session proved), when
+    /// the governor knows it; `null` for peers that are no libmesh node or never tried
+    /// a session.
+    pub status: Option<serde_json::Value>,
+}
+
+/// One peer of a DHT routing table (`NodeHandle::routing_table`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingEntry {
+    /// Its peer id.
+    pub peer_id: String,
+    /// The addresses the table holds for it (what the DHT hands to others).
+    pub addrs: Vec<String>,
 }

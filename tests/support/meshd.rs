@@ -38,7 +38,8 @@ fn command(launcher: Option<&[String]>, program: &str) -> Command {
     }
 }
 
-/// Flags every test node gets: loopback TCP, no Amino bootstrap, DHT server mode.
+/// Flags every test node gets: loopback TCP, no Amino bootstrap, DHT server mode, and
+/// loopback addresses kept in the Amino table (all there are here).
 pub(crate) const LOCAL: &[&str] = &[
     "--listen",
     "/ip4/127.0.0.1/tcp/0",
@@ -46,6 +47,7 @@ pub(crate) const LOCAL: &[&str] = &[
     "none",
     "--kad-mode",
     "server",
+    "--amino-private-addrs",
     "--events",
 ];
 

@@ -185,6 +185,17 @@ pub fn accept_capabilities(
     accept(ad, peer, now, false)
 }
 
+/// The capabilities `ad` lists that were not accepted (no matching, unexpired,
+/// verifying passport), at most 32 of at most 256 bytes each.
+pub(crate) fn unproven(ad: &CapabilityAdvertisement, accepted: &[String]) -> Vec<String> {
+    ad.capabilities()
+        .iter()
+        .filter(|c| !accepted.contains(c) && !c.is_empty() && c.len() <= 256)
+        .take(32)
+        .cloned()
+        .collect()
+}
+
 /// The passport an advertisement presents for `cap`: the first `capabilities/presented`
 /// entry with that wire name and a self-issued passport object.
 fn presented_passport<'a>(presented: &'a [Value], cap: &str) -> Option<&'a Map<String, Value>> {

@@ -18,6 +18,9 @@ pub struct Session {
     pub node: NodeId,
     /// The capabilities the peer proved with valid passports.
     pub capabilities: Vec<String>,
+    /// The capabilities its advertisement listed without a valid, unexpired passport
+    /// (at most 32).
+    pub unproven_capabilities: Vec<String>,
     /// The secret both ends derived (the session binding).
     pub secret: Arc<SessionSecret>,
     /// Whether this side sent the hello.

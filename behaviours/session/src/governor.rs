@@ -131,6 +131,9 @@ struct Peer {
     had_session: bool,
     /// When the entry was last touched (a counter, for eviction order).
     touched: u64,
+    /// Capabilities the peer failed to prove in its last handshake (cleared by a
+    /// session).
+    missing: Vec<String>,
 }
 
 impl Peer {
@@ -148,6 +151,7 @@ impl Peer {
             last_failure: None,
             keepalive_ok: true,
             dialing: false,
+            missing: Vec::new(),
         }
     }
 
@@ -332,6 +336,7 @@ impl Governor {
         peer.attempts = 0;
         peer.next_dial = None;
         peer.keepalive_ok = true;
+        peer.missing.clear();
         if !peer.live() {
             peer.temperature = Temperature::Warm;
         }
@@ -364,6 +369,16 @@ impl Governor {
                 p.next_dial = Some(now.plus_secs(backoff(&config, node, p.attempts)));
                 p.attempts = p.attempts.saturating_add(1);
             }
+        }
+    }
+
+    /// The last handshake of `node` failed for want of `caps` (`E_PROTO_CAP_MISSING`):
+    /// its peer-status record shows them until a session is established. Only an
+    /// existing entry records it (a stranger creates none).
+    pub fn capabilities_missing(&mut self, node: &NodeId, caps: &[String]) {
+        if let Some(p) = self.peers.get_mut(node) {
+            p.missing = caps.iter().take(32).cloned().collect();
+            p.last_failure = Some(ErrorCode::ProtoCapMissing.as_str().to_owned());
         }
     }
 
@@ -491,8 +506,28 @@ impl Governor {
         }
     }
 
-    /// The `peer-status.v1` read model of `node`.
+    /// The `peer-status.v1` read model of `node` from the governor's own state alone
+    /// (see [`Governor::peer_status_with`]).
     pub fn peer_status(&self, node: &NodeId, now: &Timestamp) -> Option<Value> {
+        self.peer_status_with(node, &PeerFacts::default(), now)
+    }
+
+    /// The nodes the governor holds an entry for.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.keys()
+    }
+
+    /// The `peer-status.v1` read model of `node`: the governor's state (temperature,
+    /// lifecycle, failures, cooldowns) with what the session and the node learned
+    /// (`facts`). Missing capabilities are the facts' and those the last handshake
+    /// failed on; any makes a healthy peer `capability_limited` and costs 10 points of
+    /// score each.
+    pub fn peer_status_with(
+        &self,
+        node: &NodeId,
+        facts: &PeerFacts,
+        now: &Timestamp,
+    ) -> Option<Value> {
         let p = self.peers.get(node)?;
         let lifecycle = match p.temperature {
             Temperature::Blocked => "blocked",
@@ -501,10 +536,22 @@ impl Governor {
             _ if p.next_dial.as_ref().is_some_and(|t| t > now) => "cooldown",
             _ => "idle",
         };
+        let mut missing: Vec<String> = Vec::new();
+        for c in facts.missing.iter().chain(&p.missing) {
+            if schema_text(c, 256) && !missing.contains(c) {
+                missing.push(c.clone());
+            }
+        }
+        let supported: Vec<&String> = facts
+            .supported
+            .iter()
+            .filter(|c| schema_text(c, 256))
+            .collect();
         let quality = match p.temperature {
             Temperature::Blocked => "blocked",
             _ if !p.keepalive_ok => "degraded",
             _ if lifecycle == "cooldown" => "cooling_down",
+            _ if !missing.is_empty() => "capability_limited",
             _ => "healthy",
         };
         let remaining = |t: &Option<Timestamp>| {
@@ -518,25 +565,55 @@ impl Governor {
             Temperature::Cold => 40u64.saturating_sub(u64::from(p.attempts.min(8)) * 5),
             Temperature::Blocked => 0,
         };
+        let score = score.saturating_sub(10 * missing.len() as u64);
+        let text = |t: &Option<String>, max: usize| {
+            t.as_ref()
+                .map(|t| truncate(t, max))
+                .filter(|t| !t.is_empty())
+        };
         Some(json!({
             "schema": "peer-status.v1",
             "node_id": node.to_string(),
-            "display_name": null,
-            "selected_endpoint_url": null,
+            "display_name": text(&facts.display_name, 256),
+            "selected_endpoint_url": text(&facts.endpoint_url, 2048),
             "temperature": p.temperature.as_str(),
             "lifecycle": lifecycle,
             "quality_status": quality,
             "score": score,
-            "supported_capabilities": [],
-            "missing_capabilities": [],
-            "capability_missing_count": 0,
+            "supported_capabilities": supported,
+            "capability_missing_count": missing.len(),
+            "missing_capabilities": missing,
             "failure_count": p.attempts,
             "replay_incidents": p.replay_incidents,
             "cooldown_remaining_ms": if lifecycle == "cooldown" { remaining(&p.next_dial).map(Value::from).unwrap_or(Value::Null) } else { Value::Null },
             "blocked_remaining_ms": remaining(&p.blocked_until),
-            "last_failure_reason": p.last_failure,
+            "last_failure_reason": text(&p.last_failure, 2048),
         }))
     }
+}
+
+/// What the session and the node know of a peer beyond the governor's counts, for its
+/// `peer-status.v1` record ([`Governor::peer_status_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerFacts {
+    /// A local label (a seed's name), if any.
+    pub display_name: Option<String>,
+    /// The endpoint the session runs on (`multiaddr:…` or a `ws`/`wss` URL).
+    pub endpoint_url: Option<String>,
+    /// Capabilities the peer proved with valid passports.
+    pub supported: Vec<String>,
+    /// Capabilities it listed without a valid passport.
+    pub missing: Vec<String>,
+}
+
+/// Whether `t` fits a schema string of 1 to `max` characters.
+fn schema_text(t: &str, max: usize) -> bool {
+    !t.is_empty() && t.chars().count() <= max
+}
+
+/// `t` cut to at most `max` characters.
+fn truncate(t: &str, max: usize) -> String {
+    t.chars().take(max).collect()
 }
 
 /// The redial delay after `attempt` failures: `base * 2^attempt` capped at `max`, times

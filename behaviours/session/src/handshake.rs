@@ -43,7 +43,7 @@ use mesh_core::{
 use serde_json::{Value, json};
 
 use crate::ahead::{Ahead, Job};
-use crate::artifacts::verify_set;
+use crate::artifacts::{unproven, verify_set};
 use crate::config::Config;
 use crate::event::{Event, Session};
 use crate::governor::{Action, Governor};
@@ -55,6 +55,7 @@ use crate::secret::{
     parse_session_pub,
 };
 use crate::transport::TransportProfile;
+use mesh_core::families::CORE_MESSAGING;
 
 /// What the caller carries out, in order.
 #[derive(Debug)]
@@ -100,6 +101,7 @@ struct Deriving {
     peer: PeerId,
     node: NodeId,
     capabilities: Vec<String>,
+    unproven: Vec<String>,
     eph: EphemeralKey,
     term: IdentityTerm,
     hello_pub: [u8; 32],
@@ -500,6 +502,7 @@ impl Handshakes {
         }
         self.replay.check_incoming(hello, now)?;
         let capabilities = self.own.check_capabilities(&node, caps, now, verified)?;
+        let unproven = unproven(caps, &capabilities);
         let (eph, term) = match self.ahead.take_prepared(&peer, &node) {
             Some(ready) => ready,
             None => {
@@ -514,6 +517,7 @@ impl Handshakes {
             peer,
             node,
             capabilities,
+            unproven,
             eph,
             term,
             hello_pub,
@@ -566,6 +570,7 @@ impl Handshakes {
         let session = Session {
             node: d.node,
             capabilities: d.capabilities,
+            unproven_capabilities: d.unproven,
             secret: Arc::new(secret),
             role: Role::Responder,
             established_at: d.at,
@@ -622,6 +627,7 @@ impl Handshakes {
         let capabilities = self.own.check_capabilities(&node, caps, now, verified)?;
         let session = Session {
             node,
+            unproven_capabilities: unproven(caps, &capabilities),
             capabilities,
             secret: Arc::new(secret),
             role: Role::Initiator,
@@ -661,6 +667,13 @@ impl Handshakes {
             if let Ok(node) = NodeId::from_peer_id(&peer) {
                 gov.dial_failed(&node, error.code.as_str(), now);
             }
+        }
+        if error.code == ErrorCode::ProtoCapMissing
+            && !by_peer
+            && let Ok(node) = NodeId::from_peer_id(&peer)
+        {
+            // The peer proved no `core/messaging`: its peer-status record says so.
+            gov.capabilities_missing(&node, &[CORE_MESSAGING.to_owned()]);
         }
         if hard {
             if let Ok(node) = NodeId::from_peer_id(&peer) {

@@ -384,3 +384,62 @@ fn named_peers_are_dialed_before_past_ones() {
     assert_eq!(next.len(), 1);
     assert_ne!(next[0], Action::Dial(n[3]));
 }
+
+#[test]
+fn peer_status_carries_what_the_session_learned() {
+    let mut g = Governor::new(GovernorConfig::default());
+    let n = nodes(2);
+    for x in &n {
+        g.add_known(*x);
+    }
+    g.session_established(n[0], &t(0));
+    let facts = PeerFacts {
+        display_name: Some("seed-alpha".into()),
+        endpoint_url: Some("multiaddr:/ip4/192.0.2.1/tcp/4001/p2p/12D3KooW".into()),
+        supported: vec![
+            "core/messaging".into(),
+            "core/discovery".into(),
+            String::new(),
+        ],
+        missing: vec!["core/relay".into()],
+    };
+    let s = g.peer_status_with(&n[0], &facts, &t(0)).unwrap();
+    PeerStatus::from_json(s.clone()).unwrap_or_else(|e| panic!("{e}: {s}"));
+    assert_eq!(s["display_name"], "seed-alpha");
+    assert_eq!(
+        s["selected_endpoint_url"],
+        "multiaddr:/ip4/192.0.2.1/tcp/4001/p2p/12D3KooW"
+    );
+    // The empty name is left out (the schema wants 1 to 256 characters).
+    assert_eq!(
+        s["supported_capabilities"],
+        json!(["core/messaging", "core/discovery"])
+    );
+    assert_eq!(s["missing_capabilities"], json!(["core/relay"]));
+    assert_eq!(s["capability_missing_count"], 1);
+    assert_eq!(s["quality_status"], "capability_limited");
+    let plain = g.peer_status(&n[0], &t(0)).unwrap();
+    assert_eq!(plain["quality_status"], "healthy");
+    assert_eq!(
+        s["score"].as_u64().unwrap() + 10,
+        plain["score"].as_u64().unwrap()
+    );
+    // A handshake refused for want of core/messaging: shown until a session.
+    g.capabilities_missing(&n[1], &["core/messaging".into()]);
+    let s = g.peer_status(&n[1], &t(0)).unwrap();
+    PeerStatus::from_json(s.clone()).unwrap_or_else(|e| panic!("{e}: {s}"));
+    assert_eq!(s["missing_capabilities"], json!(["core/messaging"]));
+    assert_eq!(s["last_failure_reason"], "E_PROTO_CAP_MISSING");
+    g.session_established(n[1], &t(1));
+    let s = g.peer_status(&n[1], &t(1)).unwrap();
+    assert_eq!(s["capability_missing_count"], 0);
+    assert_eq!(s["quality_status"], "healthy");
+    // Overlong texts are cut to the schema's lengths.
+    let long = PeerFacts {
+        display_name: Some("x".repeat(1000)),
+        ..PeerFacts::default()
+    };
+    let s = g.peer_status_with(&n[1], &long, &t(1)).unwrap();
+    PeerStatus::from_json(s.clone()).unwrap_or_else(|e| panic!("{e}: {s}"));
+    assert_eq!(s["display_name"].as_str().unwrap().len(), 256);
+}
