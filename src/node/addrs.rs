@@ -230,7 +230,8 @@ mod tests {
     fn wss_urls_are_dialed_in_priority_order_after_filtering() {
         let ad = advert_with(&[
             ("wss://node-01.docs.orbiplex.ai/peer", "wss", "listener", 5),
-            ("multiaddr:/ip4/10.0.0.1/udp/1/webrtc-direct", "quic", "listener", 0),
+            ("multiaddr:/ip4/10.0.0.1/udp/1/quic-v1/webtransport", "quic", "listener", 0),
+            ("multiaddr:/unix/%2Ftmp%2Fs/tcp/1", "tcp", "listener", 0),
             ("multiaddr:/ip4/10.0.0.1/udp/1/quic-v1", "quic", "listener", 1),
             ("ws://127.0.0.1:4002", "ws", "listener", 9),
             ("wss://user@node.example/", "wss", "listener", 0),

@@ -592,7 +592,10 @@ mod tests {
         );
         // The same addresses again: nothing new; the closure is not even asked
         // without a change.
-        assert!(own.tick(|| panic!("not asked"), &now).is_none());
+        assert!(
+            own.tick(|| -> Vec<Multiaddr> { panic!("not asked") }, &now)
+                .is_none()
+        );
         own.addrs_changed();
         assert!(
             own.tick(|| vec![addr("/ip4/192.0.2.1/tcp/4001")], &now)
