@@ -105,7 +105,10 @@ fn make_leaf(ca: &Ca, dir: &Path, names: &[&str]) -> (String, String) {
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c.to_str().unwrap().to_owned(), k.to_str().unwrap().to_owned())
+    (
+        c.to_str().unwrap().to_owned(),
+        k.to_str().unwrap().to_owned(),
+    )
 }
 
 /// A plain node on loopback TCP: the mesh DHT peer everyone seeds from.
@@ -185,7 +188,10 @@ fn wait_lookup(n: &Meshd, id: &str) -> Value {
             }
             last = v.to_string();
         }
-        assert!(Instant::now() < deadline, "no advertisement of {id}: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "no advertisement of {id}: {last}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -207,7 +213,10 @@ fn wss_endpoint(found: &Value, port: u16) -> (String, String) {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert!(addrs.contains(&addr.as_str()), "{addr} not dialable: {addrs:?}");
+    assert!(
+        addrs.contains(&addr.as_str()),
+        "{addr} not dialable: {addrs:?}"
+    );
     (url, addr)
 }
 
@@ -218,7 +227,13 @@ fn wss_port(n: &Meshd) -> u16 {
         .map(|a| a.as_str().unwrap())
         .find(|a| a.ends_with("/tls/ws"))
         .unwrap_or_else(|| panic!("no WSS listener: {}", n.ready));
-    let port = addr.split("/tcp/").nth(1).unwrap().split('/').next().unwrap();
+    let port = addr
+        .split("/tcp/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     port.parse().unwrap()
 }
 
@@ -296,7 +311,11 @@ fn a_certificate_for_another_name_fails_with_the_reason() {
     let dht = dht_node(dirs[0].path());
     let server = wss_node(dirs[1].path(), &cert, &key, &dht);
     let port = wss_port(&server);
-    let client = dialer(dirs[2].path(), &dht, &["--tls-root", ca.pem.to_str().unwrap()]);
+    let client = dialer(
+        dirs[2].path(),
+        &dht,
+        &["--tls-root", ca.pem.to_str().unwrap()],
+    );
     let found = wait_lookup(&client, &server.node_id());
     let (_, addr) = wss_endpoint(&found, port);
     let err = failed_dial(&client, &format!("{addr}/p2p/{}", server.peer_id()));

@@ -106,7 +106,10 @@ fn direct(parts: &[Protocol<'_>]) -> bool {
     let [host, rest @ ..] = parts else {
         return false;
     };
-    if !matches!(host, P::Ip4(_) | P::Ip6(_) | P::Dns(_) | P::Dns4(_) | P::Dns6(_)) {
+    if !matches!(
+        host,
+        P::Ip4(_) | P::Ip6(_) | P::Dns(_) | P::Dns4(_) | P::Dns6(_)
+    ) {
         return false;
     }
     matches!(
@@ -230,9 +233,19 @@ mod tests {
     fn wss_urls_are_dialed_in_priority_order_after_filtering() {
         let ad = advert_with(&[
             ("wss://node-01.docs.orbiplex.ai/peer", "wss", "listener", 5),
-            ("multiaddr:/ip4/10.0.0.1/udp/1/quic-v1/webtransport", "quic", "listener", 0),
+            (
+                "multiaddr:/ip4/10.0.0.1/udp/1/quic-v1/webtransport",
+                "quic",
+                "listener",
+                0,
+            ),
             ("multiaddr:/unix/%2Ftmp%2Fs/tcp/1", "tcp", "listener", 0),
-            ("multiaddr:/ip4/10.0.0.1/udp/1/quic-v1", "quic", "listener", 1),
+            (
+                "multiaddr:/ip4/10.0.0.1/udp/1/quic-v1",
+                "quic",
+                "listener",
+                1,
+            ),
             ("ws://127.0.0.1:4002", "ws", "listener", 9),
             ("wss://user@node.example/", "wss", "listener", 0),
             ("wss://relay.example", "wss", "relay", 3),
@@ -257,7 +270,9 @@ mod tests {
         let ad = <NodeAdvertisement as mesh_core::artifact::Artifact>::from_map(doc).unwrap();
         assert_eq!(
             advert_addrs(&ad),
-            vec![ma("/dns/node-01.docs.orbiplex.ai/tcp/443/tls/x-parity-ws/%2Fpeer")]
+            vec![ma(
+                "/dns/node-01.docs.orbiplex.ai/tcp/443/tls/x-parity-ws/%2Fpeer"
+            )]
         );
     }
 

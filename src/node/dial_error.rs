@@ -105,7 +105,10 @@ mod tests {
 
     fn buried(e: rustls::Error) -> io::Error {
         // What futures-rustls and the boxed transport make of it.
-        io::Error::other(Wrap(Box::new(io::Error::new(io::ErrorKind::InvalidData, e))))
+        io::Error::other(Wrap(Box::new(io::Error::new(
+            io::ErrorKind::InvalidData,
+            e,
+        ))))
     }
 
     #[test]
@@ -120,7 +123,10 @@ mod tests {
             },
         ));
         let r = tls_reason(&wrong).unwrap();
-        assert!(r.contains("wrong name") && r.contains("node.example"), "{r}");
+        assert!(
+            r.contains("wrong name") && r.contains("node.example"),
+            "{r}"
+        );
         assert!(r.contains("other.example"), "{r}");
         let root = buried(rustls::Error::InvalidCertificate(
             CertificateError::UnknownIssuer,
@@ -146,7 +152,13 @@ mod tests {
             text.starts_with("/dns/node.example/tcp/443/tls/ws: TLS: the server certificate chain"),
             "{text}"
         );
-        assert!(text.contains("Failed to negotiate transport protocol(s)"), "{text}");
-        assert_eq!(describe(&DialError::Aborted), DialError::Aborted.to_string());
+        assert!(
+            text.contains("Failed to negotiate transport protocol(s)"),
+            "{text}"
+        );
+        assert_eq!(
+            describe(&DialError::Aborted),
+            DialError::Aborted.to_string()
+        );
     }
 }

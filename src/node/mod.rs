@@ -56,9 +56,9 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod transport;
-pub mod wss;
 mod view;
 mod waiting;
+pub mod wss;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -99,15 +99,12 @@ pub fn cert_hostname(path: &Path) -> Result<Option<String>, String> {
         .next()
         .ok_or_else(|| what(&"no PEM certificate in the file"))?
         .map_err(|e| what(&e))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| what(&e))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| what(&e))?;
     let Some(san) = cert.subject_alternative_name().map_err(|e| what(&e))? else {
         return Ok(None);
     };
     Ok(san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::DNSName(name)
-            if usable_public_name(name) =>
-        {
+        x509_parser::extensions::GeneralName::DNSName(name) if usable_public_name(name) => {
             Some((*name).to_owned())
         }
         _ => None,
@@ -194,7 +191,9 @@ mod tests {
         let relay = libp2p::PeerId::random();
         let other = [
             ma("/ip4/127.0.0.1/tcp/4002/ws"),
-            ma(&format!("/ip4/10.0.0.9/tcp/443/wss/p2p/{relay}/p2p-circuit")),
+            ma(&format!(
+                "/ip4/10.0.0.9/tcp/443/wss/p2p/{relay}/p2p-circuit"
+            )),
         ];
         assert_eq!(wss_url(&public(Some(443), None), &other), None);
         // A name that cannot be advertised gives none either.
@@ -218,11 +217,23 @@ mod tests {
 
     #[test]
     fn config_checks_the_public_name() {
-        assert!(config(Some("node.example"), Some(8443), Some("/peer")).check().is_ok());
+        assert!(
+            config(Some("node.example"), Some(8443), Some("/peer"))
+                .check()
+                .is_ok()
+        );
         assert!(config(None, None, None).check().is_ok());
         assert!(config(Some("node example"), None, None).check().is_err());
-        assert!(config(Some("node.example"), None, Some("peer")).check().is_err());
-        assert!(config(Some("node.example"), None, Some("/a b")).check().is_err());
+        assert!(
+            config(Some("node.example"), None, Some("peer"))
+                .check()
+                .is_err()
+        );
+        assert!(
+            config(Some("node.example"), None, Some("/a b"))
+                .check()
+                .is_err()
+        );
         assert!(config(None, Some(0), None).check().is_err());
         // A configured hostname does not read the certificate.
         assert_eq!(
@@ -250,7 +261,12 @@ mod tests {
             std::fs::write(&p, cert.pem()).unwrap();
             p
         };
-        let p = write(&["localhost", "*.example.org", "127.0.0.1", "node-7.example.org"]);
+        let p = write(&[
+            "localhost",
+            "*.example.org",
+            "127.0.0.1",
+            "node-7.example.org",
+        ]);
         assert_eq!(
             cert_hostname(&p).unwrap().as_deref(),
             Some("node-7.example.org")

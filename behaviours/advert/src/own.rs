@@ -333,7 +333,10 @@ mod tests {
         assert!(a2.sequence_no() > a1 && a2.endpoints().iter().any(|e| e.url == url));
         assert!(own.set_addresses(addrs.clone(), &at(2)).unwrap().is_none());
         let a3 = own.tick(&at(390)).unwrap().unwrap();
-        assert!(a3.endpoints().iter().any(|e| e.url == url), "kept on refresh");
+        assert!(
+            a3.endpoints().iter().any(|e| e.url == url),
+            "kept on refresh"
+        );
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub fn wss_url(host: &str, port: u16, path: &str) -> Result<String, String> {
     let back = ws_url_multiaddr(&text);
     let same = back.is_some_and(|a| {
         a.iter().any(|p| matches!(p, Protocol::Dns(h) if h == host))
-            && a.iter().any(|p| matches!(p, Protocol::Ws(r) if r.as_ref() == path.as_str()))
+            && a.iter()
+                .any(|p| matches!(p, Protocol::Ws(r) if r.as_ref() == path.as_str()))
     });
     if same {
         Ok(text)
@@ -105,7 +106,9 @@ fn is_dns_name(name: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
-        && !name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        && !name
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -171,7 +174,10 @@ mod tests {
             wss_url("n.example", 4003, "peer").unwrap(),
             "wss://n.example:4003/peer"
         );
-        assert_eq!(wss_url("n.example", 8443, "").unwrap(), "wss://n.example:8443/");
+        assert_eq!(
+            wss_url("n.example", 8443, "").unwrap(),
+            "wss://n.example:8443/"
+        );
         assert!(wss_url("N.example", 443, "/").is_err());
         assert!(wss_url("127.0.0.1", 443, "/").is_err());
         assert!(wss_url("a b", 443, "/").is_err());
