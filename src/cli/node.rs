@@ -85,15 +85,15 @@ pub(crate) struct RunArgs {
     /// WSS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "wss_cert")]
     wss_key: Option<PathBuf>,
-    /// The DNS name of the advertised wss:// URL ([wss] hostname; default: a name from
+    /// The DNS name of the advertised wss:// URL (`[wss] hostname`; default: a name from
     /// the certificate). Needs a WSS certificate.
     #[arg(long, value_name = "NAME")]
     wss_hostname: Option<String>,
-    /// The port of the advertised wss:// URL ([wss] public_port; default: the WSS
+    /// The port of the advertised wss:// URL (`[wss] public_port`; default: the WSS
     /// listener's).
     #[arg(long, value_name = "PORT")]
     wss_public_port: Option<u16>,
-    /// The path of the advertised wss:// URL ([wss] path; default: the listener's, `/`).
+    /// The path of the advertised wss:// URL (`[wss] path`; default: the listener's, `/`).
     #[arg(long, value_name = "PATH")]
     wss_path: Option<String>,
     /// An extra PEM root trusted when dialing WSS (repeatable).
