@@ -89,6 +89,17 @@ pub(crate) struct RunArgs {
     /// WSS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "wss_cert")]
     wss_key: Option<PathBuf>,
+    /// The DNS name of the advertised wss:// URL (`[wss] hostname`; default: a name from
+    /// the certificate). Needs a WSS certificate.
+    #[arg(long, value_name = "NAME")]
+    wss_hostname: Option<String>,
+    /// The port of the advertised wss:// URL (`[wss] public_port`; default: the WSS
+    /// listener's).
+    #[arg(long, value_name = "PORT")]
+    wss_public_port: Option<u16>,
+    /// The path of the advertised wss:// URL (`[wss] path`; default: the listener's, `/`).
+    #[arg(long, value_name = "PATH")]
+    wss_path: Option<String>,
     /// An extra PEM root trusted when dialing WSS (repeatable).
     #[arg(long = "tls-root", value_name = "FILE")]
     tls_roots: Vec<PathBuf>,
@@ -198,7 +209,25 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
             cert: cert.clone(),
             key: key.clone(),
             listen: Vec::new(),
+            hostname: None,
+            public_port: None,
+            path: None,
         });
+    }
+    if args.wss_hostname.is_some() || args.wss_public_port.is_some() || args.wss_path.is_some() {
+        let wss = c.wss.as_mut().context(
+            "--wss-hostname, --wss-public-port and --wss-path need a WSS certificate \
+             (--wss-cert and --wss-key, or [wss] in the config file)",
+        )?;
+        if args.wss_hostname.is_some() {
+            wss.hostname.clone_from(&args.wss_hostname);
+        }
+        if args.wss_public_port.is_some() {
+            wss.public_port = args.wss_public_port;
+        }
+        if args.wss_path.is_some() {
+            wss.path.clone_from(&args.wss_path);
+        }
     }
     c.tls_roots.extend(args.tls_roots.iter().cloned());
     if ctx.trace_spec.is_some() {

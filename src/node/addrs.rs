@@ -55,20 +55,71 @@ pub fn own_addrs<'a>(
     out
 }
 
-/// The dialable addresses of an advertisement, most preferred first (priority order),
-/// without `/p2p` suffixes.
+/// The dialable addresses of an advertisement, most preferred first, without `/p2p`
+/// suffixes: `multiaddr:` endpoints and `wss://`/`ws://` URLs (as WebSocket multiaddrs,
+/// see [`mesh_core::families::ws_url_multiaddr`]), endpoints the node's transports
+/// cannot dial left out (see [`dialable`]), then ordered by `endpoint/priority` (stable:
+/// equal priorities keep document order), duplicates dropped.
 pub fn advert_addrs(ad: &NodeAdvertisement) -> Vec<Multiaddr> {
-    let mut endpoints = ad.endpoints();
-    endpoints.sort_by_key(|e| e.priority);
+    let mut endpoints: Vec<(u64, Multiaddr)> = ad
+        .endpoints()
+        .into_iter()
+        .filter_map(|e| Some((e.priority, without_peer(&e.multiaddr()?))))
+        .filter(|(_, a)| dialable(a))
+        .collect();
+    endpoints.sort_by_key(|(priority, _)| *priority);
     let mut out = Vec::new();
-    for e in endpoints {
-        if let Some(a) = e.multiaddr().map(|a| without_peer(&a))
-            && !out.contains(&a)
-        {
+    for (_, a) in endpoints {
+        if !out.contains(&a) {
             out.push(a);
         }
     }
     out
+}
+
+/// Whether the node's transport stack dials `addr`: an IP or DNS host, then TCP (plain,
+/// or WebSocket as `/ws`, `/wss`, `/tls/ws`, `/tls/sni/<name>/ws`) or UDP with QUIC v1,
+/// then optionally `/p2p/<peer>`; or such a relay address followed by `/p2p-circuit`.
+/// Everything else (WebTransport, WebRTC, QUIC draft-29, unix sockets, `/dnsaddr`, which
+/// no advertisement needs) is an unsupported transport.
+pub fn dialable(addr: &Multiaddr) -> bool {
+    let parts: Vec<Protocol<'_>> = addr.iter().collect();
+    match parts.iter().position(|p| matches!(p, Protocol::P2pCircuit)) {
+        // A circuit: the relay's own address, its peer id, then the circuit (and the
+        // target's peer id, which `without_peer` removes from advertised endpoints).
+        Some(i) => {
+            let relay = &parts[..i];
+            let rest = &parts[i + 1..];
+            matches!(relay.last(), Some(Protocol::P2p(_)))
+                && direct(&relay[..relay.len() - 1])
+                && matches!(rest, [] | [Protocol::P2p(_)])
+        }
+        None => match parts.split_last() {
+            Some((Protocol::P2p(_), head)) => direct(head),
+            _ => direct(&parts),
+        },
+    }
+}
+
+fn direct(parts: &[Protocol<'_>]) -> bool {
+    use Protocol as P;
+    let [host, rest @ ..] = parts else {
+        return false;
+    };
+    if !matches!(
+        host,
+        P::Ip4(_) | P::Ip6(_) | P::Dns(_) | P::Dns4(_) | P::Dns6(_)
+    ) {
+        return false;
+    }
+    matches!(
+        rest,
+        [P::Tcp(_)]
+            | [P::Tcp(_), P::Ws(_) | P::Wss(_)]
+            | [P::Tcp(_), P::Tls, P::Ws(_)]
+            | [P::Tcp(_), P::Tls, P::Sni(_), P::Ws(_)]
+            | [P::Udp(_), P::QuicV1]
+    )
 }
 
 #[cfg(test)]
@@ -115,6 +166,114 @@ mod tests {
         let a = ma(&format!("/ip4/10.0.0.1/tcp/1/p2p/{p}"));
         let out = own_addrs([&a], [&ma("/ip4/10.0.0.1/tcp/1")]);
         assert_eq!(out, vec![ma("/ip4/10.0.0.1/tcp/1")]);
+    }
+
+    #[test]
+    fn what_the_transports_dial() {
+        let p = libp2p::PeerId::random();
+        for a in [
+            "/ip4/10.0.0.1/tcp/1".to_owned(),
+            "/ip6/::1/udp/1/quic-v1".to_owned(),
+            "/dns/n.example/tcp/443/tls/x-parity-ws/%2Fpeer".to_owned(),
+            "/dns4/n.example/tcp/443/tls/sni/n.example/ws".to_owned(),
+            "/ip4/10.0.0.1/tcp/443/wss".to_owned(),
+            format!("/ip4/10.0.0.1/tcp/1/p2p/{p}"),
+            format!("/ip4/10.0.0.1/tcp/1/p2p/{p}/p2p-circuit"),
+            format!("/dns/r.example/tcp/443/tls/ws/p2p/{p}/p2p-circuit/p2p/{p}"),
+        ] {
+            assert!(dialable(&ma(&a)), "{a}");
+        }
+        for a in [
+            "/ip4/10.0.0.1/udp/1/quic".to_owned(),
+            "/ip4/10.0.0.1/udp/1/quic-v1/webtransport".to_owned(),
+            "/ip4/10.0.0.1/udp/1/webrtc-direct".to_owned(),
+            "/dnsaddr/n.example".to_owned(),
+            "/unix/%2Ftmp%2Fs".to_owned(),
+            "/ip4/10.0.0.1/tcp/1/p2p-circuit".to_owned(),
+            format!("/p2p/{p}"),
+            "/ip4/10.0.0.1".to_owned(),
+        ] {
+            assert!(!dialable(&ma(&a)), "{a}");
+        }
+    }
+
+    /// An advertisement with hand-made endpoints `(url, transport, role, priority)`.
+    fn advert_with(endpoints: &[(&str, &str, &str, u64)]) -> NodeAdvertisement {
+        use mesh_core::artifact::Artifact;
+        let key = mesh_core::NodeKeypair::generate();
+        let now = mesh_core::Timestamp::now();
+        let eps: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|(u, t, r, p)| {
+                serde_json::json!({
+                    "endpoint/url": u, "endpoint/transport": t,
+                    "endpoint/role": r, "endpoint/priority": p,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "schema/v": 1,
+            "advertisement/id": "adv:test:1",
+            "node/id": key.node_id().to_string(),
+            "sequence/no": 1,
+            "advertised-at": now.as_str(),
+            "expires-at": now.plus_secs(600).as_str(),
+            "key/alg": "ed25519",
+            "key/public": key.fingerprint().to_string(),
+            "endpoints": eps,
+            "transports/supported": ["wss", "quic", "tcp"],
+        });
+        let serde_json::Value::Object(doc) = doc else {
+            unreachable!()
+        };
+        NodeAdvertisement::sign(doc, &key).unwrap()
+    }
+
+    #[test]
+    fn wss_urls_are_dialed_in_priority_order_after_filtering() {
+        let ad = advert_with(&[
+            ("wss://node-01.docs.orbiplex.ai/peer", "wss", "listener", 5),
+            (
+                "multiaddr:/ip4/10.0.0.1/udp/1/quic-v1/webtransport",
+                "quic",
+                "listener",
+                0,
+            ),
+            ("multiaddr:/unix/%2Ftmp%2Fs/tcp/1", "tcp", "listener", 0),
+            (
+                "multiaddr:/ip4/10.0.0.1/udp/1/quic-v1",
+                "quic",
+                "listener",
+                1,
+            ),
+            ("ws://127.0.0.1:4002", "ws", "listener", 9),
+            ("wss://user@node.example/", "wss", "listener", 0),
+            ("wss://relay.example", "wss", "relay", 3),
+            ("wss://node-01.docs.orbiplex.ai/peer", "wss", "listener", 7),
+        ]);
+        assert_eq!(
+            advert_addrs(&ad),
+            vec![
+                ma("/ip4/10.0.0.1/udp/1/quic-v1"),
+                ma("/dns/relay.example/tcp/443/tls/ws"),
+                ma("/dns/node-01.docs.orbiplex.ai/tcp/443/tls/x-parity-ws/%2Fpeer"),
+                ma("/ip4/127.0.0.1/tcp/4002/ws"),
+            ]
+        );
+        // The Orbiplex example itself (a WSS-only seed) now has an address.
+        let text = std::fs::read_to_string(
+            mesh_testkit::shared_dir()
+                .join("orbiplex-schemas/examples/seed-wss.node-advertisement.json"),
+        )
+        .unwrap();
+        let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let ad = <NodeAdvertisement as mesh_core::artifact::Artifact>::from_map(doc).unwrap();
+        assert_eq!(
+            advert_addrs(&ad),
+            vec![ma(
+                "/dns/node-01.docs.orbiplex.ai/tcp/443/tls/x-parity-ws/%2Fpeer"
+            )]
+        );
     }
 
     #[test]

@@ -29,9 +29,8 @@ impl Node {
             }
             Command::Publish { reply } => {
                 let now = Timestamp::now();
-                let addrs =
-                    addrs::own_addrs(self.swarm.external_addresses(), self.swarm.listeners());
-                let r = self.own.publish_now(addrs, &now).map(|ad| {
+                let endpoints = super::own_endpoints(&self.swarm, self.wss_public.as_ref());
+                let r = self.own.publish_now(endpoints, &now).map(|ad| {
                     let seq = ad.sequence_no();
                     self.publish_own(ad, &now);
                     seq

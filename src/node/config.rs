@@ -10,6 +10,7 @@ use libp2p::Multiaddr;
 use mesh_core::NodeId;
 
 pub use super::router::policy::{PunchFor, SignalSettings};
+pub use super::wss::{DEFAULT_WSS_LISTEN, WssConfig, is_wss};
 use serde::Deserialize;
 
 /// The public libp2p bootstrap nodes (the Amino DHT), as rust-libp2p's `ipfs-kad`
@@ -34,9 +35,6 @@ pub const DEFAULT_LISTEN: &[&str] = &[
     "/ip6/::/tcp/4001",
     "/ip6/::/tcp/4002/ws",
 ];
-
-/// The default WSS listen address (when `[wss]` is configured).
-pub const DEFAULT_WSS_LISTEN: &str = "/ip4/0.0.0.0/tcp/4003/wss";
 
 /// Where the node bootstraps into the public network.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -99,19 +97,6 @@ pub enum KadMode {
     Server,
     /// Never answer.
     Client,
-}
-
-/// WSS listening.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WssConfig {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Where to listen (default `/ip4/0.0.0.0/tcp/4003/wss`).
-    #[serde(default)]
-    pub listen: Vec<Multiaddr>,
 }
 
 /// The advertisement store (`[store]`): its caps and how often it is swept.
@@ -361,13 +346,6 @@ impl Default for NodeConfig {
     }
 }
 
-/// Whether `addr` is a WSS listen address (`/wss` or `/tls/ws`).
-pub fn is_wss(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    addr.iter()
-        .any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
-}
-
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -526,6 +504,10 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "a /wss listen address needs a certificate ([wss] cert and key)".into(),
             ));
+        }
+        if let Some(wss) = &self.wss {
+            wss.check()
+                .map_err(|e| ConfigError::Invalid(format!("wss: {e}")))?;
         }
         if let Some(problem) = self.http.problem() {
             return Err(ConfigError::Invalid(problem));

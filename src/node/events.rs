@@ -92,7 +92,7 @@ impl Node {
                 peer_id,
                 error,
             } => {
-                let text = error.to_string();
+                let text = super::dial_error::describe(&error);
                 tracing::debug!(?peer_id, error = %text, "dial failed");
                 self.dial_failed(connection_id, &text);
             }

@@ -24,6 +24,23 @@ use super::{Node, NodeEvent, addrs};
 /// Advertisements remembered for event de-duplication (cleared when full).
 pub(crate) const ADVERTS_SEEN: usize = 4096;
 
+/// What the node advertises: its addresses and, with a public WSS name, the
+/// `wss://` URL of its WSS listener (see [`super::wss::wss_url`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OwnEndpoints {
+    pub(crate) addrs: Vec<Multiaddr>,
+    pub(crate) wss_url: Option<String>,
+}
+
+impl From<Vec<Multiaddr>> for OwnEndpoints {
+    fn from(addrs: Vec<Multiaddr>) -> Self {
+        OwnEndpoints {
+            addrs,
+            wss_url: None,
+        }
+    }
+}
+
 /// The node's own advertisement: rebuilt when its addresses change or it nears
 /// expiry, and put into the mesh DHT (again, once a DHT peer appears, when a put
 /// failed). After a withdrawal it holds the withdrawal instead, and nothing is rebuilt
@@ -76,16 +93,16 @@ impl OwnRecord {
 
     /// A new advertisement to spread, if one is due: the addresses changed (`addrs`
     /// is asked only then) or the current one nears expiry.
-    pub(crate) fn tick(
+    pub(crate) fn tick<E: Into<OwnEndpoints>>(
         &mut self,
-        addrs: impl FnOnce() -> Vec<Multiaddr>,
+        endpoints: impl FnOnce() -> E,
         now: &Timestamp,
     ) -> Option<NodeAdvertisement> {
         let mut new = None;
         if std::mem::take(&mut self.addrs_dirty) {
-            let addrs = addrs();
+            let OwnEndpoints { addrs, wss_url } = endpoints().into();
             if !addrs.is_empty() {
-                match self.advert.set_addresses(addrs, now) {
+                match self.advert.set_endpoints(addrs, wss_url, now) {
                     Ok(Some(ad)) => new = Some(ad.clone()),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "own advertisement"),
@@ -100,19 +117,20 @@ impl OwnRecord {
         new
     }
 
-    /// A fresh advertisement now (`meshd advert publish`), with `addrs`.
+    /// A fresh advertisement now (`meshd advert publish`), with `endpoints`.
     pub(crate) fn publish_now(
         &mut self,
-        addrs: Vec<Multiaddr>,
+        endpoints: impl Into<OwnEndpoints>,
         now: &Timestamp,
     ) -> MeshResult<NodeAdvertisement> {
         self.addrs_dirty = false;
+        let OwnEndpoints { addrs, wss_url } = endpoints.into();
         if self.withdrawal.take().is_some() {
             // Ends the withdrawal with the current addresses.
-            let _ = self.advert.set_addresses(addrs, now);
+            let _ = self.advert.set_endpoints(addrs, wss_url, now);
             return self.advert.renew(now).cloned();
         }
-        match self.advert.set_addresses(addrs, now) {
+        match self.advert.set_endpoints(addrs, wss_url, now) {
             Ok(Some(ad)) => Ok(ad.clone()),
             Ok(None) => self.advert.renew(now).cloned(),
             Err(e) => Err(e),
@@ -615,7 +633,10 @@ mod tests {
         );
         // The same addresses again: nothing new; the closure is not even asked
         // without a change.
-        assert!(own.tick(|| panic!("not asked"), &now).is_none());
+        assert!(
+            own.tick(|| -> Vec<Multiaddr> { panic!("not asked") }, &now)
+                .is_none()
+        );
         own.addrs_changed();
         assert!(
             own.tick(|| vec![addr("/ip4/192.0.2.1/tcp/4001")], &now)

@@ -39,6 +39,7 @@ mod commands;
 pub mod config;
 mod dht;
 pub mod dial_back;
+mod dial_error;
 pub mod discovery_trace;
 pub mod event;
 mod events;
@@ -60,6 +61,7 @@ mod swarm_marker;
 pub mod transport;
 mod view;
 mod waiting;
+pub mod wss;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -178,6 +180,19 @@ pub struct Node {
     /// Other peers' provider records held in the mesh DHT.
     providers: mesh_advert::providers::ProviderBook,
     sweeper: store::Sweeper,
+    /// The public name of the WSS listener, for the advertised `wss://` URL.
+    wss_public: Option<wss::WssPublic>,
+}
+
+/// The node's advertised addresses and the `wss://` URL of its WSS listener.
+fn own_endpoints(
+    swarm: &Swarm<MeshBehaviour>,
+    wss: Option<&wss::WssPublic>,
+) -> lookups::OwnEndpoints {
+    lookups::OwnEndpoints {
+        addrs: addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
+        wss_url: wss.and_then(|w| wss::wss_url(w, swarm.listeners())),
+    }
 }
 
 impl Node {
@@ -249,6 +264,13 @@ impl Node {
         // are `libmesh_…`.
         let mut registry = Registry::default();
         let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        let wss_public = match &config.wss {
+            Some(w) => w.public().map_err(transport::TransportError::Tls)?,
+            None => None,
+        };
+        if let Some(w) = &wss_public {
+            tracing::info!(hostname = %w.hostname, "advertising a wss:// endpoint URL");
+        }
         swarm
             .behaviour_mut()
             .admission_client
@@ -305,6 +327,7 @@ impl Node {
             idle: Idle::new(&config),
             providers: mesh_advert::providers::ProviderBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
+            wss_public,
             config,
             store,
             trace,
@@ -445,11 +468,8 @@ impl Node {
 
     fn on_tick(&mut self) {
         let now = Now::current();
-        let swarm = &self.swarm;
-        let own = self.own.tick(
-            || addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
-            &now.ts,
-        );
+        let (swarm, wss) = (&self.swarm, self.wss_public.as_ref());
+        let own = self.own.tick(|| own_endpoints(swarm, wss), &now.ts);
         if let Some(ad) = own {
             self.publish_own(ad, &now.ts);
         }

@@ -5,14 +5,26 @@
 //! trusts only the web PKI), so the node adds its own `websocket::Config` with
 //! `with_other_transport`: it listens on `/ws` and, with a certificate, on `/wss`, and it
 //! dials `/wss` trusting the web PKI plus the configured extra roots.
+//!
+//! The order of the transports matters for WSS to a DNS name. `libp2p-dns` resolves every
+//! `/dns*` component of an address before its inner transport sees it, and
+//! libp2p-websocket takes the TLS server name (SNI), the name the certificate must be
+//! valid for and the HTTP `Host` header from the address it is given: behind the builder's
+//! `with_dns()`, `/dns/node.example/tcp/443/tls/ws` would reach it as
+//! `/ip4/…/tcp/443/tls/ws` and be checked against the IP address. So the WebSocket
+//! transport comes first, outside any resolver, with a resolver of its own under it
+//! (`ws(dns(tcp))`, which resolves only the TCP part); TCP and QUIC follow behind the
+//! system resolver, with a second WebSocket transport there for the WebSocket addresses
+//! that only resolution yields (`/dnsaddr` records), as before.
 
 use std::path::Path;
 
 use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::Transport as _;
+use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade;
+use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
-use libp2p::{Swarm, SwarmBuilder, dns, noise, tcp, websocket, yamux};
+use libp2p::{PeerId, Swarm, SwarmBuilder, dns, noise, quic, tcp, websocket, yamux};
 use mesh_core::NodeKeypair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -32,6 +44,8 @@ pub enum TransportError {
     Build(String),
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Builds the swarm for `key` with every transport and the node's behaviour.
 pub fn build_swarm(
     key: &NodeKeypair,
@@ -41,30 +55,13 @@ pub fn build_swarm(
 ) -> Result<Swarm<MeshBehaviour>, TransportError> {
     let tls = tls_config(config)?;
     let build = |e: &dyn std::fmt::Display| TransportError::Build(e.to_string());
+    let inner_tls = tls.clone();
     let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        // First, so that it sees `/dns` names unresolved (see the module docs).
+        .with_other_transport(|key| websocket_transport(key, tls))
         .map_err(|e| build(&e))?
-        .with_quic()
-        .with_other_transport(|key| {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let dns = dns::tokio::Transport::system(tcp)?;
-            let mut ws = websocket::Config::new(dns);
-            ws.set_tls_config(tls);
-            let noise = noise::Config::new(key)?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                ws.upgrade(upgrade::Version::V1Lazy)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default())
-                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
-            )
-        })
-        .map_err(|e| build(&e))?
-        .with_dns()
+        .with_other_transport(|key| resolved_transports(key, inner_tls))
         .map_err(|e| build(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| build(&e))?
@@ -79,6 +76,46 @@ pub fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout()))
         .build();
     Ok(swarm)
+}
+
+/// WebSocket (WS and WSS) over TCP with its own resolver under it, Noise and Yamux: the
+/// host of the address it dials is the TLS server name and the `Host` header.
+fn websocket_transport(
+    key: &Keypair,
+    tls: websocket::tls::Config,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let mut ws = websocket::Config::new(dns::tokio::Transport::system(tcp)?);
+    ws.set_tls_config(tls);
+    Ok(ws
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
+
+/// TCP + Noise + Yamux, QUIC v1 and WebSocket behind the system resolver (what
+/// `with_tcp`, `with_quic` and `with_dns` of the builder would make, plus WebSocket for
+/// addresses that resolution yields).
+fn resolved_transports(
+    key: &Keypair,
+    tls: websocket::tls::Config,
+) -> Result<dns::tokio::Transport<Boxed<(PeerId, StreamMuxerBox)>>, BoxError> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let all = tcp
+        .or_transport(quic)
+        .map(|either, _| either.into_inner())
+        .or_transport(websocket_transport(key, tls)?)
+        .map(|either, _| either.into_inner())
+        .boxed();
+    Ok(dns::tokio::Transport::system(all)?)
 }
 
 /// The WebSocket TLS settings: a server side when `[wss]` is configured, and a client

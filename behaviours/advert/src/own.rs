@@ -46,6 +46,11 @@ fn classify(addr: &Multiaddr) -> Option<(&'static str, &'static str, u64)> {
     })
 }
 
+/// Priority of a `wss://` URL endpoint: that of WSS multiaddrs, and listed before them
+/// (a dialer that keeps document order for equal priorities tries the name first, which
+/// the certificate is issued for).
+pub const WSS_URL_PRIORITY: u64 = 2;
+
 /// A signed advertisement of `key` for `addrs` (unusable addresses are left out).
 pub fn advert_for(
     key: &NodeKeypair,
@@ -54,9 +59,34 @@ pub fn advert_for(
     now: &Timestamp,
     ttl_secs: i64,
 ) -> MeshResult<NodeAdvertisement> {
+    advert_with_url(key, addrs, None, sequence_no, now, ttl_secs)
+}
+
+/// [`advert_for`] plus, when `wss_url` is given, a `wss` listener endpoint with that
+/// URL (`wss://hostname[:port]/path`, the Orbiplex form) before the multiaddr
+/// endpoints of the same priority.
+pub fn advert_with_url(
+    key: &NodeKeypair,
+    addrs: &[Multiaddr],
+    wss_url: Option<&str>,
+    sequence_no: u64,
+    now: &Timestamp,
+    ttl_secs: i64,
+) -> MeshResult<NodeAdvertisement> {
     let mut endpoints = Vec::new();
     let mut transports: Vec<&str> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    if let Some(url) = wss_url
+        && !addrs.is_empty()
+    {
+        endpoints.push(json!({
+            "endpoint/url": url,
+            "endpoint/transport": "wss",
+            "endpoint/role": "listener",
+            "endpoint/priority": WSS_URL_PRIORITY,
+        }));
+        transports.push("wss");
+    }
     for addr in addrs {
         let Some((transport, role, priority)) = classify(addr) else {
             continue;
@@ -104,6 +134,7 @@ pub struct OwnAdvert {
     key: NodeKeypair,
     ttl_secs: i64,
     addrs: Vec<Multiaddr>,
+    wss_url: Option<String>,
     current: Option<NodeAdvertisement>,
     last_sequence: Option<u64>,
     withdrawn: bool,
@@ -116,6 +147,7 @@ impl OwnAdvert {
             key,
             ttl_secs: ttl_secs.max(60),
             addrs: Vec::new(),
+            wss_url: None,
             current: None,
             last_sequence,
             withdrawn: false,
@@ -151,22 +183,36 @@ impl OwnAdvert {
     }
 
     /// Sets the addresses; returns a new advertisement when they changed (never while
-    /// withdrawn).
+    /// withdrawn). The `wss://` URL stays.
     pub fn set_addresses(
         &mut self,
+        addrs: Vec<Multiaddr>,
+        now: &Timestamp,
+    ) -> MeshResult<Option<&NodeAdvertisement>> {
+        let url = self.wss_url.clone();
+        self.set_endpoints(addrs, url, now)
+    }
+
+    /// Sets the addresses and the `wss://` URL endpoint (see [`advert_with_url`]);
+    /// returns a new advertisement when either changed (never while withdrawn).
+    pub fn set_endpoints(
+        &mut self,
         mut addrs: Vec<Multiaddr>,
+        wss_url: Option<String>,
         now: &Timestamp,
     ) -> MeshResult<Option<&NodeAdvertisement>> {
         addrs.sort();
         addrs.dedup();
         if self.withdrawn {
             self.addrs = addrs;
+            self.wss_url = wss_url;
             return Ok(None);
         }
-        if addrs == self.addrs && self.current.is_some() {
+        if addrs == self.addrs && wss_url == self.wss_url && self.current.is_some() {
             return Ok(None);
         }
         self.addrs = addrs;
+        self.wss_url = wss_url;
         self.rebuild(now).map(Some)
     }
 
@@ -199,7 +245,14 @@ impl OwnAdvert {
 
     fn rebuild(&mut self, now: &Timestamp) -> MeshResult<&NodeAdvertisement> {
         let seq = next_sequence(self.last_sequence, now);
-        let ad = advert_for(&self.key, &self.addrs, seq, now, self.ttl_secs)?;
+        let ad = advert_with_url(
+            &self.key,
+            &self.addrs,
+            self.wss_url.as_deref(),
+            seq,
+            now,
+            self.ttl_secs,
+        )?;
         self.last_sequence = Some(seq);
         Ok(self.current.insert(ad))
     }
@@ -236,6 +289,54 @@ mod tests {
         assert_eq!(ad.sequence_no(), 5);
         ad.verify_signature().unwrap();
         assert!(advert_for(&key, &addrs[3..4], 1, &at(0), 600).is_err());
+    }
+
+    #[test]
+    fn a_wss_url_is_advertised_beside_the_multiaddrs() {
+        let key = NodeKeypair::generate();
+        let addrs: Vec<Multiaddr> = vec![
+            "/ip4/10.0.0.1/tcp/4003/tls/ws".parse().unwrap(),
+            "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap(),
+            "/ip4/10.0.0.1/tcp/4002/ws".parse().unwrap(),
+        ];
+        let url = "wss://node-01.example.org:4003/peer";
+        let ad = advert_with_url(&key, &addrs, Some(url), 1, &at(0), 600).unwrap();
+        ad.verify_signature().unwrap();
+        let eps = ad.endpoints();
+        let got: Vec<(&str, &str, u64)> = eps
+            .iter()
+            .map(|e| (e.url.as_str(), e.transport.as_str(), e.priority))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("multiaddr:/ip4/10.0.0.1/udp/4001/quic-v1", "quic", 0),
+                (url, "wss", 2),
+                ("multiaddr:/ip4/10.0.0.1/tcp/4003/tls/ws", "wss", 2),
+                ("multiaddr:/ip4/10.0.0.1/tcp/4002/ws", "ws", 3),
+            ]
+        );
+        // A URL the validator refuses is an error, not a silently different advert.
+        assert!(advert_with_url(&key, &addrs, Some("https://x.example"), 1, &at(0), 600).is_err());
+
+        // The URL changing alone makes a new advertisement; withdrawn, nothing.
+        let mut own = OwnAdvert::new(key, 400, None);
+        let a1 = own
+            .set_endpoints(addrs.clone(), None, &at(0))
+            .unwrap()
+            .unwrap()
+            .sequence_no();
+        let a2 = own
+            .set_endpoints(addrs.clone(), Some(url.into()), &at(1))
+            .unwrap()
+            .unwrap();
+        assert!(a2.sequence_no() > a1 && a2.endpoints().iter().any(|e| e.url == url));
+        assert!(own.set_addresses(addrs.clone(), &at(2)).unwrap().is_none());
+        let a3 = own.tick(&at(390)).unwrap().unwrap();
+        assert!(
+            a3.endpoints().iter().any(|e| e.url == url),
+            "kept on refresh"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The artifact families, typed, plus [`Family`] to pick one by name at run time.
 
 mod capability_advertisement;
+mod endpoint_url;
 mod node_advertisement;
 mod node_identity;
 mod peer_handshake;
@@ -15,6 +16,7 @@ mod swarm_presence;
 use serde_json::{Map, Value};
 
 pub use capability_advertisement::{CORE_MESSAGING, CapabilityAdvertisement};
+pub use endpoint_url::{MAX_ENDPOINT_URL, ws_url_multiaddr, wss_url};
 pub use node_advertisement::{
     Endpoint, MAX_ADVERTISEMENT_ID, MAX_POLICY_ANNOTATIONS_BYTES, MULTIADDR_URL_PREFIX,
     NodeAdvertisement,

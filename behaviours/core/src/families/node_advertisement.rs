@@ -32,9 +32,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The multiaddr of a `multiaddr:` endpoint.
+    /// The multiaddr to dial this endpoint at: the address of a `multiaddr:` URL, or the
+    /// WebSocket multiaddr of a `wss://` or `ws://` URL (see
+    /// [`ws_url_multiaddr`](super::ws_url_multiaddr)); `None` for a URL that cannot be
+    /// dialed.
     pub fn multiaddr(&self) -> Option<Multiaddr> {
-        self.url.strip_prefix(MULTIADDR_URL_PREFIX)?.parse().ok()
+        match self.url.strip_prefix(MULTIADDR_URL_PREFIX) {
+            Some(ma) => ma.parse().ok(),
+            None => super::ws_url_multiaddr(&self.url),
+        }
     }
 
     /// Whether this is a relay (`/p2p-circuit`) endpoint.
