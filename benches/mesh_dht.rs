@@ -218,6 +218,16 @@ fn on_event(
                 if step.last
                     && let Some(tx) = waits.remove(&id)
                 {
+                    if std::env::var_os("MESH_DHTBENCH_DEBUG").is_some() {
+                        eprintln!(
+                            "bootstrap {:?}: {} requests, {} ok, {} failed, {} steps",
+                            stats.duration(),
+                            stats.num_requests(),
+                            stats.num_successes(),
+                            stats.num_failures(),
+                            step.count
+                        );
+                    }
                     let _ = tx.send(r.is_ok());
                 }
             }
@@ -409,7 +419,17 @@ async fn bench(a: Args, fds: u64) {
     let cpu0 = scale::cpu_time();
     let mut members = Vec::with_capacity(a.nodes);
     let mut addrs: Vec<(PeerId, Multiaddr)> = Vec::with_capacity(a.nodes);
+    // Nodes join the way a network grows: each starts with its seeds and bootstraps
+    // (as the node does at start); at most `wave` bootstraps run at once.
+    let t = Instant::now();
+    let mut joining = futures::stream::FuturesUnordered::new();
+    let mut boot1 = 0;
     for i in 0..a.nodes {
+        while joining.len() >= a.wave {
+            if let Some(Ok(Ok(true))) = joining.next().await {
+                boot1 += 1;
+            }
+        }
         let key = NodeKeypair::generate();
         let mut swarm = build_swarm(&key, a.idle);
         let addr = listen(&mut swarm).await;
@@ -430,15 +450,25 @@ async fn bench(a: Args, fds: u64) {
         addrs.push((*swarm.local_peer_id(), addr));
         let (tx, rx) = mpsc::channel(16);
         let task = tokio::spawn(run(swarm, advert, rx));
+        let (btx, brx) = oneshot::channel();
+        tx.send(Cmd::Bootstrap(btx)).await.expect("node running");
+        joining.push(tokio::time::timeout(Duration::from_secs(120), brx));
         members.push(Member {
             node_id: key.node_id(),
             tx,
             task,
         });
+        if i % 25 == 0 {
+            eprint!("\r  {i} nodes started, {:.1} s   ", t.elapsed().as_secs_f64());
+        }
     }
+    while let Some(r) = joining.next().await {
+        if let Ok(Ok(true)) = r {
+            boot1 += 1;
+        }
+    }
+    eprintln!();
     let all: Vec<usize> = (0..a.nodes).collect();
-    let t = Instant::now();
-    let boot1 = in_waves(&members, &all, a.wave, Cmd::Bootstrap).await;
     let boot2 = in_waves(&members, &all, a.wave, Cmd::Bootstrap).await;
     println!(
         "bootstrap: {boot1}/{} then {boot2}/{} ok in {:.1} s",
