@@ -258,7 +258,11 @@ async fn bench(nodes: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let d = shared.lock().expect("lock");
-    let delivered: u64 = d.count.iter().map(|&c| u64::from(c).min(nodes as u64 - 1)).sum();
+    let delivered: u64 = d
+        .count
+        .iter()
+        .map(|&c| u64::from(c).min(nodes as u64 - 1))
+        .sum();
     let complete = d.count.iter().filter(|&&c| c as usize >= nodes - 1).count();
     let mut lat = d.latencies.clone();
     lat.sort_unstable();
@@ -292,7 +296,11 @@ async fn bench(nodes: usize) {
     };
     println!(
         "goal: 100% delivered {}; wall {:.1} s, CPU {cpu}, RSS {:.0} MiB, load average after: {}",
-        if delivered == expected { "met" } else { "MISSED" },
+        if delivered == expected {
+            "met"
+        } else {
+            "MISSED"
+        },
         t0.elapsed().as_secs_f64(),
         scale::rss_mib().unwrap_or(0.0),
         scale::load_average().unwrap_or_default()

@@ -142,8 +142,7 @@ async fn listen(swarm: &mut Swarm<DhtNode>) -> Multiaddr {
 /// A node's event loop: commands from the bench, and the node's DHT handling.
 async fn run(mut swarm: Swarm<DhtNode>, advert: NodeAdvertisement, mut rx: mpsc::Receiver<Cmd>) {
     let mut waits: HashMap<QueryId, oneshot::Sender<bool>> = HashMap::new();
-    let mut lookups: HashMap<QueryId, (NodeId, Instant, oneshot::Sender<Outcome>)> =
-        HashMap::new();
+    let mut lookups: HashMap<QueryId, (NodeId, Instant, oneshot::Sender<Outcome>)> = HashMap::new();
     loop {
         tokio::select! {
             cmd = rx.recv() => {
@@ -284,7 +283,12 @@ async fn in_waves(
     let start = Instant::now();
     for (n, chunk) in targets.chunks(wave).enumerate() {
         if n % 4 == 0 {
-            eprint!("\r  {} of {} sent, {ok} ok, {:.1} s   ", n * wave, targets.len(), start.elapsed().as_secs_f64());
+            eprint!(
+                "\r  {} of {} sent, {ok} ok, {:.1} s   ",
+                n * wave,
+                targets.len(),
+                start.elapsed().as_secs_f64()
+            );
         }
         let mut replies = Vec::new();
         for &i in chunk {
@@ -463,7 +467,10 @@ async fn bench(a: Args, fds: u64) {
             task,
         });
         if i % 25 == 0 {
-            eprint!("\r  {i} nodes started, {:.1} s   ", t.elapsed().as_secs_f64());
+            eprint!(
+                "\r  {i} nodes started, {:.1} s   ",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     while let Some(r) = joining.next().await {
@@ -504,7 +511,11 @@ async fn bench(a: Args, fds: u64) {
     for &i in &stopped {
         let _ = (&mut members[i].task).await;
     }
-    let alive: Vec<usize> = all.iter().copied().filter(|i| !stopped.contains(i)).collect();
+    let alive: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !stopped.contains(i))
+        .collect();
     println!("stopped {stop} nodes abruptly; {} remain", alive.len());
     let (found, outcomes) = lookups(&members, &alive, a.lookups, a.limit, &mut rng).await;
     report("a third stopped", found, &outcomes);
