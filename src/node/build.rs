@@ -2,7 +2,7 @@
 //! the settings the node gives it.
 
 use libp2p::{
-    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
     memory_connection_limits, relay,
 };
 use mesh_core::NodeKeypair;
@@ -77,57 +77,10 @@ pub fn build(
         kad::store::MemoryStore::new(peer_id),
         kad::Config::new(kad::PROTOCOL_NAME),
     );
-    // Other peers' provider records are bounded by the book (`ProviderLimits`); the
-    // store leaves this node's own keys room beyond them.
-    let mesh_store = kad::store::MemoryStore::with_config(
-        peer_id,
-        kad::store::MemoryStoreConfig {
-            max_provided_keys: mesh_advert::providers::ProviderLimits::default().max_records + 1024,
-            ..kad::store::MemoryStoreConfig::default()
-        },
-    );
-    let mut mesh_kad = kad::Behaviour::with_config(peer_id, mesh_store, mesh_advert::kad::config());
-    let mode = match config.kad_mode {
-        KadMode::Auto => None,
-        KadMode::Server => Some(kad::Mode::Server),
-        KadMode::Client => Some(kad::Mode::Client),
-    };
-    amino.set_mode(mode);
-    mesh_kad.set_mode(mode);
+    amino.set_mode(kad_mode(config.kad_mode));
+    let mesh_kad = mesh_kad(peer_id, config.kad_mode);
 
-    let gossip_config = gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
-        .validate_messages()
-        // A forwarded message may wait 5 s in a connection's queue (gossipsub's default
-        // for publishing; 1 s for forwarding): under a burst the queue of a busy node
-        // lags, and a presence dropped there is lost to that peer until the next
-        // re-announce, while the drop also counts against the peer's score.
-        .forward_queue_duration(std::time::Duration::from_secs(5))
-        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
-        // signature of every copy before the duplicate check, so a copy not sent saves a
-        // verification (swarm presences are small and go to every member).
-        .idontwant_message_size_threshold(0)
-        .max_transmit_size(l.max_gossip_bytes)
-        .build()
-        .map_err(BuildError::GossipsubConfig)?;
-    let mut gossipsub = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(lp_key),
-        gossip_config,
-    )
-    .map_err(BuildError::Gossipsub)?;
-    // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
-    // of one host); the co-location penalty would graylist them all beyond ten.
-    let score = gossipsub::PeerScoreParams {
-        ip_colocation_factor_whitelist: [
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::Ipv6Addr::LOCALHOST.into(),
-        ]
-        .into(),
-        ..Default::default()
-    };
-    gossipsub
-        .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
-        .map_err(BuildError::PeerScore)?;
+    let gossipsub = gossipsub(lp_key, l.max_gossip_bytes)?;
 
     let admission = parts.admission.map(|c| {
         let base = relay::Config {
@@ -167,6 +120,80 @@ pub fn build(
         signal: mesh_signal::Behaviour::new(parts.signal),
         perf: config.perf.then(crate::perf::Behaviour::new).into(),
     })
+}
+
+/// Kademlia's mode for the configured [`KadMode`] (`None`: automatic).
+fn kad_mode(mode: KadMode) -> Option<kad::Mode> {
+    match mode {
+        KadMode::Auto => None,
+        KadMode::Server => Some(kad::Mode::Server),
+        KadMode::Client => Some(kad::Mode::Client),
+    }
+}
+
+/// The mesh DHT's Kademlia behaviour as the node runs it: `/mesh/kad/1.0.0` with
+/// filtered inserts ([`mesh_advert::kad::config`]: every inbound PUT must then go
+/// through [`mesh_advert::kad::accept_put`], every GET result through
+/// [`mesh_advert::kad::validate_record`]), a record store with room for this node's own
+/// provider keys beyond the other peers' ones, in `mode`. Public so that benchmarks
+/// run the node's DHT rather than a copy.
+pub fn mesh_kad(peer_id: PeerId, mode: KadMode) -> kad::Behaviour<kad::store::MemoryStore> {
+    // Other peers' provider records are bounded by the book (`ProviderLimits`); the
+    // store leaves this node's own keys room beyond them.
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_provided_keys: mesh_advert::providers::ProviderLimits::default().max_records + 1024,
+            ..kad::store::MemoryStoreConfig::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, mesh_advert::kad::config());
+    kad.set_mode(kad_mode(mode));
+    kad
+}
+
+/// The node's gossipsub behaviour: strict validation with the application's verdict
+/// on every message, IDONTWANT for every size, messages up to `max_transmit_size`
+/// bytes, peer scoring with loopback exempt from the co-location penalty. Public so
+/// that benchmarks run the node's gossipsub rather than a copy.
+pub fn gossipsub(
+    lp_key: libp2p::identity::Keypair,
+    max_transmit_size: usize,
+) -> Result<gossipsub::Behaviour, BuildError> {
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // A forwarded message may wait 5 s in a connection's queue (gossipsub's default
+        // for publishing; 1 s for forwarding): under a burst the queue of a busy node
+        // lags, and a presence dropped there is lost to that peer until the next
+        // re-announce, while the drop also counts against the peer's score.
+        .forward_queue_duration(std::time::Duration::from_secs(5))
+        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
+        // signature of every copy before the duplicate check, so a copy not sent saves a
+        // verification (swarm presences are small and go to every member).
+        .idontwant_message_size_threshold(0)
+        .max_transmit_size(max_transmit_size)
+        .build()
+        .map_err(BuildError::GossipsubConfig)?;
+    let mut behaviour = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(lp_key),
+        gossip_config,
+    )
+    .map_err(BuildError::Gossipsub)?;
+    // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
+    // of one host); the co-location penalty would graylist them all beyond ten.
+    let score = gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    behaviour
+        .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
+        .map_err(BuildError::PeerScore)?;
+    Ok(behaviour)
 }
 
 /// Whether a peer's identify protocols include `protocol`.
