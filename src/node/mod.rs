@@ -57,6 +57,7 @@ pub mod store;
 pub mod transport;
 mod view;
 mod waiting;
+pub mod webrtc_cert;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -243,7 +244,9 @@ impl Node {
         // No prefix here: libp2p-metrics names its families `libp2p_…` itself, libmesh's
         // are `libmesh_…`.
         let mut registry = Registry::default();
-        let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        let (webrtc, _, _) = webrtc_cert::load_or_create(data_dir, now.instant().timestamp())
+            .map_err(|e| transport::TransportError::Build(format!("webrtc-direct: {e}")))?;
+        let mut swarm = transport::build_swarm(&key, &config, webrtc, parts, &mut registry)?;
         swarm
             .behaviour_mut()
             .admission_client

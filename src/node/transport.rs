@@ -1,5 +1,6 @@
 //! The swarm: QUIC v1, TCP + Noise + Yamux, WebSocket (WS and WSS, listening on WSS
-//! from certificate files), DNS and the relay client, built with `SwarmBuilder`.
+//! from certificate files), WebRTC-direct (for browsers; its certificate comes from
+//! [`super::webrtc_cert`]), DNS and the relay client, built with `SwarmBuilder`.
 //!
 //! The builder's own WebSocket transport dials only (its TLS has no server side and
 //! trusts only the web PKI), so the node adds its own `websocket::Config` with
@@ -32,10 +33,12 @@ pub enum TransportError {
     Build(String),
 }
 
-/// Builds the swarm for `key` with every transport and the node's behaviour.
+/// Builds the swarm for `key` with every transport and the node's behaviour;
+/// `webrtc` is the WebRTC-direct certificate.
 pub fn build_swarm(
     key: &NodeKeypair,
     config: &NodeConfig,
+    webrtc: libp2p_webrtc::tokio::Certificate,
     parts: Parts,
     registry: &mut Registry,
 ) -> Result<Swarm<MeshBehaviour>, TransportError> {
@@ -62,6 +65,11 @@ pub fn build_swarm(
                     .multiplex(yamux::Config::default())
                     .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
             )
+        })
+        .map_err(|e| build(&e))?
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })
         .map_err(|e| build(&e))?
         .with_dns()

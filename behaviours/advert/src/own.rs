@@ -28,6 +28,12 @@ fn classify(addr: &Multiaddr) -> Option<(&'static str, &'static str, u64)> {
     let relay = has(|p| matches!(p, Protocol::P2pCircuit));
     let (transport, priority) = if has(|p| matches!(p, Protocol::QuicV1)) {
         ("quic", 0)
+    } else if has(|p| matches!(p, Protocol::WebRTCDirect)) {
+        // Only with the certhash a browser needs to dial it.
+        if !has(|p| matches!(p, Protocol::Certhash(_))) {
+            return None;
+        }
+        ("webrtc-direct", 4)
     } else if has(|p| matches!(p, Protocol::Wss(_)))
         || (has(|p| matches!(p, Protocol::Tls)) && has(|p| matches!(p, Protocol::Ws(_))))
     {
@@ -236,6 +242,25 @@ mod tests {
         assert_eq!(ad.sequence_no(), 5);
         ad.verify_signature().unwrap();
         assert!(advert_for(&key, &addrs[3..4], 1, &at(0), 600).is_err());
+    }
+
+    #[test]
+    fn webrtc_direct_is_advertised_with_its_certhash_only() {
+        let key = NodeKeypair::generate();
+        let with: Multiaddr = "/ip4/127.0.0.1/udp/4004/webrtc-direct/certhash/uEiDDq4_xNyDorZBH3TlGazyJdOWSwvo4PUo5YHFMrvDE8g"
+            .parse()
+            .unwrap();
+        let without: Multiaddr = "/ip4/127.0.0.1/udp/4005/webrtc-direct".parse().unwrap();
+        let tcp: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let ad = advert_for(&key, &[with.clone(), without, tcp], 1, &at(0), 600).unwrap();
+        let eps = ad.endpoints();
+        assert_eq!(eps.len(), 2, "{eps:?}");
+        assert_eq!(eps[1].transport, "webrtc-direct");
+        assert_eq!(eps[1].multiaddr(), Some(with));
+        ad.verify_signature().unwrap();
+        // It survives the validator (what a receiving node runs).
+        let back = NodeAdvertisement::from_json(ad.to_json()).unwrap();
+        assert_eq!(back.endpoints().len(), 2);
     }
 
     #[test]

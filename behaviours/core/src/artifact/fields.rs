@@ -12,8 +12,9 @@ use crate::time::Timestamp;
 
 /// Transport names libmesh accepts where the Orbiplex schemas allow only `wss`
 /// (`endpoint/transport`, `transports/supported`, `transport/profiles`,
-/// `transport/profile`).
-pub const TRANSPORTS: &[&str] = &["wss", "ws", "tcp", "quic"];
+/// `transport/profile`). `webrtc-direct` (an address with `/webrtc-direct/certhash/…`,
+/// the transport browsers dial) came after the other four.
+pub const TRANSPORTS: &[&str] = &["wss", "ws", "tcp", "quic", "webrtc-direct"];
 
 fn re(pattern: &str) -> Regex {
     // The patterns are constants of this module and covered by tests.

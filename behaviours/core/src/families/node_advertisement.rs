@@ -127,6 +127,10 @@ fn check_endpoint_url(url: &str, transport: &str, role: &str) -> Result<(), Stri
                         && has(|p| matches!(p, Protocol::Ws(_))))
             }
             "ws" => has(|p| matches!(p, Protocol::Ws(_))) && !has(|p| matches!(p, Protocol::Tls)),
+            "webrtc-direct" => {
+                has(|p| matches!(p, Protocol::WebRTCDirect))
+                    && has(|p| matches!(p, Protocol::Certhash(_)))
+            }
             _ => {
                 has(|p| matches!(p, Protocol::Tcp(_)))
                     && !has(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)))
@@ -249,6 +253,7 @@ mod tests {
         let peer = "12D3KooWSfMx5BpXVMrzyfMGHVLQe6UWNWX13ZBPLDmVoAKZ4oun";
         let quic = format!("multiaddr:/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}");
         let relay = format!("multiaddr:/ip4/127.0.0.1/tcp/4001/p2p/{peer}/p2p-circuit");
+        let webrtc = "multiaddr:/ip4/127.0.0.1/udp/4004/webrtc-direct/certhash/uEiDDq4_xNyDorZBH3TlGazyJdOWSwvo4PUo5YHFMrvDE8g";
         for (url, transport, role) in [
             ("wss://node.example/peer", "wss", "listener"),
             ("ws://127.0.0.1:4002", "ws", "listener"),
@@ -257,6 +262,7 @@ mod tests {
             ("multiaddr:/ip4/127.0.0.1/tcp/4001", "tcp", "listener"),
             (relay.as_str(), "tcp", "relay"),
             ("multiaddr:/ip4/127.0.0.1/tcp/443/tls/ws", "wss", "listener"),
+            (webrtc, "webrtc-direct", "listener"),
         ] {
             assert_eq!(check_endpoint_url(url, transport, role), Ok(()), "{url}");
         }
@@ -270,6 +276,19 @@ mod tests {
             ("multiaddr:not-an-addr", "tcp", "listener"),
             ("tcp://127.0.0.1:4001", "tcp", "listener"),
             ("multiaddr:/ip4/127.0.0.1/tcp/4002/ws", "tcp", "listener"),
+            (webrtc, "tcp", "listener"),
+            (webrtc, "quic", "listener"),
+            (
+                "multiaddr:/ip4/127.0.0.1/udp/4004/webrtc-direct",
+                "webrtc-direct",
+                "listener",
+            ),
+            (
+                "multiaddr:/ip4/127.0.0.1/tcp/4001",
+                "webrtc-direct",
+                "listener",
+            ),
+            ("webrtc-direct://127.0.0.1", "webrtc-direct", "listener"),
         ] {
             assert!(check_endpoint_url(url, transport, role).is_err(), "{url}");
         }
