@@ -143,7 +143,7 @@ fn browser_node_against_meshd() {
     }
 
     let mut connect_ms = Vec::new();
-    for kind in ["webrtc-direct", "ws"] {
+    for kind in ["ws", "webrtc-direct"] {
         let d = next_line(&rx, "dial");
         assert_eq!(d["kind"], kind, "{d}");
         assert_eq!(d["peer"], n.peer_id().as_str(), "{d}");
@@ -160,8 +160,11 @@ fn browser_node_against_meshd() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/meshsub/1.1.0"] {
-            assert!(protocols.contains(&p), "identify did not learn {p}: {d}");
+        for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/meshsub/1."] {
+            assert!(
+                protocols.iter().any(|q| q.starts_with(p)),
+                "identify did not learn {p}: {d}"
+            );
         }
         connect_ms.push((kind, d["ms"].as_f64().unwrap_or(0.0)));
     }

@@ -42,6 +42,12 @@ pub fn build_swarm(
     parts: Parts,
     registry: &mut Registry,
 ) -> Result<Swarm<MeshBehaviour>, TransportError> {
+    // libp2p-webrtc's DTLS (webrtc-rs) builds rustls configs from the process-wide
+    // crypto provider, and with both `ring` and `aws-lc-rs` compiled in (different
+    // crates ask for each) rustls cannot pick one and panics in the first handshake.
+    // libmesh uses `ring` everywhere; an application that installed its own provider
+    // keeps it (the error is that one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = tls_config(config)?;
     let build = |e: &dyn std::fmt::Display| TransportError::Build(e.to_string());
     let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p())

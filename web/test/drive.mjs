@@ -46,9 +46,9 @@ try {
   const results = await page.evaluate((v, f) => mesh.lm.checkVectors(v, f), vectors, fixtures)
   emit({ step: 'vectors', results })
 
-  // Dial meshd over WebRTC-direct, then (after hanging up) over WebSocket: connect
+  // Dial meshd over WebSocket, then (after hanging up) over WebRTC-direct: connect
   // time, ping and what identify learned.
-  for (const [kind, addrs] of [['webrtc-direct', me.info.webrtc_direct], ['ws', me.info.ws]]) {
+  for (const [kind, addrs] of [['ws', me.info.ws], ['webrtc-direct', me.info.webrtc_direct]]) {
     const out = await page.evaluate(async (addr, peer) => {
       const start = performance.now()
       const r = await mesh.dial(addr)
@@ -62,7 +62,7 @@ try {
       return { ...r, ms, protocols }
     }, addrs[0], me.info.peer_id)
     emit({ step: 'dial', kind, ...out })
-    if (kind === 'webrtc-direct') {
+    if (kind === 'ws') {
       await page.evaluate((peer) => Promise.all(mesh.node.getConnections()
         .filter((c) => c.remotePeer.toString() === peer).map((c) => c.close())), me.info.peer_id)
       await page.evaluate(async (peer) => {
