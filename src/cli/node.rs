@@ -106,6 +106,13 @@ pub(crate) struct RunArgs {
     /// Serve the libp2p perf protocol (`/perf/1.0.0`).
     #[arg(long)]
     perf: bool,
+    /// Serve the browser node (the page, its bundle and `/api/info`) over HTTP on
+    /// this address.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<SocketAddr>,
+    /// Where the built page is (`web/build.mjs` writes `web/dist`).
+    #[arg(long, value_name = "DIR", default_value = "web/dist", requires = "web")]
+    web_root: PathBuf,
     /// Print every node event as a JSON line on stdout.
     #[arg(long)]
     events: bool,
@@ -252,12 +259,20 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => ctx.trace.clone(),
     };
     let rt = super::advert::runtime()?;
+    let web = match args.web {
+        Some(addr) => {
+            libmesh::web::check_root(&args.web_root).map_err(anyhow::Error::msg)?;
+            Some((addr, args.web_root.clone()))
+        }
+        None => None,
+    };
     rt.block_on(serve(
         trace,
         config,
         &data_dir,
         identity.keypair,
         args.events,
+        web,
     ))
 }
 
@@ -273,6 +288,7 @@ async fn serve(
     data_dir: &Path,
     key: mesh_core::NodeKeypair,
     print_events: bool,
+    web: Option<(SocketAddr, PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     let (mut node, handle, mut events) = Node::new(key, config.clone(), data_dir, trace)?;
     node.listen()?;
@@ -319,6 +335,17 @@ async fn serve(
         let l = bind(addr, "metrics").await?;
         ready["metrics"] = format!("http://{}", l.local_addr()?).into();
         let app = metrics_router(handle.clone(), registry);
+        servers.push(tokio::spawn(http_serve::serve(
+            l,
+            app,
+            config.http.limits(),
+            stopped(),
+        )));
+    }
+    if let Some((addr, root)) = web {
+        let l = bind(addr, "the web page").await?;
+        ready["web"] = format!("http://{}", l.local_addr()?).into();
+        let app = libmesh::web::web_router(handle.clone(), root);
         servers.push(tokio::spawn(http_serve::serve(
             l,
             app,

@@ -25,15 +25,18 @@ pub const PUBLIC_BOOTSTRAP: &[&str] = &[
     "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
 ];
 
-/// The default listen addresses: QUIC and TCP on 4001, WebSocket on 4002, on every
-/// IPv4 and IPv6 interface. (WSS is added when a certificate is configured.)
+/// The default listen addresses: QUIC and TCP on 4001, WebSocket on 4002,
+/// WebRTC-direct on UDP 4004, on every IPv4 and IPv6 interface. (WSS is added when a
+/// certificate is configured.)
 pub const DEFAULT_LISTEN: &[&str] = &[
     "/ip4/0.0.0.0/udp/4001/quic-v1",
     "/ip4/0.0.0.0/tcp/4001",
     "/ip4/0.0.0.0/tcp/4002/ws",
+    "/ip4/0.0.0.0/udp/4004/webrtc-direct",
     "/ip6/::/udp/4001/quic-v1",
     "/ip6/::/tcp/4001",
     "/ip6/::/tcp/4002/ws",
+    "/ip6/::/udp/4004/webrtc-direct",
 ];
 
 /// Where the node bootstraps into the public network.

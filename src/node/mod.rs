@@ -61,6 +61,7 @@ mod swarm_marker;
 pub mod transport;
 mod view;
 mod waiting;
+pub mod webrtc_cert;
 pub mod wss;
 
 use std::collections::{HashMap, HashSet};
@@ -263,7 +264,9 @@ impl Node {
         // No prefix here: libp2p-metrics names its families `libp2p_…` itself, libmesh's
         // are `libmesh_…`.
         let mut registry = Registry::default();
-        let mut swarm = transport::build_swarm(&key, &config, parts, &mut registry)?;
+        let (webrtc, _, _) = webrtc_cert::load_or_create(data_dir, now.instant().timestamp())
+            .map_err(|e| transport::TransportError::Build(format!("webrtc-direct: {e}")))?;
+        let mut swarm = transport::build_swarm(&key, &config, webrtc, parts, &mut registry)?;
         let wss_public = match &config.wss {
             Some(w) => w.public().map_err(transport::TransportError::Tls)?,
             None => None,

@@ -1,5 +1,6 @@
 //! The swarm: QUIC v1, TCP + Noise + Yamux, WebSocket (WS and WSS, listening on WSS
-//! from certificate files), DNS and the relay client, built with `SwarmBuilder`.
+//! from certificate files), WebRTC-direct (for browsers; its certificate comes from
+//! [`super::webrtc_cert`]), DNS and the relay client, built with `SwarmBuilder`.
 //!
 //! The builder's own WebSocket transport dials only (its TLS has no server side and
 //! trusts only the web PKI), so the node adds its own `websocket::Config` with
@@ -46,13 +47,21 @@ pub enum TransportError {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Builds the swarm for `key` with every transport and the node's behaviour.
+/// Builds the swarm for `key` with every transport and the node's behaviour;
+/// `webrtc` is the WebRTC-direct certificate.
 pub fn build_swarm(
     key: &NodeKeypair,
     config: &NodeConfig,
+    webrtc: libp2p_webrtc::tokio::Certificate,
     parts: Parts,
     registry: &mut Registry,
 ) -> Result<Swarm<MeshBehaviour>, TransportError> {
+    // libp2p-webrtc's DTLS (webrtc-rs) builds rustls configs from the process-wide
+    // crypto provider, and with both `ring` and `aws-lc-rs` compiled in (different
+    // crates ask for each) rustls cannot pick one and panics in the first handshake.
+    // libmesh uses `ring` everywhere; an application that installed its own provider
+    // keeps it (the error is that one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = tls_config(config)?;
     let build = |e: &dyn std::fmt::Display| TransportError::Build(e.to_string());
     let inner_tls = tls.clone();
@@ -62,6 +71,12 @@ pub fn build_swarm(
         .with_other_transport(|key| websocket_transport(key, tls))
         .map_err(|e| build(&e))?
         .with_other_transport(|key| resolved_transports(key, inner_tls))
+        .map_err(|e| build(&e))?
+        // WebRTC-direct addresses carry IP addresses (a browser dials them); no resolver.
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })
         .map_err(|e| build(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| build(&e))?

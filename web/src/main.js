@@ -1,0 +1,228 @@
+// The libmesh browser node: a js-libp2p 3.x node (WebRTC-direct, WebRTC, WebSockets,
+// the circuit-relay transport; noise, yamux, identify, ping, gossipsub) with a libmesh
+// identity, that dials the `meshd` serving this page and joins discovery-key swarms
+// with its own signed presences. `window.mesh` is its API (the UI and the browser test
+// use it).
+import { createLibp2p } from 'libp2p'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
+import { webSockets } from '@libp2p/websockets'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as lm from './libmesh.js'
+
+// Bounds: swarms joined at once and members remembered per swarm (as meshd's
+// defaults), chat lines kept per swarm, and the presence lifetime.
+const MAX_SWARMS = 64
+const MAX_MEMBERS = 1024
+const MAX_CHAT = 200
+const PRESENCE_TTL_SECS = 120
+const MAX_CHAT_BYTES = 2048
+
+const params = new URLSearchParams(location.search)
+const storage = params.has('ephemeral') ? null : window.localStorage
+const identity = await lm.Identity.load(storage)
+const info = await (await fetch('/api/info', { cache: 'no-store' })).json()
+
+const node = await createLibp2p({
+  privateKey: identity.privateKey,
+  addresses: { listen: ['/p2p-circuit', '/webrtc'] },
+  transports: [webRTCDirect(), webRTC(), webSockets(), circuitRelayTransport()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  // The page dials what its own meshd tells it, which on a LAN or in a test is a
+  // private address, and plain `ws://` next to an `http://` page.
+  connectionGater: { denyDialMultiaddr: () => false },
+  services: {
+    identify: identify(),
+    ping: ping(),
+    pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true })
+  }
+})
+
+/** Joined swarms: key hex -> { name, seq, members: Map(nodeId -> presence), chat: [] } */
+const swarms = new Map()
+
+function chatTopic (key) { return `/libmesh/chat/1/${key}` }
+
+function onMessage (evt) {
+  const msg = evt.detail
+  for (const [key, s] of swarms) {
+    if (msg.topic === lm.swarmTopic(key)) {
+      lm.readPresence(msg.data, key).then((p) => {
+        // Gossipsub signs with the peer's key: the presence's signer must be the author.
+        const author = msg.from?.publicKey?.raw
+        if (author == null || lm.nodeIdOf(author) !== p['node/id']) return
+        if (p.presence === 'leave') {
+          s.members.delete(p['node/id'])
+        } else {
+          const old = s.members.get(p['node/id'])
+          if (old != null && old['sequence/no'] >= p['sequence/no']) return
+          if (old == null && s.members.size >= MAX_MEMBERS) return
+          s.members.set(p['node/id'], p)
+          if (p.presence === 'join') announce(key, 'announce').catch(() => {})
+        }
+        render()
+      }).catch(() => {})
+    } else if (msg.topic === chatTopic(key) && msg.data.length <= MAX_CHAT_BYTES) {
+      const author = msg.from?.publicKey?.raw
+      if (author == null) return
+      s.chat.push({ from: lm.nodeIdOf(author), text: new TextDecoder().decode(msg.data) })
+      if (s.chat.length > MAX_CHAT) s.chat.shift()
+      render()
+    }
+  }
+}
+node.services.pubsub.addEventListener('message', onMessage)
+
+function ownAddrs () {
+  return node.getMultiaddrs().map((a) => a.toString()).slice(0, 16)
+}
+
+async function announce (key, kind) {
+  const s = swarms.get(key)
+  if (s == null) return
+  s.seq = Math.max(s.seq + 1, Date.now())
+  const bytes = await lm.presence(identity, key, kind, s.seq, ownAddrs(), PRESENCE_TTL_SECS)
+  await node.services.pubsub.publish(lm.swarmTopic(key), bytes)
+}
+
+const mesh = {
+  identity,
+  info,
+  node,
+  lm,
+  nodeId: identity.nodeId,
+  peerId: node.peerId.toString(),
+  /** Dials `addr` and pings it: the connection's remote address and the RTT (ms). */
+  async dial (addr) {
+    const conn = await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(20_000) })
+    const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(20_000) })
+    render()
+    return { remote: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), rtt }
+  },
+  peers () {
+    return node.getConnections().map((c) => ({ peer: c.remotePeer.toString(), addr: c.remoteAddr.toString() }))
+  },
+  /** The protocols identify learned from `peer`. */
+  async protocolsOf (peer) {
+    const p = await node.peerStore.get(node.getConnections().find((c) => c.remotePeer.toString() === peer).remotePeer)
+    return p.protocols
+  },
+  /** Joins the swarm named `name` (64 hex digits or any text): returns its key. */
+  async join (name) {
+    const key = await lm.swarmKey(name)
+    if (!swarms.has(key)) {
+      if (swarms.size >= MAX_SWARMS) throw new Error(`at most ${MAX_SWARMS} swarms`)
+      swarms.set(key, { name, seq: 0, members: new Map(), chat: [], timer: null })
+      node.services.pubsub.subscribe(lm.swarmTopic(key))
+      node.services.pubsub.subscribe(chatTopic(key))
+      const s = swarms.get(key)
+      // `join` once a subscribed peer can take it (retried each second, 60 times at
+      // most), then `announce` at half the lifetime.
+      let tries = 0
+      const tryJoin = async () => {
+        tries++
+        const peers = node.services.pubsub.getSubscribers(lm.swarmTopic(key))
+        if (peers.length > 0) {
+          await announce(key, 'join')
+          s.timer = setInterval(() => { announce(key, 'announce').catch(() => {}) }, PRESENCE_TTL_SECS * 500)
+        } else if (tries < 60 && swarms.has(key)) {
+          s.timer = setTimeout(() => { tryJoin().catch(() => {}) }, 1000)
+        }
+      }
+      await tryJoin()
+    }
+    render()
+    return key
+  },
+  async leave (name) {
+    const key = await lm.swarmKey(name)
+    const s = swarms.get(key)
+    if (s == null) return false
+    clearInterval(s.timer)
+    clearTimeout(s.timer)
+    await announce(key, 'leave').catch(() => {})
+    node.services.pubsub.unsubscribe(lm.swarmTopic(key))
+    node.services.pubsub.unsubscribe(chatTopic(key))
+    swarms.delete(key)
+    render()
+    return true
+  },
+  members (key) {
+    return [...(swarms.get(key)?.members.keys() ?? [])]
+  },
+  async chat (key, text) {
+    const bytes = new TextEncoder().encode(String(text)).slice(0, MAX_CHAT_BYTES)
+    await node.services.pubsub.publish(chatTopic(key), bytes)
+    swarms.get(key)?.chat.push({ from: identity.nodeId, text: String(text) })
+    render()
+  }
+}
+window.mesh = mesh
+
+// --- the page ------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id)
+
+function render () {
+  $('me').textContent = identity.nodeId
+  $('meshd').textContent = `${info.node_id}`
+  $('peers').replaceChildren(...mesh.peers().map((p) => {
+    const li = document.createElement('li')
+    li.textContent = `${p.peer} via ${p.addr}`
+    return li
+  }))
+  $('swarms').replaceChildren(...[...swarms].map(([key, s]) => {
+    const div = document.createElement('div')
+    const h = document.createElement('h3')
+    h.textContent = `${s.name} (${key.slice(0, 12)}…): ${s.members.size} other member(s)`
+    const ul = document.createElement('ul')
+    ul.replaceChildren(...[...s.members.keys()].map((m) => {
+      const li = document.createElement('li')
+      li.textContent = m
+      return li
+    }))
+    const log = document.createElement('pre')
+    log.textContent = s.chat.map((c) => `${c.from.slice(-8)}: ${c.text}`).join('\n')
+    const input = document.createElement('input')
+    input.placeholder = 'say something'
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && input.value !== '') {
+        mesh.chat(key, input.value).catch((err) => status(err.message))
+        input.value = ''
+      }
+    })
+    div.append(h, ul, log, input)
+    return div
+  }))
+}
+
+function status (text) { $('status').textContent = text }
+
+$('join').addEventListener('submit', (e) => {
+  e.preventDefault()
+  mesh.join($('swarm').value).catch((err) => status(err.message))
+})
+node.addEventListener('connection:open', render)
+node.addEventListener('connection:close', render)
+
+// Connect to the serving meshd: WebRTC-direct first, WebSocket otherwise.
+async function connect () {
+  for (const addr of [...info.webrtc_direct, ...info.ws]) {
+    try {
+      const r = await mesh.dial(addr)
+      status(`connected to meshd over ${addr.includes('webrtc') ? 'WebRTC-direct' : 'WebSocket'} (ping ${r.rtt} ms)`)
+      return
+    } catch (err) {
+      status(`${addr}: ${err.message}`)
+    }
+  }
+}
+render()
+window.meshReady = params.has('noconnect') ? Promise.resolve() : connect()
+document.body.dataset.ready = '1'

@@ -1,0 +1,99 @@
+// Drives the browser node in headless Chromium (puppeteer-core, Debian's chromium) for
+// tests/browser.rs. Usage:
+//   node web/test/drive.mjs WEB_URL SHARED_DIR SWARM_NAME SCREENSHOT.png
+// Prints one JSON line per step on stdout; after the `joined` line it waits for a line on
+// stdin (the Rust test checks `meshd swarm members` meanwhile), then takes the
+// screenshot and exits. Every wait is bounded.
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import puppeteer from 'puppeteer-core'
+
+const [webUrl, sharedDir, swarmName, screenshot] = process.argv.slice(2)
+const STEP_MS = 30_000
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+const browser = await puppeteer.launch({
+  executablePath: process.env.MESH_CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  protocolTimeout: 60_000,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync',
+    // Loopback ICE candidates instead of mDNS names.
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+    // Gather loopback candidates: meshd listens on 127.0.0.1 in the test.
+    '--allow-loopback-in-peer-connection'
+  ]
+})
+const timer = setTimeout(() => { emit({ step: 'timeout' }); process.exit(3) }, 240_000)
+try {
+  const page = await browser.newPage()
+  page.on('console', (m) => { if (m.type() === 'error') process.stderr.write(`page: ${m.text()}\n`) })
+  page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`))
+  const loadStart = Date.now()
+  await page.goto(`${webUrl}/?ephemeral&noconnect`, { timeout: STEP_MS })
+  await page.waitForFunction(() => window.mesh != null, { timeout: STEP_MS })
+  const me = await page.evaluate(() => ({ nodeId: mesh.nodeId, peerId: mesh.peerId, info: mesh.info }))
+  emit({ step: 'loaded', ms: Date.now() - loadStart, ...me })
+
+  // The shared signing vectors, byte-exact, in the browser.
+  const vectors = JSON.parse(await readFile(join(sharedDir, 'vectors', 'signing.json'), 'utf8'))
+  const fixtures = {}
+  for (const a of vectors.artifacts) {
+    fixtures[a.fixture] = JSON.parse(await readFile(join(sharedDir, a.fixture), 'utf8'))
+  }
+  const results = await page.evaluate((v, f) => mesh.lm.checkVectors(v, f), vectors, fixtures)
+  emit({ step: 'vectors', results })
+
+  // Dial meshd over WebSocket, then (after hanging up) over WebRTC-direct: connect
+  // time, ping and what identify learned.
+  for (const [kind, addrs] of [['ws', me.info.ws], ['webrtc-direct', me.info.webrtc_direct]]) {
+    const out = await page.evaluate(async (addr, peer) => {
+      const start = performance.now()
+      const r = await mesh.dial(addr)
+      const ms = performance.now() - start
+      // Identify runs right after the connection opens; wait (bounded) for it.
+      let protocols = []
+      for (let i = 0; i < 100 && !protocols.includes('/ipfs/id/1.0.0'); i++) {
+        protocols = await mesh.protocolsOf(peer).catch(() => [])
+        if (!protocols.includes('/ipfs/id/1.0.0')) await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      return { ...r, ms, protocols }
+    }, addrs[0], me.info.peer_id)
+    emit({ step: 'dial', kind, ...out })
+    if (kind === 'ws') {
+      await page.evaluate((peer) => Promise.all(mesh.node.getConnections()
+        .filter((c) => c.remotePeer.toString() === peer).map((c) => c.close())), me.info.peer_id)
+      await page.evaluate(async (peer) => {
+        for (let i = 0; i < 50 && mesh.peers().some((p) => p.peer === peer); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100))
+        }
+      }, me.info.peer_id)
+    }
+  }
+
+  // Join the swarm; meshd (a member) answers the join with its announce.
+  const joinStart = Date.now()
+  const key = await page.evaluate((name) => mesh.join(name), swarmName)
+  const members = await page.evaluate(async (key, meshd) => {
+    for (let i = 0; i < 200 && !mesh.members(key).includes(meshd); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    return mesh.members(key)
+  }, key, me.info.node_id)
+  emit({ step: 'joined', key, members, ms: Date.now() - joinStart })
+
+  // Wait for the test's go-ahead (bounded by the overall timer), then the screenshot.
+  const rl = createInterface({ input: process.stdin })
+  await new Promise((resolve) => { rl.once('line', resolve); rl.once('close', resolve) })
+  rl.close()
+  await page.screenshot({ path: screenshot, fullPage: true })
+  emit({ step: 'done', screenshot })
+} catch (err) {
+  emit({ step: 'error', message: String(err?.stack ?? err) })
+  process.exitCode = 1
+} finally {
+  clearTimeout(timer)
+  await browser.close()
+}
