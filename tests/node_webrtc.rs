@@ -121,7 +121,10 @@ fn session_over_webrtc_direct_and_stable_certhash() {
     for e in endpoints {
         let t = e["endpoint/transport"].as_str().unwrap();
         assert!(["wss", "ws", "tcp", "quic"].contains(&t), "{e}");
-        assert!(!e["endpoint/url"].as_str().unwrap().contains("webrtc"), "{e}");
+        assert!(
+            !e["endpoint/url"].as_str().unwrap().contains("webrtc"),
+            "{e}"
+        );
     }
 
     // Same data dir, same certificate: the certhash survives a restart.
