@@ -170,7 +170,8 @@ impl Node {
             MeshBehaviourEvent::AutonatClient(e) => {
                 let reachable = e.result.is_ok();
                 tracing::debug!(addr = %e.tested_addr, reachable, "autonat test");
-                self.nat.insert(e.tested_addr.clone(), reachable);
+                self.nat
+                    .insert(e.tested_addr.clone(), reachable, Instant::now());
                 self.emit(NodeEvent::Reachability {
                     addr: e.tested_addr,
                     reachable,

@@ -49,6 +49,7 @@ pub mod handle;
 pub mod identify_observed;
 mod idle;
 mod lookups;
+mod nat_verdicts;
 pub mod observed;
 pub mod relay_select;
 mod relays;
@@ -164,7 +165,7 @@ pub struct Node {
     stats: stats::Stats,
     registry: Arc<Mutex<Registry>>,
     /// AutoNAT's verdict per tested address.
-    nat: HashMap<Multiaddr, bool>,
+    nat: nat_verdicts::NatVerdicts,
     /// Plain gossipsub topics the application subscribed to.
     topics: HashSet<String>,
     started: Instant,
@@ -341,7 +342,7 @@ impl Node {
             metrics,
             stats,
             registry: Arc::new(Mutex::new(registry)),
-            nat: HashMap::new(),
+            nat: nat_verdicts::NatVerdicts::default(),
             topics: HashSet::new(),
             started: now,
             perf,

@@ -330,9 +330,9 @@ impl Relays {
 }
 
 /// Whether AutoNAT confirmed one of our own (non-circuit) addresses.
-pub(crate) fn publicly_reachable(nat: &HashMap<Multiaddr, bool>) -> bool {
+pub(crate) fn publicly_reachable(nat: &super::nat_verdicts::NatVerdicts) -> bool {
     nat.iter()
-        .any(|(a, ok)| *ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+        .any(|(a, ok)| ok && !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
 }
 
 /// The relay an admission client event is about.

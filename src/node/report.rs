@@ -19,13 +19,13 @@ pub(super) fn of(node: &mut Node) -> Status {
     let reachable: Vec<String> = node
         .nat
         .iter()
-        .filter(|(_, ok)| **ok)
+        .filter(|(_, ok)| *ok)
         .map(|(a, _)| a.to_string())
         .collect();
     let unreachable: Vec<String> = node
         .nat
         .iter()
-        .filter(|(_, ok)| !**ok)
+        .filter(|(_, ok)| !*ok)
         .map(|(a, _)| a.to_string())
         .collect();
     let nat_status = if !reachable.is_empty() {

@@ -151,15 +151,16 @@ fn a_directly_reachable_node_holds_no_reservation() {
 
 #[test]
 fn only_own_non_circuit_addresses_count_as_reachable() {
-    let mut nat = std::collections::HashMap::new();
+    let mut nat = crate::node::nat_verdicts::NatVerdicts::default();
+    let now = std::time::Instant::now();
     let (r, _) = relay();
     let circuit: Multiaddr = format!("/ip4/192.0.2.1/tcp/1/p2p/{r}/p2p-circuit")
         .parse()
         .unwrap();
-    nat.insert(circuit, true);
-    nat.insert("/ip4/192.0.2.9/tcp/1".parse().unwrap(), false);
+    nat.insert(circuit, true, now);
+    nat.insert("/ip4/192.0.2.9/tcp/1".parse().unwrap(), false, now);
     assert!(!super::publicly_reachable(&nat));
-    nat.insert("/ip4/192.0.2.9/udp/1/quic-v1".parse().unwrap(), true);
+    nat.insert("/ip4/192.0.2.9/udp/1/quic-v1".parse().unwrap(), true, now);
     assert!(super::publicly_reachable(&nat));
 }
 
