@@ -227,11 +227,19 @@ impl Node {
     /// An outgoing connection failed, or the swarm refused to start a dial: what
     /// waited for it.
     pub(super) fn dial_failed(&mut self, cid: ConnectionId, text: &str) {
-        for after in self.waiting.connection_failed(cid) {
-            after.fail(HandleError::Refused(MeshError::new(
-                ErrorCode::TransportUnavailable,
-                format!("dial failed: {text}"),
-            )));
+        let (waiters, relookup) = self.waiting.connection_failed(cid);
+        for after in waiters {
+            match relookup {
+                // The known addresses failed: the peer may have moved, look it up.
+                Some(peer) => {
+                    tracing::debug!(%peer, error = text, "known addresses failed: looking the peer up");
+                    self.find_peer(peer, after, true);
+                }
+                None => after.fail(HandleError::Refused(MeshError::new(
+                    ErrorCode::TransportUnavailable,
+                    format!("dial failed: {text}"),
+                ))),
+            }
         }
         let actions = self
             .router

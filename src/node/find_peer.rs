@@ -120,9 +120,9 @@ impl Node {
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.waiting.wait_connection(id, after),
+            Ok(()) => self.waiting.wait_connection_or_relookup(id, peer, after),
             Err(DialError::DialPeerConditionFalse(_)) => self.waiting.wait_peer(peer, after),
-            Err(DialError::NoAddresses) => self.find_peer(peer, after),
+            Err(DialError::NoAddresses) => self.find_peer(peer, after, false),
             Err(e) => after.fail(HandleError::Refused(MeshError::new(
                 ErrorCode::TransportUnavailable,
                 format!("dial: {e}"),
@@ -130,11 +130,12 @@ impl Node {
         }
     }
 
-    /// Looks `peer` up, then dials the addresses found.
-    fn find_peer(&mut self, peer: PeerId, after: After) {
+    /// Looks `peer` up, then dials the addresses found; `fresh` skips the store (its
+    /// advertisement of the node named the addresses that just failed).
+    pub(super) fn find_peer(&mut self, peer: PeerId, after: After, fresh: bool) {
         if let Ok(node) = NodeId::from_peer_id(&peer) {
-            tracing::debug!(%peer, "no address known: looking the node up");
-            return self.lookup(node, after, false);
+            tracing::debug!(%peer, "looking the node up");
+            return self.lookup(node, after, fresh);
         }
         let after = match self.waiting.sought.add(peer, after) {
             Join::Joined => return,

@@ -69,7 +69,10 @@ mod tests {
             v.insert(addr(i), false, t0 + Duration::from_millis(i as u64));
         }
         assert_eq!(v.len(), MAX_VERDICTS);
-        assert!(v.iter().any(|(a, ok)| *a == addr(0) && ok), "reachable kept");
+        assert!(
+            v.iter().any(|(a, ok)| *a == addr(0) && ok),
+            "reachable kept"
+        );
         // The newest unreachable ones are held, the oldest went.
         assert!(v.iter().any(|(a, _)| *a == addr(1000)));
         assert!(!v.iter().any(|(a, _)| *a == addr(1)));

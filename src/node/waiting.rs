@@ -100,6 +100,10 @@ pub(crate) struct Waiting {
     providers: HashMap<(Dht, QueryId), (ProviderWait, Instant)>,
     /// Amino lookups of peers (not node ids) that commands dial.
     pub(crate) sought: PeerLookups,
+    /// Dials by peer id that used the addresses the swarm knew: when one fails, its
+    /// waiters look the peer up instead of failing (the addresses may be stale: the
+    /// peer moved). One entry per waited connection, gone with it.
+    relookup: HashMap<ConnectionId, PeerId>,
 }
 
 fn timeout(what: &'static str) -> HandleError {
@@ -112,6 +116,18 @@ impl Waiting {
             .entry(id)
             .or_default()
             .push((after, Instant::now()));
+    }
+
+    /// [`Self::wait_connection`] for a dial by peer id over known addresses: if it
+    /// fails, [`Self::connection_failed`] says to look `peer` up.
+    pub(crate) fn wait_connection_or_relookup(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        after: After,
+    ) {
+        self.relookup.insert(id, peer);
+        self.wait_connection(id, after);
     }
 
     pub(crate) fn wait_peer(&mut self, peer: PeerId, after: After) {
@@ -128,6 +144,7 @@ impl Waiting {
         peer: PeerId,
         addr: Multiaddr,
     ) -> Vec<After> {
+        self.relookup.remove(&id);
         self.remote.entry(peer).or_default().push((id, addr));
         let mut out: Vec<After> = self
             .by_connection
@@ -156,14 +173,19 @@ impl Waiting {
         }
     }
 
-    /// An outgoing connection failed: what waited for exactly that attempt.
-    pub(crate) fn connection_failed(&mut self, id: ConnectionId) -> Vec<After> {
-        self.by_connection
+    /// An outgoing connection failed: what waited for exactly that attempt, and the
+    /// peer to look up for them instead of failing (a dial by peer id over addresses
+    /// the swarm knew).
+    pub(crate) fn connection_failed(&mut self, id: ConnectionId) -> (Vec<After>, Option<PeerId>) {
+        let relookup = self.relookup.remove(&id);
+        let waiters = self
+            .by_connection
             .remove(&id)
             .unwrap_or_default()
             .into_iter()
             .map(|(a, _)| a)
-            .collect()
+            .collect();
+        (waiters, relookup)
     }
 
     /// Whether a query on `dht`'s DHT runs for someone (a lookup, a provider query of
@@ -334,6 +356,8 @@ impl Waiting {
             );
         }
         self.by_connection.retain(|_, l| !l.is_empty());
+        let by_connection = &self.by_connection;
+        self.relookup.retain(|id, _| by_connection.contains_key(id));
         self.by_peer.retain(|_, l| !l.is_empty());
         let stale: Vec<NodeId> = self
             .lookups
@@ -375,6 +399,7 @@ impl Waiting {
     pub(crate) fn drain(&mut self) -> Vec<(Waiter, HandleError)> {
         let stopped = || HandleError::Stopped;
         let mut out = Vec::new();
+        self.relookup.clear();
         for (_, l) in self.by_connection.drain() {
             out.extend(l.into_iter().map(|(a, _)| (Waiter::After(a), stopped())));
         }
@@ -437,6 +462,36 @@ mod tests {
         assert_eq!(p.remote_addrs(&peer).len(), 1);
         p.connection_down(id, peer);
         assert!(p.remote_addrs(&peer).is_empty());
+    }
+
+    #[test]
+    fn a_failed_dial_over_known_addresses_asks_for_a_lookup_once() {
+        let mut p = Waiting::default();
+        let peer = PeerId::random();
+        let (id1, id2, id3) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+            ConnectionId::new_unchecked(3),
+        );
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        let (c, _rc) = oneshot::channel();
+        p.wait_connection_or_relookup(id1, peer, After::Dial(a));
+        p.wait_connection(id2, After::Dial(b));
+        let (waiters, relookup) = p.connection_failed(id1);
+        assert_eq!((waiters.len(), relookup), (1, Some(peer)));
+        // Once: the same attempt failing again (or a plain dial) just fails.
+        assert_eq!(p.connection_failed(id1).1, None);
+        let (waiters, relookup) = p.connection_failed(id2);
+        assert_eq!((waiters.len(), relookup), (1, None));
+        // An attempt that succeeds or times out leaves nothing behind.
+        p.wait_connection_or_relookup(id3, peer, After::Dial(c));
+        p.connection_up(id3, peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap());
+        assert!(p.relookup.is_empty());
+        let (d, _rd) = oneshot::channel();
+        p.wait_connection_or_relookup(id1, peer, After::Dial(d));
+        p.expire(Instant::now() + WAIT + Duration::from_secs(1));
+        assert!(p.relookup.is_empty());
     }
 
     #[test]
