@@ -65,7 +65,7 @@ mod waiting;
 pub mod webrtc_cert;
 pub mod wss;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

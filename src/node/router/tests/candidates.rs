@@ -83,7 +83,7 @@ fn one_observer_cannot_rank_its_claim_above_our_listen_addresses() {
 
 #[test]
 fn waiting_setup_payloads_are_capped_and_expire() {
-    use super::signaling::{MAX_SETUPS, SETUP_FOR};
+    use super::super::signaling::{MAX_SETUPS, SETUP_FOR};
     let mut b = Bench::new();
     // A session peer that accepts nothing: every payload waits for its accept.
     let target = NodeKeypair::generate().node_id();
@@ -166,7 +166,7 @@ fn a_strangers_candidates_are_never_dialed() {
 /// (another LAN, loopback) are dropped.
 #[test]
 fn candidates_are_bounded_per_correlation_and_kept_in_scope() {
-    use super::policy::MAX_CANDIDATE_FRAMES;
+    use super::super::policy::MAX_CANDIDATE_FRAMES;
     let mut b = Bench::new();
     let requester = NodeKeypair::generate();
     let known = requester.node_id();
