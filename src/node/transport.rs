@@ -14,8 +14,10 @@
 //! `with_dns()`, `/dns/node.example/tcp/443/tls/ws` would reach it as
 //! `/ip4/…/tcp/443/tls/ws` and be checked against the IP address. So the WebSocket
 //! transport comes first, outside any resolver, with a resolver of its own under it
-//! (`ws(dns(tcp))`, which resolves only the TCP part); TCP and QUIC follow behind the
-//! system resolver, with a second WebSocket transport there for the WebSocket addresses
+//! (`ws(dns(tcp))`, which resolves only the TCP part); WebRTC-direct comes next (its
+//! addresses carry IPs; `libp2p-dns` takes every address it is offered and fails only in
+//! the dial future, so nothing placed behind a resolver is ever tried); TCP and QUIC
+//! follow behind the system resolver, with a second WebSocket transport there for the WebSocket addresses
 //! that only resolution yields (`/dnsaddr` records), as before.
 
 use std::path::Path;
@@ -70,13 +72,15 @@ pub fn build_swarm(
         // First, so that it sees `/dns` names unresolved (see the module docs).
         .with_other_transport(|key| websocket_transport(key, tls))
         .map_err(|e| build(&e))?
-        .with_other_transport(|key| resolved_transports(key, inner_tls))
-        .map_err(|e| build(&e))?
         // WebRTC-direct addresses carry IP addresses (a browser dials them); no resolver.
+        // Before the resolver: `libp2p-dns` accepts every address and fails only later,
+        // in the dial future, so a transport behind it is never asked.
         .with_other_transport(|key| {
             libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })
+        .map_err(|e| build(&e))?
+        .with_other_transport(|key| resolved_transports(key, inner_tls))
         .map_err(|e| build(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| build(&e))?
