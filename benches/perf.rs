@@ -4,13 +4,24 @@
 //! - a plain tokio TCP socket doing the same exchange (the ceiling),
 //! - two bare rust-libp2p swarms with only the perf behaviour, over TCP (noise + yamux)
 //!   and over QUIC,
-//! - two libmesh nodes (`perf = true`, loopback TCP and QUIC; [`libmesh_case`]).
+//! - two libmesh nodes (`perf = true`, loopback TCP and QUIC; [`libmesh_case`]),
+//! - with `--js` (issue 18.5): js-libp2p 3 against itself, js-libp2p client against a
+//!   libmesh node and libmesh client against js-libp2p, over TCP + noise + yamux (the
+//!   interop node `tests/interop/js/node.mjs` with its `/perf/1.0.0` from `perf.mjs`;
+//!   needs `npm ci --prefix tests/interop/js`).
 //!
 //! The cases alternate within every round, so background load hits all of them alike;
 //! the table shows the median MiB/s per case and direction, and the ratios.
 //!
-//! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds).
+//! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds;
+//! `-- --js` adds the js-libp2p cases, measured in the same rounds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../tests/support/js_node.rs"]
+mod js_node;
+
+use js_node::JsNode;
+use serde_json::json;
 
 use mesh_testkit::{Net, net_swarm, try_median};
 use std::net::SocketAddr;
@@ -67,6 +78,13 @@ enum Target {
         /// Tasks driving the swarms (aborted at the end).
         tasks: Vec<JoinHandle<()>>,
     },
+    /// A js-libp2p node's `perf` command against `addr` (its own timing).
+    Js {
+        client: Box<JsNode>,
+        addr: String,
+        /// A js server node, if the server is one (kept running).
+        server: Option<Box<JsNode>>,
+    },
 }
 
 struct Case {
@@ -101,16 +119,46 @@ impl Case {
                     Dir::Down => (stats.downloaded, stats.download),
                 }
             }
+            Target::Js { client, addr, .. } => {
+                let out = client
+                    .call(json!({
+                        "cmd": "perf",
+                        "addr": addr,
+                        "upload": params.upload_bytes,
+                        "download": params.download_bytes,
+                        "timeoutMs": RUN_LIMIT.as_millis() as u64,
+                    }))
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: js perf failed: {e}", self.name));
+                let (bytes, ms) = match dir {
+                    Dir::Up => (&out["uploaded"], &out["uploadMs"]),
+                    Dir::Down => (&out["downloaded"], &out["downloadMs"]),
+                };
+                let ms = ms.as_f64().unwrap_or_else(|| panic!("{out}"));
+                (
+                    bytes.as_u64().unwrap_or_else(|| panic!("{out}")),
+                    Duration::from_secs_f64(ms / 1000.0),
+                )
+            }
         };
         assert_eq!(bytes, SIZE, "{}: {dir:?} moved {bytes} bytes", self.name);
         bytes as f64 / MIB as f64 / time.as_secs_f64()
     }
 
-    fn stop(self) {
-        if let Target::Libp2p { tasks, .. } = self.target {
-            for task in tasks {
-                task.abort();
+    async fn stop(self) {
+        match self.target {
+            Target::Libp2p { tasks, .. } => {
+                for task in tasks {
+                    task.abort();
+                }
             }
+            Target::Js { client, server, .. } => {
+                client.shutdown().await;
+                if let Some(server) = server {
+                    server.shutdown().await;
+                }
+            }
+            Target::Tcp(_) => {}
         }
     }
 }
@@ -248,27 +296,48 @@ async fn libp2p_case(name: &'static str, net: Net) -> Case {
 
 // --------------------------------------------------------------------- libmesh nodes
 
-/// Two libmesh nodes (config `perf = true`) connected over loopback TCP, measured with
+/// A libmesh node with `perf = true` listening on loopback, and its stream control.
+async fn mesh_node(net: Net) -> (mesh_testkit::node::TestNode, Control) {
+    use libmesh::node::{Bootstrap, BootstrapName, NodeConfig};
+    use mesh_testkit::node::start_node_with;
+    let config = NodeConfig {
+        listen: vec![net.listen_addr()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        perf: true,
+        ..NodeConfig::default()
+    };
+    let key = mesh_core::NodeKeypair::generate();
+    let trace = std::sync::Arc::new(mesh_core::NoTrace);
+    start_node_with(key, config, trace, RUN_LIMIT, |node| {
+        node.perf_control().unwrap()
+    })
+    .await
+}
+
+/// Keeps libmesh nodes running for the rest of the bench: their data dirs stay, their
+/// handles live in a task that never ends (a node stops when its last handle drops).
+fn keep(nodes: Vec<mesh_testkit::node::TestNode>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let mut kept = Vec::new();
+    for node in nodes {
+        std::mem::forget(node.dir);
+        tasks.push(node.task);
+        kept.push((node.handle, node.events));
+    }
+    tasks.push(tokio::spawn(async move {
+        let _kept = kept;
+        std::future::pending::<()>().await;
+    }));
+    tasks
+}
+
+/// Two libmesh nodes (config `perf = true`) connected over loopback, measured with
 /// `perf::run` from one node's stream control.
 async fn libmesh_case(name: &'static str, net: Net) -> Case {
-    use libmesh::node::{Bootstrap, BootstrapName, NodeConfig, Target as Dial};
-    use mesh_testkit::node::start_node_with;
-    let start = || {
-        let config = NodeConfig {
-            listen: vec![net.listen_addr()],
-            bootstrap: Bootstrap::Named(BootstrapName::None),
-            perf: true,
-            ..NodeConfig::default()
-        };
-        let key = mesh_core::NodeKeypair::generate();
-        let trace = std::sync::Arc::new(mesh_core::NoTrace);
-        start_node_with(key, config, trace, RUN_LIMIT, |node| {
-            node.perf_control().unwrap()
-        })
-    };
+    use libmesh::node::Target as Dial;
     let setup = async {
-        let (server, _) = start().await;
-        let (client, control) = start().await;
+        let (server, _) = mesh_node(net).await;
+        let (client, control) = mesh_node(net).await;
         client
             .handle
             .dial(Dial::Addr(server.p2p_addr()))
@@ -279,24 +348,76 @@ async fn libmesh_case(name: &'static str, net: Net) -> Case {
     let (server, client, control) = tokio::time::timeout(RUN_LIMIT, setup)
         .await
         .expect("connecting the libmesh nodes timed out");
-    let server_peer = server.peer;
-    // The nodes own their data dirs for the rest of the run.
-    std::mem::forget((server.dir, client.dir));
-    // Keep the handles alive (a node stops when its last handle is dropped).
-    let (server_handle, client_handle, client_events) =
-        (server.handle, client.handle, client.events);
-    let keep = tokio::spawn(async move {
-        let _h = (server_handle, client_handle, client_events);
-        std::future::pending::<()>().await;
-    });
+    let peer = server.peer;
     Case::new(
         name,
         Target::Libp2p {
             control,
-            peer: server_peer,
-            tasks: vec![server.task, client.task, keep],
+            peer,
+            tasks: keep(vec![server, client]),
         },
     )
+}
+
+// --------------------------------------------------------------------- js-libp2p
+
+async fn js_node() -> JsNode {
+    match JsNode::spawn().await {
+        Ok(Some(node)) => node,
+        Ok(None) => panic!("--js needs `npm ci --prefix tests/interop/js`"),
+        Err(e) => panic!("js node: {e}"),
+    }
+}
+
+/// js-libp2p client and server, TCP + noise + yamux.
+async fn js_js_case() -> Case {
+    let (client, server) = (js_node().await, js_node().await);
+    let addr = server.tcp_addr().unwrap().to_string();
+    Case::new(
+        "js-libp2p ⇄ js-libp2p, TCP",
+        Target::Js {
+            client: Box::new(client),
+            addr,
+            server: Some(Box::new(server)),
+        },
+    )
+}
+
+/// js-libp2p client, libmesh server (TCP).
+async fn js_mesh_case() -> Case {
+    let (server, _) = mesh_node(Net::Tcp).await;
+    let addr = server.p2p_addr().to_string();
+    // The node lives as long as the process.
+    drop(keep(vec![server]));
+    Case::new(
+        "js-libp2p client → libmesh server, TCP",
+        Target::Js {
+            client: Box::new(js_node().await),
+            addr,
+            server: None,
+        },
+    )
+}
+
+/// libmesh client, js-libp2p server (TCP).
+async fn mesh_js_case() -> (Case, JsNode) {
+    use libmesh::node::Target as Dial;
+    let server = js_node().await;
+    let (client, control) = mesh_node(Net::Tcp).await;
+    client
+        .handle
+        .dial(Dial::Addr(server.tcp_addr().unwrap()))
+        .await
+        .unwrap();
+    let case = Case::new(
+        "libmesh client → js-libp2p server, TCP",
+        Target::Libp2p {
+            control,
+            peer: server.peer_id,
+            tasks: keep(vec![client]),
+        },
+    );
+    (case, server)
 }
 
 // --------------------------------------------------------------------------- report
@@ -336,6 +457,7 @@ fn main() {
         return;
     }
     let rounds = rounds_arg();
+    let js = std::env::args().any(|a| a == "--js");
     let rt = runtime();
     rt.block_on(async {
         let mut cases = vec![
@@ -345,6 +467,14 @@ fn main() {
         ];
         cases.push(libmesh_case("libmesh nodes, TCP+noise+yamux", Net::Tcp).await);
         cases.push(libmesh_case("libmesh nodes, QUIC", Net::Quic).await);
+        let mut js_servers = Vec::new();
+        if js {
+            cases.push(js_js_case().await);
+            cases.push(js_mesh_case().await);
+            let (case, server) = mesh_js_case().await;
+            cases.push(case);
+            js_servers.push(server);
+        }
 
         // Warm-up: one run each way per case, not counted.
         for case in &mut cases {
@@ -421,8 +551,25 @@ fn main() {
             ratio(mesh_tcp.0, ceiling.0),
             ratio(mesh_tcp.1, ceiling.1)
         );
+        if js {
+            let (js_js, js_mesh, mesh_js) = (med[5], med[6], med[7]);
+            for (what, a, b) in [
+                (
+                    "libmesh TCP / js-libp2p ⇄ js-libp2p (goal ≥ 2x)",
+                    mesh_tcp,
+                    js_js,
+                ),
+                ("js client → libmesh / js ⇄ js", js_mesh, js_js),
+                ("libmesh client → js / js ⇄ js", mesh_js, js_js),
+            ] {
+                println!("| {what} | {} | {} |", ratio(a.0, b.0), ratio(a.1, b.1));
+            }
+        }
         for case in cases {
-            case.stop();
+            case.stop().await;
+        }
+        for server in js_servers {
+            server.shutdown().await;
         }
     });
 }

@@ -12,8 +12,9 @@
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":".."}
 // Other stdout lines are events: {"event":"message",...}, {"event":"identify",...}.
 // Commands: dial, hangup, ping, identify, peers, kad-put, kad-get, kad-find-peer, kad-add-peer,
-// subscribe, publish, addrs, listen, admission, sign-artifact, relay-reservations (see `handlers`
-// below). Every command is bounded by `timeoutMs` (default 20 s). The node exits when
+// subscribe, publish, addrs, listen, admission, sign-artifact, relay-reservations, perf (see
+// `handlers` below); it serves `/perf/1.0.0` (perf.mjs). Every command is bounded by
+// `timeoutMs` (default 20 s). The node exits when
 // stdin closes.
 //
 // Arguments: `--relay-client` adds the circuit relay v2 transport (dial `/p2p-circuit`
@@ -30,6 +31,7 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { decode as cborDecode, encode as cborEncode, rfc8949EncodeOptions } from 'cborg'
+import { PERF_PROTOCOL, runPerf, servePerf } from './perf.mjs'
 
 const ARGS = new Set(process.argv.slice(2))
 for (const a of ARGS) {
@@ -380,6 +382,13 @@ const node = await createLibp2p({
   }
 })
 
+// `/perf/1.0.0` server (see perf.mjs); a few streams per connection at once.
+await node.handle(PERF_PROTOCOL, (stream) => {
+  servePerf(stream, AbortSignal.timeout(600_000)).catch((err) => {
+    process.stderr.write(`perf stream failed: ${err?.message ?? err}\n`)
+  })
+}, { maxInboundStreams: 4 })
+
 node.addEventListener('peer:identify', (evt) => {
   const r = evt.detail
   emit({
@@ -466,6 +475,12 @@ async function pingOver (conn, signal) {
 }
 
 const handlers = {
+  // One `/perf/1.0.0` run against `addr`/`peer`: `upload` bytes up, `download` down.
+  async perf (cmd, signal) {
+    const stream = await node.dialProtocol(target(cmd), PERF_PROTOCOL, { signal })
+    return runPerf(stream, Number(cmd.upload ?? 0), Number(cmd.download ?? 0), signal)
+  },
+
   async dial (cmd, signal) {
     const conn = await node.dial(target(cmd), { signal })
     return { peer: conn.remotePeer.toString(), remoteAddr: conn.remoteAddr.toString() }
