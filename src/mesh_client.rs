@@ -51,7 +51,7 @@ fn swarm(key: &NodeKeypair) -> Result<Swarm<Behaviour<MemoryStore>>, ClientError
             .with_tcp(
                 libp2p::tcp::Config::default().nodelay(true),
                 libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
+                crate::node::muxer::config,
             )
             .map_err(|e| ClientError::Setup(e.to_string()))?
             .with_quic()

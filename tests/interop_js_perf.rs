@@ -2,7 +2,8 @@
 //! interop node (`tests/interop/js/perf.mjs`, written from the libp2p perf spec since
 //! `@libp2p/perf` is not published for js-libp2p 3): the js node uploads to and
 //! downloads from libmesh, libmesh uploads to and downloads from the js node, and each
-//! run moves exactly the bytes asked for. Loopback TCP only. The throughput figures are
+//! run moves exactly the bytes asked for, also a bulk upload with js-yamux's own frame
+//! sizes (`node::muxer`). Loopback TCP only. The throughput figures are
 //! in `benches/perf_js.rs`, not here.
 //!
 //! Skipped when the npm packages are not installed, unless `MESH_REQUIRE_JS_INTEROP` is
@@ -26,6 +27,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Sizes that are not multiples of the 64 KiB buffers, to catch a short last write.
 const UP: u64 = 3 * 1024 * 1024 + 17;
 const DOWN: u64 = 2 * 1024 * 1024 + 5;
+/// A bulk upload, long enough for rust-yamux to grow the stream window past 1 MiB.
+const BULK: u64 = 24 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn perf_both_ways_between_libmesh_and_js_libp2p() {
@@ -63,6 +66,23 @@ async fn perf_both_ways_between_libmesh_and_js_libp2p() {
         assert_eq!(out["downloaded"], down, "{out}");
         assert!(out["uploadMs"].as_f64().unwrap() > 0.0, "{out}");
     }
+
+    // A stock js-libp2p peer: js-yamux sends frames as large as the stream's window.
+    // libmesh keeps every stream window at or under 1 MiB (`node::muxer`), so a bulk
+    // upload does not end in rust-yamux's `FrameTooLarge` and a closed connection (it
+    // did, after about 3 MiB, with rust-libp2p's default yamux settings).
+    let out = js
+        .call(json!({
+            "cmd": "perf",
+            "addr": ours.p2p_addr().to_string(),
+            "upload": BULK,
+            "download": 0,
+            "capFrames": false,
+            "timeoutMs": 20_000,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(out["uploaded"], BULK, "{out}");
 
     // libmesh client, js server.
     let js_addr = js.tcp_addr().unwrap();

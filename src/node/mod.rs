@@ -49,6 +49,7 @@ pub mod handle;
 pub mod identify_observed;
 mod idle;
 mod lookups;
+pub mod muxer;
 mod nat_verdicts;
 pub mod observed;
 pub mod relay_select;

@@ -27,7 +27,7 @@ use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
-use libp2p::{PeerId, Swarm, SwarmBuilder, dns, noise, quic, tcp, websocket, yamux};
+use libp2p::{PeerId, Swarm, SwarmBuilder, dns, noise, quic, tcp, websocket};
 use mesh_core::NodeKeypair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,6 +35,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::behaviour::MeshBehaviour;
 use super::build::{self, Parts};
 use super::config::NodeConfig;
+use super::muxer;
 
 /// Why the swarm could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,7 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_other_transport(|key| resolved_transports(key, inner_tls))
         .map_err(|e| build(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, muxer::config)
         .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {
@@ -109,7 +110,7 @@ fn websocket_transport(
     Ok(ws
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
+        .multiplex(muxer::config())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
 }
@@ -124,7 +125,7 @@ fn resolved_transports(
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
+        .multiplex(muxer::config())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let quic = quic::tokio::Transport::new(quic::Config::new(key))
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));

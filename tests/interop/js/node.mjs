@@ -475,10 +475,12 @@ async function pingOver (conn, signal) {
 }
 
 const handlers = {
-  // One `/perf/1.0.0` run against `addr`/`peer`: `upload` bytes up, `download` down.
+  // One `/perf/1.0.0` run against `addr`/`peer`: `upload` bytes up, `download` down;
+  // `capFrames: false` sends js-yamux's own (large) frames.
   async perf (cmd, signal) {
     const stream = await node.dialProtocol(target(cmd), PERF_PROTOCOL, { signal })
-    return runPerf(stream, Number(cmd.upload ?? 0), Number(cmd.download ?? 0), signal)
+    const cap = cmd.capFrames !== false
+    return runPerf(stream, Number(cmd.upload ?? 0), Number(cmd.download ?? 0), signal, cap)
   },
 
   async dial (cmd, signal) {

@@ -23,6 +23,8 @@ const ZEROS = new Uint8Array(BUFFER)
 // 1 MiB and closes the whole connection on a frame body over 1 MiB
 // (`FrameTooLarge`), so an upload from js to rust dies after a few MiB. Until yamux is
 // fixed, keep this stream's frames at 64 KiB (frames of rust-libp2p are 16 KiB).
+// (libmesh itself keeps every stream window at or under 1 MiB, `src/node/muxer.rs`, so
+// stock js peers are safe with it; other rust-libp2p peers may not be.)
 export function capFrames (stream, max = BUFFER) {
   if (!('maxMessageSize' in stream)) return
   let value = Math.min(stream.maxMessageSize, max)
@@ -84,8 +86,10 @@ export async function servePerf (stream, signal) {
 
 // One perf run over `stream`: uploads `upload` bytes, downloads `download`.
 // Returns bytes moved and milliseconds (fractional) per direction.
-export async function runPerf (stream, upload, download, signal) {
-  capFrames(stream)
+// `cap = false` leaves js-yamux's frame sizes as they are (what a stock js-libp2p peer
+// sends).
+export async function runPerf (stream, upload, download, signal, cap = true) {
+  if (cap) capFrames(stream)
   const onAbort = () => stream.abort(new Error('perf timed out'))
   signal.addEventListener('abort', onAbort, { once: true })
   try {
