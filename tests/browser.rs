@@ -478,3 +478,99 @@ fn page_logic_unit_tests() {
         "{text}"
     );
 }
+
+/// The standard js-libp2p path between two pages: `meshd run --relay-server --admission
+/// open` (its WebSocket address given as `--external`, so the relay server is on) serves
+/// both; page B reserves a slot on it without the admission protocol (an implicit
+/// grant), its signed presence lists its `/p2p-circuit/webrtc` address, and page A dials
+/// that: `/webrtc-signaling` over the circuit, then a direct (unlimited) WebRTC
+/// connection, pinged both ways.
+#[test]
+fn two_browsers_over_webrtc_signaling_on_a_meshd_relay() {
+    if !ready() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = format!("/ip4/127.0.0.1/tcp/{port}/ws");
+    let dir = tempfile::tempdir().unwrap();
+    let root = web_dir().join("dist");
+    let mut n = Meshd::start(
+        dir.path(),
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            &ws,
+            "--external",
+            &ws,
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/webrtc-direct",
+            "--bootstrap",
+            "none",
+            "--kad-mode",
+            "server",
+            "--no-autonat",
+            "--events",
+            "--relay-server",
+            "--admission",
+            "open",
+            "--web",
+            "127.0.0.1:0",
+            "--web-root",
+            root.to_str().unwrap(),
+        ],
+    );
+    let web = n.ready["web"].as_str().unwrap().to_owned();
+    let swarm = "browser-relayed-swarm";
+    n.cli_ok(&["swarm", "join", swarm]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-relayed.png");
+    let mut driver = Command::new("node")
+        .arg(web_dir().join("test/relayed.mjs"))
+        .args([web.as_str(), swarm, shot.to_str().unwrap()])
+        .env("MESH_CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs the driver");
+    let stdout = driver.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("driver: {line}");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+
+    let r = next_line(&rx, "reserved");
+    let b_peer = r["pages"][1]["peerId"].as_str().unwrap().to_owned();
+    let circuit = r["addr"].as_str().unwrap();
+    assert!(
+        circuit.starts_with(&format!(
+            "{ws}/p2p/{}/p2p-circuit/webrtc/p2p/{b_peer}",
+            n.peer_id()
+        )),
+        "{r}"
+    );
+    next_line(&rx, "joined");
+    let d = next_line(&rx, "dialed");
+    assert_eq!(d["peer"], b_peer.as_str(), "{d}");
+    assert_eq!(
+        d["limited"], false,
+        "still the relayed (limited) connection: {d}"
+    );
+    assert!(d["rtt"].as_f64().is_some(), "{d}");
+    assert!(d["back"]["rtt"].as_f64().is_some(), "{d}");
+    next_line(&rx, "done");
+    assert!(driver.wait().unwrap().success());
+    eprintln!(
+        "browser <-> browser over /webrtc-signaling on a meshd relay: dial {} ms",
+        d["ms"]
+    );
+}

@@ -30,10 +30,15 @@ const storage = params.has('ephemeral') ? null : window.localStorage
 const identity = await lm.Identity.load(storage)
 const info = await (await fetch('/api/info', { cache: 'no-store' })).json()
 
+// ICE servers for WebRTC between browsers: none unless `?stun=stun:host:port,…` names
+// some (js-libp2p would otherwise ask public STUN servers of third parties).
+const iceServers = (params.get('stun') ?? '').split(',').filter((u) => /^stuns?:[^\s]+$/.test(u)).slice(0, 4)
+  .map((u) => ({ urls: [u] }))
+
 const node = await createLibp2p({
   privateKey: identity.privateKey,
   addresses: { listen: ['/p2p-circuit', '/webrtc'] },
-  transports: [webRTCDirect(), webRTC(), webSockets(), circuitRelayTransport()],
+  transports: [webRTCDirect(), webRTC({ rtcConfiguration: { iceServers } }), webSockets(), circuitRelayTransport()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   // The page dials what its own meshd tells it, which on a LAN or in a test is a
@@ -54,6 +59,7 @@ const MAX_SESSIONS = 8
 
 const rtc = new Rtc({
   identity,
+  iceServers,
   node,
   hosts: () => [...sessions],
   isMember: (id) => [...swarms.values()].some((s) => s.members.has(id)),
@@ -178,6 +184,23 @@ const mesh = {
   /** Sends `text` on the open data channel to `nodeId`. */
   say (nodeId, text) { rtc.say(nodeId, text) },
   channels () { return rtc.list() },
+  /** The standard js-libp2p path: dials the member `nodeId` at a `/p2p-circuit/webrtc`
+   * address from its signed presence (a reservation on a relay, `/webrtc-signaling`
+   * over the circuit, then a direct WebRTC connection) and pings it. */
+  async dialMember (nodeId) {
+    const p = [...swarms.values()].map((s) => s.members.get(nodeId)).find((x) => x != null)
+    if (p == null) throw new Error('not a member of a swarm joined here')
+    const addrs = (p.addrs ?? []).filter((a) => typeof a === 'string' && a.includes('/p2p-circuit/webrtc'))
+    if (addrs.length === 0) throw new Error('its presence lists no /p2p-circuit/webrtc address')
+    const start = performance.now()
+    const conn = await node.dial(addrs.map((a) => multiaddr(a)), { signal: AbortSignal.timeout(30_000) })
+    const ms = performance.now() - start
+    const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(20_000) })
+    render()
+    return { remote: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), limited: conn.limits != null, ms, rtt }
+  },
+  /** The addresses this page listens on (circuit reservations included). */
+  addrs () { return ownAddrs() },
   /** The selected ICE candidate pair of the channel to `nodeId`. */
   channelPath (nodeId) { return rtc.path(nodeId) },
   async leave (name) {
@@ -289,9 +312,11 @@ node.addEventListener('connection:close', (e) => {
   render()
 })
 
-// Connect to the serving meshd: WebRTC-direct first, WebSocket otherwise.
+// Connect to the serving meshd: WebRTC-direct first, WebSocket otherwise (`?via=ws`:
+// WebSocket first; a circuit-relay reservation needs it, see the README).
 async function connect () {
-  for (const addr of [...info.webrtc_direct, ...info.ws]) {
+  const order = params.get('via') === 'ws' ? [...info.ws, ...info.webrtc_direct] : [...info.webrtc_direct, ...info.ws]
+  for (const addr of order) {
     try {
       const r = await mesh.dial(addr)
       const how = `${addr.includes('webrtc') ? 'WebRTC-direct' : 'WebSocket'} (ping ${r.rtt} ms)`

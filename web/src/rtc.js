@@ -71,9 +71,11 @@ export class Rtc {
    * @param o.hosts () => peer ids (strings) the page holds a libmesh session with
    * @param o.isMember (nodeId) => whether it is a verified member of a swarm joined here
    * @param o.onChange () => void, after anything a user would see changed
+   * @param o.iceServers RTCIceServer[] (none by default: loopback and LAN)
    */
-  constructor ({ identity, node, hosts, isMember, onChange }) {
+  constructor ({ identity, node, hosts, isMember, onChange, iceServers }) {
     this.identity = identity
+    this.iceServers = iceServers ?? []
     this.node = node
     this.hosts = hosts
     this.isMember = isMember
@@ -166,7 +168,7 @@ export class Rtc {
   }
 
   peerConnection (c) {
-    const pc = new RTCPeerConnection({ iceServers: [] })
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers })
     c.pc = pc
     pc.onicecandidate = (e) => {
       const ma = e.candidate != null ? sig.candidateToMultiaddr(e.candidate.candidate) : null
