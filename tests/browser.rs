@@ -498,7 +498,7 @@ fn two_browsers_over_webrtc_signaling_on_a_meshd_relay() {
     let ws = format!("/ip4/127.0.0.1/tcp/{port}/ws");
     let dir = tempfile::tempdir().unwrap();
     let root = web_dir().join("dist");
-    let mut n = Meshd::start(
+    let n = Meshd::start(
         dir.path(),
         &[
             "--listen",
