@@ -209,7 +209,7 @@ export async function swarmKey (text) {
 
 export function swarmTopic (keyHex) { return `/libmesh/swarm/1/${keyHex}` }
 
-function rfc3339 (ms) { return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') }
+export function rfc3339 (ms) { return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') }
 
 /** A signed `swarm-presence.v1` (`join`, `announce` or `leave`) as CBOR. */
 export async function presence (identity, keyHex, kind, sequence, addrs, ttlSecs, nowMs = Date.now()) {
@@ -237,4 +237,9 @@ export async function readPresence (bytes, keyHex, nowMs = Date.now()) {
   const expires = Date.parse(doc['expires-at'])
   if (!(expires > nowMs)) throw new Error('expired')
   return doc
+}
+
+/** Decodes one CBOR item of any type from a peer (callers check the size first). */
+export function decodeAny (bytes) {
+  return cborDecode(bytes, { useMaps: false, rejectDuplicateMapKeys: true })
 }

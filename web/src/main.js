@@ -14,6 +14,8 @@ import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as lm from './libmesh.js'
+import * as session from './session.js'
+import { Rtc, exchange } from './rtc.js'
 
 // Bounds: swarms joined at once and members remembered per swarm (as meshd's
 // defaults), chat lines kept per swarm, and the presence lifetime.
@@ -28,10 +30,15 @@ const storage = params.has('ephemeral') ? null : window.localStorage
 const identity = await lm.Identity.load(storage)
 const info = await (await fetch('/api/info', { cache: 'no-store' })).json()
 
+// ICE servers for WebRTC between browsers: none unless `?stun=stun:host:port,…` names
+// some (js-libp2p would otherwise ask public STUN servers of third parties).
+const iceServers = (params.get('stun') ?? '').split(',').filter((u) => /^stuns?:[^\s]+$/.test(u)).slice(0, 4)
+  .map((u) => ({ urls: [u] }))
+
 const node = await createLibp2p({
   privateKey: identity.privateKey,
   addresses: { listen: ['/p2p-circuit', '/webrtc'] },
-  transports: [webRTCDirect(), webRTC(), webSockets(), circuitRelayTransport()],
+  transports: [webRTCDirect(), webRTC({ rtcConfiguration: { iceServers } }), webSockets(), circuitRelayTransport()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   // The page dials what its own meshd tells it, which on a LAN or in a test is a
@@ -46,6 +53,19 @@ const node = await createLibp2p({
 
 /** Joined swarms: key hex -> { name, seq, members: Map(nodeId -> presence), chat: [] } */
 const swarms = new Map()
+/** Peers (peer id strings) the page holds a libmesh session with: its signaling hosts. */
+const sessions = new Set()
+const MAX_SESSIONS = 8
+
+const rtc = new Rtc({
+  identity,
+  iceServers,
+  node,
+  hosts: () => [...sessions],
+  isMember: (id) => [...swarms.values()].some((s) => s.members.has(id)),
+  onChange: () => render()
+})
+await rtc.start()
 
 function chatTopic (key) { return `/libmesh/chat/1/${key}` }
 
@@ -140,6 +160,49 @@ const mesh = {
     render()
     return key
   },
+  /** `/mesh/session/1.0.0` with the connected `peer` (this page's hello, the peer's
+   * verified ack): the peer then forwards signaling frames to this page. Returns the
+   * capabilities the peer proved. */
+  async session (peer) {
+    const conn = node.getConnections().find((c) => c.remotePeer.toString() === peer)
+    if (conn == null) throw new Error(`not connected to ${peer}`)
+    if (!sessions.has(peer) && sessions.size >= MAX_SESSIONS) throw new Error(`at most ${MAX_SESSIONS} sessions`)
+    const peerNode = lm.nodeIdOf(conn.remotePeer.publicKey.raw)
+    const hello = await session.hello(identity, peerNode, session.transportProfile(conn.remoteAddr.toString()),
+      await session.ephemeralSessionPub())
+    const ad = await session.capabilities(identity)
+    const stream = await conn.newStream(session.SESSION_PROTOCOL, { signal: AbortSignal.timeout(20_000) })
+    const bytes = await exchange(stream, session.encodeHello(hello, ad), session.MAX_SESSION_MESSAGE)
+    const { capabilities } = await session.readAck(bytes, hello, peerNode)
+    sessions.add(peer)
+    render()
+    return capabilities
+  },
+  sessions () { return [...sessions] },
+  /** Opens a WebRTC data channel to the member `nodeId`, signaled through meshd. */
+  connectPeer (nodeId) { return rtc.connect(nodeId) },
+  /** Sends `text` on the open data channel to `nodeId`. */
+  say (nodeId, text) { rtc.say(nodeId, text) },
+  channels () { return rtc.list() },
+  /** The standard js-libp2p path: dials the member `nodeId` at a `/p2p-circuit/webrtc`
+   * address from its signed presence (a reservation on a relay, `/webrtc-signaling`
+   * over the circuit, then a direct WebRTC connection) and pings it. */
+  async dialMember (nodeId) {
+    const p = [...swarms.values()].map((s) => s.members.get(nodeId)).find((x) => x != null)
+    if (p == null) throw new Error('not a member of a swarm joined here')
+    const addrs = (p.addrs ?? []).filter((a) => typeof a === 'string' && a.includes('/p2p-circuit/webrtc'))
+    if (addrs.length === 0) throw new Error('its presence lists no /p2p-circuit/webrtc address')
+    const start = performance.now()
+    const conn = await node.dial(addrs.map((a) => multiaddr(a)), { signal: AbortSignal.timeout(30_000) })
+    const ms = performance.now() - start
+    const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(20_000) })
+    render()
+    return { remote: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), limited: conn.limits != null, ms, rtt }
+  },
+  /** The addresses this page listens on (circuit reservations included). */
+  addrs () { return ownAddrs() },
+  /** The selected ICE candidate pair of the channel to `nodeId`. */
+  channelPath (nodeId) { return rtc.path(nodeId) },
   async leave (name) {
     const key = await lm.swarmKey(name)
     const s = swarms.get(key)
@@ -155,6 +218,10 @@ const mesh = {
   },
   members (key) {
     return [...(swarms.get(key)?.members.keys() ?? [])]
+  },
+  /** The chat lines of swarm `key`: [{from (node id), text}]. */
+  chatLines (key) {
+    return (swarms.get(key)?.chat ?? []).slice()
   },
   async chat (key, text) {
     const bytes = new TextEncoder().encode(String(text)).slice(0, MAX_CHAT_BYTES)
@@ -184,7 +251,16 @@ function render () {
     const ul = document.createElement('ul')
     ul.replaceChildren(...[...s.members.keys()].map((m) => {
       const li = document.createElement('li')
-      li.textContent = m
+      li.textContent = `${m} `
+      if (m !== info.node_id) {
+        const b = document.createElement('button')
+        b.textContent = 'open a data channel'
+        b.addEventListener('click', () => {
+          mesh.connectPeer(m).then((r) => status(`data channel to …${m.slice(-8)} open in ${Math.round(r.ms)} ms`),
+            (err) => status(err.message))
+        })
+        li.append(b)
+      }
       return li
     }))
     const log = document.createElement('pre')
@@ -200,6 +276,27 @@ function render () {
     div.append(h, ul, log, input)
     return div
   }))
+  $('sessions').textContent = sessions.size === 0 ? 'none' : [...sessions].join(', ')
+  $('channels').replaceChildren(...rtc.list().map((c) => {
+    const div = document.createElement('div')
+    const h = document.createElement('h3')
+    h.textContent = `…${c.peer.slice(-8)} (${c.role}): ${c.state}${c.openMs != null ? `, open in ${Math.round(c.openMs)} ms` : ''}${c.error != null ? ` (${c.error})` : ''}`
+    const log = document.createElement('pre')
+    log.textContent = c.messages.map((m) => `${m.from.slice(-8)}: ${m.text}`).join('\n')
+    div.append(h, log)
+    if (c.state === 'open') {
+      const input = document.createElement('input')
+      input.placeholder = 'say something directly'
+      input.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' && input.value !== '') {
+          try { mesh.say(c.peer, input.value) } catch (err) { status(err.message) }
+          input.value = ''
+        }
+      })
+      div.append(input)
+    }
+    return div
+  }))
 }
 
 function status (text) { $('status').textContent = text }
@@ -209,14 +306,23 @@ $('join').addEventListener('submit', (e) => {
   mesh.join($('swarm').value).catch((err) => status(err.message))
 })
 node.addEventListener('connection:open', render)
-node.addEventListener('connection:close', render)
+node.addEventListener('connection:close', (e) => {
+  const peer = e.detail.remotePeer.toString()
+  if (!node.getConnections().some((c) => c.remotePeer.toString() === peer)) sessions.delete(peer)
+  render()
+})
 
-// Connect to the serving meshd: WebRTC-direct first, WebSocket otherwise.
+// Connect to the serving meshd: WebRTC-direct first, WebSocket otherwise (`?via=ws`:
+// WebSocket first; a circuit-relay reservation needs it, see the README).
 async function connect () {
-  for (const addr of [...info.webrtc_direct, ...info.ws]) {
+  const order = params.get('via') === 'ws' ? [...info.ws, ...info.webrtc_direct] : [...info.webrtc_direct, ...info.ws]
+  for (const addr of order) {
     try {
       const r = await mesh.dial(addr)
-      status(`connected to meshd over ${addr.includes('webrtc') ? 'WebRTC-direct' : 'WebSocket'} (ping ${r.rtt} ms)`)
+      const how = `${addr.includes('webrtc') ? 'WebRTC-direct' : 'WebSocket'} (ping ${r.rtt} ms)`
+      status(`connected to meshd over ${how}`)
+      await mesh.session(r.peer)
+      status(`connected to meshd over ${how}, libmesh session up`)
       return
     } catch (err) {
       status(`${addr}: ${err.message}`)

@@ -1,9 +1,9 @@
 // Drives the browser node in headless Chromium (puppeteer-core, Debian's chromium) for
 // tests/browser.rs. Usage:
 //   node web/test/drive.mjs WEB_URL SHARED_DIR SWARM_NAME SCREENSHOT.png
-// Prints one JSON line per step on stdout; after the `joined` line it waits for a line on
-// stdin (the Rust test checks `meshd swarm members` meanwhile), then takes the
-// screenshot and exits. Every wait is bounded.
+// Prints one JSON line per step on stdout; after the `joined` line it takes commands on
+// stdin (chat both ways with meshd, see below; the Rust test checks `meshd swarm
+// members` meanwhile), then takes the screenshot and exits. Every wait is bounded.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -84,9 +84,29 @@ try {
   }, key, me.info.node_id)
   emit({ step: 'joined', key, members, ms: Date.now() - joinStart })
 
-  // Wait for the test's go-ahead (bounded by the overall timer), then the screenshot.
+  // Commands from the test, one JSON line each, until `done` (bounded by the overall
+  // timer): {"cmd": "chat", "text"} publishes on the swarm's chat topic; {"cmd":
+  // "wait-chat", "text", "from", "ms"} waits up to `ms` for that chat line from the node
+  // `from`; {"cmd": "done"} takes the screenshot and ends.
   const rl = createInterface({ input: process.stdin })
-  await new Promise((resolve) => { rl.once('line', resolve); rl.once('close', resolve) })
+  const lines = rl[Symbol.asyncIterator]()
+  for (;;) {
+    const { value, done } = await lines.next()
+    if (done) break
+    const cmd = JSON.parse(value)
+    if (cmd.cmd === 'done') break
+    if (cmd.cmd === 'chat') {
+      await page.evaluate((key, text) => mesh.chat(key, text), key, cmd.text)
+      emit({ step: 'chat-sent', text: cmd.text })
+    } else if (cmd.cmd === 'wait-chat') {
+      const found = await page.waitForFunction((key, text, from) => mesh.chatLines(key).some((c) => c.text === text && c.from === from),
+        { timeout: Math.min(Number(cmd.ms ?? 1000), STEP_MS), polling: 100 }, key, cmd.text, cmd.from)
+        .then(() => true, () => false)
+      emit({ step: 'chat-received', text: cmd.text, from: cmd.from, found })
+    } else {
+      emit({ step: 'error', message: `unknown command ${value}` })
+    }
+  }
   rl.close()
   await page.screenshot({ path: screenshot, fullPage: true })
   emit({ step: 'done', screenshot })
