@@ -347,8 +347,13 @@ fn birthday(n: usize) {
         "| cell (C / S) | attempts | hit | QUIC connection | measured / expected | datagrams per attempt | time to hit p50 / p90 | time to QUIC p50 / p90 | setup errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (i, (name, done, hits, quic, sent, hit_ms, quic_ms, errors)) in rows.into_iter().enumerate() {
-        let expected = if i == 0 { budget.hit_probability() } else { 0.0 };
+    for (i, (name, done, hits, quic, sent, hit_ms, quic_ms, errors)) in rows.into_iter().enumerate()
+    {
+        let expected = if i == 0 {
+            budget.hit_probability()
+        } else {
+            0.0
+        };
         let ratio = if done == 0 {
             "—".to_owned()
         } else if expected > 0.0 {

@@ -35,11 +35,8 @@ async fn birthday_probing_reaches_a_symmetric_nat_over_quic() {
     if !available_or_skip("birthday_probing_reaches_a_symmetric_nat_over_quic") {
         return;
     }
-    let topo = Topology::with(
-        "bdpp",
-        lab(NatKind::PortPreserving, NatKind::RandomFully),
-    )
-    .expect("NAT lab");
+    let topo = Topology::with("bdpp", lab(NatKind::PortPreserving, NatKind::RandomFully))
+        .expect("NAT lab");
     let mut connected = None;
     for i in 0..8 {
         let o = birthday_lab::attempt(&topo, Budget::default()).await;
@@ -67,8 +64,8 @@ async fn birthday_probing_cannot_meet_two_symmetric_nats() {
     if !available_or_skip("birthday_probing_cannot_meet_two_symmetric_nats") {
         return;
     }
-    let topo = Topology::with("bdsym", lab(NatKind::RandomFully, NatKind::RandomFully))
-        .expect("NAT lab");
+    let topo =
+        Topology::with("bdsym", lab(NatKind::RandomFully, NatKind::RandomFully)).expect("NAT lab");
     // C's probes leave router A from random ports, so none matches S's mappings (made
     // toward C's probe port), and S's probes find no mapping on router A.
     let o = birthday_lab::attempt(&topo, Budget::default()).await;

@@ -14,10 +14,10 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::future::poll_fn;
+use libmesh::node::birthday::{Budget, choose_ports, probe};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::{DialOpts, ListenerId, PortUse, Transport, TransportEvent};
 use libp2p::{Multiaddr, PeerId, identity, quic};
-use libmesh::node::birthday::{Budget, choose_ports, probe};
 
 use crate::netns::{Host, Router, Topology};
 
@@ -155,7 +155,8 @@ pub(crate) async fn attempt(topo: &Topology, budget: Budget) -> Outcome {
     driving.abort();
     match (dialed, accepted) {
         (Ok(Ok((s_peer, _conn))), Ok(Ok((c_peer, _c, _t)))) => {
-            out.quic = s_peer == s_key.public().to_peer_id() && c_peer == c_key.public().to_peer_id();
+            out.quic =
+                s_peer == s_key.public().to_peer_id() && c_peer == c_key.public().to_peer_id();
             out.quic_ms = Some(t0.elapsed().as_millis() as u64);
         }
         (d, a) => {

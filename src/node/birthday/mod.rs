@@ -210,11 +210,7 @@ fn udp_port(addr: &Multiaddr) -> Option<(IpAddr, u16)> {
 /// Classifies our mapping from our UDP listen addresses and the public UDP addresses
 /// peers observed us at.
 pub fn classify(listen: &[Multiaddr], observed: &[Multiaddr]) -> Mapping {
-    let ports: Vec<u16> = listen
-        .iter()
-        .filter_map(udp_port)
-        .map(|(_, p)| p)
-        .collect();
+    let ports: Vec<u16> = listen.iter().filter_map(udp_port).map(|(_, p)| p).collect();
     let public: Vec<u16> = observed
         .iter()
         .filter_map(udp_port)
@@ -450,7 +446,10 @@ mod tests {
         assert_eq!(l.start(&1, t), Ok(()));
         assert_eq!(l.start(&2, t), Err(Refused::Busy));
         l.finish();
-        assert_eq!(l.start(&1, t + Duration::from_secs(1)), Err(Refused::PeerTooSoon));
+        assert_eq!(
+            l.start(&1, t + Duration::from_secs(1)),
+            Err(Refused::PeerTooSoon)
+        );
         // Other peers, one after the other, up to the global rate.
         for peer in 2..(GLOBAL_PER_WINDOW as u32 + 1) {
             assert_eq!(l.start(&peer, t + Duration::from_secs(2)), Ok(()));

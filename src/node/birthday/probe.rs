@@ -204,7 +204,11 @@ pub async fn spray(
             tokio::time::sleep(pause).await;
         }
         let wire = Probe { token, port: *port }.encode();
-        if sock.send_to(&wire, SocketAddr::new(ip, *port)).await.is_ok() {
+        if sock
+            .send_to(&wire, SocketAddr::new(ip, *port))
+            .await
+            .is_ok()
+        {
             sent += 1;
         }
     }
