@@ -365,7 +365,7 @@ fn birthday(n: usize) {
             "| {name} | {done} | {} | {} | {ratio} | {} | {} | {} | {errors} |",
             rate(hits, done),
             rate(quic, done),
-            if done == 0 { 0 } else { sent / done },
+            sent.checked_div(done).unwrap_or(0),
             times(&hit_ms),
             times(&quic_ms),
         );
