@@ -31,6 +31,7 @@
 //! [`GLOBAL_PER_WINDOW`] attempts per [`GLOBAL_WINDOW`] and [`MAX_CONCURRENT`] at once.
 
 pub mod probe;
+pub mod quic;
 pub mod signal;
 
 use std::collections::HashMap;
