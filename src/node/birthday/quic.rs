@@ -149,7 +149,8 @@ pub struct ProbeQuic {
 
 impl ProbeQuic {
     /// A transport with `config` (the node's QUIC config: same identity) serving the
-    /// ports registered in `ports`.
+    /// ports registered in `ports`. Call it within a tokio runtime (its expiry timer,
+    /// like libp2p-quic's own sockets, needs one).
     pub fn new(config: quic::Config, ports: ProbePorts) -> Self {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,6 +212,8 @@ impl Transport for ProbeQuic {
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        // Only from an open probe listener: without one libp2p-quic would dial from a
+        // fresh port, which no NAT mapping matches.
         let remote = super::socket_addr(&addr).filter(|a| self.ports.with(|t| t.has_remote(*a)));
         if remote.is_none() || self.listeners.is_empty() {
             return Err(TransportError::MultiaddrNotSupported(addr));

@@ -80,6 +80,11 @@ async fn only_registered_ports_listen_unreported_and_the_dial_leaves_from_the_pr
         Err(TransportError::MultiaddrNotSupported(_))
     ));
     ports.open(local, remote, Instant::now()).unwrap();
+    // Registered but not listening yet: the dial would leave from a fresh port.
+    assert!(matches!(
+        probe.dial(quic_addr(remote), dialer()),
+        Err(TransportError::MultiaddrNotSupported(_))
+    ));
     let id = ListenerId::next();
     probe.listen_on(id, quic_addr(local)).unwrap();
     // libp2p-quic reports the address of a listener on a specific IP at its first poll;
