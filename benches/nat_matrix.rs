@@ -18,8 +18,18 @@
 //!
 //! `cargo bench --bench nat_matrix`; flags after `--`: `--attempts N` (20), `--cells
 //! NAME,NAME` (all), `--transports tcp,quic` (both).
+//!
+//! `--birthday N` measures birthday-paradox probing instead (`libmesh::node::birthday`,
+//! `tests/support/birthday_lab.rs`): N attempts, each in a fresh port-preserving /
+//! symmetric lab (the `pp-sym` cell, where DCUtR and the signaling punch get 0), 256
+//! probe sockets on the symmetric side and 256 probes from the other, then a
+//! libp2p-quic connection on the probe ports after a hit; the success rate against the
+//! theoretical hit probability, datagrams sent and times; plus N/4 (at least 1)
+//! attempts with both routers symmetric, which must find nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../tests/support/birthday_lab.rs"]
+mod birthday_lab;
 #[path = "../tests/support/meshd.rs"]
 mod meshd;
 #[path = "../tests/support/nat_cell.rs"]
@@ -37,6 +47,7 @@ struct Args {
     attempts: usize,
     cells: Option<Vec<String>>,
     transports: Vec<Transport>,
+    birthday: Option<usize>,
 }
 
 fn args() -> Args {
@@ -44,6 +55,7 @@ fn args() -> Args {
         attempts: 20,
         cells: None,
         transports: vec![Transport::Tcp, Transport::Quic],
+        birthday: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -52,6 +64,10 @@ fn args() -> Args {
         match argv[i].as_str() {
             "--attempts" => {
                 a.attempts = value.parse().expect("--attempts N");
+                i += 1;
+            }
+            "--birthday" => {
+                a.birthday = Some(value.parse().expect("--birthday N"));
                 i += 1;
             }
             "--cells" => {
@@ -209,6 +225,9 @@ fn main() {
         println!("skipping: nat_matrix: no network-namespace NAT lab here: {reason}");
         return;
     }
+    if let Some(n) = a.birthday {
+        return birthday(n);
+    }
     let selected: Vec<Cell> = cells()
         .into_iter()
         .filter(|c| {
@@ -261,6 +280,94 @@ fn main() {
             rate(x.dcutr_ok, x.dcutr_attempts),
             times(&x.dcutr_ms),
             x.errors + (x.attempts - x.dcutr_attempts),
+        );
+    }
+}
+
+/// `--birthday N` (see the module docs).
+fn birthday(n: usize) {
+    use libmesh::node::birthday::Budget;
+    use netns::{Lab, Layout, NatKind};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let budget = Budget::default();
+    let lab = |a, b| Lab {
+        a,
+        b,
+        layout: Layout::Separate,
+        block_udp_a: false,
+    };
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for (name, l, count) in [
+        (
+            "port-preserving / symmetric",
+            lab(NatKind::PortPreserving, NatKind::RandomFully),
+            n,
+        ),
+        (
+            "symmetric / symmetric",
+            lab(NatKind::RandomFully, NatKind::RandomFully),
+            (n / 4).max(1),
+        ),
+    ] {
+        let (mut hits, mut quic, mut sent, mut errors) = (0, 0, 0usize, 0);
+        let (mut hit_ms, mut quic_ms) = (Vec::new(), Vec::new());
+        for i in 0..count {
+            let topo = match Topology::with("bdbench", l) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors += 1;
+                    eprintln!("{name} #{i}: lab: {e}");
+                    continue;
+                }
+            };
+            let o = rt.block_on(birthday_lab::attempt(&topo, budget));
+            eprintln!("{name} #{i}: {o:?}");
+            hits += usize::from(o.hit.is_some());
+            quic += usize::from(o.quic);
+            sent += o.s_sent + o.c_sent;
+            hit_ms.extend(o.hit_ms);
+            quic_ms.extend(o.quic_ms.filter(|_| o.quic));
+        }
+        let done = count - errors;
+        rows.push((name, done, hits, quic, sent, hit_ms, quic_ms, errors));
+    }
+    println!(
+        "\nBirthday-paradox probing: {} + {} probes per attempt (hit probability {:.0}%), {} s in all\n",
+        budget.sockets,
+        budget.probes,
+        100.0 * budget.hit_probability(),
+        started.elapsed().as_secs()
+    );
+    println!(
+        "| cell (C / S) | attempts | hit | QUIC connection | measured / expected | datagrams per attempt | time to hit p50 / p90 | time to QUIC p50 / p90 | setup errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, (name, done, hits, quic, sent, hit_ms, quic_ms, errors)) in rows.into_iter().enumerate()
+    {
+        let expected = if i == 0 {
+            budget.hit_probability()
+        } else {
+            0.0
+        };
+        let ratio = if done == 0 {
+            "—".to_owned()
+        } else if expected > 0.0 {
+            format!("{:.2}", quic as f64 / done as f64 / expected)
+        } else {
+            format!("{quic} (0 expected)")
+        };
+        println!(
+            "| {name} | {done} | {} | {} | {ratio} | {} | {} | {} | {errors} |",
+            rate(hits, done),
+            rate(quic, done),
+            sent.checked_div(done).unwrap_or(0),
+            times(&hit_ms),
+            times(&quic_ms),
         );
     }
 }

@@ -34,6 +34,7 @@ pub mod admission;
 pub mod api;
 mod apply;
 pub mod behaviour;
+pub mod birthday;
 pub mod build;
 mod commands;
 pub mod config;

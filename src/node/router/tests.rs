@@ -397,6 +397,24 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
     let d = dials(&actions);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].get_peer_id(), Some(rpeer));
+    // A candidate frame with the birthday stage's fields (a newer node's) is dialed
+    // the same way: the fields are ignored here.
+    let newer = b.frame_from(
+        &requester,
+        host,
+        "candidate",
+        "corr:1",
+        json!({
+            "addrs": ["/ip4/198.51.100.4/udp/4001/quic-v1"],
+            "birthday/mapping": "preserving",
+            "birthday/token": "0102030405060708",
+            "birthday/probe": "198.51.100.4:40001",
+        }),
+    );
+    let actions = b.router.on_signal(newer, &b.view, &member, b.at(1));
+    let d = dials(&actions);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].get_peer_id(), Some(rpeer));
     // Candidates of a correlation nobody opened are not dialed.
     let stray = b.frame_from(
         &requester,
