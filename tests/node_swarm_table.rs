@@ -107,7 +107,10 @@ fn arrivals(trace: &MemoryTrace, key: DiscoveryKey) -> Vec<(String, String)> {
             if d["swarm"] != key.to_hex().as_str() {
                 return None;
             }
-            Some((d["member"].as_str()?.to_owned(), d["via"].as_str()?.to_owned()))
+            Some((
+                d["member"].as_str()?.to_owned(),
+                d["via"].as_str()?.to_owned(),
+            ))
         })
         .collect()
 }
@@ -137,14 +140,9 @@ async fn a_newcomer_gets_the_whole_table_from_one_member() {
     let newcomer = start(vec![seed(&nodes[7])]).await;
     newcomer
         .handle
-        .dial(Target::Addr(
-            nodes[7]
-                .addr
-                .clone()
-                .with(libp2p::multiaddr::Protocol::P2p(
-                    nodes[7].node.to_peer_id().unwrap(),
-                )),
-        ))
+        .dial(Target::Addr(nodes[7].addr.clone().with(
+            libp2p::multiaddr::Protocol::P2p(nodes[7].node.to_peer_id().unwrap()),
+        )))
         .await
         .unwrap();
     newcomer.handle.join_swarm(key).await.unwrap();
@@ -223,7 +221,10 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
         let mut doc = SwarmPresence::from_cbor(&signed_presence(&forger, &key, &now))
             .unwrap()
             .into_map();
-        doc.insert("addrs".into(), serde_json::json!(["/ip4/127.0.0.1/tcp/6666"]));
+        doc.insert(
+            "addrs".into(),
+            serde_json::json!(["/ip4/127.0.0.1/tcp/6666"]),
+        );
         mesh_core::cbor::encode(&serde_json::Value::Object(doc))
     };
     entries.push((forger.node_id(), forged));
@@ -268,7 +269,9 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
             let hit = newcomer.trace.events().into_iter().find(|e| {
                 e.event_type == TraceEventType::ErrorOccurred
                     && e.peer.as_deref() == Some(mallory_peer.to_string().as_str())
-                    && e.detail.as_ref().is_some_and(|d| d["error/code"] == "E_SIG_INVALID")
+                    && e.detail
+                        .as_ref()
+                        .is_some_and(|d| d["error/code"] == "E_SIG_INVALID")
             });
             if let Some(e) = hit {
                 return e;

@@ -205,7 +205,9 @@ impl Node {
                     match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
                         Ok(_) => {
                             let now = super::view::Now::current();
-                            let more = self.groups.presence_sent(&key, presence, &view!(self), &now);
+                            let more =
+                                self.groups
+                                    .presence_sent(&key, presence, &view!(self), &now);
                             queue.extend(more);
                         }
                         Err(e) => {

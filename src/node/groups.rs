@@ -211,9 +211,7 @@ impl Groups {
         if presence != "join" || self.plain_join.contains(key) || self.fetches.pending(key) {
             return Vec::new();
         }
-        let step = self
-            .fetches
-            .start(*key, &table_peers(key, view), now.at);
+        let step = self.fetches.start(*key, &table_peers(key, view), now.at);
         self.step(*key, step)
     }
 
@@ -261,7 +259,9 @@ impl Groups {
                 tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table refused");
                 let not_ready = e.code == ErrorCode::TransportUnavailable;
                 let subscribed = table_peers(&key, view);
-                let step = self.fetches.failed(key, peer, not_ready, &subscribed, now.at);
+                let step = self
+                    .fetches
+                    .failed(key, peer, not_ready, &subscribed, now.at);
                 return self.step(key, step);
             }
         };

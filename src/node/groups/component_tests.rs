@@ -226,7 +226,10 @@ fn request_id() -> libp2p::request_response::OutboundRequestId {
         libp2p::request_response::Config::default(),
     );
     let key = DiscoveryKey::from_name("id");
-    b.send_request(&libp2p::PeerId::random(), Ok(TableRequest { key, after: None }))
+    b.send_request(
+        &libp2p::PeerId::random(),
+        Ok(TableRequest { key, after: None }),
+    )
 }
 
 fn asked(actions: &[Action]) -> Vec<(libp2p::PeerId, mesh_signal::group::exchange::TableRequest)> {
@@ -316,8 +319,12 @@ fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
     let now = Now::current();
     let k = DiscoveryKey::from_name("served");
     let peer = libp2p::PeerId::random();
-    let req = TableRequest { key: k, after: None };
-    let Answer::Refused(e) = g.serve_table(peer, Ok(req.clone()), &now.ts) else {
+    let req = TableRequest {
+        key: k,
+        after: None,
+    };
+    let other = libp2p::PeerId::random();
+    let Answer::Refused(e) = g.serve_table(other, Ok(req.clone()), &now.ts) else {
         panic!("served a swarm we are not in")
     };
     assert_eq!(e.code, mesh_core::ErrorCode::ProtoInvalid);

@@ -161,15 +161,13 @@ impl Fetches {
         *pages += 1;
         let max_pages = max_members.div_ceil(PAGE_MAX) + 2;
         match last {
-            Some(after) if more && *pages < max_pages && members < max_members => {
-                Step::Ask(
-                    peer,
-                    TableRequest {
-                        key,
-                        after: Some(after),
-                    },
-                )
-            }
+            Some(after) if more && *pages < max_pages && members < max_members => Step::Ask(
+                peer,
+                TableRequest {
+                    key,
+                    after: Some(after),
+                },
+            ),
             _ => {
                 self.by_key.remove(&key);
                 Step::Done
@@ -268,7 +266,11 @@ mod tests {
         let p = peers(MAX_TRIES + 2);
         let mut step = f.start(key, &p, t);
         for (i, peer) in p.iter().take(MAX_TRIES).enumerate() {
-            assert_eq!(step, Step::Ask(*peer, TableRequest { key, after: None }), "{i}");
+            assert_eq!(
+                step,
+                Step::Ask(*peer, TableRequest { key, after: None }),
+                "{i}"
+            );
             step = f.failed(key, *peer, false, &p, t);
         }
         assert_eq!(step, Step::GiveUp);
@@ -280,7 +282,10 @@ mod tests {
             f.next(key, &p[..1], t + PEER_WAIT / 2),
             Step::Ask(p[0], TableRequest { key, after: None })
         );
-        assert_eq!(f.failed(key, p[0], false, &[], t + PEER_WAIT / 2), Step::Wait);
+        assert_eq!(
+            f.failed(key, p[0], false, &[], t + PEER_WAIT / 2),
+            Step::Wait
+        );
         assert_eq!(f.next(key, &[], t + PEER_WAIT), Step::GiveUp);
     }
 

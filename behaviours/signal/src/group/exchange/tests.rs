@@ -163,12 +163,12 @@ fn refusals_carry_their_code_and_malformed_answers_are_refused() {
     assert_eq!(decode_answer(&one).unwrap().items, vec![vec![0u8]]);
     let bad: Vec<Vec<u8>> = vec![
         vec![],
-        vec![0x80],                         // no boolean
-        vec![0x81, 0x01],                   // not a boolean
-        vec![0x82, FALSE, 0x61, 0x41],      // a text item
-        vec![0x82, FALSE, 0x45, 0x00],      // truncated
-        vec![0x81, FALSE, 0x00],            // trailing bytes
-        vec![0x98, 0x02, FALSE, 0x40],      // a non-canonical head
+        vec![0x80],                    // no boolean
+        vec![0x81, 0x01],              // not a boolean
+        vec![0x82, FALSE, 0x61, 0x41], // a text item
+        vec![0x82, FALSE, 0x45, 0x00], // truncated
+        vec![0x81, FALSE, 0x00],       // trailing bytes
+        vec![0x98, 0x02, FALSE, 0x40], // a non-canonical head
         {
             let mut v = vec![0x98, (PAGE_MAX + 2) as u8, FALSE];
             v.extend(std::iter::repeat_n(0x40, PAGE_MAX + 1));

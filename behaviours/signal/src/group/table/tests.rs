@@ -399,13 +399,8 @@ fn settled_members_do_not_answer_joins_that_fetch_the_table() {
         assert_eq!(fetches_table(&p), table);
         p
     };
-    let due = |a: &mut Peer, at: &Timestamp| {
-        a.swarms
-            .tick(at)
-            .1
-            .iter()
-            .any(|d| d.presence == "announce")
-    };
+    let due =
+        |a: &mut Peer, at: &Timestamp| a.swarms.tick(at).1.iter().any(|d| d.presence == "announce");
     // Not settled yet (joined 1 s ago): answers a fetching join all the same.
     let at = now.plus_secs(1);
     a.swarms.on_presence(&join(true, &at), &at).unwrap();
@@ -425,10 +420,22 @@ fn settled_members_do_not_answer_joins_that_fetch_the_table() {
     let t = a.swarms.signed_table(&k, &at).unwrap();
     assert_eq!(t.len(), 4);
     assert!(t.windows(2).all(|w| w[0].0 < w[1].0));
-    assert!(t.iter().any(|(n, b)| *n == a.key.node_id() && **b == own.to_cbor()[..]));
+    assert!(
+        t.iter()
+            .any(|(n, b)| *n == a.key.node_id() && **b == own.to_cbor()[..])
+    );
     // Expired entries are left out.
-    assert!(a.swarms.signed_table(&k, &at.plus_secs(200)).unwrap().is_empty());
-    assert!(a.swarms.signed_table(&DiscoveryKey::from_name("x"), &at).is_none());
+    assert!(
+        a.swarms
+            .signed_table(&k, &at.plus_secs(200))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.swarms
+            .signed_table(&DiscoveryKey::from_name("x"), &at)
+            .is_none()
+    );
 }
 
 #[test]
