@@ -107,6 +107,15 @@ pub(crate) enum Action {
         /// The CBOR of the signed presence.
         data: Vec<u8>,
     },
+    /// Ask `peer` for a page of a group's member table (`/mesh/swarm-table/1.0.0`);
+    /// the request id goes to `Groups::table_asked`, the answer to
+    /// `Groups::table_answer` or `Groups::table_failed`.
+    AskTable {
+        /// A member.
+        peer: PeerId,
+        /// The group and the page.
+        request: mesh_signal::group::exchange::TableRequest,
+    },
     /// Ask the mesh DHT for the providers of group `key` (its members).
     FindGroupProviders(DiscoveryKey),
     /// Hand an event to the application.

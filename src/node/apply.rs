@@ -203,11 +203,23 @@ impl Node {
                 } => {
                     let topic = gossipsub::IdentTopic::new(key.topic());
                     match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
-                        Ok(_) => self.groups.presence_sent(&key, presence, &Timestamp::now()),
+                        Ok(_) => {
+                            let now = super::view::Now::current();
+                            let more =
+                                self.groups
+                                    .presence_sent(&key, presence, &view!(self), &now);
+                            queue.extend(more);
+                        }
                         Err(e) => {
                             tracing::debug!(node = %self.node_id, swarm = %key, presence, error = %e, "presence not published yet");
                         }
                     }
+                }
+                Action::AskTable { peer, request } => {
+                    let key = request.key;
+                    let b = self.swarm.behaviour_mut();
+                    let id = b.swarm_table.send_request(&peer, Ok(request));
+                    self.groups.table_asked(id, key);
                 }
                 Action::FindGroupProviders(key) => {
                     let q = self

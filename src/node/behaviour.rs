@@ -56,6 +56,9 @@ pub struct MeshBehaviour {
     /// `/mesh/signal/1.0.0` (signaling frames; a host forwards between session
     /// peers).
     pub signal: mesh_signal::Behaviour,
+    /// `/mesh/swarm-table/1.0.0`: a newcomer to a discovery-key swarm gets the member
+    /// table (signed presences) from one member in one exchange.
+    pub swarm_table: libp2p::request_response::Behaviour<mesh_signal::group::exchange::Codec>,
     /// `/perf/1.0.0` streams (off unless configured).
     pub perf: Toggle<crate::perf::Behaviour>,
 }

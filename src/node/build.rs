@@ -118,6 +118,16 @@ pub fn build(
         session: mesh_session::Behaviour::new(key.clone(), parts.session),
         marker: mesh_session::marker::Behaviour::new(parts.marker),
         signal: mesh_signal::Behaviour::new(parts.signal),
+        swarm_table: libp2p::request_response::Behaviour::with_codec(
+            mesh_signal::group::exchange::Codec,
+            [(
+                mesh_signal::group::exchange::PROTOCOL,
+                libp2p::request_response::ProtocolSupport::Full,
+            )],
+            libp2p::request_response::Config::default()
+                .with_request_timeout(std::time::Duration::from_secs(10))
+                .with_max_concurrent_streams(16),
+        ),
         perf: config.perf.then(crate::perf::Behaviour::new).into(),
     })
 }

@@ -246,11 +246,72 @@ impl Node {
                 let actions = self.router.on_signal(e, &view!(self), &member, now);
                 self.apply(actions);
             }
+            MeshBehaviourEvent::SwarmTable(e) => self.on_swarm_table(e),
             MeshBehaviourEvent::AutonatServer(_)
             | MeshBehaviourEvent::RelayClient(_)
             | MeshBehaviourEvent::Limits(_)
             | MeshBehaviourEvent::Memory(_)
             | MeshBehaviourEvent::Perf(_) => {}
+        }
+    }
+
+    /// `/mesh/swarm-table/1.0.0`: serve a page of a member table, or take one in.
+    fn on_swarm_table(
+        &mut self,
+        e: libp2p::request_response::Event<
+            Result<mesh_signal::group::exchange::TableRequest, mesh_core::MeshError>,
+            mesh_signal::group::exchange::Answer,
+        >,
+    ) {
+        use libp2p::request_response::{Event, Message};
+        match e {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.idle.conns.touch(&peer, Instant::now());
+                let answer = self.groups.serve_table(peer, request, &Timestamp::now());
+                let b = self.swarm.behaviour_mut();
+                if b.swarm_table.send_response(channel, answer).is_err() {
+                    tracing::debug!(%peer, "table answer not sent: stream closed");
+                }
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.idle.conns.touch(&peer, Instant::now());
+                let actions = self.groups.table_answer(
+                    request_id,
+                    peer,
+                    response,
+                    &view!(self),
+                    &Now::current(),
+                );
+                self.apply(actions);
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "table request failed");
+                let actions =
+                    self.groups
+                        .table_failed(request_id, peer, &view!(self), &Now::current());
+                self.apply(actions);
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }
     }
 

@@ -6,18 +6,30 @@
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | member tables, our presence schedule, provider-query and member-dial timers | join/leave, presences from gossipsub, topic subscriptions, providers found, ticks | `PublishPresence`, `FindGroupProviders`, `Dial`, `Emit`, `Trace` |
+//! | member tables, our presence schedule, provider-query and member-dial timers, member-table fetches | join/leave, presences from gossipsub, topic subscriptions, providers found, table requests and answers, ticks | `PublishPresence`, `FindGroupProviders`, `AskTable`, `Dial`, `Emit`, `Trace` |
+//!
+//! A newcomer gets the member table in one exchange (`/mesh/swarm-table/1.0.0`, see
+//! [`fetch`]) from a subscribed peer once its `join` went out; the join says so
+//! (`table/fetch`), and members settled in the swarm then leave it unanswered.
 
-use std::collections::HashMap;
+mod fetch;
+
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub};
 use mesh_core::{
-    Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
-    TraceEvent, TraceEventType,
+    Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
+    SwarmPresence, Timestamp, TraceEvent, TraceEventType,
 };
-use mesh_signal::group::{Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables};
+use mesh_signal::group::exchange::{self, Answer, TableRequest};
+use mesh_signal::group::{
+    Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables, TABLE_FETCH_FIELD,
+};
+
+use fetch::{Fetches, Step};
 
 use super::action::Action;
 use super::addrs;
@@ -39,6 +51,13 @@ const MESH_N: usize = 6;
 const MESH_N_HIGH: usize = 12;
 /// How often a group with a thin mesh dials members again.
 const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
+/// Table pages served per peer: a burst of 32 (two full 1,024-member tables), then 60
+/// a minute; at most 4,096 peers tracked.
+const SERVE_LIMIT: RateLimit = RateLimit {
+    burst: 32,
+    per_second: 1.0,
+};
+const SERVE_PEERS: usize = 4096;
 
 type Actions = Vec<Action>;
 
@@ -52,6 +71,15 @@ pub(crate) struct Groups {
     queried: HashMap<DiscoveryKey, Instant>,
     /// When each group last dialed members for its mesh.
     dialed: HashMap<DiscoveryKey, Instant>,
+    /// Member-table fetches in progress.
+    fetches: Fetches,
+    /// Our table requests in flight (one per group at most).
+    asked: HashMap<OutboundRequestId, DiscoveryKey>,
+    /// Groups whose table fetch failed: their `join` went out again without
+    /// `table/fetch`, and is not fetched again.
+    plain_join: HashSet<DiscoveryKey>,
+    /// Table pages served, per peer.
+    serve_limit: RateLimiter<PeerId>,
 }
 
 impl Groups {
@@ -63,6 +91,10 @@ impl Groups {
             tables: Tables::new(node_id, config),
             queried: HashMap::new(),
             dialed: HashMap::new(),
+            fetches: Fetches::default(),
+            asked: HashMap::new(),
+            plain_join: HashSet::new(),
+            serve_limit: RateLimiter::new(SERVE_LIMIT, SERVE_PEERS),
         }
     }
 
@@ -133,8 +165,15 @@ impl Groups {
     /// announced, so nothing is said).
     pub(crate) fn abandon(&mut self, key: &DiscoveryKey) {
         self.tables.leave(key);
+        self.forget(key);
+    }
+
+    fn forget(&mut self, key: &DiscoveryKey) {
         self.queried.remove(key);
         self.dialed.remove(key);
+        self.fetches.forget(key);
+        self.plain_join.remove(key);
+        self.asked.retain(|_, k| k != key);
     }
 
     /// Leaves `key` (`false`: not in it): the `leave` presence, to go out before the
@@ -151,8 +190,7 @@ impl Groups {
         let mut out = Vec::new();
         out.extend(self.presence(key, "leave", view, &now.ts));
         self.tables.leave(&key);
-        self.queried.remove(&key);
-        self.dialed.remove(&key);
+        self.forget(&key);
         out.push(Action::trace(
             TraceEvent::new(TraceEventType::SwarmLeft, self.node_id, now.ts.clone())
                 .with_detail(serde_json::json!({"swarm": key.to_hex()})),
@@ -160,17 +198,162 @@ impl Groups {
         (true, out)
     }
 
-    /// Gossipsub took our presence.
-    pub(crate) fn presence_sent(&mut self, key: &DiscoveryKey, presence: &str, ts: &Timestamp) {
+    /// Gossipsub took our presence. Our first `join` starts the table fetch.
+    pub(crate) fn presence_sent(
+        &mut self,
+        key: &DiscoveryKey,
+        presence: &str,
+        view: &dyn View,
+        now: &Now,
+    ) -> Actions {
         tracing::debug!(node = %self.node_id, swarm = %key, presence, "presence published");
-        self.tables.sent(key, presence, ts);
+        self.tables.sent(key, presence, &now.ts);
+        if presence != "join" || self.plain_join.contains(key) || self.fetches.pending(key) {
+            return Vec::new();
+        }
+        let step = self.fetches.start(*key, &table_peers(key, view), now.at);
+        self.step(*key, step)
+    }
+
+    /// Carries out a step of `key`'s table fetch.
+    fn step(&mut self, key: DiscoveryKey, step: Step) -> Actions {
+        match step {
+            Step::Ask(peer, request) => vec![Action::AskTable { peer, request }],
+            Step::GiveUp => {
+                tracing::debug!(node = %self.node_id, swarm = %key, "no member table: joining again, answerable");
+                self.plain_join.insert(key);
+                self.tables.rejoin(&key);
+                Vec::new()
+            }
+            Step::Done => {
+                tracing::debug!(node = %self.node_id, swarm = %key, members = ?self.tables.member_count(&key), "member table fetched");
+                Vec::new()
+            }
+            Step::Wait => Vec::new(),
+        }
+    }
+
+    /// Our request `id` for `key`'s table went out.
+    pub(crate) fn table_asked(&mut self, id: OutboundRequestId, key: DiscoveryKey) {
+        self.asked.insert(id, key);
+    }
+
+    /// `peer` answered our table request `id`: every valid presence (each checked
+    /// where it was read, see `mesh_signal::group::exchange`) goes into the table as if
+    /// it came by gossip; each refused one is traced with its code and the peer.
+    pub(crate) fn table_answer(
+        &mut self,
+        id: OutboundRequestId,
+        peer: PeerId,
+        answer: Answer,
+        view: &dyn View,
+        now: &Now,
+    ) -> Actions {
+        let Some(key) = self.asked.remove(&id) else {
+            return Vec::new();
+        };
+        let page = match answer {
+            Answer::Checked(page) => page,
+            Answer::Page(_) => return Vec::new(),
+            Answer::Refused(e) => {
+                tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table refused");
+                let not_ready = e.code == ErrorCode::TransportUnavailable;
+                let subscribed = table_peers(&key, view);
+                let step = self
+                    .fetches
+                    .failed(key, peer, not_ready, &subscribed, now.at);
+                return self.step(key, step);
+            }
+        };
+        let ts = &now.ts;
+        let mut out = Vec::new();
+        let trace_refusal = |e: &MeshError, out: &mut Actions| {
+            tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table presence refused");
+            out.push(Action::trace(
+                TraceEvent::error(e, self.node_id, ts.clone()).with_peer(peer),
+            ));
+        };
+        for e in &page.refused {
+            trace_refusal(e, &mut out);
+        }
+        let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));
+        let mut changes = Vec::new();
+        for (p, bytes) in &page.valid {
+            if p.swarm_key() != key.as_bytes() {
+                let e = MeshError::invalid("swarm-presence.v1: swarm/key differs from the table's");
+                trace_refusal(&e, &mut out);
+                continue;
+            }
+            match self.tables.on_signed_presence(p, Some(bytes), ts, alive) {
+                Ok(c) => changes.extend(c),
+                Err(e) => tracing::debug!(swarm = %key, error = %e, "table presence not taken"),
+            }
+        }
+        out.extend(self.changes(changes, ts, "table"));
+        let members = self.tables.member_count(&key).unwrap_or(0);
+        let max = self.tables.config().max_members;
+        let step = self
+            .fetches
+            .page(key, peer, page.more, page.last, members, max);
+        out.extend(self.step(key, step));
+        out
+    }
+
+    /// Our table request `id` to `peer` failed (no such protocol, timeout, closed).
+    pub(crate) fn table_failed(
+        &mut self,
+        id: OutboundRequestId,
+        peer: PeerId,
+        view: &dyn View,
+        now: &Now,
+    ) -> Actions {
+        let Some(key) = self.asked.remove(&id) else {
+            return Vec::new();
+        };
+        let subscribed = table_peers(&key, view);
+        let step = self.fetches.failed(key, peer, false, &subscribed, now.at);
+        self.step(key, step)
+    }
+
+    /// `peer` asks for a page of a table: only of a group we are in, only once our own
+    /// table is in, at most [`SERVE_LIMIT`] pages per peer.
+    pub(crate) fn serve_table(
+        &mut self,
+        peer: PeerId,
+        request: Result<TableRequest, MeshError>,
+        ts: &Timestamp,
+    ) -> Answer {
+        if let Err(retry) = self.serve_limit.check(&peer, ts) {
+            return Answer::Refused(exchange::too_often(retry));
+        }
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return Answer::Refused(e),
+        };
+        let key = request.key;
+        if self.fetches.asking(&key) {
+            return Answer::Refused(exchange::not_ready(&key));
+        }
+        let Some(table) = self.tables.signed_table(&key, ts) else {
+            return Answer::Refused(exchange::not_a_member(&key));
+        };
+        Answer::Page(exchange::page_of(
+            table.iter().map(|(n, b)| (*n, &b[..])),
+            request.after.as_ref(),
+        ))
     }
 
     /// Expiry, due presences, provider queries for groups that know no member, and
     /// dials for thin meshes.
     pub(crate) fn tick(&mut self, view: &dyn View, now: &Now) -> Actions {
+        // Fetch steps first: a fetch that gives up makes our `join` due again.
+        let mut out = Vec::new();
+        for key in self.fetches.waiting() {
+            let step = self.fetches.next(key, &table_peers(&key, view), now.at);
+            out.extend(self.step(key, step));
+        }
         let (changes, due) = self.tables.tick(&now.ts);
-        let mut out = self.changes(changes, &now.ts);
+        out.extend(self.changes(changes, &now.ts, "gossip"));
         for d in due {
             out.extend(self.presence(d.swarm, d.presence, view, &now.ts));
         }
@@ -268,13 +451,23 @@ impl Groups {
             .iter()
             .map(ToString::to_string)
             .collect();
-        let doc = self.tables.presence_doc(&key, presence, &addrs, ts);
+        let mut doc = self.tables.presence_doc(&key, presence, &addrs, ts);
+        if presence == "join" && !self.plain_join.contains(&key) {
+            doc.insert(TABLE_FETCH_FIELD.into(), serde_json::Value::Bool(true));
+        }
         match SwarmPresence::sign(doc, &self.key) {
-            Ok(p) => Some(Action::PublishPresence {
-                key,
-                presence,
-                data: p.to_cbor(),
-            }),
+            Ok(p) => {
+                let data = p.to_cbor();
+                if presence != "leave" {
+                    let until = p.expires_at().clone();
+                    self.tables.set_own(&key, data.as_slice().into(), until);
+                }
+                Some(Action::PublishPresence {
+                    key,
+                    presence,
+                    data,
+                })
+            }
             Err(e) => {
                 tracing::warn!(swarm = %key, error = %e, "presence not signed");
                 None
@@ -282,7 +475,9 @@ impl Groups {
         }
     }
 
-    fn changes(&self, changes: Vec<Change>, ts: &Timestamp) -> Actions {
+    /// Traces and events for `changes`; `via` (`gossip` or `table`) says how an
+    /// arrival was learnt (in the `swarm/joined` trace's detail).
+    fn changes(&self, changes: Vec<Change>, ts: &Timestamp, via: &str) -> Actions {
         let mut out = Vec::new();
         for c in changes {
             match c {
@@ -291,6 +486,7 @@ impl Groups {
                         TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, ts.clone())
                             .with_detail(serde_json::json!({
                                 "swarm": swarm.to_hex(), "member": member.node.to_string(),
+                                "via": via,
                             })),
                     ));
                     out.push(Action::Emit(NodeEvent::SwarmMemberJoined {
@@ -359,10 +555,13 @@ impl Groups {
         // A valid presence we cannot take (our table is full) is not the sender's
         // fault: ignored, not rejected, so nobody is penalised for it.
         let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));
-        match self.tables.on_presence_alive(&presence, ts, alive) {
+        match self
+            .tables
+            .on_signed_presence(&presence, Some(data), ts, alive)
+        {
             Ok(changes) => (
                 gossipsub::MessageAcceptance::Accept,
-                self.changes(changes, ts),
+                self.changes(changes, ts, "gossip"),
             ),
             Err(e) => {
                 tracing::debug!(swarm = %key, error = %e, "presence not taken");
@@ -422,6 +621,15 @@ fn refusal(e: &MeshError) -> gossipsub::MessageAcceptance {
         ErrorCode::AdvExpired => gossipsub::MessageAcceptance::Ignore,
         _ => gossipsub::MessageAcceptance::Reject,
     }
+}
+
+/// The connected peers subscribed to `key`'s topic that we could ask for its table,
+/// session peers first.
+fn table_peers(key: &DiscoveryKey, view: &dyn View) -> Vec<PeerId> {
+    let topic = gossipsub::IdentTopic::new(key.topic()).hash();
+    let mut peers = view.topic_subscribers(&topic);
+    peers.sort_by_key(|p| !view.has_session(p));
+    peers
 }
 
 /// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).

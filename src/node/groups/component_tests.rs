@@ -73,7 +73,7 @@ fn joining_announces_a_signed_join_and_looks_for_members() {
     assert_eq!(p.swarm_key(), k.as_bytes());
     // Until gossipsub takes it the join stays due; once sent, it is not repeated.
     assert_eq!(published(&g.tick(&view, &at(&now, 1)))[0].0, "join");
-    g.presence_sent(&k, "join", &now.ts);
+    g.presence_sent(&k, "join", &view, &now);
     assert!(published(&g.tick(&view, &at(&now, 2))).is_empty());
 }
 
@@ -215,4 +215,163 @@ fn leaving_says_goodbye_once() {
     g.abandon(&k);
     assert!(!g.is_joined(&k));
     assert!(g.join(k).unwrap());
+}
+
+/// A request id, as the behaviour hands them out (no swarm needed to get one).
+fn request_id() -> libp2p::request_response::OutboundRequestId {
+    use mesh_signal::group::exchange::{Codec, PROTOCOL, TableRequest};
+    let mut b = libp2p::request_response::Behaviour::with_codec(
+        Codec,
+        [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],
+        libp2p::request_response::Config::default(),
+    );
+    let key = DiscoveryKey::from_name("id");
+    b.send_request(
+        &libp2p::PeerId::random(),
+        Ok(TableRequest { key, after: None }),
+    )
+}
+
+fn asked(actions: &[Action]) -> Vec<(libp2p::PeerId, mesh_signal::group::exchange::TableRequest)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AskTable { peer, request } => Some((*peer, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_newcomer_asks_a_subscribed_peer_for_the_table_and_takes_the_valid_presences() {
+    use mesh_signal::group::exchange::{Answer, check_page, page_of};
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("table");
+    g.join(k).unwrap();
+    let mut view = FakeView::default();
+    let topic = libp2p::gossipsub::IdentTopic::new(k.topic()).hash();
+    let (plain, member) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+    view.session(member, "/ip4/127.0.0.1/tcp/1", &[]);
+    view.connected.insert(plain, vec![]);
+    view.subscribers.insert(topic, vec![plain, member]);
+    // The join says it fetches the table.
+    let sent = published(&g.joined_topic(k, &view, &now));
+    let join = SwarmPresence::verify_cbor(&sent[0].1, &now.ts).unwrap();
+    assert!(mesh_signal::group::fetches_table(&join));
+    // Once it went out, the session peer is asked first.
+    let ask = asked(&g.presence_sent(&k, "join", &view, &now));
+    assert_eq!(ask.len(), 1);
+    assert_eq!(ask[0].0, member);
+    assert_eq!(ask[0].1.after, None);
+    let id = request_id();
+    g.table_asked(id, k);
+    // While our own table is coming we do not hand one out.
+    let Answer::Refused(e) = g.serve_table(plain, Ok(ask[0].1.clone()), &now.ts) else {
+        panic!("served while fetching")
+    };
+    assert_eq!(e.code, mesh_core::ErrorCode::TransportUnavailable);
+    // The member's page: three valid presences and a forged one.
+    let keys: Vec<NodeKeypair> = (0..4).map(|_| NodeKeypair::generate()).collect();
+    let mut table: Vec<(mesh_core::NodeId, Vec<u8>)> = keys
+        .iter()
+        .map(|kp| (kp.node_id(), presence(kp, &k, "announce", &now.ts)))
+        .collect();
+    table.sort_by_key(|(n, _)| *n);
+    let forged = {
+        let mut doc = SwarmPresence::from_cbor(&table[1].1).unwrap().into_map();
+        doc.insert("sequence/no".into(), 9.into());
+        mesh_core::cbor::encode(&serde_json::Value::Object(doc))
+    };
+    table[1].1 = forged;
+    let page = page_of(table.iter().map(|(n, b)| (*n, b.as_slice())), None);
+    let checked = check_page(page, &now.ts);
+    let actions = g.table_answer(id, member, Answer::Checked(checked), &view, &now);
+    let joined: Vec<mesh_core::NodeId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(NodeEvent::SwarmMemberJoined { node, .. }) => Some(*node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, vec![table[0].0, table[2].0, table[3].0]);
+    let codes: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Trace(t) => t.detail.as_ref()?["error/code"].as_str().map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, vec!["E_SIG_INVALID".to_owned()]);
+    assert!(asked(&actions).is_empty(), "one page, no more");
+    // Done: the table is now served, our own join first among equals, by node id.
+    let Answer::Page(p) = g.serve_table(plain, Ok(ask[0].1.clone()), &now.ts) else {
+        panic!("not served")
+    };
+    assert_eq!(p.items.len(), 4, "three members and our own join");
+    assert!(!p.more);
+}
+
+#[test]
+fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
+    use mesh_signal::group::exchange::{Answer, TableRequest};
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("served");
+    let peer = libp2p::PeerId::random();
+    let req = TableRequest {
+        key: k,
+        after: None,
+    };
+    let other = libp2p::PeerId::random();
+    let Answer::Refused(e) = g.serve_table(other, Ok(req.clone()), &now.ts) else {
+        panic!("served a swarm we are not in")
+    };
+    assert_eq!(e.code, mesh_core::ErrorCode::ProtoInvalid);
+    g.join(k).unwrap();
+    let mut served = 0;
+    for _ in 0..100 {
+        match g.serve_table(peer, Ok(req.clone()), &now.ts) {
+            Answer::Page(_) => served += 1,
+            Answer::Refused(e) => {
+                assert_eq!(e.code, mesh_core::ErrorCode::TransportRejected);
+                break;
+            }
+            Answer::Checked(_) => unreachable!(),
+        }
+    }
+    assert_eq!(served, 32, "the burst, then refused");
+    // Another peer still gets its pages.
+    assert!(matches!(
+        g.serve_table(libp2p::PeerId::random(), Ok(req), &now.ts),
+        Answer::Page(_)
+    ));
+}
+
+#[test]
+fn a_fetch_nobody_answers_ends_in_a_plain_join() {
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("alone");
+    g.join(k).unwrap();
+    let mut view = FakeView::default();
+    let topic = libp2p::gossipsub::IdentTopic::new(k.topic()).hash();
+    let old = libp2p::PeerId::random();
+    view.connected.insert(old, vec![]);
+    view.subscribers.insert(topic, vec![old]);
+    g.joined_topic(k, &view, &now);
+    let ask = asked(&g.presence_sent(&k, "join", &view, &now));
+    assert_eq!(ask.len(), 1);
+    let id = request_id();
+    g.table_asked(id, k);
+    // An older node without the protocol: the request fails; nobody else to ask.
+    assert!(g.table_failed(id, old, &view, &now).is_empty());
+    let later = at(&now, 6);
+    let sent = published(&g.tick(&view, &later));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "join");
+    let join = SwarmPresence::verify_cbor(&sent[0].1, &later.ts).unwrap();
+    assert!(!mesh_signal::group::fetches_table(&join), "answerable");
+    // That join does not start another fetch.
+    assert!(g.presence_sent(&k, "join", &view, &later).is_empty());
 }

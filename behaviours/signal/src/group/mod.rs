@@ -3,11 +3,12 @@
 //! gossipsub topic and keep a member table with expiry. This module is the pure part;
 //! the node wires it to gossipsub and the DHTs' provider records.
 
+pub mod exchange;
 mod key;
 mod table;
 
 pub use key::{DiscoveryKey, TOPIC_PREFIX};
 pub use table::{
     ANSWER_GAP_MAX_SECS, ANSWER_GAP_SECS, Change, Due, GroupConfig, Groups, LeftReason, Member,
-    answer_gap_secs,
+    SETTLED_SECS, TABLE_FETCH_FIELD, answer_gap_secs, fetches_table,
 };

@@ -10,9 +10,10 @@
 //! table full of live members refuses with `E_TRANSPORT_REJECTED`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mesh_core::{
-    CLOCK_SKEW_SECS, ErrorCode, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, MeshError,
+    Artifact, CLOCK_SKEW_SECS, ErrorCode, MAX_PRESENCE_TTL_SECS, MIN_PRESENCE_TTL_SECS, MeshError,
     MeshResult, NodeId, SwarmPresence, Timestamp,
 };
 use serde_json::{Map, Value, json};
@@ -39,6 +40,23 @@ pub fn answer_gap_secs(members: usize) -> i64 {
     i64::try_from(members.div_ceil(25))
         .unwrap_or(ANSWER_GAP_MAX_SECS)
         .clamp(ANSWER_GAP_SECS, ANSWER_GAP_MAX_SECS)
+}
+
+/// The signed field of a `join` that says its sender fetches the member table over
+/// `/mesh/swarm-table/1.0.0` (see [`super::exchange`]): members that are settled in
+/// the swarm (their own join went out [`SETTLED_SECS`] ago or more) do not answer such
+/// a join with an `announce`. Nodes without the exchange ignore the field (unknown
+/// fields are kept and signed, never refused) and answer as before.
+pub const TABLE_FETCH_FIELD: &str = "table/fetch";
+
+/// How long after its own join a member still answers joins that fetch the table: a
+/// member that joined this recently may be missing from the table the newcomer got
+/// (its join may still have been on its way to the peer that answered).
+pub const SETTLED_SECS: i64 = 10;
+
+/// Whether `p` is a `join` whose sender fetches the member table.
+pub fn fetches_table(p: &SwarmPresence) -> bool {
+    p.presence() == "join" && p.as_map().get(TABLE_FETCH_FIELD) == Some(&Value::Bool(true))
 }
 
 /// Limits and timings.
@@ -95,6 +113,8 @@ pub struct Member {
     pub expires_at: Timestamp,
     /// Its latest sequence number.
     pub sequence_no: u64,
+    /// Its latest presence, signed (the CBOR wire form), for the table exchange.
+    pub signed: Arc<[u8]>,
 }
 
 /// What a presence or a tick changed.
@@ -139,6 +159,10 @@ struct Joined {
     answer_due: bool,
     /// When our last answer to a `join` went out.
     last_answer: Option<Timestamp>,
+    /// When our first `join` went out.
+    joined_at: Option<Timestamp>,
+    /// Our latest `join` or `announce`, signed, and when it expires.
+    own: Option<(Arc<[u8]>, Timestamp)>,
 }
 
 /// Every swarm this node is in.
@@ -187,6 +211,8 @@ impl Groups {
                 last_sent: None,
                 answer_due: false,
                 last_answer: None,
+                joined_at: None,
+                own: None,
             },
         );
         Ok(true)
@@ -247,6 +273,18 @@ impl Groups {
         now: &Timestamp,
         alive: impl Fn(&NodeId) -> bool,
     ) -> MeshResult<Vec<Change>> {
+        self.on_signed_presence(p, None, now, alive)
+    }
+
+    /// [`Groups::on_presence_alive`] for a presence received as `signed` (its CBOR
+    /// wire form, kept for the table exchange; `None`: encoded again from `p`).
+    pub fn on_signed_presence(
+        &mut self,
+        p: &SwarmPresence,
+        signed: Option<&[u8]>,
+        now: &Timestamp,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> MeshResult<Vec<Change>> {
         let swarm = DiscoveryKey::new(*p.swarm_key());
         let max = self.config.max_members;
         let Some(s) = self.swarms.get_mut(&swarm) else {
@@ -269,7 +307,11 @@ impl Groups {
             }
             s.left.remove(&node);
         }
-        if p.presence() == "join" {
+        let settled = s
+            .joined_at
+            .as_ref()
+            .is_some_and(|t| now.secs_since(t) >= SETTLED_SECS);
+        if p.presence() == "join" && !(settled && fetches_table(p)) {
             s.answer_due = true;
         }
         if p.presence() == "leave" {
@@ -286,11 +328,16 @@ impl Groups {
                 None => Vec::new(),
             });
         }
+        let signed: Arc<[u8]> = match signed {
+            Some(b) => Arc::from(b),
+            None => Arc::from(p.to_cbor()),
+        };
         let member = Member {
             node,
             addrs: p.addrs(),
             expires_at: p.expires_at().clone(),
             sequence_no: p.sequence_no(),
+            signed,
         };
         if let Some(m) = s.members.get_mut(&node) {
             *m = member;
@@ -369,6 +416,9 @@ impl Groups {
         if let Some(s) = self.swarms.get_mut(swarm) {
             if presence == "join" {
                 s.join_sent = true;
+                if s.joined_at.is_none() {
+                    s.joined_at = Some(now.clone());
+                }
             }
             if presence == "announce" && s.answer_due {
                 s.last_answer = Some(now.clone());
@@ -378,8 +428,48 @@ impl Groups {
         }
     }
 
+    /// Sends our `join` again (at the next tick), as a fresh presence: after a table
+    /// fetch failed, a `join` without [`TABLE_FETCH_FIELD`] makes every member answer.
+    pub fn rejoin(&mut self, swarm: &DiscoveryKey) {
+        if let Some(s) = self.swarms.get_mut(swarm) {
+            s.join_sent = false;
+        }
+    }
+
+    /// Our latest `join` or `announce` in `swarm`, signed, valid until `expires_at`:
+    /// it heads the table we hand over.
+    pub fn set_own(&mut self, swarm: &DiscoveryKey, signed: Arc<[u8]>, expires_at: Timestamp) {
+        if let Some(s) = self.swarms.get_mut(swarm) {
+            s.own = Some((signed, expires_at));
+        }
+    }
+
+    /// The member table of `swarm` as signed presences, by node id (our own included,
+    /// expired ones left out); `None` when not joined.
+    pub fn signed_table(
+        &self,
+        swarm: &DiscoveryKey,
+        now: &Timestamp,
+    ) -> Option<Vec<(NodeId, Arc<[u8]>)>> {
+        let s = self.swarms.get(swarm)?;
+        let mut v: Vec<(NodeId, Arc<[u8]>)> = s
+            .members
+            .values()
+            .filter(|m| &m.expires_at > now)
+            .map(|m| (m.node, m.signed.clone()))
+            .collect();
+        if let Some((own, until)) = &s.own
+            && until > now
+        {
+            v.push((self.me, own.clone()));
+        }
+        v.sort_unstable_by_key(|(n, _)| *n);
+        Some(v)
+    }
+
     /// The unsigned document of our next presence (`join`, `announce` or `leave`) in
-    /// `swarm`, with a fresh sequence number; the caller signs it.
+    /// `swarm`, with a fresh sequence number; the caller signs it. (A `join` that
+    /// fetches the table gets [`TABLE_FETCH_FIELD`] from the caller.)
     pub fn presence_doc(
         &mut self,
         swarm: &DiscoveryKey,

@@ -378,3 +378,75 @@ fn a_full_table_takes_a_newcomer_in_place_of_a_member_not_seen_alive() {
     assert_eq!(members.len(), 2);
     assert!(members.iter().any(|m| m.node == real.key.node_id()));
 }
+
+#[test]
+fn settled_members_do_not_answer_joins_that_fetch_the_table() {
+    let k = DiscoveryKey::from_name("fetching");
+    let mut a = Peer::new(120);
+    a.swarms.join(k).unwrap();
+    let now = t0();
+    a.say(&k, "join", &now);
+    let join = |table: bool, at: &Timestamp| {
+        let mut b = Peer::new(120);
+        b.swarms.join(k).unwrap();
+        let mut doc = b
+            .swarms
+            .presence_doc(&k, "join", &["/ip4/192.0.2.1/tcp/1".into()], at);
+        if table {
+            doc.insert(TABLE_FETCH_FIELD.into(), Value::Bool(true));
+        }
+        let p = SwarmPresence::sign(doc, &b.key).unwrap();
+        assert_eq!(fetches_table(&p), table);
+        p
+    };
+    let due =
+        |a: &mut Peer, at: &Timestamp| a.swarms.tick(at).1.iter().any(|d| d.presence == "announce");
+    // Not settled yet (joined 1 s ago): answers a fetching join all the same.
+    let at = now.plus_secs(1);
+    a.swarms.on_presence(&join(true, &at), &at).unwrap();
+    assert!(due(&mut a, &at));
+    a.swarms.sent(&k, "announce", &at);
+    // Settled: a fetching join gets no answer, a plain one does.
+    let at = now.plus_secs(SETTLED_SECS + 5);
+    a.swarms.on_presence(&join(true, &at), &at).unwrap();
+    assert!(!due(&mut a, &at));
+    a.swarms.on_presence(&join(false, &at), &at).unwrap();
+    assert!(due(&mut a, &at));
+    // The table holds the members' signed presences and our own, by node id.
+    assert!(a.swarms.signed_table(&k, &at).unwrap().len() == 3);
+    let own = a.say(&k, "announce", &at);
+    a.swarms
+        .set_own(&k, own.to_cbor().into(), own.expires_at().clone());
+    let t = a.swarms.signed_table(&k, &at).unwrap();
+    assert_eq!(t.len(), 4);
+    assert!(t.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(
+        t.iter()
+            .any(|(n, b)| *n == a.key.node_id() && **b == own.to_cbor()[..])
+    );
+    // Expired entries are left out.
+    assert!(
+        a.swarms
+            .signed_table(&k, &at.plus_secs(200))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.swarms
+            .signed_table(&DiscoveryKey::from_name("x"), &at)
+            .is_none()
+    );
+}
+
+#[test]
+fn rejoin_sends_the_join_again() {
+    let k = DiscoveryKey::from_name("rejoin");
+    let mut a = Peer::new(120);
+    a.swarms.join(k).unwrap();
+    let now = t0();
+    a.say(&k, "join", &now);
+    assert!(a.swarms.tick(&now).1.is_empty());
+    a.swarms.rejoin(&k);
+    let due = a.swarms.tick(&now).1;
+    assert_eq!(due[0].presence, "join");
+}

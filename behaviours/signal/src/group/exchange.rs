@@ -1,0 +1,398 @@
+//! `/mesh/swarm-table/1.0.0`: a member hands a newcomer the member table of a swarm in
+//! one exchange: the signed `swarm-presence.v1` documents it holds, each still signed by
+//! its member (nothing is taken on the answering peer's word).
+//!
+//! A request is the deterministic CBOR map `{"swarm/key": <64 hex digits>, "after":
+//! <node id>?}` (at most [`MAX_REQUEST`] bytes): the page of members whose node ids
+//! come after `after` (all from the first without it), in node id order. An answer is
+//! either a page, the CBOR array `[more, p₁, …, pₙ]` (`more` a boolean, then 0..=
+//! [`PAGE_MAX`] byte strings, each one presence's CBOR wire form, at most
+//! [`PAGE_BYTES`] of presences in all), or a refusal, the map `{"kind": "rejected",
+//! "error/code", "error/class", "detail"}`. `more` says that members after the last one
+//! remain: the next request names the last presence's `node/id` in `after`.
+//!
+//! The reader checks every presence of a page where it reads it (in the connection's
+//! task, not the node's loop): signature (the accept set of `verify_strict`, the
+//! signing input cut from the received bytes), schema and clock. Expired presences are
+//! dropped without blame; any other failure is kept with its code, so the node can
+//! report the peer that sent it, and the valid presences of the page are kept.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use mesh_core::cbor::{self, DecodeLimits};
+use mesh_core::{
+    Artifact, ErrorCode, MAX_ARTIFACT_BYTES, MeshError, MeshResult, NodeId, SwarmPresence,
+    Timestamp,
+};
+use serde_json::{Map, Value};
+
+use super::key::DiscoveryKey;
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/swarm-table/1.0.0");
+/// Most presences in one page.
+pub const PAGE_MAX: usize = 64;
+/// Most bytes of presences in one page (a page holds at least one presence).
+pub const PAGE_BYTES: usize = 128 * 1024;
+/// Largest answer body: a full page and its framing, or a refusal.
+pub const MAX_ANSWER: usize = PAGE_BYTES + MAX_ARTIFACT_BYTES + 16 * (PAGE_MAX + 1);
+/// Largest request body.
+pub const MAX_REQUEST: usize = 512;
+
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+const FALSE: u8 = 0xf4;
+const TRUE: u8 = 0xf5;
+
+/// A request for one page of a swarm's member table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRequest {
+    /// The swarm.
+    pub key: DiscoveryKey,
+    /// Members after this node id (`None`: from the first).
+    pub after: Option<NodeId>,
+}
+
+impl TableRequest {
+    /// The request's wire form.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert("swarm/key".into(), self.key.to_hex().into());
+        if let Some(a) = &self.after {
+            m.insert("after".into(), a.to_string().into());
+        }
+        cbor::encode(&Value::Object(m))
+    }
+
+    /// Parses a request (`E_PROTO_INVALID` for anything else).
+    pub fn from_cbor(b: &[u8]) -> MeshResult<Self> {
+        let bad = |why: &str| MeshError::invalid(format!("/mesh/swarm-table: {why}"));
+        let limits = DecodeLimits {
+            max_bytes: MAX_REQUEST,
+            ..DecodeLimits::default()
+        };
+        let v = cbor::decode_with(b, limits).map_err(MeshError::from)?;
+        let Value::Object(m) = v else {
+            return Err(bad("a request is a map"));
+        };
+        if m.keys().any(|k| k != "swarm/key" && k != "after") {
+            return Err(bad("unknown request field"));
+        }
+        let key = m
+            .get("swarm/key")
+            .and_then(Value::as_str)
+            .and_then(|s| DiscoveryKey::from_hex(s).ok())
+            .ok_or_else(|| bad("swarm/key must be 64 hex digits"))?;
+        let after = match m.get("after") {
+            None => None,
+            Some(Value::String(s)) => {
+                Some(NodeId::parse(s).map_err(|_| bad("after must be a node id"))?)
+            }
+            Some(_) => return Err(bad("after must be a node id")),
+        };
+        Ok(TableRequest { key, after })
+    }
+}
+
+/// One page as it travels: presences' wire forms.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// Members after the last one remain.
+    pub more: bool,
+    /// Each a signed presence's CBOR wire form, in node id order.
+    pub items: Vec<Vec<u8>>,
+}
+
+/// A page as the reader hands it over: every presence checked.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedPage {
+    /// Members after the last one remain.
+    pub more: bool,
+    /// The presences that verified (signature, schema, clock), with their wire forms.
+    pub valid: Vec<(SwarmPresence, Vec<u8>)>,
+    /// Why the others were refused (never `E_ADV_EXPIRED`: those are in `expired`).
+    pub refused: Vec<MeshError>,
+    /// Authentic presences that had expired: dropped, nobody's fault.
+    pub expired: usize,
+    /// The `node/id` of the page's last presence that parsed: the next page's `after`.
+    pub last: Option<NodeId>,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A page (what a server sends).
+    Page(Page),
+    /// A page as read and checked (what a client receives).
+    Checked(CheckedPage),
+    /// The request is refused.
+    Refused(MeshError),
+}
+
+/// The page after `after` of a table whose entries are `(node, signed presence)`,
+/// sorted by node id: up to [`PAGE_MAX`] entries and [`PAGE_BYTES`] bytes (at least
+/// one entry, whatever its size), and whether more remain.
+pub fn page_of<'a>(
+    entries: impl IntoIterator<Item = (NodeId, &'a [u8])>,
+    after: Option<&NodeId>,
+) -> Page {
+    let mut page = Page::default();
+    let mut bytes = 0usize;
+    for (node, signed) in entries {
+        if after.is_some_and(|a| node <= *a) {
+            continue;
+        }
+        let full = page.items.len() >= PAGE_MAX
+            || (!page.items.is_empty() && bytes + signed.len() > PAGE_BYTES);
+        if full {
+            page.more = true;
+            break;
+        }
+        bytes += signed.len();
+        page.items.push(signed.to_vec());
+    }
+    page
+}
+
+/// Checks every presence of `page` at `now` (see the module's documentation).
+pub fn check_page(page: Page, now: &Timestamp) -> CheckedPage {
+    let mut out = CheckedPage {
+        more: page.more,
+        ..CheckedPage::default()
+    };
+    for bytes in page.items {
+        match SwarmPresence::verify_cbor(&bytes, now) {
+            Ok(p) => {
+                out.last = Some(p.node_id());
+                out.valid.push((p, bytes));
+            }
+            Err(e) if e.code == ErrorCode::AdvExpired => {
+                out.expired += 1;
+                if let Ok(p) = SwarmPresence::from_cbor(&bytes) {
+                    out.last = Some(p.node_id());
+                }
+            }
+            Err(e) => {
+                if let Ok(p) = SwarmPresence::from_cbor(&bytes) {
+                    out.last = Some(p.node_id());
+                }
+                out.refused.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// The wire form of a page.
+pub fn encode_page(page: &Page) -> Vec<u8> {
+    let total: usize = page.items.iter().map(|i| i.len() + 9).sum();
+    let mut out = Vec::with_capacity(total + 10);
+    cbor::write_head(&mut out, MAJOR_ARRAY, page.items.len() as u64 + 1);
+    out.push(if page.more { TRUE } else { FALSE });
+    for item in &page.items {
+        cbor::write_head(&mut out, MAJOR_BYTES, item.len() as u64);
+        out.extend_from_slice(item);
+    }
+    out
+}
+
+/// Parses an answer body: a page or a refusal (anything else is `E_PROTO_INVALID`).
+pub fn decode_answer(body: &[u8]) -> Result<Page, MeshError> {
+    let bad = |why: &str| MeshError::invalid(format!("/mesh/swarm-table: {why}"));
+    if body.len() > MAX_ANSWER {
+        return Err(bad("answer over the size cap"));
+    }
+    match body.first().map(|b| b >> 5) {
+        Some(MAJOR_MAP) => Err(parse_refusal(body)),
+        Some(MAJOR_ARRAY) => {
+            let mut at = 0;
+            let (_, n) = head(body, &mut at).ok_or_else(|| bad("malformed page"))?;
+            let n = usize::try_from(n).map_err(|_| bad("malformed page"))?;
+            if !(1..=PAGE_MAX + 1).contains(&n) {
+                return Err(bad(&format!("a page holds 0..={PAGE_MAX} presences")));
+            }
+            let more = match body.get(at) {
+                Some(&TRUE) => true,
+                Some(&FALSE) => false,
+                _ => return Err(bad("a page starts with a boolean")),
+            };
+            at += 1;
+            let mut items = Vec::with_capacity(n - 1);
+            for _ in 1..n {
+                let (major, len) = head(body, &mut at).ok_or_else(|| bad("malformed page"))?;
+                let len = usize::try_from(len).map_err(|_| bad("malformed page"))?;
+                if major != MAJOR_BYTES || len > MAX_ARTIFACT_BYTES {
+                    return Err(bad("a page item must be one presence's bytes"));
+                }
+                let end = at
+                    .checked_add(len)
+                    .filter(|&e| e <= body.len())
+                    .ok_or_else(|| bad("truncated page"))?;
+                items.push(body[at..end].to_vec());
+                at = end;
+            }
+            if at != body.len() {
+                return Err(bad("trailing bytes after the page"));
+            }
+            Ok(Page { more, items })
+        }
+        _ => Err(bad("not a page or a refusal")),
+    }
+}
+
+/// The wire form of a refusal.
+pub fn encode_refusal(e: &MeshError) -> Vec<u8> {
+    let mut m = Map::new();
+    m.insert("kind".into(), "rejected".into());
+    if let Value::Object(err) = e.to_json() {
+        m.extend(err);
+    }
+    cbor::encode(&Value::Object(m))
+}
+
+fn parse_refusal(b: &[u8]) -> MeshError {
+    let limits = DecodeLimits {
+        max_bytes: 4096,
+        ..DecodeLimits::default()
+    };
+    let Ok(v) = cbor::decode_with(b, limits) else {
+        return MeshError::invalid("/mesh/swarm-table: malformed refusal");
+    };
+    if v.get("kind").and_then(Value::as_str) != Some("rejected") {
+        return MeshError::invalid("/mesh/swarm-table: unknown answer");
+    }
+    let code = v
+        .get("error/code")
+        .and_then(Value::as_str)
+        .and_then(ErrorCode::from_code_str)
+        .unwrap_or(ErrorCode::ProtoInvalid);
+    let detail = v.get("detail").and_then(Value::as_str).unwrap_or_default();
+    MeshError::new(code, format!("refused by the peer: {detail}"))
+}
+
+/// A canonical CBOR head at `*at` (shortest form only); advances `at`.
+fn head(b: &[u8], at: &mut usize) -> Option<(u8, u64)> {
+    let first = *b.get(*at)?;
+    let (major, ai) = (first >> 5, first & 0x1f);
+    *at += 1;
+    let n = match ai {
+        0..=23 => u64::from(ai),
+        24..=27 => {
+            let len = 1usize << (ai - 24);
+            let bytes = b.get(*at..*at + len)?;
+            *at += len;
+            let n = bytes.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
+            let min = match ai {
+                24 => 24,
+                25 => 0x100,
+                26 => 0x1_0000,
+                _ => 0x1_0000_0000,
+            };
+            if n < min {
+                return None;
+            }
+            n
+        }
+        _ => return None,
+    };
+    Some((major, n))
+}
+
+/// The `request_response` codec: requests as [`TableRequest`] (a malformed one is
+/// handed over as its error, to be answered with a refusal), answers as [`Answer`] (read
+/// as [`Answer::Checked`] or [`Answer::Refused`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codec;
+
+async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, cap: usize) -> io::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    io.take(cap as u64 + 1).read_to_end(&mut b).await?;
+    Ok(b)
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Result<TableRequest, MeshError>;
+    type Response = Answer;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Request> {
+        let b = read_capped(io, MAX_REQUEST).await?;
+        if b.len() > MAX_REQUEST {
+            return Ok(Err(MeshError::invalid(
+                "/mesh/swarm-table: request over the size cap",
+            )));
+        }
+        Ok(TableRequest::from_cbor(&b))
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response> {
+        let b = read_capped(io, MAX_ANSWER).await?;
+        Ok(match decode_answer(&b) {
+            Ok(page) => Answer::Checked(check_page(page, &Timestamp::now())),
+            Err(e) => Answer::Refused(e),
+        })
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Self::Request,
+    ) -> io::Result<()> {
+        let r = r.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        io.write_all(&r.to_cbor()).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Self::Response,
+    ) -> io::Result<()> {
+        let bytes = match r {
+            Answer::Page(p) => encode_page(&p),
+            Answer::Checked(c) => encode_page(&Page {
+                more: c.more,
+                items: c.valid.into_iter().map(|(_, b)| b).collect(),
+            }),
+            Answer::Refused(e) => encode_refusal(&e),
+        };
+        io.write_all(&bytes).await
+    }
+}
+
+/// A refusal for `key`: this node is not in the swarm.
+pub fn not_a_member(key: &DiscoveryKey) -> MeshError {
+    MeshError::invalid(format!("/mesh/swarm-table: not in swarm {key}"))
+}
+
+/// A refusal: this node's own table is still being fetched.
+pub fn not_ready(key: &DiscoveryKey) -> MeshError {
+    MeshError::new(
+        ErrorCode::TransportUnavailable,
+        format!("/mesh/swarm-table: table of {key} not complete yet"),
+    )
+}
+
+/// A refusal: `peer` asked too often.
+pub fn too_often(retry_after_secs: u64) -> MeshError {
+    MeshError::new(
+        ErrorCode::TransportRejected,
+        format!("/mesh/swarm-table: too many requests, retry after {retry_after_secs} s"),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! The member table in one exchange (`/mesh/swarm-table/1.0.0`) between in-process
+//! nodes on loopback: a newcomer to a settled swarm learns every member from the table
+//! one member hands it (the members leave its `join` unanswered, and nobody
+//! re-announces within the test: the TTL is 10 minutes); a peer that hands over a
+//! forged presence gets it refused with `E_SIG_INVALID`, and the valid ones are kept.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libmesh::node::config::SwarmSettings;
+use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, NodeHandle, SeedPeer, Target};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, gossipsub};
+use mesh_core::{
+    Artifact, MemoryTrace, NodeId, NodeKeypair, SwarmPresence, Timestamp, TraceEventType,
+};
+use mesh_signal::group::exchange::{self, Answer};
+use mesh_signal::group::{DiscoveryKey, SETTLED_SECS};
+use mesh_testkit::node::{TestNode, start_node};
+
+/// Long enough that no re-announce happens during a test.
+const TTL: i64 = 600;
+
+struct Member {
+    handle: NodeHandle,
+    node: NodeId,
+    addr: Multiaddr,
+    trace: Arc<MemoryTrace>,
+    _t: TestNode,
+}
+
+async fn start(seeds: Vec<SeedPeer>) -> Member {
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        seeds,
+        swarm: SwarmSettings {
+            ttl_secs: TTL,
+            ..SwarmSettings::default()
+        },
+        ..NodeConfig::default()
+    };
+    let trace = Arc::new(MemoryTrace::new(65_536));
+    let t = start_node(
+        NodeKeypair::generate(),
+        config,
+        trace.clone(),
+        Duration::from_secs(30),
+    )
+    .await;
+    Member {
+        handle: t.handle.clone(),
+        node: t.node,
+        addr: t.addr.clone(),
+        trace,
+        _t: t,
+    }
+}
+
+fn seed(m: &Member) -> SeedPeer {
+    SeedPeer {
+        node_id: m.node,
+        addr: m.addr.clone(),
+        label: None,
+    }
+}
+
+async fn members_of(h: &NodeHandle, key: DiscoveryKey) -> HashSet<NodeId> {
+    h.swarm_members(key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| NodeId::parse(&m.node).unwrap())
+        .collect()
+}
+
+/// Waits (bounded) until `h`'s table of `key` holds `want`; returns what it holds.
+async fn wait_table(
+    h: &NodeHandle,
+    key: DiscoveryKey,
+    want: &HashSet<NodeId>,
+    limit: Duration,
+) -> HashSet<NodeId> {
+    let start = Instant::now();
+    loop {
+        let got = members_of(h, key).await;
+        if &got == want || start.elapsed() > limit {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The members `trace` saw arrive in `key`, with how (`gossip` or `table`).
+fn arrivals(trace: &MemoryTrace, key: DiscoveryKey) -> Vec<(String, String)> {
+    trace
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == TraceEventType::SwarmJoined)
+        .filter_map(|e| {
+            let d = e.detail?;
+            if d["swarm"] != key.to_hex().as_str() {
+                return None;
+            }
+            Some((
+                d["member"].as_str()?.to_owned(),
+                d["via"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_gets_the_whole_table_from_one_member() {
+    let key = DiscoveryKey::from_name("table in one exchange");
+    let mut nodes = vec![start(vec![]).await];
+    for i in 1..8 {
+        let s = seed(&nodes[(i - 1) / 2]);
+        nodes.push(start(vec![s]).await);
+    }
+    for m in &nodes {
+        m.handle.join_swarm(key).await.unwrap();
+    }
+    let all: HashSet<NodeId> = nodes.iter().map(|m| m.node).collect();
+    for m in &nodes {
+        let mut want = all.clone();
+        want.remove(&m.node);
+        let got = wait_table(&m.handle, key, &want, Duration::from_secs(60)).await;
+        assert_eq!(got, want, "the eight members see each other");
+    }
+    // Settled: the members no longer answer joins that fetch the table.
+    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+
+    // A newcomer seeded to one member only.
+    let newcomer = start(vec![seed(&nodes[7])]).await;
+    newcomer
+        .handle
+        .dial(Target::Addr(nodes[7].addr.clone().with(
+            libp2p::multiaddr::Protocol::P2p(nodes[7].node.to_peer_id().unwrap()),
+        )))
+        .await
+        .unwrap();
+    newcomer.handle.join_swarm(key).await.unwrap();
+    let got = wait_table(&newcomer.handle, key, &all, Duration::from_secs(30)).await;
+    assert_eq!(got, all, "the newcomer sees every member");
+    // Every member came through the table, none through an answer on the topic.
+    let seen = arrivals(&newcomer.trace, key);
+    assert_eq!(seen.len(), all.len(), "{seen:?}");
+    assert!(seen.iter().all(|(_, via)| via == "table"), "{seen:?}");
+    // And every member sees the newcomer's join, as before.
+    for m in &nodes {
+        let mut want = all.clone();
+        want.remove(&m.node);
+        want.insert(newcomer.node);
+        let got = wait_table(&m.handle, key, &want, Duration::from_secs(30)).await;
+        assert_eq!(got, want);
+    }
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Hostile {
+    gossipsub: gossipsub::Behaviour,
+    table: request_response::Behaviour<exchange::Codec>,
+}
+
+fn signed_presence(key: &NodeKeypair, swarm: &DiscoveryKey, now: &Timestamp) -> Vec<u8> {
+    let serde_json::Value::Object(doc) = serde_json::json!({
+        "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": swarm.to_hex(),
+        "node/id": key.node_id().to_string(), "presence": "announce", "sequence/no": 5,
+        "addrs": ["/ip4/127.0.0.1/tcp/9"], "created-at": now.as_str(),
+        "expires-at": now.plus_secs(120).as_str(),
+    }) else {
+        unreachable!()
+    };
+    SwarmPresence::sign(doc, key).unwrap().to_cbor()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
+    let key = DiscoveryKey::from_name("hostile table");
+    let newcomer = start(vec![]).await;
+    // Mallory: subscribed to the swarm's topic, and serving a table of three signed
+    // presences and one whose address was changed after signing.
+    let mallory_key = NodeKeypair::generate();
+    let mut gs = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(mallory_key.to_libp2p()),
+        gossipsub::Config::default(),
+    )
+    .unwrap();
+    gs.subscribe(&gossipsub::IdentTopic::new(key.topic()))
+        .unwrap();
+    let table = request_response::Behaviour::with_codec(
+        exchange::Codec,
+        [(exchange::PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default(),
+    );
+    let mut mallory = mesh_testkit::swarm_with(
+        &mallory_key,
+        Hostile {
+            gossipsub: gs,
+            table,
+        },
+    );
+    mallory
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let now = Timestamp::now();
+    let honest: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
+    let forger = NodeKeypair::generate();
+    let mut entries: Vec<(NodeId, Vec<u8>)> = honest
+        .iter()
+        .map(|k| (k.node_id(), signed_presence(k, &key, &now)))
+        .collect();
+    let forged = {
+        let mut doc = SwarmPresence::from_cbor(&signed_presence(&forger, &key, &now))
+            .unwrap()
+            .into_map();
+        doc.insert(
+            "addrs".into(),
+            serde_json::json!(["/ip4/127.0.0.1/tcp/6666"]),
+        );
+        mesh_core::cbor::encode(&serde_json::Value::Object(doc))
+    };
+    entries.push((forger.node_id(), forged));
+    entries.sort_by_key(|(n, _)| *n);
+    let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
+    let mallory_peer = mallory_key.node_id().to_peer_id().unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = mallory.select_next_some().await {
+            break address;
+        }
+    };
+    let serve = tokio::spawn(async move {
+        let mut served = 0usize;
+        loop {
+            if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = mallory.select_next_some().await
+            {
+                served += 1;
+                let _ = mallory
+                    .behaviour_mut()
+                    .table
+                    .send_response(channel, Answer::Page(page.clone()));
+            }
+            let _ = served;
+        }
+    });
+    newcomer
+        .handle
+        .dial(Target::Addr(
+            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
+        ))
+        .await
+        .unwrap();
+    newcomer.handle.join_swarm(key).await.unwrap();
+    let want: HashSet<NodeId> = honest.iter().map(NodeKeypair::node_id).collect();
+    let got = wait_table(&newcomer.handle, key, &want, Duration::from_secs(30)).await;
+    assert_eq!(got, want, "the three valid presences are taken");
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let hit = newcomer.trace.events().into_iter().find(|e| {
+                e.event_type == TraceEventType::ErrorOccurred
+                    && e.peer.as_deref() == Some(mallory_peer.to_string().as_str())
+                    && e.detail
+                        .as_ref()
+                        .is_some_and(|d| d["error/code"] == "E_SIG_INVALID")
+            });
+            if let Some(e) = hit {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the forged presence is refused with E_SIG_INVALID, naming mallory");
+    let _ = refused;
+    assert!(
+        !members_of(&newcomer.handle, key)
+            .await
+            .contains(&forger.node_id()),
+        "the forged presence is not taken"
+    );
+    serve.abort();
+}
