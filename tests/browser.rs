@@ -71,6 +71,35 @@ fn next_line(rx: &mpsc::Receiver<Value>, step: &str) -> Value {
     v
 }
 
+/// Runs `node web/test/SCRIPT ARGS…` (headless Chromium through puppeteer-core) and
+/// hands its JSON stdout lines over a channel; its stdin is piped when `stdin` is set.
+fn driver(
+    script: &str,
+    args: &[&str],
+    stdin: bool,
+) -> (std::process::Child, mpsc::Receiver<Value>) {
+    let mut child = Command::new("node")
+        .arg(web_dir().join("test").join(script))
+        .args(args)
+        .env("MESH_CHROMIUM", chromium())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs the driver");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("driver: {line}");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, rx)
+}
+
 #[test]
 fn browser_node_against_meshd() {
     if !ready() {
@@ -106,30 +135,16 @@ fn browser_node_against_meshd() {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let shot = out_dir.join("browser-page.png");
     let _ = std::fs::remove_file(&shot);
-    let mut driver = Command::new("node")
-        .arg(web_dir().join("test/drive.mjs"))
-        .args([
+    let (mut driver, rx) = driver(
+        "drive.mjs",
+        &[
             web.as_str(),
             shared_dir().to_str().unwrap(),
             swarm,
             shot.to_str().unwrap(),
-        ])
-        .env("MESH_CHROMIUM", chromium())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs the driver");
-    let stdout = driver.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("driver: {line}");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
+        ],
+        true,
+    );
 
     let loaded = next_line(&rx, "loaded");
     assert_eq!(loaded["info"]["node_id"], n.node_id().as_str());
@@ -311,25 +326,11 @@ fn two_browsers_through_meshd_signaling() {
     n.cli_ok(&["swarm", "join", swarm]);
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let shots = out_dir.join("browser-b2b");
-    let mut driver = Command::new("node")
-        .arg(web_dir().join("test/b2b.mjs"))
-        .args([web.as_str(), swarm, shots.to_str().unwrap()])
-        .env("MESH_CHROMIUM", chromium())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs the driver");
-    let stdout = driver.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("driver: {line}");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
+    let (mut driver, rx) = driver(
+        "b2b.mjs",
+        &[web.as_str(), swarm, shots.to_str().unwrap()],
+        false,
+    );
 
     // Each page holds a libmesh session with meshd (its hello verified, meshd's ack
     // verified by the page), and meshd reports both sessions.
@@ -528,25 +529,11 @@ fn two_browsers_over_webrtc_signaling_on_a_meshd_relay() {
     let swarm = "browser-relayed-swarm";
     n.cli_ok(&["swarm", "join", swarm]);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-relayed.png");
-    let mut driver = Command::new("node")
-        .arg(web_dir().join("test/relayed.mjs"))
-        .args([web.as_str(), swarm, shot.to_str().unwrap()])
-        .env("MESH_CHROMIUM", chromium())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs the driver");
-    let stdout = driver.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("driver: {line}");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
+    let (mut driver, rx) = driver(
+        "relayed.mjs",
+        &[web.as_str(), swarm, shot.to_str().unwrap()],
+        false,
+    );
 
     let r = next_line(&rx, "reserved");
     let b_peer = r["pages"][1]["peerId"].as_str().unwrap().to_owned();

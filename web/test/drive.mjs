@@ -7,26 +7,11 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import puppeteer from 'puppeteer-core'
+import { emit, launch } from './launch.mjs'
 
 const [webUrl, sharedDir, swarmName, screenshot] = process.argv.slice(2)
 const STEP_MS = 30_000
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-const browser = await puppeteer.launch({
-  executablePath: process.env.MESH_CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  protocolTimeout: 60_000,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-    // Loopback ICE candidates instead of mDNS names.
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    // Gather loopback candidates: meshd listens on 127.0.0.1 in the test.
-    '--allow-loopback-in-peer-connection'
-  ]
-})
-const timer = setTimeout(() => { emit({ step: 'timeout' }); process.exit(3) }, 240_000)
+const { browser, timer } = await launch({ protocolTimeout: 60_000 })
 try {
   const page = await browser.newPage()
   page.on('console', (m) => { if (m.type() === 'error') process.stderr.write(`page: ${m.text()}\n`) })

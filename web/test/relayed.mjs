@@ -6,28 +6,12 @@
 // the circuit, then a direct WebRTC connection, pinged both ways.
 // Usage: node web/test/relayed.mjs WEB_URL SWARM_NAME SCREENSHOT.png
 // Prints one JSON line per step on stdout. Every wait is bounded.
-import puppeteer from 'puppeteer-core'
+import { emit, launch, until as untilIn } from './launch.mjs'
 
 const [webUrl, swarmName, shot] = process.argv.slice(2)
 const STEP_MS = 60_000
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-const browser = await puppeteer.launch({
-  executablePath: process.env.MESH_CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  protocolTimeout: 90_000,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--allow-loopback-in-peer-connection'
-  ]
-})
-const timer = setTimeout(() => { emit({ step: 'timeout' }); process.exit(3) }, 240_000)
-
-async function until (page, fn, arg) {
-  return await page.waitForFunction(fn, { timeout: STEP_MS, polling: 100 }, arg).then((h) => h.jsonValue())
-}
+const { browser, timer } = await launch()
+const until = (page, fn, arg) => untilIn(page, fn, arg, STEP_MS)
 
 try {
   const pages = []
