@@ -15,6 +15,8 @@ use super::behaviour::MeshBehaviourEvent;
 use super::view::Now;
 use super::{Node, NodeEvent, addrs, dht, router};
 
+mod groups;
+
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
         self.metrics.record(&event);
@@ -255,66 +257,6 @@ impl Node {
         }
     }
 
-    /// `/mesh/swarm-table/1.0.0`: serve a page of a member table, or take one in.
-    fn on_swarm_table(
-        &mut self,
-        e: libp2p::request_response::Event<
-            Result<mesh_signal::group::exchange::TableRequest, mesh_core::MeshError>,
-            mesh_signal::group::exchange::Answer,
-        >,
-    ) {
-        use libp2p::request_response::{Event, Message};
-        match e {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                self.idle.conns.touch(&peer, Instant::now());
-                let answer = self.groups.serve_table(peer, request, &Timestamp::now());
-                let b = self.swarm.behaviour_mut();
-                if b.swarm_table.send_response(channel, answer).is_err() {
-                    tracing::debug!(%peer, "table answer not sent: stream closed");
-                }
-            }
-            Event::Message {
-                peer,
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                self.idle.conns.touch(&peer, Instant::now());
-                let actions = self.groups.table_answer(
-                    request_id,
-                    peer,
-                    response,
-                    &view!(self),
-                    &Now::current(),
-                );
-                self.apply(actions);
-            }
-            Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                tracing::debug!(%peer, %error, "table request failed");
-                let actions =
-                    self.groups
-                        .table_failed(request_id, peer, &view!(self), &Now::current());
-                self.apply(actions);
-            }
-            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
-        }
-    }
-
     /// identify told us a peer's protocols and listen addresses: feed both DHTs, and
     /// put our record again if a mesh-DHT peer appeared after a failed put.
     fn on_identify(&mut self, peer: PeerId, connection: ConnectionId, info: &identify::Info) {
@@ -489,47 +431,6 @@ impl Node {
                 source: message.source,
                 data: message.data,
             });
-        }
-    }
-
-    /// A marker on the topic of swarm `key`: checked, traced, handed to the
-    /// application; how gossipsub should treat it.
-    fn on_swarm_marker(
-        &mut self,
-        key: mesh_signal::group::DiscoveryKey,
-        author: Option<PeerId>,
-        data: &[u8],
-    ) -> gossipsub::MessageAcceptance {
-        let now = Timestamp::now();
-        let me = self.node_id;
-        match self.swarm_markers.receive(&me, &key, author, data, &now) {
-            Ok(env) => {
-                let peer = author.unwrap_or(*self.swarm.local_peer_id());
-                self.emit_trace(
-                    TraceEvent::new(TraceEventType::SignalMarkerReceived, me, now)
-                        .with_peer(peer)
-                        .with_detail(serde_json::json!({
-                            "swarm": key.to_hex(), "message/id": env.message_id(),
-                        })),
-                );
-                self.emit(NodeEvent::SwarmMarkerReceived {
-                    swarm: key,
-                    peer,
-                    participant: env.sender().to_string(),
-                    message_id: env.message_id().to_owned(),
-                    marker_ref: env.marker_ref().to_owned(),
-                });
-                gossipsub::MessageAcceptance::Accept
-            }
-            Err(e) => {
-                tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "swarm marker refused");
-                let mut t = TraceEvent::error(&e, me, now);
-                if let Some(p) = author {
-                    t = t.with_peer(p);
-                }
-                self.emit_trace(t);
-                super::swarm_marker::acceptance(&e)
-            }
         }
     }
 
