@@ -15,13 +15,14 @@ use mesh_core::cbor::{self, DecodeLimits};
 use mesh_core::{ErrorCode, MAX_ARTIFACT_BYTES, MeshError};
 use serde_json::{Map, Value, json};
 
+use crate::cbor_items::{ItemError, MAJOR_BYTES, byte_items, head};
+
 /// Most frames in one request.
 pub const MAX_BATCH: usize = 64;
 /// Largest request body, bytes (a batch; one frame is at most [`MAX_ARTIFACT_BYTES`]).
 pub const MAX_REQUEST: usize = 1024 * 1024;
 const MAX_ANSWER: usize = 64 * 1024;
 
-const MAJOR_BYTES: u8 = 2;
 const MAJOR_ARRAY: u8 = 4;
 const MAJOR_MAP: u8 = 5;
 
@@ -47,20 +48,11 @@ pub(crate) fn split(body: &[u8]) -> Result<Vec<&[u8]>, MeshError> {
             if !(2..=MAX_BATCH).contains(&n) {
                 return Err(bad(&format!("a batch holds 2..={MAX_BATCH} frames")));
             }
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (major, len) = head(body, &mut at).ok_or_else(|| bad("malformed batch"))?;
-                let len = usize::try_from(len).map_err(|_| bad("malformed batch"))?;
-                if major != MAJOR_BYTES || len > MAX_ARTIFACT_BYTES {
-                    return Err(bad("a batch item must be one frame's bytes"));
-                }
-                let end = at
-                    .checked_add(len)
-                    .filter(|&e| e <= body.len())
-                    .ok_or_else(|| bad("truncated batch"))?;
-                items.push(&body[at..end]);
-                at = end;
-            }
+            let items = byte_items(body, &mut at, n, MAX_ARTIFACT_BYTES).map_err(|e| match e {
+                ItemError::Malformed => bad("malformed batch"),
+                ItemError::NotAnItem => bad("a batch item must be one frame's bytes"),
+                ItemError::Truncated => bad("truncated batch"),
+            })?;
             if at != body.len() {
                 return Err(bad("trailing bytes after the batch"));
             }
@@ -83,36 +75,6 @@ pub(crate) fn join(frames: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(f);
     }
     out
-}
-
-/// A canonical (shortest-form) head: major type and argument, up to 32-bit arguments.
-fn head(b: &[u8], at: &mut usize) -> Option<(u8, u64)> {
-    let first = *b.get(*at)?;
-    let (major, info) = (first >> 5, first & 0x1f);
-    let width = match info {
-        0..=23 => 0,
-        24 => 1,
-        25 => 2,
-        26 => 4,
-        _ => return None,
-    };
-    let arg = if width == 0 {
-        u64::from(info)
-    } else {
-        let bytes = b.get(*at + 1..*at + 1 + width)?;
-        let v = bytes.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x));
-        let min = match width {
-            1 => 24,
-            2 => 1 << 8,
-            _ => 1 << 16,
-        };
-        if v < min {
-            return None;
-        }
-        v
-    };
-    *at += 1 + width;
-    Some((major, arg))
 }
 
 fn answer_value(a: &Result<(), MeshError>) -> Value {

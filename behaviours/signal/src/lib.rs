@@ -20,6 +20,7 @@
 //!   expiry (pure logic; the node carries presences on gossipsub).
 
 mod behaviour;
+mod cbor_items;
 pub mod codec;
 pub mod correlation;
 pub mod dedup;

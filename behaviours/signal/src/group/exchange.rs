@@ -30,6 +30,7 @@ use mesh_core::{
 use serde_json::{Map, Value};
 
 use super::key::DiscoveryKey;
+use crate::cbor_items::{ItemError, MAJOR_BYTES, byte_items, head};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/swarm-table/1.0.0");
@@ -42,7 +43,6 @@ pub const MAX_ANSWER: usize = PAGE_BYTES + MAX_ARTIFACT_BYTES + 16 * (PAGE_MAX +
 /// Largest request body.
 pub const MAX_REQUEST: usize = 512;
 
-const MAJOR_BYTES: u8 = 2;
 const MAJOR_ARRAY: u8 = 4;
 const MAJOR_MAP: u8 = 5;
 const FALSE: u8 = 0xf4;
@@ -221,20 +221,15 @@ pub fn decode_answer(body: &[u8]) -> Result<Page, MeshError> {
                 _ => return Err(bad("a page starts with a boolean")),
             };
             at += 1;
-            let mut items = Vec::with_capacity(n - 1);
-            for _ in 1..n {
-                let (major, len) = head(body, &mut at).ok_or_else(|| bad("malformed page"))?;
-                let len = usize::try_from(len).map_err(|_| bad("malformed page"))?;
-                if major != MAJOR_BYTES || len > MAX_ARTIFACT_BYTES {
-                    return Err(bad("a page item must be one presence's bytes"));
-                }
-                let end = at
-                    .checked_add(len)
-                    .filter(|&e| e <= body.len())
-                    .ok_or_else(|| bad("truncated page"))?;
-                items.push(body[at..end].to_vec());
-                at = end;
-            }
+            let items = byte_items(body, &mut at, n - 1, MAX_ARTIFACT_BYTES)
+                .map_err(|e| match e {
+                    ItemError::Malformed => bad("malformed page"),
+                    ItemError::NotAnItem => bad("a page item must be one presence's bytes"),
+                    ItemError::Truncated => bad("truncated page"),
+                })?
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect();
             if at != body.len() {
                 return Err(bad("trailing bytes after the page"));
             }
@@ -272,34 +267,6 @@ fn parse_refusal(b: &[u8]) -> MeshError {
         .unwrap_or(ErrorCode::ProtoInvalid);
     let detail = v.get("detail").and_then(Value::as_str).unwrap_or_default();
     MeshError::new(code, format!("refused by the peer: {detail}"))
-}
-
-/// A canonical CBOR head at `*at` (shortest form only); advances `at`.
-fn head(b: &[u8], at: &mut usize) -> Option<(u8, u64)> {
-    let first = *b.get(*at)?;
-    let (major, ai) = (first >> 5, first & 0x1f);
-    *at += 1;
-    let n = match ai {
-        0..=23 => u64::from(ai),
-        24..=27 => {
-            let len = 1usize << (ai - 24);
-            let bytes = b.get(*at..*at + len)?;
-            *at += len;
-            let n = bytes.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
-            let min = match ai {
-                24 => 24,
-                25 => 0x100,
-                26 => 0x1_0000,
-                _ => 0x1_0000_0000,
-            };
-            if n < min {
-                return None;
-            }
-            n
-        }
-        _ => return None,
-    };
-    Some((major, n))
 }
 
 /// The `request_response` codec: requests as [`TableRequest`] (a malformed one is
