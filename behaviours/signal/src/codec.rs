@@ -136,7 +136,8 @@ pub(crate) fn parse_answer(b: &[u8]) -> Answer {
     }
 }
 
-async fn read_capped<T: AsyncRead + Unpin + Send>(
+/// Reads the stream to its end, at most `max` bytes; `None` when there is more.
+pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> io::Result<Option<Vec<u8>>> {

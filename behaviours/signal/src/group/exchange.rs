@@ -19,7 +19,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use mesh_core::cbor::{self, DecodeLimits};
@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 
 use super::key::DiscoveryKey;
 use crate::cbor_items::{ItemError, MAJOR_BYTES, byte_items, head};
+use crate::codec::read_capped;
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/swarm-table/1.0.0");
@@ -275,12 +276,6 @@ fn parse_refusal(b: &[u8]) -> MeshError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Codec;
 
-async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, cap: usize) -> io::Result<Vec<u8>> {
-    let mut b = Vec::new();
-    io.take(cap as u64 + 1).read_to_end(&mut b).await?;
-    Ok(b)
-}
-
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
     type Request = Result<TableRequest, MeshError>;
@@ -291,12 +286,11 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        let b = read_capped(io, MAX_REQUEST).await?;
-        if b.len() > MAX_REQUEST {
+        let Some(b) = read_capped(io, MAX_REQUEST).await? else {
             return Ok(Err(MeshError::invalid(
                 "/mesh/swarm-table: request over the size cap",
             )));
-        }
+        };
         Ok(TableRequest::from_cbor(&b))
     }
 
@@ -305,7 +299,11 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        let b = read_capped(io, MAX_ANSWER).await?;
+        let Some(b) = read_capped(io, MAX_ANSWER).await? else {
+            return Ok(Answer::Refused(MeshError::invalid(
+                "/mesh/swarm-table: answer over the size cap",
+            )));
+        };
         Ok(match decode_answer(&b) {
             Ok(page) => Answer::Checked(check_page(page, &Timestamp::now())),
             Err(e) => Answer::Refused(e),
