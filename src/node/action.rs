@@ -12,7 +12,7 @@
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{NodeId, SignalFrame, TraceEvent};
+use mesh_core::{NodeAdvertisement, NodeId, SignalFrame, TraceEvent};
 use mesh_signal::group::DiscoveryKey;
 
 use super::api::{HandleError, Reply, Route};
@@ -118,6 +118,26 @@ pub(crate) enum Action {
     },
     /// Ask the mesh DHT for the providers of group `key` (its members).
     FindGroupProviders(DiscoveryKey),
+    /// Present this advertisement to relays (the admission client's), or none after a
+    /// withdrawal.
+    PresentAdvert(Option<Box<NodeAdvertisement>>),
+    /// Put our record (advertisement or withdrawal) into the mesh DHT; whether the put
+    /// started goes to `OwnRecord::put_started`.
+    PutOwnRecord(libp2p::kad::Record),
+    /// Push our advertisement to a session peer over `/mesh/advert`.
+    PushAdvert {
+        /// The peer.
+        peer: PeerId,
+        /// Our advertisement.
+        advert: Box<NodeAdvertisement>,
+    },
+    /// Send our withdrawal to a session peer over `/mesh/advert`.
+    PushWithdrawal {
+        /// The peer.
+        peer: PeerId,
+        /// Our signed withdrawal.
+        withdrawal: Box<mesh_advert::NodeWithdrawal>,
+    },
     /// Hand an event to the application.
     Emit(NodeEvent),
     /// Write a trace event.

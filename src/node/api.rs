@@ -108,9 +108,6 @@ pub struct Withdrawn {
     /// Whether the withdrawal record went out to the mesh DHT (it is retried when a
     /// mesh-DHT peer appears).
     pub dht_put: bool,
-    /// The put's query (the node's shutdown waits for it).
-    #[serde(skip)]
-    pub(crate) put_query: Option<libp2p::kad::QueryId>,
 }
 
 /// One stage's outcome in a [`Route`].

@@ -230,6 +230,27 @@ impl Node {
                     self.waiting
                         .wait_providers(Dht::Mesh, q, ProviderWait::Group(key));
                 }
+                Action::PresentAdvert(ad) => {
+                    let client = &mut self.swarm.behaviour_mut().admission_client;
+                    client.set_advertisement(ad.map(|a| *a));
+                }
+                Action::PutOwnRecord(record) => {
+                    let kad = &mut self.swarm.behaviour_mut().mesh_kad;
+                    let put = kad.put_record(record, libp2p::kad::Quorum::One);
+                    if let Err(e) = &put {
+                        tracing::debug!(error = ?e, "own record not put");
+                    }
+                    self.own.put_started(put.ok());
+                }
+                Action::PushAdvert { peer, advert } => {
+                    self.swarm.behaviour_mut().advert.publish(&peer, *advert);
+                }
+                Action::PushWithdrawal { peer, withdrawal } => {
+                    self.swarm
+                        .behaviour_mut()
+                        .advert
+                        .withdraw(&peer, *withdrawal);
+                }
                 Action::Emit(event) => self.emit(event),
                 Action::Trace(event) => self.emit_trace(*event),
             }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub, kad};
 use mesh_core::{
@@ -10,7 +11,7 @@ use mesh_core::{
 };
 use mesh_signal::group::DiscoveryKey;
 
-use super::api::{Command, Dht, HandleError, Target, answer};
+use super::api::{Command, Dht, HandleError, Target, Withdrawn, answer};
 use super::router::RouteWaiter;
 use super::view::Now;
 use super::waiting::{After, ProviderWait};
@@ -30,15 +31,24 @@ impl Node {
             Command::Publish { reply } => {
                 let now = Timestamp::now();
                 let endpoints = super::own_endpoints(&self.swarm, self.wss_public.as_ref());
-                let r = self.own.publish_now(endpoints, &now).map(|ad| {
-                    let seq = ad.sequence_no();
-                    self.publish_own(ad, &now);
+                let r = self.own.publish_now(endpoints, &view!(self), &now);
+                let r = r.map(|(seq, actions)| {
+                    self.apply(actions);
                     seq
                 });
                 answer(reply, r);
             }
             Command::Withdraw { reply } => {
-                let r = self.withdraw_own(&Timestamp::now());
+                let r = self.own.withdraw(&view!(self), &Timestamp::now());
+                let r = r.map(|w| {
+                    self.apply(w.actions);
+                    Withdrawn {
+                        sequence_no: w.withdrawal.sequence_no(),
+                        withdrawal: w.withdrawal.to_json(),
+                        sent_to_peers: w.peers,
+                        dht_put: self.own.last_put().is_some(),
+                    }
+                });
                 answer(reply, r);
             }
             Command::SendMarker {
@@ -200,8 +210,23 @@ impl Node {
                         .connect(node, RouteWaiter::Then(after), &view!(self), now);
                 self.apply(actions);
             }
-            // No address known: looked up first (see `find_peer`).
-            Target::Peer(p) => self.dial_peer(p, after),
+            // With the addresses the swarm knows, or, when it knows none, after
+            // looking the peer up (see `find_peer`).
+            Target::Peer(p) => {
+                let opts = DialOpts::peer_id(p)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.waiting.wait_connection_or_relookup(id, p, after),
+                    Err(DialError::DialPeerConditionFalse(_)) => self.waiting.wait_peer(p, after),
+                    Err(DialError::NoAddresses) => self.find_peer(p, after, false),
+                    Err(e) => after.fail(HandleError::Refused(MeshError::new(
+                        ErrorCode::TransportUnavailable,
+                        format!("dial: {e}"),
+                    ))),
+                }
+            }
         }
     }
 

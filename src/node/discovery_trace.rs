@@ -97,6 +97,30 @@ pub fn discovered(
         .with_detail(json!({"via": via, "addrs": addrs}))
 }
 
+/// `peer/discovered` for a peer new in the routing table of `via` (`e` a
+/// `RoutingUpdated` with `is_new_peer`), with the addresses `in_scope` admits; none
+/// for any other event, or when no address is admitted (a peer whose only addresses
+/// Amino refused was not discovered).
+pub(crate) fn routing_updated(
+    me: NodeId,
+    via: &'static str,
+    e: &libp2p::kad::Event,
+    in_scope: impl Fn(&Multiaddr) -> bool,
+    now: &Timestamp,
+) -> Option<TraceEvent> {
+    let libp2p::kad::Event::RoutingUpdated {
+        peer,
+        is_new_peer: true,
+        addresses,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let kept: Vec<Multiaddr> = addresses.iter().filter(|a| in_scope(a)).cloned().collect();
+    (!kept.is_empty()).then(|| discovered(me, *peer, via, &kept, now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +152,36 @@ mod tests {
         let p = discovered(me, peer, "amino", &[addr], &now);
         assert_eq!(p.event_type, TraceEventType::PeerDiscovered);
         assert_eq!(p.detail.unwrap()["via"], "amino");
+    }
+
+    #[test]
+    fn a_new_routing_table_entry_is_discovered_with_its_admitted_addresses() {
+        use libp2p::kad::{Addresses, Event};
+        let me = NodeKeypair::generate().node_id();
+        let now = Timestamp::now();
+        let peer = PeerId::random();
+        let public: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        let private: Multiaddr = "/ip4/10.0.0.7/tcp/4001".parse().unwrap();
+        let mut addresses = Addresses::new(public.clone());
+        addresses.insert(private.clone());
+        let updated = |is_new_peer: bool| Event::RoutingUpdated {
+            peer,
+            is_new_peer,
+            addresses: addresses.clone(),
+            bucket_range: (
+                libp2p::kad::KBucketDistance::default(),
+                libp2p::kad::KBucketDistance::default(),
+            ),
+            old_peer: None,
+        };
+        let only_public = |a: &Multiaddr| *a == public;
+        let t = routing_updated(me, "amino", &updated(true), only_public, &now).unwrap();
+        assert_eq!(t.event_type, TraceEventType::PeerDiscovered);
+        let d = t.detail.unwrap();
+        assert_eq!(d["via"], "amino");
+        assert_eq!(d["addrs"], json!([public.to_string()]));
+        // A peer already in the table, or one with no admitted address: nothing.
+        assert!(routing_updated(me, "amino", &updated(false), |_| true, &now).is_none());
+        assert!(routing_updated(me, "amino", &updated(true), |_| false, &now).is_none());
     }
 }

@@ -9,9 +9,10 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{PeerId, gossipsub, identify, ping};
 use mesh_advert::AdvertStore;
 use mesh_advert::kad::DhtEntry;
-use mesh_core::{NodeId, Timestamp, TraceEvent, TraceEventType};
+use mesh_core::{Timestamp, TraceEvent, TraceEventType};
 
 use super::behaviour::MeshBehaviourEvent;
+use super::discovery_trace::routing_updated as discovered;
 use super::view::Now;
 use super::{Node, NodeEvent, addrs, dht, router};
 
@@ -157,12 +158,24 @@ impl Node {
                         self.config.amino_private_addrs,
                     );
                 }
-                self.trace_discovered("amino", &e);
+                let (keep, bootstrap) = (self.config.amino_private_addrs, &self.config.bootstrap);
+                let scoped = |a: &libp2p::Multiaddr| {
+                    dht::amino_worthy(a, keep)
+                        || (bootstrap.addrs().unwrap_or_default().iter())
+                            .any(|c| addrs::without_peer(c) == addrs::without_peer(a))
+                };
+                let now = Timestamp::now();
+                if let Some(t) = discovered(self.node_id, "amino", &e, scoped, &now) {
+                    self.emit_trace(t);
+                }
                 self.on_amino(e);
             }
             MeshBehaviourEvent::MeshKad(e) => {
                 self.stats.kad(super::Dht::Mesh, &e);
-                self.trace_discovered("mesh-dht", &e);
+                let now = Timestamp::now();
+                if let Some(t) = discovered(self.node_id, "mesh-dht", &e, |_| true, &now) {
+                    self.emit_trace(t);
+                }
                 self.on_mesh_kad(e);
             }
             MeshBehaviourEvent::Gossipsub(e) => {
@@ -272,8 +285,9 @@ impl Node {
         }
         let keep = self.config.amino_private_addrs;
         let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info, keep);
-        if mesh && self.own.put_pending() {
-            self.retry_own_put(&Timestamp::now());
+        if mesh {
+            let actions = self.own.dht_peer_appeared(&Timestamp::now());
+            self.apply(actions);
         }
     }
 
@@ -306,7 +320,9 @@ impl Node {
                             super::discovery_trace::Source::DhtPut,
                             &now,
                         ));
-                        self.advert_stored(node, seq);
+                        if let Some(e) = self.seen.stored(node, seq) {
+                            self.emit(e);
+                        }
                     }
                     Ok(DhtEntry::Withdrawn(w)) => {
                         // The tombstone refuses replays of older advertisements.
@@ -457,7 +473,9 @@ impl Node {
                     Source::Peer,
                     &now,
                 ));
-                self.advert_stored(node, sequence_no);
+                if let Some(e) = self.seen.stored(node, sequence_no) {
+                    self.emit(e);
+                }
             }
             mesh_advert::Event::Response {
                 peer,
@@ -471,10 +489,18 @@ impl Node {
                 self.stats.advert_stored("lookup");
                 let (me, seq) = (self.node_id, ad.sequence_no());
                 self.emit_trace(fetched(me, Some(peer), &node, seq, Source::Peer, &now));
-                self.advert_stored(node, seq);
+                if let Some(e) = self.seen.stored(node, seq) {
+                    self.emit(e);
+                }
             }
             mesh_advert::Event::Withdrawn { withdrawal, .. } => {
-                self.withdrawal_received(&withdrawal, &now);
+                // Our mesh-DHT record store takes the verified withdrawal in place of
+                // an older advertisement: our DHT answers no longer serve it.
+                let record = mesh_advert::kad::record_for_withdrawal(&withdrawal, &now);
+                let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
+                if let Err(e) = mesh_advert::kad::accept_put(store, record, &now) {
+                    tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
+                }
             }
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);
@@ -485,50 +511,6 @@ impl Node {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// `peer/discovered` for a peer new in the routing table of `via` (after the scope
-    /// filter: a peer whose only addresses Amino refused was not discovered).
-    fn trace_discovered(&mut self, via: &'static str, e: &kad::Event) {
-        let kad::Event::RoutingUpdated {
-            peer,
-            is_new_peer: true,
-            addresses,
-            ..
-        } = e
-        else {
-            return;
-        };
-        let kept: Vec<libp2p::Multiaddr> = if via == "amino" {
-            let keep = self.config.amino_private_addrs;
-            let configured = self.config.bootstrap.addrs().unwrap_or_default();
-            addresses
-                .iter()
-                .filter(|a| {
-                    dht::amino_worthy(a, keep)
-                        || configured
-                            .iter()
-                            .any(|c| addrs::without_peer(c) == addrs::without_peer(a))
-                })
-                .cloned()
-                .collect()
-        } else {
-            addresses.iter().cloned().collect()
-        };
-        if kept.is_empty() {
-            return;
-        }
-        let now = Timestamp::now();
-        let event = super::discovery_trace::discovered(self.node_id, *peer, via, &kept, &now);
-        self.emit_trace(event);
-    }
-
-    /// One `AdvertStored` per node and sequence number, however the advertisement came
-    /// (pushed by a peer, fetched by our lookup, put through the DHT).
-    fn advert_stored(&mut self, node: NodeId, sequence_no: u64) {
-        if self.seen.is_new(node, sequence_no) {
-            self.emit(NodeEvent::AdvertStored { node, sequence_no });
         }
     }
 

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::kad::{self, QueryId};
-use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId};
@@ -112,24 +111,6 @@ fn not_found(peer: &PeerId, why: &str) -> HandleError {
 }
 
 impl Node {
-    /// Dials `peer` for a command: with the addresses the swarm knows, or after
-    /// looking the peer up when it knows none.
-    pub(super) fn dial_peer(&mut self, peer: PeerId, after: After) {
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => self.waiting.wait_connection_or_relookup(id, peer, after),
-            Err(DialError::DialPeerConditionFalse(_)) => self.waiting.wait_peer(peer, after),
-            Err(DialError::NoAddresses) => self.find_peer(peer, after, false),
-            Err(e) => after.fail(HandleError::Refused(MeshError::new(
-                ErrorCode::TransportUnavailable,
-                format!("dial: {e}"),
-            ))),
-        }
-    }
-
     /// Looks `peer` up, then dials the addresses found; `fresh` skips the store (its
     /// advertisement of the node named the addresses that just failed).
     pub(super) fn find_peer(&mut self, peer: PeerId, after: After, fresh: bool) {

@@ -1,152 +1,23 @@
-//! Finding nodes and spreading our own advertisement: the two small components
-//! [`OwnRecord`] (the node's advertisement and its mesh-DHT record) and
-//! [`AdvertsSeen`] (one `AdvertStored` event per node and sequence number), and the
-//! node's lookups (store, then mesh DHT, then Amino peer routing) with the DHT query
-//! results that answer them.
+//! Finding nodes: the node's lookups (store, then mesh DHT, then Amino peer routing)
+//! with the DHT query results that answer them, and [`AdvertsSeen`] (one
+//! `AdvertStored` event per node and sequence number). The node's own advertisement
+//! is the component in [`super::own`].
 
 use std::collections::HashMap;
 
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use mesh_advert::kad::DhtEntry;
-use mesh_advert::own::OwnAdvert;
 use mesh_advert::{AdvertStore, NodeWithdrawal};
-use mesh_core::{
-    Artifact, ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, Timestamp, TraceEvent,
-    TraceEventType,
-};
+use mesh_core::{Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, Timestamp};
 
-use super::api::{Dht, Found, HandleError, Withdrawn};
+use super::api::{Dht, Found, HandleError};
 use super::waiting::{After, ProviderWait};
 use super::{Node, NodeEvent, addrs};
 
 /// Advertisements remembered for event de-duplication (cleared when full).
 pub(crate) const ADVERTS_SEEN: usize = 4096;
-
-/// What the node advertises: its addresses and, with a public WSS name, the
-/// `wss://` URL of its WSS listener (see [`super::wss::wss_url`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct OwnEndpoints {
-    pub(crate) addrs: Vec<Multiaddr>,
-    pub(crate) wss_url: Option<String>,
-}
-
-impl From<Vec<Multiaddr>> for OwnEndpoints {
-    fn from(addrs: Vec<Multiaddr>) -> Self {
-        OwnEndpoints {
-            addrs,
-            wss_url: None,
-        }
-    }
-}
-
-/// The node's own advertisement: rebuilt when its addresses change or it nears
-/// expiry, and put into the mesh DHT (again, once a DHT peer appears, when a put
-/// failed). After a withdrawal it holds the withdrawal instead, and nothing is rebuilt
-/// until an explicit publish.
-#[derive(Debug)]
-pub(crate) struct OwnRecord {
-    advert: OwnAdvert,
-    addrs_dirty: bool,
-    put_pending: bool,
-    withdrawal: Option<NodeWithdrawal>,
-}
-
-impl OwnRecord {
-    pub(crate) fn new(advert: OwnAdvert) -> Self {
-        OwnRecord {
-            advert,
-            addrs_dirty: false,
-            put_pending: false,
-            withdrawal: None,
-        }
-    }
-
-    /// Withdraws: a signed withdrawal above every advertisement issued so far; no
-    /// advertisement until [`OwnRecord::publish_now`].
-    pub(crate) fn withdraw(&mut self, now: &Timestamp) -> MeshResult<NodeWithdrawal> {
-        let w = self.advert.withdraw(now)?;
-        self.withdrawal = Some(w.clone());
-        Ok(w)
-    }
-
-    /// The withdrawal in force, if the node withdrew.
-    pub(crate) fn withdrawal(&self) -> Option<&NodeWithdrawal> {
-        self.withdrawal.as_ref()
-    }
-
-    /// The current advertisement.
-    pub(crate) fn current(&self) -> Option<&NodeAdvertisement> {
-        self.advert.current()
-    }
-
-    /// The last sequence number used.
-    pub(crate) fn last_sequence(&self) -> Option<u64> {
-        self.advert.last_sequence()
-    }
-
-    /// Our addresses changed (a listener, an external address).
-    pub(crate) fn addrs_changed(&mut self) {
-        self.addrs_dirty = true;
-    }
-
-    /// A new advertisement to spread, if one is due: the addresses changed (`addrs`
-    /// is asked only then) or the current one nears expiry.
-    pub(crate) fn tick<E: Into<OwnEndpoints>>(
-        &mut self,
-        endpoints: impl FnOnce() -> E,
-        now: &Timestamp,
-    ) -> Option<NodeAdvertisement> {
-        let mut new = None;
-        if std::mem::take(&mut self.addrs_dirty) {
-            let OwnEndpoints { addrs, wss_url } = endpoints().into();
-            if !addrs.is_empty() {
-                match self.advert.set_endpoints(addrs, wss_url, now) {
-                    Ok(Some(ad)) => new = Some(ad.clone()),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "own advertisement"),
-                }
-            }
-        }
-        match self.advert.tick(now) {
-            Ok(Some(ad)) => new = Some(ad.clone()),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "own advertisement refresh"),
-        }
-        new
-    }
-
-    /// A fresh advertisement now (`meshd advert publish`), with `endpoints`.
-    pub(crate) fn publish_now(
-        &mut self,
-        endpoints: impl Into<OwnEndpoints>,
-        now: &Timestamp,
-    ) -> MeshResult<NodeAdvertisement> {
-        self.addrs_dirty = false;
-        let OwnEndpoints { addrs, wss_url } = endpoints.into();
-        if self.withdrawal.take().is_some() {
-            // Ends the withdrawal with the current addresses.
-            let _ = self.advert.set_endpoints(addrs, wss_url, now);
-            return self.advert.renew(now).cloned();
-        }
-        match self.advert.set_endpoints(addrs, wss_url, now) {
-            Ok(Some(ad)) => Ok(ad.clone()),
-            Ok(None) => self.advert.renew(now).cloned(),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether the last put failed (retried when a mesh-DHT peer appears).
-    pub(crate) fn put_pending(&self) -> bool {
-        self.put_pending
-    }
-
-    /// The outcome of a put of our record.
-    pub(crate) fn put_result(&mut self, ok: bool) {
-        self.put_pending = !ok;
-    }
-}
 
 /// Which advertisement (node, sequence number) the application was told of.
 #[derive(Debug, Default)]
@@ -164,6 +35,23 @@ impl AdvertsSeen {
         self.0.insert(node, sequence_no);
         true
     }
+
+    /// An advertisement was stored, however it came (pushed by a peer, fetched by our
+    /// lookup, put through the DHT): the application's `AdvertStored`, once per node
+    /// and sequence number.
+    pub(crate) fn stored(&mut self, node: NodeId, sequence_no: u64) -> Option<NodeEvent> {
+        self.is_new(node, sequence_no)
+            .then_some(NodeEvent::AdvertStored { node, sequence_no })
+    }
+}
+
+/// Why a lookup found nothing.
+fn not_found(node: &NodeId) -> HandleError {
+    MeshError::new(
+        ErrorCode::TransportUnavailable,
+        format!("{node}: not in the store, the mesh DHT or Amino"),
+    )
+    .into()
 }
 
 /// The answer for a held advertisement.
@@ -246,16 +134,6 @@ impl Node {
         }
     }
 
-    fn lookup_failed(&mut self, node: &NodeId) {
-        for after in self.waiting.finish_lookup(node) {
-            let e = MeshError::new(
-                ErrorCode::TransportUnavailable,
-                format!("{node}: not in the store, the mesh DHT or Amino"),
-            );
-            self.fail_after(after, e.into());
-        }
-    }
-
     /// A query of the Amino DHT progressed: providers, a peer lookup of a dial (see
     /// `find_peer`), or the peer routing stage of a lookup.
     pub(super) fn on_amino(&mut self, event: kad::Event) {
@@ -294,7 +172,9 @@ impl Node {
                 let waiters = self.waiting.finish_lookup(&node);
                 self.found(node, found, waiters);
             } else if step.last {
-                self.lookup_failed(&node);
+                for after in self.waiting.finish_lookup(&node) {
+                    self.fail_after(after, not_found(&node));
+                }
             }
         }
         if step.last {
@@ -434,56 +314,20 @@ impl Node {
                             let q = amino.get_closest_peers(peer);
                             self.waiting.next_dht(node, q, Dht::Amino);
                         }
-                        _ => self.lookup_failed(&node),
+                        _ => {
+                            for after in self.waiting.finish_lookup(&node) {
+                                self.fail_after(after, not_found(&node));
+                            }
+                        }
                     }
                 }
             }
             QueryResult::PutRecord(Err(e)) => {
                 tracing::debug!(error = %e, "own record put failed");
-                self.own.put_result(false);
+                self.own.put_failed();
             }
             _ => {}
         }
-    }
-
-    /// Stores, persists and spreads a new advertisement of this node: the mesh DHT and
-    /// every session peer.
-    pub(super) fn publish_own(&mut self, ad: NodeAdvertisement, now: &Timestamp) {
-        let seq = ad.sequence_no();
-        self.swarm
-            .behaviour_mut()
-            .admission_client
-            .set_advertisement(Some(ad.clone()));
-        let store = self.store.durable();
-        if let Err(e) = store.set_own_sequence(seq) {
-            tracing::warn!(error = %e, "cannot persist own sequence number");
-        }
-        if let Err(e) = store.insert(ad.clone(), now) {
-            tracing::debug!(error = %e, "own advertisement not stored");
-        }
-        self.put_own_record(&ad, now);
-        let peers: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| self.swarm.behaviour().session.session(p).is_some())
-            .copied()
-            .collect();
-        for peer in peers {
-            self.swarm.behaviour_mut().advert.publish(&peer, ad.clone());
-        }
-        let addrs = addrs::advert_addrs(&ad);
-        self.emit_trace(
-            TraceEvent::new(
-                TraceEventType::AdvertisementPublished,
-                self.node_id,
-                now.clone(),
-            )
-            .with_detail(serde_json::json!({"sequence/no": seq})),
-        );
-        self.emit(NodeEvent::OwnAdvertPublished {
-            sequence_no: seq,
-            addrs,
-        });
     }
 
     /// A lookup met `w` in the mesh DHT: the node withdrew. The tombstone goes into the
@@ -519,92 +363,6 @@ impl Node {
             }
         }
     }
-
-    /// Withdraws this node's advertisement (see `NodeHandle::withdraw`): signs the
-    /// withdrawal, persists its sequence number, keeps the tombstone, replaces the
-    /// mesh-DHT record and sends it to every session peer.
-    pub(super) fn withdraw_own(&mut self, now: &Timestamp) -> MeshResult<Withdrawn> {
-        let w = self.own.withdraw(now)?;
-        let seq = w.sequence_no();
-        self.swarm
-            .behaviour_mut()
-            .admission_client
-            .set_advertisement(None);
-        let store = self.store.durable();
-        if let Err(e) = store.set_own_sequence(seq) {
-            tracing::warn!(error = %e, "cannot persist own sequence number");
-        }
-        if let Err(e) = store.withdraw(&w, now) {
-            tracing::debug!(error = %e, "own withdrawal not stored");
-        }
-        let put = self.put_own_withdrawal(&w, now);
-        let peers: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| self.swarm.behaviour().session.session(p).is_some())
-            .copied()
-            .collect();
-        for peer in &peers {
-            self.swarm.behaviour_mut().advert.withdraw(peer, w.clone());
-        }
-        tracing::info!(
-            sequence = seq,
-            peers = peers.len(),
-            "own advertisement withdrawn"
-        );
-        Ok(Withdrawn {
-            sequence_no: seq,
-            withdrawal: w.to_json(),
-            sent_to_peers: peers.len(),
-            dht_put: put.is_some(),
-            put_query: put,
-        })
-    }
-
-    /// Puts our withdrawal into the mesh DHT in place of our advertisement (locally
-    /// first: `put_record` stores it in our own record store too).
-    fn put_own_withdrawal(&mut self, w: &NodeWithdrawal, now: &Timestamp) -> Option<kad::QueryId> {
-        self.put_own(mesh_advert::kad::record_for_withdrawal(w, now))
-    }
-
-    /// Puts our record (advertisement or withdrawal) into the mesh DHT.
-    fn put_own(&mut self, record: kad::Record) -> Option<kad::QueryId> {
-        let put = self
-            .swarm
-            .behaviour_mut()
-            .mesh_kad
-            .put_record(record, kad::Quorum::One);
-        if let Err(e) = &put {
-            tracing::debug!(error = ?e, "own record not put");
-        }
-        self.own.put_result(put.is_ok());
-        put.ok()
-    }
-
-    /// Retries a failed put of our record (advertisement or withdrawal).
-    pub(super) fn retry_own_put(&mut self, now: &Timestamp) {
-        if let Some(w) = self.own.withdrawal().cloned() {
-            let _ = self.put_own_withdrawal(&w, now);
-        } else if let Some(ad) = self.own.current().cloned() {
-            self.put_own_record(&ad, now);
-        }
-    }
-
-    /// A peer sent us a verified withdrawal over `/mesh/advert`: our mesh-DHT record
-    /// store takes it in place of an older advertisement, so that our DHT answers no
-    /// longer serve what was withdrawn.
-    pub(super) fn withdrawal_received(&mut self, w: &NodeWithdrawal, now: &Timestamp) {
-        let record = mesh_advert::kad::record_for_withdrawal(w, now);
-        let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-        if let Err(e) = mesh_advert::kad::accept_put(store, record, now) {
-            tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
-        }
-    }
-
-    /// Puts our record into the mesh DHT.
-    pub(super) fn put_own_record(&mut self, ad: &NodeAdvertisement, now: &Timestamp) {
-        let _ = self.put_own(mesh_advert::kad::record_for(ad, now));
-    }
 }
 
 #[cfg(test)]
@@ -614,58 +372,6 @@ mod tests {
 
     fn addr(s: &str) -> Multiaddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn own_record_rebuilds_on_new_addresses_only() {
-        let key = NodeKeypair::generate();
-        let mut own = OwnRecord::new(OwnAdvert::new(key, 3600, None));
-        let now = Timestamp::now();
-        // Nothing to advertise yet.
-        assert!(own.tick(Vec::new, &now).is_none());
-        own.addrs_changed();
-        let first = own
-            .tick(|| vec![addr("/ip4/192.0.2.1/tcp/4001")], &now)
-            .expect("a first advertisement");
-        assert_eq!(
-            own.current().map(|a| a.sequence_no()),
-            Some(first.sequence_no())
-        );
-        // The same addresses again: nothing new; the closure is not even asked
-        // without a change.
-        assert!(
-            own.tick(|| -> Vec<Multiaddr> { panic!("not asked") }, &now)
-                .is_none()
-        );
-        own.addrs_changed();
-        assert!(
-            own.tick(|| vec![addr("/ip4/192.0.2.1/tcp/4001")], &now)
-                .is_none()
-        );
-        own.addrs_changed();
-        let second = own
-            .tick(|| vec![addr("/ip4/192.0.2.2/tcp/4001")], &now)
-            .expect("new addresses, new advertisement");
-        assert!(second.sequence_no() > first.sequence_no());
-        // Near expiry it is renewed without any change.
-        let late = now.plus_secs(3600 - 60);
-        let renewed = own.tick(Vec::new, &late).expect("renewed");
-        assert!(renewed.sequence_no() > second.sequence_no());
-        // publish_now always gives a fresh one.
-        let third = own
-            .publish_now(vec![addr("/ip4/192.0.2.2/tcp/4001")], &late)
-            .unwrap();
-        assert!(third.sequence_no() > renewed.sequence_no());
-    }
-
-    #[test]
-    fn own_record_remembers_a_failed_put() {
-        let mut own = OwnRecord::new(OwnAdvert::new(NodeKeypair::generate(), 3600, None));
-        assert!(!own.put_pending());
-        own.put_result(false);
-        assert!(own.put_pending());
-        own.put_result(true);
-        assert!(!own.put_pending());
     }
 
     #[test]

@@ -53,6 +53,7 @@ mod lookups;
 pub mod muxer;
 mod nat_verdicts;
 pub mod observed;
+mod own;
 pub mod relay_select;
 mod relays;
 mod report;
@@ -172,7 +173,7 @@ pub struct Node {
     topics: HashSet<String>,
     started: Instant,
     perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
-    own: lookups::OwnRecord,
+    own: own::OwnRecord,
     seen: lookups::AdvertsSeen,
     waiting: Waiting,
     router: Router,
@@ -189,11 +190,8 @@ pub struct Node {
 }
 
 /// The node's advertised addresses and the `wss://` URL of its WSS listener.
-fn own_endpoints(
-    swarm: &Swarm<MeshBehaviour>,
-    wss: Option<&wss::WssPublic>,
-) -> lookups::OwnEndpoints {
-    lookups::OwnEndpoints {
+fn own_endpoints(swarm: &Swarm<MeshBehaviour>, wss: Option<&wss::WssPublic>) -> own::OwnEndpoints {
+    own::OwnEndpoints {
         addrs: addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
         wss_url: wss.and_then(|w| wss::wss_url(w, swarm.listeners())),
     }
@@ -318,11 +316,11 @@ impl Node {
         let node = Node {
             swarm,
             node_id,
-            own: lookups::OwnRecord::new(OwnAdvert::new(
-                key.clone(),
-                config.advert_ttl_secs,
-                last_sequence,
-            )),
+            own: own::OwnRecord::new(
+                node_id,
+                OwnAdvert::new(key.clone(), config.advert_ttl_secs, last_sequence),
+                store.clone(),
+            ),
             seen: lookups::AdvertsSeen::default(),
             waiting: Waiting::default(),
             router: Router::new(key.clone(), config.route, config.signal),
@@ -475,10 +473,10 @@ impl Node {
     fn on_tick(&mut self) {
         let now = Now::current();
         let (swarm, wss) = (&self.swarm, self.wss_public.as_ref());
-        let own = self.own.tick(|| own_endpoints(swarm, wss), &now.ts);
-        if let Some(ad) = own {
-            self.publish_own(ad, &now.ts);
-        }
+        let actions = self
+            .own
+            .tick(|| own_endpoints(swarm, wss), &view!(self), &now.ts);
+        self.apply(actions);
         for (waiter, error) in self.waiting.expire(now.at) {
             match waiter {
                 waiting::Waiter::After(a) => self.fail_after(a, error),
@@ -537,46 +535,39 @@ impl Node {
         }
     }
 
-    /// `withdraw_on_stop`: withdraws, then lets the withdrawal reach the session peers
-    /// and the mesh DHT before the connections close (until the DHT put ends, at most
-    /// [`WITHDRAW_FLUSH`]).
-    async fn withdraw_on_stop(&mut self) {
-        let now = Timestamp::now();
-        let put = match self.withdraw_own(&now) {
-            Ok(done) => done.put_query,
-            Err(e) => {
-                tracing::warn!(error = %e, "withdrawal on stop failed");
-                return;
-            }
-        };
-        let deadline = tokio::time::Instant::now() + WITHDRAW_FLUSH;
-        // At least a moment for the `/mesh/advert` withdraw requests to go out.
-        let floor = tokio::time::Instant::now() + Duration::from_millis(300);
-        loop {
-            let put_done =
-                put.is_none_or(|id| self.swarm.behaviour_mut().mesh_kad.query(&id).is_none());
-            if put_done && tokio::time::Instant::now() >= floor {
-                break;
-            }
-            let until = if put_done { floor } else { deadline };
-            match tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
-                Ok(event) => self.on_swarm_event(event),
-                Err(_) if until == deadline => break,
-                Err(_) => {}
-            }
-        }
-    }
-
     /// Clean shutdown: persist the sequence number, close every connection (which ends
     /// the peers' sessions: that is the departure they see), and stop.
     async fn shutdown(&mut self) {
         if self.config.withdraw_on_stop && self.own.withdrawal().is_none() {
-            self.withdraw_on_stop().await;
+            // Withdraws, then lets the withdrawal reach the session peers and the mesh
+            // DHT before the connections close (until the DHT put ends, at most
+            // [`WITHDRAW_FLUSH`]).
+            match self.own.withdraw(&view!(self), &Timestamp::now()) {
+                Ok(w) => {
+                    self.apply(w.actions);
+                    let put = self.own.last_put();
+                    let deadline = tokio::time::Instant::now() + WITHDRAW_FLUSH;
+                    // At least a moment for the `/mesh/advert` withdraw requests to go out.
+                    let floor = tokio::time::Instant::now() + Duration::from_millis(300);
+                    loop {
+                        let kad = &mut self.swarm.behaviour_mut().mesh_kad;
+                        let put_done = put.is_none_or(|id| kad.query(&id).is_none());
+                        if put_done && tokio::time::Instant::now() >= floor {
+                            break;
+                        }
+                        let until = if put_done { floor } else { deadline };
+                        match tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+                            Ok(event) => self.on_swarm_event(event),
+                            Err(_) if until == deadline => break,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "withdrawal on stop failed"),
+            }
         }
-        if let Some(seq) = self.own.last_sequence()
-            && let Err(e) = self.store.durable().set_own_sequence(seq)
-        {
-            tracing::warn!(error = %e, "cannot persist own sequence number");
+        if let Some(seq) = self.own.last_sequence() {
+            self.own.persist(seq);
         }
         let groups = self.groups.joined();
         for key in &groups {
