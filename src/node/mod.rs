@@ -542,7 +542,9 @@ impl Node {
             // Withdraws, then lets the withdrawal reach the session peers and the mesh
             // DHT before the connections close (until the DHT put ends, at most
             // [`WITHDRAW_FLUSH`]).
-            match self.own.withdraw(&view!(self), &Timestamp::now()) {
+            // (Bound first: the view's borrow of the swarm must end before any await.)
+            let withdrawn = self.own.withdraw(&view!(self), &Timestamp::now());
+            match withdrawn {
                 Ok(w) => {
                     self.apply(w.actions);
                     let put = self.own.last_put();
