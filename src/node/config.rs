@@ -9,7 +9,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use mesh_core::NodeId;
 
-pub use super::router::policy::{PunchFor, SignalSettings};
+pub use super::router::policy::{PunchFor, RouteSettings, SignalSettings};
 pub use super::wss::{DEFAULT_WSS_LISTEN, WssConfig, is_wss};
 use serde::Deserialize;
 
@@ -200,28 +200,6 @@ impl Default for SwarmSettings {
             ttl_secs: d.ttl_secs,
             max_swarms: d.max_swarms,
             max_members: d.max_members,
-        }
-    }
-}
-
-/// Stage timeouts of the routing policy (`[route]`), seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteSettings {
-    /// Direct dials to the advertised and DHT addresses.
-    pub direct_secs: u64,
-    /// Signaling through a host, then both sides dialing at once.
-    pub signaling_secs: u64,
-    /// A circuit through a relay.
-    pub relay_secs: u64,
-}
-
-impl Default for RouteSettings {
-    fn default() -> Self {
-        RouteSettings {
-            direct_secs: 5,
-            signaling_secs: 10,
-            relay_secs: 10,
         }
     }
 }

@@ -9,8 +9,8 @@ use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 use super::addrs;
 use super::behaviour::MeshBehaviour;
 use super::build::speaks;
+use super::ip_scope::{Scope, ip_of, scope};
 use super::router::plan::is_circuit;
-use super::router::policy::{Scope, ip_of, scope};
 use super::store::SharedAdverts;
 
 /// Whether `addr` may enter the Amino (public) routing table: a public address or a

@@ -49,6 +49,7 @@ mod groups;
 pub mod handle;
 pub mod identify_observed;
 mod idle;
+mod ip_scope;
 mod lookups;
 pub mod muxer;
 mod nat_verdicts;

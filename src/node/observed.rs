@@ -29,7 +29,7 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 use super::addrs::without_peer;
-use super::router::policy::{Scope, ip_of, scope};
+use super::ip_scope::{Scope, ip_of, scope};
 
 /// Observer groups kept (one observation each).
 pub const MAX_GROUPS: usize = 64;

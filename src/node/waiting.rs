@@ -10,7 +10,9 @@ use mesh_core::NodeId;
 
 use super::api::{Dht, Found, HandleError, Reply, answer};
 use super::event::NodeEvent;
-use super::find_peer::PeerLookups;
+
+mod peer_lookups;
+pub(crate) use peer_lookups::{Join, PeerLookups};
 
 /// How long anything waits before it is answered with a timeout.
 pub(crate) const WAIT: Duration = Duration::from_secs(35);

@@ -216,9 +216,7 @@ pub fn classify(listen: &[Multiaddr], observed: &[Multiaddr]) -> Mapping {
     let public: Vec<u16> = observed
         .iter()
         .filter_map(udp_port)
-        .filter(|(ip, _)| {
-            crate::node::router::policy::scope(*ip) == crate::node::router::policy::Scope::Public
-        })
+        .filter(|(ip, _)| crate::node::ip_scope::scope(*ip) == crate::node::ip_scope::Scope::Public)
         .map(|(_, p)| p)
         .collect();
     if public.is_empty() || ports.is_empty() {

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::policy::RouteSettings;
 use crate::node::addrs::without_peer;
 use crate::node::api::{Route, StageReport};
-use crate::node::config::RouteSettings;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 

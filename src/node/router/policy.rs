@@ -22,11 +22,12 @@
 //!   lifts the loopback and private rule for operators whose nodes share a network they
 //!   do not listen on.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
+
+use crate::node::ip_scope::{Scope, ip_of, scope};
 
 /// Candidate frames dialed per correlation (the first, and one update).
 pub const MAX_CANDIDATE_FRAMES: u32 = 2;
@@ -64,6 +65,28 @@ impl Default for SignalSettings {
     }
 }
 
+/// Stage timeouts of the routing policy (`[route]`), seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSettings {
+    /// Direct dials to the advertised and DHT addresses.
+    pub direct_secs: u64,
+    /// Signaling through a host, then both sides dialing at once.
+    pub signaling_secs: u64,
+    /// A circuit through a relay.
+    pub relay_secs: u64,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        RouteSettings {
+            direct_secs: 5,
+            signaling_secs: 10,
+            relay_secs: 10,
+        }
+    }
+}
+
 /// What the node knows of a requester.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Requester {
@@ -71,55 +94,6 @@ pub struct Requester {
     pub session: bool,
     /// It is a member of a swarm this node is in.
     pub member: bool,
-}
-
-/// Where an IP address lies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// Never dialed: unspecified, multicast, broadcast, "this network".
-    Unroutable,
-    Loopback,
-    /// A private or link-local network, named by its prefix.
-    Private,
-    Public,
-}
-
-pub(crate) fn scope(ip: IpAddr) -> Scope {
-    match ip {
-        IpAddr::V4(v4) => scope4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => scope4(v4),
-            None => scope6(v6),
-        },
-    }
-}
-
-fn scope4(ip: Ipv4Addr) -> Scope {
-    let o = ip.octets();
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || o[0] == 0 {
-        Scope::Unroutable
-    } else if ip.is_loopback() {
-        Scope::Loopback
-    } else if ip.is_private() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
-        // RFC 1918, 169.254/16 and the carrier-grade NAT range 100.64/10.
-        Scope::Private
-    } else {
-        Scope::Public
-    }
-}
-
-fn scope6(ip: Ipv6Addr) -> Scope {
-    let s = ip.segments();
-    if ip.is_unspecified() || ip.is_multicast() {
-        Scope::Unroutable
-    } else if ip.is_loopback() {
-        Scope::Loopback
-    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 {
-        // Unique local fc00::/7 and link-local fe80::/10.
-        Scope::Private
-    } else {
-        Scope::Public
-    }
 }
 
 /// The same network: /24 for IPv4, /64 for IPv6.
@@ -132,15 +106,6 @@ fn same_network(a: IpAddr, b: IpAddr) -> bool {
         (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
         (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
         _ => false,
-    }
-}
-
-/// The IP address an address starts with (`None` for names and others).
-pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next()? {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
     }
 }
 

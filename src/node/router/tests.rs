@@ -8,10 +8,10 @@ use mesh_core::{ErrorCode, NodeId, NodeKeypair, Timestamp};
 use serde_json::{Map, json};
 use tokio::sync::oneshot;
 
+use super::policy::{RouteSettings, SignalSettings};
 use super::{RouteWaiter, Router};
 use crate::node::action::Action;
 use crate::node::api::{HandleError, MAX_SETUP_BYTES, Route};
-use crate::node::config::{RouteSettings, SignalSettings};
 use crate::node::view::fake::FakeView;
 use crate::node::waiting::After;
 

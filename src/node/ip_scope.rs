@@ -1,0 +1,66 @@
+//! Where an IP address lies (unroutable, loopback, private or link-local, public): the
+//! one classification the candidate policy, the observed-address rule, the Amino
+//! table's scope filter and birthday probing share. Pure.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+/// Where an IP address lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Never dialed: unspecified, multicast, broadcast, "this network".
+    Unroutable,
+    Loopback,
+    /// A private or link-local network, named by its prefix.
+    Private,
+    Public,
+}
+
+pub(crate) fn scope(ip: IpAddr) -> Scope {
+    match ip {
+        IpAddr::V4(v4) => scope4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => scope4(v4),
+            None => scope6(v6),
+        },
+    }
+}
+
+fn scope4(ip: Ipv4Addr) -> Scope {
+    let o = ip.octets();
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || o[0] == 0 {
+        Scope::Unroutable
+    } else if ip.is_loopback() {
+        Scope::Loopback
+    } else if ip.is_private() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+        // RFC 1918, 169.254/16 and the carrier-grade NAT range 100.64/10.
+        Scope::Private
+    } else {
+        Scope::Public
+    }
+}
+
+fn scope6(ip: Ipv6Addr) -> Scope {
+    let s = ip.segments();
+    if ip.is_unspecified() || ip.is_multicast() {
+        Scope::Unroutable
+    } else if ip.is_loopback() {
+        Scope::Loopback
+    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 {
+        // Unique local fc00::/7 and link-local fe80::/10.
+        Scope::Private
+    } else {
+        Scope::Public
+    }
+}
+
+/// The IP address an address starts with (`None` for names and others).
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
