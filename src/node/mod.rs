@@ -187,6 +187,8 @@ pub struct Node {
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
+    /// The birthday probe ports, shared with the probe transport.
+    probe_ports: birthday::quic::ProbePorts,
 }
 
 /// The node's advertised addresses and the `wss://` URL of its WSS listener.
@@ -267,7 +269,15 @@ impl Node {
         let mut registry = Registry::default();
         let (webrtc, _, _) = webrtc_cert::load_or_create(data_dir, now.instant().timestamp())
             .map_err(|e| transport::TransportError::Build(format!("webrtc-direct: {e}")))?;
-        let mut swarm = transport::build_swarm(&key, &config, webrtc, parts, &mut registry)?;
+        let probe_ports = birthday::quic::ProbePorts::default();
+        let mut swarm = transport::build_swarm(
+            &key,
+            &config,
+            webrtc,
+            probe_ports.clone(),
+            parts,
+            &mut registry,
+        )?;
         let wss_public = match &config.wss {
             Some(w) => w.public().map_err(transport::TransportError::Tls)?,
             None => None,
@@ -332,6 +342,7 @@ impl Node {
             providers: mesh_advert::providers::ProviderBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
+            probe_ports,
             config,
             store,
             trace,
@@ -542,7 +553,10 @@ impl Node {
             // Withdraws, then lets the withdrawal reach the session peers and the mesh
             // DHT before the connections close (until the DHT put ends, at most
             // [`WITHDRAW_FLUSH`]).
-            match self.own.withdraw(&view!(self), &Timestamp::now()) {
+            // Bound first: a temporary view in the scrutinee would live across the
+            // awaits below and make the future not `Send`.
+            let withdrawn = self.own.withdraw(&view!(self), &Timestamp::now());
+            match withdrawn {
                 Ok(w) => {
                     self.apply(w.actions);
                     let put = self.own.last_put();
