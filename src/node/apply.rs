@@ -3,9 +3,11 @@
 //! at once back to the component that asked).
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use libp2p::gossipsub::TopicHash;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
 use mesh_advert::AdvertStore;
@@ -251,6 +253,32 @@ impl Node {
                         .advert
                         .withdraw(&peer, *withdrawal);
                 }
+                Action::ProbeBind { job, toward } => {
+                    let port = self.prober.bind(job, toward).map_err(|e| e.to_string());
+                    queue.extend(self.router.birthday_bound(job, port, &view!(self), now));
+                }
+                Action::ProbeSpray {
+                    job,
+                    ip,
+                    token,
+                    count,
+                } => {
+                    if let Err(e) = self.prober.spray(job, ip, token, count) {
+                        queue.extend(self.router.birthday_failed(job, format!("spray: {e}")));
+                    }
+                }
+                Action::ProbeSockets {
+                    job,
+                    target,
+                    token,
+                    count,
+                } => {
+                    if let Err(e) = self.prober.sockets(job, target, token, count) {
+                        queue.extend(self.router.birthday_failed(job, format!("sockets: {e}")));
+                    }
+                }
+                Action::ProbeListen { local, remote } => self.probe_listen(local, remote, now),
+                Action::ProbeEnd(job) => self.prober.end(job),
                 Action::Emit(event) => self.emit(event),
                 Action::Trace(event) => self.emit_trace(*event),
             }
@@ -278,6 +306,26 @@ impl Node {
             .router
             .dial_failed(cid, text, &view!(self), Instant::now());
         self.apply(actions);
+    }
+
+    /// Registers birthday probe port `local` for `remote` and listens on it through
+    /// the probe transport (which reports no address: nothing announces it).
+    fn probe_listen(&mut self, local: SocketAddr, remote: SocketAddr, now: Instant) {
+        if let Err(e) = self.probe_ports.open(local, remote, now) {
+            return tracing::debug!(%local, error = %e, "probe port not registered");
+        }
+        let ip = match local.ip() {
+            IpAddr::V4(ip) => Protocol::Ip4(ip),
+            IpAddr::V6(ip) => Protocol::Ip6(ip),
+        };
+        let addr = Multiaddr::empty()
+            .with(ip)
+            .with(Protocol::Udp(local.port()))
+            .with(Protocol::QuicV1);
+        if let Err(e) = self.swarm.listen_on(addr) {
+            tracing::debug!(%local, error = %e, "probe port listener not started");
+            self.probe_ports.release(local);
+        }
     }
 
     pub(super) fn emit_trace(&self, event: TraceEvent) {

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
+use libp2p::Multiaddr;
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::Multiaddr;
 use mesh_advert::kad::DhtEntry;
 use mesh_advert::{AdvertStore, NodeWithdrawal};
 use mesh_core::{Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, Timestamp};
@@ -369,10 +369,6 @@ impl Node {
 mod tests {
     use super::*;
     use mesh_core::NodeKeypair;
-
-    fn addr(s: &str) -> Multiaddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn each_advertisement_is_news_once() {

@@ -189,6 +189,8 @@ pub struct Node {
     wss_public: Option<wss::WssPublic>,
     /// The birthday probe ports, shared with the probe transport.
     probe_ports: birthday::quic::ProbePorts,
+    /// The birthday probe sockets and their tasks.
+    prober: birthday::run::Prober,
 }
 
 /// The node's advertised addresses and the `wss://` URL of its WSS listener.
@@ -343,6 +345,7 @@ impl Node {
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
             probe_ports,
+            prober: birthday::run::Prober::default(),
             config,
             store,
             trace,
@@ -426,6 +429,10 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 _ = tick.tick() => self.on_tick(),
+                Some(e) = self.prober.recv() => {
+                    let actions = self.router.probe_event(e, &view!(self), Instant::now());
+                    self.apply(actions);
+                }
                 _ = bootstrap.tick() => dht::bootstrap(self.swarm.behaviour_mut()),
             }
         }

@@ -53,6 +53,9 @@ pub struct SignalSettings {
     pub punch_for: PunchFor,
     /// Dial loopback and private candidates whatever the node's own addresses.
     pub private_candidates: bool,
+    /// Birthday-paradox probing: at most one attempt per peer this often, in seconds
+    /// (`birthday_every_secs`, default 60; the global limits stay).
+    pub birthday_every_secs: u64,
 }
 
 impl Default for SignalSettings {
@@ -60,6 +63,7 @@ impl Default for SignalSettings {
         SignalSettings {
             punch_for: PunchFor::Known,
             private_candidates: false,
+            birthday_every_secs: 60,
         }
     }
 }
