@@ -201,8 +201,9 @@ impl Router {
         }
     }
 
-    /// The birthday stage of route `id` begins: C offers, S asks; anything else moves
-    /// on to the relay.
+    /// The birthday stage of route `id` begins: C offers, S asks. When no attempt can
+    /// start (no correlation, mappings that do not fit, an old peer, the limiter) the
+    /// stage is skipped without a report: the route's report stays as before.
     pub(super) fn birthday_stage(
         &mut self,
         id: u64,
@@ -214,20 +215,31 @@ impl Router {
             return;
         };
         let (node, peer) = (a.node, a.peer);
-        let Some(o) = a.outbound.as_ref().and_then(|c| self.outbound.get(c)) else {
-            return self.next_stage(id, "no correlation".into(), view, now, out);
+        let started = match a.outbound.as_ref().and_then(|c| self.outbound.get(c)) {
+            Some(o) => {
+                let from = Start {
+                    node,
+                    peer,
+                    corr: o.correlation.clone(),
+                    via: o.via,
+                    route: Some(id),
+                    seen: o.seen.clone(),
+                };
+                self.begin(from, None, view, now, out)
+            }
+            None => Err("no correlation".into()),
         };
-        let (corr, via, seen) = (o.correlation.clone(), o.via, o.seen.clone());
-        let from = Start {
-            node,
-            peer,
-            corr,
-            via,
-            route: Some(id),
-            seen,
-        };
-        if let Err(e) = self.begin(from, None, view, now, out) {
-            self.next_stage(id, e, view, now, out);
+        if let Err(e) = started {
+            tracing::debug!(%peer, error = %e, "birthday stage skipped");
+            let Some(a) = self.attempts.get_mut(&id) else {
+                return;
+            };
+            if let Some(c) = a.outbound.take() {
+                self.outbound.remove(&c);
+            }
+            if a.plan.skip(now).is_some() {
+                self.stage(id, view, now, out);
+            }
         }
     }
 
@@ -434,7 +446,7 @@ impl Router {
         let mut out = Vec::new();
         match ev {
             ProbeEvent::Probed { job, sent } => {
-                tracing::debug!(job, sent, "birthday probes out");
+                tracing::info!(job, sent, "birthday: probes out");
                 let token = match self.birthday.jobs.get(&job) {
                     Some(j) if j.phase == Phase::Probing => j.token,
                     _ => return out,
@@ -445,7 +457,7 @@ impl Router {
                 }
             }
             ProbeEvent::Hit { job, hit, sent } => {
-                tracing::debug!(job, ?hit, sent, "birthday: S's wait ended");
+                tracing::info!(job, ?hit, sent, "birthday: S's wait ended");
                 let probe = self.birthday.jobs.get(&job).and_then(|j| j.probe);
                 match (hit, probe) {
                     (Some(hit), Some(c)) => {
@@ -464,7 +476,7 @@ impl Router {
                 from,
                 sent,
             } => {
-                tracing::debug!(job, ?from, sent, "birthday: C's wait ended");
+                tracing::info!(job, ?from, sent, "birthday: C's wait ended");
                 let Some(s) = from else {
                     self.fail_job(job, format!("no confirmation ({sent} probes)"), &mut out);
                     return out;
@@ -505,7 +517,7 @@ impl Router {
     /// Drops the attempt; its route (if still in this stage) moves on.
     fn fail_job(&mut self, id: u64, error: String, out: &mut Actions) {
         let route = self.birthday.jobs.get(&id).and_then(|j| j.route);
-        tracing::debug!(job = id, %error, "birthday attempt failed");
+        tracing::info!(job = id, %error, "birthday: attempt failed");
         self.end_job(id, out);
         if let Some(r) = route
             && self

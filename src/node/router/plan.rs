@@ -214,6 +214,15 @@ impl Plan {
         Some(next)
     }
 
+    /// Leaves the running stage without a report: it did not apply (the birthday stage
+    /// when no attempt could start). `None` after the last stage.
+    pub fn skip(&mut self, now: Instant) -> Option<Stage> {
+        let next = self.stage.next()?;
+        self.stage = next;
+        self.stage_started = now;
+        Some(next)
+    }
+
     /// Skips from the lookup to the direct stage (the lookup answered).
     pub fn looked_up(&mut self) {
         if self.stage == Stage::Lookup {
@@ -421,5 +430,16 @@ mod tests {
         assert_eq!(r.path, "birthday");
         let stages: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
         assert_eq!(stages, ["direct", "signaling", "birthday"]);
+        // A birthday stage that did not apply leaves no report.
+        let mut p = Plan::new(RouteSettings::default(), t);
+        p.looked_up();
+        p.fail_stage("unreachable", t);
+        p.fail_stage("no punch", t);
+        assert_eq!(p.skip(t + Duration::from_secs(1)), Some(Stage::Relay));
+        assert!(!p.timed_out(t + Duration::from_secs(1)));
+        let circuit = a(&format!("/ip4/10.0.0.1/tcp/1/p2p/{peer}/p2p-circuit"));
+        let r = p.succeed("n".into(), &peer, &circuit, t + Duration::from_secs(2));
+        let stages: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
+        assert_eq!(stages, ["direct", "signaling", "relay"]);
     }
 }
