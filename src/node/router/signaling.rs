@@ -378,10 +378,13 @@ impl Router {
         else {
             return;
         };
+        // A route's correlation goes on (more candidates, the birthday stage) until the
+        // route ends.
+        let Intent::Setup { reply, .. } = &mut o.intent else {
+            return;
+        };
         let corr = corr.clone();
-        if let Intent::Setup { reply, .. } = &mut o.intent
-            && let Some(r) = reply.take()
-        {
+        if let Some(r) = reply.take() {
             let _ = r.send(Ok(corr.clone()));
         }
         self.outbound.remove(&corr);
