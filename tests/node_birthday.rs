@@ -147,8 +147,11 @@ fn meshd_connect_reaches_a_symmetric_nat_by_the_birthday_stage() {
                     "{addr}"
                 );
                 assert_eq!(s.last(), Some(&("birthday".to_owned(), true)));
-                won = Some((i, r.ms));
-                break;
+                won = won.or(Some((i, r.ms)));
+                // MESH_BIRTHDAY_ALL=1 runs all eight (to measure the rate).
+                if std::env::var_os("MESH_BIRTHDAY_ALL").is_none() {
+                    break;
+                }
             }
             "relay" => assert_eq!(s.last(), Some(&("relay".to_owned(), true))),
             other => panic!(

@@ -324,6 +324,7 @@ impl Router {
         }
         j.probe = Some(probe);
         j.phase = Phase::Probing;
+        tracing::info!(job = id, %probe, "birthday: probing");
         out.push(Action::ProbeSockets {
             job: id,
             target: probe,
@@ -377,6 +378,7 @@ impl Router {
                     return;
                 };
                 j.phase = Phase::Spraying;
+                tracing::info!(job = id, %ip, "birthday: spraying");
                 out.push(Action::ProbeSpray {
                     job: id,
                     ip,
