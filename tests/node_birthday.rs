@@ -49,6 +49,8 @@ fn lab(a: NatKind, b: NatKind) -> Lab {
     }
 }
 
+// The lock only orders the tests; no task of the test's runtime takes it.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn birthday_probing_reaches_a_symmetric_nat_over_quic() {
     if !available_or_skip("birthday_probing_reaches_a_symmetric_nat_over_quic") {
@@ -79,6 +81,8 @@ async fn birthday_probing_reaches_a_symmetric_nat_over_quic() {
     );
 }
 
+// The lock only orders the tests; no task of the test's runtime takes it.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn birthday_probing_cannot_meet_two_symmetric_nats() {
     if !available_or_skip("birthday_probing_cannot_meet_two_symmetric_nats") {
