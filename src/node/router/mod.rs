@@ -1,11 +1,12 @@
 //! The routing policy of `connect(node-id)` as a component: it runs the stages of
-//! [`plan`] (direct, signaling then direct, relay) and the signaling correlations of
-//! `signaling`, owns every attempt and correlation, and returns `Action`s (dials,
-//! frames, lookups, admission requests) for the node loop to carry out.
+//! [`plan`] (direct, signaling then direct, birthday probing, relay), the signaling
+//! correlations of `signaling` and the birthday attempts of `birthday`, owns every
+//! attempt and correlation, and returns `Action`s (dials, frames, lookups, admission
+//! requests, probe sockets) for the node loop to carry out.
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | attempts, outgoing and answered correlations, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace` |
+//! | attempts, outgoing and answered correlations, birthday attempts and their limiter, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, probe socket binds and probe task events, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace`, `ProbeBind`, `ProbeSpray`, `ProbeSockets`, `ProbeListen`, `ProbeEnd` |
 
 mod birthday;
 pub mod plan;
