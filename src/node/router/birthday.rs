@@ -141,7 +141,7 @@ impl Birthday {
 }
 
 /// Where a step came from: the frame's sender and the host that handed it over.
-pub(super) struct From<'a> {
+pub(super) struct StepFrom<'a> {
     pub(super) frame: &'a SignalFrame,
     pub(super) peer: PeerId,
     pub(super) via: Option<PeerId>,
@@ -261,6 +261,15 @@ impl Router {
                 s.seen.mapping.as_str()
             )
         })?;
+        // C answers an ask (or starts), S answers an offer (or asks).
+        let in_turn = matches!(
+            (part, offer),
+            (Part::Probes, None | Some(Step::Ask { .. }))
+                | (Part::Sockets, None | Some(Step::Offer { .. }))
+        );
+        if !in_turn {
+            return Err(format!("{offer:?} out of turn for {part:?}"));
+        }
         let Some(toward) = s.seen.ips.first().copied() else {
             return Err("no candidate IP of the peer".into());
         };
@@ -338,7 +347,7 @@ impl Router {
     pub(super) fn on_step(
         &mut self,
         step: Step,
-        from: From,
+        from: StepFrom,
         view: &dyn View,
         now: Instant,
         out: &mut Actions,
@@ -630,7 +639,7 @@ impl Router {
         let Some((route, seen)) = origin else {
             return tracing::debug!(%peer, "birthday step outside our correlations, ignored");
         };
-        let from = From {
+        let from = StepFrom {
             frame,
             peer,
             via: (via != peer).then_some(via),

@@ -309,6 +309,22 @@ fn no_probing_without_both_mappings_or_beyond_the_peers_addresses() {
     let ev = stray;
     let actions = s.router.on_signal(ev, &s.view, &|_| false, s.at(11));
     assert_eq!(probe_actions(&actions), 0, "stranger correlation ignored");
+    // The preserving side asking (the symmetric side's step) is out of turn.
+    let ask = s.frame_from(
+        &c.me,
+        host,
+        "candidate",
+        &corr,
+        json!({
+            "addrs": ["/ip4/10.77.0.2/udp/4001/quic-v1"],
+            "birthday/mapping": "preserving",
+            "birthday/token": "0102030405060708",
+            "birthday/ask": true,
+        }),
+    );
+    let actions = s.router.on_signal(ask, &s.view, &|_| false, s.at(11));
+    assert_eq!(probe_actions(&actions), 0, "an ask out of turn");
+    assert!(step_of(&actions).is_none());
 }
 
 #[test]
