@@ -123,10 +123,37 @@ fn meshd_connect_reaches_a_symmetric_nat_by_the_birthday_stage() {
     }
     let _one = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cell = cells().into_iter().find(|c| c.name == "pp-sym").unwrap();
+    up_to_eight("bdm", &cell);
+}
+
+/// The other way round: A (behind the symmetric router) runs `connect`, so it asks B
+/// for the offer first (`birthday/ask`).
+#[test]
+fn meshd_connect_from_the_symmetric_side_asks_for_the_offer() {
+    if !available_or_skip("meshd_connect_from_the_symmetric_side_asks_for_the_offer") {
+        return;
+    }
+    let _one = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let pp_sym = cells().into_iter().find(|c| c.name == "pp-sym").unwrap();
+    let cell = nat_cell::Cell {
+        name: "sym-pp",
+        title: "symmetric / port-preserving",
+        lab: Lab {
+            a: NatKind::RandomFully,
+            b: NatKind::PortPreserving,
+            ..pp_sym.lab
+        },
+        ..pp_sym
+    };
+    up_to_eight("bdr", &cell);
+}
+
+/// Up to eight attempts with fresh nodes until `connect` returns path `birthday`.
+fn up_to_eight(prefix: &str, cell: &nat_cell::Cell) {
     let mut won = None;
     for i in 0..8 {
         let started = Instant::now();
-        let (nodes, r) = routed(&format!("bdm{i}"), &cell, Transport::Quic);
+        let (nodes, r) = routed(&format!("{prefix}{i}"), cell, Transport::Quic);
         let path = r.route["path"].as_str().unwrap_or("").to_owned();
         eprintln!(
             "attempt {i}: {} ({} s with the setup)",

@@ -223,6 +223,14 @@ impl CandidatePolicy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_birthday_interval_is_a_config_key() {
+        assert_eq!(SignalSettings::default().birthday_every_secs, 60);
+        let s: SignalSettings = toml::from_str("birthday_every_secs = 5").unwrap();
+        assert_eq!(s.birthday_every_secs, 5);
+        assert_eq!(s.punch_for, PunchFor::Known, "the rest stays default");
+    }
+
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()
     }
