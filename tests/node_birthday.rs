@@ -13,9 +13,10 @@
 //! port-preserving / symmetric cell (`support/nat_cell.rs`: a public seed, DHT server
 //! and relay, fresh nodes A and B per attempt); `meshd connect B` on A runs the routing
 //! policy, whose birthday stage follows the signaling punch, and must return path
-//! `birthday` (a direct QUIC connection) in one of up to eight attempts; with both
-//! routers symmetric the stage does not apply (no report of it) and `connect` ends on
-//! the relay.
+//! `birthday` (a direct QUIC connection) in one of up to eight attempts, and the same
+//! with the routers swapped (A symmetric asks B for the offer); with both routers
+//! symmetric the stage does not apply (no report of it) and `connect` ends on the
+//! relay.
 //!
 //! Skipped with a message where the machine forbids namespaces, unless
 //! `MESH_REQUIRE_NETNS=1`.
