@@ -4,7 +4,8 @@
 //! transports, N attempts with fresh `meshd` nodes and a fresh lab each:
 //!
 //! - **routing policy**: A runs `meshd connect B` (direct stage, signaling hole punch,
-//!   relay); counted: which path it returned, whether the signaling punch succeeded,
+//!   birthday probing where one side is symmetric, relay); counted: which path it
+//!   returned, whether the signaling punch succeeded,
 //!   whether A held a direct connection to B at the end (the returned one, or the one
 //!   DCUtR made of the relayed connection within 10 s), and the time from the start of
 //!   `connect` to that direct connection;
@@ -98,9 +99,10 @@ struct Tally {
     attempts: usize,
     /// Attempts whose setup (lab, nodes, advertisement) failed: not counted below.
     errors: usize,
-    /// `connect` returned path direct / signaling / relay.
+    /// `connect` returned path direct / signaling / birthday / relay.
     path_direct: usize,
     path_signaling: usize,
+    path_birthday: usize,
     path_relay: usize,
     /// The signaling stage succeeded.
     punched: usize,
@@ -163,6 +165,7 @@ fn measure(cell: &Cell, t: Transport, attempts: usize) -> Tally {
                 match r.route["path"].as_str() {
                     Some("direct") => tally.path_direct += 1,
                     Some("signaling") => tally.path_signaling += 1,
+                    Some("birthday") => tally.path_birthday += 1,
                     _ => tally.path_relay += 1,
                 }
                 tally.punched += usize::from(r.punched);
@@ -256,7 +259,7 @@ fn main() {
         started.elapsed().as_secs()
     );
     println!(
-        "| cell (A / B) | transport | must end | `connect` path direct / signaling / relay | signaling punch | ends direct (punch or DCUtR) | time to direct p50 / p90 | DCUtR alone | DCUtR time p50 / p90 | setup errors |"
+        "| cell (A / B) | transport | must end | `connect` path direct / signaling / birthday / relay | signaling punch | ends direct (punch or DCUtR) | time to direct p50 / p90 | DCUtR alone | DCUtR time p50 / p90 | setup errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (cell, t, x) in rows {
@@ -265,14 +268,16 @@ fn main() {
             Expect::Direct => "direct",
             Expect::Relay => "relay",
             Expect::Either => "either (a race)",
+            Expect::Birthday => "direct by birthday probing (~65 %), else relay",
         };
         println!(
-            "| {} (`{}`) | {} | {must} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+            "| {} (`{}`) | {} | {must} | {} / {} / {} / {} | {} | {} | {} | {} | {} | {} |",
             cell.title,
             cell.name,
             t.name(),
             x.path_direct,
             x.path_signaling,
+            x.path_birthday,
             x.path_relay,
             rate(x.punched, n),
             rate(x.ended_direct, n),

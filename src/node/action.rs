@@ -9,6 +9,8 @@
 //! method named on the variant. This is the only pattern: no component touches the
 //! swarm, so each is unit-tested by feeding events and reading actions.
 
+use std::net::{IpAddr, SocketAddr};
+
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId};
@@ -138,6 +140,49 @@ pub(crate) enum Action {
         /// Our signed withdrawal.
         withdrawal: Box<mesh_advert::NodeWithdrawal>,
     },
+    /// Birthday probing, C's side: bind the probe socket of attempt `job` (a port of
+    /// `toward`'s family); the port, or why not, goes to `Router::birthday_bound`.
+    ProbeBind {
+        /// The attempt.
+        job: u64,
+        /// The other side's IP.
+        toward: IpAddr,
+    },
+    /// C's side: `count` probes from `job`'s socket to random ports of `ip`, then the
+    /// wait for the confirmation (the result comes back as a probe event; a spray that
+    /// cannot start goes to `Router::birthday_failed`).
+    ProbeSpray {
+        /// The attempt.
+        job: u64,
+        /// The other side's IP.
+        ip: IpAddr,
+        /// The attempt's token.
+        token: [u8; 8],
+        /// Probes.
+        count: u16,
+    },
+    /// S's side: `count` sockets with one probe each to `target`, then the wait for a
+    /// hit (results as probe events; failures to `Router::birthday_failed`).
+    ProbeSockets {
+        /// The attempt.
+        job: u64,
+        /// C's public probe address.
+        target: SocketAddr,
+        /// The attempt's token.
+        token: [u8; 8],
+        /// Sockets.
+        count: u16,
+    },
+    /// Register probe port `local` for a connection with `remote` in the probe
+    /// transport's table, and listen on it.
+    ProbeListen {
+        /// Our probe port (unspecified address).
+        local: SocketAddr,
+        /// The other side's address through both NATs.
+        remote: SocketAddr,
+    },
+    /// Birthday attempt `job` ended: close its probe socket if one is still held.
+    ProbeEnd(u64),
     /// Hand an event to the application.
     Emit(NodeEvent),
     /// Write a trace event.

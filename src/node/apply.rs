@@ -3,9 +3,11 @@
 //! at once back to the component that asked).
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use libp2p::gossipsub::TopicHash;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
 use mesh_advert::AdvertStore;
@@ -251,6 +253,34 @@ impl Node {
                         .advert
                         .withdraw(&peer, *withdrawal);
                 }
+                Action::ProbeBind { job, toward } => {
+                    let port = self.prober.bind(job, toward).map_err(|e| e.to_string());
+                    queue.extend(self.router.birthday_bound(job, port, &view!(self), now));
+                }
+                Action::ProbeSpray {
+                    job,
+                    ip,
+                    token,
+                    count,
+                } => {
+                    if let Err(e) = self.prober.spray(job, ip, token, count) {
+                        queue.extend(self.router.birthday_failed(job, format!("spray: {e}")));
+                    }
+                }
+                Action::ProbeSockets {
+                    job,
+                    target,
+                    token,
+                    count,
+                } => {
+                    if let Err(e) = self.prober.sockets(job, target, token, count) {
+                        queue.extend(self.router.birthday_failed(job, format!("sockets: {e}")));
+                    }
+                }
+                Action::ProbeListen { local, remote } => {
+                    probe_listen(&mut self.swarm, &self.probe_ports, local, remote, now)
+                }
+                Action::ProbeEnd(job) => self.prober.end(job),
                 Action::Emit(event) => self.emit(event),
                 Action::Trace(event) => self.emit_trace(*event),
             }
@@ -284,5 +314,31 @@ impl Node {
         if self.trace.enabled() {
             self.trace.emit(&event);
         }
+    }
+}
+
+/// Registers birthday probe port `local` for `remote` and listens on it through
+/// the probe transport (which reports no address: nothing announces it).
+fn probe_listen(
+    swarm: &mut Swarm<MeshBehaviour>,
+    probe_ports: &super::birthday::quic::ProbePorts,
+    local: SocketAddr,
+    remote: SocketAddr,
+    now: Instant,
+) {
+    if let Err(e) = probe_ports.open(local, remote, now) {
+        return tracing::debug!(%local, error = %e, "probe port not registered");
+    }
+    let ip = match local.ip() {
+        IpAddr::V4(ip) => Protocol::Ip4(ip),
+        IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    let addr = Multiaddr::empty()
+        .with(ip)
+        .with(Protocol::Udp(local.port()))
+        .with(Protocol::QuicV1);
+    if let Err(e) = swarm.listen_on(addr) {
+        tracing::debug!(%local, error = %e, "probe port listener not started");
+        probe_ports.release(local);
     }
 }

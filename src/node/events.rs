@@ -39,6 +39,9 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                if let Some(local) = self.probe_ports.established(connection_id, &addr) {
+                    tracing::debug!(%peer_id, %local, "connection on a birthday probe port");
+                }
                 self.idle.conns.established(
                     connection_id,
                     peer_id,
@@ -78,6 +81,10 @@ impl Node {
             } => {
                 self.idle.conns.closed(connection_id, peer_id);
                 self.waiting.connection_down(connection_id, peer_id);
+                // A probe port's listener goes with its connection.
+                if let Some(local) = self.probe_ports.closed(connection_id) {
+                    tracing::debug!(%peer_id, %local, "birthday probe port released");
+                }
                 if num_established == 0 {
                     self.emit_trace(
                         TraceEvent::new(

@@ -188,6 +188,10 @@ pub struct Node {
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
+    /// The birthday probe ports, shared with the probe transport.
+    probe_ports: birthday::quic::ProbePorts,
+    /// The birthday probe sockets and their tasks.
+    prober: birthday::run::Prober,
 }
 
 /// The node's advertised addresses and the `wss://` URL of its WSS listener.
@@ -268,7 +272,15 @@ impl Node {
         let mut registry = Registry::default();
         let (webrtc, _, _) = webrtc_cert::load_or_create(data_dir, now.instant().timestamp())
             .map_err(|e| transport::TransportError::Build(format!("webrtc-direct: {e}")))?;
-        let mut swarm = transport::build_swarm(&key, &config, webrtc, parts, &mut registry)?;
+        let probe_ports = birthday::quic::ProbePorts::default();
+        let mut swarm = transport::build_swarm(
+            &key,
+            &config,
+            webrtc,
+            probe_ports.clone(),
+            parts,
+            &mut registry,
+        )?;
         let wss_public = match &config.wss {
             Some(w) => w.public().map_err(transport::TransportError::Tls)?,
             None => None,
@@ -333,6 +345,8 @@ impl Node {
             providers: mesh_advert::providers::ProviderBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
+            probe_ports,
+            prober: birthday::run::Prober::default(),
             config,
             store,
             trace,
@@ -416,6 +430,10 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 _ = tick.tick() => self.on_tick(),
+                Some(e) = self.prober.recv() => {
+                    let actions = self.router.probe_event(e, &view!(self), Instant::now());
+                    self.apply(actions);
+                }
                 _ = bootstrap.tick() => dht::bootstrap(self.swarm.behaviour_mut()),
             }
         }
@@ -543,7 +561,8 @@ impl Node {
             // Withdraws, then lets the withdrawal reach the session peers and the mesh
             // DHT before the connections close (until the DHT put ends, at most
             // [`WITHDRAW_FLUSH`]).
-            // (Bound first: the view's borrow of the swarm must end before any await.)
+            // Bound first: a temporary view in the scrutinee would live across the
+            // awaits below and make the future not `Send`.
             let withdrawn = self.own.withdraw(&view!(self), &Timestamp::now());
             match withdrawn {
                 Ok(w) => {

@@ -18,7 +18,10 @@
 //! addresses carry IPs; `libp2p-dns` takes every address it is offered and fails only in
 //! the dial future, so nothing placed behind a resolver is ever tried); TCP and QUIC
 //! follow behind the system resolver, with a second WebSocket transport there for the WebSocket addresses
-//! that only resolution yields (`/dnsaddr` records), as before.
+//! that only resolution yields (`/dnsaddr` records), as before. The probe ports of
+//! birthday-paradox probing ([`super::birthday::quic::ProbeQuic`], a second libp2p-quic
+//! instance that takes only the addresses its [`ProbePorts`] table registered) sit
+//! after WebRTC-direct and before the resolver, for the same reason.
 
 use std::path::Path;
 
@@ -33,6 +36,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::behaviour::MeshBehaviour;
+use super::birthday::quic::{ProbePorts, ProbeQuic};
 use super::build::{self, Parts};
 use super::config::NodeConfig;
 use super::muxer;
@@ -51,11 +55,13 @@ pub enum TransportError {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds the swarm for `key` with every transport and the node's behaviour;
-/// `webrtc` is the WebRTC-direct certificate.
+/// `webrtc` is the WebRTC-direct certificate, `probe_ports` the table of birthday probe
+/// ports the node shares with the probe transport.
 pub fn build_swarm(
     key: &NodeKeypair,
     config: &NodeConfig,
     webrtc: libp2p_webrtc::tokio::Certificate,
+    probe_ports: ProbePorts,
     parts: Parts,
     registry: &mut Registry,
 ) -> Result<Swarm<MeshBehaviour>, TransportError> {
@@ -78,6 +84,13 @@ pub fn build_swarm(
         // in the dial future, so a transport behind it is never asked.
         .with_other_transport(|key| {
             libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })
+        .map_err(|e| build(&e))?
+        // Only registered probe ports and their peers; anything else goes on to the
+        // node's own QUIC behind the resolver.
+        .with_other_transport(|key| {
+            ProbeQuic::new(quic::Config::new(key), probe_ports)
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })
         .map_err(|e| build(&e))?

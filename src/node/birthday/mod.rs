@@ -32,6 +32,7 @@
 
 pub mod probe;
 pub mod quic;
+pub mod run;
 pub mod signal;
 
 use std::collections::HashMap;
@@ -209,23 +210,66 @@ fn udp_port(addr: &Multiaddr) -> Option<(IpAddr, u16)> {
     }
 }
 
-/// Classifies our mapping from our UDP listen addresses and the public UDP addresses
-/// peers observed us at.
+/// Whether an observation of us at `ip` says something about our NAT: a public
+/// address, or a non-public one that is none of our own listen addresses (a NAT
+/// translated it: a carrier-grade NAT, or a NAT into a private network). Loopback,
+/// unroutable and our own addresses (a peer on our LAN) say nothing.
+fn counts(ip: IpAddr, own: &[IpAddr]) -> bool {
+    use crate::node::ip_scope::{Scope, scope};
+    match scope(ip) {
+        Scope::Public => true,
+        Scope::Private => !own.contains(&ip),
+        _ => false,
+    }
+}
+
+/// Classifies our mapping from our UDP listen addresses and the UDP addresses peers
+/// observed us at (see [`counts`] for which observations count).
 pub fn classify(listen: &[Multiaddr], observed: &[Multiaddr]) -> Mapping {
-    let ports: Vec<u16> = listen.iter().filter_map(udp_port).map(|(_, p)| p).collect();
-    let public: Vec<u16> = observed
+    let own: Vec<(IpAddr, u16)> = listen.iter().filter_map(udp_port).collect();
+    let own_ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
+    let seen: Vec<u16> = observed
         .iter()
         .filter_map(udp_port)
-        .filter(|(ip, _)| crate::node::ip_scope::scope(*ip) == crate::node::ip_scope::Scope::Public)
+        .filter(|(ip, _)| counts(*ip, &own_ips))
         .map(|(_, p)| p)
         .collect();
-    if public.is_empty() || ports.is_empty() {
+    if seen.is_empty() || own.is_empty() {
         Mapping::Unknown
-    } else if public.iter().any(|p| ports.contains(p)) {
+    } else if seen.iter().any(|p| own.iter().any(|(_, q)| q == p)) {
         Mapping::Preserving
     } else {
         Mapping::Varies
     }
+}
+
+/// The IPs peers observed us at that say something about our NAT (see [`counts`]):
+/// where the other side's probes must go.
+pub fn counted_ips(listen: &[Multiaddr], observed: &[Multiaddr]) -> Vec<IpAddr> {
+    let own: Vec<IpAddr> = listen
+        .iter()
+        .filter_map(udp_port)
+        .map(|(ip, _)| ip)
+        .collect();
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (ip, _) in observed.iter().filter_map(udp_port) {
+        if counts(ip, &own) && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// Our address as the other side sees it when our NAT preserves ports: the IP of the
+/// first observation that counts (see [`classify`]) and kept a listen port.
+pub fn preserved_ip(listen: &[Multiaddr], observed: &[Multiaddr]) -> Option<IpAddr> {
+    let own: Vec<(IpAddr, u16)> = listen.iter().filter_map(udp_port).collect();
+    let own_ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
+    observed
+        .iter()
+        .filter_map(udp_port)
+        .find(|(ip, p)| counts(*ip, &own_ips) && own.iter().any(|(_, q)| q == p))
+        .map(|(ip, _)| ip)
 }
 
 /// Which part this node plays.
@@ -264,10 +308,15 @@ pub enum Refused {
     Busy,
 }
 
-/// The rate limits of attempts, keyed by a peer key `K` (a node id in the node). Its
-/// per-peer table holds at most [`GLOBAL_PER_WINDOW`] entries.
+/// Most peers the [`Limiter`] remembers (the oldest is forgotten first).
+pub const MAX_LIMITED_PEERS: usize = 256;
+
+/// The rate limits of attempts, keyed by a peer key `K` (a node id in the node): one
+/// attempt per peer per `every` ([`PER_PEER_EVERY`] by default), the global window and
+/// the concurrency cap. Its per-peer table holds at most [`MAX_LIMITED_PEERS`] entries.
 #[derive(Debug)]
 pub struct Limiter<K> {
+    every: Duration,
     last: HashMap<K, Instant>,
     recent: Vec<Instant>,
     running: usize,
@@ -275,7 +324,15 @@ pub struct Limiter<K> {
 
 impl<K> Default for Limiter<K> {
     fn default() -> Self {
+        Limiter::new(PER_PEER_EVERY)
+    }
+}
+
+impl<K> Limiter<K> {
+    /// A limiter allowing one attempt per peer per `every`.
+    pub fn new(every: Duration) -> Self {
         Limiter {
+            every,
             last: HashMap::new(),
             recent: Vec::new(),
             running: 0,
@@ -293,7 +350,7 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
         if self
             .last
             .get(peer)
-            .is_some_and(|t| now.saturating_duration_since(*t) < PER_PEER_EVERY)
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.every)
         {
             return Err(Refused::PeerTooSoon);
         }
@@ -302,10 +359,20 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
         if self.recent.len() >= GLOBAL_PER_WINDOW {
             return Err(Refused::GlobalRate);
         }
-        // Entries older than the per-peer interval are dropped, so the table holds at
-        // most the attempts of one global window (PER_PEER_EVERY <= GLOBAL_WINDOW).
+        // Entries older than the per-peer interval are dropped; past the cap the oldest
+        // goes (its peer may then try again sooner, still within the global limit).
+        let every = self.every;
         self.last
-            .retain(|_, t| now.saturating_duration_since(*t) < PER_PEER_EVERY);
+            .retain(|_, t| now.saturating_duration_since(*t) < every);
+        if self.last.len() >= MAX_LIMITED_PEERS
+            && let Some(oldest) = self
+                .last
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+        {
+            self.last.remove(&oldest);
+        }
         self.last.insert(peer.clone(), now);
         self.recent.push(now);
         self.running += 1;
@@ -399,10 +466,24 @@ mod tests {
         let listen = [ma("/ip4/192.168.1.2/udp/4001/quic-v1")];
         let same = [ma("/ip4/198.51.100.2/udp/4001/quic-v1")];
         let other = [ma("/ip4/198.51.100.3/udp/51234/quic-v1")];
+        // Behind a NAT into a private network (a carrier's, or the lab's 10.77/16).
         let private = [ma("/ip4/10.0.0.9/udp/51234/quic-v1")];
+        // A peer on our own LAN sees our listen address: nothing about the NAT.
+        let lan = [ma("/ip4/192.168.1.2/udp/51234/quic-v1")];
+        let lo = [ma("/ip4/127.0.0.1/udp/4001/quic-v1")];
         assert_eq!(classify(&listen, &same), Mapping::Preserving);
         assert_eq!(classify(&listen, &other), Mapping::Varies);
-        assert_eq!(classify(&listen, &private), Mapping::Unknown);
+        assert_eq!(classify(&listen, &private), Mapping::Varies);
+        assert_eq!(classify(&listen, &lan), Mapping::Unknown);
+        assert_eq!(classify(&listen, &lo), Mapping::Unknown);
+        assert_eq!(preserved_ip(&listen, &other), None);
+        assert_eq!(
+            preserved_ip(
+                &listen,
+                &[lan[0].clone(), other[0].clone(), same[0].clone()]
+            ),
+            Some("198.51.100.2".parse().unwrap())
+        );
         assert_eq!(classify(&listen, &[]), Mapping::Unknown);
         assert_eq!(classify(&[], &other), Mapping::Unknown);
         let both = [other[0].clone(), same[0].clone()];
@@ -478,5 +559,27 @@ mod tests {
             l.finish();
             assert!(l.last.len() <= GLOBAL_PER_WINDOW);
         }
+        // With a long per-peer interval the cap holds (and evicts the oldest).
+        let mut l: Limiter<u32> = Limiter::new(Duration::from_secs(86_400));
+        for i in 0..1000u32 {
+            let _ = l.start(&i, t + Duration::from_secs(11) * i);
+            l.finish();
+            assert!(l.last.len() <= MAX_LIMITED_PEERS);
+        }
+        assert_eq!(l.last.len(), MAX_LIMITED_PEERS);
+    }
+
+    #[test]
+    fn the_per_peer_interval_is_configurable() {
+        let t = Instant::now();
+        let mut l: Limiter<u32> = Limiter::new(Duration::from_secs(1));
+        assert_eq!(l.start(&1, t), Ok(()));
+        l.finish();
+        assert_eq!(
+            l.start(&1, t + Duration::from_millis(500)),
+            Err(Refused::PeerTooSoon)
+        );
+        assert_eq!(l.start(&1, t + Duration::from_secs(1)), Ok(()));
+        l.finish();
     }
 }

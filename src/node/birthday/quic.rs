@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, TransportEvent};
+use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, quic};
 
 /// Probe listeners at once (one attempt runs at a time, [`super::MAX_CONCURRENT`]).
@@ -35,6 +36,8 @@ struct Entry {
     remote: SocketAddr,
     until: Instant,
     connected: bool,
+    /// The connection on this port, once one came up.
+    conn: Option<ConnectionId>,
 }
 
 /// The probe ports and their peers (pure; every call takes `now`).
@@ -70,6 +73,7 @@ impl Table {
             remote,
             until: now + PROBE_LISTEN_FOR,
             connected: false,
+            conn: None,
         });
         Ok(())
     }
@@ -79,6 +83,28 @@ impl Table {
         for e in self.entries.iter_mut().filter(|e| e.local == local) {
             e.connected = true;
         }
+    }
+
+    /// A connection `cid` came up with `remote` (the dialed address, or the
+    /// listener's send-back address): if `remote` is an entry's peer without a
+    /// connection yet, the entry is connected through `cid` and its local address is
+    /// returned. Any other connection is not a probe port's.
+    pub fn established(&mut self, cid: ConnectionId, remote: SocketAddr) -> Option<SocketAddr> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.remote == remote && e.conn.is_none())?;
+        e.connected = true;
+        e.conn = Some(cid);
+        Some(e.local)
+    }
+
+    /// Connection `cid` closed: the entry it connected is released (its listener is
+    /// removed at the transport's next poll); returns its local address.
+    pub fn closed(&mut self, cid: ConnectionId) -> Option<SocketAddr> {
+        let local = self.entries.iter().find(|e| e.conn == Some(cid))?.local;
+        self.release(local);
+        Some(local)
     }
 
     /// Drops the entry of `local` (its connection closed, or the attempt ended).
@@ -136,6 +162,17 @@ impl ProbePorts {
     /// [`Table::release`].
     pub fn release(&self, local: SocketAddr) {
         self.with(|t| t.release(local));
+    }
+
+    /// [`Table::established`] for a connection of the swarm with `remote`.
+    pub fn established(&self, cid: ConnectionId, remote: &Multiaddr) -> Option<SocketAddr> {
+        let remote = super::socket_addr(remote)?;
+        self.with(|t| t.established(cid, remote))
+    }
+
+    /// [`Table::closed`]: called from `ConnectionClosed` for every connection.
+    pub fn closed(&self, cid: ConnectionId) -> Option<SocketAddr> {
+        self.with(|t| t.closed(cid))
     }
 }
 

@@ -54,6 +54,21 @@ fn the_table_is_capped_and_only_unconnected_entries_expire() {
     assert!(!t.has_local(b), "a port without one expires");
     assert!(!t.has_remote(peer));
     t.open(c, peer, t0 + PROBE_LISTEN_FOR).unwrap();
+    // A connection with c's peer connects c (a has one already with another peer);
+    // its close releases c, other connections touch nothing.
+    let (cid, other) = (
+        ConnectionId::new_unchecked(7),
+        ConnectionId::new_unchecked(8),
+    );
+    assert_eq!(t.established(cid, sa("198.51.100.1:1")), None);
+    assert_eq!(t.established(cid, peer), Some(c));
+    assert_eq!(t.established(other, peer), None, "one connection per port");
+    t.expire(t0 + PROBE_LISTEN_FOR * 3);
+    assert!(t.has_local(c), "connected: it stays");
+    assert_eq!(t.closed(other), None);
+    assert_eq!(t.closed(cid), Some(c));
+    assert!(!t.has_local(c));
+    t.open(c, peer, t0 + PROBE_LISTEN_FOR).unwrap();
     t.release(a);
     t.release(c);
     assert!(t.is_empty());

@@ -15,6 +15,9 @@
 //!   address of its probe socket, which the other side's sockets send to.
 //! - `birthday/token` with `birthday/ready: true`: the symmetric side has sent its
 //!   probes ([`Step::Ready`]); the other side starts its own.
+//! - `birthday/token` with `birthday/ask: true`: the symmetric side started the
+//!   correlation and asks the other side for its offer ([`Step::Ask`]), with the token
+//!   the offer must carry.
 
 use std::net::SocketAddr;
 
@@ -31,6 +34,8 @@ pub const TOKEN: &str = "birthday/token";
 pub const PROBE: &str = "birthday/probe";
 /// The key of the symmetric side's "probes sent".
 pub const READY: &str = "birthday/ready";
+/// The key of the symmetric side's request for an offer.
+pub const ASK: &str = "birthday/ask";
 
 /// Longest `birthday/probe` value (`[v6 address]:port` fits in 47 bytes).
 const MAX_PROBE_LEN: usize = 64;
@@ -64,13 +69,18 @@ pub enum Step {
         /// The token of the offer it answers.
         token: [u8; 8],
     },
+    /// From the symmetric side when it started the correlation: asks for an offer.
+    Ask {
+        /// The token the offer must carry.
+        token: [u8; 8],
+    },
 }
 
 impl Step {
     /// The attempt's token.
     pub fn token(&self) -> [u8; 8] {
         match *self {
-            Step::Offer { token, .. } | Step::Ready { token } => token,
+            Step::Offer { token, .. } | Step::Ready { token } | Step::Ask { token } => token,
         }
     }
 
@@ -83,6 +93,9 @@ impl Step {
             }
             Step::Ready { .. } => {
                 payload.insert(READY.into(), json!(true));
+            }
+            Step::Ask { .. } => {
+                payload.insert(ASK.into(), json!(true));
             }
         }
     }
@@ -101,8 +114,8 @@ impl Step {
             .and_then(|t| hex::decode(t).ok())
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .ok_or_else(|| bad(TOKEN, "must be 16 hex digits"))?;
-        match (payload.get(PROBE), payload.get(READY)) {
-            (Some(probe), None) => {
+        match (payload.get(PROBE), payload.get(READY), payload.get(ASK)) {
+            (Some(probe), None, None) => {
                 let probe = probe
                     .as_str()
                     .filter(|p| p.len() <= MAX_PROBE_LEN)
@@ -111,11 +124,13 @@ impl Step {
                     .ok_or_else(|| bad(PROBE, "must be ip:port"))?;
                 Ok(Some(Step::Offer { token, probe }))
             }
-            (None, Some(Value::Bool(true))) => Ok(Some(Step::Ready { token })),
-            (None, Some(_)) => Err(bad(READY, "must be true")),
+            (None, Some(Value::Bool(true)), None) => Ok(Some(Step::Ready { token })),
+            (None, None, Some(Value::Bool(true))) => Ok(Some(Step::Ask { token })),
+            (None, Some(_), None) => Err(bad(READY, "must be true")),
+            (None, None, Some(_)) => Err(bad(ASK, "must be true")),
             _ => Err(bad(
                 TOKEN,
-                &format!("needs exactly one of {PROBE}, {READY}"),
+                &format!("needs exactly one of {PROBE}, {READY}, {ASK}"),
             )),
         }
     }
@@ -141,7 +156,11 @@ mod tests {
     fn steps_and_mappings_round_trip() {
         let token = [1, 2, 3, 4, 5, 6, 7, 0xff];
         let probe: SocketAddr = "203.0.113.7:40001".parse().unwrap();
-        for step in [Step::Offer { token, probe }, Step::Ready { token }] {
+        for step in [
+            Step::Offer { token, probe },
+            Step::Ready { token },
+            Step::Ask { token },
+        ] {
             let mut p = payload(json!({"addrs": ["/ip4/203.0.113.7/udp/4001/quic-v1"]}));
             put_mapping(&mut p, Mapping::Preserving);
             step.put(&mut p);
@@ -187,6 +206,8 @@ mod tests {
             json!({"birthday/token": t, "birthday/probe": "0.0.0.0:5"}),
             json!({"birthday/token": t, "birthday/probe": "x".repeat(100)}),
             json!({"birthday/token": t, "birthday/probe": ["203.0.113.7:1"]}),
+            json!({"birthday/token": t, "birthday/ask": 1}),
+            json!({"birthday/token": t, "birthday/ask": true, "birthday/ready": true}),
         ];
         for c in cases {
             let e = Step::read(&payload(c.clone())).unwrap_err();

@@ -1,12 +1,14 @@
 //! The routing policy of `connect(node-id)` as a component: it runs the stages of
-//! [`plan`] (direct, signaling then direct, relay) and the signaling correlations of
-//! `signaling`, owns every attempt and correlation, and returns `Action`s (dials,
-//! frames, lookups, admission requests) for the node loop to carry out.
+//! [`plan`] (direct, signaling then direct, birthday probing, relay), the signaling
+//! correlations of `signaling` and the birthday attempts of `birthday`, owns every
+//! attempt and correlation, and returns `Action`s (dials, frames, lookups, admission
+//! requests, probe sockets) for the node loop to carry out.
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | attempts, outgoing and answered correlations, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace` |
+//! | attempts, outgoing and answered correlations, birthday attempts and their limiter, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, probe socket binds and probe task events, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace`, `ProbeBind`, `ProbeSpray`, `ProbeSockets`, `ProbeListen`, `ProbeEnd` |
 
+mod birthday;
 pub mod plan;
 pub mod policy;
 mod signaling;
@@ -99,6 +101,7 @@ pub(crate) struct Router {
     answering: HashMap<(NodeId, String), Answering>,
     observed: ObservedAddrs,
     policy: CandidatePolicy,
+    birthday: birthday::Birthday,
 }
 
 type Actions = Vec<Action>;
@@ -115,6 +118,9 @@ impl Router {
             answering: HashMap::new(),
             observed: ObservedAddrs::default(),
             policy: CandidatePolicy::new(signal),
+            birthday: birthday::Birthday::new(std::time::Duration::from_secs(
+                signal.birthday_every_secs,
+            )),
         }
     }
 
@@ -272,6 +278,7 @@ impl Router {
                     self.next_stage(id, e.to_string(), view, now, out);
                 }
             }
+            Stage::Birthday => self.birthday_stage(id, view, now, out),
             Stage::Relay => {
                 let mut circuits = a.circuits.clone();
                 if circuits.is_empty() {
@@ -393,7 +400,10 @@ impl Router {
             return;
         };
         a.dials.clear();
-        if let Some(o) = a.outbound.take() {
+        // The correlation carries on into the birthday stage.
+        if a.plan.stage() != Stage::Signaling
+            && let Some(o) = a.outbound.take()
+        {
             self.outbound.remove(&o);
         }
         if a.plan.fail_stage(error.clone(), now).is_some() {
@@ -530,6 +540,7 @@ impl Router {
             tracing::debug!(%peer, "dialing the candidates again");
             self.dial(id, peer, addrs, &mut out);
         }
+        self.birthday_tick(view, now, &mut out);
         self.answering
             .retain(|_, a| now.duration_since(a.since) < signaling::ANSWERING_FOR);
         self.expire_setups(now);

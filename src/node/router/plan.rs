@@ -12,6 +12,10 @@ use crate::node::api::{Route, StageReport};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
+/// How long the birthday stage may take: the offer and `ready` frames, 5 s for the
+/// hit, 3 s for the confirmation, the QUIC handshake.
+pub const BIRTHDAY_SECS: u64 = 15;
+
 /// The stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -21,6 +25,9 @@ pub enum Stage {
     Direct,
     /// Signaling through a host, then dialing each other's candidates.
     Signaling,
+    /// Birthday-paradox probing in the same correlation (one side symmetric), then a
+    /// QUIC dial between the probe ports (`router/birthday.rs`).
+    Birthday,
     /// A `/p2p-circuit` through a relay.
     Relay,
 }
@@ -32,6 +39,7 @@ impl Stage {
             Stage::Lookup => "lookup",
             Stage::Direct => "direct",
             Stage::Signaling => "signaling",
+            Stage::Birthday => "birthday",
             Stage::Relay => "relay",
         }
     }
@@ -41,7 +49,8 @@ impl Stage {
         match self {
             Stage::Lookup => Some(Stage::Direct),
             Stage::Direct => Some(Stage::Signaling),
-            Stage::Signaling => Some(Stage::Relay),
+            Stage::Signaling => Some(Stage::Birthday),
+            Stage::Birthday => Some(Stage::Relay),
             Stage::Relay => None,
         }
     }
@@ -180,6 +189,7 @@ impl Plan {
         Duration::from_secs(match self.stage {
             Stage::Lookup | Stage::Direct => self.settings.direct_secs,
             Stage::Signaling => self.settings.signaling_secs,
+            Stage::Birthday => BIRTHDAY_SECS,
             Stage::Relay => self.settings.relay_secs,
         })
     }
@@ -199,6 +209,15 @@ impl Plan {
             return Some(next);
         }
         self.report(false, Some(error.into()), now);
+        self.stage = next;
+        self.stage_started = now;
+        Some(next)
+    }
+
+    /// Leaves the running stage without a report: it did not apply (the birthday stage
+    /// when no attempt could start). `None` after the last stage.
+    pub fn skip(&mut self, now: Instant) -> Option<Stage> {
+        let next = self.stage.next()?;
         self.stage = next;
         self.stage_started = now;
         Some(next)
@@ -245,6 +264,7 @@ impl Plan {
             match self.stage {
                 Stage::Lookup | Stage::Direct | Stage::Relay => Stage::Direct,
                 Stage::Signaling => Stage::Signaling,
+                Stage::Birthday => Stage::Birthday,
             }
         };
         self.report(true, None, now);
@@ -357,6 +377,11 @@ mod tests {
         assert!(p.timed_out(t + Duration::from_secs(4)));
         assert_eq!(
             p.fail_stage("no answer", t + Duration::from_secs(4)),
+            Some(Stage::Birthday)
+        );
+        assert_eq!(p.budget(), Duration::from_secs(BIRTHDAY_SECS));
+        assert_eq!(
+            p.fail_stage("not applicable", t + Duration::from_secs(4)),
             Some(Stage::Relay)
         );
         let peer = PeerId::random();
@@ -371,16 +396,21 @@ mod tests {
         let stages: Vec<(&str, bool)> = route.stages.iter().map(|r| (r.stage, r.ok)).collect();
         assert_eq!(
             stages,
-            vec![("direct", false), ("signaling", false), ("relay", true)]
+            vec![
+                ("direct", false),
+                ("signaling", false),
+                ("birthday", false),
+                ("relay", true)
+            ]
         );
         assert_eq!(route.stages[0].ms, 1000);
         // The relay was the last stage.
         let mut q = Plan::new(s, t);
-        q.fail_stage("x", t);
-        q.fail_stage("x", t);
-        q.fail_stage("x", t);
+        for _ in 0..4 {
+            q.fail_stage("x", t);
+        }
         assert_eq!(q.fail_stage("x", t), None);
-        assert_eq!(q.fail_all("no relay", t).len(), 3);
+        assert_eq!(q.fail_all("no relay", t).len(), 4);
     }
 
     #[test]
@@ -392,5 +422,24 @@ mod tests {
         let peer = PeerId::random();
         let r = p.succeed("n".into(), &peer, &a("/ip4/10.0.0.2/udp/4001/quic-v1"), t);
         assert_eq!(r.path, "signaling");
+        let mut p = Plan::new(RouteSettings::default(), t);
+        p.looked_up();
+        p.fail_stage("unreachable", t);
+        p.fail_stage("no punch", t);
+        let r = p.succeed("n".into(), &peer, &a("/ip4/10.0.0.2/udp/40123/quic-v1"), t);
+        assert_eq!(r.path, "birthday");
+        let stages: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
+        assert_eq!(stages, ["direct", "signaling", "birthday"]);
+        // A birthday stage that did not apply leaves no report.
+        let mut p = Plan::new(RouteSettings::default(), t);
+        p.looked_up();
+        p.fail_stage("unreachable", t);
+        p.fail_stage("no punch", t);
+        assert_eq!(p.skip(t + Duration::from_secs(1)), Some(Stage::Relay));
+        assert!(!p.timed_out(t + Duration::from_secs(1)));
+        let circuit = a(&format!("/ip4/10.0.0.1/tcp/1/p2p/{peer}/p2p-circuit"));
+        let r = p.succeed("n".into(), &peer, &circuit, t + Duration::from_secs(2));
+        let stages: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
+        assert_eq!(stages, ["direct", "signaling", "relay"]);
     }
 }

@@ -54,6 +54,9 @@ pub struct SignalSettings {
     pub punch_for: PunchFor,
     /// Dial loopback and private candidates whatever the node's own addresses.
     pub private_candidates: bool,
+    /// Birthday-paradox probing: at most one attempt per peer this often, in seconds
+    /// (`birthday_every_secs`, default 60; the global limits stay).
+    pub birthday_every_secs: u64,
 }
 
 impl Default for SignalSettings {
@@ -61,6 +64,7 @@ impl Default for SignalSettings {
         SignalSettings {
             punch_for: PunchFor::Known,
             private_candidates: false,
+            birthday_every_secs: 60,
         }
     }
 }
@@ -183,6 +187,14 @@ impl CandidatePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_birthday_interval_is_a_config_key() {
+        assert_eq!(SignalSettings::default().birthday_every_secs, 60);
+        let s: SignalSettings = toml::from_str("birthday_every_secs = 5").unwrap();
+        assert_eq!(s.birthday_every_secs, 5);
+        assert_eq!(s.punch_for, PunchFor::Known, "the rest stays default");
+    }
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()

@@ -13,10 +13,12 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId, SignalFrame, Timestamp, TraceEvent, TraceEventType};
 use serde_json::{Map, Value, json};
 
+use super::birthday::Seen;
 use super::policy::{MAX_CANDIDATE_FRAMES, Requester};
 use super::{Actions, Router, plan};
 use crate::node::action::Action;
 use crate::node::api::{HandleError, MAX_SETUP_BYTES, Reply, answer};
+use crate::node::birthday::signal::{Step, put_mapping};
 use crate::node::event::NodeEvent;
 use crate::node::view::View;
 
@@ -46,16 +48,18 @@ pub(super) enum Intent {
 /// An outgoing correlation: the request, and the hosts still to try.
 #[derive(Debug)]
 pub(super) struct Outbound {
-    node: NodeId,
-    correlation: String,
+    pub(super) node: NodeId,
+    pub(super) correlation: String,
     request_frame: String,
     payload_frame: Option<String>,
-    via: Option<PeerId>,
+    pub(super) via: Option<PeerId>,
     hosts: VecDeque<PeerId>,
-    intent: Intent,
+    pub(super) intent: Intent,
     since: Instant,
     /// Candidate frames from the other side dialed so far.
     candidate_frames: u32,
+    /// What they told of the other side (for the birthday stage).
+    pub(super) seen: Seen,
 }
 
 impl Outbound {
@@ -72,6 +76,7 @@ impl Outbound {
             intent,
             since: now,
             candidate_frames: 0,
+            seen: Seen::default(),
         }
     }
 }
@@ -80,12 +85,13 @@ impl Outbound {
 #[derive(Debug)]
 pub(super) struct Answering {
     /// A `connect` request from a requester the policy punches back for.
-    punch: bool,
+    pub(super) punch: bool,
     /// A `setup` request: it ends when its payload arrives.
     setup: bool,
     pub(super) since: Instant,
     /// Candidate frames dialed so far.
     candidate_frames: u32,
+    pub(super) seen: Seen,
 }
 
 /// Session peers that offer `core/signaling`, the target's relays first.
@@ -126,7 +132,7 @@ impl Router {
         }
     }
 
-    fn our_candidates(&self, view: &dyn View, now: Instant) -> Vec<Multiaddr> {
+    pub(super) fn our_candidates(&self, view: &dyn View, now: Instant) -> Vec<Multiaddr> {
         let observed = self.observed.ranked(now);
         plan::candidates(
             &view.external_addrs(),
@@ -137,7 +143,7 @@ impl Router {
         )
     }
 
-    fn signed_frame(
+    pub(super) fn signed_frame(
         &self,
         to: NodeId,
         kind: &str,
@@ -372,10 +378,13 @@ impl Router {
         else {
             return;
         };
+        // A route's correlation goes on (more candidates, the birthday stage) until the
+        // route ends.
+        let Intent::Setup { reply, .. } = &mut o.intent else {
+            return;
+        };
         let corr = corr.clone();
-        if let Intent::Setup { reply, .. } = &mut o.intent
-            && let Some(r) = reply.take()
-        {
+        if let Some(r) = reply.take() {
             let _ = r.send(Ok(corr.clone()));
         }
         self.outbound.remove(&corr);
@@ -424,7 +433,7 @@ impl Router {
                 };
                 self.answer_request(&frame, relayed_via, requester, view, now, &mut out)
             }
-            "candidate" => self.on_candidates(&frame, via, view, &mut out),
+            "candidate" => self.on_candidates(&frame, via, view, now, &mut out),
             "connect_accept" => self.on_accept(&frame, view, now, &mut out),
             "connect_reject" => {
                 if let Some(Outbound {
@@ -498,6 +507,7 @@ impl Router {
                 setup: !connect,
                 since: now,
                 candidate_frames: 0,
+                seen: Seen::default(),
             },
         );
         let mut frames = Vec::new();
@@ -514,6 +524,7 @@ impl Router {
             if !addrs.is_empty() {
                 let mut p = Map::new();
                 p.insert("addrs".into(), json!(addrs));
+                put_mapping(&mut p, self.our_mapping(view, now));
                 match self.signed_frame(from, "candidate", &corr, p) {
                     Ok(f) => frames.push(f),
                     Err(e) => tracing::warn!(error = %e, "candidate frame not signed"),
@@ -547,6 +558,7 @@ impl Router {
                 }
                 let mut p = Map::new();
                 p.insert("addrs".into(), json!(addrs));
+                put_mapping(&mut p, self.our_mapping(view, now));
                 ("candidate", p)
             }
             Intent::Setup { data, .. } => ("setup_payload", data.clone()),
@@ -569,12 +581,14 @@ impl Router {
     /// them in the listener role (a QUIC hole punch), so both dial at once. Only in
     /// correlations we started, or answered for a requester the policy punches for; at
     /// most [`MAX_CANDIDATE_FRAMES`] frames each; only addresses in the other side's
-    /// plausible scope (`via` is the peer that handed the frame over).
+    /// plausible scope (`via` is the peer that handed the frame over). A frame with a
+    /// birthday step goes to the birthday stage before the count (and is not dialed).
     fn on_candidates(
         &mut self,
         frame: &SignalFrame,
         via: PeerId,
         view: &dyn View,
+        now: Instant,
         out: &mut Actions,
     ) {
         let Ok(peer) = frame.from().to_peer_id() else {
@@ -583,6 +597,11 @@ impl Router {
         let connected = view.is_connected(&peer);
         if connected {
             return;
+        }
+        match Step::read(frame.payload()) {
+            Ok(None) => {}
+            Ok(Some(step)) => return self.step_frame(step, frame, via, view, now, out),
+            Err(e) => return tracing::debug!(%peer, error = %e, "candidate frame refused"),
         }
         let corr = frame.correlation().to_owned();
         // Which correlation, and whether it may dial one more frame's candidates.
@@ -604,20 +623,8 @@ impl Router {
                 _ => return,
             }
         }
-        let addrs: Vec<Multiaddr> = frame.payload()["addrs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut path = view.remote_addrs(&via);
-        path.extend(view.remote_addrs(&peer));
-        let mut own = view.listen_addrs();
-        own.extend(view.external_addrs());
-        let max = mesh_core::families::MAX_CANDIDATES;
-        let addrs = self.policy.filter(addrs, &path, &own, max);
+        let addrs = self.scoped_addrs(frame, via, peer, view);
+        self.learn(frame, &addrs);
         tracing::debug!(%peer, ?addrs, "candidates in scope");
         if addrs.is_empty() {
             return;

@@ -15,6 +15,7 @@ use crate::node::api::{HandleError, MAX_SETUP_BYTES, Route};
 use crate::node::view::fake::FakeView;
 use crate::node::waiting::After;
 
+mod birthday;
 mod candidates;
 
 fn ma(s: &str) -> Multiaddr {
@@ -397,9 +398,25 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
     let d = dials(&actions);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].get_peer_id(), Some(rpeer));
-    // A candidate frame with the birthday stage's fields (a newer node's) is dialed
-    // the same way: the fields are ignored here.
+    // A candidate frame with a newer node's `birthday/mapping` is dialed the same way
+    // (an old node also ignores the field).
     let newer = b.frame_from(
+        &requester,
+        host,
+        "candidate",
+        "corr:1",
+        json!({
+            "addrs": ["/ip4/198.51.100.4/udp/4001/quic-v1"],
+            "birthday/mapping": "preserving",
+        }),
+    );
+    let actions = b.router.on_signal(newer, &b.view, &member, b.at(1));
+    let d = dials(&actions);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].get_peer_id(), Some(rpeer));
+    // A birthday step goes to the birthday stage, not to the dialer; with our own
+    // mapping unknown it starts nothing.
+    let offer = b.frame_from(
         &requester,
         host,
         "candidate",
@@ -411,10 +428,13 @@ fn an_incoming_connect_request_is_answered_and_its_quic_candidates_punched() {
             "birthday/probe": "198.51.100.4:40001",
         }),
     );
-    let actions = b.router.on_signal(newer, &b.view, &member, b.at(1));
-    let d = dials(&actions);
-    assert_eq!(d.len(), 1);
-    assert_eq!(d[0].get_peer_id(), Some(rpeer));
+    let actions = b.router.on_signal(offer, &b.view, &member, b.at(1));
+    assert!(dials(&actions).is_empty());
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ProbeSockets { .. }))
+    );
     // Candidates of a correlation nobody opened are not dialed.
     let stray = b.frame_from(
         &requester,
