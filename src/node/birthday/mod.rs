@@ -224,7 +224,7 @@ fn counts(ip: IpAddr, own: &[IpAddr]) -> bool {
 }
 
 /// Classifies our mapping from our UDP listen addresses and the UDP addresses peers
-/// observed us at (see [`counts`] for which observations count).
+/// observed us at (see `counts` for which observations count).
 pub fn classify(listen: &[Multiaddr], observed: &[Multiaddr]) -> Mapping {
     let own: Vec<(IpAddr, u16)> = listen.iter().filter_map(udp_port).collect();
     let own_ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
@@ -243,7 +243,7 @@ pub fn classify(listen: &[Multiaddr], observed: &[Multiaddr]) -> Mapping {
     }
 }
 
-/// The IPs peers observed us at that say something about our NAT (see [`counts`]):
+/// The IPs peers observed us at that say something about our NAT (see `counts`):
 /// where the other side's probes must go.
 pub fn counted_ips(listen: &[Multiaddr], observed: &[Multiaddr]) -> Vec<IpAddr> {
     let own: Vec<IpAddr> = listen
