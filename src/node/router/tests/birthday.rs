@@ -33,6 +33,28 @@ fn side(listen: &str, observed: Option<&str>, host: PeerId, t0: Instant) -> Benc
     b
 }
 
+/// C: behind a port-preserving NAT (observed at its own port).
+fn preserving(host: PeerId, t0: Instant) -> Bench {
+    let observed = "/ip4/10.77.0.2/udp/4001/quic-v1";
+    side(
+        "/ip4/192.168.1.2/udp/4001/quic-v1",
+        Some(observed),
+        host,
+        t0,
+    )
+}
+
+/// S: behind a symmetric NAT (observed at another port).
+fn symmetric(host: PeerId, t0: Instant) -> Bench {
+    let observed = "/ip4/10.77.0.3/udp/51234/quic-v1";
+    side(
+        "/ip4/192.168.2.2/udp/4001/quic-v1",
+        Some(observed),
+        host,
+        t0,
+    )
+}
+
 /// Hands the frames among `actions` to `to` (through `host`); returns `to`'s actions.
 fn deliver(to: &mut Bench, host: PeerId, actions: Vec<Action>, secs: u64) -> Vec<Action> {
     let at = to.at(secs);
@@ -203,18 +225,8 @@ fn a_symmetric_initiator_asks_for_the_offer() {
     let t0 = Instant::now();
     let host = PeerId::random();
     // This time S starts the route, C answers.
-    let mut s = side(
-        "/ip4/192.168.2.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.3/udp/51234/quic-v1"),
-        host,
-        t0,
-    );
-    let mut c = side(
-        "/ip4/192.168.1.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.2/udp/4001/quic-v1"),
-        host,
-        t0,
-    );
+    let mut s = symmetric(host, t0);
+    let mut c = preserving(host, t0);
     let (_, actions, _) = to_birthday(&mut s, &mut c, host);
     let ask = step_of(&actions).expect("S asks");
     assert_eq!(ask["birthday/ask"], true);
@@ -245,12 +257,7 @@ fn no_probing_without_both_mappings_or_beyond_the_peers_addresses() {
         host,
         t0,
     );
-    let mut s = side(
-        "/ip4/192.168.2.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.3/udp/51234/quic-v1"),
-        host,
-        t0,
-    );
+    let mut s = symmetric(host, t0);
     let (id, actions, _) = to_birthday(&mut c, &mut s, host);
     assert_eq!(probe_actions(&actions), 0);
     assert!(step_of(&actions).is_none());
@@ -261,29 +268,14 @@ fn no_probing_without_both_mappings_or_beyond_the_peers_addresses() {
             .is_none_or(|a| a.plan.stage() != Stage::Birthday)
     );
     // A peer whose mapping is unknown (an old node sends none): not probed either.
-    let mut c = side(
-        "/ip4/192.168.1.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.2/udp/4001/quic-v1"),
-        host,
-        t0,
-    );
+    let mut c = preserving(host, t0);
     let mut old = side("/ip4/192.168.2.2/udp/4001/quic-v1", None, host, t0);
     let (_, actions, _) = to_birthday(&mut c, &mut old, host);
     assert_eq!(probe_actions(&actions), 0);
     // An offer whose probe address is none of the offerer's candidates: S does not
     // probe it; a step in a correlation nobody opened is ignored.
-    let mut c = side(
-        "/ip4/192.168.1.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.2/udp/4001/quic-v1"),
-        host,
-        t0,
-    );
-    let mut s = side(
-        "/ip4/192.168.2.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.3/udp/51234/quic-v1"),
-        host,
-        t0,
-    );
+    let mut c = preserving(host, t0);
+    let mut s = symmetric(host, t0);
     let (id, _, _) = to_birthday(&mut c, &mut s, host);
     let corr = c.router.attempts[&id].outbound.clone().unwrap();
     let forged = |corr: &str, probe: &str| {
@@ -331,18 +323,8 @@ fn no_probing_without_both_mappings_or_beyond_the_peers_addresses() {
 fn a_failed_attempt_moves_the_route_on_and_the_limiter_holds_the_next() {
     let t0 = Instant::now();
     let host = PeerId::random();
-    let mut c = side(
-        "/ip4/192.168.1.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.2/udp/4001/quic-v1"),
-        host,
-        t0,
-    );
-    let mut s = side(
-        "/ip4/192.168.2.2/udp/4001/quic-v1",
-        Some("/ip4/10.77.0.3/udp/51234/quic-v1"),
-        host,
-        t0,
-    );
+    let mut c = preserving(host, t0);
+    let mut s = symmetric(host, t0);
     let (id, actions, _) = to_birthday(&mut c, &mut s, host);
     let job = probe_bind(&actions).unwrap();
     assert_eq!(c.router.attempts[&id].plan.stage(), Stage::Birthday);
