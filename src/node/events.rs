@@ -166,9 +166,13 @@ impl Node {
                     );
                 }
                 let (keep, bootstrap) = (self.config.amino_private_addrs, &self.config.bootstrap);
+                // The configured bootstrap addresses are parsed once per event, and only
+                // when an address is not Amino-worthy by itself.
+                let configured = std::cell::OnceCell::new();
                 let scoped = |a: &libp2p::Multiaddr| {
                     dht::amino_worthy(a, keep)
-                        || (bootstrap.addrs().unwrap_or_default().iter())
+                        || (configured.get_or_init(|| bootstrap.addrs().unwrap_or_default()))
+                            .iter()
                             .any(|c| addrs::without_peer(c) == addrs::without_peer(a))
                 };
                 let now = Timestamp::now();
