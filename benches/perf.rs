@@ -443,6 +443,12 @@ fn rounds_arg() -> usize {
         .clamp(1, 50)
 }
 
+fn arg_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -458,6 +464,13 @@ fn main() {
     }
     let rounds = rounds_arg();
     let js = std::env::args().any(|a| a == "--js");
+    // `PERF_LOG=yamux=debug` shows yamux's window growth and round-trip estimates.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PERF_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let rt = runtime();
     rt.block_on(async {
         let mut cases = vec![
@@ -476,8 +489,17 @@ fn main() {
             js_servers.push(server);
         }
 
+        // `--only SUBSTR` measures only the cases whose name contains it, `--dir up|down`
+        // only one direction (for profiling one path; the others show n/a).
+        let only = arg_value("--only");
+        let wanted = |case: &Case| only.as_deref().is_none_or(|o| case.name.contains(o));
+        let dir_arg = arg_value("--dir");
+        let wanted_dir = |dir: Dir| match (dir_arg.as_deref(), dir) {
+            (Some("up"), Dir::Down) | (Some("down"), Dir::Up) => false,
+            _ => true,
+        };
         // Warm-up: one run each way per case, not counted.
-        for case in &mut cases {
+        for case in cases.iter_mut().filter(|c| wanted(c)) {
             case.measure(Dir::Up).await;
             case.measure(Dir::Down).await;
         }
@@ -497,7 +519,10 @@ fn main() {
             let n = cases.len();
             for i in 0..n {
                 let case = &mut cases[(i + round) % n];
-                for dir in dirs {
+                if !wanted(case) {
+                    continue;
+                }
+                for dir in dirs.into_iter().filter(|d| wanted_dir(*d)) {
                     let mibs = case.measure(dir).await;
                     match dir {
                         Dir::Up => case.up.push(mibs),
