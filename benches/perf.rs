@@ -494,9 +494,11 @@ fn main() {
         let only = arg_value("--only");
         let wanted = |case: &Case| only.as_deref().is_none_or(|o| case.name.contains(o));
         let dir_arg = arg_value("--dir");
-        let wanted_dir = |dir: Dir| match (dir_arg.as_deref(), dir) {
-            (Some("up"), Dir::Down) | (Some("down"), Dir::Up) => false,
-            _ => true,
+        let wanted_dir = |dir: Dir| {
+            !matches!(
+                (dir_arg.as_deref(), dir),
+                (Some("up"), Dir::Down) | (Some("down"), Dir::Up)
+            )
         };
         // Warm-up: one run each way per case, not counted.
         for case in cases.iter_mut().filter(|c| wanted(c)) {
