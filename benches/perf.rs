@@ -5,6 +5,7 @@
 //! - two bare rust-libp2p swarms with only the perf behaviour, over TCP (noise + yamux)
 //!   and over QUIC,
 //! - two libmesh nodes (`perf = true`, loopback TCP and QUIC; [`libmesh_case`]),
+//! - two bare swarms over TCP with libmesh's yamux settings ([`capped_swarm`]),
 //! - with `--js` (issue 18.5): js-libp2p 3 against itself, js-libp2p client against a
 //!   libmesh node and libmesh client against js-libp2p, over TCP + noise + yamux (the
 //!   interop node `tests/interop/js/node.mjs` with its `/perf/1.0.0` from `perf.mjs`;
@@ -14,7 +15,8 @@
 //! the table shows the median MiB/s per case and direction, and the ratios.
 //!
 //! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds;
-//! `-- --js` adds the js-libp2p cases, measured in the same rounds).
+//! `-- --js` adds the js-libp2p cases, measured in the same rounds; `--only SUBSTR`
+//! and `--dir up|down` measure a subset, for profiling; `PERF_LOG=yamux=debug` logs).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/support/js_node.rs"]
@@ -242,6 +244,23 @@ fn swarm(net: Net) -> Swarm<Behaviour> {
     net_swarm(&key, net, Duration::from_secs(600), Behaviour::new())
 }
 
+/// A bare TCP swarm with libmesh's yamux settings (`libmesh::node::muxer`: stream
+/// windows capped at 1 MiB), to tell the window cap apart from the rest of the node.
+fn capped_swarm() -> Swarm<Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libmesh::node::muxer::config,
+        )
+        .unwrap()
+        .with_behaviour(|_| Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
+}
+
 fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Runs until aborted.
@@ -252,7 +271,15 @@ fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
 }
 
 async fn libp2p_case(name: &'static str, net: Net) -> Case {
-    let mut server = swarm(net);
+    libp2p_case_with(name, net, || swarm(net)).await
+}
+
+async fn libp2p_case_with(
+    name: &'static str,
+    net: Net,
+    swarm: impl Fn() -> Swarm<Behaviour>,
+) -> Case {
+    let mut server = swarm();
     server.listen_on(net.listen_addr()).unwrap();
     let setup = async {
         let addr = loop {
@@ -261,7 +288,7 @@ async fn libp2p_case(name: &'static str, net: Net) -> Case {
             }
         };
         let peer = *server.local_peer_id();
-        let mut client = swarm(net);
+        let mut client = swarm();
         client.dial(addr.with(Protocol::P2p(peer))).unwrap();
         let (mut at_server, mut at_client) = (false, false);
         while !(at_server && at_client) {
@@ -443,6 +470,12 @@ fn rounds_arg() -> usize {
         .clamp(1, 50)
 }
 
+fn arg_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -458,6 +491,13 @@ fn main() {
     }
     let rounds = rounds_arg();
     let js = std::env::args().any(|a| a == "--js");
+    // `PERF_LOG=yamux=debug` shows yamux's window growth and round-trip estimates.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PERF_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let rt = runtime();
     rt.block_on(async {
         let mut cases = vec![
@@ -475,9 +515,28 @@ fn main() {
             cases.push(case);
             js_servers.push(server);
         }
+        cases.push(
+            libp2p_case_with(
+                "rust-libp2p TCP, libmesh yamux (1 MiB windows)",
+                Net::Tcp,
+                capped_swarm,
+            )
+            .await,
+        );
 
+        // `--only SUBSTR` measures only the cases whose name contains it, `--dir up|down`
+        // only one direction (for profiling one path; the others show n/a).
+        let only = arg_value("--only");
+        let wanted = |case: &Case| only.as_deref().is_none_or(|o| case.name.contains(o));
+        let dir_arg = arg_value("--dir");
+        let wanted_dir = |dir: Dir| {
+            !matches!(
+                (dir_arg.as_deref(), dir),
+                (Some("up"), Dir::Down) | (Some("down"), Dir::Up)
+            )
+        };
         // Warm-up: one run each way per case, not counted.
-        for case in &mut cases {
+        for case in cases.iter_mut().filter(|c| wanted(c)) {
             case.measure(Dir::Up).await;
             case.measure(Dir::Down).await;
         }
@@ -497,7 +556,10 @@ fn main() {
             let n = cases.len();
             for i in 0..n {
                 let case = &mut cases[(i + round) % n];
-                for dir in dirs {
+                if !wanted(case) {
+                    continue;
+                }
+                for dir in dirs.into_iter().filter(|d| wanted_dir(*d)) {
                     let mibs = case.measure(dir).await;
                     match dir {
                         Dir::Up => case.up.push(mibs),
@@ -565,6 +627,12 @@ fn main() {
                 println!("| {what} | {} | {} |", ratio(a.0, b.0), ratio(a.1, b.1));
             }
         }
+        let capped = med[med.len() - 1];
+        println!(
+            "| rust-libp2p TCP with libmesh's yamux / rust-libp2p TCP | {} | {} |",
+            ratio(capped.0, tcp.0),
+            ratio(capped.1, tcp.1)
+        );
         for case in cases {
             case.stop().await;
         }

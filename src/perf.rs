@@ -89,9 +89,12 @@ pub enum PerfError {
     /// The perf protocol is already accepted through this behaviour.
     #[error("the perf protocol is already served through this behaviour")]
     AlreadyRegistered(#[from] libp2p_stream::AlreadyRegistered),
-    /// [`spawn_server`] was called outside a tokio runtime.
-    #[error("the perf server must be started inside a tokio runtime")]
+    /// [`spawn_server`] or [`run`] was called outside a tokio runtime.
+    #[error("the perf server and client must run inside a tokio runtime")]
     NoRuntime,
+    /// The task running [`run`]'s client panicked or was cancelled.
+    #[error("the perf client task failed: {0}")]
+    Task(String),
 }
 
 /// What a client asks for.
@@ -318,18 +321,51 @@ pub fn spawn_server(
 
 /// Opens a `/perf/1.0.0` stream to `peer` (dialing it if needed and its address is
 /// known to the swarm) and runs [`client`] on it.
+///
+/// The client runs as a task of the current tokio runtime, not in the caller's future:
+/// awaited from `Runtime::block_on` the caller's future runs on a thread outside the
+/// runtime's workers, and every time the yamux stream's frame queue fills (every few
+/// 16 KiB frames) the writer parks that thread and a worker must wake it through the OS
+/// (a futex wake and a context switch). That made uploads about a fifth slower than
+/// downloads (BENCHMARKS.md, *Perf protocol*). Fails with [`PerfError::NoRuntime`]
+/// outside a tokio runtime.
 pub async fn run(
     control: &mut Control,
     peer: PeerId,
     params: RunParams,
 ) -> Result<RunStats, PerfError> {
     check_download(params.download_bytes)?;
-    let stream = match tokio::time::timeout(IDLE_TIMEOUT, control.open_stream(peer, PROTOCOL)).await
-    {
-        Ok(stream) => stream?,
-        Err(_) => return Err(PerfError::Idle(IDLE_TIMEOUT)),
-    };
-    client(stream, params).await
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| PerfError::NoRuntime)?;
+    let mut control = control.clone();
+    let task = runtime.spawn(async move {
+        let stream =
+            match tokio::time::timeout(IDLE_TIMEOUT, control.open_stream(peer, PROTOCOL)).await {
+                Ok(stream) => stream?,
+                Err(_) => return Err(PerfError::Idle(IDLE_TIMEOUT)),
+            };
+        client(stream, params).await
+    });
+    // Dropping this future (a caller's timeout) must also stop the client.
+    let mut task = AbortOnDrop(task);
+    match task.wait().await {
+        Ok(result) => result,
+        Err(error) => Err(PerfError::Task(error.to_string())),
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn wait(&mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
