@@ -288,3 +288,58 @@ async fn streams_beyond_the_limit_are_dropped() {
     .unwrap();
     assert_eq!(stats.downloaded, 8);
 }
+
+/// A run whose future is dropped (a caller's timeout) stops its client: the stream
+/// goes, the server's only permit comes back, and the next run is served. (The client
+/// runs on a task of its own, which would otherwise go on uploading.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_run_stops_its_client() {
+    let (server, mut client) = connected(Net::Tcp).await;
+    let _serving = perf::spawn_server(server.control.clone(), 1).unwrap();
+    let endless = RunParams {
+        upload_bytes: 1 << 40,
+        download_bytes: 0,
+    };
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(500),
+        perf::run(&mut client.control, server.peer, endless),
+    )
+    .await;
+    assert!(dropped.is_err(), "a 1 TiB upload ended within 500 ms");
+
+    let params = RunParams {
+        upload_bytes: 0,
+        download_bytes: 8,
+    };
+    // The server sees the reset a moment later; bounded retries.
+    let mut last = None;
+    for _ in 0..20 {
+        match within(
+            "next run",
+            perf::run(&mut client.control, server.peer, params),
+        )
+        .await
+        {
+            Ok(stats) => {
+                assert_eq!(stats.downloaded, 8);
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the server's permit never came back: {last:?}");
+}
+
+/// Outside a tokio runtime `run` says so instead of panicking.
+#[test]
+fn run_outside_a_runtime_is_an_error() {
+    let mut control = Behaviour::new().new_control();
+    let params = RunParams {
+        upload_bytes: 1,
+        download_bytes: 1,
+    };
+    let err =
+        futures::executor::block_on(perf::run(&mut control, PeerId::random(), params)).unwrap_err();
+    assert!(matches!(err, PerfError::NoRuntime), "{err}");
+}
