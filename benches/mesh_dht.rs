@@ -1,4 +1,5 @@
-//! The mesh DHT at scale: N in-process nodes (default 300) on loopback TCP, each
+//! The mesh DHT at scale: N in-process nodes (default 300) on loopback TCP (or the
+//! memory transport, `--memory`), each
 //! running the node's own mesh-DHT Kademlia (`libmesh::node::build::mesh_kad`:
 //! `/mesh/kad/1.0.0`, filtered inserts, server mode) beside identify, with the node's
 //! record handling (`accept_put` on every inbound PUT, `validate_record` on every GET
