@@ -96,7 +96,7 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_other_transport(|key| resolved_transports(key, inner_tls))
         .map_err(|e| build(&e))?
-        .with_relay_client(noise::Config::new, muxer::config)
+        .with_relay_client(noise::Config::new, muxer::circuit_config)
         .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {

@@ -1,0 +1,116 @@
+//! The [`StreamMuxer`] over a `yamux` connection: what `libp2p-yamux` 0.48's `Muxer` does,
+//! on a `yamux::Config` that libmesh sets in full (that crate keeps its config private
+//! and exposes only the stream count). Adapted from `libp2p-yamux` 0.48 (MIT, Parity
+//! Technologies).
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use futures::{AsyncRead, AsyncWrite, ready};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+
+/// Inbound streams buffered while the swarm is not asking for them (rust-yamux's ACK
+/// backlog, so a rust-libp2p peer stops opening streams before it is reached); past it a
+/// new inbound stream is dropped (reset).
+const MAX_BUFFERED_INBOUND_STREAMS: usize = 256;
+
+/// A yamux connection as libp2p's [`StreamMuxer`].
+#[derive(Debug)]
+pub struct Muxer<C> {
+    connection: yamux::Connection<C>,
+    /// Inbound streams that arrived while [`StreamMuxer::poll`] drove the connection.
+    inbound: VecDeque<yamux::Stream>,
+    inbound_waker: Option<Waker>,
+}
+
+impl<C> Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    pub(super) fn new(io: C, config: yamux::Config, mode: yamux::Mode) -> Self {
+        Muxer {
+            connection: yamux::Connection::new(io, config, mode),
+            inbound: VecDeque::new(),
+            inbound_waker: None,
+        }
+    }
+
+    fn poll_next_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Result<yamux::Stream, Error>> {
+        match ready!(self.connection.poll_next_inbound(cx)) {
+            Some(Ok(stream)) => Poll::Ready(Ok(stream)),
+            Some(Err(e)) => Poll::Ready(Err(Error(e))),
+            None => Poll::Ready(Err(Error(yamux::ConnectionError::Closed))),
+        }
+    }
+}
+
+impl<C> StreamMuxer for Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    type Substream = yamux::Stream;
+    type Error = Error;
+
+    fn poll_inbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        let this = self.get_mut();
+        if let Some(stream) = this.inbound.pop_front() {
+            return Poll::Ready(Ok(stream));
+        }
+        if let Poll::Ready(next) = this.poll_next_inbound(cx) {
+            return Poll::Ready(next);
+        }
+        this.inbound_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        self.get_mut().connection.poll_new_outbound(cx).map_err(Error)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().connection.poll_close(cx).map_err(Error)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        let this = self.get_mut();
+        let stream = ready!(this.poll_next_inbound(cx))?;
+        if this.inbound.len() >= MAX_BUFFERED_INBOUND_STREAMS {
+            tracing::warn!(%stream, "dropping an inbound yamux stream: buffer full");
+            drop(stream);
+        } else {
+            this.inbound.push_back(stream);
+            if let Some(waker) = this.inbound_waker.take() {
+                waker.wake();
+            }
+        }
+        // Come back at once: the connection may have more to do, and others may run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A yamux connection's error (the connection is gone).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(yamux::ConnectionError);
+
+impl From<Error> for std::io::Error {
+    fn from(err: Error) -> Self {
+        match err.0 {
+            yamux::ConnectionError::Io(e) => e,
+            e => std::io::Error::other(e),
+        }
+    }
+}
