@@ -48,7 +48,6 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 
 pub use connection::{Error, Muxer};
 
-
 /// rust-yamux's fixed connection receive window (1 GiB) in units of the spec's stream
 /// window (256 KiB): 4096.
 const WINDOWS_PER_CONNECTION: usize = 4096;

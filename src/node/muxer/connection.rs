@@ -73,7 +73,10 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        self.get_mut().connection.poll_new_outbound(cx).map_err(Error)
+        self.get_mut()
+            .connection
+            .poll_new_outbound(cx)
+            .map_err(Error)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -1,0 +1,182 @@
+//! libmesh's yamux (`libmesh::node::muxer`) over real loopback TCP and Noise: the data
+//! frames it sends carry as much as one Noise message holds (and, on a relayed circuit,
+//! as much as fits one frame of the relay connection), and a stock rust-libp2p peer
+//! (`libp2p-yamux` defaults) accepts them, byte for byte, both ways.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
+use libmesh::node::muxer;
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerExt};
+use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportEvent};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+use libp2p::core::{Endpoint, Transport};
+use libp2p::identity::Keypair;
+use libp2p::{noise, tcp, yamux};
+
+type Secured = noise::Output<tcp::tokio::TcpStream>;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Two ends of one loopback TCP connection with Noise on it (dialer, listener).
+async fn noise_pair() -> (Secured, Secured) {
+    let mut listener = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)).boxed();
+    let any = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    listener.listen_on(ListenerId::next(), any).unwrap();
+    let addr = loop {
+        if let TransportEvent::NewAddress { listen_addr, .. } = listener.select_next_some().await {
+            break listen_addr;
+        }
+    };
+    let mut dialer = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let opts = DialOpts {
+        role: Endpoint::Dialer,
+        port_use: PortUse::New,
+    };
+    let dial = dialer.dial(addr, opts).unwrap();
+    let accept = async {
+        loop {
+            if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await {
+                break upgrade.await.unwrap();
+            }
+        }
+    };
+    let (dialed, accepted) = future::join(dial, accept).await;
+    let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (a, b) = future::join(
+        noise::Config::new(&a)
+            .unwrap()
+            .upgrade_outbound(dialed.unwrap(), "/noise"),
+        noise::Config::new(&b)
+            .unwrap()
+            .upgrade_inbound(accepted, "/noise"),
+    )
+    .await;
+    (a.unwrap().1, b.unwrap().1)
+}
+
+/// Drives a muxer's connection until it ends.
+fn drive<M>(mut muxer: M) -> tokio::task::JoinHandle<()>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        // `poll` is pending for as long as the connection lives.
+        let _ = future::poll_fn(|cx| muxer.poll_unpin(cx)).await;
+    })
+}
+
+/// Reads raw yamux frames from `io` until `total` bytes of data arrived; returns the
+/// body length of every data frame and the data.
+async fn data_frames(io: &mut Secured, total: usize) -> (Vec<usize>, Vec<u8>) {
+    let (mut sizes, mut data) = (Vec::new(), Vec::new());
+    while data.len() < total {
+        let mut header = [0u8; 12];
+        io.read_exact(&mut header).await.unwrap();
+        let length = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        // Type 0 is data; window updates (1), pings (2) and go-aways (3) have no body.
+        if header[1] == 0 {
+            let mut body = vec![0u8; length as usize];
+            io.read_exact(&mut body).await.unwrap();
+            sizes.push(body.len());
+            data.extend_from_slice(&body);
+        }
+    }
+    (sizes, data)
+}
+
+/// `payload` written at once on a stream of `upgrade`, as the raw frames the other end
+/// reads (within the 256 KiB window every new stream starts with).
+async fn frames_of(upgrade: muxer::Yamux, payload: &[u8]) -> (Vec<usize>, Vec<u8>) {
+    let (dialer, mut listener) = noise_pair().await;
+    let mut muxer = upgrade
+        .upgrade_outbound(dialer, "/yamux/1.0.0")
+        .await
+        .unwrap();
+    let mut stream = future::poll_fn(|cx| muxer.poll_outbound_unpin(cx))
+        .await
+        .unwrap();
+    let driver = drive(muxer);
+    stream.write_all(payload).await.unwrap();
+    stream.flush().await.unwrap();
+    let frames = data_frames(&mut listener, payload.len()).await;
+    driver.abort();
+    frames
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_connection_sends_frames_as_large_as_one_noise_message() {
+    let data = payload(200_000);
+    let (sizes, got) = tokio::time::timeout(LIMIT, frames_of(muxer::config(), &data))
+        .await
+        .unwrap();
+    // 64,499 bytes of body + 12 of header: libp2p-noise's largest plaintext (64,511).
+    assert_eq!(sizes, vec![64_499, 64_499, 64_499, 200_000 - 3 * 64_499]);
+    assert_eq!(got, data);
+}
+
+#[tokio::test]
+async fn a_circuit_frame_fits_one_frame_of_the_relay_connection() {
+    let data = payload(200_000);
+    let (sizes, got) = tokio::time::timeout(LIMIT, frames_of(muxer::circuit_config(), &data))
+        .await
+        .unwrap();
+    // Its Noise message (body, 12 of header, 16 of tag, 2 of length) is 64,499 bytes:
+    // one frame of the connection under it.
+    let body = 64_499 - 12 - 16 - 2;
+    assert_eq!(sizes, vec![body, body, body, 200_000 - 3 * body]);
+    assert_eq!(got, data);
+}
+
+#[tokio::test]
+async fn a_stock_rust_libp2p_peer_takes_the_large_frames_both_ways() {
+    let run = async {
+        let (dialer, listener) = noise_pair().await;
+        let (ours, theirs) = future::join(
+            muxer::config().upgrade_outbound(dialer, "/yamux/1.0.0"),
+            yamux::Config::default().upgrade_inbound(listener, "/yamux/1.0.0"),
+        )
+        .await;
+        let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+        let stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
+            .await
+            .unwrap();
+        let ours = drive(ours);
+        // 8 MiB: past the first window, so the window updates of the stock peer count.
+        let data = payload(8 << 20);
+        let (mut read, mut write) = AsyncReadExt::split(stream);
+        let send = async {
+            write.write_all(&data).await.unwrap();
+            write.close().await.unwrap();
+        };
+        let echo = async {
+            let mut inbound = future::poll_fn(|cx| theirs.poll_inbound_unpin(cx))
+                .await
+                .unwrap();
+            let theirs = drive(theirs);
+            let mut got = Vec::new();
+            inbound.read_to_end(&mut got).await.unwrap();
+            inbound.write_all(&got).await.unwrap();
+            inbound.close().await.unwrap();
+            (got, theirs)
+        };
+        let receive = async {
+            let mut back = Vec::new();
+            read.read_to_end(&mut back).await.unwrap();
+            back
+        };
+        let ((), (got, theirs), back) = futures::join!(send, echo, receive);
+        ours.abort();
+        theirs.abort();
+        (got == data, back == data)
+    };
+    let (there, back) = tokio::time::timeout(LIMIT, run).await.unwrap();
+    assert!(there, "the stock peer received other bytes");
+    assert!(back, "the echo came back different");
+}
