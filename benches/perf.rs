@@ -6,6 +6,8 @@
 //!   and over QUIC,
 //! - two libmesh nodes (`perf = true`, loopback TCP and QUIC; [`libmesh_case`]),
 //! - two bare swarms over TCP with libmesh's yamux settings ([`capped_swarm`]),
+//! - the same with identify, ping, Kademlia and gossipsub beside the perf behaviour
+//!   ([`standard_swarm`]; `--behaviours LIST` keeps only some of them),
 //! - with `--js` (issue 18.5): js-libp2p 3 against itself, js-libp2p client against a
 //!   libmesh node and libmesh client against js-libp2p, over TCP + noise + yamux (the
 //!   interop node `tests/interop/js/node.mjs` with its `/perf/1.0.0` from `perf.mjs`;
@@ -16,11 +18,14 @@
 //!
 //! `cargo bench --bench perf` (about a minute; `-- --rounds N` to change the rounds;
 //! `-- --js` adds the js-libp2p cases, measured in the same rounds; `--only SUBSTR`
-//! and `--dir up|down` measure a subset, for profiling; `PERF_LOG=yamux=debug` logs).
+//! and `--dir up|down` measure a subset, for profiling; `--behaviours LIST` for the
+//! standard-behaviours case; `PERF_LOG=yamux=debug` logs).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/support/js_node.rs"]
 mod js_node;
+#[path = "support/standard_swarm.rs"]
+mod standard_swarm;
 
 use js_node::JsNode;
 use serde_json::json;
@@ -261,7 +266,11 @@ fn capped_swarm() -> Swarm<Behaviour> {
         .build()
 }
 
-fn drive(mut swarm: Swarm<Behaviour>) -> JoinHandle<()> {
+fn drive<B>(mut swarm: Swarm<B>) -> JoinHandle<()>
+where
+    B: libp2p::swarm::NetworkBehaviour + Send,
+    B::ToSwarm: Send,
+{
     tokio::spawn(async move {
         // Runs until aborted.
         loop {
@@ -279,6 +288,21 @@ async fn libp2p_case_with(
     net: Net,
     swarm: impl Fn() -> Swarm<Behaviour>,
 ) -> Case {
+    libp2p_case_of(name, net, swarm, Behaviour::new_control).await
+}
+
+/// Two swarms of behaviour `B` connected over `net`; `control` takes the perf stream
+/// control out of `B`.
+async fn libp2p_case_of<B>(
+    name: &'static str,
+    net: Net,
+    swarm: impl Fn() -> Swarm<B>,
+    control: fn(&B) -> Control,
+) -> Case
+where
+    B: libp2p::swarm::NetworkBehaviour + Send,
+    B::ToSwarm: Send,
+{
     let mut server = swarm();
     server.listen_on(net.listen_addr()).unwrap();
     let setup = async {
@@ -309,8 +333,8 @@ async fn libp2p_case_with(
     let (peer, client) = tokio::time::timeout(RUN_LIMIT, setup)
         .await
         .expect("connecting timed out");
-    let serving = perf::spawn_server(server.behaviour().new_control(), 4).unwrap();
-    let control = client.behaviour().new_control();
+    let serving = perf::spawn_server(control(server.behaviour()), 4).unwrap();
+    let control = control(client.behaviour());
     Case::new(
         name,
         Target::Libp2p {
@@ -523,6 +547,20 @@ fn main() {
             )
             .await,
         );
+        // Leaked once: the case names are `&'static str`.
+        let standard = format!(
+            "rust-libp2p TCP, libmesh yamux, {}",
+            standard_swarm::label()
+        );
+        cases.push(
+            libp2p_case_of(
+                Box::leak(standard.into_boxed_str()),
+                Net::Tcp,
+                standard_swarm::swarm,
+                |b| b.stream.new_control(),
+            )
+            .await,
+        );
 
         // `--only SUBSTR` measures only the cases whose name contains it, `--dir up|down`
         // only one direction (for profiling one path; the others show n/a).
@@ -627,11 +665,21 @@ fn main() {
                 println!("| {what} | {} | {} |", ratio(a.0, b.0), ratio(a.1, b.1));
             }
         }
-        let capped = med[med.len() - 1];
+        let (capped, standard) = (med[med.len() - 2], med[med.len() - 1]);
         println!(
             "| rust-libp2p TCP with libmesh's yamux / rust-libp2p TCP | {} | {} |",
             ratio(capped.0, tcp.0),
             ratio(capped.1, tcp.1)
+        );
+        println!(
+            "| the same with the standard behaviours / without | {} | {} |",
+            ratio(standard.0, capped.0),
+            ratio(standard.1, capped.1)
+        );
+        println!(
+            "| libmesh TCP / rust-libp2p with the standard behaviours | {} | {} |",
+            ratio(mesh_tcp.0, standard.0),
+            ratio(mesh_tcp.1, standard.1)
         );
         for case in cases {
             case.stop().await;
