@@ -11,8 +11,8 @@ use libp2p::{Swarm, gossipsub, identify, kad, noise, ping, tcp};
 
 /// The perf behaviour beside the standard ones (each one can be left out).
 #[derive(libp2p::swarm::NetworkBehaviour)]
-pub struct Standard {
-    pub stream: libp2p_stream::Behaviour,
+pub(crate) struct Standard {
+    pub(crate) stream: libp2p_stream::Behaviour,
     identify: Toggle<identify::Behaviour>,
     ping: Toggle<ping::Behaviour>,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
@@ -25,7 +25,7 @@ fn kept(name: &str) -> bool {
 }
 
 /// The behaviours `--behaviours` keeps, for the case's name.
-pub fn label() -> String {
+pub(crate) fn label() -> String {
     let all = ["identify", "ping", "kad", "gossipsub"];
     let kept: Vec<_> = all.into_iter().filter(|b| kept(b)).collect();
     if kept.is_empty() {
@@ -37,7 +37,7 @@ pub fn label() -> String {
 
 /// TCP + noise + libmesh's yamux (so that only the behaviours differ from the
 /// `capped_swarm` case).
-pub fn swarm() -> Swarm<Standard> {
+pub(crate) fn swarm() -> Swarm<Standard> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
