@@ -180,3 +180,93 @@ async fn a_stock_rust_libp2p_peer_takes_the_large_frames_both_ways() {
     assert!(there, "the stock peer received other bytes");
     assert!(back, "the echo came back different");
 }
+
+/// Counts the wake-ups of the task that polls the muxer.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Wakes {
+    fn wake_by_ref(arc: &std::sync::Arc<Self>) {
+        arc.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_busy_connection_polls_itself_again_and_an_idle_one_sleeps() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::task::Context;
+    let run = async {
+        let (dialer, listener) = noise_pair().await;
+        let (ours, theirs) = future::join(
+            muxer::config().upgrade_inbound(dialer, "/yamux/1.0.0"),
+            yamux::Config::default().upgrade_outbound(listener, "/yamux/1.0.0"),
+        )
+        .await;
+        let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+        let wakes = Arc::new(Wakes::default());
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let mut stream = future::poll_fn(|cx| theirs.poll_outbound_unpin(cx))
+            .await
+            .unwrap();
+        let theirs = drive(theirs);
+        // The stream reaches us with its first byte, and we take it.
+        stream.write_all(&[1]).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut inbound = None;
+        for _ in 0..50 {
+            let _ = ours.poll_unpin(&mut cx);
+            if let std::task::Poll::Ready(s) = ours.poll_inbound_unpin(&mut cx) {
+                inbound = Some(s.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _inbound = inbound.expect("the stream did not arrive");
+        // The start (yamux's first round-trip measurement) settles; then a poll leaves
+        // the connection asleep: no wake-up, of its own or from the socket.
+        let mut settled = false;
+        for _ in 0..20 {
+            let before = woken();
+            assert!(ours.poll_unpin(&mut cx).is_pending());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if woken() == before {
+                settled = true;
+                break;
+            }
+        }
+        assert!(settled, "an idle connection kept waking");
+        // The peer sends 100 kB more on the stream (within its first window, so all of
+        // it is in our socket's buffer after a moment).
+        stream.write_all(&payload(100_000)).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A poll that reads those bytes asks, before it returns, to be polled again.
+        let before = woken();
+        assert!(ours.poll_unpin(&mut cx).is_pending());
+        let busy = woken() > before;
+        // Once nothing moves any more, a poll returns without waking itself.
+        let mut slept = false;
+        for _ in 0..10 {
+            let before = woken();
+            assert!(ours.poll_unpin(&mut cx).is_pending());
+            if woken() == before {
+                slept = true;
+                break;
+            }
+        }
+        theirs.abort();
+        (busy, slept)
+    };
+    let (busy, slept) = tokio::time::timeout(LIMIT, run).await.unwrap();
+    assert!(
+        busy,
+        "a poll that read bytes did not ask to be polled again"
+    );
+    assert!(
+        slept,
+        "the connection kept waking itself with nothing to do"
+    );
+}

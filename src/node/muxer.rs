@@ -34,6 +34,19 @@
 //! another stream waits behind at most 63 KiB instead of 16 KiB on a slow link (8 ms
 //! instead of 2 at 64 Mbit/s).
 //!
+//! **A busy connection stays scheduled.** The connection's task (libp2p-swarm's) sleeps
+//! when a poll of the muxer returns `Pending`, and is woken again by a stream that
+//! queued a frame or by the socket. Between two frames of a bulk stream that sleep and
+//! wake (a futex and a context switch on another thread) cost a quarter of the
+//! throughput: a rust-libp2p connection with one stream escaped it by accident (its
+//! `SelectAll` of stream queues re-wakes the task when it has polled all of them), and
+//! any second open stream (ping's, gossipsub's) brought it back; the perf bench measured
+//! 0.73–0.78x for a bare pair with the standard behaviours and 0.72–0.81x for a bare pair
+//! with two idle streams (BENCHMARKS.md, *Perf protocol*, 2026-12-03). [`Muxer`]'s `poll`
+//! therefore wakes its own task when bytes went through the socket during the poll: a
+//! busy connection is polled again after the other ready tasks, an idle one (nothing
+//! read or written) sleeps as before.
+//!
 //! `libp2p-yamux` 0.48 keeps its `yamux::Config` private and exposes only the stream
 //! count, so the upgrade and the [`StreamMuxer`](libp2p::core::muxing::StreamMuxer) are
 //! libmesh's own ([`Yamux`], [`Muxer`]), the same as that crate's on the `yamux` crate it

@@ -5,7 +5,12 @@
 
 use std::{
     collections::VecDeque,
+    io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -20,7 +25,9 @@ const MAX_BUFFERED_INBOUND_STREAMS: usize = 256;
 /// A yamux connection as libp2p's [`StreamMuxer`].
 #[derive(Debug)]
 pub struct Muxer<C> {
-    connection: yamux::Connection<C>,
+    connection: yamux::Connection<Moving<C>>,
+    /// Set by the socket when bytes went through it (see [`StreamMuxer::poll`]).
+    moved: Arc<AtomicBool>,
     /// Inbound streams that arrived while [`StreamMuxer::poll`] drove the connection.
     inbound: VecDeque<yamux::Stream>,
     inbound_waker: Option<Waker>,
@@ -31,8 +38,14 @@ where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     pub(super) fn new(io: C, config: yamux::Config, mode: yamux::Mode) -> Self {
+        let moved = Arc::new(AtomicBool::new(false));
+        let io = Moving {
+            inner: io,
+            moved: moved.clone(),
+        };
         Muxer {
             connection: yamux::Connection::new(io, config, mode),
+            moved,
             inbound: VecDeque::new(),
             inbound_waker: None,
         }
@@ -88,7 +101,18 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         let this = self.get_mut();
-        let stream = ready!(this.poll_next_inbound(cx))?;
+        this.moved.store(false, Ordering::Relaxed);
+        let stream = match this.poll_next_inbound(cx) {
+            Poll::Ready(stream) => stream?,
+            Poll::Pending => {
+                // Bytes went through the socket in this poll: the connection is busy,
+                // come back at once instead of sleeping until a waker fires.
+                if this.moved.load(Ordering::Relaxed) {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
+        };
         if this.inbound.len() >= MAX_BUFFERED_INBOUND_STREAMS {
             tracing::warn!(%stream, "dropping an inbound yamux stream: buffer full");
             drop(stream);
@@ -101,6 +125,51 @@ where
         // Come back at once: the connection may have more to do, and others may run first.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// The connection's socket, noting when bytes go through it.
+#[derive(Debug)]
+struct Moving<C> {
+    inner: C,
+    moved: Arc<AtomicBool>,
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Moving<C> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            this.moved.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Moving<C> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.moved.store(true, Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
 
