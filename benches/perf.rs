@@ -626,34 +626,17 @@ fn main() {
         println!("\n| ratio | upload | download |");
         println!("|---|---|---|");
         let (ceiling, tcp, quic, mesh_tcp, mesh_quic) = (med[0], med[1], med[2], med[3], med[4]);
-        println!(
-            "| rust-libp2p TCP / ceiling | {} | {} |",
-            ratio(tcp.0, ceiling.0),
-            ratio(tcp.1, ceiling.1)
-        );
-        println!(
-            "| rust-libp2p QUIC / ceiling | {} | {} |",
-            ratio(quic.0, ceiling.0),
-            ratio(quic.1, ceiling.1)
-        );
-        println!(
-            "| libmesh TCP / rust-libp2p TCP | {} | {} |",
-            ratio(mesh_tcp.0, tcp.0),
-            ratio(mesh_tcp.1, tcp.1)
-        );
-        println!(
-            "| libmesh QUIC / rust-libp2p QUIC | {} | {} |",
-            ratio(mesh_quic.0, quic.0),
-            ratio(mesh_quic.1, quic.1)
-        );
-        println!(
-            "| libmesh TCP / ceiling | {} | {} |",
-            ratio(mesh_tcp.0, ceiling.0),
-            ratio(mesh_tcp.1, ceiling.1)
-        );
+        let (capped, standard) = (med[med.len() - 2], med[med.len() - 1]);
+        let mut rows = vec![
+            ("rust-libp2p TCP / ceiling", tcp, ceiling),
+            ("rust-libp2p QUIC / ceiling", quic, ceiling),
+            ("libmesh TCP / rust-libp2p TCP", mesh_tcp, tcp),
+            ("libmesh QUIC / rust-libp2p QUIC", mesh_quic, quic),
+            ("libmesh TCP / ceiling", mesh_tcp, ceiling),
+        ];
         if js {
             let (js_js, js_mesh, mesh_js) = (med[5], med[6], med[7]);
-            for (what, a, b) in [
+            rows.extend([
                 (
                     "libmesh TCP / js-libp2p ⇄ js-libp2p (goal ≥ 2x)",
                     mesh_tcp,
@@ -661,26 +644,28 @@ fn main() {
                 ),
                 ("js client → libmesh / js ⇄ js", js_mesh, js_js),
                 ("libmesh client → js / js ⇄ js", mesh_js, js_js),
-            ] {
-                println!("| {what} | {} | {} |", ratio(a.0, b.0), ratio(a.1, b.1));
-            }
+            ]);
         }
-        let (capped, standard) = (med[med.len() - 2], med[med.len() - 1]);
-        println!(
-            "| rust-libp2p TCP with libmesh's yamux / rust-libp2p TCP | {} | {} |",
-            ratio(capped.0, tcp.0),
-            ratio(capped.1, tcp.1)
-        );
-        println!(
-            "| the same with the standard behaviours / without | {} | {} |",
-            ratio(standard.0, capped.0),
-            ratio(standard.1, capped.1)
-        );
-        println!(
-            "| libmesh TCP / rust-libp2p with the standard behaviours | {} | {} |",
-            ratio(mesh_tcp.0, standard.0),
-            ratio(mesh_tcp.1, standard.1)
-        );
+        rows.extend([
+            (
+                "rust-libp2p TCP with libmesh's yamux / rust-libp2p TCP",
+                capped,
+                tcp,
+            ),
+            (
+                "the same with the standard behaviours / without",
+                standard,
+                capped,
+            ),
+            (
+                "libmesh TCP / rust-libp2p with the standard behaviours",
+                mesh_tcp,
+                standard,
+            ),
+        ]);
+        for (what, a, b) in rows {
+            println!("| {what} | {} | {} |", ratio(a.0, b.0), ratio(a.1, b.1));
+        }
         for case in cases {
             case.stop().await;
         }
