@@ -7,11 +7,10 @@
 //! defaults, a js-libp2p peer (a browser over WebSocket, a Node.js peer, a relayed
 //! circuit) that uploads a few MiB on one stream loses its connection to us.
 //!
-//! rust-yamux shares the growth
-//! of stream windows beyond the spec's 256 KiB through one budget per connection:
-//! 1 GiB (its fixed connection window) minus 256 KiB per allowed stream. With
-//! [`MAX_STREAMS`] streams that budget is 768 KiB, so no stream window ever exceeds
-//! 1 MiB and no conforming peer can send a frame rust-yamux refuses.
+//! rust-yamux shares the growth of stream windows beyond the spec's 256 KiB through one
+//! budget per connection: 1 GiB (its fixed connection window) minus 256 KiB per allowed
+//! stream. With [`MAX_STREAMS`] streams that budget is 768 KiB, so no stream window ever
+//! exceeds 1 MiB and no conforming peer can send a frame rust-yamux refuses.
 //!
 //! The price: one stream's window stops at 1 MiB (rust-libp2p lets it grow to the
 //! bandwidth-delay product), which bounds a single stream at about 1 MiB per round
@@ -19,7 +18,7 @@
 //! (`cargo bench --bench perf`, BENCHMARKS.md). The number of streams a peer may open
 //! is bounded elsewhere: the swarm negotiates at most 128 inbound streams at once per
 //! connection and every protocol handler caps its own.
-
+//!
 //! **Frame sizes.** rust-yamux splits what a stream writes into data frames of at most
 //! 16 KiB by default, and its connection flushes after every frame, so each frame
 //! becomes its own Noise message (16 KiB + 12 bytes of header + 16 of tag) and its own
@@ -41,7 +40,7 @@
 //! throughput: a rust-libp2p connection with one stream escaped it by accident (its
 //! `SelectAll` of stream queues re-wakes the task when it has polled all of them), and
 //! any second open stream (ping's, gossipsub's) brought it back; the perf bench measured
-//! 0.73–0.78x for a bare pair with the standard behaviours and 0.72–0.81x for a bare pair
+//! 0.71–0.78x for a bare pair with the standard behaviours and 0.74–0.92x for a bare pair
 //! with two idle streams (BENCHMARKS.md, *Perf protocol*, 2026-12-03). [`Muxer`]'s `poll`
 //! therefore wakes its own task when bytes went through the socket during the poll: a
 //! busy connection is polled again after the other ready tasks, an idle one (nothing
