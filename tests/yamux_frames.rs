@@ -192,7 +192,7 @@ impl futures::task::ArcWake for Wakes {
 }
 
 #[tokio::test]
-async fn a_busy_connection_polls_itself_again_and_an_idle_one_sleeps() {
+async fn a_busy_connection_polls_itself_again_and_a_quiet_one_sleeps() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
     use std::task::Context;
@@ -238,6 +238,13 @@ async fn a_busy_connection_polls_itself_again_and_an_idle_one_sleeps() {
             }
         }
         assert!(settled, "an idle connection kept waking");
+        // A small message (100 bytes) is read and the connection sleeps again.
+        stream.write_all(&payload(100)).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = woken();
+        assert!(ours.poll_unpin(&mut cx).is_pending());
+        let small_woke = woken() > before;
         // The peer sends 100 kB more on the stream (within its first window, so all of
         // it is in our socket's buffer after a moment).
         stream.write_all(&payload(100_000)).await.unwrap();
@@ -258,9 +265,13 @@ async fn a_busy_connection_polls_itself_again_and_an_idle_one_sleeps() {
             }
         }
         theirs.abort();
-        (busy, slept)
+        (small_woke, busy, slept)
     };
-    let (busy, slept) = tokio::time::timeout(LIMIT, run).await.unwrap();
+    let (small_woke, busy, slept) = tokio::time::timeout(LIMIT, run).await.unwrap();
+    assert!(
+        !small_woke,
+        "a poll that read a small message asked to be polled again"
+    );
     assert!(
         busy,
         "a poll that read bytes did not ask to be polled again"

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
 };
@@ -26,8 +26,9 @@ const MAX_BUFFERED_INBOUND_STREAMS: usize = 256;
 #[derive(Debug)]
 pub struct Muxer<C> {
     connection: yamux::Connection<Moving<C>>,
-    /// Set by the socket when bytes went through it (see [`StreamMuxer::poll`]).
-    moved: Arc<AtomicBool>,
+    /// Bytes that went through the socket in the current poll (see
+    /// [`StreamMuxer::poll`]).
+    moved: Arc<AtomicUsize>,
     /// Inbound streams that arrived while [`StreamMuxer::poll`] drove the connection.
     inbound: VecDeque<yamux::Stream>,
     inbound_waker: Option<Waker>,
@@ -38,7 +39,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     pub(super) fn new(io: C, config: yamux::Config, mode: yamux::Mode) -> Self {
-        let moved = Arc::new(AtomicBool::new(false));
+        let moved = Arc::new(AtomicUsize::new(0));
         let io = Moving {
             inner: io,
             moved: moved.clone(),
@@ -101,13 +102,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         let this = self.get_mut();
-        this.moved.store(false, Ordering::Relaxed);
+        this.moved.store(0, Ordering::Relaxed);
         let stream = match this.poll_next_inbound(cx) {
             Poll::Ready(stream) => stream?,
             Poll::Pending => {
-                // Bytes went through the socket in this poll: the connection is busy,
-                // come back at once instead of sleeping until a waker fires.
-                if this.moved.load(Ordering::Relaxed) {
+                // A bulk load of bytes went through the socket in this poll: the
+                // connection is busy, come back at once instead of sleeping until a
+                // waker fires. (A poll that moved a small message sleeps.)
+                if this.moved.load(Ordering::Relaxed) >= BUSY {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Pending;
@@ -128,11 +130,16 @@ where
     }
 }
 
-/// The connection's socket, noting when bytes go through it.
+/// Bytes through the socket in one poll from which the connection counts as busy: a
+/// poll of a bulk stream moves at least one full frame (up to 64 KiB), one that carries
+/// messages (gossip, presences, requests) moves far less.
+const BUSY: usize = 16 * 1024;
+
+/// The connection's socket, counting the bytes that go through it.
 #[derive(Debug)]
 struct Moving<C> {
     inner: C,
-    moved: Arc<AtomicBool>,
+    moved: Arc<AtomicUsize>,
 }
 
 impl<C: AsyncRead + Unpin> AsyncRead for Moving<C> {
@@ -143,8 +150,8 @@ impl<C: AsyncRead + Unpin> AsyncRead for Moving<C> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
-            this.moved.store(true, Ordering::Relaxed);
+        if let Poll::Ready(Ok(n)) = read {
+            this.moved.fetch_add(n, Ordering::Relaxed);
         }
         read
     }
@@ -158,8 +165,8 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Moving<C> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.moved.store(true, Ordering::Relaxed);
+        if let Poll::Ready(Ok(n)) = written {
+            this.moved.fetch_add(n, Ordering::Relaxed);
         }
         written
     }
