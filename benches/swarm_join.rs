@@ -26,7 +26,9 @@
 //! Flags after `--`: `--nodes N` (or `MESH_SWBENCH_NODES`; default 200, which this
 //! 2-core machine cannot carry: see BENCHMARKS.md), `--seeds S` (8), `--rounds R` (5),
 //! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
-//! with the default limits), `--limit SECS` (bound on every wait, 60), `--census`
+//! with the default limits), `--limit SECS` (bound on every wait, 60), `--settle SECS`
+//! (wait after the joins before the steady figures, 75), `--steady SECS` (the window of
+//! the steady CPU figure, in 5 s slices; 5), `--census`
 //! (start the nodes, print connections and sessions every 5 s for a minute, stop).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -46,6 +48,18 @@ use mesh_testkit::try_median;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// Counts the bytes the program holds, to set beside RSS.
+#[global_allocator]
+static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// The heap the program holds now, in MiB (what RSS holds beyond it is the allocator's:
+/// freed pages not returned, fragmentation, arenas).
+fn heap_mib() -> f64 {
+    let s = ALLOC.stats();
+    let held = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
+    held / (1024.0 * 1024.0)
+}
+
 /// File descriptors per node we budget for (listener, store, connections).
 const FDS_PER_NODE: u64 = 64;
 
@@ -56,6 +70,7 @@ struct Args {
     max_sessions: usize,
     limit: Duration,
     settle: Duration,
+    steady: Duration,
     all_servers: bool,
 }
 
@@ -78,6 +93,7 @@ fn args() -> Args {
         max_sessions: flag("--max-sessions").unwrap_or(256).clamp(2, 4096) as usize,
         limit: Duration::from_secs(flag("--limit").unwrap_or(60).clamp(5, 600)),
         settle: Duration::from_secs(flag("--settle").unwrap_or(75).min(3600)),
+        steady: Duration::from_secs(flag("--steady").unwrap_or(5).clamp(5, 3600)),
         all_servers: argv.iter().any(|a| a == "--all-servers"),
     }
 }
@@ -98,6 +114,18 @@ struct Member {
     addr: Multiaddr,
     task: JoinHandle<()>,
     _dir: tempfile::TempDir,
+}
+
+/// CPU and memory over a steady window.
+struct Steady {
+    /// Mean CPU over the window, in cores.
+    cpu: f64,
+    /// The lowest and highest 5 s slice.
+    slices: (f64, f64),
+    rss: f64,
+    heap: f64,
+    fds: usize,
+    threads: usize,
 }
 
 fn config(seeds: Vec<SeedPeer>, server: bool, a: &Args) -> NodeConfig {
@@ -452,7 +480,7 @@ fn main() {
 async fn run(a: Args, nofile: u64) {
     let n = a.nodes;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let rss0 = vm_rss_mib();
+    let (rss0, heap0) = (vm_rss_mib(), heap_mib());
     let cpu0 = cpu_time();
 
     // ---- start: seeds in a chain, the others spread over them.
@@ -468,10 +496,11 @@ async fn run(a: Args, nofile: u64) {
         nodes.push(start(i, seeds, server, &a, tx.clone()).await);
         if (i + 1) % 25 == 0 {
             eprintln!(
-                "{} nodes: {} fds, RSS {:.0} MiB, {}",
+                "{} nodes: {} fds, RSS {:.0} MiB, heap {:.0} MiB, {}",
                 i + 1,
                 open_fds(),
                 vm_rss_mib(),
+                heap_mib(),
                 census(&nodes).await
             );
         }
@@ -503,10 +532,10 @@ async fn run(a: Args, nofile: u64) {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_idle = vm_rss_mib();
+    let (rss_idle, heap_idle) = (vm_rss_mib(), heap_mib());
     eprintln!(
-        "{n} nodes up in {started:.1?}, connected after {:.1?}; RSS {rss_idle:.0} MiB, {} fds, \
-         {} threads, load {}",
+        "{n} nodes up in {started:.1?}, connected after {:.1?}; RSS {rss_idle:.0} MiB, heap \
+         {heap_idle:.0} MiB, {} fds, {} threads, load {}",
         t_conn.elapsed(),
         open_fds(),
         threads(),
@@ -539,31 +568,60 @@ async fn run(a: Args, nofile: u64) {
             a.limit * 3
         ),
     }
-    // Steady state: CPU over 5 s with nothing happening but timers and keepalives.
+    // Steady state: CPU over `--steady` (5 s slices), with nothing happening but timers,
+    // keepalives, presence refreshes and Kademlia's periodic bootstraps.
     let steady = |label: String| {
         let nodes = &nodes;
+        let window = a.steady;
         async move {
-            let (c, t) = (cpu_time(), Instant::now());
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let cpu = (cpu_time() - c).as_secs_f64() / t.elapsed().as_secs_f64();
+            let (c0, t0) = (cpu_time(), Instant::now());
+            let mut slices = Vec::new();
+            while t0.elapsed() < window {
+                let (c, t) = (cpu_time(), Instant::now());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                slices.push((cpu_time() - c).as_secs_f64() / t.elapsed().as_secs_f64());
+            }
+            let cpu = (cpu_time() - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+            let (lo, hi) = slices
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
             let (rss, fds, threads) = (vm_rss_mib(), open_fds(), threads());
             eprintln!(
-                "{label}: {:.0}% of one core, RSS {rss:.0} MiB, {fds} fds, load {}; {}",
+                "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%), RSS {rss:.0} \
+                 MiB, heap {:.0} MiB, {fds} fds, load {}; {}",
                 cpu * 100.0,
+                t0.elapsed(),
+                lo * 100.0,
+                hi * 100.0,
+                heap_mib(),
                 load(),
                 census(nodes).await
             );
-            (cpu, rss, fds, threads)
+            Steady {
+                cpu,
+                slices: (lo, hi),
+                rss,
+                heap: heap_mib(),
+                fds,
+                threads,
+            }
         }
     };
-    let (mut idle_cpu, mut rss_n, mut fds_n, mut threads_n) =
-        steady("steady after the joins".into()).await;
+    let mut settled = steady("steady after the joins".into()).await;
     // Let the idle rule close what the start and the joins opened (its grace is the
     // nodes' `idle_timeout_secs`, 60 s), so that the rounds run on the settled mesh.
     if !a.settle.is_zero() {
         tokio::time::sleep(a.settle).await;
-        (idle_cpu, rss_n, fds_n, threads_n) = steady(format!("settled {:?}", a.settle)).await;
+        settled = steady(format!("settled {:?}", a.settle)).await;
     }
+    let Steady {
+        cpu: idle_cpu,
+        slices,
+        rss: rss_n,
+        heap: heap_n,
+        fds: fds_n,
+        threads: threads_n,
+    } = settled;
 
     // ---- newcomers: join, seen by all; announce-back; leave, seen by all.
     let mut rounds = Vec::new();
@@ -713,11 +771,18 @@ async fn run(a: Args, nofile: u64) {
         (rss_n - rss0) / n as f64
     );
     println!(
+        "| heap the program holds: empty process / {n} nodes idle / in the swarm, settled | {heap0:.0} / {heap_idle:.0} / {heap_n:.0} MiB ({:.2} MiB per node) |",
+        (heap_n - heap0) / n as f64
+    );
+    println!(
         "| open fds / threads at {n} nodes (RLIMIT_NOFILE {nofile}) | {fds_n} / {threads_n} |"
     );
     println!(
-        "| CPU in steady state (timers, keepalives, heartbeats; after settling) | {:.0}% of one core |",
-        idle_cpu * 100.0
+        "| CPU in steady state (timers, keepalives, heartbeats; after settling; mean over {:?}, 5 s slices) | {:.0}% of one core ({:.0}%..{:.0}%) |",
+        a.steady,
+        idle_cpu * 100.0,
+        slices.0 * 100.0,
+        slices.1 * 100.0
     );
     println!("| events dropped by the nodes' queues | {dropped} |");
     println!(
