@@ -56,7 +56,8 @@ static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTR
 /// freed pages not returned, fragmentation, arenas).
 fn heap_mib() -> f64 {
     let s = ALLOC.stats();
-    let held = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
+    // `bytes_allocated` and `bytes_deallocated` include what reallocations grew and shrank.
+    let held = s.bytes_allocated as f64 - s.bytes_deallocated as f64;
     held / (1024.0 * 1024.0)
 }
 
