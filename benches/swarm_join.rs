@@ -7,7 +7,7 @@
 //!    (polled every 250 ms).
 //! 3. Rounds: a newcomer seeded to one existing member starts, connects, and joins;
 //!    from `join_swarm` returning, the time until each of the N members emitted
-//!    `SwarmMemberJoined` for it (median / p90 / max across members; max = the last
+//!    `SwarmMemberJoined` for it (median / p90 / p99 / max across members; max = the last
 //!    one), and until the newcomer itself saw all N (the announce-back). Then the
 //!    newcomer leaves: the time until each member emitted `SwarmMemberLeft` with
 //!    reason `leave`. The newcomer stops afterwards, so every round has N members.
@@ -28,7 +28,8 @@
 //! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
 //! with the default limits), `--limit SECS` (bound on every wait, 60), `--settle SECS`
 //! (wait after the joins before the steady figures, 75), `--steady SECS` (the window of
-//! the steady CPU figure, in 5 s slices; 5), `--census`
+//! the settled CPU figure, in 5 s slices; 5; 300 spans a presence refresh and a
+//! Kademlia bootstrap period), `--census`
 //! (start the nodes, print connections and sessions every 5 s for a minute, stop).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -48,17 +49,20 @@ use mesh_testkit::try_median;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Counts the bytes the program holds, to set beside RSS.
+/// jemalloc, as `meshd` runs it (the figures are `meshd`'s); its statistics give the heap
+/// the program holds.
 #[global_allocator]
-static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The heap the program holds now, in MiB (what RSS holds beyond it is the allocator's:
-/// freed pages not returned, fragmentation, arenas).
+/// freed pages not yet returned, fragmentation, arenas).
 fn heap_mib() -> f64 {
-    let s = ALLOC.stats();
-    // `bytes_allocated` and `bytes_deallocated` include what reallocations grew and shrank.
-    let held = s.bytes_allocated as f64 - s.bytes_deallocated as f64;
-    held / (1024.0 * 1024.0)
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    if epoch::advance().is_err() {
+        return f64::NAN;
+    }
+    stats::allocated::read().map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0))
 }
 
 /// File descriptors per node we budget for (listener, store, connections).
@@ -421,13 +425,14 @@ impl Spread {
         self.times.len() == self.of
     }
 
-    /// `median / p90 / max`, with `(k/of)` when not everyone saw it.
+    /// `median / p90 / p99 / max`, with `(k/of)` when not everyone saw it.
     fn cell(&self) -> String {
         let f = |x: Option<f64>| x.map_or_else(|| "–".into(), ms);
         let mut s = format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             f(self.pct(0.5)),
             f(self.pct(0.9)),
+            f(self.pct(0.99)),
             f(self.pct(1.0))
         );
         if !self.complete() {
@@ -571,9 +576,8 @@ async fn run(a: Args, nofile: u64) {
     }
     // Steady state: CPU over `--steady` (5 s slices), with nothing happening but timers,
     // keepalives, presence refreshes and Kademlia's periodic bootstraps.
-    let steady = |label: String| {
+    let steady = |label: String, window: Duration| {
         let nodes = &nodes;
-        let window = a.steady;
         async move {
             let (c0, t0) = (cpu_time(), Instant::now());
             let mut slices = Vec::new();
@@ -587,13 +591,15 @@ async fn run(a: Args, nofile: u64) {
                 .iter()
                 .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
             let (rss, fds, threads) = (vm_rss_mib(), open_fds(), threads());
+            let series: Vec<String> = slices.iter().map(|x| format!("{:.0}", x * 100.0)).collect();
             eprintln!(
-                "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%), RSS {rss:.0} \
-                 MiB, heap {:.0} MiB, {fds} fds, load {}; {}",
+                "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%: {}), RSS \
+                 {rss:.0} MiB, heap {:.0} MiB, {fds} fds, load {}; {}",
                 cpu * 100.0,
                 t0.elapsed(),
                 lo * 100.0,
                 hi * 100.0,
+                series.join(" "),
                 heap_mib(),
                 load(),
                 census(nodes).await
@@ -608,12 +614,12 @@ async fn run(a: Args, nofile: u64) {
             }
         }
     };
-    let mut settled = steady("steady after the joins".into()).await;
+    let mut settled = steady("steady after the joins".into(), Duration::from_secs(5)).await;
     // Let the idle rule close what the start and the joins opened (its grace is the
     // nodes' `idle_timeout_secs`, 60 s), so that the rounds run on the settled mesh.
     if !a.settle.is_zero() {
         tokio::time::sleep(a.settle).await;
-        settled = steady(format!("settled {:?}", a.settle)).await;
+        settled = steady(format!("settled {:?}", a.settle), a.steady).await;
     }
     let Steady {
         cpu: idle_cpu,
@@ -794,7 +800,7 @@ async fn run(a: Args, nofile: u64) {
         cpu_total.as_secs_f64()
     );
     println!(
-        "\nnewcomer seeded to one member, from `join_swarm` returning; median / p90 / max \
+        "\nnewcomer seeded to one member, from `join_swarm` returning; median / p90 / p99 / max \
          across the {n} members (max = the last one)\n"
     );
     println!(
@@ -815,15 +821,18 @@ async fn run(a: Args, nofile: u64) {
         try_median(&v).map_or_else(|| "–".into(), ms)
     };
     println!(
-        "| median of rounds | {} / {} / {} | {} / {} / {} | {} / {} / {} |",
+        "| median of rounds | {} / {} / {} / {} | {} / {} / {} / {} | {} / {} / {} / {} |",
         med(&|x| &x.join, 0.5),
         med(&|x| &x.join, 0.9),
+        med(&|x| &x.join, 0.99),
         med(&|x| &x.join, 1.0),
         med(&|x| &x.back, 0.5),
         med(&|x| &x.back, 0.9),
+        med(&|x| &x.back, 0.99),
         med(&|x| &x.back, 1.0),
         med(&|x| &x.leave, 0.5),
         med(&|x| &x.leave, 0.9),
+        med(&|x| &x.leave, 0.99),
         med(&|x| &x.leave, 1.0),
     );
     println!(
