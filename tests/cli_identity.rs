@@ -289,3 +289,26 @@ fn trace_file_records_generated_then_loaded() {
         .collect();
     assert_eq!(types, ["identity/generated", "identity/loaded"]);
 }
+
+/// `meshd identity show | head -c0`: a reader that went away before the output is a
+/// quiet exit with 141 (as a process killed by SIGPIPE), not a panic.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    let a = tempfile::tempdir().unwrap();
+    assert!(meshd(a.path(), &["identity", "init"]).status.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("--data-dir")
+        .arg(a.path())
+        .args(["identity", "show"])
+        .env_remove("MESHD_DATA_DIR")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "meshd panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}

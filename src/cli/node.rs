@@ -287,7 +287,7 @@ async fn serve(
     config: NodeConfig,
     data_dir: &Path,
     key: mesh_core::NodeKeypair,
-    print_events: bool,
+    mut print_events: bool,
     web: Option<(SocketAddr, PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     let (mut node, handle, mut events) = Node::new(key, config.clone(), data_dir, trace)?;
@@ -383,15 +383,18 @@ async fn serve(
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(NodeEvent::Listening { addr })) => listen.push(addr.to_string()),
             Ok(Some(other)) => {
-                if print_events {
-                    println!("{}", other.to_json());
+                if print_events && super::print_line(&other.to_json().to_string()).is_err() {
+                    // Nobody reads stdout any more: the node runs on, silently.
+                    print_events = false;
                 }
             }
             Ok(None) | Err(_) => break,
         }
     }
     ready["listen"] = json!(listen);
-    println!("{ready}");
+    if super::print_line(&ready.to_string()).is_err() {
+        print_events = false;
+    }
 
     loop {
         tokio::select! {
@@ -401,8 +404,8 @@ async fn serve(
             }
             event = events.recv() => match event {
                 Some(e) => {
-                    if print_events {
-                        println!("{}", e.to_json());
+                    if print_events && super::print_line(&e.to_json().to_string()).is_err() {
+                        print_events = false;
                     }
                 }
                 None => break,
