@@ -590,7 +590,7 @@ async fn run(a: Args, nofile: u64) {
             let (lo, hi) = slices
                 .iter()
                 .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
-            let (rss, fds, threads) = (vm_rss_mib(), open_fds(), threads());
+            let (rss, heap, fds, threads) = (vm_rss_mib(), heap_mib(), open_fds(), threads());
             let series: Vec<String> = slices.iter().map(|x| format!("{:.0}", x * 100.0)).collect();
             eprintln!(
                 "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%: {}), RSS \
@@ -600,7 +600,7 @@ async fn run(a: Args, nofile: u64) {
                 lo * 100.0,
                 hi * 100.0,
                 series.join(" "),
-                heap_mib(),
+                heap,
                 load(),
                 census(nodes).await
             );
@@ -608,7 +608,7 @@ async fn run(a: Args, nofile: u64) {
                 cpu,
                 slices: (lo, hi),
                 rss,
-                heap: heap_mib(),
+                heap,
                 fds,
                 threads,
             }

@@ -173,3 +173,55 @@ fn an_unusable_data_dir_is_a_clear_error() {
     assert!(err.contains("plain-file"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
 }
+
+/// `meshd run --events` (in `LOCAL`) whose reader went away: the node keeps running (the CLI still
+/// reaches it) and stops cleanly, instead of dying on its first line.
+#[test]
+fn run_with_a_closed_stdout_keeps_running() {
+    let d = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(d.path())
+        .arg("run")
+        .args(LOCAL)
+        .env_remove("MESHD_DATA_DIR")
+        .stdout(writer)
+        .stderr(std::fs::File::create(d.path().join("err.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let control = d.path().join("control.addr");
+    for _ in 0..200 {
+        if control.exists() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let early = child.try_wait().unwrap();
+    assert!(
+        early.is_none(),
+        "meshd run exited: {early:?} {}",
+        std::fs::read_to_string(d.path().join("err.log")).unwrap_or_default()
+    );
+    let out = Command::new(bin())
+        .arg("--data-dir")
+        .arg(d.path())
+        .arg("status")
+        .env_remove("MESHD_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(child.wait().unwrap().success());
+    assert!(!control.exists());
+}

@@ -105,9 +105,7 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
         let line = json!({"directory": format!("http://{addr}"), "store": store.path().display().to_string()});
-        if let Err(e) = super::print_line(&line.to_string()) {
-            super::exit_on_stdout_error(&e);
-        }
+        super::print_line_or_exit(&line.to_string());
         let store = Arc::new(store);
         let shared: SharedStore = store.clone();
         // Expired advertisements leave memory and the file on a timer (as in the node).

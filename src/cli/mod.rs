@@ -239,13 +239,23 @@ pub(crate) fn open_trace(spec: Option<&str>) -> anyhow::Result<Arc<dyn TraceSink
 /// Prints `value` as pretty JSON on stdout.
 pub(crate) fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => {
-            if let Err(e) = print_line(&s) {
-                exit_on_stdout_error(&e);
-            }
-        }
+        Ok(s) => print_line_or_exit(&s),
         Err(e) => eprintln!("cannot print JSON: {e}"),
     }
+}
+
+/// Writes one line to stdout, or ends the command when it cannot be written: quietly
+/// with 141 (128 + SIGPIPE, as a process killed by the signal) when the reader closed
+/// the pipe, else with 1 and a line on stderr.
+pub(crate) fn print_line_or_exit(line: &str) {
+    let Err(e) = print_line(line) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("cannot write to stdout: {e}");
+    std::process::exit(1);
 }
 
 /// Writes one line to stdout. Unlike `println!`, a reader that went away (`meshd status
@@ -255,17 +265,6 @@ pub(crate) fn print_line(line: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
-}
-
-/// Ends a command whose output cannot be written: quietly with 141 (128 + SIGPIPE, as a
-/// process killed by the signal) when the reader closed the pipe, else with 1 and a line
-/// on stderr.
-pub(crate) fn exit_on_stdout_error(e: &std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(141);
-    }
-    eprintln!("cannot write to stdout: {e}");
-    std::process::exit(1);
 }
 
 /// The JSON error object of any failure: the frozen code where there is one.
