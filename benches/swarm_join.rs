@@ -690,7 +690,7 @@ async fn run(a: Args, nofile: u64) {
         }
         let back = Spread::new(t0, back_at.values(), n);
 
-        // Give the newcomer's mesh a moment (its re-announce is due only after TTL/2).
+        // Give the newcomer's mesh a moment (its re-announce is due only near TTL/2).
         tokio::time::sleep(Duration::from_secs(1)).await;
         while rx.try_recv().is_ok() {}
         assert!(newcomer.handle.leave_swarm(key).await.unwrap());
@@ -748,12 +748,16 @@ async fn run(a: Args, nofile: u64) {
     println!(
         "\nswarm of {n} in-process members on loopback TCP: {} seeds in a chain (Kademlia \
          server, max_sessions {}), the others round robin over them (Kademlia {}, \
-         max_sessions {}); presence TTL {} s; load {}\n",
+         max_sessions {}); presence TTL {} s ({} s at {n} members); load {}\n",
         a.seeds,
         config(vec![], true, &a).limits.max_sessions,
         if a.all_servers { "server" } else { "client" },
         a.max_sessions,
         SwarmSettings::default().ttl_secs,
+        mesh_signal::group::presence_ttl_secs(
+            SwarmSettings::default().ttl_secs,
+            n.saturating_sub(1)
+        ),
         load()
     );
     println!("| what | figure |");

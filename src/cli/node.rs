@@ -68,7 +68,8 @@ pub(crate) struct RunArgs {
     /// Do not run AutoNAT v2 (client and server).
     #[arg(long)]
     no_autonat: bool,
-    /// Lifetime of this node's swarm presences, seconds (re-announced at half).
+    /// Lifetime of this node's swarm presences, seconds, in swarms of up to 50 members
+    /// (longer in larger ones; re-announced before half).
     #[arg(long, value_name = "SECS")]
     swarm_ttl: Option<i64>,
     /// Stage timeouts of the routing policy, seconds: DIRECT,SIGNALING,RELAY.

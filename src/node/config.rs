@@ -185,7 +185,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SwarmSettings {
-    /// Lifetime of our `swarm-presence.v1`, seconds (2..=3600); re-announced at half.
+    /// Lifetime of our `swarm-presence.v1`, seconds (2..=3600), in swarms of up to 50
+    /// other members; it grows by as much per 50 members above that, up to 900 s
+    /// (`mesh_signal::group::presence_ttl_secs`). Re-announced before half of it.
     pub ttl_secs: i64,
     /// Groups joined at once.
     pub max_swarms: usize,

@@ -42,6 +42,56 @@ pub fn answer_gap_secs(members: usize) -> i64 {
         .clamp(ANSWER_GAP_SECS, ANSWER_GAP_MAX_SECS)
 }
 
+/// Members per step of the presence TTL: a swarm of up to this many other members uses
+/// the configured TTL, and every further step of this many adds the configured TTL
+/// again (see [`presence_ttl_secs`]).
+pub const TTL_STEP_MEMBERS: usize = 50;
+
+/// The longest TTL that the growth with the swarm reaches, seconds (a configured TTL
+/// above it is kept as it is).
+pub const TTL_GROWN_MAX_SECS: i64 = 900;
+
+/// The TTL of our presence in a swarm where we know `members` others, for a configured
+/// TTL `configured`: `configured` up to [`TTL_STEP_MEMBERS`] members, twice it up to
+/// twice that, and so on, at most [`TTL_GROWN_MAX_SECS`]. Every member refreshes at
+/// about half its TTL, and every refresh goes to every member, so a fixed TTL makes
+/// refreshes cost the swarm members² deliveries per interval: at 200 members and
+/// 120 s, 40 000 deliveries a minute, which saturated two cores for 15–20 s of every
+/// minute (BENCHMARKS, *Swarms*). Growing the TTL with the swarm keeps each member's
+/// share about constant (about one refresh to take in per 1.2 s at 120 s). The price:
+/// a member that dies without its `leave` stays in the tables up to one TTL (8 min
+/// at 200 members and 120 s).
+pub fn presence_ttl_secs(configured: i64, members: usize) -> i64 {
+    let steps = i64::try_from(members.div_ceil(TTL_STEP_MEMBERS).max(1)).unwrap_or(i64::MAX);
+    configured
+        .saturating_mul(steps)
+        .min(TTL_GROWN_MAX_SECS.max(configured))
+        .clamp(MIN_PRESENCE_TTL_SECS, MAX_PRESENCE_TTL_SECS)
+}
+
+/// How long after sending a presence of TTL `ttl` we refresh it, seconds: half the TTL,
+/// less a jitter of up to an eighth of the TTL drawn from `seed`. Members that joined
+/// together (a swarm forming) would otherwise refresh together for ever, in bursts; the
+/// jitter spreads them over a quarter of the interval, more with every refresh. Never
+/// later than half the TTL, so a presence is refreshed long before it expires.
+pub fn refresh_after_secs(ttl: i64, seed: u64) -> i64 {
+    let half = (ttl / 2).max(1);
+    let spread = u64::try_from(half / 4).unwrap_or(0);
+    let jitter = match spread {
+        0 => 0,
+        s => i64::try_from(mix(seed) % (s + 1)).unwrap_or(0),
+    };
+    (half - jitter).max(1)
+}
+
+/// SplitMix64's finaliser: a well-spread 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// The signed field of a `join` that says its sender fetches the member table over
 /// `/mesh/swarm-table/1.0.0` (see [`super::exchange`]): members that are settled in
 /// the swarm (their own join went out [`SETTLED_SECS`] ago or more) do not answer such
@@ -62,7 +112,9 @@ pub fn fetches_table(p: &SwarmPresence) -> bool {
 /// Limits and timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupConfig {
-    /// How long our presence is valid, seconds; we re-announce at half of it.
+    /// How long our presence is valid, seconds, in a swarm of up to
+    /// [`TTL_STEP_MEMBERS`] others (longer in larger ones, see [`presence_ttl_secs`]); we
+    /// re-announce before half of it.
     pub ttl_secs: i64,
     /// Most swarms joined at once.
     pub max_swarms: usize,
@@ -154,7 +206,10 @@ struct Joined {
     left: HashMap<NodeId, (u64, Timestamp)>,
     /// Our `join` went out (someone was there to receive it).
     join_sent: bool,
-    last_sent: Option<Timestamp>,
+    /// When our latest presence is to be refreshed.
+    refresh_at: Option<Timestamp>,
+    /// The TTL of the latest presence document we made, seconds.
+    doc_ttl: i64,
     /// A newcomer asked us to announce.
     answer_due: bool,
     /// When our last answer to a `join` went out.
@@ -208,7 +263,8 @@ impl Groups {
                 members: HashMap::new(),
                 left: HashMap::new(),
                 join_sent: false,
-                last_sent: None,
+                refresh_at: None,
+                doc_ttl: self.config.ttl_secs,
                 answer_due: false,
                 last_answer: None,
                 joined_at: None,
@@ -360,11 +416,11 @@ impl Groups {
 
     /// Expires silent members and says which of our presences are due: the `join`
     /// until it went out, an `announce` when a newcomer asked (at most one answer per
-    /// [`answer_gap_secs`]) or half the TTL passed.
+    /// [`answer_gap_secs`]) or our last presence is due for its refresh
+    /// ([`refresh_after_secs`]).
     pub fn tick(&mut self, now: &Timestamp) -> (Vec<Change>, Vec<Due>) {
         let mut changes = Vec::new();
         let mut due = Vec::new();
-        let half = (self.config.ttl_secs / 2).max(1);
         let mut keys: Vec<DiscoveryKey> = self.swarms.keys().copied().collect();
         keys.sort();
         for swarm in keys {
@@ -387,10 +443,7 @@ impl Groups {
                     reason: LeftReason::Expired,
                 });
             }
-            let stale = s
-                .last_sent
-                .as_ref()
-                .is_none_or(|t| now.secs_since(t) >= half);
+            let stale = s.refresh_at.as_ref().is_none_or(|t| now >= t);
             if !s.join_sent {
                 due.push(Due {
                     swarm,
@@ -424,7 +477,11 @@ impl Groups {
                 s.last_answer = Some(now.clone());
             }
             s.answer_due = false;
-            s.last_sent = Some(now.clone());
+            let millis = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
+            let seed = u64::from_le_bytes(
+                self.me.fingerprint().as_bytes()[..8].try_into().unwrap_or_default(),
+            ) ^ millis;
+            s.refresh_at = Some(now.plus_secs(refresh_after_secs(s.doc_ttl, seed)));
         }
     }
 
@@ -468,8 +525,9 @@ impl Groups {
     }
 
     /// The unsigned document of our next presence (`join`, `announce` or `leave`) in
-    /// `swarm`, with a fresh sequence number; the caller signs it. (A `join` that
-    /// fetches the table gets [`TABLE_FETCH_FIELD`] from the caller.)
+    /// `swarm`, with a fresh sequence number and a TTL that grows with the swarm
+    /// ([`presence_ttl_secs`]); the caller signs it. (A `join` that fetches the table
+    /// gets [`TABLE_FETCH_FIELD`] from the caller.)
     pub fn presence_doc(
         &mut self,
         swarm: &DiscoveryKey,
@@ -479,10 +537,11 @@ impl Groups {
     ) -> Map<String, Value> {
         let millis = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
         self.sequence = (self.sequence + 1).max(millis);
-        let ttl = self
-            .config
-            .ttl_secs
-            .clamp(MIN_PRESENCE_TTL_SECS, MAX_PRESENCE_TTL_SECS);
+        let members = self.swarms.get(swarm).map_or(0, |s| s.members.len());
+        let ttl = presence_ttl_secs(self.config.ttl_secs, members);
+        if let Some(s) = self.swarms.get_mut(swarm) {
+            s.doc_ttl = ttl;
+        }
         let addrs: Vec<&String> = addrs.iter().take(mesh_core::MAX_PRESENCE_ADDRS).collect();
         let doc = json!({
             "schema/v": 1,

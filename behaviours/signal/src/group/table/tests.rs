@@ -450,3 +450,63 @@ fn rejoin_sends_the_join_again() {
     let due = a.swarms.tick(&now).1;
     assert_eq!(due[0].presence, "join");
 }
+
+#[test]
+fn the_presence_ttl_grows_with_the_swarm_up_to_a_cap() {
+    assert_eq!(presence_ttl_secs(120, 0), 120);
+    assert_eq!(presence_ttl_secs(120, TTL_STEP_MEMBERS), 120);
+    assert_eq!(presence_ttl_secs(120, TTL_STEP_MEMBERS + 1), 240);
+    assert_eq!(presence_ttl_secs(120, 199), 480);
+    assert_eq!(presence_ttl_secs(120, 1024), TTL_GROWN_MAX_SECS);
+    // A configured TTL above the cap is kept; the protocol's bounds hold.
+    assert_eq!(presence_ttl_secs(1800, 1024), 1800);
+    assert_eq!(presence_ttl_secs(5000, 1024), MAX_PRESENCE_TTL_SECS);
+    assert_eq!(presence_ttl_secs(1, 0), MIN_PRESENCE_TTL_SECS);
+}
+
+#[test]
+fn refreshes_come_before_half_the_ttl_spread_over_a_quarter_of_it() {
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..1000u64 {
+        let r = refresh_after_secs(120, seed);
+        assert!((45..=60).contains(&r), "{r}");
+        seen.insert(r);
+    }
+    // The jitter takes every second of the range, not a few values.
+    assert_eq!(seen.len(), 16);
+    assert_eq!(refresh_after_secs(6, 7), 3);
+    assert_eq!(refresh_after_secs(2, 7), 1);
+}
+
+#[test]
+fn a_large_swarm_refreshes_less_often_and_its_presences_last_longer() {
+    let k = DiscoveryKey::from_name("large");
+    let now = t0();
+    let refreshed_within = |others: usize| {
+        let mut a = Peer::new(120);
+        a.swarms.join(k).unwrap();
+        for _ in 0..others {
+            let mut o = Peer::new(120);
+            o.swarms.join(k).unwrap();
+            let p = o.say(&k, "join", &now);
+            a.swarms.on_presence(&p, &now).unwrap();
+        }
+        let own = a.say(&k, "join", &now);
+        let ttl = own.expires_at().secs_since(&now);
+        let due = |a: &mut Peer, s: i64| {
+            a.swarms
+                .tick(&now.plus_secs(s))
+                .1
+                .iter()
+                .any(|d| d.presence == "announce")
+        };
+        let first = (1..=ttl).find(|s| due(&mut a, *s));
+        (ttl, first)
+    };
+    let (ttl, first) = refreshed_within(10);
+    assert_eq!(ttl, 120);
+    assert!(first.is_some_and(|s| (45..=60).contains(&s)), "{first:?}");
+    let (ttl, first) = refreshed_within(120);
+    assert_eq!(ttl, 360);
+    assert!(first.is_some_and(|s| (135..=180).contains(&s)), "{first:?}");
+}
