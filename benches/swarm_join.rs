@@ -35,6 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libmesh::node::config::{Limits, SwarmSettings};
@@ -121,6 +122,26 @@ struct Member {
     _dir: tempfile::TempDir,
 }
 
+/// Events of all the nodes, counted: the steady windows print how many came in them
+/// (connections opened and members that came and went say whether the swarm churns).
+struct Counts {
+    connected: AtomicU64,
+    joined: AtomicU64,
+    left: AtomicU64,
+}
+
+static COUNTS: Counts = Counts {
+    connected: AtomicU64::new(0),
+    joined: AtomicU64::new(0),
+    left: AtomicU64::new(0),
+};
+
+impl Counts {
+    fn get(&self) -> [u64; 3] {
+        [&self.connected, &self.joined, &self.left].map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// CPU and memory over a steady window.
 struct Steady {
     /// Mean CPU over the window, in cores.
@@ -184,8 +205,18 @@ async fn start(i: usize, seeds: Vec<SeedPeer>, server: bool, a: &Args, tx: Tx) -
         while let Some(e) = events.recv().await {
             let at = Instant::now();
             let seen = match e {
-                NodeEvent::SwarmMemberJoined { node, .. } => Seen::Joined(node),
-                NodeEvent::SwarmMemberLeft { node, reason, .. } => Seen::Left(node, reason),
+                NodeEvent::SwarmMemberJoined { node, .. } => {
+                    COUNTS.joined.fetch_add(1, Ordering::Relaxed);
+                    Seen::Joined(node)
+                }
+                NodeEvent::SwarmMemberLeft { node, reason, .. } => {
+                    COUNTS.left.fetch_add(1, Ordering::Relaxed);
+                    Seen::Left(node, reason)
+                }
+                NodeEvent::PeerConnected { .. } => {
+                    COUNTS.connected.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 _ => continue,
             };
             if tx.send((i, at, seen)).is_err() {
@@ -579,7 +610,7 @@ async fn run(a: Args, nofile: u64) {
     let steady = |label: String, window: Duration| {
         let nodes = &nodes;
         async move {
-            let (c0, t0) = (cpu_time(), Instant::now());
+            let (c0, t0, n0) = (cpu_time(), Instant::now(), COUNTS.get());
             let mut slices = Vec::new();
             while t0.elapsed() < window {
                 let (c, t) = (cpu_time(), Instant::now());
@@ -592,9 +623,14 @@ async fn run(a: Args, nofile: u64) {
                 .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
             let (rss, heap, fds, threads) = (vm_rss_mib(), heap_mib(), open_fds(), threads());
             let series: Vec<String> = slices.iter().map(|x| format!("{:.0}", x * 100.0)).collect();
+            let [conns, joined, left] = {
+                let n1 = COUNTS.get();
+                [0, 1, 2].map(|i| n1[i] - n0[i])
+            };
             eprintln!(
                 "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%: {}), RSS \
-                 {rss:.0} MiB, heap {:.0} MiB, {fds} fds, load {}; {}",
+                 {rss:.0} MiB, heap {:.0} MiB, {fds} fds, load {}; in the window {conns} \
+                 connections opened, {joined} members came and {left} went; {}",
                 cpu * 100.0,
                 t0.elapsed(),
                 lo * 100.0,

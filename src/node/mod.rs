@@ -420,8 +420,9 @@ impl Node {
         self.start();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut bootstrap = tokio::time::interval(Duration::from_secs(300));
-        bootstrap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let next_gap = || dht::bootstrap_gap(rand_core::RngCore::next_u32(&mut rand_core::OsRng));
+        let bootstrap = tokio::time::sleep(next_gap());
+        tokio::pin!(bootstrap);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -434,7 +435,10 @@ impl Node {
                     let actions = self.router.probe_event(e, &view!(self), Instant::now());
                     self.apply(actions);
                 }
-                _ = bootstrap.tick() => dht::bootstrap(self.swarm.behaviour_mut()),
+                () = &mut bootstrap => {
+                    dht::bootstrap(self.swarm.behaviour_mut());
+                    bootstrap.as_mut().reset(tokio::time::Instant::now() + next_gap());
+                }
             }
         }
         self.shutdown().await;

@@ -74,6 +74,11 @@ impl Ahead {
     }
 
     /// Generates the spare key if there is none; `false` when there was one.
+    /// Whether the spare key is missing (so [`Ahead::refill_spare`] has work).
+    pub(crate) fn wants_spare(&self) -> bool {
+        self.spare.is_none()
+    }
+
     pub(crate) fn refill_spare(&mut self) -> bool {
         if self.spare.is_some() {
             return false;

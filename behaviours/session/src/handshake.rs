@@ -399,8 +399,11 @@ impl Handshakes {
             }
             return true;
         }
-        // The next handshake's key, once no handshake is under way.
-        let idle = self.deriving.is_empty()
+        // The next handshake's key, once no handshake is under way. (The spare is
+        // looked at first: this runs on every poll of the behaviour, and the states
+        // are one per connected peer.)
+        let idle = self.ahead.wants_spare()
+            && self.deriving.is_empty()
             && self
                 .states
                 .values()

@@ -210,6 +210,8 @@ struct Joined {
     refresh_at: Option<Timestamp>,
     /// The TTL of the latest presence document we made, seconds.
     doc_ttl: i64,
+    /// The TTL of the presence we sent before the latest one, seconds.
+    sent_ttl: Option<i64>,
     /// A newcomer asked us to announce.
     answer_due: bool,
     /// When our last answer to a `join` went out.
@@ -265,6 +267,7 @@ impl Groups {
                 join_sent: false,
                 refresh_at: None,
                 doc_ttl: self.config.ttl_secs,
+                sent_ttl: None,
                 answer_due: false,
                 last_answer: None,
                 joined_at: None,
@@ -481,7 +484,11 @@ impl Groups {
             let seed = u64::from_le_bytes(
                 self.me.fingerprint().as_bytes()[..8].try_into().unwrap_or_default(),
             ) ^ millis;
-            s.refresh_at = Some(now.plus_secs(refresh_after_secs(s.doc_ttl, seed)));
+            // When the TTL grows, the first refresh keeps to the shorter TTL it follows,
+            // so that one lost presence never lets the one before it expire.
+            let ttl = s.sent_ttl.map_or(s.doc_ttl, |prev| prev.min(s.doc_ttl));
+            s.sent_ttl = Some(s.doc_ttl);
+            s.refresh_at = Some(now.plus_secs(refresh_after_secs(ttl, seed)));
         }
     }
 

@@ -510,3 +510,38 @@ fn a_large_swarm_refreshes_less_often_and_its_presences_last_longer() {
     assert_eq!(ttl, 360);
     assert!(first.is_some_and(|s| (135..=180).contains(&s)), "{first:?}");
 }
+
+#[test]
+fn one_lost_presence_never_lets_a_member_expire_while_the_ttl_grows() {
+    // A member joins knowing nobody (its join lasts the configured TTL), then learns a
+    // large swarm: its presences last longer, but the refresh after the join keeps to
+    // the join's TTL, so any one presence may be lost without a gap.
+    let k = DiscoveryKey::from_name("growing");
+    let t = t0();
+    let mut a = Peer::new(120);
+    a.swarms.join(k).unwrap();
+    let mut sent = vec![(t.clone(), a.say(&k, "join", &t))];
+    // (The others' presences outlast the test.)
+    for _ in 0..120 {
+        let mut o = Peer::new(3600);
+        o.swarms.join(k).unwrap();
+        let p = o.say(&k, "join", &t);
+        a.swarms.on_presence(&p, &t).unwrap();
+    }
+    for s in 1..=1500 {
+        let at = t.plus_secs(s);
+        if a.swarms.tick(&at).1.iter().any(|d| d.presence == "announce") {
+            sent.push((at.clone(), a.say(&k, "announce", &at)));
+        }
+    }
+    assert!(sent.len() >= 6, "{}", sent.len());
+    assert_eq!(sent[0].1.expires_at().secs_since(&sent[0].0), 120);
+    assert_eq!(sent[1].1.expires_at().secs_since(&sent[1].0), 360);
+    // Without presence i, presence i-1 still holds when presence i+1 comes.
+    for w in sent.windows(3) {
+        assert!(w[0].1.expires_at() > &w[2].0, "{} then {}", w[0].0.as_str(), w[2].0.as_str());
+    }
+    // And the growth pays: after the first refresh they come at most every 180 s.
+    let gaps: Vec<i64> = sent.windows(2).map(|w| w[1].0.secs_since(&w[0].0)).collect();
+    assert!(gaps[2..].iter().all(|g| (135..=180).contains(g)), "{gaps:?}");
+}
