@@ -482,7 +482,9 @@ impl Groups {
             s.answer_due = false;
             let millis = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
             let seed = u64::from_le_bytes(
-                self.me.fingerprint().as_bytes()[..8].try_into().unwrap_or_default(),
+                self.me.fingerprint().as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or_default(),
             ) ^ millis;
             // When the TTL grows, the first refresh keeps to the shorter TTL it follows,
             // so that one lost presence never lets the one before it expire.

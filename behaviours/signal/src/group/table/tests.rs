@@ -530,7 +530,12 @@ fn one_lost_presence_never_lets_a_member_expire_while_the_ttl_grows() {
     }
     for s in 1..=1500 {
         let at = t.plus_secs(s);
-        if a.swarms.tick(&at).1.iter().any(|d| d.presence == "announce") {
+        if a.swarms
+            .tick(&at)
+            .1
+            .iter()
+            .any(|d| d.presence == "announce")
+        {
             sent.push((at.clone(), a.say(&k, "announce", &at)));
         }
     }
@@ -539,9 +544,20 @@ fn one_lost_presence_never_lets_a_member_expire_while_the_ttl_grows() {
     assert_eq!(sent[1].1.expires_at().secs_since(&sent[1].0), 360);
     // Without presence i, presence i-1 still holds when presence i+1 comes.
     for w in sent.windows(3) {
-        assert!(w[0].1.expires_at() > &w[2].0, "{} then {}", w[0].0.as_str(), w[2].0.as_str());
+        assert!(
+            w[0].1.expires_at() > &w[2].0,
+            "{} then {}",
+            w[0].0.as_str(),
+            w[2].0.as_str()
+        );
     }
     // And the growth pays: after the first refresh they come at most every 180 s.
-    let gaps: Vec<i64> = sent.windows(2).map(|w| w[1].0.secs_since(&w[0].0)).collect();
-    assert!(gaps[2..].iter().all(|g| (135..=180).contains(g)), "{gaps:?}");
+    let gaps: Vec<i64> = sent
+        .windows(2)
+        .map(|w| w[1].0.secs_since(&w[0].0))
+        .collect();
+    assert!(
+        gaps[2..].iter().all(|g| (135..=180).contains(g)),
+        "{gaps:?}"
+    );
 }
