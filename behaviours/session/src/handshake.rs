@@ -399,9 +399,7 @@ impl Handshakes {
             }
             return true;
         }
-        // The next handshake's key, once no handshake is under way. (The spare is
-        // looked at first: this runs on every poll of the behaviour, and the states
-        // are one per connected peer.)
+        // The next handshake's key, once no handshake is under way (spare first: cheap).
         let idle = self.ahead.wants_spare()
             && self.deriving.is_empty()
             && self
