@@ -121,10 +121,11 @@ pub(crate) const BOOTSTRAP_EVERY: std::time::Duration = std::time::Duration::fro
 /// The gap before the next bootstrap: [`BOOTSTRAP_EVERY`] less up to a fifth of it,
 /// chosen by `random` (any `u32`). Nodes that started together (a fleet restarted, a
 /// test network) would otherwise bootstrap together for ever: every Kademlia client
-/// reconnects to the same servers in the same few seconds (measured with 200 nodes in
-/// one process: 1,600 connections in a minute, every five minutes). The jitter spreads
-/// them over a minute, and further with every period. (libp2p-kad's own periodic
-/// bootstrap, also 5 minutes, restarts its timer at every bootstrap, so it never fires.)
+/// reconnects to the same servers in the same few seconds (200 nodes in one process
+/// opened about 1,400 connections per five minutes, bunched around the bootstraps). The
+/// jitter spreads them over a minute, and further with every period; it does not make
+/// them fewer. (libp2p-kad's own periodic bootstrap, also 5 minutes, restarts its timer
+/// at every bootstrap, so it never fires.)
 pub(crate) fn bootstrap_gap(random: u32) -> std::time::Duration {
     let fifth = BOOTSTRAP_EVERY.as_millis() / 5;
     let less = u128::from(random) % (fifth + 1);
