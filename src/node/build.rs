@@ -163,7 +163,8 @@ pub fn mesh_kad(peer_id: PeerId, mode: KadMode) -> kad::Behaviour<kad::store::Me
 }
 
 /// The node's gossipsub behaviour: strict validation with the application's verdict
-/// on every message, IDONTWANT for every size, messages up to `max_transmit_size`
+/// on every message, IDONTWANT above 1000 bytes, IHAVE to at most `gossip_lazy` peers
+/// per heartbeat, messages up to `max_transmit_size`
 /// bytes, peer scoring with loopback exempt from the co-location penalty. Public so
 /// that benchmarks run the node's gossipsub rather than a copy.
 pub fn gossipsub(
@@ -178,10 +179,14 @@ pub fn gossipsub(
         // lags, and a presence dropped there is lost to that peer until the next
         // re-announce, while the drop also counts against the peer's score.
         .forward_queue_duration(std::time::Duration::from_secs(5))
-        // IDONTWANT for every message, not only above 1000 bytes: the codec verifies the
-        // signature of every copy before the duplicate check, so a copy not sent saves a
-        // verification (swarm presences are small and go to every member).
-        .idontwant_message_size_threshold(0)
+        // IDONTWANT only above 1000 bytes (libp2p's default): at 200 swarm members an
+        // IDONTWANT for every message cost 4.3 control frames per delivery and saved
+        // 0.5 duplicate copies (BENCHMARKS, "Swarms", tenth session).
+        .idontwant_message_size_threshold(1000)
+        // IHAVE to `gossip_lazy` (6) peers per heartbeat, not to a quarter of all the
+        // topic's non-mesh peers: a node with 190 peers in a topic sent 46 IHAVE frames
+        // a second. Repair stays with the 6, and with the swarm's own refreshes.
+        .gossip_factor(0.0)
         .max_transmit_size(max_transmit_size)
         .build()
         .map_err(BuildError::GossipsubConfig)?;
