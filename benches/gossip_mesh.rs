@@ -1,7 +1,7 @@
 //! Gossipsub at scale: N in-process nodes (default 100) on loopback TCP, each running
 //! the node's own gossipsub (`libmesh::node::build::gossipsub`: strict validation with
-//! the application's verdict, IDONTWANT above 1000 bytes, IHAVE to `gossip_lazy` peers, peer scoring), all subscribed to
-//! one topic.
+//! the application's verdict, IDONTWANT above 1000 bytes, IHAVE to `gossip_lazy` peers,
+//! peer scoring), all subscribed to one topic.
 //!
 //! 1. Node i dials up to three random earlier nodes (a connected random graph, mean
 //!    degree about 6, gossipsub's mesh degree); every node subscribes; the bench waits

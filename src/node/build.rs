@@ -164,9 +164,9 @@ pub fn mesh_kad(peer_id: PeerId, mode: KadMode) -> kad::Behaviour<kad::store::Me
 
 /// The node's gossipsub behaviour: strict validation with the application's verdict
 /// on every message, IDONTWANT above 1000 bytes, IHAVE to at most `gossip_lazy` peers
-/// per heartbeat, messages up to `max_transmit_size`
-/// bytes, peer scoring with loopback exempt from the co-location penalty. Public so
-/// that benchmarks run the node's gossipsub rather than a copy.
+/// per heartbeat, messages up to `max_transmit_size` bytes, peer scoring with loopback
+/// exempt from the co-location penalty. Public so that benchmarks run the node's
+/// gossipsub rather than a copy.
 pub fn gossipsub(
     lp_key: libp2p::identity::Keypair,
     max_transmit_size: usize,
