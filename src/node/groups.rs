@@ -51,11 +51,12 @@ const MESH_N: usize = 6;
 const MESH_N_HIGH: usize = 12;
 /// How often a group with a thin mesh dials members again.
 const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
-/// Table pages served per peer: a burst of 32 (two full 1,024-member tables), then 60
-/// a minute; at most 4,096 peers tracked.
+/// Table pages served per peer: a burst of 8 (two full 1,024-member tables), then 30
+/// a minute (at most 2 MiB at once and 128 KiB a second of pages to one peer); at most
+/// 4,096 peers tracked.
 const SERVE_LIMIT: RateLimit = RateLimit {
-    burst: 32,
-    per_second: 1.0,
+    burst: 8,
+    per_second: 0.5,
 };
 const SERVE_PEERS: usize = 4096;
 

@@ -35,10 +35,13 @@ use crate::codec::read_capped;
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/swarm-table/1.0.0");
-/// Most presences in one page.
-pub const PAGE_MAX: usize = 64;
-/// Most bytes of presences in one page (a page holds at least one presence).
-pub const PAGE_BYTES: usize = 128 * 1024;
+/// Most presences in one page: a swarm of up to 256 members (or [`PAGE_BYTES`] of
+/// presences) comes in one exchange. With pages of 64, a newcomer to 200 members waited
+/// for four round trips, 50–110 ms each on a loaded host (BENCHMARKS, *Swarms*).
+pub const PAGE_MAX: usize = 256;
+/// Most bytes of presences in one page (a page holds at least one presence): 256
+/// presences of a member with a few addresses (about 500–900 bytes each).
+pub const PAGE_BYTES: usize = 256 * 1024;
 /// Largest answer body: a full page and its framing, or a refusal.
 pub const MAX_ANSWER: usize = PAGE_BYTES + MAX_ARTIFACT_BYTES + 16 * (PAGE_MAX + 1);
 /// Largest request body.

@@ -65,7 +65,7 @@ fn requests_round_trip_and_bad_ones_are_refused() {
 fn pages_are_capped_in_count_and_ordered_and_cover_the_table() {
     let now = t0();
     let key = DiscoveryKey::from_name("paging");
-    let t = table(150, &key, &now);
+    let t = table(2 * PAGE_MAX + 44, &key, &now);
     let mut after = None;
     let mut seen = Vec::new();
     let mut pages = 0;
@@ -85,12 +85,24 @@ fn pages_are_capped_in_count_and_ordered_and_cover_the_table() {
             break;
         }
     }
-    assert_eq!(pages, 3, "150 members in pages of {PAGE_MAX}");
+    assert_eq!(pages, 3, "{} members in pages of {PAGE_MAX}", t.len());
     let all: Vec<NodeId> = t.iter().map(|(n, _)| *n).collect();
     assert_eq!(seen, all);
     // After the last member: an empty page, nothing more.
     let end = page_of(entries(&t), all.last());
     assert!(end.items.is_empty() && !end.more);
+}
+
+#[test]
+fn a_swarm_of_200_members_comes_in_one_page() {
+    let now = t0();
+    let key = DiscoveryKey::from_name("one exchange");
+    let t = table(200, &key, &now);
+    let page = page_of(entries(&t), None);
+    assert_eq!(page.items.len(), 200);
+    assert!(!page.more, "one round trip for the whole table");
+    let checked = check_page(decode_answer(&encode_page(&page)).unwrap(), &now);
+    assert_eq!(checked.valid.len(), 200);
 }
 
 #[test]
@@ -170,7 +182,8 @@ fn refusals_carry_their_code_and_malformed_answers_are_refused() {
         vec![0x81, FALSE, 0x00],       // trailing bytes
         vec![0x98, 0x02, FALSE, 0x40], // a non-canonical head
         {
-            let mut v = vec![0x98, (PAGE_MAX + 2) as u8, FALSE];
+            let n = u16::try_from(PAGE_MAX + 2).unwrap().to_be_bytes();
+            let mut v = vec![0x99, n[0], n[1], FALSE];
             v.extend(std::iter::repeat_n(0x40, PAGE_MAX + 1));
             v
         }, // too many items
