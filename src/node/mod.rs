@@ -518,8 +518,9 @@ impl Node {
         if self.sweeper.due(now.at) {
             self.sweeper.start(self.store.clone(), now.ts.clone());
         }
-        // The idle rule runs only while some peer is idle (the usual case: none).
-        if self.idle.conns.any_idle(now.at) {
+        // The idle rule runs only while some peer is idle (outside swarms the usual
+        // case is none), at most every `idle::SWEEP_EVERY`.
+        if self.idle.sweep_due(now.at) {
             // Peers other components need kept besides what the idle rule knows: route
             // targets, peers commands wait on, the relay server's clients, and the DHT
             // servers while a query that someone waits for may be talking to them.
