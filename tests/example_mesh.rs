@@ -46,6 +46,45 @@ fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// What each node left behind when the script did not stop (whether its control file is
+/// still there, the end of its log), after which every process of the example is killed
+/// so that nothing outlives the test.
+fn still_running(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in ["seed", "relay", "alice", "bob"] {
+        let d = dir.join(name);
+        let log = std::fs::read_to_string(d.join("meshd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        out.push_str(&format!(
+            "--- {name}: control.addr {}; end of meshd.log:\n",
+            if d.join("control.addr").exists() {
+                "still there"
+            } else {
+                "removed"
+            },
+        ));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if let Ok(ps) = Command::new("ps")
+        .args(["-eo", "pid,stat,etime,args"])
+        .output()
+    {
+        let dir = dir.display().to_string();
+        for l in String::from_utf8_lossy(&ps.stdout).lines() {
+            if l.contains(&dir) {
+                out.push_str(&format!("process: {l}\n"));
+            }
+        }
+    }
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &dir.display().to_string()])
+        .status();
+    out
+}
+
 fn http_get(port: u16, path: &str) -> String {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -76,6 +115,9 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
     .arg(dir.path())
     .env("MESHD", bin())
     .env("PORTS", &ports_env)
+    // The nodes' own steps (stop signal, shutting down, node stopped) in their logs, for
+    // the report of a stop that hangs.
+    .env("RUST_LOG", "warn,libmesh=info,meshd=info")
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
@@ -150,7 +192,11 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
         if let Some(s) = script.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the script did not stop");
+        if Instant::now() >= deadline {
+            let report = still_running(dir.path());
+            let _ = script.kill();
+            panic!("the script did not stop within {WAIT:?}\n{report}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut err = String::new();
