@@ -548,12 +548,15 @@ mod tests {
         assert!(!w.conns.any_idle(w.at(500)));
     }
 
+    /// The idle rule of a node with the default configuration, its grace and a start.
+    fn default_idle() -> (Idle, Duration, Instant) {
+        let config = NodeConfig::default();
+        (Idle::new(&config), config.idle_timeout(), Instant::now())
+    }
+
     #[test]
     fn sweeps_come_at_most_every_five_seconds_and_only_with_an_idle_peer() {
-        let config = NodeConfig::default();
-        let grace = config.idle_timeout();
-        let mut idle = Idle::new(&config);
-        let t0 = Instant::now();
+        let (mut idle, grace, t0) = default_idle();
         let p = peers(1)[0];
         idle.conns
             .established(ConnectionId::new_unchecked(7), p, true, false, t0);
@@ -570,10 +573,7 @@ mod tests {
     fn the_tick_keeps_what_the_node_and_its_components_need() {
         use crate::node::action::Action;
         use crate::node::view::fake::FakeView;
-        let config = NodeConfig::default();
-        let grace = config.idle_timeout();
-        let mut idle = Idle::new(&config);
-        let t0 = Instant::now();
+        let (mut idle, grace, t0) = default_idle();
         let ps = peers(5);
         let ids: Vec<ConnectionId> = (0..5)
             .map(|i| ConnectionId::new_unchecked(100 + i))
