@@ -108,20 +108,26 @@ fn the_example_mesh_starts_works_and_stops_on_ctrl_c() {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let mut script = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/example-mesh.sh"
-    ))
-    .arg(dir.path())
-    .env("MESHD", bin())
-    .env("PORTS", &ports_env)
-    // The nodes' own steps (stop signal, shutting down, node stopped) in their logs, for
-    // the report of a stop that hangs.
-    .env("RUST_LOG", "warn,libmesh=info,meshd=info")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    // Started as from a terminal, with SIGINT's default action: a test run as a
+    // background job of a non-interactive shell (`cargo test &` in a script) inherits
+    // SIGINT ignored, and bash can neither trap nor reset a signal ignored at its start,
+    // so the script never saw the Ctrl-C and its nodes ran on (2026-12-03, local CI).
+    let mut script = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/example-mesh.sh"
+        ))
+        .arg(dir.path())
+        .env("MESHD", bin())
+        .env("PORTS", &ports_env)
+        // The nodes' own steps (stop signal, shutting down, node stopped) in their logs, for
+        // the report of a stop that hangs.
+        .env("RUST_LOG", "warn,libmesh=info,meshd=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stdout = script.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
