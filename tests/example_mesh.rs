@@ -69,7 +69,7 @@ fn still_running(dir: &Path) -> String {
         }
     }
     if let Ok(ps) = Command::new("ps")
-        .args(["-eo", "pid,stat,etime,args"])
+        .args(["-ww", "-eo", "pid,stat,etime,args"])
         .output()
     {
         let dir = dir.display().to_string();

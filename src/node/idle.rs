@@ -265,7 +265,8 @@ impl Idle {
         true
     }
 
-    /// The connections the idle rule gives up now (checked every tick). `also_keep`:
+    /// The connections the idle rule gives up now (at each sweep, see
+    /// [`Idle::sweep_due`]). `also_keep`:
     /// peers other components need (route targets, waited-on peers, DHT servers of a
     /// running query).
     pub(crate) fn tick(
