@@ -326,8 +326,9 @@ async fn census(nodes: &[Member]) -> String {
         format!("{:.0}/{max:.0}", try_median(v).unwrap_or(0.0))
     };
     let gossip_min = gossip.iter().copied().fold(f64::INFINITY, f64::min);
+    let peer_ends: f64 = peers.iter().sum();
     format!(
-        "peers {} sessions {} mesh-dht {} gossip-mesh {} min {gossip_min:.0} (median/max), \
+        "peers {} ({peer_ends:.0} in all) sessions {} mesh-dht {} gossip-mesh {} min {gossip_min:.0} (median/max), \
          {send_failed} gossip sends failed, {failed} status failed;{first}",
         mm(&mut peers),
         mm(&mut sessions),
