@@ -328,7 +328,8 @@ async fn census(nodes: &[Member]) -> String {
     let gossip_min = gossip.iter().copied().fold(f64::INFINITY, f64::min);
     let peer_ends: f64 = peers.iter().sum();
     format!(
-        "peers {} ({peer_ends:.0} in all) sessions {} mesh-dht {} gossip-mesh {} min {gossip_min:.0} (median/max), \
+        "peers {} ({peer_ends:.0} in all) sessions {} mesh-dht {} gossip-mesh {} \
+         min {gossip_min:.0} (median/max), \
          {send_failed} gossip sends failed, {failed} status failed;{first}",
         mm(&mut peers),
         mm(&mut sessions),

@@ -351,7 +351,7 @@ fn metrics_show_libmesh_traffic_and_the_dashboard_names_only_exported_metrics() 
                 &[("dht", "mesh")],
             ),
             // A dials the relay; whether B dials A or A dials B is a race, so A's
-            // incoming counter may stay at zero (it did once in CI).
+            // incoming counter may stay at zero (it did once in a local CI run).
             (
                 "libp2p_swarm_connections_established_total",
                 &[("role", "Dialer")],
