@@ -28,3 +28,19 @@ export async function launch ({ protocolTimeout = 90_000, totalMs = 240_000 } = 
 export async function until (page, fn, arg, timeout = 60_000) {
   return await page.waitForFunction(fn, { timeout, polling: 100 }, arg).then((h) => h.jsonValue())
 }
+
+/**
+ * Keeps the page's last `keep` console lines, with js-libp2p's debug log on for
+ * `namespaces` (its `debug` key in localStorage, set before the page's scripts run),
+ * and returns a function that writes them to stderr: a failed run shows what the
+ * page's libp2p did up to the failure. Call before `page.goto`.
+ */
+export async function traceLog (page, name, namespaces, keep = 400) {
+  const lines = []
+  await page.evaluateOnNewDocument((ns) => { localStorage.setItem('debug', ns) }, namespaces)
+  page.on('console', (m) => {
+    lines.push(`${new Date().toISOString()} page ${name} ${m.type()}: ${m.text().replaceAll('%c', '')}`)
+    if (lines.length > keep) lines.shift()
+  })
+  return () => { for (const l of lines) process.stderr.write(l + '\n') }
+}

@@ -6,12 +6,15 @@
 // the circuit, then a direct WebRTC connection, pinged both ways.
 // Usage: node web/test/relayed.mjs WEB_URL SWARM_NAME SCREENSHOT.png
 // Prints one JSON line per step on stdout. Every wait is bounded.
-import { emit, launch, until as untilIn } from './launch.mjs'
+import { emit, launch, traceLog, until as untilIn } from './launch.mjs'
 
 const [webUrl, swarmName, shot] = process.argv.slice(2)
 const STEP_MS = 60_000
 const { browser, timer } = await launch()
 const until = (page, fn, arg) => untilIn(page, fn, arg, STEP_MS)
+// What each page's libp2p logs on the path under test; written to stderr on a failure.
+const TRACE = 'libp2p:webrtc*,libp2p:webrtc*:trace,libp2p:circuit-relay*,libp2p:connection-manager*'
+const dumps = []
 
 try {
   const pages = []
@@ -19,6 +22,7 @@ try {
     const ctx = await browser.createBrowserContext()
     const page = await ctx.newPage()
     page.on('pageerror', (e) => process.stderr.write(`page ${name} error: ${e.message}\n`))
+    dumps.push(await traceLog(page, name, TRACE, 2000))
     await page.goto(`${webUrl}/?ephemeral&via=ws`, { timeout: STEP_MS })
     await page.waitForFunction(() => window.mesh != null && window.meshReady != null, { timeout: STEP_MS })
     await page.evaluate(() => window.meshReady)
@@ -44,6 +48,7 @@ try {
   await a.screenshot({ path: shot, fullPage: true })
   emit({ step: 'done', screenshot: shot })
 } catch (err) {
+  for (const dump of dumps) dump()
   emit({ step: 'error', message: String(err?.stack ?? err) })
   process.exitCode = 1
 } finally {

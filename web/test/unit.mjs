@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import * as lm from '../src/libmesh.js'
 import * as sig from '../src/signal.js'
 import * as session from '../src/session.js'
+import { settleInitChannel } from '../src/init-channel.js'
 
 const now = Date.parse('2026-11-21T12:00:00Z')
 const [a, b, c] = await Promise.all([1, 2, 3].map((i) => lm.Identity.fromSeed(new Uint8Array(32).fill(i))))
@@ -122,4 +123,43 @@ test('a hello is signed without its framing; an ack is checked', async () => {
   assert.equal(session.transportProfile('/ip4/127.0.0.1/tcp/1/ws/p2p/x'), 'ws')
   assert.equal(session.transportProfile('/dns4/h/tcp/443/tls/sni/h/ws'), 'wss')
   assert.equal(session.transportProfile('/ip4/127.0.0.1/udp/1/webrtc-direct/certhash/u'), 'tcp')
+})
+
+/** An RTCDataChannel as far as the init channel's end needs one. */
+class FakeChannel extends EventTarget {
+  constructor () { super(); this.readyState = 'connecting'; this.closes = 0 }
+  set (state) { this.readyState = state; this.dispatchEvent(new Event(state === 'closed' ? 'close' : state)) }
+  close () { this.closes++; if (this.readyState !== 'closed') this.readyState = 'closing' }
+}
+
+test('a WebRTC dial gets past an init channel the remote closed before it opened here', async () => {
+  // Closed before the peer connection was up (1 dial in 30 on loopback): js-libp2p
+  // waited for an `open` that never came.
+  const gone = new FakeChannel()
+  gone.readyState = 'closed'
+  assert.deepEqual(await settleInitChannel(gone, { waitMs: 5_000 }), ['closed'])
+  assert.equal(gone.closes, 0)
+  // The remote's reset came first: `close` without `open`.
+  const early = new FakeChannel()
+  setTimeout(() => early.set('closed'), 10)
+  assert.deepEqual(await settleInitChannel(early, { waitMs: 5_000 }), ['connecting', 'closed'])
+  assert.equal(early.closes, 0)
+  // The usual order: open, our close, then `close`.
+  const usual = new FakeChannel()
+  setTimeout(() => usual.set('open'), 10)
+  const settled = settleInitChannel(usual, { waitMs: 5_000 })
+  setTimeout(() => usual.set('closed'), 30)
+  assert.deepEqual(await settled, ['connecting', 'open', 'closed'])
+  assert.equal(usual.closes, 1)
+  // Neither event: bounded, closed, and the dial goes on.
+  const stuck = new FakeChannel()
+  const started = Date.now()
+  assert.deepEqual(await settleInitChannel(stuck, { waitMs: 50 }), ['connecting', 'connecting', 'closing'])
+  assert.ok(Date.now() - started < 2_000)
+  assert.equal(stuck.closes, 1)
+  // The dial's own abort still ends it with its reason.
+  const ctl = new AbortController()
+  const aborted = settleInitChannel(new FakeChannel(), { signal: ctl.signal, waitMs: 5_000 })
+  ctl.abort(new Error('dial aborted'))
+  await assert.rejects(aborted, /dial aborted/)
 })
