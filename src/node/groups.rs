@@ -46,9 +46,12 @@ pub(crate) const LEAVE_FLUSH: Duration = Duration::from_millis(500);
 /// gossipsub's `mesh_n_low`, `mesh_n` and `mesh_n_high` (the node keeps the defaults):
 /// a group whose topic mesh has fewer peers than the first dials known members up to
 /// the second, as long as fewer than the third of its connected peers are subscribed.
+/// Not fewer than the idle rule keeps per topic (`idle::TOPIC_POOL`, 6): subscribed
+/// peers with full meshes refuse grafts, and at 200 members a feeder that stopped at 6
+/// subscribed left members with no mesh at all (a join missed by 3 of 200 for 50 s).
 const MESH_N_LOW: usize = 5;
 const MESH_N: usize = 6;
-const MESH_N_HIGH: usize = 12;
+pub(super) const MESH_N_HIGH: usize = 12;
 /// How often a group with a thin mesh dials members again.
 const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
 /// Table pages served per peer: a burst of 8 (two full 1,024-member tables), then 30

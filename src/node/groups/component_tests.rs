@@ -1,12 +1,14 @@
 use std::time::Duration;
 
-use libp2p::gossipsub::MessageAcceptance;
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, MessageAcceptance};
 use mesh_core::{Artifact, NodeKeypair, SwarmPresence, Timestamp};
 use mesh_signal::group::{DiscoveryKey, GroupConfig};
 
-use super::{Groups, MESH_N, PROVIDER_RETRY, PROVIDERS_DIALED};
+use super::{Groups, MEMBER_DIAL_EVERY, MESH_N, MESH_N_HIGH, PROVIDER_RETRY, PROVIDERS_DIALED};
 use crate::node::action::Action;
 use crate::node::event::NodeEvent;
+use crate::node::idle::TOPIC_POOL;
 use crate::node::view::Now;
 use crate::node::view::fake::FakeView;
 
@@ -194,6 +196,22 @@ fn a_thin_mesh_dials_known_members() {
     // No mesh at all: up to mesh_n members, then a pause.
     assert_eq!(dials(&g.tick(&view, &now)), MESH_N);
     assert_eq!(dials(&g.tick(&view, &at(&now, 1))), 0);
+
+    // A thin mesh with as many subscribed peers as the idle rule keeps per topic
+    // still dials: they may all have full meshes and refuse grafts.
+    let topic = gossipsub::IdentTopic::new(k.topic()).hash();
+    let mut view = FakeView::default();
+    let subscribed: Vec<PeerId> = (0..TOPIC_POOL).map(|_| PeerId::random()).collect();
+    view.mesh.insert(topic.clone(), subscribed[..3].to_vec());
+    view.subscribers.insert(topic.clone(), subscribed.clone());
+    let later = at(&now, MEMBER_DIAL_EVERY.as_secs());
+    assert_eq!(dials(&g.tick(&view, &later)), MESH_N - 3);
+    // With mesh_n_high subscribed it is gossipsub's to fill: no dials.
+    let mut full = subscribed;
+    full.extend((TOPIC_POOL..MESH_N_HIGH).map(|_| PeerId::random()));
+    view.subscribers.insert(topic, full);
+    let later = at(&now, 2 * MEMBER_DIAL_EVERY.as_secs());
+    assert_eq!(dials(&g.tick(&view, &later)), 0);
 }
 
 #[test]
