@@ -34,7 +34,7 @@ use libp2p::{PeerId, relay};
 /// gossipsub's `mesh_n` (the node uses the default): per subscribed topic the node
 /// keeps its mesh peers and other subscribed peers up to this many in all, as they are
 /// what gossipsub grafts from when a mesh peer leaves or prunes (and backs off). At
-/// 200 members a pool of `mesh_n_high` (12) held about 45% more connection ends, 16%
+/// 200 members a pool of `mesh_n_high` (12) held about 50% more connection ends, 16%
 /// more memory and 8 points more CPU (four runs each, BENCHMARKS, *Swarms*). A thin mesh still dials
 /// members while fewer than `mesh_n_high` peers are subscribed
 /// (`groups::feed_thin_meshes`); what it dials beyond this pool and does not graft is
