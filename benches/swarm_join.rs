@@ -66,6 +66,23 @@ fn heap_mib() -> f64 {
     stats::allocated::read().map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0))
 }
 
+/// jemalloc's own figures, in MiB: pages in active use (allocated plus the free space
+/// inside them), its metadata, and what it holds resident (active, metadata and dirty
+/// pages not yet returned). RSS beyond `resident` is stacks, the binary and the runtime.
+fn allocator_mib() -> String {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return "allocator figures unavailable".into();
+    }
+    let mib = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(f64::NAN, |b| b as f64 / 1048576.0);
+    format!(
+        "jemalloc active {:.0} / metadata {:.0} / resident {:.0} MiB",
+        mib(stats::active::read()),
+        mib(stats::metadata::read()),
+        mib(stats::resident::read())
+    )
+}
+
 /// File descriptors per node we budget for (listener, store, connections).
 const FDS_PER_NODE: u64 = 64;
 
@@ -631,14 +648,15 @@ async fn run(a: Args, nofile: u64) {
             };
             eprintln!(
                 "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%: {}), RSS \
-                 {rss:.0} MiB, heap {:.0} MiB, {fds} fds, load {}; in the window {conns} \
-                 connections opened, {joined} members came and {left} went; {}",
+                 {rss:.0} MiB, heap {:.0} MiB ({}), {fds} fds, load {}; in the window \
+                 {conns} connections opened, {joined} members came and {left} went; {}",
                 cpu * 100.0,
                 t0.elapsed(),
                 lo * 100.0,
                 hi * 100.0,
                 series.join(" "),
                 heap,
+                allocator_mib(),
                 load(),
                 census(nodes).await
             );

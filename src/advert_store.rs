@@ -40,6 +40,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "adverts.redb";
+/// redb's page cache. The index in memory already holds every row, and the file is read
+/// whole only at open, so the cache serves the B-tree pages a commit walks; redb's
+/// default (1 GiB, filled up to the file's size) kept a second copy of the store in
+/// memory: about 250 KiB per node at 200 in-process swarm members (BENCHMARKS,
+/// *Swarms*, fourteenth session). Pages beyond it are read from the file (the OS page
+/// cache).
+pub const CACHE_BYTES: usize = 64 * 1024;
 
 /// What reopening found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,8 +208,10 @@ impl DurableStore {
     ) -> Result<(Self, LoadReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db =
-            Database::create(&path).map_err(|e| storage(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
         let mut mem = MemoryStore::new(limits);
         let (report, stale) = load(&db, &mut mem, now)?;
         let store = DurableStore {

@@ -229,3 +229,33 @@ fn writers_take_turns_in_arrival_order() {
         th.join().unwrap_or_else(|_| panic!("panicked"));
     }
 }
+
+#[test]
+fn the_page_cache_stays_within_its_bound_as_the_file_grows() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let s = open(dir.path(), generous(), &now);
+    // About 1.3 KiB a row on disk: 400 rows are several times the cache.
+    let keys: Vec<NodeKeypair> = (0..400).map(|_| NodeKeypair::generate()).collect();
+    for chunk in keys.chunks(50) {
+        let batch = chunk.iter().map(|k| ad(k, 1, &now)).collect();
+        for r in s.insert_batch(batch, &now) {
+            r.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let file = std::fs::metadata(s.path()).map_or(0, |m| m.len());
+    assert!(file > 256 * 1024, "the file is {file} bytes");
+    // The rows are in the index already; redb must not keep a second copy of them.
+    let cached = s.db.cache_stats().used_bytes() as u64;
+    assert!(
+        cached <= CACHE_BYTES as u64 && cached * 4 <= file,
+        "redb caches {cached} bytes of a {file}-byte file (bound {CACHE_BYTES})"
+    );
+    // Nothing is lost to the small cache: every row is on disk and comes back.
+    assert_eq!(counts(&s), (400, 0));
+    drop(s);
+    let s = open(dir.path(), generous(), &now);
+    for k in &keys {
+        assert!(s.index().get(&k.node_id(), &now).is_some());
+    }
+}
