@@ -102,7 +102,7 @@ impl Writes {
             delete_adverts: swept
                 .adverts
                 .iter()
-                .map(|s| s.advert.node_id().to_string())
+                .map(|s| s.node_id().to_string())
                 .collect(),
             delete_tombstones: swept
                 .tombstones
@@ -294,7 +294,7 @@ impl DurableStore {
             for Undo { node, .. } in &accepted {
                 let key = node.to_string();
                 if let Some(e) = mem.entry(node) {
-                    let value = encode_entry(e.revision, e.advert.expires_at(), &e.wire);
+                    let value = encode_entry(e.revision, e.expires_at(), &e.wire);
                     writes.put_adverts.push((key.clone(), value));
                 }
                 writes.delete_tombstones.push(key);
@@ -490,11 +490,7 @@ fn load(
                         stale.delete_adverts.push(key.value().to_owned());
                     }
                     Some((revision, advert, wire)) => {
-                        mem.restore(StoredAdvert {
-                            advert: Arc::new(advert),
-                            wire: wire.into(),
-                            revision,
-                        });
+                        mem.restore(StoredAdvert::new(&advert, wire.into(), revision));
                         report.loaded += 1;
                     }
                     None => {

@@ -353,8 +353,8 @@ async fn get_adv(
         Err(r) => return *r,
     };
     let found = st.store.get(&node, &now);
-    match found {
-        Some(s) => axum::Json(s.advert.to_json()).into_response(),
+    match found.and_then(|s| s.decoded()) {
+        Some(advert) => axum::Json(advert.to_json()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(
@@ -399,7 +399,11 @@ async fn list_adv(
     let max = st.config.max_items;
     let limit = q.limit.unwrap_or(max).clamp(1, max);
     let page = st.store.since(cursor, limit);
-    let items: Vec<Value> = page.items.iter().map(|s| s.advert.to_json()).collect();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|s| s.decoded().map(|a| a.to_json()))
+        .collect();
     axum::Json(json!({
         "items": items,
         "next": format!("c{:x}", page.next),

@@ -47,13 +47,7 @@ fn survives_a_restart() {
     let (s, report) = DurableStore::open(dir.path(), limits(), &now).unwrap();
     assert_eq!(report.loaded, 39);
     assert_eq!(report.unreadable, 0);
-    assert_eq!(
-        s.get(&keys[0].node_id(), &now)
-            .unwrap()
-            .advert
-            .sequence_no(),
-        4
-    );
+    assert_eq!(s.get(&keys[0].node_id(), &now).unwrap().sequence_no(), 4);
     assert!(s.get(&keys[1].node_id(), &now).is_none());
     // The withdrawal's tombstone survived: a replay is still refused.
     let err = s.insert(ad(&keys[1], 5, &now, 600), &now).unwrap_err();
@@ -75,7 +69,7 @@ fn survives_a_restart() {
             break;
         }
         for i in page.items {
-            assert!(seen.insert(i.advert.node_id()));
+            assert!(seen.insert(i.node_id()));
         }
         cursor = page.next;
     }
@@ -201,7 +195,7 @@ async fn the_running_node_sweeps_expired_adverts_from_memory_and_disk() {
             .since(0, 10_000)
             .items
             .iter()
-            .any(|i| i.advert.node_id() == short.node_id())
+            .any(|i| i.node_id() == short.node_id())
     };
     assert!(in_walk(&store));
     // The default sweep period is 10 s: give it three periods (a bound, not a speed).

@@ -356,8 +356,8 @@ impl AdvertSource for StoreAdverts {
     fn current(&self, node: &NodeId, now: &Timestamp) -> Option<NodeAdvertisement> {
         self.0
             .get(node, now)
-            .map(|s| (*s.advert).clone())
-            .filter(|a| a.expires_at() > now)
+            .filter(|s| s.expires_at() > now)
+            .and_then(|s| s.decoded())
     }
 }
 

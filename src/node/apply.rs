@@ -75,7 +75,8 @@ impl View for NodeView<'_> {
     fn stored_addrs(&self, node: &NodeId) -> Vec<Multiaddr> {
         self.store
             .get(node, &Timestamp::now())
-            .map(|held| addrs::advert_addrs(&held.advert))
+            .and_then(|held| held.decoded())
+            .map(|ad| addrs::advert_addrs(&ad))
             .unwrap_or_default()
     }
 

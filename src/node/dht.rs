@@ -3,8 +3,8 @@
 //! and the addresses of verified advertisements for peers already in the mesh DHT.
 
 use libp2p::{Multiaddr, PeerId, identify, kad};
-use mesh_advert::AdvertStore;
-use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
+use mesh_advert::{AdvertStore, StoredAdvert};
+use mesh_core::{NodeId, Timestamp};
 
 use super::addrs;
 use super::behaviour::MeshBehaviour;
@@ -97,18 +97,19 @@ pub(crate) fn scope_amino_entry(
 /// whether its node serves the DHT, and a client in the routing table is dialed by
 /// every query and handed to every asker. Relay circuits stay out: a DHT query should
 /// not open circuits.
-pub(crate) fn learn_advert(b: &mut MeshBehaviour, ad: &NodeAdvertisement) {
-    let Ok(peer) = ad.node_id().to_peer_id() else {
+pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert) {
+    let Ok(peer) = held.node_id().to_peer_id() else {
         return;
     };
     let known = b
         .mesh_kad
         .kbucket(peer)
         .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == &peer));
-    if !known {
+    // Decoded only for a node the table holds: most stored advertisements are not.
+    let Some(ad) = (if known { held.decoded() } else { None }) else {
         return;
-    }
-    for addr in addrs::advert_addrs(ad) {
+    };
+    for addr in addrs::advert_addrs(&ad) {
         if !is_circuit(&addr) {
             b.mesh_kad.add_address(&peer, addr);
         }
@@ -154,11 +155,14 @@ pub(crate) fn remember_stored(
     loop {
         let page = store.since(cursor, 256);
         for item in &page.items {
-            let node = item.advert.node_id();
-            if node == me || taken >= max || item.advert.expires_at() <= &now {
+            let node = item.node_id();
+            if node == me || taken >= max || item.expires_at() <= &now {
                 continue;
             }
-            let addrs = addrs::advert_addrs(&item.advert);
+            let Some(ad) = item.decoded() else {
+                continue;
+            };
+            let addrs = addrs::advert_addrs(&ad);
             if let Ok(peer) = node.to_peer_id() {
                 for a in &addrs {
                     b.mesh_kad.add_address(&peer, a.clone());

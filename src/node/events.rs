@@ -472,7 +472,7 @@ impl Node {
                 ..
             } => {
                 if let Some(held) = self.store.get(&node, &now) {
-                    dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held);
                 }
                 self.stats.advert_stored("push");
                 let me = self.node_id;
@@ -495,7 +495,7 @@ impl Node {
             } => {
                 let node = ad.node_id();
                 if let Some(held) = self.store.get(&node, &now) {
-                    dht::learn_advert(self.swarm.behaviour_mut(), &held.advert);
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held);
                 }
                 self.stats.advert_stored("lookup");
                 let (me, seq) = (self.node_id, ad.sequence_no());

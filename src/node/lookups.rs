@@ -77,7 +77,7 @@ impl Node {
         } else if node == self.node_id {
             self.own.current().cloned()
         } else {
-            self.store.get(&node, &now).map(|s| (*s.advert).clone())
+            self.store.get(&node, &now).and_then(|s| s.decoded())
         };
         if let Some(ad) = held {
             return self.found(node, found_from(&ad, "store"), vec![after]);

@@ -64,7 +64,7 @@ fn a_new_advertisement_goes_to_the_dht_every_session_peer_and_the_relays() {
     assert_eq!(own.current().map(|ad| ad.sequence_no()), Some(seq));
     // Stored and persisted.
     let held = store.get(&own.node, &now).expect("stored");
-    assert_eq!(held.advert.sequence_no(), seq);
+    assert_eq!(held.sequence_no(), seq);
     assert_eq!(store.durable().own_sequence().unwrap(), Some(seq));
 }
 

@@ -19,7 +19,7 @@ use mesh_core::{
 use crate::protocol::{
     Codec, InboundRequest, InboundResponse, PROTOCOL, Request, Response, Status,
 };
-use crate::store::{AdvertStore, InsertOutcome, StoreError};
+use crate::store::{AdvertStore, InsertOutcome, StoreError, StoredAdvert};
 use crate::withdrawal::NodeWithdrawal;
 
 /// The clock the behaviour reads (replaceable in tests).
@@ -160,6 +160,16 @@ pub struct Behaviour<S: AdvertStore> {
     per_peer: RateLimiter<PeerId>,
     events: VecDeque<Event>,
     next_correlation: u64,
+}
+
+/// A `found` answer with a stored advertisement, decoded from its wire form. A store
+/// entry always decodes (it was decoded when stored); if one ever does not, the asker is
+/// told `not-found` (and the fault is logged) rather than handed bytes we cannot read.
+fn found(correlation: &str, stored: &StoredAdvert) -> Response {
+    match stored.decoded() {
+        Some(advert) => Response::found(correlation, advert),
+        None => Response::status(correlation, Status::NotFound),
+    }
 }
 
 impl<S: AdvertStore + Send + 'static> Behaviour<S> {
@@ -348,7 +358,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                 }
             }
             Request::Lookup { correlation, node } => match self.store.get(&node, &now) {
-                Some(s) => Response::found(&correlation, (*s.advert).clone()),
+                Some(s) => found(&correlation, &s),
                 None => Response::status(&correlation, Status::NotFound),
             },
             Request::Refresh {
@@ -356,9 +366,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                 node,
                 known_sequence,
             } => match self.store.get(&node, &now) {
-                Some(s) if s.advert.sequence_no() > known_sequence => {
-                    Response::found(&correlation, (*s.advert).clone())
-                }
+                Some(s) if s.sequence_no() > known_sequence => found(&correlation, &s),
                 Some(_) => Response::status(&correlation, Status::Unchanged),
                 None => Response::status(&correlation, Status::NotFound),
             },

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use mesh_core::artifact::Artifact;
 use mesh_core::{
-    ErrorCode, MeshError, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
+    ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
 };
 
 use crate::withdrawal::NodeWithdrawal;
@@ -117,15 +117,66 @@ impl StoreError {
     }
 }
 
-/// One stored advertisement.
+/// One stored advertisement: its CBOR wire form and the three fields the store indexes
+/// by. The decoded document is not kept: a node holds about every advertisement of its
+/// swarms, and a decoded document is about five times its wire form (3.6 KiB for a
+/// 710-byte advertisement with two endpoints). [`StoredAdvert::advert`] decodes it
+/// again when a caller needs more.
 #[derive(Debug, Clone)]
 pub struct StoredAdvert {
-    /// The advertisement.
-    pub advert: Arc<NodeAdvertisement>,
+    node_id: NodeId,
+    sequence_no: u64,
+    expires_at: Timestamp,
     /// Its CBOR wire form.
     pub wire: Arc<[u8]>,
     /// The revision of the change that stored it.
     pub revision: u64,
+}
+
+impl StoredAdvert {
+    /// An entry for `advert`, whose wire form is `wire`, stored by change `revision`.
+    pub fn new(advert: &NodeAdvertisement, wire: Arc<[u8]>, revision: u64) -> Self {
+        StoredAdvert {
+            node_id: advert.node_id(),
+            sequence_no: advert.sequence_no(),
+            expires_at: advert.expires_at().clone(),
+            wire,
+            revision,
+        }
+    }
+
+    /// The advertised node.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The advertisement's `sequence/no`.
+    pub fn sequence_no(&self) -> u64 {
+        self.sequence_no
+    }
+
+    /// The advertisement's `expires-at`.
+    pub fn expires_at(&self) -> &Timestamp {
+        &self.expires_at
+    }
+
+    /// The advertisement, decoded again from its wire form with the structural checks
+    /// (its signature was verified when it was stored and is not checked again). A
+    /// store's own entries always decode; the error is there for wire bytes that did not
+    /// come from a [`NodeAdvertisement`].
+    pub fn advert(&self) -> MeshResult<NodeAdvertisement> {
+        NodeAdvertisement::from_cbor(&self.wire)
+    }
+
+    /// [`StoredAdvert::advert`], with a failure logged and given as `None`: for readers
+    /// that skip what they cannot read.
+    pub fn decoded(&self) -> Option<NodeAdvertisement> {
+        self.advert()
+            .inspect_err(|e| {
+                tracing::warn!(node = %self.node_id, error = %e, "stored advertisement does not decode");
+            })
+            .ok()
+    }
 }
 
 /// What a sweep removed, so that a durable backend can delete the same rows (and put
@@ -246,7 +297,7 @@ impl MemoryStore {
     /// The highest sequence number this store knows for `node` (advertisement or
     /// withdrawal), expired or not.
     pub fn known_sequence(&self, node: &NodeId) -> Option<u64> {
-        let ad = self.entries.get(node).map(|e| e.advert.sequence_no());
+        let ad = self.entries.get(node).map(|e| e.sequence_no());
         let tomb = self.tombstones.get(node).map(|t| t.sequence_no);
         ad.max(tomb)
     }
@@ -283,7 +334,7 @@ impl MemoryStore {
                 submitted,
             });
         }
-        let previous = self.entries.get(&node).map(|e| e.advert.sequence_no());
+        let previous = self.entries.get(&node).map(|e| e.sequence_no());
         if let Some(current) = previous
             && submitted <= current
         {
@@ -295,8 +346,7 @@ impl MemoryStore {
     fn remove_entry(&mut self, node: &NodeId) -> Option<StoredAdvert> {
         let old = self.entries.remove(node)?;
         self.by_revision.remove(&old.revision);
-        self.by_expiry
-            .remove(&(old.advert.expires_at().clone(), *node));
+        self.by_expiry.remove(&(old.expires_at().clone(), *node));
         self.bytes -= old.wire.len();
         Some(old)
     }
@@ -304,8 +354,7 @@ impl MemoryStore {
     fn put_entry(&mut self, node: NodeId, stored: StoredAdvert) {
         self.bytes += stored.wire.len();
         self.by_revision.insert(stored.revision, node);
-        self.by_expiry
-            .insert((stored.advert.expires_at().clone(), node));
+        self.by_expiry.insert((stored.expires_at().clone(), node));
         self.entries.insert(node, stored);
     }
 
@@ -450,11 +499,7 @@ impl MemoryStore {
         self.remove_entry(&node);
         self.drop_tombstone(&node);
         self.revision += 1;
-        let stored = StoredAdvert {
-            advert: Arc::new(advert),
-            wire,
-            revision: self.revision,
-        };
+        let stored = StoredAdvert::new(&advert, wire, self.revision);
         self.put_entry(node, stored);
         Ok(match previous {
             Some(previous) => InsertOutcome::Replaced { previous },
@@ -553,7 +598,7 @@ impl MemoryStore {
     /// Restores an entry read back from durable storage, keeping its revision (no
     /// checks: it was checked when first stored).
     pub fn restore(&mut self, stored: StoredAdvert) {
-        let node = stored.advert.node_id();
+        let node = stored.node_id();
         self.remove_entry(&node);
         self.revision = self.revision.max(stored.revision);
         self.put_entry(node, stored);
@@ -589,7 +634,7 @@ impl AdvertStore for MemoryStore {
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
         self.entries
             .get(node)
-            .filter(|e| now <= e.advert.expires_at())
+            .filter(|e| now <= e.expires_at())
             .cloned()
     }
 

@@ -56,7 +56,7 @@ fn higher_replaces_equal_and_lower_are_stale() {
         );
         assert_eq!(err.code(), Some(ErrorCode::AdvStaleSeq));
     }
-    assert_eq!(s.get(&k.node_id(), &t(1)).unwrap().advert.sequence_no(), 7);
+    assert_eq!(s.get(&k.node_id(), &t(1)).unwrap().sequence_no(), 7);
     assert_eq!(s.len(), 1);
 }
 
@@ -189,7 +189,7 @@ fn cursor_walk_sees_every_current_advertisement_once() {
         }
         assert!(page.items.len() <= 4);
         for item in &page.items {
-            assert!(seen.insert(item.advert.node_id()), "seen twice");
+            assert!(seen.insert(item.node_id()), "seen twice");
         }
         assert!(page.next > cursor);
         cursor = page.next;
@@ -296,7 +296,7 @@ fn nothing_a_publisher_sends_removes_another_publishers_live_record() {
     }
     let intact = |s: &MemoryStore| {
         for k in &others {
-            assert_eq!(s.get(&k.node_id(), &t(2)).unwrap().advert.sequence_no(), 1);
+            assert_eq!(s.get(&k.node_id(), &t(2)).unwrap().sequence_no(), 1);
         }
     };
     // A stranger at the cap: refused, whatever it sends.
@@ -337,7 +337,7 @@ fn a_sweep_returns_what_it_removed_and_can_be_undone() {
     let bytes = s.bytes();
     let swept = s.take_expired(&t(100));
     assert_eq!(swept.adverts.len(), 1);
-    assert_eq!(swept.adverts[0].advert.node_id(), short.node_id());
+    assert_eq!(swept.adverts[0].node_id(), short.node_id());
     assert!(swept.tombstones.is_empty());
     s.restore_swept(swept);
     assert_eq!((s.len(), s.bytes()), (2, bytes));

@@ -236,7 +236,7 @@ async fn forged_adverts_are_rejected_and_not_forwarded_valid_ones_are() {
         .store()
         .get(&kx.node_id(), &Timestamp::now())
         .unwrap();
-    assert_eq!(held.advert.sequence_no(), 4);
+    assert_eq!(held.sequence_no(), 4);
     assert!(
         c.behaviour()
             .store()
@@ -330,7 +330,6 @@ async fn lookup_answers_are_verified_and_cached() {
             .store()
             .get(&kx.node_id(), &now)
             .unwrap()
-            .advert
             .sequence_no(),
         9
     );
