@@ -105,8 +105,11 @@ pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert) {
         .mesh_kad
         .kbucket(peer)
         .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == &peer));
+    if !known {
+        return;
+    }
     // Decoded only for a node the table holds: most stored advertisements are not.
-    let Some(ad) = (if known { held.decoded() } else { None }) else {
+    let Some(ad) = held.decoded() else {
         return;
     };
     for addr in addrs::advert_addrs(&ad) {
