@@ -206,6 +206,7 @@ fn ratios(f: &Fixture) -> Vec<Ratio> {
             signer: f.key.fingerprint(),
             message: m,
             signature: *s,
+            remember: false,
         })
         .collect();
     let (b, c) = compare(
@@ -219,6 +220,31 @@ fn ratios(f: &Fixture) -> Vec<Ratio> {
     );
     rows.push(Ratio {
         name: "5 sigs, one signer: verify_all_strict / dalek verify_batch",
+        baseline_ns: b,
+        candidate_ns: c,
+        target: f64::INFINITY,
+        at_least: false,
+    });
+
+    // A known peer's handshake set: the handshake artifact is fresh, the other four (its
+    // capability advertisement and passports) were verified before and are remembered.
+    let known: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| mesh_core::artifact::SignedBytes {
+            remember: i > 0,
+            ..it.clone()
+        })
+        .collect();
+    assert!(mesh_core::artifact::verify_all_strict(&known));
+    let (b, c) = compare(
+        rounds,
+        round,
+        &mut || assert!(mesh_core::artifact::verify_all_strict(black_box(&items))),
+        &mut || assert!(mesh_core::artifact::verify_all_strict(black_box(&known))),
+    );
+    rows.push(Ratio {
+        name: "5 sigs, 4 remembered (a known peer's set) / all 5 checked",
         baseline_ns: b,
         candidate_ns: c,
         target: f64::INFINITY,

@@ -117,6 +117,7 @@ fn honest<'a>(key: &NodeKeypair, msg: &'a [u8]) -> SignedBytes<'a> {
         signer: key.fingerprint(),
         message: msg,
         signature: Signature::from_bytes(&key.sign(msg)),
+        remember: false,
     }
 }
 
@@ -181,6 +182,9 @@ fn mixed_batches_with_torsion_components_match_verify_strict() {
                     signer: KeyFingerprint::from_bytes(c.key),
                     message: &c.msg,
                     signature: c.sig,
+                    // Every other trial through the table of remembered successes: a
+                    // remembered verdict must be the same (shape 3 checks it twice).
+                    remember: trial % 2 == 1,
                 };
                 // Alone, first, in the middle, with a second copy: every batch shape.
                 let shapes: Vec<Vec<SignedBytes<'_>>> = vec![

@@ -321,14 +321,19 @@ pub fn verify_set(hs: &PeerHandshake, ad: &CapabilityAdvertisement) -> bool {
         signers.push(*node.fingerprint());
         sigs.push(sig);
     }
+    // The handshake artifact (first) is fresh each time; the capability advertisement and
+    // its passports come again unchanged in every hello and ack of the peer, so their
+    // successes are remembered and not verified again.
     let items: Vec<SignedBytes<'_>> = inputs
         .iter()
         .zip(signers)
         .zip(sigs)
-        .map(|((input, signer), signature)| SignedBytes {
+        .enumerate()
+        .map(|(i, ((input, signer), signature))| SignedBytes {
             signer,
             message: input,
             signature,
+            remember: i > 0,
         })
         .collect();
     verify_all_strict(&items)

@@ -19,6 +19,7 @@
 
 use super::Artifact;
 use super::strict::verify_strict_fast;
+use super::verified;
 use crate::error::MeshResult;
 use crate::id::KeyFingerprint;
 
@@ -38,6 +39,9 @@ pub struct SignedBytes<'a> {
     pub message: &'a [u8],
     /// The signature.
     pub signature: ed25519_dalek::Signature,
+    /// Whether a success is remembered (see `verified`): for an artifact that comes again
+    /// unchanged (an advertisement, a passport), not for a fresh one (a handshake).
+    pub remember: bool,
 }
 
 /// Whether every item's signature verifies, with the accept set of
@@ -46,11 +50,25 @@ pub struct SignedBytes<'a> {
 ///
 /// `false` says only that at least one item does not verify (or names a signer that is
 /// not a valid key); callers then verify one by one to report which and why.
+///
+/// An item with `remember` whose exact bytes, signature and signer verified before is
+/// not verified again (see `verified`); its success is remembered otherwise.
 pub fn verify_all_strict(items: &[SignedBytes<'_>]) -> bool {
     items.iter().all(|item| {
-        crate::keycache::lookup(item.signer.as_bytes()).is_some_and(|key| {
+        let signer = item.signer.as_bytes();
+        let digest = item
+            .remember
+            .then(|| verified::digest(signer, item.message, &item.signature.to_bytes()));
+        if digest.is_some_and(|d| verified::contains(signer, &d)) {
+            return true;
+        }
+        let ok = crate::keycache::lookup(signer).is_some_and(|key| {
             verify_strict_fast(&key.key, key.weak, item.message, &item.signature).is_ok()
-        })
+        });
+        if let (true, Some(d)) = (ok, digest) {
+            verified::remember(signer, d);
+        }
+        ok
     })
 }
 
@@ -64,7 +82,45 @@ mod tests {
             signer: key.fingerprint(),
             message,
             signature: ed25519_dalek::Signature::from_bytes(&key.sign(message)),
+            remember: false,
         }
+    }
+
+    fn equations() -> u64 {
+        super::super::strict::EQUATIONS.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn a_remembered_set_is_verified_once_and_changed_bytes_are_verified_again() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let msgs: Vec<Vec<u8>> = (0u8..4).map(|i| vec![i; 300]).collect();
+        let mut items: Vec<SignedBytes<'_>> = msgs.iter().map(|m| item(&a, m)).collect();
+        for i in &mut items[1..] {
+            i.remember = true;
+        }
+        let start = equations();
+        assert!(verify_all_strict(&items));
+        assert_eq!(equations() - start, 4, "first time: every signature");
+        assert!(verify_all_strict(&items));
+        assert_eq!(equations() - start, 5, "again: only the one not remembered");
+        // Other bytes under the same signature, another signer, a flipped signature:
+        // each is checked again, and fails.
+        let other = vec![9u8; 300];
+        let mut forged = items[1].clone();
+        forged.message = &other;
+        assert!(!verify_all_strict(&[forged]));
+        let mut wrong_signer = items[1].clone();
+        wrong_signer.signer = b.fingerprint();
+        assert!(!verify_all_strict(&[wrong_signer]));
+        let mut flipped = items[2].clone();
+        let mut bytes = flipped.signature.to_bytes();
+        bytes[40] ^= 1;
+        flipped.signature = ed25519_dalek::Signature::from_bytes(&bytes);
+        assert!(!verify_all_strict(&[flipped.clone()]));
+        // A failure is not remembered: the same item fails again, through the equation.
+        let before = equations();
+        assert!(!verify_all_strict(&[flipped]));
+        assert_eq!(equations() - before, 1);
     }
 
     #[test]

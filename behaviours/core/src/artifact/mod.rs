@@ -6,6 +6,7 @@ mod batch;
 pub(crate) mod fields;
 mod signature;
 mod strict;
+mod verified;
 
 use serde_json::{Map, Value};
 
