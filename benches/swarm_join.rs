@@ -28,10 +28,10 @@
 //! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
 //! with the default limits), `--limit SECS` (bound on every wait, 60), `--settle SECS`
 //! (the settled window starts this long after the convergence bound, `3 × --limit`
-//! after the joins, whether or not the tables completed sooner; 75), `--steady SECS` (the window of
-//! the settled CPU figure, in 5 s slices; 5; 300 spans a presence refresh and a
-//! Kademlia bootstrap period), `--census`
-//! (start the nodes, print connections and sessions every 5 s for a minute, stop).
+//! after the joins, whether or not the tables completed sooner; 75), `--steady SECS`
+//! (the window of the settled CPU figure, in 5 s slices; 5; 300 spans a presence
+//! refresh and a Kademlia bootstrap period), `--census` (start the nodes, print
+//! connections and sessions every 5 s for a minute, stop).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};

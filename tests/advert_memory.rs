@@ -1,6 +1,7 @@
 //! What the store keeps per advertisement: its wire form and a small index entry, not
 //! the decoded document (a node holds about every advertisement of its swarms, and a
-//! decoded `serde_json` document is about five times its wire form). One test alone in this binary: the allocator's count is process-wide.
+//! decoded `serde_json` document is about five times its wire form). One test alone in
+//! this binary: the allocator's count is process-wide.
 #![cfg(all(unix, not(target_arch = "wasm32")))]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 

@@ -173,7 +173,8 @@ impl StoredAdvert {
     pub fn decoded(&self) -> Option<NodeAdvertisement> {
         self.advert()
             .inspect_err(|e| {
-                tracing::warn!(node = %self.node_id, error = %e, "stored advertisement does not decode");
+                let node = self.node_id;
+                tracing::warn!(%node, error = %e, "stored advertisement does not decode");
             })
             .ok()
     }
