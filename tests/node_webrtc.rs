@@ -86,10 +86,43 @@ fn wait_advert(n: &Meshd, node_id: &str) -> Value {
     }
 }
 
+/// Dials `target` from a new node; `ATTEMPTS` new nodes at most, a new one only when the
+/// dial stalled into the swarm's connection timeout.
+///
+/// A webrtc-rs dialer (libp2p-webrtc 0.10, webrtc-rs 0.17.2) loses a race now and then:
+/// the listener, the Noise initiator, writes on the negotiated handshake channel (id 0)
+/// the moment its side opens, and when that message arrives before the dialer has
+/// attached its own channel 0, webrtc-rs takes the stream as an inbound channel, the
+/// local open fails ("there already exists a stream with identifier", webrtc-rs issues
+/// #748 and #821) and the dial hangs for the 10 s connection timeout. On loopback with
+/// the cores busy that was 4 dials in 60. A second dial from the same node fails too
+/// (the stalled connection still holds the listener's address in the dialer's UDP mux),
+/// so the retry is a new node on a new socket. Browsers, the dialers this transport is
+/// for, are not affected. Any other failure fails the test at once.
+fn dial_from_a_new_node(target: &str, server: &str) -> (Meshd, tempfile::TempDir) {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let dir = tempfile::tempdir().unwrap();
+        let client = node(dir.path());
+        let out = client.cli(&["dial", target]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["peer_id"], server);
+            return (client, dir);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Timeout has been reached") && attempt < ATTEMPTS,
+            "dial {attempt} of {ATTEMPTS} failed: {err}"
+        );
+        eprintln!("dial {attempt} stalled (webrtc-rs's channel race); a new node dials");
+    }
+    unreachable!("the last attempt returns or fails the assertion")
+}
+
 #[test]
 fn session_over_webrtc_direct_and_stable_certhash() {
     let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
     let server = node(server_dir.path());
     let addr = webrtc_addr(&server);
     assert!(addr.starts_with("/ip4/127.0.0.1/udp/"), "{addr}");
@@ -97,10 +130,8 @@ fn session_over_webrtc_direct_and_stable_certhash() {
     assert!(server_dir.path().join("webrtc-cert.pem").exists());
 
     // A session (hello/ack, keepalive pings) over WebRTC-direct.
-    let client = node(client_dir.path());
     let target = format!("{addr}/p2p/{}", server.peer_id());
-    let out = client.cli_ok(&["dial", &target]);
-    assert_eq!(out["peer_id"], server.peer_id().as_str());
+    let (client, _client_dir) = dial_from_a_new_node(&target, &server.peer_id());
     let peer = wait_session(&client, &server.peer_id());
     let remote = peer["addrs"][0].as_str().unwrap();
     assert!(remote.contains("/webrtc-direct"), "{peer}");
