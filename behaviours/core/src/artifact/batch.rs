@@ -87,7 +87,7 @@ mod tests {
     }
 
     fn equations() -> u64 {
-        super::super::strict::EQUATIONS.with(std::cell::Cell::get)
+        super::super::strict::equations_on_this_thread()
     }
 
     #[test]

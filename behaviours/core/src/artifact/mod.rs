@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 pub use batch::{SignedBytes, verify_all_strict, verify_batch};
 pub use fields::TRANSPORTS;
 pub use signature::{decode_signature, read_signature, signature_value};
+#[cfg(any(test, feature = "verify-counter"))]
+pub use strict::equations_on_this_thread;
 
 use crate::cbor::{self, DecodeLimits, MapEntrySpan};
 use crate::error::{ErrorCode, MeshError, MeshResult};

@@ -21,15 +21,23 @@ pub(crate) fn verify_strict_fast(
     if weak || SMALL_ORDER_R.contains(sig.r_bytes()) {
         return Err(SignatureError::new());
     }
-    #[cfg(test)]
+    #[cfg(any(test, feature = "verify-counter"))]
     EQUATIONS.with(|n| n.set(n.get() + 1));
     key.verify(message, sig)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "verify-counter"))]
 thread_local! {
     /// Verification equations checked on this thread (tests count the work saved).
     pub(crate) static EQUATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many signature equations this thread has checked (every strict verification
+/// that got past the small-order checks). Only with the `verify-counter` feature, for
+/// tests that count the work a cache or a shortcut saves.
+#[cfg(any(test, feature = "verify-counter"))]
+pub fn equations_on_this_thread() -> u64 {
+    EQUATIONS.with(std::cell::Cell::get)
 }
 
 /// Encodings of the eight small-order points (the torsion subgroup), with the sign-bit
