@@ -22,7 +22,7 @@
 //!   circuit request, least recently active first. Only when every entry is active is
 //!   the request refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 
 use mesh_core::{ErrorCode, GrantLimits, MeshError, NodeId, Timestamp};
 
@@ -53,8 +53,9 @@ pub struct Grant {
 struct Entry {
     reservation: Option<Grant>,
     circuit: Option<Grant>,
-    /// Targets of the circuit grants merged so far (`None`: any target).
-    targets: Option<HashSet<NodeId>>,
+    /// Targets of the circuit grants merged so far, oldest first, at most
+    /// [`MAX_TARGETS`] (`None`: any target).
+    targets: Option<VecDeque<NodeId>>,
     /// Open circuits from this node: (destination, opened at).
     open: Vec<(NodeId, Timestamp)>,
     /// Circuit requests allowed but not opened yet: when each was allowed.
@@ -126,6 +127,12 @@ impl Default for Rules {
 /// How long an allowed circuit request counts against the quota without opening (the
 /// relay gives up on the destination after 60 s).
 pub const PENDING_SECS: i64 = 90;
+
+/// Targets one node's live circuit grant covers at most. Every circuit request for a new
+/// target renews the grant and adds the target; past this many the oldest target drops
+/// out (a circuit to it opens only under a new request), so a node asking for fresh
+/// targets all day holds 64, not one per request.
+pub const MAX_TARGETS: usize = 64;
 
 /// What the relay's circuit accounting says about a circuit that just opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +253,12 @@ impl Grants {
                 entry.targets = match (target, live, entry.targets.take()) {
                     (None, _, _) => None,
                     (Some(t), true, Some(mut set)) => {
-                        set.insert(t);
+                        if !set.contains(&t) {
+                            set.push_back(t);
+                        }
+                        if set.len() > MAX_TARGETS {
+                            set.pop_front();
+                        }
                         Some(set)
                     }
                     (Some(_), true, None) => None,

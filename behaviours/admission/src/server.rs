@@ -108,6 +108,7 @@ impl Behaviour {
                     unused_secs: secs(config.unused_grant),
                 }),
                 requests: RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS),
+                requests_by_peer: RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS),
                 refused: VecDeque::new(),
                 admitted: VecDeque::new(),
                 waker: None,
@@ -348,20 +349,7 @@ impl Behaviour {
     ) -> crate::codec::Answer {
         let now = self.now();
         let ip = self.remote_ips.get(&connection).copied().flatten();
-        let limited = match ip {
-            Some(key) => self
-                .shared
-                .lock()
-                .requests
-                .check(&key, &now)
-                .map_err(|retry| {
-                    MeshError::new(
-                        ErrorCode::TransportRejected,
-                        format!("too many admission requests from {key}; retry after {retry} s"),
-                    )
-                }),
-            None => Ok(()),
-        };
+        let limited = self.shared.lock().check_request(ip, &peer, &now);
         let result = limited.and(request).and_then(|bytes| {
             let node = NodeId::from_peer_id(&peer).map_err(MeshError::from)?;
             let admitted = {

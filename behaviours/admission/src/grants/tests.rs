@@ -113,6 +113,41 @@ fn circuit_grants_cover_their_targets() {
     assert_eq!(g.circuit_opened(n, b, &t0()), Opened::Ok);
 }
 
+/// A node that keeps asking for circuits to fresh targets holds the newest
+/// `MAX_TARGETS` of them, not one per request.
+#[test]
+fn a_circuit_grant_covers_the_newest_targets_up_to_the_cap() {
+    let mut g = Grants::new(8);
+    let n = node();
+    let targets: Vec<NodeId> = (0..MAX_TARGETS + 36).map(|_| node()).collect();
+    for (i, t) in targets.iter().enumerate() {
+        let at = t0().plus_secs(i as i64);
+        let target = Some(*t);
+        g.admit(grant(n, Purpose::Circuit { target }, 3600), None, &at)
+            .unwrap();
+    }
+    // Asking again for a held target does not push another one out.
+    let newest = targets[targets.len() - 1];
+    let target = Some(newest);
+    g.admit(grant(n, Purpose::Circuit { target }, 3600), None, &t0())
+        .unwrap();
+    let held = g.entries[&n].targets.as_ref().unwrap();
+    assert_eq!(held.len(), MAX_TARGETS);
+    let at = t0().plus_secs(200);
+    let first_held = targets.len() - MAX_TARGETS;
+    assert!(matches!(
+        g.circuit_opened(n, targets[first_held - 1], &at),
+        Opened::Violation(_)
+    ));
+    assert!(matches!(
+        g.circuit_opened(n, targets[0], &at),
+        Opened::Violation(_)
+    ));
+    for t in [targets[first_held], newest] {
+        assert_eq!(g.circuit_opened(n, t, &at), Opened::Ok);
+    }
+}
+
 #[test]
 fn revoke_blocks_then_lapses() {
     let mut g = Grants::new(8);

@@ -38,7 +38,8 @@ pub struct Config {
     pub unused_grant: Duration,
     /// Admission requests per IP key (an IPv4 address or an IPv6 /64): a burst, then a
     /// rate. Checked before anything else (no signature is verified for a request over
-    /// the limit).
+    /// the limit). A connection without an IP (a relayed one) gets the same limit per
+    /// peer id.
     pub requests_per_ip: RateLimit,
     /// Reservations the relay holds at most (for the load figure in grants).
     pub max_reservations: usize,

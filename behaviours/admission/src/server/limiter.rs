@@ -24,6 +24,9 @@ pub(super) struct Shared {
     pub(super) grants: Grants,
     /// Admission requests and implicit admissions per IP key.
     pub(super) requests: RateLimiter<IpKey>,
+    /// Admission requests over connections without an IP (relayed, in-memory), per
+    /// peer, under the same limit.
+    pub(super) requests_by_peer: RateLimiter<PeerId>,
     pub(super) refused: VecDeque<(PeerId, Requested, MeshError)>,
     /// Implicit grants made, for events and traces.
     pub(super) admitted: VecDeque<(PeerId, Requested, Grant)>,
@@ -31,6 +34,31 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Counts an admission request from `peer` against its IP key's limit, or against
+    /// the peer's own when the connection has no IP (a relayed one: its source is known
+    /// only by its peer id).
+    pub(super) fn check_request(
+        &mut self,
+        ip: Option<IpKey>,
+        peer: &PeerId,
+        now: &Timestamp,
+    ) -> Result<(), MeshError> {
+        let (retry, from) = match ip {
+            Some(key) => match self.requests.check(&key, now) {
+                Ok(()) => return Ok(()),
+                Err(retry) => (retry, key.to_string()),
+            },
+            None => match self.requests_by_peer.check(peer, now) {
+                Ok(()) => return Ok(()),
+                Err(retry) => (retry, format!("peer {peer}")),
+            },
+        };
+        Err(MeshError::new(
+            ErrorCode::TransportRejected,
+            format!("too many admission requests from {from}; retry after {retry} s"),
+        ))
+    }
+
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -169,5 +197,47 @@ pub(super) fn purpose_of(what: Requested) -> Purpose {
     match what {
         Requested::Reservation => Purpose::Reservation,
         Requested::Circuit => Purpose::Circuit { target: None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::RateLimit;
+
+    fn shared() -> Shared {
+        Shared {
+            grants: Grants::new(8),
+            requests: RateLimiter::new(RateLimit::per_minute(4, 1), 16),
+            requests_by_peer: RateLimiter::new(RateLimit::per_minute(4, 1), 16),
+            refused: VecDeque::new(),
+            admitted: VecDeque::new(),
+            waker: None,
+        }
+    }
+
+    /// A relayed connection has no IP key: its requests count against its peer id, so
+    /// a client that reaches the relay through another relay is limited too.
+    #[test]
+    fn requests_without_an_ip_are_limited_per_peer() {
+        let mut s = shared();
+        let now = Timestamp::parse("2026-12-04T12:00:00Z").unwrap();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for _ in 0..4 {
+            s.check_request(None, &a, &now).unwrap();
+        }
+        let e = s.check_request(None, &a, &now).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected);
+        assert!(e.detail.contains(&format!("from peer {a}")), "{e}");
+        // Another peer has its own budget; an IP key its own as well.
+        s.check_request(None, &b, &now).unwrap();
+        let ip = IpKey::of("127.0.0.1".parse().unwrap());
+        for _ in 0..4 {
+            s.check_request(Some(ip), &a, &now).unwrap();
+        }
+        let e = s.check_request(Some(ip), &a, &now).unwrap_err();
+        assert!(e.detail.contains("from 127.0.0.1"), "{e}");
+        // And it refills.
+        s.check_request(None, &a, &now.plus_secs(60)).unwrap();
     }
 }
