@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libmesh::node::build::gossipsub as node_gossipsub;
 use libmesh::node::config::Limits;
+use libmesh::node::gossip_filter::Gossipsub;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
@@ -57,7 +58,7 @@ struct Member {
     task: JoinHandle<()>,
 }
 
-fn build_swarm(key: &NodeKeypair, max_transmit: usize) -> Swarm<gossipsub::Behaviour> {
+fn build_swarm(key: &NodeKeypair, max_transmit: usize) -> Swarm<Gossipsub> {
     SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
         .with_tcp(
@@ -73,7 +74,7 @@ fn build_swarm(key: &NodeKeypair, max_transmit: usize) -> Swarm<gossipsub::Behav
         .build()
 }
 
-async fn listen(swarm: &mut Swarm<gossipsub::Behaviour>) -> Multiaddr {
+async fn listen(swarm: &mut Swarm<Gossipsub>) -> Multiaddr {
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .expect("listen");
@@ -112,7 +113,7 @@ fn record(shared: &Shared, data: &[u8]) {
     d.last[seq] = d.last[seq].max(delay);
 }
 
-async fn run(mut swarm: Swarm<gossipsub::Behaviour>, shared: Shared, mut rx: mpsc::Receiver<Cmd>) {
+async fn run(mut swarm: Swarm<Gossipsub>, shared: Shared, mut rx: mpsc::Receiver<Cmd>) {
     let topic = IdentTopic::new(TOPIC);
     loop {
         tokio::select! {

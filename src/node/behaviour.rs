@@ -9,7 +9,7 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{autonat, dcutr, gossipsub, kad, memory_connection_limits, relay};
+use libp2p::{autonat, dcutr, kad, memory_connection_limits, relay};
 
 use super::store::SharedAdverts;
 
@@ -30,7 +30,7 @@ pub struct MeshBehaviour {
     /// The mesh DHT (`/mesh/kad/1.0.0`): signed advertisements, validated on put.
     pub mesh_kad: kad::Behaviour<kad::store::MemoryStore>,
     /// gossipsub: signed, strict, validated by the node before forwarding.
-    pub gossipsub: gossipsub::Behaviour,
+    pub gossipsub: super::gossip_filter::Gossipsub,
     /// AutoNAT v2 client (tests our addresses; off with `autonat = false`).
     pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
     /// AutoNAT v2 server (tests others'; off with `autonat = false`), closing each

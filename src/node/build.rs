@@ -165,12 +165,13 @@ pub fn mesh_kad(peer_id: PeerId, mode: KadMode) -> kad::Behaviour<kad::store::Me
 /// The node's gossipsub behaviour: strict validation with the application's verdict
 /// on every message, IDONTWANT above 1000 bytes, IHAVE to at most `gossip_lazy` peers
 /// per heartbeat, messages up to `max_transmit_size` bytes, peer scoring with loopback
-/// exempt from the co-location penalty. Public so that benchmarks run the node's
+/// exempt from the co-location penalty, subscriptions bounded by
+/// [`super::gossip_filter`]. Public so that benchmarks run the node's
 /// gossipsub rather than a copy.
 pub fn gossipsub(
     lp_key: libp2p::identity::Keypair,
     max_transmit_size: usize,
-) -> Result<gossipsub::Behaviour, BuildError> {
+) -> Result<super::gossip_filter::Gossipsub, BuildError> {
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
@@ -190,9 +191,11 @@ pub fn gossipsub(
         .max_transmit_size(max_transmit_size)
         .build()
         .map_err(BuildError::GossipsubConfig)?;
-    let mut behaviour = gossipsub::Behaviour::new(
+    // Topic names and topics per peer bounded (see `gossip_filter`).
+    let mut behaviour = gossipsub::Behaviour::new_with_subscription_filter(
         gossipsub::MessageAuthenticity::Signed(lp_key),
         gossip_config,
+        super::gossip_filter::filter(),
     )
     .map_err(BuildError::Gossipsub)?;
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes

@@ -12,6 +12,7 @@ use mesh_core::{
 use mesh_signal::group::DiscoveryKey;
 
 use super::api::{Command, Dht, HandleError, Target, Withdrawn, answer};
+use super::gossip_filter::MAX_LOCAL_TOPICS;
 use super::router::RouteWaiter;
 use super::view::Now;
 use super::waiting::{After, ProviderWait};
@@ -58,12 +59,18 @@ impl Node {
             } => self.connect(target, After::Marker { text, reply }),
             Command::Subscribe { topic, reply } => {
                 let t = gossipsub::IdentTopic::new(topic.clone());
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .subscribe(&t)
-                    .map_err(|e| MeshError::invalid(format!("subscribe {topic}: {e}")));
+                let r = if self.topics.len() >= MAX_LOCAL_TOPICS && !self.topics.contains(&topic) {
+                    Err(MeshError::new(
+                        ErrorCode::TransportRejected,
+                        format!("subscribe {topic}: the node holds {MAX_LOCAL_TOPICS} topics"),
+                    ))
+                } else {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .subscribe(&t)
+                        .map_err(|e| MeshError::invalid(format!("subscribe {topic}: {e}")))
+                };
                 if r.is_ok() {
                     self.topics.insert(topic);
                 }

@@ -45,6 +45,7 @@ pub mod discovery_trace;
 pub mod event;
 mod events;
 mod find_peer;
+pub mod gossip_filter;
 mod groups;
 pub mod handle;
 pub mod identify_observed;

@@ -1,0 +1,151 @@
+//! A peer's gossipsub subscriptions, as the node keeps them: topic names are bounded in
+//! length and a peer holds at most `MAX_TOPICS_PER_PEER` topics, however many it
+//! announces (libp2p's default filter keeps every topic a connected peer names). The
+//! node's gossipsub (`libmesh::node::build::gossipsub`) against a plain libp2p
+//! gossipsub peer, over libp2p's memory transport.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libmesh::node::gossip_filter::{Gossipsub, MAX_TOPIC_BYTES, MAX_TOPICS_PER_PEER};
+use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p_swarm_test::SwarmExt;
+use mesh_core::NodeKeypair;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn topics_of(node: &Swarm<Gossipsub>, peer: &libp2p::PeerId) -> Vec<String> {
+    node.behaviour()
+        .all_peers()
+        .find(|(p, _)| *p == peer)
+        .map(|(_, ts)| ts.iter().map(|t| t.as_str().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Drives both swarms until the node has received a message on `marker` from the peer
+/// (so it has handled every subscription the peer sent before it).
+async fn until_marker(node: &mut Swarm<Gossipsub>, peer: &mut Swarm<gossipsub::Behaviour>) {
+    let run = async {
+        loop {
+            tokio::select! {
+                ev = node.select_next_some() => {
+                    if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = ev
+                        && message.data == b"marker"
+                    {
+                        return;
+                    }
+                }
+                _ = peer.select_next_some() => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the marker message did not arrive");
+}
+
+/// Drives both swarms until the node sees `peer` in `topic`.
+async fn until_subscribed(
+    node: &mut Swarm<Gossipsub>,
+    peer: &mut Swarm<gossipsub::Behaviour>,
+    topic: &str,
+) {
+    let id = *peer.local_peer_id();
+    let run = async {
+        while !topics_of(node, &id).iter().any(|t| t == topic) {
+            tokio::select! {
+                _ = node.select_next_some() => {}
+                _ = peer.select_next_some() => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the subscription did not arrive");
+}
+
+#[tokio::test]
+async fn a_peer_holds_a_bounded_number_of_topics_with_bounded_names() {
+    let node_key = NodeKeypair::generate();
+    let gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
+    let mut node = mesh_testkit::swarm_with(&node_key, gs);
+    let peer_key = NodeKeypair::generate();
+    let plain = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(peer_key.to_libp2p()),
+        gossipsub::Config::default(),
+    )
+    .unwrap();
+    let mut peer = mesh_testkit::swarm_with(&peer_key, plain);
+    node.listen().with_memory_addr_external().await;
+    peer.connect(&mut node).await;
+    let marker = IdentTopic::new("marker");
+    node.behaviour_mut().subscribe(&marker).unwrap();
+
+    // Ten ordinary topics and one name over the bound.
+    let long = "x".repeat(MAX_TOPIC_BYTES + 1);
+    for i in 0..10 {
+        let t = IdentTopic::new(format!("ok/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    peer.behaviour_mut()
+        .subscribe(&IdentTopic::new(long.clone()))
+        .unwrap();
+    peer.behaviour_mut().subscribe(&marker).unwrap();
+    until_subscribed(&mut node, &mut peer, "marker").await;
+    let held = topics_of(&node, peer.local_peer_id());
+    assert_eq!(held.len(), 11, "{held:?}");
+    assert!(
+        !held.contains(&long),
+        "a name of {} bytes was kept",
+        long.len()
+    );
+
+    // Then many more, one announcement each: the peer holds MAX_TOPICS_PER_PEER at most.
+    let more = MAX_TOPICS_PER_PEER + 100;
+    for i in 0..more {
+        let t = IdentTopic::new(format!("many/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    // A message on the marker topic comes after the announcements on the same stream.
+    until_marker_published(&mut node, &mut peer, &marker).await;
+    let held = topics_of(&node, peer.local_peer_id());
+    assert!(
+        held.len() <= MAX_TOPICS_PER_PEER,
+        "{} topics held for one peer (it announced {})",
+        held.len(),
+        11 + more
+    );
+    assert!(held.iter().any(|t| t == "ok/0"), "earlier topics stay");
+}
+
+/// Publishes the marker from the peer once it knows the node is in the marker topic,
+/// and waits for it at the node.
+async fn until_marker_published(
+    node: &mut Swarm<Gossipsub>,
+    peer: &mut Swarm<gossipsub::Behaviour>,
+    marker: &IdentTopic,
+) {
+    let id = *node.local_peer_id();
+    let hash = marker.hash();
+    let knows = async {
+        while !peer
+            .behaviour()
+            .all_peers()
+            .any(|(p, ts)| *p == id && ts.contains(&&hash))
+        {
+            tokio::select! {
+                _ = node.select_next_some() => {}
+                _ = peer.select_next_some() => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, knows)
+        .await
+        .expect("the peer never saw the node's subscription");
+    peer.behaviour_mut()
+        .publish(marker.clone(), b"marker".to_vec())
+        .unwrap();
+    until_marker(node, peer).await;
+}
