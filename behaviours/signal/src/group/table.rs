@@ -132,6 +132,12 @@ impl Default for GroupConfig {
     }
 }
 
+/// The largest presence a member table keeps, in bytes of its wire form: 16 addresses
+/// of 200 characters and the fixed fields come to about 4 KiB; unknown fields are kept
+/// (and signed) up to the rest. A table of `max_members` holds 8 MiB of presences at
+/// most, rather than 64 KiB (a gossipsub message) per member.
+pub const MAX_PRESENCE_BYTES: usize = 8 * 1024;
+
 /// Why a member left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeftReason {
@@ -346,6 +352,12 @@ impl Groups {
     ) -> MeshResult<Vec<Change>> {
         let swarm = DiscoveryKey::new(*p.swarm_key());
         let max = self.config.max_members;
+        let size = signed.map_or_else(|| p.to_cbor().len(), <[u8]>::len);
+        if size > MAX_PRESENCE_BYTES {
+            return Err(MeshError::invalid(format!(
+                "swarm-presence.v1: {size} bytes exceed the {MAX_PRESENCE_BYTES} byte cap of a member's presence"
+            )));
+        }
         let Some(s) = self.swarms.get_mut(&swarm) else {
             return Err(MeshError::invalid(format!(
                 "swarm-presence.v1: not in swarm {swarm}"

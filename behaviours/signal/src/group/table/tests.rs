@@ -200,6 +200,34 @@ fn join_announce_back_leave_and_expiry() {
     );
 }
 
+/// A presence padded past `MAX_PRESENCE_BYTES` (with an unknown field, which a
+/// presence may carry and sign) is refused, not kept.
+#[test]
+fn an_oversized_presence_is_refused() {
+    let k1 = DiscoveryKey::from_name("1");
+    let now = t0();
+    let (mut a, mut b) = (Peer::new(60), Peer::new(60));
+    a.swarms.join(k1).unwrap();
+    b.swarms.join(k1).unwrap();
+    let mut doc = b
+        .swarms
+        .presence_doc(&k1, "join", &["/ip4/192.0.2.1/tcp/1".into()], &now);
+    doc.insert("x-pad".into(), "p".repeat(MAX_PRESENCE_BYTES).into());
+    let big = SwarmPresence::sign(doc, &b.key).unwrap();
+    let wire = big.to_cbor();
+    assert!(wire.len() > MAX_PRESENCE_BYTES);
+    let e = a
+        .swarms
+        .on_signed_presence(&big, Some(&wire), &now, |_| false)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+    assert_eq!(a.swarms.members(&k1).unwrap().len(), 0);
+    // The same member's ordinary presence is taken.
+    let p = b.say(&k1, "announce", &now);
+    a.swarms.on_presence(&p, &now).unwrap();
+    assert_eq!(a.swarms.members(&k1).unwrap().len(), 1);
+}
+
 #[test]
 fn limits_hold() {
     let mut a = Peer::new(60);
