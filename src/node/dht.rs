@@ -46,7 +46,7 @@ pub(crate) fn learn_from_identify(
         b.mesh_kad.remove_peer(&peer);
     }
     let direct = info.listen_addrs.iter().filter(|a| !is_circuit(a));
-    for addr in direct.map(addrs::without_peer) {
+    for addr in direct.take(MAX_ADDRS_PER_ENTRY).map(addrs::without_peer) {
         if amino && amino_worthy(&addr, amino_private) {
             b.amino.add_address(&peer, addr.clone());
         }
@@ -54,7 +54,39 @@ pub(crate) fn learn_from_identify(
             b.mesh_kad.add_address(&peer, addr);
         }
     }
+    cap_entry(&mut b.amino, &peer);
+    cap_entry(&mut b.mesh_kad, &peer);
     mesh
+}
+
+/// Addresses one peer's entry in either routing table keeps at most. libp2p-kad appends
+/// every address it is given to the entry and drops one only when a dial to it fails,
+/// so a peer pushing identify with fresh addresses again and again (or publishing
+/// advertisements with new ones) would grow its entry without end, and every insert
+/// clones the whole list into a `RoutingUpdated` event.
+pub(crate) const MAX_ADDRS_PER_ENTRY: usize = 32;
+
+/// Drops the oldest addresses of `peer`'s entry beyond [`MAX_ADDRS_PER_ENTRY`] (the
+/// entry's list is in the order the addresses came). How many it dropped.
+pub(crate) fn cap_entry<S: kad::store::RecordStore + Send + 'static>(
+    kad: &mut kad::Behaviour<S>,
+    peer: &PeerId,
+) -> usize {
+    let Some(bucket) = kad.kbucket(*peer) else {
+        return 0;
+    };
+    let extra: Vec<Multiaddr> = bucket
+        .iter()
+        .find(|e| e.node.key.preimage() == peer)
+        .map(|e| {
+            let over = e.node.value.len().saturating_sub(MAX_ADDRS_PER_ENTRY);
+            e.node.value.iter().take(over).cloned().collect()
+        })
+        .unwrap_or_default();
+    for a in &extra {
+        kad.remove_address(peer, a);
+    }
+    extra.len()
 }
 
 /// Amino's routing table took `addrs` for `peer` (Kademlia adds the address it dialed
@@ -117,6 +149,7 @@ pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert) {
             b.mesh_kad.add_address(&peer, addr);
         }
     }
+    cap_entry(&mut b.mesh_kad, &peer);
 }
 
 /// The longest gap between two bootstraps of the DHTs.
@@ -184,8 +217,47 @@ pub(crate) fn remember_stored(
 
 #[cfg(test)]
 mod tests {
-    use super::{BOOTSTRAP_EVERY, amino_worthy, bootstrap_gap};
+    use super::{BOOTSTRAP_EVERY, MAX_ADDRS_PER_ENTRY, amino_worthy, bootstrap_gap, cap_entry};
+    use libp2p::{Multiaddr, PeerId, kad};
     use std::time::Duration;
+
+    /// An entry fed more addresses than the cap keeps the newest `MAX_ADDRS_PER_ENTRY`
+    /// (libp2p-kad alone keeps them all).
+    #[test]
+    fn a_routing_entry_keeps_the_newest_addresses_up_to_the_cap() {
+        let me = PeerId::random();
+        let mut k = kad::Behaviour::new(me, kad::store::MemoryStore::new(me));
+        let peer = PeerId::random();
+        let addr = |i: usize| -> Multiaddr {
+            format!("/ip4/203.0.113.7/tcp/{}", 1000 + i)
+                .parse()
+                .unwrap()
+        };
+        let n = MAX_ADDRS_PER_ENTRY + 8;
+        for i in 0..n {
+            k.add_address(&peer, addr(i));
+        }
+        let held = |k: &mut kad::Behaviour<kad::store::MemoryStore>| -> Vec<Multiaddr> {
+            let bucket = k.kbucket(peer).unwrap();
+            let e = bucket
+                .iter()
+                .find(|e| e.node.key.preimage() == &peer)
+                .unwrap();
+            e.node.value.iter().cloned().collect()
+        };
+        assert_eq!(held(&mut k).len(), n, "libp2p-kad keeps every address");
+        assert_eq!(cap_entry(&mut k, &peer), 8);
+        let kept = held(&mut k);
+        assert_eq!(kept.len(), MAX_ADDRS_PER_ENTRY);
+        let newest = addr(n - 1).with_p2p(peer).unwrap();
+        let oldest = addr(0).with_p2p(peer).unwrap();
+        assert!(
+            kept.contains(&newest) && !kept.contains(&oldest),
+            "{kept:?}"
+        );
+        assert_eq!(cap_entry(&mut k, &peer), 0);
+        assert_eq!(cap_entry(&mut k, &PeerId::random()), 0);
+    }
 
     #[test]
     fn bootstraps_come_every_four_to_five_minutes_spread_by_chance() {
