@@ -58,6 +58,10 @@ pub struct Config {
     /// Frames waiting for one peer; beyond, `send` fails and a host refuses the frames
     /// it would forward there (`E_TRANSPORT_REJECTED`).
     pub max_queued: usize,
+    /// Bytes of frames waiting for one peer, at most (frames are up to 64 KiB each, so
+    /// `max_queued` alone would let one stalled hop hold 64 MiB); beyond, as for
+    /// `max_queued`.
+    pub max_queued_bytes: usize,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     /// How often the correlation table is swept (expired steps, finished correlations
@@ -82,6 +86,7 @@ impl Config {
             forward_marked_only: false,
             max_in_flight: 4,
             max_queued: 1024,
+            max_queued_bytes: 1024 * 1024,
             clock: Arc::new(Timestamp::now),
             sweep_interval: Duration::from_secs(1),
         }
@@ -154,6 +159,8 @@ pub struct Behaviour {
 #[derive(Default)]
 struct Outgoing {
     queue: VecDeque<(Vec<u8>, String)>,
+    /// Bytes in `queue`.
+    bytes: usize,
     in_flight: usize,
 }
 
@@ -242,33 +249,45 @@ impl Behaviour {
                 )
             })?
         };
-        self.check_room(&target)?;
+        let bytes = frame.to_cbor();
+        self.check_room(&target, bytes.len())?;
         let now = (self.config.clock)();
         self.correlations.on_frame(&self.config.node, frame, &now)?;
-        self.enqueue(target, frame.to_cbor(), frame.frame_id().to_owned());
+        self.enqueue(target, bytes, frame.frame_id().to_owned());
         Ok(())
     }
 
-    /// `E_TRANSPORT_REJECTED` when `max_queued` frames already wait for `peer`.
-    fn check_room(&self, peer: &PeerId) -> MeshResult<()> {
-        match self.out.get(peer) {
-            Some(o) if o.queue.len() >= self.config.max_queued => Err(MeshError::new(
+    /// `E_TRANSPORT_REJECTED` when `max_queued` frames already wait for `peer`, or a
+    /// frame of `adding` bytes would take the queue past `max_queued_bytes`.
+    fn check_room(&self, peer: &PeerId, adding: usize) -> MeshResult<()> {
+        let Some(o) = self.out.get(peer) else {
+            return Ok(());
+        };
+        if o.queue.len() >= self.config.max_queued {
+            return Err(MeshError::new(
                 ErrorCode::TransportRejected,
                 format!(
                     "{} frames already wait for the next hop",
                     self.config.max_queued
                 ),
-            )),
-            _ => Ok(()),
+            ));
         }
+        if o.bytes + adding > self.config.max_queued_bytes {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "{} bytes already wait for the next hop (at most {})",
+                    o.bytes, self.config.max_queued_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn enqueue(&mut self, peer: PeerId, bytes: Vec<u8>, frame_id: String) {
-        self.out
-            .entry(peer)
-            .or_default()
-            .queue
-            .push_back((bytes, frame_id));
+        let o = self.out.entry(peer).or_default();
+        o.bytes += bytes.len();
+        o.queue.push_back((bytes, frame_id));
         self.flush(peer);
     }
 
@@ -289,6 +308,7 @@ impl Behaviour {
                 take += 1;
             }
             let batch: Vec<(Vec<u8>, String)> = o.queue.drain(..take).collect();
+            o.bytes = o.bytes.saturating_sub(size - 8 * take);
             let parts: Vec<&[u8]> = batch.iter().map(|(b, _)| b.as_slice()).collect();
             let id = self.inner.send_request(&peer, Ok(codec::join(&parts)));
             o.in_flight += 1;
@@ -423,7 +443,7 @@ impl Behaviour {
         };
         // A frame is remembered only once it is forwarded: refused for a full queue or
         // the sender's rate, it may come again (and "retry after" means it).
-        self.check_room(&hop)?;
+        self.check_room(&hop, 0)?;
         let digest = self.not_seen(&frame, now)?;
         self.limiter.check(&frame.from(), now).map_err(|s| {
             MeshError::new(
@@ -431,10 +451,11 @@ impl Behaviour {
                 format!("too many frames from this sender; retry after {s} s"),
             )
         })?;
-        let next = frame.forwarded()?;
+        let next = frame.forwarded()?.to_cbor();
+        self.check_room(&hop, next.len())?;
         self.seen.insert(digest, frame.expires_at().clone(), now);
         let frame_id = frame.frame_id().to_owned();
-        self.enqueue(hop, next.to_cbor(), frame_id.clone());
+        self.enqueue(hop, next, frame_id.clone());
         self.events.push_back(Event::Forwarded {
             from: frame.from(),
             to: frame.to(),

@@ -331,6 +331,53 @@ async fn many_frames_at_once_travel_in_batches() {
     );
 }
 
+/// The queue towards one hop is bounded in bytes as well as in frames.
+#[tokio::test]
+async fn the_queue_towards_a_hop_is_bounded_in_bytes() {
+    let (ka, kh, kb) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut h = node(&kh, true, RateLimit::per_minute(1000, 1000));
+    let via = Some(*h.local_peer_id());
+    // Room for two and a half frames behind the one in flight.
+    let len = frame(&ka, &kb, "connect_request", "b0", "b0")
+        .to_cbor()
+        .len();
+    let mut tight = swarm_with(
+        &ka,
+        Behaviour::new(Config {
+            max_queued: 1024,
+            max_queued_bytes: 2 * len + len / 2,
+            max_in_flight: 1,
+            ..Config::new(ka.node_id())
+        }),
+    );
+    connect(&mut tight, &mut h).await;
+    let sent: Vec<_> = (0..4)
+        .map(|i| {
+            let f = frame(
+                &ka,
+                &kb,
+                "connect_request",
+                &format!("b{i}"),
+                &format!("b{i}"),
+            );
+            tight
+                .behaviour_mut()
+                .send(&f, via)
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    assert!(sent[..3].iter().all(Result::is_ok), "{sent:?}");
+    let refused = sent[3].as_ref().unwrap_err();
+    assert!(
+        refused.contains("bytes already wait for the next hop"),
+        "{refused}"
+    );
+}
+
 #[tokio::test]
 async fn an_answer_after_the_correlation_expired_is_refused() {
     let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
