@@ -288,8 +288,12 @@ impl Relays {
                     ("circuit", target) => Purpose::Circuit { target },
                     _ => Purpose::Reservation,
                 };
-                self.grants
-                    .insert((relay, purpose), grant.expires_at().clone());
+                hold_grant(
+                    &mut self.grants,
+                    (relay, purpose),
+                    grant.issued_at(),
+                    grant.expires_at(),
+                );
                 self.liveness.alive(&relay, now);
                 if let Some(b) = self.backoffs.get_mut(&relay) {
                     b.succeeded();
@@ -343,6 +347,29 @@ pub(crate) fn event_relay(e: &client::Event) -> PeerId {
         | client::Event::Denied { relay, .. }
         | client::Event::Failed { relay, .. } => *relay,
     }
+}
+
+/// Grants the node holds at once, at most. Every `/connect` or `/dial` whose relay stage
+/// asks a relay named in a target's advertisement adds one (for an hour); past this
+/// many the one that lapses first goes.
+pub(crate) const MAX_HELD_GRANTS: usize = 256;
+
+/// Records a grant we were given: forgets the ones that lapsed by its `issued_at` (the
+/// relay's clock), then, at [`MAX_HELD_GRANTS`], the one that lapses first.
+fn hold_grant(
+    grants: &mut HashMap<(PeerId, Purpose), Timestamp>,
+    key: (PeerId, Purpose),
+    issued_at: &Timestamp,
+    expires_at: &Timestamp,
+) {
+    grants.retain(|_, until| &*until > issued_at);
+    if grants.len() >= MAX_HELD_GRANTS && !grants.contains_key(&key) {
+        let first = grants.iter().min_by(|a, b| a.1.cmp(b.1)).map(|(k, _)| *k);
+        if let Some(k) = first {
+            grants.remove(&k);
+        }
+    }
+    grants.insert(key, expires_at.clone());
 }
 
 /// The relay server's live grants, as `meshd relay grants` shows them.

@@ -6,8 +6,10 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_admission::client;
 use mesh_core::{ErrorCode, MeshError, NodeKeypair, Timestamp};
 
-use super::{ADVERT_WAIT, FRESH_GRANT, PROBE, Relays};
+use super::{ADVERT_WAIT, FRESH_GRANT, MAX_HELD_GRANTS, PROBE, Relays, hold_grant};
 use crate::node::action::Action;
+use mesh_admission::Purpose;
+use std::collections::HashMap;
 
 /// The liveness silence in these tests (the default).
 const L: Duration = super::DEFAULT_LIVENESS;
@@ -342,4 +344,39 @@ fn a_relay_without_ping_is_not_watched() {
         let a = relays.tick(false, true, t0 + PROBE + Duration::from_secs(s));
         assert!(a.is_empty(), "at {s} s: {a:?}");
     }
+}
+
+/// Grants held as a client are bounded: lapsed ones are forgotten when a new one comes,
+/// and at `MAX_HELD_GRANTS` the one that lapses first makes room.
+#[test]
+fn held_grants_are_bounded_and_lapsed_ones_forgotten() {
+    let t0 = Timestamp::parse("2026-12-04T12:00:00Z").unwrap();
+    let mut held = HashMap::new();
+    let peers: Vec<PeerId> = (0..MAX_HELD_GRANTS + 10).map(|_| relay().0).collect();
+    for (i, p) in peers.iter().enumerate() {
+        let at = t0.plus_secs(i as i64);
+        hold_grant(
+            &mut held,
+            (*p, Purpose::Reservation),
+            &at,
+            &at.plus_secs(3600),
+        );
+    }
+    assert_eq!(held.len(), MAX_HELD_GRANTS);
+    assert!(
+        !held.contains_key(&(peers[0], Purpose::Reservation)),
+        "the first to lapse went"
+    );
+    assert!(held.contains_key(&(peers[peers.len() - 1], Purpose::Reservation)));
+    // An hour and a bit later, one new grant: the lapsed ones are gone.
+    let late = t0.plus_secs(3600 + 100);
+    let (p, _) = relay();
+    hold_grant(
+        &mut held,
+        (p, Purpose::Reservation),
+        &late,
+        &late.plus_secs(3600),
+    );
+    let left = MAX_HELD_GRANTS + 10 - 101 + 1;
+    assert_eq!(held.len(), left);
 }
