@@ -74,7 +74,11 @@ impl Gate {
             policy,
             adverts,
             caps,
-            nonces: Nonces::new(2 * mesh_core::CLOCK_SKEW_SECS + 60, 64, 16_384),
+            nonces: Nonces::new(
+                2 * mesh_core::CLOCK_SKEW_SECS + 60,
+                crate::replay::PER_NODE,
+                16_384,
+            ),
         }
     }
 

@@ -2,15 +2,31 @@
 //! `memory_secs` is `E_HS_REPLAY`. Older requests are refused by their `ts` anyway
 //! (clock skew rule of the family), so nonces can be forgotten after that. Pure logic,
 //! bounded: `per_node` nonces per node, `max_nodes` nodes (oldest dropped first).
+//!
+//! A nonce is kept as a 64-bit digest (SipHash with fixed keys), not as its text (up to
+//! 128 characters): at the relay's bounds ([`PER_NODE`] × 16,384 nodes) that is about
+//! 17 MiB at most rather than 200. A collision can only make a node's own request look
+//! like a replay of its own (nonces are remembered per node), never admit anything.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use mesh_core::{ErrorCode, MeshError, NodeId, Timestamp};
+
+/// Nonces remembered per node by the relay's gate: a node makes a few admission
+/// requests a minute (the IP key's limit is 60), and the memory spans two minutes.
+pub(crate) const PER_NODE: usize = 16;
+
+fn digest(nonce: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    nonce.hash(&mut h);
+    h.finish()
+}
 
 /// Nonce memory.
 #[derive(Debug)]
 pub struct Nonces {
-    seen: HashMap<NodeId, VecDeque<(String, Timestamp)>>,
+    seen: HashMap<NodeId, VecDeque<(u64, Timestamp)>>,
     order: VecDeque<NodeId>,
     memory_secs: i64,
     per_node: usize,
@@ -43,7 +59,8 @@ impl Nonces {
         }
         let list = self.seen.entry(node).or_default();
         list.retain(|(_, at)| now.secs_since(at) <= memory);
-        if list.iter().any(|(n, _)| n == nonce) {
+        let nonce = digest(nonce);
+        if list.iter().any(|(n, _)| *n == nonce) {
             return Err(MeshError::new(
                 ErrorCode::HsReplay,
                 "relay-admission-request.v1: nonce already used",
@@ -52,7 +69,7 @@ impl Nonces {
         if list.len() >= self.per_node {
             list.pop_front();
         }
-        list.push_back((nonce.to_owned(), now.clone()));
+        list.push_back((nonce, now.clone()));
         Ok(())
     }
 }
@@ -81,5 +98,23 @@ mod tests {
         n.check(a, "n1", &t).unwrap();
         assert!(n.check(a, "n3", &t.plus_secs(120)).is_err());
         n.check(a, "n3", &t.plus_secs(121)).unwrap();
+    }
+
+    /// What one remembered nonce costs, whatever its length: a digest and a time.
+    #[test]
+    fn a_nonce_is_remembered_as_a_digest() {
+        assert!(
+            std::mem::size_of::<(u64, Timestamp)>() <= 64,
+            "{}",
+            std::mem::size_of::<(u64, Timestamp)>()
+        );
+        let t = Timestamp::parse("2026-11-22T12:00:00Z").unwrap();
+        let a = NodeKeypair::generate().node_id();
+        let mut n = Nonces::new(120, PER_NODE, 4);
+        let long = "n".repeat(128);
+        n.check(a, &long, &t).unwrap();
+        assert_eq!(n.check(a, &long, &t).unwrap_err().code, ErrorCode::HsReplay);
+        let other = format!("{}m", "n".repeat(127));
+        n.check(a, &other, &t).unwrap();
     }
 }
