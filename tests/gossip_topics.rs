@@ -46,15 +46,15 @@ async fn until_marker(node: &mut Swarm<Gossipsub>, peer: &mut Swarm<gossipsub::B
         .expect("the marker message did not arrive");
 }
 
-/// Drives both swarms until the node sees `peer` in `topic`.
-async fn until_subscribed(
+/// Drives both swarms until `done` holds for them (at most `WAIT`).
+async fn drive_until(
     node: &mut Swarm<Gossipsub>,
     peer: &mut Swarm<gossipsub::Behaviour>,
-    topic: &str,
+    what: &str,
+    done: impl Fn(&Swarm<Gossipsub>, &Swarm<gossipsub::Behaviour>) -> bool,
 ) {
-    let id = *peer.local_peer_id();
     let run = async {
-        while !topics_of(node, &id).iter().any(|t| t == topic) {
+        while !done(node, peer) {
             tokio::select! {
                 _ = node.select_next_some() => {}
                 _ = peer.select_next_some() => {}
@@ -63,7 +63,19 @@ async fn until_subscribed(
     };
     tokio::time::timeout(WAIT, run)
         .await
-        .expect("the subscription did not arrive");
+        .unwrap_or_else(|_| panic!("not {what} within {WAIT:?}"));
+}
+
+/// Drives both swarms until the node sees `peer` in `topic`.
+async fn until_subscribed(
+    node: &mut Swarm<Gossipsub>,
+    peer: &mut Swarm<gossipsub::Behaviour>,
+    topic: &str,
+) {
+    drive_until(node, peer, "subscribed", |n, p| {
+        topics_of(n, p.local_peer_id()).iter().any(|t| t == topic)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -127,23 +139,14 @@ async fn until_marker_published(
     peer: &mut Swarm<gossipsub::Behaviour>,
     marker: &IdentTopic,
 ) {
-    let id = *node.local_peer_id();
     let hash = marker.hash();
-    let knows = async {
-        while !peer
-            .behaviour()
+    drive_until(node, peer, "seen by the peer", |n, p| {
+        let id = n.local_peer_id();
+        p.behaviour()
             .all_peers()
-            .any(|(p, ts)| *p == id && ts.contains(&&hash))
-        {
-            tokio::select! {
-                _ = node.select_next_some() => {}
-                _ = peer.select_next_some() => {}
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, knows)
-        .await
-        .expect("the peer never saw the node's subscription");
+            .any(|(q, ts)| q == id && ts.contains(&&hash))
+    })
+    .await;
     peer.behaviour_mut()
         .publish(marker.clone(), b"marker".to_vec())
         .unwrap();

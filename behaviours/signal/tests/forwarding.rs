@@ -313,22 +313,31 @@ async fn many_frames_at_once_travel_in_batches() {
         }),
     );
     connect(&mut small, &mut h).await;
-    let sent: Vec<_> = (0..4)
-        .map(|i| {
-            let f = frame(
-                &ka,
-                &kb,
-                "connect_request",
-                &format!("q{i}"),
-                &format!("q{i}"),
-            );
-            small.behaviour_mut().send(&f, via).map_err(|e| e.code)
-        })
+    let sent: Vec<_> = send_four(&mut small, &ka, &kb, via, "q")
+        .into_iter()
+        .map(|r| r.map_err(|e| e.code))
         .collect();
     assert_eq!(
         sent,
         vec![Ok(()), Ok(()), Ok(()), Err(ErrorCode::TransportRejected)]
     );
+}
+
+/// Sends four connect requests from `ka` to `kb` (frame ids `{prefix}0`…), through `via`.
+fn send_four(
+    s: &mut Swarm<Behaviour>,
+    ka: &NodeKeypair,
+    kb: &NodeKeypair,
+    via: Option<libp2p::PeerId>,
+    prefix: &str,
+) -> Vec<mesh_core::MeshResult<()>> {
+    (0..4)
+        .map(|i| {
+            let id = format!("{prefix}{i}");
+            let f = frame(ka, kb, "connect_request", &id, &id);
+            s.behaviour_mut().send(&f, via)
+        })
+        .collect()
 }
 
 /// The queue towards one hop is bounded in bytes as well as in frames.
@@ -355,20 +364,9 @@ async fn the_queue_towards_a_hop_is_bounded_in_bytes() {
         }),
     );
     connect(&mut tight, &mut h).await;
-    let sent: Vec<_> = (0..4)
-        .map(|i| {
-            let f = frame(
-                &ka,
-                &kb,
-                "connect_request",
-                &format!("b{i}"),
-                &format!("b{i}"),
-            );
-            tight
-                .behaviour_mut()
-                .send(&f, via)
-                .map_err(|e| e.to_string())
-        })
+    let sent: Vec<_> = send_four(&mut tight, &ka, &kb, via, "b")
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
         .collect();
     assert!(sent[..3].iter().all(Result::is_ok), "{sent:?}");
     let refused = sent[3].as_ref().unwrap_err();
