@@ -2,7 +2,7 @@
 //! connected peer announces (libp2p's default filter allows all), so a peer could grow
 //! that set with every RPC for as long as it stays connected.
 //!
-//! - A topic name is at most [`MAX_TOPIC_BYTES`] bytes (a swarm's topic is 75).
+//! - A topic name is at most [`MAX_TOPIC_BYTES`] bytes (a swarm's topic is 81).
 //! - A peer holds at most [`MAX_TOPICS_PER_PEER`] topics, and one RPC announces at most
 //!   as many; an RPC that would go past either is ignored whole (gossipsub logs it).
 //!

@@ -355,7 +355,9 @@ pub(crate) fn event_relay(e: &client::Event) -> PeerId {
 pub(crate) const MAX_HELD_GRANTS: usize = 256;
 
 /// Records a grant we were given: forgets the ones that lapsed by its `issued_at` (the
-/// relay's clock), then, at [`MAX_HELD_GRANTS`], the one that lapses first.
+/// relay's clock, which the grant's validation holds to at most 30 s ahead of ours, so a
+/// relay cannot make us forget others' live grants early), then, at
+/// [`MAX_HELD_GRANTS`], the one that lapses first.
 fn hold_grant(
     grants: &mut HashMap<(PeerId, Purpose), Timestamp>,
     key: (PeerId, Purpose),

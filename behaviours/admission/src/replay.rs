@@ -23,10 +23,13 @@ fn digest(nonce: &str) -> u64 {
     h.finish()
 }
 
+/// One remembered nonce: its digest and when it was seen.
+type Remembered = (u64, Timestamp);
+
 /// Nonce memory.
 #[derive(Debug)]
 pub struct Nonces {
-    seen: HashMap<NodeId, VecDeque<(u64, Timestamp)>>,
+    seen: HashMap<NodeId, VecDeque<Remembered>>,
     order: VecDeque<NodeId>,
     memory_secs: i64,
     per_node: usize,
@@ -104,9 +107,9 @@ mod tests {
     #[test]
     fn a_nonce_is_remembered_as_a_digest() {
         assert!(
-            std::mem::size_of::<(u64, Timestamp)>() <= 64,
+            std::mem::size_of::<Remembered>() <= 64,
             "{}",
-            std::mem::size_of::<(u64, Timestamp)>()
+            std::mem::size_of::<Remembered>()
         );
         let t = Timestamp::parse("2026-11-22T12:00:00Z").unwrap();
         let a = NodeKeypair::generate().node_id();
