@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use mesh_advert::{
-    AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Page, StoreError, StoreLimits,
+    AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Page, Source, StoreError, StoreLimits,
     StoredAdvert, Swept,
 };
 use mesh_core::artifact::Artifact;
@@ -260,6 +260,17 @@ impl DurableStore {
         adverts: Vec<NodeAdvertisement>,
         now: &Timestamp,
     ) -> Vec<Result<InsertOutcome, StoreError>> {
+        self.insert_batch_from(adverts, Source::Local, now)
+    }
+
+    /// [`DurableStore::insert_batch`] for advertisements that came from `source`
+    /// (counted under its share; see `mesh_advert::shares`).
+    pub fn insert_batch_from(
+        &self,
+        adverts: Vec<NodeAdvertisement>,
+        source: Source,
+        now: &Timestamp,
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
         // Encoding (up to 64 KiB each) happens before any lock is taken.
         let adverts: Vec<(NodeAdvertisement, Arc<[u8]>)> = adverts
             .into_iter()
@@ -279,7 +290,7 @@ impl DurableStore {
                 // What the insert replaces in memory: the entry and a withdrawal's tombstone.
                 let previous = mem.entry(&node).cloned();
                 let tombstone = mem.tombstone_of(&node);
-                let (r, s) = mem.insert_sweeping(advert, wire, now);
+                let (r, s) = mem.insert_sweeping(advert, wire, source, now);
                 swept.extend(s);
                 if r.is_ok() {
                     accepted.push(Undo {
@@ -326,19 +337,39 @@ impl DurableStore {
         results
     }
 
-    /// Stores one advertisement (one commit).
+    /// Stores one advertisement of this node's own choosing (one commit).
     pub fn insert(
         &self,
         advert: NodeAdvertisement,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.insert_batch(vec![advert], now)
+        self.insert_from(advert, Source::Local, now)
+    }
+
+    /// Stores one advertisement that came from `source` (one commit).
+    pub fn insert_from(
+        &self,
+        advert: NodeAdvertisement,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.insert_batch_from(vec![advert], source, now)
             .pop()
             .unwrap_or_else(|| Err(StoreError::Storage("empty batch".into())))
     }
 
-    /// Applies a verified withdrawal (one commit).
+    /// Applies a verified withdrawal of this node's own choosing (one commit).
     pub fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+        self.withdraw_from(withdrawal, Source::Local, now)
+    }
+
+    /// Applies a verified withdrawal that came from `source` (one commit).
+    pub fn withdraw_from(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
         let node = withdrawal.node_id();
         let key = node.to_string();
         let _turn = self.turns.enter();
@@ -346,7 +377,7 @@ impl DurableStore {
             let mut mem = self.index();
             let previous = mem.entry(&node).cloned();
             let previous_tombstone = mem.tombstone_of(&node);
-            let (result, swept) = mem.withdraw_sweeping(withdrawal, now);
+            let (result, swept) = mem.withdraw_sweeping(withdrawal, source, now);
             let mut writes = Writes::sweeping(&swept);
             if result.is_ok()
                 && let Some((seq, until)) = mem.tombstone_of(&node)
@@ -539,16 +570,22 @@ fn load(
 }
 
 impl AdvertStore for DurableStore {
-    fn insert(
+    fn insert_from(
         &mut self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        DurableStore::insert(self, advert, now)
+        DurableStore::insert_from(self, advert, source, now)
     }
 
-    fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        DurableStore::withdraw(self, withdrawal, now)
+    fn withdraw_from(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        DurableStore::withdraw_from(self, withdrawal, source, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {

@@ -43,7 +43,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mesh_advert::{InsertOutcome, NodeWithdrawal, StoreError};
+use mesh_advert::{InsertOutcome, NodeWithdrawal, Source, StoreError};
 use mesh_core::IpKey;
 use mesh_core::artifact::Artifact;
 use mesh_core::{
@@ -226,7 +226,7 @@ async fn put_adv(
         }
     };
     if value.get("withdrawal/id").is_some() {
-        return put_withdrawal(&st, node, value, now).await;
+        return put_withdrawal(&st, node, value, Source::of_ip(client.ip()), now).await;
     }
     let advert = match NodeAdvertisement::verify_json(value, &now) {
         Ok(a) => a,
@@ -245,7 +245,7 @@ async fn put_adv(
     let advertisement_id = advert.advertisement_id().to_owned();
     let expires_at = advert.expires_at().as_str().to_owned();
     let stored_at = now.as_str().to_owned();
-    let outcome = store_put(&st, advert, now).await;
+    let outcome = store_put(&st, advert, Source::of_ip(client.ip()), now).await;
     match outcome {
         Ok(o) => (
             StatusCode::CREATED,
@@ -265,7 +265,13 @@ async fn put_adv(
 }
 
 /// `PUT /adv/{node-id}` with a withdrawal: verified, then applied on the blocking pool.
-async fn put_withdrawal(st: &AppState, node: NodeId, value: Value, now: Timestamp) -> Response {
+async fn put_withdrawal(
+    st: &AppState,
+    node: NodeId,
+    value: Value,
+    source: Source,
+    now: Timestamp,
+) -> Response {
     let w = match NodeWithdrawal::verify_json(value, &now) {
         Ok(w) => w,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
@@ -287,7 +293,7 @@ async fn put_withdrawal(st: &AppState, node: NodeId, value: Value, now: Timestam
         );
     };
     let store = st.store.clone();
-    let r = tokio::task::spawn_blocking(move || store.withdraw(&w, &now))
+    let r = tokio::task::spawn_blocking(move || store.withdraw(&w, source, &now))
         .await
         .unwrap_or_else(|e| Err(StoreError::Storage(format!("store task failed: {e}"))));
     match r {
@@ -332,13 +338,14 @@ fn store_refusal(node: NodeId, e: StoreError) -> Response {
 async fn store_put(
     st: &AppState,
     advert: NodeAdvertisement,
+    source: Source,
     now: Timestamp,
 ) -> Result<InsertOutcome, StoreError> {
     let Ok(_permit) = st.writes.acquire().await else {
         return Err(StoreError::Storage("the directory is stopping".into()));
     };
     let store = st.store.clone();
-    tokio::task::spawn_blocking(move || store.insert(advert, &now))
+    tokio::task::spawn_blocking(move || store.insert(advert, source, &now))
         .await
         .unwrap_or_else(|e| Err(StoreError::Storage(format!("store task failed: {e}"))))
 }

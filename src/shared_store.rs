@@ -3,7 +3,9 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use mesh_advert::{AdvertStore, InsertOutcome, NodeWithdrawal, Page, StoreError, StoredAdvert};
+use mesh_advert::{
+    AdvertStore, InsertOutcome, NodeWithdrawal, Page, Source, StoreError, StoredAdvert,
+};
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
 use crate::advert_store::DurableStore;
@@ -12,15 +14,22 @@ use crate::advert_store::DurableStore;
 /// any lock a reader needs during a commit; any [`AdvertStore`] behind a [`Mutex`] does
 /// too, by locking for each call (fine for in-memory stores, which never wait on I/O).
 pub trait ConcurrentStore: Send + Sync {
-    /// Stores a verified advertisement. May block on I/O: call it off async workers.
+    /// Stores a verified advertisement that came from `source`. May block on I/O: call
+    /// it off async workers.
     fn insert(
         &self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError>;
-    /// Applies a verified withdrawal (the entry goes, a tombstone stays). May block on
-    /// I/O, as `insert`.
-    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError>;
+    /// Applies a verified withdrawal that came from `source` (the entry goes, a
+    /// tombstone stays). May block on I/O, as `insert`.
+    fn withdraw(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError>;
     /// The current, unexpired advertisement of `node`.
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert>;
     /// Up to `max` advertisements changed after `cursor`.
@@ -31,17 +40,23 @@ impl<S: AdvertStore + Send> ConcurrentStore for Mutex<S> {
     fn insert(
         &self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(advert, now)
+            .insert_from(advert, source, now)
     }
 
-    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+    fn withdraw(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .withdraw(withdrawal, now)
+            .withdraw_from(withdrawal, source, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
@@ -61,13 +76,19 @@ impl ConcurrentStore for DurableStore {
     fn insert(
         &self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        DurableStore::insert(self, advert, now)
+        DurableStore::insert_from(self, advert, source, now)
     }
 
-    fn withdraw(&self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        DurableStore::withdraw(self, withdrawal, now)
+    fn withdraw(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        DurableStore::withdraw_from(self, withdrawal, source, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {

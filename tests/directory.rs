@@ -428,3 +428,58 @@ async fn a_signed_withdrawal_removes_the_advertisement() {
         StatusCode::OK
     );
 }
+
+/// `PUT /adv/{node}` from a socket bound to `from` (a loopback address), as raw HTTP/1.1;
+/// returns the status code and the body.
+async fn put_ad_from(s: &Server, from: &str, a: &NodeAdvertisement) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_vec(&a.to_json()).unwrap();
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /adv/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        a.node_id(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answer within 10 s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// What HTTP clients publish counts under their address: one client cannot fill the
+/// store, another client's address still gets in.
+#[tokio::test]
+async fn each_client_address_has_its_own_share_of_the_store() {
+    let (c, l) = open_limits();
+    let s = start(
+        c,
+        StoreLimits {
+            per_source_entries: 2,
+            ..l
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        let (status, _) = put_ad_from(&s, "127.0.0.1", &ad(&NodeKeypair::generate(), 1)).await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = put_ad_from(&s, "127.0.0.1", &ad(&NodeKeypair::generate(), 1)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error/code"], "E_TRANSPORT_REJECTED", "{body}");
+    let (status, body) = put_ad_from(&s, "127.0.0.2", &ad(&NodeKeypair::generate(), 1)).await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use libmesh::advert_store::DurableStore;
 use mesh_advert::own::advert_for;
-use mesh_advert::{AdvertStore, NodeWithdrawal, StoreLimits};
+use mesh_advert::{AdvertStore, NodeWithdrawal, Source, StoreLimits};
 use mesh_core::{ErrorCode, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
 
 fn limits() -> StoreLimits {
@@ -302,4 +302,42 @@ fn kill_during_writes_loses_at_most_the_open_batch() {
         committed * BATCH
     );
     assert_eq!(s.len(), report.loaded);
+}
+
+/// A record evicted to make room for another network's is deleted from the file in the
+/// same commit; what stays survives a restart, as one share of its own that makes room
+/// again for newcomers.
+#[test]
+fn an_eviction_for_another_network_reaches_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let small = StoreLimits {
+        max_entries: 4,
+        ..limits()
+    };
+    let flood = Source::of_ip("192.0.2.1".parse().unwrap());
+    let other = Source::of_ip("2001:db8::1".parse().unwrap());
+    let keys: Vec<NodeKeypair> = (0..6).map(|_| NodeKeypair::generate()).collect();
+    {
+        let (s, _) = DurableStore::open(dir.path(), small, &now).unwrap();
+        let batch = keys[..4].iter().map(|k| ad(k, 1, &now, 600)).collect();
+        let r = s.insert_batch_from(batch, flood, &now);
+        assert!(r.iter().all(Result::is_ok));
+        s.insert_from(ad(&keys[4], 1, &now, 600), other, &now)
+            .unwrap();
+        assert_eq!(s.disk_counts().unwrap().adverts, 4);
+        assert_eq!(s.index().held_by(&flood).0, 3);
+    }
+    let (s, report) = DurableStore::open(dir.path(), small, &now).unwrap();
+    assert_eq!(report.loaded, 4);
+    assert!(s.get(&keys[0].node_id(), &now).is_none(), "the oldest went");
+    for k in &keys[1..5] {
+        assert!(s.get(&k.node_id(), &now).is_some());
+    }
+    // Read back from disk: one share, which gives way to a newcomer.
+    assert_eq!(s.index().held_by(&Source::Restored).0, 4);
+    s.insert_from(ad(&keys[5], 1, &now, 600), other, &now)
+        .unwrap();
+    assert_eq!(s.index().held_by(&Source::Restored).0, 3);
+    assert_eq!(s.disk_counts().unwrap().adverts, 4);
 }

@@ -113,6 +113,12 @@ pub struct StoreSettings {
     pub max_bytes: usize,
     /// Largest advertisement one publisher (node id) may have stored, bytes of CBOR.
     pub max_record_bytes: usize,
+    /// Most advertisements and tombstones one source (the IPv4 address or IPv6 /64 a
+    /// change came from, or a relayed peer) may hold; unset: a quarter of `max_entries`.
+    pub per_source_entries: Option<usize>,
+    /// Most bytes of advertisements one source may hold; unset: a quarter of
+    /// `max_bytes`.
+    pub per_source_bytes: Option<usize>,
     /// How often expired advertisements and lapsed tombstones are deleted from memory
     /// and from `adverts.redb`, seconds.
     pub sweep_secs: u64,
@@ -125,6 +131,8 @@ impl Default for StoreSettings {
             max_entries: d.max_entries,
             max_bytes: d.max_bytes,
             max_record_bytes: d.max_record_bytes,
+            per_source_entries: None,
+            per_source_bytes: None,
             sweep_secs: 10,
         }
     }
@@ -137,6 +145,12 @@ impl StoreSettings {
             max_entries: self.max_entries,
             max_bytes: self.max_bytes,
             max_record_bytes: self.max_record_bytes,
+            per_source_entries: self
+                .per_source_entries
+                .unwrap_or((self.max_entries / 4).max(1)),
+            per_source_bytes: self
+                .per_source_bytes
+                .unwrap_or((self.max_bytes / 4).max(self.max_record_bytes)),
             ..mesh_advert::StoreLimits::default()
         }
     }
@@ -403,6 +417,15 @@ impl NodeConfig {
                 st.max_record_bytes, st.max_bytes, st.sweep_secs
             )));
         }
+        if st.per_source_entries == Some(0)
+            || st.per_source_bytes.is_some_and(|b| b < st.max_record_bytes)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "store: need per_source_entries > 0 and per_source_bytes >= max_record_bytes \
+                 ({})",
+                st.max_record_bytes
+            )));
+        }
         let l = &self.limits;
         if l.max_sessions == 0 || l.hot_sessions > l.max_sessions {
             return Err(ConfigError::Invalid(format!(
@@ -666,7 +689,22 @@ mod tests {
             mesh_advert::StoreLimits::default().max_bytes
         );
         assert_eq!(c.store.sweep_every(), Duration::from_secs(30));
+        // A source's share defaults to a quarter of each cap, and can be set.
+        assert_eq!(
+            (limits.per_source_entries, limits.per_source_bytes),
+            (125, mesh_advert::StoreLimits::default().max_bytes / 4)
+        );
+        let c =
+            NodeConfig::from_toml("[store]\nper_source_entries = 7\nper_source_bytes = 70000\n")
+                .unwrap();
+        let limits = c.store.limits();
+        assert_eq!(
+            (limits.per_source_entries, limits.per_source_bytes),
+            (7, 70_000)
+        );
         for bad in [
+            "[store]\nper_source_entries = 0\n",
+            "[store]\nper_source_bytes = 100\n",
             "[store]\nsweep_secs = 0\n",
             "[store]\nmax_entries = 0\n",
             "[store]\nmax_bytes = 1000\nmax_record_bytes = 2000\n",

@@ -314,12 +314,15 @@ impl Node {
             } => {
                 self.idle.conns.touch(&source, Instant::now());
                 let now = Timestamp::now();
+                // Counted under the putter's network in the advertisement store.
+                let remote = super::view::View::remote_addrs(&view!(self), &source);
+                let from = mesh_advert::Source::of_peer(source, &remote);
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-                match mesh_advert::kad::accept_put(store, record, &now) {
+                match self.records.accept(store, record, from, &now) {
                     Ok(DhtEntry::Advert(ad)) => {
                         let node = ad.node_id();
                         let seq = ad.sequence_no();
-                        if let Err(e) = self.store.insert(ad, &now) {
+                        if let Err(e) = self.store.insert_from(ad, from, &now) {
                             tracing::debug!(error = %e, "dht advert not stored");
                         }
                         self.stats.advert_stored("dht");
@@ -337,7 +340,7 @@ impl Node {
                     }
                     Ok(DhtEntry::Withdrawn(w)) => {
                         // The tombstone refuses replays of older advertisements.
-                        if let Err(e) = self.store.durable().withdraw(&w, &now) {
+                        if let Err(e) = self.store.durable().withdraw_from(&w, from, &now) {
                             tracing::debug!(error = %e, "dht withdrawal not applied");
                         }
                     }
@@ -509,7 +512,8 @@ impl Node {
                 // an older advertisement: our DHT answers no longer serve it.
                 let record = mesh_advert::kad::record_for_withdrawal(&withdrawal, &now);
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-                if let Err(e) = mesh_advert::kad::accept_put(store, record, &now) {
+                let local = mesh_advert::Source::Local;
+                if let Err(e) = self.records.accept(store, record, local, &now) {
                     tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
                 }
             }

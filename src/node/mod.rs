@@ -186,6 +186,8 @@ pub struct Node {
     idle: Idle,
     /// Other peers' provider records held in the mesh DHT.
     providers: mesh_advert::providers::ProviderBook,
+    /// Who put the records of the mesh DHT's store (per-source shares).
+    records: mesh_advert::RecordBook,
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
@@ -344,6 +346,7 @@ impl Node {
             relays,
             idle: Idle::new(&config),
             providers: mesh_advert::providers::ProviderBook::default(),
+            records: mesh_advert::RecordBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
             probe_ports,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mesh_advert::{AdvertStore, InsertOutcome, NodeWithdrawal, Page, StoreError, StoredAdvert};
+use mesh_advert::{
+    AdvertStore, InsertOutcome, NodeWithdrawal, Page, Source, StoreError, StoredAdvert,
+};
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
 
 use crate::advert_store::DurableStore;
@@ -40,16 +42,22 @@ impl std::fmt::Debug for SharedAdverts {
 }
 
 impl AdvertStore for SharedAdverts {
-    fn insert(
+    fn insert_from(
         &mut self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.0.insert(advert, now)
+        self.0.insert_from(advert, source, now)
     }
 
-    fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        self.0.withdraw(withdrawal, now)
+    fn withdraw_from(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        self.0.withdraw_from(withdrawal, source, now)
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {

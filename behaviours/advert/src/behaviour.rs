@@ -19,6 +19,7 @@ use mesh_core::{
 use crate::protocol::{
     Codec, InboundRequest, InboundResponse, PROTOCOL, Request, Response, Status,
 };
+use crate::shares::Source;
 use crate::store::{AdvertStore, InsertOutcome, StoreError, StoredAdvert};
 use crate::withdrawal::NodeWithdrawal;
 
@@ -157,6 +158,9 @@ pub struct Behaviour<S: AdvertStore> {
     config: Config,
     pending: HashMap<OutboundRequestId, Pending>,
     connected: HashSet<PeerId>,
+    /// Remote address of each connection, to count what a peer stores under its
+    /// network ([`Source`]).
+    remotes: HashMap<ConnectionId, Multiaddr>,
     per_peer: RateLimiter<PeerId>,
     events: VecDeque<Event>,
     next_correlation: u64,
@@ -189,6 +193,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             config,
             pending: HashMap::new(),
             connected: HashSet::new(),
+            remotes: HashMap::new(),
             events: VecDeque::new(),
             next_correlation: 0,
         }
@@ -297,8 +302,14 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
         }
     }
 
-    fn on_request(&mut self, peer: PeerId, request: InboundRequest) -> Response {
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: InboundRequest,
+    ) -> Response {
         let now = (self.config.clock)();
+        let source = Source::of_peer(peer, self.remotes.get(&connection));
         if let Err(retry) = self.per_peer.check(&peer, &now) {
             let e = MeshError::new(
                 ErrorCode::TransportRejected,
@@ -329,7 +340,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                 let node = advert.node_id();
                 let sequence_no = advert.sequence_no();
                 let forward_copy = self.config.forward.then(|| advert.clone());
-                match self.store.insert(advert, &now) {
+                match self.store.insert_from(advert, source, &now) {
                     Ok(outcome) => {
                         let replaced = match outcome {
                             InsertOutcome::Replaced { previous } => Some(previous),
@@ -378,7 +389,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                 if let Err(e) = w.verify_signature().and_then(|()| w.validate(&now)) {
                     return self.reject(peer, &correlation, e);
                 }
-                match self.store.withdraw(&w, &now) {
+                match self.store.withdraw_from(&w, source, &now) {
                     Ok(()) => {
                         let node = w.node_id();
                         self.events.push_back(Event::Withdrawn {
@@ -472,13 +483,13 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     Message::Request {
                         request, channel, ..
                     },
-                ..
             } => {
-                let response = self.on_request(peer, request);
+                let response = self.on_request(peer, connection_id, request);
                 if self.inner.send_response(channel, Ok(response)).is_err() {
                     tracing::debug!(%peer, "advert response channel closed");
                 }
@@ -546,9 +557,14 @@ impl<S: AdvertStore + Send + 'static> NetworkBehaviour for Behaviour<S> {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);
+                self.remotes
+                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
             }
-            FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
-                self.connected.remove(&e.peer_id);
+            FromSwarm::ConnectionClosed(e) => {
+                self.remotes.remove(&e.connection_id);
+                if e.remaining_established == 0 {
+                    self.connected.remove(&e.peer_id);
+                }
             }
             _ => {}
         }

@@ -10,7 +10,8 @@
 //! libp2p's Kademlia acknowledges a PUT before anyone validates it and returns GET
 //! results unvalidated. So the DHT must run with `StoreInserts::FilterBoth` (see
 //! [`config`]), every inbound PUT must go through [`accept_put`] (which stores only a
-//! verified record that is newer than the one held), and every GET result through
+//! verified record that is newer than the one held) or [`crate::RecordBook::accept`]
+//! (the same, within per-source shares of the store), and every GET result through
 //! [`validate_record`]. A bad record is then never stored and never served.
 
 use std::time::{Duration, Instant};
@@ -163,6 +164,18 @@ pub fn accept_put<S: RecordStore>(
     record: Record,
     now: &Timestamp,
 ) -> MeshResult<DhtEntry> {
+    let (entry, record) = prepare_put(store, record, now)?;
+    store.put(record).map_err(refused)?;
+    Ok(entry)
+}
+
+/// [`accept_put`] up to the write: the verified entry and the record to store, its
+/// expiry capped.
+pub(crate) fn prepare_put<S: RecordStore>(
+    store: &S,
+    record: Record,
+    now: &Timestamp,
+) -> MeshResult<(DhtEntry, Record)> {
     let held = store.get(&record.key).and_then(|h| {
         held_entry(&h, now)
             .ok()
@@ -180,13 +193,14 @@ pub fn accept_put<S: RecordStore>(
     let cap = entry.expiry(now);
     let mut record = record;
     record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
-    store.put(record).map_err(|e| {
-        MeshError::new(
-            ErrorCode::TransportRejected,
-            format!("DHT store refused: {e}"),
-        )
-    })?;
-    Ok(entry)
+    Ok((entry, record))
+}
+
+pub(crate) fn refused(e: libp2p::kad::store::Error) -> MeshError {
+    MeshError::new(
+        ErrorCode::TransportRejected,
+        format!("DHT store refused: {e}"),
+    )
 }
 
 fn stale(offered: u64, held: u64) -> MeshError {

@@ -8,7 +8,8 @@
 //!   other connected peers;
 //! - [`MemoryStore`]: the reference store (one current advertisement per node id, stale
 //!   and expired ones refused, withdrawals with tombstones, limits, per-publisher rate
-//!   limits, cursor walks);
+//!   limits, per-source shares with eviction when full ([`shares`]), cursor walks);
+//! - [`RecordBook`]: the same per-source shares for a Kademlia record store;
 //! - [`NodeWithdrawal`]: the signed `node-withdrawal.v1` artifact;
 //! - [`own`]: building and refreshing the node's own advertisement;
 //! - [`kad`]: validating `/mesh/adv/<node-id>` records for a Kademlia DHT that runs with
@@ -19,13 +20,17 @@
 
 mod behaviour;
 pub mod kad;
+mod kad_book;
 pub mod own;
 pub mod protocol;
 pub mod providers;
+pub mod shares;
 mod store;
 mod withdrawal;
 
 pub use behaviour::{Answer, Behaviour, Clock, Config, Event};
+pub use kad_book::{RecordBook, RecordLimits};
+pub use shares::Source;
 pub use store::{
     AdvertStore, DEFAULT_MAX_RECORD_BYTES, InsertOutcome, MemoryStore, Page, StoreError,
     StoreLimits, StoredAdvert, Swept,

@@ -7,9 +7,14 @@
 //! tombstones are swept; the number of entries and tombstones and the total encoded size
 //! of the entries are capped, and only live ones count: a change that would pass a cap
 //! first sweeps what has expired. Each publisher (node id) holds at most one record, of
-//! at most [`StoreLimits::max_record_bytes`], and has a token-bucket rate limit. Nothing a
-//! publisher sends removes another publisher's live record. Artifacts reach the store
-//! already verified: the store trusts signatures and checks only the rules above.
+//! at most [`StoreLimits::max_record_bytes`], and has a token-bucket rate limit. Node
+//! ids cost nothing to make, so every change is also counted under its [`Source`] (the
+//! network or relayed peer it came from, see [`crate::shares`]): a source holds at most
+//! [`StoreLimits::per_source_entries`] and [`StoreLimits::per_source_bytes`], and when
+//! the store is full (after the sweep) the source holding the most gives up its oldest
+//! slot to one holding fewer. Nothing else a publisher sends removes another
+//! publisher's live record. Artifacts reach the store already verified: the store
+//! trusts signatures and checks only the rules above.
 //!
 //! Every accepted change gets a revision number, so a reader can walk the store in
 //! batches with an opaque cursor and see every current advertisement exactly once.
@@ -22,7 +27,11 @@ use mesh_core::{
     ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
 };
 
+use crate::shares::{Pressure, Shares, Source};
 use crate::withdrawal::NodeWithdrawal;
+
+/// Most slots one change may evict from other sources to make room.
+const MAX_EVICTIONS: usize = 64;
 
 /// Default [`StoreLimits::max_record_bytes`]: 16 KiB, about 60 endpoints (the node's own
 /// advertisement is usually under 2 KiB).
@@ -43,6 +52,11 @@ pub struct StoreLimits {
     pub max_lifetime_secs: i64,
     /// Per-publisher rate limit on accepted changes.
     pub per_publisher: RateLimit,
+    /// Most advertisements and tombstones one [`Source`] (network, or peer without one)
+    /// may hold.
+    pub per_source_entries: usize,
+    /// Most bytes of advertisements one [`Source`] may hold.
+    pub per_source_bytes: usize,
 }
 
 impl Default for StoreLimits {
@@ -53,6 +67,8 @@ impl Default for StoreLimits {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_lifetime_secs: 24 * 3600,
             per_publisher: RateLimit::per_minute(10, 30),
+            per_source_entries: 25_000,
+            per_source_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -220,14 +236,32 @@ pub struct Page {
 /// What every store offers; `MemoryStore` is the reference, the node's durable store
 /// implements the same trait.
 pub trait AdvertStore {
-    /// Stores a verified advertisement.
+    /// Stores a verified advertisement that came from `source`.
+    fn insert_from(
+        &mut self,
+        advert: NodeAdvertisement,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<InsertOutcome, StoreError>;
+    /// Applies a verified withdrawal that came from `source`.
+    fn withdraw_from(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Stores a verified advertisement of this node's own choosing ([`Source::Local`]).
     fn insert(
         &mut self,
         advert: NodeAdvertisement,
         now: &Timestamp,
-    ) -> Result<InsertOutcome, StoreError>;
-    /// Applies a verified withdrawal.
-    fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError>;
+    ) -> Result<InsertOutcome, StoreError> {
+        self.insert_from(advert, Source::Local, now)
+    }
+    /// Applies a verified withdrawal of this node's own choosing ([`Source::Local`]).
+    fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
+        self.withdraw_from(withdrawal, Source::Local, now)
+    }
     /// The current, unexpired advertisement of `node`.
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert>;
     /// Up to `max` advertisements changed after `cursor`.
@@ -262,6 +296,7 @@ pub struct MemoryStore {
     revision: u64,
     bytes: usize,
     rate: RateLimiter<NodeId>,
+    shares: Shares,
 }
 
 impl MemoryStore {
@@ -277,6 +312,7 @@ impl MemoryStore {
             revision: 0,
             bytes: 0,
             rate: RateLimiter::new(limits.per_publisher, limits.max_entries.max(1024)),
+            shares: Shares::default(),
         }
     }
 
@@ -346,6 +382,7 @@ impl MemoryStore {
 
     fn remove_entry(&mut self, node: &NodeId) -> Option<StoredAdvert> {
         let old = self.entries.remove(node)?;
+        self.shares.forget(node);
         self.by_revision.remove(&old.revision);
         self.by_expiry.remove(&(old.expires_at().clone(), *node));
         self.bytes -= old.wire.len();
@@ -368,6 +405,7 @@ impl MemoryStore {
 
     fn drop_tombstone(&mut self, node: &NodeId) -> Option<Tombstone> {
         let old = self.tombstones.remove(node)?;
+        self.shares.forget(node);
         self.tombstones_by_end.remove(&(old.until.clone(), *node));
         Some(old)
     }
@@ -383,18 +421,97 @@ impl MemoryStore {
         !self.entries.contains_key(node) && !self.tombstones.contains_key(node)
     }
 
-    /// Makes room for a change of `node` to a record of `wire_len` bytes (0 for a
-    /// withdrawal): when it would pass a cap, sweeps whatever has expired at `now`, so the
-    /// caps count only live entries. Returns what went.
-    pub fn make_room(&mut self, node: &NodeId, wire_len: usize, now: &Timestamp) -> Swept {
+    /// Slots and bytes held under `source` (zero for [`Source::Local`], which is not
+    /// counted).
+    pub fn held_by(&self, source: &Source) -> (usize, usize) {
+        self.shares.held(source)
+    }
+
+    /// How many sources (other than [`Source::Local`]) hold slots.
+    pub fn sources(&self) -> usize {
+        self.shares.sources()
+    }
+
+    /// The source `node`'s slot is counted under ([`Source::Local`] when none).
+    pub fn source_of(&self, node: &NodeId) -> Source {
+        self.shares.holder(node)
+    }
+
+    /// Which cap a change of `node` to a record of `wire_len` bytes (0 for a withdrawal)
+    /// would pass.
+    fn pressure(&self, node: &NodeId, wire_len: usize) -> Option<Pressure> {
         let freed = self.entries.get(node).map_or(0, |e| e.wire.len());
-        let over_count = self.takes_slot(node) && self.held() >= self.limits.max_entries;
-        let over_bytes = self.bytes - freed + wire_len > self.limits.max_bytes;
-        if over_count || over_bytes {
-            self.take_expired(now)
+        if self.takes_slot(node) && self.held() >= self.limits.max_entries {
+            Some(Pressure::Entries)
+        } else if self.bytes - freed + wire_len > self.limits.max_bytes {
+            Some(Pressure::Bytes)
         } else {
-            Swept::default()
+            None
         }
+    }
+
+    /// Makes room for a change of `node` from `source` to a record of `wire_len` bytes
+    /// (0 for a withdrawal): when it would pass a cap, sweeps whatever has expired at
+    /// `now`, so the caps count only live entries; when that is not enough, evicts the
+    /// oldest slots of the source holding the most, as long as it holds more than
+    /// `source` would (at most [`MAX_EVICTIONS`]). Returns what went.
+    pub fn make_room(
+        &mut self,
+        node: &NodeId,
+        wire_len: usize,
+        source: Source,
+        now: &Timestamp,
+    ) -> Swept {
+        if self.pressure(node, wire_len).is_none() {
+            return Swept::default();
+        }
+        let mut swept = self.take_expired(now);
+        for _ in 0..MAX_EVICTIONS {
+            let Some(pressure) = self.pressure(node, wire_len) else {
+                break;
+            };
+            let Some(victim) = self.shares.victim(node, &source, wire_len, pressure) else {
+                break;
+            };
+            let source = self.shares.holder(&victim);
+            if let Some(stored) = self.remove_entry(&victim) {
+                swept.adverts.push(stored);
+            } else if let Some(t) = self.drop_tombstone(&victim) {
+                swept.tombstones.push((victim, t.sequence_no, t.until));
+            } else {
+                // Attributed but not held: cannot happen; drop the attribution.
+                self.shares.forget(&victim);
+            }
+            tracing::debug!(node = %victim, ?source, "advertisement evicted for another source");
+        }
+        swept
+    }
+
+    /// Refuses a change of `node` to a record of `wire_len` bytes that would take
+    /// `source` past its share.
+    fn check_share(
+        &self,
+        node: &NodeId,
+        source: &Source,
+        wire_len: usize,
+    ) -> Result<(), StoreError> {
+        if *source == Source::Local {
+            return Ok(());
+        }
+        let (slots, bytes) = self.shares.after(node, source, wire_len);
+        if slots > self.limits.per_source_entries || bytes > self.limits.per_source_bytes {
+            let (held, held_bytes) = self.shares.held(source);
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "source {source:?} holds its share of the store ({held} of {} entries, \
+                     {held_bytes} of {} bytes)",
+                    self.limits.per_source_entries, self.limits.per_source_bytes
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Removes every advertisement expired at `now` and every tombstone lapsed at `now`,
@@ -442,7 +559,7 @@ impl MemoryStore {
         wire: Arc<[u8]>,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.insert_sweeping(advert, wire, now).0
+        self.insert_sweeping(advert, wire, Source::Local, now).0
     }
 
     /// As [`MemoryStore::insert_with_wire`], also returning what was swept to make room
@@ -451,6 +568,7 @@ impl MemoryStore {
         &mut self,
         advert: NodeAdvertisement,
         wire: Arc<[u8]>,
+        source: Source,
         now: &Timestamp,
     ) -> (Result<InsertOutcome, StoreError>, Swept) {
         let previous = match self.check_insert(&advert, now) {
@@ -469,16 +587,23 @@ impl MemoryStore {
             return (Err(e.into()), Swept::default());
         }
         let node = advert.node_id();
-        let swept = self.make_room(&node, wire.len(), now);
+        if let Err(e) = self.check_share(&node, &source, wire.len()) {
+            return (Err(e), Swept::default());
+        }
+        let swept = self.make_room(&node, wire.len(), source, now);
         // An entry of this node that the sweep removed was expired, so not above this one.
         let previous = previous.filter(|_| self.entries.contains_key(&node));
-        (self.insert_checked(advert, wire, previous, now), swept)
+        (
+            self.insert_checked(advert, wire, source, previous, now),
+            swept,
+        )
     }
 
     fn insert_checked(
         &mut self,
         advert: NodeAdvertisement,
         wire: Arc<[u8]>,
+        source: Source,
         previous: Option<u64>,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
@@ -500,8 +625,10 @@ impl MemoryStore {
         self.remove_entry(&node);
         self.drop_tombstone(&node);
         self.revision += 1;
+        let len = wire.len();
         let stored = StoredAdvert::new(&advert, wire, self.revision);
         self.put_entry(node, stored);
+        self.shares.attribute(node, source, len);
         Ok(match previous {
             Some(previous) => InsertOutcome::Replaced { previous },
             None => InsertOutcome::Stored,
@@ -522,19 +649,24 @@ impl MemoryStore {
     pub fn withdraw_sweeping(
         &mut self,
         withdrawal: &NodeWithdrawal,
+        source: Source,
         now: &Timestamp,
     ) -> (Result<(), StoreError>, Swept) {
         if let Err(e) = self.check_withdraw(withdrawal) {
             return (Err(e), Swept::default());
         }
         let node = withdrawal.node_id();
-        let swept = self.make_room(&node, 0, now);
-        (self.withdraw_checked(withdrawal, now), swept)
+        if let Err(e) = self.check_share(&node, &source, 0) {
+            return (Err(e), Swept::default());
+        }
+        let swept = self.make_room(&node, 0, source, now);
+        (self.withdraw_checked(withdrawal, source, now), swept)
     }
 
     fn withdraw_checked(
         &mut self,
         withdrawal: &NodeWithdrawal,
+        source: Source,
         now: &Timestamp,
     ) -> Result<(), StoreError> {
         let node = withdrawal.node_id();
@@ -558,6 +690,7 @@ impl MemoryStore {
                 until,
             },
         );
+        self.shares.attribute(node, source, 0);
         self.revision += 1;
         Ok(())
     }
@@ -597,17 +730,21 @@ impl MemoryStore {
     }
 
     /// Restores an entry read back from durable storage, keeping its revision (no
-    /// checks: it was checked when first stored).
+    /// checks: it was checked when first stored), counted under [`Source::Restored`].
     pub fn restore(&mut self, stored: StoredAdvert) {
         let node = stored.node_id();
         self.remove_entry(&node);
         self.revision = self.revision.max(stored.revision);
+        let len = stored.wire.len();
         self.put_entry(node, stored);
+        self.shares.attribute(node, Source::Restored, len);
     }
 
-    /// Restores a tombstone read back from durable storage.
+    /// Restores a tombstone read back from durable storage, counted under
+    /// [`Source::Restored`].
     pub fn restore_tombstone(&mut self, node: NodeId, sequence_no: u64, until: Timestamp) {
         self.put_tombstone(node, Tombstone { sequence_no, until });
+        self.shares.attribute(node, Source::Restored, 0);
     }
 
     /// The tombstones, for persisting: `(node, sequence, until)`.
@@ -619,17 +756,23 @@ impl MemoryStore {
 }
 
 impl AdvertStore for MemoryStore {
-    fn insert(
+    fn insert_from(
         &mut self,
         advert: NodeAdvertisement,
+        source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let wire: Arc<[u8]> = advert.to_cbor().into();
-        self.insert_with_wire(advert, wire, now)
+        self.insert_sweeping(advert, wire, source, now).0
     }
 
-    fn withdraw(&mut self, withdrawal: &NodeWithdrawal, now: &Timestamp) -> Result<(), StoreError> {
-        self.withdraw_sweeping(withdrawal, now).0
+    fn withdraw_from(
+        &mut self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        self.withdraw_sweeping(withdrawal, source, now).0
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {

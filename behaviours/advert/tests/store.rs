@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use mesh_advert::own::advert_for;
 use mesh_advert::{
-    AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, StoreError, StoreLimits,
+    AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Source, StoreError, StoreLimits,
 };
-use mesh_core::{ErrorCode, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
+use mesh_core::artifact::Artifact;
+use mesh_core::{ErrorCode, IpKey, NodeAdvertisement, NodeKeypair, RateLimit, Timestamp};
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::parse("2026-03-23T18:00:00Z")
@@ -345,4 +346,94 @@ fn a_sweep_returns_what_it_removed_and_can_be_undone() {
     assert_eq!(swept.len(), 2, "the short advert and the lapsed tombstone");
     assert_eq!(s.len(), 1);
     assert!(s.get(&long.node_id(), &t(500)).is_some());
+}
+
+fn net(last: u8) -> Source {
+    Source::Network(IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, last)))
+}
+
+fn from(s: &mut MemoryStore, source: Source, at: i64) -> Result<NodeKeypair, StoreError> {
+    let k = NodeKeypair::generate();
+    s.insert_from(ad(&k, 1, at, 600), source, &t(at)).map(|_| k)
+}
+
+#[test]
+fn one_network_holds_at_most_its_share_whatever_the_node_ids() {
+    let mut s = MemoryStore::new(StoreLimits {
+        per_source_entries: 3,
+        ..generous()
+    });
+    for _ in 0..3 {
+        from(&mut s, net(1), 0).unwrap();
+    }
+    // A fourth fresh node id from the same network is refused with a frozen code, so is
+    // a withdrawal that would take a fourth slot; a newer record of a held node is not.
+    let e = from(&mut s, net(1), 0).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TransportRejected), "{e}");
+    assert!(e.to_string().contains("share"), "{e}");
+    let k = NodeKeypair::generate();
+    let w = NodeWithdrawal::create(&k, 1, &t(0)).unwrap();
+    let e = s.withdraw_from(&w, net(1), &t(0)).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TransportRejected), "{e}");
+    // Other networks and the node itself are not held back by it.
+    from(&mut s, net(2), 0).unwrap();
+    s.insert(ad(&k, 1, 0, 600), &t(0)).unwrap();
+    assert_eq!(s.held_by(&net(1)).0, 3);
+    assert_eq!((s.held_by(&net(2)).0, s.held_by(&Source::Local).0), (1, 0));
+    assert_eq!((s.len(), s.sources()), (5, 2));
+}
+
+#[test]
+fn a_full_store_takes_room_from_the_network_holding_the_most() {
+    let mut s = MemoryStore::new(StoreLimits {
+        max_entries: 6,
+        ..generous()
+    });
+    let flood: Vec<NodeKeypair> = (0..6).map(|_| from(&mut s, net(1), 0).unwrap()).collect();
+    // The flooder owns the whole store; another network still gets in, and the
+    // flooder's oldest records make room, one per new record, down to an equal share.
+    let mine: Vec<NodeKeypair> = (0..3).map(|_| from(&mut s, net(2), 1).unwrap()).collect();
+    assert_eq!((s.held_by(&net(1)).0, s.held_by(&net(2)).0), (3, 3));
+    for (i, k) in flood.iter().enumerate() {
+        assert_eq!(s.get(&k.node_id(), &t(1)).is_some(), i >= 3, "flood {i}");
+    }
+    // At an equal share nobody gives way: the next one is refused, nothing is lost.
+    let e = from(&mut s, net(2), 1).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TransportRejected), "{e}");
+    // The flooder cannot take the room back.
+    let e = from(&mut s, net(1), 1).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TransportRejected), "{e}");
+    for k in &mine {
+        assert!(s.get(&k.node_id(), &t(1)).is_some());
+    }
+    // The node's own changes take from the largest share, never from itself.
+    s.insert(ad(&NodeKeypair::generate(), 1, 1, 600), &t(1))
+        .unwrap();
+    assert_eq!(s.len(), 6);
+    assert_eq!(s.held_by(&net(1)).0 + s.held_by(&net(2)).0, 5);
+}
+
+#[test]
+fn eviction_for_bytes_takes_the_heaviest_network_and_reports_what_went() {
+    let one = {
+        let k = NodeKeypair::generate();
+        ad(&k, 1, 0, 600).to_cbor().len()
+    };
+    let mut s = MemoryStore::new(StoreLimits {
+        max_bytes: one * 4 + one / 2,
+        max_record_bytes: one * 2,
+        ..generous()
+    });
+    for _ in 0..4 {
+        from(&mut s, net(1), 0).unwrap();
+    }
+    let k = NodeKeypair::generate();
+    let advert = ad(&k, 1, 0, 600);
+    let wire: std::sync::Arc<[u8]> = advert.to_cbor().into();
+    let (r, swept) = s.insert_sweeping(advert, wire, net(2), &t(0));
+    r.unwrap();
+    assert_eq!((swept.adverts.len(), swept.tombstones.len()), (1, 0));
+    assert_eq!(s.source_of(&swept.adverts[0].node_id()), Source::Local);
+    assert!(s.bytes() <= s.limits().max_bytes);
+    assert_eq!((s.held_by(&net(1)).0, s.held_by(&net(2)).0), (3, 1));
 }

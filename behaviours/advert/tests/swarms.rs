@@ -342,3 +342,78 @@ async fn lookup_answers_are_verified_and_cached() {
         Answer::NotFound
     );
 }
+
+/// What a peer publishes counts under its network, not its peer id: two peers connected
+/// over TCP from 127.0.0.1 share one share of the listener's store, a peer on the
+/// memory transport (no IP) has its own.
+#[tokio::test]
+async fn publishes_count_under_the_network_they_come_from() {
+    let limits = StoreLimits {
+        per_source_entries: 2,
+        ..StoreLimits::default()
+    };
+    let config = Config {
+        forward: false,
+        ..Config::default()
+    };
+    let kb = NodeKeypair::generate();
+    let mut b = swarm_with(&kb, Behaviour::new(MemoryStore::new(limits), config));
+    let (k1, k2, k3) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a1, mut a2, mut m) = (node(&k1), node(&k2), node(&k3));
+    b.listen().with_tcp_addr_external().await;
+    a1.connect(&mut b).await;
+    a2.connect(&mut b).await;
+    let mut others = Vec::new();
+    async fn publish(
+        from: &mut Node,
+        b: &mut Node,
+        others: &mut Vec<(usize, Event)>,
+    ) -> Result<Answer, mesh_core::MeshError> {
+        let pb = *b.local_peer_id();
+        let c = from
+            .behaviour_mut()
+            .publish(&pb, advert(&NodeKeypair::generate(), 1));
+        response(&mut [from, b], 0, &c, others).await
+    }
+    assert_eq!(
+        publish(&mut a1, &mut b, &mut others).await.unwrap(),
+        Answer::Stored
+    );
+    assert_eq!(
+        publish(&mut a1, &mut b, &mut others).await.unwrap(),
+        Answer::Stored
+    );
+    // Another peer id from the same address: the same share, which is full.
+    let e = publish(&mut a2, &mut b, &mut others).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+    let loopback = mesh_advert::Source::of_ip("127.0.0.1".parse().unwrap());
+    assert_eq!(b.behaviour().store().held_by(&loopback).0, 2);
+    // A peer without an IP counts by its peer id.
+    let memory_addr = b
+        .listeners()
+        .find(|a| a.to_string().starts_with("/memory"))
+        .cloned()
+        .expect("libp2p-swarm-test listens on memory too");
+    m.dial(memory_addr).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                e = m.next_swarm_event() => if matches!(e, SwarmEvent::ConnectionEstablished { .. }) { break },
+                _ = b.next_swarm_event() => {},
+            }
+        }
+    })
+    .await
+    .expect("memory connection");
+    assert_eq!(
+        publish(&mut m, &mut b, &mut others).await.unwrap(),
+        Answer::Stored
+    );
+    let by_peer = mesh_advert::Source::Peer(*m.local_peer_id());
+    assert_eq!(b.behaviour().store().held_by(&by_peer).0, 1);
+    assert_eq!(b.behaviour().store().len(), 3);
+}

@@ -1,0 +1,236 @@
+//! Per-source shares of the mesh DHT's record store.
+//!
+//! libp2p-kad's `MemoryStore` holds at most `max_records` records (1,024 by default) and
+//! refuses every new key once full, so one peer with fresh node ids could keep every
+//! other publisher out of a node's part of the DHT. [`RecordBook::accept`] puts an
+//! inbound PUT through [`super::kad::accept_put`]'s checks and counts the record under
+//! its [`Source`] (the putter's network, see [`crate::shares`]): a source holds at most
+//! [`RecordLimits::per_source`] records, and when the store is full, the source holding
+//! the most gives up its oldest record to one holding fewer. Records the node put itself
+//! are counted for nobody and never evicted.
+//!
+//! Pure bookkeeping beside the store: the wall clock is passed in (`now`); the record
+//! expiry the book follows is the store's own `Instant`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use libp2p::kad::Record;
+use libp2p::kad::store::{Error as KadStoreError, RecordStore};
+use mesh_core::{ErrorCode, MeshError, MeshResult, NodeId, Timestamp};
+
+use crate::kad::{DhtEntry, prepare_put, record_key, refused};
+use crate::shares::{Pressure, Shares, Source};
+
+/// Most records one PUT may evict from other sources.
+const MAX_EVICTIONS: usize = 8;
+
+/// Bounds of the records held for other peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Records one source (network, or peer without one) may have in the store.
+    pub per_source: usize,
+}
+
+impl Default for RecordLimits {
+    /// A quarter of libp2p-kad's default `max_records` (1,024).
+    fn default() -> Self {
+        RecordLimits { per_source: 256 }
+    }
+}
+
+/// Who put the records of a mesh-DHT store.
+#[derive(Debug, Default)]
+pub struct RecordBook {
+    limits: RecordLimits,
+    shares: Shares,
+    /// Attributed records by expiry, so an expired one stops counting.
+    expiry: BTreeSet<(Instant, NodeId)>,
+    expires: HashMap<NodeId, Instant>,
+}
+
+impl RecordBook {
+    /// An empty book with `limits`.
+    pub fn new(limits: RecordLimits) -> Self {
+        RecordBook {
+            limits,
+            ..RecordBook::default()
+        }
+    }
+
+    /// Records counted under `source` (zero for [`Source::Local`]).
+    pub fn held_by(&self, source: &Source) -> usize {
+        self.shares.held(source).0
+    }
+
+    fn forget(&mut self, node: &NodeId) {
+        self.shares.forget(node);
+        if let Some(at) = self.expires.remove(node) {
+            self.expiry.remove(&(at, *node));
+        }
+    }
+
+    /// Stops counting records that have expired at `at`.
+    fn prune(&mut self, at: Instant) {
+        while let Some(&(when, node)) = self.expiry.first() {
+            if when > at {
+                break;
+            }
+            self.forget(&node);
+        }
+    }
+
+    /// Applies an inbound PUT from `source` (see [`super::kad::accept_put`] for the
+    /// checks), within the source's share; when the store is full, makes room from the
+    /// source holding the most.
+    pub fn accept<S: RecordStore>(
+        &mut self,
+        store: &mut S,
+        record: Record,
+        source: Source,
+        now: &Timestamp,
+    ) -> MeshResult<DhtEntry> {
+        self.prune(Instant::now());
+        // Before the signature check: a source at its share costs no verification.
+        if let Some(node) = crate::kad::node_of_key(&record.key) {
+            self.check_share(&node, &source)?;
+        }
+        let (entry, record) = prepare_put(store, record, now)?;
+        let node = entry.node_id();
+        self.check_share(&node, &source)?;
+        let expires = record.expires;
+        let mut record = Some(record);
+        for _ in 0..=MAX_EVICTIONS {
+            let Some(r) = record.take() else { break };
+            match store.put(r.clone()) {
+                Ok(()) => {
+                    self.attribute(node, source, expires);
+                    return Ok(entry);
+                }
+                Err(KadStoreError::MaxRecords) => {
+                    let Some(victim) = self.shares.victim(&node, &source, 0, Pressure::Entries)
+                    else {
+                        return Err(refused(KadStoreError::MaxRecords));
+                    };
+                    store.remove(&record_key(&victim));
+                    self.forget(&victim);
+                    tracing::debug!(node = %victim, "DHT record evicted for another source");
+                    record = Some(r);
+                }
+                Err(e) => return Err(refused(e)),
+            }
+        }
+        Err(refused(KadStoreError::MaxRecords))
+    }
+
+    fn check_share(&self, node: &NodeId, source: &Source) -> MeshResult<()> {
+        if *source != Source::Local && self.shares.after(node, source, 0).0 > self.limits.per_source
+        {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!(
+                    "source {source:?} holds its share of the DHT store ({} records)",
+                    self.limits.per_source
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn attribute(&mut self, node: NodeId, source: Source, expires: Option<Instant>) {
+        self.forget(&node);
+        if source == Source::Local {
+            return;
+        }
+        self.shares.attribute(node, source, 0);
+        if let Some(at) = expires {
+            self.expires.insert(node, at);
+            self.expiry.insert((at, node));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kad::record_for;
+    use libp2p::PeerId;
+    use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+    use mesh_core::{IpKey, NodeKeypair};
+
+    fn net(last: u8) -> Source {
+        Source::Network(IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, last)))
+    }
+
+    fn store(max_records: usize) -> MemoryStore {
+        MemoryStore::with_config(
+            PeerId::random(),
+            MemoryStoreConfig {
+                max_records,
+                ..MemoryStoreConfig::default()
+            },
+        )
+    }
+
+    fn put(book: &mut RecordBook, store: &mut MemoryStore, source: Source) -> MeshResult<NodeId> {
+        let key = NodeKeypair::generate();
+        let now = Timestamp::now();
+        let ad = crate::own::advert_for(
+            &key,
+            &["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+            1,
+            &now,
+            600,
+        )
+        .unwrap();
+        book.accept(store, record_for(&ad, &now), source, &now)
+            .map(|e| e.node_id())
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_of_records() {
+        let mut book = RecordBook::new(RecordLimits { per_source: 2 });
+        let mut s = store(1024);
+        put(&mut book, &mut s, net(1)).unwrap();
+        put(&mut book, &mut s, net(1)).unwrap();
+        let e = put(&mut book, &mut s, net(1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        put(&mut book, &mut s, net(2)).unwrap();
+        put(&mut book, &mut s, Source::Local).unwrap();
+        assert_eq!((book.held_by(&net(1)), book.held_by(&net(2))), (2, 1));
+        assert_eq!(s.records().count(), 4);
+    }
+
+    #[test]
+    fn a_full_store_takes_room_from_the_source_holding_the_most() {
+        let mut book = RecordBook::new(RecordLimits { per_source: 100 });
+        let mut s = store(4);
+        let flood: Vec<NodeId> = (0..4)
+            .map(|_| put(&mut book, &mut s, net(1)).unwrap())
+            .collect();
+        // Without the book, libp2p-kad refuses every new key once full.
+        let mine = put(&mut book, &mut s, net(2)).unwrap();
+        assert!(s.get(&record_key(&mine)).is_some());
+        assert!(s.get(&record_key(&flood[0])).is_none(), "the oldest went");
+        assert!(s.get(&record_key(&flood[1])).is_some());
+        put(&mut book, &mut s, net(2)).unwrap();
+        // Equal shares: nobody gives way, and the flooder cannot take room back.
+        let e = put(&mut book, &mut s, net(2)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        let e = put(&mut book, &mut s, net(1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        assert_eq!((book.held_by(&net(1)), book.held_by(&net(2))), (2, 2));
+        assert_eq!(s.records().count(), 4);
+    }
+
+    #[test]
+    fn an_expired_record_stops_counting() {
+        let mut book = RecordBook::new(RecordLimits { per_source: 1 });
+        let node = NodeKeypair::generate().node_id();
+        book.attribute(node, net(1), Some(Instant::now()));
+        assert_eq!(book.held_by(&net(1)), 1);
+        book.prune(Instant::now());
+        assert_eq!(book.held_by(&net(1)), 0);
+        assert!(book.expires.is_empty() && book.expiry.is_empty());
+    }
+}
