@@ -454,7 +454,7 @@ impl MemoryStore {
     /// (0 for a withdrawal): when it would pass a cap, sweeps whatever has expired at
     /// `now`, so the caps count only live entries; when that is not enough, evicts the
     /// oldest slots of the source holding the most, as long as it holds more than
-    /// `source` would (at most [`MAX_EVICTIONS`]). Returns what went.
+    /// `source` would (at most 64). Returns what went.
     pub fn make_room(
         &mut self,
         node: &NodeId,
