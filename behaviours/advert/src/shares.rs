@@ -196,7 +196,14 @@ impl Shares {
             return None;
         }
         let h = self.by_source.get(top)?;
-        h.slots.iter().map(|(_, n)| *n).find(|n| n != node)
+        // For bytes, a tombstone (no bytes) would free nothing.
+        let frees = |n: &NodeId| {
+            pressure == Pressure::Entries || self.by_node.get(n).is_some_and(|(.., b)| *b > 0)
+        };
+        h.slots
+            .iter()
+            .map(|(_, n)| *n)
+            .find(|n| n != node && frees(n))
     }
 }
 
@@ -276,6 +283,16 @@ mod tests {
         assert_eq!(
             s.victim(&fresh, &net(3), 700, Pressure::Entries),
             Some(light[0])
+        );
+        // A tombstone frees no bytes: bytes pressure passes over it.
+        let tomb = node();
+        let mut s = Shares::default();
+        s.attribute(tomb, net(1), 0);
+        s.attribute(heavy, net(1), 16_000);
+        assert_eq!(s.victim(&fresh, &net(3), 700, Pressure::Bytes), Some(heavy));
+        assert_eq!(
+            s.victim(&fresh, &net(3), 700, Pressure::Entries),
+            Some(tomb)
         );
     }
 

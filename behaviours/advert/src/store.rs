@@ -590,6 +590,13 @@ impl MemoryStore {
         if let Err(e) = self.check_share(&node, &source, wire.len()) {
             return (Err(e), Swept::default());
         }
+        // The rate limit before anything is evicted for this change.
+        if let Err(retry_after_secs) = self.rate.check(&node, now) {
+            return (
+                Err(StoreError::RateLimited { retry_after_secs }),
+                Swept::default(),
+            );
+        }
         let swept = self.make_room(&node, wire.len(), source, now);
         // An entry of this node that the sweep removed was expired, so not above this one.
         let previous = previous.filter(|_| self.entries.contains_key(&node));
@@ -619,9 +626,6 @@ impl MemoryStore {
             )
             .into());
         }
-        self.rate
-            .check(&node, now)
-            .map_err(|retry_after_secs| StoreError::RateLimited { retry_after_secs })?;
         self.remove_entry(&node);
         self.drop_tombstone(&node);
         self.revision += 1;
@@ -659,6 +663,12 @@ impl MemoryStore {
         if let Err(e) = self.check_share(&node, &source, 0) {
             return (Err(e), Swept::default());
         }
+        if let Err(retry_after_secs) = self.rate.check(&node, now) {
+            return (
+                Err(StoreError::RateLimited { retry_after_secs }),
+                Swept::default(),
+            );
+        }
         let swept = self.make_room(&node, 0, source, now);
         (self.withdraw_checked(withdrawal, source, now), swept)
     }
@@ -673,9 +683,6 @@ impl MemoryStore {
         if self.takes_slot(&node) && self.held() >= self.limits.max_entries {
             return Err(self.store_full());
         }
-        self.rate
-            .check(&node, now)
-            .map_err(|retry_after_secs| StoreError::RateLimited { retry_after_secs })?;
         self.remove_entry(&node);
         // Every advertisement at or below this sequence number was issued before the
         // withdrawal, so it expires at most `max_lifetime` after it.

@@ -437,3 +437,25 @@ fn eviction_for_bytes_takes_the_heaviest_network_and_reports_what_went() {
     assert!(s.bytes() <= s.limits().max_bytes);
     assert_eq!((s.held_by(&net(1)).0, s.held_by(&net(2)).0), (3, 1));
 }
+
+#[test]
+fn a_change_refused_by_the_rate_limit_evicts_nothing() {
+    let mut s = MemoryStore::new(StoreLimits {
+        max_entries: 3,
+        per_publisher: RateLimit::per_minute(0, 1),
+        ..StoreLimits::default()
+    });
+    // Three rows read back from disk fill the store (no rate limit on a restore).
+    let held: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
+    for (i, k) in held.iter().enumerate() {
+        let a = ad(k, 1, 0, 600);
+        let wire: std::sync::Arc<[u8]> = a.to_cbor().into();
+        s.restore(mesh_advert::StoredAdvert::new(&a, wire, i as u64 + 1));
+    }
+    let e = from(&mut s, net(2), 0).unwrap_err();
+    assert!(matches!(e, StoreError::RateLimited { .. }), "{e}");
+    for k in &held {
+        assert!(s.get(&k.node_id(), &t(0)).is_some());
+    }
+    assert_eq!(s.held_by(&Source::Restored).0, 3);
+}
