@@ -175,40 +175,6 @@ fn free_port() -> u16 {
 }
 
 /// An unsigned varint.
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A length-delimited protobuf field.
-fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    varint(bytes.len(), out);
-    out.extend_from_slice(bytes);
-}
-
-/// A Kademlia `PUT_VALUE` request (varint-length-prefixed protobuf, as libp2p-kad
-/// frames it) for `key` with a value that is no advertisement.
-fn kad_put(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut record = Vec::new();
-    field(0x0a, key, &mut record); // Record.key = 1
-    field(0x12, value, &mut record); // Record.value = 2
-    let mut msg = vec![0x08, 0x00]; // Message.type = PUT_VALUE (0)
-    field(0x12, key, &mut msg); // Message.key = 2
-    field(0x1a, &record, &mut msg); // Message.record = 3
-    let mut framed = Vec::new();
-    varint(msg.len(), &mut framed);
-    framed.extend_from_slice(&msg);
-    framed
-}
-
 /// A relay admitting A and denying B, A and B in one discovery-key swarm with a setup
 /// payload from A to B, and a hostile peer sending a bad hello, a bad advertisement, a
 /// bad signaling frame and a bad mesh-DHT record to the relay: then every libmesh family
@@ -298,7 +264,10 @@ fn metrics_show_libmesh_traffic_and_the_dashboard_names_only_exported_metrics() 
             hostile.send(peer, protocol, &garbage, WAIT).await.unwrap();
         }
         let stranger = NodeKeypair::generate().node_id();
-        let put = kad_put(format!("/mesh/adv/{stranger}").as_bytes(), b"not an advert");
+        let put = mesh_testkit::kad_wire::put_value(
+            format!("/mesh/adv/{stranger}").as_bytes(),
+            b"not an advert",
+        );
         // The node answers a put (an echo) or closes; either way it saw the record.
         let _ = hostile.send(peer, "/mesh/kad/1.0.0", &put, WAIT).await;
         hostile

@@ -6,8 +6,10 @@
 //! inbound PUT through [`super::kad::accept_put`]'s checks and counts the record under
 //! its [`Source`] (the putter's network, see [`crate::shares`]): a source holds at most
 //! [`RecordLimits::per_source`] records, and when the store is full, the source holding
-//! the most gives up its oldest record to one holding fewer. Records the node put itself
-//! are counted for nobody and never evicted.
+//! the most gives up its oldest record to one holding fewer, and a source's PUTs are
+//! rate-limited ([`RecordLimits::rate`]) before any signature is checked, so a flood of
+//! valid records costs the node a bounded number of verifications. Records the node put
+//! itself are counted for nobody and never evicted.
 //!
 //! Pure bookkeeping beside the store: the wall clock is passed in (`now`); the record
 //! expiry the book follows is the store's own `Instant`.
@@ -17,7 +19,7 @@ use std::time::Instant;
 
 use libp2p::kad::Record;
 use libp2p::kad::store::{Error as KadStoreError, RecordStore};
-use mesh_core::{ErrorCode, MeshError, MeshResult, NodeId, Timestamp};
+use mesh_core::{ErrorCode, MeshError, MeshResult, NodeId, RateLimit, RateLimiter, Timestamp};
 
 use crate::kad::{DhtEntry, prepare_put, record_key, refused};
 use crate::shares::{Pressure, Shares, Source};
@@ -26,27 +28,43 @@ use crate::shares::{Pressure, Shares, Source};
 const MAX_EVICTIONS: usize = 8;
 
 /// Bounds of the records held for other peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordLimits {
     /// Records one source (network, or peer without one) may have in the store.
     pub per_source: usize,
+    /// PUTs one source may make (checked before the signature).
+    pub rate: RateLimit,
 }
 
 impl Default for RecordLimits {
-    /// A quarter of libp2p-kad's default `max_records` (1,024).
+    /// A quarter of libp2p-kad's default `max_records` (1,024); 64 PUTs at once, then
+    /// 600 a minute.
     fn default() -> Self {
-        RecordLimits { per_source: 256 }
+        RecordLimits {
+            per_source: 256,
+            rate: RateLimit::per_minute(64, 600),
+        }
     }
 }
 
+/// Most sources whose PUT rate is followed at once.
+const RATE_KEYS: usize = 4096;
+
 /// Who put the records of a mesh-DHT store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecordBook {
     limits: RecordLimits,
+    rate: RateLimiter<Source>,
     shares: Shares,
     /// Attributed records by expiry, so an expired one stops counting.
     expiry: BTreeSet<(Instant, NodeId)>,
     expires: HashMap<NodeId, Instant>,
+}
+
+impl Default for RecordBook {
+    fn default() -> Self {
+        RecordBook::new(RecordLimits::default())
+    }
 }
 
 impl RecordBook {
@@ -54,7 +72,10 @@ impl RecordBook {
     pub fn new(limits: RecordLimits) -> Self {
         RecordBook {
             limits,
-            ..RecordBook::default()
+            rate: RateLimiter::new(limits.rate, RATE_KEYS),
+            shares: Shares::default(),
+            expiry: BTreeSet::new(),
+            expires: HashMap::new(),
         }
     }
 
@@ -91,7 +112,16 @@ impl RecordBook {
         now: &Timestamp,
     ) -> MeshResult<DhtEntry> {
         self.prune(Instant::now());
-        // Before the signature check: a source at its share costs no verification.
+        // Before the signature check: a source over its rate or at its share costs no
+        // verification.
+        if source != Source::Local
+            && let Err(retry) = self.rate.check(&source, now)
+        {
+            return Err(MeshError::new(
+                ErrorCode::TransportRejected,
+                format!("too many DHT PUTs from {source:?}; retry after {retry} s"),
+            ));
+        }
         if let Some(node) = crate::kad::node_of_key(&record.key) {
             self.check_share(&node, &source)?;
         }
@@ -172,7 +202,7 @@ mod tests {
         )
     }
 
-    fn put(book: &mut RecordBook, store: &mut MemoryStore, source: Source) -> MeshResult<NodeId> {
+    fn record_for_fresh_advert() -> Record {
         let key = NodeKeypair::generate();
         let now = Timestamp::now();
         let ad = crate::own::advert_for(
@@ -183,13 +213,21 @@ mod tests {
             600,
         )
         .unwrap();
-        book.accept(store, record_for(&ad, &now), source, &now)
+        record_for(&ad, &now)
+    }
+
+    fn put(book: &mut RecordBook, store: &mut MemoryStore, source: Source) -> MeshResult<NodeId> {
+        let now = Timestamp::now();
+        book.accept(store, record_for_fresh_advert(), source, &now)
             .map(|e| e.node_id())
     }
 
     #[test]
     fn a_source_holds_at_most_its_share_of_records() {
-        let mut book = RecordBook::new(RecordLimits { per_source: 2 });
+        let mut book = RecordBook::new(RecordLimits {
+            per_source: 2,
+            ..RecordLimits::default()
+        });
         let mut s = store(1024);
         put(&mut book, &mut s, net(1)).unwrap();
         put(&mut book, &mut s, net(1)).unwrap();
@@ -203,7 +241,10 @@ mod tests {
 
     #[test]
     fn a_full_store_takes_room_from_the_source_holding_the_most() {
-        let mut book = RecordBook::new(RecordLimits { per_source: 100 });
+        let mut book = RecordBook::new(RecordLimits {
+            per_source: 100,
+            ..RecordLimits::default()
+        });
         let mut s = store(4);
         let flood: Vec<NodeId> = (0..4)
             .map(|_| put(&mut book, &mut s, net(1)).unwrap())
@@ -224,8 +265,32 @@ mod tests {
     }
 
     #[test]
+    fn a_source_over_its_rate_is_refused_before_any_signature_check() {
+        let mut book = RecordBook::new(RecordLimits {
+            per_source: 100,
+            rate: mesh_core::RateLimit::per_minute(3, 1),
+        });
+        let mut s = store(1024);
+        for _ in 0..3 {
+            put(&mut book, &mut s, net(1)).unwrap();
+        }
+        // A forged record: the refusal names the rate, not the signature.
+        let mut forged = record_for_fresh_advert();
+        forged.value[10] ^= 0xff;
+        let e = book
+            .accept(&mut s, forged, net(1), &Timestamp::now())
+            .unwrap_err();
+        assert!(e.detail.contains("too many DHT PUTs"), "{e}");
+        put(&mut book, &mut s, net(2)).unwrap();
+        put(&mut book, &mut s, Source::Local).unwrap();
+    }
+
+    #[test]
     fn an_expired_record_stops_counting() {
-        let mut book = RecordBook::new(RecordLimits { per_source: 1 });
+        let mut book = RecordBook::new(RecordLimits {
+            per_source: 1,
+            ..RecordLimits::default()
+        });
         let node = NodeKeypair::generate().node_id();
         book.attribute(node, net(1), Some(Instant::now()));
         assert_eq!(book.held_by(&net(1)), 1);

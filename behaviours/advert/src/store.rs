@@ -600,10 +600,7 @@ impl MemoryStore {
         let swept = self.make_room(&node, wire.len(), source, now);
         // An entry of this node that the sweep removed was expired, so not above this one.
         let previous = previous.filter(|_| self.entries.contains_key(&node));
-        (
-            self.insert_checked(advert, wire, source, previous, now),
-            swept,
-        )
+        (self.insert_checked(advert, wire, source, previous), swept)
     }
 
     fn insert_checked(
@@ -612,7 +609,6 @@ impl MemoryStore {
         wire: Arc<[u8]>,
         source: Source,
         previous: Option<u64>,
-        now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let node = advert.node_id();
         let freed = self.entries.get(&node).map_or(0, |e| e.wire.len());

@@ -117,7 +117,10 @@ async fn put(
 async fn dht_puts_count_under_the_network_they_come_from() {
     let mut server = Server {
         swarm: build(&NodeKeypair::generate()),
-        book: RecordBook::new(RecordLimits { per_source: 2 }),
+        book: RecordBook::new(RecordLimits {
+            per_source: 2,
+            ..RecordLimits::default()
+        }),
         remotes: HashMap::new(),
         outcomes: Vec::new(),
     };

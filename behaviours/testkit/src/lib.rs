@@ -3,10 +3,11 @@
 //! several swarms at once, a raw request-response codec for sending what no well-behaved
 //! peer would, a clock tests can move, the shared vectors' directory, the median and the
 //! interleaved ratio timer of the benchmarks, a hostile peer that sends any bytes on any
-//! protocol ([`hostile::HostilePeer`]), and (feature `node`) in-process libmesh nodes.
+//! protocol ([`hostile::HostilePeer`]) with raw Kademlia requests ([`kad_wire`]), and (feature `node`) in-process libmesh nodes.
 
 pub mod clock;
 pub mod hostile;
+pub mod kad_wire;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod ratio;

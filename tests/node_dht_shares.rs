@@ -1,0 +1,101 @@
+//! A composed node takes a hostile peer's mesh-DHT PUTs within that peer's network's
+//! rate and share: valid, signed records of fresh node ids, sent as fast as the peer
+//! can, do not fill the node's stores, and a second peer id from the same address gets
+//! no fresh allowance. Loopback only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig};
+use mesh_advert::RecordLimits;
+use mesh_advert::kad::record_for;
+use mesh_core::{NoTrace, NodeKeypair, Timestamp};
+use mesh_testkit::Net;
+use mesh_testkit::hostile::HostilePeer;
+use mesh_testkit::kad_wire::put_value;
+use mesh_testkit::node::{TestNode, start_node};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn start() -> TestNode {
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        ..NodeConfig::default()
+    };
+    start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await
+}
+
+/// A mesh-DHT PUT of a fresh node's valid, signed advertisement.
+fn fresh_put() -> Vec<u8> {
+    let key = NodeKeypair::generate();
+    let now = Timestamp::now();
+    let ad = mesh_advert::own::advert_for(
+        &key,
+        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+        1,
+        &now,
+        600,
+    )
+    .unwrap();
+    let record = record_for(&ad, &now);
+    put_value(record.key.as_ref(), &record.value)
+}
+
+/// Sends `n` PUTs from a new peer id.
+async fn flood(node: &TestNode, n: usize) {
+    let puts: Vec<Vec<u8>> = (0..n).map(|_| fresh_put()).collect();
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
+    for put in &puts {
+        hostile
+            .send(peer, "/mesh/kad/1.0.0", put, WAIT)
+            .await
+            .unwrap();
+    }
+}
+
+async fn stored(node: &TestNode) -> usize {
+    node.handle.status().await.unwrap().adverts_stored
+}
+
+/// Waits until the count of stored advertisements has not moved for a second.
+async fn settled(node: &TestNode) -> usize {
+    let mut last = stored(node).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stored(node).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the store kept changing for 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_valid_dht_puts_is_held_to_its_networks_rate() {
+    let node = start().await;
+    let own = settled(&node).await;
+    let limits = RecordLimits::default();
+    let burst = limits.rate.burst as usize;
+
+    // Three bursts' worth from one peer id, then one more from a second peer id at the
+    // same address. Every PUT is answered (Kademlia's echo), so the node took them all.
+    let start = Instant::now();
+    flood(&node, 3 * burst).await;
+    flood(&node, burst).await;
+    let total = settled(&node).await - own;
+    // Stored: one burst and what the rate refilled meanwhile (10 a second), not a
+    // burst per peer id.
+    let refill = (start.elapsed().as_secs_f64() * limits.rate.per_second).ceil() as usize + 1;
+    assert!(
+        (burst..=burst + refill).contains(&total),
+        "stored {total} of {} (burst {burst}, refill {refill} in {:?})",
+        4 * burst,
+        start.elapsed()
+    );
+    assert!(total < 2 * burst, "stored {total}: a burst per peer id");
+}
