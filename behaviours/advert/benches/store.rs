@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use fixtures::{shuffle, verify_and_insert};
-use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
+use mesh_advert::{AdvertStore, MemoryStore, Source, StoreLimits};
 use mesh_core::artifact::read_signature;
 use mesh_core::{Artifact, NodeAdvertisement, NodeId, NodeKeypair, RateLimit, Timestamp};
 use mesh_testkit::ratio::{Ratio, compare_with_setup, print_table};
@@ -95,6 +95,47 @@ fn insert_ratio(f: &Fixture, raw_verify: &dyn Fn(usize), n: usize) -> (f64, f64)
             at
         },
         &mut |at| verify_and_insert(&mut store.borrow_mut(), &wires[at..at + CHUNK], &f.now),
+    );
+    (b / CHUNK as f64, c / CHUNK as f64)
+}
+
+/// Median ns per insert (no verification) of the first `COLD` advertisements into a fresh
+/// store: as this node's own (`Source::Local`, no share kept) against as a peer's, from
+/// one of 64 networks (its share counted), interleaved, 15 rounds.
+fn attributed_ratio(f: &Fixture) -> (f64, f64) {
+    let nets: Vec<Source> = (0..64u8)
+        .map(|i| Source::of_ip(std::net::IpAddr::from([192, 0, 2, i])))
+        .collect();
+    let stores = [
+        RefCell::new(fresh_store(COLD)),
+        RefCell::new(fresh_store(COLD)),
+    ];
+    let at = [Cell::new(0usize), Cell::new(0usize)];
+    let pass = |side: usize| {
+        let i = at[side].get();
+        if i == 0 {
+            drop(stores[side].replace(fresh_store(COLD)));
+        }
+        at[side].set((i + CHUNK) % COLD);
+        let mut store = stores[side].borrow_mut();
+        for j in i..i + CHUNK {
+            let (ad, wire) = (f.adverts[j].clone(), Arc::from(f.wires[j].as_slice()));
+            let r = if side == 0 {
+                store.insert_with_wire(ad, wire, &f.now)
+            } else {
+                store
+                    .insert_sweeping(ad, wire, nets[j % nets.len()], &f.now)
+                    .0
+            };
+            black_box(r).unwrap();
+        }
+    };
+    let (b, c) = compare_with_setup(
+        15,
+        Duration::from_millis(150),
+        &mut || pass(0),
+        &mut || (),
+        &mut |()| pass(1),
     );
     (b / CHUNK as f64, c / CHUNK as f64)
 }
@@ -258,6 +299,18 @@ fn main() {
     println!(
         "(throughput rows: 'baseline' = verify_cbor + insert_with_wire, \
          'candidate' = raw verify_strict, ratio = raw time / insert time)"
+    );
+
+    let (local, attributed) = attributed_ratio(&f);
+    print_table(
+        "per-source shares (same run, interleaved, median of 15 rounds; ns per insert, no verification)",
+        &[Ratio {
+            name: "insert from one of 64 networks / insert as the node's own, 20000 entries",
+            baseline_ns: local,
+            candidate_ns: attributed,
+            target: 1.3,
+            at_least: false,
+        }],
     );
 
     let per_lookup = lookup_ns(&lookup, &ids, &f.now, false);

@@ -27,8 +27,10 @@ use mesh_core::{
     ErrorCode, MeshError, MeshResult, NodeAdvertisement, NodeId, RateLimit, RateLimiter, Timestamp,
 };
 
-use crate::shares::{Pressure, Shares, Source};
+use crate::shares::{Shares, Source};
 use crate::withdrawal::NodeWithdrawal;
+
+mod room;
 
 /// Most slots one change may evict from other sources to make room.
 const MAX_EVICTIONS: usize = 64;
@@ -419,126 +421,6 @@ impl MemoryStore {
     /// tombstone to replace).
     fn takes_slot(&self, node: &NodeId) -> bool {
         !self.entries.contains_key(node) && !self.tombstones.contains_key(node)
-    }
-
-    /// Slots and bytes held under `source` (zero for [`Source::Local`], which is not
-    /// counted).
-    pub fn held_by(&self, source: &Source) -> (usize, usize) {
-        self.shares.held(source)
-    }
-
-    /// How many sources (other than [`Source::Local`]) hold slots.
-    pub fn sources(&self) -> usize {
-        self.shares.sources()
-    }
-
-    /// The source `node`'s slot is counted under ([`Source::Local`] when none).
-    pub fn source_of(&self, node: &NodeId) -> Source {
-        self.shares.holder(node)
-    }
-
-    /// Which cap a change of `node` to a record of `wire_len` bytes (0 for a withdrawal)
-    /// would pass.
-    fn pressure(&self, node: &NodeId, wire_len: usize) -> Option<Pressure> {
-        let freed = self.entries.get(node).map_or(0, |e| e.wire.len());
-        if self.takes_slot(node) && self.held() >= self.limits.max_entries {
-            Some(Pressure::Entries)
-        } else if self.bytes - freed + wire_len > self.limits.max_bytes {
-            Some(Pressure::Bytes)
-        } else {
-            None
-        }
-    }
-
-    /// Makes room for a change of `node` from `source` to a record of `wire_len` bytes
-    /// (0 for a withdrawal): when it would pass a cap, sweeps whatever has expired at
-    /// `now`, so the caps count only live entries; when that is not enough, evicts the
-    /// oldest slots of the source holding the most, as long as it holds more than
-    /// `source` would (at most 64). Returns what went.
-    pub fn make_room(
-        &mut self,
-        node: &NodeId,
-        wire_len: usize,
-        source: Source,
-        now: &Timestamp,
-    ) -> Swept {
-        if self.pressure(node, wire_len).is_none() {
-            return Swept::default();
-        }
-        let mut swept = self.take_expired(now);
-        for _ in 0..MAX_EVICTIONS {
-            let Some(pressure) = self.pressure(node, wire_len) else {
-                break;
-            };
-            let Some(victim) = self.shares.victim(node, &source, wire_len, pressure) else {
-                break;
-            };
-            let source = self.shares.holder(&victim);
-            if let Some(stored) = self.remove_entry(&victim) {
-                swept.adverts.push(stored);
-            } else if let Some(t) = self.drop_tombstone(&victim) {
-                swept.tombstones.push((victim, t.sequence_no, t.until));
-            } else {
-                // Attributed but not held: cannot happen; drop the attribution.
-                self.shares.forget(&victim);
-            }
-            tracing::debug!(node = %victim, ?source, "advertisement evicted for another source");
-        }
-        swept
-    }
-
-    /// Refuses a change of `node` to a record of `wire_len` bytes that would take
-    /// `source` past its share.
-    fn check_share(
-        &self,
-        node: &NodeId,
-        source: &Source,
-        wire_len: usize,
-    ) -> Result<(), StoreError> {
-        if *source == Source::Local {
-            return Ok(());
-        }
-        let (slots, bytes) = self.shares.after(node, source, wire_len);
-        if slots > self.limits.per_source_entries || bytes > self.limits.per_source_bytes {
-            let (held, held_bytes) = self.shares.held(source);
-            return Err(MeshError::new(
-                ErrorCode::TransportRejected,
-                format!(
-                    "source {source:?} holds its share of the store ({held} of {} entries, \
-                     {held_bytes} of {} bytes)",
-                    self.limits.per_source_entries, self.limits.per_source_bytes
-                ),
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    /// Removes every advertisement expired at `now` and every tombstone lapsed at `now`,
-    /// and returns them.
-    pub fn take_expired(&mut self, now: &Timestamp) -> Swept {
-        let expired = self.expired(now);
-        let lapsed = self.lapsed_tombstones(now);
-        Swept {
-            adverts: expired
-                .iter()
-                .filter_map(|n| self.remove_entry(n))
-                .collect(),
-            tombstones: lapsed
-                .into_iter()
-                .filter_map(|n| self.drop_tombstone(&n).map(|t| (n, t.sequence_no, t.until)))
-                .collect(),
-        }
-    }
-
-    /// Puts back what a sweep removed (a durable backend that could not delete it).
-    pub fn restore_swept(&mut self, swept: Swept) {
-        for stored in swept.adverts {
-            self.restore(stored);
-        }
-        for (node, sequence_no, until) in swept.tombstones {
-            self.restore_tombstone(node, sequence_no, until);
-        }
     }
 
     fn store_full(&self) -> StoreError {
