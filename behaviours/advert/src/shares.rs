@@ -55,24 +55,39 @@ impl Source {
 }
 
 /// What one source holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Held {
+    source: Source,
     /// Its slots, oldest first: (attribution order, node).
     slots: BTreeSet<(u64, NodeId)>,
     bytes: usize,
+}
+
+/// A source as the tables below name it (a `Source` is about 90 bytes, with a peer id
+/// in it; this is 8, and there is one per slot).
+type Sid = u64;
+
+/// One attributed slot.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    sid: Sid,
+    order: u64,
+    bytes: u32,
 }
 
 /// The attribution of the store's slots (one per node id: its advertisement or its
 /// tombstone) to sources other than [`Source::Local`].
 #[derive(Debug, Default)]
 pub(crate) struct Shares {
-    by_node: HashMap<NodeId, (Source, u64, usize)>,
-    by_source: HashMap<Source, Held>,
+    by_node: HashMap<NodeId, Slot>,
+    sids: HashMap<Source, Sid>,
+    by_sid: HashMap<Sid, Held>,
     /// (slots held, source), to find the source holding the most.
-    by_count: BTreeSet<(usize, Source)>,
+    by_count: BTreeSet<(usize, Sid)>,
     /// (bytes held, source).
-    by_bytes: BTreeSet<(usize, Source)>,
-    next: u64,
+    by_bytes: BTreeSet<(usize, Sid)>,
+    next_order: u64,
+    next_sid: Sid,
 }
 
 /// Which cap a change would pass.
@@ -87,36 +102,41 @@ pub(crate) enum Pressure {
 impl Shares {
     /// The source a node's slot is attributed to (`Local` when none).
     pub(crate) fn holder(&self, node: &NodeId) -> Source {
-        self.by_node.get(node).map_or(Source::Local, |(s, ..)| *s)
+        self.by_node
+            .get(node)
+            .and_then(|s| self.by_sid.get(&s.sid))
+            .map_or(Source::Local, |h| h.source)
     }
 
     /// Slots and bytes `source` holds.
     pub(crate) fn held(&self, source: &Source) -> (usize, usize) {
-        self.by_source
+        self.sids
             .get(source)
+            .and_then(|sid| self.by_sid.get(sid))
             .map_or((0, 0), |h| (h.slots.len(), h.bytes))
     }
 
     /// Sources holding at least one slot.
     pub(crate) fn sources(&self) -> usize {
-        self.by_source.len()
+        self.by_sid.len()
     }
 
-    fn unindex(&mut self, source: &Source) {
-        if let Some(h) = self.by_source.get(source) {
-            self.by_count.remove(&(h.slots.len(), *source));
-            self.by_bytes.remove(&(h.bytes, *source));
+    fn unindex(&mut self, sid: Sid) {
+        if let Some(h) = self.by_sid.get(&sid) {
+            self.by_count.remove(&(h.slots.len(), sid));
+            self.by_bytes.remove(&(h.bytes, sid));
         }
     }
 
-    fn reindex(&mut self, source: &Source) {
-        match self.by_source.get(source) {
+    fn reindex(&mut self, sid: Sid) {
+        match self.by_sid.get(&sid) {
             Some(h) if h.slots.is_empty() => {
-                self.by_source.remove(source);
+                self.sids.remove(&h.source);
+                self.by_sid.remove(&sid);
             }
             Some(h) => {
-                self.by_count.insert((h.slots.len(), *source));
-                self.by_bytes.insert((h.bytes, *source));
+                self.by_count.insert((h.slots.len(), sid));
+                self.by_bytes.insert((h.bytes, sid));
             }
             None => {}
         }
@@ -124,15 +144,15 @@ impl Shares {
 
     /// Drops the attribution of `node`'s slot (it went, or became local).
     pub(crate) fn forget(&mut self, node: &NodeId) {
-        let Some((source, order, bytes)) = self.by_node.remove(node) else {
+        let Some(slot) = self.by_node.remove(node) else {
             return;
         };
-        self.unindex(&source);
-        if let Some(h) = self.by_source.get_mut(&source) {
-            h.slots.remove(&(order, *node));
-            h.bytes -= bytes;
+        self.unindex(slot.sid);
+        if let Some(h) = self.by_sid.get_mut(&slot.sid) {
+            h.slots.remove(&(slot.order, *node));
+            h.bytes -= slot.bytes as usize;
         }
-        self.reindex(&source);
+        self.reindex(slot.sid);
     }
 
     /// Attributes `node`'s slot, now of `bytes` bytes, to `source` (the source of its
@@ -142,20 +162,41 @@ impl Shares {
         if source == Source::Local {
             return;
         }
-        self.unindex(&source);
-        self.next += 1;
-        let h = self.by_source.entry(source).or_default();
-        h.slots.insert((self.next, node));
-        h.bytes += bytes;
-        self.by_node.insert(node, (source, self.next, bytes));
-        self.reindex(&source);
+        let sid = match self.sids.get(&source) {
+            Some(sid) => *sid,
+            None => {
+                self.next_sid += 1;
+                self.sids.insert(source, self.next_sid);
+                self.by_sid.insert(
+                    self.next_sid,
+                    Held {
+                        source,
+                        slots: BTreeSet::new(),
+                        bytes: 0,
+                    },
+                );
+                self.next_sid
+            }
+        };
+        self.unindex(sid);
+        self.next_order += 1;
+        // A record is at most a store's `max_record_bytes` (16 KiB by default).
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        if let Some(h) = self.by_sid.get_mut(&sid) {
+            h.slots.insert((self.next_order, node));
+            h.bytes += bytes as usize;
+        }
+        let order = self.next_order;
+        self.by_node.insert(node, Slot { sid, order, bytes });
+        self.reindex(sid);
     }
 
     /// What `source` would hold after a change of `node` to a slot of `bytes` bytes.
     pub(crate) fn after(&self, node: &NodeId, source: &Source, bytes: usize) -> (usize, usize) {
         let (mut slots, mut held) = self.held(source);
+        let sid = self.sids.get(source);
         match self.by_node.get(node) {
-            Some((s, _, b)) if s == source => held -= b,
+            Some(s) if Some(&s.sid) == sid => held -= s.bytes as usize,
             _ => slots += 1,
         }
         (slots, held + bytes)
@@ -178,27 +219,24 @@ impl Shares {
             Pressure::Entries => self.by_count.iter(),
             Pressure::Bytes => self.by_bytes.iter(),
         };
-        let (most, top) = order.next_back()?;
-        let (top, theirs) = if top == source {
-            // The requester already holds the most: only a source ahead of where it
-            // would be could give way, and there is none above it.
+        let (theirs, top) = order.next_back()?;
+        if self.sids.get(source) == Some(top) {
+            // The requester already holds the most: nobody holds more to give way.
             return None;
-        } else {
-            (top, *most)
-        };
+        }
         let mine = match pressure {
             Pressure::Entries => slots,
             Pressure::Bytes => held,
         };
         // A local change takes from whoever holds the most; a source's change only from
         // one that holds more than it would (so two sources never trade slots forever).
-        if *source != Source::Local && theirs <= mine {
+        if *source != Source::Local && *theirs <= mine {
             return None;
         }
-        let h = self.by_source.get(top)?;
+        let h = self.by_sid.get(top)?;
         // For bytes, a tombstone (no bytes) would free nothing.
         let frees = |n: &NodeId| {
-            pressure == Pressure::Entries || self.by_node.get(n).is_some_and(|(.., b)| *b > 0)
+            pressure == Pressure::Entries || self.by_node.get(n).is_some_and(|s| s.bytes > 0)
         };
         h.slots
             .iter()
@@ -311,6 +349,8 @@ mod tests {
         s.attribute(n, net(3), 10);
         s.forget(&n);
         assert_eq!((s.holder(&n), s.sources()), (Source::Local, 0));
-        assert!(s.by_count.is_empty() && s.by_bytes.is_empty());
+        assert!(s.by_count.is_empty() && s.by_bytes.is_empty() && s.sids.is_empty());
+        // What one slot costs beside the store's own entry.
+        assert!(std::mem::size_of::<Slot>() <= 24);
     }
 }
