@@ -1,6 +1,8 @@
-//! The mesh DHT on loopback: six nodes over TCP, records validated on PUT and GET.
+//! The mesh DHT on loopback: six nodes over TCP, records validated on PUT and GET; a
+//! store's per-source shares between real swarms.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::task::Poll;
 use std::time::Duration;
@@ -8,13 +10,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::kad::store::{MemoryStore, RecordStore};
 use libp2p::kad::{self, GetRecordOk, InboundRequest, PeerRecord, QueryResult, Quorum, Record};
-use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p::swarm::{ConnectionId, Swarm, SwarmEvent};
 use libp2p::{Multiaddr, PeerId};
 use libp2p_swarm_test::SwarmExt;
 use mesh_advert::kad::{DhtEntry, accept_put, config, record_for, record_key, validate_record};
 use mesh_advert::own::advert_for;
+use mesh_advert::{RecordBook, RecordLimits, Source};
 use mesh_core::artifact::Artifact;
-use mesh_core::{NodeAdvertisement, NodeKeypair, Timestamp};
+use mesh_core::{MeshError, NodeAdvertisement, NodeKeypair, Timestamp};
 
 type Kad = kad::Behaviour<MemoryStore>;
 
@@ -283,4 +286,113 @@ async fn put_is_found_elsewhere_and_bad_records_are_stored_nowhere() {
         .await;
     let (found, _) = net.get(4, &owner).await;
     assert!(found.iter().any(|a| a.sequence_no() == 13));
+}
+
+/// The storing side, as the node runs it: every inbound PUT through the book, under
+/// the source of the connection it came on.
+struct Server {
+    swarm: Swarm<Kad>,
+    book: RecordBook,
+    remotes: HashMap<ConnectionId, Multiaddr>,
+    outcomes: Vec<Result<(), MeshError>>,
+}
+
+impl Server {
+    fn on(&mut self, e: SwarmEvent<kad::Event>) {
+        match e {
+            SwarmEvent::ConnectionEstablished {
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.remotes
+                    .insert(connection_id, endpoint.get_remote_address().clone());
+            }
+            SwarmEvent::Behaviour(kad::Event::InboundRequest {
+                request:
+                    InboundRequest::PutRecord {
+                        source,
+                        connection,
+                        record: Some(record),
+                    },
+            }) => {
+                let from = Source::of_peer(source, self.remotes.get(&connection));
+                let store = self.swarm.behaviour_mut().store_mut();
+                let r = self.book.accept(store, record, from, &Timestamp::now());
+                self.outcomes.push(r.map(|_| ()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `client` puts `record` at the server; returns once the server handled it.
+async fn put(
+    server: &mut Server,
+    client: &mut Swarm<Kad>,
+    record: Record,
+) -> Result<(), MeshError> {
+    let to = *server.swarm.local_peer_id();
+    client.behaviour_mut().put_record_to(
+        record,
+        [to].into_iter(),
+        Quorum::N(NonZeroUsize::new(1).unwrap()),
+    );
+    let before = server.outcomes.len();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.outcomes.len() == before {
+            tokio::select! {
+                e = server.swarm.select_next_some() => server.on(e),
+                _ = client.select_next_some() => {}
+            }
+        }
+    })
+    .await
+    .expect("the server handled the PUT within 10 s");
+    server.outcomes.last().cloned().unwrap()
+}
+
+/// Per-source shares of a record store between real swarms: PUTs count under the
+/// network they come from, whatever the peer id.
+#[tokio::test]
+async fn dht_puts_count_under_the_network_they_come_from() {
+    let mut server = Server {
+        swarm: build(&NodeKeypair::generate()),
+        book: RecordBook::new(RecordLimits {
+            per_source: 2,
+            ..RecordLimits::default()
+        }),
+        remotes: HashMap::new(),
+        outcomes: Vec::new(),
+    };
+    server
+        .swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let to = *server.swarm.local_peer_id();
+    let (mut c1, mut c2) = (
+        build(&NodeKeypair::generate()),
+        build(&NodeKeypair::generate()),
+    );
+    for c in [&mut c1, &mut c2] {
+        c.behaviour_mut().add_address(&to, addr.clone());
+    }
+    let record = || record_for(&advert(&NodeKeypair::generate(), 1), &Timestamp::now());
+    let (r1, r2) = (record(), record());
+    put(&mut server, &mut c1, r1.clone()).await.unwrap();
+    put(&mut server, &mut c1, r2.clone()).await.unwrap();
+    // A second peer id from the same address shares the first one's share.
+    let r3 = record();
+    let e = put(&mut server, &mut c2, r3.clone()).await.unwrap_err();
+    assert_eq!(e.code, mesh_core::ErrorCode::TransportRejected, "{e}");
+    let store = server.swarm.behaviour_mut().store_mut();
+    assert!(store.get(&r1.key).is_some() && store.get(&r2.key).is_some());
+    assert!(store.get(&r3.key).is_none());
+    let loopback = Source::of_ip("127.0.0.1".parse().unwrap());
+    assert_eq!(server.book.held_by(&loopback), 2);
 }
