@@ -8,7 +8,8 @@
 //! [`RecordLimits::per_source`] records, and when the store is full, the source holding
 //! the most gives up its oldest record to one holding fewer, and a source's PUTs are
 //! rate-limited ([`RecordLimits::rate`]) before any signature is checked, so a flood of
-//! valid records costs the node a bounded number of verifications. Records the node put
+//! valid records costs the node a bounded number of verifications (a replay of the held
+//! record's bytes, refused as stale without one, does not count). Records the node put
 //! itself are counted for nobody and never evicted.
 //!
 //! Pure bookkeeping beside the store: the wall clock is passed in (`now`); the record
@@ -112,9 +113,15 @@ impl RecordBook {
         now: &Timestamp,
     ) -> MeshResult<DhtEntry> {
         self.prune(Instant::now());
+        // A replay of the held record's bytes costs no verification (it is refused as
+        // stale): it does not count against the rate.
+        let replay = store
+            .get(&record.key)
+            .is_some_and(|held| held.value == record.value);
         // Before the signature check: a source over its rate or at its share costs no
         // verification.
-        if source != Source::Local
+        if !replay
+            && source != Source::Local
             && let Err(retry) = self.rate.check(&source, now)
         {
             return Err(MeshError::new(
@@ -283,6 +290,12 @@ mod tests {
         assert!(e.detail.contains("too many DHT PUTs"), "{e}");
         put(&mut book, &mut s, net(2)).unwrap();
         put(&mut book, &mut s, Source::Local).unwrap();
+        // A replay of a held record is refused as stale, not counted as a PUT.
+        let held = s.records().next().unwrap().into_owned();
+        let e = book
+            .accept(&mut s, held, net(1), &Timestamp::now())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AdvStaleSeq, "{e}");
     }
 
     #[test]
