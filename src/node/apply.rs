@@ -239,6 +239,10 @@ impl Node {
                 }
                 Action::PutOwnRecord(record) => {
                     let kad = &mut self.swarm.behaviour_mut().mesh_kad;
+                    // Counted for nobody, with room made in a full store.
+                    if let Err(e) = self.records.put_own(kad.store_mut(), &record) {
+                        tracing::debug!(error = %e, "own record not stored");
+                    }
                     let put = kad.put_record(record, libp2p::kad::Quorum::One);
                     if let Err(e) = &put {
                         tracing::debug!(error = ?e, "own record not put");

@@ -160,6 +160,36 @@ impl RecordBook {
         Err(refused(KadStoreError::MaxRecords))
     }
 
+    /// Takes the node's own `record` into `store` before it is put to the DHT (which
+    /// stores it locally first): the record counts for nobody from now on, even if a
+    /// peer PUT the same key before, and when the store is full, the source holding the
+    /// most gives up its oldest record for it.
+    pub fn put_own<S: RecordStore>(&mut self, store: &mut S, record: &Record) -> MeshResult<()> {
+        self.prune(Instant::now());
+        let node = crate::kad::node_of_key(&record.key);
+        if let Some(node) = &node {
+            self.forget(node);
+        }
+        for _ in 0..=MAX_EVICTIONS {
+            match store.put(record.clone()) {
+                Ok(()) => return Ok(()),
+                Err(KadStoreError::MaxRecords) => {
+                    let victim = node
+                        .as_ref()
+                        .and_then(|n| self.shares.victim(n, &Source::Local, 0, Pressure::Entries));
+                    let Some(victim) = victim else {
+                        return Err(refused(KadStoreError::MaxRecords));
+                    };
+                    store.remove(&record_key(&victim));
+                    self.forget(&victim);
+                    tracing::debug!(node = %victim, "DHT record evicted for the node's own");
+                }
+                Err(e) => return Err(refused(e)),
+            }
+        }
+        Err(refused(KadStoreError::MaxRecords))
+    }
+
     fn check_share(&self, node: &NodeId, source: &Source) -> MeshResult<()> {
         if *source != Source::Local && self.shares.after(node, source, 0).0 > self.limits.per_source
         {
@@ -296,6 +326,39 @@ mod tests {
             .accept(&mut s, held, net(1), &Timestamp::now())
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::AdvStaleSeq, "{e}");
+    }
+
+    #[test]
+    fn the_node_s_own_record_counts_for_nobody_even_after_a_peer_put_it() {
+        let mut book = RecordBook::new(RecordLimits {
+            per_source: 100,
+            ..RecordLimits::default()
+        });
+        let mut s = store(3);
+        // A peer relays our own record to us first: it counts under that peer.
+        let own = record_for_fresh_advert();
+        let now = Timestamp::now();
+        let me = book
+            .accept(&mut s, own.clone(), net(1), &now)
+            .unwrap()
+            .node_id();
+        put(&mut book, &mut s, net(1)).unwrap();
+        put(&mut book, &mut s, net(2)).unwrap();
+        assert_eq!(book.held_by(&net(1)), 2);
+        // Our own put takes it back: it no longer counts for the peer, and a full store
+        // never gives it up for another source.
+        book.put_own(&mut s, &own).unwrap();
+        assert_eq!(book.held_by(&net(1)), 1);
+        for _ in 0..3 {
+            let _ = put(&mut book, &mut s, net(3));
+        }
+        assert!(s.get(&record_key(&me)).is_some(), "own record kept");
+        // A full store makes room for a new own record from the largest share.
+        let mine_too = record_for_fresh_advert();
+        book.put_own(&mut s, &mine_too).unwrap();
+        assert!(s.get(&mine_too.key).is_some());
+        assert!(s.get(&record_key(&me)).is_some());
+        assert_eq!(s.records().count(), 3);
     }
 
     #[test]

@@ -469,17 +469,15 @@ impl MemoryStore {
             return (Err(e.into()), Swept::default());
         }
         let node = advert.node_id();
-        if let Err(e) = self.check_share(&node, &source, wire.len()) {
-            return (Err(e), Swept::default());
+        let (share, mut swept) = self.check_share(&node, &source, wire.len(), now);
+        if let Err(e) = share {
+            return (Err(e), swept);
         }
         // The rate limit before anything is evicted for this change.
         if let Err(retry_after_secs) = self.rate.check(&node, now) {
-            return (
-                Err(StoreError::RateLimited { retry_after_secs }),
-                Swept::default(),
-            );
+            return (Err(StoreError::RateLimited { retry_after_secs }), swept);
         }
-        let swept = self.make_room(&node, wire.len(), source, now);
+        swept.extend(self.make_room(&node, wire.len(), source, now));
         // An entry of this node that the sweep removed was expired, so not above this one.
         let previous = previous.filter(|_| self.entries.contains_key(&node));
         (self.insert_checked(advert, wire, source, previous), swept)
@@ -538,16 +536,14 @@ impl MemoryStore {
             return (Err(e), Swept::default());
         }
         let node = withdrawal.node_id();
-        if let Err(e) = self.check_share(&node, &source, 0) {
-            return (Err(e), Swept::default());
+        let (share, mut swept) = self.check_share(&node, &source, 0, now);
+        if let Err(e) = share {
+            return (Err(e), swept);
         }
         if let Err(retry_after_secs) = self.rate.check(&node, now) {
-            return (
-                Err(StoreError::RateLimited { retry_after_secs }),
-                Swept::default(),
-            );
+            return (Err(StoreError::RateLimited { retry_after_secs }), swept);
         }
-        let swept = self.make_room(&node, 0, source, now);
+        swept.extend(self.make_room(&node, 0, source, now));
         (self.withdraw_checked(withdrawal, source, now), swept)
     }
 

@@ -459,3 +459,31 @@ fn a_change_refused_by_the_rate_limit_evicts_nothing() {
     }
     assert_eq!(s.held_by(&Source::Restored).0, 3);
 }
+
+#[test]
+fn an_expired_record_does_not_count_against_its_network_s_share() {
+    let mut s = MemoryStore::new(StoreLimits {
+        per_source_entries: 2,
+        ..generous()
+    });
+    // One short-lived and one long-lived record fill network 1's share.
+    let short = NodeKeypair::generate();
+    s.insert_from(ad(&short, 1, 0, 60), net(1), &t(0)).unwrap();
+    let long = from(&mut s, net(1), 0).unwrap();
+    assert!(
+        from(&mut s, net(1), 30).is_err(),
+        "at its share while both live"
+    );
+    // Once the short one has expired (nobody swept it), a new record fits, and the
+    // expired one is reported gone so a durable store deletes it too.
+    let k = NodeKeypair::generate();
+    let advert = ad(&k, 1, 90, 600);
+    let wire: std::sync::Arc<[u8]> = advert.to_cbor().into();
+    let (r, swept) = s.insert_sweeping(advert, wire, net(1), &t(90));
+    r.unwrap();
+    let gone: Vec<_> = swept.adverts.iter().map(|a| a.node_id()).collect();
+    assert_eq!(gone, vec![short.node_id()]);
+    assert_eq!(s.held_by(&net(1)).0, 2);
+    assert!(s.get(&long.node_id(), &t(90)).is_some());
+    assert!(s.get(&k.node_id(), &t(90)).is_some());
+}

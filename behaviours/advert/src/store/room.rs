@@ -74,30 +74,38 @@ impl MemoryStore {
     }
 
     /// Refuses a change of `node` to a record of `wire_len` bytes that would take
-    /// `source` past its share.
+    /// `source` past its share. A share counts only live entries: when the change would
+    /// pass it, whatever has expired at `now` is swept first (and returned, whether or
+    /// not the change then fits).
     pub(super) fn check_share(
-        &self,
+        &mut self,
         node: &NodeId,
         source: &Source,
         wire_len: usize,
-    ) -> Result<(), StoreError> {
-        if *source == Source::Local {
-            return Ok(());
+        now: &Timestamp,
+    ) -> (Result<(), StoreError>, Swept) {
+        if *source == Source::Local || self.within_share(node, source, wire_len) {
+            return (Ok(()), Swept::default());
         }
+        let swept = self.take_expired(now);
+        if self.within_share(node, source, wire_len) {
+            return (Ok(()), swept);
+        }
+        let (held, held_bytes) = self.shares.held(source);
+        let e = MeshError::new(
+            ErrorCode::TransportRejected,
+            format!(
+                "source {source:?} holds its share of the store ({held} of {} entries, \
+                 {held_bytes} of {} bytes)",
+                self.limits.per_source_entries, self.limits.per_source_bytes
+            ),
+        );
+        (Err(e.into()), swept)
+    }
+
+    fn within_share(&self, node: &NodeId, source: &Source, wire_len: usize) -> bool {
         let (slots, bytes) = self.shares.after(node, source, wire_len);
-        if slots > self.limits.per_source_entries || bytes > self.limits.per_source_bytes {
-            let (held, held_bytes) = self.shares.held(source);
-            return Err(MeshError::new(
-                ErrorCode::TransportRejected,
-                format!(
-                    "source {source:?} holds its share of the store ({held} of {} entries, \
-                     {held_bytes} of {} bytes)",
-                    self.limits.per_source_entries, self.limits.per_source_bytes
-                ),
-            )
-            .into());
-        }
-        Ok(())
+        slots <= self.limits.per_source_entries && bytes <= self.limits.per_source_bytes
     }
 
     /// Removes every advertisement expired at `now` and every tombstone lapsed at `now`,
