@@ -136,28 +136,34 @@ impl RecordBook {
         let node = entry.node_id();
         self.check_share(&node, &source)?;
         let expires = record.expires;
-        let mut record = Some(record);
-        for _ in 0..=MAX_EVICTIONS {
-            let Some(r) = record.take() else { break };
-            match store.put(r.clone()) {
-                Ok(()) => {
-                    self.attribute(node, source, expires);
-                    return Ok(entry);
-                }
-                Err(KadStoreError::MaxRecords) => {
-                    let Some(victim) = self.shares.victim(&node, &source, 0, Pressure::Entries)
-                    else {
-                        return Err(refused(KadStoreError::MaxRecords));
-                    };
-                    store.remove(&record_key(&victim));
-                    self.forget(&victim);
-                    tracing::debug!(node = %victim, "DHT record evicted for another source");
-                    record = Some(r);
-                }
-                Err(e) => return Err(refused(e)),
+        self.put_evicting(store, record, &node, &source)?;
+        self.attribute(node, source, expires);
+        Ok(entry)
+    }
+
+    /// Puts `record` (of `node`, from `source`) into `store`; when the store is full,
+    /// the source holding the most gives up its oldest record, at most
+    /// [`MAX_EVICTIONS`] times.
+    fn put_evicting<S: RecordStore>(
+        &mut self,
+        store: &mut S,
+        record: Record,
+        node: &NodeId,
+        source: &Source,
+    ) -> MeshResult<()> {
+        for _ in 0..MAX_EVICTIONS {
+            match store.put(record.clone()) {
+                Err(KadStoreError::MaxRecords) => {}
+                r => return r.map_err(refused),
             }
+            let Some(victim) = self.shares.victim(node, source, 0, Pressure::Entries) else {
+                break;
+            };
+            store.remove(&record_key(&victim));
+            self.forget(&victim);
+            tracing::debug!(node = %victim, ?source, "DHT record evicted for another source");
         }
-        Err(refused(KadStoreError::MaxRecords))
+        store.put(record).map_err(refused)
     }
 
     /// Takes the node's own `record` into `store` before it is put to the DHT (which
@@ -166,28 +172,11 @@ impl RecordBook {
     /// most gives up its oldest record for it.
     pub fn put_own<S: RecordStore>(&mut self, store: &mut S, record: &Record) -> MeshResult<()> {
         self.prune(Instant::now());
-        let node = crate::kad::node_of_key(&record.key);
-        if let Some(node) = &node {
-            self.forget(node);
-        }
-        for _ in 0..=MAX_EVICTIONS {
-            match store.put(record.clone()) {
-                Ok(()) => return Ok(()),
-                Err(KadStoreError::MaxRecords) => {
-                    let victim = node
-                        .as_ref()
-                        .and_then(|n| self.shares.victim(n, &Source::Local, 0, Pressure::Entries));
-                    let Some(victim) = victim else {
-                        return Err(refused(KadStoreError::MaxRecords));
-                    };
-                    store.remove(&record_key(&victim));
-                    self.forget(&victim);
-                    tracing::debug!(node = %victim, "DHT record evicted for the node's own");
-                }
-                Err(e) => return Err(refused(e)),
-            }
-        }
-        Err(refused(KadStoreError::MaxRecords))
+        let Some(node) = crate::kad::node_of_key(&record.key) else {
+            return store.put(record.clone()).map_err(refused);
+        };
+        self.forget(&node);
+        self.put_evicting(store, record.clone(), &node, &Source::Local)
     }
 
     fn check_share(&self, node: &NodeId, source: &Source) -> MeshResult<()> {
