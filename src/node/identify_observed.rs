@@ -9,6 +9,10 @@
 //! protocols or addresses. An observation over a relay only describes the relay anyway
 //! (go-libp2p ignores them), so for those connections this sends an empty observed
 //! address, which js-libp2p, go-libp2p and rust-libp2p all skip.
+//!
+//! It also stands between identify and AutoNAT: the external address candidates
+//! identify makes of what peers claim to observe go to the swarm (and so to AutoNAT's
+//! table) only through a [`CandidateGate`] (see [`super::autonat_gate`]).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -17,21 +21,32 @@ use std::task::{Context, Poll};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, identify};
+use mesh_core::Timestamp;
+
+use super::autonat_gate::CandidateGate;
 
 /// [`identify::Behaviour`] with network-address-only observed addresses, which also
 /// remembers each open connection's remote address, so that an observation a peer sends
-/// can be weighed by where it comes from ([`Identify::remote_addr`]).
+/// can be weighed by where it comes from ([`Identify::remote_addr`]), and passes
+/// identify's external address candidates on only through its [`CandidateGate`].
 pub struct Identify {
     inner: identify::Behaviour,
     remotes: HashMap<ConnectionId, Multiaddr>,
     /// The listen addresses each connected peer last reported (at most
     /// [`MAX_LISTEN_ADDRS`]), until its last connection closes.
     listen: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Our own listen addresses.
+    own_listen: ListenAddresses,
+    /// The connection of the latest identify answer: the candidates identify emits
+    /// next are made of its observed address.
+    identified: Option<ConnectionId>,
+    gate: CandidateGate,
 }
 
 /// Listen addresses kept per peer.
@@ -44,7 +59,27 @@ impl Identify {
             inner,
             remotes: HashMap::new(),
             listen: HashMap::new(),
+            own_listen: ListenAddresses::default(),
+            identified: None,
+            gate: CandidateGate::default(),
         }
+    }
+
+    /// The gate in front of AutoNAT's candidates (for its counts).
+    pub fn candidate_gate(&self) -> &CandidateGate {
+        &self.gate
+    }
+
+    /// Whether candidate `addr`, made of the observation identify received last, goes
+    /// on to the swarm.
+    fn admit(&mut self, addr: &Multiaddr) -> bool {
+        let remote = self
+            .identified
+            .and_then(|c| self.remotes.get(&c))
+            .cloned()
+            .unwrap_or_else(Multiaddr::empty);
+        let listen: Vec<Multiaddr> = self.own_listen.iter().cloned().collect();
+        self.gate.admit(&remote, addr, &listen, &Timestamp::now())
     }
 
     /// The listen addresses connected peer `peer` reported in its last identify.
@@ -149,6 +184,7 @@ impl NetworkBehaviour for Identify {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.own_listen.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(c) => {
                 self.remotes
@@ -179,18 +215,27 @@ impl NetworkBehaviour for Identify {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<identify::Event, THandlerInEvent<Self>>> {
-        let polled = self.inner.poll(cx);
-        if let Poll::Ready(ToSwarm::GenerateEvent(identify::Event::Received {
-            peer_id,
-            info,
-            ..
-        })) = &polled
-        {
-            let mut addrs = info.listen_addrs.clone();
-            addrs.truncate(MAX_LISTEN_ADDRS);
-            self.listen.insert(*peer_id, addrs);
+        loop {
+            let polled = self.inner.poll(cx);
+            match &polled {
+                Poll::Ready(ToSwarm::GenerateEvent(identify::Event::Received {
+                    connection_id,
+                    peer_id,
+                    info,
+                })) => {
+                    // identify queues the candidates of this answer right behind it.
+                    self.identified = Some(*connection_id);
+                    let mut addrs = info.listen_addrs.clone();
+                    addrs.truncate(MAX_LISTEN_ADDRS);
+                    self.listen.insert(*peer_id, addrs);
+                }
+                Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)) if !self.admit(addr) => {
+                    continue;
+                }
+                _ => {}
+            }
+            return polled;
         }
-        polled
     }
 }
 

@@ -33,6 +33,7 @@ pub mod addrs;
 pub mod admission;
 pub mod api;
 mod apply;
+pub mod autonat_gate;
 pub mod behaviour;
 pub mod birthday;
 pub mod build;

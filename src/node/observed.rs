@@ -64,6 +64,27 @@ pub fn observer_group(remote: &Multiaddr) -> Option<ObserverGroup> {
     }
 }
 
+/// The observer group of a peer connected to us from `remote` that claims to see us at
+/// `addr`, when the claim is plausible given our listen addresses `listen`: the
+/// connection is direct, `addr` starts with a routable IP of the observer's scope, and
+/// its transport is one we listen on. `None` when it is not.
+pub fn plausible(
+    remote: &Multiaddr,
+    addr: &Multiaddr,
+    listen: &[Multiaddr],
+) -> Option<ObserverGroup> {
+    let group = observer_group(remote)?;
+    let (ip, observer_ip) = (ip_of(addr)?, ip_of(remote)?);
+    if scope(ip) == Scope::Unroutable || scope(ip) != scope(observer_ip) {
+        return None;
+    }
+    let kind = transport(addr);
+    if kind.is_empty() || !listen.iter().any(|l| transport(l) == kind) {
+        return None;
+    }
+    Some(group)
+}
+
 /// The transport of an address: its protocol names after the IP, ports and peer ids
 /// left out (`tcp`, `udp/quic-v1`, `tcp/ws`).
 fn transport(addr: &Multiaddr) -> Vec<&'static str> {
@@ -105,20 +126,10 @@ impl ObservedAddrs {
         listen: &[Multiaddr],
         now: Instant,
     ) -> bool {
-        let Some(group) = observer_group(remote) else {
-            return false;
-        };
         let addr = without_peer(addr);
-        let (Some(ip), Some(observer_ip)) = (ip_of(&addr), ip_of(remote)) else {
+        let Some(group) = plausible(remote, &addr, listen) else {
             return false;
         };
-        if scope(ip) == Scope::Unroutable || scope(ip) != scope(observer_ip) {
-            return false;
-        }
-        let kind = transport(&addr);
-        if kind.is_empty() || !listen.iter().any(|l| transport(l) == kind) {
-            return false;
-        }
         if !self.by_group.contains_key(&group) && self.by_group.len() >= MAX_GROUPS {
             self.expire(now);
             if self.by_group.len() >= MAX_GROUPS

@@ -109,6 +109,8 @@ pub(super) fn sample_stats(node: &mut Node) {
     let table = |k: &mut kad::Behaviour<kad::store::MemoryStore>| {
         k.kbuckets().map(|b| b.num_entries()).sum::<usize>()
     };
+    let gate = b.identify.candidate_gate();
+    let (autonat_passed, autonat_refused) = (gate.passed(), gate.refused());
     let sample = super::stats::Sample {
         hot,
         warm,
@@ -121,6 +123,8 @@ pub(super) fn sample_stats(node: &mut Node) {
         adverts,
         swarms,
         swarm_members,
+        autonat_passed,
+        autonat_refused,
     };
     node.stats.sample(&sample);
 }

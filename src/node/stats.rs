@@ -85,6 +85,7 @@ pub struct Stats {
     relay_answers: Family<L2, Counter>,
     swarms: Gauge,
     swarm_members: Gauge,
+    autonat_candidates: Family<L1, Gauge>,
     events_dropped: Counter,
 }
 
@@ -114,6 +115,7 @@ impl Stats {
             relay_answers: Family::default(),
             swarms: Gauge::default(),
             swarm_members: Gauge::default(),
+            autonat_candidates: Family::default(),
             events_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("libmesh");
@@ -227,6 +229,11 @@ impl Stats {
             "swarm_members",
             "Members known in the discovery-key swarms this node is in (itself not counted)",
             s.swarm_members.clone(),
+        );
+        r.register(
+            "autonat_candidates",
+            "External address candidates made of what peers claim to observe (state: passed, the distinct ones handed to AutoNAT; refused, those the gate kept back)",
+            s.autonat_candidates.clone(),
         );
         r.register(
             "events_dropped",
@@ -435,6 +442,11 @@ impl Stats {
         self.adverts.set(gauge(s.adverts));
         self.swarms.set(gauge(s.swarms));
         self.swarm_members.set(gauge(s.swarm_members));
+        for (state, n) in [("passed", s.autonat_passed), ("refused", s.autonat_refused)] {
+            self.autonat_candidates
+                .get_or_create(&[("state", state)])
+                .set(gauge(n));
+        }
     }
 }
 
@@ -463,6 +475,10 @@ pub struct Sample {
     pub swarms: usize,
     /// Their members.
     pub swarm_members: usize,
+    /// Distinct external address candidates handed to AutoNAT.
+    pub autonat_passed: usize,
+    /// Candidates the gate kept back.
+    pub autonat_refused: usize,
 }
 
 fn gauge(n: usize) -> i64 {
@@ -548,6 +564,7 @@ mod tests {
         s.sample(&Sample {
             hot: 2,
             mesh_peers: 3,
+            autonat_refused: 4,
             ..Sample::default()
         });
         let t = text(&r);
@@ -563,6 +580,7 @@ mod tests {
         assert!(t.contains("libmesh_events_dropped_total 1"));
         assert!(t.contains("libmesh_sessions{state=\"hot\"} 2"));
         assert!(t.contains("libmesh_dht_peers{dht=\"mesh\"} 3"));
+        assert!(t.contains("libmesh_autonat_candidates{state=\"refused\"} 4"));
         assert!(!t.contains("made-up"));
     }
 
