@@ -78,7 +78,8 @@ impl CandidateGate {
         listen: &[Multiaddr],
         now: &Timestamp,
     ) -> bool {
-        let admitted = self.check(remote, addr, listen, now);
+        let admitted =
+            plausible(remote, addr, listen).is_some_and(|group| self.budget(addr, group, now));
         if !admitted {
             self.refused += 1;
             tracing::debug!(%remote, %addr, "external address candidate not passed to AutoNAT");
@@ -86,16 +87,9 @@ impl CandidateGate {
         admitted
     }
 
-    fn check(
-        &mut self,
-        remote: &Multiaddr,
-        addr: &Multiaddr,
-        listen: &[Multiaddr],
-        now: &Timestamp,
-    ) -> bool {
-        let Some(group) = plausible(remote, addr, listen) else {
-            return false;
-        };
+    /// Whether plausible candidate `addr` from `group` goes on: a repeat always, a new
+    /// one within the budgets and the bound.
+    fn budget(&mut self, addr: &Multiaddr, group: ObserverGroup, now: &Timestamp) -> bool {
         if self.passed.contains(addr) {
             return true;
         }
