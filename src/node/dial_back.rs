@@ -14,10 +14,21 @@
 //!   bounded) and closes each once its dial-back handler reported;
 //! - [`Limits`] applies libp2p's connection caps, and the per-peer cap to every
 //!   connection but those dial-backs (the global caps apply to them as to any other).
+//!
+//! It also rate-limits the tests: libp2p's server runs every test a client asks for (up
+//! to 10 at once per connection, over as many connections as the caps allow), and each
+//! is a dial we make. A test beyond [`TESTS_PER_CLIENT`] (per client network: IPv4
+//! address, IPv6 /64, or peer id without one) or [`TESTS_OVERALL`] is dropped before the
+//! dial: the server answers it as an internal error, which libp2p's client takes as "no
+//! verdict" and asks again later (possibly of another server), never as "unreachable".
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+
+use either::Either;
+use mesh_advert::Source;
+use mesh_core::{RateLimit, RateLimiter, Timestamp};
 
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
@@ -88,22 +99,68 @@ impl DialBackSet {
 
 type ServerInner = autonat::v2::server::Behaviour;
 
+/// Tests one client network may have us run: 8 at once, then 12 a minute.
+pub const TESTS_PER_CLIENT: RateLimit = RateLimit {
+    burst: 8,
+    per_second: 12.0 / 60.0,
+};
+/// Tests for all clients together: 32 at once, then 120 a minute.
+pub const TESTS_OVERALL: RateLimit = RateLimit {
+    burst: 32,
+    per_second: 2.0,
+};
+/// Client networks whose test rate is followed at once.
+const CLIENTS_TRACKED: usize = 1024;
+
 /// [`autonat::v2::server::Behaviour`] that closes each dial-back connection once the
 /// test on it is over.
 pub struct AutonatServer {
     inner: ServerInner,
     dial_backs: DialBacks,
     closing: VecDeque<(PeerId, ConnectionId)>,
+    /// Each open connection's remote address (a client's network).
+    remotes: HashMap<ConnectionId, Multiaddr>,
+    per_client: RateLimiter<Source>,
+    overall: RateLimiter<()>,
+    refused: u64,
 }
 
 impl AutonatServer {
-    /// The server, recording its dial-backs in `dial_backs`.
+    /// The server, recording its dial-backs in `dial_backs`, with the default test
+    /// rates.
     pub fn new(dial_backs: DialBacks) -> Self {
+        AutonatServer::with_rates(dial_backs, TESTS_PER_CLIENT, TESTS_OVERALL)
+    }
+
+    /// The server with these test rates.
+    pub fn with_rates(dial_backs: DialBacks, per_client: RateLimit, overall: RateLimit) -> Self {
         AutonatServer {
             inner: ServerInner::default(),
             dial_backs,
             closing: VecDeque::new(),
+            remotes: HashMap::new(),
+            per_client: RateLimiter::new(per_client, CLIENTS_TRACKED),
+            overall: RateLimiter::new(overall, 1),
+            refused: 0,
         }
+    }
+
+    /// Tests refused for the rates so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Whether the client on `connection` may have one more test run now.
+    fn may_test(&mut self, peer: PeerId, connection: ConnectionId) -> bool {
+        let client = Source::of_peer(peer, self.remotes.get(&connection));
+        let now = Timestamp::now();
+        let ok =
+            self.per_client.check(&client, &now).is_ok() && self.overall.check(&(), &now).is_ok();
+        if !ok {
+            self.refused += 1;
+            tracing::debug!(%peer, ?client, "AutoNAT test refused: over the test rate");
+        }
+        ok
     }
 }
 
@@ -145,7 +202,12 @@ impl NetworkBehaviour for AutonatServer {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match &event {
+            FromSwarm::ConnectionEstablished(c) => {
+                self.remotes
+                    .insert(c.connection_id, c.endpoint.get_remote_address().clone());
+            }
             FromSwarm::ConnectionClosed(c) => {
+                self.remotes.remove(&c.connection_id);
                 self.dial_backs.lock().remove(c.connection_id);
             }
             FromSwarm::DialFailure(f) => {
@@ -166,6 +228,12 @@ impl NetworkBehaviour for AutonatServer {
         // is the outcome of the test: the connection has done its job.
         if self.dial_backs.contains(connection_id) {
             self.closing.push_back((peer_id, connection_id));
+        }
+        // A client's request for a test, which the server would dial: dropped (and so
+        // answered as an internal error) beyond the rates.
+        if matches!(event, Either::Right(Either::Left(_))) && !self.may_test(peer_id, connection_id)
+        {
+            return;
         }
         self.inner
             .on_connection_handler_event(peer_id, connection_id, event);

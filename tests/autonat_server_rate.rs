@@ -1,0 +1,139 @@
+//! The node's AutoNAT server runs a client's tests only within the test rate: a client
+//! with thirty addresses to test gets the rate's dials, the rest are answered without a
+//! dial (as an internal error, which libp2p's client takes as "no verdict"). Real
+//! swarms over loopback TCP: libp2p's AutoNAT v2 client against the node's server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::{Either, select};
+use libmesh::node::dial_back::{AutonatServer, DialBacks};
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify};
+use libp2p_swarm_test::SwarmExt;
+use mesh_core::RateLimit;
+
+/// Hands the swarm a list of external address candidates once.
+struct Feed(VecDeque<Multiaddr>);
+
+impl NetworkBehaviour for Feed {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = ();
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        libp2p::core::util::unreachable(event)
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<(), THandlerInEvent<Self>>> {
+        match self.0.pop_front() {
+            Some(addr) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Server {
+    identify: identify::Behaviour,
+    autonat: AutonatServer,
+}
+
+#[derive(NetworkBehaviour)]
+struct Client {
+    identify: identify::Behaviour,
+    autonat: autonat::v2::client::Behaviour,
+    feed: Feed,
+}
+
+fn identify_of(key: &libp2p::identity::Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(identify::Config::new(
+        "/libmesh/test/1.0.0".into(),
+        key.public(),
+    ))
+}
+
+#[tokio::test]
+async fn a_client_gets_only_its_rate_of_tests() {
+    const BURST: u32 = 4;
+    let mut server = Swarm::new_ephemeral_tokio(|k| Server {
+        identify: identify_of(&k),
+        // Four tests at once and no refill: the count after the run is exact.
+        autonat: AutonatServer::with_rates(
+            DialBacks::default(),
+            RateLimit {
+                burst: BURST,
+                per_second: 0.0,
+            },
+            RateLimit::per_minute(1000, 1000),
+        ),
+    });
+    let (_, server_addr) = server.listen().await;
+    // Thirty addresses of the client's host where nothing listens: each test is one
+    // dial of ours, refused at once.
+    let candidates = (1..=30u16)
+        .map(|port| format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
+        .collect();
+    let mut client = Swarm::new_ephemeral_tokio(|k| Client {
+        identify: identify_of(&k),
+        // Its first probe comes 5 s after it starts: ten candidates, all asked of
+        // our server, the only one.
+        autonat: autonat::v2::client::Behaviour::default(),
+        feed: Feed(candidates),
+    });
+    client.dial(server_addr).unwrap();
+
+    // Until shortly after that first probe.
+    let (mut dials, mut verdicts) = (0usize, 0usize);
+    let end = Instant::now() + Duration::from_millis(7500);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let next = select(server.next_swarm_event(), client.next_swarm_event());
+        match tokio::time::timeout(left, next).await {
+            Ok(Either::Left((SwarmEvent::Dialing { .. }, _))) => dials += 1,
+            Ok(Either::Right((SwarmEvent::Behaviour(ClientEvent::Autonat(e)), _))) => {
+                assert!(e.result.is_err(), "nothing listens at {}", e.tested_addr);
+                verdicts += 1;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(dials, BURST as usize, "dials our server made");
+    assert_eq!(verdicts, BURST as usize, "verdicts the client got");
+    let refused = server.behaviour().autonat.refused();
+    assert_eq!(refused, 10 - u64::from(BURST), "tests refused for the rate");
+}
