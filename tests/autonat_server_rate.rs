@@ -103,10 +103,17 @@ async fn a_client_gets_only_its_rate_of_tests() {
         ),
     });
     let (_, server_addr) = server.listen().await;
-    // Thirty addresses of the client's host where nothing listens: each test is one
-    // dial of ours, refused at once.
-    let candidates = (1..=30u16)
-        .map(|port| format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
+    // Thirty addresses of the client's host where nothing listens (ports just freed):
+    // each test is one dial of ours, refused at once.
+    let candidates = (0..30)
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+        })
         .collect();
     let mut client = Swarm::new_ephemeral_tokio(|k| Client {
         identify: identify_of(&k),

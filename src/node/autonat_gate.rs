@@ -50,6 +50,8 @@ pub struct CandidateGate {
     per_group: RateLimiter<ObserverGroup>,
     overall: RateLimiter<()>,
     refused: usize,
+    /// Whether the bound was reached (said once).
+    full: bool,
 }
 
 impl Default for CandidateGate {
@@ -66,6 +68,7 @@ impl CandidateGate {
             per_group: RateLimiter::new(per_group, GROUPS_TRACKED),
             overall: RateLimiter::new(overall, 1),
             refused: 0,
+            full: false,
         }
     }
 
@@ -93,10 +96,17 @@ impl CandidateGate {
         if self.passed.contains(addr) {
             return true;
         }
-        if self.passed.len() >= MAX_CANDIDATES
-            || self.per_group.check(&group, now).is_err()
-            || self.overall.check(&(), now).is_err()
-        {
+        if self.passed.len() >= MAX_CANDIDATES {
+            if !self.full {
+                self.full = true;
+                tracing::warn!(
+                    "{MAX_CANDIDATES} external address candidates handed to AutoNAT: no new \
+                     address is tested for the rest of the run"
+                );
+            }
+            return false;
+        }
+        if self.per_group.check(&group, now).is_err() || self.overall.check(&(), now).is_err() {
             return false;
         }
         self.passed.insert(addr.clone());

@@ -111,6 +111,7 @@ pub(super) fn sample_stats(node: &mut Node) {
     };
     let gate = b.identify.candidate_gate();
     let (autonat_passed, autonat_refused) = (gate.passed(), gate.refused());
+    let autonat_tests_refused = b.autonat_server.as_ref().map_or(0, |s| s.refused());
     let sample = super::stats::Sample {
         hot,
         warm,
@@ -125,6 +126,7 @@ pub(super) fn sample_stats(node: &mut Node) {
         swarm_members,
         autonat_passed,
         autonat_refused,
+        autonat_tests_refused,
     };
     node.stats.sample(&sample);
 }

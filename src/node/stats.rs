@@ -86,6 +86,7 @@ pub struct Stats {
     swarms: Gauge,
     swarm_members: Gauge,
     autonat_candidates: Family<L1, Gauge>,
+    autonat_tests_refused: Gauge,
     events_dropped: Counter,
 }
 
@@ -116,6 +117,7 @@ impl Stats {
             swarms: Gauge::default(),
             swarm_members: Gauge::default(),
             autonat_candidates: Family::default(),
+            autonat_tests_refused: Gauge::default(),
             events_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("libmesh");
@@ -234,6 +236,11 @@ impl Stats {
             "autonat_candidates",
             "External address candidates made of what peers claim to observe (state: passed, the distinct ones handed to AutoNAT; refused, those the gate kept back)",
             s.autonat_candidates.clone(),
+        );
+        r.register(
+            "autonat_tests_refused",
+            "AutoNAT tests peers asked of this node's server and it refused for the test rate (no dial made)",
+            s.autonat_tests_refused.clone(),
         );
         r.register(
             "events_dropped",
@@ -447,6 +454,8 @@ impl Stats {
                 .get_or_create(&[("state", state)])
                 .set(gauge(n));
         }
+        self.autonat_tests_refused
+            .set(i64::try_from(s.autonat_tests_refused).unwrap_or(i64::MAX));
     }
 }
 
@@ -479,6 +488,8 @@ pub struct Sample {
     pub autonat_passed: usize,
     /// Candidates the gate kept back.
     pub autonat_refused: usize,
+    /// AutoNAT tests our server refused for the test rate.
+    pub autonat_tests_refused: u64,
 }
 
 fn gauge(n: usize) -> i64 {
@@ -565,6 +576,7 @@ mod tests {
             hot: 2,
             mesh_peers: 3,
             autonat_refused: 4,
+            autonat_tests_refused: 6,
             ..Sample::default()
         });
         let t = text(&r);
@@ -581,6 +593,7 @@ mod tests {
         assert!(t.contains("libmesh_sessions{state=\"hot\"} 2"));
         assert!(t.contains("libmesh_dht_peers{dht=\"mesh\"} 3"));
         assert!(t.contains("libmesh_autonat_candidates{state=\"refused\"} 4"));
+        assert!(t.contains("libmesh_autonat_tests_refused 6"));
         assert!(!t.contains("made-up"));
     }
 
