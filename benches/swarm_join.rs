@@ -26,7 +26,9 @@
 //! Flags after `--`: `--nodes N` (or `MESH_SWBENCH_NODES`; default 200, which this
 //! 2-core machine cannot carry: see BENCHMARKS.md), `--seeds S` (8), `--rounds R` (5),
 //! `--max-sessions M` (members, 256), `--all-servers` (every node a Kademlia server
-//! with the default limits), `--limit SECS` (bound on every wait, 60), `--settle SECS`
+//! with the default limits), `--join-rate R` (the N joins issued R a second, each on
+//! its own task, as independent nodes would; default 0: one after the other, each
+//! awaited before the next), `--limit SECS` (bound on every wait, 60), `--settle SECS`
 //! (the settled window starts this long after the convergence bound, `3 × --limit`
 //! after the joins, whether or not the tables completed sooner; 75), `--steady SECS`
 //! (the window of the settled CPU figure, in 5 s slices; 5; 300 spans a presence
@@ -96,6 +98,9 @@ struct Args {
     settle: Duration,
     steady: Duration,
     all_servers: bool,
+    /// Joins issued per second without waiting for each to return (0: one after the
+    /// other, each awaited).
+    join_rate: u64,
 }
 
 fn args() -> Args {
@@ -119,6 +124,7 @@ fn args() -> Args {
         settle: Duration::from_secs(flag("--settle").unwrap_or(75).min(3600)),
         steady: Duration::from_secs(flag("--steady").unwrap_or(5).clamp(5, 3600)),
         all_servers: argv.iter().any(|a| a == "--all-servers"),
+        join_rate: flag("--join-rate").unwrap_or(0).min(10_000),
     }
 }
 
@@ -603,8 +609,47 @@ async fn run(a: Args, nofile: u64) {
     let key = DiscoveryKey::from_name("libmesh swarm_join bench");
     let cpu_join0 = cpu_time();
     let t = Instant::now();
-    for m in &nodes {
-        assert!(m.handle.join_swarm(key).await.unwrap());
+    if a.join_rate == 0 {
+        for m in &nodes {
+            assert!(m.handle.join_swarm(key).await.unwrap());
+        }
+    } else {
+        // Each member joins on its own, as independent nodes would: one every
+        // 1/rate s, none waiting for the others' answers.
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.join_rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut joins = Vec::with_capacity(nodes.len());
+        for m in &nodes {
+            tick.tick().await;
+            let handle = m.handle.clone();
+            joins.push(tokio::spawn(async move { handle.join_swarm(key).await }));
+        }
+        // Bounded: under overload the answers can take long; say how many came back.
+        let waiting = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            let back = joins.iter().filter(|j| j.is_finished()).count();
+            if back == joins.len() || waiting.elapsed() > a.limit * 3 {
+                eprintln!(
+                    "{back}/{} joins returned after {:?}",
+                    joins.len(),
+                    t.elapsed()
+                );
+                break;
+            }
+            if said.elapsed() >= Duration::from_secs(30) {
+                eprintln!(
+                    "{back}/{} joins returned after {:?}",
+                    joins.len(),
+                    t.elapsed()
+                );
+                said = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for j in joins.into_iter().filter(|j| j.is_finished()) {
+            assert!(j.await.unwrap().unwrap());
+        }
     }
     let issued = t.elapsed();
     let all: HashSet<NodeId> = nodes.iter().map(|m| m.node).collect();

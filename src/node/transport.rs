@@ -111,6 +111,17 @@ pub fn build_swarm(
     Ok(swarm)
 }
 
+/// The largest WebSocket message (and frame) a peer may send us: libp2p-websocket
+/// reads a whole message into memory before Noise sees a byte of it, and its default
+/// is 256 MiB, so any client could make the node hold 256 MiB per connection before
+/// authenticating (a few hundred connections would exhaust memory). Senders put one
+/// Noise message (at most 65,537 bytes) in a WebSocket message (rust-libp2p and
+/// js-libp2p alike); 1 MiB leaves room for one that packs several and matches the
+/// largest yamux frame rust-yamux accepts. A message beyond it closes the connection.
+/// (It bounds only what listeners accept: libp2p-websocket 0.46 applies it to accepted
+/// connections, not to the ones the node dials.)
+pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
+
 /// WebSocket (WS and WSS) over TCP with its own resolver under it, Noise and Yamux: the
 /// host of the address it dials is the TLS server name and the `Host` header.
 fn websocket_transport(
@@ -120,6 +131,7 @@ fn websocket_transport(
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let mut ws = websocket::Config::new(dns::tokio::Transport::system(tcp)?);
     ws.set_tls_config(tls);
+    ws.set_max_data_size(MAX_WS_MESSAGE);
     Ok(ws
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)

@@ -37,7 +37,8 @@ pub struct Config {
     pub forward: bool,
     /// Most peers a single accepted change is forwarded to.
     pub max_forward_peers: usize,
-    /// Keep advertisements fetched by our own lookups in the store.
+    /// Keep advertisements fetched by our own lookups in the store (under the share of
+    /// the peer that answered).
     pub cache_fetched: bool,
     /// Inbound requests allowed per peer.
     pub per_peer: RateLimit,
@@ -419,9 +420,16 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
         Response::rejected(correlation, error)
     }
 
-    fn on_response(&mut self, peer: PeerId, pending: Pending, response: InboundResponse) {
+    /// The answer of `peer` (reached through `source`) to one of our requests.
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        source: Source,
+        pending: Pending,
+        response: InboundResponse,
+    ) {
         let now = (self.config.clock)();
-        let result = response.and_then(|r| self.check_answer(&pending, r, &now));
+        let result = response.and_then(|r| self.check_answer(&pending, r, source, &now));
         if pending.forwarded {
             if let Err(e) = &result {
                 tracing::debug!(%peer, error = %e, "forwarded advertisement not accepted");
@@ -439,6 +447,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
         &mut self,
         pending: &Pending,
         r: Response,
+        source: Source,
         now: &Timestamp,
     ) -> Result<Answer, MeshError> {
         if r.correlation != pending.correlation {
@@ -468,8 +477,12 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                         "the returned advertisement is about another node",
                     ));
                 }
+                // Cached under the answering peer's share, like a publish from it: the
+                // peer chose what it answered (and, for the lookup that follows every
+                // session, the node it is), so a flood of fresh identities fills its
+                // own share, not the store.
                 if self.config.cache_fetched {
-                    match self.store.insert((*advert).clone(), now) {
+                    match self.store.insert_from((*advert).clone(), source, now) {
                         Ok(_) | Err(StoreError::Stale { .. }) => {}
                         Err(e) => tracing::debug!(error = %e, "fetched advertisement not cached"),
                     }
@@ -501,10 +514,11 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                         request_id,
                         response,
                     },
-                ..
+                connection_id,
             } => {
                 if let Some(p) = self.pending.remove(&request_id) {
-                    self.on_response(peer, p, response);
+                    let source = Source::of_peer(peer, self.remotes.get(&connection_id));
+                    self.on_response(peer, source, p, response);
                 }
             }
             request_response::Event::OutboundFailure {

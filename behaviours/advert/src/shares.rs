@@ -23,8 +23,9 @@ use mesh_core::{IpKey, NodeId};
 /// Where a change to the store came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
-    /// This node (its own advertisement, answers to its own lookups): no share, never
-    /// evicted.
+    /// This node (its own advertisement, what the application stores, records its own
+    /// DHT lookups found): no share, never evicted. An answer a peer gives to a lookup
+    /// over `/mesh/advert` counts under that peer's source.
     Local,
     /// Read back from durable storage (where it came from is not stored): one share,
     /// evicted oldest first (in the order read) like any source's.

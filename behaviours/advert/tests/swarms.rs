@@ -417,3 +417,51 @@ async fn publishes_count_under_the_network_they_come_from() {
     assert_eq!(b.behaviour().store().held_by(&by_peer).0, 1);
     assert_eq!(b.behaviour().store().len(), 3);
 }
+
+/// An advertisement a peer hands us in answer to a lookup is cached under that peer's
+/// network, as if it had published it: a peer cannot fill the store with entries that
+/// count for nobody and are never evicted (the node looks up every session peer's own
+/// advertisement, and a peer can make a fresh identity for every session).
+#[tokio::test]
+async fn lookup_answers_are_cached_under_the_answering_peer_s_network() {
+    let limits = StoreLimits {
+        per_source_entries: 2,
+        ..StoreLimits::default()
+    };
+    let ka = NodeKeypair::generate();
+    let mut a = swarm_with(
+        &ka,
+        Behaviour::new(MemoryStore::new(limits), Config::default()),
+    );
+    let kb = NodeKeypair::generate();
+    let mut b = node(&kb);
+    b.listen().with_tcp_addr_external().await;
+    a.connect(&mut b).await;
+    let now = Timestamp::now();
+    let keys: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
+    for k in &keys {
+        b.behaviour_mut()
+            .store_mut()
+            .insert(advert(k, 1), &now)
+            .unwrap();
+    }
+    let pb = *b.local_peer_id();
+    let mut others = Vec::new();
+    for k in &keys {
+        let c = a.behaviour_mut().lookup(&pb, k.node_id());
+        let answer = response(&mut [&mut a, &mut b], 0, &c, &mut others).await;
+        assert!(
+            matches!(answer.unwrap(), Answer::Found(_)),
+            "found either way"
+        );
+    }
+    let loopback = mesh_advert::Source::of_ip("127.0.0.1".parse().unwrap());
+    let store = a.behaviour().store();
+    assert_eq!(store.held_by(&loopback).0, 2, "the peer's share holds two");
+    assert_eq!(store.source_of(&keys[0].node_id()), loopback);
+    assert_eq!(store.source_of(&keys[1].node_id()), loopback);
+    assert!(
+        store.get(&keys[2].node_id(), &now).is_none(),
+        "beyond the peer's share the answer is not cached"
+    );
+}
