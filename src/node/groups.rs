@@ -12,6 +12,7 @@
 //! [`fetch`]) from a subscribed peer once its `join` went out; the join says so
 //! (`table/fetch`), and members settled in the swarm then leave it unanswered.
 
+mod feed;
 mod fetch;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use mesh_signal::group::{
     Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables, TABLE_FETCH_FIELD,
 };
 
+use feed::{Fed, feed_addrs};
 use fetch::{Fetches, Step};
 
 use super::action::Action;
@@ -75,6 +77,8 @@ pub(crate) struct Groups {
     queried: HashMap<DiscoveryKey, Instant>,
     /// When each group last dialed members for its mesh.
     dialed: HashMap<DiscoveryKey, Instant>,
+    /// The members dialed for thin meshes lately (see [`feed`]).
+    fed: Fed,
     /// Member-table fetches in progress.
     fetches: Fetches,
     /// Our table requests in flight (one per group at most).
@@ -95,6 +99,7 @@ impl Groups {
             tables: Tables::new(node_id, config),
             queried: HashMap::new(),
             dialed: HashMap::new(),
+            fed: Fed::default(),
             fetches: Fetches::default(),
             asked: HashMap::new(),
             plain_join: HashSet::new(),
@@ -419,7 +424,7 @@ impl Groups {
                     let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
                     Some((peer, m.node, addrs))
                 })
-                .filter(|(p, _, _)| !view.is_connected(p))
+                .filter(|(p, node, _)| !view.is_connected(p) && !self.fed.recently(node, now.at))
                 .collect();
             if candidates.is_empty() {
                 continue;
@@ -428,10 +433,17 @@ impl Groups {
             let picked = pick(candidates, wanted, |n| {
                 (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as usize) % n
             });
+            let mut own = view.listen_addrs();
+            own.extend(view.external_addrs());
             for (peer, node, addrs) in picked {
-                // Fresher addresses than the presence's, when the store has them.
+                self.fed.dialed(node, now.at);
+                // Fresher addresses than the presence's, when the store has them; only
+                // those in the node's scope (see [`feed`]).
                 let stored = view.stored_addrs(&node);
-                let addrs = if stored.is_empty() { addrs } else { stored };
+                let addrs = feed_addrs(if stored.is_empty() { &addrs } else { &stored }, &own);
+                if addrs.is_empty() {
+                    continue;
+                }
                 out.push(Action::Dial(
                     DialOpts::peer_id(peer)
                         .addresses(addrs)

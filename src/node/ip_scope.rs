@@ -64,3 +64,16 @@ pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
         _ => None,
     }
 }
+
+/// The same network: /24 for IPv4, /64 for IPv6.
+pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    let norm = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (norm(a), norm(b)) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
+    }
+}

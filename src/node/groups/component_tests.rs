@@ -5,6 +5,7 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use mesh_core::{Artifact, NodeKeypair, SwarmPresence, Timestamp};
 use mesh_signal::group::{DiscoveryKey, GroupConfig};
 
+use super::feed::FEED_REDIAL;
 use super::{Groups, MEMBER_DIAL_EVERY, MESH_N, MESH_N_HIGH, PROVIDER_RETRY, PROVIDERS_DIALED};
 use crate::node::action::Action;
 use crate::node::event::NodeEvent;
@@ -26,6 +27,18 @@ fn at(now: &Now, secs: u64) -> Now {
 
 /// A presence of `key` in group `g`, as gossipsub would carry it.
 fn presence(key: &NodeKeypair, g: &DiscoveryKey, kind: &str, ts: &Timestamp) -> Vec<u8> {
+    presence_at(key, g, kind, &["/ip4/192.0.2.8/udp/4001/quic-v1"], ts, 60)
+}
+
+/// [`presence`] naming `addrs`, for `ttl` seconds.
+fn presence_at(
+    key: &NodeKeypair,
+    g: &DiscoveryKey,
+    kind: &str,
+    addrs: &[&str],
+    ts: &Timestamp,
+    ttl: i64,
+) -> Vec<u8> {
     let doc = serde_json::json!({
         "schema/v": 1,
         "message/kind": "swarm-presence.v1",
@@ -33,9 +46,9 @@ fn presence(key: &NodeKeypair, g: &DiscoveryKey, kind: &str, ts: &Timestamp) -> 
         "node/id": key.node_id().to_string(),
         "presence": kind,
         "sequence/no": 1,
-        "addrs": ["/ip4/192.0.2.8/udp/4001/quic-v1"],
+        "addrs": addrs,
         "created-at": ts.as_str(),
-        "expires-at": ts.plus_secs(60).as_str(),
+        "expires-at": ts.plus_secs(ttl).as_str(),
     });
     let serde_json::Value::Object(doc) = doc else {
         unreachable!("an object")
@@ -392,4 +405,59 @@ fn a_fetch_nobody_answers_ends_in_a_plain_join() {
     assert!(!mesh_signal::group::fetches_table(&join), "answerable");
     // That join does not start another fetch.
     assert!(g.presence_sent(&k, "join", &view, &later).is_empty());
+}
+
+/// A presence is signed by whoever made it, so the addresses it names are dialed only
+/// within the node's scope: a public node does not dial a member at loopback, private or
+/// named addresses; and a member is dialed once per `FEED_REDIAL`, whether it answered
+/// or not, so a made-up member is not dialed every few seconds.
+#[test]
+fn thin_mesh_dials_stay_in_scope_and_do_not_repeat() {
+    let (_, mut g) = groups();
+    let view = FakeView {
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            "/ip4/203.0.113.5/tcp/4001".parse().unwrap(),
+        ],
+        ..FakeView::default()
+    };
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let named: [&[&str]; 3] = [
+        &["/ip4/127.0.0.1/tcp/22"],
+        &["/ip4/10.1.2.3/tcp/80", "/dns4/intranet.example/tcp/80"],
+        &["/ip4/198.51.100.7/udp/4001/quic-v1"],
+    ];
+    let mut members = Vec::new();
+    for addrs in named {
+        let m = NodeKeypair::generate();
+        let author = m.node_id().to_peer_id().ok();
+        let data = presence_at(&m, &k, "announce", addrs, &now.ts, 900);
+        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        assert_eq!(v, MessageAcceptance::Accept);
+        members.push(m.node_id().to_peer_id().unwrap());
+    }
+    let dialed = |actions: &[Action]| -> Vec<PeerId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dial(o) => o.get_peer_id(),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        dialed(&g.tick(&view, &now)),
+        [members[2]],
+        "the public one only"
+    );
+    let later = at(&now, MEMBER_DIAL_EVERY.as_secs());
+    assert!(
+        dialed(&g.tick(&view, &later)).is_empty(),
+        "not again so soon"
+    );
+    let much_later = at(&now, FEED_REDIAL.as_secs());
+    let acts = g.tick(&view, &much_later);
+    assert_eq!(dialed(&acts), [members[2]]);
 }

@@ -22,12 +22,10 @@
 //!   lifts the loopback and private rule for operators whose nodes share a network they
 //!   do not listen on.
 
-use std::net::IpAddr;
-
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
-use crate::node::ip_scope::{Scope, ip_of, scope};
+use crate::node::ip_scope::{Scope, ip_of, same_network, scope};
 
 /// Candidate frames dialed per correlation (the first, and one update).
 pub const MAX_CANDIDATE_FRAMES: u32 = 2;
@@ -98,19 +96,6 @@ pub struct Requester {
     pub session: bool,
     /// It is a member of a swarm this node is in.
     pub member: bool,
-}
-
-/// The same network: /24 for IPv4, /64 for IPv6.
-fn same_network(a: IpAddr, b: IpAddr) -> bool {
-    let norm = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (norm(a), norm(b)) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
-        _ => false,
-    }
 }
 
 /// The policy with its settings; every call is pure.
