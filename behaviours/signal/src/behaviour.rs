@@ -155,6 +155,13 @@ pub struct Behaviour {
     sweep: futures_timer::Delay,
 }
 
+/// Streams of `/mesh/signal/1.0.0` open at once on one connection, both ways (beyond,
+/// request-response drops a new inbound stream at once). A request is read whole (up
+/// to [`crate::codec::MAX_REQUEST`], 1 MiB) before it is checked, and libp2p's default of
+/// 100 let one connection make the node hold 100 MiB of half-sent requests; a sender
+/// keeps at most 4 requests in flight to a peer, so 16 leave room for both directions.
+pub const MAX_STREAMS: usize = 16;
+
 /// Frames waiting for one peer (wire bytes, frame id) and the requests in flight to it.
 #[derive(Default)]
 struct Outgoing {
@@ -167,7 +174,9 @@ struct Outgoing {
 impl Behaviour {
     /// A behaviour with `config`.
     pub fn new(config: Config) -> Self {
-        let rr = request_response::Config::default().with_request_timeout(config.request_timeout);
+        let rr = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(MAX_STREAMS);
         Behaviour {
             inner: request_response::Behaviour::with_codec(
                 Codec,

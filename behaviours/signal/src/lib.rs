@@ -27,6 +27,6 @@ pub mod dedup;
 pub mod frames;
 pub mod group;
 
-pub use behaviour::{Behaviour, Config, Event, MIN_SWEEP_INTERVAL, PROTOCOL};
+pub use behaviour::{Behaviour, Config, Event, MAX_STREAMS, MIN_SWEEP_INTERVAL, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};
 pub use frames::{FRAME_TTL_SECS, frame, random_id};
