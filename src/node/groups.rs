@@ -417,14 +417,22 @@ impl Groups {
             let Some(members) = self.tables.members(&key) else {
                 continue;
             };
+            let fed = &mut self.fed;
             let candidates: Vec<(PeerId, NodeId, Vec<libp2p::Multiaddr>)> = members
                 .into_iter()
                 .filter_map(|m| {
                     let peer = m.node.to_peer_id().ok()?;
+                    if view.is_connected(&peer) {
+                        // A member that is reached may be dialed again once it is not.
+                        fed.forget(&m.node);
+                        return None;
+                    }
+                    if fed.recently(&m.node, now.at) {
+                        return None;
+                    }
                     let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
                     Some((peer, m.node, addrs))
                 })
-                .filter(|(p, node, _)| !view.is_connected(p) && !self.fed.recently(node, now.at))
                 .collect();
             if candidates.is_empty() {
                 continue;

@@ -12,9 +12,10 @@
 //!   has no address beyond loopback (several nodes on one host, as in the tests), a
 //!   private or link-local address only on a network the node has an address in. At
 //!   most [`FEED_ADDRS`] of a member's addresses are dialed.
-//! - One member is dialed at most once every [`FEED_REDIAL`] (whether or not the dial
-//!   worked), so members that never answer are not picked again and again; the memory
-//!   of dialed members is bounded ([`FEED_MEMORY`], the oldest forgotten first).
+//! - One member is dialed at most once every [`FEED_REDIAL`] unless it was seen
+//!   connected since (then it is forgotten and may be dialed again when it is not), so
+//!   members that never answer are not picked again and again; the memory of dialed
+//!   members is bounded ([`FEED_MEMORY`], the oldest forgotten first).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -87,6 +88,11 @@ impl Fed {
             };
             self.at.remove(&oldest);
         }
+    }
+
+    /// `node` was seen connected: it may be dialed again.
+    pub(super) fn forget(&mut self, node: &NodeId) {
+        self.at.remove(node);
     }
 
     /// Members remembered.
