@@ -122,27 +122,36 @@ async fn malformed_bodies_on_every_protocol_get_coded_errors_and_the_node_serves
     .expect("a session with a well-behaved peer after the hostile bodies");
 }
 
-/// `/mesh/signal` requests are read whole (up to 1 MiB) before they are checked, so the
-/// streams one connection may hold open at once are few: of 40 half-sent requests on
-/// one connection, the node holds `mesh_signal::MAX_STREAMS` and drops the rest at once
-/// (libp2p's default of 100 streams let a connection make it hold 100 MiB).
+/// Requests are read whole (`/mesh/signal` up to 1 MiB, `/mesh/session` up to 65 KiB)
+/// before they are checked, so the streams one connection may hold open at once are
+/// few: of 40 half-sent requests on one connection, the node holds the protocol's
+/// `MAX_STREAMS` and drops the rest at once (libp2p's default of 100 streams let a
+/// connection make it hold 100 MiB of signal requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_holds_few_signal_requests_open_at_once() {
+async fn a_connection_holds_few_half_sent_requests_open_at_once() {
     let n = node().await;
     let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
     let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
     let patience = Duration::from_secs(4);
-    let held = futures::future::join_all(
-        (0..40).map(|_| hostile.trickle(peer, "/mesh/signal/1.0.0", &[0x5a; 1000], patience)),
-    )
-    .await;
-    let kept = held
-        .into_iter()
-        .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
-        .count();
-    assert!(
-        kept <= mesh_signal::MAX_STREAMS,
-        "{kept} half-sent requests held at once on one connection"
-    );
-    assert!(kept > 0, "the node serves some requests at once");
+    for (protocol, max) in [
+        ("/mesh/signal/1.0.0", mesh_signal::MAX_STREAMS),
+        ("/mesh/session/1.0.0", mesh_session::MAX_STREAMS),
+    ] {
+        let held = futures::future::join_all(
+            (0..40).map(|_| hostile.trickle(peer, protocol, &[0x5a; 1000], patience)),
+        )
+        .await;
+        let kept = held
+            .into_iter()
+            .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
+            .count();
+        assert!(
+            kept <= max,
+            "{protocol}: {kept} half-sent requests held at once on one connection"
+        );
+        assert!(
+            kept > 0,
+            "{protocol}: the node serves some requests at once"
+        );
+    }
 }

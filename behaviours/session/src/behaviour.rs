@@ -42,6 +42,13 @@ use crate::transport::TransportProfile;
 /// else and comes back. 16 units keep a `poll` to a few milliseconds.
 pub(crate) const MAX_WORK_PER_POLL: usize = 16;
 
+/// `/mesh/session/1.0.0` streams open at once on one connection, both ways (beyond,
+/// request-response drops a new inbound stream at once). A handshake is one hello per
+/// connection at a time; a hello is read whole (up to 65 KiB) before it is checked, and
+/// libp2p's default of 100 streams let one connection make the node hold 6.5 MiB of
+/// half-sent hellos for the 30 s request timeout.
+pub const MAX_STREAMS: usize = 8;
+
 /// The behaviours inside: the handshake's request-response and libp2p ping.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
@@ -69,7 +76,9 @@ pub struct Behaviour {
 impl Behaviour {
     /// A behaviour for the node `key` (the swarm must use the same key).
     pub fn new(key: NodeKeypair, config: Config) -> Self {
-        let rr = request_response::Config::default().with_request_timeout(config.request_timeout);
+        let rr = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(MAX_STREAMS);
         let now = (config.clock)();
         Behaviour {
             inner: Inner {

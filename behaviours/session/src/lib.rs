@@ -41,7 +41,7 @@ pub mod replay;
 pub mod secret;
 pub mod transport;
 
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, MAX_STREAMS};
 pub use config::{Clock, Config};
 pub use event::{Event, Session};
 pub use transport::TransportProfile;
