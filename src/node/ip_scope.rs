@@ -1,6 +1,7 @@
-//! Where an IP address lies (unroutable, loopback, private or link-local, public): the
-//! one classification the candidate policy, the observed-address rule, the Amino
-//! table's scope filter and birthday probing share. Pure.
+//! Where an IP address lies (unroutable, loopback, private or link-local, public), and
+//! whether two addresses share a network: the one classification the candidate policy,
+//! the observed-address rule, the Amino table's scope filter, birthday probing and the
+//! thin-mesh dials share. Pure.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
