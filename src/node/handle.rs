@@ -107,7 +107,8 @@ impl NodeHandle {
         self.ask(|reply| Command::Provide { dht, key, reply }).await
     }
 
-    /// The providers of `key` on `dht` that the query found (possibly none).
+    /// The providers of `key` on `dht` that the query found (possibly none; at most
+    /// 1,024, the answers being the answering peers' to choose).
     pub async fn find_providers(&self, dht: Dht, key: Vec<u8>) -> Result<Vec<PeerId>, HandleError> {
         self.ask(|reply| Command::FindProviders { dht, key, reply })
             .await

@@ -17,6 +17,10 @@ pub(crate) use peer_lookups::{Join, PeerLookups};
 /// How long anything waits before it is answered with a timeout.
 pub(crate) const WAIT: Duration = Duration::from_secs(35);
 
+/// Most providers one find query collects: what the peers it asks answer is theirs to
+/// choose, and a query runs up to [`WAIT`].
+pub(crate) const MAX_PROVIDERS_FOUND: usize = 1024;
+
 /// What to do once a connection (or a lookup) succeeds.
 #[derive(Debug)]
 pub(crate) enum After {
@@ -269,7 +273,12 @@ impl Waiting {
         found: impl IntoIterator<Item = PeerId>,
     ) {
         if let Some((ProviderWait::Find(_, set), _)) = self.providers.get_mut(&(dht, query)) {
-            set.extend(found);
+            for p in found {
+                if set.len() >= MAX_PROVIDERS_FOUND {
+                    break;
+                }
+                set.insert(p);
+            }
         }
     }
 
@@ -448,6 +457,28 @@ mod tests {
         let err = rx.try_recv().unwrap().unwrap_err();
         assert_eq!(err.code(), mesh_core::ErrorCode::TransportUnavailable);
         assert!(p.by_peer.is_empty());
+    }
+
+    #[test]
+    fn a_find_query_collects_a_bounded_number_of_providers() {
+        let me = PeerId::random();
+        let mut kad = libp2p::kad::Behaviour::new(me, libp2p::kad::store::MemoryStore::new(me));
+        let query = kad.get_providers(libp2p::kad::RecordKey::new(&b"key"));
+        let mut p = Waiting::default();
+        let (tx, mut rx) = oneshot::channel();
+        p.wait_providers(Dht::Mesh, query, ProviderWait::Find(tx, Default::default()));
+        for _ in 0..3 {
+            let answer: Vec<PeerId> = (0..MAX_PROVIDERS_FOUND / 2)
+                .map(|_| PeerId::random())
+                .collect();
+            p.providers_found(Dht::Mesh, query, answer);
+        }
+        let Some(ProviderWait::Find(reply, set)) = p.providers_done(Dht::Mesh, query) else {
+            panic!("the query's waiter");
+        };
+        assert_eq!(set.len(), MAX_PROVIDERS_FOUND);
+        let _ = reply.send(Ok(set.into_iter().collect()));
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), MAX_PROVIDERS_FOUND);
     }
 
     #[test]
