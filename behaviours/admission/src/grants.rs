@@ -13,7 +13,8 @@
 //!   connection.
 //! - Memory is bounded: at most [`Rules::max_nodes`] nodes hold grants, and at most
 //!   [`Rules::max_per_ip`] of them asked from one IP key ([`IpKey`]: an IPv4 address or
-//!   an IPv6 /64).
+//!   an IPv6 /64); connections without an IP of their own (relayed ones) share one such
+//!   share.
 //! - A grant that is never used (no reservation, no circuit) lapses after
 //!   [`Rules::unused_secs`], however long it was issued for: throwaway identities cannot
 //!   hold the table with grants they do not use.
@@ -182,13 +183,22 @@ impl Grants {
         }
     }
 
-    /// Evicts the least recently active idle node (among those from `ip` when given).
-    /// Whether one was evicted.
-    fn evict_idle(&mut self, ip: Option<IpKey>) -> bool {
+    /// Evicts the least recently active idle node among those asked from `ip`. Whether
+    /// one was evicted.
+    fn evict_idle_from(&mut self, ip: Option<IpKey>) -> bool {
+        self.evict_idle_where(|e| e.ip == ip)
+    }
+
+    /// Evicts the least recently active idle node. Whether one was evicted.
+    fn evict_idle(&mut self) -> bool {
+        self.evict_idle_where(|_| true)
+    }
+
+    fn evict_idle_where(&mut self, pick: impl Fn(&Entry) -> bool) -> bool {
         let victim = self
             .entries
             .iter()
-            .filter(|(_, e)| e.is_idle() && (ip.is_none() || e.ip == ip))
+            .filter(|(_, e)| e.is_idle() && pick(e))
             .min_by(|a, b| a.1.active_at.cmp(&b.1.active_at))
             .map(|(n, _)| *n);
         match victim {
@@ -201,21 +211,22 @@ impl Grants {
         }
     }
 
-    /// Makes room for one more node asking from `ip`, evicting idle nodes if needed.
+    /// Makes room for one more node asking from `ip` (`None`: a connection without an
+    /// IP of its own, such as a relayed one; all of those share one IP key's share),
+    /// evicting idle nodes if needed.
     fn make_room(&mut self, ip: Option<IpKey>, now: &Timestamp) -> Result<(), MeshError> {
-        if let Some(key) = ip {
-            let from_ip = self.entries.values().filter(|e| e.ip == ip).count();
-            if from_ip >= self.rules.max_per_ip && !self.evict_idle(ip) {
-                return Err(rejected(format!(
-                    "{} nodes from {key} already hold grants at this relay",
-                    self.rules.max_per_ip
-                )));
-            }
+        let from_ip = self.entries.values().filter(|e| e.ip == ip).count();
+        if from_ip >= self.rules.max_per_ip && !self.evict_idle_from(ip) {
+            let from = ip.map_or_else(|| "connections without an IP".to_owned(), |k| k.to_string());
+            return Err(rejected(format!(
+                "{} nodes from {from} already hold grants at this relay",
+                self.rules.max_per_ip
+            )));
         }
         if self.entries.len() >= self.rules.max_nodes {
             let lapsed = self.sweep(now);
             self.lapsed.extend(lapsed);
-            if self.entries.len() >= self.rules.max_nodes && !self.evict_idle(None) {
+            if self.entries.len() >= self.rules.max_nodes && !self.evict_idle() {
                 return Err(rejected("relay admission table is full"));
             }
         }

@@ -300,6 +300,30 @@ fn nodes_per_ip_key_are_bounded() {
         .unwrap();
 }
 
+/// Nodes asking over connections without an IP of their own (relayed ones) share one
+/// IP key's share: fresh identities behind another relay cannot take the whole table.
+#[test]
+fn nodes_without_an_ip_share_one_share() {
+    let mut g = Grants::with_rules(Rules {
+        max_nodes: 100,
+        max_per_ip: 2,
+        unused_secs: 120,
+    });
+    let (a, b, c) = (node(), node(), node());
+    for n in [a, b] {
+        g.admit(grant(n, Purpose::Reservation, 600), None, &t0())
+            .unwrap();
+        g.set_reserved(&n, true);
+    }
+    let e = g
+        .admit(grant(c, Purpose::Reservation, 600), None, &t0())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected);
+    assert!(e.detail.contains("without an IP"), "{e}");
+    g.admit(grant(c, Purpose::Reservation, 600), ip("192.0.2.1"), &t0())
+        .unwrap();
+}
+
 #[test]
 fn a_lapse_found_while_making_room_is_reported_by_the_next_sweep() {
     let mut g = Grants::new(1);
