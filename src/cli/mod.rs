@@ -212,9 +212,15 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
+/// `meshd`'s log filter when `RUST_LOG` is not set: warnings and errors, except
+/// request-response's warning for every inbound stream it drops at its per-connection
+/// cap, which a peer triggers at will (one line per stream it opens beyond the cap) and
+/// which says nothing an operator can act on.
+const DEFAULT_LOG_FILTER: &str = "warn,libp2p_request_response::handler=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

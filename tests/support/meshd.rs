@@ -68,7 +68,8 @@ impl Meshd {
     }
 
     /// [`Meshd::start_with`] with `RUST_LOG=rust_log` and the logs (stderr) in
-    /// [`Meshd::log_file`] (to show when a test fails).
+    /// [`Meshd::log_file`] (to show when a test fails); an empty `rust_log` leaves
+    /// `RUST_LOG` unset, so `meshd` logs with its default filter.
     pub(crate) fn start_logged(
         launcher: Option<Vec<String>>,
         data_dir: &Path,
@@ -94,7 +95,12 @@ impl Meshd {
             Some(filter) => {
                 std::fs::create_dir_all(data_dir).expect("create the data dir");
                 let log = std::fs::File::create(Self::log_path(data_dir)).expect("log file");
-                cmd.env("RUST_LOG", filter).stderr(log);
+                if filter.is_empty() {
+                    cmd.env_remove("RUST_LOG");
+                } else {
+                    cmd.env("RUST_LOG", filter);
+                }
+                cmd.stderr(log);
             }
             None => {
                 cmd.stderr(Stdio::null());
