@@ -281,3 +281,106 @@ async fn a_busy_connection_polls_itself_again_and_a_quiet_one_sleeps() {
         "the connection kept waking itself with nothing to do"
     );
 }
+
+/// A `MakeWriter` keeping what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A peer that opens streams faster than the swarm takes them (the swarm stops taking
+/// while it negotiates its maximum) gets a few buffered and the rest reset, and writes
+/// no log line at `warn` for each one dropped.
+#[tokio::test]
+async fn streams_the_swarm_does_not_take_are_few_and_dropped_quietly() {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(log.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const OPENED: usize = 100;
+    let run = async {
+        let (dialer, listener) = noise_pair().await;
+        let (theirs, ours) = future::join(
+            yamux::Config::default().upgrade_outbound(dialer, "/yamux/1.0.0"),
+            muxer::config().upgrade_inbound(listener, "/yamux/1.0.0"),
+        )
+        .await;
+        let (mut theirs, ours) = (theirs.unwrap(), ours.unwrap());
+        let mut streams = Vec::new();
+        for _ in 0..OPENED {
+            streams.push(
+                future::poll_fn(|cx| theirs.poll_outbound_unpin(cx))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let theirs = drive(theirs);
+        // Ours is driven (`poll`) but nobody takes its inbound streams, as when the
+        // swarm's negotiation slots are full.
+        let ours = std::sync::Arc::new(std::sync::Mutex::new(ours));
+        let driven = ours.clone();
+        let driver = tokio::spawn(future::poll_fn(move |cx| {
+            let _ = driven.lock().unwrap().poll_unpin(cx);
+            std::task::Poll::<()>::Pending
+        }));
+        for s in &mut streams {
+            // The first byte of a multistream-select header that never ends.
+            s.write_all(&[0x13]).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A reset stream fails to read at once; a buffered one waits.
+        let alive = future::join_all(streams.iter_mut().map(|s| async move {
+            let mut b = [0u8; 1];
+            tokio::time::timeout(Duration::from_millis(300), s.read(&mut b))
+                .await
+                .is_err()
+        }))
+        .await
+        .into_iter()
+        .filter(|a| *a)
+        .count();
+        driver.abort();
+        let _ = driver.await;
+        let mut ours = std::sync::Arc::try_unwrap(ours)
+            .ok()
+            .unwrap()
+            .into_inner()
+            .unwrap();
+        let mut buffered = 0;
+        while future::poll_fn(|cx| std::task::Poll::Ready(ours.poll_inbound_unpin(cx)))
+            .await
+            .is_ready()
+        {
+            buffered += 1;
+        }
+        theirs.abort();
+        (alive, buffered)
+    };
+    let (alive, buffered) = tokio::time::timeout(LIMIT, run).await.unwrap();
+    assert_eq!(buffered, muxer::MAX_BUFFERED_INBOUND_STREAMS);
+    assert_eq!(
+        alive,
+        muxer::MAX_BUFFERED_INBOUND_STREAMS,
+        "streams left open of {OPENED}"
+    );
+    let written = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(written.is_empty(), "logged at warn:\n{written}");
+}

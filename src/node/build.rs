@@ -63,6 +63,10 @@ pub fn build(
             .with_max_established(Some(l.max_established))
             .with_max_pending_incoming(Some(l.max_pending_incoming)),
         l.max_per_peer,
+        super::ip_shares::IpCaps {
+            max_pending: l.max_pending_incoming_per_ip,
+            max_established: l.max_established_incoming_per_ip,
+        },
         dial_backs.clone(),
     );
     let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);

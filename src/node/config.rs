@@ -171,6 +171,11 @@ pub struct Limits {
     pub max_per_peer: u32,
     /// Pending incoming connections.
     pub max_pending_incoming: u32,
+    /// Pending incoming connections from one network (an IPv4 address, an IPv6 /64;
+    /// relayed connections are not counted).
+    pub max_pending_incoming_per_ip: u32,
+    /// Established incoming connections from one network (as above).
+    pub max_established_incoming_per_ip: u32,
     /// New connections are refused above this fraction of system memory in use.
     pub max_memory_fraction: f64,
     /// Mesh sessions kept at once (the governor's `max_live`).
@@ -187,6 +192,8 @@ impl Default for Limits {
             max_established: 512,
             max_per_peer: 4,
             max_pending_incoming: 128,
+            max_pending_incoming_per_ip: 8,
+            max_established_incoming_per_ip: 64,
             max_memory_fraction: 0.9,
             max_sessions: 32,
             hot_sessions: 2,

@@ -13,7 +13,8 @@
 //! - [`AutonatServer`] remembers the connections it dials for a test ([`DialBacks`],
 //!   bounded) and closes each once its dial-back handler reported;
 //! - [`Limits`] applies libp2p's connection caps, and the per-peer cap to every
-//!   connection but those dial-backs (the global caps apply to them as to any other).
+//!   connection but those dial-backs (the global caps apply to them as to any other),
+//!   and the per-network shares of inbound connections ([`IpShares`]).
 //!
 //! It also rate-limits the tests: libp2p's server runs every test a client asks for (up
 //! to 10 at once per connection, over as many connections as the caps allow), and each
@@ -37,6 +38,8 @@ use libp2p::swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{Multiaddr, PeerId, autonat, connection_limits};
+
+use super::ip_shares::{IpCaps, IpShares};
 
 /// Dial-backs in flight remembered at most; beyond that a dial-back is an ordinary
 /// connection (per-peer cap, closed by the idle rule).
@@ -262,19 +265,22 @@ impl NetworkBehaviour for AutonatServer {
 }
 
 /// libp2p's connection caps: the global ones on every connection, the per-peer one on
-/// every connection but our AutoNAT dial-backs.
+/// every connection but our AutoNAT dial-backs; and the per-network shares of inbound
+/// connections.
 pub struct Limits {
     global: connection_limits::Behaviour,
     per_peer: connection_limits::Behaviour,
+    ips: IpShares,
     dial_backs: DialBacks,
 }
 
 impl Limits {
     /// `limits` (its per-peer cap taken out and applied as `max_per_peer`), exempting
-    /// `dial_backs` from the per-peer cap.
+    /// `dial_backs` from the per-peer cap; `ips`, the shares of one network.
     pub fn new(
         limits: connection_limits::ConnectionLimits,
         max_per_peer: u32,
+        ips: IpCaps,
         dial_backs: DialBacks,
     ) -> Self {
         Limits {
@@ -283,6 +289,7 @@ impl Limits {
                 connection_limits::ConnectionLimits::default()
                     .with_max_established_per_peer(Some(max_per_peer)),
             ),
+            ips: IpShares::new(ips),
             dial_backs,
         }
     }
@@ -301,7 +308,11 @@ impl NetworkBehaviour for Limits {
         self.global
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
         self.per_peer
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
+        self.ips.pending(connection_id, remote_addr).map_err(|e| {
+            tracing::debug!(%remote_addr, "inbound connection refused: {e}");
+            ConnectionDenied::new(e)
+        })
     }
 
     fn handle_established_inbound_connection(
@@ -311,6 +322,10 @@ impl NetworkBehaviour for Limits {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.ips.check_established(remote_addr).map_err(|e| {
+            tracing::debug!(%peer, %remote_addr, "inbound connection refused: {e}");
+            ConnectionDenied::new(e)
+        })?;
         self.global.handle_established_inbound_connection(
             connection_id,
             peer,
@@ -379,6 +394,20 @@ impl NetworkBehaviour for Limits {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.global.on_swarm_event(event);
         self.per_peer.on_swarm_event(event);
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                let inbound_from = match e.endpoint {
+                    libp2p::core::ConnectedPoint::Listener { send_back_addr, .. } => {
+                        Some(send_back_addr)
+                    }
+                    libp2p::core::ConnectedPoint::Dialer { .. } => None,
+                };
+                self.ips.established(e.connection_id, inbound_from);
+            }
+            FromSwarm::ListenFailure(f) => self.ips.failed(f.connection_id),
+            FromSwarm::ConnectionClosed(c) => self.ips.closed(c.connection_id),
+            _ => {}
+        }
     }
 
     fn on_connection_handler_event(
@@ -431,6 +460,10 @@ mod tests {
         let mut limits = Limits::new(
             connection_limits::ConnectionLimits::default().with_max_established(Some(3)),
             1,
+            IpCaps {
+                max_pending: 8,
+                max_established: 64,
+            },
             dial_backs.clone(),
         );
         let peer = PeerId::random();

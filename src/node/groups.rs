@@ -614,22 +614,33 @@ impl Groups {
             return Vec::new();
         }
         let me = view.local_peer();
+        let mut own = view.listen_addrs();
+        own.extend(view.external_addrs());
         providers
             .into_iter()
             .filter(|p| *p != me && !view.is_connected(p))
-            .take(PROVIDERS_DIALED)
-            .map(|p| {
-                let addrs = NodeId::from_peer_id(&p)
+            .filter_map(|p| {
+                // A provider record is anyone's to write, and the advertisement behind
+                // it names whatever its signer likes: only addresses in the node's
+                // scope (see [`feed`]); a provider whose stored addresses are all out
+                // of it is not dialed. Without a stored advertisement the dial uses
+                // what the behaviours know of the peer (Kademlia's routing table).
+                let stored = NodeId::from_peer_id(&p)
                     .map(|n| view.stored_addrs(&n))
                     .unwrap_or_default();
-                Action::Dial(
+                let addrs = feed_addrs(&stored, &own);
+                if addrs.is_empty() && !stored.is_empty() {
+                    return None;
+                }
+                Some(Action::Dial(
                     DialOpts::peer_id(p)
                         .addresses(addrs)
                         .extend_addresses_through_behaviour()
                         .condition(PeerCondition::DisconnectedAndNotDialing)
                         .build(),
-                )
+                ))
             })
+            .take(PROVIDERS_DIALED)
             .collect()
     }
 }

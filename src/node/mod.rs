@@ -52,6 +52,7 @@ pub mod handle;
 pub mod identify_observed;
 mod idle;
 mod ip_scope;
+pub mod ip_shares;
 mod lookups;
 pub mod muxer;
 mod nat_verdicts;

@@ -59,7 +59,15 @@ use std::{io, iter};
 use futures::{AsyncRead, AsyncWrite, future};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
-pub use connection::{Error, Muxer};
+pub use connection::{Error, MAX_BUFFERED_INBOUND_STREAMS, Muxer};
+
+/// Inbound streams of one connection the swarm negotiates at once (libp2p's default is
+/// 128): the rest waits in the muxer's buffer ([`MAX_BUFFERED_INBOUND_STREAMS`]). Each
+/// stream in negotiation can hold a yamux window (256 KiB) of a peer's data until the
+/// negotiation times out (10 s), so this bounds what one connection parks there (8 MiB
+/// instead of 32). A peer waits for its streams' negotiations (one round trip), so 32
+/// at once is more than any protocol of the node uses.
+pub const MAX_NEGOTIATING_INBOUND_STREAMS: usize = 32;
 
 /// rust-yamux's fixed connection receive window (1 GiB) in units of the spec's stream
 /// window (256 KiB): 4096.

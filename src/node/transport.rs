@@ -106,7 +106,10 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         // Substreams keep libp2p's default negotiation (multistream-select `V1`); see
         // the README, "Substream negotiation", for why not `V1Lazy`.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout()))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(config.idle_timeout())
+                .with_max_negotiating_inbound_streams(muxer::MAX_NEGOTIATING_INBOUND_STREAMS)
+        })
         .build();
     Ok(swarm)
 }

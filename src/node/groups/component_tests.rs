@@ -163,6 +163,58 @@ fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
 }
 
 #[test]
+fn providers_are_dialed_only_at_addresses_in_scope() {
+    let (_, mut g) = groups();
+    let mut view = FakeView {
+        listen: vec!["/ip4/203.0.113.5/tcp/4001".parse().unwrap()],
+        ..FakeView::default()
+    };
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let node = |addrs: &[&str], view: &mut FakeView| {
+        let n = NodeKeypair::generate().node_id();
+        if !addrs.is_empty() {
+            let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
+            view.stored.insert(n, addrs);
+        }
+        n.to_peer_id().unwrap()
+    };
+    // Advertised addresses on the node's host, a LAN it is not on, behind a name.
+    let hostile = node(
+        &[
+            "/ip4/127.0.0.1/tcp/22",
+            "/ip4/10.1.2.3/tcp/80",
+            "/dns4/intranet.example/tcp/80",
+        ],
+        &mut view,
+    );
+    let mixed = node(
+        &[
+            "/ip4/192.168.7.7/tcp/25",
+            "/ip4/198.51.100.7/udp/4001/quic-v1",
+        ],
+        &mut view,
+    );
+    let unknown = node(&[], &mut view);
+    let actions = g.providers_found(k, [hostile, mixed, unknown], &view);
+    let dials: Vec<(PeerId, String)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial(o) => Some((o.get_peer_id()?, format!("{o:?}"))),
+            _ => None,
+        })
+        .collect();
+    let peers: Vec<PeerId> = dials.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        peers,
+        [mixed, unknown],
+        "not the one with only foreign addresses"
+    );
+    assert!(dials[0].1.contains("198.51.100.7"), "{}", dials[0].1);
+    assert!(!dials[0].1.contains("192.168.7.7"), "{}", dials[0].1);
+}
+
+#[test]
 fn a_group_without_members_asks_for_providers_again_after_a_while() {
     let (_, mut g) = groups();
     let view = FakeView::default();

@@ -17,10 +17,15 @@ use std::{
 use futures::{AsyncRead, AsyncWrite, ready};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 
-/// Inbound streams buffered while the swarm is not asking for them (rust-yamux's ACK
-/// backlog, so a rust-libp2p peer stops opening streams before it is reached); past it a
-/// new inbound stream is dropped (reset).
-const MAX_BUFFERED_INBOUND_STREAMS: usize = 256;
+/// Inbound streams buffered while the swarm is not asking for them; past it a new
+/// inbound stream is dropped (reset). The swarm stops asking only while it negotiates
+/// [`MAX_NEGOTIATING_INBOUND_STREAMS`](super::MAX_NEGOTIATING_INBOUND_STREAMS) streams of
+/// the connection at once, which a peer that waits for its streams' answers does not
+/// reach. Each buffered stream can hold a whole yamux window (256 KiB) of the peer's
+/// data, so the buffer is kept small: `libp2p-yamux`'s 256 let one connection park 64
+/// MiB. A dropped stream is logged at `debug` only (one line per stream a peer opens
+/// would be a log it writes).
+pub const MAX_BUFFERED_INBOUND_STREAMS: usize = 32;
 
 /// A yamux connection as libp2p's [`StreamMuxer`].
 #[derive(Debug)]
@@ -116,7 +121,7 @@ where
             }
         };
         if this.inbound.len() >= MAX_BUFFERED_INBOUND_STREAMS {
-            tracing::warn!(%stream, "dropping an inbound yamux stream: buffer full");
+            tracing::debug!(%stream, "dropping an inbound yamux stream: buffer full");
             drop(stream);
         } else {
             this.inbound.push_back(stream);
