@@ -191,16 +191,22 @@ fn config(seeds: Vec<SeedPeer>, server: bool, a: &Args) -> NodeConfig {
         swarm: SwarmSettings::default(),
         // Seeds hold a session with every member (the node default of 32 sessions
         // would make a seed close the connection of every newcomer beyond 32).
+        // Every member is on 127.0.0.1, so the per-network shares are the global caps.
         limits: if server && !a.all_servers {
             let all = u32::try_from(2 * a.nodes + 64).unwrap_or(u32::MAX);
+            let established = all.max(Limits::default().max_established);
             Limits {
                 max_sessions: all as usize,
-                max_established: all.max(Limits::default().max_established),
+                max_established: established,
+                max_established_incoming_per_ip: established,
+                max_pending_incoming_per_ip: Limits::default().max_pending_incoming,
                 ..Limits::default()
             }
         } else {
             Limits {
                 max_sessions: a.max_sessions,
+                max_established_incoming_per_ip: Limits::default().max_established,
+                max_pending_incoming_per_ip: Limits::default().max_pending_incoming,
                 ..Limits::default()
             }
         },

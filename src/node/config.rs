@@ -192,7 +192,7 @@ impl Default for Limits {
             max_established: 512,
             max_per_peer: 4,
             max_pending_incoming: 128,
-            max_pending_incoming_per_ip: 8,
+            max_pending_incoming_per_ip: 16,
             max_established_incoming_per_ip: 64,
             max_memory_fraction: 0.9,
             max_sessions: 32,
