@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig};
+use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, NodeConfig};
 use mesh_advert::RecordLimits;
 use mesh_advert::kad::record_for;
 use mesh_core::{NoTrace, NodeKeypair, Timestamp};
 use mesh_testkit::Net;
 use mesh_testkit::hostile::HostilePeer;
-use mesh_testkit::kad_wire::put_value;
+use mesh_testkit::kad_wire::{add_provider, put_value};
 use mesh_testkit::node::{TestNode, start_node};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -98,4 +98,33 @@ async fn a_flood_of_valid_dht_puts_is_held_to_its_networks_rate() {
         start.elapsed()
     );
     assert!(total < 2 * burst, "stored {total}: a burst per peer id");
+}
+
+/// A peer that sends Amino provider records for more keys than libp2p's store holds
+/// (1,024) gets its share stored and the rest refused, and the node can still announce
+/// its own keys on Amino (it could not: `MaxProvidedKeys`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_fill_amino_s_provider_store() {
+    let node = start().await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
+    let me = hostile.peer_id().to_bytes();
+    let at = "/ip4/127.0.0.1/tcp/9"
+        .parse::<libp2p::Multiaddr>()
+        .unwrap()
+        .to_vec();
+    for i in 0..1100u32 {
+        let key = format!("flood-{i}").into_bytes();
+        let request = add_provider(&key, &me, std::slice::from_ref(&at));
+        hostile
+            .send(peer, "/ipfs/kad/1.0.0", &request, WAIT)
+            .await
+            .unwrap();
+    }
+    // The node's own records still go in.
+    for i in 0..3u32 {
+        let key = format!("mine-{i}").into_bytes();
+        let r = tokio::time::timeout(WAIT, node.handle.provide(Dht::Amino, key)).await;
+        assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    }
 }

@@ -76,11 +76,7 @@ pub fn build(
             .with_push_listen_addr_updates(true),
     ));
 
-    let mut amino = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(kad::PROTOCOL_NAME),
-    );
+    let mut amino = amino(peer_id);
     amino.set_mode(kad_mode(config.kad_mode));
     let mesh_kad = mesh_kad(peer_id, config.kad_mode);
 
@@ -143,6 +139,28 @@ fn kad_mode(mode: KadMode) -> Option<kad::Mode> {
         KadMode::Server => Some(kad::Mode::Server),
         KadMode::Client => Some(kad::Mode::Client),
     }
+}
+
+/// The Amino DHT's Kademlia behaviour (`/ipfs/kad/1.0.0`) as the node runs it: inbound
+/// PUTs and provider records filtered (`StoreInserts::FilterBoth`). Other peers'
+/// provider records go through the node's `ProviderBook` as the mesh DHT's do (a
+/// share per provider and per network, a global cap, only addresses the provider is
+/// plausibly at); their values are not kept (the node cannot validate IPNS or
+/// public-key records, and a server that kept unchecked values for anyone would hand
+/// them out). The store leaves room for this node's own provider keys beyond the other
+/// peers' ones: with libp2p's defaults, 1,024 keys from any one peer filled it and the
+/// node could no longer announce its swarms on Amino.
+fn amino(peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_provided_keys: mesh_advert::providers::ProviderLimits::default().max_records + 1024,
+            ..kad::store::MemoryStoreConfig::default()
+        },
+    );
+    let mut config = kad::Config::new(kad::PROTOCOL_NAME);
+    config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    kad::Behaviour::with_config(peer_id, store, config)
 }
 
 /// The mesh DHT's Kademlia behaviour as the node runs it: `/mesh/kad/1.0.0` with

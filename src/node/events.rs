@@ -179,6 +179,15 @@ impl Node {
                 if let Some(t) = discovered(self.node_id, "amino", &e, scoped, &now) {
                     self.emit_trace(t);
                 }
+                if let kad::Event::InboundRequest {
+                    request:
+                        kad::InboundRequest::AddProvider {
+                            record: Some(record),
+                        },
+                } = e
+                {
+                    return self.on_amino_provider(record);
+                }
                 self.on_amino(e);
             }
             MeshBehaviourEvent::MeshKad(e) => {
@@ -389,6 +398,24 @@ impl Node {
                 tracing::info!(mode = %new_mode, "mesh DHT mode");
             }
             _ => {}
+        }
+    }
+
+    /// A peer's provider record for Amino: through the Amino book (libp2p-kad checked
+    /// that the provider is the peer that sent it). PUTs of values are not kept (see
+    /// `build::amino`).
+    fn on_amino_provider(&mut self, record: kad::ProviderRecord) {
+        let provider = record.provider;
+        self.idle.conns.touch(&provider, Instant::now());
+        let remote = super::view::View::remote_addrs(&view!(self), &provider);
+        let b = self.swarm.behaviour_mut();
+        let listen = b.identify.listen_addrs(&provider).to_vec();
+        let store = b.amino.store_mut();
+        let r = self
+            .amino_providers
+            .accept(store, record, &remote, &listen, Instant::now());
+        if let Err(e) = r {
+            tracing::debug!(%provider, code = e.code.as_str(), error = %e, "Amino provider record refused");
         }
     }
 

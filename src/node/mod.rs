@@ -188,6 +188,8 @@ pub struct Node {
     idle: Idle,
     /// Other peers' provider records held in the mesh DHT.
     providers: mesh_advert::providers::ProviderBook,
+    /// Other peers' provider records held in Amino (the same bounds).
+    amino_providers: mesh_advert::providers::ProviderBook,
     /// Who put the records of the mesh DHT's store (per-source shares).
     records: mesh_advert::RecordBook,
     sweeper: store::Sweeper,
@@ -348,6 +350,7 @@ impl Node {
             relays,
             idle: Idle::new(&config),
             providers: mesh_advert::providers::ProviderBook::default(),
+            amino_providers: mesh_advert::providers::ProviderBook::default(),
             records: mesh_advert::RecordBook::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,

@@ -1,5 +1,6 @@
 //! Kademlia requests as raw bytes, for a [`crate::hostile::HostilePeer`] to send on
-//! `/mesh/kad/1.0.0` (or any Kademlia protocol) without a Kademlia behaviour.
+//! `/mesh/kad/1.0.0` (or any Kademlia protocol, Amino's `/ipfs/kad/1.0.0` too) without a
+//! Kademlia behaviour.
 
 fn varint(mut n: usize, out: &mut Vec<u8>) {
     loop {
@@ -29,6 +30,23 @@ pub fn put_value(key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut msg = vec![0x08, 0x00]; // Message.type = PUT_VALUE (0)
     field(0x12, key, &mut msg); // Message.key = 2
     field(0x1a, &record, &mut msg); // Message.record = 3
+    let mut framed = Vec::new();
+    varint(msg.len(), &mut framed);
+    framed.extend_from_slice(&msg);
+    framed
+}
+
+/// A Kademlia `ADD_PROVIDER` request: `provider` (a peer id's bytes, which must be the
+/// sender's) provides `key` at `addrs` (multiaddrs' bytes), framed as [`put_value`].
+pub fn add_provider(key: &[u8], provider: &[u8], addrs: &[Vec<u8>]) -> Vec<u8> {
+    let mut peer = Vec::new();
+    field(0x0a, provider, &mut peer); // Peer.id = 1
+    for a in addrs {
+        field(0x12, a, &mut peer); // Peer.addrs = 2
+    }
+    let mut msg = vec![0x08, 0x02]; // Message.type = ADD_PROVIDER (2)
+    field(0x12, key, &mut msg); // Message.key = 2
+    field(0x4a, &peer, &mut msg); // Message.providerPeers = 9
     let mut framed = Vec::new();
     varint(msg.len(), &mut framed);
     framed.extend_from_slice(&msg);
