@@ -121,8 +121,8 @@ pub fn build_swarm(
 /// Noise message (at most 65,537 bytes) in a WebSocket message (rust-libp2p and
 /// js-libp2p alike); 1 MiB leaves room for one that packs several and matches the
 /// largest yamux frame rust-yamux accepts. A message beyond it closes the connection.
-/// (It bounds only what listeners accept: libp2p-websocket 0.46 applies it to accepted
-/// connections, not to the ones the node dials.)
+/// It bounds the connections the node dials too: libp2p-websocket 0.46 applies it only
+/// to accepted ones, so the workspace patches that crate (`vendor/libp2p-websocket`).
 pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 
 /// WebSocket (WS and WSS) over TCP with its own resolver under it, Noise and Yamux: the
