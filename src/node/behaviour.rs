@@ -9,7 +9,7 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{autonat, dcutr, kad, memory_connection_limits, relay};
+use libp2p::{autonat, kad, memory_connection_limits, relay};
 
 use super::store::SharedAdverts;
 
@@ -45,7 +45,7 @@ pub struct MeshBehaviour {
     /// Circuit relay v2 client.
     pub relay_client: relay::client::Behaviour,
     /// Direct connection upgrade through relay.
-    pub dcutr: dcutr::Behaviour,
+    pub dcutr: super::dcutr_scope::Dcutr,
     /// `/mesh/advert/1.0.0`.
     pub advert: mesh_advert::Behaviour<SharedAdverts>,
     /// `/mesh/session/1.0.0`, with libp2p ping (`/ipfs/ping/1.0.0`) inside: it drives

@@ -113,7 +113,11 @@ pub fn build(
             mesh_admission::client::Config::default(),
         ),
         relay_client,
-        dcutr: dcutr::Behaviour::new(peer_id),
+        dcutr: super::dcutr_scope::Dcutr::new(
+            dcutr::Behaviour::new(peer_id),
+            super::router::policy::CandidatePolicy::new(config.signal),
+            mesh_core::families::MAX_CANDIDATES,
+        ),
         advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
         session: mesh_session::Behaviour::new(key.clone(), parts.session),
         marker: mesh_session::marker::Behaviour::new(parts.marker),

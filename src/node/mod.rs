@@ -39,6 +39,7 @@ pub mod birthday;
 pub mod build;
 mod commands;
 pub mod config;
+pub mod dcutr_scope;
 mod dht;
 pub mod dial_back;
 mod dial_error;

@@ -1,0 +1,327 @@
+//! libp2p's DCUtR with the node's scope on the addresses it dials.
+//!
+//! In a DCUtR exchange the other side names the addresses it wants to be dialed at
+//! (its `CONNECT` message, up to about 400 in 4 KiB), and `libp2p-dcutr` dials all of
+//! them, up to three times per relayed connection: anyone who reaches the node through a
+//! relay could make it connect to hosts of its choosing, the node's own loopback and LAN
+//! included, many packets for one message. The node's own signaled candidates have been
+//! scoped from the start (`router::policy`); this wrapper applies the same rule to
+//! DCUtR's dials ([`CandidatePolicy::in_scope`], with the connections the node has to
+//! that peer, the relayed one among them, as the path; at most
+//! [`mesh_core::families::MAX_CANDIDATES`] addresses).
+//!
+//! `libp2p-dcutr` keeps its handler's events private, so the addresses are checked
+//! where the swarm asks every behaviour about a dial
+//! ([`NetworkBehaviour::handle_pending_outbound_connection`]): a DCUtR dial whose
+//! addresses are all in scope (the usual case: public addresses) goes on untouched; one
+//! with addresses out of scope or too many is refused, and the wrapper dials the
+//! in-scope ones itself, in the same role. DCUtR counts that refusal as a failed attempt
+//! (in its metrics and events), while the direct connection comes from the new dial.
+
+use std::collections::{HashMap, VecDeque};
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, dcutr};
+
+use super::router::policy::CandidatePolicy;
+
+/// DCUtR dials remembered between DCUtR's `Dial` and the swarm's question about it.
+const MAX_ASKED: usize = 64;
+
+/// What the node does with a DCUtR dial to `addrs`, given the remote addresses of its
+/// connections to that peer (`path`) and its own addresses (`own`). Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every address in scope, not too many: the dial goes on.
+    Allow,
+    /// Refused; the node dials these (in scope, at most `max`) instead, if any.
+    Replace(Vec<Multiaddr>),
+}
+
+/// The [`Verdict`] on a dial to `addrs` under `policy`, at most `max` addresses.
+pub fn verdict(
+    policy: &CandidatePolicy,
+    addrs: &[Multiaddr],
+    path: &[Multiaddr],
+    own: &[Multiaddr],
+    max: usize,
+) -> Verdict {
+    let kept = policy.filter(addrs.to_vec(), path, own, max);
+    if kept.len() == addrs.len() {
+        Verdict::Allow
+    } else {
+        Verdict::Replace(kept)
+    }
+}
+
+/// `dcutr::Behaviour` whose dials stay in the node's scope.
+pub struct Dcutr {
+    inner: dcutr::Behaviour,
+    policy: CandidatePolicy,
+    max: usize,
+    /// Dials DCUtR asked for, oldest first.
+    asked: VecDeque<ConnectionId>,
+    /// Every connection's peer and remote address.
+    remotes: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    listen: Vec<Multiaddr>,
+    external: Vec<Multiaddr>,
+    /// Dials of the in-scope addresses, to hand to the swarm.
+    replacements: VecDeque<DialOpts>,
+}
+
+impl Dcutr {
+    /// Wraps `inner`, dialing at most `max` addresses within `policy`'s scope.
+    pub fn new(inner: dcutr::Behaviour, policy: CandidatePolicy, max: usize) -> Self {
+        Dcutr {
+            inner,
+            policy,
+            max,
+            asked: VecDeque::new(),
+            remotes: HashMap::new(),
+            listen: Vec::new(),
+            external: Vec::new(),
+            replacements: VecDeque::new(),
+        }
+    }
+
+    fn path(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.remotes
+            .values()
+            .filter(|(p, _)| *p == peer)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    fn own(&self) -> Vec<Multiaddr> {
+        self.listen.iter().chain(&self.external).cloned().collect()
+    }
+
+    fn track(&mut self, event: &FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                let remote = match e.endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    // A relayed connection accepted here names only the peer as its
+                    // remote (`/p2p/…`); the relay's address is in the local one.
+                    ConnectedPoint::Listener { local_addr, .. }
+                        if local_addr.iter().any(|p| p == Protocol::P2pCircuit) =>
+                    {
+                        local_addr.clone()
+                    }
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                self.remotes.insert(e.connection_id, (e.peer_id, remote));
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.remotes.remove(&e.connection_id);
+            }
+            FromSwarm::NewListenAddr(e) if !self.listen.contains(e.addr) => {
+                self.listen.push(e.addr.clone());
+            }
+            FromSwarm::ExpiredListenAddr(e) => self.listen.retain(|a| a != e.addr),
+            FromSwarm::ExternalAddrConfirmed(e) if !self.external.contains(e.addr) => {
+                self.external.push(e.addr.clone());
+            }
+            FromSwarm::ExternalAddrExpired(e) => self.external.retain(|a| a != e.addr),
+            _ => {}
+        }
+    }
+}
+
+/// Why a DCUtR dial was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("DCUtR dial with addresses out of the node's scope or too many ({0} asked)")]
+pub struct OutOfScope(usize);
+
+impl NetworkBehaviour for Dcutr {
+    type ConnectionHandler = THandler<dcutr::Behaviour>;
+    type ToSwarm = dcutr::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(i) = self.asked.iter().position(|c| *c == connection_id) {
+            self.asked.remove(i);
+            if let Some(peer) = maybe_peer {
+                let path = self.path(peer);
+                let own = self.own();
+                if let Verdict::Replace(kept) =
+                    verdict(&self.policy, addresses, &path, &own, self.max)
+                {
+                    tracing::debug!(%peer, asked = addresses.len(), kept = kept.len(), "DCUtR dial scoped");
+                    if !kept.is_empty() {
+                        let mut opts = DialOpts::peer_id(peer)
+                            .addresses(kept)
+                            .condition(PeerCondition::Always);
+                        if effective_role == Endpoint::Listener {
+                            opts = opts.override_role();
+                        }
+                        self.replacements.push_back(opts.build());
+                    }
+                    return Err(ConnectionDenied::new(OutOfScope(addresses.len())));
+                }
+            }
+        }
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.track(&event);
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some(opts) = self.replacements.pop_front() {
+            return Poll::Ready(ToSwarm::Dial { opts });
+        }
+        let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::Dial { opts }) = &polled {
+            if self.asked.len() >= MAX_ASKED {
+                self.asked.pop_front();
+            }
+            self.asked.push_back(opts.connection_id());
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::router::policy::SignalSettings;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    fn policy() -> CandidatePolicy {
+        CandidatePolicy::new(SignalSettings::default())
+    }
+
+    #[test]
+    fn public_addresses_go_on_untouched() {
+        let addrs = [
+            ma("/ip4/198.51.100.7/udp/4001/quic-v1"),
+            ma("/ip4/198.51.100.7/tcp/4001"),
+        ];
+        let path = [ma("/ip4/203.0.113.1/tcp/4001/p2p-circuit")];
+        assert_eq!(verdict(&policy(), &addrs, &path, &[], 16), Verdict::Allow);
+    }
+
+    #[test]
+    fn loopback_and_foreign_lan_addresses_are_taken_out() {
+        let addrs = [
+            ma("/ip4/127.0.0.1/tcp/22"),
+            ma("/ip4/10.0.0.5/udp/53/quic-v1"),
+            ma("/ip4/198.51.100.7/udp/4001/quic-v1"),
+            ma("/ip4/192.168.1.20/tcp/4001"),
+        ];
+        let path = [ma("/ip4/203.0.113.1/tcp/4001/p2p-circuit")];
+        let own = [ma("/ip4/192.168.1.5/tcp/4001")];
+        assert_eq!(
+            verdict(&policy(), &addrs, &path, &own, 16),
+            Verdict::Replace(vec![
+                ma("/ip4/198.51.100.7/udp/4001/quic-v1"),
+                ma("/ip4/192.168.1.20/tcp/4001"),
+            ])
+        );
+        // Only out-of-scope ones: refused, nothing dialed.
+        assert_eq!(
+            verdict(&policy(), &addrs[..2], &path, &[], 16),
+            Verdict::Replace(vec![])
+        );
+    }
+
+    #[test]
+    fn at_most_max_addresses() {
+        let addrs: Vec<Multiaddr> = (0..40)
+            .map(|i| ma(&format!("/ip4/198.51.100.{i}/tcp/4001")))
+            .collect();
+        let Verdict::Replace(kept) = verdict(&policy(), &addrs, &[], &[], 16) else {
+            panic!("40 addresses allowed")
+        };
+        assert_eq!(kept, addrs[..16]);
+    }
+
+    #[test]
+    fn loopback_only_when_the_peer_is_reached_over_loopback() {
+        let addrs = [ma("/ip4/127.0.0.1/tcp/4001")];
+        let relayed_over_loopback = [ma("/ip4/127.0.0.1/tcp/5000/p2p-circuit")];
+        assert_eq!(
+            verdict(&policy(), &addrs, &relayed_over_loopback, &[], 16),
+            Verdict::Allow
+        );
+    }
+}

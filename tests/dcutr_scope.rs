@@ -1,0 +1,240 @@
+//! What a peer that reaches the node through a relay can make it dial by DCUtR: the
+//! addresses of its `CONNECT`, in the node's scope and at most
+//! `mesh_core::families::MAX_CANDIDATES` (16) of them (`libp2p-dcutr` alone dials them
+//! all). Real swarms over loopback TCP: a libp2p relay, the node's side with
+//! `libmesh::node::dcutr_scope::Dcutr`, and a stock rust-libp2p peer whose DCUtR offers
+//! 20 addresses, each a loopback socket that counts who connects.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libmesh::node::dcutr_scope::Dcutr;
+use libmesh::node::router::policy::{CandidatePolicy, SignalSettings};
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{PeerId, Swarm, SwarmBuilder, dcutr, noise, relay, tcp, yamux};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const OFFERED: usize = 20;
+
+/// Makes the swarm take `addrs` as external address candidates (what DCUtR offers).
+struct Candidates(VecDeque<Multiaddr>);
+
+impl NetworkBehaviour for Candidates {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
+        libp2p::core::util::unreachable(e)
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        match self.0.pop_front() {
+            Some(a) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(a)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Node {
+    relay: relay::client::Behaviour,
+    dcutr: Dcutr,
+    candidates: Candidates,
+}
+
+#[derive(NetworkBehaviour)]
+struct Stock {
+    relay: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    candidates: Candidates,
+}
+
+fn relay_server() -> Swarm<relay::Behaviour> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|k| relay::Behaviour::new(k.public().to_peer_id(), Default::default()))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
+        .build()
+}
+
+/// The node's side: DCUtR through the wrapper; it offers one address nobody listens at.
+fn node() -> Swarm<Node> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|k, relay| Node {
+            relay,
+            dcutr: Dcutr::new(
+                dcutr::Behaviour::new(k.public().to_peer_id()),
+                CandidatePolicy::new(SignalSettings::default()),
+                mesh_core::families::MAX_CANDIDATES,
+            ),
+            candidates: Candidates(VecDeque::from(["/ip4/127.0.0.1/tcp/1".parse().unwrap()])),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
+        .build()
+}
+
+fn stock(offered: Vec<Multiaddr>) -> Swarm<Stock> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|k, relay| Stock {
+            relay,
+            dcutr: dcutr::Behaviour::new(k.public().to_peer_id()),
+            candidates: Candidates(offered.into()),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
+        .build()
+}
+
+/// A loopback socket that records its port for every connection and closes it at once.
+async fn counting(seen: Arc<Mutex<HashSet<u16>>>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            seen.lock().unwrap().insert(port);
+            drop(s);
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let mut offered = Vec::new();
+    for _ in 0..OFFERED {
+        let port = counting(seen.clone()).await;
+        offered.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
+    }
+
+    let mut r = relay_server();
+    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let r_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
+            break address;
+        }
+    };
+    // A relay serves once it has an external address.
+    r.add_external_address(r_addr.clone());
+    let r_addr = r_addr.with(Protocol::P2p(*r.local_peer_id()));
+    tokio::spawn(async move {
+        loop {
+            r.select_next_some().await;
+        }
+    });
+
+    // The node reserves a circuit at the relay.
+    let mut a = node();
+    a.listen_on(r_addr.clone().with(Protocol::P2pCircuit))
+        .unwrap();
+    let a_id = *a.local_peer_id();
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::Behaviour(NodeEvent::Relay(
+                relay::client::Event::ReservationReqAccepted { .. },
+            )) = a.select_next_some().await
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("no reservation");
+
+    // The stock peer dials it through the relay; the node starts DCUtR and dials back.
+    let mut b = stock(offered);
+    b.dial(r_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(a_id)))
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            b.select_next_some().await;
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let mut outcome = None;
+    while outcome.is_none() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(SwarmEvent::Behaviour(NodeEvent::Dcutr(e))) =
+            tokio::time::timeout(left, a.select_next_some()).await
+        {
+            outcome = Some(e);
+        }
+    }
+    let outcome = outcome.expect("DCUtR never ended");
+    // Let the last dials reach the sockets.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.select_next_some()).await;
+    }
+    let contacted = seen.lock().unwrap().len();
+    assert_eq!(
+        contacted,
+        mesh_core::families::MAX_CANDIDATES,
+        "addresses of {OFFERED} contacted ({outcome:?})"
+    );
+}
