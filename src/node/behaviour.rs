@@ -9,7 +9,7 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{autonat, kad, memory_connection_limits, relay};
+use libp2p::{autonat, memory_connection_limits, relay};
 
 use super::store::SharedAdverts;
 
@@ -26,9 +26,9 @@ pub struct MeshBehaviour {
     /// are network addresses, see [`super::identify_observed`]).
     pub identify: super::identify_observed::Identify,
     /// The public Amino DHT (`/ipfs/kad/1.0.0`): peer routing and provider records.
-    pub amino: kad::Behaviour<kad::store::MemoryStore>,
+    pub amino: super::kad_scope::ScopedKad,
     /// The mesh DHT (`/mesh/kad/1.0.0`): signed advertisements, validated on put.
-    pub mesh_kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mesh_kad: super::kad_scope::ScopedKad,
     /// gossipsub: signed, strict, validated by the node before forwarding.
     pub gossipsub: super::gossip_filter::Gossipsub,
     /// AutoNAT v2 client (tests our addresses; off with `autonat = false`).

@@ -78,7 +78,23 @@ pub fn build(
 
     let mut amino = amino(peer_id);
     amino.set_mode(kad_mode(config.kad_mode));
-    let mesh_kad = mesh_kad(peer_id, config.kad_mode);
+    let amino = super::kad_scope::ScopedKad::new(
+        amino,
+        super::kad_scope::DialScope::Amino {
+            keep_private: config.amino_private_addrs,
+            configured: config
+                .bootstrap
+                .addrs()
+                .unwrap_or_default()
+                .iter()
+                .map(super::addrs::without_peer)
+                .collect(),
+        },
+    );
+    let mesh_kad = super::kad_scope::ScopedKad::new(
+        mesh_kad(peer_id, config.kad_mode),
+        super::kad_scope::DialScope::Mesh,
+    );
 
     let gossipsub = gossipsub(lp_key, l.max_gossip_bytes)?;
 

@@ -2,29 +2,21 @@
 //! behaviour: peers that serve a DHT (identify says so) with their direct addresses,
 //! and the addresses of verified advertisements for peers already in the mesh DHT.
 
+use std::time::Instant;
+
 use libp2p::{Multiaddr, PeerId, identify, kad};
+use mesh_advert::providers::ProviderBook;
 use mesh_advert::{AdvertStore, StoredAdvert};
-use mesh_core::{NodeId, Timestamp};
+use mesh_core::{MeshResult, NodeId, Timestamp};
 
 use super::addrs;
+use super::api::Dht;
 use super::behaviour::MeshBehaviour;
 use super::build::speaks;
-use super::ip_scope::{Scope, ip_of, scope};
 use super::router::plan::is_circuit;
 use super::store::SharedAdverts;
 
-/// Whether `addr` may enter the Amino (public) routing table: a public address or a
-/// name (DNS); loopback and private or link-local ones only with `keep_private`
-/// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands
-/// its table to strangers, to whom our LAN and loopback addresses are useless at best
-/// and a map of our network at worst.
-pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
-    match ip_of(addr).map(scope) {
-        None | Some(Scope::Public) => true,
-        Some(Scope::Loopback | Scope::Private) => keep_private,
-        Some(Scope::Unroutable) => false,
-    }
-}
+pub(crate) use super::ip_scope::amino_worthy;
 
 /// identify told us a peer's protocols and listen addresses: feed both DHTs (Amino
 /// only with the addresses [`amino_worthy`] passes). A peer that does not serve a DHT
@@ -213,6 +205,30 @@ pub(crate) fn remember_stored(
         cursor = page.next;
     }
     taken
+}
+
+/// A peer's provider record for `dht` (libp2p-kad checked that the provider is the
+/// peer that sent it), connected from `remote`: into that DHT's store through `book`
+/// (shares, plausible addresses; see `mesh_advert::providers`). Amino keeps no other
+/// peer's values (see `build::amino`).
+pub(crate) fn take_provider(
+    b: &mut MeshBehaviour,
+    book: &mut ProviderBook,
+    dht: Dht,
+    record: kad::ProviderRecord,
+    remote: &[Multiaddr],
+) -> MeshResult<()> {
+    let provider = record.provider;
+    let listen = b.identify.listen_addrs(&provider).to_vec();
+    let store = match dht {
+        Dht::Mesh => b.mesh_kad.store_mut(),
+        Dht::Amino => b.amino.store_mut(),
+    };
+    let r = book.accept(store, record, remote, &listen, Instant::now());
+    if let Err(e) = &r {
+        tracing::debug!(%provider, ?dht, code = e.code.as_str(), error = %e, "provider record refused");
+    }
+    r
 }
 
 #[cfg(test)]

@@ -186,7 +186,13 @@ impl Node {
                         },
                 } = e
                 {
-                    return self.on_amino_provider(record);
+                    // Refusals are not traced: Amino is anyone's.
+                    let provider = record.provider;
+                    self.idle.conns.touch(&provider, Instant::now());
+                    let remote = super::view::View::remote_addrs(&view!(self), &provider);
+                    let (b, book) = (self.swarm.behaviour_mut(), &mut self.amino_providers);
+                    let _ = dht::take_provider(b, book, super::Dht::Amino, record, &remote);
+                    return;
                 }
                 self.on_amino(e);
             }
@@ -375,18 +381,13 @@ impl Node {
                         record: Some(record),
                     },
             } => {
-                // libp2p-kad checked that the provider is the peer that sent it.
                 let provider = record.provider;
                 self.idle.conns.touch(&provider, Instant::now());
                 let remote = super::view::View::remote_addrs(&view!(self), &provider);
                 let b = self.swarm.behaviour_mut();
-                let listen = b.identify.listen_addrs(&provider).to_vec();
-                let store = b.mesh_kad.store_mut();
-                let r = self
-                    .providers
-                    .accept(store, record, &remote, &listen, Instant::now());
+                let r =
+                    dht::take_provider(b, &mut self.providers, super::Dht::Mesh, record, &remote);
                 if let Err(e) = r {
-                    tracing::debug!(%provider, code = e.code.as_str(), error = %e, "provider record refused");
                     let now = Timestamp::now();
                     self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(provider));
                 }
@@ -398,24 +399,6 @@ impl Node {
                 tracing::info!(mode = %new_mode, "mesh DHT mode");
             }
             _ => {}
-        }
-    }
-
-    /// A peer's provider record for Amino: through the Amino book (libp2p-kad checked
-    /// that the provider is the peer that sent it). PUTs of values are not kept (see
-    /// `build::amino`).
-    fn on_amino_provider(&mut self, record: kad::ProviderRecord) {
-        let provider = record.provider;
-        self.idle.conns.touch(&provider, Instant::now());
-        let remote = super::view::View::remote_addrs(&view!(self), &provider);
-        let b = self.swarm.behaviour_mut();
-        let listen = b.identify.listen_addrs(&provider).to_vec();
-        let store = b.amino.store_mut();
-        let r = self
-            .amino_providers
-            .accept(store, record, &remote, &listen, Instant::now());
-        if let Err(e) = r {
-            tracing::debug!(%provider, code = e.code.as_str(), error = %e, "Amino provider record refused");
         }
     }
 

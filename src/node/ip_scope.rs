@@ -78,3 +78,16 @@ pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
         _ => false,
     }
 }
+
+/// Whether `addr` may enter the Amino (public) routing table: a public address or a
+/// name (DNS); loopback and private or link-local ones only with `keep_private`
+/// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands
+/// its table to strangers, to whom our LAN and loopback addresses are useless at best
+/// and a map of our network at worst.
+pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
+    match ip_of(addr).map(scope) {
+        None | Some(Scope::Public) => true,
+        Some(Scope::Loopback | Scope::Private) => keep_private,
+        Some(Scope::Unroutable) => false,
+    }
+}

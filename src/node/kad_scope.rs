@@ -1,0 +1,375 @@
+//! Kademlia with a bound on the addresses it dials.
+//!
+//! A Kademlia query dials the peers that other peers name in their answers, at every
+//! address the answer gives, and libp2p-kad keeps them all: one answer of 20 made-up
+//! peers, each with hundreds of addresses, had the node try thousands of connections to
+//! hosts of the answering peer's choosing. [`ScopedKad`] leaves libp2p-kad as it is and
+//! bounds what it hands the swarm for a dial
+//! ([`NetworkBehaviour::handle_pending_outbound_connection`], which every Kademlia dial
+//! and every dial that asks the behaviours for addresses goes through): at most
+//! [`MAX_DIAL_ADDRS`] per peer, never an unroutable address, and on Amino (the public
+//! DHT, where any stranger answers) only addresses its routing table would take
+//! (`ip_scope::amino_worthy`: no loopback or LAN addresses unless the node is told to keep
+//! them, or the configured bootstrap addresses).
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::kad;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+
+use super::addrs::{dialable, without_peer};
+use super::ip_scope::{Scope, amino_worthy, ip_of, scope};
+
+/// Addresses of one peer Kademlia may hand the swarm for a dial.
+pub const MAX_DIAL_ADDRS: usize = 8;
+
+/// Which addresses a DHT's dials may use.
+#[derive(Debug, Clone)]
+pub enum DialScope {
+    /// Amino: what its routing table takes (`keep_private`: loopback and LAN addresses
+    /// too), and the `configured` bootstrap addresses.
+    Amino {
+        /// `NodeConfig::amino_private_addrs`.
+        keep_private: bool,
+        /// The configured bootstrap addresses (without `/p2p`).
+        configured: Vec<Multiaddr>,
+    },
+    /// The mesh DHT: any routable address.
+    Mesh,
+}
+
+impl DialScope {
+    /// Whether a dial may use `addr`: the configured bootstrap addresses; otherwise one
+    /// the node's transports dial ([`dialable`]: no slot spent on WebTransport and the
+    /// like), not unroutable, and on Amino one its routing table would take.
+    fn admits(&self, addr: &Multiaddr) -> bool {
+        if let DialScope::Amino { configured, .. } = self {
+            let bare = without_peer(addr);
+            if configured.contains(&bare) {
+                return true;
+            }
+        }
+        if !dialable(addr) || ip_of(addr).map(scope) == Some(Scope::Unroutable) {
+            return false;
+        }
+        match self {
+            DialScope::Amino { keep_private, .. } => amino_worthy(addr, *keep_private),
+            DialScope::Mesh => true,
+        }
+    }
+
+    /// What of `addrs` a dial may use: in scope, at most [`MAX_DIAL_ADDRS`], those of
+    /// the peer's routing-table entry (`table`, learnt from a connection or identify)
+    /// first. The others are the ones in `tried` (what earlier dials of this peer used)
+    /// and new ones only while `tried` has fewer than [`MAX_DIAL_ADDRS`]: the many
+    /// queries that dial one made-up peer, each with its own list, reach the same few
+    /// addresses. New ones are added to `tried`. Pure.
+    pub fn choose(
+        &self,
+        table: &[Multiaddr],
+        addrs: Vec<Multiaddr>,
+        tried: &mut Vec<Multiaddr>,
+    ) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for a in table {
+            if out.len() < MAX_DIAL_ADDRS && self.admits(a) && !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        let mut others: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter(|a| !table.contains(a) && self.admits(a))
+            .collect();
+        others.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        others.dedup();
+        for a in others.iter().filter(|a| tried.contains(a)) {
+            if out.len() < MAX_DIAL_ADDRS {
+                out.push(a.clone());
+            }
+        }
+        let new: Vec<Multiaddr> = others.into_iter().filter(|a| !tried.contains(a)).collect();
+        for a in new {
+            if out.len() >= MAX_DIAL_ADDRS || tried.len() >= MAX_DIAL_ADDRS {
+                break;
+            }
+            tried.push(a.clone());
+            out.push(a);
+        }
+        out
+    }
+}
+
+/// Peers whose tried addresses are remembered.
+const TRIED_PEERS: usize = 4096;
+/// How long a peer's tried addresses are remembered.
+const TRIED_FOR: Duration = Duration::from_secs(3600);
+
+/// The addresses tried per peer, for [`DialScope::choose`]: at most [`TRIED_PEERS`]
+/// peers (the oldest forgotten first), each for [`TRIED_FOR`]. Pure; `now` passed in.
+#[derive(Debug, Default)]
+pub struct Tried {
+    by_peer: HashMap<PeerId, (Instant, Vec<Multiaddr>)>,
+    order: VecDeque<PeerId>,
+}
+
+impl Tried {
+    /// The addresses tried for `peer` (a fresh list if it has none, or they are old).
+    pub fn of(&mut self, peer: PeerId, now: Instant) -> &mut Vec<Multiaddr> {
+        let stale = self
+            .by_peer
+            .get(&peer)
+            .is_some_and(|(since, _)| now.saturating_duration_since(*since) >= TRIED_FOR);
+        if stale {
+            self.by_peer.remove(&peer);
+            self.order.retain(|p| *p != peer);
+        }
+        if !self.by_peer.contains_key(&peer) {
+            while self.by_peer.len() >= TRIED_PEERS {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.by_peer.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(peer);
+        }
+        &mut self.by_peer.entry(peer).or_insert((now, Vec::new())).1
+    }
+
+    /// Peers remembered.
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+}
+
+/// A Kademlia behaviour whose dials stay within a [`DialScope`]; everything else is
+/// libp2p-kad's (reached through `Deref`).
+pub struct ScopedKad {
+    inner: kad::Behaviour<kad::store::MemoryStore>,
+    scope: DialScope,
+    tried: Tried,
+}
+
+impl ScopedKad {
+    /// `inner`, dialing within `scope`.
+    pub fn new(inner: kad::Behaviour<kad::store::MemoryStore>, scope: DialScope) -> Self {
+        ScopedKad {
+            inner,
+            scope,
+            tried: Tried::default(),
+        }
+    }
+}
+
+impl Deref for ScopedKad {
+    type Target = kad::Behaviour<kad::store::MemoryStore>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl DerefMut for ScopedKad {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl NetworkBehaviour for ScopedKad {
+    type ConnectionHandler = THandler<kad::Behaviour<kad::store::MemoryStore>>;
+    type ToSwarm = kad::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let known = self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )?;
+        let table: Vec<Multiaddr> = maybe_peer
+            .and_then(|p| {
+                let bucket = self.inner.kbucket(p)?;
+                bucket
+                    .iter()
+                    .find(|e| *e.node.key.preimage() == p)
+                    .map(|e| e.node.value.iter().cloned().collect())
+            })
+            .unwrap_or_default();
+        let Some(peer) = maybe_peer else {
+            return Ok(Vec::new());
+        };
+        let tried = self.tried.of(peer, Instant::now());
+        Ok(self.scope.choose(&table, known, tried))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.inner.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    fn loopback(n: usize) -> Vec<Multiaddr> {
+        (0..n)
+            .map(|i| ma(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i)))
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_gets_the_same_few_routable_addresses_dialed_whatever_the_lists() {
+        let mut addrs = vec![ma("/ip4/0.0.0.0/tcp/1"), ma("/ip4/224.0.0.1/tcp/1")];
+        addrs.extend(loopback(30));
+        let mut tried = Vec::new();
+        let first = DialScope::Mesh.choose(&[], addrs.clone(), &mut tried);
+        assert_eq!(first, addrs[2..2 + MAX_DIAL_ADDRS]);
+        // Another query's list of the same peer, without the first ones: nothing new.
+        let rest = addrs[2 + MAX_DIAL_ADDRS..].to_vec();
+        assert!(DialScope::Mesh.choose(&[], rest, &mut tried).is_empty());
+        // In any order, repeated: the same ones.
+        let mut shuffled = addrs.clone();
+        shuffled.reverse();
+        shuffled.extend(addrs.clone());
+        assert_eq!(DialScope::Mesh.choose(&[], shuffled, &mut tried), first);
+        // The routing table's come first, and do not count as new.
+        let table = [addrs[31].clone()];
+        let with_table = DialScope::Mesh.choose(&table, addrs.clone(), &mut tried);
+        assert_eq!(with_table[0], addrs[31]);
+        assert_eq!(with_table.len(), MAX_DIAL_ADDRS);
+        assert_eq!(tried.len(), MAX_DIAL_ADDRS);
+    }
+
+    #[test]
+    fn amino_dials_no_lan_or_loopback_unless_told_or_configured() {
+        let addrs = vec![
+            ma("/ip4/192.168.1.7/tcp/4001"),
+            ma("/ip4/127.0.0.1/tcp/4001"),
+            ma("/ip4/198.51.100.7/tcp/4001"),
+            ma("/dnsaddr/bootstrap.libp2p.io"),
+            ma("/ip4/10.1.1.1/tcp/4001/p2p/12D3KooWGjMCgWVvg4wVKw8wqyKaxwQyfZ9aYQ8ZQ3MrK3n3y3Yd"),
+        ];
+        let strict = DialScope::Amino {
+            keep_private: false,
+            configured: vec![ma("/ip4/10.1.1.1/tcp/4001")],
+        };
+        let mut kept = strict.choose(&[], addrs.clone(), &mut Vec::new());
+        kept.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        // `/dnsaddr` is no address the node dials itself (only a configured one).
+        let mut want = vec![addrs[2].clone(), addrs[4].clone()];
+        want.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        assert_eq!(kept, want);
+        let told = DialScope::Amino {
+            keep_private: true,
+            configured: vec![],
+        };
+        assert_eq!(told.choose(&[], addrs.clone(), &mut Vec::new()).len(), 4);
+        let webtransport = ma("/ip4/198.51.100.7/udp/4001/quic-v1/webtransport");
+        assert!(
+            told.choose(&[], vec![webtransport], &mut Vec::new())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn tried_addresses_are_kept_for_a_bounded_number_of_peers_and_a_while() {
+        let mut t = Tried::default();
+        let now = Instant::now();
+        let first = PeerId::random();
+        t.of(first, now).push(ma("/ip4/127.0.0.1/tcp/1"));
+        assert_eq!(t.of(first, now).len(), 1);
+        assert!(
+            t.of(first, now + TRIED_FOR).is_empty(),
+            "forgotten after a while"
+        );
+        t.of(first, now).push(ma("/ip4/127.0.0.1/tcp/1"));
+        for _ in 0..TRIED_PEERS {
+            t.of(PeerId::random(), now);
+        }
+        assert_eq!(t.len(), TRIED_PEERS);
+        assert!(t.of(first, now).is_empty(), "the oldest went first");
+    }
+}

@@ -1,0 +1,139 @@
+//! What a DHT peer's answer can make the node dial: a peer that answers the node's
+//! query with made-up peers, each at many addresses, gets at most
+//! `kad_scope::MAX_DIAL_ADDRS` addresses of each tried (libp2p-kad alone tries them all).
+//! A composed node, and a hostile mesh-DHT server (libmesh's own Kademlia behaviour in
+//! server mode, its routing table filled with made-up peers at loopback sockets that
+//! count who connects), over loopback TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libmesh::node::kad_scope::MAX_DIAL_ADDRS;
+use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, NodeConfig, SeedPeer};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, connection_limits, kad, noise, tcp, yamux};
+use mesh_core::{NoTrace, NodeKeypair};
+use mesh_testkit::node::start_node;
+
+const WAIT: Duration = Duration::from_secs(60);
+const FAKES: usize = 12;
+const ADDRS_EACH: usize = 20;
+
+#[derive(NetworkBehaviour)]
+struct Hostile {
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    no_dials: connection_limits::Behaviour,
+}
+
+/// A loopback socket that counts its connections under `who` and closes each at once.
+async fn counting(seen: Arc<Mutex<HashMap<usize, usize>>>, who: usize) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((s, _)) = l.accept().await {
+            // One address counts once, however often it is dialed.
+            if first {
+                *seen.lock().unwrap().entry(who).or_default() += 1;
+                first = false;
+            }
+            drop(s);
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
+    // The made-up peers, each at ADDRS_EACH counting sockets.
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let mut fakes: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+    for who in 0..FAKES {
+        let mut addrs = Vec::new();
+        for _ in 0..ADDRS_EACH {
+            let port = counting(seen.clone(), who).await;
+            addrs.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
+        }
+        fakes.push((PeerId::random(), addrs));
+    }
+
+    // The hostile mesh-DHT server, which hands them out.
+    let key = NodeKeypair::generate();
+    let mut hostile = SwarmBuilder::with_existing_identity(key.to_libp2p())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|k| Hostile {
+            kad: libmesh::node::build::mesh_kad(k.public().to_peer_id(), KadMode::Server),
+            // It never dials: every connection to a counting socket is the node's.
+            no_dials: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default().with_max_pending_outgoing(Some(0)),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+        .build();
+    for (peer, addrs) in &fakes {
+        for a in addrs {
+            hostile.behaviour_mut().kad.add_address(peer, a.clone());
+        }
+    }
+    hostile
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let hostile_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = hostile.select_next_some().await {
+            break address;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            hostile.select_next_some().await;
+        }
+    });
+
+    // The node knows the hostile server as its seed, and asks the mesh DHT.
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        seeds: vec![SeedPeer {
+            node_id: key.node_id(),
+            addr: hostile_addr,
+            label: None,
+        }],
+        ..NodeConfig::default()
+    };
+    let node = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
+    let found = tokio::time::timeout(
+        WAIT,
+        node.handle.find_providers(Dht::Mesh, b"anything".to_vec()),
+    )
+    .await
+    .expect("the query never ended");
+    assert!(found.is_ok(), "{found:?}");
+    // The last dials of the query reach their sockets.
+    let settle = Instant::now() + Duration::from_secs(3);
+    let mut last = seen.lock().unwrap().clone();
+    while Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = seen.lock().unwrap().clone();
+    }
+    assert!(
+        !last.is_empty(),
+        "the node dialed none of the made-up peers"
+    );
+    let most = last.values().copied().max().unwrap_or(0);
+    assert!(
+        most <= MAX_DIAL_ADDRS,
+        "{most} addresses of one made-up peer dialed (of {ADDRS_EACH}): {last:?}"
+    );
+}
