@@ -4,68 +4,15 @@
 //! swarms over loopback TCP: libp2p's AutoNAT v2 client against the node's server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::{Either, select};
 use libmesh::node::dial_back::{AutonatServer, DialBacks};
-use libp2p::core::Endpoint;
-use libp2p::core::transport::PortUse;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
-};
-use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Swarm, autonat, identify};
 use libp2p_swarm_test::SwarmExt;
 use mesh_core::RateLimit;
-
-/// Hands the swarm a list of external address candidates once.
-struct Feed(VecDeque<Multiaddr>);
-
-impl NetworkBehaviour for Feed {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = ();
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        libp2p::core::util::unreachable(event)
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<(), THandlerInEvent<Self>>> {
-        match self.0.pop_front() {
-            Some(addr) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)),
-            None => Poll::Pending,
-        }
-    }
-}
+use mesh_testkit::candidates::Candidates;
 
 #[derive(NetworkBehaviour)]
 struct Server {
@@ -77,7 +24,7 @@ struct Server {
 struct Client {
     identify: identify::Behaviour,
     autonat: autonat::v2::client::Behaviour,
-    feed: Feed,
+    feed: Candidates,
 }
 
 fn identify_of(key: &libp2p::identity::Keypair) -> identify::Behaviour {
@@ -120,7 +67,7 @@ async fn a_client_gets_only_its_rate_of_tests() {
         // Its first probe comes 5 s after it starts: ten candidates, all asked of
         // our server, the only one.
         autonat: autonat::v2::client::Behaviour::default(),
-        feed: Feed(candidates),
+        feed: Candidates(candidates),
     });
     client.dial(server_addr).unwrap();
 

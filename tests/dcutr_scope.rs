@@ -8,70 +8,19 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libmesh::node::dcutr_scope::Dcutr;
 use libmesh::node::router::policy::{CandidatePolicy, SignalSettings};
-use libp2p::core::transport::PortUse;
-use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::core::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
-};
-use libp2p::{PeerId, Swarm, SwarmBuilder, dcutr, noise, relay, tcp, yamux};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Swarm, SwarmBuilder, dcutr, noise, relay, tcp, yamux};
+use mesh_testkit::candidates::Candidates;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const OFFERED: usize = 20;
-
-/// Makes the swarm take `addrs` as external address candidates (what DCUtR offers).
-struct Candidates(VecDeque<Multiaddr>);
-
-impl NetworkBehaviour for Candidates {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        e: THandlerOutEvent<Self>,
-    ) {
-        libp2p::core::util::unreachable(e)
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        match self.0.pop_front() {
-            Some(a) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(a)),
-            None => Poll::Pending,
-        }
-    }
-}
 
 #[derive(NetworkBehaviour)]
 struct Node {

@@ -61,7 +61,13 @@ fn send_frame(s: &mut TcpStream, len: u64) -> u64 {
     let mut header = vec![0x82, 0x80 | 127];
     header.extend_from_slice(&len.to_be_bytes());
     header.extend_from_slice(&[1, 2, 3, 4]);
-    s.write_all(&header).unwrap();
+    write_frame(s, &header, len)
+}
+
+/// Writes `header`, then up to `len` bytes; how many were written before the other side
+/// closed the connection.
+fn write_frame(s: &mut TcpStream, header: &[u8], len: u64) -> u64 {
+    s.write_all(header).unwrap();
     let chunk = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
     while sent < len {
@@ -159,15 +165,7 @@ fn a_websocket_server_the_node_dials_cannot_announce_a_huge_message() {
     // A server's frame is not masked.
     let mut header = vec![0x82, 127];
     header.extend_from_slice(&ANNOUNCED.to_be_bytes());
-    s.write_all(&header).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    let mut sent = 0u64;
-    while sent < ANNOUNCED {
-        match s.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => sent += k as u64,
-        }
-    }
+    let sent = write_frame(&mut s, &header, ANNOUNCED);
     assert!(
         sent < ANNOUNCED / 2,
         "the node read {sent} bytes of a {ANNOUNCED}-byte message before closing"

@@ -18,11 +18,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use libp2p::core::Endpoint;
-use libp2p::core::transport::PortUse;
 use libp2p::kad;
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -109,9 +107,9 @@ impl DialScope {
 }
 
 /// Peers whose tried addresses are remembered.
-const TRIED_PEERS: usize = 4096;
+pub const TRIED_PEERS: usize = 4096;
 /// How long a peer's tried addresses are remembered.
-const TRIED_FOR: Duration = Duration::from_secs(3600);
+pub const TRIED_FOR: Duration = Duration::from_secs(3600);
 
 /// The addresses tried per peer, for [`DialScope::choose`]: at most [`TRIED_PEERS`]
 /// peers (the oldest forgotten first), each for [`TRIED_FOR`]. Pure; `now` passed in.
@@ -193,30 +191,7 @@ impl NetworkBehaviour for ScopedKad {
     type ConnectionHandler = THandler<kad::Behaviour<kad::store::MemoryStore>>;
     type ToSwarm = kad::Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
+    mesh_core::delegate_to_inner!(inner);
 
     fn handle_pending_outbound_connection(
         &mut self,
@@ -247,35 +222,8 @@ impl NetworkBehaviour for ScopedKad {
         Ok(self.scope.choose(&table, known, tried))
     }
 
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
-
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(

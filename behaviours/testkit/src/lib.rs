@@ -5,6 +5,7 @@
 //! interleaved ratio timer of the benchmarks, a hostile peer that sends any bytes on any
 //! protocol ([`hostile::HostilePeer`]) with raw Kademlia requests ([`kad_wire`]), and (feature `node`) in-process libmesh nodes.
 
+pub mod candidates;
 pub mod clock;
 pub mod hostile;
 pub mod kad_wire;
