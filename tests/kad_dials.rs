@@ -15,9 +15,10 @@ use libmesh::node::kad_scope::MAX_DIAL_ADDRS;
 use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, NodeConfig, SeedPeer};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, SwarmBuilder, connection_limits, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, connection_limits, kad};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::start_node;
+use mesh_testkit::{Net, net_swarm};
 
 const WAIT: Duration = Duration::from_secs(60);
 const FAKES: usize = 12;
@@ -63,24 +64,15 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
 
     // The hostile mesh-DHT server, which hands them out.
     let key = NodeKeypair::generate();
-    let mut hostile = SwarmBuilder::with_existing_identity(key.to_libp2p())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|k| Hostile {
-            kad: libmesh::node::build::mesh_kad(k.public().to_peer_id(), KadMode::Server),
-            // It never dials: every connection to a counting socket is the node's.
-            no_dials: connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default().with_max_pending_outgoing(Some(0)),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
-        .build();
+    let lp = key.to_libp2p();
+    let hostile = Hostile {
+        kad: libmesh::node::build::mesh_kad(lp.public().to_peer_id(), KadMode::Server),
+        // It never dials: every connection to a counting socket is the node's.
+        no_dials: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default().with_max_pending_outgoing(Some(0)),
+        ),
+    };
+    let mut hostile = net_swarm(&lp, Net::Tcp, WAIT, hostile);
     for (peer, addrs) in &fakes {
         for a in addrs {
             hostile.behaviour_mut().kad.add_address(peer, a.clone());
