@@ -19,6 +19,7 @@ pub mod mesh_client;
 pub mod node;
 pub mod perf;
 pub mod shared_store;
+pub mod trace_file;
 pub mod web;
 
 /// Default directory for node data when `--data-dir` is not given: the platform data

@@ -15,7 +15,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ pub(crate) struct Cli {
     /// Write trace events as JSON lines to FILE, or `-` for stderr.
     #[arg(long, global = true, value_name = "FILE|-")]
     pub(crate) trace: Option<String>,
+    /// Rotate the trace file past this many bytes (FILE becomes FILE.1).
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = libmesh::trace_file::DEFAULT_MAX_BYTES)]
+    pub(crate) trace_max_bytes: u64,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -132,12 +135,14 @@ pub(crate) struct Ctx {
     pub(crate) trace: Arc<dyn TraceSink>,
     /// The `--trace` argument (the node opens its own sink from the config).
     pub(crate) trace_spec: Option<String>,
+    /// The `--trace-max-bytes` argument.
+    pub(crate) trace_max_bytes: u64,
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let trace: Arc<dyn TraceSink> = match open_trace(cli.trace.as_deref()) {
+    let trace: Arc<dyn TraceSink> = match open_trace(cli.trace.as_deref(), cli.trace_max_bytes) {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
@@ -145,6 +150,7 @@ pub(crate) fn main() -> ExitCode {
         data_dir: cli.data_dir.unwrap_or_else(libmesh::default_data_dir),
         trace,
         trace_spec: cli.trace.clone(),
+        trace_max_bytes: cli.trace_max_bytes,
     };
     let result = match cli.command {
         Command::Identity(cmd) => identity::run(&ctx, cmd),
@@ -227,15 +233,12 @@ fn init_logging() {
         .try_init();
 }
 
-pub(crate) fn open_trace(spec: Option<&str>) -> anyhow::Result<Arc<dyn TraceSink>> {
+pub(crate) fn open_trace(spec: Option<&str>, max_bytes: u64) -> anyhow::Result<Arc<dyn TraceSink>> {
     Ok(match spec {
         None => Arc::new(NoTrace),
         Some("-") => Arc::new(JsonLinesTrace::new(std::io::stderr())),
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = libmesh::trace_file::RotatingFile::open(Path::new(path), max_bytes)
                 .map_err(|e| anyhow::anyhow!("cannot open trace file {path}: {e}"))?;
             Arc::new(JsonLinesTrace::new(file))
         }

@@ -256,7 +256,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     super::identity::trace_loaded(ctx, &identity);
     // `--trace` was opened already; a `trace` key in the config file is opened here.
     let trace = match (&ctx.trace_spec, &config.trace) {
-        (None, Some(spec)) => super::open_trace(Some(spec.as_str()))?,
+        (None, Some(spec)) => super::open_trace(Some(spec.as_str()), ctx.trace_max_bytes)?,
         _ => ctx.trace.clone(),
     };
     let rt = super::advert::runtime()?;

@@ -1,0 +1,101 @@
+//! The trace file of `meshd --trace FILE`: JSON lines, rotated by size so that what
+//! peers make the node trace (a `peer/connected` per connection, a rejection per refused
+//! record) cannot fill the disk. Past `max` bytes, after a whole line, `FILE` becomes
+//! `FILE.1` (replacing the one before) and a new `FILE` starts: at most about twice
+//! `max` on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The default size at which the trace file rotates: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A file appended to and rotated at `max` bytes (checked at each flush, which the
+/// trace sink does after every line).
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl RotatingFile {
+    /// Opens `path` for appending (its current size counts), rotating past `max` bytes.
+    pub fn open(path: &Path, max: u64) -> io::Result<Self> {
+        let file = open_append(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_owned(),
+            file,
+            written,
+            max,
+        })
+    }
+
+    /// Where the previous file goes: `FILE.1`.
+    pub fn rotated_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        std::fs::rename(&self.path, Self::rotated_path(&self.path))?;
+        self.file = open_append(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written = self.written.saturating_add(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        if self.written > self.max {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_rotates_after_a_whole_line_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut f = RotatingFile::open(&path, 10).unwrap();
+        f.write_all(b"12345\n").unwrap();
+        f.flush().unwrap();
+        // 4 + 6 bytes: not past the bound yet.
+        assert!(!RotatingFile::rotated_path(&path).exists());
+        f.write_all(b"abcdef\n").unwrap();
+        f.flush().unwrap();
+        let rotated = std::fs::read_to_string(RotatingFile::rotated_path(&path)).unwrap();
+        assert_eq!(rotated, "old\n12345\nabcdef\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        f.write_all(b"new\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        // Past the bound again: the older rotated file is replaced.
+        f.write_all(b"0123456789\n").unwrap();
+        f.flush().unwrap();
+        let rotated = std::fs::read_to_string(RotatingFile::rotated_path(&path)).unwrap();
+        assert_eq!(rotated, "new\n0123456789\n");
+    }
+}
