@@ -2,7 +2,7 @@
 //! peers make the node trace (a `peer/connected` per connection, a rejection per refused
 //! record) cannot fill the disk. Past `max` bytes, after a whole line, `FILE` becomes
 //! `FILE.1` (replacing the one before) and a new `FILE` starts: at most about twice
-//! `max` on disk.
+//! `max` on disk (if `FILE` cannot be moved, it is emptied instead).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -45,9 +45,15 @@ impl RotatingFile {
         PathBuf::from(name)
     }
 
+    /// FILE becomes FILE.1 and a new FILE starts. If FILE cannot be moved, it is
+    /// emptied instead (the bound holds; the error is reported).
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        std::fs::rename(&self.path, Self::rotated_path(&self.path))?;
+        if let Err(e) = std::fs::rename(&self.path, Self::rotated_path(&self.path)) {
+            self.file.set_len(0)?;
+            self.written = 0;
+            return Err(e);
+        }
         self.file = open_append(&self.path)?;
         self.written = 0;
         Ok(())
@@ -97,5 +103,22 @@ mod tests {
         f.flush().unwrap();
         let rotated = std::fs::read_to_string(RotatingFile::rotated_path(&path)).unwrap();
         assert_eq!(rotated, "new\n0123456789\n");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_moved_is_emptied_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.jsonl");
+        // FILE.1 is a directory that is not empty: the rename fails.
+        let blocked = RotatingFile::rotated_path(&path);
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), "x").unwrap();
+        let mut f = RotatingFile::open(&path, 10).unwrap();
+        f.write_all(b"0123456789ab\n").unwrap();
+        assert!(f.flush().is_err(), "the failed rotation is reported");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        f.write_all(b"next\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "next\n");
     }
 }

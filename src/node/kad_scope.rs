@@ -206,18 +206,20 @@ impl NetworkBehaviour for ScopedKad {
             addresses,
             effective_role,
         )?;
-        let table: Vec<Multiaddr> = maybe_peer
-            .and_then(|p| {
-                let bucket = self.inner.kbucket(p)?;
+        // Most dials ask both DHTs, and one of them knows nothing of the peer.
+        let Some(peer) = maybe_peer.filter(|_| !known.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let table: Vec<Multiaddr> = self
+            .inner
+            .kbucket(peer)
+            .and_then(|bucket| {
                 bucket
                     .iter()
-                    .find(|e| *e.node.key.preimage() == p)
+                    .find(|e| *e.node.key.preimage() == peer)
                     .map(|e| e.node.value.iter().cloned().collect())
             })
             .unwrap_or_default();
-        let Some(peer) = maybe_peer else {
-            return Ok(Vec::new());
-        };
         let tried = self.tried.of(peer, Instant::now());
         Ok(self.scope.choose(&table, known, tried))
     }
