@@ -15,6 +15,7 @@ pub mod directory;
 pub mod directory_client;
 pub mod http_client;
 pub mod http_serve;
+pub mod log_limit;
 pub mod mesh_client;
 pub mod node;
 pub mod perf;

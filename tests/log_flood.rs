@@ -9,6 +9,8 @@ mod meshd;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use mesh_core::NodeKeypair;
 use mesh_testkit::Net;
 use mesh_testkit::hostile::HostilePeer;
@@ -50,4 +52,104 @@ async fn streams_beyond_the_cap_leave_no_log_line_each() {
         lines, 0,
         "{lines} log lines for {dropped} dropped streams:\n{log}"
     );
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Gossiper {
+    gossipsub: libp2p::gossipsub::Behaviour,
+}
+
+/// A gossipsub peer that publishes unsigned messages: the node's gossipsub (strict
+/// validation) refuses each one with a `warn` line of its own ("Invalid signature for
+/// received message"). At most ten of them reach the log a minute, with one notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_gossip_writes_ten_lines_and_a_notice() {
+    use libp2p::gossipsub;
+    use libp2p::swarm::SwarmEvent;
+    use std::hash::{Hash, Hasher};
+
+    const TOPIC: &str = "log-flood";
+    const SENT: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let n = Meshd::start_logged(
+        None,
+        dir.path(),
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", "none"],
+        "",
+    );
+    n.cli_ok(&["gossip", "subscribe", TOPIC]);
+
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        // Unsigned messages have no source or sequence number: told apart by content.
+        .message_id_fn(|m: &gossipsub::Message| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            m.data.hash(&mut h);
+            gossipsub::MessageId::from(h.finish().to_be_bytes().to_vec())
+        })
+        .build()
+        .unwrap();
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let behaviour = Gossiper {
+        gossipsub: gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
+            .unwrap(),
+    };
+    let mut peer = mesh_testkit::net_swarm(&key, Net::Tcp, Duration::from_secs(60), behaviour);
+    let topic = gossipsub::IdentTopic::new(TOPIC);
+    peer.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    peer.dial(n.addr().parse::<libp2p::Multiaddr>().unwrap())
+        .unwrap();
+
+    let log_has = |what: &str| {
+        std::fs::read_to_string(n.log_file())
+            .unwrap()
+            .matches(what)
+            .count()
+    };
+    let flood = async {
+        // Until the node's subscription is known, then the flood, then until the notice.
+        loop {
+            if let SwarmEvent::Behaviour(GossiperEvent::Gossipsub(
+                gossipsub::Event::Subscribed { topic: t, .. },
+            )) = peer.select_next_some().await
+                && t == topic.hash()
+            {
+                break;
+            }
+        }
+        for i in 0..SENT {
+            peer.behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), format!("bad {i}").into_bytes())
+                .unwrap();
+        }
+        while log_has("window is suppressed") == 0 {
+            tokio::select! {
+                _ = peer.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        // The rest of the flood, read by the node.
+        let settle = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = peer.select_next_some() => {}
+                _ = &mut settle => break,
+            }
+        }
+    };
+    let done = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    let lines = log_has("Invalid signature for received message");
+    let log = std::fs::read_to_string(n.log_file()).unwrap();
+    assert!(
+        done.is_ok(),
+        "no notice of suppressed lines; {lines} lines for {SENT} messages:\n{log}"
+    );
+    assert!(
+        (1..=10).contains(&lines),
+        "{lines} lines for {SENT} bad messages:\n{log}"
+    );
+    assert_eq!(log_has("window is suppressed"), 1, "{log}");
 }

@@ -224,12 +224,20 @@ pub(crate) fn main() -> ExitCode {
 /// which says nothing an operator can act on.
 const DEFAULT_LOG_FILTER: &str = "warn,libp2p_request_response::handler=error";
 
+/// Logs to standard error through `RUST_LOG` (or [`DEFAULT_LOG_FILTER`]), with at most
+/// ten warnings or errors a minute from any one line of code
+/// ([`libmesh::log_limit`]): a peer makes libp2p's crates warn once per bad message.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(libmesh::log_limit::LogLimit::stderr(
+            libmesh::log_limit::Budget::default(),
+        ))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .try_init();
 }
 
