@@ -175,7 +175,10 @@ where
     fn notice(&self, line: std::fmt::Arguments<'_>) {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
         // A notice that cannot be written is lost like any log line.
-        let _ = writeln!(self.writer.make_writer(), "{now}  WARN libmesh::log_limit: {line}");
+        let _ = writeln!(
+            self.writer.make_writer(),
+            "{now}  WARN libmesh::log_limit: {line}"
+        );
     }
 }
 

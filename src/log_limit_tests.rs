@@ -22,7 +22,9 @@ fn budget() -> Budget {
 fn a_site_writes_its_budget_then_is_suppressed_until_its_window_ends() {
     let mut l = SiteLimits::new(budget());
     let t0 = Instant::now();
-    let v: Vec<_> = (0..6).map(|i| l.admit(A, t0 + Duration::from_secs(i))).collect();
+    let v: Vec<_> = (0..6)
+        .map(|i| l.admit(A, t0 + Duration::from_secs(i)))
+        .collect();
     assert_eq!(
         v,
         [
@@ -63,7 +65,10 @@ fn a_window_without_drops_starts_again_on_the_next_line() {
     for i in 0..3 {
         assert_eq!(l.admit(A, t0 + Duration::from_secs(60 + i)), Verdict::Write);
     }
-    assert_eq!(l.admit(A, t0 + Duration::from_secs(70)), Verdict::SuppressFirst);
+    assert_eq!(
+        l.admit(A, t0 + Duration::from_secs(70)),
+        Verdict::SuppressFirst
+    );
 }
 
 #[derive(Clone, Default)]
@@ -118,5 +123,10 @@ fn the_layer_drops_a_flood_of_warnings_from_one_site_and_says_so() {
     assert_eq!(text.matches("another site").count(), 3, "{text}");
     assert_eq!(text.matches("below warn").count(), 20, "{text}");
     // One notice per suppressed site, none per dropped line.
-    assert_eq!(text.matches("the rest of this 60 s window is suppressed").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("the rest of this 60 s window is suppressed")
+            .count(),
+        2,
+        "{text}"
+    );
 }

@@ -184,7 +184,18 @@ async fn write_zeros<S: AsyncWrite + Unpin>(stream: &mut S, n: u64) -> Result<()
 ///
 /// A request above [`MAX_DOWNLOAD_BYTES`] is refused right after the size is read:
 /// nothing is sent and the stream is dropped (the client sees it end or reset).
-pub async fn serve<S>(mut stream: S) -> Result<Served, PerfError>
+pub async fn serve<S>(stream: S) -> Result<Served, PerfError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    serve_holding(stream, ()).await
+}
+
+/// [`serve`], holding `permit` until the answer is written: it is given back before the
+/// stream is closed, so a client that opens its next stream as soon as it has read this
+/// one to its end finds the permit free (given back after the close, it raced the
+/// client's next stream and lost under load).
+async fn serve_holding<S, P>(mut stream: S, permit: P) -> Result<Served, PerfError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -211,6 +222,7 @@ where
     }
 
     write_zeros(&mut stream, requested).await?;
+    drop(permit);
     idle(stream.close()).await?;
     Ok(Served {
         received,
@@ -282,41 +294,47 @@ pub fn spawn_server(
     max_concurrent: usize,
 ) -> Result<JoinHandle<()>, PerfError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| PerfError::NoRuntime)?;
-    let mut incoming = control.accept(PROTOCOL)?;
+    let incoming = control.accept(PROTOCOL)?;
+    Ok(runtime.spawn(serve_incoming(incoming, max_concurrent)))
+}
+
+/// The server's loop over its inbound streams (see [`spawn_server`]).
+async fn serve_incoming<I, S>(mut incoming: I, max_concurrent: usize)
+where
+    I: futures::Stream<Item = (PeerId, S)> + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(max_concurrent.min(Semaphore::MAX_PERMITS)));
-    Ok(runtime.spawn(async move {
-        let mut running = JoinSet::new();
-        loop {
-            tokio::select! {
-                next = incoming.next() => {
-                    let Some((peer, stream)) = next else { break };
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        tracing::debug!(%peer, max_concurrent, "perf: too many streams, dropping one");
-                        continue;
-                    };
-                    running.spawn(async move {
-                        let _permit = permit;
-                        match serve(stream).await {
-                            Ok(served) => tracing::debug!(
-                                %peer,
-                                received = served.received,
-                                sent = served.sent,
-                                elapsed = ?served.elapsed,
-                                "perf: served"
-                            ),
-                            Err(error) => tracing::debug!(%peer, %error, "perf: stream failed"),
-                        }
-                    });
-                }
-                // Reap finished streams so the set does not grow.
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.next() => {
+                let Some((peer, stream)) = next else { break };
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    tracing::debug!(%peer, max_concurrent, "perf: too many streams, dropping one");
+                    continue;
+                };
+                running.spawn(async move {
+                    match serve_holding(stream, permit).await {
+                        Ok(served) => tracing::debug!(
+                            %peer,
+                            received = served.received,
+                            sent = served.sent,
+                            elapsed = ?served.elapsed,
+                            "perf: served"
+                        ),
+                        Err(error) => tracing::debug!(%peer, %error, "perf: stream failed"),
+                    }
+                });
             }
+            // Reap finished streams so the set does not grow.
+            Some(_) = running.join_next(), if !running.is_empty() => {}
         }
-        tracing::debug!("perf: no more inbound streams, server stops");
-        // Let the streams in flight finish (each is bounded by the idle timeout and
-        // the size limits).
-        while running.join_next().await.is_some() {}
-    }))
+    }
+    tracing::debug!("perf: no more inbound streams, server stops");
+    // Let the streams in flight finish (each is bounded by the idle timeout and
+    // the size limits).
+    while running.join_next().await.is_some() {}
 }
 
 /// Opens a `/perf/1.0.0` stream to `peer` (dialing it if needed and its address is
@@ -424,6 +442,78 @@ mod tests {
     }
 
     const LIMIT: Duration = Duration::from_secs(20);
+
+    /// A stream whose close ends the other side's reading at once but returns only half
+    /// a second later: a muxer's close reaches the wire before the closing task runs on.
+    struct SlowClose<T> {
+        inner: T,
+        delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for SlowClose<T> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for SlowClose<T> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_close(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            futures::ready!(std::pin::Pin::new(&mut self.inner).poll_close(cx))?;
+            let delay = self
+                .delay
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(500))));
+            futures::ready!(delay.as_mut().poll(cx));
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// With one permit, a client that opens its next stream as soon as it has read the
+    /// last one to its end is served: the permit is back before the end is sent.
+    #[tokio::test]
+    async fn the_permit_is_back_when_the_client_reads_the_end() {
+        use futures::SinkExt;
+        let (mut streams, incoming) = futures::channel::mpsc::channel(4);
+        let server = tokio::spawn(serve_incoming(incoming, 1));
+        let params = RunParams {
+            upload_bytes: 10,
+            download_bytes: 10,
+        };
+        for run in 0..3 {
+            let (a, b) = pipe();
+            let slow = SlowClose {
+                inner: b,
+                delay: None,
+            };
+            streams.send((PeerId::random(), slow)).await.unwrap();
+            let stats = tokio::time::timeout(LIMIT, client(a, params))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("run {run} was refused: {e}"));
+            assert_eq!(stats.downloaded, 10);
+        }
+        drop(streams);
+        tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+    }
 
     #[tokio::test]
     async fn client_and_server_over_a_pipe() {

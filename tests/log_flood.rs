@@ -110,9 +110,10 @@ async fn a_flood_of_bad_gossip_writes_ten_lines_and_a_notice() {
     let flood = async {
         // Until the node's subscription is known, then the flood, then until the notice.
         loop {
-            if let SwarmEvent::Behaviour(GossiperEvent::Gossipsub(
-                gossipsub::Event::Subscribed { topic: t, .. },
-            )) = peer.select_next_some().await
+            if let SwarmEvent::Behaviour(GossiperEvent::Gossipsub(gossipsub::Event::Subscribed {
+                topic: t,
+                ..
+            })) = peer.select_next_some().await
                 && t == topic.hash()
             {
                 break;
