@@ -128,3 +128,94 @@ async fn a_peer_cannot_fill_amino_s_provider_store() {
         assert!(matches!(r, Ok(Ok(()))), "{r:?}");
     }
 }
+
+async fn mesh_records(node: &TestNode) -> usize {
+    node.handle.status().await.unwrap().dht.mesh_records
+}
+
+/// A `/mesh/advert` withdraw request for `key`'s node, sequence number `seq`.
+fn withdraw_request(key: &NodeKeypair, seq: u64) -> Vec<u8> {
+    let w = mesh_advert::NodeWithdrawal::create(key, seq, &Timestamp::now()).unwrap();
+    mesh_advert::protocol::encode_request(&mesh_advert::protocol::Request::Withdraw {
+        correlation: format!("w-{seq}"),
+        withdrawal: Box::new(w),
+    })
+}
+
+/// A withdrawal a peer sends on `/mesh/advert` replaces the mesh-DHT record the node
+/// holds for that node, and takes no room in the store for a node it holds nothing of:
+/// such records counted for no source and were never evicted, so withdrawals of fresh
+/// keys (forwarded from node to node) could fill every store for a day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_take_dht_room_only_in_place_of_a_held_record() {
+    let node = start().await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
+    // The node's own advertisement first.
+    let mut before = 0;
+    for _ in 0..100 {
+        before = mesh_records(&node).await;
+        if before > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before, 1, "the node's own record");
+
+    // A node whose advertisement the mesh DHT holds.
+    let held = NodeKeypair::generate();
+    let now = Timestamp::now();
+    let ad = mesh_advert::own::advert_for(
+        &held,
+        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+        1,
+        &now,
+        600,
+    )
+    .unwrap();
+    let record = record_for(&ad, &now);
+    hostile
+        .send(
+            peer,
+            "/mesh/kad/1.0.0",
+            &put_value(record.key.as_ref(), &record.value),
+            WAIT,
+        )
+        .await
+        .unwrap();
+
+    // Twenty withdrawals of nodes it holds nothing of, then the held node's own.
+    for _ in 0..20 {
+        let answer = hostile
+            .send(
+                peer,
+                "/mesh/advert/1.0.0",
+                &withdraw_request(&NodeKeypair::generate(), 2),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        assert!(!answer.is_empty());
+    }
+    hostile
+        .send(
+            peer,
+            "/mesh/advert/1.0.0",
+            &withdraw_request(&held, 2),
+            WAIT,
+        )
+        .await
+        .unwrap();
+
+    // Settled: the held record and nothing more.
+    let mut last = usize::MAX;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = mesh_records(&node).await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert_eq!(last, before + 1, "{} records before", before);
+}

@@ -517,13 +517,21 @@ impl Node {
                     self.emit(e);
                 }
             }
-            mesh_advert::Event::Withdrawn { withdrawal, .. } => {
+            mesh_advert::Event::Withdrawn {
+                peer, withdrawal, ..
+            } => {
                 // Our mesh-DHT record store takes the verified withdrawal in place of
-                // an older advertisement: our DHT answers no longer serve it.
+                // the record it holds for that node, so our DHT answers no longer serve
+                // the advertisement; counted under the sender's network like a PUT. A
+                // withdrawal of a node we hold nothing of takes no room (fresh keys
+                // cost nothing, and the request is forwarded to other nodes).
                 let record = mesh_advert::kad::record_for_withdrawal(&withdrawal, &now);
+                let remote = super::view::View::remote_addrs(&view!(self), &peer);
+                let from = mesh_advert::Source::of_peer(peer, &remote);
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-                let local = mesh_advert::Source::Local;
-                if let Err(e) = self.records.accept(store, record, local, &now) {
+                if kad::store::RecordStore::get(store, &record.key).is_some()
+                    && let Err(e) = self.records.accept(store, record, from, &now)
+                {
                     tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
                 }
             }
