@@ -199,6 +199,23 @@ async fn bad_bodies_get_codes() {
     tampered["sequence/no"] = 4.into();
     let mut no_endpoints = good.clone();
     no_endpoints["endpoints"] = serde_json::json!([]);
+    // Validly signed, with a field nested 41 deep: its CBOR (what the store keeps) is
+    // deeper than any decoder of ours reads, so it was stored and never read back.
+    let mut deep = good.as_object().unwrap().clone();
+    deep.remove("signature");
+    deep.insert(
+        "x-deep".into(),
+        (0..41).fold(serde_json::json!(1), |v, _| serde_json::json!([v])),
+    );
+    let input = mesh_core::artifact::signing_input(
+        NodeAdvertisement::FAMILY,
+        NodeAdvertisement::UNSIGNED_FIELDS,
+        &deep,
+    );
+    deep.insert(
+        "signature".into(),
+        mesh_core::artifact::signature_value(&k.sign(&input)),
+    );
     let expired = advert_for(
         &k,
         &["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
@@ -217,6 +234,12 @@ async fn bad_bodies_get_codes() {
         (
             node.clone(),
             serde_json::to_vec(&no_endpoints).unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_PROTO_INVALID",
+        ),
+        (
+            node.clone(),
+            serde_json::to_vec(&deep).unwrap(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "E_PROTO_INVALID",
         ),

@@ -292,3 +292,42 @@ fn non_deterministic_re_encoding_of_a_valid_artifact_is_refused() {
     let err = NodeAdvertisement::verify_cbor(&long, &now).unwrap_err();
     assert_eq!(err.code, mesh_core::ErrorCode::ProtoInvalid, "{err}");
 }
+
+/// What is taken from JSON reads back from its CBOR: nesting beyond the CBOR decoder's
+/// depth is refused on the JSON side too (a seed directory took such advertisements
+/// over HTTP, stored their CBOR and could never read them back).
+#[test]
+fn json_nesting_is_held_to_the_cbor_decoder_s_depth() {
+    let key = NodeKeypair::generate();
+    let now = Timestamp::parse("2026-03-23T18:08:00Z").unwrap();
+    let deep = |k: usize| (0..k).fold(json!(1), |v, _| json!([v]));
+    let doc = |k: usize| {
+        json!({
+            "schema/v": 1, "advertisement/id": "adv:x", "node/id": key.node_id().to_string(),
+            "sequence/no": 1, "advertised-at": now.as_str(),
+            "expires-at": now.plus_secs(600).as_str(), "key/alg": "ed25519",
+            "key/public": key.fingerprint().to_string(),
+            "endpoints": [{"endpoint/url": "multiaddr:/ip4/127.0.0.1/tcp/4001",
+                "endpoint/transport": "tcp", "endpoint/role": "listener", "endpoint/priority": 0}],
+            "transports/supported": ["tcp"], "x-deep": deep(k),
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    };
+    // The deepest the decoder takes (the top-level map at depth 0): its wire form reads
+    // back.
+    let ad = NodeAdvertisement::sign(doc(cbor::DEFAULT_MAX_DEPTH - 1), &key).unwrap();
+    NodeAdvertisement::verify_json(ad.to_json(), &now).unwrap();
+    NodeAdvertisement::verify_cbor(&ad.to_cbor(), &now).unwrap();
+    // One deeper, and the audit's 41: not signed, not taken from JSON (before the
+    // signature is looked at).
+    for k in [cbor::DEFAULT_MAX_DEPTH, 41] {
+        let err = NodeAdvertisement::sign(doc(k), &key).unwrap_err();
+        assert_eq!(err.code, mesh_core::ErrorCode::ProtoInvalid, "{err}");
+        let mut forged = ad.to_json();
+        forged["x-deep"] = deep(k);
+        let err = NodeAdvertisement::verify_json(forged, &now).unwrap_err();
+        assert!(err.to_string().contains("nesting deeper"), "{err}");
+    }
+}

@@ -50,8 +50,12 @@ pub trait Artifact: Sized {
     /// The rules that depend on the current time (expiry, clock skew).
     fn validate(&self, now: &Timestamp) -> MeshResult<()>;
 
-    /// Parses a JSON value.
+    /// Parses a JSON value. A value nested deeper than the CBOR decoder takes
+    /// ([`cbor::DEFAULT_MAX_DEPTH`]) is refused: its wire form could not be read back.
     fn from_json(value: Value) -> MeshResult<Self> {
+        if !cbor::depth_within(&value, cbor::DEFAULT_MAX_DEPTH) {
+            return Err(too_deep(Self::FAMILY));
+        }
         match value {
             Value::Object(map) => Self::from_map(map),
             _ => Err(MeshError::invalid(format!(
@@ -109,6 +113,12 @@ pub trait Artifact: Sized {
     /// `E_PROTO_INVALID`.
     fn sign(mut doc: Map<String, Value>, key: &NodeKeypair) -> MeshResult<Self> {
         doc.remove("signature");
+        if !doc
+            .values()
+            .all(|v| cbor::depth_within(v, cbor::DEFAULT_MAX_DEPTH - 1))
+        {
+            return Err(too_deep(Self::FAMILY));
+        }
         let input = signing_input(Self::FAMILY, Self::UNSIGNED_FIELDS, &doc);
         doc.insert("signature".into(), signature_value(&key.sign(&input)));
         let artifact = Self::from_map(doc)?;
@@ -213,6 +223,13 @@ fn signing_input_from_wire(
         out.extend_from_slice(&bytes[span.entry.clone()]);
     }
     out
+}
+
+fn too_deep(family: &str) -> MeshError {
+    MeshError::invalid(format!(
+        "{family}: nesting deeper than the limit ({})",
+        cbor::DEFAULT_MAX_DEPTH
+    ))
 }
 
 fn verify_with_input<A: Artifact>(artifact: &A, input: &[u8]) -> MeshResult<()> {

@@ -57,6 +57,27 @@ pub struct MapEntrySpan {
     pub entry: Range<usize>,
 }
 
+/// Whether `value` nests no deeper than the decoder takes with `max_depth` (its
+/// top-level container at depth 0, each container inside one deeper, none at
+/// `max_depth` or below): a value built from JSON outside that bound encodes to CBOR
+/// that no decoder with the same limit reads back. Iterative, so a deep value costs no
+/// stack.
+pub fn depth_within(value: &Value, max_depth: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth >= max_depth {
+            return false;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    true
+}
+
 /// Decodes `bytes` with the default limits (64 KiB, depth 32).
 pub fn decode(bytes: &[u8]) -> Result<Value, CborError> {
     decode_with(bytes, DecodeLimits::default())

@@ -15,6 +15,7 @@ mod float;
 
 pub use decode::{
     CborError, DEFAULT_MAX_DEPTH, DecodeLimits, MapEntrySpan, decode, decode_top_map, decode_with,
+    depth_within,
 };
 pub use encode::{encode, encode_into, encode_map_into, write_head};
 
