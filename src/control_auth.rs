@@ -83,9 +83,63 @@ pub fn read_token(dir: &Path) -> std::io::Result<String> {
 #[derive(Debug, Clone)]
 pub struct ControlAuth {
     token: String,
+    host: LoopbackHost,
+    origin: String,
+}
+
+/// The `Host` rule of a server on a loopback address: the address served
+/// (`127.0.0.1:PORT`, `[::1]:PORT`) or `localhost:PORT`, nothing else. A page whose DNS
+/// name was rebound to loopback sends its own name and gets `403`. The control API
+/// applies it, and so do the web page's and the metrics' servers when they are bound to
+/// loopback ([`require_host`]).
+#[derive(Debug, Clone)]
+pub struct LoopbackHost {
     host: String,
     localhost: String,
-    origin: String,
+    what: &'static str,
+}
+
+impl LoopbackHost {
+    /// The rule for `what` (a name for the refusal: "the control API") served on
+    /// `served`.
+    pub fn new(served: SocketAddr, what: &'static str) -> Self {
+        LoopbackHost {
+            host: served.to_string(),
+            localhost: format!("localhost:{}", served.port()),
+            what,
+        }
+    }
+
+    /// Whether a request with these headers names the address served (pure).
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let served =
+            |h: &str| h.eq_ignore_ascii_case(&self.host) || h.eq_ignore_ascii_case(&self.localhost);
+        if host.is_some_and(served) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {:?} is not {}'s address {}",
+                host.unwrap_or(""),
+                self.what,
+                self.host
+            ),
+        ))
+    }
+}
+
+/// The middleware that applies [`LoopbackHost::check`]
+/// (`axum::middleware::from_fn_with_state`).
+pub async fn require_host(State(rule): State<LoopbackHost>, req: Request, next: Next) -> Response {
+    match rule.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            tracing::debug!(detail = %refusal.error, "request refused");
+            refusal.into_response()
+        }
+    }
 }
 
 /// Why a request was refused: its status and coded error.
@@ -132,27 +186,14 @@ impl ControlAuth {
     pub fn new(token: String, served: SocketAddr) -> Self {
         ControlAuth {
             token,
-            host: served.to_string(),
-            localhost: format!("localhost:{}", served.port()),
+            host: LoopbackHost::new(served, "the control API"),
             origin: format!("http://{served}"),
         }
     }
 
     /// Whether a request with these headers may use the API (pure: no I/O).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let served =
-            |h: &str| h.eq_ignore_ascii_case(&self.host) || h.eq_ignore_ascii_case(&self.localhost);
-        if !host.is_some_and(served) {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "Host {:?} is not the control API's address {}",
-                    host.unwrap_or(""),
-                    self.host
-                ),
-            ));
-        }
+        self.host.check(headers)?;
         if let Some(origin) = headers.get(header::ORIGIN) {
             let ok = origin
                 .to_str()

@@ -277,6 +277,20 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
+/// `app` with the loopback `Host` rule when it is served on a loopback address
+/// (`libmesh::control_auth::LoopbackHost`): a web page rebound to 127.0.0.1 reads
+/// nothing. On another address the server is meant to be reached by other names.
+fn loopback_host(app: axum::Router, served: SocketAddr, what: &'static str) -> axum::Router {
+    if !served.ip().is_loopback() {
+        return app;
+    }
+    let rule = libmesh::control_auth::LoopbackHost::new(served, what);
+    app.layer(axum::middleware::from_fn_with_state(
+        rule,
+        libmesh::control_auth::require_host,
+    ))
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -335,7 +349,11 @@ async fn serve(
     if let Some(addr) = config.metrics {
         let l = bind(addr, "metrics").await?;
         ready["metrics"] = format!("http://{}", l.local_addr()?).into();
-        let app = metrics_router(handle.clone(), registry);
+        let app = loopback_host(
+            metrics_router(handle.clone(), registry),
+            l.local_addr()?,
+            "the metrics server",
+        );
         servers.push(tokio::spawn(http_serve::serve(
             l,
             app,
@@ -346,7 +364,11 @@ async fn serve(
     if let Some((addr, root)) = web {
         let l = bind(addr, "the web page").await?;
         ready["web"] = format!("http://{}", l.local_addr()?).into();
-        let app = libmesh::web::web_router(handle.clone(), root);
+        let app = loopback_host(
+            libmesh::web::web_router(handle.clone(), root),
+            l.local_addr()?,
+            "the web page's server",
+        );
         servers.push(tokio::spawn(http_serve::serve(
             l,
             app,
