@@ -87,7 +87,11 @@ impl DialScope {
             .into_iter()
             .filter(|a| !table.contains(a) && self.admits(a))
             .collect();
-        others.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        // Public addresses (and names) first, then private, then loopback: a peer that
+        // lists its loopback and LAN addresses (containers, several transports) before
+        // its public one still gets that one dialed. Within a scope, by bytes, so any
+        // list of the same addresses gives the same choice.
+        others.sort_by(|a, b| (rank(a), a.as_ref()).cmp(&(rank(b), b.as_ref())));
         others.dedup();
         for a in others.iter().filter(|a| tried.contains(a)) {
             if out.len() < MAX_DIAL_ADDRS {
@@ -103,6 +107,16 @@ impl DialScope {
             out.push(a);
         }
         out
+    }
+}
+
+/// The order in which a dial takes a peer's addresses: public ones and names first.
+fn rank(addr: &Multiaddr) -> u8 {
+    match ip_of(addr).map(scope) {
+        None | Some(Scope::Public) => 0,
+        Some(Scope::Private) => 1,
+        Some(Scope::Loopback) => 2,
+        Some(Scope::Unroutable) => 3,
     }
 }
 
@@ -301,6 +315,25 @@ mod tests {
         assert!(
             told.choose(&[], vec![webtransport], &mut Vec::new())
                 .is_empty()
+        );
+    }
+
+    /// A peer with more addresses than a dial takes, its public one listed after its
+    /// loopback and LAN ones (by bytes, 127… and 10… sort before 203…): the public one is
+    /// dialed (it was the ninth, never tried).
+    #[test]
+    fn public_addresses_go_first() {
+        let mut addrs = loopback(6);
+        addrs.extend((0..4).map(|i| ma(&format!("/ip4/10.0.0.{i}/tcp/4001"))));
+        addrs.push(ma("/ip4/203.0.113.9/tcp/4001"));
+        addrs.push(ma("/dns4/node.example/tcp/4001"));
+        let chosen = DialScope::Mesh.choose(&[], addrs.clone(), &mut Vec::new());
+        assert_eq!(chosen.len(), MAX_DIAL_ADDRS);
+        assert!(chosen[..2].contains(&addrs[10]) && chosen[..2].contains(&addrs[11]));
+        assert!(
+            chosen[2..6]
+                .iter()
+                .all(|a| a.to_string().starts_with("/ip4/10."))
         );
     }
 
