@@ -19,13 +19,17 @@ use mesh_testkit::node::{TestNode, start_node};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn start() -> TestNode {
+    start_traced(Arc::new(NoTrace)).await
+}
+
+async fn start_traced(trace: Arc<dyn mesh_core::TraceSink>) -> TestNode {
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
         kad_mode: KadMode::Server,
         ..NodeConfig::default()
     };
-    start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await
+    start_node(NodeKeypair::generate(), config, trace, WAIT).await
 }
 
 /// A mesh-DHT PUT of a fresh node's valid, signed advertisement.
@@ -218,4 +222,39 @@ async fn withdrawals_take_dht_room_only_in_place_of_a_held_record() {
         last = now;
     }
     assert_eq!(last, before + 1, "{} records before", before);
+}
+
+/// What a peer's refused records make the node trace: the events of at most 60
+/// refusals at once, then one a second, per source (they pushed every other event out of
+/// the trace file). 200 malformed PUTs from one peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_puts_are_traced_within_the_peer_s_budget() {
+    let trace = Arc::new(mesh_core::MemoryTrace::new(10_000));
+    let node = start_traced(trace.clone()).await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
+    let started = Instant::now();
+    for i in 0..200u32 {
+        let put = put_value(format!("/mesh/advert/{i}").as_bytes(), b"not a record");
+        hostile
+            .send(peer, "/mesh/kad/1.0.0", &put, WAIT)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secs = started.elapsed().as_secs() as usize;
+    let from_peer = trace
+        .events()
+        .iter()
+        .filter(|e| e.peer.as_deref() == Some(hostile.peer_id().to_string().as_str()))
+        .filter(|e| e.event_type == mesh_core::TraceEventType::ErrorOccurred)
+        .count();
+    assert!(
+        from_peer >= 60,
+        "{from_peer} refusals traced: none refused?"
+    );
+    assert!(
+        from_peer <= 60 + secs + 1,
+        "{from_peer} refusals traced for 200 PUTs in {secs} s"
+    );
 }

@@ -362,16 +362,19 @@ impl Node {
                     Err(e) => {
                         self.stats.dht_record_refused(super::Dht::Mesh, &e);
                         tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
-                        if super::discovery_trace::is_about_advert(&e) {
-                            self.emit_trace(super::discovery_trace::rejected(
-                                self.node_id,
-                                Some(source),
-                                &e,
-                                super::discovery_trace::Source::DhtPut,
-                                &now,
-                            ));
+                        if self.trace_budget.admit(&from, &now) {
+                            if super::discovery_trace::is_about_advert(&e) {
+                                self.emit_trace(super::discovery_trace::rejected(
+                                    self.node_id,
+                                    Some(source),
+                                    &e,
+                                    super::discovery_trace::Source::DhtPut,
+                                    &now,
+                                ));
+                            }
+                            let error = TraceEvent::error(&e, self.node_id, now);
+                            self.emit_trace(error.with_peer(source));
                         }
-                        self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(source));
                     }
                 }
             }
@@ -387,8 +390,12 @@ impl Node {
                 let b = self.swarm.behaviour_mut();
                 let r =
                     dht::take_provider(b, &mut self.providers, super::Dht::Mesh, record, &remote);
-                if let Err(e) = r {
-                    let now = Timestamp::now();
+                let now = Timestamp::now();
+                if let Err(e) = r
+                    && self
+                        .trace_budget
+                        .admit(&mesh_advert::Source::of_peer(provider, &remote), &now)
+                {
                     self.emit_trace(TraceEvent::error(&e, self.node_id, now).with_peer(provider));
                 }
             }
@@ -538,7 +545,9 @@ impl Node {
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
-                if is_about_advert(&error) {
+                let remote = super::view::View::remote_addrs(&view!(self), &peer);
+                let from = mesh_advert::Source::of_peer(peer, &remote);
+                if is_about_advert(&error) && self.trace_budget.admit(&from, &now) {
                     let me = self.node_id;
                     self.emit_trace(rejected(me, Some(peer), &error, Source::Peer, &now));
                 }

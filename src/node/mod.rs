@@ -68,6 +68,7 @@ pub mod stats;
 pub mod status;
 pub mod store;
 mod swarm_marker;
+mod trace_budget;
 pub mod transport;
 mod view;
 mod waiting;
@@ -194,6 +195,8 @@ pub struct Node {
     amino_providers: mesh_advert::providers::ProviderBook,
     /// Who put the records of the mesh DHT's store (per-source shares).
     records: mesh_advert::RecordBook,
+    /// Trace events of refused input written per source.
+    trace_budget: trace_budget::TraceBudget,
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
@@ -354,6 +357,7 @@ impl Node {
             providers: mesh_advert::providers::ProviderBook::default(),
             amino_providers: mesh_advert::providers::ProviderBook::default(),
             records: mesh_advert::RecordBook::default(),
+            trace_budget: trace_budget::TraceBudget::default(),
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
             probe_ports,

@@ -1,0 +1,54 @@
+//! How many trace events a peer's bad input may make the node write.
+//!
+//! A refused mesh-DHT record, a refused provider record and a refused advertisement
+//! each write trace events (what the operator's `--trace` file is for), and a peer sends
+//! them as fast as it likes: bounded on disk by the file's rotation, they still pushed
+//! every other event out of it. Per source (the peer's network, as the stores count
+//! it, or the peer itself without one), [`TRACE_LIMIT`] of them are written; the rest
+//! are counted in the metrics' refusal counters only. Pure; `now` passed in.
+
+use mesh_advert::Source;
+use mesh_core::{RateLimit, RateLimiter, Timestamp};
+
+/// Trace events of refused input per source: 60 at once, then one a second.
+pub(crate) const TRACE_LIMIT: RateLimit = RateLimit {
+    burst: 60,
+    per_second: 1.0,
+};
+
+/// Sources followed at once (the least recently seen forgotten first).
+const TRACE_SOURCES: usize = 4096;
+
+/// The per-source budget.
+#[derive(Debug)]
+pub(crate) struct TraceBudget(RateLimiter<Source>);
+
+impl Default for TraceBudget {
+    fn default() -> Self {
+        TraceBudget(RateLimiter::new(TRACE_LIMIT, TRACE_SOURCES))
+    }
+}
+
+impl TraceBudget {
+    /// Whether the trace events of one more refusal of `source`'s input are written.
+    pub(crate) fn admit(&mut self, source: &Source, now: &Timestamp) -> bool {
+        self.0.check(source, now).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_gets_its_burst_then_one_a_second_and_others_their_own() {
+        let mut b = TraceBudget::default();
+        let now = Timestamp::now();
+        let a = Source::Local;
+        let peer = Source::of_peer(libp2p::PeerId::random(), &[]);
+        let admitted = (0..100).filter(|_| b.admit(&a, &now)).count();
+        assert_eq!(admitted, 60);
+        assert!(b.admit(&peer, &now));
+        assert!(b.admit(&a, &now.plus_secs(2)));
+    }
+}
