@@ -122,7 +122,9 @@ async fn one_connection(
 
 #[tokio::test]
 async fn a_peer_claiming_a_new_address_on_every_connection_gets_only_its_share_through() {
-    let mut node = Swarm::new_ephemeral_tokio(|k| Identify::new(identify_of(&k)));
+    let mut node = Swarm::new_ephemeral_tokio(|k| {
+        Identify::new(identify::Config::new(PROTOCOL_VERSION.into(), k.public()))
+    });
     let (_, tcp) = node.listen().await;
     let mut hostile = Swarm::new_ephemeral_tokio(|k| Forger {
         inner: identify_of(&k),

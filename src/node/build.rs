@@ -70,11 +70,11 @@ pub fn build(
         dial_backs.clone(),
     );
     let memory = memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
-    let identify = super::identify_observed::Identify::new(identify::Behaviour::new(
+    let identify = super::identify_observed::Identify::new(
         identify::Config::new(IDENTIFY_PROTOCOL.into(), lp_key.public())
             .with_agent_version(AGENT.into())
             .with_push_listen_addr_updates(true),
-    ));
+    );
 
     let mut amino = amino(peer_id);
     amino.set_mode(kad_mode(config.kad_mode));

@@ -10,11 +10,18 @@
 //! (go-libp2p ignores them), so for those connections this sends an empty observed
 //! address, which js-libp2p, go-libp2p and rust-libp2p all skip.
 //!
+//! It keeps the listen addresses peers report for later dials by peer id itself
+//! (identify's own cache is off): only those a peer could plausibly be at, seen from the
+//! connection that reported them ([`super::ip_scope::plausible`]). identify's cache kept
+//! every address a peer listed and handed them to every behaviour (and every dial by
+//! peer id), so one connection could make the node dial its own loopback, its LAN or a
+//! third party at every later dial of that peer, past the DHTs' and the feed's scopes.
+//!
 //! It also stands between identify and AutoNAT: the external address candidates
 //! identify makes of what peers claim to observe go to the swarm (and so to AutoNAT's
 //! table) only through a [`CandidateGate`] (see [`super::autonat_gate`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 
@@ -29,7 +36,9 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId, identify};
 use mesh_core::Timestamp;
 
+use super::addrs::dialable;
 use super::autonat_gate::CandidateGate;
+use super::ip_scope::{ip_of, plausible};
 
 /// [`identify::Behaviour`] with network-address-only observed addresses, which also
 /// remembers each open connection's remote address, so that an observation a peer sends
@@ -47,21 +56,89 @@ pub struct Identify {
     /// next are made of its observed address.
     identified: Option<ConnectionId>,
     gate: CandidateGate,
+    /// The listen addresses kept for dials by peer id (see the module's documentation).
+    met: Met,
+    /// Addresses of peers to tell the other behaviours about.
+    new_addrs: VecDeque<(PeerId, Multiaddr)>,
 }
 
 /// Listen addresses kept per peer.
 pub const MAX_LISTEN_ADDRS: usize = 16;
 
+/// Peers whose listen addresses are kept for dials (identify's default cache size).
+pub const MET_PEERS: usize = 100;
+
+/// Whether `addr`, a listen address a peer reported over a connection from `path`, is
+/// kept for dials: one the node's transports dial, at a name or at an IP the peer could
+/// be at seen from there (`own`: the node's own listen addresses). Pure.
+pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> bool {
+    dialable(addr) && ip_of(addr).is_none_or(|ip| plausible(ip, std::slice::from_ref(path), own))
+}
+
+/// The listen addresses kept per peer: the latest report's, for [`MET_PEERS`] peers
+/// (the least recently reported forgotten first).
+#[derive(Debug, Default)]
+struct Met {
+    by_peer: HashMap<PeerId, Vec<Multiaddr>>,
+    order: VecDeque<PeerId>,
+}
+
+impl Met {
+    /// Keeps `addrs` for `peer`; the ones not kept before.
+    fn put(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        let old = self.by_peer.remove(&peer).unwrap_or_default();
+        self.order.retain(|p| *p != peer);
+        while self.by_peer.len() >= MET_PEERS {
+            match self.order.pop_front() {
+                Some(gone) => {
+                    self.by_peer.remove(&gone);
+                }
+                None => break,
+            }
+        }
+        let new = addrs.iter().filter(|a| !old.contains(a)).cloned().collect();
+        self.order.push_back(peer);
+        self.by_peer.insert(peer, addrs);
+        new
+    }
+
+    fn failed(&mut self, peer: &PeerId, addr: &Multiaddr) {
+        if let Some(addrs) = self.by_peer.get_mut(peer) {
+            addrs.retain(|a| a != addr);
+        }
+    }
+}
+
 impl Identify {
-    /// Wraps `inner`.
-    pub fn new(inner: identify::Behaviour) -> Self {
+    /// identify with `config`, its own address cache off (this keeps one).
+    pub fn new(config: identify::Config) -> Self {
         Identify {
-            inner,
+            inner: identify::Behaviour::new(config.with_cache_size(0)),
             remotes: HashMap::new(),
             listen: HashMap::new(),
             own_listen: ListenAddresses::default(),
             identified: None,
             gate: CandidateGate::default(),
+            met: Met::default(),
+            new_addrs: VecDeque::new(),
+        }
+    }
+
+    /// Keeps what of `reported` (the listen addresses `peer` sent over `connection`) is
+    /// worth dialing, and queues the new ones for the other behaviours.
+    fn met(&mut self, peer: PeerId, connection: ConnectionId, reported: &[Multiaddr]) {
+        let Some(path) = self.remotes.get(&connection) else {
+            return;
+        };
+        let own: Vec<Multiaddr> = self.own_listen.iter().cloned().collect();
+        let mut kept: Vec<Multiaddr> = Vec::new();
+        for a in reported {
+            if kept.len() < MAX_LISTEN_ADDRS && !kept.contains(a) && worth_dialing(a, path, &own) {
+                kept.push(a.clone());
+            }
+        }
+        for a in self.met.put(peer, kept) {
+            self.new_addrs.push_back((peer, a));
         }
     }
 
@@ -158,12 +235,16 @@ impl NetworkBehaviour for Identify {
         addresses: &[Multiaddr],
         effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
+        let mut out = self.inner.handle_pending_outbound_connection(
             connection_id,
             maybe_peer,
             addresses,
             effective_role,
-        )
+        )?;
+        if let Some(kept) = maybe_peer.and_then(|p| self.met.by_peer.get(&p)) {
+            out.extend(kept.iter().cloned());
+        }
+        Ok(out)
     }
 
     fn handle_established_outbound_connection(
@@ -196,6 +277,15 @@ impl NetworkBehaviour for Identify {
                     self.listen.remove(&c.peer_id);
                 }
             }
+            FromSwarm::DialFailure(f) => {
+                if let (Some(peer), libp2p::swarm::DialError::Transport(errors)) =
+                    (f.peer_id, f.error)
+                {
+                    for (addr, _) in errors {
+                        self.met.failed(&peer, addr);
+                    }
+                }
+            }
             _ => {}
         }
         self.inner.on_swarm_event(event);
@@ -216,6 +306,9 @@ impl NetworkBehaviour for Identify {
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<identify::Event, THandlerInEvent<Self>>> {
         loop {
+            if let Some((peer_id, address)) = self.new_addrs.pop_front() {
+                return Poll::Ready(ToSwarm::NewExternalAddrOfPeer { peer_id, address });
+            }
             let polled = self.inner.poll(cx);
             match &polled {
                 Poll::Ready(ToSwarm::GenerateEvent(identify::Event::Received {
@@ -228,6 +321,7 @@ impl NetworkBehaviour for Identify {
                     let mut addrs = info.listen_addrs.clone();
                     addrs.truncate(MAX_LISTEN_ADDRS);
                     self.listen.insert(*peer_id, addrs);
+                    self.met(*peer_id, *connection_id, &info.listen_addrs);
                 }
                 Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)) if !self.admit(addr) => {
                     continue;
@@ -242,6 +336,23 @@ impl NetworkBehaviour for Identify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_are_kept_for_a_bounded_number_of_peers() {
+        let mut met = Met::default();
+        let first = PeerId::random();
+        let a: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        assert_eq!(met.put(first, vec![a.clone()]), vec![a.clone()]);
+        // Reported again: nothing new.
+        assert!(met.put(first, vec![a.clone()]).is_empty());
+        met.failed(&first, &a);
+        assert_eq!(met.by_peer[&first], Vec::<Multiaddr>::new());
+        for _ in 0..MET_PEERS {
+            met.put(PeerId::random(), vec![a.clone()]);
+        }
+        assert_eq!(met.by_peer.len(), MET_PEERS);
+        assert!(!met.by_peer.contains_key(&first), "the oldest went first");
+    }
 
     #[test]
     fn only_network_addresses_are_observable() {

@@ -79,6 +79,29 @@ pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
     }
 }
 
+/// Whether a peer could plausibly be at `ip`, given `path` (the remote addresses of the
+/// connections that told the node about it) and `own` (the node's own addresses): a
+/// public address always; loopback only when a path is loopback; a private network
+/// only when the node or a path is on it (/24, /64); unroutable never. What a peer
+/// claims beyond that names the node's own loopback or LAN, or someone else's.
+pub(crate) fn plausible(ip: IpAddr, path: &[Multiaddr], own: &[Multiaddr]) -> bool {
+    let on_net = |addrs: &[Multiaddr]| {
+        addrs
+            .iter()
+            .filter_map(ip_of)
+            .any(|a| scope(a) == Scope::Private && same_network(a, ip))
+    };
+    match scope(ip) {
+        Scope::Unroutable => false,
+        Scope::Public => true,
+        Scope::Loopback => path
+            .iter()
+            .filter_map(ip_of)
+            .any(|a| scope(a) == Scope::Loopback),
+        Scope::Private => on_net(own) || on_net(path),
+    }
+}
+
 /// Whether `addr` may enter the Amino (public) routing table: a public address or a
 /// name (DNS); loopback and private or link-local ones only with `keep_private`
 /// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands

@@ -25,7 +25,7 @@
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
-use crate::node::ip_scope::{Scope, ip_of, same_network, scope};
+use crate::node::ip_scope::{Scope, ip_of, plausible, scope};
 
 /// Candidate frames dialed per correlation (the first, and one update).
 pub const MAX_CANDIDATE_FRAMES: u32 = 2;
@@ -127,23 +127,10 @@ impl CandidatePolicy {
         let Some(ip) = ip_of(candidate) else {
             return false;
         };
-        let on_net = |addrs: &[Multiaddr]| {
-            addrs
-                .iter()
-                .filter_map(ip_of)
-                .any(|a| scope(a) == Scope::Private && same_network(a, ip))
-        };
         match scope(ip) {
             Scope::Unroutable => false,
-            Scope::Public => true,
-            Scope::Loopback => {
-                self.settings.private_candidates
-                    || path
-                        .iter()
-                        .filter_map(ip_of)
-                        .any(|a| scope(a) == Scope::Loopback)
-            }
-            Scope::Private => self.settings.private_candidates || on_net(own) || on_net(path),
+            Scope::Loopback | Scope::Private if self.settings.private_candidates => true,
+            _ => plausible(ip, path, own),
         }
     }
 
