@@ -91,3 +91,69 @@ async fn a_client_gets_only_its_rate_of_tests() {
     let refused = server.behaviour().autonat.refused();
     assert_eq!(refused, 10 - u64::from(BURST), "tests refused for the rate");
 }
+
+/// A listener on 127.0.0.1 that counts the connections it accepts.
+fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (port, count)
+}
+
+/// The server dials a client back only where the client could be: `0.0.0.0` (which
+/// Linux connects to its own loopback) is refused without a dial, the client's own
+/// loopback address (it came over loopback) is dialed. libp2p's server dialed whatever
+/// the client named.
+#[tokio::test]
+async fn a_dial_back_goes_only_where_the_client_could_be() {
+    let mut server = Swarm::new_ephemeral_tokio(|k| Server {
+        identify: identify_of(&k),
+        autonat: AutonatServer::new(DialBacks::default()),
+    });
+    let (_, server_addr) = server.listen().await;
+    let (sneaky_port, sneaky) = counting_listener();
+    let (own_port, own) = counting_listener();
+    let candidates = [
+        format!("/ip4/0.0.0.0/tcp/{sneaky_port}").parse().unwrap(),
+        format!("/ip4/127.0.0.1/tcp/{own_port}").parse().unwrap(),
+    ]
+    .into();
+    let mut client = Swarm::new_ephemeral_tokio(|k| Client {
+        identify: identify_of(&k),
+        autonat: autonat::v2::client::Behaviour::default(),
+        feed: Candidates(candidates),
+    });
+    client.dial(server_addr).unwrap();
+
+    let mut verdicts = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while verdicts.len() < 2 {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let next = select(server.next_swarm_event(), client.next_swarm_event());
+        match tokio::time::timeout(left, next).await {
+            Ok(Either::Right((SwarmEvent::Behaviour(ClientEvent::Autonat(e)), _))) => {
+                verdicts.push((e.tested_addr.to_string(), e.result.is_ok()));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(verdicts.len(), 2, "verdicts: {verdicts:?}");
+    assert!(verdicts.iter().all(|(_, ok)| !ok), "{verdicts:?}");
+    assert_eq!(sneaky.load(ordering), 0, "the server dialed 0.0.0.0");
+    assert_eq!(server.behaviour().autonat.out_of_scope(), 1);
+    assert!(
+        own.load(ordering) >= 1,
+        "the client's own address was not dialed"
+    );
+}

@@ -22,6 +22,9 @@
 //! address, IPv6 /64, or peer id without one) or [`TESTS_OVERALL`] is dropped before the
 //! dial: the server answers it as an internal error, which libp2p's client takes as "no
 //! verdict" and asks again later (possibly of another server), never as "unreachable".
+//! And a dial-back goes only where the client could be (see
+//! [`AutonatServer`]'s `handle_pending_outbound_connection`): libp2p's server dials
+//! whatever address the client names.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,12 +36,14 @@ use mesh_core::{RateLimit, RateLimiter, Timestamp};
 
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
+use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{Multiaddr, PeerId, autonat, connection_limits};
 
+use super::ip_scope::{ip_of, plausible};
 use super::ip_shares::{IpCaps, IpShares};
 
 /// Dial-backs in flight remembered at most; beyond that a dial-back is an ordinary
@@ -84,6 +89,11 @@ impl DialBackSet {
         self.by_connection.contains_key(&id)
     }
 
+    /// The client dial-back `id` is for.
+    pub fn client_of(&self, id: ConnectionId) -> Option<PeerId> {
+        self.by_connection.get(&id).copied()
+    }
+
     /// Forgets `id` (closed or failed); the client it was for.
     pub fn remove(&mut self, id: ConnectionId) -> Option<PeerId> {
         self.by_connection.remove(&id)
@@ -101,6 +111,11 @@ impl DialBackSet {
 }
 
 type ServerInner = autonat::v2::server::Behaviour;
+
+/// A dial-back refused for its address (see [`AutonatServer`]).
+#[derive(Debug, thiserror::Error)]
+#[error("AutoNAT dial-back to {0} refused: not where the client could be")]
+pub struct OutOfScope(pub Multiaddr);
 
 /// Tests one client network may have us run: 8 at once, then 12 a minute.
 pub const TESTS_PER_CLIENT: RateLimit = RateLimit {
@@ -121,11 +136,14 @@ pub struct AutonatServer {
     inner: ServerInner,
     dial_backs: DialBacks,
     closing: VecDeque<(PeerId, ConnectionId)>,
-    /// Each open connection's remote address (a client's network).
-    remotes: HashMap<ConnectionId, Multiaddr>,
+    /// Each open connection's peer and remote address (a client's network).
+    remotes: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Our own listen addresses (the networks we are on).
+    own: ListenAddresses,
     per_client: RateLimiter<Source>,
     overall: RateLimiter<()>,
     refused: u64,
+    out_of_scope: u64,
 }
 
 impl AutonatServer {
@@ -142,10 +160,35 @@ impl AutonatServer {
             dial_backs,
             closing: VecDeque::new(),
             remotes: HashMap::new(),
+            own: ListenAddresses::default(),
             per_client: RateLimiter::new(per_client, CLIENTS_TRACKED),
             overall: RateLimiter::new(overall, 1),
             refused: 0,
+            out_of_scope: 0,
         }
+    }
+
+    /// Dial-backs refused for their address so far.
+    pub fn out_of_scope(&self) -> u64 {
+        self.out_of_scope
+    }
+
+    /// Whether a dial-back to `client` may go to `addr`: an IP address (a name could
+    /// resolve to anything) where the client could plausibly be, seen from its
+    /// connections to us (`ip_scope::plausible`): a public one; loopback only for a client
+    /// connected over loopback; a private network only one we or its connection are on.
+    /// libp2p's server dials whatever address the client names, so without this any
+    /// peer could have us connect to our own loopback (`0.0.0.0` included), our LAN
+    /// or, through the verdict, map them.
+    fn dial_back_in_scope(&self, client: PeerId, addr: &Multiaddr) -> bool {
+        let path: Vec<Multiaddr> = self
+            .remotes
+            .values()
+            .filter(|(p, _)| *p == client)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let own: Vec<Multiaddr> = self.own.iter().cloned().collect();
+        ip_of(addr).is_some_and(|ip| plausible(ip, &path, &own))
     }
 
     /// Tests refused for the rates so far.
@@ -155,7 +198,7 @@ impl AutonatServer {
 
     /// Whether the client on `connection` may have one more test run now.
     fn may_test(&mut self, peer: PeerId, connection: ConnectionId) -> bool {
-        let client = Source::of_peer(peer, self.remotes.get(&connection));
+        let client = Source::of_peer(peer, self.remotes.get(&connection).map(|(_, a)| a));
         let now = Timestamp::now();
         let ok =
             self.per_client.check(&client, &now).is_ok() && self.overall.check(&(), &now).is_ok();
@@ -203,11 +246,39 @@ impl NetworkBehaviour for AutonatServer {
         )
     }
 
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let client = self.dial_backs.lock().client_of(connection_id);
+        if let Some(client) = client
+            && let Some(addr) = addresses
+                .iter()
+                .find(|a| !self.dial_back_in_scope(client, a))
+        {
+            self.out_of_scope += 1;
+            tracing::debug!(%client, %addr, "AutoNAT dial-back refused: out of the client's scope");
+            return Err(ConnectionDenied::new(OutOfScope(addr.clone())));
+        }
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.own.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(c) => {
-                self.remotes
-                    .insert(c.connection_id, c.endpoint.get_remote_address().clone());
+                self.remotes.insert(
+                    c.connection_id,
+                    (c.peer_id, c.endpoint.get_remote_address().clone()),
+                );
             }
             FromSwarm::ConnectionClosed(c) => {
                 self.remotes.remove(&c.connection_id);

@@ -12,7 +12,7 @@
 //!
 //! It keeps the listen addresses peers report for later dials by peer id itself
 //! (identify's own cache is off): only those a peer could plausibly be at, seen from the
-//! connection that reported them ([`super::ip_scope::plausible`]). identify's cache kept
+//! connection that reported them (`ip_scope::plausible`). identify's cache kept
 //! every address a peer listed and handed them to every behaviour (and every dial by
 //! peer id), so one connection could make the node dial its own loopback, its LAN or a
 //! third party at every later dial of that peer, past the DHTs' and the feed's scopes.
