@@ -122,7 +122,8 @@ async fn malformed_bodies_on_every_protocol_get_coded_errors_and_the_node_serves
     .expect("a session with a well-behaved peer after the hostile bodies");
 }
 
-/// Requests are read whole (`/mesh/signal` up to 1 MiB, `/mesh/session` up to 65 KiB)
+/// Requests are read whole (`/mesh/signal` up to 1 MiB, `/mesh/session` and
+/// `/mesh/marker` up to 64 KiB)
 /// before they are checked, so the streams one connection may hold open at once are
 /// few: of 40 half-sent requests on one connection, the node holds the protocol's
 /// `MAX_STREAMS` and drops the rest at once (libp2p's default of 100 streams let a
@@ -136,6 +137,7 @@ async fn a_connection_holds_few_half_sent_requests_open_at_once() {
     for (protocol, max) in [
         ("/mesh/signal/1.0.0", mesh_signal::MAX_STREAMS),
         ("/mesh/session/1.0.0", mesh_session::MAX_STREAMS),
+        ("/mesh/marker/1.0.0", mesh_session::marker::MAX_STREAMS),
     ] {
         let held = futures::future::join_all(
             (0..40).map(|_| hostile.trickle(peer, protocol, &[0x5a; 1000], patience)),

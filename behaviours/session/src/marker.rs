@@ -140,6 +140,22 @@ pub struct Codec;
 
 const MAX: usize = mesh_core::MAX_ARTIFACT_BYTES;
 
+/// Streams of `/mesh/marker/1.0.0` one connection may have open at once, ours and the
+/// peer's together (a request is read whole, up to 64 KiB, before it is checked;
+/// libp2p's default of 100 let one connection make the node hold 6.4 MiB of them).
+pub const MAX_STREAMS: usize = 16;
+
+/// Our envelopes in flight to one peer at once; the others wait in its queue, so that
+/// our sends stay within the streams a connection takes.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Our envelopes waiting for one peer; a send beyond is refused
+/// (`E_TRANSPORT_REJECTED`).
+pub const MAX_QUEUED: usize = 256;
+
+/// Our envelopes waiting for all peers together.
+pub const MAX_QUEUED_TOTAL: usize = 4096;
+
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
@@ -237,7 +253,12 @@ pub struct Behaviour {
     config: Config,
     limiter: RateLimiter<PeerId>,
     guard: Guard,
-    pending: HashMap<OutboundRequestId, String>,
+    /// Our envelopes in flight: to whom, and their `message/id`.
+    pending: HashMap<OutboundRequestId, (PeerId, String)>,
+    in_flight: HashMap<PeerId, usize>,
+    /// Our envelopes waiting for a peer's in-flight ones: bytes and `message/id`.
+    queued: HashMap<PeerId, VecDeque<(Vec<u8>, String)>>,
+    queued_total: usize,
     events: VecDeque<Event>,
 }
 
@@ -248,20 +269,75 @@ impl Behaviour {
             inner: request_response::Behaviour::with_codec(
                 Codec,
                 [(PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(config.request_timeout),
+                request_response::Config::default()
+                    .with_request_timeout(config.request_timeout)
+                    .with_max_concurrent_streams(MAX_STREAMS),
             ),
             limiter: RateLimiter::new(config.per_peer, 4096),
             guard: Guard::new(config.guard),
             config,
             pending: HashMap::new(),
+            in_flight: HashMap::new(),
+            queued: HashMap::new(),
+            queued_total: 0,
             events: VecDeque::new(),
         }
     }
 
-    /// Sends `envelope` to `peer`.
+    /// Sends `envelope` to `peer`: at once while fewer than [`MAX_IN_FLIGHT`] of ours
+    /// are in flight to it, else after them; refused ([`Event::Refused`],
+    /// `E_TRANSPORT_REJECTED`) when [`MAX_QUEUED`] already wait for it, or
+    /// [`MAX_QUEUED_TOTAL`] for all peers.
     pub fn send(&mut self, peer: &PeerId, envelope: &SignalMarkerEnvelope) {
-        let id = self.inner.send_request(peer, Ok(envelope.to_cbor()));
-        self.pending.insert(id, envelope.message_id().to_owned());
+        let (bytes, message_id) = (envelope.to_cbor(), envelope.message_id().to_owned());
+        if self.in_flight.get(peer).copied().unwrap_or(0) < MAX_IN_FLIGHT {
+            self.dispatch(*peer, bytes, message_id);
+            return;
+        }
+        let queue = self.queued.entry(*peer).or_default();
+        if queue.len() >= MAX_QUEUED || self.queued_total >= MAX_QUEUED_TOTAL {
+            if queue.is_empty() {
+                self.queued.remove(peer);
+            }
+            self.events.push_back(Event::Refused {
+                peer: *peer,
+                error: MeshError::new(
+                    ErrorCode::TransportRejected,
+                    format!("{message_id} not sent: too many envelopes wait for this peer"),
+                ),
+                by_peer: true,
+            });
+            return;
+        }
+        queue.push_back((bytes, message_id));
+        self.queued_total += 1;
+    }
+
+    fn dispatch(&mut self, peer: PeerId, bytes: Vec<u8>, message_id: String) {
+        let id = self.inner.send_request(&peer, Ok(bytes));
+        self.pending.insert(id, (peer, message_id));
+        *self.in_flight.entry(peer).or_default() += 1;
+    }
+
+    /// Our request `id` is over (answered or failed): its peer and `message/id`; the
+    /// peer's next waiting envelope goes out.
+    fn finished(&mut self, id: &OutboundRequestId) -> Option<(PeerId, String)> {
+        let (peer, message_id) = self.pending.remove(id)?;
+        if let Some(n) = self.in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(&peer);
+            }
+        }
+        let next = self.queued.get_mut(&peer).and_then(VecDeque::pop_front);
+        if self.queued.get(&peer).is_some_and(VecDeque::is_empty) {
+            self.queued.remove(&peer);
+        }
+        if let Some((bytes, next_id)) = next {
+            self.queued_total = self.queued_total.saturating_sub(1);
+            self.dispatch(peer, bytes, next_id);
+        }
+        Some((peer, message_id))
     }
 
     fn trace(&self, kind: TraceEventType, peer: &PeerId, detail: Value) {
@@ -367,7 +443,7 @@ impl NetworkBehaviour for Behaviour {
                         },
                     ..
                 } => {
-                    let Some(message_id) = self.pending.remove(&request_id) else {
+                    let Some((_, message_id)) = self.finished(&request_id) else {
                         continue;
                     };
                     match response {
@@ -392,7 +468,7 @@ impl NetworkBehaviour for Behaviour {
                     error,
                     ..
                 } => {
-                    if self.pending.remove(&request_id).is_some() {
+                    if self.finished(&request_id).is_some() {
                         let error =
                             MeshError::new(ErrorCode::TransportUnavailable, error.to_string());
                         self.events.push_back(Event::Refused {

@@ -331,3 +331,48 @@ async fn age_and_recipient_policy_are_configurable() {
         Some(ErrorCode::ProtoInvalid)
     );
 }
+
+/// Many envelopes to one peer at once all arrive: beyond `MAX_IN_FLIGHT` they wait for
+/// the ones in flight, and never exceed the streams a connection takes (`MAX_STREAMS`,
+/// which our own sends share with the peer's: sent all at once, the ones beyond failed
+/// with "max sub-streams reached").
+#[tokio::test]
+async fn a_burst_of_envelopes_to_one_peer_is_queued_and_all_arrive() {
+    use mesh_session::marker::{MAX_IN_FLIGHT, MAX_STREAMS};
+    const N: usize = 40;
+    assert!(N > MAX_STREAMS && MAX_IN_FLIGHT < MAX_STREAMS);
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let trace = || Arc::new(MemoryTrace::new(10));
+    let mut a = marker_node(&ka, trace(), RateLimit::per_minute(1000, 1000));
+    let mut b = marker_node(&kb, trace(), RateLimit::per_minute(1000, 1000));
+    b.listen().with_memory_addr_external().await;
+    a.connect(&mut b).await;
+    let pb = *b.local_peer_id();
+    let now = Timestamp::now();
+    for i in 0..N {
+        let env = envelope(&ka, kb.node_id(), &format!("msg:{i}"), "m:1", &now).unwrap();
+        a.behaviour_mut().send(&pb, &env);
+    }
+    let (mut sent, mut received, mut refused) = (0, 0, Vec::new());
+    let run = async {
+        while sent + refused.len() < N || received < sent {
+            tokio::select! {
+                e = a.select_next_some() => match e {
+                    SwarmEvent::Behaviour(Event::Sent { .. }) => sent += 1,
+                    SwarmEvent::Behaviour(Event::Refused { error, .. }) => refused.push(error),
+                    _ => {}
+                },
+                e = b.select_next_some() => {
+                    if let SwarmEvent::Behaviour(Event::Received { .. }) = e {
+                        received += 1;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("timed out");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!((sent, received), (N, N));
+}
