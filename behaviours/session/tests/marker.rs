@@ -340,7 +340,7 @@ async fn age_and_recipient_policy_are_configurable() {
 async fn a_burst_of_envelopes_to_one_peer_is_queued_and_all_arrive() {
     use mesh_session::marker::{MAX_IN_FLIGHT, MAX_STREAMS};
     const N: usize = 40;
-    assert!(N > MAX_STREAMS && MAX_IN_FLIGHT < MAX_STREAMS);
+    const { assert!(N > MAX_STREAMS && MAX_IN_FLIGHT < MAX_STREAMS) };
     let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
     let trace = || Arc::new(MemoryTrace::new(10));
     let mut a = marker_node(&ka, trace(), RateLimit::per_minute(1000, 1000));
