@@ -290,3 +290,48 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
     );
     serve.abort();
 }
+
+/// The pages a member serves to one network: fresh keys get no fresh budget beyond the
+/// network's (each key's own burst is 8 pages of up to 256 KiB; one host holds up to 64
+/// connections). Twelve raw peers from 127.0.0.1 ask eight times each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_keys_of_one_network_share_its_table_pages() {
+    use mesh_testkit::Net;
+    use mesh_testkit::hostile::HostilePeer;
+    let key = DiscoveryKey::from_name("pages per network");
+    let member = start(vec![]).await;
+    member.handle.join_swarm(key).await.unwrap();
+    let p2p = member.addr.clone().with(libp2p::multiaddr::Protocol::P2p(
+        member.node.to_peer_id().unwrap(),
+    ));
+    let request = exchange::TableRequest { key, after: None }.to_cbor();
+    let wait = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut pages = 0;
+    let mut refused = 0;
+    for i in 0..12 {
+        let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+        let peer = hostile.connect(p2p.clone(), wait).await.unwrap();
+        for _ in 0..8 {
+            let answer = hostile
+                .send(peer, "/mesh/swarm-table/1.0.0", &request, wait)
+                .await
+                .unwrap();
+            match exchange::decode_answer(&answer) {
+                Ok(_) => pages += 1,
+                // Until our own table is in, the first asker may hear "not ready".
+                Err(e) if i == 0 && pages == 0 && e.to_string().contains("not ready") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs() as usize;
+    // The network's burst of 64, and what it earned back meanwhile (4 a second).
+    assert!(pages >= 8, "{pages} pages served");
+    assert!(
+        pages <= 64 + 4 * (secs + 1),
+        "{pages} pages served to one network in {secs} s ({refused} refused)"
+    );
+}

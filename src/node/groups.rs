@@ -14,6 +14,7 @@
 
 mod feed;
 mod fetch;
+mod serve_limit;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{PeerId, gossipsub};
 use mesh_core::{
-    Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
-    SwarmPresence, Timestamp, TraceEvent, TraceEventType,
+    Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
+    TraceEvent, TraceEventType,
 };
 use mesh_signal::group::exchange::{self, Answer, TableRequest};
 use mesh_signal::group::{
@@ -56,14 +57,6 @@ const MESH_N: usize = 6;
 pub(super) const MESH_N_HIGH: usize = 12;
 /// How often a group with a thin mesh dials members again.
 const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(5);
-/// Table pages served per peer: a burst of 8 (two full 1,024-member tables), then 30
-/// a minute (at most 2 MiB at once and 128 KiB a second of pages to one peer); at most
-/// 4,096 peers tracked.
-const SERVE_LIMIT: RateLimit = RateLimit {
-    burst: 8,
-    per_second: 0.5,
-};
-const SERVE_PEERS: usize = 4096;
 
 type Actions = Vec<Action>;
 
@@ -86,8 +79,8 @@ pub(crate) struct Groups {
     /// Groups whose table fetch failed: their `join` went out again without
     /// `table/fetch`, and is not fetched again.
     plain_join: HashSet<DiscoveryKey>,
-    /// Table pages served, per peer.
-    serve_limit: RateLimiter<PeerId>,
+    /// Table pages served, per peer and per network.
+    serve_limit: serve_limit::ServeLimits,
 }
 
 impl Groups {
@@ -103,7 +96,7 @@ impl Groups {
             fetches: Fetches::default(),
             asked: HashMap::new(),
             plain_join: HashSet::new(),
-            serve_limit: RateLimiter::new(SERVE_LIMIT, SERVE_PEERS),
+            serve_limit: serve_limit::ServeLimits::default(),
         }
     }
 
@@ -324,15 +317,17 @@ impl Groups {
         self.step(key, step)
     }
 
-    /// `peer` asks for a page of a table: only of a group we are in, only once our own
-    /// table is in, at most [`SERVE_LIMIT`] pages per peer.
+    /// `peer` (of `network`) asks for a page of a table: only of a group we are in, only
+    /// once our own table is in, within the pages per peer and per network
+    /// (`serve_limit`).
     pub(crate) fn serve_table(
         &mut self,
         peer: PeerId,
+        network: &mesh_advert::Source,
         request: Result<TableRequest, MeshError>,
         ts: &Timestamp,
     ) -> Answer {
-        if let Err(retry) = self.serve_limit.check(&peer, ts) {
+        if let Err(retry) = self.serve_limit.check(peer, network, ts) {
             return Answer::Refused(exchange::too_often(retry));
         }
         let request = match request {

@@ -29,7 +29,11 @@ impl Node {
                 ..
             } => {
                 self.idle.conns.touch(&peer, Instant::now());
-                let answer = self.groups.serve_table(peer, request, &Timestamp::now());
+                let remote = crate::node::view::View::remote_addrs(&view!(self), &peer);
+                let network = mesh_advert::Source::of_peer(peer, &remote);
+                let answer = self
+                    .groups
+                    .serve_table(peer, &network, request, &Timestamp::now());
                 let b = self.swarm.behaviour_mut();
                 if b.swarm_table.send_response(channel, answer).is_err() {
                     tracing::debug!(%peer, "table answer not sent: stream closed");

@@ -350,7 +350,12 @@ fn a_newcomer_asks_a_subscribed_peer_for_the_table_and_takes_the_valid_presences
     let id = request_id();
     g.table_asked(id, k);
     // While our own table is coming we do not hand one out.
-    let Answer::Refused(e) = g.serve_table(plain, Ok(ask[0].1.clone()), &now.ts) else {
+    let Answer::Refused(e) = g.serve_table(
+        plain,
+        &mesh_advert::Source::Local,
+        Ok(ask[0].1.clone()),
+        &now.ts,
+    ) else {
         panic!("served while fetching")
     };
     assert_eq!(e.code, mesh_core::ErrorCode::TransportUnavailable);
@@ -388,7 +393,12 @@ fn a_newcomer_asks_a_subscribed_peer_for_the_table_and_takes_the_valid_presences
     assert_eq!(codes, vec!["E_SIG_INVALID".to_owned()]);
     assert!(asked(&actions).is_empty(), "one page, no more");
     // Done: the table is now served, our own join first among equals, by node id.
-    let Answer::Page(p) = g.serve_table(plain, Ok(ask[0].1.clone()), &now.ts) else {
+    let Answer::Page(p) = g.serve_table(
+        plain,
+        &mesh_advert::Source::Local,
+        Ok(ask[0].1.clone()),
+        &now.ts,
+    ) else {
         panic!("not served")
     };
     assert_eq!(p.items.len(), 4, "three members and our own join");
@@ -407,14 +417,16 @@ fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
         after: None,
     };
     let other = libp2p::PeerId::random();
-    let Answer::Refused(e) = g.serve_table(other, Ok(req.clone()), &now.ts) else {
+    let Answer::Refused(e) =
+        g.serve_table(other, &mesh_advert::Source::Local, Ok(req.clone()), &now.ts)
+    else {
         panic!("served a swarm we are not in")
     };
     assert_eq!(e.code, mesh_core::ErrorCode::ProtoInvalid);
     g.join(k).unwrap();
     let mut served = 0;
     for _ in 0..100 {
-        match g.serve_table(peer, Ok(req.clone()), &now.ts) {
+        match g.serve_table(peer, &mesh_advert::Source::Local, Ok(req.clone()), &now.ts) {
             Answer::Page(_) => served += 1,
             Answer::Refused(e) => {
                 assert_eq!(e.code, mesh_core::ErrorCode::TransportRejected);
@@ -426,7 +438,12 @@ fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
     assert_eq!(served, 8, "the burst, then refused");
     // Another peer still gets its pages.
     assert!(matches!(
-        g.serve_table(libp2p::PeerId::random(), Ok(req), &now.ts),
+        g.serve_table(
+            libp2p::PeerId::random(),
+            &mesh_advert::Source::Local,
+            Ok(req),
+            &now.ts
+        ),
         Answer::Page(_)
     ));
 }

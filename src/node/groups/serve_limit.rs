@@ -1,0 +1,86 @@
+//! How many member-table pages the node serves: per peer, and per network.
+//!
+//! A page is up to 256 KiB for a request of about 100 bytes. Counted per peer id alone,
+//! every fresh key got a fresh burst, and one host holds up to 64 connections: 8 pages
+//! to each made the node upload 128 MiB for a few kilobytes asked. Both bounds hold:
+//! the peer's ([`PER_PEER`]), then its network's ([`PER_NETWORK`]: the IPv4 address or
+//! IPv6 /64 its connections come from, as the stores count sources). Pure; `ts` passed
+//! in.
+
+use libp2p::PeerId;
+use mesh_advert::Source;
+use mesh_core::{RateLimit, RateLimiter, Timestamp};
+
+/// Pages per peer: a burst of 8 (two full 1,024-member tables), then 30 a minute (at
+/// most 2 MiB at once and 128 KiB a second to one peer).
+pub(crate) const PER_PEER: RateLimit = RateLimit {
+    burst: 8,
+    per_second: 0.5,
+};
+
+/// Pages per network: a burst of 64, then 240 a minute (at most 16 MiB at once and
+/// 1 MiB a second to the peers of one network together).
+pub(crate) const PER_NETWORK: RateLimit = RateLimit {
+    burst: 64,
+    per_second: 4.0,
+};
+
+/// Peers and networks followed at once (the least recently seen forgotten first).
+const TRACKED: usize = 4096;
+
+/// Both bounds.
+#[derive(Debug)]
+pub(crate) struct ServeLimits {
+    peers: RateLimiter<PeerId>,
+    networks: RateLimiter<Source>,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            peers: RateLimiter::new(PER_PEER, TRACKED),
+            networks: RateLimiter::new(PER_NETWORK, TRACKED),
+        }
+    }
+}
+
+impl ServeLimits {
+    /// Whether one more page goes to `peer` of `network` at `ts`; else the seconds to
+    /// wait.
+    pub(crate) fn check(
+        &mut self,
+        peer: PeerId,
+        network: &Source,
+        ts: &Timestamp,
+    ) -> Result<(), u64> {
+        self.peers.check(&peer, ts)?;
+        self.networks.check(network, ts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_keys_of_one_network_share_its_budget() {
+        let mut l = ServeLimits::default();
+        let ts = Timestamp::now();
+        let net = Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+        let mut served = 0;
+        for _ in 0..64 {
+            let peer = PeerId::random();
+            served += (0..8).filter(|_| l.check(peer, &net, &ts).is_ok()).count();
+        }
+        assert_eq!(served, PER_NETWORK.burst as usize);
+        // Another network has its own.
+        let other = Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, 8)));
+        assert!(l.check(PeerId::random(), &other, &ts).is_ok());
+        // One peer gets its own burst and no more.
+        let peer = PeerId::random();
+        let one = (0..20)
+            .filter(|_| l.check(peer, &other, &ts).is_ok())
+            .count();
+        assert_eq!(one, PER_PEER.burst as usize);
+    }
+}
