@@ -193,13 +193,14 @@ where
             return true;
         }
         let now = Instant::now();
-        let (verdict, ended, window) = match self.limits.lock() {
+        let (verdict, ended, window, lines) = match self.limits.lock() {
             Ok(mut limits) => {
                 let ended = limits.ended(now);
                 (
                     limits.admit((meta.target(), meta.name()), now),
                     ended,
                     limits.budget.window,
+                    limits.budget.lines,
                 )
             }
             // A panic while counting: write rather than lose lines.
@@ -207,10 +208,11 @@ where
         };
         for d in ended {
             self.notice(format_args!(
-                "{} more lines like `{}` ({}) were suppressed in the last {} s",
+                "{} more lines like `{}` ({}) were suppressed (at most {} are written per {} s)",
                 d.lines,
                 d.name,
                 d.target,
+                lines,
                 window.as_secs()
             ));
         }

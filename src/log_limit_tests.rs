@@ -130,3 +130,32 @@ fn the_layer_drops_a_flood_of_warnings_from_one_site_and_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn the_count_of_dropped_lines_is_written_after_the_window() {
+    let out = Captured::default();
+    let budget = Budget {
+        lines: 3,
+        window: Duration::from_millis(50),
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(LogLimit::new(budget, out.clone()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(out.clone())
+                .with_ansi(false),
+        );
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..10 {
+            tracing::warn!(i, "flooded");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        tracing::error!("something else");
+    });
+    let text = out.text();
+    assert!(
+        text.contains("7 more lines like `event src/log_limit_tests.rs:"),
+        "{text}"
+    );
+    assert!(text.contains("something else"), "{text}");
+}
