@@ -11,6 +11,8 @@
 
 #[path = "support/meshd.rs"]
 mod meshd;
+#[path = "support/raw_http.rs"]
+mod raw_http;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -401,7 +403,7 @@ fn two_browsers_through_meshd_signaling() {
         "the data channel goes to meshd's WebRTC port: {open}"
     );
     // meshd carried the frames: the request, the accept, two SDPs, candidates.
-    let (code, text) = http_get(&format!("{metrics}/metrics"));
+    let (code, text) = raw_http::get(&format!("{metrics}/metrics"));
     assert_eq!(code, 200);
     let forwarded = text
         .lines()
@@ -429,30 +431,6 @@ fn two_browsers_through_meshd_signaling() {
         "browser <-> browser: join to open {} ms, request to open {} ms (join until both saw each other {} ms); {forwarded} frames forwarded",
         open["joinToOpenMs"], open["ms"], joined["ms"]
     );
-}
-
-/// `GET url` (plain HTTP on loopback): status and body.
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::Read;
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The page's pure logic (signal frames, batches and answers, ICE candidates as

@@ -6,32 +6,10 @@
 
 #[path = "support/meshd.rs"]
 mod meshd;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+#[path = "support/raw_http.rs"]
+mod raw_http;
 
 use meshd::{LOCAL, Meshd};
-
-/// `GET path` at `base` (`http://IP:PORT`) with `Host: host`; the status and body.
-fn get(base: &str, path: &str, host: &str) -> (u16, String) {
-    let addr = base.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
 
 #[test]
 fn a_rebound_page_reads_neither_api_info_nor_status() {
@@ -57,13 +35,13 @@ fn a_rebound_page_reads_neither_api_info_nor_status() {
         let port = served.rsplit(':').next().unwrap();
         // The address served, and localhost: answered.
         for host in [served.clone(), format!("localhost:{port}")] {
-            let (status, body) = get(&base, path, &host);
+            let (status, body) = raw_http::get_as(&served, path, &host);
             assert_eq!(status, 200, "{key} {path} Host {host}: {body}");
             assert!(body.contains(&node_id), "{body}");
         }
         // A rebound page's own name, another port, none of the node's secrets.
         for host in [format!("evil.example:{port}"), "127.0.0.1:1".to_owned()] {
-            let (status, body) = get(&base, path, &host);
+            let (status, body) = raw_http::get_as(&served, path, &host);
             assert_eq!(status, 403, "{key} {path} Host {host}: {body}");
             assert!(body.contains("E_TRANSPORT_REJECTED"), "{body}");
             assert!(!body.contains(&node_id), "{body}");

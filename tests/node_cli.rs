@@ -5,36 +5,14 @@
 
 #[path = "support/meshd.rs"]
 mod meshd;
+#[path = "support/raw_http.rs"]
+mod raw_http;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use meshd::{LOCAL, Meshd, bin};
 use serde_json::Value;
-
-fn http_get(url: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, _)| {
-        (h, &url[url.find(h).unwrap() + h.len()..])
-    });
-    let mut s = TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn run_fails(args: &[&str]) -> String {
     let d = tempfile::tempdir().unwrap();
@@ -64,10 +42,10 @@ fn ready_line_metrics_status_and_clean_stop() {
     assert!(n.addr().starts_with("/ip4/127.0.0.1/tcp/"), "{}", n.ready);
 
     let metrics = n.ready["metrics"].as_str().unwrap().to_owned();
-    let (code, text) = http_get(&format!("{metrics}/metrics"));
+    let (code, text) = raw_http::get(&format!("{metrics}/metrics"));
     assert_eq!(code, 200);
     assert!(text.contains("libp2p_"), "{text}");
-    let (code, body) = http_get(&format!("{metrics}/status"));
+    let (code, body) = raw_http::get(&format!("{metrics}/status"));
     assert_eq!(code, 200);
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["node_id"], n.node_id().as_str());

@@ -10,10 +10,10 @@
 
 #[path = "support/meshd.rs"]
 mod meshd;
+#[path = "support/raw_http.rs"]
+mod raw_http;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,29 +105,10 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn http_get(base: &str, path: &str) -> (u16, String) {
-    let host = base.strip_prefix("http://").unwrap().trim_end_matches('/');
-    let mut s = TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// `GET /metrics` of a node started with `--metrics`.
 fn metrics(n: &Meshd) -> String {
     let base = n.ready["metrics"].as_str().expect("metrics address");
-    let (code, text) = http_get(base, "/metrics");
+    let (code, text) = raw_http::get(&format!("{base}/metrics"));
     assert_eq!(code, 200, "{text}");
     text
 }
@@ -407,7 +388,7 @@ async fn dropped_events_are_counted() {
         let base = base.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let (code, text) = http_get(&base, "/metrics");
+                let (code, text) = raw_http::get(&format!("{base}/metrics"));
                 assert_eq!(code, 200, "{text}");
                 text
             })
