@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+use mesh_testkit::log_capture::Captured;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
@@ -282,27 +283,6 @@ async fn a_busy_connection_polls_itself_again_and_a_quiet_one_sleeps() {
     );
 }
 
-/// A `MakeWriter` keeping what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 /// A peer that opens streams faster than the swarm takes them (the swarm stops taking
 /// while it negotiates its maximum) gets a few buffered and the rest reset, and writes
 /// no log line at `warn` for each one dropped.
@@ -381,6 +361,6 @@ async fn streams_the_swarm_does_not_take_are_few_and_dropped_quietly() {
         muxer::MAX_BUFFERED_INBOUND_STREAMS,
         "streams left open of {OPENED}"
     );
-    let written = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let written = log.text();
     assert!(written.is_empty(), "logged at warn:\n{written}");
 }

@@ -9,6 +9,7 @@ pub mod candidates;
 pub mod clock;
 pub mod hostile;
 pub mod kad_wire;
+pub mod log_capture;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod ratio;
