@@ -595,17 +595,24 @@ impl Handshakes {
         let verified = verify_set(ack, caps);
         let node = self.own.check_handshake(&peer, ack, now, verified)?;
         self.replay.check_incoming(ack, now)?;
-        let Some(State::AwaitingAck {
-            hello,
-            eph,
-            term,
-            transport,
-        }) = self.states.remove(&peer)
-        else {
-            return Err(MeshError::new(
-                ErrorCode::HsUnknownRef,
-                "no hello pending for this peer",
-            ));
+        // Only a hello of ours still pending is taken out: whatever else the peer has
+        // with us (a session of its own hello, crossed with ours) stays as it is.
+        let (hello, eph, term, transport) = match self.states.remove(&peer) {
+            Some(State::AwaitingAck {
+                hello,
+                eph,
+                term,
+                transport,
+            }) => (hello, eph, term, transport),
+            other => {
+                if let Some(state) = other {
+                    self.states.insert(peer, state);
+                }
+                return Err(MeshError::new(
+                    ErrorCode::HsUnknownRef,
+                    "no hello pending for this peer",
+                ));
+            }
         };
         let t = Transcript {
             hello_id: hello.handshake_id(),

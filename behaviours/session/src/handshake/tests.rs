@@ -413,3 +413,41 @@ fn the_last_connection_closing_ends_the_session() {
     assert!(!b.hs.work(&mut b.gov, &t(5)) || b.hs.session(&a.peer).is_none());
     assert!(b.hs.session(&a.peer).is_none());
 }
+
+/// A peer we dialed sends its own hello before it acks ours: the session of its hello
+/// stands, and the ack that comes after (to a hello no longer pending) is refused
+/// without taking it down. It was dropped without a `SessionClosed`, so the node kept a
+/// session the machine no longer had.
+#[test]
+fn an_ack_after_a_crossed_hello_leaves_the_session_in_place() {
+    let (mut a, mut b) = (node(), node());
+    let ours = dial(&mut a, &b);
+    let theirs = hello_from(&b.key, a.key.node_id(), &t(0));
+    let reply = a.hs.on_request(
+        b.peer,
+        TransportProfile::Quic,
+        decode(&theirs),
+        &mut a.gov,
+        &t(1),
+    );
+    assert!(matches!(decode(&reply.bytes).unwrap(), Message::Ack(..)));
+    assert!(a.hs.work(&mut a.gov, &t(1)));
+    assert_eq!(established(&outputs(&mut a)), Some(b.key.node_id()));
+
+    b.hs.connected(a.peer, false, TransportProfile::Quic, &mut b.gov, &t(0));
+    let ack = b.hs.on_request(
+        a.peer,
+        TransportProfile::Quic,
+        decode(&ours),
+        &mut b.gov,
+        &t(1),
+    );
+    assert!(matches!(decode(&ack.bytes).unwrap(), Message::Ack(..)));
+    a.hs.on_response(b.peer, decode(&ack.bytes), &mut a.gov, &t(2));
+    let outs = outputs(&mut a);
+    assert_eq!(rejected(&outs).map(|r| r.0), Some(ErrorCode::HsUnknownRef));
+    assert!(
+        a.hs.session(&b.peer).is_some(),
+        "the session went without a SessionClosed"
+    );
+}
