@@ -5,6 +5,38 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use mesh_core::NodeAdvertisement;
 
+/// The addresses of `candidates` the node may dial for a peer that named them itself
+/// (a signed presence, a stored advertisement: anyone can sign those under fresh
+/// identities), given the node's own listen and external addresses `own`: ones its
+/// transports dial ([`dialable`]) starting with an IP (a name could point anywhere),
+/// public; loopback only when the node itself has no address beyond loopback (several
+/// nodes on one host, as in the tests); a private or link-local one only on a network
+/// the node has an address in. At most `max`, in order.
+pub fn in_node_scope(candidates: &[Multiaddr], own: &[Multiaddr], max: usize) -> Vec<Multiaddr> {
+    use super::ip_scope::{Scope, ip_of, same_network, scope};
+    let own_ips: Vec<_> = own.iter().filter_map(ip_of).collect();
+    let only_loopback = own_ips.iter().all(|ip| scope(*ip) == Scope::Loopback);
+    candidates
+        .iter()
+        .filter(|a| dialable(a))
+        .filter(|a| {
+            let Some(ip) = ip_of(a) else {
+                return false;
+            };
+            match scope(ip) {
+                Scope::Unroutable => false,
+                Scope::Public => true,
+                Scope::Loopback => only_loopback,
+                Scope::Private => own_ips
+                    .iter()
+                    .any(|o| scope(*o) == Scope::Private && same_network(*o, ip)),
+            }
+        })
+        .take(max)
+        .cloned()
+        .collect()
+}
+
 /// Whether `addr` is on a loopback interface.
 pub fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {

@@ -170,12 +170,17 @@ pub(crate) fn bootstrap(b: &mut MeshBehaviour) {
 }
 
 /// Hands up to `max` peers whose live advertisements the store holds to the governor
-/// and the mesh DHT, so a restarted node reconnects without its seeds. How many.
+/// and the mesh DHT, so a restarted node reconnects without its seeds. How many. Only
+/// the addresses in the node's scope (`own`: its listen and external addresses; see
+/// [`addrs::in_node_scope`], at most [`super::kad_scope::MAX_DIAL_ADDRS`] each): anyone
+/// can publish an advertisement, and these peers are dialed for as long as the node
+/// runs.
 pub(crate) fn remember_stored(
     b: &mut MeshBehaviour,
     store: &SharedAdverts,
     me: NodeId,
     max: usize,
+    own: &[Multiaddr],
 ) -> usize {
     let now = Timestamp::now();
     let mut cursor = 0;
@@ -190,7 +195,14 @@ pub(crate) fn remember_stored(
             let Some(ad) = item.decoded() else {
                 continue;
             };
-            let addrs = addrs::advert_addrs(&ad);
+            let addrs = addrs::in_node_scope(
+                &addrs::advert_addrs(&ad),
+                own,
+                super::kad_scope::MAX_DIAL_ADDRS,
+            );
+            if addrs.is_empty() {
+                continue;
+            }
             if let Ok(peer) = node.to_peer_id() {
                 for a in &addrs {
                     b.mesh_kad.add_address(&peer, a.clone());

@@ -197,6 +197,8 @@ pub struct Node {
     records: mesh_advert::RecordBook,
     /// Trace events of refused input written per source.
     trace_budget: trace_budget::TraceBudget,
+    /// The stored peers are still to be handed to the governor (on the first tick).
+    stored_pending: bool,
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
@@ -358,6 +360,7 @@ impl Node {
             amino_providers: mesh_advert::providers::ProviderBook::default(),
             records: mesh_advert::RecordBook::default(),
             trace_budget: trace_budget::TraceBudget::default(),
+            stored_pending: true,
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
             probe_ports,
@@ -498,18 +501,23 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e, "bootstrap list"),
         }
-        let taken = dht::remember_stored(
-            self.swarm.behaviour_mut(),
-            &self.store,
-            self.node_id,
-            STORED_PEERS,
-        );
-        tracing::info!(peers = taken, "stored peers handed to the governor");
         dht::bootstrap(self.swarm.behaviour_mut());
     }
 
     fn on_tick(&mut self) {
         let now = Now::current();
+        // The stored peers on the first tick, once the listeners have reported the
+        // node's own addresses (which decide the scope of theirs).
+        if self.stored_pending {
+            self.stored_pending = false;
+            let own: Vec<Multiaddr> = (self.swarm.listeners())
+                .chain(self.swarm.external_addresses())
+                .cloned()
+                .collect();
+            let b = self.swarm.behaviour_mut();
+            let taken = dht::remember_stored(b, &self.store, self.node_id, STORED_PEERS, &own);
+            tracing::info!(peers = taken, "stored peers handed to the governor");
+        }
         let (swarm, wss) = (&self.swarm, self.wss_public.as_ref());
         let actions = self
             .own

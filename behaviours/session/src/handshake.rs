@@ -15,8 +15,7 @@
 //! The critical path of a handshake is kept short: each received artifact set (hello
 //! or ack, the capability advertisement and its passports) is verified in one pass
 //! (`verify_all_strict`; item by item with codes only when it fails, to name the
-//! culprit); the
-//! hello to a peer dialed by id, the spare ephemeral key and the Diffie-Hellman term
+//! culprit); the hello to a peer dialed by id, the spare ephemeral key and the Diffie-Hellman term
 //! that needs only this side's ephemeral key and the peer's identity are computed
 //! ahead, in [`Handshakes::work`], while the network is busy; the responder answers its
 //! ack first and derives the secret in a later [`Handshakes::work`], while the ack
@@ -595,24 +594,19 @@ impl Handshakes {
         let verified = verify_set(ack, caps);
         let node = self.own.check_handshake(&peer, ack, now, verified)?;
         self.replay.check_incoming(ack, now)?;
-        // Only a hello of ours still pending is taken out: whatever else the peer has
-        // with us (a session of its own hello, crossed with ours) stays as it is.
-        let (hello, eph, term, transport) = match self.states.remove(&peer) {
-            Some(State::AwaitingAck {
-                hello,
-                eph,
-                term,
-                transport,
-            }) => (hello, eph, term, transport),
-            other => {
-                if let Some(state) = other {
-                    self.states.insert(peer, state);
-                }
-                return Err(MeshError::new(
-                    ErrorCode::HsUnknownRef,
-                    "no hello pending for this peer",
-                ));
-            }
+        // Only our pending hello is taken out (a session of the peer's own hello stays).
+        let pending = matches!(self.states.get(&peer), Some(State::AwaitingAck { .. }));
+        let Some(State::AwaitingAck {
+            hello,
+            eph,
+            term,
+            transport,
+        }) = pending.then(|| self.states.remove(&peer)).flatten()
+        else {
+            return Err(MeshError::new(
+                ErrorCode::HsUnknownRef,
+                "no hello pending for this peer",
+            ));
         };
         let t = Transcript {
             hello_id: hello.handshake_id(),
@@ -702,6 +696,5 @@ impl Handshakes {
     }
 }
 
-// The unit tests, with real signed artifacts, are in `handshake/tests.rs`.
 #[cfg(test)]
-mod tests;
+mod tests; // with real signed artifacts

@@ -24,7 +24,6 @@ use libp2p::Multiaddr;
 use mesh_core::NodeId;
 
 use crate::node::addrs;
-use crate::node::ip_scope::{Scope, ip_of, same_network, scope};
 
 /// Most addresses of one member dialed at once.
 pub(super) const FEED_ADDRS: usize = 4;
@@ -34,29 +33,9 @@ pub(super) const FEED_REDIAL: Duration = Duration::from_secs(600);
 pub(super) const FEED_MEMORY: usize = 4096;
 
 /// The addresses of `candidates` a feed dial may use, given the node's own listen and
-/// external addresses `own`: at most [`FEED_ADDRS`], in order.
+/// external addresses `own`: at most [`FEED_ADDRS`], in order ([`addrs::in_node_scope`]).
 pub(super) fn feed_addrs(candidates: &[Multiaddr], own: &[Multiaddr]) -> Vec<Multiaddr> {
-    let own_ips: Vec<_> = own.iter().filter_map(ip_of).collect();
-    let only_loopback = own_ips.iter().all(|ip| scope(*ip) == Scope::Loopback);
-    candidates
-        .iter()
-        .filter(|a| addrs::dialable(a))
-        .filter(|a| {
-            let Some(ip) = ip_of(a) else {
-                return false;
-            };
-            match scope(ip) {
-                Scope::Unroutable => false,
-                Scope::Public => true,
-                Scope::Loopback => only_loopback,
-                Scope::Private => own_ips
-                    .iter()
-                    .any(|o| scope(*o) == Scope::Private && same_network(*o, ip)),
-            }
-        })
-        .take(FEED_ADDRS)
-        .cloned()
-        .collect()
+    addrs::in_node_scope(candidates, own, FEED_ADDRS)
 }
 
 /// The members dialed for thin meshes lately.
