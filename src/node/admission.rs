@@ -72,8 +72,8 @@ pub enum AdmissionError {
     NoEndorsers,
     /// A per-IP limit is zero.
     #[error(
-        "admission: max_nodes_per_ip, unused_grant_secs, requests_burst and \
-         requests_per_minute must be positive"
+        "admission: max_nodes_per_ip, max_circuits_per_ip, unused_grant_secs, \
+         requests_burst and requests_per_minute must be positive"
     )]
     ZeroPerIp,
     /// A `relay_endorsements` file cannot be used.
@@ -120,6 +120,8 @@ pub struct AdmissionSettings {
     pub endorsers: Vec<String>,
     /// Nodes holding grants that asked from one IPv4 address or IPv6 /64.
     pub max_nodes_per_ip: usize,
+    /// Circuits from the nodes of one IPv4 address or IPv6 /64 together.
+    pub max_circuits_per_ip: usize,
     /// A grant never used for a reservation or circuit lapses after this many seconds.
     pub unused_grant_secs: u64,
     /// Admission requests per IPv4 address or IPv6 /64: at once…
@@ -143,6 +145,7 @@ impl Default for AdmissionSettings {
             max_circuits: 256,
             endorsers: Vec::new(),
             max_nodes_per_ip: 32,
+            max_circuits_per_ip: 64,
             unused_grant_secs: 120,
             requests_burst: 32,
             requests_per_minute: 60,
@@ -177,6 +180,7 @@ impl AdmissionSettings {
     pub fn check(&self) -> Result<(), AdmissionError> {
         parse_policy(&self.policy, self.limits(), &self.endorser_ids()?)?;
         if self.max_nodes_per_ip == 0
+            || self.max_circuits_per_ip == 0
             || self.unused_grant_secs == 0
             || self.requests_burst == 0
             || self.requests_per_minute == 0
@@ -211,6 +215,7 @@ impl AdmissionSettings {
             block: Duration::from_secs(self.block_secs),
             max_nodes: 16_384,
             max_nodes_per_ip: self.max_nodes_per_ip,
+            max_circuits_per_ip: self.max_circuits_per_ip,
             unused_grant: Duration::from_secs(self.unused_grant_secs),
             requests_per_ip: RateLimit::per_minute(self.requests_burst, self.requests_per_minute),
             max_reservations: self.max_reservations,

@@ -149,6 +149,7 @@ fn relay_child() {
             max_reservations: 2048,
             // Every client of this bench comes from 127.0.0.1: lift the per-IP limits.
             max_nodes_per_ip: 16_384,
+            max_circuits_per_ip: 1 << 20,
             requests_per_ip: mesh_core::RateLimit {
                 burst: 1 << 20,
                 per_second: 1e6,

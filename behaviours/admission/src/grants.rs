@@ -14,7 +14,8 @@
 //! - Memory is bounded: at most [`Rules::max_nodes`] nodes hold grants, and at most
 //!   [`Rules::max_per_ip`] of them asked from one IP key ([`IpKey`]: an IPv4 address or
 //!   an IPv6 /64); connections without an IP of their own (relayed ones) share one such
-//!   share.
+//!   share. The nodes of one IP key hold at most [`Rules::max_circuits_per_ip`]
+//!   circuits together.
 //! - A grant that is never used (no reservation, no circuit) lapses after
 //!   [`Rules::unused_secs`], however long it was issued for: throwaway identities cannot
 //!   hold the table with grants they do not use.
@@ -110,16 +111,21 @@ pub struct Rules {
     pub max_nodes: usize,
     /// Nodes holding grants that asked from one IP key (IPv4 address or IPv6 /64).
     pub max_per_ip: usize,
+    /// Circuits (open or allowed) from the nodes of one IP key together: without it one
+    /// /64 of 32 nodes at 16 circuits each held more than the relay's 256.
+    pub max_circuits_per_ip: usize,
     /// A grant never used for a reservation or a circuit lapses after this many seconds.
     pub unused_secs: i64,
 }
 
 impl Default for Rules {
-    /// 16,384 nodes, 32 per IP key, unused grants lapse after 120 s.
+    /// 16,384 nodes, 32 per IP key, 64 circuits per IP key (a quarter of relay v2's 256
+    /// as the node configures it), unused grants lapse after 120 s.
     fn default() -> Self {
         Rules {
             max_nodes: 16_384,
             max_per_ip: 32,
+            max_circuits_per_ip: 64,
             unused_secs: 120,
         }
     }
@@ -178,6 +184,7 @@ impl Grants {
             rules: Rules {
                 max_nodes: rules.max_nodes.max(1),
                 max_per_ip: rules.max_per_ip.max(1),
+                max_circuits_per_ip: rules.max_circuits_per_ip.max(1),
                 unused_secs: rules.unused_secs.max(1),
             },
         }
@@ -324,6 +331,18 @@ impl Grants {
             return Err(rejected(format!(
                 "circuit quota of {} per node reached",
                 g.limits.circuits
+            )));
+        }
+        let from_ip: usize = (self.entries.values())
+            .filter(|o| o.ip == e.ip)
+            .map(|o| o.open.len() + o.pending.len())
+            .sum();
+        if from_ip >= self.rules.max_circuits_per_ip {
+            let from =
+                e.ip.map_or_else(|| "connections without an IP".to_owned(), |k| k.to_string());
+            return Err(rejected(format!(
+                "{} circuits from {from} already at this relay",
+                self.rules.max_circuits_per_ip
             )));
         }
         Ok(())

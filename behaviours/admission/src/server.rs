@@ -105,6 +105,7 @@ impl Behaviour {
                 grants: Grants::with_rules(Rules {
                     max_nodes: config.max_nodes,
                     max_per_ip: config.max_nodes_per_ip,
+                    max_circuits_per_ip: config.max_circuits_per_ip,
                     unused_secs: secs(config.unused_grant),
                 }),
                 requests: RateLimiter::new(config.requests_per_ip, MAX_TRACKED_IPS),

@@ -941,3 +941,39 @@ async fn an_advertisement_policy_admits_nodes_with_a_current_advertisement() {
     );
     assert!(without.reserve(&relay).await.is_err());
 }
+
+/// The nodes of one network hold at most `max_circuits_per_ip` circuits together, each
+/// within its own quota: fresh identities from one address (one /64) took every
+/// circuit of the relay. Three nodes from 127.0.0.1, two circuits for the network.
+#[tokio::test]
+async fn circuits_per_network_are_bounded() {
+    let config = server::Config {
+        max_circuits_per_ip: 2,
+        ..open(server::DEFAULT_CAPS)
+    };
+    let relay = Relay::start("relay", config, base_relay_config()).await;
+    let mut dst = client("dst");
+    dst.ask(&relay, Purpose::Reservation).await.unwrap();
+    dst.reserve(&relay).await.unwrap();
+    let mut sources = [client("src-1"), client("src-2"), client("src-3")];
+    for s in sources.iter_mut() {
+        s.ask(&relay, Purpose::Circuit { target: None })
+            .await
+            .unwrap();
+    }
+    let dp = dst.peer;
+    let [s1, s2, s3] = &mut sources;
+    let (r1, r2, r3) = tokio::join!(
+        s1.dial_via(&relay, dp),
+        s2.dial_via(&relay, dp),
+        s3.dial_via(&relay, dp)
+    );
+    let results = [r1, r2, r3];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "{results:?}"
+    );
+    let refused = results.iter().find_map(|r| r.clone().err()).unwrap();
+    assert!(refused.contains("resource limit exceeded"), "{refused}");
+}

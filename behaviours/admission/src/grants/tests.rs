@@ -270,6 +270,7 @@ fn nodes_per_ip_key_are_bounded() {
         max_nodes: 100,
         max_per_ip: 2,
         unused_secs: 120,
+        ..Rules::default()
     });
     let home = ip("2001:db8:1:2::1");
     let neighbour = ip("2001:db8:1:2::99");
@@ -308,6 +309,7 @@ fn nodes_without_an_ip_share_one_share() {
         max_nodes: 100,
         max_per_ip: 2,
         unused_secs: 120,
+        ..Rules::default()
     });
     let (a, b, c) = (node(), node(), node());
     for n in [a, b] {
@@ -343,4 +345,42 @@ fn a_lapse_found_while_making_room_is_reported_by_the_next_sweep() {
     assert!(e.detail.contains("full"), "{e}");
     assert_eq!(g.sweep(&t0().plus_secs(12)), vec![a]);
     assert!(g.sweep(&t0().plus_secs(13)).is_empty());
+}
+
+/// The nodes of one IP key hold at most `max_circuits_per_ip` circuits together:
+/// fresh identities from one /64, each within its own quota, took every circuit the
+/// relay had.
+#[test]
+fn circuits_per_ip_key_are_bounded() {
+    let mut g = Grants::with_rules(Rules {
+        max_nodes: 100,
+        max_per_ip: 10,
+        max_circuits_per_ip: 3,
+        unused_secs: 120,
+    });
+    let home = ip("2001:db8:1:2::1");
+    let neighbour = ip("2001:db8:1:2::99");
+    let elsewhere = ip("2001:db8:1:3::1");
+    let (a, b, c, d) = (node(), node(), node(), node());
+    g.admit(grant(a, Purpose::Reservation, 600), home, &t0())
+        .unwrap();
+    g.admit(grant(b, Purpose::Reservation, 600), neighbour, &t0())
+        .unwrap();
+    g.admit(grant(c, Purpose::Reservation, 600), elsewhere, &t0())
+        .unwrap();
+    for _ in 0..2 {
+        g.check_circuit(&a, &t0()).unwrap();
+        assert_eq!(g.circuit_opened(a, d, &t0()), Opened::Ok);
+    }
+    // b is within its own quota of 2, but its /64 holds 2 of 3: one more, then none.
+    g.check_circuit(&b, &t0()).unwrap();
+    g.circuit_allowed(b, &t0());
+    let e = g.check_circuit(&b, &t0()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected);
+    assert!(e.detail.contains("2001:db8:1:2::/64"), "{e}");
+    // Another /64 has its own.
+    g.check_circuit(&c, &t0()).unwrap();
+    // One of a's closes: b gets the slot.
+    g.circuit_closed(&a, &d);
+    g.check_circuit(&b, &t0()).unwrap();
 }

@@ -34,6 +34,8 @@ pub struct Config {
     /// Most nodes holding grants that asked from one IP key (an IPv4 address or an
     /// IPv6 /64, [`crate::IpKey`]).
     pub max_nodes_per_ip: usize,
+    /// Most circuits (open or allowed) from the nodes of one IP key together.
+    pub max_circuits_per_ip: usize,
     /// A grant never used for a reservation or a circuit lapses after this long.
     pub unused_grant: Duration,
     /// Admission requests per IP key (an IPv4 address or an IPv6 /64): a burst, then a
@@ -79,6 +81,7 @@ impl Default for Config {
             block: Duration::from_secs(600),
             max_nodes: 16_384,
             max_nodes_per_ip: 32,
+            max_circuits_per_ip: 64,
             unused_grant: Duration::from_secs(120),
             requests_per_ip: DEFAULT_REQUESTS_PER_IP,
             max_reservations: 1024,
