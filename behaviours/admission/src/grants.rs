@@ -357,19 +357,16 @@ impl Grants {
         }
     }
 
-    /// Whether `node` holds a reservation now (the relay's events say so).
+    /// Whether `node` holds a reservation now (the relay's events say so). A node no
+    /// longer in the table (evicted, swept or revoked between the relay allowing its
+    /// reservation and reporting it) is not put back: it would hold an entry without a
+    /// grant, outside its IP key's share; its next renewal is refused for want of one.
     pub fn set_reserved(&mut self, node: &NodeId, reserved: bool) {
-        match self.entries.get_mut(node) {
-            Some(e) => {
-                e.reserved = reserved;
-                if e.is_empty() {
-                    self.entries.remove(node);
-                }
+        if let Some(e) = self.entries.get_mut(node) {
+            e.reserved = reserved;
+            if e.is_empty() {
+                self.entries.remove(node);
             }
-            None if reserved => {
-                self.entries.entry(*node).or_default().reserved = true;
-            }
-            None => {}
         }
     }
 

@@ -384,3 +384,33 @@ fn circuits_per_ip_key_are_bounded() {
     g.circuit_closed(&a, &d);
     g.check_circuit(&b, &t0()).unwrap();
 }
+
+/// A node evicted between the relay allowing its reservation and reporting it does not
+/// come back without a grant, outside its IP key's share.
+#[test]
+fn a_reservation_reported_after_eviction_does_not_bring_the_node_back() {
+    let mut g = Grants::with_rules(Rules {
+        max_nodes: 100,
+        max_per_ip: 1,
+        unused_secs: 120,
+        ..Rules::default()
+    });
+    let home = ip("192.0.2.7");
+    let (a, b) = (node(), node());
+    g.admit(grant(a, Purpose::Reservation, 600), home, &t0())
+        .unwrap();
+    g.check_reservation(&a, &t0()).unwrap();
+    g.reservation_allowed(&a, &t0());
+    // b from the same address takes the share: a, idle until the relay reports its
+    // reservation, is evicted.
+    g.admit(
+        grant(b, Purpose::Reservation, 600),
+        home,
+        &t0().plus_secs(1),
+    )
+    .unwrap();
+    g.set_reserved(&a, true);
+    assert!(!g.is_reserved(&a));
+    assert!(g.check_reservation(&a, &t0().plus_secs(2)).is_err());
+    assert_eq!(g.admitted(&t0().plus_secs(2)), 1);
+}
