@@ -120,6 +120,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WITHDRAW_FLUSH: Duration = Duration::from_secs(5);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
+
+/// How long after its start the node takes its stored peers, once it listens: its
+/// listeners have reported their addresses by then.
+const STORED_SETTLE: Duration = Duration::from_secs(2);
+/// How long the node waits for its listeners' addresses before it takes its stored
+/// peers anyway (their scope is then judged by what it has).
+const STORED_WAIT: Duration = Duration::from_secs(5);
 /// Perf streams served at once.
 pub const PERF_STREAMS: usize = 4;
 
@@ -506,9 +513,13 @@ impl Node {
 
     fn on_tick(&mut self) {
         let now = Now::current();
-        // The stored peers on the first tick, once the listeners have reported the
-        // node's own addresses (which decide the scope of theirs).
-        if self.stored_pending {
+        // The stored peers once the listeners have reported the node's own addresses
+        // (which decide the scope of theirs; the first ticks can come before them, and
+        // a wildcard listener reports its interfaces one by one), or after a while
+        // without any.
+        let up = self.started.elapsed();
+        let listening = self.swarm.listeners().next().is_some();
+        if self.stored_pending && (listening && up >= STORED_SETTLE || up >= STORED_WAIT) {
             self.stored_pending = false;
             let own: Vec<Multiaddr> = (self.swarm.listeners())
                 .chain(self.swarm.external_addresses())
