@@ -169,52 +169,60 @@ pub(crate) fn bootstrap(b: &mut MeshBehaviour) {
     let _ = b.mesh_kad.bootstrap();
 }
 
-/// Hands up to `max` peers whose live advertisements the store holds to the governor
-/// and the mesh DHT, so a restarted node reconnects without its seeds. How many. Only
-/// the addresses in the node's scope (`own`: its listen and external addresses; see
-/// [`addrs::in_node_scope`], at most [`super::kad_scope::MAX_DIAL_ADDRS`] each): anyone
-/// can publish an advertisement, and these peers are dialed for as long as the node
-/// runs.
-pub(crate) fn remember_stored(
-    b: &mut MeshBehaviour,
+/// Up to `max` peers whose live advertisements the store holds when the node starts
+/// (from its earlier runs), with their advertised addresses: for [`remember_stored`]
+/// once the node knows its own addresses.
+pub(crate) fn stored_peers(
     store: &SharedAdverts,
     me: NodeId,
     max: usize,
-    own: &[Multiaddr],
-) -> usize {
+) -> Vec<(NodeId, Vec<Multiaddr>)> {
     let now = Timestamp::now();
     let mut cursor = 0;
-    let mut taken = 0;
+    let mut out = Vec::new();
     loop {
         let page = store.since(cursor, 256);
         for item in &page.items {
             let node = item.node_id();
-            if node == me || taken >= max || item.expires_at() <= &now {
+            if node == me || out.len() >= max || item.expires_at() <= &now {
                 continue;
             }
-            let Some(ad) = item.decoded() else {
-                continue;
-            };
-            let addrs = addrs::in_node_scope(
-                &addrs::advert_addrs(&ad),
-                own,
-                super::kad_scope::MAX_DIAL_ADDRS,
-            );
-            if addrs.is_empty() {
-                continue;
-            }
-            if let Ok(peer) = node.to_peer_id() {
-                for a in &addrs {
-                    b.mesh_kad.add_address(&peer, a.clone());
-                }
-                b.session.add_peer(node, addrs);
-                taken += 1;
+            if let Some(ad) = item.decoded() {
+                out.push((node, addrs::advert_addrs(&ad)));
             }
         }
-        if page.next == cursor || page.items.is_empty() || taken >= max {
+        if page.next == cursor || page.items.is_empty() || out.len() >= max {
             break;
         }
         cursor = page.next;
+    }
+    out
+}
+
+/// Hands `peers` ([`stored_peers`]) to the governor and the mesh DHT, so a restarted
+/// node reconnects without its seeds. How many. Only the addresses in the node's scope
+/// (`own`: its listen and external addresses; see [`addrs::in_node_scope`], at most
+/// [`super::kad_scope::MAX_DIAL_ADDRS`] each): anyone can publish an advertisement, and
+/// these peers are dialed for as long as the node runs.
+pub(crate) fn remember_stored(
+    b: &mut MeshBehaviour,
+    peers: Vec<(NodeId, Vec<Multiaddr>)>,
+    own: &[Multiaddr],
+) -> usize {
+    let mut taken = 0;
+    for (node, advertised) in peers {
+        let addrs = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
+        let Ok(peer) = node.to_peer_id() else {
+            continue;
+        };
+        if addrs.is_empty() {
+            continue;
+        }
+        for a in &addrs {
+            b.mesh_kad.add_address(&peer, a.clone());
+        }
+        b.session.add_peer(node, addrs);
+        taken += 1;
     }
     taken
 }

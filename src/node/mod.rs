@@ -204,8 +204,9 @@ pub struct Node {
     records: mesh_advert::RecordBook,
     /// Trace events of refused input written per source.
     trace_budget: trace_budget::TraceBudget,
-    /// The stored peers are still to be handed to the governor (on the first tick).
-    stored_pending: bool,
+    /// The peers stored when the node started, still to be handed to the governor
+    /// (once it knows its own addresses).
+    stored_pending: Option<Vec<(NodeId, Vec<Multiaddr>)>>,
     sweeper: store::Sweeper,
     /// The public name of the WSS listener, for the advertised `wss://` URL.
     wss_public: Option<wss::WssPublic>,
@@ -367,7 +368,7 @@ impl Node {
             amino_providers: mesh_advert::providers::ProviderBook::default(),
             records: mesh_advert::RecordBook::default(),
             trace_budget: trace_budget::TraceBudget::default(),
-            stored_pending: true,
+            stored_pending: None,
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,
             probe_ports,
@@ -508,6 +509,9 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e, "bootstrap list"),
         }
+        // The peers stored from earlier runs, taken now (not those learned meanwhile),
+        // handed over once the node knows its own addresses (`on_tick`).
+        self.stored_pending = Some(dht::stored_peers(&self.store, self.node_id, STORED_PEERS));
         dht::bootstrap(self.swarm.behaviour_mut());
     }
 
@@ -519,14 +523,15 @@ impl Node {
         // without any.
         let up = self.started.elapsed();
         let listening = self.swarm.listeners().next().is_some();
-        if self.stored_pending && (listening && up >= STORED_SETTLE || up >= STORED_WAIT) {
-            self.stored_pending = false;
+        if self.stored_pending.is_some() && (listening && up >= STORED_SETTLE || up >= STORED_WAIT)
+        {
+            let peers = self.stored_pending.take().unwrap_or_default();
             let own: Vec<Multiaddr> = (self.swarm.listeners())
                 .chain(self.swarm.external_addresses())
                 .cloned()
                 .collect();
             let b = self.swarm.behaviour_mut();
-            let taken = dht::remember_stored(b, &self.store, self.node_id, STORED_PEERS, &own);
+            let taken = dht::remember_stored(b, peers, &own);
             tracing::info!(peers = taken, "stored peers handed to the governor");
         }
         let (swarm, wss) = (&self.swarm, self.wss_public.as_ref());
