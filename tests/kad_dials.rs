@@ -3,7 +3,9 @@
 //! `kad_scope::MAX_DIAL_ADDRS` addresses of each tried (libp2p-kad alone tries them all).
 //! A composed node, and a hostile mesh-DHT server (libmesh's own Kademlia behaviour in
 //! server mode, its routing table filled with made-up peers at loopback sockets that
-//! count who connects), over loopback TCP.
+//! count who connects), over loopback TCP. The same bound holds for the endpoints of a
+//! node's advertisement when the node is dialed by node id (an advertisement may name
+//! hundreds, anyone's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -11,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libmesh::advert_store::DurableStore;
 use libmesh::node::kad_scope::MAX_DIAL_ADDRS;
-use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, NodeConfig, SeedPeer};
+use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, Node, NodeConfig, SeedPeer, Target};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, connection_limits, kad};
-use mesh_core::{NoTrace, NodeKeypair};
+use mesh_advert::StoreLimits;
+use mesh_advert::own::advert_for;
+use mesh_core::{NoTrace, NodeKeypair, Timestamp};
 use mesh_testkit::node::start_node;
 use mesh_testkit::{Net, net_swarm};
 
@@ -128,4 +133,62 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
         most <= MAX_DIAL_ADDRS,
         "{most} addresses of one made-up peer dialed (of {ADDRS_EACH}): {last:?}"
     );
+}
+
+/// `n` counting sockets, all counted under one name; their addresses.
+async fn counting_addrs(seen: &Arc<Mutex<HashMap<usize, usize>>>, n: usize) -> Vec<Multiaddr> {
+    let mut addrs = Vec::new();
+    for _ in 0..n {
+        let port = counting(seen.clone(), 0).await;
+        addrs.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
+    }
+    addrs
+}
+
+/// How many of the sockets were reached, once the last dials had time to land.
+async fn reached(seen: &Arc<Mutex<HashMap<usize, usize>>>) -> usize {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    seen.lock().unwrap().get(&0).copied().unwrap_or(0)
+}
+
+/// A node dialed by node id whose stored advertisement names 40 endpoints: at most
+/// `MAX_DIAL_ADDRS` are dialed (all 40 were).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_by_node_id_takes_few_of_an_advertisement_s_endpoints() {
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let endpoints = counting_addrs(&seen, 40).await;
+    let stranger = NodeKeypair::generate();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let now = Timestamp::now();
+        let (store, _) = DurableStore::open(dir.path(), StoreLimits::default(), &now).unwrap();
+        let ad = advert_for(&stranger, &endpoints, 1, &now, 3600).unwrap();
+        store.insert(ad, &now).unwrap();
+    }
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        autonat: false,
+        ..NodeConfig::default()
+    };
+    let (mut node, handle, _events) = Node::new(
+        NodeKeypair::generate(),
+        config,
+        dir.path(),
+        Arc::new(NoTrace),
+    )
+    .unwrap();
+    node.listen().unwrap();
+    tokio::spawn(node.run());
+    let dialed = tokio::time::timeout(WAIT, handle.dial(Target::Node(stranger.node_id())))
+        .await
+        .expect("the dial never ended");
+    assert!(dialed.is_err(), "no socket speaks libp2p: {dialed:?}");
+    let n = reached(&seen).await;
+    assert!(n >= 1, "the node dialed none of the endpoints");
+    assert!(
+        n <= MAX_DIAL_ADDRS,
+        "{n} of the advertisement's 40 endpoints were dialed"
+    );
+    handle.shutdown().await;
 }

@@ -13,6 +13,7 @@ use mesh_advert::{AdvertStore, NodeWithdrawal};
 use mesh_core::{Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, Timestamp};
 
 use super::api::{Dht, Found, HandleError};
+use super::kad_scope::MAX_DIAL_ADDRS;
 use super::waiting::{After, ProviderWait};
 use super::{Node, NodeEvent, addrs};
 
@@ -95,7 +96,14 @@ impl Node {
 
     /// A lookup ended well: answer or continue every waiter.
     fn found(&mut self, node: NodeId, found: Found, waiters: Vec<After>) {
-        let addrs: Vec<Multiaddr> = found.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        // In the node's own order of preference, but no more direct addresses and no
+        // more circuits than one dial takes: an advertisement may name hundreds of
+        // endpoints, anyone's.
+        let parsed: Vec<Multiaddr> = found.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let (mut addrs, mut circuits) = super::router::plan::split_addrs(&parsed);
+        addrs.truncate(MAX_DIAL_ADDRS);
+        circuits.truncate(MAX_DIAL_ADDRS);
+        addrs.extend(circuits);
         let peer = node.to_peer_id().ok();
         for after in waiters {
             match after {
