@@ -13,9 +13,11 @@ use mesh_core::NodeAdvertisement;
 /// nodes on one host, as in the tests); a private or link-local one only on a network
 /// the node has an address in. At most `max`, in order.
 pub fn in_node_scope(candidates: &[Multiaddr], own: &[Multiaddr], max: usize) -> Vec<Multiaddr> {
-    use super::ip_scope::{Scope, ip_of, same_network, scope};
-    let own_ips: Vec<_> = own.iter().filter_map(ip_of).collect();
-    let only_loopback = own_ips.iter().all(|ip| scope(*ip) == Scope::Loopback);
+    use super::ip_scope::{Scope, ip_of, on_private_net, scope};
+    let only_loopback = own
+        .iter()
+        .filter_map(ip_of)
+        .all(|ip| scope(ip) == Scope::Loopback);
     candidates
         .iter()
         .filter(|a| dialable(a))
@@ -27,9 +29,7 @@ pub fn in_node_scope(candidates: &[Multiaddr], own: &[Multiaddr], max: usize) ->
                 Scope::Unroutable => false,
                 Scope::Public => true,
                 Scope::Loopback => only_loopback,
-                Scope::Private => own_ips
-                    .iter()
-                    .any(|o| scope(*o) == Scope::Private && same_network(*o, ip)),
+                Scope::Private => on_private_net(ip, own),
             }
         })
         .take(max)

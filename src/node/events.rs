@@ -533,21 +533,30 @@ impl Node {
                 // withdrawal of a node we hold nothing of takes no room (fresh keys
                 // cost nothing, and the request is forwarded to other nodes).
                 let record = mesh_advert::kad::record_for_withdrawal(&withdrawal, &now);
+                let held = kad::store::RecordStore::get(
+                    self.swarm.behaviour_mut().mesh_kad.store_mut(),
+                    &record.key,
+                )
+                .is_some();
+                if !held {
+                    return;
+                }
                 let remote = super::view::View::remote_addrs(&view!(self), &peer);
                 let from = mesh_advert::Source::of_peer(peer, &remote);
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-                if kad::store::RecordStore::get(store, &record.key).is_some()
-                    && let Err(e) = self.records.accept(store, record, from, &now)
-                {
+                if let Err(e) = self.records.accept(store, record, from, &now) {
                     tracing::debug!(error = %e, "withdrawal not taken into the DHT store");
                 }
             }
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
+                if !is_about_advert(&error) {
+                    return;
+                }
                 let remote = super::view::View::remote_addrs(&view!(self), &peer);
                 let from = mesh_advert::Source::of_peer(peer, &remote);
-                if is_about_advert(&error) && self.trace_budget.admit(&from, &now) {
+                if self.trace_budget.admit(&from, &now) {
                     let me = self.node_id;
                     self.emit_trace(rejected(me, Some(peer), &error, Source::Peer, &now));
                 }

@@ -85,12 +85,6 @@ pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
 /// only when the node or a path is on it (/24, /64); unroutable never. What a peer
 /// claims beyond that names the node's own loopback or LAN, or someone else's.
 pub(crate) fn plausible(ip: IpAddr, path: &[Multiaddr], own: &[Multiaddr]) -> bool {
-    let on_net = |addrs: &[Multiaddr]| {
-        addrs
-            .iter()
-            .filter_map(ip_of)
-            .any(|a| scope(a) == Scope::Private && same_network(a, ip))
-    };
     match scope(ip) {
         Scope::Unroutable => false,
         Scope::Public => true,
@@ -98,8 +92,16 @@ pub(crate) fn plausible(ip: IpAddr, path: &[Multiaddr], own: &[Multiaddr]) -> bo
             .iter()
             .filter_map(ip_of)
             .any(|a| scope(a) == Scope::Loopback),
-        Scope::Private => on_net(own) || on_net(path),
+        Scope::Private => on_private_net(ip, own) || on_private_net(ip, path),
     }
+}
+
+/// Whether one of `addrs` is on the private network of `ip` (/24, /64).
+pub(crate) fn on_private_net(ip: IpAddr, addrs: &[Multiaddr]) -> bool {
+    addrs
+        .iter()
+        .filter_map(ip_of)
+        .any(|a| scope(a) == Scope::Private && same_network(a, ip))
 }
 
 /// Whether `addr` may enter the Amino (public) routing table: a public address or a

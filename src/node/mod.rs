@@ -522,9 +522,9 @@ impl Node {
         // a wildcard listener reports its interfaces one by one), or after a while
         // without any.
         let up = self.started.elapsed();
-        let listening = self.swarm.listeners().next().is_some();
-        if self.stored_pending.is_some() && (listening && up >= STORED_SETTLE || up >= STORED_WAIT)
-        {
+        let due =
+            || up >= STORED_WAIT || up >= STORED_SETTLE && self.swarm.listeners().next().is_some();
+        if self.stored_pending.is_some() && due() {
             let peers = self.stored_pending.take().unwrap_or_default();
             let own: Vec<Multiaddr> = (self.swarm.listeners())
                 .chain(self.swarm.external_addresses())

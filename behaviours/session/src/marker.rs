@@ -123,13 +123,15 @@ pub enum Event {
         /// Its `message/id`.
         message_id: String,
     },
-    /// `peer` refused our envelope, or we refused theirs (`by_peer` false).
+    /// Our envelope to `peer` did not get through (`by_peer` true: the peer refused it,
+    /// the stream failed, or it was never sent because too many wait for the peer), or
+    /// we refused theirs (`by_peer` false).
     Refused {
         /// The peer.
         peer: PeerId,
         /// Why.
         error: MeshError,
-        /// The peer refused ours.
+        /// The envelope was ours (refused by the peer, failed, or not sent), not theirs.
         by_peer: bool,
     },
 }
