@@ -290,7 +290,7 @@ pub fn control_router(handle: NodeHandle, auth: ControlAuth) -> Router {
 
 #[derive(Clone)]
 struct MetricsState {
-    handle: NodeHandle,
+    status: crate::status_cache::SharedStatus,
     registry: Arc<Mutex<Registry>>,
 }
 
@@ -313,15 +313,19 @@ async fn metrics(State(s): State<MetricsState>) -> Response {
 }
 
 async fn metrics_status(State(s): State<MetricsState>) -> ApiResult {
-    to_value(&s.handle.status().await?)
+    to_value(&s.status.get().await?)
 }
 
-/// The metrics router: `/metrics` and `/status`.
+/// The metrics router: `/metrics` and `/status` (the node asked at most once a second,
+/// see [`crate::status_cache`]).
 pub fn metrics_router(handle: NodeHandle, registry: Arc<Mutex<Registry>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(metrics_status))
-        .with_state(MetricsState { handle, registry })
+        .with_state(MetricsState {
+            status: crate::status_cache::SharedStatus::new(handle),
+            registry,
+        })
 }
 
 /// Where a node with data directory `dir` publishes its control address.

@@ -20,6 +20,7 @@ pub mod mesh_client;
 pub mod node;
 pub mod perf;
 pub mod shared_store;
+pub mod status_cache;
 pub mod trace_file;
 pub mod web;
 

@@ -16,6 +16,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::node::NodeHandle;
+use crate::status_cache::SharedStatus;
 
 /// The largest file served (the bundle is about 1 MiB).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -28,11 +29,12 @@ const FILES: &[(&str, &str, &str)] = &[
 
 #[derive(Clone)]
 struct WebState {
-    handle: NodeHandle,
+    status: SharedStatus,
     root: PathBuf,
 }
 
-/// The web router: the page from `root` and `/api/info` from the node.
+/// The web router: the page from `root` and `/api/info` from the node (asked at most
+/// once a second, see [`crate::status_cache`]).
 pub fn web_router(handle: NodeHandle, root: PathBuf) -> Router {
     let mut router = Router::new().route("/api/info", get(info));
     for &(path, file, mime) in FILES {
@@ -43,7 +45,10 @@ pub fn web_router(handle: NodeHandle, root: PathBuf) -> Router {
             }),
         );
     }
-    router.with_state(WebState { handle, root })
+    router.with_state(WebState {
+        status: SharedStatus::new(handle),
+        root,
+    })
 }
 
 /// Whether `root` holds the page (checked at start, to fail early with a hint).
@@ -87,7 +92,7 @@ async fn serve_file(path: &Path, mime: &'static str) -> Response {
 /// The node's id, peer id and addresses a browser can dial (`/webrtc-direct` with its
 /// certhash, `/ws`), each with `/p2p/<peer id>`.
 async fn info(State(s): State<WebState>) -> Response {
-    match s.handle.status().await {
+    match s.status.get().await {
         Ok(st) => {
             let suffix = format!("/p2p/{}", st.peer_id);
             let all: Vec<String> = st

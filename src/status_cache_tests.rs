@@ -1,0 +1,120 @@
+//! A flood of status requests reaches the node once: the web server's `/api/info` and
+//! the metrics server's `/status`, served on loopback, in front of a stand-in node that
+//! counts the status commands it answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::MAX_AGE;
+use crate::node::api::Command;
+use crate::node::status::{DhtStatus, MeshStatus, NatStatus};
+use crate::node::{NodeHandle, Status};
+
+fn status() -> Status {
+    Status {
+        node_id: "did:key:z6Mk-test".into(),
+        peer_id: "12D3KooW-test".into(),
+        agent: "libmesh/test".into(),
+        version: "0".into(),
+        uptime_secs: 0,
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        external_addrs: Vec::new(),
+        nat: NatStatus::default(),
+        connected_peers: 0,
+        mesh: MeshStatus::default(),
+        dht: DhtStatus::default(),
+        adverts_stored: 0,
+        own_advert_sequence: None,
+        topics: Vec::new(),
+        gossip_mesh_peers: 0,
+        events_dropped: 0,
+        gossip_send_failed: 0,
+    }
+}
+
+/// A handle whose node answers status commands (after 20 ms, as a busy node would)
+/// and counts them.
+fn stand_in() -> (NodeHandle, Arc<AtomicUsize>) {
+    let (tx, mut rx) = mpsc::channel::<Command>(64);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let Command::Status { reply } = cmd {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = reply.send(Ok(status()));
+            }
+        }
+    });
+    (NodeHandle::new(tx, Duration::from_secs(10)), asked)
+}
+
+/// `router` served on 127.0.0.1; its address.
+async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// The status line and body of `GET path` on a fresh connection.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// 100 requests at once, then one more after [`MAX_AGE`]: how often the node was asked.
+async fn flood(addr: std::net::SocketAddr, path: &str, asked: &AtomicUsize) -> (usize, usize) {
+    let all: Vec<_> = (0..100)
+        .map(|_| {
+            let path = path.to_string();
+            tokio::spawn(async move { get(addr, &path).await })
+        })
+        .collect();
+    for r in all {
+        let answer = r.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("12D3KooW-test"), "{answer}");
+    }
+    let during = asked.load(Ordering::SeqCst);
+    tokio::time::sleep(MAX_AGE + Duration::from_millis(100)).await;
+    assert!(get(addr, path).await.starts_with("HTTP/1.1 200"));
+    (during, asked.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_api_info_asks_the_node_once() {
+    let (handle, asked) = stand_in();
+    let root = std::env::temp_dir();
+    let addr = serve(crate::web::web_router(handle, root)).await;
+    let (during, after) = flood(addr, "/api/info", &asked).await;
+    assert_eq!(
+        during, 1,
+        "100 requests at once asked the node {during} times"
+    );
+    assert_eq!(after, 2, "an answer older than MAX_AGE is not served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_metrics_status_asks_the_node_once() {
+    let (handle, asked) = stand_in();
+    let registry = Arc::new(std::sync::Mutex::new(
+        prometheus_client::registry::Registry::default(),
+    ));
+    let addr = serve(crate::control::metrics_router(handle, registry)).await;
+    let (during, after) = flood(addr, "/status", &asked).await;
+    assert_eq!(
+        during, 1,
+        "100 requests at once asked the node {during} times"
+    );
+    assert_eq!(after, 2, "an answer older than MAX_AGE is not served");
+}
