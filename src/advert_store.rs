@@ -429,6 +429,11 @@ impl DurableStore {
         self.index().get(node, now)
     }
 
+    /// What the store holds for `node` (advertisement or tombstone), by sequence number.
+    pub fn held_sequence(&self, node: &NodeId) -> Option<mesh_advert::HeldSequence> {
+        self.index().held_sequence(node)
+    }
+
     /// Up to `max` advertisements changed after `cursor`.
     pub fn since(&self, cursor: u64, max: usize) -> Page {
         self.index().since(cursor, max)

@@ -258,3 +258,69 @@ async fn refused_puts_are_traced_within_the_peer_s_budget() {
         "{from_peer} refusals traced for 200 PUTs in {secs} s"
     );
 }
+
+/// A mesh-DHT record older than what the node's advertisement store holds is refused
+/// (`E_ADV_STALE_SEQ`) and never served: a node withdrew at sequence 3 (pushed on
+/// `/mesh/advert`), then a peer PUTs its advertisement of sequence 1, still unexpired.
+/// The DHT's record store took it (only its own previous record was compared) and the
+/// node's own fresh lookup answered it from there, past the withdrawal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_record_older_than_the_store_s_is_refused_and_not_served() {
+    let node = start().await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
+    let mut before = 0;
+    for _ in 0..100 {
+        before = mesh_records(&node).await;
+        if before > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before, 1, "the node's own record");
+
+    let gone = NodeKeypair::generate();
+    let now = Timestamp::now();
+    let old = mesh_advert::own::advert_for(
+        &gone,
+        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+        1,
+        &now,
+        600,
+    )
+    .unwrap();
+    hostile
+        .send(
+            peer,
+            "/mesh/advert/1.0.0",
+            &withdraw_request(&gone, 3),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let record = record_for(&old, &now);
+    hostile
+        .send(
+            peer,
+            "/mesh/kad/1.0.0",
+            &put_value(record.key.as_ref(), &record.value),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mesh_records(&node).await,
+        before,
+        "the withdrawn node's old record was taken"
+    );
+    let found = tokio::time::timeout(WAIT, node.handle.lookup_fresh(gone.node_id()))
+        .await
+        .expect("the lookup never ended");
+    if let Ok(f) = &found {
+        assert!(
+            f.advert.is_none(),
+            "the lookup answered the advertisement withdrawn: {f:?}"
+        );
+    }
+}

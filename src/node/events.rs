@@ -332,13 +332,18 @@ impl Node {
                 // Counted under the putter's network in the advertisement store.
                 let remote = super::view::View::remote_addrs(&view!(self), &source);
                 let from = mesh_advert::Source::of_peer(source, &remote);
+                // Not older than what the advertisement store holds (a replay of what
+                // the node signed before its latest, or before it withdrew).
+                let held = mesh_advert::kad::node_of_key(&record.key)
+                    .and_then(|node| self.store.durable().held_sequence(&node));
                 let store = self.swarm.behaviour_mut().mesh_kad.store_mut();
-                match self.records.accept(store, record, from, &now) {
+                match self.records.accept_above(store, record, from, held, &now) {
                     Ok(DhtEntry::Advert(ad)) => {
                         let node = ad.node_id();
                         let seq = ad.sequence_no();
                         if let Err(e) = self.store.insert_from(ad, from, &now) {
                             tracing::debug!(error = %e, "dht advert not stored");
+                            return;
                         }
                         self.stats.advert_stored("dht");
                         self.emit_trace(super::discovery_trace::fetched(

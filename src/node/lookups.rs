@@ -262,15 +262,27 @@ impl Node {
                 let valid = match r {
                     Ok(GetRecordOk::FoundRecord(found)) => {
                         from = found.peer;
+                        let held = self.store.durable().held_sequence(&node);
                         let checked = mesh_advert::kad::validate_record(&found.record, &now)
                             .and_then(|entry| {
-                                if entry.node_id() == node {
-                                    Ok(entry)
-                                } else {
-                                    Err(MeshError::new(
+                                if entry.node_id() != node {
+                                    return Err(MeshError::new(
                                         ErrorCode::SigUnknownSigner,
                                         format!("the record of {node} is signed by another node"),
-                                    ))
+                                    ));
+                                }
+                                // Older than what the store holds (a DHT node still
+                                // serving what the node signed before it withdrew):
+                                // not an answer; the query goes on.
+                                match mesh_advert::kad::superseded(&entry, held) {
+                                    Some(current) => Err(MeshError::new(
+                                        ErrorCode::AdvStaleSeq,
+                                        format!(
+                                            "the record of {node} has sequence {}, the store holds {current}",
+                                            entry.sequence_no()
+                                        ),
+                                    )),
+                                    None => Ok(entry),
                                 }
                             });
                         match checked {

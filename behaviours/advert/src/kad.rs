@@ -164,9 +164,29 @@ pub fn accept_put<S: RecordStore>(
     record: Record,
     now: &Timestamp,
 ) -> MeshResult<DhtEntry> {
-    let (entry, record) = prepare_put(store, record, now)?;
+    let (entry, record) = prepare_put(store, record, None, now)?;
     store.put(record).map_err(refused)?;
     Ok(entry)
+}
+
+/// The sequence number that makes `entry` stale, given what the node's advertisement
+/// store holds for its node (`held`): a tombstone at or above an advertisement's
+/// sequence (the node withdrew it), an advertisement above it, or anything above a
+/// withdrawal. `None`: `entry` is as new as what the store holds, or newer. The
+/// DHT's record store and the advertisement store are fed by different paths (a PUT, a
+/// push on `/mesh/advert`); a record older than what the other holds is a replay of
+/// what the node signed before, kept and served past its withdrawal without this.
+pub fn superseded(entry: &DhtEntry, held: Option<crate::HeldSequence>) -> Option<u64> {
+    use crate::HeldSequence::{Advert, Withdrawn};
+    let seq = entry.sequence_no();
+    match (entry, held?) {
+        (DhtEntry::Advert(_), Withdrawn(t)) if seq <= t => Some(t),
+        (DhtEntry::Advert(_), Advert(a)) if seq < a => Some(a),
+        // A withdrawal is above the advertisement it withdraws.
+        (DhtEntry::Withdrawn(_), Advert(a)) if seq <= a => Some(a),
+        (DhtEntry::Withdrawn(_), Withdrawn(t)) if seq < t => Some(t),
+        _ => None,
+    }
 }
 
 /// [`accept_put`] up to the write: the verified entry and the record to store, its
@@ -174,6 +194,7 @@ pub fn accept_put<S: RecordStore>(
 pub(crate) fn prepare_put<S: RecordStore>(
     store: &S,
     record: Record,
+    elsewhere: Option<crate::HeldSequence>,
     now: &Timestamp,
 ) -> MeshResult<(DhtEntry, Record)> {
     let held = store.get(&record.key).and_then(|h| {
@@ -189,6 +210,9 @@ pub(crate) fn prepare_put<S: RecordStore>(
         && held.sequence_no() >= entry.sequence_no()
     {
         return Err(stale(entry.sequence_no(), held.sequence_no()));
+    }
+    if let Some(current) = superseded(&entry, elsewhere) {
+        return Err(stale(entry.sequence_no(), current));
     }
     let cap = entry.expiry(now);
     let mut record = record;
@@ -244,6 +268,33 @@ mod tests {
             600,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_record_older_than_the_advert_store_s_is_superseded() {
+        use crate::HeldSequence::{Advert, Withdrawn};
+        let key = NodeKeypair::generate();
+        let ad = DhtEntry::Advert(advert(&key, 5));
+        let w = DhtEntry::Withdrawn(crate::NodeWithdrawal::create(&key, 5, &now()).unwrap());
+        // Nothing held, or the same advertisement: as new as the store's.
+        assert_eq!(superseded(&ad, None), None);
+        assert_eq!(superseded(&ad, Some(Advert(5))), None);
+        assert_eq!(superseded(&ad, Some(Advert(4))), None);
+        // A newer advertisement, or a withdrawal at or above it.
+        assert_eq!(superseded(&ad, Some(Advert(6))), Some(6));
+        assert_eq!(superseded(&ad, Some(Withdrawn(5))), Some(5));
+        assert_eq!(superseded(&ad, Some(Withdrawn(4))), None);
+        // A withdrawal is above what it withdraws.
+        assert_eq!(superseded(&w, Some(Advert(5))), Some(5));
+        assert_eq!(superseded(&w, Some(Advert(4))), None);
+        assert_eq!(superseded(&w, Some(Withdrawn(5))), None);
+        assert_eq!(superseded(&w, Some(Withdrawn(6))), Some(6));
+        // Through the PUT: refused as stale.
+        let peer = key.to_libp2p().public().to_peer_id();
+        let store = MemoryStore::new(peer);
+        let r5 = record_for(&advert(&key, 5), &now());
+        let e = prepare_put(&store, r5, Some(Withdrawn(7)), &now()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AdvStaleSeq);
     }
 
     #[test]

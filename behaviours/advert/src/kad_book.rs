@@ -112,6 +112,20 @@ impl RecordBook {
         source: Source,
         now: &Timestamp,
     ) -> MeshResult<DhtEntry> {
+        self.accept_above(store, record, source, None, now)
+    }
+
+    /// [`RecordBook::accept`], refusing as stale (`E_ADV_STALE_SEQ`) a record older
+    /// than what the node's advertisement store holds for its node (`held`, see
+    /// [`crate::kad::superseded`]).
+    pub fn accept_above<S: RecordStore>(
+        &mut self,
+        store: &mut S,
+        record: Record,
+        source: Source,
+        held: Option<crate::HeldSequence>,
+        now: &Timestamp,
+    ) -> MeshResult<DhtEntry> {
         self.prune(Instant::now());
         // A replay of the held record's bytes costs no verification (it is refused as
         // stale): it does not count against the rate.
@@ -132,7 +146,7 @@ impl RecordBook {
         if let Some(node) = crate::kad::node_of_key(&record.key) {
             self.check_share(&node, &source)?;
         }
-        let (entry, record) = prepare_put(store, record, now)?;
+        let (entry, record) = prepare_put(store, record, held, now)?;
         let node = entry.node_id();
         self.check_share(&node, &source)?;
         let expires = record.expires;

@@ -284,6 +284,16 @@ struct Tombstone {
     until: Timestamp,
 }
 
+/// What a store holds for a node, by sequence number (see
+/// [`MemoryStore::held_sequence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldSequence {
+    /// Its advertisement of that sequence number.
+    Advert(u64),
+    /// A tombstone: it withdrew at that sequence number.
+    Withdrawn(u64),
+}
+
 /// The in-memory store.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -339,6 +349,17 @@ impl MemoryStore {
         let ad = self.entries.get(node).map(|e| e.sequence_no());
         let tomb = self.tombstones.get(node).map(|t| t.sequence_no);
         ad.max(tomb)
+    }
+
+    /// What this store holds for `node`: its advertisement's or its tombstone's
+    /// sequence number, expired or not.
+    pub fn held_sequence(&self, node: &NodeId) -> Option<HeldSequence> {
+        if let Some(t) = self.tombstones.get(node) {
+            return Some(HeldSequence::Withdrawn(t.sequence_no));
+        }
+        self.entries
+            .get(node)
+            .map(|e| HeldSequence::Advert(e.sequence_no()))
     }
 
     /// Checks an advertisement against the rules without changing anything; what
