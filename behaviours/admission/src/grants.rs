@@ -218,10 +218,8 @@ impl Grants {
         }
     }
 
-    /// Makes room for one more node asking from `ip` (`None`: a connection without an
-    /// IP of its own, such as a relayed one; all of those share one IP key's share),
-    /// evicting idle nodes if needed.
-    fn make_room(&mut self, ip: Option<IpKey>, now: &Timestamp) -> Result<(), MeshError> {
+    /// Makes room in `ip`'s share for one more node, evicting an idle one of it if needed.
+    fn make_share_room(&mut self, ip: Option<IpKey>) -> Result<(), MeshError> {
         let from_ip = self.entries.values().filter(|e| e.ip == ip).count();
         if from_ip >= self.rules.max_per_ip && !self.evict_idle_from(ip) {
             let from = ip.map_or_else(|| "connections without an IP".to_owned(), |k| k.to_string());
@@ -230,6 +228,14 @@ impl Grants {
                 self.rules.max_per_ip
             )));
         }
+        Ok(())
+    }
+
+    /// Makes room for one more node asking from `ip` (`None`: a connection without an
+    /// IP of its own, such as a relayed one; all of those share one IP key's share),
+    /// evicting idle nodes if needed.
+    fn make_room(&mut self, ip: Option<IpKey>, now: &Timestamp) -> Result<(), MeshError> {
+        self.make_share_room(ip)?;
         if self.entries.len() >= self.rules.max_nodes {
             let lapsed = self.sweep(now);
             self.lapsed.extend(lapsed);
@@ -256,8 +262,14 @@ impl Grants {
         if let Some(until) = self.blocked_until(&grant.node, now) {
             return Err(rejected(format!("revoked until {}", until.as_str())));
         }
-        if !self.entries.contains_key(&grant.node) {
-            self.make_room(ip, now)?;
+        match self.entries.get(&grant.node) {
+            None => self.make_room(ip, now)?,
+            // A node that asks from another network moves there as a newcomer would
+            // come: within that network's share (it took its place and its circuits out
+            // of the first network's count, so one network's nodes, moved to a second
+            // and back, held both shares twice over).
+            Some(e) if ip.is_some() && e.ip != ip => self.make_share_room(ip)?,
+            Some(_) => {}
         }
         let entry = self.entries.entry(grant.node).or_default();
         if ip.is_some() {

@@ -301,6 +301,48 @@ fn nodes_per_ip_key_are_bounded() {
         .unwrap();
 }
 
+/// A node that asks again from another network moves into that network's share as a
+/// newcomer would: two nodes of one network, active, asking once each from a second,
+/// took the second's share and gave the first's back (each network then held twice its
+/// share). A move within the share is taken.
+#[test]
+fn a_node_moving_to_another_network_needs_room_in_its_share() {
+    let mut g = Grants::with_rules(Rules {
+        max_nodes: 100,
+        max_per_ip: 2,
+        unused_secs: 120,
+        ..Rules::default()
+    });
+    let (first, second) = (ip("192.0.2.1"), ip("198.51.100.1"));
+    let nodes: Vec<NodeId> = (0..4).map(|_| node()).collect();
+    for n in &nodes[..2] {
+        g.admit(grant(*n, Purpose::Reservation, 600), first, &t0())
+            .unwrap();
+        g.set_reserved(n, true);
+    }
+    for n in &nodes[2..] {
+        g.admit(grant(*n, Purpose::Reservation, 600), second, &t0())
+            .unwrap();
+        g.set_reserved(n, true);
+    }
+    // The second network's share is full of active nodes: the first's cannot move in.
+    let e = g
+        .admit(grant(nodes[0], Purpose::Reservation, 600), second, &t0())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected);
+    // ... so the first network's share stays full.
+    let e = g
+        .admit(grant(node(), Purpose::Reservation, 600), first, &t0())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected);
+    // With room (a node of the second gone idle), the move is taken.
+    g.set_reserved(&nodes[3], false);
+    g.admit(grant(nodes[0], Purpose::Reservation, 600), second, &t0())
+        .unwrap();
+    g.admit(grant(node(), Purpose::Reservation, 600), first, &t0())
+        .unwrap();
+}
+
 /// Nodes asking over connections without an IP of their own (relayed ones) share one
 /// IP key's share: fresh identities behind another relay cannot take the whole table.
 #[test]
