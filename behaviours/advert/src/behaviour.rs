@@ -37,6 +37,12 @@ pub struct Config {
     pub forward: bool,
     /// Most peers a single accepted change is forwarded to.
     pub max_forward_peers: usize,
+    /// Accepted changes forwarded per source (the network a change came from, see
+    /// [`Source`]); beyond it a change is stored and answered but not forwarded.
+    pub forward_per_source: RateLimit,
+    /// Accepted changes forwarded in all: each goes to up to `max_forward_peers`
+    /// peers, whose own per-peer limits count our requests together.
+    pub forward_total: RateLimit,
     /// Keep advertisements fetched by our own lookups in the store (under the share of
     /// the peer that answered).
     pub cache_fetched: bool,
@@ -53,6 +59,8 @@ impl Default for Config {
             max_concurrent_streams: 32,
             forward: true,
             max_forward_peers: 8,
+            forward_per_source: RateLimit::per_minute(16, 60),
+            forward_total: RateLimit::per_minute(64, 300),
             cache_fetched: true,
             per_peer: RateLimit::per_minute(60, 600),
             clock: Arc::new(Timestamp::now),
@@ -67,6 +75,8 @@ impl std::fmt::Debug for Config {
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("forward", &self.forward)
             .field("max_forward_peers", &self.max_forward_peers)
+            .field("forward_per_source", &self.forward_per_source)
+            .field("forward_total", &self.forward_total)
             .field("cache_fetched", &self.cache_fetched)
             .field("per_peer", &self.per_peer)
             .finish_non_exhaustive()
@@ -163,6 +173,8 @@ pub struct Behaviour<S: AdvertStore> {
     /// network ([`Source`]).
     remotes: HashMap<ConnectionId, Multiaddr>,
     per_peer: RateLimiter<PeerId>,
+    forward_by_source: RateLimiter<Source>,
+    forward_total: RateLimiter<()>,
     events: VecDeque<Event>,
     next_correlation: u64,
 }
@@ -191,6 +203,8 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             ),
             store,
             per_peer: RateLimiter::new(config.per_peer, 4096),
+            forward_by_source: RateLimiter::new(config.forward_per_source, 4096),
+            forward_total: RateLimiter::new(config.forward_total, 1),
             config,
             pending: HashMap::new(),
             connected: HashSet::new(),
@@ -286,8 +300,25 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
         correlation
     }
 
-    fn forward(&mut self, from: PeerId, about: NodeId, make: impl Fn(String) -> Request) {
+    /// Forwards an accepted change about `about`, received from `from` (counted under
+    /// `source`), to other connected peers, within the forward budgets: what one peer
+    /// sends costs our neighbours at most `forward_per_source`, whatever identities it
+    /// signs changes with.
+    fn forward(
+        &mut self,
+        from: PeerId,
+        source: Source,
+        about: NodeId,
+        now: &Timestamp,
+        make: impl Fn(String) -> Request,
+    ) {
         if !self.config.forward {
+            return;
+        }
+        if self.forward_by_source.check(&source, now).is_err()
+            || self.forward_total.check(&(), now).is_err()
+        {
+            tracing::debug!(%from, ?source, node = %about, "change not forwarded: over the forward budget");
             return;
         }
         let about_peer = about.to_peer_id().ok();
@@ -354,9 +385,11 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                             replaced,
                         });
                         if let Some(ad) = forward_copy {
-                            self.forward(peer, node, |correlation| Request::Publish {
-                                correlation,
-                                advert: Box::new(ad.clone()),
+                            self.forward(peer, source, node, &now, |correlation| {
+                                Request::Publish {
+                                    correlation,
+                                    advert: Box::new(ad.clone()),
+                                }
                             });
                         }
                         let status = if replaced.is_some() {
@@ -399,7 +432,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
                             sequence_no: w.sequence_no(),
                             withdrawal: Box::new(w.clone()),
                         });
-                        self.forward(peer, node, |correlation| Request::Withdraw {
+                        self.forward(peer, source, node, &now, |correlation| Request::Withdraw {
                             correlation,
                             withdrawal: Box::new(w.clone()),
                         });

@@ -465,3 +465,56 @@ async fn lookup_answers_are_cached_under_the_answering_peer_s_network() {
         "beyond the peer's share the answer is not cached"
     );
 }
+
+/// What one peer's accepted changes cost our neighbours: forwarded within
+/// `forward_per_source` per source, `forward_total` in all. Two peers (each its own
+/// source on the memory transport) publish 12 advertisements of fresh keys each to B;
+/// B stores all 24 and forwards 4 of the first's (its source's budget) and 2 of the
+/// second's (the rest of the total budget) to C. Every one was forwarded before.
+#[tokio::test]
+async fn forwarding_stays_within_the_budgets() {
+    let config = Config {
+        forward_per_source: mesh_core::rate::RateLimit::per_minute(4, 0),
+        forward_total: mesh_core::rate::RateLimit::per_minute(6, 0),
+        ..Config::default()
+    };
+    let kb = NodeKeypair::generate();
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(MemoryStore::new(StoreLimits::default()), config),
+    );
+    let (k1, k2, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let (mut a1, mut a2, mut c) = (node(&k1), node(&k2), node(&kc));
+    b.listen().with_memory_addr_external().await;
+    a1.connect(&mut b).await;
+    a2.connect(&mut b).await;
+    c.connect(&mut b).await;
+    let pb = *b.local_peer_id();
+    let mut others = Vec::new();
+    for a in [&mut a1, &mut a2] {
+        for _ in 0..12 {
+            let corr = a
+                .behaviour_mut()
+                .publish(&pb, advert(&NodeKeypair::generate(), 1));
+            let answer = response(&mut [a, &mut b, &mut c], 0, &corr, &mut others).await;
+            assert_eq!(answer.unwrap(), Answer::Stored);
+        }
+    }
+    assert_eq!(b.behaviour().store().len(), 24);
+    // The forwards reach C (bounded: events for at most 3 s).
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            next_event(&mut [&mut a1, &mut a2, &mut b, &mut c]).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        c.behaviour().store().len(),
+        6,
+        "forwarded to C: 4 of the first peer's, 2 of the second's"
+    );
+}
