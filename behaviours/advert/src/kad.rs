@@ -169,6 +169,16 @@ pub fn accept_put<S: RecordStore>(
     Ok(entry)
 }
 
+/// What an advertisement store holds for a node, by sequence number (see
+/// [`crate::MemoryStore::held_sequence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldSequence {
+    /// Its advertisement of that sequence number.
+    Advert(u64),
+    /// A tombstone: it withdrew at that sequence number.
+    Withdrawn(u64),
+}
+
 /// The sequence number that makes `entry` stale, given what the node's advertisement
 /// store holds for its node (`held`): a tombstone at or above an advertisement's
 /// sequence (the node withdrew it), an advertisement above it, or anything above a

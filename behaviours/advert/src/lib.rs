@@ -29,10 +29,11 @@ mod store;
 mod withdrawal;
 
 pub use behaviour::{Answer, Behaviour, Clock, Config, Event};
+pub use kad::HeldSequence;
 pub use kad_book::{RecordBook, RecordLimits};
 pub use shares::Source;
 pub use store::{
-    AdvertStore, DEFAULT_MAX_RECORD_BYTES, HeldSequence, InsertOutcome, MemoryStore, Page,
-    StoreError, StoreLimits, StoredAdvert, Swept,
+    AdvertStore, DEFAULT_MAX_RECORD_BYTES, InsertOutcome, MemoryStore, Page, StoreError,
+    StoreLimits, StoredAdvert, Swept,
 };
 pub use withdrawal::NodeWithdrawal;

@@ -284,16 +284,6 @@ struct Tombstone {
     until: Timestamp,
 }
 
-/// What a store holds for a node, by sequence number (see
-/// [`MemoryStore::held_sequence`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeldSequence {
-    /// Its advertisement of that sequence number.
-    Advert(u64),
-    /// A tombstone: it withdrew at that sequence number.
-    Withdrawn(u64),
-}
-
 /// The in-memory store.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -353,13 +343,13 @@ impl MemoryStore {
 
     /// What this store holds for `node`: its advertisement's or its tombstone's
     /// sequence number, expired or not.
-    pub fn held_sequence(&self, node: &NodeId) -> Option<HeldSequence> {
+    pub fn held_sequence(&self, node: &NodeId) -> Option<crate::HeldSequence> {
         if let Some(t) = self.tombstones.get(node) {
-            return Some(HeldSequence::Withdrawn(t.sequence_no));
+            return Some(crate::HeldSequence::Withdrawn(t.sequence_no));
         }
         self.entries
             .get(node)
-            .map(|e| HeldSequence::Advert(e.sequence_no()))
+            .map(|e| crate::HeldSequence::Advert(e.sequence_no()))
     }
 
     /// Checks an advertisement against the rules without changing anything; what

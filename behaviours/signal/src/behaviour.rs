@@ -452,16 +452,20 @@ impl Behaviour {
         };
         // A frame is remembered only once it is forwarded: refused for a full queue or
         // the sender's rate, it may come again (and "retry after" means it).
+        // The sender's token is taken last, once nothing else refuses the frame: its
+        // `hops` is not signed, so a replay of one of the sender's frames at the hop
+        // limit, refused after the token was taken and never remembered, drained the
+        // sender's allowance at this host copy after copy.
         self.check_room(&hop, 0)?;
         let digest = self.not_seen(&frame, now)?;
+        let next = frame.forwarded()?.to_cbor();
+        self.check_room(&hop, next.len())?;
         self.limiter.check(&frame.from(), now).map_err(|s| {
             MeshError::new(
                 ErrorCode::TransportRejected,
                 format!("too many frames from this sender; retry after {s} s"),
             )
         })?;
-        let next = frame.forwarded()?.to_cbor();
-        self.check_room(&hop, next.len())?;
         self.seen.insert(digest, frame.expires_at().clone(), now);
         let frame_id = frame.frame_id().to_owned();
         self.enqueue(hop, next, frame_id.clone());

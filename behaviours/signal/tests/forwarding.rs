@@ -712,3 +712,86 @@ async fn one_peer_hands_over_a_bounded_number_of_frames() {
         assert!(detail.contains("retry after"), "{detail}");
     }
 }
+
+/// Polls `swarms` (collecting their events) until `f` is done.
+async fn driving<T>(
+    swarms: &mut [&mut Swarm<Behaviour>],
+    seen: &mut Vec<(usize, Event)>,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    let work = async {
+        tokio::pin!(f);
+        loop {
+            tokio::select! {
+                out = &mut f => return out,
+                ev = next_event(swarms) => seen.push(ev),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), work)
+        .await
+        .expect("timed out")
+}
+
+/// A frame's `hops` is not signed: a peer holding one of V's frames sends it again and
+/// again at the hop limit. The host refuses every copy, and V's own next frame still
+/// goes through: the host took V's token before the hop limit refused each copy, so
+/// the copies drained V's allowance (burst 3 here) and V was refused "too many frames
+/// from this sender".
+#[tokio::test]
+async fn replays_at_the_hop_limit_cost_the_signer_nothing() {
+    let (kv, kh, kx) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let lots = RateLimit::per_minute(1000, 1000);
+    let mut v = node(&kv, false, lots);
+    let mut h = swarm_with(
+        &kh,
+        Behaviour::new(Config {
+            host: true,
+            per_sender: RateLimit::per_minute(3, 0),
+            ..Config::new(kh.node_id())
+        }),
+    );
+    let mut x = node(&kx, false, lots);
+    let (_, tcp) = h.listen().with_tcp_addr_external().await;
+    v.connect(&mut h).await;
+    x.connect(&mut h).await;
+    let ph = *h.local_peer_id();
+    let at_limit = frame(&kv, &kx, "connect_request", "r", "r1")
+        .forwarded()
+        .unwrap()
+        .forwarded()
+        .unwrap()
+        .to_cbor();
+    let t =
+        mesh_testkit::hostile::HostilePeer::spawn(NodeKeypair::generate(), mesh_testkit::Net::Tcp);
+    let mut seen = Vec::new();
+    let wait = Duration::from_secs(10);
+    driving(&mut [&mut v, &mut h, &mut x], &mut seen, async {
+        let peer = t.connect(tcp, wait).await.unwrap();
+        for _ in 0..5 {
+            t.send(peer, "/mesh/signal/1.0.0", &at_limit, wait)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let limited = refusals(&seen, 1);
+    assert_eq!(limited.len(), 5, "{limited:?}");
+    assert!(
+        limited.iter().all(|(_, d)| d.contains("hop limit")),
+        "{limited:?}"
+    );
+
+    let fresh = frame(&kv, &kx, "connect_request", "c", "f1");
+    v.behaviour_mut().send(&fresh, Some(ph)).unwrap();
+    let seen = run(&mut [&mut v, &mut h, &mut x], |s| {
+        received(s, 2).is_some() || !refusals(s, 1).is_empty()
+    })
+    .await;
+    assert_eq!(refusals(&seen, 1), Vec::new(), "the host refused V's frame");
+    assert_eq!(received(&seen, 2).unwrap().frame_id(), "f1");
+}
