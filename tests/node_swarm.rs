@@ -393,3 +393,80 @@ async fn forged_and_malformed_presences_are_refused_with_codes() {
     assert!(a.swarm_members(key).await.unwrap().is_empty());
     let _ = a_id;
 }
+
+/// A member that publishes presences as fast as it can (here `join` and `leave` in
+/// turn, each a new sequence number, so each one a change) has at most its author's
+/// rate taken (a burst of 10, then one a second), by A and so by everyone A forwards
+/// to: all 60 were checked, taken and forwarded, each a join or leave event at A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_s_presences_are_taken_within_its_rate() {
+    use mesh_core::{Artifact, SwarmPresence, Timestamp};
+    let config = || NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        ..NodeConfig::default()
+    };
+    let wait = Duration::from_secs(30);
+    let mut a = start_node(NodeKeypair::generate(), config(), Arc::new(NoTrace), wait).await;
+    let mkey = NodeKeypair::generate();
+    let m = start_node(mkey.clone(), config(), Arc::new(NoTrace), wait).await;
+    m.handle
+        .dial(libmesh::node::Target::Addr(a.p2p_addr()))
+        .await
+        .unwrap();
+    let key = DiscoveryKey::from_name("flooded");
+    a.handle.join_swarm(key).await.unwrap();
+    m.handle.subscribe(key.topic()).await.unwrap();
+    let presence = |seq: u64| {
+        let now = Timestamp::now();
+        let kind = if seq % 2 == 1 { "join" } else { "leave" };
+        let serde_json::Value::Object(doc) = serde_json::json!({
+            "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": key.to_hex(),
+            "node/id": mkey.node_id().to_string(), "presence": kind, "sequence/no": seq,
+            "addrs": [], "created-at": now.as_str(), "expires-at": now.plus_secs(60).as_str(),
+        }) else {
+            unreachable!()
+        };
+        SwarmPresence::sign(doc, &mkey).unwrap().to_cbor()
+    };
+    // The first goes out once M sees A subscribed.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        while m
+            .handle
+            .publish_topic(key.topic(), presence(1))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "A never subscribed as seen by M");
+    for seq in 2..=60 {
+        m.handle
+            .publish_topic(key.topic(), presence(seq))
+            .await
+            .unwrap();
+    }
+    // A's join and leave events about M, until none came for a second (bounded).
+    let mut changes = 0;
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        match tokio::time::timeout(Duration::from_secs(1), a.events.recv()).await {
+            Ok(Some(NodeEvent::SwarmMemberJoined { node, .. }))
+            | Ok(Some(NodeEvent::SwarmMemberLeft { node, .. }))
+                if node == mkey.node_id() =>
+            {
+                changes += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(changes >= 1, "A took none of M's presences");
+    assert!(
+        changes <= 20,
+        "A took {changes} of M's 60 presences in a few seconds"
+    );
+}

@@ -14,6 +14,7 @@
 
 mod feed;
 mod fetch;
+mod presence_rate;
 mod serve_limit;
 
 use std::collections::{HashMap, HashSet};
@@ -81,6 +82,8 @@ pub(crate) struct Groups {
     plain_join: HashSet<DiscoveryKey>,
     /// Table pages served, per peer and per network.
     serve_limit: serve_limit::ServeLimits,
+    /// Presences taken per author and swarm.
+    presence_rate: presence_rate::PresenceRate,
 }
 
 impl Groups {
@@ -97,6 +100,7 @@ impl Groups {
             asked: HashMap::new(),
             plain_join: HashSet::new(),
             serve_limit: serve_limit::ServeLimits::default(),
+            presence_rate: presence_rate::PresenceRate::default(),
         }
     }
 
@@ -548,6 +552,12 @@ impl Groups {
         view: &dyn View,
         ts: &Timestamp,
     ) -> (gossipsub::MessageAcceptance, Actions) {
+        if let Some(author) = source
+            && !self.presence_rate.admit(author, key, ts)
+        {
+            tracing::debug!(swarm = %key, %author, "presence over its author's rate: ignored");
+            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+        }
         let checked = SwarmPresence::verify_cbor(data, ts).and_then(|p| {
             if p.swarm_key() != key.as_bytes() {
                 return Err(MeshError::invalid(

@@ -1,0 +1,62 @@
+//! How many presences the node takes from one author in one swarm.
+//!
+//! A member publishes its `join`, a refresh before its presence expires and, when
+//! newcomers arrive, an answer at most every 2 to 10 seconds
+//! (`group::table::answer_gap_secs`): under one presence every two seconds. Each one the
+//! node takes costs a signature check and goes on to the node's gossipsub mesh peers,
+//! so a member publishing as fast as it can (a new gossipsub message each time, the same
+//! presence or a new sequence number) had every member of the swarm check and forward
+//! all of it. Beyond [`PER_AUTHOR`] a presence is ignored (not checked, not forwarded,
+//! no penalty: gossipsub's `Ignore`). Pure; `ts` passed in.
+
+use libp2p::PeerId;
+use mesh_core::{RateLimit, RateLimiter, Timestamp};
+use mesh_signal::group::DiscoveryKey;
+
+/// Presences per author and swarm: a burst of 10, then one a second (twice the most a
+/// member sends).
+pub(crate) const PER_AUTHOR: RateLimit = RateLimit {
+    burst: 10,
+    per_second: 1.0,
+};
+
+/// Authors and swarms followed at once (the least recently seen forgotten first).
+const TRACKED: usize = 8192;
+
+/// The presences taken per (author, swarm).
+#[derive(Debug)]
+pub(crate) struct PresenceRate(RateLimiter<(PeerId, DiscoveryKey)>);
+
+impl Default for PresenceRate {
+    fn default() -> Self {
+        PresenceRate(RateLimiter::new(PER_AUTHOR, TRACKED))
+    }
+}
+
+impl PresenceRate {
+    /// Whether a presence `author` published in `swarm` may be taken at `ts`.
+    pub(crate) fn admit(&mut self, author: PeerId, swarm: DiscoveryKey, ts: &Timestamp) -> bool {
+        self.0.check(&(author, swarm), ts).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_one_a_second_per_author_and_swarm() {
+        let mut r = PresenceRate::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let (s, t) = (DiscoveryKey::from_name("s"), DiscoveryKey::from_name("t"));
+        let now = Timestamp::now();
+        for _ in 0..10 {
+            assert!(r.admit(a, s, &now));
+        }
+        assert!(!r.admit(a, s, &now), "beyond the burst");
+        assert!(r.admit(a, t, &now), "another swarm of the same author");
+        assert!(r.admit(b, s, &now), "another author");
+        assert!(r.admit(a, s, &now.plus_secs(1)), "one a second after");
+        assert!(!r.admit(a, s, &now.plus_secs(1)));
+    }
+}
