@@ -304,6 +304,11 @@ impl NetworkBehaviour for Behaviour {
                 let transport = TransportProfile::of_endpoint(e.endpoint);
                 self.links.insert(e.connection_id, transport);
                 if e.other_established == 0 {
+                    if !e.endpoint.is_dialer()
+                        && let Some(net) = crate::room::network_of(e.endpoint.get_remote_address())
+                    {
+                        self.handshakes.inbound_from(e.peer_id, net);
+                    }
                     self.handshakes.connected(
                         e.peer_id,
                         e.endpoint.is_dialer(),

@@ -273,7 +273,22 @@ impl Governor {
     /// application decides whether it is worth keeping (closing it would cut off a peer
     /// for which it may be the only connection).
     pub fn has_room(&self, pending: usize) -> bool {
-        self.live().saturating_add(pending) < self.config.max_live
+        self.has_room_besides(pending, 0)
+    }
+
+    /// [`Self::has_room`] with `reserved` sessions left free besides.
+    pub fn has_room_besides(&self, pending: usize, reserved: usize) -> bool {
+        self.live().saturating_add(pending).saturating_add(reserved) < self.config.max_live
+    }
+
+    /// Most live sessions.
+    pub fn max_live(&self) -> usize {
+        self.config.max_live
+    }
+
+    /// Whether the embedder named `node` ([`Self::add_known`]).
+    pub fn is_named(&self, node: &NodeId) -> bool {
+        self.peers.get(node).is_some_and(|p| p.named)
     }
 
     /// Names a peer (a seed, a discovered node) the governor keeps connected: it starts
@@ -434,7 +449,8 @@ impl Governor {
     /// Periodic work: ends lapsed blocks, forgets entries that carry nothing any more
     /// (unknown peers without failures in the window, past peers redialed
     /// `forget_after` times in vain), promotes, and asks for dials of kept peers while
-    /// fewer than `target_hot` sessions are live.
+    /// fewer than `target_hot` sessions are live, and of named peers while fewer than
+    /// `target_hot` of them are.
     pub fn tick(&mut self, now: &Timestamp) -> Vec<Action> {
         let config = self.config;
         for p in self.peers.values_mut() {
@@ -464,6 +480,13 @@ impl Governor {
             .config
             .target_hot
             .saturating_sub(self.live() + in_flight);
+        // Named peers are dialed until `target_hot` of them are live or dialed, however
+        // many sessions others hold: peers that dialed us (any number of fresh keys)
+        // must not keep the node from its own.
+        let named = (self.peers.values())
+            .filter(|p| p.named && (p.live() || p.dialing))
+            .count();
+        let wanted_named = wanted.max(self.config.target_hot.saturating_sub(named));
         let mut due: Vec<(bool, Option<Timestamp>, NodeId)> = self
             .peers
             .iter()
@@ -478,8 +501,10 @@ impl Governor {
         // Named peers before past ones (any node can become a past peer by holding a
         // session once); within each, never-tried peers first, then the longest-waiting.
         due.sort();
+        let named_due = due.iter().filter(|(past, ..)| !past).count();
+        let take = wanted.max(wanted_named.min(named_due));
         due.into_iter()
-            .take(wanted)
+            .take(take)
             .map(|(_, _, n)| {
                 if let Some(p) = self.peers.get_mut(&n) {
                     p.dialing = true;

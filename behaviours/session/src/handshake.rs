@@ -49,38 +49,16 @@ use crate::governor::{Action, Governor};
 use crate::own::Own;
 use crate::protocol::{Inbound, Message, encode};
 use crate::replay::ReplayGuard;
+use crate::room;
 use crate::secret::{
     EphemeralKey, IdentityTerm, Role, SessionSecret, Transcript, derive_with, is_small_order,
     parse_session_pub,
 };
 use crate::transport::TransportProfile;
+
+mod output;
 use mesh_core::families::CORE_MESSAGING;
-
-/// What the caller carries out, in order.
-#[derive(Debug)]
-pub enum Output {
-    /// Send `bytes` (an encoded hello) to `peer` as a `/mesh/session/1.0.0` request; the
-    /// response goes to [`Handshakes::on_response`].
-    Send {
-        /// The peer.
-        peer: PeerId,
-        /// The request.
-        bytes: Vec<u8>,
-    },
-    /// Close every connection to `peer` now.
-    Close(PeerId),
-    /// Tell the application.
-    Event(Event),
-}
-
-/// The answer to a request ([`Handshakes::on_request`]).
-#[derive(Debug)]
-pub struct Reply {
-    /// The encoded response: an ack, or a refusal with its code.
-    pub bytes: Vec<u8>,
-    /// A hard refusal: close the connections to the peer once `bytes` has been sent.
-    pub close_after: bool,
-}
+pub use output::{Output, Reply};
 
 enum State {
     /// We sent a hello and wait for the ack.
@@ -130,6 +108,8 @@ pub struct Handshakes {
     ahead: Ahead,
     /// Peers with at least one connection, and the transport of the first.
     connected: HashMap<PeerId, TransportProfile>,
+    /// The networks of peers that dialed us (see [`room`]).
+    networks: room::Networks,
     out: VecDeque<Output>,
 }
 
@@ -146,6 +126,7 @@ impl Handshakes {
             deriving: VecDeque::new(),
             ahead: Ahead::new(),
             connected: HashMap::new(),
+            networks: room::Networks::default(),
             out: VecDeque::new(),
         };
         if let Err(e) = h.own.capabilities(now) {
@@ -225,6 +206,7 @@ impl Handshakes {
     /// a handshake under way counts as a failed attempt.
     pub fn disconnected(&mut self, peer: &PeerId, gov: &mut Governor, now: &Timestamp) {
         self.connected.remove(peer);
+        self.networks.forget(peer);
         self.ahead.disconnected(peer);
         // A session whose connection is gone is not established.
         self.deriving.retain(|d| d.peer != *peer);
@@ -419,6 +401,11 @@ impl Handshakes {
         self.ahead.expire(now);
     }
 
+    /// `peer`'s first connection came from `net` (it dialed us).
+    pub fn inbound_from(&mut self, peer: PeerId, net: mesh_core::IpKey) {
+        self.networks.inbound(peer, net);
+    }
+
     /// Handshakes under way: hellos sent and not answered, acks sent and not derived.
     /// Each may end in a session, so each holds a slot.
     fn pending_sessions(&self) -> usize {
@@ -493,12 +480,15 @@ impl Handshakes {
         gov.allow_handshake(&node, now)
             .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
         let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
-        if !renewing && !gov.has_room(self.pending_sessions()) {
+        if !renewing {
             // A soft refusal: the connection stays, without a session.
-            return Err(MeshError::new(
-                ErrorCode::TransportRejected,
-                "handshake refused: no room for another session",
-            ));
+            let others = self
+                .states
+                .keys()
+                .chain(self.deriving.iter().map(|d| &d.peer));
+            let others: Vec<PeerId> = others.copied().collect();
+            let pending = self.pending_sessions();
+            room::admit(gov, &self.networks, (&peer, &node), pending, &others)?;
         }
         self.replay.check_incoming(hello, now)?;
         let capabilities = self.own.check_capabilities(&node, caps, now, verified)?;

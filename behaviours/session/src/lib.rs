@@ -38,6 +38,7 @@ pub mod marker;
 mod own;
 pub mod protocol;
 pub mod replay;
+pub mod room;
 pub mod secret;
 pub mod transport;
 

@@ -256,3 +256,65 @@ async fn throwaway_keys_failing_the_handshake_keep_the_table_at_its_cap() {
         Some(Temperature::Hot)
     );
 }
+
+/// Strangers that dial the node take at most three quarters of its sessions: four
+/// fresh keys dial B (`max_live` 4): three get a session, the fourth is refused softly,
+/// and B's named peer A still gets one when B dials it. Without the reserve the four
+/// held every session and B's dials of A found no room, forever.
+#[tokio::test]
+async fn strangers_leave_a_named_peer_its_session() {
+    let config = || Config {
+        tick_interval: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let (ka, kb) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let mut a = swarm_with(&ka, Behaviour::new(ka.clone(), config()));
+    let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config()));
+    assert_eq!(b.behaviour().governor().max_live(), 4);
+    let (a_addr, _) = a.listen().await;
+    b.listen().with_memory_addr_external().await;
+    let pa = *a.local_peer_id();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let k = NodeKeypair::generate();
+        let mut s = swarm_with(&k, Behaviour::new(k.clone(), config()));
+        s.connect(&mut b).await;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                s.select_next_some().await;
+            }
+        }));
+    }
+    let live = |b: &Swarm<Behaviour>| {
+        let g = b.behaviour().governor();
+        g.count(Temperature::Hot) + g.count(Temperature::Warm)
+    };
+    // Three sessions come up; a second more gives the fourth its chance (bounded).
+    let three = async {
+        while live(&b) < 3 {
+            b.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), three)
+        .await
+        .expect("three strangers' sessions");
+    let more = async {
+        loop {
+            b.select_next_some().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), more).await;
+    assert_eq!(live(&b), 3, "sessions the strangers hold");
+
+    b.behaviour_mut().add_peer(ka.node_id(), vec![a_addr]);
+    until_a(
+        &mut b,
+        &mut a,
+        |e| matches!(e, Event::SessionEstablished { peer, .. } if *peer == pa),
+    )
+    .await;
+    assert_eq!(live(&b), 4);
+    for t in tasks {
+        t.abort();
+    }
+}

@@ -451,3 +451,49 @@ fn an_ack_after_a_crossed_hello_leaves_the_session_in_place() {
         "the session went without a SessionClosed"
     );
 }
+
+/// The sessions strangers start leave a quarter of `max_live` to named peers (and the
+/// node's own dials), and the strangers of one network hold at most a quarter: here 8
+/// sessions, 2 kept, 2 per network. Without these, one host's fresh keys held them all.
+#[test]
+fn strangers_leave_room_for_named_peers_and_one_network_holds_its_share() {
+    use mesh_core::IpKey;
+    let mut b = node_with(GovernorConfig {
+        max_live: 8,
+        ..GovernorConfig::default()
+    });
+    let me = b.key.node_id();
+    let ask = |b: &mut Node, k: &NodeKeypair, net: Option<&str>| {
+        let p = k.node_id().to_peer_id().unwrap();
+        b.hs.connected(p, false, TransportProfile::Tcp, &mut b.gov, &t(0));
+        if let Some(ip) = net {
+            b.hs.inbound_from(p, IpKey::of(ip.parse().unwrap()));
+        }
+        let hello = decode(&hello_from(k, me, &t(0)));
+        let reply =
+            b.hs.on_request(p, TransportProfile::Tcp, hello, &mut b.gov, &t(0));
+        match decode(&reply.bytes).unwrap() {
+            Message::Ack(..) => Ok(()),
+            Message::Rejected(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    };
+    let keys: Vec<NodeKeypair> = (0..8).map(|_| NodeKeypair::generate()).collect();
+    // One network: two, then refused for its network.
+    for k in &keys[..2] {
+        ask(&mut b, k, Some("198.51.100.7")).unwrap();
+    }
+    let e = ask(&mut b, &keys[2], Some("198.51.100.7")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected);
+    assert!(e.detail.contains("198.51.100.7"), "{e}");
+    // Others, each its own network: up to 8 - 2 kept = 6 in all, then no room.
+    for (i, k) in keys[3..7].iter().enumerate() {
+        ask(&mut b, k, Some(&format!("203.0.113.{i}"))).unwrap();
+    }
+    let e = ask(&mut b, &keys[7], Some("192.0.2.1")).unwrap_err();
+    assert!(e.detail.contains("no room for another session"), "{e}");
+    // A named peer takes one of the two kept, from a full network too.
+    let seed = NodeKeypair::generate();
+    b.gov.add_known(seed.node_id());
+    ask(&mut b, &seed, Some("198.51.100.7")).unwrap();
+}

@@ -1,0 +1,145 @@
+//! Room for the sessions peers start. The node holds at most `max_live` sessions
+//! ([`crate::governor::GovernorConfig::max_live`]); the sessions others start (their
+//! hello) may take all but [`reserved`] of them, which stay for the node's own dials and
+//! its named peers (seeds), and the peers whose connections come from one network (an
+//! IPv4 address or IPv6 /64, [`IpKey`]) at most [`per_network`]. Without these, one host
+//! with as many fresh keys as `max_live` held every session: the node's own dials to its
+//! seeds found no room (and were retried forever), the seeds' hellos were refused.
+//! Connections over loopback or without an IP (memory transport) are not counted by
+//! network: several nodes of one host, as in the tests, each count for themselves.
+//! Pure.
+
+use std::collections::HashMap;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use mesh_core::{ErrorCode, IpKey, MeshError, NodeId};
+
+use crate::governor::Governor;
+
+/// Sessions of `max_live` kept for the node's own dials and named peers.
+pub fn reserved(max_live: usize) -> usize {
+    max_live / 4
+}
+
+/// Sessions the peers of one network may start.
+pub fn per_network(max_live: usize) -> usize {
+    (max_live / 4).max(1)
+}
+
+/// Whether `peer` (`node`), whose hello came, may start a session beside `pending`
+/// handshakes under way and the sessions of `others`: within the room others may take
+/// (all of it for a named peer) and its network's share. A soft refusal
+/// (`E_TRANSPORT_REJECTED`): the connection stays, without a session.
+pub fn admit(
+    gov: &Governor,
+    networks: &Networks,
+    (peer, node): (&PeerId, &NodeId),
+    pending: usize,
+    others: &[PeerId],
+) -> Result<(), MeshError> {
+    let (named, max) = (gov.is_named(node), gov.max_live());
+    let reserve = if named { 0 } else { reserved(max) };
+    let no_room = |why: String| MeshError::new(ErrorCode::TransportRejected, why);
+    if !gov.has_room_besides(pending, reserve) {
+        return Err(no_room(
+            "handshake refused: no room for another session".into(),
+        ));
+    }
+    match networks.admits(peer, others.iter().copied(), per_network(max)) {
+        Err(net) if !named => Err(no_room(format!(
+            "handshake refused: no room for another session from {net}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The network a connection from `remote` counts under: `None` over loopback or
+/// without an IP.
+pub fn network_of(remote: &Multiaddr) -> Option<IpKey> {
+    let loopback = remote.iter().next().is_some_and(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    });
+    if loopback {
+        None
+    } else {
+        IpKey::of_multiaddr(remote)
+    }
+}
+
+/// The network of each connected peer whose first connection it dialed (loopback and
+/// IP-less connections are not recorded).
+#[derive(Debug, Default)]
+pub struct Networks {
+    of: HashMap<PeerId, IpKey>,
+}
+
+impl Networks {
+    /// `peer` dialed us from `net`.
+    pub fn inbound(&mut self, peer: PeerId, net: IpKey) {
+        self.of.insert(peer, net);
+    }
+
+    /// `peer` has no connection left.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.of.remove(peer);
+    }
+
+    /// Whether `peer` may start one more session beside `others` (the peers with a
+    /// session or a handshake under way): `Err` with its network when that network's
+    /// peers hold `max` already.
+    pub fn admits(
+        &self,
+        peer: &PeerId,
+        others: impl Iterator<Item = PeerId>,
+        max: usize,
+    ) -> Result<(), IpKey> {
+        let Some(net) = self.of.get(peer) else {
+            return Ok(());
+        };
+        let n = others
+            .filter(|p| p != peer && self.of.get(p) == Some(net))
+            .count();
+        if n >= max { Err(*net) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_network_holds_its_share() {
+        let mut n = Networks::default();
+        let net = IpKey::of("198.51.100.7".parse().unwrap());
+        let other = IpKey::of("203.0.113.9".parse().unwrap());
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for p in &peers[..3] {
+            n.inbound(*p, net);
+        }
+        n.inbound(peers[3], other);
+        let held = || peers[..2].iter().copied();
+        assert_eq!(n.admits(&peers[2], held(), 2), Err(net));
+        assert_eq!(n.admits(&peers[2], held(), 3), Ok(()));
+        assert_eq!(n.admits(&peers[3], held(), 2), Ok(()), "another network");
+        assert_eq!(
+            n.admits(&PeerId::random(), held(), 2),
+            Ok(()),
+            "not recorded"
+        );
+        n.forget(&peers[0]);
+        assert_eq!(n.admits(&peers[2], held(), 2), Ok(()));
+        assert_eq!((reserved(32), per_network(32)), (8, 8));
+        assert_eq!((reserved(4), per_network(4)), (1, 1));
+        assert_eq!((reserved(2), per_network(2)), (0, 1));
+        let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
+        assert_eq!(network_of(&addr("/ip4/127.0.0.1/tcp/1")), None);
+        assert_eq!(network_of(&addr("/ip6/::1/tcp/1")), None);
+        assert_eq!(network_of(&addr("/memory/7")), None);
+        assert_eq!(network_of(&addr("/ip4/198.51.100.7/tcp/1")), Some(net));
+    }
+}
