@@ -235,7 +235,8 @@ impl Behaviour {
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "session request failed");
-                self.handshakes.on_request_failed(&peer);
+                let gov = &mut self.driver.governor;
+                self.handshakes.on_request_failed(&peer, gov, &now);
             }
             request_response::Event::ResponseSent { request_id, .. }
             | request_response::Event::InboundFailure { request_id, .. } => {

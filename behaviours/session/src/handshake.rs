@@ -51,50 +51,15 @@ use crate::protocol::{Inbound, Message, encode};
 use crate::replay::ReplayGuard;
 use crate::room;
 use crate::secret::{
-    EphemeralKey, IdentityTerm, Role, SessionSecret, Transcript, derive_with, is_small_order,
-    parse_session_pub,
+    IdentityTerm, Role, SessionSecret, Transcript, derive_with, is_small_order, parse_session_pub,
 };
 use crate::transport::TransportProfile;
 
 mod output;
 use mesh_core::families::CORE_MESSAGING;
 pub use output::{Output, Reply};
-
-enum State {
-    /// We sent a hello and wait for the ack.
-    AwaitingAck {
-        hello: Box<PeerHandshake>,
-        eph: EphemeralKey,
-        /// `eph` × the responder's identity, once computed.
-        term: Option<IdentityTerm>,
-        transport: TransportProfile,
-    },
-    /// Done.
-    Established(Session),
-}
-
-/// A responder's session whose ack has been sent; the secret is derived next.
-struct Deriving {
-    peer: PeerId,
-    node: NodeId,
-    capabilities: Vec<String>,
-    unproven: Vec<String>,
-    eph: EphemeralKey,
-    term: IdentityTerm,
-    hello_pub: [u8; 32],
-    hello_id: String,
-    ack_id: String,
-    at: Timestamp,
-    transport: TransportProfile,
-    peer_transport: Option<TransportProfile>,
-}
-
-fn is_hard(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::SigInvalid | ErrorCode::SigUnknownSigner | ErrorCode::HsReplay
-    )
-}
+mod state;
+use state::{Deriving, State, is_hard};
 
 /// The handshakes of one node with all its peers.
 pub struct Handshakes {
@@ -322,6 +287,7 @@ impl Handshakes {
         gov: &mut Governor,
         now: &Timestamp,
     ) {
+        let pending = matches!(self.states.get(&peer), Some(State::AwaitingAck { .. }));
         let result = match response {
             Ok(Message::Ack(a, c)) => self.on_ack(peer, &a, &c, gov, now),
             Ok(Message::Rejected(e)) => {
@@ -332,14 +298,33 @@ impl Handshakes {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
+            let code = e.code;
             self.reject(peer, e, false, false, gov, now);
+            // Whatever came back, our attempt is over: left pending, it held a session
+            // slot and the governor's dial for as long as the connection lasted.
+            if pending {
+                self.attempt_failed(&peer, code.as_str(), gov, now);
+            }
         }
     }
 
     /// Our hello to `peer` got no response (timeout, closed stream, protocol not
-    /// supported): the handshake is over, without a session.
-    pub fn on_request_failed(&mut self, peer: &PeerId) {
-        self.states.remove(peer);
+    /// supported): the handshake is over, without a session; the governor retries
+    /// after its backoff.
+    pub fn on_request_failed(&mut self, peer: &PeerId, gov: &mut Governor, now: &Timestamp) {
+        if matches!(self.states.get(peer), Some(State::AwaitingAck { .. })) {
+            self.attempt_failed(peer, "no answer", gov, now);
+        }
+    }
+
+    /// Our pending hello to `peer` ended without a session.
+    fn attempt_failed(&mut self, peer: &PeerId, why: &str, gov: &mut Governor, now: &Timestamp) {
+        if matches!(self.states.get(peer), Some(State::AwaitingAck { .. })) {
+            self.states.remove(peer);
+        }
+        if let Ok(node) = NodeId::from_peer_id(peer) {
+            gov.dial_failed(&node, why, now);
+        }
     }
 
     /// Runs one piece of work that was put off so as not to delay a message: a

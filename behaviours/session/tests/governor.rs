@@ -318,3 +318,57 @@ async fn strangers_leave_a_named_peer_its_session() {
         t.abort();
     }
 }
+
+/// A peer that takes our hello and never answers it (it drops the request) does not
+/// keep our attempt pending: B (`max_live` 1) dials such a peer, and a real peer A that
+/// dials B afterwards still gets the session. The attempt held B's one slot for as long
+/// as the silent peer's connection lasted.
+#[tokio::test]
+async fn a_hello_never_answered_frees_its_slot() {
+    let config = |max_live| Config {
+        tick_interval: Duration::from_millis(50),
+        governor: GovernorConfig {
+            max_live,
+            ..GovernorConfig::default()
+        },
+        ..Config::default()
+    };
+    let (ka, kb, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = swarm_with(&ka, Behaviour::new(ka.clone(), config(4)));
+    let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config(1)));
+    let mut c = swarm_with(&kc, Behaviour::new(kc.clone(), config(4)));
+    b.listen().with_memory_addr_external().await;
+    let mut silent: Raw = swarm_with(
+        &NodeKeypair::generate(),
+        request_response::Behaviour::with_codec(
+            raw::RawCodec,
+            [(PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    );
+    silent.listen().with_memory_addr_external().await;
+    // B dials the silent peer: B's hello goes out and is dropped unanswered.
+    b.connect(&mut silent).await;
+    drive(&mut a, &mut b, &mut c, Some(&mut silent), |s, _| match s {
+        Seen::Raw(request_response::Event::Message { .. }) => Some(()),
+        _ => None,
+    })
+    .await;
+    // Then A dials B.
+    let pa = *a.local_peer_id();
+    a.connect(&mut b).await;
+    let got = drive(&mut a, &mut b, &mut c, Some(&mut silent), |s, _| match s {
+        Seen::B(Event::SessionEstablished { peer, .. }) if peer == pa => Some(true),
+        Seen::B(Event::Rejected { peer, .. }) if peer == pa => Some(false),
+        _ => None,
+    })
+    .await;
+    assert!(
+        got,
+        "A's hello was refused: no room beside the silent peer's attempt"
+    );
+}

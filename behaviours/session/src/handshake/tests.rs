@@ -5,6 +5,7 @@ use super::*;
 use crate::artifacts::{HandshakeParams, build_capabilities, build_hello};
 use crate::governor::{GovernorConfig, Temperature};
 use crate::protocol::decode;
+use crate::secret::EphemeralKey;
 use mesh_core::artifact::Artifact;
 
 fn t(s: i64) -> Timestamp {
@@ -306,6 +307,54 @@ fn a_refusal_by_the_peer_ends_our_attempt_and_leaves_the_connection() {
     assert!(!closes(&outs));
     assert!(!a.hs.is_engaged(&b.peer), "a new hello may be sent later");
     assert_eq!(a.gov.temperature(&b.key.node_id()), Some(Temperature::Cold));
+}
+
+/// An answer to our hello that is no ack and no refusal (an empty stream, a hello)
+/// ends our attempt like a refusal: it was left pending, holding a session slot (with
+/// `max_live` 1, no other handshake could start) for as long as the connection lasted.
+#[test]
+fn an_unreadable_answer_ends_our_attempt() {
+    let mut a = node_with(GovernorConfig {
+        max_live: 1,
+        ..GovernorConfig::default()
+    });
+    let (b, c) = (node(), node());
+    let _ = dial(&mut a, &b);
+    assert!(a.hs.is_engaged(&b.peer));
+    a.hs.on_response(b.peer, decode(&[]), &mut a.gov, &t(1));
+    let outs = outputs(&mut a);
+    assert_eq!(rejected(&outs).map(|r| r.0), Some(ErrorCode::ProtoInvalid));
+    assert!(!a.hs.is_engaged(&b.peer), "our attempt is over");
+    a.hs.connected(c.peer, true, TransportProfile::Quic, &mut a.gov, &t(1));
+    assert!(a.hs.is_engaged(&c.peer), "the slot is free for the next");
+}
+
+/// Our hello unanswered (timeout, reset): the governor's dial of the peer is over too,
+/// and it is dialed again after its backoff. It stayed "dialing" for good: never
+/// evicted, never redialed, and counted against the dials the governor makes.
+#[test]
+fn an_unanswered_hello_ends_the_governor_s_dial() {
+    let (mut a, b) = (node(), node());
+    let nb = b.key.node_id();
+    a.gov.add_known(nb);
+    assert!(
+        a.gov
+            .tick(&t(0))
+            .iter()
+            .any(|x| matches!(x, Action::Dial(n) if *n == nb))
+    );
+    let _ = dial(&mut a, &b);
+    a.hs.on_request_failed(&b.peer, &mut a.gov, &t(1));
+    assert!(!a.hs.is_engaged(&b.peer));
+    let status = a.gov.peer_status(&nb, &t(1)).unwrap();
+    assert_ne!(status["lifecycle"], "dialing", "{status}");
+    assert!(
+        a.gov
+            .tick(&t(400))
+            .iter()
+            .any(|x| matches!(x, Action::Dial(n) if *n == nb)),
+        "dialed again after the backoff"
+    );
 }
 
 #[test]
