@@ -202,8 +202,8 @@ pub(crate) fn stored_peers(
 /// Hands `peers` ([`stored_peers`]) to the governor and the mesh DHT, so a restarted
 /// node reconnects without its seeds. How many. Only the addresses in the node's scope
 /// (`own`: its listen and external addresses; see [`addrs::in_node_scope`], at most
-/// [`super::kad_scope::MAX_DIAL_ADDRS`] each): anyone can publish an advertisement, and
-/// these peers are dialed for as long as the node runs.
+/// [`super::kad_scope::MAX_DIAL_ADDRS`] each), and as past peers, not named ones:
+/// anyone can publish an advertisement.
 pub(crate) fn remember_stored(
     b: &mut MeshBehaviour,
     peers: Vec<(NodeId, Vec<Multiaddr>)>,
@@ -221,7 +221,7 @@ pub(crate) fn remember_stored(
         for a in &addrs {
             b.mesh_kad.add_address(&peer, a.clone());
         }
-        b.session.add_peer(node, addrs);
+        b.session.add_past_peer(node, addrs);
         taken += 1;
     }
     taken

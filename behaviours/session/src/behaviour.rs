@@ -119,6 +119,14 @@ impl Behaviour {
         self.driver.add_peer(node, addrs);
     }
 
+    /// Takes `node` as a past peer, dialed at `addrs` (at most 16 kept): a peer of an
+    /// earlier run, say. Unlike a named one it is dialed only while sessions are wanted,
+    /// forgotten after `GovernorConfig::forget_after` vain redials, and its hello gets
+    /// only the room others' get (see [`crate::room`]).
+    pub fn add_past_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
+        self.driver.add_past_peer(node, addrs);
+    }
+
     /// The governor.
     pub fn governor(&self) -> &Governor {
         &self.driver.governor

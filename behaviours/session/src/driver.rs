@@ -49,6 +49,19 @@ impl Driver {
     /// Makes `node` a peer the governor keeps connected, dialed at `addrs` (at most
     /// [`MAX_ADDRS`] per peer, the latest given kept; repeats are not added twice).
     pub(crate) fn add_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
+        if self.add_addrs(&node, addrs) {
+            self.governor.add_known(node);
+        }
+    }
+
+    /// [`Self::add_peer`] for a past peer ([`Governor::add_past`]).
+    pub(crate) fn add_past_peer(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
+        if self.add_addrs(&node, addrs) {
+            self.governor.add_past(node);
+        }
+    }
+
+    fn add_addrs(&mut self, node: &NodeId, addrs: Vec<Multiaddr>) -> bool {
         if let Ok(peer) = node.to_peer_id() {
             let known = self.addresses.entry(peer).or_default();
             for a in addrs {
@@ -57,8 +70,9 @@ impl Driver {
             }
             let excess = known.len().saturating_sub(MAX_ADDRS);
             known.drain(..excess);
-            self.governor.add_known(node);
+            return true;
         }
+        false
     }
 
     /// The addresses given for `peer`.

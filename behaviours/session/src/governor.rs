@@ -300,6 +300,27 @@ impl Governor {
         }
     }
 
+    /// Takes `node` as a past peer (one of an earlier run, say): dialed after the named
+    /// ones while sessions are wanted, forgotten after `forget_after` vain redials,
+    /// evicted before named peers, and held to the room others' sessions get. Anyone
+    /// can have become one, so it is not named. Only with room in the table.
+    pub fn add_past(&mut self, node: NodeId) {
+        if let Some(p) = self.entry(node, false) {
+            p.had_session = true;
+        }
+    }
+
+    /// Sessions to keep free for named peers: as many as are missing to `target_hot`
+    /// of them live, at most as many as are not live.
+    pub fn named_wanting(&self) -> usize {
+        let named = self.peers.values().filter(|p| p.named).count();
+        let live = (self.peers.values())
+            .filter(|p| p.named && p.live())
+            .count();
+        let idle = named - live;
+        self.config.target_hot.saturating_sub(live).min(idle)
+    }
+
     /// Whether a handshake from or to `node` may proceed now (blocked peers and peers
     /// over their handshake rate are refused).
     pub fn allow_handshake(&mut self, node: &NodeId, now: &Timestamp) -> Result<(), ErrorCode> {

@@ -31,7 +31,7 @@
 //! (framing, outside the signing input, so a hello built ahead over a guessed transport
 //! is re-framed, not re-signed, when the guess was wrong).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use libp2p::PeerId;
@@ -202,7 +202,7 @@ impl Handshakes {
         if gov.allow_handshake(&node, now).is_err() {
             return false;
         }
-        if !gov.has_room(self.pending_sessions()) {
+        if !room::may_start(gov, &node, self.pending_sessions()) {
             tracing::debug!(%peer, "no room for another session; the connection stays without one");
             return false;
         }
@@ -302,7 +302,8 @@ impl Handshakes {
             self.reject(peer, e, false, false, gov, now);
             // Whatever came back, our attempt is over: left pending, it held a session
             // slot and the governor's dial for as long as the connection lasted.
-            if pending {
+            // (A hard refusal closes the connection, which ends the attempt.)
+            if pending && !is_hard(code) {
                 self.attempt_failed(&peer, code.as_str(), gov, now);
             }
         }
@@ -471,8 +472,12 @@ impl Handshakes {
                 .states
                 .keys()
                 .chain(self.deriving.iter().map(|d| &d.peer));
-            let others: Vec<PeerId> = others.copied().collect();
-            let pending = self.pending_sessions();
+            let others: HashSet<PeerId> = others.copied().filter(|p| *p != peer).collect();
+            // The asker's own handshakes (crossed hellos) do not count against it.
+            let crossed = matches!(self.states.get(&peer), Some(State::AwaitingAck { .. }));
+            let own =
+                usize::from(crossed) + self.deriving.iter().filter(|d| d.peer == peer).count();
+            let pending = self.pending_sessions().saturating_sub(own);
             room::admit(gov, &self.networks, (&peer, &node), pending, &others)?;
         }
         self.replay.check_incoming(hello, now)?;

@@ -9,7 +9,7 @@
 //! network: several nodes of one host, as in the tests, each count for themselves.
 //! Pure.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -36,7 +36,7 @@ pub fn admit(
     networks: &Networks,
     (peer, node): (&PeerId, &NodeId),
     pending: usize,
-    others: &[PeerId],
+    others: &HashSet<PeerId>,
 ) -> Result<(), MeshError> {
     let (named, max) = (gov.is_named(node), gov.max_live());
     let reserve = if named { 0 } else { reserved(max) };
@@ -52,6 +52,19 @@ pub fn admit(
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether the node may start a session with `node` (send its hello) beside `pending`
+/// handshakes: with room left for the named peers it still wants
+/// ([`Governor::named_wanting`]) unless `node` is one of them, so the connections the
+/// node opens for other reasons (Kademlia, swarms) do not take the room its seeds need.
+pub fn may_start(gov: &Governor, node: &NodeId, pending: usize) -> bool {
+    let keep = if gov.is_named(node) {
+        0
+    } else {
+        gov.named_wanting()
+    };
+    gov.has_room_besides(pending, keep)
 }
 
 /// The network a connection from `remote` counts under: `None` over loopback or

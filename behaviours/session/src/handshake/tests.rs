@@ -546,3 +546,54 @@ fn strangers_leave_room_for_named_peers_and_one_network_holds_its_share() {
     b.gov.add_known(seed.node_id());
     ask(&mut b, &seed, Some("198.51.100.7")).unwrap();
 }
+
+/// Three live sessions (of `max_live` 4): the node's own dial of a stranger leaves the
+/// last slot to the named peer it still wants; and a named peer's hello that crosses
+/// the node's own hello to it is not counted against itself.
+#[test]
+fn own_dials_leave_room_for_named_peers_and_crossed_hellos_count_once() {
+    let mut b = node();
+    for _ in 0..3 {
+        let n = NodeKeypair::generate().node_id();
+        let _ = b.gov.session_established(n, &t(0));
+    }
+    let seed = node();
+    b.gov.add_known(seed.key.node_id());
+    let (stranger, crossing) = (node(), node());
+    // Room for one more: not for a stranger the node dials (the seed still wants it).
+    assert!(!b.hs.start(stranger.peer, &mut b.gov, &t(0)));
+    // A crossed hello: the node's hello to `crossing` (named) went out first, then
+    // `crossing`'s own arrives.
+    b.gov.add_known(crossing.key.node_id());
+    b.hs.connected(
+        crossing.peer,
+        true,
+        TransportProfile::Tcp,
+        &mut b.gov,
+        &t(0),
+    );
+    assert!(b.hs.is_engaged(&crossing.peer));
+    let hello = decode(&hello_from(&crossing.key, b.key.node_id(), &t(0)));
+    let reply = b.hs.on_request(
+        crossing.peer,
+        TransportProfile::Tcp,
+        hello,
+        &mut b.gov,
+        &t(0),
+    );
+    assert!(
+        matches!(decode(&reply.bytes).unwrap(), Message::Ack(..)),
+        "the crossed hello was refused for the asker's own attempt"
+    );
+}
+
+/// A past peer (a stored one, taken at a restart) is kept and dialed but not named:
+/// its hello gets the room strangers get.
+#[test]
+fn a_past_peer_is_kept_not_named() {
+    let mut b = node();
+    let past = NodeKeypair::generate().node_id();
+    b.gov.add_past(past);
+    assert!(b.gov.is_kept(&past));
+    assert!(!b.gov.is_named(&past));
+}
