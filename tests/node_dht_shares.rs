@@ -32,20 +32,31 @@ async fn start_traced(trace: Arc<dyn mesh_core::TraceSink>) -> TestNode {
     start_node(NodeKeypair::generate(), config, trace, WAIT).await
 }
 
+/// A valid, signed advertisement of `key`'s node at sequence `seq`, for 600 s.
+fn advert(key: &NodeKeypair, seq: u64) -> mesh_core::NodeAdvertisement {
+    let addrs = ["/ip4/192.0.2.1/tcp/4001".parse().unwrap()];
+    mesh_advert::own::advert_for(key, &addrs, seq, &Timestamp::now(), 600).unwrap()
+}
+
 /// A mesh-DHT PUT of a fresh node's valid, signed advertisement.
 fn fresh_put() -> Vec<u8> {
-    let key = NodeKeypair::generate();
-    let now = Timestamp::now();
-    let ad = mesh_advert::own::advert_for(
-        &key,
-        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
-        1,
-        &now,
-        600,
-    )
-    .unwrap();
-    let record = record_for(&ad, &now);
+    let record = record_for(&advert(&NodeKeypair::generate(), 1), &Timestamp::now());
     put_value(record.key.as_ref(), &record.value)
+}
+
+/// Waits (bounded) until the node's mesh-DHT store holds its own record; asserts it
+/// holds that one alone.
+async fn own_record(node: &TestNode) -> usize {
+    let mut held = 0;
+    for _ in 0..100 {
+        held = mesh_records(node).await;
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 1, "the node's own record");
+    held
 }
 
 /// Sends `n` PUTs from a new peer id.
@@ -156,27 +167,12 @@ async fn withdrawals_take_dht_room_only_in_place_of_a_held_record() {
     let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
     let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
     // The node's own advertisement first.
-    let mut before = 0;
-    for _ in 0..100 {
-        before = mesh_records(&node).await;
-        if before > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(before, 1, "the node's own record");
+    let before = own_record(&node).await;
 
     // A node whose advertisement the mesh DHT holds.
     let held = NodeKeypair::generate();
     let now = Timestamp::now();
-    let ad = mesh_advert::own::advert_for(
-        &held,
-        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
-        1,
-        &now,
-        600,
-    )
-    .unwrap();
+    let ad = advert(&held, 1);
     let record = record_for(&ad, &now);
     hostile
         .send(
@@ -269,26 +265,11 @@ async fn a_dht_record_older_than_the_store_s_is_refused_and_not_served() {
     let node = start().await;
     let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
     let peer = hostile.connect(node.p2p_addr(), WAIT).await.unwrap();
-    let mut before = 0;
-    for _ in 0..100 {
-        before = mesh_records(&node).await;
-        if before > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(before, 1, "the node's own record");
+    let before = own_record(&node).await;
 
     let gone = NodeKeypair::generate();
     let now = Timestamp::now();
-    let old = mesh_advert::own::advert_for(
-        &gone,
-        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
-        1,
-        &now,
-        600,
-    )
-    .unwrap();
+    let old = advert(&gone, 1);
     hostile
         .send(
             peer,
