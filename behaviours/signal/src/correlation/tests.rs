@@ -167,10 +167,8 @@ fn expiry_linger_and_bounds() {
     );
 }
 
-#[test]
-fn a_refused_request_takes_no_running_correlation_s_place() {
-    let me_key = NodeKeypair::generate();
-    let me = me_key.node_id();
+/// Our key and a table of 8 (3 kept for our own), 2 per signer, 3 per link.
+fn small_table() -> (NodeKeypair, Correlations) {
     let limits = Limits {
         max_open: 8,
         reserved_own: 3,
@@ -178,7 +176,13 @@ fn a_refused_request_takes_no_running_correlation_s_place() {
         max_per_link: 3,
         ..Limits::default()
     };
-    let mut table = Correlations::new(limits);
+    (NodeKeypair::generate(), Correlations::new(limits))
+}
+
+#[test]
+fn a_refused_request_takes_no_running_correlation_s_place() {
+    let (me_key, mut table) = small_table();
+    let me = me_key.node_id();
     let (s, c, d) = (
         NodeKeypair::generate(),
         NodeKeypair::generate(),
@@ -212,16 +216,8 @@ fn a_refused_request_takes_no_running_correlation_s_place() {
 
 #[test]
 fn quotas_per_peer_and_link_and_room_kept_for_our_own() {
-    let me_key = NodeKeypair::generate();
+    let (me_key, mut table) = small_table();
     let me = me_key.node_id();
-    let limits = Limits {
-        max_open: 8,
-        reserved_own: 3,
-        max_per_peer: 2,
-        max_per_link: 3,
-        ..Limits::default()
-    };
-    let mut table = Correlations::new(limits);
     let (a, c, d) = (
         NodeKeypair::generate(),
         NodeKeypair::generate(),
