@@ -9,7 +9,7 @@ use crate::event::Event;
 #[derive(Debug)]
 pub enum Output {
     /// Send `bytes` (an encoded hello) to `peer` as a `/mesh/session/1.0.0` request; the
-    /// response goes to [`Handshakes::on_response`].
+    /// response goes to [`super::Handshakes::on_response`].
     Send {
         /// The peer.
         peer: PeerId,
@@ -22,7 +22,7 @@ pub enum Output {
     Event(Event),
 }
 
-/// The answer to a request ([`Handshakes::on_request`]).
+/// The answer to a request ([`super::Handshakes::on_request`]).
 #[derive(Debug)]
 pub struct Reply {
     /// The encoded response: an ack, or a refusal with its code.
