@@ -293,7 +293,9 @@ impl Router {
     }
 
     /// Asks each relay of `circuits` that has not admitted us for a circuit grant to
-    /// `node`, then dials (at once when every relay already has).
+    /// `node`; dials the circuits of the relays that have at once, and those of each
+    /// other relay as soon as it answers (one that never answers holds up only its
+    /// own circuits: waiting for all, a silent relay stalled the stage until its time ran out).
     fn relay_stage(
         &mut self,
         id: u64,
@@ -324,24 +326,31 @@ impl Router {
             return;
         };
         a.circuits = circuits.clone();
-        if awaiting.is_empty() {
-            self.dial(id, peer, circuits, out);
-        } else {
-            a.awaiting_grants = awaiting;
+        let ready: Vec<Multiaddr> = circuits
+            .into_iter()
+            .filter(|c| {
+                !plan::relays_of(std::slice::from_ref(c))
+                    .iter()
+                    .any(|r| awaiting.contains(r))
+            })
+            .collect();
+        a.awaiting_grants = awaiting;
+        if !ready.is_empty() {
+            self.dial(id, peer, ready, out);
         }
     }
 
     /// A relay answered a circuit admission request (grant, denial or failure, or the
-    /// request could not be sent): the relay stages waiting for it dial once every
-    /// relay they asked has answered.
+    /// request could not be sent): the relay stages waiting for it dial its circuits.
     pub(crate) fn grant_answered(&mut self, relay: PeerId) -> Actions {
         let mut ready: Vec<(u64, PeerId, Vec<Multiaddr>)> = Vec::new();
         for (id, a) in self.attempts.iter_mut() {
-            if a.plan.stage() == Stage::Relay
-                && a.awaiting_grants.remove(&relay)
-                && a.awaiting_grants.is_empty()
-            {
-                ready.push((*id, a.peer, a.circuits.clone()));
+            if a.plan.stage() == Stage::Relay && a.awaiting_grants.remove(&relay) {
+                let through: Vec<Multiaddr> = (a.circuits.iter())
+                    .filter(|c| plan::relay_addr_of(c, &relay).is_some())
+                    .cloned()
+                    .collect();
+                ready.push((*id, a.peer, through));
             }
         }
         let mut out = Vec::new();
@@ -500,8 +509,12 @@ impl Router {
             return out;
         };
         a.dials.remove(&cid);
-        // Signaling waits for the other side's dial too, or for its time to run out.
-        if a.dials.is_empty() && a.plan.stage() != Stage::Signaling {
+        // Signaling waits for the other side's dial too, or for its time to run out; the
+        // relay stage for the relays it still waits for.
+        if a.dials.is_empty()
+            && a.plan.stage() != Stage::Signaling
+            && (a.plan.stage() != Stage::Relay || a.awaiting_grants.is_empty())
+        {
             self.next_stage(id, error.to_owned(), view, now, &mut out);
         }
         out

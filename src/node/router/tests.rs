@@ -339,6 +339,29 @@ fn the_relay_stage_asks_for_a_circuit_grant_before_dialing() {
     assert_eq!(dials(&actions).len(), 1);
 }
 
+/// Two relays asked for a grant, one never answers: the circuit through the one that
+/// answered is dialed at once, and its failure does not end the stage while the other
+/// may still answer. Waiting for every relay, a silent one (any session peer offering
+/// `core/relay`) stalled the stage until its time ran out.
+#[test]
+fn a_silent_relay_holds_up_only_its_own_circuits() {
+    let mut b = Bench::new();
+    let target = NodeKeypair::generate().node_id();
+    let good = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    let silent = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    let via = |r: PeerId, ip: &str| ma(&format!("/ip4/{ip}/tcp/4001/p2p/{r}/p2p-circuit"));
+    let (id, mut rx) = b.connect(target);
+    let circuits = vec![via(silent, "192.0.2.6"), via(good, "192.0.2.5")];
+    let actions = b.router.found(id, circuits, &b.view, b.at(0));
+    assert!(dials(&actions).is_empty(), "no dial before an answer");
+    let actions = b.router.grant_answered(good);
+    let d = dials(&actions);
+    assert_eq!(d.len(), 1, "{actions:?}");
+    let cid = d[0].connection_id();
+    assert!(settle(b.router.dial_failed(cid, "refused", &b.view, b.at(1))).is_empty());
+    assert!(rx.try_recv().is_err(), "the stage ended while a relay may answer");
+}
+
 #[test]
 fn a_stage_that_runs_out_of_time_gives_way_to_the_next() {
     let mut b = Bench::new();
