@@ -36,9 +36,9 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId, identify};
 use mesh_core::Timestamp;
 
-use super::addrs::dialable;
+use super::addrs::{dialable, is_loopback};
 use super::autonat_gate::CandidateGate;
-use super::ip_scope::{ip_of, plausible};
+use super::ip_scope::{ip_of, local_name, plausible};
 
 /// [`identify::Behaviour`] with network-address-only observed addresses, which also
 /// remembers each open connection's remote address, so that an observation a peer sends
@@ -69,10 +69,17 @@ pub const MAX_LISTEN_ADDRS: usize = 16;
 pub const MET_PEERS: usize = 100;
 
 /// Whether `addr`, a listen address a peer reported over a connection from `path`, is
-/// kept for dials: one the node's transports dial, at a name or at an IP the peer could
-/// be at seen from there (`own`: the node's own listen addresses). Pure.
+/// kept for dials: one the node's transports dial, at an IP the peer could be at seen
+/// from there (`own`: the node's own listen addresses), or at a name, but a local one
+/// (`localhost`, `.lan`, a single label: [`local_name`]) only over a loopback path.
+/// Pure.
 pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> bool {
-    dialable(addr) && ip_of(addr).is_none_or(|ip| plausible(ip, std::slice::from_ref(path), own))
+    let path = std::slice::from_ref(path);
+    dialable(addr)
+        && match ip_of(addr) {
+            Some(ip) => plausible(ip, path, own),
+            None => !local_name(addr) || path.iter().any(is_loopback),
+        }
 }
 
 /// The listen addresses kept per peer: the latest report's, for [`MET_PEERS`] peers
@@ -336,6 +343,30 @@ impl NetworkBehaviour for Identify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_names_are_kept_only_over_loopback() {
+        let ma = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let public = ma("/ip4/203.0.113.9/tcp/4001");
+        let lo = ma("/ip4/127.0.0.1/tcp/4001");
+        for local in [
+            "/dns4/localhost/tcp/6379",
+            "/dns4/redis.localhost/tcp/6379",
+            "/dns4/printer/tcp/80",
+            "/dns4/printer.lan/tcp/80",
+            "/dns6/nas.local./tcp/22",
+            "/dns/router.home.arpa/tcp/80",
+            "/dns4/db.internal/tcp/5432",
+        ] {
+            assert!(!worth_dialing(&ma(local), &public, &[]), "{local}");
+            assert!(worth_dialing(&ma(local), &lo, &[]), "{local} over loopback");
+        }
+        assert!(worth_dialing(
+            &ma("/dns4/node.example.org/tcp/4001"),
+            &public,
+            &[]
+        ));
+    }
 
     #[test]
     fn listen_addresses_are_kept_for_a_bounded_number_of_peers() {

@@ -104,6 +104,31 @@ pub(crate) fn on_private_net(ip: IpAddr, addrs: &[Multiaddr]) -> bool {
         .any(|a| scope(a) == Scope::Private && same_network(a, ip))
 }
 
+/// Whether `addr` starts with a DNS name that names this host or its local network by
+/// convention (`localhost` and `*.localhost`, a single label, `.local`, `.localdomain`,
+/// `.lan`, `.home.arpa`, `.internal`): a peer naming one points the node at its own
+/// loopback or LAN. A public name can resolve there too (wildcard DNS); that takes a
+/// check after resolution, which the node does not make.
+pub(crate) fn local_name(addr: &Multiaddr) -> bool {
+    let name = match addr.iter().next() {
+        Some(Protocol::Dns(n) | Protocol::Dns4(n) | Protocol::Dns6(n)) => n.to_ascii_lowercase(),
+        _ => return false,
+    };
+    let name = name.trim_end_matches('.');
+    let suffix = |s: &str| name == s || name.ends_with(&format!(".{s}"));
+    !name.contains('.')
+        || [
+            "localhost",
+            "local",
+            "localdomain",
+            "lan",
+            "home.arpa",
+            "internal",
+        ]
+        .iter()
+        .any(|s| suffix(s))
+}
+
 /// Whether `addr` may enter the Amino (public) routing table: a public address or a
 /// name (DNS); loopback and private or link-local ones only with `keep_private`
 /// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands

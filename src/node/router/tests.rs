@@ -359,7 +359,10 @@ fn a_silent_relay_holds_up_only_its_own_circuits() {
     assert_eq!(d.len(), 1, "{actions:?}");
     let cid = d[0].connection_id();
     assert!(settle(b.router.dial_failed(cid, "refused", &b.view, b.at(1))).is_empty());
-    assert!(rx.try_recv().is_err(), "the stage ended while a relay may answer");
+    assert!(
+        rx.try_recv().is_err(),
+        "the stage ended while a relay may answer"
+    );
 }
 
 #[test]
