@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -135,6 +136,13 @@ fn error(status: StatusCode, e: &MeshError) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A request axum could not take apart (a path that is not UTF-8, a query that does
+/// not parse): `E_PROTO_INVALID` in the error body like every other refusal (axum's own
+/// answer was plain text).
+fn rejected(why: String) -> Response {
+    error(StatusCode::BAD_REQUEST, &MeshError::invalid(why))
+}
+
 /// The `status` word of a refusal (the memo names `conflict` and `not-found`; these
 /// follow them for the answers it leaves open).
 fn status_word(status: StatusCode) -> Option<&'static str> {
@@ -197,9 +205,13 @@ fn parse_node(text: &str) -> Result<NodeId, MeshError> {
 async fn put_adv(
     State(st): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Path(node_text): Path<String>,
+    node_text: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
+    let node_text = match node_text {
+        Ok(Path(t)) => t,
+        Err(e) => return rejected(e.body_text()),
+    };
     let (now, node) = match admit(&st, client, &node_text) {
         Ok(ok) => ok,
         Err(r) => return *r,
@@ -353,8 +365,12 @@ async fn store_put(
 async fn get_adv(
     State(st): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Path(node_text): Path<String>,
+    node_text: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let node_text = match node_text {
+        Ok(Path(t)) => t,
+        Err(e) => return rejected(e.body_text()),
+    };
     let (now, node) = match admit(&st, client, &node_text) {
         Ok(ok) => ok,
         Err(r) => return *r,
@@ -389,12 +405,16 @@ fn parse_cursor(text: &str) -> Option<u64> {
 async fn list_adv(
     State(st): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let now = (st.clock)();
     if let Some(r) = limited(&st, client.ip(), &now) {
         return r;
     }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return rejected(e.body_text()),
+    };
     let Some(cursor) = q.since.as_deref().and_then(parse_cursor) else {
         return error(
             StatusCode::BAD_REQUEST,

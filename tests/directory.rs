@@ -506,3 +506,27 @@ async fn each_client_address_has_its_own_share_of_the_store() {
     let (status, body) = put_ad_from(&s, "127.0.0.2", &ad(&NodeKeypair::generate(), 1)).await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// Requests axum cannot take apart (a query that does not parse, a path that is not
+/// UTF-8) are refused like every other bad request: 400 with the frozen-code error body.
+/// axum answered them in plain text.
+#[tokio::test]
+async fn unparsable_queries_and_paths_get_codes() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    for path in [
+        "/adv?since=0&limit=abc",
+        "/adv?since=0&limit=-1",
+        "/adv/%FF",
+    ] {
+        let r = send(Method::GET, &format!("{}{path}", s.base), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{path}");
+        let body = json(&r);
+        assert_eq!(body["error/code"], "E_PROTO_INVALID", "{path}: {body}");
+    }
+    let r = put(&s, "%FF", b"{}".to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(json(&r)["error/code"], "E_PROTO_INVALID");
+}
