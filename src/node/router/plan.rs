@@ -116,8 +116,11 @@ pub fn order_hosts(hosts: Vec<PeerId>, target_relays: &[PeerId]) -> Vec<PeerId> 
 /// addresses that several unrelated peers observed (`confirmed`), then listen
 /// addresses, then addresses only one observer group claimed (`unconfirmed`, see
 /// [`super::super::observed`]); no circuits, no unspecified addresses, no duplicates,
-/// at most `max`. Loopback addresses come last (they only help a node on the same host,
-/// which fails fast on a wrong peer id otherwise).
+/// at most `max`, of which the observed ones (`confirmed`) at most a quarter: enough
+/// observer groups (a tunnel broker's /48 holds 256 of them) can confirm addresses of
+/// their choosing, which otherwise filled the list before any listen address. Loopback
+/// addresses come last (they only help a node on the same host, which fails fast on a
+/// wrong peer id otherwise).
 pub fn candidates(
     external: &[Multiaddr],
     confirmed: &[Multiaddr],
@@ -129,7 +132,7 @@ pub fn candidates(
     let mut loopback: Vec<Multiaddr> = Vec::new();
     for a in external
         .iter()
-        .chain(confirmed)
+        .chain(confirmed.iter().take((max / 4).max(1)))
         .chain(listen)
         .chain(unconfirmed)
     {
@@ -323,6 +326,17 @@ mod tests {
             order_hosts(vec![other, relay], &[relay]),
             vec![relay, other]
         );
+    }
+
+    #[test]
+    fn observed_addresses_leave_room_for_listen_addresses() {
+        let obs: Vec<Multiaddr> = (0..16)
+            .map(|i| a(&format!("/ip4/198.51.100.{i}/tcp/4001")))
+            .collect();
+        let listen = [a("/ip4/192.168.1.2/tcp/4001")];
+        let c = candidates(&[], &obs, &listen, &[], 16);
+        assert_eq!(c.len(), 5, "{c:?}");
+        assert_eq!(c[4], listen[0]);
     }
 
     #[test]
