@@ -71,7 +71,7 @@ pub const MET_PEERS: usize = 100;
 /// Whether `addr`, a listen address a peer reported over a connection from `path`, is
 /// kept for dials: one the node's transports dial, at an IP the peer could be at seen
 /// from there (`own`: the node's own listen addresses), or at a name, but a local one
-/// (`localhost`, `.lan`, a single label: [`local_name`]) only over a loopback path.
+/// (`localhost`, `.lan`, a single label: `ip_scope::local_name`) only over a loopback path.
 /// Pure.
 pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> bool {
     let path = std::slice::from_ref(path);
