@@ -307,7 +307,11 @@ impl Relays {
                 tracing::debug!(%relay, "relay has no admission protocol; using it without");
                 self.select.admitted(&relay, 0);
             }
-            client::Event::Denied { relay, error } => {
+            client::Event::Denied {
+                relay,
+                purpose,
+                error,
+            } => {
                 tracing::warn!(%relay, %error, "relay denied admission");
                 out.push(Action::trace(
                     TraceEvent::new(TraceEventType::RelayDenied, self.node_id, Timestamp::now())
@@ -317,14 +321,23 @@ impl Relays {
                             "detail": error.detail,
                         })),
                 ));
-                if self.select.is_candidate(&relay) {
+                // A circuit refused (to one target, say) says nothing of our
+                // reservation there.
+                if purpose == Purpose::Reservation && self.select.is_candidate(&relay) {
                     out.extend(self.release(&relay));
                     self.rest(&relay, now);
                 }
             }
-            client::Event::Failed { relay, error } => {
+            client::Event::Failed {
+                relay,
+                purpose,
+                error,
+            } => {
                 tracing::info!(%relay, %error, "relay admission request failed");
-                if self.select.is_candidate(&relay) && !self.select.held().contains(&relay) {
+                if purpose == Purpose::Reservation
+                    && self.select.is_candidate(&relay)
+                    && !self.select.held().contains(&relay)
+                {
                     self.rest(&relay, now);
                 }
             }

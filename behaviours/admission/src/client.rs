@@ -79,6 +79,8 @@ pub enum Event {
     Denied {
         /// The relay.
         relay: PeerId,
+        /// What was asked for.
+        purpose: Purpose,
         /// Why, with its code.
         error: MeshError,
     },
@@ -91,6 +93,8 @@ pub enum Event {
     Failed {
         /// The relay.
         relay: PeerId,
+        /// What was asked for.
+        purpose: Purpose,
         /// Why (`E_TRANSPORT_UNAVAILABLE`).
         error: MeshError,
     },
@@ -273,6 +277,13 @@ impl Behaviour {
         if grant.purpose() != p.purpose.as_str() {
             return Err(MeshError::invalid("grant is for another purpose"));
         }
+        // A circuit grant for one target answers only a request for that target (or for
+        // any: `None` asked, any grant is one the relay chose to give).
+        if let Purpose::Circuit { target: Some(t) } = p.purpose
+            && grant.target().is_some_and(|g| g != t)
+        {
+            return Err(MeshError::invalid("grant is for another target"));
+        }
         Ok(grant)
     }
 
@@ -301,6 +312,7 @@ impl Behaviour {
                 }
                 self.events.push_back(Event::Denied {
                     relay: p.relay,
+                    purpose: p.purpose,
                     error,
                 });
             }
@@ -318,6 +330,7 @@ impl Behaviour {
             e if is_unsupported(&e) => Event::Unsupported { relay: p.relay },
             e => Event::Failed {
                 relay: p.relay,
+                purpose: p.purpose,
                 error: MeshError::new(ErrorCode::TransportUnavailable, e.to_string()),
             },
         });
@@ -344,7 +357,11 @@ impl Behaviour {
             .collect();
         for (relay, purpose) in due {
             if let Err(error) = self.keep(relay, purpose, Vec::new()) {
-                self.events.push_back(Event::Failed { relay, error });
+                self.events.push_back(Event::Failed {
+                    relay,
+                    purpose,
+                    error,
+                });
             }
         }
     }
@@ -426,5 +443,57 @@ fn is_unsupported(e: &OutboundFailure) -> bool {
             .and_then(|inner| inner.downcast_ref::<libp2p::core::upgrade::NegotiationError>())
             .is_some_and(|n| matches!(n, libp2p::core::upgrade::NegotiationError::Failed)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::{Artifact, RelayAdmissionGrant, Timestamp};
+    use serde_json::{Value, json};
+
+    /// A grant from `relay` for `node`'s request `nonce`, a circuit to `target`.
+    fn grant(relay: &NodeKeypair, node: NodeId, nonce: &str, target: NodeId) -> Vec<u8> {
+        let now = Timestamp::now();
+        let Value::Object(doc) = json!({
+            "schema/v": 1, "message/kind": "relay-admission-grant.v1",
+            "relay/node-id": relay.node_id().to_string(), "node/id": node.to_string(),
+            "ticket/id": "rg:1", "request/nonce": nonce, "purpose": "circuit",
+            "target/node-id": target.to_string(),
+            "limits": {"circuits": 1, "circuit-bytes": 1024, "circuit-secs": 60},
+            "relay/load-permille": 0, "issued-at": now.as_str(),
+            "expires-at": now.plus_secs(60).as_str(),
+        }) else {
+            unreachable!()
+        };
+        RelayAdmissionGrant::sign(doc, relay).unwrap().to_cbor()
+    }
+
+    /// A circuit grant answers only a request for its target: a relay's grant to
+    /// another node than the one asked for was taken as ours.
+    #[test]
+    fn a_circuit_grant_for_another_target_is_refused() {
+        let (me, relay) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let (asked, other) = (
+            NodeKeypair::generate().node_id(),
+            NodeKeypair::generate().node_id(),
+        );
+        let b = Behaviour::new(me.clone(), Config::default());
+        let p = Pending {
+            relay: relay.node_id().to_peer_id().unwrap(),
+            purpose: Purpose::Circuit {
+                target: Some(asked),
+            },
+            nonce: "n1".into(),
+            renewal: false,
+        };
+        let e = b
+            .accept(&p, &grant(&relay, me.node_id(), "n1", other))
+            .unwrap_err();
+        assert!(e.detail.contains("another target"), "{e}");
+        assert!(
+            b.accept(&p, &grant(&relay, me.node_id(), "n1", asked))
+                .is_ok()
+        );
     }
 }

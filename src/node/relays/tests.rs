@@ -103,6 +103,41 @@ fn relays_are_asked_once_the_advert_exists_and_the_best_is_reserved() {
     assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
 }
 
+/// A circuit refused at a relay (to one target, say) leaves our reservation there:
+/// it was released, and the relay rested, as if the reservation had been refused.
+#[test]
+fn a_refused_circuit_leaves_the_reservation() {
+    let t0 = Instant::now();
+    let (r1, a1) = relay();
+    let me = NodeKeypair::generate().node_id();
+    let mut relays = Relays::new(me, 2, [(a1, 0)], L, t0);
+    relays.tick(false, true, t0);
+    relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
+    assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
+    let id = ListenerId::next();
+    relays.listening(id, r1);
+    for e in [
+        client::Event::Denied {
+            relay: r1,
+            purpose: Purpose::Circuit { target: Some(me) },
+            error: MeshError::new(ErrorCode::TransportRejected, "not to that one"),
+        },
+        client::Event::Failed {
+            relay: r1,
+            purpose: Purpose::Circuit { target: Some(me) },
+            error: MeshError::new(ErrorCode::TransportUnavailable, "timeout"),
+        },
+    ] {
+        let actions = relays.on_admission(e, t0 + PROBE);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::StopListening(_) | Action::ForgetRelay(_))),
+            "{actions:?}"
+        );
+    }
+}
+
 #[test]
 fn a_denial_releases_the_relay_and_is_traced() {
     let t0 = Instant::now();
@@ -115,7 +150,14 @@ fn a_denial_releases_the_relay_and_is_traced() {
     let id = ListenerId::next();
     relays.listening(id, r1);
     let error = MeshError::new(ErrorCode::TransportRejected, "revoked");
-    let actions = relays.on_admission(client::Event::Denied { relay: r1, error }, t0 + PROBE);
+    let actions = relays.on_admission(
+        client::Event::Denied {
+            relay: r1,
+            purpose: Purpose::Reservation,
+            error,
+        },
+        t0 + PROBE,
+    );
     assert!(actions.iter().any(|a| matches!(a, Action::Trace(_))));
     assert!(
         actions
@@ -241,7 +283,14 @@ fn a_failing_relay_rests_longer_each_time_with_jitter() {
     let mut rests = Vec::new();
     for _ in 0..5 {
         let error = MeshError::new(ErrorCode::TransportUnavailable, "dial failed");
-        relays.on_admission(client::Event::Failed { relay: r1, error }, now);
+        relays.on_admission(
+            client::Event::Failed {
+                relay: r1,
+                purpose: Purpose::Reservation,
+                error,
+            },
+            now,
+        );
         let failed = now;
         // Tick every second until it is asked again.
         loop {
@@ -275,7 +324,14 @@ fn a_failing_relay_rests_longer_each_time_with_jitter() {
         now,
     );
     let error = MeshError::new(ErrorCode::TransportRejected, "no");
-    relays.on_admission(client::Event::Denied { relay: r1, error }, now);
+    relays.on_admission(
+        client::Event::Denied {
+            relay: r1,
+            purpose: Purpose::Reservation,
+            error,
+        },
+        now,
+    );
     assert!(asked(&relays.tick(false, true, secs(now, 4))).is_empty());
     assert_eq!(asked(&relays.tick(false, true, secs(now, 10))), vec![r1]);
 }
