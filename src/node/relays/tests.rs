@@ -103,10 +103,9 @@ fn relays_are_asked_once_the_advert_exists_and_the_best_is_reserved() {
     assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
 }
 
-/// A circuit refused at a relay (to one target, say) leaves our reservation there:
-/// it was released, and the relay rested, as if the reservation had been refused.
-#[test]
-fn a_refused_circuit_leaves_the_reservation() {
+/// A node reserved (listening) at one relay without the admission protocol: the
+/// relays, that relay, the listener and the start.
+fn reserved() -> (Relays, PeerId, ListenerId, Instant) {
     let t0 = Instant::now();
     let (r1, a1) = relay();
     let me = NodeKeypair::generate().node_id();
@@ -116,6 +115,15 @@ fn a_refused_circuit_leaves_the_reservation() {
     assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
     let id = ListenerId::next();
     relays.listening(id, r1);
+    (relays, r1, id, t0)
+}
+
+/// A circuit refused at a relay (to one target, say) leaves our reservation there:
+/// it was released, and the relay rested, as if the reservation had been refused.
+#[test]
+fn a_refused_circuit_leaves_the_reservation() {
+    let (mut relays, r1, _, t0) = reserved();
+    let me = relays.node_id;
     for e in [
         client::Event::Denied {
             relay: r1,
@@ -140,15 +148,7 @@ fn a_refused_circuit_leaves_the_reservation() {
 
 #[test]
 fn a_denial_releases_the_relay_and_is_traced() {
-    let t0 = Instant::now();
-    let (r1, a1) = relay();
-    let me = NodeKeypair::generate().node_id();
-    let mut relays = Relays::new(me, 2, [(a1, 0)], L, t0);
-    relays.tick(false, true, t0);
-    relays.on_admission(client::Event::Unsupported { relay: r1 }, t0);
-    assert_eq!(listens(&relays.tick(false, true, t0 + PROBE)), vec![r1]);
-    let id = ListenerId::next();
-    relays.listening(id, r1);
+    let (mut relays, r1, id, t0) = reserved();
     let error = MeshError::new(ErrorCode::TransportRejected, "revoked");
     let actions = relays.on_admission(
         client::Event::Denied {
