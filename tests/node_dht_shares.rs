@@ -44,6 +44,20 @@ fn fresh_put() -> Vec<u8> {
     put_value(record.key.as_ref(), &record.value)
 }
 
+/// `hostile` PUTs the mesh-DHT record of `ad` to `peer`.
+async fn put_advert(
+    hostile: &HostilePeer,
+    peer: libp2p::PeerId,
+    ad: &mesh_core::NodeAdvertisement,
+) {
+    let record = record_for(ad, &Timestamp::now());
+    let put = put_value(record.key.as_ref(), &record.value);
+    hostile
+        .send(peer, "/mesh/kad/1.0.0", &put, WAIT)
+        .await
+        .unwrap();
+}
+
 /// Waits (bounded) until the node's mesh-DHT store holds its own record; asserts it
 /// holds that one alone.
 async fn own_record(node: &TestNode) -> usize {
@@ -171,18 +185,7 @@ async fn withdrawals_take_dht_room_only_in_place_of_a_held_record() {
 
     // A node whose advertisement the mesh DHT holds.
     let held = NodeKeypair::generate();
-    let now = Timestamp::now();
-    let ad = advert(&held, 1);
-    let record = record_for(&ad, &now);
-    hostile
-        .send(
-            peer,
-            "/mesh/kad/1.0.0",
-            &put_value(record.key.as_ref(), &record.value),
-            WAIT,
-        )
-        .await
-        .unwrap();
+    put_advert(&hostile, peer, &advert(&held, 1)).await;
 
     // Twenty withdrawals of nodes it holds nothing of, then the held node's own.
     for _ in 0..20 {
@@ -268,8 +271,6 @@ async fn a_dht_record_older_than_the_store_s_is_refused_and_not_served() {
     let before = own_record(&node).await;
 
     let gone = NodeKeypair::generate();
-    let now = Timestamp::now();
-    let old = advert(&gone, 1);
     hostile
         .send(
             peer,
@@ -279,16 +280,7 @@ async fn a_dht_record_older_than_the_store_s_is_refused_and_not_served() {
         )
         .await
         .unwrap();
-    let record = record_for(&old, &now);
-    hostile
-        .send(
-            peer,
-            "/mesh/kad/1.0.0",
-            &put_value(record.key.as_ref(), &record.value),
-            WAIT,
-        )
-        .await
-        .unwrap();
+    put_advert(&hostile, peer, &advert(&gone, 1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         mesh_records(&node).await,

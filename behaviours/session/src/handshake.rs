@@ -392,6 +392,22 @@ impl Handshakes {
         self.networks.inbound(peer, net);
     }
 
+    /// The peers other than `peer` with a session or a handshake under way, and how many
+    /// of those handshakes are pending ([`Self::pending_sessions`] without `peer`'s own:
+    /// a crossed hello does not count against its sender).
+    fn others_than(&self, peer: &PeerId) -> (HashSet<PeerId>, usize) {
+        let awaiting = |s: &State| matches!(s, State::AwaitingAck { .. });
+        let states = self.states.iter().filter(|(p, _)| *p != peer);
+        let deriving = self.deriving.iter().filter(|d| d.peer != *peer);
+        let pending =
+            states.clone().filter(|(_, s)| awaiting(s)).count() + deriving.clone().count();
+        let others = states
+            .map(|(p, _)| *p)
+            .chain(deriving.map(|d| d.peer))
+            .collect();
+        (others, pending)
+    }
+
     /// Handshakes under way: hellos sent and not answered, acks sent and not derived.
     /// Each may end in a session, so each holds a slot.
     fn pending_sessions(&self) -> usize {
@@ -468,16 +484,7 @@ impl Handshakes {
         let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
         if !renewing {
             // A soft refusal: the connection stays, without a session.
-            let others = self
-                .states
-                .keys()
-                .chain(self.deriving.iter().map(|d| &d.peer));
-            let others: HashSet<PeerId> = others.copied().filter(|p| *p != peer).collect();
-            // The asker's own handshakes (crossed hellos) do not count against it.
-            let crossed = matches!(self.states.get(&peer), Some(State::AwaitingAck { .. }));
-            let own =
-                usize::from(crossed) + self.deriving.iter().filter(|d| d.peer == peer).count();
-            let pending = self.pending_sessions().saturating_sub(own);
+            let (others, pending) = self.others_than(&peer);
             room::admit(gov, &self.networks, (&peer, &node), pending, &others)?;
         }
         self.replay.check_incoming(hello, now)?;

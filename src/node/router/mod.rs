@@ -328,11 +328,7 @@ impl Router {
         a.circuits = circuits.clone();
         let ready: Vec<Multiaddr> = circuits
             .into_iter()
-            .filter(|c| {
-                !plan::relays_of(std::slice::from_ref(c))
-                    .iter()
-                    .any(|r| awaiting.contains(r))
-            })
+            .filter(|c| !awaiting.iter().any(|r| plan::relay_addr_of(c, r).is_some()))
             .collect();
         a.awaiting_grants = awaiting;
         if !ready.is_empty() {

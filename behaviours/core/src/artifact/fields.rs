@@ -321,7 +321,7 @@ impl<'a> Fields<'a> {
     ) -> MeshResult<()> {
         // Arrays here are usually short (a handful of names), where a linear scan beats
         // hashing; a long one (a peer's, up to the artifact's size: 17,000 names took
-        // 0.4 s to scan, before any signature) goes through a set.
+        // 0.28 s to scan in a release build, before any signature) goes through a set.
         let mut seen: Option<HashSet<&str>> = None;
         for (i, item) in items.iter().enumerate() {
             let s = item
