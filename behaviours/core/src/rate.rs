@@ -2,11 +2,20 @@
 //!
 //! Each key (a publisher's node id, a client address, …) has a bucket of `burst` tokens
 //! refilled at `per_second`. The number of tracked keys is bounded: when the table is
-//! full, buckets that have refilled completely (indistinguishable from new ones) are
-//! dropped first, then the least recently used.
+//! full, the least recently used bucket is dropped (in constant time: the buckets are
+//! kept in the order of their last use). Dropping a bucket that has refilled loses
+//! nothing (it is indistinguishable from a new one); one that has not is the one left
+//! alone the longest.
+//!
+//! The table used to look for refilled buckets among all of them before dropping the
+//! least recently used: a scan of every key for each new key once full. Where the keys
+//! are node ids (the advertisement store tracks up to 100,000, the signaling hosts
+//! 65,536), fresh keys cost nothing to make, so a flood of them paid a scan of the whole
+//! table per message.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use hashlink::LinkedHashMap;
 
 use crate::time::Timestamp;
 
@@ -29,10 +38,29 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Seconds until a bucket holding `tokens` (fewer than one) has one.
+    fn retry_after(&self, tokens: f64) -> u64 {
+        if self.per_second > 0.0 {
+            ((1.0 - tokens) / self.per_second).ceil().max(1.0) as u64
+        } else {
+            u64::MAX
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     last_ms: i64,
+}
+
+impl Bucket {
+    /// The tokens it holds at `now_ms`.
+    fn refilled(&self, limit: &RateLimit, now_ms: i64) -> f64 {
+        let elapsed = (now_ms - self.last_ms).max(0) as f64 / 1000.0;
+        (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst))
+    }
 }
 
 /// A bounded table of token buckets.
@@ -40,7 +68,8 @@ struct Bucket {
 pub struct RateLimiter<K> {
     limit: RateLimit,
     max_keys: usize,
-    buckets: HashMap<K, Bucket>,
+    /// Least recently used first.
+    buckets: LinkedHashMap<K, Bucket>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -49,54 +78,51 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         RateLimiter {
             limit,
             max_keys: max_keys.max(1),
-            buckets: HashMap::new(),
+            buckets: LinkedHashMap::new(),
         }
     }
 
     /// Takes one token for `key`. `Err(retry_after_secs)` when the bucket is empty.
     pub fn check(&mut self, key: &K, now: &Timestamp) -> Result<(), u64> {
         let now_ms = now.instant().timestamp_millis();
-        if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
-            self.evict(now_ms);
-        }
         let limit = self.limit;
+        if self.buckets.to_back(key).is_none() {
+            while self.buckets.len() >= self.max_keys {
+                self.buckets.pop_front();
+            }
+        }
         let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
             tokens: f64::from(limit.burst),
             last_ms: now_ms,
         });
-        let elapsed = (now_ms - bucket.last_ms).max(0) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
+        bucket.tokens = bucket.refilled(&limit, now_ms);
         bucket.last_ms = bucket.last_ms.max(now_ms);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
-        } else if limit.per_second > 0.0 {
-            Err(((1.0 - bucket.tokens) / limit.per_second).ceil().max(1.0) as u64)
         } else {
-            Err(u64::MAX)
+            Err(limit.retry_after(bucket.tokens))
+        }
+    }
+
+    /// Whether [`check`](Self::check) would take a token for `key` at `now`, without
+    /// taking it or tracking the key: for a request that must pass two limits, so that
+    /// the second's refusal does not cost a token of the first.
+    pub fn peek(&self, key: &K, now: &Timestamp) -> Result<(), u64> {
+        let tokens = match self.buckets.get(key) {
+            Some(bucket) => bucket.refilled(&self.limit, now.instant().timestamp_millis()),
+            None => f64::from(self.limit.burst),
+        };
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(self.limit.retry_after(tokens))
         }
     }
 
     /// Number of keys tracked.
     pub fn tracked(&self) -> usize {
         self.buckets.len()
-    }
-
-    fn evict(&mut self, now_ms: i64) {
-        let limit = self.limit;
-        self.buckets.retain(|_, b| {
-            let elapsed = (now_ms - b.last_ms).max(0) as f64 / 1000.0;
-            b.tokens + elapsed * limit.per_second < f64::from(limit.burst)
-        });
-        if self.buckets.len() >= self.max_keys
-            && let Some(oldest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.last_ms)
-                .map(|(k, _)| k.clone())
-        {
-            self.buckets.remove(&oldest);
-        }
     }
 }
 
@@ -132,5 +158,37 @@ mod tests {
             let _ = r.check(&i, &at(i64::from(i)));
         }
         assert!(r.tracked() <= 100);
+    }
+
+    #[test]
+    fn peek_takes_nothing() {
+        let mut r = RateLimiter::new(RateLimit::per_minute(2, 60), 10);
+        assert_eq!(r.peek(&"a", &at(0)), Ok(()));
+        assert_eq!(r.tracked(), 0);
+        r.check(&"a", &at(0)).unwrap();
+        for _ in 0..5 {
+            assert_eq!(r.peek(&"a", &at(0)), Ok(()));
+        }
+        r.check(&"a", &at(0)).unwrap();
+        assert_eq!(r.peek(&"a", &at(0)), Err(1));
+        assert_eq!(r.check(&"a", &at(0)), Err(1));
+        assert_eq!(r.peek(&"a", &at(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_full_table_drops_the_bucket_left_alone_longest() {
+        let mut r = RateLimiter::new(RateLimit::per_minute(1, 1), 3);
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            r.check(key, &at(i as i64)).unwrap();
+        }
+        // `a` used again (refused, but used): `b` is now the least recently used.
+        assert!(r.check(&"a", &at(3)).is_err());
+        r.check(&"d", &at(4)).unwrap();
+        assert_eq!(r.tracked(), 3);
+        assert!(r.check(&"a", &at(4)).is_err(), "a kept its empty bucket");
+        assert!(r.check(&"c", &at(4)).is_err(), "c kept its empty bucket");
+        // `b` was dropped for `d`: it comes back as new.
+        r.check(&"b", &at(5)).unwrap();
+        assert_eq!(r.tracked(), 3);
     }
 }

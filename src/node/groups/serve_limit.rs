@@ -46,13 +46,15 @@ impl Default for ServeLimits {
 
 impl ServeLimits {
     /// Whether one more page goes to `peer` of `network` at `ts`; else the seconds to
-    /// wait.
+    /// wait. A page refused takes no token: a peer whose network's budget others have
+    /// spent keeps its own for when the network's refills.
     pub(crate) fn check(
         &mut self,
         peer: PeerId,
         network: &Source,
         ts: &Timestamp,
     ) -> Result<(), u64> {
+        self.networks.peek(network, ts)?;
         self.peers.check(&peer, ts)?;
         self.networks.check(network, ts)
     }
@@ -82,5 +84,28 @@ mod tests {
             .filter(|_| l.check(peer, &other, &ts).is_ok())
             .count();
         assert_eq!(one, PER_PEER.burst as usize);
+    }
+
+    #[test]
+    fn a_peer_refused_by_its_network_keeps_its_own_budget() {
+        let mut l = ServeLimits::default();
+        let ts = Timestamp::now();
+        let net = Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+        for _ in 0..8 {
+            let peer = PeerId::random();
+            for _ in 0..8 {
+                l.check(peer, &net, &ts).unwrap();
+            }
+        }
+        let honest = PeerId::random();
+        for _ in 0..8 {
+            assert!(l.check(honest, &net, &ts).is_err());
+        }
+        // Two seconds on, the network has 8 pages again: all of them for `honest`.
+        let later = ts.plus_secs(2);
+        let served = (0..8)
+            .filter(|_| l.check(honest, &net, &later).is_ok())
+            .count();
+        assert_eq!(served, 8);
     }
 }
