@@ -84,7 +84,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Takes one token for `key`. `Err(retry_after_secs)` when the bucket is empty.
     pub fn check(&mut self, key: &K, now: &Timestamp) -> Result<(), u64> {
-        let now_ms = now.instant().timestamp_millis();
+        self.check_ms(key, now.instant().timestamp_millis())
+    }
+
+    /// [`check`](Self::check) at `now_ms` milliseconds on any clock that only moves
+    /// forward (a monotonic one, counted from a start of the caller's choosing).
+    pub fn check_ms(&mut self, key: &K, now_ms: i64) -> Result<(), u64> {
         let limit = self.limit;
         if self.buckets.to_back(key).is_none() {
             while self.buckets.len() >= self.max_keys {
@@ -109,8 +114,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// taking it or tracking the key: for a request that must pass two limits, so that
     /// the second's refusal does not cost a token of the first.
     pub fn peek(&self, key: &K, now: &Timestamp) -> Result<(), u64> {
+        self.peek_ms(key, now.instant().timestamp_millis())
+    }
+
+    /// [`peek`](Self::peek) at `now_ms` (see [`check_ms`](Self::check_ms)).
+    pub fn peek_ms(&self, key: &K, now_ms: i64) -> Result<(), u64> {
         let tokens = match self.buckets.get(key) {
-            Some(bucket) => bucket.refilled(&self.limit, now.instant().timestamp_millis()),
+            Some(bucket) => bucket.refilled(&self.limit, now_ms),
             None => f64::from(self.limit.burst),
         };
         if tokens >= 1.0 {

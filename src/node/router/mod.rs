@@ -6,11 +6,12 @@
 //!
 //! | state | events in | actions out |
 //! |---|---|---|
-//! | attempts, outgoing and answered correlations, birthday attempts and their limiter, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, probe socket binds and probe task events, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace`, `ProbeBind`, `ProbeSpray`, `ProbeSockets`, `ProbeListen`, `ProbeEnd` |
+//! | attempts, outgoing and answered correlations, the budget of responder punches, birthday attempts and their limiter, observed addresses | connect and send-signal commands, lookup results, dial failures, connections, signal events, relay grant answers, probe socket binds and probe task events, ticks | `Dial`, `SendFrame`, `Lookup`, `AskRelay`, `CorrelationDone`, `Continue`, `Emit`, `Trace`, `ProbeBind`, `ProbeSpray`, `ProbeSockets`, `ProbeListen`, `ProbeEnd` |
 
 mod birthday;
 pub mod plan;
 pub mod policy;
+mod punch_budget;
 mod signaling;
 
 use std::collections::{HashMap, HashSet};
@@ -101,6 +102,8 @@ pub(crate) struct Router {
     answering: HashMap<(NodeId, String), Answering>,
     observed: ObservedAddrs,
     policy: CandidatePolicy,
+    /// Addresses dialed as a responder's punches (`punch_budget`).
+    punch_budget: punch_budget::PunchBudget,
     birthday: birthday::Birthday,
 }
 
@@ -118,6 +121,7 @@ impl Router {
             answering: HashMap::new(),
             observed: ObservedAddrs::default(),
             policy: CandidatePolicy::new(signal),
+            punch_budget: punch_budget::PunchBudget::new(Instant::now()),
             birthday: birthday::Birthday::new(std::time::Duration::from_secs(
                 signal.birthday_every_secs,
             )),

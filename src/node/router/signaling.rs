@@ -581,8 +581,9 @@ impl Router {
     /// them in the listener role (a QUIC hole punch), so both dial at once. Only in
     /// correlations we started, or answered for a requester the policy punches for; at
     /// most [`MAX_CANDIDATE_FRAMES`] frames each; only addresses in the other side's
-    /// plausible scope (`via` is the peer that handed the frame over). A frame with a
-    /// birthday step goes to the birthday stage before the count (and is not dialed).
+    /// plausible scope (`via` is the peer that handed the frame over); the responder's
+    /// punches within the punch budget (`punch_budget`). A frame with a birthday step
+    /// goes to the birthday stage before the count (and is not dialed).
     fn on_candidates(
         &mut self,
         frame: &SignalFrame,
@@ -642,6 +643,13 @@ impl Router {
             .into_iter()
             .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
             .collect();
+        let wanted = quic.len();
+        let quic = self
+            .punch_budget
+            .admit(quic, via, &view.remote_addrs(&via), now);
+        if quic.len() < wanted {
+            tracing::debug!(%peer, %via, wanted, dialed = quic.len(), "punch budget spent");
+        }
         if !quic.is_empty() {
             let opts = DialOpts::peer_id(peer)
                 .addresses(quic)

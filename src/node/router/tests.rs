@@ -9,7 +9,7 @@ use serde_json::{Map, json};
 use tokio::sync::oneshot;
 
 use super::policy::{RouteSettings, SignalSettings};
-use super::{RouteWaiter, Router};
+use super::{RouteWaiter, Router, punch_budget};
 use crate::node::action::Action;
 use crate::node::api::{HandleError, MAX_SETUP_BYTES, Route};
 use crate::node::view::fake::FakeView;
@@ -123,6 +123,11 @@ fn dials(actions: &[Action]) -> Vec<&DialOpts> {
             _ => None,
         })
         .collect()
+}
+
+/// How many addresses a dial names (`DialOpts` shows them only in its `Debug`).
+fn addresses_in(d: &DialOpts) -> usize {
+    format!("{d:?}").matches("/quic-v1").count()
 }
 
 fn frames(actions: &[Action]) -> Vec<(&str, &str, Option<PeerId>)> {
@@ -532,4 +537,67 @@ fn setup_payloads_are_capped_and_need_a_way_to_the_node() {
     b.router.on_signal(delivered, &b.view, &|_| false, b.at(2));
     assert_eq!(rx.try_recv().unwrap().unwrap(), corr);
     let _ = Map::<String, serde_json::Value>::new();
+}
+
+#[test]
+fn responder_punches_are_held_to_the_punch_budget() {
+    let mut b = Bench::new();
+    b.view.listen = vec![ma("/ip4/192.0.2.50/udp/4001/quic-v1")];
+    let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    b.view
+        .connected
+        .insert(host, vec![ma("/ip4/203.0.113.9/tcp/4001")]);
+    // Forty fresh keys, each a "member" (one presence makes one), each asks for a
+    // connect through the same host and names 16 QUIC addresses of one victim twice.
+    let keys: Vec<NodeKeypair> = (0..40).map(|_| NodeKeypair::generate()).collect();
+    let ids: std::collections::HashSet<NodeId> = keys.iter().map(|k| k.node_id()).collect();
+    let member = move |n: &NodeId| ids.contains(n);
+    let victim: Vec<String> = (0..16)
+        .map(|i| format!("/ip4/198.51.100.7/udp/{}/quic-v1", 5000 + i))
+        .collect();
+    let mut dialed = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let corr = format!("corr:{i}");
+        let req = b.frame_from(
+            key,
+            host,
+            "connect_request",
+            &corr,
+            json!({"purpose": "connect"}),
+        );
+        b.router.on_signal(req, &b.view, &member, b.at(0));
+        for _ in 0..2 {
+            let c = b.frame_from(key, host, "candidate", &corr, json!({ "addrs": victim }));
+            let actions = b.router.on_signal(c, &b.view, &member, b.at(0));
+            dialed += dials(&actions)
+                .iter()
+                .map(|d| addresses_in(d))
+                .sum::<usize>();
+        }
+    }
+    // 1,280 addresses asked for; one destination network gets its burst.
+    assert_eq!(dialed, punch_budget::PER_TARGET.burst as usize);
+    // Spread over many networks, the host's network gets its own burst and no more.
+    let spread: Vec<String> = (0..16)
+        .map(|i| format!("/ip4/198.51.{i}.1/udp/443/quic-v1"))
+        .collect();
+    let mut spread_dialed = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let corr = format!("spread:{i}");
+        let req = b.frame_from(
+            key,
+            host,
+            "connect_request",
+            &corr,
+            json!({"purpose": "connect"}),
+        );
+        b.router.on_signal(req, &b.view, &member, b.at(0));
+        let c = b.frame_from(key, host, "candidate", &corr, json!({ "addrs": spread }));
+        spread_dialed += dials(&b.router.on_signal(c, &b.view, &member, b.at(0)))
+            .iter()
+            .map(|d| addresses_in(d))
+            .sum::<usize>();
+    }
+    let host_share = punch_budget::PER_DELIVERER.burst as usize;
+    assert_eq!(dialed + spread_dialed, host_share);
 }
