@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use futures::future::{Either, select};
-use libmesh::node::dial_back::{AutonatServer, DialBacks};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Swarm, autonat, identify};
+use libmesh::node::dial_back::{AutonatServer, DialBacks, MAX_DIAL_BACKS};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{PeerId, Swarm, autonat, identify};
 use libp2p_swarm_test::SwarmExt;
 use mesh_core::RateLimit;
 use mesh_testkit::candidates::Candidates;
@@ -161,5 +161,55 @@ async fn a_dial_back_goes_only_where_the_client_could_be() {
     assert!(
         own.load(ordering) >= 1,
         "the client's own address was not dialed"
+    );
+}
+
+/// With [`MAX_DIAL_BACKS`] dial-backs in flight, a client's tests are refused before any
+/// dial (no verdict, as beyond the rates): the scope check knows a dial-back's client
+/// only through that table, and a dial-back it could not record went out unchecked,
+/// here to `0.0.0.0` (the server's own loopback).
+#[tokio::test]
+async fn no_dial_back_leaves_untracked_when_the_table_is_full() {
+    let dial_backs = DialBacks::default();
+    let mut server = Swarm::new_ephemeral_tokio(|k| Server {
+        identify: identify_of(&k),
+        autonat: AutonatServer::with_rates(
+            dial_backs.clone(),
+            RateLimit::per_minute(1000, 1000),
+            RateLimit::per_minute(1000, 1000),
+        ),
+    });
+    // Other clients' dial-backs, still running.
+    for i in 0..MAX_DIAL_BACKS {
+        let id = ConnectionId::new_unchecked(1_000_000 + i);
+        assert!(dial_backs.record(id, PeerId::random()));
+    }
+    assert_eq!(dial_backs.in_flight(), MAX_DIAL_BACKS);
+    let (_, server_addr) = server.listen().await;
+    let (sneaky_port, sneaky) = counting_listener();
+    let candidates = [format!("/ip4/0.0.0.0/tcp/{sneaky_port}").parse().unwrap()].into();
+    let mut client = Swarm::new_ephemeral_tokio(|k| Client {
+        identify: identify_of(&k),
+        autonat: autonat::v2::client::Behaviour::default(),
+        feed: Candidates(candidates),
+    });
+    client.dial(server_addr).unwrap();
+    // Past the client's first probe (5 s after it starts).
+    let end = Instant::now() + Duration::from_millis(7500);
+    let mut dials = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let next = select(server.next_swarm_event(), client.next_swarm_event());
+        match tokio::time::timeout(left, next).await {
+            Ok(Either::Left((SwarmEvent::Dialing { .. }, _))) => dials += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dials, 0, "the server dialed a test back");
+    assert_eq!(sneaky.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        server.behaviour().autonat.refused() >= 1,
+        "the test refused"
     );
 }

@@ -46,8 +46,10 @@ use libp2p::{Multiaddr, PeerId, autonat, connection_limits};
 use super::ip_scope::{ip_of, plausible};
 use super::ip_shares::{IpCaps, IpShares};
 
-/// Dial-backs in flight remembered at most; beyond that a dial-back is an ordinary
-/// connection (per-peer cap, closed by the idle rule).
+/// Dial-backs in flight at most: a test asked for while this many are in flight is
+/// refused before its dial (no verdict, as beyond the rates); one that still finds no
+/// room (tests accepted together) has its dial denied. Untracked, a dial-back escaped
+/// the scope check, which knows the client only through this table.
 pub const MAX_DIAL_BACKS: usize = 64;
 
 /// The connections our AutoNAT server opened for a test and not yet closed, shared by
@@ -64,6 +66,17 @@ impl DialBacks {
 
     fn contains(&self, id: ConnectionId) -> bool {
         self.lock().contains(id)
+    }
+
+    /// Dial-backs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Remembers dial-back `id` to `client`, as the server does for each of its own;
+    /// `false` when [`MAX_DIAL_BACKS`] are in flight.
+    pub fn record(&self, id: ConnectionId, client: PeerId) -> bool {
+        self.lock().insert(id, client)
     }
 }
 
@@ -117,6 +130,11 @@ type ServerInner = autonat::v2::server::Behaviour;
 #[error("AutoNAT dial-back to {0} refused: not where the client could be")]
 pub struct OutOfScope(pub Multiaddr);
 
+/// A dial-back denied because [`MAX_DIAL_BACKS`] were in flight.
+#[derive(Debug, thiserror::Error)]
+#[error("AutoNAT dial-back refused: {MAX_DIAL_BACKS} in flight")]
+pub struct Untracked;
+
 /// Tests one client network may have us run: 8 at once, then 12 a minute.
 pub const TESTS_PER_CLIENT: RateLimit = RateLimit {
     burst: 8,
@@ -144,6 +162,8 @@ pub struct AutonatServer {
     overall: RateLimiter<()>,
     refused: u64,
     out_of_scope: u64,
+    /// Dials of tests that found [`DialBacks`] full: denied when the swarm asks.
+    untracked: std::collections::HashSet<ConnectionId>,
 }
 
 impl AutonatServer {
@@ -165,6 +185,7 @@ impl AutonatServer {
             overall: RateLimiter::new(overall, 1),
             refused: 0,
             out_of_scope: 0,
+            untracked: std::collections::HashSet::new(),
         }
     }
 
@@ -198,6 +219,11 @@ impl AutonatServer {
 
     /// Whether the client on `connection` may have one more test run now.
     fn may_test(&mut self, peer: PeerId, connection: ConnectionId) -> bool {
+        if self.dial_backs.in_flight() >= MAX_DIAL_BACKS {
+            self.refused += 1;
+            tracing::debug!(%peer, "AutoNAT test refused: {MAX_DIAL_BACKS} dial-backs in flight");
+            return false;
+        }
         let client = Source::of_peer(peer, self.remotes.get(&connection).map(|(_, a)| a));
         let now = Timestamp::now();
         let ok =
@@ -253,6 +279,13 @@ impl NetworkBehaviour for AutonatServer {
         addresses: &[Multiaddr],
         effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if self.untracked.remove(&connection_id) {
+            tracing::debug!(
+                ?connection_id,
+                "AutoNAT dial-back denied: no room to track it"
+            );
+            return Err(ConnectionDenied::new(Untracked));
+        }
         let client = self.dial_backs.lock().client_of(connection_id);
         if let Some(client) = client
             && let Some(addr) = addresses
@@ -286,6 +319,7 @@ impl NetworkBehaviour for AutonatServer {
             }
             FromSwarm::DialFailure(f) => {
                 self.dial_backs.lock().remove(f.connection_id);
+                self.untracked.remove(&f.connection_id);
             }
             _ => {}
         }
@@ -329,7 +363,8 @@ impl NetworkBehaviour for AutonatServer {
             && let Some(client) = opts.get_peer_id()
             && !self.dial_backs.lock().insert(opts.connection_id(), client)
         {
-            tracing::debug!(%client, "too many AutoNAT dial-backs in flight to track this one");
+            tracing::debug!(%client, "too many AutoNAT dial-backs in flight: this one is denied");
+            self.untracked.insert(opts.connection_id());
         }
         polled
     }
