@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use libp2p::PeerId;
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm,
     NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
@@ -71,6 +72,9 @@ pub struct Behaviour {
     close_after: HashMap<request_response::InboundRequestId, PeerId>,
     /// The transport of each connection.
     links: HashMap<ConnectionId, TransportProfile>,
+    /// Our listen addresses: loopback peers count as one network once one is beyond
+    /// loopback (`room::network_of`).
+    listening: ListenAddresses,
 }
 
 impl Behaviour {
@@ -98,6 +102,7 @@ impl Behaviour {
             events: VecDeque::new(),
             close_after: HashMap::new(),
             links: HashMap::new(),
+            listening: ListenAddresses::default(),
         }
     }
 
@@ -307,14 +312,17 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.listening.on_swarm_event(&event);
         let now = self.now();
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 let transport = TransportProfile::of_endpoint(e.endpoint);
                 self.links.insert(e.connection_id, transport);
                 if e.other_established == 0 {
+                    let count_loopback = crate::room::beyond_loopback(self.listening.iter());
                     if !e.endpoint.is_dialer()
-                        && let Some(net) = crate::room::network_of(e.endpoint.get_remote_address())
+                        && let Some(net) =
+                            crate::room::network_of(e.endpoint.get_remote_address(), count_loopback)
                     {
                         self.handshakes.inbound_from(e.peer_id, net);
                     }

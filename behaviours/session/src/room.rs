@@ -67,9 +67,15 @@ pub fn may_start(gov: &Governor, node: &NodeId, pending: usize) -> bool {
     gov.has_room_besides(pending, keep)
 }
 
-/// The network a connection from `remote` counts under: `None` over loopback or
-/// without an IP.
-pub fn network_of(remote: &Multiaddr) -> Option<IpKey> {
+/// The network a connection from `remote` counts under: `None` without an IP, and over
+/// loopback unless `count_loopback` (all of loopback then one network, `127.0.0.1`).
+///
+/// A node that listens only on loopback is one of several nodes on one host (tests,
+/// a development mesh): their sessions are not counted by network. A node that listens
+/// beyond loopback counts its loopback peers as one network: any local process (or a
+/// web page, through the WebSocket listener) could otherwise open sessions under fresh
+/// keys until the peers' room was full, shutting out the peers of every other network.
+pub fn network_of(remote: &Multiaddr, count_loopback: bool) -> Option<IpKey> {
     let loopback = remote.iter().next().is_some_and(|p| match p {
         Protocol::Ip4(ip) => ip.is_loopback(),
         Protocol::Ip6(ip) => {
@@ -77,15 +83,27 @@ pub fn network_of(remote: &Multiaddr) -> Option<IpKey> {
         }
         _ => false,
     });
-    if loopback {
-        None
-    } else {
-        IpKey::of_multiaddr(remote)
+    match (loopback, count_loopback) {
+        (true, true) => Some(IpKey::V4(std::net::Ipv4Addr::LOCALHOST)),
+        (true, false) => None,
+        (false, _) => IpKey::of_multiaddr(remote),
     }
 }
 
-/// The network of each connected peer whose first connection it dialed (loopback and
-/// IP-less connections are not recorded).
+/// Whether one of `listening` (the node's listen addresses) is beyond loopback: an IP
+/// address that is not loopback.
+pub fn beyond_loopback<'a>(listening: impl IntoIterator<Item = &'a Multiaddr>) -> bool {
+    listening.into_iter().any(|a| match a.iter().next() {
+        Some(Protocol::Ip4(ip)) => !ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => {
+            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        _ => false,
+    })
+}
+
+/// The network of each connected peer whose first connection it dialed (IP-less
+/// connections are not recorded, nor loopback ones unless counted: [`network_of`]).
 #[derive(Debug, Default)]
 pub struct Networks {
     of: HashMap<PeerId, IpKey>,
@@ -150,9 +168,25 @@ mod tests {
         assert_eq!((reserved(4), per_network(4)), (1, 1));
         assert_eq!((reserved(2), per_network(2)), (0, 1));
         let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
-        assert_eq!(network_of(&addr("/ip4/127.0.0.1/tcp/1")), None);
-        assert_eq!(network_of(&addr("/ip6/::1/tcp/1")), None);
-        assert_eq!(network_of(&addr("/memory/7")), None);
-        assert_eq!(network_of(&addr("/ip4/198.51.100.7/tcp/1")), Some(net));
+        assert_eq!(network_of(&addr("/ip4/127.0.0.1/tcp/1"), false), None);
+        assert_eq!(network_of(&addr("/ip6/::1/tcp/1"), false), None);
+        assert_eq!(network_of(&addr("/memory/7"), true), None);
+        assert_eq!(
+            network_of(&addr("/ip4/198.51.100.7/tcp/1"), false),
+            Some(net)
+        );
+        // Counted, all of loopback is one network.
+        let lo = network_of(&addr("/ip4/127.0.0.1/tcp/1"), true);
+        assert!(lo.is_some());
+        assert_eq!(network_of(&addr("/ip4/127.0.0.9/tcp/1"), true), lo);
+        assert_eq!(network_of(&addr("/ip6/::1/tcp/1"), true), lo);
+        assert!(!beyond_loopback(&[
+            addr("/ip4/127.0.0.1/tcp/1"),
+            addr("/memory/1")
+        ]));
+        assert!(beyond_loopback(&[
+            addr("/ip4/127.0.0.1/tcp/1"),
+            addr("/ip4/10.0.0.2/tcp/1")
+        ]));
     }
 }

@@ -372,3 +372,76 @@ async fn a_hello_never_answered_frees_its_slot() {
         "A's hello was refused: no room beside the silent peer's attempt"
     );
 }
+
+/// A node that listens beyond loopback counts its loopback peers as one network: local
+/// processes with fresh keys get that network's share (a quarter of `max_live`), not
+/// the whole room peers may take. Four strangers over 127.0.0.1 against `max_live` 8:
+/// two sessions (four before: loopback was not counted at all).
+#[tokio::test]
+async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
+    let config = |max_live| Config {
+        tick_interval: Duration::from_millis(50),
+        governor: GovernorConfig {
+            max_live,
+            ..GovernorConfig::default()
+        },
+        ..Config::default()
+    };
+    let kb = NodeKeypair::generate();
+    let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config(8)));
+    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    b.listen_on("/ip4/0.0.0.0/tcp/0".parse().unwrap()).unwrap();
+    let (mut lo, mut beyond) = (None, false);
+    let listening = async {
+        while lo.is_none() || !beyond {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                let s = address.to_string();
+                if s.starts_with("/ip4/127.") {
+                    lo.get_or_insert(address);
+                } else {
+                    beyond = true;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), listening)
+        .await
+        .expect("a loopback and a non-loopback listen address (this host has an interface)");
+    let lo = lo.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let k = NodeKeypair::generate();
+        let mut s = swarm_with(&k, Behaviour::new(k.clone(), config(8)));
+        s.dial(lo.clone()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                s.select_next_some().await;
+            }
+        }));
+    }
+    let live = |b: &Swarm<Behaviour>| {
+        let g = b.behaviour().governor();
+        g.count(Temperature::Hot) + g.count(Temperature::Warm)
+    };
+    let two = async {
+        while live(&b) < 2 {
+            b.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), two)
+        .await
+        .expect("two sessions over loopback");
+    // Time for the other two hellos to come (and be refused).
+    let more = async {
+        loop {
+            b.select_next_some().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), more).await;
+    assert_eq!(b.connected_peers().count(), 4, "every stranger connected");
+    assert_eq!(live(&b), 2, "sessions of the loopback network");
+    for t in tasks {
+        t.abort();
+    }
+}
