@@ -103,3 +103,114 @@ async fn only_plausible_listen_addresses_reach_the_node_s_dials() {
         assert!(!told.contains(a), "{a} passed on: {told:?}");
     }
 }
+
+#[derive(NetworkBehaviour)]
+struct DhtPeer {
+    identify: identify::Behaviour,
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+}
+
+/// A peer that serves the mesh DHT gets into the node's routing table with the listen
+/// addresses the node kept from its identify (plausible from its connection), not all
+/// it listed: the table dials them and hands them to every querier. A stock identify
+/// and Kademlia peer lists a LAN address besides its loopback one; a querier asking the
+/// node for it learns only the loopback one (both before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_dht_hands_out_only_a_peer_s_plausible_addresses() {
+    use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig};
+    use libp2p::kad;
+    use mesh_core::NoTrace;
+
+    let node = mesh_testkit::node::start_node(
+        NodeKeypair::generate(),
+        NodeConfig {
+            listen: vec![ma("/ip4/127.0.0.1/tcp/0")],
+            bootstrap: Bootstrap::Named(BootstrapName::None),
+            kad_mode: KadMode::Server,
+            autonat: false,
+            ..NodeConfig::default()
+        },
+        std::sync::Arc::new(NoTrace),
+        WAIT,
+    )
+    .await;
+    let node_addr: Multiaddr = node.p2p_addr();
+
+    // The listing peer: a LAN address (not the node's, not its connection's) and its
+    // loopback listener.
+    let h_key = NodeKeypair::generate().to_libp2p();
+    let h_id = h_key.public().to_peer_id();
+    let mut h = net_swarm(
+        &h_key,
+        Net::Tcp,
+        WAIT,
+        DhtPeer {
+            identify: identify::Behaviour::new(identify::Config::new(
+                PROTOCOL.into(),
+                h_key.public(),
+            )),
+            kad: libmesh::node::build::mesh_kad(h_id, KadMode::Server),
+        },
+    );
+    h.listen_on(ma("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let lan = ma("/ip4/10.99.0.7/tcp/4001");
+    h.add_external_address(lan.clone());
+    h.dial(node_addr.clone()).unwrap();
+    tokio::spawn(async move {
+        loop {
+            h.select_next_some().await;
+        }
+    });
+    // Time for identify to reach the node.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The querier asks the node (its only peer) for peers close to the listing one.
+    let q_key = NodeKeypair::generate().to_libp2p();
+    let q_id = q_key.public().to_peer_id();
+    let mut q = net_swarm(
+        &q_key,
+        Net::Tcp,
+        WAIT,
+        libmesh::node::build::mesh_kad(q_id, KadMode::Client),
+    );
+    q.behaviour_mut().add_address(&node.peer, node.addr.clone());
+    q.behaviour_mut().get_closest_peers(h_id);
+    let mut heard: Option<Vec<Multiaddr>> = None;
+    let end = tokio::time::Instant::now() + WAIT;
+    while heard.is_none() {
+        match tokio::time::timeout_at(end, q.select_next_some()).await {
+            Ok(SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(r),
+                ..
+            })) => {
+                let peers = match r {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                heard = Some(
+                    peers
+                        .into_iter()
+                        .filter(|p| p.peer_id == h_id)
+                        .flat_map(|p| p.addrs)
+                        .collect(),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => panic!("the query never ended"),
+        }
+    }
+    let heard = heard.unwrap();
+    assert!(
+        heard
+            .iter()
+            .any(|a| a.to_string().starts_with("/ip4/127.0.0.1/")),
+        "the node handed out the peer's loopback address: {heard:?}"
+    );
+    assert!(
+        !heard
+            .iter()
+            .any(|a| a.to_string().starts_with(&lan.to_string())),
+        "the node handed out {lan}: {heard:?}"
+    );
+    node.handle.shutdown().await;
+}

@@ -27,6 +27,7 @@ pub(crate) fn learn_from_identify(
     b: &mut MeshBehaviour,
     peer: PeerId,
     info: &identify::Info,
+    kept: &[Multiaddr],
     amino_private: bool,
 ) -> bool {
     let amino = speaks(&info.protocols, &kad::PROTOCOL_NAME);
@@ -37,7 +38,7 @@ pub(crate) fn learn_from_identify(
     if !mesh {
         b.mesh_kad.remove_peer(&peer);
     }
-    let direct = info.listen_addrs.iter().filter(|a| !is_circuit(a));
+    let direct = kept.iter().filter(|a| !is_circuit(a));
     for addr in direct.take(MAX_ADDRS_PER_ENTRY).map(addrs::without_peer) {
         if amino && amino_worthy(&addr, amino_private) {
             b.amino.add_address(&peer, addr.clone());
@@ -325,6 +326,9 @@ mod tests {
             "/ip4/169.254.1.1/tcp/1",
             "/ip6/::1/tcp/4001",
             "/ip6/fe80::1/tcp/4001",
+            "/dns4/localhost/tcp/6379",
+            "/dns4/metadata.google.internal/tcp/80",
+            "/dns6/printer.local/tcp/9100",
         ] {
             assert!(!ok(private, false), "{private} filtered by default");
             assert!(ok(private, true), "{private} kept with the switch");

@@ -310,7 +310,11 @@ impl Node {
                 .observed(&remote, &info.observed_addr, &view!(self), Instant::now());
         }
         let keep = self.config.amino_private_addrs;
-        let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info, keep);
+        // The listen addresses the identify wrapper kept (plausible from the peer's
+        // connection, `identify_observed::worth_dialing`), not all it listed: the
+        // routing tables dial them and hand them to every querier.
+        let kept = self.swarm.behaviour().identify.kept_addrs(&peer).to_vec();
+        let mesh = dht::learn_from_identify(self.swarm.behaviour_mut(), peer, info, &kept, keep);
         if mesh {
             let actions = self.own.dht_peer_appeared(&Timestamp::now());
             self.apply(actions);

@@ -166,6 +166,12 @@ impl Identify {
         self.gate.admit(&remote, addr, &listen, &Timestamp::now())
     }
 
+    /// The listen addresses of `peer`'s last identify kept for dials (plausible from its
+    /// connection: [`worth_dialing`]).
+    pub fn kept_addrs(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.met.by_peer.get(peer).map_or(&[], Vec::as_slice)
+    }
+
     /// The listen addresses connected peer `peer` reported in its last identify.
     pub fn listen_addrs(&self, peer: &PeerId) -> &[Multiaddr] {
         self.listen.get(peer).map_or(&[], Vec::as_slice)

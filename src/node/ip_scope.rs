@@ -130,13 +130,16 @@ pub(crate) fn local_name(addr: &Multiaddr) -> bool {
 }
 
 /// Whether `addr` may enter the Amino (public) routing table: a public address or a
-/// name (DNS); loopback and private or link-local ones only with `keep_private`
+/// name (DNS) other than a local one ([`local_name`]: `localhost`, `*.internal`…, which
+/// name the dialer's own host or LAN); loopback, private or link-local addresses and
+/// local names only with `keep_private`
 /// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands
 /// its table to strangers, to whom our LAN and loopback addresses are useless at best
 /// and a map of our network at worst.
 pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
     match ip_of(addr).map(scope) {
-        None | Some(Scope::Public) => true,
+        None => keep_private || !local_name(addr),
+        Some(Scope::Public) => true,
         Some(Scope::Loopback | Scope::Private) => keep_private,
         Some(Scope::Unroutable) => false,
     }
