@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libmesh::node::dcutr_scope::Dcutr;
+use libmesh::node::dcutr_scope::{Dcutr, PER_PEER};
 use libmesh::node::router::policy::{CandidatePolicy, SignalSettings};
 use libp2p::core::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -185,5 +185,173 @@ async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
         contacted,
         mesh_core::families::MAX_CANDIDATES,
         "addresses of {OFFERED} contacted ({outcome:?})"
+    );
+}
+
+#[derive(NetworkBehaviour)]
+struct Puncher {
+    relay: relay::client::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+fn puncher() -> Swarm<Puncher> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_, relay| Puncher {
+            relay,
+            stream: libp2p_stream::Behaviour::new(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
+        .build()
+}
+
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A DCUtR `HolePunch` message (protobuf, length-prefixed): `kind` 100 (CONNECT) or
+/// 300 (SYNC), with `addrs`.
+fn hole_punch(kind: usize, addrs: &[Multiaddr]) -> Vec<u8> {
+    let mut msg = vec![0x08];
+    varint(kind, &mut msg);
+    for a in addrs {
+        msg.push(0x12);
+        varint(a.as_ref().len(), &mut msg);
+        msg.extend_from_slice(a.as_ref());
+    }
+    let mut framed = Vec::new();
+    varint(msg.len(), &mut framed);
+    framed.extend(msg);
+    framed
+}
+
+/// Reads one length-prefixed message.
+async fn read_message(s: &mut libp2p::Stream) -> Vec<u8> {
+    use futures::AsyncReadExt;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        len |= usize::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await.unwrap();
+    buf
+}
+
+/// A peer at the other end of a relayed connection the node dialed sends DCUtR
+/// `CONNECT`s over and over, 16 fresh addresses each: the node dials the first three
+/// rounds' (one relayed connection's attempts, the peer's budget) and no more.
+/// `libp2p-dcutr` dials every round on such a connection (160 sockets here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
+    use futures::AsyncWriteExt;
+    const ROUNDS: usize = 10;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+
+    let mut r = relay_server();
+    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let r_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
+            break address;
+        }
+    };
+    r.add_external_address(r_addr.clone());
+    let r_addr = r_addr.with(Protocol::P2p(*r.local_peer_id()));
+    tokio::spawn(async move {
+        loop {
+            r.select_next_some().await;
+        }
+    });
+
+    // The puncher reserves a circuit at the relay.
+    let mut p = puncher();
+    let mut control = p.behaviour().stream.new_control();
+    p.listen_on(r_addr.clone().with(Protocol::P2pCircuit))
+        .unwrap();
+    let p_id = *p.local_peer_id();
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::Behaviour(PuncherEvent::Relay(
+                relay::client::Event::ReservationReqAccepted { .. },
+            )) = p.select_next_some().await
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("no reservation");
+    tokio::spawn(async move {
+        loop {
+            p.select_next_some().await;
+        }
+    });
+
+    // The node dials the puncher's circuit.
+    let mut a = node();
+    let a_id = *a.local_peer_id();
+    a.dial(r_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(p_id)))
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            a.select_next_some().await;
+        }
+    });
+
+    let protocol = libp2p::StreamProtocol::new("/libp2p/dcutr");
+    for round in 0..ROUNDS {
+        let mut addrs = Vec::new();
+        for _ in 0..16 {
+            let port = counting(seen.clone()).await;
+            addrs.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
+        }
+        let mut s = None;
+        for _ in 0..50 {
+            match control.open_stream(a_id, protocol.clone()).await {
+                Ok(stream) => {
+                    s = Some(stream);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let mut s = s.unwrap_or_else(|| panic!("no DCUtR stream in round {round}"));
+        s.write_all(&hole_punch(100, &addrs)).await.unwrap();
+        let _their_connect = read_message(&mut s).await;
+        s.write_all(&hole_punch(300, &[])).await.unwrap();
+        s.flush().await.unwrap();
+        // The node dials once it has the SYNC.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = s.close().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let contacted = seen.lock().unwrap().len();
+    let allowed = PER_PEER.burst as usize * mesh_core::families::MAX_CANDIDATES;
+    assert!(
+        contacted >= 16,
+        "the first round was not dialed: {contacted}"
+    );
+    assert!(
+        contacted <= allowed,
+        "{contacted} addresses contacted over {ROUNDS} rounds (at most {allowed})"
     );
 }

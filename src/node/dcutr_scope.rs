@@ -17,6 +17,14 @@
 //! with addresses out of scope or too many is refused, and the wrapper dials the
 //! in-scope ones itself, in the same role. DCUtR counts that refusal as a failed attempt
 //! (in its metrics and events), while the direct connection comes from the new dial.
+//!
+//! It also counts them. `libp2p-dcutr` caps its attempts at three per relayed
+//! connection only where the node accepted that connection; on a relayed connection
+//! the node dialed, every `CONNECT` the other side sends is a dial, as often as it
+//! sends them: one peer reached through its own relay (a presence or a DHT answer names
+//! such a circuit) had the node dial 16 addresses of its choosing per round trip, for
+//! good. A DCUtR dial now takes a token of the peer's ([`PER_PEER`]) and of the node's
+//! ([`OVERALL`]); beyond, it is refused without a dial.
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
@@ -29,10 +37,28 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, dcutr};
 
+use mesh_core::{RateLimit, RateLimiter};
+
 use super::router::policy::CandidatePolicy;
 
 /// DCUtR dials remembered between DCUtR's `Dial` and the swarm's question about it.
 const MAX_ASKED: usize = 64;
+
+/// DCUtR dials per peer: three (one relayed connection's attempts), then one every
+/// three minutes.
+pub const PER_PEER: RateLimit = RateLimit {
+    burst: 3,
+    per_second: 1.0 / 180.0,
+};
+
+/// DCUtR dials of the node: 32 at once, then one a second.
+pub const OVERALL: RateLimit = RateLimit {
+    burst: 32,
+    per_second: 1.0,
+};
+
+/// Peers whose DCUtR dials are counted (the least recently used forgotten first).
+const PEERS_COUNTED: usize = 4096;
 
 /// What the node does with a DCUtR dial to `addrs`, given the remote addresses of its
 /// connections to that peer (`path`) and its own addresses (`own`). Pure.
@@ -73,6 +99,10 @@ pub struct Dcutr {
     external: Vec<Multiaddr>,
     /// Dials of the in-scope addresses, to hand to the swarm.
     replacements: VecDeque<DialOpts>,
+    per_peer: RateLimiter<PeerId>,
+    overall: RateLimiter<()>,
+    /// The start of the budget's clock.
+    start: std::time::Instant,
 }
 
 impl Dcutr {
@@ -87,7 +117,23 @@ impl Dcutr {
             listen: Vec::new(),
             external: Vec::new(),
             replacements: VecDeque::new(),
+            per_peer: RateLimiter::new(PER_PEER, PEERS_COUNTED),
+            overall: RateLimiter::new(OVERALL, 1),
+            start: std::time::Instant::now(),
         }
+    }
+
+    /// Whether one more DCUtR dial to `peer` is within the budget (taking its tokens).
+    fn within_budget(&mut self, peer: PeerId) -> bool {
+        let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let room =
+            self.per_peer.peek_ms(&peer, ms).is_ok() && self.overall.peek_ms(&(), ms).is_ok();
+        if room {
+            // Both have a token at this very `ms`: both are taken.
+            let _ = self.per_peer.check_ms(&peer, ms);
+            let _ = self.overall.check_ms(&(), ms);
+        }
+        room
     }
 
     fn path(&self, peer: PeerId) -> Vec<Multiaddr> {
@@ -139,6 +185,11 @@ impl Dcutr {
 #[error("DCUtR dial with addresses out of the node's scope or too many ({0} asked)")]
 pub struct OutOfScope(usize);
 
+/// Why a DCUtR dial was refused: the peer's or the node's budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("DCUtR dial refused: too many hole punches with this peer or in all")]
+pub struct OverBudget;
+
 impl NetworkBehaviour for Dcutr {
     type ConnectionHandler = THandler<dcutr::Behaviour>;
     type ToSwarm = dcutr::Event;
@@ -155,6 +206,10 @@ impl NetworkBehaviour for Dcutr {
         if let Some(i) = self.asked.iter().position(|c| *c == connection_id) {
             self.asked.remove(i);
             if let Some(peer) = maybe_peer {
+                if !self.within_budget(peer) {
+                    tracing::debug!(%peer, "DCUtR dial refused: over the budget");
+                    return Err(ConnectionDenied::new(OverBudget));
+                }
                 let path = self.path(peer);
                 let own = self.own();
                 if let Verdict::Replace(kept) =
