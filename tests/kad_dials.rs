@@ -53,8 +53,10 @@ async fn counting(seen: Arc<Mutex<HashMap<usize, usize>>>, who: usize) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
+/// A hostile mesh-DHT server (the node's seed) names [`FAKES`] made-up peers at
+/// [`ADDRS_EACH`] loopback counting sockets each; the node, with `external` addresses,
+/// asks the mesh DHT. How many sockets of each made-up peer it reached.
+async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> HashMap<usize, usize> {
     // The made-up peers, each at ADDRS_EACH counting sockets.
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let mut fakes: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
@@ -102,6 +104,7 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
         kad_mode: KadMode::Server,
+        external,
         seeds: vec![SeedPeer {
             node_id: key.node_id(),
             addr: hostile_addr,
@@ -124,6 +127,12 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         last = seen.lock().unwrap().clone();
     }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
+    let last = dials_for_a_hostile_answer(Vec::new()).await;
     assert!(
         !last.is_empty(),
         "the node dialed none of the made-up peers"
@@ -133,6 +142,16 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
         most <= MAX_DIAL_ADDRS,
         "{most} addresses of one made-up peer dialed (of {ADDRS_EACH}): {last:?}"
     );
+}
+
+/// A node with an address beyond loopback dials none of the loopback addresses a DHT
+/// answer names (the mesh DHT's reach, `kad_scope::Reach`): they point at the node's own
+/// host. It reached up to 8 of each made-up peer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_answer_cannot_point_a_node_beyond_loopback_at_its_own_host() {
+    let external = vec!["/ip4/203.0.113.1/tcp/4001".parse().unwrap()];
+    let last = dials_for_a_hostile_answer(external).await;
+    assert!(last.is_empty(), "loopback sockets reached: {last:?}");
 }
 
 /// `n` counting sockets, all counted under one name; their addresses.

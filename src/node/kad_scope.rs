@@ -10,7 +10,10 @@
 //! [`MAX_DIAL_ADDRS`] per peer, never an unroutable address, and on Amino (the public
 //! DHT, where any stranger answers) only addresses its routing table would take
 //! (`ip_scope::amino_worthy`: no loopback or LAN addresses unless the node is told to keep
-//! them, or the configured bootstrap addresses).
+//! them, or the configured bootstrap addresses); on the mesh DHT only addresses in the
+//! node's reach ([`Reach`]: loopback only for a node on loopback alone, a private
+//! network only one the node or one of its connections is on, no local names beyond
+//! loopback).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
@@ -25,7 +28,9 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 
 use super::addrs::{dialable, without_peer};
-use super::ip_scope::{Scope, amino_worthy, ip_of, scope};
+use libp2p::swarm::behaviour::{ExternalAddresses, ListenAddresses};
+
+use super::ip_scope::{Scope, amino_worthy, ip_of, local_name, on_private_net, scope};
 
 /// Addresses of one peer Kademlia may hand the swarm for a dial.
 pub const MAX_DIAL_ADDRS: usize = 8;
@@ -41,15 +46,56 @@ pub enum DialScope {
         /// The configured bootstrap addresses (without `/p2p`).
         configured: Vec<Multiaddr>,
     },
-    /// The mesh DHT: any routable address.
+    /// The mesh DHT: addresses in the node's [`Reach`].
     Mesh,
+}
+
+/// What the node reaches, for the mesh DHT's scope: its own listen and external
+/// addresses and the remote addresses of its connections.
+///
+/// A mesh-DHT answer names peers at addresses of the answering peer's choosing, and
+/// fresh peer ids cost nothing: with any routable address in scope, one answer had the
+/// node connect to 20 made-up peers at its own loopback (`127.0.0.1:6379`) or LAN. A
+/// loopback address is in reach only for a node with no address beyond loopback
+/// (several nodes on one host, as in the tests); a private or link-local one only on a
+/// network (/24, /64) the node has an address in or a connection to (behind a NAT,
+/// the node's connections reach the network outside it); a local name (`localhost`,
+/// `*.internal`…) like loopback.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    /// The node's listen and external addresses.
+    pub own: &'a [Multiaddr],
+    /// The remote addresses of its connections.
+    pub paths: &'a [Multiaddr],
+}
+
+impl Reach<'_> {
+    fn only_loopback(&self) -> bool {
+        self.own
+            .iter()
+            .filter_map(ip_of)
+            .all(|ip| scope(ip) == Scope::Loopback)
+    }
+
+    /// Whether `addr` is in reach.
+    pub fn admits(&self, addr: &Multiaddr) -> bool {
+        match ip_of(addr) {
+            None => !local_name(addr) || self.only_loopback(),
+            Some(ip) => match scope(ip) {
+                Scope::Public => true,
+                Scope::Loopback => self.only_loopback(),
+                Scope::Private => on_private_net(ip, self.own) || on_private_net(ip, self.paths),
+                Scope::Unroutable => false,
+            },
+        }
+    }
 }
 
 impl DialScope {
     /// Whether a dial may use `addr`: the configured bootstrap addresses; otherwise one
     /// the node's transports dial ([`dialable`]: no slot spent on WebTransport and the
     /// like), not unroutable, and on Amino one its routing table would take.
-    fn admits(&self, addr: &Multiaddr) -> bool {
+    fn admits(&self, addr: &Multiaddr, reach: &Reach<'_>) -> bool {
         if let DialScope::Amino { configured, .. } = self {
             let bare = without_peer(addr);
             if configured.contains(&bare) {
@@ -61,7 +107,7 @@ impl DialScope {
         }
         match self {
             DialScope::Amino { keep_private, .. } => amino_worthy(addr, *keep_private),
-            DialScope::Mesh => true,
+            DialScope::Mesh => reach.admits(addr),
         }
     }
 
@@ -70,22 +116,24 @@ impl DialScope {
     /// first. The others are the ones in `tried` (what earlier dials of this peer used)
     /// and new ones only while `tried` has fewer than [`MAX_DIAL_ADDRS`]: the many
     /// queries that dial one made-up peer, each with its own list, reach the same few
-    /// addresses. New ones are added to `tried`. Pure.
+    /// addresses. New ones are added to `tried`. `reach` matters to the mesh DHT only.
+    /// Pure.
     pub fn choose(
         &self,
         table: &[Multiaddr],
         addrs: Vec<Multiaddr>,
         tried: &mut Vec<Multiaddr>,
+        reach: &Reach<'_>,
     ) -> Vec<Multiaddr> {
         let mut out: Vec<Multiaddr> = Vec::new();
         for a in table {
-            if out.len() < MAX_DIAL_ADDRS && self.admits(a) && !out.contains(a) {
+            if out.len() < MAX_DIAL_ADDRS && self.admits(a, reach) && !out.contains(a) {
                 out.push(a.clone());
             }
         }
         let mut others: Vec<Multiaddr> = addrs
             .into_iter()
-            .filter(|a| !table.contains(a) && self.admits(a))
+            .filter(|a| !table.contains(a) && self.admits(a, reach))
             .collect();
         // Public addresses (and names) first, then private, then loopback: a peer that
         // lists its loopback and LAN addresses (containers, several transports) before
@@ -175,6 +223,10 @@ pub struct ScopedKad {
     inner: kad::Behaviour<kad::store::MemoryStore>,
     scope: DialScope,
     tried: Tried,
+    listening: ListenAddresses,
+    external: ExternalAddresses,
+    /// The remote address of each connection.
+    remotes: HashMap<ConnectionId, Multiaddr>,
 }
 
 impl ScopedKad {
@@ -184,6 +236,9 @@ impl ScopedKad {
             inner,
             scope,
             tried: Tried::default(),
+            listening: ListenAddresses::default(),
+            external: ExternalAddresses::default(),
+            remotes: HashMap::new(),
         }
     }
 }
@@ -234,11 +289,34 @@ impl NetworkBehaviour for ScopedKad {
                     .map(|e| e.node.value.iter().cloned().collect())
             })
             .unwrap_or_default();
+        let own: Vec<Multiaddr> = self
+            .listening
+            .iter()
+            .chain(self.external.iter())
+            .cloned()
+            .collect();
+        let paths: Vec<Multiaddr> = self.remotes.values().cloned().collect();
+        let reach = Reach {
+            own: &own,
+            paths: &paths,
+        };
         let tried = self.tried.of(peer, Instant::now());
-        Ok(self.scope.choose(&table, known, tried))
+        Ok(self.scope.choose(&table, known, tried, &reach))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.listening.on_swarm_event(&event);
+        self.external.on_swarm_event(&event);
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.remotes
+                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.remotes.remove(&e.connection_id);
+            }
+            _ => {}
+        }
         self.inner.on_swarm_event(event);
     }
 
@@ -258,6 +336,12 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A node on loopback alone, with no connection.
+    const LOOPBACK_NODE: Reach<'static> = Reach {
+        own: &[],
+        paths: &[],
+    };
+
     fn loopback(n: usize) -> Vec<Multiaddr> {
         (0..n)
             .map(|i| ma(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i)))
@@ -269,19 +353,26 @@ mod tests {
         let mut addrs = vec![ma("/ip4/0.0.0.0/tcp/1"), ma("/ip4/224.0.0.1/tcp/1")];
         addrs.extend(loopback(30));
         let mut tried = Vec::new();
-        let first = DialScope::Mesh.choose(&[], addrs.clone(), &mut tried);
+        let first = DialScope::Mesh.choose(&[], addrs.clone(), &mut tried, &LOOPBACK_NODE);
         assert_eq!(first, addrs[2..2 + MAX_DIAL_ADDRS]);
         // Another query's list of the same peer, without the first ones: nothing new.
         let rest = addrs[2 + MAX_DIAL_ADDRS..].to_vec();
-        assert!(DialScope::Mesh.choose(&[], rest, &mut tried).is_empty());
+        assert!(
+            DialScope::Mesh
+                .choose(&[], rest, &mut tried, &LOOPBACK_NODE)
+                .is_empty()
+        );
         // In any order, repeated: the same ones.
         let mut shuffled = addrs.clone();
         shuffled.reverse();
         shuffled.extend(addrs.clone());
-        assert_eq!(DialScope::Mesh.choose(&[], shuffled, &mut tried), first);
+        assert_eq!(
+            DialScope::Mesh.choose(&[], shuffled, &mut tried, &LOOPBACK_NODE),
+            first
+        );
         // The routing table's come first, and do not count as new.
         let table = [addrs[31].clone()];
-        let with_table = DialScope::Mesh.choose(&table, addrs.clone(), &mut tried);
+        let with_table = DialScope::Mesh.choose(&table, addrs.clone(), &mut tried, &LOOPBACK_NODE);
         assert_eq!(with_table[0], addrs[31]);
         assert_eq!(with_table.len(), MAX_DIAL_ADDRS);
         assert_eq!(tried.len(), MAX_DIAL_ADDRS);
@@ -300,7 +391,7 @@ mod tests {
             keep_private: false,
             configured: vec![ma("/ip4/10.1.1.1/tcp/4001")],
         };
-        let mut kept = strict.choose(&[], addrs.clone(), &mut Vec::new());
+        let mut kept = strict.choose(&[], addrs.clone(), &mut Vec::new(), &LOOPBACK_NODE);
         kept.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         // `/dnsaddr` is no address the node dials itself (only a configured one).
         let mut want = vec![addrs[2].clone(), addrs[4].clone()];
@@ -310,10 +401,14 @@ mod tests {
             keep_private: true,
             configured: vec![],
         };
-        assert_eq!(told.choose(&[], addrs.clone(), &mut Vec::new()).len(), 4);
+        assert_eq!(
+            told.choose(&[], addrs.clone(), &mut Vec::new(), &LOOPBACK_NODE)
+                .len(),
+            4
+        );
         let webtransport = ma("/ip4/198.51.100.7/udp/4001/quic-v1/webtransport");
         assert!(
-            told.choose(&[], vec![webtransport], &mut Vec::new())
+            told.choose(&[], vec![webtransport], &mut Vec::new(), &LOOPBACK_NODE)
                 .is_empty()
         );
     }
@@ -327,7 +422,12 @@ mod tests {
         addrs.extend((0..4).map(|i| ma(&format!("/ip4/10.0.0.{i}/tcp/4001"))));
         addrs.push(ma("/ip4/203.0.113.9/tcp/4001"));
         addrs.push(ma("/dns4/node.example/tcp/4001"));
-        let chosen = DialScope::Mesh.choose(&[], addrs.clone(), &mut Vec::new());
+        // A node on loopback with a connection into 10.0.0.0/24.
+        let on_lan = Reach {
+            own: &[],
+            paths: &[ma("/ip4/10.0.0.99/tcp/4001")],
+        };
+        let chosen = DialScope::Mesh.choose(&[], addrs.clone(), &mut Vec::new(), &on_lan);
         assert_eq!(chosen.len(), MAX_DIAL_ADDRS);
         assert!(chosen[..2].contains(&addrs[10]) && chosen[..2].contains(&addrs[11]));
         assert!(
@@ -354,5 +454,51 @@ mod tests {
         }
         assert_eq!(t.len(), TRIED_PEERS);
         assert!(t.of(first, now).is_empty(), "the oldest went first");
+    }
+
+    /// The mesh DHT's reach: a node with an address beyond loopback dials no loopback
+    /// address or local name a DHT answer names, and a private one only on a network it
+    /// has an address in or a connection to.
+    #[test]
+    fn the_mesh_dht_dials_only_what_the_node_reaches() {
+        let own = [
+            ma("/ip4/127.0.0.1/tcp/4001"),
+            ma("/ip4/192.168.1.5/tcp/4001"),
+        ];
+        let paths = [ma("/ip4/10.77.0.1/tcp/4001")];
+        let reach = Reach {
+            own: &own,
+            paths: &paths,
+        };
+        let offered = vec![
+            ma("/ip4/127.0.0.1/tcp/6379"),
+            ma("/dns4/localhost/tcp/6379"),
+            ma("/dns4/metadata.internal/tcp/80"),
+            ma("/ip4/10.99.0.1/tcp/22"),
+            ma("/ip4/169.254.169.254/tcp/80"),
+            ma("/ip4/192.168.1.20/tcp/4001"),
+            ma("/ip4/10.77.0.9/tcp/4001"),
+            ma("/ip4/203.0.113.9/tcp/4001"),
+            ma("/dns4/node.example/tcp/4001"),
+        ];
+        let mut chosen = DialScope::Mesh.choose(&[], offered.clone(), &mut Vec::new(), &reach);
+        chosen.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        let mut want = offered[5..].to_vec();
+        want.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        assert_eq!(chosen, want);
+        // Routing-table entries are held to the same reach.
+        let table = [ma("/ip4/127.0.0.1/tcp/6379")];
+        assert!(
+            DialScope::Mesh
+                .choose(&table, Vec::new(), &mut Vec::new(), &reach)
+                .is_empty()
+        );
+        // A node on loopback alone (several on one host) dials loopback and local names.
+        assert_eq!(
+            DialScope::Mesh
+                .choose(&[], offered[..3].to_vec(), &mut Vec::new(), &LOOPBACK_NODE)
+                .len(),
+            3
+        );
     }
 }
