@@ -37,6 +37,10 @@ const ADVERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("adverts");
 const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
 /// Small named counters (`own-sequence`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `META` key of the index's revision counter at the last change: a restart resumes
+/// above it (from the rows alone it fell back below the revisions of withdrawn and
+/// swept entries, and cursors handed out before skipped what came after).
+const REVISION: &str = "revision";
 
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "adverts.redb";
@@ -94,6 +98,8 @@ struct Writes {
     delete_tombstones: Vec<String>,
     put_adverts: Vec<(String, Vec<u8>)>,
     put_tombstones: Vec<(String, Vec<u8>)>,
+    /// The index's revision counter after the change (persisted in `META`).
+    revision: Option<u64>,
 }
 
 impl Writes {
@@ -208,10 +214,24 @@ impl DurableStore {
     ) -> Result<(Self, LoadReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
+        // Every page's checksum is checked at open: redb checks them only after a crash
+        // otherwise, and a page damaged on disk (bit rot, a bad sector, an editor) made a
+        // plain open panic, loop for good or load altered rows. Such a file is refused
+        // with a storage error and left as it is.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
             .create(&path)
-            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                    storage(format!(
+                        "{} is damaged ({why}); the node does not start on it: move it aside to \
+                     start with an empty store",
+                        path.display()
+                    ))
+                }
+                e => storage(format!("{}: {e}", path.display())),
+            })?;
         let mut mem = MemoryStore::new(limits);
         let (report, stale) = load(&db, &mut mem, now)?;
         let store = DurableStore {
@@ -302,6 +322,7 @@ impl DurableStore {
                 results.push(r);
             }
             let mut writes = Writes::sweeping(&swept);
+            writes.revision = Some(mem.revision());
             for Undo { node, .. } in &accepted {
                 let key = node.to_string();
                 if let Some(e) = mem.entry(node) {
@@ -379,6 +400,7 @@ impl DurableStore {
             let previous_tombstone = mem.tombstone_of(&node);
             let (result, swept) = mem.withdraw_sweeping(withdrawal, source, now);
             let mut writes = Writes::sweeping(&swept);
+            writes.revision = Some(mem.revision());
             if result.is_ok()
                 && let Some((seq, until)) = mem.tombstone_of(&node)
             {
@@ -473,6 +495,10 @@ impl DurableStore {
                     .insert(key.as_str(), value.as_slice())
                     .map_err(storage)?;
             }
+            if let Some(revision) = writes.revision {
+                let mut meta = tx.open_table(META).map_err(storage)?;
+                meta.insert(REVISION, revision).map_err(storage)?;
+            }
         }
         tx.commit().map_err(storage)
     }
@@ -566,6 +592,15 @@ fn load(
                     }
                     None => {}
                 }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    match tx.open_table(META) {
+        Ok(t) => {
+            if let Some(r) = t.get(REVISION).map_err(storage)? {
+                mem.restore_revision(r.value());
             }
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}

@@ -108,15 +108,30 @@ impl Sweeper {
 
     /// Sweeps `store` as of `now` on tokio's blocking pool.
     pub(crate) fn start(&self, store: SharedAdverts, now: Timestamp) {
-        self.running.store(true, Ordering::Release);
-        let running = self.running.clone();
-        tokio::task::spawn_blocking(move || {
-            match store.durable().sweep(&now) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(swept = n, "advertisement store swept"),
-                Err(e) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+        self.run(move || match store.durable().sweep(&now) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(swept = n, "advertisement store swept"),
+            Err(e) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+        });
+    }
+
+    /// Runs `work` on tokio's blocking pool as the running sweep: the next is due only
+    /// once it has ended, however it ends (a panic in it, a page of the file damaged
+    /// since the open, included: the flag was cleared only after a normal return, so
+    /// one panic stopped the timed sweeps for good).
+    fn run(&self, work: impl FnOnce() + Send + 'static) {
+        /// Clears the flag when dropped, on a panic's unwinding too.
+        struct Running(Arc<AtomicBool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
             }
-            running.store(false, Ordering::Release);
+        }
+        self.running.store(true, Ordering::Release);
+        let running = Running(self.running.clone());
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            work();
         });
     }
 }
@@ -138,5 +153,24 @@ mod tests {
         assert!(!s.due(t0 + every * 3), "one at a time");
         s.running.store(false, Ordering::Release);
         assert!(s.due(t0 + every * 3));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_panics_does_not_stop_the_next() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        let mut s = Sweeper::new(every, t0);
+        assert!(s.due(t0 + every));
+        s.run(|| panic!("a damaged page"));
+        let later = t0 + every * 2;
+        let mut due = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if s.due(later) {
+                due = true;
+                break;
+            }
+        }
+        assert!(due, "no sweep due after one panicked");
     }
 }

@@ -632,6 +632,13 @@ impl MemoryStore {
         self.shares.attribute(node, Source::Restored, len);
     }
 
+    /// Raises the revision counter to `revision` (the last one the durable store
+    /// persisted): changes after a restart get revisions above every one handed out
+    /// before it, withdrawn or swept entries' included, so `since` cursors stay valid.
+    pub fn restore_revision(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
+    }
+
     /// Restores a tombstone read back from durable storage, counted under
     /// [`Source::Restored`].
     pub fn restore_tombstone(&mut self, node: NodeId, sequence_no: u64, until: Timestamp) {
