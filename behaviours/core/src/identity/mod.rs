@@ -205,7 +205,8 @@ impl IdentityStore {
 
     /// Makes `secret` the node's key. When an identity with the same key exists it is
     /// returned unchanged; another identity is only replaced with `force`, and then its
-    /// files are kept as `*.replaced-<unix time>` backups.
+    /// files are kept as `*.replaced-<unix time>` backups (`…-<n>` for a second one in
+    /// the same second).
     pub fn import(
         &self,
         secret: &[u8; 32],
@@ -284,15 +285,35 @@ impl IdentityStore {
             .map_err(|source| IdentityError::Io { path, source })
     }
 
+    /// Moves the identity's files to `*.replaced-<unix time>` backups (`…-<n>` when a
+    /// backup of that second exists): never over an earlier backup. Two forced imports
+    /// in one second renamed the second's files over the first's backups, and the
+    /// original secret was gone.
     fn back_up(&self, now: &Timestamp) -> Result<(), IdentityError> {
         let stamp = now.instant().timestamp();
-        for path in [self.record_path(), self.secret_path()] {
+        let paths = [self.record_path(), self.secret_path()];
+        let backup_of = |path: &Path, n: u32| match n {
+            0 => path.with_extension(format!("json.replaced-{stamp}")),
+            n => path.with_extension(format!("json.replaced-{stamp}-{n}")),
+        };
+        let n = (0..1000)
+            .find(|n| paths.iter().all(|p| !backup_of(p, *n).exists()))
+            .ok_or_else(|| IdentityError::Io {
+                path: paths[1].clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a thousand backups of this second exist",
+                ),
+            })?;
+        for path in paths {
             if path.exists() {
-                let backup = path.with_extension(format!("json.replaced-{stamp}"));
-                fs::rename(&path, &backup).map_err(|source| IdentityError::Io {
+                // A link fails where a backup appeared meanwhile; a rename would replace it.
+                let io = |source| IdentityError::Io {
                     path: path.clone(),
                     source,
-                })?;
+                };
+                fs::hard_link(&path, backup_of(&path, n)).map_err(io)?;
+                fs::remove_file(&path).map_err(io)?;
             }
         }
         Ok(())
@@ -515,6 +536,32 @@ mod tests {
         assert_eq!(
             *read_secret_for_import(&store.secret_path()).unwrap(),
             [7u8; 32]
+        );
+    }
+
+    #[test]
+    fn forced_imports_in_one_second_keep_the_first_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::new(dir.path());
+        let t = now();
+        let first = store.load_or_generate(&t).unwrap();
+        let original = fs::read(store.secret_path()).unwrap();
+        store.import(&[1u8; 32], &t, true).unwrap();
+        store.import(&[2u8; 32], &t, true).unwrap();
+        let backups: Vec<Vec<u8>> = fs::read_dir(store.secret_path().parent().unwrap())
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name()?.to_str()?.to_owned();
+                (name.starts_with("node-signing-key") && name.contains("replaced-"))
+                    .then(|| fs::read(&p).unwrap())
+            })
+            .collect();
+        assert_eq!(backups.len(), 2, "one backup per forced import");
+        assert!(
+            backups.contains(&original),
+            "the secret of {} is gone",
+            first.record.node_id()
         );
     }
 
