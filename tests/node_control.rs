@@ -195,3 +195,30 @@ fn sigterm_stops_the_node_like_ctrl_c() {
     .unwrap();
     assert_eq!(store.own_sequence().unwrap(), Some(seq));
 }
+
+/// The CLI sends the control token only to a loopback control API: a `--node` URL or a
+/// `control.addr` naming another host is refused before any connection (the token went
+/// out in clear text to whatever host they named).
+#[test]
+fn the_cli_sends_its_token_only_to_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("control.token"), "f".repeat(64)).unwrap();
+    let meshd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = meshd(&["status", "--node", "http://192.0.2.1:9"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("loopback only"), "{text}");
+    std::fs::write(dir.path().join("control.addr"), "http://192.0.2.1:9\n").unwrap();
+    let out = meshd(&["status"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("loopback only"), "{text}");
+}

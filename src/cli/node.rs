@@ -544,7 +544,7 @@ fn control_token(ctx: &Ctx) -> Option<String> {
 
 fn control_url(ctx: &Ctx, args: &ClientArgs) -> anyhow::Result<String> {
     if let Some(u) = &args.node {
-        return Ok(u.trim_end_matches('/').to_owned());
+        return on_loopback(u.trim_end_matches('/'));
     }
     let path = control_file(&ctx.data_dir);
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -554,7 +554,28 @@ fn control_url(ctx: &Ctx, args: &ClientArgs) -> anyhow::Result<String> {
             path.display()
         )
     })?;
-    Ok(text.trim().trim_end_matches('/').to_owned())
+    on_loopback(text.trim().trim_end_matches('/'))
+}
+
+/// `url` when it names a loopback host: the control API only listens there, and every
+/// call carries the token (and what the command sends), so a URL elsewhere (a typo, a
+/// `control.addr` edited by someone else) would hand them to another host in clear text.
+fn on_loopback(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("control URL {url}: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() != "http" || !loopback {
+        anyhow::bail!(
+            "control URL {url}: the control API is served over http on loopback only \
+             (127.0.0.0/8, ::1, localhost); the token is not sent elsewhere"
+        );
+    }
+    Ok(url.to_owned())
 }
 
 /// Calls the control API and prints the answer; coded failures exit 1.
