@@ -15,6 +15,20 @@ use super::Node;
 use super::api::HandleError;
 use super::waiting::{After, Join};
 
+/// The addresses of a peer Amino found that the node dials: those its routing table would
+/// take (`ip_scope::amino_worthy`: no loopback, LAN or local name unless
+/// `amino_private_addrs`), dialable, at most [`super::kad_scope::MAX_DIAL_ADDRS`]. The
+/// list is whatever the Amino peer that first named the peer gave: all of it was
+/// dialed, past the scope Amino's own dials keep.
+fn to_dial(found: &[Multiaddr], keep_private: bool) -> Vec<Multiaddr> {
+    found
+        .iter()
+        .filter(|a| super::addrs::dialable(a) && super::ip_scope::amino_worthy(a, keep_private))
+        .take(super::kad_scope::MAX_DIAL_ADDRS)
+        .cloned()
+        .collect()
+}
+
 fn not_found(peer: &PeerId, why: &str) -> HandleError {
     HandleError::Refused(MeshError::new(
         ErrorCode::TransportUnavailable,
@@ -63,10 +77,12 @@ impl Node {
             Ok(ok) => &ok.peers,
             Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
         };
+        let keep = self.config.amino_private_addrs;
         let found: Option<Vec<Multiaddr>> = peers
             .iter()
-            .find(|p| p.peer_id == peer && !p.addrs.is_empty())
-            .map(|p| p.addrs.clone());
+            .find(|p| p.peer_id == peer)
+            .map(|p| to_dial(&p.addrs, keep))
+            .filter(|addrs| !addrs.is_empty());
         if let Some(addrs) = found {
             if let Some(mut q) = self.swarm.behaviour_mut().amino.query_mut(&id) {
                 q.finish();
@@ -88,5 +104,26 @@ impl Node {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_found_peer_is_dialed_at_few_addresses_in_scope() {
+        let mut found: Vec<Multiaddr> = vec![
+            "/ip4/127.0.0.1/tcp/6379".parse().unwrap(),
+            "/ip4/10.1.2.3/tcp/22".parse().unwrap(),
+            "/dns4/localhost/tcp/80".parse().unwrap(),
+        ];
+        found.extend((0..40).map(|i| format!("/ip4/198.51.100.{i}/tcp/4001").parse().unwrap()));
+        let dialed = to_dial(&found, false);
+        assert_eq!(
+            dialed,
+            found[3..3 + super::super::kad_scope::MAX_DIAL_ADDRS]
+        );
+        assert_eq!(to_dial(&found[..3], true).len(), 3);
     }
 }
