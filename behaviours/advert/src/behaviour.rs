@@ -48,6 +48,10 @@ pub struct Config {
     pub cache_fetched: bool,
     /// Inbound requests allowed per peer.
     pub per_peer: RateLimit,
+    /// Inbound requests allowed per network (the IPv4 address or IPv6 /64 the peer's
+    /// connection comes from, its peer id without an IP), whatever its peer ids: one
+    /// host holds many connections under fresh keys, each with its own `per_peer`.
+    pub per_network: RateLimit,
     /// The clock.
     pub clock: Clock,
 }
@@ -63,6 +67,7 @@ impl Default for Config {
             forward_total: RateLimit::per_minute(64, 300),
             cache_fetched: true,
             per_peer: RateLimit::per_minute(60, 600),
+            per_network: RateLimit::per_minute(600, 3000),
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("forward_total", &self.forward_total)
             .field("cache_fetched", &self.cache_fetched)
             .field("per_peer", &self.per_peer)
+            .field("per_network", &self.per_network)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +179,7 @@ pub struct Behaviour<S: AdvertStore> {
     /// network ([`Source`]).
     remotes: HashMap<ConnectionId, Multiaddr>,
     per_peer: RateLimiter<PeerId>,
+    per_network: RateLimiter<Source>,
     forward_by_source: RateLimiter<Source>,
     forward_total: RateLimiter<()>,
     events: VecDeque<Event>,
@@ -203,6 +210,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             ),
             store,
             per_peer: RateLimiter::new(config.per_peer, 4096),
+            per_network: RateLimiter::new(config.per_network, 4096),
             forward_by_source: RateLimiter::new(config.forward_per_source, 4096),
             forward_total: RateLimiter::new(config.forward_total, 1),
             config,
@@ -342,7 +350,12 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
     ) -> Response {
         let now = (self.config.clock)();
         let source = Source::of_peer(peer, self.remotes.get(&connection));
-        if let Err(retry) = self.per_peer.check(&peer, &now) {
+        let limited = self
+            .per_network
+            .peek(&source, &now)
+            .and_then(|()| self.per_peer.check(&peer, &now))
+            .and_then(|()| self.per_network.check(&source, &now));
+        if let Err(retry) = limited {
             let e = MeshError::new(
                 ErrorCode::TransportRejected,
                 format!("too many requests; retry after {retry} s"),

@@ -518,3 +518,49 @@ async fn forwarding_stays_within_the_budgets() {
         "forwarded to C: 4 of the first peer's, 2 of the second's"
     );
 }
+
+/// Requests count per network too: peers of one address under fresh keys share one
+/// budget (`Config::per_network`), each still within its own (`per_peer`). Three peers
+/// over loopback TCP with three lookups each against a per-peer burst of 3 and a
+/// per-network burst of 5: five answered, four refused (all nine answered before).
+#[tokio::test]
+async fn requests_of_one_network_share_its_budget() {
+    let config = Config {
+        forward: false,
+        per_peer: mesh_core::RateLimit {
+            burst: 3,
+            per_second: 0.0,
+        },
+        per_network: mesh_core::RateLimit {
+            burst: 5,
+            per_second: 0.0,
+        },
+        ..Config::default()
+    };
+    let kb = NodeKeypair::generate();
+    let mut b = swarm_with(
+        &kb,
+        Behaviour::new(MemoryStore::new(StoreLimits::default()), config),
+    );
+    b.listen().with_tcp_addr_external().await;
+    let pb = *b.local_peer_id();
+    let mut clients: Vec<Node> = (0..3).map(|_| node(&NodeKeypair::generate())).collect();
+    for c in &mut clients {
+        c.connect(&mut b).await;
+    }
+    let (mut answered, mut refused) = (0, 0);
+    let mut others = Vec::new();
+    for c in &mut clients {
+        for _ in 0..3 {
+            let corr = c
+                .behaviour_mut()
+                .lookup(&pb, NodeKeypair::generate().node_id());
+            match response(&mut [c, &mut b], 0, &corr, &mut others).await {
+                Ok(Answer::NotFound) => answered += 1,
+                Err(e) if e.code == ErrorCode::TransportRejected => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!((answered, refused), (5, 4));
+}
