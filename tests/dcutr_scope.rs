@@ -51,6 +51,28 @@ fn relay_server() -> Swarm<relay::Behaviour> {
         .build()
 }
 
+/// A relay listening on loopback and running on its own task; its address with
+/// `/p2p/<relay>`.
+async fn running_relay() -> Multiaddr {
+    let mut r = relay_server();
+    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let r_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
+            break address;
+        }
+    };
+    // A relay serves once it has an external address.
+    r.add_external_address(r_addr.clone());
+    let r_addr = r_addr.with(Protocol::P2p(*r.local_peer_id()));
+    tokio::spawn(async move {
+        loop {
+            r.select_next_some().await;
+        }
+    });
+    r_addr
+}
+
 /// The node's side: DCUtR through the wrapper; it offers one address nobody listens at.
 fn node() -> Swarm<Node> {
     SwarmBuilder::with_new_identity()
@@ -120,22 +142,7 @@ async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
         offered.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
     }
 
-    let mut r = relay_server();
-    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let r_addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
-            break address;
-        }
-    };
-    // A relay serves once it has an external address.
-    r.add_external_address(r_addr.clone());
-    let r_addr = r_addr.with(Protocol::P2p(*r.local_peer_id()));
-    tokio::spawn(async move {
-        loop {
-            r.select_next_some().await;
-        }
-    });
+    let r_addr = running_relay().await;
 
     // The node reserves a circuit at the relay.
     let mut a = node();
@@ -266,21 +273,7 @@ async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
     const ROUNDS: usize = 10;
     let seen = Arc::new(Mutex::new(HashSet::new()));
 
-    let mut r = relay_server();
-    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let r_addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
-            break address;
-        }
-    };
-    r.add_external_address(r_addr.clone());
-    let r_addr = r_addr.with(Protocol::P2p(*r.local_peer_id()));
-    tokio::spawn(async move {
-        loop {
-            r.select_next_some().await;
-        }
-    });
+    let r_addr = running_relay().await;
 
     // The puncher reserves a circuit at the relay.
     let mut p = puncher();

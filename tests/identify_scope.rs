@@ -161,10 +161,8 @@ async fn the_mesh_dht_hands_out_only_a_peer_s_plausible_addresses() {
             h.select_next_some().await;
         }
     });
-    // Time for identify to reach the node.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    // The querier asks the node (its only peer) for peers close to the listing one.
+    // The querier asks the node (its only peer) for peers close to the listing one,
+    // until the node has it (identify reaches the node some time after the connection).
     let q_key = NodeKeypair::generate().to_libp2p();
     let q_id = q_key.public().to_peer_id();
     let mut q = net_swarm(
@@ -174,29 +172,31 @@ async fn the_mesh_dht_hands_out_only_a_peer_s_plausible_addresses() {
         libmesh::node::build::mesh_kad(q_id, KadMode::Client),
     );
     q.behaviour_mut().add_address(&node.peer, node.addr.clone());
-    q.behaviour_mut().get_closest_peers(h_id);
     let mut heard: Option<Vec<Multiaddr>> = None;
     let end = tokio::time::Instant::now() + WAIT;
     while heard.is_none() {
-        match tokio::time::timeout_at(end, q.select_next_some()).await {
-            Ok(SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(r),
-                ..
-            })) => {
-                let peers = match r {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                };
-                heard = Some(
-                    peers
-                        .into_iter()
-                        .filter(|p| p.peer_id == h_id)
-                        .flat_map(|p| p.addrs)
-                        .collect(),
-                );
+        q.behaviour_mut().get_closest_peers(h_id);
+        let answer = loop {
+            match tokio::time::timeout_at(end, q.select_next_some()).await {
+                Ok(SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result: kad::QueryResult::GetClosestPeers(r),
+                    ..
+                })) => {
+                    break match r {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                }
+                Ok(_) => {}
+                Err(_) => panic!("the node never named the listing peer"),
             }
-            Ok(_) => {}
-            Err(_) => panic!("the query never ended"),
+        };
+        heard = answer
+            .into_iter()
+            .find(|p| p.peer_id == h_id)
+            .map(|p| p.addrs);
+        if heard.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let heard = heard.unwrap();

@@ -55,8 +55,9 @@ async fn counting(seen: Arc<Mutex<HashMap<usize, usize>>>, who: usize) -> u16 {
 
 /// A hostile mesh-DHT server (the node's seed) names [`FAKES`] made-up peers at
 /// [`ADDRS_EACH`] loopback counting sockets each; the node, with `external` addresses,
-/// asks the mesh DHT. How many sockets of each made-up peer it reached.
-async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> HashMap<usize, usize> {
+/// asks the mesh DHT. How many sockets of each made-up peer it reached, and how many
+/// requests the hostile server answered.
+async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> (HashMap<usize, usize>, usize) {
     // The made-up peers, each at ADDRS_EACH counting sockets.
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let mut fakes: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
@@ -93,9 +94,15 @@ async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> HashMap<usize, 
             break address;
         }
     };
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
     tokio::spawn(async move {
         loop {
-            hostile.select_next_some().await;
+            if let SwarmEvent::Behaviour(HostileEvent::Kad(kad::Event::InboundRequest { .. })) =
+                hostile.select_next_some().await
+            {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     });
 
@@ -127,12 +134,12 @@ async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> HashMap<usize, 
         tokio::time::sleep(Duration::from_millis(500)).await;
         last = seen.lock().unwrap().clone();
     }
-    last
+    (last, asked.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
-    let last = dials_for_a_hostile_answer(Vec::new()).await;
+    let (last, _) = dials_for_a_hostile_answer(Vec::new()).await;
     assert!(
         !last.is_empty(),
         "the node dialed none of the made-up peers"
@@ -150,7 +157,8 @@ async fn a_dht_answer_gets_few_addresses_of_each_peer_it_names_dialed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dht_answer_cannot_point_a_node_beyond_loopback_at_its_own_host() {
     let external = vec!["/ip4/203.0.113.1/tcp/4001".parse().unwrap()];
-    let last = dials_for_a_hostile_answer(external).await;
+    let (last, asked) = dials_for_a_hostile_answer(external).await;
+    assert!(asked > 0, "the node never asked the hostile server");
     assert!(last.is_empty(), "loopback sockets reached: {last:?}");
 }
 

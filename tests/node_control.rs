@@ -220,5 +220,6 @@ fn the_cli_sends_its_token_only_to_loopback() {
     let out = meshd(&["status"]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(text.contains("loopback only"), "{text}");
 }

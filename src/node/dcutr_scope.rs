@@ -24,7 +24,11 @@
 //! sends them: one peer reached through its own relay (a presence or a DHT answer names
 //! such a circuit) had the node dial 16 addresses of its choosing per round trip, for
 //! good. A DCUtR dial now takes a token of the peer's ([`PER_PEER`]) and of the node's
-//! ([`OVERALL`]); beyond, it is refused without a dial.
+//! ([`OVERALL`]); beyond, it is refused without a dial (a dial with no address in scope
+//! spends nothing). Where the node accepted the relayed connection, a refusal counts as
+//! one of `libp2p-dcutr`'s three attempts, so a node whose budget is spent (64 dials,
+//! then two a second: some 20 peers each reaching it through a relay at once) leaves
+//! further relayed connections relayed until it refills.
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
@@ -51,10 +55,10 @@ pub const PER_PEER: RateLimit = RateLimit {
     per_second: 1.0 / 180.0,
 };
 
-/// DCUtR dials of the node: 32 at once, then one a second.
+/// DCUtR dials of the node: 64 at once, then two a second.
 pub const OVERALL: RateLimit = RateLimit {
-    burst: 32,
-    per_second: 1.0,
+    burst: 64,
+    per_second: 2.0,
 };
 
 /// Peers whose DCUtR dials are counted (the least recently used forgotten first).
@@ -206,15 +210,16 @@ impl NetworkBehaviour for Dcutr {
         if let Some(i) = self.asked.iter().position(|c| *c == connection_id) {
             self.asked.remove(i);
             if let Some(peer) = maybe_peer {
-                if !self.within_budget(peer) {
+                let path = self.path(peer);
+                let own = self.own();
+                let verdict = verdict(&self.policy, addresses, &path, &own, self.max);
+                // Only a dial that goes out spends the budget.
+                let dials = !matches!(&verdict, Verdict::Replace(kept) if kept.is_empty());
+                if dials && !self.within_budget(peer) {
                     tracing::debug!(%peer, "DCUtR dial refused: over the budget");
                     return Err(ConnectionDenied::new(OverBudget));
                 }
-                let path = self.path(peer);
-                let own = self.own();
-                if let Verdict::Replace(kept) =
-                    verdict(&self.policy, addresses, &path, &own, self.max)
-                {
+                if let Verdict::Replace(kept) = verdict {
                     tracing::debug!(%peer, asked = addresses.len(), kept = kept.len(), "DCUtR dial scoped");
                     if !kept.is_empty() {
                         let mut opts = DialOpts::peer_id(peer)

@@ -18,8 +18,9 @@ use super::store::SharedAdverts;
 
 pub(crate) use super::ip_scope::amino_worthy;
 
-/// identify told us a peer's protocols and listen addresses: feed both DHTs (Amino
-/// only with the addresses [`amino_worthy`] passes). A peer that does not serve a DHT
+/// identify told us a peer's protocols and listen addresses: feed both DHTs the ones
+/// the identify wrapper `kept` (plausible from the peer's connection; Amino only those
+/// [`amino_worthy`] passes). A peer that does not serve a DHT
 /// (a Kademlia client) leaves that DHT's routing table: queries would dial it for
 /// nothing, and it would be handed to others as a peer to ask. Whether the peer serves
 /// the mesh DHT.

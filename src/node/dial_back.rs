@@ -164,6 +164,10 @@ pub struct AutonatServer {
     out_of_scope: u64,
     /// Dials of tests that found [`DialBacks`] full: denied when the swarm asks.
     untracked: std::collections::HashSet<ConnectionId>,
+    /// Tests accepted whose dial the server has not asked for yet: they count against
+    /// [`MAX_DIAL_BACKS`] with those in flight, so a test is refused (no verdict) rather
+    /// than accepted and its dial denied (the client's verdict: unreachable).
+    accepted: usize,
 }
 
 impl AutonatServer {
@@ -186,6 +190,7 @@ impl AutonatServer {
             refused: 0,
             out_of_scope: 0,
             untracked: std::collections::HashSet::new(),
+            accepted: 0,
         }
     }
 
@@ -212,14 +217,14 @@ impl AutonatServer {
         ip_of(addr).is_some_and(|ip| plausible(ip, &path, &own))
     }
 
-    /// Tests refused for the rates so far.
+    /// Tests refused so far: for the rates, or with [`MAX_DIAL_BACKS`] in flight.
     pub fn refused(&self) -> u64 {
         self.refused
     }
 
     /// Whether the client on `connection` may have one more test run now.
     fn may_test(&mut self, peer: PeerId, connection: ConnectionId) -> bool {
-        if self.dial_backs.in_flight() >= MAX_DIAL_BACKS {
+        if self.dial_backs.in_flight() + self.accepted >= MAX_DIAL_BACKS {
             self.refused += 1;
             tracing::debug!(%peer, "AutoNAT test refused: {MAX_DIAL_BACKS} dial-backs in flight");
             return false;
@@ -339,9 +344,11 @@ impl NetworkBehaviour for AutonatServer {
         }
         // A client's request for a test, which the server would dial: dropped (and so
         // answered as an internal error) beyond the rates.
-        if matches!(event, Either::Right(Either::Left(_))) && !self.may_test(peer_id, connection_id)
-        {
-            return;
+        if matches!(event, Either::Right(Either::Left(_))) {
+            if !self.may_test(peer_id, connection_id) {
+                return;
+            }
+            self.accepted += 1;
         }
         self.inner
             .on_connection_handler_event(peer_id, connection_id, event);
@@ -359,6 +366,9 @@ impl NetworkBehaviour for AutonatServer {
             });
         }
         let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::Dial { .. }) = &polled {
+            self.accepted = self.accepted.saturating_sub(1);
+        }
         if let Poll::Ready(ToSwarm::Dial { opts }) = &polled
             && let Some(client) = opts.get_peer_id()
             && !self.dial_backs.lock().insert(opts.connection_id(), client)

@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 
 use libp2p::core::Endpoint;
 use libp2p::kad;
+use libp2p::swarm::behaviour::{ExternalAddresses, ListenAddresses};
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
 use super::addrs::{dialable, without_peer};
-use libp2p::swarm::behaviour::{ExternalAddresses, ListenAddresses};
-
 use super::ip_scope::{Scope, amino_worthy, ip_of, local_name, on_private_net, scope};
 
 /// Addresses of one peer Kademlia may hand the swarm for a dial.
@@ -70,11 +69,12 @@ pub struct Reach<'a> {
 }
 
 impl Reach<'_> {
+    /// The node has an IP address, and all of them are loopback. A node with none yet
+    /// (before its first listen address, or with only memory or DNS listeners) is not
+    /// on loopback alone: it dials no loopback address a peer names.
     fn only_loopback(&self) -> bool {
-        self.own
-            .iter()
-            .filter_map(ip_of)
-            .all(|ip| scope(ip) == Scope::Loopback)
+        let mut ips = self.own.iter().filter_map(ip_of).peekable();
+        ips.peek().is_some() && ips.all(|ip| scope(ip) == Scope::Loopback)
     }
 
     /// Whether `addr` is in reach.
@@ -337,10 +337,9 @@ mod tests {
     }
 
     /// A node on loopback alone, with no connection.
-    const LOOPBACK_NODE: Reach<'static> = Reach {
-        own: &[],
-        paths: &[],
-    };
+    fn loopback_node() -> Vec<Multiaddr> {
+        vec![ma("/ip4/127.0.0.1/tcp/4001")]
+    }
 
     fn loopback(n: usize) -> Vec<Multiaddr> {
         (0..n)
@@ -353,13 +352,29 @@ mod tests {
         let mut addrs = vec![ma("/ip4/0.0.0.0/tcp/1"), ma("/ip4/224.0.0.1/tcp/1")];
         addrs.extend(loopback(30));
         let mut tried = Vec::new();
-        let first = DialScope::Mesh.choose(&[], addrs.clone(), &mut tried, &LOOPBACK_NODE);
+        let first = DialScope::Mesh.choose(
+            &[],
+            addrs.clone(),
+            &mut tried,
+            &Reach {
+                own: &loopback_node(),
+                paths: &[],
+            },
+        );
         assert_eq!(first, addrs[2..2 + MAX_DIAL_ADDRS]);
         // Another query's list of the same peer, without the first ones: nothing new.
         let rest = addrs[2 + MAX_DIAL_ADDRS..].to_vec();
         assert!(
             DialScope::Mesh
-                .choose(&[], rest, &mut tried, &LOOPBACK_NODE)
+                .choose(
+                    &[],
+                    rest,
+                    &mut tried,
+                    &Reach {
+                        own: &loopback_node(),
+                        paths: &[]
+                    }
+                )
                 .is_empty()
         );
         // In any order, repeated: the same ones.
@@ -367,12 +382,28 @@ mod tests {
         shuffled.reverse();
         shuffled.extend(addrs.clone());
         assert_eq!(
-            DialScope::Mesh.choose(&[], shuffled, &mut tried, &LOOPBACK_NODE),
+            DialScope::Mesh.choose(
+                &[],
+                shuffled,
+                &mut tried,
+                &Reach {
+                    own: &loopback_node(),
+                    paths: &[]
+                }
+            ),
             first
         );
         // The routing table's come first, and do not count as new.
         let table = [addrs[31].clone()];
-        let with_table = DialScope::Mesh.choose(&table, addrs.clone(), &mut tried, &LOOPBACK_NODE);
+        let with_table = DialScope::Mesh.choose(
+            &table,
+            addrs.clone(),
+            &mut tried,
+            &Reach {
+                own: &loopback_node(),
+                paths: &[],
+            },
+        );
         assert_eq!(with_table[0], addrs[31]);
         assert_eq!(with_table.len(), MAX_DIAL_ADDRS);
         assert_eq!(tried.len(), MAX_DIAL_ADDRS);
@@ -391,7 +422,15 @@ mod tests {
             keep_private: false,
             configured: vec![ma("/ip4/10.1.1.1/tcp/4001")],
         };
-        let mut kept = strict.choose(&[], addrs.clone(), &mut Vec::new(), &LOOPBACK_NODE);
+        let mut kept = strict.choose(
+            &[],
+            addrs.clone(),
+            &mut Vec::new(),
+            &Reach {
+                own: &loopback_node(),
+                paths: &[],
+            },
+        );
         kept.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         // `/dnsaddr` is no address the node dials itself (only a configured one).
         let mut want = vec![addrs[2].clone(), addrs[4].clone()];
@@ -402,14 +441,30 @@ mod tests {
             configured: vec![],
         };
         assert_eq!(
-            told.choose(&[], addrs.clone(), &mut Vec::new(), &LOOPBACK_NODE)
-                .len(),
+            told.choose(
+                &[],
+                addrs.clone(),
+                &mut Vec::new(),
+                &Reach {
+                    own: &loopback_node(),
+                    paths: &[]
+                }
+            )
+            .len(),
             4
         );
         let webtransport = ma("/ip4/198.51.100.7/udp/4001/quic-v1/webtransport");
         assert!(
-            told.choose(&[], vec![webtransport], &mut Vec::new(), &LOOPBACK_NODE)
-                .is_empty()
+            told.choose(
+                &[],
+                vec![webtransport],
+                &mut Vec::new(),
+                &Reach {
+                    own: &loopback_node(),
+                    paths: &[]
+                }
+            )
+            .is_empty()
         );
     }
 
@@ -423,8 +478,9 @@ mod tests {
         addrs.push(ma("/ip4/203.0.113.9/tcp/4001"));
         addrs.push(ma("/dns4/node.example/tcp/4001"));
         // A node on loopback with a connection into 10.0.0.0/24.
+        let own = loopback_node();
         let on_lan = Reach {
-            own: &[],
+            own: &own,
             paths: &[ma("/ip4/10.0.0.99/tcp/4001")],
         };
         let chosen = DialScope::Mesh.choose(&[], addrs.clone(), &mut Vec::new(), &on_lan);
@@ -493,10 +549,28 @@ mod tests {
                 .choose(&table, Vec::new(), &mut Vec::new(), &reach)
                 .is_empty()
         );
+        // A node without an IP address yet dials none of them.
+        let no_ip = Reach {
+            own: &[],
+            paths: &[],
+        };
+        assert!(
+            DialScope::Mesh
+                .choose(&[], offered[..3].to_vec(), &mut Vec::new(), &no_ip)
+                .is_empty()
+        );
         // A node on loopback alone (several on one host) dials loopback and local names.
         assert_eq!(
             DialScope::Mesh
-                .choose(&[], offered[..3].to_vec(), &mut Vec::new(), &LOOPBACK_NODE)
+                .choose(
+                    &[],
+                    offered[..3].to_vec(),
+                    &mut Vec::new(),
+                    &Reach {
+                        own: &loopback_node(),
+                        paths: &[]
+                    }
+                )
                 .len(),
             3
         );

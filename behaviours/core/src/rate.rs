@@ -13,6 +13,7 @@
 //! 65,536), fresh keys cost nothing to make, so a flood of them paid a scan of the whole
 //! table per message.
 
+use std::collections::hash_map::RandomState;
 use std::hash::Hash;
 
 use hashlink::LinkedHashMap;
@@ -36,9 +37,7 @@ impl RateLimit {
             per_second: f64::from(per_minute) / 60.0,
         }
     }
-}
 
-impl RateLimit {
     /// Seconds until a bucket holding `tokens` (fewer than one) has one.
     fn retry_after(&self, tokens: f64) -> u64 {
         if self.per_second > 0.0 {
@@ -68,8 +67,9 @@ impl Bucket {
 pub struct RateLimiter<K> {
     limit: RateLimit,
     max_keys: usize,
-    /// Least recently used first.
-    buckets: LinkedHashMap<K, Bucket>,
+    /// Least recently used first. Hashed with std's keyed SipHash (`RandomState`), not
+    /// hashbrown's default: the keys are chosen by peers.
+    buckets: LinkedHashMap<K, Bucket, RandomState>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -78,7 +78,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         RateLimiter {
             limit,
             max_keys: max_keys.max(1),
-            buckets: LinkedHashMap::new(),
+            buckets: LinkedHashMap::with_hasher(RandomState::new()),
         }
     }
 

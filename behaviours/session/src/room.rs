@@ -5,9 +5,10 @@
 //! IPv4 address or IPv6 /64, [`IpKey`]) at most [`per_network`]. Without these, one host
 //! with as many fresh keys as `max_live` held every session: the node's own dials to its
 //! seeds found no room (and were retried forever), the seeds' hellos were refused.
-//! Connections over loopback or without an IP (memory transport) are not counted by
-//! network: several nodes of one host, as in the tests, each count for themselves.
-//! Pure.
+//! Connections without an IP (memory transport) are not counted by network, nor are
+//! loopback ones at a node that listens on loopback alone (several nodes of one host, as
+//! in the tests, each count for themselves); at a node that listens beyond loopback,
+//! all of loopback is one network ([`network_of`]). Pure.
 
 use std::collections::{HashMap, HashSet};
 

@@ -257,6 +257,32 @@ async fn throwaway_keys_failing_the_handshake_keep_the_table_at_its_cap() {
     );
 }
 
+/// Sessions live at `b` (hot and warm).
+fn live(b: &Swarm<Behaviour>) -> usize {
+    let g = b.behaviour().governor();
+    g.count(Temperature::Hot) + g.count(Temperature::Warm)
+}
+
+/// Drives `b` until `at_least` sessions are live (10 s at most, else panics), then for
+/// `then` more; the sessions live at the end.
+async fn live_after(b: &mut Swarm<Behaviour>, at_least: usize, then: Duration) -> usize {
+    let up = async {
+        while live(b) < at_least {
+            b.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .unwrap_or_else(|_| panic!("{at_least} sessions never came up"));
+    let more = async {
+        loop {
+            b.select_next_some().await;
+        }
+    };
+    let _ = tokio::time::timeout(then, more).await;
+    live(b)
+}
+
 /// Strangers that dial the node take at most three quarters of its sessions: four
 /// fresh keys dial B (`max_live` 4): three get a session, the fourth is refused softly,
 /// and B's named peer A still gets one when B dials it. Without the reserve the four
@@ -285,26 +311,9 @@ async fn strangers_leave_a_named_peer_its_session() {
             }
         }));
     }
-    let live = |b: &Swarm<Behaviour>| {
-        let g = b.behaviour().governor();
-        g.count(Temperature::Hot) + g.count(Temperature::Warm)
-    };
     // Three sessions come up; a second more gives the fourth its chance (bounded).
-    let three = async {
-        while live(&b) < 3 {
-            b.select_next_some().await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), three)
-        .await
-        .expect("three strangers' sessions");
-    let more = async {
-        loop {
-            b.select_next_some().await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), more).await;
-    assert_eq!(live(&b), 3, "sessions the strangers hold");
+    let held = live_after(&mut b, 3, Duration::from_secs(1)).await;
+    assert_eq!(held, 3, "sessions the strangers hold");
 
     b.behaviour_mut().add_peer(ka.node_id(), vec![a_addr]);
     until_a(
@@ -420,27 +429,10 @@ async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
             }
         }));
     }
-    let live = |b: &Swarm<Behaviour>| {
-        let g = b.behaviour().governor();
-        g.count(Temperature::Hot) + g.count(Temperature::Warm)
-    };
-    let two = async {
-        while live(&b) < 2 {
-            b.select_next_some().await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), two)
-        .await
-        .expect("two sessions over loopback");
-    // Time for the other two hellos to come (and be refused).
-    let more = async {
-        loop {
-            b.select_next_some().await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), more).await;
+    // Two sessions, then time for the other two hellos to come (and be refused).
+    let held = live_after(&mut b, 2, Duration::from_secs(2)).await;
     assert_eq!(b.connected_peers().count(), 4, "every stranger connected");
-    assert_eq!(live(&b), 2, "sessions of the loopback network");
+    assert_eq!(held, 2, "sessions of the loopback network");
     for t in tasks {
         t.abort();
     }

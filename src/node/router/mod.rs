@@ -121,7 +121,7 @@ impl Router {
             answering: HashMap::new(),
             observed: ObservedAddrs::default(),
             policy: CandidatePolicy::new(signal),
-            punch_budget: punch_budget::PunchBudget::new(Instant::now()),
+            punch_budget: punch_budget::PunchBudget::new(),
             birthday: birthday::Birthday::new(std::time::Duration::from_secs(
                 signal.birthday_every_secs,
             )),

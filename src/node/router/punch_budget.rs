@@ -8,83 +8,78 @@
 //! for every candidate frame, some 60 times the bytes it sent, to a victim outside the
 //! mesh. Every address dialed now takes a token of three buckets:
 //!
-//! - its destination's network (an IPv4 /24, an IPv6 /64): [`PER_TARGET`];
-//! - the network of the peer that handed the frame over (its IPv4 address or IPv6 /64,
-//!   its peer id when its connection has no IP): [`PER_DELIVERER`];
+//! - its destination (an IPv4 address, an IPv6 /64): [`PER_TARGET`];
+//! - the network of the peer that handed the frame over (its IPv4 address or IPv6 /64;
+//!   for a relayed connection the relay's, as relay admission counts it; its peer id
+//!   only when its connection has no IP at all): [`PER_DELIVERER`];
 //! - the node's: [`TOTAL`].
+//!
+//! Destinations are single IPv4 addresses, not /24s: the NATs of many honest requesters
+//! share /24s (a carrier-grade NAT pool, a data centre, the netns lab's 10.77.0.0/24).
+//! What the budget costs honest use: one requester's address gets 8 punches' addresses,
+//! then 8 a minute; all the requesters whose frames come through one signaling host
+//! share 64, then 64 a minute (at one to three QUIC candidates a punch, some 20 to 60
+//! punches a minute).
 //!
 //! An address is dialed only when all three have a token (a refusal takes none). Beyond
 //! them the request is still answered (accept and our candidates), the requester still
 //! dials us, and our own routes are not counted: only the responder's punches.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
 use mesh_advert::Source;
-use mesh_core::{RateLimit, RateLimiter};
+use mesh_core::{IpKey, RateLimit, RateLimiter};
 
 use crate::node::ip_scope::ip_of;
 
-/// Addresses dialed per destination network: 8 at once, then 8 a minute.
+/// Addresses dialed per destination (IPv4 address, IPv6 /64): 8 at once, then 8 a
+/// minute.
 pub(crate) const PER_TARGET: RateLimit = RateLimit {
     burst: 8,
     per_second: 8.0 / 60.0,
 };
 
-/// Addresses dialed for the frames one network handed over: 32 at once, then 32 a
+/// Addresses dialed for the frames one network handed over: 64 at once, then 64 a
 /// minute (a signaling host delivering many requesters' frames included).
 pub(crate) const PER_DELIVERER: RateLimit = RateLimit {
-    burst: 32,
-    per_second: 32.0 / 60.0,
+    burst: 64,
+    per_second: 64.0 / 60.0,
 };
 
-/// Addresses dialed as the responder in all: 64 at once, then 120 a minute.
+/// Addresses dialed as the responder in all: 128 at once, then 240 a minute.
 pub(crate) const TOTAL: RateLimit = RateLimit {
-    burst: 64,
-    per_second: 2.0,
+    burst: 128,
+    per_second: 4.0,
 };
 
 /// Networks followed per bucket kind (the least recently used forgotten first).
 const TRACKED: usize = 4096;
 
-/// A destination network: an IPv4 /24 or an IPv6 /64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Target {
-    V4([u8; 3]),
-    V6(u64),
-}
-
-impl Target {
-    fn of(ip: IpAddr) -> Target {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                Target::V4([o[0], o[1], o[2]])
-            }
-            IpAddr::V6(v6) => Target::V6((u128::from(v6) >> 64) as u64),
-        }
-    }
+/// Who handed a frame over: the network its connection's packets come from (a relayed
+/// connection's relay), or its peer id when they come from no IP.
+fn deliverer(via: PeerId, via_remote: &[Multiaddr]) -> Source {
+    via_remote
+        .iter()
+        .find_map(IpKey::of_multiaddr)
+        .map_or(Source::Peer(via), Source::Network)
 }
 
 /// The three buckets.
 #[derive(Debug)]
 pub(crate) struct PunchBudget {
-    start: Instant,
-    targets: RateLimiter<Target>,
+    /// The start of the buckets' clock: the first `now` the budget is given.
+    start: Option<Instant>,
+    targets: RateLimiter<IpKey>,
     deliverers: RateLimiter<Source>,
     total: RateLimiter<()>,
 }
 
 impl PunchBudget {
-    /// A full budget, its clock starting at `start`.
-    pub(crate) fn new(start: Instant) -> Self {
+    /// A full budget.
+    pub(crate) fn new() -> Self {
         PunchBudget {
-            start,
+            start: None,
             targets: RateLimiter::new(PER_TARGET, TRACKED),
             deliverers: RateLimiter::new(PER_DELIVERER, TRACKED),
             total: RateLimiter::new(TOTAL, 1),
@@ -102,13 +97,14 @@ impl PunchBudget {
         via_remote: &[Multiaddr],
         now: Instant,
     ) -> Vec<Multiaddr> {
-        let ms = i64::try_from(now.saturating_duration_since(self.start).as_millis())
-            .unwrap_or(i64::MAX);
-        let deliverer = Source::of_peer(via, via_remote);
+        let start = *self.start.get_or_insert(now);
+        let ms =
+            i64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(i64::MAX);
+        let deliverer = deliverer(via, via_remote);
         addrs
             .into_iter()
             .filter(|addr| {
-                let Some(target) = ip_of(addr).map(Target::of) else {
+                let Some(target) = ip_of(addr).map(IpKey::of) else {
                     return false;
                 };
                 let room = self.targets.peek_ms(&target, ms).is_ok()
@@ -116,9 +112,10 @@ impl PunchBudget {
                     && self.total.peek_ms(&(), ms).is_ok();
                 if room {
                     // Each has a token (peeked at this very `ms`): the three are taken.
-                    let _ = self.targets.check_ms(&target, ms);
-                    let _ = self.deliverers.check_ms(&deliverer, ms);
-                    let _ = self.total.check_ms(&(), ms);
+                    let taken = self.targets.check_ms(&target, ms).is_ok()
+                        && self.deliverers.check_ms(&deliverer, ms).is_ok()
+                        && self.total.check_ms(&(), ms).is_ok();
+                    debug_assert!(taken, "a token peeked was not there");
                 }
                 room
             })
@@ -141,69 +138,76 @@ mod tests {
     }
 
     #[test]
-    fn one_destination_network_gets_its_share_then_a_trickle() {
+    fn one_destination_gets_its_share_then_a_trickle() {
         let t0 = Instant::now();
-        let mut b = PunchBudget::new(t0);
+        let mut b = PunchBudget::new();
         let victim: Vec<Multiaddr> = (0..16).map(|i| quic("198.51.100.7", 1000 + i)).collect();
         let peer = PeerId::random();
         let first = b.admit(victim.clone(), peer, &from("203.0.113.1"), t0);
         assert_eq!(first.len(), PER_TARGET.burst as usize);
-        // Another address of the same /24, from another deliverer: still that network.
-        let other = b.admit(
-            vec![quic("198.51.100.200", 9)],
-            PeerId::random(),
-            &from("203.0.113.2"),
-            t0,
-        );
+        // Another port of that address, from another deliverer: still that destination.
+        let again = vec![quic("198.51.100.7", 9)];
+        let other = b.admit(again, PeerId::random(), &from("203.0.113.2"), t0);
         assert!(other.is_empty());
-        // A minute on, eight more.
-        let later = b.admit(
-            victim,
-            peer,
-            &from("203.0.113.1"),
-            t0 + Duration::from_secs(60),
-        );
-        assert_eq!(later.len(), 8);
+        // Another address of its /24 (another NAT of the same pool) has its own.
+        let neighbour = vec![quic("198.51.100.8", 9)];
+        assert_eq!(b.admit(neighbour, peer, &from("203.0.113.2"), t0).len(), 1);
+        // A minute on (and a second), eight more.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(b.admit(victim, peer, &from("203.0.113.1"), later).len(), 8);
     }
 
     #[test]
     fn one_deliverer_network_gets_its_share_whatever_its_peer_ids() {
         let t0 = Instant::now();
-        let mut b = PunchBudget::new(t0);
+        let mut b = PunchBudget::new();
         let mut dialed = 0;
-        for i in 0..64u16 {
+        for i in 0..100u16 {
             let target = quic(&format!("198.51.{}.1", i), 443);
             dialed += b
                 .admit(vec![target], PeerId::random(), &from("203.0.113.1"), t0)
                 .len();
         }
         assert_eq!(dialed, PER_DELIVERER.burst as usize);
-        // A refusal took no token of the target's: that network is still whole.
-        let fresh = b.admit(
-            vec![quic("198.51.63.1", 443)],
-            PeerId::random(),
-            &from("203.0.113.9"),
-            t0,
-        );
+        // A refusal took no token of the destination's: it is still whole.
+        let refused_before = vec![quic("198.51.99.1", 443)];
+        let fresh = b.admit(refused_before, PeerId::random(), &from("203.0.113.9"), t0);
         assert_eq!(fresh.len(), 1);
+        // Peers that reach the node through one relay share the relay's share (a fresh
+        // budget: the node's total is not the point here).
+        let mut b = PunchBudget::new();
+        let circuit = |p: PeerId| -> Vec<Multiaddr> {
+            vec![
+                format!(
+                    "/ip4/192.0.2.5/tcp/4001/p2p/{}/p2p-circuit",
+                    PeerId::random()
+                )
+                .parse()
+                .unwrap(),
+            ]
+            .into_iter()
+            .map(|a: Multiaddr| a.with(libp2p::multiaddr::Protocol::P2p(p)))
+            .collect()
+        };
+        let mut relayed = 0;
+        for i in 0..100u16 {
+            let target = quic(&format!("198.18.{}.1", i), 443);
+            let p = PeerId::random();
+            relayed += b.admit(vec![target], p, &circuit(p), t0).len();
+        }
+        assert_eq!(relayed, PER_DELIVERER.burst as usize);
     }
 
     #[test]
     fn the_node_dials_at_most_its_total() {
         let t0 = Instant::now();
-        let mut b = PunchBudget::new(t0);
+        let mut b = PunchBudget::new();
         let mut dialed = 0;
         for d in 0..16u8 {
             for i in 0..16u8 {
                 let target = quic(&format!("198.{d}.{i}.1"), 443);
-                dialed += b
-                    .admit(
-                        vec![target],
-                        PeerId::random(),
-                        &from(&format!("203.0.{d}.1")),
-                        t0,
-                    )
-                    .len();
+                let via = from(&format!("203.0.{d}.1"));
+                dialed += b.admit(vec![target], PeerId::random(), &via, t0).len();
             }
         }
         assert_eq!(dialed, TOTAL.burst as usize);

@@ -555,49 +555,34 @@ fn responder_punches_are_held_to_the_punch_budget() {
     let victim: Vec<String> = (0..16)
         .map(|i| format!("/ip4/198.51.100.7/udp/{}/quic-v1", 5000 + i))
         .collect();
-    let mut dialed = 0;
-    for (i, key) in keys.iter().enumerate() {
-        let corr = format!("corr:{i}");
-        let req = b.frame_from(
-            key,
-            host,
-            "connect_request",
-            &corr,
-            json!({"purpose": "connect"}),
-        );
-        b.router.on_signal(req, &b.view, &member, b.at(0));
-        for _ in 0..2 {
-            let c = b.frame_from(key, host, "candidate", &corr, json!({ "addrs": victim }));
-            let actions = b.router.on_signal(c, &b.view, &member, b.at(0));
-            dialed += dials(&actions)
-                .iter()
-                .map(|d| addresses_in(d))
-                .sum::<usize>();
+    // Each key asks through `host` (`corr` its correlation) and sends `frames` candidate
+    // frames naming `addrs`: the addresses dialed in all.
+    let mut punch = |prefix: &str, addrs: &[String], frames: usize| {
+        let mut dialed = 0;
+        for (i, key) in keys.iter().enumerate() {
+            let corr = format!("{prefix}:{i}");
+            let ask = json!({"purpose": "connect"});
+            let req = b.frame_from(key, host, "connect_request", &corr, ask);
+            b.router.on_signal(req, &b.view, &member, b.at(0));
+            for _ in 0..frames {
+                let c = b.frame_from(key, host, "candidate", &corr, json!({ "addrs": addrs }));
+                let actions = b.router.on_signal(c, &b.view, &member, b.at(0));
+                dialed += dials(&actions)
+                    .iter()
+                    .map(|d| addresses_in(d))
+                    .sum::<usize>();
+            }
         }
-    }
+        dialed
+    };
     // 1,280 addresses asked for; one destination network gets its burst.
+    let dialed = punch("corr", &victim, 2);
     assert_eq!(dialed, punch_budget::PER_TARGET.burst as usize);
     // Spread over many networks, the host's network gets its own burst and no more.
     let spread: Vec<String> = (0..16)
         .map(|i| format!("/ip4/198.51.{i}.1/udp/443/quic-v1"))
         .collect();
-    let mut spread_dialed = 0;
-    for (i, key) in keys.iter().enumerate() {
-        let corr = format!("spread:{i}");
-        let req = b.frame_from(
-            key,
-            host,
-            "connect_request",
-            &corr,
-            json!({"purpose": "connect"}),
-        );
-        b.router.on_signal(req, &b.view, &member, b.at(0));
-        let c = b.frame_from(key, host, "candidate", &corr, json!({ "addrs": spread }));
-        spread_dialed += dials(&b.router.on_signal(c, &b.view, &member, b.at(0)))
-            .iter()
-            .map(|d| addresses_in(d))
-            .sum::<usize>();
-    }
+    let spread_dialed = punch("spread", &spread, 1);
     let host_share = punch_budget::PER_DELIVERER.burst as usize;
     assert_eq!(dialed + spread_dialed, host_share);
 }

@@ -308,12 +308,18 @@ impl IdentityStore {
         for path in paths {
             if path.exists() {
                 // A link fails where a backup appeared meanwhile; a rename would replace it.
+                // Where the file system has no hard links (FAT, some network mounts), a
+                // rename to the name found free.
                 let io = |source| IdentityError::Io {
                     path: path.clone(),
                     source,
                 };
-                fs::hard_link(&path, backup_of(&path, n)).map_err(io)?;
-                fs::remove_file(&path).map_err(io)?;
+                let backup = backup_of(&path, n);
+                match fs::hard_link(&path, &backup) {
+                    Ok(()) => fs::remove_file(&path).map_err(io)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+                    Err(_) => fs::rename(&path, &backup).map_err(io)?,
+                }
             }
         }
         Ok(())
