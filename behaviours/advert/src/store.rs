@@ -632,9 +632,7 @@ impl MemoryStore {
         self.shares.attribute(node, Source::Restored, len);
     }
 
-    /// Raises the revision counter to `revision` (the last one the durable store
-    /// persisted): changes after a restart get revisions above every one handed out
-    /// before it, withdrawn or swept entries' included, so `since` cursors stay valid.
+    /// Raises the revision counter to the last one persisted (`since` stays valid).
     pub fn restore_revision(&mut self, revision: u64) {
         self.revision = self.revision.max(revision);
     }
