@@ -20,8 +20,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> io::Resu
         name.to_string_lossy(),
         std::process::id()
     ));
+    // A temp file left by a crash is removed and the new one created afresh
+    // (`create_new`): an existing file would keep its mode, and a symlink put there
+    // would be followed.
+    let _ = fs::remove_file(&tmp);
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;

@@ -28,6 +28,8 @@ use crate::time::Timestamp;
 pub const RECORD_FILE: &str = "identity/node-identity.v1.json";
 /// The secret's path relative to the data dir.
 pub const SECRET_FILE: &str = "identity/node-signing-key.v1.json";
+/// The lock file that serialises writers of the identity, relative to the data dir.
+const LOCK_FILE: &str = "identity/.lock";
 /// The `kind` of the secret file.
 pub const SECRET_KIND: &str = "node-signing-key.v1";
 /// Largest identity file read (they are a few hundred bytes).
@@ -197,10 +199,35 @@ impl IdentityStore {
 
     /// Loads the identity, or generates and stores a new one when there is none.
     pub fn load_or_generate(&self, now: &Timestamp) -> Result<NodeIdentity, IdentityError> {
+        let _lock = self.lock()?;
         if let Some(id) = self.load()? {
             return Ok(id);
         }
         self.store(NodeKeypair::generate(), now)
+    }
+
+    /// Takes the identity directory's lock (`identity/.lock`, exclusive, waited for),
+    /// held until the file is dropped: what decides on and writes the identity runs one
+    /// at a time, across processes. Two first starts on an empty data directory (a
+    /// service and `meshd identity init`, say) each generated a key, and the last writer
+    /// of each file won: a record of one key beside the secret of the other.
+    fn lock(&self) -> Result<fs::File, IdentityError> {
+        let path = self.data_dir.join(LOCK_FILE);
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
     }
 
     /// Makes `secret` the node's key. When an identity with the same key exists it is
@@ -214,6 +241,7 @@ impl IdentityStore {
         force: bool,
     ) -> Result<NodeIdentity, IdentityError> {
         let keypair = NodeKeypair::from_secret_bytes(secret);
+        let _lock = self.lock()?;
         let existing = match self.load() {
             Ok(existing) => existing,
             // A broken identity can only be replaced on purpose.
@@ -477,10 +505,11 @@ mod tests {
         assert!(!again.generated);
         assert_eq!(again.record, first.record);
         assert_eq!(again.keypair.fingerprint(), first.keypair.fingerprint());
-        // No temp files left behind.
+        // No temp files left behind (the two files and the lock file).
         let names: Vec<String> = fs::read_dir(dir.path().join("identity"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
@@ -543,6 +572,33 @@ mod tests {
             *read_secret_for_import(&store.secret_path()).unwrap(),
             [7u8; 32]
         );
+    }
+
+    #[test]
+    fn first_starts_at_once_agree_on_one_identity() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        let store = IdentityStore::new(dir.path());
+                        s.spawn(move || {
+                            store
+                                .load_or_generate(&now())
+                                .map(|id| id.record.node_id().to_string())
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("{e}")))
+                    .collect()
+            });
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+            let loaded = IdentityStore::new(dir.path()).load().unwrap().unwrap();
+            assert_eq!(loaded.record.node_id().to_string(), ids[0]);
+        }
     }
 
     #[test]
