@@ -51,6 +51,17 @@ fn relay_server() -> Swarm<relay::Behaviour> {
         .build()
 }
 
+/// Drives `s` until one of its events passes `done` ([`LIMIT`] at most: a reservation,
+/// say).
+async fn until<B: NetworkBehaviour>(
+    s: &mut Swarm<B>,
+    done: impl Fn(&SwarmEvent<B::ToSwarm>) -> bool,
+) {
+    tokio::time::timeout(LIMIT, async { while !done(&s.select_next_some().await) {} })
+        .await
+        .expect("the awaited event never came");
+}
+
 /// A relay listening on loopback and running on its own task; its address with
 /// `/p2p/<relay>`.
 async fn running_relay() -> Multiaddr {
@@ -149,18 +160,15 @@ async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
     a.listen_on(r_addr.clone().with(Protocol::P2pCircuit))
         .unwrap();
     let a_id = *a.local_peer_id();
-    tokio::time::timeout(LIMIT, async {
-        loop {
-            if let SwarmEvent::Behaviour(NodeEvent::Relay(
-                relay::client::Event::ReservationReqAccepted { .. },
-            )) = a.select_next_some().await
-            {
-                break;
-            }
-        }
+    until(&mut a, |e| {
+        matches!(
+            e,
+            SwarmEvent::Behaviour(NodeEvent::Relay(
+                relay::client::Event::ReservationReqAccepted { .. }
+            ))
+        )
     })
-    .await
-    .expect("no reservation");
+    .await;
 
     // The stock peer dials it through the relay; the node starts DCUtR and dials back.
     let mut b = stock(offered);
@@ -281,18 +289,15 @@ async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
     p.listen_on(r_addr.clone().with(Protocol::P2pCircuit))
         .unwrap();
     let p_id = *p.local_peer_id();
-    tokio::time::timeout(LIMIT, async {
-        loop {
-            if let SwarmEvent::Behaviour(PuncherEvent::Relay(
-                relay::client::Event::ReservationReqAccepted { .. },
-            )) = p.select_next_some().await
-            {
-                break;
-            }
-        }
+    until(&mut p, |e| {
+        matches!(
+            e,
+            SwarmEvent::Behaviour(PuncherEvent::Relay(
+                relay::client::Event::ReservationReqAccepted { .. }
+            ))
+        )
     })
-    .await
-    .expect("no reservation");
+    .await;
     tokio::spawn(async move {
         loop {
             p.select_next_some().await;
