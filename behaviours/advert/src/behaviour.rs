@@ -8,6 +8,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, Message, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
 };
@@ -49,8 +50,9 @@ pub struct Config {
     /// Inbound requests allowed per peer.
     pub per_peer: RateLimit,
     /// Inbound requests allowed per network (the IPv4 address or IPv6 /64 the peer's
-    /// connection comes from, its peer id without an IP), whatever its peer ids: one
-    /// host holds many connections under fresh keys, each with its own `per_peer`.
+    /// connection comes from, its peer id without an IP; all of loopback one network
+    /// only at a node listening beyond it), whatever its peer ids: one host holds many
+    /// connections under fresh keys, each with its own `per_peer`.
     pub per_network: RateLimit,
     /// The clock.
     pub clock: Clock,
@@ -180,6 +182,9 @@ pub struct Behaviour<S: AdvertStore> {
     remotes: HashMap<ConnectionId, Multiaddr>,
     per_peer: RateLimiter<PeerId>,
     per_network: RateLimiter<Source>,
+    /// Our listen addresses: loopback peers count as one network for `per_network`
+    /// only once one is beyond loopback ([`mesh_core::ipkey::beyond_loopback`]).
+    listening: ListenAddresses,
     forward_by_source: RateLimiter<Source>,
     forward_total: RateLimiter<()>,
     events: VecDeque<Event>,
@@ -211,6 +216,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             store,
             per_peer: RateLimiter::new(config.per_peer, 4096),
             per_network: RateLimiter::new(config.per_network, 4096),
+            listening: ListenAddresses::default(),
             forward_by_source: RateLimiter::new(config.forward_per_source, 4096),
             forward_total: RateLimiter::new(config.forward_total, 1),
             config,
@@ -350,11 +356,22 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
     ) -> Response {
         let now = (self.config.clock)();
         let source = Source::of_peer(peer, self.remotes.get(&connection));
+        // A node on loopback alone (several nodes on one host) counts its loopback peers
+        // each for itself, as the session room does.
+        let network = match self.remotes.get(&connection) {
+            Some(remote)
+                if mesh_core::ipkey::is_loopback(remote)
+                    && !mesh_core::ipkey::beyond_loopback(self.listening.iter()) =>
+            {
+                Source::Peer(peer)
+            }
+            _ => source.clone(),
+        };
         let limited = self
             .per_network
-            .peek(&source, &now)
+            .peek(&network, &now)
             .and_then(|()| self.per_peer.check(&peer, &now))
-            .and_then(|()| self.per_network.check(&source, &now));
+            .and_then(|()| self.per_network.check(&network, &now));
         if let Err(retry) = limited {
             let e = MeshError::new(
                 ErrorCode::TransportRejected,
@@ -614,6 +631,7 @@ impl<S: AdvertStore + Send + 'static> NetworkBehaviour for Behaviour<S> {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.listening.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);

@@ -44,6 +44,28 @@ impl IpKey {
     }
 }
 
+/// Whether `addr` starts with a loopback IP address (an IPv4-mapped one included).
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+/// Whether one of `listening` (a node's listen addresses) is an IP address beyond
+/// loopback. A node listening on loopback alone is one of several on one host (tests,
+/// a development mesh), whose peers over loopback are each their own; a node that also
+/// listens on an interface counts all of loopback as one network, as any other: local
+/// processes and web pages reach it there under as many keys as they like.
+pub fn beyond_loopback<'a>(listening: impl IntoIterator<Item = &'a Multiaddr>) -> bool {
+    listening
+        .into_iter()
+        .any(|a| IpKey::of_multiaddr(a).is_some() && !is_loopback(a))
+}
+
 impl fmt::Display for IpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

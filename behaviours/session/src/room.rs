@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, IpKey, MeshError, NodeId};
 
@@ -77,30 +76,17 @@ pub fn may_start(gov: &Governor, node: &NodeId, pending: usize) -> bool {
 /// web page, through the WebSocket listener) could otherwise open sessions under fresh
 /// keys until the peers' room was full, shutting out the peers of every other network.
 pub fn network_of(remote: &Multiaddr, count_loopback: bool) -> Option<IpKey> {
-    let loopback = remote.iter().next().is_some_and(|p| match p {
-        Protocol::Ip4(ip) => ip.is_loopback(),
-        Protocol::Ip6(ip) => {
-            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        _ => false,
-    });
-    match (loopback, count_loopback) {
+    match (mesh_core::ipkey::is_loopback(remote), count_loopback) {
         (true, true) => Some(IpKey::V4(std::net::Ipv4Addr::LOCALHOST)),
         (true, false) => None,
         (false, _) => IpKey::of_multiaddr(remote),
     }
 }
 
-/// Whether one of `listening` (the node's listen addresses) is beyond loopback: an IP
-/// address that is not loopback.
+/// Whether one of `listening` (the node's listen addresses) is beyond loopback
+/// ([`mesh_core::ipkey::beyond_loopback`]).
 pub fn beyond_loopback<'a>(listening: impl IntoIterator<Item = &'a Multiaddr>) -> bool {
-    listening.into_iter().any(|a| match a.iter().next() {
-        Some(Protocol::Ip4(ip)) => !ip.is_loopback(),
-        Some(Protocol::Ip6(ip)) => {
-            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-        }
-        _ => false,
-    })
+    mesh_core::ipkey::beyond_loopback(listening)
 }
 
 /// The network of each connected peer whose first connection it dialed (IP-less
