@@ -365,7 +365,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             {
                 Source::Peer(peer)
             }
-            _ => source.clone(),
+            _ => source,
         };
         let limited = self
             .per_network
