@@ -84,8 +84,11 @@ async fn running_relay() -> Multiaddr {
     r_addr
 }
 
-/// The node's side: DCUtR through the wrapper; it offers one address nobody listens at.
-fn node() -> Swarm<Node> {
+/// A swarm over loopback TCP with a relay client, its behaviour made by `make` from its
+/// key and that client.
+fn relay_client_swarm<B: NetworkBehaviour>(
+    make: impl FnOnce(&libp2p::identity::Keypair, relay::client::Behaviour) -> B,
+) -> Swarm<B> {
     SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -96,39 +99,31 @@ fn node() -> Swarm<Node> {
         .unwrap()
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|k, relay| Node {
-            relay,
-            dcutr: Dcutr::new(
-                dcutr::Behaviour::new(k.public().to_peer_id()),
-                CandidatePolicy::new(SignalSettings::default()),
-                mesh_core::families::MAX_CANDIDATES,
-            ),
-            candidates: Candidates(VecDeque::from(["/ip4/127.0.0.1/tcp/1".parse().unwrap()])),
-        })
+        .with_behaviour(make)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
         .build()
 }
 
+/// The node's side: DCUtR through the wrapper; it offers one address nobody listens at.
+fn node() -> Swarm<Node> {
+    relay_client_swarm(|k, relay| Node {
+        relay,
+        dcutr: Dcutr::new(
+            dcutr::Behaviour::new(k.public().to_peer_id()),
+            CandidatePolicy::new(SignalSettings::default()),
+            mesh_core::families::MAX_CANDIDATES,
+        ),
+        candidates: Candidates(VecDeque::from(["/ip4/127.0.0.1/tcp/1".parse().unwrap()])),
+    })
+}
+
 fn stock(offered: Vec<Multiaddr>) -> Swarm<Stock> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|k, relay| Stock {
-            relay,
-            dcutr: dcutr::Behaviour::new(k.public().to_peer_id()),
-            candidates: Candidates(offered.into()),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
-        .build()
+    relay_client_swarm(|k, relay| Stock {
+        relay,
+        dcutr: dcutr::Behaviour::new(k.public().to_peer_id()),
+        candidates: Candidates(offered.into()),
+    })
 }
 
 /// A loopback socket that records its port for every connection and closes it at once.
@@ -210,23 +205,10 @@ struct Puncher {
 }
 
 fn puncher() -> Swarm<Puncher> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_, relay| Puncher {
-            relay,
-            stream: libp2p_stream::Behaviour::new(),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
-        .build()
+    relay_client_swarm(|_, relay| Puncher {
+        relay,
+        stream: libp2p_stream::Behaviour::new(),
+    })
 }
 
 fn varint(mut n: usize, out: &mut Vec<u8>) {
