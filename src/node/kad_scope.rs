@@ -289,13 +289,18 @@ impl NetworkBehaviour for ScopedKad {
                     .map(|e| e.node.value.iter().cloned().collect())
             })
             .unwrap_or_default();
-        let own: Vec<Multiaddr> = self
-            .listening
-            .iter()
-            .chain(self.external.iter())
-            .cloned()
-            .collect();
-        let paths: Vec<Multiaddr> = self.remotes.values().cloned().collect();
+        // Only the mesh DHT's scope reads the node's reach (Amino's does not).
+        let (own, paths): (Vec<Multiaddr>, Vec<Multiaddr>) = match self.scope {
+            DialScope::Mesh => (
+                self.listening
+                    .iter()
+                    .chain(self.external.iter())
+                    .cloned()
+                    .collect(),
+                self.remotes.values().cloned().collect(),
+            ),
+            DialScope::Amino { .. } => (Vec::new(), Vec::new()),
+        };
         let reach = Reach {
             own: &own,
             paths: &paths,

@@ -111,4 +111,22 @@ mod tests {
         let dns: Multiaddr = "/dns4/example.org/tcp/1".parse().unwrap();
         assert_eq!(IpKey::of_multiaddr(&dns), None);
     }
+
+    #[test]
+    fn loopback_and_beyond() {
+        let ma = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        assert!(is_loopback(&ma("/ip4/127.0.0.9/tcp/1")));
+        assert!(is_loopback(&ma("/ip6/::1/tcp/1")));
+        assert!(is_loopback(&ma("/ip6/::ffff:127.0.0.1/tcp/1")));
+        assert!(!is_loopback(&ma("/ip4/10.0.0.2/tcp/1")));
+        assert!(!is_loopback(&ma("/dns4/localhost/tcp/1")));
+        assert!(!beyond_loopback(&[
+            ma("/ip4/127.0.0.1/tcp/1"),
+            ma("/memory/1")
+        ]));
+        assert!(beyond_loopback(&[
+            ma("/ip4/127.0.0.1/tcp/1"),
+            ma("/ip4/10.0.0.2/tcp/1")
+        ]));
+    }
 }

@@ -319,7 +319,7 @@ impl NetworkBehaviour for Behaviour {
                 let transport = TransportProfile::of_endpoint(e.endpoint);
                 self.links.insert(e.connection_id, transport);
                 if e.other_established == 0 {
-                    let count_loopback = crate::room::beyond_loopback(self.listening.iter());
+                    let count_loopback = mesh_core::ipkey::beyond_loopback(self.listening.iter());
                     if !e.endpoint.is_dialer()
                         && let Some(net) =
                             crate::room::network_of(e.endpoint.get_remote_address(), count_loopback)

@@ -83,12 +83,6 @@ pub fn network_of(remote: &Multiaddr, count_loopback: bool) -> Option<IpKey> {
     }
 }
 
-/// Whether one of `listening` (the node's listen addresses) is beyond loopback
-/// ([`mesh_core::ipkey::beyond_loopback`]).
-pub fn beyond_loopback<'a>(listening: impl IntoIterator<Item = &'a Multiaddr>) -> bool {
-    mesh_core::ipkey::beyond_loopback(listening)
-}
-
 /// The network of each connected peer whose first connection it dialed (IP-less
 /// connections are not recorded, nor loopback ones unless counted: [`network_of`]).
 #[derive(Debug, Default)]
@@ -167,13 +161,5 @@ mod tests {
         assert!(lo.is_some());
         assert_eq!(network_of(&addr("/ip4/127.0.0.9/tcp/1"), true), lo);
         assert_eq!(network_of(&addr("/ip6/::1/tcp/1"), true), lo);
-        assert!(!beyond_loopback(&[
-            addr("/ip4/127.0.0.1/tcp/1"),
-            addr("/memory/1")
-        ]));
-        assert!(beyond_loopback(&[
-            addr("/ip4/127.0.0.1/tcp/1"),
-            addr("/ip4/10.0.0.2/tcp/1")
-        ]));
     }
 }
