@@ -41,7 +41,7 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, dcutr};
 
-use mesh_core::{RateLimit, RateLimiter};
+use mesh_core::{RateLimit, RateLimiter, take_all};
 
 use super::router::policy::CandidatePolicy;
 
@@ -130,14 +130,14 @@ impl Dcutr {
     /// Whether one more DCUtR dial to `peer` is within the budget (taking its tokens).
     fn within_budget(&mut self, peer: PeerId) -> bool {
         let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let room =
-            self.per_peer.peek_ms(&peer, ms).is_ok() && self.overall.peek_ms(&(), ms).is_ok();
-        if room {
-            // Both have a token at this very `ms`: both are taken.
-            let _ = self.per_peer.check_ms(&peer, ms);
-            let _ = self.overall.check_ms(&(), ms);
-        }
-        room
+        take_all(
+            ms,
+            &mut [
+                &mut self.per_peer.charge(&peer),
+                &mut self.overall.charge(&()),
+            ],
+        )
+        .is_ok()
     }
 
     fn path(&self, peer: PeerId) -> Vec<Multiaddr> {

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 
 use either::Either;
 use mesh_advert::Source;
-use mesh_core::{RateLimit, RateLimiter, Timestamp};
+use mesh_core::{RateLimit, RateLimiter, Timestamp, take_all};
 
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
@@ -148,6 +148,35 @@ pub const TESTS_OVERALL: RateLimit = RateLimit {
 /// Client networks whose test rate is followed at once.
 const CLIENTS_TRACKED: usize = 1024;
 
+/// The test rates: per client network and overall. Pure; `now` passed in.
+#[derive(Debug)]
+struct TestRates {
+    per_client: RateLimiter<Source>,
+    overall: RateLimiter<()>,
+}
+
+impl TestRates {
+    fn new(per_client: RateLimit, overall: RateLimit) -> Self {
+        TestRates {
+            per_client: RateLimiter::new(per_client, CLIENTS_TRACKED),
+            overall: RateLimiter::new(overall, 1),
+        }
+    }
+
+    /// Whether `client` may have one more test at `now`. A test refused takes no token:
+    /// a client refused because others spent the overall budget keeps its own.
+    fn admit(&mut self, client: &Source, now: &Timestamp) -> bool {
+        take_all(
+            now.instant().timestamp_millis(),
+            &mut [
+                &mut self.per_client.charge(client),
+                &mut self.overall.charge(&()),
+            ],
+        )
+        .is_ok()
+    }
+}
+
 /// [`autonat::v2::server::Behaviour`] that closes each dial-back connection once the
 /// test on it is over.
 pub struct AutonatServer {
@@ -158,8 +187,7 @@ pub struct AutonatServer {
     remotes: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     /// Our own listen addresses (the networks we are on).
     own: ListenAddresses,
-    per_client: RateLimiter<Source>,
-    overall: RateLimiter<()>,
+    rates: TestRates,
     refused: u64,
     out_of_scope: u64,
     /// Dials of tests that found [`DialBacks`] full: denied when the swarm asks.
@@ -185,8 +213,7 @@ impl AutonatServer {
             closing: VecDeque::new(),
             remotes: HashMap::new(),
             own: ListenAddresses::default(),
-            per_client: RateLimiter::new(per_client, CLIENTS_TRACKED),
-            overall: RateLimiter::new(overall, 1),
+            rates: TestRates::new(per_client, overall),
             refused: 0,
             out_of_scope: 0,
             untracked: std::collections::HashSet::new(),
@@ -230,9 +257,7 @@ impl AutonatServer {
             return false;
         }
         let client = Source::of_peer(peer, self.remotes.get(&connection).map(|(_, a)| a));
-        let now = Timestamp::now();
-        let ok =
-            self.per_client.check(&client, &now).is_ok() && self.overall.check(&(), &now).is_ok();
+        let ok = self.rates.admit(&client, &Timestamp::now());
         if !ok {
             self.refused += 1;
             tracing::debug!(%peer, ?client, "AutoNAT test refused: over the test rate");
@@ -543,6 +568,31 @@ impl NetworkBehaviour for Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_the_overall_rate_refuses_costs_the_client_nothing() {
+        let mut rates = TestRates::new(TESTS_PER_CLIENT, TESTS_OVERALL);
+        let now = Timestamp::now();
+        let net = |i: u8| {
+            Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::new(
+                198, 51, 100, i,
+            )))
+        };
+        // Others spend the overall budget, a few tests each.
+        let spent = (0..16u8)
+            .flat_map(|i| std::iter::repeat_n(i, 4))
+            .filter(|i| rates.admit(&net(*i), &now))
+            .count();
+        assert_eq!(spent, TESTS_OVERALL.burst as usize);
+        // An honest client asks twenty times meanwhile, refused each time.
+        let honest = net(200);
+        assert!((0..20).all(|_| !rates.admit(&honest, &now)));
+        // Five seconds on, the overall budget has ten tokens again (its own bucket
+        // would have refilled one): the honest client has its whole burst.
+        let later = now.plus_secs(5);
+        let granted = (0..20).filter(|_| rates.admit(&honest, &later)).count();
+        assert_eq!(granted, TESTS_PER_CLIENT.burst as usize);
+    }
 
     #[test]
     fn the_dial_back_table_is_bounded_and_forgets_closed_connections() {

@@ -367,11 +367,13 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             }
             _ => source,
         };
-        let limited = self
-            .per_network
-            .peek(&network, &now)
-            .and_then(|()| self.per_peer.check(&peer, &now))
-            .and_then(|()| self.per_network.check(&network, &now));
+        let limited = mesh_core::take_all(
+            now.instant().timestamp_millis(),
+            &mut [
+                &mut self.per_peer.charge(&peer),
+                &mut self.per_network.charge(&network),
+            ],
+        );
         if let Err(retry) = limited {
             let e = MeshError::new(
                 ErrorCode::TransportRejected,

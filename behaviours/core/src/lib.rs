@@ -61,7 +61,7 @@ pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};
 pub use ipkey::IpKey;
 pub use keypair::NodeKeypair;
-pub use rate::{RateLimit, RateLimiter};
+pub use rate::{Charge, RateLimit, RateLimiter, take_all};
 pub use time::Timestamp;
 pub use trace::{JsonLinesTrace, MemoryTrace, NoTrace, TraceEvent, TraceEventType, TraceSink};
 

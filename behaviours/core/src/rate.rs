@@ -136,6 +136,56 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// One key of one limiter, to be charged with others by [`take_all`].
+pub trait Charge {
+    /// What [`RateLimiter::peek_ms`] says for this key.
+    fn peek_ms(&self, now_ms: i64) -> Result<(), u64>;
+    /// Takes this key's token ([`RateLimiter::check_ms`]).
+    fn take_ms(&mut self, now_ms: i64) -> Result<(), u64>;
+}
+
+/// A limiter and the key a request is charged to in it ([`RateLimiter::charge`]).
+#[derive(Debug)]
+pub struct KeyCharge<'a, K> {
+    limiter: &'a mut RateLimiter<K>,
+    key: &'a K,
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// `key` in this limiter, for [`take_all`].
+    pub fn charge<'a>(&'a mut self, key: &'a K) -> KeyCharge<'a, K> {
+        KeyCharge { limiter: self, key }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Charge for KeyCharge<'_, K> {
+    fn peek_ms(&self, now_ms: i64) -> Result<(), u64> {
+        self.limiter.peek_ms(self.key, now_ms)
+    }
+
+    fn take_ms(&mut self, now_ms: i64) -> Result<(), u64> {
+        self.limiter.check_ms(self.key, now_ms)
+    }
+}
+
+/// Takes one token of each charge at `now_ms` if every one has a token, and none
+/// otherwise: a request that must pass several limits (its peer's, its network's, the
+/// node's) costs nothing in one when another refuses it, so a peer whose network's or
+/// the node's budget others spent keeps its own for when those refill. `Err` carries the
+/// longest wait among the refusing limits, in seconds.
+pub fn take_all(now_ms: i64, charges: &mut [&mut dyn Charge]) -> Result<(), u64> {
+    let wait = charges.iter().filter_map(|c| c.peek_ms(now_ms).err()).max();
+    if let Some(wait) = wait {
+        return Err(wait);
+    }
+    for charge in charges.iter_mut() {
+        // Peeked at this very `now_ms`: the token is there.
+        let taken = charge.take_ms(now_ms);
+        debug_assert!(taken.is_ok(), "a token peeked was not there");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +250,55 @@ mod tests {
         // `b` was dropped for `d`: it comes back as new.
         r.check(&"b", &at(5)).unwrap();
         assert_eq!(r.tracked(), 3);
+    }
+
+    #[test]
+    fn take_all_takes_every_token_or_none() {
+        let mut peers = RateLimiter::new(RateLimit::per_minute(2, 60), 16);
+        let mut overall = RateLimiter::new(RateLimit::per_minute(3, 6), 1);
+        let ms = 0;
+        // The node's budget is spent by others.
+        for other in 0..3 {
+            assert!(
+                take_all(
+                    ms,
+                    &mut [&mut peers.charge(&(100 + other)), &mut overall.charge(&())]
+                )
+                .is_ok()
+            );
+        }
+        // Peer 1 is refused by the node's limit, ten times: its own two tokens stay.
+        for _ in 0..10 {
+            assert_eq!(
+                take_all(ms, &mut [&mut peers.charge(&1), &mut overall.charge(&())]),
+                Err(10)
+            );
+        }
+        assert!(peers.peek_ms(&1, ms).is_ok());
+        // When the node's refills (10 s for one token), peer 1 gets its two.
+        let later = 20_000;
+        assert!(
+            take_all(
+                later,
+                &mut [&mut peers.charge(&1), &mut overall.charge(&())]
+            )
+            .is_ok()
+        );
+        assert!(
+            take_all(
+                later,
+                &mut [&mut peers.charge(&1), &mut overall.charge(&())]
+            )
+            .is_ok()
+        );
+        // Its third waits for its own bucket (1 s), though the node's has none either (10 s):
+        // the longest wait is said.
+        assert_eq!(
+            take_all(
+                later,
+                &mut [&mut peers.charge(&1), &mut overall.charge(&())]
+            ),
+            Err(10)
+        );
     }
 }

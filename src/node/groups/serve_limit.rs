@@ -9,7 +9,7 @@
 
 use libp2p::PeerId;
 use mesh_advert::Source;
-use mesh_core::{RateLimit, RateLimiter, Timestamp};
+use mesh_core::{RateLimit, RateLimiter, Timestamp, take_all};
 
 /// Pages per peer: a burst of 8 (two full 1,024-member tables), then 30 a minute (at
 /// most 2 MiB at once and 128 KiB a second to one peer).
@@ -54,9 +54,13 @@ impl ServeLimits {
         network: &Source,
         ts: &Timestamp,
     ) -> Result<(), u64> {
-        self.networks.peek(network, ts)?;
-        self.peers.check(&peer, ts)?;
-        self.networks.check(network, ts)
+        take_all(
+            ts.instant().timestamp_millis(),
+            &mut [
+                &mut self.peers.charge(&peer),
+                &mut self.networks.charge(network),
+            ],
+        )
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
 use mesh_advert::Source;
-use mesh_core::{IpKey, RateLimit, RateLimiter};
+use mesh_core::{IpKey, RateLimit, RateLimiter, take_all};
 
 use crate::node::ip_scope::ip_of;
 
@@ -107,17 +107,15 @@ impl PunchBudget {
                 let Some(target) = ip_of(addr).map(IpKey::of) else {
                     return false;
                 };
-                let room = self.targets.peek_ms(&target, ms).is_ok()
-                    && self.deliverers.peek_ms(&deliverer, ms).is_ok()
-                    && self.total.peek_ms(&(), ms).is_ok();
-                if room {
-                    // Each has a token (peeked at this very `ms`): the three are taken.
-                    let taken = self.targets.check_ms(&target, ms).is_ok()
-                        && self.deliverers.check_ms(&deliverer, ms).is_ok()
-                        && self.total.check_ms(&(), ms).is_ok();
-                    debug_assert!(taken, "a token peeked was not there");
-                }
-                room
+                take_all(
+                    ms,
+                    &mut [
+                        &mut self.targets.charge(&target),
+                        &mut self.deliverers.charge(&deliverer),
+                        &mut self.total.charge(&()),
+                    ],
+                )
+                .is_ok()
             })
             .collect()
     }
