@@ -64,10 +64,15 @@ impl Node {
                         addr: addr.clone(),
                     });
                 }
-                for after in self
-                    .waiting
-                    .connection_up(connection_id, peer_id, addr.clone())
-                {
+                // Per-network limits (DHT records, table pages, punches) read the
+                // connections' remotes from here: a circuit through our reservation
+                // counts under its relay.
+                let local = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
+                    libp2p::core::ConnectedPoint::Dialer { .. } => None,
+                };
+                let counted = mesh_core::ipkey::counted_remote(&addr, local).clone();
+                for after in self.waiting.connection_up(connection_id, peer_id, counted) {
                     self.connected(peer_id, after);
                 }
                 let actions = self.router.connection_up(peer_id, &addr, Instant::now());

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::core::{ConnectedPoint, Endpoint, Multiaddr};
 use libp2p::request_response::{self, Message, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
@@ -637,8 +637,13 @@ impl<S: AdvertStore + Send + 'static> NetworkBehaviour for Behaviour<S> {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);
-                self.remotes
-                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
+                let local = match e.endpoint {
+                    ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
+                    ConnectedPoint::Dialer { .. } => None,
+                };
+                let counted =
+                    mesh_core::ipkey::counted_remote(e.endpoint.get_remote_address(), local);
+                self.remotes.insert(e.connection_id, counted.clone());
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.remotes.remove(&e.connection_id);

@@ -66,6 +66,26 @@ pub fn beyond_loopback<'a>(listening: impl IntoIterator<Item = &'a Multiaddr>) -
         .any(|a| IpKey::of_multiaddr(a).is_some() && !is_loopback(a))
 }
 
+/// The address a connection is counted under by per-network limits: its remote address
+/// (`local` is `Some` for an inbound connection: the listen address it came in on), or,
+/// for a connection that came in through one of the node's relay reservations, the
+/// circuit address it came in on (`…/p2p/<relay>/p2p-circuit`). libp2p names such a
+/// connection's remote `/p2p/<source>` alone, with no IP: counted by that, every peer
+/// arriving through a relay was a network of its own, under as many fresh keys as it
+/// liked. Through the circuit address they count under the relay's, as the peers the
+/// node reaches through a relay always did.
+pub fn counted_remote<'a>(remote: &'a Multiaddr, local: Option<&'a Multiaddr>) -> &'a Multiaddr {
+    match local {
+        Some(local)
+            if IpKey::of_multiaddr(remote).is_none()
+                && local.iter().any(|p| matches!(p, Protocol::P2pCircuit)) =>
+        {
+            local
+        }
+        _ => remote,
+    }
+}
+
 impl fmt::Display for IpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -110,6 +130,30 @@ mod tests {
         assert_eq!(IpKey::of_multiaddr(&relayed), Some(key("198.51.100.7")));
         let dns: Multiaddr = "/dns4/example.org/tcp/1".parse().unwrap();
         assert_eq!(IpKey::of_multiaddr(&dns), None);
+    }
+
+    #[test]
+    fn a_connection_through_a_reservation_counts_under_its_relay() {
+        let ma = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let relay = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let circuit = ma(&format!(
+            "/ip4/198.51.100.7/tcp/4001/p2p/{relay}/p2p-circuit"
+        ));
+        let source = ma("/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo");
+        assert_eq!(counted_remote(&source, Some(&circuit)), &circuit);
+        assert_eq!(
+            IpKey::of_multiaddr(counted_remote(&source, Some(&circuit))),
+            Some(key("198.51.100.7"))
+        );
+        // A direct inbound connection, an outbound one, a memory one: their remote.
+        let direct = ma("/ip4/203.0.113.5/tcp/51000");
+        assert_eq!(
+            counted_remote(&direct, Some(&ma("/ip4/0.0.0.0/tcp/4001"))),
+            &direct
+        );
+        assert_eq!(counted_remote(&circuit, None), &circuit);
+        let memory = ma("/memory/7");
+        assert_eq!(counted_remote(&memory, Some(&ma("/memory/8"))), &memory);
     }
 
     #[test]

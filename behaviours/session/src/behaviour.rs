@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use libp2p::PeerId;
-use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::core::{ConnectedPoint, Endpoint, Multiaddr};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
@@ -320,9 +320,14 @@ impl NetworkBehaviour for Behaviour {
                 self.links.insert(e.connection_id, transport);
                 if e.other_established == 0 {
                     let count_loopback = mesh_core::ipkey::beyond_loopback(self.listening.iter());
-                    if !e.endpoint.is_dialer()
-                        && let Some(net) =
-                            crate::room::network_of(e.endpoint.get_remote_address(), count_loopback)
+                    if let ConnectedPoint::Listener {
+                        local_addr,
+                        send_back_addr,
+                    } = e.endpoint
+                        && let Some(net) = crate::room::network_of(
+                            mesh_core::ipkey::counted_remote(send_back_addr, Some(local_addr)),
+                            count_loopback,
+                        )
                     {
                         self.handshakes.inbound_from(e.peer_id, net);
                     }
