@@ -66,6 +66,9 @@ pub fn build(
         super::ip_shares::IpCaps {
             max_pending: l.max_pending_incoming_per_ip,
             max_established: l.max_established_incoming_per_ip,
+            // One UDP packet from a spoofable address starts one: a quarter of the
+            // global pending cap at most (`ip_shares`).
+            max_pending_webrtc: (l.max_pending_incoming / 4).max(1),
         },
         dial_backs.clone(),
     );

@@ -450,10 +450,12 @@ impl NetworkBehaviour for Limits {
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
         self.per_peer
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
-        self.ips.pending(connection_id, remote_addr).map_err(|e| {
-            tracing::debug!(%remote_addr, "inbound connection refused: {e}");
-            ConnectionDenied::new(e)
-        })
+        self.ips
+            .pending(connection_id, local_addr, remote_addr)
+            .map_err(|e| {
+                tracing::debug!(%remote_addr, "inbound connection refused: {e}");
+                ConnectionDenied::new(e)
+            })
     }
 
     fn handle_established_inbound_connection(
@@ -629,6 +631,7 @@ mod tests {
             IpCaps {
                 max_pending: 8,
                 max_established: 64,
+                max_pending_webrtc: 32,
             },
             dial_backs.clone(),
         );

@@ -10,6 +10,13 @@
 //!   nothing, so libp2p's per-peer cap does not stop one host from holding the whole
 //!   global cap with fresh keys.
 //!
+//! - **Pending WebRTC-direct** (any network): at most `max_pending_webrtc` in all. One
+//!   UDP packet (a STUN request with any user name) from a new source address starts
+//!   one, with no handshake, and a source address costs nothing to spoof: some 13
+//!   packets a second from fresh addresses held every slot of the global pending cap
+//!   (each attempt lives 10 s or more), and every inbound TCP, QUIC and WebSocket
+//!   connection was refused. Now WebRTC-direct attempts hold a quarter at most.
+//!
 //! Relayed connections are not counted: their remote address is the relay's, shared by
 //! every peer that reaches the node through it (the relay limits its own clients per
 //! network). Neither are connections without an IP (the memory transport). The tables
@@ -29,6 +36,8 @@ pub struct IpCaps {
     pub max_pending: u32,
     /// Established inbound connections per network.
     pub max_established: u32,
+    /// Pending inbound WebRTC-direct connections in all.
+    pub max_pending_webrtc: u32,
 }
 
 /// Which cap refused a connection.
@@ -40,6 +49,9 @@ pub enum Refused {
     /// The network holds `max_established` inbound connections.
     #[error("{0} inbound connections from this network already")]
     Established(u32),
+    /// `max_pending_webrtc` WebRTC-direct connections are in their handshakes.
+    #[error("{0} pending inbound WebRTC-direct connections already")]
+    PendingWebrtc(u32),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +67,8 @@ pub struct IpShares {
     pending: HashMap<ConnectionId, IpKey>,
     established: HashMap<ConnectionId, IpKey>,
     counts: HashMap<IpKey, Count>,
+    /// Pending WebRTC-direct connections (at most `max_pending_webrtc`).
+    webrtc: std::collections::HashSet<ConnectionId>,
 }
 
 /// The network a connection from `remote` counts under: `None` when it is not counted
@@ -74,11 +88,24 @@ impl IpShares {
             pending: HashMap::new(),
             established: HashMap::new(),
             counts: HashMap::new(),
+            webrtc: std::collections::HashSet::new(),
         }
     }
 
-    /// A listener accepted connection `id` from `remote`: counted as pending, or refused.
-    pub fn pending(&mut self, id: ConnectionId, remote: &Multiaddr) -> Result<(), Refused> {
+    /// A listener on `local` accepted connection `id` from `remote`: counted as
+    /// pending, or refused.
+    pub fn pending(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), Refused> {
+        if local.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) {
+            if self.webrtc.len() >= self.caps.max_pending_webrtc as usize {
+                return Err(Refused::PendingWebrtc(self.caps.max_pending_webrtc));
+            }
+            self.webrtc.insert(id);
+        }
         let Some(key) = key_of(remote) else {
             return Ok(());
         };
@@ -86,6 +113,7 @@ impl IpShares {
         if count.pending >= self.caps.max_pending {
             let max = self.caps.max_pending;
             self.tidy(key);
+            self.webrtc.remove(&id);
             return Err(Refused::Pending(max));
         }
         count.pending += 1;
@@ -137,6 +165,7 @@ impl IpShares {
     }
 
     fn end_pending(&mut self, id: ConnectionId) {
+        self.webrtc.remove(&id);
         if let Some(key) = self.pending.remove(&id) {
             if let Some(c) = self.counts.get_mut(&key) {
                 c.pending = c.pending.saturating_sub(1);
@@ -172,7 +201,46 @@ mod tests {
         IpShares::new(IpCaps {
             max_pending: 2,
             max_established: 3,
+            max_pending_webrtc: 4,
         })
+    }
+
+    /// The TCP listener a connection came in on.
+    fn tcp() -> Multiaddr {
+        ma("/ip4/0.0.0.0/tcp/4001")
+    }
+
+    #[test]
+    fn webrtc_direct_attempts_from_any_networks_hold_their_share_only() {
+        let mut s = shares();
+        let webrtc = ma(
+            "/ip4/0.0.0.0/udp/4004/webrtc-direct/certhash/uEiDDq4_xNyDorZBH3TlGazyJdOWSwvo4PUo5YHFMrvDE8g",
+        );
+        // One packet each from fresh (spoofed) addresses: four attempts, then none.
+        let from = |n: usize| ma(&format!("/ip4/203.0.113.{n}/udp/5000"));
+        for n in 0..4 {
+            assert_eq!(s.pending(id(n), &webrtc, &from(n)), Ok(()));
+        }
+        assert_eq!(
+            s.pending(id(4), &webrtc, &from(4)),
+            Err(Refused::PendingWebrtc(4))
+        );
+        // Other transports still get their connections.
+        assert_eq!(
+            s.pending(id(5), &tcp(), &ma("/ip4/198.51.100.9/tcp/1")),
+            Ok(())
+        );
+        // An attempt that ends makes room; one refused per network takes none.
+        s.failed(id(0));
+        let busy = ma("/ip4/198.51.100.9/udp/7");
+        s.pending(id(6), &tcp(), &ma("/ip4/198.51.100.9/tcp/2"))
+            .unwrap();
+        assert_eq!(s.pending(id(7), &webrtc, &busy), Err(Refused::Pending(2)));
+        assert_eq!(s.pending(id(8), &webrtc, &from(8)), Ok(()));
+        assert_eq!(
+            s.pending(id(9), &webrtc, &from(9)),
+            Err(Refused::PendingWebrtc(4))
+        );
     }
 
     #[test]
@@ -181,25 +249,37 @@ mod tests {
         let a = ma("/ip4/198.51.100.1/tcp/5000");
         let a2 = ma("/ip4/198.51.100.1/tcp/5001");
         let b = ma("/ip4/198.51.100.2/tcp/5000");
-        assert_eq!(s.pending(id(1), &a), Ok(()));
-        assert_eq!(s.pending(id(2), &a2), Ok(()));
-        assert_eq!(s.pending(id(3), &a), Err(Refused::Pending(2)));
-        assert_eq!(s.pending(id(4), &b), Ok(()), "another network");
+        assert_eq!(s.pending(id(1), &tcp(), &a), Ok(()));
+        assert_eq!(s.pending(id(2), &tcp(), &a2), Ok(()));
+        assert_eq!(s.pending(id(3), &tcp(), &a), Err(Refused::Pending(2)));
+        assert_eq!(s.pending(id(4), &tcp(), &b), Ok(()), "another network");
         // One ends (failed or established): room again.
         s.failed(id(1));
-        assert_eq!(s.pending(id(5), &a), Ok(()));
+        assert_eq!(s.pending(id(5), &tcp(), &a), Ok(()));
         s.established(id(2), Some(&a2));
-        assert_eq!(s.pending(id(6), &a), Ok(()));
-        assert_eq!(s.pending(id(7), &a), Err(Refused::Pending(2)));
+        assert_eq!(s.pending(id(6), &tcp(), &a), Ok(()));
+        assert_eq!(s.pending(id(7), &tcp(), &a), Err(Refused::Pending(2)));
     }
 
     #[test]
     fn ipv6_counts_by_its_64() {
         let mut s = shares();
-        assert!(s.pending(id(1), &ma("/ip6/2001:db8::1/tcp/1")).is_ok());
-        assert!(s.pending(id(2), &ma("/ip6/2001:db8::2/tcp/1")).is_ok());
-        assert!(s.pending(id(3), &ma("/ip6/2001:db8::3/tcp/1")).is_err());
-        assert!(s.pending(id(4), &ma("/ip6/2001:db8:0:1::1/tcp/1")).is_ok());
+        assert!(
+            s.pending(id(1), &tcp(), &ma("/ip6/2001:db8::1/tcp/1"))
+                .is_ok()
+        );
+        assert!(
+            s.pending(id(2), &tcp(), &ma("/ip6/2001:db8::2/tcp/1"))
+                .is_ok()
+        );
+        assert!(
+            s.pending(id(3), &tcp(), &ma("/ip6/2001:db8::3/tcp/1"))
+                .is_err()
+        );
+        assert!(
+            s.pending(id(4), &tcp(), &ma("/ip6/2001:db8:0:1::1/tcp/1"))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -208,7 +288,7 @@ mod tests {
         let a = ma("/ip4/198.51.100.1/tcp/5000");
         for n in 0..3 {
             assert_eq!(s.check_established(&a), Ok(()));
-            s.pending(id(n), &a).unwrap();
+            s.pending(id(n), &tcp(), &a).unwrap();
             s.established(id(n), Some(&a));
         }
         assert_eq!(s.check_established(&a), Err(Refused::Established(3)));
@@ -227,8 +307,8 @@ mod tests {
             "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWGjMCgWVvg4wVKw8wqyKaxwQyfZ9aYQ8ZQ3MrK3n3y3Yd/p2p-circuit",
         );
         for n in 0..10 {
-            assert!(s.pending(id(n), &circuit).is_ok());
-            assert!(s.pending(id(100 + n), &ma("/memory/7")).is_ok());
+            assert!(s.pending(id(n), &tcp(), &circuit).is_ok());
+            assert!(s.pending(id(100 + n), &tcp(), &ma("/memory/7")).is_ok());
         }
         assert_eq!(s.networks(), 0);
     }
@@ -238,10 +318,10 @@ mod tests {
         let mut s = shares();
         let a = ma("/ip4/198.51.100.1/tcp/5000");
         let b = ma("/ip4/198.51.100.2/tcp/5000");
-        s.pending(id(1), &a).unwrap();
-        s.pending(id(2), &b).unwrap();
-        let _ = s.pending(id(3), &a);
-        let _ = s.pending(id(4), &a);
+        s.pending(id(1), &tcp(), &a).unwrap();
+        s.pending(id(2), &tcp(), &b).unwrap();
+        let _ = s.pending(id(3), &tcp(), &a);
+        let _ = s.pending(id(4), &tcp(), &a);
         s.established(id(1), Some(&a));
         s.failed(id(2));
         s.failed(id(4));
