@@ -4,6 +4,11 @@
 //! seconds or more; source addresses cost nothing to spoof. Before, a few such packets
 //! a second from fresh addresses held every pending slot, and every other inbound
 //! connection (TCP here) was refused.
+//!
+//! And the table of new source addresses the WebRTC-direct listener keeps (one entry per
+//! source that sent a STUN request, until a connection is set up for it) is bounded
+//! (`vendor/libp2p-webrtc/PATCHED.md`): upstream kept every failed source for the life
+//! of the listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -12,8 +17,11 @@ use std::time::Duration;
 
 use libmesh::node::config::Limits;
 use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, Target};
-use libp2p::Multiaddr;
+use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Transport, connection_limits};
 use mesh_core::{MemoryTrace, NodeKeypair};
 use mesh_testkit::node::{TestNode, start_node};
 
@@ -113,5 +121,85 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
     assert_eq!(
         dialed.expect("a TCP peer connects beside the WebRTC-direct attempts"),
         node.peer
+    );
+}
+
+/// A bare swarm listening on WebRTC-direct that refuses every inbound connection while
+/// it is pending (so no attempt runs): each STUN request the listener takes for a new
+/// source shows as one `IncomingConnectionError`.
+fn refusing_webrtc_swarm() -> libp2p::Swarm<connection_limits::Behaviour> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (pem, _) = libmesh::node::webrtc_cert::generate_pem(now).unwrap();
+    let cert = libp2p_webrtc::tokio::Certificate::from_pem(&pem).unwrap();
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })
+        .unwrap()
+        .with_behaviour(|_| {
+            connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default().with_max_pending_incoming(Some(0)),
+            )
+        })
+        .unwrap()
+        .build()
+}
+
+/// Incoming attempts the swarm reports within `within` (each refused).
+async fn attempts(
+    swarm: &mut libp2p::Swarm<connection_limits::Behaviour>,
+    within: Duration,
+) -> usize {
+    let mut n = 0;
+    let _ = tokio::time::timeout(within, async {
+        loop {
+            if let SwarmEvent::IncomingConnectionError { .. } = swarm.select_next_some().await {
+                n += 1;
+            }
+        }
+    })
+    .await;
+    n
+}
+
+/// 300 sources send one request each; then the first sends again. The listener follows
+/// 256 sources at most, so the first was forgotten and its request is a new attempt.
+/// Upstream kept all 300 (and would for good): the first's second request was ignored.
+#[tokio::test]
+async fn the_table_of_new_stun_sources_is_bounded() {
+    let mut swarm = refusing_webrtc_swarm();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&addr)));
+    let sockets: Vec<UdpSocket> = (0..300)
+        .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        .collect();
+    let mut seen = 0;
+    for (n, s) in sockets.iter().enumerate() {
+        s.send_to(&stun_binding(n as u32), target).unwrap();
+        if n % 50 == 49 {
+            seen += attempts(&mut swarm, Duration::from_millis(300)).await;
+        }
+    }
+    seen += attempts(&mut swarm, Duration::from_secs(1)).await;
+    assert_eq!(seen, 300, "one attempt per source");
+    // Each source again: those still followed are ignored, the forgotten start anew.
+    sockets[0].send_to(&stun_binding(1_000), target).unwrap();
+    sockets[299].send_to(&stun_binding(1_001), target).unwrap();
+    assert_eq!(
+        attempts(&mut swarm, Duration::from_secs(1)).await,
+        1,
+        "the oldest source was forgotten, the newest was not"
     );
 }
