@@ -15,9 +15,9 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use libmesh::node::config::Limits;
 use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, Target};
-use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;

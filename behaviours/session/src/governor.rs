@@ -26,11 +26,13 @@
 //!   this order, the least recently touched unknown peer, blocked unknown peer, past
 //!   peer. Named peers, live sessions and dials under way are never evicted (the first
 //!   are bounded by the embedder, the others by `max_live` and `target_hot`); a hard
-//!   failure that finds no room is not recorded.
+//!   failure that finds no room is not recorded. The past peers whose session came
+//!   from one network (a stranger's inbound session) hold a quarter of `max_peers` at
+//!   most, that network's least recently touched going first ([`evict`]).
 
 use std::collections::HashMap;
 
-use mesh_core::{ErrorCode, NodeId, RateLimit, RateLimiter, Timestamp};
+use mesh_core::{ErrorCode, IpKey, NodeId, RateLimit, RateLimiter, Timestamp};
 use serde_json::{Value, json};
 
 /// Governor settings.
@@ -134,6 +136,8 @@ struct Peer {
     /// Capabilities the peer failed to prove in its last handshake (cleared by a
     /// session).
     missing: Vec<String>,
+    /// The network its last session came from, when the peer dialed us.
+    network: Option<IpKey>,
 }
 
 impl Peer {
@@ -152,6 +156,7 @@ impl Peer {
             keepalive_ok: true,
             dialing: false,
             missing: Vec::new(),
+            network: None,
         }
     }
 
@@ -233,24 +238,6 @@ impl Governor {
         let peer = self.peers.entry(node).or_insert_with(Peer::new);
         peer.touched = touched;
         Some(peer)
-    }
-
-    /// Drops the entry with the lowest eviction rank, least recently touched first;
-    /// `false` when no entry may be evicted.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .peers
-            .iter()
-            .filter_map(|(n, p)| p.eviction_rank().map(|r| ((r, p.touched), *n)))
-            .min()
-            .map(|(_, n)| n);
-        match victim {
-            Some(n) => {
-                self.peers.remove(&n);
-                true
-            }
-            None => false,
-        }
     }
 
     /// The temperature of `node` (`None` if unknown).
@@ -353,6 +340,16 @@ impl Governor {
     /// node already has `max_live` sessions (which [`Governor::has_room`], checked
     /// before every handshake, keeps from happening).
     pub fn session_established(&mut self, node: NodeId, now: &Timestamp) -> Vec<Action> {
+        self.session_established_from(node, None, now)
+    }
+
+    /// [`Self::session_established`] for a peer that dialed us from `network`.
+    pub fn session_established_from(
+        &mut self,
+        node: NodeId,
+        network: Option<IpKey>,
+        now: &Timestamp,
+    ) -> Vec<Action> {
         if self.is_blocked(&node, now) {
             return vec![Action::Disconnect(node)];
         }
@@ -368,6 +365,7 @@ impl Governor {
             return vec![Action::Disconnect(node)];
         };
         peer.had_session = true;
+        peer.network = network;
         peer.dialing = false;
         peer.attempts = 0;
         peer.next_dial = None;
@@ -377,6 +375,9 @@ impl Governor {
             peer.temperature = Temperature::Warm;
         }
         self.promote();
+        if let Some(net) = network {
+            self.keep_network_share(net);
+        }
         Vec::new()
     }
 
@@ -686,5 +687,6 @@ pub fn backoff(config: &GovernorConfig, node: &NodeId, attempt: u32) -> i64 {
 }
 
 // The unit tests are in `governor/tests.rs`.
+mod evict;
 #[cfg(test)]
 mod tests;

@@ -452,7 +452,8 @@ impl Handshakes {
             now,
         );
         self.states.insert(peer, State::Established(session));
-        for action in gov.session_established(node, now) {
+        let network = self.networks.network(&peer);
+        for action in gov.session_established_from(node, network, now) {
             if let Action::Disconnect(_) = action {
                 self.out.push_back(Output::Close(peer));
             }

@@ -96,6 +96,11 @@ impl Networks {
         self.of.insert(peer, net);
     }
 
+    /// The network `peer` dialed us from, when counted.
+    pub fn network(&self, peer: &PeerId) -> Option<IpKey> {
+        self.of.get(peer).copied()
+    }
+
     /// `peer` has no connection left.
     pub fn forget(&mut self, peer: &PeerId) {
         self.of.remove(peer);

@@ -398,6 +398,30 @@ async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
     };
     let kb = NodeKeypair::generate();
     let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config(8)));
+    let lo = listen_beyond_loopback(&mut b).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let k = NodeKeypair::generate();
+        let mut s = swarm_with(&k, Behaviour::new(k.clone(), config(8)));
+        s.dial(lo.clone()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                s.select_next_some().await;
+            }
+        }));
+    }
+    // Two sessions, then time for the other two hellos to come (and be refused).
+    let held = live_after(&mut b, 2, Duration::from_secs(2)).await;
+    assert_eq!(b.connected_peers().count(), 4, "every stranger connected");
+    assert_eq!(held, 2, "sessions of the loopback network");
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Has `b` listen on 127.0.0.1 and on 0.0.0.0 (so that it counts all of loopback as
+/// one network) and answers its loopback address.
+async fn listen_beyond_loopback(b: &mut Swarm<Behaviour>) -> libp2p::Multiaddr {
     b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
     b.listen_on("/ip4/0.0.0.0/tcp/0".parse().unwrap()).unwrap();
@@ -417,23 +441,59 @@ async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
     tokio::time::timeout(Duration::from_secs(5), listening)
         .await
         .expect("a loopback and a non-loopback listen address (this host has an interface)");
-    let lo = lo.unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
+    lo.unwrap()
+}
+
+/// Strangers over loopback (one network to a node listening beyond it) that each held
+/// one short session: a quarter of `max_peers` of them stay past peers (kept and
+/// redialed). Before, all six did, and enough of them evicted every honest past peer.
+#[tokio::test]
+async fn one_network_s_past_peers_hold_a_quarter_of_the_table() {
+    let config = || Config {
+        tick_interval: Duration::from_millis(50),
+        governor: GovernorConfig {
+            max_peers: 8,
+            ..GovernorConfig::default()
+        },
+        ..Config::default()
+    };
+    let kb = NodeKeypair::generate();
+    let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config()));
+    let lo = listen_beyond_loopback(&mut b).await;
+    let mut strangers = Vec::new();
+    for _ in 0..6 {
         let k = NodeKeypair::generate();
-        let mut s = swarm_with(&k, Behaviour::new(k.clone(), config(8)));
+        let mut s = swarm_with(&k, Behaviour::new(k.clone(), config()));
+        let peer = *s.local_peer_id();
         s.dial(lo.clone()).unwrap();
-        tasks.push(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 s.select_next_some().await;
             }
-        }));
+        });
+        let session = async {
+            while b.behaviour().session(&peer).is_none() {
+                b.select_next_some().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the stranger's session");
+        // The stranger goes away; its session ends.
+        task.abort();
+        let gone = async {
+            while b.behaviour().session(&peer).is_some() {
+                b.select_next_some().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("the session ended");
+        strangers.push(k.node_id());
     }
-    // Two sessions, then time for the other two hellos to come (and be refused).
-    let held = live_after(&mut b, 2, Duration::from_secs(2)).await;
-    assert_eq!(b.connected_peers().count(), 4, "every stranger connected");
-    assert_eq!(held, 2, "sessions of the loopback network");
-    for t in tasks {
-        t.abort();
-    }
+    let kept = strangers
+        .iter()
+        .filter(|n| b.behaviour().governor().is_kept(n))
+        .count();
+    assert_eq!(kept, 2, "past peers of the loopback network");
 }

@@ -443,3 +443,37 @@ fn peer_status_carries_what_the_session_learned() {
     PeerStatus::from_json(s.clone()).unwrap_or_else(|e| panic!("{e}: {s}"));
     assert_eq!(s["display_name"].as_str().unwrap().len(), 256);
 }
+
+/// One network churning short sessions under fresh keys makes past peers of a quarter
+/// of the table at most: an honest past peer from elsewhere stays kept. Before, the
+/// churn evicted it (past peers went least recently touched first, whatever their
+/// network).
+#[test]
+fn one_network_s_past_peers_hold_a_quarter_of_the_table() {
+    let mut g = Governor::new(GovernorConfig {
+        max_peers: 16,
+        ..GovernorConfig::default()
+    });
+    let honest = nodes(1)[0];
+    assert!(g.session_established(honest, &t(0)).is_empty());
+    g.session_closed(&honest, &t(1));
+    let net = IpKey::of("198.51.100.7".parse().unwrap());
+    for (i, stranger) in nodes(40).into_iter().enumerate() {
+        let at = t(2 + i as i64);
+        assert!(
+            g.session_established_from(stranger, Some(net), &at)
+                .is_empty()
+        );
+        g.session_closed(&stranger, &at);
+    }
+    assert!(g.is_kept(&honest), "the honest past peer was evicted");
+    assert!(g.len() <= 1 + 4, "{} entries", g.len());
+    // Another network has its own share.
+    let other = IpKey::of("203.0.113.9".parse().unwrap());
+    for stranger in nodes(3) {
+        g.session_established_from(stranger, Some(other), &t(100));
+        g.session_closed(&stranger, &t(100));
+    }
+    assert!(g.is_kept(&honest));
+    assert_eq!(g.len(), 1 + 4 + 3);
+}
