@@ -207,6 +207,15 @@ pub fn mesh_kad(peer_id: PeerId, mode: KadMode) -> kad::Behaviour<kad::store::Me
     kad
 }
 
+/// How long gossipsub keeps the score of a peer with none above zero after its last
+/// connection closed (libp2p's default: an hour). Every connection, from any peer,
+/// adds a score entry (some 330 bytes) and a fresh peer's score is zero, so with the
+/// default every fresh key that connected once stayed an hour: a few hundred handshakes
+/// a second held a million entries. What the retention is for, a peer that cannot
+/// shed a negative score by reconnecting, does not hold against keys that cost nothing;
+/// 30 s keeps it for a reconnect under the same key.
+pub const GOSSIP_RETAIN_SCORE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The node's gossipsub behaviour: strict validation with the application's verdict
 /// on every message, IDONTWANT above 1000 bytes, IHAVE to at most `gossip_lazy` peers
 /// per heartbeat, messages up to `max_transmit_size` bytes, peer scoring with loopback
@@ -246,6 +255,7 @@ pub fn gossipsub(
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
     let score = gossipsub::PeerScoreParams {
+        retain_score: GOSSIP_RETAIN_SCORE,
         ip_colocation_factor_whitelist: [
             std::net::Ipv4Addr::LOCALHOST.into(),
             std::net::Ipv6Addr::LOCALHOST.into(),
