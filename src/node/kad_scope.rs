@@ -14,22 +14,28 @@
 //! node's reach ([`Reach`]: loopback only for a node on loopback alone, a private
 //! network only one the node or one of its connections is on, no local names beyond
 //! loopback).
+//!
+//! It also answers inbound reads within a budget ([`super::kad_inbound`]): one beyond
+//! gets an empty answer (no peers, no record).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::kad;
 use libp2p::swarm::behaviour::{ExternalAddresses, ListenAddresses};
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
 use super::addrs::{dialable, without_peer};
 use super::ip_scope::{Scope, amino_worthy, ip_of, local_name, on_private_net, scope};
+use super::kad_inbound::InboundScreen;
 
 /// Addresses of one peer Kademlia may hand the swarm for a dial.
 pub const MAX_DIAL_ADDRS: usize = 8;
@@ -225,9 +231,13 @@ pub struct ScopedKad {
     tried: Tried,
     listening: ListenAddresses,
     external: ExternalAddresses,
-    /// The remote address of each connection.
+    /// The remote address of each connection (a relayed inbound one's: the circuit it
+    /// came in on, see `mesh_core::ipkey::counted_remote`).
     remotes: HashMap<ConnectionId, Multiaddr>,
+    inbound: InboundScreen,
 }
+
+type Kad = kad::Behaviour<kad::store::MemoryStore>;
 
 impl ScopedKad {
     /// `inner`, dialing within `scope`.
@@ -239,6 +249,7 @@ impl ScopedKad {
             listening: ListenAddresses::default(),
             external: ExternalAddresses::default(),
             remotes: HashMap::new(),
+            inbound: InboundScreen::default(),
         }
     }
 }
@@ -257,10 +268,66 @@ impl DerefMut for ScopedKad {
 }
 
 impl NetworkBehaviour for ScopedKad {
-    type ConnectionHandler = THandler<kad::Behaviour<kad::store::MemoryStore>>;
+    type ConnectionHandler = THandler<Kad>;
     type ToSwarm = kad::Event;
 
-    mesh_core::delegate_to_inner!(inner);
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        let remote = self.remotes.get(&connection);
+        if let Some(event) =
+            self.inbound
+                .screen(peer, connection, remote, self.listening.iter(), event)
+        {
+            self.inner
+                .on_connection_handler_event(peer, connection, event);
+        }
+    }
 
     fn handle_pending_outbound_connection(
         &mut self,
@@ -314,11 +381,17 @@ impl NetworkBehaviour for ScopedKad {
         self.external.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
-                self.remotes
-                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
+                let local = match e.endpoint {
+                    ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
+                    ConnectedPoint::Dialer { .. } => None,
+                };
+                let counted =
+                    mesh_core::ipkey::counted_remote(e.endpoint.get_remote_address(), local);
+                self.remotes.insert(e.connection_id, counted.clone());
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.remotes.remove(&e.connection_id);
+                self.inbound.closed(e.connection_id);
             }
             _ => {}
         }
@@ -329,6 +402,13 @@ impl NetworkBehaviour for ScopedKad {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some((peer_id, connection, event)) = self.inbound.next_refusal() {
+            return Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(connection),
+                event,
+            });
+        }
         self.inner.poll(cx)
     }
 }

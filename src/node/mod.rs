@@ -54,6 +54,7 @@ pub mod identify_observed;
 mod idle;
 mod ip_scope;
 pub mod ip_shares;
+pub mod kad_inbound;
 pub mod kad_scope;
 mod lookups;
 pub mod muxer;

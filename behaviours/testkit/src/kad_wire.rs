@@ -52,3 +52,13 @@ pub fn add_provider(key: &[u8], provider: &[u8], addrs: &[Vec<u8>]) -> Vec<u8> {
     framed.extend_from_slice(&msg);
     framed
 }
+
+/// A Kademlia `FIND_NODE` request for `key`, framed as [`put_value`].
+pub fn find_node(key: &[u8]) -> Vec<u8> {
+    let mut msg = vec![0x08, 0x04]; // Message.type = FIND_NODE (4)
+    field(0x12, key, &mut msg); // Message.key = 2
+    let mut framed = Vec::new();
+    varint(msg.len(), &mut framed);
+    framed.extend_from_slice(&msg);
+    framed
+}
