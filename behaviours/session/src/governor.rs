@@ -28,7 +28,7 @@
 //!   are bounded by the embedder, the others by `max_live` and `target_hot`); a hard
 //!   failure that finds no room is not recorded. The past peers whose session came
 //!   from one network (a stranger's inbound session) hold a quarter of `max_peers` at
-//!   most, that network's least recently touched going first ([`evict`]).
+//!   most, that network's least recently touched going first (`governor/evict.rs`).
 
 use std::collections::HashMap;
 
