@@ -104,6 +104,8 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
         .await
         .with(Protocol::P2p(node.peer));
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&webrtc)));
+    // The TCP peer is up before the packets go (the attempts they start live ~10 s).
+    let peer = start(config(&["/ip4/127.0.0.1/tcp/0"], 128)).await;
 
     let mut sockets = Vec::new();
     for n in 0..40u8 {
@@ -113,8 +115,6 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
     }
     // The attempts start (each stays pending for seconds).
     tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let peer = start(config(&["/ip4/127.0.0.1/tcp/0"], 128)).await;
     let dialed = tokio::time::timeout(Duration::from_secs(10), peer.handle.dial(Target::Addr(tcp)))
         .await
         .expect("the dial ended");

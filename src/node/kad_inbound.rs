@@ -7,10 +7,13 @@
 //! record), and a peer may ask as fast as its connections carry. Both DHTs' inbound
 //! reads now pass a budget (the writes, `PUT_VALUE` and `ADD_PROVIDER`, have their own
 //! rates and shares): the peer's ([`PER_PEER`]), then its network's
-//! ([`PER_NETWORK`]: the IPv4 address or IPv6 /64 its connection comes from, a relayed
-//! one by its relay's; loopback peers each their own for a node on loopback alone). A
-//! request beyond gets an empty answer (no peers, no record: a few bytes), and the
-//! asker's query goes on with the other peers. (libp2p-kad's own `Reset` closes the
+//! ([`PER_NETWORK`]: the IPv4 address or IPv6 /64 its connection comes from; a peer
+//! over a relay circuit by itself, as the store's shares count it; loopback peers each
+//! their own for a node on loopback alone). Each DHT (Amino, the mesh DHT) has budgets
+//! of its own. A request beyond gets an empty answer (no peers, no record: a few
+//! bytes), which the asker takes as "this peer knows nothing": its query goes on with
+//! the other peers, and one that asked only this node (a newcomer bootstrapping from a
+//! single seed in a burst of more than 64 reads) learns less from it. (libp2p-kad's own `Reset` closes the
 //! stream without waking its task: the asker waited a second or more for each.) A
 //! refusal in one budget costs no token in the other.
 
@@ -28,10 +31,6 @@ type Kad = kad::Behaviour<kad::store::MemoryStore>;
 /// reached through these aliases).
 pub(crate) type KadOut = THandlerOutEvent<Kad>;
 pub(crate) type KadIn = THandlerInEvent<Kad>;
-
-/// Empty answers queued at most; beyond, a refused request's stream is left to the
-/// handler (which drops the oldest waiting one for a new one, 32 per connection).
-const MAX_REFUSALS: usize = 1024;
 
 /// Requests per peer: a burst of 64 (a few lookups' worth from one querier at once),
 /// then 600 a minute.
@@ -98,7 +97,11 @@ impl InboundRate {
 #[derive(Debug)]
 pub struct InboundScreen {
     rate: InboundRate,
-    /// Empty answers to the requests refused (at most [`MAX_REFUSALS`]).
+    /// Empty answers to the requests refused. Bounded without a cap of its own: a
+    /// request waits for its answer on its stream, and libp2p-kad takes 32 streams per
+    /// connection, so at most 32 per connection (the connection caps bound those); an
+    /// answer dropped instead would leave its stream waiting until the connection
+    /// closes.
     refusals: VecDeque<(PeerId, ConnectionId, KadIn)>,
     start: Instant,
 }
@@ -148,9 +151,7 @@ impl InboundScreen {
             return Some(event);
         }
         tracing::debug!(%peer, "Kademlia request refused: over the inbound rate");
-        if self.refusals.len() < MAX_REFUSALS {
-            self.refusals.push_back((peer, connection, empty));
-        }
+        self.refusals.push_back((peer, connection, empty));
         None
     }
 

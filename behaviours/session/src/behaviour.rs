@@ -318,18 +318,28 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(e) => {
                 let transport = TransportProfile::of_endpoint(e.endpoint);
                 self.links.insert(e.connection_id, transport);
-                if e.other_established == 0 {
-                    let count_loopback = mesh_core::ipkey::beyond_loopback(self.listening.iter());
-                    if let ConnectedPoint::Listener {
+                let count_loopback = mesh_core::ipkey::beyond_loopback(self.listening.iter());
+                let net = match e.endpoint {
+                    ConnectedPoint::Listener {
                         local_addr,
                         send_back_addr,
-                    } = e.endpoint
-                        && let Some(net) = crate::room::network_of(
-                            mesh_core::ipkey::counted_remote(send_back_addr, Some(local_addr)),
-                            count_loopback,
-                        )
-                    {
-                        self.handshakes.inbound_from(e.peer_id, net);
+                    } => crate::room::network_of(
+                        mesh_core::ipkey::counted_remote(send_back_addr, Some(local_addr)),
+                        count_loopback,
+                    ),
+                    ConnectedPoint::Dialer { .. } => None,
+                };
+                let relayed = e.endpoint.is_relayed();
+                let networks = self.handshakes.networks_mut();
+                if e.other_established > 0 && !relayed {
+                    // A hole punch after a circuit through our reservation.
+                    networks.direct(e.peer_id, net);
+                }
+                if e.other_established == 0 {
+                    match net {
+                        Some(n) if relayed => networks.inbound_relayed(e.peer_id, n),
+                        Some(n) => networks.inbound(e.peer_id, n),
+                        None => {}
                     }
                     self.handshakes.connected(
                         e.peer_id,

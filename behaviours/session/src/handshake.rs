@@ -392,6 +392,11 @@ impl Handshakes {
         self.networks.inbound(peer, net);
     }
 
+    /// See [`room::Networks::inbound_relayed`] and [`room::Networks::direct`].
+    pub fn networks_mut(&mut self) -> &mut room::Networks {
+        &mut self.networks
+    }
+
     /// The peers other than `peer` with a session or a handshake under way, and how many
     /// of those handshakes are pending ([`Self::pending_sessions`] without `peer`'s own:
     /// a crossed hello does not count against its sender).

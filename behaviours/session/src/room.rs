@@ -84,21 +84,45 @@ pub fn network_of(remote: &Multiaddr, count_loopback: bool) -> Option<IpKey> {
 }
 
 /// The network of each connected peer whose first connection it dialed (IP-less
-/// connections are not recorded, nor loopback ones unless counted: [`network_of`]).
+/// connections are not recorded, nor loopback ones unless counted: [`network_of`]; one
+/// through the node's relay reservation under the relay's, until a direct connection
+/// comes: [`Networks::direct`]).
 #[derive(Debug, Default)]
 pub struct Networks {
-    of: HashMap<PeerId, IpKey>,
+    /// Each peer's network, and whether it is a relay's.
+    of: HashMap<PeerId, (IpKey, bool)>,
 }
 
 impl Networks {
     /// `peer` dialed us from `net`.
     pub fn inbound(&mut self, peer: PeerId, net: IpKey) {
-        self.of.insert(peer, net);
+        self.of.insert(peer, (net, false));
+    }
+
+    /// `peer` came in through our reservation on a relay at `net`.
+    pub fn inbound_relayed(&mut self, peer: PeerId, net: IpKey) {
+        self.of.insert(peer, (net, true));
+    }
+
+    /// `peer`, counted under its relay's network, has a direct connection now (a hole
+    /// punch): from `net` when it dialed us on it, none when we dialed. Counted by that
+    /// from now on; a network recorded from a direct connection stays.
+    pub fn direct(&mut self, peer: PeerId, net: Option<IpKey>) {
+        if let Some((_, true)) = self.of.get(&peer) {
+            match net {
+                Some(n) => {
+                    self.of.insert(peer, (n, false));
+                }
+                None => {
+                    self.of.remove(&peer);
+                }
+            }
+        }
     }
 
     /// The network `peer` dialed us from, when counted.
     pub fn network(&self, peer: &PeerId) -> Option<IpKey> {
-        self.of.get(peer).copied()
+        self.of.get(peer).map(|(n, _)| *n)
     }
 
     /// `peer` has no connection left.
@@ -115,19 +139,38 @@ impl Networks {
         others: impl Iterator<Item = PeerId>,
         max: usize,
     ) -> Result<(), IpKey> {
-        let Some(net) = self.of.get(peer) else {
+        let Some(net) = self.network(peer) else {
             return Ok(());
         };
         let n = others
-            .filter(|p| p != peer && self.of.get(p) == Some(net))
+            .filter(|p| p != peer && self.network(p) == Some(net))
             .count();
-        if n >= max { Err(*net) } else { Ok(()) }
+        if n >= max { Err(net) } else { Ok(()) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_peer_is_counted_by_its_direct_connection_once_it_has_one() {
+        let mut n = Networks::default();
+        let relay = IpKey::of("198.51.100.1".parse().unwrap());
+        let home = IpKey::of("203.0.113.9".parse().unwrap());
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        n.inbound_relayed(a, relay);
+        n.inbound_relayed(b, relay);
+        n.inbound(c, home);
+        // A hole punch: A dialed us directly, we dialed B.
+        n.direct(a, Some(home));
+        n.direct(b, None);
+        assert_eq!(n.network(&a), Some(home));
+        assert_eq!(n.network(&b), None);
+        // A network from a direct connection stays.
+        n.direct(c, None);
+        assert_eq!(n.network(&c), Some(home));
+    }
 
     #[test]
     fn one_network_holds_its_share() {
