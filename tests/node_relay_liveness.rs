@@ -7,44 +7,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmesh::node::admission::AdmissionSettings;
-use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, NodeHandle};
+use libmesh::node::{NodeConfig, NodeHandle};
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{MemoryTrace, NodeKeypair};
-use mesh_testkit::node::{TestNode, start_node};
+use mesh_testkit::node::{TestNode, loopback_config, open_relay_config, start_node};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn base() -> NodeConfig {
     NodeConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: Bootstrap::Named(BootstrapName::None),
-        kad_mode: KadMode::Server,
-        autonat: false,
         ping_interval_secs: 1,
         relay_liveness_secs: 3,
-        ..NodeConfig::default()
+        ..loopback_config()
     }
 }
 
-/// A relay server on a fixed loopback port (relay v2 needs a confirmed external address
-/// before it accepts reservations), admitting anyone.
 fn relay_config() -> NodeConfig {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-    NodeConfig {
-        listen: vec![addr.clone()],
-        external: vec![addr],
-        relay_server: true,
-        admission: AdmissionSettings {
-            policy: "open".into(),
-            ..AdmissionSettings::default()
-        },
-        ..base()
-    }
+    open_relay_config(base())
 }
 
 async fn start(config: NodeConfig) -> TestNode {

@@ -7,25 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmesh::node::admission::AdmissionSettings;
 use libmesh::node::config::Limits;
-use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, Target};
+use libmesh::node::{NodeConfig, Target};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{MemoryTrace, NodeKeypair, TraceEventType};
-use mesh_testkit::node::{TestNode, start_node};
+use mesh_testkit::node::{TestNode, loopback_config, open_relay_config, start_node};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn base() -> NodeConfig {
-    NodeConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: Bootstrap::Named(BootstrapName::None),
-        kad_mode: KadMode::Server,
-        autonat: false,
-        ..NodeConfig::default()
-    }
-}
 
 async fn start(config: NodeConfig) -> TestNode {
     start_traced(config, Arc::new(MemoryTrace::new(1024))).await
@@ -47,26 +36,6 @@ fn refused_for_room(trace: &MemoryTrace) -> usize {
                     .is_some_and(|d| d.to_string().contains("no room"))
         })
         .count()
-}
-
-/// A relay server on a fixed loopback port (relay v2 needs a confirmed external address
-/// before it accepts reservations), admitting anyone.
-fn relay_config() -> NodeConfig {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-    NodeConfig {
-        listen: vec![addr.clone()],
-        external: vec![addr],
-        relay_server: true,
-        admission: AdmissionSettings {
-            policy: "open".into(),
-            ..AdmissionSettings::default()
-        },
-        ..base()
-    }
 }
 
 /// `node`'s circuit address through `relay`, once it listens there.
@@ -103,7 +72,7 @@ async fn sessions_with(node: &TestNode, peers: &[PeerId]) -> usize {
 /// connections as `/p2p/<stranger>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_behind_one_relay_share_its_network() {
-    let relay = start(relay_config()).await;
+    let relay = start(open_relay_config(loopback_config())).await;
     let b_trace = Arc::new(MemoryTrace::new(4096));
     let b = start_traced(
         NodeConfig {
@@ -117,7 +86,7 @@ async fn strangers_behind_one_relay_share_its_network() {
                 max_sessions: 8,
                 ..Limits::default()
             },
-            ..base()
+            ..loopback_config()
         },
         b_trace.clone(),
     )
@@ -126,7 +95,7 @@ async fn strangers_behind_one_relay_share_its_network() {
 
     let mut strangers = Vec::new();
     for _ in 0..4 {
-        let s = start(base()).await;
+        let s = start(loopback_config()).await;
         s.handle.dial(Target::Addr(circuit.clone())).await.unwrap();
         strangers.push(s);
     }

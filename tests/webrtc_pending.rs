@@ -17,38 +17,29 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libmesh::node::config::Limits;
-use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, Target};
+use libmesh::node::{NodeConfig, Target};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Transport, connection_limits};
-use mesh_core::{MemoryTrace, NodeKeypair};
-use mesh_testkit::node::{TestNode, start_node};
+use mesh_core::{NoTrace, NodeKeypair};
+use mesh_testkit::node::{TestNode, loopback_config, start_node};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(listen: &[&str], max_pending_incoming: u32) -> NodeConfig {
     NodeConfig {
         listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
-        bootstrap: Bootstrap::Named(BootstrapName::None),
-        kad_mode: KadMode::Server,
-        autonat: false,
         limits: Limits {
             max_pending_incoming,
             ..Limits::default()
         },
-        ..NodeConfig::default()
+        ..loopback_config()
     }
 }
 
 async fn start(config: NodeConfig) -> TestNode {
-    start_node(
-        NodeKeypair::generate(),
-        config,
-        Arc::new(MemoryTrace::new(1024)),
-        WAIT,
-    )
-    .await
+    start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await
 }
 
 /// A STUN binding request with a USERNAME attribute and nothing else: all the

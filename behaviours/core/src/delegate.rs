@@ -7,12 +7,29 @@
 /// Inside `impl NetworkBehaviour for …`, generates the methods that only pass through to
 /// `self.$inner`: `handle_pending_inbound_connection`,
 /// `handle_established_inbound_connection`, `handle_established_outbound_connection` and
-/// `on_connection_handler_event`. The wrapper writes `on_swarm_event`, `poll` and
-/// `handle_pending_outbound_connection` itself (they are where wrappers differ). The
-/// wrapper's `ConnectionHandler` must be the inner behaviour's.
+/// `on_connection_handler_event` (`delegate_to_inner!(inner, connections_only)`: all
+/// but the last, for a wrapper that screens the handler's events). The wrapper writes
+/// `on_swarm_event`, `poll` and `handle_pending_outbound_connection` itself (they are
+/// where wrappers differ). The wrapper's `ConnectionHandler` must be the inner
+/// behaviour's.
 #[macro_export]
 macro_rules! delegate_to_inner {
     ($inner:ident) => {
+        $crate::delegate_to_inner!($inner, connections_only);
+
+        fn on_connection_handler_event(
+            &mut self,
+            peer_id: ::libp2p::PeerId,
+            connection_id: ::libp2p::swarm::ConnectionId,
+            event: ::libp2p::swarm::THandlerOutEvent<Self>,
+        ) {
+            self.$inner
+                .on_connection_handler_event(peer_id, connection_id, event);
+        }
+    };
+    // The three connection methods only: for a wrapper that screens the handler's
+    // events itself.
+    ($inner:ident, connections_only) => {
         fn handle_pending_inbound_connection(
             &mut self,
             connection_id: ::libp2p::swarm::ConnectionId,
@@ -49,16 +66,6 @@ macro_rules! delegate_to_inner {
                 role_override,
                 port_use,
             )
-        }
-
-        fn on_connection_handler_event(
-            &mut self,
-            peer_id: ::libp2p::PeerId,
-            connection_id: ::libp2p::swarm::ConnectionId,
-            event: ::libp2p::swarm::THandlerOutEvent<Self>,
-        ) {
-            self.$inner
-                .on_connection_handler_event(peer_id, connection_id, event);
         }
     };
 }

@@ -91,3 +91,46 @@ pub async fn start_node_with<T>(
     };
     (node, taken)
 }
+
+/// A node on loopback TCP (an ephemeral port) with no bootstrap, a Kademlia server,
+/// AutoNAT off: the usual start of a test's configuration.
+///
+/// # Panics
+/// Never (the address is a constant).
+#[allow(clippy::expect_used)]
+pub fn loopback_config() -> NodeConfig {
+    NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")],
+        bootstrap: libmesh::node::Bootstrap::Named(libmesh::node::BootstrapName::None),
+        kad_mode: libmesh::node::KadMode::Server,
+        autonat: false,
+        ..NodeConfig::default()
+    }
+}
+
+/// `base` made a relay server admitting anyone, on a fixed loopback port that is also
+/// its external address (relay v2 needs a confirmed external address before it accepts
+/// reservations).
+///
+/// # Panics
+/// When no loopback port can be had.
+#[allow(clippy::expect_used)]
+pub fn open_relay_config(base: NodeConfig) -> NodeConfig {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}")
+        .parse()
+        .expect("a multiaddr");
+    NodeConfig {
+        listen: vec![addr.clone()],
+        external: vec![addr],
+        relay_server: true,
+        admission: libmesh::node::admission::AdmissionSettings {
+            policy: "open".into(),
+            ..libmesh::node::admission::AdmissionSettings::default()
+        },
+        ..base
+    }
+}
