@@ -26,6 +26,9 @@ use libp2p::{Multiaddr, PeerId};
 use mesh_advert::Source;
 use mesh_core::{RateLimit, RateLimiter, take_all};
 
+/// Empty answers queued at most (see [`InboundScreen`]).
+const MAX_REFUSALS: usize = 1024;
+
 type Kad = kad::Behaviour<kad::store::MemoryStore>;
 /// libp2p-kad's handler events (its `handler` module is private; the variants are
 /// reached through these aliases).
@@ -97,11 +100,11 @@ impl InboundRate {
 #[derive(Debug)]
 pub struct InboundScreen {
     rate: InboundRate,
-    /// Empty answers to the requests refused. Bounded without a cap of its own: a
-    /// request waits for its answer on its stream, and libp2p-kad takes 32 streams per
-    /// connection, so at most 32 per connection (the connection caps bound those); an
-    /// answer dropped instead would leave its stream waiting until the connection
-    /// closes.
+    /// Empty answers to the requests refused, at most [`MAX_REFUSALS`]: the swarm takes
+    /// one at every poll, so the queue only grows while it is busy elsewhere. Beyond,
+    /// a refused request gets no answer: its stream (the asker's, over its budget)
+    /// waits until its connection closes. libp2p-kad's handler is no bound here: it
+    /// takes more than its 32 inbound streams per connection when they come at once.
     refusals: VecDeque<(PeerId, ConnectionId, KadIn)>,
     start: Instant,
 }
@@ -151,7 +154,9 @@ impl InboundScreen {
             return Some(event);
         }
         tracing::debug!(%peer, "Kademlia request refused: over the inbound rate");
-        self.refusals.push_back((peer, connection, empty));
+        if self.refusals.len() < MAX_REFUSALS {
+            self.refusals.push_back((peer, connection, empty));
+        }
         None
     }
 

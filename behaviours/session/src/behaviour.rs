@@ -332,8 +332,16 @@ impl NetworkBehaviour for Behaviour {
                 let relayed = e.endpoint.is_relayed();
                 let networks = self.handshakes.networks_mut();
                 if e.other_established > 0 && !relayed {
-                    // A hole punch after a circuit through our reservation.
-                    networks.direct(e.peer_id, net);
+                    // A hole punch after a circuit through our reservation: counted by
+                    // the direct connection's network, the address we dialed when ours
+                    // (DCUtR has the side that accepted the circuit dial).
+                    let direct = match e.endpoint {
+                        ConnectedPoint::Dialer { address, .. } => {
+                            crate::room::network_of(address, count_loopback)
+                        }
+                        ConnectedPoint::Listener { .. } => net,
+                    };
+                    networks.direct(e.peer_id, direct);
                 }
                 if e.other_established == 0 {
                     match net {

@@ -105,18 +105,13 @@ impl Networks {
     }
 
     /// `peer`, counted under its relay's network, has a direct connection now (a hole
-    /// punch): from `net` when it dialed us on it, none when we dialed. Counted by that
-    /// from now on; a network recorded from a direct connection stays.
+    /// punch) on network `net` (its remote's, or the address we dialed): counted by that
+    /// from now on. Without one (no IP, or loopback not counted) it stays under its
+    /// relay's: were it dropped, a stranger that only lets the node dial it would be
+    /// counted under none. A network recorded from a direct connection stays.
     pub fn direct(&mut self, peer: PeerId, net: Option<IpKey>) {
-        if let Some((_, true)) = self.of.get(&peer) {
-            match net {
-                Some(n) => {
-                    self.of.insert(peer, (n, false));
-                }
-                None => {
-                    self.of.remove(&peer);
-                }
-            }
+        if let (Some((_, true)), Some(n)) = (self.of.get(&peer), net) {
+            self.of.insert(peer, (n, false));
         }
     }
 
@@ -162,11 +157,12 @@ mod tests {
         n.inbound_relayed(a, relay);
         n.inbound_relayed(b, relay);
         n.inbound(c, home);
-        // A hole punch: A dialed us directly, we dialed B.
+        // A hole punch: A dialed us directly; we dialed B at an address without a
+        // network of its own: it stays under its relay's.
         n.direct(a, Some(home));
         n.direct(b, None);
         assert_eq!(n.network(&a), Some(home));
-        assert_eq!(n.network(&b), None);
+        assert_eq!(n.network(&b), Some(relay));
         // A network from a direct connection stays.
         n.direct(c, None);
         assert_eq!(n.network(&c), Some(home));
