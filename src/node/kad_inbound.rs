@@ -76,15 +76,7 @@ impl InboundRate {
         listening: impl IntoIterator<Item = &'a Multiaddr>,
         now_ms: i64,
     ) -> bool {
-        let network = match remote {
-            Some(r)
-                if mesh_core::ipkey::is_loopback(r)
-                    && !mesh_core::ipkey::beyond_loopback(listening) =>
-            {
-                Source::Peer(peer)
-            }
-            _ => Source::of_peer(peer, remote),
-        };
+        let network = Source::for_rates(peer, remote, listening);
         take_all(
             now_ms,
             &mut [

@@ -23,7 +23,7 @@ use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::core::Endpoint;
 use libp2p::kad;
 use libp2p::swarm::behaviour::{ExternalAddresses, ListenAddresses};
 use libp2p::swarm::{
@@ -230,8 +230,7 @@ pub struct ScopedKad {
     tried: Tried,
     listening: ListenAddresses,
     external: ExternalAddresses,
-    /// The remote address of each connection (a relayed inbound one's: the circuit it
-    /// came in on, see `mesh_core::ipkey::counted_remote`).
+    /// The remote address of each connection.
     remotes: HashMap<ConnectionId, Multiaddr>,
     inbound: InboundScreen,
 }
@@ -340,13 +339,8 @@ impl NetworkBehaviour for ScopedKad {
         self.external.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
-                let local = match e.endpoint {
-                    ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
-                    ConnectedPoint::Dialer { .. } => None,
-                };
-                let counted =
-                    mesh_core::ipkey::counted_remote(e.endpoint.get_remote_address(), local);
-                self.remotes.insert(e.connection_id, counted.clone());
+                self.remotes
+                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.remotes.remove(&e.connection_id);

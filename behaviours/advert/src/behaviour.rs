@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use libp2p::core::{ConnectedPoint, Endpoint, Multiaddr};
+use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, Message, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
@@ -356,17 +356,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
     ) -> Response {
         let now = (self.config.clock)();
         let source = Source::of_peer(peer, self.remotes.get(&connection));
-        // A node on loopback alone (several nodes on one host) counts its loopback peers
-        // each for itself, as the session room does.
-        let network = match self.remotes.get(&connection) {
-            Some(remote)
-                if mesh_core::ipkey::is_loopback(remote)
-                    && !mesh_core::ipkey::beyond_loopback(self.listening.iter()) =>
-            {
-                Source::Peer(peer)
-            }
-            _ => source,
-        };
+        let network = Source::for_rates(peer, self.remotes.get(&connection), self.listening.iter());
         let limited = mesh_core::take_all(
             now.instant().timestamp_millis(),
             &mut [
@@ -637,13 +627,8 @@ impl<S: AdvertStore + Send + 'static> NetworkBehaviour for Behaviour<S> {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);
-                let local = match e.endpoint {
-                    ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
-                    ConnectedPoint::Dialer { .. } => None,
-                };
-                let counted =
-                    mesh_core::ipkey::counted_remote(e.endpoint.get_remote_address(), local);
-                self.remotes.insert(e.connection_id, counted.clone());
+                self.remotes
+                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.remotes.remove(&e.connection_id);

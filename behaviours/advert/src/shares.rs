@@ -49,6 +49,26 @@ impl Source {
             .map_or(Source::Peer(peer), Source::Network)
     }
 
+    /// The network a request rate counts `peer` under, over a connection from `remote`
+    /// at a node listening on `listening`: [`Source::of_peer`], except that a node on
+    /// loopback alone (several nodes on one host) counts its loopback peers each for
+    /// itself, as the session room does.
+    pub fn for_rates<'a>(
+        peer: PeerId,
+        remote: Option<&Multiaddr>,
+        listening: impl IntoIterator<Item = &'a Multiaddr>,
+    ) -> Source {
+        match remote {
+            Some(r)
+                if mesh_core::ipkey::is_loopback(r)
+                    && !mesh_core::ipkey::beyond_loopback(listening) =>
+            {
+                Source::Peer(peer)
+            }
+            _ => Source::of_peer(peer, remote),
+        }
+    }
+
     /// The source of an HTTP client at `ip`.
     pub fn of_ip(ip: std::net::IpAddr) -> Source {
         Source::Network(IpKey::of(ip))
