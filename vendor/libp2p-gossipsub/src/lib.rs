@@ -113,6 +113,7 @@ mod time_cache;
 mod topic;
 mod transform;
 mod types;
+mod verified;
 
 #[cfg(feature = "metrics")]
 pub use metrics::Config as MetricsConfig;
@@ -139,3 +140,7 @@ pub use self::{
 
 pub type IdentTopic = Topic<self::topic::IdentityHash>;
 pub type Sha256Topic = Topic<self::topic::Sha256Hash>;
+
+// Patched for libmesh (PATCHED.md).
+#[doc(hidden)]
+pub use verified::signatures_checked;

@@ -422,6 +422,10 @@ impl PeerScore {
         for ip in peer_stats.known_ips.iter() {
             if let Some(peer_set) = peer_ips.get_mut(ip) {
                 peer_set.remove(peer_id);
+                // Patched for libmesh: an emptied set goes (upstream kept one per IP).
+                if peer_set.is_empty() {
+                    peer_ips.remove(ip);
+                }
             }
         }
     }
@@ -510,6 +514,11 @@ impl PeerScore {
     }
 
     /// Adds a new ip to a peer, if the peer is not yet known creates a new peer_stats entry for it
+    /// How many IP addresses the co-location table holds (patched for libmesh).
+    pub(crate) fn tracked_ips(&self) -> usize {
+        self.peer_ips.len()
+    }
+
     pub(crate) fn add_ip(&mut self, peer_id: &PeerId, ip: IpAddr) {
         tracing::trace!(peer=%peer_id, %ip, "Add ip for peer");
         let peer_stats = self.peer_stats.entry(*peer_id).or_default();
@@ -555,6 +564,11 @@ impl PeerScore {
             if let Some(peer_ids) = self.peer_ips.get_mut(ip) {
                 tracing::trace!(peer=%peer_id, %ip, "Remove ip for peer");
                 peer_ids.remove(peer_id);
+                // Patched for libmesh: an emptied set goes (upstream kept one per IP for
+                // the life of the behaviour, some 400 bytes each).
+                if peer_ids.is_empty() {
+                    self.peer_ips.remove(ip);
+                }
             } else {
                 tracing::trace!(
                     peer=%peer_id,

@@ -18,7 +18,7 @@
 // FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER
 // DEALINGS IN THE SOFTWARE.
 
-use std::{collections::HashMap, convert::Infallible, io, pin::Pin};
+use std::{collections::HashMap, convert::Infallible, io, pin::Pin, sync::Arc};
 
 use asynchronous_codec::{Decoder, Encoder, Framed};
 use byteorder::{BigEndian, ByteOrder};
@@ -42,6 +42,7 @@ use crate::{
         ControlAction, Extensions, Graft, IDontWant, IHave, IWant, MessageId, PeerInfo, PeerKind,
         Prune, RawMessage, RpcIn, Subscription, SubscriptionAction, SubscriptionOpts,
     },
+    verified::Verified,
 };
 
 pub(crate) const SIGNING_PREFIX: &[u8] = b"libp2p-pubsub:";
@@ -85,6 +86,9 @@ pub struct ProtocolConfig {
     /// The max byte size of each control message (IHAVE/IWANT/IDONTWANT/GRAFT/PRUNE) and
     /// subscription in a single RPC. Messages exceeding this size will be rejected.
     pub(crate) max_control_message_size: usize,
+    /// Patched for libmesh: the messages whose signature verified, shared by the codecs
+    /// of every connection (see `verified.rs`).
+    pub(crate) verified: Arc<Verified>,
 }
 
 impl Default for ProtocolConfig {
@@ -101,6 +105,7 @@ impl Default for ProtocolConfig {
             max_transmit_sizes: HashMap::new(),
             max_publish_messages: 500,
             max_control_message_size: 16384, // 16KB
+            verified: Arc::default(),
         }
     }
 }
@@ -157,7 +162,8 @@ where
                     self.max_transmit_sizes,
                     self.max_publish_messages,
                     self.max_control_message_size,
-                ),
+                )
+                .with_verified(self.verified),
             ),
             protocol_id.kind,
         )))
@@ -182,7 +188,8 @@ where
                     self.max_transmit_sizes,
                     self.max_publish_messages,
                     self.max_control_message_size,
-                ),
+                )
+                .with_verified(self.verified),
             ),
             protocol_id.kind,
         )))
@@ -205,9 +212,17 @@ pub struct GossipsubCodec {
     /// The max byte size of each control message (IHAVE/IWANT/IDONTWANT/GRAFT/PRUNE) and
     /// subscription in a single RPC. Messages exceeding this size will be rejected.
     max_control_message_size: usize,
+    /// Patched for libmesh: the messages whose signature verified (`verified.rs`).
+    verified: Arc<Verified>,
 }
 
 impl GossipsubCodec {
+    /// The set of verified messages this codec shares (patched for libmesh).
+    pub(crate) fn with_verified(mut self, verified: Arc<Verified>) -> Self {
+        self.verified = verified;
+        self
+    }
+
     pub fn new(
         global_max_transmit_size: usize,
         validation_mode: ValidationMode,
@@ -223,6 +238,7 @@ impl GossipsubCodec {
             max_transmit_sizes,
             max_publish_messages,
             max_control_message_size,
+            verified: Arc::default(),
         }
     }
 
@@ -457,7 +473,11 @@ impl Decoder for GossipsubCodec {
             }
 
             // verify message signatures if required
-            if verify_signature && !GossipsubCodec::verify_signature(&message) {
+            if verify_signature
+                && !self
+                    .verified
+                    .check(&message, GossipsubCodec::verify_signature)
+            {
                 tracing::warn!("Invalid signature for received message");
                 // Build the invalid message (ignoring further validation of sequence number
                 // and source)

@@ -1,0 +1,221 @@
+//! What gossipsub spends on copies and on peers gone (the patched copy in
+//! `vendor/libp2p-gossipsub`): a copy of a message whose signature verified is not
+//! verified again, a changed copy is, and the co-location table forgets the address
+//! of a peer once its last connection closed. Over real TCP connections on loopback,
+//! against the node's own gossipsub (`libmesh::node::build::gossipsub`).
+#![cfg(all(unix, not(target_arch = "wasm32")))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use futures::{AsyncWriteExt, StreamExt};
+use libmesh::node::build::gossipsub;
+use libp2p::{
+    Multiaddr, StreamProtocol,
+    gossipsub::{Event, IdentTopic},
+    identity::Keypair,
+    swarm::{SwarmEvent, dummy},
+};
+use mesh_testkit::{Net, net_swarm};
+
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A length-delimited protobuf field.
+fn field(num: usize, bytes: &[u8], out: &mut Vec<u8>) {
+    varint((num << 3) | 2, out);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// A gossipsub `Message` (fields in order, as prost writes them).
+fn message(from: &[u8], data: &[u8], seqno: u64, topic: &str, sig: Option<&[u8]>) -> Vec<u8> {
+    let mut m = Vec::new();
+    field(1, from, &mut m);
+    field(2, data, &mut m);
+    field(3, &seqno.to_be_bytes(), &mut m);
+    field(4, topic.as_bytes(), &mut m);
+    if let Some(sig) = sig {
+        field(5, sig, &mut m);
+    }
+    m
+}
+
+/// A signed message of `key`, its data replaced by `shown` on the wire (a forgery
+/// when it differs from `data`).
+fn signed(key: &Keypair, data: &[u8], shown: &[u8], seqno: u64, topic: &str) -> Vec<u8> {
+    let from = key.public().to_peer_id().to_bytes();
+    let mut input = b"libp2p-pubsub:".to_vec();
+    input.extend(message(&from, data, seqno, topic, None));
+    let sig = key.sign(&input).unwrap();
+    message(&from, shown, seqno, topic, Some(&sig))
+}
+
+/// One RPC frame (length-prefixed) publishing `msg`.
+fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut rpc = Vec::new();
+    field(2, msg, &mut rpc);
+    let mut out = Vec::new();
+    varint(rpc.len(), &mut out);
+    out.extend(rpc);
+    out
+}
+
+/// A peer sends one forged message, then 50 copies of one valid message, then a second
+/// valid message, each in its own frame on one gossipsub stream: the node delivers the
+/// two valid messages, never the forgery, and verifies three signatures (52 before:
+/// each copy was verified in the codec, before the duplicate check).
+#[tokio::test]
+async fn a_copy_already_verified_is_not_verified_again() {
+    let g_key = Keypair::generate_ed25519();
+    let mut g = net_swarm(
+        &g_key,
+        Net::Tcp,
+        Duration::from_secs(60),
+        gossipsub(g_key.clone(), 64 * 1024).unwrap(),
+    );
+    let topic = IdentTopic::new("copies");
+    g.behaviour_mut().subscribe(&topic).unwrap();
+    g.listen_on(Net::Tcp.listen_addr()).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = g.select_next_some().await {
+            break address;
+        }
+    };
+
+    let p_key = Keypair::generate_ed25519();
+    let mut p = net_swarm(
+        &p_key,
+        Net::Tcp,
+        Duration::from_secs(60),
+        libp2p_stream::Behaviour::new(),
+    );
+    let mut control = p.behaviour().new_control();
+    p.dial(addr).unwrap();
+    let g_id = *g.local_peer_id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !g.is_connected(p.local_peer_id()) {
+        assert!(Instant::now() < deadline, "no connection");
+        tokio::select! {
+            _ = g.select_next_some() => {}
+            _ = p.select_next_some() => {}
+        }
+    }
+    let p_task = tokio::spawn(async move {
+        loop {
+            p.select_next_some().await;
+        }
+    });
+
+    let t = topic.hash().into_string();
+    let mut wire = frame(&signed(&p_key, b"good", b"bad!", 1, &t));
+    let good = frame(&signed(&p_key, b"good", b"good", 2, &t));
+    for _ in 0..50 {
+        wire.extend_from_slice(&good);
+    }
+    wire.extend(frame(&signed(&p_key, b"end", b"end", 3, &t)));
+
+    let before = libp2p::gossipsub::signatures_checked();
+    let protocol = StreamProtocol::new("/meshsub/1.1.0");
+    let writer = tokio::spawn(async move {
+        let mut s = control.open_stream(g_id, protocol).await.unwrap();
+        s.write_all(&wire).await.unwrap();
+        s.flush().await.unwrap();
+        // Keep the stream open until the node has read it.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    });
+
+    let mut delivered = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while delivered.last().map(Vec::as_slice) != Some(b"end".as_slice()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, g.select_next_some()).await {
+            Ok(SwarmEvent::Behaviour(Event::Message { message, .. })) => {
+                delivered.push(message.data)
+            }
+            Ok(_) => {}
+            Err(_) => panic!("the last message never came; delivered {delivered:?}"),
+        }
+    }
+    let checked = libp2p::gossipsub::signatures_checked() - before;
+    assert_eq!(delivered, vec![b"good".to_vec(), b"end".to_vec()]);
+    assert_eq!(
+        checked, 3,
+        "signatures verified: the forgery, the first copy of `good`, `end`"
+    );
+    writer.abort();
+    p_task.abort();
+}
+
+/// Ten peers connect from ten loopback addresses (QUIC) and leave: gossipsub's co-location
+/// table held the ten while they were connected and none after (upstream kept an empty
+/// set for every address for the life of the node, some 400 bytes each: an IPv6 peer
+/// grew it at will).
+#[tokio::test]
+async fn the_colocation_table_forgets_peers_gone() {
+    let g_key = Keypair::generate_ed25519();
+    let mut g = net_swarm(
+        &g_key,
+        Net::Quic,
+        Duration::from_secs(60),
+        gossipsub(g_key.clone(), 64 * 1024).unwrap(),
+    );
+    g.listen_on(Net::Quic.listen_addr()).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = g.select_next_some().await {
+            break address;
+        }
+    };
+
+    let mut peers = Vec::new();
+    let mut sources = std::collections::HashSet::new();
+    for k in 2..12u8 {
+        let key = Keypair::generate_ed25519();
+        let mut c = net_swarm(&key, Net::Quic, Duration::from_secs(60), dummy::Behaviour);
+        // Listening first makes the dial leave from this address (QUIC dials from a
+        // listener's socket).
+        let own: Multiaddr = format!("/ip4/127.0.0.{k}/udp/0/quic-v1").parse().unwrap();
+        c.listen_on(own).unwrap();
+        loop {
+            if let SwarmEvent::NewListenAddr { .. } = c.select_next_some().await {
+                break;
+            }
+        }
+        c.dial(addr.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no connection from 127.0.0.{k}");
+            tokio::select! {
+                e = g.select_next_some() => if let SwarmEvent::ConnectionEstablished { endpoint, .. } = e {
+                    sources.insert(endpoint.get_remote_address().iter().next().map(|p| p.to_string()));
+                    break;
+                },
+                _ = c.select_next_some() => {}
+            }
+        }
+        peers.push(c);
+    }
+    assert_eq!(sources.len(), 10, "each peer from its own address");
+    assert_eq!(g.behaviour().scored_ips(), 10);
+
+    drop(peers);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while g.connected_peers().count() > 0 {
+        assert!(Instant::now() < deadline, "connections never closed");
+        let _ = tokio::time::timeout(Duration::from_millis(200), g.select_next_some()).await;
+    }
+    assert_eq!(
+        g.behaviour().scored_ips(),
+        0,
+        "addresses kept for peers gone"
+    );
+}

@@ -1,0 +1,140 @@
+// Patched for libmesh (see PATCHED.md): the signatures of messages already verified.
+
+//! Every copy of a message that gossipsub receives carries the same signature, and
+//! upstream verified each copy in the codec, before the behaviour's duplicate check:
+//! with a mesh degree of six a node checked each message some six times, and a peer
+//! replaying one valid message made the node verify it again for every copy. A
+//! [`Verified`] set, shared by the codecs of one behaviour, remembers the messages whose
+//! signature verified by a digest of their whole encoding (source, data, sequence
+//! number, topic, signature, key), so a copy with the same bytes is taken as verified
+//! and any other (one bit changed anywhere) is verified in full, as before.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::rpc_proto::proto;
+
+/// How many verified messages a behaviour remembers, oldest forgotten first. Copies of
+/// one message come within the time it takes to cross the mesh (well under a second),
+/// so this covers a burst of 512 distinct messages in that time; the set takes about
+/// 25 KiB when full.
+pub(crate) const CAPACITY: usize = 512;
+
+/// Signatures verified in full by every codec of this process (a copy found in a
+/// [`Verified`] set is not counted).
+static CHECKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many message signatures gossipsub has verified in full in this process: for
+/// tests and benchmarks that check copies are not verified again.
+#[doc(hidden)]
+pub fn signatures_checked() -> u64 {
+    CHECKED.load(Ordering::Relaxed)
+}
+
+/// A digest of a message's whole encoding: 128 bits of SHA-256 (a second preimage
+/// stays out of reach).
+type Key = [u8; 16];
+
+/// The messages whose signature verified, by the digest of their encoding.
+#[derive(Debug, Default)]
+pub(crate) struct Verified {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: HashSet<Key>,
+    order: VecDeque<Key>,
+}
+
+impl Verified {
+    /// Whether `message`'s signature is valid: from the set if these very bytes
+    /// verified before, otherwise by `verify` (remembered if it succeeds).
+    pub(crate) fn check(
+        &self,
+        message: &proto::Message,
+        verify: impl Fn(&proto::Message) -> bool,
+    ) -> bool {
+        let digest = Sha256::digest(message.encode_to_vec());
+        let mut key = Key::default();
+        key.copy_from_slice(&digest[..16]);
+        if self.lock().keys.contains(&key) {
+            return true;
+        }
+        CHECKED.fetch_add(1, Ordering::Relaxed);
+        if !verify(message) {
+            return false;
+        }
+        let mut inner = self.lock();
+        if inner.keys.insert(key) {
+            inner.order.push_back(key);
+            if inner.order.len() > CAPACITY {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.keys.remove(&old);
+                }
+            }
+        }
+        true
+    }
+
+    /// The set, even if a thread panicked while holding it (it holds no invariant a
+    /// panic could break beyond one missing entry).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(data: &[u8]) -> proto::Message {
+        proto::Message {
+            from: None,
+            data: Some(data.to_vec()),
+            seqno: None,
+            topic: "t".into(),
+            signature: Some(vec![1; 64]),
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_not_verified_again_and_a_changed_one_is() {
+        let v = Verified::default();
+        let calls = std::cell::Cell::new(0);
+        let ok = |_: &proto::Message| {
+            calls.set(calls.get() + 1);
+            true
+        };
+        assert!(v.check(&message(b"a"), ok));
+        assert!(v.check(&message(b"a"), ok));
+        assert_eq!(calls.get(), 1);
+        assert!(v.check(&message(b"b"), ok));
+        assert_eq!(calls.get(), 2);
+        assert!(!v.check(&message(b"c"), |_| false));
+        assert!(
+            !v.check(&message(b"c"), |_| false),
+            "a failure is not remembered"
+        );
+    }
+
+    #[test]
+    fn the_set_keeps_its_capacity() {
+        let v = Verified::default();
+        for i in 0..(CAPACITY as u32 + 100) {
+            v.check(&message(&i.to_be_bytes()), |_| true);
+        }
+        let inner = v.lock();
+        assert_eq!(inner.keys.len(), CAPACITY);
+        assert_eq!(inner.order.len(), CAPACITY);
+    }
+}
