@@ -683,6 +683,7 @@ async fn run(a: Args, nofile: u64) {
         let nodes = &nodes;
         async move {
             let (c0, t0, n0) = (cpu_time(), Instant::now(), COUNTS.get());
+            let sigs0 = libp2p::gossipsub::signatures_checked();
             let mut slices = Vec::new();
             while t0.elapsed() < window {
                 let (c, t) = (cpu_time(), Instant::now());
@@ -702,7 +703,8 @@ async fn run(a: Args, nofile: u64) {
             eprintln!(
                 "{label}: {:.0}% of one core over {:.0?} (5 s slices {:.0}%..{:.0}%: {}), RSS \
                  {rss:.0} MiB, heap {:.0} MiB ({}), {fds} fds, load {}; in the window \
-                 {conns} connections opened, {joined} members came and {left} went; {}",
+                 {conns} connections opened, {joined} members came and {left} went; gossipsub \
+                 verified {:.0} signatures a second in full; {}",
                 cpu * 100.0,
                 t0.elapsed(),
                 lo * 100.0,
@@ -711,6 +713,8 @@ async fn run(a: Args, nofile: u64) {
                 heap,
                 allocator_mib(),
                 load(),
+                (libp2p::gossipsub::signatures_checked() - sigs0) as f64
+                    / t0.elapsed().as_secs_f64(),
                 census(nodes).await
             );
             Steady {
@@ -915,6 +919,10 @@ async fn run(a: Args, nofile: u64) {
     println!(
         "| total CPU of the run | {:.0} s |",
         cpu_total.as_secs_f64()
+    );
+    println!(
+        "| gossipsub signatures verified in full in the run (a copy already verified is not) | {} |",
+        libp2p::gossipsub::signatures_checked()
     );
     println!(
         "\nnewcomer seeded to one member, from `join_swarm` returning; median / p90 / p99 / max \

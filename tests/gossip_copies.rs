@@ -16,59 +16,8 @@ use libp2p::{
     identity::Keypair,
     swarm::{SwarmEvent, dummy},
 };
+use mesh_testkit::gossip_wire::{MESHSUB, accept_gossip, frame, signed};
 use mesh_testkit::{Net, net_swarm};
-
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A length-delimited protobuf field.
-fn field(num: usize, bytes: &[u8], out: &mut Vec<u8>) {
-    varint((num << 3) | 2, out);
-    varint(bytes.len(), out);
-    out.extend_from_slice(bytes);
-}
-
-/// A gossipsub `Message` (fields in order, as prost writes them).
-fn message(from: &[u8], data: &[u8], seqno: u64, topic: &str, sig: Option<&[u8]>) -> Vec<u8> {
-    let mut m = Vec::new();
-    field(1, from, &mut m);
-    field(2, data, &mut m);
-    field(3, &seqno.to_be_bytes(), &mut m);
-    field(4, topic.as_bytes(), &mut m);
-    if let Some(sig) = sig {
-        field(5, sig, &mut m);
-    }
-    m
-}
-
-/// A signed message of `key`, its data replaced by `shown` on the wire (a forgery
-/// when it differs from `data`).
-fn signed(key: &Keypair, data: &[u8], shown: &[u8], seqno: u64, topic: &str) -> Vec<u8> {
-    let from = key.public().to_peer_id().to_bytes();
-    let mut input = b"libp2p-pubsub:".to_vec();
-    input.extend(message(&from, data, seqno, topic, None));
-    let sig = key.sign(&input).unwrap();
-    message(&from, shown, seqno, topic, Some(&sig))
-}
-
-/// One RPC frame (length-prefixed) publishing `msg`.
-fn frame(msg: &[u8]) -> Vec<u8> {
-    let mut rpc = Vec::new();
-    field(2, msg, &mut rpc);
-    let mut out = Vec::new();
-    varint(rpc.len(), &mut out);
-    out.extend(rpc);
-    out
-}
 
 /// A peer sends one forged message, then 50 copies of one valid message, then a second
 /// valid message, each in its own frame on one gossipsub stream: the node delivers the
@@ -100,6 +49,7 @@ async fn a_copy_already_verified_is_not_verified_again() {
         libp2p_stream::Behaviour::new(),
     );
     let mut control = p.behaviour().new_control();
+    let accepting = accept_gossip(p.behaviour().new_control());
     p.dial(addr).unwrap();
     let g_id = *g.local_peer_id();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -125,7 +75,7 @@ async fn a_copy_already_verified_is_not_verified_again() {
     wire.extend(frame(&signed(&p_key, b"end", b"end", 3, &t)));
 
     let before = libp2p::gossipsub::signatures_checked();
-    let protocol = StreamProtocol::new("/meshsub/1.1.0");
+    let protocol = StreamProtocol::new(MESHSUB);
     let writer = tokio::spawn(async move {
         let mut s = control.open_stream(g_id, protocol).await.unwrap();
         s.write_all(&wire).await.unwrap();
@@ -154,6 +104,7 @@ async fn a_copy_already_verified_is_not_verified_again() {
     );
     writer.abort();
     p_task.abort();
+    accepting.abort();
 }
 
 /// Ten peers connect from ten loopback addresses (QUIC) and leave: gossipsub's co-location

@@ -287,7 +287,20 @@ impl Node {
                 }
                 Action::ProbeEnd(job) => self.prober.end(job),
                 Action::Emit(event) => self.emit(event),
-                Action::Trace(event) => self.emit_trace(*event),
+                Action::Trace(event) => {
+                    // An `error/occurred` about a peer's input: within the trace budget
+                    // of the peer's source (`trace_budget`).
+                    let admitted = match super::trace_budget::peer_of_error(&event) {
+                        Some(peer) => {
+                            let remote = View::remote_addrs(&view!(self), &peer);
+                            self.trace_budget.admit_peer(peer, &remote, &event.ts)
+                        }
+                        None => true,
+                    };
+                    if admitted {
+                        self.emit_trace(*event);
+                    }
+                }
             }
         }
     }

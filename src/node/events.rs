@@ -452,7 +452,8 @@ impl Node {
             && self.groups.is_joined(&key)
             && super::swarm_marker::is_marker(&message.data)
         {
-            let acceptance = self.on_swarm_marker(key, message.source, &message.data);
+            let acceptance =
+                self.on_swarm_marker(key, message.source, propagation_source, &message.data);
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -469,6 +470,13 @@ impl Node {
                 &view!(self),
                 &Timestamp::now(),
             );
+            // Refused presences are traced within the budget of the neighbour that
+            // handed them over (their authors may be fresh keys, one a message).
+            let remote = super::view::View::remote_addrs(&view!(self), &propagation_source);
+            let (budget, now) = (&mut self.trace_budget, Timestamp::now());
+            let actions = super::trace_budget::errors_within(actions, || {
+                budget.admit_peer(propagation_source, &remote, &now)
+            });
             self.apply(actions);
             self.swarm
                 .behaviour_mut()

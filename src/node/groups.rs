@@ -581,6 +581,13 @@ impl Groups {
                 return (refusal(&e), vec![trace]);
             }
         };
+        // A presence that changes nothing (a replay of one we hold, or older) is not
+        // forwarded: ignored, nobody penalised (its author may not be the one who
+        // replayed it).
+        if self.tables.is_stale(&presence, ts) {
+            tracing::debug!(swarm = %key, "presence changes nothing: ignored");
+            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+        }
         // A valid presence we cannot take (our table is full) is not the sender's
         // fault: ignored, not rejected, so nobody is penalised for it.
         let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));

@@ -7,8 +7,11 @@
 //! it, or the peer itself without one), [`TRACE_LIMIT`] of them are written; the rest
 //! are counted in the metrics' refusal counters only. Pure; `now` passed in.
 
+use libp2p::{Multiaddr, PeerId};
 use mesh_advert::Source;
-use mesh_core::{RateLimit, RateLimiter, Timestamp};
+use mesh_core::{RateLimit, RateLimiter, Timestamp, TraceEvent, TraceEventType};
+
+use super::action::Action;
 
 /// Trace events of refused input per source: 60 at once, then one a second.
 pub(crate) const TRACE_LIMIT: RateLimit = RateLimit {
@@ -34,6 +37,38 @@ impl TraceBudget {
     pub(crate) fn admit(&mut self, source: &Source, now: &Timestamp) -> bool {
         self.0.check(source, now).is_ok()
     }
+
+    /// [`TraceBudget::admit`] for the source of `peer`, connected at `remote`.
+    pub(crate) fn admit_peer(
+        &mut self,
+        peer: PeerId,
+        remote: &[Multiaddr],
+        now: &Timestamp,
+    ) -> bool {
+        self.admit(&Source::of_peer(peer, remote), now)
+    }
+}
+
+/// The peer an `error/occurred` event is about, when it names one by peer id: the
+/// events a component writes about a peer's input (a refused signal frame, table page,
+/// relay request…) are written within that peer's budget.
+pub(crate) fn peer_of_error(event: &TraceEvent) -> Option<PeerId> {
+    if event.event_type != TraceEventType::ErrorOccurred {
+        return None;
+    }
+    event.peer.as_deref()?.parse().ok()
+}
+
+/// `actions` with each `error/occurred` trace event kept only if `admit` says so (the
+/// budget of whoever handed the input over); every other action kept.
+pub(crate) fn errors_within(actions: Vec<Action>, mut admit: impl FnMut() -> bool) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|a| match a {
+            Action::Trace(t) if t.event_type == TraceEventType::ErrorOccurred => admit(),
+            _ => true,
+        })
+        .collect()
 }
 
 #[cfg(test)]

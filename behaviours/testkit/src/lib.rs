@@ -7,6 +7,7 @@
 
 pub mod candidates;
 pub mod clock;
+pub mod gossip_wire;
 pub mod hostile;
 pub mod kad_wire;
 pub mod log_capture;

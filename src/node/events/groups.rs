@@ -6,7 +6,7 @@ use std::time::Instant;
 use libp2p::{PeerId, gossipsub};
 use mesh_core::{Timestamp, TraceEvent, TraceEventType};
 
-use super::super::view::Now;
+use super::super::view::{Now, View};
 use super::super::{Node, NodeEvent};
 
 impl Node {
@@ -80,6 +80,7 @@ impl Node {
         &mut self,
         key: mesh_signal::group::DiscoveryKey,
         author: Option<PeerId>,
+        via: PeerId,
         data: &[u8],
     ) -> gossipsub::MessageAcceptance {
         let now = Timestamp::now();
@@ -105,11 +106,16 @@ impl Node {
             }
             Err(e) => {
                 tracing::debug!(swarm = %key, code = e.code.as_str(), error = %e, "swarm marker refused");
-                let mut t = TraceEvent::error(&e, me, now);
+                let mut t = TraceEvent::error(&e, me, now.clone());
                 if let Some(p) = author {
                     t = t.with_peer(p);
                 }
-                self.emit_trace(t);
+                // Within the trace budget of the neighbour that handed it over (its
+                // author may be a fresh key for every marker).
+                let remote = View::remote_addrs(&view!(self), &via);
+                if self.trace_budget.admit_peer(via, &remote, &now) {
+                    self.emit_trace(t);
+                }
                 super::super::swarm_marker::acceptance(&e)
             }
         }

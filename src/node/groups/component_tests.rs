@@ -137,6 +137,45 @@ fn presences_are_taken_only_from_their_author_and_for_their_group() {
 }
 
 #[test]
+fn a_presence_that_changes_nothing_is_not_forwarded() {
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let other = NodeKeypair::generate();
+    let author = other.node_id().to_peer_id().ok();
+    let data = presence(&other, &k, "announce", &now.ts);
+    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+    assert_eq!(verdict, MessageAcceptance::Accept);
+    // The same signed presence put on the topic again (a capture replayed once
+    // gossipsub forgot its id): ignored, so not forwarded to the swarm again.
+    let later = now.ts.plus_secs(30);
+    let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &later);
+    assert_eq!(verdict, MessageAcceptance::Ignore);
+    assert!(actions.is_empty());
+    // A leave (a later sequence number), then the announce replayed: ignored too.
+    let doc = serde_json::json!({
+        "schema/v": 1,
+        "message/kind": "swarm-presence.v1",
+        "swarm/key": k.to_hex(),
+        "node/id": other.node_id().to_string(),
+        "presence": "leave",
+        "sequence/no": 2,
+        "addrs": [],
+        "created-at": now.ts.as_str(),
+        "expires-at": now.ts.plus_secs(60).as_str(),
+    });
+    let serde_json::Value::Object(doc) = doc else {
+        unreachable!("an object")
+    };
+    let bye = SwarmPresence::sign(doc, &other).unwrap().to_cbor();
+    let (verdict, _) = g.on_gossip(k, author, &bye, &FakeView::default(), &later);
+    assert_eq!(verdict, MessageAcceptance::Accept);
+    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &later);
+    assert_eq!(verdict, MessageAcceptance::Ignore);
+}
+
+#[test]
 fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
     let (key, mut g) = groups();
     let me = key.node_id().to_peer_id().unwrap();

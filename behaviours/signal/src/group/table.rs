@@ -173,6 +173,9 @@ pub struct Member {
     pub sequence_no: u64,
     /// Its latest presence, signed (the CBOR wire form), for the table exchange.
     pub signed: Arc<[u8]>,
+    /// When it came into the table, in the order of arrivals (kept across its
+    /// refreshes): a full table evicts the latest arrival first.
+    arrival: u64,
 }
 
 /// What a presence or a tick changed.
@@ -209,7 +212,9 @@ pub struct Due {
 struct Joined {
     members: HashMap<NodeId, Member>,
     /// Members that left: the sequence number of their `leave`, kept until then.
-    left: HashMap<NodeId, (u64, Timestamp)>,
+    left: HashMap<NodeId, Leave>,
+    /// Arrivals into `members` so far (the next one's [`Member::arrival`]).
+    arrivals: u64,
     /// Our `join` went out (someone was there to receive it).
     join_sent: bool,
     /// When our latest presence is to be refreshed.
@@ -270,6 +275,7 @@ impl Groups {
             Joined {
                 members: HashMap::new(),
                 left: HashMap::new(),
+                arrivals: 0,
                 join_sent: false,
                 refresh_at: None,
                 doc_ttl: self.config.ttl_secs,
@@ -341,6 +347,18 @@ impl Groups {
         self.on_signed_presence(p, None, now, alive)
     }
 
+    /// Whether `p` would change nothing in a table of a swarm we are in: it is ours,
+    /// expired, or not newer than what the table holds of its signer or than its
+    /// signer's remembered `leave`. A node does not forward such a presence: anyone may
+    /// capture a signed presence and put it on the topic again once gossipsub has
+    /// forgotten its id (a minute), and every member would check and forward it again.
+    pub fn is_stale(&self, p: &SwarmPresence, now: &Timestamp) -> bool {
+        let swarm = DiscoveryKey::new(*p.swarm_key());
+        self.swarms
+            .get(&swarm)
+            .is_some_and(|s| stale(s, &self.me, p, now))
+    }
+
     /// [`Groups::on_presence_alive`] for a presence received as `signed` (its CBOR
     /// wire form, kept for the table exchange; `None`: encoded again from `p`).
     pub fn on_signed_presence(
@@ -364,20 +382,10 @@ impl Groups {
             )));
         };
         let node = p.node_id();
-        if node == self.me || p.expires_at() <= now {
+        if stale(s, &self.me, p, now) {
             return Ok(Vec::new());
         }
-        if let Some(m) = s.members.get(&node)
-            && m.sequence_no >= p.sequence_no()
-        {
-            return Ok(Vec::new());
-        }
-        if let Some((seq, until)) = s.left.get(&node) {
-            if *seq >= p.sequence_no() && until > now {
-                return Ok(Vec::new());
-            }
-            s.left.remove(&node);
-        }
+        s.left.remove(&node);
         let settled = s
             .joined_at
             .as_ref()
@@ -389,7 +397,12 @@ impl Groups {
             // Every presence signed before the leave expires within the longest TTL
             // (and the clock skew) from now.
             let until = now.plus_secs(MAX_PRESENCE_TTL_SECS + CLOCK_SKEW_SECS);
-            remember_leave(&mut s.left, node, p.sequence_no(), until, max, now);
+            let leave = Leave {
+                sequence_no: p.sequence_no(),
+                until,
+                member: s.members.contains_key(&node),
+            };
+            remember_leave(&mut s.left, node, leave, max, now);
             return Ok(match s.members.remove(&node) {
                 Some(_) => vec![Change::Left {
                     swarm,
@@ -409,11 +422,16 @@ impl Groups {
             expires_at: p.expires_at().clone(),
             sequence_no: p.sequence_no(),
             signed,
+            arrival: s.arrivals,
         };
         if let Some(m) = s.members.get_mut(&node) {
-            *m = member;
+            *m = Member {
+                arrival: m.arrival,
+                ..member
+            };
             return Ok(Vec::new());
         }
+        s.arrivals += 1;
         let mut changes = Vec::new();
         if s.members.len() >= max {
             changes = make_room(&mut s.members, swarm, max, now, &alive);
@@ -449,7 +467,7 @@ impl Groups {
                 .map(|m| m.node)
                 .collect();
             gone.sort_unstable();
-            s.left.retain(|_, (_, until)| &*until > now);
+            s.left.retain(|_, l| &l.until > now);
             for node in gone {
                 s.members.remove(&node);
                 changes.push(Change::Left {
@@ -582,32 +600,62 @@ impl Groups {
     }
 }
 
-/// Remembers `node`'s leave (sequence `seq`) until `until`; at most `max` are kept,
-/// expired ones go first, then the one that would expire soonest.
-fn remember_leave(
-    left: &mut HashMap<NodeId, (u64, Timestamp)>,
-    node: NodeId,
-    seq: u64,
+/// See [`Groups::is_stale`].
+fn stale(s: &Joined, me: &NodeId, p: &SwarmPresence, now: &Timestamp) -> bool {
+    let node = p.node_id();
+    node == *me
+        || p.expires_at() <= now
+        || s.members
+            .get(&node)
+            .is_some_and(|m| m.sequence_no >= p.sequence_no())
+        || s.left
+            .get(&node)
+            .is_some_and(|l| l.sequence_no >= p.sequence_no() && &l.until > now)
+}
+
+/// A `leave` remembered, so that the presences its sender signed before it cannot
+/// bring it back.
+#[derive(Debug, Clone)]
+struct Leave {
+    /// The leave's sequence number.
+    sequence_no: u64,
+    /// Until when (every earlier presence has expired by then).
     until: Timestamp,
+    /// Its sender was in the table when it came.
+    member: bool,
+}
+
+/// Remembers `node`'s leave; at most `max` are kept: expired ones go first, then the
+/// leaves of nodes that were not members (anyone can sign a leave for a fresh key, and
+/// a flood of them must not push out the leaves of members, whose old presences could
+/// then be replayed back in), then the one that would expire soonest.
+fn remember_leave(
+    left: &mut HashMap<NodeId, Leave>,
+    node: NodeId,
+    leave: Leave,
     max: usize,
     now: &Timestamp,
 ) {
     if !left.contains_key(&node) && left.len() >= max {
-        left.retain(|_, (_, t)| &*t > now);
+        left.retain(|_, l| &l.until > now);
         if left.len() >= max
             && let Some(first) = left
                 .iter()
-                .min_by(|a, b| (&a.1.1, a.0).cmp(&(&b.1.1, b.0)))
+                .min_by(|a, b| (a.1.member, &a.1.until, a.0).cmp(&(b.1.member, &b.1.until, b.0)))
                 .map(|(n, _)| *n)
         {
             left.remove(&first);
         }
     }
-    left.insert(node, (seq, until));
+    left.insert(node, leave);
 }
 
 /// Frees places in a full member table: expired members, else the member not seen
-/// alive whose presence expires first. Returns what left.
+/// alive that came into the table last. Returns what left. (Not the one whose
+/// presence expires first: a presence's TTL is its signer's choice, up to an hour,
+/// so a flood of fresh keys with long TTLs made every honest member, refreshed at
+/// 15 minutes at most, the first to go. The latest arrival is the least proven: the
+/// members a node has known longest stay, and a flood churns only its own places.)
 fn make_room(
     members: &mut HashMap<NodeId, Member>,
     swarm: DiscoveryKey,
@@ -634,7 +682,7 @@ fn make_room(
         && let Some(victim) = members
             .values()
             .filter(|m| !alive(&m.node))
-            .min_by(|a, b| (&a.expires_at, a.node).cmp(&(&b.expires_at, b.node)))
+            .max_by_key(|m| m.arrival)
             .map(|m| m.node)
     {
         members.remove(&victim);
