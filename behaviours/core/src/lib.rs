@@ -46,6 +46,7 @@ pub mod ipkey;
 mod keycache;
 pub mod keypair;
 pub mod rate;
+mod source;
 pub mod time;
 pub mod trace;
 
@@ -62,6 +63,7 @@ pub use identity::{IdentityError, IdentityStore, NodeIdentity};
 pub use ipkey::IpKey;
 pub use keypair::NodeKeypair;
 pub use rate::{Charge, RateLimit, RateLimiter, take_all};
+pub use source::Source;
 pub use time::Timestamp;
 pub use trace::{JsonLinesTrace, MemoryTrace, NoTrace, TraceEvent, TraceEventType, TraceSink};
 

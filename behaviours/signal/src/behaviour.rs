@@ -22,6 +22,7 @@ use mesh_core::{
     Timestamp,
 };
 
+use crate::allowance::Allowance;
 use crate::codec::{self, Answer, Codec, MAX_BATCH, MAX_REQUEST};
 use crate::correlation::{Correlations, Limits, Transition};
 use crate::dedup::{self, Seen};
@@ -42,6 +43,11 @@ pub struct Config {
     /// over), whoever signed them: beyond, `E_TRANSPORT_REJECTED` with the seconds to
     /// wait, before any signature is checked.
     pub per_peer: RateLimit,
+    /// Frames taken from all the peers of one network together (an IPv4 address or
+    /// IPv6 /64; a node listening on loopback alone counts its loopback peers each for
+    /// itself), as for [`Config::per_peer`]: peer ids cost nothing, and each fresh one
+    /// had a fresh allowance of frames to make the node verify.
+    pub per_network: RateLimit,
     /// Frames remembered for duplicate suppression (a 16-byte digest each, kept until
     /// the frame expires).
     pub dedup: usize,
@@ -80,6 +86,7 @@ impl Config {
             host: false,
             per_sender: RateLimit::per_minute(120, 240),
             per_peer: RateLimit::per_minute(256, 600),
+            per_network: RateLimit::per_minute(512, 1200),
             dedup: 8192,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
@@ -144,7 +151,7 @@ pub struct Behaviour {
     config: Config,
     correlations: Correlations,
     limiter: RateLimiter<NodeId>,
-    per_peer: RateLimiter<PeerId>,
+    allowance: Allowance,
     seen: Seen,
     connected: HashSet<PeerId>,
     marked: HashSet<PeerId>,
@@ -185,7 +192,7 @@ impl Behaviour {
             ),
             correlations: Correlations::new(config.limits),
             limiter: RateLimiter::new(config.per_sender, 65_536),
-            per_peer: RateLimiter::new(config.per_peer, 4096),
+            allowance: Allowance::new(config.per_peer, config.per_network),
             seen: Seen::new(config.dedup),
             connected: HashSet::new(),
             marked: HashSet::new(),
@@ -383,14 +390,14 @@ impl Behaviour {
         let mut allowed: Vec<&[u8]> = Vec::with_capacity(items.len());
         let mut limited: Vec<Option<MeshError>> = Vec::with_capacity(items.len());
         for item in &items {
-            match self.per_peer.check(&peer, &now) {
+            match self.allowance.take(peer, &now) {
                 Ok(()) => {
                     allowed.push(item);
                     limited.push(None);
                 }
                 Err(secs) => limited.push(Some(MeshError::new(
                     ErrorCode::TransportRejected,
-                    format!("too many frames from this peer; retry after {secs} s"),
+                    format!("too many frames from this peer or its network; retry after {secs} s"),
                 ))),
             }
         }
@@ -599,6 +606,7 @@ impl NetworkBehaviour for Behaviour {
     mesh_core::delegate_to_inner!(inner);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.allowance.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);

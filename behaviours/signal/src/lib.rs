@@ -19,6 +19,7 @@
 //!   from libp2p's `Swarm`): keys, `swarm-presence.v1` member tables with
 //!   expiry (pure logic; the node carries presences on gossipsub).
 
+mod allowance;
 mod behaviour;
 mod cbor_items;
 pub mod codec;
