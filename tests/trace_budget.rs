@@ -35,19 +35,18 @@ fn errors(trace: &MemoryTrace, peer: Option<&str>) -> usize {
         .count()
 }
 
-/// Waits until `count` is above zero and stops growing (checked every 300 ms, at most
-/// 20 s).
+/// Waits until `count` reaches 60 and then stays the same for a second (checked every
+/// 250 ms, at most 30 s in all).
 async fn settled(count: impl Fn() -> usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = count();
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut quiet) = (count(), 0);
+    while Instant::now() < deadline && (last < 60 || quiet < 4) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let now = count();
-        if (now > 0 && now == last) || Instant::now() > deadline {
-            return now;
-        }
+        quiet = if now == last { quiet + 1 } else { 0 };
         last = now;
     }
+    last
 }
 
 /// 200 requests of a malformed signal frame from one peer.

@@ -473,9 +473,13 @@ impl Node {
             // Refused presences are traced within the budget of the neighbour that
             // handed them over (their authors may be fresh keys, one a message).
             let remote = super::view::View::remote_addrs(&view!(self), &propagation_source);
-            let (budget, now) = (&mut self.trace_budget, Timestamp::now());
+            let (budget, now, on) = (
+                &mut self.trace_budget,
+                Timestamp::now(),
+                self.trace.enabled(),
+            );
             let actions = super::trace_budget::errors_within(actions, || {
-                budget.admit_peer(propagation_source, &remote, &now)
+                on && budget.admit_peer(propagation_source, &remote, &now)
             });
             self.apply(actions);
             self.swarm

@@ -291,7 +291,10 @@ impl Groups {
                 continue;
             }
             match self.tables.on_signed_presence(p, Some(bytes), ts, alive) {
-                Ok(c) => changes.extend(c),
+                Ok(c) => {
+                    changes.extend(c);
+                    self.tables.came_in_table(p);
+                }
                 Err(e) => tracing::debug!(swarm = %key, error = %e, "table presence not taken"),
             }
         }
@@ -581,10 +584,11 @@ impl Groups {
                 return (refusal(&e), vec![trace]);
             }
         };
-        // A presence that changes nothing (a replay of one we hold, or older) is not
-        // forwarded: ignored, nobody penalised (its author may not be the one who
-        // replayed it).
-        if self.tables.is_stale(&presence, ts) {
+        // Changes nothing (a replay, or older): not forwarded, nobody penalised; but the
+        // first gossip copy of one from a table page is (neighbours may wait for it).
+        if self.tables.is_stale(&presence, ts)
+            && !self.tables.first_gossip_of_table_entry(&presence)
+        {
             tracing::debug!(swarm = %key, "presence changes nothing: ignored");
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }

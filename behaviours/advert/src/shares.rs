@@ -1,7 +1,7 @@
 //! Who holds the advertisement store's slots: per-source shares and the eviction rule.
 //!
 //! Every advertisement or tombstone a peer or a client brought in is attributed to its
-//! [`Source`]: the network it came from (an IPv4 address or an IPv6 /64, [`IpKey`]),
+//! [`Source`]: the network it came from (an IPv4 address or an IPv6 /64, [`mesh_core::IpKey`]),
 //! or, for a connection without one (relayed, memory transport), the peer. Node ids and
 //! peer ids cost nothing to make, networks do, so the store counts by network where it
 //! can. A source holds at most its quota of entries and bytes; when the store is full,

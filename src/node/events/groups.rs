@@ -113,7 +113,7 @@ impl Node {
                 // Within the trace budget of the neighbour that handed it over (its
                 // author may be a fresh key for every marker).
                 let remote = View::remote_addrs(&view!(self), &via);
-                if self.trace_budget.admit_peer(via, &remote, &now) {
+                if self.trace.enabled() && self.trace_budget.admit_peer(via, &remote, &now) {
                     self.emit_trace(t);
                 }
                 super::super::swarm_marker::acceptance(&e)

@@ -5,9 +5,11 @@
 //! with a mesh degree of six a node checked each message some six times, and a peer
 //! replaying one valid message made the node verify it again for every copy. A
 //! [`Verified`] set, shared by the codecs of one behaviour, remembers the messages whose
-//! signature verified by a digest of their whole encoding (source, data, sequence
-//! number, topic, signature, key), so a copy with the same bytes is taken as verified
-//! and any other (one bit changed anywhere) is verified in full, as before.
+//! signature verified by the SHA-256 digest of their encoding without the `key` field
+//! (source, data, sequence number, topic: what the signature covers; and the
+//! signature), so a copy with the same bytes and no `key` is taken as verified, and any
+//! other (one bit changed anywhere, or a `key`, which the signature does not cover and
+//! a sender may vary at will) is verified in full, as before.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -25,7 +27,7 @@ use crate::rpc_proto::proto;
 /// How many verified messages a behaviour remembers, oldest forgotten first. Copies of
 /// one message come within the time it takes to cross the mesh (well under a second),
 /// so this covers a burst of 512 distinct messages in that time; the set takes about
-/// 25 KiB when full.
+/// 40 KiB when full.
 pub(crate) const CAPACITY: usize = 512;
 
 /// Signatures verified in full by every codec of this process (a copy found in a
@@ -39,9 +41,10 @@ pub fn signatures_checked() -> u64 {
     CHECKED.load(Ordering::Relaxed)
 }
 
-/// A digest of a message's whole encoding: 128 bits of SHA-256 (a second preimage
-/// stays out of reach).
-type Key = [u8; 16];
+/// The SHA-256 digest of a message's encoding without its `key`, whole: a sender
+/// chooses both messages of a collision it looks for (its own, signed, and a forgery
+/// under someone else's name), so 128 bits would leave a birthday search at 2^64.
+type Key = [u8; 32];
 
 /// The messages whose signature verified, by the digest of their encoding.
 #[derive(Debug, Default)]
@@ -56,17 +59,19 @@ struct Inner {
 }
 
 impl Verified {
-    /// Whether `message`'s signature is valid: from the set if these very bytes
-    /// verified before, otherwise by `verify` (remembered if it succeeds).
+    /// Whether `message`'s signature is valid: from the set if these very bytes (and
+    /// no `key`) verified before, otherwise by `verify` (remembered if it succeeds).
     pub(crate) fn check(
         &self,
         message: &proto::Message,
         verify: impl Fn(&proto::Message) -> bool,
     ) -> bool {
-        let digest = Sha256::digest(message.encode_to_vec());
-        let mut key = Key::default();
-        key.copy_from_slice(&digest[..16]);
-        if self.lock().keys.contains(&key) {
+        let unkeyed = proto::Message {
+            key: None,
+            ..message.clone()
+        };
+        let key: Key = Sha256::digest(unkeyed.encode_to_vec()).into();
+        if message.key.is_none() && self.lock().keys.contains(&key) {
             return true;
         }
         CHECKED.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +130,32 @@ mod tests {
             !v.check(&message(b"c"), |_| false),
             "a failure is not remembered"
         );
+    }
+
+    #[test]
+    fn a_copy_with_a_key_is_verified_in_full_and_does_not_grow_the_set() {
+        let v = Verified::default();
+        let calls = std::cell::Cell::new(0);
+        let ok = |_: &proto::Message| {
+            calls.set(calls.get() + 1);
+            true
+        };
+        assert!(v.check(&message(b"a"), ok));
+        for k in 0..3u8 {
+            let keyed = proto::Message {
+                key: Some(vec![k; 8]),
+                ..message(b"a")
+            };
+            assert!(v.check(&keyed, ok));
+        }
+        assert_eq!(
+            calls.get(),
+            4,
+            "a `key` is not signed: every keyed copy is verified"
+        );
+        assert_eq!(v.lock().keys.len(), 1);
+        assert!(v.check(&message(b"a"), ok));
+        assert_eq!(calls.get(), 4);
     }
 
     #[test]

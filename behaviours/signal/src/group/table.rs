@@ -20,6 +20,9 @@ use serde_json::{Map, Value, json};
 
 use super::key::DiscoveryKey;
 
+mod evict;
+use evict::{Leave, make_room, remember_leave, stale};
+
 /// Least time between two of our answers to `join`s, seconds, in a small swarm. Every
 /// member answers a join with an `announce` that goes to every member, so answers cost
 /// the swarm members² message deliveries (each one a signature check); when joins keep
@@ -160,8 +163,9 @@ impl LeftReason {
     }
 }
 
-/// A member as the table knows it.
-#[derive(Debug, Clone, PartialEq)]
+/// A member as the table knows it (two are equal when all but their place in the
+/// order of arrivals, which is the table's own, are).
+#[derive(Debug, Clone)]
 pub struct Member {
     /// Its node id.
     pub node: NodeId,
@@ -174,8 +178,22 @@ pub struct Member {
     /// Its latest presence, signed (the CBOR wire form), for the table exchange.
     pub signed: Arc<[u8]>,
     /// When it came into the table, in the order of arrivals (kept across its
-    /// refreshes): a full table evicts the latest arrival first.
+    /// refreshes): a full table evicts among the later half of arrivals.
     arrival: u64,
+    /// Its latest presence came in a table page and has not come by gossip yet (the
+    /// first gossip copy of it is still forwarded: the node's neighbours may not have
+    /// it).
+    via_table: bool,
+}
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.node == other.node
+            && self.addrs == other.addrs
+            && self.expires_at == other.expires_at
+            && self.sequence_no == other.sequence_no
+            && self.signed == other.signed
+    }
 }
 
 /// What a presence or a tick changed.
@@ -359,6 +377,37 @@ impl Groups {
             .is_some_and(|s| stale(s, &self.me, p, now))
     }
 
+    /// Notes that `p` (taken, or not newer than what the table holds) came in a table
+    /// page: the first gossip copy of it is not [stale](Groups::is_stale).
+    pub fn came_in_table(&mut self, p: &SwarmPresence) {
+        let swarm = DiscoveryKey::new(*p.swarm_key());
+        if let Some(m) = self
+            .swarms
+            .get_mut(&swarm)
+            .and_then(|s| s.members.get_mut(&p.node_id()))
+            && m.sequence_no == p.sequence_no()
+        {
+            m.via_table = true;
+        }
+    }
+
+    /// Whether `p` is the first gossip copy of a presence that came in a table page
+    /// (then it is forwarded once, see [`Groups::came_in_table`]); a second copy is not.
+    pub fn first_gossip_of_table_entry(&mut self, p: &SwarmPresence) -> bool {
+        let swarm = DiscoveryKey::new(*p.swarm_key());
+        match self
+            .swarms
+            .get_mut(&swarm)
+            .and_then(|s| s.members.get_mut(&p.node_id()))
+        {
+            Some(m) if m.via_table && m.sequence_no == p.sequence_no() => {
+                m.via_table = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// [`Groups::on_presence_alive`] for a presence received as `signed` (its CBOR
     /// wire form, kept for the table exchange; `None`: encoded again from `p`).
     pub fn on_signed_presence(
@@ -400,7 +449,7 @@ impl Groups {
             let leave = Leave {
                 sequence_no: p.sequence_no(),
                 until,
-                member: s.members.contains_key(&node),
+                arrival: s.members.get(&node).map(|m| m.arrival),
             };
             remember_leave(&mut s.left, node, leave, max, now);
             return Ok(match s.members.remove(&node) {
@@ -423,6 +472,7 @@ impl Groups {
             sequence_no: p.sequence_no(),
             signed,
             arrival: s.arrivals,
+            via_table: false,
         };
         if let Some(m) = s.members.get_mut(&node) {
             *m = Member {
@@ -600,100 +650,7 @@ impl Groups {
     }
 }
 
-/// See [`Groups::is_stale`].
-fn stale(s: &Joined, me: &NodeId, p: &SwarmPresence, now: &Timestamp) -> bool {
-    let node = p.node_id();
-    node == *me
-        || p.expires_at() <= now
-        || s.members
-            .get(&node)
-            .is_some_and(|m| m.sequence_no >= p.sequence_no())
-        || s.left
-            .get(&node)
-            .is_some_and(|l| l.sequence_no >= p.sequence_no() && &l.until > now)
-}
-
-/// A `leave` remembered, so that the presences its sender signed before it cannot
-/// bring it back.
-#[derive(Debug, Clone)]
-struct Leave {
-    /// The leave's sequence number.
-    sequence_no: u64,
-    /// Until when (every earlier presence has expired by then).
-    until: Timestamp,
-    /// Its sender was in the table when it came.
-    member: bool,
-}
-
-/// Remembers `node`'s leave; at most `max` are kept: expired ones go first, then the
-/// leaves of nodes that were not members (anyone can sign a leave for a fresh key, and
-/// a flood of them must not push out the leaves of members, whose old presences could
-/// then be replayed back in), then the one that would expire soonest.
-fn remember_leave(
-    left: &mut HashMap<NodeId, Leave>,
-    node: NodeId,
-    leave: Leave,
-    max: usize,
-    now: &Timestamp,
-) {
-    if !left.contains_key(&node) && left.len() >= max {
-        left.retain(|_, l| &l.until > now);
-        if left.len() >= max
-            && let Some(first) = left
-                .iter()
-                .min_by(|a, b| (a.1.member, &a.1.until, a.0).cmp(&(b.1.member, &b.1.until, b.0)))
-                .map(|(n, _)| *n)
-        {
-            left.remove(&first);
-        }
-    }
-    left.insert(node, leave);
-}
-
-/// Frees places in a full member table: expired members, else the member not seen
-/// alive that came into the table last. Returns what left. (Not the one whose
-/// presence expires first: a presence's TTL is its signer's choice, up to an hour,
-/// so a flood of fresh keys with long TTLs made every honest member, refreshed at
-/// 15 minutes at most, the first to go. The latest arrival is the least proven: the
-/// members a node has known longest stay, and a flood churns only its own places.)
-fn make_room(
-    members: &mut HashMap<NodeId, Member>,
-    swarm: DiscoveryKey,
-    max: usize,
-    now: &Timestamp,
-    alive: &impl Fn(&NodeId) -> bool,
-) -> Vec<Change> {
-    let mut changes = Vec::new();
-    let mut gone: Vec<NodeId> = members
-        .values()
-        .filter(|m| &m.expires_at <= now)
-        .map(|m| m.node)
-        .collect();
-    gone.sort_unstable();
-    for node in gone {
-        members.remove(&node);
-        changes.push(Change::Left {
-            swarm,
-            node,
-            reason: LeftReason::Expired,
-        });
-    }
-    if members.len() >= max
-        && let Some(victim) = members
-            .values()
-            .filter(|m| !alive(&m.node))
-            .max_by_key(|m| m.arrival)
-            .map(|m| m.node)
-    {
-        members.remove(&victim);
-        changes.push(Change::Left {
-            swarm,
-            node: victim,
-            reason: LeftReason::Evicted,
-        });
-    }
-    changes
-}
-
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod tests;
