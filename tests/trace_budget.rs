@@ -26,12 +26,14 @@ async fn start(trace: Arc<MemoryTrace>) -> TestNode {
     start_node(NodeKeypair::generate(), loopback_config(), trace, WAIT).await
 }
 
+/// The `error/occurred` events about `peer` (`None`: those naming no peer, as a refused
+/// presence's, whose author is not who handed it over).
 fn errors(trace: &MemoryTrace, peer: Option<&str>) -> usize {
     trace
         .events()
         .iter()
         .filter(|e| e.event_type == TraceEventType::ErrorOccurred)
-        .filter(|e| peer.is_none() || e.peer.as_deref() == peer)
+        .filter(|e| e.peer.as_deref() == peer)
         .count()
 }
 

@@ -282,7 +282,7 @@ impl Groups {
         for e in &page.refused {
             trace_refusal(e, &mut out);
         }
-        let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));
+        let alive = super::view::alive_in(view);
         let mut changes = Vec::new();
         for (p, bytes) in &page.valid {
             if p.swarm_key() != key.as_bytes() {
@@ -290,10 +290,13 @@ impl Groups {
                 trace_refusal(&e, &mut out);
                 continue;
             }
-            match self.tables.on_signed_presence(p, Some(bytes), ts, alive) {
+            let news = !self.tables.is_stale(p, ts);
+            match self.tables.on_signed_presence(p, Some(bytes), ts, &alive) {
                 Ok(c) => {
                     changes.extend(c);
-                    self.tables.came_in_table(p);
+                    if news {
+                        self.tables.came_in_table(p);
+                    }
                 }
                 Err(e) => tracing::debug!(swarm = %key, error = %e, "table presence not taken"),
             }
@@ -586,18 +589,15 @@ impl Groups {
         };
         // Changes nothing (a replay, or older): not forwarded, nobody penalised; but the
         // first gossip copy of one from a table page is (neighbours may wait for it).
-        if self.tables.is_stale(&presence, ts)
-            && !self.tables.first_gossip_of_table_entry(&presence)
-        {
-            tracing::debug!(swarm = %key, "presence changes nothing: ignored");
+        let first_from_table = self.tables.first_gossip_of_table_entry(&presence);
+        if self.tables.is_stale(&presence, ts) && !first_from_table {
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
-        // A valid presence we cannot take (our table is full) is not the sender's
-        // fault: ignored, not rejected, so nobody is penalised for it.
-        let alive = |n: &NodeId| n.to_peer_id().is_ok_and(|p| view.is_connected(&p));
+        // A full table's refusal is nobody's fault: ignored, not rejected.
+        let alive = super::view::alive_in(view);
         match self
             .tables
-            .on_signed_presence(&presence, Some(data), ts, alive)
+            .on_signed_presence(&presence, Some(data), ts, &alive)
         {
             Ok(changes) => (
                 gossipsub::MessageAcceptance::Accept,

@@ -61,6 +61,23 @@ impl Now {
 }
 
 /// A [`View`] over plain tables, for the components' unit tests.
+/// Whether a member is seen alive (connected to the node), for a full table's eviction:
+/// the connected peers' node ids are collected once, when first asked (a byte copy
+/// each), instead of one key decompression per member per arrival into a full table.
+pub(crate) fn alive_in(view: &dyn View) -> impl Fn(&mesh_core::NodeId) -> bool + '_ {
+    let connected = std::cell::OnceCell::new();
+    move |n: &mesh_core::NodeId| {
+        connected
+            .get_or_init(|| {
+                view.connected_peers()
+                    .iter()
+                    .filter_map(|p| mesh_core::NodeId::from_peer_id(p).ok())
+                    .collect::<std::collections::HashSet<mesh_core::NodeId>>()
+            })
+            .contains(n)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     use std::collections::{HashMap, HashSet};

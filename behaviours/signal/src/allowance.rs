@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 
-use libp2p::swarm::FromSwarm;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{ConnectionId, FromSwarm};
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{RateLimit, RateLimiter, Source, Timestamp, take_all};
+use mesh_core::{IpKey, RateLimit, RateLimiter, Source, Timestamp, take_all};
 
 /// Peers and networks followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 4096;
@@ -19,8 +20,8 @@ const TRACKED: usize = 4096;
 pub(crate) struct Allowance {
     peers: RateLimiter<PeerId>,
     networks: RateLimiter<Source>,
-    /// The remote address of each connected peer's first connection.
-    remotes: HashMap<PeerId, Multiaddr>,
+    /// The remote address of each connection of each connected peer.
+    remotes: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     /// Our listen addresses (a node on loopback alone counts its loopback peers each
     /// for itself, [`Source::for_rates`]).
     listening: Vec<Multiaddr>,
@@ -40,12 +41,28 @@ impl Allowance {
     pub(crate) fn on_swarm_event(&mut self, event: &FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                let addr = e.endpoint.get_remote_address().clone();
                 self.remotes
                     .entry(e.peer_id)
-                    .or_insert_with(|| e.endpoint.get_remote_address().clone());
+                    .or_default()
+                    .push((e.connection_id, addr));
             }
-            FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
-                self.remotes.remove(&e.peer_id);
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(conns) = self.remotes.get_mut(&e.peer_id) {
+                    conns.retain(|(id, _)| *id != e.connection_id);
+                    if conns.is_empty() {
+                        self.remotes.remove(&e.peer_id);
+                    }
+                }
+            }
+            FromSwarm::AddressChange(e) => {
+                if let Some((_, addr)) = self
+                    .remotes
+                    .get_mut(&e.peer_id)
+                    .and_then(|c| c.iter_mut().find(|(id, _)| *id == e.connection_id))
+                {
+                    *addr = e.new.get_remote_address().clone();
+                }
             }
             FromSwarm::NewListenAddr(e) if !self.listening.contains(e.addr) => {
                 self.listening.push(e.addr.clone());
@@ -58,7 +75,20 @@ impl Allowance {
     /// Takes one frame of `peer`'s allowance and of its network's, or neither: `Err`
     /// is the seconds to wait.
     pub(crate) fn take(&mut self, peer: PeerId, now: &Timestamp) -> Result<(), u64> {
-        let source = Source::for_rates(peer, self.remotes.get(&peer), &self.listening);
+        // The network of a direct connection when the peer has one (a relayed
+        // connection names no network of the peer's: counted by the peer itself, as
+        // `Source::of_peer` does everywhere).
+        let conns = self
+            .remotes
+            .get(&peer)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let remote = conns
+            .iter()
+            .map(|(_, a)| a)
+            .find(|a| IpKey::of_multiaddr(a).is_some() && !is_circuit(a))
+            .or_else(|| conns.first().map(|(_, a)| a));
+        let source = Source::for_rates(peer, remote, &self.listening);
         take_all(
             now.instant().timestamp_millis(),
             &mut [
@@ -67,6 +97,10 @@ impl Allowance {
             ],
         )
     }
+}
+
+fn is_circuit(a: &Multiaddr) -> bool {
+    a.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 #[cfg(test)]
@@ -80,8 +114,9 @@ mod tests {
         let now = Timestamp::now();
         let peers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
         for p in &peers {
+            let addr = "/ip4/198.51.100.7/tcp/5".parse().unwrap();
             a.remotes
-                .insert(*p, "/ip4/198.51.100.7/tcp/5".parse().unwrap());
+                .insert(*p, vec![(ConnectionId::new_unchecked(1), addr)]);
         }
         let taken: Vec<usize> = peers
             .iter()
@@ -90,8 +125,9 @@ mod tests {
         assert_eq!(taken, vec![10, 5, 0], "the network's 15 shared");
         // A peer of another network has its own.
         let other = PeerId::random();
+        let addr = "/ip4/203.0.113.9/tcp/5".parse().unwrap();
         a.remotes
-            .insert(other, "/ip4/203.0.113.9/tcp/5".parse().unwrap());
+            .insert(other, vec![(ConnectionId::new_unchecked(2), addr)]);
         assert!(a.take(other, &now).is_ok());
         // The third peer, refused by its network, kept its own tokens: once the
         // network refills it takes them.

@@ -5,11 +5,12 @@
 //! with a mesh degree of six a node checked each message some six times, and a peer
 //! replaying one valid message made the node verify it again for every copy. A
 //! [`Verified`] set, shared by the codecs of one behaviour, remembers the messages whose
-//! signature verified by the SHA-256 digest of their encoding without the `key` field
-//! (source, data, sequence number, topic: what the signature covers; and the
-//! signature), so a copy with the same bytes and no `key` is taken as verified, and any
-//! other (one bit changed anywhere, or a `key`, which the signature does not cover and
-//! a sender may vary at will) is verified in full, as before.
+//! signature verified by the SHA-256 digest of their encoding (source, data, sequence
+//! number, topic: what the signature covers; and the signature), for messages without
+//! a `key` field, so a copy with the same bytes is taken as verified, and any other
+//! (one bit changed anywhere) is verified in full, as before. A message with a `key`
+//! (which the signature does not cover, and a sender may vary at will) is verified in
+//! full and not remembered.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -41,7 +42,7 @@ pub fn signatures_checked() -> u64 {
     CHECKED.load(Ordering::Relaxed)
 }
 
-/// The SHA-256 digest of a message's encoding without its `key`, whole: a sender
+/// The SHA-256 digest of a message's encoding (one without a `key`), whole: a sender
 /// chooses both messages of a collision it looks for (its own, signed, and a forgery
 /// under someone else's name), so 128 bits would leave a birthday search at 2^64.
 type Key = [u8; 32];
@@ -60,18 +61,22 @@ struct Inner {
 
 impl Verified {
     /// Whether `message`'s signature is valid: from the set if these very bytes (and
-    /// no `key`) verified before, otherwise by `verify` (remembered if it succeeds).
+    /// no `key`) verified before, otherwise by `verify` (remembered if it succeeds and
+    /// the message has no `key`).
     pub(crate) fn check(
         &self,
         message: &proto::Message,
         verify: impl Fn(&proto::Message) -> bool,
     ) -> bool {
-        let unkeyed = proto::Message {
-            key: None,
-            ..message.clone()
-        };
-        let key: Key = Sha256::digest(unkeyed.encode_to_vec()).into();
-        if message.key.is_none() && self.lock().keys.contains(&key) {
+        if message.key.is_some() {
+            // Verified in full and not remembered: upstream takes the key from the
+            // message when the source's peer id does not hold it (RSA), so a copy
+            // without it may be one upstream rejects.
+            CHECKED.fetch_add(1, Ordering::Relaxed);
+            return verify(message);
+        }
+        let key: Key = Sha256::digest(message.encode_to_vec()).into();
+        if self.lock().keys.contains(&key) {
             return true;
         }
         CHECKED.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@ mod table;
 pub use key::{DiscoveryKey, TOPIC_PREFIX};
 pub use table::{
     ANSWER_GAP_MAX_SECS, ANSWER_GAP_SECS, Change, Due, GroupConfig, Groups, LeftReason,
-    MAX_PRESENCE_BYTES, Member, SETTLED_SECS, TABLE_FETCH_FIELD, TTL_GROWN_MAX_SECS,
-    TTL_STEP_MEMBERS, answer_gap_secs, fetches_table, presence_ttl_secs, refresh_after_secs,
+    MAX_PRESENCE_BYTES, Member, PLAIN_ANSWER_GAP_MAX_SECS, SETTLED_SECS, TABLE_FETCH_FIELD,
+    TTL_GROWN_MAX_SECS, TTL_STEP_MEMBERS, answer_gap_secs, fetches_table, plain_answer_gap_secs,
+    presence_ttl_secs, refresh_after_secs,
 };

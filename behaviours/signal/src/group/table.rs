@@ -45,6 +45,25 @@ pub fn answer_gap_secs(members: usize) -> i64 {
         .clamp(ANSWER_GAP_SECS, ANSWER_GAP_MAX_SECS)
 }
 
+/// The longest gap between two of our answers to plain `join`s once we are settled,
+/// seconds (reached at 480 members).
+pub const PLAIN_ANSWER_GAP_MAX_SECS: i64 = 120;
+
+/// The gap between two of our answers to `join`s without `table/fetch` (a browser's,
+/// an older node's, a fetch that failed) once we have been in the swarm
+/// [`SETTLED_SECS`]: one second per 4 members, at least [`ANSWER_GAP_SECS`], at most
+/// [`PLAIN_ANSWER_GAP_MAX_SECS`] (50 s at 200 members). Every member answers such a
+/// join with an announce that reaches every member, and anyone may sign a join for a
+/// fresh key: with [`answer_gap_secs`] alone one join every 8 s made a 200-member
+/// swarm carry 40,000 deliveries per 8 s, some 28 times its settled load. Bounded
+/// this way, a stream of joins costs each member one announce per gap; a newcomer
+/// that comes within the gap after another one waits up to the gap for the answers.
+pub fn plain_answer_gap_secs(members: usize) -> i64 {
+    i64::try_from(members.div_ceil(4))
+        .unwrap_or(PLAIN_ANSWER_GAP_MAX_SECS)
+        .clamp(ANSWER_GAP_SECS, PLAIN_ANSWER_GAP_MAX_SECS)
+}
+
 /// Members per step of the presence TTL: a swarm of up to this many other members uses
 /// the configured TTL, and every further step of this many adds the configured TTL
 /// again (see [`presence_ttl_secs`]).
@@ -243,6 +262,8 @@ struct Joined {
     sent_ttl: Option<i64>,
     /// A newcomer asked us to announce.
     answer_due: bool,
+    /// The gap the joins waiting for an answer ask (the shortest of them).
+    answer_gap: i64,
     /// When our last answer to a `join` went out.
     last_answer: Option<Timestamp>,
     /// When our first `join` went out.
@@ -299,6 +320,7 @@ impl Groups {
                 doc_ttl: self.config.ttl_secs,
                 sent_ttl: None,
                 answer_due: false,
+                answer_gap: ANSWER_GAP_SECS,
                 last_answer: None,
                 joined_at: None,
                 own: None,
@@ -434,12 +456,22 @@ impl Groups {
         if stale(s, &self.me, p, now) {
             return Ok(Vec::new());
         }
-        s.left.remove(&node);
+        let superseded = s.left.remove(&node).and_then(|l| l.arrival);
         let settled = s
             .joined_at
             .as_ref()
             .is_some_and(|t| now.secs_since(t) >= SETTLED_SECS);
         if p.presence() == "join" && !(settled && fetches_table(p)) {
+            let gap = if settled {
+                plain_answer_gap_secs(s.members.len())
+            } else {
+                answer_gap_secs(s.members.len())
+            };
+            s.answer_gap = if s.answer_due {
+                s.answer_gap.min(gap)
+            } else {
+                gap
+            };
             s.answer_due = true;
         }
         if p.presence() == "leave" {
@@ -449,7 +481,8 @@ impl Groups {
             let leave = Leave {
                 sequence_no: p.sequence_no(),
                 until,
-                arrival: s.members.get(&node).map(|m| m.arrival),
+                // A member's second leave keeps the first's place.
+                arrival: s.members.get(&node).map(|m| m.arrival).or(superseded),
             };
             remember_leave(&mut s.left, node, leave, max, now);
             return Ok(match s.members.remove(&node) {
@@ -499,7 +532,8 @@ impl Groups {
 
     /// Expires silent members and says which of our presences are due: the `join`
     /// until it went out, an `announce` when a newcomer asked (at most one answer per
-    /// [`answer_gap_secs`]) or our last presence is due for its refresh
+    /// [`answer_gap_secs`], or per [`plain_answer_gap_secs`] for plain joins once we
+    /// are settled) or our last presence is due for its refresh
     /// ([`refresh_after_secs`]).
     pub fn tick(&mut self, now: &Timestamp) -> (Vec<Change>, Vec<Due>) {
         let mut changes = Vec::new();
@@ -536,7 +570,7 @@ impl Groups {
                 || (s.answer_due
                     && s.last_answer
                         .as_ref()
-                        .is_none_or(|t| now.secs_since(t) >= answer_gap_secs(s.members.len())))
+                        .is_none_or(|t| now.secs_since(t) >= s.answer_gap))
             {
                 due.push(Due {
                     swarm,

@@ -50,12 +50,15 @@ pub(super) fn remember_leave(
     if !left.contains_key(&node) && left.len() >= max {
         left.retain(|_, l| &l.until > now);
         if left.len() >= max {
+            // The first to go: strangers' leaves, then the latest arrival's. The one
+            // coming in is not kept in place of one that would stay longer.
+            let rank = |l: &Leave| (l.arrival.is_none(), l.arrival);
             let victim = left
                 .iter()
-                .max_by_key(|(n, l)| (l.arrival.is_none(), l.arrival, **n))
-                .map(|(n, l)| (*n, l.arrival));
+                .max_by_key(|(n, l)| (rank(l), **n))
+                .map(|(n, l)| (*n, rank(l)));
             match victim {
-                Some((_, Some(_))) if leave.arrival.is_none() => return,
+                Some((_, r)) if rank(&leave) >= r => return,
                 Some((n, _)) => {
                     left.remove(&n);
                 }
@@ -95,17 +98,24 @@ pub(super) fn make_room(
             reason: LeftReason::Expired,
         });
     }
+    if members.len() < max {
+        return changes;
+    }
     let mut candidates: Vec<(u64, NodeId)> = members
         .values()
         .filter(|m| !alive(&m.node))
         .map(|m| (m.arrival, m.node))
         .collect();
-    candidates.sort_unstable();
-    let later = &candidates[candidates.len() / 2..];
-    let draw = usize::try_from(rand_core::RngCore::next_u64(&mut rand_core::OsRng)).unwrap_or(0);
-    if members.len() >= max
-        && let Some(&(_, victim)) = later.get(draw % later.len().max(1))
-    {
+    let half = candidates.len() / 2;
+    if half < candidates.len() {
+        candidates.select_nth_unstable(half);
+    }
+    let later = &candidates[half..];
+    let draw = match u64::try_from(later.len()) {
+        Ok(n) if n > 0 => rand_core::RngCore::next_u64(&mut rand_core::OsRng) % n,
+        _ => 0,
+    };
+    if let Some(&(_, victim)) = usize::try_from(draw).ok().and_then(|i| later.get(i)) {
         members.remove(&victim);
         changes.push(Change::Left {
             swarm,

@@ -137,3 +137,38 @@ fn a_presence_from_a_table_page_is_forwarded_once_when_it_comes_by_gossip() {
     a.swarms.on_presence(&q, &now.plus_secs(1)).unwrap();
     assert!(!a.swarms.first_gossip_of_table_entry(&q));
 }
+
+#[test]
+fn a_settled_member_answers_plain_joins_at_most_once_per_their_gap() {
+    let k = DiscoveryKey::from_name("plain joins");
+    let mut a = Peer::new(120);
+    a.swarms.join(k).unwrap();
+    let now = t0();
+    a.say(&k, "join", &now);
+    for _ in 0..40 {
+        let mut m = Peer::new(120);
+        m.swarms.join(k).unwrap();
+        let p = m.say(&k, "announce", &now);
+        a.swarms.on_presence(&p, &now).unwrap();
+    }
+    let announce =
+        |a: &mut Peer, at: &Timestamp| a.swarms.tick(at).1.iter().any(|d| d.presence == "announce");
+    let plain_join = |a: &mut Peer, at: &Timestamp| {
+        let mut x = Peer::new(120);
+        x.swarms.join(k).unwrap();
+        let p = x.say(&k, "join", at);
+        a.swarms.on_presence(&p, at).unwrap();
+    };
+    // Settled: a plain join is answered at once…
+    let t = now.plus_secs(20);
+    plain_join(&mut a, &t);
+    assert!(announce(&mut a, &t));
+    a.say(&k, "announce", &t);
+    // …and the next one not before the gap (41 members: 11 s; 2 s before).
+    assert_eq!(plain_answer_gap_secs(41), 11);
+    plain_join(&mut a, &now.plus_secs(23));
+    for at in 23..31 {
+        assert!(!announce(&mut a, &now.plus_secs(at)), "answered at {at} s");
+    }
+    assert!(announce(&mut a, &now.plus_secs(31)));
+}
