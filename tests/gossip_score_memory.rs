@@ -84,7 +84,9 @@ async fn a_peer_that_left_costs_nothing_after_the_retention() {
     for _ in 0..CHURN {
         churn_one(&mut g, &addr).await;
     }
-    drive(&mut g, Duration::from_millis(500)).await;
+    // Time for the last connections' tasks to end and free what they held (on a
+    // loaded machine 500 ms left some 50 bytes a peer still live).
+    drive(&mut g, Duration::from_secs(3)).await;
     let second = (live() - before) / CHURN as isize;
     eprintln!("bytes per peer gone: first round {first}, second round {second}");
     assert!(
