@@ -398,7 +398,7 @@ async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
     };
     let kb = NodeKeypair::generate();
     let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config(8)));
-    let lo = listen_beyond_loopback(&mut b).await;
+    let lo = mesh_testkit::listen_beyond_loopback(&mut b).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let k = NodeKeypair::generate();
@@ -419,31 +419,6 @@ async fn loopback_peers_are_one_network_for_a_node_listening_beyond_it() {
     }
 }
 
-/// Has `b` listen on 127.0.0.1 and on 0.0.0.0 (so that it counts all of loopback as
-/// one network) and answers its loopback address.
-async fn listen_beyond_loopback(b: &mut Swarm<Behaviour>) -> libp2p::Multiaddr {
-    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    b.listen_on("/ip4/0.0.0.0/tcp/0".parse().unwrap()).unwrap();
-    let (mut lo, mut beyond) = (None, false);
-    let listening = async {
-        while lo.is_none() || !beyond {
-            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
-                let s = address.to_string();
-                if s.starts_with("/ip4/127.") {
-                    lo.get_or_insert(address);
-                } else {
-                    beyond = true;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), listening)
-        .await
-        .expect("a loopback and a non-loopback listen address (this host has an interface)");
-    lo.unwrap()
-}
-
 /// Strangers over loopback (one network to a node listening beyond it) that each held
 /// one short session: a quarter of `max_peers` of them stay past peers (kept and
 /// redialed). Before, all six did, and enough of them evicted every honest past peer.
@@ -459,7 +434,7 @@ async fn one_network_s_past_peers_hold_a_quarter_of_the_table() {
     };
     let kb = NodeKeypair::generate();
     let mut b = swarm_with(&kb, Behaviour::new(kb.clone(), config()));
-    let lo = listen_beyond_loopback(&mut b).await;
+    let lo = mesh_testkit::listen_beyond_loopback(&mut b).await;
     let mut strangers = Vec::new();
     for _ in 0..6 {
         let k = NodeKeypair::generate();

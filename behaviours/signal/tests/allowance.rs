@@ -8,36 +8,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::Multiaddr;
-use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use mesh_core::{ErrorCode, NodeKeypair, RateLimit};
 use mesh_signal::{Behaviour, Config, Event};
 use mesh_testkit::hostile::HostilePeer;
 use mesh_testkit::{Net, swarm_with};
-
-/// Listens on 127.0.0.1 and on every interface; returns the loopback address once a
-/// non-loopback one is up too.
-async fn listen_beyond_loopback(b: &mut Swarm<Behaviour>) -> Multiaddr {
-    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    b.listen_on("/ip4/0.0.0.0/tcp/0".parse().unwrap()).unwrap();
-    let (mut lo, mut beyond) = (None, false);
-    let listening = async {
-        while lo.is_none() || !beyond {
-            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
-                if address.to_string().starts_with("/ip4/127.") {
-                    lo.get_or_insert(address);
-                } else {
-                    beyond = true;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), listening)
-        .await
-        .expect("a loopback and a non-loopback listen address (this host has an interface)");
-    lo.unwrap()
-}
 
 /// Four fresh keys from one network, ten malformed frames each, against a node whose
 /// peers may hand over 8 frames each and whose networks 12: 12 frames are read (and
@@ -54,7 +29,7 @@ async fn the_peers_of_one_network_share_its_allowance() {
             ..Config::new(key.node_id())
         }),
     );
-    let addr = listen_beyond_loopback(&mut node).await;
+    let addr = mesh_testkit::listen_beyond_loopback(&mut node).await;
     let wait = Duration::from_secs(10);
     let send = async {
         for _ in 0..4 {

@@ -7,23 +7,9 @@ use libp2p::identity::Keypair;
 /// The protocol of a raw gossipsub stream.
 pub const MESHSUB: &str = "/meshsub/1.1.0";
 
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A length-delimited protobuf field.
-fn field(num: usize, bytes: &[u8], out: &mut Vec<u8>) {
-    varint((num << 3) | 2, out);
-    varint(bytes.len(), out);
-    out.extend_from_slice(bytes);
+/// A length-delimited protobuf field numbered `num` (1 to 15).
+fn field(num: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    crate::kad_wire::field((num << 3) | 2, bytes, out);
 }
 
 /// A gossipsub `Message` (fields in order, as prost writes them).
@@ -58,7 +44,7 @@ pub fn frame(msg: &[u8]) -> Vec<u8> {
     let mut rpc = Vec::new();
     field(2, msg, &mut rpc);
     let mut out = Vec::new();
-    varint(rpc.len(), &mut out);
+    crate::kad_wire::varint(rpc.len(), &mut out);
     out.extend(rpc);
     out
 }

@@ -2,7 +2,7 @@
 //! `/mesh/kad/1.0.0` (or any Kademlia protocol, Amino's `/ipfs/kad/1.0.0` too) without a
 //! Kademlia behaviour.
 
-fn varint(mut n: usize, out: &mut Vec<u8>) {
+pub(crate) fn varint(mut n: usize, out: &mut Vec<u8>) {
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
@@ -15,7 +15,7 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
 }
 
 /// A length-delimited protobuf field.
-fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.push(tag);
     varint(bytes.len(), out);
     out.extend_from_slice(bytes);

@@ -216,3 +216,35 @@ pub async fn next_event<B: NetworkBehaviour>(swarms: &mut [&mut Swarm<B>]) -> (u
     })
     .await
 }
+
+/// Has `b` listen on 127.0.0.1 and on 0.0.0.0, and answers its loopback address once a
+/// non-loopback address is up too: a swarm listening beyond loopback counts all of
+/// loopback as one network (`mesh_core::Source::for_rates`), as a node on a LAN counts
+/// the peers behind one address.
+///
+/// # Panics
+/// When the host has no interface beyond loopback, or the addresses do not come within
+/// 5 s (a test setup error).
+#[allow(clippy::expect_used)]
+pub async fn listen_beyond_loopback<B: NetworkBehaviour>(b: &mut Swarm<B>) -> libp2p::Multiaddr {
+    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("constant address"))
+        .expect("listen on loopback");
+    b.listen_on("/ip4/0.0.0.0/tcp/0".parse().expect("constant address"))
+        .expect("listen on every interface");
+    let (mut lo, mut beyond) = (None, false);
+    let listening = async {
+        while lo.is_none() || !beyond {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                if address.to_string().starts_with("/ip4/127.") {
+                    lo.get_or_insert(address);
+                } else {
+                    beyond = true;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), listening)
+        .await
+        .expect("a loopback and a non-loopback listen address (this host has an interface)");
+    lo.expect("a loopback address")
+}
