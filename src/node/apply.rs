@@ -292,10 +292,7 @@ impl Node {
                     // of the peer's source (`trace_budget`).
                     let admitted = match super::trace_budget::peer_of_error(&event) {
                         _ if !self.trace.enabled() => false,
-                        Some(peer) => {
-                            let remote = View::remote_addrs(&view!(self), &peer);
-                            self.trace_budget.admit_peer(peer, &remote, &event.ts)
-                        }
+                        Some(peer) => self.trace_budget.admit_peer(&view!(self), peer, &event.ts),
                         None => true,
                     };
                     if admitted {

@@ -472,14 +472,10 @@ impl Node {
             );
             // Refused presences are traced within the budget of the neighbour that
             // handed them over (their authors may be fresh keys, one a message).
-            let remote = super::view::View::remote_addrs(&view!(self), &propagation_source);
-            let (budget, now, on) = (
-                &mut self.trace_budget,
-                Timestamp::now(),
-                self.trace.enabled(),
-            );
+            let (view, budget) = (view!(self), &mut self.trace_budget);
+            let (now, on) = (Timestamp::now(), self.trace.enabled());
             let actions = super::trace_budget::errors_within(actions, || {
-                on && budget.admit_peer(propagation_source, &remote, &now)
+                on && budget.admit_peer(&view, propagation_source, &now)
             });
             self.apply(actions);
             self.swarm

@@ -7,11 +7,12 @@
 //! it, or the peer itself without one), [`TRACE_LIMIT`] of them are written; the rest
 //! are counted in the metrics' refusal counters only. Pure; `now` passed in.
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use mesh_advert::Source;
 use mesh_core::{RateLimit, RateLimiter, Timestamp, TraceEvent, TraceEventType};
 
 use super::action::Action;
+use super::view::View;
 
 /// Trace events of refused input per source: 60 at once, then one a second.
 pub(crate) const TRACE_LIMIT: RateLimit = RateLimit {
@@ -38,14 +39,10 @@ impl TraceBudget {
         self.0.check(source, now).is_ok()
     }
 
-    /// [`TraceBudget::admit`] for the source of `peer`, connected at `remote`.
-    pub(crate) fn admit_peer(
-        &mut self,
-        peer: PeerId,
-        remote: &[Multiaddr],
-        now: &Timestamp,
-    ) -> bool {
-        self.admit(&Source::of_peer(peer, remote), now)
+    /// [`TraceBudget::admit`] for the source of `peer` (its network, from its
+    /// connections as `view` has them).
+    pub(crate) fn admit_peer(&mut self, view: &dyn View, peer: PeerId, now: &Timestamp) -> bool {
+        self.admit(&Source::of_peer(peer, &view.remote_addrs(&peer)), now)
     }
 }
 

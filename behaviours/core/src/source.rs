@@ -9,7 +9,7 @@ use multiaddr::{Multiaddr, Protocol};
 
 use crate::IpKey;
 
-/// Where a change to the store came from.
+/// Where a peer's input counts: a change to a store, a request against a rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// This node (its own advertisement, what the application stores, records its own

@@ -7,10 +7,9 @@
 
 use std::collections::HashMap;
 
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, FromSwarm};
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{IpKey, RateLimit, RateLimiter, Source, Timestamp, take_all};
+use mesh_core::{RateLimit, RateLimiter, Source, Timestamp, take_all};
 
 /// Peers and networks followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 4096;
@@ -86,7 +85,7 @@ impl Allowance {
         let remote = conns
             .iter()
             .map(|(_, a)| a)
-            .find(|a| IpKey::of_multiaddr(a).is_some() && !is_circuit(a))
+            .find(|a| Source::of_peer(peer, [*a]) != Source::Peer(peer))
             .or_else(|| conns.first().map(|(_, a)| a));
         let source = Source::for_rates(peer, remote, &self.listening);
         take_all(
@@ -97,10 +96,6 @@ impl Allowance {
             ],
         )
     }
-}
-
-fn is_circuit(a: &Multiaddr) -> bool {
-    a.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use libp2p::{PeerId, gossipsub};
 use mesh_core::{Timestamp, TraceEvent, TraceEventType};
 
-use super::super::view::{Now, View};
+use super::super::view::Now;
 use super::super::{Node, NodeEvent};
 
 impl Node {
@@ -112,8 +112,7 @@ impl Node {
                 }
                 // Within the trace budget of the neighbour that handed it over (its
                 // author may be a fresh key for every marker).
-                let remote = View::remote_addrs(&view!(self), &via);
-                if self.trace.enabled() && self.trace_budget.admit_peer(via, &remote, &now) {
+                if self.trace.enabled() && self.trace_budget.admit_peer(&view!(self), via, &now) {
                     self.emit_trace(t);
                 }
                 super::super::swarm_marker::acceptance(&e)
