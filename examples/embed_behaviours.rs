@@ -44,7 +44,7 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
-use mesh_advert::own::{advert_for, next_sequence};
+use mesh_advert::own::{advert_for, next_sequence, sequence_clock};
 use mesh_advert::{AdvertStore, Answer, MemoryStore, StoreLimits};
 use mesh_core::{NodeAdvertisement, NodeId, NodeKeypair, Timestamp};
 use serde_json::json;
@@ -154,7 +154,7 @@ async fn start(
     let advert = advert_for(
         key,
         std::slice::from_ref(&listening),
-        next_sequence(None, &now),
+        next_sequence(None, sequence_clock(&now)),
         &now,
         600,
     )?;

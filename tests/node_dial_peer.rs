@@ -13,7 +13,7 @@ mod meshd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmesh::node::{Bootstrap, BootstrapName, KadMode, NodeConfig, NodeHandle, Target};
+use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, NodeConfig, NodeHandle, Target};
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MemoryTrace, NodeKeypair};
 use mesh_testkit::node::{TestNode, start_node};
@@ -109,6 +109,57 @@ async fn dial_by_peer_id_looks_the_peer_up() {
     assert_eq!(err.code(), ErrorCode::TransportUnavailable, "{err}");
     assert!(err.to_string().contains("Amino"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(40));
+}
+
+/// A dial by peer id while another dial to the peer hangs (an address the peer left,
+/// now a socket that never answers): the node dials what it knows or looks up itself
+/// rather than waiting on the other dial, whose failure would never answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
+    let b = start(None, KadMode::Server).await;
+    let a = start(Some(b.p2p_addr()), KadMode::Client).await;
+    connected(&a.handle, b.peer).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = start(Some(b.p2p_addr()), KadMode::Server).await;
+    connected(&b.handle, c.peer).await;
+    // B holds C's record (A finds it there).
+    tokio::time::timeout(WAIT, async {
+        while b.handle.lookup(c.node).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("B has C's record");
+
+    // A black hole: accepts TCP connections and never speaks (the Noise handshake hangs
+    // for the swarm's connection timeout, 10 s).
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr: Multiaddr = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        hole.local_addr().unwrap().port(),
+        c.peer
+    )
+    .parse()
+    .unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let a2 = a.handle.clone();
+    let stuck = tokio::spawn(async move { a2.dial(Target::Addr(hole_addr)).await });
+    // The stuck dial is under way before the dial by peer id starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished(), "the black hole answered");
+
+    let peer = tokio::time::timeout(WAIT, a.handle.dial(Target::Peer(c.peer)))
+        .await
+        .expect("dial answered in time")
+        .expect("A finds C and connects, the other dial notwithstanding");
+    assert_eq!(peer, c.peer);
+    holder.abort();
+    stuck.abort();
 }
 
 /// `meshd run` flags for a loopback node bootstrapping from `bootstrap` (none: none).
@@ -234,6 +285,21 @@ async fn dial_of_a_non_node_peer_id_uses_amino_peer_routing() {
         }
     });
     connected(&b.handle, c_peer).await;
+    // B hands C out once its Amino table holds C (after identify, not at the connection).
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let table = b.handle.routing_table(Dht::Amino).await.unwrap();
+            if table
+                .iter()
+                .any(|e| e.peer_id == c_peer.to_string() && !e.addrs.is_empty())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("C in B's Amino table");
     let known = a.handle.peers().await.unwrap();
     assert!(
         !known.iter().any(|i| i.peer_id == c_peer.to_string()),

@@ -10,7 +10,7 @@ use libmesh::advert_store::DurableStore;
 use libmesh::directory::{DirectoryConfig, SharedStore, serve};
 use libmesh::directory_client::{DirectoryClient, is_url};
 use libmesh::mesh_client::{Ask, request};
-use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence};
+use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence, sequence_clock};
 use mesh_advert::{Answer, NodeWithdrawal, StoreLimits};
 use mesh_core::artifact::Artifact;
 use mesh_core::{IdentityStore, MeshError, NodeAdvertisement, NodeId, Timestamp};
@@ -146,7 +146,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: AdvertCommand) -> anyhow::Result<ExitCode> {
             let id = IdentityStore::new(&ctx.data_dir).load_or_generate(&Timestamp::now())?;
             let store = open_store(ctx)?;
             let now = Timestamp::now();
-            let seq = next_sequence(store.own_sequence()?, &now);
+            let seq = next_sequence(store.own_sequence()?, sequence_clock(&now));
             let advert = advert_for(&id.keypair, &addrs, seq, &now, ttl)?;
             store.set_own_sequence(seq)?;
             drop(store);

@@ -218,10 +218,12 @@ impl Node {
                 self.apply(actions);
             }
             // With the addresses the swarm knows, or, when it knows none, after
-            // looking the peer up (see `find_peer`).
+            // looking the peer up (see `find_peer`). Dialed even while another dial to
+            // the peer runs (a reconnection to an address the peer left, say): this
+            // dial's own failure is what starts the lookup.
             Target::Peer(p) => {
                 let opts = DialOpts::peer_id(p)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .condition(PeerCondition::Disconnected)
                     .build();
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {

@@ -92,9 +92,10 @@ impl Node {
                     self.connected(peer, after);
                     continue;
                 }
+                // Even while another dial to the peer runs (see `Node::found`).
                 let opts = DialOpts::peer_id(peer)
                     .addresses(addrs.clone())
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .condition(PeerCondition::Disconnected)
                     .build();
                 self.dial(opts, Some(peer), after);
             }

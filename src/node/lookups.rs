@@ -117,10 +117,13 @@ impl Node {
                 }
                 other => match peer {
                     Some(p) if self.swarm.is_connected(&p) => self.connected(p, other),
+                    // The addresses just found are dialed even while another dial
+                    // to the peer runs: that one may be to the addresses it left,
+                    // and waiting for it would outlast the command.
                     Some(p) => {
                         let opts = DialOpts::peer_id(p)
                             .addresses(addrs.clone())
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .condition(PeerCondition::Disconnected)
                             .build();
                         self.dial(opts, Some(p), other);
                     }

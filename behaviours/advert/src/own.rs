@@ -13,12 +13,25 @@ use serde_json::{Map, Value, json};
 /// Default lifetime of an own advertisement.
 pub const DEFAULT_TTL_SECS: i64 = 3600;
 
-/// The next sequence number: above `last` (what was persisted) and at least the current
-/// time in milliseconds, so it keeps growing even if the persisted value was lost, as
-/// long as the clock does not go back.
-pub fn next_sequence(last: Option<u64>, now: &Timestamp) -> u64 {
-    let clock = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
-    last.map_or(clock, |l| l.saturating_add(1)).max(clock)
+/// The next sequence number: above `last` (what was persisted) and at least `clock_ms`
+/// (see [`sequence_clock`]), so it keeps growing even if the persisted value was lost,
+/// as long as the clock does not go back.
+pub fn next_sequence(last: Option<u64>, clock_ms: u64) -> u64 {
+    last.map_or(clock_ms, |l| l.saturating_add(1)).max(clock_ms)
+}
+
+/// The clock a fresh sequence number starts from: the system clock in milliseconds,
+/// never below `now`. [`Timestamp`]s hold whole seconds (the schemas' timestamps), so
+/// `now` alone would give two processes of one key that sign within the same second
+/// (a node restarted elsewhere without its data directory) the same sequence number
+/// for different advertisements, and every peer holding the first would refuse the
+/// second as stale.
+pub fn sequence_clock(now: &Timestamp) -> u64 {
+    let signed = u64::try_from(now.instant().timestamp_millis()).unwrap_or(0);
+    let system = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    signed.max(system)
 }
 
 /// The endpoint of one address: `(transport, role, priority)`, or `None` for addresses
@@ -174,7 +187,7 @@ impl OwnAdvert {
     /// advertisement. Until [`OwnAdvert::renew`], neither [`OwnAdvert::tick`] nor
     /// [`OwnAdvert::set_addresses`] makes a new one (the addresses are still kept).
     pub fn withdraw(&mut self, now: &Timestamp) -> MeshResult<crate::NodeWithdrawal> {
-        let seq = next_sequence(self.last_sequence, now);
+        let seq = next_sequence(self.last_sequence, sequence_clock(now));
         let w = crate::NodeWithdrawal::create(&self.key, seq, now)?;
         self.last_sequence = Some(seq);
         self.current = None;
@@ -244,7 +257,7 @@ impl OwnAdvert {
     }
 
     fn rebuild(&mut self, now: &Timestamp) -> MeshResult<&NodeAdvertisement> {
-        let seq = next_sequence(self.last_sequence, now);
+        let seq = next_sequence(self.last_sequence, sequence_clock(now));
         let ad = advert_with_url(
             &self.key,
             &self.addrs,
@@ -340,11 +353,38 @@ mod tests {
     }
 
     #[test]
+    fn a_key_restarted_within_a_second_signs_a_higher_sequence() {
+        // One key, two fresh processes (no persisted sequence), both signing at the same
+        // whole second: the second advertisement must supersede the first, or every
+        // peer that holds the first refuses it as stale.
+        let key = NodeKeypair::generate();
+        let now = Timestamp::now();
+        let mut first = OwnAdvert::new(key.clone(), 600, None);
+        let a1 = first
+            .set_addresses(vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], &now)
+            .unwrap()
+            .unwrap()
+            .sequence_no();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let mut second = OwnAdvert::new(key, 600, None);
+        let a2 = second
+            .set_addresses(vec!["/ip4/127.0.0.1/tcp/2".parse().unwrap()], &now)
+            .unwrap()
+            .unwrap()
+            .sequence_no();
+        assert!(a2 > a1, "{a2} must be above {a1}");
+    }
+
+    #[test]
     fn sequence_never_goes_back_and_refresh_is_timely() {
-        assert!(next_sequence(Some(u64::MAX - 1), &at(0)) == u64::MAX);
-        let clock = next_sequence(None, &at(0));
-        assert!(next_sequence(Some(5), &at(0)) == clock);
-        assert!(next_sequence(Some(clock + 10), &at(0)) == clock + 11);
+        assert!(next_sequence(Some(u64::MAX - 1), 1_000) == u64::MAX);
+        let clock = 1_774_288_800_000;
+        assert!(next_sequence(None, clock) == clock);
+        assert!(next_sequence(Some(5), clock) == clock);
+        assert!(next_sequence(Some(clock + 10), clock) == clock + 11);
+        // Never below the given time, though the system clock may be behind it.
+        let ahead = at(0).plus_secs(100 * 365 * 86_400);
+        assert!(sequence_clock(&ahead) == 1_000 * ahead.instant().timestamp() as u64);
 
         let mut own = OwnAdvert::new(NodeKeypair::generate(), 400, None);
         assert!(
