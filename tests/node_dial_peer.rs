@@ -356,11 +356,18 @@ async fn dial_by_peer_id_finds_a_peer_that_moved() {
     .expect("A saw C go");
     let c2 = start_keyed(key, Some(b.p2p_addr()), KadMode::Server).await;
     assert_ne!(c2.addr, old_addr);
-    // B holds C's new record before A asks (else A could find the old one).
+    // B finds C's new record, and its mesh-DHT table holds C at the new address, before
+    // A asks: B answers A's query with the record or hands it C to ask (B's lookup alone
+    // may have found the record at C itself, before C's put reached B's store).
     let new_addr = c2.addr.to_string();
     tokio::time::timeout(WAIT, async {
         loop {
+            let table = b.handle.routing_table(Dht::Mesh).await.unwrap();
+            let in_table = table.iter().any(|e| {
+                e.peer_id == c_peer.to_string() && e.addrs.iter().any(|x| x.starts_with(&new_addr))
+            });
             if let Ok(f) = b.handle.lookup_fresh(c_node).await
+                && in_table
                 && f.addrs.iter().any(|x| x.starts_with(&new_addr))
             {
                 return;

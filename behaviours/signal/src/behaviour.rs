@@ -346,35 +346,6 @@ impl Behaviour {
         Some((peer, ids))
     }
 
-    /// Verifies the frames of one request: one with [`Artifact::verify_cbor`], a batch
-    /// parsed frame by frame and its signatures checked with one batch equation
-    /// (`mesh_core::verify_batch`, the accept set of `verify_strict`), then the clock
-    /// rules. Every frame is verified before anything else is done with it.
-    fn verify(items: &[&[u8]], now: &Timestamp) -> Vec<MeshResult<SignalFrame>> {
-        if let [one] = items {
-            return vec![SignalFrame::verify_cbor(one, now)];
-        }
-        let mut out: Vec<Option<MeshResult<SignalFrame>>> = Vec::with_capacity(items.len());
-        let (mut ok, mut idx) = (Vec::new(), Vec::new());
-        for (i, b) in items.iter().enumerate() {
-            match SignalFrame::from_cbor(b) {
-                Ok(f) => {
-                    ok.push(f);
-                    idx.push(i);
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let sigs = mesh_core::verify_batch(&ok);
-        for ((frame, i), sig) in ok.into_iter().zip(idx).zip(sigs) {
-            out[i] = Some(sig.and_then(|()| frame.validate(now)).map(|()| frame));
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(MeshError::invalid("signal-frame.v1: not verified"))))
-            .collect()
-    }
-
     fn receive(&mut self, peer: PeerId, bytes: Result<Vec<u8>, MeshError>) -> Answer {
         let now = (self.config.clock)();
         let items = match bytes
@@ -401,7 +372,7 @@ impl Behaviour {
                 ))),
             }
         }
-        let mut verified = Self::verify(&allowed, &now).into_iter();
+        let mut verified = crate::verify::verify(&allowed, &self.seen, &now).into_iter();
         let results: Vec<MeshResult<()>> = limited
             .into_iter()
             .map(|refused| match refused {
@@ -491,10 +462,7 @@ impl Behaviour {
         if !self.seen.contains(&digest, now) {
             Ok(digest)
         } else {
-            Err(MeshError::new(
-                ErrorCode::HsReplay,
-                format!("signal-frame.v1: frame {} seen before", frame.frame_id()),
-            ))
+            Err(crate::verify::replayed(frame.frame_id()))
         }
     }
 
@@ -643,48 +611,5 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use mesh_core::NodeKeypair;
-    use serde_json::{Value, json};
-
-    fn frame(from: &NodeKeypair, to: &NodeKeypair, i: usize) -> SignalFrame {
-        let now = Timestamp::now();
-        let Value::Object(doc) = json!({
-            "schema/v": 1, "message/kind": "signal-frame.v1", "frame/id": format!("f{i}"),
-            "kind": "connect_request", "from": from.node_id().to_string(),
-            "to": to.node_id().to_string(), "correlation/id": format!("c{i}"),
-            "created-at": now.as_str(), "expires-at": now.plus_secs(60).as_str(),
-            "payload": {},
-        }) else {
-            unreachable!()
-        };
-        SignalFrame::sign(doc, from).unwrap()
-    }
-
-    #[test]
-    fn a_batch_is_verified_frame_by_frame() {
-        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
-        let mut wires: Vec<Vec<u8>> = (0..5).map(|i| frame(&a, &b, i).to_cbor()).collect();
-        // An altered frame (signature no longer matches), a malformed one, an expired one.
-        let mut doc = frame(&a, &b, 10).to_json();
-        doc["to"] = json!(NodeKeypair::generate().node_id().to_string());
-        wires[1] = SignalFrame::from_json(doc).unwrap().to_cbor();
-        wires[3] = vec![0xa1, 0x61];
-        let body = codec::join(&wires.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        let items = codec::split(&body).unwrap();
-        let now = Timestamp::now();
-        let got = Behaviour::verify(&items, &now);
-        assert!(got[0].is_ok() && got[2].is_ok() && got[4].is_ok());
-        assert_eq!(got[1].as_ref().unwrap_err().code, ErrorCode::SigInvalid);
-        assert!(got[3].is_err());
-        assert_eq!(got[2].as_ref().unwrap().frame_id(), "f2");
-        let late = now.plus_secs(120);
-        assert!(Behaviour::verify(&items, &late).iter().all(Result::is_err));
     }
 }

@@ -27,6 +27,7 @@ pub mod correlation;
 pub mod dedup;
 pub mod frames;
 pub mod group;
+mod verify;
 
 pub use behaviour::{Behaviour, Config, Event, MAX_STREAMS, MIN_SWEEP_INTERVAL, PROTOCOL};
 pub use correlation::{Correlations, Limits, Role, State, Transition};
