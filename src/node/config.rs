@@ -469,6 +469,11 @@ impl NodeConfig {
                 mesh_core::MAX_PRESENCE_TTL_SECS
             )));
         }
+        if self.signal.network_frame_burst == 0 || self.signal.network_frames_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "signal: network_frame_burst and network_frames_per_minute must be positive".into(),
+            ));
+        }
         let r = &self.route;
         for (name, v) in [
             ("direct_secs", r.direct_secs),

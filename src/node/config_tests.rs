@@ -57,6 +57,10 @@ fn signal_policy_parses_and_defaults_to_known_peers() {
     let c = NodeConfig::from_toml("[signal]\npunch_for = \"nobody\"\n").unwrap();
     assert_eq!(c.signal.punch_for, PunchFor::Nobody);
     assert!(NodeConfig::from_toml("[signal]\npunch_for = \"all\"\n").is_err());
+    let c = NodeConfig::from_toml("[signal]\nnetwork_frame_burst = 2048\n").unwrap();
+    assert_eq!(c.signal.network_frames().burst, 2048);
+    assert!(NodeConfig::from_toml("[signal]\nnetwork_frame_burst = 0\n").is_err());
+    assert!(NodeConfig::from_toml("[signal]\nnetwork_frames_per_minute = 0\n").is_err());
 }
 
 #[test]

@@ -268,6 +268,7 @@ impl Node {
         let mut signal = mesh_signal::Config::new(node_id);
         signal.host = config.signaling_host;
         signal.forward_marked_only = true;
+        signal.per_network = config.signal.network_frames();
         let mut marker = mesh_session::marker::Config::new(node_id);
         marker.trace = trace.clone();
         let admission = if config.relay_server {

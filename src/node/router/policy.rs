@@ -55,6 +55,19 @@ pub struct SignalSettings {
     /// Birthday-paradox probing: at most one attempt per peer this often, in seconds
     /// (`birthday_every_secs`, default 60; the global limits stay).
     pub birthday_every_secs: u64,
+    /// Signal frames read from all peers of one network (an IPv4 address or IPv6 /64)
+    /// at once (`network_frame_burst`, default 512; `mesh_signal::Config::per_network`).
+    pub network_frame_burst: u32,
+    /// Then this many a minute (`network_frames_per_minute`, default 1,200). A host
+    /// whose clients share one address (a CGNAT, a campus) raises both.
+    pub network_frames_per_minute: u32,
+}
+
+impl SignalSettings {
+    /// The per-network allowance of signal frames.
+    pub fn network_frames(&self) -> mesh_core::RateLimit {
+        mesh_core::RateLimit::per_minute(self.network_frame_burst, self.network_frames_per_minute)
+    }
 }
 
 impl Default for SignalSettings {
@@ -63,6 +76,8 @@ impl Default for SignalSettings {
             punch_for: PunchFor::Known,
             private_candidates: false,
             birthday_every_secs: 60,
+            network_frame_burst: 512,
+            network_frames_per_minute: 1200,
         }
     }
 }
@@ -166,6 +181,21 @@ mod tests {
         let s: SignalSettings = toml::from_str("birthday_every_secs = 5").unwrap();
         assert_eq!(s.birthday_every_secs, 5);
         assert_eq!(s.punch_for, PunchFor::Known, "the rest stays default");
+    }
+
+    #[test]
+    fn the_network_frame_allowance_is_a_config_key() {
+        let default = SignalSettings::default().network_frames();
+        let signal = mesh_signal::Config::new(mesh_core::NodeKeypair::generate().node_id());
+        assert_eq!(
+            default.burst, signal.per_network.burst,
+            "the behaviour's default"
+        );
+        assert!((default.per_second - signal.per_network.per_second).abs() < 1e-9);
+        let s: SignalSettings =
+            toml::from_str("network_frame_burst = 4096\nnetwork_frames_per_minute = 6000").unwrap();
+        assert_eq!(s.network_frames().burst, 4096);
+        assert!((s.network_frames().per_second - 100.0).abs() < 1e-9);
     }
 
     fn ma(s: &str) -> Multiaddr {
