@@ -33,6 +33,7 @@ fn status() -> Status {
         gossip_mesh_peers: 0,
         events_dropped: 0,
         gossip_send_failed: 0,
+        traces_suppressed: 0,
     }
 }
 

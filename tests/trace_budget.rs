@@ -74,6 +74,12 @@ async fn refused_signal_frames_are_traced_within_the_peer_s_budget() {
         traced <= 60 + secs + 1,
         "{traced} refusals traced for 200 frames in {secs} s"
     );
+    // The rest are counted.
+    let suppressed = node.handle.status().await.unwrap().traces_suppressed as usize;
+    assert!(
+        traced + suppressed >= 200,
+        "{traced} traced, {suppressed} counted"
+    );
 }
 
 /// 200 malformed presences on a swarm's topic, each under a fresh gossipsub author,
@@ -124,6 +130,11 @@ async fn refused_presences_are_traced_within_the_neighbour_s_budget() {
     assert!(
         traced <= 60 + secs + 1,
         "{traced} refusals traced for 200 presences in {secs} s"
+    );
+    let suppressed = node.handle.status().await.unwrap().traces_suppressed as usize;
+    assert!(
+        traced + suppressed >= 200,
+        "{traced} traced, {suppressed} counted"
     );
     drop(s);
     p_task.abort();

@@ -369,7 +369,7 @@ impl Node {
             providers: mesh_advert::providers::ProviderBook::default(),
             amino_providers: mesh_advert::providers::ProviderBook::default(),
             records: mesh_advert::RecordBook::default(),
-            trace_budget: trace_budget::TraceBudget::default(),
+            trace_budget: trace_budget::TraceBudget::new(stats.traces_suppressed_counter()),
             stored_pending: None,
             sweeper: store::Sweeper::new(config.store.sweep_every(), now),
             wss_public,

@@ -87,6 +87,7 @@ pub(super) fn of(node: &mut Node) -> Status {
         gossip_mesh_peers,
         events_dropped: node.events_dropped,
         gossip_send_failed: node.gossip_send_failed,
+        traces_suppressed: node.stats.traces_suppressed(),
     }
 }
 

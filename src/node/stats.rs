@@ -88,6 +88,7 @@ pub struct Stats {
     autonat_candidates: Family<L1, Gauge>,
     autonat_tests_refused: Gauge,
     events_dropped: Counter,
+    traces_suppressed: Counter,
 }
 
 impl Stats {
@@ -119,6 +120,7 @@ impl Stats {
             autonat_candidates: Family::default(),
             autonat_tests_refused: Gauge::default(),
             events_dropped: Counter::default(),
+            traces_suppressed: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("libmesh");
         r.register(
@@ -246,6 +248,11 @@ impl Stats {
             "events_dropped",
             "Node events dropped because the application's queue was full",
             s.events_dropped.clone(),
+        );
+        r.register(
+            "traces_suppressed",
+            "Trace events of refused input not written: their source's trace budget (60, then one a second) was spent",
+            s.traces_suppressed.clone(),
         );
         s
     }
@@ -421,6 +428,17 @@ impl Stats {
     /// An event for the application was dropped (queue full).
     pub fn event_dropped(&self) {
         self.events_dropped.inc();
+    }
+
+    /// The counter of trace events not written for their source's budget (the trace
+    /// budget increments it).
+    pub(crate) fn traces_suppressed_counter(&self) -> Counter {
+        self.traces_suppressed.clone()
+    }
+
+    /// Trace events not written for their source's budget, since start.
+    pub fn traces_suppressed(&self) -> u64 {
+        self.traces_suppressed.get()
     }
 
     /// The sampled figures, set on the node's tick.

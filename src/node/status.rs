@@ -40,6 +40,9 @@ pub struct Status {
     /// Gossipsub messages that never went out to a peer because its send queue was full
     /// or they waited there too long (gossipsub's `SlowPeer` reports), since start.
     pub gossip_send_failed: u64,
+    /// Trace events of refused input not written because their source's trace budget
+    /// was spent (60, then one a second per source), since start.
+    pub traces_suppressed: u64,
 }
 
 /// Reachability.

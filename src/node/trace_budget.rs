@@ -5,11 +5,13 @@
 //! them as fast as it likes: bounded on disk by the file's rotation, they still pushed
 //! every other event out of it. Per source (the peer's network, as the stores count
 //! it, or the peer itself without one), [`TRACE_LIMIT`] of them are written; the rest
-//! are counted in the metrics' refusal counters only. Pure; `now` passed in.
+//! are counted in the metrics' refusal counters where there is one, and all of them in
+//! `libmesh_traces_suppressed_total` (and `status`'s `traces_suppressed`). Pure; `now` passed in.
 
 use libp2p::PeerId;
 use mesh_advert::Source;
 use mesh_core::{RateLimit, RateLimiter, Timestamp, TraceEvent, TraceEventType};
+use prometheus_client::metrics::counter::Counter;
 
 use super::action::Action;
 use super::view::View;
@@ -23,20 +25,36 @@ pub(crate) const TRACE_LIMIT: RateLimit = RateLimit {
 /// Sources followed at once (the least recently seen forgotten first).
 const TRACE_SOURCES: usize = 4096;
 
-/// The per-source budget.
+/// The per-source budget, and the count of refusals whose events it kept out
+/// (`libmesh_traces_suppressed_total`).
 #[derive(Debug)]
-pub(crate) struct TraceBudget(RateLimiter<Source>);
+pub(crate) struct TraceBudget {
+    limiter: RateLimiter<Source>,
+    suppressed: Counter,
+}
 
 impl Default for TraceBudget {
     fn default() -> Self {
-        TraceBudget(RateLimiter::new(TRACE_LIMIT, TRACE_SOURCES))
+        TraceBudget::new(Counter::default())
     }
 }
 
 impl TraceBudget {
+    /// A budget counting what it keeps out in `suppressed`.
+    pub(crate) fn new(suppressed: Counter) -> Self {
+        TraceBudget {
+            limiter: RateLimiter::new(TRACE_LIMIT, TRACE_SOURCES),
+            suppressed,
+        }
+    }
+
     /// Whether the trace events of one more refusal of `source`'s input are written.
     pub(crate) fn admit(&mut self, source: &Source, now: &Timestamp) -> bool {
-        self.0.check(source, now).is_ok()
+        let admitted = self.limiter.check(source, now).is_ok();
+        if !admitted {
+            self.suppressed.inc();
+        }
+        admitted
     }
 
     /// [`TraceBudget::admit`] for the source of `peer` (its network, from its
