@@ -2,7 +2,8 @@
 //! nodes on loopback: a newcomer to a settled swarm learns every member from the table
 //! one member hands it (the members leave its `join` unanswered, and nobody
 //! re-announces within the test: the TTL is 10 minutes); a peer that hands over a
-//! forged presence gets it refused with `E_SIG_INVALID`, and the valid ones are kept.
+//! forged presence gets it refused with `E_SIG_INVALID`, and the valid ones are kept; a
+//! peer that answers an empty table does not hide the swarm from the newcomer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -169,6 +170,40 @@ struct Hostile {
     table: request_response::Behaviour<exchange::Codec>,
 }
 
+/// Mallory: a raw libp2p peer subscribed to `key`'s topic that serves
+/// `/mesh/swarm-table/1.0.0`; its peer id, its listen address, its swarm.
+async fn mallory(key: &DiscoveryKey) -> (libp2p::PeerId, Multiaddr, libp2p::Swarm<Hostile>) {
+    let mallory_key = NodeKeypair::generate();
+    let mut gs = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(mallory_key.to_libp2p()),
+        gossipsub::Config::default(),
+    )
+    .unwrap();
+    gs.subscribe(&gossipsub::IdentTopic::new(key.topic()))
+        .unwrap();
+    let table = request_response::Behaviour::with_codec(
+        exchange::Codec,
+        [(exchange::PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default(),
+    );
+    let mut swarm = mesh_testkit::swarm_with(
+        &mallory_key,
+        Hostile {
+            gossipsub: gs,
+            table,
+        },
+    );
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    (mallory_key.node_id().to_peer_id().unwrap(), addr, swarm)
+}
+
 fn signed_presence(key: &NodeKeypair, swarm: &DiscoveryKey, now: &Timestamp) -> Vec<u8> {
     let serde_json::Value::Object(doc) = serde_json::json!({
         "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": swarm.to_hex(),
@@ -187,29 +222,7 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
     let newcomer = start(vec![]).await;
     // Mallory: subscribed to the swarm's topic, and serving a table of three signed
     // presences and one whose address was changed after signing.
-    let mallory_key = NodeKeypair::generate();
-    let mut gs = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(mallory_key.to_libp2p()),
-        gossipsub::Config::default(),
-    )
-    .unwrap();
-    gs.subscribe(&gossipsub::IdentTopic::new(key.topic()))
-        .unwrap();
-    let table = request_response::Behaviour::with_codec(
-        exchange::Codec,
-        [(exchange::PROTOCOL, ProtocolSupport::Full)],
-        request_response::Config::default(),
-    );
-    let mut mallory = mesh_testkit::swarm_with(
-        &mallory_key,
-        Hostile {
-            gossipsub: gs,
-            table,
-        },
-    );
-    mallory
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
+    let (mallory_peer, addr, mut mallory) = mallory(&key).await;
     let now = Timestamp::now();
     let honest: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
     let forger = NodeKeypair::generate();
@@ -230,12 +243,6 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
     entries.push((forger.node_id(), forged));
     entries.sort_by_key(|(n, _)| *n);
     let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
-    let mallory_peer = mallory_key.node_id().to_peer_id().unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = mallory.select_next_some().await {
-            break address;
-        }
-    };
     let serve = tokio::spawn(async move {
         let mut served = 0usize;
         loop {
@@ -288,6 +295,91 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
             .contains(&forger.node_id()),
         "the forged presence is not taken"
     );
+    serve.abort();
+}
+
+/// A peer that answers the table request with an empty table (audit finding 6) does not
+/// hide the swarm: the newcomer, connected meanwhile to a member subscribed to the
+/// topic, finds that member missing from the table and asks it. Before, the newcomer
+/// took the empty table as the swarm and saw the members only at their refreshes (the
+/// TTL here is 10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_table_does_not_hide_the_swarm() {
+    let key = DiscoveryKey::from_name("hidden swarm");
+    let m = start(vec![]).await;
+    let x = start(vec![seed(&m)]).await;
+    for n in [&m, &x] {
+        n.handle.join_swarm(key).await.unwrap();
+    }
+    let want: HashSet<NodeId> = [m.node].into();
+    assert_eq!(
+        wait_table(&x.handle, key, &want, Duration::from_secs(30)).await,
+        want
+    );
+    // Settled: M and X leave a join that fetches the table unanswered (gossipsub's
+    // IHAVE hands them the newcomer's join once it meets M).
+    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+    let newcomer = start(vec![]).await;
+    // Mallory holds the newcomer's request until the test says, then answers an
+    // empty table.
+    let (mallory_peer, addr, mut mallory) = mallory(&key).await;
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, mut release_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        let mut asked_tx = Some(asked_tx);
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                e = mallory.select_next_some() => {
+                    if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. },
+                        ..
+                    })) = e
+                    {
+                        held.push(channel);
+                        if let Some(tx) = asked_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                _ = &mut release_rx, if !release_rx.is_terminated() => {
+                    let empty = exchange::page_of(std::iter::empty(), None);
+                    for channel in held.drain(..) {
+                        let _ = mallory.behaviour_mut().table.send_response(channel, Answer::Page(empty.clone()));
+                    }
+                }
+            }
+        }
+    });
+    newcomer
+        .handle
+        .dial(Target::Addr(
+            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
+        ))
+        .await
+        .unwrap();
+    newcomer.handle.join_swarm(key).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), asked_rx)
+        .await
+        .expect("the newcomer asks mallory, the only subscriber")
+        .unwrap();
+    // Meanwhile the newcomer meets member M (subscribed to the topic).
+    newcomer
+        .handle
+        .dial(Target::Addr(m.addr.clone().with(
+            libp2p::multiaddr::Protocol::P2p(m.node.to_peer_id().unwrap()),
+        )))
+        .await
+        .unwrap();
+    // Gossipsub's subscriptions go out with the connection; the request times out
+    // after 10 s, so the empty answer comes well before.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    release_tx.send(()).unwrap();
+    let all: HashSet<NodeId> = [m.node, x.node].into();
+    let got = wait_table(&newcomer.handle, key, &all, Duration::from_secs(15)).await;
+    assert_eq!(got, all, "the members, from M's table");
+    let seen = arrivals(&newcomer.trace, key);
+    assert!(seen.iter().all(|(_, via)| via == "table"), "{seen:?}");
     serve.abort();
 }
 

@@ -14,6 +14,7 @@
 
 mod feed;
 mod fetch;
+mod peers;
 mod presence_rate;
 mod serve_limit;
 
@@ -33,7 +34,8 @@ use mesh_signal::group::{
 };
 
 use feed::{Fed, feed_addrs};
-use fetch::{Fetches, Step};
+use fetch::{Fetches, PageEnd, Step};
+use peers::{missing_subscribers, pick, table_peers};
 
 use super::action::Action;
 use super::addrs;
@@ -302,11 +304,14 @@ impl Groups {
             }
         }
         out.extend(self.changes(changes, ts, "table"));
-        let members = self.tables.member_count(&key).unwrap_or(0);
-        let max = self.tables.config().max_members;
-        let step = self
-            .fetches
-            .page(key, peer, page.more, page.last, members, max);
+        let end = PageEnd {
+            more: page.more,
+            last: page.last,
+            members: self.tables.member_count(&key).unwrap_or(0),
+            max_members: self.tables.config().max_members,
+        };
+        let missing = missing_subscribers(&self.tables, &key, view);
+        let step = self.fetches.page(key, peer, end, &missing);
         out.extend(self.step(key, step));
         out
     }
@@ -672,25 +677,6 @@ fn refusal(e: &MeshError) -> gossipsub::MessageAcceptance {
         ErrorCode::AdvExpired => gossipsub::MessageAcceptance::Ignore,
         _ => gossipsub::MessageAcceptance::Reject,
     }
-}
-
-/// The connected peers subscribed to `key`'s topic that we could ask for its table,
-/// session peers first.
-fn table_peers(key: &DiscoveryKey, view: &dyn View) -> Vec<PeerId> {
-    let topic = gossipsub::IdentTopic::new(key.topic()).hash();
-    let mut peers = view.topic_subscribers(&topic);
-    peers.sort_by_key(|p| !view.has_session(p));
-    peers
-}
-
-/// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
-fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(k.min(items.len()));
-    while out.len() < k && !items.is_empty() {
-        let i = rnd(items.len()).min(items.len() - 1);
-        out.push(items.swap_remove(i));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -515,6 +515,52 @@ fn a_fetch_nobody_answers_ends_in_a_plain_join() {
     assert!(g.presence_sent(&k, "join", &view, &later).is_empty());
 }
 
+/// A table server that answers an empty table (audit finding 6): a connected member
+/// subscribed to the topic is missing from it, so that member is asked for its table
+/// too, and the newcomer sees the swarm at once rather than by the members' refreshes.
+#[test]
+fn an_empty_table_from_one_server_is_checked_with_a_subscriber_left_out() {
+    use mesh_signal::group::exchange::{Answer, check_page, page_of};
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("hidden");
+    g.join(k).unwrap();
+    let mut view = FakeView::default();
+    let topic = libp2p::gossipsub::IdentTopic::new(k.topic()).hash();
+    let (hostile, member) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let h = hostile.node_id().to_peer_id().unwrap();
+    let m = member.node_id().to_peer_id().unwrap();
+    view.session(h, "/ip4/127.0.0.1/tcp/1", &[]);
+    view.connected.insert(m, vec![]);
+    view.subscribers.insert(topic, vec![h, m]);
+    g.joined_topic(k, &view, &now);
+    let ask = asked(&g.presence_sent(&k, "join", &view, &now));
+    assert_eq!(ask[0].0, h, "the session peer first");
+    let id = request_id();
+    g.table_asked(id, k);
+    let empty = check_page(page_of(std::iter::empty(), None), &now.ts);
+    let ask = asked(&g.table_answer(id, h, Answer::Checked(empty), &view, &now));
+    assert_eq!(ask.len(), 1, "the empty table is not taken as the swarm");
+    assert_eq!(ask[0].0, m);
+    assert_eq!(ask[0].1.after, None);
+    // The member's table holds it and two more: taken, and the fetch is done.
+    let id = request_id();
+    g.table_asked(id, k);
+    let mut table: Vec<(mesh_core::NodeId, Vec<u8>)> =
+        [&member, &NodeKeypair::generate(), &NodeKeypair::generate()]
+            .iter()
+            .map(|kp| (kp.node_id(), presence(kp, &k, "announce", &now.ts)))
+            .collect();
+    table.sort_by_key(|(n, _)| *n);
+    let page = check_page(
+        page_of(table.iter().map(|(n, b)| (*n, b.as_slice())), None),
+        &now.ts,
+    );
+    let actions = g.table_answer(id, m, Answer::Checked(page), &view, &now);
+    assert!(asked(&actions).is_empty(), "complete now");
+    assert_eq!(g.members(&k).map(|m| m.len()), Some(3));
+}
+
 /// A presence is signed by whoever made it, so the addresses it names are dialed only
 /// within the node's scope: a public node does not dial a member at loopback, private or
 /// named addresses; and a member that was not reached is dialed once per `FEED_REDIAL`,

@@ -10,6 +10,11 @@
 //! being fetched (`E_TRANSPORT_UNAVAILABLE`) is asked again after [`RETRY`]. When no
 //! peer hands the table over, the fetch gives up and the node sends its `join` again
 //! without `table/fetch`, so every member answers it as before.
+//!
+//! A table that came in full but leaves out a connected node subscribed to the topic
+//! (a server that answered an empty or partial table, or a member that joined a moment
+//! ago) is not taken as complete: that subscriber is asked for its table too (its pages
+//! add to what came), within the same [`MAX_TRIES`] servers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -55,6 +60,19 @@ pub(crate) enum Step {
     Done,
     /// No peer handed the table over: send the `join` again, answerable.
     GiveUp,
+}
+
+/// How a page ended, as the caller saw it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageEnd {
+    /// The server says more pages follow.
+    pub more: bool,
+    /// The last member of the page (the next page starts after it).
+    pub last: Option<mesh_core::NodeId>,
+    /// Members the table holds now.
+    pub members: usize,
+    /// The table's cap (at it, the fetch stops).
+    pub max_members: usize,
 }
 
 /// The fetches in progress (at most one per swarm joined).
@@ -137,18 +155,23 @@ impl Fetches {
         v
     }
 
-    /// A page of `key` came from `peer`: ask for the next one after `last` while
-    /// `more` (and the page cap allows), else the fetch is done. `members` is how many
-    /// members the table holds now: at `max_members` the fetch stops.
+    /// A page of `key` came from `peer`: ask for the next one after `end.last` while
+    /// `end.more` (and the page cap allows), else the fetch is done, unless one of
+    /// `missing`, the connected subscribers the table does not hold, can still be asked
+    /// (see the module). At `end.max_members` members the fetch stops.
     pub(crate) fn page(
         &mut self,
         key: DiscoveryKey,
         peer: PeerId,
-        more: bool,
-        last: Option<mesh_core::NodeId>,
-        members: usize,
-        max_members: usize,
+        end: PageEnd,
+        missing: &[PeerId],
     ) -> Step {
+        let PageEnd {
+            more,
+            last,
+            members,
+            max_members,
+        } = end;
         let Some(f) = self.by_key.get_mut(&key) else {
             return Step::Wait;
         };
@@ -169,8 +192,19 @@ impl Fetches {
                 },
             ),
             _ => {
-                self.by_key.remove(&key);
-                Step::Done
+                let full = members >= max_members;
+                let ask = missing.iter().find(|s| **s != peer && !f.tried.contains(s));
+                match ask.copied() {
+                    Some(s) if !full && f.tried.len() + 1 < MAX_TRIES => {
+                        f.tried.push(peer);
+                        f.state = State::Asking { peer: s, pages: 0 };
+                        Step::Ask(s, TableRequest { key, after: None })
+                    }
+                    _ => {
+                        self.by_key.remove(&key);
+                        Step::Done
+                    }
+                }
             }
         }
     }
@@ -211,6 +245,70 @@ mod tests {
         (0..n).map(|_| PeerId::random()).collect()
     }
 
+    fn end(
+        more: bool,
+        last: Option<mesh_core::NodeId>,
+        members: usize,
+        max_members: usize,
+    ) -> PageEnd {
+        PageEnd {
+            more,
+            last,
+            members,
+            max_members,
+        }
+    }
+
+    #[test]
+    fn a_table_that_leaves_out_a_subscriber_is_asked_of_it() {
+        let key = DiscoveryKey::from_name("hidden");
+        let mut f = Fetches::default();
+        let t = Instant::now();
+        let p = peers(MAX_TRIES + 2);
+        assert_eq!(
+            f.start(key, &p, t),
+            Step::Ask(p[0], TableRequest { key, after: None })
+        );
+        // An empty table, while p[1] (subscribed, connected) is not in it: p[1] is asked.
+        assert_eq!(
+            f.page(key, p[0], end(false, None, 0, 1024), &p[..2]),
+            Step::Ask(p[1], TableRequest { key, after: None })
+        );
+        assert!(f.asking(&key));
+        // Its pages count as usual; a late page of p[0] is ignored.
+        assert_eq!(
+            f.page(key, p[0], end(false, None, 0, 1024), &[]),
+            Step::Wait
+        );
+        let last = Some(mesh_core::NodeKeypair::generate().node_id());
+        assert_eq!(
+            f.page(key, p[1], end(true, last, 64, 1024), &p[2..3]),
+            Step::Ask(p[1], TableRequest { key, after: last })
+        );
+        // Still one left out at the end: the next one, within MAX_TRIES servers.
+        let mut asked = 2;
+        let mut step = f.page(key, p[1], end(false, last, 70, 1024), &p[2..3]);
+        while let Step::Ask(peer, _) = step {
+            asked += 1;
+            let next = p[asked];
+            step = f.page(key, peer, end(false, None, 70, 1024), &[next]);
+        }
+        assert_eq!(step, Step::Done);
+        assert_eq!(asked, MAX_TRIES);
+        assert!(!f.pending(&key));
+        // A subscriber already asked, the server itself, or a full table: done.
+        f.start(key, &p, t);
+        assert_eq!(
+            f.page(key, p[0], end(false, None, 5, 1024), &p[..1]),
+            Step::Done
+        );
+        f.start(key, &p, t);
+        assert_eq!(
+            f.page(key, p[0], end(false, None, 64, 64), &p[1..2]),
+            Step::Done
+        );
+    }
+
     #[test]
     fn asks_the_first_subscribed_peer_and_pages_until_done() {
         let key = DiscoveryKey::from_name("f");
@@ -224,9 +322,12 @@ mod tests {
         assert!(f.asking(&key));
         let last = mesh_core::NodeKeypair::generate().node_id();
         // A page from someone else is ignored.
-        assert_eq!(f.page(key, p[1], true, Some(last), 10, 1024), Step::Wait);
         assert_eq!(
-            f.page(key, p[0], true, Some(last), 64, 1024),
+            f.page(key, p[1], end(true, Some(last), 10, 1024), &[]),
+            Step::Wait
+        );
+        assert_eq!(
+            f.page(key, p[0], end(true, Some(last), 64, 1024), &[]),
             Step::Ask(
                 p[0],
                 TableRequest {
@@ -235,7 +336,10 @@ mod tests {
                 }
             )
         );
-        assert_eq!(f.page(key, p[0], false, Some(last), 100, 1024), Step::Done);
+        assert_eq!(
+            f.page(key, p[0], end(false, Some(last), 100, 1024), &[]),
+            Step::Done
+        );
         assert!(!f.pending(&key));
     }
 
@@ -247,11 +351,11 @@ mod tests {
         let p = peers(1);
         f.start(key, &p, t);
         let last = Some(mesh_core::NodeKeypair::generate().node_id());
-        assert_eq!(f.page(key, p[0], true, last, 64, 64), Step::Done);
+        assert_eq!(f.page(key, p[0], end(true, last, 64, 64), &[]), Step::Done);
         // A peer that always says `more`: at most max_members / PAGE_MAX + 2 pages.
         f.start(key, &p, t);
         let mut asked = 1;
-        while let Step::Ask(..) = f.page(key, p[0], true, last, 0, 4 * PAGE_MAX) {
+        while let Step::Ask(..) = f.page(key, p[0], end(true, last, 0, 4 * PAGE_MAX), &[]) {
             asked += 1;
             assert!(asked <= 10, "unbounded paging");
         }

@@ -363,6 +363,13 @@ impl Groups {
         self.swarms.values().any(|s| s.members.contains_key(node))
     }
 
+    /// Whether `node` is a member of `swarm`.
+    pub fn has_member(&self, swarm: &DiscoveryKey, node: &NodeId) -> bool {
+        self.swarms
+            .get(swarm)
+            .is_some_and(|s| s.members.contains_key(node))
+    }
+
     /// How many members `swarm` has (not this node); `None` when not joined.
     pub fn member_count(&self, swarm: &DiscoveryKey) -> Option<usize> {
         self.swarms.get(swarm).map(|s| s.members.len())

@@ -1,0 +1,43 @@
+//! Which peers the swarm component turns to: the peers to ask for a member table, a
+//! subscriber a fetched table left out, a random few of a list.
+
+use libp2p::{PeerId, gossipsub};
+use mesh_core::NodeId;
+use mesh_signal::group::{DiscoveryKey, Groups as Tables};
+
+use crate::node::view::View;
+
+/// The connected peers subscribed to `key`'s topic that we could ask for its table,
+/// session peers first.
+pub(super) fn table_peers(key: &DiscoveryKey, view: &dyn View) -> Vec<PeerId> {
+    let topic = gossipsub::IdentTopic::new(key.topic()).hash();
+    let mut peers = view.topic_subscribers(&topic);
+    peers.sort_by_key(|p| !view.has_session(p));
+    peers
+}
+
+/// The connected nodes subscribed to `key`'s topic that `tables` does not hold as
+/// members of it (session peers first): members a table server left out of its pages
+/// (or that joined a moment ago). A hostile server answering an empty table would
+/// otherwise hide the swarm from a newcomer until the members' refreshes (minutes at
+/// 200 members).
+pub(super) fn missing_subscribers(
+    tables: &Tables,
+    key: &DiscoveryKey,
+    view: &dyn View,
+) -> Vec<PeerId> {
+    table_peers(key, view)
+        .into_iter()
+        .filter(|p| NodeId::from_peer_id(p).is_ok_and(|n| !tables.has_member(key, &n)))
+        .collect()
+}
+
+/// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
+pub(super) fn pick<T>(mut items: Vec<T>, k: usize, mut rnd: impl FnMut(usize) -> usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(k.min(items.len()));
+    while out.len() < k && !items.is_empty() {
+        let i = rnd(items.len()).min(items.len() - 1);
+        out.push(items.swap_remove(i));
+    }
+    out
+}
