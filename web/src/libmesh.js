@@ -239,6 +239,34 @@ export async function readPresence (bytes, keyHex, nowMs = Date.now()) {
   return doc
 }
 
+/** How long after its own join a member still answers every join (the nodes' `SETTLED_SECS`). */
+export const SETTLED_MS = 10_000
+
+/** Between two answers to plain joins once settled (the nodes' `plain_answer_gap_secs`):
+ * a quarter second per member, within 2..120 s. */
+export function plainAnswerGapMs (members) {
+  return Math.min(120, Math.max(2, Math.ceil(members / 4))) * 1000
+}
+
+/**
+ * Whether a member answers `join` (a verified presence) with an announce, as the nodes
+ * do: every join until its own join is `SETTLED_MS` old (a forming swarm); then never a
+ * join that fetches the table (`table/fetch: true`: the newcomer got every member from a
+ * node's table) and a plain join at most once per `plainAnswerGapMs(members)`: a stream
+ * of plain joins under fresh keys made every member announce to the whole swarm each.
+ * `state` keeps `joinedAt` (our join went out, ms; unset: not yet) and `lastAnswer`.
+ */
+export function answersJoin (state, join, members, nowMs) {
+  if (state.joinedAt == null || nowMs - state.joinedAt < SETTLED_MS) {
+    state.lastAnswer = nowMs
+    return true
+  }
+  if (join['table/fetch'] === true) return false
+  if (state.lastAnswer != null && nowMs - state.lastAnswer < plainAnswerGapMs(members)) return false
+  state.lastAnswer = nowMs
+  return true
+}
+
 /** Decodes one CBOR item of any type from a peer (callers check the size first). */
 export function decodeAny (bytes) {
   return cborDecode(bytes, { useMaps: false, rejectDuplicateMapKeys: true })

@@ -84,7 +84,9 @@ function onMessage (evt) {
           if (old != null && old['sequence/no'] >= p['sequence/no']) return
           if (old == null && s.members.size >= MAX_MEMBERS) return
           s.members.set(p['node/id'], p)
-          if (p.presence === 'join') announce(key, 'announce').catch(() => {})
+          if (p.presence === 'join' && lm.answersJoin(s, p, s.members.size, Date.now())) {
+            announce(key, 'announce').catch(() => {})
+          }
         }
         render()
       }).catch(() => {})
@@ -138,7 +140,7 @@ const mesh = {
     const key = await lm.swarmKey(name)
     if (!swarms.has(key)) {
       if (swarms.size >= MAX_SWARMS) throw new Error(`at most ${MAX_SWARMS} swarms`)
-      swarms.set(key, { name, seq: 0, members: new Map(), chat: [], timer: null })
+      swarms.set(key, { name, seq: 0, members: new Map(), chat: [], timer: null, joinedAt: null, lastAnswer: null })
       node.services.pubsub.subscribe(lm.swarmTopic(key))
       node.services.pubsub.subscribe(chatTopic(key))
       const s = swarms.get(key)
@@ -150,6 +152,7 @@ const mesh = {
         const peers = node.services.pubsub.getSubscribers(lm.swarmTopic(key))
         if (peers.length > 0) {
           await announce(key, 'join')
+          s.joinedAt = Date.now()
           s.timer = setInterval(() => { announce(key, 'announce').catch(() => {}) }, PRESENCE_TTL_SECS * 500)
         } else if (tries < 60 && swarms.has(key)) {
           s.timer = setTimeout(() => { tryJoin().catch(() => {}) }, 1000)

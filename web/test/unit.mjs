@@ -163,3 +163,20 @@ test('a WebRTC dial gets past an init channel the remote closed before it opened
   ctl.abort(new Error('dial aborted'))
   await assert.rejects(aborted, /dial aborted/)
 })
+
+test('a settled member answers joins as the nodes do', () => {
+  const fetching = { presence: 'join', 'table/fetch': true }
+  const plain = { presence: 'join' }
+  const st = { joinedAt: null, lastAnswer: null }
+  assert.equal(lm.answersJoin(st, fetching, 200, now), true, 'our own join not out yet')
+  st.joinedAt = now
+  assert.equal(lm.answersJoin(st, fetching, 200, now + 5_000), true, 'a forming swarm')
+  const later = now + 60_000
+  assert.equal(lm.answersJoin(st, fetching, 200, later), false, 'the newcomer has the table')
+  assert.equal(lm.answersJoin(st, plain, 200, later), true)
+  assert.equal(lm.plainAnswerGapMs(200), 50_000)
+  assert.equal(lm.answersJoin(st, plain, 200, later + 49_000), false, 'within the gap')
+  assert.equal(lm.answersJoin(st, plain, 200, later + 50_000), true)
+  assert.equal(lm.plainAnswerGapMs(1), 2_000)
+  assert.equal(lm.plainAnswerGapMs(10_000), 120_000)
+})
