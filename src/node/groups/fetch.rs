@@ -45,6 +45,10 @@ struct Fetch {
     tried: Vec<PeerId>,
     /// Requests that failed or were refused, `not_ready` ones included.
     attempts: usize,
+    /// A server's table came in full, and a subscriber it left out is being asked:
+    /// when that one fails or is not ready (it joined a moment ago, the likely reason it
+    /// was left out), the fetch ends done with what came, not in a plain join.
+    had_table: bool,
     /// When the fetch started.
     started: Instant,
 }
@@ -103,6 +107,7 @@ impl Fetches {
                 state: State::Waiting(None),
                 tried: Vec::new(),
                 attempts: 0,
+                had_table: false,
                 started: now,
             },
         );
@@ -197,6 +202,7 @@ impl Fetches {
                 match ask.copied() {
                     Some(s) if !full && f.tried.len() + 1 < MAX_TRIES => {
                         f.tried.push(peer);
+                        f.had_table = true;
                         f.state = State::Asking { peer: s, pages: 0 };
                         Step::Ask(s, TableRequest { key, after: None })
                     }
@@ -225,6 +231,10 @@ impl Fetches {
         match f.state {
             State::Asking { peer: asked, .. } if asked == peer => {}
             _ => return Step::Wait,
+        }
+        if f.had_table {
+            self.by_key.remove(&key);
+            return Step::Done;
         }
         f.attempts += 1;
         if not_ready {
@@ -296,6 +306,15 @@ mod tests {
         assert_eq!(step, Step::Done);
         assert_eq!(asked, MAX_TRIES);
         assert!(!f.pending(&key));
+        // A subscriber left out that cannot serve (a browser), or whose own table is
+        // still coming (it joined a moment ago): done with what came, at once, not a
+        // retry and not a plain join.
+        for not_ready in [false, true] {
+            f.start(key, &p, t);
+            f.page(key, p[0], end(false, None, 3, 1024), &p[1..2]);
+            assert_eq!(f.failed(key, p[1], not_ready, &p, t), Step::Done);
+            assert!(!f.pending(&key));
+        }
         // A subscriber already asked, the server itself, or a full table: done.
         f.start(key, &p, t);
         assert_eq!(
