@@ -304,10 +304,17 @@ impl Node {
     }
 
     /// An outgoing connection failed, or the swarm refused to start a dial: what
-    /// waited for it.
-    pub(super) fn dial_failed(&mut self, cid: ConnectionId, text: &str) {
+    /// waited for it (answered as connected when another connection to `peer` came up
+    /// meanwhile: dials no longer wait on each other).
+    pub(super) fn dial_failed(&mut self, cid: ConnectionId, peer: Option<PeerId>, text: &str) {
         let (waiters, relookup) = self.waiting.connection_failed(cid);
         for after in waiters {
+            if let Some(p) = peer
+                && self.swarm.is_connected(&p)
+            {
+                self.connected(p, after);
+                continue;
+            }
             match relookup {
                 // The known addresses failed: the peer may have moved, look it up.
                 Some(peer) => {

@@ -109,7 +109,7 @@ impl Node {
             } => {
                 let text = super::dial_error::describe(&error);
                 tracing::debug!(?peer_id, error = %text, "dial failed");
-                self.dial_failed(connection_id, &text);
+                self.dial_failed(connection_id, peer_id, &text);
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -376,7 +376,7 @@ impl Node {
                     Err(e) => {
                         self.stats.dht_record_refused(super::Dht::Mesh, &e);
                         tracing::debug!(%source, code = e.code.as_str(), error = %e, "dht put refused");
-                        if self.trace_budget.admit(&from, &now) {
+                        if self.trace.enabled() && self.trace_budget.admit(&from, &now) {
                             if super::discovery_trace::is_about_advert(&e) {
                                 self.emit_trace(super::discovery_trace::rejected(
                                     self.node_id,
@@ -573,7 +573,7 @@ impl Node {
             mesh_advert::Event::Rejected { peer, error } => {
                 self.stats.advert_refused(&error);
                 tracing::debug!(%peer, code = error.code.as_str(), %error, "advert refused");
-                if !is_about_advert(&error) {
+                if !is_about_advert(&error) || !self.trace.enabled() {
                     return;
                 }
                 let remote = super::view::View::remote_addrs(&view!(self), &peer);

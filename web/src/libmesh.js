@@ -239,32 +239,46 @@ export async function readPresence (bytes, keyHex, nowMs = Date.now()) {
   return doc
 }
 
-/** How long after its own join a member still answers every join (the nodes' `SETTLED_SECS`). */
+/** How long after its own join a member counts as forming the swarm (the nodes' `SETTLED_SECS`). */
 export const SETTLED_MS = 10_000
 
+/** Between two answers to joins while the swarm forms (the nodes' `answer_gap_secs`):
+ * a second per 25 members, within 2..10 s. */
+export function answerGapMs (members) {
+  return Math.min(10, Math.max(2, Math.ceil(members / 25))) * 1000
+}
+
 /** Between two answers to plain joins once settled (the nodes' `plain_answer_gap_secs`):
- * a quarter second per member, within 2..120 s. */
+ * a second per 4 members, within 2..120 s. */
 export function plainAnswerGapMs (members) {
   return Math.min(120, Math.max(2, Math.ceil(members / 4))) * 1000
 }
 
 /**
- * Whether a member answers `join` (a verified presence) with an announce, as the nodes
- * do: every join until its own join is `SETTLED_MS` old (a forming swarm); then never a
- * join that fetches the table (`table/fetch: true`: the newcomer got every member from a
- * node's table) and a plain join at most once per `plainAnswerGapMs(members)`: a stream
- * of plain joins under fresh keys made every member announce to the whole swarm each.
- * `state` keeps `joinedAt` (our join went out, ms; unset: not yet) and `lastAnswer`.
+ * When a member answers `join` (a verified presence) with an announce, as the nodes
+ * do: in ms from `nowMs` (0: now), or null (not at all). Once the member is settled
+ * (`SETTLED_MS` after its own join went out, `state.joinedAt`), a join that fetches the
+ * table (`table/fetch: true`) gets no answer (the newcomer got every member from a
+ * node's table); otherwise answers are at least a gap apart (`answerGapMs` while
+ * forming or not yet joined, `plainAnswerGapMs` once settled), and one answer scheduled
+ * for the end of the gap serves every join that comes within it (null for those). A
+ * stream of fresh-key joins made every member announce to the whole swarm once each.
+ * The caller sends the announce after the delay, then calls `answered`.
  */
-export function answersJoin (state, join, members, nowMs) {
-  if (state.joinedAt == null || nowMs - state.joinedAt < SETTLED_MS) {
-    state.lastAnswer = nowMs
-    return true
-  }
-  if (join['table/fetch'] === true) return false
-  if (state.lastAnswer != null && nowMs - state.lastAnswer < plainAnswerGapMs(members)) return false
+export function answerJoin (state, join, members, nowMs) {
+  const settled = state.joinedAt != null && nowMs - state.joinedAt >= SETTLED_MS
+  if (settled && join['table/fetch'] === true) return null
+  if (state.answerAt != null) return null
+  const gap = settled ? plainAnswerGapMs(members) : answerGapMs(members)
+  const at = state.lastAnswer == null ? nowMs : Math.max(nowMs, state.lastAnswer + gap)
+  state.answerAt = at
+  return at - nowMs
+}
+
+/** The announce `answerJoin` scheduled went out at `nowMs`. */
+export function answered (state, nowMs) {
   state.lastAnswer = nowMs
-  return true
+  state.answerAt = null
 }
 
 /** Decodes one CBOR item of any type from a peer (callers check the size first). */

@@ -84,8 +84,12 @@ function onMessage (evt) {
           if (old != null && old['sequence/no'] >= p['sequence/no']) return
           if (old == null && s.members.size >= MAX_MEMBERS) return
           s.members.set(p['node/id'], p)
-          if (p.presence === 'join' && lm.answersJoin(s, p, s.members.size, Date.now())) {
-            announce(key, 'announce').catch(() => {})
+          const delay = p.presence === 'join' ? lm.answerJoin(s, p, s.members.size, Date.now()) : null
+          if (delay != null) {
+            setTimeout(() => {
+              lm.answered(s, Date.now())
+              announce(key, 'announce').catch(() => {})
+            }, delay)
           }
         }
         render()
@@ -140,7 +144,7 @@ const mesh = {
     const key = await lm.swarmKey(name)
     if (!swarms.has(key)) {
       if (swarms.size >= MAX_SWARMS) throw new Error(`at most ${MAX_SWARMS} swarms`)
-      swarms.set(key, { name, seq: 0, members: new Map(), chat: [], timer: null, joinedAt: null, lastAnswer: null })
+      swarms.set(key, { name, seq: 0, members: new Map(), chat: [], timer: null, joinedAt: null, lastAnswer: null, answerAt: null })
       node.services.pubsub.subscribe(lm.swarmTopic(key))
       node.services.pubsub.subscribe(chatTopic(key))
       const s = swarms.get(key)

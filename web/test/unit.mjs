@@ -164,19 +164,29 @@ test('a WebRTC dial gets past an init channel the remote closed before it opened
   await assert.rejects(aborted, /dial aborted/)
 })
 
-test('a settled member answers joins as the nodes do', () => {
+test('a member answers joins as the nodes do', () => {
   const fetching = { presence: 'join', 'table/fetch': true }
   const plain = { presence: 'join' }
-  const st = { joinedAt: null, lastAnswer: null }
-  assert.equal(lm.answersJoin(st, fetching, 200, now), true, 'our own join not out yet')
+  const st = { joinedAt: null, lastAnswer: null, answerAt: null }
+  // Not joined yet (or forming): the first join at once, then one answer per gap that
+  // serves every join within it.
+  assert.equal(lm.answerJoin(st, fetching, 200, now), 0)
+  assert.equal(lm.answerJoin(st, plain, 200, now), null, 'already scheduled')
+  lm.answered(st, now)
+  assert.equal(lm.answerGapMs(200), 8_000)
+  assert.equal(lm.answerJoin(st, plain, 200, now + 1_000), 7_000)
+  assert.equal(lm.answerJoin(st, fetching, 200, now + 2_000), null)
+  lm.answered(st, now + 8_000)
+  // Settled: a join that fetches the table gets no answer, a plain one the long gap.
   st.joinedAt = now
-  assert.equal(lm.answersJoin(st, fetching, 200, now + 5_000), true, 'a forming swarm')
   const later = now + 60_000
-  assert.equal(lm.answersJoin(st, fetching, 200, later), false, 'the newcomer has the table')
-  assert.equal(lm.answersJoin(st, plain, 200, later), true)
+  assert.equal(lm.answerJoin(st, fetching, 200, later), null, 'the newcomer has the table')
+  assert.equal(lm.answerJoin(st, plain, 200, later), 0)
+  lm.answered(st, later)
   assert.equal(lm.plainAnswerGapMs(200), 50_000)
-  assert.equal(lm.answersJoin(st, plain, 200, later + 49_000), false, 'within the gap')
-  assert.equal(lm.answersJoin(st, plain, 200, later + 50_000), true)
+  assert.equal(lm.answerJoin(st, plain, 200, later + 1_000), 49_000, 'deferred, not dropped')
+  assert.equal(lm.answerJoin(st, plain, 200, later + 2_000), null)
   assert.equal(lm.plainAnswerGapMs(1), 2_000)
   assert.equal(lm.plainAnswerGapMs(10_000), 120_000)
+  assert.equal(lm.answerGapMs(10_000), 10_000)
 })

@@ -2,8 +2,10 @@
 //!
 //! A frame is parsed first, and only then is its signature checked: a frame whose
 //! (signer, `frame/id`) the duplicate filter holds is refused as a replay unverified, and
-//! a copy of an earlier item of the same batch (the same bytes) takes that item's result,
-//! so a batch of 64 copies of one frame costs one verification, not 64. Signatures of
+//! so is a later frame of the same batch with the (signer, `frame/id`) of one that
+//! verified (whatever its unsigned fields), so a batch of 64 copies of one frame costs
+//! one verification, not 64 (a later one whose first failed is verified by itself: the
+//! first may have been a forgery of it). Signatures of
 //! the rest are checked frame by frame (`mesh_core::verify_batch`, the accept set of
 //! `verify_strict`), then the clock rules; one frame alone with
 //! [`Artifact::verify_cbor`].
@@ -39,23 +41,23 @@ fn verify_with(
     check: impl FnOnce(&[SignalFrame]) -> Vec<MeshResult<()>>,
 ) -> Vec<MeshResult<SignalFrame>> {
     let mut out: Vec<Option<MeshResult<SignalFrame>>> = vec![None; items.len()];
-    let mut first: HashMap<&[u8], usize> = HashMap::new();
-    let mut copies: Vec<(usize, usize)> = Vec::new();
+    let mut first: HashMap<dedup::FrameDigest, usize> = HashMap::new();
+    let mut copies: Vec<(usize, usize, String)> = Vec::new();
     let (mut todo, mut idx) = (Vec::new(), Vec::new());
     for (i, bytes) in items.iter().enumerate() {
-        if let Some(&j) = first.get(bytes) {
-            copies.push((i, j));
-            continue;
-        }
-        first.insert(bytes, i);
         match SignalFrame::from_cbor(bytes) {
             Err(e) => out[i] = Some(Err(e)),
-            Ok(f) if seen.contains(&dedup::digest(&f.from(), f.frame_id()), now) => {
-                out[i] = Some(Err(replayed(f.frame_id())));
-            }
             Ok(f) => {
-                todo.push(f);
-                idx.push(i);
+                let digest = dedup::digest(&f.from(), f.frame_id());
+                if seen.contains(&digest, now) {
+                    out[i] = Some(Err(replayed(f.frame_id())));
+                } else if let Some(&j) = first.get(&digest) {
+                    copies.push((i, j, f.frame_id().to_owned()));
+                } else {
+                    first.insert(digest, i);
+                    todo.push(f);
+                    idx.push(i);
+                }
             }
         }
     }
@@ -70,8 +72,11 @@ fn verify_with(
             out[i] = Some(sig.and_then(|()| frame.validate(now)).map(|()| frame));
         }
     }
-    for (i, j) in copies {
-        out[i] = out[j].clone();
+    for (i, j, frame_id) in copies {
+        out[i] = Some(match out[j] {
+            Some(Ok(_)) => Err(replayed(&frame_id)),
+            _ => SignalFrame::verify_cbor(items[i], now),
+        });
     }
     out.into_iter()
         .map(|r| r.unwrap_or_else(|| Err(MeshError::invalid("signal-frame.v1: not verified"))))
@@ -138,9 +143,24 @@ mod tests {
         });
         assert_eq!(checked, 2, "one verification per distinct frame");
         assert_eq!(got.len(), 64);
-        assert!(got.iter().all(Result::is_ok));
-        assert_eq!(got[62].as_ref().unwrap().frame_id(), "f1");
+        assert_eq!(got[0].as_ref().unwrap().frame_id(), "f1");
+        assert!(
+            got[1..63]
+                .iter()
+                .all(|r| r.as_ref().unwrap_err().code == ErrorCode::HsReplay),
+            "the later copies are replays"
+        );
         assert_eq!(got[63].as_ref().unwrap().frame_id(), "f2");
+        // A forgery of f3 first, then f3 itself: the second is verified by itself.
+        let genuine = frame(&a, &b, 3);
+        let mut doc = genuine.to_json();
+        doc["to"] = json!(NodeKeypair::generate().node_id().to_string());
+        let forged = SignalFrame::from_json(doc).unwrap().to_cbor();
+        let wires = [forged, genuine.to_cbor()];
+        let items: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        let got = verify(&items, &Seen::new(16), &now);
+        assert_eq!(got[0].as_ref().unwrap_err().code, ErrorCode::SigInvalid);
+        assert_eq!(got[1].as_ref().unwrap().frame_id(), "f3");
     }
 
     #[test]

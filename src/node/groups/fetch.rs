@@ -11,10 +11,12 @@
 //! peer hands the table over, the fetch gives up and the node sends its `join` again
 //! without `table/fetch`, so every member answers it as before.
 //!
-//! A table that came in full but leaves out a connected node subscribed to the topic
-//! (a server that answered an empty or partial table, or a member that joined a moment
-//! ago) is not taken as complete: that subscriber is asked for its table too (its pages
-//! add to what came), within the same [`MAX_TRIES`] servers.
+//! A table that came in full but leaves out at least half of the connected nodes
+//! subscribed to the topic (a server that answered an empty or partial table; a member
+//! or two that joined a moment ago are a minority) is not taken as complete: those
+//! subscribers are asked for their tables in turn (their pages add to what came), one
+//! that fails or is not ready skipped, [`MAX_TRIES`] servers in all. A table still
+//! empty after them all ends in the plain `join`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -45,10 +47,13 @@ struct Fetch {
     tried: Vec<PeerId>,
     /// Requests that failed or were refused, `not_ready` ones included.
     attempts: usize,
-    /// A server's table came in full, and a subscriber it left out is being asked:
-    /// when that one fails or is not ready (it joined a moment ago, the likely reason it
-    /// was left out), the fetch ends done with what came, not in a plain join.
+    /// A server's table came in full, and subscribers it left out are being asked.
     had_table: bool,
+    /// Those subscribers not asked yet; one that fails or is not ready (it joined a
+    /// moment ago) is not asked again: the next one is.
+    recheck: Vec<PeerId>,
+    /// Members the table held after the last page.
+    members: usize,
     /// When the fetch started.
     started: Instant,
 }
@@ -108,6 +113,8 @@ impl Fetches {
                 tried: Vec::new(),
                 attempts: 0,
                 had_table: false,
+                recheck: Vec::new(),
+                members: 0,
                 started: now,
             },
         );
@@ -197,26 +204,41 @@ impl Fetches {
                 },
             ),
             _ => {
-                let full = members >= max_members;
-                let ask = missing.iter().find(|s| **s != peer && !f.tried.contains(s));
-                match ask.copied() {
-                    Some(s) if !full && f.tried.len() + 1 < MAX_TRIES => {
-                        f.tried.push(peer);
-                        f.had_table = true;
-                        f.state = State::Asking { peer: s, pages: 0 };
-                        Step::Ask(s, TableRequest { key, after: None })
-                    }
-                    _ => {
-                        self.by_key.remove(&key);
-                        Step::Done
-                    }
-                }
+                f.tried.push(peer);
+                f.had_table = true;
+                f.members = members;
+                f.recheck = if members < max_members {
+                    missing.to_vec()
+                } else {
+                    Vec::new()
+                };
+                self.recheck(key)
             }
         }
     }
 
+    /// The next subscriber a table left out, if any is left and fewer than
+    /// [`MAX_TRIES`] servers were asked; else the fetch ends: done, or, when the table
+    /// is still empty, given up (the plain `join` makes the members answer).
+    fn recheck(&mut self, key: DiscoveryKey) -> Step {
+        let Some(f) = self.by_key.get_mut(&key) else {
+            return Step::Wait;
+        };
+        while let Some(s) = (!f.recheck.is_empty()).then(|| f.recheck.remove(0)) {
+            if f.tried.contains(&s) || f.tried.len() >= MAX_TRIES {
+                continue;
+            }
+            f.state = State::Asking { peer: s, pages: 0 };
+            return Step::Ask(s, TableRequest { key, after: None });
+        }
+        let empty = f.members == 0;
+        self.by_key.remove(&key);
+        if empty { Step::GiveUp } else { Step::Done }
+    }
+
     /// `peer` refused or failed the request for `key`'s table (`not_ready`: its own
-    /// table is still coming, ask it again later); the next peer is tried at once.
+    /// table is still coming, ask it again later); the next peer is tried at once. When
+    /// it was a subscriber a table left out, the next of those is asked instead.
     pub(crate) fn failed(
         &mut self,
         key: DiscoveryKey,
@@ -233,8 +255,8 @@ impl Fetches {
             _ => return Step::Wait,
         }
         if f.had_table {
-            self.by_key.remove(&key);
-            return Step::Done;
+            f.tried.push(peer);
+            return self.recheck(key);
         }
         f.attempts += 1;
         if not_ready {
@@ -315,6 +337,18 @@ mod tests {
             assert_eq!(f.failed(key, p[1], not_ready, &p, t), Step::Done);
             assert!(!f.pending(&key));
         }
+        // Left out of an empty table: the first not ready, the second failing, the table
+        // still empty: the plain join.
+        f.start(key, &p, t);
+        assert_eq!(
+            f.page(key, p[0], end(false, None, 0, 1024), &p[..3]),
+            Step::Ask(p[1], TableRequest { key, after: None })
+        );
+        assert_eq!(
+            f.failed(key, p[1], true, &p, t),
+            Step::Ask(p[2], TableRequest { key, after: None })
+        );
+        assert_eq!(f.failed(key, p[2], false, &p, t), Step::GiveUp);
         // A subscriber already asked, the server itself, or a full table: done.
         f.start(key, &p, t);
         assert_eq!(

@@ -17,19 +17,28 @@ pub(super) fn table_peers(key: &DiscoveryKey, view: &dyn View) -> Vec<PeerId> {
 }
 
 /// The connected nodes subscribed to `key`'s topic that `tables` does not hold as
-/// members of it (session peers first): members a table server left out of its pages
-/// (or that joined a moment ago). A hostile server answering an empty table would
-/// otherwise hide the swarm from a newcomer until the members' refreshes (minutes at
-/// 200 members).
+/// members of it (session peers first), when they are at least half of the connected
+/// subscribers (else none): members a table server left out of its pages. A hostile
+/// server answering an empty table would otherwise hide the swarm from a newcomer until
+/// the members' refreshes (minutes at 200 members); a member or two that joined a moment
+/// ago, the usual reason for a few to be missing in a forming swarm, are no reason to
+/// fetch the table again.
 pub(super) fn missing_subscribers(
     tables: &Tables,
     key: &DiscoveryKey,
     view: &dyn View,
 ) -> Vec<PeerId> {
-    table_peers(key, view)
-        .into_iter()
+    let subscribed = table_peers(key, view);
+    let missing: Vec<PeerId> = subscribed
+        .iter()
         .filter(|p| NodeId::from_peer_id(p).is_ok_and(|n| !tables.has_member(key, &n)))
-        .collect()
+        .copied()
+        .collect();
+    if missing.len() * 2 >= subscribed.len() {
+        missing
+    } else {
+        Vec::new()
+    }
 }
 
 /// Up to `k` of `items`, chosen at random (`rnd(n)` is a number below `n`).
