@@ -111,6 +111,55 @@ async fn dial_by_peer_id_looks_the_peer_up() {
     assert!(started.elapsed() < Duration::from_secs(40));
 }
 
+/// A black hole for `peer`: an address that accepts TCP connections and never speaks
+/// (the Noise handshake hangs for the swarm's connection timeout, 10 s), and the task
+/// holding them.
+async fn black_hole(peer: PeerId) -> (Multiaddr, tokio::task::JoinHandle<()>) {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{peer}",
+        hole.local_addr().unwrap().port()
+    )
+    .parse()
+    .unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, holder)
+}
+
+/// A dial that fails while another connection to its peer came up is answered as
+/// connected: dials no longer wait on each other, so the one at a dead address ends in
+/// its own failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dial_is_answered_by_another_connection_to_the_peer() {
+    let a = start(None, KadMode::Server).await;
+    let c = start(None, KadMode::Server).await;
+    let (hole_addr, holder) = black_hole(c.peer).await;
+    let a2 = a.handle.clone();
+    let stuck = tokio::spawn(async move { a2.dial(Target::Addr(hole_addr)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished(), "the black hole answered");
+    // Meanwhile A connects to C at its real address.
+    let peer = tokio::time::timeout(WAIT, a.handle.dial(Target::Addr(c.p2p_addr())))
+        .await
+        .expect("dial answered in time")
+        .expect("connected");
+    assert_eq!(peer, c.peer);
+    let answer = tokio::time::timeout(WAIT, stuck)
+        .await
+        .expect("answered when the black hole's dial timed out")
+        .unwrap();
+    assert_eq!(
+        answer.expect("connected, through the other connection"),
+        c.peer
+    );
+    holder.abort();
+}
+
 /// A dial by peer id while another dial to the peer hangs (an address the peer left,
 /// now a socket that never answers): the node dials what it knows or looks up itself
 /// rather than waiting on the other dial, whose failure would never answer it.
@@ -131,22 +180,7 @@ async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
     .await
     .expect("B has C's record");
 
-    // A black hole: accepts TCP connections and never speaks (the Noise handshake hangs
-    // for the swarm's connection timeout, 10 s).
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_addr: Multiaddr = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-        hole.local_addr().unwrap().port(),
-        c.peer
-    )
-    .parse()
-    .unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let (hole_addr, holder) = black_hole(c.peer).await;
     let a2 = a.handle.clone();
     let stuck = tokio::spawn(async move { a2.dial(Target::Addr(hole_addr)).await });
     // The stuck dial is under way before the dial by peer id starts.
