@@ -11,12 +11,12 @@
 //! peer hands the table over, the fetch gives up and the node sends its `join` again
 //! without `table/fetch`, so every member answers it as before.
 //!
-//! A table that came in full but leaves out at least half of the connected nodes
-//! subscribed to the topic (a server that answered an empty or partial table; a member
-//! or two that joined a moment ago are a minority) is not taken as complete: those
-//! subscribers are asked for their tables in turn (their pages add to what came), one
-//! that fails or is not ready skipped, [`MAX_TRIES`] servers in all. A table still
-//! empty after them all ends in the plain `join`.
+//! A table that came in full with fewer members than half the connected nodes
+//! subscribed to the topic (a server that answered an empty or nearly empty table) is
+//! not taken as complete: the subscribers it left out are asked for their tables in
+//! turn (their pages add to what came), one that fails or is not ready skipped,
+//! [`MAX_TRIES`] servers in all (`peers::missing_subscribers`). A table still empty
+//! after them all ends in the plain `join`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
