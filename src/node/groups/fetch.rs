@@ -54,6 +54,8 @@ struct Fetch {
     recheck: Vec<PeerId>,
     /// Members the table held after the last page.
     members: usize,
+    /// A subscriber left out was asked.
+    rechecked: bool,
     /// When the fetch started.
     started: Instant,
 }
@@ -115,6 +117,7 @@ impl Fetches {
                 had_table: false,
                 recheck: Vec::new(),
                 members: 0,
+                rechecked: false,
                 started: now,
             },
         );
@@ -218,8 +221,10 @@ impl Fetches {
     }
 
     /// The next subscriber a table left out, if any is left and fewer than
-    /// [`MAX_TRIES`] servers were asked; else the fetch ends: done, or, when the table
-    /// is still empty, given up (the plain `join` makes the members answer).
+    /// [`MAX_TRIES`] servers were asked; else the fetch ends: done, or, when such
+    /// subscribers were asked and the table is still empty, given up (the plain `join`
+    /// makes the members answer). A table that came in empty with nobody left out to
+    /// ask is done, as always.
     fn recheck(&mut self, key: DiscoveryKey) -> Step {
         let Some(f) = self.by_key.get_mut(&key) else {
             return Step::Wait;
@@ -228,10 +233,11 @@ impl Fetches {
             if f.tried.contains(&s) || f.tried.len() >= MAX_TRIES {
                 continue;
             }
+            f.rechecked = true;
             f.state = State::Asking { peer: s, pages: 0 };
             return Step::Ask(s, TableRequest { key, after: None });
         }
-        let empty = f.members == 0;
+        let empty = f.members == 0 && f.rechecked;
         self.by_key.remove(&key);
         if empty { Step::GiveUp } else { Step::Done }
     }
