@@ -563,6 +563,9 @@ impl Groups {
         view: &dyn View,
         ts: &Timestamp,
     ) -> (gossipsub::MessageAcceptance, Actions) {
+        if presence_rate::replayed(&self.tables, key, source, data, ts) {
+            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+        }
         if let Some(author) = source
             && !self.presence_rate.admit(author, key, ts)
         {

@@ -175,6 +175,49 @@ fn a_presence_that_changes_nothing_is_not_forwarded() {
     assert_eq!(verdict, MessageAcceptance::Ignore);
 }
 
+/// Copies of a member's presence put on the topic again (by anyone, once gossipsub
+/// forgot their ids) change nothing, so they do not use up the member's rate: its next
+/// presence is taken. They were charged before, and the member's `leave` was ignored.
+#[test]
+fn replays_of_a_member_s_presence_do_not_use_up_its_rate() {
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let other = NodeKeypair::generate();
+    let author = other.node_id().to_peer_id().ok();
+    let data = presence(&other, &k, "announce", &now.ts);
+    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+    assert_eq!(verdict, MessageAcceptance::Accept);
+    for _ in 0..3 * super::presence_rate::PER_AUTHOR.burst {
+        let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        assert_eq!(verdict, MessageAcceptance::Ignore);
+        assert!(actions.is_empty());
+    }
+    let doc = serde_json::json!({
+        "schema/v": 1,
+        "message/kind": "swarm-presence.v1",
+        "swarm/key": k.to_hex(),
+        "node/id": other.node_id().to_string(),
+        "presence": "leave",
+        "sequence/no": 2,
+        "addrs": [],
+        "created-at": now.ts.as_str(),
+        "expires-at": now.ts.plus_secs(60).as_str(),
+    });
+    let serde_json::Value::Object(doc) = doc else {
+        unreachable!("an object")
+    };
+    let bye = SwarmPresence::sign(doc, &other).unwrap().to_cbor();
+    let (verdict, actions) = g.on_gossip(k, author, &bye, &FakeView::default(), &now.ts);
+    assert_eq!(verdict, MessageAcceptance::Accept);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Emit(NodeEvent::SwarmMemberLeft { node, .. }) if *node == other.node_id()
+    )));
+    assert!(g.members(&k).unwrap().is_empty());
+}
+
 #[test]
 fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
     let (key, mut g) = groups();

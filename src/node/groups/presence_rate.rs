@@ -8,10 +8,14 @@
 //! presence or a new sequence number) had every member of the swarm check and forward
 //! all of it. Beyond [`PER_AUTHOR`] a presence is ignored (not checked, not forwarded,
 //! no penalty: gossipsub's `Ignore`). Pure; `ts` passed in.
+//!
+//! A presence that would change nothing is ignored before its author's rate is charged
+//! ([`replayed`]): anyone may put an author's captured messages on the topic again once
+//! gossipsub forgot their ids, and they must not use up the author's rate.
 
 use libp2p::PeerId;
-use mesh_core::{RateLimit, RateLimiter, Timestamp};
-use mesh_signal::group::DiscoveryKey;
+use mesh_core::{Artifact, RateLimit, RateLimiter, SwarmPresence, Timestamp};
+use mesh_signal::group::{DiscoveryKey, Groups};
 
 /// Presences per author and swarm: a burst of 10, then one a second (twice the most a
 /// member sends).
@@ -38,6 +42,32 @@ impl PresenceRate {
     pub(crate) fn admit(&mut self, author: PeerId, swarm: DiscoveryKey, ts: &Timestamp) -> bool {
         self.0.check(&(author, swarm), ts).is_ok()
     }
+}
+
+/// Whether `data`, a presence its author (`source`) put on the topic of `key`, would
+/// change nothing in `tables`: expired, or not newer than what the table holds (a
+/// replay of a captured gossip message, or an older one). Such a presence is ignored
+/// before the author's rate is charged and before its signature is checked. Gossipsub
+/// checked that `source` signed the message, so what it carries is its author's own
+/// word; the first gossip copy of a table entry is not stale
+/// ([`Groups::awaits_gossip_of_table_entry`]).
+pub(crate) fn replayed(
+    tables: &Groups,
+    key: DiscoveryKey,
+    source: Option<PeerId>,
+    data: &[u8],
+    ts: &Timestamp,
+) -> bool {
+    let Some(author) = source else {
+        return false;
+    };
+    let Ok(p) = SwarmPresence::from_cbor(data) else {
+        return false;
+    };
+    p.swarm_key() == key.as_bytes()
+        && p.node_id().to_peer_id().ok() == Some(author)
+        && tables.is_stale(&p, ts)
+        && !tables.awaits_gossip_of_table_entry(&p)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::key::DiscoveryKey;
 
 mod evict;
+mod via_table;
 use evict::{Leave, make_room, remember_leave, stale};
 
 /// Least time between two of our answers to `join`s, seconds, in a small swarm. Every
@@ -404,37 +405,6 @@ impl Groups {
         self.swarms
             .get(&swarm)
             .is_some_and(|s| stale(s, &self.me, p, now))
-    }
-
-    /// Notes that `p` (taken, or not newer than what the table holds) came in a table
-    /// page: the first gossip copy of it is not [stale](Groups::is_stale).
-    pub fn came_in_table(&mut self, p: &SwarmPresence) {
-        let swarm = DiscoveryKey::new(*p.swarm_key());
-        if let Some(m) = self
-            .swarms
-            .get_mut(&swarm)
-            .and_then(|s| s.members.get_mut(&p.node_id()))
-            && m.sequence_no == p.sequence_no()
-        {
-            m.via_table = true;
-        }
-    }
-
-    /// Whether `p` is the first gossip copy of a presence that came in a table page
-    /// (then it is forwarded once, see [`Groups::came_in_table`]); a second copy is not.
-    pub fn first_gossip_of_table_entry(&mut self, p: &SwarmPresence) -> bool {
-        let swarm = DiscoveryKey::new(*p.swarm_key());
-        match self
-            .swarms
-            .get_mut(&swarm)
-            .and_then(|s| s.members.get_mut(&p.node_id()))
-        {
-            Some(m) if m.via_table && m.sequence_no == p.sequence_no() => {
-                m.via_table = false;
-                true
-            }
-            _ => false,
-        }
     }
 
     /// [`Groups::on_presence_alive`] for a presence received as `signed` (its CBOR
