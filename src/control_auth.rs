@@ -84,7 +84,8 @@ pub fn read_token(dir: &Path) -> std::io::Result<String> {
 pub struct ControlAuth {
     token: String,
     host: LoopbackHost,
-    origin: String,
+    /// The API's own origin; `None`: every `Origin` is refused.
+    origin: Option<String>,
 }
 
 /// The `Host` rule of a server on a loopback address: the address served
@@ -187,7 +188,22 @@ impl ControlAuth {
         ControlAuth {
             token,
             host: LoopbackHost::new(served, "the control API"),
-            origin: format!("http://{served}"),
+            origin: Some(format!("http://{served}")),
+        }
+    }
+
+    /// Checks for the API served on the Unix domain socket with `token`: `Host` must be
+    /// `localhost` (what the CLI sends; a browser cannot reach a Unix socket, but a
+    /// local proxy could forward a page's request to it) and any `Origin` is refused.
+    pub fn for_socket(token: String) -> Self {
+        ControlAuth {
+            token,
+            host: LoopbackHost {
+                host: "localhost".into(),
+                localhost: "localhost".into(),
+                what: "the control API's socket",
+            },
+            origin: None,
         }
     }
 
@@ -195,9 +211,11 @@ impl ControlAuth {
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         self.host.check(headers)?;
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let ok = origin
-                .to_str()
-                .is_ok_and(|o| o.eq_ignore_ascii_case(&self.origin));
+            let ok = origin.to_str().is_ok_and(|o| {
+                self.origin
+                    .as_deref()
+                    .is_some_and(|own| o.eq_ignore_ascii_case(own))
+            });
             if !ok {
                 return Err(Refusal::new(
                     StatusCode::FORBIDDEN,
@@ -335,6 +353,36 @@ mod tests {
                 status(&[("host", "127.0.0.1:7000"), ("origin", origin), auth]),
                 Some(StatusCode::FORBIDDEN),
                 "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_socket_takes_the_token_with_host_localhost_and_no_origin() {
+        let auth = ControlAuth::for_socket("ab".repeat(32));
+        let bearer = format!("Bearer {}", "ab".repeat(32));
+        let check = |pairs: &[(&str, &str)]| auth.check(&headers(pairs)).err().map(|r| r.status);
+        assert_eq!(
+            check(&[("host", "localhost"), ("authorization", &bearer)]),
+            None
+        );
+        assert_eq!(
+            check(&[("host", "localhost")]),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(&[("host", "evil.example"), ("authorization", &bearer)]),
+            Some(StatusCode::FORBIDDEN)
+        );
+        for origin in ["http://localhost", "null", ""] {
+            assert_eq!(
+                check(&[
+                    ("host", "localhost"),
+                    ("origin", origin),
+                    ("authorization", &bearer)
+                ]),
+                Some(StatusCode::FORBIDDEN),
+                "{origin:?}"
             );
         }
     }

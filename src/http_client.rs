@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client for the node's control API on loopback (plain `http://`).
+//! A minimal HTTP/1.1 client for the node's control API on loopback (plain `http://`)
+//! or on its Unix domain socket.
 //! Seed directories, which sit behind TLS, are reached with
 //! [`crate::directory_client`].
 
@@ -16,7 +17,10 @@ pub enum HttpError {
     /// The URL is not `http://host:port/...`.
     #[error("bad URL `{0}` (expected http://host:port/path)")]
     BadUrl(String),
-    /// Connecting or talking failed.
+    /// Connecting failed (nothing was sent).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// Talking failed.
     #[error("HTTP: {0}")]
     Io(String),
 }
@@ -60,16 +64,55 @@ pub async fn send_authorized(
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| HttpError::Io(format!("connect {host}:{port}: {e}")))?;
+        .map_err(|e| HttpError::Connect(format!("{host}:{port}: {e}")))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    exchange(
+        stream,
+        &format!("{host}:{port}"),
+        &path,
+        method,
+        body,
+        bearer,
+    )
+    .await
+}
+
+/// [`send_authorized`] over the Unix domain socket at `socket` (the control API's
+/// `control.sock`), with `Host: localhost`; `path` is the request's path.
+#[cfg(unix)]
+pub async fn send_unix(
+    socket: &std::path::Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Result<HttpResponse, HttpError> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| HttpError::Connect(format!("{}: {e}", socket.display())))?;
+    exchange(stream, "localhost", path, method, body, bearer).await
+}
+
+/// One request on `stream` and its whole response (capped).
+async fn exchange<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    method: Method,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Result<HttpResponse, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| HttpError::Io(e.to_string()))?;
     let conn_task = tokio::spawn(conn);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, format!("{host}:{port}"));
+        .header(hyper::header::HOST, host);
     if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }

@@ -19,7 +19,8 @@
 //!   once, before anything is read, so it costs one accept.
 //!
 //! Handlers that want the client address use `ConnectInfo<SocketAddr>` as with axum's
-//! `into_make_service_with_connect_info`.
+//! `into_make_service_with_connect_info`. [`serve`] takes a TCP listener or, on Unix, a
+//! Unix domain socket ([`Listener`]), whose clients all count as one (`127.0.0.1:0`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,7 +37,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use mesh_core::{ErrorCode, IpKey, MeshError};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// A connection's read and write buffer: also the largest request head (a larger one
@@ -219,11 +221,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Where [`serve`] takes its connections from.
+pub trait Listener: Send + 'static {
+    /// A connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, and the client address its requests see as `ConnectInfo`
+    /// (and are counted under).
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+/// A Unix domain socket's clients have no address: they all count as `127.0.0.1:0`.
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        Ok((stream, SocketAddr::from(([127, 0, 0, 1], 0))))
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting, lets open connections finish their current request (at most
 /// `request_timeout`) and returns.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    listener: L,
     app: Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -290,15 +322,14 @@ fn timed_out(after: Duration) -> Response {
     r
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
     _slot: Slot,
 ) {
-    let _ = stream.set_nodelay(true);
     let inner = TowerToHyperService::new(app);
     let request_timeout = limits.request_timeout;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {

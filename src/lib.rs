@@ -11,6 +11,7 @@ pub use mesh_core as core;
 pub mod advert_store;
 pub mod control;
 pub mod control_auth;
+pub mod control_socket;
 pub mod directory;
 pub mod directory_client;
 pub mod http_client;

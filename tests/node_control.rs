@@ -1,6 +1,7 @@
 //! The control API of a real `meshd run` as a hostile local process or web page meets
-//! it (no token, a wrong token, a rebound `Host`, a foreign `Origin`), its files'
-//! modes, and SIGTERM stopping the node as cleanly as Ctrl-C.
+//! it (no token, a wrong token, a rebound `Host`, a foreign `Origin`, every TCP
+//! connection held), its files' modes, and SIGTERM stopping the node as cleanly as
+//! Ctrl-C.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/meshd.rs"]
@@ -222,4 +223,74 @@ fn the_cli_sends_its_token_only_to_loopback() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("loopback only"), "{text}");
+}
+
+/// A local process of another user that holds every connection the control API's TCP
+/// port takes (`[http] max_connections`, counted before any token is seen) does not
+/// shut the owner's CLI out: the CLI reaches the node on `<data-dir>/control.sock`, mode
+/// 0600, which a clean stop removes. With the socket moved away the CLI falls back to
+/// TCP, and is shut out.
+#[cfg(unix)]
+#[test]
+fn a_process_holding_the_tcp_api_does_not_shut_the_cli_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = tempfile::tempdir().unwrap();
+    // A cap of 32 and idle connections kept for 300 s: what the default 256 and 10 s
+    // allow a process that reconnects, without a race against the timer here.
+    let config = d.path().join("meshd.toml");
+    std::fs::write(
+        &config,
+        "[http]\nheader_timeout_secs = 300\nmax_connections = 32\nmax_connections_per_client = 32\n",
+    )
+    .unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(LOCAL);
+    let n = Meshd::start(d.path(), &args);
+    let socket = d.path().join("control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control.sock is {mode:o}");
+    assert_eq!(n.cli_ok(&["status"])["node_id"], n.node_id());
+
+    let host = control_host(d.path());
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&host).unwrap())
+        .collect();
+    // The TCP API is full: a request with the token is closed unanswered.
+    let token = std::fs::read_to_string(d.path().join("control.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let full = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, _) = raw(
+            &host,
+            "GET",
+            "/status",
+            &[("Host", &host), ("Authorization", &bearer)],
+        );
+        if code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < full,
+            "the TCP API never filled up"
+        );
+    }
+    assert_eq!(n.cli_ok(&["status"])["node_id"], n.node_id());
+    let peers = n.cli(&["peers"]);
+    assert!(
+        peers.status.success(),
+        "{}",
+        String::from_utf8_lossy(&peers.stderr)
+    );
+
+    // Without the socket (moved away) the CLI takes the TCP API, and is shut out.
+    let away = d.path().join("control.sock.away");
+    std::fs::rename(&socket, &away).unwrap();
+    let out = n.cli(&["status"]);
+    assert!(!out.status.success(), "the TCP API had room");
+    std::fs::rename(&away, &socket).unwrap();
+    assert_eq!(n.cli_ok(&["status"])["node_id"], n.node_id());
+    drop(held);
+    let status = n.interrupt();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "control.sock left behind");
 }

@@ -330,7 +330,10 @@ async fn serve(
     let mut files = RunFiles(Vec::new());
     let token_path = token_file(data_dir);
     files.write(&token_path, &format!("{token}\n"))?;
-    let control_app = control_router(handle.clone(), ControlAuth::new(token, control_addr));
+    let control_app = control_router(
+        handle.clone(),
+        ControlAuth::new(token.clone(), control_addr),
+    );
     let mut servers = Vec::new();
     servers.push(tokio::spawn(http_serve::serve(
         control,
@@ -346,6 +349,27 @@ async fn serve(
         "control": format!("http://{control_addr}"),
         "data-dir": data_dir.display().to_string(),
     });
+    #[cfg(unix)]
+    {
+        let path = libmesh::control_socket::socket_file(data_dir);
+        match libmesh::control_socket::bind(&path) {
+            Ok(socket) => {
+                files.0.push(path.clone());
+                ready["control-socket"] = path.display().to_string().into();
+                let app = control_router(handle.clone(), ControlAuth::for_socket(token.clone()));
+                servers.push(tokio::spawn(http_serve::serve(
+                    socket,
+                    app,
+                    control_limits(&config.http),
+                    stopped(),
+                )));
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(), error = %e,
+                "control socket not served: the CLI uses the control API on TCP"
+            ),
+        }
+    }
     if let Some(addr) = config.metrics {
         let l = bind(addr, "metrics").await?;
         ready["metrics"] = format!("http://{}", l.local_addr()?).into();
@@ -470,9 +494,10 @@ impl Drop for RunFiles {
 /// Commands that talk to a running node.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// The running node's control API, e.g. http://127.0.0.1:7000 (default: read from
-    /// `<data-dir>/control.addr`, which `meshd run` writes). The token is always read
-    /// from `<data-dir>/control.token`.
+    /// The running node's control API, e.g. http://127.0.0.1:7000 (default: the
+    /// socket `<data-dir>/control.sock`, else the address in `<data-dir>/control.addr`;
+    /// `meshd run` serves both). The token is always read from
+    /// `<data-dir>/control.token`.
     #[arg(long = "node", value_name = "URL")]
     node: Option<String>,
 }
@@ -598,20 +623,43 @@ pub(crate) fn call_value(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", control_url(ctx, args)?);
     let token = control_token(ctx);
     let rt = super::advert::runtime()?;
-    let resp = rt.block_on(async {
-        let body = body.map(|b| b.to_string().into_bytes());
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            http_client::send_authorized(method, &url, body, token.as_deref()),
-        )
-        .await
-    });
-    let resp = resp
-        .map_err(|_| anyhow::anyhow!("{url}: no answer within 60 s"))?
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let body = body.map(|b| b.to_string().into_bytes());
+    let (url, resp) = rt.block_on(async {
+        // The socket first (no other local user can crowd it out), unless `--node` names
+        // the API; a socket nobody listens on (a node that crashed) is passed over.
+        #[cfg(unix)]
+        if args.node.is_none() {
+            let socket = libmesh::control_socket::socket_file(&ctx.data_dir);
+            if socket.exists() {
+                let url = format!("unix:{}{path}", socket.display());
+                let sent = http_client::send_unix(
+                    &socket,
+                    method.clone(),
+                    path,
+                    body.clone(),
+                    token.as_deref(),
+                );
+                match tokio::time::timeout(Duration::from_secs(60), sent).await {
+                    Err(_) => return Ok((url, Err(anyhow::anyhow!("no answer within 60 s")))),
+                    // Nothing was sent: the TCP API is asked instead.
+                    Ok(Err(e @ http_client::HttpError::Connect(_))) => {
+                        tracing::debug!(%url, error = %e, "control socket passed over");
+                    }
+                    Ok(r) => return Ok((url, r.map_err(anyhow::Error::from))),
+                }
+            }
+        }
+        let url = format!("{}{path}", control_url(ctx, args)?);
+        let sent = http_client::send_authorized(method, &url, body, token.as_deref());
+        let resp = match tokio::time::timeout(Duration::from_secs(60), sent).await {
+            Err(_) => Err(anyhow::anyhow!("no answer within 60 s")),
+            Ok(r) => r.map_err(anyhow::Error::from),
+        };
+        anyhow::Ok((url, resp))
+    })?;
+    let resp = resp.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let value: Value = serde_json::from_slice(&resp.body).map_err(|_| {
         anyhow::anyhow!(
             "{url}: {} {}",
