@@ -2,12 +2,22 @@
 //! through to a redb database in the data dir (`adverts.redb`).
 //!
 //! Every change is checked by the in-memory rules first, then committed in one redb
-//! transaction (durable when `commit` returns), and undone in memory if the commit
-//! fails, so memory and disk never disagree once a change has returned. redb commits
-//! are atomic and checksummed: a process killed during a write loses at most the batch
-//! being committed, never an earlier entry. After a restart the index is rebuilt from
-//! disk, and expired advertisements and lapsed tombstones are deleted from the file;
-//! that is what dialing and reconnect read first.
+//! transaction, and undone in memory if the commit fails, so memory and the file never
+//! disagree once a change has returned. redb commits are atomic and checksummed.
+//!
+//! **Durability.** A change is fsync'd before it returns, except through the
+//! `*_unsynced_from` methods: those commit without an fsync, and
+//! [`DurableStore::flush`] makes them durable with one fsync'd commit (redb does too when
+//! the store is dropped). The node takes peers' changes (`/mesh/advert` publishes and
+//! withdrawals, mesh-DHT PUTs) that way and flushes every second off its loop: each was
+//! one fsync on the node loop before (3 ms and more on a slow disk), so a few dozen
+//! networks publishing within their rates could stall the node. The node's own changes
+//! and the seed directory's PUTs (answered from the blocking pool) are fsync'd at once.
+//! A process killed (or a machine that loses power) loses at most the unsynced changes
+//! of the last second and the batch being committed, never an earlier entry: the file
+//! reopens at the last fsync'd commit. After a restart the index is
+//! rebuilt from disk, and expired advertisements and lapsed tombstones are deleted from
+//! the file; that is what dialing and reconnect read first.
 //!
 //! The store is shared by reference (`&self`): the index sits behind its own mutex,
 //! held only while memory changes, never during a commit, so readers (the node loop's
@@ -21,7 +31,8 @@
 //! cap) delete the same rows from the file in the same way.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mesh_advert::{
     AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Page, Source, StoreError, StoreLimits,
@@ -29,7 +40,7 @@ use mesh_advert::{
 };
 use mesh_core::artifact::Artifact;
 use mesh_core::{NodeAdvertisement, NodeId, Timestamp};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 /// node id -> revision (8 bytes BE) || expires-at unix seconds (8 bytes BE) || CBOR.
 const ADVERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("adverts");
@@ -80,6 +91,10 @@ pub struct DurableStore {
     mem: Mutex<MemoryStore>,
     turns: Turnstile,
     path: PathBuf,
+    /// Some change since the last fsync'd commit (see [`DurableStore::flush`]).
+    unflushed: AtomicBool,
+    /// Commits fsync'd since the open.
+    synced: AtomicU64,
     #[cfg(test)]
     seams: seams::Seams,
 }
@@ -124,48 +139,6 @@ impl Writes {
             && self.delete_tombstones.is_empty()
             && self.put_adverts.is_empty()
             && self.put_tombstones.is_empty()
-    }
-}
-
-/// Writers served in arrival order: a writer waits at most for those that came first.
-#[derive(Default)]
-struct Turnstile {
-    /// (next ticket to hand out, ticket being served).
-    tickets: Mutex<(u64, u64)>,
-    served: Condvar,
-}
-
-struct Turn<'a>(&'a Turnstile);
-
-impl Turnstile {
-    fn enter(&self) -> Turn<'_> {
-        self.wait_for(self.ticket())
-    }
-
-    /// Takes a place in the queue.
-    fn ticket(&self) -> u64 {
-        let mut t = lock(&self.tickets);
-        let mine = t.0;
-        t.0 = t.0.wrapping_add(1);
-        mine
-    }
-
-    /// Waits until `mine` is served.
-    fn wait_for(&self, mine: u64) -> Turn<'_> {
-        let mut t = lock(&self.tickets);
-        while t.1 != mine {
-            t = self.served.wait(t).unwrap_or_else(PoisonError::into_inner);
-        }
-        Turn(self)
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let mut t = lock(&self.0.tickets);
-        t.1 = t.1.wrapping_add(1);
-        drop(t);
-        self.0.served.notify_all();
     }
 }
 
@@ -233,17 +206,19 @@ impl DurableStore {
                 e => storage(format!("{}: {e}", path.display())),
             })?;
         let mut mem = MemoryStore::new(limits);
-        let (report, stale) = load(&db, &mut mem, now)?;
+        let (report, stale) = load::load(&db, &mut mem, now)?;
         let store = DurableStore {
             db,
             mem: Mutex::new(mem),
             turns: Turnstile::default(),
             path,
+            unflushed: AtomicBool::new(false),
+            synced: AtomicU64::new(0),
             #[cfg(test)]
             seams: seams::Seams::default(),
         };
         if !stale.is_empty() {
-            store.commit(&stale)?;
+            store.commit(&stale, true)?;
         }
         Ok((store, report))
     }
@@ -291,6 +266,29 @@ impl DurableStore {
         source: Source,
         now: &Timestamp,
     ) -> Vec<Result<InsertOutcome, StoreError>> {
+        self.insert_batch_with(adverts, source, now, true)
+    }
+
+    /// [`DurableStore::insert_from`] committed without an fsync: durable at the next
+    /// [`DurableStore::flush`] (see the module docs). What the node does with a peer's.
+    pub fn insert_unsynced_from(
+        &self,
+        advert: NodeAdvertisement,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.insert_batch_with(vec![advert], source, now, false)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Storage("empty batch".into())))
+    }
+
+    fn insert_batch_with(
+        &self,
+        adverts: Vec<NodeAdvertisement>,
+        source: Source,
+        now: &Timestamp,
+        durable: bool,
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
         // Encoding (up to 64 KiB each) happens before any lock is taken.
         let adverts: Vec<(NodeAdvertisement, Arc<[u8]>)> = adverts
             .into_iter()
@@ -336,7 +334,7 @@ impl DurableStore {
         if writes.is_empty() {
             return results;
         }
-        if let Err(e) = self.commit(&writes) {
+        if let Err(e) = self.commit(&writes, durable) {
             tracing::error!(error = %e, "advertisement batch not persisted; undone");
             let mut mem = self.index();
             for undo in accepted.into_iter().rev() {
@@ -391,6 +389,27 @@ impl DurableStore {
         source: Source,
         now: &Timestamp,
     ) -> Result<(), StoreError> {
+        self.withdraw_with(withdrawal, source, now, true)
+    }
+
+    /// [`DurableStore::withdraw_from`] committed without an fsync, as
+    /// [`DurableStore::insert_unsynced_from`].
+    pub fn withdraw_unsynced_from(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+    ) -> Result<(), StoreError> {
+        self.withdraw_with(withdrawal, source, now, false)
+    }
+
+    fn withdraw_with(
+        &self,
+        withdrawal: &NodeWithdrawal,
+        source: Source,
+        now: &Timestamp,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let node = withdrawal.node_id();
         let key = node.to_string();
         let _turn = self.turns.enter();
@@ -414,7 +433,7 @@ impl DurableStore {
         if writes.is_empty() {
             return result;
         }
-        if let Err(e) = self.commit(&writes) {
+        if let Err(e) = self.commit(&writes, durable) {
             let mut mem = self.index();
             if result.is_ok() {
                 mem.remove_tombstone(&node);
@@ -439,7 +458,7 @@ impl DurableStore {
         if swept.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.commit(&Writes::sweeping(&swept)) {
+        if let Err(e) = self.commit(&Writes::sweeping(&swept), true) {
             self.index().restore_swept(swept);
             return Err(e);
         }
@@ -471,11 +490,40 @@ impl DurableStore {
         self.len() == 0
     }
 
-    /// Commits `writes` in one transaction. Called with a turn held and no memory lock.
-    fn commit(&self, writes: &Writes) -> Result<(), StoreError> {
+    /// Makes every change so far durable: one fsync'd commit, if any change was
+    /// committed without one since the last (see the module docs). Returns whether it
+    /// wrote. The node calls it every second on the blocking pool; redb does it when the
+    /// store is dropped.
+    pub fn flush(&self) -> Result<bool, StoreError> {
+        let _turn = self.turns.enter();
+        if !self.unflushed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.commit(&Writes::default(), true)?;
+        Ok(true)
+    }
+
+    /// Whether some change was committed without an fsync since the last one
+    /// ([`DurableStore::flush`] has something to do).
+    pub fn unflushed(&self) -> bool {
+        self.unflushed.load(Ordering::Acquire)
+    }
+
+    /// Commits fsync'd since the open (the metrics' and the tests' count).
+    pub fn synced_commits(&self) -> u64 {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Commits `writes` in one transaction, fsync'd when `durable` (which makes every
+    /// earlier commit durable too), otherwise kept for the next [`DurableStore::flush`].
+    /// Called with a turn held and no memory lock.
+    fn commit(&self, writes: &Writes, durable: bool) -> Result<(), StoreError> {
         #[cfg(test)]
         self.seams.before_commit()?;
-        let tx = self.db.begin_write().map_err(storage)?;
+        let mut tx = self.db.begin_write().map_err(storage)?;
+        if !durable {
+            tx.set_durability(Durability::None).map_err(storage)?;
+        }
         {
             let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
             let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
@@ -500,7 +548,14 @@ impl DurableStore {
                 meta.insert(REVISION, revision).map_err(storage)?;
             }
         }
-        tx.commit().map_err(storage)
+        tx.commit().map_err(storage)?;
+        if durable {
+            self.unflushed.store(false, Ordering::Release);
+            self.synced.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.unflushed.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The last own-advertisement sequence number persisted.
@@ -522,91 +577,6 @@ impl DurableStore {
         }
         tx.commit().map_err(storage)
     }
-}
-
-/// Rebuilds `mem` from the file; returns the report and the rows to delete (expired
-/// advertisements, lapsed tombstones).
-fn load(
-    db: &Database,
-    mem: &mut MemoryStore,
-    now: &Timestamp,
-) -> Result<(LoadReport, Writes), StoreError> {
-    let mut report = LoadReport::default();
-    let mut stale = Writes::default();
-    let tx = db.begin_read().map_err(storage)?;
-    match tx.open_table(ADVERTS) {
-        Ok(table) => {
-            for item in table.iter().map_err(storage)? {
-                let (key, value) = item.map_err(storage)?;
-                let parsed = split_u64(value.value())
-                    .and_then(|(rev, rest)| split_u64(rest).map(|(_, wire)| (rev, wire)))
-                    .and_then(|(rev, wire)| {
-                        NodeAdvertisement::from_cbor(wire)
-                            .ok()
-                            .filter(|a| a.node_id().to_string() == key.value())
-                            .map(|a| (rev, a, wire.to_vec()))
-                    });
-                match parsed {
-                    Some((_, advert, _)) if now > advert.expires_at() => {
-                        report.expired += 1;
-                        stale.delete_adverts.push(key.value().to_owned());
-                    }
-                    Some((revision, advert, wire)) => {
-                        mem.restore(StoredAdvert::new(&advert, wire.into(), revision));
-                        report.loaded += 1;
-                    }
-                    None => {
-                        tracing::warn!(
-                            node = key.value(),
-                            "unreadable advertisement entry skipped"
-                        );
-                        report.unreadable += 1;
-                    }
-                }
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(storage(e)),
-    }
-    match tx.open_table(TOMBSTONES) {
-        Ok(table) => {
-            for item in table.iter().map_err(storage)? {
-                let (key, value) = item.map_err(storage)?;
-                let Ok(node) = NodeId::parse(key.value()) else {
-                    continue;
-                };
-                let Some((seq, rest)) = split_u64(value.value()) else {
-                    continue;
-                };
-                let Some((until, _)) = split_u64(rest) else {
-                    continue;
-                };
-                let until =
-                    chrono::DateTime::from_timestamp(i64::try_from(until).unwrap_or(i64::MAX), 0)
-                        .map(Timestamp::from_instant);
-                match until {
-                    Some(until) if &until >= now => mem.restore_tombstone(node, seq, until),
-                    Some(_) => {
-                        report.lapsed += 1;
-                        stale.delete_tombstones.push(key.value().to_owned());
-                    }
-                    None => {}
-                }
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(storage(e)),
-    }
-    match tx.open_table(META) {
-        Ok(t) => {
-            if let Some(r) = t.get(REVISION).map_err(storage)? {
-                mem.restore_revision(r.value());
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(storage(e)),
-    }
-    Ok((report, stale))
 }
 
 impl AdvertStore for DurableStore {
@@ -685,6 +655,12 @@ pub(crate) mod seams {
         }
     }
 }
+
+#[path = "advert_store_load.rs"]
+mod load;
+#[path = "advert_store_turns.rs"]
+mod turns;
+use turns::Turnstile;
 
 #[cfg(test)]
 #[path = "advert_store_tests.rs"]

@@ -259,3 +259,39 @@ fn the_page_cache_stays_within_its_bound_as_the_file_grows() {
         assert!(s.index().get(&k.node_id(), &now).is_some());
     }
 }
+
+/// Unsynced changes cost no fsync each: 50 inserts from one network and a withdrawal are
+/// committed without one, one flush makes them all durable, and the store reopened
+/// holds them. A plain insert is fsync'd before it returns.
+#[test]
+fn unsynced_changes_wait_for_one_flush_plain_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let peer = Source::of_ip("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()));
+    let keys: Vec<NodeKeypair> = (0..50).map(|_| NodeKeypair::generate()).collect();
+    {
+        let s = open(dir.path(), generous(), &now);
+        let base = s.synced_commits();
+        assert!(!s.unflushed());
+        for k in &keys {
+            s.insert_unsynced_from(ad(k, 1, &now), peer, &now)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let w = NodeWithdrawal::create(&keys[0], 2, &now).unwrap_or_else(|e| panic!("{e}"));
+        s.withdraw_unsynced_from(&w, peer, &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.synced_commits(), base, "an unsynced change was fsync'd");
+        assert!(s.unflushed());
+        assert_eq!(s.flush().ok(), Some(true));
+        assert_eq!(s.synced_commits(), base + 1);
+        assert!(!s.unflushed());
+        assert_eq!(s.flush().ok(), Some(false), "nothing left to flush");
+        let own = NodeKeypair::generate();
+        s.insert(ad(&own, 1, &now), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.synced_commits(), base + 2, "a plain insert is fsync'd");
+    }
+    let s = open(dir.path(), generous(), &now);
+    assert_eq!(s.len(), 50);
+    assert_eq!(counts(&s), (50, 1));
+}

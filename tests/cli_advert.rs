@@ -1,6 +1,9 @@
 //! `meshd directory` and `meshd advert publish|lookup`, run as real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+#[path = "support/meshd.rs"]
+mod meshd;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -281,4 +284,47 @@ async fn publish_and_lookup_over_the_mesh_protocol() {
     );
     assert_eq!(stdout_json(&out)["node/id"], node.as_str());
     server_task.abort();
+}
+
+/// An advertisement a peer publishes to a running node over `/mesh/advert` is committed
+/// without an fsync (one per peer request stalled the node loop) and made durable by the
+/// node's flush within a second: a node killed with SIGKILL a few seconds later still
+/// holds it when its store is opened again.
+#[test]
+fn a_peer_s_advert_survives_a_sigkill_once_flushed() {
+    let (data, publisher) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = meshd::Meshd::start(data.path(), meshd::LOCAL);
+    let target = format!("{}/p2p/{}", node.addr(), node.peer_id());
+    let author = node_id(publisher.path());
+    let out = meshd(
+        publisher.path(),
+        &[
+            "advert",
+            "publish",
+            "--to",
+            &target,
+            "--addr",
+            "/ip4/127.0.0.1/udp/4001/quic-v1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["result"]["status"], "stored");
+    // The flush runs every second; a few seconds leave it room on a loaded machine.
+    std::thread::sleep(Duration::from_secs(4));
+    node.kill();
+    let (store, _) = libmesh::advert_store::DurableStore::open(
+        data.path(),
+        mesh_advert::StoreLimits::default(),
+        &mesh_core::Timestamp::now(),
+    )
+    .unwrap();
+    let id = mesh_core::NodeId::parse(&author).unwrap();
+    assert!(
+        store.get(&id, &mesh_core::Timestamp::now()).is_some(),
+        "the peer's advertisement was lost with the node"
+    );
 }

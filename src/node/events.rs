@@ -369,7 +369,7 @@ impl Node {
                     }
                     Ok(DhtEntry::Withdrawn(w)) => {
                         // The tombstone refuses replays of older advertisements.
-                        if let Err(e) = self.store.durable().withdraw_from(&w, from, &now) {
+                        if let Err(e) = self.store.withdraw_from(&w, from, &now) {
                             tracing::debug!(error = %e, "dht withdrawal not applied");
                         }
                     }

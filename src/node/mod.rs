@@ -556,8 +556,12 @@ impl Node {
         let advertised = self.own.current().is_some();
         let actions = self.relays.tick(reachable, advertised, now.at);
         self.apply(actions);
-        if self.sweeper.due(now.at) {
-            self.sweeper.start(self.store.clone(), now.ts.clone());
+        // Peers' changes are committed without an fsync; one fsync a second makes them
+        // durable, off the loop (see `advert_store`).
+        let sweep = self.sweeper.due(now.at);
+        if sweep || (self.sweeper.idle() && self.store.durable().unflushed()) {
+            self.sweeper
+                .start(self.store.clone(), now.ts.clone(), sweep);
         }
         // The idle rule runs only while some peer is idle (outside swarms the usual
         // case is none), at most every `idle::SWEEP_EVERY`.

@@ -1,6 +1,8 @@
 //! The advertisement store shared by the advert behaviour, the node loop and the seed
 //! directory: one durable store, shared by reference (it locks its index only briefly
-//! and never during a commit), and the timer that sweeps it.
+//! and never during a commit), and the timer that sweeps and flushes it. Through
+//! [`AdvertStore`], what peers change is committed without an fsync (made durable by
+//! the flush within a second, off the node loop); the node's own changes are fsync'd.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +50,10 @@ impl AdvertStore for SharedAdverts {
         source: Source,
         now: &Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
-        self.0.insert_from(advert, source, now)
+        match source {
+            Source::Local => self.0.insert_from(advert, source, now),
+            _ => self.0.insert_unsynced_from(advert, source, now),
+        }
     }
 
     fn withdraw_from(
@@ -57,7 +62,10 @@ impl AdvertStore for SharedAdverts {
         source: Source,
         now: &Timestamp,
     ) -> Result<(), StoreError> {
-        self.0.withdraw_from(withdrawal, source, now)
+        match source {
+            Source::Local => self.0.withdraw_from(withdrawal, source, now),
+            _ => self.0.withdraw_unsynced_from(withdrawal, source, now),
+        }
     }
 
     fn get(&self, node: &NodeId, now: &Timestamp) -> Option<StoredAdvert> {
@@ -77,8 +85,9 @@ impl AdvertStore for SharedAdverts {
     }
 }
 
-/// Sweeps the store every `every` on a blocking thread, off the node loop (a sweep that
-/// found something commits, which fsyncs). At most one sweep runs at a time.
+/// Sweeps the store every `every`, and flushes it ([`DurableStore::flush`]) every
+/// second when a change waits for its fsync, on a blocking thread, off the node loop.
+/// At most one sweep or flush runs at a time.
 #[derive(Debug)]
 pub(crate) struct Sweeper {
     every: Duration,
@@ -106,12 +115,25 @@ impl Sweeper {
         true
     }
 
-    /// Sweeps `store` as of `now` on tokio's blocking pool.
-    pub(crate) fn start(&self, store: SharedAdverts, now: Timestamp) {
-        self.run(move || match store.durable().sweep(&now) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(swept = n, "advertisement store swept"),
-            Err(e) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+    /// Whether nothing runs: a flush may start.
+    pub(crate) fn idle(&self) -> bool {
+        !self.running.load(Ordering::Acquire)
+    }
+
+    /// Sweeps `store` as of `now` (when `sweep`) and then flushes it, on tokio's
+    /// blocking pool.
+    pub(crate) fn start(&self, store: SharedAdverts, now: Timestamp, sweep: bool) {
+        self.run(move || {
+            if sweep {
+                match store.durable().sweep(&now) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(swept = n, "advertisement store swept"),
+                    Err(e) => tracing::warn!(error = %e, "advertisement store sweep failed"),
+                }
+            }
+            if let Err(e) = store.durable().flush() {
+                tracing::warn!(error = %e, "advertisement store flush failed");
+            }
         });
     }
 
@@ -151,8 +173,46 @@ mod tests {
         assert!(!s.due(t0 + every), "scheduled again a period later");
         s.running.store(true, Ordering::Release);
         assert!(!s.due(t0 + every * 3), "one at a time");
+        assert!(!s.idle());
         s.running.store(false, Ordering::Release);
+        assert!(s.idle());
         assert!(s.due(t0 + every * 3));
+    }
+
+    /// Through the store the node's behaviours use, a peer's change is committed without
+    /// an fsync (one each, on the node loop, before) and the node's own is fsync'd; the
+    /// flush makes the peer's durable.
+    #[test]
+    fn peers_changes_are_unsynced_the_node_s_own_are_not() {
+        use mesh_core::NodeKeypair;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let now = Timestamp::now();
+        let (durable, _) = DurableStore::open(dir.path(), Default::default(), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut store = SharedAdverts::new(durable);
+        let base = store.durable().synced_commits();
+        let advert = |k: &NodeKeypair| {
+            let addr = "/ip4/127.0.0.1/tcp/4001"
+                .parse()
+                .unwrap_or_else(|_| unreachable!());
+            mesh_advert::own::advert_for(k, &[addr], 1, &now, 600).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let peer = Source::of_ip("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()));
+        let k = NodeKeypair::generate();
+        AdvertStore::insert_from(&mut store, advert(&k), peer, &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let w = NodeWithdrawal::create(&k, 2, &now).unwrap_or_else(|e| panic!("{e}"));
+        AdvertStore::withdraw_from(&mut store, &w, peer, &now).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.durable().synced_commits(), base);
+        assert!(store.durable().unflushed());
+        AdvertStore::insert_from(
+            &mut store,
+            advert(&NodeKeypair::generate()),
+            Source::Local,
+            &now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.durable().synced_commits(), base + 1);
     }
 
     #[tokio::test]
