@@ -39,6 +39,9 @@ const LARGE_BATCH: usize = 2_000;
 const ROUNDS: usize = 7;
 /// Timed opens of the reload case.
 const OPENS: usize = 3;
+/// Inserts of one advertisement each per pass of the single-insert case (what the node
+/// loop pays per peer publish).
+const SINGLE_N: usize = 1_000;
 
 struct Fixture {
     now: Timestamp,
@@ -145,6 +148,43 @@ fn insert_rounds(f: &Fixture, batches: &[usize]) -> (f64, Vec<f64>) {
         }
     }
     (median(&mem), durable.iter().map(|d| median(d)).collect())
+}
+
+/// Median ns per insert of `SINGLE_N` inserts of one advertisement each from a peer's
+/// network into a fresh store: fsync'd each (`insert_from`, what the node did) and
+/// unsynced with one flush at the end, timed with it (`insert_unsynced_from`, what the
+/// node does now), interleaved pass by pass over `ROUNDS` rounds after a warm-up.
+fn single_rounds(f: &Fixture) -> (f64, f64) {
+    let adverts = &f.adverts[..SINGLE_N];
+    let peer = mesh_advert::Source::of_ip("192.0.2.1".parse().unwrap());
+    let pass = |unsynced: bool| {
+        let (dir, store) = fresh_durable(&f.now);
+        let start = Instant::now();
+        for a in adverts {
+            let r = if unsynced {
+                store.insert_unsynced_from(a.clone(), peer, &f.now)
+            } else {
+                store.insert_from(a.clone(), peer, &f.now)
+            };
+            r.unwrap();
+        }
+        store.flush().unwrap();
+        let took = start.elapsed();
+        assert_eq!(store.len(), SINGLE_N);
+        drop(store);
+        drop(dir);
+        took.as_nanos() as f64 / SINGLE_N as f64
+    };
+    let (mut synced, mut unsynced) = (Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        let s = pass(false);
+        let u = pass(true);
+        if round > 0 {
+            synced.push(s);
+            unsynced.push(u);
+        }
+    }
+    (median(&synced), median(&unsynced))
 }
 
 /// A durable store in `dir` holding every advertisement of the fixture.
@@ -304,6 +344,21 @@ fn main() {
     ] {
         println!("  {name:<26} {:>9.0} inserts/s", 1e9 / ns);
     }
+
+    let (synced, unsynced) = single_rounds(&f);
+    println!(
+        "\none peer insert at a time ({SINGLE_N} per pass, fresh store, median of {ROUNDS}; \
+         no verification)"
+    );
+    println!(
+        "  fsync'd each (insert_from):                 {:>9.1} us per insert",
+        synced / 1e3
+    );
+    println!(
+        "  unsynced, one flush (insert_unsynced_from): {:>9.1} us per insert ({:.1}x less)",
+        unsynced / 1e3,
+        synced / unsynced
+    );
 
     let mut opens: Vec<f64> = (0..OPENS)
         .map(|_| timed_open(reload.path(), &f.now).as_secs_f64())
