@@ -2,17 +2,19 @@
 //! through to a redb database in the data dir (`adverts.redb`).
 //!
 //! Every change is checked by the in-memory rules first, then committed in one redb
-//! transaction, and undone in memory if the commit fails, so memory and the file never
-//! disagree once a change has returned. redb commits are atomic and checksummed.
+//! transaction, and undone in memory if the commit fails, so memory and the committed
+//! state of the file never disagree once a change has returned (what is durable may lag
+//! by the unsynced commits below). redb commits are atomic and checksummed.
 //!
 //! **Durability.** A change is fsync'd before it returns, except through the
 //! `*_unsynced_from` methods: those commit without an fsync, and
 //! [`DurableStore::flush`] makes them durable with one fsync'd commit (redb does too when
 //! the store is dropped). The node takes peers' changes (`/mesh/advert` publishes and
-//! withdrawals, mesh-DHT PUTs) that way and flushes every second off its loop: each was
-//! one fsync on the node loop before (3 ms and more on a slow disk), so a few dozen
-//! networks publishing within their rates could stall the node. The node's own changes
-//! and the seed directory's PUTs (answered from the blocking pool) are fsync'd at once.
+//! withdrawals, mesh-DHT PUTs) and what its lookups found that way, and flushes every
+//! second off its loop: each was one fsync on the node loop before (3 ms and more on a
+//! slow disk), so a few dozen networks publishing within their rates could stall the
+//! node. The node's own advertisement and sequence number and the seed directory's PUTs
+//! (answered from the blocking pool) are fsync'd at once.
 //! A process killed (or a machine that loses power) loses at most the unsynced changes
 //! of the last second and the batch being committed, never an earlier entry: the file
 //! reopens at the last fsync'd commit. After a restart the index is
@@ -48,10 +50,16 @@ const ADVERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("adverts");
 const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
 /// Small named counters (`own-sequence`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// `META` key of the index's revision counter at the last change: a restart resumes
-/// above it (from the rows alone it fell back below the revisions of withdrawn and
-/// swept entries, and cursors handed out before skipped what came after).
+/// `META` key of a mark at or above every revision the index has handed out: a restart
+/// resumes above it (from the rows alone the counter fell back below the revisions of
+/// withdrawn and swept entries, and cursors handed out before skipped what came after).
+/// A change whose revision passes the mark raises it by [`REVISION_STEP`] in its own
+/// commit, fsync'd: unsynced commits that a crash loses never take the counter back
+/// below a cursor already handed out (the directory's `since`), and the mark costs one
+/// fsync per `REVISION_STEP` changes.
 const REVISION: &str = "revision";
+/// How far ahead of the counter [`REVISION`] is set.
+const REVISION_STEP: u64 = 4096;
 
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "adverts.redb";
@@ -95,6 +103,8 @@ pub struct DurableStore {
     unflushed: AtomicBool,
     /// Commits fsync'd since the open.
     synced: AtomicU64,
+    /// The [`REVISION`] mark on disk.
+    revision_mark: AtomicU64,
     #[cfg(test)]
     seams: seams::Seams,
 }
@@ -207,6 +217,7 @@ impl DurableStore {
             })?;
         let mut mem = MemoryStore::new(limits);
         let (report, stale) = load::load(&db, &mut mem, now)?;
+        let revision = mem.revision();
         let store = DurableStore {
             db,
             mem: Mutex::new(mem),
@@ -214,6 +225,7 @@ impl DurableStore {
             path,
             unflushed: AtomicBool::new(false),
             synced: AtomicU64::new(0),
+            revision_mark: AtomicU64::new(revision),
             #[cfg(test)]
             seams: seams::Seams::default(),
         };
@@ -520,6 +532,11 @@ impl DurableStore {
     fn commit(&self, writes: &Writes, durable: bool) -> Result<(), StoreError> {
         #[cfg(test)]
         self.seams.before_commit()?;
+        let mark = writes
+            .revision
+            .filter(|r| *r > self.revision_mark.load(Ordering::Acquire))
+            .map(|r| r.saturating_add(REVISION_STEP));
+        let durable = durable || mark.is_some();
         let mut tx = self.db.begin_write().map_err(storage)?;
         if !durable {
             tx.set_durability(Durability::None).map_err(storage)?;
@@ -543,12 +560,15 @@ impl DurableStore {
                     .insert(key.as_str(), value.as_slice())
                     .map_err(storage)?;
             }
-            if let Some(revision) = writes.revision {
+            if let Some(mark) = mark {
                 let mut meta = tx.open_table(META).map_err(storage)?;
-                meta.insert(REVISION, revision).map_err(storage)?;
+                meta.insert(REVISION, mark).map_err(storage)?;
             }
         }
         tx.commit().map_err(storage)?;
+        if let Some(mark) = mark {
+            self.revision_mark.store(mark, Ordering::Release);
+        }
         if durable {
             self.unflushed.store(false, Ordering::Release);
             self.synced.fetch_add(1, Ordering::Relaxed);

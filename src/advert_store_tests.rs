@@ -271,7 +271,11 @@ fn unsynced_changes_wait_for_one_flush_plain_ones_do_not() {
     let keys: Vec<NodeKeypair> = (0..50).map(|_| NodeKeypair::generate()).collect();
     {
         let s = open(dir.path(), generous(), &now);
+        // The first change raises the revision mark: fsync'd.
+        s.insert_unsynced_from(ad(&NodeKeypair::generate(), 1, &now), peer, &now)
+            .unwrap_or_else(|e| panic!("{e}"));
         let base = s.synced_commits();
+        assert_eq!(base, 1);
         assert!(!s.unflushed());
         for k in &keys {
             s.insert_unsynced_from(ad(k, 1, &now), peer, &now)
@@ -292,6 +296,6 @@ fn unsynced_changes_wait_for_one_flush_plain_ones_do_not() {
         assert_eq!(s.synced_commits(), base + 2, "a plain insert is fsync'd");
     }
     let s = open(dir.path(), generous(), &now);
-    assert_eq!(s.len(), 50);
-    assert_eq!(counts(&s), (50, 1));
+    assert_eq!(s.len(), 51);
+    assert_eq!(counts(&s), (51, 1));
 }

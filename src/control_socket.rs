@@ -20,27 +20,35 @@ pub fn socket_file(dir: &Path) -> PathBuf {
     dir.join(SOCKET_FILE)
 }
 
-/// Binds the control socket at `path`, readable and writable by the owner only. A
-/// socket left there by a node that did not stop cleanly is replaced; any other kind of
-/// file is left alone (an error). A process that connects between the bind and the
-/// change of mode holds one connection and still needs the token.
+/// Binds the control socket at `path`, readable and writable by the owner only: bound
+/// under a temporary name beside it, given mode 0600, then renamed over `path` (so a
+/// socket left there by a node that did not stop cleanly is replaced in one step, and
+/// `path` never names a socket with another mode). Any other kind of file at `path` is
+/// left alone (an error). A process that connects to the temporary name before its
+/// mode changes holds one connection and still needs the token.
 #[cfg(unix)]
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
+        Ok(m) if !m.file_type().is_socket() => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 format!("{} exists and is not a socket", path.display()),
             ));
         }
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-        let _ = std::fs::remove_file(path);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{SOCKET_FILE}.{}", std::process::id()));
+    // A temporary socket left by a crashed process with the same pid.
+    let _ = std::fs::remove_file(&tmp);
+    let listener = tokio::net::UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(listener)
@@ -59,9 +67,12 @@ mod tests {
         let first = bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        // A node that crashed left its socket: the next one binds all the same.
+        // A node that crashed left its socket: the next one binds all the same, and
+        // leaves no temporary name behind.
         drop(first);
         let _second = bind(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
         let other = d.path().join("not-a-socket");
         std::fs::write(&other, "data").unwrap();
         assert!(bind(&other).is_err());

@@ -74,6 +74,16 @@ fn directory_with(dir: &Path, args: &[&str]) -> (Directory, String) {
     }
 }
 
+/// Asserts that `meshd advert publish` succeeded and its advertisement was stored.
+fn assert_stored(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(out)["result"]["status"], "stored");
+}
+
 fn node_id(dir: &Path) -> String {
     stdout_json(&meshd(dir, &["identity", "init"]))["node/id"]
         .as_str()
@@ -104,12 +114,7 @@ fn publish_and_lookup_through_the_http_directory_across_a_restart() {
             "/ip4/127.0.0.1/udp/4001/quic-v1",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout_json(&out)["result"]["status"], "stored");
+    assert_stored(&out);
     let seq1 = stdout_json(&out)["published"]["sequence/no"]
         .as_u64()
         .unwrap();
@@ -296,7 +301,7 @@ fn a_peer_s_advert_survives_a_sigkill_once_flushed() {
     let node = meshd::Meshd::start(data.path(), meshd::LOCAL);
     let target = format!("{}/p2p/{}", node.addr(), node.peer_id());
     let author = node_id(publisher.path());
-    let out = meshd(
+    assert_stored(&meshd(
         publisher.path(),
         &[
             "advert",
@@ -306,13 +311,7 @@ fn a_peer_s_advert_survives_a_sigkill_once_flushed() {
             "--addr",
             "/ip4/127.0.0.1/udp/4001/quic-v1",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout_json(&out)["result"]["status"], "stored");
+    ));
     // The flush runs every second; a few seconds leave it room on a loaded machine.
     std::thread::sleep(Duration::from_secs(4));
     node.kill();

@@ -108,29 +108,17 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
         super::print_line_or_exit(&line.to_string());
         let store = Arc::new(store);
         let shared: SharedStore = store.clone();
-        // Expired advertisements leave memory and the file on a timer, and the PUTs
-        // committed without an fsync are made durable every second (as in the node).
+        // Expired advertisements leave memory and the file on a timer (as in the node).
         let sweeper = tokio::spawn(async move {
             let every = libmesh::node::StoreSettings::default().sweep_every();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut next_sweep = tokio::time::Instant::now() + every;
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let sweep = tokio::time::Instant::now() >= next_sweep;
-                if sweep {
-                    next_sweep += every;
-                }
                 let store = store.clone();
-                let work = move || {
-                    if sweep {
-                        store.sweep(&Timestamp::now())?;
-                    }
-                    store.flush()
-                };
-                match tokio::task::spawn_blocking(work).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "advertisement store upkeep failed"),
+                match tokio::task::spawn_blocking(move || store.sweep(&Timestamp::now())).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "advertisement store sweep failed"),
                     Ok(Ok(_)) => {}
-                    Err(e) => tracing::warn!(error = %e, "advertisement store upkeep task"),
+                    Err(e) => tracing::warn!(error = %e, "advertisement store sweep task"),
                 }
             }
         });

@@ -626,9 +626,11 @@ pub(crate) fn call_value(
     let token = control_token(ctx);
     let rt = super::advert::runtime()?;
     let body = body.map(|b| b.to_string().into_bytes());
+    let mut passed_over: Option<String> = None;
     let (url, resp) = rt.block_on(async {
         // The socket first (no other local user can crowd it out), unless `--node` names
-        // the API; a socket nobody listens on (a node that crashed) is passed over.
+        // the API; a socket nobody listens on (a node that crashed) is passed over, and
+        // said so if TCP fails too.
         #[cfg(unix)]
         if args.node.is_none() {
             let socket = libmesh::control_socket::socket_file(&ctx.data_dir);
@@ -646,6 +648,7 @@ pub(crate) fn call_value(
                     // Nothing was sent: the TCP API is asked instead.
                     Ok(Err(e @ http_client::HttpError::Connect(_))) => {
                         tracing::debug!(%url, error = %e, "control socket passed over");
+                        passed_over = Some(e.to_string());
                     }
                     Ok(r) => return Ok((url, r.map_err(anyhow::Error::from))),
                 }
@@ -659,7 +662,10 @@ pub(crate) fn call_value(
         };
         anyhow::Ok((url, resp))
     })?;
-    let resp = resp.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let resp = resp.map_err(|e| match &passed_over {
+        Some(socket) => anyhow::anyhow!("{url}: {e} (the control socket: {socket})"),
+        None => anyhow::anyhow!("{url}: {e}"),
+    })?;
     let value: Value = serde_json::from_slice(&resp.body).map_err(|_| {
         anyhow::anyhow!(
             "{url}: {} {}",

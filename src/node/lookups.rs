@@ -312,7 +312,14 @@ impl Node {
                     self.waiting.end_query(Dht::Mesh, id);
                     match entry {
                         DhtEntry::Advert(ad) => {
-                            if let Err(e) = self.store.insert(ad.clone(), &now) {
+                            // What a lookup found is found again after a crash: not
+                            // worth an fsync on the loop (see `advert_store`).
+                            let stored = self.store.durable().insert_unsynced_from(
+                                ad.clone(),
+                                mesh_advert::Source::Local,
+                                &now,
+                            );
+                            if let Err(e) = stored {
                                 tracing::debug!(error = %e, "looked-up advert not stored");
                             }
                             self.emit_trace(super::discovery_trace::fetched(
@@ -358,7 +365,11 @@ impl Node {
     /// reach the node fails.
     fn found_withdrawn(&mut self, w: &NodeWithdrawal, now: &Timestamp) {
         let node = w.node_id();
-        if let Err(e) = self.store.durable().withdraw(w, now) {
+        let applied =
+            self.store
+                .durable()
+                .withdraw_unsynced_from(w, mesh_advert::Source::Local, now);
+        if let Err(e) = applied {
             tracing::debug!(error = %e, "looked-up withdrawal not applied");
         }
         let found = Found {

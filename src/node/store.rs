@@ -190,14 +190,17 @@ mod tests {
         let (durable, _) = DurableStore::open(dir.path(), Default::default(), &now)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut store = SharedAdverts::new(durable);
-        let base = store.durable().synced_commits();
+        let peer = Source::of_ip("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()));
         let advert = |k: &NodeKeypair| {
             let addr = "/ip4/127.0.0.1/tcp/4001"
                 .parse()
                 .unwrap_or_else(|_| unreachable!());
             mesh_advert::own::advert_for(k, &[addr], 1, &now, 600).unwrap_or_else(|e| panic!("{e}"))
         };
-        let peer = Source::of_ip("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()));
+        // The first change raises the store's revision mark (fsync'd).
+        AdvertStore::insert_from(&mut store, advert(&NodeKeypair::generate()), peer, &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = store.durable().synced_commits();
         let k = NodeKeypair::generate();
         AdvertStore::insert_from(&mut store, advert(&k), peer, &now)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -56,6 +56,25 @@ fn presence_at(
     SwarmPresence::sign(doc, key).unwrap().to_cbor()
 }
 
+/// `key`'s `leave` of group `g` (sequence number 2, after [`presence`]'s 1).
+fn leave(key: &NodeKeypair, g: &DiscoveryKey, ts: &Timestamp) -> Vec<u8> {
+    let doc = serde_json::json!({
+        "schema/v": 1,
+        "message/kind": "swarm-presence.v1",
+        "swarm/key": g.to_hex(),
+        "node/id": key.node_id().to_string(),
+        "presence": "leave",
+        "sequence/no": 2,
+        "addrs": [],
+        "created-at": ts.as_str(),
+        "expires-at": ts.plus_secs(60).as_str(),
+    });
+    let serde_json::Value::Object(doc) = doc else {
+        unreachable!("an object")
+    };
+    SwarmPresence::sign(doc, key).unwrap().to_cbor()
+}
+
 fn published(actions: &[Action]) -> Vec<(&'static str, Vec<u8>)> {
     actions
         .iter()
@@ -154,21 +173,7 @@ fn a_presence_that_changes_nothing_is_not_forwarded() {
     assert_eq!(verdict, MessageAcceptance::Ignore);
     assert!(actions.is_empty());
     // A leave (a later sequence number), then the announce replayed: ignored too.
-    let doc = serde_json::json!({
-        "schema/v": 1,
-        "message/kind": "swarm-presence.v1",
-        "swarm/key": k.to_hex(),
-        "node/id": other.node_id().to_string(),
-        "presence": "leave",
-        "sequence/no": 2,
-        "addrs": [],
-        "created-at": now.ts.as_str(),
-        "expires-at": now.ts.plus_secs(60).as_str(),
-    });
-    let serde_json::Value::Object(doc) = doc else {
-        unreachable!("an object")
-    };
-    let bye = SwarmPresence::sign(doc, &other).unwrap().to_cbor();
+    let bye = leave(&other, &k, &now.ts);
     let (verdict, _) = g.on_gossip(k, author, &bye, &FakeView::default(), &later);
     assert_eq!(verdict, MessageAcceptance::Accept);
     let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &later);
@@ -194,21 +199,7 @@ fn replays_of_a_member_s_presence_do_not_use_up_its_rate() {
         assert_eq!(verdict, MessageAcceptance::Ignore);
         assert!(actions.is_empty());
     }
-    let doc = serde_json::json!({
-        "schema/v": 1,
-        "message/kind": "swarm-presence.v1",
-        "swarm/key": k.to_hex(),
-        "node/id": other.node_id().to_string(),
-        "presence": "leave",
-        "sequence/no": 2,
-        "addrs": [],
-        "created-at": now.ts.as_str(),
-        "expires-at": now.ts.plus_secs(60).as_str(),
-    });
-    let serde_json::Value::Object(doc) = doc else {
-        unreachable!("an object")
-    };
-    let bye = SwarmPresence::sign(doc, &other).unwrap().to_cbor();
+    let bye = leave(&other, &k, &now.ts);
     let (verdict, actions) = g.on_gossip(k, author, &bye, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Accept);
     assert!(actions.iter().any(|a| matches!(
