@@ -155,8 +155,18 @@ fn presences_are_taken_only_from_their_author_and_for_their_group() {
     assert!(g.members(&DiscoveryKey::from_name("other")).is_none());
 }
 
-#[test]
-fn a_presence_that_changes_nothing_is_not_forwarded() {
+/// A node in group "party" that took `other`'s announce (as gossipsub from `author`,
+/// its bytes `data`) at `now`.
+struct Taken {
+    g: Groups,
+    k: DiscoveryKey,
+    other: NodeKeypair,
+    author: Option<PeerId>,
+    data: Vec<u8>,
+    now: Now,
+}
+
+fn one_member_taken() -> Taken {
     let (_, mut g) = groups();
     let now = Now::current();
     let k = DiscoveryKey::from_name("party");
@@ -166,6 +176,26 @@ fn a_presence_that_changes_nothing_is_not_forwarded() {
     let data = presence(&other, &k, "announce", &now.ts);
     let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Accept);
+    Taken {
+        g,
+        k,
+        other,
+        author,
+        data,
+        now,
+    }
+}
+
+#[test]
+fn a_presence_that_changes_nothing_is_not_forwarded() {
+    let Taken {
+        mut g,
+        k,
+        other,
+        author,
+        data,
+        now,
+    } = one_member_taken();
     // The same signed presence put on the topic again (a capture replayed once
     // gossipsub forgot its id): ignored, so not forwarded to the swarm again.
     let later = now.ts.plus_secs(30);
@@ -185,15 +215,14 @@ fn a_presence_that_changes_nothing_is_not_forwarded() {
 /// presence is taken. They were charged before, and the member's `leave` was ignored.
 #[test]
 fn replays_of_a_member_s_presence_do_not_use_up_its_rate() {
-    let (_, mut g) = groups();
-    let now = Now::current();
-    let k = DiscoveryKey::from_name("party");
-    g.join(k).unwrap();
-    let other = NodeKeypair::generate();
-    let author = other.node_id().to_peer_id().ok();
-    let data = presence(&other, &k, "announce", &now.ts);
-    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
-    assert_eq!(verdict, MessageAcceptance::Accept);
+    let Taken {
+        mut g,
+        k,
+        other,
+        author,
+        data,
+        now,
+    } = one_member_taken();
     for _ in 0..3 * super::presence_rate::PER_AUTHOR.burst {
         let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
         assert_eq!(verdict, MessageAcceptance::Ignore);
