@@ -64,7 +64,10 @@ fn examples() -> &'static PathBuf {
             }
         }
         let mut child = cargo
-            .args(["build", "--examples", "--quiet", "--locked"])
+            // `--workspace`: the features `cargo test --workspace` unified, so the build
+            // reuses what the outer build compiled (without it, libmesh and half its
+            // dependencies were compiled again for the examples: a minute of CI).
+            .args(["build", "--workspace", "--examples", "--quiet", "--locked"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

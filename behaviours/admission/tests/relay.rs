@@ -639,15 +639,27 @@ async fn circuit_quota_is_per_node_across_connections() {
     assert_eq!(open_circuits(&relay, src).await, 2);
 }
 
+/// The base relay configuration's circuit duration in
+/// [`an_admitted_circuit_outlives_the_base_relay_s_byte_and_time_caps`].
+const BASE_CIRCUIT_SECS: u64 = 10;
+
 #[tokio::test]
-async fn an_admitted_circuit_carries_more_than_128_kib_for_more_than_two_minutes() {
-    // Relay v2's own defaults would cut a circuit after 128 KiB or 2 minutes.
+async fn an_admitted_circuit_outlives_the_base_relay_s_byte_and_time_caps() {
+    // Relay v2's own defaults would cut a circuit after 128 KiB or 2 minutes; the
+    // server replaces the base configuration's caps with its own, whatever they are. The
+    // base here cuts after 64 KiB or 10 s (the defaults' 2 minutes cost CI two minutes a
+    // run and tested the same replacement).
     let caps = GrantLimits {
         circuits: 4,
         circuit_bytes: 8 << 20,
         circuit_secs: 600,
     };
-    let mut relay = Relay::start("relay", open(caps), base_relay_config()).await;
+    let base = relay::Config {
+        max_circuit_bytes: 64 * 1024,
+        max_circuit_duration: Duration::from_secs(BASE_CIRCUIT_SECS),
+        ..base_relay_config()
+    };
+    let mut relay = Relay::start("relay", open(caps), base).await;
     let (mut a, mut b) = (client("a"), client("b"));
     a.ask(&relay, Purpose::Reservation).await.unwrap();
     a.reserve(&relay).await.unwrap();
@@ -667,10 +679,11 @@ async fn an_admitted_circuit_carries_more_than_128_kib_for_more_than_two_minutes
     sink.until("1 MiB through the circuit", WAIT, |p| p.bytes == expected)
         .await;
 
-    // Then a little every 5 s until the circuit is older than 125 s.
+    // Then a little every 2 s until the circuit is well past the base's duration.
     let chunk = payload(4096);
-    while opened.elapsed() < Duration::from_secs(125) {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+    let past = Duration::from_secs(2 * BASE_CIRCUIT_SECS + 5);
+    while opened.elapsed() < past {
+        tokio::time::sleep(Duration::from_secs(2)).await;
         send(&mut stream, &chunk).await.unwrap_or_else(|e| {
             panic!(
                 "write failed {:?} after the circuit opened: {e}",
@@ -689,7 +702,7 @@ async fn an_admitted_circuit_carries_more_than_128_kib_for_more_than_two_minutes
             opened.elapsed()
         );
     }
-    assert!(opened.elapsed() >= Duration::from_secs(125));
+    assert!(opened.elapsed() >= past);
     assert_eq!(open_circuits(&relay, b.key.node_id()).await, 1);
     let ap = a.peer;
     assert!(b.run(move |s| s.is_connected(&ap)).await);
