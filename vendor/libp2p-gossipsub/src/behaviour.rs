@@ -560,6 +560,25 @@ where
         }
     }
 
+    /// Patched for libmesh: how many heartbeats ran, for tests that check a quiet
+    /// behaviour keeps its heartbeat.
+    #[doc(hidden)]
+    pub fn heartbeats(&self) -> u64 {
+        self.heartbeat_ticks
+    }
+
+    /// Patched for libmesh: the entries the duplicate cache, the message cache and the
+    /// peer score's delivery records have room for (0 without peer scoring), for tests
+    /// that check a burst's room is given back (`src/sparse.rs`).
+    #[doc(hidden)]
+    pub fn cache_room(&self) -> [usize; 3] {
+        let deliveries = match &self.peer_score {
+            PeerScoreState::Active(peer_score) => peer_score.deliveries_room(),
+            PeerScoreState::Disabled => 0,
+        };
+        [self.duplicate_cache.room(), self.mcache.room(), deliveries]
+    }
+
     /// Subscribe to a topic.
     ///
     /// Returns [`Ok(true)`](Ok) if the subscription worked.
@@ -3739,11 +3758,19 @@ where
             peer_score
                 .decay_interval
                 .reset(peer_score.params.decay_interval);
+            // Patched for libmesh: poll the reset timer, which registers this task's
+            // waker for the new deadline (see the heartbeat below).
+            let _ = peer_score.decay_interval.poll_unpin(cx);
         }
 
         if self.heartbeat.poll_unpin(cx).is_ready() {
             self.heartbeat();
             self.heartbeat.reset(self.config.heartbeat_interval());
+            // Patched for libmesh: a `Delay` that fired gave its waker away, and `reset`
+            // registers none, so upstream's next heartbeat waited for something else to
+            // poll the behaviour (a quiet node skipped heartbeats for as long as nothing
+            // happened). Polling the reset timer registers the waker.
+            let _ = self.heartbeat.poll_unpin(cx);
         }
 
         Poll::Pending

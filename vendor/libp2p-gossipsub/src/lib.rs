@@ -107,6 +107,7 @@ mod metrics;
 mod peer_score;
 mod protocol;
 mod queue;
+mod sparse;
 mod rpc_proto;
 mod subscription_filter;
 mod time_cache;

@@ -211,8 +211,17 @@ impl MessageCache {
             self.iwant_counts.remove(&entry.mid);
         }
 
+        // Patched for libmesh: give back the room a burst of messages grew (`sparse`).
+        crate::sparse::shrink_map(&mut self.msgs);
+        crate::sparse::shrink_map(&mut self.iwant_counts);
+
         // Insert an empty vec in position 0
         self.history.insert(0, Vec::new());
+    }
+
+    /// Patched for libmesh: the messages the cache has room for.
+    pub(crate) fn room(&self) -> usize {
+        self.msgs.capacity()
     }
 
     /// Removes a message from the cache and returns it if existent

@@ -519,6 +519,11 @@ impl PeerScore {
         self.peer_ips.len()
     }
 
+    /// The delivery records the table has room for (patched for libmesh).
+    pub(crate) fn deliveries_room(&self) -> usize {
+        self.deliveries.room()
+    }
+
     pub(crate) fn add_ip(&mut self, peer_id: &PeerId, ip: IpAddr) {
         tracing::trace!(peer=%peer_id, %ip, "Add ip for peer");
         let peer_stats = self.peer_stats.entry(*peer_id).or_default();

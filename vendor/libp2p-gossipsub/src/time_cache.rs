@@ -122,16 +122,22 @@ where
     }
 
     fn remove_expired_keys(&mut self, now: Instant) {
+        let mut removed = false;
         while let Some(element) = self.list.pop_front() {
             if element.expires > now {
                 self.list.push_front(element);
                 break;
             }
+            removed = true;
             if let Occupied(entry) = self.map.entry(element.element.clone())
                 && entry.get().expires <= now
             {
                 entry.remove();
             }
+        }
+        if removed {
+            crate::sparse::shrink_map(&mut self.map);
+            crate::sparse::shrink_deque(&mut self.list);
         }
     }
 
@@ -164,6 +170,11 @@ where
     pub(crate) fn contains_key(&self, key: &Key) -> bool {
         self.map.contains_key(key)
     }
+
+    /// Patched for libmesh: the entries the map has room for.
+    pub(crate) fn room(&self) -> usize {
+        self.map.capacity()
+    }
 }
 
 pub(crate) struct DuplicateCache<Key>(TimeCache<Key, ()>);
@@ -191,6 +202,11 @@ where
 
     pub(crate) fn contains(&self, key: &Key) -> bool {
         self.0.contains_key(key)
+    }
+
+    /// Patched for libmesh: the entries the cache has room for.
+    pub(crate) fn room(&self) -> usize {
+        self.0.room()
     }
 }
 
