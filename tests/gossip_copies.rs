@@ -16,7 +16,7 @@ use libp2p::{
     identity::Keypair,
     swarm::{SwarmEvent, dummy},
 };
-use mesh_testkit::gossip_wire::{MESHSUB, accept_gossip, frame, signed};
+use mesh_testkit::gossip_wire::{MESHSUB, RawPeer, frame, signed};
 use mesh_testkit::{Net, net_swarm};
 
 /// A peer sends one forged message, then 50 copies of one valid message, then a second
@@ -41,30 +41,9 @@ async fn a_copy_already_verified_is_not_verified_again() {
         }
     };
 
-    let p_key = Keypair::generate_ed25519();
-    let mut p = net_swarm(
-        &p_key,
-        Net::Tcp,
-        Duration::from_secs(60),
-        libp2p_stream::Behaviour::new(),
-    );
-    let mut control = p.behaviour().new_control();
-    let accepting = accept_gossip(p.behaviour().new_control());
-    p.dial(addr).unwrap();
+    let p = RawPeer::connect_to(&mut g, addr, Net::Tcp, Duration::from_secs(60)).await;
+    let (p_key, mut control) = (p.key.clone(), p.control.clone());
     let g_id = *g.local_peer_id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !g.is_connected(p.local_peer_id()) {
-        assert!(Instant::now() < deadline, "no connection");
-        tokio::select! {
-            _ = g.select_next_some() => {}
-            _ = p.select_next_some() => {}
-        }
-    }
-    let p_task = tokio::spawn(async move {
-        loop {
-            p.select_next_some().await;
-        }
-    });
 
     let t = topic.hash().into_string();
     let mut wire = frame(&signed(&p_key, b"good", b"bad!", 1, &t));
@@ -104,8 +83,7 @@ async fn a_copy_already_verified_is_not_verified_again() {
         "signatures verified: the forgery, the first copy of `good`, `end`"
     );
     writer.abort();
-    p_task.abort();
-    accepting.abort();
+    drop(p);
 }
 
 /// Ten peers connect from ten loopback addresses (QUIC) and leave: gossipsub's co-location

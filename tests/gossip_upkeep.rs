@@ -16,7 +16,7 @@ use libp2p::{
     identity::Keypair,
     swarm::{Swarm, SwarmEvent},
 };
-use mesh_testkit::gossip_wire::{MESHSUB, accept_gossip, frame, signed};
+use mesh_testkit::gossip_wire::{MESHSUB, RawPeer, frame, signed};
 use mesh_testkit::{Net, net_swarm};
 
 const BURST: u64 = 2_000;
@@ -91,30 +91,9 @@ async fn a_burst_s_room_in_the_caches_is_given_back_once_it_expired() {
     };
     let empty = g.behaviour().cache_room();
 
-    let p_key = Keypair::generate_ed25519();
-    let mut p = net_swarm(
-        &p_key,
-        Net::Tcp,
-        Duration::from_secs(60),
-        libp2p_stream::Behaviour::new(),
-    );
-    let mut control = p.behaviour().new_control();
-    let accepting = accept_gossip(p.behaviour().new_control());
-    p.dial(addr).unwrap();
+    let p = RawPeer::connect_to(&mut g, addr, Net::Tcp, Duration::from_secs(60)).await;
+    let (p_key, mut control) = (p.key.clone(), p.control.clone());
     let g_id = *g.local_peer_id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !g.is_connected(p.local_peer_id()) {
-        assert!(Instant::now() < deadline, "no connection");
-        tokio::select! {
-            _ = g.select_next_some() => {}
-            _ = p.select_next_some() => {}
-        }
-    }
-    let p_task = tokio::spawn(async move {
-        loop {
-            p.select_next_some().await;
-        }
-    });
 
     let t = topic.hash().into_string();
     let message = |n: u64| frame(&signed(&p_key, &n.to_be_bytes(), &n.to_be_bytes(), n, &t));
@@ -168,6 +147,5 @@ async fn a_burst_s_room_in_the_caches_is_given_back_once_it_expired() {
         grown[1]
     );
     writer.abort();
-    p_task.abort();
-    accepting.abort();
+    drop(p);
 }

@@ -9,16 +9,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libp2p::StreamProtocol;
 use libp2p::identity::Keypair;
-use libp2p::swarm::SwarmEvent;
+
 use mesh_core::{MemoryTrace, NodeKeypair, TraceEventType};
 use mesh_signal::group::DiscoveryKey;
-use mesh_testkit::gossip_wire::{MESHSUB, accept_gossip, frame, signed};
+use mesh_testkit::Net;
+use mesh_testkit::gossip_wire::{MESHSUB, RawPeer, frame, signed};
 use mesh_testkit::hostile::HostilePeer;
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
-use mesh_testkit::{Net, net_swarm};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -91,23 +91,9 @@ async fn refused_presences_are_traced_within_the_neighbour_s_budget() {
     let key = DiscoveryKey::from_name("traced");
     assert!(node.handle.join_swarm(key).await.unwrap());
 
-    let p_key = Keypair::generate_ed25519();
-    let mut p = net_swarm(&p_key, Net::Tcp, WAIT, libp2p_stream::Behaviour::new());
-    let mut control = p.behaviour().new_control();
-    let accepting = accept_gossip(p.behaviour().new_control());
-    p.dial(node.p2p_addr()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "no connection");
-        if let SwarmEvent::ConnectionEstablished { .. } = p.select_next_some().await {
-            break;
-        }
-    }
-    let p_task = tokio::spawn(async move {
-        loop {
-            p.select_next_some().await;
-        }
-    });
+    let mut p = RawPeer::dial(node.p2p_addr(), Net::Tcp, WAIT);
+    p.connected(Duration::from_secs(10)).await;
+    let mut control = p.control.clone();
 
     let topic = key.topic();
     let mut wire = Vec::new();
@@ -137,6 +123,5 @@ async fn refused_presences_are_traced_within_the_neighbour_s_budget() {
         "{traced} traced, {suppressed} counted"
     );
     drop(s);
-    p_task.abort();
-    accepting.abort();
+    drop(p);
 }

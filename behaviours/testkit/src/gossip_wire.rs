@@ -70,3 +70,97 @@ pub fn accept_gossip(mut control: libp2p_stream::Control) -> tokio::task::JoinHa
         }
     })
 }
+
+/// A raw gossipsub peer: a swarm of `libp2p_stream` with a fresh key, driven by a task of
+/// its own, that accepts the other side's gossipsub streams ([`accept_gossip`]) and has
+/// dialed an address. Tests write hand-made frames on the streams they open with
+/// `control`. Its tasks stop when it is dropped.
+pub struct RawPeer {
+    /// The peer's key (the author of the messages it signs, if the test likes).
+    pub key: Keypair,
+    /// The peer's id.
+    pub peer: libp2p::PeerId,
+    /// Opens streams to the other side.
+    pub control: libp2p_stream::Control,
+    connected: Option<tokio::sync::oneshot::Receiver<()>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl RawPeer {
+    /// A raw peer on `net` (idle connections closed after `idle`) dialing `addr`.
+    ///
+    /// # Panics
+    /// When `addr` cannot be dialed at all (a test setup error).
+    #[allow(clippy::expect_used)]
+    pub fn dial(addr: libp2p::Multiaddr, net: crate::Net, idle: std::time::Duration) -> RawPeer {
+        use futures::StreamExt;
+        let key = Keypair::generate_ed25519();
+        let mut p = crate::net_swarm(&key, net, idle, libp2p_stream::Behaviour::new());
+        let peer = *p.local_peer_id();
+        let control = p.behaviour().new_control();
+        let accepting = accept_gossip(p.behaviour().new_control());
+        p.dial(addr).expect("a dialable address");
+        let (up, connected) = tokio::sync::oneshot::channel();
+        let driving = tokio::spawn(async move {
+            let mut up = Some(up);
+            loop {
+                if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
+                    p.select_next_some().await
+                    && let Some(up) = up.take()
+                {
+                    let _ = up.send(());
+                }
+            }
+        });
+        RawPeer {
+            key,
+            peer,
+            control,
+            connected: Some(connected),
+            tasks: [accepting, driving],
+        }
+    }
+
+    /// A raw peer dialing `g` at `addr`, returned once `g` holds the connection; `g` is
+    /// driven meanwhile (its events dropped).
+    ///
+    /// # Panics
+    /// When no connection came within 10 s.
+    pub async fn connect_to<B: libp2p::swarm::NetworkBehaviour>(
+        g: &mut libp2p::Swarm<B>,
+        addr: libp2p::Multiaddr,
+        net: crate::Net,
+        idle: std::time::Duration,
+    ) -> RawPeer {
+        use futures::StreamExt;
+        let p = RawPeer::dial(addr, net, idle);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !g.is_connected(&p.peer) {
+            assert!(std::time::Instant::now() < deadline, "no connection");
+            let step = std::time::Duration::from_millis(100);
+            let _ = tokio::time::timeout(step, g.select_next_some()).await;
+        }
+        p
+    }
+
+    /// Waits until the peer's first connection is up (at once if it was already).
+    ///
+    /// # Panics
+    /// When no connection came within `within`.
+    pub async fn connected(&mut self, within: std::time::Duration) {
+        if let Some(rx) = self.connected.take() {
+            match tokio::time::timeout(within, rx).await {
+                Ok(Ok(())) => {}
+                _ => panic!("the raw peer did not connect within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
