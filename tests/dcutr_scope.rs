@@ -253,21 +253,13 @@ async fn read_message(s: &mut libp2p::Stream) -> Vec<u8> {
     buf
 }
 
-/// A peer at the other end of a relayed connection the node dialed sends DCUtR
-/// `CONNECT`s over and over, 16 fresh addresses each: the node dials the first three
-/// rounds' (one relayed connection's attempts, the peer's budget) and no more.
-/// `libp2p-dcutr` dials every round on such a connection (160 sockets here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
-    use futures::AsyncWriteExt;
-    const ROUNDS: usize = 10;
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-
+/// A puncher holding a reservation at a fresh relay, driven by its own task, and the
+/// node having dialed the puncher's circuit: the puncher's stream control and the node
+/// (not yet driven).
+async fn node_dialing_a_puncher() -> (libp2p_stream::Control, Swarm<Node>) {
     let r_addr = running_relay().await;
-
-    // The puncher reserves a circuit at the relay.
     let mut p = puncher();
-    let mut control = p.behaviour().stream.new_control();
+    let control = p.behaviour().stream.new_control();
     p.listen_on(r_addr.clone().with(Protocol::P2pCircuit))
         .unwrap();
     let p_id = *p.local_peer_id();
@@ -285,43 +277,65 @@ async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
             p.select_next_some().await;
         }
     });
-
-    // The node dials the puncher's circuit.
     let mut a = node();
-    let a_id = *a.local_peer_id();
     a.dial(r_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(p_id)))
         .unwrap();
+    (control, a)
+}
+
+/// One DCUtR round from the puncher to `a_id` over the relayed connection: `CONNECT`
+/// with `addrs`, the node's `CONNECT` read, `SYNC`; the node dials once it has the
+/// `SYNC` (`settle` later the stream is closed).
+async fn dcutr_round(
+    control: &mut libp2p_stream::Control,
+    a_id: libp2p::PeerId,
+    addrs: &[Multiaddr],
+    settle: Duration,
+) {
+    use futures::AsyncWriteExt;
+    let protocol = libp2p::StreamProtocol::new("/libp2p/dcutr");
+    let mut s = None;
+    for _ in 0..50 {
+        match control.open_stream(a_id, protocol.clone()).await {
+            Ok(stream) => {
+                s = Some(stream);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut s = s.expect("no DCUtR stream within 5 s");
+    s.write_all(&hole_punch(100, addrs)).await.unwrap();
+    let _their_connect = read_message(&mut s).await;
+    s.write_all(&hole_punch(300, &[])).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(settle).await;
+    let _ = s.close().await;
+}
+
+/// A peer at the other end of a relayed connection the node dialed sends DCUtR
+/// `CONNECT`s over and over, 16 fresh addresses each: the node dials the first three
+/// rounds' (one relayed connection's attempts, the peer's budget) and no more.
+/// `libp2p-dcutr` dials every round on such a connection (160 sockets here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
+    const ROUNDS: usize = 10;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let (mut control, mut a) = node_dialing_a_puncher().await;
+    let a_id = *a.local_peer_id();
     tokio::spawn(async move {
         loop {
             a.select_next_some().await;
         }
     });
 
-    let protocol = libp2p::StreamProtocol::new("/libp2p/dcutr");
-    for round in 0..ROUNDS {
+    for _ in 0..ROUNDS {
         let mut addrs = Vec::new();
         for _ in 0..16 {
             let port = counting(seen.clone()).await;
             addrs.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
         }
-        let mut s = None;
-        for _ in 0..50 {
-            match control.open_stream(a_id, protocol.clone()).await {
-                Ok(stream) => {
-                    s = Some(stream);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        let mut s = s.unwrap_or_else(|| panic!("no DCUtR stream in round {round}"));
-        s.write_all(&hole_punch(100, &addrs)).await.unwrap();
-        let _their_connect = read_message(&mut s).await;
-        s.write_all(&hole_punch(300, &[])).await.unwrap();
-        s.flush().await.unwrap();
-        // The node dials once it has the SYNC.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = s.close().await;
+        dcutr_round(&mut control, a_id, &addrs, Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let contacted = seen.lock().unwrap().len();
@@ -333,5 +347,58 @@ async fn a_peer_repeating_dcutr_gets_its_rounds_counted() {
     assert!(
         contacted <= allowed,
         "{contacted} addresses contacted over {ROUNDS} rounds (at most {allowed})"
+    );
+}
+
+/// The same peer sends 30 rounds, each with addresses where nothing listens: once the
+/// node's dials settled (failed, or refused over the peer's budget), DCUtR's tables
+/// hold nothing (the patched copy, `vendor/libp2p-dcutr`). Upstream kept one entry per
+/// round for as long as the node ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_repeating_dcutr_leaves_nothing_behind() {
+    const ROUNDS: usize = 30;
+    let (mut control, mut a) = node_dialing_a_puncher().await;
+    let a_id = *a.local_peer_id();
+    // The node's task publishes what DCUtR tracks, and the peak, after each event and
+    // every 10 ms (a dial refused over the budget makes no swarm event).
+    let (tracked_tx, tracked) = tokio::sync::watch::channel((0usize, 0usize));
+    tokio::spawn(async move {
+        let mut peak = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = a.select_next_some() => {}
+                _ = tick.tick() => {}
+            }
+            let now = a.behaviour().dcutr.inner().tracked();
+            peak = peak.max(now);
+            let _ = tracked_tx.send((now, peak));
+        }
+    });
+
+    // Ports where nothing listens: bound, then closed.
+    let addrs: Vec<Multiaddr> = (0..4)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+        })
+        .collect();
+    for _ in 0..ROUNDS {
+        dcutr_round(&mut control, a_id, &addrs, Duration::from_millis(50)).await;
+    }
+    // Every dial settles within a few seconds (closed loopback ports, or refused at once).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tracked.borrow().0 > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (left, peak) = *tracked.borrow();
+    assert!(
+        peak >= 1,
+        "the rounds were not dialed (DCUtR tracked nothing)"
+    );
+    assert_eq!(
+        left, 0,
+        "DCUtR still tracks {left} entries after {ROUNDS} rounds (peak {peak})"
     );
 }

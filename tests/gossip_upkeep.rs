@@ -1,5 +1,5 @@
 //! Gossipsub's upkeep in the patched copy (`vendor/libp2p-gossipsub`, `PATCHED.md`): a
-//! quiet behaviour keeps its heartbeat, and the room a burst of messages grew in its
+//! quiet behaviour keeps its heartbeat and its scores' decay, and the room a burst of messages grew in its
 //! caches is given back once the burst expired (`src/sparse.rs`). Upstream ran a
 //! heartbeat only when something else polled the behaviour, and kept the duplicate
 //! cache, the message cache and the peer score's delivery records at the size of the
@@ -64,6 +64,39 @@ async fn a_quiet_gossipsub_keeps_its_heartbeat() {
     .await;
     let beats = g.behaviour().heartbeats();
     assert!(beats >= 10, "{beats} heartbeats in 2 s at one every 100 ms");
+}
+
+/// The peer scores' decay timer re-arms itself the same way: a behaviour with peer
+/// scoring, a decay every second and its heartbeat a minute away (so nothing else
+/// polls it), listening with no peer: the scores decay about once a second (upstream:
+/// once; the reset timer had no waker).
+#[tokio::test]
+async fn a_quiet_gossipsub_keeps_decaying_its_scores() {
+    let key = Keypair::generate_ed25519();
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_initial_delay(Duration::from_secs(60))
+        .heartbeat_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut behaviour: gossipsub::Behaviour =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap();
+    let params = gossipsub::PeerScoreParams {
+        decay_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    behaviour
+        .with_peer_score(params, gossipsub::PeerScoreThresholds::default())
+        .unwrap();
+    let mut g = net_swarm(&key, Net::Tcp, Duration::from_secs(60), behaviour);
+    g.listen_on(Net::Tcp.listen_addr()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(4_500), async {
+        loop {
+            g.select_next_some().await;
+        }
+    })
+    .await;
+    let decays = g.behaviour().score_decays();
+    assert!(decays >= 3, "{decays} decays in 4.5 s at one a second");
 }
 
 #[tokio::test]

@@ -127,6 +127,12 @@ impl Dcutr {
         }
     }
 
+    /// The wrapped behaviour, for tests that read its tables.
+    #[doc(hidden)]
+    pub fn inner(&self) -> &dcutr::Behaviour {
+        &self.inner
+    }
+
     /// Whether one more DCUtR dial to `peer` is within the budget (taking its tokens).
     fn within_budget(&mut self, peer: PeerId) -> bool {
         let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);

@@ -567,6 +567,16 @@ where
         self.heartbeat_ticks
     }
 
+    /// Patched for libmesh: how many times the peer scores decayed (0 without peer
+    /// scoring), for tests that check the decay timer re-arms like the heartbeat.
+    #[doc(hidden)]
+    pub fn score_decays(&self) -> u64 {
+        match &self.peer_score {
+            PeerScoreState::Active(peer_score) => peer_score.decays(),
+            PeerScoreState::Disabled => 0,
+        }
+    }
+
     /// Patched for libmesh: the entries the duplicate cache, the message cache and the
     /// peer score's delivery records have room for (0 without peer scoring), for tests
     /// that check a burst's room is given back (`src/sparse.rs`).

@@ -95,6 +95,9 @@ pub(crate) struct PeerScore {
     deliveries: TimeCache<MessageId, DeliveryRecord>,
     /// Callback for monitoring message delivery times.
     message_delivery_time_callback: Option<fn(&PeerId, &TopicHash, f64)>,
+    /// Patched for libmesh: how many times the scores decayed (`refresh_scores`), for
+    /// tests that check the decay timer re-arms.
+    decays: u64,
 }
 
 /// General statistics for a given gossipsub peer.
@@ -262,6 +265,7 @@ impl PeerScore {
             peer_ips: HashMap::new(),
             deliveries: TimeCache::new(Duration::from_secs(TIME_CACHE_DURATION)),
             message_delivery_time_callback: callback,
+            decays: 0,
         }
     }
 
@@ -431,6 +435,8 @@ impl PeerScore {
     }
 
     pub(crate) fn refresh_scores(&mut self) {
+        // Patched for libmesh: counted (`decays`).
+        self.decays += 1;
         let now = Instant::now();
         let params_ref = &self.params;
         let peer_ips_ref = &mut self.peer_ips;
@@ -522,6 +528,11 @@ impl PeerScore {
     /// The delivery records the table has room for (patched for libmesh).
     pub(crate) fn deliveries_room(&self) -> usize {
         self.deliveries.room()
+    }
+
+    /// Patched for libmesh: how many times the scores decayed.
+    pub(crate) fn decays(&self) -> u64 {
+        self.decays
     }
 
     pub(crate) fn add_ip(&mut self, peer_id: &PeerId, ip: IpAddr) {

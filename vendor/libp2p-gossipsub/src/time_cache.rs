@@ -135,6 +135,7 @@ where
                 entry.remove();
             }
         }
+        // Patched for libmesh: give back the room a burst grew (`sparse`).
         if removed {
             crate::sparse::shrink_map(&mut self.map);
             crate::sparse::shrink_deque(&mut self.list);
