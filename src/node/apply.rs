@@ -9,14 +9,13 @@ use std::time::Instant;
 use libp2p::gossipsub::TopicHash;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use libp2p::{Multiaddr, PeerId, gossipsub};
 use mesh_advert::AdvertStore;
 use mesh_core::{ErrorCode, MeshError, NodeId, Timestamp, TraceEvent};
 use mesh_session::governor::Temperature;
 
 use super::action::Action;
 use super::api::{Dht, HandleError};
-use super::behaviour::MeshBehaviour;
 use super::relays::Relays;
 use super::store::SharedAdverts;
 use super::view::View;
@@ -25,7 +24,7 @@ use super::{Node, addrs};
 
 /// The node's state as its components may read it.
 pub(crate) struct NodeView<'a> {
-    pub(crate) swarm: &'a Swarm<MeshBehaviour>,
+    pub(crate) swarm: &'a super::NodeSwarm,
     pub(crate) waiting: &'a Waiting,
     pub(crate) relays: &'a Relays,
     pub(crate) store: &'a SharedAdverts,
@@ -343,7 +342,7 @@ impl Node {
 /// Registers birthday probe port `local` for `remote` and listens on it through
 /// the probe transport (which reports no address: nothing announces it).
 fn probe_listen(
-    swarm: &mut Swarm<MeshBehaviour>,
+    swarm: &mut super::NodeSwarm,
     probe_ports: &super::birthday::quic::ProbePorts,
     local: SocketAddr,
     remote: SocketAddr,

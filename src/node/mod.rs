@@ -36,6 +36,7 @@ mod apply;
 pub mod autonat_gate;
 pub mod behaviour;
 pub mod birthday;
+pub mod boxed;
 pub mod build;
 mod commands;
 pub mod config;
@@ -95,6 +96,10 @@ pub use api::{
     Withdrawn,
 };
 pub use behaviour::MeshBehaviour;
+
+/// The node's swarm: [`MeshBehaviour`] with each connection's handler boxed
+/// ([`boxed::Boxed`]).
+pub type NodeSwarm = Swarm<boxed::Boxed<MeshBehaviour>>;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
@@ -166,7 +171,7 @@ pub enum NodeError {
 /// (routes and signaling), the discovery-key groups, the relays, the idle rule, the
 /// waiting room and the node's own advertisement.
 pub struct Node {
-    swarm: Swarm<MeshBehaviour>,
+    swarm: NodeSwarm,
     key: NodeKeypair,
     node_id: NodeId,
     config: NodeConfig,
@@ -218,7 +223,7 @@ pub struct Node {
 }
 
 /// The node's advertised addresses and the `wss://` URL of its WSS listener.
-fn own_endpoints(swarm: &Swarm<MeshBehaviour>, wss: Option<&wss::WssPublic>) -> own::OwnEndpoints {
+fn own_endpoints(swarm: &NodeSwarm, wss: Option<&wss::WssPublic>) -> own::OwnEndpoints {
     own::OwnEndpoints {
         addrs: addrs::own_addrs(swarm.external_addresses(), swarm.listeners()),
         wss_url: wss.and_then(|w| wss::wss_url(w, swarm.listeners())),
@@ -584,7 +589,7 @@ impl Node {
                 self.waiting.waits_on(Dht::Amino),
                 self.waiting.waits_on(Dht::Mesh),
             ];
-            let b = self.swarm.behaviour_mut();
+            let b = &mut self.swarm.behaviour_mut().0;
             for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
                 if busy {
                     for bucket in kad.kbuckets() {

@@ -30,12 +30,11 @@ use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
-use libp2p::{PeerId, Swarm, SwarmBuilder, dns, noise, quic, tcp, websocket};
+use libp2p::{PeerId, SwarmBuilder, dns, noise, quic, tcp, websocket};
 use mesh_core::NodeKeypair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::behaviour::MeshBehaviour;
 use super::birthday::quic::{ProbePorts, ProbeQuic};
 use super::build::{self, Parts};
 use super::config::NodeConfig;
@@ -64,7 +63,7 @@ pub fn build_swarm(
     probe_ports: ProbePorts,
     parts: Parts,
     registry: &mut Registry,
-) -> Result<Swarm<MeshBehaviour>, TransportError> {
+) -> Result<super::NodeSwarm, TransportError> {
     // libp2p-webrtc's DTLS (webrtc-rs) builds rustls configs from the process-wide
     // crypto provider, and with both `ring` and `aws-lc-rs` compiled in (different
     // crates ask for each) rustls cannot pick one and panics in the first handshake.
@@ -101,6 +100,7 @@ pub fn build_swarm(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {
             build::build(key, relay_client, config, parts)
+                .map(super::boxed::Boxed)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| build(&e))?
