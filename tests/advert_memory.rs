@@ -11,16 +11,11 @@ use mesh_advert::own::advert_for;
 use mesh_advert::{AdvertStore, MemoryStore, StoreLimits};
 use mesh_core::artifact::Artifact;
 use mesh_core::{NodeKeypair, RateLimit, Timestamp};
+use mesh_testkit::heap::live;
 
 /// jemalloc, as `meshd` runs it; its statistics give the bytes the program holds.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Bytes allocated and not freed (jemalloc's `stats.allocated`, refreshed).
-fn live() -> isize {
-    tikv_jemalloc_ctl::epoch::advance().unwrap();
-    tikv_jemalloc_ctl::stats::allocated::read().unwrap() as isize
-}
 
 const N: usize = 2_000;
 

@@ -13,18 +13,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::swarm::dummy;
 use mesh_core::{NoTrace, NodeKeypair};
+use mesh_testkit::heap::live;
 use mesh_testkit::node::{loopback_config, start_node};
 use mesh_testkit::{Net, net_swarm};
 
 /// jemalloc, as `meshd` runs it; its statistics give the bytes the program holds.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Bytes allocated and not freed (jemalloc's `stats.allocated`, refreshed).
-fn live() -> isize {
-    tikv_jemalloc_ctl::epoch::advance().unwrap();
-    tikv_jemalloc_ctl::stats::allocated::read().unwrap() as isize
-}
 
 const PEERS: usize = 48;
 const WAIT: Duration = Duration::from_secs(30);

@@ -12,16 +12,11 @@ use futures::StreamExt;
 use libmesh::node::build::{GOSSIP_RETAIN_SCORE, gossipsub};
 use libp2p::swarm::{Swarm, SwarmEvent, dummy};
 use libp2p_swarm_test::SwarmExt;
+use mesh_testkit::heap::live;
 
 /// jemalloc, as `meshd` runs it; its statistics give the bytes the program holds.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Bytes allocated and not freed (jemalloc's `stats.allocated`, refreshed).
-fn live() -> isize {
-    tikv_jemalloc_ctl::epoch::advance().unwrap();
-    tikv_jemalloc_ctl::stats::allocated::read().unwrap() as isize
-}
 
 const CHURN: usize = 1_000;
 

@@ -38,6 +38,24 @@ async fn messages(g: &mut Swarm<gossipsub::Behaviour>, n: u64, within: Duration)
     }
 }
 
+/// `behaviour` in a swarm listening on loopback TCP, with no peer and nothing else to
+/// do, driven for `d`.
+async fn quietly(
+    key: &Keypair,
+    behaviour: gossipsub::Behaviour,
+    d: Duration,
+) -> Swarm<gossipsub::Behaviour> {
+    let mut g = net_swarm(key, Net::Tcp, Duration::from_secs(60), behaviour);
+    g.listen_on(Net::Tcp.listen_addr()).unwrap();
+    let _ = tokio::time::timeout(d, async {
+        loop {
+            g.select_next_some().await;
+        }
+    })
+    .await;
+    g
+}
+
 /// A gossipsub behaviour with a heartbeat every 100 ms, listening, with no peer and
 /// nothing else to do: its heartbeat runs about ten times a second (upstream: once; a
 /// fired timer gave its waker away and the reset registered none).
@@ -49,19 +67,10 @@ async fn a_quiet_gossipsub_keeps_its_heartbeat() {
         .heartbeat_interval(Duration::from_millis(100))
         .build()
         .unwrap();
-    let behaviour: gossipsub::Behaviour =
+    let mut behaviour: gossipsub::Behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap();
-    let mut g = net_swarm(&key, Net::Tcp, Duration::from_secs(60), behaviour);
-    g.behaviour_mut()
-        .subscribe(&IdentTopic::new("quiet"))
-        .unwrap();
-    g.listen_on(Net::Tcp.listen_addr()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            g.select_next_some().await;
-        }
-    })
-    .await;
+    behaviour.subscribe(&IdentTopic::new("quiet")).unwrap();
+    let g = quietly(&key, behaviour, Duration::from_secs(2)).await;
     let beats = g.behaviour().heartbeats();
     assert!(beats >= 10, "{beats} heartbeats in 2 s at one every 100 ms");
 }
@@ -87,14 +96,7 @@ async fn a_quiet_gossipsub_keeps_decaying_its_scores() {
     behaviour
         .with_peer_score(params, gossipsub::PeerScoreThresholds::default())
         .unwrap();
-    let mut g = net_swarm(&key, Net::Tcp, Duration::from_secs(60), behaviour);
-    g.listen_on(Net::Tcp.listen_addr()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_millis(4_500), async {
-        loop {
-            g.select_next_some().await;
-        }
-    })
-    .await;
+    let g = quietly(&key, behaviour, Duration::from_millis(4_500)).await;
     let decays = g.behaviour().score_decays();
     assert!(decays >= 3, "{decays} decays in 4.5 s at one a second");
 }

@@ -8,6 +8,8 @@
 pub mod candidates;
 pub mod clock;
 pub mod gossip_wire;
+#[cfg(feature = "heap")]
+pub mod heap;
 pub mod hostile;
 pub mod kad_wire;
 pub mod log_capture;
