@@ -96,15 +96,15 @@ pub use api::{
     Withdrawn,
 };
 pub use behaviour::MeshBehaviour;
-
-/// The node's swarm: [`MeshBehaviour`] with each connection's handler boxed
-/// ([`boxed::Boxed`]).
-pub type NodeSwarm = Swarm<boxed::Boxed<MeshBehaviour>>;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
 pub use status::{PeerInfo, RoutingEntry, Status};
 pub use store::SharedAdverts;
+
+/// The node's swarm: [`MeshBehaviour`] with each connection's handler boxed
+/// ([`boxed::Boxed`]).
+pub type NodeSwarm = Swarm<boxed::Boxed<MeshBehaviour>>;
 
 use crate::advert_store::DurableStore;
 use api::Command;
