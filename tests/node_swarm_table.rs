@@ -3,7 +3,9 @@
 //! one member hands it (the members leave its `join` unanswered, and nobody
 //! re-announces within the test: the TTL is 10 minutes); a peer that hands over a
 //! forged presence gets it refused with `E_SIG_INVALID`, and the valid ones are kept; a
-//! peer that answers an empty table does not hide the swarm from the newcomer.
+//! peer that answers an empty table does not hide the swarm from the newcomer, and one
+//! that leaves members out of a table of some size hides them only until the
+//! newcomer's next check of its table against another subscriber's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -35,6 +37,11 @@ struct Member {
 }
 
 async fn start(seeds: Vec<SeedPeer>) -> Member {
+    start_checking(seeds, SwarmSettings::default().check_secs).await
+}
+
+/// [`start`] with member-table checks every `check_secs` (a quarter either way).
+async fn start_checking(seeds: Vec<SeedPeer>, check_secs: u64) -> Member {
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Bootstrap::Named(BootstrapName::None),
@@ -42,6 +49,7 @@ async fn start(seeds: Vec<SeedPeer>) -> Member {
         seeds,
         swarm: SwarmSettings {
             ttl_secs: TTL,
+            check_secs,
             ..SwarmSettings::default()
         },
         ..NodeConfig::default()
@@ -383,6 +391,88 @@ async fn an_empty_table_does_not_hide_the_swarm() {
     serve.abort();
 }
 
+/// A table server that leaves members out of a table of some size (three members of
+/// its own making, signed) is not caught by the newcomer's fetch, which takes a table
+/// that size as it is; the newcomer's next check of its table against a random
+/// subscriber's, a member's here, brings the members left out. Before the checks, the
+/// newcomer saw them only at their refreshes (the TTL here is 10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_left_out_of_a_table_come_with_the_next_check() {
+    let key = DiscoveryKey::from_name("partial table");
+    let m = start(vec![]).await;
+    let x = start(vec![seed(&m)]).await;
+    for n in [&m, &x] {
+        n.handle.join_swarm(key).await.unwrap();
+    }
+    let want: HashSet<NodeId> = [m.node].into();
+    assert_eq!(
+        wait_table(&x.handle, key, &want, Duration::from_secs(30)).await,
+        want
+    );
+    // Settled: M and X leave the newcomer's join unanswered.
+    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+    let newcomer = start_checking(vec![], 2).await;
+    // Mallory answers every table request with three members of its own.
+    let (mallory_peer, addr, mut mallory) = mallory(&key).await;
+    let now = Timestamp::now();
+    let fakes: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
+    let mut entries: Vec<(NodeId, Vec<u8>)> = fakes
+        .iter()
+        .map(|k| (k.node_id(), signed_presence(k, &key, &now)))
+        .collect();
+    entries.sort_by_key(|(n, _)| *n);
+    let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
+    let serve = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = mallory.select_next_some().await
+            {
+                let _ = mallory
+                    .behaviour_mut()
+                    .table
+                    .send_response(channel, Answer::Page(page.clone()));
+            }
+        }
+    });
+    newcomer
+        .handle
+        .dial(Target::Addr(
+            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
+        ))
+        .await
+        .unwrap();
+    newcomer.handle.join_swarm(key).await.unwrap();
+    let fake: HashSet<NodeId> = fakes.iter().map(NodeKeypair::node_id).collect();
+    assert_eq!(
+        wait_table(&newcomer.handle, key, &fake, Duration::from_secs(15)).await,
+        fake,
+        "mallory's table is taken as it is"
+    );
+    // The newcomer meets member M; its checks ask M or mallory at random, every
+    // 1.5-2.5 s.
+    newcomer
+        .handle
+        .dial(Target::Addr(m.addr.clone().with(
+            libp2p::multiaddr::Protocol::P2p(m.node.to_peer_id().unwrap()),
+        )))
+        .await
+        .unwrap();
+    let mut all = fake.clone();
+    all.extend([m.node, x.node]);
+    let got = wait_table(&newcomer.handle, key, &all, Duration::from_secs(40)).await;
+    assert_eq!(got, all, "M and X, from a check of M's table");
+    let checked: HashSet<String> = arrivals(&newcomer.trace, key)
+        .into_iter()
+        .filter(|(_, via)| via == "check")
+        .map(|(n, _)| n)
+        .collect();
+    let left_out: HashSet<String> = [m.node.to_string(), x.node.to_string()].into();
+    assert_eq!(checked, left_out);
+    serve.abort();
+}
+
 /// The pages a member serves to one network: fresh keys get no fresh budget beyond the
 /// network's (each key's own burst is 8 pages of up to 256 KiB; one host holds up to 64
 /// connections). Twelve raw peers from 127.0.0.1 ask eight times each.
@@ -396,7 +486,7 @@ async fn fresh_keys_of_one_network_share_its_table_pages() {
     let p2p = member.addr.clone().with(libp2p::multiaddr::Protocol::P2p(
         member.node.to_peer_id().unwrap(),
     ));
-    let request = exchange::TableRequest { key, after: None }.to_cbor();
+    let request = exchange::TableRequest::first(key).to_cbor();
     let wait = Duration::from_secs(30);
     let started = Instant::now();
     let mut pages = 0;

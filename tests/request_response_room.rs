@@ -109,12 +109,7 @@ async fn the_connected_table_gives_back_the_room_a_crowd_grew() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_waiting_requests_table_gives_back_the_room_a_crowd_grew() {
     let mut s = swarm();
-    let request = || {
-        Ok(TableRequest {
-            key: DiscoveryKey::from_name("room"),
-            after: None,
-        })
-    };
+    let request = || Ok(TableRequest::first(DiscoveryKey::from_name("room")));
     // Ports where nothing listens: bound, then closed.
     let closed: Vec<Multiaddr> = (0..CROWD)
         .map(|_| {

@@ -214,6 +214,10 @@ pub struct SwarmSettings {
     pub max_swarms: usize,
     /// Members remembered per swarm.
     pub max_members: usize,
+    /// Seconds between two checks of a swarm's member table against a random
+    /// subscriber's (1..=3600; each a quarter earlier or later at random): what gossip
+    /// lost comes with the next check (`node::groups`, `check`).
+    pub check_secs: u64,
 }
 
 impl Default for SwarmSettings {
@@ -223,6 +227,7 @@ impl Default for SwarmSettings {
             ttl_secs: d.ttl_secs,
             max_swarms: d.max_swarms,
             max_members: d.max_members,
+            check_secs: super::groups::CHECK_EVERY.as_secs(),
         }
     }
 }
@@ -462,9 +467,10 @@ impl NodeConfig {
             .contains(&sw.ttl_secs)
             || sw.max_swarms == 0
             || sw.max_members == 0
+            || !(1..=3600).contains(&sw.check_secs)
         {
             return Err(ConfigError::Invalid(format!(
-                "swarm: ttl_secs must be within {}..={} and max_swarms, max_members positive",
+                "swarm: ttl_secs must be within {}..={}, check_secs within 1..=3600 and max_swarms, max_members positive",
                 mesh_core::MIN_PRESENCE_TTL_SECS,
                 mesh_core::MAX_PRESENCE_TTL_SECS
             )));

@@ -10,8 +10,11 @@
 //!
 //! A newcomer gets the member table in one exchange (`/mesh/swarm-table/1.0.0`, see
 //! [`fetch`]) from a subscribed peer once its `join` went out; the join says so
-//! (`table/fetch`), and members settled in the swarm then leave it unanswered.
+//! (`table/fetch`), and members settled in the swarm then leave it unanswered. Every
+//! member then compares its table with a random subscriber's once a period and takes
+//! what it missed ([`check`]).
 
+mod check;
 mod feed;
 mod fetch;
 mod peers;
@@ -28,11 +31,12 @@ use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
     TraceEvent, TraceEventType,
 };
-use mesh_signal::group::exchange::{self, Answer, TableRequest};
+use mesh_signal::group::exchange::{self, Answer, CheckedPage, MemberDigest, TableRequest};
 use mesh_signal::group::{
     Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables, TABLE_FETCH_FIELD,
 };
 
+pub(crate) use check::CHECK_EVERY;
 use feed::{Fed, feed_addrs};
 use fetch::{Fetches, PageEnd, Step};
 use peers::{missing_subscribers, pick, table_peers};
@@ -77,6 +81,8 @@ pub(crate) struct Groups {
     fed: Fed,
     /// Member-table fetches in progress.
     fetches: Fetches,
+    /// The periodic checks of our tables against a subscriber's.
+    checks: check::Checks,
     /// Our table requests in flight (one per group at most).
     asked: HashMap<OutboundRequestId, DiscoveryKey>,
     /// Groups whose table fetch failed: their `join` went out again without
@@ -89,7 +95,8 @@ pub(crate) struct Groups {
 }
 
 impl Groups {
-    pub(crate) fn new(key: NodeKeypair, config: TableConfig) -> Self {
+    /// `check_every`: the period of the member-table checks ([`check`]).
+    pub(crate) fn new(key: NodeKeypair, config: TableConfig, check_every: Duration) -> Self {
         let node_id = key.node_id();
         Groups {
             key,
@@ -99,6 +106,7 @@ impl Groups {
             dialed: HashMap::new(),
             fed: Fed::default(),
             fetches: Fetches::default(),
+            checks: check::Checks::new(check_every),
             asked: HashMap::new(),
             plain_join: HashSet::new(),
             serve_limit: serve_limit::ServeLimits::default(),
@@ -165,6 +173,7 @@ impl Groups {
             Action::FindGroupProviders(key),
         ];
         self.queried.insert(key, now.at);
+        self.checks.joined(key, now.at, rnd());
         out.extend(self.tick(view, now));
         out
     }
@@ -180,6 +189,7 @@ impl Groups {
         self.queried.remove(key);
         self.dialed.remove(key);
         self.fetches.forget(key);
+        self.checks.forget(key);
         self.plain_join.remove(key);
         self.asked.retain(|_, k| k != key);
     }
@@ -260,6 +270,9 @@ impl Groups {
         let Some(key) = self.asked.remove(&id) else {
             return Vec::new();
         };
+        if self.checks.asking(&key, &peer) {
+            return self.check_answer(key, peer, answer, view, now);
+        }
         let page = match answer {
             Answer::Checked(page) => page,
             Answer::Page(_) => return Vec::new(),
@@ -273,7 +286,90 @@ impl Groups {
                 return self.step(key, step);
             }
         };
-        let ts = &now.ts;
+        let mut out = self.take_page(key, peer, &page, "table", view, &now.ts);
+        let end = PageEnd {
+            more: page.more,
+            last: page.last,
+            members: self.tables.member_count(&key).unwrap_or(0),
+            max_members: self.tables.config().max_members,
+        };
+        let missing = missing_subscribers(&self.tables, &key, view);
+        let step = self.fetches.page(key, peer, end, &missing);
+        out.extend(self.step(key, step));
+        out
+    }
+
+    /// An answer to our check of `key`'s table: what we lacked is taken (as `via`
+    /// `check`), and the next page asked for while the server has more.
+    fn check_answer(
+        &mut self,
+        key: DiscoveryKey,
+        peer: PeerId,
+        answer: Answer,
+        view: &dyn View,
+        now: &Now,
+    ) -> Actions {
+        let page = match answer {
+            Answer::Checked(page) => page,
+            Answer::Page(_) => return Vec::new(),
+            Answer::Refused(e) => {
+                tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table check refused");
+                self.checks.rest(key, now.at, rnd());
+                return Vec::new();
+            }
+        };
+        let mut out = self.take_page(key, peer, &page, "check", view, &now.ts);
+        let max_members = self.tables.config().max_members;
+        let next = self.checks.page(
+            key,
+            peer,
+            page.more,
+            page.last,
+            max_members,
+            (now.at, rnd()),
+        );
+        if let Some(request) = next {
+            out.push(Action::AskTable { peer, request });
+        }
+        out
+    }
+
+    /// Starts the checks that are due: each asks a random connected subscriber,
+    /// with the digest of our members.
+    fn start_checks(&mut self, view: &dyn View, now: &Now, out: &mut Actions) {
+        for key in self.checks.due(now.at) {
+            let peers = table_peers(&key, view);
+            if self.fetches.pending(&key) || peers.is_empty() {
+                self.checks.rest(key, now.at, rnd());
+                continue;
+            }
+            let Some(table) = self.tables.signed_table(&key, &now.ts) else {
+                continue;
+            };
+            let have = MemberDigest::of(&key, table.iter().map(|(n, _)| n));
+            let Some(peer) = pick(peers, 1, |n| rnd() as usize % n).pop() else {
+                continue;
+            };
+            self.checks.asked(key, peer, now.at);
+            out.push(Action::AskTable {
+                peer,
+                request: TableRequest::unless(key, have),
+            });
+        }
+    }
+
+    /// Takes the valid presences of a table page from `peer` into `key`'s table as if
+    /// they came by gossip (`via` says how, in the traces); traces each refused one with
+    /// its code and the peer.
+    fn take_page(
+        &mut self,
+        key: DiscoveryKey,
+        peer: PeerId,
+        page: &CheckedPage,
+        via: &str,
+        view: &dyn View,
+        ts: &Timestamp,
+    ) -> Actions {
         let mut out = Vec::new();
         let trace_refusal = |e: &MeshError, out: &mut Actions| {
             tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table presence refused");
@@ -303,16 +399,7 @@ impl Groups {
                 Err(e) => tracing::debug!(swarm = %key, error = %e, "table presence not taken"),
             }
         }
-        out.extend(self.changes(changes, ts, "table"));
-        let end = PageEnd {
-            more: page.more,
-            last: page.last,
-            members: self.tables.member_count(&key).unwrap_or(0),
-            max_members: self.tables.config().max_members,
-        };
-        let missing = missing_subscribers(&self.tables, &key, view);
-        let step = self.fetches.page(key, peer, end, &missing);
-        out.extend(self.step(key, step));
+        out.extend(self.changes(changes, ts, via));
         out
     }
 
@@ -327,6 +414,10 @@ impl Groups {
         let Some(key) = self.asked.remove(&id) else {
             return Vec::new();
         };
+        if self.checks.asking(&key, &peer) {
+            self.checks.rest(key, now.at, rnd());
+            return Vec::new();
+        }
         let subscribed = table_peers(&key, view);
         let step = self.fetches.failed(key, peer, false, &subscribed, now.at);
         self.step(key, step)
@@ -356,10 +447,7 @@ impl Groups {
         let Some(table) = self.tables.signed_table(&key, ts) else {
             return Answer::Refused(exchange::not_a_member(&key));
         };
-        Answer::Page(exchange::page_of(
-            table.iter().map(|(n, b)| (*n, &b[..])),
-            request.after.as_ref(),
-        ))
+        Answer::Page(exchange::answer_page(&request, &table))
     }
 
     /// Expiry, due presences, provider queries for groups that know no member, and
@@ -376,6 +464,7 @@ impl Groups {
         for d in due {
             out.extend(self.presence(d.swarm, d.presence, view, &now.ts));
         }
+        self.start_checks(view, now, &mut out);
         let lonely: Vec<DiscoveryKey> = self
             .tables
             .joined()
@@ -667,6 +756,11 @@ impl Groups {
             .take(PROVIDERS_DIALED)
             .collect()
     }
+}
+
+/// A random number (for the checks' spread and pick).
+fn rnd() -> u32 {
+    rand_core::RngCore::next_u32(&mut rand_core::OsRng)
 }
 
 /// How gossipsub hears of a presence we refuse. A presence that is authentic but has

@@ -366,7 +366,11 @@ impl Node {
             seen: lookups::AdvertsSeen::default(),
             waiting: Waiting::default(),
             router: Router::new(key.clone(), config.route, config.signal),
-            groups: Groups::new(key.clone(), group_config),
+            groups: Groups::new(
+                key.clone(),
+                group_config,
+                Duration::from_secs(config.swarm.check_secs),
+            ),
             swarm_markers: swarm_marker::SwarmMarkers::new(),
             key,
             relays,

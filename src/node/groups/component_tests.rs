@@ -15,7 +15,10 @@ use crate::node::view::fake::FakeView;
 
 fn groups() -> (NodeKeypair, Groups) {
     let key = NodeKeypair::generate();
-    (key.clone(), Groups::new(key, GroupConfig::default()))
+    (
+        key.clone(),
+        Groups::new(key, GroupConfig::default(), super::check::CHECK_EVERY),
+    )
 }
 
 fn at(now: &Now, secs: u64) -> Now {
@@ -411,10 +414,7 @@ fn request_id() -> libp2p::request_response::OutboundRequestId {
         libp2p::request_response::Config::default(),
     );
     let key = DiscoveryKey::from_name("id");
-    b.send_request(
-        &libp2p::PeerId::random(),
-        Ok(TableRequest { key, after: None }),
-    )
+    b.send_request(&libp2p::PeerId::random(), Ok(TableRequest::first(key)))
 }
 
 fn asked(actions: &[Action]) -> Vec<(libp2p::PeerId, mesh_signal::group::exchange::TableRequest)> {
@@ -514,10 +514,7 @@ fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
     let now = Now::current();
     let k = DiscoveryKey::from_name("served");
     let peer = libp2p::PeerId::random();
-    let req = TableRequest {
-        key: k,
-        after: None,
-    };
+    let req = TableRequest::first(k);
     let other = libp2p::PeerId::random();
     let Answer::Refused(e) =
         g.serve_table(other, &mesh_advert::Source::Local, Ok(req.clone()), &now.ts)
@@ -686,4 +683,102 @@ fn thin_mesh_dials_stay_in_scope_and_do_not_repeat() {
     assert!(dialed(&g.tick(&reached, &next)).is_empty());
     let after = at(&next, MEMBER_DIAL_EVERY.as_secs());
     assert_eq!(dialed(&g.tick(&view, &after)), [members[2]]);
+}
+
+/// A member compares its table with a subscriber's once a period (a quarter either way)
+/// and takes what it lacked, traced as come by `check`; a server whose table has the
+/// asker's members answers an empty page.
+#[test]
+fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
+    use mesh_signal::group::exchange::{Answer, MemberDigest, TableRequest, check_page, page_of};
+    let (me, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("checked");
+    g.join(k).unwrap();
+    let mut view = FakeView::default();
+    let topic = libp2p::gossipsub::IdentTopic::new(k.topic()).hash();
+    let member = libp2p::PeerId::random();
+    view.connected.insert(member, vec![]);
+    view.subscribers.insert(topic, vec![member]);
+    g.joined_topic(k, &view, &now);
+    let ask = asked(&g.presence_sent(&k, "join", &view, &now));
+    assert_eq!(ask.len(), 1);
+    let id = request_id();
+    g.table_asked(id, k);
+    let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+    let entry = |kp: &NodeKeypair| {
+        (
+            kp.node_id(),
+            presence_at(kp, &k, "announce", &[], &now.ts, 600),
+        )
+    };
+    let page = |entries: &[(mesh_core::NodeId, Vec<u8>)]| {
+        let mut e = entries.to_vec();
+        e.sort_by_key(|(n, _)| *n);
+        check_page(
+            page_of(e.iter().map(|(n, b)| (*n, b.as_slice())), None),
+            &now.ts,
+        )
+    };
+    // The fetch brings A only (B's join was lost on its way, say).
+    g.table_answer(id, member, Answer::Checked(page(&[entry(&a)])), &view, &now);
+    assert!(!g.tables.has_member(&k, &b.node_id()));
+    // No check before three quarters of a period.
+    assert!(asked(&g.tick(&view, &at(&now, 22))).is_empty());
+    // By a period and a quarter, one, with the digest of our members (us and A).
+    let ask = asked(&g.tick(&view, &at(&now, 38)));
+    let mut ours = vec![me.node_id(), a.node_id()];
+    ours.sort();
+    assert_eq!(ask.len(), 1);
+    assert_eq!(ask[0].0, member);
+    assert_eq!(
+        ask[0].1,
+        TableRequest::unless(k, MemberDigest::of(&k, &ours))
+    );
+    let id = request_id();
+    g.table_asked(id, k);
+    let later = at(&now, 38);
+    let actions = g.table_answer(
+        id,
+        member,
+        Answer::Checked(page(&[entry(&a), entry(&b)])),
+        &view,
+        &later,
+    );
+    let joined: Vec<(mesh_core::NodeId, String)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Trace(t) => {
+                let d = t.detail.as_ref()?;
+                Some((
+                    d["member"].as_str()?.parse().ok()?,
+                    d["via"].as_str()?.to_owned(),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, vec![(b.node_id(), "check".to_owned())]);
+    assert!(g.tables.has_member(&k, &b.node_id()));
+    assert!(asked(&actions).is_empty(), "one page, no more");
+    // The next check is a period on, not before.
+    assert!(asked(&g.tick(&view, &at(&now, 38 + 22))).is_empty());
+    assert_eq!(asked(&g.tick(&view, &at(&now, 38 + 38))).len(), 1);
+    // Served: a table with the asker's members is an empty page, another the whole.
+    let mut all = vec![me.node_id(), a.node_id(), b.node_id()];
+    all.sort();
+    let served = |g: &mut Groups, have: &[mesh_core::NodeId]| {
+        let req = TableRequest::unless(k, MemberDigest::of(&k, have));
+        match g.serve_table(
+            libp2p::PeerId::random(),
+            &mesh_advert::Source::Local,
+            Ok(req),
+            &later.ts,
+        ) {
+            Answer::Page(p) => p.items.len(),
+            other => panic!("not served: {other:?}"),
+        }
+    };
+    assert_eq!(served(&mut g, &all), 0);
+    assert_eq!(served(&mut g, &ours), 3);
 }

@@ -155,7 +155,7 @@ impl Fetches {
             return Step::GiveUp;
         };
         f.state = State::Asking { peer, pages: 0 };
-        Step::Ask(peer, TableRequest { key, after: None })
+        Step::Ask(peer, TableRequest::first(key))
     }
 
     /// The swarms whose fetch waits (for [`Fetches::next`] on a tick).
@@ -199,13 +199,9 @@ impl Fetches {
         *pages += 1;
         let max_pages = max_members.div_ceil(PAGE_MAX) + 2;
         match last {
-            Some(after) if more && *pages < max_pages && members < max_members => Step::Ask(
-                peer,
-                TableRequest {
-                    key,
-                    after: Some(after),
-                },
-            ),
+            Some(after) if more && *pages < max_pages && members < max_members => {
+                Step::Ask(peer, TableRequest::after(key, after))
+            }
             _ => {
                 f.tried.push(peer);
                 f.had_table = true;
@@ -235,7 +231,7 @@ impl Fetches {
             }
             f.rechecked = true;
             f.state = State::Asking { peer: s, pages: 0 };
-            return Step::Ask(s, TableRequest { key, after: None });
+            return Step::Ask(s, TableRequest::first(key));
         }
         let empty = f.members == 0 && f.rechecked;
         self.by_key.remove(&key);
@@ -305,12 +301,12 @@ mod tests {
         let p = peers(MAX_TRIES + 2);
         assert_eq!(
             f.start(key, &p, t),
-            Step::Ask(p[0], TableRequest { key, after: None })
+            Step::Ask(p[0], TableRequest::first(key))
         );
         // An empty table, while p[1] (subscribed, connected) is not in it: p[1] is asked.
         assert_eq!(
             f.page(key, p[0], end(false, None, 0, 1024), &p[..2]),
-            Step::Ask(p[1], TableRequest { key, after: None })
+            Step::Ask(p[1], TableRequest::first(key))
         );
         assert!(f.asking(&key));
         // Its pages count as usual; a late page of p[0] is ignored.
@@ -321,7 +317,14 @@ mod tests {
         let last = Some(mesh_core::NodeKeypair::generate().node_id());
         assert_eq!(
             f.page(key, p[1], end(true, last, 64, 1024), &p[2..3]),
-            Step::Ask(p[1], TableRequest { key, after: last })
+            Step::Ask(
+                p[1],
+                TableRequest {
+                    key,
+                    after: last,
+                    have: None
+                }
+            )
         );
         // Still one left out at the end: the next one, within MAX_TRIES servers.
         let mut asked = 2;
@@ -348,11 +351,11 @@ mod tests {
         f.start(key, &p, t);
         assert_eq!(
             f.page(key, p[0], end(false, None, 0, 1024), &p[..3]),
-            Step::Ask(p[1], TableRequest { key, after: None })
+            Step::Ask(p[1], TableRequest::first(key))
         );
         assert_eq!(
             f.failed(key, p[1], true, &p, t),
-            Step::Ask(p[2], TableRequest { key, after: None })
+            Step::Ask(p[2], TableRequest::first(key))
         );
         assert_eq!(f.failed(key, p[2], false, &p, t), Step::GiveUp);
         // A subscriber already asked, the server itself, or a full table: done.
@@ -376,7 +379,7 @@ mod tests {
         let p = peers(2);
         assert_eq!(
             f.start(key, &p, t),
-            Step::Ask(p[0], TableRequest { key, after: None })
+            Step::Ask(p[0], TableRequest::first(key))
         );
         assert!(f.asking(&key));
         let last = mesh_core::NodeKeypair::generate().node_id();
@@ -387,13 +390,7 @@ mod tests {
         );
         assert_eq!(
             f.page(key, p[0], end(true, Some(last), 64, 1024), &[]),
-            Step::Ask(
-                p[0],
-                TableRequest {
-                    key,
-                    after: Some(last)
-                }
-            )
+            Step::Ask(p[0], TableRequest::after(key, last))
         );
         assert_eq!(
             f.page(key, p[0], end(false, Some(last), 100, 1024), &[]),
@@ -429,11 +426,7 @@ mod tests {
         let p = peers(MAX_TRIES + 2);
         let mut step = f.start(key, &p, t);
         for (i, peer) in p.iter().take(MAX_TRIES).enumerate() {
-            assert_eq!(
-                step,
-                Step::Ask(*peer, TableRequest { key, after: None }),
-                "{i}"
-            );
+            assert_eq!(step, Step::Ask(*peer, TableRequest::first(key)), "{i}");
             step = f.failed(key, *peer, false, &p, t);
         }
         assert_eq!(step, Step::GiveUp);
@@ -443,7 +436,7 @@ mod tests {
         assert_eq!(f.next(key, &[], t + PEER_WAIT / 2), Step::Wait);
         assert_eq!(
             f.next(key, &p[..1], t + PEER_WAIT / 2),
-            Step::Ask(p[0], TableRequest { key, after: None })
+            Step::Ask(p[0], TableRequest::first(key))
         );
         assert_eq!(
             f.failed(key, p[0], false, &[], t + PEER_WAIT / 2),
@@ -468,7 +461,7 @@ mod tests {
             at += RETRY;
             assert_eq!(
                 f.next(key, &p, at),
-                Step::Ask(p[0], TableRequest { key, after: None })
+                Step::Ask(p[0], TableRequest::first(key))
             );
             assert_eq!(f.failed(key, p[0], true, &p, at), Step::Wait);
         }

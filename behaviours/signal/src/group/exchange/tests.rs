@@ -38,12 +38,11 @@ fn entries(t: &[(NodeId, Vec<u8>)]) -> impl Iterator<Item = (NodeId, &[u8])> {
 fn requests_round_trip_and_bad_ones_are_refused() {
     let key = DiscoveryKey::from_name("t");
     let after = NodeKeypair::generate().node_id();
+    let have = MemberDigest::of(&key, [&after]);
     for r in [
-        TableRequest { key, after: None },
-        TableRequest {
-            key,
-            after: Some(after),
-        },
+        TableRequest::first(key),
+        TableRequest::after(key, after),
+        TableRequest::unless(key, have),
     ] {
         assert_eq!(TableRequest::from_cbor(&r.to_cbor()).unwrap(), r);
     }
@@ -51,6 +50,9 @@ fn requests_round_trip_and_bad_ones_are_refused() {
         cbor::encode(&serde_json::json!({"swarm/key": "zz"})),
         cbor::encode(&serde_json::json!({"swarm/key": key.to_hex(), "after": 3})),
         cbor::encode(&serde_json::json!({"swarm/key": key.to_hex(), "extra": 1})),
+        cbor::encode(&serde_json::json!({"swarm/key": key.to_hex(), "have": "ab"})),
+        cbor::encode(&serde_json::json!({"swarm/key": key.to_hex(), "have": 7})),
+        cbor::encode(&serde_json::json!({"swarm/key": key.to_hex(), "have": "zz".repeat(32)})),
         cbor::encode(&serde_json::json!([1, 2])),
         b"not cbor".to_vec(),
         vec![0xa1; MAX_REQUEST + 1],
@@ -59,6 +61,35 @@ fn requests_round_trip_and_bad_ones_are_refused() {
         let e = TableRequest::from_cbor(&b).unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
     }
+}
+
+#[test]
+fn a_table_with_the_asker_s_members_answers_an_empty_page() {
+    let now = t0();
+    let key = DiscoveryKey::from_name("check");
+    let t = table(5, &key, &now);
+    let nodes: Vec<NodeId> = t.iter().map(|(n, _)| *n).collect();
+    let same = MemberDigest::of(&key, &nodes);
+    assert_eq!(
+        answer_page(&TableRequest::unless(key, same), &t),
+        Page::default()
+    );
+    // One member fewer, or another swarm's digest of the same members: the whole table.
+    let fewer = MemberDigest::of(&key, &nodes[1..]);
+    let other = MemberDigest::of(&DiscoveryKey::from_name("other"), &nodes);
+    for have in [fewer, other] {
+        let page = answer_page(&TableRequest::unless(key, have), &t);
+        assert_eq!(page.items.len(), 5);
+        assert!(!page.more);
+    }
+    // Without a digest, as before.
+    assert_eq!(answer_page(&TableRequest::first(key), &t).items.len(), 5);
+    assert_eq!(
+        answer_page(&TableRequest::after(key, nodes[2]), &t)
+            .items
+            .len(),
+        2
+    );
 }
 
 #[test]
