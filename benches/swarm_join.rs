@@ -331,6 +331,7 @@ async fn census(nodes: &[Member]) -> String {
     let mut first = String::new();
     let mut failed = 0;
     let mut send_failed = 0;
+    let mut came = libmesh::node::SwarmArrivals::default();
     for (i, m) in nodes.iter().enumerate() {
         let st = m.handle.status().await;
         if i < 10 || i % 50 == 0 {
@@ -349,6 +350,9 @@ async fn census(nodes: &[Member]) -> String {
             dht.push(s.dht.mesh_peers as f64);
             gossip.push(s.gossip_mesh_peers as f64);
             send_failed += s.gossip_send_failed;
+            came.gossip += s.swarm_arrivals.gossip;
+            came.table += s.swarm_arrivals.table;
+            came.check += s.swarm_arrivals.check;
         }
     }
     let mm = |v: &mut Vec<f64>| {
@@ -360,11 +364,15 @@ async fn census(nodes: &[Member]) -> String {
     format!(
         "peers {} ({peer_ends:.0} in all) sessions {} mesh-dht {} gossip-mesh {} \
          min {gossip_min:.0} (median/max), \
-         {send_failed} gossip sends failed, {failed} status failed;{first}",
+         {send_failed} gossip sends failed, {failed} status failed; members came by gossip \
+         {} / in tables {} / by checks {};{first}",
         mm(&mut peers),
         mm(&mut sessions),
         mm(&mut dht),
-        mm(&mut gossip)
+        mm(&mut gossip),
+        came.gossip,
+        came.table,
+        came.check
     )
 }
 
@@ -853,10 +861,14 @@ async fn run(a: Args, nofile: u64) {
     let veteran_leave = Spread::new(t0, left.values(), n - 1);
 
     let (mut dropped, mut send_failed) = (0, 0);
+    let mut came = libmesh::node::SwarmArrivals::default();
     for m in &nodes {
         if let Ok(s) = m.handle.status().await {
             dropped += s.events_dropped;
             send_failed += s.gossip_send_failed;
+            came.gossip += s.swarm_arrivals.gossip;
+            came.table += s.swarm_arrivals.table;
+            came.check += s.swarm_arrivals.check;
         }
     }
     let cpu_total = cpu_time() - cpu0;
@@ -915,6 +927,10 @@ async fn run(a: Args, nofile: u64) {
     println!("| events dropped by the nodes' queues | {dropped} |");
     println!(
         "| gossipsub messages not sent to slow peers (queue full or timed out) | {send_failed} |"
+    );
+    println!(
+        "| members that came into the tables: by gossip / in a fetched table / by a table check (what gossip lost) | {} / {} / {} |",
+        came.gossip, came.table, came.check
     );
     println!(
         "| total CPU of the run | {:.0} s |",

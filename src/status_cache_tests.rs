@@ -34,6 +34,7 @@ fn status() -> Status {
         events_dropped: 0,
         gossip_send_failed: 0,
         traces_suppressed: 0,
+        swarm_arrivals: Default::default(),
     }
 }
 

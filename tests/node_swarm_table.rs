@@ -470,6 +470,9 @@ async fn members_left_out_of_a_table_come_with_the_next_check() {
         .collect();
     let left_out: HashSet<String> = [m.node.to_string(), x.node.to_string()].into();
     assert_eq!(checked, left_out);
+    // `meshd status` counts them too.
+    let came = newcomer.handle.status().await.unwrap().swarm_arrivals;
+    assert_eq!((came.table, came.check), (3, 2), "{came:?}");
     serve.abort();
 }
 

@@ -85,6 +85,10 @@ fn errors_name_the_problem() {
     let e = NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")
         .unwrap_err();
     assert!(e.to_string().contains("max_connections_per_client"), "{e}");
+    let e = NodeConfig::from_toml("[swarm]\ncheck_secs = 0").unwrap_err();
+    assert!(e.to_string().contains("check_secs"), "{e}");
+    let c = NodeConfig::from_toml("[swarm]\ncheck_secs = 5").unwrap();
+    assert_eq!(c.swarm.check_secs, 5);
     let e = NodeConfig::from_toml("control = \"0.0.0.0:1\"").unwrap_err();
     assert!(e.to_string().contains("loopback"), "{e}");
     let e = NodeConfig::from_toml("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").unwrap_err();

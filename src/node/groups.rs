@@ -45,6 +45,7 @@ use super::action::Action;
 use super::addrs;
 use super::api::GroupMember;
 use super::event::NodeEvent;
+use super::status::SwarmArrivals;
 use super::view::{Now, View};
 
 /// How often a group without known members asks the DHT for providers again.
@@ -92,6 +93,8 @@ pub(crate) struct Groups {
     serve_limit: serve_limit::ServeLimits,
     /// Presences taken per author and swarm.
     presence_rate: presence_rate::PresenceRate,
+    /// Members that came into our tables, by how.
+    arrivals: SwarmArrivals,
 }
 
 impl Groups {
@@ -111,6 +114,7 @@ impl Groups {
             plain_join: HashSet::new(),
             serve_limit: serve_limit::ServeLimits::default(),
             presence_rate: presence_rate::PresenceRate::default(),
+            arrivals: SwarmArrivals::default(),
         }
     }
 
@@ -127,6 +131,11 @@ impl Groups {
     /// Whether `node` is a member of a group this node is in.
     pub(crate) fn is_member(&self, node: &NodeId) -> bool {
         self.tables.is_member(node)
+    }
+
+    /// Members that came into our tables since start, by how they came.
+    pub(crate) fn arrivals(&self) -> SwarmArrivals {
+        self.arrivals
     }
 
     /// How many members this node knows in all its groups (itself not counted).
@@ -311,7 +320,10 @@ impl Groups {
     ) -> Actions {
         let page = match answer {
             Answer::Checked(page) => page,
-            Answer::Page(_) => return Vec::new(),
+            Answer::Page(_) => {
+                self.checks.rest(key, now.at, rnd());
+                return Vec::new();
+            }
             Answer::Refused(e) => {
                 tracing::debug!(%peer, swarm = %key, code = e.code.as_str(), error = %e, "table check refused");
                 self.checks.rest(key, now.at, rnd());
@@ -600,11 +612,17 @@ impl Groups {
 
     /// Traces and events for `changes`; `via` (`gossip` or `table`) says how an
     /// arrival was learnt (in the `swarm/joined` trace's detail).
-    fn changes(&self, changes: Vec<Change>, ts: &Timestamp, via: &str) -> Actions {
+    fn changes(&mut self, changes: Vec<Change>, ts: &Timestamp, via: &str) -> Actions {
         let mut out = Vec::new();
         for c in changes {
             match c {
                 Change::Joined { swarm, member } => {
+                    let count = match via {
+                        "table" => &mut self.arrivals.table,
+                        "check" => &mut self.arrivals.check,
+                        _ => &mut self.arrivals.gossip,
+                    };
+                    *count = count.saturating_add(1);
                     out.push(Action::trace(
                         TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, ts.clone())
                             .with_detail(serde_json::json!({

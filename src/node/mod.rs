@@ -99,7 +99,7 @@ pub use behaviour::MeshBehaviour;
 pub use config::{Bootstrap, BootstrapName, KadMode, NodeConfig, SeedPeer, StoreSettings};
 pub use event::NodeEvent;
 pub use handle::NodeHandle;
-pub use status::{PeerInfo, RoutingEntry, Status};
+pub use status::{PeerInfo, RoutingEntry, Status, SwarmArrivals};
 pub use store::SharedAdverts;
 
 /// The node's swarm: [`MeshBehaviour`] with each connection's handler boxed

@@ -88,6 +88,7 @@ pub(super) fn of(node: &mut Node) -> Status {
         events_dropped: node.events_dropped,
         gossip_send_failed: node.gossip_send_failed,
         traces_suppressed: node.stats.traces_suppressed(),
+        swarm_arrivals: node.groups.arrivals(),
     }
 }
 

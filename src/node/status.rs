@@ -43,6 +43,21 @@ pub struct Status {
     /// Trace events of refused input not written because their source's trace budget
     /// was spent (60, then one a second per source), since start.
     pub traces_suppressed: u64,
+    /// Members that came into this node's swarm tables since start, by how they came.
+    pub swarm_arrivals: SwarmArrivals,
+}
+
+/// Members that came into the swarm tables, by how they came (the `via` of the
+/// `swarm/joined` traces).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmArrivals {
+    /// Their presence came by gossip.
+    pub gossip: u64,
+    /// In the member table a newcomer fetched.
+    pub table: u64,
+    /// In a periodic check of the table against a subscriber's: gossip had lost
+    /// their presence, or a table server had left them out.
+    pub check: u64,
 }
 
 /// Reachability.

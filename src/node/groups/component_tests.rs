@@ -760,6 +760,8 @@ fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
         .collect();
     assert_eq!(joined, vec![(b.node_id(), "check".to_owned())]);
     assert!(g.tables.has_member(&k, &b.node_id()));
+    let came = g.arrivals();
+    assert_eq!((came.gossip, came.table, came.check), (0, 1, 1));
     assert!(asked(&actions).is_empty(), "one page, no more");
     // The next check is a period on, not before.
     assert!(asked(&g.tick(&view, &at(&now, 38 + 22))).is_empty());
