@@ -212,6 +212,68 @@ async fn mallory(key: &DiscoveryKey) -> (libp2p::PeerId, Multiaddr, libp2p::Swar
     (mallory_key.node_id().to_peer_id().unwrap(), addr, swarm)
 }
 
+/// `n` dials member `m`.
+async fn meet(n: &Member, m: &Member) {
+    let peer = m.node.to_peer_id().unwrap();
+    let addr = m.addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer));
+    n.handle.dial(Target::Addr(addr)).await.unwrap();
+}
+
+/// `newcomer` dials `peer` at `addr`, then joins `key`: `peer` is the first subscriber
+/// it meets, the one it asks for the table.
+async fn join_through(newcomer: &Member, peer: libp2p::PeerId, addr: Multiaddr, key: DiscoveryKey) {
+    newcomer
+        .handle
+        .dial(Target::Addr(
+            addr.with(libp2p::multiaddr::Protocol::P2p(peer)),
+        ))
+        .await
+        .unwrap();
+    newcomer.handle.join_swarm(key).await.unwrap();
+}
+
+/// Mallory answers every table request with `entries` (any order) as one page.
+fn serve_always(
+    mut mallory: libp2p::Swarm<Hostile>,
+    entries: &[(NodeId, Vec<u8>)],
+) -> tokio::task::JoinHandle<()> {
+    let mut entries = entries.to_vec();
+    entries.sort_by_key(|(n, _)| *n);
+    let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = mallory.select_next_some().await
+            {
+                let _ = mallory
+                    .behaviour_mut()
+                    .table
+                    .send_response(channel, Answer::Page(page.clone()));
+            }
+        }
+    })
+}
+
+/// Members M and X of `key`, each in the other's table, settled: their own joins went
+/// out `SETTLED_SECS` ago, so they leave a newcomer's join that fetches the table
+/// unanswered.
+async fn settled_pair(key: DiscoveryKey) -> (Member, Member) {
+    let m = start(vec![]).await;
+    let x = start(vec![seed(&m)]).await;
+    for n in [&m, &x] {
+        n.handle.join_swarm(key).await.unwrap();
+    }
+    let want: HashSet<NodeId> = [m.node].into();
+    assert_eq!(
+        wait_table(&x.handle, key, &want, Duration::from_secs(30)).await,
+        want
+    );
+    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+    (m, x)
+}
+
 fn signed_presence(key: &NodeKeypair, swarm: &DiscoveryKey, now: &Timestamp) -> Vec<u8> {
     let serde_json::Value::Object(doc) = serde_json::json!({
         "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": swarm.to_hex(),
@@ -230,7 +292,7 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
     let newcomer = start(vec![]).await;
     // Mallory: subscribed to the swarm's topic, and serving a table of three signed
     // presences and one whose address was changed after signing.
-    let (mallory_peer, addr, mut mallory) = mallory(&key).await;
+    let (mallory_peer, addr, mallory) = mallory(&key).await;
     let now = Timestamp::now();
     let honest: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
     let forger = NodeKeypair::generate();
@@ -249,33 +311,8 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
         mesh_core::cbor::encode(&serde_json::Value::Object(doc))
     };
     entries.push((forger.node_id(), forged));
-    entries.sort_by_key(|(n, _)| *n);
-    let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
-    let serve = tokio::spawn(async move {
-        let mut served = 0usize;
-        loop {
-            if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
-                message: request_response::Message::Request { channel, .. },
-                ..
-            })) = mallory.select_next_some().await
-            {
-                served += 1;
-                let _ = mallory
-                    .behaviour_mut()
-                    .table
-                    .send_response(channel, Answer::Page(page.clone()));
-            }
-            let _ = served;
-        }
-    });
-    newcomer
-        .handle
-        .dial(Target::Addr(
-            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
-        ))
-        .await
-        .unwrap();
-    newcomer.handle.join_swarm(key).await.unwrap();
+    let serve = serve_always(mallory, &entries);
+    join_through(&newcomer, mallory_peer, addr, key).await;
     let want: HashSet<NodeId> = honest.iter().map(NodeKeypair::node_id).collect();
     let got = wait_table(&newcomer.handle, key, &want, Duration::from_secs(30)).await;
     assert_eq!(got, want, "the three valid presences are taken");
@@ -314,19 +351,9 @@ async fn a_forged_presence_in_a_table_is_refused_and_the_valid_ones_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_table_does_not_hide_the_swarm() {
     let key = DiscoveryKey::from_name("hidden swarm");
-    let m = start(vec![]).await;
-    let x = start(vec![seed(&m)]).await;
-    for n in [&m, &x] {
-        n.handle.join_swarm(key).await.unwrap();
-    }
-    let want: HashSet<NodeId> = [m.node].into();
-    assert_eq!(
-        wait_table(&x.handle, key, &want, Duration::from_secs(30)).await,
-        want
-    );
-    // Settled: M and X leave a join that fetches the table unanswered (gossipsub's
-    // IHAVE hands them the newcomer's join once it meets M).
-    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+    let (m, x) = settled_pair(key).await;
+    // M and X leave a join that fetches the table unanswered (gossipsub's IHAVE hands
+    // them the newcomer's join once it meets M).
     let newcomer = start(vec![]).await;
     // Mallory holds the newcomer's request until the test says, then answers an
     // empty table.
@@ -359,26 +386,13 @@ async fn an_empty_table_does_not_hide_the_swarm() {
             }
         }
     });
-    newcomer
-        .handle
-        .dial(Target::Addr(
-            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
-        ))
-        .await
-        .unwrap();
-    newcomer.handle.join_swarm(key).await.unwrap();
+    join_through(&newcomer, mallory_peer, addr, key).await;
     tokio::time::timeout(Duration::from_secs(10), asked_rx)
         .await
         .expect("the newcomer asks mallory, the only subscriber")
         .unwrap();
     // Meanwhile the newcomer meets member M (subscribed to the topic).
-    newcomer
-        .handle
-        .dial(Target::Addr(m.addr.clone().with(
-            libp2p::multiaddr::Protocol::P2p(m.node.to_peer_id().unwrap()),
-        )))
-        .await
-        .unwrap();
+    meet(&newcomer, &m).await;
     // Gossipsub's subscriptions go out with the connection; the request times out
     // after 10 s, so the empty answer comes well before.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -399,51 +413,19 @@ async fn an_empty_table_does_not_hide_the_swarm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_left_out_of_a_table_come_with_the_next_check() {
     let key = DiscoveryKey::from_name("partial table");
-    let m = start(vec![]).await;
-    let x = start(vec![seed(&m)]).await;
-    for n in [&m, &x] {
-        n.handle.join_swarm(key).await.unwrap();
-    }
-    let want: HashSet<NodeId> = [m.node].into();
-    assert_eq!(
-        wait_table(&x.handle, key, &want, Duration::from_secs(30)).await,
-        want
-    );
-    // Settled: M and X leave the newcomer's join unanswered.
-    tokio::time::sleep(Duration::from_secs(SETTLED_SECS as u64 + 1)).await;
+    let (m, x) = settled_pair(key).await;
+    // M and X leave the newcomer's join unanswered.
     let newcomer = start_checking(vec![], 2).await;
     // Mallory answers every table request with three members of its own.
-    let (mallory_peer, addr, mut mallory) = mallory(&key).await;
+    let (mallory_peer, addr, mallory) = mallory(&key).await;
     let now = Timestamp::now();
     let fakes: Vec<NodeKeypair> = (0..3).map(|_| NodeKeypair::generate()).collect();
-    let mut entries: Vec<(NodeId, Vec<u8>)> = fakes
+    let entries: Vec<(NodeId, Vec<u8>)> = fakes
         .iter()
         .map(|k| (k.node_id(), signed_presence(k, &key, &now)))
         .collect();
-    entries.sort_by_key(|(n, _)| *n);
-    let page = exchange::page_of(entries.iter().map(|(n, b)| (*n, b.as_slice())), None);
-    let serve = tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(HostileEvent::Table(request_response::Event::Message {
-                message: request_response::Message::Request { channel, .. },
-                ..
-            })) = mallory.select_next_some().await
-            {
-                let _ = mallory
-                    .behaviour_mut()
-                    .table
-                    .send_response(channel, Answer::Page(page.clone()));
-            }
-        }
-    });
-    newcomer
-        .handle
-        .dial(Target::Addr(
-            addr.with(libp2p::multiaddr::Protocol::P2p(mallory_peer)),
-        ))
-        .await
-        .unwrap();
-    newcomer.handle.join_swarm(key).await.unwrap();
+    let serve = serve_always(mallory, &entries);
+    join_through(&newcomer, mallory_peer, addr, key).await;
     let fake: HashSet<NodeId> = fakes.iter().map(NodeKeypair::node_id).collect();
     assert_eq!(
         wait_table(&newcomer.handle, key, &fake, Duration::from_secs(15)).await,
@@ -452,13 +434,7 @@ async fn members_left_out_of_a_table_come_with_the_next_check() {
     );
     // The newcomer meets member M; its checks ask M or mallory at random, every
     // 1.5-2.5 s.
-    newcomer
-        .handle
-        .dial(Target::Addr(m.addr.clone().with(
-            libp2p::multiaddr::Protocol::P2p(m.node.to_peer_id().unwrap()),
-        )))
-        .await
-        .unwrap();
+    meet(&newcomer, &m).await;
     let mut all = fake.clone();
     all.extend([m.node, x.node]);
     let got = wait_table(&newcomer.handle, key, &all, Duration::from_secs(40)).await;

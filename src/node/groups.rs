@@ -32,6 +32,7 @@ use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, SwarmPresence, Timestamp,
     TraceEvent, TraceEventType,
 };
+use mesh_signal::group::exchange::TableRequest;
 use mesh_signal::group::{
     Change, DiscoveryKey, GroupConfig as TableConfig, Groups as Tables, TABLE_FETCH_FIELD,
 };
@@ -572,6 +573,13 @@ impl Groups {
             .take(PROVIDERS_DIALED)
             .collect()
     }
+}
+
+/// Whether a table request a peer sent us is a member's check (it names its digest):
+/// upkeep, which does not count as use of the connection for the idle rule (see
+/// [`Groups::checking`]).
+pub(crate) fn is_check(request: &Result<TableRequest, MeshError>) -> bool {
+    matches!(request, Ok(r) if r.have.is_some())
 }
 
 /// A random number (for the checks' spread and pick).

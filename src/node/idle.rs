@@ -8,7 +8,8 @@
 //!
 //! - a peer is *idle* once nothing happened with it for `grace` (the node's
 //!   `idle_timeout_secs`): no new connection, no session, signaling, marker, advert or
-//!   Kademlia traffic that the node saw (pings, identify and gossip do not count);
+//!   Kademlia traffic that the node saw (pings, identify, gossip and member-table
+//!   checks do not count);
 //! - the node's needs are never closed ([`Need::Keep`]: gossipsub mesh peers of its
 //!   topics and other subscribed peers up to `mesh_n_high` per topic, hot sessions,
 //!   seeds and configured relays, route attempts, Kademlia servers while a query that

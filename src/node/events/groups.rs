@@ -28,7 +28,9 @@ impl Node {
                     },
                 ..
             } => {
-                self.idle.conns.touch(&peer, Instant::now());
+                if !crate::node::groups::is_check(&request) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
                 let remote = crate::node::view::View::remote_addrs(&view!(self), &peer);
                 let network = mesh_advert::Source::of_peer(peer, &remote);
                 let answer = self
@@ -48,7 +50,9 @@ impl Node {
                     },
                 ..
             } => {
-                self.idle.conns.touch(&peer, Instant::now());
+                if !self.groups.checking(&request_id, &peer) {
+                    self.idle.conns.touch(&peer, Instant::now());
+                }
                 let actions = self.groups.table_answer(
                     request_id,
                     peer,

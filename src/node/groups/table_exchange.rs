@@ -16,6 +16,27 @@ use crate::node::action::Action;
 use crate::node::view::{Now, View};
 
 impl Groups {
+    /// Our request `id` to `peer` is over: its swarm, and whether it was a check's
+    /// (else a newcomer's fetch); `None` for a request we no longer follow.
+    fn request_over(
+        &mut self,
+        id: OutboundRequestId,
+        peer: &PeerId,
+    ) -> Option<(DiscoveryKey, bool)> {
+        let key = self.asked.remove(&id)?;
+        Some((key, self.checks.asking(&key, peer)))
+    }
+
+    /// Whether our request `id` to `peer` is a check's. A check is upkeep, like pings
+    /// and gossip: its answer does not count as use of the connection for the idle
+    /// rule (`node::idle`), or every check would keep a peer the node has no need of
+    /// for another `idle_timeout_secs`.
+    pub(crate) fn checking(&self, id: &OutboundRequestId, peer: &PeerId) -> bool {
+        self.asked
+            .get(id)
+            .is_some_and(|key| self.checks.asking(key, peer))
+    }
+
     /// Our request `id` for `key`'s table went out.
     pub(crate) fn table_asked(&mut self, id: OutboundRequestId, key: DiscoveryKey) {
         self.asked.insert(id, key);
@@ -32,10 +53,10 @@ impl Groups {
         view: &dyn View,
         now: &Now,
     ) -> Actions {
-        let Some(key) = self.asked.remove(&id) else {
+        let Some((key, check)) = self.request_over(id, &peer) else {
             return Vec::new();
         };
-        if self.checks.asking(&key, &peer) {
+        if check {
             return self.check_answer(key, peer, answer, view, now);
         }
         let page = match answer {
@@ -179,10 +200,10 @@ impl Groups {
         view: &dyn View,
         now: &Now,
     ) -> Actions {
-        let Some(key) = self.asked.remove(&id) else {
+        let Some((key, check)) = self.request_over(id, &peer) else {
             return Vec::new();
         };
-        if self.checks.asking(&key, &peer) {
+        if check {
             self.checks.rest(key, now.at, rnd());
             return Vec::new();
         }

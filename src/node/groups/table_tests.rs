@@ -247,6 +247,9 @@ fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
     assert_eq!(ask.len(), 1);
     let id = request_id();
     g.table_asked(id, k);
+    // A newcomer's fetch is use of the connection (for the idle rule); a check is not.
+    assert!(!g.checking(&id, &member));
+    assert!(!super::is_check(&Ok(ask[0].1.clone())));
     let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
     let entry = |kp: &NodeKeypair| {
         (
@@ -279,6 +282,8 @@ fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
     );
     let id = request_id();
     g.table_asked(id, k);
+    assert!(g.checking(&id, &member) && super::is_check(&Ok(ask[0].1.clone())));
+    assert!(!super::is_check(&Err(mesh_core::MeshError::invalid("x"))));
     let later = at(&now, 38);
     let actions = g.table_answer(
         id,
