@@ -271,7 +271,7 @@ impl Groups {
             out.extend(self.step(key, step));
         }
         let (changes, due) = self.tables.tick(&now.ts);
-        out.extend(self.changes(changes, &now.ts, "gossip"));
+        out.extend(self.changes(changes, &now.ts, Via::Gossip));
         for d in due {
             out.extend(self.presence(d.swarm, d.presence, view, &now.ts));
         }
@@ -409,24 +409,24 @@ impl Groups {
         }
     }
 
-    /// Traces and events for `changes`; `via` (`gossip` or `table`) says how an
+    /// Traces and events for `changes`, and the arrivals counted; `via` says how an
     /// arrival was learnt (in the `swarm/joined` trace's detail).
-    fn changes(&mut self, changes: Vec<Change>, ts: &Timestamp, via: &str) -> Actions {
+    fn changes(&mut self, changes: Vec<Change>, ts: &Timestamp, via: Via) -> Actions {
         let mut out = Vec::new();
         for c in changes {
             match c {
                 Change::Joined { swarm, member } => {
                     let count = match via {
-                        "table" => &mut self.arrivals.table,
-                        "check" => &mut self.arrivals.check,
-                        _ => &mut self.arrivals.gossip,
+                        Via::Gossip => &mut self.arrivals.gossip,
+                        Via::Table => &mut self.arrivals.table,
+                        Via::Check => &mut self.arrivals.check,
                     };
                     *count = count.saturating_add(1);
                     out.push(Action::trace(
                         TraceEvent::new(TraceEventType::SwarmJoined, self.node_id, ts.clone())
                             .with_detail(serde_json::json!({
                                 "swarm": swarm.to_hex(), "member": member.node.to_string(),
-                                "via": via,
+                                "via": via.as_str(),
                             })),
                     ));
                     out.push(Action::Emit(NodeEvent::SwarmMemberJoined {
@@ -515,7 +515,7 @@ impl Groups {
         {
             Ok(changes) => (
                 gossipsub::MessageAcceptance::Accept,
-                self.changes(changes, ts, "gossip"),
+                self.changes(changes, ts, Via::Gossip),
             ),
             Err(e) => {
                 tracing::debug!(swarm = %key, error = %e, "presence not taken");
@@ -580,6 +580,26 @@ impl Groups {
 /// [`Groups::checking`]).
 pub(crate) fn is_check(request: &Result<TableRequest, MeshError>) -> bool {
     matches!(request, Ok(r) if r.have.is_some())
+}
+
+/// How a member's presence came: by gossip, in the table a newcomer fetched, or in a
+/// check of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Gossip,
+    Table,
+    Check,
+}
+
+impl Via {
+    /// As the `swarm/joined` trace's `detail.via` names it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Gossip => "gossip",
+            Via::Table => "table",
+            Via::Check => "check",
+        }
+    }
 }
 
 /// A random number (for the checks' spread and pick).

@@ -4,8 +4,10 @@
 //!
 //! The request carries the digest of our members (`TableRequest::unless`): a peer
 //! whose table has the same members answers an empty page. Otherwise its whole table
-//! comes, page after page (at most `max_members / PAGE_MAX + 2`), and every presence in
-//! it that we lacked, or held older, goes into our table as if it came by gossip.
+//! comes, page after page (at most `max_members / PAGE_MAX + 2`; each request names
+//! the digest, so the server sees a check, which its idle rule does not count as use),
+//! and every presence in it that we lacked, or held older, goes into our table as if
+//! it came by gossip.
 //!
 //! Why: a presence gossipsub lost stays lost until its member's next refresh, which is
 //! minutes away in a large swarm (presences live up to 900 s). Gossipsub loses them when
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use mesh_core::NodeId;
 use mesh_signal::group::DiscoveryKey;
-use mesh_signal::group::exchange::{PAGE_MAX, TableRequest};
+use mesh_signal::group::exchange::{MemberDigest, PAGE_MAX, TableRequest};
 
 /// The default period between two checks of one swarm.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -33,9 +35,10 @@ pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(30);
 enum State {
     /// The next check is due at the instant.
     Due(Instant),
-    /// `peer` was asked at `since`; `pages` pages came so far.
+    /// `peer` was asked at `since`, with our digest `have`; `pages` pages came so far.
     Asking {
         peer: PeerId,
+        have: MemberDigest,
         pages: usize,
         since: Instant,
     },
@@ -90,11 +93,18 @@ impl Checks {
             .collect()
     }
 
-    /// `key`'s check asks `peer` now.
-    pub(crate) fn asked(&mut self, key: DiscoveryKey, peer: PeerId, now: Instant) {
+    /// `key`'s check asks `peer` now, with our digest `have`.
+    pub(crate) fn asked(
+        &mut self,
+        key: DiscoveryKey,
+        peer: PeerId,
+        have: MemberDigest,
+        now: Instant,
+    ) {
         if let Some(s) = self.by_key.get_mut(&key) {
             *s = State::Asking {
                 peer,
+                have,
                 pages: 0,
                 since: now,
             };
@@ -126,7 +136,13 @@ impl Checks {
         max_members: usize,
         (now, rnd): (Instant, u32),
     ) -> Option<TableRequest> {
-        let Some(State::Asking { peer: p, pages, .. }) = self.by_key.get_mut(&key) else {
+        let Some(State::Asking {
+            peer: p,
+            pages,
+            have,
+            ..
+        }) = self.by_key.get_mut(&key)
+        else {
             return None;
         };
         if *p != peer {
@@ -135,7 +151,11 @@ impl Checks {
         *pages += 1;
         let max_pages = max_members.div_ceil(PAGE_MAX) + 2;
         match last {
-            Some(after) if more && *pages < max_pages => Some(TableRequest::after(key, after)),
+            Some(after) if more && *pages < max_pages => Some(TableRequest {
+                key,
+                after: Some(after),
+                have: Some(*have),
+            }),
             _ => {
                 self.rest(key, now, rnd);
                 None
@@ -150,6 +170,7 @@ mod tests {
     use mesh_core::NodeKeypair;
 
     const EVERY: Duration = Duration::from_secs(30);
+    const HAVE: MemberDigest = MemberDigest([7; 32]);
 
     #[test]
     fn a_check_is_due_a_period_after_the_join_give_or_take_a_quarter() {
@@ -173,14 +194,19 @@ mod tests {
         let mut c = Checks::new(EVERY);
         c.joined(key, t0, 0);
         let t1 = t0 + EVERY;
-        c.asked(key, a, t1);
+        c.asked(key, a, HAVE, t1);
         assert!(c.asking(&key, &a) && !c.asking(&key, &b));
         assert!(c.due(t1).is_empty());
         // Another peer's page is not ours to take.
         assert_eq!(c.page(key, b, true, Some(last), 1024, (t1, 0)), None);
         assert_eq!(
             c.page(key, a, true, Some(last), 1024, (t1, 0)),
-            Some(TableRequest::after(key, last))
+            Some(TableRequest {
+                key,
+                after: Some(last),
+                have: Some(HAVE),
+            }),
+            "the next page, still naming our digest (a check's request to the server)"
         );
         // The last page ends the check: the next is a period on.
         assert_eq!(c.page(key, a, false, Some(last), 1024, (t1, 0)), None);
@@ -197,7 +223,7 @@ mod tests {
         let last = NodeKeypair::generate().node_id();
         let mut c = Checks::new(EVERY);
         c.joined(key, t0, 0);
-        c.asked(key, a, t0);
+        c.asked(key, a, HAVE, t0);
         // max_members 256: 1 + 2 pages.
         let asked = (0..10)
             .take_while(|_| c.page(key, a, true, Some(last), 256, (t0, 0)).is_some())
@@ -213,7 +239,7 @@ mod tests {
         let a = PeerId::random();
         let mut c = Checks::new(EVERY);
         c.joined(key, t0, 0);
-        c.asked(key, a, t0);
+        c.asked(key, a, HAVE, t0);
         assert!(c.due(t0 + EVERY).is_empty());
         assert_eq!(c.due(t0 + 2 * EVERY), vec![key]);
         c.forget(&key);

@@ -11,7 +11,7 @@ use mesh_signal::group::exchange::{self, Answer, CheckedPage, MemberDigest, Tabl
 
 use super::fetch::PageEnd;
 use super::peers::{missing_subscribers, pick, table_peers};
-use super::{Actions, Groups, rnd};
+use super::{Actions, Groups, Via, rnd};
 use crate::node::action::Action;
 use crate::node::view::{Now, View};
 
@@ -72,7 +72,7 @@ impl Groups {
                 return self.step(key, step);
             }
         };
-        let mut out = self.take_page(key, peer, &page, "table", view, &now.ts);
+        let mut out = self.take_page(key, peer, &page, Via::Table, view, &now.ts);
         let end = PageEnd {
             more: page.more,
             last: page.last,
@@ -107,7 +107,7 @@ impl Groups {
                 return Vec::new();
             }
         };
-        let mut out = self.take_page(key, peer, &page, "check", view, &now.ts);
+        let mut out = self.take_page(key, peer, &page, Via::Check, view, &now.ts);
         let max_members = self.tables.config().max_members;
         let next = self.checks.page(
             key,
@@ -132,14 +132,14 @@ impl Groups {
                 self.checks.rest(key, now.at, rnd());
                 continue;
             }
-            let Some(table) = self.tables.signed_table(&key, &now.ts) else {
+            let table = self.tables.signed_table(&key, &now.ts);
+            let peer = pick(peers, 1, |n| rnd() as usize % n).pop();
+            let (Some(table), Some(peer)) = (table, peer) else {
+                self.checks.rest(key, now.at, rnd());
                 continue;
             };
             let have = MemberDigest::of(&key, table.iter().map(|(n, _)| n));
-            let Some(peer) = pick(peers, 1, |n| rnd() as usize % n).pop() else {
-                continue;
-            };
-            self.checks.asked(key, peer, now.at);
+            self.checks.asked(key, peer, have, now.at);
             out.push(Action::AskTable {
                 peer,
                 request: TableRequest::unless(key, have),
@@ -155,7 +155,7 @@ impl Groups {
         key: DiscoveryKey,
         peer: PeerId,
         page: &CheckedPage,
-        via: &str,
+        via: Via,
         view: &dyn View,
         ts: &Timestamp,
     ) -> Actions {

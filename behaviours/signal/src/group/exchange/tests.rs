@@ -82,6 +82,13 @@ fn a_table_with_the_asker_s_members_answers_an_empty_page() {
         assert_eq!(page.items.len(), 5);
         assert!(!page.more);
     }
+    // A later page of a check names the digest too: the rest of a table that differs.
+    let later = TableRequest {
+        key,
+        after: Some(nodes[2]),
+        have: Some(fewer),
+    };
+    assert_eq!(answer_page(&later, &t).items.len(), 2);
     // Without a digest, as before.
     assert_eq!(answer_page(&TableRequest::first(key), &t).items.len(), 5);
     assert_eq!(
