@@ -196,6 +196,63 @@ async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
     stuck.abort();
 }
 
+/// Dials by peer id at once, to a peer whose addresses a lookup finds, share one dial:
+/// the peer sees one connection from the node, not one per command. Each command used to
+/// dial on its own (a lookup answered from the store answers each one apart; one that
+/// waited on a DHT query answered its waiters one dial each), and all of them came
+/// through, as `PeerCondition::Disconnected` lets dials run side by side (some failed:
+/// dials from the listening port to one address collide).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_by_peer_id_at_once_make_one_connection() {
+    const DIALS: usize = 6;
+    let b = start(None, KadMode::Server).await;
+    let a = start(Some(b.p2p_addr()), KadMode::Client).await;
+    connected(&a.handle, b.peer).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = start(Some(b.p2p_addr()), KadMode::Server).await;
+    connected(&b.handle, c.peer).await;
+    tokio::time::timeout(WAIT, async {
+        while b.handle.lookup(c.node).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("B has C's record");
+
+    let dials: Vec<_> = (0..DIALS)
+        .map(|_| {
+            let h = a.handle.clone();
+            let peer = c.peer;
+            tokio::spawn(async move { h.dial(Target::Peer(peer)).await })
+        })
+        .collect();
+    for d in dials {
+        let peer = tokio::time::timeout(WAIT, d)
+            .await
+            .expect("dial answered in time")
+            .unwrap()
+            .expect("A finds C and connects");
+        assert_eq!(peer, c.peer);
+    }
+    // Every connection A opened is up at A by now (each dial was answered by its
+    // own); C's side of them a moment later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from_a: Vec<String> = c
+        .handle
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.peer_id == a.peer.to_string())
+        .flat_map(|i| i.addrs)
+        .collect();
+    assert_eq!(
+        from_a.len(),
+        1,
+        "{DIALS} dials by peer id at once: C holds these connections from A: {from_a:?}"
+    );
+}
+
 /// `meshd run` flags for a loopback node bootstrapping from `bootstrap` (none: none).
 fn cli_args<'a>(bootstrap: &'a str, kad_mode: &'a str) -> Vec<&'a str> {
     vec![

@@ -241,19 +241,45 @@ impl Node {
 
     /// Dials for a command; `after` waits for the connection.
     pub(super) fn dial(&mut self, opts: DialOpts, peer: Option<PeerId>, after: After) {
+        self.dial_for(opts, peer, vec![after]);
+    }
+
+    /// One dial that every one of `waiters` waits for (the commands a lookup of one
+    /// peer answers: one connection serves them all); whether the dial started.
+    pub(super) fn dial_for(
+        &mut self,
+        opts: DialOpts,
+        peer: Option<PeerId>,
+        waiters: Vec<After>,
+    ) -> bool {
+        if waiters.is_empty() {
+            return false;
+        }
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.waiting.wait_connection(id, after),
+            Ok(()) => {
+                for after in waiters {
+                    self.waiting.wait_connection(id, after);
+                }
+                return true;
+            }
             Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) if peer.is_some() => {
                 if let Some(p) = peer {
-                    self.waiting.wait_peer(p, after);
+                    for after in waiters {
+                        self.waiting.wait_peer(p, after);
+                    }
                 }
             }
-            Err(e) => after.fail(HandleError::Refused(MeshError::new(
-                ErrorCode::TransportUnavailable,
-                format!("dial: {e}"),
-            ))),
+            Err(e) => {
+                for after in waiters {
+                    after.fail(HandleError::Refused(MeshError::new(
+                        ErrorCode::TransportUnavailable,
+                        format!("dial: {e}"),
+                    )));
+                }
+            }
         }
+        false
     }
 
     /// A connection to `peer` is up: finish what waited for it.

@@ -7,7 +7,6 @@
 use std::time::Instant;
 
 use libp2p::kad::{self, QueryId};
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use mesh_core::{ErrorCode, MeshError, NodeId};
 
@@ -87,18 +86,8 @@ impl Node {
             if let Some(mut q) = self.swarm.behaviour_mut().amino.query_mut(&id) {
                 q.finish();
             }
-            for after in self.waiting.sought.finish(&peer) {
-                if self.swarm.is_connected(&peer) {
-                    self.connected(peer, after);
-                    continue;
-                }
-                // Even while another dial to the peer runs (see `Node::found`).
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs.clone())
-                    .condition(PeerCondition::Disconnected)
-                    .build();
-                self.dial(opts, Some(peer), after);
-            }
+            let waiters = self.waiting.sought.finish(&peer);
+            self.connect_found(peer, addrs, waiters);
         } else if last {
             for after in self.waiting.sought.finish(&peer) {
                 after.fail(not_found(&peer, "and Amino peer routing did not find it"));

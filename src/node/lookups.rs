@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use libp2p::Multiaddr;
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId};
 use mesh_advert::kad::DhtEntry;
 use mesh_advert::{AdvertStore, NodeWithdrawal};
 use mesh_core::{Artifact, ErrorCode, MeshError, NodeAdvertisement, NodeId, Timestamp};
@@ -105,6 +105,7 @@ impl Node {
         circuits.truncate(MAX_DIAL_ADDRS);
         addrs.extend(circuits);
         let peer = node.to_peer_id().ok();
+        let mut to_connect = Vec::new();
         for after in waiters {
             match after {
                 After::Lookup(reply) => {
@@ -115,21 +116,50 @@ impl Node {
                     let actions = self.router.found(id, addrs.clone(), &view!(self), now);
                     self.apply(actions);
                 }
-                other => match peer {
-                    Some(p) if self.swarm.is_connected(&p) => self.connected(p, other),
-                    // The addresses just found are dialed even while another dial
-                    // to the peer runs: that one may be to the addresses it left,
-                    // and waiting for it would outlast the command.
-                    Some(p) => {
-                        let opts = DialOpts::peer_id(p)
-                            .addresses(addrs.clone())
-                            .condition(PeerCondition::Disconnected)
-                            .build();
-                        self.dial(opts, Some(p), other);
-                    }
-                    None => other.fail(MeshError::invalid("node id has no peer id").into()),
-                },
+                other => to_connect.push(other),
             }
+        }
+        match peer {
+            Some(p) => self.connect_found(p, addrs, to_connect),
+            None => {
+                for after in to_connect {
+                    after.fail(MeshError::invalid("node id has no peer id").into());
+                }
+            }
+        }
+    }
+
+    /// Connects the commands that waited on a lookup of `peer` with the `addrs` it
+    /// found: at once when connected, else over one dial for them all, which later
+    /// commands that find the same addresses wait on too (a lookup answered from the
+    /// store answers each command on its own). The addresses just found are dialed
+    /// even while another dial to the peer runs: that one may be to the addresses it
+    /// left, and waiting for it would outlast the commands.
+    pub(super) fn connect_found(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        waiters: Vec<After>,
+    ) {
+        if self.swarm.is_connected(&peer) {
+            for after in waiters {
+                self.connected(peer, after);
+            }
+            return;
+        }
+        if let Some(id) = self.waiting.found_dial(&peer, &addrs) {
+            for after in waiters {
+                self.waiting.wait_connection(id, after);
+            }
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs.clone())
+            .condition(PeerCondition::Disconnected)
+            .build();
+        let id = opts.connection_id();
+        if self.dial_for(opts, Some(peer), waiters) {
+            self.waiting.found_dial_started(peer, id, addrs);
         }
     }
 

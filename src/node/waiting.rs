@@ -110,6 +110,10 @@ pub(crate) struct Waiting {
     /// waiters look the peer up instead of failing (the addresses may be stale: the
     /// peer moved). One entry per waited connection, gone with it.
     relookup: HashMap<ConnectionId, PeerId>,
+    /// Dials to the addresses a lookup (or the store) found for a peer, while they
+    /// run: a command that finds the same addresses waits on that dial rather than
+    /// open a connection of its own. One entry per running dial, gone with it.
+    found_dials: HashMap<PeerId, (ConnectionId, Vec<Multiaddr>)>,
 }
 
 fn timeout(what: &'static str) -> HandleError {
@@ -136,6 +140,28 @@ impl Waiting {
         self.wait_connection(id, after);
     }
 
+    /// The running dial to `peer` at exactly `addrs` that a lookup started, if any.
+    pub(crate) fn found_dial(&self, peer: &PeerId, addrs: &[Multiaddr]) -> Option<ConnectionId> {
+        self.found_dials
+            .get(peer)
+            .filter(|(_, a)| a.as_slice() == addrs)
+            .map(|(id, _)| *id)
+    }
+
+    /// A dial to `peer` at the `addrs` a lookup found started as `id`.
+    pub(crate) fn found_dial_started(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        addrs: Vec<Multiaddr>,
+    ) {
+        self.found_dials.insert(peer, (id, addrs));
+    }
+
+    fn found_dial_over(&mut self, id: ConnectionId) {
+        self.found_dials.retain(|_, (c, _)| *c != id);
+    }
+
     pub(crate) fn wait_peer(&mut self, peer: PeerId, after: After) {
         self.by_peer
             .entry(peer)
@@ -151,6 +177,7 @@ impl Waiting {
         addr: Multiaddr,
     ) -> Vec<After> {
         self.relookup.remove(&id);
+        self.found_dial_over(id);
         self.remote.entry(peer).or_default().push((id, addr));
         let mut out: Vec<After> = self
             .by_connection
@@ -184,6 +211,7 @@ impl Waiting {
     /// the swarm knew).
     pub(crate) fn connection_failed(&mut self, id: ConnectionId) -> (Vec<After>, Option<PeerId>) {
         let relookup = self.relookup.remove(&id);
+        self.found_dial_over(id);
         let waiters = self
             .by_connection
             .remove(&id)
@@ -457,6 +485,28 @@ mod tests {
         let err = rx.try_recv().unwrap().unwrap_err();
         assert_eq!(err.code(), mesh_core::ErrorCode::TransportUnavailable);
         assert!(p.by_peer.is_empty());
+    }
+
+    #[test]
+    fn a_found_dial_is_shared_while_it_runs_and_only_at_its_addresses() {
+        let mut p = Waiting::default();
+        let peer = PeerId::random();
+        let at: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
+        let elsewhere: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4002".parse().unwrap()];
+        let (up, failed) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        p.found_dial_started(peer, up, at.clone());
+        assert_eq!(p.found_dial(&peer, &at), Some(up));
+        assert_eq!(p.found_dial(&peer, &elsewhere), None);
+        assert_eq!(p.found_dial(&PeerId::random(), &at), None);
+        p.connection_up(up, peer, at[0].clone());
+        assert_eq!(p.found_dial(&peer, &at), None);
+        p.found_dial_started(peer, failed, at.clone());
+        p.connection_failed(failed);
+        assert_eq!(p.found_dial(&peer, &at), None);
+        assert!(p.found_dials.is_empty());
     }
 
     #[test]
