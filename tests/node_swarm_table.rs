@@ -5,7 +5,8 @@
 //! forged presence gets it refused with `E_SIG_INVALID`, and the valid ones are kept; a
 //! peer that answers an empty table does not hide the swarm from the newcomer, and one
 //! that leaves members out of a table of some size hides them only until the
-//! newcomer's next check of its table against another subscriber's.
+//! newcomer's next check of its table against another subscriber's; a `leave` the
+//! newcomer missed comes with a check's answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -181,7 +182,14 @@ struct Hostile {
 /// Mallory: a raw libp2p peer subscribed to `key`'s topic that serves
 /// `/mesh/swarm-table/1.0.0`; its peer id, its listen address, its swarm.
 async fn mallory(key: &DiscoveryKey) -> (libp2p::PeerId, Multiaddr, libp2p::Swarm<Hostile>) {
-    let mallory_key = NodeKeypair::generate();
+    mallory_as(NodeKeypair::generate(), key).await
+}
+
+/// [`mallory`] under a given key.
+async fn mallory_as(
+    mallory_key: NodeKeypair,
+    key: &DiscoveryKey,
+) -> (libp2p::PeerId, Multiaddr, libp2p::Swarm<Hostile>) {
     let mut gs = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(mallory_key.to_libp2p()),
         gossipsub::Config::default(),
@@ -275,9 +283,20 @@ async fn settled_pair(key: DiscoveryKey) -> (Member, Member) {
 }
 
 fn signed_presence(key: &NodeKeypair, swarm: &DiscoveryKey, now: &Timestamp) -> Vec<u8> {
+    signed_as(key, swarm, now, "announce", 5)
+}
+
+/// A presence of `key`'s, `presence` (`announce`, `leave`) with `seq`, valid 120 s.
+fn signed_as(
+    key: &NodeKeypair,
+    swarm: &DiscoveryKey,
+    now: &Timestamp,
+    presence: &str,
+    seq: u64,
+) -> Vec<u8> {
     let serde_json::Value::Object(doc) = serde_json::json!({
         "schema/v": 1, "message/kind": "swarm-presence.v1", "swarm/key": swarm.to_hex(),
-        "node/id": key.node_id().to_string(), "presence": "announce", "sequence/no": 5,
+        "node/id": key.node_id().to_string(), "presence": presence, "sequence/no": seq,
         "addrs": ["/ip4/127.0.0.1/tcp/9"], "created-at": now.as_str(),
         "expires-at": now.plus_secs(120).as_str(),
     }) else {
@@ -449,6 +468,128 @@ async fn members_left_out_of_a_table_come_with_the_next_check() {
     // `meshd status` counts them too.
     let came = newcomer.handle.status().await.unwrap().swarm_arrivals;
     assert_eq!((came.table, came.check), (3, 2), "{came:?}");
+    serve.abort();
+}
+
+/// Drives `mallory` until `done` (asked every 100 ms) holds; false after `limit`.
+async fn drive_until<F, Fut>(
+    mallory: &mut libp2p::Swarm<Hostile>,
+    limit: Duration,
+    mut done: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let _ = tokio::time::timeout(Duration::from_millis(100), mallory.select_next_some()).await;
+        if done().await {
+            return true;
+        }
+    }
+    false
+}
+
+/// A member that missed a `leave` (the newcomer holds Z from a table; Z's leave went
+/// out on the topic before it came) drops the member with its next check: M's answer
+/// carries the leaves it remembers of members whose last presence may still be held.
+/// Before, the newcomer held Z until Z's presence expired (120 s here), and its checks
+/// cost a full table each meanwhile, as the members' digests differed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_a_member_missed_comes_with_the_next_check() {
+    let key = DiscoveryKey::from_name("missed leave");
+    let (m, x) = settled_pair(key).await;
+    // Z, a raw libp2p peer, announces itself on the topic through M, then leaves.
+    let z = NodeKeypair::generate();
+    let (z_peer, z_addr, mut zs) = mallory_as(z.clone(), &key).await;
+    let m_peer = m.node.to_peer_id().unwrap();
+    zs.dial(
+        m.addr
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(m_peer)),
+    )
+    .unwrap();
+    let topic = gossipsub::IdentTopic::new(key.topic());
+    let start = Instant::now();
+    let hash = topic.hash();
+    while !zs
+        .behaviour()
+        .gossipsub
+        .all_peers()
+        .any(|(p, topics)| *p == m_peer && topics.contains(&&hash))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "M's subscription seen"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), zs.select_next_some()).await;
+    }
+    let now = Timestamp::now();
+    let announce = signed_as(&z, &key, &now, "announce", 5);
+    zs.behaviour_mut()
+        .gossipsub
+        .publish(topic.clone(), announce.clone())
+        .unwrap();
+    let with_z: HashSet<NodeId> = [x.node, z.node_id()].into();
+    let mh = m.handle.clone();
+    assert!(
+        drive_until(&mut zs, Duration::from_secs(15), || {
+            let mh = mh.clone();
+            let want = with_z.clone();
+            async move { members_of(&mh, key).await == want }
+        })
+        .await,
+        "M takes Z's announce"
+    );
+    zs.behaviour_mut()
+        .gossipsub
+        .publish(topic, signed_as(&z, &key, &now, "leave", 6))
+        .unwrap();
+    let without_z: HashSet<NodeId> = [x.node].into();
+    assert!(
+        drive_until(&mut zs, Duration::from_secs(15), || {
+            let mh = mh.clone();
+            let want = without_z.clone();
+            async move { members_of(&mh, key).await == want }
+        })
+        .await,
+        "M takes Z's leave"
+    );
+    // Z now serves its announce as its table; the leave has left every gossipsub
+    // message cache (5 heartbeats) before the newcomer comes.
+    let serve = serve_always(zs, &[(z.node_id(), announce)]);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let newcomer = start_checking(vec![], 2).await;
+    join_through(&newcomer, z_peer, z_addr, key).await;
+    let only_z: HashSet<NodeId> = [z.node_id()].into();
+    assert_eq!(
+        wait_table(&newcomer.handle, key, &only_z, Duration::from_secs(15)).await,
+        only_z,
+        "Z's table is taken as it is"
+    );
+    // The newcomer meets M; its checks ask M or Z at random, every 1.5-2.5 s.
+    meet(&newcomer, &m).await;
+    let real: HashSet<NodeId> = [m.node, x.node].into();
+    let got = wait_table(&newcomer.handle, key, &real, Duration::from_secs(40)).await;
+    assert_eq!(
+        got, real,
+        "Z gone with M's check answer, M and X come with it"
+    );
+    let left: Vec<(String, String)> = newcomer
+        .trace
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == TraceEventType::SwarmLeft)
+        .filter_map(|e| {
+            let d = e.detail?;
+            Some((
+                d["member"].as_str()?.to_owned(),
+                d["reason"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert_eq!(left, vec![(z.node_id().to_string(), "leave".to_owned())]);
     serve.abort();
 }
 

@@ -208,7 +208,7 @@ impl Node {
                         .build(),
                     None => DialOpts::unknown_peer_id().address(addr).build(),
                 };
-                self.dial(opts, peer, after);
+                dial_for(&mut self.swarm, &mut self.waiting, opts, peer, vec![after]);
             }
             Target::Node(node) => {
                 let now = Instant::now();
@@ -237,49 +237,6 @@ impl Node {
                 }
             }
         }
-    }
-
-    /// Dials for a command; `after` waits for the connection.
-    pub(super) fn dial(&mut self, opts: DialOpts, peer: Option<PeerId>, after: After) {
-        self.dial_for(opts, peer, vec![after]);
-    }
-
-    /// One dial that every one of `waiters` waits for (the commands a lookup of one
-    /// peer answers: one connection serves them all); whether the dial started.
-    pub(super) fn dial_for(
-        &mut self,
-        opts: DialOpts,
-        peer: Option<PeerId>,
-        waiters: Vec<After>,
-    ) -> bool {
-        if waiters.is_empty() {
-            return false;
-        }
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                for after in waiters {
-                    self.waiting.wait_connection(id, after);
-                }
-                return true;
-            }
-            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) if peer.is_some() => {
-                if let Some(p) = peer {
-                    for after in waiters {
-                        self.waiting.wait_peer(p, after);
-                    }
-                }
-            }
-            Err(e) => {
-                for after in waiters {
-                    after.fail(HandleError::Refused(MeshError::new(
-                        ErrorCode::TransportUnavailable,
-                        format!("dial: {e}"),
-                    )));
-                }
-            }
-        }
-        false
     }
 
     /// A connection to `peer` is up: finish what waited for it.
@@ -386,6 +343,45 @@ impl Node {
         }
         left
     }
+}
+
+/// One dial for a command that every one of `waiters` waits for (the commands a lookup
+/// of one peer answers: one connection serves them all); whether the dial started.
+pub(super) fn dial_for(
+    swarm: &mut super::NodeSwarm,
+    waiting: &mut super::waiting::Waiting,
+    opts: DialOpts,
+    peer: Option<PeerId>,
+    waiters: Vec<After>,
+) -> bool {
+    if waiters.is_empty() {
+        return false;
+    }
+    let id = opts.connection_id();
+    match swarm.dial(opts) {
+        Ok(()) => {
+            for after in waiters {
+                waiting.wait_connection(id, after);
+            }
+            return true;
+        }
+        Err(DialError::DialPeerConditionFalse(_)) if peer.is_some() => {
+            if let Some(p) = peer {
+                for after in waiters {
+                    waiting.wait_peer(p, after);
+                }
+            }
+        }
+        Err(e) => {
+            for after in waiters {
+                after.fail(HandleError::Refused(MeshError::new(
+                    ErrorCode::TransportUnavailable,
+                    format!("dial: {e}"),
+                )));
+            }
+        }
+    }
+    false
 }
 
 fn rand_id() -> [u8; 16] {

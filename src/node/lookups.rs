@@ -158,7 +158,13 @@ impl Node {
             .condition(PeerCondition::Disconnected)
             .build();
         let id = opts.connection_id();
-        if self.dial_for(opts, Some(peer), waiters) {
+        if super::commands::dial_for(
+            &mut self.swarm,
+            &mut self.waiting,
+            opts,
+            Some(peer),
+            waiters,
+        ) {
             self.waiting.found_dial_started(peer, id, addrs);
         }
     }

@@ -149,7 +149,8 @@ impl Checks {
             return None;
         }
         *pages += 1;
-        let max_pages = max_members.div_ceil(PAGE_MAX) + 2;
+        // The members and as many `leave`s (a check's answer carries both).
+        let max_pages = (2 * max_members).div_ceil(PAGE_MAX) + 2;
         match last {
             Some(after) if more && *pages < max_pages => Some(TableRequest {
                 key,
@@ -224,11 +225,12 @@ mod tests {
         let mut c = Checks::new(EVERY);
         c.joined(key, t0, 0);
         c.asked(key, a, HAVE, t0);
-        // max_members 256: 1 + 2 pages.
+        // max_members 256: 256 members and 256 leaves in 2 pages, + 2: the first
+        // page and 3 more asked.
         let asked = (0..10)
             .take_while(|_| c.page(key, a, true, Some(last), 256, (t0, 0)).is_some())
             .count();
-        assert_eq!(asked, 2);
+        assert_eq!(asked, 3);
         assert!(!c.asking(&key, &a));
     }
 

@@ -86,7 +86,8 @@ impl Groups {
     }
 
     /// An answer to our check of `key`'s table: what we lacked is taken (as `via`
-    /// `check`), and the next page asked for while the server has more.
+    /// `check`), and the `leave`s it carries of members we still hold, and the next
+    /// page asked for while the server has more.
     fn check_answer(
         &mut self,
         key: DiscoveryKey,
@@ -214,7 +215,8 @@ impl Groups {
 
     /// `peer` (of `network`) asks for a page of a table: only of a group we are in, only
     /// once our own table is in, within the pages per peer and per network
-    /// (`serve_limit`).
+    /// (`serve_limit`). A check's pages carry the leaves worth serving as well
+    /// (`exchange::answer_page`).
     pub(crate) fn serve_table(
         &mut self,
         peer: PeerId,
@@ -236,6 +238,10 @@ impl Groups {
         let Some(table) = self.tables.signed_table(&key, ts) else {
             return Answer::Refused(exchange::not_a_member(&key));
         };
-        Answer::Page(exchange::answer_page(&request, &table))
+        let leaves = match request.have {
+            Some(_) => self.tables.signed_leaves(&key, ts),
+            None => Vec::new(),
+        };
+        Answer::Page(exchange::answer_page(&request, &table, &leaves))
     }
 }

@@ -8,7 +8,9 @@
 //! id order. `have` is the asker's [`MemberDigest`] of its own table (a member checking
 //! its table, not a newcomer fetching one): a server whose table has the same digest
 //! answers an empty page, so a check of tables that agree costs about a hundred bytes
-//! each way. An answer is
+//! each way; otherwise it answers its table with the `leave`s it remembers of members
+//! whose last presence may still be held, by node id (a member that missed a leave
+//! takes it from there). An answer is
 //! either a page, the CBOR array `[more, p₁, …, pₙ]` (`more` a boolean, then 0..=
 //! [`PAGE_MAX`] byte strings, each one presence's CBOR wire form, at most
 //! [`PAGE_BYTES`] of presences in all), or a refusal, the map `{"kind": "rejected",
@@ -239,17 +241,29 @@ pub fn page_of<'a>(
 
 /// The page that answers `request` from a table of `(node, signed presence)` sorted
 /// by node id: empty when the request's `have` is the table's [`MemberDigest`], else
-/// [`page_of`] after the request's `after`.
-pub fn answer_page<B: AsRef<[u8]>>(request: &TableRequest, table: &[(NodeId, B)]) -> Page {
-    if let Some(have) = request.have
-        && MemberDigest::of(&request.key, table.iter().map(|(n, _)| n)) == have
-    {
+/// [`page_of`] after the request's `after`. A check's answer (a request with `have`)
+/// pages through the table and `leaves` together, by node id: the signed `leave`s of
+/// members whose last presence the asker may still hold (it missed the leave; the
+/// members' digests cannot tell it, as they cover the members only). A newcomer's fetch
+/// gets the members alone.
+pub fn answer_page<B: AsRef<[u8]>>(
+    request: &TableRequest,
+    table: &[(NodeId, B)],
+    leaves: &[(NodeId, B)],
+) -> Page {
+    let after = request.after.as_ref();
+    let entries = table.iter().map(|(n, b)| (*n, b.as_ref()));
+    let Some(have) = request.have else {
+        return page_of(entries, after);
+    };
+    if MemberDigest::of(&request.key, table.iter().map(|(n, _)| n)) == have {
         return Page::default();
     }
-    page_of(
-        table.iter().map(|(n, b)| (*n, b.as_ref())),
-        request.after.as_ref(),
-    )
+    let mut all: Vec<(NodeId, &[u8])> = entries
+        .chain(leaves.iter().map(|(n, b)| (*n, b.as_ref())))
+        .collect();
+    all.sort_unstable_by_key(|(n, _)| *n);
+    page_of(all, after)
 }
 
 /// Checks every presence of `page` at `now` (see the module's documentation).

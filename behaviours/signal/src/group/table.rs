@@ -433,7 +433,7 @@ impl Groups {
         if stale(s, &self.me, p, now) {
             return Ok(Vec::new());
         }
-        let superseded = s.left.remove(&node).and_then(|l| l.arrival);
+        let superseded = s.left.remove(&node);
         let settled = s
             .joined_at
             .as_ref()
@@ -455,11 +455,23 @@ impl Groups {
             // Every presence signed before the leave expires within the longest TTL
             // (and the clock skew) from now.
             let until = now.plus_secs(MAX_PRESENCE_TTL_SECS + CLOCK_SKEW_SECS);
+            let member = s.members.get(&node);
+            // The presence this leave replaces may stay in the tables of members that
+            // missed the leave until it expires: till then the leave is served with
+            // table checks. A member's second leave keeps the first's place and time.
+            let earlier = superseded.as_ref().and_then(|l| l.served.as_ref());
+            let held_until = member.map(|m| &m.expires_at).or(earlier.map(|(_, t)| t));
+            let signed: Arc<[u8]> = match signed {
+                Some(b) => Arc::from(b),
+                None => Arc::from(p.to_cbor()),
+            };
             let leave = Leave {
                 sequence_no: p.sequence_no(),
                 until,
-                // A member's second leave keeps the first's place.
-                arrival: s.members.get(&node).map(|m| m.arrival).or(superseded),
+                served: held_until.cloned().map(|t| (signed, t)),
+                arrival: member
+                    .map(|m| m.arrival)
+                    .or(superseded.and_then(|l| l.arrival)),
             };
             remember_leave(&mut s.left, node, leave, max, now);
             return Ok(match s.members.remove(&node) {
@@ -622,6 +634,25 @@ impl Groups {
         }
         v.sort_unstable_by_key(|(n, _)| *n);
         Some(v)
+    }
+
+    /// The `leave`s of `swarm` worth serving with a table check, as signed presences
+    /// by node id: those of members whose last presence (the one each leave replaced)
+    /// has not expired, so a member that missed a leave may still hold it. Empty when
+    /// not joined.
+    pub fn signed_leaves(&self, swarm: &DiscoveryKey, now: &Timestamp) -> Vec<(NodeId, Arc<[u8]>)> {
+        let Some(s) = self.swarms.get(swarm) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(NodeId, Arc<[u8]>)> = s
+            .left
+            .iter()
+            .filter_map(|(n, l)| l.served.as_ref().map(|served| (n, served)))
+            .filter(|(_, (_, held_until))| held_until > now)
+            .map(|(n, (signed, _))| (*n, signed.clone()))
+            .collect();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v
     }
 
     /// The unsigned document of our next presence (`join`, `announce` or `leave`) in

@@ -71,14 +71,14 @@ fn a_table_with_the_asker_s_members_answers_an_empty_page() {
     let nodes: Vec<NodeId> = t.iter().map(|(n, _)| *n).collect();
     let same = MemberDigest::of(&key, &nodes);
     assert_eq!(
-        answer_page(&TableRequest::unless(key, same), &t),
+        answer_page(&TableRequest::unless(key, same), &t, &[]),
         Page::default()
     );
     // One member fewer, or another swarm's digest of the same members: the whole table.
     let fewer = MemberDigest::of(&key, &nodes[1..]);
     let other = MemberDigest::of(&DiscoveryKey::from_name("other"), &nodes);
     for have in [fewer, other] {
-        let page = answer_page(&TableRequest::unless(key, have), &t);
+        let page = answer_page(&TableRequest::unless(key, have), &t, &[]);
         assert_eq!(page.items.len(), 5);
         assert!(!page.more);
     }
@@ -88,15 +88,58 @@ fn a_table_with_the_asker_s_members_answers_an_empty_page() {
         after: Some(nodes[2]),
         have: Some(fewer),
     };
-    assert_eq!(answer_page(&later, &t).items.len(), 2);
+    assert_eq!(answer_page(&later, &t, &[]).items.len(), 2);
     // Without a digest, as before.
-    assert_eq!(answer_page(&TableRequest::first(key), &t).items.len(), 5);
     assert_eq!(
-        answer_page(&TableRequest::after(key, nodes[2]), &t)
+        answer_page(&TableRequest::first(key), &t, &[]).items.len(),
+        5
+    );
+    assert_eq!(
+        answer_page(&TableRequest::after(key, nodes[2]), &t, &[])
             .items
             .len(),
         2
     );
+}
+
+#[test]
+fn a_check_s_answer_pages_through_members_and_leaves_by_node_id() {
+    let now = t0();
+    let key = DiscoveryKey::from_name("check");
+    let all = table(6, &key, &now);
+    // Members 0, 2, 4; leaves (stand-ins: any signed bytes) of 1, 3, 5.
+    let (members, leaves): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let members: Vec<(NodeId, Vec<u8>)> = members.into_iter().map(|(_, e)| e).collect();
+    let leaves: Vec<(NodeId, Vec<u8>)> = leaves.into_iter().map(|(_, e)| e).collect();
+    let nodes: Vec<NodeId> = members.iter().map(|(n, _)| *n).collect();
+    // Tables that agree on the members: empty, leaves or not.
+    let same = MemberDigest::of(&key, &nodes);
+    assert_eq!(
+        answer_page(&TableRequest::unless(key, same), &members, &leaves),
+        Page::default()
+    );
+    // Tables that differ: members and leaves in node id order.
+    let fewer = MemberDigest::of(&key, &nodes[1..]);
+    let page = answer_page(&TableRequest::unless(key, fewer), &members, &leaves);
+    let want: Vec<Vec<u8>> = all.iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(page.items, want);
+    let later = TableRequest {
+        key,
+        after: Some(all[2].0),
+        have: Some(fewer),
+    };
+    assert_eq!(
+        answer_page(&later, &members, &leaves).items,
+        want[3..].to_vec()
+    );
+    // A newcomer's fetch: the members alone.
+    let fetch = answer_page(&TableRequest::first(key), &members, &leaves);
+    let members_only: Vec<Vec<u8>> = members.iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(fetch.items, members_only);
 }
 
 #[test]

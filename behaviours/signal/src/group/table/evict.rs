@@ -32,6 +32,11 @@ pub(super) struct Leave {
     /// When its sender had come into the table ([`Member::arrival`]); `None`: it was
     /// not a member when its leave came.
     pub(super) arrival: Option<u64>,
+    /// The leave's wire form and until when a member's table may still hold the
+    /// presence it replaced (that presence's expiry): till then the leave goes with
+    /// our answers to table checks (`Groups::signed_leaves`). `None`: its sender was
+    /// not a member here.
+    pub(super) served: Option<(std::sync::Arc<[u8]>, Timestamp)>,
 }
 
 /// Remembers `node`'s leave; at most `max` are kept. Beyond, expired ones go first,

@@ -323,6 +323,53 @@ fn a_presence_replayed_after_a_leave_is_refused_until_it_expires() {
 }
 
 #[test]
+fn a_members_leave_is_served_while_its_last_presence_may_be_held() {
+    let k = DiscoveryKey::from_name("served leaves");
+    let (mut a, mut b, mut c) = (Peer::new(60), Peer::new(60), Peer::new(60));
+    let now = t0();
+    for p in [&mut a, &mut b, &mut c] {
+        p.swarms.join(k).unwrap();
+    }
+    // B was a member (its join expires at 60 s); C's leave came without a presence.
+    let join = b.say(&k, "join", &now);
+    a.swarms.on_presence(&join, &now).unwrap();
+    let bye = b.say(&k, "leave", &now.plus_secs(5));
+    a.swarms.on_presence(&bye, &now.plus_secs(5)).unwrap();
+    let cbye = c.say(&k, "leave", &now.plus_secs(5));
+    a.swarms.on_presence(&cbye, &now.plus_secs(5)).unwrap();
+    let served = a.swarms.signed_leaves(&k, &now.plus_secs(6));
+    assert_eq!(served.len(), 1, "B's leave only");
+    assert_eq!(served[0].0, b.key.node_id());
+    let leave = SwarmPresence::from_cbor(&served[0].1).unwrap();
+    assert_eq!(
+        (leave.presence(), leave.sequence_no()),
+        ("leave", bye.sequence_no())
+    );
+    // A member that missed it takes it from there: B leaves its table.
+    let mut d = Peer::new(60);
+    d.swarms.join(k).unwrap();
+    d.swarms.on_presence(&join, &now).unwrap();
+    assert_eq!(d.swarms.member_count(&k), Some(1));
+    let changes = d.swarms.on_presence(&leave, &now.plus_secs(6)).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(d.swarms.member_count(&k), Some(0));
+    // Once B's join has expired nobody holds it: the leave is no longer served (it is
+    // still remembered against replays), ticks or not.
+    assert_eq!(a.swarms.signed_leaves(&k, &now.plus_secs(60)), vec![]);
+    a.swarms.tick(&now.plus_secs(61));
+    assert_eq!(a.swarms.signed_leaves(&k, &now.plus_secs(61)), vec![]);
+    assert_eq!(
+        a.swarms.on_presence(&join, &now.plus_secs(59)).unwrap(),
+        vec![]
+    );
+    // Not in the swarm: nothing.
+    assert_eq!(
+        a.swarms.signed_leaves(&DiscoveryKey::from_name("x"), &now),
+        vec![]
+    );
+}
+
+#[test]
 fn a_full_table_evicts_members_not_seen_alive_before_refusing() {
     let k = DiscoveryKey::from_name("full");
     let mut a = Peer::new(60);
