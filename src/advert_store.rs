@@ -34,7 +34,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use mesh_advert::{
     AdvertStore, InsertOutcome, MemoryStore, NodeWithdrawal, Page, Source, StoreError, StoreLimits,
@@ -95,7 +95,13 @@ pub struct DiskCounts {
 
 /// A durable [`AdvertStore`], shareable by reference (see the module docs).
 pub struct DurableStore {
-    db: Database,
+    /// The open database; `None` between a close and the reopen after an I/O error.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Opens the file (again, after an I/O error: see `advert_store_reopen.rs`).
+    opener: reopen::Opener,
+    /// An I/O error happened: redb refuses everything until the file is reopened, which
+    /// the next change does first.
+    broken: AtomicBool,
     mem: Mutex<MemoryStore>,
     turns: Turnstile,
     path: PathBuf,
@@ -187,6 +193,25 @@ fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(a), rest))
 }
 
+/// Opens (or creates) the database at `path`, every page's checksum checked: redb checks
+/// them only after a crash otherwise, and a page damaged on disk (bit rot, a bad sector,
+/// an editor) made a plain open panic, loop for good or load altered rows. Such a file is
+/// refused with a storage error and left as it is.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => storage(format!(
+                "{} is damaged ({why}); the node does not start on it: move it aside to start \
+                 with an empty store",
+                path.display()
+            )),
+            e => storage(format!("{}: {e}", path.display())),
+        })
+}
+
 impl DurableStore {
     /// Opens (or creates) `dir/adverts.redb`, rebuilds the index and deletes the rows
     /// that expired or lapsed while the store was closed.
@@ -197,29 +222,26 @@ impl DurableStore {
     ) -> Result<(Self, LoadReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        // Every page's checksum is checked at open: redb checks them only after a crash
-        // otherwise, and a page damaged on disk (bit rot, a bad sector, an editor) made a
-        // plain open panic, loop for good or load altered rows. Such a file is refused
-        // with a storage error and left as it is.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
-                    storage(format!(
-                        "{} is damaged ({why}); the node does not start on it: move it aside to \
-                     start with an empty store",
-                        path.display()
-                    ))
-                }
-                e => storage(format!("{}: {e}", path.display())),
-            })?;
+        let at = path.clone();
+        Self::open_with(path, Box::new(move || open_file(&at)), limits, now)
+    }
+
+    /// [`DurableStore::open`] of the database at `path` that `opener` opens (again after
+    /// an I/O error).
+    pub(crate) fn open_with(
+        path: PathBuf,
+        opener: reopen::Opener,
+        limits: StoreLimits,
+        now: &Timestamp,
+    ) -> Result<(Self, LoadReport), StoreError> {
+        let db = opener()?;
         let mut mem = MemoryStore::new(limits);
         let (report, stale) = load::load(&db, &mut mem, now)?;
         let revision = mem.revision();
         let store = DurableStore {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            opener,
+            broken: AtomicBool::new(false),
             mem: Mutex::new(mem),
             turns: Turnstile::default(),
             path,
@@ -247,11 +269,12 @@ impl DurableStore {
 
     /// How many rows the file holds.
     pub fn disk_counts(&self) -> Result<DiskCounts, StoreError> {
-        let tx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(|e| self.failed(e))?;
         let count = |def| match tx.open_table(def) {
-            Ok(t) => t.len().map_err(storage),
+            Ok(t) => t.len().map_err(|e| self.failed(e)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(storage(e)),
+            Err(e) => Err(self.failed(e)),
         };
         Ok(DiskCounts {
             adverts: count(ADVERTS)?,
@@ -532,40 +555,50 @@ impl DurableStore {
     fn commit(&self, writes: &Writes, durable: bool) -> Result<(), StoreError> {
         #[cfg(test)]
         self.seams.before_commit()?;
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        self.write(writes, durable)
+    }
+
+    /// [`DurableStore::commit`] to the database as it is.
+    fn write(&self, writes: &Writes, durable: bool) -> Result<(), StoreError> {
         let mark = writes
             .revision
             .filter(|r| *r > self.revision_mark.load(Ordering::Acquire))
             .map(|r| r.saturating_add(REVISION_STEP));
         let durable = durable || mark.is_some();
-        let mut tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let mut tx = db.begin_write().map_err(|e| self.failed(e))?;
         if !durable {
-            tx.set_durability(Durability::None).map_err(storage)?;
+            tx.set_durability(Durability::None)
+                .map_err(|e| self.failed(e))?;
         }
         {
-            let mut adverts = tx.open_table(ADVERTS).map_err(storage)?;
-            let mut tombs = tx.open_table(TOMBSTONES).map_err(storage)?;
+            let mut adverts = tx.open_table(ADVERTS).map_err(|e| self.failed(e))?;
+            let mut tombs = tx.open_table(TOMBSTONES).map_err(|e| self.failed(e))?;
             for key in &writes.delete_adverts {
-                adverts.remove(key.as_str()).map_err(storage)?;
+                adverts.remove(key.as_str()).map_err(|e| self.failed(e))?;
             }
             for key in &writes.delete_tombstones {
-                tombs.remove(key.as_str()).map_err(storage)?;
+                tombs.remove(key.as_str()).map_err(|e| self.failed(e))?;
             }
             for (key, value) in &writes.put_adverts {
                 adverts
                     .insert(key.as_str(), value.as_slice())
-                    .map_err(storage)?;
+                    .map_err(|e| self.failed(e))?;
             }
             for (key, value) in &writes.put_tombstones {
                 tombs
                     .insert(key.as_str(), value.as_slice())
-                    .map_err(storage)?;
+                    .map_err(|e| self.failed(e))?;
             }
             if let Some(mark) = mark {
-                let mut meta = tx.open_table(META).map_err(storage)?;
-                meta.insert(REVISION, mark).map_err(storage)?;
+                let mut meta = tx.open_table(META).map_err(|e| self.failed(e))?;
+                meta.insert(REVISION, mark).map_err(|e| self.failed(e))?;
             }
         }
-        tx.commit().map_err(storage)?;
+        tx.commit().map_err(|e| self.failed(e))?;
         if let Some(mark) = mark {
             self.revision_mark.store(mark, Ordering::Release);
         }
@@ -580,22 +613,31 @@ impl DurableStore {
 
     /// The last own-advertisement sequence number persisted.
     pub fn own_sequence(&self) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_read().map_err(|e| self.failed(e))?;
         match tx.open_table(META) {
-            Ok(t) => Ok(t.get("own-sequence").map_err(storage)?.map(|g| g.value())),
+            Ok(t) => Ok(t
+                .get("own-sequence")
+                .map_err(|e| self.failed(e))?
+                .map(|g| g.value())),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(storage(e)),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
     /// Persists the own-advertisement sequence number.
     pub fn set_own_sequence(&self, seq: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(storage)?;
-        {
-            let mut t = tx.open_table(META).map_err(storage)?;
-            t.insert("own-sequence", seq).map_err(storage)?;
+        let _turn = self.turns.enter();
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
         }
-        tx.commit().map_err(storage)
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(|e| self.failed(e))?;
+        {
+            let mut t = tx.open_table(META).map_err(|e| self.failed(e))?;
+            t.insert("own-sequence", seq).map_err(|e| self.failed(e))?;
+        }
+        tx.commit().map_err(|e| self.failed(e))
     }
 }
 
@@ -637,47 +679,13 @@ impl AdvertStore for DurableStore {
 
 /// Test seams: make commits fail, or run a hook (which may block) before each commit.
 #[cfg(test)]
-pub(crate) mod seams {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use mesh_advert::StoreError;
-
-    type Hook = Box<dyn Fn() + Send + Sync>;
-
-    #[derive(Default)]
-    pub(crate) struct Seams {
-        fail: AtomicBool,
-        hook: Mutex<Option<Hook>>,
-    }
-
-    impl Seams {
-        pub(crate) fn before_commit(&self) -> Result<(), StoreError> {
-            if let Some(hook) = super::lock(&self.hook).as_ref() {
-                hook();
-            }
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Storage("injected commit failure".into()));
-            }
-            Ok(())
-        }
-    }
-
-    impl super::DurableStore {
-        /// Makes every commit fail (or not).
-        pub(crate) fn fail_commits(&self, fail: bool) {
-            self.seams.fail.store(fail, Ordering::SeqCst);
-        }
-
-        /// Runs `hook` before every commit, with the writer's turn held and no memory lock.
-        pub(crate) fn before_commit(&self, hook: impl Fn() + Send + Sync + 'static) {
-            *super::lock(&self.seams.hook) = Some(Box::new(hook));
-        }
-    }
-}
+#[path = "advert_store_seams.rs"]
+pub(crate) mod seams;
 
 #[path = "advert_store_load.rs"]
 mod load;
+#[path = "advert_store_reopen.rs"]
+mod reopen;
 #[path = "advert_store_turns.rs"]
 mod turns;
 use turns::Turnstile;

@@ -246,7 +246,11 @@ fn the_page_cache_stays_within_its_bound_as_the_file_grows() {
     let file = std::fs::metadata(s.path()).map_or(0, |m| m.len());
     assert!(file > 256 * 1024, "the file is {file} bytes");
     // The rows are in the index already; redb must not keep a second copy of them.
-    let cached = s.db.cache_stats().used_bytes() as u64;
+    let cached = s
+        .db()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cache_stats()
+        .used_bytes() as u64;
     assert!(
         cached <= CACHE_BYTES as u64 && cached * 4 <= file,
         "redb caches {cached} bytes of a {file}-byte file (bound {CACHE_BYTES})"
@@ -298,4 +302,166 @@ fn unsynced_changes_wait_for_one_flush_plain_ones_do_not() {
     let s = open(dir.path(), generous(), &now);
     assert_eq!(s.len(), 51);
     assert_eq!(counts(&s), (51, 1));
+}
+
+/// A file that fails every write, resize and sync while `fail` is set (a full disk).
+#[derive(Debug)]
+struct Flaky {
+    inner: redb::backends::FileBackend,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("no space left (injected)"));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for Flaky {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
+
+/// A store on a [`Flaky`] file at `dir`, and its switch.
+fn flaky(
+    dir: &Path,
+    now: &Timestamp,
+) -> (DurableStore, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = dir.join(FILE_NAME);
+    let (at, switch) = (path.clone(), fail.clone());
+    let opener: reopen::Opener = Box::new(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&at)
+            .map_err(storage)?;
+        let inner = redb::backends::FileBackend::new(file).map_err(storage)?;
+        redb::Database::builder()
+            .create_with_backend(Flaky {
+                inner,
+                fail: switch.clone(),
+            })
+            .map_err(storage)
+    });
+    let (s, _) =
+        DurableStore::open_with(path, opener, generous(), now).unwrap_or_else(|e| panic!("{e}"));
+    (s, fail)
+}
+
+/// After an I/O error (a full disk), redb refused every later operation until the
+/// database was opened again: the node's store refused every change until a restart.
+/// Now the next change reopens the file and writes memory over it, unsynced changes
+/// lost by the reopen included.
+#[test]
+fn an_io_error_does_not_leave_the_store_refusing_changes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let keys: Vec<NodeKeypair> = (0..5).map(|_| NodeKeypair::generate()).collect();
+    let id = |i: usize| keys[i].node_id();
+    {
+        let (s, fail) = flaky(dir.path(), &now);
+        s.insert(ad(&keys[0], 1, &now), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.insert(ad(&keys[4], 1, &now), &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Unsynced: a reopen goes back to the last fsync'd commit, before these two.
+        s.insert_unsynced_from(ad(&keys[1], 1, &now), Source::Local, &now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.withdraw_unsynced_from(
+            &NodeWithdrawal::create(&keys[4], 2, &now).unwrap_or_else(|e| panic!("{e}")),
+            Source::Local,
+            &now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = s.insert(ad(&keys[2], 1, &now), &now);
+        assert!(err.is_err(), "the write failed: {err:?}");
+        assert!(s.get(&id(2), &now).is_none(), "undone in memory");
+        // While the disk is full, changes are refused (and undone) one by one.
+        assert!(s.insert(ad(&keys[2], 1, &now), &now).is_err());
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        s.insert(ad(&keys[3], 1, &now), &now)
+            .unwrap_or_else(|e| panic!("a change after the error: {e}"));
+        assert_eq!(counts(&s), (3, 1), "0, 1, 3 and 4's tombstone on disk");
+        s.set_own_sequence(9).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let s = open(dir.path(), generous(), &now);
+    for i in [0, 1, 3] {
+        assert!(s.get(&id(i), &now).is_some(), "{i} survived the reopen");
+    }
+    assert!(s.get(&id(2), &now).is_none());
+    assert!(s.get(&id(4), &now).is_none(), "withdrawn");
+    assert_eq!(
+        s.held_sequence(&id(4)),
+        Some(mesh_advert::HeldSequence::Withdrawn(2))
+    );
+    assert_eq!(counts(&s), (3, 1));
+    assert_eq!(s.own_sequence().unwrap_or_else(|e| panic!("{e}")), Some(9));
 }

@@ -31,6 +31,7 @@ use crate::shares::{Shares, Source};
 use crate::withdrawal::NodeWithdrawal;
 
 mod room;
+mod rows;
 
 /// Most slots one change may evict from other sources to make room.
 const MAX_EVICTIONS: usize = 64;
@@ -592,8 +593,7 @@ impl MemoryStore {
         self.entries.get(node)
     }
 
-    /// Removes the entry of `node` (used to undo a change a durable backend could not
-    /// persist).
+    /// Removes the entry of `node` (to undo a change a durable backend did not persist).
     pub fn remove(&mut self, node: &NodeId) -> Option<StoredAdvert> {
         self.remove_entry(node)
     }
