@@ -6,6 +6,13 @@
 //! the peer's ([`PER_PEER`]), then its network's ([`PER_NETWORK`]: the IPv4 address or
 //! IPv6 /64 its connections come from, as the stores count sources). Pure; `ts` passed
 //! in.
+//!
+//! A table check (a request with the asker's digest) is counted apart first
+//! ([`CHECKS_PER_PEER`], [`CHECKS_PER_NETWORK`]): when the tables agree it is answered
+//! with an empty page, about a hundred bytes, and takes no page from the budget; only a
+//! check whose tables differ takes pages. A node in many swarms whose checks pick the
+//! same peer (up to 64 swarms, one check each per 22.5–37.5 s) used to run out of that
+//! peer's pages with tables that agreed, and its checks were refused.
 
 use libp2p::PeerId;
 use mesh_advert::Source;
@@ -25,6 +32,20 @@ pub(crate) const PER_NETWORK: RateLimit = RateLimit {
     per_second: 4.0,
 };
 
+/// Table checks per peer: a burst of 64 (one for each of the most swarms a node is
+/// in), then 3 a second (64 swarms checked every 22.5 s at the soonest are 2.8 a
+/// second). What one costs the server: its member list (up to 1,024) hashed once.
+pub(crate) const CHECKS_PER_PEER: RateLimit = RateLimit {
+    burst: 64,
+    per_second: 3.0,
+};
+
+/// Table checks per network: a burst of 256, then 12 a second.
+pub(crate) const CHECKS_PER_NETWORK: RateLimit = RateLimit {
+    burst: 256,
+    per_second: 12.0,
+};
+
 /// Peers and networks followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 4096;
 
@@ -33,6 +54,8 @@ const TRACKED: usize = 4096;
 pub(crate) struct ServeLimits {
     peers: RateLimiter<PeerId>,
     networks: RateLimiter<Source>,
+    check_peers: RateLimiter<PeerId>,
+    check_networks: RateLimiter<Source>,
 }
 
 impl Default for ServeLimits {
@@ -40,6 +63,8 @@ impl Default for ServeLimits {
         ServeLimits {
             peers: RateLimiter::new(PER_PEER, TRACKED),
             networks: RateLimiter::new(PER_NETWORK, TRACKED),
+            check_peers: RateLimiter::new(CHECKS_PER_PEER, TRACKED),
+            check_networks: RateLimiter::new(CHECKS_PER_NETWORK, TRACKED),
         }
     }
 }
@@ -59,6 +84,24 @@ impl ServeLimits {
             &mut [
                 &mut self.peers.charge(&peer),
                 &mut self.networks.charge(network),
+            ],
+        )
+    }
+
+    /// Whether one more table check from `peer` of `network` is answered at `ts` (its
+    /// pages, if the tables differ, are [`ServeLimits::check`]ed as well); else the
+    /// seconds to wait.
+    pub(crate) fn check_request(
+        &mut self,
+        peer: PeerId,
+        network: &Source,
+        ts: &Timestamp,
+    ) -> Result<(), u64> {
+        take_all(
+            ts.instant().timestamp_millis(),
+            &mut [
+                &mut self.check_peers.charge(&peer),
+                &mut self.check_networks.charge(network),
             ],
         )
     }
@@ -88,6 +131,27 @@ mod tests {
             .filter(|_| l.check(peer, &other, &ts).is_ok())
             .count();
         assert_eq!(one, PER_PEER.burst as usize);
+    }
+
+    #[test]
+    fn checks_have_a_budget_of_their_own() {
+        let mut l = ServeLimits::default();
+        let ts = Timestamp::now();
+        let net = Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::new(192, 0, 2, 9)));
+        let peer = PeerId::random();
+        let checks = (0..100)
+            .filter(|_| l.check_request(peer, &net, &ts).is_ok())
+            .count();
+        assert_eq!(checks, CHECKS_PER_PEER.burst as usize);
+        // The pages are untouched.
+        let pages = (0..20).filter(|_| l.check(peer, &net, &ts).is_ok()).count();
+        assert_eq!(pages, PER_PEER.burst as usize);
+        // A second later, 3 more checks.
+        let later = ts.plus_secs(1);
+        let more = (0..10)
+            .filter(|_| l.check_request(peer, &net, &later).is_ok())
+            .count();
+        assert_eq!(more, 3);
     }
 
     #[test]

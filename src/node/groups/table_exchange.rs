@@ -215,7 +215,9 @@ impl Groups {
 
     /// `peer` (of `network`) asks for a page of a table: only of a group we are in, only
     /// once our own table is in, within the pages per peer and per network
-    /// (`serve_limit`). A check's pages carry the leaves worth serving as well
+    /// (`serve_limit`). A check (a request with `have`) is counted as a check first:
+    /// tables that agree are answered with an empty page that takes no page from the
+    /// budget; otherwise its pages carry the leaves worth serving as well
     /// (`exchange::answer_page`).
     pub(crate) fn serve_table(
         &mut self,
@@ -224,7 +226,13 @@ impl Groups {
         request: Result<TableRequest, MeshError>,
         ts: &Timestamp,
     ) -> Answer {
-        if let Err(retry) = self.serve_limit.check(peer, network, ts) {
+        let checking = matches!(&request, Ok(r) if r.have.is_some());
+        let allowed = if checking {
+            self.serve_limit.check_request(peer, network, ts)
+        } else {
+            self.serve_limit.check(peer, network, ts)
+        };
+        if let Err(retry) = allowed {
             return Answer::Refused(exchange::too_often(retry));
         }
         let request = match request {
@@ -238,10 +246,16 @@ impl Groups {
         let Some(table) = self.tables.signed_table(&key, ts) else {
             return Answer::Refused(exchange::not_a_member(&key));
         };
-        let leaves = match request.have {
-            Some(_) => self.tables.signed_leaves(&key, ts),
-            None => Vec::new(),
-        };
+        if !checking {
+            return Answer::Page(exchange::answer_page(&request, &table, &[]));
+        }
+        if exchange::agrees(&request, &table) {
+            return Answer::Page(exchange::Page::default());
+        }
+        if let Err(retry) = self.serve_limit.check(peer, network, ts) {
+            return Answer::Refused(exchange::too_often(retry));
+        }
+        let leaves = self.tables.signed_leaves(&key, ts);
         Answer::Page(exchange::answer_page(&request, &table, &leaves))
     }
 }

@@ -153,6 +153,41 @@ fn serving_refuses_unknown_swarms_and_peers_asking_too_often() {
     ));
 }
 
+/// Checks of tables that agree take no pages: one peer's 40 checks with our digest
+/// (a node in 40 swarms whose checks all picked us) are all answered; a check whose
+/// tables differ takes pages, 8 at once as a fetch does.
+#[test]
+fn checks_of_tables_that_agree_take_no_pages() {
+    use mesh_signal::group::exchange::{Answer, MemberDigest, TableRequest};
+    let (me, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("agreed");
+    g.join(k).unwrap();
+    let peer = libp2p::PeerId::random();
+    let ask = |g: &mut Groups, have: MemberDigest| {
+        g.serve_table(
+            peer,
+            &mesh_advert::Source::Local,
+            Ok(TableRequest::unless(k, have)),
+            &now.ts,
+        )
+    };
+    let table = g.tables.signed_table(&k, &now.ts).unwrap();
+    let agreed = MemberDigest::of(&k, table.iter().map(|(n, _)| n));
+    for i in 0..40 {
+        match ask(&mut g, agreed) {
+            Answer::Page(p) => assert!(p.items.is_empty(), "check {i}"),
+            other => panic!("check {i} refused: {other:?}"),
+        }
+    }
+    let differs = MemberDigest::of(&k, &[me.node_id(), NodeKeypair::generate().node_id()]);
+    assert_ne!(differs, agreed);
+    let pages = (0..20)
+        .take_while(|_| matches!(ask(&mut g, differs), Answer::Page(_)))
+        .count();
+    assert_eq!(pages, 8, "the page burst");
+}
+
 #[test]
 fn a_fetch_nobody_answers_ends_in_a_plain_join() {
     let (_, mut g) = groups();

@@ -239,6 +239,14 @@ pub fn page_of<'a>(
     page
 }
 
+/// Whether `request` is a check (it has `have`) of a table with the members of `table`
+/// (sorted by node id): answered with an empty page.
+pub fn agrees<B>(request: &TableRequest, table: &[(NodeId, B)]) -> bool {
+    request
+        .have
+        .is_some_and(|have| MemberDigest::of(&request.key, table.iter().map(|(n, _)| n)) == have)
+}
+
 /// The page that answers `request` from a table of `(node, signed presence)` sorted
 /// by node id: empty when the request's `have` is the table's [`MemberDigest`], else
 /// [`page_of`] after the request's `after`. A check's answer (a request with `have`)
@@ -253,10 +261,10 @@ pub fn answer_page<B: AsRef<[u8]>>(
 ) -> Page {
     let after = request.after.as_ref();
     let entries = table.iter().map(|(n, b)| (*n, b.as_ref()));
-    let Some(have) = request.have else {
+    if request.have.is_none() {
         return page_of(entries, after);
-    };
-    if MemberDigest::of(&request.key, table.iter().map(|(n, _)| n)) == have {
+    }
+    if agrees(request, table) {
         return Page::default();
     }
     let mut all: Vec<(NodeId, &[u8])> = entries
