@@ -160,18 +160,15 @@ async fn a_failed_dial_is_answered_by_another_connection_to_the_peer() {
     holder.abort();
 }
 
-/// A dial by peer id while another dial to the peer hangs (an address the peer left,
-/// now a socket that never answers): the node dials what it knows or looks up itself
-/// rather than waiting on the other dial, whose failure would never answer it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
+/// B (a DHT server), A (a DHT client of B that has not met C) and C (a server that B
+/// knows), B holding C's record, which A finds there.
+async fn c_recorded_at_b() -> (TestNode, TestNode, TestNode) {
     let b = start(None, KadMode::Server).await;
     let a = start(Some(b.p2p_addr()), KadMode::Client).await;
     connected(&a.handle, b.peer).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let c = start(Some(b.p2p_addr()), KadMode::Server).await;
     connected(&b.handle, c.peer).await;
-    // B holds C's record (A finds it there).
     tokio::time::timeout(WAIT, async {
         while b.handle.lookup(c.node).await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -179,6 +176,15 @@ async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
     })
     .await
     .expect("B has C's record");
+    (b, a, c)
+}
+
+/// A dial by peer id while another dial to the peer hangs (an address the peer left,
+/// now a socket that never answers): the node dials what it knows or looks up itself
+/// rather than waiting on the other dial, whose failure would never answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
+    let (_b, a, c) = c_recorded_at_b().await;
 
     let (hole_addr, holder) = black_hole(c.peer).await;
     let a2 = a.handle.clone();
@@ -205,19 +211,7 @@ async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_by_peer_id_at_once_make_one_connection() {
     const DIALS: usize = 6;
-    let b = start(None, KadMode::Server).await;
-    let a = start(Some(b.p2p_addr()), KadMode::Client).await;
-    connected(&a.handle, b.peer).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let c = start(Some(b.p2p_addr()), KadMode::Server).await;
-    connected(&b.handle, c.peer).await;
-    tokio::time::timeout(WAIT, async {
-        while b.handle.lookup(c.node).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("B has C's record");
+    let (_b, a, c) = c_recorded_at_b().await;
 
     let dials: Vec<_> = (0..DIALS)
         .map(|_| {

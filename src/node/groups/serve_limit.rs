@@ -49,36 +49,25 @@ pub(crate) const CHECKS_PER_NETWORK: RateLimit = RateLimit {
 /// Peers and networks followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 4096;
 
-/// Both bounds.
+/// A budget per peer and per network, both of which must allow.
 #[derive(Debug)]
-pub(crate) struct ServeLimits {
+struct Budget {
     peers: RateLimiter<PeerId>,
     networks: RateLimiter<Source>,
-    check_peers: RateLimiter<PeerId>,
-    check_networks: RateLimiter<Source>,
 }
 
-impl Default for ServeLimits {
-    fn default() -> Self {
-        ServeLimits {
-            peers: RateLimiter::new(PER_PEER, TRACKED),
-            networks: RateLimiter::new(PER_NETWORK, TRACKED),
-            check_peers: RateLimiter::new(CHECKS_PER_PEER, TRACKED),
-            check_networks: RateLimiter::new(CHECKS_PER_NETWORK, TRACKED),
+impl Budget {
+    fn new(per_peer: RateLimit, per_network: RateLimit) -> Self {
+        Budget {
+            peers: RateLimiter::new(per_peer, TRACKED),
+            networks: RateLimiter::new(per_network, TRACKED),
         }
     }
-}
 
-impl ServeLimits {
-    /// Whether one more page goes to `peer` of `network` at `ts`; else the seconds to
-    /// wait. A page refused takes no token: a peer whose network's budget others have
-    /// spent keeps its own for when the network's refills.
-    pub(crate) fn check(
-        &mut self,
-        peer: PeerId,
-        network: &Source,
-        ts: &Timestamp,
-    ) -> Result<(), u64> {
+    /// One from `peer` of `network` at `ts`, else the seconds to wait. One refused takes
+    /// no token: a peer whose network's budget others have spent keeps its own for when
+    /// the network's refills.
+    fn take(&mut self, peer: PeerId, network: &Source, ts: &Timestamp) -> Result<(), u64> {
         take_all(
             ts.instant().timestamp_millis(),
             &mut [
@@ -86,6 +75,35 @@ impl ServeLimits {
                 &mut self.networks.charge(network),
             ],
         )
+    }
+}
+
+/// The pages' and the checks' budgets.
+#[derive(Debug)]
+pub(crate) struct ServeLimits {
+    pages: Budget,
+    checks: Budget,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            pages: Budget::new(PER_PEER, PER_NETWORK),
+            checks: Budget::new(CHECKS_PER_PEER, CHECKS_PER_NETWORK),
+        }
+    }
+}
+
+impl ServeLimits {
+    /// Whether one more page goes to `peer` of `network` at `ts`; else the seconds to
+    /// wait.
+    pub(crate) fn check(
+        &mut self,
+        peer: PeerId,
+        network: &Source,
+        ts: &Timestamp,
+    ) -> Result<(), u64> {
+        self.pages.take(peer, network, ts)
     }
 
     /// Whether one more table check from `peer` of `network` is answered at `ts` (its
@@ -97,13 +115,7 @@ impl ServeLimits {
         network: &Source,
         ts: &Timestamp,
     ) -> Result<(), u64> {
-        take_all(
-            ts.instant().timestamp_millis(),
-            &mut [
-                &mut self.check_peers.charge(&peer),
-                &mut self.check_networks.charge(network),
-            ],
-        )
+        self.checks.take(peer, network, ts)
     }
 }
 
