@@ -231,20 +231,47 @@ async fn dials_by_peer_id_at_once_make_one_connection() {
     // Every connection A opened is up at A by now (each dial was answered by its
     // own); C's side of them a moment later.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let from_a: Vec<String> = c
-        .handle
-        .peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.peer_id == a.peer.to_string())
-        .flat_map(|i| i.addrs)
-        .collect();
+    let from_a = connections_from(&c.handle, a.peer).await;
     assert_eq!(
         from_a.len(),
         1,
         "{DIALS} dials by peer id at once: C holds these connections from A: {from_a:?}"
     );
+}
+
+/// Dials to one address at once share one dial too: C sees one connection from A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_to_one_address_at_once_make_one_connection() {
+    const DIALS: usize = 6;
+    let a = start(None, KadMode::Server).await;
+    let c = start(None, KadMode::Server).await;
+    let dials: Vec<_> = (0..DIALS)
+        .map(|_| {
+            let (h, addr) = (a.handle.clone(), c.p2p_addr());
+            tokio::spawn(async move { h.dial(Target::Addr(addr)).await })
+        })
+        .collect();
+    for d in dials {
+        let peer = tokio::time::timeout(WAIT, d)
+            .await
+            .expect("dial answered in time")
+            .unwrap()
+            .expect("connected");
+        assert_eq!(peer, c.peer);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(connections_from(&c.handle, a.peer).await.len(), 1);
+}
+
+/// The remote addresses of `from`'s connections to `h` (one per connection).
+async fn connections_from(h: &NodeHandle, from: PeerId) -> Vec<String> {
+    h.peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.peer_id == from.to_string())
+        .flat_map(|i| i.addrs)
+        .collect()
 }
 
 /// `meshd run` flags for a loopback node bootstrapping from `bootstrap` (none: none).

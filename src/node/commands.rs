@@ -197,19 +197,17 @@ impl Node {
             return self.connected(p, after);
         }
         match target {
-            Target::Addr(addr) => {
-                // The given address is dialed even while another dial to the peer
-                // runs (say a DHT query trying its unroutable private addresses):
-                // waiting for that one could outlast the command.
-                let opts = match peer {
-                    Some(p) => DialOpts::peer_id(p)
-                        .addresses(vec![addrs::without_peer(&addr)])
-                        .condition(PeerCondition::Disconnected)
-                        .build(),
-                    None => DialOpts::unknown_peer_id().address(addr).build(),
-                };
-                dial_for(&mut self.swarm, &mut self.waiting, opts, peer, vec![after]);
-            }
+            // The given address is dialed even while another dial to the peer runs
+            // (say a DHT query trying its unroutable private addresses): waiting for
+            // that one could outlast the command. A command's dial to the same address
+            // that runs is shared (`Node::connect_found`).
+            Target::Addr(addr) => match peer {
+                Some(p) => self.connect_found(p, vec![addrs::without_peer(&addr)], vec![after]),
+                None => {
+                    let opts = DialOpts::unknown_peer_id().address(addr).build();
+                    dial_for(&mut self.swarm, &mut self.waiting, opts, None, vec![after]);
+                }
+            },
             Target::Node(node) => {
                 let now = Instant::now();
                 let actions =

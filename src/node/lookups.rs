@@ -129,12 +129,12 @@ impl Node {
         }
     }
 
-    /// Connects the commands that waited on a lookup of `peer` with the `addrs` it
-    /// found: at once when connected, else over one dial for them all, which later
-    /// commands that find the same addresses wait on too (a lookup answered from the
-    /// store answers each command on its own). The addresses just found are dialed
-    /// even while another dial to the peer runs: that one may be to the addresses it
-    /// left, and waiting for it would outlast the commands.
+    /// Connects commands to `peer` at `addrs` (what a lookup found, or the address a
+    /// command names): at once when connected, else over one dial for them all, which
+    /// later commands for the same addresses wait on too (a lookup answered from the
+    /// store answers each command on its own). The addresses are dialed even while
+    /// another dial to the peer runs: that one may be to the addresses it left, and
+    /// waiting for it would outlast the commands.
     pub(super) fn connect_found(
         &mut self,
         peer: PeerId,

@@ -110,9 +110,10 @@ pub(crate) struct Waiting {
     /// waiters look the peer up instead of failing (the addresses may be stale: the
     /// peer moved). One entry per waited connection, gone with it.
     relookup: HashMap<ConnectionId, PeerId>,
-    /// Dials to the addresses a lookup (or the store) found for a peer, while they
-    /// run: a command that finds the same addresses waits on that dial rather than
-    /// open a connection of its own. One entry per running dial, gone with it.
+    /// Commands' dials to a peer (at the addresses a lookup or the store found, or one
+    /// a command named), while they run: a command for the same addresses waits on
+    /// that dial rather than open a connection of its own. One entry per running dial,
+    /// gone with it.
     found_dials: HashMap<PeerId, (ConnectionId, Vec<Multiaddr>)>,
 }
 
@@ -140,7 +141,7 @@ impl Waiting {
         self.wait_connection(id, after);
     }
 
-    /// The running dial to `peer` at exactly `addrs` that a lookup started, if any.
+    /// The running command dial to `peer` at exactly `addrs`, if any.
     pub(crate) fn found_dial(&self, peer: &PeerId, addrs: &[Multiaddr]) -> Option<ConnectionId> {
         self.found_dials
             .get(peer)
@@ -148,7 +149,7 @@ impl Waiting {
             .map(|(id, _)| *id)
     }
 
-    /// A dial to `peer` at the `addrs` a lookup found started as `id`.
+    /// A command's dial to `peer` at `addrs` started as `id`.
     pub(crate) fn found_dial_started(
         &mut self,
         peer: PeerId,
