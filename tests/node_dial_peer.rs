@@ -210,28 +210,8 @@ async fn dial_by_peer_id_does_not_wait_for_another_dial_to_the_peer() {
 /// dials from the listening port to one address collide).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_by_peer_id_at_once_make_one_connection() {
-    const DIALS: usize = 6;
     let (_b, a, c) = c_recorded_at_b().await;
-
-    let dials: Vec<_> = (0..DIALS)
-        .map(|_| {
-            let h = a.handle.clone();
-            let peer = c.peer;
-            tokio::spawn(async move { h.dial(Target::Peer(peer)).await })
-        })
-        .collect();
-    for d in dials {
-        let peer = tokio::time::timeout(WAIT, d)
-            .await
-            .expect("dial answered in time")
-            .unwrap()
-            .expect("A finds C and connects");
-        assert_eq!(peer, c.peer);
-    }
-    // Every connection A opened is up at A by now (each dial was answered by its
-    // own); C's side of them a moment later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let from_a = connections_from(&c.handle, a.peer).await;
+    let from_a = connections_after_dials(&a, &c, Target::Peer(c.peer)).await;
     assert_eq!(
         from_a.len(),
         1,
@@ -242,13 +222,22 @@ async fn dials_by_peer_id_at_once_make_one_connection() {
 /// Dials to one address at once share one dial too: C sees one connection from A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_to_one_address_at_once_make_one_connection() {
-    const DIALS: usize = 6;
     let a = start(None, KadMode::Server).await;
     let c = start(None, KadMode::Server).await;
+    let from_a = connections_after_dials(&a, &c, Target::Addr(c.p2p_addr())).await;
+    assert_eq!(from_a.len(), 1, "{from_a:?}");
+}
+
+/// Dials at once in the tests above.
+const DIALS: usize = 6;
+
+/// `a` dials `target` (node `c`) [`DIALS`] times at once; once every dial is answered
+/// (with `c`), the connections `c` holds from `a`.
+async fn connections_after_dials(a: &TestNode, c: &TestNode, target: Target) -> Vec<String> {
     let dials: Vec<_> = (0..DIALS)
         .map(|_| {
-            let (h, addr) = (a.handle.clone(), c.p2p_addr());
-            tokio::spawn(async move { h.dial(Target::Addr(addr)).await })
+            let (h, t) = (a.handle.clone(), target.clone());
+            tokio::spawn(async move { h.dial(t).await })
         })
         .collect();
     for d in dials {
@@ -259,8 +248,10 @@ async fn dials_to_one_address_at_once_make_one_connection() {
             .expect("connected");
         assert_eq!(peer, c.peer);
     }
+    // Every connection A opened is up at A by now (each dial was answered by its
+    // own); C's side of them a moment later.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(connections_from(&c.handle, a.peer).await.len(), 1);
+    connections_from(&c.handle, a.peer).await
 }
 
 /// The remote addresses of `from`'s connections to `h` (one per connection).
