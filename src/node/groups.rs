@@ -525,10 +525,17 @@ impl Groups {
     }
 
     /// A peer subscribed to a topic: if it is one of our groups whose `join` has not
-    /// gone out yet, now someone can receive it.
+    /// gone out yet, now someone can receive it; if its table fetch waits for a peer,
+    /// now there is one to ask. Nothing else: a peer may send the same subscription
+    /// again and again (gossipsub reports each), and a whole tick for each was a walk
+    /// of every member of every group.
     pub(crate) fn subscribed(&mut self, topic: &str, view: &dyn View, now: &Now) -> Actions {
         match DiscoveryKey::from_topic(topic) {
-            Some(key) if self.tables.is_joined(&key) => self.tick(view, now),
+            Some(key) if self.tables.join_pending(&key) => self.tick(view, now),
+            Some(key) if self.fetches.is_waiting(&key) => {
+                let step = self.fetches.next(key, &table_peers(&key, view), now.at);
+                self.step(key, step)
+            }
             _ => Vec::new(),
         }
     }

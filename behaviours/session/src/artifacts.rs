@@ -185,10 +185,22 @@ pub fn accept_capabilities(
     accept(ad, peer, now, false)
 }
 
+/// The most capabilities of a peer's advertisement that a session reads: the first
+/// this many of `capabilities/core` have their passports checked, the rest are passed
+/// over (neither accepted nor reported unproven). The family sets no bound; without
+/// this one a hello of 64 KiB carried some 300 passports, each a signature to verify.
+pub const MAX_CAPABILITIES: usize = 32;
+
+/// The capabilities of `ad` that a session reads: the first [`MAX_CAPABILITIES`].
+fn considered(ad: &CapabilityAdvertisement) -> &[String] {
+    let all = ad.capabilities();
+    &all[..all.len().min(MAX_CAPABILITIES)]
+}
+
 /// The capabilities `ad` lists that were not accepted (no matching, unexpired,
 /// verifying passport), at most 32 of at most 256 bytes each.
 pub(crate) fn unproven(ad: &CapabilityAdvertisement, accepted: &[String]) -> Vec<String> {
-    ad.capabilities()
+    considered(ad)
         .iter()
         .filter(|c| !accepted.contains(c) && !c.is_empty() && c.len() <= 256)
         .take(32)
@@ -236,7 +248,7 @@ pub(crate) fn accept(
         .map(Vec::as_slice)
         .unwrap_or_default();
     let mut accepted = Vec::new();
-    for cap in ad.capabilities() {
+    for cap in considered(ad) {
         let Some(passport) = presented_passport(presented, cap) else {
             continue;
         };
@@ -291,8 +303,7 @@ pub fn verify_set(hs: &PeerHandshake, ad: &CapabilityAdvertisement) -> bool {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let passports: Vec<&Map<String, Value>> = ad
-        .capabilities()
+    let passports: Vec<&Map<String, Value>> = considered(ad)
         .iter()
         .filter_map(|cap| presented_passport(presented, cap))
         .collect();

@@ -483,10 +483,15 @@ impl Handshakes {
         if hello.mode() != HandshakeMode::Hello {
             return Err(MeshError::invalid("expected a hello"));
         }
+        // The rate first, by the connection's peer (Noise proved it), before any
+        // signature is checked: a peer over its rate costs a decode, not a verification
+        // of every signature its hello carries.
+        let claimed = NodeId::from_peer_id(&peer)
+            .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
+        gov.allow_handshake(&claimed, now)
+            .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
         let verified = verify_set(hello, caps);
         let node = self.own.check_handshake(&peer, hello, now, verified)?;
-        gov.allow_handshake(&node, now)
-            .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
         let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
         if !renewing {
             // A soft refusal: the connection stays, without a session.

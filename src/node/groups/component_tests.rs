@@ -115,6 +115,39 @@ fn joining_announces_a_signed_join_and_looks_for_members() {
 }
 
 #[test]
+fn a_subscription_brings_a_pending_join_and_nothing_else() {
+    let (_, mut g) = groups();
+    let mut view = FakeView::default();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("subscribed");
+    g.join(k).unwrap();
+    g.joined_topic(k, &view, &now);
+    // Until gossipsub takes the join, a peer's subscription brings it again.
+    let first = g.subscribed(&k.topic(), &view, &at(&now, 1));
+    assert_eq!(published(&first)[0].0, "join");
+    // The join went out with no subscriber to ask for the table: the one that
+    // subscribes is asked at once.
+    g.presence_sent(&k, "join", &view, &at(&now, 1));
+    let p = PeerId::random();
+    let topic = gossipsub::IdentTopic::new(k.topic()).hash();
+    view.subscribers.insert(topic, vec![p]);
+    let ask = g.subscribed(&k.topic(), &view, &at(&now, 2));
+    assert!(matches!(ask.as_slice(), [Action::AskTable { peer, .. }] if *peer == p));
+    // Then the same subscription, again and again, does nothing; a tick would have
+    // asked for providers again (the group knows no member).
+    let later = at(&now, PROVIDER_RETRY.as_secs() + 1);
+    for _ in 0..100 {
+        let actions = g.subscribed(&k.topic(), &view, &later);
+        assert_eq!(actions.len(), 0, "actions for a repeated subscription");
+    }
+    let tick = g.tick(&view, &later);
+    assert!(
+        tick.iter()
+            .any(|a| matches!(a, Action::FindGroupProviders(_)))
+    );
+}
+
+#[test]
 fn presences_are_taken_only_from_their_author_and_for_their_group() {
     let (_, mut g) = groups();
     let now = Now::current();

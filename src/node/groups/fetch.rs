@@ -158,6 +158,13 @@ impl Fetches {
         Step::Ask(peer, TableRequest::first(key))
     }
 
+    /// Whether the fetch of `key` waits (for a peer to ask, or to ask again).
+    pub(crate) fn is_waiting(&self, key: &DiscoveryKey) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|f| matches!(f.state, State::Waiting(_)))
+    }
+
     /// The swarms whose fetch waits (for [`Fetches::next`] on a tick).
     pub(crate) fn waiting(&self) -> Vec<DiscoveryKey> {
         let mut v: Vec<DiscoveryKey> = self

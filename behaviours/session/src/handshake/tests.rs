@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::artifacts::{HandshakeParams, build_capabilities, build_hello};
+use crate::artifacts::{HandshakeParams, MAX_CAPABILITIES, build_capabilities, build_hello};
 use crate::governor::{GovernorConfig, Temperature};
 use crate::protocol::decode;
 use crate::secret::EphemeralKey;
@@ -189,6 +189,74 @@ fn a_replayed_hello_is_a_hard_refusal_closed_after_its_answer() {
         b.hs.session(&pr).is_none(),
         "the first one's session is gone"
     );
+}
+
+/// A hello whose advertisement lists `extra` capabilities beside `core/messaging`, each
+/// with its own signed passport.
+fn hello_with_caps(signer: &NodeKeypair, to: NodeId, extra: usize, at: &Timestamp) -> Vec<u8> {
+    let names: Vec<String> = (0..extra).map(|i| format!("plugin/cap{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = HandshakeParams {
+        offered: &["core/messaging"],
+        transport: "tcp",
+        intent: "peer-connect",
+    };
+    let hello = build_hello(signer, &EphemeralKey::generate(), to, &p, at).unwrap();
+    let caps = build_capabilities(signer, &names, &["tcp"], at, 600).unwrap();
+    encode(&Message::Hello(Box::new(hello), Box::new(caps)))
+}
+
+#[test]
+fn a_hello_over_the_rate_costs_no_signature_check() {
+    use mesh_core::artifact::equations_on_this_thread as checked;
+    let (mut b, r) = (node(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    let burst = GovernorConfig::default().handshakes.burst;
+    for _ in 0..burst {
+        let hello = decode(&hello_from(&r, b.key.node_id(), &t(0)));
+        let reply =
+            b.hs.on_request(pr, TransportProfile::Tcp, hello, &mut b.gov, &t(0));
+        assert!(matches!(decode(&reply.bytes).unwrap(), Message::Ack(..)));
+    }
+    let _ = outputs(&mut b);
+    // Over the rate, a hello with many passports is refused (softly) unchecked.
+    let hello = decode(&hello_with_caps(&r, b.key.node_id(), 20, &t(0)));
+    let before = checked();
+    let reply =
+        b.hs.on_request(pr, TransportProfile::Tcp, hello, &mut b.gov, &t(0));
+    assert_eq!(code_of(&reply), ErrorCode::TransportRejected);
+    assert!(!reply.close_after);
+    assert_eq!(checked() - before, 0, "signatures checked over the rate");
+}
+
+#[test]
+fn a_hello_is_read_for_its_first_32_capabilities() {
+    use mesh_core::artifact::equations_on_this_thread as checked;
+    let (mut b, r) = (node(), NodeKeypair::generate());
+    let pr = r.node_id().to_peer_id().unwrap();
+    // 1 + 59 capabilities, 60 passports (within the 64 KiB cap).
+    let hello = decode(&hello_with_caps(&r, b.key.node_id(), 59, &t(0)));
+    let before = checked();
+    let reply =
+        b.hs.on_request(pr, TransportProfile::Tcp, hello, &mut b.gov, &t(0));
+    let spent = checked() - before;
+    assert!(matches!(decode(&reply.bytes).unwrap(), Message::Ack(..)));
+    // The handshake artifact, the advertisement and 32 passports.
+    assert_eq!(spent, 2 + MAX_CAPABILITIES as u64, "signatures checked");
+    assert!(b.hs.work(&mut b.gov, &t(0)));
+    let outs = outputs(&mut b);
+    let caps = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(Event::SessionEstablished { capabilities, .. }) => {
+                Some(capabilities.clone())
+            }
+            _ => None,
+        })
+        .expect("a session");
+    assert_eq!(caps.len(), MAX_CAPABILITIES);
+    assert_eq!(caps[0], "core/messaging");
+    assert_eq!(caps[31], "plugin/cap30");
 }
 
 #[test]

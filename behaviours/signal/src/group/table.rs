@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::key::DiscoveryKey;
 
 mod evict;
+mod joining;
 mod via_table;
 use evict::{Leave, make_room, remember_leave, stale};
 
