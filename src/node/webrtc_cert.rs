@@ -11,8 +11,7 @@
 //! cannot be read as a certificate is an error, not silently replaced: the certhash
 //! is part of addresses that other peers hold.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -106,7 +105,10 @@ pub fn load_or_create(
     };
     let (pem, expires) = generate_pem(now_unix)?;
     let cert = Certificate::from_pem(&pem).map_err(|e| CertError::Generate(e.to_string()))?;
-    write_private(&path, pem.as_bytes()).map_err(io)?;
+    // A fresh temporary file (`create_new`, mode 0600, any leftover removed first),
+    // then a rename: a file or link left at a fixed temporary name kept its mode (or
+    // sent the key where it pointed).
+    crate::control_auth::write_private(&path, &pem).map_err(io)?;
     tracing::info!(file = %shown, ?action, expires, "WebRTC certificate written");
     Ok((cert, expires, action))
 }
@@ -183,23 +185,6 @@ fn ymd(unix: i64) -> Result<(i32, u8, u8), CertError> {
     Ok((d.year(), month, day))
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("pem.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +209,25 @@ mod tests {
         let (d, _, act) = load_or_create(dir.path(), late).unwrap();
         assert_eq!(act, CertAction::Loaded);
         assert_eq!(d.fingerprint(), c.fingerprint());
+    }
+
+    /// A file left at the old fixed temporary name (here mode 0644) neither lends the
+    /// key file its mode nor receives the key.
+    #[cfg(unix)]
+    #[test]
+    fn the_key_file_is_private_whatever_lies_beside_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let left = dir.path().join("webrtc-cert.pem.tmp");
+        std::fs::write(&left, "left").unwrap();
+        std::fs::set_permissions(&left, std::fs::Permissions::from_mode(0o644)).unwrap();
+        load_or_create(dir.path(), NOW).unwrap();
+        let mode = std::fs::metadata(dir.path().join(CERT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&left).unwrap(), "left");
     }
 
     #[test]
