@@ -456,9 +456,13 @@ impl NodeConfig {
                 "limits: max_established and max_per_peer must be positive".into(),
             ));
         }
-        if !(60..=7 * 24 * 3600).contains(&self.advert_ttl_secs) {
+        // Every advertisement store (and the mesh DHT) refuses a lifetime above its
+        // maximum: a longer TTL would publish an advertisement no one keeps.
+        let max_ttl = mesh_advert::StoreLimits::default().max_lifetime_secs;
+        if !(60..=max_ttl).contains(&self.advert_ttl_secs) {
             return Err(ConfigError::Invalid(format!(
-                "advert_ttl_secs must be within 60..=604800, not {}",
+                "advert_ttl_secs must be within 60..={max_ttl} (stores and the mesh DHT \
+                 refuse longer advertisements), not {}",
                 self.advert_ttl_secs
             )));
         }

@@ -85,6 +85,9 @@ fn errors_name_the_problem() {
     let e = NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")
         .unwrap_err();
     assert!(e.to_string().contains("max_connections_per_client"), "{e}");
+    let e = NodeConfig::from_toml("advert_ttl_secs = 86401").unwrap_err();
+    assert!(e.to_string().contains("advert_ttl_secs"), "{e}");
+    assert!(NodeConfig::from_toml("advert_ttl_secs = 86400").is_ok());
     let e = NodeConfig::from_toml("[swarm]\ncheck_secs = 0").unwrap_err();
     assert!(e.to_string().contains("check_secs"), "{e}");
     let c = NodeConfig::from_toml("[swarm]\ncheck_secs = 5").unwrap();

@@ -131,13 +131,20 @@ fn is_withdrawal(value: &[u8]) -> bool {
 
 /// Checks a record from the DHT: the key names the node, the value is a verified,
 /// unexpired advertisement or a verified withdrawal of that node, in deterministic CBOR.
+/// An advertisement's lifetime (`expires-at` − `advertised-at`) is at most the
+/// advertisement store's (the default [`crate::StoreLimits::max_lifetime_secs`], 24 h):
+/// the record's own expiry is capped at the advertisement's, so a longer one would be
+/// kept and served that long. A withdrawal has no expiry of its own: its record lives
+/// [`WITHDRAWAL_RECORD_SECS`] after `withdrawn-at`, which is never in the future.
 pub fn validate_record(record: &Record, now: &Timestamp) -> MeshResult<DhtEntry> {
     let node = node_of_key(&record.key)
         .ok_or_else(|| MeshError::invalid("record key is not /mesh/adv/<node-id>"))?;
     let entry = if is_withdrawal(&record.value) {
         DhtEntry::Withdrawn(NodeWithdrawal::verify_cbor(&record.value, now)?)
     } else {
-        DhtEntry::Advert(NodeAdvertisement::verify_cbor(&record.value, now)?)
+        let advert = NodeAdvertisement::verify_cbor(&record.value, now)?;
+        check_lifetime(&advert)?;
+        DhtEntry::Advert(advert)
     };
     if entry.node_id() != node {
         return Err(MeshError::new(
@@ -146,6 +153,19 @@ pub fn validate_record(record: &Record, now: &Timestamp) -> MeshResult<DhtEntry>
         ));
     }
     Ok(entry)
+}
+
+/// `E_PROTO_INVALID` for an advertisement that lives longer than the advertisement
+/// store accepts by default (the same rule and wording as the store's).
+fn check_lifetime(advert: &NodeAdvertisement) -> MeshResult<()> {
+    let max = crate::StoreLimits::default().max_lifetime_secs;
+    let lifetime = advert.expires_at().secs_since(advert.advertised_at());
+    if lifetime > max {
+        return Err(MeshError::invalid(format!(
+            "advertisement lifetime {lifetime} s exceeds the {max} s maximum"
+        )));
+    }
+    Ok(())
 }
 
 /// Applies an inbound PUT (from `InboundRequest::PutRecord { record: Some(..) }`): stores
@@ -278,6 +298,45 @@ mod tests {
             600,
         )
         .unwrap()
+    }
+
+    /// The DHT keeps an advertisement no longer than the advertisement store would: a
+    /// 10-year lifetime was stored (and served for as long as the node ran); 24 h is
+    /// still taken.
+    #[test]
+    fn an_advert_living_longer_than_the_store_s_maximum_is_refused() {
+        let key = NodeKeypair::generate();
+        let peer = key.to_libp2p().public().to_peer_id();
+        let mut store = MemoryStore::new(peer);
+        let max = crate::StoreLimits::default().max_lifetime_secs;
+        assert_eq!(
+            max, WITHDRAWAL_RECORD_SECS,
+            "a tombstone outlives every advert"
+        );
+        let addr: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let with_ttl = |seq, ttl| {
+            let ad = crate::own::advert_for(&key, std::slice::from_ref(&addr), seq, &now(), ttl);
+            record_for(&ad.unwrap(), &now())
+        };
+        let ten_years = 10 * 365 * 86_400;
+        let e = accept_put(&mut store, with_ttl(1, ten_years), &now()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        assert!(store.get(&record_key(&key.node_id())).is_none());
+        // Nor is it taken from a GET result, or through the book.
+        let e = validate_record(&with_ttl(1, ten_years), &now()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        let mut book = crate::RecordBook::default();
+        let from = crate::Source::Network(mesh_core::IpKey::V4([192, 0, 2, 1].into()));
+        let e = book
+            .accept(&mut store, with_ttl(1, ten_years), from, &now())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        let e = accept_put(&mut store, with_ttl(2, max + 1), &now()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        assert_eq!(
+            accept_put(&mut store, with_ttl(3, max), &now()).map(|e| e.sequence_no()),
+            Ok(3)
+        );
     }
 
     #[test]

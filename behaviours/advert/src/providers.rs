@@ -7,6 +7,8 @@
 //! a peer cannot push past:
 //!
 //! - libp2p-kad already drops a record whose provider is not the peer that sent it;
+//! - a provider's `ADD_PROVIDER`s are rate-limited ([`ProviderLimits::rate`]) before
+//!   anything else is looked at, so a flood costs the node one bucket look-up a message;
 //! - the key is at most [`ProviderLimits::max_key_bytes`];
 //! - the record keeps at most [`ProviderLimits::max_addrs`] addresses, and only those
 //!   the provider is plausibly at: the IP it is connected from, or a relay circuit
@@ -21,20 +23,32 @@
 //! - at most [`ProviderLimits::max_records`] records from other peers in all: when
 //!   full, the record of the network holding the most that expires first makes room.
 //!
+//! The counts per provider and per network are kept beside the records, so a message
+//! costs no scan of the book; expired records are looked for at most once a second
+//! (the store drops them on its own when it meets them); only making room scans.
+//!
 //! Pure bookkeeping beside the store; `now` is passed in.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{ErrorCode, IpKey, MeshError, MeshResult};
+use mesh_core::{ErrorCode, IpKey, MeshError, MeshResult, RateLimit, RateLimiter};
+
+/// Most provider peers whose `ADD_PROVIDER` rate is followed at once (as many as the
+/// book holds records by default).
+const RATE_KEYS: usize = 4096;
+
+/// How often, at most, the book looks for expired records.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Bounds of the provider records kept for other peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProviderLimits {
     /// Longest key, bytes.
     pub max_key_bytes: usize,
@@ -46,9 +60,14 @@ pub struct ProviderLimits {
     pub per_network: usize,
     /// Records of other peers in all.
     pub max_records: usize,
+    /// `ADD_PROVIDER`s one provider peer may send (checked before anything else).
+    pub rate: RateLimit,
 }
 
 impl Default for ProviderLimits {
+    /// A provider may announce its whole share (32 keys) at once, then one key a second:
+    /// libp2p-kad republishes each key every 12 h, so a provider's useful traffic to one
+    /// node is its 32 keys in bursts, far below that.
     fn default() -> Self {
         ProviderLimits {
             max_key_bytes: 128,
@@ -56,6 +75,7 @@ impl Default for ProviderLimits {
             per_provider: 32,
             per_network: 256,
             max_records: 4096,
+            rate: RateLimit::per_minute(32, 60),
         }
     }
 }
@@ -90,10 +110,24 @@ struct Held {
 }
 
 /// The provider records this node keeps for other peers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProviderBook {
     limits: ProviderLimits,
     held: HashMap<(RecordKey, PeerId), Held>,
+    /// Records held per provider and per network (entries at zero are removed).
+    of_provider: HashMap<PeerId, usize>,
+    of_network: HashMap<Network, usize>,
+    rate: RateLimiter<PeerId>,
+    /// The first `now` seen: the rate limiter's clock counts from it.
+    epoch: Option<Instant>,
+    /// When expired records were last looked for.
+    expired_at: Option<Instant>,
+}
+
+impl Default for ProviderBook {
+    fn default() -> Self {
+        ProviderBook::new(ProviderLimits::default())
+    }
 }
 
 impl ProviderBook {
@@ -102,6 +136,11 @@ impl ProviderBook {
         ProviderBook {
             limits,
             held: HashMap::new(),
+            of_provider: HashMap::new(),
+            of_network: HashMap::new(),
+            rate: RateLimiter::new(limits.rate, RATE_KEYS),
+            epoch: None,
+            expired_at: None,
         }
     }
 
@@ -127,6 +166,15 @@ impl ProviderBook {
         now: Instant,
     ) -> MeshResult<()> {
         let l = self.limits;
+        // Before anything else: a provider over its rate costs one bucket look-up.
+        let epoch = *self.epoch.get_or_insert(now);
+        let ms = i64::try_from(now.saturating_duration_since(epoch).as_millis());
+        if let Err(retry) = self.rate.check_ms(&record.provider, ms.unwrap_or(i64::MAX)) {
+            return Err(refused(format!(
+                "too many ADD_PROVIDER from {}; retry after {retry} s",
+                record.provider
+            )));
+        }
         if record.key.as_ref().len() > l.max_key_bytes {
             return Err(MeshError::invalid(format!(
                 "provider record key over {} bytes",
@@ -149,18 +197,14 @@ impl ProviderBook {
         let net = network(remote.first());
         let key = (record.key.clone(), record.provider);
         if !self.held.contains_key(&key) {
-            let of_provider = self
-                .held
-                .keys()
-                .filter(|(_, p)| *p == record.provider)
-                .count();
+            let of_provider = count(&self.of_provider, &record.provider);
             if of_provider >= l.per_provider {
                 return Err(refused(format!(
                     "this provider holds {} keys here already",
                     l.per_provider
                 )));
             }
-            let of_network = self.held.values().filter(|h| h.network == net).count();
+            let of_network = count(&self.of_network, &net);
             if of_network >= l.per_network {
                 return Err(refused(format!(
                     "providers of this network hold {} records here already",
@@ -177,35 +221,63 @@ impl ProviderBook {
         };
         match store.add_provider(record) {
             Ok(()) => {
-                self.held.insert(key, held);
+                self.insert(key, held);
                 Ok(())
             }
             Err(e) => Err(refused(format!("provider record not stored: {e}"))),
         }
     }
 
-    /// Forgets records that expired (the store drops them on its own when it meets them).
+    /// Holds `held` under `key`, counted for its provider and network (instead of those
+    /// of the record it replaces, if any).
+    fn insert(&mut self, key: (RecordKey, PeerId), held: Held) {
+        let (provider, net) = (key.1, held.network);
+        if let Some(old) = self.held.insert(key, held) {
+            self.uncount(&provider, &old.network);
+        }
+        *self.of_provider.entry(provider).or_default() += 1;
+        *self.of_network.entry(net).or_default() += 1;
+    }
+
+    /// Drops the record under `key` from the book and `store`.
+    fn remove<S: RecordStore>(&mut self, store: &mut S, key: &(RecordKey, PeerId)) {
+        store.remove_provider(&key.0, &key.1);
+        if let Some(old) = self.held.remove(key) {
+            self.uncount(&key.1, &old.network);
+        }
+    }
+
+    fn uncount(&mut self, provider: &PeerId, net: &Network) {
+        decrement(&mut self.of_provider, provider);
+        decrement(&mut self.of_network, net);
+    }
+
+    /// Forgets records that expired (the store drops them on its own when it meets
+    /// them), unless it looked less than [`EXPIRE_EVERY`] ago.
     fn expire<S: RecordStore>(&mut self, store: &mut S, now: Instant) {
+        if self
+            .expired_at
+            .is_some_and(|at| now.saturating_duration_since(at) < EXPIRE_EVERY)
+        {
+            return;
+        }
+        self.expired_at = Some(now);
         let gone: Vec<(RecordKey, PeerId)> = self
             .held
             .iter()
             .filter(|(_, h)| h.expires.is_some_and(|e| e <= now))
             .map(|(k, _)| k.clone())
             .collect();
-        for (key, provider) in gone {
-            store.remove_provider(&key, &provider);
-            self.held.remove(&(key, provider));
+        for key in gone {
+            self.remove(store, &key);
         }
     }
 
     /// Makes room: the record that expires first among those of the network holding the
     /// most.
     fn evict<S: RecordStore>(&mut self, store: &mut S) {
-        let mut per: HashMap<Network, usize> = HashMap::new();
-        for h in self.held.values() {
-            *per.entry(h.network).or_default() += 1;
-        }
-        let Some(busiest) = per.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k) else {
+        let busiest = self.of_network.iter().max_by_key(|(_, n)| **n);
+        let Some(busiest) = busiest.map(|(k, _)| *k) else {
             return;
         };
         let victim = self
@@ -214,9 +286,21 @@ impl ProviderBook {
             .filter(|(_, h)| h.network == busiest)
             .min_by_key(|(_, h)| h.expires)
             .map(|(k, _)| k.clone());
-        if let Some((key, provider)) = victim {
-            store.remove_provider(&key, &provider);
-            self.held.remove(&(key, provider));
+        if let Some(key) = victim {
+            self.remove(store, &key);
+        }
+    }
+}
+
+fn count<K: Hash + Eq>(counts: &HashMap<K, usize>, key: &K) -> usize {
+    counts.get(key).copied().unwrap_or(0)
+}
+
+fn decrement<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }
@@ -387,6 +471,150 @@ mod tests {
             "one of the busiest network's records made room"
         );
         assert_eq!(s.providers(&RecordKey::new(&"d")).len(), 1);
+        assert_counts(&book);
+    }
+
+    /// The counts kept beside the records are those a scan finds.
+    fn assert_counts(book: &ProviderBook) {
+        let mut of_provider: HashMap<PeerId, usize> = HashMap::new();
+        let mut of_network: HashMap<Network, usize> = HashMap::new();
+        for ((_, p), h) in &book.held {
+            *of_provider.entry(*p).or_default() += 1;
+            *of_network.entry(h.network).or_default() += 1;
+        }
+        assert_eq!(book.of_provider, of_provider);
+        assert_eq!(book.of_network, of_network);
+    }
+
+    /// One provider floods `ADD_PROVIDER` (10,000 keys at one instant): its burst is
+    /// taken and the rest refused by its rate (it all was taken, within shares this
+    /// large); other providers are not held up; a minute later it may add again.
+    #[test]
+    fn a_flood_from_one_provider_takes_its_burst_then_waits() {
+        let limits = ProviderLimits {
+            per_provider: 100_000,
+            per_network: 100_000,
+            max_records: 100_000,
+            ..ProviderLimits::default()
+        };
+        let (mut s, mut book, now) = (store(), ProviderBook::new(limits), Instant::now());
+        let remote = [ma("/ip4/198.51.100.1/tcp/1")];
+        let mut flood = |p: PeerId, tag: &str, at: Instant| -> usize {
+            (0..10_000)
+                .filter(|i| {
+                    let r = record(&format!("{tag}{i}"), p, &[], at);
+                    match book.accept(&mut s, r, &remote, &[], at) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+                            assert!(e.detail.contains("too many ADD_PROVIDER"), "{e}");
+                            false
+                        }
+                    }
+                })
+                .count()
+        };
+        let burst = limits.rate.burst as usize;
+        assert_eq!(burst, ProviderLimits::default().per_provider);
+        let p = PeerId::random();
+        assert_eq!(flood(p, "a", now), burst);
+        assert_eq!(flood(PeerId::random(), "b", now), burst);
+        assert_eq!(flood(p, "c", now + Duration::from_secs(60)), burst);
+        assert_eq!(book.len(), 3 * burst);
+    }
+
+    /// A provider over its rate is refused before the book is looked at: not even the
+    /// expired records are looked for.
+    #[test]
+    fn a_provider_over_its_rate_costs_no_look_at_the_book() {
+        let limits = ProviderLimits {
+            rate: RateLimit::per_minute(3, 1),
+            ..ProviderLimits::default()
+        };
+        let (mut s, mut book, now) = (store(), ProviderBook::new(limits), Instant::now());
+        let remote = [ma("/ip4/198.51.100.1/tcp/1")];
+        let mut short = record("short", PeerId::random(), &[], now);
+        short.expires = Some(now + Duration::from_secs(5));
+        book.accept(&mut s, short, &remote, &[], now).unwrap();
+        let p = PeerId::random();
+        for k in 0..3 {
+            let r = record(&format!("k{k}"), p, &[], now);
+            book.accept(&mut s, r, &remote, &[], now).unwrap();
+        }
+        let short_key = RecordKey::new(&"short");
+        let held_short = |b: &ProviderBook| b.held.keys().any(|(k, _)| *k == short_key);
+        let later = now + Duration::from_secs(10);
+        for k in 0..1000 {
+            let r = record(&format!("k{k}"), p, &[], later);
+            let e = book.accept(&mut s, r, &remote, &[], later).unwrap_err();
+            assert!(e.detail.contains("too many ADD_PROVIDER"), "{e}");
+        }
+        assert!(held_short(&book), "expired, but nobody looked");
+        assert_eq!(book.len(), 4);
+        // A minute on, one more token: taken, and the expired record is gone.
+        let minute = now + Duration::from_secs(60);
+        let r = record("k3", p, &[], minute);
+        book.accept(&mut s, r, &remote, &[], minute).unwrap();
+        assert!(!held_short(&book));
+        assert_eq!(book.len(), 4);
+        assert_counts(&book);
+    }
+
+    #[test]
+    fn expired_records_are_looked_for_at_most_once_a_second() {
+        let (mut s, mut book, now) = (store(), ProviderBook::default(), Instant::now());
+        let remote = [ma("/ip4/198.51.100.1/tcp/1")];
+        let mut at = |ms: u64, key: &str, life_ms: u64| {
+            let at = now + Duration::from_millis(ms);
+            let mut r = record(key, PeerId::random(), &[], at);
+            r.expires = Some(at + Duration::from_millis(life_ms));
+            book.accept(&mut s, r, &remote, &[], at).unwrap();
+            book.len()
+        };
+        assert_eq!(at(0, "brief", 100), 1);
+        assert_eq!(
+            at(500, "b", 3_600_000),
+            2,
+            "not looked for within the second"
+        );
+        assert_eq!(at(1000, "c", 3_600_000), 2, "looked for: `brief` is gone");
+        assert_eq!(at(1500, "d", 3_600_000), 3);
+    }
+
+    /// A refresh from another network moves the record's count to that network.
+    #[test]
+    fn counts_follow_refreshes_from_another_network() {
+        let limits = ProviderLimits {
+            per_network: 1,
+            ..ProviderLimits::default()
+        };
+        let (mut s, mut book, now) = (store(), ProviderBook::new(limits), Instant::now());
+        let remote = |i: u8| [ma(&format!("/ip4/198.51.100.{i}/tcp/1"))];
+        let p = PeerId::random();
+        book.accept(&mut s, record("k", p, &[], now), &remote(1), &[], now)
+            .unwrap();
+        book.accept(&mut s, record("k", p, &[], now), &remote(2), &[], now)
+            .unwrap();
+        assert_counts(&book);
+        book.accept(
+            &mut s,
+            record("q", PeerId::random(), &[], now),
+            &remote(1),
+            &[],
+            now,
+        )
+        .unwrap();
+        let e = book
+            .accept(
+                &mut s,
+                record("r", PeerId::random(), &[], now),
+                &remote(2),
+                &[],
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+        assert_counts(&book);
     }
 
     #[test]
@@ -412,5 +640,6 @@ mod tests {
         .unwrap();
         assert_eq!(book.len(), 1);
         assert!(s.providers(&RecordKey::new(&"old")).is_empty());
+        assert_counts(&book);
     }
 }
