@@ -28,7 +28,9 @@
 //! accepted; one attempt sends at most [`MAX_SOCKETS`] probes (S) or [`MAX_PROBES`] (C),
 //! 16 bytes of payload each, all to the one peer IP of the correlation (S: to one
 //! address only); [`Limiter`] allows one attempt per peer per [`PER_PEER_EVERY`], at most
-//! [`GLOBAL_PER_WINDOW`] attempts per [`GLOBAL_WINDOW`] and [`MAX_CONCURRENT`] at once.
+//! [`GLOBAL_PER_WINDOW`] attempts per [`GLOBAL_WINDOW`] and [`MAX_CONCURRENT`] at once
+//! (the router keeps one for its own routes and one for the attempts it answers, and
+//! runs one attempt at a time, its own first).
 
 pub mod probe;
 pub mod quic;

@@ -110,10 +110,14 @@ struct Job {
     since: Instant,
 }
 
-/// The attempts (at most the limiter's concurrency) and their limits.
+/// The attempts (one at a time) and their limits: our own routes' and the ones we
+/// answer have a limiter each, so that peers starting attempts with us (fresh keys
+/// cost nothing) cannot use up our routes' rate; an attempt of ours also takes the
+/// place of an answered one that runs (one at a time keeps the probe sockets to 256).
 #[derive(Debug)]
 pub(super) struct Birthday {
-    limiter: Limiter<NodeId>,
+    own: Limiter<NodeId>,
+    answered: Limiter<NodeId>,
     jobs: std::collections::HashMap<u64, Job>,
     next: u64,
     budget: Budget,
@@ -124,7 +128,8 @@ pub(super) struct Birthday {
 impl Birthday {
     pub(super) fn new(every: Duration) -> Self {
         Birthday {
-            limiter: Limiter::new(every),
+            own: Limiter::new(every),
+            answered: Limiter::new(every),
             jobs: std::collections::HashMap::new(),
             next: 0,
             budget: Budget::default(),
@@ -278,8 +283,26 @@ impl Router {
         {
             return Err("no public address of ours".into());
         }
-        self.birthday
-            .limiter
+        let own = s.route.is_some();
+        let running = self
+            .birthday
+            .jobs
+            .iter()
+            .next()
+            .map(|(id, j)| (*id, j.route));
+        match running {
+            Some((id, None)) if own => {
+                self.fail_job(id, "an attempt of ours takes its place".into(), out)
+            }
+            Some(_) => return Err(format!("rate limited ({:?})", bd::Refused::Busy)),
+            None => {}
+        }
+        let limiter = if own {
+            &mut self.birthday.own
+        } else {
+            &mut self.birthday.answered
+        };
+        limiter
             .start(&s.node, now)
             .map_err(|r| format!("rate limited ({r:?})"))?;
         let id = self.birthday.next;
@@ -542,8 +565,11 @@ impl Router {
     }
 
     fn end_job(&mut self, id: u64, out: &mut Actions) {
-        if self.birthday.jobs.remove(&id).is_some() {
-            self.birthday.limiter.finish();
+        if let Some(j) = self.birthday.jobs.remove(&id) {
+            match j.route {
+                Some(_) => self.birthday.own.finish(),
+                None => self.birthday.answered.finish(),
+            }
             out.push(Action::ProbeEnd(id));
         }
     }

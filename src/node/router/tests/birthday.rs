@@ -343,3 +343,45 @@ fn a_failed_attempt_moves_the_route_on_and_the_limiter_holds_the_next() {
     let (_, actions, _) = to_birthday(&mut c, &mut s, host);
     assert_eq!(probe_actions(&actions), 0);
 }
+
+#[test]
+fn an_attempt_we_answer_gives_way_to_a_route_of_ours() {
+    let t0 = Instant::now();
+    let host = PeerId::random();
+    let mut c = preserving(host, t0);
+    let mut s = symmetric(host, t0);
+    // C's route reaches the birthday stage: S answers its offer with probe sockets.
+    let (_, actions, _) = to_birthday(&mut c, &mut s, host);
+    let job = probe_bind(&actions).unwrap();
+    let offer = c.router.birthday_bound(job, Ok(40000), &c.view, c.at(11));
+    let answered = deliver(&mut s, host, offer, 11);
+    let s_job = answered
+        .iter()
+        .find_map(|a| match a {
+            Action::ProbeSockets { job, .. } => Some(*job),
+            _ => None,
+        })
+        .expect("S answers with its probe sockets");
+    // While it runs, S routes to another port-preserving node: its own attempt takes
+    // the place of the answered one (a peer that keeps starting attempts with S
+    // cannot keep S's routes from the stage) and asks D for an offer.
+    let mut d = preserving(host, t0);
+    let (_, actions, _) = to_birthday(&mut s, &mut d, host);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ProbeEnd(j) if *j == s_job)),
+        "the answered attempt ends"
+    );
+    let ask = step_of(&actions).expect("S asks D for an offer");
+    assert!(ask.get("birthday/ask").is_some(), "{ask}");
+    // The other way round, an attempt to answer waits for ours: C2's offer is not
+    // taken while S's own attempt runs.
+    let mut c2 = preserving(host, t0);
+    let (_, actions, _) = to_birthday(&mut c2, &mut s, host);
+    let job = probe_bind(&actions).unwrap();
+    let offer = c2
+        .router
+        .birthday_bound(job, Ok(40001), &c2.view, c2.at(11));
+    assert_eq!(probe_actions(&deliver(&mut s, host, offer, 11)), 0);
+}
