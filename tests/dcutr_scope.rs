@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libmesh::node::dcutr_scope::{Dcutr, PER_PEER};
+use libmesh::node::dcutr_scope::{Dcutr, PER_PEER, PER_TARGET};
 use libmesh::node::router::policy::{CandidatePolicy, SignalSettings};
 use libp2p::core::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -139,15 +139,11 @@ async fn counting(seen: Arc<Mutex<HashSet<u16>>>) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
+/// How many of the addresses offered are contacted when each list of `offers` is a
+/// stock peer's DCUtR offer (one peer per list, each with its own counting sockets on
+/// 127.0.0.1), every peer reaching the node through one relay.
+async fn contacted(offers: &[usize]) -> usize {
     let seen = Arc::new(Mutex::new(HashSet::new()));
-    let mut offered = Vec::new();
-    for _ in 0..OFFERED {
-        let port = counting(seen.clone()).await;
-        offered.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
-    }
-
     let r_addr = running_relay().await;
 
     // The node reserves a circuit at the relay.
@@ -165,36 +161,71 @@ async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
     })
     .await;
 
-    // The stock peer dials it through the relay; the node starts DCUtR and dials back.
-    let mut b = stock(offered);
-    b.dial(r_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(a_id)))
-        .unwrap();
-    tokio::spawn(async move {
-        loop {
-            b.select_next_some().await;
+    // The stock peers dial it through the relay; the node starts DCUtR and dials back.
+    let mut peers = HashSet::new();
+    for n in offers {
+        let mut offered = Vec::new();
+        for _ in 0..*n {
+            let port = counting(seen.clone()).await;
+            offered.push(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
         }
-    });
+        let mut b = stock(offered);
+        peers.insert(*b.local_peer_id());
+        b.dial(
+            r_addr
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(a_id)),
+        )
+        .unwrap();
+        tokio::spawn(async move {
+            loop {
+                b.select_next_some().await;
+            }
+        });
+    }
     let deadline = Instant::now() + LIMIT;
-    let mut outcome = None;
-    while outcome.is_none() && Instant::now() < deadline {
+    let mut outcomes = Vec::new();
+    while !peers.is_empty() && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         if let Ok(SwarmEvent::Behaviour(NodeEvent::Dcutr(e))) =
             tokio::time::timeout(left, a.select_next_some()).await
         {
-            outcome = Some(e);
+            peers.remove(&e.remote_peer_id);
+            outcomes.push(e);
         }
     }
-    let outcome = outcome.expect("DCUtR never ended");
+    assert!(peers.is_empty(), "DCUtR never ended with {peers:?}");
     // Let the last dials reach the sockets.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle {
         let _ = tokio::time::timeout(Duration::from_millis(100), a.select_next_some()).await;
     }
-    let contacted = seen.lock().unwrap().len();
+    let n = seen.lock().unwrap().len();
+    println!("{n} contacted; DCUtR outcomes: {outcomes:?}");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dcutr_peer_gets_at_most_sixteen_of_its_addresses_dialed() {
     assert_eq!(
-        contacted,
+        contacted(&[OFFERED]).await,
         mesh_core::families::MAX_CANDIDATES,
-        "addresses of {OFFERED} contacted ({outcome:?})"
+        "addresses of {OFFERED} contacted"
+    );
+}
+
+/// Fresh keys reaching the node through a relay, each naming 16 addresses on one host:
+/// the host is dialed one `CONNECT`'s worth (`PER_TARGET`), not 16 per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_naming_one_host_get_it_dialed_one_connect_s_worth() {
+    let n = mesh_core::families::MAX_CANDIDATES;
+    assert_eq!(PER_TARGET.burst as usize, n);
+    assert_eq!(
+        contacted(&[n, n, n]).await,
+        n,
+        "addresses of {} contacted",
+        3 * n
     );
 }
 

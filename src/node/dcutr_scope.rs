@@ -29,6 +29,13 @@
 //! one of `libp2p-dcutr`'s three attempts, so a node whose budget is spent (64 dials,
 //! then two a second: some 20 peers each reaching it through a relay at once) leaves
 //! further relayed connections relayed until it refills.
+//!
+//! And each address dialed takes a token of its destination ([`PER_TARGET`]: an IPv4
+//! address, an IPv6 /64), as the responder's signaled punches do: peer ids cost
+//! nothing, and some 20 fresh keys reaching the node through a relay, each naming 16
+//! addresses on one host, had it dial that host 320 times at once. Addresses past
+//! their destination's budget are left out of the dial (all of them: the dial is
+//! refused).
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
@@ -41,7 +48,7 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, dcutr};
 
-use mesh_core::{RateLimit, RateLimiter, take_all};
+use mesh_core::{IpKey, RateLimit, RateLimiter, take_all};
 
 use super::router::policy::CandidatePolicy;
 
@@ -61,7 +68,16 @@ pub const OVERALL: RateLimit = RateLimit {
     per_second: 2.0,
 };
 
-/// Peers whose DCUtR dials are counted (the least recently used forgotten first).
+/// Addresses dialed by DCUtR per destination (an IPv4 address, an IPv6 /64): one
+/// `CONNECT`'s worth ([`mesh_core::families::MAX_CANDIDATES`]) at once, then as many a
+/// minute.
+pub const PER_TARGET: RateLimit = RateLimit {
+    burst: 16,
+    per_second: 16.0 / 60.0,
+};
+
+/// Peers (and destinations) whose DCUtR dials are counted (the least recently used
+/// forgotten first).
 const PEERS_COUNTED: usize = 4096;
 
 /// What the node does with a DCUtR dial to `addrs`, given the remote addresses of its
@@ -105,6 +121,7 @@ pub struct Dcutr {
     replacements: VecDeque<DialOpts>,
     per_peer: RateLimiter<PeerId>,
     overall: RateLimiter<()>,
+    targets: RateLimiter<IpKey>,
     /// The start of the budget's clock.
     start: std::time::Instant,
 }
@@ -123,6 +140,7 @@ impl Dcutr {
             replacements: VecDeque::new(),
             per_peer: RateLimiter::new(PER_PEER, PEERS_COUNTED),
             overall: RateLimiter::new(OVERALL, 1),
+            targets: RateLimiter::new(PER_TARGET, PEERS_COUNTED),
             start: std::time::Instant::now(),
         }
     }
@@ -144,6 +162,18 @@ impl Dcutr {
             ],
         )
         .is_ok()
+    }
+
+    /// The addresses of `addrs` whose destination has a token left (each takes one);
+    /// addresses without an IP are left out (the scope has refused them already).
+    fn within_targets(&mut self, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        addrs
+            .into_iter()
+            .filter(|a| {
+                IpKey::of_multiaddr(a).is_some_and(|t| self.targets.check_ms(&t, ms).is_ok())
+            })
+            .collect()
     }
 
     fn path(&self, peer: PeerId) -> Vec<Multiaddr> {
@@ -218,14 +248,22 @@ impl NetworkBehaviour for Dcutr {
             if let Some(peer) = maybe_peer {
                 let path = self.path(peer);
                 let own = self.own();
-                let verdict = verdict(&self.policy, addresses, &path, &own, self.max);
+                let kept = match verdict(&self.policy, addresses, &path, &own, self.max) {
+                    Verdict::Allow => addresses.to_vec(),
+                    Verdict::Replace(kept) => kept,
+                };
                 // Only a dial that goes out spends the budget.
-                let dials = !matches!(&verdict, Verdict::Replace(kept) if kept.is_empty());
-                if dials && !self.within_budget(peer) {
+                if !kept.is_empty() && !self.within_budget(peer) {
                     tracing::debug!(%peer, "DCUtR dial refused: over the budget");
                     return Err(ConnectionDenied::new(OverBudget));
                 }
-                if let Verdict::Replace(kept) = verdict {
+                let scoped = kept.len();
+                let kept = self.within_targets(kept);
+                if scoped > 0 && kept.is_empty() {
+                    tracing::debug!(%peer, "DCUtR dial refused: its destinations' budget is spent");
+                    return Err(ConnectionDenied::new(OverBudget));
+                }
+                if kept.len() != addresses.len() {
                     tracing::debug!(%peer, asked = addresses.len(), kept = kept.len(), "DCUtR dial scoped");
                     if !kept.is_empty() {
                         let mut opts = DialOpts::peer_id(peer)
