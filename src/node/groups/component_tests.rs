@@ -501,3 +501,47 @@ fn thin_mesh_dials_stay_in_scope_and_do_not_repeat() {
     let after = at(&next, MEMBER_DIAL_EVERY.as_secs());
     assert_eq!(dialed(&g.tick(&view, &after)), [members[2]]);
 }
+
+/// Made-up members (one presence each) naming four addresses on one host: a member
+/// with a thin mesh dials that host 8 addresses, then 8 a minute, not 4 per member.
+#[test]
+fn made_up_members_on_one_host_get_it_dialed_within_its_budget() {
+    use super::feed::FEED_PER_TARGET;
+    let (_, mut g) = groups();
+    let view = FakeView {
+        listen: vec!["/ip4/203.0.113.5/tcp/4001".parse().unwrap()],
+        ..FakeView::default()
+    };
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let victim = "/ip4/198.51.100.7";
+    let addrs: Vec<String> = ["tcp/80", "tcp/443", "udp/443/quic-v1", "tcp/22"]
+        .iter()
+        .map(|p| format!("{victim}/{p}"))
+        .collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    for _ in 0..100 {
+        let m = NodeKeypair::generate();
+        let author = m.node_id().to_peer_id().ok();
+        let data = presence_at(&m, &k, "announce", &addrs, &now.ts, 900);
+        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        assert_eq!(v, MessageAcceptance::Accept);
+    }
+    // Ten minutes of ticks, every 5 s; each dial's addresses counted (from its Debug).
+    let (mut dials, mut to_victim) = (0, 0);
+    for i in 0..=120 {
+        for a in g.tick(&view, &at(&now, i * MEMBER_DIAL_EVERY.as_secs())) {
+            if let Action::Dial(o) = a {
+                dials += 1;
+                to_victim += format!("{o:?}").matches(victim).count();
+            }
+        }
+    }
+    let most = FEED_PER_TARGET.burst as f64 + FEED_PER_TARGET.per_second * 600.0;
+    assert!(dials > 0, "the thin mesh is still fed");
+    assert!(
+        to_victim as f64 <= most,
+        "{to_victim} addresses of one host dialed in {dials} dials (at most {most})"
+    );
+}

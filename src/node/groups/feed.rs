@@ -16,12 +16,18 @@
 //!   connected since (then it is forgotten and may be dialed again when it is not), so
 //!   members that never answer are not picked again and again; the memory of dialed
 //!   members is bounded ([`FEED_MEMORY`], the oldest forgotten first).
+//! - Each address dialed takes a token of its destination ([`FEED_PER_TARGET`]: an
+//!   IPv4 address, an IPv6 /64; loopback, in scope only for a node on loopback alone,
+//!   is not counted): made-up members are many, one presence each, and a thousand of
+//!   them naming one host had every member with a thin mesh dial it 24 addresses
+//!   every 5 s.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use mesh_core::NodeId;
+use mesh_core::ipkey::is_loopback;
+use mesh_core::{IpKey, NodeId, RateLimit, RateLimiter};
 
 use crate::node::addrs;
 
@@ -29,8 +35,14 @@ use crate::node::addrs;
 pub(super) const FEED_ADDRS: usize = 4;
 /// A member is dialed for a thin mesh at most this often.
 pub(super) const FEED_REDIAL: Duration = Duration::from_secs(600);
-/// Members remembered as dialed.
+/// Members remembered as dialed (and destinations counted).
 pub(super) const FEED_MEMORY: usize = 4096;
+/// Addresses dialed per destination (IPv4 address, IPv6 /64) for thin meshes: 8 at
+/// once (two members' worth), then 8 a minute.
+pub(super) const FEED_PER_TARGET: RateLimit = RateLimit {
+    burst: 8,
+    per_second: 8.0 / 60.0,
+};
 
 /// The addresses of `candidates` a feed dial may use, given the node's own listen and
 /// external addresses `own`: at most [`FEED_ADDRS`], in order ([`addrs::in_node_scope`]).
@@ -38,13 +50,41 @@ pub(super) fn feed_addrs(candidates: &[Multiaddr], own: &[Multiaddr]) -> Vec<Mul
     addrs::in_node_scope(candidates, own, FEED_ADDRS)
 }
 
-/// The members dialed for thin meshes lately.
-#[derive(Debug, Default)]
+/// The members dialed for thin meshes lately, and the destinations' budget.
+#[derive(Debug)]
 pub(super) struct Fed {
     at: HashMap<NodeId, Instant>,
+    targets: RateLimiter<IpKey>,
+    /// The start of the budget's clock: the first `now` given.
+    epoch: Option<Instant>,
+}
+
+impl Default for Fed {
+    fn default() -> Self {
+        Fed {
+            at: HashMap::new(),
+            targets: RateLimiter::new(FEED_PER_TARGET, FEED_MEMORY),
+            epoch: None,
+        }
+    }
 }
 
 impl Fed {
+    /// The addresses of `addrs` whose destination has a token left at `now` (each
+    /// takes one); loopback addresses are not counted.
+    pub(super) fn within_targets(&mut self, addrs: Vec<Multiaddr>, now: Instant) -> Vec<Multiaddr> {
+        let epoch = *self.epoch.get_or_insert(now);
+        let ms = i64::try_from(now.saturating_duration_since(epoch).as_millis());
+        let ms = ms.unwrap_or(i64::MAX);
+        addrs
+            .into_iter()
+            .filter(|a| {
+                is_loopback(a)
+                    || IpKey::of_multiaddr(a).is_some_and(|t| self.targets.check_ms(&t, ms).is_ok())
+            })
+            .collect()
+    }
+
     /// Whether `node` was dialed less than [`FEED_REDIAL`] before `now`.
     pub(super) fn recently(&self, node: &NodeId, now: Instant) -> bool {
         self.at
