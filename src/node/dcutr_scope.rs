@@ -375,5 +375,19 @@ mod tests {
             verdict(&policy(), &addrs, &relayed_over_loopback, &[], 16),
             Verdict::Allow
         );
+        // A node with an address beyond loopback: a relay on its host forwards for
+        // peers anywhere, so a circuit through it says nothing of the peer's loopback.
+        let own = [
+            ma("/ip4/198.51.100.1/tcp/4001"),
+            ma("/ip4/127.0.0.1/tcp/4001"),
+        ];
+        let ssrf = [ma("/ip4/127.0.0.1/tcp/8500/ws")];
+        assert_eq!(
+            verdict(&policy(), &ssrf, &relayed_over_loopback, &own, 16),
+            Verdict::Replace(vec![])
+        );
+        // A direct loopback connection is a process of this host.
+        let direct = [ma("/ip4/127.0.0.1/tcp/50123")];
+        assert_eq!(verdict(&policy(), &ssrf, &direct, &own, 16), Verdict::Allow);
     }
 }

@@ -81,19 +81,33 @@ pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
 
 /// Whether a peer could plausibly be at `ip`, given `path` (the remote addresses of the
 /// connections that told the node about it) and `own` (the node's own addresses): a
-/// public address always; loopback only when a path is loopback; a private network
+/// public address always; loopback only when a path is loopback (a relay circuit's
+/// only when the node is on loopback alone, [`relay_evidence`]); a private network
 /// only when the node or a path is on it (/24, /64); unroutable never. What a peer
 /// claims beyond that names the node's own loopback or LAN, or someone else's.
 pub(crate) fn plausible(ip: IpAddr, path: &[Multiaddr], own: &[Multiaddr]) -> bool {
     match scope(ip) {
         Scope::Unroutable => false,
         Scope::Public => true,
-        Scope::Loopback => path
-            .iter()
+        Scope::Loopback => relay_evidence(path, own)
             .filter_map(ip_of)
             .any(|a| scope(a) == Scope::Loopback),
         Scope::Private => on_private_net(ip, own) || on_private_net(ip, path),
     }
+}
+
+/// The entries of `path` that may show a peer on the node's loopback: all of them for
+/// a node on loopback alone (several nodes on one host, as in the tests); for a node
+/// with an address beyond loopback, not a relay circuit (`…/p2p-circuit`): a relay on
+/// this host forwards for peers anywhere, and took their loopback candidates to the
+/// node's own local services. A direct loopback connection is a process of this host.
+fn relay_evidence<'a>(
+    path: &'a [Multiaddr],
+    own: &[Multiaddr],
+) -> impl Iterator<Item = &'a Multiaddr> + 'a {
+    let alone = !mesh_core::ipkey::beyond_loopback(own);
+    path.iter()
+        .filter(move |a| alone || !a.iter().any(|p| p == Protocol::P2pCircuit))
 }
 
 /// Whether one of `addrs` is on the private network of `ip` (/24, /64).

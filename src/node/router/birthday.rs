@@ -616,10 +616,18 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default();
-        let mut path = view.remote_addrs(&via);
-        path.extend(view.remote_addrs(&peer));
         let mut own = view.listen_addrs();
         own.extend(view.external_addrs());
+        // The host's connections say where the host is, not the signer: a host on
+        // this machine forwards for signers anywhere, so for a node beyond loopback its
+        // loopback connection is no sign of a signer on this machine.
+        let beyond = mesh_core::ipkey::beyond_loopback(&own);
+        let mut path: Vec<Multiaddr> = view
+            .remote_addrs(&via)
+            .into_iter()
+            .filter(|a| !beyond || !mesh_core::ipkey::is_loopback(a) || via == peer)
+            .collect();
+        path.extend(view.remote_addrs(&peer));
         self.policy
             .filter(addrs, &path, &own, mesh_core::families::MAX_CANDIDATES)
     }

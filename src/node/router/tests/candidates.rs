@@ -274,3 +274,42 @@ fn candidates_are_bounded_per_correlation_and_kept_in_scope() {
     // The out-of-scope frame counted as one of the two.
     assert_eq!(dialed, MAX_CANDIDATE_FRAMES - 1);
 }
+
+/// A signaling host on this machine forwards for signers anywhere: a stranger's
+/// loopback candidates through it are not dialed by a node with an address beyond
+/// loopback (they named the node's own local services), and are for a node on loopback
+/// alone (several nodes on one host).
+#[test]
+fn loopback_candidates_through_a_local_host_only_on_loopback_alone() {
+    let dialed = |listen: &[&str]| {
+        let mut b = Bench::new();
+        let requester = NodeKeypair::generate();
+        let known = requester.node_id();
+        let member = move |n: &NodeId| *n == known;
+        let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+        b.view
+            .session(host, "/ip4/127.0.0.1/tcp/4001", &["core/signaling"]);
+        b.view.listen = listen.iter().map(|a| ma(a)).collect();
+        let req = b.frame_from(
+            &requester,
+            host,
+            "connect_request",
+            "corr:local",
+            json!({"purpose": "connect"}),
+        );
+        b.router.on_signal(req, &b.view, &member, b.at(0));
+        let f = b.frame_from(
+            &requester,
+            host,
+            "candidate",
+            "corr:local",
+            json!({"addrs": ["/ip4/127.0.0.1/udp/8500/quic-v1"]}),
+        );
+        !dials(&b.router.on_signal(f, &b.view, &member, b.at(1))).is_empty()
+    };
+    assert!(!dialed(&[
+        "/ip4/198.51.100.4/udp/4001/quic-v1",
+        "/ip4/127.0.0.1/udp/4001/quic-v1"
+    ]));
+    assert!(dialed(&["/ip4/127.0.0.1/udp/4001/quic-v1"]));
+}
