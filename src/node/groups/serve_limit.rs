@@ -7,6 +7,12 @@
 //! IPv6 /64 its connections come from, as the stores count sources). Pure; `ts` passed
 //! in.
 //!
+//! And the node's own ([`TOTAL`], [`CHECKS_TOTAL`]): networks are cheap to hold many of
+//! (the /64s of one /56, a few IPv4 addresses with 64 connections each), and each page
+//! answered waits in memory, twice, until its asker reads it or the request times out
+//! (10 s): without a bound for the node, peers of a few hundred networks asking pages
+//! they never read held gigabytes.
+//!
 //! A table check (a request with the asker's digest) is counted apart first
 //! ([`CHECKS_PER_PEER`], [`CHECKS_PER_NETWORK`]): when the tables agree it is answered
 //! with an empty page, about a hundred bytes, and takes no page from the budget; only a
@@ -32,6 +38,12 @@ pub(crate) const PER_NETWORK: RateLimit = RateLimit {
     per_second: 4.0,
 };
 
+/// Pages of the node in all: a burst of 256 (64 MiB at most), then 16 a second.
+pub(crate) const TOTAL: RateLimit = RateLimit {
+    burst: 256,
+    per_second: 16.0,
+};
+
 /// Table checks per peer: a burst of 64 (one for each of the most swarms a node is
 /// in), then 3 a second (64 swarms checked every 22.5 s at the soonest are 2.8 a
 /// second). What one costs the server: its member list (up to 1,024) hashed once.
@@ -46,21 +58,30 @@ pub(crate) const CHECKS_PER_NETWORK: RateLimit = RateLimit {
     per_second: 12.0,
 };
 
+/// Table checks of the node in all: a burst of 1,024, then 48 a second (a
+/// thousand-member table hashed 48 times a second is a few milliseconds of CPU).
+pub(crate) const CHECKS_TOTAL: RateLimit = RateLimit {
+    burst: 1024,
+    per_second: 48.0,
+};
+
 /// Peers and networks followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 4096;
 
-/// A budget per peer and per network, both of which must allow.
+/// A budget per peer, per network and of the node, all of which must allow.
 #[derive(Debug)]
 struct Budget {
     peers: RateLimiter<PeerId>,
     networks: RateLimiter<Source>,
+    total: RateLimiter<()>,
 }
 
 impl Budget {
-    fn new(per_peer: RateLimit, per_network: RateLimit) -> Self {
+    fn new(per_peer: RateLimit, per_network: RateLimit, total: RateLimit) -> Self {
         Budget {
             peers: RateLimiter::new(per_peer, TRACKED),
             networks: RateLimiter::new(per_network, TRACKED),
+            total: RateLimiter::new(total, 1),
         }
     }
 
@@ -73,6 +94,7 @@ impl Budget {
             &mut [
                 &mut self.peers.charge(&peer),
                 &mut self.networks.charge(network),
+                &mut self.total.charge(&()),
             ],
         )
     }
@@ -88,8 +110,8 @@ pub(crate) struct ServeLimits {
 impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
-            pages: Budget::new(PER_PEER, PER_NETWORK),
-            checks: Budget::new(CHECKS_PER_PEER, CHECKS_PER_NETWORK),
+            pages: Budget::new(PER_PEER, PER_NETWORK, TOTAL),
+            checks: Budget::new(CHECKS_PER_PEER, CHECKS_PER_NETWORK, CHECKS_TOTAL),
         }
     }
 }
@@ -143,6 +165,33 @@ mod tests {
             .filter(|_| l.check(peer, &other, &ts).is_ok())
             .count();
         assert_eq!(one, PER_PEER.burst as usize);
+    }
+
+    /// Peers of a thousand networks (a few /64s each costs nothing) asking 8 pages
+    /// each at once get the node's budget, not 8,000 pages; the checks likewise.
+    #[test]
+    fn many_networks_share_the_node_s_budget() {
+        let mut l = ServeLimits::default();
+        let ts = Timestamp::now();
+        let (mut pages, mut checks) = (0, 0);
+        for i in 0..1000u64 {
+            let net = Source::Network(mesh_core::IpKey::V6Prefix(0x2001_0db8_0000_0000 + i));
+            let peer = PeerId::random();
+            pages += (0..8).filter(|_| l.check(peer, &net, &ts).is_ok()).count();
+            checks += (0..8)
+                .filter(|_| l.check_request(peer, &net, &ts).is_ok())
+                .count();
+        }
+        assert_eq!(pages, TOTAL.burst as usize);
+        assert_eq!(checks, CHECKS_TOTAL.burst as usize);
+        // A second later, the node's rate.
+        let later = ts.plus_secs(1);
+        let net = Source::Network(mesh_core::IpKey::V6Prefix(0x2001_0db8_0000_ffff));
+        let peer = PeerId::random();
+        let more = (0..8)
+            .filter(|_| l.check(peer, &net, &later).is_ok())
+            .count();
+        assert_eq!(more, 8, "one peer's burst fits in the node's second");
     }
 
     #[test]
