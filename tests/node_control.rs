@@ -217,6 +217,13 @@ fn the_cli_sends_its_token_only_to_loopback() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("loopback only"), "{text}");
+    // Nor to `localhost`, which may resolve to the loopback address the node does not
+    // hold (another user's listener there got the token).
+    let out = meshd(&["status", "--node", "http://localhost:9"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("not localhost"), "{text}");
     std::fs::write(dir.path().join("control.addr"), "http://192.0.2.1:9\n").unwrap();
     let out = meshd(&["status"]);
     let text =
