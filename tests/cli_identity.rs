@@ -312,3 +312,48 @@ fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
     assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
     assert!(stderr.is_empty(), "stderr: {stderr}");
 }
+
+/// The secret can be piped in (`--secret-key-file -`), so it is never among the
+/// command's arguments, which other local users can read while it runs.
+#[test]
+fn import_reads_the_secret_from_standard_input() {
+    use std::io::Write as _;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .args(["identity", "import", "--secret-key-file", "-"])
+        .env_remove("MESHD_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(VECTOR_SECRET));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{VECTOR_SECRET}").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_out(&out)["node/id"], VECTOR_NODE);
+    // Not a secret: refused with a code, nothing imported.
+    let e = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("--data-dir")
+        .arg(e.path())
+        .args(["identity", "import", "--secret-key-file", "-"])
+        .env_remove("MESHD_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "abc").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(json_err(&out)["error/code"].is_string(), "{out:?}");
+    assert!(meshd(e.path(), &["identity", "show"]).status.code() != Some(0));
+}

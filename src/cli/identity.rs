@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
-use mesh_core::identity::{parse_secret_hex, read_secret_for_import};
+use mesh_core::identity::{parse_secret_hex, read_secret_for_import, secret_from_text};
 use mesh_core::{Artifact, IdentityStore, NodeIdentity, Timestamp, TraceEvent, TraceEventType};
 use serde_json::Value;
 
@@ -29,10 +29,13 @@ pub(crate) enum IdentityCommand {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("secret").required(true).args(["secret_key_hex", "secret_key_file"])))]
 pub(crate) struct ImportArgs {
-    /// The 32-byte secret as 64 hex characters.
+    /// The 32-byte secret as 64 hex characters (other local users can read a
+    /// command's arguments while it runs, and shells keep them in their history:
+    /// prefer `--secret-key-file -` with the secret piped in).
     #[arg(long)]
     secret_key_hex: Option<String>,
-    /// A file with the hex secret or a node-signing-key.v1 JSON file.
+    /// A file with the hex secret or a node-signing-key.v1 JSON file; `-` reads it
+    /// from standard input.
     #[arg(long)]
     secret_key_file: Option<PathBuf>,
     /// Replace an existing, different identity (its files are kept as backups).
@@ -70,6 +73,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: IdentityCommand) -> anyhow::Result<ExitCode> {
             let secret = match (&args.secret_key_hex, &args.secret_key_file) {
                 (Some(hex), _) => parse_secret_hex(hex.trim())
                     .map_err(|r| mesh_core::MeshError::invalid(format!("--secret-key-hex: {r}")))?,
+                (None, Some(path)) if path.as_os_str() == "-" => secret_from_stdin()?,
                 (None, Some(path)) => read_secret_for_import(path)?,
                 (None, None) => anyhow::bail!("give --secret-key-hex or --secret-key-file"),
             };
@@ -79,6 +83,17 @@ pub(crate) fn run(ctx: &Ctx, cmd: IdentityCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The secret piped to `identity import --secret-key-file -` (at most 64 KiB read).
+fn secret_from_stdin() -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+    use std::io::Read as _;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("cannot read the secret from standard input: {e}"))?;
+    Ok(secret_from_text(std::path::Path::new("<stdin>"), &text)?)
 }
 
 fn load_existing(store: &IdentityStore) -> anyhow::Result<NodeIdentity> {

@@ -380,12 +380,19 @@ pub fn read_secret_for_import(path: &Path) -> Result<Zeroizing<[u8; 32]>, Identi
         path: path.to_owned(),
         source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
     })?;
+    secret_from_text(path, &text)
+}
+
+/// The secret in `text`, 64 hex characters or a `node-signing-key.v1` document, read
+/// from `origin` (named in errors; standard input for `meshd identity import
+/// --secret-key-file -`).
+pub fn secret_from_text(origin: &Path, text: &str) -> Result<Zeroizing<[u8; 32]>, IdentityError> {
     let trimmed = text.trim();
     if trimmed.starts_with('{') {
-        let kp = parse_secret(path, trimmed)?;
+        let kp = parse_secret(origin, trimmed)?;
         return Ok(kp.secret_bytes());
     }
-    parse_secret_hex(trimmed).map_err(|reason| IdentityError::damaged(path, reason))
+    parse_secret_hex(trimmed).map_err(|reason| IdentityError::damaged(origin, reason))
 }
 
 /// Parses 64 hex characters into a 32-byte secret.
