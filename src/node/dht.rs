@@ -122,8 +122,11 @@ pub(crate) fn scope_amino_entry(
 /// `/mesh/kad`, or identify said it serves the DHT). An advertisement does not say
 /// whether its node serves the DHT, and a client in the routing table is dialed by
 /// every query and handed to every asker. Relay circuits stay out: a DHT query should
-/// not open circuits.
-pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert) {
+/// not open circuits. So does every address beyond the node's scope
+/// ([`addrs::in_node_scope`], given its own addresses `own`): the table hands its
+/// addresses to every asker, and an advertisement names whatever its signer likes
+/// (its askers' LAN hosts, their loopback services).
+pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert, own: &[Multiaddr]) {
     let Ok(peer) = held.node_id().to_peer_id() else {
         return;
     };
@@ -138,12 +141,22 @@ pub(crate) fn learn_advert(b: &mut MeshBehaviour, held: &StoredAdvert) {
     let Some(ad) = held.decoded() else {
         return;
     };
-    for addr in addrs::advert_addrs(&ad) {
-        if !is_circuit(&addr) {
-            b.mesh_kad.add_address(&peer, addr);
-        }
+    for addr in advert_table_addrs(&addrs::advert_addrs(&ad), own) {
+        b.mesh_kad.add_address(&peer, addr);
     }
     cap_entry(&mut b.mesh_kad, &peer);
+}
+
+/// The addresses of an advertisement (`advertised`) that [`learn_advert`] puts in the
+/// mesh DHT's routing table: no relay circuit, only those in the node's scope, at most
+/// [`MAX_ADDRS_PER_ENTRY`].
+fn advert_table_addrs(advertised: &[Multiaddr], own: &[Multiaddr]) -> Vec<Multiaddr> {
+    let direct: Vec<Multiaddr> = advertised
+        .iter()
+        .filter(|a| !is_circuit(a))
+        .cloned()
+        .collect();
+    addrs::in_node_scope(&direct, own, MAX_ADDRS_PER_ENTRY)
 }
 
 /// The longest gap between two bootstraps of the DHTs.
@@ -335,5 +348,39 @@ mod tests {
             assert!(ok(private, true), "{private} kept with the switch");
         }
         assert!(!ok("/ip4/0.0.0.0/tcp/4001", true));
+    }
+
+    /// An advertisement's addresses enter the mesh DHT's routing table (which hands
+    /// them to every asker) only within the node's scope: not a LAN the node is not on,
+    /// not loopback for a node beyond it, not a relay circuit.
+    #[test]
+    fn advertised_addresses_enter_the_table_only_in_scope() {
+        let ma = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let advertised = [
+            ma("/ip4/127.0.0.1/tcp/6379"),
+            ma("/ip4/192.168.1.1/tcp/80"),
+            ma("/ip4/10.0.0.1/udp/4001/quic-v1"),
+            ma(
+                "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+            ),
+            ma("/ip4/198.51.100.8/udp/4001/quic-v1"),
+        ];
+        let own = [
+            ma("/ip4/203.0.113.5/tcp/4001"),
+            ma("/ip4/10.0.0.9/tcp/4001"),
+        ];
+        assert_eq!(
+            super::advert_table_addrs(&advertised, &own),
+            [
+                ma("/ip4/10.0.0.1/udp/4001/quic-v1"),
+                ma("/ip4/198.51.100.8/udp/4001/quic-v1")
+            ]
+        );
+        // Several nodes on one host (the tests): loopback is theirs.
+        let alone = [ma("/ip4/127.0.0.1/tcp/4001")];
+        assert_eq!(
+            super::advert_table_addrs(&advertised[..1], &alone),
+            [ma("/ip4/127.0.0.1/tcp/6379")]
+        );
     }
 }

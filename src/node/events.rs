@@ -514,7 +514,11 @@ impl Node {
                 ..
             } => {
                 if let Some(held) = self.store.get(&node, &now) {
-                    dht::learn_advert(self.swarm.behaviour_mut(), &held);
+                    let own: Vec<libp2p::Multiaddr> = (self.swarm.listeners())
+                        .chain(self.swarm.external_addresses())
+                        .cloned()
+                        .collect();
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held, &own);
                 }
                 self.stats.advert_stored("push");
                 let me = self.node_id;
@@ -537,7 +541,11 @@ impl Node {
             } => {
                 let node = ad.node_id();
                 if let Some(held) = self.store.get(&node, &now) {
-                    dht::learn_advert(self.swarm.behaviour_mut(), &held);
+                    let own: Vec<libp2p::Multiaddr> = (self.swarm.listeners())
+                        .chain(self.swarm.external_addresses())
+                        .cloned()
+                        .collect();
+                    dht::learn_advert(self.swarm.behaviour_mut(), &held, &own);
                 }
                 self.stats.advert_stored("lookup");
                 let (me, seq) = (self.node_id, ad.sequence_no());
