@@ -77,6 +77,9 @@ pub(crate) struct Groups {
     tables: Tables,
     /// When each group last asked the DHT for providers.
     queried: HashMap<DiscoveryKey, Instant>,
+    /// Providers dialed since each group's last provider query (Kademlia reports the
+    /// providers of every peer that answers it, each naming whom it likes).
+    provider_dials: HashMap<DiscoveryKey, usize>,
     /// When each group last dialed members for its mesh.
     dialed: HashMap<DiscoveryKey, Instant>,
     /// The members dialed for thin meshes lately (see [`feed`]).
@@ -107,6 +110,7 @@ impl Groups {
             node_id,
             tables: Tables::new(node_id, config),
             queried: HashMap::new(),
+            provider_dials: HashMap::new(),
             dialed: HashMap::new(),
             fed: Fed::default(),
             fetches: Fetches::default(),
@@ -183,6 +187,7 @@ impl Groups {
             Action::FindGroupProviders(key),
         ];
         self.queried.insert(key, now.at);
+        self.provider_dials.remove(&key);
         self.checks.joined(key, now.at, rnd());
         out.extend(self.tick(view, now));
         out
@@ -197,6 +202,7 @@ impl Groups {
 
     fn forget(&mut self, key: &DiscoveryKey) {
         self.queried.remove(key);
+        self.provider_dials.remove(key);
         self.dialed.remove(key);
         self.fetches.forget(key);
         self.checks.forget(key);
@@ -289,6 +295,7 @@ impl Groups {
             .collect();
         for key in lonely {
             self.queried.insert(key, now.at);
+            self.provider_dials.remove(&key);
             out.push(Action::FindGroupProviders(key));
         }
         self.feed_thin_meshes(view, now, &mut out);
@@ -554,7 +561,9 @@ impl Groups {
         let me = view.local_peer();
         let mut own = view.listen_addrs();
         own.extend(view.external_addrs());
-        providers
+        let dialed = self.provider_dials.entry(key).or_default();
+        let left = PROVIDERS_DIALED.saturating_sub(*dialed);
+        let actions: Actions = providers
             .into_iter()
             .filter(|p| *p != me && !view.is_connected(p))
             .filter_map(|p| {
@@ -578,8 +587,10 @@ impl Groups {
                         .build(),
                 ))
             })
-            .take(PROVIDERS_DIALED)
-            .collect()
+            .take(left)
+            .collect();
+        *dialed += actions.len();
+        actions
     }
 }
 

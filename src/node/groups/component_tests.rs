@@ -298,6 +298,21 @@ fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
         };
         assert!(opts.get_peer_id() != Some(me) && opts.get_peer_id() != Some(connected));
     }
+    // Kademlia reports each answering peer's providers apart: the bound is the query's
+    // (another peer's answer, with providers of its own choosing, dials nobody more).
+    let more: Vec<PeerId> = (0..20)
+        .map(|_| NodeKeypair::generate().node_id().to_peer_id().unwrap())
+        .collect();
+    assert!(g.providers_found(k, more.clone(), &view).is_empty());
+    // The next query (the group still knows no member) may dial again.
+    let later = at(&Now::current(), PROVIDER_RETRY.as_secs() + 1);
+    let asked = g.tick(&view, &later);
+    assert!(
+        asked
+            .iter()
+            .any(|a| matches!(a, Action::FindGroupProviders(_)))
+    );
+    assert_eq!(g.providers_found(k, more, &view).len(), PROVIDERS_DIALED);
 }
 
 #[test]
@@ -378,16 +393,13 @@ fn a_thin_mesh_dials_known_members() {
     let now = Now::current();
     let k = DiscoveryKey::from_name("party");
     g.join(k).unwrap();
-    for _ in 0..10 {
+    for i in 0..10 {
         let m = NodeKeypair::generate();
         let author = m.node_id().to_peer_id().ok();
-        let (v, _) = g.on_gossip(
-            k,
-            author,
-            &presence(&m, &k, "announce", &now.ts),
-            &FakeView::default(),
-            &now.ts,
-        );
+        // Each on a host of its own (a host's addresses have a dial budget).
+        let addr = format!("/ip4/192.0.2.{}/udp/4001/quic-v1", 10 + i);
+        let data = presence_at(&m, &k, "announce", &[&addr], &now.ts, 60);
+        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
         assert_eq!(v, MessageAcceptance::Accept);
     }
     let dials = |actions: &[Action]| {
