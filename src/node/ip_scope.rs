@@ -35,8 +35,13 @@ fn scope4(ip: Ipv4Addr) -> Scope {
         Scope::Unroutable
     } else if ip.is_loopback() {
         Scope::Loopback
-    } else if ip.is_private() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
-        // RFC 1918, 169.254/16 and the carrier-grade NAT range 100.64/10.
+    } else if ip.is_private()
+        || ip.is_link_local()
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+    {
+        // RFC 1918, 169.254/16, the carrier-grade NAT range 100.64/10 and the
+        // benchmarking range 198.18/15 (used inside data centres, never routed).
         Scope::Private
     } else {
         Scope::Public
@@ -49,8 +54,20 @@ fn scope6(ip: Ipv6Addr) -> Scope {
         Scope::Unroutable
     } else if ip.is_loopback() {
         Scope::Loopback
-    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 {
-        // Unique local fc00::/7 and link-local fe80::/10.
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // The well-known NAT64 prefix 64:ff9b::/96: the IPv4 address it carries, which
+        // a NAT64 gateway reaches (a private one included).
+        let [a, b] = s[6].to_be_bytes();
+        let [c, d] = s[7].to_be_bytes();
+        scope4(Ipv4Addr::new(a, b, c, d))
+    } else if (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
+        || s[..3] == [0x64, 0xff9b, 1]
+    {
+        // Unique local fc00::/7, link-local fe80::/10, the deprecated site-local
+        // fec0::/10 and the local-use NAT64 prefix 64:ff9b:1::/48 (which maps into
+        // whatever IPv4 network its gateway serves).
         Scope::Private
     } else {
         Scope::Public
@@ -156,5 +173,35 @@ pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
         Some(Scope::Public) => true,
         Some(Scope::Loopback | Scope::Private) => keep_private,
         Some(Scope::Unroutable) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(s: &str) -> Scope {
+        scope(s.parse().unwrap())
+    }
+
+    /// Addresses that lead into private networks through a translator, or that are
+    /// never routed on the Internet, are not public (a peer named them to reach the
+    /// node's LAN through its NAT64 gateway).
+    #[test]
+    fn translated_and_reserved_ranges_are_not_public() {
+        assert_eq!(of("64:ff9b::a00:105"), Scope::Private, "NAT64 of 10.0.1.5");
+        assert_eq!(of("64:ff9b::7f00:1"), Scope::Loopback, "NAT64 of 127.0.0.1");
+        assert_eq!(
+            of("64:ff9b::c633:6407"),
+            Scope::Public,
+            "NAT64 of 198.51.100.7"
+        );
+        assert_eq!(of("64:ff9b:1::a00:105"), Scope::Private);
+        assert_eq!(of("fec0::1"), Scope::Private);
+        assert_eq!(of("198.18.0.1"), Scope::Private);
+        assert_eq!(of("198.19.255.254"), Scope::Private);
+        assert_eq!(of("198.20.0.1"), Scope::Public);
+        assert_eq!(of("2001:db8::1"), Scope::Public);
+        assert_eq!(of("::ffff:10.0.0.1"), Scope::Private);
     }
 }
