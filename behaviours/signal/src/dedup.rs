@@ -34,6 +34,13 @@ pub struct Seen {
     capacity: usize,
     until: HashMap<FrameDigest, Timestamp>,
     order: VecDeque<FrameDigest>,
+    /// When a full filter last looked for expired entries: at most once a second (a
+    /// look walks every entry, and a filter full of live ones was walked at every
+    /// insert).
+    purged_at: Option<Timestamp>,
+    /// Looks for expired entries made (tests count them).
+    #[cfg(test)]
+    purges: u64,
 }
 
 impl Seen {
@@ -43,6 +50,9 @@ impl Seen {
             capacity: capacity.max(1),
             until: HashMap::new(),
             order: VecDeque::new(),
+            purged_at: None,
+            #[cfg(test)]
+            purges: 0,
         }
     }
 
@@ -58,7 +68,12 @@ impl Seen {
             *t = until;
             return;
         }
-        if self.order.len() >= self.capacity {
+        let due = self
+            .purged_at
+            .as_ref()
+            .is_none_or(|t| now.secs_since(t) >= 1);
+        if self.order.len() >= self.capacity && due {
+            self.purged_at = Some(now.clone());
             self.purge(now);
         }
         while self.order.len() >= self.capacity {
@@ -73,6 +88,10 @@ impl Seen {
 
     /// Forgets the digests of frames expired at `now`.
     pub fn purge(&mut self, now: &Timestamp) {
+        #[cfg(test)]
+        {
+            self.purges += 1;
+        }
         self.until.retain(|_, t| &*t > now);
         let until = &self.until;
         self.order.retain(|d| until.contains_key(d));
@@ -129,6 +148,14 @@ mod tests {
         seen.insert(digest(&a, "new"), t(100), &t(20));
         assert!(seen.contains(&digest(&a, "live"), &t(20)));
         assert!(seen.contains(&digest(&a, "new"), &t(20)));
+        // A full filter of live entries is walked for expired ones at most once a
+        // second, not at every insert.
+        let mut seen = Seen::new(100);
+        for i in 0..1_000 {
+            seen.insert(digest(&a, &format!("h{i}")), t(100), &t(i / 500));
+        }
+        assert_eq!(seen.len(), 100);
+        assert_eq!(seen.purges, 2, "one look in each of the two seconds");
         // A long id costs no more than a short one.
         let long = "x".repeat(10_000);
         assert_eq!(digest(&a, &long).len(), 16);
