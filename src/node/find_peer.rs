@@ -28,6 +28,22 @@ fn to_dial(found: &[Multiaddr], keep_private: bool) -> Vec<Multiaddr> {
         .collect()
 }
 
+/// The addresses to dial of `peer` among the `peers` an Amino `get_closest_peers`
+/// reported ([`to_dial`]); `None` when it is not among them or none of its addresses
+/// is in scope. Both Amino lookups use it: of a node id (`lookups`, which dialed all
+/// it was given) and of another peer id.
+pub(super) fn amino_hit(
+    peers: &[kad::PeerInfo],
+    peer: PeerId,
+    keep_private: bool,
+) -> Option<Vec<Multiaddr>> {
+    peers
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .map(|p| to_dial(&p.addrs, keep_private))
+        .filter(|addrs| !addrs.is_empty())
+}
+
 fn not_found(peer: &PeerId, why: &str) -> HandleError {
     HandleError::Refused(MeshError::new(
         ErrorCode::TransportUnavailable,
@@ -76,13 +92,7 @@ impl Node {
             Ok(ok) => &ok.peers,
             Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
         };
-        let keep = self.config.amino_private_addrs;
-        let found: Option<Vec<Multiaddr>> = peers
-            .iter()
-            .find(|p| p.peer_id == peer)
-            .map(|p| to_dial(&p.addrs, keep))
-            .filter(|addrs| !addrs.is_empty());
-        if let Some(addrs) = found {
+        if let Some(addrs) = amino_hit(peers, peer, self.config.amino_private_addrs) {
             if let Some(mut q) = self.swarm.behaviour_mut().amino.query_mut(&id) {
                 q.finish();
             }
@@ -115,5 +125,31 @@ mod tests {
             found[3..3 + super::super::kad_scope::MAX_DIAL_ADDRS]
         );
         assert_eq!(to_dial(&found[..3], true).len(), 3);
+    }
+
+    /// A node id's peer as Amino reported it: dialed only at addresses in scope, and
+    /// not at all with none (a hostile Amino server named loopback and LAN services).
+    #[test]
+    fn an_amino_hit_is_kept_to_scope() {
+        let peer = PeerId::random();
+        let info = |addrs: &[&str]| kad::PeerInfo {
+            peer_id: peer,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let local = [info(&[
+            "/ip4/127.0.0.1/tcp/6379",
+            "/ip4/10.0.0.1/tcp/22/ws",
+        ])];
+        assert_eq!(amino_hit(&local, peer, false), None);
+        assert_eq!(amino_hit(&local, peer, true).map(|a| a.len()), Some(2));
+        let mixed = [info(&[
+            "/ip4/127.0.0.1/tcp/6379",
+            "/ip4/198.51.100.7/tcp/4001",
+        ])];
+        assert_eq!(
+            amino_hit(&mixed, peer, false),
+            Some(vec!["/ip4/198.51.100.7/tcp/4001".parse().unwrap()])
+        );
+        assert_eq!(amino_hit(&mixed, PeerId::random(), false), None);
     }
 }

@@ -205,13 +205,14 @@ impl Node {
                 Ok(ok) => ok.peers,
                 Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
             };
-            let hit = peers
-                .into_iter()
-                .find(|p| Some(p.peer_id) == target && !p.addrs.is_empty());
-            if let Some(p) = hit {
+            // Only the addresses Amino's own dials would take: whoever answered last
+            // named them, loopback and LAN services included.
+            let keep = self.config.amino_private_addrs;
+            let hit = target.and_then(|t| super::find_peer::amino_hit(&peers, t, keep));
+            if let Some(addrs) = hit {
                 let found = Found {
                     node: node.to_string(),
-                    addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                    addrs: addrs.iter().map(ToString::to_string).collect(),
                     advert: None,
                     source: "amino",
                     withdrawn: None,
