@@ -36,9 +36,9 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId, identify};
 use mesh_core::Timestamp;
 
-use super::addrs::{dialable, is_loopback};
+use super::addrs::dialable;
 use super::autonat_gate::CandidateGate;
-use super::ip_scope::{ip_of, local_name, plausible};
+use super::ip_scope::{ip_of, local_name, local_path, plausible};
 
 /// [`identify::Behaviour`] with network-address-only observed addresses, which also
 /// remembers each open connection's remote address, so that an observation a peer sends
@@ -78,7 +78,7 @@ pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> b
     dialable(addr)
         && match ip_of(addr) {
             Some(ip) => plausible(ip, path, own),
-            None => !local_name(addr) || path.iter().any(is_loopback),
+            None => !local_name(addr) || local_path(path, own),
         }
 }
 

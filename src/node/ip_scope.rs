@@ -99,32 +99,54 @@ pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
 /// Whether a peer could plausibly be at `ip`, given `path` (the remote addresses of the
 /// connections that told the node about it) and `own` (the node's own addresses): a
 /// public address always; loopback only when a path is loopback (a relay circuit's
-/// only when the node is on loopback alone, [`relay_evidence`]); a private network
+/// or a browser transport's only when the node is on loopback alone,
+/// [`local_evidence`]); a private network
 /// only when the node or a path is on it (/24, /64); unroutable never. What a peer
 /// claims beyond that names the node's own loopback or LAN, or someone else's.
 pub(crate) fn plausible(ip: IpAddr, path: &[Multiaddr], own: &[Multiaddr]) -> bool {
     match scope(ip) {
         Scope::Unroutable => false,
         Scope::Public => true,
-        Scope::Loopback => relay_evidence(path, own)
-            .filter_map(ip_of)
-            .any(|a| scope(a) == Scope::Loopback),
+        Scope::Loopback => local_path(path, own),
         Scope::Private => on_private_net(ip, own) || on_private_net(ip, path),
     }
 }
 
 /// The entries of `path` that may show a peer on the node's loopback: all of them for
 /// a node on loopback alone (several nodes on one host, as in the tests); for a node
-/// with an address beyond loopback, not a relay circuit (`…/p2p-circuit`): a relay on
-/// this host forwards for peers anywhere, and took their loopback candidates to the
-/// node's own local services. A direct loopback connection is a process of this host.
-fn relay_evidence<'a>(
+/// with an address beyond loopback, only direct connections of a transport a local
+/// process speaks: not a relay circuit (`…/p2p-circuit`: a relay on this host forwards
+/// for peers anywhere, and took their loopback candidates to the node's own local
+/// services), nor WebSocket, WebRTC or WebTransport (a web page in a browser on this
+/// host reaches the node's WebSocket listener on 127.0.0.1, and so does every peer
+/// behind a reverse proxy in front of it).
+fn local_evidence<'a>(
     path: &'a [Multiaddr],
     own: &[Multiaddr],
 ) -> impl Iterator<Item = &'a Multiaddr> + 'a {
     let alone = !mesh_core::ipkey::beyond_loopback(own);
-    path.iter()
-        .filter(move |a| alone || !a.iter().any(|p| p == Protocol::P2pCircuit))
+    let forwarded = |a: &Multiaddr| {
+        a.iter().any(|p| {
+            matches!(
+                p,
+                Protocol::P2pCircuit
+                    | Protocol::Ws(_)
+                    | Protocol::Wss(_)
+                    | Protocol::WebRTCDirect
+                    | Protocol::WebRTC
+                    | Protocol::WebTransport
+            )
+        })
+    };
+    path.iter().filter(move |a| alone || !forwarded(a))
+}
+
+/// Whether `path` shows a peer on this host: one of its entries is a loopback
+/// connection that [`local_evidence`] takes.
+pub(crate) fn local_path(path: &[Multiaddr], own: &[Multiaddr]) -> bool {
+    local_evidence(path, own)
+        .filter_map(ip_of)
+        .any(|a| scope(a) == Scope::Loopback)
 }
 
 /// Whether one of `addrs` is on the private network of `ip` (/24, /64).
@@ -203,5 +225,28 @@ mod tests {
         assert_eq!(of("198.20.0.1"), Scope::Public);
         assert_eq!(of("2001:db8::1"), Scope::Public);
         assert_eq!(of("::ffff:10.0.0.1"), Scope::Private);
+    }
+
+    /// A loopback connection shows a peer on this host only over a transport a local
+    /// process speaks, for a node beyond loopback: a web page (or a reverse proxy) on
+    /// this host reaches the WebSocket listener, a local relay forwards for anyone.
+    #[test]
+    fn loopback_is_plausible_over_local_transports_only() {
+        let ma = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let beyond = [ma("/ip4/192.0.2.1/tcp/4001"), ma("/ip4/127.0.0.1/tcp/4001")];
+        let alone = [ma("/ip4/127.0.0.1/tcp/4001")];
+        for (path, local) in [
+            ("/ip4/127.0.0.1/tcp/50000", true),
+            ("/ip4/127.0.0.1/udp/50000/quic-v1", true),
+            ("/ip4/127.0.0.1/tcp/50000/ws", false),
+            ("/ip4/127.0.0.1/tcp/50000/tls/ws", false),
+            ("/ip4/127.0.0.1/udp/50000/webrtc-direct", false),
+            ("/ip4/127.0.0.1/tcp/5000/p2p-circuit", false),
+        ] {
+            let path = [ma(path)];
+            assert_eq!(plausible(lo, &path, &beyond), local, "{path:?}");
+            assert!(plausible(lo, &path, &alone), "{path:?} on loopback alone");
+        }
     }
 }
