@@ -13,8 +13,8 @@
 //! - the node's needs are never closed ([`Need::Keep`]: gossipsub mesh peers of its
 //!   topics and other subscribed peers up to `mesh_n_high` per topic, hot sessions,
 //!   seeds and configured relays, route attempts, Kademlia servers while a query that
-//!   someone waits for runs, relay reservations), nor relayed connections (the relay's
-//!   limits end them);
+//!   someone waits for runs, relay reservations), nor relayed connections others
+//!   opened to us (the relay's limits end them);
 //! - an idle peer the node dialed is closed: the dialer opened it for its own purpose,
 //!   which is over;
 //! - an idle peer that dialed us is the other side's to close (it may be how a newcomer
@@ -157,24 +157,28 @@ impl Connections {
             if !self.idle(p, now) {
                 continue;
             }
-            let direct: Vec<ConnectionId> = p
+            // Not the circuits others opened to us (the relay's limits end them); ours,
+            // like every connection we dialed, once we have no use for them: a relay
+            // of a stranger's choosing (named in a DHT answer or a presence) need set
+            // no limit at all, and each such circuit stayed for good.
+            let closable: Vec<ConnectionId> = p
                 .conns
                 .iter()
-                .filter(|c| !c.relayed)
+                .filter(|c| !c.relayed || c.outbound)
                 .map(|c| c.id)
                 .collect();
-            if direct.is_empty() {
+            if closable.is_empty() {
                 continue;
             }
             let n = need(peer);
             if n == Need::Keep {
                 continue;
             }
-            if p.conns.iter().any(|c| c.outbound && !c.relayed) {
-                if direct.len() == p.conns.len() {
+            if p.conns.iter().any(|c| c.outbound) {
+                if closable.len() == p.conns.len() {
                     remaining -= 1;
                 }
-                close.push((*peer, direct));
+                close.push((*peer, closable));
             } else {
                 inbound.push((n, p.since, *peer));
             }
@@ -421,14 +425,15 @@ mod tests {
     }
 
     #[test]
-    fn needed_and_relayed_connections_stay() {
+    fn needed_connections_and_circuits_others_opened_stay() {
         let mut w = World::new(0);
-        let p = peers(4);
+        let p = peers(5);
         w.connect(p[0], true, 0);
-        w.connect_via(p[1], true, true, 0);
+        let circuit = w.connect_via(p[1], true, true, 0);
         let direct = w.connect(p[2], true, 0);
-        w.connect_via(p[2], true, true, 0);
+        let circuit2 = w.connect_via(p[2], true, true, 0);
         let other = w.connect(p[3], false, 0);
+        w.connect_via(p[4], false, true, 0);
         let plan = w.plan(120, |x| {
             if *x == p[0] {
                 Need::Keep
@@ -436,9 +441,10 @@ mod tests {
                 Need::Nothing
             }
         });
-        // The circuit to p[2] stays, its direct connection goes; inbound p[3] goes too
-        // (watermark 0), p[0] is kept, p[1] has only a circuit.
-        assert_eq!(plan, HashSet::from([direct, other]));
+        // The circuits we opened go with the direct connections (a stranger's relay
+        // need set no limit); inbound p[3] goes too (watermark 0), p[0] is kept, and
+        // the circuit p[4] opened to us is the relay's to end.
+        assert_eq!(plan, HashSet::from([circuit, direct, circuit2, other]));
         // `need` is not asked about busy peers.
         w.conns.touch(&p[0], w.at(100));
         let mut asked = Vec::new();
