@@ -137,7 +137,7 @@ impl Node {
     fn on_behaviour_event(&mut self, event: MeshBehaviourEvent) {
         match event {
             MeshBehaviourEvent::Identify(e) => {
-                self.metrics.record(&e);
+                super::identify_metrics::record(&self.metrics, &e);
                 if let identify::Event::Received {
                     peer_id,
                     info,

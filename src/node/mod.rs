@@ -52,6 +52,7 @@ pub mod gossip_filter;
 mod groups;
 pub mod handle;
 pub mod identify_observed;
+mod identify_metrics;
 mod idle;
 mod ip_scope;
 pub mod ip_shares;
