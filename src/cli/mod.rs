@@ -4,6 +4,7 @@
 //! stderr and exit 1. `verify` prints its verdict on stdout either way.
 
 mod advert;
+mod control_url;
 mod docs;
 mod identity;
 mod input;

@@ -12,6 +12,7 @@ mod birthday;
 pub mod plan;
 pub mod policy;
 mod punch_budget;
+mod scope;
 mod signaling;
 
 use std::collections::{HashMap, HashSet};
