@@ -313,15 +313,13 @@ fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
     assert!(stderr.is_empty(), "stderr: {stderr}");
 }
 
-/// The secret can be piped in (`--secret-key-file -`), so it is never among the
-/// command's arguments, which other local users can read while it runs.
-#[test]
-fn import_reads_the_secret_from_standard_input() {
+/// `meshd identity import --secret-key-file -` in `dir` with `text` on its standard
+/// input; also whether the secret was among its arguments while it ran.
+fn import_from_stdin(dir: &Path, text: &str) -> (Output, bool) {
     use std::io::Write as _;
-    let d = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
         .arg("--data-dir")
-        .arg(d.path())
+        .arg(dir)
         .args(["identity", "import", "--secret-key-file", "-"])
         .env_remove("MESHD_DATA_DIR")
         .stdin(std::process::Stdio::piped())
@@ -330,29 +328,25 @@ fn import_reads_the_secret_from_standard_input() {
         .spawn()
         .unwrap();
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
-    assert!(!String::from_utf8_lossy(&cmdline).contains(VECTOR_SECRET));
+    let in_args = String::from_utf8_lossy(&cmdline).contains(text.trim());
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{VECTOR_SECRET}").unwrap();
+    writeln!(stdin, "{text}").unwrap();
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    (child.wait_with_output().unwrap(), in_args)
+}
+
+/// The secret can be piped in (`--secret-key-file -`), so it is never among the
+/// command's arguments, which other local users can read while it runs.
+#[test]
+fn import_reads_the_secret_from_standard_input() {
+    let d = tempfile::tempdir().unwrap();
+    let (out, in_args) = import_from_stdin(d.path(), VECTOR_SECRET);
+    assert!(!in_args);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json_out(&out)["node/id"], VECTOR_NODE);
     // Not a secret: refused with a code, nothing imported.
     let e = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshd"))
-        .arg("--data-dir")
-        .arg(e.path())
-        .args(["identity", "import", "--secret-key-file", "-"])
-        .env_remove("MESHD_DATA_DIR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "abc").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let (out, _) = import_from_stdin(e.path(), "abc");
     assert!(!out.status.success());
     assert!(json_err(&out)["error/code"].is_string(), "{out:?}");
     assert!(meshd(e.path(), &["identity", "show"]).status.code() != Some(0));
