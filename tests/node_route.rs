@@ -123,12 +123,18 @@ async fn sessions(r: &Running, with: &[NodeId]) {
 /// A node that can only be reached through others: its advertisement names a dead
 /// address, and it is a DHT client, so nobody learns its real one from a routing table
 /// (DHT queries would otherwise connect every node of a small mesh to every other).
+/// With that public address it is no node on loopback alone, and such a node takes no
+/// loopback candidates through a signaling host (a host on its machine forwards for
+/// anyone): these nodes take loopback and private candidates as a LAN's would
+/// (`[signal] private_candidates`).
 fn hidden(seeds: Vec<SeedPeer>) -> NodeConfig {
-    NodeConfig {
+    let mut config = NodeConfig {
         external: vec![DEAD.parse().unwrap()],
         kad_mode: KadMode::Client,
         ..base(seeds)
-    }
+    };
+    config.signal.private_candidates = true;
+    config
 }
 
 async fn markers_both_ways(a: &mut Running, b: &mut Running) {
