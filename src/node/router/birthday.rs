@@ -290,13 +290,13 @@ impl Router {
             .iter()
             .next()
             .map(|(id, j)| (*id, j.route));
-        match running {
-            Some((id, None)) if own => {
-                self.fail_job(id, "an attempt of ours takes its place".into(), out)
-            }
+        // One at a time: ours may take an answered one's place (once our limiter
+        // allows it, so that a refusal ends nothing), nothing else may.
+        let displaced = match running {
+            Some((id, None)) if own => Some(id),
             Some(_) => return Err(format!("rate limited ({:?})", bd::Refused::Busy)),
-            None => {}
-        }
+            None => None,
+        };
         let limiter = if own {
             &mut self.birthday.own
         } else {
@@ -305,6 +305,9 @@ impl Router {
         limiter
             .start(&s.node, now)
             .map_err(|r| format!("rate limited ({r:?})"))?;
+        if let Some(id) = displaced {
+            self.fail_job(id, "an attempt of ours takes its place".into(), out);
+        }
         let id = self.birthday.next;
         self.birthday.next += 1;
         let token = match offer {
