@@ -130,3 +130,125 @@ async fn one_network_gets_a_share_of_the_inbound_slots() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Whether meshd lists `peer` among its connected peers.
+fn lists(node: &Meshd, peer: &libp2p::PeerId) -> bool {
+    node.cli_ok(&["peers"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["peer_id"] == peer.to_string())
+}
+
+/// Waits (at most 20 s) until meshd lists `n` peers.
+async fn wait_peers(node: &Meshd, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peers(node) != n {
+        assert!(Instant::now() < deadline, "meshd never listed {n} peers");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node's inbound cap (`max_established_incoming`) full of one network group's
+/// peers (127.0.0.0/16): more of them are refused, while peers of another group (over
+/// `::1`) get in, each in the place of one of the full group's, down to an equal share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_makes_room_for_another_network_group() {
+    const INBOUND: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meshd.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nmax_established_incoming = {INBOUND}\n"),
+    )
+    .unwrap();
+    let node = Meshd::start(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip6/::1/tcp/0",
+            "--bootstrap",
+            "none",
+        ],
+    );
+    let listen: Vec<String> = node.ready["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let v4: libp2p::Multiaddr = listen
+        .iter()
+        .find(|a| a.starts_with("/ip4/"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let v6: libp2p::Multiaddr = listen
+        .iter()
+        .find(|a| a.starts_with("/ip6/"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let join = |addr: &libp2p::Multiaddr| {
+        let p = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+        let addr = addr.clone();
+        let q = p.clone();
+        async move {
+            let _ = q.connect(addr, Duration::from_secs(20)).await;
+            p
+        }
+    };
+
+    // The IPv4 group fills the cap, one at a time (each listed before the next).
+    let mut group_a = Vec::new();
+    for n in 1..=INBOUND {
+        group_a.push(join(&v4).await);
+        wait_peers(&node, n).await;
+    }
+    // One more of theirs is refused.
+    let refused = join(&v4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !lists(&node, &refused.peer_id()),
+        "a fifth peer of the full group got in"
+    );
+    assert_eq!(peers(&node), INBOUND);
+
+    // Peers over ::1 (another group) get in, each closing one of the full group's,
+    // until both hold two.
+    let mut group_b = Vec::new();
+    for _ in 0..INBOUND / 2 {
+        let p = join(&v6).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !lists(&node, &p.peer_id()) {
+            assert!(
+                Instant::now() < deadline,
+                "a peer of another group never got in"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        group_b.push(p);
+    }
+    wait_peers(&node, INBOUND).await;
+    let held_a = group_a
+        .iter()
+        .filter(|p| lists(&node, &p.peer_id()))
+        .count();
+    assert_eq!(
+        held_a,
+        INBOUND / 2,
+        "the full group gave way down to an equal share"
+    );
+    // A third of group B would make it the larger: refused.
+    let third = join(&v6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !lists(&node, &third.peer_id()),
+        "a group took more than an equal share"
+    );
+    assert_eq!(peers(&node), INBOUND);
+}

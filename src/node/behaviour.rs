@@ -19,7 +19,7 @@ use super::store::SharedAdverts;
 pub struct MeshBehaviour {
     /// Established/pending connection caps (first, so it refuses before anyone works);
     /// AutoNAT dial-backs are exempt from the per-peer cap (see [`super::dial_back`]).
-    pub limits: super::dial_back::Limits,
+    pub limits: super::limits::Limits,
     /// Refuses new connections under memory pressure.
     pub memory: memory_connection_limits::Behaviour,
     /// identify (`/ipfs/id/1.0.0`, push included; observed addresses only when they

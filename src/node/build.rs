@@ -58,7 +58,7 @@ pub fn build(
     let peer_id = lp_key.public().to_peer_id();
     let l = &config.limits;
     let dial_backs = super::dial_back::DialBacks::default();
-    let limits = super::dial_back::Limits::new(
+    let limits = super::limits::Limits::new(
         connection_limits::ConnectionLimits::default()
             .with_max_established(Some(l.max_established))
             .with_max_pending_incoming(Some(l.max_pending_incoming)),
@@ -69,6 +69,8 @@ pub fn build(
             // One UDP packet from a spoofable address starts one: a quarter of the
             // global pending cap at most (`ip_shares`).
             max_pending_webrtc: (l.max_pending_incoming / 4).max(1),
+            max_pending_group: l.pending_incoming_per_group(),
+            max_inbound: l.established_incoming(),
         },
         dial_backs.clone(),
     );

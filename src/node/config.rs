@@ -176,6 +176,11 @@ pub struct Limits {
     pub max_pending_incoming_per_ip: u32,
     /// Established incoming connections from one network (as above).
     pub max_established_incoming_per_ip: u32,
+    /// Established incoming connections in all (relayed ones not counted); unset:
+    /// three quarters of `max_established`, so that inbound peers leave the rest to the
+    /// node's own dials. At this cap a newcomer from a smaller network group (IPv4 /16,
+    /// IPv6 /32) takes the place of the largest group's newest connection.
+    pub max_established_incoming: Option<u32>,
     /// New connections are refused above this fraction of system memory in use.
     pub max_memory_fraction: f64,
     /// Mesh sessions kept at once (the governor's `max_live`).
@@ -186,6 +191,21 @@ pub struct Limits {
     pub max_gossip_bytes: usize,
 }
 
+impl Limits {
+    /// `max_established_incoming`, or three quarters of `max_established` (at least 1).
+    pub fn established_incoming(&self) -> u32 {
+        self.max_established_incoming
+            .unwrap_or(self.max_established / 4 * 3)
+            .max(1)
+    }
+
+    /// Pending incoming connections from one network group (IPv4 /16, IPv6 /32): a
+    /// quarter of `max_pending_incoming`, and never fewer than one network's share.
+    pub fn pending_incoming_per_group(&self) -> u32 {
+        (self.max_pending_incoming / 4).max(self.max_pending_incoming_per_ip)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -194,6 +214,7 @@ impl Default for Limits {
             max_pending_incoming: 128,
             max_pending_incoming_per_ip: 16,
             max_established_incoming_per_ip: 64,
+            max_established_incoming: None,
             max_memory_fraction: 0.9,
             max_sessions: 32,
             hot_sessions: 2,
@@ -455,6 +476,14 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "limits: max_established and max_per_peer must be positive".into(),
             ));
+        }
+        if let Some(n) = l.max_established_incoming
+            && !(1..=l.max_established).contains(&n)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "limits: need 0 < max_established_incoming ({n}) <= max_established ({})",
+                l.max_established
+            )));
         }
         // Every advertisement store (and the mesh DHT) refuses a lifetime above its
         // maximum: a longer TTL would publish an advertisement no one keeps.

@@ -12,7 +12,7 @@
 //!
 //! - [`AutonatServer`] remembers the connections it dials for a test ([`DialBacks`],
 //!   bounded) and closes each once its dial-back handler reported;
-//! - [`Limits`] applies libp2p's connection caps, and the per-peer cap to every
+//! - [`Limits`](super::limits::Limits) applies libp2p's connection caps, and the per-peer cap to every
 //!   connection but those dial-backs (the global caps apply to them as to any other),
 //!   and the per-network shares of inbound connections ([`IpShares`]).
 //!
@@ -39,12 +39,11 @@ use libp2p::core::transport::PortUse;
 use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
-use libp2p::{Multiaddr, PeerId, autonat, connection_limits};
+use libp2p::{Multiaddr, PeerId, autonat};
 
 use super::ip_scope::{ip_of, plausible};
-use super::ip_shares::{IpCaps, IpShares};
 
 /// Dial-backs in flight at most: a test asked for while this many are in flight is
 /// refused before its dial (no verdict, as beyond the rates); one that still finds no
@@ -59,12 +58,12 @@ pub const MAX_DIAL_BACKS: usize = 64;
 pub struct DialBacks(Arc<Mutex<DialBackSet>>);
 
 impl DialBacks {
-    fn lock(&self) -> MutexGuard<'_, DialBackSet> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, DialBackSet> {
         // The set holds no invariant a panic elsewhere could break.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn contains(&self, id: ConnectionId) -> bool {
+    pub(crate) fn contains(&self, id: ConnectionId) -> bool {
         self.lock().contains(id)
     }
 
@@ -405,168 +404,6 @@ impl NetworkBehaviour for AutonatServer {
     }
 }
 
-/// libp2p's connection caps: the global ones on every connection, the per-peer one on
-/// every connection but our AutoNAT dial-backs; and the per-network shares of inbound
-/// connections.
-pub struct Limits {
-    global: connection_limits::Behaviour,
-    per_peer: connection_limits::Behaviour,
-    ips: IpShares,
-    dial_backs: DialBacks,
-}
-
-impl Limits {
-    /// `limits` (its per-peer cap taken out and applied as `max_per_peer`), exempting
-    /// `dial_backs` from the per-peer cap; `ips`, the shares of one network.
-    pub fn new(
-        limits: connection_limits::ConnectionLimits,
-        max_per_peer: u32,
-        ips: IpCaps,
-        dial_backs: DialBacks,
-    ) -> Self {
-        Limits {
-            global: connection_limits::Behaviour::new(limits.with_max_established_per_peer(None)),
-            per_peer: connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default()
-                    .with_max_established_per_peer(Some(max_per_peer)),
-            ),
-            ips: IpShares::new(ips),
-            dial_backs,
-        }
-    }
-}
-
-impl NetworkBehaviour for Limits {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.global
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
-        self.per_peer
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)?;
-        self.ips
-            .pending(connection_id, local_addr, remote_addr)
-            .map_err(|e| {
-                tracing::debug!(%remote_addr, "inbound connection refused: {e}");
-                ConnectionDenied::new(e)
-            })
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.ips.check_established(remote_addr).map_err(|e| {
-            tracing::debug!(%peer, %remote_addr, "inbound connection refused: {e}");
-            ConnectionDenied::new(e)
-        })?;
-        self.global.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )?;
-        self.per_peer.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.global.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )?;
-        if self.dial_backs.contains(connection_id) {
-            return Ok(vec![]);
-        }
-        self.per_peer.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.global.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )?;
-        if self.dial_backs.contains(connection_id) {
-            return Ok(dummy::ConnectionHandler);
-        }
-        self.per_peer.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.global.on_swarm_event(event);
-        self.per_peer.on_swarm_event(event);
-        match event {
-            FromSwarm::ConnectionEstablished(e) => {
-                let inbound_from = match e.endpoint {
-                    libp2p::core::ConnectedPoint::Listener { send_back_addr, .. } => {
-                        Some(send_back_addr)
-                    }
-                    libp2p::core::ConnectedPoint::Dialer { .. } => None,
-                };
-                self.ips.established(e.connection_id, inbound_from);
-            }
-            FromSwarm::ListenFailure(f) => self.ips.failed(f.connection_id),
-            FromSwarm::ConnectionClosed(c) => self.ips.closed(c.connection_id),
-            _ => {}
-        }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        _peer_id: PeerId,
-        _connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        libp2p::core::util::unreachable(event)
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,66 +454,6 @@ mod tests {
         assert!(!t.contains(ids[3]));
         assert!(t.insert(ids[MAX_DIAL_BACKS], client));
         assert_eq!(t.remove(ids[3]), None);
-    }
-
-    #[test]
-    fn dial_backs_pass_the_per_peer_cap_other_connections_do_not() {
-        use libp2p::core::ConnectedPoint;
-        use libp2p::swarm::behaviour::ConnectionEstablished;
-
-        let dial_backs = DialBacks::default();
-        let mut limits = Limits::new(
-            connection_limits::ConnectionLimits::default().with_max_established(Some(3)),
-            1,
-            IpCaps {
-                max_pending: 8,
-                max_established: 64,
-                max_pending_webrtc: 32,
-            },
-            dial_backs.clone(),
-        );
-        let peer = PeerId::random();
-        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
-        let endpoint = ConnectedPoint::Dialer {
-            address: addr.clone(),
-            role_override: Endpoint::Dialer,
-            port_use: PortUse::Reuse,
-        };
-        let establish = |limits: &mut Limits, id: ConnectionId| {
-            limits.handle_pending_outbound_connection(
-                id,
-                Some(peer),
-                std::slice::from_ref(&addr),
-                Endpoint::Dialer,
-            )?;
-            limits.handle_established_outbound_connection(
-                id,
-                peer,
-                &addr,
-                Endpoint::Dialer,
-                PortUse::New,
-            )?;
-            limits.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-                peer_id: peer,
-                connection_id: id,
-                endpoint: &endpoint,
-                failed_addresses: &[],
-                other_established: 0,
-            }));
-            Ok::<_, ConnectionDenied>(())
-        };
-        let id = |n| ConnectionId::new_unchecked(n);
-        assert!(establish(&mut limits, id(1)).is_ok());
-        // The peer is at its cap of one: another connection is refused...
-        assert!(establish(&mut limits, id(2)).is_err());
-        // ...but a dial-back of our AutoNAT server is not.
-        dial_backs.lock().insert(id(3), peer);
-        assert!(establish(&mut limits, id(3)).is_ok());
-        // The global cap (3 established) still applies to dial-backs.
-        dial_backs.lock().insert(id(4), peer);
-        assert!(establish(&mut limits, id(4)).is_ok());
-        dial_backs.lock().insert(id(5), peer);
-        assert!(establish(&mut limits, id(5)).is_err());
     }
 
     fn rand_id() -> usize {

@@ -10,6 +10,19 @@
 //!   nothing, so libp2p's per-peer cap does not stop one host from holding the whole
 //!   global cap with fresh keys.
 //!
+//! - **Pending, by wider network** ([`Group`]: an IPv4 /16, an IPv6 /32): at most
+//!   `max_pending_group`. A /48 (a free tunnel broker hands one out) holds 65,536 /64s,
+//!   each with its own `max_pending`.
+//! - **Established inbound, in all**: at most `max_inbound` (three quarters of
+//!   `limits.max_established` unless set), so inbound peers (those counted here: with an
+//!   IP, not relayed) never take the slots the node dials out with. At that cap a newcomer is let in when its [`Group`] would
+//!   still hold fewer than the largest group does: the newest connection of the largest
+//!   group is closed for it (Bitcoin Core's eviction by network group, reduced to its
+//!   core). Eight IPv4 addresses or a /61 used to hold all 512 connections (64 each),
+//!   the node's own dials included; now whoever holds the slots is pushed back towards
+//!   an equal share per group by every newcomer from elsewhere, and gains nothing by
+//!   reconnecting (a group cannot displace one that is not larger than itself).
+//!
 //! - **Pending WebRTC-direct** (any network): at most `max_pending_webrtc` in all. One
 //!   UDP packet (a STUN request with any user name) from a new source address starts
 //!   one, with no handshake, and a source address costs nothing to spoof: some 13
@@ -25,6 +38,7 @@
 use std::collections::HashMap;
 
 use libp2p::Multiaddr;
+use libp2p::PeerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use mesh_core::IpKey;
@@ -38,6 +52,30 @@ pub struct IpCaps {
     pub max_established: u32,
     /// Pending inbound WebRTC-direct connections in all.
     pub max_pending_webrtc: u32,
+    /// Pending inbound connections per [`Group`].
+    pub max_pending_group: u32,
+    /// Established inbound connections in all (those counted: with an IP, not relayed).
+    pub max_inbound: u32,
+}
+
+/// A wider network than [`IpKey`]: an IPv4 /16, an IPv6 /32 (the network groups of
+/// Bitcoin Core's eviction; an ISP's or a hosting provider's block, roughly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    /// The first 16 bits of an IPv4 address.
+    V4(u16),
+    /// The first 32 bits of an IPv6 address.
+    V6(u32),
+}
+
+impl Group {
+    /// The group `key` is in.
+    pub fn of(key: IpKey) -> Group {
+        match key {
+            IpKey::V4(ip) => Group::V4((u32::from(ip) >> 16) as u16),
+            IpKey::V6Prefix(p) => Group::V6((p >> 32) as u32),
+        }
+    }
 }
 
 /// Which cap refused a connection.
@@ -52,6 +90,23 @@ pub enum Refused {
     /// `max_pending_webrtc` WebRTC-direct connections are in their handshakes.
     #[error("{0} pending inbound WebRTC-direct connections already")]
     PendingWebrtc(u32),
+    /// The wider network ([`Group`]) has `max_pending_group` connections in their
+    /// handshakes.
+    #[error("{0} pending inbound connections from this wider network already")]
+    PendingGroup(u32),
+    /// `max_inbound` inbound connections are held and no group holds more than the
+    /// newcomer's would.
+    #[error("{0} inbound connections in all, none from a larger network group to give way")]
+    Full(u32),
+}
+
+/// An established inbound connection that is counted.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    key: IpKey,
+    peer: PeerId,
+    /// Order of arrival (larger: newer).
+    seq: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -65,8 +120,11 @@ struct Count {
 pub struct IpShares {
     caps: IpCaps,
     pending: HashMap<ConnectionId, IpKey>,
-    established: HashMap<ConnectionId, IpKey>,
+    established: HashMap<ConnectionId, Held>,
     counts: HashMap<IpKey, Count>,
+    /// Pending and established connections by [`Group`].
+    groups: HashMap<Group, Count>,
+    next_seq: u64,
     /// Pending WebRTC-direct connections (at most `max_pending_webrtc`).
     webrtc: std::collections::HashSet<ConnectionId>,
 }
@@ -88,6 +146,8 @@ impl IpShares {
             pending: HashMap::new(),
             established: HashMap::new(),
             counts: HashMap::new(),
+            groups: HashMap::new(),
+            next_seq: 0,
             webrtc: std::collections::HashSet::new(),
         }
     }
@@ -109,38 +169,85 @@ impl IpShares {
         let Some(key) = key_of(remote) else {
             return Ok(());
         };
-        let count = self.counts.entry(key).or_default();
-        if count.pending >= self.caps.max_pending {
-            let max = self.caps.max_pending;
-            self.tidy(key);
+        let group = Group::of(key);
+        let refused = if self.counts.get(&key).map_or(0, |c| c.pending) >= self.caps.max_pending {
+            Some(Refused::Pending(self.caps.max_pending))
+        } else if self.groups.get(&group).map_or(0, |c| c.pending) >= self.caps.max_pending_group {
+            Some(Refused::PendingGroup(self.caps.max_pending_group))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
             self.webrtc.remove(&id);
-            return Err(Refused::Pending(max));
+            return Err(refused);
         }
-        count.pending += 1;
+        self.counts.entry(key).or_default().pending += 1;
+        self.groups.entry(group).or_default().pending += 1;
         self.pending.insert(id, key);
         Ok(())
     }
 
-    /// Connection `id` from `remote` finished its handshakes: whether it may be
-    /// established.
-    pub fn check_established(&self, remote: &Multiaddr) -> Result<(), Refused> {
+    /// An inbound connection from `remote` finished its handshakes: whether it may be
+    /// established, and the connection that must give way to it when the node holds
+    /// `max_inbound` (pass it to [`IpShares::evict`] once the connection is let in).
+    pub fn check_established(&self, remote: &Multiaddr) -> Result<Option<ConnectionId>, Refused> {
         let Some(key) = key_of(remote) else {
-            return Ok(());
+            return Ok(None);
         };
         let established = self.counts.get(&key).map_or(0, |c| c.established);
         if established >= self.caps.max_established {
             return Err(Refused::Established(self.caps.max_established));
         }
-        Ok(())
+        if self.established.len() < self.caps.max_inbound as usize {
+            return Ok(None);
+        }
+        let group = Group::of(key);
+        let own = self.groups.get(&group).map_or(0, |c| c.established);
+        // The largest group (the greater key among equals, so the choice is
+        // reproducible); it gives way only when it would still be no smaller than the
+        // newcomer's afterwards.
+        let largest = self
+            .groups
+            .iter()
+            .filter(|(_, c)| c.established > 0)
+            .max_by_key(|(g, c)| (c.established, **g));
+        match largest {
+            Some((&g, c)) if own + 1 < c.established => Ok(self.newest_of(g)),
+            _ => Err(Refused::Full(self.caps.max_inbound)),
+        }
     }
 
-    /// Connection `id` was established; `inbound_from` is its remote address when a
-    /// listener accepted it.
-    pub fn established(&mut self, id: ConnectionId, inbound_from: Option<&Multiaddr>) {
+    /// The newest counted connection of `group`.
+    fn newest_of(&self, group: Group) -> Option<ConnectionId> {
+        self.established
+            .iter()
+            .filter(|(_, h)| Group::of(h.key) == group)
+            .max_by_key(|(_, h)| h.seq)
+            .map(|(id, _)| *id)
+    }
+
+    /// Stops counting connection `id`, chosen by [`IpShares::check_established`] to
+    /// give way: the peer to close it for (`None` when it is no longer held).
+    pub fn evict(&mut self, id: ConnectionId) -> Option<PeerId> {
+        let held = self.forget(id)?;
+        Some(held.peer)
+    }
+
+    /// Connection `id` with `peer` was established; `inbound_from` is its remote
+    /// address when a listener accepted it.
+    pub fn established(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        inbound_from: Option<&Multiaddr>,
+    ) {
         self.end_pending(id);
         if let Some(key) = inbound_from.and_then(key_of) {
             self.counts.entry(key).or_default().established += 1;
-            self.established.insert(id, key);
+            self.groups.entry(Group::of(key)).or_default().established += 1;
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            self.established.insert(id, Held { key, peer, seq });
         }
     }
 
@@ -151,12 +258,19 @@ impl IpShares {
 
     /// Connection `id` closed.
     pub fn closed(&mut self, id: ConnectionId) {
-        if let Some(key) = self.established.remove(&id) {
-            if let Some(c) = self.counts.get_mut(&key) {
-                c.established = c.established.saturating_sub(1);
-            }
-            self.tidy(key);
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: ConnectionId) -> Option<Held> {
+        let held = self.established.remove(&id)?;
+        if let Some(c) = self.counts.get_mut(&held.key) {
+            c.established = c.established.saturating_sub(1);
         }
+        if let Some(c) = self.groups.get_mut(&Group::of(held.key)) {
+            c.established = c.established.saturating_sub(1);
+        }
+        self.tidy(held.key);
+        Some(held)
     }
 
     /// Networks with a connection counted (for tests and metrics).
@@ -170,17 +284,21 @@ impl IpShares {
             if let Some(c) = self.counts.get_mut(&key) {
                 c.pending = c.pending.saturating_sub(1);
             }
+            if let Some(c) = self.groups.get_mut(&Group::of(key)) {
+                c.pending = c.pending.saturating_sub(1);
+            }
             self.tidy(key);
         }
     }
 
     fn tidy(&mut self, key: IpKey) {
-        if self
-            .counts
-            .get(&key)
-            .is_some_and(|c| c.pending == 0 && c.established == 0)
-        {
+        let empty = |c: &Count| c.pending == 0 && c.established == 0;
+        if self.counts.get(&key).is_some_and(empty) {
             self.counts.remove(&key);
+        }
+        let group = Group::of(key);
+        if self.groups.get(&group).is_some_and(empty) {
+            self.groups.remove(&group);
         }
     }
 }
@@ -197,11 +315,17 @@ mod tests {
         ConnectionId::new_unchecked(n)
     }
 
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
     fn shares() -> IpShares {
         IpShares::new(IpCaps {
             max_pending: 2,
             max_established: 3,
             max_pending_webrtc: 4,
+            max_pending_group: 8,
+            max_inbound: 100,
         })
     }
 
@@ -256,7 +380,7 @@ mod tests {
         // One ends (failed or established): room again.
         s.failed(id(1));
         assert_eq!(s.pending(id(5), &tcp(), &a), Ok(()));
-        s.established(id(2), Some(&a2));
+        s.established(id(2), peer(), Some(&a2));
         assert_eq!(s.pending(id(6), &tcp(), &a), Ok(()));
         assert_eq!(s.pending(id(7), &tcp(), &a), Err(Refused::Pending(2)));
     }
@@ -287,17 +411,17 @@ mod tests {
         let mut s = shares();
         let a = ma("/ip4/198.51.100.1/tcp/5000");
         for n in 0..3 {
-            assert_eq!(s.check_established(&a), Ok(()));
+            assert_eq!(s.check_established(&a), Ok(None));
             s.pending(id(n), &tcp(), &a).unwrap();
-            s.established(id(n), Some(&a));
+            s.established(id(n), peer(), Some(&a));
         }
         assert_eq!(s.check_established(&a), Err(Refused::Established(3)));
         // Outbound connections to that network do not count.
-        s.established(id(10), None);
+        s.established(id(10), peer(), None);
         s.closed(id(10));
         assert_eq!(s.check_established(&a), Err(Refused::Established(3)));
         s.closed(id(1));
-        assert_eq!(s.check_established(&a), Ok(()));
+        assert_eq!(s.check_established(&a), Ok(None));
     }
 
     #[test]
@@ -322,7 +446,7 @@ mod tests {
         s.pending(id(2), &tcp(), &b).unwrap();
         let _ = s.pending(id(3), &tcp(), &a);
         let _ = s.pending(id(4), &tcp(), &a);
-        s.established(id(1), Some(&a));
+        s.established(id(1), peer(), Some(&a));
         s.failed(id(2));
         s.failed(id(4));
         s.closed(id(1));
@@ -330,5 +454,122 @@ mod tests {
         s.failed(id(3));
         assert_eq!(s.networks(), 0);
         assert!(s.pending.is_empty() && s.established.is_empty());
+    }
+
+    /// Shares where the node holds `inbound` connections in all, 64 per network.
+    fn full_at(inbound: u32) -> IpShares {
+        IpShares::new(IpCaps {
+            max_pending: 64,
+            max_established: 64,
+            max_pending_webrtc: 4,
+            max_pending_group: 64,
+            max_inbound: inbound,
+        })
+    }
+
+    /// Lets in a connection from `remote` as the node would: checked, the one chosen to
+    /// give way evicted, then established. The connection evicted, or why it was refused.
+    fn admit(
+        s: &mut IpShares,
+        n: usize,
+        remote: &Multiaddr,
+    ) -> Result<Option<ConnectionId>, Refused> {
+        s.pending(id(n), &tcp(), remote)?;
+        match s.check_established(remote) {
+            Ok(victim) => {
+                if let Some(v) = victim {
+                    assert!(s.evict(v).is_some());
+                }
+                s.established(id(n), peer(), Some(remote));
+                Ok(victim)
+            }
+            Err(e) => {
+                s.failed(id(n));
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn a_few_networks_cannot_hold_every_inbound_slot() {
+        // Eight hosts of one /16 fill the node (a /61's eight /64s would do the same).
+        let mut s = full_at(16);
+        let attacker = |n: usize| ma(&format!("/ip4/203.0.{}.1/tcp/{n}", n % 8));
+        for n in 0..16 {
+            assert_eq!(admit(&mut s, n, &attacker(n)), Ok(None));
+        }
+        // More of theirs are refused: the node is full and they are the largest group.
+        assert_eq!(admit(&mut s, 16, &attacker(16)), Err(Refused::Full(16)));
+        // Peers from elsewhere get in, each in the place of the attacker's newest.
+        let honest = |n: usize| ma(&format!("/ip4/198.{n}.100.1/tcp/1"));
+        assert_eq!(admit(&mut s, 100, &honest(1)), Ok(Some(id(15))));
+        assert_eq!(admit(&mut s, 101, &honest(2)), Ok(Some(id(14))));
+        assert_eq!(
+            admit(&mut s, 102, &ma("/ip6/2001:db8::1/tcp/1")),
+            Ok(Some(id(13)))
+        );
+        // Reconnecting gains the attacker nothing: its group is still the largest.
+        assert_eq!(admit(&mut s, 17, &attacker(17)), Err(Refused::Full(16)));
+        assert_eq!(s.established.len(), 16);
+    }
+
+    #[test]
+    fn groups_give_way_down_to_an_equal_share_and_no_further() {
+        let mut s = full_at(6);
+        let a = |n: usize| ma(&format!("/ip4/203.0.113.{n}/tcp/1"));
+        let b = |n: usize| ma(&format!("/ip6/2001:db8:0:{n}::1/tcp/1"));
+        for n in 0..6 {
+            admit(&mut s, n, &a(n)).unwrap();
+        }
+        // /32 2001:db8 takes slots from 203.0/16 until both hold three.
+        assert!(admit(&mut s, 10, &b(0)).unwrap().is_some());
+        assert!(admit(&mut s, 11, &b(1)).unwrap().is_some());
+        assert!(admit(&mut s, 12, &b(2)).unwrap().is_some());
+        assert_eq!(admit(&mut s, 13, &b(3)), Err(Refused::Full(6)));
+        assert_eq!(admit(&mut s, 7, &a(7)), Err(Refused::Full(6)));
+        // One leaves: room for anyone again.
+        s.closed(id(0));
+        assert_eq!(admit(&mut s, 8, &a(8)), Ok(None));
+    }
+
+    #[test]
+    fn a_wider_network_gets_its_pending_share() {
+        let mut s = shares();
+        // Eight /64s of one /32, two pending each at most, eight in all.
+        let from = |n: usize| ma(&format!("/ip6/2001:db8:0:{n}::1/tcp/1"));
+        let held = (0..20)
+            .filter(|n| s.pending(id(*n), &tcp(), &from(n / 2)).is_ok())
+            .count();
+        assert_eq!(held, 8);
+        assert_eq!(
+            s.pending(id(30), &tcp(), &from(15)),
+            Err(Refused::PendingGroup(8))
+        );
+        assert_eq!(
+            s.pending(id(31), &tcp(), &ma("/ip6/2001:db9::1/tcp/1")),
+            Ok(()),
+            "another /32"
+        );
+        s.failed(id(0));
+        assert_eq!(s.pending(id(32), &tcp(), &from(15)), Ok(()));
+    }
+
+    #[test]
+    fn an_evicted_connection_closing_later_is_not_counted_twice() {
+        let mut s = full_at(2);
+        admit(&mut s, 1, &ma("/ip4/203.0.113.1/tcp/1")).unwrap();
+        admit(&mut s, 2, &ma("/ip4/203.0.113.2/tcp/1")).unwrap();
+        let victim = admit(&mut s, 3, &ma("/ip4/198.51.100.1/tcp/1")).unwrap();
+        assert_eq!(victim, Some(id(2)));
+        // The swarm reports its close afterwards.
+        s.closed(id(2));
+        assert_eq!(s.established.len(), 2);
+        assert_eq!(
+            s.groups
+                .get(&Group::of(IpKey::V4([203, 0, 113, 1].into())))
+                .map(|c| c.established),
+            Some(1)
+        );
+        assert_eq!(s.evict(id(2)), None);
     }
 }

@@ -58,6 +58,7 @@ mod ip_scope;
 pub mod ip_shares;
 pub mod kad_inbound;
 pub mod kad_scope;
+pub mod limits;
 mod lookups;
 pub mod muxer;
 mod nat_verdicts;
