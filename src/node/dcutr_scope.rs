@@ -48,8 +48,9 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, dcutr};
 
-use mesh_core::{IpKey, RateLimit, RateLimiter, take_all};
+use mesh_core::{RateLimit, RateLimiter, take_all};
 
+use super::destination_budget::DestinationBudget;
 use super::router::policy::CandidatePolicy;
 
 /// DCUtR dials remembered between DCUtR's `Dial` and the swarm's question about it.
@@ -121,7 +122,7 @@ pub struct Dcutr {
     replacements: VecDeque<DialOpts>,
     per_peer: RateLimiter<PeerId>,
     overall: RateLimiter<()>,
-    targets: RateLimiter<IpKey>,
+    targets: DestinationBudget,
     /// The start of the budget's clock.
     start: std::time::Instant,
 }
@@ -140,7 +141,7 @@ impl Dcutr {
             replacements: VecDeque::new(),
             per_peer: RateLimiter::new(PER_PEER, PEERS_COUNTED),
             overall: RateLimiter::new(OVERALL, 1),
-            targets: RateLimiter::new(PER_TARGET, PEERS_COUNTED),
+            targets: DestinationBudget::new(PER_TARGET, PEERS_COUNTED),
             start: std::time::Instant::now(),
         }
     }
@@ -162,18 +163,6 @@ impl Dcutr {
             ],
         )
         .is_ok()
-    }
-
-    /// The addresses of `addrs` whose destination has a token left (each takes one);
-    /// addresses without an IP are left out (the scope has refused them already).
-    fn within_targets(&mut self, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
-        let ms = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
-        addrs
-            .into_iter()
-            .filter(|a| {
-                IpKey::of_multiaddr(a).is_some_and(|t| self.targets.check_ms(&t, ms).is_ok())
-            })
-            .collect()
     }
 
     fn path(&self, peer: PeerId) -> Vec<Multiaddr> {
@@ -258,7 +247,7 @@ impl NetworkBehaviour for Dcutr {
                     return Err(ConnectionDenied::new(OverBudget));
                 }
                 let scoped = kept.len();
-                let kept = self.within_targets(kept);
+                let kept = self.targets.admit(kept, std::time::Instant::now());
                 if scoped > 0 && kept.is_empty() {
                     tracing::debug!(%peer, "DCUtR dial refused: its destinations' budget is spent");
                     return Err(ConnectionDenied::new(OverBudget));

@@ -366,7 +366,7 @@ impl Groups {
                 // those in the node's scope (see [`feed`]).
                 let stored = view.stored_addrs(&node);
                 let addrs = feed_addrs(if stored.is_empty() { &addrs } else { &stored }, &own);
-                let addrs = self.fed.within_targets(addrs, now.at);
+                let addrs = self.fed.targets.admit(addrs, now.at);
                 if addrs.is_empty() {
                     continue;
                 }

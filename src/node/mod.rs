@@ -41,6 +41,7 @@ pub mod build;
 mod commands;
 pub mod config;
 pub mod dcutr_scope;
+pub(crate) mod destination_budget;
 mod dht;
 pub mod dial_back;
 mod dial_error;

@@ -30,7 +30,8 @@
 //! address only); [`Limiter`] allows one attempt per peer per [`PER_PEER_EVERY`], at most
 //! [`GLOBAL_PER_WINDOW`] attempts per [`GLOBAL_WINDOW`] and [`MAX_CONCURRENT`] at once
 //! (the router keeps one for its own routes and one for the attempts it answers, and
-//! runs one attempt at a time, its own first).
+//! runs one attempt at a time, its own first); and whatever the peers' keys, the
+//! attempts probing toward one destination are [`PER_DESTINATION`].
 
 pub mod probe;
 pub mod quic;
@@ -58,6 +59,17 @@ pub const PER_PEER_EVERY: Duration = Duration::from_secs(60);
 pub const GLOBAL_WINDOW: Duration = Duration::from_secs(60);
 /// Attempts per [`GLOBAL_WINDOW`], all peers together.
 pub const GLOBAL_PER_WINDOW: usize = 6;
+/// Attempts that probe toward one destination (an IPv4 address, an IPv6 /64: a peer's
+/// NAT; up to 256 datagrams each): two at once, then one every two minutes. The
+/// [`Limiter`] counts node ids, which cost nothing: without this, fresh keys naming one
+/// host had it sent every attempt the node-wide window allows.
+pub const PER_DESTINATION: mesh_core::RateLimit = mesh_core::RateLimit {
+    burst: 2,
+    per_second: 1.0 / 120.0,
+};
+/// Destinations counted by [`PER_DESTINATION`] (the least recently used forgotten
+/// first).
+pub const DESTINATIONS: usize = 1024;
 /// Attempts running at once.
 pub const MAX_CONCURRENT: usize = 1;
 

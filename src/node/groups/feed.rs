@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use mesh_core::ipkey::is_loopback;
-use mesh_core::{IpKey, NodeId, RateLimit, RateLimiter};
+use mesh_core::{NodeId, RateLimit};
 
 use crate::node::addrs;
+use crate::node::destination_budget::DestinationBudget;
 
 /// Most addresses of one member dialed at once.
 pub(super) const FEED_ADDRS: usize = 4;
@@ -54,37 +54,20 @@ pub(super) fn feed_addrs(candidates: &[Multiaddr], own: &[Multiaddr]) -> Vec<Mul
 #[derive(Debug)]
 pub(super) struct Fed {
     at: HashMap<NodeId, Instant>,
-    targets: RateLimiter<IpKey>,
-    /// The start of the budget's clock: the first `now` given.
-    epoch: Option<Instant>,
+    /// Loopback destinations free.
+    pub(super) targets: DestinationBudget,
 }
 
 impl Default for Fed {
     fn default() -> Self {
         Fed {
             at: HashMap::new(),
-            targets: RateLimiter::new(FEED_PER_TARGET, FEED_MEMORY),
-            epoch: None,
+            targets: DestinationBudget::new(FEED_PER_TARGET, FEED_MEMORY).loopback_free(),
         }
     }
 }
 
 impl Fed {
-    /// The addresses of `addrs` whose destination has a token left at `now` (each
-    /// takes one); loopback addresses are not counted.
-    pub(super) fn within_targets(&mut self, addrs: Vec<Multiaddr>, now: Instant) -> Vec<Multiaddr> {
-        let epoch = *self.epoch.get_or_insert(now);
-        let ms = i64::try_from(now.saturating_duration_since(epoch).as_millis());
-        let ms = ms.unwrap_or(i64::MAX);
-        addrs
-            .into_iter()
-            .filter(|a| {
-                is_loopback(a)
-                    || IpKey::of_multiaddr(a).is_some_and(|t| self.targets.check_ms(&t, ms).is_ok())
-            })
-            .collect()
-    }
-
     /// Whether `node` was dialed less than [`FEED_REDIAL`] before `now`.
     pub(super) fn recently(&self, node: &NodeId, now: Instant) -> bool {
         self.at

@@ -28,6 +28,7 @@ use crate::node::action::Action;
 use crate::node::birthday::run::{ProbeEvent, any};
 use crate::node::birthday::signal::{Step, put_mapping};
 use crate::node::birthday::{self as bd, Budget, Limiter, Mapping, Part};
+use crate::node::destination_budget::DestinationBudget;
 use crate::node::view::View;
 
 /// How long one attempt may run before it is dropped (its limiter slot freed).
@@ -121,6 +122,9 @@ pub(super) struct Birthday {
     jobs: std::collections::HashMap<u64, Job>,
     next: u64,
     budget: Budget,
+    /// Attempts probing toward one destination (the IPv4 address or IPv6 /64 of a
+    /// peer's NAT): [`bd::PER_DESTINATION`], whatever their node ids.
+    destinations: DestinationBudget,
     /// Routes whose attempt failed, moved on at the next tick.
     give_up: Vec<(u64, String)>,
 }
@@ -133,6 +137,7 @@ impl Birthday {
             jobs: std::collections::HashMap::new(),
             next: 0,
             budget: Budget::default(),
+            destinations: DestinationBudget::new(bd::PER_DESTINATION, bd::DESTINATIONS),
             give_up: Vec::new(),
         }
     }
@@ -336,7 +341,9 @@ impl Router {
         tracing::debug!(peer = %s.peer, ?part, "birthday attempt");
         match (part, offer) {
             (Part::Probes, _) => out.push(Action::ProbeBind { job: id, toward }),
-            (Part::Sockets, Some(Step::Offer { probe, .. })) => self.probe_toward(id, probe, out),
+            (Part::Sockets, Some(Step::Offer { probe, .. })) => {
+                self.probe_toward(id, probe, now, out)
+            }
             (Part::Sockets, _) => match self.send_step(id, Step::Ask { token }, view, now) {
                 Some(a) => out.push(a),
                 None => {
@@ -348,8 +355,9 @@ impl Router {
         Ok(())
     }
 
-    /// S: probes toward C's probe address, if its IP is one of C's candidates.
-    fn probe_toward(&mut self, id: u64, probe: SocketAddr, out: &mut Actions) {
+    /// S: probes toward C's probe address, if its IP is one of C's candidates and has
+    /// a token of its destination.
+    fn probe_toward(&mut self, id: u64, probe: SocketAddr, now: Instant, out: &mut Actions) {
         let Some(j) = self.birthday.jobs.get_mut(&id) else {
             return;
         };
@@ -357,6 +365,12 @@ impl Router {
             tracing::debug!(%probe, "birthday offer to an address the peer did not name");
             return self.fail_job(id, "offer outside the peer's candidates".into(), out);
         }
+        if !self.birthday.destinations.admit_ip(probe.ip(), now) {
+            return self.fail_job(id, "its destination's budget is spent".into(), out);
+        }
+        let Some(j) = self.birthday.jobs.get_mut(&id) else {
+            return;
+        };
         j.probe = Some(probe);
         j.phase = Phase::Probing;
         tracing::info!(job = id, %probe, "birthday: probing");
@@ -401,7 +415,7 @@ impl Router {
                 }
             }
             (Step::Offer { token, probe }, Some(id), Some((Phase::Asked, t))) if t == token => {
-                self.probe_toward(id, probe, out)
+                self.probe_toward(id, probe, now, out)
             }
             (Step::Ready { token }, Some(id), Some((Phase::Offered, t))) if t == token => {
                 let Some(j) = self.birthday.jobs.get_mut(&id) else {
@@ -410,6 +424,12 @@ impl Router {
                 // S's `ready` leads with its observed address: the IP to spray.
                 j.ips = ips;
                 let Some(ip) = j.ips.first().copied() else {
+                    return;
+                };
+                if !self.birthday.destinations.admit_ip(ip, now) {
+                    return self.fail_job(id, "its destination's budget is spent".into(), out);
+                }
+                let Some(j) = self.birthday.jobs.get_mut(&id) else {
                     return;
                 };
                 j.phase = Phase::Spraying;

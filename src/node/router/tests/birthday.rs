@@ -385,3 +385,45 @@ fn an_attempt_we_answer_gives_way_to_a_route_of_ours() {
         .birthday_bound(job, Ok(40001), &c2.view, c2.at(11));
     assert_eq!(probe_actions(&deliver(&mut s, host, offer, 11)), 0);
 }
+
+/// C's offer delivered to S: S's probe-sockets job, if S takes it (ended at once, as a
+/// wait without a hit would end it, so that the next can run).
+fn answered_offer(c: &mut Bench, s: &mut Bench, host: PeerId, port: u16) -> Option<u64> {
+    let (_, actions, _) = to_birthday(c, s, host);
+    let job = probe_bind(&actions)?;
+    let offer = c.router.birthday_bound(job, Ok(port), &c.view, c.at(11));
+    let answered = deliver(s, host, offer, 11);
+    let s_job = answered.iter().find_map(|a| match a {
+        Action::ProbeSockets { job, .. } => Some(*job),
+        _ => None,
+    })?;
+    let hit = ProbeEvent::Hit {
+        job: s_job,
+        hit: None,
+        sent: 256,
+    };
+    settle(s.router.probe_event(hit, &s.view, s.at(11)));
+    Some(s_job)
+}
+
+#[test]
+fn fresh_keys_naming_one_host_get_it_probed_for_two_of_them() {
+    let t0 = Instant::now();
+    let host = PeerId::random();
+    let mut s = symmetric(host, t0);
+    // Three nodes (fresh keys) behind one NAT, 10.77.0.2: S probes toward it for the
+    // first two, not for the third, though its limiters (per node id, node-wide) allow it.
+    for n in 0..3u16 {
+        let mut c = preserving(host, t0);
+        let taken = answered_offer(&mut c, &mut s, host, 40000 + n);
+        assert_eq!(taken.is_some(), n < 2, "offer {n}");
+    }
+    // A node behind another NAT is answered meanwhile.
+    let mut other = side(
+        "/ip4/192.168.3.2/udp/4001/quic-v1",
+        Some("/ip4/10.77.0.9/udp/4001/quic-v1"),
+        host,
+        t0,
+    );
+    assert!(answered_offer(&mut other, &mut s, host, 40100).is_some());
+}
