@@ -153,6 +153,11 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// `403` with `detail`.
+    pub fn forbidden(detail: String) -> Self {
+        Refusal::new(StatusCode::FORBIDDEN, detail)
+    }
+
     fn new(status: StatusCode, detail: String) -> Self {
         Refusal {
             status,

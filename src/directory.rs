@@ -115,14 +115,30 @@ pub fn router(
         .with_state(state)
 }
 
-/// Serves the directory on `listener` within `config.http` until `shutdown` resolves.
+/// Serves the directory on `listener` within `config.http` until `shutdown` resolves;
+/// on loopback, only to requests whose `Host` is an address or `localhost`
+/// ([`crate::directory_hosts`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: SharedStore,
     config: DirectoryConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_hosts(listener, store, config, &[], shutdown).await
+}
+
+/// [`serve`], answering `Host` `names` too (a reverse proxy's public names) besides
+/// addresses and `localhost` ([`crate::directory_hosts`]: on loopback, or with names,
+/// nothing else is answered).
+pub async fn serve_with_hosts(
+    listener: tokio::net::TcpListener,
+    store: SharedStore,
+    config: DirectoryConfig,
+    names: &[String],
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = router(store, config, Arc::new(Timestamp::now));
+    let app = crate::directory_hosts::guard(app, listener.local_addr()?, names);
     crate::http_serve::serve(listener, app, config.http, shutdown).await
 }
 

@@ -14,6 +14,7 @@ pub mod control_auth;
 pub mod control_socket;
 pub mod directory;
 pub mod directory_client;
+pub mod directory_hosts;
 pub mod http_client;
 pub mod http_serve;
 pub mod log_limit;

@@ -48,3 +48,79 @@ fn a_rebound_page_reads_neither_api_info_nor_status() {
         }
     }
 }
+
+/// Checks the seed directory served at `served` (`IP:PORT`): addresses, `localhost` and
+/// `names` are answered, a rebound page's own name is `403`.
+fn check_directory(served: &str, names: &[&str]) {
+    let port = served.rsplit(':').next().unwrap();
+    let mut answered = vec![
+        served.to_owned(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    answered.extend(names.iter().map(|n| n.to_string()));
+    for host in answered {
+        let (status, body) = raw_http::get_as(served, "/adv?since=0", &host);
+        assert_eq!(status, 200, "Host {host}: {body}");
+        assert!(body.contains("\"items\""), "{body}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "127.0.0.1.nip.io".to_owned(),
+    ] {
+        let (status, body) = raw_http::get_as(served, "/adv?since=0", &host);
+        assert_eq!(status, 403, "Host {host}: {body}");
+        assert!(body.contains("E_TRANSPORT_REJECTED"), "{body}");
+        assert!(!body.contains("\"items\""), "{body}");
+    }
+}
+
+#[test]
+fn a_rebound_page_reaches_neither_seed_directory() {
+    // The node's directory, with a reverse proxy's public name configured.
+    let d = tempfile::tempdir().unwrap();
+    let mut args = LOCAL.to_vec();
+    args.extend([
+        "--directory",
+        "127.0.0.1:0",
+        "--directory-host",
+        "seeds.example.org",
+    ]);
+    let n = Meshd::start(d.path(), &args);
+    let url = n.ready["directory"].as_str().unwrap().to_owned();
+    check_directory(
+        url.strip_prefix("http://").unwrap(),
+        &["seeds.example.org:443"],
+    );
+    drop(n);
+
+    // `meshd directory`, the standalone server.
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .args([
+            "directory",
+            "--listen",
+            "127.0.0.1:0",
+            "--host",
+            "dir.example",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = v["directory"].as_str().unwrap().to_owned();
+    let checked = std::panic::catch_unwind(|| {
+        check_directory(url.strip_prefix("http://").unwrap(), &["dir.example"])
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    checked.unwrap();
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use hyper::{Method, StatusCode};
 use libmesh::advert_store::DurableStore;
-use libmesh::directory::{DirectoryConfig, SharedStore, serve};
+use libmesh::directory::{DirectoryConfig, SharedStore, serve_with_hosts};
 use libmesh::directory_client::{DirectoryClient, is_url};
 use libmesh::mesh_client::{Ask, request};
 use mesh_advert::own::{DEFAULT_TTL_SECS, advert_for, next_sequence, sequence_clock};
@@ -24,6 +24,11 @@ pub(crate) struct DirectoryArgs {
     /// address is printed first).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// A name to answer in `Host` (repeatable), e.g. the public name a reverse proxy
+    /// passes on. On loopback (or with a name given) only these, IP addresses and
+    /// localhost are answered: a page whose DNS name was rebound to 127.0.0.1 is not.
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,7 +128,7 @@ pub(crate) fn directory(ctx: &Ctx, args: DirectoryArgs) -> anyhow::Result<ExitCo
             }
         });
         let stop = super::signals::stop_signal()?;
-        let served = serve(listener, shared, DirectoryConfig::default(), async {
+        let served = serve_with_hosts(listener, shared, DirectoryConfig::default(), &args.hosts, async {
             let signal = stop.await;
             tracing::info!(signal, "stopping");
         })

@@ -80,6 +80,10 @@ pub(crate) struct RunArgs {
     /// Serve the seed directory (HTTP) on this address.
     #[arg(long, value_name = "ADDR")]
     directory: Option<SocketAddr>,
+    /// A name the seed directory answers in `Host` (repeatable; added to
+    /// `directory_hosts`), e.g. a reverse proxy's public name.
+    #[arg(long = "directory-host", value_name = "NAME")]
+    directory_hosts: Vec<String>,
     /// Serve Prometheus metrics and /status on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -208,6 +212,8 @@ fn config_from(ctx: &Ctx, args: &RunArgs) -> anyhow::Result<NodeConfig> {
     if args.directory.is_some() {
         c.directory = args.directory;
     }
+    c.directory_hosts
+        .extend(args.directory_hosts.iter().cloned());
     if args.metrics.is_some() {
         c.metrics = args.metrics;
     }
@@ -414,6 +420,7 @@ async fn serve(
             directory,
             Arc::new(Timestamp::now),
         );
+        let app = libmesh::directory_hosts::guard(app, l.local_addr()?, &config.directory_hosts);
         servers.push(tokio::spawn(http_serve::serve(
             l,
             app,

@@ -309,6 +309,9 @@ pub struct NodeConfig {
     pub signal: SignalSettings,
     /// Serve the seed directory (HTTP) on this address.
     pub directory: Option<SocketAddr>,
+    /// Names the seed directory answers in `Host` besides addresses and `localhost`
+    /// (a reverse proxy's public names); see `libmesh::directory_hosts`.
+    pub directory_hosts: Vec<String>,
     /// Serve Prometheus metrics (`/metrics`) and `/status` on this address.
     pub metrics: Option<SocketAddr>,
     /// The control API (loopback only; `meshd status`, `peers`, `dial`, … use it).
@@ -360,6 +363,7 @@ impl Default for NodeConfig {
             route: RouteSettings::default(),
             signal: SignalSettings::default(),
             directory: None,
+            directory_hosts: Vec::new(),
             metrics: None,
             control: SocketAddr::from(([127, 0, 0, 1], 0)),
             trace: None,
