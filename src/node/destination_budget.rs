@@ -1,7 +1,6 @@
 //! A budget per destination (an IPv4 address, an IPv6 /64) for what the node sends
-//! toward addresses peers name: DCUtR's dials ([`crate::node::dcutr_scope`]), the
-//! thin-mesh feed's ([`crate::node::groups`]) and birthday probing's attempts
-//! (`router::birthday`). Fresh keys cost nothing, so a budget per asking peer alone lets
+//! toward addresses peers name: DCUtR's dials (`dcutr_scope`), the thin-mesh feed's
+//! (`groups`) and birthday probing's attempts (`router::birthday`). Fresh keys cost nothing, so a budget per asking peer alone lets
 //! many keys aim the node at one host; each address taken here spends a token of its
 //! destination, whoever named it. Pure: `now` is passed in; the clock starts at the
 //! first `now` given.

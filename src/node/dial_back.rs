@@ -12,9 +12,9 @@
 //!
 //! - [`AutonatServer`] remembers the connections it dials for a test ([`DialBacks`],
 //!   bounded) and closes each once its dial-back handler reported;
-//! - [`Limits`](super::limits::Limits) applies libp2p's connection caps, and the per-peer cap to every
+//! - `limits::Limits` applies libp2p's connection caps, and the per-peer cap to every
 //!   connection but those dial-backs (the global caps apply to them as to any other),
-//!   and the per-network shares of inbound connections ([`IpShares`]).
+//!   and the per-network shares of inbound connections ([`IpShares`](super::ip_shares::IpShares)).
 //!
 //! It also rate-limits the tests: libp2p's server runs every test a client asks for (up
 //! to 10 at once per connection, over as many connections as the caps allow), and each
@@ -52,7 +52,7 @@ use super::ip_scope::{ip_of, plausible};
 pub const MAX_DIAL_BACKS: usize = 64;
 
 /// The connections our AutoNAT server opened for a test and not yet closed, shared by
-/// [`AutonatServer`] (which records and closes them) and [`Limits`] (which exempts them
+/// [`AutonatServer`] (which records and closes them) and `limits::Limits` (which exempts them
 /// from the per-peer cap).
 #[derive(Debug, Clone, Default)]
 pub struct DialBacks(Arc<Mutex<DialBackSet>>);

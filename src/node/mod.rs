@@ -118,8 +118,7 @@ use router::Router;
 use view::Now;
 use waiting::Waiting;
 
-/// Capacity of the application's event queue (events beyond it are counted and
-/// dropped, never allowed to stall the swarm).
+/// Capacity of the application's event queue (more are counted and dropped).
 pub const EVENT_QUEUE: usize = 1024;
 /// Capacity of the command queue.
 pub const COMMAND_QUEUE: usize = 64;
