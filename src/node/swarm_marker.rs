@@ -5,16 +5,26 @@
 //! one outside the swarm does).
 //!
 //! A member takes one only if, in this order: its author is within its rate (100, then
-//! 600 a minute, as point-to-point markers); it is a valid, verifying envelope not from
-//! the future; it names this swarm and no recipient; its signer is the gossipsub
-//! message's author; and the marker guard of point-to-point markers (without its
-//! recipient rule) finds it recent and not taken before.
+//! 600 a minute, as point-to-point markers), the peer that handed it over within its
+//! network's ([`PER_FORWARDER`]) and the node within its own ([`TOTAL`]); it is a
+//! valid, verifying envelope not from the future; it names this swarm and no recipient;
+//! its signer is the gossipsub message's author; and the marker guard of point-to-point
+//! markers (without its recipient rule) finds it recent and not taken before.
+//!
+//! Authors cost nothing (gossipsub's `source` is any key), so the author's rate alone
+//! let one connection hand over markers without end, each verified, delivered and
+//! forwarded to the swarm; and 16,384 of them within the guard's five minutes filled
+//! the guard, which then dropped entries still in their window: a marker dropped so
+//! could be delivered again. [`TOTAL`] admits fewer in a window than the guard holds
+//! (1,000 + 40 a second × 300 s = 13,000 < 16,384), so the guard never has to drop a
+//! live entry.
 
 use libp2p::{PeerId, gossipsub};
+use mesh_advert::Source;
 use mesh_core::cbor;
 use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
-    SignalMarkerEnvelope, Timestamp,
+    SignalMarkerEnvelope, Timestamp, take_all,
 };
 use mesh_session::marker::guard::{Guard, GuardConfig};
 use mesh_signal::group::DiscoveryKey;
@@ -23,8 +33,23 @@ use serde_json::{Map, Value, json};
 /// The field that binds an envelope to a swarm.
 pub(crate) const SWARM_FIELD: &str = "swarm/key";
 
-/// Authors whose rate is tracked at once (the least recently seen go first).
+/// Authors (and forwarding networks) whose rate is tracked at once (the least recently
+/// seen go first).
 const RATE_KEYS: usize = 4096;
+
+/// Markers taken from what one network's peers hand over (a forwarder's [`Source`]):
+/// 200 at once, then 10 a second.
+pub(crate) const PER_FORWARDER: RateLimit = RateLimit {
+    burst: 200,
+    per_second: 10.0,
+};
+
+/// Markers taken in all: 1,000 at once, then 40 a second, fewer within the guard's
+/// window than it holds.
+pub(crate) const TOTAL: RateLimit = RateLimit {
+    burst: 1000,
+    per_second: 40.0,
+};
 
 /// The envelope for `text` from the participant of `key` to swarm `swarm`.
 pub(crate) fn envelope(
@@ -68,6 +93,8 @@ fn is_marker_map(m: &Map<String, Value>) -> bool {
 pub(crate) struct SwarmMarkers {
     guard: Guard,
     rate: RateLimiter<PeerId>,
+    forwarders: RateLimiter<Source>,
+    total: RateLimiter<()>,
 }
 
 impl SwarmMarkers {
@@ -78,16 +105,20 @@ impl SwarmMarkers {
                 ..GuardConfig::default()
             }),
             rate: RateLimiter::new(RateLimit::per_minute(100, 600), RATE_KEYS),
+            forwarders: RateLimiter::new(PER_FORWARDER, RATE_KEYS),
+            total: RateLimiter::new(TOTAL, 1),
         }
     }
 
     /// Checks an envelope that arrived on the topic of `swarm`, authored (gossipsub's
-    /// signed `source`) by `author`, for this node `me`.
+    /// signed `source`) by `author` and handed over by a peer of `forwarder`, for this
+    /// node `me`.
     pub(crate) fn receive(
         &mut self,
         me: &NodeId,
         swarm: &DiscoveryKey,
         author: Option<PeerId>,
+        forwarder: &Source,
         data: &[u8],
         now: &Timestamp,
     ) -> MeshResult<SignalMarkerEnvelope> {
@@ -97,10 +128,21 @@ impl SwarmMarkers {
                 "swarm marker without a signed gossipsub author",
             ));
         };
-        if let Err(retry) = self.rate.check(&author, now) {
+        let ms = now.instant().timestamp_millis();
+        let charges = take_all(
+            ms,
+            &mut [
+                &mut self.rate.charge(&author),
+                &mut self.forwarders.charge(forwarder),
+                &mut self.total.charge(&()),
+            ],
+        );
+        if let Err(retry) = charges {
             return Err(MeshError::new(
                 ErrorCode::TransportRejected,
-                format!("too many swarm markers from {author}; retry after {retry} s"),
+                format!(
+                    "too many swarm markers (from {author}, through its forwarder, or in all); retry after {retry} s"
+                ),
             ));
         }
         let env = SignalMarkerEnvelope::verify_cbor(data, now)?;
@@ -141,6 +183,26 @@ pub(crate) fn acceptance(e: &MeshError) -> gossipsub::MessageAcceptance {
 mod tests {
     use super::*;
 
+    fn via() -> Source {
+        forwarder(1)
+    }
+
+    fn forwarder(n: u32) -> Source {
+        Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::from(
+            0xcb00_0000 + n,
+        )))
+    }
+
+    /// A fresh author's marker to `swarm`: its author and bytes.
+    fn marker_of(
+        key: &NodeKeypair,
+        swarm: &DiscoveryKey,
+        now: &Timestamp,
+    ) -> (Option<PeerId>, Vec<u8>) {
+        let env = envelope(key, swarm, "msg:flood", "x", now).unwrap();
+        (key.node_id().to_peer_id().ok(), env.to_cbor())
+    }
+
     fn setup() -> (NodeKeypair, DiscoveryKey, NodeId, Timestamp) {
         let key = NodeKeypair::generate();
         let swarm = DiscoveryKey::from_name("party");
@@ -156,9 +218,13 @@ mod tests {
         assert!(is_marker(&bytes));
         let author = key.node_id().to_peer_id().ok();
         let mut m = SwarmMarkers::new();
-        let got = m.receive(&me, &swarm, author, &bytes, &now).unwrap();
+        let got = m
+            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .unwrap();
         assert_eq!(got.marker_ref(), "hello");
-        let again = m.receive(&me, &swarm, author, &bytes, &now).unwrap_err();
+        let again = m
+            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .unwrap_err();
         assert_eq!(again.code, ErrorCode::HsReplay);
         assert_eq!(acceptance(&again), gossipsub::MessageAcceptance::Ignore);
     }
@@ -171,25 +237,25 @@ mod tests {
         let other = DiscoveryKey::from_name("another party");
         let env = envelope(&key, &other, "msg:2", "x", &now).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &env.to_cbor(), &now)
+            .receive(&me, &swarm, author, &via(), &env.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         assert_eq!(acceptance(&e), gossipsub::MessageAcceptance::Reject);
         let env = envelope(&key, &swarm, "msg:3", "x", &now).unwrap();
         let stranger = Some(PeerId::random());
         let e = m
-            .receive(&me, &swarm, stranger, &env.to_cbor(), &now)
+            .receive(&me, &swarm, stranger, &via(), &env.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::SigUnknownSigner);
         let old = envelope(&key, &swarm, "msg:4", "x", &now.plus_secs(-3600)).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &old.to_cbor(), &now)
+            .receive(&me, &swarm, author, &via(), &old.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::HsReplay);
         // A point-to-point envelope (with a recipient, no swarm) is not a swarm marker.
         let p2p = mesh_session::marker::envelope(&key, me, "msg:5", "x", &now).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &p2p.to_cbor(), &now)
+            .receive(&me, &swarm, author, &via(), &p2p.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         // Tampered bytes do not verify.
@@ -198,7 +264,77 @@ mod tests {
             .to_cbor();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
-        assert!(m.receive(&me, &swarm, author, &bytes, &now).is_err());
+        assert!(
+            m.receive(&me, &swarm, author, &via(), &bytes, &now)
+                .is_err()
+        );
         assert!(!is_marker(b"not cbor"));
+    }
+
+    #[test]
+    fn one_forwarders_network_gets_its_share_of_markers_and_no_more() {
+        let (_, swarm, me, now) = setup();
+        let mut m = SwarmMarkers::new();
+        let taken = (0..PER_FORWARDER.burst + 50)
+            .filter(|_| {
+                let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+                m.receive(&me, &swarm, author, &via(), &bytes, &now).is_ok()
+            })
+            .count();
+        assert_eq!(taken, PER_FORWARDER.burst as usize);
+        let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+        let e = m
+            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .unwrap_err();
+        assert_eq!(acceptance(&e), gossipsub::MessageAcceptance::Ignore);
+        // Another network's forwarder still hands markers over.
+        assert!(
+            m.receive(&me, &swarm, author, &forwarder(2), &bytes, &now)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_flood_of_fresh_authors_cannot_push_a_marker_out_of_the_guard() {
+        let (_, swarm, me, now) = setup();
+        // The guard, when full, drops an entry of the highest sender among equals: an
+        // honest author with a high id, flooders with lower ones (a key is cheap to grind).
+        let honest = (0..64)
+            .map(|_| NodeKeypair::generate())
+            .max_by_key(|k| k.participant_id())
+            .unwrap();
+        let mut m = SwarmMarkers::new();
+        let env = envelope(&honest, &swarm, "msg:honest", "x", &now).unwrap();
+        let author = honest.node_id().to_peer_id().ok();
+        m.receive(&me, &swarm, author, &via(), &env.to_cbor(), &now)
+            .unwrap();
+        // As many markers as the guard holds, from fresh authors through as many
+        // networks, all within the guard's window.
+        let capacity = GuardConfig::default().capacity as u32;
+        let mut flooders = std::iter::repeat_with(NodeKeypair::generate)
+            .filter(|k| k.participant_id() < honest.participant_id());
+        for n in 0..capacity {
+            let key = flooders.next().unwrap();
+            let (a, bytes) = marker_of(&key, &swarm, &now);
+            let _ = m.receive(&me, &swarm, a, &forwarder(100 + n), &bytes, &now);
+        }
+        // A second on (the node's rate has tokens again), the honest marker comes round
+        // again: still known.
+        let later = now.plus_secs(1);
+        let e = m
+            .receive(&me, &swarm, author, &forwarder(7), &env.to_cbor(), &later)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::HsReplay, "{e}");
+    }
+
+    #[test]
+    fn the_node_takes_fewer_markers_in_a_window_than_the_guard_holds() {
+        let g = GuardConfig::default();
+        let most = f64::from(TOTAL.burst) + TOTAL.per_second * g.max_age_secs as f64;
+        assert!(
+            most < g.capacity as f64,
+            "{most} in a window of {} s",
+            g.max_age_secs
+        );
     }
 }

@@ -89,7 +89,14 @@ impl Node {
     ) -> gossipsub::MessageAcceptance {
         let now = Timestamp::now();
         let me = self.node_id;
-        match self.swarm_markers.receive(&me, &key, author, data, &now) {
+        use crate::node::view::View as _;
+        let view = view!(self);
+        let remote = view.remote_addrs(&via);
+        let forwarder = mesh_advert::Source::for_rates(via, remote.first(), &view.listen_addrs());
+        match self
+            .swarm_markers
+            .receive(&me, &key, author, &forwarder, data, &now)
+        {
             Ok(env) => {
                 let peer = author.unwrap_or(*self.swarm.local_peer_id());
                 self.emit_trace(
