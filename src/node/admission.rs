@@ -32,6 +32,12 @@ pub enum AdmissionError {
     /// A limit of one circuit is zero.
     #[error("admission: circuits, circuit_bytes and circuit_secs must be positive")]
     ZeroLimit,
+    /// `circuit_secs` or `block_secs` is longer than the relay can state or block.
+    #[error(
+        "admission: circuit_secs must be at most {MAX_CIRCUIT_SECS} (relay v2 states it in 32 \
+         bits) and block_secs at most {MAX_BLOCK_SECS} (a year)"
+    )]
+    TooLong,
     /// `grant_ttl_secs` is out of range.
     #[error("admission: grant_ttl_secs must be within 2..={max}")]
     GrantTtl {
@@ -153,6 +159,11 @@ impl Default for AdmissionSettings {
     }
 }
 
+/// The longest `circuit_secs`: relay v2 states a circuit's duration in 32 bits.
+pub const MAX_CIRCUIT_SECS: u64 = u32::MAX as u64;
+/// The longest `block_secs`: a year.
+pub const MAX_BLOCK_SECS: u64 = 365 * 86_400;
+
 impl AdmissionSettings {
     /// The limits every policy term grants (and the relay's caps).
     pub fn limits(&self) -> GrantLimits {
@@ -189,6 +200,12 @@ impl AdmissionSettings {
         }
         if self.circuits == 0 || self.circuit_bytes == 0 || self.circuit_secs == 0 {
             return Err(AdmissionError::ZeroLimit);
+        }
+        // libp2p-relay panics (in the connection's task, at every reservation and
+        // circuit) on a circuit duration past `u32::MAX` seconds; chrono on a block
+        // past its range.
+        if self.circuit_secs > MAX_CIRCUIT_SECS || self.block_secs > MAX_BLOCK_SECS {
+            return Err(AdmissionError::TooLong);
         }
         let max_ttl = u64::try_from(mesh_core::families::MAX_GRANT_TTL_SECS).unwrap_or(u64::MAX);
         if !(2..=max_ttl).contains(&self.grant_ttl_secs) {
@@ -509,5 +526,20 @@ mod tests {
             ..AdmissionSettings::default()
         };
         assert!(s.check().is_err());
+        // Durations libp2p-relay and chrono cannot hold (they would panic at each
+        // reservation, at each block): refused when the config is read.
+        for (circuit_secs, block_secs, ok) in [
+            (MAX_CIRCUIT_SECS, MAX_BLOCK_SECS, true),
+            (MAX_CIRCUIT_SECS + 1, 600, false),
+            (120, MAX_BLOCK_SECS + 1, false),
+            (120, u64::MAX, false),
+        ] {
+            let s = AdmissionSettings {
+                circuit_secs,
+                block_secs,
+                ..AdmissionSettings::default()
+            };
+            assert_eq!(s.check().is_ok(), ok, "{circuit_secs} {block_secs}");
+        }
     }
 }

@@ -104,9 +104,17 @@ impl Timestamp {
         std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
     }
 
-    /// This timestamp moved by `secs` seconds (negative goes back).
+    /// This timestamp moved by `secs` seconds (negative goes back), held at the ends of
+    /// the range of instants rather than past them.
     pub fn plus_secs(&self, secs: i64) -> Self {
-        Timestamp::from_instant(self.instant + chrono::Duration::seconds(secs))
+        let moved = chrono::TimeDelta::try_seconds(secs)
+            .and_then(|d| self.instant.checked_add_signed(d))
+            .unwrap_or(if secs < 0 {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            });
+        Timestamp::from_instant(moved)
     }
 
     /// Signed seconds from `other` to `self` (positive when `self` is later).
@@ -187,6 +195,16 @@ mod tests {
         let later = far.plus_secs(10);
         assert!(later.as_str().len() <= MAX_TEXT);
         assert!(later > far);
+    }
+
+    #[test]
+    fn moving_past_the_range_stops_at_its_ends() {
+        let now = Timestamp::now();
+        let end = now.plus_secs(i64::MAX);
+        assert!(end > now.plus_secs(86_400 * 365 * 100_000));
+        assert_eq!(end, now.plus_secs(i64::MAX / 2));
+        assert!(now.plus_secs(i64::MIN) < now.plus_secs(-86_400 * 365 * 100_000));
+        assert!(end.as_str().len() <= MAX_TEXT);
     }
 
     #[test]
