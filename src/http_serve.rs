@@ -148,72 +148,17 @@ pub fn client_key(ip: IpAddr) -> IpKey {
     IpKey::of(ip)
 }
 
-/// Open connections, in total and per client key (pure bookkeeping).
-#[derive(Debug)]
-pub struct ConnTable {
-    max_total: usize,
-    max_per_client: usize,
-    total: usize,
-    per_client: HashMap<IpKey, usize>,
-}
-
-impl ConnTable {
-    /// An empty table with these caps.
-    pub fn new(max_total: usize, max_per_client: usize) -> Self {
-        ConnTable {
-            max_total,
-            max_per_client,
-            total: 0,
-            per_client: HashMap::new(),
-        }
-    }
-
-    /// Counts a new connection of `key`; `false` (and nothing counted) when a cap is
-    /// reached.
-    pub fn admit(&mut self, key: IpKey) -> bool {
-        if self.total >= self.max_total {
-            return false;
-        }
-        let n = self.per_client.entry(key).or_insert(0);
-        if *n >= self.max_per_client {
-            return false;
-        }
-        *n += 1;
-        self.total += 1;
-        true
-    }
-
-    /// Forgets a connection of `key` that [`ConnTable::admit`] counted.
-    pub fn release(&mut self, key: IpKey) {
-        if let Some(n) = self.per_client.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_client.remove(&key);
-            }
-            self.total -= 1;
-        }
-    }
-
-    /// Connections open.
-    pub fn open(&self) -> usize {
-        self.total
-    }
-
-    /// Clients with a connection open (the table never holds more than `max_total`).
-    pub fn clients(&self) -> usize {
-        self.per_client.len()
-    }
-}
+pub use crate::http_conns::{Admitted, ConnId, ConnTable};
 
 /// A counted connection; released when dropped.
 struct Slot {
     table: Arc<Mutex<ConnTable>>,
-    key: IpKey,
+    id: ConnId,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.table).release(self.key);
+        lock(&self.table).release(self.id);
     }
 }
 
@@ -266,6 +211,8 @@ pub async fn serve<L: Listener>(
     )));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
+    // Each counted connection's task, to close one that gives way to a newcomer.
+    let mut tasks: HashMap<ConnId, tokio::task::AbortHandle> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -283,17 +230,21 @@ pub async fn serve<L: Listener>(
                 continue;
             }
         };
-        let key = client_key(peer.ip());
-        if !lock(&table).admit(key) {
+        let admitted = lock(&table).admit(client_key(peer.ip()));
+        let Some(Admitted { id, evicts }) = admitted else {
             tracing::debug!(%peer, "connection over the cap closed");
             drop(stream);
             continue;
+        };
+        if let Some(task) = evicts.and_then(|e| tasks.remove(&e)) {
+            tracing::debug!(%peer, "connection cap: the newest of the largest network group closed for a newcomer");
+            task.abort();
         }
         let slot = Slot {
             table: table.clone(),
-            key,
+            id,
         };
-        conns.spawn(connection(
+        let task = conns.spawn(connection(
             stream,
             peer,
             app.clone(),
@@ -301,6 +252,10 @@ pub async fn serve<L: Listener>(
             stop_rx.clone(),
             slot,
         ));
+        // Finished tasks' handles go (at most `max_connections` are held, plus those
+        // ended since the last accept).
+        tasks.retain(|_, t| !t.is_finished());
+        tasks.insert(id, task);
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -410,28 +365,5 @@ mod tests {
             client_key(ip("::ffff:192.0.2.7")),
             client_key(ip("192.0.2.7"))
         );
-    }
-
-    #[test]
-    fn the_table_caps_total_and_per_client_connections() {
-        let mut t = ConnTable::new(3, 2);
-        let one = client_key(ip("2001:db8::1"));
-        let same_64 = client_key(ip("2001:db8::2"));
-        let other = client_key(ip("192.0.2.1"));
-        assert!(t.admit(one));
-        assert!(t.admit(same_64));
-        assert!(!t.admit(one), "a third connection from the same /64");
-        assert!(t.admit(other));
-        assert!(!t.admit(client_key(ip("192.0.2.2"))), "over the total cap");
-        assert_eq!(t.open(), 3);
-        t.release(one);
-        assert!(t.admit(client_key(ip("192.0.2.2"))));
-        t.release(same_64);
-        t.release(other);
-        t.release(client_key(ip("192.0.2.2")));
-        assert_eq!((t.open(), t.clients()), (0, 0));
-        // Releasing what was never admitted changes nothing.
-        t.release(other);
-        assert_eq!(t.open(), 0);
     }
 }

@@ -16,6 +16,7 @@ pub mod directory;
 pub mod directory_client;
 pub mod directory_hosts;
 pub mod http_client;
+pub mod http_conns;
 pub mod http_serve;
 pub mod log_limit;
 pub mod mesh_client;

@@ -196,3 +196,45 @@ async fn an_oversized_request_head_is_refused() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_holding_every_connection_gives_way_to_a_client_elsewhere() {
+    const CAP: usize = 4;
+    // A header timeout far beyond the test: the slow clients would hold their slots.
+    let header = Duration::from_secs(60);
+    let s = start(limits(header.as_secs(), CAP)).await;
+    let addr = s.addr;
+    // Every slot held by slow clients of 127.0.0.1 (the group 127.0.0.0/16).
+    let mut slow = tokio::task::spawn_blocking(move || {
+        let slow: Vec<TcpStream> = (0..CAP).map(|_| slow_client(addr)).collect();
+        // One more of theirs is closed at once.
+        let mut over = connect(addr);
+        assert!(read_until_closed(&mut over).is_empty());
+        slow
+    })
+    .await
+    .unwrap();
+    // A client of another group (127.1.0.1) is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 1, 0, 1], 0).into()).unwrap();
+    let elsewhere = socket.connect(addr).await.unwrap().into_std().unwrap();
+    elsewhere.set_nonblocking(false).unwrap();
+    elsewhere.set_read_timeout(Some(READ_WAIT)).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut c = elsewhere;
+        write!(
+            c,
+            "GET /adv?since=0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let text = read_until_closed(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        // The newest slow client gave way, long before the header timeout.
+        let started = Instant::now();
+        let last = slow.last_mut().unwrap();
+        assert!(read_until_closed(last).is_empty());
+        assert!(started.elapsed() < header / 2);
+    })
+    .await
+    .unwrap();
+}

@@ -10,18 +10,19 @@
 //!   nothing, so libp2p's per-peer cap does not stop one host from holding the whole
 //!   global cap with fresh keys.
 //!
-//! - **Pending, by wider network** ([`Group`]: an IPv4 /16, an IPv6 /32): at most
-//!   `max_pending_group`. A /48 (a free tunnel broker hands one out) holds 65,536 /64s,
-//!   each with its own `max_pending`.
+//! - **Pending, by wider network** ([`mesh_core::IpGroup`]: an IPv4 /16, an IPv6
+//!   /32): at most `max_pending_group`. A /48 (a free tunnel broker hands one out)
+//!   holds 65,536 /64s, each with its own `max_pending`.
 //! - **Established inbound, in all**: at most `max_inbound` (three quarters of
 //!   `limits.max_established` unless set), so inbound peers (those counted here: with an
-//!   IP, not relayed) never take the slots the node dials out with. At that cap a newcomer is let in when its [`Group`] would
-//!   still hold fewer than the largest group does: the newest connection of the largest
-//!   group is closed for it (Bitcoin Core's eviction by network group, reduced to its
-//!   core). Eight IPv4 addresses or a /61 used to hold all 512 connections (64 each),
-//!   the node's own dials included; now whoever holds the slots is pushed back towards
-//!   an equal share per group by every newcomer from elsewhere, and gains nothing by
-//!   reconnecting (a group cannot displace one that is not larger than itself).
+//!   IP, not relayed) never take the slots the node dials out with. At that cap a
+//!   newcomer is let in when its group would still hold fewer than the largest group
+//!   does: the newest connection of the largest group is closed for it (Bitcoin Core's
+//!   eviction by network group, reduced to its core). Eight IPv4 addresses or a /61
+//!   used to hold all 512 connections (64 each), the node's own dials included; now
+//!   whoever holds the slots is pushed back towards an equal share per group by every
+//!   newcomer from elsewhere, and gains nothing by reconnecting (a group cannot
+//!   displace one that is not larger than itself).
 //!
 //! - **Pending WebRTC-direct** (any network): at most `max_pending_webrtc` in all. One
 //!   UDP packet (a STUN request with any user name) from a new source address starts
@@ -41,7 +42,7 @@ use libp2p::Multiaddr;
 use libp2p::PeerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use mesh_core::IpKey;
+use mesh_core::{IpGroup as Group, IpKey};
 
 /// The per-network caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,30 +53,10 @@ pub struct IpCaps {
     pub max_established: u32,
     /// Pending inbound WebRTC-direct connections in all.
     pub max_pending_webrtc: u32,
-    /// Pending inbound connections per [`Group`].
+    /// Pending inbound connections per [`mesh_core::IpGroup`].
     pub max_pending_group: u32,
     /// Established inbound connections in all (those counted: with an IP, not relayed).
     pub max_inbound: u32,
-}
-
-/// A wider network than [`IpKey`]: an IPv4 /16, an IPv6 /32 (the network groups of
-/// Bitcoin Core's eviction; an ISP's or a hosting provider's block, roughly).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Group {
-    /// The first 16 bits of an IPv4 address.
-    V4(u16),
-    /// The first 32 bits of an IPv6 address.
-    V6(u32),
-}
-
-impl Group {
-    /// The group `key` is in.
-    pub fn of(key: IpKey) -> Group {
-        match key {
-            IpKey::V4(ip) => Group::V4((u32::from(ip) >> 16) as u16),
-            IpKey::V6Prefix(p) => Group::V6((p >> 32) as u32),
-        }
-    }
 }
 
 /// Which cap refused a connection.
@@ -90,7 +71,7 @@ pub enum Refused {
     /// `max_pending_webrtc` WebRTC-direct connections are in their handshakes.
     #[error("{0} pending inbound WebRTC-direct connections already")]
     PendingWebrtc(u32),
-    /// The wider network ([`Group`]) has `max_pending_group` connections in their
+    /// The wider network ([`mesh_core::IpGroup`]) has `max_pending_group` connections in their
     /// handshakes.
     #[error("{0} pending inbound connections from this wider network already")]
     PendingGroup(u32),
@@ -122,7 +103,7 @@ pub struct IpShares {
     pending: HashMap<ConnectionId, IpKey>,
     established: HashMap<ConnectionId, Held>,
     counts: HashMap<IpKey, Count>,
-    /// Pending and established connections by [`Group`].
+    /// Pending and established connections by [`mesh_core::IpGroup`].
     groups: HashMap<Group, Count>,
     next_seq: u64,
     /// Pending WebRTC-direct connections (at most `max_pending_webrtc`).
@@ -169,7 +150,7 @@ impl IpShares {
         let Some(key) = key_of(remote) else {
             return Ok(());
         };
-        let group = Group::of(key);
+        let group = key.group();
         let refused = if self.counts.get(&key).map_or(0, |c| c.pending) >= self.caps.max_pending {
             Some(Refused::Pending(self.caps.max_pending))
         } else if self.groups.get(&group).map_or(0, |c| c.pending) >= self.caps.max_pending_group {
@@ -201,7 +182,7 @@ impl IpShares {
         if self.established.len() < self.caps.max_inbound as usize {
             return Ok(None);
         }
-        let group = Group::of(key);
+        let group = key.group();
         let own = self.groups.get(&group).map_or(0, |c| c.established);
         // The largest group (the greater key among equals, so the choice is
         // reproducible); it gives way only when it would still be no smaller than the
@@ -221,7 +202,7 @@ impl IpShares {
     fn newest_of(&self, group: Group) -> Option<ConnectionId> {
         self.established
             .iter()
-            .filter(|(_, h)| Group::of(h.key) == group)
+            .filter(|(_, h)| h.key.group() == group)
             .max_by_key(|(_, h)| h.seq)
             .map(|(id, _)| *id)
     }
@@ -244,7 +225,7 @@ impl IpShares {
         self.end_pending(id);
         if let Some(key) = inbound_from.and_then(key_of) {
             self.counts.entry(key).or_default().established += 1;
-            self.groups.entry(Group::of(key)).or_default().established += 1;
+            self.groups.entry(key.group()).or_default().established += 1;
             self.next_seq += 1;
             let seq = self.next_seq;
             self.established.insert(id, Held { key, peer, seq });
@@ -266,7 +247,7 @@ impl IpShares {
         if let Some(c) = self.counts.get_mut(&held.key) {
             c.established = c.established.saturating_sub(1);
         }
-        if let Some(c) = self.groups.get_mut(&Group::of(held.key)) {
+        if let Some(c) = self.groups.get_mut(&held.key.group()) {
             c.established = c.established.saturating_sub(1);
         }
         self.tidy(held.key);
@@ -284,7 +265,7 @@ impl IpShares {
             if let Some(c) = self.counts.get_mut(&key) {
                 c.pending = c.pending.saturating_sub(1);
             }
-            if let Some(c) = self.groups.get_mut(&Group::of(key)) {
+            if let Some(c) = self.groups.get_mut(&key.group()) {
                 c.pending = c.pending.saturating_sub(1);
             }
             self.tidy(key);
@@ -296,7 +277,7 @@ impl IpShares {
         if self.counts.get(&key).is_some_and(empty) {
             self.counts.remove(&key);
         }
-        let group = Group::of(key);
+        let group = key.group();
         if self.groups.get(&group).is_some_and(empty) {
             self.groups.remove(&group);
         }
@@ -566,7 +547,7 @@ mod tests {
         assert_eq!(s.established.len(), 2);
         assert_eq!(
             s.groups
-                .get(&Group::of(IpKey::V4([203, 0, 113, 1].into())))
+                .get(&IpKey::V4([203, 0, 113, 1].into()).group())
                 .map(|c| c.established),
             Some(1)
         );

@@ -44,6 +44,28 @@ impl IpKey {
     }
 }
 
+/// A wider network than [`IpKey`]: an IPv4 /16, an IPv6 /32 (the network groups of
+/// Bitcoin Core's eviction; an ISP's or a hosting provider's block, roughly). Limits
+/// that must hold against a holder of many /64s or addresses (a /48 from a tunnel
+/// broker, a few IPv4 addresses) share slots out by group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpGroup {
+    /// The first 16 bits of an IPv4 address.
+    V4(u16),
+    /// The first 32 bits of an IPv6 address.
+    V6(u32),
+}
+
+impl IpKey {
+    /// The group this key is in.
+    pub fn group(self) -> IpGroup {
+        match self {
+            IpKey::V4(ip) => IpGroup::V4((u32::from(ip) >> 16) as u16),
+            IpKey::V6Prefix(p) => IpGroup::V6((p >> 32) as u32),
+        }
+    }
+}
+
 /// Whether `addr` starts with a loopback IP address (an IPv4-mapped one included).
 pub fn is_loopback(addr: &Multiaddr) -> bool {
     match addr.iter().next() {

@@ -60,7 +60,7 @@ pub use families::{
 };
 pub use id::{IdError, KeyFingerprint, NodeId, ParticipantId};
 pub use identity::{IdentityError, IdentityStore, NodeIdentity};
-pub use ipkey::IpKey;
+pub use ipkey::{IpGroup, IpKey};
 pub use keypair::NodeKeypair;
 pub use rate::{Charge, RateLimit, RateLimiter, take_all};
 pub use source::Source;
