@@ -15,11 +15,18 @@
 //!   (a loopback observer sees a loopback address, a LAN observer a private one, an
 //!   Internet observer a global one), and its transport (`tcp`, `udp/quic-v1`, …) is one
 //!   this node listens on;
-//! - **confirmed** when [`CONFIRMING_GROUPS`] groups observed it; unconfirmed ones are
-//!   offered after listen addresses (they still help a peer behind the same NAT
+//! - **confirmed** when observers of [`CONFIRMING_GROUPS`] networks observed it, and
+//!   ranked by how many networks did: for Internet observers a network is a wide one
+//!   ([`mesh_core::IpGroup`]: an IPv4 /16, an IPv6 /32), since observer groups are
+//!   cheap (two IPv4 addresses, or the 256 /56s of one /48 from a tunnel broker, used
+//!   to confirm any address they liked and rank it first); LAN and loopback observers
+//!   (the operator's own networks, a lab's) vote by observer group. Unconfirmed ones
+//!   are offered after listen addresses (they still help a peer behind the same NAT
 //!   whose observer was alone);
-//! - bounded: at most [`MAX_GROUPS`] groups (the stalest observation makes room), and an
-//!   observation lapses after [`OBSERVATION_TTL`] (identify repeats every 5 minutes).
+//! - bounded: at most [`MAX_GROUPS`] groups; when full, the stalest observation of the
+//!   network holding the most makes room (one /48 rotating through its /56s pushes out
+//!   only its own), and an observation lapses after [`OBSERVATION_TTL`] (identify
+//!   repeats every 5 minutes).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use mesh_core::{IpGroup, IpKey};
 
 use super::addrs::without_peer;
 use super::ip_scope::{Scope, ip_of, scope};
@@ -35,7 +43,8 @@ use super::ip_scope::{Scope, ip_of, scope};
 pub const MAX_GROUPS: usize = 64;
 /// How long an observation counts without being repeated.
 pub const OBSERVATION_TTL: Duration = Duration::from_secs(30 * 60);
-/// Distinct observer groups that make an address confirmed.
+/// Distinct networks of observers (wide ones for Internet observers) that make an
+/// address confirmed.
 pub const CONFIRMING_GROUPS: usize = 2;
 
 /// Observers that count as one: an IPv4 address or an IPv6 /56.
@@ -95,16 +104,32 @@ fn transport(addr: &Multiaddr) -> Vec<&'static str> {
         .collect()
 }
 
+/// The network an observer's vote counts for: a wide one for an Internet observer, its
+/// observer group otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Vote {
+    Wide(IpGroup),
+    Narrow(ObserverGroup),
+}
+
+fn vote_of(remote: &Multiaddr, group: ObserverGroup) -> Vote {
+    match ip_of(remote) {
+        Some(ip) if scope(ip) == Scope::Public => Vote::Wide(IpKey::of(ip).group()),
+        _ => Vote::Narrow(group),
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Observation {
     addr: Multiaddr,
     at: Instant,
+    vote: Vote,
 }
 
 /// What [`ObservedAddrs::ranked`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranked {
-    /// Observed by at least [`CONFIRMING_GROUPS`] groups, most observers first.
+    /// Observed from at least [`CONFIRMING_GROUPS`] networks, most networks first.
     pub confirmed: Vec<Multiaddr>,
     /// Observed by fewer groups, most recent first.
     pub unconfirmed: Vec<Multiaddr>,
@@ -130,20 +155,38 @@ impl ObservedAddrs {
         let Some(group) = plausible(remote, &addr, listen) else {
             return false;
         };
+        let vote = vote_of(remote, group);
         if !self.by_group.contains_key(&group) && self.by_group.len() >= MAX_GROUPS {
             self.expire(now);
             if self.by_group.len() >= MAX_GROUPS
-                && let Some(stalest) = self
-                    .by_group
-                    .iter()
-                    .min_by_key(|(_, o)| o.at)
-                    .map(|(g, _)| *g)
+                && let Some(stalest) = self.stalest_of_the_largest()
             {
                 self.by_group.remove(&stalest);
             }
         }
-        self.by_group.insert(group, Observation { addr, at: now });
+        self.by_group.insert(
+            group,
+            Observation {
+                addr,
+                at: now,
+                vote,
+            },
+        );
         true
+    }
+
+    /// The stalest observation of the network holding the most.
+    fn stalest_of_the_largest(&self) -> Option<ObserverGroup> {
+        let mut held: HashMap<Vote, usize> = HashMap::new();
+        for o in self.by_group.values() {
+            *held.entry(o.vote).or_default() += 1;
+        }
+        let most = held.values().copied().max()?;
+        self.by_group
+            .iter()
+            .filter(|(_, o)| held.get(&o.vote) == Some(&most))
+            .min_by_key(|(_, o)| o.at)
+            .map(|(g, _)| *g)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -153,21 +196,27 @@ impl ObservedAddrs {
 
     /// The live observations, confirmed first.
     pub fn ranked(&self, now: Instant) -> Ranked {
-        // (address, groups, latest observation)
-        let mut tally: Vec<(Multiaddr, usize, Instant)> = Vec::new();
+        // (address, networks that voted for it, latest observation)
+        let mut votes: Vec<(Multiaddr, Vec<Vote>, Instant)> = Vec::new();
         for o in self
             .by_group
             .values()
             .filter(|o| now.saturating_duration_since(o.at) < OBSERVATION_TTL)
         {
-            match tally.iter_mut().find(|(a, ..)| *a == o.addr) {
-                Some((_, n, at)) => {
-                    *n += 1;
+            match votes.iter_mut().find(|(a, ..)| *a == o.addr) {
+                Some((_, v, at)) => {
+                    if !v.contains(&o.vote) {
+                        v.push(o.vote);
+                    }
                     *at = (*at).max(o.at);
                 }
-                None => tally.push((o.addr.clone(), 1, o.at)),
+                None => votes.push((o.addr.clone(), vec![o.vote], o.at)),
             }
         }
+        let mut tally: Vec<(Multiaddr, usize, Instant)> = votes
+            .into_iter()
+            .map(|(a, v, at)| (a, v.len(), at))
+            .collect();
         tally.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)));
         let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = tally
             .into_iter()
@@ -323,5 +372,40 @@ mod tests {
             Ranked::default(),
             "every observation lapsed"
         );
+    }
+
+    #[test]
+    fn one_wide_network_neither_confirms_an_address_nor_pushes_others_out() {
+        let mut t = ObservedAddrs::default();
+        let t0 = Instant::now();
+        let real = ma("/ip4/203.0.113.9/tcp/4001");
+        // Two observers of unrelated networks see the node at its real address.
+        for remote in ["/ip4/198.51.100.7/tcp/1", "/ip4/192.0.2.20/tcp/1"] {
+            assert!(t.observe(&ma(remote), &real, &listen(), t0));
+        }
+        // Then the 256 /56s of one /48 (a tunnel broker's) claim another, over and over.
+        let fake = ma("/ip4/203.0.113.66/tcp/4001");
+        for round in 0..3u64 {
+            for n in 0..256u32 {
+                let remote = ma(&format!("/ip6/2001:db8:77:{:x}00::1/tcp/1", n));
+                let at = t0 + Duration::from_secs(1 + round * 300 + u64::from(n));
+                assert!(t.observe(&remote, &fake, &listen(), at));
+            }
+        }
+        let r = t.ranked(t0 + Duration::from_secs(1000));
+        assert_eq!(r.confirmed, vec![real], "{r:?}");
+        assert_eq!(r.unconfirmed, vec![fake]);
+        assert_eq!(t.len(), MAX_GROUPS);
+    }
+
+    #[test]
+    fn lan_observers_vote_each_for_itself() {
+        let mut t = ObservedAddrs::default();
+        let now = Instant::now();
+        let addr = ma("/ip4/10.77.0.1/tcp/4001");
+        for remote in ["/ip4/10.77.0.2/tcp/1", "/ip4/10.77.0.3/tcp/1"] {
+            t.observe(&ma(remote), &addr, &listen(), now);
+        }
+        assert_eq!(t.ranked(now).confirmed, vec![addr]);
     }
 }
