@@ -4,7 +4,7 @@
 //! requester's, for the requesters [`super::policy`] accepts). Frames are built and
 //! verified by `mesh_signal`; which candidates are dialed is [`super::policy`]'s.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
@@ -88,6 +88,8 @@ pub(super) struct Answering {
     pub(super) punch: bool,
     /// A `setup` request: it ends when its payload arrives.
     setup: bool,
+    /// The peer that handed the request over (a host, or the requester itself).
+    link: Option<PeerId>,
     pub(super) since: Instant,
     /// Candidate frames dialed so far.
     candidate_frames: u32,
@@ -470,6 +472,26 @@ impl Router {
         out
     }
 
+    /// The incoming correlation a full table forgets: one we do not punch for (nothing
+    /// is dialed for it), oldest first; else the oldest of the link that handed over
+    /// the most. Oldest of all let fresh keys through one link (a presence makes any key
+    /// a member we punch for) push an honest requester's entry out before its
+    /// candidates came, and its punch never happened.
+    fn answering_to_drop(&self) -> Option<(NodeId, String)> {
+        let oldest = |it: &mut dyn Iterator<Item = (&(NodeId, String), &Answering)>| {
+            it.min_by_key(|(_, a)| a.since).map(|(k, _)| k.clone())
+        };
+        if let Some(k) = oldest(&mut self.answering.iter().filter(|(_, a)| !a.punch)) {
+            return Some(k);
+        }
+        let mut per_link: HashMap<Option<PeerId>, usize> = HashMap::new();
+        for a in self.answering.values() {
+            *per_link.entry(a.link).or_default() += 1;
+        }
+        let busiest = per_link.into_iter().max_by_key(|(_, n)| *n)?.0;
+        oldest(&mut self.answering.iter().filter(|(_, a)| a.link == busiest))
+    }
+
     /// Every request is accepted (the application sees the frames); a `connect`
     /// request also gets our candidates, and we dial the requester's once they come
     /// when the policy punches for `requester`.
@@ -486,15 +508,10 @@ impl Router {
         let corr = frame.correlation().to_owned();
         let connect =
             frame.payload().get("purpose").and_then(Value::as_str) == Some(PURPOSE_CONNECT);
-        if self.answering.len() >= MAX_ANSWERING {
-            let oldest = self
-                .answering
-                .iter()
-                .min_by_key(|(_, a)| a.since)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.answering.remove(&k);
-            }
+        if self.answering.len() >= MAX_ANSWERING
+            && let Some(k) = self.answering_to_drop()
+        {
+            self.answering.remove(&k);
         }
         let punch = connect && self.policy.punches_for(requester);
         if connect && !punch {
@@ -505,6 +522,7 @@ impl Router {
             Answering {
                 punch,
                 setup: !connect,
+                link: via.or_else(|| from.to_peer_id().ok()),
                 since: now,
                 candidate_frames: 0,
                 seen: Seen::default(),

@@ -313,3 +313,47 @@ fn loopback_candidates_through_a_local_host_only_on_loopback_alone() {
     ]));
     assert!(dialed(&["/ip4/127.0.0.1/udp/4001/quic-v1"]));
 }
+
+/// Requests from fresh keys (members, as one presence makes any key) through one host
+/// fill the table of requests answered; an honest requester's, through another, stays
+/// until its candidates come and are dialed.
+#[test]
+fn a_flood_through_one_link_does_not_push_out_an_honest_request() {
+    let mut b = Bench::new();
+    let anyone = |_: &NodeId| true;
+    let host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    let flood_host = NodeKeypair::generate().node_id().to_peer_id().unwrap();
+    b.view
+        .session(host, "/ip4/203.0.113.1/tcp/4001", &["core/signaling"]);
+    b.view
+        .session(flood_host, "/ip4/203.0.113.2/tcp/4001", &["core/signaling"]);
+    let honest = NodeKeypair::generate();
+    let req = b.frame_from(
+        &honest,
+        host,
+        "connect_request",
+        "corr:honest",
+        json!({"purpose": "connect"}),
+    );
+    b.router.on_signal(req, &b.view, &anyone, b.at(0));
+    for i in 0..300 {
+        let key = NodeKeypair::generate();
+        let req = b.frame_from(
+            &key,
+            flood_host,
+            "connect_request",
+            &format!("corr:flood{i}"),
+            json!({"purpose": "connect"}),
+        );
+        b.router.on_signal(req, &b.view, &anyone, b.at(1));
+    }
+    let candidates = b.frame_from(
+        &honest,
+        host,
+        "candidate",
+        "corr:honest",
+        json!({"addrs": ["/ip4/198.51.100.3/udp/4001/quic-v1"]}),
+    );
+    let actions = b.router.on_signal(candidates, &b.view, &anyone, b.at(2));
+    assert_eq!(dials(&actions).len(), 1, "{actions:?}");
+}
