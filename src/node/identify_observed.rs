@@ -34,7 +34,7 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, identify};
-use mesh_core::Timestamp;
+use mesh_core::{Source, Timestamp};
 
 use super::addrs::dialable;
 use super::autonat_gate::CandidateGate;
@@ -82,35 +82,58 @@ pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> b
         }
 }
 
-/// The listen addresses kept per peer: the latest report's, for [`MET_PEERS`] peers
-/// (the least recently reported forgotten first).
+/// The listen addresses kept per peer: the latest report's, for [`MET_PEERS`] peers.
+/// When full, the least recently reported peer of the network (the IPv4 address or IPv6
+/// /64 its connection came from) holding the most entries is forgotten: least recently
+/// reported of all let a hundred fresh keys from one host push out every honest peer's
+/// addresses.
 #[derive(Debug, Default)]
 struct Met {
-    by_peer: HashMap<PeerId, Vec<Multiaddr>>,
+    by_peer: HashMap<PeerId, (Vec<Multiaddr>, Source)>,
     order: VecDeque<PeerId>,
 }
 
 impl Met {
-    /// Keeps `addrs` for `peer`; the ones not kept before.
-    fn put(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
-        let old = self.by_peer.remove(&peer).unwrap_or_default();
+    /// Keeps `addrs` for `peer`, connected from network `net`; the ones not kept before.
+    fn put(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, net: Source) -> Vec<Multiaddr> {
+        let old = self
+            .by_peer
+            .remove(&peer)
+            .map(|(a, _)| a)
+            .unwrap_or_default();
         self.order.retain(|p| *p != peer);
         while self.by_peer.len() >= MET_PEERS {
-            match self.order.pop_front() {
-                Some(gone) => {
-                    self.by_peer.remove(&gone);
+            let mut held: HashMap<Source, usize> = HashMap::new();
+            for (_, n) in self.by_peer.values() {
+                *held.entry(*n).or_default() += 1;
+            }
+            let most = held.values().copied().max().unwrap_or(0);
+            let busiest = |p: &PeerId| {
+                self.by_peer
+                    .get(p)
+                    .is_some_and(|(_, n)| held.get(n) == Some(&most))
+            };
+            match self.order.iter().position(busiest) {
+                Some(i) => {
+                    if let Some(gone) = self.order.remove(i) {
+                        self.by_peer.remove(&gone);
+                    }
                 }
                 None => break,
             }
         }
         let new = addrs.iter().filter(|a| !old.contains(a)).cloned().collect();
         self.order.push_back(peer);
-        self.by_peer.insert(peer, addrs);
+        self.by_peer.insert(peer, (addrs, net));
         new
     }
 
+    fn get(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.by_peer.get(peer).map_or(&[], |(a, _)| a.as_slice())
+    }
+
     fn failed(&mut self, peer: &PeerId, addr: &Multiaddr) {
-        if let Some(addrs) = self.by_peer.get_mut(peer) {
+        if let Some((addrs, _)) = self.by_peer.get_mut(peer) {
             addrs.retain(|a| a != addr);
         }
     }
@@ -144,7 +167,8 @@ impl Identify {
                 kept.push(a.clone());
             }
         }
-        for a in self.met.put(peer, kept) {
+        let net = Source::of_peer(peer, std::iter::once(path));
+        for a in self.met.put(peer, kept, net) {
             self.new_addrs.push_back((peer, a));
         }
     }
@@ -169,7 +193,7 @@ impl Identify {
     /// The listen addresses of `peer`'s last identify kept for dials (plausible from its
     /// connection: [`worth_dialing`]).
     pub fn kept_addrs(&self, peer: &PeerId) -> &[Multiaddr] {
-        self.met.by_peer.get(peer).map_or(&[], Vec::as_slice)
+        self.met.get(peer)
     }
 
     /// The listen addresses connected peer `peer` reported in its last identify.
@@ -254,8 +278,8 @@ impl NetworkBehaviour for Identify {
             addresses,
             effective_role,
         )?;
-        if let Some(kept) = maybe_peer.and_then(|p| self.met.by_peer.get(&p)) {
-            out.extend(kept.iter().cloned());
+        if let Some(p) = maybe_peer {
+            out.extend(self.met.get(&p).iter().cloned());
         }
         Ok(out)
     }
@@ -379,16 +403,40 @@ mod tests {
         let mut met = Met::default();
         let first = PeerId::random();
         let a: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
-        assert_eq!(met.put(first, vec![a.clone()]), vec![a.clone()]);
+        let net = |n: u32| Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::from(n)));
+        assert_eq!(met.put(first, vec![a.clone()], net(1)), vec![a.clone()]);
         // Reported again: nothing new.
-        assert!(met.put(first, vec![a.clone()]).is_empty());
+        assert!(met.put(first, vec![a.clone()], net(1)).is_empty());
         met.failed(&first, &a);
-        assert_eq!(met.by_peer[&first], Vec::<Multiaddr>::new());
-        for _ in 0..MET_PEERS {
-            met.put(PeerId::random(), vec![a.clone()]);
+        assert_eq!(met.get(&first), &[] as &[Multiaddr]);
+        for n in 0..MET_PEERS as u32 {
+            met.put(PeerId::random(), vec![a.clone()], net(100 + n));
         }
         assert_eq!(met.by_peer.len(), MET_PEERS);
         assert!(!met.by_peer.contains_key(&first), "the oldest went first");
+    }
+
+    #[test]
+    fn fresh_keys_of_one_network_push_out_only_their_own() {
+        let mut met = Met::default();
+        let a: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        let net = |n: u32| Source::Network(mesh_core::IpKey::V4(std::net::Ipv4Addr::from(n)));
+        let honest: Vec<PeerId> = (0..10u32)
+            .map(|n| {
+                let p = PeerId::random();
+                met.put(p, vec![a.clone()], net(n));
+                p
+            })
+            .collect();
+        for _ in 0..3 * MET_PEERS {
+            met.put(PeerId::random(), vec![a.clone()], net(666));
+        }
+        assert_eq!(met.by_peer.len(), MET_PEERS);
+        assert!(
+            honest
+                .iter()
+                .all(|p| met.get(p) == std::slice::from_ref(&a))
+        );
     }
 
     #[test]
