@@ -555,6 +555,17 @@ impl Router {
                 via,
             });
         }
+        // Nothing more to do for a requester we do not punch for: its correlation ends
+        // once answered, rather than holding a place of its host's quota (128 per
+        // delivering peer) for two minutes; strangers through an honest host held
+        // them all, and every other request through it was refused.
+        if connect && !punch {
+            self.answering.remove(&(from, corr.clone()));
+            out.push(Action::CorrelationDone {
+                node: from,
+                correlation: corr,
+            });
+        }
     }
 
     /// The other side accepted: a route sends its candidates, a setup its payload.

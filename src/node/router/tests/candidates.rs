@@ -148,6 +148,13 @@ fn a_strangers_candidates_are_never_dialed() {
     );
     let actions = b.router.on_signal(req, &b.view, &|_| false, b.at(0));
     assert_eq!(frames(&actions)[0].0, "connect_accept");
+    // Its correlation ends once answered: it holds no place of its host's quota.
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::CorrelationDone { correlation, .. } if correlation == "corr:s")
+        ),
+        "{actions:?}"
+    );
     for i in 0..60 {
         let cands = b.frame_from(
             &stranger,
