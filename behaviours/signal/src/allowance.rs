@@ -71,12 +71,10 @@ impl Allowance {
         }
     }
 
-    /// Takes one frame of `peer`'s allowance and of its network's, or neither: `Err`
-    /// is the seconds to wait.
-    pub(crate) fn take(&mut self, peer: PeerId, now: &Timestamp) -> Result<(), u64> {
-        // The network of a direct connection when the peer has one (a relayed
-        // connection names no network of the peer's: counted by the peer itself, as
-        // `Source::of_peer` does everywhere).
+    /// The network `peer`'s frames count under: that of a direct connection when the
+    /// peer has one (a relayed connection names no network of the peer's: counted by
+    /// the peer itself, as `Source::of_peer` does everywhere).
+    pub(crate) fn source_of(&self, peer: PeerId) -> Source {
         let conns = self
             .remotes
             .get(&peer)
@@ -87,7 +85,13 @@ impl Allowance {
             .map(|(_, a)| a)
             .find(|a| Source::of_peer(peer, [*a]) != Source::Peer(peer))
             .or_else(|| conns.first().map(|(_, a)| a));
-        let source = Source::for_rates(peer, remote, &self.listening);
+        Source::for_rates(peer, remote, &self.listening)
+    }
+
+    /// Takes one frame of `peer`'s allowance and of its network's, or neither: `Err`
+    /// is the seconds to wait.
+    pub(crate) fn take(&mut self, peer: PeerId, now: &Timestamp) -> Result<(), u64> {
+        let source = self.source_of(peer);
         take_all(
             now.instant().timestamp_millis(),
             &mut [

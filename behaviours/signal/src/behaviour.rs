@@ -19,7 +19,7 @@ use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
 use libp2p::{PeerId, StreamProtocol};
 use mesh_core::{
     Artifact, ErrorCode, MeshError, MeshResult, NodeId, RateLimit, RateLimiter, SignalFrame,
-    Timestamp,
+    Source, Timestamp, take_all,
 };
 
 use crate::allowance::Allowance;
@@ -39,6 +39,12 @@ pub struct Config {
     pub host: bool,
     /// Frames a host forwards per sender (`from`).
     pub per_sender: RateLimit,
+    /// `connect_request`s a host forwards to one recipient from what one network's
+    /// peers hand over (as [`Config::per_network`] counts them): each opens a
+    /// correlation at the recipient, which holds at most
+    /// [`Limits::max_per_link`](crate::Limits) per delivering peer, this host included,
+    /// so fresh signers from one network could take all of the host's places there.
+    pub requests_per_network: RateLimit,
     /// Frames taken from one connected peer (the signer or a host handing frames
     /// over), whoever signed them: beyond, `E_TRANSPORT_REJECTED` with the seconds to
     /// wait, before any signature is checked.
@@ -85,6 +91,7 @@ impl Config {
             node,
             host: false,
             per_sender: RateLimit::per_minute(120, 240),
+            requests_per_network: RateLimit::per_minute(32, 32),
             per_peer: RateLimit::per_minute(256, 600),
             per_network: RateLimit::per_minute(512, 1200),
             dedup: 8192,
@@ -151,6 +158,8 @@ pub struct Behaviour {
     config: Config,
     correlations: Correlations,
     limiter: RateLimiter<NodeId>,
+    /// Requests forwarded per (delivering network, next hop).
+    requests: RateLimiter<(Source, PeerId)>,
     allowance: Allowance,
     seen: Seen,
     connected: HashSet<PeerId>,
@@ -192,6 +201,7 @@ impl Behaviour {
             ),
             correlations: Correlations::new(config.limits),
             limiter: RateLimiter::new(config.per_sender, 65_536),
+            requests: RateLimiter::new(config.requests_per_network, 4096),
             allowance: Allowance::new(config.per_peer, config.per_network),
             seen: Seen::new(config.dedup),
             connected: HashSet::new(),
@@ -438,10 +448,27 @@ impl Behaviour {
         let digest = self.not_seen(&frame, now)?;
         let next = frame.forwarded()?.to_cbor();
         self.check_room(&hop, next.len())?;
-        self.limiter.check(&frame.from(), now).map_err(|s| {
+        let ms = now.instant().timestamp_millis();
+        let from = frame.from();
+        let taken = if frame.kind() == "connect_request" {
+            let key = (self.allowance.source_of(peer), hop);
+            take_all(
+                ms,
+                &mut [
+                    &mut self.limiter.charge(&from),
+                    &mut self.requests.charge(&key),
+                ],
+            )
+        } else {
+            take_all(ms, &mut [&mut self.limiter.charge(&from)])
+        };
+        taken.map_err(|s| {
             MeshError::new(
                 ErrorCode::TransportRejected,
-                format!("too many frames from this sender; retry after {s} s"),
+                format!(
+                    "too many frames from this sender, or requests from its network to \
+                     this recipient; retry after {s} s"
+                ),
             )
         })?;
         self.seen.insert(digest, frame.expires_at().clone(), now);

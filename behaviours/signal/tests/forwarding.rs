@@ -25,6 +25,7 @@ fn node(key: &NodeKeypair, host: bool, per_sender: RateLimit) -> Swarm<Behaviour
     // generous per-sender limit).
     if per_sender.burst >= 1000 {
         config.per_peer = per_sender;
+        config.requests_per_network = per_sender;
     }
     swarm_with(key, Behaviour::new(config))
 }
@@ -794,4 +795,87 @@ async fn replays_at_the_hop_limit_cost_the_signer_nothing() {
     .await;
     assert_eq!(refusals(&seen, 1), Vec::new(), "the host refused V's frame");
     assert_eq!(received(&seen, 2).unwrap().frame_id(), "f1");
+}
+
+/// Requests handed over by one peer (one network) to one recipient, of a signer within
+/// its own quotas (as many fresh signers would be): the host forwards its
+/// `requests_per_network` share and refuses the rest, so they cannot take every place
+/// the recipient keeps for the host; another peer's request to the same recipient still
+/// goes through.
+#[tokio::test]
+async fn one_network_gets_a_share_of_the_requests_a_host_forwards_to_one_recipient() {
+    let lots = RateLimit::per_minute(1000, 1000);
+    let (ka, kh, kt, kc) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    let mut a = node(&ka, false, lots);
+    // T takes up to 100 requests of one signer (the host's share is what is tested).
+    let mut t = swarm_with(
+        &kt,
+        Behaviour::new(Config {
+            per_sender: lots,
+            per_peer: lots,
+            limits: Limits {
+                max_per_peer: 100,
+                ..Limits::default()
+            },
+            ..Config::new(kt.node_id())
+        }),
+    );
+    let mut c = node(&kc, false, lots);
+    // The host with the node's default share (the others generous).
+    let mut h = swarm_with(
+        &kh,
+        Behaviour::new(Config {
+            host: true,
+            per_sender: lots,
+            per_peer: lots,
+            ..Config::new(kh.node_id())
+        }),
+    );
+    connect(&mut a, &mut h).await;
+    t.connect(&mut h).await;
+    c.connect(&mut h).await;
+    let share = Config::new(kh.node_id()).requests_per_network.burst as usize;
+    let flood = share + 16;
+    let ph = *h.local_peer_id();
+    for i in 0..flood {
+        let f = frame(
+            &ka,
+            &kt,
+            "connect_request",
+            &format!("x{i}"),
+            &format!("x{i}"),
+        );
+        a.behaviour_mut().send(&f, Some(ph)).unwrap();
+    }
+    let count = |s: &[(usize, Event)], at: usize, what: fn(&Event) -> bool| {
+        s.iter().filter(|(i, e)| *i == at && what(e)).count()
+    };
+    let seen = run(&mut [&mut a, &mut h, &mut t, &mut c], |s| {
+        count(s, 2, |e| matches!(e, Event::Received { .. })) == share
+            && count(s, 0, |e| {
+                matches!(e, Event::Delivered { .. } | Event::Refused { .. })
+            }) == flood
+    })
+    .await;
+    let refused_at_h = refusals(&seen, 1);
+    assert_eq!(refused_at_h.len(), flood - share, "{refused_at_h:?}");
+    assert!(
+        refused_at_h
+            .iter()
+            .all(|(code, _)| *code == ErrorCode::TransportRejected)
+    );
+    // C's request to T through H is forwarded.
+    c.behaviour_mut()
+        .send(&frame(&kc, &kt, "connect_request", "y1", "y1"), Some(ph))
+        .unwrap();
+    let seen = run(&mut [&mut a, &mut h, &mut t, &mut c], |s| {
+        received(s, 2).is_some()
+    })
+    .await;
+    assert_eq!(received(&seen, 2).unwrap().from(), kc.node_id());
 }
