@@ -11,8 +11,13 @@
 //! - it is **plausible** as [`super::observed`] weighs an observation (a direct
 //!   connection, a routable IP of the observer's scope, a transport we listen on);
 //! - it is one AutoNAT already holds (a repeat only adds to its score), or it is new
-//!   and both the observer's group (its IPv4 address or IPv6 /56) and the node as a
-//!   whole have budget for a new one ([`PER_GROUP`], [`OVERALL`]);
+//!   and both the observer's network and the node as a whole have budget for a new one
+//!   ([`PER_GROUP`], [`OVERALL`]), or observers of two networks proposed it (it goes
+//!   through within a budget of its own, [`CONFIRMED`]: a node whose address changed
+//!   has it tested even while strangers spend the overall budget). An observer's network is its vote in
+//!   [`super::observed`]: a wide one (IPv4 /16, IPv6 /32) for an Internet observer, its
+//!   IPv4 address or IPv6 /56 on a LAN or loopback. Per IPv4 address, eight addresses
+//!   spent the overall budget for good;
 //! - fewer than [`MAX_CANDIDATES`] have gone through in all. Beyond that no new
 //!   candidate goes through (AutoNAT's table cannot be trimmed from outside): a bound
 //!   of a few hundred KiB that an attacker needs many addresses and days to reach, and
@@ -20,12 +25,12 @@
 //!
 //! Pure logic: `now` is passed in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use libp2p::Multiaddr;
-use mesh_core::{RateLimit, RateLimiter, Timestamp};
+use mesh_core::{RateLimit, RateLimiter, Timestamp, take_all};
 
-use super::observed::{ObserverGroup, plausible};
+use super::observed::{Vote, plausible, vote_of};
 
 /// New candidates one observer group may bring: 4 at once (one per transport), then 2
 /// an hour.
@@ -40,14 +45,31 @@ pub const OVERALL: RateLimit = RateLimit {
 };
 /// Most distinct candidates ever handed to AutoNAT.
 pub const MAX_CANDIDATES: usize = 1024;
-/// Observer groups whose budget is followed at once.
+/// Observer networks whose budget is followed at once.
 const GROUPS_TRACKED: usize = 256;
+/// Candidates refused for the overall budget whose proposers are remembered (the ones
+/// with the fewest, then the oldest, forgotten first).
+const PROPOSALS: usize = 256;
+/// Networks whose proposals of one candidate let it past the overall budget.
+const CONFIRMING: usize = 2;
+/// Candidates let past the budgets so: 8 at once, then 4 an hour (two networks
+/// proposing addresses of their choosing would otherwise reach [`MAX_CANDIDATES`] in
+/// minutes).
+pub const CONFIRMED: RateLimit = RateLimit {
+    burst: 8,
+    per_second: 4.0 / 3600.0,
+};
 
 /// The gate in front of AutoNAT's candidate table.
 #[derive(Debug)]
 pub struct CandidateGate {
     passed: HashSet<Multiaddr>,
-    per_group: RateLimiter<ObserverGroup>,
+    per_group: RateLimiter<Vote>,
+    /// Candidates refused for the overall budget: the networks that proposed each, and
+    /// when the first did (for the order in which they are forgotten).
+    proposals: HashMap<Multiaddr, (Vec<Vote>, u64)>,
+    proposed: u64,
+    confirmed: RateLimiter<()>,
     overall: RateLimiter<()>,
     refused: usize,
     /// Whether the bound was reached (said once).
@@ -66,6 +88,9 @@ impl CandidateGate {
         CandidateGate {
             passed: HashSet::new(),
             per_group: RateLimiter::new(per_group, GROUPS_TRACKED),
+            proposals: HashMap::new(),
+            proposed: 0,
+            confirmed: RateLimiter::new(CONFIRMED, 1),
             overall: RateLimiter::new(overall, 1),
             refused: 0,
             full: false,
@@ -81,8 +106,8 @@ impl CandidateGate {
         listen: &[Multiaddr],
         now: &Timestamp,
     ) -> bool {
-        let admitted =
-            plausible(remote, addr, listen).is_some_and(|group| self.budget(addr, group, now));
+        let admitted = plausible(remote, addr, listen)
+            .is_some_and(|group| self.budget(addr, vote_of(remote, group), now));
         if !admitted {
             self.refused += 1;
             tracing::debug!(%remote, %addr, "external address candidate not passed to AutoNAT");
@@ -90,9 +115,10 @@ impl CandidateGate {
         admitted
     }
 
-    /// Whether plausible candidate `addr` from `group` goes on: a repeat always, a new
-    /// one within the budgets and the bound.
-    fn budget(&mut self, addr: &Multiaddr, group: ObserverGroup, now: &Timestamp) -> bool {
+    /// Whether plausible candidate `addr` from network `vote` goes on: a repeat always,
+    /// a new one within the budgets (or proposed by [`CONFIRMING`] networks) and the
+    /// bound.
+    fn budget(&mut self, addr: &Multiaddr, vote: Vote, now: &Timestamp) -> bool {
         if self.passed.contains(addr) {
             return true;
         }
@@ -106,11 +132,47 @@ impl CandidateGate {
             }
             return false;
         }
-        if self.per_group.check(&group, now).is_err() || self.overall.check(&(), now).is_err() {
-            return false;
+        let ms = now.instant().timestamp_millis();
+        let within = take_all(
+            ms,
+            &mut [
+                &mut self.per_group.charge(&vote),
+                &mut self.overall.charge(&()),
+            ],
+        )
+        .is_ok();
+        if within || (self.proposed_enough(addr, vote) && self.confirmed.check_ms(&(), ms).is_ok())
+        {
+            self.proposals.remove(addr);
+            self.passed.insert(addr.clone());
+            return true;
         }
-        self.passed.insert(addr.clone());
-        true
+        false
+    }
+
+    /// Records that `vote` proposed `addr` (refused for the budgets); whether networks
+    /// enough have.
+    fn proposed_enough(&mut self, addr: &Multiaddr, vote: Vote) -> bool {
+        if !self.proposals.contains_key(addr) && self.proposals.len() >= PROPOSALS {
+            let forget = self
+                .proposals
+                .iter()
+                .min_by_key(|(_, (votes, first))| (votes.len(), *first))
+                .map(|(a, _)| a.clone());
+            if let Some(a) = forget {
+                self.proposals.remove(&a);
+            }
+        }
+        self.proposed += 1;
+        let first = self.proposed;
+        let (votes, _) = self
+            .proposals
+            .entry(addr.clone())
+            .or_insert_with(|| (Vec::new(), first));
+        if !votes.contains(&vote) {
+            votes.push(vote);
+        }
+        votes.len() >= CONFIRMING
     }
 
     /// Distinct candidates passed so far.
@@ -193,7 +255,8 @@ mod tests {
         let mut g = CandidateGate::default();
         let admitted = (0..200u32)
             .filter(|i| {
-                let observer = ma(&format!("/ip4/203.0.{}.{}/tcp/50000", i / 200, i % 200 + 1));
+                // 200 distinct /16s.
+                let observer = ma(&format!("/ip4/120.{i}.7.1/tcp/50000"));
                 g.admit(&observer, &claim(*i), &listen(), &t(0))
             })
             .count();
@@ -215,5 +278,40 @@ mod tests {
         }
         assert_eq!(g.passed(), MAX_CANDIDATES);
         assert_eq!(g.refused(), 10);
+    }
+
+    #[test]
+    fn one_wide_network_is_one_budget_and_two_networks_pass_a_candidate_anyway() {
+        let mut g = CandidateGate::default();
+        // Many addresses of one /16 (and the /56s of one /48): one network's budget.
+        let admitted = (0..50u32)
+            .filter(|i| {
+                let observer = ma(&format!("/ip4/203.0.{i}.7/tcp/50000"));
+                g.admit(&observer, &claim(*i), &listen(), &t(0))
+            })
+            .count();
+        assert_eq!(admitted, PER_GROUP.burst as usize);
+        // Strangers of many networks spend the overall budget.
+        for i in 0..OVERALL.burst {
+            let observer = ma(&format!("/ip4/120.{i}.7.1/tcp/50000"));
+            g.admit(&observer, &claim(100 + i), &listen(), &t(0));
+        }
+        let moved = ma("/ip4/192.0.2.99/tcp/4001");
+        // The node's new address, seen by observers of two networks: it goes through.
+        assert!(!g.admit(&ma("/ip4/121.1.1.1/tcp/1"), &moved, &listen(), &t(1)));
+        assert!(g.admit(&ma("/ip4/122.2.2.2/tcp/1"), &moved, &listen(), &t(1)));
+        // A lone network's candidate does not; nor, past their own budget, candidates two
+        // networks propose.
+        let lone = ma("/ip4/192.0.2.98/tcp/4001");
+        assert!(!g.admit(&ma("/ip4/121.1.1.1/tcp/2"), &lone, &listen(), &t(1)));
+        assert!(!g.admit(&ma("/ip4/121.1.9.9/tcp/2"), &lone, &listen(), &t(1)));
+        let pushed = (0..20u32)
+            .filter(|i| {
+                let a = ma(&format!("/ip4/192.0.2.{}/tcp/4001", 10 + i));
+                g.admit(&ma("/ip4/121.1.1.1/tcp/3"), &a, &listen(), &t(2));
+                g.admit(&ma("/ip4/122.2.2.2/tcp/3"), &a, &listen(), &t(2))
+            })
+            .count();
+        assert_eq!(pushed, CONFIRMED.burst as usize - 1);
     }
 }

@@ -107,12 +107,15 @@ fn transport(addr: &Multiaddr) -> Vec<&'static str> {
 /// The network an observer's vote counts for: a wide one for an Internet observer, its
 /// observer group otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Vote {
+pub(crate) enum Vote {
+    /// An Internet observer's wide network.
     Wide(IpGroup),
+    /// A LAN or loopback observer's group.
     Narrow(ObserverGroup),
 }
 
-fn vote_of(remote: &Multiaddr, group: ObserverGroup) -> Vote {
+/// The vote of an observer connected from `remote`, of observer group `group`.
+pub(crate) fn vote_of(remote: &Multiaddr, group: ObserverGroup) -> Vote {
     match ip_of(remote) {
         Some(ip) if scope(ip) == Scope::Public => Vote::Wide(IpKey::of(ip).group()),
         _ => Vote::Narrow(group),
