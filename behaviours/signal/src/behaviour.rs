@@ -39,11 +39,13 @@ pub struct Config {
     pub host: bool,
     /// Frames a host forwards per sender (`from`).
     pub per_sender: RateLimit,
-    /// `connect_request`s a host forwards to one recipient from what one network's
-    /// peers hand over (as [`Config::per_network`] counts them): each opens a
-    /// correlation at the recipient, which holds at most
+    /// `connect_request`s a host forwards to one recipient (`to`) from what one
+    /// network's peers hand over (as [`Config::per_network`] counts them): each opens a
+    /// correlation at the recipient, which keeps at most
     /// [`Limits::max_per_link`](crate::Limits) per delivering peer, this host included,
-    /// so fresh signers from one network could take all of the host's places there.
+    /// so fresh signers of one network could take all of the host's places there. The
+    /// default (64, then 16 a minute) lets one network hold at most 96 of the 128 within
+    /// the two minutes a correlation lasts.
     pub requests_per_network: RateLimit,
     /// Frames taken from one connected peer (the signer or a host handing frames
     /// over), whoever signed them: beyond, `E_TRANSPORT_REJECTED` with the seconds to
@@ -91,7 +93,7 @@ impl Config {
             node,
             host: false,
             per_sender: RateLimit::per_minute(120, 240),
-            requests_per_network: RateLimit::per_minute(32, 32),
+            requests_per_network: RateLimit::per_minute(64, 16),
             per_peer: RateLimit::per_minute(256, 600),
             per_network: RateLimit::per_minute(512, 1200),
             dedup: 8192,
@@ -158,8 +160,8 @@ pub struct Behaviour {
     config: Config,
     correlations: Correlations,
     limiter: RateLimiter<NodeId>,
-    /// Requests forwarded per (delivering network, next hop).
-    requests: RateLimiter<(Source, PeerId)>,
+    /// Requests forwarded per (delivering network, recipient).
+    requests: RateLimiter<(Source, NodeId)>,
     allowance: Allowance,
     seen: Seen,
     connected: HashSet<PeerId>,
@@ -451,7 +453,7 @@ impl Behaviour {
         let ms = now.instant().timestamp_millis();
         let from = frame.from();
         let taken = if frame.kind() == "connect_request" {
-            let key = (self.allowance.source_of(peer), hop);
+            let key = (self.allowance.source_of(peer), frame.to());
             take_all(
                 ms,
                 &mut [
