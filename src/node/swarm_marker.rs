@@ -5,19 +5,22 @@
 //! one outside the swarm does).
 //!
 //! A member takes one only if, in this order: its author is within its rate (100, then
-//! 600 a minute, as point-to-point markers), the peer that handed it over within its
-//! network's ([`PER_FORWARDER`]) and the node within its own ([`TOTAL`]); it is a
+//! 600 a minute, as point-to-point markers), and, when the author has no presence in a
+//! swarm of ours, the peer that handed it over within its network's
+//! ([`PER_FORWARDER`]) and all such markers within the node's ([`TOTAL`]); it is a
 //! valid, verifying envelope not from the future; it names this swarm and no recipient;
 //! its signer is the gossipsub message's author; and the marker guard of point-to-point
 //! markers (without its recipient rule) finds it recent and not taken before.
 //!
 //! Authors cost nothing (gossipsub's `source` is any key), so the author's rate alone
 //! let one connection hand over markers without end, each verified, delivered and
-//! forwarded to the swarm; and 16,384 of them within the guard's five minutes filled
-//! the guard, which then dropped entries still in their window: a marker dropped so
-//! could be delivered again. [`TOTAL`] admits fewer in a window than the guard holds
-//! (1,000 + 40 a second × 300 s = 13,000 < 16,384), so the guard never has to drop a
-//! live entry.
+//! forwarded to the swarm; and 16,384 of them within the guard's window filled the
+//! guard, which then dropped entries still in their window: a marker dropped so could
+//! be delivered again. Authors the node has no presence of now share [`TOTAL`], which
+//! admits fewer in a window than the guard holds (1,000 + 40 a second × (300 + 30 s of
+//! clock skew) = 14,200 < 16,384), so the guard never has to drop a live entry for
+//! them; members' markers are not counted there, so a flood of strangers' markers
+//! (which every node forwards) cannot crowd members' out.
 
 use libp2p::{PeerId, gossipsub};
 use mesh_advert::Source;
@@ -37,15 +40,15 @@ pub(crate) const SWARM_FIELD: &str = "swarm/key";
 /// seen go first).
 const RATE_KEYS: usize = 4096;
 
-/// Markers taken from what one network's peers hand over (a forwarder's [`Source`]):
-/// 200 at once, then 10 a second.
+/// Markers of non-members taken from what one network's peers hand over (a
+/// forwarder's [`Source`]): 200 at once, then 10 a second.
 pub(crate) const PER_FORWARDER: RateLimit = RateLimit {
     burst: 200,
     per_second: 10.0,
 };
 
-/// Markers taken in all: 1,000 at once, then 40 a second, fewer within the guard's
-/// window than it holds.
+/// Markers of non-members taken in all: 1,000 at once, then 40 a second, fewer within
+/// the guard's window than it holds.
 pub(crate) const TOTAL: RateLimit = RateLimit {
     burst: 1000,
     per_second: 40.0,
@@ -111,13 +114,15 @@ impl SwarmMarkers {
     }
 
     /// Checks an envelope that arrived on the topic of `swarm`, authored (gossipsub's
-    /// signed `source`) by `author` and handed over by a peer of `forwarder`, for this
-    /// node `me`.
+    /// signed `source`) by `author` (`member`: with a presence in a swarm of ours) and
+    /// handed over by a peer of `forwarder`, for this node `me`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn receive(
         &mut self,
         me: &NodeId,
         swarm: &DiscoveryKey,
         author: Option<PeerId>,
+        member: bool,
         forwarder: &Source,
         data: &[u8],
         now: &Timestamp,
@@ -129,14 +134,18 @@ impl SwarmMarkers {
             ));
         };
         let ms = now.instant().timestamp_millis();
-        let charges = take_all(
-            ms,
-            &mut [
-                &mut self.rate.charge(&author),
-                &mut self.forwarders.charge(forwarder),
-                &mut self.total.charge(&()),
-            ],
-        );
+        let charges = if member {
+            take_all(ms, &mut [&mut self.rate.charge(&author)])
+        } else {
+            take_all(
+                ms,
+                &mut [
+                    &mut self.rate.charge(&author),
+                    &mut self.forwarders.charge(forwarder),
+                    &mut self.total.charge(&()),
+                ],
+            )
+        };
         if let Err(retry) = charges {
             return Err(MeshError::new(
                 ErrorCode::TransportRejected,
@@ -219,11 +228,11 @@ mod tests {
         let author = key.node_id().to_peer_id().ok();
         let mut m = SwarmMarkers::new();
         let got = m
-            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .receive(&me, &swarm, author, false, &via(), &bytes, &now)
             .unwrap();
         assert_eq!(got.marker_ref(), "hello");
         let again = m
-            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .receive(&me, &swarm, author, false, &via(), &bytes, &now)
             .unwrap_err();
         assert_eq!(again.code, ErrorCode::HsReplay);
         assert_eq!(acceptance(&again), gossipsub::MessageAcceptance::Ignore);
@@ -237,25 +246,25 @@ mod tests {
         let other = DiscoveryKey::from_name("another party");
         let env = envelope(&key, &other, "msg:2", "x", &now).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &via(), &env.to_cbor(), &now)
+            .receive(&me, &swarm, author, false, &via(), &env.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         assert_eq!(acceptance(&e), gossipsub::MessageAcceptance::Reject);
         let env = envelope(&key, &swarm, "msg:3", "x", &now).unwrap();
         let stranger = Some(PeerId::random());
         let e = m
-            .receive(&me, &swarm, stranger, &via(), &env.to_cbor(), &now)
+            .receive(&me, &swarm, stranger, false, &via(), &env.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::SigUnknownSigner);
         let old = envelope(&key, &swarm, "msg:4", "x", &now.plus_secs(-3600)).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &via(), &old.to_cbor(), &now)
+            .receive(&me, &swarm, author, false, &via(), &old.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::HsReplay);
         // A point-to-point envelope (with a recipient, no swarm) is not a swarm marker.
         let p2p = mesh_session::marker::envelope(&key, me, "msg:5", "x", &now).unwrap();
         let e = m
-            .receive(&me, &swarm, author, &via(), &p2p.to_cbor(), &now)
+            .receive(&me, &swarm, author, false, &via(), &p2p.to_cbor(), &now)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid);
         // Tampered bytes do not verify.
@@ -265,7 +274,7 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         assert!(
-            m.receive(&me, &swarm, author, &via(), &bytes, &now)
+            m.receive(&me, &swarm, author, false, &via(), &bytes, &now)
                 .is_err()
         );
         assert!(!is_marker(b"not cbor"));
@@ -278,18 +287,19 @@ mod tests {
         let taken = (0..PER_FORWARDER.burst + 50)
             .filter(|_| {
                 let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
-                m.receive(&me, &swarm, author, &via(), &bytes, &now).is_ok()
+                m.receive(&me, &swarm, author, false, &via(), &bytes, &now)
+                    .is_ok()
             })
             .count();
         assert_eq!(taken, PER_FORWARDER.burst as usize);
         let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
         let e = m
-            .receive(&me, &swarm, author, &via(), &bytes, &now)
+            .receive(&me, &swarm, author, false, &via(), &bytes, &now)
             .unwrap_err();
         assert_eq!(acceptance(&e), gossipsub::MessageAcceptance::Ignore);
         // Another network's forwarder still hands markers over.
         assert!(
-            m.receive(&me, &swarm, author, &forwarder(2), &bytes, &now)
+            m.receive(&me, &swarm, author, false, &forwarder(2), &bytes, &now)
                 .is_ok()
         );
     }
@@ -306,7 +316,7 @@ mod tests {
         let mut m = SwarmMarkers::new();
         let env = envelope(&honest, &swarm, "msg:honest", "x", &now).unwrap();
         let author = honest.node_id().to_peer_id().ok();
-        m.receive(&me, &swarm, author, &via(), &env.to_cbor(), &now)
+        m.receive(&me, &swarm, author, false, &via(), &env.to_cbor(), &now)
             .unwrap();
         // As many markers as the guard holds, from fresh authors through as many
         // networks, all within the guard's window.
@@ -316,13 +326,21 @@ mod tests {
         for n in 0..capacity {
             let key = flooders.next().unwrap();
             let (a, bytes) = marker_of(&key, &swarm, &now);
-            let _ = m.receive(&me, &swarm, a, &forwarder(100 + n), &bytes, &now);
+            let _ = m.receive(&me, &swarm, a, false, &forwarder(100 + n), &bytes, &now);
         }
         // A second on (the node's rate has tokens again), the honest marker comes round
         // again: still known.
         let later = now.plus_secs(1);
         let e = m
-            .receive(&me, &swarm, author, &forwarder(7), &env.to_cbor(), &later)
+            .receive(
+                &me,
+                &swarm,
+                author,
+                false,
+                &forwarder(7),
+                &env.to_cbor(),
+                &later,
+            )
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::HsReplay, "{e}");
     }
@@ -330,11 +348,35 @@ mod tests {
     #[test]
     fn the_node_takes_fewer_markers_in_a_window_than_the_guard_holds() {
         let g = GuardConfig::default();
-        let most = f64::from(TOTAL.burst) + TOTAL.per_second * g.max_age_secs as f64;
+        let window = (g.max_age_secs + mesh_core::CLOCK_SKEW_SECS) as f64;
+        let most = f64::from(TOTAL.burst) + TOTAL.per_second * window;
         assert!(
             most < g.capacity as f64,
             "{most} in a window of {} s",
             g.max_age_secs
+        );
+    }
+
+    #[test]
+    fn strangers_flooding_do_not_crowd_out_members_markers() {
+        let (_, swarm, me, now) = setup();
+        let mut m = SwarmMarkers::new();
+        // Strangers' markers through many networks spend the node's budget for them.
+        for n in 0..(TOTAL.burst + 100) {
+            let (a, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+            let _ = m.receive(&me, &swarm, a, false, &forwarder(1000 + n), &bytes, &now);
+        }
+        let (a, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+        assert!(
+            m.receive(&me, &swarm, a, false, &forwarder(7), &bytes, &now)
+                .is_err()
+        );
+        // A member's marker, handed over by a forwarder whose share strangers spent too,
+        // is taken.
+        let (a, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+        assert!(
+            m.receive(&me, &swarm, a, true, &forwarder(1000), &bytes, &now)
+                .is_ok()
         );
     }
 }

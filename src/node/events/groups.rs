@@ -90,13 +90,20 @@ impl Node {
         let now = Timestamp::now();
         let me = self.node_id;
         use crate::node::view::View as _;
+        use mesh_advert::Source;
         let view = view!(self);
+        // The forwarder's network: that of a direct connection when it has one.
         let remote = view.remote_addrs(&via);
-        let forwarder = mesh_advert::Source::for_rates(via, remote.first(), &view.listen_addrs());
-        match self
-            .swarm_markers
-            .receive(&me, &key, author, &forwarder, data, &now)
-        {
+        let direct = remote
+            .iter()
+            .find(|a| Source::of_peer(via, [*a]) != Source::Peer(via))
+            .or(remote.first());
+        let forwarder = Source::for_rates(via, direct, &view.listen_addrs());
+        let member = author
+            .and_then(|a| mesh_core::NodeId::from_peer_id(&a).ok())
+            .is_some_and(|n| self.groups.is_member(&n));
+        let markers = &mut self.swarm_markers;
+        match markers.receive(&me, &key, author, member, &forwarder, data, &now) {
             Ok(env) => {
                 let peer = author.unwrap_or(*self.swarm.local_peer_id());
                 self.emit_trace(
