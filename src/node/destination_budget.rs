@@ -1,12 +1,15 @@
 //! A budget per destination (an IPv4 address, an IPv6 /64) for what the node sends
-//! toward addresses peers name: DCUtR's dials (`dcutr_scope`), the thin-mesh feed's
-//! (`groups`) and birthday probing's attempts (`router::birthday`). Fresh keys cost nothing, so a budget per asking peer alone lets
-//! many keys aim the node at one host; each address taken here spends a token of its
-//! destination, whoever named it. Pure: `now` is passed in; the clock starts at the
-//! first `now` given.
+//! toward addresses peers name. Fresh keys cost nothing, so a budget per asking peer
+//! alone lets many keys aim the node at one host; each address taken here spends a
+//! token of its destination, whichever peer named it. Pure: `now` is passed in; the
+//! clock starts at the first `now` given.
 //!
-//! The responder's punches (`router::punch_budget`) charge their destination together
-//! with two more buckets (the deliverer's, the node's) and keep their own limiter.
+//! Each sender keeps a budget of its own, at its own rate: DCUtR's dials
+//! (`dcutr_scope`: 16, then 16 a minute), the thin-mesh feed's (`groups`: 8, then 8 a
+//! minute, loopback free) and birthday probing's attempts (`router::birthday`: 2, then 1
+//! every two minutes); a host named to all three gets the sum. The responder's punches
+//! (`router::punch_budget`) charge their destination together with two more buckets
+//! (the deliverer's, the node's) and keep their own limiter.
 
 use std::net::IpAddr;
 use std::time::Instant;

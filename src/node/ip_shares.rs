@@ -193,7 +193,10 @@ impl IpShares {
             .filter(|(_, c)| c.established > 0)
             .max_by_key(|(g, c)| (c.established, **g));
         match largest {
-            Some((&g, c)) if own + 1 < c.established => Ok(self.newest_of(g)),
+            Some((&g, c)) if own + 1 < c.established => self
+                .newest_of(g)
+                .map(Some)
+                .ok_or(Refused::Full(self.caps.max_inbound)),
             _ => Err(Refused::Full(self.caps.max_inbound)),
         }
     }

@@ -91,12 +91,17 @@ impl NetworkBehaviour for Limits {
             tracing::debug!(%peer, %remote_addr, "inbound connection refused: {e}");
             ConnectionDenied::new(e)
         })?;
-        self.global.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )?;
+        // A newcomer another connection gives way to does not add to the total (that
+        // one closes for it): with outbound and relayed connections filling the rest of
+        // `max_established`, the global cap refused it and nobody gave way.
+        if gives_way.is_none() {
+            self.global.handle_established_inbound_connection(
+                connection_id,
+                peer,
+                local_addr,
+                remote_addr,
+            )?;
+        }
         let handler = self.per_peer.handle_established_inbound_connection(
             connection_id,
             peer,
@@ -270,5 +275,69 @@ mod tests {
         assert!(establish(&mut limits, id(4)).is_ok());
         dial_backs.lock().insert(id(5), peer);
         assert!(establish(&mut limits, id(5)).is_err());
+    }
+
+    #[test]
+    fn a_newcomer_of_another_group_gets_in_when_outbound_fills_the_rest() {
+        use libp2p::core::ConnectedPoint;
+        use libp2p::swarm::behaviour::ConnectionEstablished;
+
+        // Four connections in all, three of them inbound at most.
+        let mut limits = Limits::new(
+            connection_limits::ConnectionLimits::default().with_max_established(Some(4)),
+            4,
+            IpCaps {
+                max_pending: 8,
+                max_established: 8,
+                max_pending_webrtc: 8,
+                max_pending_group: 8,
+                max_inbound: 3,
+            },
+            DialBacks::default(),
+        );
+        let local: Multiaddr = "/ip4/0.0.0.0/tcp/4001".parse().unwrap();
+        let inbound = |limits: &mut Limits, id: usize, remote: &str| {
+            let id = ConnectionId::new_unchecked(id);
+            let remote: Multiaddr = remote.parse().unwrap();
+            let peer = PeerId::random();
+            limits.handle_pending_inbound_connection(id, &local, &remote)?;
+            limits.handle_established_inbound_connection(id, peer, &local, &remote)?;
+            let endpoint = ConnectedPoint::Listener {
+                local_addr: local.clone(),
+                send_back_addr: remote.clone(),
+            };
+            limits.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id: peer,
+                connection_id: id,
+                endpoint: &endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            }));
+            Ok::<_, ConnectionDenied>(())
+        };
+        for n in 1..=3 {
+            inbound(&mut limits, n, &format!("/ip4/203.0.113.{n}/tcp/1")).unwrap();
+        }
+        // One connection of ours fills the total.
+        let out = ConnectionId::new_unchecked(10);
+        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
+        let endpoint = ConnectedPoint::Dialer {
+            address: addr.clone(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        limits.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: PeerId::random(),
+            connection_id: out,
+            endpoint: &endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+        // The full group's fourth is refused; a peer of another group gets in and the
+        // full group's newest is closed for it.
+        assert!(inbound(&mut limits, 4, "/ip4/203.0.113.9/tcp/1").is_err());
+        assert!(inbound(&mut limits, 5, "/ip4/198.51.100.1/tcp/1").is_ok());
+        let closed: Vec<ConnectionId> = limits.evicted.iter().map(|(_, id)| *id).collect();
+        assert_eq!(closed, vec![ConnectionId::new_unchecked(3)]);
     }
 }

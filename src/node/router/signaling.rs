@@ -481,7 +481,8 @@ impl Router {
         let oldest = |it: &mut dyn Iterator<Item = (&(NodeId, String), &Answering)>| {
             it.min_by_key(|(_, a)| a.since).map(|(k, _)| k.clone())
         };
-        if let Some(k) = oldest(&mut self.answering.iter().filter(|(_, a)| !a.punch)) {
+        // (Requests we do not punch for end once answered; setups wait for their payload.)
+        if let Some(k) = oldest(&mut self.answering.iter().filter(|(_, a)| !a.punch && !a.setup)) {
             return Some(k);
         }
         let mut per_link: HashMap<Option<PeerId>, usize> = HashMap::new();
