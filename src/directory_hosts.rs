@@ -1,24 +1,29 @@
 //! Which `Host` the seed directory answers: a DNS-rebinding guard.
 //!
 //! A web page whose own DNS name was rebound to 127.0.0.1 could otherwise read a
-//! directory served on loopback and write adverts through it (signed by keys of the
+//! directory reachable on loopback and write adverts through it (signed by keys of the
 //! page's choosing) under the share of the loopback address, the one the node's own
-//! clients use. Such a request carries the page's name in `Host`. So a directory on a
-//! loopback address, or one given names to answer to, answers only a `Host` that is:
+//! clients use. Such a request carries the page's name in `Host`. So a request from a
+//! loopback client (whatever address the directory is bound to: `127.0.0.1`, or
+//! `0.0.0.0`, which loopback reaches too), every request to a directory bound to
+//! loopback, and every request to a directory given names to answer to, is answered
+//! only when its `Host` is:
 //!
 //! - an IP address (with or without a port): no page can have it as its name;
 //! - `localhost` (with or without a port): only the local machine's pages have it;
 //! - one of the names configured (`directory_hosts`, `--directory-host`; `meshd
 //!   directory --host`), with any port or none, for a reverse proxy that passes the
-//!   public name on (nginx's default passes the upstream address, which is an IP).
+//!   public name on (nginx's default passes the upstream address, which is an IP;
+//!   Caddy and Traefik pass the public name: name it).
 //!
-//! Anything else (or no `Host`) is `403` with `E_TRANSPORT_REJECTED`. A directory on
-//! another address with no names configured answers every `Host`: it is meant to be
-//! reached by names the node does not know. Pure: the headers in, the verdict out.
+//! Anything else (or no `Host`) is `403` with `E_TRANSPORT_REJECTED`. Other clients of a
+//! directory bound beyond loopback with no names configured may send any `Host`: it is
+//! meant to be reached by names the node does not know. Pure: the headers and the
+//! client's address in, the verdict out.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,26 +35,31 @@ use crate::control_auth::Refusal;
 pub struct DirectoryHosts {
     /// The names configured, lowercase.
     names: Vec<String>,
+    /// Whether the server is bound to a loopback address.
+    loopback: bool,
 }
 
 impl DirectoryHosts {
-    /// The rule for a directory served on `served` with `names` configured; `None`
-    /// when no rule applies (not loopback, no names).
-    pub fn new(served: SocketAddr, names: &[String]) -> Option<Self> {
-        if !served.ip().is_loopback() && names.is_empty() {
-            return None;
-        }
-        Some(DirectoryHosts {
+    /// The rule for a directory served on `served` with `names` configured.
+    pub fn new(served: SocketAddr, names: &[String]) -> Self {
+        DirectoryHosts {
             names: names
                 .iter()
                 .map(|n| n.trim().to_ascii_lowercase())
                 .filter(|n| !n.is_empty())
                 .collect(),
-        })
+            loopback: served.ip().is_loopback(),
+        }
     }
 
-    /// Whether a request with these headers may be answered.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Whether a request from `client` with these headers may be answered.
+    pub fn check(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<(), Refusal> {
+        let checked = self.loopback
+            || !self.names.is_empty()
+            || client.is_none_or(|ip| ip.is_loopback() || is_mapped_loopback(ip));
+        if !checked {
+            return Ok(());
+        }
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         match host {
             Some(h) if self.allows(h) => Ok(()),
@@ -92,10 +102,18 @@ fn name_of(host: &str) -> Option<&str> {
     }
 }
 
+fn is_mapped_loopback(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+}
+
 /// The middleware that applies [`DirectoryHosts::check`]
 /// (`axum::middleware::from_fn_with_state`).
 pub async fn require(State(rule): State<DirectoryHosts>, req: Request, next: Next) -> Response {
-    match rule.check(req.headers()) {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    match rule.check(req.headers(), client) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
             tracing::debug!(detail = %refusal.error, "directory request refused");
@@ -104,12 +122,10 @@ pub async fn require(State(rule): State<DirectoryHosts>, req: Request, next: Nex
     }
 }
 
-/// `app` with the rule when one applies to a directory served on `served`.
+/// `app` with the rule of a directory served on `served` answering `names`.
 pub fn guard(app: axum::Router, served: SocketAddr, names: &[String]) -> axum::Router {
-    match DirectoryHosts::new(served, names) {
-        Some(rule) => app.layer(axum::middleware::from_fn_with_state(rule, require)),
-        None => app,
-    }
+    let rule = DirectoryHosts::new(served, names);
+    app.layer(axum::middleware::from_fn_with_state(rule, require))
 }
 
 #[cfg(test)]
@@ -117,16 +133,20 @@ mod tests {
     use super::*;
 
     fn allows(rule: &DirectoryHosts, host: Option<&str>) -> bool {
+        allows_from(rule, host, "127.0.0.1")
+    }
+
+    fn allows_from(rule: &DirectoryHosts, host: Option<&str>, client: &str) -> bool {
         let mut h = HeaderMap::new();
         if let Some(v) = host {
             h.insert(header::HOST, v.parse().unwrap());
         }
-        rule.check(&h).is_ok()
+        rule.check(&h, Some(client.parse().unwrap())).is_ok()
     }
 
     #[test]
     fn on_loopback_addresses_and_localhost_pass_names_do_not() {
-        let rule = DirectoryHosts::new("127.0.0.1:8080".parse().unwrap(), &[]).unwrap();
+        let rule = DirectoryHosts::new("127.0.0.1:8080".parse().unwrap(), &[]);
         for ok in [
             "127.0.0.1:8080",
             "127.0.0.1",
@@ -158,7 +178,7 @@ mod tests {
             "Seeds.Example.org".to_owned(),
             "alt.example:8443".to_owned(),
         ];
-        let rule = DirectoryHosts::new("127.0.0.1:8080".parse().unwrap(), &names).unwrap();
+        let rule = DirectoryHosts::new("127.0.0.1:8080".parse().unwrap(), &names);
         assert!(allows(&rule, Some("seeds.example.org")));
         assert!(allows(&rule, Some("seeds.example.org:443")));
         assert!(allows(&rule, Some("alt.example:8443")));
@@ -167,12 +187,22 @@ mod tests {
     }
 
     #[test]
-    fn elsewhere_the_rule_applies_only_when_names_are_given() {
-        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert!(DirectoryHosts::new(public, &[]).is_none());
-        let rule = DirectoryHosts::new(public, &["seeds.example.org".into()]).unwrap();
-        assert!(allows(&rule, Some("seeds.example.org")));
-        assert!(allows(&rule, Some("192.0.2.7:8080")));
-        assert!(!allows(&rule, Some("rebound.example")));
+    fn bound_beyond_loopback_the_rule_applies_to_loopback_clients_or_with_names() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let rule = DirectoryHosts::new(any, &[]);
+        // A page rebound to 127.0.0.1 reaches a wildcard-bound directory over loopback.
+        assert!(!allows_from(&rule, Some("rebound.example"), "127.0.0.1"));
+        assert!(!allows_from(
+            &rule,
+            Some("rebound.example"),
+            "::ffff:127.0.0.1"
+        ));
+        assert!(allows_from(&rule, Some("127.0.0.1:8080"), "127.0.0.1"));
+        // Clients elsewhere reach it by names the node does not know.
+        assert!(allows_from(&rule, Some("seeds.example.org"), "203.0.113.5"));
+        let rule = DirectoryHosts::new(any, &["seeds.example.org".into()]);
+        assert!(allows_from(&rule, Some("seeds.example.org"), "203.0.113.5"));
+        assert!(allows_from(&rule, Some("192.0.2.7:8080"), "203.0.113.5"));
+        assert!(!allows_from(&rule, Some("rebound.example"), "203.0.113.5"));
     }
 }

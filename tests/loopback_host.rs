@@ -95,18 +95,36 @@ fn a_rebound_page_reaches_neither_seed_directory() {
     drop(n);
 
     // `meshd directory`, the standalone server.
+    let (dir, mut child, served) =
+        standalone(&["--listen", "127.0.0.1:0", "--host", "dir.example"]);
+    let checked = std::panic::catch_unwind(|| check_directory(&served, &["dir.example"]));
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(dir);
+    checked.unwrap();
+
+    // Bound to every interface, loopback included: a rebound page comes over loopback.
+    let (dir, mut child, served) = standalone(&["--listen", "0.0.0.0:0"]);
+    let port = served.rsplit(':').next().unwrap().to_owned();
+    let checked = std::panic::catch_unwind(|| {
+        check_directory(&format!("127.0.0.1:{port}"), &[]);
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(dir);
+    checked.unwrap();
+}
+
+/// Starts `meshd directory ARGS…` in a fresh data dir: the dir, the process and the
+/// address it serves (`IP:PORT`).
+fn standalone(args: &[&str]) -> (tempfile::TempDir, std::process::Child, String) {
     use std::io::BufRead;
     let d = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
         .arg("--data-dir")
         .arg(d.path())
-        .args([
-            "directory",
-            "--listen",
-            "127.0.0.1:0",
-            "--host",
-            "dir.example",
-        ])
+        .arg("directory")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -116,11 +134,7 @@ fn a_rebound_page_reaches_neither_seed_directory() {
         .read_line(&mut line)
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let url = v["directory"].as_str().unwrap().to_owned();
-    let checked = std::panic::catch_unwind(|| {
-        check_directory(url.strip_prefix("http://").unwrap(), &["dir.example"])
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    checked.unwrap();
+    let url = v["directory"].as_str().unwrap();
+    let served = url.strip_prefix("http://").unwrap().to_owned();
+    (d, child, served)
 }
