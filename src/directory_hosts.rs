@@ -1,4 +1,6 @@
-//! Which `Host` the seed directory answers: a DNS-rebinding guard.
+//! Which `Host` the seed directory answers: a DNS-rebinding guard. (The web page's and
+//! the metrics' servers, bound beyond loopback, apply it too, with no names: on
+//! loopback they have a stricter rule of their own, `control_auth::LoopbackHost`.)
 //!
 //! A web page whose own DNS name was rebound to 127.0.0.1 could otherwise read a
 //! directory reachable on loopback and write adverts through it (signed by keys of the

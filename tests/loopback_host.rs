@@ -138,3 +138,34 @@ fn standalone(args: &[&str]) -> (tempfile::TempDir, std::process::Child, String)
     let served = url.strip_prefix("http://").unwrap().to_owned();
     (d, child, served)
 }
+
+#[test]
+fn a_rebound_page_reads_nothing_of_servers_bound_to_every_interface() {
+    let d = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(root.path().join("app.js"), "//").unwrap();
+    let mut args = LOCAL.to_vec();
+    let root_arg = root.path().to_str().unwrap().to_owned();
+    args.extend([
+        "--metrics",
+        "0.0.0.0:0",
+        "--web",
+        "0.0.0.0:0",
+        "--web-root",
+        &root_arg,
+    ]);
+    let n = Meshd::start(d.path(), &args);
+    let node_id = n.node_id();
+    for (key, path) in [("web", "/api/info"), ("metrics", "/status")] {
+        let base = n.ready[key].as_str().unwrap().to_owned();
+        let port = base.rsplit(':').next().unwrap().to_owned();
+        let local = format!("127.0.0.1:{port}");
+        let (status, body) = raw_http::get_as(&local, path, &local);
+        assert_eq!(status, 200, "{key} {path}: {body}");
+        assert!(body.contains(&node_id), "{body}");
+        let (status, body) = raw_http::get_as(&local, path, &format!("evil.example:{port}"));
+        assert_eq!(status, 403, "{key} {path}: {body}");
+        assert!(!body.contains(&node_id), "{body}");
+    }
+}

@@ -287,10 +287,12 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `app` with the loopback `Host` rule when it is served on a loopback address
 /// (`libmesh::control_auth::LoopbackHost`): a web page rebound to 127.0.0.1 reads
-/// nothing. On another address the server is meant to be reached by other names.
+/// nothing. On another address the server is meant to be reached by other names, but
+/// loopback clients (a wildcard bind is reached over loopback too) still need an
+/// address or `localhost` in `Host` (`libmesh::directory_hosts`).
 fn loopback_host(app: axum::Router, served: SocketAddr, what: &'static str) -> axum::Router {
     if !served.ip().is_loopback() {
-        return app;
+        return libmesh::directory_hosts::guard(app, served, &[]);
     }
     let rule = libmesh::control_auth::LoopbackHost::new(served, what);
     app.layer(axum::middleware::from_fn_with_state(
