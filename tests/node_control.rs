@@ -301,3 +301,36 @@ fn a_process_holding_the_tcp_api_does_not_shut_the_cli_out() {
     assert!(status.success(), "{status}");
     assert!(!socket.exists(), "control.sock left behind");
 }
+
+/// A node killed without cleanup leaves `control.sock`, `control.addr` and
+/// `control.token`; another local process may hold the port `control.addr` names by
+/// then. The CLI finds the socket dead and says the node is not running: nothing (no
+/// token, no request) goes to that port.
+#[cfg(unix)]
+#[test]
+fn after_a_crash_the_cli_sends_nothing_to_the_port_control_addr_names() {
+    let d = tempfile::tempdir().unwrap();
+    let n = Meshd::start(d.path(), LOCAL);
+    assert_eq!(n.cli_ok(&["status"])["node_id"], n.node_id());
+    n.kill();
+    assert!(d.path().join("control.sock").exists());
+    // Another process takes the port the dead node served the API on.
+    let host = control_host(d.path());
+    let squatter = std::net::TcpListener::bind(&host).unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("not running"), "{text}");
+    // Not one connection came to the squatter.
+    match squatter.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the CLI connected to the port control.addr names: {other:?}"),
+    }
+}

@@ -584,6 +584,13 @@ pub(crate) fn call(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `path` is a Unix domain socket (not a file put in its place).
+#[cfg(unix)]
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 /// As [`call`], giving back the answer instead of printing it.
 pub(crate) fn call_value(
     ctx: &Ctx,
@@ -614,6 +621,20 @@ pub(crate) fn call_value(
                 );
                 match tokio::time::timeout(Duration::from_secs(60), sent).await {
                     Err(_) => return Ok((url, Err(anyhow::anyhow!("no answer within 60 s")))),
+                    // A socket nobody listens on was left by a node that stopped without
+                    // cleaning up (a running node replaces a stale one as it starts): so
+                    // is its `control.addr`, whose port another local user may hold by
+                    // now. Not asked (the token and the request would go there).
+                    Ok(Err(e @ http_client::HttpError::Connect(_))) if is_socket(&socket) => {
+                        return Ok((
+                            url,
+                            Err(anyhow::anyhow!(
+                                "no node answers ({e}): the node of this data dir is not \
+                                 running (its control files are left from a stop without \
+                                 cleanup; `meshd run` replaces them)"
+                            )),
+                        ));
+                    }
                     // Nothing was sent: the TCP API is asked instead.
                     Ok(Err(e @ http_client::HttpError::Connect(_))) => {
                         tracing::debug!(%url, error = %e, "control socket passed over");
