@@ -33,7 +33,7 @@ pub use kad::HeldSequence;
 pub use kad_book::{RecordBook, RecordLimits};
 pub use shares::Source;
 pub use store::{
-    AdvertStore, DEFAULT_MAX_RECORD_BYTES, InsertOutcome, MemoryStore, Page, StoreError,
-    StoreLimits, StoredAdvert, Swept,
+    AdvertStore, DEFAULT_MAX_RECORD_BYTES, InsertOutcome, MAX_FLOORS, MemoryStore, Page,
+    StoreError, StoreLimits, StoredAdvert, Swept,
 };
 pub use withdrawal::NodeWithdrawal;

@@ -30,8 +30,12 @@ use mesh_core::{
 use crate::shares::{Shares, Source};
 use crate::withdrawal::NodeWithdrawal;
 
+mod check;
+mod floors;
 mod room;
 mod rows;
+
+pub use floors::MAX_FLOORS;
 
 /// Most slots one change may evict from other sources to make room.
 const MAX_EVICTIONS: usize = 64;
@@ -300,6 +304,8 @@ pub struct MemoryStore {
     bytes: usize,
     rate: RateLimiter<NodeId>,
     shares: Shares,
+    /// What evicted records leave behind (see [`floors`]).
+    floors: floors::Floors,
 }
 
 impl MemoryStore {
@@ -316,6 +322,7 @@ impl MemoryStore {
             bytes: 0,
             rate: RateLimiter::new(limits.per_publisher, limits.max_entries.max(1024)),
             shares: Shares::default(),
+            floors: floors::Floors::default(),
         }
     }
 
@@ -351,47 +358,6 @@ impl MemoryStore {
         self.entries
             .get(node)
             .map(|e| crate::HeldSequence::Advert(e.sequence_no()))
-    }
-
-    /// Checks an advertisement against the rules without changing anything; what
-    /// `insert` would do. Durable stores call this before writing.
-    pub fn check_insert(
-        &self,
-        advert: &NodeAdvertisement,
-        now: &Timestamp,
-    ) -> Result<Option<u64>, StoreError> {
-        if now > advert.expires_at() {
-            return Err(MeshError::new(
-                ErrorCode::AdvExpired,
-                format!("advertisement expired at {}", advert.expires_at()),
-            )
-            .into());
-        }
-        let lifetime = advert.expires_at().secs_since(advert.advertised_at());
-        if lifetime > self.limits.max_lifetime_secs {
-            return Err(MeshError::invalid(format!(
-                "advertisement lifetime {lifetime} s exceeds the {} s maximum",
-                self.limits.max_lifetime_secs
-            ))
-            .into());
-        }
-        let node = advert.node_id();
-        let submitted = advert.sequence_no();
-        if let Some(t) = self.tombstones.get(&node)
-            && submitted <= t.sequence_no
-        {
-            return Err(StoreError::Stale {
-                current: t.sequence_no,
-                submitted,
-            });
-        }
-        let previous = self.entries.get(&node).map(|e| e.sequence_no());
-        if let Some(current) = previous
-            && submitted <= current
-        {
-            return Err(StoreError::Stale { current, submitted });
-        }
-        Ok(previous)
     }
 
     fn remove_entry(&mut self, node: &NodeId) -> Option<StoredAdvert> {

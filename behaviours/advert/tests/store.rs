@@ -487,3 +487,48 @@ fn an_expired_record_does_not_count_against_its_network_s_share() {
     assert!(s.get(&long.node_id(), &t(90)).is_some());
     assert!(s.get(&k.node_id(), &t(90)).is_some());
 }
+
+#[test]
+fn records_evicted_from_a_full_store_still_bar_their_replays() {
+    let mut s = MemoryStore::new(StoreLimits {
+        max_entries: 4,
+        ..generous()
+    });
+    // A node withdraws (its tombstone counted under net 1), another advertises its
+    // second sequence number (net 1 too).
+    let gone = NodeKeypair::generate();
+    let withdrawn = ad(&gone, 5, 0, 600);
+    s.insert_from(withdrawn.clone(), net(1), &t(0)).unwrap();
+    let w = NodeWithdrawal::create(&gone, 6, &t(1)).unwrap();
+    s.withdraw_from(&w, net(1), &t(1)).unwrap();
+    let moved = NodeKeypair::generate();
+    s.insert_from(ad(&moved, 1, 1, 600), net(1), &t(1)).unwrap();
+    s.insert_from(ad(&moved, 2, 2, 600), net(1), &t(2)).unwrap();
+    from(&mut s, net(1), 2).unwrap();
+    from(&mut s, net(1), 2).unwrap();
+    // Others fill the store: net 1's oldest slots (the tombstone, then the
+    // advertisement) make room.
+    for _ in 0..2 {
+        from(&mut s, net(2), 3).unwrap();
+    }
+    assert!(
+        s.tombstone_of(&gone.node_id()).is_none(),
+        "the tombstone was evicted"
+    );
+    assert!(
+        s.get(&moved.node_id(), &t(3)).is_none(),
+        "the advertisement was evicted"
+    );
+    // Their replays are still refused: the withdrawn advertisement, the older sequence.
+    for (advert, floor) in [(withdrawn, 6), (ad(&moved, 1, 1, 600), 1)] {
+        let e = s.insert_from(advert, net(3), &t(4)).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::AdvStaleSeq), "{e}");
+        assert!(
+            matches!(e, StoreError::Stale { current, .. } if current == floor),
+            "{e}"
+        );
+    }
+    // Newer records of both nodes are taken.
+    s.insert_from(ad(&gone, 7, 4, 600), net(3), &t(4)).unwrap();
+    s.insert_from(ad(&moved, 3, 4, 600), net(4), &t(4)).unwrap();
+}

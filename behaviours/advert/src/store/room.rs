@@ -1,7 +1,7 @@
 //! Room in the store: what each source holds, the caps a change would pass, sweeping
 //! and evicting to make room for it (see [`crate::shares`]).
 
-use mesh_core::{ErrorCode, MeshError, NodeId, Timestamp};
+use mesh_core::{CLOCK_SKEW_SECS, ErrorCode, MeshError, NodeId, Timestamp};
 
 use super::{MAX_EVICTIONS, MemoryStore, StoreError, Swept};
 use crate::shares::{Pressure, Source};
@@ -61,8 +61,13 @@ impl MemoryStore {
             };
             let source = self.shares.holder(&victim);
             if let Some(stored) = self.remove_entry(&victim) {
+                // Any advertisement valid now expires within the longest lifetime.
+                let until = now.plus_secs(self.limits.max_lifetime_secs + CLOCK_SKEW_SECS);
+                let floor = stored.sequence_no().saturating_sub(1);
+                self.floors.record(victim, floor, until);
                 swept.adverts.push(stored);
             } else if let Some(t) = self.drop_tombstone(&victim) {
+                self.floors.record(victim, t.sequence_no, t.until.clone());
                 swept.tombstones.push((victim, t.sequence_no, t.until));
             } else {
                 // Attributed but not held: cannot happen; drop the attribution.
