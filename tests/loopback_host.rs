@@ -11,23 +11,23 @@ mod raw_http;
 
 use meshd::{LOCAL, Meshd};
 
-#[test]
-fn a_rebound_page_reads_neither_api_info_nor_status() {
+/// A node serving its web page and its metrics on `bind` (an address with port 0): its
+/// data dir and web root, and the node.
+fn web_and_metrics_on(bind: &str) -> ((tempfile::TempDir, tempfile::TempDir), Meshd) {
     let d = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("index.html"), "<!doctype html>").unwrap();
     std::fs::write(root.path().join("app.js"), "//").unwrap();
     let mut args = LOCAL.to_vec();
     let root_arg = root.path().to_str().unwrap().to_owned();
-    args.extend([
-        "--metrics",
-        "127.0.0.1:0",
-        "--web",
-        "127.0.0.1:0",
-        "--web-root",
-        &root_arg,
-    ]);
+    args.extend(["--metrics", bind, "--web", bind, "--web-root", &root_arg]);
     let n = Meshd::start(d.path(), &args);
+    ((d, root), n)
+}
+
+#[test]
+fn a_rebound_page_reads_neither_api_info_nor_status() {
+    let (_dirs, n) = web_and_metrics_on("127.0.0.1:0");
     let node_id = n.node_id();
     for (key, path) in [("web", "/api/info"), ("metrics", "/status")] {
         let base = n.ready[key].as_str().unwrap().to_owned();
@@ -141,21 +141,7 @@ fn standalone(args: &[&str]) -> (tempfile::TempDir, std::process::Child, String)
 
 #[test]
 fn a_rebound_page_reads_nothing_of_servers_bound_to_every_interface() {
-    let d = tempfile::tempdir().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("index.html"), "<!doctype html>").unwrap();
-    std::fs::write(root.path().join("app.js"), "//").unwrap();
-    let mut args = LOCAL.to_vec();
-    let root_arg = root.path().to_str().unwrap().to_owned();
-    args.extend([
-        "--metrics",
-        "0.0.0.0:0",
-        "--web",
-        "0.0.0.0:0",
-        "--web-root",
-        &root_arg,
-    ]);
-    let n = Meshd::start(d.path(), &args);
+    let (_dirs, n) = web_and_metrics_on("0.0.0.0:0");
     let node_id = n.node_id();
     for (key, path) in [("web", "/api/info"), ("metrics", "/status")] {
         let base = n.ready[key].as_str().unwrap().to_owned();
