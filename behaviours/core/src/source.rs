@@ -57,6 +57,26 @@ impl Source {
         }
     }
 
+    /// [`Source::for_rates`] for a peer connected over `remotes` (all its connections):
+    /// counted by the network of a direct connection when it has one (a relay circuit
+    /// names no network of the peer's), else by its first connection.
+    pub fn for_rates_of<'a, 'b, R>(
+        peer: PeerId,
+        remotes: R,
+        listening: impl IntoIterator<Item = &'a Multiaddr>,
+    ) -> Source
+    where
+        R: IntoIterator<Item = &'b Multiaddr>,
+        R::IntoIter: Clone,
+    {
+        let remotes = remotes.into_iter();
+        let remote = remotes
+            .clone()
+            .find(|a| Source::of_peer(peer, [*a]) != Source::Peer(peer))
+            .or_else(|| remotes.clone().next());
+        Source::for_rates(peer, remote, listening)
+    }
+
     /// The source of an HTTP client at `ip`.
     pub fn of_ip(ip: std::net::IpAddr) -> Source {
         Source::Network(IpKey::of(ip))

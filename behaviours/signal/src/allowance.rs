@@ -80,12 +80,7 @@ impl Allowance {
             .get(&peer)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let remote = conns
-            .iter()
-            .map(|(_, a)| a)
-            .find(|a| Source::of_peer(peer, [*a]) != Source::Peer(peer))
-            .or_else(|| conns.first().map(|(_, a)| a));
-        Source::for_rates(peer, remote, &self.listening)
+        Source::for_rates_of(peer, conns.iter().map(|(_, a)| a), &self.listening)
     }
 
     /// Takes one frame of `peer`'s allowance and of its network's, or neither: `Err`

@@ -92,13 +92,7 @@ impl Node {
         use crate::node::view::View as _;
         use mesh_advert::Source;
         let view = view!(self);
-        // The forwarder's network: that of a direct connection when it has one.
-        let remote = view.remote_addrs(&via);
-        let direct = remote
-            .iter()
-            .find(|a| Source::of_peer(via, [*a]) != Source::Peer(via))
-            .or(remote.first());
-        let forwarder = Source::for_rates(via, direct, &view.listen_addrs());
+        let forwarder = Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs());
         let member = author
             .and_then(|a| mesh_core::NodeId::from_peer_id(&a).ok())
             .is_some_and(|n| self.groups.is_member(&n));

@@ -472,25 +472,22 @@ impl Router {
         out
     }
 
-    /// The incoming correlation a full table forgets: one we do not punch for (nothing
-    /// is dialed for it), oldest first; else the oldest of the link that handed over
-    /// the most. Oldest of all let fresh keys through one link (a presence makes any key
-    /// a member we punch for) push an honest requester's entry out before its
+    /// The incoming correlation a full table forgets: the oldest of the link that handed
+    /// over the most (requests we do not punch for are not kept: they end once
+    /// answered). Oldest of all let fresh keys through one link (a presence makes any
+    /// key a member we punch for) push an honest requester's entry out before its
     /// candidates came, and its punch never happened.
     fn answering_to_drop(&self) -> Option<(NodeId, String)> {
-        let oldest = |it: &mut dyn Iterator<Item = (&(NodeId, String), &Answering)>| {
-            it.min_by_key(|(_, a)| a.since).map(|(k, _)| k.clone())
-        };
-        // (Requests we do not punch for end once answered; setups wait for their payload.)
-        if let Some(k) = oldest(&mut self.answering.iter().filter(|(_, a)| !a.punch && !a.setup)) {
-            return Some(k);
-        }
         let mut per_link: HashMap<Option<PeerId>, usize> = HashMap::new();
         for a in self.answering.values() {
             *per_link.entry(a.link).or_default() += 1;
         }
         let busiest = per_link.into_iter().max_by_key(|(_, n)| *n)?.0;
-        oldest(&mut self.answering.iter().filter(|(_, a)| a.link == busiest))
+        self.answering
+            .iter()
+            .filter(|(_, a)| a.link == busiest)
+            .min_by_key(|(_, a)| a.since)
+            .map(|(k, _)| k.clone())
     }
 
     /// Every request is accepted (the application sees the frames); a `connect`
