@@ -14,10 +14,10 @@
 //!   and both the observer's network and the node as a whole have budget for a new one
 //!   ([`PER_GROUP`], [`OVERALL`]), or observers of two networks proposed it (it goes
 //!   through within a budget of its own, [`CONFIRMED`]: a node whose address changed
-//!   has it tested even while strangers spend the overall budget). An observer's network is its vote in
-//!   [`super::observed`]: a wide one (IPv4 /16, IPv6 /32) for an Internet observer, its
-//!   IPv4 address or IPv6 /56 on a LAN or loopback. Per IPv4 address, eight addresses
-//!   spent the overall budget for good;
+//!   has it tested even while strangers spend the overall budget). An observer's
+//!   network is its vote in [`super::observed`]: a wide one (IPv4 /16, IPv6 /32) for an
+//!   Internet observer, its IPv4 address or IPv6 /56 on a LAN or loopback (counted per
+//!   IPv4 address, eight addresses spent the overall budget for good);
 //! - fewer than [`MAX_CANDIDATES`] have gone through in all. Beyond that no new
 //!   candidate goes through (AutoNAT's table cannot be trimmed from outside): a bound
 //!   of a few hundred KiB that an attacker needs many addresses and days to reach, and
@@ -169,7 +169,9 @@ impl CandidateGate {
             .proposals
             .entry(addr.clone())
             .or_insert_with(|| (Vec::new(), first));
-        if !votes.contains(&vote) {
+        // Enough votes are kept, no more (while the budget of its own is spent, further
+        // proposers of one address would otherwise each add one).
+        if votes.len() < CONFIRMING && !votes.contains(&vote) {
             votes.push(vote);
         }
         votes.len() >= CONFIRMING
