@@ -1,8 +1,9 @@
 //! AutoNAT v2 verdicts and the Kademlia mode that follows them (`kad_mode = "auto"`, the
 //! default), in network namespaces made by the test (`support/netns.rs`): a node on
-//! the public host, a second public host running a plain node (an AutoNAT server the
-//! first one dials: AutoNAT v2 asks only servers it dialed), and a node behind a
-//! masquerading router. The public node's own address is tested reachable, it reports
+//! the public host, two more public hosts running plain nodes (AutoNAT servers the
+//! first one dials: AutoNAT v2 asks only servers it dialed, and the node takes an
+//! address as reachable or not once servers of two networks agree), and a node behind
+//! a masquerading router (whose two servers are the public nodes it dials). The public node's own address is tested reachable, it reports
 //! `public` and its DHTs turn server; the NATed node's mapped address is tested
 //! unreachable, it reports `private` and its DHTs stay client. Skipped with a message
 //! where the machine forbids namespaces, unless `MESH_REQUIRE_NETNS=1`.
@@ -94,21 +95,31 @@ fn public_node_turns_server_and_natted_node_stays_client() {
         return;
     }
     let topo = Topology::new("autonat", NatKind::PortPreserving).expect("NAT lab");
-    let pub2 = topo.add_public_host().expect("second public host");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let pub2 = topo.add_public_host(2).expect("second public host");
+    let pub3 = topo.add_public_host(3).expect("third public host");
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let pub_ip = topo.ip(Host::Pub);
     let wan_a = topo.wan_ip(Router::A);
 
-    // The server the public node dials (it has no seeds: nothing to ask itself).
+    // The servers the public node dials (they have no seeds: nothing to ask
+    // themselves). Two networks' servers must agree on an address.
     let s = start(pub2.ns(), dirs[0].path(), &[]);
     let s_tcp = format!("/ip4/{}/tcp/{PORT}", pub2.ip());
+    let s2 = start(pub3.ns(), dirs[3].path(), &[]);
+    let s2_tcp = format!("/ip4/{}/tcp/{PORT}", pub3.ip());
     // The public node: no `--external`, so only AutoNAT can confirm its address.
-    // It dials the server over TCP (which then observes its TCP address); A below
-    // dials it over QUIC (and observes its QUIC address). Both go to the server to test.
+    // It dials the servers over TCP (which then observe its TCP address); A below
+    // dials it over QUIC (and observes its QUIC address). Both go to the servers to
+    // test.
     let p = start(
         topo.ns(Host::Pub),
         dirs[1].path(),
-        &["--seed".into(), format!("{}@{s_tcp}", s.node_id())],
+        &[
+            "--seed".into(),
+            format!("{}@{s_tcp}", s.node_id()),
+            "--seed".into(),
+            format!("{}@{s2_tcp}", s2.node_id()),
+        ],
     );
     // The node behind router A dials both public nodes.
     let a = start(
@@ -194,7 +205,7 @@ fn public_node_turns_server_and_natted_node_stays_client() {
     }
 
     // The processes go before the namespaces.
-    drop((a, p, s));
-    drop(pub2);
+    drop((a, p, s, s2));
+    drop((pub2, pub3));
     drop(topo);
 }

@@ -122,7 +122,12 @@ pub fn build(
         gossipsub,
         autonat_client: config
             .autonat
-            .then(autonat::v2::client::Behaviour::default)
+            .then(|| {
+                // Two networks' servers must agree (vendor/libp2p-autonat/PATCHED.md).
+                let config = autonat::v2::client::Config::default()
+                    .with_confirmations(super::nat_verdicts::CONFIRMATIONS);
+                autonat::v2::client::Behaviour::with_config(config)
+            })
             .into(),
         autonat_server: config
             .autonat

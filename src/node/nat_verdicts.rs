@@ -14,6 +14,10 @@ use libp2p::Multiaddr;
 
 /// The most addresses with a verdict kept.
 pub(crate) const MAX_VERDICTS: usize = 32;
+/// Servers, each of its own network, that must agree on an address before it is a
+/// verdict (libp2p-autonat as patched in `vendor/`: one hostile server's word no longer
+/// confirms an address we are not at).
+pub(crate) const CONFIRMATIONS: usize = 2;
 
 /// Reachable or not, per tested address, with when it was decided.
 #[derive(Debug, Default)]

@@ -634,12 +634,13 @@ impl Topology {
     }
 }
 
-/// A second public host on the internet bridge, made by [`Topology::add_public_host`]:
-/// `10.77.0.4`, no NAT, no firewall, like the public host. Dropping it deletes its
-/// namespace (stop the processes inside first); a crashed run's leftover goes with the
-/// topology's (same name prefix).
+/// Another public host on the internet bridge, made by [`Topology::add_public_host`]:
+/// the `n`th (from 2) is `10.77.0.{n + 2}`, no NAT, no firewall, like the public host.
+/// Dropping it deletes its namespace (stop the processes inside first); a crashed run's
+/// leftover goes with the topology's (same name prefix).
 pub(crate) struct PublicHost {
     ns: String,
+    n: u8,
 }
 
 impl PublicHost {
@@ -650,7 +651,7 @@ impl PublicHost {
 
     /// Its address.
     pub(crate) fn ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 77, 0, 4)
+        Ipv4Addr::new(10, 77, 0, self.n + 2)
     }
 }
 
@@ -661,22 +662,29 @@ impl Drop for PublicHost {
 }
 
 impl Topology {
-    /// Adds a second public host (see [`PublicHost`]), e.g. for a peer that a node on
-    /// the public host dials (AutoNAT v2 asks only servers it dialed). One per topology.
-    pub(crate) fn add_public_host(&self) -> Result<PublicHost, String> {
+    /// Adds public host `n` (2 to 9; see [`PublicHost`]), e.g. for peers that a node
+    /// on the public host dials (AutoNAT v2 asks only servers it dialed, and two of
+    /// different networks must agree). One of each `n` per topology.
+    pub(crate) fn add_public_host(&self, n: u8) -> Result<PublicHost, String> {
+        if !(2..=9).contains(&n) {
+            return Err(format!("public host {n}: 2 to 9"));
+        }
         let id = self.names[INTERNET]
             .strip_suffix("-net")
             .ok_or("unexpected namespace name")?;
         let host = PublicHost {
-            ns: format!("{id}-pub2"),
+            ns: format!("{id}-pub{n}"),
+            n,
         };
         ip(&["netns", "add", &host.ns])?;
         ip(&["-n", &host.ns, "link", "set", "lo", "up"])?;
         let net = &self.names[INTERNET];
-        veth(net, "p-pub2", &host.ns, "eth0")?;
-        ip(&["-n", net, "link", "set", "p-pub2", "master", "br0"])?;
-        ip(&["-n", net, "link", "set", "p-pub2", "up"])?;
-        ip(&["-n", &host.ns, "addr", "add", "10.77.0.4/24", "dev", "eth0"])?;
+        let port = format!("p-pub{n}");
+        veth(net, &port, &host.ns, "eth0")?;
+        ip(&["-n", net, "link", "set", &port, "master", "br0"])?;
+        ip(&["-n", net, "link", "set", &port, "up"])?;
+        let cidr = format!("{}/24", host.ip());
+        ip(&["-n", &host.ns, "addr", "add", &cidr, "dev", "eth0"])?;
         ip(&["-n", &host.ns, "link", "set", "eth0", "up"])?;
         Ok(host)
     }
