@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::transport::ListenerId;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, autonat, identify};
 use mesh_testkit::candidates::Candidates;
@@ -55,6 +56,8 @@ fn identify_of(key: &libp2p::identity::Keypair) -> identify::Behaviour {
 enum Seen {
     /// The swarm was told the address is an external address.
     Confirmed(Multiaddr),
+    /// The swarm was told the address is no longer one.
+    Expired(Multiaddr),
     /// The client's verdict: the address, the server of the last test, reachable.
     Verdict(Multiaddr, PeerId, bool),
 }
@@ -64,17 +67,26 @@ enum Seen {
 /// an answer too), for the hostile one whether the client took its dial-back.
 type Tested = (Multiaddr, bool);
 
-/// Runs `swarm` on its own task: dials what comes on the returned sender, hands what
+/// Something to do with a running swarm.
+type Command<B> = Box<dyn FnOnce(&mut Swarm<B>) + Send>;
+
+/// Has the swarm that `commands` runs dial `addr`.
+async fn dial<B: NetworkBehaviour>(commands: &mpsc::Sender<Command<B>>, addr: Multiaddr) {
+    let dial: Command<B> = Box::new(move |s| s.dial(addr).expect("dial"));
+    assert!(commands.send(dial).await.is_ok(), "swarm task running");
+}
+
+/// Runs `swarm` on its own task: does what comes on the returned sender, hands what
 /// `pick` keeps of its events to the returned receiver.
 fn run<B, E>(
     mut swarm: Swarm<B>,
     pick: fn(SwarmEvent<B::ToSwarm>) -> Option<E>,
-) -> (mpsc::Sender<Multiaddr>, mpsc::Receiver<E>)
+) -> (mpsc::Sender<Command<B>>, mpsc::Receiver<E>)
 where
     B: NetworkBehaviour + Send + 'static,
     E: Send + 'static,
 {
-    let (dial_tx, mut dial_rx) = mpsc::channel::<Multiaddr>(8);
+    let (command_tx, mut command_rx) = mpsc::channel::<Command<B>>(8);
     let (event_tx, event_rx) = mpsc::channel(256);
     tokio::spawn(async move {
         loop {
@@ -86,21 +98,22 @@ where
                         return;
                     }
                 }
-                Some(addr) = dial_rx.recv() => swarm.dial(addr).expect("dial"),
+                Some(command) = command_rx.recv() => command(&mut swarm),
             }
         }
     });
-    (dial_tx, event_rx)
+    (command_tx, event_rx)
 }
 
-/// A swarm of `B` listening on TCP at `ip`, with its listen address and peer id.
+/// A swarm of `B` listening on TCP at `ip`, with its listen address, peer id and
+/// listener.
 async fn listening<B: NetworkBehaviour>(
     ip: &str,
     make: impl FnOnce(&libp2p::identity::Keypair) -> B,
-) -> (Swarm<B>, Multiaddr, PeerId) {
+) -> (Swarm<B>, Multiaddr, PeerId, ListenerId) {
     let key = libp2p::identity::Keypair::generate_ed25519();
     let mut swarm = net_swarm(&key, Net::Tcp, IDLE, make(&key));
-    swarm
+    let listener = swarm
         .listen_on(format!("/ip4/{ip}/tcp/0").parse().unwrap())
         .unwrap();
     let addr = timeout(WITHIN, async {
@@ -113,42 +126,69 @@ async fn listening<B: NetworkBehaviour>(
     .await
     .expect("listening");
     let id = *swarm.local_peer_id();
-    (swarm, addr, id)
+    (swarm, addr, id, listener)
 }
 
-/// The client under test, handed `candidates` to test; its own listen address.
-async fn client(
+/// The client under test, as it runs.
+struct UnderTest {
+    commands: mpsc::Sender<Command<Client>>,
+    seen: mpsc::Receiver<Seen>,
+    addr: Multiaddr,
+    id: PeerId,
+    listener: ListenerId,
+}
+
+/// The client under test (`config` on top of the node's), handed `candidates` to test.
+async fn client_with(
+    config: impl FnOnce(autonat::v2::client::Config) -> autonat::v2::client::Config,
     candidates: impl FnOnce(&Multiaddr) -> Vec<Multiaddr>,
-) -> (
-    mpsc::Sender<Multiaddr>,
-    mpsc::Receiver<Seen>,
-    Multiaddr,
-    PeerId,
-) {
-    let (mut swarm, addr, id) = listening("127.0.0.1", |k| Client {
+) -> UnderTest {
+    let config = config(
+        autonat::v2::client::Config::default()
+            .with_probe_interval(PROBE)
+            .with_confirmations(CONFIRMATIONS),
+    );
+    let (mut swarm, addr, id, listener) = listening("127.0.0.1", |k| Client {
         identify: identify_of(k),
-        autonat: autonat::v2::client::Behaviour::with_config(
-            autonat::v2::client::Config::default()
-                .with_probe_interval(PROBE)
-                .with_confirmations(CONFIRMATIONS),
-        ),
+        autonat: autonat::v2::client::Behaviour::with_config(config),
         feed: Candidates::default(),
     })
     .await;
     swarm.behaviour_mut().feed = Candidates::new(candidates(&addr));
-    let (dial, seen) = run(swarm, |e| match e {
+    let (commands, seen) = run(swarm, |e| match e {
         SwarmEvent::ExternalAddrConfirmed { address } => Some(Seen::Confirmed(address)),
+        SwarmEvent::ExternalAddrExpired { address } => Some(Seen::Expired(address)),
         SwarmEvent::Behaviour(ClientEvent::Autonat(e)) => {
             Some(Seen::Verdict(e.tested_addr, e.server, e.result.is_ok()))
         }
         _ => None,
     });
-    (dial, seen, addr, id)
+    UnderTest {
+        commands,
+        seen,
+        addr,
+        id,
+        listener,
+    }
+}
+
+/// [`client_with`] the node's configuration: its commands, what it reports, its
+/// listen address and peer id.
+async fn client(
+    candidates: impl FnOnce(&Multiaddr) -> Vec<Multiaddr>,
+) -> (
+    mpsc::Sender<Command<Client>>,
+    mpsc::Receiver<Seen>,
+    Multiaddr,
+    PeerId,
+) {
+    let c = client_with(|c| c, candidates).await;
+    (c.commands, c.seen, c.addr, c.id)
 }
 
 /// An honest server on `ip`: its address, and its tests as they end.
 async fn server(ip: &str) -> (Multiaddr, mpsc::Receiver<Tested>) {
-    let (swarm, addr, _) = listening(ip, |k| Server {
+    let (swarm, addr, _, _) = listening(ip, |k| Server {
         identify: identify_of(k),
         autonat: autonat::v2::server::Behaviour::default(),
     })
@@ -183,7 +223,7 @@ async fn next_test(rx: &mut mpsc::Receiver<Tested>, addr: &Multiaddr, what: &str
 async fn next_seen(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, what: &str) -> Seen {
     loop {
         let s = next(seen, what).await;
-        if let Seen::Confirmed(a) | Seen::Verdict(a, _, _) = &s
+        if let Seen::Confirmed(a) | Seen::Expired(a) | Seen::Verdict(a, _, _) = &s
             && a == addr
         {
             return s;
@@ -198,7 +238,7 @@ async fn within(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, window: Durat
     let mut got = Vec::new();
     while let Ok(Some(s)) = tokio::time::timeout_at(end, seen.recv()).await {
         let about = match &s {
-            Seen::Confirmed(a) | Seen::Verdict(a, _, _) => a,
+            Seen::Confirmed(a) | Seen::Expired(a) | Seen::Verdict(a, _, _) => a,
         };
         if about == addr {
             got.push(s);
@@ -209,19 +249,19 @@ async fn within(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, window: Durat
 
 #[tokio::test]
 async fn one_network_s_server_does_not_confirm_an_address_a_second_one_does() {
-    let (dial, mut seen, addr, _) = client(|own| vec![own.clone()]).await;
+    let (commands, mut seen, addr, _) = client(|own| vec![own.clone()]).await;
     let (s1, mut s1_tests) = server("127.0.0.2").await;
     let (s2, mut s2_tests) = server("127.0.0.3").await;
 
     // The first server dials the client back at its address: reachable.
-    dial.send(s1).await.unwrap();
+    dial(&commands, s1).await;
     assert!(next_test(&mut s1_tests, &addr, "the first server's test").await);
     // That one server's word confirms nothing (upstream confirmed here).
     let quiet = within(&mut seen, &addr, 10 * PROBE).await;
     assert_eq!(quiet, vec![], "one server's test decided");
 
     // A server of another network finds it reachable too: confirmed.
-    dial.send(s2).await.unwrap();
+    dial(&commands, s2).await;
     assert!(next_test(&mut s2_tests, &addr, "the second server's test").await);
     let first = next_seen(&mut seen, &addr, "the confirmation").await;
     assert_eq!(first, Seen::Confirmed(addr.clone()));
@@ -241,16 +281,16 @@ async fn hostile_server(
     client: PeerId,
 ) -> (Multiaddr, mpsc::Receiver<Tested>) {
     // The identity that dials back, connected to the client from the start.
-    let (back, _, _) = listening(ip, |k| Raw {
+    let (back, _, _, _) = listening(ip, |k| Raw {
         identify: identify_of(k),
         stream: libp2p_stream::Behaviour::new(),
     })
     .await;
     let mut back_control = back.behaviour().stream.new_control();
-    let (back_dial, _) = run(back, |_: SwarmEvent<RawEvent>| None::<()>);
-    back_dial.send(client_addr).await.unwrap();
+    let (back_commands, _) = run(back, |_: SwarmEvent<RawEvent>| None::<()>);
+    dial(&back_commands, client_addr).await;
 
-    let (front, addr, _) = listening(ip, |k| Raw {
+    let (front, addr, _, _) = listening(ip, |k| Raw {
         identify: identify_of(k),
         stream: libp2p_stream::Behaviour::new(),
     })
@@ -367,26 +407,26 @@ async fn a_hostile_server_alone_confirms_nothing_and_two_honest_ones_outvote_it(
         .port();
     let nowhere: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     let wanted = nowhere.clone();
-    let (dial, mut seen, addr, id) = client(move |_| vec![wanted]).await;
+    let (commands, mut seen, addr, id) = client(move |_| vec![wanted]).await;
     let (h, mut taken) = hostile_server("127.0.0.4", addr, id).await;
     let (s1, mut s1_tests) = server("127.0.0.2").await;
     let (s2, mut s2_tests) = server("127.0.0.3").await;
 
     // The hostile server "tests" the address: its dial-back (over the client's real
     // address, TCP as the tested one) is taken, and it says "reachable".
-    dial.send(h).await.unwrap();
+    dial(&commands, h).await;
     assert!(next_test(&mut taken, &nowhere, "the hostile dial-back").await);
     let quiet = within(&mut seen, &nowhere, 10 * PROBE).await;
     assert_eq!(quiet, vec![], "the hostile server's word decided");
 
     // An honest server of another network cannot reach it: still no verdict (one each).
-    dial.send(s1).await.unwrap();
+    dial(&commands, s1).await;
     assert!(next_test(&mut s1_tests, &nowhere, "the first honest test").await);
     let quiet = within(&mut seen, &nowhere, 10 * PROBE).await;
     assert_eq!(quiet, vec![], "one against one decided");
 
     // A second honest one: unreachable, the verdict; never an external address.
-    dial.send(s2).await.unwrap();
+    dial(&commands, s2).await;
     assert!(next_test(&mut s2_tests, &nowhere, "the second honest test").await);
     let Seen::Verdict(a, _, reachable) = next_seen(&mut seen, &nowhere, "the verdict").await else {
         panic!("a verdict, not a confirmation");
@@ -399,14 +439,86 @@ async fn a_dial_back_over_another_transport_than_the_tested_address_is_refused()
     // A QUIC address: the hostile server's dial-back comes over TCP.
     let quic: Multiaddr = "/ip4/127.0.0.1/udp/9/quic-v1".parse().unwrap();
     let wanted = quic.clone();
-    let (dial, mut seen, addr, id) = client(move |_| vec![wanted]).await;
+    let (commands, mut seen, addr, id) = client(move |_| vec![wanted]).await;
     let (h, mut taken) = hostile_server("127.0.0.4", addr, id).await;
 
-    dial.send(h).await.unwrap();
+    dial(&commands, h).await;
     assert!(
         !next_test(&mut taken, &quic, "the hostile dial-back").await,
         "the client took a dial-back over TCP for a QUIC address"
     );
     let quiet = within(&mut seen, &quic, 10 * PROBE).await;
     assert_eq!(quiet, vec![]);
+}
+
+/// A client whose confirmations are tested again after a second, confirmed at its
+/// address by two servers, that then stops listening there: what it reports about the
+/// address until the new test's unreachable verdict. `pinned`: the application
+/// confirmed the address itself first.
+async fn confirmed_then_gone(pinned: bool) -> Vec<Seen> {
+    let UnderTest {
+        commands,
+        mut seen,
+        addr,
+        listener,
+        ..
+    } = client_with(
+        |c| c.with_retest_after(Duration::from_secs(1)),
+        |own| vec![own.clone()],
+    )
+    .await;
+    if pinned {
+        // (The swarm reports no event for an address its application adds.)
+        let own = addr.clone();
+        let pin: Command<Client> = Box::new(move |s| s.add_external_address(own));
+        assert!(commands.send(pin).await.is_ok());
+    }
+    let (s1, _s1_tests) = server("127.0.0.2").await;
+    let (s2, _s2_tests) = server("127.0.0.3").await;
+    dial(&commands, s1).await;
+    dial(&commands, s2).await;
+    // AutoNAT's confirmation (a swarm event when AutoNAT's), then its verdict.
+    while !matches!(
+        next_seen(&mut seen, &addr, "the verdict").await,
+        Seen::Verdict(_, _, true)
+    ) {}
+
+    // The client stops listening there (its host moved, say); a second after the
+    // confirmation the address is tested again, and nothing answers there.
+    let stop: Command<Client> = Box::new(move |s| assert!(s.remove_listener(listener)));
+    assert!(commands.send(stop).await.is_ok());
+    let mut got = Vec::new();
+    loop {
+        let s = next_seen(&mut seen, &addr, "the new verdict").await;
+        let done = matches!(s, Seen::Verdict(_, _, false));
+        got.push(s);
+        if done {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_confirmed_address_that_stops_answering_is_tested_again_and_expires() {
+    let got = confirmed_then_gone(false).await;
+    // Confirmed again (the first retest may come before the listener goes), then
+    // expired with the unreachable verdict.
+    let n = got.len();
+    assert!(n >= 2, "{got:?}");
+    assert!(matches!(got[n - 2], Seen::Expired(_)), "{got:?}");
+    assert!(
+        got[..n - 2]
+            .iter()
+            .all(|s| matches!(s, Seen::Confirmed(_) | Seen::Verdict(_, _, true))),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_address_the_application_confirmed_is_not_expired_by_autonat() {
+    let got = confirmed_then_gone(true).await;
+    assert!(
+        !got.iter().any(|s| matches!(s, Seen::Expired(_))),
+        "{got:?}"
+    );
 }

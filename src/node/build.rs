@@ -123,9 +123,11 @@ pub fn build(
         autonat_client: config
             .autonat
             .then(|| {
-                // Two networks' servers must agree (vendor/libp2p-autonat/PATCHED.md).
+                // Two networks' servers must agree, and confirmations are tested
+                // again (vendor/libp2p-autonat/PATCHED.md).
                 let config = autonat::v2::client::Config::default()
-                    .with_confirmations(super::nat_verdicts::CONFIRMATIONS);
+                    .with_confirmations(super::nat_verdicts::CONFIRMATIONS)
+                    .with_retest_after(super::nat_verdicts::RETEST_AFTER);
                 autonat::v2::client::Behaviour::with_config(config)
             })
             .into(),

@@ -18,6 +18,9 @@ pub(crate) const MAX_VERDICTS: usize = 32;
 /// verdict (libp2p-autonat as patched in `vendor/`: one hostile server's word no longer
 /// confirms an address we are not at).
 pub(crate) const CONFIRMATIONS: usize = 2;
+/// How long a confirmed address stays confirmed before AutoNAT tests it again (and
+/// drops it as an external address if servers now find it unreachable).
+pub(crate) const RETEST_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Reachable or not, per tested address, with when it was decided.
 #[derive(Debug, Default)]

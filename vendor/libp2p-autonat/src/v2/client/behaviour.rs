@@ -1,8 +1,8 @@
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fmt::{Debug, Display, Formatter},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use either::Either;
@@ -13,7 +13,7 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionId, FromSwarm,
     NetworkBehaviour, NewExternalAddrCandidate, NotifyHandler, ToSwarm,
-    behaviour::ConnectionEstablished,
+    behaviour::{ConnectionEstablished, ExternalAddrConfirmed, ExternalAddrExpired},
 };
 use rand::prelude::*;
 
@@ -34,6 +34,10 @@ pub struct Config {
     /// Patched for libmesh: how many servers, each of its own network, must agree on a
     /// candidate before it is confirmed (or found unreachable).
     pub(crate) confirmations: usize,
+
+    /// Patched for libmesh: how long a confirmation holds before the address is tested
+    /// again (never, upstream).
+    pub(crate) retest_after: Option<Duration>,
 }
 
 impl Config {
@@ -64,6 +68,19 @@ impl Config {
             ..self
         }
     }
+
+    /// Patched for libmesh: a confirmed address is tested again `after` its
+    /// confirmation (as a new candidate: servers of as many networks), and stops being
+    /// an external address (`ToSwarm::ExternalAddrExpired`) if they find it unreachable;
+    /// it stays one while the test runs. Upstream never tested an address again, so an
+    /// address the node had moved away from was advertised for the rest of the run.
+    /// Addresses someone else confirmed (the application's own) are left alone.
+    pub fn with_retest_after(self, after: Duration) -> Self {
+        Self {
+            retest_after: Some(after),
+            ..self
+        }
+    }
 }
 
 impl Default for Config {
@@ -72,6 +89,7 @@ impl Default for Config {
             max_candidates: 10,
             probe_interval: Duration::from_secs(5),
             confirmations: 1,
+            retest_after: None,
         }
     }
 }
@@ -91,6 +109,9 @@ where
     address_candidates: HashMap<Multiaddr, AddressInfo>,
     next_tick: Delay,
     peer_info: HashMap<ConnectionId, ConnectionInfo>,
+    /// Patched for libmesh: external addresses confirmed by someone else (the
+    /// application), which the client never expires.
+    confirmed_elsewhere: HashSet<Multiaddr>,
 }
 
 impl<R> NetworkBehaviour for Behaviour<R>
@@ -129,6 +150,19 @@ where
                     .entry(addr.clone())
                     .or_default()
                     .score += 1;
+            }
+            // Patched for libmesh: whose confirmation it is.
+            FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr }) => {
+                let ours = self
+                    .address_candidates
+                    .get(addr)
+                    .is_some_and(|i| matches!(i.status, TestStatus::Confirmed(_)) || i.retesting);
+                if !ours {
+                    self.confirmed_elsewhere.insert(addr.clone());
+                }
+            }
+            FromSwarm::ExternalAddrExpired(ExternalAddrExpired { addr }) => {
+                self.confirmed_elsewhere.remove(addr);
             }
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
@@ -264,7 +298,8 @@ where
                     info.status = TestStatus::Untested;
                     return;
                 }
-                info.status = TestStatus::Confirmed;
+                info.status = TestStatus::Confirmed(Instant::now());
+                info.retesting = false;
 
                 self.pending_events
                     .push_back(ToSwarm::ExternalAddrConfirmed(address.0.clone()));
@@ -298,7 +333,7 @@ where
                 error,
             }) => {
                 // Patched for libmesh: as many networks must agree that it is not.
-                let Some(info) = self.address_candidates.values_mut().find(|i| {
+                let Some((candidate, info)) = self.address_candidates.iter_mut().find(|(_, i)| {
                     i.is_pending_with_nonce(nonce) || i.is_received_with_nonce(nonce)
                 }) else {
                     return;
@@ -315,6 +350,15 @@ where
                     return;
                 }
                 info.status = TestStatus::Failed;
+                // Patched for libmesh: a confirmed address tested again and found
+                // unreachable is no longer an external address (unless someone else
+                // confirmed it too).
+                if std::mem::take(&mut info.retesting)
+                    && !self.confirmed_elsewhere.contains(candidate)
+                {
+                    self.pending_events
+                        .push_back(ToSwarm::ExternalAddrExpired(candidate.clone()));
+                }
 
                 ((address, bytes_sent), Err(error))
             }
@@ -341,6 +385,7 @@ where
             if self.next_tick.poll_unpin(cx).is_ready() {
                 self.next_tick.reset(self.config.probe_interval);
 
+                self.retest_confirmed(Instant::now());
                 self.issue_dial_requests_for_untested_candidates();
                 continue;
             }
@@ -362,6 +407,29 @@ where
             pending_events: VecDeque::new(),
             address_candidates: HashMap::new(),
             peer_info: HashMap::new(),
+            confirmed_elsewhere: HashSet::new(),
+        }
+    }
+
+    /// Patched for libmesh: confirmations older than [`Config::with_retest_after`] go
+    /// back to the untested candidates, their servers' answers forgotten.
+    fn retest_confirmed(&mut self, now: Instant) {
+        let Some(after) = self.config.retest_after else {
+            return;
+        };
+        for (addr, info) in &mut self.address_candidates {
+            let TestStatus::Confirmed(at) = info.status else {
+                continue;
+            };
+            if now.saturating_duration_since(at) < after {
+                continue;
+            }
+            tracing::debug!(%addr, "Confirmation due for a new test");
+            info.status = TestStatus::Untested;
+            info.retesting = true;
+            info.reachable_from.clear();
+            info.unreachable_from.clear();
+            info.ignored_from.clear();
         }
     }
 
@@ -484,7 +552,7 @@ where
     #[doc(hidden)]
     pub fn validate_addr(&mut self, addr: &Multiaddr) {
         if let Some(info) = self.address_candidates.get_mut(addr) {
-            info.status = TestStatus::Confirmed;
+            info.status = TestStatus::Confirmed(Instant::now());
         }
     }
 }
@@ -557,6 +625,8 @@ struct AddressInfo {
     reachable_from: Vec<Network>,
     unreachable_from: Vec<Network>,
     ignored_from: Vec<Network>,
+    /// Patched for libmesh: confirmed before and being tested again.
+    retesting: bool,
 }
 
 impl AddressInfo {
@@ -591,9 +661,9 @@ enum TestStatus {
     Pending(Nonce, Network),
     Failed,
     Received(Nonce, Network),
-    /// Patched for libmesh: reachable, as enough networks found (upstream kept
-    /// `Received`).
-    Confirmed,
+    /// Patched for libmesh: reachable, as enough networks found, since then (upstream
+    /// kept `Received`).
+    Confirmed(Instant),
 }
 
 /// Patched for libmesh: the network a server's connection goes to, as
