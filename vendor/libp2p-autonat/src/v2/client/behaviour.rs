@@ -59,9 +59,9 @@ impl Config {
     /// networks found it reachable, and found unreachable once servers of as many
     /// networks did not reach it (at least 1; 1 is upstream's behaviour, where one
     /// server's answer decides). A server's network is the IP address its connection
-    /// came from: an IPv4 /16 or an IPv6 /32 on the Internet, the whole address
-    /// otherwise (a LAN, loopback); a server reached through a relay has none and is
-    /// not asked.
+    /// was dialed to: an IPv4 /16 or an IPv6 /32 on the Internet, the whole address
+    /// otherwise (a LAN, loopback, CGNAT); a server reached through a relay has none
+    /// and is not asked.
     pub fn with_confirmations(self, confirmations: usize) -> Self {
         Self {
             confirmations: confirmations.max(1),
