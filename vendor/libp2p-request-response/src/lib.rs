@@ -88,9 +88,9 @@ pub use handler::ProtocolSupport;
 use libp2p_core::{ConnectedPoint, Endpoint, Multiaddr, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionDenied, ConnectionHandler, ConnectionId, DialError, NetworkBehaviour, NotifyHandler,
-    PeerAddresses, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-    behaviour::{AddressChange, ConnectionClosed, DialFailure, FromSwarm},
+    ConnectionDenied, ConnectionHandler, ConnectionId, DialError, ListenError, NetworkBehaviour,
+    NotifyHandler, PeerAddresses, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    behaviour::{AddressChange, ConnectionClosed, DialFailure, FromSwarm, ListenFailure},
     dial_opts::DialOpts,
 };
 use smallvec::SmallVec;
@@ -749,6 +749,36 @@ where
         }
     }
 
+    /// Patched for libmesh: connection `id` with `peer`, for which this behaviour made a
+    /// handler, was denied by a behaviour consulted after it (the swarm then reports a
+    /// dial or listen failure, never `ConnectionClosed`). Upstream kept its entry in
+    /// `connected` for good: the peer counted as connected, requests to it went to a
+    /// connection that did not exist and never failed, and a later `ConnectionClosed`
+    /// of the peer tripped the debug assertion that its last connection was gone. The
+    /// requests handed to the handler fail as closed.
+    fn on_denied(&mut self, peer: PeerId, id: ConnectionId) {
+        let Some(connections) = self.connected.get_mut(&peer) else {
+            return;
+        };
+        let Some(at) = connections.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let connection = connections.remove(at);
+        if connections.is_empty() {
+            self.connected.remove(&peer);
+            shrink(&mut self.connected);
+        }
+        for request_id in connection.pending_outbound_responses {
+            self.pending_events
+                .push_back(ToSwarm::GenerateEvent(Event::OutboundFailure {
+                    peer,
+                    connection_id: id,
+                    request_id,
+                    error: OutboundFailure::ConnectionClosed,
+                }));
+        }
+    }
+
     /// Preloads a new [`Handler`] with requests that are
     /// waiting to be sent to the newly connected peer.
     fn preload_new_handler(
@@ -858,7 +888,21 @@ where
                 self.on_connection_closed(connection_closed)
             }
             FromSwarm::AddressChange(address_change) => self.on_address_change(address_change),
-            FromSwarm::DialFailure(dial_failure) => self.on_dial_failure(dial_failure),
+            FromSwarm::DialFailure(dial_failure) => {
+                // Patched for libmesh: a connection denied after its handler was made.
+                if let (Some(peer), DialError::Denied { .. }) =
+                    (dial_failure.peer_id, dial_failure.error)
+                {
+                    self.on_denied(peer, dial_failure.connection_id);
+                }
+                self.on_dial_failure(dial_failure)
+            }
+            FromSwarm::ListenFailure(ListenFailure {
+                peer_id: Some(peer),
+                connection_id,
+                error: ListenError::Denied { .. },
+                ..
+            }) => self.on_denied(peer, connection_id),
             _ => {}
         }
     }
