@@ -57,7 +57,8 @@ pub struct Config {
     /// had a fresh allowance of frames to make the node verify.
     pub per_network: RateLimit,
     /// Frames remembered for duplicate suppression (a 16-byte digest each, kept until
-    /// the frame expires).
+    /// the frame expires; a full filter forgets the oldest of the network holding the
+    /// most, see [`crate::dedup`]).
     pub dedup: usize,
     /// Correlation limits.
     pub limits: Limits,
@@ -409,7 +410,9 @@ impl Behaviour {
             let transition =
                 self.correlations
                     .on_frame_via(&self.config.node, &frame, Some(peer), now)?;
-            self.seen.insert(digest, frame.expires_at().clone(), now);
+            let source = self.allowance.source_of(peer);
+            self.seen
+                .insert(digest, frame.expires_at().clone(), source, now);
             self.events.push_back(Event::Received {
                 via: peer,
                 frame: Box::new(frame),
@@ -473,7 +476,9 @@ impl Behaviour {
                 ),
             )
         })?;
-        self.seen.insert(digest, frame.expires_at().clone(), now);
+        let source = self.allowance.source_of(peer);
+        self.seen
+            .insert(digest, frame.expires_at().clone(), source, now);
         let frame_id = frame.frame_id().to_owned();
         self.enqueue(hop, next, frame_id.clone());
         self.events.push_back(Event::Forwarded {

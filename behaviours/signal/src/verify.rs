@@ -172,6 +172,7 @@ mod tests {
         seen.insert(
             dedup::digest(&taken.from(), taken.frame_id()),
             taken.expires_at().clone(),
+            mesh_core::Source::Local,
             &now,
         );
         let wires = [taken.to_cbor(), frame(&a, &b, 2).to_cbor()];
