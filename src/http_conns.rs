@@ -57,11 +57,8 @@ impl ConnTable {
             return None;
         }
         let evicts = if self.conns.len() >= self.max_total {
-            let own = self.per_group.get(&key.group()).copied().unwrap_or(0);
-            let (&largest, &held) = self.per_group.iter().max_by_key(|(g, n)| (**n, **g))?;
-            if own + 1 >= held {
-                return None;
-            }
+            let held = self.per_group.iter().map(|(g, n)| (*g, *n));
+            let largest = IpGroup::giving_way(key.group(), held)?;
             let victim = self
                 .conns
                 .iter()

@@ -182,23 +182,16 @@ impl IpShares {
         if self.established.len() < self.caps.max_inbound as usize {
             return Ok(None);
         }
-        let group = key.group();
-        let own = self.groups.get(&group).map_or(0, |c| c.established);
-        // The largest group (the greater key among equals, so the choice is
-        // reproducible); it gives way only when it would still be no smaller than the
-        // newcomer's afterwards.
-        let largest = self
+        // The largest group gives way, when it would still be larger than the
+        // newcomer's afterwards (`IpGroup::giving_way`).
+        let held = self
             .groups
             .iter()
-            .filter(|(_, c)| c.established > 0)
-            .max_by_key(|(g, c)| (c.established, **g));
-        match largest {
-            Some((&g, c)) if own + 1 < c.established => self
-                .newest_of(g)
-                .map(Some)
-                .ok_or(Refused::Full(self.caps.max_inbound)),
-            _ => Err(Refused::Full(self.caps.max_inbound)),
-        }
+            .map(|(g, c)| (*g, c.established as usize));
+        Group::giving_way(key.group(), held)
+            .and_then(|g| self.newest_of(g))
+            .map(Some)
+            .ok_or(Refused::Full(self.caps.max_inbound))
     }
 
     /// The newest counted connection of `group`.

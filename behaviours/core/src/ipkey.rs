@@ -56,6 +56,32 @@ pub enum IpGroup {
     V6(u32),
 }
 
+impl IpGroup {
+    /// The group whose connection gives way when one of group `own` comes to a full
+    /// table, given what each group holds (`held`; groups holding none may be left
+    /// out): the group holding the most (the greater group among equals, so the choice
+    /// is reproducible), when it would still hold more than `own` afterwards; `None`
+    /// when the newcomer's group is itself among the largest (it is refused). Bitcoin
+    /// Core's eviction by network group, shared by the node's inbound connections and
+    /// its HTTP servers.
+    pub fn giving_way(
+        own: IpGroup,
+        held: impl IntoIterator<Item = (IpGroup, usize)>,
+    ) -> Option<IpGroup> {
+        let mut own_held = 0;
+        let mut largest: Option<(usize, IpGroup)> = None;
+        for (group, n) in held {
+            if group == own {
+                own_held = n;
+            }
+            if n > 0 && largest.is_none_or(|l| (n, group) > l) {
+                largest = Some((n, group));
+            }
+        }
+        largest.filter(|(n, _)| own_held + 1 < *n).map(|(_, g)| g)
+    }
+}
+
 impl IpKey {
     /// The group this key is in.
     pub fn group(self) -> IpGroup {
@@ -126,6 +152,29 @@ mod tests {
 
     fn key(s: &str) -> IpKey {
         IpKey::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_largest_group_gives_way_to_a_smaller_one_only() {
+        let (a, b, c) = (
+            key("192.0.2.1").group(),
+            key("198.51.100.1").group(),
+            key("203.0.113.1").group(),
+        );
+        // A newcomer of a group holding none: the largest gives way.
+        assert_eq!(IpGroup::giving_way(c, [(a, 5), (b, 2)]), Some(a));
+        // Not when the largest would end no larger than the newcomer's group.
+        assert_eq!(IpGroup::giving_way(b, [(a, 3), (b, 2)]), None);
+        assert_eq!(IpGroup::giving_way(b, [(a, 4), (b, 2)]), Some(a));
+        // The newcomer's group is the largest: refused.
+        assert_eq!(IpGroup::giving_way(a, [(a, 5), (b, 2)]), None);
+        // Among equals, the greater group; groups holding none are passed over.
+        let greater = a.max(b);
+        assert_eq!(
+            IpGroup::giving_way(c, [(a, 4), (b, 4), (c, 0)]),
+            Some(greater)
+        );
+        assert_eq!(IpGroup::giving_way(c, []), None);
     }
 
     #[test]
