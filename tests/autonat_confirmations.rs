@@ -280,6 +280,25 @@ async fn hostile_server(
     client_addr: Multiaddr,
     client: PeerId,
 ) -> (Multiaddr, mpsc::Receiver<Tested>) {
+    hostile(ip, client_addr, client, false).await
+}
+
+/// A server that hangs up on every dial request it gets (closes its connection to the
+/// client); reports each request.
+async fn hanging_up_server(
+    ip: &str,
+    client_addr: Multiaddr,
+    client: PeerId,
+) -> (Multiaddr, mpsc::Receiver<Tested>) {
+    hostile(ip, client_addr, client, true).await
+}
+
+async fn hostile(
+    ip: &str,
+    client_addr: Multiaddr,
+    client: PeerId,
+    hang_up: bool,
+) -> (Multiaddr, mpsc::Receiver<Tested>) {
     // The identity that dials back, connected to the client from the start.
     let (back, _, _, _) = listening(ip, |k| Raw {
         identify: identify_of(k),
@@ -287,8 +306,11 @@ async fn hostile_server(
     })
     .await;
     let mut back_control = back.behaviour().stream.new_control();
-    let (back_commands, _) = run(back, |_: SwarmEvent<RawEvent>| None::<()>);
+    let (back_commands, mut back_up) = run(back, |e: SwarmEvent<RawEvent>| {
+        matches!(e, SwarmEvent::ConnectionEstablished { .. }).then_some(())
+    });
     dial(&back_commands, client_addr).await;
+    next(&mut back_up, "the dial-back identity's connection").await;
 
     let (front, addr, _, _) = listening(ip, |k| Raw {
         identify: identify_of(k),
@@ -301,7 +323,7 @@ async fn hostile_server(
         .new_control()
         .accept(DIAL_REQUEST)
         .unwrap();
-    let _front = run(front, |_: SwarmEvent<RawEvent>| None::<()>);
+    let (front_commands, _) = run(front, |_: SwarmEvent<RawEvent>| None::<()>);
     let (taken_tx, taken_rx) = mpsc::channel(16);
     tokio::spawn(async move {
         while let Some((_, mut stream)) = requests.next().await {
@@ -312,6 +334,14 @@ async fn hostile_server(
             else {
                 continue;
             };
+            if hang_up {
+                let close: Command<Raw> = Box::new(move |s| {
+                    let _ = s.disconnect_peer_id(client);
+                });
+                let _ = front_commands.send(close).await;
+                let _ = taken_tx.send((tested, false)).await;
+                continue;
+            }
             let taken = match timeout(WITHIN, back_control.open_stream(client, DIAL_BACK)).await {
                 Ok(Ok(mut s)) => {
                     // DialBack { nonce }: 9 bytes, field 1 as fixed64.
@@ -451,7 +481,7 @@ async fn a_dial_back_over_another_transport_than_the_tested_address_is_refused()
     assert_eq!(quiet, vec![]);
 }
 
-/// A client whose confirmations are tested again after a second, confirmed at its
+/// A client whose confirmations are tested again after 3 s, confirmed at its
 /// address by two servers, that then stops listening there: what it reports about the
 /// address until the new test's unreachable verdict. `pinned`: the application
 /// confirmed the address itself first.
@@ -463,7 +493,7 @@ async fn confirmed_then_gone(pinned: bool) -> Vec<Seen> {
         listener,
         ..
     } = client_with(
-        |c| c.with_retest_after(Duration::from_secs(1)),
+        |c| c.with_retest_after(Duration::from_secs(3)),
         |own| vec![own.clone()],
     )
     .await;
@@ -483,7 +513,7 @@ async fn confirmed_then_gone(pinned: bool) -> Vec<Seen> {
         Seen::Verdict(_, _, true)
     ) {}
 
-    // The client stops listening there (its host moved, say); a second after the
+    // The client stops listening there (its host moved, say); 3 s after the
     // confirmation the address is tested again, and nothing answers there.
     let stop: Command<Client> = Box::new(move |s| assert!(s.remove_listener(listener)));
     assert!(commands.send(stop).await.is_ok());
@@ -520,5 +550,30 @@ async fn an_address_the_application_confirmed_is_not_expired_by_autonat() {
     assert!(
         !got.iter().any(|s| matches!(s, Seen::Expired(_))),
         "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_up_during_a_test_leaves_the_address_to_others() {
+    let (commands, mut seen, addr, id) = client(|own| vec![own.clone()]).await;
+    let (h, mut asked) = hanging_up_server("127.0.0.4", addr.clone(), id).await;
+    let (s1, _s1_tests) = server("127.0.0.2").await;
+    let (s2, _s2_tests) = server("127.0.0.3").await;
+
+    // The only server at first: it takes the request and closes the connection.
+    dial(&commands, h).await;
+    next_test(
+        &mut asked,
+        &addr,
+        "the request the hostile server hangs up on",
+    )
+    .await;
+    // Two honest servers then confirm the address (upstream left it pending for
+    // good: never tested again).
+    dial(&commands, s1).await;
+    dial(&commands, s2).await;
+    assert_eq!(
+        next_seen(&mut seen, &addr, "the confirmation").await,
+        Seen::Confirmed(addr.clone())
     );
 }

@@ -155,8 +155,8 @@ fn public_node_turns_server_and_natted_node_stays_client() {
             "a reachable address is a confirmed external address: {st}"
         );
     }
-    // Nothing stops a dial to it: no address may be found unreachable (a verdict is
-    // final: AutoNAT v2 does not test an address again).
+    // Nothing stops a dial to it: no address may be found unreachable (an
+    // unreachable verdict is final for the run).
     assert!(strings(&st["nat"]["unreachable"]).is_empty(), "{st}");
     for addr in strings(&st["nat"]["reachable"]) {
         assert!(

@@ -60,8 +60,9 @@ impl Config {
     /// networks did not reach it (at least 1; 1 is upstream's behaviour, where one
     /// server's answer decides). A server's network is the IP address its connection
     /// was dialed to: an IPv4 /16 or an IPv6 /32 on the Internet, the whole address
-    /// otherwise (a LAN, loopback, CGNAT); a server reached through a relay has none
-    /// and is not asked.
+    /// otherwise (a LAN, loopback, CGNAT), or the DNS name it was dialed by; a server
+    /// reached through a relay has none and is not asked. No server (peer) is asked
+    /// about an address twice, whatever connection it is on.
     pub fn with_confirmations(self, confirmations: usize) -> Self {
         Self {
             confirmations: confirmations.max(1),
@@ -201,6 +202,14 @@ where
                 if info.supports_autonat {
                     tracing::debug!(%peer_id, "Disconnected from AutoNAT server");
                 }
+                // Patched for libmesh: a test whose server's connection closed gets no
+                // answer (upstream left it pending for good, never tested again).
+                let now = Instant::now();
+                for info in self.address_candidates.values_mut() {
+                    if info.asked_now().is_some_and(|a| a.connection == connection_id) {
+                        info.no_answer(now);
+                    }
+                }
             }
             _ => {}
         }
@@ -248,10 +257,10 @@ where
                     )));
                     return;
                 }
-                let TestStatus::Pending(_, network) = info.status else {
+                let TestStatus::Pending(_, asked) = info.status else {
                     return;
                 };
-                info.status = TestStatus::Received(nonce, network);
+                info.status = TestStatus::Received(nonce, asked);
                 tracing::debug!(%peer_id, %nonce, "Successful dial-back");
 
                 let _ = sender.send(Ok(()));
@@ -285,14 +294,20 @@ where
                     );
                     // Patched for libmesh: upstream left the candidate pending for good
                     // (never tested again); now it goes to a server of another network.
-                    self.ignore(nonce);
+                    if let Some(info) = self
+                        .address_candidates
+                        .values_mut()
+                        .find(|i| i.is_pending_with_nonce(nonce))
+                    {
+                        info.no_answer(Instant::now());
+                    }
                     return;
                 };
                 // Patched for libmesh: one server's word is not enough.
-                let TestStatus::Received(_, network) = info.status else {
+                let TestStatus::Received(_, asked) = info.status else {
                     return;
                 };
-                info.reachable_from.push(network);
+                info.reachable_from.push(asked.server());
                 if info.reachable_from.len() < confirmations {
                     tracing::debug!(%peer_id, addr = %address.0, "Reachable; asking another network");
                     info.status = TestStatus::Untested;
@@ -338,12 +353,11 @@ where
                 }) else {
                     return;
                 };
-                let (TestStatus::Pending(_, network) | TestStatus::Received(_, network)) =
-                    info.status
+                let (TestStatus::Pending(_, asked) | TestStatus::Received(_, asked)) = info.status
                 else {
                     return;
                 };
-                info.unreachable_from.push(network);
+                info.unreachable_from.push(asked.server());
                 if info.unreachable_from.len() < confirmations {
                     tracing::debug!(%peer_id, addr = %address, "Not reachable; asking another network");
                     info.status = TestStatus::Untested;
@@ -385,7 +399,9 @@ where
             if self.next_tick.poll_unpin(cx).is_ready() {
                 self.next_tick.reset(self.config.probe_interval);
 
-                self.retest_confirmed(Instant::now());
+                let now = Instant::now();
+                self.retest_confirmed(now);
+                self.end_overdue_tests(now);
                 self.issue_dial_requests_for_untested_candidates();
                 continue;
             }
@@ -408,6 +424,19 @@ where
             address_candidates: HashMap::new(),
             peer_info: HashMap::new(),
             confirmed_elsewhere: HashSet::new(),
+        }
+    }
+
+    /// Patched for libmesh: tests in flight for longer than [`TEST_DEADLINE`] get no
+    /// answer (a server's handler that dropped the request, say).
+    fn end_overdue_tests(&mut self, now: Instant) {
+        for info in self.address_candidates.values_mut() {
+            if info
+                .asked_now()
+                .is_some_and(|a| now.saturating_duration_since(a.at) >= TEST_DEADLINE)
+            {
+                info.no_answer(now);
+            }
         }
     }
 
@@ -439,9 +468,16 @@ where
     /// In the current implementation, we only send a single address to each AutoNAT server.
     /// This spreads our candidates out across all servers we are connected to which should give us
     /// pretty fast feedback on all of them.
+    ///
+    /// Patched for libmesh: each to a server of a network (and a peer) not asked about
+    /// it yet; candidates with none left wait, without holding the places of the
+    /// others (at most `max_candidates` requests a tick).
     fn issue_dial_requests_for_untested_candidates(&mut self) {
+        let mut sent = 0;
         for addr in self.untested_candidates() {
-            // Patched for libmesh: a server of a network not asked about it yet.
+            if sent >= self.config.max_candidates {
+                break;
+            }
             let asked = self
                 .address_candidates
                 .get(&addr)
@@ -456,7 +492,16 @@ where
             let Some(info) = self.address_candidates.get_mut(&addr) else {
                 continue;
             };
-            info.status = TestStatus::Pending(nonce, network);
+            info.status = TestStatus::Pending(
+                nonce,
+                Asked {
+                    network,
+                    peer: peer_id,
+                    connection: conn_id,
+                    at: Instant::now(),
+                },
+            );
+            sent += 1;
 
             self.pending_events.push_back(ToSwarm::NotifyHandler {
                 peer_id,
@@ -490,50 +535,27 @@ where
         entries
             .into_iter()
             .rev() // `sort_unstable` is ascending
-            .take(self.config.max_candidates)
             .map(|(addr, _)| addr)
     }
 
     /// Chooses an active connection to one of our peers that reported support for the
     /// [`DIAL_REQUEST_PROTOCOL`](crate::v2::DIAL_REQUEST_PROTOCOL) protocol.
     ///
-    /// Patched for libmesh: of a network other than `asked` (none but a direct
-    /// connection's has one).
+    /// Patched for libmesh: neither of a network nor a peer of `asked` (none but a
+    /// direct connection's has a network).
     fn random_autonat_server(
         &mut self,
-        asked: &[Network],
+        asked: &[(Network, PeerId)],
     ) -> Option<(ConnectionId, PeerId, Network)> {
         let (conn_id, info, network) = self
             .peer_info
             .iter()
             .filter(|(_, info)| info.supports_autonat)
             .filter_map(|(id, info)| info.network.map(|n| (id, info, n)))
-            .filter(|(_, _, n)| !asked.contains(n))
+            .filter(|(_, info, n)| !asked.iter().any(|(an, ap)| an == n || *ap == info.peer_id))
             .choose(&mut self.rng)?;
 
         Some((*conn_id, info.peer_id, network))
-    }
-
-    /// Patched for libmesh: the server that ran test `nonce` said the address was
-    /// reachable without dialing back; its network is not asked about it again. After
-    /// [`MAX_IGNORED`] such answers the candidate is given up.
-    fn ignore(&mut self, nonce: Nonce) {
-        let Some(info) = self
-            .address_candidates
-            .values_mut()
-            .find(|i| i.is_pending_with_nonce(nonce))
-        else {
-            return;
-        };
-        let TestStatus::Pending(_, network) = info.status else {
-            return;
-        };
-        info.ignored_from.push(network);
-        info.status = if info.ignored_from.len() >= MAX_IGNORED {
-            TestStatus::Failed
-        } else {
-            TestStatus::Untested
-        };
     }
 
     fn reset_status_to(&mut self, nonce: Nonce, new_status: TestStatus) {
@@ -612,9 +634,29 @@ struct ConnectionInfo {
     inbound_local: Option<Multiaddr>,
 }
 
-/// Patched for libmesh: servers that answered a test without dialing back, per
-/// candidate, before it is given up.
+/// Patched for libmesh: tests of a candidate that got no answer we could take (a
+/// "reachable" without a dial-back taken, a server gone, a test past its deadline)
+/// before it is given up (a confirmation being tested again is kept, until its next
+/// test).
 const MAX_IGNORED: usize = 4;
+
+/// Patched for libmesh: how long a test may stay in flight.
+const TEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Patched for libmesh: the server a test in flight went to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Asked {
+    network: Network,
+    peer: PeerId,
+    connection: ConnectionId,
+    at: Instant,
+}
+
+impl Asked {
+    fn server(self) -> (Network, PeerId) {
+        (self.network, self.peer)
+    }
+}
 
 #[derive(Clone, Default)]
 struct AddressInfo {
@@ -622,9 +664,9 @@ struct AddressInfo {
     status: TestStatus,
     /// Patched for libmesh: the networks of the servers that found it reachable, found
     /// it unreachable, said it was reachable without dialing back.
-    reachable_from: Vec<Network>,
-    unreachable_from: Vec<Network>,
-    ignored_from: Vec<Network>,
+    reachable_from: Vec<(Network, PeerId)>,
+    unreachable_from: Vec<(Network, PeerId)>,
+    ignored_from: Vec<(Network, PeerId)>,
     /// Patched for libmesh: confirmed before and being tested again.
     retesting: bool,
 }
@@ -644,12 +686,41 @@ impl AddressInfo {
         }
     }
 
-    /// Patched for libmesh: every network asked about it so far.
-    fn asked(&self) -> Vec<Network> {
+    /// Patched for libmesh: every server (network and peer) asked about it so far.
+    fn asked(&self) -> Vec<(Network, PeerId)> {
         let mut asked = self.reachable_from.clone();
         asked.extend(&self.unreachable_from);
         asked.extend(&self.ignored_from);
         asked
+    }
+
+    /// Patched for libmesh: the server of the test in flight, if one is.
+    fn asked_now(&self) -> Option<Asked> {
+        match self.status {
+            TestStatus::Pending(_, a) | TestStatus::Received(_, a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Patched for libmesh: the test in flight got no answer we could take; its
+    /// server is not asked about this address again. After [`MAX_IGNORED`] such, a
+    /// candidate is given up, and a confirmation being tested again stands until its
+    /// next test.
+    fn no_answer(&mut self, now: Instant) {
+        let Some(asked) = self.asked_now() else {
+            return;
+        };
+        self.ignored_from.push(asked.server());
+        self.status = if self.ignored_from.len() < MAX_IGNORED {
+            TestStatus::Untested
+        } else if std::mem::take(&mut self.retesting) {
+            self.reachable_from.clear();
+            self.unreachable_from.clear();
+            self.ignored_from.clear();
+            TestStatus::Confirmed(now)
+        } else {
+            TestStatus::Failed
+        };
     }
 }
 
@@ -657,10 +728,10 @@ impl AddressInfo {
 enum TestStatus {
     #[default]
     Untested,
-    /// Patched for libmesh: with the network of the server asked.
-    Pending(Nonce, Network),
+    /// Patched for libmesh: with the server asked.
+    Pending(Nonce, Asked),
     Failed,
-    Received(Nonce, Network),
+    Received(Nonce, Asked),
     /// Patched for libmesh: reachable, as enough networks found, since then (upstream
     /// kept `Received`).
     Confirmed(Instant),
@@ -668,15 +739,17 @@ enum TestStatus {
 
 /// Patched for libmesh: the network a server's connection goes to, as
 /// [`Config::with_confirmations`] counts them: an IPv4 /16 or an IPv6 /32 of an Internet
-/// address, the whole address otherwise.
+/// address, the whole address otherwise, the name of a DNS address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Network {
     V4(u32),
     V6(u128),
+    /// Dialed by a DNS name (a seed, a bootstrap node): one network per name.
+    Name(u64),
 }
 
 /// Patched for libmesh: the network of a connection dialed to `addr`; none through a
-/// relay or without an IP address.
+/// relay or without an IP address or DNS name.
 fn network_of(addr: &Multiaddr) -> Option<Network> {
     if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
         return None;
@@ -693,6 +766,15 @@ fn network_of(addr: &Multiaddr) -> Option<Network> {
     };
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(v4(ip)),
+        Protocol::Dns(name)
+        | Protocol::Dns4(name)
+        | Protocol::Dns6(name)
+        | Protocol::Dnsaddr(name) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.to_ascii_lowercase().trim_end_matches('.').hash(&mut h);
+            Some(Network::Name(h.finish()))
+        }
         Protocol::Ip6(ip) => {
             if let Some(mapped) = ip.to_ipv4_mapped() {
                 return Some(v4(mapped));
