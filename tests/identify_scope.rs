@@ -1,7 +1,7 @@
 //! What a peer's identify can put into the node's dials by peer id: only listen
-//! addresses it could plausibly be at, seen from its connection (public ones and names;
-//! loopback over a loopback connection; a private network the node or the connection
-//! is on). identify's own cache kept every address a peer listed and handed it to every
+//! addresses it could plausibly be at, seen from its connection (public ones; names and
+//! loopback over a loopback connection, as here; a private network the node or the
+//! connection is on). identify's own cache kept every address a peer listed and handed it to every
 //! dial of that peer, past the DHTs' and the feed's scopes. The node's identify wrapper
 //! against a stock libp2p identify peer, over loopback TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -328,11 +328,14 @@ mod tests {
     }
 
     #[test]
-    fn amino_takes_public_addresses_and_names_only() {
+    fn amino_takes_public_addresses_only() {
         let ok = |s: &str, keep| amino_worthy(&s.parse().unwrap(), keep);
         assert!(ok("/ip4/203.0.113.7/tcp/4001", false));
         assert!(ok("/ip6/2001:db8::1/udp/4001/quic-v1", false));
-        assert!(ok("/dns4/example.org/tcp/443/wss", false));
+        // A name may resolve anywhere, the node's own host or LAN included.
+        assert!(!ok("/dns4/example.org/tcp/443/wss", false));
+        assert!(!ok("/dns4/127.0.0.1.nip.io/tcp/6379", false));
+        assert!(ok("/dns4/example.org/tcp/443/wss", true));
         for private in [
             "/ip4/127.0.0.1/tcp/4001",
             "/ip4/10.1.2.3/tcp/4001",

@@ -38,7 +38,7 @@ use mesh_core::{Source, Timestamp};
 
 use super::addrs::dialable;
 use super::autonat_gate::CandidateGate;
-use super::ip_scope::{ip_of, local_name, local_path, plausible};
+use super::ip_scope::{ip_of, is_name, local_path, plausible};
 
 /// [`identify::Behaviour`] with network-address-only observed addresses, which also
 /// remembers each open connection's remote address, so that an observation a peer sends
@@ -70,15 +70,15 @@ pub const MET_PEERS: usize = 100;
 
 /// Whether `addr`, a listen address a peer reported over a connection from `path`, is
 /// kept for dials: one the node's transports dial, at an IP the peer could be at seen
-/// from there (`own`: the node's own listen addresses), or at a name, but a local one
-/// (`localhost`, `.lan`, a single label: `ip_scope::local_name`) only over a loopback path.
-/// Pure.
+/// from there (`own`: the node's own listen addresses); a DNS name only over a
+/// loopback path (`ip_scope::is_name`: a name may resolve to the node's own host or
+/// LAN, `127.0.0.1.nip.io` for one). Pure.
 pub fn worth_dialing(addr: &Multiaddr, path: &Multiaddr, own: &[Multiaddr]) -> bool {
     let path = std::slice::from_ref(path);
     dialable(addr)
         && match ip_of(addr) {
             Some(ip) => plausible(ip, path, own),
-            None => !local_name(addr) || local_path(path, own),
+            None => !is_name(addr) || local_path(path, own),
         }
 }
 
@@ -375,7 +375,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_names_are_kept_only_over_loopback() {
+    fn names_are_kept_only_over_loopback() {
         let ma = |s: &str| s.parse::<Multiaddr>().unwrap();
         let public = ma("/ip4/203.0.113.9/tcp/4001");
         let lo = ma("/ip4/127.0.0.1/tcp/4001");
@@ -391,11 +391,15 @@ mod tests {
             assert!(!worth_dialing(&ma(local), &public, &[]), "{local}");
             assert!(worth_dialing(&ma(local), &lo, &[]), "{local} over loopback");
         }
-        assert!(worth_dialing(
-            &ma("/dns4/node.example.org/tcp/4001"),
-            &public,
-            &[]
-        ));
+        // A public name may resolve anywhere (wildcard DNS points any name at the
+        // node's loopback or LAN): names are kept only over loopback too.
+        for name in [
+            "/dns4/node.example.org/tcp/4001",
+            "/dns4/127.0.0.1.nip.io/tcp/6379",
+            "/dnsaddr/bootstrap.example.org",
+        ] {
+            assert!(!worth_dialing(&ma(name), &public, &[]), "{name}");
+        }
     }
 
     #[test]

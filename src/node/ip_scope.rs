@@ -157,41 +157,30 @@ pub(crate) fn on_private_net(ip: IpAddr, addrs: &[Multiaddr]) -> bool {
         .any(|a| scope(a) == Scope::Private && same_network(a, ip))
 }
 
-/// Whether `addr` starts with a DNS name that names this host or its local network by
-/// convention (`localhost` and `*.localhost`, a single label, `.local`, `.localdomain`,
-/// `.lan`, `.home.arpa`, `.internal`): a peer naming one points the node at its own
-/// loopback or LAN. A public name can resolve there too (wildcard DNS); that takes a
-/// check after resolution, which the node does not make.
-pub(crate) fn local_name(addr: &Multiaddr) -> bool {
-    let name = match addr.iter().next() {
-        Some(Protocol::Dns(n) | Protocol::Dns4(n) | Protocol::Dns6(n)) => n.to_ascii_lowercase(),
-        _ => return false,
-    };
-    let name = name.trim_end_matches('.');
-    let suffix = |s: &str| name == s || name.ends_with(&format!(".{s}"));
-    !name.contains('.')
-        || [
-            "localhost",
-            "local",
-            "localdomain",
-            "lan",
-            "home.arpa",
-            "internal",
-        ]
-        .iter()
-        .any(|s| suffix(s))
+/// Whether `addr` starts with a DNS name (`/dns`, `/dns4`, `/dns6`, `/dnsaddr`). The
+/// node cannot check where a name a peer gives leads before its transport resolves it:
+/// `localhost`, `*.internal`, and any public name its owner points at 127.0.0.1 or a
+/// LAN address (wildcard DNS such as `127.0.0.1.nip.io` does it for anyone) would have
+/// the node connect, and speak HTTP for a WebSocket address, to its own host or
+/// network. So names a peer gives are not dialed (the operator's are: bootstrap,
+/// seeds, relays, explicit dials), except by a node on loopback alone (several nodes
+/// on one host) or over a loopback connection, where loopback is in reach anyway.
+pub(crate) fn is_name(addr: &Multiaddr) -> bool {
+    matches!(
+        addr.iter().next(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_))
+    )
 }
 
-/// Whether `addr` may enter the Amino (public) routing table: a public address or a
-/// name (DNS) other than a local one ([`local_name`]: `localhost`, `*.internal`…, which
-/// name the dialer's own host or LAN); loopback, private or link-local addresses and
-/// local names only with `keep_private`
+/// Whether `addr` may enter the Amino (public) routing table: a public address;
+/// loopback, private or link-local addresses and DNS names ([`is_name`]: they may lead
+/// anywhere, the dialer's own host or LAN included) only with `keep_private`
 /// (`NodeConfig::amino_private_addrs`); unroutable ones never. Every Amino peer hands
 /// its table to strangers, to whom our LAN and loopback addresses are useless at best
 /// and a map of our network at worst.
 pub(crate) fn amino_worthy(addr: &Multiaddr, keep_private: bool) -> bool {
     match ip_of(addr).map(scope) {
-        None => keep_private || !local_name(addr),
+        None => keep_private || !is_name(addr),
         Some(Scope::Public) => true,
         Some(Scope::Loopback | Scope::Private) => keep_private,
         Some(Scope::Unroutable) => false,
