@@ -5,22 +5,26 @@
 //! one outside the swarm does).
 //!
 //! A member takes one only if, in this order: its author is within its rate (100, then
-//! 600 a minute, as point-to-point markers), and, when the author has no presence in a
-//! swarm of ours, the peer that handed it over within its network's
-//! ([`PER_FORWARDER`]) and all such markers within the node's ([`TOTAL`]); it is a
-//! valid, verifying envelope not from the future; it names this swarm and no recipient;
-//! its signer is the gossipsub message's author; and the marker guard of point-to-point
-//! markers (without its recipient rule) finds it recent and not taken before.
+//! 600 a minute, as point-to-point markers), the peer that handed it over within its
+//! network's share and all markers within the node's: for an author without a presence
+//! in a swarm of ours [`PER_FORWARDER`] and [`TOTAL`], for a member
+//! [`MEMBER_PER_FORWARDER`] and [`MEMBER_TOTAL`]; it is a valid, verifying envelope not
+//! from the future; it names this swarm and no recipient; its signer is the gossipsub
+//! message's author; and the marker guard of point-to-point markers (without its
+//! recipient rule, holding [`GUARD_CAPACITY`]) finds it recent and not taken before.
 //!
 //! Authors cost nothing (gossipsub's `source` is any key), so the author's rate alone
 //! let one connection hand over markers without end, each verified, delivered and
 //! forwarded to the swarm; and 16,384 of them within the guard's window filled the
 //! guard, which then dropped entries still in their window: a marker dropped so could
-//! be delivered again. Authors the node has no presence of now share [`TOTAL`], which
-//! admits fewer in a window than the guard holds (1,000 + 40 a second × (300 + 30 s of
-//! clock skew) = 14,200 < 16,384), so the guard never has to drop a live entry for
-//! them; members' markers are not counted there, so a flood of strangers' markers
-//! (which every node forwards) cannot crowd members' out.
+//! be delivered again. A presence costs nothing either (one signed `join` per fresh
+//! key), so members need the same bounds: 200 fresh keys each with a presence and 100
+//! markers handed over through one connection were all taken (only the authors' rates
+//! applied) and overflowed the guard. The two classes have budgets of their own, so a
+//! flood of strangers' markers (which every node forwards) cannot crowd members' out,
+//! and together they admit fewer in a window than the guard holds (2 × (1,000 + 40 a
+//! second × (300 + 30 s of clock skew)) = 28,400 < 32,768), so the guard never has to
+//! drop a live entry.
 
 use libp2p::{PeerId, gossipsub};
 use mesh_advert::Source;
@@ -47,12 +51,29 @@ pub(crate) const PER_FORWARDER: RateLimit = RateLimit {
     per_second: 10.0,
 };
 
-/// Markers of non-members taken in all: 1,000 at once, then 40 a second, fewer within
-/// the guard's window than it holds.
+/// Markers of non-members taken in all: 1,000 at once, then 40 a second.
 pub(crate) const TOTAL: RateLimit = RateLimit {
     burst: 1000,
     per_second: 40.0,
 };
+
+/// Markers of members taken from what one network's peers hand over: 250 at once, then
+/// 10 a second (a swarm's markers reach a member through a handful of mesh peers; one
+/// connection's fresh member keys get a quarter of [`MEMBER_TOTAL`] at once).
+pub(crate) const MEMBER_PER_FORWARDER: RateLimit = RateLimit {
+    burst: 250,
+    per_second: 10.0,
+};
+
+/// Markers of members taken in all: 1,000 at once, then 40 a second.
+pub(crate) const MEMBER_TOTAL: RateLimit = RateLimit {
+    burst: 1000,
+    per_second: 40.0,
+};
+
+/// Markers the guard remembers (about 4 MB when full): more than [`TOTAL`] and
+/// [`MEMBER_TOTAL`] admit within its window.
+pub(crate) const GUARD_CAPACITY: usize = 32_768;
 
 /// The envelope for `text` from the participant of `key` to swarm `swarm`.
 pub(crate) fn envelope(
@@ -98,6 +119,8 @@ pub(crate) struct SwarmMarkers {
     rate: RateLimiter<PeerId>,
     forwarders: RateLimiter<Source>,
     total: RateLimiter<()>,
+    member_forwarders: RateLimiter<Source>,
+    member_total: RateLimiter<()>,
 }
 
 impl SwarmMarkers {
@@ -105,11 +128,14 @@ impl SwarmMarkers {
         SwarmMarkers {
             guard: Guard::new(GuardConfig {
                 require_recipient: false,
+                capacity: GUARD_CAPACITY,
                 ..GuardConfig::default()
             }),
             rate: RateLimiter::new(RateLimit::per_minute(100, 600), RATE_KEYS),
             forwarders: RateLimiter::new(PER_FORWARDER, RATE_KEYS),
             total: RateLimiter::new(TOTAL, 1),
+            member_forwarders: RateLimiter::new(MEMBER_PER_FORWARDER, RATE_KEYS),
+            member_total: RateLimiter::new(MEMBER_TOTAL, 1),
         }
     }
 
@@ -135,7 +161,14 @@ impl SwarmMarkers {
         };
         let ms = now.instant().timestamp_millis();
         let charges = if member {
-            take_all(ms, &mut [&mut self.rate.charge(&author)])
+            take_all(
+                ms,
+                &mut [
+                    &mut self.rate.charge(&author),
+                    &mut self.member_forwarders.charge(forwarder),
+                    &mut self.member_total.charge(&()),
+                ],
+            )
         } else {
             take_all(
                 ms,
@@ -320,7 +353,7 @@ mod tests {
             .unwrap();
         // As many markers as the guard holds, from fresh authors through as many
         // networks, all within the guard's window.
-        let capacity = GuardConfig::default().capacity as u32;
+        let capacity = GUARD_CAPACITY as u32;
         let mut flooders = std::iter::repeat_with(NodeKeypair::generate)
             .filter(|k| k.participant_id() < honest.participant_id());
         for n in 0..capacity {
@@ -349,11 +382,56 @@ mod tests {
     fn the_node_takes_fewer_markers_in_a_window_than_the_guard_holds() {
         let g = GuardConfig::default();
         let window = (g.max_age_secs + mesh_core::CLOCK_SKEW_SECS) as f64;
-        let most = f64::from(TOTAL.burst) + TOTAL.per_second * window;
+        let most = [TOTAL, MEMBER_TOTAL]
+            .iter()
+            .map(|r| f64::from(r.burst) + r.per_second * window)
+            .sum::<f64>();
         assert!(
-            most < g.capacity as f64,
+            most < GUARD_CAPACITY as f64,
             "{most} in a window of {} s",
             g.max_age_secs
+        );
+    }
+
+    #[test]
+    fn fresh_member_keys_get_one_forwarders_share_and_the_nodes_and_no_more() {
+        let (_, swarm, me, now) = setup();
+        let mut m = SwarmMarkers::new();
+        // One connection hands over markers of fresh keys that each have a presence:
+        // its network's share of members' markers, no more (all were taken before).
+        let taken = (0..MEMBER_PER_FORWARDER.burst + 50)
+            .filter(|_| {
+                let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+                m.receive(&me, &swarm, author, true, &via(), &bytes, &now)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(taken, MEMBER_PER_FORWARDER.burst as usize);
+        // Through many networks: the node's share of members' markers, no more.
+        let taken = (0..MEMBER_TOTAL.burst * 2)
+            .filter(|n| {
+                let (author, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+                m.receive(
+                    &me,
+                    &swarm,
+                    author,
+                    true,
+                    &forwarder(5000 + n),
+                    &bytes,
+                    &now,
+                )
+                .is_ok()
+            })
+            .count();
+        assert_eq!(
+            taken,
+            (MEMBER_TOTAL.burst - MEMBER_PER_FORWARDER.burst) as usize
+        );
+        // Strangers' markers have their own budget: still taken.
+        let (a, bytes) = marker_of(&NodeKeypair::generate(), &swarm, &now);
+        assert!(
+            m.receive(&me, &swarm, a, false, &forwarder(9), &bytes, &now)
+                .is_ok()
         );
     }
 
