@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libmesh::advert_store::DurableStore;
-use libmesh::node::kad_scope::MAX_DIAL_ADDRS;
+use libmesh::node::kad_scope::{DialScope, MAX_DIAL_ADDRS, ScopedKad};
 use libmesh::node::{Bootstrap, BootstrapName, Dht, KadMode, Node, NodeConfig, SeedPeer, Target};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, connection_limits, kad};
 use mesh_advert::StoreLimits;
 use mesh_advert::own::advert_for;
-use mesh_core::{NoTrace, NodeKeypair, Timestamp};
+use mesh_core::{NoTrace, NodeKeypair, RateLimit, Timestamp};
 use mesh_testkit::node::start_node;
 use mesh_testkit::{Net, net_swarm};
 
@@ -53,13 +53,12 @@ async fn counting(seen: Arc<Mutex<HashMap<usize, usize>>>, who: usize) -> u16 {
     port
 }
 
-/// A hostile mesh-DHT server (the node's seed) names [`FAKES`] made-up peers at
-/// [`ADDRS_EACH`] loopback counting sockets each; the node, with `external` addresses,
-/// asks the mesh DHT. How many sockets of each made-up peer it reached, and how many
-/// requests the hostile server answered.
-async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> (HashMap<usize, usize>, usize) {
-    // The made-up peers, each at ADDRS_EACH counting sockets.
-    let seen = Arc::new(Mutex::new(HashMap::new()));
+/// A hostile mesh-DHT server that names [`FAKES`] made-up peers at [`ADDRS_EACH`]
+/// loopback counting sockets each (counted in `seen`), running on its own task: its
+/// identity, address, and how many requests it answered.
+async fn hostile_server(
+    seen: &Arc<Mutex<HashMap<usize, usize>>>,
+) -> (NodeKeypair, Multiaddr, Arc<std::sync::atomic::AtomicUsize>) {
     let mut fakes: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
     for who in 0..FAKES {
         let mut addrs = Vec::new();
@@ -105,6 +104,15 @@ async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> (HashMap<usize,
             }
         }
     });
+    (key, hostile_addr, asked)
+}
+
+/// The hostile server of [`hostile_server`] is the node's seed; the node, with
+/// `external` addresses, asks the mesh DHT. How many sockets of each made-up peer it
+/// reached, and how many requests the hostile server answered.
+async fn dials_for_a_hostile_answer(external: Vec<Multiaddr>) -> (HashMap<usize, usize>, usize) {
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let (key, hostile_addr, asked) = hostile_server(&seen).await;
 
     // The node knows the hostile server as its seed, and asks the mesh DHT.
     let config = NodeConfig {
@@ -218,4 +226,78 @@ async fn a_dial_by_node_id_takes_few_of_an_advertisement_s_endpoints() {
         "{n} of the advertisement's 40 endpoints were dialed"
     );
     handle.shutdown().await;
+}
+
+#[derive(NetworkBehaviour)]
+struct Asker {
+    kad: ScopedKad,
+}
+
+/// One DHT answer naming made-up peers, all at one host, gets that host only its
+/// budget of the asking DHT's dials (`kad_scope::PER_DESTINATION`; counted here on
+/// loopback, which the node leaves free): 12 made-up peers at 20 addresses each, all
+/// on 127.0.0.1, got 8 addresses each dialed (96) with the per-peer bound alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_answer_aiming_made_up_peers_at_one_host_gets_it_only_its_budget() {
+    const BUDGET: u32 = 10;
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let (hostile_key, hostile_addr, asked) = hostile_server(&seen).await;
+
+    let key = NodeKeypair::generate().to_libp2p();
+    let peer = key.public().to_peer_id();
+    let kad = ScopedKad::new(
+        libmesh::node::build::mesh_kad(peer, KadMode::Client),
+        DialScope::Mesh,
+    )
+    .with_destinations(
+        RateLimit {
+            burst: BUDGET,
+            per_second: 0.0,
+        },
+        false,
+    );
+    let mut asker = net_swarm(&key, Net::Tcp, WAIT, Asker { kad });
+    asker
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let hostile_peer = hostile_key.node_id().to_peer_id().unwrap();
+    asker
+        .behaviour_mut()
+        .kad
+        .add_address(&hostile_peer, hostile_addr);
+    asker
+        .behaviour_mut()
+        .kad
+        .get_closest_peers(PeerId::random());
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let SwarmEvent::Behaviour(AskerEvent::Kad(kad::Event::OutboundQueryProgressed {
+                step,
+                ..
+            })) = asker.select_next_some().await
+                && step.last
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the query never ended");
+    // The last dials reach their sockets.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        tokio::time::timeout(Duration::from_millis(200), asker.select_next_some())
+            .await
+            .ok();
+    }
+    let reached: usize = seen.lock().unwrap().values().sum();
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the hostile server was never asked"
+    );
+    // The hostile server's own address took one of the host's tokens.
+    assert!(
+        reached >= 1 && reached < BUDGET as usize,
+        "{reached} addresses of one host dialed (budget {BUDGET})"
+    );
 }

@@ -6,8 +6,9 @@
 //!
 //! Each sender keeps a budget of its own, at its own rate: DCUtR's dials
 //! (`dcutr_scope`: 16, then 16 a minute), the thin-mesh feed's (`groups`: 8, then 8 a
-//! minute, loopback free) and birthday probing's attempts (`router::birthday`: 2, then 1
-//! every two minutes); a host named to all three gets the sum. The responder's punches
+//! minute, loopback free), birthday probing's attempts (`router::birthday`: 2, then 1
+//! every two minutes) and each DHT's dials (`kad_scope`: 32, then 32 a minute, loopback
+//! free); a host named to all of them gets the sum. The responder's punches
 //! (`router::punch_budget`) charge their destination together with two more buckets
 //! (the deliverer's, the node's) and keep their own limiter.
 

@@ -31,8 +31,10 @@ use libp2p::swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
+use mesh_core::RateLimit;
 
 use super::addrs::{dialable, without_peer};
+use super::destination_budget::DestinationBudget;
 use super::ip_scope::{Scope, amino_worthy, ip_of, is_name, on_private_net, scope};
 use super::kad_inbound::InboundScreen;
 
@@ -228,6 +230,8 @@ pub struct ScopedKad {
     inner: kad::Behaviour<kad::store::MemoryStore>,
     scope: DialScope,
     tried: Tried,
+    /// Addresses the dials take, per destination (an IPv4 address, an IPv6 /64).
+    destinations: DestinationBudget,
     listening: ListenAddresses,
     external: ExternalAddresses,
     /// The remote address of each connection.
@@ -237,13 +241,40 @@ pub struct ScopedKad {
 
 type Kad = kad::Behaviour<kad::store::MemoryStore>;
 
+/// Addresses at one destination (an IPv4 address, an IPv6 /64) the dials of one DHT
+/// take: 32 at once, then 32 a minute. Peer ids cost nothing, so the per-peer bound
+/// ([`MAX_DIAL_ADDRS`]) alone let one answer of 20 made-up peers, or a provider
+/// answer a group asks for every 10 s, aim 160 connection attempts at one host of the
+/// answering peer's choosing; honest peers sharing an address (several nodes behind
+/// one IP) stay far below. Loopback is free (in reach only for a node on loopback
+/// alone: several nodes on one host).
+pub const PER_DESTINATION: RateLimit = RateLimit {
+    burst: 32,
+    per_second: 32.0 / 60.0,
+};
+/// Destinations followed at once.
+const DESTINATIONS: usize = 4096;
+
 impl ScopedKad {
+    /// The same with `limit` per destination, loopback counted unless `loopback_free`
+    /// (tests on loopback count it).
+    pub fn with_destinations(mut self, limit: RateLimit, loopback_free: bool) -> Self {
+        let budget = DestinationBudget::new(limit, DESTINATIONS);
+        self.destinations = if loopback_free {
+            budget.loopback_free()
+        } else {
+            budget
+        };
+        self
+    }
+
     /// `inner`, dialing within `scope`.
     pub fn new(inner: kad::Behaviour<kad::store::MemoryStore>, scope: DialScope) -> Self {
         ScopedKad {
             inner,
             scope,
             tried: Tried::default(),
+            destinations: DestinationBudget::new(PER_DESTINATION, DESTINATIONS).loopback_free(),
             listening: ListenAddresses::default(),
             external: ExternalAddresses::default(),
             remotes: HashMap::new(),
@@ -330,8 +361,16 @@ impl NetworkBehaviour for ScopedKad {
             own: &own,
             paths: &paths,
         };
-        let tried = self.tried.of(peer, Instant::now());
-        Ok(self.scope.choose(&table, known, tried, &reach))
+        let now = Instant::now();
+        let tried = self.tried.of(peer, now);
+        let chosen = self.scope.choose(&table, known, tried, &reach);
+        // Addresses without an IP passed the scope as configured names (or on a node
+        // on loopback alone); the rest spend their destination's token.
+        let destinations = &mut self.destinations;
+        Ok(chosen
+            .into_iter()
+            .filter(|a| ip_of(a).is_none_or(|ip| destinations.admit_ip(ip, now)))
+            .collect())
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
