@@ -58,6 +58,8 @@ enum Seen {
     Confirmed(Multiaddr),
     /// The swarm was told the address is no longer one.
     Expired(Multiaddr),
+    /// The address was handed to the swarm as a candidate.
+    Candidate(Multiaddr),
     /// The client's verdict: the address, the server of the last test, reachable.
     Verdict(Multiaddr, PeerId, bool),
 }
@@ -158,6 +160,7 @@ async fn client_with(
     let (commands, seen) = run(swarm, |e| match e {
         SwarmEvent::ExternalAddrConfirmed { address } => Some(Seen::Confirmed(address)),
         SwarmEvent::ExternalAddrExpired { address } => Some(Seen::Expired(address)),
+        SwarmEvent::NewExternalAddrCandidate { address } => Some(Seen::Candidate(address)),
         SwarmEvent::Behaviour(ClientEvent::Autonat(e)) => {
             Some(Seen::Verdict(e.tested_addr, e.server, e.result.is_ok()))
         }
@@ -219,7 +222,7 @@ async fn next_test(rx: &mut mpsc::Receiver<Tested>, addr: &Multiaddr, what: &str
     }
 }
 
-/// The next thing the client reports about `addr`.
+/// The next thing the client reports about `addr`, its being a candidate apart.
 async fn next_seen(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, what: &str) -> Seen {
     loop {
         let s = next(seen, what).await;
@@ -231,6 +234,11 @@ async fn next_seen(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, what: &str
     }
 }
 
+/// Until `addr` was handed to the swarm as a candidate.
+async fn candidate(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr) {
+    while next(seen, "the candidate").await != Seen::Candidate(addr.clone()) {}
+}
+
 /// What the client reports about `addr` within `window` (nothing, for a window it
 /// should stay quiet in).
 async fn within(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, window: Duration) -> Vec<Seen> {
@@ -239,6 +247,7 @@ async fn within(seen: &mut mpsc::Receiver<Seen>, addr: &Multiaddr, window: Durat
     while let Ok(Some(s)) = tokio::time::timeout_at(end, seen.recv()).await {
         let about = match &s {
             Seen::Confirmed(a) | Seen::Expired(a) | Seen::Verdict(a, _, _) => a,
+            Seen::Candidate(_) => continue,
         };
         if about == addr {
             got.push(s);
@@ -498,7 +507,10 @@ async fn confirmed_then_gone(pinned: bool) -> Vec<Seen> {
     )
     .await;
     if pinned {
-        // (The swarm reports no event for an address its application adds.)
+        // Once AutoNAT has the candidate (the swarm hands none over that is an
+        // external address already). The swarm reports no event for an address its
+        // application adds.
+        candidate(&mut seen, &addr).await;
         let own = addr.clone();
         let pin: Command<Client> = Box::new(move |s| s.add_external_address(own));
         assert!(commands.send(pin).await.is_ok());
