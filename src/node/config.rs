@@ -189,6 +189,12 @@ pub struct Limits {
     pub hot_sessions: usize,
     /// Gossipsub message size cap, bytes.
     pub max_gossip_bytes: usize,
+    /// Messages a second taken on the application's gossipsub topics from what one
+    /// network's peers hand over (bursts of ten seconds' worth); beyond, ignored
+    /// (neither delivered nor forwarded).
+    pub app_gossip_per_network: u32,
+    /// Messages a second taken on the application's topics in all (as above).
+    pub app_gossip_total: u32,
 }
 
 impl Limits {
@@ -219,6 +225,8 @@ impl Default for Limits {
             max_sessions: 32,
             hot_sessions: 2,
             max_gossip_bytes: 64 * 1024,
+            app_gossip_per_network: 100,
+            app_gossip_total: 400,
         }
     }
 }

@@ -484,11 +484,15 @@ impl Node {
                 .report_message_validation_result(&message_id, &propagation_source, acceptance);
             return;
         }
-        let acceptance = if message.data.is_empty() || !self.topics.contains(&topic) {
-            gossipsub::MessageAcceptance::Reject
-        } else {
-            gossipsub::MessageAcceptance::Accept
+        // The application's topics: within the forwarder network's rate and the node's
+        // (`app_topics`).
+        let forwarder = {
+            use super::view::View as _;
+            let (view, via) = (view!(self), propagation_source);
+            mesh_advert::Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs())
         };
+        let now = Timestamp::now();
+        let acceptance = self.topics.accept(&topic, &message.data, &forwarder, &now);
         let accepted = matches!(acceptance, gossipsub::MessageAcceptance::Accept);
         self.swarm
             .behaviour_mut()

@@ -32,6 +32,7 @@ mod action;
 pub mod addrs;
 pub mod admission;
 pub mod api;
+mod app_topics;
 mod apply;
 pub mod autonat_gate;
 pub mod behaviour;
@@ -87,9 +88,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::metrics::{Metrics, Registry};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol};
 use mesh_advert::own::OwnAdvert;
 use mesh_core::{NodeId, NodeKeypair, Timestamp, TraceSink};
 use tokio::sync::mpsc;
@@ -192,7 +192,7 @@ pub struct Node {
     /// AutoNAT's verdict per tested address.
     nat: nat_verdicts::NatVerdicts,
     /// Plain gossipsub topics the application subscribed to.
-    topics: HashSet<String>,
+    topics: app_topics::AppTopics,
     started: Instant,
     perf: Option<(libp2p_stream::Control, tokio::task::JoinHandle<()>)>,
     own: own::OwnRecord,
@@ -386,6 +386,7 @@ impl Node {
             wss_public,
             probe_ports,
             prober: birthday::run::Prober::default(),
+            topics: app_topics::AppTopics::new(&config.limits),
             config,
             store,
             trace,
@@ -397,7 +398,6 @@ impl Node {
             stats,
             registry: Arc::new(Mutex::new(registry)),
             nat: nat_verdicts::NatVerdicts::default(),
-            topics: HashSet::new(),
             started: now,
             perf,
         };
