@@ -279,7 +279,8 @@ pub struct NodeConfig {
     /// Kademlia mode of both DHTs.
     pub kad_mode: KadMode,
     /// Keep loopback and private addresses of peers in the Amino (public) routing
-    /// table; by default only public addresses and names enter it.
+    /// table; by default only public addresses enter it (no DNS names: they may resolve
+    /// to the node's own host or LAN).
     pub amino_private_addrs: bool,
     /// Run a circuit relay v2 server.
     pub relay_server: bool,

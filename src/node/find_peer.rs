@@ -15,7 +15,7 @@ use super::api::HandleError;
 use super::waiting::{After, Join};
 
 /// The addresses of a peer Amino found that the node dials: those its routing table would
-/// take (`ip_scope::amino_worthy`: no loopback, LAN or local name unless
+/// take (`ip_scope::amino_worthy`: no loopback, LAN or DNS name unless
 /// `amino_private_addrs`), dialable, at most [`super::kad_scope::MAX_DIAL_ADDRS`]. The
 /// list is whatever the Amino peer that first named the peer gave: all of it was
 /// dialed, past the scope Amino's own dials keep.

@@ -9,11 +9,12 @@
 //! and every dial that asks the behaviours for addresses goes through): at most
 //! [`MAX_DIAL_ADDRS`] per peer, never an unroutable address, and on Amino (the public
 //! DHT, where any stranger answers) only addresses its routing table would take
-//! (`ip_scope::amino_worthy`: no loopback or LAN addresses unless the node is told to keep
-//! them, or the configured bootstrap addresses); on the mesh DHT only addresses in the
-//! node's reach ([`Reach`]: loopback only for a node on loopback alone, a private
-//! network only one the node or one of its connections is on, no local names beyond
-//! loopback).
+//! (`ip_scope::amino_worthy`: no loopback or LAN addresses or DNS names unless the node
+//! is told to keep them, or the configured bootstrap addresses); on the mesh DHT only
+//! addresses in the node's reach ([`Reach`]: loopback only for a node on loopback alone,
+//! a private network only one the node or one of its connections is on, DNS names like
+//! loopback). A name the node dialed itself (an explicit dial, a seed) stays in reach;
+//! each DHT's own dials take a token of their destination ([`PER_DESTINATION`]).
 //!
 //! It also answers inbound reads within a budget ([`super::kad_inbound`]): one beyond
 //! gets an empty answer (no peers, no record).
@@ -165,7 +166,8 @@ impl DialScope {
     }
 }
 
-/// The order in which a dial takes a peer's addresses: public ones and names first.
+/// The order in which a dial takes a peer's addresses: public ones and names (those in
+/// scope) first.
 fn rank(addr: &Multiaddr) -> u8 {
     match ip_of(addr).map(scope) {
         None | Some(Scope::Public) => 0,
@@ -232,6 +234,9 @@ pub struct ScopedKad {
     tried: Tried,
     /// Addresses the dials take, per destination (an IPv4 address, an IPv6 /64).
     destinations: DestinationBudget,
+    /// DNS names the node dialed itself (an explicit dial, a seed), at most
+    /// [`DIALED_NAMES`]: in reach, though peer-given names are not.
+    dialed_names: VecDeque<Multiaddr>,
     listening: ListenAddresses,
     external: ExternalAddresses,
     /// The remote address of each connection.
@@ -254,6 +259,8 @@ pub const PER_DESTINATION: RateLimit = RateLimit {
 };
 /// Destinations followed at once.
 const DESTINATIONS: usize = 4096;
+/// Names the node dialed itself that are kept in reach.
+const DIALED_NAMES: usize = 64;
 
 impl ScopedKad {
     /// The same with `limit` per destination, loopback counted unless `loopback_free`
@@ -275,6 +282,7 @@ impl ScopedKad {
             scope,
             tried: Tried::default(),
             destinations: DestinationBudget::new(PER_DESTINATION, DESTINATIONS).loopback_free(),
+            dialed_names: VecDeque::new(),
             listening: ListenAddresses::default(),
             external: ExternalAddresses::default(),
             remotes: HashMap::new(),
@@ -363,9 +371,25 @@ impl NetworkBehaviour for ScopedKad {
         };
         let now = Instant::now();
         let tried = self.tried.of(peer, now);
-        let chosen = self.scope.choose(&table, known, tried, &reach);
-        // Addresses without an IP passed the scope as configured names (or on a node
-        // on loopback alone); the rest spend their destination's token.
+        let named: Vec<Multiaddr> = (table.iter().chain(&known))
+            .filter(|a| self.dialed_names.contains(&without_peer(a)))
+            .cloned()
+            .collect();
+        let mut chosen = self.scope.choose(&table, known, tried, &reach);
+        // Names the node dialed itself stay in reach (peer-given ones are not).
+        for a in named {
+            if chosen.len() < MAX_DIAL_ADDRS && !chosen.contains(&a) {
+                chosen.push(a);
+            }
+        }
+        // A dial that brings addresses of its own (a route, a punch, a seed) takes ours
+        // only if it asks to, and is budgeted by whoever made it; the DHTs' own dials
+        // bring none: their addresses with an IP spend their destination's token
+        // (those without passed the scope as the operator's names, or on a node on
+        // loopback alone).
+        if !addresses.is_empty() {
+            return Ok(chosen);
+        }
         let destinations = &mut self.destinations;
         Ok(chosen
             .into_iter()
@@ -378,8 +402,17 @@ impl NetworkBehaviour for ScopedKad {
         self.external.on_swarm_event(&event);
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
-                self.remotes
-                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
+                let remote = e.endpoint.get_remote_address();
+                if e.endpoint.is_dialer() && is_name(remote) {
+                    let name = without_peer(remote);
+                    if !self.dialed_names.contains(&name) {
+                        if self.dialed_names.len() >= DIALED_NAMES {
+                            self.dialed_names.pop_front();
+                        }
+                        self.dialed_names.push_back(name);
+                    }
+                }
+                self.remotes.insert(e.connection_id, remote.clone());
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.remotes.remove(&e.connection_id);
@@ -406,251 +439,4 @@ impl NetworkBehaviour for ScopedKad {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ma(s: &str) -> Multiaddr {
-        s.parse().unwrap()
-    }
-
-    /// A node on loopback alone, with no connection.
-    fn loopback_node() -> Vec<Multiaddr> {
-        vec![ma("/ip4/127.0.0.1/tcp/4001")]
-    }
-
-    fn loopback(n: usize) -> Vec<Multiaddr> {
-        (0..n)
-            .map(|i| ma(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i)))
-            .collect()
-    }
-
-    #[test]
-    fn a_peer_gets_the_same_few_routable_addresses_dialed_whatever_the_lists() {
-        let mut addrs = vec![ma("/ip4/0.0.0.0/tcp/1"), ma("/ip4/224.0.0.1/tcp/1")];
-        addrs.extend(loopback(30));
-        let mut tried = Vec::new();
-        let first = DialScope::Mesh.choose(
-            &[],
-            addrs.clone(),
-            &mut tried,
-            &Reach {
-                own: &loopback_node(),
-                paths: &[],
-            },
-        );
-        assert_eq!(first, addrs[2..2 + MAX_DIAL_ADDRS]);
-        // Another query's list of the same peer, without the first ones: nothing new.
-        let rest = addrs[2 + MAX_DIAL_ADDRS..].to_vec();
-        assert!(
-            DialScope::Mesh
-                .choose(
-                    &[],
-                    rest,
-                    &mut tried,
-                    &Reach {
-                        own: &loopback_node(),
-                        paths: &[]
-                    }
-                )
-                .is_empty()
-        );
-        // In any order, repeated: the same ones.
-        let mut shuffled = addrs.clone();
-        shuffled.reverse();
-        shuffled.extend(addrs.clone());
-        assert_eq!(
-            DialScope::Mesh.choose(
-                &[],
-                shuffled,
-                &mut tried,
-                &Reach {
-                    own: &loopback_node(),
-                    paths: &[]
-                }
-            ),
-            first
-        );
-        // The routing table's come first, and do not count as new.
-        let table = [addrs[31].clone()];
-        let with_table = DialScope::Mesh.choose(
-            &table,
-            addrs.clone(),
-            &mut tried,
-            &Reach {
-                own: &loopback_node(),
-                paths: &[],
-            },
-        );
-        assert_eq!(with_table[0], addrs[31]);
-        assert_eq!(with_table.len(), MAX_DIAL_ADDRS);
-        assert_eq!(tried.len(), MAX_DIAL_ADDRS);
-    }
-
-    #[test]
-    fn amino_dials_no_lan_or_loopback_unless_told_or_configured() {
-        let addrs = vec![
-            ma("/ip4/192.168.1.7/tcp/4001"),
-            ma("/ip4/127.0.0.1/tcp/4001"),
-            ma("/ip4/198.51.100.7/tcp/4001"),
-            ma("/dnsaddr/bootstrap.libp2p.io"),
-            ma("/ip4/10.1.1.1/tcp/4001/p2p/12D3KooWGjMCgWVvg4wVKw8wqyKaxwQyfZ9aYQ8ZQ3MrK3n3y3Yd"),
-        ];
-        let strict = DialScope::Amino {
-            keep_private: false,
-            configured: vec![ma("/ip4/10.1.1.1/tcp/4001")],
-        };
-        let mut kept = strict.choose(
-            &[],
-            addrs.clone(),
-            &mut Vec::new(),
-            &Reach {
-                own: &loopback_node(),
-                paths: &[],
-            },
-        );
-        kept.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        // `/dnsaddr` is no address the node dials itself (only a configured one).
-        let mut want = vec![addrs[2].clone(), addrs[4].clone()];
-        want.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        assert_eq!(kept, want);
-        let told = DialScope::Amino {
-            keep_private: true,
-            configured: vec![],
-        };
-        assert_eq!(
-            told.choose(
-                &[],
-                addrs.clone(),
-                &mut Vec::new(),
-                &Reach {
-                    own: &loopback_node(),
-                    paths: &[]
-                }
-            )
-            .len(),
-            4
-        );
-        let webtransport = ma("/ip4/198.51.100.7/udp/4001/quic-v1/webtransport");
-        assert!(
-            told.choose(
-                &[],
-                vec![webtransport],
-                &mut Vec::new(),
-                &Reach {
-                    own: &loopback_node(),
-                    paths: &[]
-                }
-            )
-            .is_empty()
-        );
-    }
-
-    /// A peer with more addresses than a dial takes, its public one listed after its
-    /// loopback and LAN ones (by bytes, 127… and 10… sort before 203…): the public one is
-    /// dialed (it was the ninth, never tried).
-    #[test]
-    fn public_addresses_go_first() {
-        let mut addrs = loopback(6);
-        addrs.extend((0..4).map(|i| ma(&format!("/ip4/10.0.0.{i}/tcp/4001"))));
-        addrs.push(ma("/ip4/203.0.113.9/tcp/4001"));
-        addrs.push(ma("/dns4/node.example/tcp/4001"));
-        // A node on loopback with a connection into 10.0.0.0/24.
-        let own = loopback_node();
-        let on_lan = Reach {
-            own: &own,
-            paths: &[ma("/ip4/10.0.0.99/tcp/4001")],
-        };
-        let chosen = DialScope::Mesh.choose(&[], addrs.clone(), &mut Vec::new(), &on_lan);
-        assert_eq!(chosen.len(), MAX_DIAL_ADDRS);
-        assert!(chosen[..2].contains(&addrs[10]) && chosen[..2].contains(&addrs[11]));
-        assert!(
-            chosen[2..6]
-                .iter()
-                .all(|a| a.to_string().starts_with("/ip4/10."))
-        );
-    }
-
-    #[test]
-    fn tried_addresses_are_kept_for_a_bounded_number_of_peers_and_a_while() {
-        let mut t = Tried::default();
-        let now = Instant::now();
-        let first = PeerId::random();
-        t.of(first, now).push(ma("/ip4/127.0.0.1/tcp/1"));
-        assert_eq!(t.of(first, now).len(), 1);
-        assert!(
-            t.of(first, now + TRIED_FOR).is_empty(),
-            "forgotten after a while"
-        );
-        t.of(first, now).push(ma("/ip4/127.0.0.1/tcp/1"));
-        for _ in 0..TRIED_PEERS {
-            t.of(PeerId::random(), now);
-        }
-        assert_eq!(t.len(), TRIED_PEERS);
-        assert!(t.of(first, now).is_empty(), "the oldest went first");
-    }
-
-    /// The mesh DHT's reach: a node with an address beyond loopback dials no loopback
-    /// address or local name a DHT answer names, and a private one only on a network it
-    /// has an address in or a connection to.
-    #[test]
-    fn the_mesh_dht_dials_only_what_the_node_reaches() {
-        let own = [
-            ma("/ip4/127.0.0.1/tcp/4001"),
-            ma("/ip4/192.168.1.5/tcp/4001"),
-        ];
-        let paths = [ma("/ip4/10.77.0.1/tcp/4001")];
-        let reach = Reach {
-            own: &own,
-            paths: &paths,
-        };
-        let offered = vec![
-            ma("/ip4/127.0.0.1/tcp/6379"),
-            ma("/dns4/localhost/tcp/6379"),
-            ma("/dns4/metadata.internal/tcp/80"),
-            ma("/ip4/10.99.0.1/tcp/22"),
-            ma("/ip4/169.254.169.254/tcp/80"),
-            ma("/ip4/192.168.1.20/tcp/4001"),
-            ma("/ip4/10.77.0.9/tcp/4001"),
-            ma("/ip4/203.0.113.9/tcp/4001"),
-            ma("/dns4/node.example/tcp/4001"),
-        ];
-        let mut chosen = DialScope::Mesh.choose(&[], offered.clone(), &mut Vec::new(), &reach);
-        chosen.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        // Not the name either: a public name may resolve to the node's loopback or LAN.
-        let mut want = offered[5..8].to_vec();
-        want.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        assert_eq!(chosen, want);
-        // Routing-table entries are held to the same reach.
-        let table = [ma("/ip4/127.0.0.1/tcp/6379")];
-        assert!(
-            DialScope::Mesh
-                .choose(&table, Vec::new(), &mut Vec::new(), &reach)
-                .is_empty()
-        );
-        // A node without an IP address yet dials none of them.
-        let no_ip = Reach {
-            own: &[],
-            paths: &[],
-        };
-        assert!(
-            DialScope::Mesh
-                .choose(&[], offered[..3].to_vec(), &mut Vec::new(), &no_ip)
-                .is_empty()
-        );
-        // A node on loopback alone (several on one host) dials loopback and local names.
-        assert_eq!(
-            DialScope::Mesh
-                .choose(
-                    &[],
-                    offered[..3].to_vec(),
-                    &mut Vec::new(),
-                    &Reach {
-                        own: &loopback_node(),
-                        paths: &[]
-                    }
-                )
-                .len(),
-            3
-        );
-    }
-}
+mod tests;
