@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use libmesh::advert_store::DurableStore;
-use libmesh::node::{Bootstrap, BootstrapName, Node, NodeConfig, NodeHandle};
+use libmesh::node::{Bootstrap, BootstrapName, Dht, Node, NodeConfig, NodeHandle};
 use libp2p::Multiaddr;
 use mesh_advert::StoreLimits;
 use mesh_advert::own::advert_for;
@@ -34,13 +34,15 @@ fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 }
 
 /// A data directory whose store holds a stranger's advertisement naming only
-/// 127.0.0.1:`port`.
-fn store_with_stranger_at(dir: &Path, port: u16) {
+/// 127.0.0.1:`port`; the stranger's peer id.
+fn store_with_stranger_at(dir: &Path, port: u16) -> String {
     let now = Timestamp::now();
     let (store, _) = DurableStore::open(dir, StoreLimits::default(), &now).unwrap();
     let endpoint: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-    let ad = advert_for(&NodeKeypair::generate(), &[endpoint], 1, &now, 3600).unwrap();
+    let key = NodeKeypair::generate();
+    let ad = advert_for(&key, &[endpoint], 1, &now, 3600).unwrap();
     store.insert(ad, &now).unwrap();
+    key.node_id().to_peer_id().unwrap().to_string()
 }
 
 fn start(dir: &Path, external: Vec<Multiaddr>) -> NodeHandle {
@@ -84,10 +86,19 @@ async fn stored_peers_are_dialed_only_in_the_node_s_scope() {
     // A loopback-only node does dial it (so the listener above would have counted).
     let (port, count) = counting_listener();
     let dir = tempfile::tempdir().unwrap();
-    store_with_stranger_at(dir.path(), port);
-    let _loopback_node = start(dir.path(), vec![]);
+    let stranger = store_with_stranger_at(dir.path(), port);
+    let loopback_node = start(dir.path(), vec![]);
     assert!(
         dials(&count, Duration::from_secs(30)).await > 0,
         "a loopback-only node did not dial its stored peer"
+    );
+    // The stranger is not in the mesh DHT's routing table, which the node hands to
+    // every asker: a stored advertisement is anyone's, and shows nothing of a DHT
+    // server (it was, at the addresses its signer chose). A connection adds a peer
+    // that serves the DHT.
+    let table = loopback_node.routing_table(Dht::Mesh).await.unwrap();
+    assert!(
+        !table.iter().any(|e| e.peer_id == stranger),
+        "a stored peer is in the mesh DHT's table: {table:?}"
     );
 }

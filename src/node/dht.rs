@@ -214,11 +214,13 @@ pub(crate) fn stored_peers(
     out
 }
 
-/// Hands `peers` ([`stored_peers`]) to the governor and the mesh DHT, so a restarted
-/// node reconnects without its seeds. How many. Only the addresses in the node's scope
-/// (`own`: its listen and external addresses; see [`addrs::in_node_scope`], at most
+/// Hands `peers` ([`stored_peers`]) to the governor, so a restarted node reconnects
+/// without its seeds. How many. Only the addresses in the node's scope (`own`: its
+/// listen and external addresses; see [`addrs::in_node_scope`], at most
 /// [`super::kad_scope::MAX_DIAL_ADDRS`] each), and as past peers, not named ones:
-/// anyone can publish an advertisement.
+/// anyone can publish an advertisement. Not to the mesh DHT's routing table, which
+/// hands its entries to every asker: an advertisement shows nothing of a DHT server
+/// (a connection to one adds it there).
 pub(crate) fn remember_stored(
     b: &mut MeshBehaviour,
     peers: Vec<(NodeId, Vec<Multiaddr>)>,
@@ -227,14 +229,8 @@ pub(crate) fn remember_stored(
     let mut taken = 0;
     for (node, advertised) in peers {
         let addrs = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
-        let Ok(peer) = node.to_peer_id() else {
+        if addrs.is_empty() || node.to_peer_id().is_err() {
             continue;
-        };
-        if addrs.is_empty() {
-            continue;
-        }
-        for a in &addrs {
-            b.mesh_kad.add_address(&peer, a.clone());
         }
         b.session.add_past_peer(node, addrs);
         taken += 1;
