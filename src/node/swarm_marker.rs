@@ -160,25 +160,20 @@ impl SwarmMarkers {
             ));
         };
         let ms = now.instant().timestamp_millis();
-        let charges = if member {
-            take_all(
-                ms,
-                &mut [
-                    &mut self.rate.charge(&author),
-                    &mut self.member_forwarders.charge(forwarder),
-                    &mut self.member_total.charge(&()),
-                ],
-            )
+        // Members and strangers each have budgets of their own.
+        let (forwarders, total) = if member {
+            (&mut self.member_forwarders, &mut self.member_total)
         } else {
-            take_all(
-                ms,
-                &mut [
-                    &mut self.rate.charge(&author),
-                    &mut self.forwarders.charge(forwarder),
-                    &mut self.total.charge(&()),
-                ],
-            )
+            (&mut self.forwarders, &mut self.total)
         };
+        let charges = take_all(
+            ms,
+            &mut [
+                &mut self.rate.charge(&author),
+                &mut forwarders.charge(forwarder),
+                &mut total.charge(&()),
+            ],
+        );
         if let Err(retry) = charges {
             return Err(MeshError::new(
                 ErrorCode::TransportRejected,
