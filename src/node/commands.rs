@@ -218,8 +218,12 @@ impl Node {
             // With the addresses the swarm knows, or, when it knows none, after
             // looking the peer up (see `find_peer`). Dialed even while another dial to
             // the peer runs (a reconnection to an address the peer left, say): this
-            // dial's own failure is what starts the lookup.
+            // dial's own failure is what starts the lookup. But not beside a lookup of
+            // the peer: that is joined (see `Waiting::looking_up`).
             Target::Peer(p) => {
+                if self.waiting.looking_up(&p) {
+                    return self.find_peer(p, after, true);
+                }
                 let opts = DialOpts::peer_id(p)
                     .condition(PeerCondition::Disconnected)
                     .build();

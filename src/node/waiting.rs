@@ -149,6 +149,19 @@ impl Waiting {
             .map(|(id, _)| *id)
     }
 
+    /// Whether a lookup of `peer` runs (of its node id, or of a peer id in Amino). A
+    /// dial by peer id then joins it rather than dial on its own: until the lookup
+    /// answers, the addresses the swarm would dial are only what its queries have just
+    /// been told (Kademlia hands a running query's addresses to any dial of the peer),
+    /// so a dial of its own would be a second connection to the same peer beside the
+    /// one the lookup is about to open, not a way round a stale address.
+    pub(crate) fn looking_up(&self, peer: &PeerId) -> bool {
+        match NodeId::from_peer_id(peer) {
+            Ok(node) => self.lookups.contains_key(&node),
+            Err(_) => self.sought.runs(peer),
+        }
+    }
+
     /// A command's dial to `peer` at `addrs` started as `id`.
     pub(crate) fn found_dial_started(
         &mut self,
@@ -486,6 +499,40 @@ mod tests {
         let err = rx.try_recv().unwrap().unwrap_err();
         assert_eq!(err.code(), mesh_core::ErrorCode::TransportUnavailable);
         assert!(p.by_peer.is_empty());
+    }
+
+    /// A dial by peer id joins the lookup of the peer while it runs, and dials on its
+    /// own otherwise (the flake of `node_dial_peer`: a command that came while the
+    /// lookup's query had just been told the peer's addresses dialed them beside the
+    /// dial the lookup started).
+    #[test]
+    fn a_dial_by_peer_id_joins_the_peers_lookup_while_it_runs() {
+        let mut p = Waiting::default();
+        let node = mesh_core::NodeKeypair::generate().node_id();
+        let peer = node.to_peer_id().unwrap();
+        let (tx, _rx) = oneshot::channel();
+        assert!(!p.looking_up(&peer));
+        assert!(!p.add_lookup_waiter(node, After::Dial(tx)));
+        assert!(p.looking_up(&peer));
+        assert!(!p.looking_up(&PeerId::random()));
+        assert_eq!(p.finish_lookup(&node).len(), 1);
+        assert!(!p.looking_up(&peer));
+
+        // A peer id that is not a node id: its Amino lookup.
+        let other = PeerId::random();
+        let (tx, _rx) = oneshot::channel();
+        let Join::Start(after) = p.sought.add(other, After::Dial(tx)) else {
+            panic!("no lookup of it ran");
+        };
+        p.sought.started(
+            other,
+            peer_lookups::tests::query_id(),
+            after,
+            Instant::now(),
+        );
+        assert!(p.looking_up(&other));
+        assert_eq!(p.sought.finish(&other).len(), 1);
+        assert!(!p.looking_up(&other));
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl PeerLookups {
         );
     }
 
+    /// Whether a lookup of `peer` runs.
+    pub(crate) fn runs(&self, peer: &PeerId) -> bool {
+        self.by_peer.contains_key(peer)
+    }
+
     /// The peer a query looks for, if it is one of ours.
     pub(crate) fn peer_of(&self, query: QueryId) -> Option<PeerId> {
         self.by_peer
@@ -97,12 +102,12 @@ impl PeerLookups {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use libp2p::kad;
     use tokio::sync::oneshot;
 
-    fn query_id() -> QueryId {
+    pub(crate) fn query_id() -> QueryId {
         // Query ids come only from a Kademlia behaviour: take one from a throwaway.
         let key = libp2p::identity::Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
