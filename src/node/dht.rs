@@ -7,12 +7,13 @@ use std::time::Instant;
 use libp2p::{Multiaddr, PeerId, identify, kad};
 use mesh_advert::providers::ProviderBook;
 use mesh_advert::{AdvertStore, StoredAdvert};
-use mesh_core::{MeshResult, NodeId, Timestamp};
+use mesh_core::{MeshResult, NodeId, RateLimit, Timestamp};
 
 use super::addrs;
 use super::api::Dht;
 use super::behaviour::MeshBehaviour;
 use super::build::speaks;
+use super::destination_budget::DestinationBudget;
 use super::router::plan::is_circuit;
 use super::store::SharedAdverts;
 
@@ -214,26 +215,51 @@ pub(crate) fn stored_peers(
     out
 }
 
-/// Hands `peers` ([`stored_peers`]) to the governor, so a restarted node reconnects
-/// without its seeds. How many. Only the addresses in the node's scope (`own`: its
-/// listen and external addresses; see [`addrs::in_node_scope`], at most
-/// [`super::kad_scope::MAX_DIAL_ADDRS`] each), and as past peers, not named ones:
-/// anyone can publish an advertisement. Not to the mesh DHT's routing table, which
-/// hands its entries to every asker: an advertisement shows nothing of a DHT server
-/// (a connection to one adds it there).
+/// Addresses of one destination (an IPv4 address, an IPv6 /64) that the stored
+/// advertisements of a restart may name, over all of them: anyone can push an
+/// advertisement naming any host, and the governor dials what it is given (and redials
+/// it until it forgets the peer). Loopback is free (nodes on one host).
+pub(crate) const STORED_PER_DESTINATION: RateLimit = RateLimit {
+    burst: 4,
+    per_second: 0.0,
+};
+
+/// Of `peers` ([`stored_peers`]), the ones to redial and at which addresses: those in
+/// the node's scope (`own`: its listen and external addresses; see
+/// [`addrs::in_node_scope`], at most [`super::kad_scope::MAX_DIAL_ADDRS`] each), and no
+/// more than [`STORED_PER_DESTINATION`] addresses of one destination in all, in the
+/// store's order. Pure.
+pub(crate) fn stored_dials(
+    peers: Vec<(NodeId, Vec<Multiaddr>)>,
+    own: &[Multiaddr],
+    now: Instant,
+) -> Vec<(NodeId, Vec<Multiaddr>)> {
+    let mut budget = DestinationBudget::new(STORED_PER_DESTINATION, 4096).loopback_free();
+    peers
+        .into_iter()
+        .filter(|(node, _)| node.to_peer_id().is_ok())
+        .filter_map(|(node, advertised)| {
+            let addrs = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
+            let addrs = budget.admit(addrs, now);
+            (!addrs.is_empty()).then_some((node, addrs))
+        })
+        .collect()
+}
+
+/// Hands `peers` ([`stored_dials`]) to the governor, so a restarted node reconnects
+/// without its seeds. How many. As past peers, not named ones: anyone can publish an
+/// advertisement. Not to the mesh DHT's routing table, which hands its entries to every
+/// asker: an advertisement shows nothing of a DHT server (a connection to one adds it
+/// there).
 pub(crate) fn remember_stored(
     b: &mut MeshBehaviour,
     peers: Vec<(NodeId, Vec<Multiaddr>)>,
     own: &[Multiaddr],
 ) -> usize {
-    let mut taken = 0;
-    for (node, advertised) in peers {
-        let addrs = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
-        if addrs.is_empty() || node.to_peer_id().is_err() {
-            continue;
-        }
+    let dials = stored_dials(peers, own, Instant::now());
+    let taken = dials.len();
+    for (node, addrs) in dials {
         b.session.add_past_peer(node, addrs);
-        taken += 1;
     }
     taken
 }
@@ -264,9 +290,55 @@ pub(crate) fn take_provider(
 
 #[cfg(test)]
 mod tests {
-    use super::{BOOTSTRAP_EVERY, MAX_ADDRS_PER_ENTRY, amino_worthy, bootstrap_gap, cap_entry};
+    use super::{
+        BOOTSTRAP_EVERY, MAX_ADDRS_PER_ENTRY, STORED_PER_DESTINATION, amino_worthy, bootstrap_gap,
+        cap_entry, stored_dials,
+    };
     use libp2p::{Multiaddr, PeerId, kad};
-    use std::time::Duration;
+    use mesh_core::NodeId;
+    use std::time::{Duration, Instant};
+
+    /// Stored advertisements at a restart: many (anyone's) naming one host get it no
+    /// more than its budget of addresses over all of them; another host, loopback on a
+    /// loopback node and out-of-scope addresses as before.
+    #[test]
+    fn stored_advertisements_aiming_at_one_host_get_it_only_its_budget() {
+        let own: Vec<Multiaddr> = vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()];
+        let node = || mesh_core::NodeKeypair::generate().node_id();
+        let at = |host: &str, port: usize| -> Multiaddr {
+            format!("/ip4/{host}/tcp/{port}").parse().unwrap()
+        };
+        let mut peers: Vec<(NodeId, Vec<Multiaddr>)> = (0..20)
+            .map(|i| {
+                (
+                    node(),
+                    vec![at("198.51.100.7", 1000 + i), at("198.51.100.7", 2000 + i)],
+                )
+            })
+            .collect();
+        let other = node();
+        peers.push((other, vec![at("203.0.113.9", 4001), at("10.9.9.9", 22)]));
+        let dials = stored_dials(peers, &own, Instant::now());
+        let to_host: usize = dials
+            .iter()
+            .flat_map(|(_, a)| a)
+            .filter(|a| a.to_string().contains("198.51.100.7"))
+            .count();
+        assert_eq!(to_host, STORED_PER_DESTINATION.burst as usize, "{dials:?}");
+        assert_eq!(
+            dials.len(),
+            3,
+            "two stored peers take the host's budget, plus the other"
+        );
+        assert_eq!(dials.last(), Some(&(other, vec![at("203.0.113.9", 4001)])));
+
+        // Nodes on one host (loopback alone): free.
+        let lo: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
+        let peers: Vec<_> = (0..20)
+            .map(|i| (node(), vec![at("127.0.0.1", 5000 + i)]))
+            .collect();
+        assert_eq!(stored_dials(peers, &lo, Instant::now()).len(), 20);
+    }
 
     /// An entry fed more addresses than the cap keeps the newest `MAX_ADDRS_PER_ENTRY`
     /// (libp2p-kad alone keeps them all).
