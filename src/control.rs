@@ -29,7 +29,7 @@
 //! | `POST /signal` | `{"node_id", "data_b64", "content_type"?}` | `{"correlation"}` once the setup payload went out |
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
@@ -291,24 +291,20 @@ pub fn control_router(handle: NodeHandle, auth: ControlAuth) -> Router {
 #[derive(Clone)]
 struct MetricsState {
     status: crate::status_cache::SharedStatus,
-    registry: Arc<Mutex<Registry>>,
+    metrics: crate::status_cache::SharedMetrics,
 }
 
 async fn metrics(State(s): State<MetricsState>) -> Response {
-    let encoded = {
-        let registry = s.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        crate::node::stats::encode(&registry)
-    };
-    match encoded {
+    match s.metrics.get().await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            text,
+            text.to_string(),
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
@@ -316,15 +312,15 @@ async fn metrics_status(State(s): State<MetricsState>) -> ApiResult {
     to_value(&s.status.get().await?)
 }
 
-/// The metrics router: `/metrics` and `/status` (the node asked at most once a second,
-/// see [`crate::status_cache`]).
+/// The metrics router: `/metrics` and `/status` (the registry encoded and the node asked
+/// at most once a second, see [`crate::status_cache`]).
 pub fn metrics_router(handle: NodeHandle, registry: Arc<Mutex<Registry>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(metrics_status))
         .with_state(MetricsState {
             status: crate::status_cache::SharedStatus::new(handle),
-            registry,
+            metrics: crate::status_cache::SharedMetrics::new(registry),
         })
 }
 

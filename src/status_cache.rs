@@ -5,9 +5,18 @@
 //! store on the node's own task: a client looping on the page had that task do it as
 //! often as it asked, beside the swarm's events. [`SharedStatus`] asks the node once at
 //! a time and answers from that for [`MAX_AGE`], however many requests come.
+//!
+//! The metrics server's `/metrics` the same way ([`SharedMetrics`]): each request
+//! encoded the whole registry under its lock, libp2p's identify collector walking every
+//! peer's protocols under the lock the swarm's task takes on each identify event, on
+//! one of the runtime's two workers; a client (or a web page, `no-cors`) looping on it
+//! held both workers. It is encoded once at a time, off the workers
+//! (`spawn_blocking`), and the text serves every request for [`MAX_AGE`].
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
 
 use tokio::sync::Mutex;
 
@@ -44,6 +53,45 @@ impl SharedStatus {
         let status = self.handle.status().await?;
         *last = Some((Instant::now(), status.clone()));
         Ok(status)
+    }
+}
+
+/// A registry's text, encoded at most once at a time and once per [`MAX_AGE`].
+#[derive(Debug, Clone)]
+pub struct SharedMetrics {
+    registry: Arc<std::sync::Mutex<Registry>>,
+    last: Arc<Mutex<Option<(Instant, Arc<str>)>>>,
+}
+
+impl SharedMetrics {
+    /// The metrics of `registry`.
+    pub fn new(registry: Arc<std::sync::Mutex<Registry>>) -> Self {
+        SharedMetrics {
+            registry,
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The registry's text (see `node::stats::encode`), no older than [`MAX_AGE`];
+    /// requests that come while it is encoded wait for it and take it.
+    pub async fn get(&self) -> Result<Arc<str>, String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, text)) = last.as_ref()
+            && at.elapsed() < MAX_AGE
+        {
+            return Ok(text.clone());
+        }
+        let registry = self.registry.clone();
+        let text: Arc<str> = tokio::task::spawn_blocking(move || {
+            let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            crate::node::stats::encode(&registry)
+        })
+        .await
+        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(|e| format!("metrics: {e}"))?
+        .into();
+        *last = Some((Instant::now(), text.clone()));
+        Ok(text)
     }
 }
 

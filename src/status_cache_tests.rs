@@ -120,3 +120,49 @@ async fn a_flood_of_metrics_status_asks_the_node_once() {
     );
     assert_eq!(after, 2, "an answer older than MAX_AGE is not served");
 }
+
+/// A collector that counts the scrapes that encode it (as libp2p's identify collector
+/// walks every peer, under the swarm's lock, on each).
+#[derive(Debug, Default)]
+struct Counted(Arc<AtomicUsize>);
+
+impl prometheus_client::collector::Collector for Counted {
+    fn encode(
+        &self,
+        _: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_metrics_encodes_the_registry_once() {
+    let (handle, _) = stand_in();
+    let encoded = Arc::new(AtomicUsize::new(0));
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Counted(encoded.clone())));
+    let addr = serve(crate::control::metrics_router(
+        handle,
+        Arc::new(std::sync::Mutex::new(registry)),
+    ))
+    .await;
+    let all: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { get(addr, "/metrics").await }))
+        .collect();
+    for r in all {
+        let answer = r.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("# EOF"), "{answer}");
+    }
+    let during = encoded.load(Ordering::SeqCst);
+    assert_eq!(during, 1, "100 requests at once encoded it {during} times");
+    tokio::time::sleep(MAX_AGE + Duration::from_millis(100)).await;
+    assert!(get(addr, "/metrics").await.starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        encoded.load(Ordering::SeqCst),
+        2,
+        "a text older than MAX_AGE is not served"
+    );
+}
