@@ -18,9 +18,13 @@
 //!   public name on (nginx's default passes the upstream address, which is an IP;
 //!   Caddy and Traefik pass the public name: name it).
 //!
-//! Anything else (or no `Host`) is `403` with `E_TRANSPORT_REJECTED`. Other clients of a
-//! directory bound beyond loopback with no names configured may send any `Host`: it is
-//! meant to be reached by names the node does not know. Pure: the headers and the
+//! Anything else (or no `Host`) is `403` with `E_TRANSPORT_REJECTED`. A client on this
+//! host that reached one of its other addresses (a LAN or public one: the kernel sends
+//! from the address dialed) is checked as a loopback one: a page rebound to the host's
+//! LAN address reached a wildcard-bound server from a browser on the host itself, and
+//! read it. Other clients of a directory bound beyond loopback with no names
+//! configured may send any `Host`: it is meant to be reached by names the node does
+//! not know. Pure: the headers and the
 //! client's address in, the verdict out.
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,10 +58,18 @@ impl DirectoryHosts {
         }
     }
 
-    /// Whether a request from `client` with these headers may be answered.
-    pub fn check(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<(), Refusal> {
+    /// Whether a request from `client` with these headers may be answered;
+    /// `on_this_host`: the client is on this host (`http_serve::OnThisHost`: it came
+    /// from the address it reached, one of the host's own).
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        on_this_host: bool,
+    ) -> Result<(), Refusal> {
         let checked = self.loopback
             || !self.names.is_empty()
+            || on_this_host
             || client.is_none_or(|ip| ip.is_loopback() || is_mapped_loopback(ip));
         if !checked {
             return Ok(());
@@ -115,7 +127,11 @@ pub async fn require(State(rule): State<DirectoryHosts>, req: Request, next: Nex
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    match rule.check(req.headers(), client) {
+    let on_host = req
+        .extensions()
+        .get::<crate::http_serve::OnThisHost>()
+        .is_some_and(|h| h.0);
+    match rule.check(req.headers(), client, on_host) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
             tracing::debug!(detail = %refusal.error, "directory request refused");
@@ -138,12 +154,16 @@ mod tests {
         allows_from(rule, host, "127.0.0.1")
     }
 
+    /// Whether `rule` answers a request from `client` (on this host when it is
+    /// 192.0.2.1) with `Host: host`.
     fn allows_from(rule: &DirectoryHosts, host: Option<&str>, client: &str) -> bool {
         let mut h = HeaderMap::new();
         if let Some(v) = host {
             h.insert(header::HOST, v.parse().unwrap());
         }
-        rule.check(&h, Some(client.parse().unwrap())).is_ok()
+        let on_host = client == "192.0.2.1";
+        rule.check(&h, Some(client.parse().unwrap()), on_host)
+            .is_ok()
     }
 
     #[test]
@@ -200,6 +220,10 @@ mod tests {
             "::ffff:127.0.0.1"
         ));
         assert!(allows_from(&rule, Some("127.0.0.1:8080"), "127.0.0.1"));
+        // One rebound to the host's own LAN address, from a browser on the host (the
+        // client "192.0.2.1" is on this host in `allows_from`), likewise.
+        assert!(!allows_from(&rule, Some("rebound.example"), "192.0.2.1"));
+        assert!(allows_from(&rule, Some("192.0.2.1:8080"), "192.0.2.1"));
         // Clients elsewhere reach it by names the node does not know.
         assert!(allows_from(&rule, Some("seeds.example.org"), "203.0.113.5"));
         let rule = DirectoryHosts::new(any, &["seeds.example.org".into()]);

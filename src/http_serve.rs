@@ -173,6 +173,25 @@ pub trait Listener: Send + 'static {
     /// The next connection, and the client address its requests see as `ConnectInfo`
     /// (and are counted under).
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+
+    /// Whether the client of `io` (at `peer`) is on this host: a loopback address, or
+    /// the very address it reached (the kernel sends from the address dialed when that
+    /// is one of the host's own). Requests carry it as [`OnThisHost`].
+    fn on_this_host(io: &Self::Io, peer: SocketAddr) -> bool {
+        let _ = io;
+        is_loopback(peer.ip())
+    }
+}
+
+/// Whether a request's client is on this host (see [`Listener::on_this_host`]): a web
+/// page in a browser here, say, whose name was rebound to one of the host's addresses,
+/// loopback or not. Every request [`serve`] answers carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnThisHost(pub bool);
+
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback()
+        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
 impl Listener for TcpListener {
@@ -182,6 +201,19 @@ impl Listener for TcpListener {
         let (stream, peer) = TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
         Ok((stream, peer))
+    }
+
+    fn on_this_host(io: &Self::Io, peer: SocketAddr) -> bool {
+        let own = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        is_loopback(peer.ip())
+            || io
+                .local_addr()
+                .is_ok_and(|local| own(local.ip()) == own(peer.ip()))
     }
 }
 
@@ -193,6 +225,10 @@ impl Listener for tokio::net::UnixListener {
     async fn accept(&self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, _) = tokio::net::UnixListener::accept(self).await?;
         Ok((stream, SocketAddr::from(([127, 0, 0, 1], 0))))
+    }
+
+    fn on_this_host(_: &Self::Io, _: SocketAddr) -> bool {
+        true
     }
 }
 
@@ -244,9 +280,10 @@ pub async fn serve<L: Listener>(
             table: table.clone(),
             id,
         };
+        let on_host = OnThisHost(L::on_this_host(&stream, peer));
         let task = conns.spawn(connection(
             stream,
-            peer,
+            (peer, on_host),
             app.clone(),
             limits,
             stop_rx.clone(),
@@ -279,7 +316,7 @@ fn timed_out(after: Duration) -> Response {
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
-    peer: SocketAddr,
+    (peer, on_host): (SocketAddr, OnThisHost),
     app: Router,
     limits: HttpLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -289,6 +326,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let request_timeout = limits.request_timeout;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(on_host);
         let answer = hyper::service::Service::call(&inner, req);
         async move {
             match tokio::time::timeout(request_timeout, answer).await {

@@ -56,11 +56,14 @@ impl SharedStatus {
     }
 }
 
+/// The last text encoded, and when.
+type LastText = Arc<Mutex<Option<(Instant, Arc<str>)>>>;
+
 /// A registry's text, encoded at most once at a time and once per [`MAX_AGE`].
 #[derive(Debug, Clone)]
 pub struct SharedMetrics {
     registry: Arc<std::sync::Mutex<Registry>>,
-    last: Arc<Mutex<Option<(Instant, Arc<str>)>>>,
+    last: LastText,
 }
 
 impl SharedMetrics {
