@@ -157,3 +157,33 @@ async fn a_connection_holds_few_half_sent_requests_open_at_once() {
         );
     }
 }
+
+/// The same for a relay's admission requests (up to 64 KiB each): libp2p's default of
+/// 100 streams let one connection hold 100 of them open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_connection_holds_few_half_sent_admission_requests() {
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Bootstrap::Named(BootstrapName::None),
+        kad_mode: KadMode::Server,
+        relay_server: true,
+        ..NodeConfig::default()
+    };
+    let n = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
+    let patience = Duration::from_secs(4);
+    let held =
+        futures::future::join_all((0..40).map(|_| {
+            hostile.trickle(peer, "/mesh/relay-admission/1.0.0", &[0x5a; 1000], patience)
+        }))
+        .await;
+    let kept = held
+        .into_iter()
+        .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
+        .count();
+    assert!(
+        (1..=mesh_admission::server::MAX_STREAMS).contains(&kept),
+        "{kept} half-sent admission requests held at once on one connection"
+    );
+}

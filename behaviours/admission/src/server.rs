@@ -64,6 +64,12 @@ struct Inner {
     relay: relay::Behaviour,
 }
 
+/// Admission requests one connection may have open at once. Each is read whole (up to
+/// 64 KiB) before it is checked; libp2p's default of 100 let one connection hold 100
+/// half-sent requests (12.5 MiB) for the request timeout, again and again. A client
+/// sends one per reservation or circuit at a time.
+pub const MAX_STREAMS: usize = 8;
+
 /// The relay: circuit relay v2 with admission. Put it in your swarm's behaviour as is;
 /// it needs no other behaviour and no calls to enforce the grants.
 pub struct Behaviour {
@@ -132,7 +138,8 @@ impl Behaviour {
                     Codec,
                     [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
                     request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
+                        .with_request_timeout(Duration::from_secs(10))
+                        .with_max_concurrent_streams(MAX_STREAMS),
                 ),
                 relay,
             },
