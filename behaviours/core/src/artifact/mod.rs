@@ -34,6 +34,9 @@ pub trait Artifact: Sized {
     /// Fields left out of the signing input (always including `signature` for signed
     /// families).
     const UNSIGNED_FIELDS: &'static [&'static str] = &["signature"];
+    /// Most values the CBOR wire form may hold ([`cbor::DecodeLimits::max_items`]):
+    /// unlimited but for the size cap unless a family sets it.
+    const MAX_ITEMS: usize = usize::MAX;
 
     /// Parses and structurally validates a document.
     fn from_map(doc: Map<String, Value>) -> MeshResult<Self>;
@@ -80,9 +83,15 @@ pub trait Artifact: Sized {
         Self::from_json(value)
     }
 
-    /// Parses the CBOR wire form (strictly deterministic, size-capped).
+    /// Parses the CBOR wire form (strictly deterministic, size-capped, at most
+    /// [`Artifact::MAX_ITEMS`] values).
     fn from_cbor(bytes: &[u8]) -> MeshResult<Self> {
-        let value = cbor::decode(bytes).map_err(|e| MeshError::from(e).context(Self::FAMILY))?;
+        let limits = cbor::DecodeLimits {
+            max_items: Self::MAX_ITEMS,
+            ..cbor::DecodeLimits::default()
+        };
+        let value = cbor::decode_with(bytes, limits)
+            .map_err(|e| MeshError::from(e).context(Self::FAMILY))?;
         Self::from_json(value)
     }
 

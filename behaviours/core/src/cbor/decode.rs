@@ -21,6 +21,12 @@ pub struct DecodeLimits {
     pub max_bytes: usize,
     /// Deepest nesting of arrays and maps.
     pub max_depth: usize,
+    /// Most values in all (each item of an array, each key and each value of a map
+    /// counts, and so does the top one). A value takes 32 bytes or more decoded and as
+    /// little as one byte on the wire: `max_bytes` of `null`s decode to 32 times their
+    /// size. Unlimited by default (the size cap bounds it); an artifact family caps it
+    /// with `Artifact::MAX_ITEMS`.
+    pub max_items: usize,
 }
 
 impl Default for DecodeLimits {
@@ -28,6 +34,7 @@ impl Default for DecodeLimits {
         DecodeLimits {
             max_bytes: crate::MAX_ARTIFACT_BYTES,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_items: usize::MAX,
         }
     }
 }
@@ -113,6 +120,8 @@ struct Decoder<'a> {
     bytes: &'a [u8],
     pos: usize,
     limits: DecodeLimits,
+    /// Heads read so far: every value and every map key starts with one.
+    items: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -133,6 +142,7 @@ impl<'a> Decoder<'a> {
             bytes,
             pos: 0,
             limits,
+            items: 0,
         })
     }
 
@@ -172,6 +182,10 @@ impl<'a> Decoder<'a> {
     /// Reads a head and enforces shortest form and definite length.
     fn head(&mut self) -> Result<(u8, u64), CborError> {
         let start = self.pos;
+        self.items += 1;
+        if self.items > self.limits.max_items {
+            return Err(self.err_at(start, "more values than the cap"));
+        }
         let ib = self.byte()?;
         let major = ib >> 5;
         let ai = ib & 0x1f;
@@ -224,10 +238,16 @@ impl<'a> Decoder<'a> {
     /// element takes at least `min_bytes_each` bytes), so no huge allocation happens.
     fn bounded_count(&self, n: u64, min_bytes_each: usize) -> Result<usize, CborError> {
         let remaining = self.bytes.len() - self.pos;
+        let items_left = self.limits.max_items.saturating_sub(self.items);
         usize::try_from(n)
             .ok()
             .filter(|&c| c.saturating_mul(min_bytes_each) <= remaining)
             .ok_or_else(|| self.err("declared length exceeds the input"))
+            .and_then(|c| {
+                (c <= items_left)
+                    .then_some(c)
+                    .ok_or_else(|| self.err("more values than the cap"))
+            })
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, CborError> {
@@ -355,6 +375,27 @@ mod tests {
     }
 
     #[test]
+    fn values_beyond_the_item_cap_are_refused_before_they_are_built() {
+        let nulls = crate::cbor::encode(&serde_json::json!(vec![Value::Null; 1000]));
+        let capped = |max_items| DecodeLimits {
+            max_items,
+            ..DecodeLimits::default()
+        };
+        // The array's declared count alone is over: refused before any allocation.
+        let e = decode_with(&nulls, capped(100)).unwrap_err();
+        assert_eq!(e.reason, "more values than the cap");
+        assert_eq!(e.offset, 3, "at the array's head");
+        // The array itself and its 1,000 items.
+        assert!(decode_with(&nulls, capped(1001)).is_ok());
+        assert!(decode_with(&nulls, capped(1000)).is_err());
+        // Map keys count too: {"a": 1, "b": 2} is five values.
+        let map = crate::cbor::encode(&serde_json::json!({"a": 1, "b": 2}));
+        assert!(decode_with(&map, capped(5)).is_ok());
+        assert!(decode_with(&map, capped(4)).is_err());
+        assert!(decode(&nulls).is_ok(), "unlimited by default");
+    }
+
+    #[test]
     fn accepts_canonical_forms() {
         assert_eq!(
             d("a26161016162820203").unwrap(),
@@ -406,6 +447,7 @@ mod tests {
         let limits = DecodeLimits {
             max_bytes: 50,
             max_depth: 4,
+            max_items: usize::MAX,
         };
         assert_eq!(
             decode_with(&big, limits).unwrap_err().reason,

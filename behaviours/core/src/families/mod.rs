@@ -29,8 +29,8 @@ pub use relay_admission_request::{
     ADMISSION_PURPOSES, MAX_NONCE_LEN, MIN_NONCE_LEN, RelayAdmissionRequest,
 };
 pub use signal_frame::{
-    FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_ID, MAX_FRAME_TTL_SECS, MAX_HOPS,
-    MAX_SETUP_B64, SignalFrame,
+    FRAME_KINDS, MAX_CANDIDATES, MAX_CORRELATION, MAX_FRAME_ID, MAX_FRAME_ITEMS,
+    MAX_FRAME_TTL_SECS, MAX_HOPS, MAX_SETUP_B64, SignalFrame,
 };
 pub use signal_marker::SignalMarker;
 pub use signal_marker_envelope::SignalMarkerEnvelope;

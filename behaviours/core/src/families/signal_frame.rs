@@ -30,6 +30,9 @@ pub const MAX_SETUP_B64: usize = 22 * 1024;
 pub const MAX_CORRELATION: usize = 128;
 /// Longest `frame/id`, bytes (receivers remember frame ids to refuse duplicates).
 pub const MAX_FRAME_ID: usize = 128;
+/// Most values in a frame's wire form (see [`SignalFrame`]'s `Artifact::MAX_ITEMS`);
+/// beyond, `E_PROTO_INVALID`.
+pub const MAX_FRAME_ITEMS: usize = 256;
 
 /// A structurally valid `signal-frame.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +174,11 @@ impl Artifact for SignalFrame {
     const FAMILY: &'static str = "signal-frame.v1";
     /// Hosts increment `hops`; it stays outside the signed payload.
     const UNSIGNED_FIELDS: &'static [&'static str] = &["signature", "hops"];
+    /// A frame's values are few (about 20, and 16 candidate addresses), but anyone can
+    /// sign frames under fresh keys, and a 64 KiB frame of `null`s in an unknown field
+    /// or in the payload (which the application is handed as it came) decoded to 2 MiB:
+    /// the event queue's 1,024 frames to 2 GiB.
+    const MAX_ITEMS: usize = MAX_FRAME_ITEMS;
 
     fn from_map(doc: Map<String, Value>) -> MeshResult<Self> {
         let f = Fields::new(&doc, Self::FAMILY);
@@ -376,6 +384,45 @@ mod tests {
         );
         let early = now().plus_secs(-31);
         assert!(SignalFrame::verify_cbor(&f.to_cbor(), &early).is_err());
+    }
+
+    /// A signed frame padded with `null`s (in the payload, which the application is
+    /// handed, or in a field of its own) is refused on the wire before it is decoded
+    /// whole; a frame of every field and 16 candidates is far inside the cap.
+    #[test]
+    fn a_frame_of_many_values_is_refused_on_the_wire() {
+        let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
+        let to = b.node_id();
+        let padded = frame(
+            &a,
+            to,
+            "connect_request",
+            json!({"purpose": "x", "pad": vec![Value::Null; MAX_FRAME_ITEMS]}),
+        )
+        .unwrap();
+        let e = SignalFrame::from_cbor(&padded.to_cbor()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+        assert!(e.to_string().contains("more values than the cap"), "{e}");
+        let mut doc = frame(&a, to, "connect_accept", json!({}))
+            .unwrap()
+            .to_json();
+        doc["x-pad"] = json!(vec![Value::Null; 60_000]);
+        let Value::Object(mut m) = doc else {
+            unreachable!()
+        };
+        m.remove("signature");
+        let padded = SignalFrame::sign(m, &a).unwrap();
+        assert!(SignalFrame::from_cbor(&padded.to_cbor()).is_err());
+
+        let all: Vec<String> = (0..MAX_CANDIDATES)
+            .map(|i| format!("/ip4/192.0.2.1/tcp/{i}"))
+            .collect();
+        let full = frame(&a, to, "candidate", json!({"addrs": all})).unwrap();
+        let back = SignalFrame::from_cbor(&full.to_cbor()).unwrap();
+        assert_eq!(
+            back.payload()["addrs"].as_array().unwrap().len(),
+            MAX_CANDIDATES
+        );
     }
 
     #[test]
