@@ -10,7 +10,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use mesh_core::cbor::{self, DecodeLimits};
@@ -32,17 +32,13 @@ pub struct Codec;
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    let mut b = Vec::new();
-    io.take(MAX_ARTIFACT_BYTES as u64 + 1)
-        .read_to_end(&mut b)
-        .await?;
-    Ok(if b.len() > MAX_ARTIFACT_BYTES {
-        Err(MeshError::invalid(format!(
-            "/mesh/relay-admission: message over the {MAX_ARTIFACT_BYTES} byte cap"
-        )))
-    } else {
-        Ok(b)
-    })
+    Ok(mesh_core::read_capped(io, MAX_ARTIFACT_BYTES)
+        .await?
+        .ok_or_else(|| {
+            MeshError::invalid(format!(
+                "/mesh/relay-admission: message over the {MAX_ARTIFACT_BYTES} byte cap"
+            ))
+        }))
 }
 
 /// The bytes of an answer.

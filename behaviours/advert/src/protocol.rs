@@ -14,7 +14,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use mesh_core::artifact::Artifact;
 use mesh_core::cbor::{self, DecodeLimits};
@@ -324,16 +324,13 @@ pub type InboundResponse = Result<Response, MeshError>;
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    let mut buf = Vec::new();
-    io.take(MAX_MESSAGE_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_MESSAGE_BYTES {
-        return Ok(Err(MeshError::invalid(format!(
-            "/mesh/advert: message over {MAX_MESSAGE_BYTES} bytes"
-        ))));
-    }
-    Ok(Ok(buf))
+    Ok(mesh_core::read_capped(io, MAX_MESSAGE_BYTES)
+        .await?
+        .ok_or_else(|| {
+            MeshError::invalid(format!(
+                "/mesh/advert: message over {MAX_MESSAGE_BYTES} bytes"
+            ))
+        }))
 }
 
 fn unsendable(e: &MeshError) -> io::Error {

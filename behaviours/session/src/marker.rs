@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{
@@ -161,13 +161,9 @@ pub const MAX_QUEUED_TOTAL: usize = 4096;
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    let mut b = Vec::new();
-    io.take(MAX as u64 + 1).read_to_end(&mut b).await?;
-    Ok(if b.len() > MAX {
-        Err(MeshError::invalid("envelope over the size cap"))
-    } else {
-        Ok(b)
-    })
+    Ok(mesh_core::read_capped(io, MAX)
+        .await?
+        .ok_or_else(|| MeshError::invalid("envelope over the size cap")))
 }
 
 fn answer_bytes(a: &Result<(), MeshError>) -> Vec<u8> {

@@ -10,7 +10,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use mesh_core::artifact::Artifact;
 use mesh_core::cbor::{self, DecodeLimits};
@@ -146,15 +146,11 @@ pub enum Frame {
 pub struct Codec;
 
 async fn read<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame> {
-    let mut buf = Vec::new();
-    io.take(MAX_MESSAGE_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_MESSAGE_BYTES {
+    let Some(buf) = mesh_core::read_capped(io, MAX_MESSAGE_BYTES).await? else {
         return Ok(Frame::In(Err(MeshError::invalid(
             "/mesh/session: message over the size cap",
         ))));
-    }
+    };
     Ok(Frame::In(decode(&buf)))
 }
 

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use mesh_core::cbor::{self, DecodeLimits};
@@ -136,15 +136,7 @@ pub(crate) fn parse_answer(b: &[u8]) -> Answer {
     }
 }
 
-/// Reads the stream to its end, at most `max` bytes; `None` when there is more.
-pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
-    io: &mut T,
-    max: usize,
-) -> io::Result<Option<Vec<u8>>> {
-    let mut b = Vec::new();
-    io.take(max as u64 + 1).read_to_end(&mut b).await?;
-    Ok((b.len() <= max).then_some(b))
-}
+pub(crate) use mesh_core::read_capped;
 
 /// Request-response codec: raw request bodies one way, answers the other.
 #[derive(Debug, Clone, Copy, Default)]
