@@ -187,3 +187,34 @@ async fn a_relays_connection_holds_few_half_sent_admission_requests() {
         "{kept} half-sent admission requests held at once on one connection"
     );
 }
+
+/// A DHT request short of its last byte is dropped after `kad::MESSAGE_WAIT` (10 s), on
+/// both DHTs: libp2p-kad read inbound requests with no timer, so a peer held 32 such
+/// streams per connection (up to 256 KiB each on the mesh DHT) for as long as it liked
+/// (vendor/libp2p-kad/PATCHED.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_dht_requests_are_dropped_after_the_wait() {
+    let n = node().await;
+    let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
+    let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
+    let wait = libp2p::kad::MESSAGE_WAIT;
+    let patience = wait * 2 + Duration::from_secs(5);
+    // A request announced at 8,000 bytes (varint 0xc0 0x3e; under both DHTs' packet
+    // sizes), half of it sent.
+    let mut half = vec![0xc0, 0x3e];
+    half.extend_from_slice(&[0x5a; 4000]);
+    let held = futures::future::join_all(
+        ["/mesh/kad/1.0.0", "/ipfs/kad/1.0.0"]
+            .into_iter()
+            .flat_map(|p| std::iter::repeat_n(p, 4))
+            .map(|protocol| hostile.trickle(peer, protocol, &half, patience)),
+    )
+    .await;
+    for h in held {
+        let h = h.unwrap();
+        assert!(
+            h >= wait && h < wait + Duration::from_secs(5),
+            "a half-sent DHT request held for {h:?} (the wait is {wait:?})"
+        );
+    }
+}
