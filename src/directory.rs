@@ -358,7 +358,18 @@ fn store_refusal(node: NodeId, e: StoreError) -> Response {
             ),
         ),
         StoreError::Rejected(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
-        e @ StoreError::Storage(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_mesh_error()),
+        StoreError::Storage(detail) => {
+            // The detail names the store's file (the operator's home directory, say):
+            // for the log, not for whoever asked.
+            tracing::warn!(%detail, "directory store unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &MeshError::new(
+                    ErrorCode::TransportUnavailable,
+                    "the directory's store is unavailable; try again later",
+                ),
+            )
+        }
     }
 }
 
@@ -470,6 +481,21 @@ mod tests {
             clock: Arc::new(Timestamp::now),
             writes: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// A store failure tells the client it is unavailable, not where the store lives.
+    #[tokio::test]
+    async fn a_store_failure_answers_without_the_stores_path() {
+        let node = mesh_core::NodeKeypair::generate().node_id();
+        let r = store_refusal(
+            node,
+            StoreError::Storage("/home/alice/.local/share/libmesh/adverts.redb: closed".into()),
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("E_TRANSPORT_UNAVAILABLE"), "{body}");
+        assert!(!body.contains("alice") && !body.contains("redb"), "{body}");
     }
 
     #[test]
