@@ -21,8 +21,19 @@ pub struct RotatingFile {
     max: u64,
 }
 
+/// Opens `path` to append, created 0600 (the trace names the swarms joined and the
+/// peers met), and never through a symlink: in a directory others can write, a link
+/// planted at `path` (before the start or after a rotation moved the file away) had the
+/// node append peers' words to any file its user may write.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
 }
 
 impl RotatingFile {
@@ -79,6 +90,28 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_path_is_refused_and_the_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "mine\n").unwrap();
+        let path = dir.path().join("trace.jsonl");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(RotatingFile::open(&path, 1 << 20).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine\n");
+
+        let path = dir.path().join("fresh.jsonl");
+        let mut f = RotatingFile::open(&path, 10).unwrap();
+        f.write_all(b"0123456789ab\n").unwrap();
+        f.flush().unwrap();
+        for p in [path.clone(), RotatingFile::rotated_path(&path)] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
 
     #[test]
     fn the_file_rotates_after_a_whole_line_past_the_bound() {
