@@ -110,7 +110,7 @@ pub fn decode_top_map(
     if major != MAJOR_MAP {
         return Err(d.err_at(start, "expected a map at the top level"));
     }
-    let mut spans = Vec::with_capacity(d.bounded_count(n, 2)?);
+    let mut spans = Vec::with_capacity(d.bounded_items(n, 2)?);
     let map = d.map_body(n, 1, Some(&mut spans))?;
     d.finish()?;
     Ok((map, spans))
@@ -238,16 +238,21 @@ impl<'a> Decoder<'a> {
     /// element takes at least `min_bytes_each` bytes), so no huge allocation happens.
     fn bounded_count(&self, n: u64, min_bytes_each: usize) -> Result<usize, CborError> {
         let remaining = self.bytes.len() - self.pos;
-        let items_left = self.limits.max_items.saturating_sub(self.items);
         usize::try_from(n)
             .ok()
             .filter(|&c| c.saturating_mul(min_bytes_each) <= remaining)
             .ok_or_else(|| self.err("declared length exceeds the input"))
-            .and_then(|c| {
-                (c <= items_left)
-                    .then_some(c)
-                    .ok_or_else(|| self.err("more values than the cap"))
-            })
+    }
+
+    /// A declared count of array items or map entries ([`Self::bounded_count`]), refused
+    /// too when it alone is over what is left of [`DecodeLimits::max_items`] (so no
+    /// room is made for them).
+    fn bounded_items(&self, n: u64, min_bytes_each: usize) -> Result<usize, CborError> {
+        let count = self.bounded_count(n, min_bytes_each)?;
+        if count > self.limits.max_items.saturating_sub(self.items) {
+            return Err(self.err("more values than the cap"));
+        }
+        Ok(count)
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, CborError> {
@@ -265,7 +270,7 @@ impl<'a> Decoder<'a> {
             MAJOR_TEXT => Ok(Value::String(self.text_body(n)?.to_owned())),
             MAJOR_ARRAY => {
                 self.enter(depth)?;
-                let count = self.bounded_count(n, 1)?;
+                let count = self.bounded_items(n, 1)?;
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?);
@@ -301,7 +306,7 @@ impl<'a> Decoder<'a> {
         depth: usize,
         mut spans: Option<&mut Vec<MapEntrySpan>>,
     ) -> Result<Map<String, Value>, CborError> {
-        let count = self.bounded_count(n, 2)?;
+        let count = self.bounded_items(n, 2)?;
         let mut map = Map::new();
         let mut prev_key: Option<Range<usize>> = None;
         for _ in 0..count {
@@ -393,6 +398,9 @@ mod tests {
         assert!(decode_with(&map, capped(5)).is_ok());
         assert!(decode_with(&map, capped(4)).is_err());
         assert!(decode(&nulls).is_ok(), "unlimited by default");
+        // A text's length counts bytes, not values: one long string is one value.
+        let text = crate::cbor::encode(&serde_json::json!(["x".repeat(5000)]));
+        assert!(decode_with(&text, capped(2)).is_ok());
     }
 
     #[test]

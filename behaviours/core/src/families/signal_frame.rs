@@ -423,6 +423,11 @@ mod tests {
             back.payload()["addrs"].as_array().unwrap().len(),
             MAX_CANDIDATES
         );
+        // A setup payload of the largest size: one string, one value (a browser's SDP;
+        // the first cut counted a text's bytes as values and refused it).
+        let setup = json!({"data/b64": "A".repeat(MAX_SETUP_B64), "content-type": "sdp"});
+        let full = frame(&a, to, "setup_payload", setup).unwrap();
+        assert!(SignalFrame::from_cbor(&full.to_cbor()).is_ok());
     }
 
     #[test]
