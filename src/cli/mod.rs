@@ -9,6 +9,7 @@ mod docs;
 mod identity;
 mod input;
 mod node;
+mod private_dir;
 mod relay;
 mod sign;
 mod signals;
@@ -153,6 +154,16 @@ pub(crate) fn main() -> ExitCode {
         trace_spec: cli.trace.clone(),
         trace_max_bytes: cli.trace_max_bytes,
     };
+    // Every command that reads or writes the data dir checks it first (see
+    // `private_dir`); `run` and `identity` create it.
+    let uses_data_dir = !matches!(
+        cli.command,
+        Command::Verify(_) | Command::Completions(_) | Command::Man(_)
+    );
+    let create = matches!(cli.command, Command::Run(_) | Command::Identity(_));
+    if uses_data_dir && let Err(e) = private_dir::ensure_private(&ctx.data_dir, create) {
+        return fail(&e);
+    }
     let result = match cli.command {
         Command::Identity(cmd) => identity::run(&ctx, cmd),
         Command::Sign(args) => sign::sign(&ctx, args),
