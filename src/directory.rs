@@ -453,18 +453,33 @@ async fn list_adv(
     let max = st.config.max_items;
     let limit = q.limit.unwrap_or(max).clamp(1, max);
     let page = st.store.since(cursor, limit);
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .filter_map(|s| s.decoded().map(|a| a.to_json()))
-        .collect();
+    // At most `MAX_PAGE_BYTES` of wire form per answer (at least one item): anyone can
+    // store advertisements of up to 64 KiB under fresh keys, so 100 of them made an
+    // answer of megabytes for a request of a hundred bytes. `next` then continues after
+    // the last item given.
+    let mut items: Vec<Value> = Vec::new();
+    let (mut used, mut next) = (0usize, page.next);
+    for (i, s) in page.items.iter().enumerate() {
+        if i > 0 && used.saturating_add(s.wire.len()) > MAX_PAGE_BYTES {
+            break;
+        }
+        used = used.saturating_add(s.wire.len());
+        next = s.revision;
+        if let Some(a) = s.decoded() {
+            items.push(a.to_json());
+        }
+    }
     axum::Json(json!({
         "items": items,
-        "next": format!("c{:x}", page.next),
+        "next": format!("c{next:x}"),
         "max-items": max,
     }))
     .into_response()
 }
+
+/// Most bytes of advertisements (their CBOR wire form; the JSON answer is about twice
+/// that) in one `GET /adv` answer, beyond the first item.
+pub const MAX_PAGE_BYTES: usize = 256 * 1024;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -51,7 +51,9 @@ pub const MAX_BUF_BYTES: usize = 64 * 1024;
 pub struct HttpLimits {
     /// Time allowed for a complete request head (also the keep-alive idle timeout).
     pub header_timeout: Duration,
-    /// Time allowed for a request: reading its body and producing the response.
+    /// Time allowed for a request: reading its body and producing the response; and
+    /// the longest a response may wait for the client to take any of it
+    /// (`http_stall`).
     pub request_timeout: Duration,
     /// Age at which a connection is asked to close (then dropped after another
     /// `request_timeout`).
@@ -344,6 +346,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         // that arrives in one large read could pass it: the head size is bounded too.
         .max_header_size(MAX_BUF_BYTES)
         .max_buf_size(MAX_BUF_BYTES);
+    let stream = crate::http_stall::WriteStall::new(stream, request_timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.connection_lifetime);

@@ -18,6 +18,7 @@ pub mod directory_hosts;
 pub mod http_client;
 pub mod http_conns;
 pub mod http_serve;
+pub mod http_stall;
 pub mod log_limit;
 pub mod mesh_client;
 pub mod node;

@@ -530,3 +530,50 @@ async fn unparsable_queries_and_paths_get_codes() {
     assert_eq!(r.status, 400);
     assert_eq!(json(&r)["error/code"], "E_PROTO_INVALID");
 }
+
+/// Large advertisements (anyone may store them under fresh keys) come at most
+/// `MAX_PAGE_BYTES` of wire form per answer, and the walk still returns each once: 100
+/// of about 15 KiB made one answer of megabytes for a request of a hundred bytes.
+#[tokio::test]
+async fn a_page_of_large_advertisements_is_cut_by_bytes() {
+    let (c, l) = open_limits();
+    let s = start(c, l).await;
+    let keys: Vec<NodeKeypair> = (0..40).map(|_| NodeKeypair::generate()).collect();
+    for k in &keys {
+        let mut doc = ad(k, 1).to_json();
+        doc["x-pad"] = serde_json::json!("p".repeat(15 * 1024));
+        let serde_json::Value::Object(mut m) = doc else {
+            unreachable!()
+        };
+        m.remove("signature");
+        let big = NodeAdvertisement::sign(m, k).unwrap();
+        assert_eq!(put_ad(&s, &big).await.status, StatusCode::CREATED);
+    }
+    let mut seen = HashSet::new();
+    let mut cursor = "0".to_string();
+    let mut pages = 0;
+    for _ in 0..20 {
+        let r = send(Method::GET, &format!("{}/adv?since={cursor}", s.base), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.body.len() < 2 * libmesh::directory::MAX_PAGE_BYTES + 64 * 1024,
+            "an answer of {} bytes",
+            r.body.len()
+        );
+        let b = json(&r);
+        let items = b["items"].as_array().unwrap();
+        if items.is_empty() {
+            break;
+        }
+        pages += 1;
+        for item in items {
+            let a = NodeAdvertisement::verify_json(item.clone(), &Timestamp::now()).unwrap();
+            assert!(seen.insert(a.node_id()), "{} seen twice", a.node_id());
+        }
+        cursor = b["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen.len(), keys.len());
+    assert!(pages >= 3, "{pages} pages");
+}

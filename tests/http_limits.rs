@@ -238,3 +238,45 @@ async fn a_network_holding_every_connection_gives_way_to_a_client_elsewhere() {
     .await
     .unwrap();
 }
+
+/// A client that asks for a large answer and reads nothing is cut off once the socket
+/// took nothing for `request_timeout`: the response was held (and the connection open)
+/// until the connection's lifetime ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off() {
+    const BODY: usize = 64 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app =
+        axum::Router::new().route("/big", axum::routing::get(|| async { vec![0x5au8; BODY] }));
+    let limits = HttpLimits {
+        request_timeout: Duration::from_secs(2),
+        ..HttpLimits::default()
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(libmesh::http_serve::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
+    let got = tokio::task::spawn_blocking(move || {
+        let mut s = connect(addr);
+        write!(s, "GET /big HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the server kept the connection open: {e}"),
+            }
+        }
+        n
+    })
+    .await
+    .unwrap();
+    assert!(
+        got < BODY,
+        "{got} of {BODY} bytes came after the client read nothing for 6 s"
+    );
+}
