@@ -152,3 +152,49 @@ async fn until_marker_published(
         .unwrap();
     until_marker(node, peer).await;
 }
+
+/// The peers' subscriptions all together are bounded (set low here), except on a topic
+/// the node is in; a peer that leaves takes its subscriptions out of the count.
+#[tokio::test]
+async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topics() {
+    let node_key = NodeKeypair::generate();
+    let mut gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
+    gs.set_max_peer_subscriptions(20);
+    let mut node = mesh_testkit::swarm_with(&node_key, gs);
+    let peer_key = NodeKeypair::generate();
+    let plain = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(peer_key.to_libp2p()),
+        gossipsub::Config::default(),
+    )
+    .unwrap();
+    let mut peer = mesh_testkit::swarm_with(&peer_key, plain);
+    node.listen().with_memory_addr_external().await;
+    peer.connect(&mut node).await;
+    let marker = IdentTopic::new("marker");
+    node.behaviour_mut().subscribe(&marker).unwrap();
+    for i in 0..30 {
+        let t = IdentTopic::new(format!("many/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    peer.behaviour_mut().subscribe(&marker).unwrap();
+    until_subscribed(&mut node, &mut peer, "marker").await;
+    let held = topics_of(&node, peer.local_peer_id());
+    assert_eq!(
+        held.len(),
+        21,
+        "20 at the cap, and the node's own topic: {held:?}"
+    );
+    assert_eq!(node.behaviour().peer_subscriptions(), 21);
+
+    let gone = *peer.local_peer_id();
+    drop(peer);
+    let run = async {
+        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
+            node.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the peer left");
+    assert_eq!(node.behaviour().peer_subscriptions(), 0);
+}

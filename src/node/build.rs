@@ -261,6 +261,7 @@ pub fn gossipsub(
         super::gossip_filter::filter(),
     )
     .map_err(BuildError::Gossipsub)?;
+    behaviour.set_max_peer_subscriptions(super::gossip_filter::MAX_PEER_SUBSCRIPTIONS);
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
     let score = gossipsub::PeerScoreParams {

@@ -6,6 +6,9 @@
 //! - A peer holds at most [`MAX_TOPICS_PER_PEER`] topics, and one RPC announces at most
 //!   as many; an RPC that would go past either is ignored whole (gossipsub logs it).
 //!
+//! - All peers together hold at most [`MAX_PEER_SUBSCRIPTIONS`], except on the topics
+//!   the node is in (set on the behaviour by `build::gossipsub`).
+//!
 //! The node's own subscriptions pass the same name check; their number is capped by the
 //! node ([`MAX_LOCAL_TOPICS`]).
 
@@ -18,6 +21,12 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 pub const MAX_TOPICS_PER_PEER: usize = 512;
 /// Topics the node's control API may subscribe the node to.
 pub const MAX_LOCAL_TOPICS: usize = 256;
+/// Subscriptions all connected peers hold together (the vendored gossipsub's
+/// `set_max_peer_subscriptions`); beyond, a peer's subscription to a topic the node is
+/// not in is ignored. Each holds its topic's name (up to [`MAX_TOPIC_BYTES`]) in a tree
+/// node, about 1.5 KiB: the per-peer cap alone let 384 connections of fresh keys hold
+/// 196,608 of them (about 290 MiB).
+pub const MAX_PEER_SUBSCRIPTIONS: usize = 32_768;
 
 /// Topic names of at most [`MAX_TOPIC_BYTES`].
 #[derive(Debug, Clone, Copy, Default)]

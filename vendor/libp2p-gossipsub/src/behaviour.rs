@@ -345,6 +345,11 @@ pub struct Behaviour<
     /// clean up -- eg backoff clean up.
     heartbeat_ticks: u64,
 
+    /// Patched for libmesh: the subscriptions all connected peers hold, and at most how
+    /// many (see [`Behaviour::set_max_peer_subscriptions`]).
+    peer_subscriptions: usize,
+    max_peer_subscriptions: usize,
+
     /// We remember all peers we found through peer exchange, since those peers are not considered
     /// as safe as randomly discovered outbound peers. This behaviour diverges from the go
     /// implementation to avoid possible love bombing attacks in PX. When disconnecting peers will
@@ -479,6 +484,8 @@ where
             mcache: MessageCache::new(config.history_gossip(), config.history_length()),
             heartbeat: Delay::new(config.heartbeat_interval() + config.heartbeat_initial_delay()),
             heartbeat_ticks: 0,
+            peer_subscriptions: 0,
+            max_peer_subscriptions: usize::MAX,
             px_peers: HashSet::new(),
             peer_score: PeerScoreState::Disabled,
             count_received_ihave: HashMap::new(),
@@ -587,6 +594,19 @@ where
             PeerScoreState::Disabled => 0,
         };
         [self.duplicate_cache.room(), self.mcache.room(), deliveries]
+    }
+
+    /// Patched for libmesh: at most `max` subscriptions held for all connected peers
+    /// together (unbounded upstream, where only the filter bounds a peer's own). Beyond
+    /// it a peer's subscription to a topic this node is not subscribed to is ignored;
+    /// one to a topic it is subscribed to is always taken (the mesh needs it).
+    pub fn set_max_peer_subscriptions(&mut self, max: usize) {
+        self.max_peer_subscriptions = max;
+    }
+
+    /// Patched for libmesh: the subscriptions connected peers hold, all together.
+    pub fn peer_subscriptions(&self) -> usize {
+        self.peer_subscriptions
     }
 
     /// Subscribe to a topic.
@@ -2180,7 +2200,21 @@ where
                         subscription.options,
                     );
 
+                    // Patched for libmesh: the peers' subscriptions all together are
+                    // bounded, but never for a topic this node is in.
+                    if self.peer_subscriptions >= self.max_peer_subscriptions
+                        && !peer.topics.contains(topic_hash)
+                        && !self.mesh.contains_key(topic_hash)
+                    {
+                        tracing::debug!(
+                            peer=%propagation_source,
+                            topic=%topic_hash,
+                            "SUBSCRIPTION: ignored, the peers' subscriptions are at their cap"
+                        );
+                        continue;
+                    }
                     if peer.topics.insert(topic_hash.clone()) {
+                        self.peer_subscriptions += 1;
                         tracing::debug!(
                             peer=%propagation_source,
                             topic=%topic_hash,
@@ -2241,6 +2275,7 @@ where
                 }
                 SubscriptionAction::Unsubscribe => {
                     if peer.topics.remove(topic_hash) {
+                        self.peer_subscriptions = self.peer_subscriptions.saturating_sub(1);
                         tracing::debug!(
                             peer=%propagation_source,
                             topic=%topic_hash,
@@ -3386,6 +3421,10 @@ where
                 metrics.peer_protocol_disconnected(connected_peer.kind);
             }
 
+            // Patched for libmesh: its subscriptions leave the count.
+            self.peer_subscriptions = self
+                .peer_subscriptions
+                .saturating_sub(connected_peer.topics.len());
             self.connected_peers.remove(&peer_id);
 
             if let PeerScoreState::Active(peer_score) = &mut self.peer_score {
