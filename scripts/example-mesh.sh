@@ -37,7 +37,7 @@ field() { grep -o "\"$1\": *\"[^\"]*\"" | head -n 1 | sed 's/.*: *"\(.*\)"/\1/';
 
 # The identity of NAME (created on the first run, kept afterwards).
 identity() {
-  mkdir -p "$DIR/$1"
+  mkdir -p -m 700 "$DIR/$1"
   "$MESHD" --data-dir "$DIR/$1" identity init >/dev/null
   "$MESHD" --data-dir "$DIR/$1" identity show
 }

@@ -67,6 +67,73 @@ fn run_refuses_a_data_dir_others_may_write_and_creates_a_private_one() {
     drop(n);
 }
 
+/// `run` checks the directory its configuration names (the `data_dir` key wins over
+/// `--data-dir`), not the one on the command line.
+#[test]
+fn run_checks_the_data_dir_its_configuration_names() {
+    let d = tempfile::tempdir().unwrap();
+    let named = d.path().join("named");
+    std::fs::create_dir(&named).unwrap();
+    chmod(&named, 0o777);
+    let config = d.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", named.to_str().unwrap()),
+    )
+    .unwrap();
+    let cli_dir = d.path().join("cli");
+    let mut args: Vec<&str> = LOCAL.to_vec();
+    args.extend(["--config", config.to_str().unwrap()]);
+    let out = Command::new(meshd::bin())
+        .arg("--data-dir")
+        .arg(&cli_dir)
+        .arg("run")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .output();
+    let out = out.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by its group or others"), "{err}");
+    assert!(!cli_dir.exists(), "the unused --data-dir was made");
+}
+
+/// Root may use a data dir of any owner (a systemd `DynamicUser`'s state directory):
+/// only when the tests run as root.
+#[test]
+fn root_uses_a_data_dir_of_another_owner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("service");
+    let init = Command::new(meshd::bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["identity", "init"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&dir, Some(nobody), None).unwrap();
+    let show = Command::new(meshd::bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["identity", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+}
+
 #[test]
 fn a_client_sends_no_token_into_a_data_dir_others_may_write() {
     let d = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ mod docs;
 mod identity;
 mod input;
 mod node;
-mod private_dir;
+pub(crate) mod private_dir;
 mod relay;
 mod sign;
 mod signals;
@@ -160,7 +160,9 @@ pub(crate) fn main() -> ExitCode {
         cli.command,
         Command::Verify(_) | Command::Completions(_) | Command::Man(_)
     );
-    let create = matches!(cli.command, Command::Run(_) | Command::Identity(_));
+    // `run` checks the directory its configuration names instead (`node::run`).
+    let uses_data_dir = uses_data_dir && !matches!(cli.command, Command::Run(_));
+    let create = matches!(cli.command, Command::Identity(_));
     if uses_data_dir && let Err(e) = private_dir::ensure_private(&ctx.data_dir, create) {
         return fail(&e);
     }

@@ -260,6 +260,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .clone()
         .unwrap_or_else(|| ctx.data_dir.clone());
+    super::private_dir::ensure_private(&data_dir, true)?;
     let identity = IdentityStore::new(&data_dir).load_or_generate(&Timestamp::now())?;
     super::identity::trace_loaded(ctx, &identity);
     // `--trace` was opened already; a `trace` key in the config file is opened here.

@@ -12,9 +12,9 @@
 use std::path::Path;
 
 /// Creates `dir` 0700 when it is missing and `create` holds; then refuses it (with what
-/// to do) unless the effective user (or root) owns it and neither group nor others may
-/// write to it. A missing `dir` that is not created passes (the command reports it its way).
-pub(super) fn ensure_private(dir: &Path, create: bool) -> anyhow::Result<()> {
+/// to do) if its group or others may write to it, or if it is neither the effective
+/// user's nor root's (root itself may use anyone's). A missing `dir` that is not created passes (the command reports it its way).
+pub(crate) fn ensure_private(dir: &Path, create: bool) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
@@ -28,10 +28,11 @@ pub(super) fn ensure_private(dir: &Path, create: bool) -> anyhow::Result<()> {
         let Ok(meta) = std::fs::metadata(dir) else {
             return Ok(());
         };
-        // Root's own directories pass too (as with ssh's `StrictModes`): root can do
-        // anything anyway.
+        // Root may use a directory of any owner (a systemd `DynamicUser`'s state
+        // directory, say: `meshd --data-dir /var/lib/meshd status` as root); others
+        // only their own or root's.
         let me = nix::unistd::geteuid().as_raw();
-        if meta.uid() != me && meta.uid() != 0 {
+        if me != 0 && meta.uid() != me && meta.uid() != 0 {
             anyhow::bail!(
                 "data dir {} belongs to uid {}, not to this user (uid {me}): another user \
                  could replace its control files and take the control token; use a \
