@@ -155,9 +155,16 @@ impl Waiting {
     /// been told (Kademlia hands a running query's addresses to any dial of the peer),
     /// so a dial of its own would be a second connection to the same peer beside the
     /// one the lookup is about to open, not a way round a stale address.
+    ///
+    /// Only a lookup that a dial by peer id started (one with such a waiter): one that a
+    /// `lookup` command or a route attempt runs may fail where the addresses the swarm
+    /// knows would have worked.
     pub(crate) fn looking_up(&self, peer: &PeerId) -> bool {
         match NodeId::from_peer_id(peer) {
-            Ok(node) => self.lookups.contains_key(&node),
+            Ok(node) => self
+                .lookups
+                .get(&node)
+                .is_some_and(|l| l.waiters.iter().any(|w| matches!(w, After::Dial(_)))),
             Err(_) => self.sought.runs(peer),
         }
     }
@@ -517,6 +524,15 @@ mod tests {
         assert!(!p.looking_up(&PeerId::random()));
         assert_eq!(p.finish_lookup(&node).len(), 1);
         assert!(!p.looking_up(&peer));
+        // A lookup command's or a route attempt's lookup is not joined.
+        let (tx, _rx) = oneshot::channel();
+        assert!(!p.add_lookup_waiter(node, After::Lookup(tx)));
+        assert!(p.add_lookup_waiter(node, After::Route(7)));
+        assert!(!p.looking_up(&peer));
+        let (tx, _rx) = oneshot::channel();
+        assert!(p.add_lookup_waiter(node, After::Dial(tx)));
+        assert!(p.looking_up(&peer));
+        assert_eq!(p.finish_lookup(&node).len(), 3);
 
         // A peer id that is not a node id: its Amino lookup.
         let other = PeerId::random();
