@@ -412,6 +412,8 @@ async fn dropped_events_are_counted() {
             }
         }
     }
+    // `/metrics` serves one encoding for up to `MAX_AGE`: the last read is a fresh one.
+    tokio::time::sleep(libmesh::status_cache::MAX_AGE + Duration::from_millis(100)).await;
     let samples = parse(&get().await);
     let refused = value(
         &samples,
