@@ -157,7 +157,11 @@ pub trait Artifact: Sized {
     /// Parses, verifies and validates the CBOR wire form. The signing input is cut from
     /// the received bytes (they are deterministic, so no re-encoding is needed).
     fn verify_cbor(bytes: &[u8], now: &Timestamp) -> MeshResult<Self> {
-        let (map, spans) = cbor::decode_top_map(bytes, DecodeLimits::default())
+        let limits = DecodeLimits {
+            max_items: Self::MAX_ITEMS,
+            ..DecodeLimits::default()
+        };
+        let (map, spans) = cbor::decode_top_map(bytes, limits)
             .map_err(|e| MeshError::from(e).context(Self::FAMILY))?;
         let artifact = Self::from_map(map)?;
         let input = signing_input_from_wire(Self::FAMILY, Self::UNSIGNED_FIELDS, bytes, &spans);

@@ -119,6 +119,28 @@ impl SignalFrame {
     }
 }
 
+/// Whether `doc` (as a top-level map: itself, and each key and value) holds at most
+/// `max` values; stops counting past it.
+fn within_values(doc: &Map<String, Value>, max: usize) -> bool {
+    fn take(left: &mut usize) -> bool {
+        let ok = *left > 0;
+        *left = left.saturating_sub(1);
+        ok
+    }
+    fn map(m: &Map<String, Value>, left: &mut usize) -> bool {
+        take(left) && m.values().all(|v| take(left) && value(v, left))
+    }
+    fn value(v: &Value, left: &mut usize) -> bool {
+        match v {
+            Value::Array(a) => take(left) && a.iter().all(|x| value(x, left)),
+            Value::Object(m) => map(m, left),
+            _ => take(left),
+        }
+    }
+    let mut left = max;
+    map(doc, &mut left)
+}
+
 fn check_payload(f: &Fields<'_>, kind: &str) -> MeshResult<()> {
     let p = f.object("payload")?;
     match kind {
@@ -182,6 +204,20 @@ impl Artifact for SignalFrame {
 
     fn from_map(doc: Map<String, Value>) -> MeshResult<Self> {
         let f = Fields::new(&doc, Self::FAMILY);
+        // The wire cap, for frames built from JSON or signed here too, with room for the
+        // `hops` a host adds (two values) kept in a frame without them: no frame is made
+        // that a host would refuse once it counted a hop.
+        let max = if doc.contains_key("hops") {
+            MAX_FRAME_ITEMS
+        } else {
+            MAX_FRAME_ITEMS - 2
+        };
+        if !within_values(&doc, max) {
+            return Err(f.err(
+                "payload",
+                &format!("the frame holds more than {max} values"),
+            ));
+        }
         f.schema_v()?;
         f.constant("message/kind", Self::FAMILY)?;
         if f.str("frame/id")?.len() > MAX_FRAME_ID {
@@ -386,33 +422,71 @@ mod tests {
         assert!(SignalFrame::verify_cbor(&f.to_cbor(), &early).is_err());
     }
 
-    /// A signed frame padded with `null`s (in the payload, which the application is
-    /// handed, or in a field of its own) is refused on the wire before it is decoded
-    /// whole; a frame of every field and 16 candidates is far inside the cap.
+    /// A frame padded with `null`s (in the payload, which the application is handed, or
+    /// in a field of its own) is refused on the wire before it is decoded whole, and
+    /// cannot be signed here either (with room left for a host's `hops`); a frame of
+    /// every field and 16 candidates is far inside the cap.
     #[test]
     fn a_frame_of_many_values_is_refused_on_the_wire() {
         let (a, b) = (NodeKeypair::generate(), NodeKeypair::generate());
         let to = b.node_id();
-        let padded = frame(
-            &a,
-            to,
-            "connect_request",
-            json!({"purpose": "x", "pad": vec![Value::Null; MAX_FRAME_ITEMS]}),
-        )
-        .unwrap();
-        let e = SignalFrame::from_cbor(&padded.to_cbor()).unwrap_err();
+        let pad = |n: usize| json!({"purpose": "x", "pad": vec![Value::Null; n]});
+        let e = frame(&a, to, "connect_request", pad(MAX_FRAME_ITEMS)).unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
-        assert!(e.to_string().contains("more values than the cap"), "{e}");
-        let mut doc = frame(&a, to, "connect_accept", json!({}))
+        // The wire form of such a frame (its signature does not matter: it is refused
+        // while it is decoded).
+        let mut doc = frame(&a, to, "connect_request", json!({"purpose": "x"}))
             .unwrap()
             .to_json();
-        doc["x-pad"] = json!(vec![Value::Null; 60_000]);
+        for (field, n) in [("payload", MAX_FRAME_ITEMS), ("x-pad", 60_000)] {
+            let mut d = doc.clone();
+            if field == "payload" {
+                d["payload"] = pad(n);
+            } else {
+                d["x-pad"] = json!(vec![Value::Null; n]);
+            }
+            let wire = crate::cbor::encode(&d);
+            let e = SignalFrame::from_cbor(&wire).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtoInvalid, "{e}");
+            assert!(e.to_string().contains("more values than the cap"), "{e}");
+            let e = SignalFrame::verify_cbor(&wire, &now()).unwrap_err();
+            assert!(e.to_string().contains("more values than the cap"), "{e}");
+        }
+        // The largest frame that can be signed still passes a host's `hops`.
+        let mut left = frame(&a, to, "connect_request", pad(0)).unwrap().to_json();
+        let base = {
+            let wire = crate::cbor::encode(&left);
+            let (m, _) = crate::cbor::decode_top_map(&wire, Default::default()).unwrap();
+            let mut n = 0usize;
+            fn count(v: &Value, n: &mut usize) {
+                *n += 1;
+                match v {
+                    Value::Array(a) => a.iter().for_each(|x| count(x, n)),
+                    Value::Object(m) => m.values().for_each(|x| {
+                        *n += 1;
+                        count(x, n)
+                    }),
+                    _ => {}
+                }
+            }
+            count(&Value::Object(m), &mut n);
+            n
+        };
+        let room = MAX_FRAME_ITEMS - 2 - base;
+        left["payload"] = pad(room);
+        let Value::Object(mut m) = left else {
+            unreachable!()
+        };
+        m.remove("signature");
+        let largest = SignalFrame::sign(m, &a).unwrap();
+        let hopped = largest.forwarded().unwrap();
+        assert!(SignalFrame::from_cbor(&hopped.to_cbor()).is_ok());
+        doc["payload"] = pad(room + 1);
         let Value::Object(mut m) = doc else {
             unreachable!()
         };
         m.remove("signature");
-        let padded = SignalFrame::sign(m, &a).unwrap();
-        assert!(SignalFrame::from_cbor(&padded.to_cbor()).is_err());
+        assert!(SignalFrame::sign(m, &a).is_err());
 
         let all: Vec<String> = (0..MAX_CANDIDATES)
             .map(|i| format!("/ip4/192.0.2.1/tcp/{i}"))
