@@ -11,11 +11,13 @@
 //! peer's protocols under the lock the swarm's task takes on each identify event, on
 //! one of the runtime's two workers; a client (or a web page, `no-cors`) looping on it
 //! held both workers. It is encoded once at a time, off the workers
-//! (`spawn_blocking`), and the text serves every request for [`MAX_AGE`].
+//! (`spawn_blocking`), and the text serves every request for [`MAX_AGE`]; a request
+//! that goes away while it waits leaves the encoding to the others.
 
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use prometheus_client::registry::Registry;
 
 use tokio::sync::Mutex;
@@ -56,14 +58,29 @@ impl SharedStatus {
     }
 }
 
-/// The last text encoded, and when.
-type LastText = Arc<Mutex<Option<(Instant, Arc<str>)>>>;
+/// An encoding under way, which every request waiting for it shares (it runs on to
+/// the end if they all go away: a request cancelled, by its timeout or its client,
+/// does not start another).
+type Encoding = futures::future::Shared<futures::future::BoxFuture<'static, Result<Bytes, String>>>;
+
+/// The last text and when it was encoded, and the encoding under way.
+#[derive(Default)]
+struct Texts {
+    last: Option<(Instant, Bytes)>,
+    running: Option<Encoding>,
+}
 
 /// A registry's text, encoded at most once at a time and once per [`MAX_AGE`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SharedMetrics {
     registry: Arc<std::sync::Mutex<Registry>>,
-    last: LastText,
+    texts: Arc<std::sync::Mutex<Texts>>,
+}
+
+impl std::fmt::Debug for SharedMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMetrics").finish_non_exhaustive()
+    }
 }
 
 impl SharedMetrics {
@@ -71,30 +88,52 @@ impl SharedMetrics {
     pub fn new(registry: Arc<std::sync::Mutex<Registry>>) -> Self {
         SharedMetrics {
             registry,
-            last: Arc::new(Mutex::new(None)),
+            texts: Arc::default(),
         }
     }
 
     /// The registry's text (see `node::stats::encode`), no older than [`MAX_AGE`];
-    /// requests that come while it is encoded wait for it and take it.
-    pub async fn get(&self) -> Result<Arc<str>, String> {
-        let mut last = self.last.lock().await;
-        if let Some((at, text)) = last.as_ref()
-            && at.elapsed() < MAX_AGE
-        {
-            return Ok(text.clone());
-        }
-        let registry = self.registry.clone();
-        let text: Arc<str> = tokio::task::spawn_blocking(move || {
-            let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            crate::node::stats::encode(&registry)
-        })
-        .await
-        .map_err(|e| format!("metrics: {e}"))?
-        .map_err(|e| format!("metrics: {e}"))?
-        .into();
-        *last = Some((Instant::now(), text.clone()));
-        Ok(text)
+    /// requests that come while it is encoded wait for that encoding and take it.
+    pub async fn get(&self) -> Result<Bytes, String> {
+        let encoding = {
+            let mut t = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, text)) = &t.last
+                && at.elapsed() < MAX_AGE
+            {
+                return Ok(text.clone());
+            }
+            match &t.running {
+                Some(e) => e.clone(),
+                None => {
+                    let e = self.encode();
+                    t.running = Some(e.clone());
+                    e
+                }
+            }
+        };
+        encoding.await
+    }
+
+    /// Starts an encoding on the blocking pool; when it ends it becomes the last text.
+    fn encode(&self) -> Encoding {
+        use futures::FutureExt as _;
+        let (registry, texts) = (self.registry.clone(), self.texts.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            let text = {
+                let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                crate::node::stats::encode(&registry)
+            };
+            let result = text.map(Bytes::from).map_err(|e| format!("metrics: {e}"));
+            let mut t = texts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Ok(text) = &result {
+                t.last = Some((Instant::now(), text.clone()));
+            }
+            t.running = None;
+            result
+        });
+        async move { work.await.map_err(|e| format!("metrics: {e}"))? }
+            .boxed()
+            .shared()
     }
 }
 

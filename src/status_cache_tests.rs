@@ -64,14 +64,19 @@ async fn serve(router: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
-/// The status line and body of `GET path` on a fresh connection.
+/// The status line and body of `GET path` on a fresh connection (within 10 s).
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("an answer within 10 s")
 }
 
 /// 100 requests at once, then one more after [`MAX_AGE`]: how often the node was asked.
@@ -165,4 +170,24 @@ async fn a_flood_of_metrics_encodes_the_registry_once() {
         2,
         "a text older than MAX_AGE is not served"
     );
+}
+
+/// Requests that go away while the registry is encoded (their timeout, their client)
+/// leave that encoding to the next request: it does not start another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_goes_away_leaves_the_encoding_to_the_next() {
+    let encoded = Arc::new(AtomicUsize::new(0));
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Counted(encoded.clone())));
+    let metrics = super::SharedMetrics::new(Arc::new(std::sync::Mutex::new(registry)));
+    for _ in 0..10 {
+        let gone = tokio::time::timeout(Duration::from_millis(1), metrics.get()).await;
+        assert!(gone.is_err(), "answered within 1 ms");
+    }
+    let text = tokio::time::timeout(Duration::from_secs(10), metrics.get())
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text).contains("# EOF"));
+    assert_eq!(encoded.load(Ordering::SeqCst), 1);
 }
