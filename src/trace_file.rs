@@ -33,7 +33,14 @@ fn open_append(path: &Path) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt as _;
         o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
-    o.open(path)
+    let file = o.open(path)?;
+    // A file that was there before (made 0644 by an earlier version) is made private too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 impl RotatingFile {
@@ -104,6 +111,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine\n");
 
         let path = dir.path().join("fresh.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut f = RotatingFile::open(&path, 10).unwrap();
         f.write_all(b"0123456789ab\n").unwrap();
         f.flush().unwrap();

@@ -131,15 +131,21 @@ enum InboundSubstreamState {
     },
 }
 
-/// Patched for libmesh: how long an inbound stream may wait for a whole request, the
-/// first or the next. Upstream had no bound: a peer could hold [`MAX_NUM_STREAMS`]
-/// streams per connection, each with a request short of its last byte (up to the
-/// packet size, 128 KiB for libmesh's DHT, in a buffer grown to twice that), for as long
-/// as the connection lived, and the streams kept it alive.
+/// Patched for libmesh: how long a new inbound stream may wait for a whole first
+/// request. Upstream had no bound: a peer could hold [`MAX_NUM_STREAMS`] streams per
+/// connection, each with a request short of its last byte (up to the packet size,
+/// 128 KiB for libmesh's DHT, in a buffer grown to twice that), for as long as the
+/// connection lived, and the streams kept it alive.
 pub const MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
+/// Patched for libmesh: how long a stream already answered may wait for the next
+/// request (go-libp2p's clients reuse their DHT streams and its servers idle them for a
+/// minute; a reused stream also makes way for a new one at the stream cap).
+pub const REUSE_WAIT: Duration = Duration::from_secs(60);
+
 impl InboundSubstreamState {
-    /// Patched for libmesh: a stream waiting for a message, until [`MESSAGE_WAIT`].
+    /// Patched for libmesh: a stream waiting for a message, until [`MESSAGE_WAIT`] (the
+    /// first) or [`REUSE_WAIT`] (a next one).
     fn waiting(
         first: bool,
         connection_id: UniqueConnecId,
@@ -149,7 +155,7 @@ impl InboundSubstreamState {
             first,
             connection_id,
             substream,
-            deadline: futures_timer::Delay::new(MESSAGE_WAIT),
+            deadline: futures_timer::Delay::new(if first { MESSAGE_WAIT } else { REUSE_WAIT }),
         }
     }
 

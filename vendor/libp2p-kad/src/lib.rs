@@ -71,7 +71,7 @@ pub use kbucket::{
 };
 use libp2p_swarm::StreamProtocol;
 // Patched for libmesh.
-pub use handler::MESSAGE_WAIT;
+pub use handler::{MESSAGE_WAIT, REUSE_WAIT};
 pub use protocol::{ConnectionType, KadPeer};
 pub use query::QueryId;
 pub use record::{Key as RecordKey, ProviderRecord, Record, store};
