@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p::{Multiaddr, PeerId, identify, kad};
 use mesh_advert::providers::ProviderBook;
 use mesh_advert::{AdvertStore, StoredAdvert};
-use mesh_core::{MeshResult, NodeId, RateLimit, Timestamp};
+use mesh_core::{IpKey, MeshResult, NodeId, RateLimit, Timestamp};
 
 use super::addrs;
 use super::api::Dht;
@@ -185,14 +185,17 @@ pub(crate) fn bootstrap(b: &mut MeshBehaviour) {
     let _ = b.mesh_kad.bootstrap();
 }
 
-/// Up to `max` peers whose live advertisements the store holds when the node starts
-/// (from its earlier runs), with their advertised addresses: for [`remember_stored`]
-/// once the node knows its own addresses.
+/// Peers whose live advertisements the store holds when the node starts (from its
+/// earlier runs), with their advertised addresses: for [`remember_stored`] once the
+/// node knows its own addresses, which takes `max` of them. Four times as many are
+/// read, so that those its scope and destination budget leave out (anyone's, pushed)
+/// do not crowd the rest out.
 pub(crate) fn stored_peers(
     store: &SharedAdverts,
     me: NodeId,
     max: usize,
 ) -> Vec<(NodeId, Vec<Multiaddr>)> {
+    let max = max.saturating_mul(4);
     let now = Timestamp::now();
     let mut cursor = 0;
     let mut out = Vec::new();
@@ -215,35 +218,71 @@ pub(crate) fn stored_peers(
     out
 }
 
-/// Addresses of one destination (an IPv4 address, an IPv6 /64) that the stored
-/// advertisements of a restart may name, over all of them: anyone can push an
+/// Stored peers one destination (an IPv4 address, an IPv6 /64) may be dialed for at a
+/// restart, over all the stored advertisements (loopback free): anyone can push an
 /// advertisement naming any host, and the governor dials what it is given (and redials
-/// it until it forgets the peer). Loopback is free (nodes on one host).
+/// it until it forgets the peer). Counted by peer, not by address, so that the members
+/// reached through one relay (their circuit addresses start with the relay's) or the
+/// nodes of one host are not cut to a few addresses.
 pub(crate) const STORED_PER_DESTINATION: RateLimit = RateLimit {
-    burst: 4,
+    burst: 16,
     per_second: 0.0,
 };
 
-/// Of `peers` ([`stored_peers`]), the ones to redial and at which addresses: those in
-/// the node's scope (`own`: its listen and external addresses; see
-/// [`addrs::in_node_scope`], at most [`super::kad_scope::MAX_DIAL_ADDRS`] each), and no
-/// more than [`STORED_PER_DESTINATION`] addresses of one destination in all, in the
-/// store's order. Pure.
+/// Addresses of one stored peer at one destination (its TCP, QUIC and WebSocket ports).
+pub(crate) const STORED_ADDRS_PER_DESTINATION: usize = 3;
+
+/// Of `peers` ([`stored_peers`], in the store's order), the first `max` to redial and at
+/// which addresses: those in the node's scope (`own`: its listen and external
+/// addresses; see [`addrs::in_node_scope`], at most [`super::kad_scope::MAX_DIAL_ADDRS`]
+/// each), at most [`STORED_ADDRS_PER_DESTINATION`] of a peer per destination, and each
+/// destination for no more than [`STORED_PER_DESTINATION`] peers in all. Peers left
+/// without an address do not count towards `max`. Pure.
 pub(crate) fn stored_dials(
     peers: Vec<(NodeId, Vec<Multiaddr>)>,
     own: &[Multiaddr],
+    max: usize,
     now: Instant,
 ) -> Vec<(NodeId, Vec<Multiaddr>)> {
     let mut budget = DestinationBudget::new(STORED_PER_DESTINATION, 4096).loopback_free();
-    peers
-        .into_iter()
-        .filter(|(node, _)| node.to_peer_id().is_ok())
-        .filter_map(|(node, advertised)| {
-            let addrs = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
-            let addrs = budget.admit(addrs, now);
-            (!addrs.is_empty()).then_some((node, addrs))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (node, advertised) in peers {
+        if out.len() >= max {
+            break;
+        }
+        if node.to_peer_id().is_err() {
+            continue;
+        }
+        let scoped = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
+        // One token per destination this peer names (loopback free), its first
+        // addresses there only.
+        let mut seen: Vec<(IpKey, bool, usize)> = Vec::new();
+        let mut kept = Vec::new();
+        for a in scoped {
+            let Some(key) = IpKey::of_multiaddr(&a) else {
+                continue;
+            };
+            let at = match seen.iter().position(|(k, ..)| *k == key) {
+                Some(at) => at,
+                None => {
+                    let admitted = !budget.admit(vec![a.clone()], now).is_empty();
+                    seen.push((key, admitted, 0));
+                    seen.len() - 1
+                }
+            };
+            let Some(entry) = seen.get_mut(at) else {
+                continue;
+            };
+            if entry.1 && entry.2 < STORED_ADDRS_PER_DESTINATION {
+                entry.2 += 1;
+                kept.push(a);
+            }
+        }
+        if !kept.is_empty() {
+            out.push((node, kept));
+        }
+    }
+    out
 }
 
 /// Hands `peers` ([`stored_dials`]) to the governor, so a restarted node reconnects
@@ -256,7 +295,7 @@ pub(crate) fn remember_stored(
     peers: Vec<(NodeId, Vec<Multiaddr>)>,
     own: &[Multiaddr],
 ) -> usize {
-    let dials = stored_dials(peers, own, Instant::now());
+    let dials = stored_dials(peers, own, super::STORED_PEERS, Instant::now());
     let taken = dials.len();
     for (node, addrs) in dials {
         b.session.add_past_peer(node, addrs);
@@ -291,16 +330,17 @@ pub(crate) fn take_provider(
 #[cfg(test)]
 mod tests {
     use super::{
-        BOOTSTRAP_EVERY, MAX_ADDRS_PER_ENTRY, STORED_PER_DESTINATION, amino_worthy, bootstrap_gap,
-        cap_entry, stored_dials,
+        BOOTSTRAP_EVERY, MAX_ADDRS_PER_ENTRY, STORED_ADDRS_PER_DESTINATION, STORED_PER_DESTINATION,
+        amino_worthy, bootstrap_gap, cap_entry, stored_dials,
     };
     use libp2p::{Multiaddr, PeerId, kad};
     use mesh_core::NodeId;
     use std::time::{Duration, Instant};
 
-    /// Stored advertisements at a restart: many (anyone's) naming one host get it no
-    /// more than its budget of addresses over all of them; another host, loopback on a
-    /// loopback node and out-of-scope addresses as before.
+    /// Stored advertisements at a restart: many (anyone's) naming one host get it
+    /// dialed for its budget of peers, a few addresses each; another host, the members
+    /// behind one relay up to the budget, loopback on a loopback node free, and the
+    /// peers left without an address do not count towards the `max` taken.
     #[test]
     fn stored_advertisements_aiming_at_one_host_get_it_only_its_budget() {
         let own: Vec<Multiaddr> = vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()];
@@ -308,36 +348,77 @@ mod tests {
         let at = |host: &str, port: usize| -> Multiaddr {
             format!("/ip4/{host}/tcp/{port}").parse().unwrap()
         };
-        let mut peers: Vec<(NodeId, Vec<Multiaddr>)> = (0..20)
+        let budget = STORED_PER_DESTINATION.burst as usize;
+        let mut peers: Vec<(NodeId, Vec<Multiaddr>)> = (0..40)
             .map(|i| {
-                (
-                    node(),
-                    vec![at("198.51.100.7", 1000 + i), at("198.51.100.7", 2000 + i)],
-                )
+                let ports = (0..8)
+                    .map(|p| at("198.51.100.7", 1000 + 10 * i + p))
+                    .collect();
+                (node(), ports)
             })
             .collect();
         let other = node();
         peers.push((other, vec![at("203.0.113.9", 4001), at("10.9.9.9", 22)]));
-        let dials = stored_dials(peers, &own, Instant::now());
+        let dials = stored_dials(peers, &own, 64, Instant::now());
         let to_host: usize = dials
             .iter()
             .flat_map(|(_, a)| a)
             .filter(|a| a.to_string().contains("198.51.100.7"))
             .count();
-        assert_eq!(to_host, STORED_PER_DESTINATION.burst as usize, "{dials:?}");
+        assert_eq!(to_host, budget * STORED_ADDRS_PER_DESTINATION, "{dials:?}");
         assert_eq!(
             dials.len(),
-            3,
-            "two stored peers take the host's budget, plus the other"
+            budget + 1,
+            "the host's budget of peers, plus the other"
         );
         assert_eq!(dials.last(), Some(&(other, vec![at("203.0.113.9", 4001)])));
 
+        // Members behind one relay: their circuit addresses start with its address.
+        let relay =
+            "/ip4/203.0.113.50/tcp/4001/p2p/12D3KooWLRPJAA5o6e6Ypvwyvhd4QH5cjvWjbYwhh89bmtyN2ryL";
+        let members: Vec<_> = (0..budget + 4)
+            .map(|_| {
+                let circuit: Multiaddr = format!("{relay}/p2p-circuit").parse().unwrap();
+                (node(), vec![circuit])
+            })
+            .collect();
+        assert_eq!(
+            stored_dials(members, &own, 64, Instant::now()).len(),
+            budget
+        );
+
+        // `max` counts the peers taken, after the budget: junk first does not crowd
+        // out the honest peers behind it.
+        let mut peers: Vec<_> = (0..64)
+            .map(|i| (node(), vec![at("198.51.100.7", 3000 + i)]))
+            .collect();
+        peers.extend((0..10).map(|i| (node(), vec![at(&format!("203.0.113.{i}"), 4001)])));
+        let dials = stored_dials(peers, &own, 20, Instant::now());
+        assert_eq!(dials.len(), 20);
+        assert_eq!(
+            dials
+                .iter()
+                .filter(|(_, a)| a[0].to_string().contains("203.0.113."))
+                .count(),
+            4
+        );
+        let dials = stored_dials(
+            (0..64)
+                .map(|i| (node(), vec![at("198.51.100.7", 3000 + i)]))
+                .chain((0..10).map(|i| (node(), vec![at(&format!("203.0.113.{i}"), 4001)])))
+                .collect(),
+            &own,
+            64,
+            Instant::now(),
+        );
+        assert_eq!(dials.len(), budget + 10, "every honest peer after the junk");
+
         // Nodes on one host (loopback alone): free.
         let lo: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
-        let peers: Vec<_> = (0..20)
+        let peers: Vec<_> = (0..40)
             .map(|i| (node(), vec![at("127.0.0.1", 5000 + i)]))
             .collect();
-        assert_eq!(stored_dials(peers, &lo, Instant::now()).len(), 20);
+        assert_eq!(stored_dials(peers, &lo, 64, Instant::now()).len(), 40);
     }
 
     /// An entry fed more addresses than the cap keeps the newest `MAX_ADDRS_PER_ENTRY`
