@@ -74,9 +74,32 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
-/// Reads the token of the node whose data directory is `dir`.
+/// Reads the token of the node whose data directory is `dir`: a regular file (never
+/// through a symlink) holding a token as [`generate_token`] makes them, nothing else.
+/// Root may run the CLI against a data dir another user owns (a service's), whose owner
+/// could otherwise make `control.token` a link to any one-line secret of root's, which
+/// the CLI would then send to a listener of theirs.
 pub fn read_token(dir: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(token_file(dir))?.trim().to_owned())
+    use std::io::Read as _;
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = opts.open(token_file(dir))?;
+    if !file.metadata()?.is_file() {
+        return Err(invalid("control.token is not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(256).read_to_string(&mut text)?;
+    let token = text.trim();
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("control.token does not hold a control token"));
+    }
+    Ok(token.to_owned())
 }
 
 /// What the control API checks on every request.
@@ -267,6 +290,26 @@ pub async fn require(State(auth): State<ControlAuth>, req: Request, next: Next) 
 mod tests {
     use super::*;
 
+    /// The CLI reads a token from a regular file that holds one, never through a
+    /// symlink (to a secret of root's, say) nor what is not a token.
+    #[test]
+    fn a_token_is_read_only_from_a_regular_file_that_holds_one() {
+        let d = tempfile::tempdir().unwrap();
+        let token = generate_token();
+        write_private(&token_file(d.path()), &format!("{token}\n")).unwrap();
+        assert_eq!(read_token(d.path()).unwrap(), token);
+        write_private(&token_file(d.path()), "root's other secret\n").unwrap();
+        assert!(read_token(d.path()).is_err());
+        #[cfg(unix)]
+        {
+            let secret = d.path().join("secret");
+            std::fs::write(&secret, format!("{token}\n")).unwrap();
+            std::fs::remove_file(token_file(d.path())).unwrap();
+            std::os::unix::fs::symlink(&secret, token_file(d.path())).unwrap();
+            assert!(read_token(d.path()).is_err(), "read through a symlink");
+        }
+    }
+
     fn auth() -> ControlAuth {
         ControlAuth::new("ab".repeat(32), "127.0.0.1:7000".parse().unwrap())
     }
@@ -408,10 +451,11 @@ mod tests {
         let path = d.path().join(TOKEN_FILE);
         std::fs::write(&path, "old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&path, "new\n").unwrap();
+        let token = generate_token();
+        write_private(&path, &format!("{token}\n")).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(read_token(d.path()).unwrap(), "new");
+        assert_eq!(read_token(d.path()).unwrap(), token);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }

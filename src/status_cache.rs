@@ -70,6 +70,18 @@ struct Texts {
     running: Option<Encoding>,
 }
 
+/// Clears the encoding under way when dropped.
+struct Over(Arc<std::sync::Mutex<Texts>>);
+
+impl Drop for Over {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running = None;
+    }
+}
+
 /// A registry's text, encoded at most once at a time and once per [`MAX_AGE`].
 #[derive(Clone)]
 pub struct SharedMetrics {
@@ -119,16 +131,19 @@ impl SharedMetrics {
         use futures::FutureExt as _;
         let (registry, texts) = (self.registry.clone(), self.texts.clone());
         let work = tokio::task::spawn_blocking(move || {
+            // The encoding under way is over however this ends (a collector that
+            // panics included): the next request starts another.
+            let over = Over(texts.clone());
             let text = {
                 let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
                 crate::node::stats::encode(&registry)
             };
             let result = text.map(Bytes::from).map_err(|e| format!("metrics: {e}"));
-            let mut t = texts.lock().unwrap_or_else(PoisonError::into_inner);
             if let Ok(text) = &result {
+                let mut t = texts.lock().unwrap_or_else(PoisonError::into_inner);
                 t.last = Some((Instant::now(), text.clone()));
             }
-            t.running = None;
+            drop(over);
             result
         });
         async move { work.await.map_err(|e| format!("metrics: {e}"))? }

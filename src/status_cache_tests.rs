@@ -177,17 +177,73 @@ async fn a_flood_of_metrics_encodes_the_registry_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_goes_away_leaves_the_encoding_to_the_next() {
     let encoded = Arc::new(AtomicUsize::new(0));
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(Counted(encoded.clone())));
+    registry.register_collector(Box::new(Gated {
+        count: encoded.clone(),
+        released: released.clone(),
+    }));
     let metrics = super::SharedMetrics::new(Arc::new(std::sync::Mutex::new(registry)));
     for _ in 0..10 {
         let gone = tokio::time::timeout(Duration::from_millis(1), metrics.get()).await;
-        assert!(gone.is_err(), "answered within 1 ms");
+        assert!(gone.is_err(), "answered while the encoding is held");
     }
+    released.store(true, Ordering::SeqCst);
     let text = tokio::time::timeout(Duration::from_secs(10), metrics.get())
         .await
         .expect("answered")
         .unwrap();
     assert!(String::from_utf8_lossy(&text).contains("# EOF"));
     assert_eq!(encoded.load(Ordering::SeqCst), 1);
+}
+
+/// A collector that counts its scrapes and holds each until the test releases it (at
+/// most 10 s).
+#[derive(Debug)]
+struct Gated {
+    count: Arc<AtomicUsize>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl prometheus_client::collector::Collector for Gated {
+    fn encode(
+        &self,
+        _: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.released.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+/// A collector that panics, once: the next request encodes again.
+#[derive(Debug, Default)]
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl prometheus_client::collector::Collector for PanicsOnce {
+    fn encode(
+        &self,
+        _: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("a collector's first scrape");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_encoding_does_not_stop_the_next() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(PanicsOnce::default()));
+    let metrics = super::SharedMetrics::new(Arc::new(std::sync::Mutex::new(registry)));
+    assert!(metrics.get().await.is_err());
+    let text = tokio::time::timeout(Duration::from_secs(10), metrics.get())
+        .await
+        .expect("answered")
+        .expect("encoded again");
+    assert!(String::from_utf8_lossy(&text).contains("# EOF"));
 }

@@ -34,11 +34,20 @@ fn open_append(path: &Path) -> io::Result<File> {
         o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     let file = o.open(path)?;
-    // A file that was there before (made 0644 by an earlier version) is made private too.
+    // A file of ours that was there before (made 0644 by an earlier version) is made
+    // private too; not one someone else made for us to write (a log shipper's, root's
+    // `/dev/null`), which is left as it is.
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let meta = file.metadata()?;
+        if meta.is_file()
+            && meta.uid() == nix::unistd::geteuid().as_raw()
+            && meta.mode() & 0o077 != 0
+            && let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "trace file left as it is");
+        }
     }
     Ok(file)
 }

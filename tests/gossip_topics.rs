@@ -154,7 +154,8 @@ async fn until_marker_published(
 }
 
 /// The peers' subscriptions all together are bounded (set low here), except on a topic
-/// the node is in; a peer that leaves takes its subscriptions out of the count.
+/// the node is in (also one it joins later: the peer's GRAFT shows the subscription);
+/// a peer that leaves takes its subscriptions out of the count.
 #[tokio::test]
 async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topics() {
     let node_key = NodeKeypair::generate();
@@ -185,6 +186,20 @@ async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topic
         "20 at the cap, and the node's own topic: {held:?}"
     );
     assert_eq!(node.behaviour().peer_subscriptions(), 21);
+
+    // A topic the node joins after the peer's subscription to it was ignored: the
+    // peer's GRAFT, once it sees the node in the topic, shows it subscribed.
+    let later = IdentTopic::new("later");
+    peer.behaviour_mut().subscribe(&later).unwrap();
+    let marker2 = IdentTopic::new("marker2");
+    node.behaviour_mut().subscribe(&marker2).unwrap();
+    peer.behaviour_mut().subscribe(&marker2).unwrap();
+    until_subscribed(&mut node, &mut peer, "marker2").await;
+    let held = topics_of(&node, peer.local_peer_id());
+    assert!(!held.iter().any(|t| t == "later"), "{held:?}");
+    node.behaviour_mut().subscribe(&later).unwrap();
+    until_subscribed(&mut node, &mut peer, "later").await;
+    assert_eq!(node.behaviour().peer_subscriptions(), 23);
 
     let gone = *peer.local_peer_id();
     drop(peer);

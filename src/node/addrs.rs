@@ -14,10 +14,10 @@ use mesh_core::NodeAdvertisement;
 /// the node has an address in. At most `max`, in order.
 pub fn in_node_scope(candidates: &[Multiaddr], own: &[Multiaddr], max: usize) -> Vec<Multiaddr> {
     use super::ip_scope::{Scope, ip_of, on_private_net, scope};
-    let only_loopback = own
-        .iter()
-        .filter_map(ip_of)
-        .all(|ip| scope(ip) == Scope::Loopback);
+    // Loopback only when the node has addresses and all of them are loopback ones: a
+    // node that knows none of its own (no listener reported yet) is not a same-host mesh.
+    let mut own_ips = own.iter().filter_map(ip_of).peekable();
+    let only_loopback = own_ips.peek().is_some() && own_ips.all(|ip| scope(ip) == Scope::Loopback);
     candidates
         .iter()
         .filter(|a| dialable(a))
@@ -160,6 +160,19 @@ mod tests {
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()
+    }
+
+    /// A candidate on loopback is in scope on a node whose own addresses are all
+    /// loopback ones, not on one that knows none of its own yet (a stranger's stored
+    /// `127.0.0.1:6379` was dialed then, and loopback costs no destination budget).
+    #[test]
+    fn loopback_candidates_need_a_loopback_only_node_with_addresses() {
+        let redis = [ma("/ip4/127.0.0.1/tcp/6379")];
+        assert_eq!(in_node_scope(&redis, &[], 8), Vec::<Multiaddr>::new());
+        let lo = [ma("/ip4/127.0.0.1/tcp/4001")];
+        assert_eq!(in_node_scope(&redis, &lo, 8), redis.to_vec());
+        let public = [ma("/ip4/203.0.113.5/tcp/4001")];
+        assert_eq!(in_node_scope(&redis, &public, 8), Vec::<Multiaddr>::new());
     }
 
     #[test]

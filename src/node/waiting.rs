@@ -156,15 +156,16 @@ impl Waiting {
     /// so a dial of its own would be a second connection to the same peer beside the
     /// one the lookup is about to open, not a way round a stale address.
     ///
-    /// Only a lookup that a dial by peer id started (one with such a waiter): one that a
-    /// `lookup` command or a route attempt runs may fail where the addresses the swarm
-    /// knows would have worked.
+    /// Only a lookup that a connection to the peer id waits for (a dial's or a marker's):
+    /// one that a `lookup` command or a route attempt runs may fail where the addresses
+    /// the swarm knows would have worked.
     pub(crate) fn looking_up(&self, peer: &PeerId) -> bool {
         match NodeId::from_peer_id(peer) {
-            Ok(node) => self
-                .lookups
-                .get(&node)
-                .is_some_and(|l| l.waiters.iter().any(|w| matches!(w, After::Dial(_)))),
+            Ok(node) => self.lookups.get(&node).is_some_and(|l| {
+                l.waiters
+                    .iter()
+                    .any(|w| !matches!(w, After::Lookup(_) | After::Route(_)))
+            }),
             Err(_) => self.sought.runs(peer),
         }
     }

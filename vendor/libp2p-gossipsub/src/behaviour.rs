@@ -1596,6 +1596,7 @@ where
 
         let (below_zero, score) = self.peer_score.below_threshold(peer_id, |_| 0.0);
         let now = Instant::now();
+        let mut learned = Vec::new();
         for topic_hash in topics {
             let Some(peers) = self.mesh.get_mut(&topic_hash) else {
                 // don't do PX when there is an unknown topic to avoid leaking our peers
@@ -1686,6 +1687,10 @@ where
                 do_px = false;
                 tracing::debug!(peer=%peer_id, topic=%topic_hash,
                             "GRAFT: dropping unsubscribed topic from peer");
+                // Patched for libmesh: a GRAFT on a topic this node is in shows the
+                // peer subscribed to it (its subscription may have been ignored at the
+                // cap on the peers' subscriptions, before the node joined the topic).
+                learned.push(topic_hash);
                 continue;
             }
 
@@ -1722,6 +1727,28 @@ where
 
             if let PeerScoreState::Active(peer_score) = &mut self.peer_score {
                 peer_score.graft(peer_id, topic_hash);
+            }
+        }
+
+        // Patched for libmesh: the subscriptions a GRAFT showed (see above), taken as
+        // if the peer had sent them; the mesh takes the peer at a heartbeat.
+        if let Some(peer) = self.connected_peers.get_mut(peer_id) {
+            for topic in learned {
+                if peer.topics.insert(topic.clone()) {
+                    self.peer_subscriptions += 1;
+                    #[cfg(feature = "metrics")]
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.inc_topic_peers(&topic);
+                    }
+                    self.events.push_back(ToSwarm::GenerateEvent(Event::Subscribed {
+                        peer_id: *peer_id,
+                        topic,
+                        #[cfg(feature = "partial-messages")]
+                        supports_partial: false,
+                        #[cfg(feature = "partial-messages")]
+                        requests_partial: false,
+                    }));
+                }
             }
         }
 
