@@ -78,10 +78,16 @@ async fn until_subscribed(
     .await;
 }
 
-#[tokio::test]
-async fn a_peer_holds_a_bounded_number_of_topics_with_bounded_names() {
+/// The node's gossipsub (its peers' subscriptions capped at `cap`, if given) connected
+/// to a plain libp2p gossipsub peer, the node in the topic `marker`.
+async fn node_and_peer(
+    cap: Option<usize>,
+) -> (Swarm<Gossipsub>, Swarm<gossipsub::Behaviour>, IdentTopic) {
     let node_key = NodeKeypair::generate();
-    let gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
+    let mut gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
+    if let Some(cap) = cap {
+        gs.set_max_peer_subscriptions(cap);
+    }
     let mut node = mesh_testkit::swarm_with(&node_key, gs);
     let peer_key = NodeKeypair::generate();
     let plain = gossipsub::Behaviour::new(
@@ -94,6 +100,12 @@ async fn a_peer_holds_a_bounded_number_of_topics_with_bounded_names() {
     peer.connect(&mut node).await;
     let marker = IdentTopic::new("marker");
     node.behaviour_mut().subscribe(&marker).unwrap();
+    (node, peer, marker)
+}
+
+#[tokio::test]
+async fn a_peer_holds_a_bounded_number_of_topics_with_bounded_names() {
+    let (mut node, mut peer, marker) = node_and_peer(None).await;
 
     // Ten ordinary topics and one name over the bound.
     let long = "x".repeat(MAX_TOPIC_BYTES + 1);
@@ -158,21 +170,7 @@ async fn until_marker_published(
 /// a peer that leaves takes its subscriptions out of the count.
 #[tokio::test]
 async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topics() {
-    let node_key = NodeKeypair::generate();
-    let mut gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
-    gs.set_max_peer_subscriptions(20);
-    let mut node = mesh_testkit::swarm_with(&node_key, gs);
-    let peer_key = NodeKeypair::generate();
-    let plain = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(peer_key.to_libp2p()),
-        gossipsub::Config::default(),
-    )
-    .unwrap();
-    let mut peer = mesh_testkit::swarm_with(&peer_key, plain);
-    node.listen().with_memory_addr_external().await;
-    peer.connect(&mut node).await;
-    let marker = IdentTopic::new("marker");
-    node.behaviour_mut().subscribe(&marker).unwrap();
+    let (mut node, mut peer, marker) = node_and_peer(Some(20)).await;
     for i in 0..30 {
         let t = IdentTopic::new(format!("many/{i}"));
         peer.behaviour_mut().subscribe(&t).unwrap();

@@ -133,20 +133,12 @@ async fn a_connection_holds_few_half_sent_requests_open_at_once() {
     let n = node().await;
     let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
     let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
-    let patience = Duration::from_secs(4);
     for (protocol, max) in [
         ("/mesh/signal/1.0.0", mesh_signal::MAX_STREAMS),
         ("/mesh/session/1.0.0", mesh_session::MAX_STREAMS),
         ("/mesh/marker/1.0.0", mesh_session::marker::MAX_STREAMS),
     ] {
-        let held = futures::future::join_all(
-            (0..40).map(|_| hostile.trickle(peer, protocol, &[0x5a; 1000], patience)),
-        )
-        .await;
-        let kept = held
-            .into_iter()
-            .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
-            .count();
+        let kept = held_at_once(&hostile, peer, protocol).await;
         assert!(
             kept <= max,
             "{protocol}: {kept} half-sent requests held at once on one connection"
@@ -156,6 +148,23 @@ async fn a_connection_holds_few_half_sent_requests_open_at_once() {
             "{protocol}: the node serves some requests at once"
         );
     }
+}
+
+/// Of 40 half-sent requests on `protocol` over one connection to `peer`, how many the
+/// node held open for the whole 4 s patience.
+async fn held_at_once(
+    hostile: &HostilePeer,
+    peer: libp2p::PeerId,
+    protocol: &'static str,
+) -> usize {
+    let patience = Duration::from_secs(4);
+    let held = futures::future::join_all(
+        (0..40).map(|_| hostile.trickle(peer, protocol, &[0x5a; 1000], patience)),
+    )
+    .await;
+    held.into_iter()
+        .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
+        .count()
 }
 
 /// The same for a relay's admission requests (up to 64 KiB each): libp2p's default of
@@ -172,16 +181,7 @@ async fn a_relays_connection_holds_few_half_sent_admission_requests() {
     let n = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
     let hostile = HostilePeer::spawn(NodeKeypair::generate(), Net::Tcp);
     let peer = hostile.connect(n.p2p_addr(), WAIT).await.unwrap();
-    let patience = Duration::from_secs(4);
-    let held =
-        futures::future::join_all((0..40).map(|_| {
-            hostile.trickle(peer, "/mesh/relay-admission/1.0.0", &[0x5a; 1000], patience)
-        }))
-        .await;
-    let kept = held
-        .into_iter()
-        .filter(|h| h.as_ref().is_ok_and(|d| *d >= patience))
-        .count();
+    let kept = held_at_once(&hostile, peer, "/mesh/relay-admission/1.0.0").await;
     assert!(
         (1..=mesh_admission::server::MAX_STREAMS).contains(&kept),
         "{kept} half-sent admission requests held at once on one connection"
