@@ -70,7 +70,7 @@ impl DirectoryHosts {
         let checked = self.loopback
             || !self.names.is_empty()
             || on_this_host
-            || client.is_none_or(|ip| ip.is_loopback() || is_mapped_loopback(ip));
+            || client.is_none_or(crate::http_serve::is_loopback);
         if !checked {
             return Ok(());
         }
@@ -114,10 +114,6 @@ fn name_of(host: &str) -> Option<&str> {
         Some(_) => None,
         None => Some(host),
     }
-}
-
-fn is_mapped_loopback(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
 /// The middleware that applies [`DirectoryHosts::check`]

@@ -191,7 +191,8 @@ pub trait Listener: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OnThisHost(pub bool);
 
-fn is_loopback(ip: std::net::IpAddr) -> bool {
+/// Whether `ip` is a loopback address, an IPv4 one mapped into IPv6 included.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
     ip.is_loopback()
         || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }

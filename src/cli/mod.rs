@@ -155,13 +155,12 @@ pub(crate) fn main() -> ExitCode {
         trace_max_bytes: cli.trace_max_bytes,
     };
     // Every command that reads or writes the data dir checks it first (see
-    // `private_dir`); `run` and `identity` create it.
+    // `private_dir`), `identity` creating it; `run` checks (and creates) the directory
+    // its configuration names instead (`node::run`).
     let uses_data_dir = !matches!(
         cli.command,
-        Command::Verify(_) | Command::Completions(_) | Command::Man(_)
+        Command::Verify(_) | Command::Completions(_) | Command::Man(_) | Command::Run(_)
     );
-    // `run` checks the directory its configuration names instead (`node::run`).
-    let uses_data_dir = uses_data_dir && !matches!(cli.command, Command::Run(_));
     let create = matches!(cli.command, Command::Identity(_));
     if uses_data_dir && let Err(e) = private_dir::ensure_private(&ctx.data_dir, create) {
         return fail(&e);

@@ -2,6 +2,7 @@
 //! behaviour: peers that serve a DHT (identify says so) with their direct addresses,
 //! and the addresses of verified advertisements for peers already in the mesh DHT.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId, identify, kad};
@@ -255,26 +256,23 @@ pub(crate) fn stored_dials(
         }
         let scoped = addrs::in_node_scope(&advertised, own, super::kad_scope::MAX_DIAL_ADDRS);
         // One token per destination this peer names (loopback free), its first
-        // addresses there only.
-        let mut seen: Vec<(IpKey, bool, usize)> = Vec::new();
+        // addresses there only: what each destination has left for this peer (none
+        // once refused).
+        let mut left: HashMap<IpKey, usize> = HashMap::new();
         let mut kept = Vec::new();
         for a in scoped {
-            let Some(key) = IpKey::of_multiaddr(&a) else {
+            let Some(ip) = super::ip_scope::ip_of(&a) else {
                 continue;
             };
-            let at = match seen.iter().position(|(k, ..)| *k == key) {
-                Some(at) => at,
-                None => {
-                    let admitted = !budget.admit(vec![a.clone()], now).is_empty();
-                    seen.push((key, admitted, 0));
-                    seen.len() - 1
+            let n = left.entry(IpKey::of(ip)).or_insert_with(|| {
+                if budget.admit_ip(ip, now) {
+                    STORED_ADDRS_PER_DESTINATION
+                } else {
+                    0
                 }
-            };
-            let Some(entry) = seen.get_mut(at) else {
-                continue;
-            };
-            if entry.1 && entry.2 < STORED_ADDRS_PER_DESTINATION {
-                entry.2 += 1;
+            });
+            if *n > 0 {
+                *n -= 1;
                 kept.push(a);
             }
         }

@@ -213,10 +213,10 @@ impl Artifact for SignalFrame {
             MAX_FRAME_ITEMS - 2
         };
         if !within_values(&doc, max) {
-            return Err(f.err(
-                "payload",
-                &format!("the frame holds more than {max} values"),
-            ));
+            return Err(MeshError::invalid(format!(
+                "{}: the frame holds more than {max} values",
+                Self::FAMILY
+            )));
         }
         f.schema_v()?;
         f.constant("message/kind", Self::FAMILY)?;
