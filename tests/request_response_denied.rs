@@ -30,7 +30,7 @@ type Table = request_response::Behaviour<Codec>;
 
 fn table() -> Table {
     Table::with_codec(
-        Codec,
+        Codec::default(),
         [(PROTOCOL, ProtocolSupport::Full)],
         Config::default(),
     )

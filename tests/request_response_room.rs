@@ -30,7 +30,7 @@ type TableEvent = SwarmEvent<request_response::Event<Result<TableRequest, MeshEr
 fn swarm() -> Swarm<Table> {
     let key = Keypair::generate_ed25519();
     let behaviour = Table::with_codec(
-        Codec,
+        Codec::default(),
         [(PROTOCOL, ProtocolSupport::Full)],
         Config::default(),
     );

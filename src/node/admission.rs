@@ -238,6 +238,8 @@ impl AdmissionSettings {
             max_reservations: self.max_reservations,
             trace,
             clock: mesh_admission::system_clock(),
+            // The node gives it its own (`node::build`).
+            read_budget: mesh_core::ReadBudget::default(),
         })
     }
 }

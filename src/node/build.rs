@@ -5,7 +5,7 @@ use libp2p::{
     PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
     memory_connection_limits, relay,
 };
-use mesh_core::NodeKeypair;
+use mesh_core::{NodeKeypair, ReadBudget};
 
 use super::behaviour::MeshBehaviour;
 use super::config::{KadMode, NodeConfig};
@@ -52,8 +52,13 @@ pub fn build(
     key: &NodeKeypair,
     relay_client: relay::client::Behaviour,
     config: &NodeConfig,
-    parts: Parts,
+    mut parts: Parts,
+    read_budget: ReadBudget,
 ) -> Result<MeshBehaviour, BuildError> {
+    // One budget for every libmesh protocol's reads (`limits.read_budget_bytes`).
+    parts.session.read_budget = read_budget.clone();
+    parts.marker.read_budget = read_budget.clone();
+    parts.signal.read_budget = read_budget.clone();
     let lp_key = key.to_libp2p();
     let peer_id = lp_key.public().to_peer_id();
     let l = &config.limits;
@@ -103,7 +108,8 @@ pub fn build(
 
     let gossipsub = gossipsub(lp_key, l.max_gossip_bytes)?;
 
-    let admission = parts.admission.map(|c| {
+    let admission = parts.admission.map(|mut c| {
+        c.read_budget = read_budget.clone();
         let base = relay::Config {
             max_reservations: config.admission.max_reservations,
             max_circuits: config.admission.max_circuits,
@@ -138,7 +144,10 @@ pub fn build(
         admission: admission.into(),
         admission_client: mesh_admission::client::Behaviour::new(
             key.clone(),
-            mesh_admission::client::Config::default(),
+            mesh_admission::client::Config {
+                read_budget: read_budget.clone(),
+                ..mesh_admission::client::Config::default()
+            },
         ),
         relay_client,
         dcutr: super::dcutr_scope::Dcutr::new(
@@ -146,12 +155,18 @@ pub fn build(
             super::router::policy::CandidatePolicy::new(config.signal),
             mesh_core::families::MAX_CANDIDATES,
         ),
-        advert: mesh_advert::Behaviour::new(parts.store, mesh_advert::Config::default()),
+        advert: mesh_advert::Behaviour::new(
+            parts.store,
+            mesh_advert::Config {
+                read_budget: read_budget.clone(),
+                ..mesh_advert::Config::default()
+            },
+        ),
         session: mesh_session::Behaviour::new(key.clone(), parts.session),
         marker: mesh_session::marker::Behaviour::new(parts.marker),
         signal: mesh_signal::Behaviour::new(parts.signal),
         swarm_table: libp2p::request_response::Behaviour::with_codec(
-            mesh_signal::group::exchange::Codec,
+            mesh_signal::group::exchange::Codec::new(read_budget),
             [(
                 mesh_signal::group::exchange::PROTOCOL,
                 libp2p::request_response::ProtocolSupport::Full,

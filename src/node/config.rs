@@ -195,7 +195,17 @@ pub struct Limits {
     pub app_gossip_per_network: u32,
     /// Messages a second taken on the application's topics in all (as above).
     pub app_gossip_total: u32,
+    /// Bytes that requests and answers being read on libmesh's own protocols
+    /// (`/mesh/signal`, `/mesh/session`, `/mesh/marker`, `/mesh/advert`,
+    /// `/mesh/swarm-table`, `/mesh/relay-admission`) hold in all, across connections;
+    /// a read that needs room beyond drops the oldest reads begun before it
+    /// ([`mesh_core::ReadBudget`]). At least [`MIN_READ_BUDGET`].
+    pub read_budget_bytes: usize,
 }
+
+/// The smallest `limits.read_budget_bytes`: twice the largest request (a 1 MiB signal
+/// batch), so that one request never has to drop another to be read whole.
+pub const MIN_READ_BUDGET: usize = 2 * mesh_signal::codec::MAX_REQUEST;
 
 impl Limits {
     /// `max_established_incoming`, or three quarters of `max_established` (at least 1).
@@ -227,6 +237,7 @@ impl Default for Limits {
             max_gossip_bytes: 64 * 1024,
             app_gossip_per_network: 100,
             app_gossip_total: 400,
+            read_budget_bytes: mesh_core::DEFAULT_READ_BUDGET,
         }
     }
 }
@@ -489,6 +500,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "limits: max_established and max_per_peer must be positive".into(),
             ));
+        }
+        if l.read_budget_bytes < MIN_READ_BUDGET {
+            return Err(ConfigError::Invalid(format!(
+                "limits: read_budget_bytes ({}) must be at least {MIN_READ_BUDGET}",
+                l.read_budget_bytes
+            )));
         }
         if let Some(n) = l.max_established_incoming
             && !(1..=l.max_established).contains(&n)

@@ -80,6 +80,10 @@ fn errors_name_the_problem() {
     assert!(e.to_string().contains("colour"), "{e}");
     let e = NodeConfig::from_toml("[limits]\nmax_sessions = 0").unwrap_err();
     assert!(e.to_string().contains("max_sessions"), "{e}");
+    let e = NodeConfig::from_toml("[limits]\nread_budget_bytes = 1048576").unwrap_err();
+    assert!(e.to_string().contains("read_budget_bytes"), "{e}");
+    let c = NodeConfig::from_toml("[limits]\nread_budget_bytes = 8388608").unwrap();
+    assert_eq!(c.limits.read_budget_bytes, 8 << 20);
     let e = NodeConfig::from_toml("[http]\nheader_timeout_secs = 0").unwrap_err();
     assert!(e.to_string().contains("header_timeout_secs"), "{e}");
     let e = NodeConfig::from_toml("[http]\nmax_connections = 8\nmax_connections_per_client = 9")

@@ -20,6 +20,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::api::Dht;
 
+pub mod read_budget;
+
 /// One label.
 type L1 = [(&'static str, &'static str); 1];
 /// Two labels.

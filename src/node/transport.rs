@@ -73,6 +73,8 @@ pub fn build_swarm(
     let tls = tls_config(config)?;
     let build = |e: &dyn std::fmt::Display| TransportError::Build(e.to_string());
     let inner_tls = tls.clone();
+    let read_budget = mesh_core::ReadBudget::new(config.limits.read_budget_bytes);
+    super::stats::read_budget::register(registry, &read_budget);
     let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
         // First, so that it sees `/dns` names unresolved (see the module docs).
@@ -99,7 +101,7 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {
-            build::build(key, relay_client, config, parts)
+            build::build(key, relay_client, config, parts, read_budget)
                 .map(super::boxed::Boxed)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })

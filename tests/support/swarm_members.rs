@@ -148,7 +148,7 @@ pub(crate) async fn mallory_as(
     gs.subscribe(&gossipsub::IdentTopic::new(key.topic()))
         .unwrap();
     let table = request_response::Behaviour::with_codec(
-        exchange::Codec,
+        exchange::Codec::default(),
         [(exchange::PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default(),
     );

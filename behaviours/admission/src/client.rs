@@ -40,6 +40,10 @@ pub struct Config {
     pub retry_max: Duration,
     /// The wall clock requests are dated and grants checked by.
     pub clock: Clock,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             retry: Duration::from_secs(10),
             retry_max: Duration::from_secs(600),
             clock: crate::system_clock(),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 }
@@ -153,7 +158,7 @@ impl Behaviour {
     pub fn new(key: NodeKeypair, config: Config) -> Self {
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec,
+                Codec::new(config.read_budget.clone()),
                 [(PROTOCOL, request_response::ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(config.timeout),
             ),

@@ -26,13 +26,23 @@ pub type Request = Result<Vec<u8>, MeshError>;
 pub type Answer = Result<Vec<u8>, MeshError>;
 
 /// The codec.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
+
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
 
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
+    budget: &mesh_core::ReadBudget,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    Ok(mesh_core::read_capped(io, MAX_ARTIFACT_BYTES)
+    Ok(mesh_core::read_capped(io, MAX_ARTIFACT_BYTES, budget)
         .await?
         .ok_or_else(|| {
             MeshError::invalid(format!(
@@ -92,7 +102,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Request> {
-        read_capped(io).await
+        read_capped(io, &self.budget).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -100,7 +110,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Answer> {
-        Ok(read_capped(io).await?.and_then(decode_answer))
+        Ok(read_capped(io, &self.budget).await?.and_then(decode_answer))
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

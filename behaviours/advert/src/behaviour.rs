@@ -56,6 +56,10 @@ pub struct Config {
     pub per_network: RateLimit,
     /// The clock.
     pub clock: Clock,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             per_peer: RateLimit::per_minute(60, 600),
             per_network: RateLimit::per_minute(600, 3000),
             clock: Arc::new(Timestamp::now),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 }
@@ -209,7 +214,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             .with_max_concurrent_streams(config.max_concurrent_streams);
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec,
+                Codec::new(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 rr,
             ),

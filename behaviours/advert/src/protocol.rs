@@ -313,8 +313,17 @@ fn decode_map(bytes: &[u8]) -> MeshResult<Map<String, Value>> {
 /// strictly. A message that does not decode is delivered as `Err(MeshError)` rather than
 /// as an I/O failure, so the receiver can answer it with a `rejected` response carrying
 /// the frozen code.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
+
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
 
 /// What the codec yields for a request.
 pub type InboundRequest = Result<Request, MeshError>;
@@ -323,8 +332,9 @@ pub type InboundResponse = Result<Response, MeshError>;
 
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
+    budget: &mesh_core::ReadBudget,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    Ok(mesh_core::read_capped(io, MAX_MESSAGE_BYTES)
+    Ok(mesh_core::read_capped(io, MAX_MESSAGE_BYTES, budget)
         .await?
         .ok_or_else(|| {
             MeshError::invalid(format!(
@@ -350,7 +360,9 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_capped(io).await?.and_then(|b| decode_request(&b)))
+        Ok(read_capped(io, &self.budget)
+            .await?
+            .and_then(|b| decode_request(&b)))
     }
 
     async fn read_response<T>(
@@ -361,7 +373,9 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_capped(io).await?.and_then(|b| decode_response(&b)))
+        Ok(read_capped(io, &self.budget)
+            .await?
+            .and_then(|b| decode_response(&b)))
     }
 
     async fn write_request<T>(

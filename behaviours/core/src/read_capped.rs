@@ -1,27 +1,45 @@
 //! Reading a request to its end under a size cap, without the doubling of
-//! `read_to_end`.
+//! `read_to_end`, within a node-wide [`ReadBudget`].
 //!
 //! `io.take(max + 1).read_to_end(&mut Vec::new())` grows its buffer by doubling and
 //! zero-fills all of it, so a peer that sends exactly `max` bytes and stalls has the
 //! node hold twice the cap (2 MiB for a 1 MiB signal request) for the request timeout,
 //! on every stream it may open. [`read_capped`] grows the buffer itself and never past
-//! the cap.
+//! the cap, and takes the room (and its read buffer) from the budget first; a read the
+//! budget drops ends at once with [`BudgetSpent`](crate::BudgetSpent) as its error.
 
-use futures::{AsyncRead, AsyncReadExt};
+use std::pin::Pin;
+use std::task::Poll;
 
-/// Bytes read per call into a stack buffer.
+use futures::AsyncRead;
+use futures::future::poll_fn;
+
+use crate::read_budget::ReadBudget;
+
+/// Bytes read per call into a buffer of the read's own.
 const CHUNK: usize = 4096;
 
 /// Reads `io` to its end: the bytes, or `None` once more than `max` came (the rest is
-/// not read). The buffer never holds more than `max` bytes of room.
+/// not read). The buffer never holds more than `max` bytes of room, and all it holds is
+/// taken from `budget` until the read ends; `Err` (an [`std::io::ErrorKind::Other`]
+/// around [`BudgetSpent`](crate::BudgetSpent)) when the budget dropped the read.
 pub async fn read_capped<T: AsyncRead + Unpin>(
     io: &mut T,
     max: usize,
+    budget: &ReadBudget,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    let hold = budget.hold();
+    hold.grow(CHUNK)?;
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = [0u8; CHUNK];
     loop {
-        let n = io.read(&mut chunk).await?;
+        let n = poll_fn(|cx| {
+            if hold.poll_dropped(cx) {
+                return Poll::Ready(Err(crate::BudgetSpent { cap: budget.cap() }.into()));
+            }
+            Pin::new(&mut *io).poll_read(cx, &mut chunk)
+        })
+        .await?;
         if n == 0 {
             return Ok(Some(out));
         }
@@ -31,6 +49,7 @@ pub async fn read_capped<T: AsyncRead + Unpin>(
         }
         if len > out.capacity() {
             let room = out.capacity().saturating_mul(2).clamp(len, max);
+            hold.grow(room - out.capacity())?;
             out.reserve_exact(room - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
@@ -40,12 +59,15 @@ pub async fn read_capped<T: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::{AsyncReadExt, Future};
 
-    /// A reader that hands out `data` in pieces of `piece` bytes.
+    /// A reader that hands out `data` in pieces of `piece` bytes, then ends (or stalls,
+    /// pending for ever, with `stall`).
     struct Pieces {
         data: Vec<u8>,
         at: usize,
         piece: usize,
+        stall: bool,
     }
 
     impl AsyncRead for Pieces {
@@ -55,6 +77,9 @@ mod tests {
             buf: &mut [u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
             let n = self.piece.min(buf.len()).min(self.data.len() - self.at);
+            if n == 0 && self.stall {
+                return std::task::Poll::Pending;
+            }
             let at = self.at;
             buf[..n].copy_from_slice(&self.data[at..at + n]);
             self.at += n;
@@ -64,8 +89,13 @@ mod tests {
 
     fn read(len: usize, piece: usize, max: usize) -> Option<Vec<u8>> {
         let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let mut r = Pieces { data, at: 0, piece };
-        futures::executor::block_on(read_capped(&mut r, max)).unwrap()
+        let mut r = Pieces {
+            data,
+            at: 0,
+            piece,
+            stall: false,
+        };
+        futures::executor::block_on(read_capped(&mut r, max, &ReadBudget::default())).unwrap()
     }
 
     #[test]
@@ -80,6 +110,7 @@ mod tests {
             data: vec![0; max],
             at: 0,
             piece: 1000,
+            stall: false,
         };
         let mut b = Vec::new();
         futures::executor::block_on((&mut r).take(max as u64 + 1).read_to_end(&mut b)).unwrap();
@@ -92,5 +123,49 @@ mod tests {
         assert_eq!(read(64, 7, 64).map(|b| b.len()), Some(64));
         assert_eq!(read(0, 7, 64), Some(Vec::new()));
         assert_eq!(read(10_000, 4096, 100_000).map(|b| b.len()), Some(10_000));
+    }
+
+    #[test]
+    fn the_budget_drops_a_stalled_read_for_a_newer_one_and_holds_no_more_than_its_cap() {
+        use std::task::Context;
+        let budget = ReadBudget::new(64 * 1024);
+        let stalled = |len| Pieces {
+            data: vec![7; len],
+            at: 0,
+            piece: 4096,
+            stall: true,
+        };
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let (mut a, mut b) = (stalled(30_000), stalled(30_000));
+        let mut read_a = Box::pin(read_capped(&mut a, 1 << 20, &budget));
+        assert!(read_a.as_mut().poll(&mut cx).is_pending());
+        let after_a = budget.held();
+        assert!(after_a > 30_000, "{after_a}");
+        let mut read_b = Box::pin(read_capped(&mut b, 1 << 20, &budget));
+        assert!(read_b.as_mut().poll(&mut cx).is_pending());
+        assert!(budget.held() <= budget.cap(), "{}", budget.held());
+        // `a` began first and stalled: it went for `b`'s room, and its next poll ends it.
+        let Poll::Ready(Err(e)) = read_a.as_mut().poll(&mut cx) else {
+            panic!("the oldest read goes on");
+        };
+        assert!(
+            e.get_ref().is_some_and(|e| e.is::<crate::BudgetSpent>()),
+            "{e}"
+        );
+        assert_eq!(budget.dropped(), 1);
+        drop(read_a);
+        drop(read_b);
+        assert_eq!(budget.held(), 0);
+        // A finished read gives all of its room back.
+        assert_eq!(read(10_000, 999, 100_000).map(|b| b.len()), Some(10_000));
+        let mut c = Pieces {
+            data: vec![1; 25_000],
+            at: 0,
+            piece: 4096,
+            stall: false,
+        };
+        let got = futures::executor::block_on(read_capped(&mut c, 1 << 20, &budget)).unwrap();
+        assert_eq!(got.map(|b| b.len()), Some(25_000));
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub trace: Arc<dyn TraceSink>,
     /// The clock.
     pub clock: Clock,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(1),
             trace: Arc::new(mesh_core::NoTrace),
             clock: Arc::new(Timestamp::now),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 }

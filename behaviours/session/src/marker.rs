@@ -90,6 +90,10 @@ pub struct Config {
     pub node: mesh_core::NodeId,
     /// The clock.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             trace: Arc::new(mesh_core::NoTrace),
             node,
             clock: Arc::new(Timestamp::now),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 }
@@ -137,8 +142,17 @@ pub enum Event {
 }
 
 /// Codec: envelope bytes one way, a small answer map the other (strict CBOR, capped).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
+
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
 
 const MAX: usize = mesh_core::MAX_ARTIFACT_BYTES;
 
@@ -160,8 +174,9 @@ pub const MAX_QUEUED_TOTAL: usize = 4096;
 
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
+    budget: &mesh_core::ReadBudget,
 ) -> io::Result<Result<Vec<u8>, MeshError>> {
-    Ok(mesh_core::read_capped(io, MAX)
+    Ok(mesh_core::read_capped(io, MAX, budget)
         .await?
         .ok_or_else(|| MeshError::invalid("envelope over the size cap")))
 }
@@ -214,7 +229,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        read_capped(io).await
+        read_capped(io, &self.budget).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -222,7 +237,9 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        Ok(read_capped(io).await?.and_then(|b| parse_answer(&b)))
+        Ok(read_capped(io, &self.budget)
+            .await?
+            .and_then(|b| parse_answer(&b)))
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
@@ -265,7 +282,7 @@ impl Behaviour {
     pub fn new(config: Config) -> Self {
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec,
+                Codec::new(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(config.request_timeout)

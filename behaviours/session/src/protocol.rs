@@ -142,11 +142,23 @@ pub enum Frame {
 }
 
 /// The request-response codec.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
 
-async fn read<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame> {
-    let Some(buf) = mesh_core::read_capped(io, MAX_MESSAGE_BYTES).await? else {
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
+
+async fn read<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    budget: &mesh_core::ReadBudget,
+) -> io::Result<Frame> {
+    let Some(buf) = mesh_core::read_capped(io, MAX_MESSAGE_BYTES, budget).await? else {
         return Ok(Frame::In(Err(MeshError::invalid(
             "/mesh/session: message over the size cap",
         ))));
@@ -172,7 +184,7 @@ impl libp2p::request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Frame> {
-        read(io).await
+        read(io, &self.budget).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -180,7 +192,7 @@ impl libp2p::request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Frame> {
-        read(io).await
+        read(io, &self.budget).await
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

@@ -82,6 +82,10 @@ pub struct Config {
     /// How often the correlation table is swept (expired steps, finished correlations
     /// past their linger time); at least [`MIN_SWEEP_INTERVAL`].
     pub sweep_interval: Duration,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 /// The shortest [`Config::sweep_interval`] (a shorter one is taken as this).
@@ -106,6 +110,7 @@ impl Config {
             max_queued_bytes: 1024 * 1024,
             clock: Arc::new(Timestamp::now),
             sweep_interval: Duration::from_secs(1),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 
@@ -198,7 +203,7 @@ impl Behaviour {
             .with_max_concurrent_streams(MAX_STREAMS);
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec,
+                Codec::new(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 rr,
             ),

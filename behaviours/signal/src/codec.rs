@@ -139,8 +139,17 @@ pub(crate) fn parse_answer(b: &[u8]) -> Answer {
 pub(crate) use mesh_core::read_capped;
 
 /// Request-response codec: raw request bodies one way, answers the other.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
+
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -152,7 +161,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        Ok(read_capped(io, MAX_REQUEST)
+        Ok(read_capped(io, MAX_REQUEST, &self.budget)
             .await?
             .ok_or_else(|| MeshError::invalid("/mesh/signal: request over the size cap")))
     }
@@ -162,7 +171,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        Ok(match read_capped(io, MAX_ANSWER).await? {
+        Ok(match read_capped(io, MAX_ANSWER, &self.budget).await? {
             Some(b) => parse_answer(&b),
             None => Answer::One(Err(MeshError::invalid(
                 "/mesh/signal: answer over the size cap",

@@ -15,7 +15,7 @@ use crate::node::view::fake::FakeView;
 fn request_id() -> libp2p::request_response::OutboundRequestId {
     use mesh_signal::group::exchange::{Codec, PROTOCOL, TableRequest};
     let mut b = libp2p::request_response::Behaviour::with_codec(
-        Codec,
+        Codec::default(),
         [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],
         libp2p::request_response::Config::default(),
     );

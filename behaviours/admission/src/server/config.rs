@@ -49,6 +49,10 @@ pub struct Config {
     pub trace: Arc<dyn TraceSink>,
     /// The wall clock: grant times, request freshness, blocks, circuit durations.
     pub clock: Clock,
+    /// The byte budget that requests and answers being read take their buffers from
+    /// ([`mesh_core::ReadBudget`]): share one among behaviours to cap them together, as
+    /// the node does. Default: one of its own of [`mesh_core::DEFAULT_READ_BUDGET`] bytes.
+    pub read_budget: mesh_core::ReadBudget,
 }
 
 /// The caps when none are configured: 16 circuits per node, 16 MiB and 30 minutes per
@@ -87,6 +91,7 @@ impl Default for Config {
             max_reservations: 1024,
             trace: Arc::new(mesh_core::NoTrace),
             clock: crate::system_clock(),
+            read_budget: mesh_core::ReadBudget::default(),
         }
     }
 }

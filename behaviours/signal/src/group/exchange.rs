@@ -388,8 +388,17 @@ fn parse_refusal(b: &[u8]) -> MeshError {
 /// The `request_response` codec: requests as [`TableRequest`] (a malformed one is
 /// handed over as its error, to be answered with a refusal), answers as [`Answer`] (read
 /// as [`Answer::Checked`] or [`Answer::Refused`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    budget: mesh_core::ReadBudget,
+}
+
+impl Codec {
+    /// A codec whose reads take their buffers from `budget`.
+    pub fn new(budget: mesh_core::ReadBudget) -> Self {
+        Codec { budget }
+    }
+}
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -401,7 +410,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        let Some(b) = read_capped(io, MAX_REQUEST).await? else {
+        let Some(b) = read_capped(io, MAX_REQUEST, &self.budget).await? else {
             return Ok(Err(MeshError::invalid(
                 "/mesh/swarm-table: request over the size cap",
             )));
@@ -414,7 +423,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        let Some(b) = read_capped(io, MAX_ANSWER).await? else {
+        let Some(b) = read_capped(io, MAX_ANSWER, &self.budget).await? else {
             return Ok(Answer::Refused(MeshError::invalid(
                 "/mesh/swarm-table: answer over the size cap",
             )));
