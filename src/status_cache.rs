@@ -12,68 +12,36 @@
 //! one of the runtime's two workers; a client (or a web page, `no-cors`) looping on it
 //! held both workers. It is encoded once at a time, off the workers
 //! (`spawn_blocking`), and the text serves every request for [`MAX_AGE`]; a request
-//! that goes away while it waits leaves the encoding to the others.
+//! that goes away while it waits leaves the encoding to the others. Both run on a task
+//! of their own ([`Recent`]): a status request that went away used to let the next one
+//! ask the node again.
 
+use std::future::Future;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use futures::FutureExt as _;
 use prometheus_client::registry::Registry;
-
-use tokio::sync::Mutex;
 
 use crate::node::{HandleError, NodeHandle, Status};
 
 /// How long one answer of the node serves every request.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
-/// A node's status, asked for at most once at a time and once per [`MAX_AGE`].
-#[derive(Debug, Clone)]
-pub struct SharedStatus {
-    handle: NodeHandle,
-    last: Arc<Mutex<Option<(Instant, Status)>>>,
+/// A run under way, which every request waiting for it shares.
+type Run<T> = futures::future::Shared<futures::future::BoxFuture<'static, T>>;
+
+/// The last value kept and when it was made, and the run under way.
+struct Runs<T> {
+    last: Option<(Instant, T)>,
+    running: Option<Run<T>>,
 }
 
-impl SharedStatus {
-    /// The status of the node behind `handle`.
-    pub fn new(handle: NodeHandle) -> Self {
-        SharedStatus {
-            handle,
-            last: Arc::new(Mutex::new(None)),
-        }
-    }
+/// Clears the run under way when dropped (a run that panics included).
+struct Over<T>(Arc<std::sync::Mutex<Runs<T>>>);
 
-    /// The node's status, no older than [`MAX_AGE`]. Requests that come while the
-    /// node is asked wait for its answer (tokio's mutex is fair) and take it.
-    pub async fn get(&self) -> Result<Status, HandleError> {
-        let mut last = self.last.lock().await;
-        if let Some((at, status)) = last.as_ref()
-            && at.elapsed() < MAX_AGE
-        {
-            return Ok(status.clone());
-        }
-        let status = self.handle.status().await?;
-        *last = Some((Instant::now(), status.clone()));
-        Ok(status)
-    }
-}
-
-/// An encoding under way, which every request waiting for it shares (it runs on to
-/// the end if they all go away: a request cancelled, by its timeout or its client,
-/// does not start another).
-type Encoding = futures::future::Shared<futures::future::BoxFuture<'static, Result<Bytes, String>>>;
-
-/// The last text and when it was encoded, and the encoding under way.
-#[derive(Default)]
-struct Texts {
-    last: Option<(Instant, Bytes)>,
-    running: Option<Encoding>,
-}
-
-/// Clears the encoding under way when dropped.
-struct Over(Arc<std::sync::Mutex<Texts>>);
-
-impl Drop for Over {
+impl<T> Drop for Over<T> {
     fn drop(&mut self) {
         self.0
             .lock()
@@ -82,11 +50,114 @@ impl Drop for Over {
     }
 }
 
+/// A value made at most once at a time, on a task of its own, and served for
+/// [`MAX_AGE`]: requests that come while it is made wait for that run and take it; a
+/// request that goes away (its timeout, its client) leaves the run to the others, so
+/// it does not start another.
+struct Recent<T> {
+    runs: Arc<std::sync::Mutex<Runs<T>>>,
+}
+
+impl<T> Clone for Recent<T> {
+    fn clone(&self) -> Self {
+        Recent {
+            runs: self.runs.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Recent<T> {
+    fn new() -> Self {
+        Recent {
+            runs: Arc::new(std::sync::Mutex::new(Runs {
+                last: None,
+                running: None,
+            })),
+        }
+    }
+
+    /// The last value kept, if younger than [`MAX_AGE`]; else the run under way; else
+    /// a new run of `make()` on a task of its own, whose value is kept if `keep` says
+    /// so. A run whose task panicked gives `lost`.
+    async fn get<F>(&self, make: impl FnOnce() -> F, keep: fn(&T) -> bool, lost: fn() -> T) -> T
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let run = {
+            let mut r = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, v)) = &r.last
+                && at.elapsed() < MAX_AGE
+            {
+                return v.clone();
+            }
+            match &r.running {
+                Some(run) => run.clone(),
+                None => {
+                    let (runs, work) = (self.runs.clone(), make());
+                    let task = tokio::spawn(async move {
+                        let over = Over(runs.clone());
+                        let v = work.await;
+                        if keep(&v) {
+                            let mut r = runs.lock().unwrap_or_else(PoisonError::into_inner);
+                            r.last = Some((Instant::now(), v.clone()));
+                        }
+                        drop(over);
+                        v
+                    });
+                    let run = async move { task.await.unwrap_or_else(|_| lost()) }
+                        .boxed()
+                        .shared();
+                    r.running = Some(run.clone());
+                    run
+                }
+            }
+        };
+        run.await
+    }
+}
+
+/// A node's status, asked for at most once at a time and once per [`MAX_AGE`].
+#[derive(Clone)]
+pub struct SharedStatus {
+    handle: NodeHandle,
+    recent: Recent<Result<Status, HandleError>>,
+}
+
+impl std::fmt::Debug for SharedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStatus").finish_non_exhaustive()
+    }
+}
+
+impl SharedStatus {
+    /// The status of the node behind `handle`.
+    pub fn new(handle: NodeHandle) -> Self {
+        SharedStatus {
+            handle,
+            recent: Recent::new(),
+        }
+    }
+
+    /// The node's status, no older than [`MAX_AGE`]. Requests that come while the
+    /// node is asked wait for its answer and take it, and one that goes away leaves
+    /// the question asked for the next (the node is not asked again).
+    pub async fn get(&self) -> Result<Status, HandleError> {
+        let handle = self.handle.clone();
+        self.recent
+            .get(
+                move || async move { handle.status().await },
+                Result::is_ok,
+                || Err(HandleError::Stopped),
+            )
+            .await
+    }
+}
+
 /// A registry's text, encoded at most once at a time and once per [`MAX_AGE`].
 #[derive(Clone)]
 pub struct SharedMetrics {
     registry: Arc<std::sync::Mutex<Registry>>,
-    texts: Arc<std::sync::Mutex<Texts>>,
+    recent: Recent<Result<Bytes, String>>,
 }
 
 impl std::fmt::Debug for SharedMetrics {
@@ -100,55 +171,29 @@ impl SharedMetrics {
     pub fn new(registry: Arc<std::sync::Mutex<Registry>>) -> Self {
         SharedMetrics {
             registry,
-            texts: Arc::default(),
+            recent: Recent::new(),
         }
     }
 
     /// The registry's text (see `node::stats::encode`), no older than [`MAX_AGE`];
-    /// requests that come while it is encoded wait for that encoding and take it.
+    /// requests that come while it is encoded wait for that encoding and take it. It is
+    /// encoded on the blocking pool.
     pub async fn get(&self) -> Result<Bytes, String> {
-        let encoding = {
-            let mut t = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, text)) = &t.last
-                && at.elapsed() < MAX_AGE
-            {
-                return Ok(text.clone());
-            }
-            match &t.running {
-                Some(e) => e.clone(),
-                None => {
-                    let e = self.encode();
-                    t.running = Some(e.clone());
-                    e
-                }
-            }
-        };
-        encoding.await
-    }
-
-    /// Starts an encoding on the blocking pool; when it ends it becomes the last text.
-    fn encode(&self) -> Encoding {
-        use futures::FutureExt as _;
-        let (registry, texts) = (self.registry.clone(), self.texts.clone());
-        let work = tokio::task::spawn_blocking(move || {
-            // The encoding under way is over however this ends (a collector that
-            // panics included): the next request starts another.
-            let over = Over(texts.clone());
-            let text = {
+        let registry = self.registry.clone();
+        let encode = move || async move {
+            let text = tokio::task::spawn_blocking(move || {
                 let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
                 crate::node::stats::encode(&registry)
-            };
-            let result = text.map(Bytes::from).map_err(|e| format!("metrics: {e}"));
-            if let Ok(text) = &result {
-                let mut t = texts.lock().unwrap_or_else(PoisonError::into_inner);
-                t.last = Some((Instant::now(), text.clone()));
-            }
-            drop(over);
-            result
-        });
-        async move { work.await.map_err(|e| format!("metrics: {e}"))? }
-            .boxed()
-            .shared()
+            })
+            .await
+            .map_err(|e| format!("metrics: {e}"))?;
+            text.map(Bytes::from).map_err(|e| format!("metrics: {e}"))
+        };
+        self.recent
+            .get(encode, Result::is_ok, || {
+                Err("metrics: the encoding was lost".into())
+            })
+            .await
     }
 }
 

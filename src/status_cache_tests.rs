@@ -247,3 +247,35 @@ async fn a_panicking_encoding_does_not_stop_the_next() {
         .expect("encoded again");
     assert!(String::from_utf8_lossy(&text).contains("# EOF"));
 }
+
+/// Requests that go away while the node is asked (their timeout, their client) leave
+/// the question to the next request: the node is asked once. (Each such request used
+/// to let the next one ask again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_goes_away_leaves_the_question_to_the_next() {
+    let (tx, mut rx) = mpsc::channel::<Command>(64);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let released = Arc::new(tokio::sync::Notify::new());
+    let (count, gate) = (asked.clone(), released.clone());
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let Command::Status { reply } = cmd {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::time::timeout(Duration::from_secs(10), gate.notified()).await;
+                let _ = reply.send(Ok(status()));
+            }
+        }
+    });
+    let shared = super::SharedStatus::new(NodeHandle::new(tx, Duration::from_secs(30)));
+    for _ in 0..10 {
+        let gone = tokio::time::timeout(Duration::from_millis(5), shared.get()).await;
+        assert!(gone.is_err(), "answered while the node holds its answer");
+    }
+    released.notify_one();
+    let s = tokio::time::timeout(Duration::from_secs(10), shared.get())
+        .await
+        .expect("answered")
+        .expect("a status");
+    assert_eq!(s.node_id, "did:key:z6Mk-test");
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the node was asked again");
+}
