@@ -204,7 +204,7 @@ pub struct Limits {
 }
 
 /// The smallest `limits.read_budget_bytes`: twice the largest request (a 1 MiB signal
-/// batch), so that one request never has to drop another to be read whole.
+/// batch), so that the largest request has room beside another.
 pub const MIN_READ_BUDGET: usize = 2 * mesh_signal::codec::MAX_REQUEST;
 
 impl Limits {

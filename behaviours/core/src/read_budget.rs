@@ -7,13 +7,19 @@
 //! [`ReadBudget`] caps the sum. A read takes room as its buffer grows
 //! ([`Hold::grow`]) and gives it back when it ends (the [`Hold`] is dropped). When a
 //! read needs room the budget does not have, the oldest reads started before it are
-//! dropped to make room: an honest request arrives within milliseconds, while a
-//! half-sent one is old by the time others wait behind it, so a peer that wants to keep
-//! the budget full must keep sending as fast as the budget refills. A read that cannot
-//! make room (only younger reads hold the budget) is refused.
+//! dropped to make room. A read is as old as its first byte ([`crate::read_capped`]
+//! takes room only then): an honest request or answer comes whole soon after, while a
+//! half-sent one grows old, so holding old reads does not keep the budget full. A read
+//! that cannot make room (only younger reads hold the budget) is refused.
 //!
 //! A dropped read learns it on its next poll ([`Hold::poll_dropped`]); the budget wakes
-//! it, so a stalled stream does not keep its buffer until its timeout.
+//! it, so a stalled stream does not keep its buffer until its timeout (its buffer is
+//! freed when its task next runs; until then the node holds it beyond the cap).
+//!
+//! The budget does not know whose a read is: one peer's reads are dropped as readily as
+//! another's, by age alone (the protocols' codecs are not told the peer). A peer that
+//! wants honest reads dropped must begin newer ones that take their room, about the
+//! budget's size in data for each interval it starves them.
 //!
 //! Pure bookkeeping: no clock (age is the order in which reads began).
 
@@ -159,35 +165,50 @@ impl Hold {
     /// budget lacks room. `Err` when this read was dropped, or when the reads older than
     /// it do not hold enough to make room (this one is then refused).
     pub fn grow(&self, n: usize) -> Result<(), BudgetSpent> {
-        let mut l = self.budget.lock();
-        let spent = BudgetSpent { cap: l.cap };
-        if self.signal.dropped.load(Ordering::Acquire) {
-            return Err(spent);
-        }
-        let older: usize = l.readers.range(..self.id).map(|(_, r)| r.bytes).sum();
-        if l.held.saturating_add(n) > l.cap.saturating_add(older) {
-            // Dropping every older read would not make room: drop none.
-            l.dropped += 1;
-            return Err(spent);
-        }
-        while l.held.saturating_add(n) > l.cap {
-            let oldest = l
-                .readers
-                .range(..self.id)
-                .find(|(_, r)| r.bytes > 0)
-                .map(|(id, _)| *id);
-            let Some(r) = oldest.and_then(|id| l.readers.remove(&id)) else {
+        let dropped = {
+            let mut l = self.budget.lock();
+            let spent = BudgetSpent { cap: l.cap };
+            if self.signal.dropped.load(Ordering::Acquire) {
+                return Err(spent);
+            }
+            let need = l.held.saturating_add(n).saturating_sub(l.cap);
+            // The oldest reads before this one that free `need`, oldest first.
+            let mut victims = Vec::new();
+            let mut freed = 0;
+            if need > 0 {
+                for (id, r) in l.readers.range(..self.id) {
+                    if r.bytes > 0 {
+                        victims.push(*id);
+                        freed += r.bytes;
+                        if freed >= need {
+                            break;
+                        }
+                    }
+                }
+            }
+            if freed < need {
+                // Dropping every older read would not make room: drop none.
                 l.dropped += 1;
                 return Err(spent);
-            };
-            l.held -= r.bytes;
-            l.dropped += 1;
-            r.signal.dropped.store(true, Ordering::Release);
-            r.signal.waker.wake();
-        }
-        l.held += n;
-        if let Some(me) = l.readers.get_mut(&self.id) {
-            me.bytes += n;
+            }
+            let mut signals = Vec::with_capacity(victims.len());
+            for id in victims {
+                if let Some(r) = l.readers.remove(&id) {
+                    l.held -= r.bytes;
+                    l.dropped += 1;
+                    signals.push(r.signal);
+                }
+            }
+            l.held += n;
+            if let Some(me) = l.readers.get_mut(&self.id) {
+                me.bytes += n;
+            }
+            signals
+        };
+        // Woken outside the lock: a waker may do anything, a `Hold`'s drop included.
+        for s in dropped {
+            s.dropped.store(true, Ordering::Release);
+            s.waker.wake();
         }
         Ok(())
     }

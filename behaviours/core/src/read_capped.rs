@@ -5,8 +5,8 @@
 //! zero-fills all of it, so a peer that sends exactly `max` bytes and stalls has the
 //! node hold twice the cap (2 MiB for a 1 MiB signal request) for the request timeout,
 //! on every stream it may open. [`read_capped`] grows the buffer itself and never past
-//! the cap, and takes the room (and its read buffer) from the budget first; a read the
-//! budget drops ends at once with [`BudgetSpent`](crate::BudgetSpent) as its error.
+//! the cap, and takes the room from the budget first; a read the budget drops ends at
+//! once with [`BudgetSpent`](crate::BudgetSpent) as its error.
 
 use std::pin::Pin;
 use std::task::Poll;
@@ -14,46 +14,76 @@ use std::task::Poll;
 use futures::AsyncRead;
 use futures::future::poll_fn;
 
-use crate::read_budget::ReadBudget;
+use crate::read_budget::{Hold, ReadBudget};
 
-/// Bytes read per call into a buffer of the read's own.
-const CHUNK: usize = 4096;
+/// The room a read takes at its first byte; it doubles from there.
+const FIRST: usize = 256;
 
 /// Reads `io` to its end: the bytes, or `None` once more than `max` came (the rest is
-/// not read). The buffer never holds more than `max` bytes of room, and all it holds is
-/// taken from `budget` until the read ends; `Err` (an [`std::io::ErrorKind::Other`]
-/// around [`BudgetSpent`](crate::BudgetSpent)) when the budget dropped the read.
+/// not read). The buffer never holds more than `max` bytes of room, and all of it is
+/// taken from `budget` until the read ends: nothing before the first byte (so a read
+/// ages from its first byte, and an open stream that sends nothing holds one byte),
+/// then room that doubles from 256 bytes, at most twice what came. `Err` (an
+/// [`std::io::ErrorKind::Other`] around [`BudgetSpent`](crate::BudgetSpent)) when the
+/// budget dropped or refused the read.
 pub async fn read_capped<T: AsyncRead + Unpin>(
     io: &mut T,
     max: usize,
     budget: &ReadBudget,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    let mut byte = [0u8; 1];
+    if read(io, &mut byte, None, budget).await? == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    if max == 0 {
+        return Ok(None);
+    }
     let hold = budget.hold();
-    hold.grow(CHUNK)?;
     let mut out: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; CHUNK];
+    let mut filled = 0;
+    let first = FIRST.min(max);
+    hold.grow(first)?;
+    out.reserve_exact(first);
+    out.resize(first, 0);
+    out[0] = byte[0];
+    filled += 1;
     loop {
-        let n = poll_fn(|cx| {
-            if hold.poll_dropped(cx) {
-                return Poll::Ready(Err(crate::BudgetSpent { cap: budget.cap() }.into()));
+        if filled == out.len() {
+            if filled == max {
+                // Full: one more byte says it is over the cap.
+                return Ok(match read(io, &mut byte, Some(&hold), budget).await? {
+                    0 => Some(out),
+                    _ => None,
+                });
             }
-            Pin::new(&mut *io).poll_read(cx, &mut chunk)
-        })
-        .await?;
+            let room = out.len().saturating_mul(2).min(max);
+            hold.grow(room - out.len())?;
+            out.reserve_exact(room - out.len());
+            out.resize(room, 0);
+        }
+        let n = read(io, &mut out[filled..], Some(&hold), budget).await?;
         if n == 0 {
+            out.truncate(filled);
             return Ok(Some(out));
         }
-        let len = out.len() + n;
-        if len > max {
-            return Ok(None);
-        }
-        if len > out.capacity() {
-            let room = out.capacity().saturating_mul(2).clamp(len, max);
-            hold.grow(room - out.capacity())?;
-            out.reserve_exact(room - out.len());
-        }
-        out.extend_from_slice(&chunk[..n]);
+        filled += n;
     }
+}
+
+/// One read into `buf`, ended at once with the budget's error if `hold` is dropped.
+async fn read<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut [u8],
+    hold: Option<&Hold>,
+    budget: &ReadBudget,
+) -> std::io::Result<usize> {
+    poll_fn(|cx| {
+        if hold.is_some_and(|h| h.poll_dropped(cx)) {
+            return Poll::Ready(Err(crate::BudgetSpent { cap: budget.cap() }.into()));
+        }
+        Pin::new(&mut *io).poll_read(cx, buf)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -128,7 +158,7 @@ mod tests {
     #[test]
     fn the_budget_drops_a_stalled_read_for_a_newer_one_and_holds_no_more_than_its_cap() {
         use std::task::Context;
-        let budget = ReadBudget::new(64 * 1024);
+        let budget = ReadBudget::new(48 * 1024);
         let stalled = |len| Pieces {
             data: vec![7; len],
             at: 0,
@@ -136,11 +166,11 @@ mod tests {
             stall: true,
         };
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        let (mut a, mut b) = (stalled(30_000), stalled(30_000));
+        let (mut a, mut b) = (stalled(20_000), stalled(20_000));
         let mut read_a = Box::pin(read_capped(&mut a, 1 << 20, &budget));
         assert!(read_a.as_mut().poll(&mut cx).is_pending());
         let after_a = budget.held();
-        assert!(after_a > 30_000, "{after_a}");
+        assert!(after_a >= 20_000, "{after_a}");
         let mut read_b = Box::pin(read_capped(&mut b, 1 << 20, &budget));
         assert!(read_b.as_mut().poll(&mut cx).is_pending());
         assert!(budget.held() <= budget.cap(), "{}", budget.held());
@@ -167,5 +197,32 @@ mod tests {
         let got = futures::executor::block_on(read_capped(&mut c, 1 << 20, &budget)).unwrap();
         assert_eq!(got.map(|b| b.len()), Some(25_000));
         assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_read_takes_room_from_its_first_byte_at_most_twice_what_came() {
+        use std::task::Context;
+        let budget = ReadBudget::new(1 << 20);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let stalled = |len| Pieces {
+            data: vec![7; len],
+            at: 0,
+            piece: 100,
+            stall: true,
+        };
+        // An open stream that sends nothing holds nothing.
+        let mut silent = stalled(0);
+        let mut read_silent = Box::pin(read_capped(&mut silent, 1 << 20, &budget));
+        assert!(read_silent.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(budget.held(), 0);
+        // One byte: the first room; 300 bytes: that doubled.
+        let mut one = stalled(1);
+        let mut read_one = Box::pin(read_capped(&mut one, 1 << 20, &budget));
+        assert!(read_one.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(budget.held(), FIRST);
+        let mut some = stalled(300);
+        let mut read_some = Box::pin(read_capped(&mut some, 1 << 20, &budget));
+        assert!(read_some.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(budget.held(), FIRST + 512);
     }
 }
