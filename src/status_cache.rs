@@ -13,7 +13,7 @@
 //! held both workers. It is encoded once at a time, off the workers
 //! (`spawn_blocking`), and the text serves every request for [`MAX_AGE`]; a request
 //! that goes away while it waits leaves the encoding to the others. Both run on a task
-//! of their own ([`Recent`]): a status request that went away used to let the next one
+//! of their own (`Recent`): a status request that went away used to let the next one
 //! ask the node again.
 
 use std::future::Future;
