@@ -15,6 +15,8 @@ use libp2p_swarm_test::SwarmExt;
 use mesh_core::NodeKeypair;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The network every peer counts under where a test sets a share.
+const ONE_NETWORK: u128 = 7;
 
 fn topics_of(node: &Swarm<Gossipsub>, peer: &libp2p::PeerId) -> Vec<String> {
     node.behaviour()
@@ -78,15 +80,20 @@ async fn until_subscribed(
     .await;
 }
 
-/// The node's gossipsub (its peers' subscriptions capped at `cap`, if given) connected
-/// to a plain libp2p gossipsub peer, the node in the topic `marker`.
+/// The node's gossipsub (its peers' subscriptions capped at `cap`, if given, and the
+/// peers of one network at `share`, every peer counted as one network) connected to a
+/// plain libp2p gossipsub peer, the node in the topic `marker`.
 async fn node_and_peer(
     cap: Option<usize>,
+    share: Option<usize>,
 ) -> (Swarm<Gossipsub>, Swarm<gossipsub::Behaviour>, IdentTopic) {
     let node_key = NodeKeypair::generate();
     let mut gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
     if let Some(cap) = cap {
         gs.set_max_peer_subscriptions(cap);
+    }
+    if let Some(share) = share {
+        gs.set_max_network_subscriptions(share, |_| Some(ONE_NETWORK));
     }
     let mut node = mesh_testkit::swarm_with(&node_key, gs);
     let peer_key = NodeKeypair::generate();
@@ -105,7 +112,7 @@ async fn node_and_peer(
 
 #[tokio::test]
 async fn a_peer_holds_a_bounded_number_of_topics_with_bounded_names() {
-    let (mut node, mut peer, marker) = node_and_peer(None).await;
+    let (mut node, mut peer, marker) = node_and_peer(None, None).await;
 
     // Ten ordinary topics and one name over the bound.
     let long = "x".repeat(MAX_TOPIC_BYTES + 1);
@@ -170,7 +177,7 @@ async fn until_marker_published(
 /// a peer that leaves takes its subscriptions out of the count.
 #[tokio::test]
 async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topics() {
-    let (mut node, mut peer, marker) = node_and_peer(Some(20)).await;
+    let (mut node, mut peer, marker) = node_and_peer(Some(20), None).await;
     for i in 0..30 {
         let t = IdentTopic::new(format!("many/{i}"));
         peer.behaviour_mut().subscribe(&t).unwrap();
@@ -210,4 +217,40 @@ async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topic
         .await
         .expect("the peer left");
     assert_eq!(node.behaviour().peer_subscriptions(), 0);
+}
+
+/// The peers of one network hold at most their share of subscriptions together (set
+/// low here), except on a topic the node is in; the node's own function
+/// (`gossip_filter::network_of`) gives loopback and the memory transport no network, so
+/// the test counts every peer as one. A peer that leaves takes its subscriptions out.
+#[tokio::test]
+async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
+    let (mut node, mut peer, marker) = node_and_peer(None, Some(10)).await;
+    for i in 0..30 {
+        let t = IdentTopic::new(format!("many/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    peer.behaviour_mut().subscribe(&marker).unwrap();
+    until_subscribed(&mut node, &mut peer, "marker").await;
+    let held = topics_of(&node, peer.local_peer_id());
+    assert_eq!(
+        held.len(),
+        11,
+        "10 at the share, and the node's own topic: {held:?}"
+    );
+    assert_eq!(
+        node.behaviour().network_subscriptions().get(&ONE_NETWORK),
+        Some(&11)
+    );
+    let gone = *peer.local_peer_id();
+    drop(peer);
+    let run = async {
+        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
+            node.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the peer left");
+    assert!(node.behaviour().network_subscriptions().is_empty());
 }

@@ -277,6 +277,10 @@ pub fn gossipsub(
     )
     .map_err(BuildError::Gossipsub)?;
     behaviour.set_max_peer_subscriptions(super::gossip_filter::MAX_PEER_SUBSCRIPTIONS);
+    behaviour.set_max_network_subscriptions(
+        super::gossip_filter::MAX_NETWORK_SUBSCRIPTIONS,
+        super::gossip_filter::network_of,
+    );
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
     let score = gossipsub::PeerScoreParams {

@@ -6,13 +6,17 @@
 //! - A peer holds at most [`MAX_TOPICS_PER_PEER`] topics, and one RPC announces at most
 //!   as many; an RPC that would go past either is ignored whole (gossipsub logs it).
 //!
-//! - All peers together hold at most [`MAX_PEER_SUBSCRIPTIONS`], except on the topics
-//!   the node is in (set on the behaviour by `build::gossipsub`).
+//! - All peers together hold at most [`MAX_PEER_SUBSCRIPTIONS`], and the peers of one
+//!   network ([`network_of`]) at most [`MAX_NETWORK_SUBSCRIPTIONS`], except on the
+//!   topics the node is in (set on the behaviour by `build::gossipsub`).
 //!
 //! The node's own subscriptions pass the same name check; their number is capped by the
 //! node ([`MAX_LOCAL_TOPICS`]).
 
+use libp2p::Multiaddr;
 use libp2p::gossipsub::{self, TopicHash, TopicSubscriptionFilter};
+use libp2p::multiaddr::Protocol;
+use mesh_core::IpKey;
 
 /// The longest topic name taken, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 256;
@@ -27,6 +31,26 @@ pub const MAX_LOCAL_TOPICS: usize = 256;
 /// node, about 1.5 KiB: the per-peer cap alone let 384 connections of fresh keys hold
 /// 196,608 of them (about 290 MiB).
 pub const MAX_PEER_SUBSCRIPTIONS: usize = 32_768;
+/// Subscriptions the connected peers of one network hold together (the vendored
+/// gossipsub's `set_max_network_subscriptions`): an eighth of
+/// [`MAX_PEER_SUBSCRIPTIONS`], eight peers at [`MAX_TOPICS_PER_PEER`]. Without it one
+/// address (64 connections of fresh keys) filled the cap of all peers.
+pub const MAX_NETWORK_SUBSCRIPTIONS: usize = MAX_PEER_SUBSCRIPTIONS / 8;
+
+/// The network a peer's subscriptions count under, from its first connection's
+/// address: its IPv4 address or IPv6 /64 as a number. None for loopback (the host's
+/// own processes, and every node of a test mesh on one host) and for addresses without
+/// an IP or through a relay (a relayed peer's address names the relay): those count
+/// in [`MAX_PEER_SUBSCRIPTIONS`] alone.
+pub fn network_of(addr: &Multiaddr) -> Option<u128> {
+    if mesh_core::ipkey::is_loopback(addr) || addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    IpKey::of_multiaddr(addr).map(|k| match k {
+        IpKey::V4(ip) => u128::from(u32::from(ip)),
+        IpKey::V6Prefix(p) => (1 << 64) | u128::from(p),
+    })
+}
 
 /// Topic names of at most [`MAX_TOPIC_BYTES`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,5 +74,43 @@ pub fn filter() -> Filter {
         filter: TopicNames,
         max_subscribed_topics: MAX_TOPICS_PER_PEER,
         max_subscriptions_per_request: MAX_TOPICS_PER_PEER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(a: &str) -> Option<u128> {
+        network_of(&a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+    }
+
+    #[test]
+    fn peers_count_under_their_address_or_ipv6_64_and_local_or_relayed_ones_under_none() {
+        assert_eq!(
+            of("/ip4/203.0.113.7/tcp/1"),
+            of("/ip4/203.0.113.7/udp/9/quic-v1")
+        );
+        assert_ne!(of("/ip4/203.0.113.7/tcp/1"), of("/ip4/203.0.113.8/tcp/1"));
+        assert!(of("/ip4/203.0.113.7/tcp/1").is_some());
+        assert_eq!(
+            of("/ip6/2001:db8::1/tcp/1"),
+            of("/ip6/2001:db8::ffff/tcp/1")
+        );
+        assert_ne!(
+            of("/ip6/2001:db8::1/tcp/1"),
+            of("/ip6/2001:db8:0:1::1/tcp/1")
+        );
+        // 0.0.0.1 and ::1-like prefixes never meet: the tag bit.
+        assert_ne!(of("/ip4/0.0.0.1/tcp/1"), of("/ip6/0:0:0:1::/tcp/1"));
+        assert_eq!(of("/ip4/127.0.0.1/tcp/1"), None);
+        assert_eq!(of("/ip6/::1/tcp/1"), None);
+        assert_eq!(of("/memory/4"), None);
+        assert_eq!(
+            of(
+                "/ip4/203.0.113.7/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+            ),
+            None
+        );
     }
 }

@@ -279,6 +279,20 @@ impl From<MessageAuthenticity> for PublishConfig {
     }
 }
 
+/// Patched for libmesh: how a peer's address maps to the network its subscriptions
+/// count under ([`Behaviour::set_max_network_subscriptions`]).
+type NetworkOf = Box<dyn Fn(&Multiaddr) -> Option<u128> + Send>;
+
+/// Patched for libmesh: `n` fewer subscriptions for `network`; an emptied entry goes.
+fn uncount(counts: &mut HashMap<u128, usize>, network: u128, n: usize) {
+    if let Some(c) = counts.get_mut(&network) {
+        *c = c.saturating_sub(n);
+        if *c == 0 {
+            counts.remove(&network);
+        }
+    }
+}
+
 /// Network behaviour that handles the gossipsub protocol.
 ///
 /// NOTE: Initialisation requires a [`MessageAuthenticity`] and [`Config`] instance. If
@@ -349,6 +363,14 @@ pub struct Behaviour<
     /// many (see [`Behaviour::set_max_peer_subscriptions`]).
     peer_subscriptions: usize,
     max_peer_subscriptions: usize,
+
+    /// Patched for libmesh: the network each connected peer counts under (from its first
+    /// connection's address, see [`Behaviour::set_max_network_subscriptions`]), the
+    /// subscriptions each network's peers hold together, and at most how many.
+    network_of: Option<NetworkOf>,
+    peer_networks: HashMap<PeerId, u128>,
+    network_subscriptions: HashMap<u128, usize>,
+    max_network_subscriptions: usize,
 
     /// We remember all peers we found through peer exchange, since those peers are not considered
     /// as safe as randomly discovered outbound peers. This behaviour diverges from the go
@@ -486,6 +508,10 @@ where
             heartbeat_ticks: 0,
             peer_subscriptions: 0,
             max_peer_subscriptions: usize::MAX,
+            network_of: None,
+            peer_networks: HashMap::new(),
+            network_subscriptions: HashMap::new(),
+            max_network_subscriptions: usize::MAX,
             px_peers: HashSet::new(),
             peer_score: PeerScoreState::Disabled,
             count_received_ihave: HashMap::new(),
@@ -607,6 +633,32 @@ where
     /// Patched for libmesh: the subscriptions connected peers hold, all together.
     pub fn peer_subscriptions(&self) -> usize {
         self.peer_subscriptions
+    }
+
+    /// Patched for libmesh: at most `max` subscriptions held for the connected peers of
+    /// one network together, as for [`Behaviour::set_max_peer_subscriptions`] (never
+    /// refused on a topic this node is in). A peer counts under `network_of` its first
+    /// connection's remote address (set before peers connect); a peer whose address
+    /// gives `None` counts under no network (only the cap of all peers holds it).
+    pub fn set_max_network_subscriptions(
+        &mut self,
+        max: usize,
+        network_of: impl Fn(&Multiaddr) -> Option<u128> + Send + 'static,
+    ) {
+        self.max_network_subscriptions = max;
+        self.network_of = Some(Box::new(network_of));
+    }
+
+    /// Patched for libmesh: the subscriptions the peers of each network hold together.
+    pub fn network_subscriptions(&self) -> &HashMap<u128, usize> {
+        &self.network_subscriptions
+    }
+
+    /// Patched for libmesh: `peer`'s network when it is first connected, from `addr`.
+    fn note_network(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if let Some(n) = self.network_of.as_ref().and_then(|f| f(addr)) {
+            self.peer_networks.entry(peer).or_insert(n);
+        }
     }
 
     /// Subscribe to a topic.
@@ -1736,6 +1788,9 @@ where
             for topic in learned {
                 if peer.topics.insert(topic.clone()) {
                     self.peer_subscriptions += 1;
+                    if let Some(n) = self.peer_networks.get(peer_id) {
+                        *self.network_subscriptions.entry(*n).or_default() += 1;
+                    }
                     #[cfg(feature = "metrics")]
                     if let Some(m) = self.metrics.as_mut() {
                         m.inc_topic_peers(&topic);
@@ -2229,7 +2284,13 @@ where
 
                     // Patched for libmesh: the peers' subscriptions all together are
                     // bounded, but never for a topic this node is in.
-                    if self.peer_subscriptions >= self.max_peer_subscriptions
+                    // So are one network's peers' subscriptions together.
+                    let network = self.peer_networks.get(propagation_source).copied();
+                    let network_full = network.is_some_and(|n| {
+                        self.network_subscriptions.get(&n).copied().unwrap_or(0)
+                            >= self.max_network_subscriptions
+                    });
+                    if (self.peer_subscriptions >= self.max_peer_subscriptions || network_full)
                         && !peer.topics.contains(topic_hash)
                         && !self.mesh.contains_key(topic_hash)
                     {
@@ -2242,6 +2303,9 @@ where
                     }
                     if peer.topics.insert(topic_hash.clone()) {
                         self.peer_subscriptions += 1;
+                        if let Some(n) = network {
+                            *self.network_subscriptions.entry(n).or_default() += 1;
+                        }
                         tracing::debug!(
                             peer=%propagation_source,
                             topic=%topic_hash,
@@ -2303,6 +2367,9 @@ where
                 SubscriptionAction::Unsubscribe => {
                     if peer.topics.remove(topic_hash) {
                         self.peer_subscriptions = self.peer_subscriptions.saturating_sub(1);
+                        if let Some(n) = self.peer_networks.get(propagation_source) {
+                            uncount(&mut self.network_subscriptions, *n, 1);
+                        }
                         tracing::debug!(
                             peer=%propagation_source,
                             topic=%topic_hash,
@@ -3448,10 +3515,17 @@ where
                 metrics.peer_protocol_disconnected(connected_peer.kind);
             }
 
-            // Patched for libmesh: its subscriptions leave the count.
+            // Patched for libmesh: its subscriptions leave the counts.
             self.peer_subscriptions = self
                 .peer_subscriptions
                 .saturating_sub(connected_peer.topics.len());
+            if let Some(n) = self.peer_networks.remove(&peer_id) {
+                uncount(
+                    &mut self.network_subscriptions,
+                    n,
+                    connected_peer.topics.len(),
+                );
+            }
             self.connected_peers.remove(&peer_id);
 
             if let PeerScoreState::Active(peer_score) = &mut self.peer_score {
@@ -3522,8 +3596,9 @@ where
         connection_id: ConnectionId,
         peer_id: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.note_network(peer_id, remote_addr);
         // By default we assume a peer is only a floodsub peer.
         //
         // The protocol negotiation occurs once a message is sent/received. Once this happens we
@@ -3563,10 +3638,11 @@ where
         &mut self,
         connection_id: ConnectionId,
         peer_id: PeerId,
-        _: &Multiaddr,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.note_network(peer_id, addr);
         let connected_peer = self.connected_peers.entry(peer_id).or_insert(PeerDetails {
             kind: PeerKind::Floodsub,
             connections: vec![],
