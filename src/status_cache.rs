@@ -77,8 +77,8 @@ impl<T: Clone + Send + Sync + 'static> Recent<T> {
     }
 
     /// The last value kept, if younger than [`MAX_AGE`]; else the run under way; else
-    /// a new run of `make()` on a task of its own, whose value is kept if `keep` says
-    /// so. A run whose task panicked gives `lost`.
+    /// a new run of `make()` on a task of its own (on the current Tokio runtime), whose
+    /// value is kept if `keep` says so. A run whose task panicked gives `lost`.
     async fn get<F>(&self, make: impl FnOnce() -> F, keep: fn(&T) -> bool, lost: fn() -> T) -> T
     where
         F: Future<Output = T> + Send + 'static,
@@ -90,9 +90,11 @@ impl<T: Clone + Send + Sync + 'static> Recent<T> {
             {
                 return v.clone();
             }
+            // A run that ended without clearing itself (its task cancelled before it
+            // ran, at a runtime's shutdown) is not waited for: another starts.
             match &r.running {
-                Some(run) => run.clone(),
-                None => {
+                Some(run) if run.peek().is_none() => run.clone(),
+                _ => {
                     let (runs, work) = (self.runs.clone(), make());
                     let task = tokio::spawn(async move {
                         let over = Over(runs.clone());
@@ -140,7 +142,8 @@ impl SharedStatus {
 
     /// The node's status, no older than [`MAX_AGE`]. Requests that come while the
     /// node is asked wait for its answer and take it, and one that goes away leaves
-    /// the question asked for the next (the node is not asked again).
+    /// the question asked for the next (the node is not asked again). Call it on a
+    /// Tokio runtime (it asks on a task of its own).
     pub async fn get(&self) -> Result<Status, HandleError> {
         let handle = self.handle.clone();
         self.recent

@@ -279,3 +279,27 @@ async fn a_request_that_goes_away_leaves_the_question_to_the_next() {
     assert_eq!(s.node_id, "did:key:z6Mk-test");
     assert_eq!(asked.load(Ordering::SeqCst), 1, "the node was asked again");
 }
+
+/// A run whose task panics gives `lost` to those waiting, and the next request runs
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_panics_gives_lost_and_the_next_runs_again() {
+    let recent: super::Recent<Result<u32, String>> = super::Recent::new();
+    let lost = || Err("lost".to_owned());
+    let panics = || async {
+        if recent_panics() {
+            panic!("a run's panic");
+        }
+        Ok(0)
+    };
+    assert_eq!(
+        recent.get(panics, Result::is_ok, lost).await,
+        Err("lost".into())
+    );
+    let runs = || async { Ok(7) };
+    assert_eq!(recent.get(runs, Result::is_ok, lost).await, Ok(7));
+}
+
+fn recent_panics() -> bool {
+    true
+}

@@ -81,19 +81,24 @@ async fn until_subscribed(
 }
 
 /// The node's gossipsub (its peers' subscriptions capped at `cap`, if given, and the
-/// peers of one network at `share`, every peer counted as one network) connected to a
-/// plain libp2p gossipsub peer, the node in the topic `marker`.
+/// peers of one network at `share`, every connection from the `from`th on (0 the first)
+/// counted as one network, the ones before under none) connected to a plain libp2p
+/// gossipsub peer, the node in the topic `marker`.
 async fn node_and_peer(
     cap: Option<usize>,
-    share: Option<usize>,
+    share: Option<(usize, usize)>,
 ) -> (Swarm<Gossipsub>, Swarm<gossipsub::Behaviour>, IdentTopic) {
     let node_key = NodeKeypair::generate();
     let mut gs = libmesh::node::build::gossipsub(node_key.to_libp2p(), 64 * 1024).unwrap();
     if let Some(cap) = cap {
         gs.set_max_peer_subscriptions(cap);
     }
-    if let Some(share) = share {
-        gs.set_max_network_subscriptions(share, |_| Some(ONE_NETWORK));
+    if let Some((share, from)) = share {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        gs.set_max_network_subscriptions(share, move |_, _| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (n >= from).then_some(ONE_NETWORK)
+        });
     }
     let mut node = mesh_testkit::swarm_with(&node_key, gs);
     let peer_key = NodeKeypair::generate();
@@ -225,7 +230,7 @@ async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topic
 /// the test counts every peer as one. A peer that leaves takes its subscriptions out.
 #[tokio::test]
 async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
-    let (mut node, mut peer, marker) = node_and_peer(None, Some(10)).await;
+    let (mut node, mut peer, marker) = node_and_peer(None, Some((10, 0))).await;
     for i in 0..30 {
         let t = IdentTopic::new(format!("many/{i}"));
         peer.behaviour_mut().subscribe(&t).unwrap();
@@ -241,6 +246,40 @@ async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
     assert_eq!(
         node.behaviour().network_subscriptions().get(&ONE_NETWORK),
         Some(&11)
+    );
+    let gone = *peer.local_peer_id();
+    drop(peer);
+    let run = async {
+        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
+            node.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the peer left");
+    assert!(node.behaviour().network_subscriptions().is_empty());
+}
+
+/// A peer whose first connection gave no network (relayed, say) and a later one does
+/// brings the subscriptions it holds into that network's count: its unsubscribing and
+/// leaving then take out only what was counted (a count left short would let the
+/// network's other peers past their share).
+#[tokio::test]
+async fn a_peer_that_gets_a_network_later_brings_its_subscriptions_into_the_count() {
+    let (mut node, mut peer, marker) = node_and_peer(None, Some((1000, 1))).await;
+    for i in 0..5 {
+        let t = IdentTopic::new(format!("many/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    peer.behaviour_mut().subscribe(&marker).unwrap();
+    until_subscribed(&mut node, &mut peer, "marker").await;
+    assert!(node.behaviour().network_subscriptions().is_empty());
+    // A second connection, which gives the peer its network.
+    peer.connect(&mut node).await;
+    assert_eq!(
+        node.behaviour().network_subscriptions().get(&ONE_NETWORK),
+        Some(&6),
+        "the five topics and the marker"
     );
     let gone = *peer.local_peer_id();
     drop(peer);

@@ -166,7 +166,7 @@ pub fn build(
         marker: mesh_session::marker::Behaviour::new(parts.marker),
         signal: mesh_signal::Behaviour::new(parts.signal),
         swarm_table: libp2p::request_response::Behaviour::with_codec(
-            mesh_signal::group::exchange::Codec::new(read_budget),
+            mesh_signal::group::exchange::Codec(read_budget),
             [(
                 mesh_signal::group::exchange::PROTOCOL,
                 libp2p::request_response::ProtocolSupport::Full,
@@ -279,7 +279,7 @@ pub fn gossipsub(
     behaviour.set_max_peer_subscriptions(super::gossip_filter::MAX_PEER_SUBSCRIPTIONS);
     behaviour.set_max_network_subscriptions(
         super::gossip_filter::MAX_NETWORK_SUBSCRIPTIONS,
-        super::gossip_filter::network_of,
+        |addr, listening| super::gossip_filter::network_of(addr, listening.iter()),
     );
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.

@@ -38,15 +38,28 @@ pub const MAX_PEER_SUBSCRIPTIONS: usize = 32_768;
 pub const MAX_NETWORK_SUBSCRIPTIONS: usize = MAX_PEER_SUBSCRIPTIONS / 8;
 
 /// The network a peer's subscriptions count under, from its first connection's
-/// address: its IPv4 address or IPv6 /64 as a number. None for loopback (the host's
-/// own processes, and every node of a test mesh on one host) and for addresses without
-/// an IP or through a relay (a relayed peer's address names the relay): those count
-/// in [`MAX_PEER_SUBSCRIPTIONS`] alone.
-pub fn network_of(addr: &Multiaddr) -> Option<u128> {
-    if mesh_core::ipkey::is_loopback(addr) || addr.iter().any(|p| p == Protocol::P2pCircuit) {
+/// address: its IPv4 address or IPv6 /64 as a number. All of loopback is one network
+/// at a node that listens beyond loopback (local processes and web pages reach it
+/// there under as many keys as they like), none at a node on loopback alone (every
+/// node of a test mesh on one host); addresses without an IP or through a relay (a
+/// relayed peer's address names the relay) give none. A peer under none counts in
+/// [`MAX_PEER_SUBSCRIPTIONS`] alone.
+pub fn network_of<'a>(
+    addr: &Multiaddr,
+    listening: impl IntoIterator<Item = &'a Multiaddr>,
+) -> Option<u128> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
         return None;
     }
-    IpKey::of_multiaddr(addr).map(|k| match k {
+    if mesh_core::ipkey::is_loopback(addr) && !mesh_core::ipkey::beyond_loopback(listening) {
+        return None;
+    }
+    let key = if mesh_core::ipkey::is_loopback(addr) {
+        IpKey::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        IpKey::of_multiaddr(addr)?
+    };
+    Some(match key {
         IpKey::V4(ip) => u128::from(u32::from(ip)),
         IpKey::V6Prefix(p) => (1 << 64) | u128::from(p),
     })
@@ -81,8 +94,13 @@ pub fn filter() -> Filter {
 mod tests {
     use super::*;
 
+    fn ma(a: &str) -> Multiaddr {
+        a.parse().unwrap_or_else(|e| panic!("{a}: {e}"))
+    }
+
+    /// At a node listening on loopback alone.
     fn of(a: &str) -> Option<u128> {
-        network_of(&a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+        network_of(&ma(a), &[ma("/ip4/127.0.0.1/tcp/4001")])
     }
 
     #[test]
@@ -106,6 +124,15 @@ mod tests {
         assert_eq!(of("/ip4/127.0.0.1/tcp/1"), None);
         assert_eq!(of("/ip6/::1/tcp/1"), None);
         assert_eq!(of("/memory/4"), None);
+        // At a node listening beyond loopback, all of loopback is one network.
+        let public = [
+            ma("/ip4/127.0.0.1/tcp/4001"),
+            ma("/ip4/203.0.113.1/tcp/4001"),
+        ];
+        let v4 = network_of(&ma("/ip4/127.0.0.1/tcp/1"), &public);
+        assert!(v4.is_some());
+        assert_eq!(network_of(&ma("/ip6/::1/tcp/1"), &public), v4);
+        assert_eq!(network_of(&ma("/ip4/127.0.0.2/tcp/9"), &public), v4);
         assert_eq!(
             of(
                 "/ip4/203.0.113.7/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"

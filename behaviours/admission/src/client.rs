@@ -158,7 +158,7 @@ impl Behaviour {
     pub fn new(key: NodeKeypair, config: Config) -> Self {
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec::new(config.read_budget.clone()),
+                Codec(config.read_budget.clone()),
                 [(PROTOCOL, request_response::ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(config.timeout),
             ),

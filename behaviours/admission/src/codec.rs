@@ -26,17 +26,10 @@ pub type Request = Result<Vec<u8>, MeshError>;
 pub type Answer = Result<Vec<u8>, MeshError>;
 
 /// The codec.
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -102,7 +95,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Request> {
-        read_capped(io, &self.budget).await
+        read_capped(io, &self.0).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -110,7 +103,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Answer> {
-        Ok(read_capped(io, &self.budget).await?.and_then(decode_answer))
+        Ok(read_capped(io, &self.0).await?.and_then(decode_answer))
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

@@ -135,7 +135,7 @@ impl Behaviour {
         Behaviour {
             inner: Inner {
                 admission: request_response::Behaviour::with_codec(
-                    Codec::new(config.read_budget.clone()),
+                    Codec(config.read_budget.clone()),
                     [(PROTOCOL, request_response::ProtocolSupport::Inbound)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10))

@@ -214,7 +214,7 @@ impl<S: AdvertStore + Send + 'static> Behaviour<S> {
             .with_max_concurrent_streams(config.max_concurrent_streams);
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec::new(config.read_budget.clone()),
+                Codec(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 rr,
             ),

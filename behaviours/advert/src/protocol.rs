@@ -313,17 +313,10 @@ fn decode_map(bytes: &[u8]) -> MeshResult<Map<String, Value>> {
 /// strictly. A message that does not decode is delivered as `Err(MeshError)` rather than
 /// as an I/O failure, so the receiver can answer it with a `rejected` response carrying
 /// the frozen code.
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 /// What the codec yields for a request.
 pub type InboundRequest = Result<Request, MeshError>;
@@ -360,7 +353,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_capped(io, &self.budget)
+        Ok(read_capped(io, &self.0)
             .await?
             .and_then(|b| decode_request(&b)))
     }
@@ -373,7 +366,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_capped(io, &self.budget)
+        Ok(read_capped(io, &self.0)
             .await?
             .and_then(|b| decode_response(&b)))
     }

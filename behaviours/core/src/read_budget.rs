@@ -168,7 +168,8 @@ impl Hold {
         let dropped = {
             let mut l = self.budget.lock();
             let spent = BudgetSpent { cap: l.cap };
-            if self.signal.dropped.load(Ordering::Acquire) {
+            // Dropped (flagged under this lock, so never half-way), or gone.
+            if self.signal.dropped.load(Ordering::Acquire) || !l.readers.contains_key(&self.id) {
                 return Err(spent);
             }
             let need = l.held.saturating_add(n).saturating_sub(l.cap);
@@ -196,6 +197,7 @@ impl Hold {
                 if let Some(r) = l.readers.remove(&id) {
                     l.held -= r.bytes;
                     l.dropped += 1;
+                    r.signal.dropped.store(true, Ordering::Release);
                     signals.push(r.signal);
                 }
             }
@@ -207,7 +209,6 @@ impl Hold {
         };
         // Woken outside the lock: a waker may do anything, a `Hold`'s drop included.
         for s in dropped {
-            s.dropped.store(true, Ordering::Release);
             s.waker.wake();
         }
         Ok(())

@@ -87,7 +87,7 @@ impl Behaviour {
         Behaviour {
             inner: Inner {
                 session: request_response::Behaviour::with_codec(
-                    Codec::new(config.read_budget.clone()),
+                    Codec(config.read_budget.clone()),
                     [(PROTOCOL, ProtocolSupport::Full)],
                     rr,
                 ),

@@ -142,17 +142,10 @@ pub enum Event {
 }
 
 /// Codec: envelope bytes one way, a small answer map the other (strict CBOR, capped).
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 const MAX: usize = mesh_core::MAX_ARTIFACT_BYTES;
 
@@ -229,7 +222,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        read_capped(io, &self.budget).await
+        read_capped(io, &self.0).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -237,7 +230,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        Ok(read_capped(io, &self.budget)
+        Ok(read_capped(io, &self.0)
             .await?
             .and_then(|b| parse_answer(&b)))
     }
@@ -282,7 +275,7 @@ impl Behaviour {
     pub fn new(config: Config) -> Self {
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec::new(config.read_budget.clone()),
+                Codec(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(config.request_timeout)

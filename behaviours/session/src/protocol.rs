@@ -142,17 +142,10 @@ pub enum Frame {
 }
 
 /// The request-response codec.
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 async fn read<T: AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -184,7 +177,7 @@ impl libp2p::request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Frame> {
-        read(io, &self.budget).await
+        read(io, &self.0).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -192,7 +185,7 @@ impl libp2p::request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Frame> {
-        read(io, &self.budget).await
+        read(io, &self.0).await
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

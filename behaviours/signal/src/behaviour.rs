@@ -203,7 +203,7 @@ impl Behaviour {
             .with_max_concurrent_streams(MAX_STREAMS);
         Behaviour {
             inner: request_response::Behaviour::with_codec(
-                Codec::new(config.read_budget.clone()),
+                Codec(config.read_budget.clone()),
                 [(PROTOCOL, ProtocolSupport::Full)],
                 rr,
             ),

@@ -139,17 +139,10 @@ pub(crate) fn parse_answer(b: &[u8]) -> Answer {
 pub(crate) use mesh_core::read_capped;
 
 /// Request-response codec: raw request bodies one way, answers the other.
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -161,7 +154,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        Ok(read_capped(io, MAX_REQUEST, &self.budget)
+        Ok(read_capped(io, MAX_REQUEST, &self.0)
             .await?
             .ok_or_else(|| MeshError::invalid("/mesh/signal: request over the size cap")))
     }
@@ -171,7 +164,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        Ok(match read_capped(io, MAX_ANSWER, &self.budget).await? {
+        Ok(match read_capped(io, MAX_ANSWER, &self.0).await? {
             Some(b) => parse_answer(&b),
             None => Answer::One(Err(MeshError::invalid(
                 "/mesh/signal: answer over the size cap",

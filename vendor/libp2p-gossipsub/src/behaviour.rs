@@ -42,7 +42,9 @@ use libp2p_identity::{Keypair, PeerId};
 use libp2p_swarm::{
     ConnectionDenied, ConnectionId, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
-    behaviour::{AddressChange, ConnectionClosed, ConnectionEstablished, FromSwarm},
+    behaviour::{
+        AddressChange, ConnectionClosed, ConnectionEstablished, FromSwarm, ListenAddresses,
+    },
     dial_opts::DialOpts,
 };
 #[cfg(feature = "metrics")]
@@ -281,7 +283,7 @@ impl From<MessageAuthenticity> for PublishConfig {
 
 /// Patched for libmesh: how a peer's address maps to the network its subscriptions
 /// count under ([`Behaviour::set_max_network_subscriptions`]).
-type NetworkOf = Box<dyn Fn(&Multiaddr) -> Option<u128> + Send>;
+type NetworkOf = Box<dyn Fn(&Multiaddr, &ListenAddresses) -> Option<u128> + Send>;
 
 /// Patched for libmesh: `n` fewer subscriptions for `network`; an emptied entry goes.
 fn uncount(counts: &mut HashMap<u128, usize>, network: u128, n: usize) {
@@ -368,6 +370,7 @@ pub struct Behaviour<
     /// connection's address, see [`Behaviour::set_max_network_subscriptions`]), the
     /// subscriptions each network's peers hold together, and at most how many.
     network_of: Option<NetworkOf>,
+    listening: ListenAddresses,
     peer_networks: HashMap<PeerId, u128>,
     network_subscriptions: HashMap<u128, usize>,
     max_network_subscriptions: usize,
@@ -509,6 +512,7 @@ where
             peer_subscriptions: 0,
             max_peer_subscriptions: usize::MAX,
             network_of: None,
+            listening: ListenAddresses::default(),
             peer_networks: HashMap::new(),
             network_subscriptions: HashMap::new(),
             max_network_subscriptions: usize::MAX,
@@ -638,12 +642,13 @@ where
     /// Patched for libmesh: at most `max` subscriptions held for the connected peers of
     /// one network together, as for [`Behaviour::set_max_peer_subscriptions`] (never
     /// refused on a topic this node is in). A peer counts under `network_of` its first
-    /// connection's remote address (set before peers connect); a peer whose address
-    /// gives `None` counts under no network (only the cap of all peers holds it).
+    /// connection's remote address and this node's listen addresses at the time (set
+    /// before peers connect); a peer whose address gives `None` counts under no network
+    /// (only the cap of all peers holds it) until a later connection gives it one.
     pub fn set_max_network_subscriptions(
         &mut self,
         max: usize,
-        network_of: impl Fn(&Multiaddr) -> Option<u128> + Send + 'static,
+        network_of: impl Fn(&Multiaddr, &ListenAddresses) -> Option<u128> + Send + 'static,
     ) {
         self.max_network_subscriptions = max;
         self.network_of = Some(Box::new(network_of));
@@ -654,10 +659,19 @@ where
         &self.network_subscriptions
     }
 
-    /// Patched for libmesh: `peer`'s network when it is first connected, from `addr`.
+    /// Patched for libmesh: `peer`'s network, from the address of its first connection
+    /// that gives one; the subscriptions it holds already count under it from then on.
     fn note_network(&mut self, peer: PeerId, addr: &Multiaddr) {
-        if let Some(n) = self.network_of.as_ref().and_then(|f| f(addr)) {
-            self.peer_networks.entry(peer).or_insert(n);
+        if self.peer_networks.contains_key(&peer) {
+            return;
+        }
+        let Some(n) = self.network_of.as_ref().and_then(|f| f(addr, &self.listening)) else {
+            return;
+        };
+        self.peer_networks.insert(peer, n);
+        let held = self.connected_peers.get(&peer).map_or(0, |p| p.topics.len());
+        if held > 0 {
+            *self.network_subscriptions.entry(n).or_default() += held;
         }
     }
 
@@ -3929,6 +3943,8 @@ where
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        // Patched for libmesh: for `network_of`.
+        self.listening.on_swarm_event(&event);
         match event {
             FromSwarm::ConnectionEstablished(connection_established) => {
                 self.on_connection_established(connection_established)

@@ -388,17 +388,10 @@ fn parse_refusal(b: &[u8]) -> MeshError {
 /// The `request_response` codec: requests as [`TableRequest`] (a malformed one is
 /// handed over as its error, to be answered with a refusal), answers as [`Answer`] (read
 /// as [`Answer::Checked`] or [`Answer::Refused`]).
+///
+/// Its reads take their buffers from the budget it holds.
 #[derive(Debug, Clone, Default)]
-pub struct Codec {
-    budget: mesh_core::ReadBudget,
-}
-
-impl Codec {
-    /// A codec whose reads take their buffers from `budget`.
-    pub fn new(budget: mesh_core::ReadBudget) -> Self {
-        Codec { budget }
-    }
-}
+pub struct Codec(pub mesh_core::ReadBudget);
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -410,7 +403,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        let Some(b) = read_capped(io, MAX_REQUEST, &self.budget).await? else {
+        let Some(b) = read_capped(io, MAX_REQUEST, &self.0).await? else {
             return Ok(Err(MeshError::invalid(
                 "/mesh/swarm-table: request over the size cap",
             )));
@@ -423,7 +416,7 @@ impl request_response::Codec for Codec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        let Some(b) = read_capped(io, MAX_ANSWER, &self.budget).await? else {
+        let Some(b) = read_capped(io, MAX_ANSWER, &self.0).await? else {
             return Ok(Answer::Refused(MeshError::invalid(
                 "/mesh/swarm-table: answer over the size cap",
             )));
