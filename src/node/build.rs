@@ -86,8 +86,10 @@ pub fn build(
             .with_push_listen_addr_updates(true),
     );
 
+    let kad_budget = std::sync::Arc::new(KadBudget(read_budget.clone()));
     let mut amino = amino(peer_id);
     amino.set_mode(kad_mode(config.kad_mode));
+    amino.set_read_budget(kad_budget.clone());
     let amino = super::kad_scope::ScopedKad::new(
         amino,
         super::kad_scope::DialScope::Amino {
@@ -101,10 +103,9 @@ pub fn build(
                 .collect(),
         },
     );
-    let mesh_kad = super::kad_scope::ScopedKad::new(
-        mesh_kad(peer_id, config.kad_mode),
-        super::kad_scope::DialScope::Mesh,
-    );
+    let mut mesh = mesh_kad(peer_id, config.kad_mode);
+    mesh.set_read_budget(kad_budget);
+    let mesh_kad = super::kad_scope::ScopedKad::new(mesh, super::kad_scope::DialScope::Mesh);
 
     let gossipsub = gossipsub(lp_key, l.max_gossip_bytes)?;
 
@@ -177,6 +178,29 @@ pub fn build(
         ),
         perf: config.perf.then(crate::perf::Behaviour::new).into(),
     })
+}
+
+/// The node's read budget as the vendored libp2p-kad's: both DHTs' messages being read
+/// take their room from it, with the libmesh protocols' requests.
+#[derive(Debug)]
+struct KadBudget(ReadBudget);
+
+struct KadHold(mesh_core::Hold);
+
+impl kad::ReadBudget for KadBudget {
+    fn begin(&self) -> Box<dyn kad::ReadHold> {
+        Box::new(KadHold(self.0.hold()))
+    }
+}
+
+impl kad::ReadHold for KadHold {
+    fn grow(&mut self, n: usize) -> bool {
+        self.0.grow(n).is_ok()
+    }
+
+    fn poll_dropped(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.0.poll_dropped(cx)
+    }
 }
 
 /// Kademlia's mode for the configured [`KadMode`] (`None`: automatic).

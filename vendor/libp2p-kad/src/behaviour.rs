@@ -381,6 +381,13 @@ impl Config {
         self
     }
 
+    /// Patched for libmesh: messages being read on this behaviour's streams take their
+    /// room from `budget` (see `ReadBudget`).
+    pub fn set_read_budget(&mut self, budget: std::sync::Arc<dyn crate::ReadBudget>) -> &mut Self {
+        self.protocol_config.set_read_budget(budget);
+        self
+    }
+
     /// Modifies the timeout duration of outbound substreams.
     ///
     /// * Default to `10` seconds.
@@ -1105,6 +1112,12 @@ where
                 }));
         }
         id
+    }
+
+    /// Patched for libmesh: messages being read on streams of connections made from
+    /// now on take their room from `budget` (see `ReadBudget`).
+    pub fn set_read_budget(&mut self, budget: std::sync::Arc<dyn crate::ReadBudget>) {
+        self.protocol_config.set_read_budget(budget);
     }
 
     /// Set the [`Mode`] in which we should operate.

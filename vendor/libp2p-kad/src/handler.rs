@@ -40,6 +40,7 @@ use libp2p_swarm::{
 use crate::{
     QueryId,
     behaviour::Mode,
+    read_budget::Budgeted,
     protocol::{
         KadInStreamSink, KadOutStreamSink, KadPeer, KadRequestMsg, KadResponseMsg, ProtocolConfig,
     },
@@ -71,7 +72,7 @@ pub struct Handler {
 
     /// Contains one [`oneshot::Sender`] per outbound stream that we have requested.
     pending_streams:
-        VecDeque<oneshot::Sender<Result<KadOutStreamSink<Stream>, StreamUpgradeError<io::Error>>>>,
+        VecDeque<oneshot::Sender<Result<KadOutStreamSink<Budgeted<Stream>>, StreamUpgradeError<io::Error>>>>,
 
     /// List of outbound substreams that are waiting to become active next.
     /// Contains the request we want to send, and the user data if we expect an answer.
@@ -110,19 +111,19 @@ enum InboundSubstreamState {
         /// Whether it is the first message to be awaited on this stream.
         first: bool,
         connection_id: UniqueConnecId,
-        substream: KadInStreamSink<Stream>,
+        substream: KadInStreamSink<Budgeted<Stream>>,
         /// Patched for libmesh: when the stream is dropped if no whole message came
         /// (see [`MESSAGE_WAIT`]).
         deadline: futures_timer::Delay,
     },
     /// Waiting for the behaviour to send a [`HandlerIn`] event containing the response.
-    WaitingBehaviour(UniqueConnecId, KadInStreamSink<Stream>, Option<Waker>),
+    WaitingBehaviour(UniqueConnecId, KadInStreamSink<Budgeted<Stream>>, Option<Waker>),
     /// Waiting to send an answer back to the remote.
-    PendingSend(UniqueConnecId, KadInStreamSink<Stream>, KadResponseMsg),
+    PendingSend(UniqueConnecId, KadInStreamSink<Budgeted<Stream>>, KadResponseMsg),
     /// Waiting to flush an answer back to the remote.
-    PendingFlush(UniqueConnecId, KadInStreamSink<Stream>),
+    PendingFlush(UniqueConnecId, KadInStreamSink<Budgeted<Stream>>),
     /// The substream is being closed.
-    Closing(KadInStreamSink<Stream>),
+    Closing(KadInStreamSink<Budgeted<Stream>>),
     /// The substream was cancelled in favor of a new one.
     Cancelled,
 
@@ -149,7 +150,7 @@ impl InboundSubstreamState {
     fn waiting(
         first: bool,
         connection_id: UniqueConnecId,
-        substream: KadInStreamSink<Stream>,
+        substream: KadInStreamSink<Budgeted<Stream>>,
     ) -> Self {
         InboundSubstreamState::WaitingMessage {
             first,
@@ -910,7 +911,13 @@ impl futures::Stream for InboundSubstreamState {
                     connection_id,
                     mut substream,
                     mut deadline,
-                } => match substream.poll_next_unpin(cx) {
+                } => match substream.poll_next_unpin(cx).map(|m| {
+                    // Patched for libmesh: a whole message gives its room back.
+                    if let Some(Ok(_)) = &m {
+                        substream.message_read();
+                    }
+                    m
+                }) {
                     Poll::Ready(Some(Ok(KadRequestMsg::Ping))) => {
                         tracing::warn!("Kademlia PING messages are unsupported");
 

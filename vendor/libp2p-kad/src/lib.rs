@@ -43,6 +43,7 @@ mod jobs;
 mod kbucket;
 mod protocol;
 mod query;
+mod read_budget;
 mod record;
 
 mod proto {
@@ -74,6 +75,7 @@ use libp2p_swarm::StreamProtocol;
 pub use handler::{MESSAGE_WAIT, REUSE_WAIT};
 pub use protocol::{ConnectionType, KadPeer};
 pub use query::QueryId;
+pub use read_budget::{ReadBudget, ReadHold};
 pub use record::{Key as RecordKey, ProviderRecord, Record, store};
 
 /// The `k` parameter of the Kademlia specification.

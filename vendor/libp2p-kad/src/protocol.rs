@@ -26,7 +26,7 @@
 //! to poll the underlying transport for incoming messages, and the `Sink` component
 //! is used to send messages to remote peers.
 
-use std::{io, marker::PhantomData, time::Duration};
+use std::{io, marker::PhantomData, sync::Arc, time::Duration};
 
 use asynchronous_codec::{Decoder, Encoder, Framed};
 use bytes::BytesMut;
@@ -42,6 +42,7 @@ use web_time::Instant;
 
 use crate::{
     proto,
+    read_budget::{Budgeted, ReadBudget},
     record::{self, Record},
 };
 
@@ -153,6 +154,8 @@ pub struct ProtocolConfig {
     max_packet_size: usize,
     /// Specifies the outbound_substreams timeout in seconds
     substreams_timeout_s: Duration,
+    /// Patched for libmesh: where messages being read take their room.
+    read_budget: Option<Arc<dyn ReadBudget>>,
 }
 
 impl ProtocolConfig {
@@ -162,6 +165,7 @@ impl ProtocolConfig {
             protocol_names: vec![protocol_name],
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             substreams_timeout_s: DEFAULT_SUBSTREAMS_TIMEOUT_S,
+            read_budget: None,
         }
     }
 
@@ -178,6 +182,11 @@ impl ProtocolConfig {
     /// Modifies the outbound substreams timeout.
     pub fn set_substreams_timeout(&mut self, timeout: Duration) {
         self.substreams_timeout_s = timeout;
+    }
+
+    /// Patched for libmesh: messages being read take their room from `budget`.
+    pub fn set_read_budget(&mut self, budget: Arc<dyn ReadBudget>) {
+        self.read_budget = Some(budget);
     }
 
     /// Getter of substreams_timeout_s.
@@ -235,14 +244,14 @@ impl<C> InboundUpgrade<C> for ProtocolConfig
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    type Output = KadInStreamSink<C>;
+    type Output = KadInStreamSink<Budgeted<C>>;
     type Future = future::Ready<Result<Self::Output, io::Error>>;
     type Error = io::Error;
 
     fn upgrade_inbound(self, incoming: C, _: Self::Info) -> Self::Future {
         let codec = Codec::new(self.max_packet_size);
 
-        future::ok(Framed::new(incoming, codec))
+        future::ok(Framed::new(Budgeted::new(incoming, self.read_budget), codec))
     }
 }
 
@@ -250,14 +259,14 @@ impl<C> OutboundUpgrade<C> for ProtocolConfig
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    type Output = KadOutStreamSink<C>;
+    type Output = KadOutStreamSink<Budgeted<C>>;
     type Future = future::Ready<Result<Self::Output, io::Error>>;
     type Error = io::Error;
 
     fn upgrade_outbound(self, incoming: C, _: Self::Info) -> Self::Future {
         let codec = Codec::new(self.max_packet_size);
 
-        future::ok(Framed::new(incoming, codec))
+        future::ok(Framed::new(Budgeted::new(incoming, self.read_budget), codec))
     }
 }
 
