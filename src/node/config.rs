@@ -197,7 +197,8 @@ pub struct Limits {
     pub app_gossip_total: u32,
     /// Bytes that requests and answers being read on libmesh's own protocols
     /// (`/mesh/signal`, `/mesh/session`, `/mesh/marker`, `/mesh/advert`,
-    /// `/mesh/swarm-table`, `/mesh/relay-admission`) hold in all, across connections;
+    /// `/mesh/swarm-table`, `/mesh/relay-admission`) and on both DHTs hold in all,
+    /// across connections;
     /// a read that needs room beyond drops the oldest reads begun before it
     /// ([`mesh_core::ReadBudget`]). At least [`MIN_READ_BUDGET`].
     pub read_budget_bytes: usize,

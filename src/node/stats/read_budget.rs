@@ -22,7 +22,7 @@ impl Collector for Budget {
         gauge(
             &mut e,
             "read_budget_held_bytes",
-            "Bytes that requests and answers being read on libmesh's protocols hold",
+            "Bytes that requests and answers being read on libmesh's protocols and the DHTs hold",
             self.0.held(),
         )?;
         gauge(
