@@ -289,6 +289,9 @@ struct Tombstone {
     until: Timestamp,
 }
 
+/// The highest revision a store counts from; see `MemoryStore::next_revision`.
+pub(crate) const MAX_REVISION: u64 = 1 << 62;
+
 /// The in-memory store.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -358,6 +361,27 @@ impl MemoryStore {
         self.entries
             .get(node)
             .map(|e| crate::HeldSequence::Advert(e.sequence_no()))
+    }
+
+    /// The next change's revision. Past [`MAX_REVISION`] (only a damaged or tampered
+    /// store file brings one: no store makes 2^62 changes) the entries are numbered
+    /// again from 1 in their order first, so the count never wraps.
+    fn next_revision(&mut self) -> u64 {
+        if self.revision >= MAX_REVISION {
+            let mut order: Vec<(u64, NodeId)> =
+                self.entries.iter().map(|(n, e)| (e.revision, *n)).collect();
+            order.sort_unstable();
+            self.by_revision.clear();
+            for (r, (_, node)) in (1..).zip(order) {
+                if let Some(e) = self.entries.get_mut(&node) {
+                    e.revision = r;
+                    self.by_revision.insert(r, node);
+                }
+            }
+            self.revision = self.by_revision.len() as u64;
+        }
+        self.revision += 1;
+        self.revision
     }
 
     fn remove_entry(&mut self, node: &NodeId) -> Option<StoredAdvert> {
@@ -482,9 +506,8 @@ impl MemoryStore {
         }
         self.remove_entry(&node);
         self.drop_tombstone(&node);
-        self.revision += 1;
         let len = wire.len();
-        let stored = StoredAdvert::new(&advert, wire, self.revision);
+        let stored = StoredAdvert::new(&advert, wire, self.next_revision());
         self.put_entry(node, stored);
         self.shares.attribute(node, source, len);
         Ok(match previous {
@@ -550,7 +573,7 @@ impl MemoryStore {
             },
         );
         self.shares.attribute(node, source, 0);
-        self.revision += 1;
+        self.next_revision();
         Ok(())
     }
 

@@ -532,3 +532,32 @@ fn records_evicted_from_a_full_store_still_bar_their_replays() {
     s.insert_from(ad(&gone, 7, 4, 600), net(3), &t(4)).unwrap();
     s.insert_from(ad(&moved, 3, 4, 600), net(4), &t(4)).unwrap();
 }
+
+/// Revisions at the top of `u64` read back from a damaged store file: the next change
+/// numbers the entries again from 1, in their order, instead of wrapping to 0 (or
+/// panicking where overflow is checked), and paging by revision still sees every entry.
+#[test]
+fn revisions_at_the_top_from_a_damaged_file_are_numbered_again_not_wrapped() {
+    let mut s = MemoryStore::new(generous());
+    let (a, b, c) = (
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+        NodeKeypair::generate(),
+    );
+    for (k, revision) in [(&a, u64::MAX - 1), (&b, u64::MAX)] {
+        let advert = ad(k, 1, 0, 3600);
+        let wire = advert.to_cbor();
+        s.restore(mesh_advert::StoredAdvert::new(
+            &advert,
+            wire.into(),
+            revision,
+        ));
+    }
+    s.restore_revision(u64::MAX);
+    s.insert(ad(&c, 1, 0, 3600), &t(1)).unwrap();
+    assert_eq!(s.revision(), 3);
+    let page = s.since(0, 10);
+    let order: Vec<_> = page.items.iter().map(|e| e.node_id()).collect();
+    assert_eq!(order, [a.node_id(), b.node_id(), c.node_id()]);
+    assert_eq!(page.next, 3);
+}
