@@ -7,7 +7,9 @@
 //! stream. With a budget set ([`crate::Config::set_read_budget`]), each stream's
 //! message takes room from its first byte, as the bytes come, and gives it back once
 //! the message is whole (or the stream goes); a read the budget drops (or refuses) ends
-//! the stream with an error.
+//! the stream with an error. The framing reads in chunks of up to 8 KiB: bytes of a
+//! next message that came in the chunk that ended one are buffered uncounted (at most
+//! a chunk per stream; honest clients wait for the answer before they send again).
 
 use std::fmt;
 use std::io;
