@@ -466,6 +466,7 @@ impl Node {
             let (acceptance, actions) = self.groups.on_gossip(
                 key,
                 message.source,
+                propagation_source,
                 &message.data,
                 &view!(self),
                 &Timestamp::now(),

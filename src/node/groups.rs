@@ -466,13 +466,16 @@ impl Groups {
         out
     }
 
-    /// A gossip message on the topic of group `key`: a presence signed by the
-    /// message's author, or it is refused (see [`refusal`] for how). A full member
-    /// table evicts members this node is not connected to before it refuses one.
+    /// A gossip message on the topic of group `key`, handed over by `via`: a presence
+    /// signed by the message's author, or it is refused (see [`refusal`] for how). A
+    /// full member table evicts members this node is not connected to before it refuses
+    /// one. A stranger's presence (its author not in the table) is taken within the
+    /// budgets of `via`'s network and of all strangers (`presence_rate`), else ignored.
     pub(crate) fn on_gossip(
         &mut self,
         key: DiscoveryKey,
         source: Option<PeerId>,
+        via: PeerId,
         data: &[u8],
         view: &dyn View,
         ts: &Timestamp,
@@ -514,6 +517,17 @@ impl Groups {
         let first_from_table = self.tables.first_gossip_of_table_entry(&presence);
         if self.tables.is_stale(&presence, ts) && !first_from_table {
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+        }
+        if !self.tables.has_member(&key, &presence.node_id()) {
+            let forwarder = mesh_advert::Source::for_rates_of(
+                via,
+                &view.remote_addrs(&via),
+                &view.listen_addrs(),
+            );
+            if !self.presence_rate.admit_stranger(&forwarder, ts) {
+                tracing::debug!(swarm = %key, %via, "stranger's presence over its forwarder's or the total budget: ignored");
+                return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+            }
         }
         // A full table's refusal is nobody's fault: ignored, not rejected.
         let alive = super::view::alive_in(view);

@@ -13,6 +13,12 @@ use crate::node::idle::TOPIC_POOL;
 use crate::node::view::Now;
 use crate::node::view::fake::FakeView;
 
+/// The neighbour that hands gossip over, in these tests.
+fn via() -> PeerId {
+    static VIA: std::sync::OnceLock<PeerId> = std::sync::OnceLock::new();
+    *VIA.get_or_init(PeerId::random)
+}
+
 pub(super) fn groups() -> (NodeKeypair, Groups) {
     let key = NodeKeypair::generate();
     (
@@ -158,12 +164,13 @@ fn presences_are_taken_only_from_their_author_and_for_their_group() {
     let data = presence(&other, &k, "announce", &now.ts);
     // Forwarded under another author's name: rejected.
     let stranger = NodeKeypair::generate().node_id().to_peer_id().ok();
-    let (verdict, _) = g.on_gossip(k, stranger, &data, &FakeView::default(), &now.ts);
+    let (verdict, _) = g.on_gossip(k, stranger, via(), &data, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Reject);
     // On another group's topic: rejected.
     let (verdict, _) = g.on_gossip(
         DiscoveryKey::from_name("other"),
         author,
+        via(),
         &data,
         &FakeView::default(),
         &now.ts,
@@ -173,13 +180,14 @@ fn presences_are_taken_only_from_their_author_and_for_their_group() {
     let (verdict, _) = g.on_gossip(
         k,
         author,
+        via(),
         &data,
         &FakeView::default(),
         &now.ts.plus_secs(61),
     );
     assert_eq!(verdict, MessageAcceptance::Ignore);
     // Its own: accepted, and the application hears of the new member.
-    let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+    let (verdict, actions) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Accept);
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -210,7 +218,7 @@ fn one_member_taken() -> Taken {
     let other = NodeKeypair::generate();
     let author = other.node_id().to_peer_id().ok();
     let data = presence(&other, &k, "announce", &now.ts);
-    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+    let (verdict, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Accept);
     Taken {
         g,
@@ -235,14 +243,14 @@ fn a_presence_that_changes_nothing_is_not_forwarded() {
     // The same signed presence put on the topic again (a capture replayed once
     // gossipsub forgot its id): ignored, so not forwarded to the swarm again.
     let later = now.ts.plus_secs(30);
-    let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &later);
+    let (verdict, actions) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &later);
     assert_eq!(verdict, MessageAcceptance::Ignore);
     assert!(actions.is_empty());
     // A leave (a later sequence number), then the announce replayed: ignored too.
     let bye = leave(&other, &k, &now.ts);
-    let (verdict, _) = g.on_gossip(k, author, &bye, &FakeView::default(), &later);
+    let (verdict, _) = g.on_gossip(k, author, via(), &bye, &FakeView::default(), &later);
     assert_eq!(verdict, MessageAcceptance::Accept);
-    let (verdict, _) = g.on_gossip(k, author, &data, &FakeView::default(), &later);
+    let (verdict, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &later);
     assert_eq!(verdict, MessageAcceptance::Ignore);
 }
 
@@ -260,12 +268,13 @@ fn replays_of_a_member_s_presence_do_not_use_up_its_rate() {
         now,
     } = one_member_taken();
     for _ in 0..3 * super::presence_rate::PER_AUTHOR.burst {
-        let (verdict, actions) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        let (verdict, actions) =
+            g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
         assert_eq!(verdict, MessageAcceptance::Ignore);
         assert!(actions.is_empty());
     }
     let bye = leave(&other, &k, &now.ts);
-    let (verdict, actions) = g.on_gossip(k, author, &bye, &FakeView::default(), &now.ts);
+    let (verdict, actions) = g.on_gossip(k, author, via(), &bye, &FakeView::default(), &now.ts);
     assert_eq!(verdict, MessageAcceptance::Accept);
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -399,7 +408,7 @@ fn a_thin_mesh_dials_known_members() {
         // Each on a host of its own (a host's addresses have a dial budget).
         let addr = format!("/ip4/192.0.2.{}/udp/4001/quic-v1", 10 + i);
         let data = presence_at(&m, &k, "announce", &[&addr], &now.ts, 60);
-        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
         assert_eq!(v, MessageAcceptance::Accept);
     }
     let dials = |actions: &[Action]| {
@@ -477,7 +486,7 @@ fn thin_mesh_dials_stay_in_scope_and_do_not_repeat() {
         let m = NodeKeypair::generate();
         let author = m.node_id().to_peer_id().ok();
         let data = presence_at(&m, &k, "announce", addrs, &now.ts, 900);
-        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
         assert_eq!(v, MessageAcceptance::Accept);
         members.push(m.node_id().to_peer_id().unwrap());
     }
@@ -537,7 +546,7 @@ fn made_up_members_on_one_host_get_it_dialed_within_its_budget() {
         let m = NodeKeypair::generate();
         let author = m.node_id().to_peer_id().ok();
         let data = presence_at(&m, &k, "announce", &addrs, &now.ts, 900);
-        let (v, _) = g.on_gossip(k, author, &data, &FakeView::default(), &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
         assert_eq!(v, MessageAcceptance::Accept);
     }
     // Ten minutes of ticks, every 5 s; each dial's addresses counted (from its Debug).
@@ -556,4 +565,36 @@ fn made_up_members_on_one_host_get_it_dialed_within_its_budget() {
         to_victim as f64 <= most,
         "{to_victim} addresses of one host dialed in {dials} dials (at most {most})"
     );
+}
+
+/// Presences of strangers (fresh keys, each within its own author's rate) handed over by
+/// one neighbour are taken within that neighbour's budget, then ignored (neither taken
+/// nor forwarded); another neighbour's are taken; members' presences are not counted.
+#[test]
+fn strangers_presences_from_one_neighbour_are_taken_within_its_budget() {
+    let (_, mut g) = groups();
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let burst = super::presence_rate::STRANGERS_PER_FORWARDER.burst as usize;
+    let mut taken = 0;
+    for _ in 0..burst + 20 {
+        let stranger = NodeKeypair::generate();
+        let author = stranger.node_id().to_peer_id().ok();
+        let data = presence(&stranger, &k, "announce", &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
+        taken += usize::from(v == MessageAcceptance::Accept);
+    }
+    assert_eq!(taken, burst, "one neighbour's strangers beyond its budget");
+    let other = NodeKeypair::generate();
+    let data = presence(&other, &k, "announce", &now.ts);
+    let author = other.node_id().to_peer_id().ok();
+    let elsewhere = PeerId::random();
+    let (v, _) = g.on_gossip(k, author, elsewhere, &data, &FakeView::default(), &now.ts);
+    assert_eq!(v, MessageAcceptance::Accept, "another neighbour's stranger");
+    // A member's next presence (its `leave`) through the spent neighbour is taken.
+    let later = now.ts.plus_secs(5);
+    let bye = leave(&other, &k, &later);
+    let (v, _) = g.on_gossip(k, author, via(), &bye, &FakeView::default(), &later);
+    assert_eq!(v, MessageAcceptance::Accept, "a member's presence");
 }

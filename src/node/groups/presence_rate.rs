@@ -14,7 +14,8 @@
 //! gossipsub forgot their ids, and they must not use up the author's rate.
 
 use libp2p::PeerId;
-use mesh_core::{Artifact, RateLimit, RateLimiter, SwarmPresence, Timestamp};
+use mesh_advert::Source;
+use mesh_core::{Artifact, RateLimit, RateLimiter, SwarmPresence, Timestamp, take_all};
 use mesh_signal::group::{DiscoveryKey, Groups};
 
 /// Presences per author and swarm: a burst of 10, then one a second (twice the most a
@@ -24,23 +25,66 @@ pub(crate) const PER_AUTHOR: RateLimit = RateLimit {
     per_second: 1.0,
 };
 
+/// Presences of strangers (authors not in the swarm's table: a `join`, or a member
+/// this node has not heard of) taken from what one network's peers hand over (the
+/// forwarder's [`Source`]): 500 at once, then 10 a second. Authors cost nothing, and
+/// each presence taken goes on to the node's mesh peers and from them to the swarm: a
+/// stream of `join`s under fresh keys over one connection was taken and forwarded as
+/// fast as it came (the author's rate holds each fresh key to its own).
+pub(crate) const STRANGERS_PER_FORWARDER: RateLimit = RateLimit {
+    burst: 500,
+    per_second: 10.0,
+};
+
+/// Presences of strangers taken in all: 2,000 at once (a mass join of some hundreds
+/// of members), then 40 a second.
+pub(crate) const STRANGERS_TOTAL: RateLimit = RateLimit {
+    burst: 2000,
+    per_second: 40.0,
+};
+
 /// Authors and swarms followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 8192;
 
-/// The presences taken per (author, swarm).
+/// Forwarding networks followed at once (as above).
+const FORWARDERS: usize = 4096;
+
+/// The presences taken per (author, swarm), and strangers' per forwarder and in all.
 #[derive(Debug)]
-pub(crate) struct PresenceRate(RateLimiter<(PeerId, DiscoveryKey)>);
+pub(crate) struct PresenceRate {
+    authors: RateLimiter<(PeerId, DiscoveryKey)>,
+    forwarders: RateLimiter<Source>,
+    total: RateLimiter<()>,
+}
 
 impl Default for PresenceRate {
     fn default() -> Self {
-        PresenceRate(RateLimiter::new(PER_AUTHOR, TRACKED))
+        PresenceRate {
+            authors: RateLimiter::new(PER_AUTHOR, TRACKED),
+            forwarders: RateLimiter::new(STRANGERS_PER_FORWARDER, FORWARDERS),
+            total: RateLimiter::new(STRANGERS_TOTAL, 1),
+        }
     }
 }
 
 impl PresenceRate {
     /// Whether a presence `author` published in `swarm` may be taken at `ts`.
     pub(crate) fn admit(&mut self, author: PeerId, swarm: DiscoveryKey, ts: &Timestamp) -> bool {
-        self.0.check(&(author, swarm), ts).is_ok()
+        self.authors.check(&(author, swarm), ts).is_ok()
+    }
+
+    /// Whether a (verified) presence of a stranger that `forwarder` handed over may be
+    /// taken at `ts`: both its forwarder's and the total budget are charged, or
+    /// neither.
+    pub(crate) fn admit_stranger(&mut self, forwarder: &Source, ts: &Timestamp) -> bool {
+        take_all(
+            ts.instant().timestamp_millis(),
+            &mut [
+                &mut self.forwarders.charge(forwarder),
+                &mut self.total.charge(&()),
+            ],
+        )
+        .is_ok()
     }
 }
 
