@@ -81,17 +81,19 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/mesh/kad/1.0.0");
 pub const KEY_PREFIX: &str = "/mesh/adv/";
 
 /// A Kademlia configuration for the mesh DHT: our protocol name, filtered inserts,
-/// packets large enough for an advertisement, and no replication of other nodes'
-/// records: libp2p's default re-put every record the store held to the 20 closest
-/// peers each hour, so one PUT of a made-up node's advertisement (up to 64 KiB, living a
-/// day) had the node send it some 460 times, on after its sender left. A node re-puts
-/// its own advertisement well within its lifetime (at three quarters of it), as
-/// go-libp2p's DHT leaves it to publishers.
+/// packets large enough for an advertisement, and no re-puts of held records:
+/// libp2p's default re-put every record the store held to the 20 closest peers each
+/// hour (and every 22 hours without that), so one PUT of a made-up node's
+/// advertisement (up to 64 KiB, living a day) had the node send it some 460 times, on
+/// after its sender left. A node re-puts its own advertisement itself well within its
+/// lifetime (at three quarters of it, `node::own`), as go-libp2p's DHT leaves it to
+/// publishers.
 pub fn config() -> libp2p::kad::Config {
     let mut c = libp2p::kad::Config::new(KAD_PROTOCOL);
     c.set_record_filtering(StoreInserts::FilterBoth)
         .set_max_packet_size(mesh_core::MAX_ARTIFACT_BYTES * 2)
-        .set_replication_interval(None);
+        .set_replication_interval(None)
+        .set_publication_interval(None);
     c
 }
 
@@ -301,6 +303,9 @@ mod tests {
     fn the_mesh_dht_does_not_replicate_other_nodes_records() {
         let c = format!("{:?}", config());
         assert!(c.contains("record_replication_interval: None"), "{c}");
+        // Without it, libp2p's put job runs on the publication interval, re-putting
+        // other nodes' records too.
+        assert!(c.contains("record_publication_interval: None"), "{c}");
         let default = format!("{:?}", libp2p::kad::Config::new(KAD_PROTOCOL));
         assert!(
             !default.contains("record_replication_interval: None"),

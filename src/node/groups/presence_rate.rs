@@ -27,19 +27,21 @@ pub(crate) const PER_AUTHOR: RateLimit = RateLimit {
 
 /// Presences of strangers (authors not in the swarm's table: a `join`, or a member
 /// this node has not heard of) taken from what one network's peers hand over (the
-/// forwarder's [`Source`]): 500 at once, then 10 a second. Authors cost nothing, and
+/// forwarder's [`Source`]): 1,024 at once (a table's default size: a newcomer whose
+/// table fetch failed hears every member's answer through its one neighbour), then 10
+/// a second. Authors cost nothing, and
 /// each presence taken goes on to the node's mesh peers and from them to the swarm: a
 /// stream of `join`s under fresh keys over one connection was taken and forwarded as
 /// fast as it came (the author's rate holds each fresh key to its own).
 pub(crate) const STRANGERS_PER_FORWARDER: RateLimit = RateLimit {
-    burst: 500,
+    burst: 1024,
     per_second: 10.0,
 };
 
-/// Presences of strangers taken in all: 2,000 at once (a mass join of some hundreds
-/// of members), then 40 a second.
+/// Presences of strangers taken in all, in every swarm of the node's: 4,096 at once (a
+/// mass join of some hundreds of members), then 40 a second.
 pub(crate) const STRANGERS_TOTAL: RateLimit = RateLimit {
-    burst: 2000,
+    burst: 4096,
     per_second: 40.0,
 };
 
