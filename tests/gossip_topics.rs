@@ -80,6 +80,36 @@ async fn until_subscribed(
     .await;
 }
 
+/// The peer subscribes to `n` made-up topics (`many/0`…) and then to `marker`; driven
+/// until the node sees it in `marker`.
+async fn subscribe_many(
+    node: &mut Swarm<Gossipsub>,
+    peer: &mut Swarm<gossipsub::Behaviour>,
+    n: usize,
+    marker: &IdentTopic,
+) {
+    for i in 0..n {
+        let t = IdentTopic::new(format!("many/{i}"));
+        peer.behaviour_mut().subscribe(&t).unwrap();
+    }
+    peer.behaviour_mut().subscribe(marker).unwrap();
+    until_subscribed(node, peer, "marker").await;
+}
+
+/// Drops the peer and drives the node until it is gone.
+async fn until_gone(node: &mut Swarm<Gossipsub>, peer: Swarm<gossipsub::Behaviour>) {
+    let gone = *peer.local_peer_id();
+    drop(peer);
+    let run = async {
+        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
+            node.select_next_some().await;
+        }
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the peer left");
+}
+
 /// The node's gossipsub (its peers' subscriptions capped at `cap`, if given, and the
 /// peers of one network at `share`, every connection from the `from`th on (0 the first)
 /// counted as one network, the ones before under none) connected to a plain libp2p
@@ -183,12 +213,7 @@ async fn until_marker_published(
 #[tokio::test]
 async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topics() {
     let (mut node, mut peer, marker) = node_and_peer(Some(20), None).await;
-    for i in 0..30 {
-        let t = IdentTopic::new(format!("many/{i}"));
-        peer.behaviour_mut().subscribe(&t).unwrap();
-    }
-    peer.behaviour_mut().subscribe(&marker).unwrap();
-    until_subscribed(&mut node, &mut peer, "marker").await;
+    subscribe_many(&mut node, &mut peer, 30, &marker).await;
     let held = topics_of(&node, peer.local_peer_id());
     assert_eq!(
         held.len(),
@@ -211,16 +236,7 @@ async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topic
     until_subscribed(&mut node, &mut peer, "later").await;
     assert_eq!(node.behaviour().peer_subscriptions(), 23);
 
-    let gone = *peer.local_peer_id();
-    drop(peer);
-    let run = async {
-        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
-            node.select_next_some().await;
-        }
-    };
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the peer left");
+    until_gone(&mut node, peer).await;
     assert_eq!(node.behaviour().peer_subscriptions(), 0);
 }
 
@@ -231,12 +247,7 @@ async fn the_peers_subscriptions_together_are_bounded_but_not_on_the_nodes_topic
 #[tokio::test]
 async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
     let (mut node, mut peer, marker) = node_and_peer(None, Some((10, 0))).await;
-    for i in 0..30 {
-        let t = IdentTopic::new(format!("many/{i}"));
-        peer.behaviour_mut().subscribe(&t).unwrap();
-    }
-    peer.behaviour_mut().subscribe(&marker).unwrap();
-    until_subscribed(&mut node, &mut peer, "marker").await;
+    subscribe_many(&mut node, &mut peer, 30, &marker).await;
     let held = topics_of(&node, peer.local_peer_id());
     assert_eq!(
         held.len(),
@@ -247,16 +258,7 @@ async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
         node.behaviour().network_subscriptions().get(&ONE_NETWORK),
         Some(&11)
     );
-    let gone = *peer.local_peer_id();
-    drop(peer);
-    let run = async {
-        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
-            node.select_next_some().await;
-        }
-    };
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the peer left");
+    until_gone(&mut node, peer).await;
     assert!(node.behaviour().network_subscriptions().is_empty());
 }
 
@@ -267,12 +269,7 @@ async fn one_networks_peers_hold_their_share_of_the_subscriptions() {
 #[tokio::test]
 async fn a_peer_that_gets_a_network_later_brings_its_subscriptions_into_the_count() {
     let (mut node, mut peer, marker) = node_and_peer(None, Some((1000, 1))).await;
-    for i in 0..5 {
-        let t = IdentTopic::new(format!("many/{i}"));
-        peer.behaviour_mut().subscribe(&t).unwrap();
-    }
-    peer.behaviour_mut().subscribe(&marker).unwrap();
-    until_subscribed(&mut node, &mut peer, "marker").await;
+    subscribe_many(&mut node, &mut peer, 5, &marker).await;
     assert!(node.behaviour().network_subscriptions().is_empty());
     // A second connection, which gives the peer its network.
     peer.connect(&mut node).await;
@@ -281,15 +278,6 @@ async fn a_peer_that_gets_a_network_later_brings_its_subscriptions_into_the_coun
         Some(&6),
         "the five topics and the marker"
     );
-    let gone = *peer.local_peer_id();
-    drop(peer);
-    let run = async {
-        while node.behaviour().all_peers().any(|(p, _)| *p == gone) {
-            node.select_next_some().await;
-        }
-    };
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the peer left");
+    until_gone(&mut node, peer).await;
     assert!(node.behaviour().network_subscriptions().is_empty());
 }
