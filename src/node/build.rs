@@ -180,10 +180,11 @@ pub fn build(
     })
 }
 
-/// The node's read budget as the vendored libp2p-kad's: both DHTs' messages being read
-/// take their room from it, with the libmesh protocols' requests.
+/// A [`ReadBudget`] as the vendored libp2p-kad's (`kad::Behaviour::set_read_budget`):
+/// the node's DHTs' messages being read take their room from its budget, with the
+/// libmesh protocols' requests. For embedders too.
 #[derive(Debug)]
-struct KadBudget(ReadBudget);
+pub struct KadBudget(pub ReadBudget);
 
 struct KadHold(mesh_core::Hold);
 
