@@ -518,16 +518,14 @@ impl Groups {
         if self.tables.is_stale(&presence, ts) && !first_from_table {
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
-        if !self.tables.has_member(&key, &presence.node_id()) {
-            let forwarder = mesh_advert::Source::for_rates_of(
-                via,
-                &view.remote_addrs(&via),
-                &view.listen_addrs(),
-            );
-            if !self.presence_rate.admit_stranger(&forwarder, ts) {
-                tracing::debug!(swarm = %key, %via, "stranger's presence over its forwarder's or the total budget: ignored");
-                return (gossipsub::MessageAcceptance::Ignore, Vec::new());
-            }
+        let stranger = (!self.tables.has_member(&key, &presence.node_id())).then(|| {
+            mesh_advert::Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs())
+        });
+        if let Some(forwarder) = &stranger
+            && !self.presence_rate.stranger_has_room(forwarder, ts)
+        {
+            tracing::debug!(swarm = %key, %via, "stranger's presence over its forwarder's or the total budget: ignored");
+            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
         // A full table's refusal is nobody's fault: ignored, not rejected.
         let alive = super::view::alive_in(view);
@@ -535,10 +533,15 @@ impl Groups {
             .tables
             .on_signed_presence(&presence, Some(data), ts, &alive)
         {
-            Ok(changes) => (
-                gossipsub::MessageAcceptance::Accept,
-                self.changes(changes, ts, Via::Gossip),
-            ),
+            Ok(changes) => {
+                if let Some(forwarder) = &stranger {
+                    self.presence_rate.charge_stranger(forwarder, ts);
+                }
+                (
+                    gossipsub::MessageAcceptance::Accept,
+                    self.changes(changes, ts, Via::Gossip),
+                )
+            }
             Err(e) => {
                 tracing::debug!(swarm = %key, error = %e, "presence not taken");
                 (gossipsub::MessageAcceptance::Ignore, Vec::new())

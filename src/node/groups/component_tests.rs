@@ -598,3 +598,42 @@ fn strangers_presences_from_one_neighbour_are_taken_within_its_budget() {
     let (v, _) = g.on_gossip(k, author, via(), &bye, &FakeView::default(), &later);
     assert_eq!(v, MessageAcceptance::Accept, "a member's presence");
 }
+
+/// A stranger's presence the table refuses (full of members this node is connected to)
+/// costs its neighbour's budget nothing: once there is room, the neighbour's next
+/// stranger is taken.
+#[test]
+fn strangers_presences_the_table_refuses_cost_no_budget() {
+    let key = NodeKeypair::generate();
+    let config = GroupConfig {
+        max_members: 2,
+        ..GroupConfig::default()
+    };
+    let mut g = Groups::new(key, config, super::check::CHECK_EVERY);
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let mut full = FakeView::default();
+    for _ in 0..2 {
+        let member = NodeKeypair::generate();
+        let author = member.node_id().to_peer_id().ok();
+        let data = presence(&member, &k, "announce", &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
+        assert_eq!(v, MessageAcceptance::Accept);
+        full.connected.insert(author.unwrap(), Vec::new());
+    }
+    let burst = super::presence_rate::STRANGERS_PER_FORWARDER.burst as usize;
+    for _ in 0..burst {
+        let stranger = NodeKeypair::generate();
+        let author = stranger.node_id().to_peer_id().ok();
+        let data = presence(&stranger, &k, "announce", &now.ts);
+        let (v, _) = g.on_gossip(k, author, via(), &data, &full, &now.ts);
+        assert_eq!(v, MessageAcceptance::Ignore, "refused by the full table");
+    }
+    // Room again (the members no longer connected): the neighbour's stranger is taken.
+    let stranger = NodeKeypair::generate();
+    let author = stranger.node_id().to_peer_id().ok();
+    let data = presence(&stranger, &k, "announce", &now.ts);
+    let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
+    assert_eq!(v, MessageAcceptance::Accept, "the refused ones took its budget");
+}

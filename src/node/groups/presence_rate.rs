@@ -75,18 +75,24 @@ impl PresenceRate {
         self.authors.check(&(author, swarm), ts).is_ok()
     }
 
-    /// Whether a (verified) presence of a stranger that `forwarder` handed over may be
-    /// taken at `ts`: both its forwarder's and the total budget are charged, or
-    /// neither.
-    pub(crate) fn admit_stranger(&mut self, forwarder: &Source, ts: &Timestamp) -> bool {
-        take_all(
+    /// Whether a (verified) presence of a stranger that `forwarder` handed over has
+    /// room at `ts` in its forwarder's and the total budget (nothing charged: see
+    /// [`PresenceRate::charge_stranger`]).
+    pub(crate) fn stranger_has_room(&self, forwarder: &Source, ts: &Timestamp) -> bool {
+        let ms = ts.instant().timestamp_millis();
+        self.forwarders.peek_ms(forwarder, ms).is_ok() && self.total.peek_ms(&(), ms).is_ok()
+    }
+
+    /// Charges a stranger's presence the table took (one the table refused costs
+    /// nothing): both budgets, or neither.
+    pub(crate) fn charge_stranger(&mut self, forwarder: &Source, ts: &Timestamp) {
+        let _ = take_all(
             ts.instant().timestamp_millis(),
             &mut [
                 &mut self.forwarders.charge(forwarder),
                 &mut self.total.charge(&()),
             ],
-        )
-        .is_ok()
+        );
     }
 }
 
