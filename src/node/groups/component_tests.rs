@@ -635,5 +635,9 @@ fn strangers_presences_the_table_refuses_cost_no_budget() {
     let author = stranger.node_id().to_peer_id().ok();
     let data = presence(&stranger, &k, "announce", &now.ts);
     let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &now.ts);
-    assert_eq!(v, MessageAcceptance::Accept, "the refused ones took its budget");
+    assert_eq!(
+        v,
+        MessageAcceptance::Accept,
+        "the refused ones took its budget"
+    );
 }
