@@ -126,28 +126,15 @@ async fn a_flood_of_metrics_status_asks_the_node_once() {
     assert_eq!(after, 2, "an answer older than MAX_AGE is not served");
 }
 
-/// A collector that counts the scrapes that encode it (as libp2p's identify collector
-/// walks every peer, under the swarm's lock, on each).
-#[derive(Debug, Default)]
-struct Counted(Arc<AtomicUsize>);
-
-impl prometheus_client::collector::Collector for Counted {
-    fn encode(
-        &self,
-        _: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(20));
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_metrics_encodes_the_registry_once() {
     let (handle, _) = stand_in();
     let encoded = Arc::new(AtomicUsize::new(0));
     let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(Counted(encoded.clone())));
+    registry.register_collector(Box::new(Gated {
+        count: encoded.clone(),
+        released: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    }));
     let addr = serve(crate::control::metrics_router(
         handle,
         Arc::new(std::sync::Mutex::new(registry)),
@@ -197,8 +184,9 @@ async fn a_request_that_goes_away_leaves_the_encoding_to_the_next() {
     assert_eq!(encoded.load(Ordering::SeqCst), 1);
 }
 
-/// A collector that counts its scrapes and holds each until the test releases it (at
-/// most 10 s).
+/// A collector that counts its scrapes (as libp2p's identify collector walks every peer,
+/// under the swarm's lock, on each) and holds each for 20 ms, and until the test
+/// releases it (at most 10 s).
 #[derive(Debug)]
 struct Gated {
     count: Arc<AtomicUsize>,
@@ -211,6 +199,7 @@ impl prometheus_client::collector::Collector for Gated {
         _: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         self.count.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while !self.released.load(Ordering::SeqCst) && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
