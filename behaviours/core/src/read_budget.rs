@@ -221,7 +221,8 @@ impl Hold {
     }
 
     /// Bytes this read holds (0 once dropped).
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.budget
             .lock()
             .readers

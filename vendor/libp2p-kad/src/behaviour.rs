@@ -381,13 +381,6 @@ impl Config {
         self
     }
 
-    /// Patched for libmesh: messages being read on this behaviour's streams take their
-    /// room from `budget` (see `ReadBudget`).
-    pub fn set_read_budget(&mut self, budget: std::sync::Arc<dyn crate::ReadBudget>) -> &mut Self {
-        self.protocol_config.set_read_budget(budget);
-        self
-    }
-
     /// Modifies the timeout duration of outbound substreams.
     ///
     /// * Default to `10` seconds.

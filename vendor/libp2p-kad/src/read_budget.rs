@@ -4,7 +4,7 @@
 //! Upstream bounded a message by the packet size and a connection by its 32 inbound
 //! streams, and nothing bounded the sum over connections: peers on many connections
 //! that send every request but its end made the node hold the packet size on each
-//! stream. With a budget set ([`crate::Config::set_read_budget`]), each stream's
+//! stream. With a budget set ([`crate::Behaviour::set_read_budget`]), each stream's
 //! message takes room from its first byte, as the bytes come, and gives it back once
 //! the message is whole (or the stream goes); a read the budget drops (or refuses) ends
 //! the stream with an error. The framing reads in chunks of up to 8 KiB: bytes of a
