@@ -45,6 +45,7 @@ pub mod dcutr_scope;
 pub(crate) mod destination_budget;
 mod dht;
 pub mod dial_back;
+pub mod dial_budget;
 mod dial_error;
 pub mod discovery_trace;
 pub mod event;
@@ -105,9 +106,8 @@ pub use handle::NodeHandle;
 pub use status::{PeerInfo, RoutingEntry, Status, SwarmArrivals};
 pub use store::SharedAdverts;
 
-/// The node's swarm: [`MeshBehaviour`] with each connection's handler boxed
-/// ([`boxed::Boxed`]).
-pub type NodeSwarm = Swarm<boxed::Boxed<MeshBehaviour>>;
+/// The node's swarm: [`MeshBehaviour`] inside [`dial_budget`] and [`boxed::Boxed`].
+pub type NodeSwarm = Swarm<boxed::Boxed<dial_budget::DialBudget<MeshBehaviour>>>;
 
 use crate::advert_store::DurableStore;
 use api::Command;
@@ -595,7 +595,7 @@ impl Node {
                 self.waiting.waits_on(Dht::Amino),
                 self.waiting.waits_on(Dht::Mesh),
             ];
-            let b = &mut self.swarm.behaviour_mut().0;
+            let b: &mut MeshBehaviour = &mut self.swarm.behaviour_mut().0;
             for (kad, busy) in [&mut b.amino, &mut b.mesh_kad].into_iter().zip(busy) {
                 if busy {
                     for bucket in kad.kbuckets() {

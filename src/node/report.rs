@@ -100,6 +100,7 @@ pub(super) fn sample_stats(node: &mut Node) {
     let swarms = node.groups.joined().len();
     let swarm_members = node.groups.member_total();
     let adverts = node.store.len();
+    let dial_addrs_refused = node.swarm.behaviour().0.refused();
     let b = node.swarm.behaviour_mut();
     let gov = b.session.governor();
     let (hot, warm, cold, blocked) = (
@@ -129,6 +130,7 @@ pub(super) fn sample_stats(node: &mut Node) {
         autonat_passed,
         autonat_refused,
         autonat_tests_refused,
+        dial_addrs_refused,
     };
     node.stats.sample(&sample);
 }

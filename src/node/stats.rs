@@ -89,6 +89,7 @@ pub struct Stats {
     swarm_members: Gauge,
     autonat_candidates: Family<L1, Gauge>,
     autonat_tests_refused: Gauge,
+    dial_addrs_refused: Gauge,
     events_dropped: Counter,
     traces_suppressed: Counter,
 }
@@ -121,6 +122,7 @@ impl Stats {
             swarm_members: Gauge::default(),
             autonat_candidates: Family::default(),
             autonat_tests_refused: Gauge::default(),
+            dial_addrs_refused: Gauge::default(),
             events_dropped: Counter::default(),
             traces_suppressed: Counter::default(),
         };
@@ -245,6 +247,11 @@ impl Stats {
             "autonat_tests_refused",
             "AutoNAT tests peers asked of this node's server and it refused for the test rate (no dial made)",
             s.autonat_tests_refused.clone(),
+        );
+        r.register(
+            "dial_addrs_refused",
+            "Addresses the node's behaviours named for dials and the dials did not take, for their destination's budget or the per-dial cap (dial_budget)",
+            s.dial_addrs_refused.clone(),
         );
         r.register(
             "events_dropped",
@@ -476,6 +483,8 @@ impl Stats {
         }
         self.autonat_tests_refused
             .set(i64::try_from(s.autonat_tests_refused).unwrap_or(i64::MAX));
+        self.dial_addrs_refused
+            .set(i64::try_from(s.dial_addrs_refused).unwrap_or(i64::MAX));
     }
 }
 
@@ -510,6 +519,8 @@ pub struct Sample {
     pub autonat_refused: usize,
     /// AutoNAT tests our server refused for the test rate.
     pub autonat_tests_refused: u64,
+    /// Addresses behaviours named for dials that the dials did not take.
+    pub dial_addrs_refused: u64,
 }
 
 fn gauge(n: usize) -> i64 {
@@ -597,6 +608,7 @@ mod tests {
             mesh_peers: 3,
             autonat_refused: 4,
             autonat_tests_refused: 6,
+            dial_addrs_refused: 7,
             ..Sample::default()
         });
         let t = text(&r);
@@ -614,6 +626,7 @@ mod tests {
         assert!(t.contains("libmesh_dht_peers{dht=\"mesh\"} 3"));
         assert!(t.contains("libmesh_autonat_candidates{state=\"refused\"} 4"));
         assert!(t.contains("libmesh_autonat_tests_refused 6"));
+        assert!(t.contains("libmesh_dial_addrs_refused 7"));
         assert!(!t.contains("made-up"));
     }
 

@@ -102,7 +102,7 @@ pub fn build_swarm(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_, relay_client| {
             build::build(key, relay_client, config, parts, read_budget)
-                .map(super::boxed::Boxed)
+                .map(|b| super::boxed::Boxed(super::dial_budget::DialBudget::new(b)))
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| build(&e))?
