@@ -12,7 +12,7 @@
 //! the behaviours return, all of it at once: one copy of each address (with or without
 //! its `/p2p` suffix), at most [`MAX_ADDED`] per dial, and each address with an IP
 //! takes a token of its destination (an IPv4 address, an IPv6 /64) from one node-wide
-//! [`DestinationBudget`] ([`PER_DESTINATION`]), whichever peer or behaviour named it.
+//! destination budget ([`PER_DESTINATION`]), whichever peer or behaviour named it.
 //!
 //! Left as they come: the addresses the dial brings itself (its maker chose and
 //! budgets them: an explicit dial, a seed, a punch, the thin-mesh feed), behaviours'
