@@ -14,12 +14,20 @@
 //! takes a token of its destination (an IPv4 address, an IPv6 /64) from one node-wide
 //! destination budget ([`PER_DESTINATION`]), whichever peer or behaviour named it.
 //!
-//! Left as they come: the addresses the dial brings itself (its maker chose and
-//! budgets them: an explicit dial, a seed, a punch, the thin-mesh feed), behaviours'
-//! addresses at a destination among those (the same host, already dialed), and
-//! addresses without an IP (names pass the behaviours' scopes only when the operator
-//! gave them or the node is on loopback alone). Loopback destinations are free: the
-//! scopes let them in only for a node on loopback alone (several nodes on one host).
+//! Left as they come: the addresses the dial brings itself (its maker chose them and
+//! budgets them where it can: an explicit dial, a seed, a route, a punch, the feed's
+//! and the providers' dials) and copies of them, relay circuits through a relay the
+//! node is connected to (the circuit is asked for on that connection: no new
+//! connection to the relay's host), and addresses without an IP (names pass the
+//! behaviours' scopes only when the operator gave them or the node is on loopback
+//! alone). Loopback destinations are free: the scopes let them in only for a node on
+//! loopback alone (several nodes on one host).
+//!
+//! The swarm asks the behaviours on every dial by peer id but uses their addresses only
+//! when the dial says so (`extend_addresses_through_behaviour`; a dial that brings no
+//! addresses always does), and libp2p does not let a behaviour see which: a dial that
+//! brings addresses and does not take the behaviours' still spends their tokens (at
+//! the dialed peer's own hosts, mostly). The counted refusals include such addresses.
 
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
@@ -28,12 +36,13 @@ use std::time::Instant;
 
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{IpKey, RateLimit};
+use mesh_core::RateLimit;
 
 use super::addrs::without_peer;
 use super::destination_budget::DestinationBudget;
@@ -59,6 +68,8 @@ pub const MAX_ADDED: usize = 32;
 pub struct DialBudget<B> {
     inner: B,
     destinations: DestinationBudget,
+    /// The peers the node is connected to (relays, for circuits).
+    connected: HashSet<PeerId>,
     /// Addresses left out since the start, for `/metrics`.
     refused: u64,
 }
@@ -69,6 +80,7 @@ impl<B> DialBudget<B> {
         DialBudget {
             inner,
             destinations: DestinationBudget::new(PER_DESTINATION, DESTINATIONS).loopback_free(),
+            connected: HashSet::new(),
             refused: 0,
         }
     }
@@ -100,17 +112,17 @@ impl<B> DialBudget<B> {
         now: Instant,
     ) -> Vec<Multiaddr> {
         let mut seen: HashSet<Multiaddr> = given.iter().map(without_peer).collect();
-        let hosts: HashSet<IpKey> = given.iter().filter_map(IpKey::of_multiaddr).collect();
         let mut kept = Vec::new();
         for addr in added {
             let bare = without_peer(&addr);
             if !seen.insert(bare.clone()) {
                 continue;
             }
+            let through = relay_of(&bare);
             let take = kept.len() < MAX_ADDED
                 && match ip_of(&bare) {
                     None => true,
-                    Some(ip) if hosts.contains(&IpKey::of(ip)) => true,
+                    Some(_) if through.is_some_and(|r| self.connected.contains(&r)) => true,
                     Some(ip) => self.destinations.admit_ip(ip, now),
                 };
             if take {
@@ -121,6 +133,19 @@ impl<B> DialBudget<B> {
         }
         kept
     }
+}
+
+/// The relay of circuit address `addr` (`…/p2p/RELAY/p2p-circuit`).
+fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(peer) => relay = Some(peer),
+            Protocol::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
 }
 
 impl<B> Deref for DialBudget<B> {
@@ -199,6 +224,15 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DialBudget<B> {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connected.insert(e.peer_id);
+            }
+            FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
+                self.connected.remove(&e.peer_id);
+            }
+            _ => {}
+        }
         self.inner.on_swarm_event(event)
     }
 

@@ -571,6 +571,7 @@ impl Groups {
         key: DiscoveryKey,
         providers: impl IntoIterator<Item = PeerId>,
         view: &dyn View,
+        now: Instant,
     ) -> Actions {
         if !self.tables.is_joined(&key) {
             return Vec::new();
@@ -580,19 +581,21 @@ impl Groups {
         own.extend(view.external_addrs());
         let dialed = self.provider_dials.entry(key).or_default();
         let left = PROVIDERS_DIALED.saturating_sub(*dialed);
+        let targets = &mut self.fed.targets;
         let actions: Actions = providers
             .into_iter()
             .filter(|p| *p != me && !view.is_connected(p))
             .filter_map(|p| {
                 // A provider record is anyone's to write, and the advertisement behind
                 // it names whatever its signer likes: only addresses in the node's
-                // scope (see [`feed`]); a provider whose stored addresses are all out
-                // of it is not dialed. Without a stored advertisement the dial uses
-                // what the behaviours know of the peer (Kademlia's routing table).
+                // scope (see [`feed`]), each taking a token of its destination from
+                // the feed's budget; a provider whose stored addresses are all out of
+                // it or over budget is not dialed. Without a stored advertisement the
+                // dial uses what the behaviours know of the peer (`dial_budget`).
                 let stored = NodeId::from_peer_id(&p)
                     .map(|n| view.stored_addrs(&n))
                     .unwrap_or_default();
-                let addrs = feed_addrs(&stored, &own);
+                let addrs = targets.admit(feed_addrs(&stored, &own), now);
                 if addrs.is_empty() && !stored.is_empty() {
                     return None;
                 }

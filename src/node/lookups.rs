@@ -4,6 +4,7 @@
 //! is the component in [`super::own`].
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use libp2p::kad::{self, GetRecordOk, QueryResult};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -269,7 +270,12 @@ impl Node {
                                     self.emit_trace(e);
                                 }
                             }
-                            let actions = self.groups.providers_found(key, providers, &view!(self));
+                            let actions = self.groups.providers_found(
+                                key,
+                                providers,
+                                &view!(self),
+                                Instant::now(),
+                            );
                             self.apply(actions);
                         }
                         None => self.waiting.providers_found(dht, id, providers),

@@ -58,14 +58,9 @@ fn a_destination_named_by_many_peers_gets_its_budget_once() {
 }
 
 #[test]
-fn the_dial_s_own_hosts_names_and_free_loopback_take_no_token() {
+fn names_free_loopback_and_circuits_through_a_connected_relay_take_no_token() {
     let t0 = Instant::now();
     let mut b = budget();
-    let given = [ma("/ip4/198.51.100.7/udp/4001/quic-v1")];
-    let same_host: Vec<Multiaddr> = (1..=6)
-        .map(|p| ma(&format!("/ip4/198.51.100.7/tcp/{p}")))
-        .collect();
-    assert_eq!(b.screen(&given, same_host, t0).len(), 6);
     let names: Vec<Multiaddr> = (1..=6)
         .map(|p| ma(&format!("/dns4/node.example/tcp/{p}")))
         .collect();
@@ -80,6 +75,42 @@ fn the_dial_s_own_hosts_names_and_free_loopback_take_no_token() {
     );
     let mut free = DialBudget::new(());
     assert_eq!(free.screen(&[], local, t0).len(), 6);
+
+    // Circuits through one relay: counted at the relay's host until the node is
+    // connected to it.
+    let relay = PeerId::random();
+    let circuits: Vec<Multiaddr> = (0..6)
+        .map(|_| {
+            ma(&format!(
+                "/ip4/198.51.100.1/tcp/4001/p2p/{relay}/p2p-circuit"
+            ))
+        })
+        .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(PeerId::random())))
+        .collect();
+    let mut b = budget();
+    let one_by_one = |b: &mut DialBudget<()>| {
+        circuits
+            .iter()
+            .map(|c| b.screen(&[], vec![c.clone()], t0).len())
+            .sum::<usize>()
+    };
+    assert_eq!(one_by_one(&mut b), 3);
+    b.connected.insert(relay);
+    assert_eq!(one_by_one(&mut b), 6);
+}
+
+#[test]
+fn a_host_the_dial_brings_is_charged_for_other_addresses() {
+    let t0 = Instant::now();
+    let mut b = budget();
+    // A dial's own address may be peer-chosen too (a circuit's relay address, a
+    // provider's advertisement): only copies of it are free.
+    let given = [ma("/ip4/198.51.100.7/udp/4001/quic-v1")];
+    let mut added: Vec<Multiaddr> = (1..=6)
+        .map(|p| ma(&format!("/ip4/198.51.100.7/tcp/{p}")))
+        .collect();
+    added.push(given[0].clone());
+    assert_eq!(b.screen(&given, added, t0).len(), 3);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
@@ -297,9 +297,12 @@ fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
     let mut providers = vec![me, connected];
     providers.extend((0..20).map(|_| NodeKeypair::generate().node_id().to_peer_id().unwrap()));
     // Not in the group: nothing.
-    assert!(g.providers_found(k, providers.clone(), &view).is_empty());
+    assert!(
+        g.providers_found(k, providers.clone(), &view, Instant::now())
+            .is_empty()
+    );
     g.join(k).unwrap();
-    let actions = g.providers_found(k, providers, &view);
+    let actions = g.providers_found(k, providers, &view, Instant::now());
     assert_eq!(actions.len(), PROVIDERS_DIALED);
     for a in &actions {
         let Action::Dial(opts) = a else {
@@ -312,7 +315,10 @@ fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
     let more: Vec<PeerId> = (0..20)
         .map(|_| NodeKeypair::generate().node_id().to_peer_id().unwrap())
         .collect();
-    assert!(g.providers_found(k, more.clone(), &view).is_empty());
+    assert!(
+        g.providers_found(k, more.clone(), &view, Instant::now())
+            .is_empty()
+    );
     // The next query (the group still knows no member) may dial again.
     let later = at(&Now::current(), PROVIDER_RETRY.as_secs() + 1);
     let asked = g.tick(&view, &later);
@@ -321,7 +327,10 @@ fn providers_are_dialed_a_bounded_few_and_never_ourselves() {
             .iter()
             .any(|a| matches!(a, Action::FindGroupProviders(_)))
     );
-    assert_eq!(g.providers_found(k, more, &view).len(), PROVIDERS_DIALED);
+    assert_eq!(
+        g.providers_found(k, more, &view, Instant::now()).len(),
+        PROVIDERS_DIALED
+    );
 }
 
 #[test]
@@ -358,7 +367,7 @@ fn providers_are_dialed_only_at_addresses_in_scope() {
         &mut view,
     );
     let unknown = node(&[], &mut view);
-    let actions = g.providers_found(k, [hostile, mixed, unknown], &view);
+    let actions = g.providers_found(k, [hostile, mixed, unknown], &view, Instant::now());
     let dials: Vec<(PeerId, String)> = actions
         .iter()
         .filter_map(|a| match a {
@@ -374,6 +383,44 @@ fn providers_are_dialed_only_at_addresses_in_scope() {
     );
     assert!(dials[0].1.contains("198.51.100.7"), "{}", dials[0].1);
     assert!(!dials[0].1.contains("192.168.7.7"), "{}", dials[0].1);
+}
+
+/// Provider records and the advertisements behind them are anyone's to write: made-up
+/// providers whose advertisements all name one host get it the feed's budget of
+/// dials (`FEED_PER_TARGET`: 8), not 8 providers × 4 addresses at each query (a group
+/// without members asks every `PROVIDER_RETRY`).
+#[test]
+fn providers_naming_one_host_get_it_only_the_feed_s_budget() {
+    let (_, mut g) = groups();
+    let mut view = FakeView {
+        listen: vec!["/ip4/203.0.113.5/tcp/4001".parse().unwrap()],
+        ..FakeView::default()
+    };
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let t0 = Instant::now();
+    let mut dialed = 0;
+    for round in 0..3u64 {
+        let providers: Vec<PeerId> = (0..PROVIDERS_DIALED)
+            .map(|_| {
+                let n = NodeKeypair::generate().node_id();
+                let addrs = (1..=4)
+                    .map(|p| format!("/ip4/198.51.100.9/tcp/{p}").parse().unwrap())
+                    .collect();
+                view.stored.insert(n, addrs);
+                n.to_peer_id().unwrap()
+            })
+            .collect();
+        let later = at(&Now::current(), round * (PROVIDER_RETRY.as_secs() + 1));
+        g.tick(&view, &later);
+        for a in g.providers_found(k, providers, &view, t0) {
+            let Action::Dial(opts) = a else {
+                panic!("{a:?}")
+            };
+            dialed += format!("{opts:?}").matches("198.51.100.9").count();
+        }
+    }
+    assert_eq!(dialed, 8, "three queries' providers, one host");
 }
 
 #[test]
