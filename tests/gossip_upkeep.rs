@@ -184,3 +184,69 @@ async fn a_burst_s_room_in_the_caches_is_given_back_once_it_expired() {
     writer.abort();
     drop(p);
 }
+
+/// Peers under fresh keys, each pruning every topic of the node with the longest
+/// backoff gossipsub takes (an hour) and leaving: the node keeps a peer's backoffs
+/// while it is connected and forgets them when it goes. Upstream kept them for the hour
+/// (5 peers × 4 topics = 20 here; a peer a second grew the table without bound).
+#[tokio::test]
+async fn the_backoffs_of_peers_gone_are_forgotten() {
+    const PEERS: usize = 5;
+    let topics = ["t1", "t2", "t3", "t4"];
+    let key = Keypair::generate_ed25519();
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .build()
+        .unwrap();
+    let mut behaviour: gossipsub::Behaviour =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap();
+    for t in topics {
+        behaviour.subscribe(&IdentTopic::new(t)).unwrap();
+    }
+    let mut g = net_swarm(&key, Net::Tcp, Duration::from_secs(60), behaviour);
+    g.listen_on(Net::Tcp.listen_addr()).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = g.select_next_some().await {
+            break address;
+        }
+    };
+    let g_id = *g.local_peer_id();
+    let hashes: Vec<String> = topics
+        .iter()
+        .map(|t| IdentTopic::new(*t).hash().into_string())
+        .collect();
+    let names: Vec<&str> = hashes.iter().map(String::as_str).collect();
+    let mut held_while_connected = Vec::new();
+    for _ in 0..PEERS {
+        let p = RawPeer::connect_to(&mut g, addr.clone(), Net::Tcp, Duration::from_secs(60)).await;
+        let mut control = p.control.clone();
+        let frame = mesh_testkit::gossip_wire::prune(&names, 3600);
+        let writer = tokio::spawn(async move {
+            let mut s = control
+                .open_stream(g_id, StreamProtocol::new(MESHSUB))
+                .await
+                .unwrap();
+            s.write_all(&frame).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = g.behaviour().backoffs_held();
+        while g.behaviour().backoffs_held() < before + topics.len() {
+            assert!(Instant::now() < deadline, "the prune was not taken");
+            let _ = tokio::time::timeout(Duration::from_millis(100), g.select_next_some()).await;
+        }
+        held_while_connected.push(g.behaviour().backoffs_held());
+        writer.abort();
+        let peer = p.peer;
+        drop(p);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while g.is_connected(&peer) {
+            assert!(Instant::now() < deadline, "the peer did not go");
+            let _ = tokio::time::timeout(Duration::from_millis(100), g.select_next_some()).await;
+        }
+    }
+    eprintln!("backoffs held with each peer connected: {held_while_connected:?}");
+    assert!(held_while_connected.iter().all(|n| *n == topics.len()));
+    assert_eq!(g.behaviour().backoffs_held(), 0, "backoffs of peers gone");
+}

@@ -49,6 +49,26 @@ pub fn frame(msg: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One RPC frame (length-prefixed) pruning the other side from our mesh on each of
+/// `topics`, asking it to back off `backoff_secs` (gossipsub v1.1's `ControlPrune`).
+pub fn prune(topics: &[&str], backoff_secs: u64) -> Vec<u8> {
+    let mut control = Vec::new();
+    for topic in topics {
+        let mut p = Vec::new();
+        field(1, topic.as_bytes(), &mut p);
+        // Field 3, a varint.
+        p.push(3 << 3);
+        crate::kad_wire::varint(usize::try_from(backoff_secs).unwrap_or(usize::MAX), &mut p);
+        field(4, &p, &mut control);
+    }
+    let mut rpc = Vec::new();
+    field(3, &control, &mut rpc);
+    let mut out = Vec::new();
+    crate::kad_wire::varint(rpc.len(), &mut out);
+    out.extend(rpc);
+    out
+}
+
 /// Makes the peer of `control` accept the gossipsub streams the other side opens (and
 /// read them to nothing), as a gossipsub peer would: a node whose own gossipsub stream
 /// is refused takes the peer for one without gossipsub and refuses the peer's streams

@@ -148,6 +148,29 @@ impl BackoffStorage {
             .and_then(|m| m.get(peer).map(|(i, _)| *i))
     }
 
+    /// Patched for libmesh: forgets every backoff of `peer` (its last connection
+    /// closed). Upstream kept a gone peer's backoffs until they lapsed, up to an hour
+    /// of the peer's choosing (`MAX_REMOTE_PRUNE_BACKOFF_SECONDS`), so connections
+    /// under fresh keys, each pruning every topic of the node, grew the table without
+    /// bound. A peer that comes back within its backoff may be grafted early (it
+    /// prunes again).
+    pub(crate) fn forget_peer(&mut self, peer: &PeerId) {
+        let by_heartbeat = &mut self.backoffs_by_heartbeat;
+        self.backoffs.retain(|topic, peers| {
+            if let Some((_, index)) = peers.remove(peer)
+                && let Some(s) = by_heartbeat.get_mut(index.0)
+            {
+                s.remove(&(topic.clone(), *peer));
+            }
+            !peers.is_empty()
+        });
+    }
+
+    /// Patched for libmesh: how many (topic, peer) backoffs are held.
+    pub(crate) fn len(&self) -> usize {
+        self.backoffs.values().map(HashMap::len).sum()
+    }
+
     /// Applies a heartbeat. That should be called regularly in intervals of length
     /// `heartbeat_interval`.
     pub(crate) fn heartbeat(&mut self) {

@@ -597,6 +597,13 @@ where
         }
     }
 
+    /// Patched for libmesh: how many (topic, peer) prune backoffs are held, for tests
+    /// that check the backoffs of peers gone are forgotten.
+    #[doc(hidden)]
+    pub fn backoffs_held(&self) -> usize {
+        self.backoffs.len()
+    }
+
     /// Patched for libmesh: how many heartbeats ran, for tests that check a quiet
     /// behaviour keeps its heartbeat.
     #[doc(hidden)]
@@ -3541,6 +3548,8 @@ where
                 );
             }
             self.connected_peers.remove(&peer_id);
+            // Patched for libmesh: its backoffs go with it (`BackoffStorage::forget_peer`).
+            self.backoffs.forget_peer(&peer_id);
 
             if let PeerScoreState::Active(peer_score) = &mut self.peer_score {
                 peer_score.remove_peer(&peer_id);
