@@ -5,6 +5,7 @@
 
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
+use mesh_advert::Source;
 use mesh_core::{ErrorCode, MeshError, Timestamp, TraceEvent};
 use mesh_signal::group::DiscoveryKey;
 use mesh_signal::group::exchange::{self, Answer, CheckedPage, MemberDigest, TableRequest};
@@ -171,23 +172,38 @@ impl Groups {
             trace_refusal(e, &mut out);
         }
         let alive = crate::node::view::alive_in(view);
+        // Strangers' presences take the server's budget as gossip's take the
+        // forwarder's (a page holds 256 fresh keys as easily as a gossip message one).
+        let server = Source::for_rates_of(peer, &view.remote_addrs(&peer), &view.listen_addrs());
         let mut changes = Vec::new();
+        let mut over = 0usize;
         for (p, bytes) in &page.valid {
             if p.swarm_key() != key.as_bytes() {
                 let e = MeshError::invalid("swarm-presence.v1: swarm/key differs from the table's");
                 trace_refusal(&e, &mut out);
                 continue;
             }
+            let stranger = !self.tables.has_member(&key, &p.node_id());
+            if stranger && !self.presence_rate.stranger_has_room(&server, ts) {
+                over += 1;
+                continue;
+            }
             let news = !self.tables.is_stale(p, ts);
             match self.tables.on_signed_presence(p, Some(bytes), ts, &alive) {
                 Ok(c) => {
                     changes.extend(c);
+                    if stranger {
+                        self.presence_rate.charge_stranger(&server, ts);
+                    }
                     if news {
                         self.tables.came_in_table(p);
                     }
                 }
                 Err(e) => tracing::debug!(swarm = %key, error = %e, "table presence not taken"),
             }
+        }
+        if over > 0 {
+            tracing::debug!(%peer, swarm = %key, over, "table presences of strangers over the server's or the total budget: not taken");
         }
         out.extend(self.changes(changes, ts, via));
         out

@@ -366,3 +366,65 @@ fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
     assert_eq!(served(&mut g, &all), 0);
     assert_eq!(served(&mut g, &ours), 3);
 }
+
+/// A table server's pages of strangers' presences (fresh keys cost nothing, and a page
+/// holds 256) take the server's strangers' budget, as gossip from a forwarder does:
+/// 1,280 valid presences of made-up members in five pages, at a table with room for
+/// 4,096, get in only the budget's burst (1,024); all 1,280 before.
+#[test]
+fn a_table_server_s_strangers_take_its_budget() {
+    use mesh_signal::group::GroupConfig;
+    use mesh_signal::group::exchange::{Answer, check_page, page_of};
+    const MADE_UP: usize = 1280;
+    let config = GroupConfig {
+        max_members: 4096,
+        ..GroupConfig::default()
+    };
+    let mut g = Groups::new(NodeKeypair::generate(), config, super::check::CHECK_EVERY);
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("table");
+    g.join(k).unwrap();
+    let mut view = FakeView::default();
+    let topic = libp2p::gossipsub::IdentTopic::new(k.topic()).hash();
+    let server = libp2p::PeerId::random();
+    view.session(server, "/ip4/198.51.100.7/tcp/1", &[]);
+    view.subscribers.insert(topic, vec![server]);
+    g.joined_topic(k, &view, &now);
+    let mut ask = asked(&g.presence_sent(&k, "join", &view, &now));
+    let mut table: Vec<(mesh_core::NodeId, Vec<u8>)> = (0..MADE_UP)
+        .map(|_| {
+            let kp = NodeKeypair::generate();
+            (kp.node_id(), presence(&kp, &k, "announce", &now.ts))
+        })
+        .collect();
+    table.sort_by_key(|(n, _)| *n);
+    let mut joined = 0;
+    for _ in 0..10 {
+        let Some((peer, request)) = ask.pop() else {
+            break;
+        };
+        let id = request_id();
+        g.table_asked(id, k);
+        let page = page_of(
+            table.iter().map(|(n, b)| (*n, b.as_slice())),
+            request.after.as_ref(),
+        );
+        let actions = g.table_answer(
+            id,
+            peer,
+            Answer::Checked(check_page(page, &now.ts)),
+            &view,
+            &now,
+        );
+        joined += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Emit(NodeEvent::SwarmMemberJoined { .. })))
+            .count();
+        ask = asked(&actions);
+    }
+    let burst = super::presence_rate::STRANGERS_PER_FORWARDER.burst as usize;
+    assert_eq!(
+        joined, burst,
+        "made-up members taken from one server's pages"
+    );
+}
