@@ -1,6 +1,8 @@
 //! `/mesh/marker/1.0.0`: participant-signed `signal-marker-envelope.v1` messages, one per
 //! stream, answered `{"kind": "accepted"}` or `{"kind": "rejected", "error/code", …}`.
-//! The receiver rate-limits each peer, verifies the envelope (signature by
+//! The receiver rate-limits each peer and each network (the peers of one IPv4 address
+//! or IPv6 /64 together get one peer's rate: peer ids cost nothing, and each fresh
+//! sender takes a place in the guard's table), verifies the envelope (signature by
 //! `sender/participant-id`, schema, not from the future), then checks with its
 //! [`guard::Guard`] that it is addressed to this node (`recipient/node-id`, signed),
 //! recent (`created-at` at most `max_age_secs` old) and not taken before (the same
@@ -17,6 +19,7 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::ListenAddresses;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
 };
@@ -25,7 +28,7 @@ use mesh_core::artifact::Artifact;
 use mesh_core::cbor::{self, DecodeLimits};
 use mesh_core::{
     ErrorCode, MeshError, MeshResult, NodeId, NodeKeypair, RateLimit, RateLimiter,
-    SignalMarkerEnvelope, Timestamp, TraceEvent, TraceEventType, TraceSink,
+    SignalMarkerEnvelope, Source, Timestamp, TraceEvent, TraceEventType, TraceSink, take_all,
 };
 use serde_json::{Map, Value, json};
 
@@ -80,6 +83,10 @@ pub fn envelope_for(
 pub struct Config {
     /// Envelopes accepted per peer.
     pub per_peer: RateLimit,
+    /// Envelopes accepted from the peers of one network together (IPv4 address, IPv6
+    /// /64; relayed peers and those of a node on loopback alone each count apart,
+    /// [`Source::for_rates`]).
+    pub per_network: RateLimit,
     /// Response timeout.
     pub request_timeout: Duration,
     /// Recipient, age and duplicate checks of received envelopes.
@@ -101,6 +108,7 @@ impl Config {
     pub fn new(node: mesh_core::NodeId) -> Self {
         Config {
             per_peer: RateLimit::per_minute(100, 600),
+            per_network: RateLimit::per_minute(100, 600),
             request_timeout: Duration::from_secs(10),
             guard: GuardConfig::default(),
             trace: Arc::new(mesh_core::NoTrace),
@@ -260,6 +268,10 @@ pub struct Behaviour {
     inner: request_response::Behaviour<Codec>,
     config: Config,
     limiter: RateLimiter<PeerId>,
+    networks: RateLimiter<Source>,
+    /// The remote addresses of each peer's connections, for its network.
+    remotes: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    listening: ListenAddresses,
     guard: Guard,
     /// Our envelopes in flight: to whom, and their `message/id`.
     pending: HashMap<OutboundRequestId, (PeerId, String)>,
@@ -282,6 +294,9 @@ impl Behaviour {
                     .with_max_concurrent_streams(MAX_STREAMS),
             ),
             limiter: RateLimiter::new(config.per_peer, 4096),
+            networks: RateLimiter::new(config.per_network, 4096),
+            remotes: HashMap::new(),
+            listening: ListenAddresses::default(),
             guard: Guard::new(config.guard),
             config,
             pending: HashMap::new(),
@@ -364,7 +379,21 @@ impl Behaviour {
         bytes: Result<Vec<u8>, MeshError>,
     ) -> Result<(), MeshError> {
         let now = (self.config.clock)();
-        self.limiter.check(&peer, &now).map_err(|s| {
+        let remotes = self
+            .remotes
+            .get(&peer)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let network =
+            Source::for_rates_of(peer, remotes.iter().map(|(_, a)| a), self.listening.iter());
+        take_all(
+            now.instant().timestamp_millis(),
+            &mut [
+                &mut self.limiter.charge(&peer),
+                &mut self.networks.charge(&network),
+            ],
+        )
+        .map_err(|s| {
             MeshError::new(
                 ErrorCode::TransportRejected,
                 format!("too many envelopes; retry after {s} s"),
@@ -403,6 +432,25 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.listening.on_swarm_event(&event);
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                let remote = e.endpoint.get_remote_address().clone();
+                self.remotes
+                    .entry(e.peer_id)
+                    .or_default()
+                    .push((e.connection_id, remote));
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(list) = self.remotes.get_mut(&e.peer_id) {
+                    list.retain(|(c, _)| *c != e.connection_id);
+                    if list.is_empty() {
+                        self.remotes.remove(&e.peer_id);
+                    }
+                }
+            }
+            _ => {}
+        }
         self.inner.on_swarm_event(event);
     }
 

@@ -376,3 +376,68 @@ async fn a_burst_of_envelopes_to_one_peer_is_queued_and_all_arrive() {
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!((sent, received), (N, N));
 }
+
+/// The peers of one network together get one peer's rate: fresh keys from one host
+/// (here three over 127.0.0.1, at a node listening beyond loopback, where loopback is
+/// one network) each with their own per-peer rate took a place in the replay guard
+/// for every envelope, until the guard evicted honest senders' entries. With a
+/// network rate of 5: 5 of 9 envelopes taken, the rest `E_TRANSPORT_REJECTED` (all 9
+/// before).
+#[tokio::test]
+async fn the_peers_of_one_network_share_a_rate() {
+    use mesh_testkit::{Net, net_swarm};
+    let kb = NodeKeypair::generate();
+    let mut b = net_swarm(
+        &kb.to_libp2p(),
+        Net::Tcp,
+        Duration::from_secs(60),
+        Behaviour::new(Config {
+            per_network: RateLimit {
+                burst: 5,
+                per_second: 0.0,
+            },
+            ..Config::new(kb.node_id())
+        }),
+    );
+    let lo = mesh_testkit::listen_beyond_loopback(&mut b).await;
+    let mut taken = 0;
+    let mut refused = Vec::new();
+    for s in 0..3 {
+        let ka = NodeKeypair::generate();
+        let mut a = net_swarm(
+            &ka.to_libp2p(),
+            Net::Tcp,
+            Duration::from_secs(60),
+            Behaviour::new(Config::new(ka.node_id())),
+        );
+        a.dial(lo.clone()).unwrap();
+        let pb = *b.local_peer_id();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !a.is_connected(&pb) {
+                tokio::select! {
+                    _ = a.select_next_some() => {}
+                    _ = b.select_next_some() => {}
+                }
+            }
+        })
+        .await
+        .expect("connected");
+        for n in 0..3 {
+            let env = signed(
+                &ka,
+                Some(kb.node_id()),
+                &format!("msg:{s}:{n}"),
+                &Timestamp::now(),
+            );
+            match refusal(&mut a, &mut b, &env).await {
+                None => taken += 1,
+                Some(code) => refused.push(code),
+            }
+        }
+    }
+    assert_eq!(taken, 5, "refused: {refused:?}");
+    assert!(
+        refused.iter().all(|c| *c == ErrorCode::TransportRejected),
+        "{refused:?}"
+    );
+}

@@ -17,7 +17,9 @@
 //!   one more is refused with `E_TRANSPORT_REJECTED` and a retry time (nothing is
 //!   recorded, so the retry works); the whole table holds at most
 //!   [`GuardConfig::capacity`] and, when full, drops the oldest entry of the sender
-//!   holding the most (so a flood of senders costs the flooders' memory first).
+//!   holding the most (a flood from one sender costs its own entries first; fresh
+//!   senders holding one entry each take those of senders holding more, so the
+//!   behaviour also rate-limits each network's peers together).
 
 use std::collections::{BTreeSet, HashMap};
 
