@@ -1,8 +1,8 @@
 //! `/mesh/marker/1.0.0`: participant-signed `signal-marker-envelope.v1` messages, one per
 //! stream, answered `{"kind": "accepted"}` or `{"kind": "rejected", "error/code", …}`.
 //! The receiver rate-limits each peer and each network (the peers of one IPv4 address
-//! or IPv6 /64 together get one peer's rate: peer ids cost nothing, and each fresh
-//! sender takes a place in the guard's table), verifies the envelope (signature by
+//! or IPv6 /64 together: peer ids cost nothing, and each fresh sender takes a place in
+//! the guard's table), verifies the envelope (signature by
 //! `sender/participant-id`, schema, not from the future), then checks with its
 //! [`guard::Guard`] that it is addressed to this node (`recipient/node-id`, signed),
 //! recent (`created-at` at most `max_age_secs` old) and not taken before (the same
@@ -108,7 +108,7 @@ impl Config {
     pub fn new(node: mesh_core::NodeId) -> Self {
         Config {
             per_peer: RateLimit::per_minute(100, 600),
-            per_network: RateLimit::per_minute(100, 600),
+            per_network: RateLimit::per_minute(100, 120),
             request_timeout: Duration::from_secs(10),
             guard: GuardConfig::default(),
             trace: Arc::new(mesh_core::NoTrace),
