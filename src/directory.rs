@@ -451,7 +451,7 @@ async fn list_adv(
         );
     };
     let max = st.config.max_items;
-    let limit = q.limit.unwrap_or(max).clamp(1, max);
+    let limit = q.limit.unwrap_or(max).clamp(1, max.max(1));
     let page = st.store.since(cursor, limit);
     // At most `MAX_PAGE_BYTES` of wire form per answer (at least one item): anyone can
     // store advertisements of up to 64 KiB under fresh keys, so 100 of them made an

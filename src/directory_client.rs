@@ -104,7 +104,8 @@ fn read_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, DirectoryClientE
     if len > MAX_ROOTS_FILE_BYTES {
         return Err(err(format!("larger than {MAX_ROOTS_FILE_BYTES} bytes")));
     }
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let pem =
+        mesh_core::read_file_capped(path, MAX_ROOTS_FILE_BYTES).map_err(|e| err(e.to_string()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(error_chain(&e)))?;
     if certs.is_empty() {
         return Err(err("no PEM certificate in it".into()));

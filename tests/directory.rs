@@ -577,3 +577,21 @@ async fn a_page_of_large_advertisements_is_cut_by_bytes() {
     assert_eq!(seen.len(), keys.len());
     assert!(pages >= 3, "{pages} pages");
 }
+
+/// An embedder's `max_items` of 0 answers pages of one (it panicked in `clamp` on every
+/// listing, in the request's task).
+#[tokio::test]
+async fn a_max_items_of_zero_lists_one_at_a_time() {
+    let (c, l) = open_limits();
+    let s = start(DirectoryConfig { max_items: 0, ..c }, l).await;
+    for _ in 0..2 {
+        let k = NodeKeypair::generate();
+        assert_eq!(put_ad(&s, &ad(&k, 1)).await.status, StatusCode::CREATED);
+    }
+    let r = send(Method::GET, &format!("{}/adv?since=0", s.base), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+}

@@ -361,7 +361,8 @@ fn load_one(
     if len > mesh_core::MAX_ARTIFACT_BYTES as u64 {
         return Err(err(format!("{len} bytes is over the 64 KiB cap")));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = mesh_core::read_text_capped(path, mesh_core::MAX_ARTIFACT_BYTES as u64)
+        .map_err(|e| err(e.to_string()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| err(format!("malformed JSON: {e}")))?;
     let e = FederationEndorsement::verify_json(value, now).map_err(|e| err(e.to_string()))?;

@@ -204,6 +204,9 @@ pub struct Limits {
     pub read_budget_bytes: usize,
 }
 
+/// The largest configuration file read (a `meshd.toml` is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// The smallest `limits.read_budget_bytes`: twice the largest request (a 1 MiB signal
 /// batch), so that the largest request has room beside another.
 pub const MIN_READ_BUDGET: usize = 2 * mesh_signal::codec::MAX_REQUEST;
@@ -438,9 +441,11 @@ impl From<super::admission::AdmissionError> for ConfigError {
 impl NodeConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = mesh_core::read_text_capped(path, MAX_CONFIG_BYTES).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
         })?;
         Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
@@ -575,6 +580,11 @@ impl NodeConfig {
         }
         if self.max_relays == 0 {
             return Err(ConfigError::Invalid("max_relays must be at least 1".into()));
+        }
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "idle_timeout_secs must be within 1..=86400 (0 closed every connection no handler kept)".into(),
+            ));
         }
         if !(1..=300).contains(&self.ping_interval_secs) {
             return Err(ConfigError::Invalid(

@@ -146,3 +146,25 @@ fn the_store_section_sets_the_limits_and_is_checked() {
         assert!(NodeConfig::from_toml(bad).is_err(), "{bad}");
     }
 }
+
+/// An idle timeout of 0 had libp2p close every connection no handler kept, at once; one
+/// beyond a day is refused too.
+#[test]
+fn the_idle_timeout_is_within_a_second_and_a_day() {
+    for bad in ["idle_timeout_secs = 0\n", "idle_timeout_secs = 86401\n"] {
+        let e = NodeConfig::from_toml(bad).unwrap_err();
+        assert!(e.to_string().contains("idle_timeout_secs"), "{bad}: {e}");
+    }
+    assert!(NodeConfig::from_toml("idle_timeout_secs = 1\n").is_ok());
+}
+
+/// A configuration path naming a device that never ends (or a file that grows past the
+/// cap) is refused after at most `MAX_CONFIG_BYTES` read, not read until memory runs out.
+#[test]
+fn a_configuration_file_is_read_within_its_cap() {
+    let zero = std::path::Path::new("/dev/zero");
+    if zero.exists() {
+        let e = NodeConfig::from_file(zero).unwrap_err();
+        assert!(e.to_string().contains("/dev/zero"), "{e}");
+    }
+}

@@ -82,7 +82,7 @@ pub fn load_or_create(
                 reason: format!("{} bytes, more than {MAX_FILE}", meta.len()),
             });
         }
-        Ok(_) => Some(std::fs::read_to_string(&path).map_err(io)?),
+        Ok(_) => Some(mesh_core::read_text_capped(&path, MAX_FILE).map_err(io)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(e)),
     };

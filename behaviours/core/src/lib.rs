@@ -66,7 +66,7 @@ pub use ipkey::{IpGroup, IpKey};
 pub use keypair::NodeKeypair;
 pub use rate::{Charge, RateLimit, RateLimiter, take_all};
 pub use read_budget::{BudgetSpent, DEFAULT_READ_BUDGET, Hold, ReadBudget};
-pub use read_capped::read_capped;
+pub use read_capped::{read_capped, read_file_capped, read_text_capped};
 pub use source::Source;
 pub use time::Timestamp;
 pub use trace::{JsonLinesTrace, MemoryTrace, NoTrace, TraceEvent, TraceEventType, TraceSink};

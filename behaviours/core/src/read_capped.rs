@@ -86,6 +86,31 @@ async fn read<T: AsyncRead + Unpin>(
     .await
 }
 
+/// Reads the file at `path` whole if it holds at most `max` bytes. Never reads more
+/// than `max + 1` bytes, whatever the file's metadata said before (a device such as
+/// `/dev/zero` or a file that grows between the check and the read): beyond `max` is
+/// an `InvalidData` error.
+pub fn read_file_capped(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// [`read_file_capped`] as UTF-8 text (`InvalidData` if it is not).
+pub fn read_text_capped(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_file_capped(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +249,25 @@ mod tests {
         let mut read_some = Box::pin(read_capped(&mut some, 1 << 20, &budget));
         assert!(read_some.as_mut().poll(&mut cx).is_pending());
         assert_eq!(budget.held(), FIRST + 512);
+    }
+
+    #[test]
+    fn a_file_is_read_at_most_one_byte_past_its_cap() {
+        let dir = std::env::temp_dir().join(format!("mesh-capped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(super::read_file_capped(&f, 10).unwrap(), b"0123456789");
+        let e = super::read_file_capped(&f, 9).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // A device whose metadata says 0 bytes and that never ends.
+        let zero = std::path::Path::new("/dev/zero");
+        if zero.exists() {
+            let e = super::read_file_capped(zero, 4096).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        }
+        std::fs::write(&f, [0xff, 0xfe]).unwrap();
+        assert!(super::read_text_capped(&f, 10).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

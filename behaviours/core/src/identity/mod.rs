@@ -422,7 +422,7 @@ fn read_small(path: &Path) -> Result<Option<Zeroizing<String>>, IdentityError> {
             format!("larger than {MAX_FILE_BYTES} bytes"),
         ));
     }
-    let bytes = fs::read(path).map_err(io_err)?;
+    let bytes = crate::read_file_capped(path, MAX_FILE_BYTES).map_err(io_err)?;
     String::from_utf8(bytes)
         .map(|s| Some(Zeroizing::new(s)))
         .map_err(|_| IdentityError::damaged(path, "not UTF-8 text"))
