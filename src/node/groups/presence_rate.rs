@@ -45,6 +45,17 @@ pub(crate) const STRANGERS_TOTAL: RateLimit = RateLimit {
     per_second: 40.0,
 };
 
+/// Presences of strangers taken from the pages of member-table checks that one
+/// network's servers answer: one page (256) at once, then 5 a second. A check asks a
+/// random subscriber every 30 s for what the node lacks, and a hostile one answered up
+/// to ten pages of fresh keys, every time it was picked. Kept apart from the gossip
+/// budgets (a check is how the node learns a mass join it could not take by gossip),
+/// and not charged on a newcomer's fetch (its table is all strangers by nature).
+pub(crate) const STRANGERS_PER_CHECK_SERVER: RateLimit = RateLimit {
+    burst: 256,
+    per_second: 5.0,
+};
+
 /// Authors and swarms followed at once (the least recently seen forgotten first).
 const TRACKED: usize = 8192;
 
@@ -57,6 +68,7 @@ pub(crate) struct PresenceRate {
     authors: RateLimiter<(PeerId, DiscoveryKey)>,
     forwarders: RateLimiter<Source>,
     total: RateLimiter<()>,
+    check_servers: RateLimiter<Source>,
 }
 
 impl Default for PresenceRate {
@@ -65,6 +77,7 @@ impl Default for PresenceRate {
             authors: RateLimiter::new(PER_AUTHOR, TRACKED),
             forwarders: RateLimiter::new(STRANGERS_PER_FORWARDER, FORWARDERS),
             total: RateLimiter::new(STRANGERS_TOTAL, 1),
+            check_servers: RateLimiter::new(STRANGERS_PER_CHECK_SERVER, FORWARDERS),
         }
     }
 }
@@ -81,6 +94,20 @@ impl PresenceRate {
     pub(crate) fn stranger_has_room(&self, forwarder: &Source, ts: &Timestamp) -> bool {
         let ms = ts.instant().timestamp_millis();
         self.forwarders.peek_ms(forwarder, ms).is_ok() && self.total.peek_ms(&(), ms).is_ok()
+    }
+
+    /// Whether a stranger's presence from a check page `server` answered has room at
+    /// `ts` in its server's budget (nothing charged).
+    pub(crate) fn check_has_room(&self, server: &Source, ts: &Timestamp) -> bool {
+        let ms = ts.instant().timestamp_millis();
+        self.check_servers.peek_ms(server, ms).is_ok()
+    }
+
+    /// Charges a stranger's presence from a check page that the table took.
+    pub(crate) fn charge_check(&mut self, server: &Source, ts: &Timestamp) {
+        let _ = self
+            .check_servers
+            .check_ms(server, ts.instant().timestamp_millis());
     }
 
     /// Charges a stranger's presence the table took (one the table refused costs

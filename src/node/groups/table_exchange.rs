@@ -172,9 +172,11 @@ impl Groups {
             trace_refusal(e, &mut out);
         }
         let alive = crate::node::view::alive_in(view);
-        // Strangers' presences take the server's budget as gossip's take the
-        // forwarder's (a page holds 256 fresh keys as easily as a gossip message one).
-        let server = Source::for_rates_of(peer, &view.remote_addrs(&peer), &view.listen_addrs());
+        // Strangers' presences from a check page take its server's budget (a page
+        // holds 256 fresh keys as easily as a gossip message one); a newcomer's fetch
+        // is all strangers by nature and is not charged.
+        let server = (via == Via::Check)
+            .then(|| Source::for_rates_of(peer, &view.remote_addrs(&peer), &view.listen_addrs()));
         let mut changes = Vec::new();
         let mut over = 0usize;
         for (p, bytes) in &page.valid {
@@ -183,18 +185,22 @@ impl Groups {
                 trace_refusal(&e, &mut out);
                 continue;
             }
-            let stranger = !self.tables.has_member(&key, &p.node_id());
-            if stranger && !self.presence_rate.stranger_has_room(&server, ts) {
+            let stranger = server
+                .as_ref()
+                .filter(|_| !self.tables.has_member(&key, &p.node_id()));
+            if let Some(server) = stranger
+                && !self.presence_rate.check_has_room(server, ts)
+            {
                 over += 1;
                 continue;
             }
             let news = !self.tables.is_stale(p, ts);
             match self.tables.on_signed_presence(p, Some(bytes), ts, &alive) {
                 Ok(c) => {
-                    changes.extend(c);
-                    if stranger {
-                        self.presence_rate.charge_stranger(&server, ts);
+                    if let Some(server) = stranger.filter(|_| news && !c.is_empty()) {
+                        self.presence_rate.charge_check(server, ts);
                     }
+                    changes.extend(c);
                     if news {
                         self.tables.came_in_table(p);
                     }
@@ -203,7 +209,7 @@ impl Groups {
             }
         }
         if over > 0 {
-            tracing::debug!(%peer, swarm = %key, over, "table presences of strangers over the server's or the total budget: not taken");
+            tracing::debug!(%peer, swarm = %key, over, "check presences of strangers over the server's budget: not taken");
         }
         out.extend(self.changes(changes, ts, via));
         out

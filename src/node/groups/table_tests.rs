@@ -367,15 +367,15 @@ fn a_member_checks_its_table_against_a_subscriber_s_and_takes_what_it_lacked() {
     assert_eq!(served(&mut g, &ours), 3);
 }
 
-/// A table server's pages of strangers' presences (fresh keys cost nothing, and a page
-/// holds 256) take the server's strangers' budget, as gossip from a forwarder does:
-/// 1,280 valid presences of made-up members in five pages, at a table with room for
-/// 4,096, get in only the budget's burst (1,024); all 1,280 before.
+/// A check's pages of strangers' presences (fresh keys cost nothing, and a page holds
+/// 256) take the check server's budget: a subscriber picked for a check answered 1,280
+/// made-up members in five pages, at a table with room for 4,096, and all were taken;
+/// now one page's worth (256). A newcomer's fetch, all strangers by nature, is not
+/// charged: its 300 are all taken.
 #[test]
-fn a_table_server_s_strangers_take_its_budget() {
+fn a_check_server_s_strangers_take_its_budget() {
     use mesh_signal::group::GroupConfig;
     use mesh_signal::group::exchange::{Answer, check_page, page_of};
-    const MADE_UP: usize = 1280;
     let config = GroupConfig {
         max_members: 4096,
         ..GroupConfig::default()
@@ -390,41 +390,56 @@ fn a_table_server_s_strangers_take_its_budget() {
     view.session(server, "/ip4/198.51.100.7/tcp/1", &[]);
     view.subscribers.insert(topic, vec![server]);
     g.joined_topic(k, &view, &now);
-    let mut ask = asked(&g.presence_sent(&k, "join", &view, &now));
-    let mut table: Vec<(mesh_core::NodeId, Vec<u8>)> = (0..MADE_UP)
-        .map(|_| {
-            let kp = NodeKeypair::generate();
-            (kp.node_id(), presence(&kp, &k, "announce", &now.ts))
-        })
-        .collect();
-    table.sort_by_key(|(n, _)| *n);
-    let mut joined = 0;
-    for _ in 0..10 {
-        let Some((peer, request)) = ask.pop() else {
-            break;
+    let made_up = |n: usize| {
+        let mut t: Vec<(mesh_core::NodeId, Vec<u8>)> = (0..n)
+            .map(|_| {
+                let kp = NodeKeypair::generate();
+                (kp.node_id(), presence(&kp, &k, "announce", &now.ts))
+            })
+            .collect();
+        t.sort_by_key(|(n, _)| *n);
+        t
+    };
+    // Answers each ask with the pages of `table` until no more is asked; the members
+    // that joined.
+    let mut answer =
+        |g: &mut Groups, mut ask: Vec<_>, table: &[(mesh_core::NodeId, Vec<u8>)], at: &Now| {
+            let mut joined = 0;
+            for _ in 0..10 {
+                let Some((peer, request)) = ask.pop() else {
+                    break;
+                };
+                let request: mesh_signal::group::exchange::TableRequest = request;
+                let id = request_id();
+                g.table_asked(id, k);
+                let page = page_of(
+                    table.iter().map(|(n, b)| (*n, b.as_slice())),
+                    request.after.as_ref(),
+                );
+                let actions = g.table_answer(
+                    id,
+                    peer,
+                    Answer::Checked(check_page(page, &at.ts)),
+                    &view,
+                    at,
+                );
+                joined += actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Emit(NodeEvent::SwarmMemberJoined { .. })))
+                    .count();
+                ask = asked(&actions);
+            }
+            joined
         };
-        let id = request_id();
-        g.table_asked(id, k);
-        let page = page_of(
-            table.iter().map(|(n, b)| (*n, b.as_slice())),
-            request.after.as_ref(),
-        );
-        let actions = g.table_answer(
-            id,
-            peer,
-            Answer::Checked(check_page(page, &now.ts)),
-            &view,
-            &now,
-        );
-        joined += actions
-            .iter()
-            .filter(|a| matches!(a, Action::Emit(NodeEvent::SwarmMemberJoined { .. })))
-            .count();
-        ask = asked(&actions);
-    }
-    let burst = super::presence_rate::STRANGERS_PER_FORWARDER.burst as usize;
+    let fetch = asked(&g.presence_sent(&k, "join", &view, &now));
+    assert_eq!(answer(&mut g, fetch, &made_up(300), &now), 300, "the fetch");
+    let later = at(&now, 38);
+    let check = asked(&g.tick(&view, &later));
+    assert_eq!(check.len(), 1, "a check");
+    let burst = super::presence_rate::STRANGERS_PER_CHECK_SERVER.burst as usize;
     assert_eq!(
-        joined, burst,
-        "made-up members taken from one server's pages"
+        answer(&mut g, check, &made_up(1280), &later),
+        burst,
+        "made-up members taken from one check server's pages"
     );
 }
