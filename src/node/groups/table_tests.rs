@@ -402,7 +402,7 @@ fn a_check_server_s_strangers_take_its_budget() {
     };
     // Answers each ask with the pages of `table` until no more is asked; the members
     // that joined.
-    let mut answer =
+    let answer =
         |g: &mut Groups, mut ask: Vec<_>, table: &[(mesh_core::NodeId, Vec<u8>)], at: &Now| {
             let mut joined = 0;
             for _ in 0..10 {
