@@ -22,13 +22,15 @@
 //!   is connected from) — beyond them `E_TRANSPORT_REJECTED`;
 //! - at most [`ProviderLimits::max_records`] records from other peers in all: when
 //!   full, the record of the network holding the most that expires first makes room;
-//! - per key, at most [`ProviderLimits::per_key_network`] records from one network, and
-//!   when the key holds [`ProviderLimits::per_key`] (the store's own bound, which
-//!   libp2p-kad's `MemoryStore` keeps by ignoring any provider past it: the first 20
-//!   fresh keys of one host held a group's key against every honest provider), the
-//!   network holding the most of that key gives up its record that expires first to a
-//!   newcomer from a network holding fewer; otherwise `E_TRANSPORT_REJECTED`. A record
-//!   the store did not take is refused, not counted.
+//! - per key, at most [`ProviderLimits::per_key_network`] records from one network (a
+//!   relayed provider counts as its own), and when the key holds
+//!   [`ProviderLimits::per_key`] (the store's own bound, which libp2p-kad's
+//!   `MemoryStore` keeps by ignoring any provider past it: the first 20 fresh keys of one
+//!   host held a group's key against every honest provider), the network holding the
+//!   most of that key gives up its newest record to a newcomer from a network holding
+//!   at least two fewer (so networks even out, and the records held longest stay);
+//!   otherwise `E_TRANSPORT_REJECTED`. A record the store did not take is refused, not
+//!   counted.
 //!
 //! The counts per provider and per network are kept beside the records, so a message
 //! costs no scan of the book; expired records are looked for at most once a second
@@ -45,7 +47,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mesh_core::{ErrorCode, IpKey, MeshError, MeshResult, RateLimit, RateLimiter};
+use mesh_core::{ErrorCode, IpKey, MeshError, MeshResult, RateLimit, RateLimiter, Source};
 
 /// Most provider peers whose `ADD_PROVIDER` rate is followed at once (as many as the
 /// book holds records by default).
@@ -111,16 +113,27 @@ fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
-fn network(remote: Option<&Multiaddr>) -> Network {
+/// The network of a provider connected over `remote` (all its connections): that of a
+/// direct connection if it has one.
+fn network(remote: &[Multiaddr]) -> Network {
     remote
+        .iter()
         .filter(|a| !is_circuit(a))
-        .and_then(IpKey::of_multiaddr)
+        .find_map(IpKey::of_multiaddr)
+}
+
+/// What a provider's records of one key count under: its network, or, without one (a
+/// relayed provider), itself.
+fn key_group(network: Network, provider: PeerId) -> Source {
+    network.map_or(Source::Peer(provider), Source::Network)
 }
 
 #[derive(Debug, Clone)]
 struct Held {
     network: Network,
     expires: Option<Instant>,
+    /// When the book first took this provider's record of this key (a refresh keeps it).
+    since: Instant,
 }
 
 /// The provider records this node keeps for other peers.
@@ -208,7 +221,7 @@ impl ProviderBook {
             .retain(|a| is_circuit(a) || first_ip(a).is_some_and(|ip| ips.contains(&ip)));
         record.addresses.truncate(l.max_addrs);
         self.expire(store, now);
-        let net = network(remote.first());
+        let net = network(remote);
         let key = (record.key.clone(), record.provider);
         if !self.held.contains_key(&key) {
             let of_provider = count(&self.of_provider, &record.provider);
@@ -225,14 +238,16 @@ impl ProviderBook {
                     l.per_network
                 )));
             }
-            self.make_room_in_key(store, &key.0, net)?;
+            self.make_room_in_key(store, &key.0, key_group(net, key.1))?;
             if self.held.len() >= l.max_records {
                 self.evict(store);
             }
         }
+        let since = self.held.get(&key).map_or(now, |h| h.since);
         let held = Held {
             network: net,
             expires: record.expires,
+            since,
         };
         if let Err(e) = store.add_provider(record) {
             return Err(refused(format!("provider record not stored: {e}")));
@@ -245,29 +260,29 @@ impl ProviderBook {
         Ok(())
     }
 
-    /// Before a record of a new provider of `key` from network `net`: refuses it when
-    /// `net` holds its share of the key; when the key is full, takes the record that
-    /// expires first of the network holding the most of the key, if that is more than
-    /// `net` holds, and refuses otherwise.
+    /// Before a record of a new provider of `key` counted under `group`: refuses it
+    /// when `group` holds its share of the key; when the key is full, takes the newest
+    /// record of the group holding the most of the key if that is at least two more
+    /// than `group` holds, and refuses otherwise.
     fn make_room_in_key<S: RecordStore>(
         &mut self,
         store: &mut S,
         key: &RecordKey,
-        net: Network,
+        group: Source,
     ) -> MeshResult<()> {
         let l = self.limits;
         let listed = store.providers(key);
-        let mut of_key: HashMap<Network, Vec<(PeerId, Option<Instant>)>> = HashMap::new();
+        let mut of_key: HashMap<Source, Vec<(PeerId, Instant)>> = HashMap::new();
         for p in &listed {
             // The node's own record is not in the book: never given up.
             if let Some(h) = self.held.get(&(key.clone(), p.provider)) {
                 of_key
-                    .entry(h.network)
+                    .entry(key_group(h.network, p.provider))
                     .or_default()
-                    .push((p.provider, h.expires));
+                    .push((p.provider, h.since));
             }
         }
-        let mine = of_key.get(&net).map_or(0, Vec::len);
+        let mine = of_key.get(&group).map_or(0, Vec::len);
         if mine >= l.per_key_network {
             return Err(refused(format!(
                 "providers of this network hold {} records of this key already",
@@ -278,14 +293,14 @@ impl ProviderBook {
             return Ok(());
         }
         let most = of_key.values().map(Vec::len).max().unwrap_or(0);
-        if most <= mine {
+        if most < mine + 2 {
             return Err(refused("the key's providers are full".into()));
         }
         let victim = of_key
             .values()
             .filter(|v| v.len() == most)
             .flatten()
-            .min_by_key(|(_, expires)| *expires)
+            .max_by_key(|(_, since)| *since)
             .map(|(p, _)| (key.clone(), *p));
         if let Some(victim) = victim {
             self.remove(store, &victim);

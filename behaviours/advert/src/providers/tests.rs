@@ -340,7 +340,7 @@ fn of_key(s: &MemoryStore, key: &str) -> Vec<PeerId> {
 /// libp2p-kad's store keeps the first 20 providers of a key and ignores the rest: 20
 /// fresh keys of one host held a group's key against every honest provider. Now one
 /// network holds at most 4 of a key, and a full key takes a newcomer from a network
-/// holding fewer in place of the busiest network's record that expires first.
+/// holding at least two fewer in place of the busiest network's newest record.
 #[test]
 fn one_network_holds_a_share_of_a_key_and_a_full_key_makes_room_for_another() {
     let (mut s, mut book, t0) = (store(), ProviderBook::default(), Instant::now());
@@ -364,8 +364,8 @@ fn one_network_holds_a_share_of_a_key_and_a_full_key_makes_room_for_another() {
         }
     }
     assert_eq!(of_key(&s, "group").len(), 20);
-    // A newcomer from another host takes the place of a busiest host's record that
-    // expires first (each host's first); a second one from it as well.
+    // A newcomer from another host takes the place of a busiest host's newest record;
+    // a second one from it as well.
     let honest = add(&mut book, &mut s, 9, t0 + Duration::from_secs(10)).unwrap();
     let second = add(&mut book, &mut s, 9, t0 + Duration::from_secs(11)).unwrap();
     let held = of_key(&s, "group");
@@ -382,37 +382,61 @@ fn one_network_holds_a_share_of_a_key_and_a_full_key_makes_room_for_another() {
     assert_counts(&book);
 }
 
-/// A key held by one provider from each of 20 hosts: a newcomer from a 21st takes the
-/// place of the record that expires first; the youngest (an honest newcomer's) goes last.
+/// A key held by one provider from each of 20 hosts is even: a newcomer from a 21st is
+/// refused and none of the twenty is pushed out (fresh hosts taking turns would push out
+/// every honest provider, one `ADD_PROVIDER` each); a host holding two more than the
+/// newcomer's gives up its newest record, not its oldest.
 #[test]
-fn a_key_held_by_twenty_hosts_still_takes_a_newcomer() {
-    let (mut s, mut book, t0) = (store(), ProviderBook::default(), Instant::now());
+fn an_even_key_keeps_its_providers_and_a_crowded_one_gives_up_its_newest() {
     let remote = |i: u8| [ma(&format!("/ip4/198.51.100.{i}/tcp/1"))];
-    let mut first = None;
-    for net in 1..=20u8 {
-        let p = PeerId::random();
-        let at = t0 + Duration::from_secs(net.into());
-        book.accept(&mut s, record("group", p, &[], at), &remote(net), &[], at)
-            .unwrap();
-        first.get_or_insert(p);
+    let t0 = Instant::now();
+    let add = |book: &mut ProviderBook, s: &mut MemoryStore, net: u8, secs: u64| {
+        let (p, at) = (PeerId::random(), t0 + Duration::from_secs(secs));
+        book.accept(s, record("group", p, &[], at), &remote(net), &[], at)
+            .map(|()| p)
+    };
+    let (mut s, mut book) = (store(), ProviderBook::default());
+    let mut even: Vec<PeerId> = (1..=20u8)
+        .map(|net| add(&mut book, &mut s, net, net.into()).unwrap())
+        .collect();
+    let e = add(&mut book, &mut s, 30, 30).unwrap_err();
+    assert_eq!(e.code, ErrorCode::TransportRejected, "{e}");
+    let mut held = of_key(&s, "group");
+    held.sort();
+    even.sort();
+    assert_eq!(held, even);
+
+    // Host 1 holds three, seventeen hosts one each.
+    let (mut s, mut book) = (store(), ProviderBook::default());
+    let host_1: Vec<PeerId> = (1..=3)
+        .map(|secs| add(&mut book, &mut s, 1, secs).unwrap())
+        .collect();
+    for net in 2..=18u8 {
+        add(&mut book, &mut s, net, 10).unwrap();
     }
-    let honest = PeerId::random();
-    let at = t0 + Duration::from_secs(30);
-    book.accept(
-        &mut s,
-        record("group", honest, &[], at),
-        &remote(30),
-        &[],
-        at,
-    )
-    .unwrap();
+    let honest = add(&mut book, &mut s, 31, 20).unwrap();
     let held = of_key(&s, "group");
     assert_eq!(held.len(), 20);
     assert!(held.contains(&honest));
-    assert!(
-        !held.contains(&first.unwrap()),
-        "the record expiring first gave way"
-    );
+    assert!(held.contains(&host_1[0]) && held.contains(&host_1[1]));
+    assert!(!held.contains(&host_1[2]), "host 1's newest gave way");
+    assert_counts(&book);
+}
+
+/// Relayed providers (no network of their own) each count apart for a key's share:
+/// they all fell under one "network", so four relayed providers held a key against
+/// every provider behind a NAT.
+#[test]
+fn relayed_providers_each_count_apart_in_a_key() {
+    let (mut s, mut book, now) = (store(), ProviderBook::default(), Instant::now());
+    for _ in 0..6 {
+        let p = PeerId::random();
+        let circuit = [ma(&format!("/p2p/{p}"))];
+        book.accept(&mut s, record("group", p, &[], now), &circuit, &[], now)
+            .unwrap();
+    }
+    assert_eq!(of_key(&s, "group").len(), 6);
+    assert_counts(&book);
 }
 
 /// A provider the store ignores is refused and not counted (the book counted it as held).
