@@ -90,12 +90,16 @@ async fn read<T: AsyncRead + Unpin>(
 /// than `max + 1` bytes, whatever the file's metadata said before (a device such as
 /// `/dev/zero` or a file that grows between the check and the read): beyond `max` is
 /// an `InvalidData` error.
+///
+/// The buffer is sized once from the file's length when that is within `max` (one
+/// byte more, to see the end), so a regular file is read without the buffer growing:
+/// no copies of a secret key file are left in freed memory.
 pub fn read_file_capped(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::new();
-    std::fs::File::open(path)?
-        .take(max.saturating_add(1))
-        .read_to_end(&mut out)?;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata().map_or(0, |m| m.len()).min(max);
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    file.take(max.saturating_add(1)).read_to_end(&mut out)?;
     if out.len() as u64 > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -266,6 +270,12 @@ mod tests {
             let e = super::read_file_capped(zero, 4096).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         }
+        // A regular file fills the buffer sized once.
+        let body = vec![7u8; 3000];
+        std::fs::write(&f, &body).unwrap();
+        let read = super::read_file_capped(&f, 4096).unwrap();
+        assert_eq!(read, body);
+        assert_eq!(read.capacity(), 3001, "the buffer grew");
         std::fs::write(&f, [0xff, 0xfe]).unwrap();
         assert!(super::read_text_capped(&f, 10).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
