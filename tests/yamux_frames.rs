@@ -364,3 +364,54 @@ async fn streams_the_swarm_does_not_take_are_few_and_dropped_quietly() {
     let written = log.text();
     assert!(written.is_empty(), "logged at warn:\n{written}");
 }
+
+/// A peer that stops reading: once the node's writes on the connection have made no
+/// progress for the write-stall deadline (`muxer::WRITE_STALL`, 30 s; 1 s here), the
+/// connection ends. rust-yamux kept reading such a connection and holding what the peer
+/// sent, on streams the node had dropped as well, until the connection ended, which it
+/// never did; and the swarm waits for a close without a deadline.
+#[tokio::test]
+async fn a_connection_whose_writes_stall_ends() {
+    let stall = Duration::from_secs(1);
+    let run = async {
+        let (dialer, listener) = noise_pair().await;
+        let mut ours = muxer::config()
+            .with_write_stall(stall)
+            .upgrade_outbound(dialer, "/yamux/1.0.0")
+            .await
+            .unwrap();
+        // 64 streams each writing its first window (256 KiB): 16 MiB, more than a
+        // loopback TCP connection's buffers hold.
+        let mut writers = Vec::new();
+        for _ in 0..64 {
+            let mut s = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
+                .await
+                .unwrap();
+            writers.push(tokio::spawn(async move {
+                let _ = s.write_all(&payload(256 * 1024)).await;
+                let _ = s.flush().await;
+                s
+            }));
+        }
+        let started = std::time::Instant::now();
+        let ended = future::poll_fn(|cx| ours.poll_unpin(cx)).await;
+        for w in writers {
+            w.abort();
+        }
+        // The listener read nothing, and is still open.
+        (
+            ended.err().map(|e| e.to_string()),
+            started.elapsed(),
+            listener,
+        )
+    };
+    let (error, took, _listener) = tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("the stalled connection did not end");
+    let error = error.expect("the connection ended without an error");
+    assert!(error.contains("no write went through"), "{error}");
+    assert!(
+        took >= stall / 2,
+        "ended after {took:?}, before the stall deadline"
+    );
+}

@@ -8,9 +8,10 @@
 //! circuit) that uploads a few MiB on one stream loses its connection to us.
 //!
 //! rust-yamux shares the growth of stream windows beyond the spec's 256 KiB through one
-//! budget per connection: 1 GiB (its fixed connection window) minus 256 KiB per allowed
-//! stream. With [`MAX_STREAMS`] streams that budget is 768 KiB, so no stream window ever
-//! exceeds 1 MiB and no conforming peer can send a frame rust-yamux refuses.
+//! budget per connection: the connection receive window minus 256 KiB per allowed
+//! stream. libmesh sets that window to [`MAX_STREAMS`] stream windows and 768 KiB, so no
+//! stream window ever exceeds 1 MiB and no conforming peer can send a frame rust-yamux
+//! refuses.
 //!
 //! The price: one stream's window stops at 1 MiB (rust-libp2p lets it grow to the
 //! bandwidth-delay product), which bounds a single stream at about 1 MiB per round
@@ -69,14 +70,29 @@ pub use connection::{Error, MAX_BUFFERED_INBOUND_STREAMS, Muxer};
 /// at once is more than any protocol of the node uses.
 pub const MAX_NEGOTIATING_INBOUND_STREAMS: usize = 32;
 
-/// rust-yamux's fixed connection receive window (1 GiB) in units of the spec's stream
-/// window (256 KiB): 4096.
-const WINDOWS_PER_CONNECTION: usize = 4096;
+/// Streams allowed per connection, both ways together (rust-yamux refuses a peer's
+/// stream beyond them). Each stream may hold a window (256 KiB) of the peer's data the
+/// node has not read, and a stream the node dropped holds its window until yamux has
+/// sent its reset, which it does only once the connection's writes flow: with
+/// rust-yamux's default of 4,093 streams, a peer that stopped reading and opened streams
+/// the node dropped made one connection hold up to 1 GiB. 512 is far more than the
+/// node's protocols use at once on one connection (each handler caps its own streams;
+/// the swarm negotiates at most [`MAX_NEGOTIATING_INBOUND_STREAMS`] inbound ones).
+pub const MAX_STREAMS: usize = 512;
 
-/// Streams allowed per connection: three 256 KiB windows short of the connection
-/// window, so the budget for growing stream windows is 768 KiB and every stream window
-/// stays at or under 1 MiB (256 KiB + 768 KiB), rust-yamux's largest frame body.
-pub const MAX_STREAMS: usize = WINDOWS_PER_CONNECTION - 3;
+/// The connection receive window: a 256 KiB window per stream and 768 KiB for the
+/// growth of stream windows, so every stream window stays at or under 1 MiB
+/// (256 KiB + 768 KiB), rust-yamux's largest frame body (its default, 1 GiB, let them
+/// grow past it; libmesh kept 1 GiB and allowed 4,093 streams before).
+const CONNECTION_WINDOW: usize = MAX_STREAMS * 256 * 1024 + 768 * 1024;
+
+/// How long the node's writes on a connection may make no progress before the
+/// connection is dropped ([`Muxer`] watches its socket's flushes). rust-yamux keeps
+/// reading a connection whose writes stall, and frees dropped streams only once they
+/// flow again; and the swarm waits for a connection's close without a deadline. A peer
+/// that stops reading held what it sent on every stream until the connection ended,
+/// and a close the node began could wait for ever.
+pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `libp2p-noise`'s largest plaintext per Noise message (65,535 minus its 1,024 bytes
 /// of room for encryption).
@@ -98,14 +114,28 @@ pub const CIRCUIT_SPLIT: usize = SPLIT - YAMUX_HEADER - NOISE_OVERHEAD;
 
 /// The yamux upgrade (`/yamux/1.0.0`) with libmesh's settings.
 #[derive(Debug, Clone)]
-pub struct Yamux(yamux::Config);
+pub struct Yamux {
+    config: yamux::Config,
+    write_stall: std::time::Duration,
+}
 
 impl Yamux {
     fn with_split(split: usize) -> Self {
         let mut config = yamux::Config::default();
+        // The window first: rust-yamux checks it holds a window per stream.
+        config.set_max_connection_receive_window(Some(CONNECTION_WINDOW));
         config.set_max_num_streams(MAX_STREAMS);
         config.set_split_send_size(split);
-        Yamux(config)
+        Yamux {
+            config,
+            write_stall: WRITE_STALL,
+        }
+    }
+
+    /// The same with another write-stall deadline ([`WRITE_STALL`]); for tests.
+    pub fn with_write_stall(mut self, stall: std::time::Duration) -> Self {
+        self.write_stall = stall;
+        self
     }
 }
 
@@ -138,7 +168,12 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, io: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(Muxer::new(io, self.0, yamux::Mode::Server)))
+        future::ready(Ok(Muxer::new(
+            io,
+            self.config,
+            yamux::Mode::Server,
+            self.write_stall,
+        )))
     }
 }
 
@@ -151,6 +186,11 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, io: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(Muxer::new(io, self.0, yamux::Mode::Client)))
+        future::ready(Ok(Muxer::new(
+            io,
+            self.config,
+            yamux::Mode::Client,
+            self.write_stall,
+        )))
     }
 }

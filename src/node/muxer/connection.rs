@@ -8,13 +8,14 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
+    time::{Duration, Instant},
 };
 
-use futures::{AsyncRead, AsyncWrite, ready};
+use futures::{AsyncRead, AsyncWrite, FutureExt, ready};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 
 /// Inbound streams buffered while the swarm is not asking for them; past it a new
@@ -37,24 +38,69 @@ pub struct Muxer<C> {
     /// Inbound streams that arrived while [`StreamMuxer::poll`] drove the connection.
     inbound: VecDeque<yamux::Stream>,
     inbound_waker: Option<Waker>,
+    /// Since when the socket's writes have made no progress (see [`Stall`]).
+    stalled: Stall,
+    /// How long they may ([`super::WRITE_STALL`]).
+    write_stall: Duration,
+    /// Wakes the connection at the stall's deadline: (deadline, timer).
+    alarm: Option<(Instant, futures_timer::Delay)>,
 }
 
 impl<C> Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    pub(super) fn new(io: C, config: yamux::Config, mode: yamux::Mode) -> Self {
+    pub(super) fn new(
+        io: C,
+        config: yamux::Config,
+        mode: yamux::Mode,
+        write_stall: Duration,
+    ) -> Self {
         let moved = Arc::new(AtomicUsize::new(0));
+        let stalled = Stall::default();
         let io = Moving {
             inner: io,
             moved: moved.clone(),
+            stalled: stalled.clone(),
         };
         Muxer {
             connection: yamux::Connection::new(io, config, mode),
             moved,
             inbound: VecDeque::new(),
             inbound_waker: None,
+            stalled,
+            write_stall,
+            alarm: None,
         }
+    }
+
+    /// An error once the socket's writes have made no progress for `write_stall`;
+    /// until then, a timer that wakes the connection at that deadline.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let Some(since) = self.stalled.since() else {
+            self.alarm = None;
+            return Ok(());
+        };
+        let deadline = since + self.write_stall;
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::debug!(stall = ?self.write_stall, "closing a connection whose writes made no progress");
+            return Err(Error(yamux::ConnectionError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no write went through for {:?}", self.write_stall),
+            ))));
+        }
+        if self.alarm.as_ref().is_none_or(|(at, _)| *at != deadline) {
+            self.alarm = Some((deadline, futures_timer::Delay::new(deadline - now)));
+        }
+        if let Some((_, timer)) = &mut self.alarm
+            && timer.poll_unpin(cx).is_ready()
+        {
+            // The deadline passed between the check and the timer: come back at once.
+            self.alarm = None;
+            cx.waker().wake_by_ref();
+        }
+        Ok(())
     }
 
     fn poll_next_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Result<yamux::Stream, Error>> {
@@ -99,7 +145,14 @@ where
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.get_mut().connection.poll_close(cx).map_err(Error)
+        let this = self.get_mut();
+        // The swarm waits for a close without a deadline: a peer that reads nothing
+        // would hold the connection for ever.
+        if let Poll::Ready(closed) = this.connection.poll_close(cx) {
+            return Poll::Ready(closed.map_err(Error));
+        }
+        this.check_stall(cx)?;
+        Poll::Pending
     }
 
     fn poll(
@@ -111,6 +164,7 @@ where
         let stream = match this.poll_next_inbound(cx) {
             Poll::Ready(stream) => stream?,
             Poll::Pending => {
+                this.check_stall(cx)?;
                 // A bulk load of bytes went through the socket in this poll: the
                 // connection is busy, come back at once instead of sleeping until a
                 // waker fires. (A poll that moved a small message sleeps.)
@@ -140,11 +194,42 @@ where
 /// messages (gossip, presences, requests) moves far less.
 const BUSY: usize = 16 * 1024;
 
-/// The connection's socket, counting the bytes that go through it.
+/// Since when the socket's writes have been waiting: set when a write or a flush finds
+/// the socket full, cleared when a flush goes through (all written). A connection
+/// whose writes flow at any pace clears it at least once a frame.
+#[derive(Debug, Clone, Default)]
+struct Stall(Arc<Mutex<Option<Instant>>>);
+
+impl Stall {
+    fn since(&self) -> Option<Instant> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn blocked(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(Instant::now);
+    }
+
+    fn flowed(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// The connection's socket, counting the bytes that go through it and watching whether
+/// its writes stall ([`Stall`]).
 #[derive(Debug)]
 struct Moving<C> {
     inner: C,
     moved: Arc<AtomicUsize>,
+    stalled: Stall,
 }
 
 impl<C: AsyncRead + Unpin> AsyncRead for Moving<C> {
@@ -170,14 +255,25 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Moving<C> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.moved.fetch_add(n, Ordering::Relaxed);
+        match written {
+            Poll::Ready(Ok(n)) => {
+                this.moved.fetch_add(n, Ordering::Relaxed);
+            }
+            Poll::Pending => this.stalled.blocked(),
+            Poll::Ready(Err(_)) => {}
         }
         written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        match flushed {
+            Poll::Ready(Ok(())) => this.stalled.flowed(),
+            Poll::Pending => this.stalled.blocked(),
+            Poll::Ready(Err(_)) => {}
+        }
+        flushed
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
