@@ -6,57 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use mesh_testkit::log_capture::Captured;
+use mesh_testkit::secured::{Secured, noise_pair};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
+use futures::{AsyncReadExt, AsyncWriteExt, future};
 use libmesh::node::muxer;
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerExt};
-use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
-use libp2p::core::{Endpoint, Transport};
-use libp2p::identity::Keypair;
-use libp2p::{noise, tcp, yamux};
-
-type Secured = noise::Output<tcp::tokio::TcpStream>;
+use libp2p::yamux;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Two ends of one loopback TCP connection with Noise on it (dialer, listener).
-async fn noise_pair() -> (Secured, Secured) {
-    let mut listener = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)).boxed();
-    let any = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    listener.listen_on(ListenerId::next(), any).unwrap();
-    let addr = loop {
-        if let TransportEvent::NewAddress { listen_addr, .. } = listener.select_next_some().await {
-            break listen_addr;
-        }
-    };
-    let mut dialer = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let opts = DialOpts {
-        role: Endpoint::Dialer,
-        port_use: PortUse::New,
-    };
-    let dial = dialer.dial(addr, opts).unwrap();
-    let accept = async {
-        loop {
-            if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await {
-                break upgrade.await.unwrap();
-            }
-        }
-    };
-    let (dialed, accepted) = future::join(dial, accept).await;
-    let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (a, b) = future::join(
-        noise::Config::new(&a)
-            .unwrap()
-            .upgrade_outbound(dialed.unwrap(), "/noise"),
-        noise::Config::new(&b)
-            .unwrap()
-            .upgrade_inbound(accepted, "/noise"),
-    )
-    .await;
-    (a.unwrap().1, b.unwrap().1)
-}
 
 /// Drives a muxer's connection until it ends.
 fn drive<M>(mut muxer: M) -> tokio::task::JoinHandle<()>

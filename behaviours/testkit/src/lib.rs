@@ -16,6 +16,7 @@ pub mod log_capture;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod ratio;
+pub mod secured;
 pub mod shared;
 pub mod stats;
 
