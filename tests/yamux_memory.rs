@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, future};
 use libmesh::node::muxer;
-use libp2p::core::muxing::{StreamMuxer, StreamMuxerExt};
+use libp2p::core::muxing::StreamMuxerExt;
 use libp2p::core::upgrade::InboundConnectionUpgrade;
 use mesh_testkit::heap::live;
 use mesh_testkit::secured::noise_pair;
