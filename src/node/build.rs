@@ -306,6 +306,12 @@ pub fn gossipsub(
         super::gossip_filter::MAX_NETWORK_SUBSCRIPTIONS,
         |addr, listening| super::gossip_filter::network_of(addr, listening.iter()),
     );
+    // Bytes queued to send: 4 MiB for one peer (sixteen of the largest messages at
+    // least), 64 MiB for all (four peers' worth at least), beyond which a peer holding
+    // more than one largest message takes no more. A peer that read nothing and asked
+    // with IWANT for cached messages had up to 5,000 of them queued (`PATCHED.md`).
+    let per_peer = (4 << 20).max(16 * max_transmit_size);
+    behaviour.set_max_queue_bytes(per_peer, (64 << 20).max(4 * per_peer), max_transmit_size);
     // Peers on the loopback interface share one IP by nature (a test mesh, or nodes
     // of one host); the co-location penalty would graylist them all beyond ten.
     let score = gossipsub::PeerScoreParams {

@@ -69,6 +69,56 @@ pub fn prune(topics: &[&str], backoff_secs: u64) -> Vec<u8> {
     out
 }
 
+/// One RPC frame (length-prefixed) subscribing to `topic`.
+pub fn subscribe(topic: &str) -> Vec<u8> {
+    let mut sub = Vec::new();
+    // Field 1 (subscribe), a varint: true.
+    sub.extend([1 << 3, 1]);
+    field(2, topic.as_bytes(), &mut sub);
+    let mut rpc = Vec::new();
+    field(1, &sub, &mut rpc);
+    let mut out = Vec::new();
+    crate::kad_wire::varint(rpc.len(), &mut out);
+    out.extend(rpc);
+    out
+}
+
+/// One RPC frame (length-prefixed) asking with IWANT for the messages `ids`.
+pub fn iwant(ids: &[Vec<u8>]) -> Vec<u8> {
+    let mut want = Vec::new();
+    for id in ids {
+        field(1, id, &mut want);
+    }
+    let mut control = Vec::new();
+    field(2, &want, &mut control);
+    let mut rpc = Vec::new();
+    field(3, &control, &mut rpc);
+    let mut out = Vec::new();
+    crate::kad_wire::varint(rpc.len(), &mut out);
+    out.extend(rpc);
+    out
+}
+
+/// Makes the peer of `control` accept the gossipsub streams the other side opens and
+/// hold them without reading a byte (a peer that reads nothing), until the returned
+/// task is aborted.
+///
+/// # Panics
+/// When the protocol is already accepted on `control`'s behaviour (a test setup error).
+#[allow(clippy::expect_used)]
+pub fn hold_gossip(mut control: libp2p_stream::Control) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    let mut incoming = control
+        .accept(libp2p::StreamProtocol::new(MESHSUB))
+        .expect("meshsub accepted once");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((_, s)) = incoming.next().await {
+            held.push(s);
+        }
+    })
+}
+
 /// Makes the peer of `control` accept the gossipsub streams the other side opens (and
 /// read them to nothing), as a gossipsub peer would: a node whose own gossipsub stream
 /// is refused takes the peer for one without gossipsub and refuses the peer's streams

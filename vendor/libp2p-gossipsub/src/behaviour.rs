@@ -65,7 +65,7 @@ use crate::{
     mcache::MessageCache,
     peer_score::{PeerScore, PeerScoreParams, PeerScoreState, PeerScoreThresholds, RejectReason},
     protocol::SIGNING_PREFIX,
-    queue::Queue,
+    queue::{Queue, QueueBytes},
     rpc_proto::proto,
     subscription_filter::{AllowAllSubscriptionFilter, TopicSubscriptionFilter},
     time_cache::DuplicateCache,
@@ -375,6 +375,10 @@ pub struct Behaviour<
     network_subscriptions: HashMap<u128, usize>,
     max_network_subscriptions: usize,
 
+    /// Patched for libmesh: the bytes bound of the peers' low-priority send queues
+    /// (see [`Behaviour::set_max_queue_bytes`]).
+    queue_bytes: QueueBytes,
+
     /// We remember all peers we found through peer exchange, since those peers are not considered
     /// as safe as randomly discovered outbound peers. This behaviour diverges from the go
     /// implementation to avoid possible love bombing attacks in PX. When disconnecting peers will
@@ -516,6 +520,7 @@ where
             peer_networks: HashMap::new(),
             network_subscriptions: HashMap::new(),
             max_network_subscriptions: usize::MAX,
+            queue_bytes: QueueBytes::default(),
             px_peers: HashSet::new(),
             peer_score: PeerScoreState::Disabled,
             count_received_ihave: HashMap::new(),
@@ -644,6 +649,25 @@ where
     /// Patched for libmesh: the subscriptions connected peers hold, all together.
     pub fn peer_subscriptions(&self) -> usize {
         self.peer_subscriptions
+    }
+
+    /// Patched for libmesh: at most `per_peer` bytes of messages, IHAVEs and IWANTs
+    /// queued for one peer, and, once the queues of all peers together hold `all`, no
+    /// more for a peer holding over `free` (a peer's first message is always queued).
+    /// Upstream bounded each peer's queue by count alone (`connection_handler_queue_len`,
+    /// 5,000 messages of up to `max_transmit_size` each), and a peer that read nothing
+    /// while asking with IWANT for cached messages had hundreds of MiB queued for it.
+    /// A message beyond is dropped as a full queue's is. Set before peers connect.
+    pub fn set_max_queue_bytes(&mut self, per_peer: usize, all: usize, free: usize) {
+        self.queue_bytes.per_peer = Some(per_peer);
+        self.queue_bytes.all = Some(all);
+        self.queue_bytes.free = free;
+    }
+
+    /// Patched for libmesh: the bytes queued for all peers (see
+    /// [`Behaviour::set_max_queue_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue_bytes.total()
     }
 
     /// Patched for libmesh: at most `max` subscriptions held for the connected peers of
@@ -3631,7 +3655,10 @@ where
             kind: PeerKind::Floodsub,
             connections: vec![],
             outbound: false,
-            messages: Queue::new(self.config.connection_handler_queue_len()),
+            messages: Queue::new(
+                self.config.connection_handler_queue_len(),
+                self.queue_bytes.clone(),
+            ),
             topics: Default::default(),
             dont_send: LinkedHashMap::new(),
             extensions: None,
@@ -3672,7 +3699,10 @@ where
             // Diverging from the go implementation we only want to consider a peer as outbound peer
             // if its first connection is outbound.
             outbound: !self.px_peers.contains(&peer_id),
-            messages: Queue::new(self.config.connection_handler_queue_len()),
+            messages: Queue::new(
+                self.config.connection_handler_queue_len(),
+                self.queue_bytes.clone(),
+            ),
             topics: Default::default(),
             dont_send: LinkedHashMap::new(),
             extensions: None,

@@ -29,6 +29,77 @@ use crate::{MessageId, types::RpcOut};
 
 const CONTROL_MSGS_LIMIT: usize = 20_000;
 
+/// Patched for libmesh: bounds on the bytes of the low-priority queues (publish,
+/// forward, IHAVE, IWANT), which upstream bounded by count alone (5,000 messages of up to
+/// `max_transmit_size` each, 312 MiB at 64 KiB, for each peer; a peer that reads nothing
+/// and asks with IWANT for cached messages filled its own). One per behaviour, shared by
+/// the queues of all its peers.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueBytes {
+    /// Bytes queued for all peers together.
+    total: Arc<AtomicUsize>,
+    /// Most bytes queued for one peer (`None`: unbounded, as upstream).
+    pub(crate) per_peer: Option<usize>,
+    /// Most bytes queued for all peers together, beyond which a peer holding more than
+    /// `free` bytes takes no more.
+    pub(crate) all: Option<usize>,
+    /// What a peer may hold whatever the others hold.
+    pub(crate) free: usize,
+}
+
+impl Default for QueueBytes {
+    fn default() -> Self {
+        QueueBytes {
+            total: Arc::new(AtomicUsize::new(0)),
+            per_peer: None,
+            all: None,
+            free: 0,
+        }
+    }
+}
+
+impl QueueBytes {
+    /// Bytes queued for all peers together.
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a peer holding `held` bytes may take `more`.
+    fn room(&self, held: usize, more: usize) -> bool {
+        let after = held.saturating_add(more);
+        if held == 0 {
+            // One message at least, whatever its size.
+            return true;
+        }
+        if self.per_peer.is_some_and(|max| after > max) {
+            return false;
+        }
+        after <= self.free || self.all.is_none_or(|all| self.total().saturating_add(more) <= all)
+    }
+}
+
+/// Patched for libmesh: about the bytes `rpc` takes in a queue (the message's data,
+/// signature, key and topic, or the ids it names, and some framing).
+pub(crate) fn queued_bytes(rpc: &RpcOut) -> usize {
+    const FRAMING: usize = 64;
+    match rpc {
+        RpcOut::Publish { message, .. } => {
+            message.data.len()
+                + message.signature.as_ref().map_or(0, Vec::len)
+                + message.key.as_ref().map_or(0, Vec::len)
+                + message.topic.as_str().len()
+                + FRAMING
+        }
+        RpcOut::IHave(i) => {
+            i.message_ids.iter().map(|m| m.0.len() + 2).sum::<usize>()
+                + i.topic_hash.as_str().len()
+                + FRAMING
+        }
+        RpcOut::IWant(i) => i.message_ids.iter().map(|m| m.0.len() + 2).sum::<usize>() + FRAMING,
+        _ => FRAMING,
+    }
+}
+
 /// An async priority queue used to dispatch messages from the `NetworkBehaviour`
 /// Provides a clean abstraction over high-priority (unbounded), control (bounded),
 /// and non priority (bounded) message queues.
@@ -47,12 +118,20 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Create a new `Queue` with `capacity`.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Create a new `Queue` with `capacity` (patched for libmesh: and the low-priority
+    /// queue's `bytes`).
+    pub(crate) fn new(capacity: usize, bytes: QueueBytes) -> Self {
+        let mut non_priority = Shared::with_capacity(capacity);
+        non_priority
+            .inner
+            .lock()
+            .expect("lock to not be poisoned")
+            .total = Some(bytes.total.clone());
+        non_priority.bytes = Some(bytes);
         Self {
             priority: Shared::new(),
             control: Shared::with_capacity(CONTROL_MSGS_LIMIT),
-            non_priority: Shared::with_capacity(capacity),
+            non_priority,
             id: 1,
             count: Arc::new(AtomicUsize::new(1)),
         }
@@ -172,16 +251,19 @@ impl Clone for Queue {
                 inner: self.priority.inner.clone(),
                 capacity: self.priority.capacity,
                 id: new_id,
+                bytes: None,
             },
             control: Shared {
                 inner: self.control.inner.clone(),
                 capacity: self.control.capacity,
                 id: new_id,
+                bytes: None,
             },
             non_priority: Shared {
                 inner: self.non_priority.inner.clone(),
                 capacity: self.non_priority.capacity,
                 id: new_id,
+                bytes: self.non_priority.bytes.clone(),
             },
             id: self.id,
             count: self.count.clone(),
@@ -196,6 +278,8 @@ pub(crate) struct Shared {
     inner: Arc<Mutex<SharedInner>>,
     capacity: Option<usize>,
     id: usize,
+    /// Patched for libmesh: the bytes bound, for the low-priority queue.
+    bytes: Option<QueueBytes>,
 }
 
 impl Shared {
@@ -204,9 +288,12 @@ impl Shared {
             inner: Arc::new(Mutex::new(SharedInner {
                 queue: VecDeque::new(),
                 pending_pops: Default::default(),
+                held: 0,
+                total: None,
             })),
             capacity: Some(capacity),
             id: 1,
+            bytes: None,
         }
     }
 
@@ -215,9 +302,12 @@ impl Shared {
             inner: Arc::new(Mutex::new(SharedInner {
                 queue: VecDeque::new(),
                 pending_pops: Default::default(),
+                held: 0,
+                total: None,
             })),
             capacity: None,
             id: 1,
+            bytes: None,
         }
     }
 
@@ -225,7 +315,14 @@ impl Shared {
     pub(crate) fn poll_pop(self: std::pin::Pin<&mut Self>, cx: &mut Context) -> Poll<RpcOut> {
         let mut guard = self.inner.lock().expect("lock to not be poisoned");
         match guard.queue.pop_front() {
-            Some(t) => Poll::Ready(t),
+            Some(t) => {
+                if let Some(bytes) = &self.bytes {
+                    let n = queued_bytes(&t);
+                    guard.held = guard.held.saturating_sub(n);
+                    bytes.total.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                Poll::Ready(t)
+            }
             None => {
                 guard
                     .pending_pops
@@ -244,6 +341,15 @@ impl Shared {
         {
             return Err(Box::new(message));
         }
+        // Patched for libmesh: and by bytes (see `QueueBytes`).
+        if let Some(bytes) = &self.bytes {
+            let n = queued_bytes(&message);
+            if !bytes.room(guard.held, n) {
+                return Err(Box::new(message));
+            }
+            guard.held += n;
+            bytes.total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
 
         guard.queue.push_back(message);
         // Wake pending registered pops.
@@ -257,9 +363,22 @@ impl Shared {
     /// Retain only the elements specified by the predicate.
     /// In other words, remove all elements e for which f(&e) returns false. The elements are
     /// visited in unsorted (and unspecified) order. Returns the cleared messages.
-    pub(crate) fn retain<F: FnMut(&RpcOut) -> bool>(&mut self, f: F) {
+    pub(crate) fn retain<F: FnMut(&RpcOut) -> bool>(&mut self, mut f: F) {
         let mut shared = self.inner.lock().expect("lock to not be poisoned");
-        shared.queue.retain(f);
+        // Patched for libmesh: what goes leaves the byte counts.
+        let mut gone = 0;
+        let counted = self.bytes.is_some();
+        shared.queue.retain(|m| {
+            let keep = f(m);
+            if !keep && counted {
+                gone += queued_bytes(m);
+            }
+            keep
+        });
+        if let Some(bytes) = &self.bytes {
+            shared.held = shared.held.saturating_sub(gone);
+            bytes.total.fetch_sub(gone, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Check if the queue is empty.
@@ -280,7 +399,13 @@ impl Shared {
     #[cfg(test)]
     pub(crate) fn try_pop(&mut self) -> Option<RpcOut> {
         let mut guard = self.inner.lock().expect("lock to not be poisoned");
-        guard.queue.pop_front()
+        let t = guard.queue.pop_front();
+        if let (Some(t), Some(bytes)) = (&t, &self.bytes) {
+            let n = queued_bytes(t);
+            guard.held = guard.held.saturating_sub(n);
+            bytes.total.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        t
     }
 }
 
@@ -291,9 +416,23 @@ impl Drop for Shared {
     }
 }
 
+impl Drop for SharedInner {
+    /// Patched for libmesh: a queue gone (its peer's last holder dropped) gives its
+    /// bytes back.
+    fn drop(&mut self) {
+        if let Some(total) = &self.total {
+            total.fetch_sub(self.held, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// The shared stated by the `NetworkBehaviour`s and the `ConnectionHandler`s.
 #[derive(Debug)]
 struct SharedInner {
     queue: VecDeque<RpcOut>,
     pending_pops: HashMap<usize, Waker>,
+    /// Patched for libmesh: the bytes queued (counted only with a bytes bound), and the
+    /// count of all queues they are part of.
+    held: usize,
+    total: Option<Arc<AtomicUsize>>,
 }
