@@ -3,9 +3,12 @@
 //! the body), so a peer sending one-byte frames made a stream's 256 KiB window hold
 //! some 10 MiB, and every bound counted in windows (the streams a connection may
 //! hold) some 40 times what it says. The patched copy (`vendor/yamux`, `PATCHED.md`)
-//! joins small bodies into the stream's last chunk. libmesh's muxer against a stock
-//! yamux sender cutting its writes into one-byte frames, over loopback TCP and Noise,
-//! on jemalloc as `meshd` runs.
+//! joins small bodies into the stream's last chunk. And a frame's header alone had the
+//! node allocate its whole body (up to 1 MiB) before a byte of it came; the patched
+//! copy grows the room as the body comes. libmesh's muxer against a stock yamux sender
+//! cutting its writes into one-byte frames, and against raw frames, over loopback TCP
+//! and Noise, on jemalloc as `meshd` runs (one measurement at a time: the count is the
+//! process's).
 #![cfg(all(unix, not(target_arch = "wasm32")))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,8 +27,14 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Bytes sent on the stream, in one-byte frames (within its first window).
 const SENT: usize = 200 * 1024;
 
+/// One measurement at a time (jemalloc's count is the process's).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_frames_cost_about_what_they_carry() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let run = async {
         let (dialer, listener) = noise_pair().await;
         let mut ours = muxer::config()
@@ -78,5 +87,46 @@ async fn one_byte_frames_cost_about_what_they_carry() {
     assert!(
         held < 4 * SENT as isize,
         "{held} bytes held for {SENT} bytes in one-byte frames"
+    );
+}
+
+/// A data frame's header announcing a 1 MiB body, then 100 bytes of it and silence:
+/// the node holds room for what came (and the first step of 64 KiB), not the whole
+/// body (1 MiB before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_header_alone_does_not_take_its_whole_body() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let run = async {
+        let (mut dialer, listener) = noise_pair().await;
+        let mut ours = muxer::config()
+            .upgrade_inbound(listener, "/yamux/1.0.0")
+            .await
+            .unwrap();
+        let ours_driver = tokio::spawn(async move {
+            let _ = future::poll_fn(|cx| ours.poll_unpin(cx)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = live();
+        // Version 0, data (0), SYN (1), stream 1, a body of 1 MiB.
+        let mut frame = vec![0u8, 0, 0, 1, 0, 0, 0, 1];
+        frame.extend((1u32 << 20).to_be_bytes());
+        frame.extend([7u8; 100]);
+        dialer.write_all(&frame).await.unwrap();
+        dialer.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = live() - before;
+        ours_driver.abort();
+        drop(dialer);
+        held
+    };
+    let held = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the test did not finish");
+    eprintln!("a 1 MiB frame's header and 100 bytes: {held} bytes held");
+    assert!(
+        held < 256 * 1024,
+        "{held} bytes held for a header and 100 bytes"
     );
 }

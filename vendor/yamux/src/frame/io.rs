@@ -186,6 +186,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Frame<()>> for Io<T> {
     }
 }
 
+/// Patched for libmesh: the room a frame body gets first, and then as much again each
+/// time it fills, up to the body's length.
+const BODY_STEP: usize = 64 * 1024;
+
 /// The stages of reading a new `Frame`.
 enum ReadState {
     /// Initial reading state.
@@ -242,10 +246,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for Io<T> {
                             ))));
                         }
 
+                        // Patched for libmesh: room for the body as it comes
+                        // (`BODY_STEP`, then doubling), not all of it at the header: a
+                        // header announcing 1 MiB, then silence, held 1 MiB.
                         this.read_state = ReadState::Body {
                             header,
                             offset: 0,
-                            buffer: vec![0; body_len],
+                            buffer: vec![0; body_len.min(BODY_STEP)],
                         };
 
                         continue;
@@ -277,7 +284,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for Io<T> {
                         return Poll::Ready(Some(Ok(Frame { header: h, body: v })));
                     }
 
-                    let buf = &mut buffer[*offset..body_len];
+                    if *offset == buffer.len() {
+                        let more = body_len.min(buffer.len().saturating_mul(2).max(BODY_STEP));
+                        buffer.resize(more, 0);
+                    }
+                    let buf = &mut buffer[*offset..];
                     match ready!(Pin::new(&mut this.io).poll_read(cx, buf))? {
                         0 => {
                             let e = FrameDecodeError::Io(io::ErrorKind::UnexpectedEof.into());
