@@ -28,13 +28,11 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const SENT: usize = 200 * 1024;
 
 /// One measurement at a time (jemalloc's count is the process's).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_frames_cost_about_what_they_carry() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let run = async {
         let (dialer, listener) = noise_pair().await;
         let mut ours = muxer::config()
@@ -95,9 +93,7 @@ async fn one_byte_frames_cost_about_what_they_carry() {
 /// body (1 MiB before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_header_alone_does_not_take_its_whole_body() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let run = async {
         let (mut dialer, listener) = noise_pair().await;
         let mut ours = muxer::config()
