@@ -374,3 +374,48 @@ async fn a_connection_whose_writes_stall_ends() {
         "ended after {took:?}, before the stall deadline"
     );
 }
+
+/// A close the node begins on a peer that reads nothing ends by the write-stall
+/// deadline too (the swarm waits for a connection's close without one).
+#[tokio::test]
+async fn a_close_to_a_peer_that_reads_nothing_ends() {
+    let stall = Duration::from_secs(1);
+    let run = async {
+        let (dialer, listener) = noise_pair().await;
+        let mut ours = muxer::config()
+            .with_write_stall(stall)
+            .upgrade_outbound(dialer, "/yamux/1.0.0")
+            .await
+            .unwrap();
+        let mut writers = Vec::new();
+        for _ in 0..64 {
+            let mut s = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
+                .await
+                .unwrap();
+            writers.push(tokio::spawn(async move {
+                let _ = s.write_all(&payload(256 * 1024)).await;
+                s
+            }));
+        }
+        // Let the writes fill what the connection takes, then close.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            future::poll_fn(|cx| ours.poll_unpin(cx)),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let closed = future::poll_fn(|cx| ours.poll_close_unpin(cx)).await;
+        for w in writers {
+            w.abort();
+        }
+        (closed.is_err(), started.elapsed(), listener)
+    };
+    let (failed, took, _listener) = tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("the close did not end");
+    assert!(
+        failed,
+        "the close to a peer that reads nothing went through"
+    );
+    assert!(took <= stall * 3, "the close took {took:?}");
+}

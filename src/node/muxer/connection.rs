@@ -42,8 +42,9 @@ pub struct Muxer<C> {
     stalled: Stall,
     /// How long they may ([`super::WRITE_STALL`]).
     write_stall: Duration,
-    /// Wakes the connection at the stall's deadline: (deadline, timer).
-    alarm: Option<(Instant, futures_timer::Delay)>,
+    /// Wakes the connection by the stall's deadline (kept while it has not fired: a
+    /// new timer for every stall would wake the timer thread each time).
+    alarm: Option<futures_timer::Delay>,
 }
 
 impl<C> Muxer<C>
@@ -77,8 +78,9 @@ where
     /// An error once the socket's writes have made no progress for `write_stall`;
     /// until then, a timer that wakes the connection at that deadline.
     fn check_stall(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        // A timer set for an earlier stall is kept: it fires no later than this one's
+        // deadline, and is set again then.
         let Some(since) = self.stalled.since() else {
-            self.alarm = None;
             return Ok(());
         };
         let deadline = since + self.write_stall;
@@ -90,15 +92,15 @@ where
                 format!("no write went through for {:?}", self.write_stall),
             ))));
         }
-        if self.alarm.as_ref().is_none_or(|(at, _)| *at != deadline) {
-            self.alarm = Some((deadline, futures_timer::Delay::new(deadline - now)));
-        }
-        if let Some((_, timer)) = &mut self.alarm
-            && timer.poll_unpin(cx).is_ready()
-        {
-            // The deadline passed between the check and the timer: come back at once.
-            self.alarm = None;
-            cx.waker().wake_by_ref();
+        let left = deadline - now;
+        let timer = self
+            .alarm
+            .get_or_insert_with(|| futures_timer::Delay::new(left));
+        if timer.poll_unpin(cx).is_ready() {
+            // Set for an earlier stall, which flowed since: set again for this one.
+            let mut timer = futures_timer::Delay::new(left);
+            let _ = timer.poll_unpin(cx);
+            self.alarm = Some(timer);
         }
         Ok(())
     }
@@ -147,10 +149,12 @@ where
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
         // The swarm waits for a close without a deadline: a peer that reads nothing
-        // would hold the connection for ever.
+        // would hold the connection for ever. A close that waits counts as a stall
+        // from then on, unless its writes go through.
         if let Poll::Ready(closed) = this.connection.poll_close(cx) {
             return Poll::Ready(closed.map_err(Error));
         }
+        this.stalled.blocked();
         this.check_stall(cx)?;
         Poll::Pending
     }
@@ -194,9 +198,12 @@ where
 /// messages (gossip, presences, requests) moves far less.
 const BUSY: usize = 16 * 1024;
 
-/// Since when the socket's writes have been waiting: set when a write or a flush finds
-/// the socket full, cleared when a flush goes through (all written). A connection
-/// whose writes flow at any pace clears it at least once a frame.
+/// Since when the socket's writes have been waiting: set when a write, a flush or a close
+/// finds the socket full, cleared when a write takes bytes or a flush or close goes
+/// through. Noise takes a write only once its buffer has room, so a connection whose
+/// bytes leave at any pace clears it; one whose peer reads nothing does not. (A peer that
+/// reads, however slowly, keeps its connection: what its streams hold is bounded by
+/// their windows and [`super::MAX_STREAMS`].)
 #[derive(Debug, Clone, Default)]
 struct Stall(Arc<Mutex<Option<Instant>>>);
 
@@ -258,6 +265,9 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Moving<C> {
         match written {
             Poll::Ready(Ok(n)) => {
                 this.moved.fetch_add(n, Ordering::Relaxed);
+                if n > 0 {
+                    this.stalled.flowed();
+                }
             }
             Poll::Pending => this.stalled.blocked(),
             Poll::Ready(Err(_)) => {}
@@ -277,7 +287,14 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Moving<C> {
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        let this = self.get_mut();
+        let closed = Pin::new(&mut this.inner).poll_close(cx);
+        match closed {
+            Poll::Ready(Ok(())) => this.stalled.flowed(),
+            Poll::Pending => this.stalled.blocked(),
+            Poll::Ready(Err(_)) => {}
+        }
+        closed
     }
 }
 

@@ -38,12 +38,15 @@ const CONTROL_MSGS_LIMIT: usize = 20_000;
 pub(crate) struct QueueBytes {
     /// Bytes queued for all peers together.
     total: Arc<AtomicUsize>,
+    /// Queues that count (one per connected peer).
+    queues: Arc<AtomicUsize>,
     /// Most bytes queued for one peer (`None`: unbounded, as upstream).
     pub(crate) per_peer: Option<usize>,
     /// Most bytes queued for all peers together, beyond which a peer holding more than
-    /// `free` bytes takes no more.
+    /// its share takes no more.
     pub(crate) all: Option<usize>,
-    /// What a peer may hold whatever the others hold.
+    /// What a peer may hold whatever the others hold, at least (its share is `all`
+    /// divided among the queues, when that is more).
     pub(crate) free: usize,
 }
 
@@ -51,6 +54,7 @@ impl Default for QueueBytes {
     fn default() -> Self {
         QueueBytes {
             total: Arc::new(AtomicUsize::new(0)),
+            queues: Arc::new(AtomicUsize::new(0)),
             per_peer: None,
             all: None,
             free: 0,
@@ -74,7 +78,14 @@ impl QueueBytes {
         if self.per_peer.is_some_and(|max| after > max) {
             return false;
         }
-        after <= self.free || self.all.is_none_or(|all| self.total().saturating_add(more) <= all)
+        let Some(all) = self.all else {
+            return true;
+        };
+        // A peer within its share of `all` is not held back by peers beyond theirs
+        // (a few silent peers filling `all` would have every busy honest peer's
+        // messages refused, each refusal a slow-peer penalty).
+        let queues = self.queues.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        after <= self.free.max(all / queues) || self.total().saturating_add(more) <= all
     }
 }
 
@@ -122,11 +133,14 @@ impl Queue {
     /// queue's `bytes`).
     pub(crate) fn new(capacity: usize, bytes: QueueBytes) -> Self {
         let mut non_priority = Shared::with_capacity(capacity);
-        non_priority
-            .inner
-            .lock()
-            .expect("lock to not be poisoned")
-            .total = Some(bytes.total.clone());
+        {
+            let mut inner = non_priority.inner.lock().expect("lock to not be poisoned");
+            inner.total = Some(bytes.total.clone());
+            inner.queues = Some(bytes.queues.clone());
+        }
+        bytes
+            .queues
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         non_priority.bytes = Some(bytes);
         Self {
             priority: Shared::new(),
@@ -290,6 +304,7 @@ impl Shared {
                 pending_pops: Default::default(),
                 held: 0,
                 total: None,
+                queues: None,
             })),
             capacity: Some(capacity),
             id: 1,
@@ -304,6 +319,7 @@ impl Shared {
                 pending_pops: Default::default(),
                 held: 0,
                 total: None,
+                queues: None,
             })),
             capacity: None,
             id: 1,
@@ -423,6 +439,9 @@ impl Drop for SharedInner {
         if let Some(total) = &self.total {
             total.fetch_sub(self.held, std::sync::atomic::Ordering::Relaxed);
         }
+        if let Some(queues) = &self.queues {
+            queues.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -435,4 +454,5 @@ struct SharedInner {
     /// count of all queues they are part of.
     held: usize,
     total: Option<Arc<AtomicUsize>>,
+    queues: Option<Arc<AtomicUsize>>,
 }

@@ -44,7 +44,8 @@ impl Chunks {
     /// Add another chunk of bytes to the end.
     ///
     /// Patched for libmesh: a body of at most [`SMALL`] bytes joins the last chunk (a
-    /// copy) while that holds fewer than [`JOINED`]. Upstream gave every data frame's
+    /// copy) while that holds fewer than [`JOINED`], if the chunk has room for it or
+    /// was itself small (a chunk of joined bodies). Upstream gave every data frame's
     /// body a chunk and an allocation of its own, about 40 bytes besides the body, so a
     /// peer sending one-byte frames made a stream's 256 KiB window hold some 10 MiB.
     pub(crate) fn push(&mut self, x: Vec<u8>) {
@@ -55,7 +56,11 @@ impl Chunks {
         if x.len() <= SMALL {
             if let Some(last) = self.seq.back_mut() {
                 let held = last.cursor.get_ref();
-                if held.len() < JOINED {
+                // Into a chunk of joined small bodies (grown by doubling, up to
+                // `JOINED`), or one with room to spare; not into a large body's exact
+                // allocation, which would double it for a few bytes.
+                let room = held.capacity() - held.len() >= x.len();
+                if held.len() < JOINED && (room || held.len() <= SMALL) {
                     last.cursor.get_mut().extend_from_slice(&x);
                     return;
                 }

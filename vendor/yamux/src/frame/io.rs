@@ -286,6 +286,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for Io<T> {
 
                     if *offset == buffer.len() {
                         let more = body_len.min(buffer.len().saturating_mul(2).max(BODY_STEP));
+                        buffer.reserve_exact(more - buffer.len());
                         buffer.resize(more, 0);
                     }
                     let buf = &mut buffer[*offset..];
