@@ -324,6 +324,35 @@ async fn streams_the_swarm_does_not_take_are_few_and_dropped_quietly() {
     assert!(written.is_empty(), "logged at warn:\n{written}");
 }
 
+/// A muxer with write-stall deadline `stall` whose peer (the returned end, kept open)
+/// reads nothing, with 64 streams each writing its first window (256 KiB): 16 MiB,
+/// more than a loopback TCP connection's buffers hold. The writers run on tasks.
+async fn muxer_to_a_silent_peer(
+    stall: Duration,
+) -> (
+    muxer::Muxer<Secured>,
+    Vec<tokio::task::JoinHandle<()>>,
+    Secured,
+) {
+    let (dialer, listener) = noise_pair().await;
+    let mut ours = muxer::config()
+        .with_write_stall(stall)
+        .upgrade_outbound(dialer, "/yamux/1.0.0")
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let mut s = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
+            .await
+            .unwrap();
+        writers.push(tokio::spawn(async move {
+            let _ = s.write_all(&payload(256 * 1024)).await;
+            let _ = s.flush().await;
+        }));
+    }
+    (ours, writers, listener)
+}
+
 /// A peer that stops reading: once the node's writes on the connection have made no
 /// progress for the write-stall deadline (`muxer::WRITE_STALL`, 30 s; 1 s here), the
 /// connection ends. rust-yamux kept reading such a connection and holding what the peer
@@ -333,31 +362,12 @@ async fn streams_the_swarm_does_not_take_are_few_and_dropped_quietly() {
 async fn a_connection_whose_writes_stall_ends() {
     let stall = Duration::from_secs(1);
     let run = async {
-        let (dialer, listener) = noise_pair().await;
-        let mut ours = muxer::config()
-            .with_write_stall(stall)
-            .upgrade_outbound(dialer, "/yamux/1.0.0")
-            .await
-            .unwrap();
-        // 64 streams each writing its first window (256 KiB): 16 MiB, more than a
-        // loopback TCP connection's buffers hold.
-        let mut writers = Vec::new();
-        for _ in 0..64 {
-            let mut s = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
-                .await
-                .unwrap();
-            writers.push(tokio::spawn(async move {
-                let _ = s.write_all(&payload(256 * 1024)).await;
-                let _ = s.flush().await;
-                s
-            }));
-        }
+        let (mut ours, writers, listener) = muxer_to_a_silent_peer(stall).await;
         let started = std::time::Instant::now();
         let ended = future::poll_fn(|cx| ours.poll_unpin(cx)).await;
         for w in writers {
             w.abort();
         }
-        // The listener read nothing, and is still open.
         (
             ended.err().map(|e| e.to_string()),
             started.elapsed(),
@@ -381,22 +391,7 @@ async fn a_connection_whose_writes_stall_ends() {
 async fn a_close_to_a_peer_that_reads_nothing_ends() {
     let stall = Duration::from_secs(1);
     let run = async {
-        let (dialer, listener) = noise_pair().await;
-        let mut ours = muxer::config()
-            .with_write_stall(stall)
-            .upgrade_outbound(dialer, "/yamux/1.0.0")
-            .await
-            .unwrap();
-        let mut writers = Vec::new();
-        for _ in 0..64 {
-            let mut s = future::poll_fn(|cx| ours.poll_outbound_unpin(cx))
-                .await
-                .unwrap();
-            writers.push(tokio::spawn(async move {
-                let _ = s.write_all(&payload(256 * 1024)).await;
-                s
-            }));
-        }
+        let (mut ours, writers, listener) = muxer_to_a_silent_peer(stall).await;
         // Let the writes fill what the connection takes, then close.
         let _ = tokio::time::timeout(
             Duration::from_millis(300),

@@ -87,7 +87,7 @@ pub const MAX_STREAMS: usize = 512;
 const CONNECTION_WINDOW: usize = MAX_STREAMS * 256 * 1024 + 768 * 1024;
 
 /// How long the node's writes on a connection may make no progress before the
-/// connection is dropped ([`Muxer`] watches its socket's flushes). rust-yamux keeps
+/// connection is dropped ([`Muxer`] watches whether its socket takes writes). rust-yamux keeps
 /// reading a connection whose writes stall, and frees dropped streams only once they
 /// flow again; and the swarm waits for a connection's close without a deadline. A peer
 /// that stops reading held what it sent on every stream until the connection ended,
