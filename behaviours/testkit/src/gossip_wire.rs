@@ -39,14 +39,20 @@ pub fn signed(key: &Keypair, data: &[u8], shown: &[u8], seqno: u64, topic: &str)
     message(&from, shown, seqno, topic, Some(&sig))
 }
 
-/// One RPC frame (length-prefixed) publishing `msg`.
-pub fn frame(msg: &[u8]) -> Vec<u8> {
+/// One RPC frame (length-prefixed) holding `body` as its field `num` (1: a
+/// subscription, 2: a published message, 3: control messages).
+fn rpc(num: u8, body: &[u8]) -> Vec<u8> {
     let mut rpc = Vec::new();
-    field(2, msg, &mut rpc);
+    field(num, body, &mut rpc);
     let mut out = Vec::new();
     crate::kad_wire::varint(rpc.len(), &mut out);
     out.extend(rpc);
     out
+}
+
+/// One RPC frame (length-prefixed) publishing `msg`.
+pub fn frame(msg: &[u8]) -> Vec<u8> {
+    rpc(2, msg)
 }
 
 /// One RPC frame (length-prefixed) pruning the other side from our mesh on each of
@@ -61,12 +67,7 @@ pub fn prune(topics: &[&str], backoff_secs: u64) -> Vec<u8> {
         crate::kad_wire::varint(usize::try_from(backoff_secs).unwrap_or(usize::MAX), &mut p);
         field(4, &p, &mut control);
     }
-    let mut rpc = Vec::new();
-    field(3, &control, &mut rpc);
-    let mut out = Vec::new();
-    crate::kad_wire::varint(rpc.len(), &mut out);
-    out.extend(rpc);
-    out
+    rpc(3, &control)
 }
 
 /// One RPC frame (length-prefixed) subscribing to `topic`.
@@ -75,12 +76,7 @@ pub fn subscribe(topic: &str) -> Vec<u8> {
     // Field 1 (subscribe), a varint: true.
     sub.extend([1 << 3, 1]);
     field(2, topic.as_bytes(), &mut sub);
-    let mut rpc = Vec::new();
-    field(1, &sub, &mut rpc);
-    let mut out = Vec::new();
-    crate::kad_wire::varint(rpc.len(), &mut out);
-    out.extend(rpc);
-    out
+    rpc(1, &sub)
 }
 
 /// One RPC frame (length-prefixed) asking with IWANT for the messages `ids`.
@@ -91,12 +87,7 @@ pub fn iwant(ids: &[Vec<u8>]) -> Vec<u8> {
     }
     let mut control = Vec::new();
     field(2, &want, &mut control);
-    let mut rpc = Vec::new();
-    field(3, &control, &mut rpc);
-    let mut out = Vec::new();
-    crate::kad_wire::varint(rpc.len(), &mut out);
-    out.extend(rpc);
-    out
+    rpc(3, &control)
 }
 
 /// Makes the peer of `control` accept the gossipsub streams the other side opens and

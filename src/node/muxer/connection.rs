@@ -99,7 +99,10 @@ where
         if timer.poll_unpin(cx).is_ready() {
             // Set for an earlier stall, which flowed since: set again for this one.
             let mut timer = futures_timer::Delay::new(left);
-            let _ = timer.poll_unpin(cx);
+            if timer.poll_unpin(cx).is_ready() {
+                // Already due (no waker registered): come back at once.
+                cx.waker().wake_by_ref();
+            }
             self.alarm = Some(timer);
         }
         Ok(())
@@ -200,10 +203,12 @@ const BUSY: usize = 16 * 1024;
 
 /// Since when the socket's writes have been waiting: set when a write, a flush or a close
 /// finds the socket full, cleared when a write takes bytes or a flush or close goes
-/// through. Noise takes a write only once its buffer has room, so a connection whose
-/// bytes leave at any pace clears it; one whose peer reads nothing does not. (A peer that
-/// reads, however slowly, keeps its connection: what its streams hold is bounded by
-/// their windows and [`super::MAX_STREAMS`].)
+/// through. Noise takes a write only once its buffers have room (it holds up to some
+/// 192 KiB above the kernel), so progress shows in steps of tens of KiB: a link that
+/// drains less than about 64 KiB in [`super::WRITE_STALL`] while the node has more to
+/// send (some 17 kbit/s) counts as stalled. One whose peer reads nothing never clears
+/// it. (A peer that reads, however slowly, keeps its connection: what its streams hold
+/// is bounded by their windows and [`super::MAX_STREAMS`].)
 #[derive(Debug, Clone, Default)]
 struct Stall(Arc<Mutex<Option<Instant>>>);
 

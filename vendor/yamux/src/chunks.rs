@@ -60,14 +60,16 @@ impl Chunks {
                 // `JOINED`), or one with room to spare; not into a large body's exact
                 // allocation, which would double it for a few bytes.
                 let room = held.capacity() - held.len() >= x.len();
-                if held.len() < JOINED && (room || held.len() <= SMALL) {
+                if held.len() < JOINED && (room || last.joined) {
                     last.cursor.get_mut().extend_from_slice(&x);
                     return;
                 }
             }
         }
+        let joined = x.len() <= SMALL;
         self.seq.push_back(Chunk {
             cursor: io::Cursor::new(x),
+            joined,
         })
     }
 
@@ -91,6 +93,8 @@ impl Chunks {
 #[derive(Debug)]
 pub(crate) struct Chunk {
     cursor: io::Cursor<Vec<u8>>,
+    /// Patched for libmesh: begun by a small body; small bodies after it join it.
+    joined: bool,
 }
 
 impl Chunk {
