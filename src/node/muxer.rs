@@ -54,6 +54,7 @@
 //! wraps (the version libp2p 0.57 uses).
 
 mod connection;
+pub mod quic;
 
 use std::{io, iter};
 

@@ -91,7 +91,7 @@ pub fn build_swarm(
         // Only registered probe ports and their peers; anything else goes on to the
         // node's own QUIC behind the resolver.
         .with_other_transport(|key| {
-            ProbeQuic::new(quic::Config::new(key), probe_ports)
+            ProbeQuic::new(muxer::quic::config(key), probe_ports)
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })
         .map_err(|e| build(&e))?
@@ -157,7 +157,7 @@ fn resolved_transports(
         .authenticate(noise::Config::new(key)?)
         .multiplex(muxer::config())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+    let quic = quic::tokio::Transport::new(muxer::quic::config(key))
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let all = tcp
         .or_transport(quic)

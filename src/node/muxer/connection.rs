@@ -8,8 +8,8 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -209,29 +209,50 @@ const BUSY: usize = 16 * 1024;
 /// send (some 17 kbit/s) counts as stalled. One whose peer reads nothing never clears
 /// it. (A peer that reads, however slowly, keeps its connection: what its streams hold
 /// is bounded by their windows and [`super::MAX_STREAMS`].)
-#[derive(Debug, Clone, Default)]
-struct Stall(Arc<Mutex<Option<Instant>>>);
+///
+/// One atomic, read on every write: clearing it when already clear is a load only.
+#[derive(Debug, Clone)]
+struct Stall {
+    /// What [`Stall::since`] counts from.
+    base: Instant,
+    /// Nanoseconds after `base` at which the stall began, plus one; 0 while writes flow.
+    since: Arc<AtomicU64>,
+}
+
+impl Default for Stall {
+    fn default() -> Self {
+        Stall {
+            base: Instant::now(),
+            since: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
 
 impl Stall {
     fn since(&self) -> Option<Instant> {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
     }
 
     fn blocked(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert_with(Instant::now);
+        if self.since.load(Ordering::Relaxed) == 0 {
+            let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            // A stall already begun keeps its start.
+            let _ = self.since.compare_exchange(
+                0,
+                now.saturating_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     fn flowed(&self) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        if self.since.load(Ordering::Relaxed) != 0 {
+            self.since.store(0, Ordering::Relaxed);
+        }
     }
 }
 

@@ -1,0 +1,32 @@
+//! QUIC's flow control for every QUIC connection of the node (the node's own and the
+//! birthday probes').
+//!
+//! `libp2p-quic` keeps quinn's windows: 10 MB per stream and 15 MB per connection of the
+//! peer's data the node has not read. quinn grants a stream's window as soon as the peer
+//! opens it, before the swarm has accepted or negotiated it, so a peer that opens
+//! streams the node is slow to take (the swarm negotiates at most
+//! [`super::MAX_NEGOTIATING_INBOUND_STREAMS`] at once, 10 s each) parks up to 15 MB in
+//! every connection: some 5.6 GiB over the 384 inbound connections the node allows.
+//! libmesh gives QUIC yamux's figures: a stream window of 1 MiB (the largest a yamux
+//! stream of the node reaches, [`super::MAX_STREAMS`]) and 4 MiB per connection.
+//!
+//! The price: one stream carries at most 1 MiB and one connection 4 MiB per round trip
+//! (80 and 320 Mbit/s at 100 ms); on loopback and LANs nothing changes (`cargo bench
+//! --bench perf`, BENCHMARKS.md).
+
+use libp2p::identity::Keypair;
+use libp2p::quic;
+
+/// The most of a peer's data one QUIC stream holds unread.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The most of a peer's data one QUIC connection holds unread, over all its streams.
+pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// `libp2p-quic`'s settings for `key` with libmesh's windows.
+pub fn config(key: &Keypair) -> quic::Config {
+    let mut config = quic::Config::new(key);
+    config.max_stream_data = STREAM_WINDOW;
+    config.max_connection_data = CONNECTION_WINDOW;
+    config
+}
