@@ -32,55 +32,11 @@
 
 use std::collections::HashMap;
 
-use mesh_core::{ErrorCode, IpKey, NodeId, RateLimit, RateLimiter, Timestamp};
+use mesh_core::{ErrorCode, IpKey, NodeId, RateLimiter, Timestamp};
 use serde_json::{Value, json};
 
-/// Governor settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GovernorConfig {
-    /// Hot sessions wanted.
-    pub target_hot: usize,
-    /// Most live (warm + hot) sessions.
-    pub max_live: usize,
-    /// First redial delay, seconds.
-    pub backoff_base_secs: i64,
-    /// Longest redial delay, seconds.
-    pub backoff_max_secs: i64,
-    /// Hard failures that block a peer.
-    pub block_after: u32,
-    /// Window in which hard failures count, seconds.
-    pub failure_window_secs: i64,
-    /// How long a block lasts, seconds.
-    pub block_cooldown_secs: i64,
-    /// Handshakes per node id.
-    pub handshakes: RateLimit,
-    /// Messages per node id.
-    pub messages: RateLimit,
-    /// Most peers the table holds (named peers and live sessions may go beyond it;
-    /// see the module docs). At least 1.
-    pub max_peers: usize,
-    /// Redials in a row without a session after which a past peer that was not named
-    /// with [`Governor::add_known`] is forgotten.
-    pub forget_after: u32,
-}
-
-impl Default for GovernorConfig {
-    fn default() -> Self {
-        GovernorConfig {
-            target_hot: 2,
-            max_live: 4,
-            backoff_base_secs: 1,
-            backoff_max_secs: 300,
-            block_after: 3,
-            failure_window_secs: 600,
-            block_cooldown_secs: 600,
-            handshakes: RateLimit::per_minute(5, 10),
-            messages: RateLimit::per_minute(100, 600),
-            max_peers: 1024,
-            forget_after: 12,
-        }
-    }
-}
+mod settings;
+pub use settings::GovernorConfig;
 
 /// A peer's temperature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +146,7 @@ pub struct Governor {
     config: GovernorConfig,
     peers: HashMap<NodeId, Peer>,
     handshakes: RateLimiter<NodeId>,
+    network_handshakes: RateLimiter<IpKey>,
     messages: RateLimiter<NodeId>,
     /// The touch counter.
     clock: u64,
@@ -202,6 +159,7 @@ impl Governor {
             config,
             peers: HashMap::new(),
             handshakes: RateLimiter::new(config.handshakes, 4096),
+            network_handshakes: RateLimiter::new(config.network_handshakes, 4096),
             messages: RateLimiter::new(config.messages, 4096),
             clock: 0,
         }
@@ -317,6 +275,24 @@ impl Governor {
         self.handshakes
             .check(node, now)
             .map_err(|_| ErrorCode::TransportRejected)
+    }
+
+    /// As [`Governor::allow_handshake`] for a hello from `node` at a connection from
+    /// `network`, whose peers share [`GovernorConfig::network_handshakes`].
+    pub fn allow_handshake_from(
+        &mut self,
+        node: &NodeId,
+        network: Option<IpKey>,
+        now: &Timestamp,
+    ) -> Result<(), ErrorCode> {
+        self.allow_handshake(node, now)?;
+        match network {
+            Some(net) => self
+                .network_handshakes
+                .check(&net, now)
+                .map_err(|_| ErrorCode::TransportRejected),
+            None => Ok(()),
+        }
     }
 
     /// Whether a message from `node` may be accepted now.

@@ -483,21 +483,23 @@ impl Handshakes {
         if hello.mode() != HandshakeMode::Hello {
             return Err(MeshError::invalid("expected a hello"));
         }
-        // The rate first, by the connection's peer (Noise proved it), before any
-        // signature is checked: a peer over its rate costs a decode, not a verification
-        // of every signature its hello carries.
+        // All that needs no signature first (a hello carries up to 34, node ids are
+        // free): the rates, by the connection's peer (Noise proved it) and its network;
+        // sender, recipient, clock and the advertisement's node; room; replay.
         let claimed = NodeId::from_peer_id(&peer)
             .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
-        gov.allow_handshake(&claimed, now)
+        gov.allow_handshake_from(&claimed, self.networks.network(&peer), now)
             .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
-        let verified = verify_set(hello, caps);
-        let node = self.own.check_handshake(&peer, hello, now, verified)?;
+        let node = self.own.check_addressing(&peer, hello, Some(caps), now)?;
         let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
         if !renewing {
             // A soft refusal: the connection stays, without a session.
             let (others, pending) = self.others_than(&peer);
             room::admit(gov, &self.networks, (&peer, &node), pending, &others)?;
         }
+        self.replay.screen(hello, now)?;
+        let verified = verify_set(hello, caps);
+        self.own.check_handshake(&peer, hello, now, verified)?;
         self.replay.check_incoming(hello, now)?;
         let capabilities = self.own.check_capabilities(&node, caps, now, verified)?;
         let unproven = unproven(caps, &capabilities);

@@ -158,6 +158,19 @@ impl Own {
         if !verified {
             hs.verify_signature()?;
         }
+        self.check_addressing(peer, hs, None, now)
+    }
+
+    /// The checks of [`Own::check_handshake`] that need no signature: clock, signer =
+    /// peer, recipient = this node, and with `caps`, its node = peer (run first on a
+    /// hello, before its signatures).
+    pub(crate) fn check_addressing(
+        &self,
+        peer: &PeerId,
+        hs: &PeerHandshake,
+        caps: Option<&CapabilityAdvertisement>,
+        now: &Timestamp,
+    ) -> Result<NodeId, MeshError> {
         hs.validate(now)?;
         let node = NodeId::from_peer_id(peer)
             .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
@@ -169,6 +182,12 @@ impl Own {
         }
         if hs.recipient().is_some_and(|r| r != self.key.node_id()) {
             return Err(MeshError::invalid("recipient/node-id is another node"));
+        }
+        if caps.is_some_and(|c| c.node_id() != node) {
+            return Err(MeshError::new(
+                ErrorCode::SigUnknownSigner,
+                "capability advertisement of another node than the session peer",
+            ));
         }
         Ok(node)
     }

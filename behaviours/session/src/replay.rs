@@ -82,14 +82,10 @@ impl ReplayGuard {
         }
     }
 
-    /// Checks an incoming hello or ack (already signature-verified) and remembers its
-    /// nonce and id. For an ack, also consumes the pending hello it answers and returns
-    /// it.
-    pub fn check_incoming(
-        &mut self,
-        hs: &PeerHandshake,
-        now: &Timestamp,
-    ) -> MeshResult<Option<PendingHello>> {
+    /// Whether an incoming hello or ack would pass the guard (version, clock, nonce and
+    /// id not seen), remembering nothing: checked before its signatures, so that a
+    /// replayed handshake costs no verification.
+    pub fn screen(&mut self, hs: &PeerHandshake, now: &Timestamp) -> MeshResult<()> {
         if let Some(v) = hs.protocol_version()
             && v != self.protocol_version
         {
@@ -120,6 +116,19 @@ impl ReplayGuard {
                 self.config.nonce_memory_secs
             )));
         }
+        Ok(())
+    }
+
+    /// Checks an incoming hello or ack (already signature-verified) and remembers its
+    /// nonce and id. For an ack, also consumes the pending hello it answers and returns
+    /// it.
+    pub fn check_incoming(
+        &mut self,
+        hs: &PeerHandshake,
+        now: &Timestamp,
+    ) -> MeshResult<Option<PendingHello>> {
+        self.screen(hs, now)?;
+        let sender = hs.sender();
         let answered = match hs.mode() {
             HandshakeMode::Hello => None,
             HandshakeMode::Ack => Some(self.take_pending(hs, now)?),

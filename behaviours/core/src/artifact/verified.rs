@@ -10,7 +10,7 @@
 //! Bounds (the table is keyed by what peers choose): at most [`PER_SIGNER`] digests per
 //! signer (the oldest goes first), and two generations of at most [`GENERATION`] signers
 //! each (a hit in the old one is promoted; when the young one is full the old one is
-//! dropped), so at most 2 x 1024 x 8 digests (about 600 KiB) whatever is sent. Entering
+//! dropped), so at most 2 x 1024 x 34 digests (about 2.2 MiB) whatever is sent. Entering
 //! the table costs a valid signature by the signer, and a flood of signers costs what it
 //! would cost without the table.
 
@@ -22,8 +22,10 @@ use sha2::{Digest, Sha256};
 /// Signers per generation.
 const GENERATION: usize = 1024;
 /// Digests kept per signer: a handshake's set of remembered artifacts (a capability
-/// advertisement and its passports) with room for one re-issue.
-pub(crate) const PER_SIGNER: usize = 8;
+/// advertisement and up to 32 passports, `mesh_session`'s `MAX_CAPABILITIES`) with room
+/// for one re-issue. Fewer would not do: a set read in order into a shorter list evicts
+/// itself (8 kept every hello of a peer with 32 passports verifying all 34 signatures).
+pub(crate) const PER_SIGNER: usize = 34;
 
 type Digests = Vec<[u8; 32]>;
 

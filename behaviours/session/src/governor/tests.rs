@@ -1,7 +1,7 @@
 //! The governor driven by hand with a fake clock.
 use super::*;
 use mesh_core::artifact::Artifact;
-use mesh_core::{NodeKeypair, PeerStatus};
+use mesh_core::{NodeKeypair, PeerStatus, RateLimit};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::parse("2026-03-23T18:00:00Z")

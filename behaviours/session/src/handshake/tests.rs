@@ -665,3 +665,5 @@ fn a_past_peer_is_kept_not_named() {
     assert!(b.gov.is_kept(&past));
     assert!(!b.gov.is_named(&past));
 }
+
+mod refusals; // hellos refused before their signatures are checked
