@@ -469,8 +469,9 @@ impl Groups {
     /// A gossip message on the topic of group `key`, handed over by `via`: a presence
     /// signed by the message's author, or it is refused (see [`refusal`] for how). A
     /// full member table evicts members this node is not connected to before it refuses
-    /// one. A stranger's presence (its author not in the table) is taken within the
-    /// budgets of `via`'s network and of all strangers (`presence_rate`), else ignored.
+    /// one. A presence is taken within the budgets of its kind (a stranger's, its author
+    /// not in the table, or a member's) of `via`'s network and in all (`presence_rate`),
+    /// checked before its signature, else ignored.
     pub(crate) fn on_gossip(
         &mut self,
         key: DiscoveryKey,
@@ -487,6 +488,17 @@ impl Groups {
             && !self.presence_rate.admit(author, key, ts)
         {
             tracing::debug!(swarm = %key, %author, "presence over its author's rate: ignored");
+            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
+        }
+        // The budget of its kind (member or stranger) at the peer that handed it over,
+        // before its signature is checked (the node id read unverified names the kind
+        // only: the bytes verified below are the same).
+        let member = SwarmPresence::from_cbor(data)
+            .is_ok_and(|p| self.tables.has_member(&key, &p.node_id()));
+        let forwarder =
+            mesh_advert::Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs());
+        if !self.presence_rate.has_room(member, &forwarder, ts) {
+            tracing::debug!(swarm = %key, %via, member, "presence over its forwarder's or the total budget: ignored");
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
         let checked = SwarmPresence::verify_cbor(data, ts).and_then(|p| {
@@ -518,15 +530,6 @@ impl Groups {
         if self.tables.is_stale(&presence, ts) && !first_from_table {
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
-        let stranger = (!self.tables.has_member(&key, &presence.node_id())).then(|| {
-            mesh_advert::Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs())
-        });
-        if let Some(forwarder) = &stranger
-            && !self.presence_rate.stranger_has_room(forwarder, ts)
-        {
-            tracing::debug!(swarm = %key, %via, "stranger's presence over its forwarder's or the total budget: ignored");
-            return (gossipsub::MessageAcceptance::Ignore, Vec::new());
-        }
         // A full table's refusal is nobody's fault: ignored, not rejected.
         let alive = super::view::alive_in(view);
         match self
@@ -534,9 +537,7 @@ impl Groups {
             .on_signed_presence(&presence, Some(data), ts, &alive)
         {
             Ok(changes) => {
-                if let Some(forwarder) = &stranger {
-                    self.presence_rate.charge_stranger(forwarder, ts);
-                }
+                self.presence_rate.charge(member, &forwarder, ts);
                 (
                     gossipsub::MessageAcceptance::Accept,
                     self.changes(changes, ts, Via::Gossip),

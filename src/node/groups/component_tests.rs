@@ -688,3 +688,50 @@ fn strangers_presences_the_table_refuses_cost_no_budget() {
         "the refused ones took its budget"
     );
 }
+
+/// Members' presences handed over by one neighbour are taken within that neighbour's
+/// budget of members' presences: its fresh keys, once members (here by another
+/// neighbour), each within its own author's rate, used to be taken and forwarded without
+/// end (1,024 keys at once through the strangers' budget, then each at its own rate).
+#[test]
+fn members_presences_from_one_neighbour_are_taken_within_its_budget() {
+    let config = GroupConfig {
+        max_members: 4096,
+        ..GroupConfig::default()
+    };
+    let mut g = Groups::new(NodeKeypair::generate(), config, super::check::CHECK_EVERY);
+    let now = Now::current();
+    let k = DiscoveryKey::from_name("party");
+    g.join(k).unwrap();
+    let burst = super::presence_rate::MEMBERS_PER_FORWARDER.burst as usize;
+    let keys: Vec<NodeKeypair> = (0..burst + 20).map(|_| NodeKeypair::generate()).collect();
+    // Members first, each handed over by a neighbour of its own network.
+    for key in &keys {
+        let data = presence(key, &k, "announce", &now.ts);
+        let author = key.node_id().to_peer_id().ok();
+        let (v, _) = g.on_gossip(
+            k,
+            author,
+            PeerId::random(),
+            &data,
+            &FakeView::default(),
+            &now.ts,
+        );
+        assert_eq!(v, MessageAcceptance::Accept);
+    }
+    // Then each member's next presence (its `leave`), all through one neighbour.
+    let later = now.ts.plus_secs(5);
+    let taken = keys
+        .iter()
+        .filter(|key| {
+            let data = leave(key, &k, &later);
+            let author = key.node_id().to_peer_id().ok();
+            let (v, _) = g.on_gossip(k, author, via(), &data, &FakeView::default(), &later);
+            v == MessageAcceptance::Accept
+        })
+        .count();
+    assert_eq!(
+        taken, burst,
+        "one neighbour's members' presences beyond its budget"
+    );
+}

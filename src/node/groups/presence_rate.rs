@@ -45,6 +45,25 @@ pub(crate) const STRANGERS_TOTAL: RateLimit = RateLimit {
     per_second: 40.0,
 };
 
+/// Presences of members (authors in the swarm's table) taken from what one network's
+/// peers hand over: 1,024 at once, then 20 a second. A member's own rate
+/// ([`PER_AUTHOR`]) holds one key; but the strangers' budget lets one connection put
+/// 1,024 fresh keys in the table at once, and each of them then published at its own
+/// rate: some 1,024 presences a second from one connection, each checked and forwarded
+/// to the whole swarm. The honest load sits far under it: at 200 members a node takes
+/// some 900 presences in all over a mass join, from several mesh peers.
+pub(crate) const MEMBERS_PER_FORWARDER: RateLimit = RateLimit {
+    burst: 1024,
+    per_second: 20.0,
+};
+
+/// Presences of members taken in all, in every swarm of the node's: 4,096 at once, then
+/// 100 a second.
+pub(crate) const MEMBERS_TOTAL: RateLimit = RateLimit {
+    burst: 4096,
+    per_second: 100.0,
+};
+
 /// Presences of strangers taken from the pages of member-table checks that one
 /// network's servers answer: one page (256) at once, then 5 a second. A check asks a
 /// random subscriber every 30 s for what the node lacks, and a hostile one answered up
@@ -62,12 +81,44 @@ const TRACKED: usize = 8192;
 /// Forwarding networks followed at once (as above).
 const FORWARDERS: usize = 4096;
 
-/// The presences taken per (author, swarm), and strangers' per forwarder and in all.
+/// The budgets of one kind of author (strangers or members): per forwarder and in all.
+#[derive(Debug)]
+struct Budgets {
+    forwarders: RateLimiter<Source>,
+    total: RateLimiter<()>,
+}
+
+impl Budgets {
+    fn new(per_forwarder: RateLimit, total: RateLimit) -> Self {
+        Budgets {
+            forwarders: RateLimiter::new(per_forwarder, FORWARDERS),
+            total: RateLimiter::new(total, 1),
+        }
+    }
+
+    fn has_room(&self, forwarder: &Source, ms: i64) -> bool {
+        self.forwarders.peek_ms(forwarder, ms).is_ok() && self.total.peek_ms(&(), ms).is_ok()
+    }
+
+    /// Both budgets, or neither.
+    fn charge(&mut self, forwarder: &Source, ms: i64) {
+        let _ = take_all(
+            ms,
+            &mut [
+                &mut self.forwarders.charge(forwarder),
+                &mut self.total.charge(&()),
+            ],
+        );
+    }
+}
+
+/// The presences taken per (author, swarm), and strangers' and members' per forwarder
+/// and in all.
 #[derive(Debug)]
 pub(crate) struct PresenceRate {
     authors: RateLimiter<(PeerId, DiscoveryKey)>,
-    forwarders: RateLimiter<Source>,
-    total: RateLimiter<()>,
+    strangers: Budgets,
+    members: Budgets,
     check_servers: RateLimiter<Source>,
 }
 
@@ -75,8 +126,8 @@ impl Default for PresenceRate {
     fn default() -> Self {
         PresenceRate {
             authors: RateLimiter::new(PER_AUTHOR, TRACKED),
-            forwarders: RateLimiter::new(STRANGERS_PER_FORWARDER, FORWARDERS),
-            total: RateLimiter::new(STRANGERS_TOTAL, 1),
+            strangers: Budgets::new(STRANGERS_PER_FORWARDER, STRANGERS_TOTAL),
+            members: Budgets::new(MEMBERS_PER_FORWARDER, MEMBERS_TOTAL),
             check_servers: RateLimiter::new(STRANGERS_PER_CHECK_SERVER, FORWARDERS),
         }
     }
@@ -88,12 +139,30 @@ impl PresenceRate {
         self.authors.check(&(author, swarm), ts).is_ok()
     }
 
-    /// Whether a (verified) presence of a stranger that `forwarder` handed over has
-    /// room at `ts` in its forwarder's and the total budget (nothing charged: see
-    /// [`PresenceRate::charge_stranger`]).
-    pub(crate) fn stranger_has_room(&self, forwarder: &Source, ts: &Timestamp) -> bool {
+    /// Whether a presence of a member (`member`) or a stranger that `forwarder` handed
+    /// over has room at `ts` in its forwarder's and the total budget of its kind
+    /// (nothing charged: see [`PresenceRate::charge`]).
+    pub(crate) fn has_room(&self, member: bool, forwarder: &Source, ts: &Timestamp) -> bool {
+        self.budgets(member)
+            .has_room(forwarder, ts.instant().timestamp_millis())
+    }
+
+    /// Charges a presence the table took (one the table refused costs nothing): both
+    /// budgets of its kind, or neither.
+    pub(crate) fn charge(&mut self, member: bool, forwarder: &Source, ts: &Timestamp) {
         let ms = ts.instant().timestamp_millis();
-        self.forwarders.peek_ms(forwarder, ms).is_ok() && self.total.peek_ms(&(), ms).is_ok()
+        match member {
+            true => self.members.charge(forwarder, ms),
+            false => self.strangers.charge(forwarder, ms),
+        }
+    }
+
+    fn budgets(&self, member: bool) -> &Budgets {
+        if member {
+            &self.members
+        } else {
+            &self.strangers
+        }
     }
 
     /// Whether a stranger's presence from a check page `server` answered has room at
@@ -108,18 +177,6 @@ impl PresenceRate {
         let _ = self
             .check_servers
             .check_ms(server, ts.instant().timestamp_millis());
-    }
-
-    /// Charges a stranger's presence the table took (one the table refused costs
-    /// nothing): both budgets, or neither.
-    pub(crate) fn charge_stranger(&mut self, forwarder: &Source, ts: &Timestamp) {
-        let _ = take_all(
-            ts.instant().timestamp_millis(),
-            &mut [
-                &mut self.forwarders.charge(forwarder),
-                &mut self.total.charge(&()),
-            ],
-        );
     }
 }
 
