@@ -194,3 +194,45 @@ async fn the_table_of_new_stun_sources_is_bounded() {
         "the oldest source was forgotten, the newest was not"
     );
 }
+
+/// WebRTC-direct attempts that fail free what they started: webrtc-rs frees a peer
+/// connection's tasks (its ICE agent's checks among them), its SCTP and DTLS state and
+/// its UDP muxer entry only on `close()`, and an attempt that fails or times out was
+/// dropped without it. Twenty attempts that never finish (one STUN request each, from
+/// twenty sources), then their 10 s: the node's runtime is back to the tasks it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_webrtc_attempts_leave_no_tasks_behind() {
+    let node = start(config(&["/ip4/127.0.0.1/udp/0/webrtc-direct"], 128)).await;
+    let webrtc = listen_addr(&node, true).await;
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&webrtc)));
+    let metrics = tokio::runtime::Handle::current().metrics();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = metrics.num_alive_tasks();
+    let sockets: Vec<UdpSocket> = (0..20u32)
+        .map(|n| {
+            let s = UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 10 + n as u8), 0)).unwrap();
+            s.send_to(&stun_binding(n), target).unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = metrics.num_alive_tasks();
+    assert!(
+        during >= before + 20,
+        "the attempts did not start: {before} tasks before, {during} during"
+    );
+    // Each attempt ends within the transport's 10 s; its teardown follows.
+    let mut after = during;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after = metrics.num_alive_tasks();
+        if after <= before + 2 {
+            break;
+        }
+    }
+    drop(sockets);
+    assert!(
+        after <= before + 2,
+        "{before} tasks before 20 failed attempts, {during} during, {after} 30 s after"
+    );
+}

@@ -17,8 +17,9 @@
 //! Left as they come: the addresses the dial brings itself (its maker chose them and
 //! budgets them where it can: an explicit dial, a seed, a route, a punch, the feed's
 //! and the providers' dials) and copies of them, relay circuits through a relay the
-//! node is connected to (the circuit is asked for on that connection: no new
-//! connection to the relay's host), and addresses without an IP (names pass the
+//! node has a direct connection to (the circuit is asked for on that connection: no new
+//! connection to the relay's host; a relay reached only through another relay does not
+//! count, as the relay client would dial the host the circuit names), and addresses without an IP (names pass the
 //! behaviours' scopes only when the operator gave them or the node is on loopback
 //! alone). Loopback destinations are free: the scopes let them in only for a node on
 //! loopback alone (several nodes on one host).
@@ -29,7 +30,7 @@
 //! brings addresses and does not take the behaviours' still spends their tokens (at
 //! the dialed peer's own hosts, mostly). The counted refusals include such addresses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -66,8 +67,9 @@ pub const MAX_ADDED: usize = 32;
 pub struct DialBudget<B> {
     inner: B,
     destinations: DestinationBudget,
-    /// The peers the node is connected to (relays, for circuits).
-    connected: HashSet<PeerId>,
+    /// The peers the node has direct (not relayed) connections to, and how many
+    /// (relays, for circuits).
+    connected: HashMap<PeerId, usize>,
     /// Addresses left out since the start, for `/metrics`.
     refused: u64,
 }
@@ -78,7 +80,7 @@ impl<B> DialBudget<B> {
         DialBudget {
             inner,
             destinations: DestinationBudget::new(PER_DESTINATION, DESTINATIONS).loopback_free(),
-            connected: HashSet::new(),
+            connected: HashMap::new(),
             refused: 0,
         }
     }
@@ -101,6 +103,24 @@ impl<B> DialBudget<B> {
         self.refused
     }
 
+    /// Counts the node's direct connections by peer.
+    fn track(&mut self, event: &FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) if !e.endpoint.is_relayed() => {
+                *self.connected.entry(e.peer_id).or_default() += 1;
+            }
+            FromSwarm::ConnectionClosed(e) if !e.endpoint.is_relayed() => {
+                if let Some(n) = self.connected.get_mut(&e.peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.connected.remove(&e.peer_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Of `added` (what the behaviours returned for a dial that brings `given`), the
     /// addresses the dial takes at `now`. Pure but for the budget.
     fn screen(
@@ -120,7 +140,7 @@ impl<B> DialBudget<B> {
             let take = kept.len() < MAX_ADDED
                 && match ip_of(&bare) {
                     None => true,
-                    Some(_) if through.is_some_and(|r| self.connected.contains(&r)) => true,
+                    Some(_) if through.is_some_and(|r| self.connected.contains_key(&r)) => true,
                     Some(ip) => self.destinations.admit_ip(ip, now),
                 };
             if take {
@@ -182,15 +202,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DialBudget<B> {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        match &event {
-            FromSwarm::ConnectionEstablished(e) => {
-                self.connected.insert(e.peer_id);
-            }
-            FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
-                self.connected.remove(&e.peer_id);
-            }
-            _ => {}
-        }
+        self.track(&event);
         self.inner.on_swarm_event(event)
     }
 

@@ -663,6 +663,8 @@ fn refusal(e: &MeshError) -> gossipsub::MessageAcceptance {
 #[cfg(test)]
 mod component_tests;
 #[cfg(test)]
+mod presence_rate_tests;
+#[cfg(test)]
 mod table_tests;
 
 #[cfg(test)]

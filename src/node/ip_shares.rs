@@ -31,6 +31,11 @@
 //!   (each attempt lives 10 s or more), and every inbound TCP, QUIC and WebSocket
 //!   connection was refused. Now WebRTC-direct attempts hold a quarter at most.
 //!
+//! - **Pending QUIC** (any network): at most `max_pending_quic` in all, for the same
+//!   reason: libp2p-quic answers every Initial packet (no address validation), and one
+//!   from a spoofed source stays pending for the 5 s handshake timeout, so some 26
+//!   Initials a second from fresh addresses held the global cap. Now a quarter too.
+//!
 //! Relayed connections are not counted: their remote address is the relay's, shared by
 //! every peer that reaches the node through it (the relay limits its own clients per
 //! network). Neither are connections without an IP (the memory transport). The tables
@@ -53,6 +58,8 @@ pub struct IpCaps {
     pub max_established: u32,
     /// Pending inbound WebRTC-direct connections in all.
     pub max_pending_webrtc: u32,
+    /// Pending inbound QUIC connections in all.
+    pub max_pending_quic: u32,
     /// Pending inbound connections per [`mesh_core::IpGroup`].
     pub max_pending_group: u32,
     /// Established inbound connections in all (those counted: with an IP, not relayed).
@@ -71,6 +78,9 @@ pub enum Refused {
     /// `max_pending_webrtc` WebRTC-direct connections are in their handshakes.
     #[error("{0} pending inbound WebRTC-direct connections already")]
     PendingWebrtc(u32),
+    /// `max_pending_quic` QUIC connections are in their handshakes.
+    #[error("{0} pending inbound QUIC connections already")]
+    PendingQuic(u32),
     /// The wider network ([`mesh_core::IpGroup`]) has `max_pending_group` connections in their
     /// handshakes.
     #[error("{0} pending inbound connections from this wider network already")]
@@ -108,6 +118,8 @@ pub struct IpShares {
     next_seq: u64,
     /// Pending WebRTC-direct connections (at most `max_pending_webrtc`).
     webrtc: std::collections::HashSet<ConnectionId>,
+    /// Pending QUIC connections (at most `max_pending_quic`).
+    quic: std::collections::HashSet<ConnectionId>,
 }
 
 /// The network a connection from `remote` counts under: `None` when it is not counted
@@ -130,6 +142,7 @@ impl IpShares {
             groups: HashMap::new(),
             next_seq: 0,
             webrtc: std::collections::HashSet::new(),
+            quic: std::collections::HashSet::new(),
         }
     }
 
@@ -141,11 +154,17 @@ impl IpShares {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), Refused> {
+        // Transports that start a connection on one packet from any source.
         if local.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) {
             if self.webrtc.len() >= self.caps.max_pending_webrtc as usize {
                 return Err(Refused::PendingWebrtc(self.caps.max_pending_webrtc));
             }
             self.webrtc.insert(id);
+        } else if local.iter().any(|p| matches!(p, Protocol::QuicV1)) {
+            if self.quic.len() >= self.caps.max_pending_quic as usize {
+                return Err(Refused::PendingQuic(self.caps.max_pending_quic));
+            }
+            self.quic.insert(id);
         }
         let Some(key) = key_of(remote) else {
             return Ok(());
@@ -160,6 +179,7 @@ impl IpShares {
         };
         if let Some(refused) = refused {
             self.webrtc.remove(&id);
+            self.quic.remove(&id);
             return Err(refused);
         }
         self.counts.entry(key).or_default().pending += 1;
@@ -257,6 +277,7 @@ impl IpShares {
 
     fn end_pending(&mut self, id: ConnectionId) {
         self.webrtc.remove(&id);
+        self.quic.remove(&id);
         if let Some(key) = self.pending.remove(&id) {
             if let Some(c) = self.counts.get_mut(&key) {
                 c.pending = c.pending.saturating_sub(1);
@@ -301,6 +322,7 @@ mod tests {
             max_pending: 2,
             max_established: 3,
             max_pending_webrtc: 4,
+            max_pending_quic: 4,
             max_pending_group: 8,
             max_inbound: 100,
         })
@@ -342,6 +364,28 @@ mod tests {
             s.pending(id(9), &webrtc, &from(9)),
             Err(Refused::PendingWebrtc(4))
         );
+    }
+
+    #[test]
+    fn quic_attempts_from_any_networks_hold_their_share_only() {
+        let mut s = shares();
+        let quic = ma("/ip4/0.0.0.0/udp/4001/quic-v1");
+        // One Initial each from fresh (spoofed) addresses: four attempts, then none.
+        let from = |n: usize| ma(&format!("/ip4/203.0.113.{n}/udp/5000/quic-v1"));
+        for n in 0..4 {
+            assert_eq!(s.pending(id(n), &quic, &from(n)), Ok(()));
+        }
+        assert_eq!(
+            s.pending(id(4), &quic, &from(4)),
+            Err(Refused::PendingQuic(4))
+        );
+        // Other transports still get their connections; one that ends makes room.
+        assert_eq!(
+            s.pending(id(5), &tcp(), &ma("/ip4/198.51.100.9/tcp/1")),
+            Ok(())
+        );
+        s.failed(id(0));
+        assert_eq!(s.pending(id(6), &quic, &from(6)), Ok(()));
     }
 
     #[test]
@@ -439,6 +483,7 @@ mod tests {
             max_pending: 64,
             max_established: 64,
             max_pending_webrtc: 4,
+            max_pending_quic: 4,
             max_pending_group: 64,
             max_inbound: inbound,
         })

@@ -95,7 +95,34 @@ fn names_free_loopback_and_circuits_through_a_connected_relay_take_no_token() {
             .sum::<usize>()
     };
     assert_eq!(one_by_one(&mut b), 3);
-    b.connected.insert(relay);
+    // Reached through another relay only: still counted (the relay client would dial
+    // the circuit's host to ask for the circuit).
+    let (relayed, direct) = (
+        ma("/ip4/192.0.2.7/tcp/4001/p2p-circuit"),
+        ma("/ip4/198.51.100.1/tcp/4001"),
+    );
+    let endpoint = |addr: &Multiaddr| libp2p::core::ConnectedPoint::Dialer {
+        address: addr.clone(),
+        role_override: Endpoint::Dialer,
+        port_use: libp2p::core::transport::PortUse::Reuse,
+    };
+    let (over_relay, over_tcp) = (endpoint(&relayed), endpoint(&direct));
+    fn established(
+        peer_id: PeerId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        n: usize,
+    ) -> FromSwarm<'_> {
+        FromSwarm::ConnectionEstablished(libp2p::swarm::behaviour::ConnectionEstablished {
+            peer_id,
+            connection_id: libp2p::swarm::ConnectionId::new_unchecked(n),
+            endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        })
+    }
+    b.track(&established(relay, &over_relay, 1));
+    assert_eq!(one_by_one(&mut b), 0, "the host's budget is spent");
+    b.track(&established(relay, &over_tcp, 2));
     assert_eq!(one_by_one(&mut b), 6);
 }
 

@@ -278,3 +278,51 @@ fn refusals_carry_their_code_and_malformed_answers_are_refused() {
         );
     }
 }
+
+/// A page is sorted by node id, one presence per node: copies of one presence are
+/// verified once, a node id lower than the one before ends the page (no more pages),
+/// and so does the eighth refusal. A hostile server answered 256 copies of one
+/// presence, or of forged bytes, each verified.
+#[test]
+fn a_page_is_read_in_node_order_once_per_node() {
+    let (swarm, now) = (DiscoveryKey::from_name("t"), t0());
+    let t = table(3, &swarm, &now);
+    // 256 copies of one presence: one taken, none refused.
+    let copies = Page {
+        items: vec![t[0].1.clone(); PAGE_MAX],
+        more: true,
+    };
+    let checked = check_page(copies, &now);
+    assert_eq!((checked.valid.len(), checked.refused.len()), (1, 0));
+    assert!(checked.more);
+    // Out of order: what came before is taken, the rest is not read.
+    let shuffled = Page {
+        items: vec![t[1].1.clone(), t[0].1.clone(), t[2].1.clone()],
+        more: true,
+    };
+    let checked = check_page(shuffled, &now);
+    assert_eq!((checked.valid.len(), checked.refused.len()), (1, 1));
+    assert!(!checked.more, "a page out of order asks for no more");
+    // Forged presences (each of its own node), in order: eight refusals, then the page
+    // ends.
+    let mut forged: Vec<(NodeId, Vec<u8>)> = (0..40)
+        .map(|_| {
+            // One presence with the signature of another of the same key.
+            let k = NodeKeypair::generate();
+            let mut a = cbor::decode(&presence(&k, &swarm, 60, &now)).unwrap();
+            let b = cbor::decode(&presence(&k, &swarm, 61, &now)).unwrap();
+            a["signature"] = b["signature"].clone();
+            (k.node_id(), cbor::encode(&a))
+        })
+        .collect();
+    forged.sort_by_key(|(n, _)| *n);
+    let checked = check_page(
+        Page {
+            items: forged.into_iter().map(|(_, b)| b).collect(),
+            more: true,
+        },
+        &now,
+    );
+    assert_eq!(checked.refused.len(), MAX_REFUSED_PER_PAGE);
+    assert!(!checked.more);
+}
