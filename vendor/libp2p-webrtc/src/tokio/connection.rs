@@ -147,6 +147,27 @@ impl Connection {
     }
 }
 
+/// Closes the peer connection (libmesh patch): libp2p-swarm drops a connection without
+/// closing it when the connection ends on an error (its idle timeout is one), and
+/// webrtc-rs frees a peer connection's tasks, its DTLS and SCTP state and its UDP muxer
+/// entry only on `close()`, so every such connection stayed for the life of the
+/// process. A connection already closed is left as it is (`close()` returns at once).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let peer_conn = Arc::clone(&self.peer_conn);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = peer_conn.lock().await.close().await {
+                        tracing::debug!(%e, "closing a dropped WebRTC connection");
+                    }
+                });
+            }
+            Err(_) => tracing::debug!("a WebRTC connection dropped outside a runtime"),
+        }
+    }
+}
+
 impl StreamMuxer for Connection {
     type Substream = Stream;
     type Error = Error;
