@@ -277,21 +277,23 @@ impl Governor {
             .map_err(|_| ErrorCode::TransportRejected)
     }
 
-    /// As [`Governor::allow_handshake`] for a hello from `node` at a connection from
-    /// `network`, whose peers share [`GovernorConfig::network_handshakes`].
-    pub fn allow_handshake_from(
+    /// Whether a hello from a connection from `network` may have its signatures checked
+    /// now: the peers of one network share [`GovernorConfig::network_handshakes`]. Asked
+    /// last before the signatures, so that hellos refused for free (no room, a replay)
+    /// take nothing; named peers are not counted (as the room's network share spares
+    /// them).
+    pub fn allow_network_hello(
         &mut self,
         node: &NodeId,
         network: Option<IpKey>,
         now: &Timestamp,
     ) -> Result<(), ErrorCode> {
-        self.allow_handshake(node, now)?;
         match network {
-            Some(net) => self
+            Some(net) if !self.is_named(node) => self
                 .network_handshakes
                 .check(&net, now)
                 .map_err(|_| ErrorCode::TransportRejected),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 

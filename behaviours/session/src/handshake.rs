@@ -483,14 +483,12 @@ impl Handshakes {
         if hello.mode() != HandshakeMode::Hello {
             return Err(MeshError::invalid("expected a hello"));
         }
-        // All that needs no signature first (a hello carries up to 34, node ids are
-        // free): the rates, by the connection's peer (Noise proved it) and its network;
-        // sender, recipient, clock and the advertisement's node; room; replay.
-        let claimed = NodeId::from_peer_id(&peer)
-            .map_err(|e| MeshError::new(ErrorCode::SigUnknownSigner, e.to_string()))?;
-        gov.allow_handshake_from(&claimed, self.networks.network(&peer), now)
-            .map_err(|c| MeshError::new(c, "handshake refused: blocked or over the rate limit"))?;
+        // All that needs no signature first (a hello carries up to 34; ids are free):
+        // addressing and the advertisement's node, the peer's rate (Noise proved the
+        // peer), room, replay, the network's rate.
         let node = self.own.check_addressing(&peer, hello, Some(caps), now)?;
+        let refused = |c| MeshError::new(c, "handshake refused: blocked or over the rate limit");
+        gov.allow_handshake(&node, now).map_err(refused)?;
         let renewing = matches!(self.states.get(&peer), Some(State::Established(_)));
         if !renewing {
             // A soft refusal: the connection stays, without a session.
@@ -498,6 +496,8 @@ impl Handshakes {
             room::admit(gov, &self.networks, (&peer, &node), pending, &others)?;
         }
         self.replay.screen(hello, now)?;
+        gov.allow_network_hello(&node, self.networks.network(&peer), now)
+            .map_err(refused)?;
         let verified = verify_set(hello, caps);
         self.own.check_handshake(&peer, hello, now, verified)?;
         self.replay.check_incoming(hello, now)?;

@@ -6,9 +6,10 @@
 //! opens it, before the swarm has accepted or negotiated it, so a peer that opens
 //! streams the node is slow to take (the swarm negotiates at most
 //! [`super::MAX_NEGOTIATING_INBOUND_STREAMS`] at once, 10 s each) parks up to 15 MB in
-//! every connection: some 5.6 GiB over the 384 inbound connections the node allows.
-//! libmesh gives QUIC yamux's figures: a stream window of 1 MiB (the largest a yamux
-//! stream of the node reaches, [`super::MAX_STREAMS`]) and 4 MiB per connection.
+//! every connection: some 5.4 GiB over the 384 inbound connections the node allows.
+//! libmesh gives a QUIC stream the largest window a yamux stream of the node reaches,
+//! 1 MiB (see [`super`]), and a connection 4 MiB in all (a yamux connection's streams
+//! start at 256 KiB each; QUIC's grant every stream its whole window at once).
 //!
 //! The price: one stream carries at most 1 MiB and one connection 4 MiB per round trip
 //! (80 and 320 Mbit/s at 100 ms); on loopback and LANs nothing changes (`cargo bench

@@ -291,7 +291,6 @@ pub fn check_page(page: Page, now: &Timestamp) -> CheckedPage {
     let mut before: Option<NodeId> = None;
     for bytes in page.items {
         if out.refused.len() >= MAX_REFUSED_PER_PAGE {
-            out.more = false;
             break;
         }
         if let Ok(p) = SwarmPresence::from_cbor(&bytes) {
@@ -326,6 +325,9 @@ pub fn check_page(page: Page, now: &Timestamp) -> CheckedPage {
                 out.refused.push(e);
             }
         }
+    }
+    if out.refused.len() >= MAX_REFUSED_PER_PAGE {
+        out.more = false;
     }
     out
 }

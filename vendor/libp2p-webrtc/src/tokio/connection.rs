@@ -151,14 +151,21 @@ impl Connection {
 /// closing it when the connection ends on an error (its idle timeout is one), and
 /// webrtc-rs frees a peer connection's tasks, its DTLS and SCTP state and its UDP muxer
 /// entry only on `close()`, so every such connection stayed for the life of the
-/// process. A connection already closed is left as it is (`close()` returns at once).
+/// process. A close under way is run to its end (`close()` marks the connection closed
+/// first, so a fresh one would return at once); a connection already closed is left as
+/// it is.
 impl Drop for Connection {
     fn drop(&mut self) {
         let peer_conn = Arc::clone(&self.peer_conn);
+        let under_way = self.close_fut.take();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if let Err(e) = peer_conn.lock().await.close().await {
+                    let closed = match under_way {
+                        Some(close) => close.await,
+                        None => peer_conn.lock().await.close().await.map_err(Error::from),
+                    };
+                    if let Err(e) = closed {
                         tracing::debug!(%e, "closing a dropped WebRTC connection");
                     }
                 });

@@ -113,9 +113,42 @@ fn the_peers_of_one_network_share_a_handshake_rate() {
     let (reply, spent) = hello(&mut b, &NodeKeypair::generate(), 31, Some(net));
     assert_eq!(code_of(&reply), ErrorCode::TransportRejected);
     assert_eq!(spent, 0, "signatures checked over the network's rate");
-    // Another network is not held back, and the rate refills (2 a second).
+    // Another network is not held back; nor is a named peer of the spent one.
     let (reply, _) = hello(&mut b, &NodeKeypair::generate(), 0, Some(other));
     assert!(acked(&reply));
+    let seed = NodeKeypair::generate();
+    b.gov.add_known(seed.node_id());
+    let (reply, _) = hello(&mut b, &seed, 0, Some(net));
+    assert!(
+        acked(&reply),
+        "a named peer held back by its network's rate"
+    );
+}
+
+/// Hellos refused for room take nothing of their network's rate: strangers of a
+/// network whose share is full do not spend it for the others.
+#[test]
+fn hellos_refused_for_room_leave_the_network_s_rate_alone() {
+    let mut b = node_with(GovernorConfig {
+        max_live: 8,
+        ..GovernorConfig::default()
+    });
+    let net = IpKey::of("198.51.100.7".parse().unwrap());
+    let burst = GovernorConfig::default().network_handshakes.burst as usize;
+    // The network's share (2 of 8) taken, then more than its rate's burst refused for room.
+    let keys: Vec<NodeKeypair> = (0..burst + 2).map(|_| NodeKeypair::generate()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let (reply, _) = hello(&mut b, k, 0, Some(net));
+        assert_eq!(acked(&reply), i < 2, "hello {i}");
+    }
+    // Room again (one of its peers leaves): the next is taken.
+    let gone = keys[0].node_id().to_peer_id().unwrap();
+    b.hs.disconnected(&gone, &mut b.gov, &t(0));
+    let (reply, _) = hello(&mut b, &NodeKeypair::generate(), 0, Some(net));
+    assert!(
+        acked(&reply),
+        "the network's rate was spent by hellos refused for room"
+    );
 }
 
 #[test]

@@ -316,13 +316,13 @@ fn a_page_is_read_in_node_order_once_per_node() {
         })
         .collect();
     forged.sort_by_key(|(n, _)| *n);
-    let checked = check_page(
-        Page {
-            items: forged.into_iter().map(|(_, b)| b).collect(),
-            more: true,
-        },
-        &now,
-    );
-    assert_eq!(checked.refused.len(), MAX_REFUSED_PER_PAGE);
-    assert!(!checked.more);
+    let forged: Vec<Vec<u8>> = forged.into_iter().map(|(_, b)| b).collect();
+    for items in [forged.clone(), forged[..MAX_REFUSED_PER_PAGE].to_vec()] {
+        let checked = check_page(Page { items, more: true }, &now);
+        assert_eq!(checked.refused.len(), MAX_REFUSED_PER_PAGE);
+        assert!(
+            !checked.more,
+            "a page with the last refusal asks for no more"
+        );
+    }
 }
