@@ -31,7 +31,7 @@ pub struct GovernorConfig {
     /// see the module docs). At least 1.
     pub max_peers: usize,
     /// Redials in a row without a session after which a past peer that was not named
-    /// with [`Governor::add_known`] is forgotten.
+    /// with [`super::Governor::add_known`] is forgotten.
     pub forget_after: u32,
 }
 
