@@ -397,8 +397,9 @@ impl Node {
             }
             QueryResult::PutRecord(Err(e)) => {
                 tracing::debug!(error = %e, "own record put failed");
-                self.own.put_failed();
+                self.own.put_failed(&Timestamp::now());
             }
+            QueryResult::PutRecord(Ok(_)) => self.own.put_succeeded(),
             _ => {}
         }
     }

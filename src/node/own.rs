@@ -56,6 +56,9 @@ pub(crate) struct OwnRecord {
     addrs_dirty: bool,
     put_pending: bool,
     last_put: Option<kad::QueryId>,
+    /// Puts that failed in a row, and when the next may go (see [`put_backoff`]).
+    put_failures: u32,
+    put_retry_at: Option<Timestamp>,
     withdrawal: Option<NodeWithdrawal>,
 }
 
@@ -69,6 +72,8 @@ impl OwnRecord {
             addrs_dirty: false,
             put_pending: false,
             last_put: None,
+            put_failures: 0,
+            put_retry_at: None,
             withdrawal: None,
         }
     }
@@ -221,9 +226,10 @@ impl OwnRecord {
         }
     }
 
-    /// A mesh-DHT peer appeared: the put of our record again, if the last one failed.
+    /// A mesh-DHT peer appeared: the put of our record again, if the last one failed
+    /// and its backoff has passed.
     pub(crate) fn dht_peer_appeared(&self, now: &Timestamp) -> Vec<Action> {
-        if !self.put_pending {
+        if !self.put_pending || self.put_retry_at.as_ref().is_some_and(|at| now < at) {
             return Vec::new();
         }
         let record = match (&self.withdrawal, self.advert.current()) {
@@ -240,15 +246,33 @@ impl OwnRecord {
         self.last_put = query;
     }
 
-    /// The put of our record failed in the DHT (retried when a mesh-DHT peer appears).
-    pub(crate) fn put_failed(&mut self) {
+    /// The put of our record failed in the DHT at `now` (retried when a mesh-DHT peer
+    /// appears, once its backoff has passed).
+    pub(crate) fn put_failed(&mut self, now: &Timestamp) {
         self.put_pending = true;
+        self.put_failures = self.put_failures.saturating_add(1);
+        self.put_retry_at = Some(now.plus_secs(put_backoff(self.put_failures)));
+    }
+
+    /// The put of our record went through: the next failure waits the shortest backoff.
+    pub(crate) fn put_succeeded(&mut self) {
+        self.put_failures = 0;
+        self.put_retry_at = None;
     }
 
     /// The query of the last put started, if it started.
     pub(crate) fn last_put(&self) -> Option<kad::QueryId> {
         self.last_put
     }
+}
+
+/// Seconds before the put of our record is tried again after `failures` failures in a
+/// row: 10, doubling, at most 10 minutes. A retry was started by every identify of a
+/// mesh-DHT peer while the last put had failed, and peers that refuse puts (or push
+/// identify at will) made each one a new query and up to 20 puts to third parties.
+pub(crate) fn put_backoff(failures: u32) -> i64 {
+    let doublings = failures.saturating_sub(1).min(6);
+    (10i64 << doublings).min(600)
 }
 
 fn session_peers(view: &impl View) -> Vec<PeerId> {

@@ -160,7 +160,7 @@ fn a_withdrawal_replaces_the_record_until_the_next_publish() {
 }
 
 #[test]
-fn a_failed_put_is_retried_when_a_dht_peer_appears() {
+fn a_failed_put_is_retried_when_a_dht_peer_appears_after_its_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now();
     let (mut own, _store) = own(&dir, &now);
@@ -173,13 +173,20 @@ fn a_failed_put_is_retried_when_a_dht_peer_appears() {
     // The swarm refused the put (no peer yet): retried once a peer appears.
     own.put_started(None);
     assert_eq!(own.dht_peer_appeared(&now).len(), 1);
-    // A put that started and then failed in the DHT: the same.
-    own.put_failed();
-    assert_eq!(own.dht_peer_appeared(&now).len(), 1);
+    // A put that started and then failed in the DHT: the same, once its backoff passed
+    // (10 s, then 20, 40 ... 600); a success makes the next wait 10 s again.
+    own.put_failed(&now);
+    assert!(own.dht_peer_appeared(&now.plus_secs(9)).is_empty());
+    assert_eq!(own.dht_peer_appeared(&now.plus_secs(10)).len(), 1);
+    own.put_failed(&now);
+    assert!(own.dht_peer_appeared(&now.plus_secs(19)).is_empty());
+    assert_eq!(own.dht_peer_appeared(&now.plus_secs(20)).len(), 1);
+    assert_eq!(super::put_backoff(20), 600);
+    own.put_succeeded();
     // After a withdrawal, the retry puts the withdrawal.
     let _ = own.withdraw(&view, &now).unwrap();
-    own.put_failed();
-    let retry = own.dht_peer_appeared(&now);
+    own.put_failed(&now);
+    let retry = own.dht_peer_appeared(&now.plus_secs(10));
     let [Action::PutOwnRecord(record)] = retry.as_slice() else {
         panic!("one put, got {retry:?}")
     };
