@@ -15,9 +15,13 @@ use libmesh::node::{NodeConfig, Target};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::{DialOpts, PortUse, Transport};
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, quic};
+use libp2p::quic;
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
+
+#[path = "support/listen.rs"]
+mod listen;
+use listen::{listen_addr, udp_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,26 +35,6 @@ async fn start(listen: &[&str], max_pending_incoming: u32) -> TestNode {
         ..loopback_config()
     };
     start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await
-}
-
-/// The node's listen address with (`quic`) or without QUIC.
-async fn listen_addr(node: &TestNode, quic: bool) -> Multiaddr {
-    let status = node.handle.status().await.unwrap();
-    status
-        .listen_addrs
-        .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-        .unwrap_or_else(|| panic!("no such listen address: {:?}", status.listen_addrs))
-}
-
-fn udp_port(addr: &Multiaddr) -> u16 {
-    addr.iter()
-        .find_map(|p| match p {
-            Protocol::Udp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap()
 }
 
 /// The first datagram of a libp2p-quic dial (its Initial, with the whole ClientHello),
@@ -93,8 +77,8 @@ async fn quic_initials_from_fresh_addresses_leave_room_for_other_transports() {
         16,
     )
     .await;
-    let quic = listen_addr(&node, true).await;
-    let tcp = listen_addr(&node, false)
+    let quic = listen_addr(&node, "quic-v1", true).await;
+    let tcp = listen_addr(&node, "quic-v1", false)
         .await
         .with(Protocol::P2p(node.peer));
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&quic)));

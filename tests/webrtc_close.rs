@@ -18,16 +18,15 @@ use libp2p::{Multiaddr, Transport};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::{loopback_config, start_node};
 
+#[path = "support/listen.rs"]
+mod listen;
+use listen::{listen_addr, webrtc_cert};
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A bare WebRTC-direct peer that keeps no connection it does not use (1 s).
 fn client() -> libp2p::Swarm<dummy::Behaviour> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (pem, _) = libmesh::node::webrtc_cert::generate_pem(now).unwrap();
-    let cert = libp2p_webrtc::tokio::Certificate::from_pem(&pem).unwrap();
+    let cert = webrtc_cert();
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
@@ -84,13 +83,8 @@ async fn a_webrtc_connection_that_idles_out_leaves_no_tasks_behind() {
         ..loopback_config()
     };
     let node = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
-    let status = node.handle.status().await.unwrap();
-    let target: Multiaddr = status
-        .listen_addrs
-        .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::WebRTCDirect)))
-        .unwrap()
+    let target = listen_addr(&node, "webrtc-direct", true)
+        .await
         .with(Protocol::P2p(node.peer));
     let metrics = tokio::runtime::Handle::current().metrics();
     let mut done = None;

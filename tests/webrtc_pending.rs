@@ -21,9 +21,13 @@ use libmesh::node::{NodeConfig, Target};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Transport, connection_limits};
+use libp2p::{Transport, connection_limits};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
+
+#[path = "support/listen.rs"]
+mod listen;
+use listen::{listen_addr, udp_port, webrtc_cert};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -61,26 +65,6 @@ fn stun_binding(n: u32) -> Vec<u8> {
     m
 }
 
-/// The port of the node's listen address on `transport` (`tcp`, `webrtc-direct`).
-async fn listen_addr(node: &TestNode, webrtc: bool) -> Multiaddr {
-    let status = node.handle.status().await.unwrap();
-    status
-        .listen_addrs
-        .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) == webrtc)
-        .unwrap_or_else(|| panic!("no such listen address: {:?}", status.listen_addrs))
-}
-
-fn udp_port(addr: &Multiaddr) -> u16 {
-    addr.iter()
-        .find_map(|p| match p {
-            Protocol::Udp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap()
-}
-
 /// Forty packets from forty loopback addresses (as many networks) at a node whose
 /// pending cap is 16: a TCP peer still connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,8 +74,8 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
         16,
     ))
     .await;
-    let webrtc = listen_addr(&node, true).await;
-    let tcp = listen_addr(&node, false)
+    let webrtc = listen_addr(&node, "webrtc-direct", true).await;
+    let tcp = listen_addr(&node, "webrtc-direct", false)
         .await
         .with(Protocol::P2p(node.peer));
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&webrtc)));
@@ -119,12 +103,7 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
 /// it is pending (so no attempt runs): each STUN request the listener takes for a new
 /// source shows as one `IncomingConnectionError`.
 fn refusing_webrtc_swarm() -> libp2p::Swarm<connection_limits::Behaviour> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (pem, _) = libmesh::node::webrtc_cert::generate_pem(now).unwrap();
-    let cert = libp2p_webrtc::tokio::Certificate::from_pem(&pem).unwrap();
+    let cert = webrtc_cert();
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
@@ -192,47 +171,5 @@ async fn the_table_of_new_stun_sources_is_bounded() {
         attempts(&mut swarm, Duration::from_secs(1)).await,
         1,
         "the oldest source was forgotten, the newest was not"
-    );
-}
-
-/// WebRTC-direct attempts that fail free what they started: webrtc-rs frees a peer
-/// connection's tasks (its ICE agent's checks among them), its SCTP and DTLS state and
-/// its UDP muxer entry only on `close()`, and an attempt that fails or times out was
-/// dropped without it. Twenty attempts that never finish (one STUN request each, from
-/// twenty sources), then their 10 s: the node's runtime is back to the tasks it had.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_webrtc_attempts_leave_no_tasks_behind() {
-    let node = start(config(&["/ip4/127.0.0.1/udp/0/webrtc-direct"], 128)).await;
-    let webrtc = listen_addr(&node, true).await;
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&webrtc)));
-    let metrics = tokio::runtime::Handle::current().metrics();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = metrics.num_alive_tasks();
-    let sockets: Vec<UdpSocket> = (0..20u32)
-        .map(|n| {
-            let s = UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 10 + n as u8), 0)).unwrap();
-            s.send_to(&stun_binding(n), target).unwrap();
-            s
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = metrics.num_alive_tasks();
-    assert!(
-        during >= before + 20,
-        "the attempts did not start: {before} tasks before, {during} during"
-    );
-    // Each attempt ends within the transport's 10 s; its teardown follows.
-    let mut after = during;
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        after = metrics.num_alive_tasks();
-        if after <= before + 2 {
-            break;
-        }
-    }
-    drop(sockets);
-    assert!(
-        after <= before + 2,
-        "{before} tasks before 20 failed attempts, {during} during, {after} 30 s after"
     );
 }

@@ -414,8 +414,11 @@ impl Node {
                 }
             }
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
-            } => self.on_mesh_query(id, result, step.last),
+                id,
+                result,
+                step,
+                stats,
+            } => self.on_mesh_query(id, result, step.last, stats.num_requests() > 0),
             kad::Event::ModeChanged { new_mode } => {
                 tracing::info!(mode = %new_mode, "mesh DHT mode");
             }

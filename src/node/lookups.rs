@@ -294,7 +294,15 @@ impl Node {
     }
 
     /// A query of the mesh DHT progressed: providers, a lookup's record, our put.
-    pub(super) fn on_mesh_query(&mut self, id: kad::QueryId, result: QueryResult, last: bool) {
+    /// `contacted`: whether the query sent any request (a put with no peer to ask fails
+    /// at once, and that is no peer's refusal).
+    pub(super) fn on_mesh_query(
+        &mut self,
+        id: kad::QueryId,
+        result: QueryResult,
+        last: bool,
+        contacted: bool,
+    ) {
         let Some(result) = self.on_provider_query(Dht::Mesh, id, result, last) else {
             return;
         };
@@ -395,11 +403,15 @@ impl Node {
                     }
                 }
             }
-            QueryResult::PutRecord(Err(e)) => {
-                tracing::debug!(error = %e, "own record put failed");
-                self.own.put_failed(&Timestamp::now());
-            }
-            QueryResult::PutRecord(Ok(_)) => self.own.put_succeeded(),
+            // The latest put of our record only (an earlier one still running when a
+            // newer started has no say).
+            QueryResult::PutRecord(r) if self.own.last_put() == Some(id) => match r {
+                Err(e) => {
+                    tracing::debug!(error = %e, "own record put failed");
+                    self.own.put_failed(&Timestamp::now(), contacted);
+                }
+                Ok(_) => self.own.put_succeeded(),
+            },
             _ => {}
         }
     }

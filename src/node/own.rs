@@ -247,9 +247,14 @@ impl OwnRecord {
     }
 
     /// The put of our record failed in the DHT at `now` (retried when a mesh-DHT peer
-    /// appears, once its backoff has passed).
-    pub(crate) fn put_failed(&mut self, now: &Timestamp) {
+    /// appears, once its backoff has passed). A put that asked no peer (the table was
+    /// empty: a node without seeds before its first peer) takes no backoff: the first
+    /// peer's identify retries it at once.
+    pub(crate) fn put_failed(&mut self, now: &Timestamp, contacted: bool) {
         self.put_pending = true;
+        if !contacted {
+            return;
+        }
         self.put_failures = self.put_failures.saturating_add(1);
         self.put_retry_at = Some(now.plus_secs(put_backoff(self.put_failures)));
     }

@@ -175,17 +175,20 @@ fn a_failed_put_is_retried_when_a_dht_peer_appears_after_its_backoff() {
     assert_eq!(own.dht_peer_appeared(&now).len(), 1);
     // A put that started and then failed in the DHT: the same, once its backoff passed
     // (10 s, then 20, 40 ... 600); a success makes the next wait 10 s again.
-    own.put_failed(&now);
+    own.put_failed(&now, true);
     assert!(own.dht_peer_appeared(&now.plus_secs(9)).is_empty());
     assert_eq!(own.dht_peer_appeared(&now.plus_secs(10)).len(), 1);
-    own.put_failed(&now);
+    own.put_failed(&now, true);
     assert!(own.dht_peer_appeared(&now.plus_secs(19)).is_empty());
     assert_eq!(own.dht_peer_appeared(&now.plus_secs(20)).len(), 1);
     assert_eq!(super::put_backoff(20), 600);
     own.put_succeeded();
+    // A put that asked no peer (an empty table) is retried by the first peer at once.
+    own.put_failed(&now, false);
+    assert_eq!(own.dht_peer_appeared(&now).len(), 1);
     // After a withdrawal, the retry puts the withdrawal.
     let _ = own.withdraw(&view, &now).unwrap();
-    own.put_failed(&now);
+    own.put_failed(&now, true);
     let retry = own.dht_peer_appeared(&now.plus_secs(10));
     let [Action::PutOwnRecord(record)] = retry.as_slice() else {
         panic!("one put, got {retry:?}")
