@@ -481,7 +481,10 @@ impl Groups {
         view: &dyn View,
         ts: &Timestamp,
     ) -> (gossipsub::MessageAcceptance, Actions) {
-        if presence_rate::replayed(&self.tables, key, source, data, ts) {
+        // Decoded once, unverified, for the checks before the signature (the bytes
+        // verified below are the same).
+        let claimed = SwarmPresence::from_cbor(data).ok();
+        if presence_rate::replayed(&self.tables, key, source, claimed.as_ref(), ts) {
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
         if let Some(author) = source
@@ -490,11 +493,10 @@ impl Groups {
             tracing::debug!(swarm = %key, %author, "presence over its author's rate: ignored");
             return (gossipsub::MessageAcceptance::Ignore, Vec::new());
         }
-        // The budget of its kind (member or stranger) at the peer that handed it over,
-        // before its signature is checked (the node id read unverified names the kind
-        // only: the bytes verified below are the same).
-        let member = SwarmPresence::from_cbor(data)
-            .is_ok_and(|p| self.tables.has_member(&key, &p.node_id()));
+        // The budget of its kind (member or stranger) at the peer that handed it over.
+        let member = claimed
+            .as_ref()
+            .is_some_and(|p| self.tables.has_member(&key, &p.node_id()));
         let forwarder =
             mesh_advert::Source::for_rates_of(via, &view.remote_addrs(&via), &view.listen_addrs());
         if !self.presence_rate.has_room(member, &forwarder, ts) {

@@ -15,7 +15,7 @@
 
 use libp2p::PeerId;
 use mesh_advert::Source;
-use mesh_core::{Artifact, RateLimit, RateLimiter, SwarmPresence, Timestamp, take_all};
+use mesh_core::{RateLimit, RateLimiter, SwarmPresence, Timestamp, take_all};
 use mesh_signal::group::{DiscoveryKey, Groups};
 
 /// Presences per author and swarm: a burst of 10, then one a second (twice the most a
@@ -180,7 +180,8 @@ impl PresenceRate {
     }
 }
 
-/// Whether `data`, a presence its author (`source`) put on the topic of `key`, would
+/// Whether `claimed`, a presence (decoded, not verified) its author (`source`) put on
+/// the topic of `key`, would
 /// change nothing in `tables`: expired, or not newer than what the table holds (a
 /// replay of a captured gossip message, or an older one). Such a presence is ignored
 /// before the author's rate is charged and before its signature is checked. Gossipsub
@@ -191,19 +192,16 @@ pub(crate) fn replayed(
     tables: &Groups,
     key: DiscoveryKey,
     source: Option<PeerId>,
-    data: &[u8],
+    claimed: Option<&SwarmPresence>,
     ts: &Timestamp,
 ) -> bool {
-    let Some(author) = source else {
-        return false;
-    };
-    let Ok(p) = SwarmPresence::from_cbor(data) else {
+    let (Some(author), Some(p)) = (source, claimed) else {
         return false;
     };
     p.swarm_key() == key.as_bytes()
         && p.node_id().to_peer_id().ok() == Some(author)
-        && tables.is_stale(&p, ts)
-        && !tables.awaits_gossip_of_table_entry(&p)
+        && tables.is_stale(p, ts)
+        && !tables.awaits_gossip_of_table_entry(p)
 }
 
 #[cfg(test)]
