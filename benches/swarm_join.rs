@@ -744,6 +744,8 @@ async fn run(a: Args, nofile: u64) {
     // tables did not, with more of the joins' connections still open.
     if !a.settle.is_zero() {
         tokio::time::sleep_until(converge_from + a.limit * 3 + a.settle).await;
+        // A line to start a profiler on (the window's CPU is what item 2 measures).
+        eprintln!("settled window begins: {:?}", a.steady);
         settled = steady(format!("settled {:?}", a.settle), a.steady).await;
     }
     let Steady {

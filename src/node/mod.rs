@@ -39,6 +39,7 @@ pub mod behaviour;
 pub mod birthday;
 pub mod boxed;
 pub mod build;
+mod circuit_addrs;
 mod commands;
 pub mod config;
 pub mod dcutr_scope;
@@ -129,8 +130,7 @@ pub const WITHDRAW_FLUSH: Duration = Duration::from_secs(5);
 /// How many stored peers a starting node asks the governor to reconnect to.
 pub const STORED_PEERS: usize = 64;
 
-/// How long after its start the node takes its stored peers, once it listens: its
-/// listeners have reported their addresses by then.
+/// How long after its start the node takes its stored peers (its addresses are known).
 const STORED_SETTLE: Duration = Duration::from_secs(2);
 /// How long the node waits for its listeners' addresses before it takes its stored
 /// peers anyway (their scope is then judged by what it has).

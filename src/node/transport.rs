@@ -37,6 +37,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::birthday::quic::{ProbePorts, ProbeQuic};
 use super::build::{self, Parts};
+use super::circuit_addrs::CircuitAddrs;
 use super::config::NodeConfig;
 use super::muxer;
 
@@ -75,9 +76,17 @@ pub fn build_swarm(
     let inner_tls = tls.clone();
     let read_budget = mesh_core::ReadBudget::new(config.limits.read_budget_bytes);
     super::stats::read_budget::register(registry, &read_budget);
-    let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p())
+    let identity = key.to_libp2p();
+    let (relay_transport, relay_client) =
+        libp2p::relay::client::new(identity.public().to_peer_id());
+    let swarm = SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
-        // First, so that it sees `/dns` names unresolved (see the module docs).
+        // Relay circuits first, as the builder's `with_relay_client` puts them: every
+        // transport after takes only addresses without `/p2p-circuit`, but a resolver
+        // takes any address (see below).
+        .with_other_transport(|key| circuit_transport(key, relay_transport))
+        .map_err(|e| build(&e))?
+        // Next, so that it sees `/dns` names unresolved (see the module docs).
         .with_other_transport(|key| websocket_transport(key, tls))
         .map_err(|e| build(&e))?
         // WebRTC-direct addresses carry IP addresses (a browser dials them); no resolver.
@@ -97,10 +106,8 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_other_transport(|key| resolved_transports(key, inner_tls))
         .map_err(|e| build(&e))?
-        .with_relay_client(noise::Config::new, muxer::circuit_config)
-        .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|_, relay_client| {
+        .with_behaviour(|_| {
             build::build(key, relay_client, config, parts, read_budget)
                 .map(|b| super::boxed::Boxed(super::dial_budget::DialBudget::new(b)))
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
@@ -126,6 +133,21 @@ pub fn build_swarm(
 /// It bounds the connections the node dials too: libp2p-websocket 0.46 applies it only
 /// to accepted ones, so the workspace patches that crate (`vendor/libp2p-websocket`).
 pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
+
+/// The relay client's circuits, Noise and Yamux, as `SwarmBuilder::with_relay_client`
+/// makes them, with the reservation addresses of [`CircuitAddrs`]: a circuit listener
+/// reports the relay address it was opened on, never the relay's list.
+fn circuit_transport(
+    key: &Keypair,
+    relay: libp2p::relay::client::Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    Ok(CircuitAddrs::new(relay, key.public().to_peer_id())
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(muxer::circuit_config())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
 
 /// WebSocket (WS and WSS) over TCP with its own resolver under it, Noise and Yamux: the
 /// host of the address it dials is the TLS server name and the `Host` header.

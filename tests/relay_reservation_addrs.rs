@@ -1,0 +1,166 @@
+//! A relay chooses the addresses in its reservation answers (any addresses, new ones at
+//! every renewal); the node reports, identifies and advertises only the relay address it
+//! reserved through. A stock rust-libp2p relay over loopback TCP whose external
+//! addresses include 20 documentation addresses (198.51.100.0/24: a victim's, say),
+//! renewing every 6 s (an 8 s reservation) and naming 20 more after the node's first reservation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libmesh::node::NodeConfig;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, SwarmBuilder, identify, noise, ping, relay, tcp, yamux};
+use mesh_core::{MemoryTrace, NodeKeypair};
+use mesh_testkit::node::{loopback_config, start_node};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+struct Relay {
+    relay: relay::Behaviour,
+    ping: ping::Behaviour,
+    identify: identify::Behaviour,
+}
+
+fn victims(from: u8, n: u8) -> Vec<Multiaddr> {
+    (from..from + n)
+        .map(|i| format!("/ip4/198.51.100.{i}/tcp/4001").parse().unwrap())
+        .collect()
+}
+
+/// A relay on its own task: its `/p2p` address, a sender of external addresses to add,
+/// and the count of renewals it accepted.
+async fn running_relay() -> (Multiaddr, mpsc::Sender<Multiaddr>, Arc<AtomicUsize>) {
+    let mut r = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|k| Relay {
+            relay: relay::Behaviour::new(
+                k.public().to_peer_id(),
+                relay::Config {
+                    reservation_duration: Duration::from_secs(8),
+                    ..Default::default()
+                },
+            ),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1))),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                k.public(),
+            )),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+        .build();
+    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
+            break address;
+        }
+    };
+    r.add_external_address(addr.clone());
+    for v in victims(1, 20) {
+        r.add_external_address(v);
+    }
+    let p2p = addr.with(Protocol::P2p(*r.local_peer_id()));
+    let (tx, mut rx) = mpsc::channel::<Multiaddr>(64);
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let counted = renewals.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                e = r.select_next_some() => {
+                    if let SwarmEvent::Behaviour(RelayEvent::Relay(
+                        relay::Event::ReservationReqAccepted { renewed: true, .. },
+                    )) = e
+                    {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(a) = rx.recv() => r.add_external_address(a),
+            }
+        }
+    });
+    (p2p, tx, renewals)
+}
+
+fn circuits(listen: &[String]) -> Vec<String> {
+    listen
+        .iter()
+        .filter(|a| a.contains("/p2p-circuit"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_reports_only_the_relay_address_reserved_through() {
+    let (relay_addr, more, renewals) = running_relay().await;
+    let a = start_node(
+        NodeKeypair::generate(),
+        NodeConfig {
+            relays: vec![relay_addr.clone()],
+            max_relays: 1,
+            ..loopback_config()
+        },
+        Arc::new(MemoryTrace::new(1024)),
+        WAIT,
+    )
+    .await;
+    let expected = format!("{relay_addr}/p2p-circuit/p2p/{}", a.peer);
+
+    // The first reservation.
+    let start = Instant::now();
+    let listen = loop {
+        let listen = a.handle.status().await.unwrap().listen_addrs;
+        if !circuits(&listen).is_empty() {
+            break listen;
+        }
+        assert!(start.elapsed() < WAIT, "no reservation after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(circuits(&listen), vec![expected.clone()], "{listen:?}");
+
+    // The advertisement with the circuit (the node's tick is a second at most).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sequence = a.handle.status().await.unwrap().own_advert_sequence;
+    assert!(sequence.is_some());
+
+    // The relay names 20 more addresses; two renewals later, still only the one, and
+    // no new advertisement.
+    for v in victims(21, 20) {
+        more.send(v).await.unwrap();
+    }
+    let before = renewals.load(Ordering::Relaxed);
+    let start = Instant::now();
+    while renewals.load(Ordering::Relaxed) < before + 2 {
+        assert!(start.elapsed() < WAIT, "the relay saw no renewals");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = a.handle.status().await.unwrap();
+    assert_eq!(
+        circuits(&status.listen_addrs),
+        vec![expected],
+        "{:?}",
+        status.listen_addrs
+    );
+    assert!(
+        !status
+            .listen_addrs
+            .iter()
+            .any(|a| a.contains("198.51.100.")),
+        "{:?}",
+        status.listen_addrs
+    );
+    assert_eq!(status.own_advert_sequence, sequence);
+}
