@@ -74,7 +74,7 @@ pub fn build(
             // One UDP packet from a spoofable address starts one: a quarter of the
             // global pending cap at most (`ip_shares`).
             max_pending_webrtc: (l.max_pending_incoming / 4).max(1),
-            max_pending_quic: (l.max_pending_incoming / 4).max(1),
+            max_pending_quic: l.pending_quic(),
             max_pending_group: l.pending_incoming_per_group(),
             max_inbound: l.established_incoming(),
         },

@@ -219,6 +219,19 @@ impl Limits {
             .max(1)
     }
 
+    /// Pending incoming QUIC connections in all: a quarter of `max_pending_incoming` (at
+    /// least 1). QUIC answers an Initial from any source address, spoofed or not.
+    pub fn pending_quic(&self) -> u32 {
+        (self.max_pending_incoming / 4).max(1)
+    }
+
+    /// Inbound QUIC handshakes of a listener past which an Initial from an address not
+    /// yet validated is answered with a stateless Retry: half of [`Self::pending_quic`]
+    /// (at least 1). A spoofed source never answers one; a real client pays one round trip.
+    pub fn quic_pending_before_retry(&self) -> usize {
+        (self.pending_quic() as usize / 2).max(1)
+    }
+
     /// Pending incoming connections from one network group (IPv4 /16, IPv6 /32): a
     /// quarter of `max_pending_incoming`, and never fewer than one network's share.
     pub fn pending_incoming_per_group(&self) -> u32 {

@@ -24,10 +24,13 @@ pub const STREAM_WINDOW: u32 = 1024 * 1024;
 /// The most of a peer's data one QUIC connection holds unread, over all its streams.
 pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
-/// `libp2p-quic`'s settings for `key` with libmesh's windows.
-pub fn config(key: &Keypair) -> quic::Config {
+/// `libp2p-quic`'s settings for `key` with libmesh's windows, answering Initials from
+/// addresses not yet validated with a Retry once a listener has `pending_before_retry`
+/// inbound handshakes under way (the workspace's `libp2p-quic`, `vendor/libp2p-quic`).
+pub fn config(key: &Keypair, pending_before_retry: usize) -> quic::Config {
     let mut config = quic::Config::new(key);
     config.max_stream_data = STREAM_WINDOW;
     config.max_connection_data = CONNECTION_WINDOW;
+    config.pending_before_retry = pending_before_retry;
     config
 }
