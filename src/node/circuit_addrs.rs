@@ -10,14 +10,16 @@
 //! advertise anyone's address, a new one at each renewal, and have third parties dial it.
 //!
 //! [`CircuitAddrs`] wraps the relay client's transport: a listener on
-//! `<relay address>/p2p/<relay>/p2p-circuit` reports that address (with `/p2p/<us>`) once,
-//! when its first reservation is accepted, and nothing the relay names. The relay
-//! address is the one the node dialed the relay at (its configured address), which is
-//! what go-libp2p's autorelay advertises too (the relay's known addresses, not the
-//! reservation's). A renewal changes nothing; a reservation that ends closes the
-//! listener, and a new reservation is a new listener.
+//! `<relay address>/p2p/<relay>/p2p-circuit` reports that address (with `/p2p/<us>`) when
+//! its first reservation is accepted, and of the addresses the relay names only those on
+//! the same host (the IP address or DNS name the node was configured to reach the relay
+//! at: the relay's other ports and transports), dialable, [`MAX_PER_RELAY`] in all. A
+//! relay can no longer point the node's advertisement at anyone else's host, nor grow it
+//! at its renewals. (The relay client also confirms the configured circuit as an
+//! external address.) A reservation that ends closes the listener; a new reservation is a
+//! new listener.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -25,14 +27,53 @@ use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, T
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-/// A transport (the relay client's) whose circuit listeners report only the address
-/// they listen on (module docs).
+use super::addrs::dialable;
+
+/// Addresses one circuit listener reports at most: the one it listens on and three the
+/// relay names on the same host.
+pub(crate) const MAX_PER_RELAY: usize = 4;
+
+/// A transport (the relay client's) whose circuit listeners report only addresses on the
+/// host they listen through (module docs).
 #[derive(Debug)]
 pub(crate) struct CircuitAddrs<T> {
     inner: T,
     local: PeerId,
-    /// Circuit listeners: the address each reports, and whether it has.
-    listeners: HashMap<ListenerId, (Multiaddr, bool)>,
+    /// Circuit listeners: the address each listens on (with `/p2p/<us>`), and what it
+    /// reported.
+    listeners: HashMap<ListenerId, Circuit>,
+    /// Addresses to report before polling `inner` again.
+    queued: VecDeque<(ListenerId, Multiaddr)>,
+}
+
+#[derive(Debug)]
+struct Circuit {
+    own: Multiaddr,
+    reported: Vec<Multiaddr>,
+}
+
+impl Circuit {
+    /// What the listener reports for `named`, an address the relay named: the address it
+    /// listens on first (once), then `named` if it is one already reported or, while
+    /// there is room, on the same host and dialable.
+    fn take(&mut self, named: Multiaddr) -> Vec<Multiaddr> {
+        let mut out = Vec::new();
+        if self.reported.is_empty() {
+            self.reported.push(self.own.clone());
+            out.push(self.own.clone());
+        }
+        if named == self.own {
+            return out;
+        }
+        let same_host = named.iter().next() == self.own.iter().next();
+        if self.reported.contains(&named) {
+            out.push(named);
+        } else if self.reported.len() < MAX_PER_RELAY && same_host && dialable(&named) {
+            self.reported.push(named.clone());
+            out.push(named);
+        }
+        out
+    }
 }
 
 impl<T> CircuitAddrs<T> {
@@ -42,6 +83,7 @@ impl<T> CircuitAddrs<T> {
             inner,
             local,
             listeners: HashMap::new(),
+            queued: VecDeque::new(),
         }
     }
 }
@@ -73,7 +115,13 @@ where
         let report = reported(&addr, self.local);
         self.inner.listen_on(id, addr)?;
         if circuit {
-            self.listeners.insert(id, (report, false));
+            self.listeners.insert(
+                id,
+                Circuit {
+                    own: report,
+                    reported: Vec::new(),
+                },
+            );
         }
         Ok(())
     }
@@ -96,6 +144,12 @@ where
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
         let this = &mut *self;
         loop {
+            if let Some((listener_id, listen_addr)) = this.queued.pop_front() {
+                return Poll::Ready(TransportEvent::NewAddress {
+                    listener_id,
+                    listen_addr,
+                });
+            }
             let event = match Pin::new(&mut this.inner).poll(cx) {
                 Poll::Ready(e) => e,
                 Poll::Pending => return Poll::Pending,
@@ -105,14 +159,11 @@ where
                     listener_id,
                     listen_addr,
                 } => match this.listeners.get_mut(&listener_id) {
-                    // Reported already: a renewal, or another address of the relay's.
-                    Some((_, true)) => continue,
-                    Some((addr, told)) => {
-                        *told = true;
-                        return Poll::Ready(TransportEvent::NewAddress {
-                            listener_id,
-                            listen_addr: addr.clone(),
-                        });
+                    Some(circuit) => {
+                        let take = circuit.take(listen_addr);
+                        this.queued
+                            .extend(take.into_iter().map(|a| (listener_id, a)));
+                        continue;
                     }
                     None => {
                         return Poll::Ready(TransportEvent::NewAddress {
@@ -141,5 +192,67 @@ where
                 other => return Poll::Ready(other),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn circuit(host: &str) -> Multiaddr {
+        format!(
+            "{host}/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit\
+             /p2p/12D3KooWGjMCgWVvg4wVKw8wqyKaxwQyfZ9aYQ8ZQ3MrK3n3y3Yd"
+        )
+        .parse()
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_relays_own_host_and_at_most_four() {
+        let own = circuit("/ip4/203.0.113.5/tcp/4001");
+        let mut c = Circuit {
+            own: own.clone(),
+            reported: Vec::new(),
+        };
+        // Someone else's host: the listener reports its own address, nothing more.
+        assert_eq!(
+            c.take(circuit("/ip4/198.51.100.1/tcp/4001")),
+            vec![own.clone()]
+        );
+        // The relay's own address again: nothing new.
+        assert!(c.take(own.clone()).is_empty());
+        // The relay's other transports on its host, up to four in all.
+        let quic = circuit("/ip4/203.0.113.5/udp/4001/quic-v1");
+        assert_eq!(c.take(quic.clone()), vec![quic.clone()]);
+        // Not dialable by the node's transports.
+        assert!(
+            c.take(circuit("/ip4/203.0.113.5/udp/4002/webrtc-direct"))
+                .is_empty()
+        );
+        for port in [4002, 4003] {
+            let a = circuit(&format!("/ip4/203.0.113.5/tcp/{port}"));
+            assert_eq!(c.take(a.clone()), vec![a]);
+        }
+        assert!(c.take(circuit("/ip4/203.0.113.5/tcp/4004")).is_empty());
+        // A renewal naming an address reported already reports it again (the swarm
+        // keeps one copy).
+        assert_eq!(c.take(quic.clone()), vec![quic]);
+        assert_eq!(c.reported.len(), MAX_PER_RELAY);
+    }
+
+    #[test]
+    fn a_relay_reached_by_name_adds_only_that_name() {
+        let own = circuit("/dns4/relay.example/tcp/4001");
+        let mut c = Circuit {
+            own: own.clone(),
+            reported: Vec::new(),
+        };
+        assert_eq!(c.take(circuit("/ip4/203.0.113.5/tcp/4001")), vec![own]);
+        let wss = circuit("/dns4/relay.example/tcp/443/tls/ws");
+        assert_eq!(c.take(wss.clone()), vec![wss]);
+        assert!(c.take(circuit("/dns4/other.example/tcp/4001")).is_empty());
     }
 }
