@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, future};
 use libmesh::node::transport::MAX_WS_MESSAGE;
@@ -22,9 +22,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// A data frame's header announcing a payload of [`MAX_WS_MESSAGE`], then 100 bytes of it
-/// and silence: the node holds room for what came (and the first step of 64 KiB), not the
-/// whole payload (1 MiB before).
 /// One measurement at a time (jemalloc's count is the process's).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -94,16 +91,16 @@ async fn client(port: u16) -> tokio::net::TcpStream {
     client
 }
 
-/// The header of a final binary frame of `len` bytes, masked with `mask`.
-fn header(len: usize, mask: [u8; 4]) -> Vec<u8> {
-    let mut frame = vec![0x82u8, 0x80 | 127];
+/// The header of a binary frame (final or not) of `len` bytes, masked with `mask`.
+fn header(fin: bool, len: usize, mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![if fin { 0x82u8 } else { 0x02 }, 0x80 | 127];
     frame.extend((len as u64).to_be_bytes());
     frame.extend(mask);
     frame
 }
 
 /// A data frame's header announcing a payload of [`MAX_WS_MESSAGE`], then 100 bytes of it
-/// and silence: the node holds room for what came (and the first step of 64 KiB), not the
+/// and silence: the node holds room for what came (the first step, 131,074 bytes), not the
 /// whole payload (1 MiB before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_header_alone_does_not_take_its_whole_payload() {
@@ -114,11 +111,16 @@ async fn a_frame_header_alone_does_not_take_its_whole_payload() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = live();
         // Masked with zeros: the 100 bytes are themselves.
-        let mut frame = header(MAX_WS_MESSAGE, [0; 4]);
+        let mut frame = header(true, MAX_WS_MESSAGE, [0; 4]);
         frame.extend([7u8; 100]);
         client.write_all(&frame).await.unwrap();
         client.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Until the node has read the header and made room (bounded), then a moment.
+        let waiting = Instant::now();
+        while live() - before < 100_000 && waiting.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let held = live() - before;
         assert!(
             read.try_recv().is_err(),
@@ -131,43 +133,78 @@ async fn a_frame_header_alone_does_not_take_its_whole_payload() {
         .await
         .expect("the test did not finish");
     eprintln!("a {MAX_WS_MESSAGE}-byte frame's header and 100 bytes: {held} bytes held");
+    assert!(held >= 100_000, "the node made no room ({held} bytes)");
     assert!(
         held < 256 * 1024,
         "{held} bytes held for a header and 100 bytes"
     );
 }
 
-/// A whole message of [`MAX_WS_MESSAGE`] bytes sent in pieces of 10,000 arrives intact
-/// (the room grows in steps as it comes).
+/// Messages of sizes around the steps (up to [`MAX_WS_MESSAGE`]), each sent as its header
+/// with its first 1,000 bytes, then the rest in pieces of 10,000, and one message in
+/// three continuation frames: every byte arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_that_comes_in_pieces_arrives_whole() {
+async fn messages_arrive_whole() {
     let _serial = SERIAL.lock().await;
     let run = async {
         let (port, mut read) = listener().await;
         let mut client = client(port).await;
         let mask = [0x1f, 0x2e, 0x3d, 0x4c];
-        let message: Vec<u8> = (0..MAX_WS_MESSAGE).map(|i| (i * 7 % 251) as u8).collect();
-        let masked: Vec<u8> = message
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i % 4])
-            .collect();
-        client
-            .write_all(&header(message.len(), mask))
-            .await
-            .unwrap();
-        for piece in masked.chunks(10_000) {
-            client.write_all(piece).await.unwrap();
-            client.flush().await.unwrap();
-            tokio::task::yield_now().await;
+        let masked = |bytes: &[u8]| -> Vec<u8> {
+            bytes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect()
+        };
+        let mut sent = Vec::new();
+        let sizes = [
+            1,
+            65_536,
+            65_537,
+            131_073,
+            131_074,
+            131_075,
+            262_149,
+            MAX_WS_MESSAGE,
+        ];
+        for (k, len) in sizes.into_iter().enumerate() {
+            let message: Vec<u8> = (0..len).map(|i| ((i + k) * 7 % 251) as u8).collect();
+            let body = masked(&message);
+            let first = body.len().min(1_000);
+            let mut frame = header(true, len, mask);
+            frame.extend(&body[..first]);
+            client.write_all(&frame).await.unwrap();
+            for piece in body[first..].chunks(10_000) {
+                client.write_all(piece).await.unwrap();
+                client.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            sent.extend(message);
         }
-        let mut got = Vec::with_capacity(message.len());
-        while got.len() < message.len() {
+        // One message in three frames: binary (not final), continuation, final
+        // continuation.
+        let parts: [&[u8]; 3] = [&[1u8; 70_000], &[2u8; 200_000], &[3u8; 5]];
+        for (i, part) in parts.iter().enumerate() {
+            let mut frame = header(i == 2, part.len(), mask);
+            frame[0] = match i {
+                0 => 0x02,
+                1 => 0x00,
+                _ => 0x80,
+            };
+            frame.extend(masked(part));
+            client.write_all(&frame).await.unwrap();
+            sent.extend_from_slice(part);
+        }
+        client.flush().await.unwrap();
+        let mut got = Vec::with_capacity(sent.len());
+        while got.len() < sent.len() {
             got.extend(read.recv().await.expect("the connection ended early"));
         }
-        assert!(got == message, "the message arrived altered");
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "the messages arrived altered");
     };
-    tokio::time::timeout(Duration::from_secs(30), run)
+    tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the test did not finish");
 }

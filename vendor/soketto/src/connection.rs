@@ -29,8 +29,10 @@ const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 /// Max. size of a single message frame.
 const MAX_FRAME_SIZE: usize = MAX_MESSAGE_SIZE;
 
-/// Patched for libmesh: the first room a data frame's body gets before its bytes come.
-const BODY_STEP: usize = 64 * 1024;
+/// Patched for libmesh: the first room a data frame's body gets before its bytes come:
+/// two Noise messages (65,537 bytes each with their length), which libp2p peers put one
+/// or two of in a WebSocket message, so those take one step.
+const BODY_STEP: usize = 2 * 65_537;
 
 /// Is the connection used by a client or server?
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -273,15 +275,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Receiver<T> {
 				};
 
 				if bytes_to_read > 0 {
-					// Patched for libmesh: the room grows as the body comes (64 KiB,
-					// then as much again as came so far), instead of the whole announced
-					// payload zero-filled when the header came (up to the maximum message
-					// size per connection, for a peer that then sends nothing).
+					// Patched for libmesh: the room grows as the body comes
+					// (`BODY_STEP`, then as much again as came so far), instead of the
+					// whole announced payload zero-filled when the header came (up to the
+					// maximum message size per connection, for a peer that then sends
+					// nothing).
 					let start = message.len();
 					let end = start + bytes_to_read;
 					while message.len() < end {
 						let n = message.len();
 						let step = (end - n).min(BODY_STEP.max(n - start));
+						message.reserve_exact(step);
 						message.resize(n + step, 0u8);
 						self.reader.read_exact(&mut message[n..]).await?
 					}
