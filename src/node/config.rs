@@ -202,6 +202,11 @@ pub struct Limits {
     /// a read that needs room beyond drops the oldest reads begun before it
     /// ([`mesh_core::ReadBudget`]). At least [`MIN_READ_BUDGET`].
     pub read_budget_bytes: usize,
+    /// Inbound QUIC connections in their handshakes (over every QUIC listener) past
+    /// which an Initial from a source address not yet validated gets a stateless Retry
+    /// instead of a TLS first flight; unset: half of the QUIC pending share (a quarter
+    /// of `max_pending_incoming`); 0: every unvalidated Initial.
+    pub quic_retry_above: Option<u32>,
 }
 
 /// The largest configuration file read (a `meshd.toml` is a few KiB).
@@ -225,11 +230,15 @@ impl Limits {
         (self.max_pending_incoming / 4).max(1)
     }
 
-    /// Inbound QUIC handshakes of a listener past which an Initial from an address not
-    /// yet validated is answered with a stateless Retry: half of [`Self::pending_quic`]
-    /// (at least 1). A spoofed source never answers one; a real client pays one round trip.
+    /// Inbound QUIC handshakes (over every QUIC listener) past which an Initial from an
+    /// address not yet validated is answered with a stateless Retry:
+    /// `quic_retry_above`, or half of [`Self::pending_quic`] (at least 1). A spoofed
+    /// source never answers one; a real client pays one round trip.
     pub fn quic_pending_before_retry(&self) -> usize {
-        (self.pending_quic() as usize / 2).max(1)
+        match self.quic_retry_above {
+            Some(n) => n as usize,
+            None => (self.pending_quic() as usize / 2).max(1),
+        }
     }
 
     /// Pending incoming connections from one network group (IPv4 /16, IPv6 /32): a
@@ -255,6 +264,7 @@ impl Default for Limits {
             app_gossip_per_network: 100,
             app_gossip_total: 400,
             read_budget_bytes: mesh_core::DEFAULT_READ_BUDGET,
+            quic_retry_above: None,
         }
     }
 }

@@ -168,3 +168,14 @@ fn a_configuration_file_is_read_within_its_cap() {
         assert!(e.to_string().contains("/dev/zero"), "{e}");
     }
 }
+
+#[test]
+fn the_quic_retry_threshold_is_half_the_quic_share_unless_set() {
+    let c = NodeConfig::from_toml("").unwrap();
+    assert_eq!(c.limits.pending_quic(), 32);
+    assert_eq!(c.limits.quic_pending_before_retry(), 16);
+    let c = NodeConfig::from_toml("[limits]\nquic_retry_above = 0").unwrap();
+    assert_eq!(c.limits.quic_pending_before_retry(), 0);
+    let c = NodeConfig::from_toml("[limits]\nmax_pending_incoming = 2").unwrap();
+    assert_eq!(c.limits.quic_pending_before_retry(), 1);
+}

@@ -32,13 +32,22 @@
 //!   connection was refused. Now WebRTC-direct attempts hold a quarter at most.
 //!
 //! - **Pending QUIC** (any network): at most `max_pending_quic` in all, for the same
-//!   reason: libp2p-quic answers every Initial packet (no address validation), and one
-//!   from a spoofed source stays pending for the 5 s handshake timeout, so some 26
-//!   Initials a second from fresh addresses held the global cap. Now a quarter too.
+//!   reason: upstream libp2p-quic answers every Initial packet (no address validation),
+//!   and one from a spoofed source stays pending for the 5 s handshake timeout, so some
+//!   26 Initials a second from fresh addresses held the global cap. Now a quarter too
+//!   (and the node's copy answers with a Retry once half of it is under way).
 //!
-//! Relayed connections are not counted: their remote address is the relay's, shared by
-//! every peer that reaches the node through it (the relay limits its own clients per
-//! network). Neither are connections without an IP (the memory transport). The tables
+//! - **Pending through one relay**: at most `max_pending_relayed` per relay (keyed by the
+//!   network of the relay connection: a circuit's local address is
+//!   `<relay's address>/p2p-circuit`). Peer ids cost nothing, so a client of a public
+//!   relay could open circuits to the node under fresh ids (the relay's per-peer
+//!   limits count ids) and hold every pending slot in silent Noise handshakes: every
+//!   other inbound connection was refused. Now a relay's circuits hold a quarter.
+//!
+//! Relayed connections are not counted by network otherwise: their remote address is
+//! the relay's, shared by every peer that reaches the node through it (the relay limits
+//! its own clients per network). Neither are connections without an IP (the memory
+//! transport). The tables
 //! hold one entry per pending or established connection, so the global caps bound them.
 
 use std::collections::HashMap;
@@ -60,6 +69,8 @@ pub struct IpCaps {
     pub max_pending_webrtc: u32,
     /// Pending inbound QUIC connections in all.
     pub max_pending_quic: u32,
+    /// Pending inbound relayed connections through one relay.
+    pub max_pending_relayed: u32,
     /// Pending inbound connections per [`mesh_core::IpGroup`].
     pub max_pending_group: u32,
     /// Established inbound connections in all (those counted: with an IP, not relayed).
@@ -81,6 +92,9 @@ pub enum Refused {
     /// `max_pending_quic` QUIC connections are in their handshakes.
     #[error("{0} pending inbound QUIC connections already")]
     PendingQuic(u32),
+    /// `max_pending_relayed` connections through this relay are in their handshakes.
+    #[error("{0} pending inbound connections through this relay already")]
+    PendingRelayed(u32),
     /// The wider network ([`mesh_core::IpGroup`]) has `max_pending_group` connections in their
     /// handshakes.
     #[error("{0} pending inbound connections from this wider network already")]
@@ -120,6 +134,10 @@ pub struct IpShares {
     webrtc: std::collections::HashSet<ConnectionId>,
     /// Pending QUIC connections (at most `max_pending_quic`).
     quic: std::collections::HashSet<ConnectionId>,
+    /// Pending relayed connections, by the relay connection's network (each at most
+    /// `max_pending_relayed`).
+    relayed: HashMap<ConnectionId, IpKey>,
+    relays: HashMap<IpKey, u32>,
 }
 
 /// The network a connection from `remote` counts under: `None` when it is not counted
@@ -143,6 +161,8 @@ impl IpShares {
             next_seq: 0,
             webrtc: std::collections::HashSet::new(),
             quic: std::collections::HashSet::new(),
+            relayed: HashMap::new(),
+            relays: HashMap::new(),
         }
     }
 
@@ -154,8 +174,18 @@ impl IpShares {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), Refused> {
-        // Transports that start a connection on one packet from any source.
-        if local.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) {
+        if local.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            // A circuit (whatever transport its relay connection uses).
+            if let Some(relay) = IpKey::of_multiaddr(local) {
+                let n = self.relays.entry(relay).or_default();
+                if *n >= self.caps.max_pending_relayed {
+                    return Err(Refused::PendingRelayed(self.caps.max_pending_relayed));
+                }
+                *n += 1;
+                self.relayed.insert(id, relay);
+            }
+        } else if local.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) {
+            // Transports that start a connection on one packet from any source.
             if self.webrtc.len() >= self.caps.max_pending_webrtc as usize {
                 return Err(Refused::PendingWebrtc(self.caps.max_pending_webrtc));
             }
@@ -180,6 +210,7 @@ impl IpShares {
         if let Some(refused) = refused {
             self.webrtc.remove(&id);
             self.quic.remove(&id);
+            self.end_relayed(id);
             return Err(refused);
         }
         self.counts.entry(key).or_default().pending += 1;
@@ -278,6 +309,7 @@ impl IpShares {
     fn end_pending(&mut self, id: ConnectionId) {
         self.webrtc.remove(&id);
         self.quic.remove(&id);
+        self.end_relayed(id);
         if let Some(key) = self.pending.remove(&id) {
             if let Some(c) = self.counts.get_mut(&key) {
                 c.pending = c.pending.saturating_sub(1);
@@ -286,6 +318,18 @@ impl IpShares {
                 c.pending = c.pending.saturating_sub(1);
             }
             self.tidy(key);
+        }
+    }
+
+    fn end_relayed(&mut self, id: ConnectionId) {
+        let Some(relay) = self.relayed.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.relays.get_mut(&relay) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.relays.remove(&relay);
+            }
         }
     }
 
@@ -323,6 +367,7 @@ mod tests {
             max_established: 3,
             max_pending_webrtc: 4,
             max_pending_quic: 4,
+            max_pending_relayed: 4,
             max_pending_group: 8,
             max_inbound: 100,
         })
@@ -459,6 +504,46 @@ mod tests {
     }
 
     #[test]
+    fn circuits_through_one_relay_hold_its_share_only() {
+        let mut s = shares();
+        let via = |host: &str| ma(&format!("/ip4/{host}/tcp/4001/p2p-circuit"));
+        let from = || ma(&format!("/p2p/{}", peer()));
+        // Fresh peer ids through relay A: four, then refused.
+        for n in 0..4 {
+            assert!(s.pending(id(n), &via("198.51.100.1"), &from()).is_ok());
+        }
+        assert_eq!(
+            s.pending(id(4), &via("198.51.100.1"), &from()),
+            Err(Refused::PendingRelayed(4))
+        );
+        // Another relay, and plain connections, are not held back.
+        assert!(s.pending(id(5), &via("198.51.100.2"), &from()).is_ok());
+        assert!(
+            s.pending(id(6), &tcp(), &ma("/ip4/198.51.100.1/tcp/5000"))
+                .is_ok()
+        );
+        // One of A's ends: room for one more.
+        s.failed(id(0));
+        assert!(s.pending(id(7), &via("198.51.100.1"), &from()).is_ok());
+        s.established(id(1), peer(), Some(&from()));
+        for n in [2, 3, 5, 6, 7] {
+            s.failed(id(n));
+        }
+        assert!(s.relayed.is_empty() && s.relays.is_empty());
+    }
+
+    #[test]
+    fn a_circuit_over_a_quic_relay_connection_is_not_a_quic_attempt() {
+        let mut s = shares();
+        let via = ma("/ip4/198.51.100.1/udp/4001/quic-v1/p2p-circuit");
+        for n in 0..4 {
+            s.pending(id(n), &via, &ma(&format!("/p2p/{}", peer())))
+                .unwrap();
+        }
+        assert!(s.quic.is_empty());
+    }
+
+    #[test]
     fn the_tables_empty_when_every_connection_is_gone() {
         let mut s = shares();
         let a = ma("/ip4/198.51.100.1/tcp/5000");
@@ -484,6 +569,7 @@ mod tests {
             max_established: 64,
             max_pending_webrtc: 4,
             max_pending_quic: 4,
+            max_pending_relayed: 4,
             max_pending_group: 64,
             max_inbound: inbound,
         })

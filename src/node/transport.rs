@@ -24,6 +24,8 @@
 //! after WebRTC-direct and before the resolver, for the same reason.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport as _};
@@ -76,7 +78,10 @@ pub fn build_swarm(
     let inner_tls = tls.clone();
     let read_budget = mesh_core::ReadBudget::new(config.limits.read_budget_bytes);
     super::stats::read_budget::register(registry, &read_budget);
+    // The node's QUIC handshakes, counted over all its QUIC listeners (the probes' too).
     let retry = config.limits.quic_pending_before_retry();
+    let quic_handshakes = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::clone(&quic_handshakes);
     let identity = key.to_libp2p();
     let (relay_transport, relay_client) =
         libp2p::relay::client::new(identity.public().to_peer_id());
@@ -101,11 +106,11 @@ pub fn build_swarm(
         // Only registered probe ports and their peers; anything else goes on to the
         // node's own QUIC behind the resolver.
         .with_other_transport(|key| {
-            ProbeQuic::new(muxer::quic::config(key, retry), probe_ports)
+            ProbeQuic::new(muxer::quic::config(key, retry, &handshakes), probe_ports)
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })
         .map_err(|e| build(&e))?
-        .with_other_transport(|key| resolved_transports(key, inner_tls, retry))
+        .with_other_transport(|key| resolved_transports(key, inner_tls, (retry, &quic_handshakes)))
         .map_err(|e| build(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_| {
@@ -174,14 +179,14 @@ fn websocket_transport(
 fn resolved_transports(
     key: &Keypair,
     tls: websocket::tls::Config,
-    retry: usize,
+    (retry, handshakes): (usize, &Arc<AtomicUsize>),
 ) -> Result<dns::tokio::Transport<Boxed<(PeerId, StreamMuxerBox)>>, BoxError> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(muxer::config())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let quic = quic::tokio::Transport::new(muxer::quic::config(key, retry))
+    let quic = quic::tokio::Transport::new(muxer::quic::config(key, retry, handshakes))
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let all = tcp
         .or_transport(quic)

@@ -15,6 +15,9 @@
 //! (80 and 320 Mbit/s at 100 ms); on loopback and LANs nothing changes (`cargo bench
 //! --bench perf`, BENCHMARKS.md).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use libp2p::identity::Keypair;
 use libp2p::quic;
 
@@ -25,12 +28,18 @@ pub const STREAM_WINDOW: u32 = 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// `libp2p-quic`'s settings for `key` with libmesh's windows, answering Initials from
-/// addresses not yet validated with a Retry once a listener has `pending_before_retry`
-/// inbound handshakes under way (the workspace's `libp2p-quic`, `vendor/libp2p-quic`).
-pub fn config(key: &Keypair, pending_before_retry: usize) -> quic::Config {
+/// addresses not yet validated with a Retry once `pending_before_retry` inbound
+/// handshakes counted in `handshakes` (shared by all the node's QUIC transports) are
+/// under way (the workspace's `libp2p-quic`, `vendor/libp2p-quic`).
+pub fn config(
+    key: &Keypair,
+    pending_before_retry: usize,
+    handshakes: &Arc<AtomicUsize>,
+) -> quic::Config {
     let mut config = quic::Config::new(key);
     config.max_stream_data = STREAM_WINDOW;
     config.max_connection_data = CONNECTION_WINDOW;
     config.pending_before_retry = pending_before_retry;
+    config.handshakes = Arc::clone(handshakes);
     config
 }

@@ -31,13 +31,17 @@ pub struct Config {
     /// Timeout for the initial handshake when establishing a connection.
     /// The actual timeout is the minimum of this and the [`Config::max_idle_timeout`].
     pub handshake_timeout: Duration,
-    /// Patched for libmesh: once this many inbound connections of a listener are in
-    /// their handshakes, an Initial from an address not yet validated is answered with a
-    /// stateless Retry (RFC 9000, 8.1.2) instead of a TLS first flight: a spoofed source
-    /// never sends the token back, so it costs the listener one small packet and no
-    /// state, while a real client pays one round trip. `usize::MAX` (the default) never
-    /// retries, as upstream.
+    /// Patched for libmesh: once this many inbound connections are in their handshakes
+    /// (counted in [`Config::handshakes`]), an Initial from an address not yet validated
+    /// is answered with a stateless Retry (RFC 9000, 8.1.2) instead of a TLS first
+    /// flight: a spoofed source never sends the token back, so it costs the listener one
+    /// small packet and no state, while a real client pays one round trip. `usize::MAX`
+    /// (the default) never retries, as upstream.
     pub pending_before_retry: usize,
+    /// Patched for libmesh: the count of inbound connections in their handshakes, shared
+    /// by every listener of every transport made from this config or its clones (a fresh
+    /// count per [`Config::new`]).
+    pub handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Maximum duration of inactivity in ms to accept before timing out the connection.
     pub max_idle_timeout: u32,
     /// Period of inactivity before sending a keep-alive packet.
@@ -97,6 +101,7 @@ impl Config {
             support_draft_29: false,
             handshake_timeout: Duration::from_secs(5),
             pending_before_retry: usize::MAX,
+            handshakes: Default::default(),
             max_idle_timeout: 10 * 1000,
             max_concurrent_stream_limit: 256,
             keep_alive_interval: Duration::from_secs(5),
@@ -146,6 +151,7 @@ impl From<Config> for QuinnConfig {
             support_draft_29,
             handshake_timeout: _,
             pending_before_retry: _,
+            handshakes: _,
             keypair,
             mtu_discovery_config,
         } = config;

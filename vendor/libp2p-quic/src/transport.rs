@@ -77,8 +77,9 @@ pub struct GenTransport<P: Provider> {
     quinn_config: QuinnConfig,
     /// Timeout for the [`Connecting`] future.
     handshake_timeout: Duration,
-    /// Patched for libmesh: [`Config::pending_before_retry`].
+    /// Patched for libmesh: [`Config::pending_before_retry`], [`Config::handshakes`].
     pending_before_retry: usize,
+    handshakes: Arc<AtomicUsize>,
     /// Whether draft-29 is supported for dialing and listening.
     support_draft_29: bool,
     /// Streams of active [`Listener`]s.
@@ -97,6 +98,7 @@ impl<P: Provider> GenTransport<P> {
     pub fn new(config: Config) -> Self {
         let handshake_timeout = config.handshake_timeout;
         let pending_before_retry = config.pending_before_retry;
+        let handshakes = Arc::clone(&config.handshakes);
         let support_draft_29 = config.support_draft_29;
         let quinn_config = config.into();
         Self {
@@ -104,6 +106,7 @@ impl<P: Provider> GenTransport<P> {
             quinn_config,
             handshake_timeout,
             pending_before_retry,
+            handshakes,
             dialer: HashMap::new(),
             waker: None,
             support_draft_29,
@@ -243,6 +246,7 @@ impl<P: Provider> Transport for GenTransport<P> {
             socket_c,
             endpoint,
             self.handshake_timeout,
+            Arc::clone(&self.handshakes),
             self.pending_before_retry,
             version,
         )?;
@@ -444,8 +448,9 @@ struct Listener<P: Provider> {
     /// Timeout for connection establishment on inbound connections.
     handshake_timeout: Duration,
 
-    /// Patched for libmesh: inbound connections of this listener in their handshakes,
-    /// and how many make it answer unvalidated Initials with a Retry.
+    /// Patched for libmesh: inbound connections in their handshakes (shared by every
+    /// listener of the config), and how many make it answer unvalidated Initials with a
+    /// Retry.
     pending: Arc<AtomicUsize>,
     pending_before_retry: usize,
 
@@ -472,6 +477,7 @@ impl<P: Provider> Listener<P> {
         socket: UdpSocket,
         endpoint: quinn::Endpoint,
         handshake_timeout: Duration,
+        pending: Arc<AtomicUsize>,
         pending_before_retry: usize,
         version: ProtocolVersion,
     ) -> Result<Self, Error> {
@@ -502,7 +508,7 @@ impl<P: Provider> Listener<P> {
             listener_id,
             version,
             handshake_timeout,
-            pending: Arc::new(AtomicUsize::new(0)),
+            pending,
             pending_before_retry,
             if_watcher,
             is_closed: false,
@@ -594,6 +600,7 @@ impl<P: Provider> Listener<P> {
 impl<P: Provider> Stream for Listener<P> {
     type Item = TransportEvent<<GenTransport<P> as Transport>::ListenerUpgrade, Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut retries = 0;
         loop {
             if let Some(event) = self.pending_event.take() {
                 return Poll::Ready(Some(event));
@@ -610,13 +617,21 @@ impl<P: Provider> Stream for Listener<P> {
                     let endpoint = self.endpoint.clone();
                     self.accept = async move { endpoint.accept().await }.boxed();
 
-                    // Patched for libmesh: a Retry under load (`Config::pending_before_retry`).
+                    // Patched for libmesh: a Retry under load (`Config::pending_before_retry`);
+                    // at most `RETRIES_PER_POLL` in a row, then the task yields.
                     let incoming = if !incoming.remote_address_validated()
                         && incoming.may_retry()
                         && self.pending.load(Ordering::Relaxed) >= self.pending_before_retry
                     {
                         match incoming.retry() {
-                            Ok(()) => continue,
+                            Ok(()) => {
+                                retries += 1;
+                                if retries >= RETRIES_PER_POLL {
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
+                                continue;
+                            }
                             Err(e) => e.into_incoming(),
                         }
                     } else {
@@ -986,6 +1001,10 @@ mod tests {
             .unwrap();
     }
 }
+
+/// Patched for libmesh: Retries sent in one poll of a listener before it yields (a flood
+/// of Initials does not hold the task).
+const RETRIES_PER_POLL: usize = 64;
 
 /// Patched for libmesh: an inbound connection in its handshake, counted in its
 /// listener's `pending` until the [`Connecting`] future is dropped.
