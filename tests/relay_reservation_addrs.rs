@@ -14,21 +14,17 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libmesh::node::NodeConfig;
-use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, SwarmBuilder, identify, noise, ping, relay, tcp, yamux};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, relay};
 use mesh_core::{MemoryTrace, NodeKeypair};
 use mesh_testkit::node::{loopback_config, start_node};
 use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(30);
+#[path = "support/stock_relay.rs"]
+mod stock_relay;
+use stock_relay::{StockRelayEvent, stock_relay};
 
-#[derive(NetworkBehaviour)]
-struct Relay {
-    relay: relay::Behaviour,
-    ping: ping::Behaviour,
-    identify: identify::Behaviour,
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 fn victims(from: u8, n: u8) -> Vec<Multiaddr> {
     (from..from + n)
@@ -39,45 +35,16 @@ fn victims(from: u8, n: u8) -> Vec<Multiaddr> {
 /// A relay on its own task: its `/p2p` address, a sender of external addresses to add,
 /// and the count of renewals it accepted.
 async fn running_relay() -> (Multiaddr, mpsc::Sender<Multiaddr>, Arc<AtomicUsize>) {
-    let mut r = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|k| Relay {
-            relay: relay::Behaviour::new(
-                k.public().to_peer_id(),
-                relay::Config {
-                    reservation_duration: Duration::from_secs(8),
-                    ..Default::default()
-                },
-            ),
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1))),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/ipfs/id/1.0.0".into(),
-                k.public(),
-            )),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
-        .build();
-    r.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = r.select_next_some().await {
-            break address;
-        }
-    };
-    r.add_external_address(addr.clone());
+    let (mut r, p2p) = stock_relay(relay::Config {
+        reservation_duration: Duration::from_secs(8),
+        ..Default::default()
+    })
+    .await;
     r.add_external_address("/ip4/127.0.0.1/udp/9/quic-v1".parse().unwrap());
     // (The relay keeps its 20 latest external addresses.)
     for v in victims(1, 10) {
         r.add_external_address(v);
     }
-    let p2p = addr.with(Protocol::P2p(*r.local_peer_id()));
     let (tx, mut rx) = mpsc::channel::<Multiaddr>(64);
     let renewals = Arc::new(AtomicUsize::new(0));
     let counted = renewals.clone();
@@ -85,7 +52,7 @@ async fn running_relay() -> (Multiaddr, mpsc::Sender<Multiaddr>, Arc<AtomicUsize
         loop {
             tokio::select! {
                 e = r.select_next_some() => {
-                    if let SwarmEvent::Behaviour(RelayEvent::Relay(
+                    if let SwarmEvent::Behaviour(StockRelayEvent::Relay(
                         relay::Event::ReservationReqAccepted { renewed: true, .. },
                     )) = e
                     {

@@ -75,8 +75,10 @@ pub fn build(
             // global pending cap at most (`ip_shares`).
             max_pending_webrtc: (l.max_pending_incoming / 4).max(1),
             max_pending_quic: l.pending_quic(),
-            // Circuits under fresh peer ids through one relay: a quarter too.
+            // Circuits under fresh peer ids through one relay: a quarter too; through
+            // all relays, half.
             max_pending_relayed: (l.max_pending_incoming / 4).max(1),
+            max_pending_circuits: (l.max_pending_incoming / 2).max(1),
             max_pending_group: l.pending_incoming_per_group(),
             max_inbound: l.established_incoming(),
         },

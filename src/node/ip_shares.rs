@@ -37,17 +37,18 @@
 //!   26 Initials a second from fresh addresses held the global cap. Now a quarter too
 //!   (and the node's copy answers with a Retry once half of it is under way).
 //!
-//! - **Pending through one relay**: at most `max_pending_relayed` per relay (keyed by the
-//!   network of the relay connection: a circuit's local address is
-//!   `<relay's address>/p2p-circuit`). Peer ids cost nothing, so a client of a public
-//!   relay could open circuits to the node under fresh ids (the relay's per-peer
-//!   limits count ids) and hold every pending slot in silent Noise handshakes: every
-//!   other inbound connection was refused. Now a relay's circuits hold a quarter.
+//! - **Pending through relays**: at most `max_pending_relayed` per relay and
+//!   `max_pending_circuits` in all. A circuit's local address is the address of its relay
+//!   connection with `/p2p-circuit`: the relay is its `/p2p/<relay>` there (or, without
+//!   one, that address). Peer ids cost nothing, so a client of a public relay could open
+//!   circuits to the node under fresh ids (the relay's per-peer limits count ids) and hold
+//!   every pending slot in silent handshakes: every other inbound connection was
+//!   refused. Now one relay's circuits hold a quarter, and all relays' half.
 //!
-//! Relayed connections are not counted by network otherwise: their remote address is
-//! the relay's, shared by every peer that reaches the node through it (the relay limits
-//! its own clients per network). Neither are connections without an IP (the memory
-//! transport). The tables
+//! Relayed connections are not counted by network otherwise: their remote address
+//! (`/p2p/<source>`) has no IP, and the relay's is shared by every peer that reaches the
+//! node through it (the relay limits its own clients per network). Neither are
+//! connections without an IP (the memory transport). The tables
 //! hold one entry per pending or established connection, so the global caps bound them.
 
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct IpCaps {
     pub max_pending_quic: u32,
     /// Pending inbound relayed connections through one relay.
     pub max_pending_relayed: u32,
+    /// Pending inbound relayed connections in all.
+    pub max_pending_circuits: u32,
     /// Pending inbound connections per [`mesh_core::IpGroup`].
     pub max_pending_group: u32,
     /// Established inbound connections in all (those counted: with an IP, not relayed).
@@ -95,6 +98,9 @@ pub enum Refused {
     /// `max_pending_relayed` connections through this relay are in their handshakes.
     #[error("{0} pending inbound connections through this relay already")]
     PendingRelayed(u32),
+    /// `max_pending_circuits` relayed connections are in their handshakes.
+    #[error("{0} pending inbound relayed connections already")]
+    PendingCircuits(u32),
     /// The wider network ([`mesh_core::IpGroup`]) has `max_pending_group` connections in their
     /// handshakes.
     #[error("{0} pending inbound connections from this wider network already")]
@@ -134,10 +140,29 @@ pub struct IpShares {
     webrtc: std::collections::HashSet<ConnectionId>,
     /// Pending QUIC connections (at most `max_pending_quic`).
     quic: std::collections::HashSet<ConnectionId>,
-    /// Pending relayed connections, by the relay connection's network (each at most
-    /// `max_pending_relayed`).
-    relayed: HashMap<ConnectionId, IpKey>,
-    relays: HashMap<IpKey, u32>,
+    /// Pending relayed connections, by relay (each at most `max_pending_relayed`; at
+    /// most `max_pending_circuits` in all).
+    relayed: HashMap<ConnectionId, Multiaddr>,
+    relays: HashMap<Multiaddr, u32>,
+}
+
+/// The relay of a circuit whose local address is `local`
+/// (`<relay connection's address>/p2p/<relay>/p2p-circuit`): `/p2p/<relay>`, or the
+/// address before `/p2p-circuit` when it names no peer.
+fn relay_of(local: &Multiaddr) -> Multiaddr {
+    let mut before = Multiaddr::empty();
+    let mut peer = None;
+    for p in local.iter() {
+        match p {
+            Protocol::P2pCircuit => break,
+            Protocol::P2p(id) => peer = Some(id),
+            p => before.push(p),
+        }
+    }
+    match peer {
+        Some(id) => Multiaddr::empty().with(Protocol::P2p(id)),
+        None => before,
+    }
 }
 
 /// The network a connection from `remote` counts under: `None` when it is not counted
@@ -176,14 +201,16 @@ impl IpShares {
     ) -> Result<(), Refused> {
         if local.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
             // A circuit (whatever transport its relay connection uses).
-            if let Some(relay) = IpKey::of_multiaddr(local) {
-                let n = self.relays.entry(relay).or_default();
-                if *n >= self.caps.max_pending_relayed {
-                    return Err(Refused::PendingRelayed(self.caps.max_pending_relayed));
-                }
-                *n += 1;
-                self.relayed.insert(id, relay);
+            if self.relayed.len() >= self.caps.max_pending_circuits as usize {
+                return Err(Refused::PendingCircuits(self.caps.max_pending_circuits));
             }
+            let relay = relay_of(local);
+            let n = self.relays.entry(relay.clone()).or_default();
+            if *n >= self.caps.max_pending_relayed {
+                return Err(Refused::PendingRelayed(self.caps.max_pending_relayed));
+            }
+            *n += 1;
+            self.relayed.insert(id, relay);
         } else if local.iter().any(|p| matches!(p, Protocol::WebRTCDirect)) {
             // Transports that start a connection on one packet from any source.
             if self.webrtc.len() >= self.caps.max_pending_webrtc as usize {
@@ -368,6 +395,7 @@ mod tests {
             max_pending_webrtc: 4,
             max_pending_quic: 4,
             max_pending_relayed: 4,
+            max_pending_circuits: 6,
             max_pending_group: 8,
             max_inbound: 100,
         })
@@ -507,6 +535,13 @@ mod tests {
     fn circuits_through_one_relay_hold_its_share_only() {
         let mut s = shares();
         let via = |host: &str| ma(&format!("/ip4/{host}/tcp/4001/p2p-circuit"));
+        // Relays reached by name: keyed by their peer ids.
+        let named = |relay: &PeerId| {
+            ma(&format!(
+                "/dns4/relay.example/tcp/443/wss/p2p/{relay}/p2p-circuit"
+            ))
+        };
+        let (r1, r2) = (peer(), peer());
         let from = || ma(&format!("/p2p/{}", peer()));
         // Fresh peer ids through relay A: four, then refused.
         for n in 0..4 {
@@ -530,6 +565,23 @@ mod tests {
             s.failed(id(n));
         }
         assert!(s.relayed.is_empty() && s.relays.is_empty());
+
+        // Two relays by name: four through the first, then two through the second (six
+        // in all), then none.
+        for n in 10..14 {
+            assert!(s.pending(id(n), &named(&r1), &from()).is_ok());
+        }
+        assert_eq!(
+            s.pending(id(14), &named(&r1), &from()),
+            Err(Refused::PendingRelayed(4))
+        );
+        for n in 15..17 {
+            assert!(s.pending(id(n), &named(&r2), &from()).is_ok());
+        }
+        assert_eq!(
+            s.pending(id(17), &named(&r2), &from()),
+            Err(Refused::PendingCircuits(6))
+        );
     }
 
     #[test]
@@ -570,6 +622,7 @@ mod tests {
             max_pending_webrtc: 4,
             max_pending_quic: 4,
             max_pending_relayed: 4,
+            max_pending_circuits: 6,
             max_pending_group: 64,
             max_inbound: inbound,
         })

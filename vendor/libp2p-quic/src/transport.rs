@@ -1006,8 +1006,8 @@ mod tests {
 /// of Initials does not hold the task).
 const RETRIES_PER_POLL: usize = 64;
 
-/// Patched for libmesh: an inbound connection in its handshake, counted in its
-/// listener's `pending` until the [`Connecting`] future is dropped.
+/// Patched for libmesh: an inbound connection in its handshake, counted in the config's
+/// `handshakes` until the [`Connecting`] future is dropped.
 #[derive(Debug)]
 pub(crate) struct Pending(Arc<AtomicUsize>);
 

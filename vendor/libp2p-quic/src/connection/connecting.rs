@@ -41,7 +41,7 @@ use crate::{Connection, ConnectionError, Error};
 #[derive(Debug)]
 pub struct Connecting {
     connecting: Select<quinn::Connecting, Delay>,
-    /// Patched for libmesh: counted in its listener's handshakes while alive.
+    /// Patched for libmesh: counted in the config's handshakes while alive.
     _pending: Option<crate::transport::Pending>,
 }
 
@@ -53,7 +53,7 @@ impl Connecting {
         }
     }
 
-    /// Patched for libmesh: counted in its listener's handshakes while alive.
+    /// Patched for libmesh: counted in the config's handshakes while alive.
     pub(crate) fn counted(mut self, pending: crate::transport::Pending) -> Self {
         self._pending = Some(pending);
         self
