@@ -142,7 +142,8 @@ pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 
 /// The relay client's circuits, Noise and Yamux, as `SwarmBuilder::with_relay_client`
 /// makes them, with the reservation addresses of [`CircuitAddrs`]: a circuit listener
-/// reports the relay address it was opened on, never the relay's list.
+/// reports the relay address it was opened on and, of those the relay names, only its
+/// others on that host.
 fn circuit_transport(
     key: &Keypair,
     relay: libp2p::relay::client::Transport,
