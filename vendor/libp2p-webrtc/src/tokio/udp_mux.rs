@@ -91,7 +91,10 @@ pub(crate) struct UDPMuxNewAddr {
 
     send_buffer: Option<(Vec<u8>, SocketAddr, oneshot::Sender<Result<usize, Error>>)>,
 
-    close_futures: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// One future per connection, resolving to its ufrag once it closed (patched for
+    /// libmesh: upstream's futures removed the connection through [`UdpMuxHandle`], whose
+    /// channel lock the ICE agents share, from inside [`UDPMuxNewAddr::poll`]).
+    close_futures: FuturesUnordered<BoxFuture<'static, String>>,
     write_future: OptionFuture<BoxFuture<'static, ()>>,
 
     close_command: req_res_chan::Receiver<(), Result<(), Error>>,
@@ -186,6 +189,13 @@ impl UDPMuxNewAddr {
         }
     }
 
+    /// Forgets the connection with `ufrag` and the addresses it was seen from (all of them,
+    /// libmesh patch: a closed connection no longer lists its addresses).
+    fn remove_conn(&mut self, ufrag: &str) {
+        self.conns.remove(ufrag);
+        self.address_map.retain(|_, conn| conn.key() != ufrag);
+    }
+
     /// Reads from the underlying UDP socket and either reports a new address or proxies data to the
     /// muxed connection.
     pub(crate) fn poll(&mut self, cx: &mut Context) -> Poll<UDPMuxEvent> {
@@ -263,11 +273,10 @@ impl UDPMuxNewAddr {
 
                 self.close_futures.push({
                     let ufrag = ufrag.clone();
-                    let udp_mux_handle = self.udp_mux_handle.clone();
 
                     Box::pin(async move {
                         let _ = close_rx.changed().await;
-                        udp_mux_handle.remove_conn_by_ufrag(&ufrag).await;
+                        ufrag
                     })
                 });
 
@@ -310,20 +319,27 @@ impl UDPMuxNewAddr {
             {
                 // Pion's ice implementation has both `RemoveConnByFrag` and `RemoveConn`, but since
                 // `conns` is keyed on `ufrag` their implementation is equivalent.
-
-                if let Some(removed_conn) = self.conns.remove(&ufrag) {
-                    for address in removed_conn.get_addresses() {
-                        self.address_map.remove(&address);
-                    }
-                }
+                self.remove_conn(&ufrag);
 
                 let _ = response.send(());
 
                 continue;
             }
 
-            // => Remove closed connections
-            let _ = self.close_futures.poll_next_unpin(cx);
+            // => Remove closed connections (libmesh patch). Upstream polled these futures once
+            // per call and dropped what it got: a `FuturesUnordered` that yields one item wakes
+            // no one for the others already woken, and each of upstream's futures then sent a
+            // remove command through `UdpMuxHandle`, whose lock every ICE agent's `close()`
+            // waits on too. The lock wakes one waiter when released: when that was one of these
+            // unpolled futures, the wake was lost and every later `RTCPeerConnection::close()`
+            // hung in `remove_conn_by_ufrag`, keeping its tasks and state for good. Now the
+            // futures are drained until pending and the muxer removes a closed connection
+            // itself (only while closed: the ufrag may have a newer connection by now).
+            while let Poll::Ready(Some(ufrag)) = self.close_futures.poll_next_unpin(cx) {
+                if self.conns.get(&ufrag).is_some_and(|conn| conn.is_closed()) {
+                    self.remove_conn(&ufrag);
+                }
+            }
 
             // => Write previously received data to local connections
             match self.write_future.poll_unpin(cx) {

@@ -56,6 +56,7 @@ pub(crate) async fn outbound(
     tracing::debug!(address=%addr, "new outbound connection to address");
 
     let (peer_connection, ufrag) = new_outbound_connection(addr, config, udp_mux).await?;
+    let peer_connection = Unfinished::new(peer_connection);
     let noise_channel_open_rx = create_noise_data_channel(&peer_connection).await?;
 
     let offer = peer_connection.create_offer(None).await?;
@@ -75,7 +76,7 @@ pub(crate) async fn outbound(
     )
     .await?;
 
-    Ok((peer_id, Connection::new(peer_connection).await))
+    Ok((peer_id, Connection::new(peer_connection.finish()).await))
 }
 
 /// Creates a new inbound WebRTC connection.
@@ -91,6 +92,7 @@ pub(crate) async fn inbound(
     tracing::debug!(address=%addr, ufrag=%remote_ufrag, "new inbound connection from address");
 
     let peer_connection = new_inbound_connection(addr, config, udp_mux, &remote_ufrag).await?;
+    let peer_connection = Unfinished::new(peer_connection);
     let noise_channel_open_rx = create_noise_data_channel(&peer_connection).await?;
 
     let offer = sdp::offer(addr, &remote_ufrag);
@@ -111,7 +113,61 @@ pub(crate) async fn inbound(
     )
     .await?;
 
-    Ok((peer_id, Connection::new(peer_connection).await))
+    Ok((peer_id, Connection::new(peer_connection.finish()).await))
+}
+
+/// A peer connection whose upgrade has not finished: closed when dropped before
+/// [`Unfinished::finish`] (an error, or the upgrade's future dropped by the transport's
+/// timeout). webrtc-rs frees a peer connection's tasks (its ICE agent's checks among
+/// them), its DTLS and SCTP state and its UDP muxer entry only on `close()`, and a
+/// failed attempt was dropped without it: every attempt that did not finish, one STUN
+/// request from any source, left them for the life of the process (libmesh patch). The
+/// close ends thanks to two more patches: the UDP muxer's (`udp_mux.rs`, `close_futures`:
+/// closes hung on its handle's lock) and dtls's handshake bound (`vendor/dtls`: a DTLS
+/// handshake that never began kept the peer connection, closed or not).
+struct Unfinished(Option<RTCPeerConnection>);
+
+impl Unfinished {
+    fn new(conn: RTCPeerConnection) -> Self {
+        Unfinished(Some(conn))
+    }
+
+    /// The connection, no longer closed on drop.
+    fn finish(mut self) -> RTCPeerConnection {
+        match self.0.take() {
+            Some(conn) => conn,
+            None => unreachable!("taken only here, which consumes the guard"),
+        }
+    }
+}
+
+impl std::ops::Deref for Unfinished {
+    type Target = RTCPeerConnection;
+
+    fn deref(&self) -> &RTCPeerConnection {
+        match &self.0 {
+            Some(conn) => conn,
+            None => unreachable!("taken only by `finish`, which consumes the guard"),
+        }
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(conn) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = conn.close().await {
+                        tracing::debug!(%e, "closing an unfinished WebRTC connection");
+                    }
+                });
+            }
+            Err(_) => tracing::debug!("an unfinished WebRTC connection dropped outside a runtime"),
+        }
+    }
 }
 
 #[allow(clippy::result_large_err)]
