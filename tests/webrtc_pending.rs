@@ -173,3 +173,32 @@ async fn the_table_of_new_stun_sources_is_bounded() {
         "the oldest source was forgotten, the newest was not"
     );
 }
+
+/// Two sources send a request with the same ufrag (a browser checks from each of its
+/// local candidates with one): one attempt. Upstream started one per source; both shared
+/// the ufrag's muxer connection, so closing the attempt that lost (the node closes every
+/// unfinished attempt) closed the other's.
+#[tokio::test]
+async fn one_attempt_per_ufrag() {
+    let mut swarm = refusing_webrtc_swarm();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&addr)));
+    let (a, b) = (
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+    );
+    a.send_to(&stun_binding(5), target).unwrap();
+    b.send_to(&stun_binding(5), target).unwrap();
+    assert_eq!(attempts(&mut swarm, Duration::from_secs(1)).await, 1);
+    // Another ufrag from the second source is an attempt of its own.
+    b.send_to(&stun_binding(6), target).unwrap();
+    // (The second source is not followed: its request was dropped, not taken.)
+    assert_eq!(attempts(&mut swarm, Duration::from_secs(1)).await, 1);
+}

@@ -20,8 +20,13 @@ pub(crate) const NEW_ADDR_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub(crate) struct NewAddrs {
-    /// Each address with the sequence number of its entry in `order`.
-    seen: HashMap<SocketAddr, u64>,
+    /// Each address with the sequence number of its entry in `order` and its ufrag.
+    seen: HashMap<SocketAddr, (u64, String)>,
+    /// The ufrags of the addresses followed, with their entries' sequence numbers: one
+    /// attempt per ufrag at a time (a browser checks from each of its local candidates
+    /// with one ufrag; two attempts for it would share its muxer connection, and closing
+    /// the one that lost would close the other's).
+    ufrags: HashMap<String, u64>,
     /// Entries oldest first; those whose address was removed or re-added are stale and
     /// dropped when they reach the front. At most [`MAX_NEW_ADDRS`].
     order: VecDeque<(SocketAddr, u64, Instant)>,
@@ -34,24 +39,42 @@ impl NewAddrs {
         self.seen.contains_key(addr)
     }
 
-    pub(crate) fn insert(&mut self, addr: SocketAddr, now: Instant) {
+    /// Whether an attempt for `ufrag` (from any address) is followed.
+    pub(crate) fn has_ufrag(&mut self, ufrag: &str, now: Instant) -> bool {
+        self.expire(now);
+        self.ufrags.contains_key(ufrag)
+    }
+
+    pub(crate) fn insert(&mut self, addr: SocketAddr, ufrag: String, now: Instant) {
         self.expire(now);
         while self.order.len() >= MAX_NEW_ADDRS {
             self.pop_front();
         }
         let seq = self.next;
         self.next += 1;
-        self.seen.insert(addr, seq);
+        self.ufrags.insert(ufrag.clone(), seq);
+        if let Some((old, old_ufrag)) = self.seen.insert(addr, (seq, ufrag)) {
+            self.forget_ufrag(&old_ufrag, old);
+        }
         self.order.push_back((addr, seq, now));
     }
 
     pub(crate) fn remove(&mut self, addr: &SocketAddr) {
-        self.seen.remove(addr);
+        if let Some((seq, ufrag)) = self.seen.remove(addr) {
+            self.forget_ufrag(&ufrag, seq);
+        }
     }
 
     pub(crate) fn clear(&mut self) {
         self.seen.clear();
+        self.ufrags.clear();
         self.order.clear();
+    }
+
+    fn forget_ufrag(&mut self, ufrag: &str, seq: u64) {
+        if self.ufrags.get(ufrag) == Some(&seq) {
+            self.ufrags.remove(ufrag);
+        }
     }
 
     fn expire(&mut self, now: Instant) {
@@ -66,9 +89,9 @@ impl NewAddrs {
 
     fn pop_front(&mut self) {
         if let Some((addr, seq, _)) = self.order.pop_front()
-            && self.seen.get(&addr) == Some(&seq)
+            && self.seen.get(&addr).is_some_and(|(s, _)| *s == seq)
         {
-            self.seen.remove(&addr);
+            self.remove(&addr);
         }
     }
 }
@@ -86,7 +109,7 @@ mod tests {
         let mut t = NewAddrs::default();
         let t0 = Instant::now();
         for n in 0..(MAX_NEW_ADDRS as u16 + 10) {
-            t.insert(addr(n), t0);
+            t.insert(addr(n), n.to_string(), t0);
         }
         assert!(!t.contains(&addr(0), t0), "the oldest is forgotten");
         assert!(t.contains(&addr(MAX_NEW_ADDRS as u16 + 9), t0));
@@ -95,10 +118,14 @@ mod tests {
         assert!(!t.contains(&addr(MAX_NEW_ADDRS as u16 + 9), later));
         assert!(t.seen.is_empty() && t.order.is_empty());
         // Removed then added again: one live entry, the stale one dropped in turn.
-        t.insert(addr(1), later);
+        t.insert(addr(1), "u".into(), later);
         t.remove(&addr(1));
-        t.insert(addr(1), later);
+        t.insert(addr(1), "u".into(), later);
         assert!(t.contains(&addr(1), later));
+        assert!(t.has_ufrag("u", later));
         assert_eq!(t.order.len(), 2);
+        t.remove(&addr(1));
+        assert!(!t.has_ufrag("u", later));
+        assert!(t.ufrags.is_empty());
     }
 }

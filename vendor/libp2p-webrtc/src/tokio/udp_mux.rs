@@ -378,13 +378,33 @@ impl UDPMuxNewAddr {
                                 None => {
                                     if !self.new_addrs.contains(&addr, Instant::now()) {
                                         match ufrag_from_stun_message(read.filled(), false) {
+                                            // Patched for libmesh: one attempt per ufrag
+                                            // at a time (`NewAddrs::has_ufrag`); a check
+                                            // from another address of the same peer is
+                                            // dropped until its connection exists (then
+                                            // found by ufrag above).
+                                            Ok(ufrag)
+                                                if self
+                                                    .new_addrs
+                                                    .has_ufrag(&ufrag, Instant::now()) =>
+                                            {
+                                                tracing::trace!(
+                                                    address=%&addr,
+                                                    %ufrag,
+                                                    "A new address for a ufrag with an attempt under way",
+                                                );
+                                            }
                                             Ok(ufrag) => {
                                                 tracing::trace!(
                                                     address=%&addr,
                                                     %ufrag,
                                                     "Notifying about new address from ufrag",
                                                 );
-                                                self.new_addrs.insert(addr, Instant::now());
+                                                self.new_addrs.insert(
+                                                    addr,
+                                                    ufrag.clone(),
+                                                    Instant::now(),
+                                                );
                                                 return Poll::Ready(UDPMuxEvent::NewAddr(
                                                     NewAddr { addr, ufrag },
                                                 ));
