@@ -120,6 +120,21 @@ fn refusing_webrtc_swarm() -> libp2p::Swarm<connection_limits::Behaviour> {
         .build()
 }
 
+/// [`refusing_webrtc_swarm`] listening on loopback, and its UDP socket address.
+async fn listening_refusing_swarm() -> (libp2p::Swarm<connection_limits::Behaviour>, SocketAddr) {
+    let mut swarm = refusing_webrtc_swarm();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&addr)));
+    (swarm, target)
+}
+
 /// Incoming attempts the swarm reports within `within` (each refused).
 async fn attempts(
     swarm: &mut libp2p::Swarm<connection_limits::Behaviour>,
@@ -142,16 +157,7 @@ async fn attempts(
 /// Upstream kept all 300 (and would for good): the first's second request was ignored.
 #[tokio::test]
 async fn the_table_of_new_stun_sources_is_bounded() {
-    let mut swarm = refusing_webrtc_swarm();
-    swarm
-        .listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&addr)));
+    let (mut swarm, target) = listening_refusing_swarm().await;
     let sockets: Vec<UdpSocket> = (0..300)
         .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
         .collect();
@@ -180,16 +186,7 @@ async fn the_table_of_new_stun_sources_is_bounded() {
 /// unfinished attempt) closed the other's.
 #[tokio::test]
 async fn one_attempt_per_ufrag() {
-    let mut swarm = refusing_webrtc_swarm();
-    swarm
-        .listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port(&addr)));
+    let (mut swarm, target) = listening_refusing_swarm().await;
     let (a, b) = (
         UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
         UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
