@@ -63,8 +63,9 @@ pub struct Connection {
     /// Future, which, once polled, will result in closing the entire connection.
     close_fut: Option<BoxFuture<'static, Result<(), Error>>>,
 
-    /// A list of futures, which, once completed, signal that a [`Stream`] has been dropped.
-    drop_listeners: FuturesUnordered<stream::DropListener>,
+    /// Each stream's end (patched for libmesh, [`stream::StreamEnd`]): done once the
+    /// stream was dropped and its data channel closed.
+    drop_listeners: FuturesUnordered<stream::StreamEnd>,
     no_drop_listeners_waker: Option<Waker>,
 }
 

@@ -24,7 +24,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::prelude::*;
+use futures::{channel::oneshot, future::BoxFuture, prelude::*};
 use libp2p_webrtc_utils::MAX_MSG_LEN;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use webrtc::data::data_channel::{DataChannel, PollDataChannel};
@@ -35,20 +35,49 @@ use webrtc::data::data_channel::{DataChannel, PollDataChannel};
 /// as support a half-closed state which we do by framing messages in a protobuf envelope.
 pub struct Stream {
     inner: libp2p_webrtc_utils::Stream<Compat<PollDataChannel>>,
+    /// Patched for libmesh: dropped with the stream, which tells its [`StreamEnd`] that
+    /// the data channel is no longer used.
+    _in_use: oneshot::Sender<()>,
 }
 
-pub(crate) type DropListener = libp2p_webrtc_utils::DropListener<Compat<PollDataChannel>>;
+/// Patched for libmesh: what the connection runs for each of its streams. First the
+/// drop listener (a reset flag sent for a stream dropped before it was closed), then,
+/// once the stream is dropped, the data channel's close: an SCTP stream reset, on which
+/// the peer resets its side too, and both ends free the channel (its SCTP stream, and
+/// its entry in webrtc's list of the peer connection's channels; webrtc 0.17.2, patched,
+/// `RTCSctpTransport::keep_live_data_channels`). Upstream never closed a data channel:
+/// libp2p's close frames travel in the channel and leave it open, so every stream a
+/// connection had stayed at both ends until the connection closed (some 3 KiB each), a
+/// peer that opened and dropped streams grew the node without bound, and the stream ids
+/// in use only ever grew.
+pub(crate) type StreamEnd = BoxFuture<'static, std::io::Result<()>>;
 
 impl Stream {
-    /// Returns a new `Substream` and a listener, which will notify the receiver when/if the
-    /// substream is dropped.
-    pub(crate) fn new(data_channel: Arc<DataChannel>) -> (Self, DropListener) {
+    /// Returns a new `Substream` and what the connection runs until the stream's data
+    /// channel is closed ([`StreamEnd`]).
+    pub(crate) fn new(data_channel: Arc<DataChannel>) -> (Self, StreamEnd) {
+        let channel = Arc::clone(&data_channel);
         let mut data_channel = PollDataChannel::new(data_channel).compat();
         data_channel.get_mut().set_read_buf_capacity(MAX_MSG_LEN);
 
         let (inner, drop_listener) = libp2p_webrtc_utils::Stream::new(data_channel);
+        let (in_use, dropped) = oneshot::channel::<()>();
+        let end = async move {
+            let reset_sent = drop_listener.await;
+            // Never sent: ends when the stream is dropped.
+            let _ = dropped.await;
+            let closed = channel.close().await.map_err(std::io::Error::other);
+            reset_sent.and(closed)
+        }
+        .boxed();
 
-        (Self { inner }, drop_listener)
+        (
+            Self {
+                inner,
+                _in_use: in_use,
+            },
+            end,
+        )
     }
 }
 impl AsyncRead for Stream {
