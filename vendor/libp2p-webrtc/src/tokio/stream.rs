@@ -22,9 +22,11 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures::{channel::oneshot, future::BoxFuture, prelude::*};
+use futures_timer::Delay;
 use libp2p_webrtc_utils::MAX_MSG_LEN;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use webrtc::data::data_channel::{DataChannel, PollDataChannel};
@@ -35,22 +37,38 @@ use webrtc::data::data_channel::{DataChannel, PollDataChannel};
 /// as support a half-closed state which we do by framing messages in a protobuf envelope.
 pub struct Stream {
     inner: libp2p_webrtc_utils::Stream<Compat<PollDataChannel>>,
-    /// Patched for libmesh: dropped with the stream, which tells its [`StreamEnd`] that
-    /// the data channel is no longer used.
-    _in_use: oneshot::Sender<()>,
+    /// Patched for libmesh: sent when the stream is dropped, with whether it was closed
+    /// (`closed`), which tells its [`StreamEnd`] that the data channel is no longer used.
+    in_use: Option<oneshot::Sender<bool>>,
+    /// Patched for libmesh: the stream was closed (its FIN sent).
+    closed: bool,
 }
 
 /// Patched for libmesh: what the connection runs for each of its streams. First the
-/// drop listener (a reset flag sent for a stream dropped before it was closed), then,
+/// drop listener (a reset flag sent for a stream dropped before it was closed); then,
 /// once the stream is dropped, the data channel's close: an SCTP stream reset, on which
 /// the peer resets its side too, and both ends free the channel (its SCTP stream, and
 /// its entry in webrtc's list of the peer connection's channels; webrtc 0.17.2, patched,
-/// `RTCSctpTransport::keep_live_data_channels`). Upstream never closed a data channel:
-/// libp2p's close frames travel in the channel and leave it open, so every stream a
-/// connection had stayed at both ends until the connection closed (some 3 KiB each), a
-/// peer that opened and dropped streams grew the node without bound, and the stream ids
-/// in use only ever grew.
+/// `RTCSctpTransport::keep_live_data_channels`). A stream dropped unclosed is reset at
+/// once (what it had sent is cut, as its reset flag says). A stream that was closed is
+/// reset once what it wrote has been acknowledged (up to [`ACK_WAIT`]) and [`GRACE`]
+/// has passed: libp2p's WebRTC streams have no FIN_ACK here, and an unpatched webrtc-rs
+/// peer drops what it has not read yet when a reset comes (the patched `webrtc-sctp`
+/// reads it first), so the reset waits for the peer to have read the answer it was
+/// sent. Upstream never closed a data channel: libp2p's close frames travel in the
+/// channel and leave it open, so every stream a connection had stayed at both ends
+/// until the connection closed (some 3 KiB each), a peer that opened and dropped
+/// streams grew the node without bound, and the stream ids in use only ever grew.
 pub(crate) type StreamEnd = BoxFuture<'static, std::io::Result<()>>;
+
+/// Patched for libmesh: how long a closed stream waits for what it wrote to be
+/// acknowledged before its channel is reset.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Patched for libmesh: how long a closed stream's channel is kept once what it wrote
+/// was acknowledged, for the peer to read it.
+const GRACE: Duration = Duration::from_secs(5);
+/// Patched for libmesh: how often a closed stream looks at what is unacknowledged.
+const ACK_POLL: Duration = Duration::from_millis(50);
 
 impl Stream {
     /// Returns a new `Substream` and what the connection runs until the stream's data
@@ -61,25 +79,43 @@ impl Stream {
         data_channel.get_mut().set_read_buf_capacity(MAX_MSG_LEN);
 
         let (inner, drop_listener) = libp2p_webrtc_utils::Stream::new(data_channel);
-        let (in_use, dropped) = oneshot::channel::<()>();
+        let (in_use, dropped) = oneshot::channel::<bool>();
         let end = async move {
             let reset_sent = drop_listener.await;
-            // Never sent: ends when the stream is dropped.
-            let _ = dropped.await;
-            let closed = channel.close().await.map_err(std::io::Error::other);
-            reset_sent.and(closed)
+            // Sent when the stream is dropped.
+            let closed = dropped.await.unwrap_or(false);
+            if closed {
+                let mut waited = Duration::ZERO;
+                while channel.buffered_amount() > 0 && waited < ACK_WAIT {
+                    Delay::new(ACK_POLL).await;
+                    waited += ACK_POLL;
+                }
+                Delay::new(GRACE).await;
+            }
+            let reset = channel.close().await.map_err(std::io::Error::other);
+            reset_sent.and(reset)
         }
         .boxed();
 
         (
             Self {
                 inner,
-                _in_use: in_use,
+                in_use: Some(in_use),
+                closed: false,
             },
             end,
         )
     }
 }
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(in_use) = self.in_use.take() {
+            let _ = in_use.send(self.closed);
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -104,6 +140,11 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        let this = self.get_mut();
+        let closing = Pin::new(&mut this.inner).poll_close(cx);
+        if let Poll::Ready(Ok(())) = closing {
+            this.closed = true;
+        }
+        closing
     }
 }

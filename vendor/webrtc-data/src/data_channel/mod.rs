@@ -129,25 +129,22 @@ impl DataChannel {
 
         let (n, ppi) = stream.read_sctp(&mut buf).await?;
 
-        // Patched for libmesh: a stream that does not open with a channel-open message
-        // is reset, and so leaves the association at both ends (upstream left it
-        // registered for good). Such a stream is what data that comes after a stream's
-        // reset makes (the association creates a stream for any unknown id), or a
-        // hostile peer's.
-        let opened = match Self::open_message(&buf[..n], ppi) {
-            Ok(open) => open,
-            Err(e) => {
-                if let Err(reset) = stream.shutdown(Shutdown::Both).await {
-                    log::debug!("could not reset a stream that did not open: {reset}");
-                }
-                return Err(e);
-            }
+        if ppi != PayloadProtocolIdentifier::Dcep {
+            return Err(Error::InvalidPayloadProtocolIdentifier(ppi as u8));
+        }
+
+        let mut read_buf = &buf[..n];
+        let msg = Message::unmarshal(&mut read_buf)?;
+
+        if let Message::DataChannelOpen(dco) = msg {
+            config.channel_type = dco.channel_type;
+            config.priority = dco.priority;
+            config.reliability_parameter = dco.reliability_parameter;
+            config.label = String::from_utf8(dco.label)?;
+            config.protocol = String::from_utf8(dco.protocol)?;
+        } else {
+            return Err(Error::InvalidMessageType(msg.message_type() as u8));
         };
-        config.channel_type = opened.channel_type;
-        config.priority = opened.priority;
-        config.reliability_parameter = opened.reliability_parameter;
-        config.label = String::from_utf8(opened.label)?;
-        config.protocol = String::from_utf8(opened.protocol)?;
 
         let data_channel = DataChannel::new(stream, config);
 
@@ -155,20 +152,6 @@ impl DataChannel {
         data_channel.commit_reliability_params();
 
         Ok(data_channel)
-    }
-
-    /// Patched for libmesh: the channel-open message a new stream's first message must be.
-    fn open_message(
-        mut buf: &[u8],
-        ppi: PayloadProtocolIdentifier,
-    ) -> Result<DataChannelOpen> {
-        if ppi != PayloadProtocolIdentifier::Dcep {
-            return Err(Error::InvalidPayloadProtocolIdentifier(ppi as u8));
-        }
-        match Message::unmarshal(&mut buf)? {
-            Message::DataChannelOpen(dco) => Ok(dco),
-            msg => Err(Error::InvalidMessageType(msg.message_type() as u8)),
-        }
     }
 
     /// Read reads a packet of len(p) bytes as binary data.
@@ -250,7 +233,6 @@ impl DataChannel {
         self.bytes_received.load(Ordering::SeqCst)
     }
 
-    /// StreamIdentifier returns the Stream identifier associated to the stream.
     /// Patched for libmesh: whether the SCTP association has let go of this channel's
     /// stream (both ends reset it, or the association closed), so that nothing but this
     /// channel holds it and its id may be used again. webrtc's list of a peer
@@ -260,6 +242,7 @@ impl DataChannel {
         Arc::strong_count(&self.stream) == 1
     }
 
+    /// StreamIdentifier returns the Stream identifier associated to the stream.
     pub fn stream_identifier(&self) -> u16 {
         self.stream.stream_identifier()
     }

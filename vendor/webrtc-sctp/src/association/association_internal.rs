@@ -327,6 +327,16 @@ impl AssociationInternal {
         let _ = self.awake_write_loop_ch.try_send(());
     }
 
+    /// Patched for libmesh: un-registers `stream` if it is the one registered under its
+    /// id (`Association::forget_stream`).
+    pub(crate) fn forget_stream(&mut self, stream: &Arc<Stream>) {
+        let id = stream.stream_identifier;
+        if self.streams.get(&id).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            self.unregister_stream(id);
+            self.pending_queue.remove_stream(id);
+        }
+    }
+
     /// unregister_stream un-registers a stream from the association
     /// The caller should hold the association write lock.
     fn unregister_stream(&mut self, stream_identifier: u16) {
@@ -1833,6 +1843,15 @@ impl AssociationInternal {
                         sis_to_reset.push(*id);
                     }
                     self.unregister_stream(stream_identifier);
+                    // Patched for libmesh: what is still queued for the stream (data, a
+                    // reset mark of its close) goes no further; its reset is the one
+                    // above. Upstream sent it after the reset, as data of a stream that
+                    // no longer was: the peer made a new stream of it whose first
+                    // message never came, and its loop that accepts data channels
+                    // waited on it for good (and then stalled the whole association;
+                    // see `vendor/webrtc/PATCHED.md`); a reset mark left behind would
+                    // reset the id again, maybe under a new channel of the peer's.
+                    self.pending_queue.remove_stream(stream_identifier);
                 }
             }
             self.reconfig_requests
@@ -1949,26 +1968,6 @@ impl AssociationInternal {
                 c.user_data.len(),
                 c.stream_identifier,
             );
-
-            // Patched for libmesh: what is still queued for a stream that is no longer
-            // registered (the peer reset it, and this side's reset went with the answer)
-            // is dropped, data and reset marks alike. Upstream sent it after the reset, as
-            // data of a stream that no longer was: the peer made a new stream of it, whose
-            // first message never came, so the peer connection's loop that accepts data
-            // channels waited on it for good, and once the queue of new streams was full,
-            // the peer dropped every new stream's data unacknowledged, which stalled its
-            // acknowledged sequence (and every reset waiting on it). A stale reset mark
-            // would reset the id again, maybe under a new channel of the peer's.
-            if !self.streams.contains_key(&stream_identifier) {
-                if self
-                    .pending_queue
-                    .pop(beginning_fragment, unordered)
-                    .is_none()
-                {
-                    log::error!("failed to pop from pending queue");
-                }
-                continue;
-            }
 
             if data_len == 0 {
                 if let Some(s) = self.streams.get(&stream_identifier) {

@@ -585,6 +585,15 @@ impl Association {
         ai.open_stream(stream_identifier, default_payload_type)
     }
 
+    /// Patched for libmesh: un-registers `stream` (if it is still the one registered
+    /// under its id) without a reset: for a stream the peer opened that never became a
+    /// data channel, which a reset could not end (a stream made of data that came after
+    /// its stream's reset is one the peer no longer knows, and answers no reset for).
+    pub async fn forget_stream(&self, stream: &Arc<Stream>) {
+        let mut ai = self.association_internal.lock().await;
+        ai.forget_stream(stream);
+    }
+
     /// accept_stream accepts a stream
     pub async fn accept_stream(&self) -> Option<Arc<Stream>> {
         let mut accept_ch_rx = self.accept_ch_rx.lock().await;

@@ -246,6 +246,41 @@ impl PendingQueue {
         popped
     }
 
+    /// Patched for libmesh: drops every chunk queued for `stream_identifier` (data and
+    /// reset marks), for a stream that is no longer registered: the peer has reset it,
+    /// and this side's reset goes out with the answer. Upstream sent them after the
+    /// reset, as data of a stream that no longer was (see
+    /// `AssociationInternal::reset_streams_if_any`). A fragmented message of the stream
+    /// under way loses its rest, and the queue's choice of it ends.
+    pub(crate) fn remove_stream(&self, stream_identifier: u16) {
+        let mut removed_bytes = 0;
+        let mut removed = 0;
+        for (queue, unordered) in [(&self.ordered_queue, false), (&self.unordered_queue, true)] {
+            let mut queue = queue.write();
+            if self.selected.load(Ordering::SeqCst)
+                && self.unordered_is_selected.load(Ordering::SeqCst) == unordered
+                && queue
+                    .front()
+                    .is_some_and(|c| c.stream_identifier == stream_identifier)
+            {
+                self.selected.store(false, Ordering::SeqCst);
+            }
+            queue.retain(|c| {
+                let keep = c.stream_identifier != stream_identifier;
+                if !keep {
+                    removed_bytes += c.user_data.len();
+                    removed += 1;
+                }
+                keep
+            });
+        }
+        if removed > 0 {
+            self.n_bytes.fetch_sub(removed_bytes, Ordering::SeqCst);
+            self.queue_len.fetch_sub(removed, Ordering::SeqCst);
+            self.semaphore.add_permits(removed_bytes);
+        }
+    }
+
     pub(crate) fn get_num_bytes(&self) -> usize {
         self.n_bytes.load(Ordering::SeqCst)
     }

@@ -15,6 +15,7 @@ use data::data_channel::DataChannel;
 use data::message::message_channel_open::ChannelType;
 use portable_atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8};
 use sctp::association::Association;
+use sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
 use sctp_transport_state::RTCSctpTransportState;
 use tokio::sync::{Mutex, Notify};
 use util::Conn;
@@ -44,6 +45,14 @@ pub type OnDataChannelOpenedHdlrFn = Box<
         + Send
         + Sync,
 >;
+
+/// Patched for libmesh: how long a stream the peer opened may take to bring its
+/// channel-open message (libp2p gives a whole stream negotiation 10 s).
+const FIRST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Patched for libmesh: how many new streams may wait for their channel-open message at
+/// once; more wait in the association's queue of new streams (and, once it is full, the
+/// association takes no data for another new stream until there is room).
+const MAX_OPENING: usize = 64;
 
 struct AcceptDataChannelParams {
     notify_rx: Arc<Notify>,
@@ -230,9 +239,43 @@ impl RTCSctpTransport {
     /// connection ever had (its SCTP stream, label and protocol: some 3 KiB a stream
     /// with empty names, up to 8 KiB more with a peer's) until the peer connection
     /// closed, so a peer that opened and dropped streams on one connection grew it
-    /// without bound. The list is then the channels in use and the last one added.
+    /// without bound. The list then holds the channels in use or not yet released, and
+    /// those spent since the last one was added.
     pub(crate) fn keep_live_data_channels(dcs: &mut Vec<Arc<RTCDataChannel>>) {
         dcs.retain(|dc| !RTCDataChannel::is_spent(dc));
+    }
+
+    /// Patched for libmesh: a new stream the peer opened, as a data channel: an existing
+    /// (negotiated) channel of its id, or its channel-open message, which must come
+    /// within `FIRST_MESSAGE_WAIT`. A stream that does not open is forgotten by the
+    /// association (see `accept_data_channels`).
+    async fn open_data_channel(
+        association: Arc<Association>,
+        stream: Arc<sctp::stream::Stream>,
+        config: data::data_channel::Config,
+        existing: Vec<Arc<DataChannel>>,
+    ) -> std::result::Result<DataChannel, data::Error> {
+        let id = stream.stream_identifier();
+        if let Some(channel) = existing.iter().find(|c| c.stream_identifier() == id) {
+            let channel = DataChannel::clone(channel);
+            stream.set_default_payload_type(PayloadProtocolIdentifier::Binary);
+            return Ok(channel);
+        }
+        stream.set_default_payload_type(PayloadProtocolIdentifier::Binary);
+        let opened =
+            tokio::time::timeout(FIRST_MESSAGE_WAIT, DataChannel::server(Arc::clone(&stream), config))
+                .await;
+        match opened {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(err)) => {
+                association.forget_stream(&stream).await;
+                Err(err)
+            }
+            Err(_) => {
+                association.forget_stream(&stream).await;
+                Err(data::Error::ErrStreamClosed)
+            }
+        }
     }
 
     async fn accept_data_channels(param: AcceptDataChannelParams) {
@@ -245,36 +288,53 @@ impl RTCSctpTransport {
         }
         drop(dcs);
 
+        // Patched for libmesh: each new stream brings its channel-open message in a task
+        // of its own, for `FIRST_MESSAGE_WAIT` at most, and a stream that does not open
+        // as a channel (no such message in time, or not a channel-open one) is forgotten
+        // by the association and ends only itself. Upstream read each new stream's first
+        // message in this loop, one after another, and left it on the first error: a
+        // stream whose first message never came (one made of data that arrived after its
+        // stream was reset: the association makes a stream of any unknown id) held the
+        // loop for good, the connection accepted no channel again, and once the
+        // association's queue of new streams was full, it dropped their data
+        // unacknowledged, which stalled the association's acknowledged sequence and every
+        // reset waiting on it. Channels are accepted in the order their first message
+        // came; `MAX_OPENING` streams wait at once at most.
+        let config = data::data_channel::Config {
+            max_message_size: param.sctp_association.max_message_size(),
+            ..data::data_channel::Config::default()
+        };
+        let mut opening = tokio::task::JoinSet::new();
         loop {
             let dc = tokio::select! {
                 _ = param.notify_rx.notified() => break,
-                result = DataChannel::accept(
-                    &param.sctp_association,
-                    data::data_channel::Config {
-                        max_message_size: param.sctp_association.max_message_size(),
-                        ..data::data_channel::Config::default()
-                    },
-                    &existing_data_channels,
-                ) => {
-                    match result {
-                        Ok(dc) => dc,
-                        Err(err) => {
-                            if data::Error::ErrStreamClosed == err {
-                                log::error!("Failed to accept data channel: {err}");
-                                if let Some(handler) = &*param.on_error_handler.load() {
-                                    let mut f = handler.lock().await;
-                                    f(err.into()).await;
-                                }
-                                break;
-                            }
-                            // Patched for libmesh: a stream that did not open as a
-                            // channel (webrtc-data resets it) ends only itself. Upstream
-                            // ended the loop on it: the connection accepted no channel
-                            // again, and as the association's queue of new streams
-                            // filled, it dropped their data, so that its acknowledged
-                            // sequence stalled and no reset of the peer's was performed
-                            // again. Data that came after a stream's reset made one.
+                stream = param.sctp_association.accept_stream(), if opening.len() < MAX_OPENING => {
+                    let Some(stream) = stream else {
+                        let err = data::Error::ErrStreamClosed;
+                        log::error!("Failed to accept data channel: {err}");
+                        if let Some(handler) = &*param.on_error_handler.load() {
+                            let mut f = handler.lock().await;
+                            f(err.into()).await;
+                        }
+                        break;
+                    };
+                    opening.spawn(Self::open_data_channel(
+                        Arc::clone(&param.sctp_association),
+                        stream,
+                        config.clone(),
+                        existing_data_channels.clone(),
+                    ));
+                    continue;
+                }
+                Some(opened) = opening.join_next(), if !opening.is_empty() => {
+                    match opened {
+                        Ok(Ok(dc)) => dc,
+                        Ok(Err(err)) => {
                             log::debug!("A stream that did not open as a data channel: {err}");
+                            continue;
+                        }
+                        Err(err) => {
+                            log::debug!("A data channel's opening ended: {err}");
                             continue;
                         }
                     }

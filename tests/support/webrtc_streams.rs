@@ -1,0 +1,112 @@
+//! A node listening on WebRTC-direct and a client connected to it that opens streams on
+//! demand, with the heap measured around them: for `tests/webrtc_channels.rs` and
+//! `tests/webrtc_channels_closed.rs` (one measurement per process: jemalloc's count is
+//! the process's).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libmesh::node::NodeConfig;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Transport};
+use mesh_core::{NoTrace, NodeKeypair};
+use mesh_testkit::heap::live;
+use mesh_testkit::node::{TestNode, loopback_config, start_node};
+
+use crate::listen::{listen_addr, webrtc_cert};
+
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// A bare WebRTC-direct peer that opens streams on demand.
+pub(crate) fn client() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    let cert = webrtc_cert();
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// A client connected to `target` over WebRTC-direct.
+pub(crate) async fn connect(target: &Multiaddr) -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    let mut connected = None;
+    for attempt in 0..4 {
+        let mut c = client();
+        // libp2p-webrtc dials from its listener's UDP socket.
+        c.listen_on("/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap())
+            .unwrap();
+        c.dial(target.clone()).unwrap();
+        let up = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match c.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => return true,
+                    SwarmEvent::OutgoingConnectionError { .. } => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if matches!(up, Ok(true)) {
+            connected = Some(c);
+            break;
+        }
+        // webrtc-rs's dialer loses a race now and then (see `tests/node_webrtc.rs`).
+        eprintln!("dial {attempt} failed; a new client dials");
+    }
+    connected.expect("no dial connected in 4 attempts")
+}
+
+/// A node listening on WebRTC-direct, a client connected to it (driven by a task that
+/// panics if the connection closes) and the client's stream control.
+pub(crate) async fn node_and_client() -> (
+    TestNode,
+    libp2p_stream::Control,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap()],
+        ..loopback_config()
+    };
+    let node = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
+    let target = listen_addr(&node, "webrtc-direct", true)
+        .await
+        .with(Protocol::P2p(node.peer));
+    let mut client = connect(&target).await;
+    let control = client.behaviour().new_control();
+    let driving = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionClosed { cause, .. } = client.select_next_some().await {
+                panic!("the connection closed: {cause:?}");
+            }
+        }
+    });
+    (node, control, driving)
+}
+
+/// The heap's growth per stream between `before` and now, after `settle`; fails when
+/// the client's connection ended.
+pub(crate) async fn growth_per_stream(
+    before: isize,
+    streams: usize,
+    settle: Duration,
+    driving: tokio::task::JoinHandle<()>,
+) -> isize {
+    tokio::time::sleep(settle).await;
+    let after = live();
+    let closed = driving.is_finished();
+    driving.abort();
+    assert!(!closed, "the client's connection ended");
+    let per_stream = (after - before) / streams as isize;
+    eprintln!("heap {before} -> {after}: {per_stream} bytes per stream");
+    per_stream
+}
