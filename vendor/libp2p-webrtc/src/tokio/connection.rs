@@ -67,6 +67,9 @@ pub struct Connection {
     /// stream was dropped and its data channel closed.
     drop_listeners: FuturesUnordered<stream::StreamEnd>,
     no_drop_listeners_waker: Option<Waker>,
+    /// Patched for libmesh: the closed streams waiting before their channel's reset
+    /// ([`stream::StreamEnd`]).
+    in_grace: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Unpin for Connection {}
@@ -89,6 +92,7 @@ impl Connection {
             close_fut: None,
             drop_listeners: FuturesUnordered::default(),
             no_drop_listeners_waker: None,
+            in_grace: Arc::default(),
         }
     }
 
@@ -188,7 +192,7 @@ impl StreamMuxer for Connection {
             Some(detached) => {
                 tracing::trace!(stream=%detached.stream_identifier(), "Incoming stream");
 
-                let (stream, drop_listener) = Stream::new(detached);
+                let (stream, drop_listener) = Stream::new(detached, Arc::clone(&self.in_grace));
                 self.drop_listeners.push(drop_listener);
                 if let Some(waker) = self.no_drop_listeners_waker.take() {
                     waker.wake()
@@ -262,7 +266,7 @@ impl StreamMuxer for Connection {
 
                 tracing::trace!(stream=%detached.stream_identifier(), "Outbound stream");
 
-                let (stream, drop_listener) = Stream::new(detached);
+                let (stream, drop_listener) = Stream::new(detached, Arc::clone(&self.in_grace));
                 self.drop_listeners.push(drop_listener);
                 if let Some(waker) = self.no_drop_listeners_waker.take() {
                     waker.wake()

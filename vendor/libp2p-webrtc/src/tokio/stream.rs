@@ -20,7 +20,10 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -55,7 +58,8 @@ pub struct Stream {
 /// has passed: libp2p's WebRTC streams have no FIN_ACK here, and an unpatched webrtc-rs
 /// peer drops what it has not read yet when a reset comes (the patched `webrtc-sctp`
 /// reads it first), so the reset waits for the peer to have read the answer it was
-/// sent. Upstream never closed a data channel: libp2p's close frames travel in the
+/// sent (`MAX_IN_GRACE` streams of a connection wait at once at most; the rest are
+/// reset at once). Upstream never closed a data channel: libp2p's close frames travel in the
 /// channel and leave it open, so every stream a connection had stayed at both ends
 /// until the connection closed (some 3 KiB each), a peer that opened and dropped
 /// streams grew the node without bound, and the stream ids in use only ever grew.
@@ -69,11 +73,42 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(5);
 /// Patched for libmesh: how often a closed stream looks at what is unacknowledged.
 const ACK_POLL: Duration = Duration::from_millis(50);
+/// Patched for libmesh: how many closed streams of a connection may wait at once (for
+/// acknowledgement and grace); the channels of more are reset at once, so that a peer
+/// that opens streams the node answers and closes cannot keep their channels by the
+/// thousand.
+const MAX_IN_GRACE: usize = 256;
+
+/// Patched for libmesh: a closed stream counted among its connection's streams in grace
+/// while it waits.
+struct InGrace(Arc<AtomicUsize>);
+
+impl InGrace {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_IN_GRACE {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(Arc::clone(count)))
+    }
+}
+
+impl Drop for InGrace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Stream {
     /// Returns a new `Substream` and what the connection runs until the stream's data
     /// channel is closed ([`StreamEnd`]).
-    pub(crate) fn new(data_channel: Arc<DataChannel>) -> (Self, StreamEnd) {
+    ///
+    /// Patched for libmesh: `in_grace` counts the connection's closed streams waiting
+    /// before their channel's reset (`MAX_IN_GRACE`).
+    pub(crate) fn new(
+        data_channel: Arc<DataChannel>,
+        in_grace: Arc<AtomicUsize>,
+    ) -> (Self, StreamEnd) {
         let channel = Arc::clone(&data_channel);
         let mut data_channel = PollDataChannel::new(data_channel).compat();
         data_channel.get_mut().set_read_buf_capacity(MAX_MSG_LEN);
@@ -84,13 +119,17 @@ impl Stream {
             let reset_sent = drop_listener.await;
             // Sent when the stream is dropped.
             let closed = dropped.await.unwrap_or(false);
-            if closed {
+            // A stream the peer has reset already (released) needs no wait.
+            if closed && let Some(_in_grace) = InGrace::enter(&in_grace) {
                 let mut waited = Duration::ZERO;
-                while channel.buffered_amount() > 0 && waited < ACK_WAIT {
+                while channel.buffered_amount() > 0 && !channel.is_released() && waited < ACK_WAIT
+                {
                     Delay::new(ACK_POLL).await;
                     waited += ACK_POLL;
                 }
-                Delay::new(GRACE).await;
+                if !channel.is_released() {
+                    Delay::new(GRACE).await;
+                }
             }
             let reset = channel.close().await.map_err(std::io::Error::other);
             reset_sent.and(reset)

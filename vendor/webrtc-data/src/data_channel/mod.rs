@@ -124,10 +124,26 @@ impl DataChannel {
     }
 
     /// Server accepts a data channel over an SCTP stream
-    pub async fn server(stream: Arc<Stream>, mut config: Config) -> Result<Self> {
+    pub async fn server(stream: Arc<Stream>, config: Config) -> Result<Self> {
+        Self::server_within(stream, config, None).await
+    }
+
+    /// Patched for libmesh: [`Self::server`], with the channel-open message awaited for
+    /// `wait` at most (then `ErrStreamClosed`); the acknowledgement's write is not
+    /// bounded by it.
+    pub async fn server_within(
+        stream: Arc<Stream>,
+        mut config: Config,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Self> {
         let mut buf = vec![0u8; RECEIVE_MTU];
 
-        let (n, ppi) = stream.read_sctp(&mut buf).await?;
+        let (n, ppi) = match wait {
+            Some(wait) => tokio::time::timeout(wait, stream.read_sctp(&mut buf))
+                .await
+                .map_err(|_| Error::ErrStreamClosed)??,
+            None => stream.read_sctp(&mut buf).await?,
+        };
 
         if ppi != PayloadProtocolIdentifier::Dcep {
             return Err(Error::InvalidPayloadProtocolIdentifier(ppi as u8));

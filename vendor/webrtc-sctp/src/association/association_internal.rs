@@ -347,6 +347,8 @@ impl AssociationInternal {
                 s.read_notifier.notify_waiters();
             }
             s.write_shutdown.store(true, Ordering::SeqCst);
+            // Patched for libmesh: see `Stream::gone`.
+            s.gone.store(true, Ordering::SeqCst);
         }
     }
 
@@ -1779,7 +1781,7 @@ impl AssociationInternal {
             ..Default::default()
         };
 
-        self.pending_queue.push(c).await;
+        self.pending_queue.push(c, None).await;
         self.awake_write_loop();
 
         Ok(())

@@ -63,7 +63,10 @@ impl PendingQueue {
     }
 
     /// Appends a chunk to the back of the pending queue.
-    pub(crate) async fn push(&self, c: ChunkPayloadData) {
+    /// Patched for libmesh: `gone` is the stream's `Stream::gone`, looked at under the
+    /// queue's lock: a chunk of a stream the association no longer has is dropped (its
+    /// room given back), so that nothing written after `remove_stream` goes out.
+    pub(crate) async fn push(&self, c: ChunkPayloadData, gone: Option<&AtomicBool>) {
         let user_data_len = c.user_data.len();
 
         {
@@ -72,25 +75,29 @@ impl PendingQueue {
             // unwrap ok because we never close the semaphore unless we have dropped self
             permits.unwrap().forget();
 
-            if c.unordered {
-                let mut unordered_queue = self.unordered_queue.write();
-                unordered_queue.push_back(c);
+            let mut queue = if c.unordered {
+                self.unordered_queue.write()
             } else {
-                let mut ordered_queue = self.ordered_queue.write();
-                ordered_queue.push_back(c);
+                self.ordered_queue.write()
+            };
+            if is_gone(gone) {
+                self.semaphore.add_permits(user_data_len);
+                return;
             }
+            queue.push_back(c);
         }
 
         self.n_bytes.fetch_add(user_data_len, Ordering::SeqCst);
         self.queue_len.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Appends chunks to the back of the pending queue.
+    /// Appends chunks to the back of the pending queue (patched for libmesh: `gone` as
+    /// in [`Self::push`]).
     ///
     /// # Panics
     ///
     /// If it's a mix of unordered and ordered chunks.
-    pub(crate) async fn append(&self, chunks: Vec<ChunkPayloadData>) {
+    pub(crate) async fn append(&self, chunks: Vec<ChunkPayloadData>, gone: Option<&AtomicBool>) {
         if chunks.is_empty() {
             return;
         }
@@ -98,7 +105,7 @@ impl PendingQueue {
         let total_user_data_len = chunks.iter().fold(0, |acc, c| acc + c.user_data.len());
 
         if total_user_data_len >= QUEUE_APPEND_LARGE {
-            self.append_large(chunks).await
+            self.append_large(chunks, gone).await
         } else {
             let _sem_lock = self.semaphore_lock.lock().await;
             let permits = self
@@ -107,12 +114,12 @@ impl PendingQueue {
                 .await;
             // unwrap ok because we never close the semaphore unless we have dropped self
             permits.unwrap().forget();
-            self.append_unlimited(chunks, total_user_data_len);
+            self.append_unlimited(chunks, total_user_data_len, gone);
         }
     }
 
     // If this is a very large message we append chunks one by one to allow progress while we are appending
-    async fn append_large(&self, chunks: Vec<ChunkPayloadData>) {
+    async fn append_large(&self, chunks: Vec<ChunkPayloadData>, gone: Option<&AtomicBool>) {
         // lock this for the whole duration
         let _sem_lock = self.semaphore_lock.lock().await;
 
@@ -122,12 +129,18 @@ impl PendingQueue {
             // unwrap ok because we never close the semaphore unless we have dropped self
             permits.unwrap().forget();
 
-            if chunk.unordered {
-                let mut unordered_queue = self.unordered_queue.write();
-                unordered_queue.push_back(chunk);
-            } else {
-                let mut ordered_queue = self.ordered_queue.write();
-                ordered_queue.push_back(chunk);
+            {
+                let mut queue = if chunk.unordered {
+                    self.unordered_queue.write()
+                } else {
+                    self.ordered_queue.write()
+                };
+                if is_gone(gone) {
+                    // The rest of the message goes with it.
+                    self.semaphore.add_permits(user_data_len);
+                    continue;
+                }
+                queue.push_back(chunk);
             }
             self.n_bytes.fetch_add(user_data_len, Ordering::SeqCst);
             self.queue_len.fetch_add(1, Ordering::SeqCst);
@@ -135,26 +148,32 @@ impl PendingQueue {
     }
 
     /// Assumes that A) enough permits have been acquired and forget from the semaphore and that the semaphore_lock is held
-    fn append_unlimited(&self, chunks: Vec<ChunkPayloadData>, total_user_data_len: usize) {
+    fn append_unlimited(
+        &self,
+        chunks: Vec<ChunkPayloadData>,
+        total_user_data_len: usize,
+        gone: Option<&AtomicBool>,
+    ) {
         let chunks_len = chunks.len();
         let unordered = chunks
             .first()
             .expect("chunks to not be empty because of the above check")
             .unordered;
-        if unordered {
-            let mut unordered_queue = self.unordered_queue.write();
+        {
+            let mut queue = if unordered {
+                self.unordered_queue.write()
+            } else {
+                self.ordered_queue.write()
+            };
             assert!(
-                chunks.iter().all(|c| c.unordered),
-                "expected all chunks to be unordered"
+                chunks.iter().all(|c| c.unordered == unordered),
+                "expected all chunks to be ordered alike"
             );
-            unordered_queue.extend(chunks);
-        } else {
-            let mut ordered_queue = self.ordered_queue.write();
-            assert!(
-                chunks.iter().all(|c| !c.unordered),
-                "expected all chunks to be ordered"
-            );
-            ordered_queue.extend(chunks);
+            if is_gone(gone) {
+                self.semaphore.add_permits(total_user_data_len);
+                return;
+            }
+            queue.extend(chunks);
         }
 
         self.n_bytes
@@ -292,4 +311,9 @@ impl PendingQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Patched for libmesh: whether a stream's `gone` flag is set.
+fn is_gone(gone: Option<&AtomicBool>) -> bool {
+    gone.is_some_and(|g| g.load(Ordering::SeqCst))
 }

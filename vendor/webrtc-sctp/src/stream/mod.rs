@@ -77,6 +77,10 @@ pub struct Stream {
     /// Patched for libmesh: this side's reset of the stream has gone out (its reset mark
     /// left the pending queue); see `AssociationInternal::reset_streams_if_any`.
     pub(crate) reset_sent: AtomicBool,
+    /// Patched for libmesh: the association no longer has this stream (the peer reset
+    /// it, or it was forgotten): what it still writes is dropped by the pending queue,
+    /// which looks at this under its lock (`PendingQueue::remove_stream`).
+    pub(crate) gone: AtomicBool,
     pub(crate) unordered: AtomicBool,
     pub(crate) reliability_type: AtomicU8, //ReliabilityType,
     pub(crate) reliability_value: AtomicU32,
@@ -134,6 +138,7 @@ impl Stream {
             read_shutdown: AtomicBool::new(false),
             write_shutdown: AtomicBool::new(false),
             reset_sent: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             unordered: AtomicBool::new(false),
             reliability_type: AtomicU8::new(0), //ReliabilityType::Reliable,
             reliability_value: AtomicU32::new(0),
@@ -501,7 +506,7 @@ impl Stream {
         }
 
         // NOTE: append is used here instead of push in order to prevent chunks interlacing.
-        self.pending_queue.append(chunks).await;
+        self.pending_queue.append(chunks, Some(&self.gone)).await;
 
         self.awake_write_loop();
         Ok(())
@@ -523,7 +528,7 @@ impl Stream {
             ..Default::default()
         };
 
-        self.pending_queue.push(c).await;
+        self.pending_queue.push(c, Some(&self.gone)).await;
 
         self.awake_write_loop();
         Ok(())

@@ -263,19 +263,12 @@ impl RTCSctpTransport {
         }
         stream.set_default_payload_type(PayloadProtocolIdentifier::Binary);
         let opened =
-            tokio::time::timeout(FIRST_MESSAGE_WAIT, DataChannel::server(Arc::clone(&stream), config))
+            DataChannel::server_within(Arc::clone(&stream), config, Some(FIRST_MESSAGE_WAIT))
                 .await;
-        match opened {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(err)) => {
-                association.forget_stream(&stream).await;
-                Err(err)
-            }
-            Err(_) => {
-                association.forget_stream(&stream).await;
-                Err(data::Error::ErrStreamClosed)
-            }
+        if opened.is_err() {
+            association.forget_stream(&stream).await;
         }
+        opened
     }
 
     async fn accept_data_channels(param: AcceptDataChannelParams) {
