@@ -85,10 +85,11 @@ struct InGrace(Arc<AtomicUsize>);
 
 impl InGrace {
     fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
-        if count.fetch_add(1, Ordering::SeqCst) >= MAX_IN_GRACE {
-            count.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_IN_GRACE).then_some(n + 1)
+            })
+            .ok()?;
         Some(Self(Arc::clone(count)))
     }
 }

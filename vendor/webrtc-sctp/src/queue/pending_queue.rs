@@ -85,10 +85,9 @@ impl PendingQueue {
                 return;
             }
             queue.push_back(c);
+            self.n_bytes.fetch_add(user_data_len, Ordering::SeqCst);
+            self.queue_len.fetch_add(1, Ordering::SeqCst);
         }
-
-        self.n_bytes.fetch_add(user_data_len, Ordering::SeqCst);
-        self.queue_len.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Appends chunks to the back of the pending queue (patched for libmesh: `gone` as
@@ -125,25 +124,49 @@ impl PendingQueue {
 
         for chunk in chunks.into_iter() {
             let user_data_len = chunk.user_data.len();
+            // Patched for libmesh: a stream gone mid-message takes no more room and
+            // queues no more of it; if the part already queued was sent (the queue's
+            // choice of this message still set, with nothing left of it), the choice
+            // ends, since no continuation will come. This is the only producer while it
+            // holds `semaphore_lock`.
+            if is_gone(gone) {
+                self.drop_rest_of_message(chunk.unordered);
+                break;
+            }
             let permits = self.semaphore.acquire_many(user_data_len as u32).await;
             // unwrap ok because we never close the semaphore unless we have dropped self
             permits.unwrap().forget();
 
-            {
-                let mut queue = if chunk.unordered {
-                    self.unordered_queue.write()
-                } else {
-                    self.ordered_queue.write()
-                };
-                if is_gone(gone) {
-                    // The rest of the message goes with it.
-                    self.semaphore.add_permits(user_data_len);
-                    continue;
-                }
-                queue.push_back(chunk);
+            let mut queue = if chunk.unordered {
+                self.unordered_queue.write()
+            } else {
+                self.ordered_queue.write()
+            };
+            if is_gone(gone) {
+                self.semaphore.add_permits(user_data_len);
+                drop(queue);
+                self.drop_rest_of_message(chunk.unordered);
+                break;
             }
+            queue.push_back(chunk);
             self.n_bytes.fetch_add(user_data_len, Ordering::SeqCst);
             self.queue_len.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Patched for libmesh: the queue's choice of a message of a gone stream ends when
+    /// nothing of it is left queued (`append_large`).
+    fn drop_rest_of_message(&self, unordered: bool) {
+        let queue = if unordered {
+            self.unordered_queue.write()
+        } else {
+            self.ordered_queue.write()
+        };
+        if self.selected.load(Ordering::SeqCst)
+            && self.unordered_is_selected.load(Ordering::SeqCst) == unordered
+            && queue.is_empty()
+        {
+            self.selected.store(false, Ordering::SeqCst);
         }
     }
 
@@ -174,11 +197,10 @@ impl PendingQueue {
                 return;
             }
             queue.extend(chunks);
+            self.n_bytes
+                .fetch_add(total_user_data_len, Ordering::SeqCst);
+            self.queue_len.fetch_add(chunks_len, Ordering::SeqCst);
         }
-
-        self.n_bytes
-            .fetch_add(total_user_data_len, Ordering::SeqCst);
-        self.queue_len.fetch_add(chunks_len, Ordering::SeqCst);
     }
 
     pub(crate) fn peek(&self) -> Option<ChunkPayloadData> {

@@ -78,8 +78,10 @@ pub struct Stream {
     /// left the pending queue); see `AssociationInternal::reset_streams_if_any`.
     pub(crate) reset_sent: AtomicBool,
     /// Patched for libmesh: the association no longer has this stream (the peer reset
-    /// it, or it was forgotten): what it still writes is dropped by the pending queue,
-    /// which looks at this under its lock (`PendingQueue::remove_stream`).
+    /// it, it was forgotten, or the association closed): what it still writes is
+    /// dropped by the pending queue, which looks at this under its lock
+    /// (`PendingQueue::push`, `append`; `remove_stream` takes out what was queued
+    /// before).
     pub(crate) gone: AtomicBool,
     pub(crate) unordered: AtomicBool,
     pub(crate) reliability_type: AtomicU8, //ReliabilityType,
