@@ -11,33 +11,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libmesh::node::NodeConfig;
-use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{SwarmEvent, dummy};
-use libp2p::{Multiaddr, Transport};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::{loopback_config, start_node};
 
 #[path = "support/listen.rs"]
 mod listen;
-use listen::{listen_addr, webrtc_cert};
+use listen::{listen_addr, webrtc_swarm};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A bare WebRTC-direct peer that keeps no connection it does not use (1 s).
 fn client() -> libp2p::Swarm<dummy::Behaviour> {
-    let cert = webrtc_cert();
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(|key| {
-            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
-                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
-        })
-        .unwrap()
-        .with_behaviour(|_| dummy::Behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(1)))
-        .build()
+    webrtc_swarm(dummy::Behaviour, Duration::from_secs(1))
 }
 
 /// One dial of `target` from a new client that connects and whose connection then

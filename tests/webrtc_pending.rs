@@ -18,16 +18,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use libmesh::node::config::Limits;
 use libmesh::node::{NodeConfig, Target};
-use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::connection_limits;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Transport, connection_limits};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
 
 #[path = "support/listen.rs"]
 mod listen;
-use listen::{listen_addr, udp_port, webrtc_cert};
+use listen::{listen_addr, udp_port, webrtc_swarm};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -103,21 +102,12 @@ async fn stun_packets_from_fresh_addresses_leave_room_for_other_transports() {
 /// it is pending (so no attempt runs): each STUN request the listener takes for a new
 /// source shows as one `IncomingConnectionError`.
 fn refusing_webrtc_swarm() -> libp2p::Swarm<connection_limits::Behaviour> {
-    let cert = webrtc_cert();
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(|key| {
-            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
-                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
-        })
-        .unwrap()
-        .with_behaviour(|_| {
-            connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default().with_max_pending_incoming(Some(0)),
-            )
-        })
-        .unwrap()
-        .build()
+    let refuse_pending =
+        connection_limits::ConnectionLimits::default().with_max_pending_incoming(Some(0));
+    webrtc_swarm(
+        connection_limits::Behaviour::new(refuse_pending),
+        Duration::ZERO,
+    )
 }
 
 /// [`refusing_webrtc_swarm`] listening on loopback, and its UDP socket address.

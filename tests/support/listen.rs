@@ -1,5 +1,6 @@
-//! A test node's listen addresses and a WebRTC certificate, for the transport tests
-//! (`webrtc_pending`, `webrtc_close`, `quic_pending`).
+//! A test node's listen addresses, a WebRTC certificate and a bare WebRTC-direct swarm,
+//! for the transport tests (`webrtc_pending`, `webrtc_close`, `webrtc_channels*`,
+//! `quic_pending`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use libp2p::Multiaddr;
@@ -43,4 +44,25 @@ pub(crate) fn webrtc_cert() -> libp2p_webrtc::tokio::Certificate {
         .as_secs() as i64;
     let (pem, _) = libmesh::node::webrtc_cert::generate_pem(now).unwrap();
     libp2p_webrtc::tokio::Certificate::from_pem(&pem).unwrap()
+}
+
+/// A bare swarm on WebRTC-direct (a fresh identity and certificate) running `behaviour`,
+/// closing a connection once it has been idle for `idle`.
+pub(crate) fn webrtc_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: B,
+    idle: std::time::Duration,
+) -> libp2p::Swarm<B> {
+    use libp2p::Transport;
+    let cert = webrtc_cert();
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
+                .map(|(peer, conn), _| (peer, libp2p::core::muxing::StreamMuxerBox::new(conn)))
+        })
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build()
 }

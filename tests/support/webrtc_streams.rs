@@ -9,32 +9,20 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libmesh::node::NodeConfig;
-use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Transport};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::heap::live;
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
 
-use crate::listen::{listen_addr, webrtc_cert};
+use crate::listen::{listen_addr, webrtc_swarm};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A bare WebRTC-direct peer that opens streams on demand.
 pub(crate) fn client() -> libp2p::Swarm<libp2p_stream::Behaviour> {
-    let cert = webrtc_cert();
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(|key| {
-            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
-                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
-        })
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    webrtc_swarm(libp2p_stream::Behaviour::new(), Duration::from_secs(60))
 }
 
 /// A client connected to `target` over WebRTC-direct.
