@@ -1,7 +1,7 @@
 //! A node listening on WebRTC-direct and a client connected to it that opens streams on
 //! demand, with the heap measured around them: for `tests/webrtc_channels.rs` and
 //! `tests/webrtc_channels_closed.rs` (one measurement per process: jemalloc's count is
-//! the process's).
+//! the process's), and `tests/webrtc_unanswered.rs`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -54,13 +54,8 @@ pub(crate) async fn connect(target: &Multiaddr) -> libp2p::Swarm<libp2p_stream::
     connected.expect("no dial connected in 4 attempts")
 }
 
-/// A node listening on WebRTC-direct, a client connected to it (driven by a task that
-/// panics if the connection closes) and the client's stream control.
-pub(crate) async fn node_and_client() -> (
-    TestNode,
-    libp2p_stream::Control,
-    tokio::task::JoinHandle<()>,
-) {
+/// A node listening on WebRTC-direct, and its address (with `/p2p`).
+pub(crate) async fn webrtc_node() -> (TestNode, Multiaddr) {
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap()],
         ..loopback_config()
@@ -69,6 +64,17 @@ pub(crate) async fn node_and_client() -> (
     let target = listen_addr(&node, "webrtc-direct", true)
         .await
         .with(Protocol::P2p(node.peer));
+    (node, target)
+}
+
+/// A node listening on WebRTC-direct, a client connected to it (driven by a task that
+/// panics if the connection closes) and the client's stream control.
+pub(crate) async fn node_and_client() -> (
+    TestNode,
+    libp2p_stream::Control,
+    tokio::task::JoinHandle<()>,
+) {
+    let (node, target) = webrtc_node().await;
     let mut client = connect(&target).await;
     let control = client.behaviour().new_control();
     let driving = tokio::spawn(async move {

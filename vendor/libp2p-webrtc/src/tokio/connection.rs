@@ -20,7 +20,10 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -34,11 +37,12 @@ use futures::{
     lock::Mutex as FutMutex,
     ready,
     stream::FuturesUnordered,
+    task::AtomicWaker,
 };
 use libp2p_core::muxing::{StreamMuxer, StreamMuxerEvent};
 use webrtc::{
     data::data_channel::DataChannel as DetachedDataChannel, data_channel::RTCDataChannel,
-    peer_connection::RTCPeerConnection,
+    peer_connection::RTCPeerConnection, sctp::stream::StreamGone,
 };
 
 use crate::tokio::{error::Error, stream, stream::Stream};
@@ -70,6 +74,61 @@ pub struct Connection {
     /// Patched for libmesh: the closed streams waiting before their channel's reset
     /// ([`stream::StreamEnd`]).
     in_grace: Arc<std::sync::atomic::AtomicUsize>,
+    /// Patched for libmesh: the streams whose channel this side reset and whose reset the
+    /// peer has not answered yet ([`Unanswered`]).
+    unanswered: Arc<Unanswered>,
+}
+
+/// Patched for libmesh: how many of this side's stream resets a peer may leave
+/// unanswered before the connection is closed. Until the peer answers a reset, the
+/// stream stays at both ends (its SCTP stream, in the association's map and its queue of
+/// reset requests, which webrtc-rs resends on every retransmission timeout, and its
+/// channel in webrtc's list: some 3 KiB a stream, 11 KiB with an 8 KiB opening message),
+/// so a peer that answers none (a hostile SCTP stack) grew the node by that much with
+/// every stream it opened and the node refused, up to the 65,535 ids of a connection.
+/// A patched peer or a browser answers within a round trip; an unpatched webrtc-rs peer
+/// answers none of the resets it defers (`webrtc-sctp`'s `PATCHED.md`), so a long-lived
+/// connection from stock rust-libp2p is closed once that many have piled up, and the
+/// peer dials again.
+const MAX_UNANSWERED: usize = 512;
+
+/// Patched for libmesh: the streams whose channel this side reset and whose reset the
+/// peer has not answered yet (their SCTP stream still in the association), from the
+/// streams' ends and from the channels refused when the swarm takes no more; looked
+/// through when [`MAX_UNANSWERED`] is reached, and once more are waiting, the
+/// connection fails (`StreamMuxer::poll`).
+#[derive(Default)]
+struct Unanswered {
+    streams: std::sync::Mutex<Vec<StreamGone>>,
+    over: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Unanswered {
+    /// Counts a stream whose channel this side reset, until the peer answers.
+    fn note(&self, answered: StreamGone) {
+        if answered.is_gone() {
+            return;
+        }
+        let Ok(mut streams) = self.streams.lock() else {
+            return;
+        };
+        if streams.len() >= MAX_UNANSWERED {
+            streams.retain(|s| !s.is_gone());
+        }
+        if streams.len() >= MAX_UNANSWERED {
+            self.over.store(true, Ordering::SeqCst);
+            self.waker.wake();
+            return;
+        }
+        streams.push(answered);
+    }
+
+    /// Whether more than [`MAX_UNANSWERED`] resets have waited at once.
+    fn poll_over(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.over.load(Ordering::SeqCst)
+    }
 }
 
 impl Unpin for Connection {}
@@ -78,10 +137,12 @@ impl Connection {
     /// Creates a new connection.
     pub(crate) async fn new(rtc_conn: RTCPeerConnection) -> Self {
         let (data_channel_tx, data_channel_rx) = mpsc::channel(MAX_DATA_CHANNELS_IN_FLIGHT);
+        let unanswered = Arc::<Unanswered>::default();
 
         Connection::register_incoming_data_channels_handler(
             &rtc_conn,
             Arc::new(FutMutex::new(data_channel_tx)),
+            Arc::clone(&unanswered),
         )
         .await;
 
@@ -93,6 +154,7 @@ impl Connection {
             drop_listeners: FuturesUnordered::default(),
             no_drop_listeners_waker: None,
             in_grace: Arc::default(),
+            unanswered,
         }
     }
 
@@ -105,11 +167,13 @@ impl Connection {
     async fn register_incoming_data_channels_handler(
         rtc_conn: &RTCPeerConnection,
         tx: Arc<FutMutex<mpsc::Sender<Arc<DetachedDataChannel>>>>,
+        unanswered: Arc<Unanswered>,
     ) {
         rtc_conn.on_data_channel(Box::new(move |data_channel: Arc<RTCDataChannel>| {
             tracing::debug!(channel=%data_channel.id(), "Incoming data channel");
 
             let tx = tx.clone();
+            let unanswered = Arc::clone(&unanswered);
 
             Box::pin(async move {
                 data_channel.on_open({
@@ -124,7 +188,11 @@ impl Connection {
                                 Ok(detached) => {
                                     let mut tx = tx.lock().await;
                                     if let Err(e) = tx.try_send(detached.clone()) {
-                                        tracing::error!(channel=%id, "Can't send data channel: {}", e);
+                                        // Patched for libmesh: at `debug` (a peer's
+                                        // streams chose when this is logged), and the
+                                        // channel's reset counted until the peer answers
+                                        // it ([`Unanswered`]), as the streams' own are.
+                                        tracing::debug!(channel=%id, "Can't send data channel: {}", e);
                                         // We're not accepting data channels fast enough =>
                                         // close this channel.
                                         //
@@ -132,12 +200,13 @@ impl Connection {
                                         // during the negotiation process, but it's not
                                         // possible with the current API.
                                         if let Err(e) = detached.close().await {
-                                            tracing::error!(
+                                            tracing::debug!(
                                                 channel=%id,
                                                 "Failed to close data channel: {}",
                                                 e
                                             );
                                         }
+                                        unanswered.note(detached.stream_gone_watch());
                                     }
                                 }
                                 Err(e) => {
@@ -218,10 +287,15 @@ impl StreamMuxer for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         loop {
+            if self.unanswered.poll_over(cx) {
+                return Poll::Ready(Err(Error::UnansweredResets(MAX_UNANSWERED)));
+            }
             match ready!(self.drop_listeners.poll_next_unpin(cx)) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    tracing::debug!("a DropListener failed: {e}")
+                Some(ended) => {
+                    if let Err(e) = ended.reset {
+                        tracing::debug!("a stream's end failed: {e}")
+                    }
+                    self.unanswered.note(ended.answered);
                 }
                 None => {
                     self.no_drop_listeners_waker = Some(cx.waker().clone());

@@ -43,4 +43,9 @@ pub enum Error {
 
     #[error("internal error: {0} (see debug logs)")]
     Internal(String),
+
+    /// Patched for libmesh: the peer left more of this side's stream resets unanswered
+    /// than a connection allows (the connection is closed).
+    #[error("the peer left {0} stream resets unanswered")]
+    UnansweredResets(usize),
 }

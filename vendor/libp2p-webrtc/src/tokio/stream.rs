@@ -32,7 +32,10 @@ use futures::{channel::oneshot, future::BoxFuture, prelude::*};
 use futures_timer::Delay;
 use libp2p_webrtc_utils::MAX_MSG_LEN;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-use webrtc::data::data_channel::{DataChannel, PollDataChannel};
+use webrtc::{
+    data::data_channel::{DataChannel, PollDataChannel},
+    sctp::stream::StreamGone,
+};
 
 /// A substream on top of a WebRTC data channel.
 ///
@@ -63,7 +66,16 @@ pub struct Stream {
 /// channel and leave it open, so every stream a connection had stayed at both ends
 /// until the connection closed (some 3 KiB each), a peer that opened and dropped
 /// streams grew the node without bound, and the stream ids in use only ever grew.
-pub(crate) type StreamEnd = BoxFuture<'static, std::io::Result<()>>;
+pub(crate) type StreamEnd = BoxFuture<'static, Ended>;
+
+/// Patched for libmesh: how a stream ended ([`StreamEnd`]).
+pub(crate) struct Ended {
+    /// Whether the stream's reset flag and its channel's reset went out.
+    pub(crate) reset: std::io::Result<()>,
+    /// Whether the channel's SCTP stream has left the association since: the peer
+    /// answered the reset (the connection bounds how many a peer leaves unanswered).
+    pub(crate) answered: StreamGone,
+}
 
 /// Patched for libmesh: how long a closed stream waits for what it wrote to be
 /// acknowledged before its channel is reset.
@@ -111,6 +123,7 @@ impl Stream {
         in_grace: Arc<AtomicUsize>,
     ) -> (Self, StreamEnd) {
         let channel = Arc::clone(&data_channel);
+        let answered = data_channel.stream_gone_watch();
         let mut data_channel = PollDataChannel::new(data_channel).compat();
         data_channel.get_mut().set_read_buf_capacity(MAX_MSG_LEN);
 
@@ -133,7 +146,10 @@ impl Stream {
                 }
             }
             let reset = channel.close().await.map_err(std::io::Error::other);
-            reset_sent.and(reset)
+            Ended {
+                reset: reset_sent.and(reset),
+                answered,
+            }
         }
         .boxed();
 

@@ -258,6 +258,14 @@ impl DataChannel {
         Arc::strong_count(&self.stream) == 1
     }
 
+    /// Patched for libmesh: what tells, without holding the channel, whether its SCTP
+    /// stream has left the association (the peer answered its reset, or the association
+    /// closed): for whoever closed the channel and bounds how many of its closes a peer
+    /// may leave unanswered (the patched `libp2p-webrtc`'s connection).
+    pub fn stream_gone_watch(&self) -> sctp::stream::StreamGone {
+        self.stream.gone_watch()
+    }
+
     /// StreamIdentifier returns the Stream identifier associated to the stream.
     pub fn stream_identifier(&self) -> u16 {
         self.stream.stream_identifier()

@@ -1794,6 +1794,11 @@ impl AssociationInternal {
         reply: &mut Vec<Packet>,
     ) -> Result<()> {
         if let Some(p) = raw.as_any().downcast_ref::<ParamOutgoingResetRequest>() {
+            // Patched for libmesh: a hostile peer's behaviour, for tests only (see
+            // `ignore_peer_resets_for_tests`).
+            if super::IGNORE_PEER_RESETS.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             self.reconfig_requests
                 .insert(p.reconfig_request_sequence_number, p.clone());
             self.reset_streams_if_any(p, true, reply)?;

@@ -195,6 +195,19 @@ pub struct Config {
     pub local_port: u16,
 }
 
+/// Patched for libmesh: see [`ignore_peer_resets_for_tests`].
+pub(crate) static IGNORE_PEER_RESETS: AtomicBool = AtomicBool::new(false);
+
+/// Patched for libmesh, for tests only: makes every association of the process ignore
+/// its peer's stream resets (RFC 6525 outgoing reset requests: neither performed nor
+/// answered), as a hostile peer may, so that a test run as a separate process can play
+/// that peer against a node (libmesh's `tests/webrtc_unanswered.rs`). Never set it in a
+/// process whose connections matter: their streams then never end.
+#[doc(hidden)]
+pub fn ignore_peer_resets_for_tests(ignore: bool) {
+    IGNORE_PEER_RESETS.store(ignore, Ordering::SeqCst);
+}
+
 ///Association represents an SCTP association
 ///13.2.  Parameters Necessary per Association (i.e., the TCB)
 ///Peer : Tag value to be sent in every packet and is received

@@ -57,6 +57,20 @@ impl From<u8> for ReliabilityType {
 pub type OnBufferedAmountLowFn =
     Box<dyn (FnMut() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>) + Send + Sync>;
 
+/// Patched for libmesh: whether the association no longer has a stream ([`Stream::gone`]:
+/// the peer reset it, it was forgotten, or the association closed), for whoever closed
+/// the stream and waits for the peer's answer without holding the stream (a held stream
+/// counts as in use: `webrtc-data`'s `DataChannel::is_released`).
+#[derive(Debug, Clone)]
+pub struct StreamGone(Arc<AtomicBool>);
+
+impl StreamGone {
+    /// Whether the association no longer has the stream.
+    pub fn is_gone(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 // TODO: benchmark performance between multiple Atomic+Mutex vs one Mutex<StreamInternal>
 
 /// Stream represents an SCTP stream
@@ -81,8 +95,9 @@ pub struct Stream {
     /// it, it was forgotten, or the association closed): what it still writes is
     /// dropped by the pending queue, which looks at this under its lock
     /// (`PendingQueue::push`, `append`; `remove_stream` takes out what was queued
-    /// before).
-    pub(crate) gone: AtomicBool,
+    /// before). Shared (`Stream::gone_flag`) so that whoever closed the stream can see
+    /// when the peer has answered its reset without holding the stream.
+    pub(crate) gone: Arc<AtomicBool>,
     pub(crate) unordered: AtomicBool,
     pub(crate) reliability_type: AtomicU8, //ReliabilityType,
     pub(crate) reliability_value: AtomicU32,
@@ -140,7 +155,7 @@ impl Stream {
             read_shutdown: AtomicBool::new(false),
             write_shutdown: AtomicBool::new(false),
             reset_sent: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
+            gone: Arc::new(AtomicBool::new(false)),
             unordered: AtomicBool::new(false),
             reliability_type: AtomicU8::new(0), //ReliabilityType::Reliable,
             reliability_value: AtomicU32::new(0),
@@ -154,6 +169,12 @@ impl Stream {
     /// stream_identifier returns the Stream identifier associated to the stream.
     pub fn stream_identifier(&self) -> u16 {
         self.stream_identifier
+    }
+
+    /// Patched for libmesh: what tells whether the association still has this stream,
+    /// without holding it ([`StreamGone`]).
+    pub fn gone_watch(&self) -> StreamGone {
+        StreamGone(Arc::clone(&self.gone))
     }
 
     /// set_default_payload_type sets the default payload type used by write.
@@ -508,7 +529,7 @@ impl Stream {
         }
 
         // NOTE: append is used here instead of push in order to prevent chunks interlacing.
-        self.pending_queue.append(chunks, Some(&self.gone)).await;
+        self.pending_queue.append(chunks, Some(&*self.gone)).await;
 
         self.awake_write_loop();
         Ok(())
@@ -530,7 +551,7 @@ impl Stream {
             ..Default::default()
         };
 
-        self.pending_queue.push(c, Some(&self.gone)).await;
+        self.pending_queue.push(c, Some(&*self.gone)).await;
 
         self.awake_write_loop();
         Ok(())
