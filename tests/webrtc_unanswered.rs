@@ -1,19 +1,21 @@
 //! A WebRTC-direct peer that leaves the node's stream resets unanswered loses its
 //! connection. Each libp2p stream over WebRTC is a data channel, which ends when both
-//! ends have reset its SCTP stream; until the peer answers the node's reset, the stream
-//! stays at the node (its SCTP stream, its reset request resent on every retransmission
-//! timeout, its data channel: some 3 KiB, up to 11 KiB with a peer's 8 KiB opening
-//! message), so a peer whose SCTP stack answers none grew the node with every stream it
-//! opened, up to the 65,535 ids of a connection (`vendor/libp2p-webrtc/PATCHED.md`).
+//! ends have reset its SCTP stream and each has responded to the other's request; until
+//! then the stream stays at the node (its SCTP stream, its reset request resent on every
+//! retransmission timeout, its data channel: some 3 KiB, up to 11 KiB with a peer's
+//! 8 KiB opening message), so a peer whose SCTP stack answered none grew the node with
+//! every stream it opened, up to the 65,535 ids of a connection
+//! (`vendor/libp2p-webrtc/PATCHED.md`).
 //!
 //! The hostile peer runs as a process of its own: the patched `webrtc-sctp` makes every
-//! association of a process ignore its peer's resets when a test asks it to
-//! (`ignore_peer_resets_for_tests`), and the node, in this process, must not. It opens
-//! identify streams on one connection and reads each answer without ever answering the
-//! node's reset of the stream; the node closes the connection once 512 resets wait.
+//! association of a process take its peer's resets as a test asks
+//! (`set_peer_resets_for_tests`), and the node, in this process, must not. It opens
+//! identify streams on one connection and reads each answer, holding the streams so that
+//! the node is the one that resets them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, StreamExt};
@@ -21,6 +23,9 @@ use libmesh::node::NodeEvent;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use mesh_testkit::log_capture::Captured;
+use mesh_testkit::node::TestNode;
+use tokio::io::AsyncBufReadExt;
+use webrtc_sctp::association::PeerResetsForTests;
 
 #[path = "support/listen.rs"]
 mod listen;
@@ -28,12 +33,30 @@ mod listen;
 mod webrtc_streams;
 use webrtc_streams::{connect, webrtc_node};
 
-/// Where the hostile peer (a process of its own) dials: the node's address.
+/// What the hostile peer (a process of its own) is told: the node's address, how it
+/// takes resets, how many streams it opens, in batches of how many, with what pause.
 const TARGET_ENV: &str = "MESH_TEST_UNANSWERED_TARGET";
+const MODE_ENV: &str = "MESH_TEST_UNANSWERED_MODE";
+const STREAMS_ENV: &str = "MESH_TEST_UNANSWERED_STREAMS";
+const BATCH_ENV: &str = "MESH_TEST_UNANSWERED_BATCH";
+const PAUSE_ENV: &str = "MESH_TEST_UNANSWERED_PAUSE_SECS";
 /// A protocol the node answers and then closes.
 const IDENTIFY: StreamProtocol = StreamProtocol::new("/ipfs/id/1.0.0");
-/// How many streams the hostile peer opens at most (the node allows 512 unanswered).
-const STREAMS: usize = 2000;
+
+/// libp2p-swarm's `debug` log (it logs why a connection closed), for the whole process.
+fn swarm_log() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("libp2p_swarm=debug")
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+}
 
 /// The node's peer id in `addr`'s `/p2p` part.
 fn peer_of(addr: &Multiaddr) -> PeerId {
@@ -50,13 +73,13 @@ async fn identify(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
 ) -> Result<libp2p::Stream, String> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(10), control.open_stream(peer, IDENTIFY))
-            .await
-            .map_err(|_| "not opened in 10 s".to_string())?
-            .map_err(|e| e.to_string())?;
+    let wait = Duration::from_secs(10);
+    let mut stream = tokio::time::timeout(wait, control.open_stream(peer, IDENTIFY))
+        .await
+        .map_err(|_| "not opened in 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+    tokio::time::timeout(wait, stream.read_to_end(&mut answer))
         .await
         .map_err(|_| "not answered in 10 s".to_string())?
         .map_err(|e| e.to_string())?;
@@ -66,69 +89,164 @@ async fn identify(
     Ok(stream)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_leaves_the_node_s_resets_unanswered_loses_its_connection() {
-    // libp2p-swarm logs why a connection closed at `debug`.
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("libp2p_swarm=debug")
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+/// The hostile peer's process, with what it has printed so far (read as it comes).
+struct Hostile {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
 
-    let (mut node, target) = webrtc_node().await;
-    let mut hostile = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["hostile_peer", "--exact", "--ignored", "--nocapture"])
-        .env(TARGET_ENV, target.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let disconnected = tokio::time::timeout(Duration::from_secs(120), async {
+impl Hostile {
+    /// Starts the hostile peer against `target`, taking resets as `mode` says and
+    /// opening `streams` streams in batches of `batch` with `pause` between them.
+    fn spawn(
+        target: &Multiaddr,
+        mode: PeerResetsForTests,
+        streams: usize,
+        batch: usize,
+        pause: Duration,
+    ) -> Self {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args(["hostile_peer", "--exact", "--ignored", "--nocapture"])
+            .env(TARGET_ENV, target.to_string())
+            .env(MODE_ENV, (mode as u8).to_string())
+            .env(STREAMS_ENV, streams.to_string())
+            .env(BATCH_ENV, batch.to_string())
+            .env(PAUSE_ENV, pause.as_secs().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for pipe in [
+            Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box::new(err),
+        ] {
+            let lines = Arc::clone(&lines);
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// What it printed.
+    fn said(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The first line it printed that starts with `prefix` (without it), waiting up to
+    /// `wait` for it.
+    async fn line(&self, prefix: &str, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string));
+            if found.is_some() || tokio::time::Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its peer id, once connected.
+    async fn peer(&self) -> PeerId {
+        let peer = self.line("peer ", Duration::from_secs(90)).await;
+        peer.unwrap_or_else(|| panic!("the hostile peer did not connect:\n{}", self.said()))
+            .parse()
+            .unwrap()
+    }
+
+    /// How many streams it had opened (and read the answer of).
+    fn opened(&self) -> Option<usize> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("opened ")?.parse().ok())
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Whether the node's last connection to `peer` closed within `wait`.
+async fn disconnected(node: &mut TestNode, peer: PeerId, wait: Duration) -> bool {
+    tokio::time::timeout(wait, async {
         loop {
             match node.events.recv().await {
-                Some(NodeEvent::PeerDisconnected { peer }) => return Some(peer),
+                Some(NodeEvent::PeerDisconnected { peer: p }) if p == peer => return true,
                 Some(_) => {}
-                None => return None,
+                None => return false,
             }
         }
     })
-    .await;
+    .await
+    .unwrap_or(false)
+}
+
+/// The reason libp2p-swarm logged for closing its connection to `peer`.
+fn close_reason(peer: PeerId) -> String {
+    let peer = peer.to_string();
+    swarm_log()
+        .text()
+        .lines()
+        .filter(|l| l.contains("Connection closed") && l.contains(&peer))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a hostile peer that takes resets as `mode` says against a fresh node, and
+/// returns the reason the node's connection to it closed, with what it had opened.
+async fn closed_by_node(
+    mode: PeerResetsForTests,
+    streams: usize,
+    wait: Duration,
+) -> (String, Option<usize>, TestNode, Multiaddr) {
+    swarm_log();
+    let (mut node, target) = webrtc_node().await;
+    let hostile = Hostile::spawn(&target, mode, streams, streams, Duration::ZERO);
+    let peer = hostile.peer().await;
+    let closed = disconnected(&mut node, peer, wait).await;
     // What the peer had opened by then is on its way.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    hostile.start_kill().unwrap();
-    let out = hostile.wait_with_output().await.unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
-        matches!(disconnected, Ok(Some(_))),
-        "the node kept the hostile peer's connection ({disconnected:?}); it said:\n{said}"
+        closed,
+        "the node kept the hostile peer's connection ({mode:?}); it said:\n{}",
+        hostile.said()
     );
-    let text = log.text();
+    (close_reason(peer), hostile.opened(), node, target)
+}
+
+/// A peer whose SCTP stack takes no reset (neither performed nor responded to) loses its
+/// connection once more than 512 of the node's resets wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_takes_no_reset_loses_its_connection() {
+    let (reason, opened, _node, target) =
+        closed_by_node(PeerResetsForTests::Ignore, 2000, Duration::from_secs(120)).await;
     assert!(
-        text.contains("UnansweredResets(512)"),
-        "the connection closed for another cause:\n{}\nthe peer said:\n{said}",
-        text.lines()
-            .filter(|l| l.contains("closed"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        reason.contains("TooManyResetsUnanswered(512)"),
+        "the connection closed for another cause: {reason}"
     );
-    let opened = said
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("opened ")?.parse::<usize>().ok());
     eprintln!("the hostile peer had opened {opened:?} streams");
-    // The node counts only resets left unanswered: not one before 512 of them.
+    // Only resets left unanswered count: not one before 512 of them.
     assert!(
         opened.is_some_and(|n| n > 512),
         "the connection closed after {opened:?} streams"
     );
-
     // The node serves an honest peer as before.
     let mut honest = connect(&target).await;
     let mut control = honest.behaviour().new_control();
@@ -141,19 +259,97 @@ async fn a_peer_that_leaves_the_node_s_resets_unanswered_loses_its_connection() 
     driving.abort();
 }
 
-/// The hostile peer of the test above, run by it as a process of its own.
+/// A peer that resets its side of each stream the node resets but never responds to the
+/// node's requests (which webrtc-rs kept, and resent, for good) loses its connection too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by a_peer_that_leaves_the_node_s_resets_unanswered_loses_its_connection"]
+async fn a_peer_that_never_responds_to_resets_loses_its_connection() {
+    let (reason, opened, _node, _) = closed_by_node(
+        PeerResetsForTests::NoResponse,
+        2000,
+        Duration::from_secs(120),
+    )
+    .await;
+    eprintln!("the hostile peer had opened {opened:?} streams");
+    assert!(
+        reason.contains("TooManyResetsUnanswered(512)"),
+        "the connection closed for another cause: {reason}"
+    );
+}
+
+/// A peer that stops short of the cap and keeps its unanswered resets loses its
+/// connection once one has waited 30 s for its response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sits_on_unanswered_resets_loses_its_connection() {
+    let (reason, opened, _node, _) =
+        closed_by_node(PeerResetsForTests::Ignore, 50, Duration::from_secs(90)).await;
+    eprintln!("the hostile peer had opened {opened:?} streams");
+    assert_eq!(opened, Some(50), "the connection closed before its streams");
+    assert!(
+        reason.contains("ResetUnanswered(30s)"),
+        "the connection closed for another cause: {reason}"
+    );
+}
+
+/// A peer that responds to the node's resets but never resets its side of the stream
+/// (as an unpatched webrtc-rs peer does with every reset it defers) keeps its
+/// connection: the node forgets such a stream 10 s after the response. Its 800 streams
+/// come in four batches of 200, 15 s apart: without the forgetting, the third batch
+/// would take the node's unsettled resets past 512.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_only_responds_to_resets_keeps_its_connection() {
+    swarm_log();
+    let (mut node, target) = webrtc_node().await;
+    let hostile = Hostile::spawn(
+        &target,
+        PeerResetsForTests::ResponseOnly,
+        800,
+        200,
+        Duration::from_secs(15),
+    );
+    let peer = hostile.peer().await;
+    let done = hostile
+        .line("stopped opening: ", Duration::from_secs(120))
+        .await;
+    let opened = hostile.opened();
+    eprintln!("the peer had opened {opened:?} streams ({done:?})");
+    assert_eq!(
+        opened,
+        Some(800),
+        "the peer stopped early ({done:?}); the node closed: {}\nit said:\n{}",
+        close_reason(peer),
+        hostile.said()
+    );
+    assert!(
+        !disconnected(&mut node, peer, Duration::from_millis(100)).await,
+        "the node closed the connection: {}",
+        close_reason(peer)
+    );
+}
+
+/// The hostile peer of the tests above, run by them as a process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the hostile peer of the tests above, run by them as a process of its own"]
 async fn hostile_peer() {
-    let target: Multiaddr = std::env::var(TARGET_ENV)
-        .expect("run by a_peer_that_leaves_the_node_s_resets_unanswered_loses_its_connection")
-        .parse()
-        .unwrap();
-    webrtc_sctp::association::ignore_peer_resets_for_tests(true);
+    let Ok(target) = std::env::var(TARGET_ENV) else {
+        eprintln!("{TARGET_ENV} unset: run by the tests of this file only");
+        return;
+    };
+    let target: Multiaddr = target.parse().unwrap();
+    let number = |name: &str| -> usize { std::env::var(name).unwrap().parse().unwrap() };
+    let mode = match number(MODE_ENV) {
+        1 => PeerResetsForTests::Ignore,
+        2 => PeerResetsForTests::NoResponse,
+        3 => PeerResetsForTests::ResponseOnly,
+        other => panic!("mode {other}"),
+    };
+    let (streams, batch) = (number(STREAMS_ENV), number(BATCH_ENV));
+    let pause = Duration::from_secs(number(PAUSE_ENV) as u64);
+    webrtc_sctp::association::set_peer_resets_for_tests(mode);
     // DTLS's rustls needs a process-wide provider, which the node installs in the other
     // process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut client = connect(&target).await;
+    println!("peer {}", client.local_peer_id());
     let mut control = client.behaviour().new_control();
     tokio::spawn(async move {
         loop {
@@ -168,7 +364,10 @@ async fn hostile_peer() {
     // Streams held, so that it is the node that resets them.
     let mut held = Vec::new();
     let mut ended = None;
-    for _ in 0..STREAMS {
+    while held.len() < streams {
+        if !held.is_empty() && held.len() % batch == 0 {
+            tokio::time::sleep(pause).await;
+        }
         match identify(&mut control, peer).await {
             Ok(stream) => held.push(stream),
             Err(e) => {

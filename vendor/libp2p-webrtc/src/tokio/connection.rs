@@ -20,15 +20,13 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, Waker},
+    time::Instant,
 };
 
 use futures::{
-    StreamExt,
+    FutureExt, StreamExt,
     channel::{
         mpsc,
         oneshot::{self, Sender},
@@ -37,15 +35,20 @@ use futures::{
     lock::Mutex as FutMutex,
     ready,
     stream::FuturesUnordered,
-    task::AtomicWaker,
 };
+use futures_timer::Delay;
 use libp2p_core::muxing::{StreamMuxer, StreamMuxerEvent};
 use webrtc::{
     data::data_channel::DataChannel as DetachedDataChannel, data_channel::RTCDataChannel,
-    peer_connection::RTCPeerConnection, sctp::stream::StreamGone,
+    peer_connection::RTCPeerConnection,
 };
 
-use crate::tokio::{error::Error, stream, stream::Stream};
+use crate::tokio::{
+    error::Error,
+    stream,
+    stream::Stream,
+    unanswered::{CHECK_EVERY, MAX_UNANSWERED, RESPONSE_WAIT, Unanswered, Verdict},
+};
 
 /// Maximum number of unprocessed data channels.
 /// See [`Connection::poll_inbound`].
@@ -77,58 +80,8 @@ pub struct Connection {
     /// Patched for libmesh: the streams whose channel this side reset and whose reset the
     /// peer has not answered yet ([`Unanswered`]).
     unanswered: Arc<Unanswered>,
-}
-
-/// Patched for libmesh: how many of this side's stream resets a peer may leave
-/// unanswered before the connection is closed. Until the peer answers a reset, the
-/// stream stays at both ends (its SCTP stream, in the association's map and its queue of
-/// reset requests, which webrtc-rs resends on every retransmission timeout, and its
-/// channel in webrtc's list: some 3 KiB a stream, 11 KiB with an 8 KiB opening message),
-/// so a peer that answers none (a hostile SCTP stack) grew the node by that much with
-/// every stream it opened and the node refused, up to the 65,535 ids of a connection.
-/// A patched peer or a browser answers within a round trip; an unpatched webrtc-rs peer
-/// answers none of the resets it defers (`webrtc-sctp`'s `PATCHED.md`), so a long-lived
-/// connection from stock rust-libp2p is closed once that many have piled up, and the
-/// peer dials again.
-const MAX_UNANSWERED: usize = 512;
-
-/// Patched for libmesh: the streams whose channel this side reset and whose reset the
-/// peer has not answered yet (their SCTP stream still in the association), from the
-/// streams' ends and from the channels refused when the swarm takes no more; looked
-/// through when [`MAX_UNANSWERED`] is reached, and once more are waiting, the
-/// connection fails (`StreamMuxer::poll`).
-#[derive(Default)]
-struct Unanswered {
-    streams: std::sync::Mutex<Vec<StreamGone>>,
-    over: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Unanswered {
-    /// Counts a stream whose channel this side reset, until the peer answers.
-    fn note(&self, answered: StreamGone) {
-        if answered.is_gone() {
-            return;
-        }
-        let Ok(mut streams) = self.streams.lock() else {
-            return;
-        };
-        if streams.len() >= MAX_UNANSWERED {
-            streams.retain(|s| !s.is_gone());
-        }
-        if streams.len() >= MAX_UNANSWERED {
-            self.over.store(true, Ordering::SeqCst);
-            self.waker.wake();
-            return;
-        }
-        streams.push(answered);
-    }
-
-    /// Whether more than [`MAX_UNANSWERED`] resets have waited at once.
-    fn poll_over(&self, cx: &mut Context<'_>) -> bool {
-        self.waker.register(cx.waker());
-        self.over.load(Ordering::SeqCst)
-    }
+    /// Patched for libmesh: when [`Unanswered`] is looked at next, while it has resets.
+    next_check: Option<Delay>,
 }
 
 impl Unpin for Connection {}
@@ -155,6 +108,7 @@ impl Connection {
             no_drop_listeners_waker: None,
             in_grace: Arc::default(),
             unanswered,
+            next_check: None,
         }
     }
 
@@ -206,7 +160,7 @@ impl Connection {
                                                 e
                                             );
                                         }
-                                        unanswered.note(detached.stream_gone_watch());
+                                        unanswered.note(detached.stream_gone_watch(), Instant::now());
                                     }
                                 }
                                 Err(e) => {
@@ -287,15 +241,33 @@ impl StreamMuxer for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         loop {
-            if self.unanswered.poll_over(cx) {
-                return Poll::Ready(Err(Error::UnansweredResets(MAX_UNANSWERED)));
+            // Patched for libmesh: a peer that leaves this side's resets unanswered loses
+            // the connection ([`Unanswered`]).
+            match self.unanswered.poll_verdict(cx) {
+                Some(Verdict::TooMany) => {
+                    return Poll::Ready(Err(Error::TooManyResetsUnanswered(MAX_UNANSWERED)));
+                }
+                Some(Verdict::Overdue) => {
+                    return Poll::Ready(Err(Error::ResetUnanswered(RESPONSE_WAIT)));
+                }
+                None => {}
+            }
+            if self.next_check.is_none() && !self.unanswered.is_empty() {
+                self.next_check = Some(Delay::new(CHECK_EVERY));
+            }
+            if let Some(next) = self.next_check.as_mut()
+                && next.poll_unpin(cx).is_ready()
+            {
+                self.next_check = None;
+                self.unanswered.check(Instant::now());
+                continue;
             }
             match ready!(self.drop_listeners.poll_next_unpin(cx)) {
                 Some(ended) => {
                     if let Err(e) = ended.reset {
                         tracing::debug!("a stream's end failed: {e}")
                     }
-                    self.unanswered.note(ended.answered);
+                    self.unanswered.note(ended.answered, Instant::now());
                 }
                 None => {
                     self.no_drop_listeners_waker = Some(cx.waker().clone());

@@ -44,8 +44,13 @@ pub enum Error {
     #[error("internal error: {0} (see debug logs)")]
     Internal(String),
 
-    /// Patched for libmesh: the peer left more of this side's stream resets unanswered
-    /// than a connection allows (the connection is closed).
-    #[error("the peer left {0} stream resets unanswered")]
-    UnansweredResets(usize),
+    /// Patched for libmesh: the peer left more than this many of this side's stream
+    /// resets unsettled at once (the connection is closed).
+    #[error("the peer left more than {0} stream resets unanswered")]
+    TooManyResetsUnanswered(usize),
+
+    /// Patched for libmesh: the peer did not respond to a stream reset of this side in
+    /// this time (the connection is closed).
+    #[error("the peer did not respond to a stream reset in {0:?}")]
+    ResetUnanswered(std::time::Duration),
 }

@@ -28,6 +28,7 @@ mod sdp;
 mod stream;
 mod transport;
 mod udp_mux;
+mod unanswered;
 mod upgrade;
 
 pub use certificate::Certificate;

@@ -72,8 +72,9 @@ pub(crate) type StreamEnd = BoxFuture<'static, Ended>;
 pub(crate) struct Ended {
     /// Whether the stream's reset flag and its channel's reset went out.
     pub(crate) reset: std::io::Result<()>,
-    /// Whether the channel's SCTP stream has left the association since: the peer
-    /// answered the reset (the connection bounds how many a peer leaves unanswered).
+    /// Whether the reset is settled since: the peer responded to it and the channel's
+    /// SCTP stream left the association (the connection bounds the resets a peer leaves
+    /// unanswered, `crate::tokio::unanswered`).
     pub(crate) answered: StreamGone,
 }
 

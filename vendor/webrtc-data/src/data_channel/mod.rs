@@ -258,10 +258,11 @@ impl DataChannel {
         Arc::strong_count(&self.stream) == 1
     }
 
-    /// Patched for libmesh: what tells, without holding the channel, whether its SCTP
-    /// stream has left the association (the peer answered its reset, or the association
-    /// closed): for whoever closed the channel and bounds how many of its closes a peer
-    /// may leave unanswered (the patched `libp2p-webrtc`'s connection).
+    /// Patched for libmesh: what tells, without holding the channel, how far the end of
+    /// its SCTP stream has come (`sctp::stream::StreamGone`: whether the peer responded
+    /// to this side's reset and the stream left the association): for whoever closed the
+    /// channel and bounds the closes a peer may leave unanswered (the patched
+    /// `libp2p-webrtc`'s connection).
     pub fn stream_gone_watch(&self) -> sctp::stream::StreamGone {
         self.stream.gone_watch()
     }

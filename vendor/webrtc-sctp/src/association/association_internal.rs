@@ -5,6 +5,36 @@ use async_trait::async_trait;
 use portable_atomic::AtomicBool;
 
 use super::*;
+use std::time::{Duration, Instant};
+
+/// Patched for libmesh: how long a stream whose reset the peer responded to waits for
+/// the peer's own reset before it is forgotten (`AssociationInternal::forget_due`). A
+/// patched peer or a browser resets its side within a round trip (once the data before
+/// the request has come, when it defers it).
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+
+/// Patched for libmesh: how many streams wait to be forgotten before those already gone
+/// are taken out of the queue (`AssociationInternal::reset_responded`).
+const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
+
+/// Patched for libmesh: a stream of a reset request of this side that waits for the
+/// peer's response (`Stream::reset_awaiting` set until then).
+struct AwaitedReset {
+    id: u16,
+    awaiting: Arc<AtomicBool>,
+    gone: Arc<AtomicBool>,
+}
+
+impl AwaitedReset {
+    fn of(s: &Stream) -> Self {
+        s.reset_awaiting.store(true, Ordering::SeqCst);
+        Self {
+            id: s.stream_identifier,
+            awaiting: Arc::clone(&s.reset_awaiting),
+            gone: Arc::clone(&s.gone),
+        }
+    }
+}
 use crate::param::param_forward_tsn_supported::ParamForwardTsnSupported;
 use crate::param::param_type::ParamType;
 use crate::param::param_unrecognized::ParamUnrecognized;
@@ -34,6 +64,12 @@ pub struct AssociationInternal {
     my_next_rsn: u32,
     reconfigs: HashMap<u32, ChunkReconfig>,
     reconfig_requests: HashMap<u32, ParamOutgoingResetRequest>,
+    /// Patched for libmesh: the streams of each reset request of this side (by its
+    /// request sequence number) whose response has not come yet.
+    reset_awaiting: HashMap<u32, Vec<AwaitedReset>>,
+    /// Patched for libmesh: streams whose reset the peer responded to and which it has
+    /// not reset on its side yet, with when they are forgotten (`FORGET_AFTER`).
+    forget_due: VecDeque<(Instant, u16, Arc<AtomicBool>)>,
 
     // Non-RFC internal data
     source_port: u16,
@@ -150,6 +186,8 @@ impl AssociationInternal {
             my_next_rsn: tsn,
             reconfigs: HashMap::new(),
             reconfig_requests: HashMap::new(),
+            reset_awaiting: HashMap::new(),
+            forget_due: VecDeque::new(),
 
             source_port: config.local_port,
             destination_port: config.remote_port,
@@ -263,6 +301,11 @@ impl AssociationInternal {
             for si in self.streams.keys().cloned().collect::<Vec<u16>>() {
                 self.unregister_stream(si);
             }
+            // Patched for libmesh: no response will come once closed.
+            for awaited in self.reset_awaiting.drain().flat_map(|(_, a)| a) {
+                awaited.awaiting.store(false, Ordering::SeqCst);
+            }
+            self.forget_due.clear();
 
             // Wait for read_loop to end
             //if let Some(read_loop_close_ch) = &mut self.read_loop_close_ch {
@@ -352,8 +395,53 @@ impl AssociationInternal {
         }
     }
 
+    /// Patched for libmesh: the peer responded to this side's reset request `rsn`: its
+    /// streams no longer await a response, and those the peer has not reset on its side
+    /// yet are forgotten `FORGET_AFTER` from `now` unless it does by then.
+    fn reset_responded(&mut self, rsn: u32, now: Instant) {
+        let Some(awaited) = self.reset_awaiting.remove(&rsn) else {
+            return;
+        };
+        if self.forget_due.len() >= FORGET_DUE_LOOKED_THROUGH {
+            self.forget_due
+                .retain(|(_, _, gone)| !gone.load(Ordering::SeqCst));
+        }
+        for a in awaited {
+            a.awaiting.store(false, Ordering::SeqCst);
+            if !a.gone.load(Ordering::SeqCst) {
+                self.forget_due.push_back((now + FORGET_AFTER, a.id, a.gone));
+            }
+        }
+    }
+
+    /// Patched for libmesh: forgets the streams due by `now` (`forget_due`) that are
+    /// still the ones registered under their ids: the peer responded to this side's
+    /// reset of them `FORGET_AFTER` ago and has not reset its side. Upstream kept such a
+    /// stream for good, and an unpatched webrtc-rs peer never resets its side of a
+    /// stream whose reset it deferred. Run as packets arrive.
+    fn forget_streams_due(&mut self, now: Instant) {
+        while let Some((due, id, gone)) = self.forget_due.front() {
+            if *due > now {
+                break;
+            }
+            let (id, gone) = (*id, Arc::clone(gone));
+            self.forget_due.pop_front();
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| Arc::ptr_eq(&s.gone, &gone))
+            {
+                log::debug!("[{}] forgetting stream {id}: reset responded, not reset back", self.name);
+                self.unregister_stream(id);
+                self.pending_queue.remove_stream(id);
+            }
+        }
+    }
+
     /// handle_inbound parses incoming raw packets
     pub(crate) async fn handle_inbound(&mut self, raw: &Bytes) -> Result<()> {
+        // Patched for libmesh: see `forget_streams_due`.
+        self.forget_streams_due(Instant::now());
         let p = match Packet::unmarshal(raw) {
             Ok(p) => p,
             Err(err) => {
@@ -428,6 +516,13 @@ impl AssociationInternal {
             if !sis_to_reset.is_empty() {
                 let rsn = self.generate_next_rsn();
                 let tsn = self.my_next_tsn - 1;
+                // Patched for libmesh: see `AwaitedReset`.
+                let awaited = sis_to_reset
+                    .iter()
+                    .filter_map(|id| self.streams.get(id))
+                    .map(|s| AwaitedReset::of(s))
+                    .collect();
+                self.reset_awaiting.insert(rsn, awaited);
                 log::debug!(
                     "[{}] sending RECONFIG: rsn={} tsn={} streams={:?}",
                     self.name,
@@ -1795,9 +1890,31 @@ impl AssociationInternal {
     ) -> Result<()> {
         if let Some(p) = raw.as_any().downcast_ref::<ParamOutgoingResetRequest>() {
             // Patched for libmesh: a hostile peer's behaviour, for tests only (see
-            // `ignore_peer_resets_for_tests`).
-            if super::IGNORE_PEER_RESETS.load(Ordering::SeqCst) {
-                return Ok(());
+            // `set_peer_resets_for_tests`).
+            match super::peer_resets_for_tests() {
+                PeerResetsForTests::Handle => {}
+                PeerResetsForTests::Ignore => return Ok(()),
+                PeerResetsForTests::ResponseOnly => {
+                    let response = self.create_packet(vec![Box::new(ChunkReconfig {
+                        param_a: Some(Box::new(ParamReconfigResponse {
+                            reconfig_response_sequence_number: p.reconfig_request_sequence_number,
+                            result: ReconfigResult::SuccessPerformed,
+                        })),
+                        param_b: None,
+                    })]);
+                    reply.push(response);
+                    return Ok(());
+                }
+                PeerResetsForTests::NoResponse => {
+                    // The stream is reset here, and this side's reset goes out; the
+                    // response (the last packet `reset_streams_if_any` adds) does not.
+                    let before = reply.len();
+                    self.reset_streams_if_any(p, true, reply)?;
+                    if reply.len() > before {
+                        reply.pop();
+                    }
+                    return Ok(());
+                }
             }
             self.reconfig_requests
                 .insert(p.reconfig_request_sequence_number, p.clone());
@@ -1805,6 +1922,7 @@ impl AssociationInternal {
             Ok(())
         } else if let Some(p) = raw.as_any().downcast_ref::<ParamReconfigResponse>() {
             self.reconfigs.remove(&p.reconfig_response_sequence_number);
+            self.reset_responded(p.reconfig_response_sequence_number, Instant::now());
             if self.reconfigs.is_empty() {
                 if let Some(treconfig) = &self.treconfig {
                     treconfig.stop().await;
@@ -1824,6 +1942,7 @@ impl AssociationInternal {
     ) -> Result<()> {
         let mut result = ReconfigResult::SuccessPerformed;
         let mut sis_to_reset = vec![];
+        let mut awaited = vec![];
 
         if sna32lte(p.sender_last_tsn, self.peer_last_tsn) {
             log::debug!(
@@ -1848,6 +1967,7 @@ impl AssociationInternal {
                     // peer that reuses the lowest free id, as browsers do, at once).
                     if !s.reset_sent.load(Ordering::SeqCst) {
                         sis_to_reset.push(*id);
+                        awaited.push(AwaitedReset::of(s));
                     }
                     self.unregister_stream(stream_identifier);
                     // Patched for libmesh: what is still queued for the stream (data, a
@@ -1878,6 +1998,7 @@ impl AssociationInternal {
         if !sis_to_reset.is_empty() {
             let rsn = self.generate_next_rsn();
             let tsn = self.my_next_tsn - 1;
+            self.reset_awaiting.insert(rsn, awaited);
 
             let c = ChunkReconfig {
                 param_a: Some(Box::new(ParamOutgoingResetRequest {

@@ -195,17 +195,41 @@ pub struct Config {
     pub local_port: u16,
 }
 
-/// Patched for libmesh: see [`ignore_peer_resets_for_tests`].
-pub(crate) static IGNORE_PEER_RESETS: AtomicBool = AtomicBool::new(false);
-
-/// Patched for libmesh, for tests only: makes every association of the process ignore
-/// its peer's stream resets (RFC 6525 outgoing reset requests: neither performed nor
-/// answered), as a hostile peer may, so that a test run as a separate process can play
-/// that peer against a node (libmesh's `tests/webrtc_unanswered.rs`). Never set it in a
-/// process whose connections matter: their streams then never end.
+/// Patched for libmesh, for tests only: how the associations of a process take their
+/// peer's stream resets (RFC 6525 outgoing reset requests) ([`set_peer_resets_for_tests`]).
 #[doc(hidden)]
-pub fn ignore_peer_resets_for_tests(ignore: bool) {
-    IGNORE_PEER_RESETS.store(ignore, Ordering::SeqCst);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerResetsForTests {
+    /// As the protocol says: performed, answered with this side's reset, responded to.
+    Handle = 0,
+    /// Neither performed nor responded to.
+    Ignore = 1,
+    /// Performed and answered with this side's reset, never responded to.
+    NoResponse = 2,
+    /// Responded to as performed, neither performed nor answered with this side's reset.
+    ResponseOnly = 3,
+}
+
+/// Patched for libmesh: see [`set_peer_resets_for_tests`].
+static PEER_RESETS_FOR_TESTS: AtomicU8 = AtomicU8::new(PeerResetsForTests::Handle as u8);
+
+pub(crate) fn peer_resets_for_tests() -> PeerResetsForTests {
+    match PEER_RESETS_FOR_TESTS.load(Ordering::SeqCst) {
+        1 => PeerResetsForTests::Ignore,
+        2 => PeerResetsForTests::NoResponse,
+        3 => PeerResetsForTests::ResponseOnly,
+        _ => PeerResetsForTests::Handle,
+    }
+}
+
+/// Patched for libmesh, for tests only: makes every association of the process take its
+/// peer's stream resets as `mode` says, as a hostile peer may, so that a test run as a
+/// separate process can play that peer against a node (libmesh's
+/// `tests/webrtc_unanswered.rs`). Never set it in a process whose connections matter:
+/// their streams then do not end.
+#[doc(hidden)]
+pub fn set_peer_resets_for_tests(mode: PeerResetsForTests) {
+    PEER_RESETS_FOR_TESTS.store(mode as u8, Ordering::SeqCst);
 }
 
 ///Association represents an SCTP association

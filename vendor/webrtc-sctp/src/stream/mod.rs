@@ -57,17 +57,27 @@ impl From<u8> for ReliabilityType {
 pub type OnBufferedAmountLowFn =
     Box<dyn (FnMut() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>) + Send + Sync>;
 
-/// Patched for libmesh: whether the association no longer has a stream ([`Stream::gone`]:
-/// the peer reset it, it was forgotten, or the association closed), for whoever closed
-/// the stream and waits for the peer's answer without holding the stream (a held stream
-/// counts as in use: `webrtc-data`'s `DataChannel::is_released`).
+/// Patched for libmesh: how far a stream's end has come at the association, for whoever
+/// closed the stream and waits for the peer's answer without holding the stream (a held
+/// stream counts as in use: `webrtc-data`'s `DataChannel::is_released`).
 #[derive(Debug, Clone)]
-pub struct StreamGone(Arc<AtomicBool>);
+pub struct StreamGone {
+    gone: Arc<AtomicBool>,
+    awaiting: Arc<AtomicBool>,
+}
 
 impl StreamGone {
-    /// Whether the association no longer has the stream.
-    pub fn is_gone(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+    /// Whether the stream's end is settled: the association no longer has the stream
+    /// ([`Stream::gone`]: the peer reset it too, it was forgotten, or the association
+    /// closed) and no reset request of this side for it waits for the peer's response.
+    pub fn is_settled(&self) -> bool {
+        self.gone.load(Ordering::SeqCst) && !self.awaiting.load(Ordering::SeqCst)
+    }
+
+    /// Whether a reset request of this side for the stream has gone out and waits for
+    /// the peer's response ([`Stream::reset_awaiting`]).
+    pub fn awaits_response(&self) -> bool {
+        self.awaiting.load(Ordering::SeqCst)
     }
 }
 
@@ -95,9 +105,14 @@ pub struct Stream {
     /// it, it was forgotten, or the association closed): what it still writes is
     /// dropped by the pending queue, which looks at this under its lock
     /// (`PendingQueue::push`, `append`; `remove_stream` takes out what was queued
-    /// before). Shared (`Stream::gone_flag`) so that whoever closed the stream can see
+    /// before). Shared ([`Stream::gone_watch`]) so that whoever closed the stream can see
     /// when the peer has answered its reset without holding the stream.
     pub(crate) gone: Arc<AtomicBool>,
+    /// Patched for libmesh: a reset request of this side for the stream has gone out and
+    /// the peer has not responded to it yet (its RECONFIG response); the association
+    /// keeps such requests and resends them until then (`AssociationInternal::reconfigs`).
+    /// Shared like `gone`.
+    pub(crate) reset_awaiting: Arc<AtomicBool>,
     pub(crate) unordered: AtomicBool,
     pub(crate) reliability_type: AtomicU8, //ReliabilityType,
     pub(crate) reliability_value: AtomicU32,
@@ -156,6 +171,7 @@ impl Stream {
             write_shutdown: AtomicBool::new(false),
             reset_sent: AtomicBool::new(false),
             gone: Arc::new(AtomicBool::new(false)),
+            reset_awaiting: Arc::new(AtomicBool::new(false)),
             unordered: AtomicBool::new(false),
             reliability_type: AtomicU8::new(0), //ReliabilityType::Reliable,
             reliability_value: AtomicU32::new(0),
@@ -171,10 +187,13 @@ impl Stream {
         self.stream_identifier
     }
 
-    /// Patched for libmesh: what tells whether the association still has this stream,
-    /// without holding it ([`StreamGone`]).
+    /// Patched for libmesh: what tells how far this stream's end has come at the
+    /// association, without holding the stream ([`StreamGone`]).
     pub fn gone_watch(&self) -> StreamGone {
-        StreamGone(Arc::clone(&self.gone))
+        StreamGone {
+            gone: Arc::clone(&self.gone),
+            awaiting: Arc::clone(&self.reset_awaiting),
+        }
     }
 
     /// set_default_payload_type sets the default payload type used by write.
