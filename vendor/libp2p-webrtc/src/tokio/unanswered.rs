@@ -89,10 +89,9 @@ impl Unanswered {
     pub(crate) fn check(&self, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         streams.retain(|(s, _)| !s.is_settled());
-        if streams
-            .iter()
-            .any(|(s, noted)| s.awaits_response() && now.saturating_duration_since(*noted) >= RESPONSE_WAIT)
-        {
+        if streams.iter().any(|(s, noted)| {
+            s.awaits_response() && now.saturating_duration_since(*noted) >= RESPONSE_WAIT
+        }) {
             self.fail(OVERDUE);
         }
     }

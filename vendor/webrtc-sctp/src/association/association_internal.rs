@@ -409,7 +409,8 @@ impl AssociationInternal {
         for a in awaited {
             a.awaiting.store(false, Ordering::SeqCst);
             if !a.gone.load(Ordering::SeqCst) {
-                self.forget_due.push_back((now + FORGET_AFTER, a.id, a.gone));
+                self.forget_due
+                    .push_back((now + FORGET_AFTER, a.id, a.gone));
             }
         }
     }
@@ -431,7 +432,10 @@ impl AssociationInternal {
                 .get(&id)
                 .is_some_and(|s| Arc::ptr_eq(&s.gone, &gone))
             {
-                log::debug!("[{}] forgetting stream {id}: reset responded, not reset back", self.name);
+                log::debug!(
+                    "[{}] forgetting stream {id}: reset responded, not reset back",
+                    self.name
+                );
                 self.unregister_stream(id);
                 self.pending_queue.remove_stream(id);
             }
