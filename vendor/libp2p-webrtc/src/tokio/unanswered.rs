@@ -9,7 +9,8 @@
 //! A peer whose SCTP stack answered none grew the node by that much with every stream it
 //! opened and the node closed, up to the 65,535 ids of a connection. The connection
 //! fails (and libp2p-swarm closes it) when more than [`MAX_UNANSWERED`] of its resets
-//! are unsettled at once, or when one has waited [`RESPONSE_WAIT`] for its response.
+//! are unsettled at once, when one request has waited [`RESPONSE_WAIT`] for its
+//! response since it went out, or when the SCTP association under it ended.
 //! A stream whose reset the peer responded to and which the peer has not reset on its
 //! side is forgotten by the association after 10 s (the patched `webrtc-sctp`): an
 //! unpatched webrtc-rs peer never resets its side of a stream whose reset it deferred.
@@ -31,11 +32,13 @@ use webrtc::sctp::stream::StreamGone;
 /// browser settles each within a round trip.
 pub(crate) const MAX_UNANSWERED: usize = 512;
 
-/// How long a reset request may wait for the peer's response. The peer must respond to
-/// each (RFC 6525, 5.2), and webrtc-rs resends it on every retransmission timeout until
-/// it does (1 s at least, 3 s before a round trip is measured, doubled at each loss:
-/// three lost copies in a row take 21 s at most).
-pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(30);
+/// How long a reset request may wait for the peer's response from when it went out. The
+/// peer must respond to each (RFC 6525, 5.2), and webrtc-rs resends it on every
+/// retransmission timeout until it does (the RTO, 1 s at least, 3 s before a round trip
+/// is measured, doubled at each firing without a response in between, up to 60 s; the
+/// patched `webrtc-sctp` starts it again from the RTO once a response came): a request
+/// whose copies are lost five times in a row on a fast path still gets its response.
+pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(60);
 
 /// How often the connection looks at its unsettled resets while it has some.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -47,17 +50,22 @@ pub(crate) enum Verdict {
     TooMany,
     /// A reset request left without a response for [`RESPONSE_WAIT`].
     Overdue,
+    /// The SCTP association under the connection ended (webrtc's SCTP transport reports
+    /// it; the patched `webrtc-sctp` ends one whose peer leaves 1,024 of its reset
+    /// requests without a response, streams the connection never saw included).
+    AssociationEnded,
 }
 
 const FINE: u8 = 0;
 const TOO_MANY: u8 = 1;
 const OVERDUE: u8 = 2;
+const ASSOCIATION_ENDED: u8 = 3;
 
 /// The connection's unsettled resets, noted from the streams' ends and from the channels
 /// refused when the swarm takes no more inbound streams (another task).
 #[derive(Default)]
 pub(crate) struct Unanswered {
-    /// Each reset with when it was noted; looked through when full and on each check.
+    /// Each reset, with when it was noted; looked through when full and on each check.
     streams: Mutex<Vec<(StreamGone, Instant)>>,
     verdict: AtomicU8,
     waker: AtomicWaker,
@@ -89,11 +97,17 @@ impl Unanswered {
     pub(crate) fn check(&self, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         streams.retain(|(s, _)| !s.is_settled());
-        if streams.iter().any(|(s, noted)| {
-            s.awaits_response() && now.saturating_duration_since(*noted) >= RESPONSE_WAIT
+        if streams.iter().any(|(s, _)| {
+            s.awaiting_since()
+                .is_some_and(|sent| now.saturating_duration_since(sent) >= RESPONSE_WAIT)
         }) {
             self.fail(OVERDUE);
         }
+    }
+
+    /// The SCTP association under the connection ended.
+    pub(crate) fn association_ended(&self) {
+        self.fail(ASSOCIATION_ENDED);
     }
 
     /// Whether no reset is unsettled (the checks stop).
@@ -111,6 +125,7 @@ impl Unanswered {
         match self.verdict.load(Ordering::SeqCst) {
             TOO_MANY => Some(Verdict::TooMany),
             OVERDUE => Some(Verdict::Overdue),
+            ASSOCIATION_ENDED => Some(Verdict::AssociationEnded),
             _ => None,
         }
     }

@@ -2,7 +2,7 @@
 mod association_internal_test;
 
 use async_trait::async_trait;
-use portable_atomic::AtomicBool;
+use portable_atomic::{AtomicBool, AtomicU64};
 
 use super::*;
 use std::time::{Duration, Instant};
@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 /// the request has come, when it defers it).
 const FORGET_AFTER: Duration = Duration::from_secs(10);
 
+/// Patched for libmesh: how many of this side's reset requests may wait for the peer's
+/// response before an answer to a peer's reset ends the association
+/// (`reset_streams_if_any`). A peer responds to each within a round trip; the patched
+/// `libp2p-webrtc` closes a connection long before on the streams it sees.
+const MAX_RESET_REQUESTS_AWAITING: usize = 1024;
+
 /// Patched for libmesh: how many streams wait to be forgotten before those already gone
 /// are taken out of the queue (`AssociationInternal::reset_responded`).
 const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
@@ -21,13 +27,15 @@ const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
 /// peer's response (`Stream::reset_awaiting` set until then).
 struct AwaitedReset {
     id: u16,
-    awaiting: Arc<AtomicBool>,
+    awaiting: Arc<AtomicU64>,
     gone: Arc<AtomicBool>,
 }
 
 impl AwaitedReset {
-    fn of(s: &Stream) -> Self {
-        s.reset_awaiting.store(true, Ordering::SeqCst);
+    /// Marks `s` as waiting, from `now`, for the response to a request that goes out.
+    fn of(s: &Stream, now: Instant) -> Self {
+        s.reset_awaiting
+            .store(crate::stream::awaiting_value(now), Ordering::SeqCst);
         Self {
             id: s.stream_identifier,
             awaiting: Arc::clone(&s.reset_awaiting),
@@ -70,6 +78,9 @@ pub struct AssociationInternal {
     /// Patched for libmesh: streams whose reset the peer responded to and which it has
     /// not reset on its side yet, with when they are forgotten (`FORGET_AFTER`).
     forget_due: VecDeque<(Instant, u16, Arc<AtomicBool>)>,
+    /// Patched for libmesh: the peer responded to a reset request of this side since the
+    /// reconfig timer last fired (the timer then starts again from the RTO).
+    reconfig_progress: bool,
 
     // Non-RFC internal data
     source_port: u16,
@@ -188,6 +199,7 @@ impl AssociationInternal {
             reconfig_requests: HashMap::new(),
             reset_awaiting: HashMap::new(),
             forget_due: VecDeque::new(),
+            reconfig_progress: false,
 
             source_port: config.local_port,
             destination_port: config.remote_port,
@@ -303,7 +315,7 @@ impl AssociationInternal {
             }
             // Patched for libmesh: no response will come once closed.
             for awaited in self.reset_awaiting.drain().flat_map(|(_, a)| a) {
-                awaited.awaiting.store(false, Ordering::SeqCst);
+                awaited.awaiting.store(0, Ordering::SeqCst);
             }
             self.forget_due.clear();
 
@@ -407,7 +419,7 @@ impl AssociationInternal {
                 .retain(|(_, _, gone)| !gone.load(Ordering::SeqCst));
         }
         for a in awaited {
-            a.awaiting.store(false, Ordering::SeqCst);
+            a.awaiting.store(0, Ordering::SeqCst);
             if !a.gone.load(Ordering::SeqCst) {
                 self.forget_due
                     .push_back((now + FORGET_AFTER, a.id, a.gone));
@@ -515,6 +527,17 @@ impl AssociationInternal {
                     let p = self.create_packet(vec![Box::new(c.clone())]);
                     raw_packets.push(p);
                 }
+                // Patched for libmesh: the timer is shared by all of this side's reset
+                // requests, runs as long as one waits and doubled its interval at each
+                // firing up to 60 s (RTO max), also while the peer responded to the
+                // others: on a busy connection a lost request then waited a minute for
+                // its next copy. When the peer responded since the last firing, the
+                // timer starts again from the RTO (below).
+                if std::mem::take(&mut self.reconfig_progress) {
+                    if let Some(treconfig) = &self.treconfig {
+                        treconfig.stop().await;
+                    }
+                }
             }
 
             if !sis_to_reset.is_empty() {
@@ -524,7 +547,7 @@ impl AssociationInternal {
                 let awaited = sis_to_reset
                     .iter()
                     .filter_map(|id| self.streams.get(id))
-                    .map(|s| AwaitedReset::of(s))
+                    .map(|s| AwaitedReset::of(s, Instant::now()))
                     .collect();
                 self.reset_awaiting.insert(rsn, awaited);
                 log::debug!(
@@ -1925,7 +1948,13 @@ impl AssociationInternal {
             self.reset_streams_if_any(p, true, reply)?;
             Ok(())
         } else if let Some(p) = raw.as_any().downcast_ref::<ParamReconfigResponse>() {
-            self.reconfigs.remove(&p.reconfig_response_sequence_number);
+            if self
+                .reconfigs
+                .remove(&p.reconfig_response_sequence_number)
+                .is_some()
+            {
+                self.reconfig_progress = true;
+            }
             self.reset_responded(p.reconfig_response_sequence_number, Instant::now());
             if self.reconfigs.is_empty() {
                 if let Some(treconfig) = &self.treconfig {
@@ -1971,7 +2000,7 @@ impl AssociationInternal {
                     // peer that reuses the lowest free id, as browsers do, at once).
                     if !s.reset_sent.load(Ordering::SeqCst) {
                         sis_to_reset.push(*id);
-                        awaited.push(AwaitedReset::of(s));
+                        awaited.push(AwaitedReset::of(s, Instant::now()));
                     }
                     self.unregister_stream(stream_identifier);
                     // Patched for libmesh: what is still queued for the stream (data, a
@@ -2000,6 +2029,17 @@ impl AssociationInternal {
         // Answer incoming reset requests with the same reset request, but with
         // reconfig_response_sequence_number.
         if !sis_to_reset.is_empty() {
+            // Patched for libmesh: a peer that resets streams and responds to none of
+            // this side's answers (streams it never opened as channels included, which
+            // the connection above does not see) left one request per stream here, each
+            // resent on every timeout, with ids reused: without bound. The association
+            // ends instead (the patched `libp2p-webrtc` then closes its connection).
+            if self.reconfigs.len() >= MAX_RESET_REQUESTS_AWAITING {
+                return Err(Error::Other(format!(
+                    "the peer left {} stream reset requests without a response",
+                    self.reconfigs.len()
+                )));
+            }
             let rsn = self.generate_next_rsn();
             let tsn = self.my_next_tsn - 1;
             self.reset_awaiting.insert(rsn, awaited);

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use std::{fmt, io};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use portable_atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize};
+use portable_atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, Mutex, Notify};
 
@@ -63,7 +64,7 @@ pub type OnBufferedAmountLowFn =
 #[derive(Debug, Clone)]
 pub struct StreamGone {
     gone: Arc<AtomicBool>,
-    awaiting: Arc<AtomicBool>,
+    awaiting: Arc<AtomicU64>,
 }
 
 impl StreamGone {
@@ -71,14 +72,29 @@ impl StreamGone {
     /// ([`Stream::gone`]: the peer reset it too, it was forgotten, or the association
     /// closed) and no reset request of this side for it waits for the peer's response.
     pub fn is_settled(&self) -> bool {
-        self.gone.load(Ordering::SeqCst) && !self.awaiting.load(Ordering::SeqCst)
+        self.gone.load(Ordering::SeqCst) && self.awaiting.load(Ordering::SeqCst) == 0
     }
 
-    /// Whether a reset request of this side for the stream has gone out and waits for
-    /// the peer's response ([`Stream::reset_awaiting`]).
-    pub fn awaits_response(&self) -> bool {
-        self.awaiting.load(Ordering::SeqCst)
+    /// Since when a reset request of this side for the stream has waited for the peer's
+    /// response, if one has gone out and waits ([`Stream::reset_awaiting`]).
+    pub fn awaiting_since(&self) -> Option<Instant> {
+        match self.awaiting.load(Ordering::SeqCst) {
+            0 => None,
+            at => Some(reset_clock() + Duration::from_millis(at - 1)),
+        }
     }
+}
+
+/// Patched for libmesh: what [`Stream::reset_awaiting`] counts from.
+fn reset_clock() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Patched for libmesh: `at` as [`Stream::reset_awaiting`] holds it (never 0).
+pub(crate) fn awaiting_value(at: Instant) -> u64 {
+    let since = at.saturating_duration_since(reset_clock()).as_millis();
+    u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
 }
 
 // TODO: benchmark performance between multiple Atomic+Mutex vs one Mutex<StreamInternal>
@@ -109,10 +125,10 @@ pub struct Stream {
     /// when the peer has answered its reset without holding the stream.
     pub(crate) gone: Arc<AtomicBool>,
     /// Patched for libmesh: a reset request of this side for the stream has gone out and
-    /// the peer has not responded to it yet (its RECONFIG response); the association
-    /// keeps such requests and resends them until then (`AssociationInternal::reconfigs`).
-    /// Shared like `gone`.
-    pub(crate) reset_awaiting: Arc<AtomicBool>,
+    /// the peer has not responded to it yet (its RECONFIG response): when it went out
+    /// (`awaiting_value`), 0 when none waits; the association keeps such requests and
+    /// resends them until then (`AssociationInternal::reconfigs`). Shared like `gone`.
+    pub(crate) reset_awaiting: Arc<AtomicU64>,
     pub(crate) unordered: AtomicBool,
     pub(crate) reliability_type: AtomicU8, //ReliabilityType,
     pub(crate) reliability_value: AtomicU32,
@@ -171,7 +187,7 @@ impl Stream {
             write_shutdown: AtomicBool::new(false),
             reset_sent: AtomicBool::new(false),
             gone: Arc::new(AtomicBool::new(false)),
-            reset_awaiting: Arc::new(AtomicBool::new(false)),
+            reset_awaiting: Arc::new(AtomicU64::new(0)),
             unordered: AtomicBool::new(false),
             reliability_type: AtomicU8::new(0), //ReliabilityType::Reliable,
             reliability_value: AtomicU32::new(0),
