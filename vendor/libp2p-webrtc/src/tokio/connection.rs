@@ -91,18 +91,6 @@ impl Connection {
     pub(crate) async fn new(rtc_conn: RTCPeerConnection) -> Self {
         let (data_channel_tx, data_channel_rx) = mpsc::channel(MAX_DATA_CHANNELS_IN_FLIGHT);
         let unanswered = Arc::<Unanswered>::default();
-        // Patched for libmesh: the connection ends with its SCTP association (webrtc's
-        // SCTP transport reports an error only when the association's streams end);
-        // upstream kept a connection whose association had ended until a stream failed
-        // or it idled out.
-        rtc_conn.sctp().on_error({
-            let unanswered = Arc::clone(&unanswered);
-            Box::new(move |e| {
-                tracing::debug!("the SCTP association ended: {e}");
-                unanswered.association_ended();
-                Box::pin(async {})
-            })
-        });
 
         Connection::register_incoming_data_channels_handler(
             &rtc_conn,
@@ -261,9 +249,6 @@ impl StreamMuxer for Connection {
                 }
                 Some(Verdict::Overdue) => {
                     return Poll::Ready(Err(Error::ResetUnanswered(RESPONSE_WAIT)));
-                }
-                Some(Verdict::AssociationEnded) => {
-                    return Poll::Ready(Err(Error::AssociationEnded));
                 }
                 None => {}
             }

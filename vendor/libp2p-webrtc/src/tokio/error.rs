@@ -53,9 +53,4 @@ pub enum Error {
     /// this time (the connection is closed).
     #[error("the peer did not respond to a stream reset in {0:?}")]
     ResetUnanswered(std::time::Duration),
-
-    /// Patched for libmesh: the SCTP association under the connection ended (the
-    /// connection is closed).
-    #[error("the SCTP association ended")]
-    AssociationEnded,
 }

@@ -9,8 +9,8 @@
 //! A peer whose SCTP stack answered none grew the node by that much with every stream it
 //! opened and the node closed, up to the 65,535 ids of a connection. The connection
 //! fails (and libp2p-swarm closes it) when more than [`MAX_UNANSWERED`] of its resets
-//! are unsettled at once, when one request has waited [`RESPONSE_WAIT`] for its
-//! response since it went out, or when the SCTP association under it ended.
+//! are unsettled at once, or when one request has waited [`RESPONSE_WAIT`] for its
+//! response since it went out.
 //! A stream whose reset the peer responded to and which the peer has not reset on its
 //! side is forgotten by the association after 10 s (the patched `webrtc-sctp`): an
 //! unpatched webrtc-rs peer never resets its side of a stream whose reset it deferred.
@@ -34,11 +34,11 @@ pub(crate) const MAX_UNANSWERED: usize = 512;
 
 /// How long a reset request may wait for the peer's response from when it went out. The
 /// peer must respond to each (RFC 6525, 5.2), and webrtc-rs resends it on every
-/// retransmission timeout until it does (the RTO, 1 s at least, 3 s before a round trip
-/// is measured, doubled at each firing without a response in between, up to 60 s; the
-/// patched `webrtc-sctp` starts it again from the RTO once a response came): a request
-/// whose copies are lost five times in a row on a fast path still gets its response.
-pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(60);
+/// retransmission timeout until it does; that timer is shared by all of the
+/// association's reset requests and runs while any waits, doubling from the RTO (1 s at
+/// least) at each firing up to 60 s, so on a busy connection a lost request's next copy
+/// may go out a minute later. Three minutes leave room for two lost copies in a row.
+pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(180);
 
 /// How often the connection looks at its unsettled resets while it has some.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -50,16 +50,11 @@ pub(crate) enum Verdict {
     TooMany,
     /// A reset request left without a response for [`RESPONSE_WAIT`].
     Overdue,
-    /// The SCTP association under the connection ended (webrtc's SCTP transport reports
-    /// it; the patched `webrtc-sctp` ends one whose peer leaves 1,024 of its reset
-    /// requests without a response, streams the connection never saw included).
-    AssociationEnded,
 }
 
 const FINE: u8 = 0;
 const TOO_MANY: u8 = 1;
 const OVERDUE: u8 = 2;
-const ASSOCIATION_ENDED: u8 = 3;
 
 /// The connection's unsettled resets, noted from the streams' ends and from the channels
 /// refused when the swarm takes no more inbound streams (another task).
@@ -105,11 +100,6 @@ impl Unanswered {
         }
     }
 
-    /// The SCTP association under the connection ended.
-    pub(crate) fn association_ended(&self) {
-        self.fail(ASSOCIATION_ENDED);
-    }
-
     /// Whether no reset is unsettled (the checks stop).
     pub(crate) fn is_empty(&self) -> bool {
         self.streams
@@ -125,7 +115,6 @@ impl Unanswered {
         match self.verdict.load(Ordering::SeqCst) {
             TOO_MANY => Some(Verdict::TooMany),
             OVERDUE => Some(Verdict::Overdue),
-            ASSOCIATION_ENDED => Some(Verdict::AssociationEnded),
             _ => None,
         }
     }

@@ -13,12 +13,6 @@ use std::time::{Duration, Instant};
 /// the request has come, when it defers it).
 const FORGET_AFTER: Duration = Duration::from_secs(10);
 
-/// Patched for libmesh: how many of this side's reset requests may wait for the peer's
-/// response before an answer to a peer's reset ends the association
-/// (`reset_streams_if_any`). A peer responds to each within a round trip; the patched
-/// `libp2p-webrtc` closes a connection long before on the streams it sees.
-const MAX_RESET_REQUESTS_AWAITING: usize = 1024;
-
 /// Patched for libmesh: how many streams wait to be forgotten before those already gone
 /// are taken out of the queue (`AssociationInternal::reset_responded`).
 const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
@@ -78,9 +72,6 @@ pub struct AssociationInternal {
     /// Patched for libmesh: streams whose reset the peer responded to and which it has
     /// not reset on its side yet, with when they are forgotten (`FORGET_AFTER`).
     forget_due: VecDeque<(Instant, u16, Arc<AtomicBool>)>,
-    /// Patched for libmesh: the peer responded to a reset request of this side since the
-    /// reconfig timer last fired (the timer then starts again from the RTO).
-    reconfig_progress: bool,
 
     // Non-RFC internal data
     source_port: u16,
@@ -199,7 +190,6 @@ impl AssociationInternal {
             reconfig_requests: HashMap::new(),
             reset_awaiting: HashMap::new(),
             forget_due: VecDeque::new(),
-            reconfig_progress: false,
 
             source_port: config.local_port,
             destination_port: config.remote_port,
@@ -526,17 +516,6 @@ impl AssociationInternal {
                 for c in self.reconfigs.values() {
                     let p = self.create_packet(vec![Box::new(c.clone())]);
                     raw_packets.push(p);
-                }
-                // Patched for libmesh: the timer is shared by all of this side's reset
-                // requests, runs as long as one waits and doubled its interval at each
-                // firing up to 60 s (RTO max), also while the peer responded to the
-                // others: on a busy connection a lost request then waited a minute for
-                // its next copy. When the peer responded since the last firing, the
-                // timer starts again from the RTO (below).
-                if std::mem::take(&mut self.reconfig_progress) {
-                    if let Some(treconfig) = &self.treconfig {
-                        treconfig.stop().await;
-                    }
                 }
             }
 
@@ -1948,13 +1927,7 @@ impl AssociationInternal {
             self.reset_streams_if_any(p, true, reply)?;
             Ok(())
         } else if let Some(p) = raw.as_any().downcast_ref::<ParamReconfigResponse>() {
-            if self
-                .reconfigs
-                .remove(&p.reconfig_response_sequence_number)
-                .is_some()
-            {
-                self.reconfig_progress = true;
-            }
+            self.reconfigs.remove(&p.reconfig_response_sequence_number);
             self.reset_responded(p.reconfig_response_sequence_number, Instant::now());
             if self.reconfigs.is_empty() {
                 if let Some(treconfig) = &self.treconfig {
@@ -2029,17 +2002,6 @@ impl AssociationInternal {
         // Answer incoming reset requests with the same reset request, but with
         // reconfig_response_sequence_number.
         if !sis_to_reset.is_empty() {
-            // Patched for libmesh: a peer that resets streams and responds to none of
-            // this side's answers (streams it never opened as channels included, which
-            // the connection above does not see) left one request per stream here, each
-            // resent on every timeout, with ids reused: without bound. The association
-            // ends instead (the patched `libp2p-webrtc` then closes its connection).
-            if self.reconfigs.len() >= MAX_RESET_REQUESTS_AWAITING {
-                return Err(Error::Other(format!(
-                    "the peer left {} stream reset requests without a response",
-                    self.reconfigs.len()
-                )));
-            }
             let rsn = self.generate_next_rsn();
             let tsn = self.my_next_tsn - 1;
             self.reset_awaiting.insert(rsn, awaited);
