@@ -6,6 +6,9 @@ use portable_atomic::{AtomicBool, AtomicU64};
 
 use super::*;
 use std::time::{Duration, Instant};
+use crate::param::param_forward_tsn_supported::ParamForwardTsnSupported;
+use crate::param::param_type::ParamType;
+use crate::param::param_unrecognized::ParamUnrecognized;
 
 /// Patched for libmesh: how long a stream whose reset the peer responded to waits for
 /// the peer's own reset before it is forgotten (`AssociationInternal::forget_due`). A
@@ -37,9 +40,6 @@ impl AwaitedReset {
         }
     }
 }
-use crate::param::param_forward_tsn_supported::ParamForwardTsnSupported;
-use crate::param::param_type::ParamType;
-use crate::param::param_unrecognized::ParamUnrecognized;
 
 pub struct AssociationInternal {
     pub(crate) name: String,
