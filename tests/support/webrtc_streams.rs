@@ -1,7 +1,8 @@
 //! A node listening on WebRTC-direct and a client connected to it that opens streams on
 //! demand, with the heap measured around them: for `tests/webrtc_channels.rs` and
 //! `tests/webrtc_channels_closed.rs` (one measurement per process: jemalloc's count is
-//! the process's), and `tests/webrtc_unanswered.rs`.
+//! the process's), `tests/webrtc_unanswered.rs`, `tests/webrtc_messages.rs`,
+//! `tests/webrtc_sctp_gaps.rs` and `tests/webrtc_forward_tsn.rs`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -56,9 +57,15 @@ pub(crate) async fn connect(target: &Multiaddr) -> libp2p::Swarm<libp2p_stream::
 
 /// A node listening on WebRTC-direct, and its address (with `/p2p`).
 pub(crate) async fn webrtc_node() -> (TestNode, Multiaddr) {
+    webrtc_node_with(loopback_config()).await
+}
+
+/// A node with `config` listening on WebRTC-direct (only), and its address (with
+/// `/p2p`).
+pub(crate) async fn webrtc_node_with(config: NodeConfig) -> (TestNode, Multiaddr) {
     let config = NodeConfig {
         listen: vec!["/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap()],
-        ..loopback_config()
+        ..config
     };
     let node = start_node(NodeKeypair::generate(), config, Arc::new(NoTrace), WAIT).await;
     let target = listen_addr(&node, "webrtc-direct", true)

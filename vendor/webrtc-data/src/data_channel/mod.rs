@@ -272,6 +272,11 @@ impl DataChannel {
         self.stream.stream_identifier()
     }
 
+    /// Patched for libmesh: the largest message a write may carry.
+    pub fn max_message_size(&self) -> usize {
+        self.stream.max_message_size() as usize
+    }
+
     async fn handle_dcep<B>(&self, data: &mut B) -> Result<()>
     where
         B: Buf,
@@ -586,6 +591,19 @@ impl AsyncWrite for PollDataChannel {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // Patched for libmesh: a write takes at most one message's worth, and the caller
+        // writes the rest next. Upstream took the whole buffer as one message, and the
+        // channel refused one above its maximum ("outbound packet larger than maximum
+        // message size"): libp2p-webrtc-utils flushes its frames only past 16,377 bytes,
+        // so a small unflushed write (a length prefix, perf's request) and a large one
+        // after it left 16 KiB frames joined into one message and failed the stream.
+        // Readers of libp2p's frames decode a byte stream, so a frame may span messages.
+        let max = self.data_channel.max_message_size();
+        let buf = if max > 0 && buf.len() > max {
+            &buf[..max]
+        } else {
+            buf
+        };
 
         if let Some(fut) = self.write_fut.as_mut() {
             match fut.as_mut().poll(cx) {
@@ -689,8 +707,16 @@ impl AsyncWrite for PollDataChannel {
 }
 
 impl Clone for PollDataChannel {
+    /// Patched for libmesh: the clone keeps the read buffer's capacity. Upstream's went
+    /// back to the default (8 KiB), and libp2p-webrtc-utils reads from a clone of the
+    /// channel libp2p-webrtc sets to 16 KiB: every message of a peer's over 8 KiB (libp2p
+    /// allows 16 KiB, and js-libp2p, browsers and rust-libp2p itself send them on any
+    /// larger write) failed the stream with "Short buffer (size: 8192)"
+    /// (rust-libp2p#4049, webrtc-rs#823).
     fn clone(&self) -> PollDataChannel {
-        PollDataChannel::new(self.clone_inner())
+        let mut clone = PollDataChannel::new(self.clone_inner());
+        clone.read_buf_cap = self.read_buf_cap;
+        clone
     }
 }
 

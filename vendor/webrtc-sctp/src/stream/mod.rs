@@ -203,6 +203,12 @@ impl Stream {
         self.stream_identifier
     }
 
+    /// Patched for libmesh: the largest message a write may carry (the association's, as
+    /// the peer's SDP set it).
+    pub fn max_message_size(&self) -> u32 {
+        self.max_message_size.load(Ordering::SeqCst)
+    }
+
     /// Patched for libmesh: what tells how far this stream's end has come at the
     /// association, without holding the stream ([`StreamGone`]).
     pub fn gone_watch(&self) -> StreamGone {
