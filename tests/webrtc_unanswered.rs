@@ -14,8 +14,7 @@
 //! the node is the one that resets them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, StreamExt};
@@ -24,13 +23,15 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use mesh_testkit::log_capture::Captured;
 use mesh_testkit::node::TestNode;
-use tokio::io::AsyncBufReadExt;
 use webrtc_sctp::association::PeerResetsForTests;
 
+#[path = "support/child_peer.rs"]
+mod child_peer;
 #[path = "support/listen.rs"]
 mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
+use child_peer::ChildPeer;
 use webrtc_streams::{connect, webrtc_node};
 
 /// What the hostile peer (a process of its own) is told: the node's address, how it
@@ -91,11 +92,8 @@ async fn identify(
     Ok(stream)
 }
 
-/// The hostile peer's process, with what it has printed so far (read as it comes).
-struct Hostile {
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+/// The hostile peer's process.
+struct Hostile(ChildPeer);
 
 impl Hostile {
     /// Starts the hostile peer against `target`, taking resets as `mode` says and
@@ -107,58 +105,28 @@ impl Hostile {
         (streams, batch, pause): (usize, usize, Duration),
         trickle: bool,
     ) -> Self {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args(["hostile_peer", "--exact", "--ignored", "--nocapture"])
-            .env(TARGET_ENV, target.to_string())
-            .env(MODE_ENV, (mode as u8).to_string())
-            .env(STREAMS_ENV, streams.to_string())
-            .env(BATCH_ENV, batch.to_string())
-            .env(PAUSE_ENV, pause.as_secs().to_string())
-            .env(TRICKLE_ENV, u8::from(trickle).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for pipe in [
-            Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(err),
-        ] {
-            let lines = Arc::clone(&lines);
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Self { child, lines }
+        Self(ChildPeer::spawn(
+            "hostile_peer",
+            &[
+                (TARGET_ENV, target.to_string()),
+                (MODE_ENV, (mode as u8).to_string()),
+                (STREAMS_ENV, streams.to_string()),
+                (BATCH_ENV, batch.to_string()),
+                (PAUSE_ENV, pause.as_secs().to_string()),
+                (TRICKLE_ENV, u8::from(trickle).to_string()),
+            ],
+        ))
     }
 
     /// What it printed.
     fn said(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.0.said()
     }
 
     /// The first line it printed that starts with `prefix` (without it), waiting up to
     /// `wait` for it.
     async fn line(&self, prefix: &str, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| l.strip_prefix(prefix).map(str::to_string));
-            if found.is_some() || tokio::time::Instant::now() >= deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.0.line(prefix, wait).await
     }
 
     /// Its peer id, once connected.
@@ -171,18 +139,7 @@ impl Hostile {
 
     /// How many streams it had opened (and read the answer of).
     fn opened(&self) -> Option<usize> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find_map(|l| l.strip_prefix("opened ")?.parse().ok())
-    }
-}
-
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.0.last("opened ")?.parse().ok()
     }
 }
 

@@ -1,5 +1,6 @@
 #[cfg(test)]
 mod association_internal_test;
+mod outbound_for_tests;
 
 use async_trait::async_trait;
 use portable_atomic::{AtomicBool, AtomicU64};
@@ -19,6 +20,16 @@ const FORGET_AFTER: Duration = Duration::from_secs(10);
 /// Patched for libmesh: how many streams wait to be forgotten before those already gone
 /// are taken out of the queue (`AssociationInternal::reset_responded`).
 const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
+
+/// Patched for libmesh: how far beyond the cumulative TSN a DATA or FORWARD TSN chunk
+/// may reach; one further is dropped. A SACK reports gaps in 16 bits, so an honest
+/// sender cannot use more, and upstream's FORWARD TSN stepped there one TSN at a time
+/// (2^31 steps for one chunk of a hostile peer's).
+const MAX_TSN_AHEAD: u32 = 65_535;
+
+/// Patched for libmesh: what a DATA chunk held ahead of the cumulative TSN costs beyond
+/// its data (its structure, its place in the map and the order) in `held_room`.
+const HELD_CHUNK_COST: usize = 256;
 
 /// Patched for libmesh: a stream of a reset request of this side that waits for the
 /// peer's response (`Stream::reset_awaiting` set until then).
@@ -72,6 +83,11 @@ pub struct AssociationInternal {
     /// Patched for libmesh: streams whose reset the peer responded to and which it has
     /// not reset on its side yet, with when they are forgotten (`FORGET_AFTER`).
     forget_due: VecDeque<(Instant, u16, Arc<AtomicBool>)>,
+    /// Patched for libmesh, for tests only (`OutboundForTests::Gap`, `AheadCopy`): the
+    /// TSN copied far ahead (and never sent, for a gap).
+    tests_gap_tsn: Option<u32>,
+    /// Patched for libmesh, for tests only (`OutboundForTests::ForwardTsnJumps`).
+    tests_jumped: bool,
 
     // Non-RFC internal data
     source_port: u16,
@@ -190,6 +206,8 @@ impl AssociationInternal {
             reconfig_requests: HashMap::new(),
             reset_awaiting: HashMap::new(),
             forget_due: VecDeque::new(),
+            tests_gap_tsn: None,
+            tests_jumped: false,
 
             source_port: config.local_port,
             destination_port: config.remote_port,
@@ -721,7 +739,8 @@ impl AssociationInternal {
                 raw_packets = self.gather_outbound_fast_retransmission_packets(raw_packets);
                 raw_packets = self.gather_outbound_sack_packets(raw_packets).await;
                 raw_packets = self.gather_outbound_forward_tsn_packets(raw_packets);
-                (raw_packets, true)
+                // Patched for libmesh: a hostile peer's sends, for tests only.
+                (self.outbound_for_tests(raw_packets), true)
             }
             AssociationState::ShutdownPending
             | AssociationState::ShutdownSent
@@ -1068,18 +1087,29 @@ impl AssociationInternal {
         );
         self.stats.inc_datas();
 
-        let can_push = self.payload_queue.can_push(d, self.peer_last_tsn);
+        // Patched for libmesh: `may_hold`.
+        let can_push = self.payload_queue.can_push(d, self.peer_last_tsn) && self.may_hold(d);
         let mut stream_handle_data = false;
         if can_push {
             if let Some(_s) = self.get_or_create_stream(d.stream_identifier) {
-                if self.get_my_receiver_window_credit().await > 0 {
+                // Patched for libmesh: the bytes queued, counted once.
+                let queued = self.bytes_queued().await;
+                if self.max_receive_buffer_size.saturating_sub(queued) > 0 {
                     // Pass the new chunk to stream level as soon as it arrives
                     self.payload_queue.push(d.clone(), self.peer_last_tsn);
                     stream_handle_data = true;
                 } else {
                     // Receive buffer is full
                     if let Some(last_tsn) = self.payload_queue.get_last_tsn_received() {
-                        if sna32lt(d.tsn, *last_tsn) {
+                        // Patched for libmesh: a missing chunk is taken beyond the
+                        // receive window up to twice its size, no further. An honest
+                        // sender has at most a window outstanding; upstream took every
+                        // chunk below the highest TSN received, so one chunk of a peer's
+                        // far ahead made the rest of its data come in without limit
+                        // while the application read nothing.
+                        if sna32lt(d.tsn, *last_tsn)
+                            && (queued as usize) < 2 * self.max_receive_buffer_size as usize
+                        {
                             log::debug!("[{}] receive buffer full, but accepted as this is a missing chunk with tsn={} ssn={}", self.name, d.tsn, d.stream_sequence_number);
                             self.payload_queue.push(d.clone(), self.peer_last_tsn);
                             stream_handle_data = true; //s.handle_data(d.clone());
@@ -1167,12 +1197,49 @@ impl AssociationInternal {
     }
 
     pub(crate) async fn get_my_receiver_window_credit(&self) -> u32 {
-        let mut bytes_queued = 0;
-        for s in self.streams.values() {
-            bytes_queued += s.get_num_bytes_in_reassembly_queue().await as u32;
-        }
+        self.max_receive_buffer_size
+            .saturating_sub(self.bytes_queued().await)
+    }
 
-        self.max_receive_buffer_size.saturating_sub(bytes_queued)
+    /// Patched for libmesh: the bytes the streams hold for the application (what the
+    /// receive window counts).
+    async fn bytes_queued(&self) -> u32 {
+        let mut bytes_queued = 0u32;
+        for s in self.streams.values() {
+            bytes_queued =
+                bytes_queued.saturating_add(s.get_num_bytes_in_reassembly_queue().await as u32);
+        }
+        bytes_queued
+    }
+
+    /// Patched for libmesh: whether DATA chunk `d` (not a duplicate) may be held until
+    /// the chunks before it come. The next chunk always may (it moves the cumulative TSN
+    /// at once); one further ahead only within `MAX_TSN_AHEAD` and while the chunks held
+    /// cost at most twice the receive window (`HELD_CHUNK_COST` each beyond their data).
+    /// An honest sender has at most a window outstanding, so it meets this unless it
+    /// sends very small chunks, which it then resends. Upstream held every chunk: held
+    /// chunks leave the queue only when the cumulative TSN reaches them, and the receive
+    /// window counts only what the application has not read yet, so a peer that never
+    /// sent one TSN (and the data behind it in stream order, which the application read)
+    /// had the node keep all it sent for as long as the association lived.
+    fn may_hold(&self, d: &ChunkPayloadData) -> bool {
+        let ahead = d.tsn.wrapping_sub(self.peer_last_tsn);
+        if ahead == 1 {
+            return true;
+        }
+        let room = 2 * self.max_receive_buffer_size as usize;
+        let cost = self.payload_queue.held_cost(HELD_CHUNK_COST) + d.user_data.len();
+        if ahead > MAX_TSN_AHEAD || cost + HELD_CHUNK_COST > room {
+            log::debug!(
+                "[{}] DATA tsn={} dropped: {} ahead of the cumulative TSN, {} bytes held",
+                self.name,
+                d.tsn,
+                ahead,
+                cost
+            );
+            return false;
+        }
+        true
     }
 
     pub(crate) fn open_stream(
@@ -1838,11 +1905,24 @@ impl AssociationInternal {
         //   its cumulative TSN point to the value carried in the FORWARD TSN
         //   chunk,
 
-        // Advance peer_last_tsn
-        while sna32lt(self.peer_last_tsn, c.new_cumulative_tsn) {
-            self.payload_queue.pop(self.peer_last_tsn + 1); // may not exist
-            self.peer_last_tsn += 1;
+        // Patched for libmesh: a new cumulative TSN further ahead than any sender could
+        // use (`MAX_TSN_AHEAD`) is ignored, and the TSN moves past the chunks held in one
+        // step. Upstream stepped there one TSN at a time: a hostile peer's FORWARD TSN
+        // 2^31 - 1 ahead kept the association's task (and a runtime worker) busy for
+        // seconds, each, and its data was taken as old afterwards.
+        if c.new_cumulative_tsn.wrapping_sub(self.peer_last_tsn) > MAX_TSN_AHEAD {
+            log::debug!(
+                "[{}] FwdTSN to {} ignored: too far ahead of {}",
+                self.name,
+                c.new_cumulative_tsn,
+                self.peer_last_tsn
+            );
+            return Ok(vec![]);
         }
+
+        // Advance peer_last_tsn
+        self.payload_queue.discard_through(c.new_cumulative_tsn);
+        self.peer_last_tsn = c.new_cumulative_tsn;
 
         // Report new peer_last_tsn value and abandoned largest SSN value to
         // corresponding streams so that the abandoned chunks can be removed
@@ -2118,15 +2198,17 @@ impl AssociationInternal {
                 continue;
             }
 
-            if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize {
+            // Patched for libmesh: `send_windows`.
+            let (cwnd, rwnd) = self.send_windows();
+            if self.inflight_queue.get_num_bytes() + data_len > cwnd as usize {
                 break; // would exceed cwnd
             }
 
-            if data_len > self.rwnd as usize {
+            if data_len > rwnd as usize {
                 break; // no more rwnd
             }
 
-            self.rwnd -= data_len as u32;
+            self.rwnd = self.rwnd.saturating_sub(data_len as u32);
 
             if let Some(chunk) = self
                 .move_pending_data_chunk_to_inflight_queue(beginning_fragment, unordered)
@@ -2238,7 +2320,9 @@ impl AssociationInternal {
     /// get_data_packets_to_retransmit is called when T3-rtx is timed out and retransmit outstanding data chunks
     /// that are not acked or abandoned yet.
     fn get_data_packets_to_retransmit(&mut self) -> Vec<Packet> {
-        let awnd = std::cmp::min(self.cwnd, self.rwnd);
+        // Patched for libmesh: `send_windows`.
+        let (cwnd, rwnd) = self.send_windows();
+        let awnd = std::cmp::min(cwnd, rwnd);
         let mut chunks = vec![];
         let mut bytes_to_send = 0;
         let mut done = false;
@@ -2251,7 +2335,7 @@ impl AssociationInternal {
                     continue;
                 }
 
-                if i == 0 && self.rwnd < c.user_data.len() as u32 {
+                if i == 0 && rwnd < c.user_data.len() as u32 {
                     // Send it as a zero window probe
                     done = true;
                 } else if bytes_to_send + c.user_data.len() > awnd as usize {

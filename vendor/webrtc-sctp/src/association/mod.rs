@@ -232,6 +232,49 @@ pub fn set_peer_resets_for_tests(mode: PeerResetsForTests) {
     PEER_RESETS_FOR_TESTS.store(mode as u8, Ordering::SeqCst);
 }
 
+/// Patched for libmesh, for tests only: what the associations of a process send that a
+/// hostile peer may ([`set_outbound_for_tests`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundForTests {
+    /// As the protocol says.
+    Normal = 0,
+    /// Each association sends a copy of its next DATA chunk under a TSN 60,000 ahead,
+    /// and leaves a gap that never fills there: the chunk itself is never sent (nor
+    /// resent). From then on the peer's receive window is ignored, and the congestion
+    /// window stays at 256 KiB.
+    Gap = 1,
+    /// As `Gap`, except that the chunk itself is sent too: no gap, only one chunk far
+    /// ahead.
+    AheadCopy = 2,
+    /// Each association sends four FORWARD TSN chunks at its next chance, each moving
+    /// the peer's cumulative TSN 2^31 - 1 beyond the one before.
+    ForwardTsnJumps = 3,
+}
+
+/// Patched for libmesh: see [`set_outbound_for_tests`].
+static OUTBOUND_FOR_TESTS: AtomicU8 = AtomicU8::new(OutboundForTests::Normal as u8);
+
+pub(crate) fn outbound_for_tests() -> OutboundForTests {
+    match OUTBOUND_FOR_TESTS.load(Ordering::SeqCst) {
+        1 => OutboundForTests::Gap,
+        2 => OutboundForTests::AheadCopy,
+        3 => OutboundForTests::ForwardTsnJumps,
+        _ => OutboundForTests::Normal,
+    }
+}
+
+/// Patched for libmesh, for tests only: makes every association of the process send as
+/// `mode` says, as a hostile peer may, so that a test run as a separate process can play
+/// that peer against a node (libmesh's `tests/webrtc_sctp_gaps.rs`,
+/// `tests/webrtc_forward_tsn.rs`). It takes effect at
+/// once, also on associations already up. Never set it in a process whose connections
+/// matter.
+#[doc(hidden)]
+pub fn set_outbound_for_tests(mode: OutboundForTests) {
+    OUTBOUND_FOR_TESTS.store(mode as u8, Ordering::SeqCst);
+}
+
 ///Association represents an SCTP association
 ///13.2.  Parameters Necessary per Association (i.e., the TCB)
 ///Peer : Tag value to be sent in every packet and is received

@@ -88,6 +88,22 @@ impl PayloadQueue {
         None
     }
 
+    /// Patched for libmesh: takes out every chunk at or below `tsn` (for a FORWARD TSN).
+    pub(crate) fn discard_through(&mut self, tsn: u32) {
+        while let Some(&front) = self.sorted.front() {
+            if !sna32lte(front, tsn) {
+                break;
+            }
+            // Takes it out of the order, and out of the map.
+            self.pop(front);
+        }
+    }
+
+    /// Patched for libmesh: what the chunks held cost, their data and `per_chunk` each.
+    pub(crate) fn held_cost(&self, per_chunk: usize) -> usize {
+        self.n_bytes + self.chunk_map.len() * per_chunk
+    }
+
     /// get returns reference to chunkPayloadData with the given TSN value.
     pub(crate) fn get(&self, tsn: u32) -> Option<&ChunkPayloadData> {
         self.chunk_map.get(&tsn)

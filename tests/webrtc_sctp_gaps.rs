@@ -1,0 +1,173 @@
+//! A WebRTC-direct peer's SCTP data cannot grow the node beyond its receive window, gaps
+//! or no gaps. Each libp2p stream over WebRTC is an SCTP stream, and webrtc-sctp held:
+//! - **every chunk that came after a gap** until the gap filled: the receive window
+//!   counts only what the application has not read, and a stream's application reads
+//!   in stream order, past the gap. A peer that never sent one TSN had the node keep all
+//!   it sent afterwards for as long as the association lived;
+//! - **every chunk below the highest TSN received, beyond the receive window**, as a
+//!   "missing" chunk: one chunk of the peer's far ahead made all the rest of its data
+//!   come in while the application read nothing.
+//!
+//! Now held chunks cost at most twice the receive window (1 MiB), and missing chunks are
+//! taken up to twice the window (`vendor/webrtc-sctp/PATCHED.md`).
+//!
+//! The hostile peer runs as a process of its own: the patched `webrtc-sctp` makes every
+//! association of a process send as a test asks (`set_outbound_for_tests`), and the
+//! node, in this process, must not. It ignores the node's windows and writes 48 MiB on
+//! one stream; the node's heap (jemalloc's count of this process, so one test in this
+//! file) is measured around it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures::{AsyncWriteExt, StreamExt};
+use libmesh::node::NodeConfig;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use mesh_testkit::heap::live;
+use mesh_testkit::node::loopback_config;
+use webrtc_sctp::association::OutboundForTests;
+
+#[path = "support/child_peer.rs"]
+mod child_peer;
+#[path = "support/listen.rs"]
+mod listen;
+#[path = "support/webrtc_streams.rs"]
+mod webrtc_streams;
+use child_peer::ChildPeer;
+use webrtc_streams::{connect, webrtc_node_with};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// What the hostile peer is told: the node's address, how it sends, on which protocol.
+const TARGET_ENV: &str = "MESH_TEST_GAPS_TARGET";
+const MODE_ENV: &str = "MESH_TEST_GAPS_MODE";
+const PROTOCOL_ENV: &str = "MESH_TEST_GAPS_PROTOCOL";
+
+/// What the hostile peer writes on its stream.
+const UPLOAD: usize = 48 << 20;
+
+/// The most the node may grow by while the peer writes it.
+const GROWTH_LIMIT: isize = 16 << 20;
+
+/// A protocol whose server reads all it gets (and answers only at the end).
+const PERF: StreamProtocol = StreamProtocol::new("/perf/1.0.0");
+/// A protocol whose server stops reading when its answers are not read.
+const PING: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
+
+/// Runs the hostile peer, sending as `mode` says on a `protocol` stream, against a fresh
+/// node serving perf; returns how much the node's heap grew, and what the peer wrote.
+async fn growth(mode: OutboundForTests, protocol: &StreamProtocol) -> (isize, String) {
+    let config = NodeConfig {
+        perf: true,
+        ..loopback_config()
+    };
+    let (node, target) = webrtc_node_with(config).await;
+    let before = live();
+    let hostile = ChildPeer::spawn(
+        "gap_peer",
+        &[
+            (TARGET_ENV, target.to_string()),
+            (MODE_ENV, (mode as u8).to_string()),
+            (PROTOCOL_ENV, protocol.to_string()),
+        ],
+    );
+    let done = hostile.line("done ", Duration::from_secs(240)).await;
+    let done = done.unwrap_or_else(|| panic!("the peer did not finish:\n{}", hostile.said()));
+    // What it sent last is on its way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = live() - before;
+    eprintln!("{mode:?} on {protocol}: the peer wrote {done}; the node grew by {grown} bytes");
+    drop(hostile);
+    drop(node);
+    (grown, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
+    // A gap that never fills, while the server reads all that comes past it.
+    let (grown, wrote) = growth(OutboundForTests::Gap, &PERF).await;
+    assert!(
+        grown < GROWTH_LIMIT,
+        "the node held the data behind a gap: it grew by {grown} bytes ({wrote})"
+    );
+    // One chunk far ahead, while the server reads nothing.
+    let (grown, wrote) = growth(OutboundForTests::AheadCopy, &PING).await;
+    assert!(
+        grown < GROWTH_LIMIT,
+        "the node took missing chunks beyond its window: it grew by {grown} bytes ({wrote})"
+    );
+}
+
+/// The node's peer id in `addr`'s `/p2p` part.
+fn peer_of(addr: &Multiaddr) -> PeerId {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The hostile peer of the test above, run by it as a process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the hostile peer of the test above, run by it as a process of its own"]
+async fn gap_peer() {
+    let Ok(target) = std::env::var(TARGET_ENV) else {
+        eprintln!("{TARGET_ENV} unset: run by the test of this file only");
+        return;
+    };
+    let target: Multiaddr = target.parse().unwrap();
+    let mode = match std::env::var(MODE_ENV).unwrap().as_str() {
+        "1" => OutboundForTests::Gap,
+        "2" => OutboundForTests::AheadCopy,
+        other => panic!("mode {other}"),
+    };
+    let protocol = StreamProtocol::try_from_owned(std::env::var(PROTOCOL_ENV).unwrap()).unwrap();
+    // DTLS's rustls needs a process-wide provider, which the node installs in the other
+    // process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut client = connect(&target).await;
+    println!("peer {}", client.local_peer_id());
+    let mut control = client.behaviour().new_control();
+    tokio::spawn(async move {
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionClosed { cause, .. } =
+                client.select_next_some().await
+            {
+                println!("closed: {cause:?}");
+            }
+        }
+    });
+    // From here on, this process's SCTP sends as a hostile peer: the stream's opening
+    // comes first.
+    webrtc_sctp::association::set_outbound_for_tests(mode);
+    let wait = Duration::from_secs(10);
+    let mut stream = tokio::time::timeout(wait, control.open_stream(peer_of(&target), protocol))
+        .await
+        .expect("not opened in 10 s")
+        .expect("not opened");
+    // Perf's request: nothing back.
+    stream.write_all(&0u64.to_be_bytes()).await.unwrap();
+    let buffer = vec![0u8; 64 * 1024];
+    let mut wrote = 0;
+    let mut stopped = None;
+    while wrote < UPLOAD {
+        match tokio::time::timeout(wait, stream.write_all(&buffer)).await {
+            Ok(Ok(())) => wrote += buffer.len(),
+            Ok(Err(e)) => {
+                stopped = Some(e.to_string());
+                break;
+            }
+            Err(_) => {
+                stopped = Some("no progress in 10 s".into());
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(wait, stream.flush()).await;
+    println!("done {wrote} bytes (stopped: {stopped:?})");
+    // Held until the test ends this process.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+}

@@ -1,0 +1,88 @@
+//! Patched for libmesh, for tests only: what an association sends when the process's
+//! [`super::super::set_outbound_for_tests`] asks it to play a hostile peer.
+
+use super::*;
+
+/// How far ahead the copy of a chunk goes ([`OutboundForTests::Gap`],
+/// [`OutboundForTests::AheadCopy`]): within the 16 bits of a SACK's gap offsets.
+const COPY_AHEAD: u32 = 60_000;
+
+/// How far each FORWARD TSN moves the peer's cumulative TSN
+/// ([`OutboundForTests::ForwardTsnJumps`]): as far as serial number arithmetic goes.
+const JUMP: u32 = (1 << 31) - 1;
+
+/// The congestion window of an association that plays a hostile peer with a gap or a
+/// chunk far ahead: its own window would shrink to one packet for good (the gap's chunk
+/// is never acknowledged), and a sender with no window at all loses most of what it
+/// sends to the receiver's socket buffer.
+const TEST_CWND: u32 = 256 * 1024;
+
+impl AssociationInternal {
+    /// The congestion and receive windows a send may fill: the association's own, or
+    /// for a hostile peer with a gap or a chunk far ahead, [`TEST_CWND`] and no receive
+    /// window at all.
+    pub(super) fn send_windows(&self) -> (u32, u32) {
+        match outbound_for_tests() {
+            OutboundForTests::Gap | OutboundForTests::AheadCopy => (TEST_CWND, u32::MAX),
+            _ => (self.cwnd, self.rwnd),
+        }
+    }
+
+    /// `packets` as the test mode says they go out.
+    pub(super) fn outbound_for_tests(&mut self, packets: Vec<Packet>) -> Vec<Packet> {
+        match outbound_for_tests() {
+            OutboundForTests::Normal => packets,
+            OutboundForTests::Gap => self.copy_ahead(packets, true),
+            OutboundForTests::AheadCopy => self.copy_ahead(packets, false),
+            OutboundForTests::ForwardTsnJumps => {
+                let mut packets = packets;
+                if !self.tests_jumped && self.get_state() == AssociationState::Established {
+                    self.tests_jumped = true;
+                    let mut cumulative = self.cumulative_tsn_ack_point;
+                    for _ in 0..4 {
+                        cumulative = cumulative.wrapping_add(JUMP);
+                        packets.push(self.create_packet(vec![Box::new(ChunkForwardTsn {
+                            new_cumulative_tsn: cumulative,
+                            streams: vec![],
+                        })]));
+                    }
+                }
+                packets
+            }
+        }
+    }
+
+    /// Sends a copy of the first DATA chunk sent in this mode under a TSN far ahead,
+    /// once, and leaves that chunk out for good if `gap`.
+    fn copy_ahead(&mut self, packets: Vec<Packet>, gap: bool) -> Vec<Packet> {
+        let mut out = Vec::with_capacity(packets.len() + 1);
+        for mut p in packets {
+            let mut copy = None;
+            p.chunks.retain(|c| {
+                let Some(d) = c.as_any().downcast_ref::<ChunkPayloadData>() else {
+                    return true;
+                };
+                match self.tests_gap_tsn {
+                    Some(first) => !gap || d.tsn != first,
+                    None => {
+                        self.tests_gap_tsn = Some(d.tsn);
+                        let mut far = d.clone();
+                        far.tsn = d.tsn.wrapping_add(COPY_AHEAD);
+                        copy = Some(far);
+                        !gap
+                    }
+                }
+            });
+            if !p.chunks.is_empty() {
+                out.push(p);
+            }
+            if let Some(far) = copy {
+                // In flight like any chunk sent, so that the peer's SACK of it is taken
+                // (one of a TSN never sent would be refused, and every SACK after it).
+                self.inflight_queue.push_no_check(far.clone());
+                out.push(self.create_packet(vec![Box::new(far)]));
+            }
+        }
+        out
+    }
+}
