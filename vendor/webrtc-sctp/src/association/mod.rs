@@ -247,8 +247,9 @@ pub enum OutboundForTests {
     /// As `Gap`, except that the chunk itself is sent too: no gap, only one chunk far
     /// ahead.
     AheadCopy = 2,
-    /// Each association sends four FORWARD TSN chunks at its next chance, each moving
-    /// the peer's cumulative TSN 2^31 - 1 beyond the one before.
+    /// Each association sends three FORWARD TSN chunks at its next chance, each moving
+    /// the peer's cumulative TSN 2^31 - 1 beyond the one before (so that the last one
+    /// leaves it half the TSN space ahead of what this side sends next).
     ForwardTsnJumps = 3,
 }
 

@@ -39,7 +39,7 @@ impl AssociationInternal {
                 if !self.tests_jumped && self.get_state() == AssociationState::Established {
                     self.tests_jumped = true;
                     let mut cumulative = self.cumulative_tsn_ack_point;
-                    for _ in 0..4 {
+                    for _ in 0..3 {
                         cumulative = cumulative.wrapping_add(JUMP);
                         packets.push(self.create_packet(vec![Box::new(ChunkForwardTsn {
                             new_cumulative_tsn: cumulative,
