@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libmesh::node::NodeConfig;
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, StreamProtocol};
 use mesh_testkit::heap::live;
 use mesh_testkit::node::loopback_config;
 use webrtc_sctp::association::OutboundForTests;
@@ -35,7 +34,7 @@ mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
 use child_peer::ChildPeer;
-use webrtc_streams::{connect, webrtc_node_with};
+use webrtc_streams::{connect, peer_of, webrtc_node_with};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -98,16 +97,6 @@ async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
         grown < GROWTH_LIMIT,
         "the node took missing chunks beyond its window: it grew by {grown} bytes ({wrote})"
     );
-}
-
-/// The node's peer id in `addr`'s `/p2p` part.
-fn peer_of(addr: &Multiaddr) -> PeerId {
-    addr.iter()
-        .find_map(|p| match p {
-            Protocol::P2p(peer) => Some(peer),
-            _ => None,
-        })
-        .unwrap()
 }
 
 /// The hostile peer of the test above, run by it as a process of its own.

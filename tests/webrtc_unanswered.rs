@@ -17,10 +17,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, StreamExt};
+use futures::StreamExt;
 use libmesh::node::NodeEvent;
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
 use mesh_testkit::log_capture::Captured;
 use mesh_testkit::node::TestNode;
 use webrtc_sctp::association::PeerResetsForTests;
@@ -32,7 +31,7 @@ mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
 use child_peer::ChildPeer;
-use webrtc_streams::{connect, webrtc_node};
+use webrtc_streams::{connect, identify, peer_of, webrtc_node};
 
 /// What the hostile peer (a process of its own) is told: the node's address, how it
 /// takes resets, how many streams it opens, in batches of how many, with what pause.
@@ -43,8 +42,6 @@ const BATCH_ENV: &str = "MESH_TEST_UNANSWERED_BATCH";
 const PAUSE_ENV: &str = "MESH_TEST_UNANSWERED_PAUSE_SECS";
 /// Whether it then goes on opening one stream every 10 s (its connection never idles).
 const TRICKLE_ENV: &str = "MESH_TEST_UNANSWERED_TRICKLE";
-/// A protocol the node answers and then closes.
-const IDENTIFY: StreamProtocol = StreamProtocol::new("/ipfs/id/1.0.0");
 
 /// libp2p-swarm's `debug` log (it logs why a connection closed), for the whole process.
 fn swarm_log() -> &'static Captured {
@@ -59,37 +56,6 @@ fn swarm_log() -> &'static Captured {
         tracing::subscriber::set_global_default(subscriber).unwrap();
         log
     })
-}
-
-/// The node's peer id in `addr`'s `/p2p` part.
-fn peer_of(addr: &Multiaddr) -> PeerId {
-    addr.iter()
-        .find_map(|p| match p {
-            Protocol::P2p(peer) => Some(peer),
-            _ => None,
-        })
-        .unwrap()
-}
-
-/// Opens an identify stream to `peer` and reads its answer to the end.
-async fn identify(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-) -> Result<libp2p::Stream, String> {
-    let wait = Duration::from_secs(10);
-    let mut stream = tokio::time::timeout(wait, control.open_stream(peer, IDENTIFY))
-        .await
-        .map_err(|_| "not opened in 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(wait, stream.read_to_end(&mut answer))
-        .await
-        .map_err(|_| "not answered in 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    if answer.is_empty() {
-        return Err("an empty answer".into());
-    }
-    Ok(stream)
 }
 
 /// The hostile peer's process.

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{AsyncReadExt, StreamExt};
 use libmesh::node::NodeConfig;
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use mesh_core::{NoTrace, NodeKeypair};
 use mesh_testkit::heap::live;
 use mesh_testkit::node::{TestNode, loopback_config, start_node};
@@ -20,6 +20,41 @@ use mesh_testkit::node::{TestNode, loopback_config, start_node};
 use crate::listen::{listen_addr, webrtc_swarm};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// A protocol the node answers and then closes.
+pub(crate) const IDENTIFY: StreamProtocol = StreamProtocol::new("/ipfs/id/1.0.0");
+
+/// The node's peer id in `addr`'s `/p2p` part.
+pub(crate) fn peer_of(addr: &Multiaddr) -> PeerId {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Opens an identify stream to `peer` and reads its answer to the end (10 s for each),
+/// returning the stream.
+pub(crate) async fn identify(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+) -> Result<libp2p::Stream, String> {
+    let wait = Duration::from_secs(10);
+    let mut stream = tokio::time::timeout(wait, control.open_stream(peer, IDENTIFY))
+        .await
+        .map_err(|_| "not opened in 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(wait, stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "not answered in 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if answer.is_empty() {
+        return Err("an empty answer".into());
+    }
+    Ok(stream)
+}
 
 /// A bare WebRTC-direct peer that opens streams on demand.
 pub(crate) fn client() -> libp2p::Swarm<libp2p_stream::Behaviour> {

@@ -27,6 +27,13 @@ const FORGET_DUE_LOOKED_THROUGH: usize = 1024;
 /// (2^31 steps for one chunk of a hostile peer's).
 const MAX_TSN_AHEAD: u32 = 65_535;
 
+/// Patched for libmesh: how many of the peer's reset requests wait at most for the data
+/// before them (deferred, RFC 6525 5.2.2), and how many stream ids they name in all. A
+/// request beyond either is denied. An honest peer defers only what it sent during a
+/// loss, a few requests; upstream kept every one, each with its ids.
+const MAX_DEFERRED_RESETS: usize = 128;
+const MAX_DEFERRED_RESET_IDS: usize = 4096;
+
 /// Patched for libmesh: what a DATA chunk held ahead of the cumulative TSN costs beyond
 /// its data (its structure, its place in the map and the order) in `held_room`.
 const HELD_CHUNK_COST: usize = 256;
@@ -539,7 +546,8 @@ impl AssociationInternal {
 
             if !sis_to_reset.is_empty() {
                 let rsn = self.generate_next_rsn();
-                let tsn = self.my_next_tsn - 1;
+                // Patched for libmesh: a hostile peer's, for tests only.
+                let tsn = self.reset_request_tsn_for_tests(self.my_next_tsn - 1);
                 // Patched for libmesh: see `AwaitedReset`.
                 let awaited = sis_to_reset
                     .iter()
@@ -1161,8 +1169,17 @@ impl AssociationInternal {
             self.peer_last_tsn += 1;
             log::debug!("[{}] peer_last_tsn = {}", self.name, self.peer_last_tsn);
 
-            let rst_reqs: Vec<ParamOutgoingResetRequest> =
-                self.reconfig_requests.values().cloned().collect();
+            // Patched for libmesh: only the requests the data has now reached run again
+            // (they are performed and responded to). Upstream ran them all at every TSN,
+            // answering each one still deferred with another "in progress": one small
+            // DATA chunk drew a response packet per request the peer had left deferred.
+            let peer_last_tsn = self.peer_last_tsn;
+            let rst_reqs: Vec<ParamOutgoingResetRequest> = self
+                .reconfig_requests
+                .values()
+                .filter(|r| sna32lte(r.sender_last_tsn, peer_last_tsn))
+                .cloned()
+                .collect();
             for rst_req in rst_reqs {
                 self.reset_streams_if_any(&rst_req, false, &mut reply)?;
             }
@@ -2002,11 +2019,35 @@ impl AssociationInternal {
                     return Ok(());
                 }
             }
+            // Patched for libmesh: a request is kept only while it waits for the data
+            // before it, and only within `MAX_DEFERRED_RESETS` and
+            // `MAX_DEFERRED_RESET_IDS`; one beyond them, or naming a TSN further ahead
+            // than any sender could (`MAX_TSN_AHEAD`), is denied (a stream whose reset is
+            // denied stays until this side's own reset settles it, or the association
+            // ends). Upstream kept every request, performed or not, for good.
+            if !sna32lte(p.sender_last_tsn, self.peer_last_tsn) && self.refuses_deferral(p) {
+                log::debug!(
+                    "[{}] reset request {} denied: {} deferred",
+                    self.name,
+                    p.reconfig_request_sequence_number,
+                    self.reconfig_requests.len()
+                );
+                reply.push(self.create_packet(vec![Box::new(ChunkReconfig {
+                    param_a: Some(Box::new(ParamReconfigResponse {
+                        reconfig_response_sequence_number: p.reconfig_request_sequence_number,
+                        result: ReconfigResult::Denied,
+                    })),
+                    param_b: None,
+                })]));
+                return Ok(());
+            }
             self.reconfig_requests
                 .insert(p.reconfig_request_sequence_number, p.clone());
             self.reset_streams_if_any(p, true, reply)?;
             Ok(())
         } else if let Some(p) = raw.as_any().downcast_ref::<ParamReconfigResponse>() {
+            // Patched for libmesh, for tests only: `reset_responses_for_tests`.
+            super::count_reset_response_for_tests(p.result);
             self.reconfigs.remove(&p.reconfig_response_sequence_number);
             self.reset_responded(p.reconfig_response_sequence_number, Instant::now());
             if self.reconfigs.is_empty() {
@@ -2018,6 +2059,28 @@ impl AssociationInternal {
         } else {
             Err(Error::ErrParameterType)
         }
+    }
+
+    /// Patched for libmesh: whether the peer's reset request `p`, which waits for data
+    /// not come yet, is refused rather than kept (`MAX_DEFERRED_RESETS`,
+    /// `MAX_DEFERRED_RESET_IDS`, `MAX_TSN_AHEAD`). One kept already (resent) is kept.
+    fn refuses_deferral(&self, p: &ParamOutgoingResetRequest) -> bool {
+        if p.sender_last_tsn.wrapping_sub(self.peer_last_tsn) > MAX_TSN_AHEAD {
+            return true;
+        }
+        if self
+            .reconfig_requests
+            .contains_key(&p.reconfig_request_sequence_number)
+        {
+            return false;
+        }
+        let ids: usize = self
+            .reconfig_requests
+            .values()
+            .map(|r| r.stream_identifiers.len())
+            .sum();
+        self.reconfig_requests.len() >= MAX_DEFERRED_RESETS
+            || ids + p.stream_identifiers.len() > MAX_DEFERRED_RESET_IDS
     }
 
     fn reset_streams_if_any(
@@ -2083,7 +2146,8 @@ impl AssociationInternal {
         // reconfig_response_sequence_number.
         if !sis_to_reset.is_empty() {
             let rsn = self.generate_next_rsn();
-            let tsn = self.my_next_tsn - 1;
+            // Patched for libmesh: a hostile peer's, for tests only.
+            let tsn = self.reset_request_tsn_for_tests(self.my_next_tsn - 1);
             self.reset_awaiting.insert(rsn, awaited);
 
             let c = ChunkReconfig {

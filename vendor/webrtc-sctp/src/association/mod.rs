@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use association_internal::*;
 use association_stats::*;
 use bytes::{Bytes, BytesMut};
-use portable_atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize};
+use portable_atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use rand::random;
 use tokio::sync::{broadcast, mpsc, Mutex};
 use util::Conn;
@@ -251,6 +251,10 @@ pub enum OutboundForTests {
     /// the peer's cumulative TSN 2^31 - 1 beyond the one before (so that the last one
     /// leaves it half the TSN space ahead of what this side sends next).
     ForwardTsnJumps = 3,
+    /// Each reset request of an association names a last TSN 30,000 beyond what it sent,
+    /// so that the peer defers it for good; they are counted
+    /// ([`reset_responses_for_tests`]).
+    ResetsAhead = 4,
 }
 
 /// Patched for libmesh: see [`set_outbound_for_tests`].
@@ -261,6 +265,7 @@ pub(crate) fn outbound_for_tests() -> OutboundForTests {
         1 => OutboundForTests::Gap,
         2 => OutboundForTests::AheadCopy,
         3 => OutboundForTests::ForwardTsnJumps,
+        4 => OutboundForTests::ResetsAhead,
         _ => OutboundForTests::Normal,
     }
 }
@@ -274,6 +279,42 @@ pub(crate) fn outbound_for_tests() -> OutboundForTests {
 #[doc(hidden)]
 pub fn set_outbound_for_tests(mode: OutboundForTests) {
     OUTBOUND_FOR_TESTS.store(mode as u8, Ordering::SeqCst);
+}
+
+/// Patched for libmesh, for tests only: the reset requests of this process's
+/// associations, and the responses to them, by result ([`reset_responses_for_tests`]).
+static RESET_COUNTS_FOR_TESTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// Patched for libmesh, for tests only: how many reset requests this process's
+/// associations sent under [`OutboundForTests::ResetsAhead`], and how many responses
+/// they received: performed, denied, in progress (other results are not counted).
+#[doc(hidden)]
+pub fn reset_responses_for_tests() -> [u64; 4] {
+    RESET_COUNTS_FOR_TESTS
+        .each_ref()
+        .map(|c| c.load(Ordering::SeqCst))
+}
+
+pub(crate) fn count_reset_request_for_tests() {
+    RESET_COUNTS_FOR_TESTS[0].fetch_add(1, Ordering::SeqCst);
+}
+
+pub(crate) fn count_reset_response_for_tests(
+    result: crate::param::param_reconfig_response::ReconfigResult,
+) {
+    use crate::param::param_reconfig_response::ReconfigResult;
+    let slot = match result {
+        ReconfigResult::SuccessPerformed => 1,
+        ReconfigResult::Denied => 2,
+        ReconfigResult::InProgress => 3,
+        _ => return,
+    };
+    RESET_COUNTS_FOR_TESTS[slot].fetch_add(1, Ordering::SeqCst);
 }
 
 ///Association represents an SCTP association

@@ -11,6 +11,10 @@ const COPY_AHEAD: u32 = 60_000;
 /// ([`OutboundForTests::ForwardTsnJumps`]): as far as serial number arithmetic goes.
 const JUMP: u32 = (1 << 31) - 1;
 
+/// How far ahead of what it sent an association's reset requests say their data ends
+/// ([`OutboundForTests::ResetsAhead`]): deferred by the peer, and within reach.
+const RESETS_AHEAD: u32 = 30_000;
+
 /// The congestion window of an association that plays a hostile peer with a gap or a
 /// chunk far ahead: its own window would shrink to one packet for good (the gap's chunk
 /// is never acknowledged), and a sender with no window at all loses most of what it
@@ -18,6 +22,18 @@ const JUMP: u32 = (1 << 31) - 1;
 const TEST_CWND: u32 = 256 * 1024;
 
 impl AssociationInternal {
+    /// The last TSN a reset request of this side names, from `tsn` (the last one sent),
+    /// and counts it ([`super::super::reset_responses_for_tests`]).
+    pub(super) fn reset_request_tsn_for_tests(&self, tsn: u32) -> u32 {
+        match outbound_for_tests() {
+            OutboundForTests::ResetsAhead => {
+                count_reset_request_for_tests();
+                tsn.wrapping_add(RESETS_AHEAD)
+            }
+            _ => tsn,
+        }
+    }
+
     /// The congestion and receive windows a send may fill: the association's own, or
     /// for a hostile peer with a gap or a chunk far ahead, [`TEST_CWND`] and no receive
     /// window at all.
@@ -31,7 +47,7 @@ impl AssociationInternal {
     /// `packets` as the test mode says they go out.
     pub(super) fn outbound_for_tests(&mut self, packets: Vec<Packet>) -> Vec<Packet> {
         match outbound_for_tests() {
-            OutboundForTests::Normal => packets,
+            OutboundForTests::Normal | OutboundForTests::ResetsAhead => packets,
             OutboundForTests::Gap => self.copy_ahead(packets, true),
             OutboundForTests::AheadCopy => self.copy_ahead(packets, false),
             OutboundForTests::ForwardTsnJumps => {
