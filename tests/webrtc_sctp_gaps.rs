@@ -47,6 +47,13 @@ const PROTOCOL_ENV: &str = "MESH_TEST_GAPS_PROTOCOL";
 /// What the hostile peer writes on its stream.
 const UPLOAD: usize = 48 << 20;
 
+/// What the hostile peer writes in one-byte messages, each in a padded packet.
+const SMALL_UPLOAD: usize = 40_000;
+
+/// The most the node may grow by while the peer writes it one-byte messages in padded
+/// packets.
+const SMALL_GROWTH_LIMIT: isize = 8 << 20;
+
 /// The most the node may grow by while the peer writes it.
 const GROWTH_LIMIT: isize = 16 << 20;
 
@@ -91,6 +98,12 @@ async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
         grown < GROWTH_LIMIT,
         "the node held the data behind a gap: it grew by {grown} bytes ({wrote})"
     );
+    // A gap, and one-byte chunks each in a packet of 1.4 KB (padded with a heartbeat).
+    let (grown, wrote) = growth(OutboundForTests::GapPadded, &PERF).await;
+    assert!(
+        grown < SMALL_GROWTH_LIMIT,
+        "the node held the packets of the chunks behind a gap: it grew by {grown} bytes ({wrote})"
+    );
     // One chunk far ahead, while the server reads nothing.
     let (grown, wrote) = growth(OutboundForTests::AheadCopy, &PING).await;
     assert!(
@@ -111,6 +124,7 @@ async fn gap_peer() {
     let mode = match std::env::var(MODE_ENV).unwrap().as_str() {
         "1" => OutboundForTests::Gap,
         "2" => OutboundForTests::AheadCopy,
+        "5" => OutboundForTests::GapPadded,
         other => panic!("mode {other}"),
     };
     let protocol = StreamProtocol::try_from_owned(std::env::var(PROTOCOL_ENV).unwrap()).unwrap();
@@ -139,11 +153,24 @@ async fn gap_peer() {
         .expect("not opened");
     // Perf's request: nothing back.
     stream.write_all(&0u64.to_be_bytes()).await.unwrap();
-    let buffer = vec![0u8; 64 * 1024];
+    // Padded, small messages, one a chunk (a flush each): the packet is what they hold.
+    let padded = mode == OutboundForTests::GapPadded;
+    let (buffer, upload) = if padded {
+        (vec![0u8; 1], SMALL_UPLOAD)
+    } else {
+        (vec![0u8; 64 * 1024], UPLOAD)
+    };
     let mut wrote = 0;
     let mut stopped = None;
-    while wrote < UPLOAD {
-        match tokio::time::timeout(wait, stream.write_all(&buffer)).await {
+    while wrote < upload {
+        let write = async {
+            stream.write_all(&buffer).await?;
+            if padded {
+                stream.flush().await?;
+            }
+            std::io::Result::Ok(())
+        };
+        match tokio::time::timeout(wait, write).await {
             Ok(Ok(())) => wrote += buffer.len(),
             Ok(Err(e)) => {
                 stopped = Some(e.to_string());

@@ -34,6 +34,13 @@ const MAX_TSN_AHEAD: u32 = 65_535;
 const MAX_DEFERRED_RESETS: usize = 128;
 const MAX_DEFERRED_RESET_IDS: usize = 4096;
 
+/// Patched for libmesh: how many replies to the peer's chunks (heartbeat acks, reset
+/// answers and responses, error reports) wait to be sent at most; one beyond is dropped,
+/// as a lost packet would be (the peer sends again what it needs answered). Upstream
+/// queued every one: a peer sending heartbeats faster than the node sent their acks grew
+/// the queue without bound, each ack holding the heartbeat's whole packet.
+const MAX_CONTROL_QUEUE: usize = 1024;
+
 /// Patched for libmesh: what a DATA chunk held ahead of the cumulative TSN costs beyond
 /// its data (its structure, its place in the map and the order) in `held_room`.
 const HELD_CHUNK_COST: usize = 256;
@@ -1094,6 +1101,17 @@ impl AssociationInternal {
             d.user_data.len()
         );
         self.stats.inc_datas();
+
+        // Patched for libmesh: the chunk's data is copied out of its packet before it is
+        // kept. Upstream kept a slice of the packet, and with it the whole packet (up to
+        // 8 KiB): one byte of data bundled with a large chunk of anything else (a
+        // heartbeat, data the application read at once) held the packet while the
+        // receive window and the bound on held chunks counted one byte.
+        let owned = ChunkPayloadData {
+            user_data: Bytes::copy_from_slice(&d.user_data),
+            ..d.clone()
+        };
+        let d = &owned;
 
         // Patched for libmesh: `may_hold`.
         let can_push = self.payload_queue.can_push(d, self.peer_last_tsn) && self.may_hold(d);
@@ -2588,8 +2606,17 @@ impl AssociationInternal {
         };
 
         if !packets.is_empty() {
-            let mut buf: VecDeque<_> = packets.into_iter().collect();
-            self.control_queue.append(&mut buf);
+            // Patched for libmesh: `MAX_CONTROL_QUEUE`.
+            let room = MAX_CONTROL_QUEUE.saturating_sub(self.control_queue.len());
+            if packets.len() > room {
+                log::debug!(
+                    "[{}] {} replies dropped: {} queued",
+                    self.name,
+                    packets.len() - room,
+                    self.control_queue.len()
+                );
+            }
+            self.control_queue.extend(packets.into_iter().take(room));
             self.awake_write_loop();
         }
 

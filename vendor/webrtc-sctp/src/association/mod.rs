@@ -255,6 +255,9 @@ pub enum OutboundForTests {
     /// so that the peer defers it for good; they are counted
     /// ([`reset_responses_for_tests`]).
     ResetsAhead = 4,
+    /// As `Gap`, with each DATA chunk in a packet of its own, padded with a heartbeat of
+    /// 1,300 bytes.
+    GapPadded = 5,
 }
 
 /// Patched for libmesh: see [`set_outbound_for_tests`].
@@ -266,6 +269,7 @@ pub(crate) fn outbound_for_tests() -> OutboundForTests {
         2 => OutboundForTests::AheadCopy,
         3 => OutboundForTests::ForwardTsnJumps,
         4 => OutboundForTests::ResetsAhead,
+        5 => OutboundForTests::GapPadded,
         _ => OutboundForTests::Normal,
     }
 }

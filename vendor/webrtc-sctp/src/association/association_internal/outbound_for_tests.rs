@@ -11,6 +11,11 @@ const COPY_AHEAD: u32 = 60_000;
 /// ([`OutboundForTests::ForwardTsnJumps`]): as far as serial number arithmetic goes.
 const JUMP: u32 = (1 << 31) - 1;
 
+/// The heartbeat information that pads each DATA chunk's packet
+/// ([`OutboundForTests::GapPadded`]): as much as a small chunk leaves room for in the
+/// 1,460 bytes webrtc's mux reads of a datagram.
+const PADDING: usize = 1300;
+
 /// How far ahead of what it sent an association's reset requests say their data ends
 /// ([`OutboundForTests::ResetsAhead`]): deferred by the peer, and within reach.
 const RESETS_AHEAD: u32 = 30_000;
@@ -39,7 +44,9 @@ impl AssociationInternal {
     /// window at all.
     pub(super) fn send_windows(&self) -> (u32, u32) {
         match outbound_for_tests() {
-            OutboundForTests::Gap | OutboundForTests::AheadCopy => (TEST_CWND, u32::MAX),
+            OutboundForTests::Gap | OutboundForTests::AheadCopy | OutboundForTests::GapPadded => {
+                (TEST_CWND, u32::MAX)
+            }
             _ => (self.cwnd, self.rwnd),
         }
     }
@@ -49,6 +56,10 @@ impl AssociationInternal {
         match outbound_for_tests() {
             OutboundForTests::Normal | OutboundForTests::ResetsAhead => packets,
             OutboundForTests::Gap => self.copy_ahead(packets, true),
+            OutboundForTests::GapPadded => {
+                let packets = self.copy_ahead(packets, true);
+                self.padded(packets)
+            }
             OutboundForTests::AheadCopy => self.copy_ahead(packets, false),
             OutboundForTests::ForwardTsnJumps => {
                 let mut packets = packets;
@@ -66,6 +77,31 @@ impl AssociationInternal {
                 packets
             }
         }
+    }
+
+    /// Puts each DATA chunk of `packets` in a packet of its own, with a heartbeat of
+    /// [`PADDING`] bytes behind it.
+    fn padded(&self, packets: Vec<Packet>) -> Vec<Packet> {
+        let mut out = Vec::with_capacity(packets.len());
+        for mut p in packets {
+            let (data, rest): (Vec<_>, Vec<_>) = p
+                .chunks
+                .into_iter()
+                .partition(|c| c.as_any().downcast_ref::<ChunkPayloadData>().is_some());
+            p.chunks = rest;
+            if !p.chunks.is_empty() {
+                out.push(p);
+            }
+            for d in data {
+                let heartbeat = ChunkHeartbeat {
+                    params: vec![Box::new(ParamHeartbeatInfo {
+                        heartbeat_information: Bytes::from(vec![0u8; PADDING]),
+                    })],
+                };
+                out.push(self.create_packet(vec![d, Box::new(heartbeat)]));
+            }
+        }
+        out
     }
 
     /// Sends a copy of the first DATA chunk sent in this mode under a TSN far ahead,
