@@ -18,6 +18,8 @@
 //! file) is measured around it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
@@ -50,11 +52,17 @@ const UPLOAD: usize = 48 << 20;
 /// What the hostile peer writes in one-byte messages, each in a padded packet.
 const SMALL_UPLOAD: usize = 40_000;
 
-/// The most the node may grow by while the peer writes it one-byte messages in padded
-/// packets.
+/// What the hostile peer writes in one-byte messages behind a hole in stream order.
+const SSN_GAP_UPLOAD: usize = 80_000;
+
+/// How long the peer resends padded after its writes ([`OutboundForTests::GapPadded`]).
+const PADDED_RESENDS: Duration = Duration::from_secs(6);
+
+/// The most the node may have grown by once the peer stopped writing it one-byte
+/// messages.
 const SMALL_GROWTH_LIMIT: isize = 8 << 20;
 
-/// The most the node may grow by while the peer writes it.
+/// The most the node may grow by at any time while the peer writes it.
 const GROWTH_LIMIT: isize = 16 << 20;
 
 /// A protocol whose server reads all it gets (and answers only at the end).
@@ -62,15 +70,39 @@ const PERF: StreamProtocol = StreamProtocol::new("/perf/1.0.0");
 /// A protocol whose server stops reading when its answers are not read.
 const PING: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
 
+/// How much the node's heap grew while a hostile peer wrote it, and what the peer said
+/// of its writing.
+struct Growth {
+    /// The most it grew at any time (sampled every 20 ms).
+    peak: isize,
+    /// What it had grown by 5 s after the peer went quiet.
+    settled: isize,
+    wrote: String,
+}
+
 /// Runs the hostile peer, sending as `mode` says on a `protocol` stream, against a fresh
-/// node serving perf; returns how much the node's heap grew, and what the peer wrote.
-async fn growth(mode: OutboundForTests, protocol: &StreamProtocol) -> (isize, String) {
+/// node serving perf.
+async fn growth(mode: OutboundForTests, protocol: &StreamProtocol) -> Growth {
     let config = NodeConfig {
         perf: true,
         ..loopback_config()
     };
     let (node, target) = webrtc_node_with(config).await;
+    // What the phase before freed is gone by then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = live();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let sampling = Arc::clone(&sampling);
+        async move {
+            let mut peak = before;
+            while sampling.load(Ordering::SeqCst) {
+                peak = peak.max(live());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        }
+    });
     let hostile = ChildPeer::spawn(
         "gap_peer",
         &[
@@ -79,36 +111,73 @@ async fn growth(mode: OutboundForTests, protocol: &StreamProtocol) -> (isize, St
             (PROTOCOL_ENV, protocol.to_string()),
         ],
     );
-    let done = hostile.line("done ", Duration::from_secs(240)).await;
-    let done = done.unwrap_or_else(|| panic!("the peer did not finish:\n{}", hostile.said()));
-    // What it sent last is on its way.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let grown = live() - before;
-    eprintln!("{mode:?} on {protocol}: the peer wrote {done}; the node grew by {grown} bytes");
+    let wrote = hostile.line("done ", Duration::from_secs(240)).await;
+    let wrote = wrote.unwrap_or_else(|| panic!("the peer did not finish:\n{}", hostile.said()));
+    let quiet = hostile.line("quiet", PADDED_RESENDS * 2).await;
+    assert!(
+        quiet.is_some(),
+        "the peer did not quieten:\n{}",
+        hostile.said()
+    );
+    // What it sent last is on its way, and the node's replies drain.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled = live() - before;
+    sampling.store(false, Ordering::SeqCst);
+    let peak = sampler.await.unwrap().max(before + settled) - before;
+    eprintln!(
+        "{mode:?} on {protocol}: the peer wrote {wrote}; the node grew by {peak} bytes at \
+         most, {settled} in the end"
+    );
     drop(hostile);
     drop(node);
-    (grown, done)
+    Growth {
+        peak,
+        settled,
+        wrote,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
     // A gap that never fills, while the server reads all that comes past it.
-    let (grown, wrote) = growth(OutboundForTests::Gap, &PERF).await;
+    let g = growth(OutboundForTests::Gap, &PERF).await;
     assert!(
-        grown < GROWTH_LIMIT,
-        "the node held the data behind a gap: it grew by {grown} bytes ({wrote})"
+        g.peak < GROWTH_LIMIT,
+        "the node held the data behind a gap: it grew by {} bytes ({})",
+        g.peak,
+        g.wrote
     );
     // A gap, and one-byte chunks each in a packet of 1.4 KB (padded with a heartbeat).
-    let (grown, wrote) = growth(OutboundForTests::GapPadded, &PERF).await;
+    let g = growth(OutboundForTests::GapPadded, &PERF).await;
     assert!(
-        grown < SMALL_GROWTH_LIMIT,
-        "the node held the packets of the chunks behind a gap: it grew by {grown} bytes ({wrote})"
+        g.peak < GROWTH_LIMIT,
+        "the node queued its replies to the heartbeats: it grew by {} bytes ({})",
+        g.peak,
+        g.wrote
+    );
+    assert!(
+        g.settled < SMALL_GROWTH_LIMIT,
+        "the node held the packets of the chunks behind a gap: it grew by {} bytes ({})",
+        g.settled,
+        g.wrote
+    );
+    // One-byte messages behind a hole in stream order (no gap in TSNs): the reader waits.
+    let g = growth(OutboundForTests::SsnGap, &PERF).await;
+    assert!(
+        g.settled < SMALL_GROWTH_LIMIT && g.peak < GROWTH_LIMIT,
+        "the node held more than its window of small messages: it grew by {} bytes, {} at \
+         most ({})",
+        g.settled,
+        g.peak,
+        g.wrote
     );
     // One chunk far ahead, while the server reads nothing.
-    let (grown, wrote) = growth(OutboundForTests::AheadCopy, &PING).await;
+    let g = growth(OutboundForTests::AheadCopy, &PING).await;
     assert!(
-        grown < GROWTH_LIMIT,
-        "the node took missing chunks beyond its window: it grew by {grown} bytes ({wrote})"
+        g.peak < GROWTH_LIMIT,
+        "the node took missing chunks beyond its window: it grew by {} bytes ({})",
+        g.peak,
+        g.wrote
     );
 }
 
@@ -125,6 +194,7 @@ async fn gap_peer() {
         "1" => OutboundForTests::Gap,
         "2" => OutboundForTests::AheadCopy,
         "5" => OutboundForTests::GapPadded,
+        "6" => OutboundForTests::SsnGap,
         other => panic!("mode {other}"),
     };
     let protocol = StreamProtocol::try_from_owned(std::env::var(PROTOCOL_ENV).unwrap()).unwrap();
@@ -145,7 +215,11 @@ async fn gap_peer() {
     });
     // From here on, this process's SCTP sends as a hostile peer: the stream's opening
     // comes first.
-    webrtc_sctp::association::set_outbound_for_tests(mode);
+    // (A hole in stream order comes after the stream's opening and request.)
+    let ssn_gap = mode == OutboundForTests::SsnGap;
+    if !ssn_gap {
+        webrtc_sctp::association::set_outbound_for_tests(mode);
+    }
     let wait = Duration::from_secs(10);
     let mut stream = tokio::time::timeout(wait, control.open_stream(peer_of(&target), protocol))
         .await
@@ -153,10 +227,16 @@ async fn gap_peer() {
         .expect("not opened");
     // Perf's request: nothing back.
     stream.write_all(&0u64.to_be_bytes()).await.unwrap();
+    if ssn_gap {
+        stream.flush().await.unwrap();
+        webrtc_sctp::association::set_outbound_for_tests(mode);
+    }
     // Padded, small messages, one a chunk (a flush each): the packet is what they hold.
     let padded = mode == OutboundForTests::GapPadded;
     let (buffer, upload) = if padded {
         (vec![0u8; 1], SMALL_UPLOAD)
+    } else if ssn_gap {
+        (vec![0u8; 1], SSN_GAP_UPLOAD)
     } else {
         (vec![0u8; 64 * 1024], UPLOAD)
     };
@@ -165,7 +245,7 @@ async fn gap_peer() {
     while wrote < upload {
         let write = async {
             stream.write_all(&buffer).await?;
-            if padded {
+            if padded || ssn_gap {
                 stream.flush().await?;
             }
             std::io::Result::Ok(())
@@ -184,6 +264,14 @@ async fn gap_peer() {
     }
     let _ = tokio::time::timeout(wait, stream.flush()).await;
     println!("done {wrote} bytes (stopped: {stopped:?})");
+    if padded {
+        // Its resends (the chunks the node dropped) go padded for a while, a heartbeat
+        // each, in bursts; then unpadded (the gap stays), so that the node's replies drain
+        // before its heap is measured.
+        tokio::time::sleep(PADDED_RESENDS).await;
+        webrtc_sctp::association::set_outbound_for_tests(OutboundForTests::Gap);
+    }
+    println!("quiet");
     // Held until the test ends this process.
     tokio::time::sleep(Duration::from_secs(300)).await;
 }

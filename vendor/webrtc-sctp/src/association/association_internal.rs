@@ -42,8 +42,9 @@ const MAX_DEFERRED_RESET_IDS: usize = 4096;
 const MAX_CONTROL_QUEUE: usize = 1024;
 
 /// Patched for libmesh: what a DATA chunk held ahead of the cumulative TSN costs beyond
-/// its data (its structure, its place in the map and the order) in `held_room`.
-const HELD_CHUNK_COST: usize = 256;
+/// its data (its structure, its place in the map and the order) in `may_hold`; the same
+/// as what a chunk waiting for its reader counts in the receive window.
+const HELD_CHUNK_COST: usize = crate::queue::reassembly_queue::CHUNK_COST;
 
 /// Patched for libmesh: a stream of a reset request of this side that waits for the
 /// peer's response (`Stream::reset_awaiting` set until then).

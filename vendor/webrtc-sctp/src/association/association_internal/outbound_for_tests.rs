@@ -54,7 +54,9 @@ impl AssociationInternal {
     /// `packets` as the test mode says they go out.
     pub(super) fn outbound_for_tests(&mut self, packets: Vec<Packet>) -> Vec<Packet> {
         match outbound_for_tests() {
-            OutboundForTests::Normal | OutboundForTests::ResetsAhead => packets,
+            OutboundForTests::Normal | OutboundForTests::ResetsAhead | OutboundForTests::SsnGap => {
+                packets
+            }
             OutboundForTests::Gap => self.copy_ahead(packets, true),
             OutboundForTests::GapPadded => {
                 let packets = self.copy_ahead(packets, true);
