@@ -29,8 +29,9 @@ const MAX_TSN_AHEAD: u32 = 65_535;
 
 /// Patched for libmesh: how many of the peer's reset requests wait at most for the data
 /// before them (deferred, RFC 6525 5.2.2), and how many stream ids they name in all. A
-/// request beyond either is denied. An honest peer defers only what it sent during a
-/// loss, a few requests; upstream kept every one, each with its ids.
+/// request beyond either is dropped, as if lost (its sender sends it again). An honest
+/// peer defers only what it sent during a loss, a few requests; upstream kept every one,
+/// each with its ids.
 const MAX_DEFERRED_RESETS: usize = 128;
 const MAX_DEFERRED_RESET_IDS: usize = 4096;
 
@@ -1103,28 +1104,29 @@ impl AssociationInternal {
         );
         self.stats.inc_datas();
 
-        // Patched for libmesh: the chunk's data is copied out of its packet before it is
-        // kept. Upstream kept a slice of the packet, and with it the whole packet (up to
-        // 8 KiB): one byte of data bundled with a large chunk of anything else (a
-        // heartbeat, data the application read at once) held the packet while the
-        // receive window and the bound on held chunks counted one byte.
-        let owned = ChunkPayloadData {
+        // Patched for libmesh: the chunk's data is copied out of its packet when it is
+        // kept (`stored`). Upstream kept a slice of the packet, and with it the whole
+        // packet (up to the 1,460 bytes webrtc's mux reads): one byte of data bundled with
+        // a large chunk of anything else (a heartbeat, data the application read at once)
+        // held the packet while the receive window and the bound on held chunks counted
+        // one byte.
+        let copied = |d: &ChunkPayloadData| ChunkPayloadData {
             user_data: Bytes::copy_from_slice(&d.user_data),
             ..d.clone()
         };
-        let d = &owned;
+        let mut stored = None;
 
         // Patched for libmesh: `may_hold`.
         let can_push = self.payload_queue.can_push(d, self.peer_last_tsn) && self.may_hold(d);
-        let mut stream_handle_data = false;
         if can_push {
             if let Some(_s) = self.get_or_create_stream(d.stream_identifier) {
                 // Patched for libmesh: the bytes queued, counted once.
                 let queued = self.bytes_queued().await;
                 if self.max_receive_buffer_size.saturating_sub(queued) > 0 {
                     // Pass the new chunk to stream level as soon as it arrives
-                    self.payload_queue.push(d.clone(), self.peer_last_tsn);
-                    stream_handle_data = true;
+                    let kept = copied(d);
+                    self.payload_queue.push(kept.clone(), self.peer_last_tsn);
+                    stored = Some(kept);
                 } else {
                     // Receive buffer is full
                     if let Some(last_tsn) = self.payload_queue.get_last_tsn_received() {
@@ -1138,8 +1140,9 @@ impl AssociationInternal {
                             && (queued as usize) < 2 * self.max_receive_buffer_size as usize
                         {
                             log::debug!("[{}] receive buffer full, but accepted as this is a missing chunk with tsn={} ssn={}", self.name, d.tsn, d.stream_sequence_number);
-                            self.payload_queue.push(d.clone(), self.peer_last_tsn);
-                            stream_handle_data = true; //s.handle_data(d.clone());
+                            let kept = copied(d);
+                            self.payload_queue.push(kept.clone(), self.peer_last_tsn);
+                            stored = Some(kept); //s.handle_data(d.clone());
                         }
                     } else {
                         log::debug!(
@@ -1160,9 +1163,9 @@ impl AssociationInternal {
 
         let immediate_sack = d.immediate_sack;
 
-        if stream_handle_data {
+        if let Some(kept) = stored {
             if let Some(s) = self.streams.get_mut(&d.stream_identifier) {
-                s.handle_data(d.clone()).await;
+                s.handle_data(kept).await;
             }
         }
 
@@ -2041,23 +2044,18 @@ impl AssociationInternal {
             // Patched for libmesh: a request is kept only while it waits for the data
             // before it, and only within `MAX_DEFERRED_RESETS` and
             // `MAX_DEFERRED_RESET_IDS`; one beyond them, or naming a TSN further ahead
-            // than any sender could (`MAX_TSN_AHEAD`), is denied (a stream whose reset is
-            // denied stays until this side's own reset settles it, or the association
-            // ends). Upstream kept every request, performed or not, for good.
+            // than any sender could (`MAX_TSN_AHEAD`), is neither kept nor answered, as
+            // if it were lost: its sender sends it again on its timer, and it is taken
+            // once there is room (a response of "denied" would be final for the peer,
+            // whose channel would never close). Upstream kept every deferred request
+            // until the data reached it, however many.
             if !sna32lte(p.sender_last_tsn, self.peer_last_tsn) && self.refuses_deferral(p) {
                 log::debug!(
-                    "[{}] reset request {} denied: {} deferred",
+                    "[{}] reset request {} dropped: {} deferred",
                     self.name,
                     p.reconfig_request_sequence_number,
                     self.reconfig_requests.len()
                 );
-                reply.push(self.create_packet(vec![Box::new(ChunkReconfig {
-                    param_a: Some(Box::new(ParamReconfigResponse {
-                        reconfig_response_sequence_number: p.reconfig_request_sequence_number,
-                        result: ReconfigResult::Denied,
-                    })),
-                    param_b: None,
-                })]));
                 return Ok(());
             }
             self.reconfig_requests
@@ -2082,23 +2080,21 @@ impl AssociationInternal {
 
     /// Patched for libmesh: whether the peer's reset request `p`, which waits for data
     /// not come yet, is refused rather than kept (`MAX_DEFERRED_RESETS`,
-    /// `MAX_DEFERRED_RESET_IDS`, `MAX_TSN_AHEAD`). One kept already (resent) is kept.
+    /// `MAX_DEFERRED_RESET_IDS`, `MAX_TSN_AHEAD`).
     fn refuses_deferral(&self, p: &ParamOutgoingResetRequest) -> bool {
         if p.sender_last_tsn.wrapping_sub(self.peer_last_tsn) > MAX_TSN_AHEAD {
             return true;
         }
-        if self
-            .reconfig_requests
-            .contains_key(&p.reconfig_request_sequence_number)
-        {
-            return false;
-        }
+        // A request kept already (sent again) replaces the one kept: its ids count
+        // instead of the kept one's.
+        let kept = self.reconfig_requests.get(&p.reconfig_request_sequence_number);
         let ids: usize = self
             .reconfig_requests
             .values()
             .map(|r| r.stream_identifiers.len())
-            .sum();
-        self.reconfig_requests.len() >= MAX_DEFERRED_RESETS
+            .sum::<usize>()
+            - kept.map_or(0, |r| r.stream_identifiers.len());
+        (kept.is_none() && self.reconfig_requests.len() >= MAX_DEFERRED_RESETS)
             || ids + p.stream_identifiers.len() > MAX_DEFERRED_RESET_IDS
     }
 
@@ -2578,8 +2574,8 @@ impl AssociationInternal {
                         destination_port: self.destination_port,
                         chunks: vec![Box::new(err_chunk)],
                     };
-                    self.control_queue.push_back(packet);
-                    self.awake_write_loop();
+                    // Patched for libmesh: `MAX_CONTROL_QUEUE`.
+                    self.queue_replies(vec![packet]);
                     return Err(Error::ErrChunkTypeUnhandled);
                 }
                 0b10 => {
@@ -2608,20 +2604,26 @@ impl AssociationInternal {
 
         if !packets.is_empty() {
             // Patched for libmesh: `MAX_CONTROL_QUEUE`.
-            let room = MAX_CONTROL_QUEUE.saturating_sub(self.control_queue.len());
-            if packets.len() > room {
-                log::debug!(
-                    "[{}] {} replies dropped: {} queued",
-                    self.name,
-                    packets.len() - room,
-                    self.control_queue.len()
-                );
-            }
-            self.control_queue.extend(packets.into_iter().take(room));
-            self.awake_write_loop();
+            self.queue_replies(packets);
         }
 
         Ok(())
+    }
+
+    /// Patched for libmesh: queues replies to the peer's chunks for the write loop, as
+    /// many as `MAX_CONTROL_QUEUE` leaves room for; the rest are dropped.
+    fn queue_replies(&mut self, packets: Vec<Packet>) {
+        let room = MAX_CONTROL_QUEUE.saturating_sub(self.control_queue.len());
+        if packets.len() > room {
+            log::debug!(
+                "[{}] {} replies dropped: {} queued",
+                self.name,
+                packets.len() - room,
+                self.control_queue.len()
+            );
+        }
+        self.control_queue.extend(packets.into_iter().take(room));
+        self.awake_write_loop();
     }
 
     /// buffered_amount returns total amount (in bytes) of currently buffered user data.

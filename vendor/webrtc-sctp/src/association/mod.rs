@@ -314,7 +314,8 @@ static RESET_COUNTS_FOR_TESTS: [AtomicU64; 4] = [
 
 /// Patched for libmesh, for tests only: how many reset requests this process's
 /// associations sent under [`OutboundForTests::ResetsAhead`], and how many responses
-/// they received: performed, denied, in progress (other results are not counted).
+/// they received meanwhile: performed, denied, in progress (other results are not
+/// counted, nor anything in other modes).
 #[doc(hidden)]
 pub fn reset_responses_for_tests() -> [u64; 4] {
     RESET_COUNTS_FOR_TESTS
@@ -330,6 +331,9 @@ pub(crate) fn count_reset_response_for_tests(
     result: crate::param::param_reconfig_response::ReconfigResult,
 ) {
     use crate::param::param_reconfig_response::ReconfigResult;
+    if outbound_for_tests() != OutboundForTests::ResetsAhead {
+        return;
+    }
     let slot = match result {
         ReconfigResult::SuccessPerformed => 1,
         ReconfigResult::Denied => 2,
