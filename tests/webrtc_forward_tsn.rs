@@ -13,8 +13,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use libp2p::Multiaddr;
 use webrtc_sctp::association::OutboundForTests;
 
 #[path = "support/child_peer.rs"]
@@ -24,7 +22,7 @@ mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
 use child_peer::ChildPeer;
-use webrtc_streams::{connect, identify, peer_of, webrtc_node};
+use webrtc_streams::{hostile_client, hostile_target, identify, peer_of, webrtc_node};
 
 /// The node's address, for the hostile peer.
 const TARGET_ENV: &str = "MESH_TEST_FORWARD_TSN_TARGET";
@@ -49,25 +47,10 @@ async fn forward_tsn_jumps_neither_stall_the_node_nor_cut_the_peer_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the hostile peer of the test above, run by it as a process of its own"]
 async fn jump_peer() {
-    let Ok(target) = std::env::var(TARGET_ENV) else {
-        eprintln!("{TARGET_ENV} unset: run by the test of this file only");
+    let Some(target) = hostile_target(TARGET_ENV) else {
         return;
     };
-    let target: Multiaddr = target.parse().unwrap();
-    // DTLS's rustls needs a process-wide provider, which the node installs in the other
-    // process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut client = connect(&target).await;
-    let mut control = client.behaviour().new_control();
-    tokio::spawn(async move {
-        loop {
-            if let libp2p::swarm::SwarmEvent::ConnectionClosed { cause, .. } =
-                client.select_next_some().await
-            {
-                println!("closed: {cause:?}");
-            }
-        }
-    });
+    let mut control = hostile_client(&target).await;
     let peer = peer_of(&target);
     identify(&mut control, peer)
         .await

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libmesh::node::NodeConfig;
-use libp2p::{Multiaddr, StreamProtocol};
+use libp2p::StreamProtocol;
 use mesh_testkit::heap::live;
 use mesh_testkit::node::loopback_config;
 use webrtc_sctp::association::OutboundForTests;
@@ -36,7 +36,7 @@ mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
 use child_peer::ChildPeer;
-use webrtc_streams::{connect, peer_of, webrtc_node_with};
+use webrtc_streams::{hostile_client, hostile_target, peer_of, webrtc_node_with};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -51,9 +51,6 @@ const UPLOAD: usize = 48 << 20;
 
 /// What the hostile peer writes in one-byte messages, each in a padded packet.
 const SMALL_UPLOAD: usize = 40_000;
-
-/// What the hostile peer writes in one-byte messages behind a hole in stream order.
-const SSN_GAP_UPLOAD: usize = 80_000;
 
 /// How long the peer resends padded after its writes ([`OutboundForTests::GapPadded`]).
 const PADDED_RESENDS: Duration = Duration::from_secs(6);
@@ -161,16 +158,6 @@ async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
         g.settled,
         g.wrote
     );
-    // One-byte messages behind a hole in stream order (no gap in TSNs): the reader waits.
-    let g = growth(OutboundForTests::SsnGap, &PERF).await;
-    assert!(
-        g.settled < SMALL_GROWTH_LIMIT && g.peak < GROWTH_LIMIT,
-        "the node held more than its window of small messages: it grew by {} bytes, {} at \
-         most ({})",
-        g.settled,
-        g.peak,
-        g.wrote
-    );
     // One chunk far ahead, while the server reads nothing.
     let g = growth(OutboundForTests::AheadCopy, &PING).await;
     assert!(
@@ -185,41 +172,20 @@ async fn a_peer_that_leaves_gaps_cannot_grow_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the hostile peer of the test above, run by it as a process of its own"]
 async fn gap_peer() {
-    let Ok(target) = std::env::var(TARGET_ENV) else {
-        eprintln!("{TARGET_ENV} unset: run by the test of this file only");
+    let Some(target) = hostile_target(TARGET_ENV) else {
         return;
     };
-    let target: Multiaddr = target.parse().unwrap();
     let mode = match std::env::var(MODE_ENV).unwrap().as_str() {
         "1" => OutboundForTests::Gap,
         "2" => OutboundForTests::AheadCopy,
         "5" => OutboundForTests::GapPadded,
-        "6" => OutboundForTests::SsnGap,
         other => panic!("mode {other}"),
     };
     let protocol = StreamProtocol::try_from_owned(std::env::var(PROTOCOL_ENV).unwrap()).unwrap();
-    // DTLS's rustls needs a process-wide provider, which the node installs in the other
-    // process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut client = connect(&target).await;
-    println!("peer {}", client.local_peer_id());
-    let mut control = client.behaviour().new_control();
-    tokio::spawn(async move {
-        loop {
-            if let libp2p::swarm::SwarmEvent::ConnectionClosed { cause, .. } =
-                client.select_next_some().await
-            {
-                println!("closed: {cause:?}");
-            }
-        }
-    });
+    let mut control = hostile_client(&target).await;
     // From here on, this process's SCTP sends as a hostile peer: the stream's opening
     // comes first.
-    // (A hole in stream order comes after the stream's opening and request.)
-    let ssn_gap = mode == OutboundForTests::SsnGap;
-    if !ssn_gap {
-        webrtc_sctp::association::set_outbound_for_tests(mode);
-    }
+    webrtc_sctp::association::set_outbound_for_tests(mode);
     let wait = Duration::from_secs(10);
     let mut stream = tokio::time::timeout(wait, control.open_stream(peer_of(&target), protocol))
         .await
@@ -227,16 +193,10 @@ async fn gap_peer() {
         .expect("not opened");
     // Perf's request: nothing back.
     stream.write_all(&0u64.to_be_bytes()).await.unwrap();
-    if ssn_gap {
-        stream.flush().await.unwrap();
-        webrtc_sctp::association::set_outbound_for_tests(mode);
-    }
     // Padded, small messages, one a chunk (a flush each): the packet is what they hold.
     let padded = mode == OutboundForTests::GapPadded;
     let (buffer, upload) = if padded {
         (vec![0u8; 1], SMALL_UPLOAD)
-    } else if ssn_gap {
-        (vec![0u8; 1], SSN_GAP_UPLOAD)
     } else {
         (vec![0u8; 64 * 1024], UPLOAD)
     };
@@ -245,7 +205,7 @@ async fn gap_peer() {
     while wrote < upload {
         let write = async {
             stream.write_all(&buffer).await?;
-            if padded || ssn_gap {
+            if padded {
                 stream.flush().await?;
             }
             std::io::Result::Ok(())

@@ -31,7 +31,7 @@ mod listen;
 #[path = "support/webrtc_streams.rs"]
 mod webrtc_streams;
 use child_peer::ChildPeer;
-use webrtc_streams::{connect, identify, peer_of, webrtc_node};
+use webrtc_streams::{connect, hostile_client, hostile_target, identify, peer_of, webrtc_node};
 
 /// What the hostile peer (a process of its own) is told: the node's address, how it
 /// takes resets, how many streams it opens, in batches of how many, with what pause.
@@ -271,11 +271,9 @@ async fn a_peer_that_only_responds_to_resets_keeps_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the hostile peer of the tests above, run by them as a process of its own"]
 async fn hostile_peer() {
-    let Ok(target) = std::env::var(TARGET_ENV) else {
-        eprintln!("{TARGET_ENV} unset: run by the tests of this file only");
+    let Some(target) = hostile_target(TARGET_ENV) else {
         return;
     };
-    let target: Multiaddr = target.parse().unwrap();
     let number = |name: &str| -> usize { std::env::var(name).unwrap().parse().unwrap() };
     let mode = match number(MODE_ENV) {
         1 => PeerResetsForTests::Ignore,
@@ -287,21 +285,7 @@ async fn hostile_peer() {
     let pause = Duration::from_secs(number(PAUSE_ENV) as u64);
     let trickle = number(TRICKLE_ENV) == 1;
     webrtc_sctp::association::set_peer_resets_for_tests(mode);
-    // DTLS's rustls needs a process-wide provider, which the node installs in the other
-    // process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut client = connect(&target).await;
-    println!("peer {}", client.local_peer_id());
-    let mut control = client.behaviour().new_control();
-    tokio::spawn(async move {
-        loop {
-            if let libp2p::swarm::SwarmEvent::ConnectionClosed { cause, .. } =
-                client.select_next_some().await
-            {
-                println!("closed: {cause:?}");
-            }
-        }
-    });
+    let mut control = hostile_client(&target).await;
     let peer = peer_of(&target);
     // Streams held, so that it is the node that resets them.
     let mut held = Vec::new();

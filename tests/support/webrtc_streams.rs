@@ -90,6 +90,36 @@ pub(crate) async fn connect(target: &Multiaddr) -> libp2p::Swarm<libp2p_stream::
     connected.expect("no dial connected in 4 attempts")
 }
 
+/// For a hostile peer's process: the node's address, from the environment variable
+/// `env`, or `None` (with a line saying so) when it is unset, as when the ignored test
+/// that plays the peer runs other than from its file's test.
+pub(crate) fn hostile_target(env: &str) -> Option<Multiaddr> {
+    let Ok(target) = std::env::var(env) else {
+        eprintln!("{env} unset: run by the tests of this file only");
+        return None;
+    };
+    Some(target.parse().unwrap())
+}
+
+/// For a hostile peer's process: a client connected to `target`, its swarm driven on a
+/// task of its own that prints each close (`closed: …`), its peer id printed
+/// (`peer <id>`); returns its stream control. DTLS's rustls needs a process-wide
+/// provider, which the node installs in the test's process: this installs it here.
+pub(crate) async fn hostile_client(target: &Multiaddr) -> libp2p_stream::Control {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut client = connect(target).await;
+    println!("peer {}", client.local_peer_id());
+    let control = client.behaviour().new_control();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionClosed { cause, .. } = client.select_next_some().await {
+                println!("closed: {cause:?}");
+            }
+        }
+    });
+    control
+}
+
 /// A node listening on WebRTC-direct, and its address (with `/p2p`).
 pub(crate) async fn webrtc_node() -> (TestNode, Multiaddr) {
     webrtc_node_with(loopback_config()).await

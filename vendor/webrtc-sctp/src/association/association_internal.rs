@@ -43,9 +43,8 @@ const MAX_DEFERRED_RESET_IDS: usize = 4096;
 const MAX_CONTROL_QUEUE: usize = 1024;
 
 /// Patched for libmesh: what a DATA chunk held ahead of the cumulative TSN costs beyond
-/// its data (its structure, its place in the map and the order) in `may_hold`; the same
-/// as what a chunk waiting for its reader counts in the receive window.
-const HELD_CHUNK_COST: usize = crate::queue::reassembly_queue::CHUNK_COST;
+/// its data (its structure, its place in the map and the order) in `may_hold`.
+const HELD_CHUNK_COST: usize = 256;
 
 /// Patched for libmesh: a stream of a reset request of this side that waits for the
 /// peer's response (`Stream::reset_awaiting` set until then).
@@ -1121,8 +1120,9 @@ impl AssociationInternal {
         if can_push {
             if let Some(_s) = self.get_or_create_stream(d.stream_identifier) {
                 // Patched for libmesh: the bytes queued, counted once.
-                let queued = self.bytes_queued().await;
-                if self.max_receive_buffer_size.saturating_sub(queued) > 0 {
+                let queued = self.queued().await;
+                let window = self.max_receive_buffer_size as usize;
+                if queued < window {
                     // Pass the new chunk to stream level as soon as it arrives
                     let kept = copied(d);
                     self.payload_queue.push(kept.clone(), self.peer_last_tsn);
@@ -1136,9 +1136,7 @@ impl AssociationInternal {
                         // chunk below the highest TSN received, so one chunk of a peer's
                         // far ahead made the rest of its data come in without limit
                         // while the application read nothing.
-                        if sna32lt(d.tsn, *last_tsn)
-                            && (queued as usize) < 2 * self.max_receive_buffer_size as usize
-                        {
+                        if sna32lt(d.tsn, *last_tsn) && queued < 2 * window {
                             log::debug!("[{}] receive buffer full, but accepted as this is a missing chunk with tsn={} ssn={}", self.name, d.tsn, d.stream_sequence_number);
                             let kept = copied(d);
                             self.payload_queue.push(kept.clone(), self.peer_last_tsn);
@@ -1236,19 +1234,19 @@ impl AssociationInternal {
     }
 
     pub(crate) async fn get_my_receiver_window_credit(&self) -> u32 {
+        let queued = self.queued().await;
         self.max_receive_buffer_size
-            .saturating_sub(self.bytes_queued().await)
+            .saturating_sub(u32::try_from(queued).unwrap_or(u32::MAX))
     }
 
-    /// Patched for libmesh: the bytes the streams hold for the application (what the
-    /// receive window counts).
-    async fn bytes_queued(&self) -> u32 {
-        let mut bytes_queued = 0u32;
+    /// Patched for libmesh: the bytes of data the streams hold for the application (what
+    /// the receive window counts).
+    async fn queued(&self) -> usize {
+        let mut queued = 0usize;
         for s in self.streams.values() {
-            bytes_queued =
-                bytes_queued.saturating_add(s.get_num_bytes_in_reassembly_queue().await as u32);
+            queued = queued.saturating_add(s.get_num_bytes_in_reassembly_queue().await);
         }
-        bytes_queued
+        queued
     }
 
     /// Patched for libmesh: whether DATA chunk `d` (not a duplicate) may be held until
@@ -2605,6 +2603,18 @@ impl AssociationInternal {
         if !packets.is_empty() {
             // Patched for libmesh: `MAX_CONTROL_QUEUE`.
             self.queue_replies(packets);
+        }
+
+        // Patched for libmesh: a reset request of this side made in answer to the peer's
+        // (or once the data reached a deferred one) went out through the replies; its
+        // resends need the timer, which upstream started only with a request of this
+        // side's own. Lost, or dropped by the cap on replies, it was never sent again:
+        // the peer's channel never closed, and the patched libp2p-webrtc closed the
+        // connection three minutes later. Starting a running timer changes nothing.
+        if !self.reconfigs.is_empty() {
+            if let Some(treconfig) = &self.treconfig {
+                treconfig.start(self.rto_mgr.get_rto()).await;
+            }
         }
 
         Ok(())

@@ -258,23 +258,9 @@ pub enum OutboundForTests {
     /// As `Gap`, with each DATA chunk in a packet of its own, padded with a heartbeat of
     /// 1,300 bytes.
     GapPadded = 5,
-    /// The next ordered message of the process skips one stream sequence number, so
-    /// that the peer's reader waits for the missing one for good (its TSNs have no gap).
-    SsnGap = 6,
-}
-
-/// Patched for libmesh, for tests only: whether [`OutboundForTests::SsnGap`] has made
-/// its hole.
-static SSN_SKIPPED_FOR_TESTS: AtomicBool = AtomicBool::new(false);
-
-/// Patched for libmesh, for tests only: under [`OutboundForTests::SsnGap`], skips one
-/// number of `sequence_number` (a stream's next), once in the process.
-pub(crate) fn skip_ssn_for_tests(sequence_number: &portable_atomic::AtomicU16) {
-    if outbound_for_tests() == OutboundForTests::SsnGap
-        && !SSN_SKIPPED_FOR_TESTS.swap(true, Ordering::SeqCst)
-    {
-        sequence_number.fetch_add(1, Ordering::SeqCst);
-    }
+    /// As `Gap`, without the copy: the next DATA chunk is never sent (until the mode
+    /// changes back), and nothing far ahead.
+    Hole = 7,
 }
 
 /// Patched for libmesh: see [`set_outbound_for_tests`].
@@ -287,7 +273,7 @@ pub(crate) fn outbound_for_tests() -> OutboundForTests {
         3 => OutboundForTests::ForwardTsnJumps,
         4 => OutboundForTests::ResetsAhead,
         5 => OutboundForTests::GapPadded,
-        6 => OutboundForTests::SsnGap,
+        7 => OutboundForTests::Hole,
         _ => OutboundForTests::Normal,
     }
 }

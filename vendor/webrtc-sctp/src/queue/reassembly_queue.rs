@@ -24,13 +24,6 @@ fn sort_chunks_by_ssn(c: &mut [ChunkSet]) {
     });
 }
 
-/// Patched for libmesh: what a chunk held for the reader counts beyond its data in the
-/// receive window (`ReassemblyQueue::n_bytes`): its structure and its place in the
-/// queue. Upstream counted the data alone, so a window of one-byte messages that the
-/// application did not read (or that waited behind a missing one) held some hundred
-/// times the window, and each new one was sorted into all the others.
-pub(crate) const CHUNK_COST: usize = 256;
-
 /// chunkSet is a set of chunks that share the same SSN
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkSet {
@@ -147,8 +140,7 @@ impl ReassemblyQueue {
         if chunk.unordered {
             // First, insert into unordered_chunks array
             //atomic.AddUint64(&r.n_bytes, uint64(len(chunk.userData)))
-            // Patched for libmesh: `CHUNK_COST`.
-            self.n_bytes += chunk.user_data.len() + CHUNK_COST;
+            self.n_bytes += chunk.user_data.len();
             self.unordered_chunks.push(chunk);
             sort_chunks_by_tsn(&mut self.unordered_chunks);
 
@@ -166,8 +158,7 @@ impl ReassemblyQueue {
                 return false;
             }
 
-            // Patched for libmesh: `CHUNK_COST`.
-            self.n_bytes += chunk.user_data.len() + CHUNK_COST;
+            self.n_bytes += chunk.user_data.len();
 
             // Check if a chunkSet with the SSN already exists
             for s in &mut self.ordered {
@@ -288,8 +279,7 @@ impl ReassemblyQueue {
         let mut err = None;
         for c in &cset.chunks {
             let to_copy = c.user_data.len();
-            // Patched for libmesh: `CHUNK_COST`.
-            self.subtract_num_bytes(to_copy + CHUNK_COST);
+            self.subtract_num_bytes(to_copy);
             if err.is_none() {
                 let n = std::cmp::min(to_copy, buf.len() - n_written);
                 buf[n_written..n_written + n].copy_from_slice(&c.user_data[..n]);
@@ -315,11 +305,7 @@ impl ReassemblyQueue {
             .iter()
             .filter(|s| sna16lte(s.ssn, last_ssn) && !s.is_complete())
             .fold(0, |n, s| {
-                // Patched for libmesh: `CHUNK_COST`.
-                n + s
-                    .chunks
-                    .iter()
-                    .fold(0, |acc, c| acc + c.user_data.len() + CHUNK_COST)
+                n + s.chunks.iter().fold(0, |acc, c| acc + c.user_data.len())
             });
         self.subtract_num_bytes(num_bytes);
 
@@ -347,8 +333,7 @@ impl ReassemblyQueue {
         }
         if last_idx >= 0 {
             for i in 0..(last_idx + 1) as usize {
-                // Patched for libmesh: `CHUNK_COST`.
-                self.subtract_num_bytes(self.unordered_chunks[i].user_data.len() + CHUNK_COST);
+                self.subtract_num_bytes(self.unordered_chunks[i].user_data.len());
             }
             self.unordered_chunks.drain(..(last_idx + 1) as usize);
         }

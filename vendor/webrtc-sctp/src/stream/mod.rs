@@ -395,11 +395,6 @@ impl Stream {
 
         let mut chunks = vec![];
 
-        // Patched for libmesh: a hostile peer's hole in stream order, for tests only.
-        if !unordered {
-            crate::association::skip_ssn_for_tests(&self.sequence_number);
-        }
-
         let head_abandoned = Arc::new(AtomicBool::new(false));
         let head_all_inflight = Arc::new(AtomicBool::new(false));
         while remaining != 0 {

@@ -44,9 +44,10 @@ impl AssociationInternal {
     /// window at all.
     pub(super) fn send_windows(&self) -> (u32, u32) {
         match outbound_for_tests() {
-            OutboundForTests::Gap | OutboundForTests::AheadCopy | OutboundForTests::GapPadded => {
-                (TEST_CWND, u32::MAX)
-            }
+            OutboundForTests::Gap
+            | OutboundForTests::AheadCopy
+            | OutboundForTests::GapPadded
+            | OutboundForTests::Hole => (TEST_CWND, u32::MAX),
             _ => (self.cwnd, self.rwnd),
         }
     }
@@ -54,10 +55,9 @@ impl AssociationInternal {
     /// `packets` as the test mode says they go out.
     pub(super) fn outbound_for_tests(&mut self, packets: Vec<Packet>) -> Vec<Packet> {
         match outbound_for_tests() {
-            OutboundForTests::Normal | OutboundForTests::ResetsAhead | OutboundForTests::SsnGap => {
-                packets
-            }
+            OutboundForTests::Normal | OutboundForTests::ResetsAhead => packets,
             OutboundForTests::Gap => self.copy_ahead(packets, true),
+            OutboundForTests::Hole => self.hole(packets),
             OutboundForTests::GapPadded => {
                 let packets = self.copy_ahead(packets, true);
                 self.padded(packets)
@@ -79,6 +79,24 @@ impl AssociationInternal {
                 packets
             }
         }
+    }
+
+    /// Leaves out the first DATA chunk sent in this mode, for as long as it lasts.
+    fn hole(&mut self, packets: Vec<Packet>) -> Vec<Packet> {
+        let mut out = Vec::with_capacity(packets.len());
+        for mut p in packets {
+            p.chunks.retain(|c| {
+                let Some(d) = c.as_any().downcast_ref::<ChunkPayloadData>() else {
+                    return true;
+                };
+                let hole = *self.tests_gap_tsn.get_or_insert(d.tsn);
+                d.tsn != hole
+            });
+            if !p.chunks.is_empty() {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Puts each DATA chunk of `packets` in a packet of its own, with a heartbeat of
