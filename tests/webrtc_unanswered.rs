@@ -40,7 +40,7 @@ const MODE_ENV: &str = "MESH_TEST_UNANSWERED_MODE";
 const STREAMS_ENV: &str = "MESH_TEST_UNANSWERED_STREAMS";
 const BATCH_ENV: &str = "MESH_TEST_UNANSWERED_BATCH";
 const PAUSE_ENV: &str = "MESH_TEST_UNANSWERED_PAUSE_SECS";
-/// Whether it then goes on opening one stream every 10 s (its connection never idles).
+/// Whether it then goes on opening one stream every 3 s (its connection never idles).
 const TRICKLE_ENV: &str = "MESH_TEST_UNANSWERED_TRICKLE";
 
 /// libp2p-swarm's `debug` log (it logs why a connection closed), for the whole process.
@@ -64,7 +64,7 @@ struct Hostile(ChildPeer);
 impl Hostile {
     /// Starts the hostile peer against `target`, taking resets as `mode` says and
     /// opening `streams` streams in batches of `batch` with `pause` between them, then
-    /// one every 10 s if `trickle`.
+    /// one every 3 s if `trickle`.
     fn spawn(
         target: &Multiaddr,
         mode: PeerResetsForTests,
@@ -210,7 +210,7 @@ async fn a_peer_that_never_responds_to_resets_loses_its_connection() {
 }
 
 /// A peer that stops short of the cap and keeps its unanswered resets (and its
-/// connection busy, one stream every 10 s) loses its connection once one request has
+/// connection busy, one stream every 3 s) loses its connection once one request has
 /// waited three minutes for its response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_sits_on_unanswered_resets_loses_its_connection() {
@@ -223,7 +223,7 @@ async fn a_peer_that_sits_on_unanswered_resets_loses_its_connection() {
     .await;
     eprintln!("the hostile peer had opened {opened:?} streams");
     assert!(
-        opened.is_some_and(|n| (50..100).contains(&n)),
+        opened.is_some_and(|n| (50..200).contains(&n)),
         "the connection closed after {opened:?} streams"
     );
     assert!(
@@ -292,12 +292,18 @@ async fn hostile_peer() {
     let mut ended = None;
     while held.len() < streams || (trickle && ended.is_none()) {
         if held.len() >= streams {
-            tokio::time::sleep(Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
         } else if !held.is_empty() && held.len() % batch == 0 {
             tokio::time::sleep(pause).await;
         }
         match identify(&mut control, peer).await {
             Ok(stream) => held.push(stream),
+            // A trickle's stream only keeps the connection busy: one answered late on a
+            // loaded machine does not end it (the connection's close does).
+            Err(e) if held.len() >= streams && !e.contains("closed") => {
+                println!("trickle: {e}");
+                continue;
+            }
             Err(e) => {
                 ended = Some(e);
                 break;
