@@ -1253,8 +1253,9 @@ impl AssociationInternal {
     /// the chunks before it come. The next chunk always may (it moves the cumulative TSN
     /// at once); one further ahead only within `MAX_TSN_AHEAD` and while the chunks held
     /// cost at most twice the receive window (`HELD_CHUNK_COST` each beyond their data).
-    /// An honest sender has at most a window outstanding, so it meets this unless it
-    /// sends very small chunks, which it then resends. Upstream held every chunk: held
+    /// An honest sender meets this unless it sends very small chunks, or goes on sending
+    /// through a long loss (it stops counting what was acknowledged past the gap); what
+    /// is dropped then waits for its retransmission timer. Upstream held every chunk: held
     /// chunks leave the queue only when the cumulative TSN reaches them, and the receive
     /// window counts only what the application has not read yet, so a peer that never
     /// sent one TSN (and the data behind it in stream order, which the application read)
